@@ -1,0 +1,96 @@
+"""The one forecaster protocol every model implements, and the forecast frame contract.
+
+Modelled on Nixtla's ``fit / forecast / cross_validation`` and arch's spec-vs-result split:
+
+* ``fit(panel) -> self`` estimates parameters from a feature panel (no ``target_*`` columns;
+  training targets are built inside the model from ``rv`` of the rows it was given, so a panel
+  truncated at a cutoff can never leak what came after it).
+* ``forecast(panel, horizons, cutoffs=None) -> frame`` with parameters held fixed; a forecast
+  at cutoff ``t`` reads only rows dated ``<= t``.
+* ``state() -> dict`` is JSON-able (parameters, small weight arrays as lists); never a pickle.
+  ``from_state(state)`` rebuilds an identical forecaster.
+
+Forecast frame columns (:data:`FORECAST_COLUMNS`): ``asset, cutoff, horizon_days,
+target_date, variance`` with ``variance`` the forecast variance of the log return over days
+``cutoff+1 .. cutoff+horizon_days`` (daily decimal² summed over the horizon) and
+``target_date = cutoff + horizon_days``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+FORECAST_COLUMNS = ["asset", "cutoff", "horizon_days", "target_date", "variance"]
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    alias: str
+
+    def fit(self, panel: pd.DataFrame) -> Self: ...
+
+    def forecast(
+        self,
+        panel: pd.DataFrame,
+        horizons: Sequence[int],
+        cutoffs: pd.DatetimeIndex | None = None,
+    ) -> pd.DataFrame: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self: ...
+
+
+def forecast_frame(
+    asset: str, cutoffs: pd.DatetimeIndex, horizon: int, variance: np.ndarray
+) -> pd.DataFrame:
+    """Build one asset × horizon block of the forecast frame."""
+    cutoffs = pd.DatetimeIndex(cutoffs)
+    return pd.DataFrame(
+        {
+            "asset": asset,
+            "cutoff": cutoffs,
+            "horizon_days": int(horizon),
+            "target_date": cutoffs + pd.Timedelta(days=int(horizon)),
+            "variance": np.asarray(variance, dtype=float),
+        }
+    )
+
+
+def empty_forecast() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "asset": pd.Series(dtype=str),
+            "cutoff": pd.Series(dtype="datetime64[ns]"),
+            "horizon_days": pd.Series(dtype=int),
+            "target_date": pd.Series(dtype="datetime64[ns]"),
+            "variance": pd.Series(dtype=float),
+        }
+    )
+
+
+def concat_forecasts(blocks: list[pd.DataFrame]) -> pd.DataFrame:
+    blocks = [b for b in blocks if len(b)]
+    if not blocks:
+        return empty_forecast()
+    out = pd.concat(blocks, ignore_index=True)
+    return out.sort_values(["asset", "horizon_days", "cutoff"], ignore_index=True)
+
+
+def asset_frame(panel: pd.DataFrame, asset: str) -> pd.DataFrame:
+    """One asset's rows of the panel, indexed by date (sorted)."""
+    return panel.xs(asset, level="asset").sort_index()
+
+
+def select_cutoffs(
+    dates: pd.DatetimeIndex, cutoffs: pd.DatetimeIndex | None
+) -> pd.DatetimeIndex:
+    """The requested cutoffs that exist in ``dates`` (all of ``dates`` when None)."""
+    if cutoffs is None:
+        return pd.DatetimeIndex(dates)
+    return pd.DatetimeIndex(dates).intersection(pd.DatetimeIndex(cutoffs))

@@ -1,0 +1,186 @@
+"""Configuration: YAML in ``configs/`` validated by pydantic with ``extra="forbid"``.
+
+The config says *what* (windows, levels, schedules); the code says *how*. Every leaf can be
+overridden from the environment as ``VOLMARGIN__<SECTION>__<KEY>=value`` (YAML syntax for the
+value, so ``[1, 7]`` and ``null`` work). A wrong key or type fails with a message naming the
+key path and the file it came from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "VOLMARGIN__"
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names key and source."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Strict):
+    data_dir: Path = Path("data/market")
+    outputs_dir: Path = Path("outputs")
+    mlruns_dir: Path = Path("mlruns")
+
+
+class DataConfig(_Strict):
+    assets: list[str] | None = None
+    stale_after_days: int = Field(3, ge=0)
+
+
+class FeaturesConfig(_Strict):
+    har_windows: list[int] = [1, 7, 30]
+    corr_window: int = Field(30, ge=5)
+    corr_min_obs: int = Field(15, ge=3)
+    macro_lag_days: int = Field(1, ge=0)
+    min_hours_for_rv: int = Field(20, ge=1, le=24)
+
+
+class BacktestConfig(_Strict):
+    oos_start: dt.date = dt.date(2021, 1, 1)
+    refit_every: int = Field(91, ge=1)
+    min_train_days: int = Field(365, ge=30)
+    horizons: list[int] = [1, 7]
+
+    @field_validator("horizons")
+    @classmethod
+    def _positive_sorted(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("horizons must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+
+class GarchConfig(_Strict):
+    dist: Literal["normal", "t", "skewt"] = "t"
+
+
+class MlpHarConfig(_Strict):
+    hidden: int = Field(32, ge=1)
+    embed_dim: int = Field(4, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(4, ge=1)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = 7
+
+
+class ModelsConfig(_Strict):
+    enabled: list[str] = ["garch11_t", "mlp_har"]
+    garch11_t: GarchConfig = GarchConfig()
+    mlp_har: MlpHarConfig = MlpHarConfig()
+
+
+class SelectionConfig(_Strict):
+    metric: Literal["qlike"] = "qlike"
+    horizon: int = Field(1, ge=1)
+
+
+class PolicyConfig(_Strict):
+    confidence: float = Field(0.99, gt=0.5, lt=1)
+    measure: Literal["es", "var"] = "es"
+    fhs_window: int = Field(500, ge=20)
+    fhs_min_obs: int = Field(100, ge=10)
+    im_buffer: float = Field(0.25, ge=0)
+    mmf_floor: float = Field(0.02, gt=0, lt=1)
+    mmf_cap: float = Field(0.60, gt=0, lt=1)
+    lb_k: float = Field(0.5, ge=0)
+    lb_min: float = Field(1.02, ge=1)
+    lb_max: float = Field(1.15, ge=1)
+    fallback_mmf: float = Field(0.50, gt=0, lt=1)
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "volmargin-policy"
+    experiment: str = "volmargin"
+
+
+class ServingConfig(_Strict):
+    as_of: dt.date | None = None
+
+
+class Config(_Strict):
+    paths: PathsConfig = PathsConfig()
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    models: ModelsConfig = ModelsConfig()
+    selection: SelectionConfig = SelectionConfig()
+    policy: PolicyConfig = PolicyConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serving: ServingConfig = ServingConfig()
+
+    def resolved(self) -> dict[str, Any]:
+        """JSON-able dict of the whole config, as logged to every MLflow run."""
+        return self.model_dump(mode="json")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied (``{"backtest.refit_every": 30}``)."""
+        raw = self.resolved()
+        for dotted, value in overrides.items():
+            _set_dotted(raw, dotted.split("."), value)
+        return _validate(raw, "<overrides>")
+
+
+def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {'.'.join(keys)}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, text in environ.items():
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            out[dotted] = yaml.safe_load(text)
+    return out
+
+
+def _validate(raw: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines)) from None
+
+
+def load_config(
+    path: Path | str | None = None, environ: dict[str, str] | None = None
+) -> Config:
+    """Read a YAML config, apply ``VOLMARGIN__*`` environment overrides, validate.
+
+    Parameters
+    ----------
+    path : YAML file; ``configs/default.yaml`` when None.
+    environ : mapping to read overrides from; ``os.environ`` when None.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    overrides = _env_overrides(dict(os.environ if environ is None else environ))
+    for dotted, value in overrides.items():
+        _set_dotted(raw, dotted.split("."), value)
+    source = str(path) + (f" (+ env {', '.join(sorted(overrides))})" if overrides else "")
+    return _validate(raw, source)
