@@ -1,0 +1,245 @@
+r"""Training the MLP-HAR network: inputs and targets from a panel, the QLIKE loss, the Trainer.
+
+Inputs come from the panel row at ``t`` only (every feature column is already point-in-time);
+targets are the log of the forward realized variance :func:`features.targets.forward_variance`
+built from the ``rv`` column of the panel handed to ``fit``, so nothing past its last row is
+ever read. The loss is QLIKE, which is consistent for the conditional variance under a noisy
+unbiased proxy (Patton, 2011) and, written in the log forecast :math:`o`, reads
+
+.. math::
+
+    L(y, o) = \frac{y}{e^{o}} - \log\frac{y}{e^{o}} - 1 = e^{\log y - o} + o - \log y - 1 .
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+from features.targets import forward_variance
+from models.neural.network import MlpHarNet
+from pipelines.config import MlpHarConfig
+
+VAR_FLOOR = 1e-10  # variances are floored before the log: a zero range day is not -inf
+REQUIRED_COLUMNS = ("har_rv_1d", "har_rv_7d", "har_rv_30d", "gk_var", "ret_1d")
+PANEL_COLUMNS = (*REQUIRED_COLUMNS, "dvol_var_1d", "dvol_available", "rv_is_hourly")
+CONTINUOUS_NAMES = (
+    "log_har_rv_1d",
+    "log_har_rv_7d",
+    "log_har_rv_30d",
+    "log_gk_var",
+    "ret_1d",
+    "abs_ret_1d",
+    "log_dvol_var_1d",  # 0 after scaling where DVOL is unavailable; the flag below says so
+)
+FLAG_NAMES = ("dvol_available", "rv_is_hourly")
+INPUT_NAMES = (*CONTINUOUS_NAMES, *FLAG_NAMES)
+
+
+def check_columns(panel: pd.DataFrame, needed: Sequence[str]) -> None:
+    missing = [c for c in needed if c not in panel.columns]
+    if missing:
+        raise ValueError(f"mlp_har: panel lacks column(s) {missing}; build it with features/")
+
+
+def raw_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(continuous (N, C) with NaN where DVOL is masked, flags (N, 2), valid (N,)) of rows."""
+
+    def log_var(col: str) -> np.ndarray:
+        return np.log(np.maximum(frame[col].to_numpy(dtype=float), VAR_FLOOR))
+
+    ret = frame["ret_1d"].to_numpy(dtype=float)
+    dvol = frame["dvol_var_1d"].to_numpy(dtype=float)
+    dvol_ok = frame["dvol_available"].eq(True).to_numpy() & np.isfinite(dvol)
+    log_dvol = np.log(np.maximum(np.where(dvol_ok, dvol, np.nan), VAR_FLOOR))  # NaN: masked
+    continuous = np.column_stack(
+        [
+            log_var("har_rv_1d"),
+            log_var("har_rv_7d"),
+            log_var("har_rv_30d"),
+            log_var("gk_var"),
+            ret,
+            np.abs(ret),
+            log_dvol,
+        ]
+    )  # (N, C)
+    flags = np.column_stack([dvol_ok, frame["rv_is_hourly"].eq(True).to_numpy()]).astype(float)
+    required = frame[list(REQUIRED_COLUMNS)].to_numpy(dtype=float)  # (N, 5)
+    valid = np.isfinite(required).all(axis=1)
+    return continuous, flags, valid
+
+
+@dataclass
+class Scaler:
+    """Standardization fitted on training rows only; DVOL's stats use rows where it exists."""
+
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+
+    @classmethod
+    def fit(cls, continuous: np.ndarray) -> Scaler:
+        seen = np.isfinite(continuous).any(axis=0)
+        safe = np.where(np.isfinite(continuous), continuous, 0.0)
+        count = np.maximum(np.isfinite(continuous).sum(axis=0), 1)
+        mean = np.where(seen, safe.sum(axis=0) / count, 0.0)
+        dev = np.where(np.isfinite(continuous), continuous - mean, 0.0)
+        std = np.sqrt((dev**2).sum(axis=0) / count)
+        return cls(mean=mean, std=np.where(std > 1e-8, std, 1.0))
+
+    def transform(self, continuous: np.ndarray, flags: np.ndarray) -> np.ndarray:
+        z = (continuous - self.mean) / self.std  # (N, C)
+        z = np.where(np.isnan(z), 0.0, z)  # masked DVOL sits at the training mean
+        return np.concatenate([z, flags], axis=1).astype(np.float32)  # (N, F)
+
+
+def forward_log_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
+    """(N, H) log forward variance per row of ``panel`` (NaN where the window is incomplete).
+
+    Each asset's ``rv`` is put on a complete daily calendar first, so a gap makes the forward
+    sum NaN rather than silently summing across it.
+    """
+    out = np.full((len(panel), len(horizons)), np.nan)
+    for j, h in enumerate(horizons):
+        parts = []
+        for _, rows in panel["rv"].groupby(level="asset", sort=False):
+            dates = rows.index.get_level_values("date")
+            calendar = pd.date_range(dates.min(), dates.max(), freq="D")
+            rv = pd.Series(rows.to_numpy(dtype=float), index=dates).reindex(calendar)
+            fwd = forward_variance(rv, h).reindex(dates)
+            parts.append(pd.Series(fwd.to_numpy(), index=rows.index))
+        y = pd.concat(parts).reindex(panel.index).to_numpy(dtype=float)
+        out[:, j] = np.log(np.maximum(y, VAR_FLOOR))
+    return out
+
+
+def qlike_terms(
+    log_forecast: torch.Tensor, log_target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of QLIKE over valid pairs, number of valid pairs); masked pairs add exactly 0."""
+    d = torch.where(mask, log_target - log_forecast, torch.zeros_like(log_forecast))  # (B, H)
+    loss = torch.exp(d) - d - 1.0  # (B, H)
+    return loss.sum(), mask.sum()
+
+
+class MlpHarModule(pl.LightningModule):
+    """Trains :class:`MlpHarNet` on QLIKE and keeps a copy of the best-validation weights."""
+
+    def __init__(self, net: MlpHarNet, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.best_val_loss = math.inf
+        self.best_state: dict[str, torch.Tensor] = {}
+        self._val_sum = 0.0
+        self._val_count = 0
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, asset, log_y, mask = batch  # (B, F), (B,), (B, H), (B, H)
+        o = self.net(x, asset).float()  # (B, H); float32 even under bf16 autocast
+        total, count = qlike_terms(o, log_y, mask)
+        return total / count.clamp(min=1)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum, self._val_count = 0.0, 0
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        x, asset, log_y, mask = batch
+        total, count = qlike_terms(self.net(x, asset).float(), log_y, mask)
+        self._val_sum += float(total)
+        self._val_count += int(count)
+
+    def on_validation_epoch_end(self) -> None:
+        val_loss = self._val_sum / max(self._val_count, 1)
+        self.log("val_loss", val_loss)
+        if not self.trainer.sanity_checking and val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            state = self.net.state_dict()
+            self.best_state = {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def tensor_dataset(
+    x: np.ndarray, asset: np.ndarray, log_y: np.ndarray, mask: np.ndarray
+) -> TensorDataset:
+    return TensorDataset(
+        torch.from_numpy(x.astype(np.float32)),  # (N, F)
+        torch.from_numpy(asset.astype(np.int64)),  # (N,)
+        torch.from_numpy(np.where(mask, log_y, 0.0).astype(np.float32)),  # (N, H)
+        torch.from_numpy(mask),  # (N, H) bool
+    )
+
+
+def batch_loader(data: TensorDataset, batches: BatchSampler) -> DataLoader:
+    """A loader that slices whole batches out of the tensors (no per-row fetch and collate).
+
+    ``TensorDataset`` indexes every tensor with the sampler's list of row indices at once,
+    several times faster than collating ``batch_size`` single rows on a small CPU.
+    """
+    return DataLoader(data, sampler=batches, batch_size=None, num_workers=0)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """No info banners or few-workers hints; global determinism flags restored after."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        # Lightning 2.6 still calls a torch pytree API that torch 2.13 deprecates.
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*treespec, LeafSpec", category=DeprecationWarning
+        )
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+
+
+def train_network(
+    net: MlpHarNet, train: TensorDataset, val: TensorDataset, config: MlpHarConfig
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Fit ``net`` with early stopping on ``val``; return (best weights on CPU, best val loss)."""
+    module = MlpHarModule(net, lr=config.lr, weight_decay=config.weight_decay)
+    # An explicit generator makes the shuffling order a function of the seed alone.
+    shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(config.seed))
+    train_loader = batch_loader(train, BatchSampler(shuffle, config.batch_size, drop_last=False))
+    val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="auto",
+            devices=1,
+            precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+            max_epochs=config.max_epochs,
+            callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience, mode="min")],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    return module.best_state, module.best_val_loss

@@ -1,0 +1,46 @@
+"""The one registry of forecasters: alias → (class, config section). The CLI and the pipeline
+build models only through :func:`build_forecaster` / :func:`forecaster_from_state`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from models.base import Forecaster
+from models.garch import GarchForecaster
+from pipelines.config import ModelsConfig
+
+
+def _garch11_t(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    return GarchForecaster(cfg.garch11_t, alias="garch11_t")
+
+
+def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    from models.mlp_har import MlpHarForecaster  # torch is imported only when asked for
+
+    return MlpHarForecaster(cfg.mlp_har, horizons=horizons)
+
+
+REGISTRY: dict[str, Callable[[ModelsConfig, Sequence[int]], Forecaster]] = {
+    "garch11_t": _garch11_t,
+    "mlp_har": _mlp_har,
+}
+
+
+def build_forecaster(alias: str, cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    try:
+        factory = REGISTRY[alias]
+    except KeyError:
+        raise KeyError(
+            f"unknown forecaster {alias!r} in models.enabled; registered: {sorted(REGISTRY)}"
+        ) from None
+    return factory(cfg, horizons)
+
+
+def forecaster_from_state(state: dict[str, Any]) -> Forecaster:
+    """Rebuild a fitted forecaster from its JSON state (no pickle)."""
+    alias = state["alias"]
+    if alias not in REGISTRY:
+        raise KeyError(f"state names unknown forecaster {alias!r}; registered: {sorted(REGISTRY)}")
+    model = build_forecaster(alias, ModelsConfig(), horizons=state.get("horizons", [1]))
+    return type(model).from_state(state)

@@ -1,0 +1,44 @@
+"""MLflow models-from-code definition of ``volmargin-policy``.
+
+Logged with ``mlflow.pyfunc.log_model(python_model="serving/policy_model.py",
+artifacts={"bundle": "policy_bundle.json"})``: MLflow stores this source file, not a pickled
+object, so the model loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The bundle is
+plain JSON (forecaster parameters or weights as lists, policy config, FHS history).
+
+``predict(model_input, params={"as_of": "YYYY-MM-DD"})`` takes the feature panel flattened to
+columns (``asset``, ``date``, features...) and returns one row of parameters per asset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class VolmarginPolicy(PythonModel):
+    def load_context(self, context: Any) -> None:
+        from models.registry import forecaster_from_state
+
+        with open(context.artifacts["bundle"]) as fh:
+            self.bundle: dict[str, Any] = json.load(fh)
+        self.forecaster = forecaster_from_state(self.bundle["forecaster"])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        from serving.apply import policy_frame
+
+        features = model_input.copy()
+        features["date"] = pd.to_datetime(features["date"])
+        features = features.set_index(["asset", "date"]).sort_index()
+        last = features.index.get_level_values("date").max()
+        as_of = dt.date.fromisoformat(str((params or {}).get("as_of") or last.date()))
+        return policy_frame(self.forecaster, self.bundle, features, as_of)
+
+
+mlflow.models.set_model(VolmarginPolicy())

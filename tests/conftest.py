@@ -1,0 +1,64 @@
+"""Shared fixtures: small slices of the real embedded data, and isolated output dirs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.loaders import MarketData, load_market
+from pipelines.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+MARKET = REPO / "data" / "market"
+
+
+def write_slice(
+    dest: Path,
+    assets: list[str],
+    start: str,
+    end: str,
+    macro: tuple[str, ...] = ("SPX",),
+) -> Path:
+    """Copy the embedded data for ``assets`` (+ DVOL and ``macro``) between two dates to ``dest``.
+
+    Rows are only selected by date, never altered, so the slice is real data.
+    """
+
+    def copy(src: Path) -> None:
+        frame = pd.read_csv(src, dtype={"timestamp": str})
+        stamp = frame["timestamp"].str.slice(0, 10)
+        frame = frame[(stamp >= start) & (stamp <= end)]
+        out = dest / src.relative_to(MARKET)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(out, "wt") as fh:
+            frame.to_csv(fh, index=False)
+
+    for asset in assets:
+        for kind in ("daily", "hourly"):
+            src = MARKET / "crypto" / kind / f"{asset}.csv.gz"
+            if src.exists():
+                copy(src)
+        iv = MARKET / "iv" / f"DVOL_{asset}.csv.gz"
+        if iv.exists():
+            copy(iv)
+    for name in macro:
+        copy(MARKET / "macro" / f"{name}.csv.gz")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def embedded_market() -> MarketData:
+    """The full embedded dataset, loaded once per session."""
+    return load_market(MARKET)
+
+
+@pytest.fixture
+def isolated_config(tmp_path: Path) -> Config:
+    """Default config with outputs and MLflow store under ``tmp_path``."""
+    return Config().with_overrides({
+        "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"),
+    })

@@ -1,0 +1,133 @@
+"""The whole pipeline on a small real slice: 2 assets, two years, through the CLI."""
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from pipelines.tracking import tracking_uri
+from serving.publish import read_partition
+from tests.conftest import REPO, write_slice
+
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A project directory with a 2-asset slice and a shrunken copy of the default config."""
+    root = tmp_path_factory.mktemp("project")
+    write_slice(root / "market", ["BTC", "SOL"], "2023-07-01", AS_OF)
+    cfg = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
+    cfg["models"]["mlp_har"].update(max_epochs=4, hidden=8)
+    cfg["policy"]["fhs_min_obs"] = 60
+    (root / "configs").mkdir()
+    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ran(workdir):
+    runner = CliRunner()
+    mp = pytest.MonkeyPatch()
+    mp.chdir(workdir)
+    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    try:
+        result = runner.invoke(app, ["run", "--data-dir", "market", "--quiet"])
+        yield workdir, result
+    finally:
+        mp.undo()
+
+
+def test_run_exits_cleanly_and_prints_the_summary(ran):
+    _, result = ran
+    assert result.exit_code == 0, result.output
+    assert "garch11_t" in result.output and "mlp_har" in result.output
+    assert "(selected)" in result.output
+    assert f"asof={AS_OF}" in result.output and "volmargin ui" in result.output
+
+
+def test_published_partition_has_one_consistent_row_per_asset(ran):
+    workdir, _ = ran
+    part = workdir / "outputs" / "forecasts" / f"asof={AS_OF}"
+    assert sorted(p.name for p in part.iterdir()) == [
+        "_SUCCESS", "manifest.json", "parameters.csv", "parameters.parquet"]
+    params = read_partition(part)  # verifies every sha256 in the manifest
+    assert list(params["asset"]) == ["BTC", "SOL"]
+    assert (params["as_of"].astype(str) == AS_OF).all()
+    assert not params["flag_fallback"].any()
+    assert (params["ltv"] < params["lt"]).all() and (params["lt"] * params["lb"] <= 1).all()
+    assert ((params["mmf"] > 0.02) & (params["mmf"] < 0.6)).all()
+    # SOL is more volatile than BTC, so it must carry the larger margin
+    by = params.set_index("asset")
+    assert by.loc["SOL", "sigma_1d"] > by.loc["BTC", "sigma_1d"]
+    assert by.loc["SOL", "mmf"] > by.loc["BTC", "mmf"]
+    manifest = json.loads((part / "manifest.json").read_text())
+    assert manifest["files"]["parameters.parquet"]["rows"] == 2
+    csv = pd.read_csv(part / "parameters.csv")
+    assert list(csv["asset"]) == ["BTC", "SOL"]
+    assert csv["mmf"].to_numpy() == pytest.approx(params["mmf"].to_numpy())
+
+
+def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypatch):
+    workdir, _ = ran
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    mlflow.set_tracking_uri(tracking_uri(workdir / "mlruns"))
+    mlflow.set_registry_uri(tracking_uri(workdir / "mlruns"))
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("volmargin-policy", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["forecaster"] in {"garch11_t", "mlp_har"}
+    params = pd.read_parquet(workdir / "outputs" / "forecasts" / f"asof={AS_OF}"
+                             / "parameters.parquet")
+    assert set(params["model_version"]) == {"1"}
+    assert set(params["run_id"]) == {champion.run_id}
+    model = mlflow.pyfunc.load_model("models:/volmargin-policy@champion")
+    flavor = model.metadata.flavors["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # models-from-code
+    local = mlflow.artifacts.download_artifacts(champion.source)
+    files = [p.name for p in Path(local).rglob("*") if p.is_file()]
+    assert "policy_model.py" in files and "policy_bundle.json" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".joblib"))]
+    runs = mlflow.search_runs(experiment_names=["volmargin"])
+    steps = set(runs["tags.volmargin.step"])
+    assert {"features", "backtest", "evaluate", "register", "serve"} <= steps
+
+
+def test_serving_the_same_as_of_again_is_a_no_op(ran, monkeypatch):
+    workdir, _ = ran
+    monkeypatch.chdir(workdir)
+    part = workdir / "outputs" / "forecasts" / f"asof={AS_OF}"
+    before = (part / "parameters.parquet").read_bytes()
+    result = CliRunner().invoke(app, ["serve", "--data-dir", "market", "--as-of", AS_OF])
+    assert result.exit_code == 0, result.output
+    assert "no-op" in result.output
+    assert (part / "parameters.parquet").read_bytes() == before
+
+
+def test_serving_with_an_asset_removed_publishes_only_the_rest(ran, monkeypatch):
+    workdir, _ = ran
+    monkeypatch.chdir(workdir)
+    subset = workdir / "market_btc_only"
+    shutil.copytree(workdir / "market", subset)
+    for path in subset.rglob("SOL*"):
+        path.unlink()
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(subset), "--as-of", "2025-06-29"])
+    assert result.exit_code == 0, result.output
+    params = read_partition(workdir / "outputs" / "forecasts" / "asof=2025-06-29")
+    assert list(params["asset"]) == ["BTC"]
+
+
+def test_serving_without_a_champion_fails_clearly(tmp_path, monkeypatch, workdir):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(workdir / "configs", tmp_path / "configs")
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(workdir / "market")])
+    assert result.exit_code == 1
+    assert "no @champion" in result.output

@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.evaluate import loss_table, qlike, scored, select_model
+
+
+def test_qlike_known_values():
+    assert qlike([1.0], [1.0])[0] == 0.0
+    assert qlike([2.0], [1.0])[0] == pytest.approx(2 - np.log(2) - 1)
+    assert qlike([1.0], [4.0])[0] == pytest.approx(0.25 - np.log(0.25) - 1)
+
+
+def test_qlike_penalises_under_prediction_more_than_over_prediction():
+    assert qlike([1.0], [0.5])[0] > qlike([1.0], [2.0])[0]
+
+
+def test_qlike_expected_loss_is_minimised_by_the_true_variance():
+    """Consistency (Patton 2011): with a noisy unbiased proxy, the true σ² scores best."""
+    rng = np.random.default_rng(0)
+    true_var = 0.0004
+    proxy = true_var * rng.chisquare(1, size=200_000)  # r² of a normal return
+    losses = {m: qlike(proxy, m * true_var).mean() for m in (0.8, 0.9, 1.0, 1.1, 1.25)}
+    assert min(losses, key=losses.get) == 1.0
+
+
+def _panel(rv: np.ndarray) -> pd.DataFrame:
+    dates = pd.date_range("2024-01-01", periods=len(rv))
+    idx = pd.MultiIndex.from_product([["AAA"], dates], names=["asset", "date"])
+    return pd.DataFrame({"rv": rv, "rv_is_hourly": True}, index=idx)
+
+
+def _fc(dates, variance, h=1):
+    return pd.DataFrame({"asset": "AAA", "cutoff": dates, "horizon_days": h,
+                         "target_date": dates + pd.Timedelta(days=h), "variance": variance})
+
+
+def test_scoring_uses_only_the_common_support_and_the_next_days_rv():
+    rv = np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0])
+    panel = _panel(rv)
+    dates = panel.index.get_level_values("date")
+    good = _fc(dates[:5], rv[1:6])          # perfect forecasts of the next day's rv
+    partial = _fc(dates[1:4], np.ones(3))   # forecasts only 3 days
+    scores = scored({"good": good, "partial": partial}, panel)
+    assert set(scores["cutoff"]) == set(dates[1:4])
+    table = loss_table(scores)
+    assert table.set_index("model").loc["good", "qlike"] == pytest.approx(0.0)
+    assert (table["n"] == 3).all()
+    best, ranking = select_model(table, horizon=1)
+    assert best == "good" and list(ranking.index) == ["good", "partial"]
+
+
+def test_selection_without_forecasts_at_the_horizon_is_an_error():
+    table = pd.DataFrame({"model": ["a"], "asset": ["X"], "horizon_days": [7], "qlike": [0.1]})
+    with pytest.raises(ValueError, match="selection horizon 1"):
+        select_model(table, horizon=1)
