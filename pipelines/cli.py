@@ -112,8 +112,8 @@ def _print_summary(cfg: Config, result: RunResult) -> None:
                    f"{r.max_leverage:.1f}x", flags)
     console.print(pt)
     console.print(f"Published: {result.served.published.path}")
-    console.print(f"MLflow:    {tracking_uri(cfg.paths.mlruns_dir)} — open with `volmargin ui` "
-                  "(http://127.0.0.1:5000)")
+    console.print(f"MLflow:    sqlite:///{Path(cfg.paths.mlruns_dir).as_posix()}/mlflow.db — "
+                  "open with `volmargin ui` (http://127.0.0.1:5000)")
 
 
 @app.command("serve")

@@ -205,6 +205,11 @@ def quiet_lightning() -> Iterator[None]:
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    # One intra-op thread on CPU: this net's matmuls are far too small to split, and with two
+    # threads a busy second core made a 1 s fit take up to 56 s (measured). Restored after.
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=PossibleUserWarning)
         # Lightning 2.6 still calls a torch pytree API that torch 2.13 deprecates.
@@ -216,6 +221,7 @@ def quiet_lightning() -> Iterator[None]:
             yield
         finally:
             torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
 
 
 def train_network(

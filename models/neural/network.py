@@ -10,8 +10,9 @@ every asset (a *global* model) while assets may still differ in level and reacti
     \hat o_t = W x_t + b + \mathrm{MLP}([x_t, e_{a}]), \qquad
     \hat\sigma^2_{t, h} = \exp(\hat o_{t, h})
 
-with one output per horizon. The MLP's last layer starts at zero, so training starts from
-plain linear HAR with the bias at the mean log target (:meth:`MlpHarNet.init_output_bias`).
+with one output per horizon. The HAR loadings and the MLP's last layer start at zero and the
+bias at the training mean log target (:meth:`MlpHarNet.init_output_bias`): training starts
+from the unconditional forecast, so even a few epochs only move it where the data asks.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class MlpHarNet(nn.Module):
             nn.SiLU(),
             nn.Linear(config.hidden, config.n_horizons),
         )
-        # Start as linear HAR: the correction is learned only where the data asks for it.
+        # Start at the unconditional mean (bias set by init_output_bias): random HAR loadings
+        # would only add noise the first epochs must unlearn; the MLP correction starts off.
+        nn.init.zeros_(self.har.weight)
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 

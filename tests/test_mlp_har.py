@@ -1,0 +1,161 @@
+"""MlpHarForecaster: forecast contract, point-in-time inputs, state round trip, determinism,
+and that it beats a constant forecast out of sample on a simulated GARCH panel."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from features.schema import feature_view
+from features.targets import forward_variance
+from models.base import FORECAST_COLUMNS, Forecaster
+from models.mlp_har import MlpHarForecaster
+from models.neural.module import REQUIRED_COLUMNS, forward_log_targets, qlike_terms
+from pipelines.config import MlpHarConfig
+from tests.simulate import simulate_panel
+
+SMALL = MlpHarConfig(hidden=16, max_epochs=3, patience=2)
+ASSETS = ("AAA", "BBB", "CCC")
+
+
+@pytest.fixture(scope="module")
+def panel() -> pd.DataFrame:
+    return simulate_panel(ASSETS, n_days=400, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(panel: pd.DataFrame) -> MlpHarForecaster:
+    return MlpHarForecaster(SMALL, horizons=(1, 7)).fit(panel)
+
+
+def qlike(realized: np.ndarray, forecast: np.ndarray) -> float:
+    ratio = realized / forecast
+    return float(np.mean(ratio - np.log(ratio) - 1.0))
+
+
+def test_is_a_forecaster_with_alias(model: MlpHarForecaster) -> None:
+    assert isinstance(model, Forecaster)
+    assert model.alias == "mlp_har"
+    assert model.assets == list(ASSETS)
+
+
+def test_forecast_frame_contract(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
+    fc = model.forecast(panel, horizons=[1, 7])
+    assert list(fc.columns) == FORECAST_COLUMNS
+    assert np.isfinite(fc["variance"]).all() and (fc["variance"] > 0).all()
+    assert not fc.duplicated(["asset", "cutoff", "horizon_days"]).any()
+    assert (fc["target_date"] - fc["cutoff"] == pd.to_timedelta(fc["horizon_days"], "D")).all()
+    valid = panel[list(REQUIRED_COLUMNS)].notna().all(axis=1)
+    assert len(fc) == 2 * int(valid.sum())  # har_rv_30d needs 30 days: 371 rows per asset
+    assert len(fc) == 2 * 3 * (400 - 29)
+    # A 7-day variance sums seven daily ones: on average ~7× the 1-day forecast.
+    by_h = fc.groupby("horizon_days")["variance"].mean()
+    assert 4.0 < by_h[7] / by_h[1] < 10.0
+
+
+def test_forecast_only_requested_cutoffs_and_known_assets(
+    model: MlpHarForecaster, panel: pd.DataFrame
+) -> None:
+    cutoffs = pd.DatetimeIndex(["2020-03-01", "2020-06-15", "2030-01-01"])
+    stranger = simulate_panel(("ZZZ",), n_days=400, seed=9)
+    both = pd.concat([panel, stranger]).sort_index()
+    fc = model.forecast(both, horizons=[7], cutoffs=cutoffs)
+    assert set(fc["asset"]) == set(ASSETS)  # ZZZ was not seen in fit: no rows
+    assert set(fc["cutoff"]) == set(cutoffs[:2])
+    assert (fc["horizon_days"] == 7).all() and len(fc) == 2 * 3
+
+
+def test_untrained_horizon_is_refused(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"\[30\]"):
+        model.forecast(panel, horizons=[1, 30])
+
+
+def test_forecast_is_point_in_time(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
+    full = model.forecast(panel, horizons=[1, 7]).set_index(["asset", "cutoff", "horizon_days"])
+    dates = panel.index.get_level_values("date")
+    for t in pd.DatetimeIndex(["2020-02-05", "2020-07-19", "2020-12-31"]):
+        truncated = model.forecast(panel[dates <= t], horizons=[1, 7])
+        assert truncated["cutoff"].max() == t
+        got = truncated.set_index(["asset", "cutoff", "horizon_days"])["variance"]
+        np.testing.assert_allclose(got, full.loc[got.index, "variance"], rtol=1e-6, atol=0)
+        # The row at t alone is enough: nothing before it is read either.
+        alone = model.forecast(panel[dates == t], horizons=[1, 7])
+        at_t = got.xs(t, level="cutoff")
+        np.testing.assert_allclose(
+            alone.set_index(["asset", "horizon_days"])["variance"].loc[at_t.index], at_t, rtol=1e-6
+        )
+
+
+def test_unavailable_dvol_value_is_never_read(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
+    garbage = panel.copy()
+    garbage.loc[~garbage["dvol_available"], "dvol_var_1d"] = 1.0  # a pretend fill
+    before = model.forecast(panel, horizons=[1])["variance"].to_numpy()
+    after = model.forecast(garbage, horizons=[1])["variance"].to_numpy()
+    assert np.array_equal(before, after)
+
+
+def test_fit_refuses_target_columns() -> None:
+    with_targets = simulate_panel(("AAA",), n_days=200, seed=0, with_targets=True)
+    with pytest.raises(ValueError, match="target_variance_1d"):
+        MlpHarForecaster(SMALL).fit(with_targets)
+
+
+def test_training_targets_come_from_rv_and_stop_at_the_panel_end() -> None:
+    panel = simulate_panel(("AAA", "BBB"), n_days=60, seed=2)
+    panel = panel.drop(index=pd.Timestamp("2020-01-20"), level="date")  # a gap in the calendar
+    log_y = forward_log_targets(panel, horizons=[1, 7])  # (N, 2)
+    aaa = panel.xs("AAA", level="asset")
+    expected_1d = forward_variance(aaa["rv"].asfreq("D"), 1).reindex(aaa.index)
+    np.testing.assert_allclose(np.exp(log_y[: len(aaa), 0]), expected_1d, rtol=1e-12)
+    assert np.isnan(log_y[len(aaa) - 7 : len(aaa), 1]).all()  # last 7 days: no 7-day target
+    gap_eve = aaa.index.get_loc(pd.Timestamp("2020-01-19"))
+    assert np.isnan(log_y[gap_eve, 0])  # no partial sum across the missing day
+
+
+def test_qlike_is_zero_at_the_truth_and_ignores_masked_pairs() -> None:
+    log_y = torch.tensor([[-7.0, -5.0], [-6.0, 0.0]])
+    o = torch.tensor([[-7.0, -5.5], [-6.0, -80.0]])  # the masked pair would overflow exp
+    mask = torch.tensor([[True, True], [True, False]])
+    total, count = qlike_terms(o, log_y, mask)
+    assert int(count) == 3
+    assert float(total) == pytest.approx(np.exp(0.5) - 0.5 - 1.0, rel=1e-6)
+
+
+def test_state_round_trip_is_json_and_bit_identical(
+    model: MlpHarForecaster, panel: pd.DataFrame
+) -> None:
+    text = json.dumps(model.state())
+    rebuilt = MlpHarForecaster.from_state(json.loads(text))
+    a = model.forecast(panel, horizons=[1, 7])
+    b = rebuilt.forecast(panel, horizons=[1, 7])
+    pd.testing.assert_frame_equal(a.drop(columns="variance"), b.drop(columns="variance"))
+    assert np.array_equal(a["variance"].to_numpy(), b["variance"].to_numpy())
+    with pytest.raises(ValueError, match="alias"):
+        MlpHarForecaster.from_state({**model.state(), "alias": "har_rv"})
+
+
+def test_same_seed_gives_identical_forecasts(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
+    again = MlpHarForecaster(SMALL, horizons=(1, 7)).fit(panel)
+    a = model.forecast(panel, horizons=[1, 7])["variance"].to_numpy()
+    b = again.forecast(panel, horizons=[1, 7])["variance"].to_numpy()
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_it_beats_a_constant_forecast_out_of_sample(seed: int) -> None:
+    full = simulate_panel(("AAA", "BBB"), n_days=1500, seed=seed, with_targets=True)
+    dates = full.index.get_level_values("date")
+    split = dates.min() + pd.Timedelta(days=1100)
+    train = feature_view(full[dates < split])
+    model = MlpHarForecaster(MlpHarConfig(hidden=16, max_epochs=10), horizons=(1,)).fit(train)
+
+    fc = model.forecast(feature_view(full), horizons=[1], cutoffs=dates[dates >= split].unique())
+    realized = full["target_variance_1d"].reindex(pd.MultiIndex.from_frame(fc[["asset", "cutoff"]]))
+    ok = np.isfinite(realized.to_numpy())
+    model_loss = qlike(realized.to_numpy()[ok], fc["variance"].to_numpy()[ok])
+    constant_loss = qlike(realized.to_numpy()[ok], np.full(ok.sum(), train["rv"].mean()))
+    assert model_loss < 0.9 * constant_loss, (model_loss, constant_loss)
