@@ -65,6 +65,8 @@ class MlpHarForecaster:
         self.scaler: Scaler | None = None
         self.net: MlpHarNet | None = None
         self.best_val_loss = float("nan")
+        self.epochs_trained = 0  # epochs run by the last fit (early stopping may cut it short)
+        self.train_rows = 0  # (asset, day) rows the last fit trained on
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: pd.DataFrame) -> Self:
@@ -106,7 +108,7 @@ class MlpHarForecaster:
         )
         mean_log_y = np.nanmean(np.where(train_mask, log_y, np.nan), axis=0)  # (H,)
         net.init_output_bias(torch.tensor(mean_log_y, dtype=torch.float32))
-        best_state, self.best_val_loss = train_network(
+        best_state, self.best_val_loss, self.epochs_trained = train_network(
             net,
             tensor_dataset(
                 x[train_rows], asset_id[train_rows], log_y[train_rows], train_mask[train_rows]
@@ -114,6 +116,7 @@ class MlpHarForecaster:
             tensor_dataset(x[val_rows], asset_id[val_rows], log_y[val_rows], val_mask[val_rows]),
             self.config,
         )
+        self.train_rows = int(train_rows.sum())
         if best_state:  # empty only if every validation loss was NaN: keep the last weights
             net.load_state_dict(best_state)
         self.net = net.cpu().float().eval()

@@ -226,8 +226,11 @@ def quiet_lightning() -> Iterator[None]:
 
 def train_network(
     net: MlpHarNet, train: TensorDataset, val: TensorDataset, config: MlpHarConfig
-) -> tuple[dict[str, torch.Tensor], float]:
-    """Fit ``net`` with early stopping on ``val``; return (best weights on CPU, best val loss)."""
+) -> tuple[dict[str, torch.Tensor], float, int]:
+    """Fit ``net`` with early stopping on ``val``.
+
+    Returns (best weights on CPU, best validation loss, epochs run).
+    """
     module = MlpHarModule(net, lr=config.lr, weight_decay=config.weight_decay)
     # An explicit generator makes the shuffling order a function of the seed alone.
     shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(config.seed))
@@ -248,4 +251,4 @@ def train_network(
             num_sanity_val_steps=0,
         )
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-    return module.best_state, module.best_val_loss
+    return module.best_state, module.best_val_loss, int(trainer.current_epoch)
