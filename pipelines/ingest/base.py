@@ -1,0 +1,200 @@
+"""What every connector shares: the file it feeds (:class:`Target`), the unit it delivers
+(:class:`Page`), the settings, and the :class:`Connector` protocol.
+
+A connector only *downloads and parses*: it turns provider payloads into frames in the
+project's file layout (``timestamp`` as tz-naive UTC ``datetime64[ns]`` + lowercase float
+columns) and yields them page by page, oldest first, only for periods that are complete
+before ``until``. Merging, validating and writing are the store's job (:mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+
+import pandas as pd
+
+from features.loaders import SUFFIXES
+from pipelines.ingest.http import HttpClient, RetryPolicy
+
+__all__ = [
+    "ConfigurationError",
+    "Connector",
+    "Endpoints",
+    "IngestSettings",
+    "Page",
+    "Target",
+    "from_ms",
+    "stored_files",
+    "to_ms",
+]
+
+# FRED series per macro file. FRED publishes closes only (no OHLC): DGS10 is the 10-year
+# Treasury constant-maturity yield in percent (H.15), VIXCLS the CBOE VIX close, SP500 the
+# S&P 500 index close (S&P Dow Jones Indices, FRED keeps only the last 10 years).
+FRED_SERIES: Mapping[str, str] = MappingProxyType(
+    {"US10Y": "DGS10", "VIX": "VIXCLS", "SPX": "SP500"}
+)
+
+
+class ConfigurationError(RuntimeError):
+    """A source cannot run as configured (e.g. no API key); nothing was requested."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Base URLs, overridable so that tests (or a proxy) can stand in for the providers."""
+
+    binance: str = "https://api.binance.com"
+    deribit: str = "https://www.deribit.com"
+    fred: str = "https://api.stlouisfed.org"
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Everything :func:`pipelines.ingest.run.ingest` needs besides the data directory.
+
+    Attributes
+    ----------
+    endpoints : Endpoints
+        Provider base URLs.
+    retry : RetryPolicy
+        Timeouts, retries, backoff and the minimum interval between requests.
+    binance_limit : int
+        Klines per request (Binance maximum 1000).
+    deribit_window_days : int
+        Days per DVOL request window (Deribit caps the points per answer; windows are
+        walked oldest first so every page extends the file).
+    max_pages : int
+        Hard cap on pages (requests that return data) per file and run.
+    recheck_last : bool
+        Re-download the last stored row to detect provider revisions (reported as conflicts);
+        an identical row is skipped silently.
+    rtol : float
+        Relative tolerance when comparing an incoming value with the stored one.
+    fred_series : Mapping[str, str]
+        Macro file name -> FRED series id.
+    fred_api_key_env : str
+        Environment variable holding the FRED API key.
+    lock_timeout_s : float
+        How long a run waits for another run on the same data directory to finish.
+    """
+
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    binance_limit: int = 1000
+    deribit_window_days: int = 500
+    max_pages: int = 200
+    recheck_last: bool = True
+    rtol: float = 1e-9
+    fred_series: Mapping[str, str] = field(default_factory=lambda: dict(FRED_SERIES))
+    fred_api_key_env: str = "FRED_API_KEY"
+    lock_timeout_s: float = 600.0
+
+    def fred_api_key(self) -> str | None:
+        """The FRED key from the environment (never logged, redacted from URLs)."""
+        return os.environ.get(self.fred_api_key_env) or None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One file a connector feeds.
+
+    Attributes
+    ----------
+    source : str
+        Connector name (``binance``, ``deribit``, ``fred``).
+    relpath : str
+        Path under the data directory without suffix, e.g. ``crypto/daily/BTC``.
+    kind : {"daily", "hourly", "dvol", "macro"}
+        Validation spec (:data:`features.validation.SPECS`).
+    remote : str
+        Provider identifier: ``BTCUSDT``, ``BTC`` (Deribit currency), ``DGS10``.
+    step : pandas.Timedelta
+        Row spacing: one day or one hour.
+    columns : tuple of str
+        Columns a page carries (besides ``timestamp``), in the order used for new files.
+    prices_positive : bool
+        False for yields, which may be zero or negative.
+    """
+
+    source: str
+    relpath: str
+    kind: str
+    remote: str
+    step: pd.Timedelta
+    columns: tuple[str, ...]
+    prices_positive: bool = True
+
+
+@dataclass
+class Page:
+    """Rows from one provider answer (or one window), ready for the store.
+
+    ``rows`` has a ``timestamp`` column (tz-naive UTC) and the target's columns as floats;
+    ``missing`` lists provider rows that were skipped as missing (FRED's ``"."``), verbatim.
+    """
+
+    rows: pd.DataFrame
+    missing: list[str] = field(default_factory=list)
+
+
+class Connector(Protocol):
+    """A provider: which files it feeds, and how to fetch new rows for one of them."""
+
+    name: str
+
+    def targets(
+        self, data_dir: Path, assets: list[str] | None, settings: IngestSettings
+    ) -> list[Target]:
+        """Files fed by this provider: the existing ones, plus ``assets`` it supports."""
+        ...
+
+    def pages(
+        self,
+        client: HttpClient,
+        settings: IngestSettings,
+        target: Target,
+        since: pd.Timestamp,
+        until: pd.Timestamp,
+    ) -> Iterator[Page]:
+        """Rows stamped in ``[since, until)`` whose period has closed by ``until``, oldest
+        page first."""
+        ...
+
+
+def to_ms(stamp: pd.Timestamp) -> int:
+    """Milliseconds since the Unix epoch of a tz-naive UTC stamp."""
+    return int(stamp.value // 1_000_000)
+
+
+def from_ms(values: list[int] | pd.Series) -> pd.Series:
+    """Epoch milliseconds to tz-naive UTC ``datetime64[ns]``."""
+    return pd.Series(pd.to_datetime(pd.Series(values, dtype="int64"), unit="ms")).astype(
+        "datetime64[ns]"
+    )
+
+
+def empty_rows(columns: tuple[str, ...]) -> pd.DataFrame:
+    """A page frame with no rows but the right columns and dtypes."""
+    frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in columns})
+    frame.insert(0, "timestamp", pd.Series(dtype="datetime64[ns]"))
+    return frame
+
+
+def stored_files(directory: Path, prefix: str = "") -> list[str]:
+    """Names (suffix and ``prefix`` removed) of data files in ``directory``, sorted."""
+    if not directory.is_dir():
+        return []
+    names = set()
+    for path in directory.iterdir():
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        for suffix in SUFFIXES:
+            if path.name.endswith(suffix) and path.name.startswith(prefix):
+                names.add(path.name[len(prefix) : -len(suffix)])
+    return sorted(names)
