@@ -1,0 +1,146 @@
+"""Each source appends the right rows, in the project's format, to a copy of real files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.loaders import load_daily, load_dvol, load_hourly, load_macro, load_market
+from pipelines.ingest import ingest
+from tests.replay.fake_api import FakeApis
+from tests.replay.harness import rows, settings_for, small_market, text
+
+UNTIL = "2025-07-06T12:00:00Z"  # the 2025-07-06 daily candle is still open
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
+    from tests.replay.harness import serving
+
+    with serving(monkeypatch) as apis:
+        yield apis
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Path:
+    return small_market(tmp_path / "market")
+
+
+def test_binance_daily_appends_closed_candles_after_the_last_row(
+    api: FakeApis, market: Path
+) -> None:
+    path = market / "crypto/daily/BTC.csv.gz"
+    before = text(path)
+    report = ingest(market, ["binance"], UNTIL, settings=settings_for(api.url))
+    daily = report.file("crypto/daily/BTC.csv.gz")
+    assert (daily.appended, daily.duplicates, daily.ok) == (5, 1, True)
+    assert daily.last_timestamp == "2025-07-05T00:00:00Z"
+    assert text(path).startswith(before)  # history kept byte for byte
+    added = text(path)[len(before):].decode().splitlines()
+    assert added[0] == "2025-07-01T00:00:00Z,107146.51,107540.0,105250.85,105681.14,10390.3293"
+    assert added[-1].startswith("2025-07-05T00:00:00Z,")  # 07-06 still open: not stored
+    frame = load_daily(path)
+    assert frame.index[-1] == pd.Timestamp("2025-07-05")
+    assert frame.loc["2025-07-04", "close"] == 107984.24
+
+
+def test_binance_hourly_keeps_only_candles_closed_before_until(
+    api: FakeApis, market: Path
+) -> None:
+    report = ingest(market, ["binance"], "2025-07-01T06:30:00Z", settings=settings_for(api.url))
+    hourly = report.file("crypto/hourly/BTC.csv.gz")
+    assert (hourly.appended, hourly.last_timestamp) == (6, "2025-07-01T05:00:00Z")
+    frame = load_hourly(market / "crypto/hourly/BTC.csv.gz")
+    assert list(frame.index[-6:].hour) == [0, 1, 2, 3, 4, 5]
+    assert frame["volume"].iloc[-1] == 205.33318
+    # The daily candle of 2025-07-01 has not closed by 06:30 either.
+    assert report.file("crypto/daily/BTC.csv.gz").appended == 0
+
+
+def test_binance_pages_through_limit(api: FakeApis, market: Path) -> None:
+    settings = settings_for(api.url, binance_limit=2)
+    report = ingest(market, ["binance"], UNTIL, settings=settings)
+    assert report.file("crypto/daily/BTC.csv.gz").appended == 5
+    starts = [q["startTime"] for _, p, q in api.requests if q.get("interval") == "1d"]
+    assert len(starts) == 4 and starts == sorted(starts)  # 3 full pages + the open candle
+
+
+def test_deribit_dvol_value_is_close_and_open_day_is_skipped(api: FakeApis, market: Path) -> None:
+    report = ingest(market, ["deribit"], UNTIL, settings=settings_for(api.url))
+    dvol = report.file("iv/DVOL_BTC.csv.gz")
+    assert (dvol.appended, dvol.duplicates, dvol.ok) == (5, 1, True)
+    frame = load_dvol(market / "iv/DVOL_BTC.csv.gz")
+    assert frame.index[-1] == pd.Timestamp("2025-07-05")
+    assert frame.loc["2025-07-03"].tolist() == [36.12, 37.35, 37.88, 35.92, 36.12]
+    assert (frame["value"] == frame["close"]).all()
+
+
+def test_deribit_follows_continuations_backwards(api: FakeApis, market: Path) -> None:
+    api.deribit_max_points = 2
+    report = ingest(market, ["deribit"], UNTIL, settings=settings_for(api.url))
+    assert report.file("iv/DVOL_BTC.csv.gz").appended == 5
+    ends = [int(q["end_timestamp"]) for _, p, q in api.requests]
+    assert len(ends) == 4 and ends == sorted(ends, reverse=True)
+
+
+def test_fred_us10y_skips_and_reports_missing_sessions(api: FakeApis, market: Path) -> None:
+    report = ingest(market, ["fred"], "2025-07-09", settings=settings_for(api.url))
+    us10y = report.file("macro/US10Y.csv.gz")
+    assert (us10y.appended, us10y.duplicates, us10y.ok) == (5, 1, True)
+    assert us10y.missing == ["2025-07-04: value '.' (no observation; skipped, not filled)"]
+    frame = load_macro(market / "macro/US10Y.csv.gz")
+    assert frame.loc["2025-07-01":, "value"].tolist() == [4.26, 4.3, 4.35, 4.4, 4.42]
+    assert pd.Timestamp("2025-07-04") not in frame.index
+
+
+def test_fred_refuses_files_with_columns_it_cannot_supply(api: FakeApis, market: Path) -> None:
+    before = {name: text(market / f"macro/{name}.csv.gz") for name in ("VIX", "SPX")}
+    report = ingest(market, ["fred"], "2025-07-09", settings=settings_for(api.url))
+    for name, series in (("VIX", "VIXCLS"), ("SPX", "SP500")):
+        file_report = report.file(f"macro/{name}.csv.gz")
+        assert file_report.rejected and f"fred {series} provides only timestamp, value" in \
+            file_report.rejected
+        assert text(market / f"macro/{name}.csv.gz") == before[name]
+    assert {q["series_id"] for _, _, q in api.requests} == {"DGS10"}  # nothing requested
+    assert not report.ok
+
+
+def test_fred_creates_a_value_only_file_from_start(api: FakeApis, tmp_path: Path) -> None:
+    settings = settings_for(api.url, fred_series={"SPX": "SP500"})
+    report = ingest(tmp_path, ["fred"], "2025-07-09", start="2025-07-01", settings=settings)
+    assert report.file("macro/SPX.csv.gz").appended == 5
+    stored = rows(tmp_path / "macro/SPX.csv.gz")
+    assert list(stored.columns) == ["timestamp", "value"]
+    assert stored.iloc[0].tolist() == ["2025-07-01T00:00:00Z", "6198.01"]
+
+
+def test_missing_file_without_start_is_not_created(api: FakeApis, tmp_path: Path) -> None:
+    report = ingest(tmp_path, ["binance"], UNTIL, assets=["BTC"], settings=settings_for(api.url))
+    assert "pass start=" in (report.file("crypto/daily/BTC.csv.gz").rejected or "")
+    assert not (tmp_path / "crypto").exists() and api.requests == []
+
+
+def test_fred_without_api_key_requests_nothing(
+    api: FakeApis, market: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FRED_API_KEY")
+    report = ingest(market, ["fred"], "2025-07-09", settings=settings_for(api.url))
+    assert "FRED_API_KEY is not set" in (report.file("macro/US10Y.csv.gz").error or "")
+    assert api.requests == []
+
+
+def test_full_run_leaves_a_loadable_market_directory(api: FakeApis, market: Path) -> None:
+    report = ingest(market, until=UNTIL, settings=settings_for(api.url))
+    table = report.to_frame().set_index("file")
+    assert table.loc["crypto/daily/BTC.csv.gz", "appended"] == 5
+    assert table["status"].to_dict()["macro/VIX.csv.gz"] == "rejected"
+    loaded = load_market(market)
+    assert loaded.daily["BTC"].index[-1] == pd.Timestamp("2025-07-05")
+    assert loaded.dvol["BTC"].index[-1] == pd.Timestamp("2025-07-05")
+    assert loaded.macro["US10Y"].index[-1] == pd.Timestamp("2025-07-03")
+    assert loaded.gaps.empty
+    # One request per file and page, nothing else.
+    assert len(api.requests) == 4
