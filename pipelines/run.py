@@ -20,12 +20,15 @@ from features.loaders import MarketData, load_market
 from features.schema import feature_view
 from features.store import load_or_build
 from models.backtest import walk_forward
-from models.registry import build_forecaster
+from models.registry import REGISTRY, build_forecaster
 from pipelines import registry
 from pipelines.config import Config
 from pipelines.evaluate import loss_table, scored, select_model
+from pipelines.gate import gate
+from pipelines.policy_compare import compare_policies
+from pipelines.policy_plots import margin_path_figures
 from pipelines.tracking import log_context, setup
-from serving.apply import BUNDLE_FORMAT, std_losses_from_forecasts
+from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.serve import ServeResult, serve
 
 Progress = Callable[[str, int, int], None]
@@ -37,8 +40,10 @@ class RunResult:
     table: pd.DataFrame          # loss per model × asset × horizon
     ranking: pd.Series           # mean QLIKE at the selection horizon, best first
     selected: str
+    policy_summary: pd.DataFrame  # policy backtest: one row per policy × asset
     model_version: str
     promoted: bool
+    gate_reason: str
     served: ServeResult
 
 
@@ -109,14 +114,51 @@ def step_evaluate(
     return table, ranking, selected
 
 
+def step_policy(
+    cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], selected: str,
+    progress: Progress = _noop,
+) -> pd.DataFrame:
+    """Replay the policy and its comparators on the walk-forward forecasts; log everything."""
+    with mlflow.start_run(run_name="policy-backtest"):
+        log_context(cfg, "policy-backtest", {"model": selected})
+        ewma = forecasts.get("ewma94")
+        if ewma is None and "ewma94" in REGISTRY:
+            bt = cfg.backtest
+            ewma = walk_forward(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
+                                panel, bt.oos_start, bt.refit_every, bt.horizons,
+                                bt.min_train_days)
+        progress("policy backtest", 0, 1)
+        summary, paths, stress = compare_policies(panel, forecasts, selected, cfg, ewma)
+        progress("policy backtest", 1, 1)
+        for row in summary.itertuples():
+            for metric in ("breaches", "christoffersen_lr_cc", "mean_mmf", "bad_debt_sum"):
+                mlflow.log_metric(f"{metric}.{row.policy}.{row.asset}".replace(":", "_"),
+                                  float(getattr(row, metric)))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            summary.to_csv(out / "policy_summary.csv", index=False)
+            (out / "policy_summary.md").write_text(summary.to_markdown(index=False))
+            stress.to_csv(out / "stress_episodes.csv", index=False)
+            (out / "stress_episodes.md").write_text(stress.to_markdown(index=False))
+            for asset, fig in margin_path_figures(paths[f"policy:{selected}"]).items():
+                fig.savefig(out / f"margin_path_{asset}.png", dpi=90)
+            mlflow.log_artifacts(tmp, "policy")
+        dest = Path(cfg.paths.outputs_dir) / "backtest"
+        summary.to_csv(dest / "policy_summary.csv", index=False)
+        stress.to_csv(dest / "stress_episodes.csv", index=False)
+    return summary
+
+
 def step_register(
     cfg: Config,
     panel: pd.DataFrame,
     selected: str,
     forecasts: pd.DataFrame,
     ranking: pd.Series,
-) -> tuple[str, bool]:
-    """Refit the selected forecaster on all data, bundle it with the policy, register, promote."""
+    summary: pd.DataFrame,
+) -> tuple[str, bool, str]:
+    """Refit the selected forecaster on all data, bundle it with the policy, register, gate."""
+    name = cfg.registry.model_name
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
         features = feature_view(panel)
@@ -126,24 +168,30 @@ def step_register(
             "format": BUNDLE_FORMAT,
             "forecaster": model.state(),
             "fit_cutoff": fit_cutoff.date().isoformat(),
-            "policy": cfg.policy.model_dump(mode="json"),
-            "stale_after_days": cfg.data.stale_after_days,
-            "std_losses": std_losses_from_forecasts(forecasts, panel),
+            "config": cfg.resolved(),
+            "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
         }
         info = registry.log_policy_model(bundle)
+        mine = summary[summary["policy"] == f"policy:{selected}"]
         version = registry.register(
-            info.model_uri, cfg.registry.model_name,
+            info.model_uri, name,
             {"forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
-             "run_id": run.info.run_id},
+             "run_id": run.info.run_id, "qlike": f"{ranking.iloc[0]:.6f}",
+             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}"},
         )
-        registry.set_alias(cfg.registry.model_name, registry.CHALLENGER, version,
-                           f"new version from run {run.info.run_id}")
-        # Gate (first cut): the challenger is the backtest's selected model, so it is promoted.
-        # Coverage- and capital-based gates replace this once the policy backtest exists.
-        reason = f"selected by lowest QLIKE ({selected}={ranking.iloc[0]:.4f})"
-        promoted = registry.promote(cfg.registry.model_name, version, True, reason)
+        registry.set_alias(name, registry.CHALLENGER, version,
+                           f"new version from {run.info.run_id}")
+        champion = registry.champion_version(name)
+        champ_alias = registry.version_tag(name, champion, "forecaster") if champion else None
+        champ_rows = summary[summary["policy"] == f"policy:{champ_alias}"] if champ_alias else None
+        decision = gate(mine, champ_rows, cfg.registry.gate)
+        passed, reason = decision.passed, decision.reason
+        if not passed and champion is None and cfg.registry.gate.promote_first:
+            passed, reason = True, f"first version promoted with its gate result: {reason}"
+        promoted = registry.promote(name, version, passed, reason)
         mlflow.log_params({"model_version": version, "promoted": promoted})
-    return version, promoted
+        mlflow.set_tag("gate.reason", reason)
+    return version, promoted, reason
 
 
 def run(cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop) -> RunResult:
@@ -156,8 +204,10 @@ def run(cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop) -
     forecasts = step_backtest(cfg, panel, progress)
     progress("evaluate", 0, 1)
     table, ranking, selected = step_evaluate(cfg, panel, forecasts)
+    summary = step_policy(cfg, panel, forecasts, selected, progress)
     progress("register", 0, 1)
-    version, promoted = step_register(cfg, panel, selected, forecasts[selected], ranking)
+    version, promoted, reason = step_register(cfg, panel, selected, forecasts[selected],
+                                              ranking, summary)
     progress("serve", 0, 1)
     served = serve(cfg, as_of)
-    return RunResult(fp, table, ranking, selected, version, promoted, served)
+    return RunResult(fp, table, ranking, selected, summary, version, promoted, reason, served)

@@ -1,96 +1,121 @@
 """Apply the margin policy to a feature panel as of one date: one row of parameters per asset.
 
 This is what the registered ``volmargin-policy`` model computes (see
-:mod:`serving.policy_model`). The **policy bundle** is a JSON-able dict:
+:mod:`serving.policy_model`), with the same :func:`serving.decide.decide` the policy backtest
+replays. The **policy bundle** is a JSON-able dict:
 
-``forecaster``      the selected forecaster's state (``state()``), fitted through ``fit_cutoff``
-``fit_cutoff``      last date the forecaster's parameters saw (ISO date)
-``policy``          the :class:`~pipelines.config.PolicyConfig` as a dict
-``stale_after_days`` data older than this at the as-of date → conservative fallback
-``std_losses``      per asset ``{"dates": [...], "z": [...]}``: out-of-sample standardized
-                    losses from the walk-forward backtest, the FHS history up to ``fit_cutoff``
+``forecaster``        the selected forecaster's state (``state()``), fitted through ``fit_cutoff``
+``fit_cutoff``        last date the forecaster's parameters saw (ISO date)
+``config``            the full resolved config (policy, features, data sections are used)
+``forecasts``         per asset ``{"dates": [...], "variance": [...]}``: the walk-forward
+                      (out-of-sample) forecasts of the update interval up to ``fit_cutoff``
 
-Standardized losses after ``fit_cutoff`` are computed here from the forecaster's own forecasts,
-which are out of sample by construction, so the FHS window stays out of sample as days pass.
+Forecasts after ``fit_cutoff`` come from the forecaster itself and are out of sample by
+construction, so the FHS window and the σ history stay out of sample as days pass.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from models.base import Forecaster, asset_frame
-from pipelines.config import PolicyConfig
-from serving.policy import Parameters, fallback_parameters, margin_parameters, standardized_losses
+from pipelines.config import Config
+from serving.decide import PolicyState, decide
+from serving.inputs import asset_history, policy_inputs
+from serving.policy import Parameters, conservative_parameters
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+STATE_COLUMNS = ("sigma_1d", "variance_1d", "var_99", "es_99", "liquidity_addon", "mmf", "imf",
+                 "lt", "ltv", "lb", "max_leverage")
 
 
-def std_losses_from_forecasts(forecasts: pd.DataFrame, panel: pd.DataFrame) -> dict[str, Any]:
-    """Bundle-ready standardized losses of each asset's 1-day forecasts (``{asset: {...}}``)."""
+def bundle_forecasts(forecasts: pd.DataFrame, horizon: int) -> dict[str, Any]:
+    """Bundle-ready walk-forward forecasts of the update interval, per asset."""
     out: dict[str, Any] = {}
-    one_day = forecasts[forecasts["horizon_days"] == 1]
-    for asset, fc in one_day.groupby("asset"):
-        sigma = np.sqrt(fc.set_index("cutoff")["variance"].sort_index())
-        z = standardized_losses(sigma, asset_frame(panel, asset)["ret_1d"])
-        out[str(asset)] = {"dates": [d.date().isoformat() for d in z.index],
-                           "z": [float(v) for v in z.to_numpy()]}
+    sel = forecasts[forecasts["horizon_days"] == horizon].sort_values("cutoff")
+    for asset, fc in sel.groupby("asset"):
+        out[str(asset)] = {"dates": [d.date().isoformat() for d in fc["cutoff"]],
+                           "variance": [float(v) for v in fc["variance"]]}
     return out
 
 
-def _bundled_z(bundle: dict[str, Any], asset: str) -> pd.Series:
-    entry = bundle["std_losses"].get(asset, {"dates": [], "z": []})
-    return pd.Series(entry["z"], index=pd.DatetimeIndex(entry["dates"]), dtype=float)
+def state_from_row(row: pd.Series | None) -> PolicyState | None:
+    """Rebuild the guardrail state from a previously published row."""
+    if row is None:
+        return None
+    values = {c: float(row[c]) if pd.notna(row[c]) else math.nan for c in STATE_COLUMNS}
+    published = Parameters(**values, flag_fallback=bool(row["flag_fallback"]))
+    loosened = row.get("last_loosened")
+    conservative = bool(row["flag_fallback"]) and math.isnan(values["sigma_1d"])
+    return PolicyState(published, None if pd.isna(loosened) else pd.Timestamp(loosened).date(),
+                       conservative)
+
+
+def _forecast_series(
+    forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
+    as_of: pd.Timestamp, horizon: int,
+) -> pd.DataFrame:
+    stored = bundle["forecasts"].get(asset, {"dates": [], "variance": []})
+    old = pd.DataFrame({"cutoff": pd.DatetimeIndex(stored["dates"]),
+                        "variance": stored["variance"]})
+    fit_cutoff = pd.Timestamp(bundle["fit_cutoff"])
+    old = old[old["cutoff"] <= min(fit_cutoff, as_of)]
+    start = min(fit_cutoff, as_of) + pd.Timedelta(days=1)
+    wanted = pd.date_range(start, as_of, freq="D").union(pd.DatetimeIndex([as_of]))
+    panel = pd.concat({asset: frame}, names=["asset", "date"])
+    new = forecaster.forecast(panel, [horizon], wanted)[["cutoff", "variance"]]
+    both = pd.concat([old[~old["cutoff"].isin(new["cutoff"])], new]).sort_values("cutoff")
+    both["horizon_days"] = horizon
+    return both
 
 
 def asset_parameters(
-    forecaster: Forecaster,
-    bundle: dict[str, Any],
-    frame: pd.DataFrame,
-    asset: str,
-    as_of: pd.Timestamp,
-    cfg: PolicyConfig,
-) -> Parameters:
+    forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
+    as_of: pd.Timestamp, previous: PolicyState | None,
+) -> tuple[Parameters, PolicyState | None]:
     """Parameters for one asset; ``frame`` is that asset's feature rows dated ``<= as_of``."""
+    cfg = Config.model_validate(bundle["config"])
+    hours = float(cfg.features.liquidation_delay_hours)
     observed = frame["close"].dropna()
     if observed.empty:
-        return fallback_parameters(cfg, "no price data up to the as-of date", stale=True)
-    last = observed.index.max()
-    age = (as_of - last).days
-    if age > int(bundle["stale_after_days"]):
-        return fallback_parameters(
-            cfg, f"stale data: last price {last.date()} is {age} days before {as_of.date()}",
-            stale=True)
-    fit_cutoff = pd.Timestamp(bundle["fit_cutoff"])
-    new_cutoffs = pd.date_range(min(fit_cutoff, as_of) + pd.Timedelta(days=1), as_of, freq="D")
-    panel = pd.concat({asset: frame}, names=["asset", "date"])
-    cutoffs = new_cutoffs.union(pd.DatetimeIndex([as_of]))
-    fc = forecaster.forecast(panel, [1], cutoffs)
+        return conservative_parameters(cfg.policy, "fail-safe: no price data", True, hours), None
+    age = (as_of - observed.index.max()).days
+    fc = _forecast_series(forecaster, bundle, frame, asset, as_of,
+                          cfg.features.update_interval_days)
     if fc.empty or as_of not in set(fc["cutoff"]):
-        return fallback_parameters(cfg, f"model has no forecast for {asset} at {as_of.date()}")
-    sigma = np.sqrt(fc.set_index("cutoff")["variance"])
-    z_new = standardized_losses(sigma, frame["ret_1d"])
-    z_old = _bundled_z(bundle, asset)
-    z_old = z_old[z_old.index < (z_new.index.min() if len(z_new) else as_of)]
-    z = pd.concat([z_old, z_new]).sort_index()
-    z = z[z.index < as_of]  # the loss of cutoff s is known at s+1 <= as_of
-    return margin_parameters(float(sigma.loc[as_of] ** 2), z.to_numpy(), cfg)
+        if age > cfg.data.stale_after_days:
+            why = f"fail-safe: stale data: last price {age} days before {as_of.date()}"
+            return conservative_parameters(cfg.policy, why, True, hours), None
+        why = f"fail-safe: model has no forecast for {asset} at {as_of.date()}"
+        return conservative_parameters(cfg.policy, why, False, hours), None
+    h = asset_history(frame, fc, cfg)
+    x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
+                              cfg.policy.fhs_window), data_age_days=age)
+    return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
 
 
 def policy_frame(
-    forecaster: Forecaster, bundle: dict[str, Any], features: pd.DataFrame, as_of: dt.date
+    forecaster: Forecaster, bundle: dict[str, Any], features: pd.DataFrame, as_of: dt.date,
+    previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per asset in ``features`` with the policy's parameters as of ``as_of``."""
-    cfg = PolicyConfig(**bundle["policy"])
     stamp = pd.Timestamp(as_of)
     visible = features[features.index.get_level_values("date") <= stamp]
+    prev_rows = previous.set_index("asset") if previous is not None else None
     rows = []
     for asset in sorted(features.index.get_level_values("asset").unique()):
-        frame = asset_frame(visible, asset) if asset in visible.index.get_level_values(
-            "asset") else features.iloc[0:0].droplevel("asset")
-        params = asset_parameters(forecaster, bundle, frame, asset, stamp, cfg)
-        rows.append({"as_of": as_of, "asset": asset, "horizon_days": 1, **params.as_dict()})
+        present = asset in visible.index.get_level_values("asset")
+        frame = asset_frame(visible, asset) if present else features.iloc[0:0].droplevel("asset")
+        prev = prev_rows.loc[asset] if prev_rows is not None and asset in prev_rows.index else None
+        params, state = asset_parameters(forecaster, bundle, frame, asset, stamp,
+                                         state_from_row(prev))
+        rows.append({"as_of": as_of, "asset": asset,
+                     "horizon_days": int(bundle["config"]["features"]["update_interval_days"]),
+                     **params.as_dict(),
+                     "last_loosened": state.last_loosened if state else None})
     return pd.DataFrame(rows)

@@ -1,46 +1,48 @@
-"""The margin policy: forecast volatility → maintenance/initial margin and lending parameters.
+"""The margin policy: volatility forecast → margins and lending parameters for one update.
 
-Pure functions of (forecast σ, trailing standardized losses, config). First cut: the loss to
-cover is the **one-day** log loss of a long collateral position; its distribution is obtained
-by filtered historical simulation (Barone-Adesi et al., 1999; Hull & White, 1998): past losses
-are divided by the σ that was forecast for them *out of sample*, and the empirical tail of those
-standardized losses is rescaled by today's σ.
+**What is covered.** Parameters are published once per update interval *U* (a day) and hold
+until the next one; an unhealthy position is liquidated within a delay *H* (an hour). The loss
+to cover is therefore the **worst H-hour loss anywhere in the next interval**
+(``worst_loss_long`` in the feature panel; the daily range stands in where no hourly data
+exists, flagged). Its distribution comes from filtered historical simulation (Barone-Adesi,
+Giannopoulos & Vosper 1999): past worst losses are divided by the σ that was forecast for their
+interval *out of sample*, and the tail of those standardized losses is rescaled by today's σ.
 
 .. math::
-    z_s = -r_{s+1} / \\hat\\sigma_s, \\qquad
-    \\mathrm{ES}_q = \\hat\\sigma_T \\, \\mathrm{E}[z \\mid z \\ge \\mathrm{VaR}_q(z)], \\qquad
-    \\mathrm{MMF} = 1 - e^{-\\mathrm{ES}_q}
+    z_s = L_s / \\hat\\sigma_s, \\qquad
+    \\mathrm{ES}_q = \\hat\\sigma_T\\, \\mathrm{E}[z \\mid z \\ge \\mathrm{VaR}_q(z)], \\qquad
+    \\mathrm{MMF} = \\max\\big(1 - e^{-\\mathrm{ES}_q} + \\text{slippage},\\ \\text{floor}\\big)
 
-The log loss is mapped to a fraction of collateral value (``1 - e^{-L}``) because a margin is a
-fraction of value, and the map is exact for a price drop of ``L`` in log terms.
-
-Lending view: liquidation threshold ``LT = 1 - MMF``, max loan-to-value ``LTV = 1 - IMF``,
-liquidation bonus ``LB``; invariants ``LTV < LT`` and ``LT · LB <= 1`` (a liquidator's bonus can
-never exceed the collateral left) are enforced and checked. Perp view: ``max_leverage = 1/IMF``.
+**Lending view.** A liquidator repays debt ``D`` and receives ``D·LB`` of collateral, so with
+the trigger at ``D = LT·C`` the protocol has bad debt once the collateral falls by more than
+``1 - LT·LB`` before the liquidation completes. Setting ``LT = (1 - MMF) / LB`` makes that
+cushion exactly MMF, and ``LTV = (1 - IMF) / LB``; hence ``LT·LB = 1 - MMF <= 1`` and
+``LTV < LT`` whenever ``IMF > MMF``. Perp view: ``max_leverage = 1 / IMF``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from pipelines.config import PolicyConfig
 
 STUDENT_T_DOF = 4.0  # heavy tail used when the FHS window is too short to trust its tail
+EPS = 1e-12
 
 
 @dataclass(frozen=True)
 class Parameters:
-    """One asset's published parameters for one update (fractions of collateral value)."""
+    """One asset's parameters for one update (fractions of collateral value)."""
 
     sigma_1d: float
     variance_1d: float
-    var_99: float
-    es_99: float
+    var_99: float            # VaR of the covered loss at ``confidence`` (fraction of value)
+    es_99: float             # ES of the covered loss at ``confidence``
+    liquidity_addon: float   # slippage of liquidating the reference size
     mmf: float
     imf: float
     lt: float
@@ -50,103 +52,132 @@ class Parameters:
     flag_fallback: bool = False
     flag_clamped: bool = False
     flag_stale: bool = False
+    flag_proxy: bool = False      # covered loss measured by the daily-range proxy
+    flag_held: bool = False       # a guardrail held or limited the change
     reason: str = ""
 
     def as_dict(self) -> dict[str, float | bool | str]:
         return asdict(self)
 
-
-def standardized_losses(sigma: pd.Series, returns: pd.Series) -> pd.Series:
-    """``z_s = -r_{s+1} / σ_s`` for every cutoff ``s`` whose next-day return is known.
-
-    ``sigma`` is indexed by cutoff date, ``returns`` by date (the day the return happened).
-    """
-    nxt = returns.shift(-1, freq="D").reindex(sigma.index)
-    z = -nxt / sigma
-    return z[np.isfinite(z)]
+    def with_reason(self, text: str, **changes: object) -> Parameters:
+        reason = "; ".join(filter(None, [self.reason, text]))
+        return replace(self, reason=reason, **changes)
 
 
 def tail_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Empirical VaR and ES of standardized losses at ``confidence``."""
+    """Empirical VaR (upper ``confidence`` quantile) and ES of standardized losses."""
     var = float(np.quantile(z, confidence, method="higher"))
     es = float(z[z >= var].mean())
     return var, es
 
 
 def student_t_measures(confidence: float, dof: float = STUDENT_T_DOF) -> tuple[float, float]:
-    """VaR and ES of a unit-variance Student-t (closed form for ES)."""
+    """VaR and ES of a unit-variance Student-t (closed-form ES, McNeil-Frey-Embrechts 2015)."""
     scale = math.sqrt((dof - 2.0) / dof)
     q = stats.t.ppf(confidence, dof)
     es = stats.t.pdf(q, dof) / (1 - confidence) * (dof + q**2) / (dof - 1)
     return float(q * scale), float(es * scale)
 
 
+def fitted_t_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
+    """VaR and ES of a location-scale Student-t fitted by maximum likelihood to ``z``."""
+    dof, loc, scale = stats.t.fit(z)
+    dof = max(dof, 2.5)  # ES needs ν > 1; below 2.5 the fit is an artefact of a short window
+    q = stats.t.ppf(confidence, dof)
+    es_std = stats.t.pdf(q, dof) / (1 - confidence) * (dof + q**2) / (dof - 1)
+    return float(loc + scale * q), float(loc + scale * es_std)
+
+
 def fraction_lost(log_loss: float) -> float:
+    """A log price drop ``L`` as a fraction of value, ``1 - e^{-L}`` (0 for gains)."""
     return 1.0 - math.exp(-max(log_loss, 0.0))
 
 
-def lending_view(mmf: float, sigma_1d: float, cfg: PolicyConfig) -> dict[str, float]:
-    """IMF, LT, LTV, LB and max leverage from a (bounded) MMF; invariants hold by construction."""
-    imf = min(mmf * (1.0 + cfg.im_buffer), 0.99)
-    lt = 1.0 - mmf
-    ltv = 1.0 - imf
-    lb_raw = 1.0 + min(max(cfg.lb_k * sigma_1d, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
-    lb = min(lb_raw, 1.0 / lt)  # LT · LB <= 1: the bonus cannot exceed remaining collateral
-    return {"imf": imf, "lt": lt, "ltv": ltv, "lb": lb, "max_leverage": 1.0 / imf}
+def standardized_tail(
+    z_window: np.ndarray, cfg: PolicyConfig
+) -> tuple[float, float, str]:
+    """(VaR, ES, note) of the standardized loss from the trailing window."""
+    z = np.asarray(z_window, float)
+    z = z[np.isfinite(z)][-cfg.fhs_window :]
+    if len(z) < cfg.fhs_min_obs:
+        var, es = student_t_measures(cfg.confidence)
+        return var, es, f"student-t(4) tail: only {len(z)} standardized losses"
+    if cfg.tail == "student_t":
+        return (*fitted_t_measures(z, cfg.confidence), "")
+    return (*tail_measures(z, cfg.confidence), "")
+
+
+def liquidity_addon(sigma_1d: float, adv_usd: float, cfg: PolicyConfig) -> float:
+    r"""Square-root-law slippage of selling the reference size: :math:`c\,\sigma\sqrt{Q/ADV}`.
+
+    A missing or non-positive ADV means the size cannot be sold: the cap applies.
+    """
+    liq = cfg.liquidity
+    if not liq.enabled:
+        return 0.0
+    if not (math.isfinite(adv_usd) and adv_usd > 0):
+        return liq.max_addon
+    return min(liq.impact_coef * sigma_1d * math.sqrt(liq.reference_size_usd / adv_usd),
+               liq.max_addon)
+
+
+def mmf_for(sigma: float, tail_es: float, tail_var: float, addon: float,
+            cfg: PolicyConfig) -> float:
+    """Unclamped MMF for a given σ: the covered loss at the configured measure + slippage."""
+    z = tail_es if cfg.measure == "es" else tail_var
+    return fraction_lost(z * sigma) + addon
+
+
+def initial_margin(mmf: float, mmf_stress: float, mmf_long: float, cfg: PolicyConfig) -> float:
+    """IMF = the largest enabled anti-procyclicality term, never below MMF."""
+    apc = cfg.apc
+    terms = [mmf]
+    if apc.buffer_enabled:
+        terms.append(mmf * (1.0 + apc.buffer))
+    if apc.stress_enabled and math.isfinite(mmf_stress):
+        terms.append((1.0 - apc.stress_weight) * mmf + apc.stress_weight * mmf_stress)
+    if apc.floor_enabled and math.isfinite(mmf_long):
+        terms.append(mmf_long)
+    return min(max(terms), 0.99)
+
+
+def lending_view(
+    mmf: float, imf: float, sigma_1d: float, addon: float, hours: float, cfg: PolicyConfig
+) -> dict[str, float]:
+    """LB, LT, LTV and max leverage; see the module docstring for why LT = (1-MMF)/LB."""
+    sigma_h = sigma_1d * math.sqrt(hours / 24.0)
+    lb = 1.0 + min(max(cfg.lb_k * sigma_h + addon, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
+    imf = max(imf, mmf + EPS)  # LTV < LT strictly
+    return {"imf": imf, "lt": (1.0 - mmf) / lb, "ltv": (1.0 - imf) / lb, "lb": lb,
+            "max_leverage": 1.0 / imf}
 
 
 def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
-    """Raise if a published parameter set could ever be inconsistent."""
+    """Raise if a parameter set could ever be inconsistent."""
     problems = []
-    if not p.ltv < p.lt:
-        problems.append(f"LTV {p.ltv:.4f} must be < LT {p.lt:.4f}")
-    if p.lt * p.lb > 1.0 + 1e-12:
-        problems.append(f"LT·LB = {p.lt * p.lb:.6f} must be <= 1")
-    if not cfg.mmf_floor - 1e-12 <= p.mmf <= max(cfg.mmf_cap, cfg.fallback_mmf) + 1e-12:
-        problems.append(f"MMF {p.mmf:.4f} outside [{cfg.mmf_floor}, {cfg.mmf_cap}]")
     values = [p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage]
     if not all(math.isfinite(v) for v in values):
-        problems.append("non-finite parameter")
+        problems.append(f"non-finite parameter in {values}")
+    if not p.ltv < p.lt:
+        problems.append(f"LTV {p.ltv:.6f} must be < LT {p.lt:.6f}")
+    if p.lt * p.lb > 1.0 + EPS:
+        problems.append(f"LT·LB = {p.lt * p.lb:.6f} must be <= 1")
+    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
+    if not cfg.mmf_floor - EPS <= p.mmf <= upper + EPS:
+        problems.append(f"MMF {p.mmf:.6f} outside [{cfg.mmf_floor}, {upper}]")
+    if not (p.mmf < p.imf < 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
+        problems.append(f"need MMF < IMF < 1 and 1 <= LB <= {cfg.lb_max}")
     if problems:
         raise ValueError("policy invariant violated: " + "; ".join(problems))
 
 
-def fallback_parameters(cfg: PolicyConfig, reason: str, stale: bool = False) -> Parameters:
-    """Conservative static parameters for an asset whose inputs cannot be trusted."""
-    view = lending_view(cfg.fallback_mmf, 0.0, cfg)
+def conservative_parameters(cfg: PolicyConfig, reason: str, stale: bool = False,
+                            hours: float = 1.0) -> Parameters:
+    """The static conservative set used when inputs cannot be trusted."""
+    mmf = cfg.failsafe.conservative_mmf
+    view = lending_view(mmf, min(mmf * (1 + cfg.apc.buffer), 0.99), 0.0, 0.0, hours, cfg)
     nan = float("nan")
-    p = Parameters(sigma_1d=nan, variance_1d=nan, var_99=nan, es_99=nan, mmf=cfg.fallback_mmf,
-                   **view, flag_fallback=True, flag_stale=stale, reason=reason)
-    check_invariants(p, cfg)
-    return p
-
-
-def margin_parameters(variance_1d: float, z_window: np.ndarray, cfg: PolicyConfig) -> Parameters:
-    """Parameters for one asset from its 1-day variance forecast and standardized losses.
-
-    Falls back to the conservative static set (flagged) on a non-finite or non-positive
-    forecast; uses a Student-t tail (flagged in ``reason``) when fewer than ``fhs_min_obs``
-    standardized losses are available.
-    """
-    if not (math.isfinite(variance_1d) and variance_1d > 0):
-        return fallback_parameters(cfg, f"invalid variance forecast {variance_1d!r}")
-    sigma = math.sqrt(variance_1d)
-    z = np.asarray(z_window, float)
-    z = z[np.isfinite(z)][-cfg.fhs_window :]
-    reason = ""
-    if len(z) >= cfg.fhs_min_obs:
-        var_z, es_z = tail_measures(z, cfg.confidence)
-    else:
-        var_z, es_z = student_t_measures(cfg.confidence)
-        reason = f"student-t tail: only {len(z)} standardized losses (< {cfg.fhs_min_obs})"
-    var_frac, es_frac = fraction_lost(var_z * sigma), fraction_lost(es_z * sigma)
-    raw = es_frac if cfg.measure == "es" else var_frac
-    mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
-    clamped = mmf != raw
-    if clamped:
-        bound = "floor" if raw < cfg.mmf_floor else "cap"
-        reason = "; ".join(filter(None, [reason, f"MMF {raw:.4f} clamped to {bound} {mmf:.4f}"]))
-    p = Parameters(sigma_1d=sigma, variance_1d=variance_1d, var_99=var_frac, es_99=es_frac,
-                   mmf=mmf, **lending_view(mmf, sigma, cfg), flag_clamped=clamped, reason=reason)
+    p = Parameters(sigma_1d=nan, variance_1d=nan, var_99=nan, es_99=nan, liquidity_addon=nan,
+                   mmf=mmf, **view, flag_fallback=True, flag_stale=stale, reason=reason)
     check_invariants(p, cfg)
     return p

@@ -5,8 +5,9 @@ artifacts={"bundle": "policy_bundle.json"})``: MLflow stores this source file, n
 object, so the model loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The bundle is
 plain JSON (forecaster parameters or weights as lists, policy config, FHS history).
 
-``predict(model_input, params={"as_of": "YYYY-MM-DD"})`` takes the feature panel flattened to
-columns (``asset``, ``date``, features...) and returns one row of parameters per asset.
+``predict(model_input, params={"as_of": "YYYY-MM-DD", "previous": "<json records>"})`` takes
+the feature panel flattened to columns (``asset``, ``date``, features...) and the previously
+published rows (the guardrails' state), and returns one row of parameters per asset.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ class VolmarginPolicy(PythonModel):
         features = model_input.copy()
         features["date"] = pd.to_datetime(features["date"])
         features = features.set_index(["asset", "date"]).sort_index()
+        params = params or {}
         last = features.index.get_level_values("date").max()
-        as_of = dt.date.fromisoformat(str((params or {}).get("as_of") or last.date()))
-        return policy_frame(self.forecaster, self.bundle, features, as_of)
+        as_of = dt.date.fromisoformat(str(params.get("as_of") or last.date()))
+        previous = pd.DataFrame(json.loads(params["previous"])) if params.get("previous") else None
+        return policy_frame(self.forecaster, self.bundle, features, as_of, previous)
 
 
 mlflow.models.set_model(VolmarginPolicy())

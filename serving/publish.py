@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1"  # bump on any breaking column change
+SCHEMA_VERSION = "2"  # bump on any breaking column change (2: liquidity, proxy, guardrail state)
 
 PARQUET_NAME = "parameters.parquet"
 CSV_NAME = "parameters.csv"
@@ -74,16 +74,22 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
     _field("horizon_days", pa.int32(), "Update interval covered.", "days", nullable=False),
     _field("sigma_1d", pa.float64(), "Forecast s.d. of the 1-day log return.", "decimal"),
     _field("variance_1d", pa.float64(), "Forecast variance of the 1-day log return.", "decimal^2"),
-    _field("var_99", pa.float64(), "99% Value-at-Risk of the 1-day loss.", _FRACTION),
-    _field("es_99", pa.float64(), "99% expected shortfall of the 1-day loss.", _FRACTION),
+    _field("var_99", pa.float64(), "VaR of the covered loss (worst liquidation-delay loss in "
+           "the interval) at the policy confidence (manifest: confidence).", _FRACTION),
+    _field("es_99", pa.float64(), "Expected shortfall of the covered loss at the policy "
+           "confidence.", _FRACTION),
+    _field("liquidity_addon", pa.float64(), "Slippage of liquidating the reference size "
+           "(square-root impact), included in mmf.", _FRACTION),
     _field("mmf", pa.float64(), "Maintenance margin fraction: equity below mmf x notional "
-           "is liquidatable.", "fraction of notional", nullable=False),
-    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position.",
-           "fraction of notional", nullable=False),
-    _field("lt", pa.float64(), "Liquidation threshold, 1 - mmf: debt above lt x collateral "
-           "value is liquidatable.", _FRACTION, nullable=False),
-    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, 1 - imf.", _FRACTION,
+           "is liquidatable; equals the lending cushion 1 - lt x lb.", "fraction of notional",
            nullable=False),
+    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position, "
+           "with anti-procyclicality (buffer, stressed weight, long-run floor).",
+           "fraction of notional", nullable=False),
+    _field("lt", pa.float64(), "Liquidation threshold (1 - mmf) / lb: debt above lt x "
+           "collateral value is liquidatable.", _FRACTION, nullable=False),
+    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, (1 - imf) / lb.",
+           _FRACTION, nullable=False),
     _field("lb", pa.float64(), "Liquidation bonus: collateral paid per unit of debt repaid, "
            "e.g. 1.05.", "multiplier", nullable=False),
     _field("max_leverage", pa.float64(), "Maximum perp leverage, 1 / imf.", "multiplier",
@@ -98,9 +104,16 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
     _field("flag_fallback", pa.bool_(), "Model output unusable; previous or conservative "
            "static parameters were published instead.", nullable=False),
     _field("flag_stale", pa.bool_(), "Input data older than allowed at the as-of.", nullable=False),
-    _field("flag_clamped", pa.bool_(), "Guardrails (floor, rate limit, deadband) changed the "
-           "policy's raw output.", nullable=False),
-    _field("reason", pa.string(), "Empty, or why a fallback or clamp happened.", nullable=False),
+    _field("flag_clamped", pa.bool_(), "The risk-based mmf hit its floor or cap.",
+           nullable=False),
+    _field("flag_proxy", pa.bool_(), "The covered loss is measured by the daily-range proxy "
+           "(no intraday data for this asset).", nullable=False),
+    _field("flag_held", pa.bool_(), "A guardrail (deadband, loosening rate limit or delay) "
+           "held or limited the change.", nullable=False),
+    _field("last_loosened", pa.date32(), "Last update on which margins were loosened "
+           "(guardrail state); null if never.", "date (UTC)"),
+    _field("reason", pa.string(), "Empty, or why a fallback, clamp or hold happened.",
+           nullable=False),
     _field("model_name", pa.string(), "Forecaster alias, e.g. garch11_t.", nullable=False),
     _field("model_version", pa.string(), "Registered version of the volmargin-policy model."),
     _field("run_id", pa.string(), "MLflow run id that produced the model."),

@@ -71,9 +71,11 @@ def serve(cfg: Config, as_of: dt.date | None = None) -> ServeResult:
     uri, mv = champion_uri(cfg.registry.model_name)
     model = mlflow.pyfunc.load_model(uri)
     flat = feature_view(panel).reset_index()
-    params = model.predict(flat, params={"as_of": as_of.isoformat()})
-    params = with_previous(params, previous_parameters(forecasts_root(cfg), as_of))
-    params["model_name"] = cfg.registry.model_name
+    prev = previous_parameters(forecasts_root(cfg), as_of)
+    prev_json = prev.to_json(orient="records", date_format="iso") if prev is not None else ""
+    params = model.predict(flat, params={"as_of": as_of.isoformat(), "previous": prev_json})
+    params = with_previous(params, prev)
+    params["model_name"] = str(mv.tags.get("forecaster", "unknown"))
     params["model_version"] = str(mv.version)
     params["run_id"] = str(mv.run_id)
     params["policy_version"] = f"{cfg.registry.model_name}/{mv.version}"

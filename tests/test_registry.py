@@ -1,0 +1,82 @@
+"""Registry governance: challenger → gate → champion, alias history, version_at, rollback."""
+
+import datetime as dt
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipelines import registry
+from pipelines.config import GateConfig
+from pipelines.gate import gate
+from pipelines.tracking import setup
+
+NAME = "volmargin-policy"
+
+
+def _summary(mmf: float, passing: bool = True, red: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"asset": ["BTC", "ETH"], "coverage_pass": [passing, True],
+                         "red_windows": [red, 0], "mean_mmf": [mmf, mmf]})
+
+
+def test_gate_passes_a_covering_cheaper_challenger():
+    d = gate(_summary(0.10), _summary(0.11), GateConfig())
+    assert d.passed and "coverage passes" in d.reason and "-9.1%" in d.reason
+
+
+def test_gate_refuses_a_challenger_that_fails_coverage():
+    d = gate(_summary(0.05, passing=False), _summary(0.10), GateConfig())
+    assert not d.passed and "coverage fails for BTC" in d.reason
+
+
+def test_gate_refuses_red_windows_and_capital_worse_than_allowed():
+    assert not gate(_summary(0.10, red=1), None, GateConfig()).passed
+    d = gate(_summary(0.12), _summary(0.10), GateConfig(max_capital_increase=0.05))
+    assert not d.passed and "+20.0%" in d.reason
+
+
+@pytest.fixture
+def store(isolated_config):
+    setup(isolated_config)
+    yield isolated_config
+    mlflow.set_tracking_uri("")
+
+
+def _register(tag: str) -> str:
+    bundle = {"format": 2, "forecaster": {"alias": "garch11_t", "kind": "garch",
+                                          "config": {"dist": "t"}, "params": {}},
+              "fit_cutoff": "2025-01-01", "config": {}, "forecasts": {}}
+    with mlflow.start_run():
+        info = registry.log_policy_model(bundle)
+    return registry.register(info.model_uri, NAME, {"forecaster": tag})
+
+
+def test_aliases_history_and_rollback(store):
+    v1 = _register("garch11_t")
+    t0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    registry.set_alias(NAME, registry.CHAMPION, v1, "first", at=t0)
+    v2 = _register("mlp_har")
+    registry.set_alias(NAME, registry.CHALLENGER, v2, "new", at=t0 + dt.timedelta(days=5))
+    assert not registry.promote(NAME, v2, False, "refused: coverage fails for BTC")
+    assert registry.champion_version(NAME) == v1  # a refused challenger never becomes champion
+    assert registry.version_tag(NAME, v2, "gate.reason").startswith("refused")
+    registry.set_alias(NAME, registry.CHAMPION, v2, "passed", at=t0 + dt.timedelta(days=10))
+    registry.rollback(NAME, v1, "v2 misbehaved")
+    history = registry.alias_history(NAME)
+    assert [m["version"] for m in history] == [v1, v2, v1]
+    assert history[-1]["reason"].startswith("rollback")
+    assert registry.version_at(NAME, t0 + dt.timedelta(days=7)) == v1
+    assert registry.version_at(NAME, t0 + dt.timedelta(days=11)) == v2
+    assert registry.version_at(NAME, t0 - dt.timedelta(days=1)) is None
+    assert registry.champion_version(NAME) == v1
+
+
+def test_rollback_to_a_missing_version_is_an_error(store):
+    _register("garch11_t")
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        registry.rollback(NAME, "99", "typo")
+
+
+def test_missing_champion_is_a_clear_error(store):
+    with pytest.raises(registry.ChampionMissingError, match="no @champion"):
+        registry.champion_uri(NAME)
