@@ -1,0 +1,383 @@
+"""Forecast comparison: is one volatility forecast better than another, and is any unbiased?
+
+Three questions, three tests from the forecast-evaluation literature:
+
+- *Is model a more accurate than model b?* Diebold-Mariano (1995) on the loss differential,
+  with the Harvey-Leybourne-Newbold (1997) small-sample correction.
+- *Is a forecast unbiased and informative?* Mincer-Zarnowitz (1969) regression of the realized
+  proxy on the forecast, with a Wald test of (a, b) = (0, 1) on HAC standard errors.
+- *Which models cannot be told apart from the best?* Hansen-Lunde-Nason (2011) Model
+  Confidence Set, via ``arch.bootstrap.MCS``.
+
+Losses come from :mod:`pipelines.evaluate` (QLIKE, MSE); every function here is pure and
+drops the observations with a NaN in any of its inputs, reporting how many it dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from arch.bootstrap import MCS
+from scipy import stats
+
+ArrayLike = np.ndarray | pd.Series | list[float]
+
+
+def _complete_pairs(*arrays: ArrayLike) -> tuple[list[np.ndarray], int]:
+    """The arrays as float, restricted to the positions where none is NaN; and how many dropped."""
+    cols = [np.asarray(a, dtype=float).ravel() for a in arrays]
+    if len({c.size for c in cols}) != 1:
+        raise ValueError(f"inputs have different lengths {[c.size for c in cols]}; "
+                         "align them on the same (asset, cutoff, horizon) keys first")
+    keep = np.logical_and.reduce([np.isfinite(c) for c in cols])
+    return [c[keep] for c in cols], int(keep.size - keep.sum())
+
+
+# --------------------------------------------------------------------------- Diebold-Mariano
+
+
+@dataclass(frozen=True)
+class DMResult:
+    """Diebold-Mariano test of equal predictive accuracy, HLN-corrected.
+
+    ``statistic`` is the HLN-corrected statistic (negative: a has the lower loss); the
+    uncorrected one is ``statistic_raw``. ``p_value`` is two-sided, ``p_value_a_better`` is
+    one-sided against H1: E[loss_a - loss_b] < 0, both from Student-t(``df``).
+    """
+
+    statistic: float
+    p_value: float
+    p_value_a_better: float
+    statistic_raw: float
+    mean_diff: float  # mean of d = loss_a - loss_b
+    long_run_variance: float  # of d (not of its mean): gamma_0 + 2 sum_{k<h} gamma_k
+    hln_factor: float
+    df: int
+    n: int
+    n_dropped: int  # pairs with a NaN, dropped before testing
+    horizon: int
+    variance_fallback: bool  # True: long-run variance was <= 0, gamma_0 alone was used
+    note: str = ""
+
+
+def _autocovariances(d: np.ndarray, max_lag: int) -> np.ndarray:
+    """Sample autocovariances gamma_0..gamma_max_lag with the 1/n divisor (as in DM 1995)."""
+    e = d - d.mean()
+    n = e.size
+    return np.array([e[k:] @ e[: n - k] / n for k in range(max_lag + 1)])
+
+
+def diebold_mariano(
+    loss_a: ArrayLike,
+    loss_b: ArrayLike,
+    horizon: int = 1,
+) -> DMResult:
+    r"""Diebold-Mariano test with the Harvey-Leybourne-Newbold small-sample correction.
+
+    With loss differential :math:`d_t = L^a_t - L^b_t`, :math:`t = 1..n`, and forecasts
+    ``horizon`` = :math:`h` steps ahead (so :math:`d_t` is at most MA(:math:`h-1`)):
+
+    .. math::
+
+        \hat\gamma_k = \frac1n \sum_{t=k+1}^{n} (d_t - \bar d)(d_{t-k} - \bar d), \qquad
+        \hat V = \hat\gamma_0 + 2 \sum_{k=1}^{h-1} \hat\gamma_k,
+
+        DM = \frac{\bar d}{\sqrt{\hat V / n}}, \qquad
+        DM^* = DM \sqrt{\frac{n + 1 - 2h + h(h-1)/n}{n}} \sim t_{n-1}.
+
+    :math:`\hat V` uses the rectangular (truncated uniform) kernel of Diebold and Mariano
+    (1995), for which the HLN factor was derived. Bartlett (Newey-West) weights with the same
+    h-1 lags are deliberately not offered: they under-estimate the variance of an MA(h-1)
+    differential (13.7 % rejections at the 5 % level for h = 5, n = 500 in 300 simulations,
+    against 7.3 % here). The rectangular :math:`\hat V` can be :math:`\le 0` in small samples; the
+    test then falls back to :math:`\hat\gamma_0` and sets ``variance_fallback`` (the
+    MA(h-1) structure could not be estimated; the result says so in ``note``).
+
+    Pairs with a NaN in either loss are dropped. A constant differential leaves the test
+    undefined: statistic and p-values are NaN and ``note`` says why.
+
+    References
+    ----------
+    Diebold, F. X. and Mariano, R. S. (1995). Comparing predictive accuracy. *Journal of
+    Business & Economic Statistics* 13(3), 253-263.
+    Harvey, D., Leybourne, S. and Newbold, P. (1997). Testing the equality of prediction mean
+    squared errors. *International Journal of Forecasting* 13(2), 281-291.
+
+    Examples
+    --------
+    >>> r = diebold_mariano([1.0, 2.0, 1.5, 2.5], [2.0, 2.5, 2.5, 3.5])
+    >>> round(r.mean_diff, 3), r.statistic < 0
+    (-0.875, True)
+    """
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1 step, got {horizon}")
+    (a, b), n_dropped = _complete_pairs(loss_a, loss_b)
+    d = a - b
+    n, h = d.size, horizon
+    hln_arg = (n + 1 - 2 * h + h * (h - 1) / n) / n if n else 0.0
+    if n < 2 or h >= n or hln_arg <= 0:
+        raise ValueError(f"Diebold-Mariano needs n >= 2 complete pairs and n well above the "
+                         f"horizon; got n={n} (dropped {n_dropped} NaN pairs), horizon={h}")
+    gamma = _autocovariances(d, h - 1)
+    lrv = float(gamma[0] + 2.0 * gamma[1:].sum())
+    fallback = lrv <= 0.0
+    note = ""
+    if fallback:
+        lrv = float(gamma[0])
+        note = ("long-run variance estimate was non-positive; gamma_0 alone was used "
+                "(the autocovariance terms could not be estimated)")
+    hln = math.sqrt(hln_arg)
+    mean_diff = float(d.mean())
+    if lrv <= 0.0:
+        nan = float("nan")
+        return DMResult(nan, nan, nan, nan, mean_diff, lrv, hln, n - 1, n, n_dropped, h,
+                        fallback, "loss differential is constant: the test is undefined")
+    dm_raw = mean_diff / math.sqrt(lrv / n)
+    dm = dm_raw * hln
+    t = stats.t(df=n - 1)
+    return DMResult(
+        statistic=dm,
+        p_value=float(2.0 * t.sf(abs(dm))),
+        p_value_a_better=float(t.cdf(dm)),
+        statistic_raw=dm_raw,
+        mean_diff=mean_diff,
+        long_run_variance=lrv,
+        hln_factor=hln,
+        df=n - 1,
+        n=n,
+        n_dropped=n_dropped,
+        horizon=h,
+        variance_fallback=fallback,
+        note=note,
+    )
+
+
+# -------------------------------------------------------------------------- Mincer-Zarnowitz
+
+
+@dataclass(frozen=True)
+class MZResult:
+    """Mincer-Zarnowitz regression ``realized = intercept + slope * forecast`` with HAC s.e.
+
+    ``statistic``/``p_value``: Wald test of (intercept, slope) = (0, 1), chi2(2).
+    """
+
+    statistic: float
+    p_value: float
+    intercept: float
+    slope: float
+    intercept_se: float
+    slope_se: float
+    r_squared: float
+    n: int
+    n_dropped: int
+    maxlags: int
+    log: bool
+
+
+def newey_west_lags(n: int) -> int:
+    r"""Newey-West (1994) rule of thumb for the HAC truncation lag, :math:`\lfloor 4 (n/100)^{2/9}
+    \rfloor`."""
+    return math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0))
+
+
+def mincer_zarnowitz(
+    realized: ArrayLike,
+    forecast: ArrayLike,
+    log: bool = False,
+    maxlags: int | None = None,
+) -> MZResult:
+    r"""Mincer-Zarnowitz regression of the realized proxy on the forecast.
+
+    .. math::
+
+        y_t = a + b\, \hat y_t + u_t, \qquad
+        W = (\hat\theta - \theta_0)^\top \hat\Sigma_{HAC}^{-1} (\hat\theta - \theta_0)
+        \sim \chi^2_2, \quad \theta = (a, b), \ \theta_0 = (0, 1),
+
+    with :math:`y = \sigma^2_{realized}`, :math:`\hat y = \hat\sigma^2` (or their logs when
+    ``log``; on logs the noise of the proxy biases :math:`a` by Jensen's inequality, so read
+    the log regression's R² rather than its Wald test). :math:`\hat\Sigma_{HAC}` is the
+    Newey-West (Bartlett) covariance with ``maxlags`` lags, default :func:`newey_west_lags`;
+    overlapping h-day targets need at least h-1. An unbiased forecast has a = 0, b = 1; R²
+    measures how much of the proxy's variation it explains (Mincer and Zarnowitz, 1969;
+    Andersen and Bollerslev, 1998, on why R² stays low with a noisy proxy).
+
+    An exact fit (zero residuals) has no sampling variance: W is 0 at (0, 1), inf elsewhere.
+
+    References
+    ----------
+    Mincer, J. and Zarnowitz, V. (1969). The evaluation of economic forecasts. In *Economic
+    Forecasts and Expectations*, NBER, 3-46.
+    Newey, W. K. and West, K. D. (1994). Automatic lag selection in covariance matrix
+    estimation. *Review of Economic Studies* 61(4), 631-653.
+
+    Examples
+    --------
+    >>> r = mincer_zarnowitz([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
+    >>> round(r.slope, 6), round(r.r_squared, 6), r.p_value
+    (1.0, 1.0, 1.0)
+    """
+    (y, x), n_dropped = _complete_pairs(realized, forecast)
+    if log:
+        if (y <= 0).any() or (x <= 0).any():
+            raise ValueError("log Mincer-Zarnowitz needs positive realized and forecast "
+                             "variances; floor the realized proxy first (evaluate.VARIANCE_FLOOR)")
+        y, x = np.log(y), np.log(x)
+    n = y.size
+    if n < 3 or np.ptp(x) == 0:
+        raise ValueError(f"Mincer-Zarnowitz needs >= 3 complete pairs and a non-constant "
+                         f"forecast; got n={n} (dropped {n_dropped} NaN pairs)")
+    lags = newey_west_lags(n) if maxlags is None else int(maxlags)
+    fit = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit(
+        cov_type="HAC", cov_kwds={"maxlags": lags})
+    theta = np.asarray(fit.params, float)
+    cov = np.asarray(fit.cov_params(), float)
+    gap = theta - np.array([0.0, 1.0])
+    tss = float(((y - y.mean()) ** 2).sum())
+    if float(fit.ssr) <= 1e-24 * max(tss, 1.0):  # exact fit: the covariance is (numerically) 0
+        wald = 0.0 if np.allclose(gap, 0.0, atol=1e-9) else math.inf
+    else:
+        wald = float(gap @ np.linalg.solve(cov, gap))
+    return MZResult(
+        statistic=wald,
+        p_value=float(stats.chi2.sf(wald, df=2)),
+        intercept=float(theta[0]),
+        slope=float(theta[1]),
+        intercept_se=float(math.sqrt(cov[0, 0])),
+        slope_se=float(math.sqrt(cov[1, 1])),
+        r_squared=float(fit.rsquared),
+        n=n,
+        n_dropped=n_dropped,
+        maxlags=lags,
+        log=log,
+    )
+
+
+# ------------------------------------------------------------------ Model Confidence Set
+
+
+@dataclass(frozen=True)
+class MCSResult:
+    """Model Confidence Set at level 1 - ``size``.
+
+    ``p_values`` are the MCS p-values (the smallest size at which the model would be
+    eliminated, monotone along the elimination order); ``excluded`` lists the eliminated
+    models in the order they went, ``elimination_order`` every model, survivors last.
+    """
+
+    included: tuple[str, ...]
+    excluded: tuple[str, ...]
+    p_values: dict[str, float]
+    elimination_order: tuple[str, ...]
+    size: float
+    method: str
+    reps: int
+    block_size: int
+    seed: int | None
+    n: int
+    n_dropped: int  # rows with a NaN loss in any model
+    duplicates: dict[str, str]  # model -> the identical model it was tested as
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per model in elimination order: MCS p-value and inclusion."""
+        order = list(self.elimination_order)
+        return pd.DataFrame({"p_value": [self.p_values[m] for m in order],
+                             "included": [m in self.included for m in order]},
+                            index=pd.Index(order, name="model"))
+
+
+def model_confidence_set(
+    losses: pd.DataFrame,
+    size: float = 0.10,
+    reps: int = 1000,
+    block_size: int | None = None,
+    method: Literal["R", "max"] = "R",
+    seed: int | None = 0,
+) -> MCSResult:
+    r"""Hansen-Lunde-Nason Model Confidence Set of the models (columns) of ``losses``.
+
+    Starting from all models, the equivalence test on the mean loss differentials
+    :math:`\bar d_{ij} = \bar L_i - \bar L_j` is applied and, while it rejects, the worst
+    model is eliminated. The ``"R"`` statistic is
+
+    .. math:: T_R = \max_{i,j \in \mathcal M} \frac{|\bar d_{ij}|}{\widehat{\mathrm{var}}
+              (\bar d_{ij})^{1/2}},
+
+    ``"max"`` uses each model's differential to the set's average instead; both get their
+    null distribution from a stationary bootstrap (Politis and Romano, 1994) of the rows with
+    mean block length ``block_size`` (default :math:`\sqrt{n}`, arch's choice; use roughly
+    the forecast horizon or more for overlapping targets). The survivors form
+    :math:`\widehat{\mathcal M}_{1-\alpha}`, which contains the best model with probability
+    at least :math:`1 - \alpha`, :math:`\alpha` = ``size``.
+
+    Rows with a NaN in any model are dropped (the set compares models on common support).
+    Exactly identical columns are tested once (arch's statistics divide by their zero
+    differential variance): the copies share the p-value of the column they duplicate, as
+    listed in ``duplicates``. The bootstrap is seeded, so results are reproducible.
+
+    References
+    ----------
+    Hansen, P. R., Lunde, A. and Nason, J. M. (2011). The model confidence set.
+    *Econometrica* 79(2), 453-497.
+    """
+    if not isinstance(losses, pd.DataFrame) or losses.shape[1] < 2:
+        raise ValueError("losses must be a DataFrame with one column per model (>= 2 models)")
+    if not 0.0 < size < 1.0:
+        raise ValueError(f"size must lie in (0, 1), got {size}")
+    frame = losses.astype(float)
+    frame.columns = [str(c) for c in frame.columns]
+    if frame.columns.duplicated().any():
+        raise ValueError(f"model names must be unique, got {list(frame.columns)}")
+    complete = frame.notna().all(axis=1) & np.isfinite(frame).all(axis=1)
+    n_dropped = int((~complete).sum())
+    frame = frame[complete]
+    n = len(frame)
+    if n < 10:
+        raise ValueError(f"the MCS needs >= 10 rows with every model's loss, got {n}")
+    bs = int(block_size) if block_size is not None else int(math.sqrt(n))
+
+    duplicates: dict[str, str] = {}
+    unique: list[str] = []
+    for name in frame.columns:
+        twin = next((u for u in unique if np.array_equal(frame[u], frame[name])), None)
+        if twin is None:
+            unique.append(name)
+        else:
+            duplicates[name] = twin
+
+    if len(unique) == 1:
+        pvals = {unique[0]: 1.0}
+        order = list(unique)
+    else:
+        mcs = MCS(frame[unique], size=size, reps=reps, block_size=bs, method=method,
+                  bootstrap="stationary", seed=seed)
+        mcs.compute()
+        table = mcs.pvalues["Pvalue"]
+        pvals = {str(k): float(v) for k, v in table.items()}
+        order = [str(k) for k in table.index]
+    # copies go right after the model they duplicate, with its p-value
+    full_order: list[str] = []
+    for name in order:
+        full_order.append(name)
+        full_order.extend(m for m, twin in duplicates.items() if twin == name)
+    p_values = {m: pvals[duplicates.get(m, m)] for m in full_order}
+    return MCSResult(
+        included=tuple(m for m in frame.columns if p_values[m] > size),
+        excluded=tuple(m for m in full_order if p_values[m] <= size),
+        p_values=p_values,
+        elimination_order=tuple(full_order),
+        size=size,
+        method=method,
+        reps=reps,
+        block_size=bs,
+        seed=seed,
+        n=n,
+        n_dropped=n_dropped,
+        duplicates=duplicates,
+    )

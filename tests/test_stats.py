@@ -1,0 +1,231 @@
+"""Forecast-comparison tests: hand-computed values, symmetry, size and power on seeded draws."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from pipelines.stats import (
+    diebold_mariano,
+    mincer_zarnowitz,
+    model_confidence_set,
+    newey_west_lags,
+)
+
+# ----------------------------------------------------------------------------- Diebold-Mariano
+
+
+def test_dm_matches_hand_computation_at_horizon_1():
+    loss_a = [1.0, 3.0, 2.0, 5.0, 4.0]
+    loss_b = [2.0, 2.0, 4.0, 4.0, 6.0]
+    # d = [-1, 1, -2, 1, -2], mean -0.6, deviations [-0.4, 1.6, -1.4, 1.6, -1.4]
+    gamma0 = (0.16 + 2.56 + 1.96 + 2.56 + 1.96) / 5  # 1.84
+    dm_raw = -0.6 / math.sqrt(gamma0 / 5)
+    hln = math.sqrt((5 + 1 - 2 * 1 + 1 * 0 / 5) / 5)
+    r = diebold_mariano(loss_a, loss_b, horizon=1)
+    assert r.mean_diff == pytest.approx(-0.6)
+    assert r.long_run_variance == pytest.approx(1.84)
+    assert r.statistic_raw == pytest.approx(dm_raw) == pytest.approx(-0.989071, abs=1e-6)
+    assert r.hln_factor == pytest.approx(hln)
+    assert r.statistic == pytest.approx(dm_raw * hln)
+    assert r.df == 4
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(dm_raw * hln), 4))
+    assert r.p_value_a_better == pytest.approx(stats.t.cdf(dm_raw * hln, 4))
+    assert not r.variance_fallback
+
+
+def test_dm_matches_hand_computation_at_horizon_2():
+    d = [-1.0, -2.0, -1.0, 0.0, 1.0, 0.0, -1.0, -2.0]  # mean -0.75
+    e = [-0.25, -1.25, -0.25, 0.75, 1.75, 0.75, -0.25, -1.25]
+    gamma0 = sum(x * x for x in e) / 8  # 7.5 / 8
+    gamma1 = sum(e[t] * e[t - 1] for t in range(1, 8)) / 8  # 3.1875 / 8
+    assert (gamma0, gamma1) == (0.9375, 0.3984375)
+    lrv = gamma0 + 2 * gamma1  # 1.734375
+    dm_raw = -0.75 / math.sqrt(lrv / 8)
+    hln = math.sqrt((8 + 1 - 2 * 2 + 2 * 1 / 8) / 8)  # sqrt(5.25 / 8)
+    r = diebold_mariano(d, np.zeros(8), horizon=2)
+    assert r.long_run_variance == pytest.approx(1.734375)
+    assert r.statistic_raw == pytest.approx(dm_raw) == pytest.approx(-1.610775, abs=1e-6)
+    assert r.statistic == pytest.approx(dm_raw * hln) == pytest.approx(-1.304877, abs=1e-6)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(dm_raw * hln), 7))
+
+
+def test_dm_falls_back_to_gamma0_when_the_long_run_variance_is_negative():
+    # d = [-1, 1, -2, 1, -2]: gamma1 = -7.36 / 5, so gamma0 + 2 gamma1 = -1.104 < 0
+    r = diebold_mariano([-1.0, 1.0, -2.0, 1.0, -2.0], np.zeros(5), horizon=2)
+    assert r.variance_fallback
+    assert r.long_run_variance == pytest.approx(1.84)
+    assert "non-positive" in r.note
+    assert r.statistic_raw == pytest.approx(-0.6 / math.sqrt(1.84 / 5))
+
+
+def test_dm_swapping_models_flips_the_sign():
+    rng = np.random.default_rng(3)
+    a, b = rng.chisquare(1, 200), rng.chisquare(1, 200) * 1.2
+    ab, ba = diebold_mariano(a, b, horizon=3), diebold_mariano(b, a, horizon=3)
+    assert ba.statistic == pytest.approx(-ab.statistic)
+    assert ba.p_value == pytest.approx(ab.p_value)
+    assert ba.p_value_a_better == pytest.approx(1.0 - ab.p_value_a_better)
+
+
+def test_dm_drops_pairs_with_a_nan():
+    rng = np.random.default_rng(4)
+    a, b = rng.chisquare(1, 100), rng.chisquare(1, 100)
+    a_nan, b_nan = a.copy(), b.copy()
+    a_nan[[5, 50]] = np.nan
+    b_nan[70] = np.nan
+    keep = np.ones(100, bool)
+    keep[[5, 50, 70]] = False
+    r = diebold_mariano(a_nan, b_nan)
+    assert (r.n, r.n_dropped) == (97, 3)
+    assert r.statistic == pytest.approx(diebold_mariano(a[keep], b[keep]).statistic)
+
+
+def test_dm_detects_a_truly_better_model():
+    rng = np.random.default_rng(5)
+    err_a, err_b = rng.normal(0, 1.0, 500), rng.normal(0, 1.5, 500)
+    r = diebold_mariano(err_a**2, err_b**2)
+    assert r.mean_diff < 0
+    assert r.p_value < 0.01
+    assert r.p_value_a_better < 0.01
+
+
+def test_dm_has_the_right_size_for_equally_good_models():
+    rng = np.random.default_rng(6)
+    p1, p5 = [], []
+    for _ in range(300):
+        err_a, err_b = rng.standard_normal((2, 250))
+        p1.append(diebold_mariano(err_a**2, err_b**2).p_value)
+        # 5-step-ahead forecasts: an MA(4) loss differential
+        d = np.convolve(rng.standard_normal(254), np.ones(5), "valid")
+        p5.append(diebold_mariano(d, np.zeros(250), horizon=5).p_value)
+    assert 0.02 <= np.mean(np.array(p1) < 0.05) <= 0.09
+    assert 0.02 <= np.mean(np.array(p5) < 0.05) <= 0.10
+    # roughly uniform: each p-value decile holds about a tenth of the draws
+    deciles = np.histogram(p1, bins=10, range=(0, 1))[0] / 300
+    assert deciles.min() > 0.04 and deciles.max() < 0.17
+
+
+def test_dm_constant_differential_is_undefined_not_an_error():
+    r = diebold_mariano([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert math.isnan(r.statistic) and math.isnan(r.p_value)
+    assert "constant" in r.note
+
+
+def test_dm_rejects_a_horizon_the_sample_cannot_support():
+    with pytest.raises(ValueError, match="horizon"):
+        diebold_mariano([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], horizon=3)
+
+
+# ---------------------------------------------------------------------------- Mincer-Zarnowitz
+
+
+def test_mz_perfect_forecast_has_unit_slope_and_r2():
+    f = np.linspace(1.0, 5.0, 50)
+    r = mincer_zarnowitz(f, f)
+    assert r.intercept == pytest.approx(0.0, abs=1e-10)
+    assert r.slope == pytest.approx(1.0)
+    assert r.r_squared == pytest.approx(1.0)
+    assert (r.statistic, r.p_value) == (0.0, 1.0)
+    r_log = mincer_zarnowitz(f, f, log=True)
+    assert r_log.slope == pytest.approx(1.0) and r_log.log
+
+
+def _proxy(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """True variances (GARCH-like persistence) and a noisy unbiased proxy sigma2 * z^2."""
+    log_var = np.zeros(n)
+    for t in range(1, n):
+        log_var[t] = 0.95 * log_var[t - 1] + 0.3 * rng.standard_normal()
+    sigma2 = np.exp(log_var)
+    return sigma2, sigma2 * rng.standard_normal(n) ** 2
+
+
+def test_mz_does_not_reject_an_unbiased_forecast():
+    sigma2, realized = _proxy(np.random.default_rng(7), 2000)
+    r = mincer_zarnowitz(realized, sigma2)
+    assert abs(r.slope - 1.0) < 2.5 * r.slope_se
+    assert r.p_value > 0.05
+    assert r.maxlags == newey_west_lags(2000) == 7
+
+
+def test_mz_detects_a_biased_forecast():
+    sigma2, realized = _proxy(np.random.default_rng(7), 2000)
+    r = mincer_zarnowitz(realized, 0.6 * sigma2)  # forecasts variance 40 % too low
+    assert r.slope == pytest.approx(1 / 0.6, rel=0.15)
+    assert r.p_value < 1e-4
+    shifted = mincer_zarnowitz(realized, sigma2 + 0.5)  # additive bias
+    assert shifted.intercept == pytest.approx(-0.5, abs=0.2)
+    assert shifted.p_value < 1e-4
+
+
+def test_mz_drops_nan_pairs_and_uses_the_given_lags():
+    sigma2, realized = _proxy(np.random.default_rng(8), 300)
+    realized[[0, 10]] = np.nan
+    r = mincer_zarnowitz(realized, sigma2, maxlags=4)
+    assert (r.n, r.n_dropped, r.maxlags) == (298, 2, 4)
+
+
+# ------------------------------------------------------------------------ Model Confidence Set
+
+
+def _losses(seed: int, n: int = 500) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    common = rng.chisquare(1, n)  # the part of the loss every model shares (the proxy noise)
+    return pd.DataFrame({
+        "garch11_t": common + rng.normal(0, 0.3, n),
+        "har": common + rng.normal(0, 0.3, n),
+        "naive": common + 0.5 + rng.normal(0, 0.3, n),  # clearly worse
+    })
+
+
+def test_mcs_excludes_a_clearly_worse_model():
+    r = model_confidence_set(_losses(9), size=0.10, reps=500, seed=1)
+    assert r.excluded == ("naive",)
+    assert set(r.included) == {"garch11_t", "har"}
+    assert r.p_values["naive"] < 0.01
+    assert r.elimination_order[0] == "naive"
+    assert r.p_values[r.elimination_order[-1]] == 1.0
+    frame = r.to_frame()
+    assert list(frame.index) == list(r.elimination_order)
+    assert frame["p_value"].is_monotonic_increasing
+
+
+def test_mcs_max_method_agrees():
+    r = model_confidence_set(_losses(9), reps=500, method="max", seed=1)
+    assert r.excluded == ("naive",) and r.method == "max"
+
+
+def test_mcs_keeps_identical_models():
+    base = _losses(10)["har"]
+    same = pd.DataFrame({"a": base, "b": base, "c": base})
+    r = model_confidence_set(same, reps=200, seed=1)
+    assert r.included == ("a", "b", "c")
+    assert r.excluded == ()
+    assert r.duplicates == {"b": "a", "c": "a"}
+    # a copy of a model shares its fate
+    with_copy = _losses(9).assign(naive_copy=lambda f: f["naive"])
+    r2 = model_confidence_set(with_copy, reps=500, seed=1)
+    assert set(r2.excluded) == {"naive", "naive_copy"}
+    assert r2.p_values["naive_copy"] == r2.p_values["naive"]
+
+
+def test_mcs_is_reproducible_with_a_seed():
+    # three nearly equal models, so the p-values depend on the bootstrap draws
+    losses = _losses(11).drop(columns="naive").assign(
+        other=lambda f: f["har"] + 0.02)
+    one = model_confidence_set(losses, reps=300, seed=42)
+    two = model_confidence_set(losses, reps=300, seed=42)
+    other_seed = model_confidence_set(losses, reps=300, seed=43)
+    assert one == two
+    assert one.p_values != other_seed.p_values
+
+
+def test_mcs_drops_rows_with_a_missing_loss():
+    losses = _losses(9)
+    losses.iloc[[3, 4], 1] = np.nan
+    r = model_confidence_set(losses, reps=200, seed=1)
+    assert (r.n, r.n_dropped, r.block_size) == (498, 2, 22)
