@@ -1,5 +1,9 @@
-"""The one registry of forecasters: alias → (class, config section). The CLI and the pipeline
-build models only through :func:`build_forecaster` / :func:`forecaster_from_state`."""
+"""The one registry of forecasters: alias → factory(config, horizons). The CLI and the pipeline
+build models only through :func:`build_forecaster` / :func:`forecaster_from_state`.
+
+Each alias reads its own section of :class:`pipelines.config.ModelsConfig` (same name); the
+GARCH family is expanded from its spec table, one entry per row of ``GARCH_SPECS``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from models.base import Forecaster
-from models.garch import GarchForecaster
+from models.garch import GARCH_SPECS, GarchForecaster
 from pipelines.config import ModelsConfig
 
+Factory = Callable[[ModelsConfig, Sequence[int]], Forecaster]
 
-def _garch11_t(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
-    return GarchForecaster(cfg.garch11_t, alias="garch11_t")
+
+def _garch(alias: str) -> Factory:
+    return lambda cfg, horizons: GarchForecaster(getattr(cfg, alias), alias=alias)
 
 
 def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
@@ -21,8 +27,8 @@ def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
     return MlpHarForecaster(cfg.mlp_har, horizons=horizons)
 
 
-REGISTRY: dict[str, Callable[[ModelsConfig, Sequence[int]], Forecaster]] = {
-    "garch11_t": _garch11_t,
+REGISTRY: dict[str, Factory] = {
+    **{alias: _garch(alias) for alias in GARCH_SPECS},
     "mlp_har": _mlp_har,
 }
 

@@ -62,7 +62,11 @@ class BacktestConfig(_Strict):
 
 
 class GarchConfig(_Strict):
-    dist: Literal["normal", "t", "skewt"] = "t"
+    """Settings of one arch GARCH-family alias; the model itself (volatility process, lag
+    orders, innovation distribution) is fixed by the alias in ``models.garch.GARCH_SPECS``."""
+
+    simulations: int = Field(1000, ge=100)  # paths for multi-day forecasts with no closed form
+    seed: int = 0  # common random numbers per (seed, asset, step): same draws at every cutoff
 
 
 class MlpHarConfig(_Strict):
@@ -78,8 +82,14 @@ class MlpHarConfig(_Strict):
 
 
 class ModelsConfig(_Strict):
+    """One section per registered alias (``models.registry.REGISTRY``); a test keeps them equal."""
+
     enabled: list[str] = ["garch11_t", "mlp_har"]
     garch11_t: GarchConfig = GarchConfig()
+    garch11_skewt: GarchConfig = GarchConfig()
+    gjr_t: GarchConfig = GarchConfig()
+    gjr_skewt: GarchConfig = GarchConfig()
+    egarch_t: GarchConfig = GarchConfig()
     mlp_har: MlpHarConfig = MlpHarConfig()
 
 

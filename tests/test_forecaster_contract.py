@@ -14,8 +14,10 @@ from pipelines.config import ModelsConfig
 from tests.simulate import simulate_panel
 
 HORIZONS = [1, 7]
-FAST = ModelsConfig().model_copy(update={
+FAST = ModelsConfig().model_copy(update={  # shrunk so every alias fits in about a second
     "mlp_har": ModelsConfig().mlp_har.model_copy(update={"max_epochs": 3, "hidden": 8}),
+    **{a: getattr(ModelsConfig(), a).model_copy(update={"simulations": 200})
+       for a in ("egarch_t", "gjr_skewt")},
 })
 
 
