@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from models.base import Forecaster
+from models.ewma import EwmaForecaster
 from models.garch import GARCH_SPECS, GarchForecaster
+from models.har import HAR_SPECS, HarForecaster
 from pipelines.config import ModelsConfig
 
 Factory = Callable[[ModelsConfig, Sequence[int]], Forecaster]
@@ -19,6 +21,14 @@ Factory = Callable[[ModelsConfig, Sequence[int]], Forecaster]
 
 def _garch(alias: str) -> Factory:
     return lambda cfg, horizons: GarchForecaster(getattr(cfg, alias), alias=alias)
+
+
+def _har(alias: str) -> Factory:
+    return lambda cfg, horizons: HarForecaster(getattr(cfg, alias), horizons, alias=alias)
+
+
+def _ewma94(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    return EwmaForecaster(cfg.ewma94, alias="ewma94")
 
 
 def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
@@ -29,6 +39,8 @@ def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
 
 REGISTRY: dict[str, Factory] = {
     **{alias: _garch(alias) for alias in GARCH_SPECS},
+    "ewma94": _ewma94,
+    **{alias: _har(alias) for alias in HAR_SPECS},
     "mlp_har": _mlp_har,
 }
 

@@ -69,6 +69,15 @@ class GarchConfig(_Strict):
     seed: int = 0  # common random numbers per (seed, asset, step): same draws at every cutoff
 
 
+class EwmaConfig(_Strict):
+    decay: float = Field(0.94, gt=0, lt=1)  # λ; RiskMetrics (1996) daily value
+    init_obs: int = Field(30, ge=1)  # first σ² = mean r² of the first init_obs returns
+
+
+class HarConfig(_Strict):
+    min_obs: int = Field(250, ge=20)  # fewer (inputs, target) rows per regression → not fitted
+
+
 class MlpHarConfig(_Strict):
     hidden: int = Field(32, ge=1)
     embed_dim: int = Field(4, ge=1)
@@ -90,6 +99,10 @@ class ModelsConfig(_Strict):
     gjr_t: GarchConfig = GarchConfig()
     gjr_skewt: GarchConfig = GarchConfig()
     egarch_t: GarchConfig = GarchConfig()
+    ewma94: EwmaConfig = EwmaConfig()
+    har_rv: HarConfig = HarConfig()
+    harx_iv: HarConfig = HarConfig()
+    har_rv_pooled: HarConfig = HarConfig()
     mlp_har: MlpHarConfig = MlpHarConfig()
 
 

@@ -1,0 +1,102 @@
+r"""``ewma94``: the RiskMetrics (J.P. Morgan/Reuters, 1996) exponentially weighted variance.
+
+.. math::
+    \sigma^2_{t+1} = \lambda\,\sigma^2_t + (1-\lambda)\,r_t^2, \qquad \lambda = 0.94,
+    \qquad \operatorname{Var}_t\Big(\sum_{k=1}^{h} r_{t+k}\Big) = h\,\sigma^2_{t+1}
+
+The recursion is an IGARCH(1,1) without intercept, so the term structure is flat: the
+:math:`h`-day variance is :math:`h` times the one-day one (the square-root-of-time rule).
+Returns are raw (zero mean), as for the GARCH models. It is what clearing houses run for
+filtered historical simulation, hence the reference point for every other forecaster.
+
+**Initialisation.** :math:`\sigma^2` after the first ``init_obs`` (30) returns of the data
+handed to :meth:`~EwmaForecaster.forecast` is their mean square; the recursion runs from
+there, and no forecast is made at earlier cutoffs. With :math:`\lambda = 0.94` the weight of
+the start value decays below 1% after 75 days, so the choice does not reach the backtest
+(which starts years after each asset's first day).
+
+Nothing is estimated: :meth:`~EwmaForecaster.fit` only records the assets it saw (assets
+unknown to fit are skipped at forecast time, as for every model).
+
+Example
+-------
+>>> r = np.array([0.01, -0.02, 0.03])
+>>> ewma_variance(r, decay=0.9, init_obs=2)          # σ²_{t+1} at each t
+array([     nan, 0.00025 , 0.000315])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
+from pipelines.config import EwmaConfig
+
+
+def ewma_variance(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarray:
+    """One-day-ahead variance at each return's date (NaN before ``init_obs`` returns)."""
+    r2 = np.asarray(returns, dtype=float) ** 2
+    out = np.full(r2.shape, np.nan)
+    if len(r2) < init_obs:
+        return out
+    start = r2[:init_obs].mean()
+    # lfilter runs y_t = λ y_{t-1} + (1-λ) x_t from y_{init_obs-1} = start (zi = λ·start).
+    tail, _ = lfilter([1.0 - decay], [1.0, -decay], r2[init_obs:], zi=[decay * start])
+    out[init_obs - 1] = start
+    out[init_obs:] = tail
+    return out
+
+
+class EwmaForecaster:
+    """RiskMetrics EWMA variance per asset; see the module docstring."""
+
+    def __init__(self, config: EwmaConfig | None = None, alias: str = "ewma94") -> None:
+        self.config = config or EwmaConfig()
+        self.alias = alias
+        self.assets: list[str] = []
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        self.assets = sorted(str(a) for a in panel.index.get_level_values("asset").unique())
+        return self
+
+    def forecast(
+        self,
+        panel: pd.DataFrame,
+        horizons: Sequence[int],
+        cutoffs: pd.DatetimeIndex | None = None,
+    ) -> pd.DataFrame:
+        blocks = []
+        present = set(panel.index.get_level_values("asset"))
+        for asset in self.assets:
+            if asset not in present:
+                continue
+            returns = asset_frame(panel, asset)["ret_1d"].dropna()  # gaps skipped, as in GARCH
+            sigma2 = pd.Series(
+                ewma_variance(returns.to_numpy(), self.config.decay, self.config.init_obs),
+                index=returns.index,
+            ).dropna()
+            wanted = select_cutoffs(sigma2.index, cutoffs)
+            if len(wanted) == 0:
+                continue
+            one_day = sigma2.loc[wanted].to_numpy()
+            blocks += [forecast_frame(asset, wanted, h, h * one_day) for h in horizons]
+        return concat_forecasts(blocks)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "kind": "ewma",
+            "config": self.config.model_dump(mode="json"),
+            "assets": list(self.assets),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        model = cls(EwmaConfig(**state["config"]), alias=state["alias"])
+        model.assets = list(state["assets"])
+        return model

@@ -1,0 +1,227 @@
+r"""HAR-RV (Corsi, 2009) in logs, per asset, one direct regression per horizon; and HARX-IV.
+
+For horizon :math:`h` the mean daily variance over the next :math:`h` days is regressed on the
+daily, weekly and monthly realized-variance terms of the panel (``har_rv_{1,7,30}d``, built
+from ``rv``: hourly RV where it exists, else Garman-Klass):
+
+.. math::
+    \log\frac{RV_{t+1:t+h}}{h} = \beta_0 + \beta_d \log RV^{(1)}_t + \beta_w \log RV^{(7)}_t
+        + \beta_m \log RV^{(30)}_t \;[+\ \beta_{iv} \log IV^2_t] + \varepsilon_t
+
+estimated by OLS, *direct* (one regression per trained horizon, no iteration of the one-day
+model). Logs keep the crash days from dominating the fit and the forecast positive. The
+forecast of the variance — the mean, not the median, because QLIKE and the margin policy want
+:math:`E[RV]` — undoes the log with the log-normal correction:
+
+.. math::
+    \hat V_{t,h} = h \exp\big(x_t'\hat\beta + \tfrac12 \hat\sigma^2_\varepsilon\big),
+    \qquad \hat\sigma^2_\varepsilon = \frac{\sum \hat\varepsilon^2}{n - k}
+
+(exact if :math:`\varepsilon` is Gaussian; log RV residuals are close to it, Andersen et al.
+2003). Training targets :math:`RV_{t+1:t+h}` are built inside :meth:`HarForecaster.fit` from
+the ``rv`` column of the panel it is given; rows whose window runs past the panel's end are
+NaN and dropped, so a fit at a cutoff never sees later data. A forecast at ``t`` reads row
+``t`` only.
+
+Aliases (:data:`HAR_SPECS`):
+
+* ``har_rv`` — the regression above, per asset.
+* ``harx_iv`` — HARX with Deribit DVOL as implied variance, in **two regimes**: rows with
+  ``dvol_available`` use HAR + log DVOL (fitted on those rows only), rows without it use the
+  plain HAR fitted on every row. DVOL is never filled in; an asset gets the IV regime only
+  once it has ``min_obs`` rows with DVOL (the backtest starts 2021-01-01, DVOL 2021-03-24).
+  Assets without their own DVOL use BTC's as a market fear gauge (``dvol_is_own`` False).
+* ``har_rv_pooled`` — one regression over all assets with per-asset intercepts and common
+  slopes (a panel HAR), residual variance per asset.
+
+Example
+-------
+>>> from tests.simulate import simulate_panel
+>>> panel = simulate_panel(("AAA",), n_days=700)
+>>> model = HarForecaster(horizons=[1, 7]).fit(panel)
+>>> sorted(model.params["AAA"]["har"])
+['1', '7']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from features.schema import target_columns
+from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
+from models.preprocessing import dvol_mask, forward_targets, log_variance
+from pipelines.config import HarConfig
+
+HAR_TERMS = ("har_rv_1d", "har_rv_7d", "har_rv_30d")
+
+
+@dataclass(frozen=True)
+class HarSpec:
+    iv: bool  # add log DVOL in the regime where DVOL exists (HARX)
+    pooled: bool  # common slopes across assets, per-asset intercepts
+
+
+HAR_SPECS: dict[str, HarSpec] = {
+    "har_rv": HarSpec(iv=False, pooled=False),
+    "harx_iv": HarSpec(iv=True, pooled=False),
+    "har_rv_pooled": HarSpec(iv=False, pooled=True),
+}
+
+
+def har_design(frame: pd.DataFrame, iv: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, k) with a leading 1, valid (N,)): log HAR terms [+ log DVOL] of each row."""
+    cols = [np.ones(len(frame))] + [log_variance(frame[c]) for c in HAR_TERMS]
+    valid = np.isfinite(frame[list(HAR_TERMS)].to_numpy(dtype=float)).all(axis=1)
+    if iv:
+        has_iv = dvol_mask(frame)
+        cols.append(np.where(has_iv, log_variance(frame["dvol_var_1d"]), np.nan))
+        valid &= has_iv
+    return np.column_stack(cols), valid
+
+
+def ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coefficients (k,), residuals (n,)) of the least-squares fit of ``y`` on ``x``."""
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return coef, y - x @ coef
+
+
+def _entry(coef: np.ndarray, resid: np.ndarray, dof: int) -> dict[str, Any]:
+    return {"coef": coef.tolist(), "resid_var": float(resid @ resid / dof), "n": len(resid)}
+
+
+class HarForecaster:
+    """Log-HAR family (:data:`HAR_SPECS`); see the module docstring."""
+
+    def __init__(
+        self, config: HarConfig | None = None, horizons: Sequence[int] = (1, 7),
+        alias: str = "har_rv",
+    ) -> None:
+        if alias not in HAR_SPECS:
+            raise KeyError(f"no HAR spec for alias {alias!r}; known: {sorted(HAR_SPECS)}")
+        if not horizons or any(int(h) < 1 for h in horizons):
+            raise ValueError(f"{alias}: horizons must be positive day counts, got {horizons}")
+        self.config = config or HarConfig()
+        self.alias = alias
+        self.spec = HAR_SPECS[alias]
+        self.horizons = tuple(sorted({int(h) for h in horizons}))
+        # asset → regime ("har" | "harx") → str(horizon) → {coef, resid_var, n}
+        self.params: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, panel: pd.DataFrame) -> Self:
+        leaked = target_columns(panel)
+        if leaked:
+            raise ValueError(f"{self.alias}.fit: panel holds target column(s) {leaked}; pass "
+                             "features.schema.feature_view(panel)")
+        panel = panel.sort_index()
+        log_y = log_variance(forward_targets(panel, self.horizons) / self.horizons)  # (N, H)
+        assets = panel.index.get_level_values("asset").to_numpy()
+        regimes = {"har": False, "harx": True} if self.spec.iv else {"har": False}
+        self.params = {}
+        for regime, iv in regimes.items():
+            x, valid = har_design(panel, iv)
+            for j, h in enumerate(self.horizons):
+                ok = valid & np.isfinite(log_y[:, j])
+                fits = (self._fit_pooled if self.spec.pooled else self._fit_per_asset)(
+                    x[ok], log_y[ok, j], assets[ok])
+                for asset, entry in fits.items():
+                    self.params.setdefault(asset, {}).setdefault(regime, {})[str(h)] = entry
+        # an asset needs the plain HAR at every horizon; the IV regime is an optional upgrade
+        self.params = {
+            a: {r: e for r, e in p.items() if len(e) == len(self.horizons)}
+            for a, p in self.params.items()
+            if len(p.get("har", {})) == len(self.horizons)
+        }
+        return self
+
+    def _fit_per_asset(
+        self, x: np.ndarray, y: np.ndarray, assets: np.ndarray
+    ) -> dict[str, dict[str, Any]]:
+        out = {}
+        for asset in np.unique(assets):
+            rows = assets == asset
+            if rows.sum() >= max(self.config.min_obs, x.shape[1] + 2):
+                coef, resid = ols(x[rows], y[rows])
+                out[str(asset)] = _entry(coef, resid, len(resid) - x.shape[1])
+        return out
+
+    def _fit_pooled(
+        self, x: np.ndarray, y: np.ndarray, assets: np.ndarray
+    ) -> dict[str, dict[str, Any]]:
+        names, counts = np.unique(assets, return_counts=True)
+        names = names[counts >= self.config.min_obs]
+        keep = np.isin(assets, names)
+        if not keep.any():
+            return {}
+        x, y, assets = x[keep], y[keep], assets[keep]
+        dummies = (assets[:, None] == names[None, :]).astype(float)  # (n, A): own intercepts
+        coef, resid = ols(np.column_stack([dummies, x[:, 1:]]), y)
+        slopes = coef[len(names):]
+        out = {}
+        for i, asset in enumerate(names):
+            rows = assets == asset
+            # per-asset residual variance: range-proxy assets are noisier than intraday RV
+            out[str(asset)] = _entry(np.r_[coef[i], slopes], resid[rows], int(rows.sum()) - 1)
+        return out
+
+    # ------------------------------------------------------------- forecast
+    def forecast(
+        self,
+        panel: pd.DataFrame,
+        horizons: Sequence[int],
+        cutoffs: pd.DatetimeIndex | None = None,
+    ) -> pd.DataFrame:
+        horizons = [int(h) for h in horizons]
+        untrained = sorted(set(horizons) - set(self.horizons))
+        if untrained:
+            raise ValueError(f"{self.alias}: horizons {untrained} were not trained (trained: "
+                             f"{list(self.horizons)}); refit with them in `horizons`")
+        blocks = []
+        present = set(panel.index.get_level_values("asset"))
+        for asset, regimes in self.params.items():
+            if asset not in present:
+                continue
+            frame = asset_frame(panel, asset)
+            x, valid = har_design(frame, iv=False)
+            wanted = select_cutoffs(frame.index[valid], cutoffs)
+            if len(wanted) == 0:
+                continue
+            at = frame.index.get_indexer(wanted)
+            x_har = x[at]
+            if "harx" in regimes:
+                x_iv, has_iv = har_design(frame, iv=True)
+                x_iv, has_iv = x_iv[at], has_iv[at]
+            for h in horizons:
+                log_var = self._predict(regimes["har"][str(h)], x_har)
+                if "harx" in regimes:
+                    iv_log_var = self._predict(regimes["harx"][str(h)], np.nan_to_num(x_iv))
+                    log_var = np.where(has_iv, iv_log_var, log_var)
+                blocks.append(forecast_frame(asset, wanted, h, h * np.exp(log_var)))
+        return concat_forecasts(blocks)
+
+    @staticmethod
+    def _predict(entry: dict[str, Any], x: np.ndarray) -> np.ndarray:
+        """Log of the mean daily variance: x'β + σ²_ε/2 (log-normal mean correction)."""
+        return x @ np.asarray(entry["coef"]) + 0.5 * entry["resid_var"]
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        return {
+            "alias": self.alias,
+            "kind": "har",
+            "config": self.config.model_dump(mode="json"),
+            "horizons": list(self.horizons),
+            "regressors": list(HAR_TERMS) + (["dvol_var_1d"] if self.spec.iv else []),
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        model = cls(HarConfig(**state["config"]), state["horizons"], alias=state["alias"])
+        model.params = state["params"]
+        return model
