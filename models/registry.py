@@ -31,6 +31,12 @@ def _ewma94(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
     return EwmaForecaster(cfg.ewma94, alias="ewma94")
 
 
+def _gbm_sklearn(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    from models.gbm import GbmForecaster  # scikit-learn's ensemble only when asked for
+
+    return GbmForecaster(cfg.gbm_sklearn, horizons)
+
+
 def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
     from models.mlp_har import MlpHarForecaster  # torch is imported only when asked for
 
@@ -41,6 +47,7 @@ REGISTRY: dict[str, Factory] = {
     **{alias: _garch(alias) for alias in GARCH_SPECS},
     "ewma94": _ewma94,
     **{alias: _har(alias) for alias in HAR_SPECS},
+    "gbm_sklearn": _gbm_sklearn,
     "mlp_har": _mlp_har,
 }
 

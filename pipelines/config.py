@@ -78,6 +78,19 @@ class HarConfig(_Strict):
     min_obs: int = Field(250, ge=20)  # fewer (inputs, target) rows per regression → not fitted
 
 
+class GbmConfig(_Strict):
+    """scikit-learn HistGradientBoostingRegressor, one per horizon, pooled over assets."""
+
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_iter: int = Field(300, ge=1)  # upper bound; early stopping on a purged time split
+    max_leaf_nodes: int = Field(15, ge=2)
+    min_samples_leaf: int = Field(100, ge=1)  # ~20k training rows: leaves of >= 0.5%
+    l2_regularization: float = Field(1.0, ge=0)
+    n_iter_no_change: int = Field(20, ge=1)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)  # last dates, for early stopping only
+    seed: int = 7
+
+
 class MlpHarConfig(_Strict):
     hidden: int = Field(32, ge=1)
     embed_dim: int = Field(4, ge=1)
@@ -103,6 +116,7 @@ class ModelsConfig(_Strict):
     har_rv: HarConfig = HarConfig()
     harx_iv: HarConfig = HarConfig()
     har_rv_pooled: HarConfig = HarConfig()
+    gbm_sklearn: GbmConfig = GbmConfig()
     mlp_har: MlpHarConfig = MlpHarConfig()
 
 
