@@ -179,13 +179,6 @@ def from_ms(values: list[int] | pd.Series) -> pd.Series:
     )
 
 
-def empty_rows(columns: tuple[str, ...]) -> pd.DataFrame:
-    """A page frame with no rows but the right columns and dtypes."""
-    frame = pd.DataFrame({name: pd.Series(dtype="float64") for name in columns})
-    frame.insert(0, "timestamp", pd.Series(dtype="datetime64[ns]"))
-    return frame
-
-
 def stored_files(directory: Path, prefix: str = "") -> list[str]:
     """Names (suffix and ``prefix`` removed) of data files in ``directory``, sorted."""
     if not directory.is_dir():
