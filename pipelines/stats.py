@@ -214,6 +214,9 @@ def mincer_zarnowitz(
     ----------
     Mincer, J. and Zarnowitz, V. (1969). The evaluation of economic forecasts. In *Economic
     Forecasts and Expectations*, NBER, 3-46.
+    Andersen, T. G. and Bollerslev, T. (1998). Answering the skeptics: yes, standard
+    volatility models do provide accurate forecasts. *International Economic Review* 39(4),
+    885-905.
     Newey, W. K. and West, K. D. (1994). Automatic lag selection in covariance matrix
     estimation. *Review of Economic Studies* 61(4), 631-653.
 
@@ -240,7 +243,7 @@ def mincer_zarnowitz(
     cov = np.asarray(fit.cov_params(), float)
     gap = theta - np.array([0.0, 1.0])
     tss = float(((y - y.mean()) ** 2).sum())
-    if float(fit.ssr) <= 1e-24 * max(tss, 1.0):  # exact fit: the covariance is (numerically) 0
+    if float(fit.ssr) <= 1e-20 * tss:  # exact fit: the HAC covariance is (numerically) 0
         wald = 0.0 if np.allclose(gap, 0.0, atol=1e-9) else math.inf
     else:
         wald = float(gap @ np.linalg.solve(cov, gap))

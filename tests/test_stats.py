@@ -133,6 +133,8 @@ def test_mz_perfect_forecast_has_unit_slope_and_r2():
     assert (r.statistic, r.p_value) == (0.0, 1.0)
     r_log = mincer_zarnowitz(f, f, log=True)
     assert r_log.slope == pytest.approx(1.0) and r_log.log
+    doubled = mincer_zarnowitz(2 * f, f)  # exact but biased: no sampling doubt left
+    assert doubled.slope == pytest.approx(2.0) and doubled.p_value == 0.0
 
 
 def _proxy(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
