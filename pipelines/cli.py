@@ -136,6 +136,61 @@ def serve_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOf
                       f"({len(result.parameters)} assets, model v{result.model_version})")
 
 
+registry_app = typer.Typer(no_args_is_help=True, help="Registry governance: history, rollback.")
+app.add_typer(registry_app, name="registry")
+
+
+def _registry_setup(config: Path | None) -> Config:
+    from pipelines.tracking import setup
+
+    _quiet_libraries()
+    cfg = _config(config, None)
+    setup(cfg)
+    return cfg
+
+
+@registry_app.command("history")
+def registry_history(config: ConfigOpt = None, alias: str = "champion") -> None:
+    """Every move of an alias (default @champion): when, which version, why."""
+    from pipelines.registry import alias_history
+
+    cfg = _registry_setup(config)
+    table = Table(title=f"{cfg.registry.model_name}@{alias} history")
+    for col in ("set at (UTC)", "version", "reason"):
+        table.add_column(col)
+    for move in alias_history(cfg.registry.model_name, alias):
+        table.add_row(move["at"], move["version"], move["reason"])
+    console.print(table)
+
+
+@registry_app.command("at")
+def registry_at(when: Annotated[str, typer.Argument(help="UTC date or datetime (ISO 8601)")],
+                config: ConfigOpt = None, alias: str = "champion") -> None:
+    """Which version the alias pointed to at a date: 'what was in production on D'."""
+    from pipelines.registry import version_at
+
+    cfg = _registry_setup(config)
+    stamp = dt.datetime.fromisoformat(when)
+    if len(when) == 10:  # a bare date means the end of that UTC day
+        stamp = stamp + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    version = version_at(cfg.registry.model_name, stamp, alias)
+    if version is None:
+        console.print(f"no @{alias} at {when}")
+        raise typer.Exit(1)
+    console.print(f"{cfg.registry.model_name}@{alias} at {when}: version {version}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(version: str, reason: Annotated[str, typer.Option(
+        "--reason", help="Why (recorded in the history).")], config: ConfigOpt = None) -> None:
+    """Point @champion back at an earlier version."""
+    from pipelines.registry import rollback
+
+    cfg = _registry_setup(config)
+    rollback(cfg.registry.model_name, version, reason)
+    console.print(f"{cfg.registry.model_name}@champion → version {version}")
+
+
 @app.command("ui")
 def ui_cmd(config: ConfigOpt = None, port: int = 5000) -> None:
     """Start the MLflow UI on 127.0.0.1 with the project's backend and artifact store."""

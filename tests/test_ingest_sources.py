@@ -10,6 +10,7 @@ import pytest
 
 from features.loaders import load_daily, load_dvol, load_hourly, load_macro, load_market
 from pipelines.ingest import ingest
+from pipelines.ingest.base import FRED_CLOSE_ONLY
 from tests.replay.fake_api import FakeApis
 from tests.replay.harness import rows, settings_for, small_market, text
 
@@ -98,7 +99,8 @@ def test_fred_us10y_skips_and_reports_missing_sessions(api: FakeApis, market: Pa
 
 def test_fred_refuses_files_with_columns_it_cannot_supply(api: FakeApis, market: Path) -> None:
     before = {name: text(market / f"macro/{name}.csv.gz") for name in ("VIX", "SPX")}
-    report = ingest(market, ["fred"], "2025-07-09", settings=settings_for(api.url))
+    settings = settings_for(api.url, fred_series=dict(FRED_CLOSE_ONLY))
+    report = ingest(market, ["fred"], "2025-07-09", settings=settings)
     for name, series in (("VIX", "VIXCLS"), ("SPX", "SP500")):
         file_report = report.file(f"macro/{name}.csv.gz")
         assert file_report.rejected and f"fred {series} provides only timestamp, value" in \
@@ -136,7 +138,8 @@ def test_full_run_leaves_a_loadable_market_directory(api: FakeApis, market: Path
     report = ingest(market, until=UNTIL, settings=settings_for(api.url))
     table = report.to_frame().set_index("file")
     assert table.loc["crypto/daily/BTC.csv.gz", "appended"] == 5
-    assert table["status"].to_dict()["macro/VIX.csv.gz"] == "rejected"
+    assert "macro/VIX.csv.gz" not in table.index  # not in the default FRED mapping
+    assert report.ok
     loaded = load_market(market)
     assert loaded.daily["BTC"].index[-1] == pd.Timestamp("2025-07-05")
     assert loaded.dvol["BTC"].index[-1] == pd.Timestamp("2025-07-05")

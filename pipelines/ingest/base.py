@@ -22,6 +22,8 @@ from features.loaders import SUFFIXES
 from pipelines.ingest.http import HttpClient, RetryPolicy
 
 __all__ = [
+    "FRED_CLOSE_ONLY",
+    "FRED_SERIES",
     "ConfigurationError",
     "Connector",
     "Endpoints",
@@ -34,9 +36,13 @@ __all__ = [
 ]
 
 # FRED series per macro file. FRED publishes closes only (no OHLC): DGS10 is the 10-year
-# Treasury constant-maturity yield in percent (H.15), VIXCLS the CBOE VIX close, SP500 the
-# S&P 500 index close (S&P Dow Jones Indices, FRED keeps only the last 10 years).
-FRED_SERIES: Mapping[str, str] = MappingProxyType(
+# Treasury constant-maturity yield in percent (H.15). VIXCLS (CBOE VIX close) and SP500 (S&P
+# 500 close, last 10 years only) also exist, but the embedded VIX and SPX files carry OHLC
+# columns FRED cannot supply, so appending to them is refused; they are therefore not in the
+# default mapping (pass ``fred_series`` to use them for value-only files). Extending VIX/SPX
+# needs an OHLC source, not yet connected.
+FRED_SERIES: Mapping[str, str] = MappingProxyType({"US10Y": "DGS10"})
+FRED_CLOSE_ONLY: Mapping[str, str] = MappingProxyType(
     {"US10Y": "DGS10", "VIX": "VIXCLS", "SPX": "SP500"}
 )
 
