@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import stats
+from pipelines.coverage import var_backtest
 
 # Stress episodes named in the issue; inclusive UTC days of the *loss* (the interval after t).
 EPISODES: dict[str, tuple[str, str]] = {
@@ -20,16 +20,14 @@ EPISODES: dict[str, tuple[str, str]] = {
 }
 
 
-def coverage(hits: pd.Series, p: float) -> dict[str, float]:
-    """Kupiec, Christoffersen and traffic-light figures of one breach series."""
-    h = hits.dropna().astype(bool).to_numpy()
-    bt = stats.var_backtest(h, p)
+def coverage(losses: pd.Series, margin: pd.Series, p: float) -> dict[str, float]:
+    """Kupiec, Christoffersen and traffic-light figures of losses against a margin series."""
+    bt = var_backtest(losses, margin, p)
     return {"n": bt.n, "breaches": bt.breaches, "breach_rate": bt.breach_rate,
             "kupiec_lr": bt.pof.statistic, "kupiec_p": bt.pof.p_value,
-            "band_low": bt.pof.band[0], "band_high": bt.pof.band[1],
+            "band_low": bt.pof.band_lo, "band_high": bt.pof.band_hi,
             "christoffersen_lr_cc": bt.cc.statistic, "christoffersen_p": bt.cc.p_value,
-            "red_windows": bt.traffic_light.red_windows,
-            "worst_zone": bt.traffic_light.worst_zone}
+            "red_windows": bt.traffic_light.n_red, "worst_zone": bt.worst_zone}
 
 
 def procyclicality(series: pd.Series) -> dict[str, float]:
@@ -48,8 +46,9 @@ def summarize(path: pd.DataFrame, p: float) -> pd.DataFrame:
     rows = []
     for asset, g in path.groupby("asset", sort=True):
         g = g.sort_values("date").set_index("date")
-        row = {"asset": asset, **coverage(g["breach"], p)}
-        short = coverage(g["breach_short"], p) if g["breach_short"].notna().any() else {}
+        row = {"asset": asset, **coverage(g["loss_frac"], g["mmf"], p)}
+        has_short = g["short_loss_frac"].notna().any()
+        short = coverage(g["short_loss_frac"], g["mmf"], p) if has_short else {}
         row.update({"short_breaches": short.get("breaches", np.nan),
                     "short_christoffersen_lr_cc": short.get("christoffersen_lr_cc", np.nan)})
         row.update({"bad_debt_sum": float(g["bad_debt"].sum()),

@@ -44,7 +44,7 @@ class RunResult:
     model_version: str
     promoted: bool
     gate_reason: str
-    served: ServeResult
+    served: ServeResult | None   # None when run(publish=False)
 
 
 def _noop(step: str, done: int, total: int) -> None:
@@ -194,8 +194,12 @@ def step_register(
     return version, promoted, reason
 
 
-def run(cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop) -> RunResult:
-    """Run the whole pipeline on ``cfg.paths.data_dir`` and publish parameters as of ``as_of``."""
+def run(
+    cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop, publish: bool = True
+) -> RunResult:
+    """Run the whole pipeline on ``cfg.paths.data_dir``; publish parameters as of ``as_of``
+    unless ``publish`` is False (``volmargin retrain`` trains and promotes, serving is separate).
+    """
     setup(cfg)
     progress("load data", 0, 1)
     market = load_market(cfg.paths.data_dir, cfg.data.assets)
@@ -208,6 +212,8 @@ def run(cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop) -
     progress("register", 0, 1)
     version, promoted, reason = step_register(cfg, panel, selected, forecasts[selected],
                                               ranking, summary)
-    progress("serve", 0, 1)
-    served = serve(cfg, as_of)
+    served = None
+    if publish:
+        progress("serve", 0, 1)
+        served = serve(cfg, as_of)
     return RunResult(fp, table, ranking, selected, summary, version, promoted, reason, served)
