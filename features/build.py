@@ -4,6 +4,20 @@ Point-in-time by construction: every feature at row ``t`` is a function of candl
 by the end of UTC day ``t`` (and macro sessions dated ``<= t - lag``). Forward-looking columns
 are named ``target_*`` and come from :mod:`features.targets`. A test rebuilds the panel on data
 truncated at many ``t`` and checks the rows up to ``t`` are identical.
+
+Where each group of columns is defined (formulas and references in each module):
+
+=======================  =================================================================
+:mod:`features.realized`  hourly RV, semivariances, bipower variation, jumps, skew/kurtosis,
+                          HAR terms
+:mod:`features.ranges`    Parkinson, Garman-Klass, Rogers-Satchell, Yang-Zhang
+:mod:`features.implied`   DVOL as variance, its changes, variance risk premium, IV/RV
+:mod:`features.macro`     macro correlations and betas across calendars, VIX regime
+:mod:`features.crossasset` beta to BTC, basket correlation (contagion)
+:mod:`features.liquidity` dollar volume, volume z-score, Amihud illiquidity
+:mod:`features.losses`    worst liquidation-delay loss within the update interval
+:mod:`features.targets`   every ``target_*`` column
+=======================  =================================================================
 """
 
 from __future__ import annotations
@@ -11,22 +25,48 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.crossasset import cross_asset_features
+from features.implied import implied_features
+from features.liquidity import liquidity_features
 from features.loaders import MarketData
-from features.macro import as_of_daily, rolling_correlation, session_aligned_returns
+from features.losses import worst_loss_features
+from features.macro import macro_features
+from features.ranges import garman_klass, parkinson, rogers_satchell, yang_zhang
 from features.realized import (
+    HOURLY_MEASURES,
     complete_calendar,
-    dvol_to_daily_variance,
-    garman_klass,
     har_terms,
-    hourly_realized_variance,
+    hourly_realized_measures,
     log_returns,
 )
-from features.schema import COLUMNS
-from features.targets import forward_variance
+from features.schema import COLUMNS, undocumented_columns
+from features.targets import target_frame
 from pipelines.config import FeaturesConfig
 
 MARKET_DVOL = "BTC"  # Deribit's flagship index stands in for assets without their own DVOL
-BENCHMARK_EQUITY = "SPX"
+YANG_ZHANG_WINDOW = 30  # days; part of the column name
+
+
+def _range_columns(d: pd.DataFrame) -> pd.DataFrame:
+    o, h, lo, c = d["open"], d["high"], d["low"], d["close"]
+    return pd.DataFrame({
+        "gk_var": garman_klass(o, h, lo, c),
+        "parkinson_var": parkinson(h, lo),
+        "rogers_satchell_var": rogers_satchell(o, h, lo, c),
+        f"yang_zhang_var_{YANG_ZHANG_WINDOW}d": yang_zhang(o, h, lo, c, YANG_ZHANG_WINDOW),
+    }, index=d.index)
+
+
+def _realized_columns(
+    hourly: pd.DataFrame | None, calendar: pd.DatetimeIndex, min_hours: int
+) -> pd.DataFrame:
+    if hourly is not None and len(hourly) > 1:
+        measures = hourly_realized_measures(hourly, min_hours).reindex(calendar)
+        measures["n_hours"] = measures["n_hours"].fillna(0).astype("int64")  # a count: 0 exact
+        return measures
+    out = pd.DataFrame(np.nan, index=calendar, columns=list(HOURLY_MEASURES))
+    out["n_hours"] = np.int64(0)
+    return out
 
 
 def asset_features(
@@ -34,71 +74,62 @@ def asset_features(
     hourly: pd.DataFrame | None,
     dvol_own: pd.DataFrame | None,
     dvol_market: pd.DataFrame | None,
-    spx: pd.DataFrame | None,
+    macro: dict[str, pd.DataFrame],
     cfg: FeaturesConfig,
 ) -> pd.DataFrame:
-    """Feature and target columns of one asset, indexed by a complete daily calendar."""
+    """Single-asset feature and target columns, indexed by a complete daily calendar.
+
+    Cross-asset columns (beta to BTC, basket correlation) need every asset and are added by
+    :func:`build_panel`.
+    """
     calendar = complete_calendar(pd.DatetimeIndex(daily.index))
     d = daily.reindex(calendar)  # missing days become NaN rows: visible, never filled
     out = pd.DataFrame(index=calendar)
     out["close"] = d["close"]
     out["ret_1d"] = log_returns(d["close"])
-    out["gk_var"] = garman_klass(d["open"], d["high"], d["low"], d["close"])
-
-    if hourly is not None and len(hourly) > 1:
-        rv_h = hourly_realized_variance(hourly, cfg.min_hours_for_rv).reindex(calendar)
-        out["rv_hourly"] = rv_h["rv_hourly"]
-        out["n_hours"] = rv_h["n_hours"].fillna(0).astype("int64")  # a count: 0 is exact
-    else:
-        out["rv_hourly"] = np.nan
-        out["n_hours"] = np.int64(0)
+    out = out.join(_range_columns(d))
+    out = out.join(_realized_columns(hourly, calendar, cfg.min_hours_for_rv))
     out["rv_is_hourly"] = out["rv_hourly"].notna()
     out["rv"] = out["rv_hourly"].where(out["rv_is_hourly"], out["gk_var"])
     out = out.join(har_terms(out["rv"], cfg.har_windows))
 
     own = dvol_own is not None and len(dvol_own) > 0
-    source = dvol_own if own else dvol_market
-    if source is not None and len(source) > 0:
-        level = source["value"].reindex(calendar)
-        out["dvol_var_1d"] = dvol_to_daily_variance(level)
-    else:
-        out["dvol_var_1d"] = np.nan
-    out["dvol_available"] = out["dvol_var_1d"].notna()
-    out["dvol_is_own"] = out["dvol_available"] & own
-
-    if spx is not None and len(spx) > 2:
-        pairs = session_aligned_returns(out["ret_1d"], spx["value"])
-        corr = rolling_correlation(pairs, cfg.corr_window, cfg.corr_min_obs)
-        out["corr_spx_30d"] = as_of_daily(corr, calendar, cfg.macro_lag_days)
-    else:
-        out["corr_spx_30d"] = np.nan
-    out["log_dollar_volume"] = np.log(d["close"] * d["volume"]).replace(-np.inf, np.nan)
-
-    out["target_variance_1d"] = forward_variance(out["rv"], 1)
-    out["target_variance_7d"] = forward_variance(out["rv"], 7)
-    out["target_return_1d"] = out["ret_1d"].shift(-1)
-    return out
+    out = out.join(implied_features(dvol_own if own else dvol_market, own, out["har_rv_30d"]))
+    out = out.join(macro_features(out["ret_1d"], macro, cfg))
+    out = out.join(liquidity_features(d["close"], d["volume"], out["ret_1d"],
+                                      cfg.liquidity_min_obs))
+    out = out.join(worst_loss_features(d, hourly, cfg))
+    return out.join(target_frame(out, cfg.update_interval_days))
 
 
 def build_panel(market: MarketData, cfg: FeaturesConfig) -> pd.DataFrame:
-    """The long (asset, date) panel for every asset in ``market.daily``; columns in schema order."""
-    blocks = []
+    """The long (asset, date) panel for every asset in ``market.daily``; columns in schema order.
+
+    Raises
+    ------
+    ValueError
+        When no asset has data, or a column lacks a schema entry (e.g. ``har_windows`` changed
+        without documenting the new ``har_rv_*`` columns in :mod:`features.schema`).
+    """
+    blocks: dict[str, pd.DataFrame] = {}
     for asset in sorted(market.daily):
         if market.daily[asset].empty:
             continue  # listed after the as-of date: it does not exist yet at that time
-        block = asset_features(
+        blocks[asset] = asset_features(
             market.daily[asset],
             market.hourly.get(asset),
             market.dvol.get(asset),
             market.dvol.get(MARKET_DVOL),
-            market.macro.get(BENCHMARK_EQUITY),
+            market.macro,
             cfg,
         )
-        block.insert(0, "asset", asset)
-        blocks.append(block)
     if not blocks:
         raise ValueError(f"no assets to build features for in {market.data_dir}")
-    panel = pd.concat(blocks).rename_axis("date").reset_index()
-    panel = panel.set_index(["asset", "date"]).sort_index()
-    ordered = [c for c in COLUMNS if c in panel.columns]
-    return panel[ordered]
+    cross = cross_asset_features({a: b["ret_1d"] for a, b in blocks.items()}, cfg.corr_min_obs)
+    frames = [b.join(cross[a]) for a, b in blocks.items()]
+    panel = pd.concat(frames, keys=list(blocks), names=["asset", "date"]).sort_index()
+    missing = undocumented_columns(panel)
+    if missing:
+        raise ValueError(f"feature columns without a schema entry in features/schema.py: "
+                         f"{missing}; document them (name, unit, meaning) before building")
+    return panel[[c for c in COLUMNS if c in panel.columns]]

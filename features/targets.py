@@ -10,6 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.losses import LOSS_COLUMNS, PROXY_FLAG
+
+VARIANCE_HORIZONS = (1, 7, 30)  # days; target_variance_{h}d
+RETURN_HORIZONS = (1, 7)  # days; target_return_{h}d
+
 
 def forward_sum(values: pd.Series, horizon: int) -> pd.Series:
     r"""Sum of the next ``horizon`` values of one asset's daily series.
@@ -35,3 +40,34 @@ def forward_sum(values: pd.Series, horizon: int) -> pd.Series:
 def forward_variance(rv: pd.Series, horizon: int) -> pd.Series:
     """Realized variance of the log return over days t+1..t+h (daily decimal² summed)."""
     return forward_sum(rv, horizon)
+
+
+def forward_return(ret: pd.Series, horizon: int) -> pd.Series:
+    r"""Log return over days t+1..t+h, :math:`\ln(C_{t+h}/C_t)`; NaN across a gap."""
+    return forward_sum(ret, horizon)
+
+
+def next_interval(values: pd.Series, interval_days: int) -> pd.Series:
+    """The value of the interval ``(t, t+U]``: the row ``t+U`` value, on a complete calendar.
+
+    Booleans become nullable (``<NA>`` where no next interval exists yet).
+    """
+    if pd.api.types.is_bool_dtype(values.dtype):
+        values = values.astype("boolean")
+    return values.shift(-interval_days)
+
+
+def target_frame(features: pd.DataFrame, interval_days: int) -> pd.DataFrame:
+    """Every ``target_*`` column of one asset from its feature columns (complete calendar).
+
+    ``target_variance_{h}d`` sums ``rv`` over t+1..t+h; ``target_return_{h}d`` sums ``ret_1d``;
+    ``target_worst_loss_*`` are the worst-loss columns of the next update interval.
+    """
+    out = pd.DataFrame(index=features.index)
+    for h in VARIANCE_HORIZONS:
+        out[f"target_variance_{h}d"] = forward_variance(features["rv"], h)
+    for h in RETURN_HORIZONS:
+        out[f"target_return_{h}d"] = forward_return(features["ret_1d"], h)
+    for col in (*LOSS_COLUMNS, PROXY_FLAG):
+        out[f"target_{col}"] = next_interval(features[col], interval_days)
+    return out

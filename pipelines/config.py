@@ -40,11 +40,19 @@ class DataConfig(_Strict):
 
 
 class FeaturesConfig(_Strict):
+    """Thresholds of the feature panel. Windows that appear in column names (``corr_spx_90d``,
+    ``amihud_30d``) are fixed in ``features/`` so that a name never lies about its window;
+    ``har_windows`` names its columns and must match the schema (``har_rv_{1,7,30}d``)."""
+
     har_windows: list[int] = [1, 7, 30]
-    corr_window: int = Field(30, ge=5)
-    corr_min_obs: int = Field(15, ge=3)
-    macro_lag_days: int = Field(1, ge=0)
+    corr_min_obs: int = Field(15, ge=3)  # valid pairs per 30 days of a corr/beta window, else NaN
+    macro_lag_days: int = Field(1, ge=0)  # macro closes print ~20-22 UTC: usable the next day
+    macro_max_carry_days: int = Field(7, ge=0)  # a macro value older than this is stale → NaN
+    vix_regime_level: float = Field(25.0, gt=0)  # vix_regime: lagged VIX close above this
+    liquidity_min_obs: int = Field(20, ge=2)  # valid days in a 30-day volume / Amihud window
     min_hours_for_rv: int = Field(20, ge=1, le=24)
+    liquidation_delay_hours: int = Field(1, ge=1, le=24)  # H: time to liquidate a position
+    update_interval_days: int = Field(1, ge=1)            # U: parameters hold this long
 
 
 class BacktestConfig(_Strict):

@@ -1,4 +1,9 @@
-"""Feature panel: point-in-time, estimators against known answers, schema coverage."""
+"""Feature panel on real data: schema coverage, targets, masks and fallbacks, cross-asset columns.
+
+Point-in-time tests live in ``test_features_pit.py``, estimators against known answers in
+``test_features_estimators.py``, ``test_features_comovement.py`` and ``test_features_losses.py``,
+bad input / store / plots in ``test_features_io.py``.
+"""
 
 import datetime as dt
 
@@ -8,24 +13,12 @@ import pytest
 
 from features.build import build_panel
 from features.loaders import MarketData
-from features.macro import as_of_daily, session_aligned_returns
-from features.realized import garman_klass, har_terms, hourly_realized_variance
-from features.schema import COLUMNS, feature_view, undocumented_columns
+from features.schema import COLUMNS, TARGET_PREFIX, feature_view, undocumented_columns
+from features.summary import proxy_comparison
 from features.targets import forward_sum
 from pipelines.config import FeaturesConfig
 
 CFG = FeaturesConfig()
-
-
-def _truncate(market: MarketData, as_of: pd.Timestamp) -> MarketData:
-    end = as_of + pd.Timedelta(days=1)
-    return MarketData(
-        daily={a: f[f.index <= as_of] for a, f in market.daily.items()},
-        hourly={a: f[f.index < end] for a, f in market.hourly.items()},
-        dvol={a: f[f.index <= as_of] for a, f in market.dvol.items()},
-        macro={a: f[f.index <= as_of] for a, f in market.macro.items()},
-        gaps=market.gaps, data_dir=market.data_dir, files=market.files,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def small_market(embedded_market: MarketData) -> MarketData:
     return MarketData(
         daily={a: embedded_market.daily[a] for a in keep},
         hourly={"BTC": embedded_market.hourly["BTC"]},
-        dvol=dict(embedded_market.dvol), macro={"SPX": embedded_market.macro["SPX"]},
+        dvol=dict(embedded_market.dvol), macro=dict(embedded_market.macro),
         gaps=embedded_market.gaps, data_dir=embedded_market.data_dir, files=[],
     )
 
@@ -44,86 +37,52 @@ def full_panel(small_market: MarketData) -> pd.DataFrame:
     return build_panel(small_market, CFG)
 
 
-def test_every_feature_is_point_in_time(small_market, full_panel):
-    """Building on data truncated at t gives exactly the full build's feature rows up to t."""
-    rng = np.random.default_rng(11)
-    dates = full_panel.index.get_level_values("date").unique()
-    # Random days plus the ones that stress the joins: DVOL launch, a weekend, MATIC's end,
-    # the day before an hourly outage.
-    picks = list(rng.choice(dates[40:], size=10, replace=False)) + [
-        pd.Timestamp(d) for d in ("2021-03-24", "2022-11-12", "2024-09-10", "2018-02-07")]
-    features = feature_view(full_panel)
-    for t in picks:
-        t = pd.Timestamp(t)
-        cut = feature_view(build_panel(_truncate(small_market, t), CFG))
-        expected = features[features.index.get_level_values("date") <= t]
-        pd.testing.assert_frame_equal(cut, expected.loc[cut.index], check_freq=False)
-        assert len(cut) == len(expected), f"rows differ at {t.date()}"
+def test_every_panel_column_is_documented(full_panel):
+    assert undocumented_columns(full_panel) == []
+    assert set(full_panel.columns) == set(COLUMNS)
+    assert list(full_panel.columns) == list(COLUMNS)  # schema order
 
 
-def test_targets_are_the_next_days_realized_variance(full_panel):
+def test_every_schema_entry_has_a_unit_a_meaning_and_a_group():
+    for col in COLUMNS.values():
+        assert col.unit and len(col.meaning) > 15 and col.group, col.name
+        assert col.name.startswith(TARGET_PREFIX) == (col.group == "target"), col.name
+
+
+def test_an_undocumented_column_fails_the_build(small_market):
+    with pytest.raises(ValueError, match="har_rv_14d"):
+        build_panel(small_market, FeaturesConfig(har_windows=[1, 7, 14, 30]))
+
+
+def test_issue_column_contract_is_present(full_panel):
+    """The names the policy code is written against (issue 3)."""
+    contract = ["worst_loss_long", "worst_loss_short", "worst_loss_long_intrabar",
+                "worst_loss_short_intrabar", "worst_loss_is_proxy", "target_worst_loss_long",
+                "target_worst_loss_short", "target_worst_loss_long_intrabar",
+                "target_worst_loss_short_intrabar", "target_worst_loss_is_proxy",
+                "corr_spx_30d", "beta_btc_30d", "basket_corr_30d", "vix_regime",
+                "volume_z_30d", "amihud_30d", "target_variance_30d", "target_return_7d"]
+    assert [c for c in contract if c not in full_panel.columns] == []
+
+
+def test_feature_view_hides_every_target(full_panel):
+    view = feature_view(full_panel)
+    assert not [c for c in view.columns if c.startswith("target_")]
+    assert {"target_variance_1d", "target_variance_7d"} <= set(full_panel.columns)
+
+
+def test_targets_are_forward_sums_of_the_panel(full_panel):
     btc = full_panel.xs("BTC")
     assert btc["target_variance_1d"].iloc[:-1].to_numpy() == pytest.approx(
         btc["rv"].iloc[1:].to_numpy())
-    expected_7d = btc["rv"].iloc[1:8].sum()
-    assert btc["target_variance_7d"].iloc[0] == pytest.approx(expected_7d)
+    assert btc["target_variance_7d"].iloc[0] == pytest.approx(btc["rv"].iloc[1:8].sum())
+    assert btc["target_variance_30d"].iloc[0] == pytest.approx(btc["rv"].iloc[1:31].sum())
     assert btc["target_return_1d"].iloc[10] == btc["ret_1d"].iloc[11]
-    assert np.isnan(btc["target_variance_7d"].iloc[-1])
-
-
-def test_garman_klass_matches_hand_computed_value():
-    # H/L = e^{0.1}, C/O = e^{0.05}: 0.5·0.01 − (2 ln2 − 1)·0.0025
-    o, c = pd.Series([100.0]), pd.Series([100 * np.exp(0.05)])
-    h, low = pd.Series([100 * np.exp(0.07)]), pd.Series([100 * np.exp(-0.03)])
-    expected = 0.5 * 0.1**2 - (2 * np.log(2) - 1) * 0.05**2
-    assert garman_klass(o, h, low, c).iloc[0] == pytest.approx(expected, rel=1e-12)
-
-
-def test_range_and_intraday_estimators_recover_known_gbm_variance():
-    """Simulated Brownian paths with daily σ = 3%: RV from hourly closes and GK from the
-    daily OHLC of a finely sampled path are both unbiased within sampling error."""
-    rng = np.random.default_rng(3)
-    sigma, days, steps = 0.03, 2000, 24 * 12  # 5-minute path, hourly candles
-    incr = rng.normal(0, sigma / np.sqrt(steps), size=(days, steps))
-    path = np.log(100) + np.concatenate([[0.0], incr.ravel().cumsum()])
-    closes_5m = path[1:].reshape(days, steps)
-    opens = path[:-1].reshape(days, steps)[:, 0]
-    daily = pd.DataFrame({"open": np.exp(opens), "high": np.exp(closes_5m.max(1)),
-                          "low": np.exp(closes_5m.min(1)), "close": np.exp(closes_5m[:, -1])})
-    gk = garman_klass(daily["open"], daily["high"], daily["low"], daily["close"])
-    hourly_close = np.exp(closes_5m[:, 11::12].ravel())
-    stamps = pd.date_range("2020-01-01", periods=days * 24, freq="h")
-    rv = hourly_realized_variance(pd.DataFrame({"close": hourly_close}, index=stamps), 20)
-    assert rv["rv_hourly"].iloc[1:].mean() == pytest.approx(sigma**2, rel=0.03)
-    # GK on a 5-minute path is biased low by discrete sampling (Garman-Klass 1980), ~10%.
-    assert 0.80 * sigma**2 < gk.mean() < 1.0 * sigma**2
-
-
-def test_hourly_rv_sums_squared_returns_and_ignores_cross_midnight_gaps():
-    stamps = pd.DatetimeIndex(["2024-01-01 22:00", "2024-01-01 23:00", "2024-01-02 00:00",
-                               "2024-01-02 01:00", "2024-01-02 05:00", "2024-01-03 03:00"])
-    close = pd.Series([100, 101, 99, 100, 102, 90.0], index=stamps)
-    out = hourly_realized_variance(close.to_frame("close"), min_hours=1)
-    r = np.log(close).diff()
-    # Jan 2: 00:00 (from 23:00), 01:00, 05:00 (spans a 4h gap inside the day) are counted
-    assert out.loc["2024-01-02", "rv_hourly"] == pytest.approx((r.iloc[2:5] ** 2).sum())
-    assert out.loc["2024-01-02", "n_hours"] == 3
-    # the 2024-01-03 03:00 return starts on Jan 2: not counted, so Jan 3 has no RV row
-    assert pd.Timestamp("2024-01-03") not in out.index
-
-
-def test_too_few_hours_gives_nan_not_a_partial_rv():
-    stamps = pd.date_range("2024-01-01", periods=12, freq="h")
-    out = hourly_realized_variance(pd.DataFrame({"close": np.arange(1.0, 13.0)}, stamps), 20)
-    assert out["n_hours"].iloc[0] == 11 and np.isnan(out["rv_hourly"].iloc[0])
-
-
-def test_har_terms_are_trailing_means_with_full_windows_only():
-    rv = pd.Series(np.arange(1.0, 11.0), index=pd.date_range("2024-01-01", periods=10))
-    har = har_terms(rv, [1, 7])
-    assert har["har_rv_7d"].iloc[6] == pytest.approx(4.0)
-    assert har["har_rv_7d"].iloc[:6].isna().all()
-    assert har["har_rv_1d"].equals(rv)
+    assert btc["target_return_7d"].iloc[10] == pytest.approx(
+        np.log(btc["close"].iloc[17] / btc["close"].iloc[10]))
+    assert np.isnan(btc["target_variance_30d"].iloc[-30:]).all()
+    assert btc["target_worst_loss_long"].iloc[:-1].to_numpy() == pytest.approx(
+        btc["worst_loss_long"].iloc[1:].to_numpy())
 
 
 def test_forward_sum_never_returns_a_partial_sum():
@@ -134,60 +93,84 @@ def test_forward_sum_never_returns_a_partial_sum():
     assert out.iloc[4:].isna().all()
 
 
-def test_macro_pairs_cover_the_same_calendar_span():
-    days = pd.date_range("2024-01-01", "2024-01-10")  # Mon..Wed next week
-    crypto = pd.Series(np.arange(10) / 100.0, index=days)
-    sessions = pd.DatetimeIndex(["2024-01-03", "2024-01-05", "2024-01-08"])
-    macro = pd.Series([100.0, 101.0, 99.0], index=sessions)
-    pairs = session_aligned_returns(crypto, macro)
-    # Fri 5th pairs with crypto of Thu 4th + Fri 5th; Mon 8th with Sat+Sun+Mon
-    assert pairs.loc["2024-01-05", "crypto"] == pytest.approx(0.03 + 0.04)
-    assert pairs.loc["2024-01-08", "crypto"] == pytest.approx(0.05 + 0.06 + 0.07)
-    assert pairs.loc["2024-01-08", "macro"] == pytest.approx(np.log(99 / 101))
-
-
-def test_macro_values_are_used_only_after_the_lag_and_go_stale():
-    values = pd.Series([0.5], index=pd.DatetimeIndex(["2024-01-05"]))
-    cal = pd.date_range("2024-01-04", "2024-01-20")
-    out = as_of_daily(values, cal, lag_days=1, max_carry_days=7)
-    assert out.loc[:"2024-01-05"].isna().all()  # the Friday close is not known on Friday
-    assert (out.loc["2024-01-06":"2024-01-13"] == 0.5).all()
-    assert out.loc["2024-01-14":].isna().all()
-
-
 def test_assets_without_own_dvol_get_market_dvol_with_mask(full_panel):
     sol = full_panel.xs("SOL")
     before = sol.loc[:"2021-03-23"]
-    assert not before["dvol_available"].any() and before["dvol_var_1d"].isna().all()
+    assert not before["dvol_available"].any()
+    dvol_cols = ["dvol_var_1d", "dvol_change_1d", "dvol_change_7d", "vrp", "iv_rv_ratio"]
+    assert before[dvol_cols].isna().all().all()  # nothing invented before the launch
     after = sol.loc["2021-03-24":]
     assert after["dvol_available"].all() and not after["dvol_is_own"].any()
     btc = full_panel.xs("BTC").loc["2021-03-24":]
     assert btc["dvol_is_own"].all()
-    assert sol.loc["2022-01-03", "dvol_var_1d"] == btc.loc["2022-01-03", "dvol_var_1d"]
+    day = "2022-01-03"
+    assert sol.loc[day, "dvol_var_1d"] == btc.loc[day, "dvol_var_1d"]
+    assert sol.loc[day, "dvol_change_7d"] == btc.loc[day, "dvol_change_7d"]
+    assert sol.loc[day, "vrp"] == pytest.approx(sol.loc[day, "dvol_var_1d"]
+                                                - sol.loc[day, "har_rv_30d"])
+    assert np.isnan(btc.loc["2021-03-24", "dvol_change_1d"])  # no DVOL the day before
 
 
 def test_rv_uses_hourly_where_available_else_garman_klass(full_panel):
     btc, sol = full_panel.xs("BTC"), full_panel.xs("SOL")
     assert not sol["rv_is_hourly"].any()
     assert sol["rv"].equals(sol["gk_var"])
+    assert sol[["rv_down", "bpv", "rskew"]].isna().all().all()  # hourly-only measures
     assert btc["rv_is_hourly"].mean() > 0.99
-    # the 2018-02-08..11 Binance outage: those days fall back to the range estimator
+    # the 2018-02-08..11 Binance outage: those days fall back to the range estimator ...
     outage = btc.loc["2018-02-09"]
     assert not outage["rv_is_hourly"] and outage["rv"] == outage["gk_var"]
+    # ... and the worst-loss proxy, flagged; normal days are hourly
+    assert outage["worst_loss_is_proxy"] and not btc.loc["2022-06-13", "worst_loss_is_proxy"]
+    assert sol["worst_loss_is_proxy"].all()
 
 
-def test_every_panel_column_is_documented(full_panel):
-    assert undocumented_columns(full_panel) == []
-    assert set(full_panel.columns) == set(COLUMNS)
+def test_worst_loss_is_wider_intrabar_and_in_the_crash(full_panel):
+    btc = full_panel.xs("BTC")
+    assert (btc["worst_loss_long_intrabar"] >= btc["worst_loss_long"] - 1e-12).all()
+    assert (btc["worst_loss_short_intrabar"] >= btc["worst_loss_short"] - 1e-12).all()
+    crash = btc.loc["2020-03-12"]
+    assert crash["worst_loss_long"] > 0.08  # BTC lost > 8% within one hour that day
+    assert crash["worst_loss_long"] > btc["worst_loss_long"].quantile(0.999)
 
 
-def test_feature_view_hides_every_target(full_panel):
-    view = feature_view(full_panel)
-    assert not [c for c in view.columns if c.startswith("target_")]
-    assert {"target_variance_1d", "target_variance_7d"} <= set(full_panel.columns)
+def test_beta_to_btc_and_basket_follow_the_assets_trading(full_panel):
+    btc, sol, matic = (full_panel.xs(a) for a in ("BTC", "SOL", "MATIC"))
+    assert set(btc["beta_btc_30d"].dropna().unique()) == {1.0}
+    assert 0.8 < sol["beta_btc_30d"].loc["2022"].median() < 2.0
+    assert matic.loc["2024-09-10", "basket_n_assets"] == 3
+    assert btc.loc["2024-09-11", "basket_n_assets"] == 2  # MATIC delisted: out of the basket
+    day = "2023-05-02"
+    assert btc.loc[day, "basket_corr_30d"] == sol.loc[day, "basket_corr_30d"]
+    assert 0.3 < btc["basket_corr_30d"].median() < 0.95
+
+
+def test_macro_columns_are_lagged_and_vix_regime_marks_stress(full_panel):
+    btc = full_panel.xs("BTC")
+    # 2020-03-16 VIX close 82.69 (a Monday) is used from Tuesday on, not on the Monday
+    assert btc.loc["2020-03-16", "vix_level"] != pytest.approx(82.69)
+    assert btc.loc["2020-03-17", "vix_level"] == pytest.approx(82.69)
+    assert btc.loc["2020-03-17", "vix_regime"] and not btc.loc["2021-11-01", "vix_regime"]
+    assert btc["vix_regime"].dtype == "boolean"
+    for col in ("corr_us10y_90d", "beta_vix_30d", "corr_gold_90d", "beta_dxy_30d"):
+        assert btc[col].loc["2019":].notna().mean() > 0.99, col
+
+
+def test_liquidity_columns_are_readable(full_panel):
+    btc, sol = full_panel.xs("BTC").loc["2024"], full_panel.xs("SOL").loc["2024"]
+    assert btc["amihud_30d"].median() < sol["amihud_30d"].median()  # BTC is the deeper market
+    assert 0.001 < btc["amihud_30d"].median() < 10  # bp per $1M: a readable number
+    assert abs(btc["volume_z_30d"].median()) < 1
 
 
 def test_panel_is_one_row_per_asset_day(full_panel):
     assert full_panel.index.is_unique
     matic = full_panel.xs("MATIC")
     assert matic.index.max() == pd.Timestamp(dt.date(2024, 9, 10))
+
+
+def test_garman_klass_proxy_tracks_hourly_rv_on_btc(full_panel):
+    table = proxy_comparison(full_panel).set_index(["asset", "estimator", "horizon"])
+    gk = table.loc[("BTC", "gk_var", "1d")]
+    assert gk["n"] > 2800 and gk["corr_log"] > 0.9 and abs(gk["bias"]) < 0.2
+    assert table.loc[("BTC", "yang_zhang_var_30d", "30d"), "corr"] > 0.95

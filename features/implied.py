@@ -1,0 +1,96 @@
+r"""Implied-volatility features from Deribit's DVOL index.
+
+DVOL is a 30-day forward-looking implied volatility, annualised over 365 calendar days, in
+percent, observed at the end of each UTC day. It exists for BTC and ETH from its launch on
+2021-03-24 only. Assets without their own index get the market's (BTC's) with
+``dvol_is_own`` False; before the launch ``dvol_available`` is False and every DVOL-derived
+column is NaN — nothing is extrapolated backwards, and a missing day is never carried forward.
+
+With :math:`IV^2_t = (\mathrm{DVOL}_t/100)^2/365` (daily decimal²) and
+:math:`\overline{RV}^{(30)}_t` the trailing 30-day mean realized variance (``har_rv_30d``):
+
+.. math::
+
+    \mathrm{VRP}_t = IV^2_t - \overline{RV}^{(30)}_t, \qquad
+    \frac{IV}{RV}_t = \sqrt{IV^2_t \,/\, \overline{RV}^{(30)}_t}
+
+The variance risk premium follows Bollerslev, Tauchen & Zhou (2009), Rev. Financ. Stud. 22(11)
+(implied minus trailing realized variance over the option horizon); both sides cover 30
+calendar days, so they are commensurate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["dvol_change", "dvol_to_daily_variance", "implied_features", "iv_rv_ratio",
+           "variance_risk_premium"]
+
+
+def dvol_to_daily_variance(dvol_pct: pd.Series) -> pd.Series:
+    r"""Annualised implied vol in percent → daily variance: :math:`(\mathrm{DVOL}/100)^2/365`.
+
+    Deribit annualises DVOL over 365 calendar days (crypto trades every day).
+    """
+    return (dvol_pct / 100.0) ** 2 / 365.0
+
+
+def dvol_change(dvol_pct: pd.Series, days: int) -> pd.Series:
+    r"""Log change of the DVOL level over ``days`` days: :math:`\ln(\mathrm{DVOL}_t /
+    \mathrm{DVOL}_{t-k})`; NaN where either end is missing.
+
+    ``dvol_pct`` must be on a complete daily calendar. A log change is scale-free, so a move
+    from 40 to 44 and one from 80 to 88 read the same (+0.095).
+    """
+    return np.log(dvol_pct / dvol_pct.shift(days))
+
+
+def variance_risk_premium(implied_var: pd.Series, trailing_rv: pd.Series) -> pd.Series:
+    r"""Implied minus trailing realized variance, :math:`IV^2_t - \overline{RV}_t` (decimal²)."""
+    return implied_var - trailing_rv
+
+
+def iv_rv_ratio(implied_var: pd.Series, trailing_rv: pd.Series) -> pd.Series:
+    r"""Ratio of implied to trailing realized *volatility*, :math:`\sqrt{IV^2_t/\overline{RV}_t}`.
+
+    NaN where the realized variance is not positive (a flat window says nothing).
+    """
+    ratio = implied_var / trailing_rv.where(trailing_rv > 0)
+    return np.sqrt(ratio)
+
+
+def implied_features(
+    dvol_source: pd.DataFrame | None, own: bool, trailing_rv: pd.Series
+) -> pd.DataFrame:
+    """Every implied-vol column of one asset on the calendar of ``trailing_rv``.
+
+    Parameters
+    ----------
+    dvol_source : DataFrame or None
+        The DVOL series used for the asset (its own, else the market's), ``value`` column.
+    own : bool
+        Whether ``dvol_source`` is the asset's own index.
+    trailing_rv : Series
+        ``har_rv_30d`` of the asset on its complete daily calendar.
+
+    Returns
+    -------
+    DataFrame
+        ``dvol_var_1d, dvol_is_own, dvol_available, dvol_change_1d, dvol_change_7d, vrp,
+        iv_rv_ratio``.
+    """
+    calendar = trailing_rv.index
+    if dvol_source is not None and len(dvol_source) > 0:
+        level = dvol_source["value"].reindex(calendar)  # no fill: a missing day stays missing
+    else:
+        level = pd.Series(np.nan, index=calendar)
+    out = pd.DataFrame(index=calendar)
+    out["dvol_var_1d"] = dvol_to_daily_variance(level)
+    out["dvol_available"] = out["dvol_var_1d"].notna()
+    out["dvol_is_own"] = out["dvol_available"] & own
+    out["dvol_change_1d"] = dvol_change(level, 1)
+    out["dvol_change_7d"] = dvol_change(level, 7)
+    out["vrp"] = variance_risk_premium(out["dvol_var_1d"], trailing_rv)
+    out["iv_rv_ratio"] = iv_rv_ratio(out["dvol_var_1d"], trailing_rv)
+    return out

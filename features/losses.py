@@ -1,0 +1,172 @@
+r"""The loss a lender is exposed to: the worst liquidation-delay loss within an update interval.
+
+Margin parameters are published once per update interval of :math:`U` days
+(``features.update_interval_days``) and an unhealthy position is liquidated within a delay of
+:math:`H` hours (``features.liquidation_delay_hours``). The margin must therefore cover the
+worst :math:`H`-hour price move anywhere in the interval.
+
+**Which windows count.** Let :math:`c(\tau)` be the hourly close at time :math:`\tau` (the close
+of the candle opening at :math:`\tau - 1h`). The row dated :math:`t` describes the interval
+:math:`(S, E]` with :math:`S` = 00:00 UTC of day :math:`t-U+1` and :math:`E` = 24:00 UTC of day
+:math:`t`. A window is the :math:`H` hours :math:`[e-H, e]` ending at an hourly close
+:math:`e \in \{S+1h, \dots, E\}` — the :math:`24U` windows that **complete** in the interval.
+The first window starts at :math:`c(S)`, the last close before the interval: the position's
+reference is the price at the interval start. With the default :math:`H = 1` these are exactly
+the windows triggered in :math:`[S, E)`. For :math:`H > 1` a window triggered in the last
+:math:`H-1` hours completes in (and is attributed to) the next interval; this is what keeps a
+row known at the end of day :math:`t` (point-in-time) while every :math:`H`-hour window on the
+hourly grid is counted exactly once, and it makes ``target_*`` the feature shifted by
+:math:`U` days exactly. Per window, with :math:`P_0 = c(e-H)`:
+
+.. math::
+
+    \ell^{long} = \ln P_0 - \ln c(e), \qquad \ell^{short} = \ln c(e) - \ln P_0
+
+    \ell^{long}_{intrabar} = \ln P_0 - \ln \min_{k} L_k, \qquad
+    \ell^{short}_{intrabar} = \ln \max_{k} H_k - \ln P_0
+
+over the :math:`H` candles :math:`k` of the window (lows and highs between closes; the
+intrabar variant is stricter). The interval's value is the maximum over its windows, a
+positive number being a loss; it is negative only if every window moved in the position's
+favour. A window needs all of its :math:`H` candles and the close before them; an interval is
+measured from hourly data when at least ``features.min_hours_for_rv`` × :math:`U` of its
+:math:`24U` windows are complete (the rule that makes a day's RV hourly).
+
+**Daily-range proxy** (no or too few hourly candles; ``worst_loss_is_proxy`` True). With
+:math:`P_S` the close before the interval (the first candle's open when it is missing), and
+:math:`\bar H, \underline L` the highest high and lowest low of the interval's :math:`U` daily
+candles,
+
+.. math::
+
+    \ell^{long}_{proxy} = \ln\frac{\max(P_S, \bar H)}{\underline L}, \qquad
+    \ell^{short}_{proxy} = \ln\frac{\bar H}{\min(P_S, \underline L)}
+
+used for both the close and the intrabar variants. For :math:`H = 1` it is an upper bound of
+both: every window starts at a price in :math:`\{P_S\} \cup [\underline L, \bar H]` and ends
+within :math:`[\underline L, \bar H]`. It assumes the whole interval's range could be lost
+within one delay, so it is conservative — by how much is measured on BTC/ETH in
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pipelines.config import FeaturesConfig
+
+LOSS_COLUMNS = (
+    "worst_loss_long",
+    "worst_loss_short",
+    "worst_loss_long_intrabar",
+    "worst_loss_short_intrabar",
+)
+PROXY_FLAG = "worst_loss_is_proxy"
+_HOURS = 24
+
+
+def _interval_max(per_day: np.ndarray, counts: np.ndarray, days: int) -> tuple[np.ndarray, ...]:
+    """Max and window count over the trailing ``days`` rows; rows before a full span get 0/-inf."""
+    if days == 1:
+        return per_day, counts
+    top = np.full_like(per_day, -np.inf)
+    total = np.zeros_like(counts)
+    if len(counts) < days:
+        return top, total
+    top[days - 1:] = sliding_window_view(per_day, days, axis=0).max(axis=-1)
+    total[days - 1:] = sliding_window_view(counts, days).sum(axis=-1)
+    return top, total
+
+
+def hourly_worst_losses(
+    hourly: pd.DataFrame, delay_hours: int, interval_days: int
+) -> pd.DataFrame:
+    """Worst ``delay_hours``-hour losses per interval from hourly candles (module docstring).
+
+    Parameters
+    ----------
+    hourly : DataFrame
+        Candles indexed by open time (tz-naive UTC, on the hour) with ``high, low, close``.
+    delay_hours : int
+        Liquidation delay :math:`H`.
+    interval_days : int
+        Update interval :math:`U`.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``date`` (the interval's last day, every day from the first to the last
+        candle's), columns :data:`LOSS_COLUMNS` (NaN where the interval has no complete window)
+        and ``n_windows`` (complete windows in the interval).
+    """
+    H, U = int(delay_hours), int(interval_days)
+    stamps = pd.DatetimeIndex(hourly.index)
+    first, last = stamps.min().floor("D"), stamps.max().floor("D")
+    n_days = (last - first).days + 1
+    grid = pd.date_range(first, periods=n_days * _HOURS, freq="h")
+    h = hourly[["high", "low", "close"]].reindex(grid)
+    lc = np.log(h["close"].to_numpy(dtype=float))  # (N,) N = n_days · 24
+    lh = np.log(h["high"].to_numpy(dtype=float))
+    ll = np.log(h["low"].to_numpy(dtype=float))
+    n = len(grid)
+    losses = np.full((4, n), -np.inf)  # window ending at candle j's close, j >= H
+    valid = np.zeros(n, dtype=bool)
+    if n > H:
+        p0 = lc[:-H]  # close of candle j-H: the price when the window starts
+        end = lc[H:]
+        low = sliding_window_view(ll, H).min(axis=-1)[1:]  # candles j-H+1 .. j
+        high = sliding_window_view(lh, H).max(axis=-1)[1:]
+        ok = sliding_window_view(np.isfinite(lc), H + 1).all(axis=-1)
+        with np.errstate(invalid="ignore"):
+            window = np.stack([p0 - end, end - p0, p0 - low, high - p0])  # (4, N-H)
+        losses[:, H:] = np.where(ok, window, -np.inf)
+        valid[H:] = ok
+    per_day = losses.reshape(4, n_days, _HOURS).max(axis=-1).T  # (n_days, 4)
+    counts = valid.reshape(n_days, _HOURS).sum(axis=-1)
+    top, total = _interval_max(per_day, counts, U)
+    out = pd.DataFrame(np.where(np.isfinite(top), top, np.nan), columns=list(LOSS_COLUMNS),
+                       index=pd.date_range(first, periods=n_days, freq="D", name="date"))
+    out["n_windows"] = total.astype("int64")
+    return out
+
+
+def range_worst_losses(daily: pd.DataFrame, interval_days: int) -> pd.DataFrame:
+    """The conservative daily-range proxy of :data:`LOSS_COLUMNS` (module docstring).
+
+    ``daily`` is one asset's OHLC on a complete daily calendar (missing days as NaN rows); an
+    interval with a missing candle is NaN.
+    """
+    U = int(interval_days)
+    top = daily["high"].rolling(U, min_periods=U).max()
+    bottom = daily["low"].rolling(U, min_periods=U).min()
+    ref = daily["close"].shift(U).fillna(daily["open"].shift(U - 1))
+    long = np.log(np.fmax(ref, top) / bottom)
+    short = np.log(top / np.fmin(ref, bottom))
+    long, short = long.where(top.notna()), short.where(top.notna())
+    return pd.DataFrame({LOSS_COLUMNS[0]: long, LOSS_COLUMNS[1]: short,
+                         LOSS_COLUMNS[2]: long, LOSS_COLUMNS[3]: short}, index=daily.index)
+
+
+def worst_loss_features(
+    daily: pd.DataFrame, hourly: pd.DataFrame | None, cfg: FeaturesConfig
+) -> pd.DataFrame:
+    """:data:`LOSS_COLUMNS` and ``worst_loss_is_proxy`` of one asset on ``daily``'s calendar.
+
+    Hourly values where the interval has enough complete windows, else the daily-range proxy
+    (flagged); NaN with the flag False where neither exists.
+    """
+    U = cfg.update_interval_days
+    proxy = range_worst_losses(daily, U)
+    if hourly is not None and len(hourly) > 0:
+        exact = hourly_worst_losses(hourly, cfg.liquidation_delay_hours, U).reindex(daily.index)
+        hourly_ok = (exact["n_windows"] >= cfg.min_hours_for_rv * U).to_numpy()
+    else:
+        exact = proxy
+        hourly_ok = np.zeros(len(daily), dtype=bool)
+    out = pd.DataFrame(index=daily.index)
+    for col in LOSS_COLUMNS:
+        out[col] = np.where(hourly_ok, exact[col], proxy[col])
+    out[PROXY_FLAG] = ~hourly_ok & proxy[LOSS_COLUMNS[0]].notna().to_numpy()
+    return out

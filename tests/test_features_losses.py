@@ -1,0 +1,142 @@
+"""The worst liquidation-delay loss within the update interval: a hand-made hourly path with
+known answers, the window rule, the daily-range proxy and its flag, and the targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.losses import LOSS_COLUMNS, hourly_worst_losses, worst_loss_features
+from features.summary import worst_loss_proxy_comparison
+from features.targets import target_frame
+from pipelines.config import FeaturesConfig
+
+DAY1, DAY2 = pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02")
+
+
+def hourly_path(closes: dict[str, float], lows: dict[str, float] | None = None,
+                highs: dict[str, float] | None = None) -> pd.DataFrame:
+    """48 hourly candles (Jan 1-2) at 100, with the given closes (carried to the next candle's
+    open) and extra wicks; keys are candle open times "Dhh" (D = 1 or 2)."""
+    stamps = pd.date_range(DAY1, periods=48, freq="h").as_unit("ns")
+    close = pd.Series(100.0, index=stamps)
+    for key, value in closes.items():
+        close[DAY1 + pd.Timedelta(days=int(key[0]) - 1, hours=int(key[1:]))] = value
+    close = close.where(close.index.isin([DAY1 + pd.Timedelta(days=int(k[0]) - 1,
+                                                              hours=int(k[1:])) for k in closes]))
+    close = close.ffill().fillna(100.0)
+    open_ = close.shift(1).fillna(100.0)
+    frame = pd.DataFrame({"open": open_, "high": np.maximum(open_, close),
+                          "low": np.minimum(open_, close), "close": close})
+    for key, value in (lows or {}).items():
+        frame.loc[DAY1 + pd.Timedelta(days=int(key[0]) - 1, hours=int(key[1:])), "low"] = value
+    for key, value in (highs or {}).items():
+        frame.loc[DAY1 + pd.Timedelta(days=int(key[0]) - 1, hours=int(key[1:])), "high"] = value
+    return frame
+
+
+def daily_from(hourly: pd.DataFrame) -> pd.DataFrame:
+    g = hourly.groupby(hourly.index.floor("D"))
+    out = pd.DataFrame({"open": g["open"].first(), "high": g["high"].max(),
+                        "low": g["low"].min(), "close": g["close"].last()})
+    out.index = pd.DatetimeIndex(out.index, name="date").as_unit("ns")
+    return out
+
+
+# Day 2: 00h closes 95, 01h 97, 02h 90, 03h 99 (then flat); 10h wicks to 89, 12h to 110.
+PATH = hourly_path({"200": 95.0, "201": 97.0, "202": 90.0, "203": 99.0},
+                   lows={"210": 89.0}, highs={"212": 110.0})
+
+
+def test_worst_hourly_losses_on_a_hand_made_path():
+    out = hourly_worst_losses(PATH, delay_hours=1, interval_days=1).loc[DAY2]
+    assert out["worst_loss_long"] == pytest.approx(np.log(97 / 90))  # 02h candle
+    assert out["worst_loss_short"] == pytest.approx(np.log(99 / 90))  # 03h candle
+    assert out["worst_loss_long_intrabar"] == pytest.approx(np.log(99 / 89))  # 10h wick
+    assert out["worst_loss_short_intrabar"] == pytest.approx(np.log(110 / 99))  # 12h wick
+    assert out["n_windows"] == 24
+    flat = hourly_worst_losses(PATH, 1, 1).loc[DAY1]
+    assert flat[list(LOSS_COLUMNS)].to_numpy() == pytest.approx(0.0)  # a flat day loses nothing
+
+
+def test_first_window_starts_at_the_close_before_the_interval():
+    path = hourly_path({"123": 100.0, "200": 80.0})  # crash in the first hour of day 2
+    out = hourly_worst_losses(path, 1, 1)
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(100 / 80))
+    assert out.loc[DAY1, "worst_loss_long"] == pytest.approx(0.0)
+
+
+def test_multi_hour_windows_are_attributed_to_the_interval_they_complete_in():
+    out = hourly_worst_losses(PATH, delay_hours=2, interval_days=1)
+    # 2-hour windows ending in day 2: the worst long is 00h close 95 → 02h close 90; the window
+    # from Jan 1 22h's close (100) to 00h's close (95) also completes on day 2 and counts.
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(95 / 90))
+    assert out.loc[DAY2, "worst_loss_short"] == pytest.approx(np.log(99 / 90))
+    assert out.loc[DAY2, "worst_loss_long_intrabar"] == pytest.approx(np.log(99 / 89))
+    late = hourly_path({"123": 90.0})  # a drop in the last hour of day 1 ...
+    late_out = hourly_worst_losses(late, delay_hours=2, interval_days=1)
+    assert late_out.loc[DAY1, "worst_loss_long"] == pytest.approx(np.log(100 / 90))
+    # ... is also inside the 2h window (22h close → 00h close) that completes on day 2
+    assert late_out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(100 / 90))
+
+
+def test_interval_of_several_days_takes_the_worst_window_of_all_of_them():
+    out = hourly_worst_losses(PATH, delay_hours=1, interval_days=2)
+    assert np.isnan(out.loc[DAY1, "worst_loss_long"])  # no complete 2-day interval yet
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(97 / 90))
+    assert out.loc[DAY2, "n_windows"] == 47  # day 1's first window has no previous close
+
+
+def test_missing_hours_remove_their_windows_and_too_few_switch_to_the_flagged_proxy():
+    cfg = FeaturesConfig()
+    gappy = PATH.drop(PATH.index[(PATH.index >= DAY2 + pd.Timedelta(hours=5))
+                                 & (PATH.index < DAY2 + pd.Timedelta(hours=8))])
+    exact = hourly_worst_losses(gappy, 1, 1)
+    assert exact.loc[DAY2, "n_windows"] == 24 - 4  # 3 candles gone, and the 8h has no start
+    out = worst_loss_features(daily_from(PATH), gappy, cfg)
+    assert not out.loc[DAY2, "worst_loss_is_proxy"]  # 20 windows >= min_hours_for_rv
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(97 / 90))
+    thin = gappy.drop(gappy.index[(gappy.index >= DAY2 + pd.Timedelta(hours=13))
+                                  & (gappy.index < DAY2 + pd.Timedelta(hours=14))])
+    out = worst_loss_features(daily_from(PATH), thin, cfg)
+    assert out.loc[DAY2, "worst_loss_is_proxy"]  # 18 windows < 20: the daily range stands in
+    # proxy: long ln(max(prev close 100, high 110) / low 89), short ln(110 / min(100, 89))
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(110 / 89))
+    assert out.loc[DAY2, "worst_loss_short_intrabar"] == pytest.approx(np.log(110 / 89))
+    # day 1 has 23 windows (its 00h candle has no close before it): still hourly
+    assert not out.loc[DAY1, "worst_loss_is_proxy"] and out.loc[DAY1, "worst_loss_long"] == 0
+
+
+def test_assets_without_hourly_data_get_the_proxy_everywhere():
+    out = worst_loss_features(daily_from(PATH), None, FeaturesConfig())
+    assert out["worst_loss_is_proxy"].all()
+    assert out.loc[DAY2, "worst_loss_short"] == pytest.approx(np.log(110 / 89))
+
+
+def test_targets_are_the_next_interval_exactly():
+    days = pd.date_range("2024-01-01", periods=6, name="date")
+    feats = pd.DataFrame({"rv": np.arange(1.0, 7.0), "ret_1d": np.full(6, 0.01)}, index=days)
+    for col in LOSS_COLUMNS:
+        feats[col] = np.arange(6) / 100.0
+    feats["worst_loss_is_proxy"] = [False, True, False, False, True, False]
+    targets = target_frame(feats, interval_days=2)
+    assert targets["target_worst_loss_long"].iloc[:4].tolist() == pytest.approx(
+        feats["worst_loss_long"].iloc[2:].tolist())
+    assert targets["target_worst_loss_long"].iloc[4:].isna().all()
+    flag = targets["target_worst_loss_is_proxy"]
+    assert flag.dtype == "boolean" and flag.iloc[2] and flag.iloc[4:].isna().all()
+    assert targets["target_return_7d"].isna().all()  # only 5 days ahead exist
+    assert targets["target_variance_1d"].iloc[0] == 2.0
+
+
+def test_daily_range_proxy_bounds_the_hourly_truth_on_real_data(embedded_market):
+    """H = 1: the proxy is an upper bound by construction (modulo data-source mismatches
+    between Binance's daily and hourly files)."""
+    cfg = FeaturesConfig()
+    table = worst_loss_proxy_comparison(embedded_market.daily, embedded_market.hourly, cfg)
+    assert set(table["asset"]) == {"BTC", "ETH"}
+    assert (table["n"] > 2800).all()
+    assert (table["coverage"] >= 0.999).all()
+    assert (table["median_ratio"] > 2).all()  # the whole day's range vs one hour: 2.5-3.8x
+    assert (table["corr"] > 0.6).all()
