@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import datetime
 import re
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from features.validation import DataValidationError, validate_frame
 
@@ -46,12 +49,24 @@ YIELD_SERIES = frozenset({"US10Y"})
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """The file as stored: CSV (optionally gzipped) or Parquet, no parsing beyond numbers."""
-    if path.name.endswith(".parquet"):
-        return pd.read_parquet(path).reset_index(drop=True)
+    """The file as stored: CSV (optionally gzipped) or Parquet, no parsing beyond numbers.
+
+    A file that cannot be read at all (truncated gzip, empty, not Parquet, wrong encoding)
+    raises rule ``file_unreadable``; a ragged CSV row raises ``csv_format`` with its line.
+    """
     try:
+        if path.name.endswith(".parquet"):
+            return pd.read_parquet(path).reset_index(drop=True)
         # Blank lines are kept (as all-NaN rows) so that row i stays on line i + 2.
         return pd.read_csv(path, dtype={"timestamp": str}, skip_blank_lines=False)
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError, pd.errors.EmptyDataError,
+            pa.ArrowException) as err:
+        raise DataValidationError(
+            path, None, "file_unreadable",
+            f"{path} file: rule file_unreadable failed: {type(err).__name__}: "
+            f"{str(err).strip() or 'no detail'} (truncated or corrupt?). Re-fetch or repair the "
+            "file; nothing was loaded.",
+        ) from err
     except pd.errors.ParserError as err:
         found = re.search(r"line (\d+)", str(err))
         line = int(found.group(1)) if found else None
@@ -126,30 +141,41 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _files_by_stem(directory: Path, prefix: str = "") -> dict[str, Path]:
-    """Data files in ``directory`` keyed by name (prefix removed); empty if it is absent.
+def _scan(directory: Path, prefix: str = "") -> tuple[dict[str, Path], list[DataValidationError]]:
+    """Data files in ``directory`` keyed by name (prefix removed), and duplicate-name errors.
 
     Two files for one name (``BTC.csv.gz`` and ``BTC.parquet``) are refused rather than
-    one being picked silently: they may disagree.
+    one being picked silently: they may disagree. The name is left out of the result.
     """
     if not directory.is_dir():
-        return {}
+        return {}, []
     found: dict[str, Path] = {}
+    errors: dict[str, DataValidationError] = {}
     for path in sorted(directory.iterdir()):
         stem = _stem(path)
         skip = path.name.startswith(".") or not path.name.endswith(SUFFIXES)
         if skip or not path.is_file() or not stem.startswith(prefix):
             continue
         key = stem[len(prefix) :]
-        if key in found:
-            raise DataValidationError(
+        if key in found or key in errors:
+            first = found.pop(key, None) or errors[key].path
+            errors[key] = DataValidationError(
                 path,
                 None,
                 "duplicate_source",
-                f"{directory}: rule duplicate_source failed: {found[key].name} and {path.name} "
+                f"{directory}: rule duplicate_source failed: {first.name} and {path.name} "
                 "hold the same series. Keep one of them; nothing was loaded.",
             )
+            continue
         found[key] = path
+    return found, list(errors.values())
+
+
+def _files_by_stem(directory: Path, prefix: str = "") -> dict[str, Path]:
+    """:func:`_scan`, raising the first duplicate-name error."""
+    found, errors = _scan(directory, prefix)
+    if errors:
+        raise errors[0]
     return found
 
 
@@ -194,7 +220,11 @@ def gap_report(index: pd.DatetimeIndex, freq: str, source: str) -> pd.DataFrame:
 
 @dataclass
 class MarketData:
-    """Everything under one data directory, validated and (optionally) cut at ``as_of``."""
+    """Everything under one data directory, validated and (optionally) cut at ``as_of``.
+
+    ``failures`` maps each file skipped under ``keep_going`` (path relative to ``data_dir``) to
+    the reason and its consequence; ``files`` lists only the files actually used.
+    """
 
     daily: dict[str, pd.DataFrame]
     hourly: dict[str, pd.DataFrame]
@@ -203,6 +233,7 @@ class MarketData:
     gaps: pd.DataFrame
     data_dir: Path
     files: list[Path] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
@@ -210,10 +241,44 @@ def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
     return frame if end is None else frame.loc[frame.index < end]
 
 
+@dataclass
+class _Attempts:
+    """Runs loaders: fail fast, or (``keep_going``) record the failure and carry on."""
+
+    root: Path
+    keep_going: bool
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def record(self, err: DataValidationError, consequence: str) -> None:
+        if not self.keep_going:
+            raise err
+        try:
+            key = _label(self.root, err.path)
+        except ValueError:  # not under the data directory
+            key = str(err.path)
+        self.failures[key] = f"{err} Consequence: {consequence}."
+
+    def load(
+        self, loader: Callable[[Path], pd.DataFrame], path: Path, consequence: str
+    ) -> pd.DataFrame | None:
+        try:
+            return loader(path)
+        except DataValidationError as err:
+            self.record(err, consequence)
+            return None
+
+    def scan(self, directory: Path, prefix: str = "") -> dict[str, Path]:
+        found, errors = _scan(directory, prefix)
+        for err in errors:
+            self.record(err, f"series {_stem(err.path)} not loaded")
+        return found
+
+
 def load_market(
     data_dir: Path | str,
     assets: list[str] | None = None,
     as_of: datetime.date | None = None,
+    keep_going: bool = False,
 ) -> MarketData:
     """Load and validate a market data directory.
 
@@ -227,6 +292,11 @@ def load_market(
     as_of : date, optional
         Point-in-time cut: daily, DVOL and macro rows dated ``<= as_of``; hourly candles
         opening before the end of that UTC day (last one 23:00).
+    keep_going : bool
+        False (default): the first invalid file raises. True: an invalid file is recorded in
+        ``MarketData.failures`` and skipped with its consequence — an asset whose daily,
+        hourly or own DVOL file fails is not built at all (never silently degraded to a
+        range proxy); a failed macro series leaves its features NaN; the rest still loads.
 
     Returns
     -------
@@ -236,12 +306,13 @@ def load_market(
         ``macro/`` directories give empty dicts.
     """
     root = Path(data_dir)
-    daily_files = _files_by_stem(root / "crypto" / "daily")
+    run = _Attempts(root, keep_going)
+    daily_files = run.scan(root / "crypto" / "daily")
     symbols = sorted(daily_files) if assets is None else list(assets)
     absent = [s for s in symbols if s not in daily_files]
     if absent:
         directory = root / "crypto" / "daily"
-        raise DataValidationError(
+        err = DataValidationError(
             directory,
             None,
             "asset_missing",
@@ -249,16 +320,36 @@ def load_market(
             f"(found: {', '.join(sorted(daily_files)) or 'none'}). Add SYM.csv.gz or drop "
             "the asset from the request; nothing was loaded.",
         )
-    hourly_files = _files_by_stem(root / "crypto" / "hourly")
-    dvol_files = _files_by_stem(root / "iv", prefix="DVOL_")
-    macro_files = _files_by_stem(root / "macro")
+        run.record(err, f"asset(s) {', '.join(absent)} not built")
+        symbols = [s for s in symbols if s in daily_files]
+    hourly_files = run.scan(root / "crypto" / "hourly")
+    dvol_files = run.scan(root / "iv", prefix="DVOL_")
+    macro_files = run.scan(root / "macro")
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
     end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
-    daily = {s: _cut(load_daily(daily_files[s]), end) for s in symbols}
-    hourly = {s: _cut(load_hourly(hourly_files[s]), end) for s in symbols if s in hourly_files}
-    dvol = {s: _cut(load_dvol(p), end) for s, p in dvol_files.items()}
-    macro = {n: _cut(load_macro(p), end) for n, p in macro_files.items()}
+    dvol: dict[str, pd.DataFrame] = {}
+    for name, path in dvol_files.items():
+        frame = run.load(load_dvol, path, f"DVOL_{name} not used"
+                         + (f"; asset {name} not built" if name in symbols else ""))
+        if frame is not None:
+            dvol[name] = _cut(frame, end)
+    daily: dict[str, pd.DataFrame] = {}
+    hourly: dict[str, pd.DataFrame] = {}
+    for s in symbols:
+        consequence = f"asset {s} not built"
+        d = run.load(load_daily, daily_files[s], consequence)
+        h = run.load(load_hourly, hourly_files[s], consequence) if s in hourly_files else None
+        if d is None or (s in hourly_files and h is None) or (s in dvol_files and s not in dvol):
+            continue
+        daily[s] = _cut(d, end)
+        if h is not None:
+            hourly[s] = _cut(h, end)
+    macro: dict[str, pd.DataFrame] = {}
+    for name, path in macro_files.items():
+        frame = run.load(load_macro, path, f"macro series {name} not used (its features NaN)")
+        if frame is not None:
+            macro[name] = _cut(frame, end)
 
     reports = [gap_report(f.index, "1D", _label(root, daily_files[s])) for s, f in daily.items()]
     reports += [gap_report(f.index, "1h", _label(root, hourly_files[s])) for s, f in hourly.items()]
@@ -267,9 +358,9 @@ def load_market(
         if reports
         else gap_report(pd.DatetimeIndex([]), "1D", "")
     )
-    files = [daily_files[s] for s in symbols] + [hourly_files[s] for s in hourly]
-    files += list(dvol_files.values()) + list(macro_files.values())
-    return MarketData(daily, hourly, dvol, macro, gaps, root, files)
+    files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
+    files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
+    return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures)
 
 
 def _label(root: Path, path: Path) -> str:

@@ -1,10 +1,12 @@
 """Feature store: the panel as Parquet under ``outputs/features/``, keyed by a fingerprint.
 
-The fingerprint hashes everything the panel depends on: every input file's bytes (with its
-path relative to the data directory), the feature config, the feature code's source and the
-as-of date. Same fingerprint ⇒ same panel, so a rerun with unchanged inputs reads the stored
-file instead of rebuilding. Writes go to a temporary file that is renamed into place, so a
-reader never sees half a panel.
+The fingerprint hashes everything the panel depends on: the *content* of every loaded series
+(validated values and stamps, after the as-of cut, keyed by kind and name), the feature
+config, the feature code's source and the as-of date. Same fingerprint ⇒ same panel, so a rerun
+with unchanged inputs reads the stored file instead of rebuilding. Hashing loaded content
+rather than file bytes also covers in-memory markets and anything a loader skipped
+(``keep_going``). Writes go to a temporary file that is renamed into place (Parquet first,
+then its JSON sidecar), so a reader never sees half a panel.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -33,11 +36,12 @@ def _sha256(path: Path) -> str:
 
 
 def fingerprint(market: MarketData, cfg: FeaturesConfig, as_of: dt.date | None) -> str:
-    """sha256 over input files, feature config, feature code and as-of date."""
+    """sha256 over the loaded series' content, feature config, feature code and as-of date."""
     digest = hashlib.sha256()
-    for path in sorted(market.files):
-        rel = Path(path).resolve().relative_to(Path(market.data_dir).resolve())
-        digest.update(f"{rel}:{_sha256(Path(path))}\n".encode())
+    for kind in ("daily", "hourly", "dvol", "macro"):
+        for name, frame in sorted(getattr(market, kind).items()):
+            digest.update(f"{kind}/{name}:{list(frame.columns)}:{len(frame)}\n".encode())
+            digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     digest.update(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
     for src in _FEATURE_CODE:
         digest.update(f"{src.name}:{_sha256(src)}\n".encode())
@@ -45,20 +49,34 @@ def fingerprint(market: MarketData, cfg: FeaturesConfig, as_of: dt.date | None) 
     return digest.hexdigest()
 
 
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def store_path(root: Path, fp: str) -> Path:
+    """Where the panel of fingerprint ``fp`` lives under ``root``."""
+    return Path(root) / f"panel-{fp[:16]}.parquet"
+
+
 def load_or_build(
     market: MarketData, cfg: FeaturesConfig, root: Path, as_of: dt.date | None = None
 ) -> tuple[pd.DataFrame, str, bool]:
     """The panel for ``market`` (read from the store when present). Returns (panel, fp, reused)."""
     fp = fingerprint(market, cfg, as_of)
-    path = Path(root) / f"panel-{fp[:16]}.parquet"
+    path = store_path(root, fp)
     if path.is_file():
         return pd.read_parquet(path), fp, True
     panel = build_panel(market, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    panel.to_parquet(tmp)
-    os.replace(tmp, path)
+    _write_atomic(path, panel.to_parquet)
     meta = {"fingerprint": fp, "rows": len(panel), "assets": sorted(market.daily),
-            "as_of": str(as_of) if as_of else None, "columns": list(panel.columns)}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+            "as_of": str(as_of) if as_of else None, "columns": list(panel.columns),
+            "failures": market.failures}
+    _write_atomic(path.with_suffix(".json"),
+                  lambda p: p.write_text(json.dumps(meta, indent=2)))
     return panel, fp, False
