@@ -73,8 +73,7 @@ class GarchConfig(_Strict):
     """Settings of one arch GARCH-family alias; the model itself (volatility process, lag
     orders, innovation distribution) is fixed by the alias in ``models.garch.GARCH_SPECS``."""
 
-    simulations: int = Field(1000, ge=100)  # paths for multi-day forecasts with no closed form
-    seed: int = 0  # common random numbers per (seed, asset, step): same draws at every cutoff
+    min_obs: int = Field(250, ge=50)  # fewer daily returns: the t likelihood is too flat to fit
 
 
 class EwmaConfig(_Strict):

@@ -1,6 +1,7 @@
 """Baseline forecasters against known answers: EWMA by hand, HAR OLS on a simulated log-HAR
-process, GARCH/GJR closed-form term structures, EGARCH simulation against its exact Gaussian
-moments, the tree ensemble's JSON round trip, and registry ↔ config consistency."""
+process, GARCH/GJR term structures against arch and the closed form, EGARCH against its exact
+Gaussian moments and a brute-force bootstrap, the tree ensemble's JSON round trip, and
+registry ↔ config consistency."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from arch import arch_model
+from arch.univariate.distribution import Normal, SkewStudent
 from scipy.stats import norm
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from features.schema import feature_view
 from models.ewma import EwmaForecaster, ewma_variance
-from models.garch import GARCH_SPECS, SCALE, GarchForecaster, GarchSpec
+from models.garch import SCALE, GarchForecaster
 from models.gbm import GbmForecaster, TreeEnsemble, export_ensemble
 from models.har import HarForecaster
 from models.preprocessing import make_preprocessor, preprocessor_from_state, preprocessor_state
 from models.registry import REGISTRY, build_forecaster
-from pipelines.config import EwmaConfig, GarchConfig, GbmConfig, HarConfig, ModelsConfig
+from pipelines.config import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
 from tests.simulate import simulate_panel
 
 SMALL_GBM = GbmConfig(max_iter=40, min_samples_leaf=20)
@@ -163,12 +166,33 @@ def test_garch_multi_day_forecast_is_the_closed_form(panel, alias, params) -> No
     assert fc.loc[(cutoffs[1], 1), "variance"] * SCALE**2 == pytest.approx(nxt, rel=1e-10)
 
 
-def test_only_symmetric_gjr_and_plain_garch_use_the_analytic_recursion() -> None:
-    analytic = {alias for alias, spec in GARCH_SPECS.items() if spec.analytic}
-    assert analytic == {"garch11_t", "garch11_skewt", "gjr_t"}
+@pytest.mark.parametrize("alias", ["garch11_t", "gjr_t"])
+def test_symmetric_term_structure_equals_arch_analytic_forecast(panel, alias) -> None:
+    model = GarchForecaster(alias=alias).fit(panel)
+    returns = panel.loc["AAA", "ret_1d"].dropna() * SCALE
+    cutoffs = returns.index[-30:]
+    ours = model.variance_paths("AAA", returns, cutoffs, 10) * SCALE**2
+    res = model._model(returns).fix(pd.Series(model.params["AAA"]))
+    theirs = res.forecast(horizon=10, start=cutoffs[0], reindex=False).variance.to_numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
-EGARCH = {"omega": 0.02, "alpha[1]": 0.15, "gamma[1]": -0.05, "beta[1]": 0.97}
+def test_gjr_skewt_term_structure_uses_the_skewed_half_moment(panel) -> None:
+    params = {"omega": 0.05, "alpha[1]": 0.04, "gamma[1]": 0.1, "beta[1]": 0.9,
+              "eta": 5.0, "lambda": -0.2}
+    model = GarchForecaster(alias="gjr_skewt")
+    model.params = {"AAA": params}
+    # κ = E[z² 1{z<0}] of the skew-t, by brute force: left skew puts more than half below 0
+    z = SkewStudent(seed=0).simulate([5.0, -0.2])(2_000_000)
+    kappa = float(np.mean(z**2 * (z < 0)))
+    assert kappa > 0.53
+    returns = panel.loc["AAA", "ret_1d"].dropna() * SCALE
+    path = model.variance_paths("AAA", returns, returns.index[-1:], 30)[0] * SCALE**2
+    phi = 0.04 + kappa * 0.1 + 0.9
+    np.testing.assert_allclose(path[1:], 0.05 + phi * path[:-1], rtol=2e-3)
+
+
+EGARCH = {"omega": 0.02, "alpha[1]": 0.15, "gamma[1]": -0.05, "beta[1]": 0.97, "nu": 8.0}
 
 
 def _egarch_normal_moment(c: float) -> float:
@@ -178,28 +202,53 @@ def _egarch_normal_moment(c: float) -> float:
                                                      + np.exp((A - B) ** 2 / 2) * norm.cdf(A - B)))
 
 
-def test_egarch_simulation_matches_exact_gaussian_moments_and_long_run(monkeypatch, panel):
-    # With Gaussian shocks E_t σ²_{t+k} has a closed form (log σ² is linear in past g(z));
-    # with Student-t shocks it is infinite for k >= 2 (E e^{c|z|} = ∞), so test the machinery
-    # on the Gaussian twin of egarch_t.
-    monkeypatch.setitem(GARCH_SPECS, "egarch_n", GarchSpec("EGARCH", 1, 1, 1, "normal"))
-    model = GarchForecaster(GarchConfig(simulations=2000, seed=3), alias="egarch_n")
+@pytest.fixture(scope="module")
+def gaussian_egarch() -> pd.Series:
+    """Returns (×100) of an EGARCH path with N(0,1) shocks: Gaussian standardized residuals."""
+    spec = arch_model(None, mean="Zero", vol="EGARCH", p=1, o=1, q=1, dist="normal")
+    spec.distribution = Normal(seed=np.random.default_rng(4))
+    sim = spec.simulate([EGARCH[k] for k in ("omega", "alpha[1]", "gamma[1]", "beta[1]")],
+                        40_000)
+    return pd.Series(sim["data"].to_numpy(),
+                     index=pd.date_range("2000-01-01", periods=40_000, freq="D", name="date"))
+
+
+def test_egarch_term_structure_matches_gaussian_moments_and_long_run(gaussian_egarch) -> None:
+    # Shocks come from the residual pool; with Gaussian residuals E_t σ²_{t+k} must match the
+    # closed-form Gaussian-EGARCH moments, and reach the long-run level.
+    returns = gaussian_egarch
+    model = GarchForecaster(alias="egarch_t")
     model.params = {"AAA": EGARCH}
     horizon = 300
-    fc = model.forecast(panel, list(range(1, horizon + 1)), _last(panel))
-    step = np.diff(np.r_[0.0, fc.sort_values("horizon_days")["variance"]]) * SCALE**2
+    step = model.variance_paths("AAA", returns, returns.index[-1:], horizon)[0] * SCALE**2
     w, b = EGARCH["omega"], EGARCH["beta[1]"]
     moments = np.cumprod([_egarch_normal_moment(b**i) for i in range(horizon)])
     k = np.arange(2, horizon + 1)
     exact = np.exp(w * (1 - b ** (k - 1)) / (1 - b) + b ** (k - 1) * np.log(step[0]))
-    exact *= moments[k - 2]
-    np.testing.assert_allclose(step[1:], exact, rtol=0.03)
+    np.testing.assert_allclose(step[1:], exact * moments[k - 2], rtol=0.03)  # pool: 40k draws
     long_run = np.exp(w / (1 - b)) * np.prod([_egarch_normal_moment(b**i) for i in range(3000)])
     assert step[-1] == pytest.approx(long_run, rel=0.03)
 
 
-def test_simulated_forecasts_use_common_random_numbers(panel) -> None:
-    model = GarchForecaster(GarchConfig(simulations=200), alias="egarch_t").fit(panel)
+def test_egarch_closed_form_is_the_limit_of_a_bootstrap_simulation(panel) -> None:
+    model = GarchForecaster(alias="egarch_t").fit(panel)
+    params = model.params["AAA"]
+    returns = panel.loc["AAA", "ret_1d"].dropna() * SCALE
+    t = returns.index[450]
+    closed = model.variance_paths("AAA", returns, pd.DatetimeIndex([t]), 5)[0] * SCALE**2
+    res = model._model(returns).fix(pd.Series(params))
+    pool = res.std_resid.loc[:t].to_numpy()  # the residuals known at t
+    rng = np.random.default_rng(0)
+    ln_s2 = np.full(400_000, np.log(closed[0]))
+    for k in range(1, 5):
+        z = rng.choice(pool, size=ln_s2.size)
+        ln_s2 = (params["omega"] + params["alpha[1]"] * (np.abs(z) - np.sqrt(2 / np.pi))
+                 + params["gamma[1]"] * z + params["beta[1]"] * ln_s2)
+        assert np.exp(ln_s2).mean() == pytest.approx(closed[k], rel=0.01)
+
+
+def test_egarch_forecast_at_t_is_the_same_in_any_call(panel) -> None:
+    model = GarchForecaster(alias="egarch_t").fit(panel)
     cutoffs = _last(panel, 5)
     together = model.forecast(panel, [1, 7], cutoffs)
     alone = model.forecast(panel, [1, 7], cutoffs[2:3])

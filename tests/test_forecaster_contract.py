@@ -17,8 +17,6 @@ HORIZONS = [1, 7]
 FAST = ModelsConfig().model_copy(update={  # shrunk so every alias fits in about a second
     "mlp_har": ModelsConfig().mlp_har.model_copy(update={"max_epochs": 3, "hidden": 8}),
     "gbm_sklearn": ModelsConfig().gbm_sklearn.model_copy(update={"max_iter": 40}),
-    **{a: getattr(ModelsConfig(), a).model_copy(update={"simulations": 200})
-       for a in ("egarch_t", "gjr_skewt")},
 })
 
 
