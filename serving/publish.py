@@ -1,27 +1,32 @@
 """Atomically publish one as-of partition of risk parameters.
 
 This is the batch job's I/O edge: it computes nothing. It validates a parameters frame
-against :data:`PARAMETERS_SCHEMA` and writes::
+against :data:`PARAMETERS_SCHEMA` (:mod:`serving.schema`) and writes::
 
-    root/asof=YYYY-MM-DD/
+    root/asof=YYYY-MM-DD/        (a revision: root/_revisions/asof=YYYY-MM-DD/rev=n/)
         parameters.parquet   explicit Arrow schema, schema metadata ``schema_version``
         parameters.csv       same rows; ISO dates, floats as Python ``repr`` (round-trip exact)
-        manifest.json        as_of, schema_version, created_at, caller metadata, sha256 per file
+        updates.json         update records (:mod:`serving.records`), when the caller gives them
+        manifest.json        as_of, revision, schema_version, code_version, created_at,
+                             caller metadata, sha256/bytes/rows per file, updates summary
         _SUCCESS             sha256 of manifest.json, written last
+    root/LATEST              pointer to the newest partition, replaced atomically
 
 Atomicity follows the Hadoop/Spark output-committer convention: everything is written and
 fsynced in a staging directory ``root/.staging-asof=YYYY-MM-DD-<random>`` on the same
 filesystem, ``_SUCCESS`` last, then the directory is renamed into place with one
-``os.rename`` (atomic on POSIX) and the parent directory is fsynced. A reader therefore sees
-either no partition or a complete one.
+``os.rename`` (atomic on POSIX) and the parent directory is fsynced; ``LATEST`` moves after
+that. A reader therefore sees either no partition or a complete one, and ``LATEST`` never
+names a partition that is not complete. A crash between the rename and the ``LATEST`` write
+leaves ``LATEST`` one step behind; the next run of the same as-of repairs it.
 
-Readers read only directories named ``asof=YYYY-MM-DD`` holding ``_SUCCESS`` (see
-:func:`list_partitions`). Staging directories left by a crashed run are never read as
-partitions and never deleted here (another run may be writing into its own).
+Readers read only directories holding ``_SUCCESS`` (see :mod:`serving.layout`). Staging
+directories left by a crashed run are never read as partitions; :func:`sweep_staging` removes
+them and must only be called by a writer holding the serve lock.
 
 A published partition is immutable: rerunning the same as-of with identical content is a
-no-op, and different content raises :class:`PartitionExistsError`. Publishing a revision of
-an already published day is deliberately out of scope for this module.
+no-op, different content raises :class:`PartitionExistsError`, and ``force=True`` writes the
+next *revision* beside it instead (layout and reasons in :mod:`serving.layout`).
 """
 
 from __future__ import annotations
@@ -32,94 +37,44 @@ import hashlib
 import io
 import json
 import os
-import re
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "2"  # bump on any breaking column change (2: liquidity, proxy, guardrail state)
+from serving.layout import (
+    STAGING_PREFIX,
+    SUCCESS_NAME,
+    advance_latest,
+    current_partition,
+    fsync_dir,
+    list_partitions,
+    partition_dir,
+    relative,
+    sweep_staging,
+)
+from serving.records import summary, updates_document
+from serving.schema import PARAMETERS_SCHEMA, SCHEMA_VERSION
+
+__all__ = ["CSV_NAME", "MANIFEST_NAME", "PARAMETERS_SCHEMA", "PARQUET_NAME", "SCHEMA_VERSION",
+           "SUCCESS_NAME", "UPDATES_NAME", "PartitionExistsError", "Published",
+           "cast_parameters", "list_partitions", "partition_dir", "publish_partition",
+           "read_manifest", "read_partition", "sweep_staging"]
 
 PARQUET_NAME = "parameters.parquet"
 CSV_NAME = "parameters.csv"
+UPDATES_NAME = "updates.json"
 MANIFEST_NAME = "manifest.json"
-SUCCESS_NAME = "_SUCCESS"
-
-_PARTITION_RE = re.compile(r"^asof=(\d{4}-\d{2}-\d{2})$")
-_FRACTION = "fraction of collateral value"
-
-
-def _field(name: str, type_: pa.DataType, description: str, unit: str | None = None, *,
-           nullable: bool = True) -> pa.Field:
-    metadata = {"description": description} | ({"unit": unit} if unit else {})
-    return pa.field(name, type_, nullable=nullable, metadata=metadata)
-
-
-def _prev(name: str, unit: str) -> pa.Field:
-    return _field(f"prev_{name}", pa.float64(), f"{name} in the previous published partition; "
-                  "null when there is none.", unit)
-
-
-# Non-nullable fields are what a risk engine acts on: a null margin must never be published.
-# Diagnostics (sigma, VaR/ES) and lineage ids may be null, e.g. on a fallback without a model.
-PARAMETERS_SCHEMA: pa.Schema = pa.schema([
-    _field("as_of", pa.date32(), "UTC day whose end-of-day data produced these parameters; "
-           "they apply until the next partition.", "date (UTC)", nullable=False),
-    _field("asset", pa.string(), "Collateral asset symbol, e.g. BTC.", nullable=False),
-    _field("horizon_days", pa.int32(), "Update interval covered.", "days", nullable=False),
-    _field("sigma_1d", pa.float64(), "Forecast s.d. of the 1-day log return.", "decimal"),
-    _field("variance_1d", pa.float64(), "Forecast variance of the 1-day log return.", "decimal^2"),
-    _field("var_99", pa.float64(), "VaR of the covered loss (worst liquidation-delay loss in "
-           "the interval) at the policy confidence (manifest: confidence).", _FRACTION),
-    _field("es_99", pa.float64(), "Expected shortfall of the covered loss at the policy "
-           "confidence.", _FRACTION),
-    _field("liquidity_addon", pa.float64(), "Slippage of liquidating the reference size "
-           "(square-root impact), included in mmf.", _FRACTION),
-    _field("mmf", pa.float64(), "Maintenance margin fraction: equity below mmf x notional "
-           "is liquidatable; equals the lending cushion 1 - lt x lb.", "fraction of notional",
-           nullable=False),
-    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position, "
-           "with anti-procyclicality (buffer, stressed weight, long-run floor).",
-           "fraction of notional", nullable=False),
-    _field("lt", pa.float64(), "Liquidation threshold (1 - mmf) / lb: debt above lt x "
-           "collateral value is liquidatable.", _FRACTION, nullable=False),
-    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, (1 - imf) / lb.",
-           _FRACTION, nullable=False),
-    _field("lb", pa.float64(), "Liquidation bonus: collateral paid per unit of debt repaid, "
-           "e.g. 1.05.", "multiplier", nullable=False),
-    _field("max_leverage", pa.float64(), "Maximum perp leverage, 1 / imf.", "multiplier",
-           nullable=False),
-    _prev("mmf", "fraction of notional"),
-    _prev("imf", "fraction of notional"),
-    _prev("lt", _FRACTION),
-    _prev("ltv", _FRACTION),
-    _prev("lb", "multiplier"),
-    _field("change_mmf", pa.float64(), "mmf - prev_mmf; null when there is no previous value.",
-           "fraction of notional"),
-    _field("flag_fallback", pa.bool_(), "Model output unusable; previous or conservative "
-           "static parameters were published instead.", nullable=False),
-    _field("flag_stale", pa.bool_(), "Input data older than allowed at the as-of.", nullable=False),
-    _field("flag_clamped", pa.bool_(), "The risk-based mmf hit its floor or cap.",
-           nullable=False),
-    _field("flag_proxy", pa.bool_(), "The covered loss is measured by the daily-range proxy "
-           "(no intraday data for this asset).", nullable=False),
-    _field("flag_held", pa.bool_(), "A guardrail (deadband, loosening rate limit or delay) "
-           "held or limited the change.", nullable=False),
-    _field("last_loosened", pa.date32(), "Last update on which margins were loosened "
-           "(guardrail state); null if never.", "date (UTC)"),
-    _field("reason", pa.string(), "Empty, or why a fallback, clamp or hold happened.",
-           nullable=False),
-    _field("model_name", pa.string(), "Forecaster alias, e.g. garch11_t.", nullable=False),
-    _field("model_version", pa.string(), "Registered version of the volmargin-policy model."),
-    _field("run_id", pa.string(), "MLflow run id that produced the model."),
-    _field("policy_version", pa.string(), "Margin policy config version.", nullable=False),
-    _field("feature_fingerprint", pa.string(), "Fingerprint of the feature panel used."),
-])
+# Fault injection for the crash test only: seconds to sleep once parameters.parquet is in the
+# staging directory, so a test can SIGKILL a real `volmargin serve` mid-publication.
+PAUSE_ENV = "VOLMARGIN_TEST_PAUSE_AFTER_PARQUET_S"
 
 
 class PartitionExistsError(FileExistsError):
@@ -133,36 +88,19 @@ class Published:
     Attributes
     ----------
     path : Path
-        The final partition directory, e.g. ``outputs/forecasts/asof=2025-06-30``.
+        The partition directory, e.g. ``outputs/forecasts/asof=2025-06-30``.
     created : bool
         False when an identical partition already existed and nothing was written.
     manifest : dict
         The partition's manifest (the existing one when ``created`` is False).
+    revision : int
+        1 for the original publication, n for ``_revisions/asof=D/rev=n``.
     """
 
     path: Path
     created: bool
     manifest: dict
-
-
-def partition_dir(root: Path, as_of: datetime.date) -> Path:
-    """Return the final directory of the ``as_of`` partition under ``root``."""
-    return Path(root) / f"asof={as_of.isoformat()}"
-
-
-def list_partitions(root: Path) -> dict[datetime.date, Path]:
-    """Return the published partitions under ``root`` by as-of day, oldest first.
-
-    Only ``asof=YYYY-MM-DD`` directories holding ``_SUCCESS`` count: staging leftovers and
-    half-copied directories are skipped. Integrity is checked later by :func:`read_partition`.
-    """
-    root = Path(root)
-    found = {}
-    for child in root.iterdir() if root.is_dir() else []:
-        match = _PARTITION_RE.match(child.name)
-        if match and (child / SUCCESS_NAME).is_file():
-            found[datetime.date.fromisoformat(match.group(1))] = child
-    return dict(sorted(found.items()))
+    revision: int = 1
 
 
 def cast_parameters(parameters: pd.DataFrame) -> pa.Table:
@@ -193,7 +131,9 @@ def cast_parameters(parameters: pd.DataFrame) -> pa.Table:
 
 
 def publish_partition(
-    parameters: pd.DataFrame, root: Path, as_of: datetime.date, metadata: dict
+    parameters: pd.DataFrame, root: Path, as_of: datetime.date, metadata: dict, *,
+    updates: list[dict[str, Any]] | None = None, code_version: str | None = None,
+    force: bool = False,
 ) -> Published:
     """Atomically publish the ``as_of`` partition of risk parameters under ``root``.
 
@@ -209,21 +149,31 @@ def publish_partition(
     metadata : dict
         JSON-serializable lineage (model uri, run id, config hash, ...), stored in the
         manifest under ``"metadata"`` and in the Parquet schema metadata under ``volmargin``.
+        Part of the partition's identity: a rerun with other metadata is a different result.
+    updates : list of dict, optional
+        Update records (:func:`serving.records.update_records`), written as ``updates.json``
+        and summarized in the manifest; nothing is written when None.
+    code_version : str, optional
+        Git commit or package version of the writer, recorded in the manifest. Not part of
+        the identity: rerunning with identical rows from newer code is still a no-op.
+    force : bool
+        When a different partition is already published, write the next revision beside it
+        instead of raising.
 
     Returns
     -------
     Published
-        ``created`` is False when an identical partition (same rows and metadata) was
-        already published; nothing is written in that case.
+        ``created`` is False when an identical partition (same rows and metadata as the
+        newest revision) was already published; nothing is written then, except ``LATEST``
+        when it lags behind (repair after a crash).
 
     Raises
     ------
     ValueError
         Invalid parameters (see :func:`cast_parameters`), metadata that is not JSON, or a
-        final directory that exists without ``_SUCCESS`` (it is never touched).
+        partition directory that exists without ``_SUCCESS`` (it is never touched).
     PartitionExistsError
-        A partition with different content is already published; it is immutable, and
-        revising a published day is out of scope here.
+        A partition with different content is already published and ``force`` is False.
     """
     if isinstance(as_of, datetime.datetime) or not isinstance(as_of, datetime.date):
         raise TypeError(f"as_of must be a datetime.date, got {as_of!r}")
@@ -233,34 +183,46 @@ def publish_partition(
         raise ValueError(f"parameters hold as_of {stray} but the partition is {as_of}")
     metadata_json = _metadata_json(metadata)
     root = Path(root)
-    final = partition_dir(root, as_of)
+    current = current_partition(root, as_of)
+    revision, supersedes = 1, None
+    if current is not None:
+        existing = _judge(root, *current, table, metadata_json, force)
+        if existing is not None:
+            return existing
+        revision, supersedes = current[0] + 1, relative(root, current[1])
+    final = partition_dir(root, as_of, revision)
     if final.exists():
-        return _existing(final, table, metadata_json)
-
+        raise ValueError(f"{final} exists without {SUCCESS_NAME}: it was not written by "
+                         "publish_partition (manual copy?). It is left untouched; inspect and "
+                         "remove it by hand before publishing this as-of.")
+    extras = {"revision": revision, "supersedes": supersedes, "code_version": code_version}
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{final.name}-{secrets.token_hex(8)}"
+    staging = root / f"{STAGING_PREFIX}{final.name}-{secrets.token_hex(8)}"
     os.mkdir(staging)  # not mkdtemp: its 0700 mode would hide the partition from readers
     try:
-        manifest = _stage(staging, table, as_of, metadata_json)
+        manifest = _stage(staging, table, as_of, metadata_json, extras, updates)
+        final.parent.mkdir(parents=True, exist_ok=True)
         try:
             # rename(2) would replace an *empty* directory created since the check above;
-            # `volmargin serve` holds a lock per as-of, so only a foreign writer could do that.
+            # `volmargin serve` holds the serve lock, so only a foreign writer could do that.
             os.rename(staging, final)
         except OSError:
             if not final.exists():
                 raise
-            # Lost a race with a concurrent publisher of the same day: judge its result.
+            # Lost a race with a concurrent publisher: judge its result, never force over it.
             shutil.rmtree(staging, ignore_errors=True)
-            return _existing(final, table, metadata_json)
+            raced = current_partition(root, as_of) or (revision, final)
+            return _judge(root, *raced, table, metadata_json, False)  # type: ignore[return-value]
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # our own staging only, never `final`
         raise
-    _fsync_dir(root)
-    return Published(path=final, created=True, manifest=manifest)
+    fsync_dir(final.parent)
+    advance_latest(root, as_of, revision, final, (final / SUCCESS_NAME).read_text().strip())
+    return Published(path=final, created=True, manifest=manifest, revision=revision)
 
 
 def read_partition(path: Path) -> pd.DataFrame:
-    """Read a published partition after verifying its integrity.
+    """Read a published partition (original or revision) after verifying its integrity.
 
     Raises
     ------
@@ -274,6 +236,31 @@ def read_partition(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path} has schema_version {manifest.get('schema_version')!r}; this "
                          f"code reads {SCHEMA_VERSION!r}. Read it with a matching release.")
     return table.to_pandas()
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest of a published partition, after verifying every file's sha256."""
+    return _read_verified(Path(path))[1]
+
+
+def _judge(root: Path, revision: int, path: Path, table: pa.Table, metadata_json: str,
+           force: bool) -> Published | None:
+    """An identical newest revision → the no-op result; different → raise, or None to
+    write the next revision when ``force``."""
+    existing, manifest = _read_verified(path)
+    same = (manifest.get("schema_version") == SCHEMA_VERSION
+            and manifest.get("metadata") == json.loads(metadata_json)
+            and existing.equals(table))
+    if same:
+        as_of = datetime.date.fromisoformat(manifest["as_of"])
+        advance_latest(root, as_of, revision, path, (path / SUCCESS_NAME).read_text().strip())
+        return Published(path=path, created=False, manifest=manifest, revision=revision)
+    if force:
+        return None
+    raise PartitionExistsError(f"{path} is already published with different content; "
+                               "published partitions are immutable, never overwritten. "
+                               f"Publish revision {revision + 1} beside it with "
+                               "`volmargin serve --force`.")
 
 
 def _cast_column(series: pd.Series, field: pa.Field) -> pa.Array:
@@ -309,7 +296,8 @@ def _metadata_json(metadata: dict) -> str:
                          f"no dates or numpy scalars): {exc}") from exc
 
 
-def _stage(staging: Path, table: pa.Table, as_of: datetime.date, metadata_json: str) -> dict:
+def _stage(staging: Path, table: pa.Table, as_of: datetime.date, metadata_json: str,
+           extras: dict[str, Any], updates: list[dict[str, Any]] | None) -> dict:
     """Write every file durably into ``staging``, ``_SUCCESS`` last; return the manifest."""
     table = table.replace_schema_metadata(
         {b"schema_version": SCHEMA_VERSION.encode(), b"volmargin": metadata_json.encode()}
@@ -317,21 +305,35 @@ def _stage(staging: Path, table: pa.Table, as_of: datetime.date, metadata_json: 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     payloads = {PARQUET_NAME: sink.getvalue().to_pybytes(), CSV_NAME: _csv_bytes(table)}
+    rows = {PARQUET_NAME: table.num_rows, CSV_NAME: table.num_rows}
+    if updates is not None:
+        document = updates_document(as_of, extras["revision"], updates)
+        payloads[UPDATES_NAME] = _json_bytes(document)
+        rows[UPDATES_NAME] = len(updates)
     manifest = {
         "as_of": as_of.isoformat(),
+        **extras,
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metadata": json.loads(metadata_json),
-        "files": {name: {"sha256": _sha256(data), "rows": table.num_rows, "bytes": len(data)}
+        "files": {name: {"sha256": _sha256(data), "rows": rows[name], "bytes": len(data)}
                   for name, data in payloads.items()},
     }
-    payloads[MANIFEST_NAME] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    if updates is not None:
+        manifest["updates"] = summary(updates)
+    payloads[MANIFEST_NAME] = _json_bytes(manifest)
     for name, data in payloads.items():
         _write_durably(staging / name, data)
-    _fsync_dir(staging)  # directory entries durable before _SUCCESS vouches for them
+        if name == PARQUET_NAME and os.environ.get(PAUSE_ENV):
+            time.sleep(float(os.environ[PAUSE_ENV]))
+    fsync_dir(staging)  # directory entries durable before _SUCCESS vouches for them
     _write_durably(staging / SUCCESS_NAME, (_sha256(payloads[MANIFEST_NAME]) + "\n").encode())
-    _fsync_dir(staging)
+    fsync_dir(staging)
     return manifest
+
+
+def _json_bytes(document: dict) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
@@ -354,22 +356,6 @@ def _csv_cell(value: object) -> str:
     if isinstance(value, datetime.date):
         return value.isoformat()
     return str(value)
-
-
-def _existing(final: Path, table: pa.Table, metadata_json: str) -> Published:
-    """Judge an already present ``final``: identical → no-op, anything else → raise."""
-    if not (final / SUCCESS_NAME).is_file():
-        raise ValueError(f"{final} exists without {SUCCESS_NAME}: it was not written by "
-                         "publish_partition (manual copy?). It is left untouched; inspect and "
-                         "remove it by hand before publishing this as-of.")
-    existing, manifest = _read_verified(final)
-    same = (manifest.get("schema_version") == SCHEMA_VERSION
-            and manifest.get("metadata") == json.loads(metadata_json)
-            and existing.equals(table))
-    if not same:
-        raise PartitionExistsError(f"{final} is already published with different content; "
-                                   "published partitions are immutable, never overwritten.")
-    return Published(path=final, created=False, manifest=manifest)
 
 
 def _read_verified(path: Path) -> tuple[pa.Table, dict]:
@@ -401,12 +387,3 @@ def _write_durably(file: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    """fsync a directory so renames and new entries in it survive a power loss (POSIX)."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

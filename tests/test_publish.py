@@ -342,7 +342,7 @@ def test_losing_a_publish_race_judges_the_winner(
             publish_partition(make_parameters(), tmp_path, AS_OF, METADATA)
     else:
         assert not publish_partition(make_parameters(), tmp_path, AS_OF, METADATA).created
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["asof=2025-06-30"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "asof=2025-06-30"]
     pd.testing.assert_frame_equal(
         read_partition(tmp_path / "asof=2025-06-30"), cast_parameters(rival).to_pandas())
 

@@ -1,0 +1,195 @@
+"""Update records: the published parameters as a list of changes, in the shape on-chain risk
+oracles use.
+
+Chaos Labs' Risk Oracle stores each recommendation as a ``RiskParameterUpdate`` (market,
+update type, previous value, new value, reference id, additional data) and Aave's risk
+stewards apply one change per (market, parameter). A consumer that pushes parameters to a
+venue therefore wants *changes*, not a table. :func:`update_records` turns one partition's
+rows into one record per changed parameter:
+
+``update_id``            1, 2, ... in (market, update type) order within the partition
+``market``               asset symbol
+``update_type``          ``MaintenanceMargin`` (mmf), ``InitialMargin`` (imf),
+                         ``LiquidationThreshold`` (lt), ``LTV`` (ltv), ``LiquidationBonus`` (lb)
+``previous_value``       value in force before this partition; null on first listing
+``new_value``            value published in this partition (decimal, as in the parquet)
+``*_bps``                the same in basis points, rounded on the safe side (below)
+``reference_id``         ``0x`` + sha256 of ``volmargin|as_of|market|update_type|model_version``
+                         (``|rev=n`` appended for revision n > 1): deterministic, bytes32-sized
+``flags``, ``reason``    why the row looks the way it does (fallback, stale, clamped, held)
+
+No record is emitted when the value did not change: the policy's deadband and loosening
+guardrails already decided that, and a held value is the previous value exactly. A market
+that disappears from a partition emits nothing (a delisting is not a parameter update).
+
+Basis points follow Aave v3's encoding (LT 78% → 7800, liquidation bonus 105% → 10500).
+Rounding never loosens a limit and keeps the solvency invariant: margins are rounded up, LT
+and LTV down, and the bonus down, so ``lt_bps × lb_bps ≤ 10⁸`` whenever ``lt × lb ≤ 1``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from typing import Any
+
+import pandas as pd
+
+RECORDS_VERSION = "1"  # bump on any breaking change of the record fields
+
+# column → oracle update type, in the order records are emitted per market
+UPDATE_TYPES: dict[str, str] = {
+    "mmf": "MaintenanceMargin",
+    "imf": "InitialMargin",
+    "lt": "LiquidationThreshold",
+    "ltv": "LTV",
+    "lb": "LiquidationBonus",
+}
+# Rounding to bps on the conservative side: margins up; LT, LTV and the bonus down.
+_ROUND_UP = {"mmf": True, "imf": True, "lt": False, "ltv": False, "lb": False}
+_FLAGS = ("fallback", "stale", "clamped", "proxy", "held")
+
+
+def reference_id(as_of: dt.date, market: str, update_type: str, model_version: str,
+                 revision: int = 1) -> str:
+    """Deterministic id of one update: the same inputs always give the same id, so a
+    consumer (or an oracle contract) can deduplicate replays of the same partition."""
+    key = f"volmargin|{as_of.isoformat()}|{market}|{update_type}|{model_version}"
+    if revision > 1:
+        key += f"|rev={revision}"
+    return "0x" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def to_bps(value: float, column: str) -> int:
+    """``value`` in basis points, rounded on the conservative side for ``column``."""
+    scaled = value * 10_000
+    # 1e-6 bps of slack so that 0.78 (7799.999999999999 in binary) stays 7800
+    return math.ceil(scaled - 1e-6) if _ROUND_UP[column] else math.floor(scaled + 1e-6)
+
+
+def update_records(
+    parameters: pd.DataFrame, in_force: pd.DataFrame | None, *, revision: int = 1
+) -> list[dict[str, Any]]:
+    """One record per parameter whose published value differs from the one in force.
+
+    Parameters
+    ----------
+    parameters : pd.DataFrame
+        The partition's rows (columns of :data:`serving.schema.PARAMETERS_SCHEMA`).
+    in_force : pd.DataFrame or None
+        The rows consumers currently apply: the previous day's partition for a first
+        publication, the superseded revision for a revision; None when nothing was
+        published before (every parameter is then a first listing).
+    revision : int
+        Revision number of the partition being written (enters the reference id).
+
+    Returns
+    -------
+    list of dict
+        JSON-ready records (see the module docstring), ordered by market then update type.
+    """
+    before = in_force.set_index("asset") if in_force is not None else None
+    records: list[dict[str, Any]] = []
+    for row in parameters.sort_values("asset").itertuples(index=False):
+        as_of = pd.Timestamp(row.as_of).date()
+        flags = [name for name in _FLAGS if bool(getattr(row, f"flag_{name}"))]
+        for column, update_type in UPDATE_TYPES.items():
+            new = float(getattr(row, column))
+            old = None
+            if before is not None and row.asset in before.index:
+                value = before.at[row.asset, column]
+                old = float(value) if pd.notna(value) else None
+            if old is not None and old == new:
+                continue  # unchanged (held by the deadband or the guardrails): nothing to push
+            records.append({
+                "update_id": len(records) + 1,
+                "market": row.asset,
+                "update_type": update_type,
+                "previous_value": old,
+                "new_value": new,
+                "previous_value_bps": None if old is None else to_bps(old, column),
+                "new_value_bps": to_bps(new, column),
+                "reference_id": reference_id(as_of, row.asset, update_type,
+                                             str(row.model_version), revision),
+                "as_of": as_of.isoformat(),
+                "model_version": None if pd.isna(row.model_version) else str(row.model_version),
+                "policy_version": str(row.policy_version),
+                "flags": flags,
+                "reason": str(row.reason),
+            })
+    return records
+
+
+def updates_document(as_of: dt.date, revision: int, records: list[dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """The content of ``updates.json``: the records with what they belong to."""
+    return {"records_version": RECORDS_VERSION, "as_of": as_of.isoformat(),
+            "revision": revision, "records": records}
+
+
+def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts for the manifest and logs: records in total and per update type."""
+    by_type: dict[str, int] = {}
+    for record in records:
+        by_type[record["update_type"]] = by_type.get(record["update_type"], 0) + 1
+    return {"records": len(records), "by_type": dict(sorted(by_type.items())),
+            "markets": len({r["market"] for r in records})}
+
+
+def updates_json_schema() -> dict[str, Any]:
+    """JSON Schema of ``updates.json``."""
+    number_or_null = {"type": ["number", "null"]}
+    bps_or_null = {"type": ["integer", "null"]}
+    record = {
+        "type": "object",
+        "properties": {
+            "update_id": {"type": "integer", "minimum": 1,
+                          "description": "Position of the record in this partition."},
+            "market": {"type": "string", "description": "Asset symbol, e.g. BTC."},
+            "update_type": {"enum": list(UPDATE_TYPES.values()),
+                            "description": "Parameter: MaintenanceMargin=mmf, InitialMargin="
+                            "imf, LiquidationThreshold=lt, LTV=ltv, LiquidationBonus=lb."},
+            "previous_value": number_or_null | {"description": "Value in force before; null "
+                                                "on first listing."},
+            "new_value": {"type": "number", "description": "Published value (decimal: "
+                          "fraction, or multiplier for LiquidationBonus)."},
+            "previous_value_bps": bps_or_null | {"description": "previous_value in basis "
+                                                 "points, conservative rounding."},
+            "new_value_bps": {"type": "integer", "description": "new_value in basis points "
+                              "(Aave encoding, LB 1.05 = 10500), conservative rounding."},
+            "reference_id": {"type": "string", "pattern": "^0x[0-9a-f]{64}$",
+                             "description": "sha256 of volmargin|as_of|market|update_type|"
+                             "model_version[|rev=n]: deterministic."},
+            "as_of": {"type": "string", "format": "date"},
+            "model_version": {"type": ["string", "null"],
+                              "description": "Registered volmargin-policy version."},
+            "policy_version": {"type": "string"},
+            "flags": {"type": "array", "items": {"enum": list(_FLAGS)},
+                      "description": "Flags of the row (fallback, stale, clamped, proxy, "
+                      "held)."},
+            "reason": {"type": "string", "description": "Why a fallback, clamp or hold "
+                       "happened; may be empty."},
+        },
+        "required": ["update_id", "market", "update_type", "previous_value", "new_value",
+                     "previous_value_bps", "new_value_bps", "reference_id", "as_of",
+                     "model_version", "policy_version", "flags", "reason"],
+        "additionalProperties": False,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"urn:volmargin:updates:v{RECORDS_VERSION}",
+        "title": "volmargin update records (updates.json)",
+        "description": "One record per parameter whose value changed against the one in force, "
+                       "in the shape of on-chain risk-oracle updates.",
+        "type": "object",
+        "properties": {
+            "records_version": {"const": RECORDS_VERSION},
+            "as_of": {"type": "string", "format": "date"},
+            "revision": {"type": "integer", "minimum": 1},
+            "records": {"type": "array", "items": {"$ref": "#/$defs/record"}},
+        },
+        "required": ["records_version", "as_of", "revision", "records"],
+        "additionalProperties": False,
+        "$defs": {"record": record},
+    }

@@ -1,0 +1,168 @@
+"""The published contract: the Arrow schema of ``parameters.parquet`` and its JSON Schema.
+
+:data:`PARAMETERS_SCHEMA` is the single source of truth for the columns a risk engine reads
+(names, types, nullability, units, descriptions). The JSON Schema files consumers get
+(``docs/schema/*.schema.json``) are *generated* from it and from the update-record schema in
+:mod:`serving.records`, and a test regenerates them and fails if the checked-in files differ.
+Regenerate after a schema change with::
+
+    .venv/bin/python -m serving.schema docs/schema
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "2"  # bump on any breaking column change (2: liquidity, proxy, guardrail state)
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_FRACTION = "fraction of collateral value"
+
+
+def _field(name: str, type_: pa.DataType, description: str, unit: str | None = None, *,
+           nullable: bool = True) -> pa.Field:
+    metadata = {"description": description} | ({"unit": unit} if unit else {})
+    return pa.field(name, type_, nullable=nullable, metadata=metadata)
+
+
+def _prev(name: str, unit: str) -> pa.Field:
+    return _field(f"prev_{name}", pa.float64(), f"{name} in the previous published partition; "
+                  "null when there is none.", unit)
+
+
+# Non-nullable fields are what a risk engine acts on: a null margin must never be published.
+# Diagnostics (sigma, VaR/ES) and lineage ids may be null, e.g. on a fallback without a model.
+PARAMETERS_SCHEMA: pa.Schema = pa.schema([
+    _field("as_of", pa.date32(), "UTC day whose end-of-day data produced these parameters; "
+           "they apply until the next partition.", "date (UTC)", nullable=False),
+    _field("asset", pa.string(), "Collateral asset symbol, e.g. BTC.", nullable=False),
+    _field("horizon_days", pa.int32(), "Update interval covered.", "days", nullable=False),
+    _field("sigma_1d", pa.float64(), "Forecast s.d. of the 1-day log return.", "decimal"),
+    _field("variance_1d", pa.float64(), "Forecast variance of the 1-day log return.", "decimal^2"),
+    _field("var_99", pa.float64(), "VaR of the covered loss (worst liquidation-delay loss in "
+           "the interval) at the policy confidence (manifest: confidence).", _FRACTION),
+    _field("es_99", pa.float64(), "Expected shortfall of the covered loss at the policy "
+           "confidence.", _FRACTION),
+    _field("liquidity_addon", pa.float64(), "Slippage of liquidating the reference size "
+           "(square-root impact), included in mmf.", _FRACTION),
+    _field("mmf", pa.float64(), "Maintenance margin fraction: equity below mmf x notional "
+           "is liquidatable; equals the lending cushion 1 - lt x lb.", "fraction of notional",
+           nullable=False),
+    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position, "
+           "with anti-procyclicality (buffer, stressed weight, long-run floor).",
+           "fraction of notional", nullable=False),
+    _field("lt", pa.float64(), "Liquidation threshold (1 - mmf) / lb: debt above lt x "
+           "collateral value is liquidatable.", _FRACTION, nullable=False),
+    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, (1 - imf) / lb.",
+           _FRACTION, nullable=False),
+    _field("lb", pa.float64(), "Liquidation bonus: collateral paid per unit of debt repaid, "
+           "e.g. 1.05.", "multiplier", nullable=False),
+    _field("max_leverage", pa.float64(), "Maximum perp leverage, 1 / imf.", "multiplier",
+           nullable=False),
+    _prev("mmf", "fraction of notional"),
+    _prev("imf", "fraction of notional"),
+    _prev("lt", _FRACTION),
+    _prev("ltv", _FRACTION),
+    _prev("lb", "multiplier"),
+    _field("change_mmf", pa.float64(), "mmf - prev_mmf; null when there is no previous value.",
+           "fraction of notional"),
+    _field("flag_fallback", pa.bool_(), "Model output unusable; previous or conservative "
+           "static parameters were published instead.", nullable=False),
+    _field("flag_stale", pa.bool_(), "Input data older than allowed at the as-of.", nullable=False),
+    _field("flag_clamped", pa.bool_(), "The risk-based mmf hit its floor or cap.",
+           nullable=False),
+    _field("flag_proxy", pa.bool_(), "The covered loss is measured by the daily-range proxy "
+           "(no intraday data for this asset).", nullable=False),
+    _field("flag_held", pa.bool_(), "A guardrail (deadband, loosening rate limit or delay) "
+           "held or limited the change.", nullable=False),
+    _field("last_loosened", pa.date32(), "Last update on which margins were loosened "
+           "(guardrail state); null if never.", "date (UTC)"),
+    _field("reason", pa.string(), "Empty, or why a fallback, clamp or hold happened.",
+           nullable=False),
+    _field("model_name", pa.string(), "Forecaster alias, e.g. garch11_t.", nullable=False),
+    _field("model_version", pa.string(), "Registered version of the volmargin-policy model."),
+    _field("run_id", pa.string(), "MLflow run id that produced the model."),
+    _field("policy_version", pa.string(), "Margin policy config version.", nullable=False),
+    _field("feature_fingerprint", pa.string(), "Fingerprint of the feature panel used."),
+])
+
+
+def _json_type(type_: pa.DataType) -> dict[str, Any]:
+    """JSON Schema of one Arrow type as it appears in a row rendered to JSON."""
+    if pa.types.is_date32(type_):
+        return {"type": "string", "format": "date"}
+    if pa.types.is_string(type_):
+        return {"type": "string"}
+    if pa.types.is_integer(type_):
+        return {"type": "integer"}
+    if pa.types.is_floating(type_):
+        return {"type": "number"}
+    if pa.types.is_boolean(type_):
+        return {"type": "boolean"}
+    raise TypeError(f"no JSON Schema mapping for Arrow type {type_}; extend _json_type")
+
+
+def parameters_json_schema() -> dict[str, Any]:
+    """JSON Schema of one row of ``parameters.parquet`` / ``parameters.csv`` as a JSON object.
+
+    Derived field by field from :data:`PARAMETERS_SCHEMA`: a nullable column admits ``null``
+    (NaN is published as null), dates are ISO strings, units are kept as ``x-unit``.
+    """
+    properties: dict[str, Any] = {}
+    for field in PARAMETERS_SCHEMA:
+        spec = _json_type(field.type)
+        if field.nullable:
+            spec["type"] = [spec["type"], "null"]
+        meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+        spec["description"] = meta["description"]
+        if "unit" in meta:
+            spec["x-unit"] = meta["unit"]
+        properties[field.name] = spec
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": f"urn:volmargin:parameters-row:v{SCHEMA_VERSION}",
+        "title": "volmargin parameters row",
+        "description": "One asset's risk parameters in a published partition "
+                       "(parameters.parquet, mirrored by parameters.csv).",
+        "x-schema-version": SCHEMA_VERSION,
+        "type": "object",
+        "properties": properties,
+        "required": list(PARAMETERS_SCHEMA.names),
+        "additionalProperties": False,
+    }
+
+
+def contract_files() -> dict[str, dict[str, Any]]:
+    """Every consumer-facing JSON Schema by file name, as written to ``docs/schema/``."""
+    from serving.layout import latest_json_schema
+    from serving.records import updates_json_schema
+
+    return {"parameters.schema.json": parameters_json_schema(),
+            "updates.schema.json": updates_json_schema(),
+            "latest.schema.json": latest_json_schema()}
+
+
+def render(schema: dict[str, Any]) -> str:
+    """The exact text of a checked-in schema file (stable key order, trailing newline)."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_contract(directory: Path) -> list[Path]:
+    """(Re)write the JSON Schema files under ``directory``; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in contract_files().items():
+        path = directory / name
+        path.write_text(render(schema))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_contract(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")):
+        print(path)
