@@ -6,6 +6,7 @@ registry ↔ config consistency."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,14 +17,16 @@ from scipy.stats import norm
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from features.loaders import load_daily
 from features.schema import feature_view
 from models.ewma import EwmaForecaster, ewma_variance
-from models.garch import SCALE, GarchForecaster
+from models.garch import SCALE, GarchForecaster, plausible
 from models.gbm import GbmForecaster, TreeEnsemble, export_ensemble
 from models.har import HarForecaster
 from models.preprocessing import make_preprocessor, preprocessor_from_state, preprocessor_state
 from models.registry import REGISTRY, build_forecaster
 from pipelines.config import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
+from tests.conftest import MARKET
 from tests.simulate import simulate_panel
 
 SMALL_GBM = GbmConfig(max_iter=40, min_samples_leaf=20)
@@ -257,6 +260,36 @@ def test_egarch_forecast_at_t_is_the_same_in_any_call(panel) -> None:
     np.testing.assert_array_equal(pick["variance"], alone["variance"])
     np.testing.assert_array_equal(alone.query("horizon_days == 7")["variance"],
                                   longer.query("horizon_days == 7")["variance"])
+
+
+def _btc_returns(start: str, end: str) -> pd.DataFrame:
+    """A returns-only panel of the embedded BTC daily closes (real data, sliced)."""
+    close = load_daily(MARKET / "crypto" / "daily" / "BTC.csv.gz")["close"].loc[start:end]
+    frame = pd.DataFrame({"ret_1d": np.log(close).diff()})
+    return pd.concat({"BTC": frame}, names=["asset", "date"])
+
+
+def test_degenerate_fits_are_rejected_and_forecasts_stay_finite() -> None:
+    # On this short real slice arch's optimiser "converges" to α ≈ 4e2, ν → 2 for EGARCH-t.
+    panel = _btc_returns("2023-07-01", "2024-12-30")
+    for alias in ("egarch_t", "garch11_t"):
+        model = GarchForecaster(alias=alias).fit(panel)
+        fc = model.forecast(panel, [1, 7])
+        assert np.isfinite(fc["variance"]).all() and (fc["variance"] > 0).all()
+        res = model._model(panel["ret_1d"].dropna() * SCALE).fit(disp="off",
+                                                                  options={"maxiter": 500})
+        assert ("BTC" in model.params) == plausible(res)
+
+
+def test_plausible_wants_unit_variance_residuals() -> None:
+    def fit(z: np.ndarray, flag: int = 0) -> SimpleNamespace:
+        return SimpleNamespace(convergence_flag=flag, params=pd.Series([0.1, 0.9]),
+                               std_resid=pd.Series(z))
+
+    z = np.random.default_rng(0).standard_normal(1000)
+    assert plausible(fit(z))
+    assert not plausible(fit(z, flag=4))
+    assert not plausible(fit(z * 10))  # the model does not explain the scale
 
 
 def test_garch_state_from_before_the_spec_table_still_loads(panel) -> None:
