@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from pipelines.config import Config, ConfigError, load_config
 from pipelines.tracking import artifact_root, tracking_uri
 
 if TYPE_CHECKING:
+    from pipelines.logs import JobLog
     from pipelines.run import RunResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -116,24 +116,44 @@ def _print_summary(cfg: Config, result: RunResult) -> None:
                   "open with `volmargin ui` (http://127.0.0.1:5000)")
 
 
-@app.command("serve")
-def serve_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-              quiet: QuietOpt = False) -> None:
-    """Publish the @champion policy's parameters as of a date."""
-    from pipelines.registry import ChampionMissingError
-    from serving.serve import serve
+JobAsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="YYYY-MM-DD, or 'yesterday' / 'today' (UTC) for scheduled runs.")]
+LogJsonOpt = Annotated[bool, typer.Option(
+    "--log-json", help="One JSON object per line on stdout (also VOLMARGIN_LOG_JSON=1).")]
+
+
+def _job_day(text: str | None) -> dt.date | None:
+    """``--as-of`` of a scheduled job: a date, or ``today`` / ``yesterday`` in UTC, so a unit
+    file can say "the day that just closed" without shell arithmetic."""
+    today = dt.datetime.now(dt.UTC).date()
+    words = {"today": today, "yesterday": today - dt.timedelta(days=1)}
+    return words[text] if text in words else _as_of(text)
+
+
+def _job_log(job: str, quiet: bool, log_json: bool) -> JobLog:
+    from pipelines.logs import JobLog, json_requested
 
     _quiet_libraries()
+    return JobLog(job, console, json_lines=json_requested(log_json), quiet=quiet)
+
+
+@app.command("serve")
+def serve_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: JobAsOfOpt = None,
+              model_version: Annotated[str | None, typer.Option(
+                  "--model-version", help="Serve this registered version, not @champion.")] = None,
+              force: Annotated[bool, typer.Option(
+                  "--force", help="If the day is published with other content, publish a "
+                  "new revision beside it (never overwrites).")] = False,
+              quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
+    """Publish the @champion policy's parameters as of a date.
+
+    Exit 0 published or no-op, 1 failed, 3 stale data with serving.on_stale=fail, 75 locked.
+    """
+    from pipelines.jobs import serve_job
+
+    log = _job_log("serve", quiet, log_json)
     cfg = _config(config, data_dir)
-    try:
-        result = serve(cfg, _as_of(as_of))
-    except ChampionMissingError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
-    state = "published" if result.published.created else "already published (identical, no-op)"
-    if not quiet:
-        console.print(f"{state}: {result.published.path} "
-                      f"({len(result.parameters)} assets, model v{result.model_version})")
+    raise typer.Exit(serve_job(cfg, log, _job_day(as_of), model_version, force))
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="Registry governance: history, rollback.")
@@ -191,16 +211,65 @@ def registry_rollback(version: str, reason: Annotated[str, typer.Option(
     console.print(f"{cfg.registry.model_name}@champion → version {version}")
 
 
+@app.command("retrain")
+def retrain_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
+                as_of: JobAsOfOpt = None,
+                skip_ingest: Annotated[bool, typer.Option(
+                    "--skip-ingest", help="Train on the stored data; ask no provider.")] = False,
+                force: Annotated[bool, typer.Option(
+                    "--force", help="Retrain even if this as-of is done on the same data "
+                    "and config.")] = False,
+                quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
+    """Ingest, retrain, register @challenger, gate, promote: once per as-of and data state.
+
+    The as-of defaults to yesterday (UTC). Exit 0 done or no-op, 1 a step failed, 75 locked.
+    """
+    from pipelines.jobs import retrain_job
+
+    log = _job_log("retrain", quiet, log_json)
+    cfg = _config(config, data_dir)
+    day = _job_day(as_of or "yesterday")
+    assert day is not None
+    raise typer.Exit(retrain_job(cfg, log, day, skip_ingest, force))
+
+
+@app.command("ingest")
+def ingest_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
+               sources: Annotated[list[str] | None, typer.Option(
+                   "--sources", help="binance, deribit, fred (repeat or comma-separate); "
+                   "default all.")] = None,
+               until: Annotated[str | None, typer.Option(
+                   "--until", help="Exclusive end, UTC date or ISO datetime; default now.")] = None,
+               quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
+    """Append the provider rows that closed since each file's last row.
+
+    Exit 1 on any rejection, download error or conflict; 2 on bad arguments.
+    """
+    from pipelines.jobs import ingest_job
+
+    log = _job_log("ingest", quiet, log_json)
+    cfg = _config(config, data_dir)
+    names = [n.strip() for item in sources or [] for n in item.split(",") if n.strip()] or None
+    raise typer.Exit(ingest_job(cfg, log, names, until))
+
+
 @app.command("ui")
-def ui_cmd(config: ConfigOpt = None, port: int = 5000) -> None:
+def ui_cmd(config: ConfigOpt = None, port: int = 5000, workers: int = 1) -> None:
     """Start the MLflow UI on 127.0.0.1 with the project's backend and artifact store."""
+    from pipelines.jobs import supervise
+
     cfg = _config(config, None)
     artifact_root(cfg.paths.mlruns_dir).mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers),
            "--backend-store-uri", tracking_uri(cfg.paths.mlruns_dir),
            "--default-artifact-root", artifact_root(cfg.paths.mlruns_dir).resolve().as_uri()]
+    # One worker and no MLflow server jobs (GenAI judges, trace roll-ups: unused here): the
+    # defaults, 4 workers + a job runner with 7 queue consumers, took 35 s to answer on 2 cores.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
+           os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    raise typer.Exit(subprocess.call(cmd))
+    raise typer.Exit(supervise(cmd, console, env=env))
 
 
 if __name__ == "__main__":

@@ -153,6 +153,9 @@ class RegistryConfig(_Strict):
 
 class ServingConfig(_Strict):
     as_of: dt.date | None = None
+    # Stale assets are always published with conservative fallback parameters (a risk engine
+    # must get them); "fail" then exits 3 so the scheduler alerts, "warn" only logs.
+    on_stale: Literal["warn", "fail"] = "warn"
 
 
 class Config(_Strict):

@@ -57,7 +57,7 @@ def test_published_partition_has_one_consistent_row_per_asset(ran):
     workdir, _ = ran
     part = workdir / "outputs" / "forecasts" / f"asof={AS_OF}"
     assert sorted(p.name for p in part.iterdir()) == [
-        "_SUCCESS", "manifest.json", "parameters.csv", "parameters.parquet"]
+        "_SUCCESS", "manifest.json", "parameters.csv", "parameters.parquet", "updates.json"]
     params = read_partition(part)  # verifies every sha256 in the manifest
     assert list(params["asset"]) == ["BTC", "SOL"]
     assert (params["as_of"].astype(str) == AS_OF).all()

@@ -1,0 +1,79 @@
+"""Read the parameters a risk engine should apply now: follow ``LATEST``, verify, print.
+
+Usage::
+
+    .venv/bin/python examples/read_parameters.py [outputs/forecasts]
+
+What a consumer must do, in order:
+
+1. read ``<root>/LATEST`` (a small JSON file, replaced atomically) for the partition path;
+2. read that partition with :func:`serving.publish.read_partition`, which refuses it unless
+   ``_SUCCESS`` matches ``manifest.json`` and every file matches its sha256 in the manifest;
+3. check that ``_SUCCESS`` is still the one ``LATEST`` vouched for (a newer revision may have
+   been published in between: then start again);
+4. apply the rows; ``updates.json`` lists only the parameters that changed.
+
+Exit status 0 on success, 1 when nothing valid is published (the message says why).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from serving.layout import SUCCESS_NAME, read_latest
+from serving.publish import UPDATES_NAME, read_manifest, read_partition
+
+COLUMNS = ["asset", "sigma_1d", "mmf", "imf", "lt", "ltv", "lb", "max_leverage",
+           "flag_fallback", "flag_stale", "flag_held"]
+
+
+def latest_parameters(root: Path) -> tuple[Path, pd.DataFrame, dict]:
+    """The verified newest partition under ``root``: its path, rows and manifest.
+
+    Raises
+    ------
+    ValueError
+        No ``LATEST`` yet, a partition that fails verification, or one that changed while
+        being read.
+    """
+    pointer = read_latest(root)
+    if pointer is None:
+        raise ValueError(f"{root / 'LATEST'} does not exist: nothing has been published yet")
+    path = root / pointer["path"]
+    rows = read_partition(path)  # raises ValueError naming the file on any hash mismatch
+    manifest = read_manifest(path)
+    if (path / SUCCESS_NAME).read_text().strip() != pointer["success_sha256"]:
+        raise ValueError(f"{path} changed after LATEST was written; read LATEST again")
+    return path, rows, manifest
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1] if len(argv) > 1 else "outputs/forecasts")
+    try:
+        path, rows, manifest = latest_parameters(root)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    meta = manifest["metadata"]
+    print(f"{path.relative_to(root).as_posix()}  (as_of {manifest['as_of']}, revision "
+          f"{manifest.get('revision', 1)}, model {meta.get('model_name')} "
+          f"v{meta.get('model_version')}, code {manifest.get('code_version')}; "
+          f"sha256 verified for {len(manifest['files'])} files)")
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
+        print(rows[COLUMNS].to_string(index=False))
+    updates = path / UPDATES_NAME
+    if updates.is_file():
+        records = json.loads(updates.read_text())["records"]
+        print(f"{len(records)} update records:")
+        for r in records:
+            print(f"  {r['market']:<6} {r['update_type']:<21} {r['previous_value_bps']!s:>6} bps"
+                  f" -> {r['new_value_bps']:>6} bps  {r['reference_id'][:18]}…")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,246 @@
+"""``volmargin retrain``: ingest → features → backtest → select → policy backtest → register
+@challenger → gate → promote @champion, at most once per as-of and input state.
+
+Idempotence. A completed retrain writes ``outputs/retrain/asof=D.json`` (the *marker*) with the
+registered version, the gate decision and two fingerprints: the raw data directory's content
+and the resolved config (paths and serving excluded: they do not change what is trained).
+Rerunning the same as-of with both unchanged is a no-op that says so; new data (an ingest that
+appended rows) or a new config retrains, and the marker keeps the earlier attempts in
+``history``. A failed run writes no marker, so the next run retries.
+
+Ingestion runs first unless ``--skip-ingest`` or ``VOLMARGIN_OFFLINE=1`` (machines without
+network, CI). Only sources that can run are asked (FRED needs ``FRED_API_KEY``). A provider
+outage or a refused row does not stop the retrain: training proceeds on the stored data,
+the problems are returned (and logged by the CLI), and the data fingerprint records what was
+used. An exception (data directory not writable, lock timeout) fails the step.
+
+Every step failure is raised as :class:`RetrainError` naming the step ("retrain failed at
+step backtest garch11_t: ..."); the CLI turns it into a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipelines.config import Config
+from pipelines.ingest import Endpoints, IngestReport, IngestSettings, ingest
+from pipelines.lock import exclusive, lock_path
+from pipelines.version import code_version
+
+OFFLINE_ENV = "VOLMARGIN_OFFLINE"
+# Base URL overrides per provider, for a proxy, a mirror or a local fake server in tests.
+ENDPOINT_ENV = {"binance": "VOLMARGIN_INGEST_BINANCE_URL",
+                "deribit": "VOLMARGIN_INGEST_DERIBIT_URL",
+                "fred": "VOLMARGIN_INGEST_FRED_URL"}
+
+Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
+
+
+class RetrainError(RuntimeError):
+    """A retrain step failed; ``step`` names it."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        self.step = step
+        super().__init__(f"retrain failed at step {step}: {type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """Outcome of :func:`retrain`.
+
+    Attributes
+    ----------
+    record : dict
+        The marker's content: version, gate decision, fingerprints, timings.
+    skipped : bool
+        True when the as-of was already retrained on the same data and config.
+    ingest : IngestReport or None
+        None when ingestion was skipped; ``ingest_skipped`` then says why.
+    """
+
+    as_of: dt.date
+    record: dict[str, Any]
+    marker: Path
+    skipped: bool
+    ingest: IngestReport | None
+    ingest_skipped: str | None
+
+
+def _noop(step: str, done: int, total: int) -> None:
+    return None
+
+
+def marker_path(cfg: Config, as_of: dt.date) -> Path:
+    return Path(cfg.paths.outputs_dir) / "retrain" / f"asof={as_of.isoformat()}.json"
+
+
+def ingest_settings_from_env(environ: Mapping[str, str] | None = None) -> IngestSettings:
+    """Default ingest settings with provider URLs overridden by ``VOLMARGIN_INGEST_*_URL``."""
+    env = os.environ if environ is None else environ
+    urls = {name: env[var] for name, var in ENDPOINT_ENV.items() if env.get(var)}
+    return IngestSettings(endpoints=replace(Endpoints(), **urls))
+
+
+def runnable_sources(settings: IngestSettings) -> list[str]:
+    """Sources that can run here: FRED only with an API key (else it always reports an error)."""
+    return ["binance", "deribit"] + (["fred"] if settings.fred_api_key() else [])
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """sha256 over every data file's path and content (dot-files, e.g. locks, excluded)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data directory {root} does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        digest.update(f"{rel.as_posix()}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+                      .encode())
+    return digest.hexdigest()
+
+
+def config_fingerprint(cfg: Config) -> str:
+    """sha256 of the resolved config without ``paths`` and ``serving`` (no effect on training)."""
+    resolved = {k: v for k, v in cfg.resolved().items() if k not in ("paths", "serving")}
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _step(name: str, action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except Exception as exc:  # any failure is reported with the step it happened in
+        raise RetrainError(name, exc) from exc
+
+
+class _StepTracker:
+    """Forwards progress and remembers the last step the pipeline entered."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.step = progress, "setup"
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        self.step = step
+        self.progress(step, done, total)
+
+
+def retrain(
+    cfg: Config, as_of: dt.date, *, skip_ingest: bool = False, force: bool = False,
+    settings: IngestSettings | None = None, progress: Progress = _noop,
+    environ: Mapping[str, str] | None = None,
+) -> RetrainResult:
+    """Retrain, register and gate the policy for ``as_of``, once per data and config state.
+
+    Parameters
+    ----------
+    cfg : Config
+        Resolved configuration; data is read from ``cfg.paths.data_dir``.
+    as_of : datetime.date
+        Label of this retrain (the marker's key); ingestion appends rows through this day.
+    skip_ingest : bool
+        Train on the stored data without asking the providers.
+    force : bool
+        Retrain even when the marker says this as-of is done with the same inputs.
+    settings : IngestSettings, optional
+        Ingest settings; default from the environment (:func:`ingest_settings_from_env`).
+    progress : callable
+        ``progress(step, done, total)`` for every step, the pipeline's included.
+    environ : mapping, optional
+        Environment to read ``VOLMARGIN_OFFLINE`` and endpoint overrides from.
+
+    Raises
+    ------
+    pipelines.lock.LockHeldError
+        Another retrain holds ``outputs/.retrain.lock``.
+    RetrainError
+        A step failed; its message names the step.
+    """
+    from pipelines.registry import champion_version
+    from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
+
+    env = os.environ if environ is None else environ
+    started = dt.datetime.now(dt.UTC)
+    with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "retrain"):
+        report, skipped_why = None, None
+        if skip_ingest:
+            skipped_why = "--skip-ingest"
+        elif env.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+            skipped_why = f"{OFFLINE_ENV} is set"
+        else:
+            progress("ingest", 0, 1)
+            chosen = settings or ingest_settings_from_env(env)
+            until = as_of + dt.timedelta(days=1)  # exclusive end: rows through as_of
+            report = _step("ingest", lambda: ingest(
+                cfg.paths.data_dir, runnable_sources(chosen), until, settings=chosen))
+        progress("fingerprint", 0, 1)
+        data_fp = _step("fingerprint", lambda: data_fingerprint(cfg.paths.data_dir))
+        config_fp = config_fingerprint(cfg)
+        marker = marker_path(cfg, as_of)
+        done = read_marker(marker)
+        if (done is not None and not force and done.get("data_fingerprint") == data_fp
+                and done.get("config_sha256") == config_fp):
+            return RetrainResult(as_of, done, marker, True, report, skipped_why)
+        tracker = _StepTracker(progress)
+        try:
+            result = run(cfg, as_of, tracker, publish=False)
+        except Exception as exc:
+            raise RetrainError(tracker.step, exc) from exc
+        record = {
+            "as_of": as_of.isoformat(),
+            "data_fingerprint": data_fp,
+            "config_sha256": config_fp,
+            "feature_fingerprint": result.fingerprint,
+            "selected": result.selected,
+            "registered_version": result.model_version,
+            "promoted": result.promoted,
+            "gate_reason": result.gate_reason,
+            "champion_version": champion_version(cfg.registry.model_name),
+            "code_version": code_version(),
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "ingest": _ingest_summary(report, skipped_why),
+            "history": _history(done),
+        }
+        _step("record", lambda: _write_json(marker, record))
+    return RetrainResult(as_of, record, marker, False, report, skipped_why)
+
+
+def _ingest_summary(report: IngestReport | None, skipped: str | None) -> dict[str, Any]:
+    if report is None:
+        return {"skipped": skipped}
+    return {"skipped": None, "ok": report.ok, "appended": report.appended,
+            "files": len(report.files), "problems": report.problems()}
+
+
+def _history(done: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if done is None:
+        return []
+    earlier = {k: v for k, v in done.items() if k != "history"}
+    return [*done.get("history", []), earlier]
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``path`` atomically: a reader sees the old marker or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

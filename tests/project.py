@@ -1,0 +1,74 @@
+"""A small project with a registered @champion, built once per test session and copied.
+
+``volmargin retrain --skip-ingest`` runs once on a 2-asset slice of the real data (BTC, SOL,
+2023-07-01 → 2025-06-30) with a shrunken config (garch11_t only, short backtest), the same
+recipe as ``tests/test_end_to_end.py``. Test modules that serve, retrain again or start the
+UI take a *copy* (:func:`copy_project`) so that what one module publishes or registers never
+changes what another sees. The copied MLflow store keeps pointing at the original's artifact
+directory (MLflow stores absolute artifact locations); that directory only ever gains new
+run folders, so sharing it is harmless.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import Result
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from tests.conftest import REPO, write_slice
+
+AS_OF = "2025-06-30"
+ASSETS = ["BTC", "SOL"]
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    retrain: Result  # the CLI result of the retrain that registered the champion
+
+
+_BUILT: dict[str, Project] = {}
+
+
+def shrunken_config() -> dict:
+    cfg = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
+    cfg["models"]["enabled"] = ["garch11_t"]
+    cfg["policy"]["fhs_min_obs"] = 60
+    return cfg
+
+
+def champion_project(factory: pytest.TempPathFactory) -> Project:
+    """The session's pristine project: built on first use, then returned as is."""
+    if "project" not in _BUILT:
+        root = factory.mktemp("champion-project")
+        write_slice(root / "market", ASSETS, "2023-07-01", AS_OF)
+        (root / "configs").mkdir()
+        (root / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
+        mp = pytest.MonkeyPatch()
+        try:
+            mp.chdir(root)
+            mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+            result = CliRunner().invoke(app, ["retrain", "--data-dir", "market", "--as-of",
+                                              AS_OF, "--skip-ingest"])
+        finally:
+            mp.undo()
+        assert result.exit_code == 0, result.output
+        _BUILT["project"] = Project(root, result)
+    return _BUILT["project"]
+
+
+def copy_project(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A private copy of the champion project (config, data, MLflow store, outputs)."""
+    source = champion_project(factory).root
+    dest = factory.mktemp(name)
+    for part in ("configs", "market", "mlruns", "outputs"):
+        if (source / part).exists():
+            shutil.copytree(source / part, dest / part)
+    return dest

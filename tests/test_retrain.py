@@ -1,0 +1,169 @@
+"""``volmargin retrain`` and ``volmargin ingest`` as the weekly timer runs them: registered and
+gated once per as-of, no-op on unchanged inputs, failing steps named, the lock respected, and
+ingestion from a local stand-in for the providers (never the network)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from pipelines import retrain as retrain_module
+from pipelines.cli import app
+from pipelines.lock import EX_TEMPFAIL, exclusive, lock_path
+from pipelines.registry import alias_history
+from pipelines.retrain import ENDPOINT_ENV, data_fingerprint, read_marker
+from pipelines.tracking import tracking_uri
+from tests.conftest import REPO
+from tests.project import AS_OF, champion_project, copy_project
+from tests.replay.fake_api import FakeApis
+from tests.replay.harness import serving, small_market
+
+MARKER = f"outputs/retrain/asof={AS_OF}.json"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory, "retrain")
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
+    with serving(monkeypatch) as apis:
+        for var in ENDPOINT_ENV.values():
+            monkeypatch.setenv(var, apis.url)
+        yield apis
+
+
+def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(root)
+        mp.delenv(retrain_module.OFFLINE_ENV, raising=False)
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        return CliRunner().invoke(app, list(args))
+    finally:
+        mp.undo()
+
+
+def registry(root: Path) -> mlflow.MlflowClient:
+    mlflow.set_registry_uri(tracking_uri(root / "mlruns"))
+    return mlflow.MlflowClient(tracking_uri(root / "mlruns"), tracking_uri(root / "mlruns"))
+
+
+def test_retrain_registers_gates_and_records_the_as_of(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    built = champion_project(tmp_path_factory)
+    assert "registered volmargin-policy v1 (garch11_t); gate passed → @champion" in \
+        " ".join(built.retrain.output.split())
+    assert "ingest skipped: --skip-ingest" in built.retrain.output
+    marker = read_marker(built.root / MARKER)
+    assert marker is not None
+    assert (marker["registered_version"], marker["champion_version"]) == ("1", "1")
+    assert marker["promoted"] is True and marker["gate_reason"].startswith("passed")
+    assert marker["selected"] == "garch11_t" and marker["history"] == []
+    assert marker["data_fingerprint"] == data_fingerprint(built.root / "market")
+    assert marker["ingest"] == {"skipped": "--skip-ingest"}
+    client = registry(built.root)
+    assert str(client.get_model_version_by_alias("volmargin-policy", "champion").version) == "1"
+    assert [m["version"] for m in alias_history("volmargin-policy")] == ["1"]
+
+
+def test_rerun_on_unchanged_inputs_is_a_noop(project: Path) -> None:
+    before = (project / MARKER).read_bytes()
+    result = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF,
+                    env={retrain_module.OFFLINE_ENV: "1"})
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "ingest skipped: VOLMARGIN_OFFLINE is set" in flat
+    assert f"already retrained for {AS_OF} on the same data and config (no-op)" in flat
+    assert (project / MARKER).read_bytes() == before
+    versions = registry(project).search_model_versions("name='volmargin-policy'")
+    assert [str(v.version) for v in versions] == ["1"]
+
+
+def test_failing_steps_are_named_and_leave_no_marker(project: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(retrain_module, "ingest", disk_full)
+    ingest_failed = invoke(project, "retrain", "--data-dir", "market", "--as-of", "2025-06-29")
+    assert ingest_failed.exit_code == 1
+    assert "retrain failed at step ingest: OSError: No space left on device" in \
+        " ".join(ingest_failed.output.split())
+
+    broken = project / "market_broken"
+    shutil.copytree(project / "market", broken, dirs_exist_ok=True)
+    with gzip.open(broken / "crypto" / "daily" / "SOL.csv.gz", "wt") as fh:
+        fh.write("timestamp,open,high,low,close,volume\n2025-06-30T00:00:00Z,1,2,3,x,5\n")
+    load_failed = invoke(project, "retrain", "--data-dir", str(broken), "--as-of",
+                         "2025-06-29", "--skip-ingest", "--log-json")
+    assert load_failed.exit_code == 1
+    last = json.loads(load_failed.output.strip().splitlines()[-1])
+    assert (last["level"], last["step"]) == ("error", "load data")
+    assert last["message"].startswith("retrain failed at step load data:")
+    assert "SOL" in last["message"]
+    assert not (project / "outputs/retrain/asof=2025-06-29.json").exists()
+
+
+def test_a_second_retrain_while_one_runs_exits_with_the_lock(project: Path) -> None:
+    lock = lock_path(project / "outputs", "retrain")
+    with exclusive(lock, "retrain"):
+        result = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF,
+                        "--skip-ingest")
+    assert result.exit_code == EX_TEMPFAIL
+    assert "holds the lock" in result.output and ".retrain.lock" in result.output
+
+
+def test_retrain_after_ingesting_new_rows_registers_a_challenger(project: Path,
+                                                                 api: FakeApis) -> None:
+    result = invoke(project, "retrain", "--data-dir", "market", "--as-of", "2025-07-03",
+                    "--log-json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()
+             if line.startswith("{")]
+    steps = [line["step"] for line in lines]
+    assert steps[:3] == ["ingest", "fingerprint", "load data"] and "register" in steps
+    assert any("SOLUSDT" in line["message"] for line in lines if line["level"] == "warning")
+    appended = [line for line in lines if line.get("appended") is not None][-1]
+    assert appended["appended"] > 0  # BTC daily, hourly and DVOL rows up to 2025-07-03
+    marker = read_marker(project / "outputs/retrain/asof=2025-07-03.json")
+    assert marker is not None and marker["registered_version"] == "2"
+    assert marker["ingest"]["ok"] is False and marker["ingest"]["appended"] > 0
+    champion = registry(project).get_model_version_by_alias("volmargin-policy", "champion")
+    assert marker["promoted"] == (str(champion.version) == "2")
+    assert marker["gate_reason"].startswith("passed" if marker["promoted"] else "refused")
+    assert "vs champion" in marker["gate_reason"]  # compared with v1 on the same backtest
+    final = lines[-1]
+    assert (final["step"], final["version"], final["skipped"]) == ("retrain", "2", False)
+
+
+def test_ingest_command_appends_and_reports_per_file(tmp_path: Path, api: FakeApis) -> None:
+    market = small_market(tmp_path / "market")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    ok = invoke(tmp_path, "ingest", "--data-dir", str(market), "--sources", "binance",
+                "--until", "2025-07-06T12:00:00Z")
+    assert ok.exit_code == 0, ok.output
+    assert "crypto/daily/BTC.csv.gz" in ok.output and "ingest ok:" in ok.output
+
+    shutil.copy(market / "crypto/daily/BTC.csv.gz", market / "crypto/daily/ZZZ.csv.gz")
+    bad = invoke(tmp_path, "ingest", "--data-dir", str(market), "--sources", "binance,deribit",
+                 "--until", "2025-07-06T12:00:00Z", "--log-json")
+    assert bad.exit_code == 1
+    lines = [json.loads(line) for line in bad.output.strip().splitlines()]
+    rows = {line["file"]: line["status"] for line in lines if "file" in line}
+    assert rows["crypto/daily/ZZZ.csv.gz"] == "error"
+    assert rows["crypto/daily/BTC.csv.gz"] == "ok"  # nothing new since the first run
+    assert lines[-1]["level"] == "error" and lines[-1]["ok"] is False
+
+    unknown = invoke(tmp_path, "ingest", "--data-dir", str(market), "--sources", "kraken")
+    assert unknown.exit_code == 2 and "unknown ingest source" in unknown.output
