@@ -113,7 +113,10 @@ class MlpHarConfig(_Strict):
 class ModelsConfig(_Strict):
     """One section per registered alias (``models.registry.REGISTRY``); a test keeps them equal."""
 
-    enabled: list[str] = ["garch11_t", "mlp_har"]
+    enabled: list[str] = [  # walk-forward, evaluated and policy-replayed by every `run`
+        "garch11_t", "garch11_skewt", "gjr_t", "gjr_skewt", "egarch_t", "ewma94",
+        "har_rv", "harx_iv", "har_rv_pooled", "gbm_sklearn", "mlp_har",
+    ]
     garch11_t: GarchConfig = GarchConfig()
     garch11_skewt: GarchConfig = GarchConfig()
     gjr_t: GarchConfig = GarchConfig()
@@ -128,27 +131,88 @@ class ModelsConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
+    """Which forecaster drives the published policy (see pipelines/select.py)."""
+
     metric: Literal["qlike"] = "qlike"
     horizon: int = Field(1, ge=1)
+    rule: Literal["policy", "forecast"] = "policy"  # final criterion after the screen
+    min_mcs_share: float = Field(0.5, ge=0, le=1)    # in the 90% MCS on this share of assets
+    min_var_share: float = Field(0.5, ge=0, le=1)    # VaR99 backtests pass on this share
+
+
+class ApcConfig(_Strict):
+    """Anti-procyclicality tools in the style of EMIR Art. 28 (RTS 153/2013); each switchable.
+
+    The initial margin is the largest of the enabled terms (and never below MMF)."""
+
+    buffer_enabled: bool = True
+    buffer: float = Field(0.25, ge=0)            # IMF >= MMF × (1 + buffer)
+    stress_enabled: bool = True
+    stress_weight: float = Field(0.25, ge=0, le=1)  # IMF >= (1-w)·MMF + w·MMF(σ_stress)
+    stress_quantile: float = Field(0.95, gt=0, le=1)  # σ_stress: this quantile of past σ
+    floor_enabled: bool = True                   # IMF >= MMF(σ_long), σ_long = RMS of past σ
+
+
+class GuardrailConfig(_Strict):
+    """Rate limits on loosening (tightening is immediate), after Aave's risk stewards."""
+
+    enabled: bool = True
+    loosen_abs_step: float = Field(0.005, gt=0)  # MMF/IMF may fall at most 0.5 pp per update
+    loosen_rel_step: float = Field(0.10, gt=0)   # ... and at most 10% of the previous value
+    loosen_min_days: int = Field(3, ge=0)        # days between two loosenings
+    deadband: float = Field(0.0025, ge=0)        # smaller changes are not published
+
+
+class FailsafeConfig(_Strict):
+    jump_ratio: float = Field(3.0, gt=1)   # σ_t/σ_{t-1} above this ...
+    jump_price_z: float = Field(3.0, gt=0)  # ... without |r_t| > z·σ_{t-1} is implausible
+    action: Literal["keep_previous", "conservative"] = "keep_previous"
+    conservative_mmf: float = Field(0.50, gt=0, lt=1)  # static set when nothing can be trusted
+
+
+class LiquidityConfig(_Strict):
+    """Slippage of liquidating a reference size, square-root impact law (Tóth et al. 2011)."""
+
+    enabled: bool = True
+    reference_size_usd: float = Field(5e6, gt=0)
+    impact_coef: float = Field(1.0, ge=0)   # slippage = c · σ_1d · sqrt(Q / ADV)
+    adv_window: int = Field(30, ge=1)       # days of dollar volume in the ADV
+    max_addon: float = Field(0.10, ge=0)    # cap: beyond this the asset is not collateral
 
 
 class PolicyConfig(_Strict):
-    confidence: float = Field(0.99, gt=0.5, lt=1)
+    loss: Literal["worst_window", "close_to_close"] = "worst_window"  # the loss MMF covers
+    # ES at 97.5% is the Basel FRTB replacement of VaR at 99% (similar level, tail-aware)
+    confidence: float = Field(0.975, gt=0.5, lt=1)
     measure: Literal["es", "var"] = "es"
+    coverage_level: float = Field(0.99, gt=0.5, lt=1)  # VaR level breaches are tested at
+    tail: Literal["fhs", "student_t"] = "fhs"  # empirical FHS tail, or a fitted Student-t
     fhs_window: int = Field(500, ge=20)
     fhs_min_obs: int = Field(100, ge=10)
-    im_buffer: float = Field(0.25, ge=0)
     mmf_floor: float = Field(0.02, gt=0, lt=1)
     mmf_cap: float = Field(0.60, gt=0, lt=1)
-    lb_k: float = Field(0.5, ge=0)
+    lb_k: float = Field(2.33, ge=0)          # LB = 1 + clamp(k·σ_H + slippage): 99% of an H move
     lb_min: float = Field(1.02, ge=1)
     lb_max: float = Field(1.15, ge=1)
-    fallback_mmf: float = Field(0.50, gt=0, lt=1)
+    apc: ApcConfig = ApcConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    failsafe: FailsafeConfig = FailsafeConfig()
+    liquidity: LiquidityConfig = LiquidityConfig()
+
+
+class GateConfig(_Strict):
+    """What a challenger must show on the policy backtest to become @champion."""
+
+    require_coverage: bool = True      # Kupiec p > 0.05 and Christoffersen LRcc < 5.99, all assets
+    max_red_windows: int = Field(0, ge=0)  # Basel red 250-day windows allowed, summed over assets
+    max_capital_increase: float = Field(0.05, ge=0)  # mean MMF at most 5% above the champion's
+    promote_first: bool = True         # with no champion yet, promote and record the gate result
 
 
 class RegistryConfig(_Strict):
     model_name: str = "volmargin-policy"
     experiment: str = "volmargin"
+    gate: GateConfig = GateConfig()
 
 
 class ServingConfig(_Strict):

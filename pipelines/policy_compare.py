@@ -63,21 +63,8 @@ def _aave_paths(template: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(blocks, ignore_index=True) if blocks else template.iloc[0:0]
 
 
-def compare_policies(
-    panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], selected: str, cfg: Config,
-    ewma: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
-    """(summary with a ``policy`` column, daily paths by policy, stress-episode table)."""
-    paths: dict[str, pd.DataFrame] = {}
-    for alias, fc in forecasts.items():
-        paths[f"policy:{alias}"] = policy_path(panel, fc, cfg)
-    paths[f"policy:{selected}:no_apc"] = policy_path(panel, forecasts[selected], no_apc(cfg))
-    if ewma is not None:
-        paths["ewma_fhs"] = policy_path(panel, ewma, cfg)
-    template = paths[f"policy:{selected}"]
-    paths["static"] = _static_paths(template, panel, cfg)
-    paths["aave_v3"] = _aave_paths(template)
-    p = 1.0 - cfg.policy.confidence
+def _summaries(paths: dict[str, pd.DataFrame], cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    p = 1.0 - cfg.policy.coverage_level
     summaries, stresses = [], []
     for name, path in paths.items():
         if len(path):
@@ -85,4 +72,34 @@ def compare_policies(
             stresses.append(stress_table(path).assign(policy=name))
     summary = pd.concat(summaries, ignore_index=True)
     summary = summary[["policy", *[c for c in summary.columns if c != "policy"]]]
-    return summary, paths, pd.concat(stresses, ignore_index=True)
+    return summary, pd.concat(stresses, ignore_index=True)
+
+
+def forecaster_policies(
+    panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], cfg: Config
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The full policy driven by each forecaster: (summary, daily paths)."""
+    paths = {f"policy:{alias}": policy_path(panel, fc, cfg) for alias, fc in forecasts.items()}
+    return _summaries(paths, cfg)[0], paths
+
+
+def compare_policies(
+    panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], selected: str, cfg: Config,
+    ewma: pd.DataFrame | None = None, paths: dict[str, pd.DataFrame] | None = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
+    """(summary with a ``policy`` column, daily paths by policy, stress-episode table).
+
+    ``paths`` may carry the forecaster policies already replayed (they are not redone).
+    """
+    paths = dict(paths or {})
+    for alias, fc in forecasts.items():
+        if f"policy:{alias}" not in paths:
+            paths[f"policy:{alias}"] = policy_path(panel, fc, cfg)
+    paths[f"policy:{selected}:no_apc"] = policy_path(panel, forecasts[selected], no_apc(cfg))
+    if ewma is not None:
+        paths["ewma_fhs"] = policy_path(panel, ewma, cfg)
+    template = paths[f"policy:{selected}"]
+    paths["static"] = _static_paths(template, panel, cfg)
+    paths["aave_v3"] = _aave_paths(template)
+    summary, stress = _summaries(paths, cfg)
+    return summary, paths, stress

@@ -79,8 +79,11 @@ def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -
     return None
 
 
-def risk_parameters(x: PolicyInputs, cfg: PolicyConfig) -> Parameters:
-    """Parameters from the forecast alone (no fail-safe, no guardrail)."""
+def risk_parameters(
+    x: PolicyInputs, cfg: PolicyConfig, prev_imf: float = math.nan
+) -> Parameters:
+    """Parameters from the forecast (no fail-safe, no guardrail); ``prev_imf`` is the last
+    published IMF, which the exhaustible APC buffer needs."""
     sigma = math.sqrt(x.variance)
     var_z, es_z, note = standardized_tail(x.z_window, cfg)
     addon = liquidity_addon(sigma, x.adv_usd, cfg)
@@ -95,7 +98,7 @@ def risk_parameters(x: PolicyInputs, cfg: PolicyConfig) -> Parameters:
         mmf_long = min(mmf_for(sigma_long, es_z, var_z, addon, cfg), cfg.mmf_cap)
     else:
         mmf_stress = mmf_long = math.nan
-    imf = initial_margin(mmf, mmf_stress, mmf_long, cfg)
+    imf = initial_margin(mmf, mmf_stress, mmf_long, cfg, prev_imf)
     view = lending_view(mmf, imf, sigma, addon, x.hours, cfg)
     notes = [note]
     clamped = not math.isclose(mmf, raw, abs_tol=1e-15)
@@ -164,4 +167,5 @@ def decide(
             return kept, state
         fallback = conservative_parameters(cfg, f"fail-safe: {why}", stale=stale, hours=x.hours)
         return fallback, PolicyState(fallback, None, conservative=True)
-    return apply_guardrails(risk_parameters(x, cfg), state, x.as_of, cfg, x.hours)
+    prev_imf = state.published.imf if state is not None and not state.conservative else math.nan
+    return apply_guardrails(risk_parameters(x, cfg, prev_imf), state, x.as_of, cfg, x.hours)

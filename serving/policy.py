@@ -128,12 +128,29 @@ def mmf_for(sigma: float, tail_es: float, tail_var: float, addon: float,
     return fraction_lost(z * sigma) + addon
 
 
-def initial_margin(mmf: float, mmf_stress: float, mmf_long: float, cfg: PolicyConfig) -> float:
-    """IMF = the largest enabled anti-procyclicality term, never below MMF."""
+MIN_IM_GAP = 0.01  # IMF >= MMF × 1.01 always: LTV must stay strictly below LT
+
+
+def initial_margin(
+    mmf: float, mmf_stress: float, mmf_long: float, cfg: PolicyConfig,
+    prev_imf: float = math.nan,
+) -> float:
+    """IMF = the largest enabled anti-procyclicality term (EMIR Art. 28 and RTS 153/2013 Art. 28).
+
+    * **buffer**: a buffer of ``buffer`` × MMF that may be *exhausted* when margins rise
+      (Art. 28(1)(a)): IMF stays at its previous value while that lies inside the band
+      ``[MMF·1.01, MMF·(1+buffer)]`` and is pushed only by its edges, so a rising MMF first
+      eats the buffer instead of raising IMF one-for-one-and-a-quarter;
+    * **stress weight**: ``(1-w)·MMF + w·MMF(σ_stress)`` (Art. 28(1)(b), 25% weight on
+      stressed observations);
+    * **floor**: MMF at the long-run σ (Art. 28(1)(c), a ten-year look-back floor).
+    """
     apc = cfg.apc
-    terms = [mmf]
+    low = mmf * (1.0 + MIN_IM_GAP)
+    terms = [low]
     if apc.buffer_enabled:
-        terms.append(mmf * (1.0 + apc.buffer))
+        high = mmf * (1.0 + apc.buffer)
+        terms.append(high if not math.isfinite(prev_imf) else min(max(prev_imf, low), high))
     if apc.stress_enabled and math.isfinite(mmf_stress):
         terms.append((1.0 - apc.stress_weight) * mmf + apc.stress_weight * mmf_stress)
     if apc.floor_enabled and math.isfinite(mmf_long):

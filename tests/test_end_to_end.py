@@ -98,7 +98,12 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".joblib"))]
     runs = mlflow.search_runs(experiment_names=["volmargin"])
     steps = set(runs["tags.volmargin.step"])
-    assert {"features", "backtest", "evaluate", "register", "serve"} <= steps
+    assert {"features", "backtest", "policy-backtest", "register", "serve"} <= steps
+    nested = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert set(nested["tags.model"]) == {"garch11_t", "mlp_har"}  # one child run per model
+    assert nested["metrics.qlike_h1.mean"].notna().all()
+    assert champion.tags["policy.coverage_pass"].endswith("/2")
+    assert "selected (rule=" in champion.tags["selection"]
 
 
 def test_serving_the_same_as_of_again_is_a_no_op(ran, monkeypatch):

@@ -77,10 +77,22 @@ def test_missing_volume_means_the_maximum_liquidity_addon():
 def test_apc_terms_each_raise_the_initial_margin_and_can_be_switched_off():
     off = CFG.model_copy(update={"apc": CFG.apc.model_copy(update={
         "buffer_enabled": False, "stress_enabled": False, "floor_enabled": False})})
-    assert initial_margin(0.1, 0.3, 0.2, off) == 0.1
+    assert initial_margin(0.1, 0.3, 0.2, off) == pytest.approx(0.101)  # the minimum IM gap
     assert initial_margin(0.1, 0.3, 0.2, CFG) == pytest.approx(max(0.125, 0.75 * 0.1 + 0.075, 0.2))
     calm = risk_parameters(inputs(variance=0.01**2, history=np.full(300, 0.05)), CFG)
     assert calm.imf > calm.mmf * (1 + CFG.apc.buffer)  # the long-run floor binds in calm times
+
+
+def test_the_buffer_is_exhausted_before_the_initial_margin_rises():
+    only_buffer = CFG.model_copy(update={"apc": CFG.apc.model_copy(update={
+        "stress_enabled": False, "floor_enabled": False})})
+    # previous IMF 0.125 at MMF 0.10; MMF rises to 0.11: IMF stays, the buffer absorbs it
+    assert initial_margin(0.11, np.nan, np.nan, only_buffer, prev_imf=0.125) == 0.125
+    # MMF rises past the old IMF: IMF follows at the minimum gap, not at MMF × 1.25
+    assert initial_margin(0.14, np.nan, np.nan, only_buffer, prev_imf=0.125) == pytest.approx(
+        0.1414)
+    # MMF falls: IMF comes down only when the old value leaves the band's top
+    assert initial_margin(0.08, np.nan, np.nan, only_buffer, prev_imf=0.125) == pytest.approx(0.1)
 
 
 def test_short_history_uses_student_t_and_says_so():

@@ -1,0 +1,86 @@
+"""Rich rendering of a pipeline run's results for the terminal (the CLI's final tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import Config
+
+if TYPE_CHECKING:
+    from pipelines.run import RunResult
+
+
+def _flags(r: object) -> str:
+    pairs = (("fallback", "flag_fallback"), ("stale", "flag_stale"), ("clamped", "flag_clamped"),
+             ("proxy", "flag_proxy"), ("held", "flag_held"))
+    return ",".join(name for name, col in pairs if bool(getattr(r, col)))
+
+
+def forecast_table(cfg: Config, result: RunResult) -> Table:
+    t = Table(title="Out-of-sample QLIKE, mean over assets (lower is better)")
+    t.add_column("model")
+    horizons = sorted(result.table["horizon_days"].unique())
+    for h in horizons:
+        t.add_column(f"h={h}d", justify="right")
+    t.add_column(f"in MCS (h={cfg.selection.horizon})", justify="right")
+    t.add_column("VaR99 tests pass", justify="right")
+    t.add_column("policy coverage", justify="right")
+    t.add_column("policy mean MMF", justify="right")
+    means = result.table.groupby(["model", "horizon_days"])["qlike"].mean().unstack()
+    sel = result.selection.set_index("model")
+    n_assets = result.table["asset"].nunique()
+    for model in means[horizons[0]].sort_values().index:
+        s = sel.loc[model]
+        mark = " (selected)" if model == result.selected else ""
+        t.add_row(model + mark, *[f"{means.loc[model, h]:.4f}" for h in horizons],
+                  f"{s['mcs_share']:.0%}", f"{s['var_share']:.0%}",
+                  f"{int(s.get('policy_pass', 0))}/{n_assets}", f"{s.get('mean_mmf', 0):.2%}")
+    return t
+
+
+def policy_table(result: RunResult) -> Table:
+    t = Table(title="Policy backtest (worst liquidation-delay loss, all assets)")
+    for col in ("policy", "coverage pass", "breaches", "mean MMF", "mean LT", "bad debt Σ",
+                "IMF peak/trough"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    g = result.policy_summary.groupby("policy", sort=False)
+    for name, rows in g:
+        t.add_row(name, f"{int(rows['coverage_pass'].sum())}/{len(rows)}",
+                  f"{int(rows['breaches'].sum())}", f"{rows['mean_mmf'].mean():.2%}",
+                  f"{rows['mean_lt'].mean():.2%}", f"{rows['bad_debt_sum'].sum():.3f}",
+                  f"{rows['peak_to_trough'].mean():.2f}")
+    return t
+
+
+def parameters_table(cfg: Config, result: RunResult) -> Table:
+    params = result.served.parameters
+    t = Table(title=f"Parameters as of {params['as_of'].iloc[0]} "
+              f"({cfg.registry.model_name} v{result.served.model_version}, @champion)")
+    for col in ("asset", "σ 1d", "ES loss", "MMF", "IMF", "LT", "max LTV", "LB", "max lev",
+                "flags"):
+        t.add_column(col, justify="left" if col in ("asset", "flags") else "right")
+    for r in params.itertuples():
+        t.add_row(r.asset, f"{r.sigma_1d:.2%}", f"{r.es_99:.2%}", f"{r.mmf:.2%}",
+                  f"{r.imf:.2%}", f"{r.lt:.2%}", f"{r.ltv:.2%}", f"{r.lb:.4f}",
+                  f"{r.max_leverage:.1f}x", _flags(r))
+    return t
+
+
+def print_run(console: Console, cfg: Config, result: RunResult) -> None:
+    console.print(forecast_table(cfg, result))
+    console.print(f"Selection: {result.selection_reason}")
+    console.print(policy_table(result))
+    state = "promoted to @champion" if result.promoted else "NOT promoted"
+    console.print(f"{cfg.registry.model_name} v{result.model_version}: {state} — "
+                  f"{result.gate_reason}")
+    for file, message in result.failures.items():
+        console.print(f"[yellow]skipped {file}: {message}[/yellow]")
+    if result.served is not None:
+        console.print(parameters_table(cfg, result))
+        console.print(f"Published: {result.served.published.path}")
+    console.print(f"MLflow:    sqlite:///{Path(cfg.paths.mlruns_dir).as_posix()}/mlflow.db — "
+                  "open with `volmargin ui` (http://127.0.0.1:5000)")

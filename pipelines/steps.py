@@ -1,0 +1,200 @@
+"""The pipeline's steps. Each opens one MLflow run and does the tracking and storage around
+pure computations that live in ``features/``, ``models/``, ``pipelines/`` and ``serving/``."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+
+from features.freshness import freshness_report
+from features.loaders import MarketData
+from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
+from features.schema import feature_view
+from features.store import load_or_build
+from features.summary import feature_summary
+from models.backtest import walk_forward
+from models.registry import REGISTRY, build_forecaster
+from pipelines import registry
+from pipelines.comparison import comparison
+from pipelines.config import Config
+from pipelines.eval_plots import forecast_vs_realized, loss_over_time
+from pipelines.evaluate import loss_table, scored
+from pipelines.gate import gate
+from pipelines.policy_compare import compare_policies, forecaster_policies
+from pipelines.policy_plots import margin_path_figures
+from pipelines.select import Selection, select
+from pipelines.tracking import log_context
+from serving.apply import BUNDLE_FORMAT, bundle_forecasts
+
+Progress = Callable[[str, int, int], None]
+
+
+def _noop(step: str, done: int, total: int) -> None:
+    return None
+
+
+def _log_tables(tables: dict[str, pd.DataFrame], artifact_dir: str) -> None:
+    """Each table as CSV and Markdown under one artifact directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, table in tables.items():
+            table.to_csv(Path(tmp) / f"{name}.csv", index=False)
+            (Path(tmp) / f"{name}.md").write_text(table.to_markdown(index=False))
+        mlflow.log_artifacts(tmp, artifact_dir)
+
+
+def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str]:
+    with mlflow.start_run(run_name="features"):
+        log_context(cfg, "features")
+        panel, fp, reused = load_or_build(
+            market, cfg.features, Path(cfg.paths.outputs_dir) / "features")
+        summary = feature_summary(panel)
+        fresh = freshness_report(market, None, cfg.data.stale_after_days,
+                                 cfg.features.macro_max_carry_days)
+        mlflow.log_params({"fingerprint": fp, "reused": reused,
+                           "assets": ",".join(sorted(market.daily))})
+        mlflow.log_metrics({"rows": len(panel), "assets": len(market.daily),
+                            "columns": summary["columns"], "gaps": len(market.gaps),
+                            "load_failures": len(market.failures),
+                            "stale_series": int(fresh["stale"].sum())})
+        mlflow.log_dict(summary, "features/summary.json")
+        mlflow.log_table(fresh.astype(str), "features/freshness.json")
+        if market.failures:
+            mlflow.log_dict(market.failures, "features/failures.json")
+        if len(market.gaps):
+            mlflow.log_table(market.gaps.astype(str), "features/gaps.json")
+        for asset in sorted({"BTC", "ETH"} & set(market.daily)):
+            for plot in (rv_vs_dvol, rolling_correlations, worst_losses):
+                mlflow.log_figure(plot(panel, asset), f"features/{plot.__name__}_{asset}.png")
+    return panel, fp
+
+
+def step_backtest(
+    cfg: Config, panel: pd.DataFrame, progress: Progress = _noop
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]:
+    """Walk-forward every enabled forecaster (one nested run each), then compare them.
+
+    Returns (forecasts by alias, loss table, comparison table with DM/MCS/MZ/VaR)."""
+    bt = cfg.backtest
+    forecasts: dict[str, pd.DataFrame] = {}
+    run_ids: dict[str, str] = {}
+    out_dir = Path(cfg.paths.outputs_dir) / "backtest"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with mlflow.start_run(run_name="backtest"):
+        log_context(cfg, "backtest")
+        mlflow.log_params({"oos_start": bt.oos_start, "refit_every": bt.refit_every,
+                           "horizons": bt.horizons, "models": ",".join(cfg.models.enabled)})
+        for alias in cfg.models.enabled:
+            with mlflow.start_run(run_name=alias, nested=True) as child:
+                log_context(cfg, "backtest", {"model": alias})
+                fc = walk_forward(
+                    lambda a=alias: build_forecaster(a, cfg.models, bt.horizons),
+                    panel, bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
+                    progress=lambda d, t, a=alias: progress(f"backtest {a}", d, t),
+                )
+                forecasts[alias], run_ids[alias] = fc, child.info.run_id
+                fc.to_parquet(out_dir / f"forecasts_{alias}.parquet")
+                mlflow.log_metric("forecast_rows", len(fc))
+        progress("evaluate", 0, 1)
+        scores = scored(forecasts, panel)
+        table = loss_table(scores)
+        compared = comparison(scores, table, forecasts, panel)
+        client = MlflowClient()
+        for row in compared.itertuples():
+            run_id, h, a = run_ids[row.model], row.horizon_days, row.asset
+            client.log_metric(run_id, f"qlike_h{h}.{a}", float(row.qlike))
+            for name in ("dm_stat", "mcs_p", "mz_r2"):
+                value = getattr(row, name)
+                if pd.notna(value):
+                    client.log_metric(run_id, f"{name}_h{h}.{a}", float(value))
+        for (model, h), g in table.groupby(["model", "horizon_days"]):
+            client.log_metric(run_ids[model], f"qlike_h{h}.mean", float(g["qlike"].mean()))
+        compared.to_csv(out_dir / "comparison.csv", index=False)
+        _log_tables({"comparison": compared, "loss_table": table}, "comparison")
+        for asset in sorted({"BTC", "ETH"} & set(table["asset"])):
+            mlflow.log_figure(forecast_vs_realized(scores, asset), f"plots/forecast_{asset}.png")
+        for h in bt.horizons:
+            mlflow.log_figure(loss_over_time(scores, h), f"plots/qlike_over_time_h{h}.png")
+        progress("evaluate", 1, 1)
+    return forecasts, table, compared
+
+
+def step_policy(
+    cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+    compared: pd.DataFrame, progress: Progress = _noop,
+) -> tuple[Selection, pd.DataFrame, pd.DataFrame]:
+    """Replay the policy for every forecaster, select, add the comparators; log everything."""
+    with mlflow.start_run(run_name="policy-backtest"):
+        log_context(cfg, "policy-backtest")
+        progress("policy backtest", 0, 3)
+        own, paths = forecaster_policies(panel, forecasts, cfg)
+        progress("policy backtest", 1, 3)
+        choice = select(compared, own, cfg.selection)
+        mlflow.set_tags({"selection.model": choice.model, "selection.reason": choice.reason})
+        ewma = forecasts.get("ewma94")
+        if ewma is None and "ewma94" in REGISTRY:
+            bt = cfg.backtest
+            ewma = walk_forward(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
+                                panel, bt.oos_start, bt.refit_every, bt.horizons,
+                                bt.min_train_days)
+        summary, paths, stress = compare_policies(panel, forecasts, choice.model, cfg, ewma,
+                                                  paths)
+        progress("policy backtest", 2, 3)
+        for row in summary.itertuples():
+            for metric in ("breaches", "christoffersen_lr_cc", "mean_mmf", "bad_debt_sum"):
+                mlflow.log_metric(f"{metric}.{row.policy}.{row.asset}".replace(":", "_"),
+                                  float(getattr(row, metric)))
+        _log_tables({"policy_summary": summary, "stress_episodes": stress,
+                     "selection": choice.table}, "policy")
+        for asset, fig in margin_path_figures(paths[f"policy:{choice.model}"]).items():
+            mlflow.log_figure(fig, f"policy/margin_path_{asset}.png")
+        dest = Path(cfg.paths.outputs_dir) / "backtest"
+        summary.to_csv(dest / "policy_summary.csv", index=False)
+        stress.to_csv(dest / "stress_episodes.csv", index=False)
+        pd.concat(paths.values(), keys=paths.keys(), names=["policy"]).reset_index(
+            level=0).to_parquet(dest / "policy_paths.parquet")
+        progress("policy backtest", 3, 3)
+    return choice, summary, stress
+
+
+def step_register(
+    cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
+    summary: pd.DataFrame,
+) -> tuple[str, bool, str]:
+    """Refit the selected forecaster on all data, bundle it with the policy, register, gate."""
+    name, selected = cfg.registry.model_name, choice.model
+    with mlflow.start_run(run_name="register") as run:
+        log_context(cfg, "register", {"model": selected})
+        features = feature_view(panel)
+        model = build_forecaster(selected, cfg.models, cfg.backtest.horizons).fit(features)
+        bundle = {
+            "format": BUNDLE_FORMAT,
+            "forecaster": model.state(),
+            "fit_cutoff": features.index.get_level_values("date").max().date().isoformat(),
+            "config": cfg.resolved(),
+            "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
+        }
+        info = registry.log_policy_model(bundle)
+        mine = summary[summary["policy"] == f"policy:{selected}"]
+        version = registry.register(info.model_uri, name, {
+            "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
+            "run_id": run.info.run_id, "selection": choice.reason[:4000],
+            "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",
+            "policy.coverage_pass": f"{int(mine['coverage_pass'].sum())}/{len(mine)}"})
+        registry.set_alias(name, registry.CHALLENGER, version,
+                           f"new version from {run.info.run_id}")
+        champion = registry.champion_version(name)
+        champ_alias = registry.version_tag(name, champion, "forecaster") if champion else None
+        champ_rows = summary[summary["policy"] == f"policy:{champ_alias}"] if champ_alias else None
+        decision = gate(mine, champ_rows, cfg.registry.gate)
+        passed, reason = decision.passed, decision.reason
+        if not passed and champion is None and cfg.registry.gate.promote_first:
+            passed, reason = True, f"first version promoted with its gate result: {reason}"
+        promoted = registry.promote(name, version, passed, reason)
+        mlflow.log_params({"model_version": version, "promoted": promoted})
+        mlflow.set_tag("gate.reason", reason)
+    return version, promoted, reason
