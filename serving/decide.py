@@ -33,6 +33,7 @@ from serving.policy import (
     lending_view,
     liquidity_addon,
     mmf_for,
+    quantile_higher,
     standardized_tail,
 )
 
@@ -92,7 +93,7 @@ def risk_parameters(
     hist = np.asarray(x.sigma_history, float)
     hist = hist[np.isfinite(hist) & (hist > 0)]
     if len(hist):
-        sigma_stress = float(np.quantile(hist, cfg.apc.stress_quantile))
+        sigma_stress = quantile_higher(hist, cfg.apc.stress_quantile)
         sigma_long = float(np.sqrt(np.mean(hist**2)))
         mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, addon, cfg), cfg.mmf_cap)
         mmf_long = min(mmf_for(sigma_long, es_z, var_z, addon, cfg), cfg.mmf_cap)

@@ -3,6 +3,7 @@ policy backtest so that both compute exactly the same thing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 
@@ -59,13 +60,14 @@ def policy_inputs(
 ) -> PolicyInputs:
     """Inputs of the update at position ``i``: only losses realized by then enter the window."""
     sigma = np.sqrt(h.variance)
+    days = h.dates.to_numpy().astype("datetime64[D]").astype(np.int64)  # days since epoch
     # the loss after cutoff s is realized at s+u: usable at t for s <= t-u (dates, not rows,
     # so a missing day can never let a future loss in)
-    known = int(h.dates.searchsorted(h.dates[i] - pd.Timedelta(days=u), side="right"))
+    known = int(np.searchsorted(days, days[i] - u, side="right"))
     lo = max(known - window, 0)
     z = h.loss_next[lo:known] / sigma[lo:known]
     return PolicyInputs(
-        as_of=h.dates[i].date(), variance=float(h.variance[i]),
+        as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,

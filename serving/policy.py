@@ -23,7 +23,7 @@ cushion exactly MMF, and ``LTV = (1 - IMF) / LB``; hence ``LT·LB = 1 - MMF <= 1
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -57,16 +57,22 @@ class Parameters:
     reason: str = ""
 
     def as_dict(self) -> dict[str, float | bool | str]:
-        return asdict(self)
+        return dict(self.__dict__)  # flat fields: 10x faster than dataclasses.asdict
 
     def with_reason(self, text: str, **changes: object) -> Parameters:
         reason = "; ".join(filter(None, [self.reason, text]))
         return replace(self, reason=reason, **changes)
 
 
+def quantile_higher(x: np.ndarray, q: float) -> float:
+    """``np.quantile(x, q, method="higher")`` by partial sort (the replay calls it per day)."""
+    k = min(int(np.ceil(q * (len(x) - 1))), len(x) - 1)
+    return float(np.partition(x, k)[k])
+
+
 def tail_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
     """Empirical VaR (upper ``confidence`` quantile) and ES of standardized losses."""
-    var = float(np.quantile(z, confidence, method="higher"))
+    var = quantile_higher(z, confidence)
     es = float(z[z >= var].mean())
     return var, es
 

@@ -25,6 +25,7 @@ def workdir(tmp_path_factory):
     write_slice(root / "market", ["BTC", "SOL"], "2023-07-01", AS_OF)
     cfg = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
     cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
+    cfg["models"]["enabled"] = ["garch11_t", "mlp_har"]  # one classic, one neural: fast
     cfg["models"]["mlp_har"].update(max_epochs=4, hidden=8)
     cfg["policy"]["fhs_min_obs"] = 60
     (root / "configs").mkdir()
