@@ -113,9 +113,11 @@ class MlpHarConfig(_Strict):
 class ModelsConfig(_Strict):
     """One section per registered alias (``models.registry.REGISTRY``); a test keeps them equal."""
 
-    enabled: list[str] = [  # walk-forward, evaluated and policy-replayed by every `run`
-        "garch11_t", "garch11_skewt", "gjr_t", "gjr_skewt", "egarch_t", "ewma94",
-        "har_rv", "harx_iv", "har_rv_pooled", "gbm_sklearn", "mlp_har",
+    # Walk-forward, evaluated and policy-replayed by every `run`. garch11_skewt, gjr_t and
+    # gjr_skewt are registered but off: within 0.003 QLIKE of garch11_t, ~15 s of run each.
+    enabled: list[str] = [
+        "garch11_t", "egarch_t", "ewma94", "har_rv", "harx_iv", "har_rv_pooled", "gbm_sklearn",
+        "mlp_har",
     ]
     garch11_t: GarchConfig = GarchConfig()
     garch11_skewt: GarchConfig = GarchConfig()
