@@ -60,6 +60,7 @@ class BacktestConfig(_Strict):
     refit_every: int = Field(91, ge=1)
     min_train_days: int = Field(365, ge=30)
     horizons: list[int] = [1, 7]
+    n_jobs: int = -1  # processes for per-forecaster policy replays (-1: all cores)
 
     @field_validator("horizons")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from pipelines.config import Config
 from pipelines.policy_backtest import policy_path, static_path
@@ -78,8 +79,13 @@ def _summaries(paths: dict[str, pd.DataFrame], cfg: Config) -> tuple[pd.DataFram
 def forecaster_policies(
     panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], cfg: Config
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The full policy driven by each forecaster: (summary, daily paths)."""
-    paths = {f"policy:{alias}": policy_path(panel, fc, cfg) for alias, fc in forecasts.items()}
+    """The full policy driven by each forecaster: (summary, daily paths).
+
+    Replays are independent, so they run in ``backtest.n_jobs`` processes (joblib/loky)."""
+    aliases = list(forecasts)
+    results = Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(policy_path)(panel, forecasts[a], cfg) for a in aliases)
+    paths = {f"policy:{a}": path for a, path in zip(aliases, results, strict=True)}
     return _summaries(paths, cfg)[0], paths
 
 
