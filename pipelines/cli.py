@@ -22,7 +22,6 @@ from pipelines.tracking import artifact_root, tracking_uri
 
 if TYPE_CHECKING:
     from pipelines.logs import JobLog
-    from pipelines.run import RunResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Volatility-driven margin parameters for crypto collateral.")
@@ -65,10 +64,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+KeepGoingOpt = Annotated[bool, typer.Option(
+    "--keep-going/--fail-fast", help="A malformed file fails only its asset (default: stop).")]
+
+
 @app.command("run")
 def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-            quiet: QuietOpt = False) -> None:
-    """Features → backtest → select → register @champion → publish parameters."""
+            quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
+    """Features → backtest → policy backtest → select → register @champion → publish."""
+    from pipelines.console import print_run
     from pipelines.run import run
 
     _quiet_libraries()
@@ -83,37 +87,8 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
                 tasks[step] = bar.add_task(step, total=max(total, 1))
             bar.update(tasks[step], completed=done if total > 1 else 1)
 
-        result = run(cfg, _as_of(as_of), progress)
-    _print_summary(cfg, result)
-
-
-def _print_summary(cfg: Config, result: RunResult) -> None:
-    qt = Table(title=f"Out-of-sample QLIKE, mean over assets (lower is better; selection at "
-               f"h={cfg.selection.horizon}d)")
-    qt.add_column("model")
-    for horizon in sorted(result.table["horizon_days"].unique()):
-        qt.add_column(f"h={horizon}d", justify="right")
-    means = result.table.groupby(["model", "horizon_days"])["qlike"].mean().unstack()
-    for model in result.ranking.index:
-        mark = " (selected)" if model == result.selected else ""
-        qt.add_row(model + mark, *[f"{v:.4f}" for v in means.loc[model]])
-    console.print(qt)
-    params = result.served.parameters
-    pt = Table(title=f"Parameters as of {params['as_of'].iloc[0]} "
-               f"({cfg.registry.model_name} v{result.model_version}, @champion)")
-    for col in ("asset", "σ 1d", "ES99 1d", "MMF", "IMF", "LT", "max LTV", "LB", "max lev",
-                "flags"):
-        pt.add_column(col, justify="left" if col in ("asset", "flags") else "right")
-    for r in params.itertuples():
-        flags = ",".join(f for f, on in (("fallback", r.flag_fallback), ("stale", r.flag_stale),
-                                         ("clamped", r.flag_clamped)) if on)
-        pt.add_row(r.asset, f"{r.sigma_1d:.2%}", f"{r.es_99:.2%}", f"{r.mmf:.2%}",
-                   f"{r.imf:.2%}", f"{r.lt:.2%}", f"{r.ltv:.2%}", f"{r.lb:.4f}",
-                   f"{r.max_leverage:.1f}x", flags)
-    console.print(pt)
-    console.print(f"Published: {result.served.published.path}")
-    console.print(f"MLflow:    sqlite:///{Path(cfg.paths.mlruns_dir).as_posix()}/mlflow.db — "
-                  "open with `volmargin ui` (http://127.0.0.1:5000)")
+        result = run(cfg, _as_of(as_of), progress, keep_going=keep_going)
+    print_run(console, cfg, result)
 
 
 JobAsOfOpt = Annotated[str | None, typer.Option(
@@ -251,6 +226,19 @@ def ingest_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     cfg = _config(config, data_dir)
     names = [n.strip() for item in sources or [] for n in item.split(",") if n.strip()] or None
     raise typer.Exit(ingest_job(cfg, log, names, until))
+
+
+@app.command("report")
+def report_cmd(config: ConfigOpt = None) -> None:
+    """Markdown tables of the last run (forecast comparison, policy backtest, stress)."""
+    from pipelines.report_md import report
+
+    cfg = _config(config, None)
+    try:
+        typer.echo(report(cfg.paths.outputs_dir))
+    except FileNotFoundError as exc:
+        console.print(f"[red]no results yet ({exc.filename}): run `volmargin run` first[/red]")
+        raise typer.Exit(1) from None
 
 
 @app.command("ui")

@@ -137,3 +137,15 @@ def test_serving_without_a_champion_fails_clearly(tmp_path, monkeypatch, workdir
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(workdir / "market")])
     assert result.exit_code == 1
     assert "no @champion" in result.output
+
+
+def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
+    workdir, _ = ran
+    monkeypatch.chdir(workdir)
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "## Forecasts" in text and "## Policy backtest" in text
+    assert "| garch11_t" in text and "| mlp_har" in text
+    assert "aave_v3" in text and "static" in text and "ewma_fhs" in text
+    assert "### BTC and ETH against Aave v3" in text
