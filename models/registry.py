@@ -43,12 +43,19 @@ def _mlp_har(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
     return MlpHarForecaster(cfg.mlp_har, horizons=horizons)
 
 
+def _harx_mlp(cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
+    from models.harx_mlp import HarxMlpForecaster  # torch is imported only when asked for
+
+    return HarxMlpForecaster(cfg.harx_mlp, horizons=horizons)
+
+
 REGISTRY: dict[str, Factory] = {
     **{alias: _garch(alias) for alias in GARCH_SPECS},
     "ewma94": _ewma94,
     **{alias: _har(alias) for alias in HAR_SPECS},
     "gbm_sklearn": _gbm_sklearn,
     "mlp_har": _mlp_har,
+    "harx_mlp": _harx_mlp,
 }
 
 

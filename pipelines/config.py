@@ -111,6 +111,20 @@ class MlpHarConfig(_Strict):
     seed: int = 7
 
 
+class HarxMlpConfig(_Strict):
+    """``harx_mlp``: pooled log-HARX by OLS + a residual MLP on log-MSE (models/harx_mlp.py)."""
+
+    hidden: int = Field(16, ge=1)  # one hidden layer; the linear HARX carries the signal
+    embed_dim: int = Field(2, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(5, ge=1)  # the zero correction counts as the first candidate
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seeds: list[int] = Field(default_factory=lambda: [7], min_length=1)  # corrections averaged
+
+
 class ModelsConfig(_Strict):
     """One section per registered alias (``models.registry.REGISTRY``); a test keeps them equal."""
 
@@ -118,7 +132,7 @@ class ModelsConfig(_Strict):
     # gjr_skewt are registered but off: within 0.003 QLIKE of garch11_t, ~15 s of run each.
     enabled: list[str] = [
         "garch11_t", "egarch_t", "ewma94", "har_rv", "harx_iv", "har_rv_pooled", "gbm_sklearn",
-        "mlp_har",
+        "harx_mlp",
     ]
     garch11_t: GarchConfig = GarchConfig()
     garch11_skewt: GarchConfig = GarchConfig()
@@ -131,6 +145,7 @@ class ModelsConfig(_Strict):
     har_rv_pooled: HarConfig = HarConfig()
     gbm_sklearn: GbmConfig = GbmConfig()
     mlp_har: MlpHarConfig = MlpHarConfig()
+    harx_mlp: HarxMlpConfig = HarxMlpConfig()
 
 
 class SelectionConfig(_Strict):
