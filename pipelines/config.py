@@ -132,7 +132,7 @@ class ModelsConfig(_Strict):
     # gjr_skewt are registered but off: within 0.003 QLIKE of garch11_t, ~15 s of run each.
     enabled: list[str] = [
         "garch11_t", "egarch_t", "ewma94", "har_rv", "harx_iv", "har_rv_pooled", "gbm_sklearn",
-        "harx_mlp",
+        "harx_mlp", "mlp_har",
     ]
     garch11_t: GarchConfig = GarchConfig()
     garch11_skewt: GarchConfig = GarchConfig()
