@@ -133,7 +133,8 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
     elif not log.quiet:
         table = Table(title=f"ingest into {cfg.paths.data_dir} (until {report.until})")
         for col in frame.columns:
-            table.add_column(col, justify="right" if frame[col].dtype.kind in "iu" else "left")
+            table.add_column(col, justify="right" if frame[col].dtype.kind in "iu" else "left",
+                             no_wrap=col == "file")  # a path cut in two is not searchable
         for row in frame.itertuples(index=False):
             table.add_row(*["" if value is None else str(value) for value in row])
         log.console.print(table)
