@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import time
+import traceback
 
 from rich.console import Console
 from rich.table import Table
@@ -41,10 +42,15 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
     from serving.publish import PartitionExistsError
     from serving.serve import ModelVersionMissingError, serve
 
+    step = ["setup"]
     try:
         with log.progress() as progress:
+            def tracked(name: str, done: int, total: int) -> None:
+                step[0] = name
+                progress(name, done, total)
+
             result = serve(cfg, as_of, model_version=model_version, force=force,
-                           progress=progress)
+                           progress=tracked)
     except LockHeldError as exc:
         log.error("lock", str(exc), lock=str(exc.path), holder_pid=exc.holder.get("pid"))
         return EX_TEMPFAIL
@@ -53,6 +59,10 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
         return EXIT_FAILED
     except PartitionExistsError as exc:
         log.error("publish", str(exc))
+        return EXIT_FAILED
+    except Exception as exc:  # a scheduler needs the failing step in the log, then the trace
+        log.error(step[0], f"serve failed at step {step[0]}: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
         return EXIT_FAILED
     if result.swept:
         log.warning("publish", f"removed leftovers of crashed runs: {', '.join(result.swept)}")
@@ -122,10 +132,17 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
     from pipelines.retrain import ingest_settings_from_env
 
     try:
-        report = ingest(cfg.paths.data_dir, sources, until, settings=ingest_settings_from_env())
+        # no per-file progress hook in ingest(): a spinner says it is working (text mode only)
+        with contextlib.nullcontext() if log.json_lines or log.quiet else log.console.status(
+                f"ingesting into {cfg.paths.data_dir} ..."):
+            report = ingest(cfg.paths.data_dir, sources, until,
+                            settings=ingest_settings_from_env())
     except ValueError as exc:  # unknown source, unparsable --until
         log.error("ingest", str(exc))
         return EXIT_USAGE
+    except (OSError, TimeoutError) as exc:  # data directory not writable, lock timeout
+        log.error("ingest", f"ingest failed: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
     frame = report.to_frame()
     if log.json_lines:
         for row in frame.to_dict("records"):

@@ -200,6 +200,16 @@ def test_missing_champion_or_version_fails_before_reading_data(project: Path,
     assert not (project / "out_missing" / "forecasts").exists()
 
 
+def test_an_unexpected_failure_is_logged_with_its_step(project: Path) -> None:
+    no_data = invoke(project, "out_missing", "serve", "--as-of", AS_OF, "--log-json",
+                     data_dir="no-such-dir")
+    assert no_data.exit_code == 1
+    error = [json.loads(line) for line in no_data.output.splitlines() if line.startswith("{")][-1]
+    assert error["level"] == "error" and error["step"] in ("load data", "features")
+    assert error["message"].startswith(f"serve failed at step {error['step']}:")
+    assert "no-such-dir" in error["message"]
+
+
 def test_stale_asset_gets_fallback_and_on_stale_decides_the_exit_status(project: Path) -> None:
     stale = corrected_market(project, "market_stale", "stale")
     warned = invoke(project, "out_stale", "serve", "--as-of", AS_OF, data_dir=stale)
