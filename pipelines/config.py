@@ -154,8 +154,8 @@ class SelectionConfig(_Strict):
     metric: Literal["qlike"] = "qlike"
     horizon: int = Field(1, ge=1)
     rule: Literal["policy", "forecast"] = "policy"  # final criterion after the screen
-    min_mcs_share: float = Field(0.5, ge=0, le=1)    # in the 90% MCS on this share of assets
-    min_var_share: float = Field(0.5, ge=0, le=1)    # VaR99 backtests pass on this share
+    min_mcs_share: float = Field(0.0, ge=0, le=1)    # in the 90% MCS on this share of assets
+    min_var_share: float = Field(0.0, ge=0, le=1)    # VaR99 backtests pass on this share
 
 
 class ApcConfig(_Strict):

@@ -82,15 +82,3 @@ def loss_table(scores: pd.DataFrame) -> pd.DataFrame:
              start=("cutoff", "min"), end=("cutoff", "max"))
         .reset_index()
     )
-
-
-def select_model(table: pd.DataFrame, horizon: int) -> tuple[str, pd.Series]:
-    """Lowest QLIKE at ``horizon``, averaged over assets (each asset weighs the same).
-
-    Returns the winning alias and every model's average, sorted best first.
-    """
-    at_h = table[table["horizon_days"] == horizon]
-    if at_h.empty:
-        raise ValueError(f"no forecasts at the selection horizon {horizon} to select from")
-    means = at_h.groupby("model")["qlike"].mean().sort_values()
-    return str(means.index[0]), means
