@@ -186,6 +186,7 @@ def test_invariants_and_guardrails_hold_for_any_input_sequence(days, buffer, gua
         assert out.ltv < out.lt and out.lt * out.lb <= 1 + 1e-12
         if guard and prev_out is not None and not prev_out.flag_fallback and not out.flag_fallback:
             # loosening never exceeds the configured step in one update
-            step = min(cfg.guardrails.loosen_abs_step, cfg.guardrails.loosen_rel_step * prev_out.mmf)
+            g = cfg.guardrails
+            step = min(g.loosen_abs_step, g.loosen_rel_step * prev_out.mmf)
             assert out.mmf >= prev_out.mmf - step - 1e-12
         prev_var, prev_out = var, out
