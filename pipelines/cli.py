@@ -73,6 +73,7 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
             quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
     """Features → backtest → policy backtest → select → register @champion → publish."""
     from pipelines.console import print_run
+    from pipelines.lock import EX_TEMPFAIL, LockHeldError
     from pipelines.run import run
 
     _quiet_libraries()
@@ -87,7 +88,11 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
                 tasks[step] = bar.add_task(step, total=max(total, 1))
             bar.update(tasks[step], completed=done if total > 1 else 1)
 
-        result = run(cfg, _as_of(as_of), progress, keep_going=keep_going)
+        try:
+            result = run(cfg, _as_of(as_of), progress, keep_going=keep_going)
+        except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(EX_TEMPFAIL) from None
     print_run(console, cfg, result)
 
 

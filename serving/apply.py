@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.base import Forecaster, asset_frame
+from models.base import Forecaster
 from pipelines.config import Config
 from serving.decide import PolicyState, decide
 from serving.inputs import asset_history, policy_inputs
@@ -106,16 +106,18 @@ def policy_frame(
     """One row per asset in ``features`` with the policy's parameters as of ``as_of``."""
     stamp = pd.Timestamp(as_of)
     visible = features[features.index.get_level_values("date") <= stamp]
+    # one groupby, not a membership test per asset: linear in the number of assets
+    frames = {asset: g.droplevel("asset") for asset, g in visible.groupby(level="asset")}
+    empty = features.iloc[0:0].droplevel("asset")
     prev_rows = previous.set_index("asset") if previous is not None else None
+    horizon = int(bundle["config"]["features"]["update_interval_days"])
     rows = []
     for asset in sorted(features.index.get_level_values("asset").unique()):
-        present = asset in visible.index.get_level_values("asset")
-        frame = asset_frame(visible, asset) if present else features.iloc[0:0].droplevel("asset")
+        frame = frames.get(asset, empty).sort_index()
         prev = prev_rows.loc[asset] if prev_rows is not None and asset in prev_rows.index else None
         params, state = asset_parameters(forecaster, bundle, frame, asset, stamp,
                                          state_from_row(prev))
-        rows.append({"as_of": as_of, "asset": asset,
-                     "horizon_days": int(bundle["config"]["features"]["update_interval_days"]),
+        rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
                      **params.as_dict(),
                      "last_loosened": state.last_loosened if state else None})
     return pd.DataFrame(rows)
