@@ -46,6 +46,25 @@ class Forecaster(Protocol):
     def from_state(cls, state: dict[str, Any]) -> Self: ...
 
 
+def trained_horizons(alias: str, horizons: Sequence[int]) -> tuple[int, ...]:
+    """Validate the horizons a direct (one model per horizon) forecaster is built for."""
+    if not horizons or any(int(h) < 1 for h in horizons):
+        raise ValueError(f"{alias}: horizons must be positive day counts, got {horizons}")
+    return tuple(sorted({int(h) for h in horizons}))
+
+
+def requested_horizons(
+    alias: str, horizons: Sequence[int], trained: Sequence[int]
+) -> list[int]:
+    """The requested horizons, or a clear error naming those the model was not trained for."""
+    wanted = [int(h) for h in horizons]
+    untrained = sorted(set(wanted) - set(trained))
+    if untrained:
+        raise ValueError(f"{alias}: horizons {untrained} were not trained (trained: "
+                         f"{list(trained)}); refit with them in `horizons`")
+    return wanted
+
+
 def forecast_frame(
     asset: str, cutoffs: pd.DatetimeIndex, horizon: int, variance: np.ndarray
 ) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame
+from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.preprocessing import (
     INPUTS,
     forward_targets,
@@ -125,10 +125,8 @@ class GbmForecaster:
     alias = "gbm_sklearn"
 
     def __init__(self, config: GbmConfig | None = None, horizons: Sequence[int] = (1, 7)) -> None:
-        if not horizons or any(int(h) < 1 for h in horizons):
-            raise ValueError(f"gbm_sklearn: horizons must be positive day counts, got {horizons}")
         self.config = config or GbmConfig()
-        self.horizons = tuple(sorted({int(h) for h in horizons}))
+        self.horizons = trained_horizons("gbm_sklearn", horizons)
         self.preprocessor: Any = None
         self.ensembles: dict[int, TreeEnsemble] = {}
         self.n_iter: dict[int, int] = {}
@@ -201,11 +199,7 @@ class GbmForecaster:
     ) -> pd.DataFrame:
         if self.preprocessor is None:
             raise RuntimeError("gbm_sklearn: call fit(panel) or from_state(state) first")
-        horizons = [int(h) for h in horizons]
-        untrained = sorted(set(horizons) - set(self.horizons))
-        if untrained:
-            raise ValueError(f"gbm_sklearn: horizons {untrained} were not trained (trained: "
-                             f"{list(self.horizons)}); refit with them in `horizons`")
+        horizons = requested_horizons("gbm_sklearn", horizons, self.horizons)
         assets = self.preprocessor.named_steps["features"].assets
         keep = panel.index.get_level_values("asset").isin(assets)
         if cutoffs is not None:

@@ -53,7 +53,14 @@ import numpy as np
 import pandas as pd
 
 from features.schema import target_columns
-from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
+from models.base import (
+    asset_frame,
+    concat_forecasts,
+    forecast_frame,
+    requested_horizons,
+    select_cutoffs,
+    trained_horizons,
+)
 from models.preprocessing import dvol_mask, forward_targets, log_variance
 from pipelines.config import HarConfig
 
@@ -103,12 +110,10 @@ class HarForecaster:
     ) -> None:
         if alias not in HAR_SPECS:
             raise KeyError(f"no HAR spec for alias {alias!r}; known: {sorted(HAR_SPECS)}")
-        if not horizons or any(int(h) < 1 for h in horizons):
-            raise ValueError(f"{alias}: horizons must be positive day counts, got {horizons}")
         self.config = config or HarConfig()
         self.alias = alias
         self.spec = HAR_SPECS[alias]
-        self.horizons = tuple(sorted({int(h) for h in horizons}))
+        self.horizons = trained_horizons(alias, horizons)
         # asset → regime ("har" | "harx") → str(horizon) → {coef, resid_var, n}
         self.params: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 
@@ -176,11 +181,7 @@ class HarForecaster:
         horizons: Sequence[int],
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
-        horizons = [int(h) for h in horizons]
-        untrained = sorted(set(horizons) - set(self.horizons))
-        if untrained:
-            raise ValueError(f"{self.alias}: horizons {untrained} were not trained (trained: "
-                             f"{list(self.horizons)}); refit with them in `horizons`")
+        horizons = requested_horizons(self.alias, horizons, self.horizons)
         blocks = []
         present = set(panel.index.get_level_values("asset"))
         for asset, regimes in self.params.items():

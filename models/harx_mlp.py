@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame
+from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.har import ols
 from models.neural.inputs import INPUT_NAMES, present_columns, raw_inputs
 from models.neural.module import quiet_lightning
@@ -62,10 +62,8 @@ class HarxMlpForecaster:
     def __init__(
         self, config: HarxMlpConfig | None = None, horizons: Sequence[int] = (1, 7)
     ) -> None:
-        if not horizons or any(int(h) < 1 for h in horizons):
-            raise ValueError(f"harx_mlp: horizons must be positive day counts, got {horizons}")
         self.config = config if config is not None else HarxMlpConfig()
-        self.horizons = tuple(sorted({int(h) for h in horizons}))
+        self.horizons = trained_horizons("harx_mlp", horizons)
         self.assets: list[str] = []
         self.columns: list[str] = []  # optional panel columns seen in fit
         self.seen = np.empty(0, dtype=bool)  # (F,) inputs with a finite training value
@@ -181,11 +179,7 @@ class HarxMlpForecaster:
         """Forecast at every cutoff (default: every date) of every asset seen in fit."""
         if self.scaler is None:
             raise RuntimeError("harx_mlp: call fit(panel) or from_state(state) first")
-        horizons = [int(h) for h in horizons]
-        untrained = sorted(set(horizons) - set(self.horizons))
-        if untrained:
-            raise ValueError(f"harx_mlp: horizons {untrained} were not trained (trained: "
-                             f"{list(self.horizons)}); refit with them in `horizons`")
+        horizons = requested_horizons("harx_mlp", horizons, self.horizons)
         lacking = sorted(set(self.columns) - set(panel.columns))
         if lacking:
             raise ValueError(f"harx_mlp: panel lacks column(s) {lacking} the model was fitted "

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame
+from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.neural.module import (
     INPUT_NAMES,
     PANEL_COLUMNS,
@@ -57,10 +57,8 @@ class MlpHarForecaster:
     def __init__(
         self, config: MlpHarConfig | None = None, horizons: Sequence[int] = (1, 7)
     ) -> None:
-        if not horizons or any(int(h) < 1 for h in horizons):
-            raise ValueError(f"mlp_har: horizons must be positive day counts, got {horizons}")
         self.config = config if config is not None else MlpHarConfig()
-        self.horizons = tuple(sorted({int(h) for h in horizons}))
+        self.horizons = trained_horizons("mlp_har", horizons)
         self.assets: list[str] = []
         self.scaler: Scaler | None = None
         self.net: MlpHarNet | None = None
@@ -152,13 +150,7 @@ class MlpHarForecaster:
     ) -> pd.DataFrame:
         """Forecast at every cutoff (default: every date) of every asset seen in fit."""
         net, scaler = self._fitted()
-        horizons = [int(h) for h in horizons]
-        untrained = sorted(set(horizons) - set(self.horizons))
-        if untrained:
-            raise ValueError(
-                f"mlp_har: horizons {untrained} were not trained (trained: {list(self.horizons)});"
-                " refit with them in `horizons`"
-            )
+        horizons = requested_horizons("mlp_har", horizons, self.horizons)
         check_columns(panel, PANEL_COLUMNS)
         keep = panel.index.get_level_values("asset").isin(self.assets)
         if cutoffs is not None:
