@@ -11,30 +11,18 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.run_all import DATA, timed
 from features.build import build_panel
 from features.loaders import load_market
 from features.store import load_or_build
 from features.summary import proxy_comparison, worst_loss_proxy_comparison
 from pipelines.config import FeaturesConfig
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "market"
-
-
-def timed(fn: Callable[[], object], repeat: int) -> dict[str, float]:
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return {"best_s": round(min(runs), 3), "median_s": round(statistics.median(runs), 3)}
 
 
 def pooled(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:
