@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class PolicyInputs:
     loss_is_proxy: bool = False     # covered loss measured by the daily-range proxy
     data_age_days: int = 0          # days since the last price
     hours: float = 1.0              # liquidation delay H
+    recent_losses: np.ndarray = field(default_factory=lambda: np.empty(0))  # realized covered
+    #                                 log losses of the last intervals, oldest first
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,11 @@ def risk_parameters(
     var_z, es_z, note = standardized_tail(x.z_window, cfg)
     addon = liquidity_addon(sigma, x.adv_usd, cfg)
     raw = mmf_for(sigma, es_z, var_z, addon, cfg)
+    recent = np.asarray(x.recent_losses, float)
+    recent = recent[np.isfinite(recent)][-cfg.recent_loss_days:] if cfg.recent_loss_days else []
+    if len(recent):
+        # CCP-style floor: after a crash day the next margin covers at least that loss
+        raw = max(raw, cfg.recent_loss_weight * fraction_lost(float(np.max(recent))) + addon)
     mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
     hist = np.asarray(x.sigma_history, float)
     hist = hist[np.isfinite(hist) & (hist > 0)]

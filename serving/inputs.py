@@ -70,6 +70,7 @@ def policy_inputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
+        recent_losses=h.loss_next[max(known - 10, 0):known],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
     )
 

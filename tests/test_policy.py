@@ -95,6 +95,16 @@ def test_the_buffer_is_exhausted_before_the_initial_margin_rises():
     assert initial_margin(0.08, np.nan, np.nan, only_buffer, prev_imf=0.125) == pytest.approx(0.1)
 
 
+def test_yesterdays_realized_loss_floors_todays_margin():
+    calm = risk_parameters(inputs(), CFG)
+    crash = PolicyInputs(**{**inputs().__dict__, "recent_losses": np.array([0.01, 0.35])})
+    after = risk_parameters(crash, CFG)
+    assert after.mmf == pytest.approx(fraction_lost(0.35) + after.liquidity_addon)
+    assert after.mmf > calm.mmf
+    off = CFG.model_copy(update={"recent_loss_days": 0})
+    assert risk_parameters(crash, off).mmf == pytest.approx(calm.mmf)
+
+
 def test_short_history_uses_student_t_and_says_so():
     p = risk_parameters(inputs(z=np.ones(10)), CFG)
     assert "student-t" in p.reason
