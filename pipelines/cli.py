@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipelines.config import Config, ConfigError, load_config
-from pipelines.tracking import artifact_root, tracking_uri
+from configs.schema import Config, ConfigError, load_config
+from serving.ops.tracking import artifact_root, tracking_uri
 
 if TYPE_CHECKING:
-    from pipelines.logs import JobLog
+    from pipelines.ops.logs import JobLog
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Volatility-driven margin parameters for crypto collateral.")
@@ -72,8 +72,8 @@ KeepGoingOpt = Annotated[bool, typer.Option(
 def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
             quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
     """Features → backtest → policy backtest → select → register @champion → publish."""
-    from pipelines.console import print_run
-    from pipelines.lock import EX_TEMPFAIL, LockHeldError
+    from pipelines.ops.console import print_run
+    from serving.ops.lock import EX_TEMPFAIL, LockHeldError
     from pipelines.run import run
 
     _quiet_libraries()
@@ -111,7 +111,7 @@ def _job_day(text: str | None) -> dt.date | None:
 
 
 def _job_log(job: str, quiet: bool, log_json: bool) -> JobLog:
-    from pipelines.logs import JobLog, json_requested
+    from pipelines.ops.logs import JobLog, json_requested
 
     _quiet_libraries()
     return JobLog(job, console, json_lines=json_requested(log_json), quiet=quiet)
@@ -141,7 +141,7 @@ app.add_typer(registry_app, name="registry")
 
 
 def _registry_setup(config: Path | None) -> Config:
-    from pipelines.tracking import setup
+    from serving.ops.tracking import setup
 
     _quiet_libraries()
     cfg = _config(config, None)
@@ -152,7 +152,7 @@ def _registry_setup(config: Path | None) -> Config:
 @registry_app.command("history")
 def registry_history(config: ConfigOpt = None, alias: str = "champion") -> None:
     """Every move of an alias (default @champion): when, which version, why."""
-    from pipelines.registry import alias_history
+    from serving.ops.registry import alias_history
 
     cfg = _registry_setup(config)
     table = Table(title=f"{cfg.registry.model_name}@{alias} history")
@@ -167,7 +167,7 @@ def registry_history(config: ConfigOpt = None, alias: str = "champion") -> None:
 def registry_at(when: Annotated[str, typer.Argument(help="UTC date or datetime (ISO 8601)")],
                 config: ConfigOpt = None, alias: str = "champion") -> None:
     """Which version the alias pointed to at a date: 'what was in production on D'."""
-    from pipelines.registry import version_at
+    from serving.ops.registry import version_at
 
     cfg = _registry_setup(config)
     stamp = dt.datetime.fromisoformat(when)
@@ -184,7 +184,7 @@ def registry_at(when: Annotated[str, typer.Argument(help="UTC date or datetime (
 def registry_rollback(version: str, reason: Annotated[str, typer.Option(
         "--reason", help="Why (recorded in the history).")], config: ConfigOpt = None) -> None:
     """Point @champion back at an earlier version."""
-    from pipelines.registry import rollback
+    from serving.ops.registry import rollback
 
     cfg = _registry_setup(config)
     rollback(cfg.registry.model_name, version, reason)

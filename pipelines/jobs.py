@@ -1,5 +1,5 @@
 """The scheduled jobs as the CLI runs them: call ``serve`` / ``retrain`` / ``ingest``, report
-through a :class:`~pipelines.logs.JobLog`, and return the process exit status.
+through a :class:`~pipelines.ops.logs.JobLog`, and return the process exit status.
 
 Exit statuses (what a systemd unit or cron wrapper alerts on):
 
@@ -26,9 +26,9 @@ import traceback
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import Config
-from pipelines.lock import EX_TEMPFAIL, LockHeldError
-from pipelines.logs import JobLog
+from configs.schema import Config
+from serving.ops.lock import EX_TEMPFAIL, LockHeldError
+from pipelines.ops.logs import JobLog
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -38,7 +38,7 @@ EXIT_STALE = 3
 def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: str | None,
               force: bool) -> int:
     """``volmargin serve``: publish, then report what was published and any stale asset."""
-    from pipelines.registry import ChampionMissingError
+    from serving.ops.registry import ChampionMissingError
     from serving.publish import PartitionExistsError
     from serving.serve import ModelVersionMissingError, serve
 

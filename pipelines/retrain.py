@@ -29,10 +29,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipelines.config import Config
+from configs.schema import Config
 from pipelines.ingest import Endpoints, IngestReport, IngestSettings, ingest
-from pipelines.lock import exclusive, lock_path
-from pipelines.version import code_version
+from serving.ops.lock import exclusive, lock_path
+from serving.ops.version import code_version
 
 OFFLINE_ENV = "VOLMARGIN_OFFLINE"
 # Base URL overrides per provider, for a proxy, a mirror or a local fake server in tests.
@@ -166,12 +166,12 @@ def retrain(
 
     Raises
     ------
-    pipelines.lock.LockHeldError
+    serving.ops.lock.LockHeldError
         Another retrain holds ``outputs/.retrain.lock``.
     RetrainError
         A step failed; its message names the step.
     """
-    from pipelines.registry import champion_version
+    from serving.ops.registry import champion_version
     from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
 
     env = os.environ if environ is None else environ

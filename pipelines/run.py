@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features.loaders import load_market
-from pipelines.config import Config
+from configs.schema import Config
 from pipelines.steps import (
     Progress,
     _noop,
@@ -21,7 +21,7 @@ from pipelines.steps import (
     step_policy,
     step_register,
 )
-from pipelines.tracking import setup
+from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
 
 

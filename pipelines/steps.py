@@ -19,16 +19,16 @@ from features.store import load_or_build
 from features.summary import feature_summary
 from models.backtest import walk_forward
 from models.registry import REGISTRY, build_forecaster
-from pipelines import registry
-from pipelines.comparison import comparison
-from pipelines.config import Config
-from pipelines.eval_plots import forecast_vs_realized, loss_over_time
-from pipelines.evaluate import loss_table, scored
-from pipelines.gate import gate
-from pipelines.policy_compare import compare_policies, forecaster_policies
-from pipelines.policy_plots import margin_path_figures
-from pipelines.select import Selection, select
-from pipelines.tracking import log_context
+from serving.ops import registry
+from pipelines.evaluation.comparison import comparison
+from configs.schema import Config
+from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
+from pipelines.evaluation.evaluate import loss_table, scored
+from pipelines.selection.gate import gate
+from pipelines.policy_eval.compare import compare_policies, forecaster_policies
+from pipelines.policy_eval.plots import margin_path_figures
+from pipelines.selection.select import Selection, select
+from serving.ops.tracking import log_context
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 
 Progress = Callable[[str, int, int], None]

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from models.base import Forecaster
-from pipelines.config import Config
+from configs.schema import Config
 from serving.decide import PolicyState, decide
 from serving.inputs import asset_history, policy_inputs
 from serving.policy import Parameters, conservative_parameters

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pipelines.config import PolicyConfig
+from configs.schema import PolicyConfig
 from serving.policy import (
     Parameters,
     check_invariants,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.config import Config, PolicyConfig
+from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
 
 

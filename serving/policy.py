@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-from pipelines.config import PolicyConfig
+from configs.schema import PolicyConfig
 
 STUDENT_T_DOF = 4.0  # heavy tail used when the FHS window is too short to trust its tail
 EPS = 1e-12

@@ -5,7 +5,7 @@ Features are rebuilt from data truncated at the as-of date, so serving a past da
 what was known then (the model's parameters, however, are the champion's: serve a past date
 with the version that was champion then, ``model_version=``, for a faithful replay).
 
-One run at a time (``outputs/.serve.lock``, :mod:`pipelines.lock`). The previously published
+One run at a time (``outputs/.serve.lock``, :mod:`serving.ops.lock`). The previously published
 parameters (newest revision of the latest earlier day) are the policy's guardrail state. The
 partition carries update records (:mod:`serving.records`) against the values in force: the
 previous day's, or the superseded revision's when ``force`` writes a revision.
@@ -28,11 +28,11 @@ from mlflow import MlflowClient
 from features.loaders import load_market
 from features.schema import feature_view
 from features.store import load_or_build
-from pipelines.config import Config
-from pipelines.lock import exclusive, lock_path
-from pipelines.registry import champion_uri
-from pipelines.tracking import log_context, setup
-from pipelines.version import code_version
+from configs.schema import Config
+from serving.ops.lock import exclusive, lock_path
+from serving.ops.registry import champion_uri
+from serving.ops.tracking import log_context, setup
+from serving.ops.version import code_version
 from serving.layout import current_partition, current_partitions, sweep_staging
 from serving.publish import UPDATES_NAME, Published, publish_partition, read_partition
 from serving.records import update_records
@@ -85,7 +85,7 @@ def resolve_model(name: str, version: str | None) -> tuple[str, Any]:
 
     Raises
     ------
-    pipelines.registry.ChampionMissingError
+    serving.ops.registry.ChampionMissingError
         No version is aliased ``@champion``.
     ModelVersionMissingError
         ``version`` is not a registered version of ``name``.
@@ -144,9 +144,9 @@ def serve(
 
     Raises
     ------
-    pipelines.lock.LockHeldError
+    serving.ops.lock.LockHeldError
         Another serve run holds ``outputs/.serve.lock``.
-    pipelines.registry.ChampionMissingError, ModelVersionMissingError
+    serving.ops.registry.ChampionMissingError, ModelVersionMissingError
         Nothing to serve; raised before any data is read.
     serving.publish.PartitionExistsError
         The day is published with other content and ``force`` is False.

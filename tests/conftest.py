@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.loaders import MarketData, load_market
-from pipelines.config import Config
+from configs.schema import Config
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"

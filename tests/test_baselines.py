@@ -25,7 +25,7 @@ from models.gbm import GbmForecaster, TreeEnsemble, export_ensemble
 from models.har import HarForecaster
 from models.preprocessing import make_preprocessor, preprocessor_from_state, preprocessor_state
 from models.registry import REGISTRY, build_forecaster
-from pipelines.config import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
+from configs.schema import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
 from tests.conftest import MARKET
 from tests.simulate import simulate_panel
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Config, ConfigError, load_config
+from configs.schema import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"

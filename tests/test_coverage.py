@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipelines.coverage import (
+from pipelines.evaluation.coverage import (
     basel_traffic_light,
     christoffersen_cc,
     christoffersen_independence,

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.tracking import tracking_uri
+from serving.ops.tracking import tracking_uri
 from serving.publish import read_partition
 from tests.conftest import REPO, write_slice
 

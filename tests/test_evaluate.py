@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.evaluate import loss_table, qlike, scored
+from pipelines.evaluation.evaluate import loss_table, qlike, scored
 
 
 def test_qlike_known_values():

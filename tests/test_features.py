@@ -16,7 +16,7 @@ from features.loaders import MarketData
 from features.schema import COLUMNS, TARGET_PREFIX, feature_view, undocumented_columns
 from features.summary import proxy_comparison
 from features.targets import forward_sum
-from pipelines.config import FeaturesConfig
+from configs.schema import FeaturesConfig
 
 CFG = FeaturesConfig()
 

@@ -16,7 +16,7 @@ from features.macro import (
     vix_regime,
 )
 from features.rolling import calendar_starts, rolling_corr_beta, trailing_starts
-from pipelines.config import FeaturesConfig
+from configs.schema import FeaturesConfig
 
 
 def test_rolling_corr_beta_matches_numpy_on_every_window():

@@ -19,7 +19,7 @@ from features.loaders import DataValidationError, load_market
 from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
 from features.store import fingerprint, load_or_build
 from features.summary import feature_summary
-from pipelines.config import FeaturesConfig
+from configs.schema import FeaturesConfig
 from tests.conftest import write_slice
 
 CFG = FeaturesConfig()

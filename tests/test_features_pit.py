@@ -14,7 +14,7 @@ from features.build import build_panel
 from features.loaders import MarketData
 from features.macro import MACRO_FACTORS
 from features.schema import COLUMNS, TARGET_PREFIX, feature_view
-from pipelines.config import FeaturesConfig
+from configs.schema import FeaturesConfig
 
 CFG = FeaturesConfig()
 FEATURES = [c for c in COLUMNS if not c.startswith(TARGET_PREFIX)]

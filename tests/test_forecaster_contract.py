@@ -10,7 +10,7 @@ from features.schema import feature_view
 from models.backtest import walk_forward
 from models.base import FORECAST_COLUMNS, forecast_frame
 from models.registry import REGISTRY, build_forecaster, forecaster_from_state
-from pipelines.config import ModelsConfig
+from configs.schema import ModelsConfig
 from tests.simulate import simulate_panel
 
 HORIZONS = [1, 7]

@@ -16,8 +16,8 @@ from models.harx_mlp import HarxMlpForecaster
 from models.neural.inputs import raw_inputs
 from models.neural.residual import ResidualMlp, ResidualNetConfig
 from models.preprocessing import forward_targets
-from pipelines import evaluate
-from pipelines.config import HarxMlpConfig
+from pipelines.evaluation import evaluate
+from configs.schema import HarxMlpConfig
 from tests.simulate import simulate_panel
 
 SMALL = HarxMlpConfig(hidden=8, max_epochs=3, patience=2)

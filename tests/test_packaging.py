@@ -4,7 +4,7 @@ from importlib import metadata
 
 import pytest
 
-PACKAGES = ("features", "models", "pipelines", "serving")
+PACKAGES = ("configs", "features", "models", "pipelines", "serving")
 
 
 def _top_levels(dist: metadata.Distribution) -> set[str]:

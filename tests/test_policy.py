@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.config import PolicyConfig
+from configs.schema import PolicyConfig
 from serving.decide import PolicyInputs, PolicyState, apply_guardrails, decide, risk_parameters
 from serving.policy import (
     check_invariants,

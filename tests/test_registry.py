@@ -6,10 +6,10 @@ import mlflow
 import pandas as pd
 import pytest
 
-from pipelines import registry
-from pipelines.config import GateConfig
-from pipelines.gate import gate
-from pipelines.tracking import setup
+from serving.ops import registry
+from configs.schema import GateConfig
+from pipelines.selection.gate import gate
+from serving.ops.tracking import setup
 
 NAME = "volmargin-policy"
 

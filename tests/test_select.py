@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from pipelines.config import SelectionConfig
-from pipelines.select import select
+from configs.schema import SelectionConfig
+from pipelines.selection.select import select
 
 
 def _comparison():

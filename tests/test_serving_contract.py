@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from pipelines.lock import LockHeldError, exclusive
-from pipelines.logs import JobLog, JsonLinesFormatter, json_requested
+from serving.ops.lock import LockHeldError, exclusive
+from pipelines.ops.logs import JobLog, JsonLinesFormatter, json_requested
 from serving import schema as contract
 from serving.layout import advance_latest, current_partition, list_partitions, read_latest
 from serving.publish import PartitionExistsError, publish_partition, read_partition
@@ -142,7 +142,7 @@ def test_lock_is_exclusive_names_the_holder_and_is_released(tmp_path: Path) -> N
 
 def test_lock_dies_with_its_holder(tmp_path: Path) -> None:
     lock = tmp_path / ".retrain.lock"
-    code = ("import sys, time; from pipelines.lock import exclusive\n"
+    code = ("import sys, time; from serving.ops.lock import exclusive\n"
             f"with exclusive({str(lock)!r}, 'retrain'):\n    print('held', flush=True); "
             "time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -26,7 +26,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.lock import EX_TEMPFAIL, exclusive, lock_path
+from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.layout import current_partition, list_partitions, read_latest
 from serving.publish import PAUSE_ENV, read_manifest, read_partition
 from serving.records import UPDATE_TYPES, reference_id

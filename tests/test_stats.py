@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipelines.stats import (
+from pipelines.evaluation.stats import (
     diebold_mariano,
     mincer_zarnowitz,
     model_confidence_set,

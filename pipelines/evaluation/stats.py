@@ -9,7 +9,7 @@ Three questions, three tests from the forecast-evaluation literature:
 - *Which models cannot be told apart from the best?* Hansen-Lunde-Nason (2011) Model
   Confidence Set, via ``arch.bootstrap.MCS``.
 
-Losses come from :mod:`pipelines.evaluate` (QLIKE, MSE); every function here is pure and
+Losses come from :mod:`pipelines.evaluation.evaluate` (QLIKE, MSE); every function here is pure and
 drops the observations with a NaN in any of its inputs, reporting how many it dropped.
 """
 

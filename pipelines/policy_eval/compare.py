@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from pipelines.config import Config
-from pipelines.policy_backtest import policy_path, static_path
-from pipelines.policy_report import stress_table, summarize
+from configs.schema import Config
+from pipelines.policy_eval.backtest import policy_path, static_path
+from pipelines.policy_eval.report import stress_table, summarize
 from serving.policy import fraction_lost
 
 # Aave v3 Ethereum market, published risk parameters (LTV, LT, LB).

@@ -7,7 +7,7 @@
   quantile of its own past out-of-sample standardized losses, trailing window), with Kupiec,
   Christoffersen and Basel traffic-light backtests.
 
-Pure: the scored frame (:func:`pipelines.evaluate.scored`) and the panel in, frames out.
+Pure: the scored frame (:func:`pipelines.evaluation.evaluate.scored`) and the panel in, frames out.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.coverage import var_backtest
-from pipelines.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
+from pipelines.evaluation.coverage import var_backtest
+from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
 
 BENCHMARK = "garch11_t"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import mlflow
 
-from pipelines.config import Config
+from configs.schema import Config
 
 
 def tracking_uri(mlruns_dir: Path) -> str:

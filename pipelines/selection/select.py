@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.config import SelectionConfig
+from configs.schema import SelectionConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import Config
+from configs.schema import Config
 
 if TYPE_CHECKING:
     from pipelines.run import RunResult

@@ -1,6 +1,6 @@
 """Summaries of a policy path: coverage, bad debt, capital, procyclicality, stress episodes.
 
-Pure: a policy path (from :mod:`pipelines.policy_backtest`) in, small frames out.
+Pure: a policy path (from :mod:`pipelines.policy_eval.backtest`) in, small frames out.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.coverage import var_backtest
+from pipelines.evaluation.coverage import var_backtest
 
 # Stress episodes named in the issue; inclusive UTC days of the *loss* (the interval after t).
 EPISODES: dict[str, tuple[str, str]] = {

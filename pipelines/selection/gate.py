@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.config import GateConfig
+from configs.schema import GateConfig
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class GateDecision:
 
 
 def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig) -> GateDecision:
-    """Decide from per-asset summaries (:func:`pipelines.policy_report.summarize` rows)."""
+    """Decide from per-asset summaries (:func:`pipelines.policy_eval.report.summarize` rows)."""
     failures, notes = [], []
     if cfg.require_coverage:
         failing = sorted(challenger.loc[~challenger["coverage_pass"], "asset"])

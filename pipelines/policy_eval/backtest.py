@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from models.base import asset_frame
-from pipelines.config import Config
+from configs.schema import Config
 from serving.decide import PolicyState, decide
 from serving.inputs import AssetHistory, asset_history, policy_inputs
 
