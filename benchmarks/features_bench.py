@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.run_all import DATA, timed
+from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.loaders import load_market
 from features.store import load_or_build
 from features.summary import proxy_comparison, worst_loss_proxy_comparison
-from pipelines.config import FeaturesConfig
 
 
 def pooled(table: pd.DataFrame, by: list[str]) -> pd.DataFrame:

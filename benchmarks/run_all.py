@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
+from configs.schema import Config
 from features.build import build_panel
 from features.loaders import load_market
 from features.schema import feature_view
 from models.backtest import walk_forward
 from models.registry import build_forecaster
-from pipelines.config import Config
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "market"
 

@@ -43,15 +43,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from configs.schema import Config
 from features.loaders import load_market
 from features.schema import feature_view
 from features.store import load_or_build
 from models.backtest import walk_forward
 from models.registry import build_forecaster
-from pipelines import registry
-from pipelines.config import Config
-from pipelines.tracking import setup
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
+from serving.ops import registry
+from serving.ops.tracking import setup
 from serving.serve import serve
 
 REPO = Path(__file__).resolve().parents[1]

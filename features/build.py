@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from configs.schema import FeaturesConfig
 from features.crossasset import cross_asset_features
 from features.implied import implied_features
 from features.liquidity import liquidity_features
@@ -41,7 +42,6 @@ from features.realized import (
 )
 from features.schema import COLUMNS, undocumented_columns
 from features.targets import target_frame
-from pipelines.config import FeaturesConfig
 
 MARKET_DVOL = "BTC"  # Deribit's flagship index stands in for assets without their own DVOL
 YANG_ZHANG_WINDOW = 30  # days; part of the column name

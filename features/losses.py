@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from pipelines.config import FeaturesConfig
+from configs.schema import FeaturesConfig
 
 LOSS_COLUMNS = (
     "worst_loss_long",

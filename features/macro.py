@@ -37,8 +37,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from configs.schema import FeaturesConfig
 from features.rolling import calendar_starts, rolling_corr_beta
-from pipelines.config import FeaturesConfig
 
 Transform = Literal["log", "diff"]
 

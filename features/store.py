@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.loaders import MarketData
-from pipelines.config import FeaturesConfig
 
 _FEATURE_CODE = sorted(Path(__file__).parent.glob("*.py"))
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from configs.schema import FeaturesConfig
 from features.losses import LOSS_COLUMNS, hourly_worst_losses, range_worst_losses
 from features.realized import complete_calendar
-from pipelines.config import FeaturesConfig
 
 RANGE_ESTIMATORS = ("gk_var", "parkinson_var", "rogers_satchell_var")
 SMOOTH_DAYS = 30

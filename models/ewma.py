@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from configs.schema import EwmaConfig
 from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
-from pipelines.config import EwmaConfig
 
 
 def ewma_variance(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarray:

@@ -66,8 +66,8 @@ import numpy as np
 import pandas as pd
 from arch import arch_model
 
+from configs.schema import GarchConfig
 from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
-from pipelines.config import GarchConfig
 
 SCALE = 100.0
 

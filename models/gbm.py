@@ -39,6 +39,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from configs.schema import GbmConfig
 from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.preprocessing import (
@@ -49,7 +50,6 @@ from models.preprocessing import (
     preprocessor_state,
     valid_rows,
 )
-from pipelines.config import GbmConfig
 
 STATE_FORMAT = 1
 NODE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right",

@@ -52,6 +52,7 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
+from configs.schema import HarConfig
 from features.schema import target_columns
 from models.base import (
     asset_frame,
@@ -62,7 +63,6 @@ from models.base import (
     trained_horizons,
 )
 from models.preprocessing import dvol_mask, forward_targets, log_variance
-from pipelines.config import HarConfig
 
 HAR_TERMS = ("har_rv_1d", "har_rv_7d", "har_rv_30d")
 

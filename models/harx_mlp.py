@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from configs.schema import HarxMlpConfig
 from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.har import ols
@@ -49,7 +50,6 @@ from models.neural.inputs import INPUT_NAMES, present_columns, raw_inputs
 from models.neural.module import quiet_lightning
 from models.neural.residual import ResidualMlp, ResidualNetConfig, train_residual
 from models.preprocessing import VAR_FLOOR, MaskedStandardScaler, forward_targets
-from pipelines.config import HarxMlpConfig
 
 STATE_FORMAT = 1
 

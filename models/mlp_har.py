@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from configs.schema import MlpHarConfig
 from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.neural.module import (
@@ -44,7 +45,6 @@ from models.neural.module import (
     train_network,
 )
 from models.neural.network import MlpHarNet, NetworkConfig
-from pipelines.config import MlpHarConfig
 
 STATE_FORMAT = 1
 

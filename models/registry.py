@@ -1,7 +1,7 @@
 """The one registry of forecasters: alias → factory(config, horizons). The CLI and the pipeline
 build models only through :func:`build_forecaster` / :func:`forecaster_from_state`.
 
-Each alias reads its own section of :class:`pipelines.config.ModelsConfig` (same name); the
+Each alias reads its own section of :class:`configs.schema.ModelsConfig` (same name); the
 GARCH family is expanded from its spec table, one entry per row of ``GARCH_SPECS``.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from configs.schema import ModelsConfig
 from models.base import Forecaster
 from models.ewma import EwmaForecaster
 from models.garch import GARCH_SPECS, GarchForecaster
 from models.har import HAR_SPECS, HarForecaster
-from pipelines.config import ModelsConfig
 
 Factory = Callable[[ModelsConfig, Sequence[int]], Forecaster]
 

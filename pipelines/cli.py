@@ -73,8 +73,8 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
             quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
     """Features → backtest → policy backtest → select → register @champion → publish."""
     from pipelines.ops.console import print_run
-    from serving.ops.lock import EX_TEMPFAIL, LockHeldError
     from pipelines.run import run
+    from serving.ops.lock import EX_TEMPFAIL, LockHeldError
 
     _quiet_libraries()
     cfg = _config(config, data_dir)

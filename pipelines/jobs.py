@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from configs.schema import Config
-from serving.ops.lock import EX_TEMPFAIL, LockHeldError
 from pipelines.ops.logs import JobLog
+from serving.ops.lock import EX_TEMPFAIL, LockHeldError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -171,8 +171,8 @@ def retrain(
     RetrainError
         A step failed; its message names the step.
     """
-    from serving.ops.registry import champion_version
     from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
+    from serving.ops.registry import champion_version
 
     env = os.environ if environ is None else environ
     started = dt.datetime.now(dt.UTC)

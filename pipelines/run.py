@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from features.loaders import load_market
 from configs.schema import Config
+from features.loaders import load_market
 from pipelines.steps import (
     Progress,
     _noop,

@@ -11,6 +11,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from configs.schema import Config
 from features.freshness import freshness_report
 from features.loaders import MarketData
 from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
@@ -19,17 +20,16 @@ from features.store import load_or_build
 from features.summary import feature_summary
 from models.backtest import walk_forward
 from models.registry import REGISTRY, build_forecaster
-from serving.ops import registry
 from pipelines.evaluation.comparison import comparison
-from configs.schema import Config
-from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.evaluation.evaluate import loss_table, scored
-from pipelines.selection.gate import gate
+from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.compare import compare_policies, forecaster_policies
 from pipelines.policy_eval.plots import margin_path_figures
+from pipelines.selection.gate import gate
 from pipelines.selection.select import Selection, select
-from serving.ops.tracking import log_context
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
+from serving.ops import registry
+from serving.ops.tracking import log_context
 
 Progress = Callable[[str, int, int], None]
 

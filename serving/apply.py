@@ -23,8 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from models.base import Forecaster
 from configs.schema import Config
+from models.base import Forecaster
 from serving.decide import PolicyState, decide
 from serving.inputs import asset_history, policy_inputs
 from serving.policy import Parameters, conservative_parameters

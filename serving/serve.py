@@ -25,15 +25,15 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from configs.schema import Config
 from features.loaders import load_market
 from features.schema import feature_view
 from features.store import load_or_build
-from configs.schema import Config
+from serving.layout import current_partition, current_partitions, sweep_staging
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.registry import champion_uri
 from serving.ops.tracking import log_context, setup
 from serving.ops.version import code_version
-from serving.layout import current_partition, current_partitions, sweep_staging
 from serving.publish import UPDATES_NAME, Published, publish_partition, read_partition
 from serving.records import update_records
 

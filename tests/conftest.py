@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.loaders import MarketData, load_market
 from configs.schema import Config
+from features.loaders import MarketData, load_market
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"

@@ -17,6 +17,7 @@ from scipy.stats import norm
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from configs.schema import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
 from features.loaders import load_daily
 from features.schema import feature_view
 from models.ewma import EwmaForecaster, ewma_variance
@@ -25,7 +26,6 @@ from models.gbm import GbmForecaster, TreeEnsemble, export_ensemble
 from models.har import HarForecaster
 from models.preprocessing import make_preprocessor, preprocessor_from_state, preprocessor_state
 from models.registry import REGISTRY, build_forecaster
-from configs.schema import EwmaConfig, GbmConfig, HarConfig, ModelsConfig
 from tests.conftest import MARKET
 from tests.simulate import simulate_panel
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.loaders import MarketData
 from features.schema import COLUMNS, TARGET_PREFIX, feature_view, undocumented_columns
 from features.summary import proxy_comparison
 from features.targets import forward_sum
-from configs.schema import FeaturesConfig
 
 CFG = FeaturesConfig()
 

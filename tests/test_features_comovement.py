@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from configs.schema import FeaturesConfig
 from features.crossasset import basket_correlation, beta_to_benchmark, wide_returns
 from features.macro import (
     as_of_daily,
@@ -16,7 +17,6 @@ from features.macro import (
     vix_regime,
 )
 from features.rolling import calendar_starts, rolling_corr_beta, trailing_starts
-from configs.schema import FeaturesConfig
 
 
 def test_rolling_corr_beta_matches_numpy_on_every_window():

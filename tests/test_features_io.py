@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.freshness import freshness_report, stale_assets
 from features.loaders import DataValidationError, load_market
 from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
 from features.store import fingerprint, load_or_build
 from features.summary import feature_summary
-from configs.schema import FeaturesConfig
 from tests.conftest import write_slice
 
 CFG = FeaturesConfig()

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from configs.schema import FeaturesConfig
 from features.losses import LOSS_COLUMNS, hourly_worst_losses, worst_loss_features
 from features.summary import worst_loss_proxy_comparison
 from features.targets import target_frame
-from configs.schema import FeaturesConfig
 
 DAY1, DAY2 = pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02")
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.loaders import MarketData
 from features.macro import MACRO_FACTORS
 from features.schema import COLUMNS, TARGET_PREFIX, feature_view
-from configs.schema import FeaturesConfig
 
 CFG = FeaturesConfig()
 FEATURES = [c for c in COLUMNS if not c.startswith(TARGET_PREFIX)]

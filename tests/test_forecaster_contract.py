@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from configs.schema import ModelsConfig
 from features.schema import feature_view
 from models.backtest import walk_forward
 from models.base import FORECAST_COLUMNS, forecast_frame
 from models.registry import REGISTRY, build_forecaster, forecaster_from_state
-from configs.schema import ModelsConfig
 from tests.simulate import simulate_panel
 
 HORIZONS = [1, 7]

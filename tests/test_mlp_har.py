@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from configs.schema import MlpHarConfig
 from features.schema import feature_view
 from features.targets import forward_variance
 from models.base import FORECAST_COLUMNS, Forecaster
 from models.mlp_har import MlpHarForecaster
 from models.neural.module import REQUIRED_COLUMNS, forward_log_targets, qlike_terms
 from pipelines.evaluation import evaluate
-from configs.schema import MlpHarConfig
 from tests.simulate import simulate_panel
 
 SMALL = MlpHarConfig(hidden=16, max_epochs=3, patience=2)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from configs.schema import HarxMlpConfig
 from features.schema import feature_view
 from models.har import HarForecaster
 from models.harx_mlp import HarxMlpForecaster
@@ -17,7 +18,6 @@ from models.neural.inputs import raw_inputs
 from models.neural.residual import ResidualMlp, ResidualNetConfig
 from models.preprocessing import forward_targets
 from pipelines.evaluation import evaluate
-from configs.schema import HarxMlpConfig
 from tests.simulate import simulate_panel
 
 SMALL = HarxMlpConfig(hidden=8, max_epochs=3, patience=2)

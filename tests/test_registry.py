@@ -6,9 +6,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from serving.ops import registry
 from configs.schema import GateConfig
 from pipelines.selection.gate import gate
+from serving.ops import registry
 from serving.ops.tracking import setup
 
 NAME = "volmargin-policy"

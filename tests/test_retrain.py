@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from pipelines import retrain as retrain_module
 from pipelines.cli import app
+from pipelines.retrain import ENDPOINT_ENV, data_fingerprint, read_marker
 from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.ops.registry import alias_history
-from pipelines.retrain import ENDPOINT_ENV, data_fingerprint, read_marker
 from serving.ops.tracking import tracking_uri
 from tests.conftest import REPO
 from tests.project import AS_OF, champion_project, copy_project

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 from rich.console import Console
 
-from serving.ops.lock import LockHeldError, exclusive
 from pipelines.ops.logs import JobLog, JsonLinesFormatter, json_requested
 from serving import schema as contract
 from serving.layout import advance_latest, current_partition, list_partitions, read_latest
+from serving.ops.lock import LockHeldError, exclusive
 from serving.publish import PartitionExistsError, publish_partition, read_partition
 from serving.records import reference_id, to_bps, update_records
 from tests.conftest import REPO

@@ -26,8 +26,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.layout import current_partition, list_partitions, read_latest
+from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.publish import PAUSE_ENV, read_manifest, read_partition
 from serving.records import UPDATE_TYPES, reference_id
 from tests.conftest import REPO

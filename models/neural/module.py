@@ -34,9 +34,9 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from configs.schema import MlpHarConfig
 from features.targets import forward_variance
 from models.neural.network import MlpHarNet
-from pipelines.config import MlpHarConfig
 
 VAR_FLOOR = 1e-10  # variances are floored before the log: a zero range day is not -inf
 REQUIRED_COLUMNS = ("har_rv_1d", "har_rv_7d", "har_rv_30d", "gk_var", "ret_1d")

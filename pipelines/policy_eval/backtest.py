@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from models.base import asset_frame
 from configs.schema import Config
+from models.base import asset_frame
 from serving.decide import PolicyState, decide
 from serving.inputs import AssetHistory, asset_history, policy_inputs
 
