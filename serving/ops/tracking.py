@@ -14,6 +14,12 @@ import mlflow
 
 from configs.schema import Config
 
+# MLflow ≥ 3 opens an experiment on the GenAI "Overview" (traces, tokens) unless the experiment
+# says what it is: this tag and value (read off the installed UI bundle) open it on the
+# training runs table, where the backtest and per-forecaster runs live.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 def tracking_uri(mlruns_dir: Path) -> str:
     """``sqlite:///<abs path>/mlflow.db``. Absolute on purpose: MLflow caches one store per
@@ -39,6 +45,8 @@ def setup(cfg: Config) -> str:
         exp_id = mlflow.create_experiment(
             cfg.registry.experiment, artifact_location=artifact_root(mlruns).resolve().as_uri()
         )
+    if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
