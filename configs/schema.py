@@ -276,24 +276,115 @@ def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the
+    last one silently, so a pasted second ``policy:`` block would replace the first unseen."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode,
+                    deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` with duplicate keys refused; a syntax error names ``source`` and the line.
+
+    Raises
+    ------
+    ConfigError
+        Malformed YAML or a duplicate key, with ``source`` (file or variable) and position.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no tags
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, text in environ.items():
         if name.startswith(ENV_PREFIX):
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            out[dotted] = yaml.safe_load(text)
+            out[dotted] = parse_yaml(text, f"environment variable {name}")
     return out
+
+
+# (smaller, larger, why): pairs whose order no per-field bound can check. A rule whose keys a
+# schema change removed is skipped here; tests/test_config.py asserts every rule still fires.
+ORDERED_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("policy.mmf_floor", "policy.mmf_cap", "the MMF floor may not exceed its cap"),
+    ("policy.lb_min", "policy.lb_max", "the LB lower bound may not exceed its upper bound"),
+    ("policy.fhs_min_obs", "policy.fhs_window",
+     "FHS needs fhs_min_obs standardized losses out of a window of fhs_window"),
+)
+
+
+_MISSING = object()
+
+
+def _leaf(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = getattr(node, key, _MISSING)
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+
+def cross_field_errors(cfg: Config) -> list[str]:
+    """Relations between fields that per-field bounds cannot express, one line per violation.
+
+    Ordered pairs (``ORDERED_PAIRS``: ``a <= b``), windows counted in fixed 30-day feature
+    windows (``features.corr_min_obs``, ``features.liquidity_min_obs`` <= 30), and the
+    horizons the policy and the selection read must be backtested
+    (``features.update_interval_days`` and ``selection.horizon`` in ``backtest.horizons``).
+    """
+    errors = []
+    for small, large, why in ORDERED_PAIRS:
+        a, b = _leaf(cfg, small), _leaf(cfg, large)
+        if a is _MISSING or b is _MISSING:
+            continue
+        if a > b:
+            errors.append(f"  {small} = {a!r} > {large} = {b!r}: {why}")
+    for key in ("features.corr_min_obs", "features.liquidity_min_obs"):
+        value = _leaf(cfg, key)
+        if value is not _MISSING and value > 30:
+            errors.append(f"  {key} = {value!r} > 30: more valid days than its 30-day window "
+                          "holds, the feature would always be NaN")
+    horizons = _leaf(cfg, "backtest.horizons")
+    for key in ("features.update_interval_days", "selection.horizon"):
+        value = _leaf(cfg, key)
+        if horizons is not _MISSING and value is not _MISSING and value not in horizons:
+            errors.append(f"  {key} = {value!r} is not in backtest.horizons = {horizons!r}: "
+                          "no forecast of that horizon would exist")
+    return errors
 
 
 def _validate(raw: dict[str, Any], source: str) -> Config:
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
             for err in exc.errors()
         ]
         raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(lines)) from None
+    errors = cross_field_errors(cfg)
+    if errors:
+        raise ConfigError(f"invalid configuration in {source}:\n" + "\n".join(errors))
+    return cfg
 
 
 def load_config(
@@ -309,7 +400,7 @@ def load_config(
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_yaml(path.read_text(), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     overrides = _env_overrides(dict(os.environ if environ is None else environ))

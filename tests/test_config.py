@@ -57,3 +57,84 @@ def test_bad_environment_override_names_the_variable():
 def test_missing_config_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("policy:\n  confidence: [0.9\n", "line"),           # unclosed flow sequence
+    ("policy:\n\tconfidence: 0.9\n", "line"),            # a tab where YAML forbids one
+])
+def test_malformed_yaml_is_a_config_error_naming_the_file_and_line(tmp_path, text, needle):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad, environ={})
+    assert str(bad) in str(exc.value) and "not valid YAML" in str(exc.value)
+    assert needle in str(exc.value)
+
+
+@pytest.fixture
+def defaults(tmp_path):
+    """A config file that sets nothing: the code defaults, whatever else default.yaml holds."""
+    path = tmp_path / "defaults.yaml"
+    path.write_text("{}\n")
+    return path
+
+
+def test_malformed_yaml_in_an_environment_override_names_the_variable(defaults):
+    with pytest.raises(ConfigError) as exc:
+        load_config(defaults, environ={"VOLMARGIN__MODELS__ENABLED": "[garch11_t"})
+    assert "VOLMARGIN__MODELS__ENABLED" in str(exc.value)
+
+
+def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
+    bad = tmp_path / "dup.yaml"
+    bad.write_text("policy:\n  mmf_floor: 0.02\n  mmf_floor: 0.03\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(bad, environ={})
+    text = str(exc.value)
+    assert "duplicate key 'mmf_floor'" in text and "first at line 2" in text and "line 3" in text
+    whole = tmp_path / "dup_section.yaml"
+    whole.write_text("backtest:\n  refit_every: 30\npolicy: {}\nbacktest:\n  n_jobs: 1\n")
+    with pytest.raises(ConfigError, match="duplicate key 'backtest'"):
+        load_config(whole, environ={})
+
+
+@pytest.mark.parametrize(("overrides", "keys"), [
+    ({"VOLMARGIN__POLICY__MMF_FLOOR": "0.7", "VOLMARGIN__POLICY__MMF_CAP": "0.5"},
+     ["policy.mmf_floor", "policy.mmf_cap"]),
+    ({"VOLMARGIN__POLICY__LB_MIN": "1.2", "VOLMARGIN__POLICY__LB_MAX": "1.1"},
+     ["policy.lb_min", "policy.lb_max"]),
+    ({"VOLMARGIN__POLICY__FHS_MIN_OBS": "300", "VOLMARGIN__POLICY__FHS_WINDOW": "200"},
+     ["policy.fhs_min_obs", "policy.fhs_window"]),
+    ({"VOLMARGIN__FEATURES__CORR_MIN_OBS": "31"}, ["features.corr_min_obs"]),
+    ({"VOLMARGIN__FEATURES__LIQUIDITY_MIN_OBS": "40"}, ["features.liquidity_min_obs"]),
+    ({"VOLMARGIN__FEATURES__UPDATE_INTERVAL_DAYS": "3"},
+     ["features.update_interval_days", "backtest.horizons"]),
+    ({"VOLMARGIN__SELECTION__HORIZON": "30"}, ["selection.horizon", "backtest.horizons"]),
+])
+def test_cross_field_rules_reject_with_the_key_paths(defaults, overrides, keys):
+    with pytest.raises(ConfigError) as exc:
+        load_config(defaults, environ=overrides)
+    for key in keys:
+        assert key in str(exc.value)
+
+
+def test_equal_bounds_and_the_boundary_values_are_accepted(defaults):
+    cfg = load_config(defaults, environ={
+        "VOLMARGIN__POLICY__MMF_FLOOR": "0.3", "VOLMARGIN__POLICY__MMF_CAP": "0.3",
+        "VOLMARGIN__POLICY__FHS_MIN_OBS": "500", "VOLMARGIN__FEATURES__CORR_MIN_OBS": "30"})
+    assert cfg.policy.mmf_floor == cfg.policy.mmf_cap == 0.3
+    assert cfg.policy.fhs_min_obs == cfg.policy.fhs_window
+
+
+def test_with_overrides_applies_the_cross_field_rules_too():
+    with pytest.raises(ConfigError, match=r"policy\.lb_min"):
+        Config().with_overrides({"policy.lb_min": 1.3})
+
+
+def test_every_ordered_pair_names_fields_that_exist():
+    from configs.schema import ORDERED_PAIRS, _leaf
+
+    for small, large, _ in ORDERED_PAIRS:
+        assert isinstance(_leaf(Config(), small), int | float), small
+        assert isinstance(_leaf(Config(), large), int | float), large
