@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-all lint bench ui clean
+.PHONY: run test test-all lint bench ui ui-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: $(STAMP)    ## speed figures, see benchmarks/README.md
 
 ui: $(STAMP)       ## MLflow UI on 127.0.0.1:5000 over mlruns/
 	$(BIN)/volmargin ui
+
+ui-check: $(STAMP) ## screenshots of the MLflow UI (needs Debian's chromium), see benchmarks/ui_screenshot.py
+	$(BIN)/python -m benchmarks.ui_screenshot --out outputs/ui
 
 clean:             ## generated outputs only (keeps .venv)
 	rm -rf outputs mlruns/mlflow.db mlruns/artifacts lightning_logs
