@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from pipelines.ingest.http import (
+    DeadlineExceededError,
     FetchError,
     HttpClient,
+    InsecureUrlError,
     PayloadError,
+    ResponseTooLargeError,
     RetryPolicy,
     redact,
-    retry_after_seconds,
 )
-from tests.replay.fake_api import DUMMY_FRED_KEY, FakeApis
-from tests.replay.harness import FAST_RETRY, serving
+from tests.replay.fake_api import DUMMY_FRED_KEY, FakeApis, FakeServer
+from tests.replay.harness import FAST_RETRY, loopback_only, serving
+from tests.replay.tls import self_signed
 
 KLINES = "/api/v3/klines"
 DAILY = {"symbol": "BTCUSDT", "interval": "1d", "startTime": 1751328000000, "limit": 2}
@@ -43,7 +49,7 @@ def test_timeout_is_retried_then_succeeds(api: FakeApis) -> None:
     api.slow_s = 0.4  # > timeout_s below
     api.faults.extend(["timeout"])
     client = HttpClient(RetryPolicy(timeout_s=0.15, max_attempts=3, backoff_base_s=0.01,
-                                    min_interval_s=0.0))
+                                    min_interval_s=0.0, allow_http_loopback=True))
     body = client.get_json("binance", api.url, KLINES, DAILY)
     assert [row[0] for row in body] == [1751328000000, 1751414400000]
     assert client.requests_sent == 2
@@ -112,7 +118,7 @@ def test_api_key_never_appears_in_errors(api: FakeApis) -> None:
 
 
 def test_requests_are_spaced_by_the_minimum_interval(api: FakeApis) -> None:
-    client = HttpClient(RetryPolicy(min_interval_s=0.05))
+    client = HttpClient(RetryPolicy(min_interval_s=0.05, allow_http_loopback=True))
     for _ in range(3):
         client.get_json("binance", api.url, KLINES, DAILY)
     starts = [t for t, _, _ in api.requests]
@@ -130,19 +136,125 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
 def test_deadline_caps_total_time(api: FakeApis) -> None:
     api.retry_after = "3"
     api.faults.extend(["429"] * 5)
-    policy = RetryPolicy(max_attempts=10, max_retry_after_s=5, deadline_s=2.0, min_interval_s=0)
-    with pytest.raises(FetchError, match=r"deadline_s=2 reached"):
+    policy = RetryPolicy(max_attempts=10, max_retry_after_s=5, deadline_s=2.0, min_interval_s=0,
+                         allow_http_loopback=True)
+    with pytest.raises(DeadlineExceededError, match=r"deadline_s=2 reached"):
         HttpClient(policy, sleep=RecordedSleep()).get_json("binance", api.url, KLINES, DAILY)
     assert len(api.requests) == 1
 
 
-def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    assert retry_after_seconds("7") == 7.0
-    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
-    date = email.utils.formatdate(1_000_030, usegmt=True)
-    assert retry_after_seconds(date, now=1_000_000) == pytest.approx(30.0)
+def test_retry_after_as_an_http_date_is_honoured(api: FakeApis) -> None:
+    api.retry_after = email.utils.formatdate(time.time() + 30, usegmt=True)
+    api.faults.append("429")
+    sleep = RecordedSleep()
+    policy = replace(FAST_RETRY, max_retry_after_s=60.0, deadline_s=120.0)
+    assert len(HttpClient(policy, sleep=sleep).get_json("binance", api.url, KLINES, DAILY)) == 2
+    assert len(sleep.waits) == 1 and 28.0 <= sleep.waits[0] <= 30.0  # whole-second date
+
+
+def test_unreadable_retry_after_falls_back_to_backoff(api: FakeApis) -> None:
+    api.retry_after = "soon"
+    api.faults.append("429")
+    sleep = RecordedSleep()
+    assert len(HttpClient(FAST_RETRY, sleep=sleep).get_json("binance", api.url, KLINES,
+                                                             DAILY)) == 2
+    assert len(sleep.waits) == 1 and 0.005 <= sleep.waits[0] <= 0.01  # equal jitter, attempt 1
 
 
 def test_redact_hides_secret_parameters_only() -> None:
     url = "https://api.stlouisfed.org/fred/series/observations?series_id=DGS10&api_key=abc"
     assert redact(url).endswith("series_id=DGS10&api_key=%2A%2A%2A")
+
+
+# Transport safety: HTTPS only, no redirects, bounded size, bounded wall-clock time.
+
+FRED = "/fred/series/observations"
+FRED_PARAMS = {"series_id": "DGS10", "api_key": DUMMY_FRED_KEY, "file_type": "json"}
+
+
+def test_plain_http_is_refused_before_any_request(api: FakeApis) -> None:
+    strict = replace(FAST_RETRY, allow_http_loopback=False)  # the production default
+    assert RetryPolicy().allow_http_loopback is False
+    with pytest.raises(InsecureUrlError, match=r"only https:// is allowed") as info:
+        HttpClient(strict).get_json("fred", api.url, FRED, FRED_PARAMS)
+    assert api.requests == [] and DUMMY_FRED_KEY not in str(info.value)
+
+
+def test_http_opt_in_never_reaches_a_non_loopback_host(api: FakeApis) -> None:
+    with pytest.raises(InsecureUrlError, match=r"http:// refused"):
+        HttpClient(FAST_RETRY).get_json("binance", "http://api.binance.com", KLINES, DAILY)
+    with pytest.raises(InsecureUrlError, match=r"ftp:// refused"):
+        HttpClient(FAST_RETRY).get_json("binance", "ftp://127.0.0.1", KLINES, DAILY)
+    assert api.requests == []
+
+
+def test_redirect_is_not_followed_and_its_target_is_redacted(api: FakeApis) -> None:
+    api.redirect_to = f"https://elsewhere.example/fred?api_key={DUMMY_FRED_KEY}"
+    api.faults.append("redirect")
+    with pytest.raises(FetchError, match=r"HTTP 302.*redirect to https://elsewhere.example/"
+                       r"fred\?api_key=%2A%2A%2A not followed") as info:
+        HttpClient(FAST_RETRY).get_json("fred", api.url, FRED, FRED_PARAMS)
+    assert DUMMY_FRED_KEY not in str(info.value) and len(api.requests) == 1
+
+
+@pytest.fixture
+def tls_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[FakeApis, str]]:
+    """The fake providers over HTTPS with a self-signed certificate: (apis, CA file)."""
+    loopback_only(monkeypatch)
+    cert, key = self_signed(tmp_path)
+    with FakeServer(tls=(cert, key)) as apis:
+        yield apis, str(cert)
+
+
+def test_https_server_is_used_and_verified(tls_api: tuple[FakeApis, str]) -> None:
+    apis, ca = tls_api
+    strict = replace(FAST_RETRY, allow_http_loopback=False)
+    assert apis.url.startswith("https://")
+    assert len(HttpClient(strict, ca_certs=ca).get_json("binance", apis.url, KLINES, DAILY)) == 2
+    with pytest.raises(FetchError, match="TLS error") as info:  # not in the system store
+        HttpClient(strict).get_json("binance", apis.url, KLINES, DAILY)
+    assert info.value.attempts == 1  # a certificate failure is not retried
+
+
+def test_https_to_http_redirect_is_refused_as_a_downgrade(
+    tls_api: tuple[FakeApis, str]
+) -> None:
+    apis, ca = tls_api
+    apis.redirect_to = "http://127.0.0.1:9/api/v3/klines"  # loopback, HTTP opt-in set: still no
+    apis.faults.append("redirect")
+    with pytest.raises(InsecureUrlError, match=r"downgrade from HTTPS to plain HTTP"):
+        HttpClient(FAST_RETRY, ca_certs=ca).get_json("binance", apis.url, KLINES, DAILY)
+    assert len(apis.requests) == 1
+
+
+@pytest.mark.parametrize(("fault", "how"), [("big-chunked", "while streaming"),
+                                            ("big", "of 1000001 bytes (Content-Length)")])
+def test_body_over_the_size_cap_is_refused(api: FakeApis, fault: str, how: str) -> None:
+    api.big_bytes = 1_000_000
+    api.faults.append(fault)
+    policy = replace(FAST_RETRY, max_response_bytes=100_000)
+    with pytest.raises(ResponseTooLargeError) as info:
+        HttpClient(policy).get_json("fred", api.url, FRED, FRED_PARAMS)
+    message = str(info.value)
+    assert message.startswith(f"fred: GET {api.url}{FRED}?series_id=DGS10&api_key=%2A%2A%2A")
+    assert f"response body {how} exceeds max_response_bytes=100000" in message
+    assert DUMMY_FRED_KEY not in message and len(api.requests) == 1  # not retried
+
+
+def test_body_under_the_size_cap_is_read_whole(api: FakeApis) -> None:
+    api.big_bytes = 1_000_000
+    api.faults.append("big-chunked")
+    body = HttpClient(FAST_RETRY).get_json("binance", api.url, KLINES, DAILY)
+    assert len(body) == 20_000 and body[-1][6] == 1751414399999  # 50-byte items, ~1 MB
+
+
+def test_trickling_body_is_cut_at_the_deadline(api: FakeApis) -> None:
+    api.faults.append("trickle")  # one byte per second, 30 announced
+    # Each read gets a byte well within timeout_s, so only the wall-clock deadline can end it.
+    policy = replace(FAST_RETRY, timeout_s=5.0, deadline_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match=r"body still arriving after \d+ bytes; "
+                       r"gave up \(deadline_s=1.5 reached\)"):
+        HttpClient(policy).get_json("binance", api.url, KLINES, DAILY)
+    assert time.monotonic() - started < 1.5 + 3.0  # not the 30 s the server would take
+    assert len(api.requests) == 1

@@ -7,20 +7,31 @@ atomically; rows contradicting stored history are reported, not written.
 """
 
 from pipelines.ingest.base import Endpoints, IngestSettings
-from pipelines.ingest.http import FetchError, HttpClient, PayloadError, RetryPolicy
+from pipelines.ingest.http import (
+    DeadlineExceededError,
+    FetchError,
+    HttpClient,
+    InsecureUrlError,
+    PayloadError,
+    ResponseTooLargeError,
+    RetryPolicy,
+)
 from pipelines.ingest.report import Conflict, FileReport, IngestReport
 from pipelines.ingest.run import SOURCES, ingest
 
 __all__ = [
     "SOURCES",
     "Conflict",
+    "DeadlineExceededError",
     "Endpoints",
     "FetchError",
     "FileReport",
     "HttpClient",
     "IngestReport",
     "IngestSettings",
+    "InsecureUrlError",
     "PayloadError",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "ingest",
 ]

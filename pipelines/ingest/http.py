@@ -1,56 +1,107 @@
-"""A small, polite JSON-over-HTTP client: retries, exponential backoff, rate limit, deadline.
+"""A small, polite, bounded JSON-over-HTTPS client on ``urllib3``.
 
-Standard library only (``urllib.request``). Public market-data APIs throttle by IP and ban
-clients that ignore them (Binance answers 418 after repeated 429s), so the client
+Public market-data APIs throttle by IP and ban clients that ignore them (Binance answers 418
+after repeated 429s), and a scheduled job must end, so the client
 
-- waits at least ``min_interval_s`` between the starts of two requests;
-- retries only what can succeed later: timeouts, connection errors, HTTP 429 and 5xx;
-- backs off exponentially with jitter ("equal jitter": a uniform draw in ``[d/2, d]`` with
-  ``d = min(backoff_max_s, backoff_base_s * 2**(attempt-1))``, AWS Architecture Blog,
-  *Exponential Backoff And Jitter*, 2015), and never retries earlier than ``Retry-After``;
-- gives up after ``max_attempts`` or when ``deadline_s`` would be exceeded, raising
-  :class:`FetchError` naming the source, the URL (API key redacted), the status and the cause.
+- speaks **HTTPS only**: a plain ``http://`` URL is refused before any connection, except to a
+  loopback host when :attr:`RetryPolicy.allow_http_loopback` is set (local test servers; a
+  non-loopback host is refused whatever the setting). Redirects are **not followed**: the
+  providers' API endpoints do not redirect, and following one would resend the FRED key (a
+  query parameter) to wherever it points; a 3xx is reported with its target, and a redirect
+  from HTTPS to HTTP is named as a downgrade;
+- waits at least ``min_interval_s`` between the starts of two requests (retries included);
+- retries only what can succeed later: timeouts, dropped connections, HTTP 429 and 5xx.
+  Which failures count, how many, and the ``Retry-After`` header (delta-seconds or HTTP-date)
+  are urllib3's :class:`urllib3.util.Retry`; its backoff is replaced by "equal jitter" (a
+  uniform draw in ``[d/2, d]``, ``d = min(backoff_max_s, backoff_base_s * 2**(attempt-1))``,
+  AWS Architecture Blog, *Exponential Backoff And Jitter*, 2015), because urllib3's own
+  retries the first failure at once and adds a fixed-width jitter; a wait is never shorter
+  than ``Retry-After``, and a ``Retry-After`` above ``max_retry_after_s`` ends the request
+  ("come back later");
+- keeps a **wall-clock deadline** per logical request (``deadline_s``, retries and body
+  included): each socket wait is capped at what is left, and a watchdog shuts the socket when
+  the deadline passes, so a server trickling one byte per second cannot hold the run
+  (:class:`DeadlineExceededError`);
+- caps the **response size** (``max_response_bytes``, decoded bytes): a larger
+  ``Content-Length`` is refused before reading, a body growing past it while streaming is
+  abandoned, so memory stays bounded (:class:`ResponseTooLargeError`).
 
-A body that is not JSON is not retried: it is the provider's answer, and the caller rejects
-the batch (:class:`PayloadError`).
+Why the attempt loop is ours and not ``PoolManager.request(retries=Retry(...))``: urllib3's
+loop sleeps with ``time.sleep`` (no injected clock for tests), has no overall deadline, no
+rate limit between attempts, sleeps up to six hours on a long ``Retry-After``, and reads a
+body either fully into memory or outside its retry loop. Each attempt here is one urllib3
+request with ``retries=False``; the decisions between attempts are ``Retry.increment`` /
+``Retry.is_retry`` / ``Retry.get_retry_after``.
+
+Every error names the source and the URL with secret parameters redacted (:func:`redact`);
+a body that is not JSON is not retried: it is the provider's answer (:class:`PayloadError`).
 """
 
 from __future__ import annotations
 
-import email.utils
-import http.client
+import contextlib
+import ipaddress
 import json
 import random
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FetchError", "HttpClient", "PayloadError", "RetryPolicy", "redact"]
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    InvalidHeader,
+    MaxRetryError,
+    ProtocolError,
+    SSLError,
+)
+from urllib3.exceptions import (
+    TimeoutError as Urllib3Timeout,
+)
+from urllib3.util.retry import RequestHistory, Retry
+
+__all__ = [
+    "DeadlineExceededError",
+    "FetchError",
+    "HttpClient",
+    "InsecureUrlError",
+    "PayloadError",
+    "ResponseTooLargeError",
+    "RetryPolicy",
+    "redact",
+]
 
 SECRET_PARAMS = frozenset({"api_key", "apikey", "token", "signature"})
 USER_AGENT = "volmargin-ingest/0.1 (+https://github.com/volmargin)"
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
+CHUNK_BYTES = 64 * 1024
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard and how fast to ask. Defaults suit the public Binance/Deribit/FRED APIs."""
+    """How hard, how fast and how much to ask. Defaults suit the public Binance/Deribit/FRED
+    APIs."""
 
-    timeout_s: float = 15.0  # per attempt (connect + each socket read)
+    timeout_s: float = 15.0  # per socket wait (connect, headers, each body read)
     max_attempts: int = 5  # hard cap, first try included
     backoff_base_s: float = 1.0  # first retry waits in [0.5, 1] s
     backoff_max_s: float = 60.0  # cap on one backoff wait
     max_retry_after_s: float = 120.0  # a longer Retry-After means "come back later": give up
     min_interval_s: float = 0.25  # between request starts; Binance allows ~20 req/s by weight
-    deadline_s: float = 600.0  # wall-clock cap for one logical request, retries included
+    deadline_s: float = 600.0  # wall-clock cap for one logical request, retries and body included
+    # 50 MiB: the largest answer asked for is 1000 klines (~0.2 MB) or one FRED series in one
+    # page (100k observations, ~10 MB); 5x that is still a page, more is not an API answer.
+    max_response_bytes: int = 50 * MIB
+    allow_http_loopback: bool = False  # plain HTTP to 127.0.0.0/8, ::1, localhost (tests only)
 
 
 class FetchError(RuntimeError):
-    """A request failed for good (non-retryable status, or retries exhausted)."""
+    """A request failed for good (refused URL, non-retryable status, retries/deadline used up,
+    oversized body)."""
 
     def __init__(
         self, source: str, url: str, status: int | None, attempts: int, reason: str
@@ -63,6 +114,18 @@ class FetchError(RuntimeError):
         self.url = url
         self.status = status
         self.attempts = attempts
+
+
+class DeadlineExceededError(FetchError):
+    """The request (retries and body included) ran past ``RetryPolicy.deadline_s``."""
+
+
+class ResponseTooLargeError(FetchError):
+    """The body is larger than ``RetryPolicy.max_response_bytes``; it was not kept."""
+
+
+class InsecureUrlError(FetchError):
+    """A plain-HTTP URL (or a redirect to one) was refused; nothing was sent."""
 
 
 class PayloadError(ValueError):
@@ -84,47 +147,80 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-def retry_after_seconds(header: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    if header is None:
-        return None
-    text = header.strip()
+def is_loopback(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
     try:
-        return max(0.0, float(text))
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        return False
+
+
+def insecure_reason(url: str, allow_http_loopback: bool) -> str | None:
+    """Why ``url`` may not be requested (not HTTPS), or None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
         return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    if parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname):
+        return None
+    return (f"scheme {parts.scheme or '(none)'}:// refused: only https:// is allowed"
+            + ("" if parts.scheme != "http" else
+               " (plain HTTP is allowed only to a loopback test server, and only when "
+               "allow_http_loopback is set)"))
+
+
+class EqualJitterRetry(Retry):
+    """urllib3's :class:`~urllib3.util.Retry` with "equal jitter" backoff.
+
+    After ``n`` failed attempts, ``d = min(backoff_max, backoff_factor * 2**(n-1))`` and the
+    wait is uniform in ``[d/2, d]``: never a burst at once, never synchronised with other
+    clients. ``rng`` is carried through :meth:`new` so a seeded client stays reproducible.
+    """
+
+    rng: random.Random = random.Random()
+
+    def new(self, **kw: Any) -> EqualJitterRetry:
+        retry = super().new(**kw)
+        retry.rng = self.rng
+        return retry
+
+    def get_backoff_time(self) -> float:
+        failures = len(self.history)
+        if failures == 0:
+            return 0.0
+        cap = min(self.backoff_max, self.backoff_factor * 2 ** (failures - 1))
+        return self.rng.uniform(cap / 2, cap)
 
 
 class _AttemptError(Exception):
-    """Internal: one attempt failed; ``retryable`` says whether another one may succeed."""
+    """Internal: one attempt failed; ``response`` (a status) or ``error`` (no status)."""
 
-    def __init__(
-        self, status: int | None, reason: str, retryable: bool, wait_at_least: float = 0.0
-    ) -> None:
+    def __init__(self, reason: str, status: int | None = None,
+                 response: urllib3.BaseHTTPResponse | None = None,
+                 error: Exception | None = None) -> None:
         super().__init__(reason)
-        self.status = status
         self.reason = reason
-        self.retryable = retryable
-        self.wait_at_least = wait_at_least
+        self.status = status
+        self.response = response
+        self.error = error
 
 
 class HttpClient:
-    """GET JSON with retries and a process-wide minimum interval between requests.
+    """GET JSON with retries, a deadline, a size cap and a minimum interval between requests.
 
     Parameters
     ----------
     policy : RetryPolicy
-        Timeouts, attempts, backoff and rate limit.
+        Timeouts, attempts, backoff, rate limit, deadline, size cap, loopback opt-in.
     sleep, clock : callable
         Injected for tests (defaults ``time.sleep`` and ``time.monotonic``).
     seed : int or None
         Seed of the jitter generator (None: nondeterministic).
+    ca_certs : str or None
+        CA bundle to verify servers with; None: the system store.
 
     Examples
     --------
@@ -139,6 +235,7 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        ca_certs: str | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
@@ -146,7 +243,23 @@ class HttpClient:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._last_start: float | None = None
+        self._pool = urllib3.PoolManager(
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            cert_reqs="CERT_REQUIRED", ca_certs=ca_certs,
+        )
         self.requests_sent = 0
+
+    def _retry(self) -> EqualJitterRetry:
+        policy = self.policy
+        retry = EqualJitterRetry(
+            total=policy.max_attempts - 1, connect=None, read=None, status=None, other=None,
+            redirect=0, allowed_methods=frozenset({"GET"}), status_forcelist=RETRY_STATUSES,
+            backoff_factor=policy.backoff_base_s, backoff_max=policy.backoff_max_s,
+            raise_on_status=False, respect_retry_after_header=True,
+            retry_after_max=2**31,  # no clamping: a long Retry-After is compared below
+        )
+        retry.rng = self._rng
+        return retry
 
     def get_json(
         self, source: str, base_url: str, path: str, params: Mapping[str, object]
@@ -155,8 +268,14 @@ class HttpClient:
 
         Raises
         ------
+        InsecureUrlError
+            Not ``https://`` (nothing sent), or a redirect to plain HTTP.
+        DeadlineExceededError
+            ``deadline_s`` passed (while waiting, connecting or reading the body).
+        ResponseTooLargeError
+            Body above ``max_response_bytes``.
         FetchError
-            Non-retryable status (e.g. 400, 401, 403, 404, 418), or attempts/deadline used up.
+            Non-retryable status (e.g. 400, 401, 403, 404, 418, any 3xx), or attempts used up.
         PayloadError
             HTTP 200 with a body that is not JSON.
         """
@@ -172,17 +291,19 @@ class HttpClient:
 
     def _get(self, source: str, url: str) -> Any:
         shown = redact(url)
+        refused = insecure_reason(url, self.policy.allow_http_loopback)
+        if refused:
+            raise InsecureUrlError(source, shown, None, 0, refused)
         started = self._clock()
+        retry = self._retry()
         attempt = 0
         while True:
             attempt += 1
             try:
-                body = self._attempt(url)
+                body = self._attempt(source, url, shown, started, attempt)
                 break
             except _AttemptError as failure:
-                wait, stop = self._next_wait(failure, attempt, started)
-                if stop is not None:
-                    raise FetchError(source, shown, failure.status, attempt, stop) from None
+                retry, wait = self._next_wait(source, shown, retry, failure, attempt, started)
                 self._sleep(wait)
         try:
             return json.loads(body)
@@ -192,25 +313,43 @@ class HttpClient:
             raise PayloadError(source, shown, reason) from None
 
     def _next_wait(
-        self, failure: _AttemptError, attempt: int, started: float
-    ) -> tuple[float, str | None]:
-        """(seconds to wait before the next attempt, None) or (0, why we give up)."""
+        self, source: str, shown: str, retry: EqualJitterRetry, failure: _AttemptError,
+        attempt: int, started: float,
+    ) -> tuple[EqualJitterRetry, float]:
+        """(Retry state, seconds to wait) before the next attempt, or raise :class:`FetchError`."""
         policy = self.policy
-        if not failure.retryable:
-            return 0.0, failure.reason
-        if attempt >= policy.max_attempts:
-            return 0.0, f"{failure.reason}; gave up (max_attempts={policy.max_attempts})"
-        if failure.wait_at_least > policy.max_retry_after_s:
-            return 0.0, (f"{failure.reason}; Retry-After {failure.wait_at_least:.0f} s exceeds "
-                         f"max_retry_after_s={policy.max_retry_after_s:.0f} s, try again later")
-        wait = max(self._backoff(attempt), failure.wait_at_least)
+
+        def give_up(reason: str, kind: type[FetchError] = FetchError) -> FetchError:
+            return kind(source, shown, failure.status, attempt, reason)
+
+        response = failure.response
+        retry_after = None
+        if response is not None:
+            has_retry_after = response.headers.get("Retry-After") is not None
+            if not retry.is_retry("GET", response.status, has_retry_after):
+                raise give_up(failure.reason)
+            with contextlib.suppress(InvalidHeader):
+                retry_after = retry.get_retry_after(response)
+        try:
+            retry = retry.increment("GET", shown, response=response, error=failure.error)
+        except MaxRetryError:
+            raise give_up(f"{failure.reason}; gave up (max_attempts={policy.max_attempts})") \
+                from None
+        except Exception:  # urllib3 re-raises an error it deems not retryable
+            raise give_up(failure.reason) from None
+        if retry_after is not None and retry_after > policy.max_retry_after_s:
+            raise give_up(f"{failure.reason}; Retry-After {retry_after:.0f} s exceeds "
+                          f"max_retry_after_s={policy.max_retry_after_s:.0f} s, try again later")
+        wait = max(retry.get_backoff_time(), retry_after or 0.0)
         if self._clock() - started + wait > policy.deadline_s:
-            return 0.0, f"{failure.reason}; gave up (deadline_s={policy.deadline_s:g} reached)"
-        return wait, None
+            raise give_up(f"{failure.reason}; gave up (deadline_s={policy.deadline_s:g} reached)",
+                          DeadlineExceededError)
+        return retry, wait
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** (attempt - 1))
-        return self._rng.uniform(cap / 2, cap)
+        """The wait after ``attempt`` failed attempts (for inspection and tests)."""
+        history = tuple(RequestHistory("GET", None, None, 500, None) for _ in range(attempt))
+        return self._retry().new(history=history).get_backoff_time()
 
     def _throttle(self) -> None:
         with self._lock:
@@ -223,35 +362,111 @@ class HttpClient:
             self._last_start = now
             self.requests_sent += 1
 
-    def _attempt(self, url: str) -> bytes:
-        """One request: the body on HTTP 200, else :class:`_AttemptError`."""
+    def _remaining(self, source: str, shown: str, started: float, attempt: int) -> float:
+        left = self.policy.deadline_s - (self._clock() - started)
+        if left <= 0:
+            raise DeadlineExceededError(source, shown, None, attempt,
+                                   f"gave up (deadline_s={self.policy.deadline_s:g} reached)")
+        return left
+
+    def _attempt(self, source: str, url: str, shown: str, started: float, attempt: int) -> bytes:
+        """One request: the body on HTTP 200, else :class:`_AttemptError` (or a final error)."""
         self._throttle()
-        request = urllib.request.Request(
-            url, headers={"Accept": "application/json", "User-Agent": USER_AGENT}
-        )
+        left = self._remaining(source, shown, started, attempt)
+        wait_s = min(self.policy.timeout_s, left)
         try:
-            with urllib.request.urlopen(request, timeout=self.policy.timeout_s) as response:
-                return response.read()
-        except urllib.error.HTTPError as err:
-            retryable = err.code == 429 or err.code >= 500
-            wait = retry_after_seconds(err.headers.get("Retry-After")) or 0.0
-            raise _AttemptError(err.code, _error_detail(err), retryable, wait) from None
-        except TimeoutError as err:
-            reason = f"timed out after {self.policy.timeout_s:g} s ({err})"
-            raise _AttemptError(None, reason, retryable=True) from None
-        except urllib.error.URLError as err:
-            reason = f"connection error: {err.reason}"
-            raise _AttemptError(None, reason, retryable=True) from None
-        except (ConnectionError, http.client.HTTPException, OSError) as err:
-            reason = f"connection error: {type(err).__name__}: {err}"
-            raise _AttemptError(None, reason, retryable=True) from None
+            response = self._pool.request(
+                "GET", url, retries=False, redirect=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=wait_s, read=wait_s),
+            )
+        except SSLError as err:  # a certificate problem does not go away on retry
+            raise FetchError(source, shown, None, attempt, f"TLS error: {err}") from None
+        except Urllib3Timeout as err:
+            raise _AttemptError(f"timed out after {wait_s:g} s ({err})", error=err) from None
+        except HTTPError as err:
+            raise _AttemptError(f"connection error: {type(err).__name__}: {err}",
+                                 error=err) from None
+        try:
+            if response.status == 200:
+                return self._read_body(source, shown, response, started, attempt)
+            if 300 <= response.status < 400:
+                raise self._redirect_error(source, shown, url, response, attempt)
+            raise _AttemptError(_error_detail(response), status=response.status,
+                                 response=response)
+        finally:
+            response.release_conn()
+
+    def _redirect_error(self, source: str, shown: str, url: str,
+                        response: urllib3.BaseHTTPResponse, attempt: int) -> FetchError:
+        location = response.headers.get("Location") or ""
+        target = redact(urllib.parse.urljoin(url, location))
+        downgrade = (urllib.parse.urlsplit(url).scheme == "https"
+                     and urllib.parse.urlsplit(target).scheme != "https")
+        if downgrade:
+            return InsecureUrlError(source, shown, response.status, attempt,
+                                    f"redirect to {target} refused: downgrade from HTTPS to "
+                                    "plain HTTP")
+        return FetchError(source, shown, response.status, attempt,
+                          f"redirect to {target} not followed (API endpoints do not redirect; "
+                          "check the configured base URL)")
+
+    def _read_body(self, source: str, shown: str, response: urllib3.BaseHTTPResponse,
+                   started: float, attempt: int) -> bytes:
+        """Stream the body, refusing it past ``max_response_bytes`` or the deadline."""
+        cap = self.policy.max_response_bytes
+
+        def too_large(what: str) -> ResponseTooLargeError:
+            return ResponseTooLargeError(source, shown, 200, attempt,
+                                    f"response body {what} exceeds max_response_bytes={cap} "
+                                    f"({cap / MIB:g} MiB); not kept")
+
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise too_large(f"of {int(declared)} bytes (Content-Length)")
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            with contextlib.suppress(Exception):  # already closed or released: nothing to stop
+                response.shutdown()
+
+        watchdog = threading.Timer(self._remaining(source, shown, started, attempt), expire)
+        watchdog.daemon = True
+        watchdog.start()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.read1(CHUNK_BYTES)
+                if expired.is_set():
+                    raise DeadlineExceededError(
+                        source, shown, 200, attempt,
+                        f"body still arriving after {size} bytes; gave up "
+                        f"(deadline_s={self.policy.deadline_s:g} reached)")
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > cap:
+                    raise too_large("while streaming")
+                chunks.append(chunk)
+        except (Urllib3Timeout, ProtocolError, OSError) as err:
+            if expired.is_set():
+                raise DeadlineExceededError(
+                    source, shown, 200, attempt,
+                    f"body still arriving after {size} bytes; gave up "
+                    f"(deadline_s={self.policy.deadline_s:g} reached)") from None
+            raise _AttemptError(f"body read failed after {size} bytes: "
+                                 f"{type(err).__name__}: {err}", error=err) from None
+        finally:
+            watchdog.cancel()
+        return b"".join(chunks)
 
 
-def _error_detail(err: urllib.error.HTTPError) -> str:
+def _error_detail(response: urllib3.BaseHTTPResponse) -> str:
     """Status line plus the start of the error body (Binance/Deribit explain errors in JSON)."""
     try:
-        body = err.read()[:200].decode("utf-8", "replace").strip()
-    except (OSError, http.client.HTTPException):
+        body = response.read(200)[:200].decode("utf-8", "replace").strip()
+    except (HTTPError, OSError):
         body = ""
-    text = f"{err.code} {err.reason}"
+    text = f"{response.status} {response.reason}"
     return f"{text}: {body}" if body else text

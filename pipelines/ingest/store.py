@@ -27,14 +27,13 @@ losing each other's pages.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
 import numpy as np
 import pandas as pd
 
@@ -153,11 +152,13 @@ def _validation_failure(
 
 @contextlib.contextmanager
 def data_dir_lock(data_dir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
-    """Exclusive advisory lock (``flock``) on ``data_dir/.ingest.lock`` for one ingest run.
+    """Exclusive lock (:class:`filelock.FileLock`, an ``flock``) on ``data_dir/.ingest.lock``.
 
     Two concurrent runs would otherwise both read a file, both append, and the second rename
     would silently drop the first run's rows. The lock is a dot-file, which the loaders skip;
-    it is released when the process exits, even on SIGKILL.
+    the kernel releases it when the process exits, even on SIGKILL. ``preserve_lock_file``
+    keeps the file (and rules out filelock's "soft" marker fallback, which a killed run would
+    leave behind).
 
     Raises
     ------
@@ -166,23 +167,18 @@ def data_dir_lock(data_dir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_path = data_dir / ".ingest.lock"
-    with open(lock_path, "a+b") as handle:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{lock_path} is held by another ingest for > {timeout_s:g} s; "
-                        "nothing was written. Retry when it has finished."
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield lock_path
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = filelock.FileLock(lock_path, timeout=timeout_s, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise TimeoutError(
+            f"{lock_path} is held by another ingest for > {timeout_s:g} s; "
+            "nothing was written. Retry when it has finished."
+        ) from None
+    try:
+        yield lock_path
+    finally:
+        lock.release()
 
 
 def _write_atomic(path: Path, text: bytes) -> None:

@@ -1,4 +1,4 @@
-"""One run at a time per job: a non-blocking ``flock`` on a lock file under ``outputs/``.
+"""One run at a time per job: a non-blocking file lock (``filelock``) under ``outputs/``.
 
 ``volmargin serve`` and ``volmargin retrain`` each take their own lock
 (``outputs/.serve.lock``, ``outputs/.retrain.lock``): a timer firing while a manual run (or a
@@ -7,23 +7,29 @@ exclude each other: a weekly retrain may take many minutes and must not make the
 publication fail; what they share (the feature store, the MLflow registry) is written
 atomically by its owners.
 
-Why ``flock`` and not a PID file: the kernel releases the lock when the holder dies, even on
-SIGKILL or power loss, so a crashed run never blocks the next one and no stale-lock cleanup
-exists. The lock file itself stays (deleting it would let two runs lock two different inodes);
-it holds the holder's pid and start time for the message a second run prints. POSIX only,
-like the systemd and cron units in ``deploy/``.
+The lock is :class:`filelock.FileLock`, which on POSIX is an ``flock`` on the lock file: the
+kernel releases it when the holder dies, even on SIGKILL or power loss, so a crashed run never
+blocks the next one and no stale-lock cleanup exists. Two options matter:
+
+- ``preserve_lock_file=True``: the file is never deleted (deleting it would let two runs lock
+  two different inodes), and filelock never falls back to a "soft" marker file, which a
+  SIGKILLed holder would leave behind;
+- ``on_acquired``: the winner writes its pid and start time into the locked file, for the
+  message a second run prints. filelock opens an existing lock file without truncating it, so
+  a loser never wipes the holder's record before reading it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import filelock
 
 EX_TEMPFAIL = 75  # sysexits.h: "try again later", what a scheduler should read from a clash
 
@@ -47,6 +53,21 @@ def lock_path(outputs_dir: Path, job: str) -> Path:
     return Path(outputs_dir) / f".{job}.lock"
 
 
+def _record_holder(job: str) -> Callable[[int], None]:
+    """filelock ``on_acquired`` callback: the holder record, written through the locked fd."""
+
+    def write(fd: int) -> None:
+        record = json.dumps({
+            "job": job, "pid": os.getpid(),
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "argv": sys.argv,
+        }) + "\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+
+    return write
+
+
 @contextlib.contextmanager
 def exclusive(path: Path, job: str) -> Iterator[Path]:
     """Hold ``path`` exclusively for the ``with`` block, or raise :class:`LockHeldError` at once.
@@ -60,30 +81,21 @@ def exclusive(path: Path, job: str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # "a+": create without truncating, so a loser never wipes the holder's pid before reading it
-    handle = open(path, "a+")  # noqa: SIM115 - must stay open as long as the lock is held
+    lock = filelock.FileLock(path, timeout=0, preserve_lock_file=True,
+                             on_acquired=_record_holder(job))
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise LockHeldError(path, _holder(handle.read())) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({
-            "job": job, "pid": os.getpid(),
-            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "argv": sys.argv,
-        }) + "\n")
-        handle.flush()
+        lock.acquire()
+    except filelock.Timeout:
+        raise LockHeldError(path, _holder(path)) from None
+    try:
         yield path
     finally:
-        handle.close()  # closing the descriptor releases the flock
+        lock.release()
 
 
-def _holder(text: str) -> dict[str, object]:
+def _holder(path: Path) -> dict[str, object]:
     try:
-        holder = json.loads(text)
+        holder = json.loads(path.read_text())
         return holder if isinstance(holder, dict) else {}
-    except ValueError:
+    except (OSError, ValueError):
         return {}  # the holder has opened the file but not written its pid yet

@@ -12,6 +12,11 @@ Faults (:attr:`FakeApis.faults`, consumed one per request, oldest first):
 ``"500"``        HTTP 500
 ``"malformed"``  HTTP 200 with a truncated JSON body
 ``"drop"``       close the connection without an answer
+``"trickle"``    HTTP 200 announcing :attr:`FakeApis.trickle_bytes` bytes, then one byte every
+                 :attr:`FakeApis.trickle_s` seconds (a slow or stuck server)
+``"redirect"``   HTTP 302 to :attr:`FakeApis.redirect_to`
+``"big"``        HTTP 200 with a valid JSON array of :attr:`FakeApis.big_bytes` bytes, with
+                 ``Content-Length`` (``"big-chunked"``: chunked, no length announced)
 
 :attr:`FakeApis.fail_after` = n: after n answered data requests every request fails with
 :attr:`FakeApis.fail_mode` (``"500"`` or ``"drop"``), like a server that dies mid-download.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import ssl
 import threading
 import time
 import urllib.parse
@@ -55,6 +61,10 @@ class FakeApis:
         self.fail_mode = "500"
         self.retry_after = "1"
         self.slow_s = 1.0
+        self.trickle_s = 1.0
+        self.trickle_bytes = 30
+        self.redirect_to = "http://example.com/api/v3/klines"
+        self.big_bytes = 1_000_000
         self.deribit_max_points = 1000
         self.requests: list[tuple[float, str, dict[str, str]]] = []
         self.answered = 0
@@ -144,6 +154,37 @@ def _handler(apis: FakeApis) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _trickle(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(apis.trickle_bytes))
+            self.end_headers()
+            self.wfile.flush()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                for _ in range(apis.trickle_bytes):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(apis.trickle_s)
+
+        def _big(self, chunked: bool) -> None:
+            item = b"[1751328000000,1,1,1,1,1,1751414399999,1,1,1,1,0],"
+            count = max(1, apis.big_bytes // len(item))
+            payload = b"[" + item * (count - 1) + item[:-1] + b"]"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                for start in range(0, len(payload), 65536):
+                    part = payload[start : start + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+
         def do_GET(self) -> None:
             parts = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(parts.query))
@@ -162,6 +203,15 @@ def _handler(apis: FakeApis) -> type[BaseHTTPRequestHandler]:
             elif fault == "500":
                 self._send(500, b"<html><body>500 Internal Server Error</body></html>")
                 return
+            elif fault == "trickle":
+                self._trickle()
+                return
+            elif fault == "redirect":
+                self._send(302, b"", {"Location": apis.redirect_to})
+                return
+            elif fault in ("big", "big-chunked"):
+                self._big(chunked=fault == "big-chunked")
+                return
             elif fault == "malformed":
                 self._send(200, b'{"result": {"data": [[1751328000000, 37.74, 39.0')
                 return
@@ -173,15 +223,23 @@ def _handler(apis: FakeApis) -> type[BaseHTTPRequestHandler]:
 
 
 class FakeServer:
-    """:class:`FakeApis` served by a ThreadingHTTPServer on 127.0.0.1, in a daemon thread."""
+    """:class:`FakeApis` served by a ThreadingHTTPServer on 127.0.0.1 (HTTP, or HTTPS with ``tls``),
+    in a daemon thread."""
 
-    def __init__(self, apis: FakeApis | None = None) -> None:
+    def __init__(
+        self, apis: FakeApis | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.apis = apis or FakeApis()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.apis))
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        if tls is not None:  # (certificate, key): HTTPS, handshake in each handler thread
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         host, port = self.httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.apis.url = self.url
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True

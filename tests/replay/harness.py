@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import urllib3.util.connection
 
 from pipelines.ingest import Endpoints, IngestSettings, RetryPolicy
 from tests.conftest import write_slice
@@ -29,6 +30,7 @@ FAST_RETRY = RetryPolicy(
     max_retry_after_s=5.0,
     min_interval_s=0.0,
     deadline_s=10.0,
+    allow_http_loopback=True,  # the fake server speaks plain HTTP on 127.0.0.1
 )
 
 
@@ -63,14 +65,17 @@ def rows(path: Path) -> pd.DataFrame:
 
 
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make any connection to a host other than 127.0.0.1 fail the test."""
-    real = socket.create_connection
+    """Make any connection to a host other than 127.0.0.1 fail the test (the standard
+    library's and urllib3's own ``create_connection`` both)."""
+    for module in (socket, urllib3.util.connection):
+        real = module.create_connection
 
-    def guarded(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        assert address[0] == "127.0.0.1", f"a test tried to reach {address}"
-        return real(address, *args, **kwargs)  # type: ignore[arg-type]
+        def guarded(address: tuple[str, int], *args: object, _real=real,
+                    **kwargs: object) -> socket.socket:
+            assert address[0] == "127.0.0.1", f"a test tried to reach {address}"
+            return _real(address, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(socket, "create_connection", guarded)
+        monkeypatch.setattr(module, "create_connection", guarded)
 
 
 @contextlib.contextmanager
