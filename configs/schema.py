@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "VOLMARGIN__"
 DEFAULT_CONFIG = Path("configs/default.yaml")
@@ -55,12 +62,32 @@ class FeaturesConfig(_Strict):
     update_interval_days: int = Field(1, ge=1)            # U: parameters hold this long
 
 
+class PlausibilityConfig(_Strict):
+    """Bounds every forecast must meet to be scored, selected or published
+    (``models.plausibility.implausibility``): finite, positive, a daily vol of at least
+    ``min_vol_1d``, and forecast / (h × trailing ``window_days`` mean realized variance) in
+    [``min_ratio``, ``max_ratio``]."""
+
+    enabled: bool = True
+    window_days: int = Field(30, ge=1)       # trailing realized variance the ratio is taken to
+    min_obs: int = Field(15, ge=1)           # rv days needed in that window, else implausible
+    min_ratio: float = Field(1 / 25, gt=0)   # a vol 5x below trailing realized vol ...
+    max_ratio: float = Field(25.0, gt=1)     # ... or 5x above it is not a forecast, a fault
+    min_vol_1d: float = Field(1e-3, ge=0)    # 0.1%/day: below, a peg or a dead feed, not a vol
+
+
 class BacktestConfig(_Strict):
     oos_start: dt.date = dt.date(2021, 1, 1)
     refit_every: int = Field(91, ge=1)
     min_train_days: int = Field(365, ge=30)
     horizons: list[int] = [1, 7]
     n_jobs: int = -1  # processes for per-forecaster policy replays (-1: all cores)
+    plausibility: PlausibilityConfig = PlausibilityConfig()
+    # Where the fan-out runs (pipelines/engine.py): "local" (joblib, n_jobs) or "dask"
+    # (dask.distributed: a LocalCluster of dask_workers, or the cluster at `scheduler`).
+    engine: Literal["local", "dask"] = "local"
+    scheduler: str | None = None   # tcp://HOST:PORT of an existing Dask scheduler
+    dask_workers: int | None = Field(None, ge=1)  # LocalCluster size; None: one per core
 
     @field_validator("horizons")
     @classmethod
@@ -171,21 +198,45 @@ class ApcConfig(_Strict):
     floor_enabled: bool = True                   # IMF >= MMF(σ_long), σ_long = RMS of past σ
 
 
-class GuardrailConfig(_Strict):
-    """Rate limits on loosening (tightening is immediate), after Aave's risk stewards."""
+class RolesConfig(_Strict):
+    """Parameter roles: LTV and IMF (new borrowing) move at every update; LT and LB (existing
+    positions, hence MMF = 1 - LT·LB) change only by an *announced* change that takes effect
+    after a notice and is rate-limited both ways (after Aave's risk stewards: LT ±0.25 pp,
+    LB ±0.5 pp per update, 3-day delay). LT never falls below an LTV admitted during the last
+    ``notice_days`` plus ``ltv_gap``: a position opened at the maximum LTV is not liquidated by
+    a parameter change alone. ``enabled: false`` publishes the risk-based targets at once."""
 
     enabled: bool = True
-    loosen_abs_step: float = Field(0.005, gt=0)  # MMF/IMF may fall at most 0.5 pp per update
-    loosen_rel_step: float = Field(0.10, gt=0)   # ... and at most 10% of the previous value
-    loosen_min_days: int = Field(3, ge=0)        # days between two loosenings
-    deadband: float = Field(0.0025, ge=0)        # smaller changes are not published
+    # Loosening (LT up, LB down) takes effect this many days after it is announced, and the
+    # LTVs admitted in this window bound every later LT: a borrower has 3 days to react (the
+    # Aave stewards' delay).
+    notice_days: int = Field(3, ge=1, le=30)
+    # Tightening (LT down) takes effect at the next update: the margin protects the lender, and
+    # the admitted-LTV bound already protects recent borrowers.
+    tighten_notice_days: int = Field(1, ge=1, le=30)
+    # Per change. Loosening at the old guardrail's 0.5 pp per 3 days (twice Aave's 0.25 pp:
+    # a daily policy must be able to release a crash margin within months, not a year);
+    # tightening 10x faster: in a crash the risk-based LT can fall tens of pp in a day.
+    lt_up_step: float = Field(0.005, gt=0, lt=1)
+    lt_down_step: float = Field(0.05, gt=0, lt=1)
+    lb_step: float = Field(0.005, gt=0, lt=1)     # LB ±0.5 pp per change, both ways (Aave)
+    # LT >= admitted LTV + gap: two 0.5% oracle deviation thresholds, so a price update at the
+    # threshold cannot make a position opened at the maximum LTV liquidatable.
+    ltv_gap: float = Field(0.01, gt=0, lt=0.5)
+    deadband: float = Field(0.0025, ge=0)         # smaller LT/LB/LTV changes are not published
+
+    @model_validator(mode="after")
+    def _tighten_not_slower(self) -> RolesConfig:
+        if self.tighten_notice_days > self.notice_days:
+            raise ValueError("roles.tighten_notice_days must be <= roles.notice_days")
+        return self
 
 
 class FailsafeConfig(_Strict):
     jump_ratio: float = Field(3.0, gt=1)   # σ_t/σ_{t-1} above this ...
     jump_price_z: float = Field(3.0, gt=0)  # ... without |r_t| > z·σ_{t-1} is implausible
-    action: Literal["keep_previous", "conservative"] = "keep_previous"
-    conservative_mmf: float = Field(0.50, gt=0, lt=1)  # static set when nothing can be trusted
+    # The action is always a freeze (serving/roles.py): LTV 0, LT and LB held, never lower LT.
+    conservative_mmf: float = Field(0.50, gt=0, lt=1)  # static set when nothing was published
 
 
 class LiquidityConfig(_Strict):
@@ -209,15 +260,27 @@ class PolicyConfig(_Strict):
     fhs_min_obs: int = Field(100, ge=10)
     mmf_floor: float = Field(0.02, gt=0, lt=1)
     mmf_cap: float = Field(0.60, gt=0, lt=1)
-    # CCP-style floor: MMF >= w × the worst realized covered loss of the last N intervals
-    # (N=1 lifts GARCH-FHS coverage from 7 to 9 of 12 assets for +1% capital; 0 = off)
-    recent_loss_days: int = Field(1, ge=0, le=10)
-    recent_loss_weight: float = Field(1.0, ge=0)
+    # MMF = max(tail, stress floor, memory) within [mmf_floor, mmf_cap]:
+    # stress floor = weight × ES (at `confidence`) of the realized covered loss in the worst
+    # `stress_window_obs`-interval window (highest mean loss) of the last `stress_lookback_days`,
+    # from losses realized before the decision (Eurex Prisma / CME SPAN 2 stress component).
+    # Weight 0.5: on data before 2023-07 the stressed ES (BTC 9.1%, ETH 11.7%) exceeds the
+    # unconditional 99% quantile of the daily covered loss (BTC 7.5%): at full weight the floor
+    # would set the margin on most days instead of flooring calm ones. 0 = off.
+    stress_floor_weight: float = Field(0.5, ge=0, le=2)
+    stress_window_obs: int = Field(250, ge=5)           # a 12-month stress period (Basel 2.5)
+    stress_lookback_days: int = Field(3650, ge=30)      # ten years (EMIR RTS 153/2013 Art. 28)
+    # memory = weight × max_s (1 - e^{-L_s}) · 2^{-age_s / half_life}: a high-water mark of the
+    # realized covered losses that decays slowly (a crash day is covered the next day and
+    # released gradually). Half-life 11 days = that of a variance shock under EWMA λ=0.94
+    # (ln 2 / -ln 0.94), the clearing-house standard. Weight 0 = off.
+    memory_weight: float = Field(1.0, ge=0, le=2)
+    memory_half_life_days: float = Field(11.0, gt=0, le=365)
     lb_k: float = Field(2.33, ge=0)          # LB = 1 + clamp(k·σ_H + slippage): 99% of an H move
     lb_min: float = Field(1.02, ge=1)
     lb_max: float = Field(1.15, ge=1)
     apc: ApcConfig = ApcConfig()
-    guardrails: GuardrailConfig = GuardrailConfig()
+    roles: RolesConfig = RolesConfig()
     failsafe: FailsafeConfig = FailsafeConfig()
     liquidity: LiquidityConfig = LiquidityConfig()
 
@@ -225,9 +288,9 @@ class PolicyConfig(_Strict):
 class GateConfig(_Strict):
     """What a challenger must show on the policy backtest to become @champion."""
 
-    require_coverage: bool = True      # Kupiec p > 0.05 and Christoffersen LRcc < 5.99, all assets
+    require_coverage: bool = True      # acceptable on every asset (policy_eval/acceptance.py)
     max_red_windows: int = Field(0, ge=0)  # Basel red 250-day windows allowed, summed over assets
-    max_capital_increase: float = Field(0.05, ge=0)  # mean MMF at most 5% above the champion's
+    max_capital_increase: float = Field(0.05, ge=0)  # capital mean(1-LTV) <= champion's +5%
     promote_first: bool = True         # with no champion yet, promote and record the gate result
 
 
@@ -244,6 +307,168 @@ class ServingConfig(_Strict):
     on_stale: Literal["warn", "fail"] = "warn"
 
 
+class StressEpisode(_Strict):
+    """A documented market stress, replayed jointly from hourly data (days inclusive, UTC)."""
+
+    name: str
+    start: dt.date
+    end: dt.date
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.date, info: Any) -> dt.date:
+        start = info.data.get("start")
+        if start is not None and end < start:
+            raise ValueError(f"episode end {end} is before its start {start}")
+        return end
+
+
+_EPISODES = [("covid_crash", "2020-03-12", "2020-03-13"), ("china_ban", "2021-05-19", "2021-05-19"),
+             ("luna_ust", "2022-05-09", "2022-05-12"), ("celsius_3ac", "2022-06-13", "2022-06-14"),
+             ("ftx", "2022-11-08", "2022-11-10"), ("aug_2023_flush", "2023-08-17", "2023-08-17"),
+             ("yen_carry", "2024-08-05", "2024-08-05"), ("tariffs_feb", "2025-02-03", "2025-02-03"),
+             ("tariffs_apr", "2025-04-07", "2025-04-07")]
+
+
+class StressBookConfig(_Strict):
+    """Seeded synthetic book (pipelines/stress/book.py documents the distributions)."""
+
+    accounts: int = Field(10_000, ge=1)
+    seed: int = 11
+    median_usd: float = Field(20_000.0, gt=0)   # lognormal collateral value, median
+    sigma_log: float = Field(1.5, gt=0)          # ... and s.d. of its log (heavy right tail)
+    ltv_share_a: float = Field(5.0, gt=0)        # opening LTV / max LTV ~ Beta(a, b)
+    ltv_share_b: float = Field(2.0, gt=0)
+    collaterals_p: list[float] = [0.6, 0.3, 0.1]  # P(1, 2, 3 collateral assets)
+
+
+class StressConfig(_Strict):
+    """Stress testing of today's parameters over a book of positions (pipelines/stress/)."""
+
+    episodes: list[StressEpisode] = [StressEpisode(name=n, start=s, end=e) for n, s, e in _EPISODES]
+    shock_asset: str = "BTC"
+    shock_move: float = Field(-0.30, gt=-1, lt=0)   # simple return of shock_asset in one hour
+    beta_window_days: int = Field(365, ge=30)       # daily returns in the beta to shock_asset
+    vol_multiplier: float = Field(3.0, ge=1)        # volatility shock: σ × m ...
+    vol_z: float = Field(2.33, gt=0)                # ... and every asset falls z·m·σ_1d
+    collapse_assets: list[str] | None = None        # −90% one at a time; None: every book asset
+    collapse_move: float = Field(-0.90, gt=-1, lt=0)
+    mc_paths: int = Field(10_000, ge=100)
+    mc_horizon_days: int = Field(1, ge=1, le=30)    # resampled days per Monte Carlo path
+    mc_seed: int = 7
+    ewma_decay: float = Field(0.94, gt=0, lt=1)     # σ that filters history (RiskMetrics)
+    stablecoins: list[str] = ["USDC", "USDT", "DAI"]  # debt assets, priced at 1 USD
+    slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%
+    top_n: int = Field(10, ge=1)                    # accounts / assets in the concentration table
+    max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst standard scenario / debt
+    book: StressBookConfig = StressBookConfig()
+
+
+_EVAL_EPISODES = {  # days of the *loss* (UTC, inclusive); the policy held is the day before's
+    "2021-05-19 China mining ban": ("2021-05-19", "2021-05-19"),
+    "2022-05 LUNA/UST": ("2022-05-09", "2022-05-12"),
+    "2022-06-13 Celsius/3AC": ("2022-06-13", "2022-06-13"),
+    "2022-11 FTX": ("2022-11-08", "2022-11-10"),
+    "2023-08-17 leverage flush": ("2023-08-17", "2023-08-17"),
+    "2024-08-05 yen carry unwind": ("2024-08-05", "2024-08-05"),
+    "2025-02-03 tariffs": ("2025-02-03", "2025-02-03"),
+    "2025-04-07 tariffs": ("2025-04-07", "2025-04-07"),
+}
+
+
+class EvaluationConfig(_Strict):
+    """The policy evaluation protocol (pipelines/policy_eval/protocol.py): every setting in
+    ``grid`` × forecaster is chosen by code on the selection period, frozen, and the headline
+    figures come from the evaluation period only."""
+
+    selection_start: dt.date = dt.date(2021, 1, 1)
+    selection_end: dt.date = dt.date(2023, 6, 30)
+    evaluation_start: dt.date = dt.date(2023, 7, 1)
+    evaluation_end: dt.date | None = dt.date(2025, 6, 30)  # None: to the end of the data
+    test_size: float = Field(0.05, gt=0, lt=0.5)  # Kupiec (one-sided), independence, DQ
+    dq_lags: int = Field(4, ge=1)                 # lagged breaches in the DQ regression
+    budget: Literal["comparators", "none"] = "comparators"  # stress bad debt <= Aave / static
+    comparison_lb: float = Field(1.05, ge=1)      # LB held here when compared with Aave v3
+    aave_launch: dt.date = dt.date(2023, 1, 27)   # Aave v3 Ethereum market went live
+    co_breach_min_assets: int = Field(3, ge=2)    # a "joint breach day": this many assets at once
+    # policy settings swept (with every enabled forecaster) on the selection period
+    grid: dict[str, list[float | int | str]] = {"policy.confidence": [0.95, 0.975, 0.99]}
+    episodes: dict[str, tuple[dt.date, dt.date]] = {
+        k: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
+        for k, (a, b) in _EVAL_EPISODES.items()}
+
+    @field_validator("evaluation_start")
+    @classmethod
+    def _after_selection(cls, start: dt.date, info: Any) -> dt.date:
+        end = info.data.get("selection_end")
+        if end is not None and start <= end:
+            raise ValueError(f"evaluation_start {start} must be after selection_end {end}")
+        return start
+
+    @field_validator("grid")
+    @classmethod
+    def _policy_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        bad = [k for k, v in grid.items() if not k.startswith("policy.") or not v]
+        if bad:
+            raise ValueError(f"grid keys must be non-empty policy.* settings, got {bad}")
+        return grid
+
+
+class TailFhsConfig(_Strict):
+    """FHS tail on a variance forecaster (``models/tail/classical.py``)."""
+
+    variance_model: str = "ewma94"  # alias in models.registry; σ of the U-day interval
+    loss_variant: Literal["close", "intrabar"] = "close"  # as the policy's worst_window loss
+    window: int = Field(500, ge=20)   # standardized losses, as policy.fhs_window
+    min_obs: int = Field(100, ge=10)  # fewer: no forecast for that asset and date
+
+
+class TailEvtConfig(_Strict):
+    """McNeil-Frey peaks over threshold on standardized losses (``models/tail/classical.py``)."""
+
+    variance_model: str = "garch11_t"
+    loss_variant: Literal["close", "intrabar"] = "close"
+    window: int = Field(1000, ge=100)   # last standardized losses the GPD is fitted to
+    min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
+    tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
+
+
+class TailQrConfig(_Strict):
+    """Linear quantile regression on HAR and DVOL inputs (``models/tail/quantile.py``)."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    max_iter: int = Field(5000, ge=100)
+
+
+class TailNnConfig(_Strict):
+    """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
+    embed_dim: int = Field(2, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decays: list[float] = Field(default_factory=lambda: [1e-4, 1e-2], min_length=1)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(5, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)  # last dates of the window, purged by U
+    seed: int = 7
+
+
+class TailConfig(_Strict):
+    """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
+
+    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"]
+    levels: list[float] = [0.975, 0.99, 0.995]
+    refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
+    min_train_days: int = Field(365, ge=30)
+    fhs_ewma: TailFhsConfig = TailFhsConfig()
+    fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
+    evt_garch: TailEvtConfig = TailEvtConfig()
+    qr_har: TailQrConfig = TailQrConfig()
+    tail_nn: TailNnConfig = TailNnConfig()
+
+
 class Config(_Strict):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
@@ -254,6 +479,9 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     registry: RegistryConfig = RegistryConfig()
     serving: ServingConfig = ServingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    stress: StressConfig = StressConfig()
+    tail: TailConfig = TailConfig()
 
     def resolved(self) -> dict[str, Any]:
         """JSON-able dict of the whole config, as logged to every MLflow run."""
