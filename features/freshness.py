@@ -6,6 +6,8 @@ a day without enough hourly candles falls back to the range proxy (flagged), and
 rows end with its last candle. What the panel cannot say is that a *whole series* stopped
 updating (MATIC ends 2024-09-10; a feed that broke last week): :func:`freshness_report` does,
 per file, against the as-of date, so the pipeline can print it and serving can fall back.
+It also lists each asset whose hourly file was lost (:attr:`MarketData.hourly_problems`): such
+an asset runs on the daily-range proxy, which serving must flag.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 from features.loaders import MarketData
 
 FRESHNESS_COLUMNS = ["kind", "name", "last_date", "days_since_update", "stale_after_days",
-                     "stale"]
+                     "stale", "problem"]
 
 
 def freshness_report(
@@ -46,6 +48,8 @@ def freshness_report(
     DataFrame
         Columns :data:`FRESHNESS_COLUMNS`; ``kind`` is daily/hourly/dvol/macro, ``last_date``
         the UTC day of the last row (NaT for an empty series, which is always stale).
+        ``problem`` is empty, except for one ``hourly`` row per asset of
+        ``market.hourly_problems`` (no data: ``last_date`` NaT, stale) giving the reason.
     """
     series = {"daily": market.daily, "hourly": market.hourly, "dvol": market.dvol,
               "macro": market.macro}
@@ -62,7 +66,11 @@ def freshness_report(
             age = (reference - last).days if pd.notna(last) and pd.notna(reference) else None
             rows.append({"kind": kind, "name": name, "last_date": last,
                          "days_since_update": age, "stale_after_days": limit,
-                         "stale": age is None or age > limit})
+                         "stale": age is None or age > limit, "problem": ""})
+    for name, reason in sorted(market.hourly_problems.items()):
+        rows.append({"kind": "hourly", "name": name, "last_date": pd.NaT,
+                     "days_since_update": None, "stale_after_days": stale_after_days,
+                     "stale": True, "problem": reason})
     out = pd.DataFrame(rows, columns=FRESHNESS_COLUMNS)
     return out.astype({"days_since_update": "Int64", "stale": bool,
                        "last_date": "datetime64[ns]"})

@@ -4,10 +4,13 @@ Layout (see ``data/market/README.md``)::
 
     crypto/daily/SYM.csv.gz    crypto/hourly/SYM.csv.gz    iv/DVOL_SYM.csv.gz    macro/NAME.csv.gz
 
-Each file may also be ``.csv`` or ``.parquet`` with the same columns. Every file is validated
-(:mod:`features.validation`) before anything is returned; a failure raises
-:class:`DataValidationError` naming the file, line and rule. Nothing is filled, dropped or
-edited: gaps stay gaps and are *reported* in :attr:`MarketData.gaps`.
+Each file may also be ``.csv`` or ``.parquet`` with the same columns. Every file is read
+safely (:mod:`features.rawfiles`: broken links, size guard, empty files), validated
+(:mod:`features.validation`, timestamps in the documented format included) and hourly files
+are checked against the daily candles (:mod:`features.consistency`) before anything is
+returned; a failure raises :class:`DataValidationError` naming the file, line and rule.
+Nothing is filled or edited: gaps stay gaps and are *reported* in :attr:`MarketData.gaps`;
+rows dated in the future are left out with a warning (:attr:`MarketData.warnings`).
 
 Frames are indexed by tz-naive UTC stamps (``datetime64[ns]``): ``date`` (midnight, the UTC
 day) for daily series, ``timestamp`` (candle open) for hourly ones.
@@ -16,19 +19,30 @@ day) for daily series, ``timestamp`` (candle open) for hourly ones.
 from __future__ import annotations
 
 import datetime
-import re
-import zlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from features.validation import DataValidationError, validate_frame
+from features.consistency import check_hourly_against_daily
+from features.gaps import GAP_COLUMNS, gap_report
+from features.rawfiles import (
+    DEFAULT_MAX_FILE_MB,
+    FILE_ERRORS,
+    SUFFIXES,  # noqa: F401  (re-exported: ingest writes the same suffixes)
+    file_error,
+    read_table,
+    scan,
+    stem,
+)
+from features.validation import DataValidationError, parse_timestamps, validate_frame
 
 __all__ = [
+    "DEFAULT_MAX_FILE_MB",
+    "GAP_COLUMNS",
     "DataValidationError",
     "MarketData",
     "discover_assets",
@@ -41,181 +55,81 @@ __all__ = [
 ]
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-SUFFIXES = (".csv.gz", ".csv", ".parquet")
-GAP_COLUMNS = ["source", "gap_start", "gap_end", "missing"]
 # Yields are rates, not prices: they can be zero or negative (Bunds 2019, JGBs), so only
 # finiteness is checked. Keyed by the macro file's name.
 YIELD_SERIES = frozenset({"US10Y"})
+# An hourly file lost this way leaves the asset on the daily-range proxy (flagged); any other
+# hourly error fails the asset (see load_market).
+LOST_FILE_RULES = frozenset({"broken_link", "not_a_file", "empty_file"})
+_log = logging.getLogger(__name__)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """The file as stored: CSV (optionally gzipped) or Parquet, no parsing beyond numbers.
-
-    A file that cannot be read at all (truncated gzip, empty, not Parquet, wrong encoding)
-    raises rule ``file_unreadable``; a ragged CSV row raises ``csv_format`` with its line.
-    """
-    try:
-        if path.name.endswith(".parquet"):
-            return pd.read_parquet(path).reset_index(drop=True)
-        # Blank lines are kept (as all-NaN rows) so that row i stays on line i + 2.
-        return pd.read_csv(path, dtype={"timestamp": str}, skip_blank_lines=False)
-    except (EOFError, OSError, zlib.error, UnicodeDecodeError, pd.errors.EmptyDataError,
-            pa.ArrowException) as err:
-        raise DataValidationError(
-            path, None, "file_unreadable",
-            f"{path} file: rule file_unreadable failed: {type(err).__name__}: "
-            f"{str(err).strip() or 'no detail'} (truncated or corrupt?). Re-fetch or repair the "
-            "file; nothing was loaded.",
-        ) from err
-    except pd.errors.ParserError as err:
-        found = re.search(r"line (\d+)", str(err))
-        line = int(found.group(1)) if found else None
-        where = f"line {line}" if line else "file"
-        message = f"{path} {where}: rule csv_format failed: {str(err).strip()}"
-        raise DataValidationError(
-            path, line, "csv_format", f"{message}. Fix the source file; nothing was loaded."
-        ) from err
-
-
-def _parse_timestamps(raw: pd.Series) -> pd.Series:
-    """ISO 8601 UTC strings (or datetimes) to tz-naive UTC ``datetime64[ns]``; NaT if invalid.
-
-    The exact format is tried first because it is an order of magnitude faster than
-    format inference on 70k-row hourly files; ISO 8601 with offsets is the fallback.
-    """
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        parsed = raw
-    else:
-        try:
-            parsed = pd.to_datetime(raw, format=TIMESTAMP_FORMAT)
-        except (ValueError, TypeError):
-            parsed = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce")
-    if parsed.dt.tz is not None:
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+def _utcnow() -> pd.Timestamp:
+    """The current time, tz-naive UTC (a function so that tests can pin it)."""
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
 def _load(
-    path: Path | str, kind: str, index_name: str, prices_positive: bool = True
+    path: Path | str, kind: str, index_name: str, prices_positive: bool = True,
+    max_file_mb: float | None = DEFAULT_MAX_FILE_MB,
 ) -> pd.DataFrame:
     path = Path(path)
-    raw = _read_table(path)
-    frame = raw.copy()
-    if "timestamp" in frame.columns:
-        frame["timestamp"] = _parse_timestamps(frame["timestamp"])
-    valid = validate_frame(frame, raw, path, kind, prices_positive)
+    try:
+        raw = read_table(path, max_file_mb)
+        frame = raw.copy()
+        wrong_format = None
+        if "timestamp" in frame.columns:
+            frame["timestamp"], wrong_format = parse_timestamps(frame["timestamp"], kind)
+        valid = validate_frame(frame, raw, path, kind, prices_positive, wrong_format)
+    except DataValidationError:
+        raise
+    except FILE_ERRORS as err:  # e.g. MemoryError while parsing: still this file's error
+        raise file_error(path, err) from err
     out = valid.set_index("timestamp")
     out.index.name = index_name
     return out
 
 
-def load_daily(path: Path | str) -> pd.DataFrame:
+def load_daily(path: Path | str, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
     """Crypto daily OHLCV: index ``date`` (UTC midnight), float columns open..volume."""
-    return _load(path, "daily", "date")
+    return _load(path, "daily", "date", max_file_mb=max_file_mb)
 
 
-def load_hourly(path: Path | str) -> pd.DataFrame:
+def load_hourly(path: Path | str, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
     """Crypto hourly OHLCV: index ``timestamp`` (candle open, on the hour, UTC)."""
-    return _load(path, "hourly", "timestamp")
+    return _load(path, "hourly", "timestamp", max_file_mb=max_file_mb)
 
 
-def load_dvol(path: Path | str) -> pd.DataFrame:
+def load_dvol(path: Path | str, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
     """Deribit DVOL (annualised %, end-of-day level): index ``date``, ``value`` (+ OHLC)."""
-    return _load(path, "dvol", "date")
+    return _load(path, "dvol", "date", max_file_mb=max_file_mb)
 
 
-def load_macro(path: Path | str) -> pd.DataFrame:
+def load_macro(path: Path | str, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
     """Macro session closes: index ``date`` (session date), ``value`` (+ OHLC/volume).
 
     Prices must be positive, except for yields (:data:`YIELD_SERIES`), which only need to
     be finite.
     """
-    return _load(path, "macro", "date", prices_positive=_stem(Path(path)) not in YIELD_SERIES)
-
-
-def _stem(path: Path) -> str:
-    """File name without any of :data:`SUFFIXES` (``BTC.csv.gz`` -> ``BTC``)."""
-    for suffix in SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
-
-
-def _scan(directory: Path, prefix: str = "") -> tuple[dict[str, Path], list[DataValidationError]]:
-    """Data files in ``directory`` keyed by name (prefix removed), and duplicate-name errors.
-
-    Two files for one name (``BTC.csv.gz`` and ``BTC.parquet``) are refused rather than
-    one being picked silently: they may disagree. The name is left out of the result.
-    """
-    if not directory.is_dir():
-        return {}, []
-    found: dict[str, Path] = {}
-    errors: dict[str, DataValidationError] = {}
-    for path in sorted(directory.iterdir()):
-        stem = _stem(path)
-        skip = path.name.startswith(".") or not path.name.endswith(SUFFIXES)
-        if skip or not path.is_file() or not stem.startswith(prefix):
-            continue
-        key = stem[len(prefix) :]
-        if key in found or key in errors:
-            first = found.pop(key, None) or errors[key].path
-            errors[key] = DataValidationError(
-                path,
-                None,
-                "duplicate_source",
-                f"{directory}: rule duplicate_source failed: {first.name} and {path.name} "
-                "hold the same series. Keep one of them; nothing was loaded.",
-            )
-            continue
-        found[key] = path
-    return found, list(errors.values())
+    positive = stem(Path(path)) not in YIELD_SERIES
+    return _load(path, "macro", "date", prices_positive=positive, max_file_mb=max_file_mb)
 
 
 def _files_by_stem(directory: Path, prefix: str = "") -> dict[str, Path]:
-    """:func:`_scan`, raising the first duplicate-name error."""
-    found, errors = _scan(directory, prefix)
+    """:func:`features.rawfiles.scan`, raising the first error (by name)."""
+    found, errors = scan(directory, prefix)
     if errors:
-        raise errors[0]
+        raise errors[min(errors)]
     return found
 
 
 def discover_assets(data_dir: Path | str) -> list[str]:
-    """Sorted asset symbols with a daily file in ``data_dir/crypto/daily/``."""
-    return sorted(_files_by_stem(Path(data_dir) / "crypto" / "daily"))
+    """Sorted asset symbols with a daily file in ``data_dir/crypto/daily/``.
 
-
-def gap_report(index: pd.DatetimeIndex, freq: str, source: str) -> pd.DataFrame:
-    """Runs of missing stamps on a regular grid, one row per run.
-
-    Parameters
-    ----------
-    index : DatetimeIndex
-        Sorted, unique stamps on the ``freq`` grid (as returned by the loaders).
-    freq : {"1D", "1h"}
-        Grid step.
-    source : str
-        Label copied into the ``source`` column (e.g. ``crypto/hourly/BTC.csv.gz``).
-
-    Returns
-    -------
-    DataFrame
-        Columns ``source``, ``gap_start`` (first missing stamp), ``gap_end`` (last missing
-        stamp), ``missing`` (number of missing stamps). Empty (same columns) when complete.
-        Macro series follow trading calendars: callers should not report their gaps.
+    Raises :class:`DataValidationError` for an entry that looks like a daily file but cannot
+    be one (broken symlink, directory, duplicate): the asset would otherwise vanish unseen.
     """
-    step = pd.Timedelta(freq).to_timedelta64()
-    stamps = np.asarray(index, dtype="datetime64[ns]")
-    deltas = np.diff(stamps)
-    jumps = np.flatnonzero(deltas > step)
-    return pd.DataFrame(
-        {
-            "source": pd.Series([source] * len(jumps), dtype=object),
-            "gap_start": pd.Series(stamps[jumps] + step, dtype="datetime64[ns]"),
-            "gap_end": pd.Series(stamps[jumps + 1] - step, dtype="datetime64[ns]"),
-            "missing": pd.Series(deltas[jumps] // step - 1, dtype="int64"),
-        },
-        columns=GAP_COLUMNS,
-    )
+    return sorted(_files_by_stem(Path(data_dir) / "crypto" / "daily"))
 
 
 @dataclass
@@ -224,6 +138,19 @@ class MarketData:
 
     ``failures`` maps each file skipped under ``keep_going`` (path relative to ``data_dir``) to
     the reason and its consequence; ``files`` lists only the files actually used.
+
+    ``hourly_problems`` maps an asset to the reason its hourly file could not be used (a
+    broken symlink, a directory, a file without rows; under ``keep_going`` also any hourly
+    error, the asset then being absent from ``daily``). An asset listed here *and* present in
+    ``daily`` is built on the daily-range proxy instead of hourly realized variance: serving
+    must flag it. An asset that simply has no hourly file is not listed (it never had one).
+
+    ``warnings`` holds every non-fatal problem found while loading, one sentence each naming
+    the file: hourly files lost (as above), rows dated after the current UTC time ignored (only
+    when ``as_of`` is None), isolated hourly/daily disagreements. They are also logged.
+    ``future_rows`` maps each file that had such future rows (path relative to ``data_dir``)
+    to its first future stamp: the data was cut there, and a caller that expected none may
+    refuse to go on.
     """
 
     daily: dict[str, pd.DataFrame]
@@ -234,6 +161,9 @@ class MarketData:
     data_dir: Path
     files: list[Path] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    hourly_problems: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    future_rows: dict[str, pd.Timestamp] = field(default_factory=dict)
 
 
 def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
@@ -247,31 +177,54 @@ class _Attempts:
 
     root: Path
     keep_going: bool
+    now: pd.Timestamp | None  # drop rows stamped after this (None: an explicit as_of cuts)
     failures: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    future: dict[str, pd.Timestamp] = field(default_factory=dict)
+
+    def label(self, path: Path) -> str:
+        try:
+            return _label(self.root, path)
+        except ValueError:  # not under the data directory
+            return str(path)
+
+    def warn(self, message: str) -> None:
+        _log.warning(message)
+        self.warnings.append(message)
 
     def record(self, err: DataValidationError, consequence: str) -> None:
         if not self.keep_going:
             raise err
-        try:
-            key = _label(self.root, err.path)
-        except ValueError:  # not under the data directory
-            key = str(err.path)
-        self.failures[key] = f"{err} Consequence: {consequence}."
+        self.failures[self.label(err.path)] = f"{err} Consequence: {consequence}."
+
+    def read(self, loader: Callable[[Path], pd.DataFrame], path: Path) -> pd.DataFrame:
+        """``loader(path)`` without its rows dated after :attr:`now` (warned about)."""
+        frame = loader(path)
+        if self.now is None or not len(frame) or frame.index[-1] <= self.now:
+            return frame
+        first = int(frame.index.searchsorted(self.now, side="right"))
+        self.future[self.label(path)] = frame.index[first]
+        self.warn(f"{path} line {first + 2}: {len(frame) - first} row(s) dated after now "
+                  f"({self.now:%Y-%m-%dT%H:%M:%SZ} UTC) ignored, the first stamped "
+                  f"{frame.index[first]:%Y-%m-%dT%H:%M:%SZ}. A clock or feed error upstream?")
+        return frame.iloc[:first]
 
     def load(
         self, loader: Callable[[Path], pd.DataFrame], path: Path, consequence: str
     ) -> pd.DataFrame | None:
         try:
-            return loader(path)
+            return self.read(loader, path)
         except DataValidationError as err:
             self.record(err, consequence)
             return None
 
-    def scan(self, directory: Path, prefix: str = "") -> dict[str, Path]:
-        found, errors = _scan(directory, prefix)
-        for err in errors:
-            self.record(err, f"series {_stem(err.path)} not loaded")
-        return found
+    def scan(self, directory: Path, consequence: Callable[[str], str],
+             prefix: str = "") -> tuple[dict[str, Path], dict[str, DataValidationError]]:
+        """Files by name; each entry error is recorded with ``consequence(name)`` (or raised)."""
+        found, errors = scan(directory, prefix)
+        for name, err in sorted(errors.items()):
+            self.record(err, consequence(name))
+        return found, errors
 
 
 def load_market(
@@ -279,6 +232,7 @@ def load_market(
     assets: list[str] | None = None,
     as_of: datetime.date | None = None,
     keep_going: bool = False,
+    max_file_mb: float | None = DEFAULT_MAX_FILE_MB,
 ) -> MarketData:
     """Load and validate a market data directory.
 
@@ -291,12 +245,20 @@ def load_market(
         without a daily file raises ``DataValidationError`` (rule ``asset_missing``).
     as_of : date, optional
         Point-in-time cut: daily, DVOL and macro rows dated ``<= as_of``; hourly candles
-        opening before the end of that UTC day (last one 23:00).
+        opening before the end of that UTC day (last one 23:00). None: every row stamped up
+        to the current UTC time; later rows are future data (clock or feed error) and are
+        left out with a warning naming the file and the first such stamp.
     keep_going : bool
         False (default): the first invalid file raises. True: an invalid file is recorded in
         ``MarketData.failures`` and skipped with its consequence — an asset whose daily,
         hourly or own DVOL file fails is not built at all (never silently degraded to a
         range proxy); a failed macro series leaves its features NaN; the rest still loads.
+        In both modes an hourly file that is *lost* (broken symlink, not a regular file, no
+        rows) is a warning: the asset is built on the range proxy and listed in
+        ``MarketData.hourly_problems``, so that serving flags it.
+    max_file_mb : float or None
+        Files larger than this (on disk or decompressed) are refused before being read
+        (rule ``file_too_large``); config ``data.max_file_mb``. None: no limit.
 
     Returns
     -------
@@ -306,10 +268,11 @@ def load_market(
         ``macro/`` directories give empty dicts.
     """
     root = Path(data_dir)
-    run = _Attempts(root, keep_going)
-    daily_files = run.scan(root / "crypto" / "daily")
+    run = _Attempts(root, keep_going, _utcnow() if as_of is None else None)
+    daily_files, daily_errors = run.scan(root / "crypto" / "daily",
+                                         lambda s: f"asset {s} not built")
     symbols = sorted(daily_files) if assets is None else list(assets)
-    absent = [s for s in symbols if s not in daily_files]
+    absent = [s for s in symbols if s not in daily_files and s not in daily_errors]
     if absent:
         directory = root / "crypto" / "daily"
         err = DataValidationError(
@@ -321,33 +284,45 @@ def load_market(
             "the asset from the request; nothing was loaded.",
         )
         run.record(err, f"asset(s) {', '.join(absent)} not built")
-        symbols = [s for s in symbols if s in daily_files]
-    hourly_files = run.scan(root / "crypto" / "hourly")
-    dvol_files = run.scan(root / "iv", prefix="DVOL_")
-    macro_files = run.scan(root / "macro")
+    symbols = [s for s in symbols if s in daily_files]
+    hourly_files, hourly_errors = scan(root / "crypto" / "hourly")
+    dvol_files, _ = run.scan(root / "iv", lambda n: f"DVOL_{n} not used", prefix="DVOL_")
+    macro_files, _ = run.scan(root / "macro", lambda n: f"macro series {n} not used")
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
     end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
+    limit = {"max_file_mb": max_file_mb}
     dvol: dict[str, pd.DataFrame] = {}
     for name, path in dvol_files.items():
-        frame = run.load(load_dvol, path, f"DVOL_{name} not used"
+        frame = run.load(partial(load_dvol, **limit), path, f"DVOL_{name} not used"
                          + (f"; asset {name} not built" if name in symbols else ""))
         if frame is not None:
             dvol[name] = _cut(frame, end)
     daily: dict[str, pd.DataFrame] = {}
     hourly: dict[str, pd.DataFrame] = {}
+    problems: dict[str, str] = {}
     for s in symbols:
         consequence = f"asset {s} not built"
-        d = run.load(load_daily, daily_files[s], consequence)
-        h = run.load(load_hourly, hourly_files[s], consequence) if s in hourly_files else None
-        if d is None or (s in hourly_files and h is None) or (s in dvol_files and s not in dvol):
+        d = run.load(partial(load_daily, **limit), daily_files[s], consequence)
+        if d is None or (s in dvol_files and s not in dvol):
             continue
-        daily[s] = _cut(d, end)
-        if h is not None:
-            hourly[s] = _cut(h, end)
+        d = _cut(d, end)
+        try:
+            h = _hourly(run, s, hourly_files, hourly_errors, d, daily_files[s], end, max_file_mb)
+        except DataValidationError as err:
+            problems[s] = str(err)
+            run.record(err, consequence)
+            continue
+        if isinstance(h, str):  # lost: on the proxy, flagged
+            problems[s] = h
+            run.warn(f"{h} Asset {s} falls back to the daily-range proxy (flagged).")
+        elif h is not None:
+            hourly[s] = h
+        daily[s] = d
     macro: dict[str, pd.DataFrame] = {}
     for name, path in macro_files.items():
-        frame = run.load(load_macro, path, f"macro series {name} not used (its features NaN)")
+        frame = run.load(partial(load_macro, **limit), path,
+                         f"macro series {name} not used (its features NaN)")
         if frame is not None:
             macro[name] = _cut(frame, end)
 
@@ -360,7 +335,40 @@ def load_market(
     )
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
-    return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures)
+    return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures, problems,
+                      run.warnings, run.future)
+
+
+def _hourly(
+    run: _Attempts, asset: str, files: dict[str, Path], errors: dict[str, DataValidationError],
+    daily: pd.DataFrame, daily_path: Path, end: pd.Timestamp | None, max_file_mb: float | None,
+) -> pd.DataFrame | str | None:
+    """The asset's hourly candles (cut, checked against ``daily``), a reason they were lost, or
+    None when the asset has no hourly file.
+
+    Raises
+    ------
+    DataValidationError
+        Any hourly error other than a lost file (:data:`LOST_FILE_RULES`): the caller fails
+        the asset, because a wrong hourly file would silently change its margins.
+    """
+    err = errors.get(asset)
+    if asset in files:
+        try:
+            frame = _cut(run.read(partial(load_hourly, max_file_mb=max_file_mb), files[asset]),
+                         end)
+        except DataValidationError as caught:
+            err = caught
+    elif err is None:
+        return None
+    if err is not None:
+        if err.rule in LOST_FILE_RULES:
+            return str(err)
+        raise err
+    note = check_hourly_against_daily(frame, daily, files[asset], daily_path)
+    if note is not None:
+        run.warn(note)
+    return frame
 
 
 def _label(root: Path, path: Path) -> str:

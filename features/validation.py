@@ -7,6 +7,12 @@ line, the rule and the offending values. Nothing is ever repaired: a file passes
 is loaded ("validate: clear error or quarantine, never silent", DESIGN.md).
 
 Line numbers count the header as line 1, so data row ``i`` (0-based) is line ``i + 2``.
+
+Timestamps must be written exactly as the data README documents them (:func:`parse_timestamps`):
+``YYYY-MM-DDTHH:MM:SSZ`` (ISO 8601 UTC) everywhere, and for the daily kinds (crypto daily,
+DVOL, macro) also the bare date ``YYYY-MM-DD``. A stamp that parses but is written otherwise
+(no ``T``/``Z``, an offset such as ``+02:00``, a date in an hourly file) breaks rule
+``timestamp_format``: guessing its zone would shift candles by hours without a word.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ OHLCV = (*PRICE_COLUMNS, "volume")
 RULE_ORDER = (
     "required_columns",
     "numeric_values",
+    "timestamp_format",
     "parseable_timestamp",
     "finite_values",
     "unique_timestamps",
@@ -41,7 +48,8 @@ RULE_ORDER = (
     "low_le_open_close",
 )
 TIMESTAMP_RULES = frozenset(
-    {"parseable_timestamp", "unique_timestamps", "sorted_timestamps", "day_grid", "hour_grid"}
+    {"timestamp_format", "parseable_timestamp", "unique_timestamps", "sorted_timestamps",
+     "day_grid", "hour_grid"}
 )
 
 
@@ -56,8 +64,10 @@ class DataValidationError(ValueError):
         1-based line number in the file (header = line 1, first data row = line 2);
         ``None`` when the problem is not tied to a line (e.g. a missing file).
     rule : str
-        Short rule id, one of :data:`RULE_ORDER` or ``asset_missing``, ``duplicate_source``,
-        ``csv_format``.
+        Short rule id, one of :data:`RULE_ORDER`, ``asset_missing``,
+        ``hourly_daily_consistency`` (:mod:`features.consistency`) or a file-level rule of
+        :mod:`features.rawfiles` (``broken_link``, ``not_a_file``, ``duplicate_source``,
+        ``file_too_large``, ``empty_file``, ``file_unreadable``, ``csv_format``).
     """
 
     def __init__(self, path: Path | str, row: int | None, rule: str, message: str) -> None:
@@ -67,21 +77,58 @@ class DataValidationError(ValueError):
         self.rule = rule
 
 
+ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
+DATE_ONLY = r"\d{4}-\d{2}-\d{2}"
+
+
 @dataclass(frozen=True)
 class FileSpec:
-    """Columns and timestamp grid expected of one kind of raw file."""
+    """Columns, timestamp grid and timestamp format expected of one kind of raw file."""
 
     required: tuple[str, ...]
     optional: tuple[str, ...]
     grid: str  # rule id of the timestamp grid: "day_grid" or "hour_grid"
+    stamp_pattern: str = f"{ISO_UTC}|{DATE_ONLY}"  # regex the raw string must match in full
+    stamp_format: str = "YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD (UTC)"
 
 
 SPECS: dict[str, FileSpec] = {
     "daily": FileSpec(required=OHLCV, optional=(), grid="day_grid"),
-    "hourly": FileSpec(required=OHLCV, optional=(), grid="hour_grid"),
+    "hourly": FileSpec(required=OHLCV, optional=(), grid="hour_grid", stamp_pattern=ISO_UTC,
+                       stamp_format="YYYY-MM-DDTHH:MM:SSZ (ISO 8601 UTC)"),
     "dvol": FileSpec(required=("value",), optional=PRICE_COLUMNS, grid="day_grid"),
     "macro": FileSpec(required=("value",), optional=OHLCV, grid="day_grid"),
 }
+
+
+def parse_timestamps(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """Raw ``timestamp`` column to tz-naive UTC ``datetime64[ns]``, and where its format is wrong.
+
+    Parameters
+    ----------
+    raw : Series
+        Strings as read from CSV/Parquet, or datetimes (Parquet): a tz-aware datetime is an
+        exact instant and is converted to UTC; a naive one is taken as UTC.
+    kind : {"daily", "hourly", "dvol", "macro"}
+        Selects the accepted string format (:attr:`FileSpec.stamp_pattern`).
+
+    Returns
+    -------
+    parsed : Series
+        NaT where the string is not in the accepted format or is not a valid date.
+    wrong_format : Series of bool
+        True where the string is a valid ISO 8601 date/time but not in the accepted format
+        (rule ``timestamp_format``); rows that do not parse at all are left to rule
+        ``parseable_timestamp``.
+    """
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz else raw
+        return parsed.astype("datetime64[ns]"), pd.Series(False, index=raw.index)
+    text = raw.astype("str").where(raw.notna())
+    shape = text.str.fullmatch(SPECS[kind].stamp_pattern).fillna(False).astype(bool)
+    lenient = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    parsed = lenient.where(shape).dt.tz_localize(None).astype("datetime64[ns]")
+    return parsed, ~shape & lenient.notna()
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -120,11 +167,15 @@ def _low_le_open_close(cols: list[str]) -> Callable[[pd.DataFrame], pd.Series]:
     return test
 
 
-def build_schema(spec: FileSpec, present: set[str], prices_positive: bool) -> pa.DataFrameSchema:
+def build_schema(
+    spec: FileSpec, present: set[str], prices_positive: bool,
+    wrong_format: pd.Series | None = None,
+) -> pa.DataFrameSchema:
     """pandera schema for one file, given the columns its header actually has.
 
     Cross-column checks are added only when their columns exist, so a file without OHLC
-    (e.g. a close-only macro series) is checked on ``value`` alone.
+    (e.g. a close-only macro series) is checked on ``value`` alone. ``wrong_format`` (from
+    :func:`parse_timestamps`) adds rule ``timestamp_format``.
     """
     grid = (
         (lambda s: s == s.dt.normalize())
@@ -151,6 +202,9 @@ def build_schema(spec: FileSpec, present: set[str], prices_positive: bool) -> pa
             "float64", coerce=True, nullable=False, required=name in spec.required, checks=checks
         )
     frame_checks = []
+    if wrong_format is not None:
+        frame_checks.append(pa.Check(lambda f: ~wrong_format.reindex(f.index, fill_value=False),
+                                     name="timestamp_format"))
     if {"high", "low"} <= present:
         frame_checks.append(
             _wide_check("high_ge_low", lambda f: ~(_numeric(f, "high") < _numeric(f, "low")))
@@ -193,7 +247,9 @@ def _first_failure(cases: pd.DataFrame) -> tuple[int | None, str, object]:
     return line, rule, column
 
 
-def _describe(rule: str, column: object, raw: pd.DataFrame, ts: pd.Series, i: int) -> str:
+def _describe(
+    rule: str, column: object, raw: pd.DataFrame, ts: pd.Series, i: int, spec: FileSpec
+) -> str:
     """Human-readable account of why data row ``i`` broke ``rule``."""
 
     def val(name: str) -> object:
@@ -203,6 +259,10 @@ def _describe(rule: str, column: object, raw: pd.DataFrame, ts: pd.Series, i: in
     prev = raw["timestamp"].iloc[i - 1] if i > 0 and "timestamp" in raw.columns else None
     details: dict[str, Callable[[], str]] = {
         "numeric_values": lambda: f"{column} {val(str(column))!r} is not a number",
+        "timestamp_format": lambda: (
+            f"timestamp {stamp!r} is not written as {spec.stamp_format}; offsets, missing T/Z "
+            "and other spellings are refused so that no stamp is read in the wrong zone"
+        ),
         "parseable_timestamp": lambda: (
             f"timestamp {stamp!r} is not ISO 8601 UTC (expected e.g. 2017-08-17T00:00:00Z)"
         ),
@@ -234,7 +294,8 @@ def _describe(rule: str, column: object, raw: pd.DataFrame, ts: pd.Series, i: in
 
 
 def validate_frame(
-    frame: pd.DataFrame, raw: pd.DataFrame, path: Path, kind: str, prices_positive: bool = True
+    frame: pd.DataFrame, raw: pd.DataFrame, path: Path, kind: str, prices_positive: bool = True,
+    wrong_format: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Validate a parsed raw file; return it with numeric columns as float64.
 
@@ -250,13 +311,15 @@ def validate_frame(
         Which :data:`SPECS` entry applies.
     prices_positive : bool
         False for series that are not prices (a yield may be <= 0).
+    wrong_format : Series of bool, optional
+        Rows whose timestamp is in the wrong format (:func:`parse_timestamps`).
 
     Raises
     ------
     DataValidationError
         On the earliest failing line, with the rule id and offending values.
     """
-    schema = build_schema(SPECS[kind], set(frame.columns), prices_positive)
+    schema = build_schema(SPECS[kind], set(frame.columns), prices_positive, wrong_format)
     try:
         return schema.validate(frame, lazy=True)
     except SchemaErrors as err:
@@ -268,7 +331,7 @@ def validate_frame(
     elif line is None:
         detail, action = f"check {rule} on column {column} could not run", "Fix the source file"
     else:
-        detail = _describe(rule, column, raw, frame["timestamp"], line - 2)
+        detail = _describe(rule, column, raw, frame["timestamp"], line - 2, SPECS[kind])
         action = "Fix or remove the row in the source file"
     where = f"line {line}" if line is not None else "file"
     message = f"{path} {where}: rule {rule} failed: {detail}. {action}; nothing was loaded."

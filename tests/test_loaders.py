@@ -87,11 +87,12 @@ def test_values_are_loaded_unchanged(market: MarketData) -> None:
 def test_market_has_every_embedded_file(market: MarketData) -> None:
     assert sorted(market.daily) == discover_assets(DATA_DIR)
     assert len(market.daily) == 12
-    assert sorted(market.hourly) == ["BTC", "ETH"]
+    # Every asset but AAVE has hourly candles (README: no hourly AAVE history was found).
+    assert sorted(market.hourly) == sorted(set(market.daily) - {"AAVE"})
     assert sorted(market.dvol) == ["BTC", "ETH"]
     macro = ["DXY", "GLD", "GOLD", "NDX", "QQQ", "SPX", "SPY", "US10Y", "VIX"]
     assert sorted(market.macro) == macro
-    assert len(market.files) == 25 and all(p.is_file() for p in market.files)
+    assert len(market.files) == 12 + 11 + 2 + 9 and all(p.is_file() for p in market.files)
     assert list(market.dvol["BTC"].columns) == ["value", "open", "high", "low", "close"]
     assert list(market.macro["NDX"].columns) == ["value"]
     assert market.macro["US10Y"].index.name == "date"
@@ -115,9 +116,9 @@ def test_hourly_outage_gaps_are_reported(market: MarketData) -> None:
 
 def test_as_of_cuts_every_series_point_in_time() -> None:
     as_of = datetime.date(2021, 6, 30)
-    cut = load_market(DATA_DIR, assets=["BTC", "SOL"], as_of=as_of)
+    cut = load_market(DATA_DIR, assets=["BTC", "AAVE"], as_of=as_of)
     day = pd.Timestamp(as_of)
-    assert sorted(cut.daily) == ["BTC", "SOL"] and sorted(cut.hourly) == ["BTC"]
+    assert sorted(cut.daily) == ["AAVE", "BTC"] and sorted(cut.hourly) == ["BTC"]
     assert cut.daily["BTC"].index[-1] == day
     assert cut.hourly["BTC"].index[-1] == pd.Timestamp("2021-06-30 23:00")
     assert cut.dvol["ETH"].index[-1] == day
@@ -323,14 +324,15 @@ def test_negative_volume_is_rejected(tmp_path: Path) -> None:
     assert (exc.value.rule, exc.value.row) == ("non_negative_volume", 2)
 
 
-def test_offset_stamps_fall_back_to_iso_and_become_utc(tmp_path: Path) -> None:
+def test_offset_stamps_are_refused_not_converted(tmp_path: Path) -> None:
+    # 07:00+02:00 is 05:00 UTC and would fit the grid: it must still be refused, because the
+    # data README fixes the spelling (ISO 8601 UTC, Z) and a writer using offsets is suspect.
     rows = read_rows("crypto/hourly/BTC.csv.gz", 3)
-    rows = set_field(rows, 1, "timestamp", "2017-08-17T07:00:00+02:00")  # 05:00 UTC
-    hourly = load_hourly(write_rows(tmp_path / "BTC.csv.gz", rows))
-    assert (
-        hourly.index.tolist()
-        == pd.to_datetime(["2017-08-17 04:00", "2017-08-17 05:00", "2017-08-17 06:00"]).tolist()
-    )
+    rows = set_field(rows, 1, "timestamp", "2017-08-17T07:00:00+02:00")
+    with pytest.raises(DataValidationError) as exc:
+        load_hourly(write_rows(tmp_path / "BTC.csv.gz", rows))
+    assert (exc.value.rule, exc.value.row) == ("timestamp_format", 3)
+    assert "'2017-08-17T07:00:00+02:00' is not written as YYYY-MM-DDTHH:MM:SSZ" in str(exc.value)
 
 
 def test_yields_may_be_negative_but_prices_may_not(tmp_path: Path) -> None:

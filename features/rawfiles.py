@@ -1,0 +1,211 @@
+"""Safe access to raw market files: directory scan, size guard, reading.
+
+Everything here turns a problem with *one file* into a :class:`DataValidationError` that names
+that file and a rule, so that ``load_market(keep_going=True)`` can skip the file and go on
+instead of crashing, and so that nothing under a data directory is ever ignored silently:
+
+- ``broken_link``: a symlink whose target does not exist, or a symlink loop;
+- ``not_a_file``: a directory (or socket, fifo...) named like a data file;
+- ``duplicate_source``: two files for one series (``BTC.csv.gz`` and ``BTC.parquet``);
+- ``file_too_large``: larger than ``data.max_file_mb`` on disk or once decompressed, refused
+  *before* it is read (a runaway export or a sparse 5 GB file would otherwise exhaust memory);
+- ``empty_file``: no data rows (zero bytes, or a header only);
+- ``file_unreadable``: truncated gzip, bad encoding, not Parquet, I/O or memory error;
+- ``csv_format``: a ragged CSV row (with its line).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import os
+import re
+import stat
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from features.validation import DataValidationError
+
+SUFFIXES = (".csv.gz", ".csv", ".parquet")
+# The largest embedded file is 1.6 MB on disk and 4.5 MB decompressed (hourly BTC, 2017-2025);
+# 100 MB leaves room for decades of hourly candles while bounding what one file can cost in
+# memory (pandas needs a few times a CSV's size to parse it).
+DEFAULT_MAX_FILE_MB = 100.0
+# Errors that reading or parsing one file can raise and that say nothing about the others.
+FILE_ERRORS = (MemoryError, OSError, EOFError, zlib.error, UnicodeError, ValueError,
+               pa.ArrowException)
+
+
+def stem(path: Path) -> str:
+    """File name without any of :data:`SUFFIXES` (``BTC.csv.gz`` -> ``BTC``)."""
+    for suffix in SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
+def _entry_error(path: Path) -> DataValidationError | None:
+    """Why a directory entry named like a data file cannot be read as one (None if it can)."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks
+    except OSError as err:
+        if path.is_symlink():
+            target = os.readlink(path)
+            why = ("is a symlink loop" if err.errno == errno.ELOOP
+                   else f"is a dangling symlink (target {target} does not exist)")
+            return DataValidationError(
+                path, None, "broken_link",
+                f"{path} file: rule broken_link failed: {why}. Restore the target or remove the "
+                "link; nothing was loaded.")
+        return DataValidationError(
+            path, None, "file_unreadable",
+            f"{path} file: rule file_unreadable failed: {type(err).__name__}: {err}. "
+            "Nothing was loaded.")
+    if not stat.S_ISREG(mode):
+        return DataValidationError(
+            path, None, "not_a_file",
+            f"{path} file: rule not_a_file failed: named like a data file but is not a regular "
+            "file (a directory?). Rename or remove it; nothing was loaded.")
+    return None
+
+
+def scan(
+    directory: Path, prefix: str = ""
+) -> tuple[dict[str, Path], dict[str, DataValidationError]]:
+    """Data files in ``directory`` keyed by series name (``prefix`` removed), and errors by name.
+
+    Hidden files and names without a data suffix (README.md, editor swap files) are not data
+    and are ignored. Every other entry must be a readable regular file: a broken symlink or a
+    directory named ``BTC.csv.gz`` is an error for that name, never a silent skip (which would
+    drop the asset without a word). Two files for one name are refused rather than one being
+    picked silently: they may disagree. A name with an error is left out of the files.
+    """
+    if not directory.is_dir():
+        return {}, {}
+    found: dict[str, Path] = {}
+    errors: dict[str, DataValidationError] = {}
+    for path in sorted(directory.iterdir()):
+        name = stem(path)
+        if path.name.startswith(".") or not path.name.endswith(SUFFIXES):
+            continue
+        if not name.startswith(prefix):
+            continue
+        key = name[len(prefix):]
+        if key in found or key in errors:
+            first = found.pop(key, None) or errors[key].path
+            errors[key] = DataValidationError(
+                path, None, "duplicate_source",
+                f"{directory}: rule duplicate_source failed: {first.name} and {path.name} "
+                "hold the same series. Keep one of them; nothing was loaded.")
+            continue
+        problem = _entry_error(path)
+        if problem is not None:
+            errors[key] = problem
+        else:
+            found[key] = path
+    return found, errors
+
+
+def _too_large(path: Path, size: str, limit_mb: float) -> DataValidationError:
+    return DataValidationError(
+        path, None, "file_too_large",
+        f"{path} file: rule file_too_large failed: {size} exceeds data.max_file_mb = "
+        f"{limit_mb:g} MB (the largest real file is under 5 MB decompressed). Check the file "
+        "(runaway export, sparse or corrupt file?) or raise data.max_file_mb; nothing was read.")
+
+
+class _Capped(io.RawIOBase):
+    """A readable stream that raises once more than ``limit`` bytes have come out of it.
+
+    Guards against a small ``.csv.gz`` that decompresses to gigabytes (the on-disk size
+    says nothing about that).
+    """
+
+    def __init__(self, inner: io.BufferedIOBase, limit: int) -> None:
+        super().__init__()
+        self._inner = inner
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        n = self._inner.readinto(buffer)
+        self._left -= n
+        if self._left < 0:
+            raise _CapExceededError
+        return n
+
+
+class _CapExceededError(Exception):
+    """Raised inside a read when the decompressed size passes the cap."""
+
+
+def file_error(path: Path, err: BaseException) -> DataValidationError:
+    """A low-level error while reading ``path`` (:data:`FILE_ERRORS`) as that file's error."""
+    if isinstance(err, pd.errors.EmptyDataError):
+        return DataValidationError(
+            path, None, "empty_file",
+            f"{path} file: rule empty_file failed: the file is empty (no header, no rows). "
+            "Re-fetch the file; nothing was loaded.")
+    if isinstance(err, pd.errors.ParserError):
+        found = re.search(r"line (\d+)", str(err))
+        line = int(found.group(1)) if found else None
+        where = f"line {line}" if line else "file"
+        return DataValidationError(
+            path, line, "csv_format",
+            f"{path} {where}: rule csv_format failed: {str(err).strip()}. Fix the source file; "
+            "nothing was loaded.")
+    return DataValidationError(
+        path, None, "file_unreadable",
+        f"{path} file: rule file_unreadable failed: {type(err).__name__}: "
+        f"{str(err).strip() or 'no detail'} (truncated or corrupt?). Re-fetch or repair the "
+        "file; nothing was loaded.")
+
+
+def read_table(path: Path, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
+    """The file as stored: CSV (optionally gzipped) or Parquet, no parsing beyond numbers.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.csv``, ``.csv.gz`` or ``.parquet`` file.
+    max_file_mb : float or None
+        Refuse (rule ``file_too_large``) a file larger than this many MB (10^6 bytes) on disk
+        or, for gzip, once decompressed. None: no limit.
+
+    Raises
+    ------
+    DataValidationError
+        Rules ``file_too_large``, ``empty_file`` (no rows, or not even a header),
+        ``file_unreadable``, ``csv_format``; see the module docstring.
+    """
+    limit = None if max_file_mb is None else int(max_file_mb * 1e6)
+    try:
+        size = os.stat(path).st_size
+        if limit is not None and size > limit:
+            raise _too_large(path, f"{size / 1e6:,.1f} MB on disk", max_file_mb or 0.0)
+        if path.name.endswith(".parquet"):
+            frame = pd.read_parquet(path).reset_index(drop=True)
+        elif path.name.endswith(".gz") and limit is not None:
+            with gzip.open(path, "rb") as raw, io.BufferedReader(_Capped(raw, limit)) as capped:
+                # Blank lines are kept (as all-NaN rows) so that row i stays on line i + 2.
+                frame = pd.read_csv(capped, dtype={"timestamp": str}, skip_blank_lines=False)
+        else:
+            frame = pd.read_csv(path, dtype={"timestamp": str}, skip_blank_lines=False)
+    except DataValidationError:
+        raise
+    except _CapExceededError:
+        raise _too_large(path, "its decompressed content", max_file_mb or 0.0) from None
+    except FILE_ERRORS as err:
+        raise file_error(path, err) from err
+    if frame.empty:
+        raise DataValidationError(
+            path, None, "empty_file",
+            f"{path} file: rule empty_file failed: header ({', '.join(map(str, frame.columns))}) "
+            "but no data rows. Re-fetch the file; nothing was loaded.")
+    return frame
