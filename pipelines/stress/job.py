@@ -1,0 +1,160 @@
+"""``volmargin stress``: stress today's published parameters over a book of positions.
+
+Reads the newest revision of the published ``asof=D`` partition (the parameters a risk engine
+applies), market data cut strictly at D (prices, ADV, betas, the FHS pool and the episodes all
+end on or before D), a real book (validated) or the seeded synthetic one, builds every scenario
+(historical as-is and filtered, hypothetical, joint FHS), runs the liquidation model, publishes
+``stress.parquet`` + ``stress_summary.json`` under ``_stress/asof=D/rev=n`` (see
+:mod:`pipelines.stress.publish`) and logs one MLflow run ``stress`` with the tables and plots.
+Any invalid input raises before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import yaml
+
+from configs.schema import Config
+from features.loaders import MarketData, load_market
+from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
+from pipelines.stress.liquidation import Market, Outcome, liquidate
+from pipelines.stress.montecarlo import monte_carlo
+from pipelines.stress.report import concentration, scenario_rows, stress_table, summary
+from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
+from serving.layout import SUCCESS_NAME, current_partition, relative
+from serving.publish import read_partition
+
+
+@dataclass(frozen=True)
+class StressResult:
+    table: pa.Table
+    summary: dict[str, Any]
+    scenarios: list[Scenario]
+    outcomes: dict[str, Outcome]
+    path: Path | None = None       # published stress revision (None when not published)
+    created: bool = False
+
+
+def forecasts_root(cfg: Config) -> Path:
+    return Path(cfg.paths.outputs_dir) / "forecasts"
+
+
+def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
+    """``cfg`` with the keys of a YAML scenario file (a subset of ``stress``) applied."""
+    if path is None:
+        return cfg
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a scenario file is a mapping of stress.* keys")
+    return cfg.with_overrides({f"stress.{k}": v for k, v in raw.items()})
+
+
+def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Config) -> Market:
+    """Prices (close of D), LT/LB/σ from the parameters, ADV of the last ``adv_window`` days."""
+    p = params.set_index("asset").sort_index()
+    assets = list(p.index)
+    price, adv = [], []
+    for a in assets:
+        d = data.daily[a].loc[: pd.Timestamp(as_of)]
+        price.append(float(d["close"].iloc[-1]) if len(d) else np.nan)
+        dollar = (d["close"] * d["volume"]).iloc[-cfg.policy.liquidity.adv_window:]
+        adv.append(float(dollar.mean()) if len(dollar) else np.nan)
+    if not np.all(np.isfinite(price)):
+        bad = [a for a, x in zip(assets, price, strict=True) if not np.isfinite(x)]
+        raise ValueError(f"no close on or before {as_of} for {bad}: cannot price the book")
+    return Market(assets, np.array(price), p["lt"].to_numpy(float), p["lb"].to_numpy(float),
+                  p["sigma_1d"].to_numpy(float), np.array(adv),
+                  cfg.policy.liquidity.impact_coef, cfg.stress.slippage_cap)
+
+
+def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndarray,
+                    as_of: dt.date) -> list[Scenario]:
+    """Historical (as-is and filtered), hypothetical and the joint FHS scenario."""
+    s, assets, sigma = cfg.stress, market.assets, market.sigma_1d
+    delay = cfg.features.liquidation_delay_hours
+    scenarios = historical_scenarios(s, data.daily, data.hourly, assets, sigma, as_of, delay)
+    scenarios += hypothetical_scenarios(s, data.daily, assets, sigma, delay)
+    used = [a for a, h in zip(assets, held, strict=True) if h]
+    if used:
+        mc = monte_carlo(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
+                         s.mc_seed, s.ewma_decay)
+        rel = np.ones((s.mc_paths, s.mc_horizon_days + 1, len(assets)))
+        rel[:, :, held] = mc.relative  # an asset nobody holds does not move (no exposure)
+        source = {a: ("fhs" if h else "not_held") for a, h in zip(assets, held, strict=True)}
+        scenarios.append(dataclasses.replace(mc, relative=rel, assets=assets, source=source))
+    return scenarios
+
+
+def stress_book(book: Book, market: Market, scenarios: list[Scenario], as_of: dt.date,
+                top_n: int) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]],
+                                     dict[str, Outcome]]:
+    """Run every scenario: (rows of stress.parquet, per-scenario details, outcomes)."""
+    rows, details, outcomes = [], {}, {}
+    total_debt = float(book.debt_usd.sum())
+    for scn in scenarios:
+        m = market if scn.sigma_multiplier == 1.0 else dataclasses.replace(
+            market, sigma_1d=market.sigma_1d * scn.sigma_multiplier)
+        out = liquidate(book, m, scn.relative, scn.delay_steps)
+        outcomes[scn.name] = out
+        rows += scenario_rows(as_of, scn, out, total_debt)
+        details[scn.name] = {"note": scn.note, "missing_assets": scn.missing_assets,
+                             "daily_assets": [a for a in scn.assets
+                                              if scn.source.get(a) == "daily"],
+                             **concentration(scn, out, book, top_n)}
+    return rows, details, outcomes
+
+
+def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
+               scenarios_path: Path | str | None = None, publish: bool = True,
+               track: bool = True) -> StressResult:
+    """The whole job (module docstring). Raises before writing on any invalid input."""
+    cfg = with_scenario_file(cfg, scenarios_path)
+    root = forecasts_root(cfg)
+    current = current_partition(root, as_of)
+    if current is None:
+        raise FileNotFoundError(f"no published parameters for {as_of} under {root}: run "
+                                f"`volmargin serve --as-of {as_of}` first")
+    revision, part = current
+    params = read_partition(part)
+    data = load_market(cfg.paths.data_dir, sorted(params["asset"]), as_of=as_of)
+    market = market_state(params, data, as_of, cfg)
+    stable = cfg.stress.stablecoins
+    if book_path is None:
+        frame = synthetic_book(pd.Series(market.price, market.assets),
+                               params.set_index("asset")["ltv"].sort_index(),
+                               pd.Series(market.adv_usd, market.assets), cfg.stress.book)
+        book = validate_book(frame, market.assets, stable, "<synthetic book>", 0)
+        book_source = f"synthetic (seed {cfg.stress.book.seed})"
+    else:
+        book = load_book(book_path, market.assets, stable)
+        book_source = Path(book_path).name
+    held = book.collateral.sum(axis=0) > 0
+    scenarios = build_scenarios(cfg, data, market, held, as_of)
+    rows, details, outcomes = stress_book(book, market, scenarios, as_of, cfg.stress.top_n)
+    table = stress_table(rows)
+    book_info = {"source": book_source, "accounts": len(book.accounts),
+                 "debt_usd": float(book.debt_usd.sum()),
+                 "collateral_usd": float((book.collateral @ market.price).sum())}
+    pointer = {"path": relative(root, part), "revision": revision,
+               "success_sha256": (part / SUCCESS_NAME).read_text().strip()}
+    doc = summary(as_of, rows, details, book_info, pointer)
+    result = StressResult(table, doc, scenarios, outcomes)
+    if publish:
+        from pipelines.stress.publish import publish_stress
+        from serving.ops.tracking import git_commit
+
+        path, created = publish_stress(table, doc, root, as_of, git_commit())
+        result = dataclasses.replace(result, path=path, created=created)
+    if track:
+        from pipelines.stress.tracking import log_stress
+
+        log_stress(cfg, result)
+    return result

@@ -1,0 +1,188 @@
+r"""Liquidations and bad debt of a book along joint price paths, on today's parameters.
+
+An account holds units :math:`C_{k}` of collateral assets and owes :math:`D` USD. Its health
+factor at prices :math:`p` is Aave's, with the liquidation threshold of each collateral asset
+(a multi-collateral account's LT is the value-weighted LT of what it holds):
+
+.. math::
+    HF = \frac{\sum_k C_k\, p_k\, LT_k}{D}
+
+The first path step with :math:`HF < 1` triggers the liquidation, which executes ``delay``
+steps later (the liquidation delay *H*) at that step's prices. The liquidator repays the debt
+and seizes collateral worth :math:`D \cdot LB` (value-weighted LB, taken pro rata from every
+collateral asset), so it seizes the share :math:`f = \min(1, D\,LB / V_0)` of the collateral
+value :math:`V_0 = \sum_k C_k p_k`. What it sells moves the price: the slippage of asset *k* is
+the square-root impact of the **aggregate** value seized in that asset on that path,
+
+.. math::
+    s_k = \min\big(c\,\sigma_k \sqrt{Q_k / ADV_k},\ s_{\max}\big), \qquad
+    Q_k = \sum_{\text{liquidated}} f\, C_k\, p_k ,
+
+the policy's :func:`serving.policy.liquidity_addon` with the reference size replaced by
+:math:`Q_k` (no ADV → :math:`s_{\max}`). The collateral then realizes
+:math:`V = \sum_k C_k p_k (1 - s_k)` and the protocol's bad debt is
+
+.. math::
+    B = \max(D - V / LB,\ 0),
+
+zero as long as the price fell less than the cushion :math:`1 - LT \cdot LB` (= MMF) at the
+trigger; bad debt is attributed to collateral assets pro rata to their realized value.
+Accounts holding an asset whose scenario move is missing are *excluded* (counted), never
+given an invented price. Everything is matrix algebra over accounts × assets and
+paths × steps × assets, in chunks of paths to bound memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.stress.book import Book
+
+CELLS_PER_CHUNK = 4_000_000  # accounts × paths per chunk: 32 MB per float64 array
+
+
+@dataclass(frozen=True)
+class Market:
+    """Today's state per asset (columns aligned with :attr:`Book.assets`), from the
+    published parameters and data up to the as-of."""
+
+    assets: list[str]
+    price: np.ndarray      # (K,) USD, close of the as-of day
+    lt: np.ndarray         # (K,) liquidation threshold
+    lb: np.ndarray         # (K,) liquidation bonus, e.g. 1.05
+    sigma_1d: np.ndarray   # (K,) forecast 1-day σ (slippage)
+    adv_usd: np.ndarray    # (K,) average daily dollar volume (slippage)
+    impact_coef: float = 1.0
+    slippage_cap: float = 0.99
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Liquidations of one scenario, per path and per account."""
+
+    bad_debt: np.ndarray            # (P,) USD
+    bad_debt_by_asset: np.ndarray   # (P, K) USD
+    seized_value: np.ndarray        # (P,) USD of collateral seized (scenario price)
+    seized_by_asset: np.ndarray     # (P, K) USD
+    accounts_liquidated: np.ndarray  # (P,) count
+    account_bad_debt: np.ndarray    # (A,) USD summed over paths
+    account_liquidated: np.ndarray  # (A,) number of paths on which it was liquidated
+    seized_by_step: np.ndarray      # (S,) USD seized per execution step, all paths summed
+    bad_debt_by_step: np.ndarray    # (S,)
+    excluded_accounts: int          # hold an asset with a missing move
+    excluded_debt_usd: float
+
+
+def health_factor(collateral: np.ndarray, price: np.ndarray, lt: np.ndarray,
+                  debt_usd: np.ndarray) -> np.ndarray:
+    """:math:`HF = \\sum_k C_k p_k LT_k / D` per account (inf without debt); (A, K) → (A,)."""
+    num = (collateral * lt) @ price
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(debt_usd > 0, num / np.where(debt_usd > 0, debt_usd, 1.0), np.inf)
+
+
+def slippage(seized_usd: np.ndarray, market: Market) -> np.ndarray:
+    """Square-root impact of the aggregate seized value per asset, (..., K) → (..., K)."""
+    adv = market.adv_usd
+    ok = np.isfinite(adv) & (adv > 0)
+    ratio = seized_usd / np.where(ok, adv, 1.0)
+    s = market.impact_coef * market.sigma_1d * np.sqrt(np.maximum(ratio, 0.0))
+    s = np.where(ok | (seized_usd <= 0), s, market.slippage_cap)
+    return np.minimum(s, market.slippage_cap)
+
+
+def liquidate(book: Book, market: Market, relative: np.ndarray, delay_steps: int) -> Outcome:
+    """Run the liquidation model of the module docstring over joint price paths.
+
+    Parameters
+    ----------
+    book : Book
+        Accounts × assets collateral and the debt per account.
+    market : Market
+        Today's prices and parameters, columns in ``book.assets`` order.
+    relative : np.ndarray
+        Price relative to today, shape (P, S, K); step 0 is normally 1. An asset with NaN
+        anywhere is a missing move: accounts holding it are excluded.
+    delay_steps : int
+        Steps between the trigger and the execution (clipped to the last step).
+    """
+    if list(market.assets) != list(book.assets):
+        raise ValueError("market and book assets differ: align them first")
+    n_paths, n_steps, k = relative.shape
+    missing = np.isnan(relative).any(axis=(0, 1))  # (K,)
+    relative = np.where(missing, 1.0, relative)
+    excluded = (book.collateral[:, missing] > 0).any(axis=1)  # (A,)
+    collateral = np.where(excluded[:, None], 0.0, book.collateral)  # (A, K)
+    debt = np.where(excluded, 0.0, book.debt_usd)  # (A,)
+    weighted = collateral * market.lt  # (A, K)
+    n_acc = len(debt)
+    out = _Accumulator(n_paths, n_steps, k, n_acc)
+    chunk = max(1, CELLS_PER_CHUNK // max(n_acc, 1))
+    for p0 in range(0, n_paths, chunk):
+        price = market.price * relative[p0:p0 + chunk]  # (c, S, K)
+        c = price.shape[0]
+        # Step by step (S is small for shocks and Monte Carlo): (A, c) arrays stay contiguous,
+        # which is ~3x faster than reducing a (A, c, S) array over its short last axis.
+        first = np.full((n_acc, c), -1, dtype=np.int32)  # first unhealthy step, -1: never
+        for s in range(n_steps):
+            unhealthy = weighted @ price[:, s, :].T < debt[:, None]  # (A, c)
+            np.copyto(first, s, where=unhealthy & (first < 0))
+        acc, path = np.nonzero(first >= 0)
+        if not len(acc):
+            continue
+        step = np.minimum(first[acc, path] + delay_steps, n_steps - 1)
+        _settle(out, collateral[acc], debt[acc], price[path, step], acc, path, p0, c, step,
+                market)
+    return out.result(int(excluded.sum()), float(book.debt_usd[excluded].sum()))
+
+
+def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarray,
+            acc: np.ndarray, path: np.ndarray, p0: int, c: int, step: np.ndarray,
+            market: Market) -> None:
+    """Seize, slip and book the bad debt of the liquidated (account, path) pairs."""
+    value = coll * px  # (n, K) at the execution prices
+    v0 = value.sum(axis=1)  # (n,)
+    safe_v0 = np.where(v0 > 0, v0, 1.0)
+    lb = np.where(v0 > 0, value @ market.lb / safe_v0, market.lb.max())  # (n,)
+    share = np.minimum(1.0, debt * lb / safe_v0)  # (n,)
+    seized = share[:, None] * value  # (n, K)
+    k = value.shape[1]
+    agg = np.stack([np.bincount(path, seized[:, j], minlength=c) for j in range(k)], axis=1)
+    slip = slippage(agg, market)  # (c, K)
+    net = value * (1.0 - slip[path])  # (n, K)
+    v = net.sum(axis=1)
+    bad = np.maximum(debt - v / lb, 0.0)  # (n,)
+    weights = np.where(v[:, None] > 0, net / np.where(v > 0, v, 1.0)[:, None],
+                       value / safe_v0[:, None])
+    bad_k = bad[:, None] * weights  # (n, K)
+    rows = slice(p0, p0 + c)
+    out.bad_debt_by_asset[rows] += np.stack(
+        [np.bincount(path, bad_k[:, j], minlength=c) for j in range(k)], axis=1)
+    out.seized_by_asset[rows] += agg
+    out.accounts_liquidated[rows] += np.bincount(path, minlength=c)
+    out.account_bad_debt += np.bincount(acc, bad, minlength=len(out.account_bad_debt))
+    out.account_liquidated += np.bincount(acc, minlength=len(out.account_liquidated))
+    out.seized_by_step += np.bincount(step, seized.sum(axis=1), minlength=len(out.seized_by_step))
+    out.bad_debt_by_step += np.bincount(step, bad, minlength=len(out.bad_debt_by_step))
+
+
+class _Accumulator:
+    """Running sums over chunks of paths."""
+
+    def __init__(self, n_paths: int, n_steps: int, k: int, n_acc: int) -> None:
+        self.bad_debt_by_asset = np.zeros((n_paths, k))
+        self.seized_by_asset = np.zeros((n_paths, k))
+        self.accounts_liquidated = np.zeros(n_paths, dtype=np.int64)
+        self.account_bad_debt = np.zeros(n_acc)
+        self.account_liquidated = np.zeros(n_acc, dtype=np.int64)
+        self.seized_by_step = np.zeros(n_steps)
+        self.bad_debt_by_step = np.zeros(n_steps)
+
+    def result(self, excluded: int, excluded_debt: float) -> Outcome:
+        return Outcome(self.bad_debt_by_asset.sum(axis=1), self.bad_debt_by_asset,
+                       self.seized_by_asset.sum(axis=1), self.seized_by_asset,
+                       self.accounts_liquidated, self.account_bad_debt,
+                       self.account_liquidated, self.seized_by_step, self.bad_debt_by_step,
+                       excluded, excluded_debt)
