@@ -5,19 +5,66 @@ At refit date ``c_k`` the model is fitted on feature rows dated ``<= c_k`` (no `
 column ever reaches it) and then forecasts every cutoff ``t`` in ``[c_k, c_{k+1})`` from rows
 dated ``<= t``. Each forecast row keeps its ``cutoff`` and the ``fitted_through`` date of the
 parameters that made it.
+
+**Fault isolation.** The work is a list of independent :class:`Task`\\ s — one per (asset,
+refit) for a forecaster that fits each asset on its own (``per_asset = True``), one per refit
+for a pooled one — run through a ``mapper`` (builtin :func:`map` by default; any callable with
+its signature, e.g. a Dask client's ``map`` + ``gather``, runs them elsewhere). A task that
+raises fails the (model, asset, horizon) triples it covers; every forecast is then checked by
+:func:`models.plausibility.forecast_implausibility`, and a triple with one implausible row
+fails whole (a model is never scored on a support its rivals do not share). Failed triples
+are dropped from the forecasts and listed in :attr:`WalkForward.failures`, so a pooled model
+that fails on one asset loses that asset only and one that cannot fit loses every asset.
+On data where nothing fails the forecasts are those of fitting all assets at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 
+from configs.schema import PlausibilityConfig
 from features.schema import feature_view
 from models.base import Forecaster, concat_forecasts
+from models.plausibility import forecast_implausibility
 
 ProgressHook = Callable[[int, int], None]
+FAILURE_COLUMNS = ["model", "asset", "horizon_days", "stage", "reason", "rows"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Fit on rows dated ``<= fit_end`` of ``assets``, forecast every day up to ``seg_end``."""
+
+    k: int
+    fit_end: pd.Timestamp
+    seg_end: pd.Timestamp
+    assets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task: Task
+    forecasts: pd.DataFrame
+    error: str = ""  # "" when the task ran; else the exception, one line
+
+
+Mapper = Callable[[Callable[[Task], TaskResult], Iterable[Task]], Iterable[TaskResult]]
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    forecasts: pd.DataFrame  # healthy rows only (FORECAST_COLUMNS + fitted_through)
+    failures: pd.DataFrame   # FAILURE_COLUMNS: one row per failed (model, asset, horizon)
+
+
+class ForecastFailureError(RuntimeError):
+    """A strict walk-forward met failed forecasts (the message lists them)."""
 
 
 def refit_dates(start: pd.Timestamp, end: pd.Timestamp, every: int) -> pd.DatetimeIndex:
@@ -32,6 +79,98 @@ def eligible_assets(panel: pd.DataFrame, cutoff: pd.Timestamp, min_days: int) ->
     return sorted(counts.index[counts >= min_days])
 
 
+def plan(features: pd.DataFrame, oos_start: dt.date, refit_every: int, min_train_days: int,
+         per_asset: bool) -> list[Task]:
+    """The walk-forward's tasks in refit order (assets sorted within a refit)."""
+    dates = features.index.get_level_values("date")
+    last = dates.max()
+    fits = refit_dates(pd.Timestamp(oos_start), last, refit_every)
+    tasks = []
+    for k, fit_end in enumerate(fits):
+        seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
+        assets = tuple(eligible_assets(features, fit_end, min_train_days))
+        if not assets:
+            continue
+        groups = [(a,) for a in assets] if per_asset else [assets]
+        tasks += [Task(k, fit_end, seg_end, g) for g in groups]
+    return tasks
+
+
+def run_task(task: Task, make_model: Callable[[], Forecaster], features: pd.DataFrame,
+             horizons: Sequence[int]) -> TaskResult:
+    """Fit and forecast one task; an exception becomes the result's ``error``, not a crash."""
+    dates = features.index.get_level_values("date")
+    in_assets = features.index.get_level_values("asset").isin(task.assets)
+    try:
+        model = make_model().fit(features[in_assets & (dates <= task.fit_end)])
+        seg_dates = pd.date_range(task.fit_end, task.seg_end, freq="D")
+        fc = model.forecast(features[in_assets & (dates <= task.seg_end)], horizons, seg_dates)
+    except Exception as exc:  # isolation is the point: any fault fails this task only
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return TaskResult(task, concat_forecasts([]), f"{type(exc).__name__}: {exc} "
+                          f"({where.filename.rsplit('/', 1)[-1]}:{where.lineno})")
+    fc["fitted_through"] = task.fit_end
+    return TaskResult(task, fc)
+
+
+def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
+              reasons: pd.Series, horizons: Sequence[int]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        if r.error:
+            rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "fit",
+                      "reason": f"refit {r.task.fit_end.date()}: {r.error}", "rows": 0}
+                     for a in r.task.assets for h in horizons]
+    bad = forecasts[reasons != ""].assign(reason=reasons[reasons != ""])
+    for (asset, h), g in bad.groupby(["asset", "horizon_days"], sort=True):
+        first = g.sort_values("cutoff").iloc[0]
+        rows.append({"model": alias, "asset": asset, "horizon_days": int(h),
+                     "stage": "plausibility", "rows": len(g),
+                     "reason": f"{len(g)} implausible forecasts, first at "
+                               f"{first['cutoff'].date()}: {first['reason']}"})
+    out = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+    # one row per triple: a fit failure explains the rest, the first refit's error is enough
+    return out.drop_duplicates(["model", "asset", "horizon_days"], ignore_index=True)
+
+
+def backtest(
+    make_model: Callable[[], Forecaster],
+    panel: pd.DataFrame,
+    oos_start: dt.date,
+    refit_every: int,
+    horizons: Sequence[int],
+    min_train_days: int,
+    progress: ProgressHook | None = None,
+    mapper: Mapper = map,
+    plausibility: PlausibilityConfig | None = None,
+) -> WalkForward:
+    """Out-of-sample forecasts for every cutoff from ``oos_start`` to the panel's last date,
+    with every failed (model, asset, horizon) dropped and listed (module docstring)."""
+    features = feature_view(panel)
+    probe = make_model()
+    alias = str(probe.alias)
+    tasks = plan(features, oos_start, refit_every, min_train_days,
+                 bool(getattr(probe, "per_asset", False)))
+    n_refits = len(refit_dates(pd.Timestamp(oos_start),
+                               features.index.get_level_values("date").max(), refit_every))
+    results: list[TaskResult] = []
+    for result in mapper(partial(run_task, make_model=make_model, features=features,
+                                 horizons=horizons), tasks):
+        results.append(result)
+        if progress is not None:
+            progress(result.task.k + 1, n_refits)
+    fc = concat_forecasts([r.forecasts for r in results])
+    if "fitted_through" not in fc.columns:
+        fc["fitted_through"] = pd.Series(dtype="datetime64[ns]")
+    reasons = forecast_implausibility(fc, panel, plausibility or PlausibilityConfig())
+    failures = _failures(alias, results, fc, reasons, horizons)
+    failed = pd.MultiIndex.from_frame(failures[["asset", "horizon_days"]].astype(
+        {"horizon_days": int}))
+    keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
+        {"horizon_days": int})).isin(failed)
+    return WalkForward(fc[keep].reset_index(drop=True), failures)
+
+
 def walk_forward(
     make_model: Callable[[], Forecaster],
     panel: pd.DataFrame,
@@ -40,26 +179,16 @@ def walk_forward(
     horizons: Sequence[int],
     min_train_days: int,
     progress: ProgressHook | None = None,
+    mapper: Mapper = map,
+    plausibility: PlausibilityConfig | None = None,
 ) -> pd.DataFrame:
-    """Out-of-sample forecasts for every cutoff from ``oos_start`` to the panel's last date."""
-    features = feature_view(panel)
-    dates = features.index.get_level_values("date")
-    last = dates.max()
-    fits = refit_dates(pd.Timestamp(oos_start), last, refit_every)
-    blocks = []
-    for k, fit_end in enumerate(fits):
-        seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
-        assets = eligible_assets(features, fit_end, min_train_days)
-        if assets:
-            in_assets = features.index.get_level_values("asset").isin(assets)
-            model = make_model().fit(features[in_assets & (dates <= fit_end)])
-            seg_dates = pd.date_range(fit_end, seg_end, freq="D")
-            fc = model.forecast(features[in_assets & (dates <= seg_end)], horizons, seg_dates)
-            fc["fitted_through"] = fit_end
-            blocks.append(fc)
-        if progress is not None:
-            progress(k + 1, len(fits))
-    out = concat_forecasts(blocks)
-    if "fitted_through" not in out.columns:
-        out["fitted_through"] = pd.Series(dtype="datetime64[ns]")
-    return out
+    """:func:`backtest`'s forecasts, strict: any failure raises :class:`ForecastFailureError`
+    naming every failed (model, asset, horizon) and why, for callers that cannot go on
+    without every asset (benchmarks, one-model studies)."""
+    out = backtest(make_model, panel, oos_start, refit_every, horizons, min_train_days,
+                   progress, mapper, plausibility)
+    if len(out.failures):
+        lines = [f"  {r.model} {r.asset} h={r.horizon_days}: {r.reason}"
+                 for r in out.failures.itertuples()]
+        raise ForecastFailureError("failed forecasts:\n" + "\n".join(lines))
+    return out.forecasts

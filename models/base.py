@@ -9,6 +9,9 @@ Modelled on Nixtla's ``fit / forecast / cross_validation`` and arch's spec-vs-re
   at cutoff ``t`` reads only rows dated ``<= t``.
 * ``state() -> dict`` is JSON-able (parameters, small weight arrays as lists); never a pickle.
   ``from_state(state)`` rebuilds an identical forecaster.
+* optional ``per_asset: bool``: True when fitting and forecasting each asset alone gives the
+  same numbers as doing all at once (no pooled parameter); the walk-forward then runs, and
+  fails, assets one by one (:mod:`models.backtest`). Absent means pooled.
 
 Forecast frame columns (:data:`FORECAST_COLUMNS`): ``asset, cutoff, horizon_days,
 target_date, variance`` with ``variance`` the forecast variance of the log return over days

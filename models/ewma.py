@@ -55,6 +55,8 @@ def ewma_variance(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarra
 class EwmaForecaster:
     """RiskMetrics EWMA variance per asset; see the module docstring."""
 
+    per_asset = True  # each asset on its own: the walk-forward may run assets apart
+
     def __init__(self, config: EwmaConfig | None = None, alias: str = "ewma94") -> None:
         self.config = config or EwmaConfig()
         self.alias = alias

@@ -46,6 +46,19 @@ arch's one-step forecast (exact for every model). Beyond it:
   against a brute-force one), with no Monte Carlo noise and no seed: a forecast at ``t`` is
   a deterministic function of the returns up to ``t``.
 
+  **Ceiling.** :math:`\hat M_t(c)` is a mean of exponentials of the shocks: one shock far
+  outside what the fixed parameters expect (a ×10 pump in weeks after a calm year gives
+  :math:`z \approx 30`) makes it the whole mean, and the product over ``h-1`` steps grows
+  without bound — a 7-day forecast of :math:`10^{23}` on a real altcoin. No variance that
+  large has ever been seen: each :math:`E_t\sigma^2_{t+k}`, :math:`k \ge 2`, is capped at
+
+  .. math:: \bar\sigma^2_t = \max\big(\sigma^2_{t+1},\ \max_{s \le t} r_s^2\big),
+
+  the larger of the model's one-step variance and the largest squared daily return up to the
+  cutoff: a forecast that expects *every* coming day to be worse than the worst day on record
+  is the Jensen term of an outlier, not information. The cap is monotone in the data known
+  at ``t`` (no look-ahead) and, on the embedded data, never binds on a healthy asset.
+
 Spec vs result, as in ``arch``: :meth:`GarchForecaster.fit` estimates parameters;
 :meth:`~GarchForecaster.forecast` rebuilds the model on the data it is given, fixes the stored
 parameters (``arch_model(...).fix``) and filters forward, so serving needs no pickle. arch's
@@ -113,12 +126,13 @@ def gjr_term_structure(
 
 def egarch_term_structure(
     params: dict[str, float], ln_sigma2_next: np.ndarray, residuals: np.ndarray,
-    pool_size: np.ndarray, horizon: int,
+    pool_size: np.ndarray, horizon: int, ln_ceiling: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n, horizon) :math:`E_t\\sigma^2_{t+k}` of an EGARCH(1,1,1), shocks drawn from the past.
 
     Cutoff ``i`` draws its i.i.d. shocks from ``residuals[:pool_size[i]]``, its standardized
-    residuals up to the cutoff (filtered historical simulation), in closed form.
+    residuals up to the cutoff (filtered historical simulation), in closed form. Steps
+    ``k >= 2`` are capped at ``exp(ln_ceiling[i])`` when given (the module's *Ceiling*).
     """
     omega, alpha = params["omega"], params["alpha[1]"]
     gamma, beta = params["gamma[1]"], params["beta[1]"]
@@ -132,7 +146,10 @@ def egarch_term_structure(
         ln_running = np.logaddexp.accumulate(beta ** (k - 1) * news)  # (N,)
         ln_moments += ln_running[pool_size - 1] - np.log(pool_size)
         ln_deterministic = omega + beta * ln_deterministic
-        out[:, k] = np.exp(ln_deterministic + ln_moments)
+        ln_expected = ln_deterministic + ln_moments  # (n,)
+        if ln_ceiling is not None:
+            ln_expected = np.minimum(ln_expected, ln_ceiling)
+        out[:, k] = np.exp(ln_expected)
     return out
 
 
@@ -171,6 +188,8 @@ class GarchForecaster:
         self.spec = GARCH_SPECS[alias]
         self.params: dict[str, dict[str, float]] = {}
 
+    per_asset = True  # each asset fitted on its own: the walk-forward may run assets apart
+
     def _model(self, returns: pd.Series) -> Any:
         s = self.spec
         return arch_model(returns, mean="Zero", vol=s.vol, p=s.p, o=s.o, q=s.q, dist=s.dist)
@@ -207,8 +226,10 @@ class GarchForecaster:
         else:
             residuals = res.std_resid.to_numpy()  # z_s for every return in the data
             pool_size = returns.index.get_indexer(wanted) + 1  # residuals up to the cutoff
+            worst_r2 = np.maximum.accumulate(returns.to_numpy() ** 2)[pool_size - 1]  # (n,)
+            ln_ceiling = np.log(np.maximum(sigma2_next, worst_r2))
             paths = egarch_term_structure(params, np.log(sigma2_next), residuals, pool_size,
-                                          horizon)
+                                          horizon, ln_ceiling)
         return paths / SCALE**2
 
     def forecast(

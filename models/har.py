@@ -116,6 +116,7 @@ class HarForecaster:
         self.horizons = trained_horizons(alias, horizons)
         # asset → regime ("har" | "harx") → str(horizon) → {coef, resid_var, n}
         self.params: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+        self.per_asset = not self.spec.pooled  # the walk-forward may run assets apart
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: pd.DataFrame) -> Self:

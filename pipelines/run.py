@@ -2,17 +2,23 @@
 and selection → register the policy (challenger → gate → champion) → serve.
 
 One MLflow run per step (:mod:`pipelines.steps`), nested runs per forecaster in the backtest.
+
+A run *completes with failures* when a forecaster failed for some (model, asset, horizon), a
+diagnostic could not be computed or a data file was skipped (``--keep-going``): the healthy
+assets are still selected on, registered and published, :meth:`RunResult.failure_lines`
+lists what failed and :func:`exit_status` is :data:`EXIT_COMPLETED_WITH_FAILURES`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from configs.schema import Config
 from features.loaders import load_market
+from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.steps import (
     Progress,
     _noop,
@@ -23,6 +29,13 @@ from pipelines.steps import (
 )
 from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
+
+EXIT_COMPLETED_WITH_FAILURES = 4  # = the jobs' EXIT_PARTIAL: published, something failed
+MAX_DIAGNOSTIC_LINES = 20  # the rest are in comparison.csv / the MLflow run
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns)
 
 
 @dataclass(frozen=True)
@@ -40,22 +53,54 @@ class RunResult:
     gate_reason: str
     failures: dict[str, str]      # files that failed to load (with keep_going)
     served: ServeResult | None    # None when run(publish=False)
+    forecast_failures: pd.DataFrame = field(  # failed (model, asset, horizon): stage, reason
+        default_factory=lambda: _empty(FAILURE_COLUMNS))
+    diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, and why
+        default_factory=lambda: _empty(["model", "asset", "horizon_days", "diagnostic",
+                                        "reason"]))
+
+    @property
+    def completed_with_failures(self) -> bool:
+        return bool(len(self.forecast_failures) or len(self.diagnostic_failures)
+                    or self.failures)
+
+    def failure_lines(self) -> list[str]:
+        """The end-of-run list of what failed, one line each (empty when nothing did)."""
+        lines = [f"forecast failed: {r.model} {r.asset} h={r.horizon_days}d ({r.stage}): "
+                 f"{r.reason}" for r in self.forecast_failures.itertuples()]
+        diag = [f"diagnostic undefined: {r.diagnostic} {r.model} {r.asset} "
+                f"h={r.horizon_days}d: {r.reason}" for r in self.diagnostic_failures.itertuples()]
+        if len(diag) > MAX_DIAGNOSTIC_LINES:
+            more = len(diag) - MAX_DIAGNOSTIC_LINES
+            diag = [*diag[:MAX_DIAGNOSTIC_LINES], f"... and {more} more undefined "
+                    "diagnostics (outputs/backtest/comparison.csv, *_note columns)"]
+        files = [f"skipped file {name}: {why}" for name, why in self.failures.items()]
+        return lines + diag + files
+
+
+def exit_status(result: RunResult) -> int:
+    """0 when nothing failed, else :data:`EXIT_COMPLETED_WITH_FAILURES` (the run published
+    the healthy assets; :meth:`RunResult.failure_lines` says what it left out)."""
+    return EXIT_COMPLETED_WITH_FAILURES if result.completed_with_failures else 0
 
 
 def run(
     cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop,
-    publish: bool = True, keep_going: bool = False,
+    publish: bool = True, keep_going: bool = False, mapper: Mapper = map,
 ) -> RunResult:
     """Run the whole pipeline on ``cfg.paths.data_dir``; publish parameters as of ``as_of``
     unless ``publish`` is False (``volmargin retrain`` trains and promotes, serving is separate).
-    With ``keep_going`` a malformed file fails only its asset (listed in ``failures``).
+    With ``keep_going`` a malformed file fails only its asset (listed in ``failures``); a
+    forecaster failing for an asset fails only that (model, asset, horizon), always.
+    ``mapper`` runs the walk-forward's independent tasks (builtin ``map``: sequentially).
     """
     setup(cfg)
     progress("load data", 0, 1)
     market = load_market(cfg.paths.data_dir, cfg.data.assets, keep_going=keep_going)
     progress("features", 0, 1)
     panel, fp = step_features(cfg, market)
-    forecasts, table, compared = step_backtest(cfg, panel, progress)
+    bt = step_backtest(cfg, panel, progress, mapper)
+    forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress)
     progress("register", 0, 1)
     version, promoted, reason = step_register(cfg, panel, choice, forecasts[choice.model],
@@ -65,4 +110,5 @@ def run(
         progress("serve", 0, 1)
         served = serve(cfg, as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
-                     stress, version, promoted, reason, dict(market.failures), served)
+                     stress, version, promoted, reason, dict(market.failures), served,
+                     bt.failures, bt.diagnostics)

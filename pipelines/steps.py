@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -18,9 +19,9 @@ from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
 from features.schema import feature_view
 from features.store import load_or_build
 from features.summary import feature_summary
-from models.backtest import walk_forward
+from models.backtest import FAILURE_COLUMNS, Mapper, backtest
 from models.registry import REGISTRY, build_forecaster
-from pipelines.evaluation.comparison import comparison
+from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.compare import compare_policies, forecaster_policies
@@ -38,7 +39,7 @@ def _noop(step: str, done: int, total: int) -> None:
     return None
 
 
-def _log_tables(tables: dict[str, pd.DataFrame], artifact_dir: str) -> None:
+def _log_tables(tables: dict[str, pd.DataFrame], artifact_dir: str | None) -> None:
     """Each table as CSV and Markdown under one artifact directory."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, table in tables.items():
@@ -73,14 +74,41 @@ def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str]:
     return panel, fp
 
 
+@dataclass(frozen=True)
+class BacktestStep:
+    forecasts: dict[str, pd.DataFrame]  # healthy rows by alias; a model that failed everywhere
+                                        # is absent
+    table: pd.DataFrame                 # loss per model × asset × horizon
+    compared: pd.DataFrame              # + DM/MCS/MZ/VaR (with *_note where undefined)
+    failures: pd.DataFrame              # failed (model, asset, horizon): stage, reason, rows
+    diagnostics: pd.DataFrame           # diagnostics that could not be computed, and why
+
+
+class NoForecastsError(RuntimeError):
+    """Every enabled forecaster failed on every asset: nothing to select or publish."""
+
+
+def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table as logged: healthy rows, then one row per failed (model, asset,
+    horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows)."""
+    failed = failures.rename(columns={"reason": "failure"})[
+        ["model", "asset", "horizon_days", "failure"]]
+    return pd.concat([compared.assign(failure=""), failed], ignore_index=True)
+
+
 def step_backtest(
-    cfg: Config, panel: pd.DataFrame, progress: Progress = _noop
-) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, pd.DataFrame]:
+    cfg: Config, panel: pd.DataFrame, progress: Progress = _noop, mapper: Mapper = map,
+) -> BacktestStep:
     """Walk-forward every enabled forecaster (one nested run each), then compare them.
 
-    Returns (forecasts by alias, loss table, comparison table with DM/MCS/MZ/VaR)."""
+    A forecaster that raises or forecasts implausibly fails only the (model, asset, horizon)
+    triples concerned (:func:`models.backtest.backtest`): they are left out of the forecasts
+    and the comparison handed on, listed in ``failures`` and logged (tag ``failures``,
+    artifact ``failures.csv``). ``mapper`` runs the walk-forward's tasks (builtin ``map``:
+    sequentially, here)."""
     bt = cfg.backtest
     forecasts: dict[str, pd.DataFrame] = {}
+    failed: list[pd.DataFrame] = []
     run_ids: dict[str, str] = {}
     out_dir = Path(cfg.paths.outputs_dir) / "backtest"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,18 +119,39 @@ def step_backtest(
         for alias in cfg.models.enabled:
             with mlflow.start_run(run_name=alias, nested=True) as child:
                 log_context(cfg, "backtest", {"model": alias})
-                fc = walk_forward(
+                wf = backtest(
                     lambda a=alias: build_forecaster(a, cfg.models, bt.horizons),
                     panel, bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
                     progress=lambda d, t, a=alias: progress(f"backtest {a}", d, t),
+                    mapper=mapper, plausibility=bt.plausibility,
                 )
-                forecasts[alias], run_ids[alias] = fc, child.info.run_id
+                fc = wf.forecasts
+                run_ids[alias] = child.info.run_id
+                if len(fc):
+                    forecasts[alias] = fc
+                failed.append(wf.failures)
                 fc.to_parquet(out_dir / f"forecasts_{alias}.parquet")
-                mlflow.log_metric("forecast_rows", len(fc))
+                mlflow.log_metrics({"forecast_rows": len(fc), "failed_pairs": len(wf.failures)})
+                if len(wf.failures):
+                    mlflow.set_tag("failures", len(wf.failures))
+                    _log_tables({"failures": wf.failures}, None)
+        failures = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(
+            columns=FAILURE_COLUMNS)
+        mlflow.set_tag("failures", len(failures))
+        failures.to_csv(out_dir / "failures.csv", index=False)
+        _log_tables({"failures": failures}, None)
+        if not forecasts:
+            raise NoForecastsError("every forecaster failed on every asset:\n" + "\n".join(
+                f"  {r.model} {r.asset} h={r.horizon_days}: {r.reason}"
+                for r in failures.itertuples()))
         progress("evaluate", 0, 1)
         scores = scored(forecasts, panel)
         table = loss_table(scores)
         compared = comparison(scores, table, forecasts, panel)
+        diagnostics = diagnostic_failures(compared)
+        mlflow.set_tag("diagnostic_failures", len(diagnostics))
+        if len(diagnostics):
+            _log_tables({"diagnostic_failures": diagnostics}, "comparison")
         client = MlflowClient()
         for row in compared.itertuples():
             run_id, h, a = run_ids[row.model], row.horizon_days, row.asset
@@ -113,14 +162,15 @@ def step_backtest(
                     client.log_metric(run_id, f"{name}_h{h}.{a}", float(value))
         for (model, h), g in table.groupby(["model", "horizon_days"]):
             client.log_metric(run_ids[model], f"qlike_h{h}.mean", float(g["qlike"].mean()))
-        compared.to_csv(out_dir / "comparison.csv", index=False)
-        _log_tables({"comparison": compared, "loss_table": table}, "comparison")
+        logged = comparison_with_failures(compared, failures)
+        logged.to_csv(out_dir / "comparison.csv", index=False)
+        _log_tables({"comparison": logged, "loss_table": table}, "comparison")
         for asset in sorted({"BTC", "ETH"} & set(table["asset"])):
             mlflow.log_figure(forecast_vs_realized(scores, asset), f"plots/forecast_{asset}.png")
         for h in bt.horizons:
             mlflow.log_figure(loss_over_time(scores, h), f"plots/qlike_over_time_h{h}.png")
         progress("evaluate", 1, 1)
-    return forecasts, table, compared
+    return BacktestStep(forecasts, table, compared, failures, diagnostics)
 
 
 def step_policy(
@@ -137,10 +187,10 @@ def step_policy(
         mlflow.set_tags({"selection.model": choice.model, "selection.reason": choice.reason})
         ewma = forecasts.get("ewma94")
         if ewma is None and "ewma94" in REGISTRY:
-            bt = cfg.backtest
-            ewma = walk_forward(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
-                                panel, bt.oos_start, bt.refit_every, bt.horizons,
-                                bt.min_train_days)
+            bt = cfg.backtest  # a comparator: assets it fails on are compared without it
+            ewma = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
+                            panel, bt.oos_start, bt.refit_every, bt.horizons,
+                            bt.min_train_days, plausibility=bt.plausibility).forecasts
         summary, paths, stress = compare_policies(panel, forecasts, choice.model, cfg, ewma,
                                                   paths)
         progress("policy backtest", 2, 3)

@@ -7,10 +7,17 @@
   quantile of its own past out-of-sample standardized losses, trailing window), with Kupiec,
   Christoffersen and Basel traffic-light backtests.
 
+A diagnostic that cannot be computed for a group (too few pairs, a singular design, a
+constant loss differential) is NaN there and its ``*_note`` column says why
+(:func:`diagnostic_failures` lists them); it never stops the comparison of the others.
+
 Pure: the scored frame (:func:`pipelines.evaluation.evaluate.scored`) and the panel in, frames out.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,52 +26,91 @@ from pipelines.evaluation.coverage import var_backtest
 from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
 
 BENCHMARK = "garch11_t"
+T = TypeVar("T")
+VAR_COLUMNS = ["model", "asset", "var_n", "var_breaches", "kupiec_p", "christoffersen_lr_cc",
+               "cc_p", "red_windows", "worst_zone", "var_pass", "var_note"]
 
 
 def _wide(scores: pd.DataFrame, value: str) -> pd.DataFrame:
     return scores.pivot_table(index="cutoff", columns="model", values=value)
 
 
+def _attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None, str]:
+    """``fn(...)`` and "", or None and why: one diagnostic that cannot be computed for one
+    group is NaN with its reason, never an error that loses every other model and asset."""
+    try:
+        return fn(*args, **kwargs), ""
+    except Exception as exc:  # numpy/statsmodels/arch raise many kinds; all mean "undefined"
+        return None, f"{type(exc).__name__}: {exc}".strip()
+
+
 def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK) -> pd.DataFrame:
-    """DM statistic and p-values of each model's QLIKE against ``benchmark``."""
+    """DM statistic and p-values of each model's QLIKE against ``benchmark``; ``dm_note`` says
+    why the test is NaN where it is."""
     rows = []
+    nan = float("nan")
     for (asset, h), g in scores.groupby(["asset", "horizon_days"], sort=True):
         wide = _wide(g, "qlike")
         if benchmark not in wide:
+            rows += [{"asset": asset, "horizon_days": h, "model": m, "dm_stat": nan,
+                      "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
+                      "dm_note": f"benchmark {benchmark} has no forecasts here"}
+                     for m in wide.columns]
             continue
         for model in wide.columns.drop(benchmark):
-            r = diebold_mariano(wide[model], wide[benchmark], horizon=int(h))
+            r, why = _attempt(diebold_mariano, wide[model], wide[benchmark], horizon=int(h))
+            if r is None:
+                rows.append({"asset": asset, "horizon_days": h, "model": model, "dm_stat": nan,
+                             "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
+                             "dm_note": why})
+                continue
             rows.append({"asset": asset, "horizon_days": h, "model": model,
                          "dm_stat": r.statistic, "dm_p": r.p_value,
-                         "dm_p_better": r.p_value_a_better, "mean_diff": r.mean_diff})
+                         "dm_p_better": r.p_value_a_better, "mean_diff": r.mean_diff,
+                         "dm_note": r.note if np.isnan(r.statistic) else ""})
     return pd.DataFrame(rows, columns=["asset", "horizon_days", "model", "dm_stat", "dm_p",
-                                       "dm_p_better", "mean_diff"])
+                                       "dm_p_better", "mean_diff", "dm_note"])
 
 
 def mcs_table(scores: pd.DataFrame, size: float = 0.10, reps: int = 500,
               seed: int = 0) -> pd.DataFrame:
-    """Membership of each model in the 90% MCS on QLIKE, per asset and horizon."""
+    """Membership of each model in the 90% MCS on QLIKE, per asset and horizon (``mcs_note``:
+    why membership is unknown where it is)."""
     rows = []
     for (asset, h), g in scores.groupby(["asset", "horizon_days"], sort=True):
         wide = _wide(g, "qlike")
         if wide.shape[1] == 1:  # one model is trivially its own confidence set
             rows.append({"asset": asset, "horizon_days": h, "model": wide.columns[0],
-                         "mcs_p": 1.0, "in_mcs": True})
+                         "mcs_p": 1.0, "in_mcs": True, "mcs_note": ""})
             continue
-        res = model_confidence_set(wide, size=size, reps=reps, seed=seed)
+        res, why = _attempt(model_confidence_set, wide, size=size, reps=reps, seed=seed)
+        if res is None:
+            rows += [{"asset": asset, "horizon_days": h, "model": m, "mcs_p": float("nan"),
+                      "in_mcs": None, "mcs_note": why} for m in wide.columns]
+            continue
         rows += [{"asset": asset, "horizon_days": h, "model": m, "mcs_p": res.p_values[m],
-                  "in_mcs": m in res.included} for m in res.p_values]
-    return pd.DataFrame(rows)
+                  "in_mcs": m in res.included, "mcs_note": ""} for m in res.p_values]
+    return pd.DataFrame(rows, columns=["asset", "horizon_days", "model", "mcs_p", "in_mcs",
+                                       "mcs_note"])
 
 
 def mz_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mincer-Zarnowitz regression of realized on forecast variance (levels)."""
+    """Mincer-Zarnowitz regression of realized on forecast variance (levels); ``mz_note``
+    says why it is NaN where it is (e.g. "singular design")."""
     rows = []
+    nan = float("nan")
     for (model, asset, h), g in scores.groupby(["model", "asset", "horizon_days"], sort=True):
-        r = mincer_zarnowitz(g["realized"], g["variance"], maxlags=max(int(h) - 1, 1))
+        r, why = _attempt(mincer_zarnowitz, g["realized"], g["variance"],
+                          maxlags=max(int(h) - 1, 1))
+        if r is None:
+            rows.append({"model": model, "asset": asset, "horizon_days": h, "mz_r2": nan,
+                         "mz_a": nan, "mz_b": nan, "mz_p": nan, "mz_note": why})
+            continue
         rows.append({"model": model, "asset": asset, "horizon_days": h, "mz_r2": r.r_squared,
-                     "mz_a": r.intercept, "mz_b": r.slope, "mz_p": r.p_value})
-    return pd.DataFrame(rows)
+                     "mz_a": r.intercept, "mz_b": r.slope, "mz_p": r.p_value,
+                     "mz_note": r.note})
+    return pd.DataFrame(rows, columns=["model", "asset", "horizon_days", "mz_r2", "mz_a",
+                                       "mz_b", "mz_p", "mz_note"])
 
 
 def fhs_var(sigma: pd.Series, ret_next: pd.Series, level: float, window: int = 500,
@@ -90,13 +136,35 @@ def var_table(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
             ret = panel.xs(asset, level="asset")["ret_1d"]
             ret_next = ret.shift(-1, freq="D").reindex(sigma.index)
             var = fhs_var(sigma, ret_next, level)
-            bt = var_backtest(-ret_next, var, 1.0 - level)
+            bt, why = _attempt(var_backtest, -ret_next, var, 1.0 - level)
+            if bt is None:
+                rows.append({"model": model, "asset": asset, "var_n": 0, "var_pass": None,
+                             "var_note": why})
+                continue
             rows.append({"model": model, "asset": asset, "var_n": bt.n,
                          "var_breaches": bt.breaches, "kupiec_p": bt.pof.p_value,
                          "christoffersen_lr_cc": bt.cc.statistic, "cc_p": bt.cc.p_value,
                          "red_windows": bt.traffic_light.n_red, "worst_zone": bt.worst_zone,
-                         "var_pass": bool(bt.pof.p_value > 0.05 and bt.cc.statistic < 5.99)})
-    return pd.DataFrame(rows)
+                         "var_pass": bool(bt.pof.p_value > 0.05 and bt.cc.statistic < 5.99),
+                         "var_note": ""})
+    return pd.DataFrame(rows, columns=VAR_COLUMNS)
+
+
+NOTE_COLUMNS = {"dm_note": "diebold_mariano", "mcs_note": "model_confidence_set",
+                "mz_note": "mincer_zarnowitz", "var_note": "var_backtest"}
+
+
+def diagnostic_failures(compared: pd.DataFrame) -> pd.DataFrame:
+    """One row per diagnostic that could not be computed: model, asset, horizon, which, why."""
+    rows = []
+    for col, name in NOTE_COLUMNS.items():
+        if col not in compared:
+            continue
+        bad = compared[compared[col].fillna("").astype(str) != ""]
+        rows += [{"model": r.model, "asset": r.asset, "horizon_days": int(r.horizon_days),
+                  "diagnostic": name, "reason": getattr(r, col)} for r in bad.itertuples()]
+    return pd.DataFrame(rows, columns=["model", "asset", "horizon_days", "diagnostic",
+                                       "reason"])
 
 
 def comparison(scores: pd.DataFrame, table: pd.DataFrame, forecasts: dict[str, pd.DataFrame],

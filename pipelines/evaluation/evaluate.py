@@ -51,18 +51,28 @@ def realized_for(panel: pd.DataFrame, horizons: Sequence[int]) -> pd.DataFrame:
     return pd.concat(blocks, ignore_index=True)
 
 
+def _member(rows: pd.DataFrame, of: pd.DataFrame, on: list[str]) -> np.ndarray:
+    """Which of ``rows`` have their ``on`` values among those of ``of`` (order kept)."""
+    hit = rows[on].merge(of[on].drop_duplicates(), on=on, how="left", indicator=True)
+    return hit["_merge"].eq("both").to_numpy()
+
+
 def scored(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame) -> pd.DataFrame:
     """Every model's forecasts with realized values and losses, on their **common support**.
 
-    Only (asset, cutoff, horizon) keys that every model forecast and whose realized value is
-    known are kept, so that no model is scored on days another one skipped.
+    Within each (asset, horizon), only cutoffs that every model covering that pair forecast
+    and whose realized value is known are kept, so that no model is scored on days another
+    one skipped. A model with no forecast at all for a pair (its failed rows were dropped by
+    the walk-forward) leaves the pair to the others instead of emptying it.
     """
     horizons = sorted({int(h) for fc in forecasts.values() for h in fc["horizon_days"].unique()})
     realized = realized_for(panel, horizons).dropna(subset=["realized"])
     keys = ["asset", "cutoff", "horizon_days"]
+    pair = ["asset", "horizon_days"]
     common = realized[keys]
     for fc in forecasts.values():
-        common = common.merge(fc[keys].drop_duplicates(), on=keys)
+        covered = _member(common, fc, pair)
+        common = common[~covered | _member(common, fc, keys)]
     rows = []
     for name, fc in forecasts.items():
         df = common.merge(fc[[*keys, "variance"]], on=keys).merge(realized, on=keys)

@@ -16,6 +16,7 @@ drops the observations with a NaN in any of its inputs, reporting how many it dr
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -178,6 +179,7 @@ class MZResult:
     n_dropped: int
     maxlags: int
     log: bool
+    note: str = ""  # why the Wald test is NaN (a singular HAC covariance), "" when it is not
 
 
 def newey_west_lags(n: int) -> int:
@@ -209,6 +211,10 @@ def mincer_zarnowitz(
     Andersen and Bollerslev, 1998, on why R² stays low with a noisy proxy).
 
     An exact fit (zero residuals) has no sampling variance: W is 0 at (0, 1), inf elsewhere.
+    A singular design or HAC covariance (forecasts spanning 20 orders of magnitude, a
+    regressor constant up to rounding) leaves the coefficients or the test undefined: the
+    undefined numbers are NaN and ``note`` says "singular design", instead of an error that
+    would stop the comparison of every other model and asset.
 
     References
     ----------
@@ -237,28 +243,43 @@ def mincer_zarnowitz(
         raise ValueError(f"Mincer-Zarnowitz needs >= 3 complete pairs and a non-constant "
                          f"forecast; got n={n} (dropped {n_dropped} NaN pairs)")
     lags = newey_west_lags(n) if maxlags is None else int(maxlags)
-    fit = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit(
-        cov_type="HAC", cov_kwds={"maxlags": lags})
+    nan = float("nan")
+    design = sm.add_constant(x, has_constant="add")
+    if np.linalg.matrix_rank(design) < 2:  # e.g. one forecast of 1e23 among 1e-3s
+        return MZResult(nan, nan, nan, nan, nan, nan, nan, n, n_dropped, lags, log,
+                        f"singular design: forecasts from {x.min():.3g} to {x.max():.3g}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # rank is checked above
+        fit = sm.OLS(y, design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
     theta = np.asarray(fit.params, float)
     cov = np.asarray(fit.cov_params(), float)
     gap = theta - np.array([0.0, 1.0])
     tss = float(((y - y.mean()) ** 2).sum())
+    note = ""
     if float(fit.ssr) <= 1e-20 * tss:  # exact fit: the HAC covariance is (numerically) 0
         wald = 0.0 if np.allclose(gap, 0.0, atol=1e-9) else math.inf
     else:
-        wald = float(gap @ np.linalg.solve(cov, gap))
+        try:
+            wald = float(gap @ np.linalg.solve(cov, gap))
+        except np.linalg.LinAlgError as exc:
+            wald, note = nan, f"singular design: HAC covariance not invertible ({exc})"
+        if wald < 0:  # a HAC covariance that is not positive definite
+            wald, note = nan, "singular design: HAC covariance not positive definite"
+    if note == "" and (not np.all(np.isfinite(theta)) or math.isnan(wald)):
+        note = "singular design: non-finite coefficients"
     return MZResult(
         statistic=wald,
         p_value=float(stats.chi2.sf(wald, df=2)),
         intercept=float(theta[0]),
         slope=float(theta[1]),
-        intercept_se=float(math.sqrt(cov[0, 0])),
-        slope_se=float(math.sqrt(cov[1, 1])),
+        intercept_se=float(math.sqrt(cov[0, 0])) if cov[0, 0] >= 0 else nan,
+        slope_se=float(math.sqrt(cov[1, 1])) if cov[1, 1] >= 0 else nan,
         r_squared=float(fit.rsquared),
         n=n,
         n_dropped=n_dropped,
         maxlags=lags,
         log=log,
+        note=note,
     )
 
 

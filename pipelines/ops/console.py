@@ -77,10 +77,14 @@ def print_run(console: Console, cfg: Config, result: RunResult) -> None:
     state = "promoted to @champion" if result.promoted else "NOT promoted"
     console.print(f"{cfg.registry.model_name} v{result.model_version}: {state} — "
                   f"{result.gate_reason}")
-    for file, message in result.failures.items():
-        console.print(f"[yellow]skipped {file}: {message}[/yellow]")
     if result.served is not None:
         console.print(parameters_table(cfg, result))
         console.print(f"Published: {result.served.published.path}")
     console.print(f"MLflow:    sqlite:///{Path(cfg.paths.mlruns_dir).as_posix()}/mlflow.db — "
                   "open with `volmargin ui` (http://127.0.0.1:5000)")
+    lines = result.failure_lines()
+    if lines:  # last, so that a person reading the end of the log sees what was left out
+        console.print(f"Completed with failures ({len(lines)}), left out of selection and "
+                      "publishing:", style="bold yellow")
+        for line in lines:  # reasons hold brackets: no markup
+            console.print(f"  {line}", style="yellow", markup=False, highlight=False)
