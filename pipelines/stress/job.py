@@ -27,9 +27,11 @@ from features.loaders import MarketData, load_market
 from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, liquidate
 from pipelines.stress.montecarlo import monte_carlo
+from pipelines.stress.publish import publish_stress
 from pipelines.stress.report import concentration, scenario_rows, stress_table, summary
 from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
 from serving.layout import SUCCESS_NAME, current_partition, relative
+from serving.ops.version import code_version
 from serving.publish import read_partition
 
 
@@ -148,10 +150,7 @@ def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
     doc = summary(as_of, rows, details, book_info, pointer)
     result = StressResult(table, doc, scenarios, outcomes)
     if publish:
-        from pipelines.stress.publish import publish_stress
-        from serving.ops.tracking import git_commit
-
-        path, created = publish_stress(table, doc, root, as_of, git_commit())
+        path, created = publish_stress(table, doc, root, as_of, code_version())
         result = dataclasses.replace(result, path=path, created=created)
     if track:
         from pipelines.stress.tracking import log_stress

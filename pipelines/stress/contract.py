@@ -1,0 +1,131 @@
+"""JSON Schemas of the stress outputs, written to ``docs/schema/`` and checked by a test.
+
+``stress.schema.json`` (one row of ``stress.parquet``) is generated field by field from
+:data:`pipelines.stress.report.STRESS_SCHEMA`; ``stress_summary.schema.json`` describes
+``stress_summary.json``. Regenerate after a change with::
+
+    .venv/bin/python -m pipelines.stress.contract docs/schema
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.stress.report import STRESS_SCHEMA, STRESS_SCHEMA_VERSION
+from serving.schema import JSON_SCHEMA_DIALECT, _json_type, render
+
+_NUM = {"type": "number"}
+_NUM_NULL = {"type": ["number", "null"]}
+
+
+def stress_row_schema() -> dict[str, Any]:
+    """JSON Schema of one ``stress.parquet`` row rendered as a JSON object."""
+    properties = {}
+    for field in STRESS_SCHEMA:
+        spec = _json_type(field.type)
+        if field.nullable:
+            spec["type"] = [spec["type"], "null"]
+        meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+        spec["description"] = meta["description"]
+        if "unit" in meta:
+            spec["x-unit"] = meta["unit"]
+        properties[field.name] = spec
+    return {"$schema": JSON_SCHEMA_DIALECT,
+            "$id": f"urn:volmargin:stress-row:v{STRESS_SCHEMA_VERSION}",
+            "title": "volmargin stress row",
+            "description": "One scenario x asset (or the scenario total, asset ALL) of a "
+                           "stress test of published parameters over a book (stress.parquet).",
+            "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
+            "properties": properties, "required": list(STRESS_SCHEMA.names),
+            "additionalProperties": False}
+
+
+def _ranked(key: str) -> dict[str, Any]:
+    return {"type": "array", "items": {
+        "type": "object", "required": [key, "bad_debt_usd", "share"],
+        "properties": {key: {"type": "string"}, "bad_debt_usd": _NUM, "share": _NUM},
+        "additionalProperties": False}}
+
+
+def summary_schema() -> dict[str, Any]:
+    """JSON Schema of ``stress_summary.json``."""
+    scenario = {
+        "type": "object",
+        "required": ["scenario", "kind", "paths", "accounts_liquidated", "liquidated_value_usd",
+                     "bad_debt_usd", "bad_debt_share", "excluded_accounts", "note",
+                     "missing_assets", "daily_assets", "top_accounts", "top_assets",
+                     "hhi_accounts"],
+        "properties": {
+            "scenario": {"type": "string"}, "kind": {"type": "string"},
+            "paths": {"type": "integer", "minimum": 1},
+            "accounts_liquidated": {**_NUM, "description": "mean over paths"},
+            "liquidated_value_usd": _NUM, "bad_debt_usd": _NUM, "bad_debt_share": _NUM,
+            "excluded_accounts": {"type": "integer", "minimum": 0, "description": "hold an "
+                                  "asset whose scenario move is missing"},
+            "note": {"type": "string"},
+            "missing_assets": {"type": "array", "items": {"type": "string"}},
+            "daily_assets": {"type": "array", "items": {"type": "string"},
+                             "description": "moves from daily data (no hourly data then)"},
+            "top_accounts": _ranked("account"), "top_assets": _ranked("asset"),
+            "hhi_accounts": {**_NUM, "description": "Herfindahl index of bad debt over "
+                             "accounts (1 = one account holds it all)"}},
+        "additionalProperties": False}
+    mc_keys = ["paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
+               "bad_debt_es99", "prob_bad_debt"]
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": f"urn:volmargin:stress-summary:v{STRESS_SCHEMA_VERSION}",
+        "title": "volmargin stress summary",
+        "description": "Totals per scenario, concentration, Monte Carlo VaR/ES of protocol bad "
+                       "debt, and the parameters partition that was stressed.",
+        "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
+        "required": ["as_of", "schema_version", "parameters", "book", "worst_historical",
+                     "worst_standard", "worst_standard_bad_debt_share", "monte_carlo",
+                     "scenarios"],
+        "properties": {
+            "as_of": {"type": "string", "format": "date"},
+            "schema_version": {"const": STRESS_SCHEMA_VERSION},
+            "parameters": {"type": "object", "required": ["path", "revision", "success_sha256"],
+                           "properties": {"path": {"type": "string"},
+                                          "revision": {"type": "integer", "minimum": 1},
+                                          "success_sha256": {"type": "string",
+                                                             "pattern": "^[0-9a-f]{64}$"}},
+                           "additionalProperties": False},
+            "book": {"type": "object", "required": ["source", "accounts", "debt_usd",
+                                                    "collateral_usd"],
+                     "properties": {"source": {"type": "string"},
+                                    "accounts": {"type": "integer", "minimum": 1},
+                                    "debt_usd": _NUM, "collateral_usd": _NUM},
+                     "additionalProperties": False},
+            "worst_historical": {"type": ["string", "null"]},
+            "worst_standard": {"type": ["string", "null"]},
+            "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / book "
+                                              "debt over historical and hypothetical scenarios "
+                                              "(what the gate compares to its budget)"},
+            "monte_carlo": {"oneOf": [{"type": "null"}, {
+                "type": "object", "required": mc_keys,
+                "properties": {k: ({"type": "integer"} if k == "paths" else _NUM_NULL)
+                               for k in mc_keys}, "additionalProperties": False}]},
+            "scenarios": {"type": "array", "items": scenario}},
+        "additionalProperties": False}
+
+
+def contract_files() -> dict[str, dict[str, Any]]:
+    return {"stress.schema.json": stress_row_schema(),
+            "stress_summary.schema.json": summary_schema()}
+
+
+def write_contract(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in contract_files().items():
+        (directory / name).write_text(render(schema))
+        written.append(directory / name)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_contract(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schema")):
+        print(path)

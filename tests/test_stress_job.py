@@ -1,0 +1,129 @@
+"""The stress job end to end on a slice of the real data and a published partition: outputs
+beside (never inside) the parameters, valid against docs/schema, idempotent; bad input
+publishes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+
+from configs.schema import Config
+from pipelines.stress import contract
+from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
+from pipelines.stress.job import run_stress
+from pipelines.stress.publish import STRESS_DIR, read_stress
+from serving.publish import PARAMETERS_SCHEMA, publish_partition
+from tests.conftest import write_slice
+
+AS_OF = dt.date(2022, 11, 30)
+SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
+
+
+def _parameters(as_of: dt.date) -> pd.DataFrame:
+    rows = []
+    for asset, sigma, mmf, lb in (("BTC", 0.03, 0.10, 1.04), ("ETH", 0.04, 0.13, 1.05)):
+        imf = mmf * 1.25
+        rows.append({"as_of": as_of, "asset": asset, "horizon_days": 1, "sigma_1d": sigma,
+                     "variance_1d": sigma**2, "var_99": mmf * 0.8, "es_99": mmf * 0.9,
+                     "liquidity_addon": 0.002, "mmf": mmf, "imf": imf, "lt": (1 - mmf) / lb,
+                     "ltv": (1 - imf) / lb, "lb": lb, "max_leverage": 1 / imf,
+                     "flag_fallback": False, "flag_stale": False, "flag_clamped": False,
+                     "flag_proxy": False, "flag_held": False, "reason": "",
+                     "model_name": "ewma94", "policy_version": "1"})
+    frame = pd.DataFrame(rows)
+    for name in PARAMETERS_SCHEMA.names:  # lineage and previous values: null
+        if name not in frame:
+            frame[name] = pd.Series([None] * len(frame), dtype=object)
+    return frame[PARAMETERS_SCHEMA.names]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Config, Path]:
+    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2021-06-01", "2022-12-31", macro=())
+    cfg = Config().with_overrides({
+        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"),
+        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"},
+                            {"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"},
+                            {"name": "future", "start": "2022-12-05", "end": "2022-12-05"}],
+        "stress.mc_paths": 400, "stress.book.accounts": 300})
+    root = tmp_path / "outputs" / "forecasts"
+    publish_partition(_parameters(AS_OF), root, AS_OF, {"test": True})
+    return cfg, root
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*")
+            if p.is_file()}
+
+
+def test_stress_is_published_beside_the_parameters(project: tuple[Config, Path]) -> None:
+    cfg, root = project
+    before = _tree(root / f"asof={AS_OF}")
+    result = run_stress(cfg, AS_OF, track=False)
+    assert result.created and result.path == root / STRESS_DIR / f"asof={AS_OF}" / "rev=1"
+    assert _tree(root / f"asof={AS_OF}") == before  # the immutable partition is untouched
+    table, doc, manifest = read_stress(result.path)
+    assert manifest["parameters"]["path"] == f"asof={AS_OF}"
+    assert manifest["files"]["stress.parquet"]["rows"] == table.num_rows
+    names = [s["scenario"] for s in doc["scenarios"]]
+    # the 2022-12-05 episode is after the as-of: strict cut, not replayed
+    assert names[:4] == ["luna_ust", "luna_ust_filtered", "ftx", "ftx_filtered"]
+    assert "future" not in names and names[-1] == "fhs_joint"
+    jsonschema.validate(doc, contract.summary_schema())
+    row_schema = contract.stress_row_schema()
+    for row in json.loads(table.to_pandas().to_json(orient="records", date_format="iso")):
+        row["as_of"] = row["as_of"][:10]
+        jsonschema.validate(row, row_schema)
+    frame = table.to_pandas()
+    total = frame[frame["asset"] == "ALL"].set_index("scenario")
+    per_asset = frame[frame["asset"] != "ALL"].groupby("scenario")["bad_debt_usd"].sum()
+    assert per_asset.reindex(total.index).to_numpy() == pytest.approx(
+        total["bad_debt_usd"].to_numpy())
+    assert total.loc["BTC-30%_corr1", "accounts_liquidated"] > 0
+    luna = frame[(frame["scenario"] == "luna_ust") & (frame["asset"] != "ALL")]
+    assert set(luna["source"]) == {"hourly"} and (luna["worst_move"] < -0.15).all()
+    mc = doc["monte_carlo"]
+    assert mc["paths"] == 400 and mc["bad_debt_es99"] >= mc["bad_debt_var99"] >= 0
+
+    again = run_stress(cfg, AS_OF, track=False)
+    assert not again.created and again.path == result.path  # identical rerun: no-op
+
+
+def test_bad_book_raises_and_publishes_nothing(project: tuple[Config, Path],
+                                               tmp_path: Path) -> None:
+    cfg, root = project
+    book = tmp_path / "book.csv"
+    pd.DataFrame([("a", "BTC", 1.0, "USDC", 10_000.0, 0.5),
+                  ("b", "DOGE", 10.0, "USDC", 5.0, 0.1)], columns=BOOK_COLUMNS).to_csv(
+        book, index=False)
+    with pytest.raises(BookValidationError, match=r"book.csv, row 3: rule unknown_asset"):
+        run_stress(cfg, AS_OF, book_path=book, track=False)
+    assert not (root / STRESS_DIR).exists()
+
+
+def test_real_book_figures_and_missing_partition(project: tuple[Config, Path],
+                                                 tmp_path: Path) -> None:
+    cfg, root = project
+    book = tmp_path / "book.csv"
+    pd.DataFrame([("a", "BTC", 1.0, "USDC", 10_000.0, 0.5),
+                  ("b", "ETH", 10.0, "DAI", 5_000.0, 0.4)], columns=BOOK_COLUMNS).to_csv(
+        book, index=False)
+    result = run_stress(cfg, AS_OF, book_path=book, publish=False, track=False)
+    assert result.path is None and not (root / STRESS_DIR).exists()
+    assert result.summary["book"] == pytest.approx(
+        {"source": "book.csv", "accounts": 2, "debt_usd": 15_000.0,
+         "collateral_usd": result.summary["book"]["collateral_usd"]})
+    with pytest.raises(FileNotFoundError, match="no published parameters for 2022-11-29"):
+        run_stress(cfg, dt.date(2022, 11, 29), track=False)
+
+
+def test_checked_in_schemas_match_the_code() -> None:
+    for name, schema in contract.contract_files().items():
+        assert (SCHEMAS / name).read_text() == contract.render(schema), (
+            f"regenerate docs/schema/{name}: python -m pipelines.stress.contract docs/schema")

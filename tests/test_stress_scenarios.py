@@ -1,0 +1,135 @@
+"""Joint scenarios: FHS keeps the cross-asset dependence, episodes are replayed from hourly
+data (daily and missing flagged), filtered to today's σ, shocks follow betas."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs.schema import StressConfig, StressEpisode
+from pipelines.stress.montecarlo import fhs_paths, monte_carlo, standardized_returns
+from pipelines.stress.scenarios import (
+    ewma_sigma,
+    historical,
+    historical_scenarios,
+    hypothetical_scenarios,
+)
+
+
+def _daily(log_ret: np.ndarray, start: str = "2018-01-01") -> pd.DataFrame:
+    close = 100.0 * np.exp(np.cumsum(log_ret))
+    index = pd.date_range(start, periods=len(close), freq="D", name="date")
+    opens = np.concatenate([[100.0], close[:-1]])
+    return pd.DataFrame({"open": opens, "high": np.maximum(opens, close),
+                         "low": np.minimum(opens, close), "close": close,
+                         "volume": 1e6}, index=index)
+
+
+def _pair(rho: float, n: int, seed: int) -> dict[str, pd.DataFrame]:
+    """Two assets with GARCH-like common volatility clusters and correlation ``rho``."""
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((n, 2))
+    e[:, 1] = rho * e[:, 0] + np.sqrt(1 - rho**2) * e[:, 1]
+    vol = 0.03 * np.exp(np.cumsum(0.05 * rng.standard_normal(n)) * 0.3)  # slow regimes
+    return {"A": _daily(vol * e[:, 0]), "B": _daily(1.5 * vol * e[:, 1])}
+
+
+def test_joint_fhs_preserves_the_correlation_of_a_known_pair() -> None:
+    rho, n_days, n_paths = 0.6, 3_000, 40_000
+    z = standardized_returns(_pair(rho, n_days, 1), ["A", "B"], 0.94)
+    rel = fhs_paths(z.to_numpy(), np.array([0.02, 0.05]), n_paths, 1, seed=3)
+    x = np.log(rel[:, 1, :])
+    # sampling error of a correlation: (1 − ρ²)/√N for the 3,000 days of history, plus the
+    # resampling error over 40,000 paths; 0.06 is over 3 standard errors of the sum
+    assert np.corrcoef(x.T)[0, 1] == pytest.approx(rho, abs=0.06)
+    assert x.std(axis=0) == pytest.approx([0.02, 0.05], rel=0.1)  # rescaled to today's σ
+    # drawing each asset's date independently would destroy it: the test can tell
+    rng = np.random.default_rng(4)
+    zz = z.to_numpy()
+    independent = np.column_stack([zz[rng.integers(0, len(zz), n_paths), k] for k in range(2)])
+    assert abs(np.corrcoef(independent.T)[0, 1]) < 0.05
+
+
+def test_monte_carlo_draws_whole_cross_sections_and_is_seeded() -> None:
+    daily = _pair(0.3, 600, 2)
+    sigma = np.array([0.02, 0.04])
+    a = monte_carlo(daily, ["A", "B"], sigma, 500, 2, seed=9, decay=0.94)
+    b = monte_carlo(daily, ["A", "B"], sigma, 500, 2, seed=9, decay=0.94)
+    assert np.array_equal(a.relative, b.relative) and a.relative.shape == (500, 3, 2)
+    z = standardized_returns(daily, ["A", "B"], 0.94).to_numpy()
+    first_step = np.log(a.relative[:, 1, :]) / sigma
+    # every drawn pair of standardized returns is one historical date's pair
+    rows = {tuple(np.round(r, 9)) for r in z}
+    assert all(tuple(np.round(r, 9)) in rows for r in first_step)
+    assert a.delay_steps == 0 and "complete cross-sections" in a.note
+
+
+def _hourly(daily: pd.DataFrame, day: str, hourly_log_ret: np.ndarray) -> pd.DataFrame:
+    start = daily.loc[:pd.Timestamp(day) - pd.Timedelta(days=1), "close"].iloc[-1]
+    close = start * np.exp(np.cumsum(hourly_log_ret))
+    index = pd.date_range(day, periods=len(close), freq="h", name="timestamp")
+    opens = np.concatenate([[start], close[:-1]])
+    return pd.DataFrame({"open": opens, "close": close}, index=index)
+
+
+def test_episode_hourly_daily_and_missing_sources_and_filtering() -> None:
+    rng = np.random.default_rng(0)
+    daily = {"A": _daily(0.02 * rng.standard_normal(400)),
+             "B": _daily(0.03 * rng.standard_normal(400)),
+             "C": _daily(0.03 * rng.standard_normal(100), start="2018-12-01")}
+    day = "2018-06-01"
+    hourly = {"A": _hourly(daily["A"], day, np.full(24, -0.01))}  # −24% log over the day
+    ep = StressEpisode(name="crash", start=dt.date(2018, 6, 1), end=dt.date(2018, 6, 1))
+    x, source, filled = historical(ep, daily, hourly, ["A", "B", "C"])
+    assert source == {"A": "hourly", "B": "daily", "C": "missing"} and filled == 0
+    assert x.shape == (25, 3)
+    assert x[:, 0] == pytest.approx(-0.01 * np.arange(25))
+    b = daily["B"].loc[day]
+    assert x[-1, 1] == pytest.approx(np.log(b["close"] / b["open"]))  # daily close reached
+    assert x[12, 1] == pytest.approx(x[-1, 1] / 2)  # log-linear within the day
+    assert np.isnan(x[:, 2]).all()
+
+    sigma_today = np.array([0.05, 0.01, 0.02])
+    cfg = StressConfig(episodes=[ep, StressEpisode(name="later", start=dt.date(2019, 1, 1),
+                                                   end=dt.date(2019, 1, 2))])
+    scns = historical_scenarios(cfg, daily, hourly, ["A", "B", "C"], sigma_today,
+                                dt.date(2018, 12, 31), delay_steps=1)
+    assert [s.name for s in scns] == ["crash", "crash_filtered"]  # 2019 is after the as-of
+    asis, filt = scns
+    then = ewma_sigma(daily["A"]["close"], 0.94).loc[day]  # known the day before
+    assert np.log(filt.relative[0, -1, 0]) == pytest.approx(-0.24 * 0.05 / then)
+    assert np.log(asis.relative[0, -1, 0]) == pytest.approx(-0.24)
+    assert filt.missing_assets == ["C"] and np.isnan(filt.relative[0, :, 2]).all()
+
+
+def test_ewma_sigma_uses_only_past_returns() -> None:
+    close = pd.Series(100 * np.exp(np.cumsum(np.full(60, 0.01))),
+                      index=pd.date_range("2020-01-01", periods=60, freq="D"))
+    s = ewma_sigma(close, 0.94)
+    shocked = close.copy()
+    shocked.iloc[50:] *= 0.5  # a crash on day 50 ...
+    t = ewma_sigma(shocked, 0.94)
+    assert t.iloc[:51].equals(s.iloc[:51])  # ... is not in σ of day 50, only from day 51
+    assert t.iloc[51] > s.iloc[51]
+
+
+def test_beta_and_correlation_one_shocks() -> None:
+    rng = np.random.default_rng(7)
+    x = 0.03 * rng.standard_normal(800)
+    y = 0.5 * x + 0.01 * rng.standard_normal(800)
+    daily = {"BTC": _daily(x), "ALT": _daily(y)}
+    sigma = np.array([0.04, 0.03])  # ALT, BTC (sorted)
+    cfg = StressConfig(collapse_assets=["ALT"])
+    scns = {s.name: s for s in hypothetical_scenarios(cfg, daily, ["ALT", "BTC"], sigma, 1)}
+    beta = scns["BTC-30%_beta"].relative[0]
+    assert beta.shape == (3, 2) and beta[1, 1] == pytest.approx(0.7)
+    assert np.log(beta[1, 0]) / np.log(0.7) == pytest.approx(0.5, abs=0.03)
+    corr1 = scns["BTC-30%_corr1"].relative[0]
+    assert np.log(corr1[2, 0]) == pytest.approx(np.log(0.7) * 0.04 / 0.03)
+    vol = scns["vol_x3"]
+    assert vol.sigma_multiplier == 3.0
+    assert np.log(vol.relative[0, 1]) == pytest.approx(-2.33 * 3 * sigma)
+    assert scns["ALT_collapse"].relative[0, 1].tolist() == pytest.approx([0.1, 1.0])
