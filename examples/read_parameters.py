@@ -11,7 +11,8 @@ What a consumer must do, in order:
    ``_SUCCESS`` matches ``manifest.json`` and every file matches its sha256 in the manifest;
 3. check that ``_SUCCESS`` is still the one ``LATEST`` vouched for (a newer revision may have
    been published in between: then start again);
-4. apply the rows; ``updates.json`` lists only the parameters that changed.
+4. apply the rows (``lt``/``lb`` are in force; ``pending_*`` announce a change and its
+   effective date); ``updates.json`` lists only the parameters that changed.
 
 Exit status 0 on success, 1 when nothing valid is published (the message says why).
 """
@@ -29,6 +30,8 @@ from serving.publish import UPDATES_NAME, read_manifest, read_partition
 
 COLUMNS = ["asset", "sigma_1d", "mmf", "imf", "lt", "ltv", "lb", "max_leverage",
            "flag_fallback", "flag_stale", "flag_held"]
+# lt / lb are in force now; a pending change becomes lt / lb on pending_effective
+PENDING = ["asset", "lt", "pending_lt", "lb", "pending_lb", "pending_effective"]
 
 
 def latest_parameters(root: Path) -> tuple[Path, pd.DataFrame, dict]:
@@ -65,6 +68,10 @@ def main(argv: list[str]) -> int:
           f"sha256 verified for {len(manifest['files'])} files)")
     with pd.option_context("display.width", 160, "display.float_format", "{:.4f}".format):
         print(rows[COLUMNS].to_string(index=False))
+        pending = rows[rows["pending_effective"].notna()]
+        if len(pending):
+            print("announced changes (apply lt / lb above until then):")
+            print(pending[PENDING].to_string(index=False))
     updates = path / UPDATES_NAME
     if updates.is_file():
         records = json.loads(updates.read_text())["records"]

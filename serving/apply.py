@@ -17,7 +17,6 @@ construction, so the FHS window and the σ history stay out of sample as days pa
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -25,13 +24,12 @@ import pandas as pd
 
 from configs.schema import Config
 from models.base import Forecaster
-from serving.decide import PolicyState, decide
+from serving.decide import PolicyState, decide, freeze, state_columns, state_from_row
 from serving.inputs import asset_history, policy_inputs
-from serving.policy import Parameters, conservative_parameters
+from serving.policy import Parameters
 
 BUNDLE_FORMAT = 2
-STATE_COLUMNS = ("sigma_1d", "variance_1d", "var_99", "es_99", "liquidity_addon", "mmf", "imf",
-                 "lt", "ltv", "lb", "max_leverage")
+
 
 
 def bundle_forecasts(forecasts: pd.DataFrame, horizon: int) -> dict[str, Any]:
@@ -42,18 +40,6 @@ def bundle_forecasts(forecasts: pd.DataFrame, horizon: int) -> dict[str, Any]:
         out[str(asset)] = {"dates": [d.date().isoformat() for d in fc["cutoff"]],
                            "variance": [float(v) for v in fc["variance"]]}
     return out
-
-
-def state_from_row(row: pd.Series | None) -> PolicyState | None:
-    """Rebuild the guardrail state from a previously published row."""
-    if row is None:
-        return None
-    values = {c: float(row[c]) if pd.notna(row[c]) else math.nan for c in STATE_COLUMNS}
-    published = Parameters(**values, flag_fallback=bool(row["flag_fallback"]))
-    loosened = row.get("last_loosened")
-    conservative = bool(row["flag_fallback"]) and math.isnan(values["sigma_1d"])
-    return PolicyState(published, None if pd.isna(loosened) else pd.Timestamp(loosened).date(),
-                       conservative)
 
 
 def _forecast_series(
@@ -83,16 +69,16 @@ def asset_parameters(
     hours = float(cfg.features.liquidation_delay_hours)
     observed = frame["close"].dropna()
     if observed.empty:
-        return conservative_parameters(cfg.policy, "fail-safe: no price data", True, hours), None
+        return freeze(previous, "fail-safe: no price data", cfg.policy, stale=True, hours=hours)
     age = (as_of - observed.index.max()).days
     fc = _forecast_series(forecaster, bundle, frame, asset, as_of,
                           cfg.features.update_interval_days)
     if fc.empty or as_of not in set(fc["cutoff"]):
         if age > cfg.data.stale_after_days:
             why = f"fail-safe: stale data: last price {age} days before {as_of.date()}"
-            return conservative_parameters(cfg.policy, why, True, hours), None
+            return freeze(previous, why, cfg.policy, stale=True, hours=hours)
         why = f"fail-safe: model has no forecast for {asset} at {as_of.date()}"
-        return conservative_parameters(cfg.policy, why, False, hours), None
+        return freeze(previous, why, cfg.policy, stale=False, hours=hours)
     h = asset_history(frame, fc, cfg)
     x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
                               cfg.policy.fhs_window), data_age_days=age)
@@ -119,5 +105,5 @@ def policy_frame(
                                          state_from_row(prev))
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
                      **params.as_dict(),
-                     "last_loosened": state.last_loosened if state else None})
+                     **state_columns(state)})
     return pd.DataFrame(rows)

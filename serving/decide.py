@@ -1,25 +1,27 @@
-"""One policy update for one asset: risk parameters → fail-safes → guardrails → published.
+"""One policy update for one asset: fail-safes → risk-based targets → parameter roles.
 
 Pure: the same function runs in the batch job (one as-of) and in the policy backtest (every
-day of history), so the backtest measures exactly what is served.
+day of history, in a loop that threads the returned state into the next call), so the
+backtest measures exactly what is served.
 
 Order of decisions, each recorded in ``reason``:
 
-1. **Fail-safe** on the inputs: stale data, a non-finite or non-positive forecast, a missing
-   forecast, or an implausible jump (σ up ``jump_ratio``-fold in a day while the close moved
-   less than ``jump_price_z`` previous σ: a bad print, not a market move). Action: keep the
-   previous parameters, or the conservative static set when there are none (or by config).
-2. **Risk parameters** from the forecast (:mod:`serving.policy`).
-3. **Guardrails** against the previous published set: tightening applies at once; loosening
-   is limited to ``min(abs_step, rel_step × previous)`` per update and to one loosening every
-   ``loosen_min_days``; changes smaller than ``deadband`` are not published.
+1. **Fail-safe** on the inputs: stale data, a non-finite or non-positive forecast, an invalid
+   direct tail forecast, or an implausible jump (σ up ``jump_ratio``-fold in a day while the
+   close moved less than ``jump_price_z`` previous σ: a bad print, not a market move).
+   Action: **freeze** (:func:`serving.roles.freeze`): LTV 0, LT and LB held, flagged.
+2. **Risk-based targets** (:func:`risk_parameters`, :mod:`serving.policy`): MMF* = max(tail,
+   stress floor, loss memory) within [floor, cap], IMF* with anti-procyclicality, LB* pricing
+   the liquidation, LT* = (1 - MMF*)/LB*, LTV* = (1 - IMF*)/LB*.
+3. **Parameter roles** (:func:`serving.roles.apply_roles`): LTV/IMF follow the target; LT/LB
+   (and MMF) move only by announced, rate-limited changes after a notice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,15 +29,30 @@ from configs.schema import PolicyConfig
 from serving.policy import (
     Parameters,
     check_invariants,
-    conservative_parameters,
     fraction_lost,
     initial_margin,
     lending_view,
+    liquidation_bonus,
     liquidity_addon,
+    loss_memory,
     mmf_for,
     quantile_higher,
     standardized_tail,
+    stress_es,
 )
+from serving.roles import (  # re-exported: callers import the policy from here
+    STATE_COLUMNS,
+    PendingChange,
+    PolicyState,
+    apply_roles,
+    freeze,
+    state_columns,
+    state_from_row,
+)
+
+__all__ = ["STATE_COLUMNS", "PendingChange", "PolicyInputs", "PolicyState", "apply_roles",
+           "decide", "failsafe_reason", "freeze", "risk_parameters", "state_columns",
+           "state_from_row"]
 
 
 @dataclass(frozen=True)
@@ -48,22 +65,18 @@ class PolicyInputs:
     ret_today: float                # log return of day ``as_of``
     z_window: np.ndarray            # standardized covered losses known by ``as_of``
     sigma_history: np.ndarray       # past σ forecasts (stress and long-run terms)
-    adv_usd: float                  # average daily dollar volume
+    adv_usd: float                  # average daily dollar volume, window ending ``as_of - 1``
     loss_is_proxy: bool = False     # covered loss measured by the daily-range proxy
     data_age_days: int = 0          # days since the last price
     hours: float = 1.0              # liquidation delay H
-    recent_losses: np.ndarray = field(default_factory=lambda: np.empty(0))  # realized covered
-    #                                 log losses of the last intervals, oldest first
-
-
-@dataclass(frozen=True)
-class PolicyState:
-    """What an update remembers: the published set and when it last loosened."""
-
-    published: Parameters
-    last_loosened: dt.date | None = None
-    conservative: bool = False  # the published set is the static fail-safe one
-
+    # realized covered log losses known by ``as_of`` (oldest first) and their age in days at
+    # ``as_of`` (0: the interval that ended on ``as_of``): stress floor and loss memory
+    loss_history: np.ndarray = field(default_factory=lambda: np.empty(0))
+    loss_age_days: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # optional direct tail forecast of the covered loss at ``confidence`` (fractions of value,
+    # both or neither): replaces the FHS tail, e.g. from an EVT or quantile model
+    tail_var: float | None = None
+    tail_es: float | None = None
 
 
 def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -> str | None:
@@ -72,6 +85,11 @@ def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -
         return f"stale data: last price {x.data_age_days} days old"
     if not (math.isfinite(x.variance) and x.variance > 0):
         return f"invalid variance forecast {x.variance!r}"
+    if (x.tail_var is None) != (x.tail_es is None):
+        return "direct tail forecast needs both VaR and ES"
+    if x.tail_var is not None and x.tail_es is not None \
+            and not 0.0 <= x.tail_var <= x.tail_es < 1.0:
+        return f"invalid tail forecast VaR {x.tail_var!r} ES {x.tail_es!r}"
     prev = x.variance_prev
     if math.isfinite(prev) and prev > 0:
         jump = math.sqrt(x.variance / prev)
@@ -82,98 +100,79 @@ def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -
     return None
 
 
+def _tail_z(x: PolicyInputs, sigma: float, cfg: PolicyConfig) -> tuple[float, float, str]:
+    """Standardized (VaR, ES) of the covered loss: the direct forecast when given, expressed
+    as ``-log(1 - tail)/σ`` so that it scales with σ like the FHS tail, else FHS."""
+    if x.tail_var is not None and x.tail_es is not None:
+        return (-math.log1p(-x.tail_var) / sigma, -math.log1p(-x.tail_es) / sigma,
+                "direct tail forecast")
+    return standardized_tail(x.z_window, cfg)
+
+
 def risk_parameters(
     x: PolicyInputs, cfg: PolicyConfig, prev_imf: float = math.nan
 ) -> Parameters:
-    """Parameters from the forecast (no fail-safe, no guardrail); ``prev_imf`` is the last
-    published IMF, which the exhaustible APC buffer needs."""
+    """Risk-based targets (no fail-safe, no roles); ``prev_imf`` is the last published IMF,
+    which the exhaustible APC buffer needs.
+
+    .. math:: \\mathrm{MMF}^* = \\mathrm{clip}(\\max(\\mathrm{tail},\\ w_s\\,\\mathrm{stress},
+              \\ w_m\\,\\mathrm{memory}),\\ \\text{floor},\\ \\text{cap})
+    """
     sigma = math.sqrt(x.variance)
-    var_z, es_z, note = standardized_tail(x.z_window, cfg)
+    var_z, es_z, note = _tail_z(x, sigma, cfg)
     addon = liquidity_addon(sigma, x.adv_usd, cfg)
-    raw = mmf_for(sigma, es_z, var_z, addon, cfg)
-    recent = np.asarray(x.recent_losses, float)
-    recent = recent[np.isfinite(recent)][-cfg.recent_loss_days:] if cfg.recent_loss_days else []
-    if len(recent):
-        # CCP-style floor: after a crash day the next margin covers at least that loss
-        raw = max(raw, cfg.recent_loss_weight * fraction_lost(float(np.max(recent))) + addon)
+    tail = mmf_for(sigma, es_z, var_z, cfg)
+    stress = memory = math.nan
+    if cfg.stress_floor_weight > 0:
+        stress = cfg.stress_floor_weight * stress_es(x.loss_history, x.loss_age_days, cfg)
+    if cfg.memory_weight > 0:
+        memory = cfg.memory_weight * loss_memory(x.loss_history, x.loss_age_days,
+                                                 cfg.memory_half_life_days)
+    raw = max([tail] + [v for v in (stress, memory) if math.isfinite(v)])
     mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
     hist = np.asarray(x.sigma_history, float)
     hist = hist[np.isfinite(hist) & (hist > 0)]
     if len(hist):
         sigma_stress = quantile_higher(hist, cfg.apc.stress_quantile)
         sigma_long = float(np.sqrt(np.mean(hist**2)))
-        mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, addon, cfg), cfg.mmf_cap)
-        mmf_long = min(mmf_for(sigma_long, es_z, var_z, addon, cfg), cfg.mmf_cap)
+        mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, cfg), cfg.mmf_cap)
+        mmf_long = min(mmf_for(sigma_long, es_z, var_z, cfg), cfg.mmf_cap)
     else:
         mmf_stress = mmf_long = math.nan
     imf = initial_margin(mmf, mmf_stress, mmf_long, cfg, prev_imf)
-    view = lending_view(mmf, imf, sigma, addon, x.hours, cfg)
+    lb = liquidation_bonus(sigma, addon, x.hours, cfg)
+    view = lending_view(mmf, imf, lb)
     notes = [note]
+    if raw > tail and math.isfinite(stress) and raw == stress:
+        notes.append(f"stress floor {stress:.4f} binds")
+    elif raw > tail:
+        notes.append(f"loss memory {memory:.4f} binds")
     clamped = not math.isclose(mmf, raw, abs_tol=1e-15)
     if clamped:
         notes.append(f"MMF {raw:.4f} clamped to {'floor' if raw < mmf else 'cap'} {mmf:.4f}")
     if x.loss_is_proxy:
         notes.append("covered loss from the daily-range proxy")
-    p = Parameters(sigma_1d=sigma, variance_1d=x.variance, var_99=fraction_lost(var_z * sigma),
-                   es_99=fraction_lost(es_z * sigma), liquidity_addon=addon, mmf=mmf, **view,
+    p = Parameters(sigma_1d=sigma, variance_1d=x.variance,
+                   loss_var=fraction_lost(var_z * sigma), loss_es=fraction_lost(es_z * sigma),
+                   loss_level=cfg.confidence, stress_floor=stress, loss_memory=memory,
+                   target_mmf=mmf, liquidity_addon=addon, mmf=mmf, **view,
                    flag_clamped=clamped, flag_proxy=x.loss_is_proxy,
                    reason="; ".join(filter(None, notes)))
     check_invariants(p, cfg)
     return p
 
 
-def _limited(new: float, old: float, cfg: PolicyConfig) -> float:
-    g = cfg.guardrails
-    return max(new, old - min(g.loosen_abs_step, g.loosen_rel_step * old))
-
-
-def apply_guardrails(
-    proposed: Parameters, state: PolicyState | None, as_of: dt.date, cfg: PolicyConfig,
-    hours: float = 1.0,
-) -> tuple[Parameters, PolicyState]:
-    """Limit loosening, drop sub-deadband changes; tightening passes at once."""
-    g = cfg.guardrails
-    if state is None or not g.enabled or state.conservative:
-        # Coming back from the static fail-safe set is not "loosening" a risk-based margin:
-        # rate-limiting it would pin a recovered asset at 50% for months.
-        return proposed, PolicyState(proposed, None)
-    prev = state.published
-    d_mmf, d_imf = proposed.mmf - prev.mmf, proposed.imf - prev.imf
-    if abs(d_mmf) < g.deadband and abs(d_imf) < g.deadband:
-        held = replace(prev, flag_held=True, flag_fallback=False, flag_stale=False,
-                       reason=f"change below deadband {g.deadband}: previous kept")
-        return held, state
-    loosening = d_mmf < 0 or d_imf < 0
-    if not loosening:
-        return proposed, PolicyState(proposed, state.last_loosened)
-    waited = state.last_loosened is None or (as_of - state.last_loosened).days >= g.loosen_min_days
-    if not waited:
-        mmf, imf = max(proposed.mmf, prev.mmf), max(proposed.imf, prev.imf)
-        why = f"loosening held: last loosening {state.last_loosened}, min {g.loosen_min_days}d"
-    else:
-        mmf = max(_limited(proposed.mmf, prev.mmf, cfg), proposed.mmf)
-        imf = max(_limited(proposed.imf, prev.imf, cfg), proposed.imf)
-        why = "loosening rate-limited" if (mmf, imf) != (proposed.mmf, proposed.imf) else ""
-    imf = max(imf, mmf * (1 + 1e-9))
-    view = lending_view(mmf, imf, proposed.sigma_1d, proposed.liquidity_addon, hours, cfg)
-    out = proposed.with_reason(why, mmf=mmf, **view, flag_held=bool(why))
-    check_invariants(out, cfg)
-    loosened = out.mmf < prev.mmf or out.imf < prev.imf
-    return out, PolicyState(out, as_of if loosened else state.last_loosened)
-
-
 def decide(
     x: PolicyInputs, state: PolicyState | None, stale_after_days: int, cfg: PolicyConfig
 ) -> tuple[Parameters, PolicyState]:
-    """The published parameters for one asset and update, and the state to carry forward."""
+    """The published parameters for one asset and update, and the state to carry forward.
+
+    Call it in a loop over history, passing each returned state to the next call; ``None``
+    means nothing was published before.
+    """
     why = failsafe_reason(x, stale_after_days, cfg)
     if why is not None:
-        stale = why.startswith("stale")
-        if state is not None and cfg.failsafe.action == "keep_previous" and not stale:
-            kept = replace(state.published, flag_fallback=True, flag_held=False,
-                           reason=f"fail-safe, previous kept: {why}")
-            return kept, state
-        fallback = conservative_parameters(cfg, f"fail-safe: {why}", stale=stale, hours=x.hours)
-        return fallback, PolicyState(fallback, None, conservative=True)
+        return freeze(state, f"fail-safe: {why}", cfg, stale=why.startswith("stale"),
+                      hours=x.hours)
     prev_imf = state.published.imf if state is not None and not state.conservative else math.nan
-    return apply_guardrails(risk_parameters(x, cfg, prev_imf), state, x.as_of, cfg, x.hours)
+    return apply_roles(risk_parameters(x, cfg, prev_imf), state, x.as_of, cfg)

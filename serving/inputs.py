@@ -12,6 +12,7 @@ import pandas as pd
 
 from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
+from serving.policy import trailing_adv
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> A
     short_next = short_loss.shift(-u, freq="D").reindex(fc.index)
     proxy = frame.get("worst_loss_is_proxy", pd.Series(False, index=frame.index))
     dollar = np.exp(frame["log_dollar_volume"])
-    adv = dollar.rolling(cfg.policy.liquidity.adv_window, min_periods=1).mean()
+    adv = trailing_adv(dollar, cfg.policy.liquidity.adv_window)  # ends the day before
     return AssetHistory(
         dates=pd.DatetimeIndex(fc.index), variance=fc.to_numpy(float),
         ret=frame["ret_1d"].reindex(fc.index).to_numpy(float),
@@ -70,7 +71,7 @@ def policy_inputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
-        recent_losses=h.loss_next[max(known - 10, 0):known],
+        loss_history=h.loss_next[:known], loss_age_days=days[i] - (days[:known] + u),
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
     )
 

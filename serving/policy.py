@@ -1,37 +1,53 @@
-"""The margin policy: volatility forecast → margins and lending parameters for one update.
+"""The margin policy: tail forecast, stress floor and loss memory → risk-based parameters.
 
 **What is covered.** Parameters are published once per update interval *U* (a day) and hold
 until the next one; an unhealthy position is liquidated within a delay *H* (an hour). The loss
 to cover is therefore the **worst H-hour loss anywhere in the next interval**
 (``worst_loss_long`` in the feature panel; the daily range stands in where no hourly data
-exists, flagged). Its distribution comes from filtered historical simulation (Barone-Adesi,
+exists, flagged). Its tail comes from filtered historical simulation (Barone-Adesi,
 Giannopoulos & Vosper 1999): past worst losses are divided by the σ that was forecast for their
-interval *out of sample*, and the tail of those standardized losses is rescaled by today's σ.
+interval *out of sample*, and the tail of those standardized losses is rescaled by today's σ;
+a direct tail forecast (VaR/ES of the covered loss) may replace it.
 
 .. math::
     z_s = L_s / \\hat\\sigma_s, \\qquad
-    \\mathrm{ES}_q = \\hat\\sigma_T\\, \\mathrm{E}[z \\mid z \\ge \\mathrm{VaR}_q(z)], \\qquad
-    \\mathrm{MMF} = \\max\\big(1 - e^{-\\mathrm{ES}_q} + \\text{slippage},\\ \\text{floor}\\big)
+    \\mathrm{ES}_q = \\hat\\sigma_T\\, \\mathrm{E}[z \\mid z \\ge \\mathrm{VaR}_q(z)]
+
+    \\mathrm{MMF}^* = \\mathrm{clip}\\big(\\max(1 - e^{-\\mathrm{ES}_q},\\;
+        w_s\\,\\mathrm{stress},\\; w_m\\,\\mathrm{memory}),\\ \\text{floor},\\ \\text{cap}\\big)
+
+with the ex-ante **stress floor** (:func:`stress_es`, the tail of the worst stress window of a
+long look-back, as Eurex Prisma and CME SPAN 2 add a stress component) and a slowly decaying
+**high-water mark** of realized losses (:func:`loss_memory`). Both are anti-procyclical: the
+margin of existing positions does not collapse in a calm spell nor right after a crash.
 
 **Lending view.** A liquidator repays debt ``D`` and receives ``D·LB`` of collateral, so with
 the trigger at ``D = LT·C`` the protocol has bad debt once the collateral falls by more than
-``1 - LT·LB`` before the liquidation completes. Setting ``LT = (1 - MMF) / LB`` makes that
-cushion exactly MMF, and ``LTV = (1 - IMF) / LB``; hence ``LT·LB = 1 - MMF <= 1`` and
-``LTV < LT`` whenever ``IMF > MMF``. Perp view: ``max_leverage = 1 / IMF``.
+``1 - LT·LB`` before the liquidation completes. ``LT = (1 - MMF) / LB`` makes that cushion
+exactly MMF, and ``LTV = (1 - IMF) / LB``. **LB prices the liquidation**: the liquidator's
+price risk over *H* plus the slippage of selling the liquidated size against a trailing ADV
+that ends the day before the decision; slippage is charged there only, not again in MMF (MMF
+is the price move the cushion must absorb). Perp view: ``max_leverage = 1 / IMF``.
+
+These are the *targets*; :mod:`serving.decide` turns them into published values (parameter
+roles, notice, rate limits, fail-safe freeze).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from configs.schema import PolicyConfig
 
 STUDENT_T_DOF = 4.0  # heavy tail used when the FHS window is too short to trust its tail
 EPS = 1e-12
+MIN_IM_GAP = 0.01  # IMF >= MMF × 1.01 always: LTV must stay strictly below LT
 
 
 @dataclass(frozen=True)
@@ -40,9 +56,13 @@ class Parameters:
 
     sigma_1d: float
     variance_1d: float
-    var_99: float            # VaR of the covered loss at ``confidence`` (fraction of value)
-    es_99: float             # ES of the covered loss at ``confidence``
-    liquidity_addon: float   # slippage of liquidating the reference size
+    loss_var: float          # VaR of the covered loss at ``loss_level`` (fraction of value)
+    loss_es: float           # ES of the covered loss at ``loss_level``
+    loss_level: float        # confidence of loss_var / loss_es (policy ``confidence``)
+    stress_floor: float      # weighted stress-window ES (fraction; NaN without history)
+    loss_memory: float       # weighted high-water mark of realized losses (NaN: none)
+    target_mmf: float        # risk-based MMF = max(tail, stress floor, memory) in [floor, cap]
+    liquidity_addon: float   # slippage of liquidating the reference size (inside LB)
     mmf: float
     imf: float
     lt: float
@@ -53,7 +73,7 @@ class Parameters:
     flag_clamped: bool = False
     flag_stale: bool = False
     flag_proxy: bool = False      # covered loss measured by the daily-range proxy
-    flag_held: bool = False       # a guardrail held or limited the change
+    flag_held: bool = False       # published LT/LB/LTV differ from the target (roles, deadband)
     reason: str = ""
 
     def as_dict(self) -> dict[str, float | bool | str]:
@@ -62,6 +82,21 @@ class Parameters:
     def with_reason(self, text: str, **changes: object) -> Parameters:
         reason = "; ".join(filter(None, [self.reason, text]))
         return replace(self, reason=reason, **changes)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Parameters:
+        """Rebuild from a published row (a mapping or Series); missing/null numbers → NaN."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            v = row.get(f.name) if hasattr(row, "get") else row[f.name]
+            if f.type == "float":
+                values[f.name] = float(v) if v is not None and pd.notna(v) else math.nan
+            elif f.type == "bool":
+                values[f.name] = bool(v) if v is not None and pd.notna(v) else False
+            else:
+                values[f.name] = "" if v is None or (isinstance(v, float) and math.isnan(v)) \
+                    else str(v)
+        return cls(**values)
 
 
 def quantile_higher(x: np.ndarray, q: float) -> float:
@@ -113,28 +148,87 @@ def standardized_tail(
     return (*tail_measures(z, cfg.confidence), "")
 
 
+def stress_es(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> float:
+    r"""Ex-ante stress component: ES of the covered loss over the worst stress window.
+
+    Among the realized covered log losses ``L_s`` with age ``<= stress_lookback_days`` (ages in
+    days before the decision, so only data known *before* it can enter), the stress window is
+    the run of ``w = stress_window_obs`` consecutive intervals with the highest mean loss
+    (the whole history when shorter than ``w``); the result is its empirical ES at
+    ``confidence``, as a fraction of value:
+
+    .. math:: W^* = \arg\max_W \bar L_W, \qquad
+              \mathrm{stress} = 1 - e^{-\mathrm{ES}_q(L_s,\ s \in W^*)}
+
+    NaN when no loss is known (the floor is then off).
+    """
+    x = np.asarray(losses, float)
+    a = np.asarray(ages, float)
+    keep = np.isfinite(x) & np.isfinite(a) & (a >= 0) & (a <= cfg.stress_lookback_days)
+    x = np.maximum(x[keep], 0.0)
+    if len(x) == 0:
+        return math.nan
+    w = min(cfg.stress_window_obs, len(x))
+    csum = np.concatenate(([0.0], np.cumsum(x)))
+    sums = csum[w:] - csum[:-w]
+    start = int(np.argmax(sums))  # the earliest of equally stressed windows
+    _, es = tail_measures(x[start:start + w], cfg.confidence)
+    return fraction_lost(es)
+
+
+def loss_memory(losses: np.ndarray, ages: np.ndarray, half_life_days: float) -> float:
+    r"""Slowly decaying high-water mark of realized covered losses:
+
+    .. math:: M_t = \max_s \big(1 - e^{-L_s}\big)\, 2^{-a_s / h}
+
+    with ``a_s`` the age in days of loss ``s`` at the decision (0 for the interval that ended
+    on the decision day) and ``h`` the half-life. Equivalent to the recursion
+    ``M_t = max(loss_t, M_{t-1} · 2^{-Δt/h})``. Losses older than 20 half-lives (weight below
+    1e-6) are ignored; NaN when none is known.
+    """
+    x = np.asarray(losses, float)
+    a = np.asarray(ages, float)
+    keep = np.isfinite(x) & np.isfinite(a) & (a >= 0) & (a <= 20.0 * half_life_days)
+    if not keep.any():
+        return math.nan
+    frac = -np.expm1(-np.maximum(x[keep], 0.0))
+    return float(np.max(frac * np.exp2(-a[keep] / half_life_days)))
+
+
+def trailing_adv(dollar_volume: pd.Series, window: int) -> pd.Series:
+    """Average daily dollar volume of the ``window`` days that end the day **before** each date.
+
+    ``adv[t] = mean(volume[t-window .. t-1])`` (calendar days, at least one observation): the
+    decision at the end of ``t`` never prices liquidity with day ``t``'s own volume, which in
+    a crash is the inflated crash-day volume that would make slippage look cheapest exactly
+    when liquidations happen.
+    """
+    daily = dollar_volume.sort_index()
+    return daily.rolling(f"{window}D", min_periods=1).mean().shift(1, freq="D")
+
+
 def liquidity_addon(sigma_1d: float, adv_usd: float, cfg: PolicyConfig) -> float:
     r"""Square-root-law slippage of selling the reference size: :math:`c\,\sigma\sqrt{Q/ADV}`.
 
-    A missing or non-positive ADV means the size cannot be sold: the cap applies.
+    ``Q = liquidity.reference_size_usd`` (default $5M, a large single liquidation); the ADV
+    ends the day before the decision (:func:`trailing_adv`). A missing or non-positive ADV
+    means the size cannot be sold: the cap applies.
     """
     liq = cfg.liquidity
     if not liq.enabled:
         return 0.0
     if not (math.isfinite(adv_usd) and adv_usd > 0):
         return liq.max_addon
+    if not math.isfinite(sigma_1d):
+        return liq.max_addon
     return min(liq.impact_coef * sigma_1d * math.sqrt(liq.reference_size_usd / adv_usd),
                liq.max_addon)
 
 
-def mmf_for(sigma: float, tail_es: float, tail_var: float, addon: float,
-            cfg: PolicyConfig) -> float:
-    """Unclamped MMF for a given σ: the covered loss at the configured measure + slippage."""
+def mmf_for(sigma: float, tail_es: float, tail_var: float, cfg: PolicyConfig) -> float:
+    """Unclamped tail MMF for a given σ: the covered loss at the configured measure."""
     z = tail_es if cfg.measure == "es" else tail_var
-    return fraction_lost(z * sigma) + addon
-
-
-MIN_IM_GAP = 0.01  # IMF >= MMF × 1.01 always: LTV must stay strictly below LT
+    return fraction_lost(z * sigma)
 
 
 def initial_margin(
@@ -164,43 +258,60 @@ def initial_margin(
     return min(max(terms), 0.99)
 
 
-def lending_view(
-    mmf: float, imf: float, sigma_1d: float, addon: float, hours: float, cfg: PolicyConfig
-) -> dict[str, float]:
-    """LB, LT, LTV and max leverage; see the module docstring for why LT = (1-MMF)/LB."""
-    sigma_h = sigma_1d * math.sqrt(hours / 24.0)
-    lb = 1.0 + min(max(cfg.lb_k * sigma_h + addon, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
-    imf = max(imf, mmf + EPS)  # LTV < LT strictly
+def liquidation_bonus(sigma_1d: float, addon: float, hours: float, cfg: PolicyConfig) -> float:
+    r"""LB = 1 + clip(k·σ_H + slippage, lb_min - 1, lb_max - 1), σ_H = σ_1d·sqrt(H/24).
+
+    What a liquidator needs to take the position: the price risk while selling over the
+    delay *H* (``lb_k`` = 2.33, 99% one-sided) plus the slippage of the liquidated size.
+    A non-finite σ (no forecast) gives the cap.
+    """
+    if not math.isfinite(sigma_1d):
+        return cfg.lb_max
+    cost = cfg.lb_k * sigma_1d * math.sqrt(hours / 24.0) + addon
+    return 1.0 + min(max(cost, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
+
+
+def lending_view(mmf: float, imf: float, lb: float) -> dict[str, float]:
+    """IMF, LT, LTV and max leverage for a given LB; see the module docstring for LT."""
+    imf = min(max(imf, mmf + EPS), 1.0)  # LTV < LT strictly
     return {"imf": imf, "lt": (1.0 - mmf) / lb, "ltv": (1.0 - imf) / lb, "lb": lb,
             "max_leverage": 1.0 / imf}
 
 
 def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
-    """Raise if a parameter set could ever be inconsistent."""
+    """Raise if a parameter set could ever be inconsistent: finite, 0 <= LTV < LT,
+    LT·LB <= 1, MMF in [floor, cap] (the static set may exceed the cap), MMF < IMF <= 1
+    (IMF = 1, LTV = 0 is a freeze) and 1 <= LB <= lb_max."""
     problems = []
     values = [p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage]
     if not all(math.isfinite(v) for v in values):
         problems.append(f"non-finite parameter in {values}")
-    if not p.ltv < p.lt:
-        problems.append(f"LTV {p.ltv:.6f} must be < LT {p.lt:.6f}")
+    if not 0.0 <= p.ltv < p.lt:
+        problems.append(f"need 0 <= LTV {p.ltv:.6f} < LT {p.lt:.6f}")
     if p.lt * p.lb > 1.0 + EPS:
         problems.append(f"LT·LB = {p.lt * p.lb:.6f} must be <= 1")
     upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
-    if not cfg.mmf_floor - EPS <= p.mmf <= upper + EPS:
+    if not cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9:
         problems.append(f"MMF {p.mmf:.6f} outside [{cfg.mmf_floor}, {upper}]")
-    if not (p.mmf < p.imf < 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
-        problems.append(f"need MMF < IMF < 1 and 1 <= LB <= {cfg.lb_max}")
+    if not (p.mmf < p.imf <= 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
+        problems.append(f"need MMF < IMF <= 1 and 1 <= LB <= {cfg.lb_max}")
     if problems:
         raise ValueError("policy invariant violated: " + "; ".join(problems))
 
 
 def conservative_parameters(cfg: PolicyConfig, reason: str, stale: bool = False,
                             hours: float = 1.0) -> Parameters:
-    """The static conservative set used when inputs cannot be trusted."""
+    """The static set used when nothing was ever published and inputs cannot be trusted:
+    MMF = ``failsafe.conservative_mmf``, LB at its cap, and no new borrowing (LTV = 0,
+    IMF = 1), since with no previous parameters no position exists that it could hurt."""
+    del hours  # LB is at its cap whatever the delay
     mmf = cfg.failsafe.conservative_mmf
-    view = lending_view(mmf, min(mmf * (1 + cfg.apc.buffer), 0.99), 0.0, 0.0, hours, cfg)
+    view = lending_view(mmf, 1.0, cfg.lb_max)
+    view["ltv"] = 0.0
     nan = float("nan")
-    p = Parameters(sigma_1d=nan, variance_1d=nan, var_99=nan, es_99=nan, liquidity_addon=nan,
-                   mmf=mmf, **view, flag_fallback=True, flag_stale=stale, reason=reason)
+    p = Parameters(sigma_1d=nan, variance_1d=nan, loss_var=nan, loss_es=nan,
+                   loss_level=cfg.confidence, stress_floor=nan, loss_memory=nan,
+                   target_mmf=nan, liquidity_addon=nan, mmf=mmf, **view, flag_fallback=True,
+                   flag_stale=stale, reason=reason)
     check_invariants(p, cfg)
     return p

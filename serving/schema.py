@@ -18,7 +18,8 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # bump on any breaking column change (2: liquidity, proxy, guardrail state)
+SCHEMA_VERSION = "3"  # bump on any breaking column change (2: liquidity, proxy, guardrail
+#                       state; 3: loss_* renamed, stress floor, memory, announced changes)
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _FRACTION = "fraction of collateral value"
@@ -44,24 +45,38 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
     _field("horizon_days", pa.int32(), "Update interval covered.", "days", nullable=False),
     _field("sigma_1d", pa.float64(), "Forecast s.d. of the 1-day log return.", "decimal"),
     _field("variance_1d", pa.float64(), "Forecast variance of the 1-day log return.", "decimal^2"),
-    _field("var_99", pa.float64(), "VaR of the covered loss (worst liquidation-delay loss in "
-           "the interval) at the policy confidence (manifest: confidence).", _FRACTION),
-    _field("es_99", pa.float64(), "Expected shortfall of the covered loss at the policy "
-           "confidence.", _FRACTION),
+    _field("loss_var", pa.float64(), "VaR of the covered loss (worst liquidation-delay loss in "
+           "the interval) at loss_level.", _FRACTION),
+    _field("loss_es", pa.float64(), "Expected shortfall of the covered loss at loss_level.",
+           _FRACTION),
+    _field("loss_level", pa.float64(), "Confidence level of loss_var and loss_es, e.g. 0.975.",
+           "probability"),
+    _field("stress_floor", pa.float64(), "Weighted ES of the covered loss over the worst stress "
+           "window of the look-back (losses realized before the as-of); null when off.",
+           _FRACTION),
+    _field("loss_memory", pa.float64(), "Weighted, slowly decaying high-water mark of realized "
+           "covered losses; null when off.", _FRACTION),
+    _field("target_mmf", pa.float64(), "Risk-based MMF, max(loss tail, stress_floor, "
+           "loss_memory) within [floor, cap], that the effective mmf moves toward by announced "
+           "changes; null for the static fail-safe set.", "fraction of notional"),
     _field("liquidity_addon", pa.float64(), "Slippage of liquidating the reference size "
-           "(square-root impact), included in mmf.", _FRACTION),
-    _field("mmf", pa.float64(), "Maintenance margin fraction: equity below mmf x notional "
-           "is liquidatable; equals the lending cushion 1 - lt x lb.", "fraction of notional",
-           nullable=False),
-    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position, "
-           "with anti-procyclicality (buffer, stressed weight, long-run floor).",
+           "(square-root impact on a trailing ADV ending the day before), priced in lb, not "
+           "in mmf.", _FRACTION),
+    _field("mmf", pa.float64(), "Effective maintenance margin fraction, 1 - lt x lb: equity "
+           "below mmf x notional is liquidatable. Changes only as announced (pending_*).",
            "fraction of notional", nullable=False),
-    _field("lt", pa.float64(), "Liquidation threshold (1 - mmf) / lb: debt above lt x "
-           "collateral value is liquidatable.", _FRACTION, nullable=False),
-    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, (1 - imf) / lb.",
+    _field("imf", pa.float64(), "Initial margin fraction to open or increase a position, "
+           "1 - ltv x lb, with anti-procyclicality; 1 (no new leverage) when frozen.",
+           "fraction of notional", nullable=False),
+    _field("lt", pa.float64(), "Effective liquidation threshold: debt above lt x collateral "
+           "value is liquidatable. Changes only as announced (pending_lt, pending_effective).",
            _FRACTION, nullable=False),
-    _field("lb", pa.float64(), "Liquidation bonus: collateral paid per unit of debt repaid, "
-           "e.g. 1.05.", "multiplier", nullable=False),
+    _field("ltv", pa.float64(), "Maximum loan-to-value at origination, (1 - imf) / lb, always "
+           "below min(lt, pending_lt) minus a gap; 0 (no new borrowing) when frozen.",
+           _FRACTION, nullable=False),
+    _field("lb", pa.float64(), "Effective liquidation bonus: collateral paid per unit of debt "
+           "repaid, e.g. 1.05. Changes only as announced (pending_lb).", "multiplier",
+           nullable=False),
     _field("max_leverage", pa.float64(), "Maximum perp leverage, 1 / imf.", "multiplier",
            nullable=False),
     _prev("mmf", "fraction of notional"),
@@ -71,17 +86,28 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
     _prev("lb", "multiplier"),
     _field("change_mmf", pa.float64(), "mmf - prev_mmf; null when there is no previous value.",
            "fraction of notional"),
-    _field("flag_fallback", pa.bool_(), "Model output unusable; previous or conservative "
-           "static parameters were published instead.", nullable=False),
+    _field("flag_fallback", pa.bool_(), "Fail-safe: inputs untrusted, parameters frozen (ltv 0, lt "
+           "and lb held), or the conservative static set when nothing was published before.",
+           nullable=False),
     _field("flag_stale", pa.bool_(), "Input data older than allowed at the as-of.", nullable=False),
     _field("flag_clamped", pa.bool_(), "The risk-based mmf hit its floor or cap.",
            nullable=False),
     _field("flag_proxy", pa.bool_(), "The covered loss is measured by the daily-range proxy "
            "(no intraday data for this asset).", nullable=False),
-    _field("flag_held", pa.bool_(), "A guardrail (deadband, loosening rate limit or delay) "
-           "held or limited the change.", nullable=False),
-    _field("last_loosened", pa.date32(), "Last update on which margins were loosened "
-           "(guardrail state); null if never.", "date (UTC)"),
+    _field("flag_held", pa.bool_(), "The published lt, lb or ltv differ from the risk-based "
+           "target (notice, rate limit, deadband, LTV cap, freeze).", nullable=False),
+    _field("pending_lt", pa.float64(), "Announced lt that takes effect on pending_effective; "
+           "null when no change is pending.", _FRACTION),
+    _field("pending_lb", pa.float64(), "Announced lb that takes effect with pending_lt.",
+           "multiplier"),
+    _field("pending_mmf", pa.float64(), "1 - pending_lt x pending_lb.", "fraction of notional"),
+    _field("pending_announced", pa.date32(), "Partition that announced the pending change.",
+           "date (UTC)"),
+    _field("pending_effective", pa.date32(), "First partition in which the pending change is "
+           "effective (later if that partition is frozen).", "date (UTC)"),
+    _field("admitted_ltv", pa.string(), "Policy state: JSON list of [date, ltv] of the "
+           "partitions in the notice window that admitted borrowing; lt never falls below "
+           "any of them plus the gap. Read back by the next update."),
     _field("reason", pa.string(), "Empty, or why a fallback, clamp or hold happened.",
            nullable=False),
     _field("model_name", pa.string(), "Forecaster alias, e.g. garch11_t.", nullable=False),

@@ -1,23 +1,26 @@
-"""Margin policy: tail measures, lending view, APC, guardrails, fail-safes, invariants."""
+"""Margin policy targets: tail measures, stress floor, loss memory, lending view, LB, APC."""
 
 import datetime as dt
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from configs.schema import PolicyConfig
-from serving.decide import PolicyInputs, PolicyState, apply_guardrails, decide, risk_parameters
+from configs.schema import Config, PolicyConfig
+from serving.decide import PolicyInputs, decide, risk_parameters
+from serving.inputs import asset_history, policy_inputs
 from serving.policy import (
     check_invariants,
     conservative_parameters,
     fraction_lost,
     initial_margin,
     liquidity_addon,
+    loss_memory,
+    stress_es,
     student_t_measures,
     tail_measures,
+    trailing_adv,
 )
 
 CFG = PolicyConfig()
@@ -26,10 +29,10 @@ Z = np.random.default_rng(1).standard_t(5, size=500) * 0.8 + 1.0  # worst-loss-l
 
 
 def inputs(variance=0.03**2, prev=0.03**2, ret=0.0, z=Z, adv=1e9, age=0, as_of=DAY,
-           history=None):
+           history=None, **extra):
     hist = np.full(300, 0.03) if history is None else history
     return PolicyInputs(as_of=as_of, variance=variance, variance_prev=prev, ret_today=ret,
-                        z_window=z, sigma_history=hist, adv_usd=adv, data_age_days=age)
+                        z_window=z, sigma_history=hist, adv_usd=adv, data_age_days=age, **extra)
 
 
 def test_fhs_es_is_the_mean_beyond_the_empirical_var():
@@ -48,12 +51,15 @@ def test_student_t_es_matches_numerical_integration():
     assert var == pytest.approx(var_t * scale) and es == pytest.approx(tail / (1 - q) * scale)
 
 
-def test_mmf_is_the_fraction_lost_at_the_scaled_es_plus_slippage():
-    p = risk_parameters(inputs(adv=1e9), CFG)
+def test_mmf_is_the_scaled_es_and_slippage_is_charged_in_lb_only():
+    p = risk_parameters(inputs(adv=1e8), CFG)
     _, es_z = tail_measures(Z, CFG.confidence)
-    slip = 0.03 * math.sqrt(CFG.liquidity.reference_size_usd / 1e9)
+    slip = 0.03 * math.sqrt(CFG.liquidity.reference_size_usd / 1e8)
     assert p.liquidity_addon == pytest.approx(slip)
-    assert p.mmf == pytest.approx(fraction_lost(es_z * 0.03) + slip)
+    assert p.mmf == pytest.approx(fraction_lost(es_z * 0.03))  # no slippage in MMF
+    cost = CFG.lb_k * 0.03 * math.sqrt(1 / 24) + slip
+    assert p.lb == pytest.approx(1 + min(max(cost, CFG.lb_min - 1), CFG.lb_max - 1))
+    assert p.loss_es == pytest.approx(p.mmf) and p.loss_level == CFG.confidence
 
 
 def test_lending_cushion_equals_mmf_so_bad_debt_starts_exactly_beyond_it():
@@ -63,11 +69,11 @@ def test_lending_cushion_equals_mmf_so_bad_debt_starts_exactly_beyond_it():
     assert p.max_leverage == pytest.approx(1 / p.imf)
 
 
-def test_higher_volatility_and_thinner_markets_mean_higher_margins():
+def test_higher_volatility_raises_margins_and_thinner_markets_raise_the_bonus():
     base = risk_parameters(inputs(), CFG)
     assert risk_parameters(inputs(variance=0.06**2), CFG).mmf > base.mmf
-    assert risk_parameters(inputs(adv=1e6), CFG).mmf > base.mmf
-    assert risk_parameters(inputs(adv=1e6), CFG).lb > base.lb
+    thin = risk_parameters(inputs(adv=1e6), CFG)
+    assert thin.mmf == pytest.approx(base.mmf) and thin.lb > base.lb and thin.lt < base.lt
 
 
 def test_missing_volume_means_the_maximum_liquidity_addon():
@@ -86,117 +92,111 @@ def test_apc_terms_each_raise_the_initial_margin_and_can_be_switched_off():
 def test_the_buffer_is_exhausted_before_the_initial_margin_rises():
     only_buffer = CFG.model_copy(update={"apc": CFG.apc.model_copy(update={
         "stress_enabled": False, "floor_enabled": False})})
-    # previous IMF 0.125 at MMF 0.10; MMF rises to 0.11: IMF stays, the buffer absorbs it
     assert initial_margin(0.11, np.nan, np.nan, only_buffer, prev_imf=0.125) == 0.125
-    # MMF rises past the old IMF: IMF follows at the minimum gap, not at MMF × 1.25
     assert initial_margin(0.14, np.nan, np.nan, only_buffer, prev_imf=0.125) == pytest.approx(
         0.1414)
-    # MMF falls: IMF comes down only when the old value leaves the band's top
     assert initial_margin(0.08, np.nan, np.nan, only_buffer, prev_imf=0.125) == pytest.approx(0.1)
 
 
-def test_yesterdays_realized_loss_floors_todays_margin():
+def test_stress_floor_is_the_es_of_the_worst_window_known_answer():
+    cfg = CFG.model_copy(update={"stress_window_obs": 5, "stress_lookback_days": 30,
+                                 "confidence": 0.6})
+    losses = np.array([0.01] * 10 + [0.05, 0.10, 0.02, 0.08, 0.03] + [0.01] * 5)
+    ages = np.arange(len(losses))[::-1].astype(float)
+    # worst 5-window: mean 0.056; its VaR_0.6 (k = ceil(0.6·4) = 3rd of 5 sorted) is 0.08,
+    # ES = mean(0.08, 0.10) = 0.09
+    assert stress_es(losses, ages, cfg) == pytest.approx(1 - math.exp(-0.09))
+    # a larger loss older than the look-back does not count; inside it, it does
+    old = np.concatenate(([0.5], losses)), np.concatenate(([40.0], ages))
+    assert stress_es(*old, cfg) == pytest.approx(1 - math.exp(-0.09))
+    longer = cfg.model_copy(update={"stress_lookback_days": 60})
+    # ... where its window [0.5, 0.01 ×4] (mean 0.108) is the worst; all 5 are >= its VaR
+    assert stress_es(*old, longer) == pytest.approx(1 - math.exp(-0.108))
+    # a loss not yet realized at the decision (negative age) never enters
+    future = np.concatenate((losses, [0.9])), np.concatenate((ages, [-1.0]))
+    assert stress_es(*future, cfg) == pytest.approx(1 - math.exp(-0.09))
+    assert math.isnan(stress_es(np.array([]), np.array([]), cfg))
+
+
+def test_stress_floor_weight_sets_the_mmf_floor():
+    losses, ages = np.full(300, 0.4), np.arange(300)[::-1].astype(float)
+    cfg = CFG.model_copy(update={"memory_weight": 0.0, "stress_floor_weight": 0.5})
+    p = risk_parameters(inputs(loss_history=losses, loss_age_days=ages), cfg)
+    assert p.stress_floor == pytest.approx(0.5 * fraction_lost(0.4))
+    assert p.mmf == pytest.approx(p.stress_floor) and "stress floor" in p.reason
+    off = cfg.model_copy(update={"stress_floor_weight": 0.0})
+    assert risk_parameters(inputs(loss_history=losses, loss_age_days=ages), off).mmf < p.mmf
+
+
+def test_loss_memory_decays_with_the_half_life_known_answer():
+    assert loss_memory(np.array([0.2]), np.array([11.0]), 11.0) == pytest.approx(
+        fraction_lost(0.2) / 2)
+    two = loss_memory(np.array([0.2, 0.05]), np.array([22.0, 0.0]), 11.0)
+    assert two == pytest.approx(max(fraction_lost(0.2) / 4, fraction_lost(0.05)))
+    # the closed form equals the recursion M_t = max(loss_t, M_{t-1} · 2^{-1/h})
+    rng = np.random.default_rng(3)
+    daily = rng.exponential(0.02, 60)
+    m = 0.0
+    for t in range(60):
+        m = max(fraction_lost(daily[t]), m * 2 ** (-1 / 7.0))
+        closed = loss_memory(daily[: t + 1], np.arange(t + 1)[::-1].astype(float), 7.0)
+        assert closed == pytest.approx(m)
+
+
+def test_yesterdays_realized_loss_floors_todays_margin_through_the_memory():
     calm = risk_parameters(inputs(), CFG)
-    crash = PolicyInputs(**{**inputs().__dict__, "recent_losses": np.array([0.01, 0.35])})
+    crash = inputs(loss_history=np.array([0.01, 0.35]), loss_age_days=np.array([1.0, 0.0]))
     after = risk_parameters(crash, CFG)
-    assert after.mmf == pytest.approx(fraction_lost(0.35) + after.liquidity_addon)
-    assert after.mmf > calm.mmf
-    off = CFG.model_copy(update={"recent_loss_days": 0})
+    assert after.loss_memory == pytest.approx(fraction_lost(0.35))
+    assert after.mmf == pytest.approx(fraction_lost(0.35)) and after.mmf > calm.mmf
+    off = CFG.model_copy(update={"memory_weight": 0.0, "stress_floor_weight": 0.0})
     assert risk_parameters(crash, off).mmf == pytest.approx(calm.mmf)
 
 
+def test_a_direct_tail_forecast_replaces_the_fhs_tail():
+    p = risk_parameters(inputs(tail_var=0.05, tail_es=0.08), CFG)
+    assert p.loss_var == pytest.approx(0.05) and p.loss_es == pytest.approx(0.08)
+    assert p.mmf == pytest.approx(0.08) and "direct tail" in p.reason
+    bad, _ = decide(inputs(tail_var=0.05, tail_es=float("nan")), None, 3, CFG)
+    assert bad.flag_fallback and "invalid tail" in bad.reason
+
+
 def test_short_history_uses_student_t_and_says_so():
-    p = risk_parameters(inputs(z=np.ones(10)), CFG)
-    assert "student-t" in p.reason
+    assert "student-t" in risk_parameters(inputs(z=np.ones(10)), CFG).reason
 
 
-def test_tightening_applies_at_once():
-    low, _ = decide(inputs(), None, 3, CFG)
-    high, _ = decide(inputs(variance=0.05**2, prev=0.03**2, ret=-0.2),
-                     PolicyState(low), 3, CFG)
-    assert high.mmf > low.mmf and not high.flag_held
-    assert high.mmf == pytest.approx(risk_parameters(inputs(variance=0.05**2), CFG).mmf)
-
-
-def test_loosening_is_rate_limited_and_delayed():
-    high, state = decide(inputs(variance=0.06**2), None, 3, CFG)
-    lower = inputs(variance=0.02**2, prev=0.06**2)
-    day1, state = decide(lower, state, 3, CFG)
-    step = min(CFG.guardrails.loosen_abs_step, CFG.guardrails.loosen_rel_step * high.mmf)
-    assert day1.mmf == pytest.approx(high.mmf - step) and day1.flag_held
-    assert state.last_loosened == DAY
-    day2, state = decide(PolicyInputs(**{**lower.__dict__, "as_of": DAY + dt.timedelta(1)}),
-                         state, 3, CFG)
-    assert day2.mmf == pytest.approx(day1.mmf) and "held" in day2.reason  # within 3 days
-    day4, _ = decide(PolicyInputs(**{**lower.__dict__, "as_of": DAY + dt.timedelta(3)}),
-                     state, 3, CFG)
-    assert day4.mmf == pytest.approx(day1.mmf - step)
-
-
-def test_changes_below_the_deadband_are_not_published():
-    first, state = decide(inputs(), None, 3, CFG)
-    nudged = risk_parameters(inputs(variance=(0.03 * 1.001) ** 2), CFG)
-    out, _ = apply_guardrails(nudged, state, DAY, CFG)
-    assert out.mmf == first.mmf and out.flag_held and "deadband" in out.reason
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -1e-4])
-def test_invalid_forecast_keeps_previous_or_goes_conservative(bad):
-    prev, state = decide(inputs(), None, 3, CFG)
-    kept, _ = decide(inputs(variance=bad), state, 3, CFG)
-    assert kept.mmf == prev.mmf and kept.flag_fallback and "invalid variance" in kept.reason
-    cold, _ = decide(inputs(variance=bad), None, 3, CFG)
-    assert cold.mmf == CFG.failsafe.conservative_mmf and cold.flag_fallback
-
-
-def test_a_single_bad_print_cannot_move_the_margin():
-    """σ ×10 overnight with a flat close (a wick, not a crash) is refused."""
-    prev, state = decide(inputs(), None, 3, CFG)
-    spike, _ = decide(inputs(variance=0.30**2, prev=0.03**2, ret=0.001), state, 3, CFG)
-    assert spike.mmf == prev.mmf and "implausible jump" in spike.reason
-    crash, _ = decide(inputs(variance=0.30**2, prev=0.03**2, ret=-0.25), state, 3, CFG)
-    assert crash.mmf > prev.mmf and crash.reason.count("implausible") == 0
-
-
-def test_stale_data_goes_conservative_and_recovers_without_rate_limit():
-    _, state = decide(inputs(), None, 3, CFG)
-    stale, state = decide(inputs(age=5), state, 3, CFG)
-    assert stale.flag_stale and stale.mmf == CFG.failsafe.conservative_mmf
-    back, _ = decide(inputs(as_of=DAY + dt.timedelta(1)), state, 3, CFG)
-    assert back.mmf == pytest.approx(risk_parameters(inputs(), CFG).mmf)
-
-
-def test_conservative_set_satisfies_the_invariants():
+def test_conservative_set_admits_no_borrowing_and_satisfies_the_invariants():
     p = conservative_parameters(CFG, "test", stale=True)
     check_invariants(p, CFG)
-    assert p.flag_stale and p.ltv < p.lt
+    assert p.flag_stale and p.ltv == 0.0 and p.imf == 1.0 and p.lt > 0
 
 
-special = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0])
-variances = st.one_of(special, st.floats(-1.0, 10.0), st.floats(1e-12, 1e-2))
-zs = st.lists(st.one_of(special, st.floats(-1e6, 1e6)), max_size=600)
+def test_adv_ends_the_day_before_the_decision():
+    days = pd.date_range("2024-01-01", periods=40, freq="D")
+    vol = pd.Series(np.arange(1.0, 41.0), index=days)
+    adv = trailing_adv(vol, 30)
+    assert adv.loc[days[35]] == pytest.approx(vol.iloc[5:35].mean())  # days t-30 .. t-1
+    crash = vol.copy()
+    crash.iloc[35] *= 1000  # the crash day's own volume
+    assert trailing_adv(crash, 30).loc[days[35]] == adv.loc[days[35]]
+    assert trailing_adv(crash, 30).loc[days[36]] > adv.loc[days[36]]
 
 
-@settings(max_examples=200, deadline=None)
-@given(days=st.lists(st.tuples(variances, st.floats(-1.0, 1.0), zs,
-                               st.one_of(special, st.floats(0.0, 1e12)), st.integers(0, 10)),
-                     min_size=1, max_size=8),
-       buffer=st.floats(0.0, 1.0), guard=st.booleans())
-def test_invariants_and_guardrails_hold_for_any_input_sequence(days, buffer, guard):
-    cfg = CFG.model_copy(update={
-        "apc": CFG.apc.model_copy(update={"buffer": buffer}),
-        "guardrails": CFG.guardrails.model_copy(update={"enabled": guard})})
-    state, prev_var, prev_out = None, math.nan, None
-    for k, (var, ret, z, adv, age) in enumerate(days):
-        x = PolicyInputs(as_of=DAY + dt.timedelta(k), variance=var, variance_prev=prev_var,
-                         ret_today=ret, z_window=np.asarray(z, float),
-                         sigma_history=np.asarray(z[:50], float), adv_usd=adv, data_age_days=age)
-        out, state = decide(x, state, 3, cfg)
-        check_invariants(out, cfg)
-        assert out.ltv < out.lt and out.lt * out.lb <= 1 + 1e-12
-        if guard and prev_out is not None and not prev_out.flag_fallback and not out.flag_fallback:
-            # loosening never exceeds the configured step in one update
-            g = cfg.guardrails
-            step = min(g.loosen_abs_step, g.loosen_rel_step * prev_out.mmf)
-            assert out.mmf >= prev_out.mmf - step - 1e-12
-        prev_var, prev_out = var, out
+def test_policy_inputs_see_only_the_past_volume_and_realized_losses():
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame({"close": 100.0, "ret_1d": 0.0, "worst_loss_long": 0.02,
+                          "worst_loss_short": 0.02, "log_dollar_volume": np.log(1e9)},
+                         index=days)
+    fc = pd.DataFrame({"cutoff": days, "variance": 0.03**2, "horizon_days": 1})
+    cfg = Config()
+    base = asset_history(frame, fc, cfg)
+    spiked = frame.copy()
+    spiked.loc[days[-1], ["log_dollar_volume", "worst_loss_long"]] = [np.log(1e15), 0.9]
+    h = asset_history(spiked, fc, cfg)
+    assert h.adv_usd[-1] == base.adv_usd[-1]  # truncated at t-1: the spike is not in it
+    x = policy_inputs(h, len(days) - 1, 1, 1.0, 500)
+    # the loss of the interval ending on the as-of is realized (age 0); none after it
+    assert x.loss_history[-1] == pytest.approx(0.9) and x.loss_age_days[-1] == 0
+    assert np.all(x.loss_age_days >= 0)
+    earlier = policy_inputs(h, len(days) - 2, 1, 1.0, 500)
+    assert 0.9 not in earlier.loss_history

@@ -29,7 +29,7 @@ def _parameters(as_of: dt.date) -> pd.DataFrame:
     for asset, sigma, mmf, lb in (("BTC", 0.03, 0.10, 1.04), ("ETH", 0.04, 0.13, 1.05)):
         imf = mmf * 1.25
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": 1, "sigma_1d": sigma,
-                     "variance_1d": sigma**2, "var_99": mmf * 0.8, "es_99": mmf * 0.9,
+                     "variance_1d": sigma**2, "loss_var": mmf * 0.8, "loss_es": mmf * 0.9,
                      "liquidity_addon": 0.002, "mmf": mmf, "imf": imf, "lt": (1 - mmf) / lb,
                      "ltv": (1 - imf) / lb, "lb": lb, "max_leverage": 1 / imf,
                      "flag_fallback": False, "flag_stale": False, "flag_clamped": False,
@@ -85,7 +85,7 @@ def test_stress_is_published_beside_the_parameters(project: tuple[Config, Path])
     per_asset = frame[frame["asset"] != "ALL"].groupby("scenario")["bad_debt_usd"].sum()
     assert per_asset.reindex(total.index).to_numpy() == pytest.approx(
         total["bad_debt_usd"].to_numpy())
-    assert total.loc["BTC-30%_corr1", "accounts_liquidated"] > 0
+    assert total.loc["BTC_drop30_corr1", "accounts_liquidated"] > 0
     luna = frame[(frame["scenario"] == "luna_ust") & (frame["asset"] != "ALL")]
     assert set(luna["source"]) == {"hourly"} and (luna["worst_move"] < -0.15).all()
     mc = doc["monte_carlo"]

@@ -64,7 +64,7 @@ def parameters_table(cfg: Config, result: RunResult) -> Table:
                 "flags"):
         t.add_column(col, justify="left" if col in ("asset", "flags") else "right")
     for r in params.itertuples():
-        t.add_row(r.asset, f"{r.sigma_1d:.2%}", f"{r.es_99:.2%}", f"{r.mmf:.2%}",
+        t.add_row(r.asset, f"{r.sigma_1d:.2%}", f"{r.loss_es:.2%}", f"{r.mmf:.2%}",
                   f"{r.imf:.2%}", f"{r.lt:.2%}", f"{r.ltv:.2%}", f"{r.lb:.4f}",
                   f"{r.max_leverage:.1f}x", _flags(r))
     return t

@@ -1,0 +1,222 @@
+"""Parameter roles: announced, rate-limited LT/LB; fast LTV; freeze; carried state."""
+
+import datetime as dt
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from configs.schema import PolicyConfig
+from serving.decide import (
+    PolicyInputs,
+    PolicyState,
+    apply_roles,
+    decide,
+    freeze,
+    state_columns,
+    state_from_row,
+)
+from serving.policy import Parameters, check_invariants, lending_view
+
+CFG = PolicyConfig()
+R = CFG.roles
+DAY = dt.date(2024, 1, 10)
+NAN = math.nan
+
+
+def target(mmf: float, lb: float = 1.05, imf: float | None = None) -> Parameters:
+    view = lending_view(mmf, mmf * 1.25 if imf is None else imf, lb)
+    return Parameters(sigma_1d=0.03, variance_1d=0.03**2, loss_var=NAN, loss_es=NAN,
+                      loss_level=0.975, stress_floor=NAN, loss_memory=NAN, target_mmf=mmf,
+                      liquidity_addon=0.0, mmf=mmf, **view)
+
+
+def same(a: PolicyState | None, b: PolicyState | None) -> bool:
+    """State equality with NaN == NaN (unset diagnostics are NaN)."""
+    if a is None or b is None:
+        return a is b
+    key = lambda s: json.dumps([s.published.as_dict(), s.pending, s.admitted, s.conservative],  # noqa: E731
+                               default=str)
+    return key(a) == key(b)
+
+
+def day(k: int) -> dt.date:
+    return DAY + dt.timedelta(days=k)
+
+
+def run(mmfs: list[float], lb: float = 1.05, cfg: PolicyConfig = CFG):
+    out, state = [], None
+    for k, m in enumerate(mmfs):
+        p, state = apply_roles(target(m, lb), state, day(k), cfg)
+        out.append((p, state))
+    return out
+
+
+def test_first_update_publishes_the_target_with_ltv_below_lt_by_the_gap():
+    (p, state), = run([0.10])
+    t = target(0.10)
+    assert p.lt == pytest.approx(t.lt) and p.lb == t.lb and p.mmf == pytest.approx(0.10)
+    assert p.ltv == pytest.approx(min(t.ltv, t.lt - R.ltv_gap)) and state.pending is None
+    assert state.admitted == ((DAY, p.ltv),)
+
+
+def test_tightening_ltv_falls_at_once_lt_after_notice_and_never_below_admitted_ltv():
+    path = run([0.10, 0.10, 0.10, 0.40, 0.40, 0.40, 0.40, 0.40, 0.40])
+    before, _ = path[2]
+    crash, s3 = path[3]
+    assert crash.ltv < before.ltv  # new borrowing restricted at once
+    assert crash.lt == before.lt and crash.mmf == pytest.approx(before.mmf)  # LT not yet
+    assert s3.pending.effective == day(3 + R.tighten_notice_days)
+    admitted_max = max(v for _, v in s3.admitted if v > crash.ltv)
+    # the announced LT is floored by the LTVs admitted in the notice window, plus the gap
+    assert s3.pending.lt == pytest.approx(max(before.lt - R.lt_down_step, admitted_max + R.ltv_gap))
+    lts = [p.lt for p, _ in path]
+    assert lts[4] == pytest.approx(s3.pending.lt)
+    assert all(a - b <= R.lt_down_step + 1e-12 for a, b in itertools.pairwise(lts))
+    assert lts[-1] < lts[4]  # the admitted bound expires after the notice window
+    for k, (p, _) in enumerate(path):  # every admitted LTV is protected in its window
+        for j in range(k, min(k + R.notice_days, len(path) - 1) + 1):
+            assert path[j][0].lt >= p.ltv + R.ltv_gap - 1e-12
+
+
+def test_loosening_is_announced_rate_limited_and_takes_effect_after_the_notice():
+    path = run([0.20] + [0.05] * 8)
+    first = path[0][0]
+    p1, s1 = path[1]
+    assert p1.lt == first.lt and s1.pending.effective == day(1 + R.notice_days)
+    assert s1.pending.lt == pytest.approx(first.lt + R.lt_up_step)
+    assert s1.pending.lb == pytest.approx(first.lb)
+    for k in range(1, 1 + R.notice_days):
+        assert path[k][0].lt == first.lt and path[k][0].flag_held
+    assert path[1 + R.notice_days][0].lt == pytest.approx(first.lt + R.lt_up_step)
+    assert "in effect" in path[1 + R.notice_days][0].reason
+
+
+def test_a_pending_loosening_is_withdrawn_when_the_market_turns():
+    path = run([0.20, 0.05, 0.30])
+    _, s1 = path[1]
+    p2, s2 = path[2]
+    assert s1.pending.lt > path[0][0].lt
+    assert s2.pending.lt < path[0][0].lt and s2.pending.effective == day(2 + R.tighten_notice_days)
+    assert p2.ltv <= min(p2.lt, s2.pending.lt) - R.ltv_gap + 1e-12
+
+
+def test_lb_moves_by_at_most_its_step_per_change():
+    path = run([0.10] * 6, lb=1.05)
+    _, state = path[-1]
+    p, s = apply_roles(target(0.10, lb=1.10), state, day(6), CFG)
+    assert s.pending.lb == pytest.approx(1.05 + R.lb_step)
+    assert s.pending.effective == day(6 + R.tighten_notice_days)  # LB up = tighter
+    assert p.lb == 1.05 and s.pending.lt * s.pending.lb <= 1 - CFG.mmf_floor
+
+
+def test_changes_below_the_deadband_are_not_announced_nor_published():
+    path = run([0.10, 0.10 + R.deadband / 5])
+    (p0, _), (p1, s1) = path
+    assert s1.pending is None and p1.lt == p0.lt and p1.ltv == p0.ltv
+
+
+def test_the_fail_safe_freezes_ltv_to_zero_and_holds_lt_and_lb():
+    path = run([0.30, 0.05])
+    _, state = path[-1]
+    prev = state.published
+    frozen, fs = freeze(state, "fail-safe: test", CFG)
+    assert frozen.ltv == 0.0 and frozen.imf == 1.0 and frozen.max_leverage == 1.0
+    assert frozen.lt == prev.lt and frozen.lb == prev.lb and frozen.mmf == prev.mmf
+    assert frozen.flag_fallback and "test" in frozen.reason and fs.pending == state.pending
+    cold, cs = freeze(None, "fail-safe: nothing yet", CFG, stale=True)
+    assert cold.flag_fallback and cold.flag_stale and cold.ltv == 0.0 and cs.conservative
+    check_invariants(frozen, CFG)
+
+
+def test_a_pending_change_is_not_applied_while_frozen_and_applies_after():
+    path = run([0.10, 0.40])
+    _, state = path[-1]
+    lt_before, pending = state.published.lt, state.pending
+    frozen, state = freeze(state, "fail-safe: stale", CFG, stale=True)
+    assert frozen.lt == lt_before  # past its effective date but frozen: not applied
+    p, _ = apply_roles(target(0.40), state, pending.effective + dt.timedelta(1), CFG)
+    assert p.lt == pytest.approx(pending.lt)
+
+
+def test_state_round_trips_through_a_published_row_as_the_serve_job_writes_it():
+    path = run([0.10, 0.10, 0.40])
+    p, state = path[-1]
+    row = {**p.as_dict(), **state_columns(state)}
+    assert same(state_from_row(row), state)
+    as_json = json.loads(json.dumps(row, default=str))  # how serve hands rows to the model
+    assert same(state_from_row(as_json), state)
+    assert state_from_row(None) is None
+    cold, cs = freeze(None, "fail-safe", CFG)
+    assert state_from_row({**cold.as_dict(), **state_columns(cs)}).conservative
+
+
+def test_decide_freezes_on_invalid_forecasts_and_never_lowers_lt():
+    z = np.random.default_rng(1).standard_t(5, size=500) * 0.8 + 1.0
+    x = PolicyInputs(as_of=DAY, variance=0.03**2, variance_prev=0.03**2, ret_today=0.0,
+                     z_window=z, sigma_history=np.full(300, 0.03), adv_usd=1e9)
+    p, state = decide(x, None, 3, CFG)
+    for bad in (NAN, math.inf, 0.0, -1e-4):
+        out, _ = decide(PolicyInputs(**{**x.__dict__, "variance": bad}), state, 3, CFG)
+        assert out.flag_fallback and out.ltv == 0 and out.lt == p.lt and out.lb == p.lb
+    spike, _ = decide(PolicyInputs(**{**x.__dict__, "variance": 0.3**2, "ret_today": 0.001}),
+                      state, 3, CFG)
+    assert "implausible jump" in spike.reason and spike.lt == p.lt
+    stale, _ = decide(PolicyInputs(**{**x.__dict__, "data_age_days": 9}), state, 3, CFG)
+    assert stale.flag_stale and stale.lt == p.lt and stale.ltv == 0
+
+
+special = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0])
+variances = st.one_of(special, st.floats(-1.0, 10.0), st.floats(1e-8, 1e-2), st.floats(1e-2, 1e6))
+zs = st.lists(st.one_of(special, st.floats(-1e6, 1e6)), max_size=300)
+losses = st.lists(st.one_of(special, st.floats(0.0, 5.0)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(days=st.lists(st.tuples(variances, st.floats(-1.0, 1.0), zs,
+                               st.one_of(special, st.floats(0.0, 1e12)), st.integers(0, 6),
+                               losses, st.integers(1, 3)),
+                     min_size=1, max_size=14),
+       notice=st.integers(1, 5), tighten=st.integers(1, 5), gap=st.floats(0.001, 0.05),
+       up=st.floats(0.001, 0.05), down=st.floats(0.001, 0.2), lb_step=st.floats(0.001, 0.02))
+def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, gap, up, down, lb_step):
+    cfg = CFG.model_copy(update={"roles": R.model_copy(update={
+        "notice_days": notice, "tighten_notice_days": min(tighten, notice), "ltv_gap": gap,
+        "lt_up_step": up, "lt_down_step": down, "lb_step": lb_step})})
+    state, prev_var, prev, date = None, math.nan, None, DAY
+    history: list[tuple[dt.date, Parameters]] = []
+    for var, ret, z, adv, age, loss, step in days:
+        date += dt.timedelta(days=step)
+        x = PolicyInputs(as_of=date, variance=var, variance_prev=prev_var, ret_today=ret,
+                         z_window=np.asarray(z, float), sigma_history=np.asarray(z[:50], float),
+                         adv_usd=adv, data_age_days=age, loss_history=np.asarray(loss, float),
+                         loss_age_days=np.arange(len(loss), dtype=float)[::-1])
+        before = state
+        out, state = decide(x, state, 3, cfg)
+        check_invariants(out, cfg)
+        assert 0 <= out.ltv < out.lt and out.lt * out.lb <= 1 + 1e-12
+        if prev is not None and before is not None and not before.conservative:
+            if out.flag_fallback:  # the fail-safe freezes: it never lowers LT
+                assert out.lt == prev.lt and out.lb == prev.lb and out.ltv == 0
+            if out.lt != prev.lt or out.lb != prev.lb:  # only an announced change, on time
+                p = before.pending
+                assert p is not None and p.effective <= date
+                assert (out.lt, out.lb) == (p.lt, p.lb)
+                assert (p.effective - p.announced).days >= cfg.roles.tighten_notice_days
+                if p.lt > prev.lt:
+                    assert (p.effective - p.announced).days >= cfg.roles.notice_days
+                assert -down - 1e-12 <= out.lt - prev.lt <= up + 1e-12
+                assert abs(out.lb - prev.lb) <= lb_step + 1e-12
+        # a position opened at the published max LTV is not made liquidatable by parameter
+        # changes alone within the notice window: LT_eff(t') >= LTV(t) + gap
+        for when, p_then in history:
+            if (date - when).days <= notice and p_then.ltv > 0:
+                assert out.lt >= p_then.ltv + gap - 1e-12
+        assert same(state_from_row(json.loads(json.dumps(
+            {**out.as_dict(), **state_columns(state)}, default=str))), state)
+        history.append((date, out))
+        prev_var, prev = var, out
