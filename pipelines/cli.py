@@ -246,6 +246,34 @@ def report_cmd(config: ConfigOpt = None) -> None:
         raise typer.Exit(1) from None
 
 
+@app.command("stress")
+def stress_cmd(
+    as_of: Annotated[str, typer.Option("--as-of", help="Published as-of to stress, YYYY-MM-DD.")],
+    book: Annotated[Path | None, typer.Option("--book", help="Book CSV/Parquet (default: "
+                                              "the seeded synthetic book).")] = None,
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="YAML of stress.* "
+                                                   "keys overriding the config.")] = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, quiet: QuietOpt = False,
+) -> None:
+    """Stress the published parameters of --as-of over a book; publish beside them."""
+    from pipelines.stress.job import print_stress, run_stress
+
+    _quiet_libraries()
+    cfg = _config(config, data_dir)
+    try:
+        day = dt.date.fromisoformat(as_of)
+    except ValueError:
+        raise typer.BadParameter(f"{as_of!r} is not a date YYYY-MM-DD",
+                                 param_hint="--as-of") from None
+    try:
+        result = run_stress(cfg, day, book, scenarios)
+    except (ValueError, FileNotFoundError, ConfigError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    if not quiet:
+        print_stress(result, console)
+
+
 @app.command("ui")
 def ui_cmd(config: ConfigOpt = None, port: int = 5000, workers: int = 1) -> None:
     """Start the MLflow UI on 127.0.0.1 with the project's backend and artifact store."""

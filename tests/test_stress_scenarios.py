@@ -124,10 +124,10 @@ def test_beta_and_correlation_one_shocks() -> None:
     sigma = np.array([0.04, 0.03])  # ALT, BTC (sorted)
     cfg = StressConfig(collapse_assets=["ALT"])
     scns = {s.name: s for s in hypothetical_scenarios(cfg, daily, ["ALT", "BTC"], sigma, 1)}
-    beta = scns["BTC-30%_beta"].relative[0]
+    beta = scns["BTC_drop30_beta"].relative[0]
     assert beta.shape == (3, 2) and beta[1, 1] == pytest.approx(0.7)
     assert np.log(beta[1, 0]) / np.log(0.7) == pytest.approx(0.5, abs=0.03)
-    corr1 = scns["BTC-30%_corr1"].relative[0]
+    corr1 = scns["BTC_drop30_corr1"].relative[0]
     assert np.log(corr1[2, 0]) == pytest.approx(np.log(0.7) * 0.04 / 0.03)
     vol = scns["vol_x3"]
     assert vol.sigma_multiplier == 3.0

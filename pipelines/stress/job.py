@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from configs.schema import Config
@@ -32,7 +33,7 @@ from pipelines.stress.report import concentration, scenario_rows, stress_table, 
 from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
-from serving.publish import read_partition
+from serving.publish import PARQUET_NAME, read_manifest
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,23 @@ class StressResult:
 
 def forecasts_root(cfg: Config) -> Path:
     return Path(cfg.paths.outputs_dir) / "forecasts"
+
+
+STRESS_COLUMNS = ["asset", "sigma_1d", "lt", "ltv", "lb", "flag_stale"]
+
+
+def read_parameters(path: Path) -> pd.DataFrame:
+    """The columns the stress needs from a published partition, after its hashes are checked.
+
+    Only these columns are read, so a partition of another ``schema_version`` that still
+    carries them can be stressed (the stress reads parameters, it does not republish them).
+    """
+    read_manifest(path)  # raises unless _SUCCESS, manifest and every file's sha256 agree
+    table = pq.read_table(path / PARQUET_NAME)
+    missing = [c for c in STRESS_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path / PARQUET_NAME} lacks the columns {missing} the stress needs")
+    return table.select(STRESS_COLUMNS).to_pandas()
 
 
 def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
@@ -75,6 +93,25 @@ def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Co
     return Market(assets, np.array(price), p["lt"].to_numpy(float), p["lb"].to_numpy(float),
                   p["sigma_1d"].to_numpy(float), np.array(adv),
                   cfg.policy.liquidity.impact_coef, cfg.stress.slippage_cap)
+
+
+def unusable_assets(params: pd.DataFrame) -> list[str]:
+    """Assets whose published row cannot be stressed: stale data or no σ forecast (fallback
+    parameters). Their moves are *missing* in every scenario: holders are excluded, counted."""
+    bad = params["flag_stale"].astype(bool) | ~np.isfinite(params["sigma_1d"].astype(float))
+    return sorted(params.loc[bad, "asset"])
+
+
+def mark_missing(scenario: Scenario, assets: list[str]) -> Scenario:
+    """``scenario`` with the moves of ``assets`` set missing (NaN, source ``stale``)."""
+    cols = [scenario.assets.index(a) for a in assets if a in scenario.assets]
+    if not cols:
+        return scenario
+    rel = scenario.relative.copy()
+    rel[..., cols] = np.nan
+    source = scenario.source | dict.fromkeys(assets, "missing")
+    note = "; ".join(filter(None, [scenario.note, f"stale or no forecast: {', '.join(assets)}"]))
+    return dataclasses.replace(scenario, relative=rel, source=source, note=note)
 
 
 def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndarray,
@@ -125,21 +162,28 @@ def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
         raise FileNotFoundError(f"no published parameters for {as_of} under {root}: run "
                                 f"`volmargin serve --as-of {as_of}` first")
     revision, part = current
-    params = read_partition(part)
+    params = read_parameters(part)
     data = load_market(cfg.paths.data_dir, sorted(params["asset"]), as_of=as_of)
     market = market_state(params, data, as_of, cfg)
+    unusable = unusable_assets(params)
+    keep = ~np.isin(market.assets, unusable)
+    # σ only enters through slippage, and unusable assets are never liquidated (their holders
+    # are excluded): 0 keeps 0 × NaN out of the sums
+    market = dataclasses.replace(market, sigma_1d=np.where(keep, market.sigma_1d, 0.0))
     stable = cfg.stress.stablecoins
     if book_path is None:
         frame = synthetic_book(pd.Series(market.price, market.assets),
                                params.set_index("asset")["ltv"].sort_index(),
-                               pd.Series(market.adv_usd, market.assets), cfg.stress.book)
+                               pd.Series(np.where(keep, market.adv_usd, 0.0), market.assets),
+                               cfg.stress.book)  # ADV 0: nobody is given an unusable asset
         book = validate_book(frame, market.assets, stable, "<synthetic book>", 0)
         book_source = f"synthetic (seed {cfg.stress.book.seed})"
     else:
         book = load_book(book_path, market.assets, stable)
         book_source = Path(book_path).name
-    held = book.collateral.sum(axis=0) > 0
-    scenarios = build_scenarios(cfg, data, market, held, as_of)
+    held = (book.collateral.sum(axis=0) > 0) & keep
+    scenarios = [mark_missing(s, unusable)
+                 for s in build_scenarios(cfg, data, market, held, as_of)]
     rows, details, outcomes = stress_book(book, market, scenarios, as_of, cfg.stress.top_n)
     table = stress_table(rows)
     book_info = {"source": book_source, "accounts": len(book.accounts),
@@ -157,3 +201,33 @@ def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
 
         log_stress(cfg, result)
     return result
+
+
+def print_stress(result: StressResult, console: Any) -> None:
+    """One line per scenario, the Monte Carlo tail and where the result was published."""
+    from rich.table import Table
+
+    doc = result.summary
+    table = Table(title=f"Stress of the parameters of {doc['as_of']} over "
+                        f"{doc['book']['accounts']:,} accounts ({doc['book']['source']}), "
+                        f"debt ${doc['book']['debt_usd'] / 1e6:,.1f}M")
+    for name in ("scenario", "kind", "liquidated", "seized $M", "bad debt $M", "% of debt",
+                 "excluded"):
+        table.add_column(name, justify="left" if name in ("scenario", "kind") else "right")
+    for s in doc["scenarios"]:
+        table.add_row(s["scenario"], s["kind"], f"{s['accounts_liquidated']:,.1f}",
+                      f"{s['liquidated_value_usd'] / 1e6:,.2f}",
+                      f"{s['bad_debt_usd'] / 1e6:,.3f}", f"{s['bad_debt_share']:.3%}",
+                      str(s["excluded_accounts"]))
+    console.print(table)
+    mc = doc["monte_carlo"]
+    if mc:
+        console.print(f"Joint FHS, {mc['paths']:,} paths: VaR95 ${mc['bad_debt_var95']:,.0f}, "
+                      f"ES95 ${mc['bad_debt_es95']:,.0f}, VaR99 ${mc['bad_debt_var99']:,.0f}, "
+                      f"ES99 ${mc['bad_debt_es99']:,.0f}, P(bad debt > 0) "
+                      f"{mc['prob_bad_debt']:.2%}")
+    console.print(f"Worst historical: {doc['worst_historical']}; worst standard: "
+                  f"{doc['worst_standard']} ({doc['worst_standard_bad_debt_share']:.3%} of debt)")
+    if result.path is not None:
+        state = "published" if result.created else "already published (identical)"
+        console.print(f"Stress {state}: {result.path}")

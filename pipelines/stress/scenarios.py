@@ -166,10 +166,11 @@ def hypothetical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
         i = assets.index(cfg.shock_asset)
         beta = betas(daily, assets, cfg.shock_asset, cfg.beta_window_days)
         beta[i] = 1.0
-        pct = f"{cfg.shock_move:+.0%}"
-        out.append(_shock(f"{cfg.shock_asset}{pct}_beta", beta * shock, assets, delay_steps,
+        # e.g. BTC_drop30 (no '%': scenario names become MLflow metric keys)
+        tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
+        out.append(_shock(f"{tag}_beta", beta * shock, assets, delay_steps,
                           "beta", note=f"betas over {cfg.beta_window_days} days"))
-        out.append(_shock(f"{cfg.shock_asset}{pct}_corr1", shock * sigma_today / sigma_today[i],
+        out.append(_shock(f"{tag}_corr1", shock * sigma_today / sigma_today[i],
                           assets, delay_steps, "corr1"))
     m = cfg.vol_multiplier
     out.append(_shock(f"vol_x{m:g}", -cfg.vol_z * m * sigma_today, assets, delay_steps,

@@ -7,6 +7,7 @@ cumulated).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -64,7 +65,8 @@ def log_stress(cfg: Config, result: StressResult) -> str:
                            "mc_paths": cfg.stress.mc_paths,
                            "parameters": doc["parameters"]["path"]})
         for item in doc["scenarios"]:
-            mlflow.log_metric(f"bad_debt_usd.{item['scenario']}", item["bad_debt_usd"])
+            key = re.sub(r"[^\w\-. :/]", "_", item["scenario"])  # MLflow's admitted characters
+            mlflow.log_metric(f"bad_debt_usd.{key}", item["bad_debt_usd"])
         mc = doc["monte_carlo"]
         if mc:
             mlflow.log_metrics({k: v for k, v in mc.items() if k != "paths"})
