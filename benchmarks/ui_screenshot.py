@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         args.out.mkdir(parents=True, exist_ok=True)
-        pages = {"experiment.png": f"{base}/#/experiments/{ids[0]}",
+        pages = {"experiment.png": f"{base}/#/experiments/{ids[0]}?workflowType=machine_learning",
                  "registered_model.png": f"{base}/#/models/{cfg.registry.model_name}"}
         for name, url in pages.items():
             screenshot(args.chromium, url, args.out / name)
