@@ -6,6 +6,7 @@ reproduced with ``make run && .venv/bin/volmargin report``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -40,38 +41,61 @@ def per_asset_qlike(comparison: pd.DataFrame, horizon: int) -> str:
     return _fmt(c.pivot_table(index="asset", columns="model", values="qlike").reset_index())
 
 
-def policy_tables(summary: pd.DataFrame, stress: pd.DataFrame, selected: str) -> str:
-    agg = summary.groupby("policy", sort=False).agg(
-        coverage_pass=("coverage_pass", "sum"), assets=("asset", "size"),
-        breaches=("breaches", "sum"), mean_mmf=("mean_mmf", "mean"), mean_lt=("mean_lt", "mean"),
-        bad_debt_sum=("bad_debt_sum", "sum"), imf_peak_to_trough=("peak_to_trough", "mean"),
-        imf_max_30d_increase=("max_increase_30d", "mean")).reset_index()
-    mine = summary[summary["policy"] == f"policy:{selected}"][[
-        "asset", "n", "breaches", "band_low", "band_high", "kupiec_p", "christoffersen_lr_cc",
-        "red_windows", "mean_mmf", "mean_imf", "mean_lt", "bad_debt_sum", "peak_to_trough",
-        "max_increase_30d", "coverage_pass"]]
-    hourly = stress[stress["asset"].isin(HOURLY)].groupby(["policy", "asset"]).agg(
-        stress_breaches=("breaches", "sum"), stress_bad_debt=("bad_debt", "sum")).reset_index()
-    lt = summary[summary["asset"].isin(HOURLY)][["policy", "asset", "mean_lt", "mean_mmf"]]
-    aave = hourly.merge(lt, on=["policy", "asset"])
-    keep = [f"policy:{selected}", "aave_v3", "static", "ewma_fhs", "policy:garch11_t"]
-    aave = aave[aave["policy"].isin(keep)].sort_values(["asset", "policy"])
-    return ("### All policies, summed or averaged over assets\n\n" + _fmt(agg)
-            + f"\n\n### Selected policy (`policy:{selected}`) per asset\n\n" + _fmt(mine)
-            + "\n\n### BTC and ETH against Aave v3 (stress episodes summed)\n\n" + _fmt(aave))
+def policy_tables(bt: Path) -> str:
+    """The policy evaluation: frozen settings, headline (evaluation beside selection), the
+    frozen policy per asset, BTC/ETH against Aave v3, the frontier, stress episodes and the
+    days on which several assets breached together."""
+    frozen = json.loads((bt / "frozen.json").read_text())
+    name = frozen["policy"]
+    headline = pd.read_csv(bt / "policy_headline.csv")
+    summary = pd.read_csv(bt / "policy_summary.csv")
+    frontier = pd.read_csv(bt / "policy_frontier.csv")
+    stress = pd.read_csv(bt / "stress_episodes.csv")
+    joint = pd.read_csv(bt / "policy_joint_breaches.csv")
+    sel, ev = frozen["selection_period"], frozen["evaluation_period"]
+    settings = frozen["settings"] or "as configured"
+    head = (f"Frozen on the selection period {sel[0]} → {sel[1]}: **`{name}`** "
+            f"(forecaster `{frozen['forecaster']}`, settings {settings}; chosen among "
+            f"{len(frozen['candidates'])} candidates). Figures below are from "
+            f"the evaluation period {ev[0]} → {ev[1]} (`_eva`), selection period beside "
+            "(`_sel`). `acceptable`: assets passing the one acceptance function (breaches ≤ "
+            "one-sided Kupiec upper band at 99%, Christoffersen independence and DQ not "
+            "rejecting at 5%, stress bad debt within budget); capital = mean(1 − LTV); bad "
+            "debt = Σ (x − cushion)/LB for a position at LT.")
+    mine = summary[summary["policy"] == name][[
+        "asset", "n", "breaches", "breach_upper", "band_low", "under_coverage",
+        "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
+        "capital", "mean_mmf", "mean_lt", "bad_debt_lt_sum", "bad_debt_ltv_sum", "acceptable",
+        "why_not"]]
+    knob = frozen["settings"].get("policy.confidence")
+    pts = frontier[(frontier["period"] == "evaluation") & frontier["asset"].isin(HOURLY)]
+    fam = pts["family"] == frozen["forecaster"]
+    if knob is not None:
+        fam &= pts["knob"].round(6) == round(float(knob), 6)
+    aave = pts[fam | pts["family"].isin(["aave_v3"]) | ((pts["family"] == "static") & (
+        pts["knob"].round(6) == round(float(knob or 0.975), 6)))][[
+            "asset", "family", "knob", "capital", "bad_debt", "stress_bad_debt", "breaches"]]
+    pooled = frontier[(frontier["period"] == "evaluation") & (frontier["asset"] == "pooled")]
+    return ("### Protocol\n\n" + head
+            + "\n\n### Policies, evaluation period beside selection period\n\n"
+            + _fmt(headline)
+            + f"\n\n### Frozen policy (`{name}`) per asset, evaluation period\n\n"
+            + _fmt(mine)
+            + "\n\n### BTC and ETH against Aave v3, evaluation period (LB held at 1.05)\n\n"
+            + _fmt(aave.sort_values(["asset", "family"]))
+            + "\n\n### Capital vs bad debt, pooled over assets, evaluation period\n\n"
+            + _fmt(pooled[["family", "knob", "capital", "bad_debt", "stress_bad_debt",
+                           "breaches", "frontier_bad_debt", "frontier_stress_bad_debt"]])
+            + "\n\n### Stress episodes (frozen policy and comparators)\n\n"
+            + _fmt(stress[stress["policy"].isin([name, "static", "aave_v3"])])
+            + "\n\n### Days on which several assets breached together (frozen policy, "
+              "whole period)\n\n" + _fmt(joint))
 
 
-def report(outputs_dir: Path, selected: str | None = None) -> str:
+def report(outputs_dir: Path) -> str:
     """The whole Markdown report from a run's ``outputs/backtest`` files."""
     bt = Path(outputs_dir) / "backtest"
     comparison = pd.read_csv(bt / "comparison.csv")
-    summary = pd.read_csv(bt / "policy_summary.csv")
-    stress = pd.read_csv(bt / "stress_episodes.csv")
-    if selected is None:
-        own = summary["policy"].str.fullmatch(r"policy:[^:]+:no_apc")
-        selected = summary.loc[own, "policy"].iloc[0].split(":")[1]
     return ("## Forecasts\n\n" + forecast_tables(comparison)
             + "\n\n### QLIKE per asset, h=1\n\n" + per_asset_qlike(comparison, 1)
-            + "\n\n## Policy backtest\n\n" + policy_tables(summary, stress, selected)
-            + "\n\n### Stress episodes (selected policy)\n\n"
-            + _fmt(stress[stress["policy"] == f"policy:{selected}"]) + "\n")
+            + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n")

@@ -3,6 +3,7 @@ pure computations that live in ``features/``, ``models/``, ``pipelines/`` and ``
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +25,11 @@ from models.registry import REGISTRY, build_forecaster
 from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
-from pipelines.policy_eval.compare import compare_policies, forecaster_policies
+from pipelines.policy_eval.frontier import frontier_figure
+from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate
-from pipelines.selection.select import Selection, select
+from pipelines.selection.select import Selection
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
 from serving.ops.tracking import log_context
@@ -177,38 +179,59 @@ def step_policy(
     cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     compared: pd.DataFrame, progress: Progress = _noop,
 ) -> tuple[Selection, pd.DataFrame, pd.DataFrame]:
-    """Replay the policy for every forecaster, select, add the comparators; log everything."""
+    """Replay candidates and comparators, choose on the selection period and freeze, report
+    the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
+
+    Returns (selection with the frozen settings, evaluation-period acceptance per policy ×
+    asset, stress-episode table)."""
     with mlflow.start_run(run_name="policy-backtest"):
         log_context(cfg, "policy-backtest")
-        progress("policy backtest", 0, 3)
-        own, paths = forecaster_policies(panel, forecasts, cfg)
-        progress("policy backtest", 1, 3)
-        choice = select(compared, own, cfg.selection)
-        mlflow.set_tags({"selection.model": choice.model, "selection.reason": choice.reason})
+        progress("policy backtest", 0, 2)
         ewma = forecasts.get("ewma94")
         if ewma is None and "ewma94" in REGISTRY:
             bt = cfg.backtest  # a comparator: assets it fails on are compared without it
             ewma = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
                             panel, bt.oos_start, bt.refit_every, bt.horizons,
                             bt.min_train_days, plausibility=bt.plausibility).forecasts
-        summary, paths, stress = compare_policies(panel, forecasts, choice.model, cfg, ewma,
-                                                  paths)
-        progress("policy backtest", 2, 3)
+        ev = evaluate_policies(panel, forecasts, compared, cfg, ewma)
+        choice = ev.choice
+        progress("policy backtest", 1, 2)
+        mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,
+                         "selection.reason": choice.reason[:4000]})
+        mlflow.log_params({"frozen.policy": choice.policy, "frozen.forecaster": choice.model,
+                           **{f"frozen.{k}": v for k, v in choice.overrides.items()},
+                           "frozen.selection_period": f"{cfg.evaluation.selection_start}.."
+                                                      f"{cfg.evaluation.selection_end}",
+                           "frozen.evaluation_period": f"{cfg.evaluation.evaluation_start}.."
+                                                       f"{cfg.evaluation.evaluation_end}"})
+        mlflow.log_dict(frozen_record(ev, cfg), "policy/frozen.json")
+        summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         for row in summary.itertuples():
-            for metric in ("breaches", "christoffersen_lr_cc", "mean_mmf", "bad_debt_sum"):
-                mlflow.log_metric(f"{metric}.{row.policy}.{row.asset}".replace(":", "_"),
-                                  float(getattr(row, metric)))
-        _log_tables({"policy_summary": summary, "stress_episodes": stress,
-                     "selection": choice.table}, "policy")
-        for asset, fig in margin_path_figures(paths[f"policy:{choice.model}"]).items():
+            for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt"):
+                mlflow.log_metric(f"{metric}.{row.policy}.{row.asset}".replace(":", "_")
+                                  .replace("[", "_").replace("]", "").replace("=", "_")
+                                  .replace(",", "_"), float(getattr(row, metric)))
+        tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
+                  "stress_episodes": ev.stress, "joint_breaches": ev.joint,
+                  "static_schedule": ev.static_schedule, "selection": choice.table}
+        _log_tables(tables, "policy")
+        for period in ("evaluation", "selection"):
+            points = ev.frontier[ev.frontier["period"] == period]
+            for measure in ("bad_debt", "stress_bad_debt"):
+                mlflow.log_figure(frontier_figure(points, measure),
+                                  f"policy/frontier_{measure}_{period}.png")
+        for asset, fig in margin_path_figures(ev.paths[choice.policy]).items():
             mlflow.log_figure(fig, f"policy/margin_path_{asset}.png")
         dest = Path(cfg.paths.outputs_dir) / "backtest"
+        for name, table in tables.items():
+            table.to_csv(dest / f"policy_{name}.csv", index=False)
         summary.to_csv(dest / "policy_summary.csv", index=False)
-        stress.to_csv(dest / "stress_episodes.csv", index=False)
-        pd.concat(paths.values(), keys=paths.keys(), names=["policy"]).reset_index(
+        ev.stress.to_csv(dest / "stress_episodes.csv", index=False)
+        (dest / "frozen.json").write_text(json.dumps(frozen_record(ev, cfg), indent=2))
+        pd.concat(ev.paths.values(), keys=ev.paths.keys(), names=["policy"]).reset_index(
             level=0).to_parquet(dest / "policy_paths.parquet")
-        progress("policy backtest", 3, 3)
-    return choice, summary, stress
+        progress("policy backtest", 2, 2)
+    return choice, summary, ev.stress
 
 
 def step_register(
@@ -217,6 +240,7 @@ def step_register(
 ) -> tuple[str, bool, str]:
     """Refit the selected forecaster on all data, bundle it with the policy, register, gate."""
     name, selected = cfg.registry.model_name, choice.model
+    cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg  # frozen settings
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
         features = feature_view(panel)
@@ -229,17 +253,21 @@ def step_register(
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
         }
         info = registry.log_policy_model(bundle)
-        mine = summary[summary["policy"] == f"policy:{selected}"]
+        mine = summary[summary["policy"] == (choice.policy or f"policy:{selected}")]
         version = registry.register(info.model_uri, name, {
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
             "run_id": run.info.run_id, "selection": choice.reason[:4000],
+            "policy": choice.policy or f"policy:{selected}",
+            "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",
-            "policy.coverage_pass": f"{int(mine['coverage_pass'].sum())}/{len(mine)}"})
+            "policy.acceptable": f"{int(mine['acceptable'].sum())}/{len(mine)}"})
         registry.set_alias(name, registry.CHALLENGER, version,
                            f"new version from {run.info.run_id}")
         champion = registry.champion_version(name)
         champ_alias = registry.version_tag(name, champion, "forecaster") if champion else None
-        champ_rows = summary[summary["policy"] == f"policy:{champ_alias}"] if champ_alias else None
+        champ_policy = (registry.version_tag(name, champion, "policy") or f"policy:{champ_alias}"
+                        ) if champ_alias else None
+        champ_rows = summary[summary["policy"] == champ_policy] if champ_policy else None
         decision = gate(mine, champ_rows, cfg.registry.gate)
         passed, reason = decision.passed, decision.reason
         if not passed and champion is None and cfg.registry.gate.promote_first:

@@ -28,6 +28,9 @@ def workdir(tmp_path_factory):
     cfg["models"]["enabled"] = ["garch11_t", "mlp_har"]  # one classic, one neural: fast
     cfg["models"]["mlp_har"].update(max_epochs=4, hidden=8)
     cfg["policy"]["fhs_min_obs"] = 60
+    cfg["evaluation"].update(selection_start="2024-09-01", selection_end="2025-01-31",
+                             evaluation_start="2025-02-01", evaluation_end=AS_OF,
+                             grid={"policy.confidence": [0.975]})
     (root / "configs").mkdir()
     (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
     return root
@@ -103,7 +106,7 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
     nested = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert set(nested["tags.model"]) == {"garch11_t", "mlp_har"}  # one child run per model
     assert nested["metrics.qlike_h1.mean"].notna().all()
-    assert champion.tags["policy.coverage_pass"].endswith("/2")
+    assert champion.tags["policy.acceptable"].endswith("/2")
     assert "selected (rule=" in champion.tags["selection"]
 
 
@@ -147,5 +150,5 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     text = result.output
     assert "## Forecasts" in text and "## Policy backtest" in text
     assert "| garch11_t" in text and "| mlp_har" in text
-    assert "aave_v3" in text and "static" in text and "ewma_fhs" in text
+    assert "aave_v3" in text and "static" in text and "policy:ewma94" in text
     assert "### BTC and ETH against Aave v3" in text

@@ -14,19 +14,19 @@ from serving.ops.tracking import setup
 NAME = "volmargin-policy"
 
 
-def _summary(mmf: float, passing: bool = True, red: int = 0) -> pd.DataFrame:
-    return pd.DataFrame({"asset": ["BTC", "ETH"], "coverage_pass": [passing, True],
-                         "red_windows": [red, 0], "mean_mmf": [mmf, mmf]})
+def _summary(capital: float, passing: bool = True, red: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"asset": ["BTC", "ETH"], "acceptable": [passing, True],
+                         "red_windows": [red, 0], "capital": [capital, capital]})
 
 
 def test_gate_passes_a_covering_cheaper_challenger():
     d = gate(_summary(0.10), _summary(0.11), GateConfig())
-    assert d.passed and "coverage passes" in d.reason and "-9.1%" in d.reason
+    assert d.passed and "acceptable on all 2 assets" in d.reason and "-9.1%" in d.reason
 
 
 def test_gate_refuses_a_challenger_that_fails_coverage():
     d = gate(_summary(0.05, passing=False), _summary(0.10), GateConfig())
-    assert not d.passed and "coverage fails for BTC" in d.reason
+    assert not d.passed and "not acceptable on BTC" in d.reason
 
 
 def test_gate_refuses_red_windows_and_capital_worse_than_allowed():

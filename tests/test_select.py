@@ -1,9 +1,11 @@
-"""Model selection: the forecast screen, then the policy or forecast criterion."""
+"""Model selection (forecast screen, then the acceptance rule on the selection period) and
+the promotion gate, both on the one acceptance function's verdicts."""
 
 import pandas as pd
 import pytest
 
-from configs.schema import SelectionConfig
+from configs.schema import GateConfig, SelectionConfig
+from pipelines.selection.gate import gate
 from pipelines.selection.select import select
 
 
@@ -17,42 +19,77 @@ def _comparison():
     return pd.DataFrame(rows)
 
 
-def _policy(passes: dict[str, int], mmf: dict[str, float]):
+def _selection_table(accepts: dict[str, int], cap: dict[str, float]):
+    """Selection-period acceptance rows of candidates ``policy:<model>[confidence=0.99]``."""
     rows = []
-    for model in passes:
+    for model in accepts:
         for k, asset in enumerate(("X", "Y")):
-            rows.append({"policy": f"policy:{model}", "asset": asset,
-                         "coverage_pass": k < passes[model], "mean_mmf": mmf[model]})
-    rows.append({"policy": "policy:a:no_apc", "asset": "X", "coverage_pass": True,
-                 "mean_mmf": 0.0})  # comparators never compete
+            rows.append({"policy": f"policy:{model}[confidence=0.99]", "period": "selection",
+                         "asset": asset, "acceptable": k < accepts[model],
+                         "capital": cap[model], "breaches": 1, "bad_debt_lt_sum": 0.0,
+                         "stress_bad_debt_lt": 0.0})
+    rows.append({"policy": "static", "period": "selection", "asset": "X", "acceptable": True,
+                 "capital": 0.0, "breaches": 0, "bad_debt_lt_sum": 0.0,
+                 "stress_bad_debt_lt": 0.0})  # comparators never compete
     return pd.DataFrame(rows)
 
 
-def test_policy_rule_prefers_coverage_then_capital():
-    policy = _policy({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
-    choice = select(_comparison(), policy, SelectionConfig(rule="policy"))
-    assert choice.model == "c" and "coverage on 2 assets" in choice.reason
+def _settings(models):
+    return {f"policy:{m}[confidence=0.99]": {"forecaster": m, "policy.confidence": 0.99}
+            for m in models}
+
+
+def test_policy_rule_prefers_acceptable_assets_then_least_capital():
+    table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    choice = select(_comparison(), table, _settings("abc"), SelectionConfig(rule="policy"))
+    assert choice.model == "c" and choice.policy == "policy:c[confidence=0.99]"
+    assert choice.overrides == {"policy.confidence": 0.99}
+    assert "acceptable on 2/2 assets, capital 0.2000" in choice.reason
+    assert choice.table.set_index("model").loc["c", "acceptable"] == 2
 
 
 def test_screen_removes_models_outside_the_mcs_or_failing_var():
-    policy = _policy({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
     cfg = SelectionConfig(rule="policy", min_mcs_share=0.5, min_var_share=0.5)
-    assert select(_comparison(), policy, cfg).model == "a"
+    choice = select(_comparison(), table, _settings("abc"), cfg)
+    assert choice.model == "a" and "whole out-of-sample comparison" in choice.reason
 
 
 def test_forecast_rule_is_lowest_qlike_among_the_screened():
     cfg = SelectionConfig(rule="forecast", min_mcs_share=0.0, min_var_share=0.5)
-    choice = select(_comparison(), None, cfg)
-    assert choice.model == "a"
+    choice = select(_comparison(), None, None, cfg)
+    assert choice.model == "a" and choice.policy == "policy:a" and choice.overrides == {}
     assert choice.table.set_index("model").loc["c", "screened"] == False  # noqa: E712
 
 
 def test_when_nothing_passes_the_screen_all_are_considered_and_it_is_said():
     comp = _comparison().assign(in_mcs=False)
-    choice = select(comp, None, SelectionConfig(rule="forecast", min_mcs_share=0.5))
+    choice = select(comp, None, None, SelectionConfig(rule="forecast", min_mcs_share=0.5))
     assert choice.model == "a" and "no model passed" in choice.reason
 
 
 def test_no_forecasts_at_the_selection_horizon_is_an_error():
     with pytest.raises(ValueError, match="selection horizon 7"):
-        select(_comparison(), None, SelectionConfig(horizon=7))
+        select(_comparison(), None, None, SelectionConfig(horizon=7))
+
+
+def _summary(capital: float, acceptable: bool = True, red: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"asset": ["BTC", "ETH"], "acceptable": [acceptable, True],
+                         "why_not": ["DQ p=0.010" if not acceptable else "", ""],
+                         "red_windows": [red, 0], "capital": [capital, capital]})
+
+
+def test_gate_passes_an_acceptable_cheaper_challenger():
+    d = gate(_summary(0.10), _summary(0.11), GateConfig())
+    assert d.passed and "acceptable on all 2 assets" in d.reason and "-9.1%" in d.reason
+
+
+def test_gate_refuses_what_the_acceptance_function_refuses_and_says_why():
+    d = gate(_summary(0.05, acceptable=False), _summary(0.10), GateConfig())
+    assert not d.passed and "not acceptable on BTC (DQ p=0.010)" in d.reason
+
+
+def test_gate_refuses_red_windows_and_capital_worse_than_allowed():
+    assert not gate(_summary(0.10, red=1), None, GateConfig()).passed
+    d = gate(_summary(0.12), _summary(0.10), GateConfig(max_capital_increase=0.05))
+    assert not d.passed and "capital 0.1200 vs champion 0.1000 (+20.0%)" in d.reason

@@ -28,8 +28,8 @@ def forecast_table(cfg: Config, result: RunResult) -> Table:
         t.add_column(f"h={h}d", justify="right")
     t.add_column(f"in MCS (h={cfg.selection.horizon})", justify="right")
     t.add_column("VaR99 tests pass", justify="right")
-    t.add_column("policy coverage", justify="right")
-    t.add_column("policy mean MMF", justify="right")
+    t.add_column("policy acceptable", justify="right")
+    t.add_column("policy capital", justify="right")
     means = result.table.groupby(["model", "horizon_days"])["qlike"].mean().unstack()
     sel = result.selection.set_index("model")
     n_assets = result.table["asset"].nunique()
@@ -38,20 +38,20 @@ def forecast_table(cfg: Config, result: RunResult) -> Table:
         mark = " (selected)" if model == result.selected else ""
         t.add_row(model + mark, *[f"{means.loc[model, h]:.4f}" for h in horizons],
                   f"{s['mcs_share']:.0%}", f"{s['var_share']:.0%}",
-                  f"{int(s.get('policy_pass', 0))}/{n_assets}", f"{s.get('mean_mmf', 0):.2%}")
+                  f"{int(s.get('acceptable', 0) or 0)}/{n_assets}", f"{s.get('capital', 0):.2%}")
     return t
 
 
 def policy_table(result: RunResult) -> Table:
-    t = Table(title="Policy backtest (worst liquidation-delay loss, all assets)")
-    for col in ("policy", "coverage pass", "breaches", "mean MMF", "mean LT", "bad debt Σ",
+    t = Table(title="Policy backtest, evaluation period (worst liquidation-delay loss)")
+    for col in ("policy", "acceptable", "breaches", "capital", "mean LT", "bad debt Σ",
                 "IMF peak/trough"):
         t.add_column(col, justify="left" if col == "policy" else "right")
     g = result.policy_summary.groupby("policy", sort=False)
     for name, rows in g:
-        t.add_row(name, f"{int(rows['coverage_pass'].sum())}/{len(rows)}",
-                  f"{int(rows['breaches'].sum())}", f"{rows['mean_mmf'].mean():.2%}",
-                  f"{rows['mean_lt'].mean():.2%}", f"{rows['bad_debt_sum'].sum():.3f}",
+        t.add_row(name, f"{int(rows['acceptable'].sum())}/{len(rows)}",
+                  f"{int(rows['breaches'].sum())}", f"{rows['capital'].mean():.2%}",
+                  f"{rows['mean_lt'].mean():.2%}", f"{rows['bad_debt_lt_sum'].sum():.3f}",
                   f"{rows['peak_to_trough'].mean():.2f}")
     return t
 

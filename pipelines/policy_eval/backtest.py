@@ -3,8 +3,11 @@
 Every day ``t`` of the out-of-sample period, per asset, the policy publishes parameters from
 what is known at the end of ``t`` (:func:`serving.decide.decide`, the function the batch job
 runs); they are then held against the loss of the next interval, ``target_worst_loss_long``
-(the worst liquidation-delay loss inside it). A **breach** is a loss beyond MMF; **bad debt**
-is the part of the loss beyond the cushion ``1 - LT·LB`` (= MMF by construction here).
+(the worst liquidation-delay loss inside it). A **breach** is a loss beyond MMF. **Bad debt**
+of a position with debt ``D = k·C`` (``k`` = LT or max LTV) after a fall ``x``: the liquidator
+repays debt for collateral at the bonus LB, so only ``C(1-x)/LB`` of the debt is covered and
+the lender loses ``(k·LB - 1 + x)/LB = (x - cushion)/LB`` with ``cushion = 1 - k·LB``
+(fractions of the collateral value; ``cushion = MMF`` for a position at LT by construction).
 
 Pure: frames in, frames out.
 """
@@ -60,13 +63,30 @@ def with_outcomes(path: pd.DataFrame) -> pd.DataFrame:
     out["breach"] = (out["loss_frac"] > out["mmf"]).where(known)
     out["breach_short"] = (out["short_loss_frac"] > out["mmf"]).where(
         out["short_loss_next"].notna())
-    out["bad_debt"] = (out["loss_frac"] - cushion).clip(lower=0.0).where(known)
+    out["bad_debt_lt"] = ((out["loss_frac"] - cushion) / out["lb"]).clip(lower=0.0).where(known)
+    cushion_ltv = 1.0 - out["ltv"] * out["lb"]
+    out["bad_debt_ltv"] = ((out["loss_frac"] - cushion_ltv) / out["lb"]).clip(
+        lower=0.0).where(known)
+    out["capital"] = 1.0 - out["ltv"]  # what a borrower at max LTV gives up
     return out
 
 
-def static_path(path: pd.DataFrame, mmf: float, lt: float, lb: float, imf: float) -> pd.DataFrame:
-    """A constant parameter set held against the same realized losses (same dates)."""
+def static_path(path: pd.DataFrame, mmf: float | np.ndarray, lt: float | np.ndarray,
+                lb: float | np.ndarray, imf: float | np.ndarray,
+                slippage: float | np.ndarray = 0.0) -> pd.DataFrame:
+    """A given parameter set (constant or one value per row) held against the same realized
+    losses (same dates); ``slippage`` is the liquidity add-on its liquidations pay."""
     out = path[["asset", "date", "loss_next", "short_loss_next"]].copy()
     out["mmf"], out["imf"], out["lt"], out["lb"] = mmf, imf, lt, lb
-    out["ltv"] = (1.0 - imf) / lb
+    out["ltv"] = (1.0 - out["imf"]) / out["lb"]
+    out["liquidity_addon"] = slippage
+    return with_outcomes(out)
+
+
+def at_lb(path: pd.DataFrame, lb: float) -> pd.DataFrame:
+    """The same margins with the liquidation bonus held at ``lb`` (for comparisons with a
+    venue whose LB is fixed): LT = (1 - MMF)/LB, LTV = (1 - IMF)/LB, outcomes recomputed."""
+    out = path.copy()
+    out["lb"] = lb
+    out["lt"], out["ltv"] = (1.0 - out["mmf"]) / lb, (1.0 - out["imf"]) / lb
     return with_outcomes(out)

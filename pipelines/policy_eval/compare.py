@@ -1,14 +1,25 @@
-"""The policy backtest's comparators, all run through the same replay and summary code:
+"""The policy backtest's candidates and comparators, all through the same replay and outcome
+code (:mod:`pipelines.policy_eval.backtest`):
 
-* ``policy:<alias>``       the full policy driven by each forecaster's walk-forward forecasts
-* ``policy:<alias>:no_apc`` the selected forecaster without anti-procyclicality tools
-* ``ewma_fhs``             the policy on RiskMetrics EWMA(0.94) σ: what clearing houses run
-* ``static``               one constant MMF per asset: the in-sample (before the out-of-sample
-                           start) ES of the covered loss at the same confidence
-* ``aave_v3``              Aave v3's published WETH / WBTC parameters, for ETH and BTC
+* ``policy:<alias>[k=v]``   the full policy on each forecaster's walk-forward forecasts, one
+                            per point of ``evaluation.grid`` (FHS on each forecaster; on
+                            ``ewma94`` it is the clearing-house EWMA-FHS policy)
+* ``policy:<alias>:no_apc`` the frozen choice without anti-procyclicality
+* ``static``                one MMF per asset and calendar year: the ES of the covered loss
+                            realized *before* that year (expanding window) + the slippage of
+                            the reference size, LB held at the comparison LB
+* ``aave_v3``               Aave v3's WETH / WBTC parameters on ETH / BTC over the whole period,
+  ``aave_v3:from_launch``   and from the market's launch (2023-01-27) only
+
+Every comparator's realized loss includes the *same* slippage as the policy's (the template
+path's liquidity add-on), so all of them are judged on the same losses.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,13 +27,22 @@ from joblib import Parallel, delayed
 
 from configs.schema import Config
 from pipelines.policy_eval.backtest import policy_path, static_path
-from pipelines.policy_eval.report import stress_table, summarize
-from serving.policy import fraction_lost
+from pipelines.policy_eval.episodes import loss_day
+from serving.inputs import covered_loss
+from serving.policy import liquidity_addon
 
-# Aave v3 Ethereum market, published risk parameters (LTV, LT, LB).
+# Aave v3 Ethereum market, published risk parameters (LTV, LT, LB) of WETH and WBTC.
 AAVE_V3 = {"ETH": (0.805, 0.83, 1.05), "BTC": (0.73, 0.78, 1.05)}
-STATIC_LB = 1.05
-MIN_IN_SAMPLE = 60  # days of in-sample losses a static calibration needs
+MIN_IN_SAMPLE = 60  # days of realized losses a static calibration needs
+# what the evaluation reads of a replayed path (the per-day reasons and flags stay in the
+# replay; dropping them makes the many period cuts and LB re-expressions cheap)
+SLIM = ["asset", "date", "sigma_1d", "liquidity_addon", "mmf", "imf", "lt", "ltv", "lb",
+        "loss_next", "short_loss_next", "loss_frac", "short_loss_frac", "breach",
+        "breach_short", "bad_debt_lt", "bad_debt_ltv", "capital"]
+
+
+def slim(path: pd.DataFrame) -> pd.DataFrame:
+    return path[[c for c in SLIM if c in path.columns]]
 
 
 def no_apc(cfg: Config) -> Config:
@@ -31,81 +51,129 @@ def no_apc(cfg: Config) -> Config:
                                "policy.apc.floor_enabled": False})
 
 
-def static_mmf(panel: pd.DataFrame, asset: str, cfg: Config) -> float:
-    """In-sample ES of the covered loss (as a fraction), or NaN with too little history."""
-    frame = panel.xs(asset, level="asset")
-    col = "target_worst_loss_long" if cfg.policy.loss == "worst_window" else "target_return_1d"
-    losses = frame.loc[frame.index < pd.Timestamp(cfg.backtest.oos_start), col].dropna()
-    if cfg.policy.loss == "close_to_close":
-        losses = (-losses).clip(lower=0.0)
-    if len(losses) < MIN_IN_SAMPLE:
-        return np.nan
-    frac = np.array([fraction_lost(v) for v in losses])
-    var = np.quantile(frac, cfg.policy.confidence, method="higher")
-    return float(max(frac[frac >= var].mean(), cfg.policy.mmf_floor))
+def grid_points(cfg: Config) -> list[dict[str, Any]]:
+    """Every combination of the ``evaluation.grid`` settings (dotted keys → value)."""
+    keys = list(cfg.evaluation.grid)
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(cfg.evaluation.grid[k] for k in keys))]
 
 
-def _static_paths(template: pd.DataFrame, panel: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    blocks = []
-    for asset, g in template.groupby("asset"):
-        mmf = static_mmf(panel, asset, cfg)
-        if np.isfinite(mmf):
-            imf = min(mmf * (1 + cfg.policy.apc.buffer), 0.99)
-            blocks.append(static_path(g, mmf, (1 - mmf) / STATIC_LB, STATIC_LB, imf))
-    return pd.concat(blocks, ignore_index=True) if blocks else template.iloc[0:0]
+def _current(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
 
 
-def _aave_paths(template: pd.DataFrame) -> pd.DataFrame:
+def candidate_name(alias: str, settings: Mapping[str, Any], cfg: Config) -> str:
+    """``policy:<alias>`` for the configured settings, else ``policy:<alias>[k=v,...]``."""
+    changed = {k: v for k, v in settings.items() if _current(cfg, k) != v}
+    if not changed:
+        return f"policy:{alias}"
+    return f"policy:{alias}[" + ",".join(f"{k.split('.')[-1]}={v}"
+                                         for k, v in changed.items()) + "]"
+
+
+def replay_candidates(
+    panel: pd.DataFrame, forecasts: Mapping[str, pd.DataFrame], cfg: Config,
+    done: Mapping[str, pd.DataFrame] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]:
+    """Replay every forecaster × grid point once over the whole period: (paths, settings).
+
+    A replay is causal (the row of day t uses only what is known at t), so one full replay
+    serves the selection period and, carried on, the evaluation period. ``done`` holds paths
+    already replayed (by name). Replays run in ``backtest.n_jobs`` processes (joblib/loky).
+    """
+    jobs, settings = [], {}
+    for alias in forecasts:
+        for point in grid_points(cfg):
+            name = candidate_name(alias, point, cfg)
+            settings[name] = {"forecaster": alias, **point}
+            if not done or name not in done:
+                jobs.append((name, alias, point))
+    results = Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(_slim_replay)(panel, forecasts[a], cfg.with_overrides(pt)) for _, a, pt in jobs)
+    paths = {n: dict(done or {})[n] for n in settings if done and n in done}
+    paths.update({name: path for (name, _, _), path in zip(jobs, results, strict=True)})
+    return {n: paths[n] for n in settings}, settings
+
+
+def _slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    return slim(policy_path(panel, forecast, cfg))
+
+
+def static_schedule(frame: pd.DataFrame, years: list[int], cfg: Config,
+                    confidence: float | None = None) -> pd.DataFrame:
+    """One asset's static MMF for each calendar year, from data realized before it.
+
+    .. math:: \\mathrm{MMF}_Y = \\mathrm{ES}_q\\big(1 - e^{-L_s} : s < Y\\big)
+              + c\\,\\hat\\sigma_{<Y}\\sqrt{Q / \\mathrm{ADV}_{<Y}}
+
+    with :math:`L_s` the covered log loss of the interval ending on day :math:`s`, the
+    slippage from :func:`serving.policy.liquidity_addon` on the sample σ of daily returns and
+    the ADV of the last ``adv_window`` days before the year. Fewer than ``MIN_IN_SAMPLE``
+    losses: NaN (no table for that year).
+    """
+    q = cfg.policy.confidence if confidence is None else confidence
+    loss = covered_loss(frame, cfg.policy)[0].dropna()
+    frac_all = 1.0 - np.exp(-loss.clip(lower=0.0))
+    dollar = np.exp(frame["log_dollar_volume"])
+    rows = []
+    for year in years:
+        start = pd.Timestamp(year=year, month=1, day=1)
+        frac = frac_all[frac_all.index < start].to_numpy()
+        if len(frac) < MIN_IN_SAMPLE:
+            rows.append({"year": year, "mmf": np.nan, "slippage": np.nan, "n_obs": len(frac)})
+            continue
+        var = np.quantile(frac, q, method="higher")
+        es = float(frac[frac >= var].mean())
+        sigma = float(frame.loc[frame.index < start, "ret_1d"].std())
+        adv = float(dollar[dollar.index < start].tail(cfg.policy.liquidity.adv_window).mean())
+        slip = liquidity_addon(sigma, adv, cfg.policy)
+        mmf = min(max(es + slip, cfg.policy.mmf_floor), cfg.policy.mmf_cap)
+        rows.append({"year": year, "mmf": mmf, "slippage": slip, "n_obs": len(frac)})
+    return pd.DataFrame(rows)
+
+
+def static_paths(template: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
+                 confidence: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The yearly recalibrated static table held on the template's days: (path, schedule)."""
+    lb = cfg.evaluation.comparison_lb
+    blocks, tables = [], []
+    for asset, g in template.groupby("asset", sort=True):
+        years = sorted(pd.to_datetime(g["date"]).dt.year.unique())
+        table = static_schedule(panel.xs(asset, level="asset"), years, cfg, confidence)
+        tables.append(table.assign(asset=asset))
+        mmf = pd.to_datetime(g["date"]).dt.year.map(table.set_index("year")["mmf"]).to_numpy()
+        ok = np.isfinite(mmf)
+        if ok.any():
+            m = mmf[ok]
+            imf = np.minimum(m * (1 + cfg.policy.apc.buffer), 0.99)
+            blocks.append(static_path(g[ok], m, (1 - m) / lb, lb, imf,
+                                      g.loc[ok, "liquidity_addon"].fillna(0.0).to_numpy()))
+    path = pd.concat(blocks, ignore_index=True) if blocks else template.iloc[0:0]
+    return path, pd.concat(tables, ignore_index=True)
+
+
+def aave_paths(template: pd.DataFrame, launch: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Aave v3's WETH / WBTC parameters on ETH / BTC; with ``launch``, only the rows whose
+    loss day is on or after it (the market did not exist before)."""
     blocks = []
     for asset, (ltv, lt, lb) in AAVE_V3.items():
         g = template[template["asset"] == asset]
+        if launch is not None:
+            g = g[loss_day(g) >= launch]
         if len(g):
-            blocks.append(static_path(g, 1 - lt * lb, lt, lb, 1 - ltv * lb))
+            blocks.append(static_path(g, 1 - lt * lb, lt, lb, 1 - ltv * lb,
+                                      g["liquidity_addon"].fillna(0.0).to_numpy()))
     return pd.concat(blocks, ignore_index=True) if blocks else template.iloc[0:0]
 
 
-def _summaries(paths: dict[str, pd.DataFrame], cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    p = 1.0 - cfg.policy.coverage_level
-    summaries, stresses = [], []
-    for name, path in paths.items():
-        if len(path):
-            summaries.append(summarize(path, p).assign(policy=name))
-            stresses.append(stress_table(path).assign(policy=name))
-    summary = pd.concat(summaries, ignore_index=True)
-    summary = summary[["policy", *[c for c in summary.columns if c != "policy"]]]
-    return summary, pd.concat(stresses, ignore_index=True)
-
-
-def forecaster_policies(
-    panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], cfg: Config
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The full policy driven by each forecaster: (summary, daily paths).
-
-    Replays are independent, so they run in ``backtest.n_jobs`` processes (joblib/loky)."""
-    aliases = list(forecasts)
-    results = Parallel(n_jobs=cfg.backtest.n_jobs)(
-        delayed(policy_path)(panel, forecasts[a], cfg) for a in aliases)
-    paths = {f"policy:{a}": path for a, path in zip(aliases, results, strict=True)}
-    return _summaries(paths, cfg)[0], paths
-
-
-def compare_policies(
-    panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], selected: str, cfg: Config,
-    ewma: pd.DataFrame | None = None, paths: dict[str, pd.DataFrame] | None = None,
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
-    """(summary with a ``policy`` column, daily paths by policy, stress-episode table).
-
-    ``paths`` may carry the forecaster policies already replayed (they are not redone).
-    """
-    paths = dict(paths or {})
-    for alias, fc in forecasts.items():
-        if f"policy:{alias}" not in paths:
-            paths[f"policy:{alias}"] = policy_path(panel, fc, cfg)
-    paths[f"policy:{selected}:no_apc"] = policy_path(panel, forecasts[selected], no_apc(cfg))
-    if ewma is not None:
-        paths["ewma_fhs"] = policy_path(panel, ewma, cfg)
-    template = paths[f"policy:{selected}"]
-    paths["static"] = _static_paths(template, panel, cfg)
-    paths["aave_v3"] = _aave_paths(template)
-    summary, stress = _summaries(paths, cfg)
-    return summary, paths, stress
+def comparator_paths(panel: pd.DataFrame, template: pd.DataFrame, cfg: Config
+                     ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Static (recalibrated yearly) and Aave v3 (whole period, from launch) on the template's
+    days and slippage: (paths by name, static schedule)."""
+    static, schedule = static_paths(template, panel, cfg)
+    return {"static": static, "aave_v3": aave_paths(template),
+            "aave_v3:from_launch": aave_paths(template, pd.Timestamp(cfg.evaluation.aave_launch))
+            }, schedule

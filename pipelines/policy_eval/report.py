@@ -1,33 +1,21 @@
-"""Summaries of a policy path: coverage, bad debt, capital, procyclicality, stress episodes.
+"""Summaries of a policy path: acceptance, bad debt, capital, procyclicality.
 
-Pure: a policy path (from :mod:`pipelines.policy_eval.backtest`) in, small frames out.
+Pure: a policy path (from :mod:`pipelines.policy_eval.backtest`) in, small frames out. Every
+verdict comes from :func:`pipelines.policy_eval.acceptance.accept_asset`, the function the
+selection and the gate use too.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
-from pipelines.evaluation.coverage import var_backtest
-
-# Stress episodes named in the issue; inclusive UTC days of the *loss* (the interval after t).
-EPISODES: dict[str, tuple[str, str]] = {
-    "2020-03-12 Black Thursday": ("2020-03-12", "2020-03-13"),
-    "2021-05-19 China ban crash": ("2021-05-19", "2021-05-19"),
-    "2022-05 LUNA": ("2022-05-09", "2022-05-12"),
-    "2022-11 FTX": ("2022-11-08", "2022-11-10"),
-    "2024-08-05 yen carry unwind": ("2024-08-05", "2024-08-05"),
-}
-
-
-def coverage(losses: pd.Series, margin: pd.Series, p: float) -> dict[str, float]:
-    """Kupiec, Christoffersen and traffic-light figures of losses against a margin series."""
-    bt = var_backtest(losses, margin, p)
-    return {"n": bt.n, "breaches": bt.breaches, "breach_rate": bt.breach_rate,
-            "kupiec_lr": bt.pof.statistic, "kupiec_p": bt.pof.p_value,
-            "band_low": bt.pof.band_lo, "band_high": bt.pof.band_hi,
-            "christoffersen_lr_cc": bt.cc.statistic, "christoffersen_p": bt.cc.p_value,
-            "red_windows": bt.traffic_light.n_red, "worst_zone": bt.worst_zone}
+from pipelines.evaluation.coverage import basel_traffic_light
+from pipelines.policy_eval.acceptance import accept_asset
+from pipelines.policy_eval.episodes import Episodes, stress_bad_debt
 
 
 def procyclicality(series: pd.Series) -> dict[str, float]:
@@ -40,44 +28,40 @@ def procyclicality(series: pd.Series) -> dict[str, float]:
             "max_increase_30d": float((s - s.shift(30)).max())}
 
 
-def summarize(path: pd.DataFrame, p: float) -> pd.DataFrame:
-    """One row per asset: coverage (long side, and short side for perps), bad debt, capital,
-    procyclicality of the initial margin."""
+def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.05,
+              lags: int = 4, budgets: Mapping[str, float] | None = None,
+              budget_path: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per asset: the acceptance verdict and its parts, capital, bad debt, the
+    two-sided Kupiec band (for the over-coverage reading), Basel red windows, procyclicality
+    of the initial margin.
+
+    ``budgets`` caps the stress-episode bad debt per asset (missing asset: no cap);
+    ``budget_path`` is the same policy with LB held at the comparison LB, whose stress bad
+    debt is the one compared with a budget set at that LB (Aave).
+    """
+    budgets = dict(budgets or {})
+    stress = stress_bad_debt(path, episodes)
+    stress_cmp = stress_bad_debt(budget_path, episodes) if budget_path is not None else stress
     rows = []
     for asset, g in path.groupby("asset", sort=True):
-        g = g.sort_values("date").set_index("date")
-        row = {"asset": asset, **coverage(g["loss_frac"], g["mmf"], p)}
-        has_short = g["short_loss_frac"].notna().any()
-        short = coverage(g["short_loss_frac"], g["mmf"], p) if has_short else {}
-        row.update({"short_breaches": short.get("breaches", np.nan),
-                    "short_christoffersen_lr_cc": short.get("christoffersen_lr_cc", np.nan)})
-        row.update({"bad_debt_sum": float(g["bad_debt"].sum()),
+        g = g.sort_values("date")
+        known = g[g["loss_frac"].notna() & g["mmf"].notna()]
+        if len(known) <= lags + 2:
+            continue  # too few realized days in this period to judge the asset
+        budget = budgets.get(asset, math.inf)
+        spent = float(stress_cmp.get(asset, 0.0)) if math.isfinite(budget) else float(
+            stress.get(asset, 0.0))
+        row = {"asset": asset, **accept_asset(known, p, size, lags, spent, budget)}
+        if "short_loss_frac" in known and known["short_loss_frac"].notna().any():
+            row["short_breaches"] = int((known["short_loss_frac"] > known["mmf"]).sum())
+        hits = (known["loss_frac"] > known["mmf"]).to_numpy()
+        row["red_windows"] = basel_traffic_light(hits, 250, p).n_red
+        row.update({"bad_debt_lt_sum": float(known["bad_debt_lt"].sum()),
+                    "bad_debt_ltv_sum": float(known["bad_debt_ltv"].sum()),
+                    "stress_bad_debt_lt": float(stress.get(asset, 0.0)),
                     "mean_mmf": float(g["mmf"].mean()), "mean_imf": float(g["imf"].mean()),
-                    "mean_lt": float(g["lt"].mean()), "mean_ltv": float(g["ltv"].mean())})
-        row.update(procyclicality(g["imf"]))
+                    "mean_lt": float(g["lt"].mean()), "mean_ltv": float(g["ltv"].mean()),
+                    "mean_lb": float(g["lb"].mean())})
+        row.update(procyclicality(g.set_index("date")["imf"]))
         rows.append(row)
-    out = pd.DataFrame(rows)
-    out["coverage_pass"] = (out["kupiec_p"] > 0.05) & (out["christoffersen_lr_cc"] < 5.99)
-    return out
-
-
-def stress_table(path: pd.DataFrame) -> pd.DataFrame:
-    """Per episode and asset: the worst realized loss, the margin held, breaches, bad debt.
-
-    A row's loss happens in the interval after its date, so an episode day D is covered by the
-    parameters published at the end of D-1.
-    """
-    rows = []
-    dates = path["date"] + pd.Timedelta(days=1)  # the day the loss happened
-    for name, (start, end) in EPISODES.items():
-        mask = (dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))
-        for asset, g in path[mask].groupby("asset", sort=True):
-            if g["loss_frac"].notna().any():
-                rows.append({"episode": name, "asset": asset,
-                             "worst_loss": float(g["loss_frac"].max()),
-                             "mmf_held": float(g["mmf"].iloc[0]),
-                             "lt_held": float(g["lt"].iloc[0]),
-                             "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
-                             "bad_debt": float(g["bad_debt"].sum())})
-    return pd.DataFrame(rows, columns=["episode", "asset", "worst_loss", "mmf_held", "lt_held",
-                                       "breaches", "bad_debt"])
+    return pd.DataFrame(rows)

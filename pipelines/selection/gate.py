@@ -1,7 +1,9 @@
 """The promotion gate: may the challenger policy replace the champion? Pure function.
 
-Both policies are summarized on the same policy backtest (same data, same days), so the
-capital comparison is like for like.
+Both policies are judged on the same policy backtest (same data, same days) by the one
+acceptance function (:func:`pipelines.policy_eval.acceptance.accept_asset`, rows from
+:func:`pipelines.policy_eval.report.summarize`), so the capital comparison is like for like.
+Capital is mean(1 - LTV), what a borrower gives up.
 """
 
 from __future__ import annotations
@@ -20,23 +22,27 @@ class GateDecision:
 
 
 def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig) -> GateDecision:
-    """Decide from per-asset summaries (:func:`pipelines.policy_eval.report.summarize` rows)."""
+    """Decide from per-asset rows with ``asset``, ``acceptable``, ``red_windows``, ``capital``
+    (and ``why_not`` when present)."""
     failures, notes = [], []
     if cfg.require_coverage:
-        failing = sorted(challenger.loc[~challenger["coverage_pass"], "asset"])
-        if failing:
-            failures.append(f"coverage fails for {', '.join(failing)}")
+        bad = challenger[~challenger["acceptable"].astype(bool)]
+        if len(bad):
+            why = bad["why_not"] if "why_not" in bad else pd.Series("", index=bad.index)
+            failures.append("not acceptable on " + ", ".join(
+                f"{a} ({w})" if w else str(a)
+                for a, w in sorted(zip(bad["asset"], why.fillna(""), strict=True))))
         else:
-            notes.append(f"coverage passes on all {len(challenger)} assets")
+            notes.append(f"acceptable on all {len(challenger)} assets")
     red = int(challenger["red_windows"].sum())
     if red > cfg.max_red_windows:
         failures.append(f"{red} red traffic-light windows (> {cfg.max_red_windows})")
     if champion is not None and len(champion):
         common = sorted(set(challenger["asset"]) & set(champion["asset"]))
-        new = challenger.set_index("asset").loc[common, "mean_mmf"].mean()
-        old = champion.set_index("asset").loc[common, "mean_mmf"].mean()
+        new = challenger.set_index("asset").loc[common, "capital"].mean()
+        old = champion.set_index("asset").loc[common, "capital"].mean()
         change = new / old - 1.0
-        text = f"mean MMF {new:.4f} vs champion {old:.4f} ({change:+.1%})"
+        text = f"capital {new:.4f} vs champion {old:.4f} ({change:+.1%})"
         if change > cfg.max_capital_increase:
             failures.append(text + f" > +{cfg.max_capital_increase:.0%}")
         else:

@@ -1,34 +1,39 @@
-"""Model selection: a forecast-quality screen, then the criterion that matters for publishing.
+"""Model selection: an optional forecast-quality screen, then the policy acceptance rule.
 
-1. **Screen** (issue's rule): at the selection horizon a model must be inside the 90% Model
+1. **Screen** (off by default): at the selection horizon a model must be inside the 90% Model
    Confidence Set on at least ``min_mcs_share`` of the assets and its 1-day FHS VaR99 must pass
-   Kupiec and Christoffersen on at least ``min_var_share`` of them. If no model passes, all
-   are kept and the reason says so.
-2. **Choose**: ``rule="forecast"`` takes the lowest mean QLIKE; ``rule="policy"`` (default)
-   takes the model whose margin policy passes its coverage backtest on the most assets, then
-   the least capital (mean MMF), then QLIKE — the published policy, not the forecast, is what
-   a venue relies on, and the lowest-QLIKE model is not always the best margin driver.
+   on at least ``min_var_share`` of them. If no model passes, all are kept and the reason says
+   so. (The comparison table covers the whole out-of-sample period: with a screen on, the
+   choice also reads evaluation-period forecasts, which the reason states.)
+2. **Choose**: ``rule="policy"`` (default) freezes the candidate (forecaster × policy
+   settings) that is acceptable (:mod:`pipelines.policy_eval.acceptance`) on the most assets
+   of the *selection period*, then has the least capital, mean(1 - LTV)
+   (:func:`pipelines.policy_eval.protocol.choose`); ``rule="forecast"`` takes the lowest
+   mean QLIKE with the configured policy settings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from configs.schema import SelectionConfig
+from pipelines.policy_eval.protocol import choose
 
 
 @dataclass(frozen=True)
 class Selection:
-    model: str
+    model: str                   # the forecaster
     reason: str
-    table: pd.DataFrame  # one row per model: shares, QLIKE, policy coverage and capital
+    table: pd.DataFrame          # one row per model: shares, QLIKE, acceptable assets, capital
+    policy: str = ""             # the frozen candidate's name
+    overrides: dict[str, Any] = field(default_factory=dict)  # frozen policy settings
 
 
-def select(comparison: pd.DataFrame, policy: pd.DataFrame | None, cfg: SelectionConfig
-           ) -> Selection:
-    """Pick the forecaster from the comparison table (and policy summary when rule=policy)."""
+def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     at_h = comparison[comparison["horizon_days"] == cfg.horizon]
     if at_h.empty:
         raise ValueError(f"no forecasts at the selection horizon {cfg.horizon} to select from")
@@ -39,27 +44,43 @@ def select(comparison: pd.DataFrame, policy: pd.DataFrame | None, cfg: Selection
         lambda x: x.fillna(False).astype(bool).mean())
     per["screened"] = (per["mcs_share"] >= cfg.min_mcs_share) & (
         per["var_share"] >= cfg.min_var_share)
+    return per
+
+
+def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
+           settings: Mapping[str, Mapping[str, Any]] | None, cfg: SelectionConfig,
+           default_names: Mapping[str, str] | None = None) -> Selection:
+    """Pick the forecaster and the policy settings.
+
+    ``selection_table`` is the selection-period acceptance table (policy × asset, from
+    :func:`pipelines.policy_eval.protocol.judge`), ``settings`` maps each candidate name to
+    its forecaster and settings, ``default_names`` each forecaster to the name of its
+    candidate with the configured settings (used by ``rule="forecast"``).
+    """
+    per = _screen(comparison, cfg)
     notes = []
-    pool = per[per["screened"]]
-    if pool.empty:
-        pool = per
+    pool = list(per.index[per["screened"]])
+    if not pool:
+        pool = list(per.index)
         notes.append("no model passed the MCS/VaR screen; all considered")
-    if policy is not None and len(policy):
-        mine = policy[policy["policy"].str.fullmatch(r"policy:[^:]+")]
-        stats = mine.assign(model=mine["policy"].str.slice(7)).groupby("model").agg(
-            policy_pass=("coverage_pass", "sum"), mean_mmf=("mean_mmf", "mean"))
-        per = per.join(stats)
-        pool = per.loc[pool.index]
-    if cfg.rule == "policy" and "policy_pass" in pool:
-        ranked = pool.sort_values(["policy_pass", "mean_mmf", "qlike"],
-                                  ascending=[False, True, True])
-        best = ranked.index[0]
-        notes.append(f"policy coverage on {int(ranked.loc[best, 'policy_pass'])} assets, "
-                     f"mean MMF {ranked.loc[best, 'mean_mmf']:.4f}")
+    elif cfg.min_mcs_share > 0 or cfg.min_var_share > 0:
+        notes.append("forecast screen read the whole out-of-sample comparison")
+    settings = dict(settings or {})
+    if cfg.rule == "policy" and selection_table is not None and len(selection_table):
+        mine = {n: s for n, s in settings.items() if s["forecaster"] in pool}
+        frozen = choose(selection_table, mine)
+        stats = frozen.table.assign(model=frozen.table["policy"].map(
+            {n: s["forecaster"] for n, s in mine.items()}))
+        best = stats.sort_values(["acceptable", "capital"], ascending=[False, True]
+                                 ).groupby("model").head(1).set_index("model")
+        per = per.join(best[["policy", "acceptable", "assets", "capital"]])
+        notes.insert(0, frozen.reason)
+        model, name, overrides = frozen.forecaster, frozen.name, frozen.overrides
     else:
-        ranked = pool.sort_values("qlike")
-        best = ranked.index[0]
+        model = str(per.loc[pool, "qlike"].idxmin())
+        name = dict(default_names or {}).get(model, f"policy:{model}")
+        overrides = {k: v for k, v in settings.get(name, {}).items() if k != "forecaster"}
     notes.append(f"QLIKE h={cfg.horizon}: " + ", ".join(
         f"{m}={v:.4f}" for m, v in per["qlike"].sort_values().items()))
-    reason = f"{best} selected (rule={cfg.rule}): " + "; ".join(notes)
-    return Selection(str(best), reason, per.reset_index())
+    reason = f"{model} selected (rule={cfg.rule}): " + "; ".join(notes)
+    return Selection(model, reason, per.reset_index(), name, overrides)

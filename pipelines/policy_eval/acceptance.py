@@ -1,0 +1,157 @@
+"""One acceptance function for the selection, the gate and the report.
+
+A policy is **acceptable on an asset** when, over the rows it is judged on,
+
+1. its breaches are no more than the **one-sided** upper Kupiec band at the coverage level
+   (too *few* breaches is over-coverage: costly, reported, never a failure);
+2. Christoffersen's independence test does not reject at ``size``;
+3. the Engle-Manganelli dynamic-quantile (DQ) test of the breach *dynamics* does not reject;
+4. its bad debt over the stress episodes is within a budget (by default what Aave v3's real
+   parameters or the recalibrated static table lost on the same days).
+
+Among acceptable policies the least capital wins, **capital = mean(1 - LTV)**: the share of
+collateral value a borrower cannot borrow against.
+
+Pure: frames in, frames out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pipelines.evaluation.coverage import christoffersen_independence, kupiec_band, kupiec_lr
+
+
+def kupiec_upper(n: int, p: float, size: float = 0.05) -> int:
+    r"""Largest breach count a one-sided Kupiec test at ``size`` does not reject.
+
+    The one-sided test rejects only too many breaches: :math:`x > np` and
+    :math:`LR_{pof}(x) > \chi^2_{1}(1 - 2\,\mathrm{size})` (2.71 at 5 %, the signed-root
+    test). Zero breaches is always accepted.
+    """
+    if n <= 0:
+        return 0
+    crit = stats.chi2.ppf(1.0 - 2.0 * size, df=1)
+    counts = np.arange(n + 1)
+    lr = np.asarray(kupiec_lr(counts, n, p))
+    ok = (counts <= n * p) | (lr <= crit)
+    # LR is increasing above np, so the accepted counts are 0..upper
+    return int(counts[ok].max()) if ok.all() else int(np.argmin(ok)) - 1
+
+
+@dataclass(frozen=True)
+class DQResult:
+    """Engle-Manganelli DQ: the full test and its dynamics-only part (intercept not tested)."""
+
+    statistic: float
+    p_value: float
+    df: int
+    dynamics_statistic: float
+    dynamics_p_value: float
+    dynamics_df: int
+
+
+def dq_test(hits: np.ndarray, var: np.ndarray, p: float, lags: int = 4) -> DQResult:
+    r"""Engle and Manganelli (2004) dynamic-quantile test.
+
+    Regress the demeaned hit :math:`h_t = I_t - p` on
+    :math:`X_t = (1, I_{t-1}, \dots, I_{t-K}, \mathrm{VaR}_t)` by OLS:
+
+    .. math:: \mathrm{DQ} = \frac{\hat\beta' X'X \hat\beta}{p(1-p)} \sim \chi^2_{K+2}.
+
+    The full test also rejects a breach *rate* below ``p``, which the one-sided Kupiec test
+    deliberately allows; the **dynamics** part therefore regresses
+    :math:`I_t - \hat\pi` (:math:`\hat\pi` the observed rate) on the same regressors and
+    tests the slopes only, with variance :math:`\hat\pi(1-\hat\pi)`:
+    :math:`\hat\beta_s' [(X'X)^{-1}]_{ss}^{-1} \hat\beta_s / (\hat\pi(1-\hat\pi))
+    \sim \chi^2_{K+1}`. Columns without variation (no lagged breach yet) are dropped and
+    the degrees of freedom reduced. No breach at all: the dynamics statistic is 0.
+
+    References
+    ----------
+    Engle, R. F. and Manganelli, S. (2004). CAViaR: conditional autoregressive value at
+    risk by regression quantiles. *Journal of Business & Economic Statistics* 22(4), 367-381.
+    """
+    i = np.asarray(hits, dtype=float).ravel()
+    v = np.asarray(var, dtype=float).ravel()
+    if i.size != v.size:
+        raise ValueError(f"hits ({i.size}) and VaR ({v.size}) must have the same length")
+    if i.size <= lags + 2:
+        raise ValueError(f"the DQ test needs more than {lags + 2} observations, got {i.size}")
+    y = i[lags:]
+    cols = [np.ones_like(y)] + [i[lags - k: i.size - k] for k in range(1, lags + 1)]
+    cols.append(v[lags:])
+    x = np.column_stack(cols)
+    keep = np.r_[True, x[:, 1:].std(axis=0) > 0]
+    x = x[:, keep]
+    xtx = x.T @ x
+    beta = np.linalg.lstsq(x, y - p, rcond=None)[0]
+    full = float(beta @ xtx @ beta / (p * (1.0 - p)))
+    df = int(x.shape[1])
+    pi = float(y.mean())
+    k = df - 1
+    if pi in (0.0, 1.0) or k == 0:
+        dyn = 0.0
+    else:
+        b = np.linalg.lstsq(x, y - pi, rcond=None)[0][1:]
+        cov = np.linalg.pinv(xtx)[1:, 1:]
+        dyn = float(b @ np.linalg.pinv(cov) @ b / (pi * (1.0 - pi)))
+    dyn_p = float(stats.chi2.sf(dyn, df=k)) if k else 1.0
+    return DQResult(full, float(stats.chi2.sf(full, df=df)), df, dyn, dyn_p, k)
+
+
+def capital(ltv: pd.Series | np.ndarray) -> float:
+    """Capital a borrower gives up: mean(1 - LTV) over the days."""
+    return float(np.nanmean(1.0 - np.asarray(ltv, dtype=float)))
+
+
+def accept_asset(
+    g: pd.DataFrame, p: float, size: float = 0.05, lags: int = 4,
+    stress_bad_debt: float = 0.0, budget: float = math.inf,
+) -> dict[str, object]:
+    """Acceptance figures of one asset's policy path (rows with a realized loss only).
+
+    ``g`` carries ``date``, ``loss_frac``, ``mmf`` and ``ltv`` (from
+    :func:`pipelines.policy_eval.backtest.with_outcomes`); ``stress_bad_debt`` is the policy's
+    bad debt over the stress episodes and ``budget`` the most it may be.
+    """
+    g = g.sort_values("date")
+    g = g[np.isfinite(g["loss_frac"]) & np.isfinite(g["mmf"])]
+    n = len(g)
+    if n <= lags + 2:
+        raise ValueError(f"{n} days with a realized loss: too few to judge a policy "
+                         f"(need more than {lags + 2})")
+    hits = (g["loss_frac"] > g["mmf"]).to_numpy()
+    x = int(hits.sum())
+    upper = kupiec_upper(n, p, size)
+    ind = christoffersen_independence(hits)
+    dq = dq_test(hits, g["mmf"].to_numpy(float), p, lags)
+    band_low = kupiec_band(n, p, size)[0]
+    row = {
+        "n": n, "breaches": x, "expected_breaches": n * p, "breach_upper": upper,
+        "band_low": band_low,
+        "under_coverage": x > upper,        # too many breaches: rejected
+        "over_coverage": x < band_low,      # significantly too few (two-sided band): costly,
+        #                                     reported, never a rejection
+        "kupiec_lr": float(kupiec_lr(x, n, p)),
+        "independence_p": ind.p_value, "dq_p": dq.dynamics_p_value, "dq_full_p": dq.p_value,
+        "stress_bad_debt": float(stress_bad_debt), "stress_budget": float(budget),
+        "capital": capital(g["ltv"]),
+    }
+    row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
+    row["acceptable"] = bool(not row["under_coverage"] and ind.p_value > size
+                             and dq.dynamics_p_value > size and row["within_budget"])
+    row["why_not"] = "; ".join(
+        text for fails, text in (
+            (row["under_coverage"], f"{x} breaches > {upper}"),
+            (ind.p_value <= size, f"independence p={ind.p_value:.3f}"),
+            (dq.dynamics_p_value <= size, f"DQ p={dq.dynamics_p_value:.3f}"),
+            (not row["within_budget"],
+             f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"))
+        if fails)
+    return row

@@ -1,0 +1,91 @@
+"""Stress episodes and joint breaches of a policy path.
+
+A path row dated ``t`` holds the parameters published at the end of ``t`` and the loss of the
+interval after it, so the **loss day** of a row is ``t + u`` (``u`` = update interval): an
+episode day D is covered by the parameters published the day before. Episodes come from
+``evaluation.episodes`` in the config (name → first and last loss day, inclusive).
+
+Pure: frames in, frames out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+Episodes = Mapping[str, tuple[dt.date, dt.date]]
+
+
+def loss_day(path: pd.DataFrame, u: int = 1) -> pd.Series:
+    """The UTC day on which each row's loss happens (``date + u`` days)."""
+    days = path["date"].to_numpy(dtype="datetime64[ns]") + np.timedelta64(u, "D")
+    return pd.Series(days, index=path.index)
+
+
+def episode_of(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.Series:
+    """Name of the episode each row's loss day falls in, else None."""
+    day = path["date"].to_numpy(dtype="datetime64[D]") + np.timedelta64(u, "D")
+    out = np.full(day.size, None, dtype=object)
+    for name, (start, end) in episodes.items():
+        inside = (day >= np.datetime64(start, "D")) & (day <= np.datetime64(end, "D"))
+        out[inside & (out == None)] = name  # noqa: E711 (elementwise on an object array)
+    return pd.Series(out, index=path.index, dtype=object)
+
+
+def stress_table(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.DataFrame:
+    """Per episode and asset: worst realized loss, margin and LT held, breaches, bad debt
+    (position at LT and position at max LTV)."""
+    cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",
+            "bad_debt_ltv"]
+    name = episode_of(path, episodes, u)
+    rows = []
+    for (ep, asset), g in path[name.notna()].groupby([name[name.notna()], "asset"], sort=True):
+        if g["loss_frac"].notna().any():
+            g = g.sort_values("date")
+            rows.append({"episode": ep, "asset": asset,
+                         "worst_loss": float(g["loss_frac"].max()),
+                         "mmf_held": float(g["mmf"].iloc[0]), "lt_held": float(g["lt"].iloc[0]),
+                         "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
+                         "bad_debt_lt": float(g["bad_debt_lt"].sum()),
+                         "bad_debt_ltv": float(g["bad_debt_ltv"].sum())})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def stress_bad_debt(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.Series:
+    """Bad debt of a position at LT summed over the episode days, per asset (0 if none)."""
+    inside = episode_of(path, episodes, u).notna()
+    per = path[inside].groupby("asset")["bad_debt_lt"].sum()
+    return per.reindex(sorted(path["asset"].unique()), fill_value=0.0)
+
+
+def joint_breaches(path: pd.DataFrame, episodes: Episodes, min_assets: int = 3,
+                   u: int = 1) -> pd.DataFrame:
+    """Loss days on which at least ``min_assets`` assets breach together.
+
+    Breaches of different assets on one day are one market event, not independent draws:
+    the per-asset tests cannot see that, so the days are listed with the episode (if any).
+    """
+    hit = path[path["breach"].fillna(False).astype(bool)].assign(loss_day=loss_day(path, u))
+    cols = ["loss_day", "n_assets", "assets", "episode"]
+    if hit.empty:
+        return pd.DataFrame(columns=cols)
+    per = hit.groupby("loss_day")["asset"].agg(lambda a: sorted(set(a)))
+    per = per[per.map(len) >= min_assets]
+    frame = pd.DataFrame({"loss_day": per.index, "n_assets": per.map(len).to_numpy(),
+                          "assets": per.map(",".join).to_numpy()})
+    names = episode_of(frame.assign(date=frame["loss_day"] - pd.Timedelta(days=u)), episodes, u)
+    return frame.assign(episode=names.to_numpy()).reset_index(drop=True)[cols]
+
+
+def joint_breach_share(path: pd.DataFrame, min_assets: int = 3, u: int = 1) -> dict[str, float]:
+    """How many breaches fall on joint breach days: (breaches, on joint days, number of days)."""
+    b = path[path["breach"].fillna(False).astype(bool)]
+    if b.empty:
+        return {"breaches": 0, "on_joint_days": 0, "joint_days": 0}
+    per_day = b.groupby(loss_day(b, u))["asset"].nunique()
+    joint = per_day[per_day >= min_assets]
+    return {"breaches": len(b), "on_joint_days": int(joint.sum()),
+            "joint_days": int(np.size(joint))}

@@ -1,0 +1,128 @@
+"""The capital-vs-bad-debt frontier: each family swept over its main knob.
+
+A point is one family at one knob value (the ES confidence level for the forecaster policies
+and for the static table; Aave v3 is one point) on one asset or pooled over assets:
+
+* **capital** = mean(1 - LTV) over the period's days (pooled: mean over assets);
+* **bad debt** = sum of (x - cushion)/LB for a position at LT, over all days and over the
+  stress-episode days (pooled: sum over assets).
+
+LB is held at ``evaluation.comparison_lb`` for every family, so the points differ by their
+margins only and are comparable with Aave v3 (LB 1.05). A point is **on the frontier** when
+no other point of its panel has both less capital and less bad debt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from configs.schema import Config
+from pipelines.policy_eval.backtest import at_lb
+from pipelines.policy_eval.episodes import episode_of
+
+POOLED = "pooled"
+
+
+def _point(rows: pd.DataFrame, eps: Any, u: int) -> dict[str, float]:
+    stress = episode_of(rows, eps, u).notna()
+    return {"capital": float(rows["capital"].mean()),
+            "bad_debt": float(rows["bad_debt_lt"].sum()),
+            "stress_bad_debt": float(rows.loc[stress, "bad_debt_lt"].sum()),
+            "breaches": int(rows["breach"].fillna(False).astype(bool).sum()),
+            "days": int(rows["loss_frac"].notna().sum())}
+
+
+def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tuple[str, float]],
+                    cfg: Config) -> pd.DataFrame:
+    """Points of every path already restricted to one period.
+
+    ``labels`` maps a path name to (family, knob value). Pooled points are made only for
+    families present on every asset of the panel (Aave v3 covers two).
+    """
+    eps, u = cfg.evaluation.episodes, cfg.features.update_interval_days
+    rows = []
+    for name, path in paths.items():
+        if name not in labels or path.empty:
+            continue
+        family, knob = labels[name]
+        path = at_lb(path[path["loss_frac"].notna()], cfg.evaluation.comparison_lb)
+        per = []
+        for asset, g in path.groupby("asset", sort=True):
+            per.append({"family": family, "knob": knob, "asset": asset, **_point(g, eps, u)})
+        rows.extend(per)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    n_assets = out["asset"].nunique()
+    pooled = (out.groupby(["family", "knob"])
+              .agg(capital=("capital", "mean"), bad_debt=("bad_debt", "sum"),
+                   stress_bad_debt=("stress_bad_debt", "sum"), breaches=("breaches", "sum"),
+                   days=("days", "sum"), n=("asset", "size")).reset_index())
+    pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
+    out = pd.concat([out, pooled], ignore_index=True)
+    for measure in ("bad_debt", "stress_bad_debt"):
+        out[f"frontier_{measure}"] = False
+        for _, g in out.groupby("asset"):
+            out.loc[pareto(g, measure), f"frontier_{measure}"] = True
+    return out
+
+
+def pareto(points: pd.DataFrame, measure: str = "bad_debt") -> pd.Index:
+    """Index of the points that no other point beats on both capital and ``measure``
+    (ties on both count as not beaten)."""
+    c, b = points["capital"].to_numpy(), points[measure].to_numpy()
+    dominated = ((c[None, :] <= c[:, None]) & (b[None, :] <= b[:, None])
+                 & ((c[None, :] < c[:, None]) | (b[None, :] < b[:, None]))).any(axis=1)
+    return points.index[~dominated]
+
+
+def frontier_figure(points: pd.DataFrame, measure: str = "bad_debt") -> Figure:
+    """One panel per asset and one pooled: capital against bad debt, one line per family,
+    frontier points circled, the static table and Aave v3 marked."""
+    panels = [POOLED, *sorted(a for a in points["asset"].unique() if a != POOLED)]
+    ncol = 4
+    nrow = int(np.ceil(len(panels) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
+    families = sorted(points["family"].unique())
+    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    for ax, asset in zip(axes.ravel(), panels, strict=False):
+        g = points[points["asset"] == asset]
+        for family, f in g.groupby("family"):
+            f = f.sort_values("knob")
+            style = {"static": "s", "aave_v3": "*"}.get(str(family), "o")
+            ax.plot(f["capital"], f[measure], marker=style, ms=6 if style != "*" else 11,
+                    lw=1.0, color=colors[family], label=str(family))
+        front = g[g[f"frontier_{measure}"]].sort_values("capital")
+        ax.plot(front["capital"], front[measure], ls="--", color="0.3", lw=0.8)
+        ax.scatter(front["capital"], front[measure], s=90, facecolors="none",
+                   edgecolors="0.2", zorder=3)
+        ax.set_title(asset, fontsize=10)
+        ax.set_xlabel("capital: mean(1 - LTV)", fontsize=8)
+        ax.set_ylabel("stress bad debt" if measure != "bad_debt" else "bad debt (sum)",
+                      fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"capital vs {measure.replace('_', ' ')} (LB 1.05 for all; dashed: frontier)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def frontier_markdown(points: pd.DataFrame) -> str:
+    """The pooled points (and BTC/ETH with Aave v3) as a Markdown table."""
+    keep = points[points["asset"].isin([POOLED, "BTC", "ETH"])].sort_values(
+        ["asset", "family", "knob"])
+    cols = ["asset", "family", "knob", "capital", "bad_debt", "stress_bad_debt", "breaches",
+            "frontier_bad_debt", "frontier_stress_bad_debt"]
+    return keep[cols].round(4).to_markdown(index=False)

@@ -1,0 +1,122 @@
+"""The whole policy evaluation: replay candidates and comparators, choose on the selection
+period, freeze, report both periods, sweep the frontier. Pure (no tracking, no files): the
+pipeline step logs what :func:`evaluate_policies` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from pipelines.policy_eval.backtest import policy_path
+from pipelines.policy_eval.compare import (
+    candidate_name,
+    comparator_paths,
+    no_apc,
+    replay_candidates,
+    slim,
+    static_paths,
+)
+from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
+from pipelines.policy_eval.frontier import frontier_points
+from pipelines.policy_eval.protocol import (
+    EVALUATION,
+    SELECTION,
+    budgets,
+    headline,
+    in_period,
+    judge,
+    periods,
+)
+from pipelines.selection.select import Selection, select
+
+EWMA = "ewma94"  # RiskMetrics EWMA(0.94) σ: the clearing-house EWMA-FHS comparator
+COMPARATORS = ("static", "aave_v3", "aave_v3:from_launch")
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    choice: Selection
+    settings: dict[str, dict[str, Any]]   # candidate name → forecaster and policy settings
+    paths: dict[str, pd.DataFrame]        # daily paths by policy name (whole period)
+    table: pd.DataFrame                   # acceptance per policy × period × asset
+    headline: pd.DataFrame                # reported policies, evaluation beside selection
+    frontier: pd.DataFrame                # capital vs bad debt points, ``period`` column
+    stress: pd.DataFrame                  # per episode × asset × reported policy
+    joint: pd.DataFrame                   # days on which several assets breached together
+    joint_share: dict[str, int]
+    static_schedule: pd.DataFrame         # the static table's MMF per asset and year
+
+
+def _knob(settings: dict[str, Any], cfg: Config) -> float:
+    key = "policy.confidence" if "policy.confidence" in cfg.evaluation.grid else next(
+        iter(cfg.evaluation.grid))
+    value = settings.get(key, np.nan)
+    return float(value) if isinstance(value, int | float) else np.nan
+
+
+def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]],
+              statics: dict[float, pd.DataFrame], cfg: Config) -> pd.DataFrame:
+    u = cfg.features.update_interval_days
+    labels = {n: (s["forecaster"], _knob(s, cfg)) for n, s in settings.items()}
+    labels.update({f"static[{q}]": ("static", q) for q in statics})
+    labels["aave_v3"] = ("aave_v3", np.nan)
+    every = {**{n: paths[n] for n in settings}, **{f"static[{q}]": p for q, p in statics.items()},
+             "aave_v3": paths["aave_v3"]}
+    frames = []
+    for period, (start, end) in periods(cfg).items():
+        cut = {n: in_period(p, start, end, u) for n, p in every.items()}
+        frames.append(frontier_points(cut, labels, cfg).assign(period=period))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+                      compared: pd.DataFrame, cfg: Config,
+                      ewma: pd.DataFrame | None = None) -> PolicyEvaluation:
+    """Replay → choose on the selection period → freeze → report both periods."""
+    forecasts = dict(forecasts)
+    if ewma is not None and EWMA not in forecasts:
+        forecasts[EWMA] = ewma
+    paths, settings = replay_candidates(panel, forecasts, cfg)
+    defaults = {a: f"policy:{a}" for a in forecasts}  # the configured settings' names
+    template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
+    comparators, schedule = comparator_paths(panel, template, cfg)
+    sel_start, sel_end = periods(cfg)[SELECTION]
+    sel_table = judge({n: paths[n] for n in settings}, cfg, SELECTION,
+                      budgets(comparators, cfg, sel_start, sel_end))
+    choice = select(compared, sel_table, settings, cfg.selection, defaults)
+    frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
+    own = f"{choice.policy}:no_apc"
+    paths = {**paths, **comparators,
+             own: slim(policy_path(panel, forecasts[choice.model], no_apc(frozen_cfg)))}
+    caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
+    table = pd.concat([judge(paths, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
+    point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
+    peers = [candidate_name(a, point, cfg) for a in forecasts]
+    reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
+    statics = {float(q): static_paths(template, panel, cfg, float(q))[0]
+               for q in cfg.evaluation.grid.get("policy.confidence", [cfg.policy.confidence])}
+    eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
+    stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
+                        if n in paths], ignore_index=True)
+    return PolicyEvaluation(
+        choice=choice, settings=settings, paths=paths, table=table,
+        headline=headline(table, reported), frontier=_frontier(paths, settings, statics, cfg),
+        stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
+        joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule)
+
+
+
+def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
+    """What was frozen, when, on which rows, from which candidates (logged as JSON)."""
+    e = cfg.evaluation
+    return {"policy": ev.choice.policy, "forecaster": ev.choice.model,
+            "settings": ev.choice.overrides, "reason": ev.choice.reason,
+            "frozen_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+            "selection_period": [str(e.selection_start), str(e.selection_end)],
+            "evaluation_period": [str(e.evaluation_start), str(e.evaluation_end)],
+            "grid": e.grid, "candidates": sorted(ev.settings)}

@@ -1,0 +1,161 @@
+"""The honest protocol: choose every setting on a selection period, report a later period.
+
+1. Replay every candidate (forecaster × ``evaluation.grid`` point) and the comparators.
+2. Judge each candidate with :func:`acceptance.accept_asset` on the **selection period** rows
+   only (rows whose loss day lies in ``[selection_start, selection_end]``).
+3. Choose by code: most assets acceptable, then the least capital (mean 1 - LTV over assets),
+   then the name; the choice and its settings are **frozen**.
+4. Report the frozen choice and the comparators on the **evaluation period**, with the
+   selection period's figures beside them.
+
+Nothing in steps 2-3 reads a row whose loss is realized after ``selection_end``
+(``tests/test_protocol.py`` perturbs those rows and checks the choice does not move).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from configs.schema import Config
+from pipelines.policy_eval.backtest import at_lb
+from pipelines.policy_eval.compare import AAVE_V3
+from pipelines.policy_eval.episodes import loss_day, stress_bad_debt
+from pipelines.policy_eval.report import summarize
+
+SELECTION, EVALUATION = "selection", "evaluation"
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """The choice made on the selection period, with what it was chosen from."""
+
+    name: str                    # candidate name, e.g. ``policy:garch11_t[confidence=0.99]``
+    forecaster: str
+    overrides: dict[str, Any]    # policy settings to apply (dotted keys)
+    reason: str
+    table: pd.DataFrame          # one row per candidate: acceptable assets, capital, ...
+    frozen_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(
+        timespec="seconds"))
+
+
+def periods(cfg: Config) -> dict[str, tuple[dt.date, dt.date | None]]:
+    e = cfg.evaluation
+    return {SELECTION: (e.selection_start, e.selection_end),
+            EVALUATION: (e.evaluation_start, e.evaluation_end)}
+
+
+def in_period(path: pd.DataFrame, start: dt.date, end: dt.date | None, u: int = 1
+              ) -> pd.DataFrame:
+    """Rows whose loss day (``date + u``) lies in ``[start, end]`` (``end`` None: open)."""
+    day = loss_day(path, u)
+    keep = day >= pd.Timestamp(start)
+    if end is not None:
+        keep &= day <= pd.Timestamp(end)
+    return path[keep]
+
+
+def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date,
+            end: dt.date | None) -> dict[str, float]:
+    """Stress-episode bad debt each asset may have in a period: Aave v3's (its real
+    parameters, over the period) for BTC/ETH, the recalibrated static table's elsewhere."""
+    if cfg.evaluation.budget == "none":
+        return {}
+    u, eps = cfg.features.update_interval_days, cfg.evaluation.episodes
+    out = stress_bad_debt(in_period(comparators["static"], start, end, u), eps, u).to_dict()
+    aave = stress_bad_debt(in_period(comparators["aave_v3"], start, end, u), eps, u)
+    out.update({a: float(v) for a, v in aave.items() if a in AAVE_V3})
+    return {a: float(v) for a, v in out.items()}
+
+
+def judge(paths: Mapping[str, pd.DataFrame], cfg: Config, period: str,
+          caps: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Per policy and asset acceptance on one period's rows (``policy`` column first).
+
+    The budgets (set by Aave v3 and the static table, both at LB 1.05) are compared with the
+    policy's stress bad debt with its LB held at ``evaluation.comparison_lb``."""
+    start, end = periods(cfg)[period]
+    u, ev = cfg.features.update_interval_days, cfg.evaluation
+    p = 1.0 - cfg.policy.coverage_level
+    frames = []
+    for name, path in paths.items():
+        rows = in_period(path, start, end, u)
+        if rows.empty:
+            continue
+        table = summarize(rows, p, ev.episodes, ev.test_size, ev.dq_lags, caps,
+                          at_lb(rows, ev.comparison_lb))
+        if len(table):
+            frames.append(table.assign(policy=name, period=period))
+    if not frames:
+        return pd.DataFrame(columns=["policy", "period", "asset", "acceptable", "capital"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["policy", "period", *[c for c in out.columns if c not in ("policy", "period")]]]
+
+
+def rank(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy: assets acceptable and judged, capital, breaches, bad debt; best
+    first (most acceptable assets, then least capital, then the name)."""
+    per = table.groupby("policy").agg(
+        acceptable=("acceptable", "sum"), assets=("asset", "size"),
+        capital=("capital", "mean"), breaches=("breaches", "sum"),
+        bad_debt_lt_sum=("bad_debt_lt_sum", "sum"),
+        stress_bad_debt=("stress_bad_debt_lt", "sum")).reset_index()
+    per["acceptable"] = per["acceptable"].astype(int)
+    return per.sort_values(["acceptable", "capital", "policy"],
+                           ascending=[False, True, True]).reset_index(drop=True)
+
+
+def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]]) -> Frozen:
+    """Freeze the best candidate of the selection-period table (only candidate policies)."""
+    mine = selection_table[selection_table["policy"].isin(list(settings))]
+    ranked = rank(mine) if len(mine) else mine
+    if ranked.empty:
+        raise ValueError("no candidate has enough days with a realized loss in the selection "
+                         "period to be judged: set evaluation.selection_start/selection_end "
+                         "inside the out-of-sample period (backtest.oos_start)")
+    best = ranked.iloc[0]
+    chosen = dict(settings[best["policy"]])
+    alias = str(chosen.pop("forecaster"))
+    runner = ranked.iloc[1] if len(ranked) > 1 else None
+    reason = (f"{best['policy']} frozen on the selection period: acceptable on "
+              f"{best['acceptable']}/{best['assets']} assets, capital {best['capital']:.4f}")
+    if runner is not None:
+        reason += (f"; next {runner['policy']} ({runner['acceptable']}/{runner['assets']}, "
+                   f"capital {runner['capital']:.4f})")
+    return Frozen(str(best["policy"]), alias, chosen, reason, ranked)
+
+
+def evaluate(paths: Mapping[str, pd.DataFrame], comparators: Mapping[str, pd.DataFrame],
+             settings: Mapping[str, Mapping[str, Any]], cfg: Config
+             ) -> tuple[Frozen, pd.DataFrame]:
+    """Choose on the selection period, then judge everything on both periods.
+
+    Returns the frozen choice and the long table (``period`` column: selection, evaluation)."""
+    caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
+    candidates = {n: paths[n] for n in settings}
+    selection = judge(candidates, cfg, SELECTION, caps[SELECTION])
+    frozen = choose(selection, settings)
+    everything = {**paths, **comparators}
+    tables = [judge(everything, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)]
+    return frozen, pd.concat(tables, ignore_index=True)
+
+
+def headline(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Evaluation-period figures of ``names`` with the selection period's beside them."""
+    rows = []
+    for period, g in table[table["policy"].isin(names)].groupby("period"):
+        rows.append(rank(g).assign(period=period))
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    if out.empty:
+        return out
+    wide = out.pivot_table(index="policy", columns="period",
+                           values=["acceptable", "assets", "capital", "breaches",
+                                   "bad_debt_lt_sum", "stress_bad_debt"])
+    wide.columns = [f"{v}_{p[:3]}" for v, p in wide.columns]
+    order = [n for n in names if n in wide.index]
+    return wide.loc[order].reset_index()
+

@@ -1,0 +1,121 @@
+"""The one acceptance function: known answers on hand-built breach sequences, and the bad
+debt bookkeeping on a hand-computed day."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.policy_eval.acceptance import accept_asset, capital, dq_test, kupiec_upper
+from pipelines.policy_eval.backtest import at_lb, static_path, with_outcomes
+
+P = 0.01
+
+
+def _path(hits, mmf=0.10):
+    """One asset's path: a 30% loss on breach days, 1% otherwise, MMF constant."""
+    hits = np.asarray(hits, bool)
+    n = hits.size
+    loss = np.where(hits, 0.30, 0.01)
+    return pd.DataFrame({"asset": "X", "date": pd.date_range("2022-01-01", periods=n),
+                         "loss_frac": loss, "mmf": mmf, "ltv": 0.8})
+
+
+def _spread(n, k, seed=0):
+    """k breaches at random, well-separated days among n."""
+    hits = np.zeros(n, bool)
+    hits[np.random.default_rng(seed).choice(np.arange(10, n, 25), size=k, replace=False)] = True
+    return hits
+
+
+def test_one_sided_kupiec_upper_band_known_answer():
+    # LR_pof(5 of 250) = 1.957 <= chi2_1(0.90) = 2.706 < LR_pof(6 of 250) = 3.555
+    assert kupiec_upper(250, P) == 5
+    assert kupiec_upper(500, P) == 9   # LR(9) = 2.613, LR(10) = 3.914
+    assert kupiec_upper(731, P) == 12  # LR(12) = 2.546, LR(13) = 3.633
+
+
+def test_a_zero_breach_path_is_acceptable_and_reported_as_over_coverage():
+    row = accept_asset(_path(np.zeros(500, bool)), P)
+    assert row["breaches"] == 0 and row["acceptable"]
+    assert row["over_coverage"] and not row["under_coverage"]  # 0 < band low (2 of 500)
+    assert row["why_not"] == ""
+
+
+def test_too_many_breaches_fail_and_say_so():
+    row = accept_asset(_path(_spread(500, 12)), P)
+    assert row["breaches"] == 12 and row["breach_upper"] == 9
+    assert row["under_coverage"] and not row["acceptable"]
+    assert "12 breaches > 9" in row["why_not"]
+    ok = accept_asset(_path(_spread(500, 8)), P)
+    assert not ok["under_coverage"] and ok["acceptable"]
+
+
+def test_clustered_breaches_are_rejected_by_independence_at_a_fine_rate():
+    hits = np.zeros(500, bool)
+    hits[200:205] = True  # 5 breaches (rate 1%) on five consecutive days
+    row = accept_asset(_path(hits), P)
+    assert not row["under_coverage"]
+    assert row["independence_p"] < 0.05 and row["dq_p"] < 0.05 and not row["acceptable"]
+    spread = accept_asset(_path(_spread(500, 5)), P)
+    assert spread["independence_p"] > 0.05 and spread["acceptable"]
+
+
+def test_dq_known_answer_without_breaches():
+    # h_t = -p on every day is fitted by the intercept alone: DQ = (n - K) p / (1 - p)
+    n, lags = 500, 4
+    var = np.linspace(0.05, 0.10, n)
+    r = dq_test(np.zeros(n), var, P, lags)
+    assert r.statistic == pytest.approx((n - lags) * P / (1 - P))
+    assert r.dynamics_statistic == 0.0 and r.dynamics_p_value == 1.0
+
+
+def test_dq_rejects_breaches_that_follow_breaches():
+    hits = np.zeros(1000, bool)
+    for start in range(50, 1000, 100):
+        hits[start:start + 2] = True  # pairs: P(breach | breach yesterday) = 1/2
+    r = dq_test(hits, np.full(hits.size, 0.1), P)
+    assert r.dynamics_p_value < 0.01
+
+
+def test_stress_bad_debt_over_budget_is_not_acceptable():
+    path = _path(np.zeros(500, bool))
+    assert accept_asset(path, P, stress_bad_debt=0.02, budget=0.02)["acceptable"]
+    row = accept_asset(path, P, stress_bad_debt=0.03, budget=0.02)
+    assert not row["acceptable"] and "stress bad debt 0.0300 > budget 0.0200" in row["why_not"]
+
+
+def test_too_few_days_is_an_error_naming_the_count():
+    with pytest.raises(ValueError, match="5 days with a realized loss"):
+        accept_asset(_path(np.zeros(5, bool)), P)
+
+
+def test_bad_debt_bookkeeping_on_a_hand_computed_day():
+    # worst loss 20% of value + 1% slippage = x = 0.21; MMF 10%, IMF 15%, LB 1.05
+    row = pd.DataFrame({"asset": ["X"], "date": [pd.Timestamp("2024-08-04")],
+                        "loss_next": [-math.log(0.80)], "short_loss_next": [0.0],
+                        "liquidity_addon": [0.01], "mmf": [0.10], "imf": [0.15], "lb": [1.05]})
+    row["lt"], row["ltv"] = (1 - row["mmf"]) / 1.05, (1 - row["imf"]) / 1.05
+    out = with_outcomes(row).iloc[0]
+    assert out["loss_frac"] == pytest.approx(0.21)
+    # debt LT·C, liquidator takes D·LB of collateral worth C(1-x): lender loses (x - MMF)/LB
+    assert out["bad_debt_lt"] == pytest.approx((0.21 - 0.10) / 1.05)     # 0.104762
+    # a position opened at max LTV: cushion 1 - LTV·LB = IMF
+    assert out["bad_debt_ltv"] == pytest.approx((0.21 - 0.15) / 1.05)    # 0.057143
+    assert out["capital"] == pytest.approx(1 - 0.85 / 1.05)              # 0.190476
+    assert bool(out["breach"])
+    # the same margins with LB held at 1.10: LT = 0.9/1.1, bad debt (x - MMF)/1.1
+    held = at_lb(with_outcomes(row), 1.10).iloc[0]
+    assert held["lt"] == pytest.approx(0.9 / 1.1)
+    assert held["bad_debt_lt"] == pytest.approx(0.11 / 1.10)
+
+
+def test_no_bad_debt_inside_the_cushion_and_capital_is_mean_one_minus_ltv():
+    tmpl = pd.DataFrame({"asset": "X", "date": pd.date_range("2024-01-01", periods=3),
+                         "loss_next": [-math.log(0.95), -math.log(0.90), np.nan],
+                         "short_loss_next": 0.0})
+    out = static_path(tmpl, mmf=0.12, lt=0.88 / 1.05, lb=1.05, imf=0.2)
+    assert out["bad_debt_lt"].iloc[:2].tolist() == [0.0, 0.0]
+    assert np.isnan(out["bad_debt_lt"].iloc[2])  # not yet realized
+    assert capital(out["ltv"]) == pytest.approx(1 - 0.8 / 1.05)
