@@ -60,6 +60,9 @@ class FeaturesConfig(_Strict):
     min_hours_for_rv: int = Field(20, ge=1, le=24)
     liquidation_delay_hours: int = Field(1, ge=1, le=24)  # H: time to liquidate a position
     update_interval_days: int = Field(1, ge=1)            # U: parameters hold this long
+    # Retention of outputs/features/: one full-history panel per as-of otherwise piles up
+    # (~420 MB a day at 1,000 assets); the latest few cover a rerun and a retrain + serve.
+    store_keep_latest: int = Field(3, ge=1)
 
 
 class PlausibilityConfig(_Strict):
@@ -361,6 +364,7 @@ class StressConfig(_Strict):
     slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%
     top_n: int = Field(10, ge=1)                    # accounts / assets in the concentration table
     max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst standard scenario / debt
+    after_run: bool = True  # `volmargin run` stresses the partition it published
     book: StressBookConfig = StressBookConfig()
 
 

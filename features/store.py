@@ -63,15 +63,43 @@ def store_path(root: Path, fp: str) -> Path:
     return Path(root) / f"panel-{fp[:16]}.parquet"
 
 
+def prune(root: Path, keep_latest: int, keep: Path | None = None) -> list[Path]:
+    """Delete all but the ``keep_latest`` most recently written panels (and their sidecars).
+
+    A daily serve or retrain writes one panel per as-of; without a retention rule the store
+    grows by a full-history panel a day (about 420 MB a day at 1,000 assets). ``keep`` (the
+    panel just written or read) is never deleted. Returns the deleted panel paths.
+    """
+    panels = sorted(Path(root).glob("panel-*.parquet"), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    others = [p for p in panels if p != keep]
+    survivors = set(others[:keep_latest - 1] if keep is not None else others[:keep_latest])
+    survivors |= {keep} if keep is not None else set()
+    deleted = []
+    for path in panels:
+        if path not in survivors:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+            deleted.append(path)
+    return deleted
+
+
 def load_or_build(
-    market: MarketData, cfg: FeaturesConfig, root: Path, as_of: dt.date | None = None
+    market: MarketData, cfg: FeaturesConfig, root: Path, as_of: dt.date | None = None,
+    persist: bool = True,
 ) -> tuple[pd.DataFrame, str, bool]:
-    """The panel for ``market`` (read from the store when present). Returns (panel, fp, reused)."""
+    """The panel for ``market`` (read from the store when present). Returns (panel, fp, reused).
+
+    ``persist=False`` builds in memory only (a serve that needs no stored panel); otherwise the
+    new panel is written and the store pruned to ``cfg.store_keep_latest`` panels.
+    """
     fp = fingerprint(market, cfg, as_of)
     path = store_path(root, fp)
     if path.is_file():
         return pd.read_parquet(path), fp, True
     panel = build_panel(market, cfg)
+    if not persist:
+        return panel, fp, False
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, panel.to_parquet)
     meta = {"fingerprint": fp, "rows": len(panel), "assets": sorted(market.daily),
@@ -79,4 +107,5 @@ def load_or_build(
             "failures": market.failures}
     _write_atomic(path.with_suffix(".json"),
                   lambda p: p.write_text(json.dumps(meta, indent=2)))
+    prune(path.parent, cfg.store_keep_latest, keep=path)
     return panel, fp, False

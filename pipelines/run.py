@@ -109,6 +109,8 @@ def run(
     if publish:
         progress("serve", 0, 1)
         served = serve(cfg, as_of)
+        from pipelines.stress.job import stress_published  # beside it; failure is local
+        stress_published(cfg, served.as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics)

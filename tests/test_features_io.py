@@ -162,3 +162,23 @@ def test_plots_return_a_figure_without_io(data_dir, plot):
     assert buffer.getvalue()[:4] == b"\x89PNG"
     with pytest.raises(KeyError):
         plot(panel, "DOGE")
+
+
+def test_feature_store_keeps_only_the_latest_panels(tmp_path):
+    import os
+
+    from features.store import prune
+
+    root = tmp_path / "features"
+    root.mkdir()
+    paths = []
+    for i in range(5):
+        p = root / f"panel-{i:016d}.parquet"
+        p.write_bytes(b"x")
+        p.with_suffix(".json").write_text("{}")
+        os.utime(p, (1_000 + i, 1_000 + i))
+        paths.append(p)
+    deleted = prune(root, keep_latest=2, keep=paths[0])  # the oldest is the one in use
+    assert sorted(deleted) == sorted(paths[1:4])
+    assert sorted(root.glob("panel-*.parquet")) == [paths[0], paths[4]]
+    assert not paths[1].with_suffix(".json").exists()

@@ -21,7 +21,8 @@ class GateDecision:
     reason: str
 
 
-def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig) -> GateDecision:
+def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig,
+         stress_refusal: str | None = None) -> GateDecision:
     """Decide from per-asset rows with ``asset``, ``acceptable``, ``red_windows``, ``capital``
     (and ``why_not`` when present)."""
     failures, notes = [], []
@@ -47,6 +48,8 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
             failures.append(text + f" > +{cfg.max_capital_increase:.0%}")
         else:
             notes.append(text)
+    if stress_refusal:  # pipelines.stress.gate.challenger_stress: bad debt over budget
+        failures.append(stress_refusal)
     if failures:
         return GateDecision(False, "refused: " + "; ".join(failures + notes))
     return GateDecision(True, "passed: " + "; ".join(notes))
