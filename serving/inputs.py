@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,10 @@ class AssetHistory:
     short_loss_next: np.ndarray   # worst adverse move for a short (perp view)
     loss_is_proxy: np.ndarray
     adv_usd: np.ndarray
+    # every realized covered loss of the frame (not only forecast dates) and the day its
+    # interval ended (days since epoch): the stress floor's long look-back and the loss memory
+    realized_loss: np.ndarray = field(default_factory=lambda: np.empty(0))
+    realized_day: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 def covered_loss(frame: pd.DataFrame, cfg: PolicyConfig) -> tuple[pd.Series, pd.Series]:
@@ -47,12 +51,15 @@ def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> A
     proxy = frame.get("worst_loss_is_proxy", pd.Series(False, index=frame.index))
     dollar = np.exp(frame["log_dollar_volume"])
     adv = trailing_adv(dollar, cfg.policy.liquidity.adv_window)  # ends the day before
+    realized = long_loss.dropna().sort_index()
     return AssetHistory(
         dates=pd.DatetimeIndex(fc.index), variance=fc.to_numpy(float),
         ret=frame["ret_1d"].reindex(fc.index).to_numpy(float),
         loss_next=long_next.to_numpy(float), short_loss_next=short_next.to_numpy(float),
         loss_is_proxy=proxy.reindex(fc.index).fillna(True).to_numpy(bool),
         adv_usd=adv.reindex(fc.index).to_numpy(float),
+        realized_loss=realized.to_numpy(float),
+        realized_day=realized.index.to_numpy().astype("datetime64[D]").astype(np.int64),
     )
 
 
@@ -67,11 +74,12 @@ def policy_inputs(
     known = int(np.searchsorted(days, days[i] - u, side="right"))
     lo = max(known - window, 0)
     z = h.loss_next[lo:known] / sigma[lo:known]
+    seen = int(np.searchsorted(h.realized_day, days[i], side="right"))  # ended by the as-of
     return PolicyInputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
-        loss_history=h.loss_next[:known], loss_age_days=days[i] - (days[:known] + u),
+        loss_history=h.realized_loss[:seen], loss_age_days=days[i] - h.realized_day[:seen],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
     )
 
