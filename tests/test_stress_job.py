@@ -12,10 +12,12 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from configs.schema import Config
+from configs.schema import Config, GateConfig
+from pipelines.selection.gate import gate
 from pipelines.stress import contract
 from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
-from pipelines.stress.job import run_stress
+from pipelines.stress.gate import challenger_stress, stress_refusal
+from pipelines.stress.job import run_stress, stress_published
 from pipelines.stress.publish import STRESS_DIR, read_stress
 from serving.publish import PARAMETERS_SCHEMA, publish_partition
 from tests.conftest import write_slice
@@ -127,3 +129,31 @@ def test_checked_in_schemas_match_the_code() -> None:
     for name, schema in contract.contract_files().items():
         assert (SCHEMAS / name).read_text() == contract.render(schema), (
             f"regenerate docs/schema/{name}: python -m pipelines.stress.contract docs/schema")
+
+
+def test_gate_refuses_a_challenger_over_the_stress_budget(project: tuple[Config, Path]) -> None:
+    cfg, _ = project
+    assert stress_refusal({"worst_standard_bad_debt_share": 0.5}, None) is None
+    assert stress_refusal({"worst_standard_bad_debt_share": 0.01,
+                           "worst_standard": "x"}, 0.02) is None
+    # a loose challenger (LT 0.97, LB 1.01: a 2% cushion) on the standard scenarios
+    loose = _parameters(AS_OF).assign(lt=0.97, ltv=0.95, lb=1.01)
+    strict = cfg.with_overrides({"stress.max_bad_debt_share": 0.001})
+    reason = challenger_stress(strict, loose, AS_OF)
+    assert reason is not None and "> budget 0.100%" in reason
+    assert challenger_stress(cfg, loose, AS_OF) is None  # no budget configured: no condition
+    rows = pd.DataFrame({"asset": ["BTC", "ETH"], "acceptable": [True, True],
+                         "red_windows": [0, 0], "capital": [0.1, 0.12]})
+    decision = gate(rows, None, GateConfig(), stress_refusal=reason)
+    assert not decision.passed and reason in decision.reason
+    assert gate(rows, None, GateConfig()).passed
+
+
+def test_stress_after_run_is_local_and_configurable(project: tuple[Config, Path],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    cfg, root = project
+    off = cfg.with_overrides({"stress.after_run": False})
+    assert stress_published(off, AS_OF) is None and not (root / STRESS_DIR).exists()
+    with caplog.at_level("WARNING"):
+        assert stress_published(cfg, dt.date(2022, 11, 1)) is None  # nothing published then
+    assert "stress of 2022-11-01 skipped" in caplog.text

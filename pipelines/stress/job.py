@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from pipelines.stress.scenarios import Scenario, historical_scenarios, hypotheti
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
 from serving.publish import PARQUET_NAME, read_manifest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,18 +154,14 @@ def stress_book(book: Book, market: Market, scenarios: list[Scenario], as_of: dt
     return rows, details, outcomes
 
 
-def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
-               scenarios_path: Path | str | None = None, publish: bool = True,
-               track: bool = True) -> StressResult:
-    """The whole job (module docstring). Raises before writing on any invalid input."""
-    cfg = with_scenario_file(cfg, scenarios_path)
-    root = forecasts_root(cfg)
-    current = current_partition(root, as_of)
-    if current is None:
-        raise FileNotFoundError(f"no published parameters for {as_of} under {root}: run "
-                                f"`volmargin serve --as-of {as_of}` first")
-    revision, part = current
-    params = read_parameters(part)
+def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
+                      book_path: Path | str | None = None, monte_carlo: bool = True,
+                      parameters_ref: dict[str, Any] | None = None) -> StressResult:
+    """Stress any parameters frame (published or a challenger's) over the book; no I/O out.
+
+    ``params`` needs :data:`STRESS_COLUMNS`; market data is read from ``cfg.paths.data_dir``
+    cut at ``as_of``. ``monte_carlo=False`` runs only the standard (deterministic) scenarios.
+    """
     data = load_market(cfg.paths.data_dir, sorted(params["asset"]), as_of=as_of)
     market = market_state(params, data, as_of, cfg)
     unusable = unusable_assets(params)
@@ -181,26 +180,54 @@ def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
     else:
         book = load_book(book_path, market.assets, stable)
         book_source = Path(book_path).name
-    held = (book.collateral.sum(axis=0) > 0) & keep
+    held = (book.collateral.sum(axis=0) > 0) & keep & monte_carlo
     scenarios = [mark_missing(s, unusable)
                  for s in build_scenarios(cfg, data, market, held, as_of)]
     rows, details, outcomes = stress_book(book, market, scenarios, as_of, cfg.stress.top_n)
-    table = stress_table(rows)
     book_info = {"source": book_source, "accounts": len(book.accounts),
                  "debt_usd": float(book.debt_usd.sum()),
                  "collateral_usd": float((book.collateral @ market.price).sum())}
+    doc = summary(as_of, rows, details, book_info, parameters_ref or {})
+    return StressResult(stress_table(rows), doc, scenarios, outcomes)
+
+
+def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
+               scenarios_path: Path | str | None = None, publish: bool = True,
+               track: bool = True) -> StressResult:
+    """The whole job (module docstring). Raises before writing on any invalid input."""
+    cfg = with_scenario_file(cfg, scenarios_path)
+    root = forecasts_root(cfg)
+    current = current_partition(root, as_of)
+    if current is None:
+        raise FileNotFoundError(f"no published parameters for {as_of} under {root}: run "
+                                f"`volmargin serve --as-of {as_of}` first")
+    revision, part = current
     pointer = {"path": relative(root, part), "revision": revision,
                "success_sha256": (part / SUCCESS_NAME).read_text().strip()}
-    doc = summary(as_of, rows, details, book_info, pointer)
-    result = StressResult(table, doc, scenarios, outcomes)
+    result = stress_parameters(cfg, read_parameters(part), as_of, book_path,
+                               parameters_ref=pointer)
     if publish:
-        path, created = publish_stress(table, doc, root, as_of, code_version())
+        path, created = publish_stress(result.table, result.summary, root, as_of,
+                                       code_version())
         result = dataclasses.replace(result, path=path, created=created)
     if track:
         from pipelines.stress.tracking import log_stress
 
         log_stress(cfg, result)
     return result
+
+
+def stress_published(cfg: Config, as_of: dt.date) -> StressResult | None:
+    """The stress step of ``volmargin run``, after serving: stress the partition just
+    published over the configured book (``stress.after_run``). Failure is local: a stress
+    that cannot run is logged and skipped; the publication stands."""
+    if not cfg.stress.after_run:
+        return None
+    try:
+        return run_stress(cfg, as_of)
+    except (ValueError, FileNotFoundError) as exc:
+        logger.warning("stress of %s skipped: %s", as_of, exc)
+        return None
 
 
 def print_stress(result: StressResult, console: Any) -> None:

@@ -1,0 +1,45 @@
+"""The stress condition of the promotion gate: a challenger whose parameters would leave more
+bad debt than the budget on the standard scenarios is refused.
+
+The *standard* scenarios are the deterministic ones (historical as they happened and filtered,
+hypothetical shocks); the Monte Carlo tail is reported, not gated, because it moves with the
+seed and path count. The budget ``stress.max_bad_debt_share`` is a share of the book's debt,
+so it does not depend on the book's size. The refusal text goes into the gate's reason,
+which the registry keeps in the alias history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from configs.schema import Config
+from pipelines.stress.job import stress_parameters
+
+
+def stress_refusal(summary: dict[str, Any], budget: float | None) -> str | None:
+    """Why the stress refuses a challenger (None: it does not, or no budget is set)."""
+    if budget is None:
+        return None
+    share = float(summary["worst_standard_bad_debt_share"])
+    if share <= budget:
+        return None
+    return (f"stress bad debt {share:.3%} of the book's debt in {summary['worst_standard']} "
+            f"> budget {budget:.3%}")
+
+
+def challenger_stress(cfg: Config, parameters: pd.DataFrame, as_of: dt.date,
+                      book_path: Path | str | None = None) -> str | None:
+    """Stress a challenger's parameters for ``as_of`` on the standard scenarios and return the
+    refusal reason for :func:`pipelines.selection.gate.gate` (``stress_refusal=``), or None.
+
+    Nothing is published or logged: the challenger's parameters are not the published ones.
+    """
+    budget = cfg.stress.max_bad_debt_share
+    if budget is None:
+        return None
+    result = stress_parameters(cfg, parameters, as_of, book_path, monte_carlo=False)
+    return stress_refusal(result.summary, budget)
