@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.loaders import SUFFIXES
 from pipelines.ingest.http import HttpClient, RetryPolicy
+from pipelines.ingest.plausibility import PlausibilitySettings
 
 __all__ = [
     "FRED_CLOSE_ONLY",
@@ -88,6 +89,8 @@ class IngestSettings:
         Environment variable holding the FRED API key.
     lock_timeout_s : float
         How long a run waits for another run on the same data directory to finish.
+    plausibility : PlausibilitySettings
+        Thresholds of the screen that holds back implausible rows (:mod:`.plausibility`).
     """
 
     endpoints: Endpoints = field(default_factory=Endpoints)
@@ -100,6 +103,7 @@ class IngestSettings:
     fred_series: Mapping[str, str] = field(default_factory=lambda: dict(FRED_SERIES))
     fred_api_key_env: str = "FRED_API_KEY"
     lock_timeout_s: float = 600.0
+    plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
 
     def fred_api_key(self) -> str | None:
         """The FRED key from the environment (never logged, redacted from URLs)."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from pipelines.ingest.plausibility import Held
+
 __all__ = ["AppendResult", "Conflict", "FileReport", "IngestReport"]
 
 
@@ -35,6 +37,7 @@ class AppendResult:
     duplicates: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     gap_candidates: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
     rejected: str | None = None
     last_timestamp: str | None = None
 
@@ -56,6 +59,10 @@ class FileReport:
         because appending them would rewrite history that consumers may have used.
     missing : list of str
         Provider rows marked missing (FRED ``"."``): skipped, never filled.
+    held : list of Held
+        Rows held back by the plausibility screen (:mod:`.plausibility`): the implausible
+        row with its rule and value, and every later row of the page; none was written, and
+        later pages were not requested.
     rejected : str or None
         Why a batch was refused (validation rule, column mismatch, no file); nothing of that
         batch was written, and later pages were not requested.
@@ -74,6 +81,7 @@ class FileReport:
     conflicts: list[Conflict] = field(default_factory=list)
     gap_candidates: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
     rejected: str | None = None
     error: str | None = None
     last_timestamp: str | None = None
@@ -81,8 +89,9 @@ class FileReport:
 
     @property
     def ok(self) -> bool:
-        """No rejection, no download error, no conflict with stored history."""
-        return self.rejected is None and self.error is None and not self.conflicts
+        """No rejection, no download error, no conflict with stored history, nothing held."""
+        return (self.rejected is None and self.error is None and not self.conflicts
+                and not self.held)
 
     def add(self, result: AppendResult) -> None:
         """Fold one page's outcome into this report."""
@@ -91,6 +100,7 @@ class FileReport:
         self.duplicates += result.duplicates
         self.conflicts.extend(result.conflicts)
         self.gap_candidates.extend(result.gap_candidates)
+        self.held.extend(result.held)
         self.rejected = result.rejected or self.rejected
         self.last_timestamp = result.last_timestamp or self.last_timestamp
 
@@ -100,6 +110,10 @@ class FileReport:
         if self.error:
             lines.append(f"{self.file}: download failed: {self.error}")
         lines += [f"{self.file}: conflict (stored value kept): {c}" for c in self.conflicts]
+        if self.held:
+            first, later = self.held[0], len(self.held) - 1
+            lines.append(f"{self.file}: held back, not appended (implausible): {first}"
+                         + (f"; {later} later row(s) held after it" if later else ""))
         if self.gap_candidates:
             lines.append(f"{self.file}: {len(self.gap_candidates)} gap-fill candidate(s) "
                          f"refused (older than the last stored row): "
@@ -143,12 +157,14 @@ class IngestReport:
                 "conflicts": len(f.conflicts),
                 "gap_candidates": len(f.gap_candidates),
                 "missing": len(f.missing),
+                "held": len(f.held),
                 "last_timestamp": f.last_timestamp,
                 "status": "ok" if f.ok else ("error" if f.error else
-                                             "rejected" if f.rejected else "conflict"),
+                                             "rejected" if f.rejected else
+                                             "held" if f.held else "conflict"),
             }
             for f in self.files
         ]
         return pd.DataFrame(rows, columns=["source", "file", "appended", "duplicates",
                                            "conflicts", "gap_candidates", "missing",
-                                           "last_timestamp", "status"])
+                                           "held", "last_timestamp", "status"])

@@ -4,10 +4,11 @@ its last row, without ever rewriting history.
 Per file: read the last stored stamp (validated) → ask the connector for pages from there
 (re-fetching the last stored row when ``recheck_last``, to catch provider revisions) →
 offer each page to the store, which appends the new rows atomically or refuses the page.
-The first refused page or download error stops that file (a later page appended after a
-refused one would leave a hole); other files go on. The returned :class:`IngestReport`
-says, per file, what was appended, skipped and refused; ``report.ok`` is False on any
-rejection, download error or conflict.
+The first refused page, held row (:mod:`.plausibility`) or download error stops that file (a
+later page appended after it would leave a hole); other files go on. Held rows are also
+logged to ``data_dir/.quarantine/held.jsonl``. The returned :class:`IngestReport`
+says, per file, what was appended, skipped, held and refused; ``report.ok`` is False on any
+rejection, held row, download error or conflict.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pipelines.ingest.store import (
     data_dir_lock,
     last_timestamp,
     locate,
+    record_held,
 )
 
 __all__ = ["SOURCES", "ingest"]
@@ -123,6 +125,8 @@ def ingest(
             connector = SOURCES[name]
             for target in connector.targets(root, wanted, settings):
                 file_report = _ingest_file(root, connector, target, client, settings, first, end)
+                if file_report.held:
+                    record_held(root, file_report.file, report.until, file_report.held)
                 log.info("ingest %s: %s", file_report.file, file_report)
                 report.files.append(file_report)
     return report
@@ -166,10 +170,10 @@ def _ingest_file(
             report.missing.extend(page.missing)
             if page.rows.empty:
                 continue
-            result = append_page(path, target, page.rows, settings.rtol)
+            result = append_page(path, target, page.rows, settings.rtol, settings.plausibility)
             report.add(result)
-            if result.rejected:
-                break
+            if result.rejected or result.held:
+                break  # a later page appended after a refused or held row would leave a hole
     except (FetchError, PayloadError, ConfigurationError) as err:
         report.error = str(err)
     return report

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ from features.loaders import (
 )
 from features.validation import DataValidationError, validate_frame
 from pipelines.ingest.base import Target
+from pipelines.ingest.plausibility import Held, PlausibilitySettings, screen
 from pipelines.ingest.report import AppendResult, Conflict
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "data_dir_lock",
     "last_timestamp",
     "locate",
+    "record_held",
 ]
 
 LOADERS = {"daily": load_daily, "hourly": load_hourly, "dvol": load_dvol, "macro": load_macro}
@@ -181,6 +184,27 @@ def data_dir_lock(data_dir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator
         lock.release()
 
 
+def record_held(data_dir: Path, file: str, until: str, held: list[Held]) -> Path:
+    """Append one JSON line per held row to ``data_dir/.quarantine/held.jsonl``; its path.
+
+    A log, never read back by the pipeline: the held rows stay out of the data files, and the
+    dot-directory is skipped by the loaders and by the data fingerprint.
+    """
+    path = data_dir / ".quarantine" / "held.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        for item in held:
+            handle.write(json.dumps({
+                "file": file, "timestamp": item.timestamp, "rule": item.rule,
+                "value": None if np.isnan(item.value) else item.value,
+                "limit": None if np.isnan(item.limit) else item.limit,
+                "detail": item.detail, "row": item.row, "run_until": until,
+            }) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
 def _write_atomic(path: Path, text: bytes) -> None:
     """Write ``text`` (gzipped if ``path`` ends in .gz) to a temp file, fsync, rename over."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -237,11 +261,19 @@ def column_mismatch(path: Path, target: Target) -> str | None:
             "matching columns (e.g. a value-only file) or use a source with those columns.")
 
 
-def append_page(path: Path, target: Target, rows: pd.DataFrame, rtol: float) -> AppendResult:
+def append_page(
+    path: Path,
+    target: Target,
+    rows: pd.DataFrame,
+    rtol: float,
+    plausibility: PlausibilitySettings | None = None,
+) -> AppendResult:
     """Offer ``rows`` to the file at ``path``; append the new ones atomically.
 
     The caller holds :func:`data_dir_lock`. Never raises for data problems: a refused batch
-    comes back with ``rejected`` set and the file untouched. Raises only on I/O failures
+    comes back with ``rejected`` set and the file untouched; rows failing the plausibility
+    screen (:func:`.plausibility.screen`, default settings when None) come back in ``held``
+    and only the rows before the first of them are appended. Raises only on I/O failures
     (disk full, permissions).
     """
     if path.name.endswith(".parquet"):
@@ -266,6 +298,8 @@ def append_page(path: Path, target: Target, rows: pd.DataFrame, rtol: float) -> 
         return AppendResult(rejected=refused, last_timestamp=last)
     new, result = classify(stored, rows, columns, rtol)
     result.last_timestamp = last
+    new, result.held = screen(stored, new, target.kind, target.prices_positive,
+                              plausibility or PlausibilitySettings(), TIMESTAMP_FORMAT)
     if new.empty:
         return result
     tail = stored.iloc[-1:].reset_index(names="timestamp")
