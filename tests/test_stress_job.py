@@ -12,7 +12,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from configs.schema import Config, GateConfig
+from configs.schema import Config, ConfigError, GateConfig
 from pipelines.selection.gate import gate
 from pipelines.stress import contract
 from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
@@ -157,3 +157,19 @@ def test_stress_after_run_is_local_and_configurable(project: tuple[Config, Path]
     with caplog.at_level("WARNING"):
         assert stress_published(cfg, dt.date(2022, 11, 1)) is None  # nothing published then
     assert "stress of 2022-11-01 skipped" in caplog.text
+
+
+def test_scenario_file_overrides_the_stress_section(project: tuple[Config, Path],
+                                                    tmp_path: Path) -> None:
+    cfg, _ = project
+    good = tmp_path / "scenarios.yaml"
+    good.write_text("episodes: [{name: ftx_only, start: '2022-11-08', end: '2022-11-09'}]\n"
+                    "shock_move: -0.5\ncollapse_assets: [ETH]\nmc_paths: 200\n")
+    result = run_stress(cfg, AS_OF, scenarios_path=good, publish=False, track=False)
+    names = [s["scenario"] for s in result.summary["scenarios"]]
+    assert names == ["ftx_only", "ftx_only_filtered", "BTC_drop50_beta", "BTC_drop50_corr1",
+                     "vol_x3", "ETH_collapse", "fhs_joint"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shock_mvoe: -0.5\n")
+    with pytest.raises(ConfigError, match=r"scenario file .*bad\.yaml:\n  stress\.shock_mvoe"):
+        run_stress(cfg, AS_OF, scenarios_path=bad, publish=False, track=False)

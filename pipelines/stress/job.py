@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from configs.schema import Config
+from configs.schema import Config, ConfigError
 from features.loaders import MarketData, load_market
 from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, liquidate
@@ -77,7 +77,10 @@ def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a scenario file is a mapping of stress.* keys")
-    return cfg.with_overrides({f"stress.{k}": v for k, v in raw.items()})
+    try:
+        return cfg.with_overrides({f"stress.{k}": v for k, v in raw.items()})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("<overrides>", f"scenario file {path}")) from None
 
 
 def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Config) -> Market:
