@@ -206,14 +206,18 @@ class RolesConfig(_Strict):
     positions, hence MMF = 1 - LT·LB) change only by an *announced* change that takes effect
     after a notice and is rate-limited both ways (after Aave's risk stewards: LT ±0.25 pp,
     LB ±0.5 pp per update, 3-day delay). LT never falls below an LTV admitted during the last
-    ``notice_days`` plus ``ltv_gap``: a position opened at the maximum LTV is not liquidated by
-    a parameter change alone. ``enabled: false`` publishes the risk-based targets at once."""
+    ``protect_days`` (>= ``notice_days``) plus ``ltv_gap``: a position opened at the maximum
+    LTV is not liquidated by a parameter change alone within that window. ``enabled: false``
+    publishes the risk-based targets at once."""
 
     enabled: bool = True
-    # Loosening (LT up, LB down) takes effect this many days after it is announced, and the
-    # LTVs admitted in this window bound every later LT: a borrower has 3 days to react (the
-    # Aave stewards' delay).
+    # Loosening (LT up, LB down) takes effect this many days after it is announced (the Aave
+    # stewards' 3-day delay).
     notice_days: int = Field(3, ge=1, le=30)
+    # LT never falls below an LTV admitted in the last `protect_days` (+ ltv_gap): a borrower
+    # at the maximum LTV has a week to react to any tightening (>= notice_days). Longer means
+    # slower tightening after a crash, while new borrowing is cut at once through LTV.
+    protect_days: int = Field(7, ge=1, le=60)
     # Tightening (LT down) takes effect at the next update: the margin protects the lender, and
     # the admitted-LTV bound already protects recent borrowers.
     tighten_notice_days: int = Field(1, ge=1, le=30)
@@ -232,6 +236,8 @@ class RolesConfig(_Strict):
     def _tighten_not_slower(self) -> RolesConfig:
         if self.tighten_notice_days > self.notice_days:
             raise ValueError("roles.tighten_notice_days must be <= roles.notice_days")
+        if self.protect_days < self.notice_days:
+            raise ValueError("roles.protect_days must be >= roles.notice_days")
         return self
 
 

@@ -7,16 +7,17 @@
   loosening, ``roles.tighten_notice_days`` for a tightening, since the margin protects the
   lender first), is rate-limited both ways (``lt_up_step``, ``lt_down_step``, ``lb_step`` per
   change; one pending change at a time, replaced only by a tighter one), and never sets LT
-  below an LTV admitted in the last ``notice_days`` plus ``ltv_gap``.
+  below an LTV admitted in the last ``protect_days`` (>= ``notice_days``) plus ``ltv_gap``.
 
 **Guarantee.** With ``A(t)`` the published (maximum) LTV at update ``t`` and ``g`` the gap,
 
 .. math:: \\mathrm{LT}_{\\mathrm{eff}}(t') \\ge A(t) + g
-          \\quad \\text{for every } t \\le t' \\le t + \\text{notice\\_days},
+          \\quad \\text{for every } t \\le t' \\le t + \\text{protect\\_days},
 
 so a position opened at the maximum LTV is never liquidated by a parameter change alone
-within the notice window. Proof sketch: LT_eff changes only when a pending change takes effect;
-a change announced at ``a`` is floored at ``max A(s) + g`` over ``s`` in ``[a - notice, a]``
+within that window (a week by default, longer than any notice). Proof sketch: LT_eff changes
+only when a pending change takes effect, at ``e <= a + notice_days <= a + protect_days`` for
+one announced at ``a``; it is floored at ``max A(s) + g`` over ``s`` in ``[a - protect, a]``
 (the state's admitted window), and every LTV published while it is pending is capped at
 ``min(LT_eff, LT_pending) - g``.
 
@@ -65,7 +66,7 @@ class PolicyState:
     """What one update hands to the next.
 
     ``published.lt`` / ``published.lb`` are the *effective* slow values; ``admitted`` holds
-    (date, LTV) of the updates in the last ``notice_days`` that admitted borrowing.
+    (date, LTV) of the updates in the last ``protect_days`` that admitted borrowing.
     """
 
     published: Parameters
@@ -171,7 +172,7 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
     else:
         assert state is not None
         lt_e, lb_e, pending = state.published.lt, state.published.lb, state.pending
-        admitted = [(d, v) for d, v in state.admitted if (as_of - d).days <= r.notice_days]
+        admitted = [(d, v) for d, v in state.admitted if (as_of - d).days <= r.protect_days]
         prev_ltv = state.published.ltv
         if pending is not None and pending.effective <= as_of:
             lt_e, lb_e = pending.lt, pending.lb

@@ -65,7 +65,7 @@ def test_first_update_publishes_the_target_with_ltv_below_lt_by_the_gap():
 
 
 def test_tightening_ltv_falls_at_once_lt_after_notice_and_never_below_admitted_ltv():
-    path = run([0.10, 0.10, 0.10, 0.40, 0.40, 0.40, 0.40, 0.40, 0.40])
+    path = run([0.10] * 3 + [0.40] * (R.protect_days + 4))
     before, _ = path[2]
     crash, s3 = path[3]
     assert crash.ltv < before.ltv  # new borrowing restricted at once
@@ -77,9 +77,9 @@ def test_tightening_ltv_falls_at_once_lt_after_notice_and_never_below_admitted_l
     lts = [p.lt for p, _ in path]
     assert lts[4] == pytest.approx(s3.pending.lt)
     assert all(a - b <= R.lt_down_step + 1e-12 for a, b in itertools.pairwise(lts))
-    assert lts[-1] < lts[4]  # the admitted bound expires after the notice window
+    assert lts[-1] < lts[4]  # the admitted bound expires after the protection window
     for k, (p, _) in enumerate(path):  # every admitted LTV is protected in its window
-        for j in range(k, min(k + R.notice_days, len(path) - 1) + 1):
+        for j in range(k, min(k + R.protect_days, len(path) - 1) + 1):
             assert path[j][0].lt >= p.ltv + R.ltv_gap - 1e-12
 
 
@@ -181,11 +181,14 @@ losses = st.lists(st.one_of(special, st.floats(0.0, 5.0)), max_size=40)
                                st.one_of(special, st.floats(0.0, 1e12)), st.integers(0, 6),
                                losses, st.integers(1, 3)),
                      min_size=1, max_size=14),
-       notice=st.integers(1, 5), tighten=st.integers(1, 5), gap=st.floats(0.001, 0.05),
+       notice=st.integers(1, 5), tighten=st.integers(1, 5), extra=st.integers(0, 4),
+       gap=st.floats(0.001, 0.05),
        up=st.floats(0.001, 0.05), down=st.floats(0.001, 0.2), lb_step=st.floats(0.001, 0.02))
-def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, gap, up, down, lb_step):
+def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, extra, gap, up, down,
+                                              lb_step):
     cfg = CFG.model_copy(update={"roles": R.model_copy(update={
-        "notice_days": notice, "tighten_notice_days": min(tighten, notice), "ltv_gap": gap,
+        "notice_days": notice, "tighten_notice_days": min(tighten, notice),
+        "protect_days": notice + extra, "ltv_gap": gap,
         "lt_up_step": up, "lt_down_step": down, "lb_step": lb_step})})
     state, prev_var, prev, date = None, math.nan, None, DAY
     history: list[tuple[dt.date, Parameters]] = []
@@ -212,9 +215,9 @@ def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, gap, up, do
                 assert -down - 1e-12 <= out.lt - prev.lt <= up + 1e-12
                 assert abs(out.lb - prev.lb) <= lb_step + 1e-12
         # a position opened at the published max LTV is not made liquidatable by parameter
-        # changes alone within the notice window: LT_eff(t') >= LTV(t) + gap
+        # changes alone within the protection window (>= notice): LT_eff(t') >= LTV(t) + gap
         for when, p_then in history:
-            if (date - when).days <= notice and p_then.ltv > 0:
+            if (date - when).days <= notice + extra and p_then.ltv > 0:
                 assert out.lt >= p_then.ltv + gap - 1e-12
         assert same(state_from_row(json.loads(json.dumps(
             {**out.as_dict(), **state_columns(state)}, default=str))), state)
