@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from configs.schema import Config
+from configs.schema import Config, IngestConfig
 from pipelines.ingest import Endpoints, IngestReport, IngestSettings, ingest
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.version import code_version
@@ -39,6 +39,7 @@ OFFLINE_ENV = "VOLMARGIN_OFFLINE"
 ENDPOINT_ENV = {"binance": "VOLMARGIN_INGEST_BINANCE_URL",
                 "deribit": "VOLMARGIN_INGEST_DERIBIT_URL",
                 "fred": "VOLMARGIN_INGEST_FRED_URL"}
+ALLOW_HTTP_LOOPBACK_ENV = "VOLMARGIN_INGEST_ALLOW_HTTP_LOOPBACK"  # "1": plain HTTP to loopback
 
 Progress = Callable[[str, int, int], None]
 T = TypeVar("T")
@@ -82,11 +83,16 @@ def marker_path(cfg: Config, as_of: dt.date) -> Path:
     return Path(cfg.paths.outputs_dir) / "retrain" / f"asof={as_of.isoformat()}.json"
 
 
-def ingest_settings_from_env(environ: Mapping[str, str] | None = None) -> IngestSettings:
-    """Default ingest settings with provider URLs overridden by ``VOLMARGIN_INGEST_*_URL``."""
+def ingest_settings_from_env(environ: Mapping[str, str] | None = None,
+                             ingest_cfg: IngestConfig | None = None) -> IngestSettings:
+    """Ingest settings from the ``ingest`` config section (defaults when None), provider URLs
+    overridden by ``VOLMARGIN_INGEST_*_URL``; plain HTTP only to a loopback host and only with
+    ``VOLMARGIN_INGEST_ALLOW_HTTP_LOOPBACK=1`` (a local fake server in tests)."""
     env = os.environ if environ is None else environ
     urls = {name: env[var] for name, var in ENDPOINT_ENV.items() if env.get(var)}
-    return IngestSettings(endpoints=replace(Endpoints(), **urls))
+    loopback = env.get(ALLOW_HTTP_LOOPBACK_ENV, "").strip() == "1"
+    return IngestSettings.from_config(ingest_cfg or IngestConfig(),
+                                      replace(Endpoints(), **urls), loopback)
 
 
 def runnable_sources(settings: IngestSettings) -> list[str]:
@@ -184,7 +190,7 @@ def retrain(
             skipped_why = f"{OFFLINE_ENV} is set"
         else:
             progress("ingest", 0, 1)
-            chosen = settings or ingest_settings_from_env(env)
+            chosen = settings or ingest_settings_from_env(env, cfg.ingest)
             until = as_of + dt.timedelta(days=1)  # exclusive end: rows through as_of
             report = _step("ingest", lambda: ingest(
                 cfg.paths.data_dir, runnable_sources(chosen), until, settings=chosen))

@@ -17,7 +17,12 @@ from typer.testing import CliRunner
 
 from pipelines import retrain as retrain_module
 from pipelines.cli import app
-from pipelines.retrain import ENDPOINT_ENV, data_fingerprint, read_marker
+from pipelines.retrain import (
+    ALLOW_HTTP_LOOPBACK_ENV,
+    ENDPOINT_ENV,
+    data_fingerprint,
+    read_marker,
+)
 from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.ops.registry import alias_history
 from serving.ops.tracking import tracking_uri
@@ -39,6 +44,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
     with serving(monkeypatch) as apis:
         for var in ENDPOINT_ENV.values():
             monkeypatch.setenv(var, apis.url)
+        monkeypatch.setenv(ALLOW_HTTP_LOOPBACK_ENV, "1")  # the fake server speaks plain HTTP
         yield apis
 
 

@@ -14,13 +14,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
 
 from features.loaders import SUFFIXES
 from pipelines.ingest.http import HttpClient, RetryPolicy
 from pipelines.ingest.plausibility import PlausibilitySettings
+
+if TYPE_CHECKING:
+    from configs.schema import IngestConfig
 
 __all__ = [
     "FRED_CLOSE_ONLY",
@@ -104,6 +107,33 @@ class IngestSettings:
     fred_api_key_env: str = "FRED_API_KEY"
     lock_timeout_s: float = 600.0
     plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: IngestConfig,
+        endpoints: Endpoints | None = None,
+        allow_http_loopback: bool = False,
+    ) -> IngestSettings:
+        """Settings from the ``ingest`` config section; everything else at its default.
+
+        ``allow_http_loopback`` is not a config key on purpose: only code (tests, a local
+        fake server) may allow plain HTTP, and then only to a loopback host.
+        """
+        retry = RetryPolicy(
+            timeout_s=config.timeout_s, max_attempts=config.max_attempts,
+            min_interval_s=config.min_interval_s, deadline_s=config.deadline_s,
+            max_retry_after_s=config.max_retry_after_s,
+            max_response_bytes=int(config.max_response_mb * 1024 * 1024),
+            allow_http_loopback=allow_http_loopback,
+        )
+        screen = config.plausibility
+        plausibility = PlausibilitySettings(
+            enabled=screen.enabled, window=screen.window, min_history=screen.min_history,
+            k_daily=screen.k_daily, k_hourly=screen.k_hourly, k_dvol=screen.k_dvol,
+            k_macro=screen.k_macro,
+        )
+        return cls(endpoints=endpoints or Endpoints(), retry=retry, plausibility=plausibility)
 
     def fred_api_key(self) -> str | None:
         """The FRED key from the environment (never logged, redacted from URLs)."""

@@ -1,0 +1,46 @@
+"""The ``ingest`` config section drives the client and the screen; it cannot enable plain HTTP."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs.schema import ConfigError, IngestConfig, load_config
+from pipelines.ingest import IngestSettings
+from pipelines.ingest.http import MIB
+from pipelines.retrain import ALLOW_HTTP_LOOPBACK_ENV, ingest_settings_from_env
+
+
+def test_default_config_gives_the_documented_defaults() -> None:
+    from_yaml = IngestSettings.from_config(load_config().ingest)
+    assert from_yaml.retry == IngestSettings().retry  # yaml, schema and code agree
+    assert from_yaml.plausibility == IngestSettings().plausibility
+    assert from_yaml.retry.max_response_bytes == 50 * MIB
+    assert from_yaml.retry.allow_http_loopback is False
+
+
+def test_config_overrides_reach_the_client_and_the_screen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VOLMARGIN__INGEST__MAX_RESPONSE_MB", "2")
+    monkeypatch.setenv("VOLMARGIN__INGEST__PLAUSIBILITY__K_DAILY", "40")
+    settings = IngestSettings.from_config(load_config().ingest)
+    assert settings.retry.max_response_bytes == 2 * MIB
+    assert settings.plausibility.k("daily") == 40.0
+
+
+def test_plain_http_is_not_a_config_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="allow_http_loopback"):
+        IngestConfig(allow_http_loopback=True)  # type: ignore[call-arg]
+    monkeypatch.setenv("VOLMARGIN__INGEST__ALLOW_HTTP_LOOPBACK", "true")
+    with pytest.raises(ConfigError, match="allow_http_loopback"):
+        load_config()
+
+
+def test_only_the_environment_opt_in_allows_loopback_http() -> None:
+    env = {"VOLMARGIN_INGEST_BINANCE_URL": "http://127.0.0.1:8000"}
+    assert ingest_settings_from_env(env).retry.allow_http_loopback is False
+    opted = ingest_settings_from_env({**env, ALLOW_HTTP_LOOPBACK_ENV: "1"})
+    assert opted.retry.allow_http_loopback and opted.endpoints.binance == env[
+        "VOLMARGIN_INGEST_BINANCE_URL"]
+    tight = ingest_settings_from_env(env, IngestConfig(deadline_s=30.0))
+    assert tight.retry.deadline_s == 30.0
