@@ -365,6 +365,7 @@ class StressConfig(_Strict):
     mc_paths: int = Field(10_000, ge=100)
     mc_horizon_days: int = Field(1, ge=1, le=30)    # resampled days per Monte Carlo path
     mc_seed: int = 7
+    t_copula_dof: float | None = Field(None, gt=2)  # also a t-copula Monte Carlo (None: off)
     ewma_decay: float = Field(0.94, gt=0, lt=1)     # σ that filters history (RiskMetrics)
     stablecoins: list[str] = ["USDC", "USDT", "DAI"]  # debt assets, priced at 1 USD
     slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from configs.schema import StressConfig, StressEpisode
-from pipelines.stress.montecarlo import fhs_paths, monte_carlo, standardized_returns
+from pipelines.stress.montecarlo import (
+    ewma_correlation,
+    fhs_paths,
+    monte_carlo,
+    standardized_returns,
+    t_copula_paths,
+)
 from pipelines.stress.scenarios import (
     ewma_sigma,
     historical,
@@ -133,3 +139,22 @@ def test_beta_and_correlation_one_shocks() -> None:
     assert vol.sigma_multiplier == 3.0
     assert np.log(vol.relative[0, 1]) == pytest.approx(-2.33 * 3 * sigma)
     assert scns["ALT_collapse"].relative[0, 1].tolist() == pytest.approx([0.1, 1.0])
+
+
+def test_t_copula_keeps_marginals_and_adds_tail_dependence() -> None:
+    rho = 0.6
+    z = standardized_returns(_pair(rho, 3_000, 1), ["A", "B"], 0.94).to_numpy()
+    corr = ewma_correlation(z, 0.999)  # long memory: close to the sample correlation
+    assert corr[0, 1] == pytest.approx(rho, abs=0.06) and np.allclose(np.diag(corr), 1)
+    sigma = np.array([0.02, 0.05])
+    heavy = np.log(t_copula_paths(z, sigma, corr, 3.0, 40_000, 1, seed=5)[:, 1, :])
+    gauss = np.log(t_copula_paths(z, sigma, corr, 1e6, 40_000, 1, seed=5)[:, 1, :])
+    # marginals are each asset's FHS distribution: same quantiles as z × σ_today
+    for k in range(2):
+        assert np.quantile(heavy[:, k], [0.05, 0.5, 0.95]) == pytest.approx(
+            np.quantile(z[:, k] * sigma[k], [0.05, 0.5, 0.95]), abs=0.15 * sigma[k])
+    # joint 2% crashes happen more often under the t copula (tail dependence) than Gaussian
+    def joint_tail(x: np.ndarray) -> float:
+        q = np.quantile(x, 0.02, axis=0)
+        return float(((x[:, 0] < q[0]) & (x[:, 1] < q[1])).mean())
+    assert joint_tail(heavy) > 1.3 * joint_tail(gauss)

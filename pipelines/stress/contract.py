@@ -74,6 +74,10 @@ def summary_schema() -> dict[str, Any]:
         "additionalProperties": False}
     mc_keys = ["paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
                "bad_debt_es99", "prob_bad_debt"]
+    mc_tail = {"oneOf": [{"type": "null"}, {
+        "type": "object", "required": mc_keys,
+        "properties": {k: ({"type": "integer"} if k == "paths" else _NUM_NULL) for k in mc_keys},
+        "additionalProperties": False}]}
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"urn:volmargin:stress-summary:v{STRESS_SCHEMA_VERSION}",
@@ -83,7 +87,7 @@ def summary_schema() -> dict[str, Any]:
         "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
         "required": ["as_of", "schema_version", "parameters", "book", "worst_historical",
                      "worst_standard", "worst_standard_bad_debt_share", "monte_carlo",
-                     "scenarios"],
+                     "t_copula", "scenarios"],
         "properties": {
             "as_of": {"type": "string", "format": "date"},
             "schema_version": {"const": STRESS_SCHEMA_VERSION},
@@ -104,10 +108,9 @@ def summary_schema() -> dict[str, Any]:
             "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / book "
                                               "debt over historical and hypothetical scenarios "
                                               "(what the gate compares to its budget)"},
-            "monte_carlo": {"oneOf": [{"type": "null"}, {
-                "type": "object", "required": mc_keys,
-                "properties": {k: ({"type": "integer"} if k == "paths" else _NUM_NULL)
-                               for k in mc_keys}, "additionalProperties": False}]},
+            "monte_carlo": {"description": "joint FHS tail of protocol bad debt", **mc_tail},
+            "t_copula": {"description": "Student-t copula tail (null when not configured)",
+                         **mc_tail},
             "scenarios": {"type": "array", "items": scenario}},
         "additionalProperties": False}
 

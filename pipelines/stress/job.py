@@ -28,7 +28,7 @@ from configs.schema import Config, ConfigError
 from features.loaders import MarketData, load_market
 from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, liquidate
-from pipelines.stress.montecarlo import monte_carlo
+from pipelines.stress.montecarlo import monte_carlo, t_copula
 from pipelines.stress.publish import publish_stress
 from pipelines.stress.report import concentration, scenario_rows, stress_table, summary
 from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
@@ -135,6 +135,13 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
         rel[:, :, held] = mc.relative  # an asset nobody holds does not move (no exposure)
         source = {a: ("fhs" if h else "not_held") for a, h in zip(assets, held, strict=True)}
         scenarios.append(dataclasses.replace(mc, relative=rel, assets=assets, source=source))
+        if s.t_copula_dof is not None:
+            tc = t_copula(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
+                          s.mc_seed, s.ewma_decay, s.t_copula_dof)
+            rel = np.ones((s.mc_paths, s.mc_horizon_days + 1, len(assets)))
+            rel[:, :, held] = tc.relative
+            scenarios.append(dataclasses.replace(tc, relative=rel, assets=assets, source={
+                a: ("t_copula" if h else "not_held") for a, h in zip(assets, held, strict=True)}))
     return scenarios
 
 
@@ -250,12 +257,12 @@ def print_stress(result: StressResult, console: Any) -> None:
                       f"{s['bad_debt_usd'] / 1e6:,.3f}", f"{s['bad_debt_share']:.3%}",
                       str(s["excluded_accounts"]))
     console.print(table)
-    mc = doc["monte_carlo"]
-    if mc:
-        console.print(f"Joint FHS, {mc['paths']:,} paths: VaR95 ${mc['bad_debt_var95']:,.0f}, "
-                      f"ES95 ${mc['bad_debt_es95']:,.0f}, VaR99 ${mc['bad_debt_var99']:,.0f}, "
-                      f"ES99 ${mc['bad_debt_es99']:,.0f}, P(bad debt > 0) "
-                      f"{mc['prob_bad_debt']:.2%}")
+    for label, mc in (("Joint FHS", doc["monte_carlo"]), ("t copula", doc["t_copula"])):
+        if mc:
+            console.print(f"{label}, {mc['paths']:,} paths: VaR95 ${mc['bad_debt_var95']:,.0f}, "
+                          f"ES95 ${mc['bad_debt_es95']:,.0f}, VaR99 "
+                          f"${mc['bad_debt_var99']:,.0f}, ES99 ${mc['bad_debt_es99']:,.0f}, "
+                          f"P(bad debt > 0) {mc['prob_bad_debt']:.2%}")
     console.print(f"Worst historical: {doc['worst_historical']}; worst standard: "
                   f"{doc['worst_standard']} ({doc['worst_standard_bad_debt_share']:.3%} of debt)")
     if result.path is not None:

@@ -148,15 +148,17 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
         scenarios.append(item)
     hist = [r for r in totals if r["kind"] in ("historical", "filtered")]
     standard = [r for r in totals if r["kind"] != "monte_carlo"]
-    mc = next((r for r in totals if r["kind"] == "monte_carlo"), None)
+    mc = next((r for r in totals if r["scenario"] == "fhs_joint"), None)
+    tc = next((r for r in totals if r["scenario"] == "t_copula"), None)
+    tail = ("paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
+            "bad_debt_es99", "prob_bad_debt")
     return {
         "as_of": as_of.isoformat(), "schema_version": STRESS_SCHEMA_VERSION,
         "parameters": parameters, "book": book_info,
         "worst_historical": _worst(hist), "worst_standard": _worst(standard),
         "worst_standard_bad_debt_share": max((r["bad_debt_share"] for r in standard),
                                              default=0.0),
-        "monte_carlo": None if mc is None else {
-            k: mc[k] for k in ("paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95",
-                               "bad_debt_var99", "bad_debt_es99", "prob_bad_debt")},
+        "monte_carlo": None if mc is None else {k: mc[k] for k in tail},
+        "t_copula": None if tc is None else {k: tc[k] for k in tail},
         "scenarios": scenarios,
     }
