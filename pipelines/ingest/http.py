@@ -446,8 +446,8 @@ class HttpClient:
                 if not chunk:
                     break
                 size += len(chunk)
-                if size > cap:
-                    raise too_large("while streaming")
+                if size > cap:  # stop here: at most cap + one chunk was ever held
+                    raise too_large(f"while streaming (stopped after {size} bytes)")
                 chunks.append(chunk)
         except (Urllib3Timeout, ProtocolError, OSError) as err:
             if expired.is_set():
