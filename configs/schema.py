@@ -404,6 +404,9 @@ class EvaluationConfig(_Strict):
     co_breach_min_assets: int = Field(3, ge=2)    # a "joint breach day": this many assets at once
     # policy settings swept (with every enabled forecaster) on the selection period
     grid: dict[str, list[float | int | str]] = {"policy.confidence": [0.95, 0.975, 0.99]}
+    # swept one at a time on the frozen candidate, for the frontier only (not chosen)
+    frontier_knobs: dict[str, list[float | int | str]] = {
+        "policy.stress_floor_weight": [0.0, 0.25, 1.0]}
     episodes: dict[str, tuple[dt.date, dt.date]] = {
         k: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
         for k, (a, b) in _EVAL_EPISODES.items()}
@@ -416,7 +419,7 @@ class EvaluationConfig(_Strict):
             raise ValueError(f"evaluation_start {start} must be after selection_end {end}")
         return start
 
-    @field_validator("grid")
+    @field_validator("grid", "frontier_knobs")
     @classmethod
     def _policy_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
         bad = [k for k, v in grid.items() if not k.startswith("policy.") or not v]

@@ -92,13 +92,13 @@ def replay_candidates(
             if not done or name not in done:
                 jobs.append((name, alias, point))
     results = Parallel(n_jobs=cfg.backtest.n_jobs)(
-        delayed(_slim_replay)(panel, forecasts[a], cfg.with_overrides(pt)) for _, a, pt in jobs)
+        delayed(slim_replay)(panel, forecasts[a], cfg.with_overrides(pt)) for _, a, pt in jobs)
     paths = {n: dict(done or {})[n] for n in settings if done and n in done}
     paths.update({name: path for (name, _, _), path in zip(jobs, results, strict=True)})
     return {n: paths[n] for n in settings}, settings
 
 
-def _slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+def slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return slim(policy_path(panel, forecast, cfg))
 
 

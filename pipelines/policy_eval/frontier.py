@@ -112,9 +112,14 @@ def frontier_figure(points: pd.DataFrame, measure: str = "bad_debt") -> Figure:
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7, loc="upper right")
+    handles = {}
+    for ax in axes.ravel():
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=8,
+               ncol=min(len(handles), 6), frameon=False)
     fig.suptitle(f"capital vs {measure.replace('_', ' ')} (LB 1.05 for all; dashed: frontier)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     plt.close(fig)
     return fig
 

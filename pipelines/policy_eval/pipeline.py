@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from configs.schema import Config
-from pipelines.policy_eval.backtest import policy_path
 from pipelines.policy_eval.compare import (
     candidate_name,
     comparator_paths,
     no_apc,
     replay_candidates,
-    slim,
+    slim_replay,
     static_paths,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
@@ -58,14 +58,42 @@ def _knob(settings: dict[str, Any], cfg: Config) -> float:
     return float(value) if isinstance(value, int | float) else np.nan
 
 
+def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: Config
+                   ) -> dict[str, tuple[dict[str, Any], tuple[str, float]]]:
+    """The frozen candidate with each ``evaluation.frontier_knobs`` setting varied alone:
+    name → (overrides, (family, knob value)); the frozen value itself is the frozen path."""
+    point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
+    out = {}
+    for key, values in cfg.evaluation.frontier_knobs.items():
+        family = f"{choice.model}:{key.split('.')[-1]}"
+        current = _current_value(cfg.with_overrides(choice.overrides), key)
+        for value in values:
+            name = candidate_name(choice.model, {**point, key: value}, cfg)
+            out[name] = ({key: value}, (family, float(value)))
+        out.setdefault(choice.policy, ({}, (family, float(current))))
+    return out
+
+
+def _current_value(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]],
-              statics: dict[float, pd.DataFrame], cfg: Config) -> pd.DataFrame:
+              knobs: dict[str, tuple[str, float]], statics: dict[float, pd.DataFrame],
+              cfg: Config) -> pd.DataFrame:
+    """Frontier points of both periods: candidates by forecaster and confidence, the frozen
+    candidate's knob variants (keys suffixed, as the frozen path sits in two families), the
+    static table per confidence, Aave v3."""
     u = cfg.features.update_interval_days
     labels = {n: (s["forecaster"], _knob(s, cfg)) for n, s in settings.items()}
+    labels.update({f"{n}|knob": lab for n, lab in knobs.items()})
     labels.update({f"static[{q}]": ("static", q) for q in statics})
     labels["aave_v3"] = ("aave_v3", np.nan)
-    every = {**{n: paths[n] for n in settings}, **{f"static[{q}]": p for q, p in statics.items()},
-             "aave_v3": paths["aave_v3"]}
+    every = {**{n: paths[n] for n in settings}, **{f"{n}|knob": paths[n] for n in knobs},
+             **{f"static[{q}]": p for q, p in statics.items()}, "aave_v3": paths["aave_v3"]}
     frames = []
     for period, (start, end) in periods(cfg).items():
         cut = {n: in_period(p, start, end, u) for n, p in every.items()}
@@ -90,8 +118,12 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     choice = select(compared, sel_table, settings, cfg.selection, defaults)
     frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
     own = f"{choice.policy}:no_apc"
-    paths = {**paths, **comparators,
-             own: slim(policy_path(panel, forecasts[choice.model], no_apc(frozen_cfg)))}
+    knobs = _knob_variants(choice, settings, cfg)
+    jobs = {own: no_apc(frozen_cfg), **{n: frozen_cfg.with_overrides(o)
+                                        for n, (o, _) in knobs.items() if n not in paths}}
+    done = Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(slim_replay)(panel, forecasts[choice.model], c) for c in jobs.values())
+    paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     table = pd.concat([judge(paths, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)],
                       ignore_index=True)
@@ -105,7 +137,9 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                         if n in paths], ignore_index=True)
     return PolicyEvaluation(
         choice=choice, settings=settings, paths=paths, table=table,
-        headline=headline(table, reported), frontier=_frontier(paths, settings, statics, cfg),
+        headline=headline(table, reported),
+        frontier=_frontier(paths, settings, {n: lab for n, (_, lab) in knobs.items()},
+                           statics, cfg),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule)
 
