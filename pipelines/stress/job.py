@@ -175,6 +175,9 @@ def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
     data = load_market(cfg.paths.data_dir, sorted(params["asset"]), as_of=as_of)
     market = market_state(params, data, as_of, cfg)
     unusable = unusable_assets(params)
+    collapse = cfg.stress.collapse_assets
+    cfg = cfg.with_overrides({"stress.collapse_assets": [  # nobody holds an unusable asset
+        a for a in (market.assets if collapse is None else collapse) if a not in unusable]})
     keep = ~np.isin(market.assets, unusable)
     # σ only enters through slippage, and unusable assets are never liquidated (their holders
     # are excluded): 0 keeps 0 × NaN out of the sums
