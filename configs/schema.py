@@ -76,10 +76,8 @@ class PlausibilityConfig(_Strict):
     enabled: bool = True
     window_days: int = Field(30, ge=1)       # trailing realized variance the ratio is taken to
     min_obs: int = Field(15, ge=1)           # rv days needed in that window, else implausible
-    min_ratio: float = Field(0.01, gt=0)     # a vol 10x below trailing realized vol (a spike
-                                             # leaves the trailing mean high for 30 days) ...
-    max_ratio: float = Field(50.0, gt=1)     # ... or 7x above it is a fault: healthy forecasts
-                                             # on the embedded data stay in [0.07, 22]
+    min_ratio: float = Field(1 / 25, gt=0)   # a vol 5x below trailing realized vol ...
+    max_ratio: float = Field(25.0, gt=1)     # ... or 5x above it is not a forecast, a fault
     min_vol_1d: float = Field(1e-3, ge=0)    # 0.1%/day: below, a peg or a dead feed, not a vol
 
 
@@ -516,6 +514,90 @@ class IngestConfig(_Strict):
     plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
 
 
+class TailFhsConfig(_Strict):
+    """FHS tail on a variance forecaster (``models/tail/classical.py``)."""
+
+    variance_model: str = "ewma94"  # alias in models.registry; σ of the U-day interval
+    loss_variant: Literal["close", "intrabar"] = "close"  # as the policy's worst_window loss
+    window: int = Field(500, ge=20)   # standardized losses, as policy.fhs_window
+    min_obs: int = Field(100, ge=10)  # fewer: no forecast for that asset and date
+
+
+class TailEvtConfig(_Strict):
+    """McNeil-Frey peaks over threshold on standardized losses (``models/tail/classical.py``)."""
+
+    variance_model: str = "garch11_t"
+    loss_variant: Literal["close", "intrabar"] = "close"
+    window: int = Field(1000, ge=100)   # last standardized losses the GPD is fitted to
+    min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
+    tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
+
+
+class TailQrConfig(_Strict):
+    """Linear quantile regression on HAR and DVOL inputs (``models/tail/quantile.py``)."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    max_iter: int = Field(5000, ge=100)
+
+
+class TailNnConfig(_Strict):
+    """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
+    embed_dim: int = Field(2, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decays: list[float] = Field(default_factory=lambda: [1e-4, 1e-2], min_length=1)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(5, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)  # last dates of the window, purged by U
+    seed: int = 7
+
+
+class TailConfig(_Strict):
+    """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
+
+    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"]
+    levels: list[float] = [0.975, 0.99, 0.995]
+    refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
+    min_train_days: int = Field(365, ge=30)
+    fhs_ewma: TailFhsConfig = TailFhsConfig()
+    fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
+    evt_garch: TailEvtConfig = TailEvtConfig()
+    qr_har: TailQrConfig = TailQrConfig()
+    tail_nn: TailNnConfig = TailNnConfig()
+
+
+class IngestPlausibilityConfig(_Strict):
+    """Screen holding back implausible new rows (``pipelines/ingest/plausibility.py``): a move
+    above k x the trailing median range (or change). Each k is twice the largest ratio seen on
+    the selection period (crypto and macro before 2021, DVOL before 2022), rounded up; no row
+    of the embedded data, whole history included, exceeds it."""
+
+    enabled: bool = True
+    window: int = Field(30, ge=5)          # previous rows whose median range is the scale
+    min_history: int = Field(10, ge=2)     # fewer previous rows: only finite/positive checked
+    k_daily: float = Field(25.0, gt=1)     # 2 x 11.0 (BTC close, 2020-03-12), rounded up
+    k_hourly: float = Field(100.0, gt=1)   # 2 x 40.3 (BTC high, 2018-10-15), rounded up
+    k_dvol: float = Field(25.0, gt=1)      # 2 x 6.6 (ETH DVOL high, 2021), as daily candles
+    k_macro: float = Field(60.0, gt=1)     # 2 x 25.6 (VIX, 2018-02-05), rounded up
+
+
+class IngestConfig(_Strict):
+    """``volmargin ingest`` transport bounds (``pipelines/ingest/http.py``) and plausibility.
+    HTTPS only: plain HTTP cannot be enabled from a config (loopback test servers opt in from
+    code or ``VOLMARGIN_INGEST_ALLOW_HTTP_LOOPBACK=1``, and to loopback hosts only)."""
+
+    timeout_s: float = Field(15.0, gt=0)          # per socket wait (connect, headers, a read)
+    max_attempts: int = Field(5, ge=1)            # first try included
+    min_interval_s: float = Field(0.25, ge=0)     # between request starts (rate limit)
+    deadline_s: float = Field(600.0, gt=0)        # wall clock per request, body included
+    max_retry_after_s: float = Field(120.0, ge=0)  # a longer Retry-After gives up at once
+    max_response_mb: float = Field(50.0, gt=0)    # MiB; the largest real answer is ~10 MB
+    plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
+
+
 class Config(_Strict):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
@@ -528,6 +610,7 @@ class Config(_Strict):
     serving: ServingConfig = ServingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     stress: StressConfig = StressConfig()
+    tail: TailConfig = TailConfig()
     tail: TailConfig = TailConfig()
     ingest: IngestConfig = IngestConfig()
 
