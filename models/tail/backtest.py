@@ -1,0 +1,54 @@
+"""Walk-forward of a tail forecaster: expanding window, refit every ``refit_every`` days.
+
+Same semantics as :func:`models.backtest.walk_forward`: at refit date ``c_k`` the model is
+fitted on feature rows dated ``<= c_k`` (no ``target_*`` column reaches it) and forecasts
+every cutoff in ``[c_k, c_{k+1})`` from rows dated ``<= t``; each row keeps the
+``fitted_through`` date of its parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+
+from features.schema import feature_view
+from models.backtest import eligible_assets, refit_dates
+from models.tail.base import TailForecaster, concat_tails
+
+ProgressHook = Callable[[int, int], None]
+
+
+def tail_walk_forward(
+    make_model: Callable[[], TailForecaster],
+    panel: pd.DataFrame,
+    start: dt.date | pd.Timestamp,
+    end: dt.date | pd.Timestamp | None,
+    refit_every: int,
+    levels: Sequence[float],
+    min_train_days: int,
+    progress: ProgressHook | None = None,
+) -> pd.DataFrame:
+    """Out-of-sample tail forecasts for every cutoff from ``start`` to ``end`` (inclusive)."""
+    features = feature_view(panel)
+    dates = features.index.get_level_values("date")
+    last = dates.max() if end is None else min(pd.Timestamp(end), dates.max())
+    fits = refit_dates(pd.Timestamp(start), last, refit_every)
+    blocks = []
+    for k, fit_end in enumerate(fits):
+        seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
+        assets = eligible_assets(features, fit_end, min_train_days)
+        if assets:
+            in_assets = features.index.get_level_values("asset").isin(assets)
+            model = make_model().fit(features[in_assets & (dates <= fit_end)])
+            seg = pd.date_range(fit_end, seg_end, freq="D")
+            fc = model.forecast_tail(features[in_assets & (dates <= seg_end)], levels, seg)
+            fc["fitted_through"] = fit_end
+            blocks.append(fc)
+        if progress is not None:
+            progress(k + 1, len(fits))
+    out = concat_tails(blocks)
+    if "fitted_through" not in out.columns:
+        out["fitted_through"] = pd.Series(dtype="datetime64[ns]")
+    return out

@@ -1,0 +1,137 @@
+r"""The tail-forecaster protocol: VaR and ES of the covered loss, forecast directly.
+
+Beside the variance :class:`models.base.Forecaster`, a :class:`TailForecaster` predicts the
+tail of the **covered loss** of the next update interval — the worst liquidation-delay loss
+anywhere in ``(t, t+U]`` (:mod:`features.losses`) — for a long and a short position:
+
+* ``fit(panel) -> self`` on feature rows only (no ``target_*`` column); training targets are
+  built inside from the ``worst_loss_*`` columns of the rows it was given
+  (:func:`covered_loss_targets`), so a panel truncated at a cutoff cannot leak later data.
+* ``forecast_tail(panel, levels, cutoffs) -> frame`` with parameters held fixed; a forecast
+  at cutoff ``t`` reads only rows dated ``<= t``.
+* ``state()`` is JSON-able, ``from_state`` rebuilds an identical model; no pickle.
+
+Tail frame columns (:data:`TAIL_COLUMNS`): ``asset, cutoff, target_date, side, level, var,
+es`` with ``side`` in ``{"long", "short"}``, ``target_date = cutoff + U`` and ``var``/``es``
+the VaR and ES at ``level`` of the covered loss as a **fraction of position value**:
+
+.. math::
+
+    y^{long} = 1 - e^{-\ell^{long}}, \qquad y^{short} = e^{\ell^{short}} - 1,
+
+with :math:`\ell` the log loss of :mod:`features.losses` (a positive number is a loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+TAIL_COLUMNS = ["asset", "cutoff", "target_date", "side", "level", "var", "es"]
+SIDES = ("long", "short")
+DEFAULT_LEVELS = (0.975, 0.99, 0.995)
+LOSS_VARIANTS = {"close": "worst_loss_{side}", "intrabar": "worst_loss_{side}_intrabar"}
+
+
+@runtime_checkable
+class TailForecaster(Protocol):
+    alias: str
+
+    def fit(self, panel: pd.DataFrame) -> Self: ...
+
+    def forecast_tail(
+        self,
+        panel: pd.DataFrame,
+        levels: Sequence[float] = DEFAULT_LEVELS,
+        cutoffs: pd.DatetimeIndex | None = None,
+    ) -> pd.DataFrame: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self: ...
+
+
+def check_levels(alias: str, levels: Sequence[float]) -> list[float]:
+    """Sorted unique levels in (0.5, 1), or a clear error."""
+    out = sorted({float(q) for q in levels})
+    if not out or any(not 0.5 < q < 1.0 for q in out):
+        raise ValueError(f"{alias}: levels must lie in (0.5, 1), e.g. 0.99; got {levels}")
+    return out
+
+
+def to_fraction(log_loss: np.ndarray, side: str) -> np.ndarray:
+    """Log loss → loss fraction of position value (module docstring); monotone increasing."""
+    x = np.asarray(log_loss, dtype=float)
+    return -np.expm1(-x) if side == "long" else np.expm1(x)
+
+
+def loss_column(side: str, variant: str) -> str:
+    if side not in SIDES or variant not in LOSS_VARIANTS:
+        raise ValueError(f"side must be one of {SIDES} and variant one of "
+                         f"{list(LOSS_VARIANTS)}; got {side!r}, {variant!r}")
+    return LOSS_VARIANTS[variant].format(side=side)
+
+
+def calendar_series(frame: pd.DataFrame, column: str) -> pd.Series:
+    """One asset's column on its complete daily calendar (missing days NaN, never filled)."""
+    if column not in frame.columns:
+        raise ValueError(f"panel lacks column {column!r}; build it with features/ "
+                         "(features.losses)")
+    s = frame[column].astype(float)
+    return s.reindex(pd.date_range(s.index.min(), s.index.max(), freq="D"))
+
+
+def covered_loss_targets(frame: pd.DataFrame, side: str, variant: str,
+                         interval_days: int) -> pd.Series:
+    """Covered loss fraction of the interval after each row of one asset (NaN where unknown).
+
+    The row ``t+U`` feature is the loss of ``(t, t+U]``; shifted by dates, not rows, so a
+    missing day never pulls a later interval in, and the last ``U`` rows of the panel given
+    to ``fit`` have no target.
+    """
+    log_loss = calendar_series(frame, loss_column(side, variant))
+    nxt = log_loss.shift(-int(interval_days))
+    return pd.Series(to_fraction(nxt.to_numpy(), side), index=nxt.index).reindex(frame.index)
+
+
+def tail_frame(asset: str, cutoffs: pd.DatetimeIndex, interval_days: int, side: str,
+               level: float, var: np.ndarray, es: np.ndarray) -> pd.DataFrame:
+    cutoffs = pd.DatetimeIndex(cutoffs)
+    return pd.DataFrame({
+        "asset": asset, "cutoff": cutoffs,
+        "target_date": cutoffs + pd.Timedelta(days=int(interval_days)),
+        "side": side, "level": float(level),
+        "var": np.asarray(var, dtype=float), "es": np.asarray(es, dtype=float),
+    })
+
+
+def empty_tail() -> pd.DataFrame:
+    return pd.DataFrame({
+        "asset": pd.Series(dtype=str), "cutoff": pd.Series(dtype="datetime64[ns]"),
+        "target_date": pd.Series(dtype="datetime64[ns]"), "side": pd.Series(dtype=str),
+        "level": pd.Series(dtype=float), "var": pd.Series(dtype=float),
+        "es": pd.Series(dtype=float),
+    })
+
+
+def concat_tails(blocks: list[pd.DataFrame]) -> pd.DataFrame:
+    blocks = [b for b in blocks if len(b)]
+    if not blocks:
+        return empty_tail()
+    out = pd.concat(blocks, ignore_index=True)
+    return out.sort_values(["asset", "side", "level", "cutoff"], ignore_index=True)
+
+
+def monotone_in_level(var: np.ndarray, es: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rearranged (Chernozhukov, Fernández-Val and Galichon 2010) VaR and ES, (N, L) each.
+
+    Sorting the forecasts across levels (ascending) removes quantile crossing and can only
+    bring them closer to the truth; ES is then raised to at least the VaR of its level.
+    """
+    v = np.sort(np.asarray(var, dtype=float), axis=1)
+    e = np.maximum(np.sort(np.asarray(es, dtype=float), axis=1), v)
+    return v, e

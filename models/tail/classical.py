@@ -1,0 +1,235 @@
+r"""Tail forecasts from a variance forecaster: filtered historical simulation and EVT.
+
+Both standardize the past covered log losses by the volatility forecast for their own
+interval, made from what was known at its start (Barone-Adesi, Giannopoulos and Vosper
+1999; the margin policy in ``serving/policy.py`` does the same):
+
+.. math::
+
+    z_s = \ell_{s \to s+U} / \hat\sigma_s, \qquad s + U \le t,
+
+and rescale the tail of :math:`z` by today's :math:`\hat\sigma_t` (the forecast of the
+``U``-day variance of the wrapped forecaster, parameters fixed at ``fit``).
+
+* :class:`FhsTail` — empirical tail of the last ``window`` standardized losses:
+  :math:`\mathrm{VaR}_q = \hat\sigma_t z_{(\lceil q(n-1) \rceil)}`, ES the mean of the
+  losses :math:`\hat\sigma_t z_i` at or beyond it, each turned into a loss fraction before
+  averaging (exact for the empirical distribution).
+* :class:`EvtTail` — McNeil and Frey (2000): a generalized Pareto distribution fitted at
+  ``fit`` by maximum likelihood to the excesses of :math:`z` over its ``1 - tail_fraction``
+  quantile :math:`u` (the top 10 % by default: about 100 excesses in a 1000-day window, the
+  number McNeil and Frey use), with :math:`N_u` excesses out of :math:`n`:
+
+  .. math::
+
+      z_q = u + \frac{\beta}{\xi}\Big[\Big(\frac{1-q}{N_u/n}\Big)^{-\xi} - 1\Big], \qquad
+      \mathrm{ES}^z_q = \frac{z_q + \beta - \xi u}{1 - \xi},
+
+  rescaled by :math:`\hat\sigma_t`. ES is converted to a fraction as
+  :math:`y(\hat\sigma_t \mathrm{ES}^z_q)`; under a GPD with :math:`\xi > 0` the short-side
+  fraction :math:`e^{\ell} - 1` has no finite mean, so the exact fraction ES does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy import stats
+
+from configs.schema import ModelsConfig, TailEvtConfig, TailFhsConfig
+from models.base import Forecaster, asset_frame, select_cutoffs
+from models.registry import build_forecaster, forecaster_from_state
+from models.tail.base import (
+    DEFAULT_LEVELS,
+    SIDES,
+    calendar_series,
+    check_levels,
+    concat_tails,
+    loss_column,
+    tail_frame,
+    to_fraction,
+)
+
+MAX_SHAPE = 0.9  # ES needs ξ < 1; a larger MLE estimate is an artefact of few excesses
+
+
+def standardized_history(frame: pd.DataFrame, variance: pd.Series, side: str, variant: str,
+                         interval_days: int) -> tuple[pd.Series, pd.Series]:
+    """(σ_s, z_s) of one asset on its calendar; z_s is known from date s + U on."""
+    sigma = np.sqrt(variance.reindex(pd.date_range(frame.index.min(), frame.index.max())))
+    log_loss = calendar_series(frame, loss_column(side, variant))
+    z = log_loss.shift(-int(interval_days)) / sigma
+    return sigma, z
+
+
+class _VarianceTail:
+    """Shared plumbing: the wrapped variance forecaster and the standardized losses."""
+
+    kind = ""
+
+    def __init__(self, config: TailFhsConfig | TailEvtConfig, alias: str,
+                 interval_days: int = 1) -> None:
+        self.config = config
+        self.alias = alias
+        self.interval_days = int(interval_days)
+        self.variance_model: Forecaster | None = None
+
+    def _fit_variance(self, panel: pd.DataFrame) -> None:
+        self.variance_model = build_forecaster(self.config.variance_model, ModelsConfig(),
+                                               [self.interval_days]).fit(panel)
+
+    def _histories(self, panel: pd.DataFrame, side: str
+                   ) -> dict[str, tuple[pd.Series, pd.Series]]:
+        if self.variance_model is None:
+            raise RuntimeError(f"{self.alias}: fit the model (or load a state) first")
+        fc = self.variance_model.forecast(panel, [self.interval_days], None)
+        out = {}
+        for asset, block in fc.groupby("asset"):
+            variance = block.set_index("cutoff")["variance"]
+            out[str(asset)] = standardized_history(asset_frame(panel, str(asset)), variance,
+                                                   side, self.config.loss_variant,
+                                                   self.interval_days)
+        return out
+
+    def _base_state(self) -> dict[str, Any]:
+        assert self.variance_model is not None
+        return {"alias": self.alias, "kind": self.kind, "interval_days": self.interval_days,
+                "config": self.config.model_dump(mode="json"),
+                "variance_state": self.variance_model.state()}
+
+
+def fhs_measures(z: np.ndarray, sigma_t: np.ndarray, pos: np.ndarray, interval_days: int,
+                 levels: Sequence[float], window: int, min_obs: int, side: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L) FHS VaR and ES fractions at calendar positions ``pos`` of one asset's ``z``.
+
+    The window of cutoff ``t`` holds the ``window`` calendar days ``s <= t - U`` (their
+    losses are realized by ``t``), NaN days dropped, as the policy's ``z_window``. ES
+    averages the sorted losses from the VaR's order statistic on (ties of a continuous
+    ``z`` have probability zero). Rows with fewer than ``min_obs`` values are NaN.
+    """
+    padded = np.concatenate([np.full(window, np.nan), z])
+    known = np.asarray(pos) - int(interval_days) + 1  # z[:known] is realized by t
+    windows = np.sort(sliding_window_view(padded, window)[np.maximum(known, 0)], axis=1)
+    n = np.isfinite(windows).sum(axis=1)  # (N,) NaNs sort last
+    losses = to_fraction(sigma_t[:, None] * windows, side)  # (N, W), ascending
+    csum = np.concatenate([np.zeros((len(n), 1)), np.nancumsum(losses, axis=1)], axis=1)
+    rows = np.arange(len(n))
+    var = np.full((len(n), len(levels)), np.nan)
+    es = np.full_like(var, np.nan)
+    ok = n >= min_obs
+    for j, q in enumerate(levels):
+        k = np.minimum(np.ceil(q * (n - 1)).astype(int), np.maximum(n - 1, 0))
+        var[ok, j] = losses[rows[ok], k[ok]]
+        es[ok, j] = (csum[rows[ok], n[ok]] - csum[rows[ok], k[ok]]) / (n[ok] - k[ok])
+    return var, es
+
+
+class FhsTail(_VarianceTail):
+    """Filtered historical simulation on a variance forecaster (module docstring)."""
+
+    kind = "fhs"
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        self._fit_variance(panel)
+        return self
+
+    def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
+                      cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        qs = check_levels(self.alias, levels)
+        u, cfg = self.interval_days, self.config
+        blocks = []
+        for side in SIDES:
+            for asset, (sigma, z) in self._histories(panel, side).items():
+                wanted = select_cutoffs(sigma.dropna().index, cutoffs)
+                var, es = fhs_measures(z.to_numpy(), sigma.loc[wanted].to_numpy(),
+                                       z.index.get_indexer(wanted), u, qs, cfg.window,
+                                       cfg.min_obs, side)
+                ok = np.isfinite(var).all(axis=1)
+                blocks += [tail_frame(asset, wanted[ok], u, side, q, var[ok, j], es[ok, j])
+                           for j, q in enumerate(qs)]
+        return concat_tails(blocks)
+
+    def state(self) -> dict[str, Any]:
+        return self._base_state()
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        model = cls(TailFhsConfig(**state["config"]), state["alias"], state["interval_days"])
+        model.variance_model = forecaster_from_state(state["variance_state"])
+        return model
+
+
+def gpd_tail(z: np.ndarray, tail_fraction: float) -> dict[str, float]:
+    """Threshold ``u`` (the ``1 - tail_fraction`` quantile), GPD ``xi``, ``beta`` by MLE."""
+    z = np.sort(z[np.isfinite(z)])
+    k = max(int(np.floor(tail_fraction * z.size)), 1)
+    u = float(z[-k - 1])
+    xi, _, beta = stats.genpareto.fit(z[-k:] - u, floc=0.0)
+    return {"u": u, "xi": float(min(xi, MAX_SHAPE)), "beta": float(beta),
+            "share": k / z.size, "n": int(z.size)}
+
+
+def gpd_measures(p: dict[str, float], q: float) -> tuple[float, float]:
+    """Standardized VaR and ES at level ``q`` of a fitted tail (module docstring)."""
+    u, xi, beta, share = p["u"], p["xi"], p["beta"], p["share"]
+    ratio = (1.0 - q) / share
+    zq = u - beta * np.log(ratio) if abs(xi) < 1e-9 else u + beta / xi * (ratio ** -xi - 1.0)
+    return float(zq), float((zq + beta - xi * u) / (1.0 - xi))
+
+
+class EvtTail(_VarianceTail):
+    """McNeil-Frey peaks over threshold on standardized losses (module docstring)."""
+
+    kind = "evt"
+
+    def __init__(self, config: TailEvtConfig, alias: str, interval_days: int = 1) -> None:
+        super().__init__(config, alias, interval_days)
+        self.params: dict[str, dict[str, dict[str, float]]] = {}
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        self._fit_variance(panel)
+        cfg = self.config
+        self.params = {side: {} for side in SIDES}
+        for side in SIDES:
+            for asset, (_, z) in self._histories(panel, side).items():
+                z = z.dropna().to_numpy()[-cfg.window:]
+                if z.size >= cfg.min_obs:
+                    self.params[side][asset] = gpd_tail(z, cfg.tail_fraction)
+        return self
+
+    def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
+                      cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        qs = check_levels(self.alias, levels)
+        if any(1.0 - q > self.config.tail_fraction for q in qs):
+            raise ValueError(f"{self.alias}: levels {qs} reach below the GPD threshold "
+                             f"(tail_fraction {self.config.tail_fraction})")
+        blocks = []
+        for side in SIDES:
+            for asset, (sigma, _) in self._histories(panel, side).items():
+                p = self.params[side].get(asset)
+                if p is None:
+                    continue
+                s = sigma.dropna()
+                wanted = select_cutoffs(s.index, cutoffs)
+                st = s.loc[wanted].to_numpy()
+                for q in qs:
+                    zq, ez = gpd_measures(p, q)
+                    blocks.append(tail_frame(asset, wanted, self.interval_days, side, q,
+                                             to_fraction(st * zq, side),
+                                             to_fraction(st * ez, side)))
+        return concat_tails(blocks)
+
+    def state(self) -> dict[str, Any]:
+        return {**self._base_state(), "params": self.params}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        model = cls(TailEvtConfig(**state["config"]), state["alias"], state["interval_days"])
+        model.variance_model = forecaster_from_state(state["variance_state"])
+        model.params = {s: {a: dict(p) for a, p in v.items()} for s, v in state["params"].items()}
+        return model

@@ -1,0 +1,114 @@
+r"""The tail network and its FZ0 training module (Lightning).
+
+**Network.** One pooled MLP over all assets (an asset embedding beside the standardized
+inputs) outputs, per side and level :math:`k = 1..K` (levels ascending), multipliers of a
+point-in-time tail scale :math:`s_t` of each side (the 99 % VaR of filtered historical
+simulation on EWMA volatility, :class:`models.tail.classical.FhsTail`):
+
+.. math::
+
+    \mathrm{VaR}_{k} = s_t \sum_{j \le k} \mathrm{softplus}(a_j), \qquad
+    \mathrm{ES}_{k} = \max_{j \le k}\big(\mathrm{VaR}_{j} + s_t\,\mathrm{softplus}(b_j)\big),
+
+so VaR and ES never cross across levels and :math:`\mathrm{ES}_k \ge \mathrm{VaR}_k > 0` by
+construction. The last layer starts at zero weights with biases that reproduce the training
+window's unconditional quantiles and tail means of :math:`y/s`, so training starts from
+the classical FHS tail (rescaled) and only learns departures from it.
+
+**Loss.** The FZ0 loss of Patton, Ziegel and Chen (2019) (``pipelines/evaluation/
+tail_tests.fz0_loss``, here in torch), averaged over rows, sides and levels with a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.nn import functional
+
+
+@dataclass
+class TailNetConfig:
+    n_inputs: int
+    n_assets: int      # vocabulary size, index 0 = an asset not seen in fit
+    n_sides: int = 2   # long, short
+    n_levels: int = 3  # ascending
+    hidden: int = 16   # one hidden layer: a few hundred tail events per window
+    embed_dim: int = 2
+
+
+class TailNet(nn.Module):
+    """Standardized inputs + asset embedding → (B, S, K) VaR and ES multipliers of ``s``."""
+
+    def __init__(self, config: TailNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.n_assets, c.embed_dim)
+        self.body = nn.Sequential(nn.Linear(c.n_inputs + c.embed_dim, c.hidden), nn.SiLU())
+        self.head = nn.Linear(c.hidden, 2 * c.n_sides * c.n_levels)
+        nn.init.zeros_(self.head.weight)
+
+    @torch.no_grad()
+    def init_tail(self, var_mult: torch.Tensor, es_mult: torch.Tensor) -> None:
+        """Biases giving these (S, K) unconditional VaR and ES multipliers at the start."""
+        inc = torch.diff(var_mult, dim=-1, prepend=torch.zeros_like(var_mult[..., :1]))
+        gap = es_mult - var_mult
+        raw = torch.stack([inc, gap], dim=0).clamp_min(1e-3)  # (2, S, K)
+        self.head.bias.copy_(torch.log(torch.expm1(raw)).reshape(-1))  # softplus⁻¹
+
+    def forward(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        h = self.body(torch.cat([x, self.embed(asset)], dim=-1))  # (B, H)
+        out = functional.softplus(self.head(h))  # (B, 2·S·K)
+        out = out.reshape(-1, 2, c.n_sides, c.n_levels)  # (B, 2, S, K)
+        s = scale[:, :, None]  # (B, S, 1)
+        var = s * torch.cumsum(out[:, 0], dim=-1)  # (B, S, K)
+        es = torch.cummax(var + s * out[:, 1], dim=-1).values  # (B, S, K)
+        return var, es
+
+
+def fz0_torch(y: torch.Tensor, var: torch.Tensor, es: torch.Tensor, alpha: torch.Tensor
+              ) -> torch.Tensor:
+    r"""FZ0 per element: :math:`1\{y>v\}(y-v)/(\alpha e) + v/e + \ln e - 1` (positive losses)."""
+    return torch.relu(y - var) / (alpha * es) + var / es + torch.log(es) - 1.0
+
+
+class TailModule(pl.LightningModule):
+    """FZ0 training of :class:`TailNet`; keeps the weights of the best validation epoch."""
+
+    def __init__(self, net: TailNet, alpha: torch.Tensor, lr: float,
+                 weight_decay: float) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("alpha", alpha)  # (K,) tail probabilities
+        self.lr, self.weight_decay = lr, weight_decay
+        self.best_val_loss = float("inf")
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, asset, scale, y, mask = batch  # scale, y, mask: (B, S)
+        var, es = self.net(x, asset, scale)  # (B, S, K)
+        terms = fz0_torch(y[..., None].float(), var.float(), es.float(), self.alpha)
+        m = mask[..., None].expand_as(terms)
+        return terms[m].mean()
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        return self._loss(batch)
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = float(self.trainer.callback_metrics["val_loss"])
+        if loss < self.best_val_loss:
+            self.best_val_loss = loss
+            self.best_state = {k: v.detach().cpu().clone()
+                               for k, v in self.net.state_dict().items()}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.net.parameters(), lr=self.lr,
+                                 weight_decay=self.weight_decay)

@@ -1,0 +1,237 @@
+r"""``tail_nn``: a pooled Lightning network forecasting VaR and ES of the covered loss.
+
+Tail scale (row ``t`` only, per side): the 99 % VaR of FHS on EWMA volatility
+(``fhs_ewma``, fitted and forecast inside this model); the network learns multipliers of it.
+Inputs (row ``t`` only): the log of that scale for both sides, log HAR volatilities at
+1/7/30 days, log DVOL volatility and its flag, log covered losses of the interval ending
+at ``t`` and their 7-day maxima for both sides, and the context columns of
+:data:`models.tail.inputs.CONTEXT_INPUTS` (returns, VRP, SPX and basket correlations, BTC
+beta, liquidity, VIX), standardized on the training window with missing values at the mean
+and their flags beside them (:class:`models.preprocessing.MaskedStandardScaler`). Network
+and loss: :mod:`models.tail.net`.
+
+**Honest training.** Everything is chosen inside the window given to ``fit``: the last
+``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
+validation period), is the validation set; each weight decay of ``weight_decays`` is
+trained with early stopping on it and the one with the lowest validation FZ0 is kept.
+Deterministic on CPU (seeded shuffling, one intra-op thread), ``accelerator="auto"``,
+bf16 on a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
+
+from configs.schema import TailFhsConfig, TailNnConfig
+from models.base import asset_frame, select_cutoffs
+from models.neural.module import batch_loader, quiet_lightning
+from models.preprocessing import MaskedStandardScaler
+from models.tail.base import (
+    DEFAULT_LEVELS,
+    SIDES,
+    check_levels,
+    concat_tails,
+    covered_loss_targets,
+    tail_frame,
+)
+from models.tail.classical import FhsTail
+from models.tail.inputs import context_inputs, scale_inputs
+from models.tail.net import TailModule, TailNet, TailNetConfig
+
+FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
+
+
+BASE_LEVEL = 0.99  # the FHS quantile used as the tail scale
+
+
+def base_scale(fhs: FhsTail, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex | None
+               ) -> dict[str, pd.DataFrame]:
+    """Per asset, (date × side) FHS-EWMA 99 % VaR: the tail scale of each row."""
+    fc = fhs.forecast_tail(panel, [BASE_LEVEL], cutoffs)
+    return {str(a): b.pivot(index="cutoff", columns="side", values="var")
+            for a, b in fc.groupby("asset")}
+
+
+def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, F) raw inputs, (N, S) scale :math:`s_t`, (N,) validity of one asset's rows."""
+    long, short = (scale_inputs(frame, side, variant) for side in SIDES)  # (N, 7) each
+    scale = (np.full((len(frame), len(SIDES)), np.nan) if base is None
+             else base.reindex(index=frame.index, columns=list(SIDES)).to_numpy(float))
+    logs = np.log(np.maximum(long[:, :4], FLOOR))  # log σ 1/7/30d, log DVOL σ (NaN outside)
+    recent = np.log(np.maximum(np.column_stack([long[:, 5:], short[:, 5:]]), FLOOR))
+    x = np.column_stack([np.log(np.maximum(scale, FLOOR)), logs, long[:, 4], recent,
+                         context_inputs(frame)])
+    valid = np.isfinite(long[:, [0, 1, 2, 5, 6]]).all(axis=1) & np.isfinite(short[:, 5:]).all(1)
+    valid &= (np.isfinite(scale) & (scale > 0)).all(axis=1)
+    return x, scale, valid
+
+
+class TailNetForecaster:
+    """Pooled FZ0-trained tail network (module docstring)."""
+
+    def __init__(self, config: TailNnConfig, alias: str = "tail_nn",
+                 interval_days: int = 1) -> None:
+        self.config = config
+        self.alias = alias
+        self.interval_days = int(interval_days)
+        self.levels = list(DEFAULT_LEVELS)
+        self.assets: list[str] = []
+        self.scaler: MaskedStandardScaler | None = None
+        self.net: TailNet | None = None
+        self.chosen: dict[str, float] = {}
+        self.fhs = FhsTail(TailFhsConfig(loss_variant=config.loss_variant), "fhs_ewma",
+                           interval_days)
+
+    def _rows(self, panel: pd.DataFrame, targets: bool,
+              cutoffs: pd.DatetimeIndex | None = None) -> dict[str, tuple[Any, ...]]:
+        out = {}
+        bases = base_scale(self.fhs, panel, cutoffs)
+        for asset in sorted(panel.index.get_level_values("asset").unique()):
+            frame = asset_frame(panel, asset)
+            x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant)
+            y = (np.column_stack([covered_loss_targets(frame, side, self.config.loss_variant,
+                                                       self.interval_days).to_numpy()
+                                  for side in SIDES]) if targets else None)
+            out[asset] = (x, s, ok, y, frame.index)
+        return out
+
+    def _tensors(self, x: np.ndarray, asset: np.ndarray, s: np.ndarray, y: np.ndarray
+                 ) -> TensorDataset:
+        assert self.scaler is not None
+        mask = np.isfinite(y)
+        return TensorDataset(
+            torch.from_numpy(self.scaler.transform(x).astype(np.float32)),  # (N, F)
+            torch.from_numpy(asset.astype(np.int64)),  # (N,)
+            torch.from_numpy(s.astype(np.float32)),  # (N, S)
+            torch.from_numpy(np.where(mask, y, 0.0).astype(np.float32)),  # (N, S)
+            torch.from_numpy(mask))  # (N, S)
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        cfg, u = self.config, self.interval_days
+        self.fhs.fit(panel)
+        rows = self._rows(panel, targets=True)
+        self.assets = list(rows)
+        keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
+        x = np.vstack([r[0][k] for r, k in zip(rows.values(), keep, strict=True)])
+        s = np.vstack([r[1][k] for r, k in zip(rows.values(), keep, strict=True)])
+        y = np.vstack([r[3][k] for r, k in zip(rows.values(), keep, strict=True)])
+        dates = np.concatenate([r[4][k].to_numpy() for r, k in zip(rows.values(), keep,
+                                                                   strict=True)])
+        asset = np.concatenate([np.full(k.sum(), i + 1) for i, k in enumerate(keep)])
+        if len(y) < 500:
+            raise ValueError(f"{self.alias}: only {len(y)} training rows with inputs and a "
+                             "target; need >= 500")
+        uniq = np.unique(dates)
+        val_start = uniq[int(len(uniq) * (1 - cfg.val_fraction))]
+        val = dates >= val_start
+        train = dates < val_start - np.timedelta64(u, "D")  # purge overlapping targets
+        self.scaler = MaskedStandardScaler().fit(x[train])
+        q = np.asarray(self.levels)
+        ratio = y[train] / s[train]  # (N, S)
+        var0 = np.stack([np.nanquantile(ratio[:, j], q) for j in range(len(SIDES))])  # (S, K)
+        es0 = np.stack([[np.nanmean(ratio[:, j][ratio[:, j] >= v]) for v in var0[j]]
+                        for j in range(len(SIDES))])
+        data_tr = self._tensors(x[train], asset[train], s[train], y[train])
+        data_va = self._tensors(x[val], asset[val], s[val], y[val])
+        best: tuple[float, float, dict[str, torch.Tensor]] | None = None
+        for wd in cfg.weight_decays:
+            loss, state = self._train(data_tr, data_va, x.shape[1], var0, es0, wd)
+            if best is None or loss < best[0]:
+                best = (loss, wd, state)
+        assert best is not None
+        self.net = self._new_net(x.shape[1])
+        self.net.load_state_dict(best[2])
+        self.chosen = {"weight_decay": best[1], "val_fz0": best[0]}
+        return self
+
+    def _new_net(self, n_inputs: int) -> TailNet:
+        c = self.config
+        return TailNet(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
+                                     n_levels=len(self.levels), hidden=c.hidden,
+                                     embed_dim=c.embed_dim))
+
+    def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
+               var0: np.ndarray, es0: np.ndarray, weight_decay: float
+               ) -> tuple[float, dict[str, torch.Tensor]]:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        net = self._new_net(n_inputs)
+        net.init_tail(torch.tensor(var0, dtype=torch.float32),
+                      torch.tensor(es0, dtype=torch.float32))
+        alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
+        module = TailModule(net, alpha, cfg.lr, weight_decay)
+        shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(cfg.seed))
+        tr = batch_loader(train, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
+        va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
+        with quiet_lightning():
+            trainer = pl.Trainer(
+                accelerator="auto", devices=1,
+                precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+                max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,
+                callbacks=[EarlyStopping(monitor="val_loss", patience=cfg.patience)],
+                enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                num_sanity_val_steps=0)
+            trainer.fit(module, train_dataloaders=tr, val_dataloaders=va)
+        return module.best_val_loss, module.best_state
+
+    def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
+                      cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        qs = check_levels(self.alias, levels)
+        missing = [q for q in qs if q not in self.levels]
+        if missing or self.net is None or self.scaler is None:
+            raise ValueError(f"{self.alias}: levels {missing or qs} were not fitted "
+                             f"(fitted: {self.levels}); fit first")
+        vocab = {a: i + 1 for i, a in enumerate(self.assets)}
+        blocks = []
+        self.net.eval()
+        for asset, (x, s, ok, _, dates) in self._rows(panel, False, cutoffs).items():
+            wanted = select_cutoffs(dates[ok], cutoffs)
+            if len(wanted) == 0:
+                continue
+            pos = dates.get_indexer(wanted)
+            xt = torch.from_numpy(self.scaler.transform(x[pos]).astype(np.float32))
+            a = torch.full((len(pos),), vocab.get(asset, 0), dtype=torch.int64)
+            with torch.no_grad():
+                var, es = self.net(xt, a, torch.from_numpy(s[pos].astype(np.float32)))
+            for si, side in enumerate(SIDES):
+                for q in qs:
+                    k = self.levels.index(q)
+                    blocks.append(tail_frame(asset, wanted, self.interval_days, side, q,
+                                             var[:, si, k].double().numpy(),
+                                             es[:, si, k].double().numpy()))
+        return concat_tails(blocks)
+
+    def state(self) -> dict[str, Any]:
+        assert self.net is not None and self.scaler is not None
+        return {"alias": self.alias, "kind": "tail_nn", "interval_days": self.interval_days,
+                "config": self.config.model_dump(mode="json"), "levels": self.levels,
+                "assets": self.assets, "chosen": self.chosen,
+                "n_inputs": int(self.net.config.n_inputs),
+                "scaler": {"mean": self.scaler.mean_.tolist(),
+                           "scale": self.scaler.scale_.tolist()},
+                "weights": {k: v.tolist() for k, v in self.net.state_dict().items()},
+                "fhs": self.fhs.state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        model = cls(TailNnConfig(**state["config"]), state["alias"], state["interval_days"])
+        model.levels = [float(q) for q in state["levels"]]
+        model.assets = list(state["assets"])
+        model.chosen = dict(state["chosen"])
+        model.fhs = FhsTail.from_state(state["fhs"])
+        model.scaler = MaskedStandardScaler()
+        model.scaler.mean_ = np.asarray(state["scaler"]["mean"], dtype=float)
+        model.scaler.scale_ = np.asarray(state["scaler"]["scale"], dtype=float)
+        model.net = model._new_net(int(state["n_inputs"]))
+        model.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32)
+                                   for k, v in state["weights"].items()})
+        return model

@@ -1,0 +1,55 @@
+"""The one registry of tail forecasters: alias → factory(tail config, update interval).
+
+Each alias reads its own section of :class:`configs.schema.TailConfig` (same name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from configs.schema import TailConfig
+from models.tail.base import TailForecaster
+from models.tail.classical import EvtTail, FhsTail
+
+TailFactory = Callable[[TailConfig, int], TailForecaster]
+
+
+def _qr_har(cfg: TailConfig, interval_days: int) -> TailForecaster:
+    from models.tail.quantile import QuantileTail  # statsmodels only when asked for
+
+    return QuantileTail(cfg.qr_har, "qr_har", interval_days)
+
+
+def _tail_nn(cfg: TailConfig, interval_days: int) -> TailForecaster:
+    from models.tail.network import TailNetForecaster  # torch only when asked for
+
+    return TailNetForecaster(cfg.tail_nn, "tail_nn", interval_days)
+
+
+TAIL_REGISTRY: dict[str, TailFactory] = {
+    "fhs_ewma": lambda cfg, u: FhsTail(cfg.fhs_ewma, "fhs_ewma", u),
+    "fhs_garch": lambda cfg, u: FhsTail(cfg.fhs_garch, "fhs_garch", u),
+    "evt_garch": lambda cfg, u: EvtTail(cfg.evt_garch, "evt_garch", u),
+    "qr_har": _qr_har,
+    "tail_nn": _tail_nn,
+}
+
+
+def build_tail_forecaster(alias: str, cfg: TailConfig, interval_days: int = 1) -> TailForecaster:
+    try:
+        factory = TAIL_REGISTRY[alias]
+    except KeyError:
+        raise KeyError(f"unknown tail forecaster {alias!r} in tail.enabled; registered: "
+                       f"{sorted(TAIL_REGISTRY)}") from None
+    return factory(cfg, int(interval_days))
+
+
+def tail_forecaster_from_state(state: dict[str, Any]) -> TailForecaster:
+    """Rebuild a fitted tail forecaster from its JSON state (no pickle)."""
+    alias = state["alias"]
+    if alias not in TAIL_REGISTRY:
+        raise KeyError(f"state names unknown tail forecaster {alias!r}; registered: "
+                       f"{sorted(TAIL_REGISTRY)}")
+    model = build_tail_forecaster(alias, TailConfig(), state.get("interval_days", 1))
+    return type(model).from_state(state)

@@ -1,0 +1,127 @@
+"""Known answers of the tail models: FHS as the policy computes it, GPD formulas, QR
+coverage, the network's no-crossing construction and its FZ0 loss."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from configs.schema import TailConfig, TailQrConfig
+from models.tail.base import covered_loss_targets, monotone_in_level, to_fraction
+from models.tail.classical import fhs_measures, gpd_measures, gpd_tail
+from models.tail.net import TailNet, TailNetConfig, fz0_torch
+from models.tail.quantile import QuantileTail
+from models.tail.registry import build_tail_forecaster
+from pipelines.evaluation.tail_tests import fz0_loss
+from serving.policy import tail_measures
+from tests.tail_panel import tail_panel
+
+
+def test_fhs_matches_the_policy_tail_on_the_same_window():
+    rng = np.random.default_rng(0)
+    z = np.abs(rng.standard_t(4, 800))
+    z[100:110] = np.nan  # missing days are dropped, not filled
+    sigma_t, pos = 0.03, np.array([700])
+    var, es = fhs_measures(z, np.array([sigma_t]), pos, 1, [0.99], 500, 100, "long")
+    window = z[pos[0] - 500 + 1:pos[0] + 1]  # s <= t - 1: z[200 .. 699]
+    window = window[np.isfinite(window)]
+    v, _ = tail_measures(window, 0.99)
+    tail = window[window >= v]
+    assert var[0, 0] == pytest.approx(1 - math.exp(-sigma_t * v))
+    assert es[0, 0] == pytest.approx(np.mean(1 - np.exp(-sigma_t * tail)))
+
+
+def test_fhs_needs_min_obs():
+    var, _ = fhs_measures(np.ones(50), np.array([0.02]), np.array([49]), 1, [0.99], 500, 100,
+                          "short")
+    assert np.isnan(var).all()
+
+
+def test_gpd_measures_exponential_tail_by_hand():
+    # xi = 0: VaR = u + beta ln(share / (1 - q)), ES = VaR + beta
+    p = {"u": 2.0, "xi": 0.0, "beta": 0.5, "share": 0.1}
+    var, es = gpd_measures(p, 0.99)
+    assert var == pytest.approx(2.0 + 0.5 * math.log(10.0))
+    assert es == pytest.approx(var + 0.5)
+    # xi = 0.25: VaR = u + beta/xi ((0.01/0.1)^-xi - 1), ES = (VaR + beta - xi u) / (1 - xi)
+    p = {"u": 2.0, "xi": 0.25, "beta": 0.5, "share": 0.1}
+    var, es = gpd_measures(p, 0.99)
+    assert var == pytest.approx(2.0 + 2.0 * (10 ** 0.25 - 1))
+    assert es == pytest.approx((var + 0.5 - 0.5) / 0.75)
+
+
+def test_gpd_fit_recovers_a_pareto_tail():
+    rng = np.random.default_rng(1)
+    z = 1.0 + (rng.pareto(4.0, 20_000))  # Pareto tail index 4: xi = 0.25
+    p = gpd_tail(z, 0.10)
+    assert p["xi"] == pytest.approx(0.25, abs=0.06)
+    var, _ = gpd_measures(p, 0.995)
+    assert var == pytest.approx(np.quantile(z, 0.995), rel=0.08)
+
+
+def test_targets_are_the_next_interval_as_fractions():
+    panel = tail_panel(("AAA",), n_days=40)
+    frame = panel.xs("AAA", level="asset")
+    y = covered_loss_targets(frame, "short", "close", 1)
+    expected = np.expm1(frame["worst_loss_short"].shift(-1))
+    np.testing.assert_allclose(y.to_numpy(), expected.to_numpy())
+    assert np.isnan(y.iloc[-1])
+    assert to_fraction(np.array([0.1]), "long")[0] == pytest.approx(1 - math.exp(-0.1))
+
+
+def test_rearrangement_removes_crossing():
+    v, e = monotone_in_level(np.array([[0.05, 0.04, 0.06]]), np.array([[0.05, 0.07, 0.06]]))
+    np.testing.assert_allclose(v, [[0.04, 0.05, 0.06]])
+    np.testing.assert_allclose(e, [[0.05, 0.06, 0.07]])
+
+
+def test_quantile_regression_covers_in_sample():
+    panel = tail_panel(("AAA", "BBB"), n_days=1500, seed=2)
+    model = QuantileTail(TailQrConfig()).fit(panel)
+    fc = model.forecast_tail(panel, [0.975, 0.99])
+    fc = fc[fc["side"] == "long"]
+    y = np.concatenate([covered_loss_targets(panel.xs(a, level="asset"), "long", "close", 1)
+                        .reindex(g["cutoff"]).to_numpy() for a, g in fc.groupby("asset")])
+    fc = pd.concat([g for _, g in fc.groupby("asset")])
+    ok = np.isfinite(y)
+    for q in (0.975, 0.99):
+        rows = (fc["level"] == q).to_numpy() & ok
+        rate = float((y[rows] > fc["var"].to_numpy()[rows]).mean())
+        assert rate == pytest.approx(1 - q, abs=0.006)
+
+
+def test_network_never_crosses_even_untrained():
+    torch.manual_seed(0)
+    net = TailNet(TailNetConfig(n_inputs=5, n_assets=3))
+    torch.nn.init.normal_(net.head.weight, std=3.0)  # wild outputs
+    var, es = net(torch.randn(256, 5), torch.randint(0, 3, (256,)), torch.rand(256, 2) + 0.01)
+    assert (torch.diff(var, dim=-1) >= 0).all() and (torch.diff(es, dim=-1) >= 0).all()
+    assert (es >= var).all() and (var > 0).all()
+
+
+def test_network_starts_at_the_unconditional_tail():
+    net = TailNet(TailNetConfig(n_inputs=3, n_assets=2, n_sides=1))
+    net.init_tail(torch.tensor([[1.0, 1.3, 1.6]]), torch.tensor([[1.5, 1.8, 2.4]]))
+    with torch.no_grad():
+        var, es = net(torch.randn(4, 3), torch.zeros(4, dtype=torch.int64),
+                      torch.full((4, 1), 0.1))
+    np.testing.assert_allclose(var[0, 0].numpy(), [0.10, 0.13, 0.16], rtol=1e-5)
+    np.testing.assert_allclose(es[0, 0].numpy(), [0.15, 0.18, 0.24], rtol=1e-5)
+
+
+def test_torch_fz0_equals_the_scoring_function():
+    y, v, e = np.array([0.1, 0.01]), np.array([0.05, 0.05]), np.array([0.08, 0.1])
+    got = fz0_torch(torch.tensor(y), torch.tensor(v), torch.tensor(e),
+                    torch.tensor(0.01, dtype=torch.float64))
+    np.testing.assert_allclose(got.numpy(), fz0_loss(y, v, e, 0.99), rtol=1e-12)
+
+
+def test_network_training_lowers_validation_fz0_and_records_its_choice():
+    panel = tail_panel(("AAA", "BBB"), n_days=900, seed=3)
+    cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 4, "weight_decays": [1e-4, 1e-1]})
+    model = build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
+    model.fit(panel)
+    assert model.chosen["weight_decay"] in (1e-4, 1e-1)
+    assert np.isfinite(model.chosen["val_fz0"])
