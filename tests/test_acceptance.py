@@ -119,3 +119,15 @@ def test_no_bad_debt_inside_the_cushion_and_capital_is_mean_one_minus_ltv():
     assert out["bad_debt_lt"].iloc[:2].tolist() == [0.0, 0.0]
     assert np.isnan(out["bad_debt_lt"].iloc[2])  # not yet realized
     assert capital(out["ltv"]) == pytest.approx(1 - 0.8 / 1.05)
+
+
+def test_full_dq_statistic_agrees_with_the_tail_tests_module():
+    from pipelines.evaluation.tail_tests import dq_test as reference
+
+    rng = np.random.default_rng(5)
+    var = 0.05 + 0.02 * rng.random(800)
+    loss = rng.exponential(0.012, 800)
+    mine = dq_test(loss > var, var, P)
+    ref = reference(loss, var, 1 - P)
+    assert (loss > var).sum() > 3
+    assert mine.statistic == pytest.approx(ref.statistic, rel=1e-8) and mine.df == ref.df
