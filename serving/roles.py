@@ -141,6 +141,13 @@ def _announce(target: Parameters, lt_e: float, lb_e: float, lt_min: float,
     lt_n = max(lt_n, lt_min)
     # MMF >= floor must stay reachable with an LB inside its step (never binds below lt_e)
     lt_n = min(lt_n, (1.0 - cfg.mmf_floor) / lb_lo)
+    # MMF = 1 - LT·LB moves toward its target, never away: with LT held up by admitted LTVs,
+    # a rising LB would otherwise *shrink* the cushion in a crash
+    mmf_e = 1.0 - lt_e * lb_e
+    if target.mmf >= mmf_e:
+        lb_n = min(lb_n, (1.0 - mmf_e) / lt_n)
+    else:
+        lb_n = max(lb_n, (1.0 - mmf_e) / lt_n)
     # then LB fits MMF into [floor, cap]: it only moves less than its step, never more
     lb_n = min(max(lb_n, (1.0 - cfg.mmf_cap) / lt_n), (1.0 - cfg.mmf_floor) / lt_n)
     lb_n = min(max(lb_n, lb_lo), lb_hi)

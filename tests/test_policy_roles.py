@@ -223,3 +223,44 @@ def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, extra, gap,
             {**out.as_dict(), **state_columns(state)}, default=str))), state)
         history.append((date, out))
         prev_var, prev = var, out
+
+
+def test_the_batch_job_carries_the_state_across_days_through_published_rows(tmp_path):
+    """Real data (BTC 2022): day 2 reads day 1's published row back, as ``serve`` does (JSON),
+    and LT/LB change only as day 1 announced."""
+    import pandas as pd
+
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.ewma import EwmaForecaster
+    from serving.apply import bundle_forecasts, policy_frame
+    from serving.schema import PARAMETERS_SCHEMA
+    from tests.conftest import write_slice
+
+    cfg = Config()
+    market = load_market(write_slice(tmp_path / "m", ["BTC"], "2021-01-01", "2022-06-30", ()))
+    panel = build_panel(market, cfg.features)
+    model = EwmaForecaster().fit(panel)
+    cutoffs = pd.date_range("2021-06-01", "2022-05-31", freq="D")
+    bundle = {"forecaster": model.state(), "fit_cutoff": "2022-05-31",
+              "config": cfg.resolved(),
+              "forecasts": bundle_forecasts(model.forecast(panel, [1], cutoffs), 1)}
+    previous, rows = None, []
+    for d in pd.date_range("2022-06-01", "2022-06-20", freq="D"):  # 2022-06-13: Celsius/3AC
+        frame = policy_frame(model, bundle, panel, d.date(), previous)
+        assert set(frame.columns) <= set(PARAMETERS_SCHEMA.names)
+        previous = pd.DataFrame(json.loads(json.dumps(frame.to_dict(orient="records"),
+                                                      default=str)))
+        rows.append(frame.iloc[0])
+    for before, after in itertools.pairwise(rows):
+        assert 0 <= after["ltv"] < after["lt"] and after["lt"] * after["lb"] <= 1 + 1e-12
+        if (after["lt"], after["lb"]) != (before["lt"], before["lb"]):
+            assert before["pending_effective"] is not None
+            assert pd.Timestamp(before["pending_effective"]) <= pd.Timestamp(after["as_of"])
+            assert after["lt"] == pytest.approx(before["pending_lt"])
+    crash = [str(r["as_of"])[:10] for r in rows].index("2022-06-13")
+    assert rows[crash]["ltv"] < rows[crash - 1]["ltv"]  # new borrowing cut on the crash day
+    assert min(r["lt"] for r in rows[crash:]) < rows[crash - 1]["lt"]  # LT by announced steps
+    assert all(after["mmf"] >= before["mmf"] - 1e-12  # the cushion never shrinks meanwhile
+               for before, after in itertools.pairwise(rows[crash:]))
