@@ -161,32 +161,37 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
     return pd.concat(blocks, ignore_index=True)
 
 
+def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config
+                 ) -> dict[str, pd.DataFrame]:
+    """Every table of :func:`run_tail_backtest` from walk-forward ``forecasts``."""
+    ev = cfg.evaluation
+    models = list(forecasts["model"].unique())
+    variants = {getattr(cfg.tail, a).loss_variant for a in models}
+    if len(variants) != 1:
+        raise ValueError(f"tail models must score one loss variant, got {variants}")
+    scores = score(forecasts, panel, variants.pop())
+    sel = period(scores, ev.selection_start, ev.selection_end)
+    evl = period(scores, ev.evaluation_start, ev.evaluation_end)
+    best = best_classical(sel)
+    benchmarks = [b for b in dict.fromkeys([best, "fhs_garch", "fhs_ewma"]) if b in models]
+    return {
+        "fz0_selection": fz0_table(sel), "fz0_evaluation": fz0_table(evl),
+        "dm": dm_table(evl, benchmarks), "mcs": mcs_frame(evl).reset_index(),
+        "backtests": backtest_table(evl, dq_lags=ev.dq_lags),
+        "choice": pd.DataFrame({"best_classical": [best]}),
+    }
+
+
 def run_tail_backtest(panel: pd.DataFrame, cfg: Config,
                       progress: Callable[[str, int, int], None] | None = None
                       ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Walk forward every enabled tail model and score it (module docstring).
 
     Returns the forecasts (``model`` + :data:`models.tail.base.TAIL_COLUMNS` +
-    ``fitted_through``) and the tables: ``fz0_selection``, ``fz0_evaluation``, ``dm``
-    (evaluation, vs the best classical model of the selection period and the two FHS),
-    ``mcs`` (evaluation), ``backtests`` (evaluation, per model/side/asset at 99 %) and
-    ``choice`` (the best classical model).
+    ``fitted_through``) and the tables: ``fz0_selection``, ``fz0_evaluation`` (pooled FZ0
+    per model, side and level), ``dm`` (evaluation, each model against the best classical
+    model of the selection period and the two FHS), ``mcs`` (evaluation), ``backtests``
+    (evaluation, per model/side/asset at 99 %) and ``choice`` (the best classical model).
     """
-    ev = cfg.evaluation
     forecasts = walk_forward_all(panel, cfg, progress)
-    variants = {getattr(cfg.tail, a).loss_variant for a in cfg.tail.enabled}
-    if len(variants) != 1:
-        raise ValueError(f"tail.enabled models must score one loss variant, got {variants}")
-    scores = score(forecasts, panel, variants.pop())
-    sel = period(scores, ev.selection_start, ev.selection_end)
-    evl = period(scores, ev.evaluation_start, ev.evaluation_end)
-    best = best_classical(sel)
-    benchmarks = list(dict.fromkeys([best, "fhs_garch", "fhs_ewma"]))
-    benchmarks = [b for b in benchmarks if b in cfg.tail.enabled]
-    tables = {
-        "fz0_selection": fz0_table(sel), "fz0_evaluation": fz0_table(evl),
-        "dm": dm_table(evl, benchmarks), "mcs": mcs_frame(evl).reset_index(),
-        "backtests": backtest_table(evl, dq_lags=ev.dq_lags),
-        "choice": pd.DataFrame({"best_classical": [best]}),
-    }
-    return forecasts, tables
+    return forecasts, score_tables(forecasts, panel, cfg)
