@@ -252,13 +252,19 @@ def test_body_under_the_size_cap_is_read_whole(api: FakeApis) -> None:
     assert len(body) == 20_000 and body[-1][6] == 1751414399999  # 50-byte items, ~1 MB
 
 
-def test_trickling_body_is_cut_at_the_deadline(api: FakeApis) -> None:
-    api.faults.append("trickle")  # one byte per second, 30 announced
+@pytest.mark.parametrize(("fault", "message"), [
+    ("trickle", r"body still arriving after \d+ bytes"),
+    ("trickle-headers", r"no complete answer in time"),
+])
+def test_a_trickling_server_is_cut_at_the_deadline(
+    api: FakeApis, fault: str, message: str
+) -> None:
+    api.faults.append(fault)  # one byte per second, 30 of them
     # Each read gets a byte well within timeout_s, so only the wall-clock deadline can end it.
     policy = replace(FAST_RETRY, timeout_s=5.0, deadline_s=1.5)
     started = time.monotonic()
-    with pytest.raises(DeadlineExceededError, match=r"body still arriving after \d+ bytes; "
-                       r"gave up \(deadline_s=1.5 reached\)"):
+    with pytest.raises(DeadlineExceededError,
+                       match=message + r"; gave up \(deadline_s=1.5 reached\)"):
         HttpClient(policy).get_json("binance", api.url, KLINES, DAILY)
     assert time.monotonic() - started < 1.5 + 3.0  # not the 30 s the server would take
     assert len(api.requests) == 1

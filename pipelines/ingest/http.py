@@ -19,8 +19,9 @@ after repeated 429s), and a scheduled job must end, so the client
   than ``Retry-After``, and a ``Retry-After`` above ``max_retry_after_s`` ends the request
   ("come back later");
 - keeps a **wall-clock deadline** per logical request (``deadline_s``, retries and body
-  included): each socket wait is capped at what is left, and a watchdog shuts the socket when
-  the deadline passes, so a server trickling one byte per second cannot hold the run
+  included): each socket wait is capped at what is left, and a watchdog
+  (:class:`~.transport.Watchdog`) shuts the socket when the deadline passes, so a server
+  trickling one byte per second, in its headers or its body, cannot hold the run
   (:class:`DeadlineExceededError`);
 - caps the **response size** (``max_response_bytes``, decoded bytes): a larger
   ``Content-Length`` is refused before reading, a body growing past it while streaming is
@@ -40,7 +41,6 @@ a body that is not JSON is not retried: it is the provider's answer (:class:`Pay
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import random
 import threading
@@ -61,7 +61,23 @@ from urllib3.exceptions import (
 from urllib3.exceptions import (
     TimeoutError as Urllib3Timeout,
 )
-from urllib3.util.retry import RequestHistory, Retry
+from urllib3.util.retry import RequestHistory
+
+from pipelines.ingest.errors import (
+    DeadlineExceededError,
+    FetchError,
+    InsecureUrlError,
+    PayloadError,
+    ResponseTooLargeError,
+)
+from pipelines.ingest.transport import (
+    SECRET_PARAMS,
+    EqualJitterRetry,
+    Watchdog,
+    insecure_reason,
+    pool_manager,
+    redact,
+)
 
 __all__ = [
     "DeadlineExceededError",
@@ -71,10 +87,9 @@ __all__ = [
     "PayloadError",
     "ResponseTooLargeError",
     "RetryPolicy",
-    "redact",
+    "redact",  # re-exported from .transport
 ]
 
-SECRET_PARAMS = frozenset({"api_key", "apikey", "token", "signature"})
 USER_AGENT = "volmargin-ingest/0.1 (+https://github.com/volmargin)"
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
 CHUNK_BYTES = 64 * 1024
@@ -97,102 +112,6 @@ class RetryPolicy:
     # page (100k observations, ~10 MB); 5x that is still a page, more is not an API answer.
     max_response_bytes: int = 50 * MIB
     allow_http_loopback: bool = False  # plain HTTP to 127.0.0.0/8, ::1, localhost (tests only)
-
-
-class FetchError(RuntimeError):
-    """A request failed for good (refused URL, non-retryable status, retries/deadline used up,
-    oversized body)."""
-
-    def __init__(
-        self, source: str, url: str, status: int | None, attempts: int, reason: str
-    ) -> None:
-        status_text = f"HTTP {status}" if status is not None else "no HTTP status"
-        super().__init__(
-            f"{source}: GET {url} failed after {attempts} attempt(s) ({status_text}): {reason}"
-        )
-        self.source = source
-        self.url = url
-        self.status = status
-        self.attempts = attempts
-
-
-class DeadlineExceededError(FetchError):
-    """The request (retries and body included) ran past ``RetryPolicy.deadline_s``."""
-
-
-class ResponseTooLargeError(FetchError):
-    """The body is larger than ``RetryPolicy.max_response_bytes``; it was not kept."""
-
-
-class InsecureUrlError(FetchError):
-    """A plain-HTTP URL (or a redirect to one) was refused; nothing was sent."""
-
-
-class PayloadError(ValueError):
-    """The provider answered, but not with what its API documents (bad JSON, bad shape)."""
-
-    def __init__(self, source: str, url: str, reason: str) -> None:
-        super().__init__(f"{source}: GET {url} returned an unusable payload: {reason}")
-        self.source = source
-        self.url = url
-
-
-def redact(url: str) -> str:
-    """``url`` with the values of secret query parameters replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    query = [
-        (key, "***" if key.lower() in SECRET_PARAMS else value)
-        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def insecure_reason(url: str, allow_http_loopback: bool) -> str | None:
-    """Why ``url`` may not be requested (not HTTPS), or None."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and allow_http_loopback and is_loopback(parts.hostname):
-        return None
-    return (f"scheme {parts.scheme or '(none)'}:// refused: only https:// is allowed"
-            + ("" if parts.scheme != "http" else
-               " (plain HTTP is allowed only to a loopback test server, and only when "
-               "allow_http_loopback is set)"))
-
-
-class EqualJitterRetry(Retry):
-    """urllib3's :class:`~urllib3.util.Retry` with "equal jitter" backoff.
-
-    After ``n`` failed attempts, ``d = min(backoff_max, backoff_factor * 2**(n-1))`` and the
-    wait is uniform in ``[d/2, d]``: never a burst at once, never synchronised with other
-    clients. ``rng`` is carried through :meth:`new` so a seeded client stays reproducible.
-    """
-
-    rng: random.Random = random.Random()
-
-    def new(self, **kw: Any) -> EqualJitterRetry:
-        retry = super().new(**kw)
-        retry.rng = self.rng
-        return retry
-
-    def get_backoff_time(self) -> float:
-        failures = len(self.history)
-        if failures == 0:
-            return 0.0
-        cap = min(self.backoff_max, self.backoff_factor * 2 ** (failures - 1))
-        return self.rng.uniform(cap / 2, cap)
 
 
 class _AttemptError(Exception):
@@ -243,10 +162,8 @@ class HttpClient:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._last_start: float | None = None
-        self._pool = urllib3.PoolManager(
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-            cert_reqs="CERT_REQUIRED", ca_certs=ca_certs,
-        )
+        self._pool = pool_manager({"Accept": "application/json", "User-Agent": USER_AGENT},
+                                  ca_certs)
         self.requests_sent = 0
 
     def _retry(self) -> EqualJitterRetry:
@@ -369,32 +286,55 @@ class HttpClient:
                                    f"gave up (deadline_s={self.policy.deadline_s:g} reached)")
         return left
 
+    def _deadline(self, source: str, shown: str, status: int | None, attempt: int,
+                  what: str) -> DeadlineExceededError:
+        return DeadlineExceededError(source, shown, status, attempt, f"{what}; gave up "
+                                     f"(deadline_s={self.policy.deadline_s:g} reached)")
+
     def _attempt(self, source: str, url: str, shown: str, started: float, attempt: int) -> bytes:
-        """One request: the body on HTTP 200, else :class:`_AttemptError` (or a final error)."""
+        """One request: the body on HTTP 200, else :class:`_AttemptError` (or a final error).
+
+        A :class:`~.transport.Watchdog` cuts the connection when the deadline passes, whether
+        the server is slow to connect, to send its headers or its body.
+        """
         self._throttle()
         left = self._remaining(source, shown, started, attempt)
         wait_s = min(self.policy.timeout_s, left)
-        try:
-            response = self._pool.request(
-                "GET", url, retries=False, redirect=False, preload_content=False,
-                timeout=urllib3.Timeout(connect=wait_s, read=wait_s),
-            )
-        except SSLError as err:  # a certificate problem does not go away on retry
-            raise FetchError(source, shown, None, attempt, f"TLS error: {err}") from None
-        except Urllib3Timeout as err:
-            raise _AttemptError(f"timed out after {wait_s:g} s ({err})", error=err) from None
-        except HTTPError as err:
-            raise _AttemptError(f"connection error: {type(err).__name__}: {err}",
-                                 error=err) from None
-        try:
-            if response.status == 200:
-                return self._read_body(source, shown, response, started, attempt)
-            if 300 <= response.status < 400:
-                raise self._redirect_error(source, shown, url, response, attempt)
-            raise _AttemptError(_error_detail(response), status=response.status,
-                                 response=response)
-        finally:
-            response.release_conn()
+        with Watchdog(left) as watchdog:
+            try:
+                response = self._pool.request(
+                    "GET", url, retries=False, redirect=False, preload_content=False,
+                    timeout=urllib3.Timeout(connect=wait_s, read=wait_s),
+                )
+            except (SSLError, Urllib3Timeout, HTTPError) as err:
+                if watchdog.expired.is_set():
+                    raise self._deadline(source, shown, None, attempt,
+                                         "no complete answer in time") from None
+                if isinstance(err, SSLError):  # a certificate problem stays on retry
+                    raise FetchError(source, shown, None, attempt, f"TLS error: {err}") \
+                        from None
+                if isinstance(err, Urllib3Timeout):
+                    raise _AttemptError(f"timed out after {wait_s:g} s ({err})",
+                                        error=err) from None
+                raise _AttemptError(f"connection error: {type(err).__name__}: {err}",
+                                    error=err) from None
+            complete = False
+            try:
+                if watchdog.expired.is_set():  # headers cut short by the watchdog
+                    raise self._deadline(source, shown, None, attempt,
+                                         "no complete answer in time")
+                if response.status == 200:
+                    body = self._read_body(source, shown, response, attempt, watchdog)
+                    complete = True
+                    return body
+                if 300 <= response.status < 400:
+                    raise self._redirect_error(source, shown, url, response, attempt)
+                raise _AttemptError(_error_detail(response), status=response.status,
+                                    response=response)
+            finally:
+                if not complete:  # unread bytes left: the connection must not be reused
+                    response.close()
+                response.release_conn()
 
     def _redirect_error(self, source: str, shown: str, url: str,
                         response: urllib3.BaseHTTPResponse, attempt: int) -> FetchError:
@@ -411,55 +351,37 @@ class HttpClient:
                           "check the configured base URL)")
 
     def _read_body(self, source: str, shown: str, response: urllib3.BaseHTTPResponse,
-                   started: float, attempt: int) -> bytes:
+                   attempt: int, watchdog: Watchdog) -> bytes:
         """Stream the body, refusing it past ``max_response_bytes`` or the deadline."""
         cap = self.policy.max_response_bytes
 
         def too_large(what: str) -> ResponseTooLargeError:
             return ResponseTooLargeError(source, shown, 200, attempt,
-                                    f"response body {what} exceeds max_response_bytes={cap} "
-                                    f"({cap / MIB:g} MiB); not kept")
+                                         f"response body {what} exceeds max_response_bytes="
+                                         f"{cap} ({cap / MIB:g} MiB); not kept")
 
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             raise too_large(f"of {int(declared)} bytes (Content-Length)")
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            with contextlib.suppress(Exception):  # already closed or released: nothing to stop
-                response.shutdown()
-
-        watchdog = threading.Timer(self._remaining(source, shown, started, attempt), expire)
-        watchdog.daemon = True
-        watchdog.start()
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
                 chunk = response.read1(CHUNK_BYTES)
-                if expired.is_set():
-                    raise DeadlineExceededError(
-                        source, shown, 200, attempt,
-                        f"body still arriving after {size} bytes; gave up "
-                        f"(deadline_s={self.policy.deadline_s:g} reached)")
-                if not chunk:
+                if watchdog.expired.is_set():
                     break
+                if not chunk:
+                    return b"".join(chunks)
                 size += len(chunk)
                 if size > cap:  # stop here: at most cap + one chunk was ever held
                     raise too_large(f"while streaming (stopped after {size} bytes)")
                 chunks.append(chunk)
         except (Urllib3Timeout, ProtocolError, OSError) as err:
-            if expired.is_set():
-                raise DeadlineExceededError(
-                    source, shown, 200, attempt,
-                    f"body still arriving after {size} bytes; gave up "
-                    f"(deadline_s={self.policy.deadline_s:g} reached)") from None
-            raise _AttemptError(f"body read failed after {size} bytes: "
-                                 f"{type(err).__name__}: {err}", error=err) from None
-        finally:
-            watchdog.cancel()
-        return b"".join(chunks)
+            if not watchdog.expired.is_set():
+                raise _AttemptError(f"body read failed after {size} bytes: "
+                                    f"{type(err).__name__}: {err}", error=err) from None
+        raise self._deadline(source, shown, 200, attempt,
+                             f"body still arriving after {size} bytes")
 
 
 def _error_detail(response: urllib3.BaseHTTPResponse) -> str:

@@ -14,6 +14,8 @@ Faults (:attr:`FakeApis.faults`, consumed one per request, oldest first):
 ``"drop"``       close the connection without an answer
 ``"trickle"``    HTTP 200 announcing :attr:`FakeApis.trickle_bytes` bytes, then one byte every
                  :attr:`FakeApis.trickle_s` seconds (a slow or stuck server)
+``"trickle-headers"``  the status line, then a header one byte every :attr:`FakeApis.trickle_s`
+                 seconds, never finished
 ``"redirect"``   HTTP 302 to :attr:`FakeApis.redirect_to`
 ``"big"``        HTTP 200 with a valid JSON array of :attr:`FakeApis.big_bytes` bytes, with
                  ``Content-Length`` (``"big-chunked"``: chunked, no length announced)
@@ -166,6 +168,15 @@ def _handler(apis: FakeApis) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                     time.sleep(apis.trickle_s)
 
+        def _trickle_headers(self) -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(apis.trickle_bytes):
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                    time.sleep(apis.trickle_s)
+            self.close_connection = True
+
         def _big(self, chunked: bool) -> None:
             item = b"[1751328000000,1,1,1,1,1,1751414399999,1,1,1,1,0],"
             count = max(1, apis.big_bytes // len(item))
@@ -205,6 +216,9 @@ def _handler(apis: FakeApis) -> type[BaseHTTPRequestHandler]:
                 return
             elif fault == "trickle":
                 self._trickle()
+                return
+            elif fault == "trickle-headers":
+                self._trickle_headers()
                 return
             elif fault == "redirect":
                 self._send(302, b"", {"Location": apis.redirect_to})
