@@ -17,7 +17,7 @@ from pipelines.selection.gate import gate
 from pipelines.stress import contract
 from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
 from pipelines.stress.gate import challenger_stress, stress_refusal
-from pipelines.stress.job import run_stress, stress_published
+from pipelines.stress.job import run_stress, stress_parameters, stress_published
 from pipelines.stress.publish import STRESS_DIR, read_stress
 from serving.publish import PARAMETERS_SCHEMA, publish_partition
 from tests.conftest import write_slice
@@ -44,9 +44,16 @@ def _parameters(as_of: dt.date) -> pd.DataFrame:
     return frame[PARAMETERS_SCHEMA.names]
 
 
+@pytest.fixture(scope="module")
+def market_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real BTC/ETH daily and hourly rows, written once; they run past the as-of."""
+    return write_slice(tmp_path_factory.mktemp("stress") / "data", ["BTC", "ETH"],
+                       "2021-06-01", "2022-12-31", macro=())
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> tuple[Config, Path]:
-    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2021-06-01", "2022-12-31", macro=())
+def project(tmp_path: Path, market_dir: Path) -> tuple[Config, Path]:
+    data = market_dir
     cfg = Config().with_overrides({
         "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
         "paths.mlruns_dir": str(tmp_path / "mlruns"),
@@ -173,3 +180,15 @@ def test_scenario_file_overrides_the_stress_section(project: tuple[Config, Path]
     bad.write_text("shock_mvoe: -0.5\n")
     with pytest.raises(ConfigError, match=r"scenario file .*bad\.yaml:\n  stress\.shock_mvoe"):
         run_stress(cfg, AS_OF, scenarios_path=bad, publish=False, track=False)
+
+
+def test_as_of_cut_is_strict(project: tuple[Config, Path], tmp_path: Path) -> None:
+    """Data after the as-of (here December 2022) changes nothing: same table as a data
+    directory that ends on the as-of."""
+    cfg, _ = project
+    cut = write_slice(tmp_path / "cut", ["BTC", "ETH"], "2021-06-01", str(AS_OF), macro=())
+    params = _parameters(AS_OF)
+    full = stress_parameters(cfg, params, AS_OF).table
+    ended = stress_parameters(cfg.with_overrides({"paths.data_dir": str(cut)}), params,
+                              AS_OF).table
+    assert full.equals(ended)
