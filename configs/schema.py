@@ -76,8 +76,10 @@ class PlausibilityConfig(_Strict):
     enabled: bool = True
     window_days: int = Field(30, ge=1)       # trailing realized variance the ratio is taken to
     min_obs: int = Field(15, ge=1)           # rv days needed in that window, else implausible
-    min_ratio: float = Field(1 / 25, gt=0)   # a vol 5x below trailing realized vol ...
-    max_ratio: float = Field(25.0, gt=1)     # ... or 5x above it is not a forecast, a fault
+    min_ratio: float = Field(0.01, gt=0)     # a vol 10x below trailing realized vol (a spike
+                                             # leaves the trailing mean high for 30 days) ...
+    max_ratio: float = Field(50.0, gt=1)     # ... or 7x above it is a fault: healthy forecasts
+                                             # on the embedded data stay in [0.07, 22]
     min_vol_1d: float = Field(1e-3, ge=0)    # 0.1%/day: below, a peg or a dead feed, not a vol
 
 

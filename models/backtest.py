@@ -10,7 +10,8 @@ parameters that made it.
 refit) for a forecaster that fits each asset on its own (``per_asset = True``), one per refit
 for a pooled one — run through a ``mapper`` (builtin :func:`map` by default; any callable with
 its signature, e.g. a Dask client's ``map`` + ``gather``, runs them elsewhere). A task that
-raises fails the (model, asset, horizon) triples it covers; every forecast is then checked by
+raises fails the (model, asset, horizon) triples it covers, an asset the model forecast at no
+cutoff (it declined every fit) fails too, and every forecast is checked by
 :func:`models.plausibility.forecast_implausibility`, and a triple with one implausible row
 fails whole (a model is never scored on a support its rivals do not share). Failed triples
 are dropped from the forecasts and listed in :attr:`WalkForward.failures`, so a pooled model
@@ -121,6 +122,12 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
             rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "fit",
                       "reason": f"refit {r.task.fit_end.date()}: {r.error}", "rows": 0}
                      for a in r.task.assets for h in horizons]
+    covered = set(zip(forecasts["asset"], forecasts["horizon_days"].astype(int), strict=True))
+    ran = sorted({a for r in results if not r.error for a in r.task.assets})
+    rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "no_forecast",
+              "rows": 0, "reason": "no forecast at any cutoff: the model declined the asset "
+                                   "at every refit (e.g. a fit it judged degenerate)"}
+             for a in ran for h in horizons if (a, int(h)) not in covered]
     bad = forecasts[reasons != ""].assign(reason=reasons[reasons != ""])
     for (asset, h), g in bad.groupby(["asset", "horizon_days"], sort=True):
         first = g.sort_values("cutoff").iloc[0]
@@ -130,7 +137,8 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
                                f"{first['cutoff'].date()}: {first['reason']}"})
     out = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     # one row per triple: a fit failure explains the rest, the first refit's error is enough
-    return out.drop_duplicates(["model", "asset", "horizon_days"], ignore_index=True)
+    out = out.drop_duplicates(["model", "asset", "horizon_days"], ignore_index=True)
+    return out.sort_values(["asset", "horizon_days"], kind="stable", ignore_index=True)
 
 
 def backtest(

@@ -7,18 +7,15 @@ import datetime as dt
 import logging
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from configs.schema import Config, ConfigError, load_config
-from serving.ops.tracking import artifact_root, tracking_uri
 
 if TYPE_CHECKING:
     from pipelines.ops.logs import JobLog
@@ -34,24 +31,31 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Publish date YYYY-
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
-def _config(config: Path | None, data_dir: Path | None) -> Config:
+def _config(config: Path | None, data_dir: Path | None, log: JobLog | None = None) -> Config:
+    """The config, or exit 2 with the error (a JSON line under ``--log-json``)."""
     try:
         cfg = load_config(config)
+        if data_dir is not None:
+            cfg = cfg.with_overrides({"paths.data_dir": str(data_dir)})
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        if log is not None:
+            log.error("config", str(exc))
+        else:
+            console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    if data_dir is not None:
-        cfg = cfg.with_overrides({"paths.data_dir": str(data_dir)})
     return cfg
 
 
-def _as_of(text: str | None) -> dt.date | None:
-    if text is None:
-        return None
+def _day(text: str | None, log: JobLog | None = None) -> dt.date | None:
+    from pipelines.jobs import parse_day
+
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        console.print(f"[red]--as-of {text!r} is not a date YYYY-MM-DD[/red]")
+        return parse_day(text)
+    except ValueError as exc:
+        if log is not None:
+            log.error("setup", str(exc))
+        else:
+            console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -71,43 +75,25 @@ KeepGoingOpt = Annotated[bool, typer.Option(
 @app.command("run")
 def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
             quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
-    """Features → backtest → policy backtest → select → register @champion → publish."""
-    from pipelines.ops.console import print_run
-    from pipelines.run import run
-    from serving.ops.lock import EX_TEMPFAIL, LockHeldError
+    """Features → backtest → policy backtest → select → register @champion → publish.
+
+    Every step sees rows up to the as-of only (default: the last complete UTC day in the data).
+    Exit 0 done, 1 failed, 2 bad arguments or config (a future --as-of), 4 completed with
+    failures (a forecaster failed for some model × asset × horizon, a diagnostic was
+    undefined, or a file was skipped with --keep-going: the rest was published; listed at the
+    end), 75 locked.
+    """
+    from pipelines.jobs import run_job
 
     _quiet_libraries()
     cfg = _config(config, data_dir)
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
-            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
-            disable=quiet, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(step: str, done: int, total: int) -> None:
-            if step not in tasks:
-                tasks[step] = bar.add_task(step, total=max(total, 1))
-            bar.update(tasks[step], completed=done if total > 1 else 1)
-
-        try:
-            result = run(cfg, _as_of(as_of), progress, keep_going=keep_going)
-        except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(EX_TEMPFAIL) from None
-    print_run(console, cfg, result)
+    raise typer.Exit(run_job(cfg, console, _day(as_of), quiet, keep_going))
 
 
 JobAsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="YYYY-MM-DD, or 'yesterday' / 'today' (UTC) for scheduled runs.")]
 LogJsonOpt = Annotated[bool, typer.Option(
     "--log-json", help="One JSON object per line on stdout (also VOLMARGIN_LOG_JSON=1).")]
-
-
-def _job_day(text: str | None) -> dt.date | None:
-    """``--as-of`` of a scheduled job: a date, or ``today`` / ``yesterday`` in UTC, so a unit
-    file can say "the day that just closed" without shell arithmetic."""
-    today = dt.datetime.now(dt.UTC).date()
-    words = {"today": today, "yesterday": today - dt.timedelta(days=1)}
-    return words[text] if text in words else _as_of(text)
 
 
 def _job_log(job: str, quiet: bool, log_json: bool) -> JobLog:
@@ -124,16 +110,19 @@ def serve_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: JobA
               force: Annotated[bool, typer.Option(
                   "--force", help="If the day is published with other content, publish a "
                   "new revision beside it (never overwrites).")] = False,
-              quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
-    """Publish the @champion policy's parameters as of a date.
+              quiet: QuietOpt = False, log_json: LogJsonOpt = False,
+              keep_going: KeepGoingOpt = False) -> None:
+    """Publish the @champion policy's parameters as of a date (default: the last complete UTC
+    day in the data; a future date is refused).
 
-    Exit 0 published or no-op, 1 failed, 3 stale data with serving.on_stale=fail, 75 locked.
+    Exit 0 published or no-op, 1 failed, 2 bad arguments or config, 3 stale data with
+    serving.on_stale=fail, 4 published but data files skipped (--keep-going), 75 locked.
     """
     from pipelines.jobs import serve_job
 
     log = _job_log("serve", quiet, log_json)
-    cfg = _config(config, data_dir)
-    raise typer.Exit(serve_job(cfg, log, _job_day(as_of), model_version, force))
+    cfg = _config(config, data_dir, log)
+    raise typer.Exit(serve_job(cfg, log, _day(as_of, log), model_version, force, keep_going))
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="Registry governance: history, rollback.")
@@ -167,13 +156,10 @@ def registry_history(config: ConfigOpt = None, alias: str = "champion") -> None:
 def registry_at(when: Annotated[str, typer.Argument(help="UTC date or datetime (ISO 8601)")],
                 config: ConfigOpt = None, alias: str = "champion") -> None:
     """Which version the alias pointed to at a date: 'what was in production on D'."""
-    from serving.ops.registry import version_at
+    from serving.ops.registry import parse_when, version_at
 
     cfg = _registry_setup(config)
-    stamp = dt.datetime.fromisoformat(when)
-    if len(when) == 10:  # a bare date means the end of that UTC day
-        stamp = stamp + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
-    version = version_at(cfg.registry.model_name, stamp, alias)
+    version = version_at(cfg.registry.model_name, parse_when(when), alias)
     if version is None:
         console.print(f"no @{alias} at {when}")
         raise typer.Exit(1)
@@ -207,9 +193,9 @@ def retrain_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     from pipelines.jobs import retrain_job
 
     log = _job_log("retrain", quiet, log_json)
-    cfg = _config(config, data_dir)
-    day = _job_day(as_of or "yesterday")
-    assert day is not None
+    cfg = _config(config, data_dir, log)
+    day = _day(as_of or "yesterday", log)
+    assert day is not None  # "yesterday" always parses
     raise typer.Exit(retrain_job(cfg, log, day, skip_ingest, force))
 
 
@@ -228,7 +214,7 @@ def ingest_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     from pipelines.jobs import ingest_job
 
     log = _job_log("ingest", quiet, log_json)
-    cfg = _config(config, data_dir)
+    cfg = _config(config, data_dir, log)
     names = [n.strip() for item in sources or [] for n in item.split(",") if n.strip()] or None
     raise typer.Exit(ingest_job(cfg, log, names, until))
 
@@ -276,21 +262,14 @@ def stress_cmd(
 
 @app.command("ui")
 def ui_cmd(config: ConfigOpt = None, port: int = 5000, workers: int = 1) -> None:
-    """Start the MLflow UI on 127.0.0.1 with the project's backend and artifact store."""
-    from pipelines.jobs import supervise
+    """Start the MLflow UI on 127.0.0.1 with the project's backend and artifact store.
+
+    Exit 1 when the port is in use; otherwise the server's status when it stops.
+    """
+    from pipelines.jobs import ui_job
 
     cfg = _config(config, None)
-    artifact_root(cfg.paths.mlruns_dir).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers),
-           "--backend-store-uri", tracking_uri(cfg.paths.mlruns_dir),
-           "--default-artifact-root", artifact_root(cfg.paths.mlruns_dir).resolve().as_uri()]
-    # One worker and no MLflow server jobs (GenAI judges, trace roll-ups: unused here): the
-    # defaults, 4 workers + a job runner with 7 queue consumers, took 35 s to answer on 2 cores.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
-           os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (Ctrl-C to stop)")
-    raise typer.Exit(supervise(cmd, console, env=env))
+    raise typer.Exit(ui_job(cfg, console, port, workers))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,16 @@ Exit statuses (what a systemd unit or cron wrapper alerts on):
 
 ====  =======================================================================================
 0     done, or nothing to do (already published / already retrained: the job says so)
-1     failed: no champion, unknown model version, a different partition already published
-      without ``--force``, a retrain step failed (named), ingest problems
-2     bad arguments (unknown source, unparsable date)
+1     failed: no champion, unknown model version, a stored model missing or changed since
+      registration, a malformed data file (without ``--keep-going``), a different partition
+      already published without ``--force``, a retrain step failed (named), ingest problems,
+      the UI's port in use
+2     bad arguments or configuration (unknown source, unparsable or future date, invalid
+      config file or override, a serve-time override of a value the model fixes)
 3     ``serve`` published, but some assets are stale and ``serving.on_stale`` is ``fail``
+4     ``serve --keep-going`` published, but some data files failed to load (listed)
+      ``run`` completed with failures: a forecaster failed for some model × asset ×
+      horizon, a diagnostic was undefined or a file was skipped (listed; the rest published)
 75    another run of the same job holds the lock (EX_TEMPFAIL: try again later)
 ====  =======================================================================================
 """
@@ -19,11 +25,14 @@ import contextlib
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import traceback
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from configs.schema import Config
@@ -33,14 +42,37 @@ from serving.ops.lock import EX_TEMPFAIL, LockHeldError
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STALE = 3
+EXIT_PARTIAL = 4
+
+
+def parse_day(text: str | None, today: dt.date | None = None) -> dt.date | None:
+    """``--as-of`` text: ``YYYY-MM-DD``, or ``today`` / ``yesterday`` (UTC), so a unit file can
+    say "the day that just closed" without shell arithmetic. Raises ValueError naming it."""
+    if text is None:
+        return None
+    today = today or dt.datetime.now(dt.UTC).date()
+    words = {"today": today, "yesterday": today - dt.timedelta(days=1)}
+    if text in words:
+        return words[text]
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--as-of {text!r} is not a date YYYY-MM-DD (or today/yesterday)") \
+            from None
 
 
 def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: str | None,
-              force: bool) -> int:
+              force: bool, keep_going: bool = False) -> int:
     """``volmargin serve``: publish, then report what was published and any stale asset."""
-    from serving.ops.registry import ChampionMissingError
+    from features.validation import DataValidationError
+    from serving.market import FutureAsOfError
+    from serving.ops.registry import (
+        ChampionMissingError,
+        ModelArtifactMissingError,
+        ModelIntegrityError,
+    )
     from serving.publish import PartitionExistsError
-    from serving.serve import ModelVersionMissingError, serve
+    from serving.serve import ModelVersionMissingError, ServeConfigError, serve
 
     step = ["setup"]
     try:
@@ -50,12 +82,19 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
                 progress(name, done, total)
 
             result = serve(cfg, as_of, model_version=model_version, force=force,
-                           progress=tracked)
+                           progress=tracked, keep_going=keep_going)
     except LockHeldError as exc:
         log.error("lock", str(exc), lock=str(exc.path), holder_pid=exc.holder.get("pid"))
         return EX_TEMPFAIL
-    except (ChampionMissingError, ModelVersionMissingError) as exc:
-        log.error("resolve model", str(exc))
+    except (FutureAsOfError, ServeConfigError) as exc:
+        log.error(step[0], str(exc))
+        return EXIT_USAGE
+    except (ChampionMissingError, ModelVersionMissingError, ModelArtifactMissingError,
+            ModelIntegrityError) as exc:
+        log.error(step[0], str(exc))
+        return EXIT_FAILED
+    except DataValidationError as exc:
+        log.error("load data", f"{exc} (--keep-going publishes the other assets)")
         return EXIT_FAILED
     except PartitionExistsError as exc:
         log.error("publish", str(exc))
@@ -66,6 +105,14 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
         return EXIT_FAILED
     if result.swept:
         log.warning("publish", f"removed leftovers of crashed runs: {', '.join(result.swept)}")
+    for line in result.warnings:
+        log.warning("load data", line)
+    if result.config_not_applied:
+        log.warning("config", "config values not applied (the model uses those it was "
+                    "registered with; retrain to apply): " + "; ".join(
+                        f"{k} = {v['serve']!r} (model: {v['model']!r})"
+                        for k, v in result.config_not_applied.items()),
+                    config_not_applied=result.config_not_applied)
     published = result.published
     state = (f"published revision {published.revision}" if published.created
              else "already published (identical, no-op)")
@@ -76,15 +123,21 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
              version=result.model_version, revision=published.revision,
              created=published.created, updates=len(result.updates), path=str(published.path))
     if result.stale_assets:
-        # Published first on purpose: a risk engine must receive the conservative fallback
-        # parameters; the exit status is what makes the scheduler alert a person.
-        text = (f"stale data for {', '.join(result.stale_assets)}: published with conservative "
-                "fallback parameters (flag_stale)")
+        # Published first on purpose: a risk engine must receive the fail-safe parameters
+        # (previous kept, or the conservative set); the exit status makes a person look.
+        text = (f"stale data for {', '.join(result.stale_assets)}: published with fail-safe "
+                "parameters (flag_stale; see each row's reason)")
         if cfg.serving.on_stale == "fail":
             log.error("stale", f"{text}; serving.on_stale=fail → exit {EXIT_STALE}",
                       stale_assets=result.stale_assets)
             return EXIT_STALE
         log.warning("stale", text, stale_assets=result.stale_assets)
+    if result.failures:
+        for name, why in result.failures.items():
+            log.warning("load data", f"skipped {name}: {why}")
+        log.error("load data", f"{len(result.failures)} data file(s) failed to load: published "
+                  f"the other assets → exit {EXIT_PARTIAL}", skipped_files=list(result.failures))
+        return EXIT_PARTIAL
     return 0
 
 
@@ -92,7 +145,13 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
                 force: bool) -> int:
     """``volmargin retrain``: retrain once per as-of; report ingest problems and the gate."""
     from pipelines.retrain import RetrainError, retrain
+    from serving.market import FutureAsOfError, check_as_of
 
+    try:
+        check_as_of(as_of)
+    except FutureAsOfError as exc:
+        log.error("setup", str(exc))
+        return EXIT_USAGE
     try:
         with log.progress() as progress:
             result = retrain(cfg, as_of, skip_ingest=skip_ingest, force=force,
@@ -164,6 +223,78 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
         return EXIT_FAILED
     log.info("ingest", f"ingest ok: {report.appended} rows appended", **figures)
     return 0
+
+
+def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
+            keep_going: bool) -> int:
+    """``volmargin run``: the whole pipeline with a progress bar per step, then the summary."""
+    from pipelines.ops.console import print_run
+    from pipelines.run import exit_status, run
+    from serving.market import FutureAsOfError, check_as_of
+
+    try:
+        if as_of is not None:
+            check_as_of(as_of)  # before the store is opened: nothing to clean up
+    except FutureAsOfError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        return EXIT_USAGE
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
+            disable=quiet, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=max(total, 1))
+            bar.update(tasks[step], completed=done if total > 1 else 1)
+
+        try:
+            result = run(cfg, as_of, progress, keep_going=keep_going)
+        except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
+            console.print(f"[red]{exc}[/red]")
+            return EX_TEMPFAIL
+    print_run(console, cfg, result)
+    return exit_status(result)  # 4: completed with failures (listed by print_run)
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (in use, not permitted), or None if it can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def ui_job(cfg: Config, console: Console, port: int, workers: int) -> int:
+    """``volmargin ui``: the MLflow UI on 127.0.0.1 with the project's store, supervised.
+
+    Exit 1 at once when the port cannot be listened on (the server would log the error and
+    still exit 0).
+    """
+    from serving.ops.tracking import artifact_root, tracking_uri
+
+    busy = port_in_use("127.0.0.1", port)
+    if busy is not None:
+        console.print(f"[red]cannot start the MLflow UI: 127.0.0.1:{port}: {busy}. Stop what "
+                      "listens there, or choose another port with --port.[/red]")
+        return EXIT_FAILED
+    root = artifact_root(cfg.paths.mlruns_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers),
+           "--backend-store-uri", tracking_uri(cfg.paths.mlruns_dir),
+           "--default-artifact-root", root.resolve().as_uri()]
+    # One worker and no MLflow server jobs (GenAI judges, trace roll-ups: unused here): the
+    # defaults, 4 workers + a job runner with 7 queue consumers, took 35 s to answer on 2 cores.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
+           os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    # MLflow 3.17 picks GenAI or model-training views from a `workflowType` URL parameter (then
+    # the browser's last choice); this link opens on the training runs table.
+    console.print(f"MLflow UI on http://127.0.0.1:{port}/#/experiments?workflowType="
+                  f"machine_learning (Ctrl-C to stop)")
+    return supervise(cmd, console, env=env)
 
 
 def supervise(cmd: list[str], console: Console, env: dict[str, str] | None = None,

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from configs.schema import Config
-from features.loaders import load_market
 from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.steps import (
     Progress,
@@ -27,6 +26,8 @@ from pipelines.steps import (
     step_policy,
     step_register,
 )
+from serving.layout import sweep_outputs
+from serving.market import load_as_of
 from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
 
@@ -95,8 +96,11 @@ def run(
     ``mapper`` runs the walk-forward's independent tasks (builtin ``map``: sequentially).
     """
     setup(cfg)
+    sweep_outputs(cfg.paths.outputs_dir)  # temporary files and orphan panels of killed runs
     progress("load data", 0, 1)
-    market = load_market(cfg.paths.data_dir, cfg.data.assets, keep_going=keep_going)
+    # every step sees only rows up to the as-of: the registered version is fitted through it
+    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going)
+    market, as_of = pit.market, pit.as_of
     progress("features", 0, 1)
     panel, fp = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper)
@@ -108,7 +112,7 @@ def run(
     served = None
     if publish:
         progress("serve", 0, 1)
-        served = serve(cfg, as_of)
+        served = serve(cfg, as_of, keep_going=keep_going)
         from pipelines.stress.job import stress_published  # beside it; failure is local
         stress_published(cfg, served.as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,

@@ -31,7 +31,6 @@ from serving.policy import Parameters
 BUNDLE_FORMAT = 2
 
 
-
 def bundle_forecasts(forecasts: pd.DataFrame, horizon: int) -> dict[str, Any]:
     """Bundle-ready walk-forward forecasts of the update interval, per asset."""
     out: dict[str, Any] = {}
@@ -60,6 +59,26 @@ def _forecast_series(
     return both
 
 
+def _without_forecast(
+    cfg: Config, asset: str, as_of: pd.Timestamp, age: int, previous: PolicyState | None,
+    hours: float,
+) -> tuple[Parameters, PolicyState | None]:
+    """Parameters when the model has no forecast at ``as_of``: the fail-safe (:func:`freeze`).
+
+    Data that stops ``age`` >= 1 days before the as-of is *stale* whatever its age (a feed
+    one day late included): the as-of's forecast cannot be made, so the previously published
+    set is frozen and flagged stale — not replaced by the conservative static set, which is
+    for an asset with nothing published before. With data on the as-of itself the forecaster
+    failed: frozen, not stale.
+    """
+    day = as_of.date()
+    if age == 0:
+        return freeze(previous, f"fail-safe: model has no forecast for {asset} at {day}",
+                      cfg.policy, stale=False, hours=hours)
+    return freeze(previous, f"fail-safe: stale data: last price {age} day(s) before {day}",
+                  cfg.policy, stale=True, hours=hours)
+
+
 def asset_parameters(
     forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
     as_of: pd.Timestamp, previous: PolicyState | None,
@@ -71,14 +90,12 @@ def asset_parameters(
     if observed.empty:
         return freeze(previous, "fail-safe: no price data", cfg.policy, stale=True, hours=hours)
     age = (as_of - observed.index.max()).days
+    if age > 0:  # no price on the as-of: nothing new is known, whatever the model could say
+        return _without_forecast(cfg, asset, as_of, age, previous, hours)
     fc = _forecast_series(forecaster, bundle, frame, asset, as_of,
                           cfg.features.update_interval_days)
     if fc.empty or as_of not in set(fc["cutoff"]):
-        if age > cfg.data.stale_after_days:
-            why = f"fail-safe: stale data: last price {age} days before {as_of.date()}"
-            return freeze(previous, why, cfg.policy, stale=True, hours=hours)
-        why = f"fail-safe: model has no forecast for {asset} at {as_of.date()}"
-        return freeze(previous, why, cfg.policy, stale=False, hours=hours)
+        return _without_forecast(cfg, asset, as_of, 0, previous, hours)
     h = asset_history(frame, fc, cfg)
     x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
                               cfg.policy.fhs_window), data_age_days=age)

@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,48 @@ def sweep_staging(root: Path) -> list[str]:
         else:
             child.unlink(missing_ok=True)
         removed.append(child.name)
+    return removed
+
+
+# Temporary files our writers name ``.<final name>.tmp-<pid>`` (features/store.py, the retrain
+# marker): removable once that pid is gone. Panels are ``panel-<16 hex>.parquet`` with a
+# ``.json`` sidecar written right after; a panel alone for longer than ORPHAN_AGE_S is a crash's.
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
+_PANEL_RE = re.compile(r"^panel-[0-9a-f]{16}\.parquet$")
+ORPHAN_AGE_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_outputs(outputs_dir: Path, now: float | None = None) -> list[str]:
+    """Remove what killed runs left under ``outputs/features`` and ``outputs/retrain``.
+
+    Only our own files, by name: ``.<name>.tmp-<pid>`` whose process is gone, and feature
+    panels without their sidecar older than :data:`ORPHAN_AGE_S` (the panel is rebuilt on
+    demand). Returns the paths removed, relative to ``outputs_dir``. Safe without a lock: a
+    live writer's temporary file carries a live pid, and its sidecar follows the panel at once.
+    """
+    root = Path(outputs_dir)
+    now = time.time() if now is None else now
+    removed = []
+    for sub in ("features", "retrain"):
+        directory = root / sub
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            tmp = _TMP_RE.match(path.name)
+            orphan = (sub == "features" and _PANEL_RE.match(path.name) is not None
+                      and not path.with_suffix(".json").exists()
+                      and now - path.stat().st_mtime > ORPHAN_AGE_S)
+            if (tmp and not _pid_alive(int(tmp.group(1)))) or orphan:
+                path.unlink(missing_ok=True)
+                removed.append(path.relative_to(root).as_posix())
     return removed
 
 

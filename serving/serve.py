@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,14 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from configs.schema import Config
-from features.loaders import load_market
+from configs.schema import ENV_PREFIX, Config
 from features.schema import feature_view
 from features.store import load_or_build
-from serving.layout import current_partition, current_partitions, sweep_staging
+from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
+from serving.market import check_as_of, load_as_of
 from serving.ops.lock import exclusive, lock_path
-from serving.ops.registry import champion_uri
-from serving.ops.tracking import log_context, setup
+from serving.ops.registry import champion_uri, model_dir, verify_integrity
+from serving.ops.tracking import artifact_root, log_context, setup
 from serving.ops.version import code_version
 from serving.publish import UPDATES_NAME, Published, publish_partition, read_partition
 from serving.records import update_records
@@ -50,7 +51,9 @@ class ServeResult:
     """What one serve run published (or found already published).
 
     ``updates`` are the records in the partition; ``swept`` names the staging leftovers of
-    crashed runs that were removed before publishing.
+    crashed runs that were removed before publishing; ``failures`` the data files skipped
+    under ``keep_going``; ``warnings`` data rows ignored and unverifiable model files;
+    ``config_not_applied`` serve-time config values the model's bundled config overrode.
     """
 
     published: Published
@@ -58,6 +61,9 @@ class ServeResult:
     model_version: str
     updates: list[dict[str, Any]] = field(default_factory=list)
     swept: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    config_not_applied: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def as_of(self) -> dt.date:
@@ -125,48 +131,69 @@ def with_previous(params: pd.DataFrame, prev: pd.DataFrame | None) -> pd.DataFra
 
 def serve(
     cfg: Config, as_of: dt.date | None = None, *, model_version: str | None = None,
-    force: bool = False, progress: Progress = _noop,
+    force: bool = False, progress: Progress = _noop, keep_going: bool = False,
+    today: dt.date | None = None, environ: Mapping[str, str] | None = None,
 ) -> ServeResult:
-    """Publish the policy's parameters as of ``as_of`` (default: last data date).
+    """Publish the policy's parameters as of ``as_of``.
 
     Parameters
     ----------
     cfg : Config
         Resolved configuration (paths, data, features, registry).
     as_of : datetime.date, optional
-        UTC day to publish; ``cfg.serving.as_of``, else the last date in the data.
+        UTC day to publish; ``cfg.serving.as_of``, else the last complete UTC day in the data
+        (:func:`serving.market.load_as_of`: later rows are ignored with a warning).
     model_version : str, optional
         Registered version to serve instead of ``@champion`` (replays, rollbacks).
     force : bool
         Publish a new revision when the day is already published with other content.
     progress : callable
         ``progress(step, done, total)``, called as each step starts.
+    keep_going : bool
+        A malformed data file fails only its asset: the asset's previous parameters are
+        carried, flagged stale (none published if it never was), and the file is listed in
+        ``failures`` and the manifest.
+    today : datetime.date, optional
+        Today in UTC (tests pin it); default the clock.
+    environ : mapping, optional
+        Environment the config's ``VOLMARGIN__*`` overrides came from; ``os.environ``.
 
     Raises
     ------
+    serving.market.FutureAsOfError
+        ``as_of`` is after today; raised before anything is read.
     serving.ops.lock.LockHeldError
         Another serve run holds ``outputs/.serve.lock``.
     serving.ops.registry.ChampionMissingError, ModelVersionMissingError
         Nothing to serve; raised before any data is read.
+    serving.ops.registry.ModelArtifactMissingError, ModelIntegrityError
+        The version's stored files are gone or changed since registration.
+    ServeConfigError
+        An environment override sets a policy value the model's bundled config decides.
     serving.publish.PartitionExistsError
         The day is published with other content and ``force`` is False.
     """
+    as_of = as_of or cfg.serving.as_of
+    if as_of is not None:
+        check_as_of(as_of, today)
     root = forecasts_root(cfg)
     with exclusive(lock_path(cfg.paths.outputs_dir, "serve"), "serve"):
         swept = sweep_staging(root)  # under the lock, any staging entry is a dead run's
+        swept += sweep_outputs(cfg.paths.outputs_dir)
         setup(cfg)
         progress("resolve model", 0, 1)
         uri, mv = resolve_model(cfg.registry.model_name, model_version)
-        as_of = as_of or cfg.serving.as_of
+        directory, bundle, unverified = locate_policy(cfg, mv)
+        ignored = config_not_applied(cfg, bundle["config"], environ)
+        used = bundle["config"]["policy"]
         progress("load data", 0, 1)
-        market = load_market(cfg.paths.data_dir, cfg.data.assets, as_of)
-        if as_of is None:
-            as_of = max(frame.index.max() for frame in market.daily.values()).date()
+        pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today)
+        market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
         panel, fingerprint, _ = load_or_build(
             market, cfg.features, Path(cfg.paths.outputs_dir) / "features", as_of)
         progress("load model", 0, 1)
-        model = mlflow.pyfunc.load_model(uri)
+        model = mlflow.pyfunc.load_model(str(directory))
         prev = previous_parameters(root, as_of)
         # json.dumps writes floats with repr (exact round trip); DataFrame.to_json keeps 10
         # decimals, so a value held by the deadband came back changed in the 11th digit.
@@ -175,32 +202,129 @@ def serve(
         progress("apply policy", 0, 1)
         flat = feature_view(panel).reset_index()
         params = model.predict(flat, params={"as_of": as_of.isoformat(), "previous": prev_json})
+        params = carry_failed(params, prev, market.failures, as_of)
         params = _with_lineage(with_previous(params, prev), cfg, mv, fingerprint)
         current = current_partition(root, as_of)
         in_force = read_partition(current[1]) if current is not None else prev
         records = update_records(params, in_force, revision=current[0] + 1 if current else 1)
         progress("publish", 0, 1)
+        metadata = {"model_uri": uri, "model_name": cfg.registry.model_name,
+                    "model_version": str(mv.version), "run_id": str(mv.run_id),
+                    "forecaster": str(mv.tags.get("forecaster", "unknown")),
+                    "fit_cutoff": str(bundle.get("fit_cutoff")),
+                    "policy_version": str(params["policy_version"].iloc[0]),
+                    "feature_fingerprint": fingerprint,
+                    # what the model applied (its bundled config), not the serve-time config
+                    "confidence": used["confidence"], "policy_measure": used["measure"]}
+        if ignored:
+            metadata["config_not_applied"] = ignored
+        if market.failures:
+            metadata["skipped_files"] = dict(market.failures)
+        lost_hourly = dict(getattr(market, "hourly_problems", {}))  # built on the range proxy
+        if lost_hourly:
+            metadata["hourly_problems"] = lost_hourly
         with mlflow.start_run(run_name=f"serve-{as_of}"):
             log_context(cfg, "serve", {"as_of": as_of.isoformat(),
                                        "model_version": str(mv.version)})
-            published = publish_partition(
-                params, root, as_of,
-                {"model_uri": uri, "model_name": cfg.registry.model_name,
-                 "model_version": str(mv.version), "run_id": str(mv.run_id),
-                 "forecaster": str(mv.tags.get("forecaster", "unknown")),
-                 "policy_version": str(params["policy_version"].iloc[0]),
-                 "feature_fingerprint": fingerprint, "confidence": cfg.policy.confidence,
-                 "policy_measure": cfg.policy.measure},
-                updates=records, code_version=code_version(), force=force,
-            )
+            published = publish_partition(params, root, as_of, metadata, updates=records,
+                                          code_version=code_version(), force=force)
             if not published.created:
                 records = _stored_records(published.path)
             mlflow.log_metrics({"assets": len(params), "created": int(published.created),
                                 "revision": published.revision, "updates": len(records),
                                 "fallbacks": int(params["flag_fallback"].sum()),
-                                "stale": int(params["flag_stale"].sum())})
+                                "stale": int(params["flag_stale"].sum()),
+                                "skipped_files": len(market.failures)})
             mlflow.log_table(params.astype({"as_of": str}), "parameters.json")
-    return ServeResult(published, params, str(mv.version), records, swept)
+    notes = [*pit.warnings, *(f"version {mv.version} has no {tag} tag (registered before "
+                              "integrity checks): not verified" for tag in unverified)]
+    return ServeResult(published, params, str(mv.version), records, swept,
+                       dict(market.failures), notes, ignored)
+
+
+class ServeConfigError(ValueError):
+    """A serve-time override of a value the served model decides by its bundled config."""
+
+
+# Sections the registered model reads from its own bundled config (serving/apply.py), so a
+# serve-time value of these is not applied.
+BUNDLED = ("policy", "data.stale_after_days", "features.update_interval_days",
+           "features.liquidation_delay_hours")
+
+
+def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_leaves(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: tree}
+
+
+def config_not_applied(cfg: Config, bundled: dict[str, Any],
+                       environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Serve-time config values the model ignores: ``{key: {"serve": v, "model": w}}``.
+
+    A difference set by a ``VOLMARGIN__*`` environment variable is refused
+    (:class:`ServeConfigError`): whoever set it expects it to act. One from the config file
+    (edited since the model was registered) is returned, recorded in the manifest and
+    reported; retrain to apply it.
+    """
+    env = os.environ if environ is None else environ
+    mine = cfg.resolved()
+    diff: dict[str, dict[str, Any]] = {}
+    for dotted in BUNDLED:
+        section, *rest = dotted.split(".")
+        here, there = mine.get(section), bundled.get(section, {})
+        for key in rest:
+            here, there = here.get(key) if here else None, there.get(key) if there else None
+        model_leaves = _leaves(there, dotted)
+        for key, value in _leaves(here, dotted).items():
+            if key in model_leaves and model_leaves[key] != value:
+                diff[key] = {"serve": value, "model": model_leaves[key]}
+    from_env = sorted(k for k in diff if any(
+        f"{ENV_PREFIX}{'__'.join(k.split('.')[:n])}".upper() in env
+        for n in range(1, k.count(".") + 2)))
+    if from_env:
+        raise ServeConfigError(
+            "serve-time override of values the served model fixes at registration: "
+            + "; ".join(f"{k} = {diff[k]['serve']!r} (model: {diff[k]['model']!r})"
+                        for k in from_env)
+            + ". The published parameters would not use them: unset the environment "
+            "variable(s), or retrain with the new values.")
+    return diff
+
+
+def locate_policy(cfg: Config, mv: Any) -> tuple[Path, dict[str, Any], list[str]]:
+    """(stored model directory, its bundle, integrity tags it lacks) of a registered version.
+
+    The stored files are found under this project's artifact root (a moved project still
+    serves) and checked against the hashes recorded at registration; the bundle is read as
+    JSON, so nothing of the model's code has been imported when this returns.
+    """
+    directory = model_dir(mv, artifact_root(cfg.paths.mlruns_dir))
+    unverified = verify_integrity(mv, directory)
+    bundle = json.loads((directory / "artifacts" / "policy_bundle.json").read_text())
+    return directory, bundle, unverified
+
+
+def carry_failed(params: pd.DataFrame, prev: pd.DataFrame | None, failures: dict[str, str],
+                 as_of: dt.date) -> pd.DataFrame:
+    """Add, for each asset whose data file failed to load (``keep_going``) and that was
+    published before, its previous row flagged stale and fallback with the failure named."""
+    if prev is None or not failures:
+        return params
+    failed = {Path(name).name.split(".")[0].removeprefix("DVOL_"): name for name in failures}
+    rows = prev[prev["asset"].isin(set(failed) - set(params["asset"]))].copy()
+    if rows.empty:
+        return params
+    rows["as_of"] = as_of
+    rows["flag_stale"], rows["flag_fallback"], rows["flag_held"] = True, True, False
+    rows["reason"] = [f"fail-safe, previous kept: data file {failed[a]} failed to load"
+                      for a in rows["asset"]]
+    keep = [c for c in params.columns if c in rows.columns]
+    return pd.concat([params, rows[keep]], ignore_index=True).sort_values(
+        "asset", ignore_index=True)
 
 
 def _with_lineage(params: pd.DataFrame, cfg: Config, mv: Any, fingerprint: str) -> pd.DataFrame:

@@ -41,6 +41,9 @@ def shrunken_config() -> dict:
     cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
     cfg["models"]["enabled"] = ["garch11_t"]
     cfg["policy"]["fhs_min_obs"] = 60
+    cfg["evaluation"].update(selection_start="2024-09-01", selection_end="2025-01-31",
+                             evaluation_start="2025-02-01", evaluation_end=AS_OF,
+                             grid={"policy.confidence": [0.975]})
     return cfg
 
 

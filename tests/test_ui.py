@@ -5,6 +5,7 @@ stopping the command by its pid stops the whole server."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO
 from tests.project import champion_project
 
 
@@ -94,3 +96,18 @@ def test_ui_shows_backtest_runs_metrics_and_the_champion(
     assert ui.returncode == 0
     time.sleep(0.5)
     assert not answers(f"{base}/health")  # the server's own processes went with it
+
+
+def test_ui_refuses_a_port_in_use_with_a_clear_message_and_a_non_zero_exit(tmp_path) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("{}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "ui", "--port", str(port)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert f"cannot start the MLflow UI: 127.0.0.1:{port}" in text and "--port" in text

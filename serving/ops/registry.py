@@ -10,11 +10,13 @@ date D" (:func:`version_at`) and a rollback (:func:`rollback`) are one call each
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow import MlflowClient
@@ -28,8 +30,23 @@ CHAMPION = "champion"
 _REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "arch", "torch", "lightning", "pydantic")
 
 
+# Files of a logged policy model whose sha256 is recorded as a version tag at registration and
+# checked before the model's code is imported: the source file runs with the server's rights.
+INTEGRITY_FILES = {"integrity.policy_model.sha256": "policy_model.py",
+                   "integrity.policy_bundle.sha256": "artifacts/policy_bundle.json"}
+ORPHAN_TAG = "orphan"
+
+
 class ChampionMissingError(LookupError):
     """No ``@champion`` alias on the registered policy: nothing may be served."""
+
+
+class ModelArtifactMissingError(FileNotFoundError):
+    """A registered version's stored files are gone; the message names version and paths."""
+
+
+class ModelIntegrityError(RuntimeError):
+    """A stored file of a registered version differs from the hash recorded at registration."""
 
 
 def _requirements() -> list[str]:
@@ -53,9 +70,96 @@ def log_policy_model(bundle: dict[str, Any]) -> mlflow.models.model.ModelInfo:
 
 
 def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
-    """Register ``model_uri`` as a new version of ``name``; returns the version string."""
-    mv = mlflow.register_model(model_uri, name, tags=tags)
+    """Register ``model_uri`` as a new version of ``name``; returns the version string.
+
+    The sha256 of the stored ``policy_model.py`` and bundle are added to ``tags``
+    (:data:`INTEGRITY_FILES`), so serving can refuse a file changed after registration.
+    """
+    stored = local_path(MlflowClient().get_logged_model(
+        model_uri.removeprefix("models:/")).artifact_location)
+    hashes = {tag: file_sha256(stored / rel) for tag, rel in INTEGRITY_FILES.items()}
+    mv = mlflow.register_model(model_uri, name, tags={**tags, **hashes})
     return str(mv.version)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def local_path(uri: str) -> Path:
+    """Local path of a ``file://`` URI (or of a plain path)."""
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+
+
+def model_dir(mv: Any, artifact_root: Path) -> Path:
+    """Directory of a version's stored model, found under the current ``artifact_root``.
+
+    MLflow records absolute locations. When the project was moved (or copied), the part below
+    the artifact root (``models/m-<id>/artifacts``) is re-resolved against the current root;
+    the recorded location is the fallback.
+
+    Raises
+    ------
+    ModelArtifactMissingError
+        Neither location holds the model: names the version and both paths.
+    """
+    recorded = local_path(MlflowClient().get_model_version_download_uri(mv.name, mv.version))
+    parts = recorded.parts
+    rel = next((Path(*parts[i:]) for i in range(len(parts) - 1)
+                if parts[i] == "models" and parts[i + 1].startswith("m-")), None)
+    here = Path(artifact_root).resolve() / rel if rel is not None else None
+    for candidate in (here, recorded):
+        if candidate is not None and (candidate / "MLmodel").is_file():
+            return candidate
+    raise ModelArtifactMissingError(
+        f"version {mv.version} of {mv.name!r}: its stored model is missing (recorded at "
+        f"{recorded}" + (f", looked for under this project at {here}" if here else "")
+        + "). Restore the artifact directory, or serve another version: `volmargin registry "
+        "history` lists them, `volmargin registry rollback` moves @champion.")
+
+
+def verify_integrity(mv: Any, directory: Path) -> list[str]:
+    """Check the stored files against the hashes tagged at registration.
+
+    Returns the tags a version registered before these checks lacks (nothing verified for
+    them); raises :class:`ModelIntegrityError` on any mismatch, before the code is imported.
+    """
+    unverified = []
+    for tag, rel in INTEGRITY_FILES.items():
+        expected = mv.tags.get(tag)
+        if expected is None:
+            unverified.append(tag)
+            continue
+        found = file_sha256(directory / rel) if (directory / rel).is_file() else "missing"
+        if found != expected:
+            raise ModelIntegrityError(
+                f"version {mv.version} of {mv.name!r}: {directory / rel} has sha256 {found}, "
+                f"registered with {expected}: the stored model was changed after registration; "
+                "refusing to load it")
+    return unverified
+
+
+def tag_orphan_versions(name: str, running: set[str]) -> list[str]:
+    """Tag versions that were registered but never got an alias (the registering process died
+    before ``@challenger`` was set); ``running`` are run ids still alive. Returns the versions.
+    """
+    client = MlflowClient()
+    tagged = []
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        return []
+    for mv in versions:
+        aliased = any(key.startswith("alias.") for key in mv.tags)
+        if aliased or ORPHAN_TAG in mv.tags or mv.run_id in running:
+            continue
+        client.set_model_version_tag(
+            name, mv.version, ORPHAN_TAG,
+            f"registered by run {mv.run_id} but never aliased: the process ended before "
+            "@challenger was set; never served unless named with --model-version")
+        tagged.append(str(mv.version))
+    return tagged
 
 
 HISTORY_PREFIX = "alias_history."
@@ -80,6 +184,14 @@ def alias_history(name: str, alias: str = "champion") -> list[dict[str, str]]:
     moves = [{"at": key[len(prefix):], **json.loads(value)}
              for key, value in tags.items() if key.startswith(prefix)]
     return sorted(moves, key=lambda m: m["at"])
+
+
+def parse_when(text: str) -> dt.datetime:
+    """An ISO 8601 date or datetime; a bare date means the end of that UTC day."""
+    stamp = dt.datetime.fromisoformat(text)
+    if len(text) == 10:
+        stamp = stamp + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    return stamp
 
 
 def version_at(name: str, when: dt.datetime, alias: str = "champion") -> str | None:

@@ -6,6 +6,10 @@ The plain file store is deprecated in MLflow 3, so runs, metrics and the model r
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ def setup(cfg: Config) -> str:
     exp = mlflow.get_experiment_by_name(cfg.registry.experiment)
     if exp is not None:
         exp_id = exp.experiment_id
+        relocate(mlruns, exp.artifact_location)
     else:
         exp_id = mlflow.create_experiment(
             cfg.registry.experiment, artifact_location=artifact_root(mlruns).resolve().as_uri()
@@ -48,7 +53,75 @@ def setup(cfg: Config) -> str:
     if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
+    alive = fail_dead_runs(exp_id)
+    from serving.ops.registry import tag_orphan_versions
+
+    tag_orphan_versions(cfg.registry.model_name, alive)
     return exp_id
+
+
+# (table, column) of every absolute artifact location the SQLite store records
+_LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+              ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+
+
+def relocate(mlruns_dir: Path, recorded: str) -> int:
+    """Point the store's absolute artifact locations at this project's artifact root.
+
+    MLflow records ``file:///<abs>/mlruns/artifacts/...``; a project moved or copied elsewhere
+    would read (or write) the old directory, or fail once it is gone. When the experiment's
+    location is another ``.../artifacts`` root, that prefix is rewritten to the current root in
+    every table that records one (SQLite, one transaction). Returns the rows rewritten.
+    """
+    new = artifact_root(mlruns_dir).resolve().as_uri()
+    old = recorded.rstrip("/")
+    if old == new or not old.startswith("file://") or not old.endswith("/artifacts"):
+        return 0
+    rows = 0
+    with contextlib.closing(sqlite3.connect(Path(mlruns_dir).resolve() / "mlflow.db",
+                                            timeout=30)) as con, con:
+        for table, col in _LOCATIONS:
+            cur = con.execute(
+                f"UPDATE {table} SET {col} = ? || substr({col}, ?) "  # names: _LOCATIONS only
+                f"WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                (new, len(old) + 1, old, len(old) + 1, old + "/"))
+            rows += cur.rowcount
+    return rows
+
+
+PID_TAG, HOST_TAG, ENDED_TAG = "volmargin.pid", "volmargin.host", "volmargin.ended"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_dead_runs(exp_id: str) -> set[str]:
+    """Mark FAILED the runs left RUNNING by a process of this host that no longer exists
+    (``kill -9``, power loss); returns the ids of the runs still RUNNING (alive or unknown).
+
+    A run is judged by the pid and host :func:`log_context` tags it with; a run without them
+    is left alone (its process cannot be checked).
+    """
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    alive: set[str] = set()
+    for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=5000):
+        pid, where = run.data.tags.get(PID_TAG), run.data.tags.get(HOST_TAG)
+        if pid is None or where != host or _alive(int(pid)):
+            alive.add(run.info.run_id)
+            continue
+        client.set_tag(run.info.run_id, ENDED_TAG,
+                       f"process {pid} on {host} ended without closing the run (killed?); "
+                       "marked FAILED by the next start")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return alive
 
 
 def git_commit() -> str:
@@ -63,5 +136,6 @@ def git_commit() -> str:
 def log_context(cfg: Config, step: str, extra_tags: dict[str, Any] | None = None) -> None:
     """Tags and config every step run carries: step name, git commit, resolved config."""
     mlflow.set_tags({"volmargin.step": step, "mlflow.source.git.commit": git_commit(),
+                     PID_TAG: os.getpid(), HOST_TAG: socket.gethostname(),
                      **(extra_tags or {})})
     mlflow.log_dict(cfg.resolved(), "config/resolved.json")

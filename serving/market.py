@@ -1,0 +1,130 @@
+"""The market data a batch job may see as of a date: one cut for ``run``, ``retrain`` and
+``serve``, so that a version registered "as of D" was fitted and selected on rows dated <= D.
+
+With an explicit as-of the loader's point-in-time cut applies (:func:`features.loaders.
+load_market`); a future as-of is refused, since nothing about it can be known. Without one,
+the as-of is the last day in the data that is a *complete* UTC day before today: rows dated
+today (a day still trading) or later are ignored, each file with such rows named in a warning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from features.loaders import MarketData, load_market
+
+KINDS = ("daily", "hourly", "dvol", "macro")
+
+
+class FutureAsOfError(ValueError):
+    """The requested as-of is after today (UTC): refused, nothing was read."""
+
+
+@dataclass(frozen=True)
+class PointInTime:
+    """Market data cut at ``as_of``; ``warnings`` name files whose later rows were ignored."""
+
+    market: MarketData
+    as_of: dt.date
+    warnings: list[str] = field(default_factory=list)
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def check_as_of(as_of: dt.date, today: dt.date | None = None) -> dt.date:
+    """``as_of`` unless it is after ``today`` (UTC), which raises :class:`FutureAsOfError`."""
+    today = today or utc_today()
+    if as_of > today:
+        raise FutureAsOfError(
+            f"as-of {as_of} is in the future (today is {today} UTC): nothing is known about "
+            "it yet; give a date up to today, or none for the last complete UTC day")
+    return as_of
+
+
+def _labels(market: MarketData) -> dict[tuple[str, str], str]:
+    """(kind, key) → file path relative to the data directory, for the warnings."""
+    out: dict[tuple[str, str], str] = {}
+    for path in market.files:
+        try:
+            rel = Path(path).relative_to(market.data_dir).as_posix()
+        except ValueError:
+            rel = str(path)
+        parts = rel.split("/")
+        stem = parts[-1].split(".")[0]
+        if parts[:2] == ["crypto", "daily"]:
+            out[("daily", stem)] = rel
+        elif parts[:2] == ["crypto", "hourly"]:
+            out[("hourly", stem)] = rel
+        elif parts[0] == "iv":
+            out[("dvol", stem.removeprefix("DVOL_"))] = rel
+        elif parts[0] == "macro":
+            out[("macro", stem)] = rel
+    return out
+
+
+def cut_market(market: MarketData, last_day: dt.date) -> tuple[MarketData, list[str]]:
+    """Rows up to the end of ``last_day`` (UTC); one warning per file that had later rows.
+
+    Same rule as the loader's cut: a daily row dated D and an hourly candle opening on D
+    both belong to day D, so the cut keeps stamps ``< last_day + 1 day``.
+    """
+    end = pd.Timestamp(last_day) + pd.Timedelta(days=1)
+    labels = _labels(market)
+    warnings: list[str] = []
+    cut: dict[str, dict[str, pd.DataFrame]] = {}
+    for kind in KINDS:
+        cut[kind] = {}
+        for key, frame in getattr(market, kind).items():
+            later = frame.index >= end
+            if later.any():
+                name = labels.get((kind, key), f"{kind} {key}")
+                warnings.append(
+                    f"{name}: {int(later.sum())} row(s) from {frame.index[later].min()} on "
+                    f"ignored: after {last_day}, the last complete UTC day")
+            cut[kind][key] = frame.loc[~later]
+    gaps = market.gaps
+    if len(gaps):
+        gaps = gaps[pd.to_datetime(gaps["gap_start"]) < end].reset_index(drop=True)
+    return replace(market, **cut, gaps=gaps), warnings
+
+
+def load_as_of(
+    data_dir: Path | str, assets: list[str] | None, as_of: dt.date | None,
+    keep_going: bool = False, today: dt.date | None = None,
+) -> PointInTime:
+    """Load the market as a job may see it on ``as_of``.
+
+    Parameters
+    ----------
+    data_dir, assets, keep_going
+        As :func:`features.loaders.load_market`.
+    as_of : date, optional
+        Explicit as-of: rows dated after it are cut (no warning: that is what was asked).
+        None: the last date in the daily files that is not after yesterday (UTC).
+    today : date, optional
+        Today in UTC (tests pin it); default the clock.
+
+    Raises
+    ------
+    FutureAsOfError
+        ``as_of`` is after ``today``; raised before any file is read.
+    """
+    today = today or utc_today()
+    if as_of is not None:
+        check_as_of(as_of, today)
+        market = load_market(data_dir, assets, as_of, keep_going=keep_going)
+        return PointInTime(market, as_of, list(getattr(market, "warnings", [])))
+    market = load_market(data_dir, assets, None, keep_going=keep_going)
+    market, warnings = cut_market(market, today - dt.timedelta(days=1))
+    warnings = [*getattr(market, "warnings", []), *warnings]
+    last = [frame.index.max() for frame in market.daily.values() if len(frame)]
+    if not last:
+        raise ValueError(f"{data_dir}: no daily rows up to {today - dt.timedelta(days=1)}: "
+                         "nothing to compute an as-of from")
+    return PointInTime(market, max(last).date(), warnings)

@@ -1,0 +1,203 @@
+"""As-of is as-of everywhere: ``run``, ``retrain`` and ``serve`` see rows up to the as-of only;
+without one the last complete UTC day is used (later rows ignored, named); a future as-of is
+refused. Stale and missing data: a one-day gap keeps the previous parameters flagged stale.
+``--keep-going`` in ``serve`` and through ``run``. Serve-time overrides the model ignores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from click.testing import Result
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from serving.market import FutureAsOfError, load_as_of
+from serving.publish import read_manifest, read_partition
+from tests.conftest import write_slice
+from tests.project import AS_OF, copy_project, shrunken_config
+
+D29, D30 = dt.date(2025, 6, 29), dt.date(2025, 6, 30)
+
+
+def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        return CliRunner().invoke(app, list(args))
+    finally:
+        mp.undo()
+
+
+def cut_file(path: Path, last_day: str) -> None:
+    """Keep the rows of a data file dated up to ``last_day`` (real rows, none altered)."""
+    frame = pd.read_csv(path, dtype={"timestamp": str})
+    with gzip.open(path, "wt") as fh:
+        frame[frame["timestamp"].str.slice(0, 10) <= last_day].to_csv(fh, index=False)
+
+
+@pytest.fixture(scope="module")
+def small_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_slice(tmp_path_factory.mktemp("asof-market"), ["BTC"], "2025-06-01", AS_OF)
+
+
+def test_without_as_of_the_last_complete_utc_day_is_used_and_later_rows_are_named(
+        small_market: Path) -> None:
+    pit = load_as_of(small_market, None, None, today=D30)  # 2025-06-30 is still trading
+    assert pit.as_of == D29
+    assert pit.market.daily["BTC"].index.max() == pd.Timestamp(D29)
+    assert pit.market.hourly["BTC"].index.max() == pd.Timestamp("2025-06-29 23:00")
+    text = "\n".join(pit.warnings)
+    for name in ("crypto/daily/BTC.csv.gz", "crypto/hourly/BTC.csv.gz", "iv/DVOL_BTC.csv.gz"):
+        assert name in text
+    assert "24 row(s) from 2025-06-30 00:00:00 on ignored" in text  # the hourly file
+    # a day later the data's last day is complete: nothing is ignored
+    later = load_as_of(small_market, None, None, today=dt.date(2025, 7, 1))
+    assert later.as_of == D30 and later.warnings == []
+
+
+def test_an_explicit_as_of_cuts_without_warning_and_a_future_one_is_refused(
+        small_market: Path) -> None:
+    pit = load_as_of(small_market, None, dt.date(2025, 6, 15), today=D30)
+    assert pit.market.daily["BTC"].index.max() == pd.Timestamp("2025-06-15")
+    assert pit.warnings == []
+    with pytest.raises(FutureAsOfError, match="2025-07-01 is in the future"):
+        load_as_of(small_market / "not-read", None, dt.date(2025, 7, 1), today=D30)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["run", "--quiet"], ["retrain", "--skip-ingest"]])
+def test_a_future_as_of_exits_2_with_a_clear_message(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("{}\n")
+    future = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
+    result = invoke(tmp_path, *command, "--as-of", future, "--data-dir", "nowhere")
+    assert result.exit_code == 2, result.output
+    assert f"as-of {future} is in the future" in " ".join(result.output.split())
+    assert not (tmp_path / "mlruns").exists()  # refused before anything was opened
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_project(tmp_path_factory, "asof-serving")
+
+
+def market_copy(project: Path, name: str, edit) -> str:
+    dest = project / name
+    shutil.copytree(project / "market", dest)
+    edit(dest)
+    return name
+
+
+def test_a_one_day_gap_keeps_the_previous_parameters_flagged_stale(project: Path) -> None:
+    first = invoke(project, "serve", "--as-of", str(D29), "--data-dir", "market", "--quiet",
+                   env={"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_gap"})
+    assert first.exit_code == 0, first.output
+    gap = market_copy(project, "market_gap", lambda d: [
+        cut_file(p, str(D29)) for p in d.rglob("*.csv.gz") if "SPX" not in p.name])
+    result = invoke(project, "serve", "--as-of", str(D30), "--data-dir", gap, "--log-json",
+                    env={"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_gap",
+                         "VOLMARGIN__SERVING__ON_STALE": "fail"})
+    assert result.exit_code == 3, result.output  # on_stale: fail, although published
+    last = json.loads(result.output.strip().splitlines()[-1])
+    assert last["stale_assets"] == ["BTC", "SOL"]
+    before = read_partition(project / "out_gap" / "forecasts" / f"asof={D29}").set_index("asset")
+    after = read_partition(project / "out_gap" / "forecasts" / f"asof={D30}").set_index("asset")
+    for asset in ("BTC", "SOL"):
+        row = after.loc[asset]
+        assert row["flag_stale"] and row["flag_fallback"], row["reason"]
+        assert "stale data: last price 1 day(s) before 2025-06-30" in row["reason"]
+        # the previous set is held (never the 50% conservative set for everyone)
+        assert row["mmf"] == before.loc[asset, "mmf"] < 0.5
+        assert row["lt"] == before.loc[asset, "lt"]
+
+
+def test_serve_keep_going_carries_a_broken_asset_flagged_and_exits_4(project: Path) -> None:
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_keep"}
+    first = invoke(project, "serve", "--as-of", str(D29), "--data-dir", "market", "--quiet",
+                   env=env)
+    assert first.exit_code == 0, first.output
+    broken = market_copy(project, "market_broken", lambda d: (
+        d / "crypto" / "daily" / "SOL.csv.gz").write_bytes(b"\x1f\x8b\x08 not really gzip"))
+    strict = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", broken, env=env)
+    assert strict.exit_code == 1
+    assert "SOL.csv.gz" in " ".join(strict.output.split())
+    assert not (project / "out_keep" / "forecasts" / f"asof={AS_OF}").exists()
+
+    kept = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", broken, "--keep-going",
+                  env=env)
+    assert kept.exit_code == 4, kept.output
+    assert "crypto/daily/SOL.csv.gz" in " ".join(kept.output.split())
+    partition = project / "out_keep" / "forecasts" / f"asof={AS_OF}"
+    params = read_partition(partition).set_index("asset")
+    previous = read_partition(project / "out_keep" / "forecasts" / f"asof={D29}")
+    assert not params.loc["BTC", "flag_stale"]
+    sol = params.loc["SOL"]
+    assert sol["flag_stale"] and sol["flag_fallback"]
+    assert "crypto/daily/SOL.csv.gz failed to load" in sol["reason"]
+    assert sol["mmf"] == previous.set_index("asset").loc["SOL", "mmf"]
+    manifest = read_manifest(partition)["metadata"]
+    assert list(manifest["skipped_files"]) == ["crypto/daily/SOL.csv.gz"]
+
+
+def test_a_serve_time_policy_override_is_refused_and_the_manifest_states_what_was_used(
+        project: Path) -> None:
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_cfg"}
+    refused = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market",
+                     env={**env, "VOLMARGIN__POLICY__CONFIDENCE": "0.98"})
+    assert refused.exit_code == 2, refused.output
+    text = " ".join(refused.output.split())
+    assert "policy.confidence = 0.98 (model: 0.975)" in text
+    assert not (project / "out_cfg" / "forecasts").exists()
+
+    edited = yaml.safe_load((project / "configs" / "default.yaml").read_text())
+    edited["policy"]["confidence"] = 0.98
+    (project / "edited.yaml").write_text(yaml.safe_dump(edited))
+    served = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market", "--config",
+                    "edited.yaml", env=env)
+    assert served.exit_code == 0, served.output
+    assert "config values not applied" in " ".join(served.output.split())
+    meta = read_manifest(project / "out_cfg" / "forecasts" / f"asof={AS_OF}")["metadata"]
+    assert meta["confidence"] == 0.975  # what the model applied
+    assert meta["config_not_applied"] == {
+        "policy.confidence": {"serve": 0.98, "model": 0.975}}
+
+
+@pytest.mark.slow
+def test_run_as_of_fits_selects_and_publishes_on_rows_up_to_the_as_of_only(
+        tmp_path: Path) -> None:
+    as_of = "2025-03-31"
+    write_slice(tmp_path / "market", ["BTC", "ETH", "SOL"], "2023-07-01", AS_OF)
+    (tmp_path / "market" / "crypto" / "hourly" / "ETH.csv.gz").write_bytes(b"broken")
+    cfg = shrunken_config()
+    cfg["models"]["enabled"] = ["ewma94"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    result = invoke(tmp_path, "run", "--data-dir", "market", "--as-of", as_of, "--quiet",
+                    "--keep-going")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("volmargin-policy", "champion")
+    assert version.tags["fit_cutoff"] == as_of  # fitted through the as-of, not to June
+    panels = list((tmp_path / "outputs" / "features").glob("panel-*.parquet"))
+    assert panels and all(
+        pd.read_parquet(p).index.get_level_values("date").max() <= pd.Timestamp(as_of)
+        for p in panels)
+    paths = pd.read_parquet(tmp_path / "outputs" / "backtest" / "policy_paths.parquet")
+    assert pd.to_datetime(paths.reset_index()["date"]).max() <= pd.Timestamp(as_of)
+    # the serve step kept going too: ETH's broken file skipped, the others published
+    params = read_partition(tmp_path / "outputs" / "forecasts" / f"asof={as_of}")
+    assert sorted(params["asset"]) == ["BTC", "SOL"]
+    meta = read_manifest(tmp_path / "outputs" / "forecasts" / f"asof={as_of}")["metadata"]
+    assert meta["fit_cutoff"] == as_of
+    assert list(meta["skipped_files"]) == ["crypto/hourly/ETH.csv.gz"]

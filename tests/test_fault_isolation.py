@@ -1,0 +1,255 @@
+"""A forecaster or diagnostic that fails for one asset costs that asset, never the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs.schema import ModelsConfig, PlausibilityConfig
+from models.backtest import ForecastFailureError, backtest, plan, walk_forward
+from models.ewma import EwmaForecaster
+from models.plausibility import implausibility, trailing_realized_variance
+from models.registry import build_forecaster
+from pipelines.evaluation.comparison import (
+    diagnostic_failures,
+    dm_table,
+    mcs_table,
+    mz_table,
+    var_table,
+)
+from pipelines.evaluation.evaluate import scored
+from pipelines.evaluation.stats import mincer_zarnowitz
+from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, RunResult, exit_status
+from tests.simulate import simulate_panel
+
+OOS = dt.date(2021, 6, 1)
+H = [1, 7]
+
+
+@pytest.fixture(scope="module")
+def panel() -> pd.DataFrame:
+    return simulate_panel(("AAA", "BBB", "CCC"), n_days=700, seed=4)
+
+
+def _run(make: Any, panel: pd.DataFrame, **kw: Any):
+    return backtest(make, panel, OOS, 91, H, 300, **kw)
+
+
+class _Pooled(EwmaForecaster):
+    """EWMA declared pooled, with faults injected per asset (``fail_fit`` / ``blow_up``)."""
+
+    fail_fit: tuple[str, ...] = ()
+    blow_up: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__(alias="faulty")
+        self.per_asset = False
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        if set(self.fail_fit) & set(panel.index.get_level_values("asset")):
+            raise np.linalg.LinAlgError("Singular matrix")
+        return super().fit(panel)
+
+    def forecast(self, panel: pd.DataFrame, horizons: list[int],
+                 cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        fc = super().forecast(panel, horizons, cutoffs)
+        fc.loc[fc["asset"].isin(self.blow_up), "variance"] *= 1e20  # an EGARCH at 1e23
+        return fc
+
+
+def _faulty(fail_fit: tuple[str, ...] = (), blow_up: tuple[str, ...] = (),
+            per_asset: bool = False) -> _Pooled:
+    model = _Pooled()
+    model.fail_fit, model.blow_up, model.per_asset = fail_fit, blow_up, per_asset
+    return model
+
+
+def test_per_asset_tasks_give_the_numbers_of_one_joint_fit(panel):
+    for alias in ("garch11_t", "har_rv", "ewma94"):
+        per_asset = _run(lambda a=alias: build_forecaster(a, ModelsConfig(), H), panel)
+
+        def joint(a: str = alias) -> Any:
+            model = build_forecaster(a, ModelsConfig(), H)
+            model.per_asset = False  # one task per refit, all assets in it: the old loop
+            return model
+
+        together = _run(joint, panel)
+        assert per_asset.failures.empty and together.failures.empty
+        pd.testing.assert_frame_equal(per_asset.forecasts, together.forecasts, check_exact=True)
+        assert set(per_asset.forecasts["asset"]) == {"AAA", "BBB", "CCC"}
+
+
+def test_tasks_are_independent_of_the_order_a_mapper_runs_them(panel):
+    seen: list[tuple[int, tuple[str, ...]]] = []
+
+    def backwards(fn: Any, tasks: Any) -> list[Any]:  # what a cluster may do
+        done = [fn(t) for t in reversed(list(tasks))]
+        seen.extend((r.task.k, r.task.assets) for r in done)
+        return done
+
+    make = lambda: build_forecaster("ewma94", ModelsConfig(), H)  # noqa: E731
+    tasks = plan(panel.drop(columns=[c for c in panel if c.startswith("target_")]), OOS, 91,
+                 300, per_asset=True)
+    assert len(tasks) == 3 * 3 and all(len(t.assets) == 1 for t in tasks)  # asset × refit
+    out = _run(make, panel, mapper=backwards)
+    assert len(seen) == len(tasks) and seen[0] == (tasks[-1].k, tasks[-1].assets)
+    pd.testing.assert_frame_equal(out.forecasts, _run(make, panel).forecasts)
+
+
+def test_a_per_asset_model_that_raises_on_one_asset_loses_only_that_asset(panel):
+    healthy = _run(lambda: _faulty(per_asset=True), panel)
+    out = _run(lambda: _faulty(fail_fit=("BBB",), per_asset=True), panel)
+    assert set(out.forecasts["asset"]) == {"AAA", "CCC"}
+    f = out.failures
+    assert list(zip(f["asset"], f["horizon_days"], f["stage"], strict=True)) == [
+        ("BBB", 1, "fit"), ("BBB", 7, "fit")]
+    assert f["reason"].str.contains("LinAlgError: Singular matrix").all()
+    assert f["reason"].str.startswith("refit 2021-06-01").all()
+    keep = healthy.forecasts[healthy.forecasts["asset"] != "BBB"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(out.forecasts, keep)
+
+
+def test_a_pooled_model_with_implausible_values_on_one_asset_loses_that_asset(panel):
+    out = _run(lambda: _faulty(blow_up=("CCC",)), panel)
+    assert set(out.forecasts["asset"]) == {"AAA", "BBB"}
+    f = out.failures
+    assert list(zip(f["asset"], f["horizon_days"], f["stage"], strict=True)) == [
+        ("CCC", 1, "plausibility"), ("CCC", 7, "plausibility")]
+    n_cutoffs = out.forecasts[(out.forecasts["asset"] == "AAA")
+                              & (out.forecasts["horizon_days"] == 1)].shape[0]
+    assert (f["rows"] == n_cutoffs).all()  # every CCC row was out of band, all are counted
+    assert f["reason"].str.contains(r"band \[0.01, 50\]").all()
+
+
+def test_a_pooled_model_that_cannot_fit_loses_every_asset(panel):
+    out = _run(lambda: _faulty(fail_fit=("AAA",)), panel)
+    assert out.forecasts.empty
+    assert len(out.failures) == 3 * 2 and set(out.failures["stage"]) == {"fit"}
+    with pytest.raises(ForecastFailureError, match="faulty AAA h=1: refit 2021-06-01"):
+        walk_forward(lambda: _faulty(fail_fit=("AAA",)), panel, OOS, 91, H, 300)
+
+
+def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):
+    make = lambda: build_forecaster("ewma94", ModelsConfig(), H)  # noqa: E731
+    good = _run(make, panel).forecasts
+    failed = good[good["asset"] != "BBB"]
+    both = scored({"a": good, "b": failed}, panel)
+    alone = scored({"a": good}, panel)
+    assert set(both.loc[both["model"] == "a", "asset"]) == {"AAA", "BBB", "CCC"}
+    assert set(both.loc[both["model"] == "b", "asset"]) == {"AAA", "CCC"}
+    pd.testing.assert_frame_equal(both[both["model"] == "a"].reset_index(drop=True), alone)
+
+
+# ------------------------------------------------------------------------- plausibility
+
+
+def test_implausibility_names_the_first_rule_broken():
+    bounds = PlausibilityConfig()
+    reasons = implausibility(
+        [7e-3, np.nan, 0.0, 1e-8, 7e-3, 7e-3, 7e-3 * 60, 7e-3 / 120, 7e-3 * 49],
+        7, [1e-3, 1e-3, 1e-3, 1e-3, np.nan, 0.0, 1e-3, 1e-3, 1e-3], bounds)
+    assert reasons[0] == "" and reasons[-1] == ""  # in band, and just inside its top
+    assert "not finite" in reasons[1] and "not positive" in reasons[2]
+    assert "below the floor" in reasons[3]
+    assert "fewer than 15 realized-variance days" in reasons[4]
+    assert "flat-lined" in reasons[5]
+    assert reasons[6].startswith("forecast is 60x") and reasons[7].startswith("forecast is 0.0083x")
+    off = implausibility([1e-8, -1.0], 1, [1.0, 1.0], bounds.model_copy(update={"enabled": False}))
+    assert off[0] == "" and "not positive" in off[1]  # off: only finite and positive
+
+
+def test_trailing_realized_variance_uses_calendar_days_and_counts_a_gap():
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    rv = pd.Series(np.r_[np.full(30, 1e-3), np.full(30, 4e-3)], index=days).drop(days[35:52])
+    mean, count = trailing_realized_variance(rv, 30, 15)
+    assert mean.loc["2024-01-30"] == pytest.approx(1e-3) and count.loc["2024-01-30"] == 30
+    # 2024-02-29: the window 01-31..02-29 holds 01-31..02-04 and 02-22..02-29: 13 values
+    assert count.loc["2024-02-29"] == 13 and np.isnan(mean.loc["2024-02-29"])
+    mean10, _ = trailing_realized_variance(rv, 30, 10)
+    assert mean10.loc["2024-02-29"] == pytest.approx(4e-3)  # never older days to fill it
+
+
+# ------------------------------------------------------------------------- diagnostics
+
+
+def test_singular_mincer_zarnowitz_design_is_nan_with_a_reason_not_an_error():
+    rng = np.random.default_rng(0)
+    realized = np.exp(rng.normal(-6, 1, 300))
+    forecast = np.exp(rng.normal(-6, 0.5, 300))
+    forecast[:5] = 1e23  # the EGARCH 7-day forecast that stopped the run
+    r = mincer_zarnowitz(realized, forecast, maxlags=6)
+    assert np.isnan(r.statistic) and np.isnan(r.slope) and np.isnan(r.r_squared)
+    assert r.note.startswith("singular design")
+
+
+def _scores(rng: np.random.Generator) -> pd.DataFrame:
+    cutoffs = pd.date_range("2024-01-01", periods=200, freq="D")
+    rows = []
+    for model in ("garch11_t", "b"):
+        for asset in ("AAA", "BBB"):
+            v = np.exp(rng.normal(-6, 0.4, 200))
+            if model == "b" and asset == "BBB":
+                v[:5] = 1e23
+            realized = v * rng.chisquare(3, 200) / 3
+            rows.append(pd.DataFrame({"model": model, "asset": asset, "cutoff": cutoffs,
+                                      "horizon_days": 1, "variance": v,
+                                      "realized": realized}))
+    out = pd.concat(rows, ignore_index=True)
+    out["qlike"] = out["realized"] / out["variance"] - np.log(out["realized"] / out["variance"]) - 1
+    return out
+
+
+def test_diagnostics_that_cannot_be_computed_are_nan_with_a_reason():
+    scores = _scores(np.random.default_rng(1))
+    mz = mz_table(scores).set_index(["model", "asset"])
+    assert mz.loc[("b", "BBB"), "mz_note"].startswith("singular design")
+    assert np.isnan(mz.loc[("b", "BBB"), "mz_r2"])
+    assert (mz.drop(("b", "BBB"))["mz_note"] == "").all()
+    assert mz.drop(("b", "BBB"))["mz_r2"].notna().all()
+    short = scores[scores["cutoff"] < "2024-01-06"]  # 5 rows: too few for DM at h=7, and MCS
+    dm = dm_table(short.assign(horizon_days=7))
+    assert dm["dm_stat"].isna().all() and dm["dm_note"].str.contains("ValueError").all()
+    mcs = mcs_table(short)
+    assert mcs["mcs_p"].isna().all() and mcs["mcs_note"].str.contains(">= 10 rows").all()
+    compared = dm.merge(mcs, on=["asset", "horizon_days", "model"], how="outer")
+    listed = diagnostic_failures(compared)
+    assert set(listed["diagnostic"]) == {"diebold_mariano", "model_confidence_set"}
+
+
+def test_var_backtest_without_enough_history_is_nan_with_a_reason():
+    panel = simulate_panel(("AAA",), n_days=120, seed=3)
+    cutoffs = panel.index.get_level_values("date")[:50]
+    fc = pd.DataFrame({"asset": "AAA", "cutoff": cutoffs, "horizon_days": 1,
+                       "target_date": cutoffs + pd.Timedelta(days=1), "variance": 1e-3})
+    var = var_table({"m": fc}, panel)
+    assert var.loc[0, "var_pass"] is None and var.loc[0, "var_note"] != ""
+
+
+# ------------------------------------------------------------------------- run summary
+
+
+def test_run_summary_lists_failures_and_sets_the_exit_code():
+    base = dict(fingerprint="x", table=pd.DataFrame(), comparison=pd.DataFrame(), selected="m",
+                selection_reason="", selection=pd.DataFrame(), policy_summary=pd.DataFrame(),
+                stress=pd.DataFrame(), model_version="1", promoted=True, gate_reason="",
+                failures={}, served=None)
+    clean = RunResult(**base)
+    assert not clean.completed_with_failures and exit_status(clean) == 0
+    assert clean.failure_lines() == []
+    failed = pd.DataFrame([{"model": "egarch_t", "asset": "PUMP", "horizon_days": 7,
+                            "stage": "plausibility", "reason": "3 implausible forecasts",
+                            "rows": 3}])
+    diag = pd.DataFrame([{"model": "b", "asset": "X", "horizon_days": 1,
+                          "diagnostic": "mincer_zarnowitz", "reason": "singular design"}] * 25)
+    result = RunResult(**{**base, "failures": {"crypto/daily/EMPTY.csv.gz": "no rows"}},
+                       forecast_failures=failed, diagnostic_failures=diag)
+    assert exit_status(result) == EXIT_COMPLETED_WITH_FAILURES == 4
+    lines = result.failure_lines()
+    assert lines[0] == ("forecast failed: egarch_t PUMP h=7d (plausibility): "
+                        "3 implausible forecasts")
+    assert sum(line.startswith("diagnostic undefined") for line in lines) == 20
+    assert "... and 5 more" in lines[21] and lines[-1].startswith("skipped file crypto/daily")
