@@ -462,6 +462,8 @@ class TailNnConfig(_Strict):
     """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
 
     loss_variant: Literal["close", "intrabar"] = "close"
+    # classical tail whose 99% VaR scales the network's outputs (chosen on the selection period)
+    scale_model: Literal["fhs_ewma", "fhs_garch", "evt_garch"] = "fhs_ewma"
     hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
     embed_dim: int = Field(2, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -514,61 +516,6 @@ class IngestConfig(_Strict):
     max_retry_after_s: float = Field(120.0, ge=0)  # a longer Retry-After gives up at once
     max_response_mb: float = Field(50.0, gt=0)    # MiB; the largest real answer is ~10 MB
     plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
-
-
-class TailFhsConfig(_Strict):
-    """FHS tail on a variance forecaster (``models/tail/classical.py``)."""
-
-    variance_model: str = "ewma94"  # alias in models.registry; σ of the U-day interval
-    loss_variant: Literal["close", "intrabar"] = "close"  # as the policy's worst_window loss
-    window: int = Field(500, ge=20)   # standardized losses, as policy.fhs_window
-    min_obs: int = Field(100, ge=10)  # fewer: no forecast for that asset and date
-
-
-class TailEvtConfig(_Strict):
-    """McNeil-Frey peaks over threshold on standardized losses (``models/tail/classical.py``)."""
-
-    variance_model: str = "garch11_t"
-    loss_variant: Literal["close", "intrabar"] = "close"
-    window: int = Field(1000, ge=100)   # last standardized losses the GPD is fitted to
-    min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
-    tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
-
-
-class TailQrConfig(_Strict):
-    """Linear quantile regression on HAR and DVOL inputs (``models/tail/quantile.py``)."""
-
-    loss_variant: Literal["close", "intrabar"] = "close"
-    max_iter: int = Field(5000, ge=100)
-
-
-class TailNnConfig(_Strict):
-    """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
-
-    loss_variant: Literal["close", "intrabar"] = "close"
-    hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
-    embed_dim: int = Field(2, ge=1)
-    lr: float = Field(3e-3, gt=0)
-    weight_decays: list[float] = Field(default_factory=lambda: [1e-4, 1e-2], min_length=1)
-    batch_size: int = Field(512, ge=1)
-    max_epochs: int = Field(40, ge=1)
-    patience: int = Field(5, ge=1)
-    val_fraction: float = Field(0.2, gt=0, lt=0.5)  # last dates of the window, purged by U
-    seed: int = 7
-
-
-class TailConfig(_Strict):
-    """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
-
-    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"]
-    levels: list[float] = [0.975, 0.99, 0.995]
-    refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
-    min_train_days: int = Field(365, ge=30)
-    fhs_ewma: TailFhsConfig = TailFhsConfig()
-    fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
-    evt_garch: TailEvtConfig = TailEvtConfig()
-    qr_har: TailQrConfig = TailQrConfig()
-    tail_nn: TailNnConfig = TailNnConfig()
 
 
 class IngestPlausibilityConfig(_Strict):
@@ -612,7 +559,6 @@ class Config(_Strict):
     serving: ServingConfig = ServingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     stress: StressConfig = StressConfig()
-    tail: TailConfig = TailConfig()
     tail: TailConfig = TailConfig()
     ingest: IngestConfig = IngestConfig()
 
