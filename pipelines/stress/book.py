@@ -128,12 +128,12 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
         for rule, bad in (("non_finite", ~np.isfinite(x)), ("negative_amount", x < 0)):
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                fail(i, rule, f"{column} = {x[i]!r} must be a finite amount >= 0")
+                fail(i, rule, f"{column} = {float(x[i])!r} must be a finite amount >= 0")
     ltv = values["opened_ltv"]
     bad = np.isfinite(ltv) & ((ltv < 0) | (ltv >= 1)) | np.isinf(ltv)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        fail(i, "opened_ltv_range", f"opened_ltv = {ltv[i]!r} must be in [0, 1) or empty")
+        fail(i, "opened_ltv_range", f"opened_ltv = {float(ltv[i])!r} must be in [0, 1) or empty")
     known = set(known_assets)
     unknown = ~frame["collateral_asset"].isin(known)
     if unknown.any():
@@ -164,7 +164,7 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
     if orphan.any():
         i = int(np.flatnonzero(orphan)[0])
         fail(i, "debt_without_collateral", f"account {frame['account'].iloc[i]!r} owes "
-             f"{values['debt_amount'][i]!r} but holds no collateral")
+             f"{float(values['debt_amount'][i])!r} but holds no collateral")
     return _to_matrix(frame["account"].to_numpy(), frame["collateral_asset"].to_numpy(),
                       values["collateral_amount"], values["debt_amount"], sorted(known))
 
