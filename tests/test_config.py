@@ -1,8 +1,11 @@
+import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from configs.schema import Config, ConfigError, load_config
+from pipelines.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -138,3 +141,40 @@ def test_every_ordered_pair_names_fields_that_exist():
     for small, large, _ in ORDERED_PAIRS:
         assert isinstance(_leaf(Config(), small), int | float), small
         assert isinstance(_leaf(Config(), large), int | float), large
+
+
+def _cli(tmp_path, *args, env=None):
+    """``volmargin <args>`` in ``tmp_path``; (result, the JSON log lines)."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(tmp_path)
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        mp.undo()
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    return result, lines
+
+
+@pytest.mark.parametrize("command", ["serve", "retrain", "ingest"])
+def test_a_malformed_config_file_exits_2_with_a_json_error_naming_it(tmp_path, command):
+    (tmp_path / "bad.yaml").write_text("policy: {confidence: 0.9\n")
+    result, lines = _cli(tmp_path, command, "--config", "bad.yaml", "--log-json")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (error,) = lines
+    assert (error["level"], error["step"]) == ("error", "config")
+    assert error["message"].startswith("bad.yaml: not valid YAML")
+
+
+def test_a_malformed_environment_override_exits_2_naming_the_variable(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("{}\n")
+    result, lines = _cli(tmp_path, "serve", "--log-json",
+                         env={"VOLMARGIN__POLICY__CONFIDENCE": "[0.9"})
+    assert result.exit_code == 2, result.output
+    assert "environment variable VOLMARGIN__POLICY__CONFIDENCE" in lines[-1]["message"]
+    plain, _ = _cli(tmp_path, "run", "--quiet", env={"VOLMARGIN__POLICY__MMF_FLOOR": "0.9"})
+    assert plain.exit_code == 2
+    assert "policy.mmf_floor = 0.9 > policy.mmf_cap = 0.6" in " ".join(plain.output.split())
