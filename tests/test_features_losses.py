@@ -135,8 +135,11 @@ def test_daily_range_proxy_bounds_the_hourly_truth_on_real_data(embedded_market)
     between Binance's daily and hourly files)."""
     cfg = FeaturesConfig()
     table = worst_loss_proxy_comparison(embedded_market.daily, embedded_market.hourly, cfg)
-    assert set(table["asset"]) == {"BTC", "ETH"}
-    assert (table["n"] > 2800).all()
+    assert set(table["asset"]) == set(embedded_market.hourly) and len(set(table["asset"])) >= 11
+    assert (table["n"] > 1700).all()           # every hourly asset has years of valid days
     assert (table["coverage"] >= 0.999).all()
-    assert (table["median_ratio"] > 2).all()  # the whole day's range vs one hour: 2.5-3.8x
-    assert (table["corr"] > 0.6).all()
+    assert (table["median_ratio"] > 2).all()  # the whole day's range vs one hour: 2.5-3.9x
+    # In logs the proxy ranks days well everywhere; in levels a few wick days (LINK's 0.0001
+    # low of 2020-03-12) weigh so much that only BTC/ETH are held to a level correlation.
+    assert (table["corr_log"] > 0.7).all()
+    assert (table.loc[table["asset"].isin(["BTC", "ETH"]), "corr"] > 0.6).all()
