@@ -125,3 +125,20 @@ def test_network_training_lowers_validation_fz0_and_records_its_choice():
     model.fit(panel)
     assert model.chosen["weight_decay"] in (1e-4, 1e-1)
     assert np.isfinite(model.chosen["val_fz0"])
+
+
+def test_network_on_an_evt_scale_round_trips_through_json():
+    import json
+
+    from models.tail.registry import tail_forecaster_from_state
+
+    panel = tail_panel(("AAA", "BBB"), n_days=900, seed=4)
+    cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 2, "weight_decays": [1e-3],
+                                                  "scale_model": "evt_garch"})
+    model = build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
+    model.fit(panel[panel.index.get_level_values("date") <= panel.index.levels[1][700]])
+    clone = tail_forecaster_from_state(json.loads(json.dumps(model.state())))
+    cut = panel.index.levels[1][750:760]
+    a, b = model.forecast_tail(panel, cutoffs=cut), clone.forecast_tail(panel, cutoffs=cut)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 2 * 10 * 2 * 3

@@ -2,8 +2,8 @@ r"""The tail network and its FZ0 training module (Lightning).
 
 **Network.** One pooled MLP over all assets (an asset embedding beside the standardized
 inputs) outputs, per side and level :math:`k = 1..K` (levels ascending), multipliers of a
-point-in-time tail scale :math:`s_t` of each side (the 99 % VaR of filtered historical
-simulation on EWMA volatility, :class:`models.tail.classical.FhsTail`):
+point-in-time tail scale :math:`s_t` of each side (the 99 % VaR of a classical tail model,
+:mod:`models.tail.classical`):
 
 .. math::
 
@@ -13,7 +13,7 @@ simulation on EWMA volatility, :class:`models.tail.classical.FhsTail`):
 so VaR and ES never cross across levels and :math:`\mathrm{ES}_k \ge \mathrm{VaR}_k > 0` by
 construction. The last layer starts at zero weights with biases that reproduce the training
 window's unconditional quantiles and tail means of :math:`y/s`, so training starts from
-the classical FHS tail (rescaled) and only learns departures from it.
+the classical tail (rescaled) and only learns departures from it.
 
 **Loss.** The FZ0 loss of Patton, Ziegel and Chen (2019) (``pipelines/evaluation/
 tail_tests.fz0_loss``, here in torch), averaged over rows, sides and levels with a target.
@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.utils.data import TensorDataset
 
 
 @dataclass
@@ -95,6 +96,12 @@ class TailModule(pl.LightningModule):
         terms = fz0_torch(y[..., None].float(), var.float(), es.float(), self.alpha)
         m = mask[..., None].expand_as(terms)
         return terms[m].mean()
+
+    @torch.no_grad()
+    def start_from(self, val: TensorDataset) -> None:
+        """Score the untrained network on ``val``: it is the candidate to beat."""
+        self.best_val_loss = float(self._loss(val.tensors))
+        self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self._loss(batch)

@@ -1,7 +1,8 @@
 r"""``tail_nn``: a pooled Lightning network forecasting VaR and ES of the covered loss.
 
-Tail scale (row ``t`` only, per side): the 99 % VaR of FHS on EWMA volatility
-(``fhs_ewma``, fitted and forecast inside this model); the network learns multipliers of it.
+Tail scale (row ``t`` only, per side): the 99 % VaR of a classical tail model
+(``scale_model``: ``fhs_ewma``, ``fhs_garch`` or ``evt_garch`` with their default settings,
+fitted and forecast inside this model); the network learns multipliers of it.
 Inputs (row ``t`` only): the log of that scale for both sides, log HAR volatilities at
 1/7/30 days, log DVOL volatility and its flag, log covered losses of the interval ending
 at ``t`` and their 7-day maxima for both sides, and the context columns of
@@ -13,7 +14,9 @@ and loss: :mod:`models.tail.net`.
 **Honest training.** Everything is chosen inside the window given to ``fit``: the last
 ``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
 validation period), is the validation set; each weight decay of ``weight_decays`` is
-trained with early stopping on it and the one with the lowest validation FZ0 is kept.
+trained with early stopping on it and the one with the lowest validation FZ0 is kept; the
+untrained start (the rescaled FHS tail) is a candidate too, so a network that cannot beat
+it on the validation period falls back to it.
 Deterministic on CPU (seeded shuffling, one intra-op thread), ``accelerator="auto"``,
 bf16 on a GPU.
 """
@@ -30,7 +33,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
 
-from configs.schema import TailFhsConfig, TailNnConfig
+from configs.schema import TailConfig, TailNnConfig
 from models.base import asset_frame, select_cutoffs
 from models.neural.module import batch_loader, quiet_lightning
 from models.preprocessing import MaskedStandardScaler
@@ -42,20 +45,28 @@ from models.tail.base import (
     covered_loss_targets,
     tail_frame,
 )
-from models.tail.classical import FhsTail
+from models.tail.classical import EvtTail, FhsTail
 from models.tail.inputs import context_inputs, scale_inputs
 from models.tail.net import TailModule, TailNet, TailNetConfig
 
 FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
 
 
-BASE_LEVEL = 0.99  # the FHS quantile used as the tail scale
+BASE_LEVEL = 0.99  # the classical VaR level used as the tail scale
+ScaleModel = FhsTail | EvtTail
 
 
-def base_scale(fhs: FhsTail, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex | None
+def scale_model(alias: str, variant: str, interval_days: int) -> ScaleModel:
+    """The classical tail model ``alias`` with its default settings and this loss variant."""
+    section = getattr(TailConfig(), alias)
+    cls = EvtTail if alias == "evt_garch" else FhsTail
+    return cls(section.model_copy(update={"loss_variant": variant}), alias, interval_days)
+
+
+def base_scale(base: ScaleModel, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex | None
                ) -> dict[str, pd.DataFrame]:
-    """Per asset, (date × side) FHS-EWMA 99 % VaR: the tail scale of each row."""
-    fc = fhs.forecast_tail(panel, [BASE_LEVEL], cutoffs)
+    """Per asset, (date × side) classical 99 % VaR: the tail scale of each row."""
+    fc = base.forecast_tail(panel, [BASE_LEVEL], cutoffs)
     return {str(a): b.pivot(index="cutoff", columns="side", values="var")
             for a, b in fc.groupby("asset")}
 
@@ -88,13 +99,13 @@ class TailNetForecaster:
         self.scaler: MaskedStandardScaler | None = None
         self.net: TailNet | None = None
         self.chosen: dict[str, float] = {}
-        self.fhs = FhsTail(TailFhsConfig(loss_variant=config.loss_variant), "fhs_ewma",
-                           interval_days)
+        self.fit_stats: dict[str, int] = {}  # rows and epochs of the last fit (benchmarks)
+        self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
 
     def _rows(self, panel: pd.DataFrame, targets: bool,
               cutoffs: pd.DatetimeIndex | None = None) -> dict[str, tuple[Any, ...]]:
         out = {}
-        bases = base_scale(self.fhs, panel, cutoffs)
+        bases = base_scale(self.base, panel, cutoffs)
         for asset in sorted(panel.index.get_level_values("asset").unique()):
             frame = asset_frame(panel, asset)
             x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant)
@@ -117,7 +128,7 @@ class TailNetForecaster:
 
     def fit(self, panel: pd.DataFrame) -> Self:
         cfg, u = self.config, self.interval_days
-        self.fhs.fit(panel)
+        self.base.fit(panel)
         rows = self._rows(panel, targets=True)
         self.assets = list(rows)
         keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
@@ -143,10 +154,13 @@ class TailNetForecaster:
         data_tr = self._tensors(x[train], asset[train], s[train], y[train])
         data_va = self._tensors(x[val], asset[val], s[val], y[val])
         best: tuple[float, float, dict[str, torch.Tensor]] | None = None
+        epochs = 0
         for wd in cfg.weight_decays:
-            loss, state = self._train(data_tr, data_va, x.shape[1], var0, es0, wd)
+            loss, state, ran = self._train(data_tr, data_va, x.shape[1], var0, es0, wd)
+            epochs += ran
             if best is None or loss < best[0]:
                 best = (loss, wd, state)
+        self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         assert best is not None
         self.net = self._new_net(x.shape[1])
         self.net.load_state_dict(best[2])
@@ -161,7 +175,7 @@ class TailNetForecaster:
 
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
                var0: np.ndarray, es0: np.ndarray, weight_decay: float
-               ) -> tuple[float, dict[str, torch.Tensor]]:
+               ) -> tuple[float, dict[str, torch.Tensor], int]:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         net = self._new_net(n_inputs)
@@ -169,6 +183,7 @@ class TailNetForecaster:
                       torch.tensor(es0, dtype=torch.float32))
         alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
         module = TailModule(net, alpha, cfg.lr, weight_decay)
+        module.start_from(val)  # the rescaled FHS tail itself is the first candidate
         shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(cfg.seed))
         tr = batch_loader(train, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
@@ -181,7 +196,7 @@ class TailNetForecaster:
                 enable_progress_bar=False, enable_model_summary=False, deterministic=True,
                 num_sanity_val_steps=0)
             trainer.fit(module, train_dataloaders=tr, val_dataloaders=va)
-        return module.best_val_loss, module.best_state
+        return module.best_val_loss, module.best_state, int(trainer.current_epoch)
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
@@ -219,7 +234,7 @@ class TailNetForecaster:
                 "scaler": {"mean": self.scaler.mean_.tolist(),
                            "scale": self.scaler.scale_.tolist()},
                 "weights": {k: v.tolist() for k, v in self.net.state_dict().items()},
-                "fhs": self.fhs.state()}
+                "base": self.base.state()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
@@ -227,7 +242,7 @@ class TailNetForecaster:
         model.levels = [float(q) for q in state["levels"]]
         model.assets = list(state["assets"])
         model.chosen = dict(state["chosen"])
-        model.fhs = FhsTail.from_state(state["fhs"])
+        model.base = type(model.base).from_state(state["base"])
         model.scaler = MaskedStandardScaler()
         model.scaler.mean_ = np.asarray(state["scaler"]["mean"], dtype=float)
         model.scaler.scale_ = np.asarray(state["scaler"]["scale"], dtype=float)

@@ -161,6 +161,32 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
     return pd.concat(blocks, ignore_index=True)
 
 
+def select_scale_model(panel: pd.DataFrame, cfg: Config,
+                       candidates: tuple[str, ...] = ("fhs_ewma", "evt_garch")
+                       ) -> tuple[str, pd.DataFrame]:
+    """``tail_nn.scale_model`` with the lowest pooled FZ0 at 99 % (long) on the selection period.
+
+    Each candidate is walked forward from ``selection_start`` to ``selection_end`` only, so
+    the evaluation period is never read (its rows are not even in the panel handed over).
+    """
+    ev, u = cfg.evaluation, cfg.features.update_interval_days
+    upto = panel[panel.index.get_level_values("date") <= pd.Timestamp(ev.selection_end)]
+    rows = []
+    for name in candidates:
+        tail = cfg.tail.model_copy(update={"tail_nn": cfg.tail.tail_nn.model_copy(
+            update={"scale_model": name})})
+        fc = tail_walk_forward(lambda t=tail: build_tail_forecaster("tail_nn", t, u), upto,
+                               ev.selection_start, ev.selection_end, tail.refit_every,
+                               tail.levels, tail.min_train_days)
+        fc.insert(0, "model", "tail_nn")
+        s = score(fc, upto, cfg.tail.tail_nn.loss_variant)
+        daily = daily_fz0(s, "long", HEADLINE_LEVEL)
+        rows.append({"scale_model": name, "fz0": float(daily["tail_nn"].mean()),
+                     "days": len(daily)})
+    table = pd.DataFrame(rows)
+    return str(table.sort_values("fz0")["scale_model"].iloc[0]), table
+
+
 def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config
                  ) -> dict[str, pd.DataFrame]:
     """Every table of :func:`run_tail_backtest` from walk-forward ``forecasts``."""
