@@ -192,3 +192,21 @@ def test_as_of_cut_is_strict(project: tuple[Config, Path], tmp_path: Path) -> No
     ended = stress_parameters(cfg.with_overrides({"paths.data_dir": str(cut)}), params,
                               AS_OF).table
     assert full.equals(ended)
+
+
+@pytest.mark.slow
+def test_mlflow_run_holds_the_tables_and_plots(project: tuple[Config, Path]) -> None:
+    import mlflow
+
+    cfg, _ = project
+    result = run_stress(cfg, AS_OF, publish=False)
+    run = mlflow.search_runs(experiment_names=[cfg.registry.experiment],
+                             filter_string="tags.`volmargin.step` = 'stress'")
+    assert len(run) == 1
+    row = run.iloc[0]
+    assert row["metrics.bad_debt_usd.BTC_drop30_corr1"] == pytest.approx(
+        next(s["bad_debt_usd"] for s in result.summary["scenarios"]
+             if s["scenario"] == "BTC_drop30_corr1"))
+    files = {a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"], "stress")}
+    assert {"stress/stress.csv", "stress/stress_summary.json", "stress/worst_cascade.png",
+            "stress/bad_debt_distribution.png"} <= files
