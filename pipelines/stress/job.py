@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
-from configs.schema import Config, ConfigError
+from configs.schema import Config, ConfigError, parse_yaml
 from features.loaders import MarketData, load_market
 from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, liquidate
@@ -41,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StressResult:
+    """A stress run: ``table`` (rows of ``stress.parquet``), ``summary``
+    (``stress_summary.json``), the scenarios and the liquidation outcome of each."""
+
     table: pa.Table
     summary: dict[str, Any]
     scenarios: list[Scenario]
@@ -74,7 +76,7 @@ def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
     """``cfg`` with the keys of a YAML scenario file (a subset of ``stress``) applied."""
     if path is None:
         return cfg
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = parse_yaml(Path(path).read_text(), f"scenario file {path}") or {}  # no duplicate keys
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a scenario file is a mapping of stress.* keys")
     try:
