@@ -53,6 +53,17 @@ class Engine:
             return [fn(item, **kwargs) for item in items]
         return Parallel(n_jobs=self.n_jobs)(delayed(fn)(item, **kwargs) for item in items)
 
+    def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterable[Any]:
+        """A ``map``-shaped callable for :func:`models.backtest.backtest`.
+
+        Locally the walk-forward stays sequential in process (its tasks share one large
+        feature frame, which processes would copy per task; the policy replays are what the
+        local engine parallelises); on Dask the tasks fan out over the cluster.
+        """
+        if self.kind == "dask":
+            return self.map(fn, items)
+        return map(fn, items)
+
     def scatter(self, value: Any) -> Any:
         """Ship a large shared argument once (a Dask future), or return it as is."""
         if self.kind == "dask":

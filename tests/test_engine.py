@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines.engine import chunked, make_engine
@@ -40,3 +43,29 @@ def test_unknown_engine_is_refused():
 
 def test_chunked_keeps_order_and_covers_everything():
     assert chunked(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_mapper_runs_a_walk_forward_identically_on_dask():
+    """The walk-forward's tasks give the same forecasts in process and on 2 Dask workers."""
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.backtest import backtest
+    from models.registry import build_forecaster
+    from tests.conftest import MARKET
+
+    market = load_market(MARKET, ["BTC", "SOL"], dt.date(2025, 6, 30))
+    cfg = Config()
+    panel = build_panel(market, cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2023-01-01"]
+
+    def run(mapper):
+        return backtest(lambda: build_forecaster("har_rv", cfg.models, [1]), panel,
+                        dt.date(2024, 6, 1), 120, [1], 300, mapper=mapper).forecasts
+
+    with make_engine("local", n_jobs=1) as local:
+        expected = run(local.mapper)
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        got = run(dask.mapper)
+    assert len(expected) > 500 and set(expected["asset"]) == {"BTC", "SOL"}
+    pd.testing.assert_frame_equal(got, expected)
