@@ -136,6 +136,7 @@ def test_lock_is_exclusive_names_the_holder_and_is_released(tmp_path: Path) -> N
         with pytest.raises(LockHeldError) as exc, exclusive(lock, "serve"):
             pass  # pragma: no cover - never entered
         assert str(lock) in str(exc.value) and f"pid {holder['pid']}" in str(exc.value)
+        assert json.loads(lock.read_text()) == holder  # the loser did not wipe the record
     with exclusive(lock, "serve"):  # released on exit, and the file is kept
         assert lock.exists()
 
