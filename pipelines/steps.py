@@ -30,6 +30,7 @@ from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate
 from pipelines.selection.select import Selection
+from pipelines.stress.gate import stress_gate_refusal
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
 from serving.ops.tracking import log_context
@@ -268,7 +269,8 @@ def step_register(
         champ_policy = (registry.version_tag(name, champion, "policy") or f"policy:{champ_alias}"
                         ) if champ_alias else None
         champ_rows = summary[summary["policy"] == champ_policy] if champ_policy else None
-        decision = gate(mine, champ_rows, cfg.registry.gate)
+        refusal = stress_gate_refusal(cfg, model, bundle, features)  # None unless budgeted
+        decision = gate(mine, champ_rows, cfg.registry.gate, stress_refusal=refusal)
         passed, reason = decision.passed, decision.reason
         if not passed and champion is None and cfg.registry.gate.promote_first:
             passed, reason = True, f"first version promoted with its gate result: {reason}"

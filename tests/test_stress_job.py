@@ -13,10 +13,14 @@ import pandas as pd
 import pytest
 
 from configs.schema import Config, ConfigError, GateConfig
+from features.build import build_panel
+from features.loaders import load_market
+from features.schema import feature_view
+from models.registry import build_forecaster
 from pipelines.selection.gate import gate
 from pipelines.stress import contract
 from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
-from pipelines.stress.gate import challenger_stress, stress_refusal
+from pipelines.stress.gate import challenger_stress, stress_gate_refusal, stress_refusal
 from pipelines.stress.job import run_stress, stress_parameters, stress_published
 from pipelines.stress.publish import STRESS_DIR, read_stress
 from serving.publish import PARAMETERS_SCHEMA, publish_partition
@@ -210,3 +214,17 @@ def test_mlflow_run_holds_the_tables_and_plots(project: tuple[Config, Path]) -> 
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(row["run_id"], "stress")}
     assert {"stress/stress.csv", "stress/stress_summary.json", "stress/worst_cascade.png",
             "stress/bad_debt_distribution.png"} <= files
+
+
+def test_registration_hook_stresses_the_challenger_as_serving_would(
+        project: tuple[Config, Path]) -> None:
+    cfg, _ = project
+    market = load_market(cfg.paths.data_dir, ["BTC", "ETH"], as_of=AS_OF)
+    features = feature_view(build_panel(market, cfg.features))
+    model = build_forecaster("ewma94", cfg.models, [1]).fit(features)
+    bundle = {"config": cfg.resolved(), "forecasts": {}, "fit_cutoff": AS_OF.isoformat()}
+    assert stress_gate_refusal(cfg, model, bundle, features) is None  # no budget: off
+    strict = cfg.with_overrides({"stress.max_bad_debt_share": 0.0})
+    reason = stress_gate_refusal(strict, model, bundle, features)
+    assert reason is not None and reason.startswith("stress bad debt")
+    assert "> budget 0.000%" in reason

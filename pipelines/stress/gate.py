@@ -17,7 +17,9 @@ from typing import Any
 import pandas as pd
 
 from configs.schema import Config
+from models.base import Forecaster
 from pipelines.stress.job import stress_parameters
+from serving.apply import policy_frame
 
 
 def stress_refusal(summary: dict[str, Any], budget: float | None) -> str | None:
@@ -43,3 +45,14 @@ def challenger_stress(cfg: Config, parameters: pd.DataFrame, as_of: dt.date,
         return None
     result = stress_parameters(cfg, parameters, as_of, book_path, monte_carlo=False)
     return stress_refusal(result.summary, budget)
+
+
+def stress_gate_refusal(cfg: Config, forecaster: Forecaster, bundle: dict[str, Any],
+                        features: pd.DataFrame) -> str | None:
+    """The registration hook: the challenger's parameters at its fit cutoff (the policy
+    applied exactly as serving would, :func:`serving.apply.policy_frame`), stressed on the
+    standard scenarios. None without a budget, and then nothing is computed."""
+    if cfg.stress.max_bad_debt_share is None:
+        return None
+    cutoff = dt.date.fromisoformat(bundle["fit_cutoff"])
+    return challenger_stress(cfg, policy_frame(forecaster, bundle, features, cutoff), cutoff)
