@@ -63,16 +63,15 @@ def test_forecast_reads_nothing_after_its_cutoff(fitted, panel):
         pd.testing.assert_frame_equal(full, cut)
 
 
-def test_fit_on_truncated_panel_ignores_later_rows(panel):
-    # fitted at t on a panel truncated at t, or on the full panel cut at t: same model
+def test_fit_is_deterministic_and_never_reads_target_columns(panel):
+    # models build their targets from worst_loss_* of the rows they are given; a target_*
+    # column (the future) handed over by mistake must change nothing
     t = panel.index.levels[1][600]
     upto = panel[panel.index.get_level_values("date") <= t]
-    later = panel.copy()
-    later.loc[later.index.get_level_values("date") > t, "worst_loss_long"] *= 50.0
-    later = later[later.index.get_level_values("date") <= t]
+    leaky = upto.assign(target_worst_loss_long=1.0, target_worst_loss_short=1.0)
     for alias in ("fhs_garch", "evt_garch", "qr_har"):
         a = build_tail_forecaster(alias, FAST).fit(upto).forecast_tail(panel, LEVELS)
-        b = build_tail_forecaster(alias, FAST).fit(later).forecast_tail(panel, LEVELS)
+        b = build_tail_forecaster(alias, FAST).fit(leaky).forecast_tail(panel, LEVELS)
         pd.testing.assert_frame_equal(a, b)
 
 
