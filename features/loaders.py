@@ -286,7 +286,14 @@ def load_market(
         run.record(err, f"asset(s) {', '.join(absent)} not built")
     symbols = [s for s in symbols if s in daily_files]
     hourly_files, hourly_errors = scan(root / "crypto" / "hourly")
-    dvol_files, _ = run.scan(root / "iv", lambda n: f"DVOL_{n} not used", prefix="DVOL_")
+    if assets is None:  # every hourly file should belong to an asset; say so when one does not
+        for name in sorted((set(hourly_files) | set(hourly_errors)) - set(daily_files)
+                           - set(daily_errors)):
+            run.warn(f"{root / 'crypto' / 'hourly'}: hourly series {name} has no daily file "
+                     "in crypto/daily/; not used.")
+    dvol_files, dvol_errors = run.scan(
+        root / "iv", lambda n: f"DVOL_{n} not used"
+        + (f"; asset {n} not built" if n in symbols else ""), prefix="DVOL_")
     macro_files, _ = run.scan(root / "macro", lambda n: f"macro series {n} not used")
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
@@ -304,7 +311,7 @@ def load_market(
     for s in symbols:
         consequence = f"asset {s} not built"
         d = run.load(partial(load_daily, **limit), daily_files[s], consequence)
-        if d is None or (s in dvol_files and s not in dvol):
+        if d is None or (s in dvol_files and s not in dvol) or s in dvol_errors:
             continue
         d = _cut(d, end)
         try:

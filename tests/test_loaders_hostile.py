@@ -90,6 +90,23 @@ def test_an_asset_that_never_had_hourly_data_is_not_a_problem(root: Path) -> Non
     assert market.hourly_problems == {} and market.warnings == []
 
 
+def test_an_hourly_file_without_daily_file_is_reported(root: Path) -> None:
+    (root / "crypto/daily/ETH.csv.gz").unlink()
+    market = load_market(root)
+    assert sorted(market.daily) == ["BTC"] and sorted(market.hourly) == ["BTC"]
+    assert len(market.warnings) == 1 and "hourly series ETH has no daily file" in market.warnings[0]
+    assert load_market(root, assets=["BTC"]).warnings == []  # a requested subset: expected
+
+
+def test_a_broken_dvol_link_fails_its_asset(root: Path) -> None:
+    dangling_link(root / "iv/DVOL_ETH.csv.gz")
+    with pytest.raises(DataValidationError, match="broken_link"):
+        load_market(root)
+    market = load_market(root, keep_going=True)
+    assert sorted(market.daily) == ["BTC"] and sorted(market.dvol) == ["BTC"]
+    assert "asset ETH not built" in market.failures["iv/DVOL_ETH.csv.gz"]
+
+
 # ---------------------------------------------------------------- daily: an error
 
 
