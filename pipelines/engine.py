@@ -23,8 +23,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
 from joblib import Parallel, delayed
 
 EngineKind = Literal["local", "dask"]
@@ -47,6 +50,14 @@ class Engine:
         if not items:
             return []
         if self.kind == "dask":
+            if isinstance(fn, partial) and not fn.args:
+                # A partial that binds a large frame (the walk-forward's features) would ship
+                # it inside every task; scatter it once and pass the future as a keyword.
+                kwargs = {**fn.keywords, **kwargs}
+                fn = fn.func
+            kwargs = {k: self.client.scatter(v, broadcast=True)
+                      if isinstance(v, pd.DataFrame | np.ndarray) else v
+                      for k, v in kwargs.items()}
             futures = self.client.map(fn, items, pure=False, **kwargs)
             return self.client.gather(futures)
         if self.n_jobs == 1 or len(items) == 1:
