@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.validation import DataValidationError
 
@@ -176,7 +177,8 @@ def read_table(path: Path, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> p
         A ``.csv``, ``.csv.gz`` or ``.parquet`` file.
     max_file_mb : float or None
         Refuse (rule ``file_too_large``) a file larger than this many MB (10^6 bytes) on disk
-        or, for gzip, once decompressed. None: no limit.
+        or uncompressed (gzip: counted while decompressing; Parquet: row-group sizes in its
+        metadata). None: no limit.
 
     Raises
     ------
@@ -190,6 +192,11 @@ def read_table(path: Path, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> p
         if limit is not None and size > limit:
             raise _too_large(path, f"{size / 1e6:,.1f} MB on disk", max_file_mb or 0.0)
         if path.name.endswith(".parquet"):
+            if limit is not None:  # Parquet is compressed too: its metadata tell the raw size
+                meta = pq.ParquetFile(path).metadata
+                raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+                if raw > limit:
+                    raise _too_large(path, f"{raw / 1e6:,.1f} MB uncompressed", max_file_mb or 0.0)
             frame = pd.read_parquet(path).reset_index(drop=True)
         elif path.name.endswith(".gz") and limit is not None:
             with gzip.open(path, "rb") as raw, io.BufferedReader(_Capped(raw, limit)) as capped:

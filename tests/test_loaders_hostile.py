@@ -283,6 +283,20 @@ def test_size_guard_also_caps_decompressed_size(root: Path) -> None:
     assert sorted(load_market(root, max_file_mb=1).hourly) == ["BTC", "ETH"]
 
 
+def test_size_guard_reads_parquet_metadata(root: Path) -> None:
+    source = root / "crypto/hourly/BTC.csv.gz"
+    frame = pd.read_csv(source)
+    source.unlink()
+    path = source.with_name("BTC.parquet")
+    frame.to_parquet(path)
+    assert path.stat().st_size < 100_000  # compressed on disk, ~0.2 MB as columns
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root, max_file_mb=0.1)
+    assert (exc.value.rule, exc.value.path) == ("file_too_large", path)
+    assert "uncompressed" in str(exc.value)
+    assert len(load_market(root).hourly["BTC"]) == 90 * 24
+
+
 # ---------------------------------------------------------------- future rows
 
 
