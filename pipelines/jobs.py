@@ -273,15 +273,15 @@ def ui_job(cfg: Config, console: Console, port: int, workers: int) -> int:
     Exit 1 at once when the port cannot be listened on (the server would log the error and
     still exit 0).
     """
-    from serving.ops.tracking import artifact_root, tracking_uri
+    from serving.ops.tracking import artifact_root, setup, tracking_uri
 
     busy = port_in_use("127.0.0.1", port)
     if busy is not None:
         console.print(f"[red]cannot start the MLflow UI: 127.0.0.1:{port}: {busy}. Stop what "
                       "listens there, or choose another port with --port.[/red]")
         return EXIT_FAILED
+    setup(cfg)  # a moved project's artifact locations are re-resolved before the UI reads them
     root = artifact_root(cfg.paths.mlruns_dir)
-    root.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers),
            "--backend-store-uri", tracking_uri(cfg.paths.mlruns_dir),

@@ -3,7 +3,16 @@ one published partition ``outputs/forecasts/asof=D/``.
 
 Features are rebuilt from data truncated at the as-of date, so serving a past date sees exactly
 what was known then (the model's parameters, however, are the champion's: serve a past date
-with the version that was champion then, ``model_version=``, for a faithful replay).
+with the version that was champion then, ``model_version=``, for a faithful replay). Without
+an as-of, the last complete UTC day in the data is served (:mod:`serving.market`); a future
+as-of is refused. An asset whose data ends before the as-of gets the policy's fail-safe on its
+previous parameters, flagged stale (:func:`serving.apply.asset_parameters`).
+
+Before the model is loaded its stored files are located under this project's artifact root
+(a moved project still serves), checked against the sha256 tagged at registration, and its
+bundled config compared with the serve-time one: the policy values the model applies are its
+own, so an environment override of one is refused and a config-file difference is recorded in
+the manifest (``config_not_applied``).
 
 One run at a time (``outputs/.serve.lock``, :mod:`serving.ops.lock`). The previously published
 parameters (newest revision of the latest earlier day) are the policy's guardrail state. The

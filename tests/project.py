@@ -4,9 +4,9 @@
 2023-07-01 → 2025-06-30) with a shrunken config (garch11_t only, short backtest), the same
 recipe as ``tests/test_end_to_end.py``. Test modules that serve, retrain again or start the
 UI take a *copy* (:func:`copy_project`) so that what one module publishes or registers never
-changes what another sees. The copied MLflow store keeps pointing at the original's artifact
-directory (MLflow stores absolute artifact locations); that directory only ever gains new
-run folders, so sharing it is harmless.
+changes what another sees. MLflow stores absolute artifact locations; the copy's first
+``setup`` rewrites them to the copy's own ``mlruns/artifacts`` (:func:`serving.ops.tracking.
+relocate`), so a copy never reads or writes the original's.
 """
 
 from __future__ import annotations
