@@ -15,7 +15,7 @@ import pytest
 from features.loaders import TIMESTAMP_FORMAT, load_daily, load_dvol, load_macro
 from pipelines.ingest import ingest
 from pipelines.ingest.plausibility import PlausibilitySettings, screen
-from tests.conftest import MARKET
+from tests.conftest import MARKET, write_slice
 from tests.replay.fake_api import FakeApis
 from tests.replay.harness import settings_for, small_market, text
 
@@ -174,3 +174,28 @@ def test_accepted_rows_of_a_page_extend_the_history_of_later_ones() -> None:
     kept, held = screen(history, new, "daily", True, PlausibilitySettings(), TIMESTAMP_FORMAT)
     assert len(kept) == 5 and held[0].rule == "close_jump"
     assert held[0].value == pytest.approx(np.log(3) / np.log(1.02 / 0.98))
+
+
+def test_the_scan_reproduces_the_screens_ratio_and_the_documented_maximum(
+    tmp_path: Path,
+) -> None:
+    from pipelines.ingest.plausibility_scan import scan
+
+    root = write_slice(tmp_path, ["BTC"], "2020-01-01", "2020-06-30", macro=("US10Y",))
+    shutil.rmtree(root / "crypto" / "hourly")
+    shutil.rmtree(root / "iv")  # DVOL starts in 2021: empty in this slice
+    table = scan(root, before="2021-01-01")
+    top = table.iloc[0]
+    assert (top["file"], top["rule"], top["timestamp"]) == (
+        "crypto/daily/BTC.csv.gz", "close_jump", pd.Timestamp("2020-03-12"))
+    assert top["ratio"] == pytest.approx(11.04, abs=0.005)  # as in the module docstring
+    # The screen holds that day exactly when k is below the scanned ratio.
+    stored = load_daily(root / DAILY)
+    history = stored.loc[:"2020-03-11"]
+    day = stored.loc[["2020-03-12"]].reset_index(names="timestamp")
+    for k, held in ((11.0, True), (11.1, False)):
+        _, found = screen(history, day, "daily", True, PlausibilitySettings(k_daily=k),
+                          TIMESTAMP_FORMAT)
+        assert bool(found) is held
+        if held:
+            assert found[0].value == pytest.approx(top["ratio"])

@@ -25,11 +25,13 @@ previous rows there is no scale and only ``finite_positive`` applies.
 
 Defaults of ``k`` (:class:`PlausibilitySettings`): twice the largest ratio ``move / s`` seen in
 the embedded data over a selection period (crypto and macro before 2021, DVOL before 2022,
-when it starts in 2021-03), rounded up. Largest ratios in that period: daily candles 11.0
-(BTC close, 2020-03-12), hourly 40.3 (BTC high, 2018-10-15), DVOL 6.6 (ETH high), macro 25.6
-(VIX, 2018-02-05) → ``k`` = 25, 100, 25, 60. Over the whole stored history no row of any file
-exceeds these (largest: daily 18.4, hourly 40.3, DVOL 13.0, macro 25.6), so the screen never
-holds a row like one already stored; the 1.2e12 candle scores about 540.
+as it starts in 2021-03), rounded up; :mod:`.plausibility_scan` recomputes them. Largest
+ratios in that period: daily candles 11.0 (BTC close, 2020-03-12), hourly 40.3 (BTC high,
+2018-10-15), DVOL 8.7 (ETH, as a value-only series, 2021-05-19; 6.6 on its candles), macro
+25.6 (VIX close-to-close, 2018-02-05) → ``k`` = 25, 100, 25 (rounded up to the daily value),
+60. Over the whole stored history no row of any file exceeds these (largest: daily 18.4,
+hourly 40.3, DVOL 17.8, macro 25.6), so the screen never holds a row like one already
+stored; the 1.2e12 candle scores about 540.
 
 A held row is reported (rule, measured value, limit) and not appended; the operator checks
 the provider and either waits for a correction or reruns with a larger ``k``.
