@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import itertools
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -268,3 +269,13 @@ def test_a_trickling_server_is_cut_at_the_deadline(
         HttpClient(policy).get_json("binance", api.url, KLINES, DAILY)
     assert time.monotonic() - started < 1.5 + 3.0  # not the 30 s the server would take
     assert len(api.requests) == 1
+
+
+def test_the_key_never_reaches_the_logs_even_at_debug(
+    api: FakeApis, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.faults.append("500")
+    with caplog.at_level(logging.DEBUG):
+        HttpClient(FAST_RETRY).get_json("fred", api.url, FRED, FRED_PARAMS)
+    assert any("/fred/series/observations?" in r.getMessage() for r in caplog.records)
+    assert DUMMY_FRED_KEY not in caplog.text and "api_key=***" in caplog.text

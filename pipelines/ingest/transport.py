@@ -1,5 +1,6 @@
-"""urllib3 pieces under :mod:`.http`: HTTPS-only URLs, secret redaction, the retry policy
-object, and a watchdog that cuts a request at its wall-clock deadline whatever the server does.
+"""urllib3 pieces under :mod:`.http`: HTTPS-only URLs, secret redaction (in errors and in
+urllib3's own log records), the retry policy object, and a watchdog that cuts a request at its
+wall-clock deadline whatever the server does.
 
 Socket timeouts bound each *wait* (``recv``), not a request: a server that sends one byte
 per second, in its headers or its body, never trips them. The watchdog does: urllib3's
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import random
+import re
 import socket
 import threading
 import urllib.parse
@@ -25,8 +28,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
-__all__ = ["SECRET_PARAMS", "EqualJitterRetry", "Watchdog", "insecure_reason", "is_loopback",
-           "pool_manager", "redact"]
+__all__ = ["SECRET_PARAMS", "EqualJitterRetry", "RedactSecrets", "Watchdog", "insecure_reason",
+           "is_loopback", "pool_manager", "redact"]
 
 SECRET_PARAMS = frozenset({"api_key", "apikey", "token", "signature"})
 
@@ -39,6 +42,31 @@ def redact(url: str) -> str:
         for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)\b(" + "|".join(sorted(SECRET_PARAMS)) + r")=([^&\s\"']+)")
+
+
+class RedactSecrets(logging.Filter):
+    """Log filter replacing the values of secret query parameters in a record by ``***``.
+
+    urllib3 logs each request line, query string included, at DEBUG: without this a debug
+    run would write the FRED key to its logs. Installed on urllib3's loggers at import.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        cleaned = _SECRET_IN_TEXT.sub(r"\1=***", text)
+        if cleaned != text:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+for _name in ("urllib3", "urllib3.connectionpool", "urllib3.poolmanager", "urllib3.connection",
+              "urllib3.util.retry", "urllib3.response"):
+    # A filter applies only to records logged on its own logger, hence one per module.
+    logging.getLogger(_name).addFilter(RedactSecrets())
 
 
 def is_loopback(host: str | None) -> bool:
