@@ -80,3 +80,8 @@ def test_rollback_to_a_missing_version_is_an_error(store):
 def test_missing_champion_is_a_clear_error(store):
     with pytest.raises(registry.ChampionMissingError, match="no @champion"):
         registry.champion_uri(NAME)
+
+
+def test_a_bare_date_means_the_end_of_that_utc_day():
+    assert registry.parse_when("2025-07-01") == dt.datetime(2025, 7, 1, 23, 59, 59, 999999)
+    assert registry.parse_when("2025-07-01T12:00:00") == dt.datetime(2025, 7, 1, 12)
