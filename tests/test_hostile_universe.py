@@ -1,0 +1,166 @@
+"""Acceptance: ``volmargin run --keep-going`` on a hostile universe completes, publishes the
+healthy assets, lists what failed and exits 4 ("completed with failures").
+
+The universe, in the embedded layout: two real assets (BTC, SOL: a slice of the embedded data)
+and six synthetic ones, each the shape of a real fault —
+
+* ``LISTED``: a listing-day candle with a 3× high/low range, then an ordinary path (the
+  candle is in the training window: it must not stop anything; what a model then makes of
+  the asset is checked like any other);
+* ``PUMP``: ×10 in three weeks, then −90 % in two (a 2021 altcoin);
+* ``FLAT``: a feed that flat-lines (the same price every day from mid-2024);
+* ``GAPPY``: thirty days missing in the out-of-sample period;
+* ``PEGGED``: a stablecoin-like series, daily moves of ~1e-5;
+* ``EMPTY``: a header-only file.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+from serving.publish import read_partition
+from tests.conftest import write_slice
+from tests.project import shrunken_config
+
+START, END = "2023-07-01", "2025-06-30"
+HEALTHY = ["BTC", "SOL"]
+HOSTILE = ["LISTED", "PUMP", "FLAT", "GAPPY", "PEGGED", "EMPTY"]
+
+
+def _candles(dates: pd.DatetimeIndex, log_close: np.ndarray, rng: np.random.Generator,
+             spread: float) -> pd.DataFrame:
+    """Daily OHLCV around a log-close path: open = previous close, a range of ``spread``."""
+    close = np.exp(log_close)
+    open_ = np.r_[close[0], close[:-1]]
+    wiggle = 1.0 + spread * rng.uniform(0.2, 1.0, len(close))
+    return pd.DataFrame({
+        "timestamp": dates.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "open": open_, "high": np.maximum(open_, close) * wiggle,
+        "low": np.minimum(open_, close) / wiggle, "close": close,
+        "volume": 1e6 * rng.uniform(0.5, 1.5, len(close))})
+
+
+def _write(root: Path, asset: str, frame: pd.DataFrame) -> None:
+    path = root / "crypto" / "daily" / f"{asset}.csv.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as fh:
+        frame.to_csv(fh, index=False, float_format="%.10g")
+
+
+def hostile_universe(root: Path) -> Path:
+    """Write the universe of the module docstring under ``root`` (seeded, deterministic)."""
+    write_slice(root, HEALTHY, START, END)
+    rng = np.random.default_rng(2021)
+    days = pd.date_range(START, END, freq="D")
+
+    def walk(n: int, vol: float) -> np.ndarray:
+        return np.log(20.0) + np.cumsum(vol * rng.standard_t(5, n) * np.sqrt(3 / 5))
+
+    listed = _candles(days[62:], walk(len(days) - 62, 0.04), rng, 0.02)
+    listed.loc[0, ["open", "low", "high"]] = [listed.loc[0, "close"] / 1.5,
+                                              listed.loc[0, "close"] / 1.5,
+                                              listed.loc[0, "close"] * 2.0]  # 3× range
+    _write(root, "LISTED", listed)
+
+    path = walk(len(days), 0.02)
+    at = days.get_loc(pd.Timestamp("2024-10-01"))
+    path[at:at + 21] = path[at - 1] + np.linspace(0, np.log(10), 22)[1:]        # ×10
+    path[at + 21:at + 35] = path[at + 20] + np.linspace(0, np.log(0.1), 15)[1:]  # −90 %
+    path[at + 35:] = path[at + 34] + np.cumsum(0.03 * rng.standard_normal(len(days) - at - 35))
+    _write(root, "PUMP", _candles(days, path, rng, 0.02))
+
+    flat = walk(len(days), 0.03)
+    dead = days.get_loc(pd.Timestamp("2024-06-01"))
+    flat[dead:] = flat[dead]
+    candles = _candles(days, flat, rng, 0.02)
+    for col in ("open", "high", "low"):  # not a tick of range: a frozen feed
+        candles.loc[dead + 1:, col] = candles.loc[dead + 1:, "close"]
+    _write(root, "FLAT", candles)
+
+    keep = (days < "2024-11-01") | (days > "2024-11-30")
+    _write(root, "GAPPY", _candles(days[keep], walk(int(keep.sum()), 0.03), rng, 0.02))
+    _write(root, "PEGGED", _candles(days, 1e-5 * rng.standard_normal(len(days)), rng, 1e-5))
+    _write(root, "EMPTY", pd.DataFrame(columns=["timestamp", "open", "high", "low", "close",
+                                                "volume"]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    hostile_universe(root / "market")
+    cfg = shrunken_config()  # a short backtest from 2024-09-01: the recipe of test_end_to_end
+    cfg["models"]["enabled"] = ["garch11_t", "egarch_t", "ewma94"]
+    # the policy is chosen and reported inside the short backtest, one candidate setting
+    cfg.setdefault("evaluation", {}).update(
+        selection_start="2024-09-01", selection_end="2025-01-31",
+        evaluation_start="2025-02-01", evaluation_end=END,
+        grid={"policy.confidence": [0.975]}, frontier_knobs={"policy.stress_floor_weight": [0.25]})
+    (root / "configs").mkdir()
+    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    try:
+        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--keep-going",
+                                          "--quiet", "--as-of", END])
+    finally:
+        mp.undo()
+    return root, result
+
+
+def test_run_completes_with_failures_and_exit_code_4(hostile_run):
+    _, result = hostile_run
+    assert result.exit_code == 4, result.output
+    assert "Completed with failures" in result.output
+
+
+def test_healthy_assets_are_published_without_fallback(hostile_run):
+    root, _ = hostile_run
+    params = read_partition(root / "outputs" / "forecasts" / f"asof={END}").set_index("asset")
+    for asset in HEALTHY:
+        assert not params.loc[asset, "flag_fallback"], params.loc[asset].to_dict()
+        assert 0.02 <= params.loc[asset, "mmf"] < 0.6
+    assert params.loc["SOL", "sigma_1d"] > params.loc["BTC", "sigma_1d"]
+
+
+def test_every_hostile_asset_is_flagged(hostile_run):
+    root, result = hostile_run
+    failures = pd.read_csv(root / "outputs" / "backtest" / "failures.csv")
+    by_asset = failures.groupby("asset")["stage"].apply(set).to_dict()
+    assert not set(by_asset) & set(HEALTHY), failures
+    out = " ".join(result.output.split())
+    # the header-only file is listed as skipped (features.loaders, --keep-going)
+    assert "skipped file crypto/daily/EMPTY.csv.gz" in out
+    # a dead feed and a peg: no forecast of theirs is plausible, whatever the model
+    assert {"FLAT", "PEGGED"} <= set(by_asset)
+    assert "trailing 30-day realized variance is zero" in out
+    assert "below the floor 0.001 (a peg or a dead feed)" in out
+    # thirty missing days: nothing to check the forecasts after the gap against
+    assert "plausibility" in by_asset["GAPPY"] and "fewer than 15 realized-variance days" in out
+    # EGARCH after the pump: one-day forecasts ~1/1000 of the variance just realized
+    egarch = failures[(failures["model"] == "egarch_t") & (failures["asset"] == "PUMP")]
+    assert list(egarch["stage"]) == ["plausibility"] and egarch["horizon_days"].tolist() == [1]
+    for r in failures.itertuples():  # each failed triple is on the console, with its reason
+        assert f"{r.model} {r.asset} h={r.horizon_days}d ({r.stage})" in out
+    comparison = pd.read_csv(root / "outputs" / "backtest" / "comparison.csv")
+    failed_rows = comparison[comparison["failure"].fillna("") != ""]
+    assert len(failed_rows) == len(failures) and failed_rows["qlike"].isna().all()
+    healthy = comparison[comparison["failure"].fillna("") == ""]
+    assert set(healthy["asset"]) >= set(HEALTHY) and healthy["qlike"].notna().all()
+
+
+@pytest.mark.xfail(strict=True, reason="serving does not yet apply models.plausibility to the "
+                   "champion's as-of forecast; when it does, this passes: drop the mark")
+def test_published_rows_of_a_dead_feed_and_a_peg_fall_back(hostile_run):
+    root, _ = hostile_run
+    params = read_partition(root / "outputs" / "forecasts" / f"asof={END}").set_index("asset")
+    assert params.loc[["FLAT", "PEGGED"], "flag_fallback"].all()
