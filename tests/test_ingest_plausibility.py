@@ -199,3 +199,14 @@ def test_the_scan_reproduces_the_screens_ratio_and_the_documented_maximum(
         assert bool(found) is held
         if held:
             assert found[0].value == pytest.approx(top["ratio"])
+
+
+def test_an_hourly_candle_is_screened_with_the_hourly_k(api: FakeApis, tmp_path: Path) -> None:
+    market = small_market(tmp_path / "hourly")
+    kline = api.klines[("BTCUSDT", "1h")][4]  # 2025-07-01T03:00
+    kline[2] = kline[4] = str(float(kline[4]) * 10)  # high and close x10
+    report = ingest(market, ["binance"], "2025-07-01T06:30:00Z", settings=settings_for(api.url))
+    hourly = report.file("crypto/hourly/BTC.csv.gz")
+    assert (hourly.appended, hourly.last_timestamp) == (3, "2025-07-01T02:00:00Z")
+    assert [h.rule for h in hourly.held] == ["close_jump", "after_held", "after_held"]
+    assert hourly.held[0].timestamp == "2025-07-01T03:00:00Z" and hourly.held[0].limit == 100.0
