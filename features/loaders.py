@@ -60,7 +60,7 @@ TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 YIELD_SERIES = frozenset({"US10Y"})
 # An hourly file lost this way leaves the asset on the daily-range proxy (flagged); any other
 # hourly error fails the asset (see load_market).
-LOST_FILE_RULES = frozenset({"broken_link", "not_a_file", "empty_file"})
+LOST_FILE_RULES = frozenset({"broken_link", "not_a_file", "empty_file", "only_future_rows"})
 _log = logging.getLogger(__name__)
 
 
@@ -140,10 +140,11 @@ class MarketData:
     the reason and its consequence; ``files`` lists only the files actually used.
 
     ``hourly_problems`` maps an asset to the reason its hourly file could not be used (a
-    broken symlink, a directory, a file without rows; under ``keep_going`` also any hourly
-    error, the asset then being absent from ``daily``). An asset listed here *and* present in
-    ``daily`` is built on the daily-range proxy instead of hourly realized variance: serving
-    must flag it. An asset that simply has no hourly file is not listed (it never had one).
+    broken symlink, a directory, a file without rows or with future rows only; under
+    ``keep_going`` also any hourly error, the asset then being absent from ``daily``). An
+    asset listed here *and* present in ``daily`` is built on the daily-range proxy instead of
+    hourly realized variance: serving must flag it. An asset that simply has no hourly file
+    is not listed (it never had one).
 
     ``warnings`` holds every non-fatal problem found while loading, one sentence each naming
     the file: hourly files lost (as above), rows dated after the current UTC time ignored (only
@@ -204,6 +205,13 @@ class _Attempts:
             return frame
         first = int(frame.index.searchsorted(self.now, side="right"))
         self.future[self.label(path)] = frame.index[first]
+        if first == 0:  # nothing usable is left: as for a file without rows
+            raise DataValidationError(
+                path, 2, "only_future_rows",
+                f"{path} line 2: rule only_future_rows failed: every row is dated after now "
+                f"({self.now:%Y-%m-%dT%H:%M:%SZ} UTC), the first "
+                f"{frame.index[0]:%Y-%m-%dT%H:%M:%SZ}. A clock or feed error upstream? Nothing "
+                "was loaded.")
         self.warn(f"{path} line {first + 2}: {len(frame) - first} row(s) dated after now "
                   f"({self.now:%Y-%m-%dT%H:%M:%SZ} UTC) ignored, the first stamped "
                   f"{frame.index[first]:%Y-%m-%dT%H:%M:%SZ}. A clock or feed error upstream?")
@@ -254,7 +262,7 @@ def load_market(
         hourly or own DVOL file fails is not built at all (never silently degraded to a
         range proxy); a failed macro series leaves its features NaN; the rest still loads.
         In both modes an hourly file that is *lost* (broken symlink, not a regular file, no
-        rows) is a warning: the asset is built on the range proxy and listed in
+        rows, only future rows) is a warning: the asset is built on the range proxy and listed in
         ``MarketData.hourly_problems``, so that serving flags it.
     max_file_mb : float or None
         Files larger than this (on disk or decompressed) are refused before being read

@@ -330,6 +330,19 @@ def test_rows_dated_far_ahead_are_never_used(root: Path) -> None:
     assert "2100-01-01T00:00:00Z" in market.warnings[0]
 
 
+def test_a_file_with_only_future_rows_is_lost(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loaders, "_utcnow", lambda: pd.Timestamp("2022-04-01"))
+    shift_hours(root / "crypto/hourly/ETH.csv.gz", 24 * 100)  # 2022-04-11 onwards
+    market = load_market(root)
+    assert sorted(market.daily) == ["BTC", "ETH"] and sorted(market.hourly) == ["BTC"]
+    assert "only_future_rows" in market.hourly_problems["ETH"]
+    assert "2022-04-11T00:00:00Z" in market.hourly_problems["ETH"]
+    shift_hours(root / "crypto/daily/ETH.csv.gz", 24 * 100)
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert (exc.value.rule, exc.value.row) == ("only_future_rows", 2)
+
+
 # ---------------------------------------------------------------- low-level errors
 
 
