@@ -65,7 +65,8 @@ class DataValidationError(ValueError):
         ``None`` when the problem is not tied to a line (e.g. a missing file).
     rule : str
         Short rule id, one of :data:`RULE_ORDER`, ``asset_missing``,
-        ``hourly_daily_consistency`` (:mod:`features.consistency`) or a file-level rule of
+        ``hourly_daily_consistency`` (:mod:`features.consistency`), ``only_future_rows``
+        (:func:`features.loaders.load_market` without ``as_of``) or a file-level rule of
         :mod:`features.rawfiles` (``broken_link``, ``not_a_file``, ``duplicate_source``,
         ``file_too_large``, ``empty_file``, ``file_unreadable``, ``csv_format``).
     """
