@@ -151,7 +151,8 @@ def test_retry_after_as_an_http_date_is_honoured(api: FakeApis) -> None:
     sleep = RecordedSleep()
     policy = replace(FAST_RETRY, max_retry_after_s=60.0, deadline_s=120.0)
     assert len(HttpClient(policy, sleep=sleep).get_json("binance", api.url, KLINES, DAILY)) == 2
-    assert len(sleep.waits) == 1 and 28.0 <= sleep.waits[0] <= 30.0  # whole-second date
+    # The date has whole seconds; the slack below 29 s absorbs a slow, loaded machine.
+    assert len(sleep.waits) == 1 and 25.0 <= sleep.waits[0] <= 30.0
 
 
 def test_unreadable_retry_after_falls_back_to_backoff(api: FakeApis) -> None:
