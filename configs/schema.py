@@ -518,35 +518,6 @@ class IngestConfig(_Strict):
     plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
 
 
-class IngestPlausibilityConfig(_Strict):
-    """Screen holding back implausible new rows (``pipelines/ingest/plausibility.py``): a move
-    above k x the trailing median range (or change). Each k is twice the largest ratio seen on
-    the selection period (crypto and macro before 2021, DVOL before 2022), rounded up; no row
-    of the embedded data, whole history included, exceeds it."""
-
-    enabled: bool = True
-    window: int = Field(30, ge=5)          # previous rows whose median range is the scale
-    min_history: int = Field(10, ge=2)     # fewer previous rows: only finite/positive checked
-    k_daily: float = Field(25.0, gt=1)     # 2 x 11.0 (BTC close, 2020-03-12), rounded up
-    k_hourly: float = Field(100.0, gt=1)   # 2 x 40.3 (BTC high, 2018-10-15), rounded up
-    k_dvol: float = Field(25.0, gt=1)      # 2 x 6.6 (ETH DVOL high, 2021), as daily candles
-    k_macro: float = Field(60.0, gt=1)     # 2 x 25.6 (VIX, 2018-02-05), rounded up
-
-
-class IngestConfig(_Strict):
-    """``volmargin ingest`` transport bounds (``pipelines/ingest/http.py``) and plausibility.
-    HTTPS only: plain HTTP cannot be enabled from a config (loopback test servers opt in from
-    code or ``VOLMARGIN_INGEST_ALLOW_HTTP_LOOPBACK=1``, and to loopback hosts only)."""
-
-    timeout_s: float = Field(15.0, gt=0)          # per socket wait (connect, headers, a read)
-    max_attempts: int = Field(5, ge=1)            # first try included
-    min_interval_s: float = Field(0.25, ge=0)     # between request starts (rate limit)
-    deadline_s: float = Field(600.0, gt=0)        # wall clock per request, body included
-    max_retry_after_s: float = Field(120.0, ge=0)  # a longer Retry-After gives up at once
-    max_response_mb: float = Field(50.0, gt=0)    # MiB; the largest real answer is ~10 MB
-    plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
-
-
 class Config(_Strict):
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
