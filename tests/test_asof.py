@@ -185,7 +185,8 @@ def test_run_as_of_fits_selects_and_publishes_on_rows_up_to_the_as_of_only(
     (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
     result = invoke(tmp_path, "run", "--data-dir", "market", "--as-of", as_of, "--quiet",
                     "--keep-going")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # completed, with ETH's file skipped
+    assert "skipped file crypto/hourly/ETH.csv.gz" in result.output
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     version = client.get_model_version_by_alias("volmargin-policy", "champion")
     assert version.tags["fit_cutoff"] == as_of  # fitted through the as-of, not to June
