@@ -195,7 +195,7 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
         with contextlib.nullcontext() if log.json_lines or log.quiet else log.console.status(
                 f"ingesting into {cfg.paths.data_dir} ..."):
             report = ingest(cfg.paths.data_dir, sources, until,
-                            settings=ingest_settings_from_env())
+                            settings=ingest_settings_from_env(ingest_cfg=cfg.ingest))
     except ValueError as exc:  # unknown source, unparsable --until
         log.error("ingest", str(exc))
         return EXIT_USAGE

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 from configs.schema import ConfigError, IngestConfig, load_config
+from features.loaders import load_daily
+from pipelines.cli import app
 from pipelines.ingest import IngestSettings
 from pipelines.ingest.http import MIB
 from pipelines.retrain import ALLOW_HTTP_LOOPBACK_ENV, ingest_settings_from_env
+from tests.conftest import REPO
+from tests.replay.harness import serving, small_market
 
 
 def test_default_config_gives_the_documented_defaults() -> None:
@@ -44,3 +53,27 @@ def test_only_the_environment_opt_in_allows_loopback_http() -> None:
         "VOLMARGIN_INGEST_BINANCE_URL"]
     tight = ingest_settings_from_env(env, IngestConfig(deadline_s=30.0))
     assert tight.retry.deadline_s == 30.0
+
+
+def test_volmargin_ingest_reads_the_config_and_exits_1_on_a_held_candle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    market = small_market(tmp_path / "market")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    with serving(monkeypatch) as api:
+        monkeypatch.setenv("VOLMARGIN_INGEST_BINANCE_URL", api.url)
+        monkeypatch.setenv(ALLOW_HTTP_LOOPBACK_ENV, "1")
+        api.klines[("BTCUSDT", "1d")][3][2] = api.klines[("BTCUSDT", "1d")][3][4] = "1.2e12"
+        args = ["ingest", "--data-dir", str(market), "--sources", "binance",
+                "--until", "2025-07-06T12:00:00Z", "--log-json"]
+        held = CliRunner().invoke(app, args)
+        assert held.exit_code == 1, held.output
+        lines = [json.loads(line) for line in held.output.strip().splitlines()]
+        daily = next(line for line in lines if line.get("file") == "crypto/daily/BTC.csv.gz")
+        assert (daily["status"], daily["held"], daily["appended"]) == ("held", 3, 2)
+        # The config section reaches the command: a k above the candle's ratio accepts it.
+        monkeypatch.setenv("VOLMARGIN__INGEST__PLAUSIBILITY__K_DAILY", "1000")
+        accepted = CliRunner().invoke(app, args)
+    assert accepted.exit_code == 0, accepted.output
+    assert load_daily(market / "crypto/daily/BTC.csv.gz").loc["2025-07-03", "close"] == 1.2e12
