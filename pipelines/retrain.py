@@ -116,8 +116,10 @@ def data_fingerprint(data_dir: Path) -> str:
 
 
 def config_fingerprint(cfg: Config) -> str:
-    """sha256 of the resolved config without ``paths`` and ``serving`` (no effect on training)."""
-    resolved = {k: v for k, v in cfg.resolved().items() if k not in ("paths", "serving")}
+    """sha256 of the resolved config without ``paths``, ``serving`` and ``ingest`` (no effect on
+    training; what ingestion appended is in the data fingerprint)."""
+    resolved = {k: v for k, v in cfg.resolved().items()
+                if k not in ("paths", "serving", "ingest")}
     return hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()
 
 

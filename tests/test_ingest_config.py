@@ -77,3 +77,13 @@ def test_volmargin_ingest_reads_the_config_and_exits_1_on_a_held_candle(
         accepted = CliRunner().invoke(app, args)
     assert accepted.exit_code == 0, accepted.output
     assert load_daily(market / "crypto/daily/BTC.csv.gz").loc["2025-07-03", "close"] == 1.2e12
+
+
+def test_ingest_settings_do_not_change_the_retrain_config_fingerprint() -> None:
+    from pipelines.retrain import config_fingerprint
+
+    base = load_config()
+    assert config_fingerprint(base.with_overrides({"ingest.deadline_s": 30.0})) == \
+        config_fingerprint(base)
+    assert config_fingerprint(base.with_overrides({"backtest.refit_every": 30})) != \
+        config_fingerprint(base)
