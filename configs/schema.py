@@ -462,8 +462,9 @@ class TailNnConfig(_Strict):
     """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
 
     loss_variant: Literal["close", "intrabar"] = "close"
-    # classical tail whose 99% VaR scales the network's outputs (chosen on the selection period)
-    scale_model: Literal["fhs_ewma", "fhs_garch", "evt_garch"] = "fhs_ewma"
+    # classical tail whose 99% VaR scales the network (selection period: evt_garch FZ0 -2.151,
+    # fhs_ewma -2.074; pipelines.evaluation.tail_compare.select_scale_model)
+    scale_model: Literal["fhs_ewma", "fhs_garch", "evt_garch"] = "evt_garch"
     hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
     embed_dim: int = Field(2, ge=1)
     lr: float = Field(3e-3, gt=0)
