@@ -32,6 +32,7 @@ from pipelines.stress.liquidation import Market, liquidate
 from pipelines.stress.montecarlo import monte_carlo
 from pipelines.stress.report import var_es
 from pipelines.stress.scenarios import ewma_sigma
+from serving.policy import trailing_adv
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "market"
 AS_OF = dt.date(2025, 6, 30)
@@ -45,7 +46,8 @@ def stand_in_market(cfg: Config) -> tuple[Market, dict[str, pd.DataFrame], pd.Se
     sigma = np.array([ewma_sigma(daily[a]["close"], cfg.stress.ewma_decay).iloc[-1]
                       for a in assets])
     price = np.array([daily[a]["close"].iloc[-1] for a in assets])
-    adv = np.array([(daily[a]["close"] * daily[a]["volume"]).iloc[-30:].mean() for a in assets])
+    adv = np.array([trailing_adv(daily[a]["close"] * daily[a]["volume"],
+                                 cfg.policy.liquidity.adv_window).iloc[-1] for a in assets])
     mmf = 1.0 - np.exp(-4.0 * sigma)
     lb = np.full(len(assets), 1.03)
     market = Market(assets, price, (1 - mmf) / lb, lb, sigma, adv,

@@ -33,6 +33,7 @@ from pipelines.stress.report import concentration, scenario_rows, stress_table, 
 from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
+from serving.policy import trailing_adv
 from serving.publish import PARQUET_NAME, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -86,15 +87,18 @@ def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
 
 
 def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Config) -> Market:
-    """Prices (close of D), LT/LB/σ from the parameters, ADV of the last ``adv_window`` days."""
+    """Prices (close of D), LT/LB/σ from the parameters, the policy's trailing ADV
+    (:func:`serving.policy.trailing_adv`)."""
     p = params.set_index("asset").sort_index()
     assets = list(p.index)
     price, adv = [], []
     for a in assets:
         d = data.daily[a].loc[: pd.Timestamp(as_of)]
         price.append(float(d["close"].iloc[-1]) if len(d) else np.nan)
-        dollar = (d["close"] * d["volume"]).iloc[-cfg.policy.liquidity.adv_window:]
-        adv.append(float(dollar.mean()) if len(dollar) else np.nan)
+        # the policy's ADV, ending the day before: a crash day's own volume is not liquidity
+        trailing = trailing_adv(d["close"] * d["volume"], cfg.policy.liquidity.adv_window)
+        trailing = trailing[trailing.index <= pd.Timestamp(as_of)]
+        adv.append(float(trailing.iloc[-1]) if len(trailing) else np.nan)
     if not np.all(np.isfinite(price)):
         bad = [a for a, x in zip(assets, price, strict=True) if not np.isfinite(x)]
         raise ValueError(f"no close on or before {as_of} for {bad}: cannot price the book")
