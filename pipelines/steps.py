@@ -4,6 +4,7 @@ pure computations that live in ``features/``, ``models/``, ``pipelines/`` and ``
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,9 +210,8 @@ def step_policy(
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         for row in summary.itertuples():
             for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt"):
-                mlflow.log_metric(f"{metric}.{row.policy}.{row.asset}".replace(":", "_")
-                                  .replace("[", "_").replace("]", "").replace("=", "_")
-                                  .replace(",", "_"), float(getattr(row, metric)))
+                mlflow.log_metric(re.sub(r"[^\w./ -]", "_", f"{metric}.{row.policy}.{row.asset}"),
+                                  float(getattr(row, metric)))
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,
                   "static_schedule": ev.static_schedule, "selection": choice.table}

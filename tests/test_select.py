@@ -20,11 +20,11 @@ def _comparison():
 
 
 def _selection_table(accepts: dict[str, int], cap: dict[str, float]):
-    """Selection-period acceptance rows of candidates ``policy:<model>[confidence=0.99]``."""
+    """Selection-period acceptance rows of candidates ``policy:<model>@confidence=0.99``."""
     rows = []
     for model in accepts:
         for k, asset in enumerate(("X", "Y")):
-            rows.append({"policy": f"policy:{model}[confidence=0.99]", "period": "selection",
+            rows.append({"policy": f"policy:{model}@confidence=0.99", "period": "selection",
                          "asset": asset, "acceptable": k < accepts[model],
                          "capital": cap[model], "breaches": 1, "bad_debt_lt_sum": 0.0,
                          "stress_bad_debt_lt": 0.0})
@@ -35,14 +35,14 @@ def _selection_table(accepts: dict[str, int], cap: dict[str, float]):
 
 
 def _settings(models):
-    return {f"policy:{m}[confidence=0.99]": {"forecaster": m, "policy.confidence": 0.99}
+    return {f"policy:{m}@confidence=0.99": {"forecaster": m, "policy.confidence": 0.99}
             for m in models}
 
 
 def test_policy_rule_prefers_acceptable_assets_then_least_capital():
     table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
     choice = select(_comparison(), table, _settings("abc"), SelectionConfig(rule="policy"))
-    assert choice.model == "c" and choice.policy == "policy:c[confidence=0.99]"
+    assert choice.model == "c" and choice.policy == "policy:c@confidence=0.99"
     assert choice.overrides == {"policy.confidence": 0.99}
     assert "acceptable on 2/2 assets, capital 0.2000" in choice.reason
     assert choice.table.set_index("model").loc["c", "acceptable"] == 2

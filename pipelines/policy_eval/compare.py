@@ -1,7 +1,7 @@
 """The policy backtest's candidates and comparators, all through the same replay and outcome
 code (:mod:`pipelines.policy_eval.backtest`):
 
-* ``policy:<alias>[k=v]``   the full policy on each forecaster's walk-forward forecasts, one
+* ``policy:<alias>@k=v``    the full policy on each forecaster's walk-forward forecasts, one
                             per point of ``evaluation.grid`` (FHS on each forecaster; on
                             ``ewma94`` it is the clearing-house EWMA-FHS policy)
 * ``policy:<alias>:no_apc`` the frozen choice without anti-procyclicality
@@ -66,12 +66,12 @@ def _current(cfg: Config, key: str) -> Any:
 
 
 def candidate_name(alias: str, settings: Mapping[str, Any], cfg: Config) -> str:
-    """``policy:<alias>`` for the configured settings, else ``policy:<alias>[k=v,...]``."""
+    """``policy:<alias>`` for the configured settings, else ``policy:<alias>@k=v,...`` (no
+    brackets: the console reads them as markup)."""
     changed = {k: v for k, v in settings.items() if _current(cfg, k) != v}
     if not changed:
         return f"policy:{alias}"
-    return f"policy:{alias}[" + ",".join(f"{k.split('.')[-1]}={v}"
-                                         for k, v in changed.items()) + "]"
+    return f"policy:{alias}@" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in changed.items())
 
 
 def replay_candidates(

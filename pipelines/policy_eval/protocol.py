@@ -34,7 +34,7 @@ SELECTION, EVALUATION = "selection", "evaluation"
 class Frozen:
     """The choice made on the selection period, with what it was chosen from."""
 
-    name: str                    # candidate name, e.g. ``policy:garch11_t[confidence=0.99]``
+    name: str                    # candidate name, e.g. ``policy:garch11_t@confidence=0.99``
     forecaster: str
     overrides: dict[str, Any]    # policy settings to apply (dotted keys)
     reason: str
