@@ -265,22 +265,13 @@ def mincer_zarnowitz(
             wald, note = nan, f"singular design: HAC covariance not invertible ({exc})"
         if wald < 0:  # a HAC covariance that is not positive definite
             wald, note = nan, "singular design: HAC covariance not positive definite"
-    if note == "" and (not np.all(np.isfinite(theta)) or math.isnan(wald)):
+    if note == "" and not np.all(np.isfinite(theta)):
         note = "singular design: non-finite coefficients"
-    return MZResult(
-        statistic=wald,
-        p_value=float(stats.chi2.sf(wald, df=2)),
-        intercept=float(theta[0]),
-        slope=float(theta[1]),
-        intercept_se=float(math.sqrt(cov[0, 0])) if cov[0, 0] >= 0 else nan,
-        slope_se=float(math.sqrt(cov[1, 1])) if cov[1, 1] >= 0 else nan,
-        r_squared=float(fit.rsquared),
-        n=n,
-        n_dropped=n_dropped,
-        maxlags=lags,
-        log=log,
-        note=note,
-    )
+    se = [float(math.sqrt(v)) if v >= 0 else nan for v in np.diag(cov)]
+    return MZResult(statistic=wald, p_value=float(stats.chi2.sf(wald, df=2)),
+                    intercept=float(theta[0]), slope=float(theta[1]), intercept_se=se[0],
+                    slope_se=se[1], r_squared=float(fit.rsquared), n=n, n_dropped=n_dropped,
+                    maxlags=lags, log=log, note=note)
 
 
 # ------------------------------------------------------------------ Model Confidence Set
