@@ -66,7 +66,7 @@ def policy_tables(bt: Path) -> str:
         "asset", "n", "breaches", "breach_upper", "band_low", "under_coverage",
         "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
         "capital", "mean_mmf", "mean_lt", "bad_debt_lt_sum", "bad_debt_ltv_sum", "acceptable",
-        "why_not"]]
+        "why_not"]].fillna({"why_not": ""})
     knob = frozen["settings"].get("policy.confidence")
     pts = frontier[(frontier["period"] == "evaluation") & frontier["asset"].isin(HOURLY)]
     fam = pts["family"] == frozen["forecaster"]
@@ -86,10 +86,20 @@ def policy_tables(bt: Path) -> str:
             + "\n\n### Capital vs bad debt, pooled over assets, evaluation period\n\n"
             + _fmt(pooled[["family", "knob", "capital", "bad_debt", "stress_bad_debt",
                            "breaches", "frontier_bad_debt", "frontier_stress_bad_debt"]])
-            + "\n\n### Stress episodes (frozen policy and comparators)\n\n"
-            + _fmt(stress[stress["policy"].isin([name, "static", "aave_v3"])])
+            + "\n\n### Stress episodes: assets breached and bad debt summed over assets\n\n"
+            + _fmt(stress_summary(stress, [name, "static", "aave_v3"]))
             + "\n\n### Days on which several assets breached together (frozen policy, "
-              "whole period)\n\n" + _fmt(joint))
+              "whole period)\n\n" + _fmt(joint.fillna({"episode": ""})))
+
+
+def stress_summary(stress: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Per episode and policy: assets present, assets breached, worst loss, bad debt (at LT
+    and at max LTV) summed over assets."""
+    g = stress[stress["policy"].isin(names)].groupby(["episode", "policy"], sort=True)
+    return g.agg(assets=("asset", "size"),
+                 assets_breached=("breaches", lambda b: int((b > 0).sum())),
+                 worst_loss=("worst_loss", "max"), bad_debt_lt=("bad_debt_lt", "sum"),
+                 bad_debt_ltv=("bad_debt_ltv", "sum")).reset_index()
 
 
 def report(outputs_dir: Path) -> str:
