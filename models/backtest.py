@@ -10,8 +10,9 @@ parameters that made it.
 refit) for a forecaster that fits each asset on its own (``per_asset = True``), one per refit
 for a pooled one — run through a ``mapper`` (builtin :func:`map` by default; any callable with
 its signature, e.g. a Dask client's ``map`` + ``gather``, runs them elsewhere). A task that
-raises fails the (model, asset, horizon) triples it covers, an asset the model forecast at no
-cutoff (it declined every fit) fails too, and every forecast is checked by
+raises fails the (model, asset, horizon) triples it covers (a pooled task first retries
+without each asset in turn, so one asset's data costs only that asset), an asset the model
+forecast at no cutoff (it declined every fit) fails too, and every forecast is checked by
 :func:`models.plausibility.forecast_implausibility`, and a triple with one implausible row
 fails whole (a model is never scored on a support its rivals do not share). Failed triples
 are dropped from the forecasts and listed in :attr:`WalkForward.failures`, so a pooled model
@@ -53,6 +54,7 @@ class TaskResult:
     task: Task
     forecasts: pd.DataFrame
     error: str = ""  # "" when the task ran; else the exception, one line
+    left_out: tuple[str, str] | None = None  # (asset, error): a pooled fit failed with it
 
 
 Mapper = Callable[[Callable[[Task], TaskResult], Iterable[Task]], Iterable[TaskResult]]
@@ -99,7 +101,27 @@ def plan(features: pd.DataFrame, oos_start: dt.date, refit_every: int, min_train
 
 def run_task(task: Task, make_model: Callable[[], Forecaster], features: pd.DataFrame,
              horizons: Sequence[int]) -> TaskResult:
-    """Fit and forecast one task; an exception becomes the result's ``error``, not a crash."""
+    """Fit and forecast one task; an exception becomes the result's ``error``, not a crash.
+
+    A pooled task that fails is retried without each of its assets in turn (leave one out,
+    in asset order): the first that succeeds is the result, with the asset it had to leave
+    out in ``left_out`` — one asset's data cannot cost a pooled model every other asset.
+    Healthy tasks never retry, so their numbers are those of one fit.
+    """
+    result = _attempt(task, make_model, features, horizons)
+    if not result.error or len(task.assets) < 2:
+        return result
+    for culprit in task.assets:
+        rest = tuple(a for a in task.assets if a != culprit)
+        retry = _attempt(Task(task.k, task.fit_end, task.seg_end, rest), make_model, features,
+                         horizons)
+        if not retry.error:
+            return TaskResult(task, retry.forecasts, "", left_out=(culprit, result.error))
+    return result
+
+
+def _attempt(task: Task, make_model: Callable[[], Forecaster], features: pd.DataFrame,
+             horizons: Sequence[int]) -> TaskResult:
     dates = features.index.get_level_values("date")
     in_assets = features.index.get_level_values("asset").isin(task.assets)
     try:
@@ -122,6 +144,12 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
             rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "fit",
                       "reason": f"refit {r.task.fit_end.date()}: {r.error}", "rows": 0}
                      for a in r.task.assets for h in horizons]
+        if r.left_out is not None:
+            asset, error = r.left_out
+            rows += [{"model": alias, "asset": asset, "horizon_days": int(h), "stage": "fit",
+                      "rows": 0, "reason": f"refit {r.task.fit_end.date()}: the pooled fit "
+                                           f"fails with this asset ({error}), not without it"}
+                     for h in horizons]
     covered = set(zip(forecasts["asset"], forecasts["horizon_days"].astype(int), strict=True))
     ran = sorted({a for r in results if not r.error for a in r.task.assets})
     rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "no_forecast",

@@ -125,12 +125,25 @@ def test_a_pooled_model_with_implausible_values_on_one_asset_loses_that_asset(pa
     assert f["reason"].str.contains(r"band \[0.01, 50\]").all()
 
 
+def test_a_pooled_fit_broken_by_one_asset_loses_only_that_asset(panel):
+    healthy = _run(lambda: _faulty(), panel)
+    out = _run(lambda: _faulty(fail_fit=("BBB",)), panel)
+    assert set(out.forecasts["asset"]) == {"AAA", "CCC"}
+    f = out.failures
+    assert list(zip(f["asset"], f["horizon_days"], f["stage"], strict=True)) == [
+        ("BBB", 1, "fit"), ("BBB", 7, "fit")]
+    assert f["reason"].str.contains("fails with this asset .LinAlgError: Singular matrix").all()
+    keep = healthy.forecasts[healthy.forecasts["asset"] != "BBB"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(out.forecasts, keep)
+
+
 def test_a_pooled_model_that_cannot_fit_loses_every_asset(panel):
-    out = _run(lambda: _faulty(fail_fit=("AAA",)), panel)
+    out = _run(lambda: _faulty(fail_fit=("AAA", "BBB")), panel)  # no asset alone is the cause
     assert out.forecasts.empty
     assert len(out.failures) == 3 * 2 and set(out.failures["stage"]) == {"fit"}
+    assert out.failures["reason"].str.contains("LinAlgError: Singular matrix").all()
     with pytest.raises(ForecastFailureError, match="faulty AAA h=1: refit 2021-06-01"):
-        walk_forward(lambda: _faulty(fail_fit=("AAA",)), panel, OOS, 91, H, 300)
+        walk_forward(lambda: _faulty(fail_fit=("AAA", "BBB")), panel, OOS, 91, H, 300)
 
 
 def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):
