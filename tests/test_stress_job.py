@@ -130,7 +130,7 @@ def test_real_book_figures_and_missing_partition(project: tuple[Config, Path],
     result = run_stress(cfg, AS_OF, book_path=book, publish=False, track=False)
     assert result.path is None and not (root / STRESS_DIR).exists()
     assert result.summary["book"] == pytest.approx(
-        {"source": "book.csv", "accounts": 2, "debt_usd": 15_000.0,
+        {"source": "book.csv", "accounts": 2, "debt_usd": 15_000.0, "unhealthy_at_start": 0,
          "collateral_usd": result.summary["book"]["collateral_usd"]})
     with pytest.raises(FileNotFoundError, match="no published parameters for 2022-11-29"):
         run_stress(cfg, dt.date(2022, 11, 29), track=False)
@@ -228,3 +228,21 @@ def test_registration_hook_stresses_the_challenger_as_serving_would(
     reason = stress_gate_refusal(strict, model, bundle, features)
     assert reason is not None and reason.startswith("stress bad debt")
     assert "> budget 0.000%" in reason
+
+
+def test_unhealthy_accounts_and_complete_episodes_are_reported(project: tuple[Config, Path],
+                                                               tmp_path: Path) -> None:
+    cfg, _ = project
+    book = tmp_path / "book.csv"
+    # 'deep' owes more than LT × its collateral today: below HF 1 before any scenario
+    pd.DataFrame([("ok", "BTC", 1.0, "USDC", 5_000.0, 0.3),
+                  ("deep", "ETH", 1.0, "USDC", 5_000.0, None)], columns=BOOK_COLUMNS).to_csv(
+        book, index=False)
+    result = run_stress(cfg, AS_OF, book_path=book, publish=False, track=False)
+    doc = result.summary
+    assert doc["book"]["unhealthy_at_start"] == 1
+    calm = next(s for s in doc["scenarios"] if s["scenario"] == "ETH_collapse")
+    assert calm["accounts_liquidated"] >= 1
+    assert doc["worst_historical_complete"] in {"luna_ust", "luna_ust_filtered", "ftx",
+                                                "ftx_filtered"}
+    jsonschema.validate(doc, contract.summary_schema())

@@ -86,8 +86,8 @@ def summary_schema() -> dict[str, Any]:
                        "debt, and the parameters partition that was stressed.",
         "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
         "required": ["as_of", "schema_version", "parameters", "book", "worst_historical",
-                     "worst_standard", "worst_standard_bad_debt_share", "monte_carlo",
-                     "t_copula", "scenarios"],
+                     "worst_historical_complete", "worst_standard",
+                     "worst_standard_bad_debt_share", "monte_carlo", "t_copula", "scenarios"],
         "properties": {
             "as_of": {"type": "string", "format": "date"},
             "schema_version": {"const": STRESS_SCHEMA_VERSION},
@@ -98,12 +98,19 @@ def summary_schema() -> dict[str, Any]:
                                                              "pattern": "^[0-9a-f]{64}$"}},
                            "additionalProperties": False},
             "book": {"type": "object", "required": ["source", "accounts", "debt_usd",
-                                                    "collateral_usd"],
+                                                    "collateral_usd", "unhealthy_at_start"],
                      "properties": {"source": {"type": "string"},
                                     "accounts": {"type": "integer", "minimum": 1},
-                                    "debt_usd": _NUM, "collateral_usd": _NUM},
+                                    "debt_usd": _NUM, "collateral_usd": _NUM,
+                                    "unhealthy_at_start": {
+                                        "type": "integer", "minimum": 0,
+                                        "description": "accounts below HF 1 at today's prices "
+                                                       "(liquidated in every scenario)"}},
                      "additionalProperties": False},
             "worst_historical": {"type": ["string", "null"]},
+            "worst_historical_complete": {
+                "type": ["string", "null"], "description": "worst historical scenario among "
+                "those that exclude no account (every held asset was listed then)"},
             "worst_standard": {"type": ["string", "null"]},
             "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / book "
                                               "debt over historical and hypothetical scenarios "

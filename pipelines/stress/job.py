@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from configs.schema import Config, ConfigError, parse_yaml
 from features.loaders import MarketData, load_market
 from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
-from pipelines.stress.liquidation import Market, Outcome, liquidate
+from pipelines.stress.liquidation import Market, Outcome, health_factor, liquidate
 from pipelines.stress.montecarlo import monte_carlo, t_copula
 from pipelines.stress.publish import publish_stress
 from pipelines.stress.report import concentration, scenario_rows, stress_table, summary
@@ -205,7 +205,10 @@ def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
     rows, details, outcomes = stress_book(book, market, scenarios, as_of, cfg.stress.top_n)
     book_info = {"source": book_source, "accounts": len(book.accounts),
                  "debt_usd": float(book.debt_usd.sum()),
-                 "collateral_usd": float((book.collateral @ market.price).sum())}
+                 "collateral_usd": float((book.collateral @ market.price).sum()),
+                 # already below HF 1 today: liquidated in every scenario, even a calm one
+                 "unhealthy_at_start": int((health_factor(
+                     book.collateral, market.price, market.lt, book.debt_usd) < 1).sum())}
     doc = summary(as_of, rows, details, book_info, parameters_ref or {})
     return StressResult(stress_table(rows), doc, scenarios, outcomes)
 
@@ -272,7 +275,10 @@ def print_stress(result: StressResult, console: Any) -> None:
                           f"ES95 ${mc['bad_debt_es95']:,.0f}, VaR99 "
                           f"${mc['bad_debt_var99']:,.0f}, ES99 ${mc['bad_debt_es99']:,.0f}, "
                           f"P(bad debt > 0) {mc['prob_bad_debt']:.2%}")
-    console.print(f"Worst historical: {doc['worst_historical']}; worst standard: "
+    if doc["book"]["unhealthy_at_start"]:
+        console.print(f"{doc['book']['unhealthy_at_start']:,} accounts are below HF 1 already")
+    console.print(f"Worst historical: {doc['worst_historical']} (with every asset listed: "
+                  f"{doc['worst_historical_complete']}); worst standard: "
                   f"{doc['worst_standard']} ({doc['worst_standard_bad_debt_share']:.3%} of debt)")
     if result.path is not None:
         state = "published" if result.created else "already published (identical)"

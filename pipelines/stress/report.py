@@ -155,7 +155,10 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
     return {
         "as_of": as_of.isoformat(), "schema_version": STRESS_SCHEMA_VERSION,
         "parameters": parameters, "book": book_info,
-        "worst_historical": _worst(hist), "worst_standard": _worst(standard),
+        "worst_historical": _worst(hist),
+        # an episode before some assets were listed excludes their holders: not comparable
+        "worst_historical_complete": _worst([r for r in hist if not r["excluded_accounts"]]),
+        "worst_standard": _worst(standard),
         "worst_standard_bad_debt_share": max((r["bad_debt_share"] for r in standard),
                                              default=0.0),
         "monte_carlo": None if mc is None else {k: mc[k] for k in tail},
