@@ -173,8 +173,7 @@ class HttpClient:
             redirect=0, allowed_methods=frozenset({"GET"}), status_forcelist=RETRY_STATUSES,
             backoff_factor=policy.backoff_base_s, backoff_max=policy.backoff_max_s,
             raise_on_status=False, respect_retry_after_header=True,
-            retry_after_max=2**31,  # no clamping: a long Retry-After is compared below
-        )
+        )  # urllib3 caps a parsed Retry-After at 6 h, far above max_retry_after_s (see below)
         retry.rng = self._rng
         return retry
 
