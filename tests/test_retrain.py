@@ -74,7 +74,10 @@ def test_retrain_registers_gates_and_records_the_as_of(
     marker = read_marker(built.root / MARKER)
     assert marker is not None
     assert (marker["registered_version"], marker["champion_version"]) == ("1", "1")
-    assert marker["promoted"] is True and marker["gate_reason"].startswith("passed")
+    # promoted either way (registry.gate.promote_first); whether this short slice passes the
+    # acceptance gate is the gate's business (tests/test_registry.py, tests/test_acceptance.py)
+    assert marker["promoted"] is True
+    assert marker["gate_reason"].startswith(("passed", "first version promoted with its gate"))
     assert marker["selected"] == "garch11_t" and marker["history"] == []
     assert marker["data_fingerprint"] == data_fingerprint(built.root / "market")
     assert marker["ingest"] == {"skipped": "--skip-ingest"}
