@@ -202,3 +202,17 @@ def test_run_as_of_fits_selects_and_publishes_on_rows_up_to_the_as_of_only(
     meta = read_manifest(tmp_path / "outputs" / "forecasts" / f"asof={as_of}")["metadata"]
     assert meta["fit_cutoff"] == as_of
     assert list(meta["skipped_files"]) == ["crypto/hourly/ETH.csv.gz"]
+
+
+def test_serve_without_as_of_publishes_the_last_complete_day_and_logs_the_ignored_rows(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("serving.market.utc_today", lambda: D30)  # 2025-06-30 still trading
+    result = invoke(project, "serve", "--data-dir", "market", "--log-json",
+                    env={"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_default"})
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    ignored = [line["message"] for line in lines if line["level"] == "warning"]
+    assert any(m.startswith("crypto/hourly/BTC.csv.gz: 24 row(s) from 2025-06-30") for m in ignored)
+    assert any(m.startswith("crypto/daily/SOL.csv.gz: 1 row(s) from 2025-06-30") for m in ignored)
+    assert lines[-1]["as_of"] == str(D29)
+    assert (project / "out_default" / "forecasts" / f"asof={D29}").is_dir()
