@@ -27,3 +27,16 @@ def test_an_existing_untagged_experiment_gets_the_tag(tmp_path):
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(exp_id).tags
     assert setup(cfg) == exp_id
     assert client.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def test_code_version_names_the_checkout_commit():
+    """Outputs name the git commit of this checkout (the module sits two levels below it)."""
+    import subprocess
+
+    from serving.ops.version import _CHECKOUT, code_version
+    from tests.conftest import REPO
+
+    assert _CHECKOUT == REPO
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert code_version().startswith(f"git:{head}")
