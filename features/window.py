@@ -1,0 +1,218 @@
+r"""How many trailing days of raw data a serve needs, so that a trimmed build reads the same rows.
+
+A daily serve reads few rows of the panel: the as-of row, and for each asset the look-backs of
+the margin policy (:mod:`serving.inputs`, :mod:`serving.decide`). Building features over the
+whole history for that wastes time and, stored, disk. This module derives from the config (and
+the served model's state) the number of calendar days :math:`D` ending at the as-of such that
+the panel rows the serve reads are those of a full build, up to float round-off (rolling
+means and prefix sums accumulate from the first row they see; the difference is ~1e-15
+relative).
+
+Two parts add up, :math:`D = P + F + 1`:
+
+* :math:`P`, **policy rows**: the serve reads rows dated ``as_of - P .. as_of``
+  (:func:`policy_lookback_days`);
+* :math:`F`, **feature look-back**: a row dated :math:`t` is a function of raw data dated
+  ``t - F .. t`` (:func:`feature_lookback_days`);
+
+and the ``+ 1`` counts the as-of day itself. Anything with unbounded memory makes :math:`D`
+``None`` (full history), never a silently shortened window: a forecaster whose forecast at a
+cutoff reads the whole return series (GARCH and EWMA recursions, EGARCH's residual pool and
+running worst return, a learnt model whose inputs we do not audit here). The long-run
+:math:`\sigma` of the APC floor (RMS of *all* past :math:`\sigma`) is not a panel term: the
+past :math:`\sigma` come from the model bundle's stored walk-forward forecasts, and only the
+forecasts made since ``fit_cutoff`` come from the panel (term ``since_fit``).
+
+DVOL and macro series are never trimmed (a few thousand rows, shared by every asset): their
+look-backs then cost nothing and cannot be cut wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config, FeaturesConfig, PolicyConfig
+from features.build import YANG_ZHANG_WINDOW
+from features.crossasset import BASKET_WINDOW, BETA_WINDOW
+from features.liquidity import LIQUIDITY_WINDOW
+from features.loaders import MarketData
+from features.macro import CORR_WINDOWS
+
+# Forecaster kinds (``state()["kind"]``) whose forecast at a cutoff reads only that row's
+# columns (log-HAR: har_rv_{1,7,30}d and dvol_var_1d of the row). Every other kind is
+# treated as reading the whole history (see the module docstring).
+ROW_WISE_KINDS = frozenset({"har"})
+DVOL_CHANGE_DAYS = 7    # dvol_change_7d
+# Memory terms older than this many half-lives are dropped by serving.policy.loss_memory.
+MEMORY_HALF_LIVES = 20.0
+_DAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class TrailingWindow:
+    """Raw calendar days a build needs, ending at the as-of; ``days`` None = full history.
+
+    ``terms`` holds every contribution (days, or None for unbounded) so a report can say
+    which one binds: keys ``policy.*`` (P), ``feature.*`` (F).
+    """
+
+    days: int | None
+    terms: dict[str, int | None]
+
+    @property
+    def binding(self) -> str:
+        """The term that sets the window (the first unbounded one, else the largest)."""
+        unbounded = [k for k, v in self.terms.items() if v is None]
+        if unbounded:
+            return unbounded[0]
+        policy = {k: v for k, v in self.terms.items() if k.startswith("policy.")}
+        return max(policy, key=lambda k: policy[k] or 0)
+
+
+def max_session_gap_days(macro: Mapping[str, pd.DataFrame]) -> int:
+    """Largest number of calendar days between consecutive sessions of any macro series."""
+    gaps = [int(np.diff(np.asarray(f.index, dtype="datetime64[D]")).max().astype(int))
+            for f in macro.values() if len(f) > 1]
+    return max(gaps, default=1)
+
+
+def feature_lookback_days(cfg: FeaturesConfig, session_gap_days: int) -> dict[str, int]:
+    r"""Days before row :math:`t` whose raw data row :math:`t`'s features read, per group.
+
+    ``ret_1d`` 1 (previous close); hourly measures 1 (a day's first hourly return starts at
+    the previous day's 23:00 candle); HAR :math:`\max w` (rows :math:`t-w+1..t` of ``rv``, each
+    1 day back); Yang-Zhang 30 (the overnight return of the window's first day needs the
+    close before it); liquidity 30 (``volume_z``: days :math:`t-30..t`; Amihud: returns of
+    days :math:`t-29..t`); cross-asset 30 (returns of the 30-row window); DVOL changes 7
+    (``dvol_var_1d`` and VRP/IV-RV read ``har_rv_30d``, already counted); worst loss
+    :math:`U - 1 + \lceil H/24 \rceil` for hourly windows (the first window of the interval
+    starts :math:`H` hours before its first day) and :math:`U` for the range proxy (close
+    before the interval); macro :math:`\mathrm{lag} + \mathrm{carry} + (w_{max} - 1) + G`:
+    the row reads a session at most ``lag + carry`` days old, whose statistic uses the
+    sessions of its trailing :math:`w_{max}` = 90 calendar days, each paired with the crypto
+    return since the previous session, at most :math:`G` (``session_gap_days``) days earlier.
+    """
+    u, h = cfg.update_interval_days, cfg.liquidation_delay_hours
+    return {
+        "feature.ret_1d": 1,
+        "feature.hourly_rv": 1,
+        "feature.har": max(cfg.har_windows),
+        "feature.yang_zhang": YANG_ZHANG_WINDOW,
+        "feature.liquidity": LIQUIDITY_WINDOW,
+        "feature.cross_asset": max(BETA_WINDOW, BASKET_WINDOW),
+        "feature.dvol_change": DVOL_CHANGE_DAYS,
+        "feature.worst_loss": max(u, u - 1 + math.ceil(h / 24)),
+        "feature.macro": (cfg.macro_lag_days + cfg.macro_max_carry_days + max(CORR_WINDOWS) - 1
+                          + session_gap_days),
+    }
+
+
+def fhs_rows_days(forecast_dates: Mapping[str, Sequence[str]], as_of: dt.date, u: int,
+                  fhs_window: int) -> int:
+    """Days back to the oldest stored forecast date whose loss can enter the FHS window.
+
+    The window is the last ``fhs_window`` forecast rows dated ``<= as_of - u``
+    (:func:`serving.inputs.policy_inputs`); forecasts added after the stored ones only push
+    it later, so the stored ``fhs_window``-th last one (per asset; the oldest over assets) is
+    a safe bound even where forecasts have gaps. Without stored dates the calendar bound
+    ``fhs_window + u`` holds for daily forecasts.
+    """
+    last = np.datetime64(as_of - dt.timedelta(days=u), "D")
+    days = fhs_window + u
+    for dates in forecast_dates.values():
+        stamps = np.asarray(dates, dtype="datetime64[D]")
+        k = int(np.searchsorted(stamps, last, side="right"))
+        if k:
+            first = stamps[max(k - fhs_window, 0)]
+            days = max(days, int((np.datetime64(as_of, "D") - first).astype(int)))
+    return days
+
+
+def policy_lookback_days(
+    policy: PolicyConfig, u: int, forecaster_kind: str, as_of: dt.date, fit_cutoff: dt.date,
+    forecast_dates: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, int | None]:
+    """Days before the as-of whose panel rows the serve reads, per look-back.
+
+    ``stress`` the stress floor's ``stress_lookback_days`` (losses aged ``<=`` it; 0 when its
+    weight is 0); ``memory`` 20 half-lives of the loss memory (older weights are below 1e-6
+    and dropped; 0 when off); ``fhs`` the rows whose realized loss enters the FHS window
+    (:func:`fhs_rows_days`; ``fhs_window + u`` from the config alone); ``adv`` the ADV window
+    (it ends the day before); ``since_fit`` the days forecast by the forecaster itself
+    (after ``fit_cutoff``), whose σ enter the σ history; ``forecaster`` 0 for a row-wise
+    forecaster, None (whole history) otherwise.
+    """
+    fhs = (fhs_rows_days(forecast_dates, as_of, u, policy.fhs_window)
+           if forecast_dates is not None else policy.fhs_window + u)
+    return {
+        "policy.stress": policy.stress_lookback_days if policy.stress_floor_weight > 0 else 0,
+        "policy.memory": (math.floor(MEMORY_HALF_LIVES * policy.memory_half_life_days)
+                          if policy.memory_weight > 0 else 0),
+        "policy.fhs": fhs,
+        "policy.adv": policy.liquidity.adv_window,
+        "policy.since_fit": max((as_of - fit_cutoff).days, 1),
+        "policy.forecaster": 0 if forecaster_kind in ROW_WISE_KINDS else None,
+    }
+
+
+def serve_window(
+    features: FeaturesConfig, policy: PolicyConfig, u: int, forecaster_kind: str,
+    as_of: dt.date, fit_cutoff: dt.date, session_gap_days: int,
+    forecast_dates: Mapping[str, Sequence[str]] | None = None,
+) -> TrailingWindow:
+    """:math:`D = P + F + 1` (module docstring); None when any term is unbounded.
+
+    ``features`` is the config the panel is built with, ``policy`` and ``u`` (update
+    interval) those the served model applies.
+    """
+    terms: dict[str, int | None] = {
+        **policy_lookback_days(policy, u, forecaster_kind, as_of, fit_cutoff, forecast_dates),
+        **feature_lookback_days(features, session_gap_days),
+    }
+    if any(v is None for v in terms.values()):
+        return TrailingWindow(None, terms)
+    p = max(v for k, v in terms.items() if k.startswith("policy.") and v is not None)
+    f = max(v for k, v in terms.items() if k.startswith("feature.") and v is not None)
+    return TrailingWindow(p + f + 1, terms)
+
+
+def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt.date,
+                  macro: Mapping[str, pd.DataFrame]) -> TrailingWindow:
+    """:func:`serve_window` for a policy bundle (:mod:`serving.apply`): the policy section and
+    update interval the model applies are its bundled ones, its stored forecasts bound the FHS
+    rows; the panel is built with the serve-time ``features`` config."""
+    bundled = Config.model_validate(bundle["config"])
+    dates = {a: fc["dates"] for a, fc in bundle.get("forecasts", {}).items()}
+    return serve_window(features, bundled.policy, bundled.features.update_interval_days,
+                        str(bundle["forecaster"].get("kind", "")), as_of,
+                        dt.date.fromisoformat(str(bundle["fit_cutoff"])),
+                        max_session_gap_days(macro), dates)
+
+
+def trailing_market(market: MarketData, as_of: dt.date, window: TrailingWindow) -> MarketData:
+    """``market`` with each asset's daily and hourly rows cut to the trailing ``window.days``.
+
+    The window ends at the as-of, or at the asset's last daily row when that is earlier (a
+    stale or delisted asset keeps its last rows, so the serve still sees how old its data is).
+    DVOL and macro series are kept whole. ``window.days`` None returns ``market`` unchanged.
+    """
+    if window.days is None:
+        return market
+    end = pd.Timestamp(as_of)
+    daily, hourly = {}, {}
+    for asset, frame in market.daily.items():
+        last = frame.index.max().normalize() if len(frame) else end
+        start = min(end, last) - (window.days - 1) * _DAY
+        daily[asset] = frame.loc[frame.index >= start]
+        if asset in market.hourly:
+            hours = market.hourly[asset]
+            hourly[asset] = hours.loc[hours.index >= start]
+    hourly.update({a: f for a, f in market.hourly.items() if a not in daily})
+    return replace(market, daily=daily, hourly=hourly)
