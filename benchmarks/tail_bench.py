@@ -61,11 +61,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default=None, help="comma-separated aliases (default: all)")
     parser.add_argument("--refit-every", type=int, default=None)
+    parser.add_argument("--loss-variant", choices=["close", "intrabar"], default=None,
+                        help="score and train every model on this covered-loss variant")
     args = parser.parse_args()
     cfg = Config()
-    update = {"enabled": args.models.split(",")} if args.models else {}
+    update: dict[str, object] = {"enabled": args.models.split(",")} if args.models else {}
     if args.refit_every:
         update["refit_every"] = args.refit_every
+    if args.loss_variant:
+        for alias in ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"):
+            section = getattr(cfg.tail, alias)
+            update[alias] = section.model_copy(update={"loss_variant": args.loss_variant})
     cfg = cfg.model_copy(update={"tail": cfg.tail.model_copy(update=update)})
     market = load_market(DATA)
     panel = build_panel(market, cfg.features)
@@ -74,6 +80,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "data": f"{len(market.daily)} assets, hourly candles for {len(hourly)}: {hourly}",
         "refit_every_days": cfg.tail.refit_every, "walk_forward_s": {},
+        "loss_variant": cfg.tail.tail_nn.loss_variant,
     }
     blocks = []
     for alias in cfg.tail.enabled:
@@ -98,6 +105,13 @@ def main() -> None:
     cov = coverage_counts(tables["backtests"])
     print("\n### 99 % VaR/ES backtests, long side, evaluation period (assets passing at 5 %)\n")
     print(cov.to_markdown(index=False))
+    best = tables["choice"]["best_classical"].iloc[0]
+    b = tables["backtests"]
+    per_asset = b[(b["side"] == "long") & b["model"].isin([best, "tail_nn"])]
+    print(f"\n### Per asset, long side, 99 %, evaluation period ({best} and tail_nn)\n")
+    print(per_asset[["model", "asset", "hourly", "n", "breaches", "p_coverage",
+                     "p_independence", "p_dq", "p_mcneil_frey", "p_z2", "passes"]]
+          .round(3).to_markdown(index=False))
     if "tail_nn" in cfg.tail.enabled:
         results["tail_nn_training"] = nn_throughput(panel, cfg)
     results["tables"] = {k: v.to_dict(orient="records") for k, v in tables.items()
