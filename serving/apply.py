@@ -124,3 +124,26 @@ def policy_frame(
                      **params.as_dict(),
                      **state_columns(state)})
     return pd.DataFrame(rows)
+
+
+def frozen_frame(
+    bundle: dict[str, Any], previous: pd.DataFrame | None, reasons: dict[str, str],
+    as_of: dt.date,
+) -> pd.DataFrame:
+    """Rows for assets without usable data this update (e.g. a file that failed to load under
+    ``keep_going``): the fail-safe (:func:`freeze`) on each one's previously published row,
+    flagged stale with ``reasons[asset]``. Assets never published before get no row."""
+    if previous is None or not reasons:
+        return pd.DataFrame()
+    cfg = Config.model_validate(bundle["config"])
+    hours = float(cfg.features.liquidation_delay_hours)
+    prev_rows = previous.set_index("asset")
+    rows = []
+    for asset in sorted(set(reasons) & set(prev_rows.index)):
+        params, state = freeze(state_from_row(prev_rows.loc[asset]),
+                               f"fail-safe: {reasons[asset]}", cfg.policy, stale=True,
+                               hours=hours)
+        rows.append({"as_of": as_of, "asset": asset,
+                     "horizon_days": int(cfg.features.update_interval_days),
+                     **params.as_dict(), **state_columns(state)})
+    return pd.DataFrame(rows)

@@ -38,7 +38,7 @@ from mlflow import MlflowClient
 from configs.schema import ENV_PREFIX, Config
 from features.schema import feature_view
 from features.store import load_or_build
-from features.window import bundle_window, trailing_market
+from serving.apply import frozen_frame
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
 from serving.market import check_as_of, load_as_of
 from serving.ops.lock import exclusive, lock_path
@@ -160,9 +160,9 @@ def serve(
     progress : callable
         ``progress(step, done, total)``, called as each step starts.
     keep_going : bool
-        A malformed data file fails only its asset: the asset's previous parameters are
-        carried, flagged stale (none published if it never was), and the file is listed in
-        ``failures`` and the manifest.
+        A malformed data file fails only its asset: the policy's fail-safe is applied to the
+        asset's previous parameters, flagged stale (no row if it was never published), and
+        the file is listed in ``failures`` and the manifest.
     today : datetime.date, optional
         Today in UTC (tests pin it); default the clock.
     environ : mapping, optional
@@ -200,11 +200,8 @@ def serve(
         pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today)
         market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
-        # only the trailing rows the policy reads, built in memory (features/window.py)
-        window = bundle_window(bundle, cfg.features, as_of, market.macro)
         panel, fingerprint, _ = load_or_build(
-            trailing_market(market, as_of, window), cfg.features,
-            Path(cfg.paths.outputs_dir) / "features", as_of, persist=False)
+            market, cfg.features, Path(cfg.paths.outputs_dir) / "features", as_of)
         progress("load model", 0, 1)
         model = mlflow.pyfunc.load_model(str(directory))
         prev = previous_parameters(root, as_of)
@@ -215,7 +212,12 @@ def serve(
         progress("apply policy", 0, 1)
         flat = feature_view(panel).reset_index()
         params = model.predict(flat, params={"as_of": as_of.isoformat(), "previous": prev_json})
-        params = carry_failed(params, prev, market.failures, as_of)
+        failed = failed_assets(market.failures)
+        frozen = frozen_frame(bundle, prev, {a: why for a, why in failed.items()
+                                             if a not in set(params["asset"])}, as_of)
+        if len(frozen):
+            params = pd.concat([params, frozen], ignore_index=True).sort_values(
+                "asset", ignore_index=True)
         params = _with_lineage(with_previous(params, prev), cfg, mv, fingerprint)
         current = current_partition(root, as_of)
         in_force = read_partition(current[1]) if current is not None else prev
@@ -321,23 +323,11 @@ def locate_policy(cfg: Config, mv: Any) -> tuple[Path, dict[str, Any], list[str]
     return directory, bundle, unverified
 
 
-def carry_failed(params: pd.DataFrame, prev: pd.DataFrame | None, failures: dict[str, str],
-                 as_of: dt.date) -> pd.DataFrame:
-    """Add, for each asset whose data file failed to load (``keep_going``) and that was
-    published before, its previous row flagged stale and fallback with the failure named."""
-    if prev is None or not failures:
-        return params
-    failed = {Path(name).name.split(".")[0].removeprefix("DVOL_"): name for name in failures}
-    rows = prev[prev["asset"].isin(set(failed) - set(params["asset"]))].copy()
-    if rows.empty:
-        return params
-    rows["as_of"] = as_of
-    rows["flag_stale"], rows["flag_fallback"], rows["flag_held"] = True, True, False
-    rows["reason"] = [f"fail-safe, previous kept: data file {failed[a]} failed to load"
-                      for a in rows["asset"]]
-    keep = [c for c in params.columns if c in rows.columns]
-    return pd.concat([params, rows[keep]], ignore_index=True).sort_values(
-        "asset", ignore_index=True)
+def failed_assets(failures: dict[str, str]) -> dict[str, str]:
+    """Asset → reason for each data file that failed to load (``keep_going``), by file name:
+    ``crypto/daily/SOL.csv.gz`` and ``iv/DVOL_SOL.csv.gz`` are SOL's (macro names match none)."""
+    return {Path(name).name.split(".")[0].removeprefix("DVOL_"):
+            f"data file {name} failed to load" for name in failures}
 
 
 def _with_lineage(params: pd.DataFrame, cfg: Config, mv: Any, fingerprint: str) -> pd.DataFrame:

@@ -145,7 +145,9 @@ def test_serve_keep_going_carries_a_broken_asset_flagged_and_exits_4(project: Pa
     sol = params.loc["SOL"]
     assert sol["flag_stale"] and sol["flag_fallback"]
     assert "crypto/daily/SOL.csv.gz failed to load" in sol["reason"]
-    assert sol["mmf"] == previous.set_index("asset").loc["SOL", "mmf"]
+    assert sol["mmf"] == previous.set_index("asset").loc["SOL", "mmf"]  # frozen: held...
+    assert sol["lt"] == previous.set_index("asset").loc["SOL", "lt"]
+    assert sol["ltv"] == 0.0  # ... and no new borrowing on data that could not be read
     manifest = read_manifest(partition)["metadata"]
     assert list(manifest["skipped_files"]) == ["crypto/daily/SOL.csv.gz"]
 
