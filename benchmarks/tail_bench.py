@@ -69,7 +69,7 @@ def main() -> None:
     if args.refit_every:
         update["refit_every"] = args.refit_every
     if args.loss_variant:
-        for alias in ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"):
+        for alias in ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"):
             section = getattr(cfg.tail, alias)
             update[alias] = section.model_copy(update={"loss_variant": args.loss_variant})
     cfg = cfg.model_copy(update={"tail": cfg.tail.model_copy(update=update)})

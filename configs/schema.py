@@ -458,6 +458,15 @@ class TailQrConfig(_Strict):
     max_iter: int = Field(5000, ge=100)
 
 
+class TailCaviarConfig(_Strict):
+    """Symmetric absolute value CAViaR per asset and side (``models/tail/caviar.py``)."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    init_obs: int = Field(300, ge=50)   # first training targets whose quantile starts VaR
+    min_obs: int = Field(500, ge=100)   # training targets per asset and side, else no model
+    max_iter: int = Field(1000, ge=100)  # Nelder-Mead iterations per start
+
+
 class TailNnConfig(_Strict):
     """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
 
@@ -479,7 +488,7 @@ class TailNnConfig(_Strict):
 class TailConfig(_Strict):
     """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
 
-    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "tail_nn"]
+    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"]
     levels: list[float] = [0.975, 0.99, 0.995]
     refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
     min_train_days: int = Field(365, ge=30)
@@ -487,6 +496,7 @@ class TailConfig(_Strict):
     fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
     evt_garch: TailEvtConfig = TailEvtConfig()
     qr_har: TailQrConfig = TailQrConfig()
+    caviar: TailCaviarConfig = TailCaviarConfig()
     tail_nn: TailNnConfig = TailNnConfig()
 
 

@@ -142,3 +142,25 @@ def test_network_on_an_evt_scale_round_trips_through_json():
     a, b = model.forecast_tail(panel, cutoffs=cut), clone.forecast_tail(panel, cutoffs=cut)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == 2 * 10 * 2 * 3
+
+
+def test_caviar_recursion_by_hand():
+    from models.tail.caviar import caviar_path
+
+    # v0 = 0.1 + 0.5·4 + 2·1 = 4.1; v1 = 0.1 + 0.5·4.1 + 2·2 = 6.15
+    v = caviar_path(np.array([0.1, 0.5, 2.0]), np.array([1.0, 2.0]), init=4.0)
+    np.testing.assert_allclose(v, [4.1, 6.15])
+
+
+def test_caviar_covers_in_sample():
+    from configs.schema import TailCaviarConfig
+    from models.tail.caviar import CaviarTail
+
+    panel = tail_panel(("AAA",), n_days=2000, seed=6)
+    model = CaviarTail(TailCaviarConfig()).fit(panel)
+    fc = model.forecast_tail(panel, [0.975])
+    fc = fc[fc["side"] == "long"]
+    y = covered_loss_targets(panel.xs("AAA", level="asset"), "long", "close", 1)
+    y = y.reindex(fc["cutoff"]).to_numpy()
+    ok = np.isfinite(y)
+    assert float((y[ok] > fc["var"].to_numpy()[ok]).mean()) == pytest.approx(0.025, abs=0.006)

@@ -21,6 +21,12 @@ def _qr_har(cfg: TailConfig, interval_days: int) -> TailForecaster:
     return QuantileTail(cfg.qr_har, "qr_har", interval_days)
 
 
+def _caviar(cfg: TailConfig, interval_days: int) -> TailForecaster:
+    from models.tail.caviar import CaviarTail
+
+    return CaviarTail(cfg.caviar, "caviar", interval_days)
+
+
 def _tail_nn(cfg: TailConfig, interval_days: int) -> TailForecaster:
     from models.tail.network import TailNetForecaster  # torch only when asked for
 
@@ -32,6 +38,7 @@ TAIL_REGISTRY: dict[str, TailFactory] = {
     "fhs_garch": lambda cfg, u: FhsTail(cfg.fhs_garch, "fhs_garch", u),
     "evt_garch": lambda cfg, u: EvtTail(cfg.evt_garch, "evt_garch", u),
     "qr_har": _qr_har,
+    "caviar": _caviar,
     "tail_nn": _tail_nn,
 }
 

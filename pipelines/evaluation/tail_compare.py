@@ -33,7 +33,7 @@ from pipelines.evaluation.tail_tests import (
     mcneil_frey,
 )
 
-CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har")
+CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
