@@ -157,6 +157,12 @@ class HarxMlpConfig(_Strict):
     patience: int = Field(5, ge=1)  # the zero correction counts as the first candidate
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     seeds: list[int] = Field(default_factory=lambda: [7], min_length=1)  # corrections averaged
+    # Own-DVOL head: rows with the asset's own DVOL (BTC/ETH from 2021-03-24) get their own
+    # slopes on the HAR terms and the implied inputs, plus an indicator (0 elsewhere).
+    own_dvol_slopes: bool = False
+    own_dvol_min_obs: int = Field(250, ge=20)  # own-DVOL rows with a target before the head
+    # Recency weights 2^(-age/half_life) by row age within each training window; None: equal.
+    half_life_days: float | None = Field(None, gt=0)
 
 
 class ModelsConfig(_Strict):

@@ -46,12 +46,34 @@ from configs.schema import HarxMlpConfig
 from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.har import ols
-from models.neural.inputs import INPUT_NAMES, present_columns, raw_inputs
+from models.neural.inputs import (
+    INPUT_NAMES,
+    OWN_DVOL_TERMS,
+    own_dvol,
+    present_columns,
+    raw_inputs,
+)
 from models.neural.module import quiet_lightning
 from models.neural.residual import ResidualMlp, ResidualNetConfig, train_residual
 from models.preprocessing import VAR_FLOOR, MaskedStandardScaler, forward_targets
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: own-DVOL head and recency weights
+_OWN = [INPUT_NAMES.index(name) for name in OWN_DVOL_TERMS]
+
+
+def recency_weights(dates: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    r"""(N,) sample weights by age within the training window, newest row 1.
+
+    .. math:: w_t = 2^{-(T - t) / \tau}
+
+    with :math:`T` the last date of the window and :math:`\tau` the half-life in days;
+    ``None`` gives every row weight 1 (the plain least squares).
+    """
+    dates = np.asarray(dates, dtype="datetime64[ns]")
+    if half_life_days is None:
+        return np.ones(len(dates))
+    age = (dates.max() - dates) / np.timedelta64(1, "D")  # (N,) days, >= 0
+    return np.exp2(-age / half_life_days)
 
 
 class HarxMlpForecaster:
@@ -72,6 +94,7 @@ class HarxMlpForecaster:
         self.offset = np.empty((0, 0))  # (A, H): log-normal mean correction c_{a,h}
         self.nets: list[ResidualMlp] = []
         self.best_epochs: list[int] = []  # per seed; -1: the MLP stayed at zero
+        self.own_head = False  # own-DVOL head fitted (config on and enough own-DVOL rows)
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: pd.DataFrame) -> Self:
@@ -95,20 +118,33 @@ class HarxMlpForecaster:
         self.scaler = MaskedStandardScaler().fit(x[valid])
         self.seen = np.isfinite(x[valid]).any(axis=0)
         z = self._standardize(x)  # (N, F)
+        own = own_dvol(panel)  # (N,)
+        # a head fitted on a few weeks of DVOL fits noise (forecasts 100x the trailing RV in
+        # May 2021, measured): it waits for own_dvol_min_obs rows, as harx_iv's IV regime does
+        self.own_head = bool(self.config.own_dvol_slopes
+                             and (own & ok.any(axis=1)).sum() >= self.config.own_dvol_min_obs)
+        if self.own_head:
+            self.columns.append("dvol_is_own")  # the head needs it to forecast
+        weight = recency_weights(panel.index.get_level_values("date").to_numpy(),
+                                 self.config.half_life_days)  # (N,)
 
-        design = self._design(z, asset_id)  # (N, A + F)
+        design = self._design(z, asset_id, own)  # (N, A + F [+ 1 + K])
         self.coef = np.zeros((design.shape[1], len(self.horizons)))
+        root = np.sqrt(weight)[:, None]  # weighted least squares: rows scaled by sqrt(w)
         for j in range(len(self.horizons)):
-            self.coef[:, j], _ = ols(design[ok[:, j]], log_y[ok[:, j], j])
+            rows = ok[:, j]
+            self.coef[:, j], _ = ols(root[rows] * design[rows], root[rows, 0] * log_y[rows, j])
         log_pred = design @ self.coef  # (N, H)
-        self.nets, self.best_epochs = self._train_nets(z, asset_id, log_y - log_pred, ok, panel)
+        self.nets, self.best_epochs = self._train_nets(
+            z, asset_id, log_y - log_pred, ok, panel, weight)
         log_pred = log_pred + self._correction(z, asset_id)
         self.offset = np.zeros((len(self.assets), len(self.horizons)))
         for a in range(len(self.assets)):
             for j in range(len(self.horizons)):
-                resid = (log_y - log_pred)[(asset_id == a) & ok[:, j], j]
-                if len(resid) > 1:
-                    self.offset[a, j] = resid.mean() + 0.5 * resid.var(ddof=1)
+                rows = (asset_id == a) & ok[:, j]
+                if rows.sum() > 1:
+                    self.offset[a, j] = _lognormal_offset((log_y - log_pred)[rows, j],
+                                                          weight[rows])
         return self
 
     def _standardize(self, x: np.ndarray) -> np.ndarray:
@@ -116,13 +152,20 @@ class HarxMlpForecaster:
         assert self.scaler is not None
         return np.where(self.seen, self.scaler.transform(x), 0.0)
 
-    def _design(self, z: np.ndarray, asset_id: np.ndarray) -> np.ndarray:
+    def _design(
+        self, z: np.ndarray, asset_id: np.ndarray, own: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(N, A + F) asset dummies and inputs; with the own-DVOL head, (N, A + F + 1 + K):
+        an own-DVOL indicator and the :data:`OWN_DVOL_TERMS` times it (exactly 0 elsewhere)."""
         dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
-        return np.column_stack([dummies, z])  # (N, A + F)
+        if not self.own_head:
+            return np.column_stack([dummies, z])
+        ind = (np.zeros(len(z), dtype=bool) if own is None else own).astype(float)[:, None]
+        return np.column_stack([dummies, z, ind, ind * z[:, _OWN]])
 
     def _train_nets(
         self, z: np.ndarray, asset_id: np.ndarray, resid: np.ndarray, ok: np.ndarray,
-        panel: pd.DataFrame,
+        panel: pd.DataFrame, weight: np.ndarray,
     ) -> tuple[list[ResidualMlp], list[int]]:
         dates = panel.index.get_level_values("date").to_numpy()
         target_dates = np.unique(dates[ok.any(axis=1)])
@@ -143,7 +186,8 @@ class HarxMlpForecaster:
                 torch.manual_seed(seed)
                 net = ResidualMlp(self._net_config())
                 best, _, epoch = train_residual(
-                    net, _dataset(z, asset_id, resid, train), _dataset(z, asset_id, resid, val),
+                    net, _dataset(z, asset_id, resid, train, weight),
+                    _dataset(z, asset_id, resid, val),
                     lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
                     max_epochs=cfg.max_epochs, patience=cfg.patience, seed=seed,
                 )
@@ -193,7 +237,8 @@ class HarxMlpForecaster:
         names = rows.index.get_level_values("asset")
         asset_id = pd.Index(self.assets).get_indexer(names)  # (N,)
         z = self._standardize(x)  # (N, F)
-        log_mean = self._design(z, asset_id) @ self.coef + self._correction(z, asset_id)
+        log_mean = (self._design(z, asset_id, own_dvol(rows)) @ self.coef
+                    + self._correction(z, asset_id))
         variance = np.asarray(self.horizons) * np.exp(log_mean + self.offset[asset_id])  # (N, H)
 
         dates = rows.index.get_level_values("date")
@@ -223,6 +268,7 @@ class HarxMlpForecaster:
             "coef": self.coef.tolist(),
             "offset": self.offset.tolist(),
             "best_epochs": list(self.best_epochs),
+            "own_head": self.own_head,
             "nets": [
                 {name: {"shape": list(t.shape), "values": t.tolist()}
                  for name, t in net.state_dict().items()}
@@ -249,6 +295,7 @@ class HarxMlpForecaster:
         model.coef = np.asarray(state["coef"], dtype=float)
         model.offset = np.asarray(state["offset"], dtype=float)
         model.best_epochs = list(state["best_epochs"])
+        model.own_head = bool(state["own_head"])
         model.nets = []
         for weights in state["nets"]:
             net = ResidualMlp(model._net_config())
@@ -260,13 +307,26 @@ class HarxMlpForecaster:
         return model
 
 
+def _lognormal_offset(resid: np.ndarray, weight: np.ndarray) -> float:
+    r"""Weighted :math:`\bar\varepsilon + \tfrac12 s^2` of log residuals (unbiased weights
+    for reliability weights; equal weights give the mean and the ddof=1 variance)."""
+    w = weight / weight.sum()
+    mean = float(w @ resid)
+    var = float(w @ (resid - mean) ** 2) / max(1.0 - float(w @ w), 1e-12)
+    return mean + 0.5 * var
+
+
 def _dataset(
-    z: np.ndarray, asset_id: np.ndarray, resid: np.ndarray, mask: np.ndarray
+    z: np.ndarray, asset_id: np.ndarray, resid: np.ndarray, mask: np.ndarray,
+    weight: np.ndarray | None = None,
 ) -> torch.utils.data.TensorDataset:
     rows = np.flatnonzero(mask.any(axis=1))
-    return torch.utils.data.TensorDataset(
+    tensors = [
         torch.from_numpy(z[rows].astype(np.float32)),  # (n, F)
         torch.from_numpy(asset_id[rows].astype(np.int64)),  # (n,)
         torch.from_numpy(np.where(mask[rows], resid[rows], 0.0).astype(np.float32)),  # (n, H)
         torch.from_numpy(mask[rows]),  # (n, H) bool
-    )
+    ]
+    if weight is not None:
+        tensors.append(torch.from_numpy(weight[rows].astype(np.float32)))  # (n,)
+    return torch.utils.data.TensorDataset(*tensors)

@@ -91,6 +91,24 @@ OPTIONAL_COLUMNS = (
 PANEL_COLUMNS = (*REQUIRED, "rv", "rv_is_hourly", "dvol_var_1d", "dvol_available")
 
 
+# Inputs that get their own slopes on rows with the asset's own DVOL (the own-DVOL head of
+# harx_mlp): the HAR cascade and the implied terms, as in harx_iv's IV regime.
+OWN_DVOL_TERMS = ("log_har_rv_1d", "log_har_rv_7d", "log_har_rv_30d", "log_dvol_var_1d",
+                  "log_iv_rv_ratio", "dvol_change_7d")
+
+
+def own_dvol(frame: pd.DataFrame) -> np.ndarray:
+    """(N,) True where row ``t`` has a real DVOL value that is the asset's own index.
+
+    BTC's index lent to other assets (``dvol_is_own`` False) and rows before DVOL exists
+    (``dvol_available`` False, value NaN) are False; a panel without ``dvol_is_own`` has no
+    own-DVOL row at all.
+    """
+    if "dvol_is_own" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return dvol_mask(frame) & flag(frame, "dvol_is_own")
+
+
 def raw_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(inputs (N, F) with NaN where missing, valid (N,): required columns finite)."""
     missing = [c for c in PANEL_COLUMNS if c not in frame.columns]

@@ -59,10 +59,19 @@ class ResidualMlp(nn.Module):
         return self.mlp(torch.cat([z, e], dim=-1))  # (B, H)
 
 
-def masked_mse(o: torch.Tensor, r: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(sum of squared errors over valid pairs, count); masked pairs add exactly 0."""
+def masked_mse(
+    o: torch.Tensor, r: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float]:
+    r"""(weighted sum of squared errors over valid pairs, sum of their weights).
+
+    :math:`\sum_{(t,h)} w_t (r_{t,h} - o_{t,h})^2` and :math:`\sum_{(t,h)} w_t` over the valid
+    pairs; without ``weight`` every :math:`w_t = 1` (the count). Masked pairs add exactly 0.
+    """
     d = torch.where(mask, r - o, torch.zeros_like(o))  # (B, H)
-    return (d * d).sum(), int(mask.sum())
+    if weight is None:
+        return (d * d).sum(), float(mask.sum())
+    w = weight[:, None] * mask  # (B, H)
+    return (w * d * d).sum(), float(w.sum())
 
 
 class ResidualModule(pl.LightningModule):
@@ -79,15 +88,15 @@ class ResidualModule(pl.LightningModule):
         self._val = [0.0, 0]
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        z, asset, resid, mask = batch  # (B, F), (B,), (B, H), (B, H)
-        total, count = masked_mse(self.net(z, asset).float(), resid, mask)
-        return total / max(count, 1)
+        z, asset, resid, mask, *weight = batch  # (B, F), (B,), (B, H), (B, H)[, (B,)]
+        total, count = masked_mse(self.net(z, asset).float(), resid, mask, *weight)
+        return total / max(count, 1e-12)
 
     def on_validation_epoch_start(self) -> None:
         self._val = [0.0, 0]
 
     def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
-        z, asset, resid, mask = batch
+        z, asset, resid, mask = batch[:4]  # validation is unweighted: the last dates anyway
         total, count = masked_mse(self.net(z, asset).float(), resid, mask)
         self._val[0] += float(total)
         self._val[1] += count
@@ -109,10 +118,14 @@ def train_residual(
     net: ResidualMlp, train: TensorDataset, val: TensorDataset, *, lr: float,
     weight_decay: float, batch_size: int, max_epochs: int, patience: int, seed: int,
 ) -> tuple[dict[str, torch.Tensor], float, int]:
-    """Fit ``net`` with early stopping; (best weights, best val loss, best epoch or -1)."""
+    """Fit ``net`` with early stopping; (best weights, best val loss, best epoch or -1).
+
+    ``train`` holds (z, asset, resid, mask) and optionally a fifth tensor of row weights that
+    weigh the training loss (recency weighting); the validation loss is never weighted.
+    """
     module = ResidualModule(net, lr=lr, weight_decay=weight_decay)
     with torch.no_grad():  # the zero correction is the first candidate
-        z, asset, resid, mask = val.tensors
+        z, asset, resid, mask = val.tensors[:4]
         total, count = masked_mse(net(z, asset), resid, mask)
     module.best_val_loss = float(total) / max(count, 1)
     module.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
