@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +27,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from serving.ops.tracking import tracking_uri
 from serving.publish import read_partition
 from tests.conftest import write_slice
 from tests.project import shrunken_config
@@ -156,6 +158,22 @@ def test_every_hostile_asset_is_flagged(hostile_run):
     assert len(failed_rows) == len(failures) and failed_rows["qlike"].isna().all()
     healthy = comparison[comparison["failure"].fillna("") == ""]
     assert set(healthy["asset"]) >= set(HEALTHY) and healthy["qlike"].notna().all()
+
+
+def test_failures_are_logged_to_the_backtest_run(hostile_run):
+    root, _ = hostile_run
+    failures = pd.read_csv(root / "outputs" / "backtest" / "failures.csv")
+    mlflow.set_tracking_uri(tracking_uri(root / "mlruns"))
+    runs = mlflow.search_runs(experiment_names=["volmargin"])
+    parent = runs[(runs["tags.volmargin.step"] == "backtest")
+                  & runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+    assert int(parent["tags.failures"]) == len(failures)
+    logged = mlflow.artifacts.download_artifacts(run_id=parent["run_id"],
+                                                 artifact_path="failures.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(logged), failures)
+    egarch = runs[(runs["tags.model"] == "egarch_t")
+                  & runs["tags.mlflow.parentRunId"].notna()].iloc[0]  # its nested run
+    assert int(egarch["tags.failures"]) == int((failures["model"] == "egarch_t").sum())
 
 
 @pytest.mark.xfail(strict=True, reason="serving does not yet apply models.plausibility to the "
