@@ -1,7 +1,8 @@
 r"""Variance-model study: choose ``harx_mlp``'s variant on the selection period, freeze it,
 report the evaluation period (``python -m benchmarks.variance_study``).
 
-Candidates (:data:`CANDIDATES`) are ``harx_mlp`` with or without the own-DVOL head
+Candidates (:data:`CANDIDATES`) are ``harx_mlp`` with every input in its OLS part or only
+``harx_iv``'s (``linear_inputs``: HAR cascade, log DVOL, flags), with or without the own-DVOL head
 (``own_dvol_slopes``: BTC/ETH rows with their own DVOL get their own slopes on the HAR terms
 and the implied inputs) and with recency weights of half-life ``half_life_days`` (``None``:
 every row weighs the same). Each is walked forward (expanding window, refits every
@@ -46,9 +47,9 @@ MAJORS = ("BTC", "ETH")  # own DVOL and hourly RV over the whole study
 REFERENCE = "har_rv_pooled"
 # name → harx_mlp config overrides; the first is the current default (it wins ties)
 CANDIDATES: dict[str, dict[str, object]] = {
-    f"harx_mlp[{'own' if own else 'pooled'}_dvol,hl={hl}]": {
-        "own_dvol_slopes": own, "half_life_days": hl}
-    for own in (False, True) for hl in (None, 365.0, 730.0, 1460.0)
+    f"harx_mlp[{lin},{'own' if own else 'pooled'}_dvol,hl={hl}]": {
+        "linear_inputs": lin, "own_dvol_slopes": own, "half_life_days": hl}
+    for lin in ("all", "har_iv") for own in (False, True) for hl in (None, 365.0, 730.0, 1460.0)
 }
 
 
@@ -148,8 +149,9 @@ def main() -> None:
            "evaluation": table.to_dict("records"),
            "seconds": {"selection": sel_s, "evaluation": ev_s},
            "refit_every": cfg.backtest.refit_every}
-    print(json.dumps(raw, default=str))
-    if args.json:
+    if not args.json:
+        print(json.dumps(raw, default=str))
+    else:
         with open(args.json, "w") as fh:
             json.dump(raw, fh, indent=1, default=str)
 

@@ -26,6 +26,21 @@ training split only (an honest residual), the MLP was accepted more often and ma
 walk-forward worse (QLIKE 0.4344 / 0.2836 at 1 / 7 days against 0.4300 / 0.2736 for the
 OLS alone, 2021-01 → 2025-06; see tests/test_neural_harx_mlp.py and the commit message).
 
+Two options (``HarxMlpConfig``), chosen by ``benchmarks/variance_study.py`` on the selection
+period:
+
+* ``own_dvol_slopes`` — an **own-DVOL head**: with :math:`o_t = 1` on rows whose DVOL is the
+  asset's own index (BTC/ETH from 2021-03-24; :func:`models.neural.inputs.own_dvol`), the
+  design gains :math:`o_t` and :math:`o_t z^{(k)}_t` for :data:`OWN_DVOL_TERMS` (HAR cascade,
+  log DVOL, IV/RV ratio, DVOL change), so those rows get their own slopes as in ``harx_iv``'s
+  IV regime while the common slopes still pool every asset. Where :math:`o_t = 0` (BTC's DVOL
+  lent to an altcoin, or no DVOL yet) the head's columns are exactly 0: an explicit
+  indicator and zeros, never a filled value. The head is fitted only once
+  ``own_dvol_min_obs`` own-DVOL rows have a target.
+* ``half_life_days`` — **recency weights** :math:`w_t = 2^{-(T-t)/\tau}` by row age in the
+  training window (:func:`recency_weights`): weighted least squares, weighted log-normal
+  correction, and weighted MSE for the MLP (its validation loss stays unweighted).
+
 Example
 -------
 >>> model = HarxMlpForecaster(HarxMlpConfig(max_epochs=2), horizons=(1, 7)).fit(panel)
@@ -47,6 +62,7 @@ from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.har import ols
 from models.neural.inputs import (
+    HAR_IV_TERMS,
     INPUT_NAMES,
     OWN_DVOL_TERMS,
     own_dvol,
@@ -59,6 +75,7 @@ from models.preprocessing import VAR_FLOOR, MaskedStandardScaler, forward_target
 
 STATE_FORMAT = 2  # 2: own-DVOL head and recency weights
 _OWN = [INPUT_NAMES.index(name) for name in OWN_DVOL_TERMS]
+_HAR_IV = [INPUT_NAMES.index(name) for name in HAR_IV_TERMS]
 
 
 def recency_weights(dates: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -155,13 +172,15 @@ class HarxMlpForecaster:
     def _design(
         self, z: np.ndarray, asset_id: np.ndarray, own: np.ndarray | None = None
     ) -> np.ndarray:
-        """(N, A + F) asset dummies and inputs; with the own-DVOL head, (N, A + F + 1 + K):
-        an own-DVOL indicator and the :data:`OWN_DVOL_TERMS` times it (exactly 0 elsewhere)."""
+        """(N, A + F) asset dummies and inputs (F: all, or the ``har_iv`` subset); with the
+        own-DVOL head, (N, A + F + 1 + K): an own-DVOL indicator and the
+        :data:`OWN_DVOL_TERMS` times it (exactly 0 elsewhere)."""
         dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
+        lin = z if self.config.linear_inputs == "all" else z[:, _HAR_IV]
         if not self.own_head:
-            return np.column_stack([dummies, z])
+            return np.column_stack([dummies, lin])
         ind = (np.zeros(len(z), dtype=bool) if own is None else own).astype(float)[:, None]
-        return np.column_stack([dummies, z, ind, ind * z[:, _OWN]])
+        return np.column_stack([dummies, lin, ind, ind * z[:, _OWN]])
 
     def _train_nets(
         self, z: np.ndarray, asset_id: np.ndarray, resid: np.ndarray, ok: np.ndarray,

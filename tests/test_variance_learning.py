@@ -13,7 +13,7 @@ import torch
 from benchmarks.variance_study import CANDIDATES, selection_score, summary
 from configs.schema import HarxMlpConfig
 from models.harx_mlp import HarxMlpForecaster, _lognormal_offset, recency_weights
-from models.neural.inputs import OWN_DVOL_TERMS, own_dvol, raw_inputs
+from models.neural.inputs import HAR_IV_TERMS, INPUT_NAMES, OWN_DVOL_TERMS, own_dvol, raw_inputs
 from models.neural.residual import masked_mse
 from tests.simulate import DVOL_FIRST_DAY, simulate_panel
 
@@ -156,4 +156,19 @@ def test_selection_rule_known_answer() -> None:
     assert score["a"] == pytest.approx((0.38 / 0.40 + 0.21 / 0.20) / 2, rel=1e-3)
     assert score["b"] == pytest.approx((0.39 / 0.40 + 0.19 / 0.20) / 2, rel=1e-3)
     assert score[["a", "b"]].idxmin() == "b"
-    assert next(iter(CANDIDATES.values())) == {"own_dvol_slopes": False, "half_life_days": None}
+    assert next(iter(CANDIDATES.values())) == {"linear_inputs": "all", "own_dvol_slopes": False,
+                                               "half_life_days": None}  # today's default
+
+
+def test_har_iv_input_set_is_the_harx_iv_regressors(panel: pd.DataFrame) -> None:
+    """linear_inputs='har_iv': the OLS sees asset dummies and HAR_IV_TERMS only."""
+    cfg = SMALL.model_copy(update={"linear_inputs": "har_iv", "lr": 1e-9, "max_epochs": 1})
+    model = HarxMlpForecaster(cfg, horizons=(1,)).fit(panel)
+    x, _ = raw_inputs(panel)
+    z = model._standardize(x)
+    ids = pd.Index(model.assets).get_indexer(panel.index.get_level_values("asset"))
+    design = model._design(z, ids)
+    cols = [list(INPUT_NAMES).index(n) for n in HAR_IV_TERMS]
+    assert design.shape == (len(panel), len(ASSETS) + len(HAR_IV_TERMS))
+    assert np.array_equal(design[:, len(ASSETS):], z[:, cols])
+    assert model.coef.shape == (len(ASSETS) + len(HAR_IV_TERMS), 1)

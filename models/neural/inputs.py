@@ -91,6 +91,9 @@ OPTIONAL_COLUMNS = (
 PANEL_COLUMNS = (*REQUIRED, "rv", "rv_is_hourly", "dvol_var_1d", "dvol_available")
 
 
+# The parsimonious input set of harx_iv (HAR cascade, log DVOL) with the regime flags.
+HAR_IV_TERMS = ("log_har_rv_1d", "log_har_rv_7d", "log_har_rv_30d", "log_dvol_var_1d",
+                "dvol_available", "rv_is_hourly")
 # Inputs that get their own slopes on rows with the asset's own DVOL (the own-DVOL head of
 # harx_mlp): the HAR cascade and the implied terms, as in harx_iv's IV regime.
 OWN_DVOL_TERMS = ("log_har_rv_1d", "log_har_rv_7d", "log_har_rv_30d", "log_dvol_var_1d",
