@@ -165,12 +165,6 @@ class HarxMlpConfig(_Strict):
     half_life_days: float | None = Field(None, gt=0)
     # Inputs of the OLS part: every input, or only the HAR cascade + DVOL (+ flags) of harx_iv.
     linear_inputs: Literal["all", "har_iv"] = "all"
-    # Own-DVOL head: rows with the asset's own DVOL (BTC/ETH from 2021-03-24) get their own
-    # slopes on the HAR terms and the implied inputs, plus an indicator (0 elsewhere).
-    own_dvol_slopes: bool = False
-    own_dvol_min_obs: int = Field(250, ge=20)  # own-DVOL rows with a target before the head
-    # Recency weights 2^(-age/half_life) by row age within each training window; None: equal.
-    half_life_days: float | None = Field(None, gt=0)
 
 
 class ModelsConfig(_Strict):
