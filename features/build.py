@@ -30,7 +30,7 @@ from features.crossasset import cross_asset_features
 from features.implied import implied_features
 from features.liquidity import liquidity_features
 from features.loaders import MarketData
-from features.losses import worst_loss_features
+from features.losses import LOSS_COLUMNS, PROXY_FLAG, worst_loss_features
 from features.macro import macro_features
 from features.ranges import garman_klass, parkinson, rogers_satchell, yang_zhang
 from features.realized import (
@@ -100,6 +100,44 @@ def asset_features(
                                       cfg.liquidity_min_obs))
     out = out.join(worst_loss_features(d, hourly, cfg))
     return out.join(target_frame(out, cfg.update_interval_days))
+
+
+# The columns a serve reads in rows older than its full-feature window (serving/inputs.py,
+# serving/apply.py, models/garch.py, models/ewma.py): the covered loss (stress floor, loss
+# memory, FHS losses), the return (close-to-close loss, recursive forecasters) and the close
+# (the data's age). See features/window.py.
+TAIL_COLUMNS = ("close", "ret_1d", *LOSS_COLUMNS, PROXY_FLAG)
+
+
+def tail_features(daily: pd.DataFrame, hourly: pd.DataFrame | None,
+                  cfg: FeaturesConfig) -> pd.DataFrame:
+    """:data:`TAIL_COLUMNS` of one asset on its complete daily calendar, computed exactly as
+    :func:`asset_features` does (same functions, same inputs)."""
+    calendar = complete_calendar(pd.DatetimeIndex(daily.index))
+    d = daily.reindex(calendar)
+    out = pd.DataFrame({"close": d["close"], "ret_1d": log_returns(d["close"])}, index=calendar)
+    return out.join(worst_loss_features(d, hourly, cfg))
+
+
+def build_with_tail(market: MarketData, tail: MarketData, cfg: FeaturesConfig) -> pd.DataFrame:
+    """Every column over ``market``, and :data:`TAIL_COLUMNS` over the longer ``tail``.
+
+    ``tail`` holds the same assets over a longer span ending at the same rows. The result is
+    indexed like a panel of ``tail``: its :data:`TAIL_COLUMNS` come from ``tail`` on every
+    row; the other columns from :func:`build_panel` of ``market``, missing (``NaN``/``<NA>``)
+    on the older rows, which were not built. Boolean and integer columns become nullable
+    (``boolean``, ``Int64``) so that a row not built is never read as False or 0.
+    """
+    panel = build_panel(market, cfg)
+    blocks = {a: tail_features(tail.daily[a], tail.hourly.get(a), cfg)
+              for a in sorted(tail.daily) if not tail.daily[a].empty}
+    long = pd.concat(blocks, names=["asset", "date"])
+    rest = panel.drop(columns=list(TAIL_COLUMNS))
+    nullable = {c: "boolean" if pd.api.types.is_bool_dtype(t) else "Int64"
+                for c, t in rest.dtypes.items()
+                if pd.api.types.is_bool_dtype(t) or pd.api.types.is_integer_dtype(t)}
+    out = long.join(rest.astype(nullable), how="left").sort_index()
+    return out[list(panel.columns)]
 
 
 def build_panel(market: MarketData, cfg: FeaturesConfig) -> pd.DataFrame:

@@ -3,25 +3,28 @@ r"""How many trailing days of raw data a serve needs, so that a trimmed build re
 A daily serve reads few rows of the panel: the as-of row, and for each asset the look-backs of
 the margin policy (:mod:`serving.inputs`, :mod:`serving.decide`). Building features over the
 whole history for that wastes time and, stored, disk. This module derives from the config (and
-the served model's state) the number of calendar days :math:`D` ending at the as-of such that
+the served model's state) how many calendar days ending at the as-of must be built so that
 the panel rows the serve reads are those of a full build, up to float round-off (rolling
-means and prefix sums accumulate from the first row they see; the difference is ~1e-15
-relative).
+means and prefix sums accumulate from the first row they see: ~1e-10 relative at most).
 
-Two parts add up, :math:`D = P + F + 1`:
+Two spans, each :math:`P + F + 1` days (the ``+ 1`` counts the as-of day):
 
-* :math:`P`, **policy rows**: the serve reads rows dated ``as_of - P .. as_of``
-  (:func:`policy_lookback_days`);
-* :math:`F`, **feature look-back**: a row dated :math:`t` is a function of raw data dated
-  ``t - F .. t`` (:func:`feature_lookback_days`);
+* **every column** over ``days``: :math:`P` the policy terms that read full feature rows
+  (``policy.*``: the ADV window, the days forecast since ``fit_cutoff``, a forecaster that
+  reads feature rows) and :math:`F` the look-back of the features themselves (``feature.*``,
+  :func:`feature_lookback_days`: a row dated :math:`t` reads raw data dated ``t - F .. t``);
+* **the tail columns** (:data:`features.build.TAIL_COLUMNS`: close, return, covered loss)
+  over ``tail_days``: :math:`P` the look-backs over realized losses (``tail.*``: stress floor,
+  loss memory, FHS losses; the whole history for a forecaster that filters every past
+  return) and :math:`F` the loss and return look-backs.
 
-and the ``+ 1`` counts the as-of day itself. Anything with unbounded memory makes :math:`D`
-``None`` (full history), never a silently shortened window: a forecaster whose forecast at a
-cutoff reads the whole return series (GARCH and EWMA recursions, EGARCH's residual pool and
-running worst return, a learnt model whose inputs we do not audit here). The long-run
-:math:`\sigma` of the APC floor (RMS of *all* past :math:`\sigma`) is not a panel term: the
-past :math:`\sigma` come from the model bundle's stored walk-forward forecasts, and only the
-forecasts made since ``fit_cutoff`` come from the panel (term ``since_fit``).
+Anything with unbounded memory makes a span ``None`` (full history), never a silently
+shortened window: GARCH and EWMA recursions and EGARCH's residual pool and running worst
+return read every past return (``tail_days`` None); a learnt model whose inputs are not
+audited here is given every column in full (``days`` None). The long-run :math:`\sigma` of the
+APC floor (RMS of *all* past :math:`\sigma`) is not a panel term: past :math:`\sigma` come from
+the model bundle's stored walk-forward forecasts; only those made since ``fit_cutoff`` come
+from the panel (``policy.since_fit``).
 
 DVOL and macro series are never trimmed (a few thousand rows, shared by every asset): their
 look-backs then cost nothing and cannot be cut wrong.
@@ -30,6 +33,7 @@ look-backs then cost nothing and cannot be cut wrong.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,16 +43,16 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config, FeaturesConfig, PolicyConfig
-from features.build import YANG_ZHANG_WINDOW
+from features.build import YANG_ZHANG_WINDOW, build_panel, build_with_tail
 from features.crossasset import BASKET_WINDOW, BETA_WINDOW
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
 from features.macro import CORR_WINDOWS
+from features.store import fingerprint
 
-# Forecaster kinds (``state()["kind"]``) whose forecast at a cutoff reads only that row's
-# columns (log-HAR: har_rv_{1,7,30}d and dvol_var_1d of the row). Every other kind is
-# treated as reading the whole history (see the module docstring).
-ROW_WISE_KINDS = frozenset({"har"})
+# Forecaster kinds (``state()["kind"]``) by what their forecast at a cutoff reads.
+ROW_WISE_KINDS = frozenset({"har"})  # that row's columns (har_rv_{1,7,30}d, dvol_var_1d)
+RETURN_PATH_KINDS = frozenset({"garch", "ewma"})  # every past ret_1d, nothing else
 DVOL_CHANGE_DAYS = 7    # dvol_change_7d
 # Memory terms older than this many half-lives are dropped by serving.policy.loss_memory.
 MEMORY_HALF_LIVES = 20.0
@@ -57,23 +61,30 @@ _DAY = pd.Timedelta(days=1)
 
 @dataclass(frozen=True)
 class TrailingWindow:
-    """Raw calendar days a build needs, ending at the as-of; ``days`` None = full history.
+    """Raw calendar days to build, ending at the as-of; None = full history.
 
-    ``terms`` holds every contribution (days, or None for unbounded) so a report can say
-    which one binds: keys ``policy.*`` (P), ``feature.*`` (F).
+    ``days`` for every column, ``tail_days`` (>= ``days``) for the tail columns. ``terms``
+    holds each contribution (days, or None for unbounded) so a report can say which binds.
     """
 
     days: int | None
+    tail_days: int | None
     terms: dict[str, int | None]
+
+    def _binding(self, prefix: str) -> str:
+        group = {k: v for k, v in self.terms.items() if k.startswith(prefix)}
+        unbounded = [k for k, v in group.items() if v is None]
+        return unbounded[0] if unbounded else max(group, key=lambda k: group[k] or 0)
 
     @property
     def binding(self) -> str:
-        """The term that sets the window (the first unbounded one, else the largest)."""
-        unbounded = [k for k, v in self.terms.items() if v is None]
-        if unbounded:
-            return unbounded[0]
-        policy = {k: v for k, v in self.terms.items() if k.startswith("policy.")}
-        return max(policy, key=lambda k: policy[k] or 0)
+        """The term that sets ``days``."""
+        return self._binding("policy.")
+
+    @property
+    def tail_binding(self) -> str:
+        """The term that sets ``tail_days``."""
+        return self._binding("tail.")
 
 
 def max_session_gap_days(macro: Mapping[str, pd.DataFrame]) -> int:
@@ -121,8 +132,8 @@ def fhs_rows_days(forecast_dates: Mapping[str, Sequence[str]], as_of: dt.date, u
     The window is the last ``fhs_window`` forecast rows dated ``<= as_of - u``
     (:func:`serving.inputs.policy_inputs`); forecasts added after the stored ones only push
     it later, so the stored ``fhs_window``-th last one (per asset; the oldest over assets) is
-    a safe bound even where forecasts have gaps. Without stored dates the calendar bound
-    ``fhs_window + u`` holds for daily forecasts.
+    a safe bound even where forecasts have gaps. The calendar bound ``fhs_window + u`` (exact
+    for daily forecasts without gaps) is the least returned.
     """
     last = np.datetime64(as_of - dt.timedelta(days=u), "D")
     days = fhs_window + u
@@ -141,25 +152,36 @@ def policy_lookback_days(
 ) -> dict[str, int | None]:
     """Days before the as-of whose panel rows the serve reads, per look-back.
 
-    ``stress`` the stress floor's ``stress_lookback_days`` (losses aged ``<=`` it; 0 when its
-    weight is 0); ``memory`` 20 half-lives of the loss memory (older weights are below 1e-6
-    and dropped; 0 when off); ``fhs`` the rows whose realized loss enters the FHS window
-    (:func:`fhs_rows_days`; ``fhs_window + u`` from the config alone); ``adv`` the ADV window
-    (it ends the day before); ``since_fit`` the days forecast by the forecaster itself
-    (after ``fit_cutoff``), whose σ enter the σ history; ``forecaster`` 0 for a row-wise
-    forecaster, None (whole history) otherwise.
+    Full rows (``policy.*``): ``adv`` the ADV window (it ends the day before); ``since_fit``
+    the days forecast by the forecaster itself (after ``fit_cutoff``), whose σ enter the σ
+    history; ``forecaster`` 0 for a row-wise or return-path forecaster, None (every column in
+    full) for any other. Tail rows (``tail.*``): ``stress`` the stress floor's
+    ``stress_lookback_days`` (losses aged ``<=`` it; 0 when its weight is 0); ``memory`` 20
+    half-lives of the loss memory (older weights are below 1e-6 and dropped; 0 when off);
+    ``fhs`` the rows whose realized loss enters the FHS window (:func:`fhs_rows_days`;
+    ``fhs_window + u`` from the config alone); ``forecaster`` None (every past return) for a
+    return-path forecaster, else 0.
     """
     fhs = (fhs_rows_days(forecast_dates, as_of, u, policy.fhs_window)
            if forecast_dates is not None else policy.fhs_window + u)
+    known = forecaster_kind in ROW_WISE_KINDS | RETURN_PATH_KINDS
     return {
-        "policy.stress": policy.stress_lookback_days if policy.stress_floor_weight > 0 else 0,
-        "policy.memory": (math.floor(MEMORY_HALF_LIVES * policy.memory_half_life_days)
-                          if policy.memory_weight > 0 else 0),
-        "policy.fhs": fhs,
         "policy.adv": policy.liquidity.adv_window,
         "policy.since_fit": max((as_of - fit_cutoff).days, 1),
-        "policy.forecaster": 0 if forecaster_kind in ROW_WISE_KINDS else None,
+        "policy.forecaster": 0 if known else None,
+        "tail.stress": policy.stress_lookback_days if policy.stress_floor_weight > 0 else 0,
+        "tail.memory": (math.floor(MEMORY_HALF_LIVES * policy.memory_half_life_days)
+                        if policy.memory_weight > 0 else 0),
+        "tail.fhs": fhs,
+        "tail.forecaster": None if forecaster_kind in RETURN_PATH_KINDS else 0,
     }
+
+
+def _span(terms: dict[str, int | None], policy: str, feature: list[str]) -> int | None:
+    group = [v for k, v in terms.items() if k.startswith(policy)]
+    if any(v is None for v in group):
+        return None
+    return max(v for v in group if v is not None) + max(terms[k] or 0 for k in feature) + 1
 
 
 def serve_window(
@@ -167,20 +189,17 @@ def serve_window(
     as_of: dt.date, fit_cutoff: dt.date, session_gap_days: int,
     forecast_dates: Mapping[str, Sequence[str]] | None = None,
 ) -> TrailingWindow:
-    """:math:`D = P + F + 1` (module docstring); None when any term is unbounded.
-
-    ``features`` is the config the panel is built with, ``policy`` and ``u`` (update
-    interval) those the served model applies.
-    """
+    """Both spans (module docstring). ``features`` is the config the panel is built with,
+    ``policy`` and ``u`` (update interval) those the served model applies."""
     terms: dict[str, int | None] = {
         **policy_lookback_days(policy, u, forecaster_kind, as_of, fit_cutoff, forecast_dates),
         **feature_lookback_days(features, session_gap_days),
     }
-    if any(v is None for v in terms.values()):
-        return TrailingWindow(None, terms)
-    p = max(v for k, v in terms.items() if k.startswith("policy.") and v is not None)
-    f = max(v for k, v in terms.items() if k.startswith("feature.") and v is not None)
-    return TrailingWindow(p + f + 1, terms)
+    days = _span(terms, "policy.", [k for k in terms if k.startswith("feature.")])
+    tail = _span(terms, "tail.", ["feature.ret_1d", "feature.worst_loss"])
+    if days is None:
+        return TrailingWindow(None, None, terms)
+    return TrailingWindow(days, None if tail is None else max(tail, days), terms)
 
 
 def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt.date,
@@ -196,23 +215,39 @@ def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt
                         max_session_gap_days(macro), dates)
 
 
-def trailing_market(market: MarketData, as_of: dt.date, window: TrailingWindow) -> MarketData:
-    """``market`` with each asset's daily and hourly rows cut to the trailing ``window.days``.
+def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> MarketData:
+    """``market`` with each asset's daily and hourly rows cut to the trailing ``days``.
 
-    The window ends at the as-of, or at the asset's last daily row when that is earlier (a
+    The span ends at the as-of, or at the asset's last daily row when that is earlier (a
     stale or delisted asset keeps its last rows, so the serve still sees how old its data is).
-    DVOL and macro series are kept whole. ``window.days`` None returns ``market`` unchanged.
+    DVOL and macro series are kept whole. ``days`` None returns ``market`` unchanged.
     """
-    if window.days is None:
+    if days is None:
         return market
     end = pd.Timestamp(as_of)
     daily, hourly = {}, {}
     for asset, frame in market.daily.items():
         last = frame.index.max().normalize() if len(frame) else end
-        start = min(end, last) - (window.days - 1) * _DAY
+        start = min(end, last) - (days - 1) * _DAY
         daily[asset] = frame.loc[frame.index >= start]
         if asset in market.hourly:
             hours = market.hourly[asset]
             hourly[asset] = hours.loc[hours.index >= start]
     hourly.update({a: f for a, f in market.hourly.items() if a not in daily})
     return replace(market, daily=daily, hourly=hourly)
+
+
+def serve_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date,
+                window: TrailingWindow) -> tuple[pd.DataFrame, str]:
+    """(panel, fingerprint) built in memory over ``window``: every column over ``days``, the
+    tail columns over ``tail_days`` (:func:`features.build.build_with_tail`).
+
+    The fingerprint hashes the data of the longer span, the feature config and code, the
+    as-of (:func:`features.store.fingerprint`) and both spans.
+    """
+    short = trailing_market(market, as_of, window.days)
+    tail = trailing_market(market, as_of, window.tail_days)
+    if window.days is None or window.tail_days == window.days:
+        return build_panel(short, cfg), fingerprint(short, cfg, as_of)
+    spans = f"{fingerprint(tail, cfg, as_of)}:days={window.days}:tail={window.tail_days}"
+    return build_with_tail(short, tail, cfg), hashlib.sha256(spans.encode()).hexdigest()

@@ -37,7 +37,7 @@ from mlflow import MlflowClient
 
 from configs.schema import ENV_PREFIX, Config
 from features.schema import feature_view
-from features.store import load_or_build
+from features.window import bundle_window, serve_panel
 from serving.apply import frozen_frame
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
 from serving.market import check_as_of, load_as_of
@@ -200,8 +200,9 @@ def serve(
         pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today)
         market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
-        panel, fingerprint, _ = load_or_build(
-            market, cfg.features, Path(cfg.paths.outputs_dir) / "features", as_of)
+        # only the trailing rows the policy reads, built in memory (features/window.py)
+        window = bundle_window(bundle, cfg.features, as_of, market.macro)
+        panel, fingerprint = serve_panel(market, cfg.features, as_of, window)
         progress("load model", 0, 1)
         model = mlflow.pyfunc.load_model(str(directory))
         prev = previous_parameters(root, as_of)

@@ -12,7 +12,7 @@ import pytest
 
 import serving.serve as serve_module
 from configs.schema import Config
-from features.build import build_panel
+from features.build import TAIL_COLUMNS, build_panel
 from features.loaders import load_market
 from features.schema import feature_view
 from features.store import load_or_build
@@ -20,6 +20,7 @@ from features.window import (
     TrailingWindow,
     fhs_rows_days,
     max_session_gap_days,
+    serve_panel,
     serve_window,
     trailing_market,
 )
@@ -43,44 +44,62 @@ def _window(cfg: Config, as_of: dt.date, market, kind: str = "har") -> TrailingW
                         as_of, as_of - dt.timedelta(days=30), max_session_gap_days(market.macro))
 
 
-def _read_rows(panel: pd.DataFrame, window: TrailingWindow, as_of: dt.date) -> pd.DataFrame:
-    """The rows a serve reads: dated as_of - P .. as_of (P: the largest policy term)."""
-    p = max(v for k, v in window.terms.items() if k.startswith("policy.") and v is not None)
+def _rows(panel: pd.DataFrame, window: TrailingWindow, as_of: dt.date, prefix: str,
+          columns: list[str]) -> pd.DataFrame:
+    """``columns`` of the rows dated as_of - P .. as_of, P the largest ``prefix`` term."""
+    p = max(v for k, v in window.terms.items() if k.startswith(prefix) and v is not None)
     dates = panel.index.get_level_values("date")
-    return panel[(dates >= pd.Timestamp(as_of) - pd.Timedelta(days=p))
-                 & (dates <= pd.Timestamp(as_of))]
+    keep = (dates >= pd.Timestamp(as_of) - pd.Timedelta(days=p)) & (dates <= pd.Timestamp(as_of))
+    return panel.loc[keep, columns]
+
+
+def _assert_reads_equal(got: pd.DataFrame, full: pd.DataFrame, window: TrailingWindow,
+                        as_of: dt.date) -> None:
+    """The rows a serve reads are those of the full build: every column over the policy
+    rows (to float round-off), the tail columns over the tail rows (exactly: differences,
+    maxima and logs of the same prices)."""
+    every = list(full.columns)
+    expected = _rows(full, window, as_of, "policy.", every)
+    assert len(expected) >= 3 * 31  # BTC, ETH, SOL (MATIC stale in 2025) × P + 1 days
+    pd.testing.assert_frame_equal(_rows(got, window, as_of, "policy.", every), expected,
+                                  check_exact=False, rtol=RTOL, atol=0.0, check_dtype=False)
+    tail = list(TAIL_COLUMNS)
+    pd.testing.assert_frame_equal(_rows(got, window, as_of, "tail.", tail),
+                                  _rows(full, window, as_of, "tail.", tail), check_exact=True)
 
 
 @pytest.mark.parametrize("as_of", [dt.date(2025, 6, 30), dt.date(2024, 3, 31)])
-def test_trimmed_build_reads_the_rows_of_a_full_build(as_of: dt.date) -> None:
+def test_trailing_build_reads_the_rows_of_a_full_build(as_of: dt.date) -> None:
     market = load_market(MARKET, ASSETS, as_of)
-    full = build_panel(market, Config().features)
+    cfg = Config()
+    full = build_panel(market, cfg.features)
 
-    # default config: the 10-year stress look-back (3650 d) + 101 d of macro look-back
-    # exceeds the embedded history, so nothing is cut and the panel is bit-identical
-    default = _window(Config(), as_of, market)
-    assert default.days == 3650 + 101 + 1 and default.binding == "policy.stress"
-    pd.testing.assert_frame_equal(
-        build_panel(trailing_market(market, as_of, default), Config().features), full,
-        check_exact=True)
+    # default config: every column over ADV 30 d + macro look-back 101 d (+ the as-of);
+    # close, return and losses over the 10-year stress look-back: all the embedded history
+    window = _window(cfg, as_of, market)
+    assert (window.days, window.binding) == (30 + 101 + 1, "policy.adv")
+    assert (window.tail_days, window.tail_binding) == (3650 + 1 + 1, "tail.stress")
+    panel, _ = serve_panel(market, cfg.features, as_of, window)
+    assert panel.index.equals(full.index)  # the tail spans every row
+    _assert_reads_equal(panel, full, window, as_of)
+    btc = panel.xs("BTC", level="asset")
+    first = pd.Timestamp(as_of) - pd.Timedelta(days=window.days - 1)  # first row built in full
+    assert btc["gk_var"].dropna().index.min() == first
+    assert btc["har_rv_30d"].dropna().index.min() == first + pd.Timedelta(days=29)
 
-    # a one-year stress look-back: the FHS rows (500 + 1) bind, 603 days are built
+    # a one-year stress look-back: the FHS losses (500 + u) bind the tail
     short = Config().with_overrides({"policy.stress_lookback_days": 365})
     window = _window(short, as_of, market)
-    assert window.days == 501 + 101 + 1 and window.binding == "policy.fhs"
-    trimmed = build_panel(trailing_market(market, as_of, window), short.features)
-    first = trimmed.index.get_level_values("date").min()
-    assert first > full.index.get_level_values("date").min()  # something was cut
-    expected, got = _read_rows(full, window, as_of), _read_rows(trimmed, window, as_of)
-    assert len(expected) > 1500
-    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=RTOL, atol=0.0)
+    assert (window.tail_days, window.tail_binding) == (501 + 1 + 1, "tail.fhs")
+    panel, _ = serve_panel(market, short.features, as_of, window)
+    assert panel.index.get_level_values("date").min() > full.index.get_level_values("date").min()
+    _assert_reads_equal(panel, full, window, as_of)
 
 
 def test_a_delisted_asset_keeps_its_last_rows() -> None:
     as_of = dt.date(2025, 6, 30)
     market = load_market(MARKET, ["BTC", "MATIC"], as_of)
-    window = TrailingWindow(120, {})
-    cut = trailing_market(market, as_of, window)
+    cut = trailing_market(market, as_of, 120)
     assert cut.daily["BTC"].index.min() == pd.Timestamp("2025-03-03")
     matic = cut.daily["MATIC"]
     assert matic.index.max() == pd.Timestamp("2024-09-10")  # its last day: age still visible
@@ -91,22 +110,27 @@ def test_a_delisted_asset_keeps_its_last_rows() -> None:
 def test_longer_look_backs_give_longer_windows() -> None:
     as_of = dt.date(2025, 6, 30)
     market = load_market(MARKET, ["BTC"], as_of)
-    base = Config().with_overrides({"policy.stress_lookback_days": 365})
-    days = _window(base, as_of, market).days
-    longer = {"policy.stress_lookback_days": 900, "policy.fhs_window": 800,
-              "features.macro_max_carry_days": 30}
-    for key, value in longer.items():
-        cfg = base.with_overrides({key: value})
-        assert _window(cfg, as_of, market).days > days, key
-    assert _window(base.with_overrides({"policy.stress_lookback_days": 900}), as_of,
-                   market).days == 900 + 101 + 1
-    # a recursive forecaster (GARCH, EWMA) reads the whole return history
-    assert _window(base, as_of, market, kind="garch").days is None
-    assert _window(base, as_of, market, kind="ewma").binding == "policy.forecaster"
-    # a model fitted long ago forecasts every day since from the panel
-    old_fit = serve_window(base.features, base.policy, 1, "har", as_of, dt.date(2023, 1, 1),
-                           4)
+    base = _window(Config(), as_of, market)
+    longer_tail = {"policy.stress_lookback_days": 5000, "policy.memory_half_life_days": 300.0}
+    for key, value in longer_tail.items():
+        window = _window(Config().with_overrides({key: value}), as_of, market)
+        assert window.tail_days > base.tail_days and window.days == base.days, key
+    no_stress = Config().with_overrides({"policy.stress_floor_weight": 0.0})
+    window = _window(no_stress, as_of, market)
+    assert (window.tail_days, window.tail_binding) == (501 + 1 + 1, "tail.fhs")
+    longer_rows = {"policy.liquidity.adv_window": 90, "features.macro_max_carry_days": 30}
+    for key, value in longer_rows.items():
+        window = _window(Config().with_overrides({key: value}), as_of, market)
+        assert window.days > base.days, key
+    # a model fitted long ago forecasts every day since from full feature rows
+    old_fit = serve_window(Config().features, Config().policy, 1, "har", as_of,
+                           dt.date(2023, 1, 1), 4)
     assert old_fit.days == (as_of - dt.date(2023, 1, 1)).days + 101 + 1
+    # GARCH / EWMA filter every past return; an unaudited learnt model gets everything
+    garch = _window(Config(), as_of, market, kind="garch")
+    assert garch.days == base.days and garch.tail_days is None
+    assert garch.tail_binding == "tail.forecaster"
+    assert _window(Config(), as_of, market, kind="gbm").days is None
 
 
 def test_fhs_rows_follow_stored_forecast_gaps() -> None:
@@ -149,35 +173,35 @@ def test_trailing_serve_publishes_the_parameters_of_a_full_rebuild(
         "paths.data_dir": str(tmp_path / "market"), "paths.mlruns_dir": str(tmp_path / "mlruns"),
         "paths.outputs_dir": str(tmp_path / "trailing"), "models.enabled": ["har_rv"],
         "backtest.oos_start": "2024-09-01", "backtest.refit_every": 120,
-        "backtest.min_train_days": 300, "policy.fhs_min_obs": 60,
-        "policy.stress_lookback_days": 180})
-    _register_har(base, dt.date(2025, 5, 31))  # 30 days of forecasts made at serve time
+        "backtest.min_train_days": 300, "policy.fhs_min_obs": 60})
+    _register_har(base, dt.date(2025, 5, 15))  # 46 days of forecasts made at serve time
     as_of, today = dt.date(2025, 6, 30), dt.date(2025, 7, 1)
-    built: list[pd.Timestamp] = []
-    real_build = serve_module.load_or_build
-
-    def spy(market, *args, **kwargs):
-        built.append(market.daily["BTC"].index.min())
-        return real_build(market, *args, **kwargs)
-
-    monkeypatch.setattr(serve_module, "load_or_build", spy)
+    built: list[tuple[pd.Timestamp, pd.Timestamp]] = []  # (first row, first full row) of BTC
     windows: list[TrailingWindow] = []
-    real_window = serve_module.bundle_window
+    real_panel, real_window = serve_module.serve_panel, serve_module.bundle_window
+
+    def panel_spy(*args):
+        panel, fp = real_panel(*args)
+        btc = panel.xs("BTC", level="asset")
+        built.append((btc.index.min(), btc["gk_var"].dropna().index.min()))
+        return panel, fp
 
     def window_spy(*args):
         windows.append(real_window(*args))
         return windows[-1]
 
+    monkeypatch.setattr(serve_module, "serve_panel", panel_spy)
     monkeypatch.setattr(serve_module, "bundle_window", window_spy)
     trailing = serve(base, as_of, today=today)
     monkeypatch.setattr(serve_module, "bundle_window",
-                        lambda *args, **kwargs: TrailingWindow(None, {}))
+                        lambda *args: TrailingWindow(None, None, {}))
     full_cfg = base.with_overrides({"paths.outputs_dir": str(tmp_path / "full")})
     full = serve(full_cfg, as_of, today=today)
 
-    # FHS rows (500 + u) bind: 603 days of the 731 are built
-    assert windows[0].days == 603 and windows[0].binding == "policy.fhs"
-    assert built == [pd.Timestamp("2023-11-06"), pd.Timestamp("2023-07-01")]
+    # every column over 46 days since the fit + 101 of look-back; losses over the whole slice
+    assert (windows[0].days, windows[0].binding) == (46 + 101 + 1, "policy.since_fit")
+    first, full_from = pd.Timestamp("2023-07-01"), pd.Timestamp("2025-02-03")
+    assert built == [(first, full_from), (first, first)]
     assert not list((tmp_path / "trailing" / "features").glob("panel-*"))  # in memory only
     assert trailing.stale_assets == full.stale_assets == ["MATIC"]
     lineage = ["feature_fingerprint"]  # hashes the data the panel was built from: differs
