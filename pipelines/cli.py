@@ -72,9 +72,15 @@ KeepGoingOpt = Annotated[bool, typer.Option(
     "--keep-going/--fail-fast", help="A malformed file fails only its asset (default: stop).")]
 
 
+SchedulerOpt = Annotated[str | None, typer.Option(
+    "--scheduler", help="Run the fan-out on the Dask cluster at tcp://HOST:PORT "
+    "(sets backtest.engine=dask); backtest.engine=dask without it starts a LocalCluster.")]
+
+
 @app.command("run")
 def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-            quiet: QuietOpt = False, keep_going: KeepGoingOpt = False) -> None:
+            quiet: QuietOpt = False, keep_going: KeepGoingOpt = False,
+            scheduler: SchedulerOpt = None) -> None:
     """Features → backtest → policy backtest → select → register @champion → publish.
 
     Every step sees rows up to the as-of only (default: the last complete UTC day in the data).
@@ -87,6 +93,8 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
 
     _quiet_libraries()
     cfg = _config(config, data_dir)
+    if scheduler:
+        cfg = cfg.with_overrides({"backtest.engine": "dask", "backtest.scheduler": scheduler})
     raise typer.Exit(run_job(cfg, console, _day(as_of), quiet, keep_going))
 
 

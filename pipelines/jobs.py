@@ -228,6 +228,7 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
 def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             keep_going: bool) -> int:
     """``volmargin run``: the whole pipeline with a progress bar per step, then the summary."""
+    from pipelines.engine import make_engine
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
     from serving.market import FutureAsOfError, check_as_of
@@ -249,7 +250,12 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             bar.update(tasks[step], completed=done if total > 1 else 1)
 
         try:
-            result = run(cfg, as_of, progress, keep_going=keep_going)
+            # backtest.engine: the walk-forward's tasks run in process, or on Dask
+            # (a LocalCluster, or the cluster at backtest.scheduler / --scheduler)
+            with make_engine(cfg.backtest.engine, cfg.backtest.n_jobs, cfg.backtest.scheduler,
+                             cfg.backtest.dask_workers, say=console.print) as engine:
+                result = run(cfg, as_of, progress, keep_going=keep_going,
+                             mapper=engine.mapper)
         except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
             console.print(f"[red]{exc}[/red]")
             return EX_TEMPFAIL

@@ -24,6 +24,7 @@ import pandas as pd
 
 from configs.schema import Config
 from models.base import Forecaster
+from models.plausibility import implausibility, trailing_realized_variance
 from serving.decide import PolicyState, decide, freeze, state_columns, state_from_row
 from serving.inputs import asset_history, policy_inputs
 from serving.policy import Parameters
@@ -79,6 +80,21 @@ def _without_forecast(
                   cfg.policy, stale=True, hours=hours)
 
 
+def _implausible_today(cfg: Config, frame: pd.DataFrame, fc: pd.DataFrame,
+                       as_of: pd.Timestamp) -> str:
+    """Why the as-of forecast breaks ``backtest.plausibility`` (``""`` when it does not): the
+    bound the walk-forward applies (:mod:`models.plausibility`), so a dead feed or a peg that
+    the backtest fails is not published either."""
+    bounds = cfg.backtest.plausibility
+    if not bounds.enabled:
+        return ""
+    today = fc[fc["cutoff"] == as_of].iloc[-1]
+    mean, _ = trailing_realized_variance(frame["rv"], bounds.window_days, bounds.min_obs)
+    trailing = mean.get(as_of, float("nan"))
+    return str(implausibility([float(today["variance"])], [int(today["horizon_days"])],
+                              [trailing], bounds)[0])
+
+
 def asset_parameters(
     forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
     as_of: pd.Timestamp, previous: PolicyState | None,
@@ -96,6 +112,10 @@ def asset_parameters(
                           cfg.features.update_interval_days)
     if fc.empty or as_of not in set(fc["cutoff"]):
         return _without_forecast(cfg, asset, as_of, 0, previous, hours)
+    why = _implausible_today(cfg, frame, fc, as_of)
+    if why:  # the backtest's bound guards what is published too: freeze, never publish it
+        return freeze(previous, f"fail-safe: implausible forecast for {asset} at "
+                      f"{as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
     h = asset_history(frame, fc, cfg)
     x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
                               cfg.policy.fhs_window), data_age_days=age)

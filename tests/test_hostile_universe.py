@@ -176,8 +176,6 @@ def test_failures_are_logged_to_the_backtest_run(hostile_run):
     assert int(egarch["tags.failures"]) == int((failures["model"] == "egarch_t").sum())
 
 
-@pytest.mark.xfail(strict=True, reason="serving does not yet apply models.plausibility to the "
-                   "champion's as-of forecast; when it does, this passes: drop the mark")
 def test_published_rows_of_a_dead_feed_and_a_peg_fall_back(hostile_run):
     root, _ = hostile_run
     params = read_partition(root / "outputs" / "forecasts" / f"asof={END}").set_index("asset")
