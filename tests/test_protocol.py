@@ -149,3 +149,55 @@ def test_static_recalibration_uses_only_data_before_each_year():
 def test_evaluation_config_rejects_overlapping_periods():
     with pytest.raises(ValueError, match="must be after selection_end"):
         Config().with_overrides({"evaluation.evaluation_start": dt.date(2023, 6, 30)})
+
+
+def _panel_and_forecasts(seed: int = 4):
+    """Two assets with volatility clusters, and two forecasters: the true σ² and a constant
+    (the sample mean: blind to the clusters, so its breaches cluster)."""
+    dates = pd.date_range("2021-06-01", "2023-12-31")
+    rng = np.random.default_rng(seed)
+    frames, fcs = [], {"true": [], "flat": []}
+    for asset in ("A", "B"):
+        sigma = 0.03 * np.exp(np.convolve(rng.normal(0, 0.15, len(dates)), np.ones(20) / 4,
+                                          mode="same"))
+        ret = sigma * rng.standard_t(5, len(dates)) / np.sqrt(5 / 3)
+        worst = np.abs(ret) * 0.6 + sigma * 0.3
+        frames.append(pd.DataFrame({
+            "date": dates, "asset": asset, "ret_1d": ret, "worst_loss_long": worst,
+            "worst_loss_short": worst, "worst_loss_is_proxy": False,
+            "log_dollar_volume": np.log(5e9)}))
+        # forecast at cutoff t of the next day's variance
+        var_next = np.r_[sigma[1:], sigma[-1]] ** 2
+        for name, v in (("true", var_next), ("flat", np.full(len(dates), var_next.mean()))):
+            fcs[name].append(pd.DataFrame({"asset": asset, "cutoff": dates, "horizon_days": 1,
+                                           "variance": v}))
+    panel = pd.concat(frames).set_index(["date", "asset"]).sort_index()
+    return panel, {n: pd.concat(f, ignore_index=True) for n, f in fcs.items()}
+
+
+def test_the_whole_protocol_ignores_perturbed_evaluation_period_data():
+    from pipelines.policy_eval.compare import replay_candidates
+    from pipelines.policy_eval.protocol import EVALUATION
+
+    cfg = CFG.with_overrides({
+        "evaluation.selection_start": "2022-01-01", "evaluation.selection_end": "2022-12-31",
+        "evaluation.evaluation_start": "2023-01-01", "evaluation.evaluation_end": "2023-12-30",
+        "evaluation.grid": {"policy.confidence": [0.975]}, "backtest.n_jobs": 1,
+        "policy.fhs_min_obs": 60})
+    panel, fcs = _panel_and_forecasts()
+
+    def run(panel, fcs):
+        paths, settings = replay_candidates(panel, fcs, cfg)
+        return choose(judge(paths, cfg, SELECTION), settings), judge(paths, cfg, EVALUATION)
+
+    frozen, evaluation = run(panel, fcs)
+    late = panel.index.get_level_values("date") >= pd.Timestamp("2023-01-01")
+    shocked = panel.copy()
+    shocked.loc[late, ["worst_loss_long", "ret_1d"]] *= 4.0
+    cut = {n: f.assign(variance=np.where(f["cutoff"] >= pd.Timestamp("2023-01-01"),
+                                         f["variance"] * 0.1, f["variance"]))
+           for n, f in fcs.items()}
+    again, evaluation_again = run(shocked, cut)
+    assert again.name == frozen.name == "policy:true"
+    pd.testing.assert_frame_equal(again.table, frozen.table)
+    assert evaluation_again["breaches"].sum() > evaluation["breaches"].sum()  # it did bite
