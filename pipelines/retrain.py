@@ -1,6 +1,10 @@
 """``volmargin retrain``: ingest → features → backtest → select → policy backtest → register
 @challenger → gate → promote @champion, at most once per as-of and input state.
 
+Point in time. Every step reads rows dated up to the as-of only (:mod:`serving.market`), so the
+registered version is fitted and selected on what was known then; the marker records its
+``fit_cutoff`` (never after D).
+
 Idempotence. A completed retrain writes ``outputs/retrain/asof=D.json`` (the *marker*) with the
 registered version, the gate decision and two fingerprints: the raw data directory's content
 and the resolved config (paths and serving excluded: they do not change what is trained).
@@ -180,7 +184,7 @@ def retrain(
         A step failed; its message names the step.
     """
     from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
-    from serving.ops.registry import champion_version
+    from serving.ops.registry import champion_version, version_tag
 
     env = os.environ if environ is None else environ
     started = dt.datetime.now(dt.UTC)
@@ -219,6 +223,9 @@ def retrain(
             "promoted": result.promoted,
             "gate_reason": result.gate_reason,
             "champion_version": champion_version(cfg.registry.model_name),
+            # last day the registered forecaster saw: never after the as-of (serving.market)
+            "fit_cutoff": version_tag(cfg.registry.model_name, result.model_version,
+                                      "fit_cutoff"),
             "code_version": code_version(),
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

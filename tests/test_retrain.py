@@ -61,6 +61,8 @@ def invoke(root: Path, *args: str, env: dict[str, str] | None = None) -> Result:
 
 
 def registry(root: Path) -> mlflow.MlflowClient:
+    # both globals: alias_history() uses a default client, whatever an earlier module set
+    mlflow.set_tracking_uri(tracking_uri(root / "mlruns"))
     mlflow.set_registry_uri(tracking_uri(root / "mlruns"))
     return mlflow.MlflowClient(tracking_uri(root / "mlruns"), tracking_uri(root / "mlruns"))
 
@@ -79,6 +81,7 @@ def test_retrain_registers_gates_and_records_the_as_of(
     assert marker["promoted"] is True
     assert marker["gate_reason"].startswith(("passed", "first version promoted with its gate"))
     assert marker["selected"] == "garch11_t" and marker["history"] == []
+    assert marker["fit_cutoff"] == AS_OF  # fitted through the as-of, on nothing later
     assert marker["data_fingerprint"] == data_fingerprint(built.root / "market")
     assert marker["ingest"] == {"skipped": "--skip-ingest"}
     client = registry(built.root)
