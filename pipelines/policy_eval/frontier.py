@@ -99,8 +99,9 @@ def frontier_figure(points: pd.DataFrame, measure: str = "bad_debt") -> Figure:
         for family, f in g.groupby("family"):
             f = f.sort_values("knob")
             style = {"static": "s", "aave_v3": "*"}.get(str(family), "o")
-            ax.plot(f["capital"], f[measure], marker=style, ms=6 if style != "*" else 11,
-                    lw=1.0, color=colors[family], label=str(family))
+            ax.plot(f["capital"], f[measure], marker=style, ms=6 if style != "*" else 13,
+                    lw=1.0, color=colors[family], label=str(family),
+                    zorder=4 if style == "*" else 2)  # Aave's single point stays visible
         front = g[g[f"frontier_{measure}"]].sort_values("capital")
         ax.plot(front["capital"], front[measure], ls="--", color="0.3", lw=0.8)
         ax.scatter(front["capital"], front[measure], s=90, facecolors="none",
