@@ -624,6 +624,14 @@ ORDERED_PAIRS: tuple[tuple[str, str, str], ...] = (
     ("policy.lb_min", "policy.lb_max", "the LB lower bound may not exceed its upper bound"),
     ("policy.fhs_min_obs", "policy.fhs_window",
      "FHS needs fhs_min_obs standardized losses out of a window of fhs_window"),
+    ("backtest.plausibility.min_ratio", "backtest.plausibility.max_ratio",
+     "the plausible forecast / realized-variance band would be empty"),
+    ("backtest.plausibility.min_obs", "backtest.plausibility.window_days",
+     "more realized-variance days than the trailing window holds"),
+    ("evaluation.selection_start", "evaluation.selection_end",
+     "the selection period would be empty"),
+    ("evaluation.evaluation_start", "evaluation.evaluation_end",
+     "the evaluation period would be empty"),
 )
 
 
@@ -651,7 +659,7 @@ def cross_field_errors(cfg: Config) -> list[str]:
     errors = []
     for small, large, why in ORDERED_PAIRS:
         a, b = _leaf(cfg, small), _leaf(cfg, large)
-        if a is _MISSING or b is _MISSING:
+        if any(v is _MISSING or v is None for v in (a, b)):  # None: open end (to the data's)
             continue
         if a > b:
             errors.append(f"  {small} = {a!r} > {large} = {b!r}: {why}")

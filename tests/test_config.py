@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -114,6 +115,16 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
     ({"VOLMARGIN__FEATURES__UPDATE_INTERVAL_DAYS": "3"},
      ["features.update_interval_days", "backtest.horizons"]),
     ({"VOLMARGIN__SELECTION__HORIZON": "30"}, ["selection.horizon", "backtest.horizons"]),
+    ({"VOLMARGIN__BACKTEST__PLAUSIBILITY__MIN_RATIO": "3", "VOLMARGIN__BACKTEST__PLAUSIBILITY"
+      "__MAX_RATIO": "2"}, ["backtest.plausibility.min_ratio", "backtest.plausibility.max_ratio"]),
+    ({"VOLMARGIN__BACKTEST__PLAUSIBILITY__MIN_OBS": "31"},
+     ["backtest.plausibility.min_obs", "backtest.plausibility.window_days"]),
+    ({"VOLMARGIN__EVALUATION__SELECTION_START": "2024-01-01",
+      "VOLMARGIN__EVALUATION__SELECTION_END": "2023-01-01",
+      "VOLMARGIN__EVALUATION__EVALUATION_START": "2024-02-01"},
+     ["evaluation.selection_start", "evaluation.selection_end"]),
+    ({"VOLMARGIN__EVALUATION__EVALUATION_END": "2023-01-01"},
+     ["evaluation.evaluation_start", "evaluation.evaluation_end"]),
 ])
 def test_cross_field_rules_reject_with_the_key_paths(defaults, overrides, keys):
     with pytest.raises(ConfigError) as exc:
@@ -139,8 +150,13 @@ def test_every_ordered_pair_names_fields_that_exist():
     from configs.schema import ORDERED_PAIRS, _leaf
 
     for small, large, _ in ORDERED_PAIRS:
-        assert isinstance(_leaf(Config(), small), int | float), small
-        assert isinstance(_leaf(Config(), large), int | float), large
+        assert isinstance(_leaf(Config(), small), int | float | dt.date), small
+        assert isinstance(_leaf(Config(), large), int | float | dt.date), large
+
+
+def test_an_open_evaluation_end_is_not_compared(defaults):
+    cfg = load_config(defaults, environ={"VOLMARGIN__EVALUATION__EVALUATION_END": "null"})
+    assert cfg.evaluation.evaluation_end is None
 
 
 def _cli(tmp_path, *args, env=None):
