@@ -266,6 +266,9 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
 def port_in_use(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on (in use, not permitted), or None if it can."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as the server binds: a port left in TIME_WAIT by a stopped UI is free to reuse, one
+        # with a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
