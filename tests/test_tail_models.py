@@ -118,7 +118,7 @@ def test_torch_fz0_equals_the_scoring_function():
     np.testing.assert_allclose(got.numpy(), fz0_loss(y, v, e, 0.99), rtol=1e-12)
 
 
-def test_network_training_lowers_validation_fz0_and_records_its_choice():
+def test_network_records_its_weight_decay_choice_and_validation_fz0():
     panel = tail_panel(("AAA", "BBB"), n_days=900, seed=3)
     cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 4, "weight_decays": [1e-4, 1e-1]})
     model = build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
