@@ -10,9 +10,10 @@ means and prefix sums accumulate from the first row they see: ~1e-10 relative at
 Two spans, each :math:`P + F + 1` days (the ``+ 1`` counts the as-of day):
 
 * **every column** over ``days``: :math:`P` the policy terms that read full feature rows
-  (``policy.*``: the ADV window, the days forecast since ``fit_cutoff``, a forecaster that
-  reads feature rows) and :math:`F` the look-back of the features themselves (``feature.*``,
-  :func:`feature_lookback_days`: a row dated :math:`t` reads raw data dated ``t - F .. t``);
+  (``policy.*``: the ADV window, the plausibility bound's trailing realized variance, the
+  days forecast since ``fit_cutoff``, a forecaster that reads feature rows) and :math:`F`
+  the look-back of the features themselves (``feature.*``, :func:`feature_lookback_days`: a
+  row dated :math:`t` reads raw data dated ``t - F .. t``);
 * **the tail columns** (:data:`features.build.TAIL_COLUMNS`: close, return, covered loss)
   over ``tail_days``: :math:`P` the look-backs over realized losses (``tail.*``: stress floor,
   loss memory, FHS losses; the whole history for a forecaster that filters every past
@@ -148,11 +149,13 @@ def fhs_rows_days(forecast_dates: Mapping[str, Sequence[str]], as_of: dt.date, u
 
 def policy_lookback_days(
     policy: PolicyConfig, u: int, forecaster_kind: str, as_of: dt.date, fit_cutoff: dt.date,
-    forecast_dates: Mapping[str, Sequence[str]] | None = None,
+    forecast_dates: Mapping[str, Sequence[str]] | None = None, plausibility_days: int = 0,
 ) -> dict[str, int | None]:
     """Days before the as-of whose panel rows the serve reads, per look-back.
 
-    Full rows (``policy.*``): ``adv`` the ADV window (it ends the day before); ``since_fit``
+    Full rows (``policy.*``): ``adv`` the ADV window (it ends the day before);
+    ``plausibility`` the calendar days of ``rv`` the as-of forecast is checked against
+    (``backtest.plausibility.window_days``, 0 when disabled); ``since_fit``
     the days forecast by the forecaster itself (after ``fit_cutoff``), whose σ enter the σ
     history; ``forecaster`` 0 for a row-wise or return-path forecaster, None (every column in
     full) for any other. Tail rows (``tail.*``): ``stress`` the stress floor's
@@ -167,6 +170,7 @@ def policy_lookback_days(
     known = forecaster_kind in ROW_WISE_KINDS | RETURN_PATH_KINDS
     return {
         "policy.adv": policy.liquidity.adv_window,
+        "policy.plausibility": plausibility_days,
         "policy.since_fit": max((as_of - fit_cutoff).days, 1),
         "policy.forecaster": 0 if known else None,
         "tail.stress": policy.stress_lookback_days if policy.stress_floor_weight > 0 else 0,
@@ -187,12 +191,14 @@ def _span(terms: dict[str, int | None], policy: str, feature: list[str]) -> int 
 def serve_window(
     features: FeaturesConfig, policy: PolicyConfig, u: int, forecaster_kind: str,
     as_of: dt.date, fit_cutoff: dt.date, session_gap_days: int,
-    forecast_dates: Mapping[str, Sequence[str]] | None = None,
+    forecast_dates: Mapping[str, Sequence[str]] | None = None, plausibility_days: int = 0,
 ) -> TrailingWindow:
     """Both spans (module docstring). ``features`` is the config the panel is built with,
-    ``policy`` and ``u`` (update interval) those the served model applies."""
+    ``policy``, ``u`` (update interval) and ``plausibility_days`` those the served model
+    applies."""
     terms: dict[str, int | None] = {
-        **policy_lookback_days(policy, u, forecaster_kind, as_of, fit_cutoff, forecast_dates),
+        **policy_lookback_days(policy, u, forecaster_kind, as_of, fit_cutoff, forecast_dates,
+                               plausibility_days),
         **feature_lookback_days(features, session_gap_days),
     }
     days = _span(terms, "policy.", [k for k in terms if k.startswith("feature.")])
@@ -209,10 +215,12 @@ def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt
     rows; the panel is built with the serve-time ``features`` config."""
     bundled = Config.model_validate(bundle["config"])
     dates = {a: fc["dates"] for a, fc in bundle.get("forecasts", {}).items()}
+    bound = bundled.backtest.plausibility
     return serve_window(features, bundled.policy, bundled.features.update_interval_days,
                         str(bundle["forecaster"].get("kind", "")), as_of,
                         dt.date.fromisoformat(str(bundle["fit_cutoff"])),
-                        max_session_gap_days(macro), dates)
+                        max_session_gap_days(macro), dates,
+                        bound.window_days if bound.enabled else 0)
 
 
 def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> MarketData:

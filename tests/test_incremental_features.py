@@ -41,7 +41,8 @@ RTOL = 1e-8
 
 def _window(cfg: Config, as_of: dt.date, market, kind: str = "har") -> TrailingWindow:
     return serve_window(cfg.features, cfg.policy, cfg.features.update_interval_days, kind,
-                        as_of, as_of - dt.timedelta(days=30), max_session_gap_days(market.macro))
+                        as_of, as_of - dt.timedelta(days=30), max_session_gap_days(market.macro),
+                        plausibility_days=cfg.backtest.plausibility.window_days)
 
 
 def _rows(panel: pd.DataFrame, window: TrailingWindow, as_of: dt.date, prefix: str,
@@ -118,7 +119,8 @@ def test_longer_look_backs_give_longer_windows() -> None:
     no_stress = Config().with_overrides({"policy.stress_floor_weight": 0.0})
     window = _window(no_stress, as_of, market)
     assert (window.tail_days, window.tail_binding) == (501 + 1 + 1, "tail.fhs")
-    longer_rows = {"policy.liquidity.adv_window": 90, "features.macro_max_carry_days": 30}
+    longer_rows = {"policy.liquidity.adv_window": 90, "features.macro_max_carry_days": 30,
+                   "backtest.plausibility.window_days": 60}
     for key, value in longer_rows.items():
         window = _window(Config().with_overrides({key: value}), as_of, market)
         assert window.days > base.days, key
