@@ -165,6 +165,9 @@ class HarxMlpConfig(_Strict):
     half_life_days: float | None = Field(None, gt=0)
     # Inputs of the OLS part: every input, or only the HAR cascade + DVOL (+ flags) of harx_iv.
     linear_inputs: Literal["all", "har_iv"] = "all"
+    # DVOL inputs enter once the training window has this many dates with DVOL and every
+    # target (250: harx_iv's min_obs); before, they are 0 (the no-DVOL model). 0: always.
+    dvol_min_days: int = Field(0, ge=0)
 
 
 class ModelsConfig(_Strict):
@@ -497,6 +500,9 @@ class TailConfig(_Strict):
     """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
 
     enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"]
+    # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the six
+    # walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
+    in_run: bool = False
     levels: list[float] = [0.975, 0.99, 0.995]
     refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
     min_train_days: int = Field(365, ge=30)

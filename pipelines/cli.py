@@ -77,6 +77,17 @@ SchedulerOpt = Annotated[str | None, typer.Option(
     "(sets backtest.engine=dask); backtest.engine=dask without it starts a LocalCluster.")]
 
 
+@app.command("tail")
+def tail_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+             keep_going: KeepGoingOpt = False) -> None:
+    """Walk forward and score the tail models (VaR/ES of the covered loss, FZ0, DM, MCS,
+    coverage, ES backtests); tables under outputs/tail/ and in MLflow."""
+    from pipelines.tail_step import tail_job
+
+    _quiet_libraries()
+    tail_job(_config(config, data_dir), _day(as_of), keep_going, say=console.print)
+
+
 @app.command("run")
 def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
             quiet: QuietOpt = False, keep_going: KeepGoingOpt = False,

@@ -104,6 +104,9 @@ def run(
     progress("features", 0, 1)
     panel, fp = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper)
+    if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
+        from pipelines.tail_step import step_tail
+        step_tail(cfg, panel, progress)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress)
     progress("register", 0, 1)

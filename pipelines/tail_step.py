@@ -1,0 +1,120 @@
+"""The tail-forecast step: walk forward every enabled tail model, score it, log it to MLflow.
+
+One parent run ``tail-backtest`` with one **nested run per tail model** (its pooled FZ0 at
+each level on the evaluation period, its DM p-value against the best classical model of the
+selection period, and how many assets pass one-sided coverage and independence at 99%), and
+the scoring tables of :func:`pipelines.evaluation.tail_compare.run_tail_backtest` as CSV and
+Markdown artifacts. The same tables are written under ``outputs/tail/`` for
+``volmargin report``.
+
+The step runs inside ``volmargin run`` when ``tail.in_run`` is set, and on its own as
+``volmargin tail`` (the six models' walk-forwards take a few minutes on two cores, more than
+the daily run's budget).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from pipelines.evaluation.tail_compare import run_tail_backtest
+from serving.ops.tracking import log_context
+
+HEADLINE_LEVEL = 0.99
+
+
+@dataclass(frozen=True)
+class TailStep:
+    forecasts: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    out_dir: Path
+
+
+def _metric(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-/" else "_" for c in name)
+
+
+def model_metrics(model: str, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """The figures a reviewer compares tail models by, for one model's nested run."""
+    out: dict[str, float] = {}
+    fz0 = tables.get("fz0_evaluation", pd.DataFrame())
+    for r in fz0[fz0.get("model", pd.Series(dtype=str)) == model].itertuples():
+        out[_metric(f"fz0_{r.side}_{r.level:g}")] = float(r.fz0)
+    dm = tables.get("dm", pd.DataFrame())
+    for r in dm[dm.get("model", pd.Series(dtype=str)) == model].itertuples():
+        if r.model != r.benchmark and np.isfinite(r.p_better):
+            out[_metric(f"dm_p_better_vs_{r.benchmark}")] = float(r.p_better)
+    bt = tables.get("backtests", pd.DataFrame())
+    if len(bt) and "passes" in bt:
+        mine = bt[(bt["model"] == model) & (bt["side"] == "long")]
+        out["assets_passing_99_long"] = float(mine["passes"].sum())
+        out["assets_99_long"] = float(len(mine))
+    return out
+
+
+def step_tail(cfg: Config, panel: pd.DataFrame,
+              progress: Callable[[str, int, int], None] | None = None) -> TailStep:
+    """Walk forward and score the enabled tail models; log and write the tables."""
+    out_dir = Path(cfg.paths.outputs_dir) / "tail"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with mlflow.start_run(run_name="tail-backtest"):
+        log_context(cfg, "tail-backtest")
+        mlflow.log_params({"tail_models": ",".join(cfg.tail.enabled),
+                           "levels": ",".join(f"{x:g}" for x in cfg.tail.levels),
+                           "refit_every": cfg.tail.refit_every})
+        forecasts, tables = run_tail_backtest(
+            panel, cfg, (lambda m, k, n: progress(f"tail {m}", k, n)) if progress else None)
+        forecasts.to_parquet(out_dir / "forecasts.parquet")
+        for name, table in tables.items():
+            table.to_csv(out_dir / f"{name}.csv", index=False)
+            mlflow.log_text(table.to_csv(index=False), f"tail/{name}.csv")
+            mlflow.log_text(table.to_markdown(index=False, floatfmt=".4f"), f"tail/{name}.md")
+        for model in forecasts["model"].unique():
+            with mlflow.start_run(run_name=f"tail:{model}", nested=True):
+                log_context(cfg, "tail-backtest", {"model": str(model)})
+                mlflow.log_metrics(model_metrics(str(model), tables))
+    return TailStep(forecasts, tables, out_dir)
+
+
+def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFrame:
+    """Evaluation-period pooled FZ0 at 99% per model with its DM p-value against the best
+    classical model and the assets passing coverage + independence (the README's table)."""
+    fz0 = tables["fz0_evaluation"]
+    fz0 = fz0[(fz0["side"] == side) & np.isclose(fz0["level"], HEADLINE_LEVEL)]
+    out = fz0[["model", "fz0", "days"]].sort_values("fz0").reset_index(drop=True)
+    choice = tables.get("choice", pd.DataFrame())
+    best = str(choice.iloc[0].get("best_classical", "")) if len(choice) else ""
+    dm = tables.get("dm", pd.DataFrame())
+    if best and len(dm):
+        vs = dm[(dm["benchmark"] == best)].set_index("model")["p_better"]
+        out[f"dm_p_vs_{best}"] = out["model"].map(vs)
+    bt = tables.get("backtests", pd.DataFrame())
+    if len(bt) and "passes" in bt:
+        mine = bt[bt["side"] == side].groupby("model")["passes"]
+        out["assets_passing"] = out["model"].map(mine.sum()).astype("Int64")
+        out["assets"] = out["model"].map(mine.size()).astype("Int64")
+    return out
+
+
+def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
+             say: Callable[[str], None] = print) -> TailStep:
+    """``volmargin tail``: features as of ``as_of`` (cut there), then :func:`step_tail`."""
+    from features.store import load_or_build
+    from serving.market import load_as_of
+    from serving.ops.tracking import setup
+
+    setup(cfg)
+    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going)
+    panel, _, _ = load_or_build(pit.market, cfg.features,
+                                Path(cfg.paths.outputs_dir) / "features", pit.as_of)
+    step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
+                     if k == n else None)
+    say(headline(step.tables).to_markdown(index=False, floatfmt=".4f"))
+    return step
