@@ -2,12 +2,14 @@ r"""Variance-model study: choose ``harx_mlp``'s variant on the selection period,
 report the evaluation period (``python -m benchmarks.variance_study``).
 
 Candidates (:data:`CANDIDATES`) are ``harx_mlp`` with every input in its OLS part or only
-``harx_iv``'s (``linear_inputs``: HAR cascade, log DVOL, flags), with or without the own-DVOL head
-(``own_dvol_slopes``: BTC/ETH rows with their own DVOL get their own slopes on the HAR terms
-and the implied inputs) and with recency weights of half-life ``half_life_days`` (``None``:
-every row weighs the same). Each is walked forward (expanding window, refits every
-``backtest.refit_every`` days) over the selection period 2021-01-01 → 2023-06-30 on a panel
-cut at the period's end, so no fit, input or realized value reaches past it. The rule, code
+``harx_iv``'s (``linear_inputs``: HAR cascade, log DVOL, flags); with or without the own-DVOL
+head (``own_dvol_slopes``: BTC/ETH rows with their own DVOL get their own slopes on the HAR
+terms and the implied inputs); with DVOL inputs from the first refit or only once
+``dvol_min_days`` = 250 training dates have DVOL (harx_iv's ``min_obs``); and with recency
+weights of half-life ``half_life_days`` (``None``: every row weighs the same). Each is walked
+forward (expanding window, refits every ``backtest.refit_every`` days) over the selection
+period 2021-01-01 → 2023-06-30 on a panel cut at the period's end, so no fit, input or
+realized value reaches past it. The rule, code
 not judgement: the candidate with the lowest
 
 .. math:: S = \tfrac12 \sum_{h \in \{1, 7\}} \frac{\overline{QLIKE}_{h}(\text{cand})}
@@ -47,9 +49,11 @@ MAJORS = ("BTC", "ETH")  # own DVOL and hourly RV over the whole study
 REFERENCE = "har_rv_pooled"
 # name → harx_mlp config overrides; the first is the current default (it wins ties)
 CANDIDATES: dict[str, dict[str, object]] = {
-    f"harx_mlp[{lin},{'own' if own else 'pooled'}_dvol,hl={hl}]": {
-        "linear_inputs": lin, "own_dvol_slopes": own, "half_life_days": hl}
-    for lin in ("all", "har_iv") for own in (False, True) for hl in (None, 365.0, 730.0, 1460.0)
+    f"harx_mlp[{lin}/{'own' if own else 'pooled'}_dvol/min={days}/hl={hl}]": {
+        "linear_inputs": lin, "own_dvol_slopes": own, "dvol_min_days": days,
+        "half_life_days": hl}
+    for days in (0, 250) for lin in ("all", "har_iv") for own in (False, True)
+    for hl in (None, 365.0, 730.0, 1460.0)
 }
 
 

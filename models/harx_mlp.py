@@ -62,6 +62,7 @@ from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
 from models.har import ols
 from models.neural.inputs import (
+    DVOL_TERMS,
     HAR_IV_TERMS,
     INPUT_NAMES,
     OWN_DVOL_TERMS,
@@ -71,11 +72,12 @@ from models.neural.inputs import (
 )
 from models.neural.module import quiet_lightning
 from models.neural.residual import ResidualMlp, ResidualNetConfig, train_residual
-from models.preprocessing import VAR_FLOOR, MaskedStandardScaler, forward_targets
+from models.preprocessing import VAR_FLOOR, MaskedStandardScaler, dvol_mask, forward_targets
 
 STATE_FORMAT = 2  # 2: own-DVOL head and recency weights
 _OWN = [INPUT_NAMES.index(name) for name in OWN_DVOL_TERMS]
 _HAR_IV = [INPUT_NAMES.index(name) for name in HAR_IV_TERMS]
+_DVOL = [INPUT_NAMES.index(name) for name in DVOL_TERMS]
 
 
 def recency_weights(dates: np.ndarray, half_life_days: float | None) -> np.ndarray:
@@ -134,6 +136,13 @@ class HarxMlpForecaster:
         self.columns = present_columns(panel)
         self.scaler = MaskedStandardScaler().fit(x[valid])
         self.seen = np.isfinite(x[valid]).any(axis=0)
+        # DVOL starts 2021-03-24: a refit soon after would fit its slopes on a few days (two
+        # complete 7-day targets at the 2021-04-01 refit). Below dvol_min_days dates with DVOL
+        # and every target, the DVOL inputs stay unseen (0, the no-DVOL model).
+        dvol_days = np.unique(panel.index.get_level_values("date")[
+            dvol_mask(panel) & ok.all(axis=1)])
+        if len(dvol_days) < self.config.dvol_min_days:
+            self.seen[_DVOL] = False
         z = self._standardize(x)  # (N, F)
         own = own_dvol(panel)  # (N,)
         # a head fitted on a few weeks of DVOL fits noise (forecasts 100x the trailing RV in

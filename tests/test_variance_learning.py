@@ -13,7 +13,14 @@ import torch
 from benchmarks.variance_study import CANDIDATES, selection_score, summary
 from configs.schema import HarxMlpConfig
 from models.harx_mlp import HarxMlpForecaster, _lognormal_offset, recency_weights
-from models.neural.inputs import HAR_IV_TERMS, INPUT_NAMES, OWN_DVOL_TERMS, own_dvol, raw_inputs
+from models.neural.inputs import (
+    DVOL_TERMS,
+    HAR_IV_TERMS,
+    INPUT_NAMES,
+    OWN_DVOL_TERMS,
+    own_dvol,
+    raw_inputs,
+)
 from models.neural.residual import masked_mse
 from tests.simulate import DVOL_FIRST_DAY, simulate_panel
 
@@ -156,8 +163,9 @@ def test_selection_rule_known_answer() -> None:
     assert score["a"] == pytest.approx((0.38 / 0.40 + 0.21 / 0.20) / 2, rel=1e-3)
     assert score["b"] == pytest.approx((0.39 / 0.40 + 0.19 / 0.20) / 2, rel=1e-3)
     assert score[["a", "b"]].idxmin() == "b"
-    assert next(iter(CANDIDATES.values())) == {"linear_inputs": "all", "own_dvol_slopes": False,
-                                               "half_life_days": None}  # today's default
+    assert next(iter(CANDIDATES.values())) == {  # today's default
+        "linear_inputs": "all", "own_dvol_slopes": False, "dvol_min_days": 0,
+        "half_life_days": None}
 
 
 def test_har_iv_input_set_is_the_harx_iv_regressors(panel: pd.DataFrame) -> None:
@@ -172,3 +180,20 @@ def test_har_iv_input_set_is_the_harx_iv_regressors(panel: pd.DataFrame) -> None
     assert design.shape == (len(panel), len(ASSETS) + len(HAR_IV_TERMS))
     assert np.array_equal(design[:, len(ASSETS):], z[:, cols])
     assert model.coef.shape == (len(ASSETS) + len(HAR_IV_TERMS), 1)
+
+
+def test_dvol_inputs_wait_for_dvol_min_days(panel: pd.DataFrame) -> None:
+    """AAA's DVOL has 299 dates with a 1-day target (days 200..498): a 300-day gate keeps
+    every DVOL input at 0, so the DVOL values cannot move a forecast; a 250-day gate uses
+    them (the simulated panel has no iv_rv_ratio / dvol_change_7d columns)."""
+    cfg = SMALL.model_copy(update={"lr": 1e-9, "max_epochs": 1})
+    gated = HarxMlpForecaster(cfg.model_copy(update={"dvol_min_days": 300}), (1,)).fit(panel)
+    used = HarxMlpForecaster(cfg.model_copy(update={"dvol_min_days": 250}), (1,)).fit(panel)
+    dvol = [list(INPUT_NAMES).index(n) for n in DVOL_TERMS]
+    assert not gated.seen[dvol].any() and used.seen[[dvol[0], dvol[-1]]].all()
+    moved = panel.copy()
+    moved["dvol_var_1d"] = moved["dvol_var_1d"] * 2.0
+    for model, same in ((gated, True), (used, False)):
+        a = model.forecast(panel, [1])["variance"].to_numpy()
+        b = model.forecast(moved, [1])["variance"].to_numpy()
+        assert np.array_equal(a, b) == same

@@ -91,6 +91,8 @@ OPTIONAL_COLUMNS = (
 PANEL_COLUMNS = (*REQUIRED, "rv", "rv_is_hourly", "dvol_var_1d", "dvol_available")
 
 
+# Inputs that exist only with DVOL (harx_mlp's dvol_min_days gate)
+DVOL_TERMS = ("log_dvol_var_1d", "log_iv_rv_ratio", "dvol_change_7d", "dvol_available")
 # The parsimonious input set of harx_iv (HAR cascade, log DVOL) with the regime flags.
 HAR_IV_TERMS = ("log_har_rv_1d", "log_har_rv_7d", "log_har_rv_30d", "log_dvol_var_1d",
                 "dvol_available", "rv_is_hourly")
