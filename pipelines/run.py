@@ -59,6 +59,7 @@ class RunResult:
     diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, and why
         default_factory=lambda: _empty(["model", "asset", "horizon_days", "diagnostic",
                                         "reason"]))
+    warnings: list[str] = field(default_factory=list)  # data warnings: later rows, lost hours
 
     @property
     def completed_with_failures(self) -> bool:
@@ -99,7 +100,8 @@ def run(
     sweep_outputs(cfg.paths.outputs_dir)  # temporary files and orphan panels of killed runs
     progress("load data", 0, 1)
     # every step sees only rows up to the as-of: the registered version is fitted through it
-    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going)
+    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
+                     max_file_mb=cfg.data.max_file_mb)
     market, as_of = pit.market, pit.as_of
     progress("features", 0, 1)
     panel, fp = step_features(cfg, market)
@@ -120,4 +122,4 @@ def run(
         stress_published(cfg, served.as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
-                     bt.failures, bt.diagnostics)
+                     bt.failures, bt.diagnostics, list(dict.fromkeys(pit.warnings)))

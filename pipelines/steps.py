@@ -70,6 +70,10 @@ def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str]:
         mlflow.log_table(fresh.astype(str), "features/freshness.json")
         if market.failures:
             mlflow.log_dict(market.failures, "features/failures.json")
+        if market.warnings or market.hourly_problems:
+            mlflow.log_dict({"warnings": market.warnings,
+                             "hourly_problems": market.hourly_problems},
+                            "features/warnings.json")
         if len(market.gaps):
             mlflow.log_table(market.gaps.astype(str), "features/gaps.json")
         for asset in sorted({"BTC", "ETH"} & set(market.daily)):

@@ -111,7 +111,8 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     from serving.ops.tracking import setup
 
     setup(cfg)
-    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going)
+    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
+                     max_file_mb=cfg.data.max_file_mb)
     panel, _, _ = load_or_build(pit.market, cfg.features,
                                 Path(cfg.paths.outputs_dir) / "features", pit.as_of)
     step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")

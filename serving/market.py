@@ -96,14 +96,14 @@ def cut_market(market: MarketData, last_day: dt.date) -> tuple[MarketData, list[
 
 def load_as_of(
     data_dir: Path | str, assets: list[str] | None, as_of: dt.date | None,
-    keep_going: bool = False, today: dt.date | None = None,
+    keep_going: bool = False, today: dt.date | None = None, max_file_mb: float = 100.0,
 ) -> PointInTime:
     """Load the market as a job may see it on ``as_of``.
 
     Parameters
     ----------
-    data_dir, assets, keep_going
-        As :func:`features.loaders.load_market`.
+    data_dir, assets, keep_going, max_file_mb
+        As :func:`features.loaders.load_market` (``max_file_mb``: ``data.max_file_mb``).
     as_of : date, optional
         Explicit as-of: rows dated after it are cut (no warning: that is what was asked).
         None: the last date in the daily files that is not after yesterday (UTC).
@@ -118,9 +118,10 @@ def load_as_of(
     today = today or utc_today()
     if as_of is not None:
         check_as_of(as_of, today)
-        market = load_market(data_dir, assets, as_of, keep_going=keep_going)
+        market = load_market(data_dir, assets, as_of, keep_going=keep_going,
+                             max_file_mb=max_file_mb)
         return PointInTime(market, as_of, list(getattr(market, "warnings", [])))
-    market = load_market(data_dir, assets, None, keep_going=keep_going)
+    market = load_market(data_dir, assets, None, keep_going=keep_going, max_file_mb=max_file_mb)
     market, warnings = cut_market(market, today - dt.timedelta(days=1))
     warnings = [*getattr(market, "warnings", []), *warnings]
     last = [frame.index.max() for frame in market.daily.values() if len(frame)]

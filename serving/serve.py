@@ -197,7 +197,8 @@ def serve(
         ignored = config_not_applied(cfg, bundle["config"], environ)
         used = bundle["config"]["policy"]
         progress("load data", 0, 1)
-        pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today)
+        pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today,
+                         cfg.data.max_file_mb)
         market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
         # only the trailing rows the policy reads, built in memory (features/window.py)

@@ -82,6 +82,8 @@ def print_run(console: Console, cfg: Config, result: RunResult) -> None:
         console.print(f"Published: {result.served.published.path}")
     console.print(f"MLflow:    sqlite:///{Path(cfg.paths.mlruns_dir).as_posix()}/mlflow.db — "
                   "open with `volmargin ui` (http://127.0.0.1:5000)")
+    for message in getattr(result, "warnings", []):  # file names and values: no markup
+        console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
     lines = result.failure_lines()
     if lines:  # last, so that a person reading the end of the log sees what was left out
         console.print(f"Completed with failures ({len(lines)}), left out of selection and "
