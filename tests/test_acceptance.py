@@ -92,9 +92,10 @@ def test_too_few_days_is_an_error_naming_the_count():
 
 
 def test_bad_debt_bookkeeping_on_a_hand_computed_day():
-    # worst loss 20% of value + 1% slippage = x = 0.21; MMF 10%, IMF 15%, LB 1.05
+    # worst loss x = 21% of value; the 1% slippage is the liquidator's, paid out of LB, so it
+    # is not added to x; MMF 10%, IMF 15%, LB 1.05
     row = pd.DataFrame({"asset": ["X"], "date": [pd.Timestamp("2024-08-04")],
-                        "loss_next": [-math.log(0.80)], "short_loss_next": [0.0],
+                        "loss_next": [-math.log(0.79)], "short_loss_next": [0.0],
                         "liquidity_addon": [0.01], "mmf": [0.10], "imf": [0.15], "lb": [1.05]})
     row["lt"], row["ltv"] = (1 - row["mmf"]) / 1.05, (1 - row["imf"]) / 1.05
     out = with_outcomes(row).iloc[0]
@@ -109,6 +110,9 @@ def test_bad_debt_bookkeeping_on_a_hand_computed_day():
     held = at_lb(with_outcomes(row), 1.10).iloc[0]
     assert held["lt"] == pytest.approx(0.9 / 1.1)
     assert held["bad_debt_lt"] == pytest.approx(0.11 / 1.10)
+    # slippage never moves the lender's loss: the same day without it is the same outcome
+    same = with_outcomes(row.assign(liquidity_addon=0.0)).iloc[0]
+    assert same["loss_frac"] == out["loss_frac"] and same["bad_debt_lt"] == out["bad_debt_lt"]
 
 
 def test_no_bad_debt_inside_the_cushion_and_capital_is_mean_one_minus_ltv():

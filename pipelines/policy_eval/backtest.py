@@ -50,14 +50,17 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
 def with_outcomes(path: pd.DataFrame) -> pd.DataFrame:
     """Add realized loss fractions, breaches and bad debt (NaN where not yet realized).
 
-    The realized loss of a liquidation is the worst price move over the delay **plus the
-    slippage** of selling into the book (the liquidity add-on the policy charged), so a breach
-    means the margin did not cover what a liquidation actually costs.
+    The realized loss ``x`` is the worst price move over the liquidation delay inside the next
+    interval. The slippage of selling into the book is the liquidator's cost and is paid out
+    of the liquidation bonus (LB prices it: :func:`serving.policy.liquidity_addon`), so it is
+    not added to ``x`` again — charging it in both places is the double count the policy
+    removed. A liquidator repays D and takes D·LB of collateral, so the lender loses once
+    ``x > 1 − LT·LB`` (the cushion, equal to MMF when LT = (1 − MMF)/LB), by
+    ``(x − cushion)/LB`` per unit of collateral.
     """
     out = path.copy()
-    slip = out["liquidity_addon"].fillna(0.0) if "liquidity_addon" in out else 0.0
-    out["loss_frac"] = 1.0 - np.exp(-out["loss_next"].clip(lower=0.0)) + slip
-    out["short_loss_frac"] = np.exp(out["short_loss_next"].clip(lower=0.0)) - 1.0 + slip
+    out["loss_frac"] = 1.0 - np.exp(-out["loss_next"].clip(lower=0.0))
+    out["short_loss_frac"] = np.exp(out["short_loss_next"].clip(lower=0.0)) - 1.0
     known = out["loss_next"].notna()
     cushion = 1.0 - out["lt"] * out["lb"]
     out["breach"] = (out["loss_frac"] > out["mmf"]).where(known)
