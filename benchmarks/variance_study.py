@@ -15,8 +15,9 @@ not judgement: the candidate with the lowest
 .. math:: S = \tfrac12 \sum_{h \in \{1, 7\}} \frac{\overline{QLIKE}_{h}(\text{cand})}
     {\overline{QLIKE}_{h}(\texttt{har\_rv\_pooled})}
 
-on BTC/ETH (hourly RV) wins; the first in :data:`CANDIDATES` (the current default) wins ties.
-Then the frozen winner, the current default, ``har_rv_pooled`` and ``harx_iv`` are walked
+on BTC/ETH (hourly RV) wins; the first in :data:`CANDIDATES` (``harx_mlp`` before this study,
+DVOL from the first refit, no head, no weights) wins ties. Then the frozen winner, that first
+candidate, ``har_rv_pooled`` and ``harx_iv`` are walked
 over the evaluation period 2023-07-01 → 2025-06-30 (fits use every row up to each refit).
 Losses are on the common support of the models compared (:func:`evaluate.scored`); the DM
 test (HLN) is on the daily cross-sectional mean loss of the group, one-sided p that the
@@ -47,7 +48,7 @@ from pipelines.evaluation.stats import diebold_mariano
 HORIZONS = (1, 7)
 MAJORS = ("BTC", "ETH")  # own DVOL and hourly RV over the whole study
 REFERENCE = "har_rv_pooled"
-# name → harx_mlp config overrides; the first is the current default (it wins ties)
+# name → harx_mlp config overrides; the first is harx_mlp before this study (it wins ties)
 CANDIDATES: dict[str, dict[str, object]] = {
     f"harx_mlp[{lin}/{'own' if own else 'pooled'}_dvol/min={days}/hl={hl}]": {
         "linear_inputs": lin, "own_dvol_slopes": own, "dvol_min_days": days,
@@ -142,9 +143,9 @@ def main() -> None:
     print("\nselection score S (lower wins):\n" + score.round(4).to_string())
     print(f"\nfrozen: {chosen} = {CANDIDATES[chosen]}", flush=True)
 
-    default = next(iter(CANDIDATES))
+    before = next(iter(CANDIDATES))  # harx_mlp as it was before this study
     print(f"\nevaluation period {ev_start.date()} → {ev_end.date()}", flush=True)
-    ev_names = [REFERENCE, "harx_iv", default] + ([chosen] if chosen != default else [])
+    ev_names = [REFERENCE, "harx_iv", before] + ([chosen] if chosen != before else [])
     ev_scores, ev_s = run_models(makers_for(cfg, ev_names), panel, ev_start, ev_end, cfg)
     table = summary(ev_scores)
     print(table.to_markdown(index=False))

@@ -167,7 +167,8 @@ class HarxMlpConfig(_Strict):
     linear_inputs: Literal["all", "har_iv"] = "all"
     # DVOL inputs enter once the training window has this many dates with DVOL and every
     # target (250: harx_iv's min_obs); before, they are 0 (the no-DVOL model). 0: always.
-    dvol_min_days: int = Field(0, ge=0)
+    # 250 chosen on the selection period by benchmarks/variance_study.py.
+    dvol_min_days: int = Field(250, ge=0)
 
 
 class ModelsConfig(_Strict):

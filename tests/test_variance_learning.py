@@ -163,7 +163,7 @@ def test_selection_rule_known_answer() -> None:
     assert score["a"] == pytest.approx((0.38 / 0.40 + 0.21 / 0.20) / 2, rel=1e-3)
     assert score["b"] == pytest.approx((0.39 / 0.40 + 0.19 / 0.20) / 2, rel=1e-3)
     assert score[["a", "b"]].idxmin() == "b"
-    assert next(iter(CANDIDATES.values())) == {  # today's default
+    assert next(iter(CANDIDATES.values())) == {  # harx_mlp before the study
         "linear_inputs": "all", "own_dvol_slopes": False, "dvol_min_days": 0,
         "half_life_days": None}
 
