@@ -6,7 +6,8 @@ Candidates (:data:`CANDIDATES`) are ``harx_mlp`` with every input in its OLS par
 head (``own_dvol_slopes``: BTC/ETH rows with their own DVOL get their own slopes on the HAR
 terms and the implied inputs); with DVOL inputs from the first refit or only once
 ``dvol_min_days`` = 250 training dates have DVOL (harx_iv's ``min_obs``); and with recency
-weights of half-life ``half_life_days`` (``None``: every row weighs the same). Each is walked
+weights of half-life ``half_life_days`` (``None``: every row weighs the same); and with or
+without the weekday of day t+1 (``weekday_terms``). Each is walked
 forward (expanding window, refits every ``backtest.refit_every`` days) over the selection
 period 2021-01-01 → 2023-06-30 on a panel cut at the period's end, so no fit, input or
 realized value reaches past it. The rule, code
@@ -50,11 +51,12 @@ MAJORS = ("BTC", "ETH")  # own DVOL and hourly RV over the whole study
 REFERENCE = "har_rv_pooled"
 # name → harx_mlp config overrides; the first is harx_mlp before this study (it wins ties)
 CANDIDATES: dict[str, dict[str, object]] = {
-    f"harx_mlp[{lin}/{'own' if own else 'pooled'}_dvol/min={days}/hl={hl}]": {
+    f"harx_mlp[{lin}/{'own' if own else 'pooled'}_dvol/min={days}/hl={hl}"
+    f"{'/weekday' if wd else ''}]": {
         "linear_inputs": lin, "own_dvol_slopes": own, "dvol_min_days": days,
-        "half_life_days": hl}
-    for days in (0, 250) for lin in ("all", "har_iv") for own in (False, True)
-    for hl in (None, 365.0, 730.0, 1460.0)
+        "half_life_days": hl, "weekday_terms": wd}
+    for wd in (False, True) for days in (0, 250) for lin in ("all", "har_iv")
+    for own in (False, True) for hl in (None, 365.0, 730.0, 1460.0)
 }
 
 

@@ -69,6 +69,7 @@ from models.neural.inputs import (
     own_dvol,
     present_columns,
     raw_inputs,
+    weekday_columns,
 )
 from models.neural.module import quiet_lightning
 from models.neural.residual import ResidualMlp, ResidualNetConfig, train_residual
@@ -154,7 +155,7 @@ class HarxMlpForecaster:
         weight = recency_weights(panel.index.get_level_values("date").to_numpy(),
                                  self.config.half_life_days)  # (N,)
 
-        design = self._design(z, asset_id, own)  # (N, A + F [+ 1 + K])
+        design = self._design(z, asset_id, own, panel.index.get_level_values("date"))
         self.coef = np.zeros((design.shape[1], len(self.horizons)))
         root = np.sqrt(weight)[:, None]  # weighted least squares: rows scaled by sqrt(w)
         for j in range(len(self.horizons)):
@@ -179,17 +180,23 @@ class HarxMlpForecaster:
         return np.where(self.seen, self.scaler.transform(x), 0.0)
 
     def _design(
-        self, z: np.ndarray, asset_id: np.ndarray, own: np.ndarray | None = None
+        self, z: np.ndarray, asset_id: np.ndarray, own: np.ndarray | None = None,
+        dates: np.ndarray | None = None,
     ) -> np.ndarray:
         """(N, A + F) asset dummies and inputs (F: all, or the ``har_iv`` subset); with the
-        own-DVOL head, (N, A + F + 1 + K): an own-DVOL indicator and the
-        :data:`OWN_DVOL_TERMS` times it (exactly 0 elsewhere)."""
+        own-DVOL head, + (1 + K): an own-DVOL indicator and the :data:`OWN_DVOL_TERMS` times
+        it (exactly 0 elsewhere); with ``weekday_terms``, + 6: the weekday of day t+1
+        (:func:`weekday_columns`)."""
         dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
-        lin = z if self.config.linear_inputs == "all" else z[:, _HAR_IV]
-        if not self.own_head:
-            return np.column_stack([dummies, lin])
-        ind = (np.zeros(len(z), dtype=bool) if own is None else own).astype(float)[:, None]
-        return np.column_stack([dummies, lin, ind, ind * z[:, _OWN]])
+        cols = [dummies, z if self.config.linear_inputs == "all" else z[:, _HAR_IV]]
+        if self.own_head:
+            ind = (np.zeros(len(z), dtype=bool) if own is None else own).astype(float)[:, None]
+            cols += [ind, ind * z[:, _OWN]]
+        if self.config.weekday_terms:
+            if dates is None:
+                raise ValueError("harx_mlp: weekday_terms needs the rows' dates")
+            cols.append(weekday_columns(dates))
+        return np.column_stack(cols)
 
     def _train_nets(
         self, z: np.ndarray, asset_id: np.ndarray, resid: np.ndarray, ok: np.ndarray,
@@ -265,7 +272,8 @@ class HarxMlpForecaster:
         names = rows.index.get_level_values("asset")
         asset_id = pd.Index(self.assets).get_indexer(names)  # (N,)
         z = self._standardize(x)  # (N, F)
-        log_mean = (self._design(z, asset_id, own_dvol(rows)) @ self.coef
+        log_mean = (self._design(z, asset_id, own_dvol(rows), rows.index.get_level_values("date"))
+                    @ self.coef
                     + self._correction(z, asset_id))
         variance = np.asarray(self.horizons) * np.exp(log_mean + self.offset[asset_id])  # (N, H)
 

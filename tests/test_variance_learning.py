@@ -20,12 +20,14 @@ from models.neural.inputs import (
     OWN_DVOL_TERMS,
     own_dvol,
     raw_inputs,
+    weekday_columns,
 )
 from models.neural.residual import masked_mse
 from tests.simulate import DVOL_FIRST_DAY, simulate_panel
 
 SMALL = HarxMlpConfig(hidden=8, max_epochs=3, patience=2)
-HEAD = SMALL.model_copy(update={"own_dvol_slopes": True, "half_life_days": 120.0})
+HEAD = SMALL.model_copy(update={"own_dvol_slopes": True, "half_life_days": 120.0,
+                                "weekday_terms": True})
 ASSETS = ("AAA", "BBB", "CCC")  # AAA has its own DVOL from day 200, the others borrow it
 
 
@@ -110,8 +112,9 @@ def test_own_dvol_head_columns(model: HarxMlpForecaster, panel: pd.DataFrame) ->
     day = (panel.index.get_level_values("date") - panel.index.get_level_values("date").min()).days
     assert np.array_equal(own, (assets == "AAA") & (day >= DVOL_FIRST_DAY))
     x, _ = raw_inputs(panel)
-    design = model._design(model._standardize(x), np.zeros(len(panel), dtype=int), own)
-    head = design[:, len(model.assets) + x.shape[1]:]  # (N, 1 + K)
+    design = model._design(model._standardize(x), np.zeros(len(panel), dtype=int), own,
+                           panel.index.get_level_values("date"))
+    head = design[:, len(model.assets) + x.shape[1]:-6]  # (N, 1 + K), then 6 weekdays
     assert head.shape[1] == 1 + len(OWN_DVOL_TERMS)
     assert np.array_equal(head[:, 0], own.astype(float))
     assert not head[~own].any() and np.isfinite(head).all()
@@ -165,7 +168,7 @@ def test_selection_rule_known_answer() -> None:
     assert score[["a", "b"]].idxmin() == "b"
     assert next(iter(CANDIDATES.values())) == {  # harx_mlp before the study
         "linear_inputs": "all", "own_dvol_slopes": False, "dvol_min_days": 0,
-        "half_life_days": None}
+        "half_life_days": None, "weekday_terms": False}
 
 
 def test_har_iv_input_set_is_the_harx_iv_regressors(panel: pd.DataFrame) -> None:
@@ -197,3 +200,20 @@ def test_dvol_inputs_wait_for_dvol_min_days(panel: pd.DataFrame) -> None:
         a = model.forecast(panel, [1])["variance"].to_numpy()
         b = model.forecast(moved, [1])["variance"].to_numpy()
         assert np.array_equal(a, b) == same
+
+
+def test_weekday_columns_known_answer() -> None:
+    dates = pd.DatetimeIndex(["2024-01-05", "2024-01-07", "2024-01-08"])  # Fri, Sun, Mon
+    cols = weekday_columns(dates)  # the weekday of t+1: Sat, Mon, Tue
+    assert np.array_equal(cols, [[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+
+
+def test_weekday_terms_learn_a_quiet_saturday() -> None:
+    """rv × 0.3 on Saturdays: the 1-day slope on 'day t+1 is a Saturday' is about ln 0.3."""
+    panel = simulate_panel(("AAA", "BBB"), n_days=900, seed=4)
+    saturday = panel.index.get_level_values("date").day_of_week == 5
+    panel.loc[saturday, "rv"] *= 0.3
+    cfg = SMALL.model_copy(update={"weekday_terms": True, "lr": 1e-9, "max_epochs": 1})
+    model = HarxMlpForecaster(cfg, horizons=(1,)).fit(panel)
+    assert model.coef[-2, 0] == pytest.approx(np.log(0.3), abs=0.15)  # Saturday column
+    assert np.abs(model.coef[-6:-2, 0]).max() < 0.15  # Tue..Fri: no effect

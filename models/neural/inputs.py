@@ -114,6 +114,18 @@ def own_dvol(frame: pd.DataFrame) -> np.ndarray:
     return dvol_mask(frame) & flag(frame, "dvol_is_own")
 
 
+def weekday_columns(dates: pd.DatetimeIndex | np.ndarray) -> np.ndarray:
+    """(N, 6) one-hot weekday of day t+1, Tuesday..Sunday (Monday is the asset intercept).
+
+    Crypto trades all week but weekend days are quiet: BTC's mean log RV is about 1.2 lower
+    on Saturdays and 0.7 on Sundays than on weekdays (2021-2025). The calendar of day t+1
+    is known at t, so this is point-in-time; day t's weekday is the day before, so it says
+    what a weekend ``har_rv_1d`` means as well.
+    """
+    weekday = (pd.DatetimeIndex(dates) + pd.Timedelta(days=1)).day_of_week.to_numpy()  # (N,)
+    return (weekday[:, None] == np.arange(1, 7)[None, :]).astype(float)
+
+
 def raw_inputs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(inputs (N, F) with NaN where missing, valid (N,): required columns finite)."""
     missing = [c for c in PANEL_COLUMNS if c not in frame.columns]
