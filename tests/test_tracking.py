@@ -39,4 +39,5 @@ def test_code_version_names_the_checkout_commit():
     assert _CHECKOUT == REPO
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
+    code_version.cache_clear()  # cached per process: another test may have asked earlier
     assert code_version().startswith(f"git:{head}")
