@@ -27,8 +27,10 @@ APC floor (RMS of *all* past :math:`\sigma`) is not a panel term: past :math:`\s
 the model bundle's stored walk-forward forecasts; only those made since ``fit_cutoff`` come
 from the panel (``policy.since_fit``).
 
-DVOL and macro series are never trimmed (a few thousand rows, shared by every asset): their
-look-backs then cost nothing and cannot be cut wrong.
+DVOL series are never trimmed (a few thousand rows, reindexed to each asset's calendar).
+Macro series are cut at the first crypto day built: a macro session pairs with the crypto
+return since the previous session, so a session whose previous one is before that day has no
+pair in a full build either; every pair, and hence every correlation and beta, is unchanged.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ class TrailingWindow:
     def _binding(self, prefix: str) -> str:
         group = {k: v for k, v in self.terms.items() if k.startswith(prefix)}
         unbounded = [k for k, v in group.items() if v is None]
-        return unbounded[0] if unbounded else max(group, key=lambda k: group[k] or 0)
+        if unbounded or not group:
+            return unbounded[0] if unbounded else ""
+        return max(group, key=lambda k: group[k] or 0)
 
     @property
     def binding(self) -> str:
@@ -228,7 +232,8 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
 
     The span ends at the as-of, or at the asset's last daily row when that is earlier (a
     stale or delisted asset keeps its last rows, so the serve still sees how old its data is).
-    DVOL and macro series are kept whole. ``days`` None returns ``market`` unchanged.
+    Macro sessions are cut at the first daily row kept (module docstring); DVOL is kept
+    whole. ``days`` None returns ``market`` unchanged.
     """
     if days is None:
         return market
@@ -242,7 +247,12 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
             hours = market.hourly[asset]
             hourly[asset] = hours.loc[hours.index >= start]
     hourly.update({a: f for a, f in market.hourly.items() if a not in daily})
-    return replace(market, daily=daily, hourly=hourly)
+    firsts = [f.index.min() for f in daily.values() if len(f)]
+    if not firsts:
+        return replace(market, daily=daily, hourly=hourly)
+    first = min(firsts)
+    macro = {name: f.loc[f.index >= first] for name, f in market.macro.items()}
+    return replace(market, daily=daily, hourly=hourly, macro=macro)
 
 
 def serve_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date,

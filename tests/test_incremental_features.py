@@ -105,7 +105,10 @@ def test_a_delisted_asset_keeps_its_last_rows() -> None:
     matic = cut.daily["MATIC"]
     assert matic.index.max() == pd.Timestamp("2024-09-10")  # its last day: age still visible
     assert len(matic) == 120 and len(cut.hourly["MATIC"]) > 0
-    assert cut.macro is market.macro and cut.dvol is market.dvol  # never trimmed
+    assert cut.dvol is market.dvol  # never trimmed
+    # macro sessions from the first crypto day kept (MATIC's, the earliest)
+    assert cut.macro["SPX"].index.min() >= matic.index.min()
+    assert (market.macro["SPX"].index < matic.index.min()).sum() > 0
 
 
 def test_longer_look_backs_give_longer_windows() -> None:
