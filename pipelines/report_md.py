@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.report_extra import stress_section, tail_section
+
 HOURLY = ("BTC", "ETH")  # assets whose realized proxy is intraday RV
 
 
@@ -108,4 +110,6 @@ def report(outputs_dir: Path) -> str:
     comparison = pd.read_csv(bt / "comparison.csv")
     return ("## Forecasts\n\n" + forecast_tables(comparison)
             + "\n\n### QLIKE per asset, h=1\n\n" + per_asset_qlike(comparison, 1)
-            + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n")
+            + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n"
+            + "".join("\n" + part for part in (tail_section(outputs_dir),
+                                               stress_section(outputs_dir)) if part))

@@ -1,0 +1,51 @@
+"""volmargin report's tail and stress sections render what their steps wrote, or nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from pipelines.report_extra import stress_section, tail_section
+
+
+def test_sections_are_left_out_when_their_steps_have_not_run(tmp_path):
+    assert tail_section(tmp_path) == "" and stress_section(tmp_path) == ""
+
+
+def test_tail_section_ranks_models_by_fz0_with_dm_and_coverage(tmp_path):
+    root = tmp_path / "tail"
+    root.mkdir()
+    pd.DataFrame({"side": ["long"] * 2, "level": [0.99] * 2, "model": ["nn", "evt"],
+                  "fz0": [-2.6, -2.5], "days": [730, 730]}).to_csv(root / "fz0_evaluation.csv")
+    pd.DataFrame({"model": ["nn"], "benchmark": ["evt"], "p_better": [0.03]}).to_csv(
+        root / "dm.csv")
+    pd.DataFrame({"model": ["nn", "nn", "evt", "evt"], "side": ["long"] * 4,
+                  "passes": [True, True, True, False]}).to_csv(root / "backtests.csv")
+    pd.DataFrame({"best_classical": ["evt"]}).to_csv(root / "choice.csv")
+    text = tail_section(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| nn") or
+            line.startswith("| evt")]
+    assert rows[0].startswith("| nn") and "0.03" in rows[0] and "-2.6" in rows[0]
+    assert rows[1].split("|")[-3].strip() == "1"  # evt passes on 1 of 2 assets
+
+
+def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(tmp_path):
+    run = tmp_path / "forecasts" / "_stress" / "asof=2025-06-30" / "rev=1"
+    run.mkdir(parents=True)
+    summary = {"as_of": "2025-06-30",
+               "book": {"source": "synthetic (seed 1)", "accounts": 10, "debt_usd": 2e6,
+                        "collateral_usd": 3e6},
+               "monte_carlo": {"paths": 100, "prob_bad_debt": 0.02, "bad_debt_var95": 0.0,
+                               "bad_debt_es95": 5.0, "bad_debt_var99": 7.0,
+                               "bad_debt_es99": 9.0},
+               "scenarios": [
+                   {"scenario": "mild", "kind": "historical", "bad_debt_usd": 1e5},
+                   {"scenario": "crash", "kind": "hypothetical", "bad_debt_usd": 4e6,
+                    "missing_assets": ["MATIC"]},
+                   {"scenario": "mc", "kind": "monte_carlo", "bad_debt_usd": 1.0}]}
+    (run / "stress_summary.json").write_text(json.dumps(summary))
+    text = stress_section(tmp_path)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[1].startswith("| crash") and lines[2].startswith("| mild")
+    assert "| mc" not in text and "P(any bad debt) 2.00%" in text and "ES99 $9" in text
