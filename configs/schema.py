@@ -169,7 +169,9 @@ class HarxMlpConfig(_Strict):
     # target (250: harx_iv's min_obs); before, they are 0 (the no-DVOL model). 0: always.
     # 250 chosen on the selection period by benchmarks/variance_study.py.
     dvol_min_days: int = Field(250, ge=0)
-    weekday_terms: bool = False  # one-hot weekday of day t+1 in the OLS part (quiet weekends)
+    # one-hot weekday of day t+1 in the OLS part (quiet weekends); on, as dvol_min_days 250,
+    # by the selection-period choice of benchmarks/variance_study.py
+    weekday_terms: bool = True
 
 
 class ModelsConfig(_Strict):

@@ -51,7 +51,8 @@ def test_its_linear_part_on_the_har_cascade_is_har_rv_pooled(panel: pd.DataFrame
     model = HarxMlpForecaster(SMALL, horizons=(1,)).fit(panel)
     x, valid = raw_inputs(panel)
     names = panel.index.get_level_values("asset")[valid]
-    design = model._design(model._standardize(x)[valid], pd.Index(model.assets).get_indexer(names))
+    design = model._design(model._standardize(x)[valid], pd.Index(model.assets).get_indexer(names),
+                           dates=panel.index.get_level_values("date")[valid])
     har_only = design[:, : len(ASSETS) + 3]  # dummies, log_har_rv_{1,7,30}d
     log_y = np.log(forward_targets(panel, (1,))[valid, 0])
     ok = np.isfinite(log_y)

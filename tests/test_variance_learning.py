@@ -25,7 +25,7 @@ from models.neural.inputs import (
 from models.neural.residual import masked_mse
 from tests.simulate import DVOL_FIRST_DAY, simulate_panel
 
-SMALL = HarxMlpConfig(hidden=8, max_epochs=3, patience=2)
+SMALL = HarxMlpConfig(hidden=8, max_epochs=3, patience=2, weekday_terms=False)
 HEAD = SMALL.model_copy(update={"own_dvol_slopes": True, "half_life_days": 120.0,
                                 "weekday_terms": True})
 ASSETS = ("AAA", "BBB", "CCC")  # AAA has its own DVOL from day 200, the others borrow it
