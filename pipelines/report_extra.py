@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.policy_eval.stability import stability_table
 from pipelines.tail_step import headline
 
 
@@ -61,3 +62,25 @@ def stress_section(outputs_dir: Path) -> str:
             f"${book['debt_usd'] / 1e6:,.1f}M against collateral "
             f"${book['collateral_usd'] / 1e6:,.1f}M (`{path.parent.relative_to(outputs_dir)}`)."
             "\n\n" + table.round(4).to_markdown(index=False) + "\n" + mc_line)
+
+
+def stability_section(outputs_dir: Path, window: int = 7) -> str:
+    """Parameter-change liquidations and threshold swings of the frozen policy, its variant
+    without anti-procyclicality and the comparators, on the evaluation period."""
+    bt = Path(outputs_dir) / "backtest"
+    if not (bt / "policy_paths.parquet").is_file() or not (bt / "frozen.json").is_file():
+        return ""
+    frozen = json.loads((bt / "frozen.json").read_text())
+    paths = pd.read_parquet(bt / "policy_paths.parquet",
+                            columns=["policy", "asset", "date", "mmf", "lt", "ltv"])
+    name = frozen["policy"]
+    names = [name, f"{name}:no_apc", "static", "aave_v3"]
+    start = pd.Timestamp(frozen["evaluation_period"][0])
+    table = stability_table(paths, [n for n in names if n in set(paths["policy"])], window,
+                            start)
+    return ("### Open positions: parameter-change liquidations and threshold swings "
+            "(evaluation period)\n\n"
+            f"`liquidated_by_parameters`: asset-days on which LT fell below an LTV admitted in "
+            f"the previous {window} days (a position opened at max LTV made liquidatable with no "
+            "price move); swings are means over assets.\n\n"
+            + table.to_markdown(index=False) + "\n")

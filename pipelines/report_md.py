@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.report_extra import stress_section, tail_section
+from pipelines.report_extra import stability_section, stress_section, tail_section
 
 HOURLY = ("BTC", "ETH")  # assets whose realized proxy is intraday RV
 
@@ -111,5 +111,6 @@ def report(outputs_dir: Path) -> str:
     return ("## Forecasts\n\n" + forecast_tables(comparison)
             + "\n\n### QLIKE per asset, h=1\n\n" + per_asset_qlike(comparison, 1)
             + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n"
-            + "".join("\n" + part for part in (tail_section(outputs_dir),
+            + "".join("\n" + part for part in (stability_section(outputs_dir),
+                                               tail_section(outputs_dir),
                                                stress_section(outputs_dir)) if part))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from pipelines.report_extra import stress_section, tail_section
 
@@ -49,3 +50,22 @@ def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(t
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| crash") and lines[2].startswith("| mild")
     assert "| mc" not in text and "P(any bad debt) 2.00%" in text and "ES99 $9" in text
+
+
+def test_a_threshold_cut_below_an_admitted_ltv_is_counted_and_swings_measured():
+    from pipelines.policy_eval.stability import liquidated_by_parameters, threshold_swings
+
+    dates = pd.date_range("2024-01-01", periods=10)
+    lt = [0.80] * 10
+    ltv = [0.70] * 10
+    lt[5] = 0.69          # day 5: LT below the 0.70 admitted on days 1..4 → one violation
+    ltv[8] = 0.60         # LT may fall to just above what was admitted in the window
+    path = pd.DataFrame({"asset": "X", "date": dates, "lt": lt, "ltv": ltv,
+                         "mmf": [0.1] * 5 + [0.2] * 5})
+    liq = liquidated_by_parameters(path, window=3).iloc[0]
+    assert liq["violations"] == 1 and liq["worst_gap"] == pytest.approx(0.01)
+    assert liquidated_by_parameters(path.assign(lt=0.80), 3).iloc[0]["violations"] == 0
+    swings = threshold_swings(path).iloc[0]
+    assert swings["mmf_peak_to_trough"] == pytest.approx(2.0)
+    assert swings["mmf_max_rise_30d"] == pytest.approx(0.1)
+    assert swings["lt_max_fall_30d"] == pytest.approx(0.11)
