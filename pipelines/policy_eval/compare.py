@@ -4,7 +4,8 @@ code (:mod:`pipelines.policy_eval.backtest`):
 * ``policy:<alias>@k=v``    the full policy on each forecaster's walk-forward forecasts, one
                             per point of ``evaluation.grid`` (FHS on each forecaster; on
                             ``ewma94`` it is the clearing-house EWMA-FHS policy)
-* ``policy:<alias>:no_apc`` the frozen choice without anti-procyclicality
+* ``policy:<alias>:no_apc`` the frozen choice without anti-procyclicality (IMF terms, stress
+  floor and parameter roles all off)
 * ``static``                one MMF per asset and calendar year: the ES of the covered loss
                             realized *before* that year (expanding window) + the slippage of
                             the reference size, LB held at the comparison LB
@@ -46,9 +47,15 @@ def slim(path: pd.DataFrame) -> pd.DataFrame:
 
 
 def no_apc(cfg: Config) -> Config:
+    """The same policy without any anti-procyclical tool: no IMF buffer, stressed weight or
+    long-run floor (EMIR Art. 28), no stress floor under MMF, and no parameter roles (LT and LB
+    follow the target at once). What remains is the risk target itself, the yardstick for how
+    much the tools steady MMF and LT."""
     return cfg.with_overrides({"policy.apc.buffer_enabled": False,
                                "policy.apc.stress_enabled": False,
-                               "policy.apc.floor_enabled": False})
+                               "policy.apc.floor_enabled": False,
+                               "policy.stress_floor_weight": 0.0,
+                               "policy.roles.enabled": False})
 
 
 def grid_points(cfg: Config) -> list[dict[str, Any]]:
