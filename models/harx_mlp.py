@@ -26,8 +26,17 @@ training split only (an honest residual), the MLP was accepted more often and ma
 walk-forward worse (QLIKE 0.4344 / 0.2836 at 1 / 7 days against 0.4300 / 0.2736 for the
 OLS alone, 2021-01 → 2025-06; see tests/test_neural_harx_mlp.py and the commit message).
 
-Two options (``HarxMlpConfig``), chosen by ``benchmarks/variance_study.py`` on the selection
-period:
+Options (``HarxMlpConfig``), chosen by ``benchmarks/variance_study.py`` on the selection
+period 2021-01 → 2023-06 (the defaults are its choice: ``dvol_min_days`` 250 and
+``weekday_terms`` on; no head, no weights, every input):
+
+* ``dvol_min_days`` — the DVOL inputs (:data:`models.neural.inputs.DVOL_TERMS`) stay 0 until
+  the training window holds that many dates with DVOL and every target; a refit a week after
+  DVOL starts would otherwise fit its slopes on a handful of targets.
+* ``weekday_terms`` — the one-hot weekday of day :math:`t+1`
+  (:func:`models.neural.inputs.weekday_columns`): crypto RV is far lower at weekends.
+* ``linear_inputs`` — ``"har_iv"`` keeps only the HAR cascade, log DVOL and the flags in the
+  OLS part.
 
 * ``own_dvol_slopes`` — an **own-DVOL head**: with :math:`o_t = 1` on rows whose DVOL is the
   asset's own index (BTC/ETH from 2021-03-24; :func:`models.neural.inputs.own_dvol`), the
