@@ -255,7 +255,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             with make_engine(cfg.backtest.engine, cfg.backtest.n_jobs, cfg.backtest.scheduler,
                              cfg.backtest.dask_workers, say=console.print) as engine:
                 result = run(cfg, as_of, progress, keep_going=keep_going,
-                             mapper=engine.mapper)
+                             mapper=engine.mapper, engine=engine)
         except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
             console.print(f"[red]{exc}[/red]")
             return EX_TEMPFAIL

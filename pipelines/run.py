@@ -18,6 +18,7 @@ import pandas as pd
 
 from configs.schema import Config
 from models.backtest import FAILURE_COLUMNS, Mapper
+from pipelines.engine import Engine
 from pipelines.steps import (
     Progress,
     _noop,
@@ -89,6 +90,7 @@ def exit_status(result: RunResult) -> int:
 def run(
     cfg: Config, as_of: dt.date | None = None, progress: Progress = _noop,
     publish: bool = True, keep_going: bool = False, mapper: Mapper = map,
+    engine: Engine | None = None,
 ) -> RunResult:
     """Run the whole pipeline on ``cfg.paths.data_dir``; publish parameters as of ``as_of``
     unless ``publish`` is False (``volmargin retrain`` trains and promotes, serving is separate).
@@ -110,7 +112,7 @@ def run(
         from pipelines.tail_step import step_tail
         step_tail(cfg, panel, progress)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
-    choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress)
+    choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine)
     progress("register", 0, 1)
     version, promoted, reason = step_register(cfg, panel, choice, forecasts[choice.model],
                                               summary)

@@ -23,6 +23,7 @@ from features.store import load_or_build
 from features.summary import feature_summary
 from models.backtest import FAILURE_COLUMNS, Mapper, backtest
 from models.registry import REGISTRY, build_forecaster
+from pipelines.engine import Engine
 from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
@@ -183,7 +184,7 @@ def step_backtest(
 
 def step_policy(
     cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
-    compared: pd.DataFrame, progress: Progress = _noop,
+    compared: pd.DataFrame, progress: Progress = _noop, engine: Engine | None = None,
 ) -> tuple[Selection, pd.DataFrame, pd.DataFrame]:
     """Replay candidates and comparators, choose on the selection period and freeze, report
     the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
@@ -199,7 +200,7 @@ def step_policy(
             ewma = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
                             panel, bt.oos_start, bt.refit_every, bt.horizons,
                             bt.min_train_days, plausibility=bt.plausibility).forecasts
-        ev = evaluate_policies(panel, forecasts, compared, cfg, ewma)
+        ev = evaluate_policies(panel, forecasts, compared, cfg, ewma, engine)
         choice = ev.choice
         progress("policy backtest", 1, 2)
         mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,

@@ -69,3 +69,28 @@ def test_mapper_runs_a_walk_forward_identically_on_dask():
         got = run(dask.mapper)
     assert len(expected) > 500 and set(expected["asset"]) == {"BTC", "SOL"}
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_policy_replays_on_dask_match_the_local_processes():
+    """The same replays (one panel shipped once) give identical paths on 2 Dask workers."""
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.backtest import backtest
+    from models.registry import build_forecaster
+    from pipelines.policy_eval.compare import replay_many
+    from tests.conftest import MARKET
+
+    market = load_market(MARKET, ["BTC", "SOL"], dt.date(2025, 6, 30))
+    cfg = Config().with_overrides({"policy.fhs_min_obs": 60, "backtest.n_jobs": 1})
+    panel = build_panel(market, cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2023-01-01"]
+    fc = backtest(lambda: build_forecaster("ewma94", cfg.models, [1, 7]), panel,
+                  dt.date(2024, 1, 1), 120, [1, 7], 300).forecasts
+    items = [(fc, cfg), (fc, cfg.with_overrides({"policy.confidence": 0.99}))]
+    local = replay_many(panel, items, cfg)
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        remote = replay_many(panel, items, cfg, dask)
+    assert len(local[0]) > 300 and not local[0]["mmf"].equals(local[1]["mmf"])
+    for a, b in zip(local, remote, strict=True):
+        pd.testing.assert_frame_equal(a, b)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from configs.schema import Config
+from pipelines.engine import Engine
 from pipelines.policy_eval.backtest import policy_path, static_path
 from pipelines.policy_eval.episodes import loss_day
 from serving.inputs import covered_loss
@@ -83,13 +85,14 @@ def candidate_name(alias: str, settings: Mapping[str, Any], cfg: Config) -> str:
 
 def replay_candidates(
     panel: pd.DataFrame, forecasts: Mapping[str, pd.DataFrame], cfg: Config,
-    done: Mapping[str, pd.DataFrame] | None = None,
+    done: Mapping[str, pd.DataFrame] | None = None, engine: Engine | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, Any]]]:
     """Replay every forecaster × grid point once over the whole period: (paths, settings).
 
     A replay is causal (the row of day t uses only what is known at t), so one full replay
     serves the selection period and, carried on, the evaluation period. ``done`` holds paths
-    already replayed (by name). Replays run in ``backtest.n_jobs`` processes (joblib/loky).
+    already replayed (by name). Replays run in ``backtest.n_jobs`` processes (joblib/loky),
+    or on ``engine`` when it is a Dask one (:func:`replay_many`).
     """
     jobs, settings = [], {}
     for alias in forecasts:
@@ -98,8 +101,8 @@ def replay_candidates(
             settings[name] = {"forecaster": alias, **point}
             if not done or name not in done:
                 jobs.append((name, alias, point))
-    results = Parallel(n_jobs=cfg.backtest.n_jobs)(
-        delayed(slim_replay)(panel, forecasts[a], cfg.with_overrides(pt)) for _, a, pt in jobs)
+    results = replay_many(panel, [(forecasts[a], cfg.with_overrides(pt)) for _, a, pt in jobs],
+                          cfg, engine)
     paths = {n: dict(done or {})[n] for n in settings if done and n in done}
     paths.update({name: path for (name, _, _), path in zip(jobs, results, strict=True)})
     return {n: paths[n] for n in settings}, settings
@@ -107,6 +110,20 @@ def replay_candidates(
 
 def slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return slim(policy_path(panel, forecast, cfg))
+
+
+def _replay_item(item: tuple[pd.DataFrame, Config], panel: pd.DataFrame) -> pd.DataFrame:
+    return slim_replay(panel, item[0], item[1])
+
+
+def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], cfg: Config,
+                engine: Engine | None = None) -> list[pd.DataFrame]:
+    """Replay each (forecast, config): on a Dask engine (the panel shipped once), else in
+    ``backtest.n_jobs`` local processes. Same paths either way."""
+    if engine is not None and engine.kind == "dask":
+        return engine.map(partial(_replay_item, panel=panel), items)
+    return Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(slim_replay)(panel, fc, c) for fc, c in items)
 
 
 def static_schedule(frame: pd.DataFrame, years: list[int], cfg: Config,

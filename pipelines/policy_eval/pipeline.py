@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 
 from configs.schema import Config
+from pipelines.engine import Engine
 from pipelines.policy_eval.compare import (
     candidate_name,
     comparator_paths,
     no_apc,
     replay_candidates,
-    slim_replay,
+    replay_many,
     static_paths,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
@@ -103,12 +103,13 @@ def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]
 
 def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                       compared: pd.DataFrame, cfg: Config,
-                      ewma: pd.DataFrame | None = None) -> PolicyEvaluation:
+                      ewma: pd.DataFrame | None = None,
+                      engine: Engine | None = None) -> PolicyEvaluation:
     """Replay → choose on the selection period → freeze → report both periods."""
     forecasts = dict(forecasts)
     if ewma is not None and EWMA not in forecasts:
         forecasts[EWMA] = ewma
-    paths, settings = replay_candidates(panel, forecasts, cfg)
+    paths, settings = replay_candidates(panel, forecasts, cfg, engine=engine)
     defaults = {a: f"policy:{a}" for a in forecasts}  # the configured settings' names
     template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
     comparators, schedule = comparator_paths(panel, template, cfg)
@@ -121,8 +122,8 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     knobs = _knob_variants(choice, settings, cfg)
     jobs = {own: no_apc(frozen_cfg), **{n: frozen_cfg.with_overrides(o)
                                         for n, (o, _) in knobs.items() if n not in paths}}
-    done = Parallel(n_jobs=cfg.backtest.n_jobs)(
-        delayed(slim_replay)(panel, forecasts[choice.model], c) for c in jobs.values())
+    done = replay_many(panel, [(forecasts[choice.model], c) for c in jobs.values()], cfg,
+                       engine)
     paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     table = pd.concat([judge(paths, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)],
