@@ -133,14 +133,11 @@ def _json_type(type_: pa.DataType) -> dict[str, Any]:
     raise TypeError(f"no JSON Schema mapping for Arrow type {type_}; extend _json_type")
 
 
-def parameters_json_schema() -> dict[str, Any]:
-    """JSON Schema of one row of ``parameters.parquet`` / ``parameters.csv`` as a JSON object.
-
-    Derived field by field from :data:`PARAMETERS_SCHEMA`: a nullable column admits ``null``
-    (NaN is published as null), dates are ISO strings, units are kept as ``x-unit``.
-    """
+def json_properties(schema: pa.Schema) -> dict[str, Any]:
+    """JSON Schema ``properties`` of an Arrow schema whose fields carry ``description`` (and
+    optionally ``unit``) metadata: nullable fields admit ``null``, units become ``x-unit``."""
     properties: dict[str, Any] = {}
-    for field in PARAMETERS_SCHEMA:
+    for field in schema:
         spec = _json_type(field.type)
         if field.nullable:
             spec["type"] = [spec["type"], "null"]
@@ -149,6 +146,16 @@ def parameters_json_schema() -> dict[str, Any]:
         if "unit" in meta:
             spec["x-unit"] = meta["unit"]
         properties[field.name] = spec
+    return properties
+
+
+def parameters_json_schema() -> dict[str, Any]:
+    """JSON Schema of one row of ``parameters.parquet`` / ``parameters.csv`` as a JSON object.
+
+    Derived field by field from :data:`PARAMETERS_SCHEMA`: a nullable column admits ``null``
+    (NaN is published as null), dates are ISO strings, units are kept as ``x-unit``.
+    """
+    properties = json_properties(PARAMETERS_SCHEMA)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"urn:volmargin:parameters-row:v{SCHEMA_VERSION}",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.stress.report import STRESS_SCHEMA, STRESS_SCHEMA_VERSION
-from serving.schema import JSON_SCHEMA_DIALECT, _json_type, render
+from serving.schema import JSON_SCHEMA_DIALECT, json_properties, render
 
 _NUM = {"type": "number"}
 _NUM_NULL = {"type": ["number", "null"]}
@@ -22,16 +22,7 @@ _NUM_NULL = {"type": ["number", "null"]}
 
 def stress_row_schema() -> dict[str, Any]:
     """JSON Schema of one ``stress.parquet`` row rendered as a JSON object."""
-    properties = {}
-    for field in STRESS_SCHEMA:
-        spec = _json_type(field.type)
-        if field.nullable:
-            spec["type"] = [spec["type"], "null"]
-        meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
-        spec["description"] = meta["description"]
-        if "unit" in meta:
-            spec["x-unit"] = meta["unit"]
-        properties[field.name] = spec
+    properties = json_properties(STRESS_SCHEMA)
     return {"$schema": JSON_SCHEMA_DIALECT,
             "$id": f"urn:volmargin:stress-row:v{STRESS_SCHEMA_VERSION}",
             "title": "volmargin stress row",
