@@ -23,7 +23,7 @@ def _fmt(frame: pd.DataFrame, digits: int = 4) -> str:
 def forecast_tables(comparison: pd.DataFrame) -> str:
     """QLIKE by model (all assets, BTC/ETH, the rest) and the DM/MCS/VaR summary."""
     c = comparison.copy()
-    c["group"] = c["asset"].isin(HOURLY).map({True: "BTC/ETH", False: "range-proxy assets"})
+    c["group"] = c["asset"].isin(HOURLY).map({True: "BTC/ETH", False: "other assets"})
     wide = c.pivot_table(index="model", columns="horizon_days", values="qlike", aggfunc="mean")
     wide.columns = [f"QLIKE h={h}" for h in wide.columns]
     groups = c.pivot_table(index="model", columns=["group", "horizon_days"], values="qlike",
