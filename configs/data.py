@@ -1,0 +1,41 @@
+"""Where the data lives and how features are built: paths, data, features sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from configs.base import _Strict
+
+
+class PathsConfig(_Strict):
+    data_dir: Path = Path("data/market")
+    outputs_dir: Path = Path("outputs")
+    mlruns_dir: Path = Path("mlruns")
+
+
+class DataConfig(_Strict):
+    assets: list[str] | None = None
+    stale_after_days: int = Field(3, ge=0)
+    max_file_mb: float = Field(100.0, gt=0)  # larger data files (on disk or decompressed) are
+                                             # refused unread; largest real one: 4.5 MB raw
+
+
+class FeaturesConfig(_Strict):
+    """Thresholds of the feature panel. Windows that appear in column names (``corr_spx_90d``,
+    ``amihud_30d``) are fixed in ``features/`` so that a name never lies about its window;
+    ``har_windows`` names its columns and must match the schema (``har_rv_{1,7,30}d``)."""
+
+    har_windows: list[int] = [1, 7, 30]
+    corr_min_obs: int = Field(15, ge=3)  # valid pairs per 30 days of a corr/beta window, else NaN
+    macro_lag_days: int = Field(1, ge=0)  # macro closes print ~20-22 UTC: usable the next day
+    macro_max_carry_days: int = Field(7, ge=0)  # a macro value older than this is stale → NaN
+    vix_regime_level: float = Field(25.0, gt=0)  # vix_regime: lagged VIX close above this
+    liquidity_min_obs: int = Field(20, ge=2)  # valid days in a 30-day volume / Amihud window
+    min_hours_for_rv: int = Field(20, ge=1, le=24)
+    liquidation_delay_hours: int = Field(1, ge=1, le=24)  # H: time to liquidate a position
+    update_interval_days: int = Field(1, ge=1)            # U: parameters hold this long
+    # Retention of outputs/features/: one full-history panel per as-of otherwise piles up
+    # (~420 MB a day at 1,000 assets); the latest few cover a rerun and a retrain + serve.
+    store_keep_latest: int = Field(3, ge=1)

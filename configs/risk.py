@@ -1,0 +1,222 @@
+"""Evaluation and risk studies: stress tests, the honest protocol, tail models, ingestion."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from configs.base import _Strict
+
+
+class StressEpisode(_Strict):
+    """A documented market stress, replayed jointly from hourly data (days inclusive, UTC)."""
+
+    name: str
+    start: dt.date
+    end: dt.date
+
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: dt.date, info: Any) -> dt.date:
+        start = info.data.get("start")
+        if start is not None and end < start:
+            raise ValueError(f"episode end {end} is before its start {start}")
+        return end
+
+
+_EPISODES = [("covid_crash", "2020-03-12", "2020-03-13"), ("china_ban", "2021-05-19", "2021-05-19"),
+             ("luna_ust", "2022-05-09", "2022-05-12"), ("celsius_3ac", "2022-06-13", "2022-06-14"),
+             ("ftx", "2022-11-08", "2022-11-10"), ("aug_2023_flush", "2023-08-17", "2023-08-17"),
+             ("yen_carry", "2024-08-05", "2024-08-05"), ("tariffs_feb", "2025-02-03", "2025-02-03"),
+             ("tariffs_apr", "2025-04-07", "2025-04-07")]
+
+
+class StressBookConfig(_Strict):
+    """Seeded synthetic book (pipelines/stress/book.py documents the distributions)."""
+
+    accounts: int = Field(10_000, ge=1)
+    seed: int = 11
+    median_usd: float = Field(20_000.0, gt=0)   # lognormal collateral value, median
+    sigma_log: float = Field(1.5, gt=0)          # ... and s.d. of its log (heavy right tail)
+    ltv_share_a: float = Field(5.0, gt=0)        # opening LTV / max LTV ~ Beta(a, b)
+    ltv_share_b: float = Field(2.0, gt=0)
+    collaterals_p: list[float] = [0.6, 0.3, 0.1]  # P(1, 2, 3 collateral assets)
+
+
+class StressConfig(_Strict):
+    """Stress testing of today's parameters over a book of positions (pipelines/stress/)."""
+
+    episodes: list[StressEpisode] = [StressEpisode(name=n, start=s, end=e) for n, s, e in _EPISODES]
+    shock_asset: str = "BTC"
+    shock_move: float = Field(-0.30, gt=-1, lt=0)   # simple return of shock_asset in one hour
+    beta_window_days: int = Field(365, ge=30)       # daily returns in the beta to shock_asset
+    vol_multiplier: float = Field(3.0, ge=1)        # volatility shock: σ × m ...
+    vol_z: float = Field(2.33, gt=0)                # ... and every asset falls z·m·σ_1d
+    collapse_assets: list[str] | None = None        # −90% one at a time; None: every book asset
+    collapse_move: float = Field(-0.90, gt=-1, lt=0)
+    mc_paths: int = Field(10_000, ge=100)
+    mc_horizon_days: int = Field(1, ge=1, le=30)    # resampled days per Monte Carlo path
+    mc_seed: int = 7
+    t_copula_dof: float | None = Field(None, gt=2)  # also a t-copula Monte Carlo (None: off)
+    ewma_decay: float = Field(0.94, gt=0, lt=1)     # σ that filters history (RiskMetrics)
+    stablecoins: list[str] = ["USDC", "USDT", "DAI"]  # debt assets, priced at 1 USD
+    slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%
+    top_n: int = Field(10, ge=1)                    # accounts / assets in the concentration table
+    max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst standard scenario / debt
+    after_run: bool = True  # `volmargin run` stresses the partition it published
+    book: StressBookConfig = StressBookConfig()
+
+
+_EVAL_EPISODES = {  # days of the *loss* (UTC, inclusive); the policy held is the day before's
+    "2021-05-19 China mining ban": ("2021-05-19", "2021-05-19"),
+    "2022-05 LUNA/UST": ("2022-05-09", "2022-05-12"),
+    "2022-06-13 Celsius/3AC": ("2022-06-13", "2022-06-13"),
+    "2022-11 FTX": ("2022-11-08", "2022-11-10"),
+    "2023-08-17 leverage flush": ("2023-08-17", "2023-08-17"),
+    "2024-08-05 yen carry unwind": ("2024-08-05", "2024-08-05"),
+    "2025-02-03 tariffs": ("2025-02-03", "2025-02-03"),
+    "2025-04-07 tariffs": ("2025-04-07", "2025-04-07"),
+}
+
+
+class EvaluationConfig(_Strict):
+    """The policy evaluation protocol (pipelines/policy_eval/protocol.py): every setting in
+    ``grid`` × forecaster is chosen by code on the selection period, frozen, and the headline
+    figures come from the evaluation period only."""
+
+    selection_start: dt.date = dt.date(2021, 1, 1)
+    selection_end: dt.date = dt.date(2023, 6, 30)
+    evaluation_start: dt.date = dt.date(2023, 7, 1)
+    evaluation_end: dt.date | None = dt.date(2025, 6, 30)  # None: to the end of the data
+    test_size: float = Field(0.05, gt=0, lt=0.5)  # Kupiec (one-sided), independence, DQ
+    dq_lags: int = Field(4, ge=1)                 # lagged breaches in the DQ regression
+    budget: Literal["comparators", "none"] = "comparators"  # stress bad debt <= Aave / static
+    comparison_lb: float = Field(1.05, ge=1)      # LB held here when compared with Aave v3
+    aave_launch: dt.date = dt.date(2023, 1, 27)   # Aave v3 Ethereum market went live
+    co_breach_min_assets: int = Field(3, ge=2)    # a "joint breach day": this many assets at once
+    # policy settings swept (with every enabled forecaster) on the selection period
+    grid: dict[str, list[float | int | str]] = {"policy.confidence": [0.95, 0.975, 0.99]}
+    # swept one at a time on the frozen candidate, for the frontier only (not chosen)
+    frontier_knobs: dict[str, list[float | int | str]] = {
+        "policy.stress_floor_weight": [0.0, 0.25, 1.0]}
+    episodes: dict[str, tuple[dt.date, dt.date]] = {
+        k: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
+        for k, (a, b) in _EVAL_EPISODES.items()}
+
+    @field_validator("evaluation_start")
+    @classmethod
+    def _after_selection(cls, start: dt.date, info: Any) -> dt.date:
+        end = info.data.get("selection_end")
+        if end is not None and start <= end:
+            raise ValueError(f"evaluation_start {start} must be after selection_end {end}")
+        return start
+
+    @field_validator("grid", "frontier_knobs")
+    @classmethod
+    def _policy_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        bad = [k for k, v in grid.items() if not k.startswith("policy.") or not v]
+        if bad:
+            raise ValueError(f"grid keys must be non-empty policy.* settings, got {bad}")
+        return grid
+
+
+class TailFhsConfig(_Strict):
+    """FHS tail on a variance forecaster (``models/tail/classical.py``)."""
+
+    variance_model: str = "ewma94"  # alias in models.registry; σ of the U-day interval
+    loss_variant: Literal["close", "intrabar"] = "close"  # as the policy's worst_window loss
+    window: int = Field(500, ge=20)   # standardized losses, as policy.fhs_window
+    min_obs: int = Field(100, ge=10)  # fewer: no forecast for that asset and date
+
+
+class TailEvtConfig(_Strict):
+    """McNeil-Frey peaks over threshold on standardized losses (``models/tail/classical.py``)."""
+
+    variance_model: str = "garch11_t"
+    loss_variant: Literal["close", "intrabar"] = "close"
+    window: int = Field(1000, ge=100)   # last standardized losses the GPD is fitted to
+    min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
+    tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
+
+
+class TailQrConfig(_Strict):
+    """Linear quantile regression on HAR and DVOL inputs (``models/tail/quantile.py``)."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    max_iter: int = Field(5000, ge=100)
+
+
+class TailCaviarConfig(_Strict):
+    """Symmetric absolute value CAViaR per asset and side (``models/tail/caviar.py``)."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    init_obs: int = Field(300, ge=50)   # first training targets whose quantile starts VaR
+    min_obs: int = Field(500, ge=100)   # training targets per asset and side, else no model
+    max_iter: int = Field(1000, ge=100)  # Nelder-Mead iterations per start
+
+
+class TailNnConfig(_Strict):
+    """Pooled FZ0-trained tail network (``models/tail/network.py``); HP chosen per window."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    # classical tail whose 99% VaR scales the network (selection period: evt_garch FZ0 -2.151,
+    # fhs_ewma -2.074; pipelines.evaluation.tail_compare.select_scale_model)
+    scale_model: Literal["fhs_ewma", "fhs_garch", "evt_garch"] = "evt_garch"
+    hidden: int = Field(16, ge=1)       # one hidden layer: ~20k rows, a few hundred tail events
+    embed_dim: int = Field(2, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decays: list[float] = Field(default_factory=lambda: [1e-4, 1e-2], min_length=1)
+    batch_size: int = Field(512, ge=1)
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(5, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)  # last dates of the window, purged by U
+    seed: int = 7
+
+
+class TailConfig(_Strict):
+    """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
+
+    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"]
+    # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the six
+    # walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
+    in_run: bool = False
+    levels: list[float] = [0.975, 0.99, 0.995]
+    refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
+    min_train_days: int = Field(365, ge=30)
+    fhs_ewma: TailFhsConfig = TailFhsConfig()
+    fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
+    evt_garch: TailEvtConfig = TailEvtConfig()
+    qr_har: TailQrConfig = TailQrConfig()
+    caviar: TailCaviarConfig = TailCaviarConfig()
+    tail_nn: TailNnConfig = TailNnConfig()
+
+
+class IngestPlausibilityConfig(_Strict):
+    """Screen holding back implausible new rows (``pipelines/ingest/plausibility.py``): a move
+    above k x the trailing median range (or change). Each k is twice the largest ratio seen on
+    the selection period (crypto and macro before 2021, DVOL before 2022), rounded up; no row
+    of the embedded data, whole history included, exceeds it."""
+
+    enabled: bool = True
+    window: int = Field(30, ge=5)          # previous rows whose median range is the scale
+    min_history: int = Field(10, ge=2)     # fewer previous rows: only finite/positive checked
+    k_daily: float = Field(25.0, gt=1)     # 2 x 11.0 (BTC close, 2020-03-12), rounded up
+    k_hourly: float = Field(100.0, gt=1)   # 2 x 40.3 (BTC high, 2018-10-15), rounded up
+    k_dvol: float = Field(25.0, gt=1)      # 2 x 6.6 (ETH DVOL high, 2021), as daily candles
+    k_macro: float = Field(60.0, gt=1)     # 2 x 25.6 (VIX, 2018-02-05), rounded up
+
+
+class IngestConfig(_Strict):
+    """``volmargin ingest`` transport bounds (``pipelines/ingest/http.py``) and plausibility.
+    HTTPS only: plain HTTP cannot be enabled from a config (loopback test servers opt in from
+    code or ``VOLMARGIN_INGEST_ALLOW_HTTP_LOOPBACK=1``, and to loopback hosts only)."""
+
+    timeout_s: float = Field(15.0, gt=0)          # per socket wait (connect, headers, a read)
+    max_attempts: int = Field(5, ge=1)            # first try included
+    min_interval_s: float = Field(0.25, ge=0)     # between request starts (rate limit)
+    deadline_s: float = Field(600.0, gt=0)        # wall clock per request, body included
+    max_retry_after_s: float = Field(120.0, ge=0)  # a longer Retry-After gives up at once
+    max_response_mb: float = Field(50.0, gt=0)    # MiB; the largest real answer is ~10 MB
+    plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()
