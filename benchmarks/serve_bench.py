@@ -25,7 +25,7 @@ so with it nothing is ever cut.
 Usage::
 
     .venv/bin/python -m benchmarks.serve_bench --assets 12          # embedded data, ~1 min
-    .venv/bin/python -m benchmarks.serve_bench --assets 1000        # synthetic, ~30 min
+    .venv/bin/python -m benchmarks.serve_bench --assets 1000 --serves 2  # ~45 min on 2 cores
     .venv/bin/python -m benchmarks.serve_bench --assets 1000 --stress-lookback 365
 """
 
