@@ -182,7 +182,9 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
     verdict = "passed → @champion" if rec["promoted"] else "refused, @champion unchanged"
     log.info("retrain", f"registered {cfg.registry.model_name} v{rec['registered_version']} "
              f"({rec['selected']}); gate {verdict}: {rec['gate_reason']}", **figures)
-    return 0
+    for line in rec.get("failures", []):  # as `run` ends: what was left out, and why
+        log.warning("retrain", line)
+    return EXIT_PARTIAL if rec.get("failures") else 0
 
 
 def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str | None) -> int:

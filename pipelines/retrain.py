@@ -219,6 +219,7 @@ def retrain(
             "config_sha256": config_fp,
             "feature_fingerprint": result.fingerprint,
             "selected": result.selected,
+            "failures": result.failure_lines(),  # left out of selection, as `run` lists them
             "registered_version": result.model_version,
             "promoted": result.promoted,
             "gate_reason": result.gate_reason,
