@@ -266,3 +266,17 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
                         "3 implausible forecasts")
     assert sum(line.startswith("diagnostic undefined") for line in lines) == 20
     assert "... and 5 more" in lines[21] and lines[-1].startswith("skipped file crypto/daily")
+
+
+def test_task_rows_of_one_asset_equal_the_boolean_filter_sorted_or_not():
+    from models.backtest import _task_rows
+
+    idx = pd.MultiIndex.from_product([["AAA", "BBB", "CCC"],
+                                      pd.date_range("2024-01-01", periods=4)],
+                                     names=["asset", "date"])
+    frame = pd.DataFrame({"x": range(12)}, index=idx)
+    for f in (frame, frame.iloc[::-1]):  # binary search when sorted, a scan when not
+        want = f[f.index.get_level_values("asset").isin(("BBB",))]
+        pd.testing.assert_frame_equal(_task_rows(f, ("BBB",)), want)
+    pooled = _task_rows(frame, ("AAA", "CCC"))
+    assert list(pooled["x"]) == [0, 1, 2, 3, 8, 9, 10, 11]
