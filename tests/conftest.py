@@ -62,3 +62,13 @@ def isolated_config(tmp_path: Path) -> Config:
         "paths.outputs_dir": str(tmp_path / "outputs"),
         "paths.mlruns_dir": str(tmp_path / "mlruns"),
     })
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch):
+    """The local fake providers (Binance, Deribit, FRED) the ingestion tests talk to; a module
+    that needs more (TLS, endpoint variables) defines its own ``api``."""
+    from tests.replay.harness import serving  # the harness imports this module
+
+    with serving(monkeypatch) as apis:
+        yield apis

@@ -24,17 +24,11 @@ from pipelines.ingest.http import (
     redact,
 )
 from tests.replay.fake_api import DUMMY_FRED_KEY, FakeApis, FakeServer
-from tests.replay.harness import FAST_RETRY, loopback_only, serving
+from tests.replay.harness import FAST_RETRY, loopback_only
 from tests.replay.tls import self_signed
 
 KLINES = "/api/v3/klines"
 DAILY = {"symbol": "BTCUSDT", "interval": "1d", "startTime": 1751328000000, "limit": 2}
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
-    with serving(monkeypatch) as apis:
-        yield apis
 
 
 class RecordedSleep:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,26 +15,15 @@ from pipelines.ingest import ingest, store
 from pipelines.ingest.binance import Binance
 from pipelines.ingest.report import Conflict, FileReport
 from tests.replay.fake_api import FakeApis
-from tests.replay.harness import settings_for, small_market, text
+from tests.replay.harness import daily_market, settings_for, small_market, text
 
 UNTIL = "2025-07-06T12:00:00Z"
 DAILY = "crypto/daily/BTC.csv.gz"
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
-    from tests.replay.harness import serving
-
-    with serving(monkeypatch) as apis:
-        yield apis
-
-
-@pytest.fixture
 def market(tmp_path: Path) -> Path:
-    """The real June slice, daily files only (the hourly file is exercised elsewhere)."""
-    root = small_market(tmp_path / "market")
-    shutil.rmtree(root / "crypto" / "hourly")
-    return root
+    return daily_market(tmp_path / "market")
 
 
 def _daily(market: Path, api: FakeApis, **settings: object) -> FileReport:

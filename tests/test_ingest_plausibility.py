@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pipelines.ingest import ingest
 from pipelines.ingest.plausibility import PlausibilitySettings, screen
 from tests.conftest import MARKET, write_slice
 from tests.replay.fake_api import FakeApis
-from tests.replay.harness import settings_for, small_market, text
+from tests.replay.harness import daily_market, settings_for, small_market, text
 
 UNTIL = "2025-07-06T12:00:00Z"
 DAILY = "crypto/daily/BTC.csv.gz"
@@ -25,18 +24,8 @@ QUARANTINE = ".quarantine/held.jsonl"
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
-    from tests.replay.harness import serving
-
-    with serving(monkeypatch) as apis:
-        yield apis
-
-
-@pytest.fixture
 def market(tmp_path: Path) -> Path:
-    root = small_market(tmp_path / "market")
-    shutil.rmtree(root / "crypto" / "hourly")
-    return root
+    return daily_market(tmp_path / "market")
 
 
 def _quarantine(market: Path) -> list[dict[str, object]]:

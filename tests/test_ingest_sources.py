@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -15,14 +14,6 @@ from tests.replay.fake_api import FakeApis
 from tests.replay.harness import rows, settings_for, small_market, text
 
 UNTIL = "2025-07-06T12:00:00Z"  # the 2025-07-06 daily candle is still open
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApis]:
-    from tests.replay.harness import serving
-
-    with serving(monkeypatch) as apis:
-        yield apis
 
 
 @pytest.fixture

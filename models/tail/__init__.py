@@ -6,11 +6,7 @@ section of the config): ``fhs_ewma``, ``fhs_garch`` (filtered historical simulat
 regression), ``caviar`` (symmetric absolute value CAViaR) and ``tail_nn`` (pooled Lightning
 network trained by the FZ0 loss on top of a classical tail scale).
 
-Walk-forward, scoring and backtests over the selection and evaluation periods::
-
-    from configs.schema import load_config
-    from pipelines.evaluation.tail_compare import run_tail_backtest
-
-    forecasts, tables = run_tail_backtest(panel, load_config())  # panel: features.build
-    tables["fz0_evaluation"], tables["dm"], tables["backtests"]
+Walk-forward, scoring and backtests over the selection and evaluation periods live a layer
+up, in ``pipelines.evaluation.tail_compare.run_tail_backtest`` (run by ``volmargin tail``):
+models never import the orchestration that evaluates them.
 """

@@ -54,6 +54,13 @@ def small_market(dest: Path) -> Path:
     return dest
 
 
+def daily_market(dest: Path) -> Path:
+    """:func:`small_market` with the daily files only (the hourly file is exercised elsewhere)."""
+    root = small_market(dest)
+    shutil.rmtree(root / "crypto" / "hourly")
+    return root
+
+
 def text(path: Path) -> bytes:
     """Decompressed bytes of a stored file."""
     return gzip.decompress(path.read_bytes())
