@@ -173,6 +173,12 @@ class TailNnConfig(_Strict):
     patience: int = Field(5, ge=1)
     val_fraction: float = Field(0.2, gt=0, lt=0.5)  # last dates of the window, purged by U
     seed: int = 7
+    # recency half-lives (days; 0 = equal weights) of the training loss: candidates of the
+    # inner validation beside the weight decays, chosen per window
+    recency_half_lives: list[float] = Field(default_factory=lambda: [0.0, 365.0], min_length=1)
+    # seed ensemble (seeds seed, seed+1, ...): 5 members keep a walk-forward within ~2x of
+    # one network's cost (the classical scale model is fitted once either way)
+    ensemble_size: int = Field(5, ge=1)
 
 
 class TailConfig(_Strict):

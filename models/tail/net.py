@@ -16,7 +16,16 @@ window's unconditional quantiles and tail means of :math:`y/s`, so training star
 the classical tail (rescaled) and only learns departures from it.
 
 **Loss.** The FZ0 loss of Patton, Ziegel and Chen (2019) (``pipelines/evaluation/
-tail_tests.fz0_loss``, here in torch), averaged over rows, sides and levels with a target.
+tail_tests.fz0_loss``, here in torch), averaged over rows, sides and levels with a target,
+each row weighted by :math:`w_i` (recency weighting; :math:`w_i = 1` on validation):
+
+.. math::
+
+    L = \frac{\sum_{i,s,k} w_i m_{is} \mathrm{FZ0}(y_{is}, v_{isk}, e_{isk})}
+             {\sum_{i,s,k} w_i m_{is}} .
+
+**Ensemble.** :func:`average_tail` averages the VaR and ES of several trained networks
+(seeds): an average of tails that are monotone in the level with ES >= VaR keeps both.
 """
 
 from __future__ import annotations
@@ -78,6 +87,27 @@ def fz0_torch(y: torch.Tensor, var: torch.Tensor, es: torch.Tensor, alpha: torch
     return torch.relu(y - var) / (alpha * es) + var / es + torch.log(es) - 1.0
 
 
+def weighted_fz0(y: torch.Tensor, var: torch.Tensor, es: torch.Tensor, mask: torch.Tensor,
+                 weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Row-weighted mean FZ0 over rows, sides and levels with a target (module docstring).
+
+    ``y``, ``mask``: (B, S); ``var``, ``es``: (B, S, K); ``weight``: (B,); ``alpha``: (K,).
+    """
+    terms = fz0_torch(y[..., None].float(), var.float(), es.float(), alpha)  # (B, S, K)
+    w = (weight[:, None].float() * mask.float())[..., None].expand_as(terms)  # (B, S, K)
+    # masked terms may be inf/nan (y = 0 placeholders are finite, but be safe): select, not x0
+    return torch.where(w > 0, terms * w, torch.zeros_like(terms)).sum() / w.sum()
+
+
+@torch.no_grad()
+def average_tail(nets: list[TailNet], x: torch.Tensor, asset: torch.Tensor,
+                 scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (B, S, K) VaR and ES over the members of a seed ensemble."""
+    outs = [net(x, asset, scale) for net in nets]
+    return (torch.stack([v for v, _ in outs]).mean(dim=0),
+            torch.stack([e for _, e in outs]).mean(dim=0))
+
+
 class TailModule(pl.LightningModule):
     """FZ0 training of :class:`TailNet`; keeps the weights of the best validation epoch."""
 
@@ -91,11 +121,9 @@ class TailModule(pl.LightningModule):
         self.best_state: dict[str, torch.Tensor] = {}
 
     def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        x, asset, scale, y, mask = batch  # scale, y, mask: (B, S)
+        x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
         var, es = self.net(x, asset, scale)  # (B, S, K)
-        terms = fz0_torch(y[..., None].float(), var.float(), es.float(), self.alpha)
-        m = mask[..., None].expand_as(terms)
-        return terms[m].mean()
+        return weighted_fz0(y, var, es, mask, weight, self.alpha)
 
     @torch.no_grad()
     def start_from(self, val: TensorDataset) -> None:

@@ -13,10 +13,26 @@ and loss: :mod:`models.tail.net`.
 
 **Honest training.** Everything is chosen inside the window given to ``fit``: the last
 ``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
-validation period), is the validation set; each weight decay of ``weight_decays`` is
-trained with early stopping on it and the one with the lowest validation FZ0 is kept; the
-untrained start (the rescaled FHS tail) is a candidate too, so a network that cannot beat
-it on the validation period falls back to it.
+validation period), is the validation set; each pair (weight decay of ``weight_decays``,
+recency half-life of ``recency_half_lives``) is trained with early stopping on it and the
+pair with the lowest validation FZ0 is kept; the untrained start (the rescaled classical
+tail) is a candidate too, so a network that cannot beat it on the validation period falls
+back to it. Recency weighting weights the training loss of a row dated :math:`d_i` by
+
+.. math::
+
+    w_i \propto 2^{-(T - d_i)/h}, \qquad \bar w = 1,
+
+with :math:`T` the last training date and :math:`h` the half-life in days (:math:`h = 0`:
+equal weights); validation is never weighted.
+
+**Seed ensemble** (a deep ensemble, Lakshminarayanan, Pritzel and Blundell 2017). With the
+pair chosen (by the network of seed ``seed``), ``ensemble_size - 1`` more networks are
+trained with seeds ``seed + 1, seed + 2, ...`` (initialization and shuffling), each early
+stopped on the same validation set; the forecast averages the members' VaR and ES at each
+level (:func:`models.tail.net.average_tail`), which keeps ES >= VaR and monotonicity in the
+level. One network's FZ0 path depends on its seed through a few hundred tail events per
+window; averaging removes that noise at a cost linear in the members.
 Deterministic on CPU (seeded shuffling, one intra-op thread), ``accelerator="auto"``,
 bf16 on a GPU.
 """
@@ -47,7 +63,7 @@ from models.tail.base import (
 )
 from models.tail.classical import EvtTail, FhsTail
 from models.tail.inputs import context_inputs, scale_inputs
-from models.tail.net import TailModule, TailNet, TailNetConfig
+from models.tail.net import TailModule, TailNet, TailNetConfig, average_tail, weighted_fz0
 
 FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
 
@@ -69,6 +85,15 @@ def base_scale(base: ScaleModel, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex 
     fc = base.forecast_tail(panel, [BASE_LEVEL], cutoffs)
     return {str(a): b.pivot(index="cutoff", columns="side", values="var")
             for a, b in fc.groupby("asset")}
+
+
+def recency_weights(dates: np.ndarray, half_life: float) -> np.ndarray:
+    """Training-row weights :math:`2^{-(T - d_i)/h}` with mean 1; equal where ``h <= 0``."""
+    if half_life <= 0 or len(dates) == 0:
+        return np.ones(len(dates))
+    age = (dates.max() - dates) / np.timedelta64(1, "D")
+    w = np.exp2(-age.astype(float) / half_life)
+    return w / w.mean()
 
 
 def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str
@@ -97,8 +122,8 @@ class TailNetForecaster:
         self.levels = list(DEFAULT_LEVELS)
         self.assets: list[str] = []
         self.scaler: MaskedStandardScaler | None = None
-        self.net: TailNet | None = None
-        self.chosen: dict[str, float] = {}
+        self.nets: list[TailNet] = []  # the seed ensemble
+        self.chosen: dict[str, Any] = {}
         self.fit_stats: dict[str, int] = {}  # rows and epochs of the last fit (benchmarks)
         self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
 
@@ -124,7 +149,12 @@ class TailNetForecaster:
             torch.from_numpy(asset.astype(np.int64)),  # (N,)
             torch.from_numpy(s.astype(np.float32)),  # (N, S)
             torch.from_numpy(np.where(mask, y, 0.0).astype(np.float32)),  # (N, S)
-            torch.from_numpy(mask))  # (N, S)
+            torch.from_numpy(mask),  # (N, S)
+            torch.ones(len(y), dtype=torch.float32))  # (N,) row weights
+
+    @staticmethod
+    def _weighted(data: TensorDataset, weight: np.ndarray) -> TensorDataset:
+        return TensorDataset(*data.tensors[:5], torch.from_numpy(weight.astype(np.float32)))
 
     def fit(self, panel: pd.DataFrame) -> Self:
         cfg, u = self.config, self.interval_days
@@ -153,18 +183,35 @@ class TailNetForecaster:
                         for j in range(len(SIDES))])
         data_tr = self._tensors(x[train], asset[train], s[train], y[train])
         data_va = self._tensors(x[val], asset[val], s[val], y[val])
-        best: tuple[float, float, dict[str, torch.Tensor]] | None = None
-        epochs = 0
-        for wd in cfg.weight_decays:
-            loss, state, ran = self._train(data_tr, data_va, x.shape[1], var0, es0, wd)
-            epochs += ran
-            if best is None or loss < best[0]:
-                best = (loss, wd, state)
-        self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
+        n_in, epochs = x.shape[1], 0
+        best: tuple[float, float, float, dict[str, torch.Tensor]] | None = None
+        for half_life in cfg.recency_half_lives:
+            weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
+            for wd in cfg.weight_decays:
+                loss, state, ran = self._train(weighted, data_va, n_in, var0, es0, wd, cfg.seed)
+                epochs += ran
+                if best is None or loss < best[0]:
+                    best = (loss, wd, half_life, state)
         assert best is not None
-        self.net = self._new_net(x.shape[1])
-        self.net.load_state_dict(best[2])
-        self.chosen = {"weight_decay": best[1], "val_fz0": best[0]}
+        val_loss, wd, half_life, state = best
+        weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
+        states, member_fz0 = [state], [val_loss]
+        for k in range(1, cfg.ensemble_size):
+            loss, state, ran = self._train(weighted, data_va, n_in, var0, es0, wd, cfg.seed + k)
+            epochs += ran
+            states.append(state)
+            member_fz0.append(loss)
+        self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
+        self.nets = [self._new_net(n_in) for _ in states]
+        for net, st in zip(self.nets, states, strict=True):
+            net.load_state_dict(st)
+            net.eval()
+        xv, av, sv, yv, mv, wv = data_va.tensors
+        ens = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
+                                 torch.tensor([1.0 - q for q in self.levels])))
+        self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
+                       "val_fz0": val_loss, "val_fz0_members": member_fz0,
+                       "val_fz0_ensemble": ens}
         return self
 
     def _new_net(self, n_inputs: int) -> TailNet:
@@ -174,17 +221,17 @@ class TailNetForecaster:
                                      embed_dim=c.embed_dim))
 
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
-               var0: np.ndarray, es0: np.ndarray, weight_decay: float
+               var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
                ) -> tuple[float, dict[str, torch.Tensor], int]:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         net = self._new_net(n_inputs)
         net.init_tail(torch.tensor(var0, dtype=torch.float32),
                       torch.tensor(es0, dtype=torch.float32))
         alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
         module = TailModule(net, alpha, cfg.lr, weight_decay)
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
-        shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(cfg.seed))
+        shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(seed))
         tr = batch_loader(train, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
         with quiet_lightning():
@@ -202,12 +249,11 @@ class TailNetForecaster:
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
         qs = check_levels(self.alias, levels)
         missing = [q for q in qs if q not in self.levels]
-        if missing or self.net is None or self.scaler is None:
+        if missing or not self.nets or self.scaler is None:
             raise ValueError(f"{self.alias}: levels {missing or qs} were not fitted "
                              f"(fitted: {self.levels}); fit first")
         vocab = {a: i + 1 for i, a in enumerate(self.assets)}
         blocks = []
-        self.net.eval()
         for asset, (x, s, ok, _, dates) in self._rows(panel, False, cutoffs).items():
             wanted = select_cutoffs(dates[ok], cutoffs)
             if len(wanted) == 0:
@@ -215,8 +261,7 @@ class TailNetForecaster:
             pos = dates.get_indexer(wanted)
             xt = torch.from_numpy(self.scaler.transform(x[pos]).astype(np.float32))
             a = torch.full((len(pos),), vocab.get(asset, 0), dtype=torch.int64)
-            with torch.no_grad():
-                var, es = self.net(xt, a, torch.from_numpy(s[pos].astype(np.float32)))
+            var, es = average_tail(self.nets, xt, a, torch.from_numpy(s[pos].astype(np.float32)))
             for si, side in enumerate(SIDES):
                 for q in qs:
                     k = self.levels.index(q)
@@ -226,14 +271,15 @@ class TailNetForecaster:
         return concat_tails(blocks)
 
     def state(self) -> dict[str, Any]:
-        assert self.net is not None and self.scaler is not None
+        assert self.nets and self.scaler is not None
         return {"alias": self.alias, "kind": "tail_nn", "interval_days": self.interval_days,
                 "config": self.config.model_dump(mode="json"), "levels": self.levels,
                 "assets": self.assets, "chosen": self.chosen,
-                "n_inputs": int(self.net.config.n_inputs),
+                "n_inputs": int(self.nets[0].config.n_inputs),
                 "scaler": {"mean": self.scaler.mean_.tolist(),
                            "scale": self.scaler.scale_.tolist()},
-                "weights": {k: v.tolist() for k, v in self.net.state_dict().items()},
+                "members": [{k: v.tolist() for k, v in net.state_dict().items()}
+                            for net in self.nets],
                 "base": self.base.state()}
 
     @classmethod
@@ -246,7 +292,12 @@ class TailNetForecaster:
         model.scaler = MaskedStandardScaler()
         model.scaler.mean_ = np.asarray(state["scaler"]["mean"], dtype=float)
         model.scaler.scale_ = np.asarray(state["scaler"]["scale"], dtype=float)
-        model.net = model._new_net(int(state["n_inputs"]))
-        model.net.load_state_dict({k: torch.tensor(v, dtype=torch.float32)
-                                   for k, v in state["weights"].items()})
+        # a state written before the seed ensemble holds one network under "weights"
+        members = state["members"] if "members" in state else [state["weights"]]
+        model.nets = []
+        for weights in members:
+            net = model._new_net(int(state["n_inputs"]))
+            net.load_state_dict({k: torch.tensor(v, dtype=torch.float32)
+                                 for k, v in weights.items()})
+            model.nets.append(net.eval())
         return model
