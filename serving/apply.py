@@ -20,13 +20,20 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from configs.schema import Config
 from models.base import Forecaster
 from models.plausibility import implausibility, trailing_realized_variance
 from serving.decide import PolicyState, decide, freeze, state_columns, state_from_row
-from serving.inputs import asset_history, policy_inputs
+from serving.inputs import (
+    PanelArrays,
+    asset_history,
+    covered_loss_arrays,
+    latest_inputs,
+    policy_inputs,
+)
 from serving.policy import Parameters
 
 BUNDLE_FORMAT = 2
@@ -122,11 +129,12 @@ def asset_parameters(
     return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
 
 
-def policy_frame(
+def policy_frame_per_asset(
     forecaster: Forecaster, bundle: dict[str, Any], features: pd.DataFrame, as_of: dt.date,
     previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per asset in ``features`` with the policy's parameters as of ``as_of``."""
+    """:func:`policy_frame` one asset at a time (:func:`asset_parameters`): the reference the
+    batch is tested against, and the path of an asset the batch cannot take."""
     stamp = pd.Timestamp(as_of)
     visible = features[features.index.get_level_values("date") <= stamp]
     # one groupby, not a membership test per asset: linear in the number of assets
@@ -143,6 +151,200 @@ def policy_frame(
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
                      **params.as_dict(),
                      **state_columns(state)})
+    return pd.DataFrame(rows)
+
+
+def _wanted_cutoffs(bundle: dict[str, Any], as_of: pd.Timestamp) -> tuple[pd.Timestamp,
+                                                                          pd.DatetimeIndex]:
+    """(last stored cutoff used, cutoffs the forecaster must forecast): as in
+    :func:`_forecast_series`, the same for every asset."""
+    limit = min(pd.Timestamp(bundle["fit_cutoff"]), as_of)
+    wanted = pd.date_range(limit + pd.Timedelta(days=1), as_of, freq="D")
+    return limit, wanted.union(pd.DatetimeIndex([as_of]))
+
+
+def _batchable(forecaster: Forecaster) -> bool:
+    """Whether one asset's forecast from a panel of many equals its forecast alone (the
+    protocol's ``per_asset``, or ``forecast_per_asset`` for pooled parameters applied to each
+    asset's own rows): then one call serves every asset."""
+    return bool(getattr(forecaster, "per_asset", False)
+                or getattr(forecaster, "forecast_per_asset", False))
+
+
+def _series_by_asset(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A forecast frame as ``asset -> (cutoff days since epoch, variance)``, rows in order."""
+    if frame.empty:
+        return {}
+    codes, names = pd.factorize(frame["asset"].to_numpy(dtype=object))
+    order = np.argsort(codes, kind="stable")
+    day = frame["cutoff"].to_numpy().astype("datetime64[D]").astype(np.int64)[order]
+    var = frame["variance"].to_numpy(dtype=float)[order]
+    cut = np.cumsum(np.bincount(codes, minlength=len(names)))[:-1]
+    return {str(a): (d, v) for a, d, v in zip(names, np.split(day, cut), np.split(var, cut),
+                                              strict=True)}
+
+
+def _stored_by_asset(bundle: dict[str, Any], assets: list[str], limit: pd.Timestamp
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The bundle's forecasts of ``assets`` with cutoff ``<= limit``, parsed in one call
+    (None when a date is not a plain ISO date: those take the per-asset path)."""
+    stored = bundle["forecasts"]
+    names = [a for a in assets if a in stored]
+    try:
+        day = np.array([d for a in names for d in stored[a]["dates"]], dtype="datetime64[D]")
+    except ValueError:
+        return None
+    var = np.array([v for a in names for v in stored[a]["variance"]], dtype=float)
+    last = (limit.normalize() - pd.Timestamp(0)).days
+    cut = np.cumsum([len(stored[a]["dates"]) for a in names])[:-1]
+    out = {}
+    for a, d, v in zip(names, np.split(day.astype(np.int64), cut), np.split(var, cut),
+                       strict=True):
+        keep = d <= last
+        out[a] = (d[keep], v[keep])
+    return out
+
+
+class _Batch:
+    """What every asset's update needs, computed once over the visible panel (sorted)."""
+
+    def __init__(self, forecaster: Forecaster, bundle: dict[str, Any], cfg: Config,
+                 visible: pd.DataFrame, as_of: pd.Timestamp) -> None:
+        self.forecaster, self.bundle, self.cfg, self.visible = forecaster, bundle, cfg, visible
+        self.as_of, self.day0 = as_of, (as_of - pd.Timestamp(0)).days
+        self.hours = float(cfg.features.liquidation_delay_hours)
+        self.arrays = a = PanelArrays.from_panel(visible)
+        self.slot = {name: k for k, name in enumerate(a.assets)}
+        close = a.column(visible, "close")
+        rows = np.where(np.isnan(close), -1, np.arange(len(close)))
+        self.last_price = np.maximum.reduceat(rows, a.start) if len(rows) else rows
+        fresh = [k for k in range(len(a.assets))
+                 if self.last_price[k] >= a.start[k] and a.day[self.last_price[k]] == self.day0]
+        # a duplicated date would make the per-asset reindexing fail or differ: not batched
+        repeated = set(a.slot[1:][(np.diff(a.day) <= 0) & (np.diff(a.slot) == 0)].tolist())
+        self.limit, self.wanted = _wanted_cutoffs(bundle, as_of)
+        names = [a.assets[k] for k in fresh]
+        stored = _stored_by_asset(bundle, names, self.limit)
+        self.new = self._forecasts() if stored is not None else None
+        self.stored = stored or {}
+        self.batched = set() if self.new is None else {
+            a.assets[k] for k in fresh if k not in repeated}
+        if not self.batched:
+            return
+        self.loss = covered_loss_arrays(visible, cfg.policy)
+        self.ret = a.column(visible, "ret_1d")
+        self.adv = a.rolling(np.exp(a.column(visible, "log_dollar_volume")),
+                             cfg.policy.liquidity.adv_window)[0]
+        bounds = cfg.backtest.plausibility
+        if bounds.enabled:
+            mean, count = a.rolling(a.column(visible, "rv"), bounds.window_days)
+            self.trailing_rv = np.where(count >= bounds.min_obs, mean, np.nan)
+        last_rows = a.end - 1
+        proxy = (visible["worst_loss_is_proxy"].iloc[last_rows]
+                 if "worst_loss_is_proxy" in visible else pd.Series(False, index=last_rows))
+        self.proxy = proxy.fillna(True).to_numpy(bool)  # as the per-asset reindex does
+
+    def _forecasts(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+        """Every asset's new forecasts from one call, or None (each asset then calls alone)."""
+        if not _batchable(self.forecaster):
+            return None
+        u = self.cfg.features.update_interval_days
+        try:
+            return _series_by_asset(self.forecaster.forecast(self.visible, [u], self.wanted))
+        except Exception:  # one asset may break the call: each then runs alone
+            return None
+
+    def parameters(self, asset: str, previous: PolicyState | None
+                   ) -> tuple[Parameters, PolicyState | None]:
+        """:func:`asset_parameters` of ``asset``, from the batch's arrays where it can."""
+        cfg, hours, k = self.cfg, self.hours, self.slot.get(asset)
+        a = self.arrays
+        if k is None or self.last_price[k] < a.start[k]:
+            return freeze(previous, "fail-safe: no price data", cfg.policy, stale=True,
+                          hours=hours)
+        age = self.day0 - int(a.day[self.last_price[k]])
+        if age > 0:
+            return _without_forecast(cfg, asset, self.as_of, age, previous, hours)
+        if asset not in self.batched:
+            frame = self.visible.iloc[a.start[k]:a.end[k]].droplevel("asset")
+            return asset_parameters(self.forecaster, self.bundle, frame, asset, self.as_of,
+                                    previous)
+        old_day, old_var = self.stored.get(asset, (np.empty(0, np.int64), np.empty(0)))
+        new_day, new_var = self.new.get(asset, (np.empty(0, np.int64), np.empty(0)))
+        keep = ~np.isin(old_day, new_day)
+        day = np.concatenate([old_day[keep], new_day])
+        order = np.argsort(day, kind="stable")
+        day, var = day[order], np.concatenate([old_var[keep], new_var])[order]
+        if len(day) and np.any(np.diff(day) <= 0):  # repeated cutoffs: the per-asset path
+            self.batched.discard(asset)
+            return self.parameters(asset, previous)
+        if not len(day) or day[-1] != self.day0:
+            return _without_forecast(cfg, asset, self.as_of, 0, previous, hours)
+        s, e = int(a.start[k]), int(a.end[k])
+        why = self._implausible(var[-1], e - 1)
+        if why:
+            return freeze(previous, f"fail-safe: implausible forecast for {asset} at "
+                          f"{self.as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
+        # ADV ends the day before: the rolling mean of the row dated as-of - 1, if any
+        adv = self.adv[e - 2] if e - 2 >= s and a.day[e - 2] == self.day0 - 1 else np.nan
+        x = latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
+                          self.proxy[k], cfg.features.update_interval_days, hours,
+                          cfg.policy.fhs_window)
+        return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
+
+    def _implausible(self, variance: float, row: int) -> str:
+        bounds = self.cfg.backtest.plausibility
+        if not bounds.enabled:
+            return ""
+        h = self.cfg.features.update_interval_days
+        return str(implausibility([float(variance)], [h], [self.trailing_rv[row]], bounds)[0])
+
+
+def _previous_states(previous: pd.DataFrame | None) -> dict[str, PolicyState | None]:
+    """Each asset's state from its previously published row (one pass over the records)."""
+    if previous is None:
+        return {}
+    records = previous.to_dict(orient="records")
+    names = [str(r["asset"]) for r in records]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"previous parameters hold more than one row for {twice}")
+    return {n: state_from_row(r) for n, r in zip(names, records, strict=True)}
+
+
+def policy_frame(
+    forecaster: Forecaster, bundle: dict[str, Any], features: pd.DataFrame, as_of: dt.date,
+    previous: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per asset in ``features`` with the policy's parameters as of ``as_of``.
+
+    All assets in one batch: one forecaster call over the panel (when the forecaster's
+    forecast of an asset reads only that asset's rows), the stored forecasts parsed once, the
+    rolling means of every asset in one pass, numpy arrays instead of per-asset frames. The
+    frame equals :func:`policy_frame_per_asset`'s. An asset whose update raises is frozen
+    (:func:`freeze`, the reason names the error); the others are published.
+    """
+    cfg = Config.model_validate(bundle["config"])
+    stamp = pd.Timestamp(as_of)
+    dates = features.index.get_level_values("date")
+    visible = features if not len(dates) or dates.max() <= stamp else features[dates <= stamp]
+    if not visible.index.is_monotonic_increasing:
+        visible = visible.sort_index()
+    states = _previous_states(previous)
+    batch = _Batch(forecaster, bundle, cfg, visible, stamp)
+    horizon = int(bundle["config"]["features"]["update_interval_days"])
+    rows = []
+    for asset in sorted(features.index.get_level_values("asset").unique()):
+        state = states.get(asset)
+        try:
+            params, new_state = batch.parameters(asset, state)
+        except Exception as err:  # one asset's failure never stops the batch
+            params, new_state = freeze(
+                state, f"fail-safe: policy failed for {asset} at {as_of}: "
+                f"{type(err).__name__}: {err}", cfg.policy, stale=False,
+                hours=float(cfg.features.liquidation_delay_hours))
+        rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
+                     **params.as_dict(), **state_columns(new_state)})
     return pd.DataFrame(rows)
 
 

@@ -84,3 +84,97 @@ def policy_inputs(
     )
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# All assets at once: the same numbers from numpy arrays of the whole panel (serving's batch)
+
+
+@dataclass(frozen=True)
+class PanelArrays:
+    """A panel sorted by (asset, date) as numpy arrays; asset ``k`` owns rows
+    ``start[k]:end[k]``."""
+
+    assets: list[str]
+    start: np.ndarray          # (A,) first row of each asset
+    end: np.ndarray            # (A,) one past its last row
+    day: np.ndarray            # (N,) days since epoch of each row
+    slot: np.ndarray           # (N,) position of each row's asset in ``assets``
+
+    @classmethod
+    def from_panel(cls, panel: pd.DataFrame) -> PanelArrays:
+        """``panel`` indexed by (asset, date) and sorted: each asset's rows are contiguous."""
+        codes = np.asarray(panel.index.codes[0], dtype=np.int64)
+        cut = np.flatnonzero(np.diff(codes)) + 1
+        start = np.r_[0, cut].astype(np.int64) if len(codes) else np.empty(0, np.int64)
+        end = np.r_[cut, len(codes)].astype(np.int64) if len(codes) else np.empty(0, np.int64)
+        levels = panel.index.levels[0]
+        slot = np.repeat(np.arange(len(start)), end - start)
+        day = panel.index.get_level_values(1).to_numpy().astype("datetime64[D]").astype(np.int64)
+        return cls([str(levels[c]) for c in codes[start]], start, end, day, slot)
+
+    def column(self, panel: pd.DataFrame, name: str) -> np.ndarray:
+        """A numeric column as float64 (``<NA>`` → NaN)."""
+        return panel[name].to_numpy(dtype=float, na_value=np.nan)
+
+    def rolling(self, values: np.ndarray, window_days: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, count) of the non-NaN ``values`` over the ``window_days`` calendar days that
+        end at each row, each asset on its own: ``Series.rolling(f"{w}D", min_periods=1)`` of
+        every asset's series, in one call.
+
+        The assets are laid end to end on one time axis, each starting more than a window after
+        the previous one ended, so no window spans two assets. pandas restarts its running
+        (compensated) sums whenever a window shares no row with the previous one, so each
+        asset's numbers are bit for bit those of its own call.
+        """
+        if not len(values):
+            return np.empty(0), np.empty(0)
+        span = int(self.day.max() - self.day.min()) + 2 * int(window_days) + 2
+        axis = (self.day - self.day.min()) + self.slot.astype(np.int64) * span
+        index = pd.DatetimeIndex(axis.astype("datetime64[D]").astype("datetime64[s]"))
+        rolling = pd.Series(values, index=index).rolling(f"{int(window_days)}D", min_periods=1)
+        return rolling.mean().to_numpy(float), rolling.count().to_numpy(float)
+
+
+def latest_inputs(
+    days: np.ndarray, variance: np.ndarray, frame_day: np.ndarray, long_loss: np.ndarray,
+    ret_today: float, adv_usd: float, loss_is_proxy: bool, u: int, hours: float, window: int,
+) -> PolicyInputs:
+    """:func:`policy_inputs` of the last cutoff, from arrays (what the batch job needs).
+
+    Equal to ``policy_inputs(asset_history(frame, fc, cfg), len(fc) - 1, ...)`` when ``days``
+    (forecast cutoffs, days since epoch, strictly increasing, the last one the as-of) and
+    ``variance`` are the forecast series, and ``frame_day`` / ``long_loss`` the asset's rows
+    dated ``<=`` the as-of (strictly increasing days) and their covered loss
+    (:func:`covered_loss`). ``ret_today``, ``adv_usd`` and ``loss_is_proxy`` are those of
+    the as-of row.
+    """
+    i = len(days) - 1
+    sigma = np.sqrt(variance)
+    known = int(np.searchsorted(days, days[i] - u, side="right"))
+    lo = max(known - window, 0)
+    # loss of the interval after cutoff s: the covered loss dated s + u, NaN when no such row
+    target = days[lo:known] + u
+    at = np.minimum(np.searchsorted(frame_day, target), max(len(frame_day) - 1, 0))
+    hit = frame_day[at] == target if len(frame_day) else np.zeros(len(target), bool)
+    loss_next = np.where(hit, long_loss[at] if len(frame_day) else np.nan, np.nan)
+    z = loss_next / sigma[lo:known]
+    known_loss = ~np.isnan(long_loss)
+    realized_loss, realized_day = long_loss[known_loss], frame_day[known_loss]
+    seen = int(np.searchsorted(realized_day, days[i], side="right"))
+    return PolicyInputs(
+        as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(variance[i]),
+        variance_prev=float(variance[i - 1]) if i else math.nan,
+        ret_today=float(ret_today), z_window=z, sigma_history=sigma[: i + 1],
+        loss_history=realized_loss[:seen], loss_age_days=days[i] - realized_day[:seen],
+        adv_usd=float(adv_usd), loss_is_proxy=bool(loss_is_proxy), hours=hours,
+    )
+
+
+def covered_loss_arrays(panel: pd.DataFrame, cfg: PolicyConfig) -> np.ndarray:
+    """The long covered loss of :func:`covered_loss` for every row of ``panel`` (float64)."""
+    if cfg.loss == "close_to_close":
+        loss = -panel["ret_1d"].to_numpy(dtype=float, na_value=np.nan)
+        # Series.clip(lower=0) keeps NaN and -0.0 (it replaces only values below the bound)
+        return np.where(np.isnan(loss) | (loss >= 0.0), loss, 0.0)
+    return panel["worst_loss_long"].to_numpy(dtype=float, na_value=np.nan)
