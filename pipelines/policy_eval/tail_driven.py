@@ -1,0 +1,228 @@
+r"""Tail-driven policies: MMF from a tail model's walk-forward VaR and ES of the covered loss.
+
+A candidate ``tail:<model>@confidence=<q>`` replays the margin policy through
+:func:`serving.decide.decide` (the function the batch job runs) with the tail model's
+out-of-sample forecast of the covered loss at level ``q`` (long side, fractions of position
+value) as the direct tail ``PolicyInputs.tail_var`` / ``tail_es``, and ``policy.confidence =
+q`` (the level of the stress floor's ES, as for the variance-driven candidates). Inside
+``decide`` the direct tail is standardized as :math:`z = -\ln(1 - \mathrm{tail}) / \sigma`,
+so the tail term of MMF is the forecast ES itself,
+
+.. math:: \mathrm{MMF}^*_{tail} = 1 - e^{-z_{ES}\,\sigma} = \mathrm{ES}_q,
+
+and the anti-procyclical IMF terms rescale it by :math:`\sigma_{stress}/\sigma`. Everything
+else is the configured policy (stress floor, loss memory, parameter roles, LB pricing the
+liquidation); σ, which LB, the APC terms and the jump fail-safe read, comes from the
+``ewma94`` walk-forward for every tail candidate (:data:`SIGMA_MODEL`): the σ of the EWMA-FHS
+comparator, so that a tail-driven policy differs from EWMA-FHS by its tail only.
+
+**Same loss, out of sample.** :func:`models.tail.backtest.tail_walk_forward` forecasts, at
+cutoff ``t``, the covered loss of ``(t, t+U]`` (``target_date = cutoff + U``) with
+parameters fitted on rows dated ``<=`` the refit date ``<= t`` (training targets realized by
+then); :class:`serving.inputs.AssetHistory` holds against each cutoff the loss of the same
+interval. :func:`check_tail_forecasts` refuses a forecast frame that says otherwise (another
+interval, the intrabar loss when the policy covers the close-to-close one, a fit after its
+cutoff).
+
+**Missing forecast.** Where the tail model has no forecast at a cutoff (an asset before its
+first fit, fewer standardized losses than ``min_obs``), that day falls back to the policy's
+own FHS tail on the same σ and is flagged (``tail_fallback``) and counted
+(:func:`fallback_counts`), so every policy is judged on the same days.
+
+**Protocol** (:func:`evaluate_tail_policies`): every candidate is judged by the one
+acceptance function (:func:`pipelines.policy_eval.protocol.judge`, budgets from the
+comparators) on the selection period; the one with most assets acceptable, then least
+capital, is frozen (:func:`pipelines.policy_eval.protocol.choose`); the evaluation period is
+reported beside the selection period together with EWMA-FHS at 99 %, the frozen
+variance-driven policy and the yearly recalibrated static table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from configs.schema import Config
+from models.base import asset_frame
+from pipelines.policy_eval.backtest import with_outcomes
+from pipelines.policy_eval.compare import candidate_name as variance_name
+from pipelines.policy_eval.compare import comparator_paths, slim, slim_replay
+from pipelines.policy_eval.protocol import (
+    EVALUATION,
+    SELECTION,
+    Frozen,
+    budgets,
+    choose,
+    headline,
+    in_period,
+    judge,
+    periods,
+)
+from serving.decide import PolicyState, decide
+from serving.inputs import AssetHistory, asset_history, policy_inputs
+
+SIGMA_MODEL = "ewma94"      # σ of every tail-driven candidate (module docstring)
+COMPARATOR_LEVEL = 0.99     # EWMA-FHS at 99 %: the clearing-house comparator
+SIDE = "long"               # a lender's collateral is long the asset
+POLICY_LOSS = {"worst_window": "close"}  # policy.loss → the tail models' loss_variant
+
+
+def candidate_name(model: str, level: float) -> str:
+    return f"tail:{model}@confidence={level:g}"
+
+
+def check_tail_forecasts(tails: pd.DataFrame, cfg: Config) -> None:
+    """Refuse tail forecasts that do not forecast what the policy covers (module docstring).
+
+    ``tails`` carries ``model`` + the tail frame columns + ``fitted_through``.
+    """
+    u = cfg.features.update_interval_days
+    if cfg.policy.loss not in POLICY_LOSS:
+        raise ValueError(f"policy.loss={cfg.policy.loss!r} has no tail forecast: the tail "
+                         f"models forecast the worst-window loss ({sorted(POLICY_LOSS)})")
+    for model in tails["model"].unique():
+        section = getattr(cfg.tail, str(model), None)
+        variant = getattr(section, "loss_variant", None)
+        if variant != POLICY_LOSS[cfg.policy.loss]:
+            raise ValueError(f"tail.{model}.loss_variant={variant!r}: the policy covers the "
+                             f"{POLICY_LOSS[cfg.policy.loss]!r} loss ({cfg.policy.loss})")
+    gap = (tails["target_date"] - tails["cutoff"]).dt.days
+    if len(tails) and not (gap == u).all():
+        bad = tails[gap != u].iloc[0]
+        raise ValueError(f"tail forecast of {bad['model']} {bad['asset']} at {bad['cutoff']:%F} "
+                         f"targets {bad['target_date']:%F}: the policy covers the next "
+                         f"{u}-day interval")
+    if "fitted_through" in tails and (tails["fitted_through"] > tails["cutoff"]).any():
+        bad = tails[tails["fitted_through"] > tails["cutoff"]].iloc[0]
+        raise ValueError(f"tail forecast of {bad['model']} {bad['asset']} at {bad['cutoff']:%F} "
+                         f"was fitted through {bad['fitted_through']:%F}: not out of sample")
+
+
+def tail_series(tails: pd.DataFrame, model: str, asset: str, level: float,
+                dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(VaR, ES) of the long covered loss at ``level`` on ``dates`` (NaN where none)."""
+    rows = tails[(tails["model"] == model) & (tails["asset"] == asset)
+                 & (tails["side"] == SIDE) & np.isclose(tails["level"], level)]
+    rows = rows.set_index("cutoff").sort_index()
+    if rows.index.has_duplicates:
+        raise ValueError(f"tail forecasts of {model} {asset} at {level:g} repeat a cutoff")
+    return (rows["var"].reindex(dates).to_numpy(float),
+            rows["es"].reindex(dates).to_numpy(float))
+
+
+def replay_tail(h: AssetHistory, var: np.ndarray, es: np.ndarray, cfg: Config
+                ) -> Iterator[dict[str, object]]:
+    """:func:`pipelines.policy_eval.backtest.replay` with the direct tail where there is one."""
+    u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
+    state: PolicyState | None = None
+    for i in range(len(h.dates)):
+        x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
+        direct = bool(np.isfinite(var[i]) and np.isfinite(es[i]))
+        if direct:
+            x = dataclasses.replace(x, tail_var=float(var[i]), tail_es=float(es[i]))
+        params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
+        yield {"date": h.dates[i], **params.as_dict(), "tail_fallback": not direct,
+               "loss_next": h.loss_next[i], "short_loss_next": h.short_loss_next[i]}
+
+
+def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
+                     model: str, level: float, cfg: Config) -> pd.DataFrame:
+    """Daily published parameters and outcomes of one tail-driven candidate (slim columns
+    and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame."""
+    blocks = []
+    for asset in sorted(variance["asset"].unique()):
+        h = asset_history(asset_frame(panel, asset), variance[variance["asset"] == asset], cfg)
+        var, es = tail_series(tails, model, asset, level, h.dates)
+        block = pd.DataFrame(list(replay_tail(h, var, es, cfg)))
+        block.insert(0, "asset", asset)
+        blocks.append(block)
+    path = with_outcomes(pd.concat(blocks, ignore_index=True))
+    return slim(path).assign(tail_fallback=path["tail_fallback"].astype(bool))
+
+
+def replay_tail_candidates(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
+                           cfg: Config) -> tuple[dict[str, pd.DataFrame],
+                                                 dict[str, dict[str, Any]]]:
+    """Every tail model × level of ``tails``: (paths, settings) by candidate name, replayed in
+    ``backtest.n_jobs`` processes."""
+    check_tail_forecasts(tails, cfg)
+    jobs = [(str(m), float(q)) for m in tails["model"].unique()
+            for q in sorted(tails.loc[tails["model"] == m, "level"].unique())]
+    done = Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(tail_policy_path)(panel, variance, tails, m, q,
+                                  cfg.with_overrides({"policy.confidence": q}))
+        for m, q in jobs)
+    paths = {candidate_name(m, q): p for (m, q), p in zip(jobs, done, strict=True)}
+    settings = {candidate_name(m, q): {"forecaster": m, "policy.confidence": q}
+                for m, q in jobs}
+    return paths, settings
+
+
+def fallback_counts(paths: Mapping[str, pd.DataFrame], cfg: Config) -> pd.DataFrame:
+    """Days on which a candidate fell back to the FHS tail, per period (of days judged)."""
+    u, rows = cfg.features.update_interval_days, []
+    for name, path in paths.items():
+        row: dict[str, object] = {"policy": name}
+        for period, (start, end) in periods(cfg).items():
+            cut = in_period(path, start, end, u)
+            row[f"fallback_days_{period[:3]}"] = int(cut["tail_fallback"].sum())
+            row[f"days_{period[:3]}"] = len(cut)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class TailPolicyEvaluation:
+    frozen: Frozen                        # the tail-driven choice of the selection period
+    paths: dict[str, pd.DataFrame]        # every replayed or given path, by policy name
+    table: pd.DataFrame                   # acceptance per policy × period × asset
+    headline: pd.DataFrame                # reported policies, evaluation beside selection
+    fallback: pd.DataFrame                # FHS-fallback days per candidate and period
+    ewma: str                             # name of the EWMA-FHS comparator
+
+
+def with_saving(table: pd.DataFrame, ewma: str) -> pd.DataFrame:
+    """Add the capital saving against ``ewma`` per period, ``1 - capital/capital_ewma``, and
+    whether bad debt (summed, and over the stress episodes) is no higher than its."""
+    out = table.copy()
+    if ewma not in set(out["policy"]):
+        return out
+    base = out.set_index("policy").loc[ewma]
+    for p in ("eva", "sel"):
+        if f"capital_{p}" not in out:
+            continue
+        out[f"capital_saving_{p}"] = 1.0 - out[f"capital_{p}"] / base[f"capital_{p}"]
+        out[f"bad_debt_ok_{p}"] = (
+            (out[f"bad_debt_lt_sum_{p}"] <= base[f"bad_debt_lt_sum_{p}"] + 1e-12)
+            & (out[f"stress_bad_debt_{p}"] <= base[f"stress_bad_debt_{p}"] + 1e-12))
+    return out
+
+
+def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
+                           cfg: Config, reference: Mapping[str, pd.DataFrame] | None = None
+                           ) -> TailPolicyEvaluation:
+    """Replay the tail-driven candidates, freeze one on the selection period, report both
+    periods beside EWMA-FHS at 99 %, the ``reference`` paths (e.g. the frozen
+    variance-driven policy, by name) and the static table (module docstring)."""
+    paths, settings = replay_tail_candidates(panel, variance, tails, cfg)
+    ewma = variance_name(SIGMA_MODEL, {"policy.confidence": COMPARATOR_LEVEL}, cfg)
+    ewma_path = slim_replay(panel, variance,
+                            cfg.with_overrides({"policy.confidence": COMPARATOR_LEVEL}))
+    comparators, _ = comparator_paths(panel, ewma_path, cfg)
+    caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
+    frozen = choose(judge(paths, cfg, SELECTION, caps[SELECTION]), settings)
+    everything = {**paths, ewma: ewma_path, **dict(reference or {}), **comparators}
+    table = pd.concat([judge(everything, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
+    reported = [frozen.name, *[n for n in paths if n != frozen.name], ewma,
+                *[n for n in (reference or {}) if n != ewma], "static"]
+    return TailPolicyEvaluation(
+        frozen=frozen, paths=everything, table=table,
+        headline=with_saving(headline(table, reported), ewma),
+        fallback=fallback_counts(paths, cfg), ewma=ewma)

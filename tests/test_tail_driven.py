@@ -1,0 +1,170 @@
+"""Tail-driven policy replay: a known-answer equivalence with the FHS replay, the fallback,
+the fail-safe and the parameter roles under a direct tail, the out-of-sample checks, the
+frozen choice and the capital saving against EWMA-FHS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs.schema import Config
+from models.base import asset_frame
+from pipelines.policy_eval.compare import slim_replay
+from pipelines.policy_eval.stability import liquidated_by_parameters
+from pipelines.policy_eval.tail_driven import (
+    candidate_name,
+    check_tail_forecasts,
+    evaluate_tail_policies,
+    tail_policy_path,
+    with_saving,
+)
+from serving.inputs import asset_history, policy_inputs
+from serving.policy import fraction_lost, standardized_tail
+from tests.tail_panel import tail_panel
+
+ASSETS = ("AAA", "BBB")
+CFG = Config().with_overrides({
+    "backtest.n_jobs": 1, "evaluation.budget": "none",
+    "evaluation.selection_start": "2020-04-01", "evaluation.selection_end": "2020-12-31",
+    "evaluation.evaluation_start": "2021-01-01", "evaluation.evaluation_end": "2021-09-30"})
+NUMERIC = ["sigma_1d", "liquidity_addon", "mmf", "imf", "lt", "ltv", "lb", "loss_frac",
+           "bad_debt_lt", "bad_debt_ltv", "capital"]
+
+
+@pytest.fixture(scope="module")
+def panel() -> pd.DataFrame:
+    return tail_panel(ASSETS, n_days=640, seed=3)
+
+
+@pytest.fixture(scope="module")
+def variance(panel: pd.DataFrame) -> pd.DataFrame:
+    """A seeded σ forecast known at each cutoff: the trailing 7-day mean RV, from day 30."""
+    v = panel["har_rv_7d"].rename("variance").reset_index()
+    v = v.rename(columns={"date": "cutoff"}).assign(horizon_days=1)
+    return v[v["cutoff"] >= v["cutoff"].min() + pd.Timedelta(days=30)].reset_index(drop=True)
+
+
+def fhs_tails(panel: pd.DataFrame, variance: pd.DataFrame, cfg: Config, model: str,
+              scale: float = 1.0) -> pd.DataFrame:
+    """The policy's own FHS tail (same σ, same z-window) written as a tail forecast frame."""
+    rows = []
+    for asset in ASSETS:
+        h = asset_history(asset_frame(panel, asset), variance[variance["asset"] == asset], cfg)
+        for i in range(len(h.dates)):
+            x = policy_inputs(h, i, 1, 1.0, cfg.policy.fhs_window)
+            var_z, es_z, _ = standardized_tail(x.z_window, cfg.policy)
+            sigma = float(np.sqrt(h.variance[i])) * scale
+            rows.append({"model": model, "asset": asset, "cutoff": h.dates[i],
+                         "target_date": h.dates[i] + pd.Timedelta(days=1), "side": "long",
+                         "level": cfg.policy.confidence, "var": fraction_lost(var_z * sigma),
+                         "es": fraction_lost(es_z * sigma), "fitted_through": h.dates[i]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def same(panel: pd.DataFrame, variance: pd.DataFrame) -> pd.DataFrame:
+    return fhs_tails(panel, variance, CFG, "fhs_ewma")
+
+
+def test_a_tail_built_from_the_same_sigma_and_z_window_replays_exactly_as_fhs(
+        panel, variance, same):
+    fhs = slim_replay(panel, variance, CFG)
+    tail = tail_policy_path(panel, variance, same, "fhs_ewma", CFG.policy.confidence, CFG)
+    assert len(tail) == len(fhs) > 1000 and not tail["tail_fallback"].any()
+    pd.testing.assert_frame_equal(tail[["asset", "date"]], fhs[["asset", "date"]])
+    np.testing.assert_allclose(tail[NUMERIC].to_numpy(float), fhs[NUMERIC].to_numpy(float),
+                               rtol=1e-10, atol=1e-12)
+    pd.testing.assert_series_equal(tail["breach"], fhs["breach"])
+    assert fhs["breach"].sum() > 0
+    # the test can fail: a tail 20% wider is a different policy
+    wider = same.assign(var=same["var"] * 1.2, es=same["es"] * 1.2)
+    moved = tail_policy_path(panel, variance, wider, "fhs_ewma", CFG.policy.confidence, CFG)
+    assert (moved["mmf"] > fhs["mmf"] + 1e-6).mean() > 0.5
+
+
+def test_a_missing_forecast_falls_back_to_fhs_and_is_flagged(panel, variance, same):
+    holes = same.drop(index=same.index[200:260])  # 60 AAA cutoffs without a forecast
+    tail = tail_policy_path(panel, variance, holes, "fhs_ewma", CFG.policy.confidence, CFG)
+    fhs = slim_replay(panel, variance, CFG)
+    np.testing.assert_allclose(tail["mmf"], fhs["mmf"], rtol=1e-10)
+    flagged = tail.loc[tail["tail_fallback"], ["asset", "date"]]
+    assert len(flagged) == 60 and set(flagged["asset"]) == {"AAA"}
+    assert set(flagged["date"]) == set(same.loc[same.index[200:260], "cutoff"])
+
+
+def test_an_invalid_tail_freezes_and_roles_protect_open_positions(panel, variance, same):
+    rng = np.random.default_rng(11)
+    wild = same.copy()
+    # any tail sequence: ES jumping between 1% and 45% of value from day to day
+    wild["es"] = rng.uniform(0.01, 0.45, len(wild))
+    wild["var"] = wild["es"] * rng.uniform(0.5, 1.0, len(wild))
+    bad = wild.index[[300, 301, 700]]
+    wild.loc[bad, "var"] = wild.loc[bad, "es"] + 0.05  # VaR above ES: invalid
+    path = tail_policy_path(panel, variance, wild, "fhs_ewma", CFG.policy.confidence, CFG)
+    key = path.set_index(["asset", "date"])
+    for i in bad:
+        day = (wild.at[i, "asset"], wild.at[i, "cutoff"])
+        before = (day[0], day[1] - pd.Timedelta(days=1))
+        assert key.at[day, "ltv"] == 0.0  # frozen: no new borrowing ...
+        assert key.at[day, "lt"] >= key.at[before, "lt"] - 1e-12  # ... and LT never lowered
+    assert key["mmf"].std() > 0.01  # the wild tail does drive the margin
+    liq = liquidated_by_parameters(path, CFG.policy.roles.protect_days)
+    assert liq["days"].sum() > 1000 and liq["violations"].sum() == 0
+    # without the roles the same sequence does liquidate open positions
+    off = CFG.with_overrides({"policy.roles.enabled": False})
+    raw = tail_policy_path(panel, variance, wild, "fhs_ewma", off.policy.confidence, off)
+    assert liquidated_by_parameters(raw, off.policy.roles.protect_days)["violations"].sum() > 0
+
+
+def test_forecasts_of_another_interval_loss_or_fitted_after_the_cutoff_are_refused(same):
+    with pytest.raises(ValueError, match="next 1-day interval"):
+        check_tail_forecasts(same.assign(target_date=same["cutoff"] + pd.Timedelta(days=7)),
+                             CFG)
+    late = same.copy()
+    late.loc[5, "fitted_through"] = late.loc[5, "cutoff"] + pd.Timedelta(days=1)
+    with pytest.raises(ValueError, match="not out of sample"):
+        check_tail_forecasts(late, CFG)
+    intrabar = CFG.with_overrides({"tail.fhs_ewma.loss_variant": "intrabar"})
+    with pytest.raises(ValueError, match="loss_variant"):
+        check_tail_forecasts(same, intrabar)
+    check_tail_forecasts(same, CFG)
+
+
+@pytest.mark.slow  # five replays and the comparators: ~15 s on two busy cores
+def test_every_model_and_level_is_a_candidate_and_the_cheapest_acceptable_is_frozen(
+        panel, variance):
+    cfg99 = CFG.with_overrides({"policy.confidence": 0.99})
+    tails = pd.concat([
+        fhs_tails(panel, variance, cfg99, "fhs_ewma"),
+        fhs_tails(panel, variance, cfg99, "evt_garch", scale=1.5),  # the same tail, 50% wider
+    ], ignore_index=True)
+    ev = evaluate_tail_policies(panel, variance, tails, CFG)
+    names = [candidate_name("evt_garch", 0.99), candidate_name("fhs_ewma", 0.99)]
+    assert sorted(ev.fallback["policy"]) == names and set(names) <= set(ev.paths)
+    ranked = ev.frozen.table.set_index("policy")
+    best = ranked.loc[ev.frozen.name]
+    assert best["acceptable"] == ranked["acceptable"].max()
+    assert best["capital"] == ranked.loc[ranked["acceptable"] == best["acceptable"],
+                                         "capital"].min()
+    assert ev.frozen.overrides == {"policy.confidence": 0.99}
+    # the wider tail costs more capital than the same tail at the same level
+    assert ranked.loc[names[0], "capital"] > ranked.loc[names[1], "capital"]
+    head = ev.headline.set_index("policy")
+    assert ev.ewma in head.index and "static" in head.index
+    # fhs_ewma at 99% is EWMA-FHS at 99% on this σ: no saving, same bad debt
+    assert head.loc[names[1], "capital_saving_eva"] == pytest.approx(0.0, abs=1e-9)
+    assert head.loc[names[1], "bad_debt_ok_eva"]
+    assert head.loc[names[0], "capital_saving_eva"] < -0.01
+    assert (ev.fallback[["fallback_days_sel", "fallback_days_eva"]] == 0).all().all()
+
+
+def test_capital_saving_is_one_minus_the_capital_ratio_with_bad_debt_no_higher():
+    table = pd.DataFrame({
+        "policy": ["tail:x", "policy:ewma94@confidence=0.99", "static"],
+        "capital_eva": [0.18, 0.20, 0.25], "bad_debt_lt_sum_eva": [0.10, 0.10, 0.30],
+        "stress_bad_debt_eva": [0.05, 0.06, 0.01]})
+    out = with_saving(table, "policy:ewma94@confidence=0.99").set_index("policy")
+    assert out.loc["tail:x", "capital_saving_eva"] == pytest.approx(0.10)
+    assert out.loc["static", "capital_saving_eva"] == pytest.approx(-0.25)
+    assert out.loc["tail:x", "bad_debt_ok_eva"] and not out.loc["static", "bad_debt_ok_eva"]
