@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -48,8 +48,10 @@ import pandas as pd
 from configs.schema import Config, FeaturesConfig, PolicyConfig
 from features.build import YANG_ZHANG_WINDOW, build_panel, build_with_tail
 from features.crossasset import BASKET_WINDOW, BETA_WINDOW
+from features.fast import fast_columns, fast_panel
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
+from features.losses import PROXY_FLAG
 from features.macro import CORR_WINDOWS
 from features.store import fingerprint
 
@@ -255,17 +257,55 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
     return replace(market, daily=daily, hourly=hourly, macro=macro)
 
 
+# What every serve reads (serving/apply.py, serving/inputs.py): the close (the data's age),
+# the return (close-to-close loss, the jump check), rv (the plausibility bound), the dollar
+# volume (ADV) and the proxy flag; the covered loss and the forecaster's inputs come on top.
+SERVE_BASE_COLUMNS = ("close", "ret_1d", "rv", "log_dollar_volume", PROXY_FLAG)
+
+
+def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
+    """The panel columns a serve of ``bundle`` reads; None (every column) for a forecaster
+    whose inputs are not audited here (a learnt model: ``harx_mlp``, ``mlp_har``, ``gbm``).
+
+    :data:`SERVE_BASE_COLUMNS`; ``worst_loss_long``/``worst_loss_short`` unless the bundled
+    ``policy.loss`` is ``close_to_close`` (:func:`serving.inputs.covered_loss`); a row-wise
+    forecaster's ``regressors`` (HAR: ``har_rv_{1,7,30}d``, HARX-IV also ``dvol_var_1d`` and the
+    ``dvol_available`` flag its mask reads); a return-path one's ``ret_1d``.
+    """
+    state = bundle["forecaster"]
+    kind = str(state.get("kind", ""))
+    if kind in ROW_WISE_KINDS and "regressors" in state:
+        regressors = {str(r) for r in state["regressors"]}
+        model = regressors | ({"dvol_available"} if "dvol_var_1d" in regressors else set())
+    elif kind in RETURN_PATH_KINDS:
+        model = {"ret_1d"}
+    else:
+        return None
+    policy = Config.model_validate(bundle["config"]).policy
+    loss = set() if policy.loss == "close_to_close" else {"worst_loss_long", "worst_loss_short"}
+    return frozenset({*SERVE_BASE_COLUMNS, *loss, *model})
+
+
 def serve_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date,
-                window: TrailingWindow) -> tuple[pd.DataFrame, str]:
+                window: TrailingWindow, columns: Collection[str] | None = None,
+                ) -> tuple[pd.DataFrame, str]:
     """(panel, fingerprint) built in memory over ``window``: every column over ``days``, the
     tail columns over ``tail_days`` (:func:`features.build.build_with_tail`).
 
-    The fingerprint hashes the data of the longer span, the feature config and code, the
-    as-of (:func:`features.store.fingerprint`) and both spans.
+    ``columns`` (e.g. :func:`serve_columns`) are those the caller reads: when
+    :func:`features.fast.fast_columns` has them all, only they are built, for every asset at
+    once (:func:`features.fast.fast_panel`: same index and values); otherwise (or None) every
+    column, asset by asset. The fingerprint hashes the data of the longer span, the feature
+    config and code, the as-of (:func:`features.store.fingerprint`) and both spans.
     """
+    fast = columns is not None and set(columns) <= fast_columns(cfg)
     short = trailing_market(market, as_of, window.days)
     tail = trailing_market(market, as_of, window.tail_days)
     if window.days is None or window.tail_days == window.days:
-        return build_panel(short, cfg), fingerprint(short, cfg, as_of)
+        panel = (fast_panel(market, cfg, as_of, window.days, window.days, columns or ())
+                 if fast else build_panel(short, cfg))
+        return panel, fingerprint(short, cfg, as_of)
     spans = f"{fingerprint(tail, cfg, as_of)}:days={window.days}:tail={window.tail_days}"
-    return build_with_tail(short, tail, cfg), hashlib.sha256(spans.encode()).hexdigest()
+    panel = (fast_panel(market, cfg, as_of, window.days, window.tail_days, columns or ())
+             if fast else build_with_tail(short, tail, cfg))
+    return panel, hashlib.sha256(spans.encode()).hexdigest()

@@ -1,0 +1,289 @@
+r"""The columns a serve reads, for every asset at once, as :func:`features.build.build_with_tail`.
+
+A daily serve reads a handful of panel columns (:func:`features.window.serve_columns`): the
+close and return, the realized variance ``rv`` (plausibility bound), the HAR terms (and DVOL
+for HARX-IV), the dollar volume (ADV) and the covered losses with their proxy flag. Building
+them one asset at a time in pandas costs ~0.1 s an asset; here every asset is built in one
+pass of numpy operations over the candles of all assets laid **end to end**:
+
+* **daily rows** (:mod:`features.fast_rows`): each asset's complete daily calendar (first
+  to last candle of the span, missing days as NaN rows, never filled) follows the previous
+  asset's, so the panel's long (asset, date) order *is* the array order. A trailing window of
+  :math:`w` rows is a ``sliding_window_view`` over the whole array, masked NaN on each
+  asset's first :math:`w - 1` rows (where a per-asset window is incomplete); a shift by
+  :math:`k` masks the first :math:`k` rows;
+* **hourly realized variance**: the hourly closes of all assets end to end; a return between
+  two candles of different assets is dropped, each (asset, day) is one ``np.bincount`` bin, so
+  every sum adds the same numbers in the same order as
+  :func:`features.realized.hourly_realized_measures`;
+* **hourly worst losses**: each asset's hourly grid (whole UTC days, 24 slots) end to end, as
+  :func:`features.losses.hourly_worst_losses` builds it per asset; a window that reaches back
+  into the previous asset's grid, and an interval that starts before the asset's first grid
+  day, are masked exactly where the per-asset code has none. Assets are taken in batches of
+  about :data:`BATCH_HOURS` grid hours so that memory stays bounded for any universe.
+
+The formulas are those of :mod:`features.realized` (``rv``, HAR terms), :mod:`features.ranges`
+(Garman-Klass, the ``rv`` fallback), :mod:`features.losses` (hourly windows, daily-range proxy,
+``min_hours_for_rv`` rules, liquidation delay), :mod:`features.liquidity` and
+:mod:`features.implied`, applied to the same rows with the same floating-point operations:
+every column is bit-identical to the per-asset build except the HAR means of more than one
+day (a window sum instead of pandas' running sum; ~1e-15 relative). Point-in-time as before:
+row :math:`t` reads candles dated up to :math:`t` only.
+
+Learnt forecasters (``harx_mlp``, ``mlp_har``, ``gbm_sklearn``) read columns not built here;
+a serve of such a model keeps the full per-asset build (:func:`features.window.serve_panel`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from configs.schema import FeaturesConfig
+from features.build import MARKET_DVOL, TAIL_COLUMNS
+from features.fast_rows import (
+    DAY_NS,
+    HOUR_NS,
+    HOURS_PER_DAY,
+    Candles,
+    Rows,
+    candles,
+    cut,
+    daily_rows,
+    diff,
+    hourly_batches,
+    shift,
+    stamps,
+    trailing,
+)
+from features.loaders import MarketData
+from features.losses import LOSS_COLUMNS, PROXY_FLAG
+from features.schema import COLUMNS
+
+BATCH_HOURS = 4_000_000  # hourly grid slots per batch: ~32 MB per float array
+_GK_C = 2.0 * np.log(2.0) - 1.0  # Garman-Klass's weight of ln(C/O)², as features.ranges
+
+
+def fast_columns(cfg: FeaturesConfig) -> frozenset[str]:
+    """The panel columns :func:`fast_panel` builds."""
+    return frozenset({"close", "ret_1d", "gk_var", "rv_hourly", "n_hours", "rv_is_hourly", "rv",
+                      *(f"har_rv_{w}d" for w in cfg.har_windows), "log_dollar_volume",
+                      "dvol_var_1d", "dvol_available", *LOSS_COLUMNS, PROXY_FLAG})
+
+
+def _realized(cut: list[Candles], rows: Rows, min_hours: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rv_hourly, n_hours) on ``rows`` (:func:`features.realized.hourly_realized_measures`:
+    a return counts for the UTC day in which it starts and ends; NaN under ``min_hours``)."""
+    rv = np.full(rows.size, np.nan)
+    n_hours = np.zeros(rows.size, dtype=np.int64)
+    for batch in hourly_batches(cut, 2, BATCH_HOURS):
+        hour_ns = np.concatenate([c.hour_ns for _, c in batch])
+        close = np.concatenate([c.hourly[:, 2] for _, c in batch])
+        owner = np.repeat([a for a, _ in batch], [len(c.hour_ns) for _, c in batch])
+        ret = np.diff(np.log(close))  # ends at candle i+1
+        day_ns = hour_ns[1:] - hour_ns[1:] % DAY_NS
+        counted = (owner[1:] == owner[:-1]) & (hour_ns[:-1] + HOUR_NS >= day_ns)
+        r, day, who = ret[counted], day_ns[counted] // DAY_NS, owner[1:][counted]
+        if len(r) == 0:
+            continue
+        # (asset, day) keys come sorted (assets in order, stamps sorted): bins in one pass,
+        # each summing the same returns in the same order as the per-asset np.bincount
+        new = np.concatenate([[True], (day[1:] != day[:-1]) | (who[1:] != who[:-1])])
+        code = np.cumsum(new) - 1
+        n = np.bincount(code)
+        sums = np.bincount(code, weights=r**2)
+        at, inside = rows.position(who[new], day[new])
+        rv[at[inside]] = np.where(n < min_hours, np.nan, sums)[inside]
+        n_hours[at[inside]] = n[inside]
+    return rv, n_hours
+
+
+def _interval(per_day: np.ndarray, counts: np.ndarray, local: np.ndarray, U: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Max and window count over the trailing ``U`` days of the same asset; -inf/0 on the
+    asset's first ``U - 1`` days (:func:`features.losses._interval_max`)."""
+    if U == 1:
+        return per_day, counts
+    top = np.full_like(per_day, -np.inf)
+    total = np.zeros_like(counts)
+    if len(counts) >= U:
+        top[U - 1:] = sliding_window_view(per_day, U, axis=0).max(axis=-1)
+        total[U - 1:] = sliding_window_view(counts, U).sum(axis=-1)
+    early = local < U - 1
+    top[early], total[early] = -np.inf, 0
+    return top, total
+
+
+def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(losses (4, N), n_windows (N,)) on ``rows`` (:func:`features.losses.hourly_worst_losses`
+    then reindexed: n_windows -1 where the asset's hourly grid has no such day)."""
+    losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
+    n_windows = np.full(rows.size, -1, dtype=np.int64)
+    for batch in hourly_batches(cut, 1, BATCH_HOURS):
+        first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
+        days = Rows(first, np.array([c.hour_ns[-1] // DAY_NS for _, c in batch]) - first + 1)
+        grid = Rows(first * HOURS_PER_DAY, days.length * HOURS_PER_DAY)  # hour slots
+        who = np.repeat(np.arange(len(batch)), [len(c.hour_ns) for _, c in batch])
+        at, _ = grid.position(who, np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS)
+        h = np.full((3, grid.size), np.nan)
+        h[:, at] = np.concatenate([c.hourly for _, c in batch]).T
+        lh, ll, lc = np.log(h[0]), np.log(h[1]), np.log(h[2])
+        n = grid.size
+        slot = np.full((4, n), -np.inf)  # the window ending at slot j's close
+        valid = np.zeros(n, dtype=bool)
+        if n > H:
+            p0, end = lc[:-H], lc[H:]
+            low = sliding_window_view(ll, H).min(axis=-1)[1:]  # candles j-H+1 .. j
+            high = sliding_window_view(lh, H).max(axis=-1)[1:]
+            ok = sliding_window_view(np.isfinite(lc), H + 1).all(axis=-1)
+            ok &= grid.local[H:] >= H  # would start in the previous asset's grid
+            with np.errstate(invalid="ignore"):
+                window = np.stack([p0 - end, end - p0, p0 - low, high - p0])
+            slot[:, H:] = np.where(ok, window, -np.inf)
+            valid[H:] = ok
+        per_day = slot.reshape(4, -1, HOURS_PER_DAY).max(axis=-1).T  # (days, 4)
+        counts = valid.reshape(-1, HOURS_PER_DAY).sum(axis=-1)
+        top, total = _interval(per_day, counts, days.local, U)
+        asset = np.array([a for a, _ in batch])[days.owner]
+        at, inside = rows.position(asset, days.unit)
+        losses[:, at[inside]] = np.where(np.isfinite(top), top, np.nan)[inside].T
+        n_windows[at[inside]] = total[inside]
+    return losses, n_windows
+
+
+def _tail(cut: list[Candles], cfg: FeaturesConfig) -> tuple[Rows, dict[str, np.ndarray]]:
+    """:data:`features.build.TAIL_COLUMNS` on each asset's complete calendar
+    (:func:`features.build.tail_features`, :func:`features.losses.worst_loss_features`)."""
+    rows, (o, hi, lo, c, _) = daily_rows(cut)
+    local = rows.local
+    U = cfg.update_interval_days
+    out = {"close": c, "ret_1d": diff(np.log(c), local)}
+    # the daily-range proxy (features.losses.range_worst_losses)
+    top, bottom = trailing(hi, U, local, "max"), trailing(lo, U, local, "min")
+    ref = shift(c, U, local)
+    ref = np.where(np.isnan(ref), shift(o, U - 1, local), ref)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        long = np.where(np.isnan(top), np.nan, np.log(np.fmax(ref, top) / bottom))
+        short = np.where(np.isnan(top), np.nan, np.log(top / np.fmin(ref, bottom)))
+    exact, n_windows = _hourly_losses(cut, rows, cfg.liquidation_delay_hours, U)
+    hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
+    for k, proxy in enumerate((long, short, long, short)):
+        out[LOSS_COLUMNS[k]] = np.where(hourly_ok, exact[k], proxy)
+    out[PROXY_FLAG] = ~hourly_ok & ~np.isnan(long)
+    return rows, out
+
+
+def _dvol(market: MarketData, assets: list[str], rows: Rows) -> np.ndarray:
+    """DVOL level (percent) of each row: the asset's own index, else the market's (BTC's);
+    NaN where the series has no value dated that day (:func:`features.implied.implied_features`
+    reindexes the series to the calendar: only midnight stamps match)."""
+    level = np.full(rows.size, np.nan)
+    source = [a if a in market.dvol and len(market.dvol[a]) > 0 else MARKET_DVOL
+              for a in assets]
+    owner, day = rows.owner, rows.unit
+    for name in sorted(set(source)):
+        frame = market.dvol.get(name)
+        if frame is None or len(frame) == 0:
+            continue
+        ns = stamps(frame.index)
+        midnight = ns % DAY_NS == 0
+        days, values = ns[midnight] // DAY_NS, frame["value"].to_numpy(dtype=float)[midnight]
+        if len(days) == 0:
+            continue
+        mine = np.flatnonzero(np.isin(owner, [i for i, s in enumerate(source) if s == name]))
+        k = np.minimum(np.searchsorted(days, day[mine]), len(days) - 1)
+        hit = days[k] == day[mine]
+        level[mine[hit]] = values[k[hit]]
+    return level
+
+
+def _rest(market: MarketData, assets: list[str], cut: list[Candles], cfg: FeaturesConfig,
+          wanted: set[str]) -> tuple[Rows, dict[str, np.ndarray]]:
+    """The other columns of :func:`features.build.asset_features` in ``wanted``."""
+    rows, (o, hi, lo, c, volume) = daily_rows(cut)
+    local = rows.local
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gk = 0.5 * np.log(hi / lo) ** 2 - _GK_C * np.log(c / o) ** 2
+        rv_hourly, n_hours = _realized(cut, rows, cfg.min_hours_for_rv)
+        is_hourly = ~np.isnan(rv_hourly)
+        rv = np.where(is_hourly, rv_hourly, gk)
+        out = {"gk_var": gk, "rv_hourly": rv_hourly, "n_hours": n_hours,
+               "rv_is_hourly": is_hourly, "rv": rv}
+        for w in cfg.har_windows:
+            out[f"har_rv_{w}d"] = trailing(rv, w, local, "mean")
+        if "log_dollar_volume" in wanted:
+            dv = c * volume
+            out["log_dollar_volume"] = np.log(np.where(dv > 0, dv, np.nan))
+        if wanted & {"dvol_var_1d", "dvol_available"}:
+            var = (_dvol(market, assets, rows) / 100.0) ** 2 / 365.0
+            out.update({"dvol_var_1d": var, "dvol_available": ~np.isnan(var)})
+    return rows, out
+
+
+def _widen(values: np.ndarray, at: np.ndarray, n: int, nullable: bool
+           ) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """``values`` at rows ``at`` of ``n`` rows, the others missing: NaN, or ``<NA>`` in a
+    nullable boolean/integer array (as :func:`features.build.build_with_tail` marks them)."""
+    if values.dtype.kind == "f":
+        out = np.full(n, np.nan)
+        out[at] = values
+        return out
+    if not nullable:  # one span: every row was built
+        return values
+    filled = np.zeros(n, dtype=values.dtype)
+    filled[at] = values
+    mask = np.ones(n, dtype=bool)
+    mask[at] = False
+    if values.dtype == bool:
+        return pd.arrays.BooleanArray(filled, mask)
+    return pd.arrays.IntegerArray(filled.astype(np.int64), mask)
+
+
+def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: int | None,
+               tail_days: int | None, columns: Collection[str]) -> pd.DataFrame:
+    """``columns`` of :func:`features.window.serve_panel`'s panel, for all assets at once.
+
+    Every column over the trailing ``days`` (None: the whole history), the tail columns
+    (:data:`features.build.TAIL_COLUMNS`) over ``tail_days`` (None: the whole history), both
+    cut as :func:`features.window.trailing_market` cuts them. Same index, dtypes and values
+    as :func:`features.build.build_with_tail` (``days`` < ``tail_days``: boolean and integer
+    columns nullable, missing on the rows older than ``days``), or as
+    :func:`features.build.build_panel` when there is one span (``days`` None or equal to
+    ``tail_days``), restricted to ``columns`` (in schema order).
+
+    Raises
+    ------
+    ValueError
+        A column not in :func:`fast_columns`, no asset with data, or an index that breaks the
+        loaders' rules (:func:`features.fast_rows.candles`).
+    """
+    wanted = set(columns)
+    unknown = sorted(wanted - fast_columns(cfg))
+    if unknown:
+        raise ValueError(f"fast_panel does not build {unknown}: use features.build")
+    one_span = days is None or tail_days == days
+    if one_span:
+        tail_days = days
+    assets = [a for a in sorted(market.daily) if not market.daily[a].empty]
+    if not assets:
+        raise ValueError(f"no assets to build features for in {market.data_dir}")
+    as_of_ns = int(pd.Timestamp(as_of).value)
+    raw = [candles(market, a) for a in assets]
+    rows, data = _tail([cut(c, as_of_ns, tail_days) for c in raw], cfg)
+    rest = wanted - set(TAIL_COLUMNS)
+    if rest:
+        short, built = _rest(market, assets, [cut(c, as_of_ns, days) for c in raw], cfg, rest)
+        at, _ = rows.position(short.owner, short.unit)  # a short row is a tail row
+        data.update({col: _widen(built[col], at, rows.size, nullable=not one_span)
+                     for col in rest})
+    day = rows.unit
+    dates = np.unique(day)
+    index = pd.MultiIndex(
+        levels=[pd.Index(assets), pd.DatetimeIndex((dates * DAY_NS).view("datetime64[ns]"))],
+        codes=[rows.owner, np.searchsorted(dates, day)], names=["asset", "date"])
+    return pd.DataFrame({c: data[c] for c in COLUMNS if c in wanted}, index=index)
