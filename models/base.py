@@ -84,6 +84,25 @@ def forecast_frame(
     )
 
 
+def forecast_columns(
+    assets: np.ndarray, cutoffs: pd.DatetimeIndex, horizons: np.ndarray, variance: np.ndarray
+) -> pd.DataFrame:
+    """The forecast frame of many asset × horizon blocks given as columns, sorted as
+    :func:`concat_forecasts` sorts the blocks of :func:`forecast_frame`."""
+    cutoffs = pd.DatetimeIndex(cutoffs)
+    horizons = np.asarray(horizons, dtype=np.int64)
+    out = pd.DataFrame(
+        {
+            "asset": pd.Series(assets, dtype=str),
+            "cutoff": cutoffs,
+            "horizon_days": horizons,
+            "target_date": cutoffs + pd.to_timedelta(horizons, unit="D"),
+            "variance": np.asarray(variance, dtype=float),
+        }
+    )
+    return out.sort_values(["asset", "horizon_days", "cutoff"], ignore_index=True)
+
+
 def empty_forecast() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -107,6 +126,21 @@ def concat_forecasts(blocks: list[pd.DataFrame]) -> pd.DataFrame:
 def asset_frame(panel: pd.DataFrame, asset: str) -> pd.DataFrame:
     """One asset's rows of the panel, indexed by date (sorted)."""
     return panel.xs(asset, level="asset").sort_index()
+
+
+def asset_blocks(panel: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[int, int]]]:
+    """The panel sorted by (asset, date), and each asset's rows ``[start, end)`` in it.
+
+    ``sorted.iloc[start:end]`` holds the rows :func:`asset_frame` returns, in the same order:
+    a forecast over many assets slices arrays instead of taking one cross-section per asset.
+    """
+    if not panel.index.is_monotonic_increasing:
+        panel = panel.sort_index()
+    codes = np.asarray(panel.index.codes[0])
+    cut = np.flatnonzero(np.diff(codes)) + 1
+    levels = panel.index.levels[0]
+    return panel, {str(levels[codes[s]]): (int(s), int(e))
+                   for s, e in zip(np.r_[0, cut], np.r_[cut, len(codes)], strict=True) if e > s}
 
 
 def select_cutoffs(

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from configs.schema import EwmaConfig
-from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
+from models.base import asset_blocks, concat_forecasts, forecast_columns
 
 
 def ewma_variance(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarray:
@@ -72,22 +72,32 @@ class EwmaForecaster:
         horizons: Sequence[int],
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
-        blocks = []
-        present = set(panel.index.get_level_values("asset"))
+        panel, rows = asset_blocks(panel)  # slices of one sorted panel, not a cross-section each
+        returns_all = panel["ret_1d"].to_numpy(dtype=float, na_value=np.nan)
+        dates = panel.index.get_level_values("date")
+        wanted_all = np.ones(len(dates), bool) if cutoffs is None else \
+            dates.isin(pd.DatetimeIndex(cutoffs))
+        names, at_rows, one_day = [], [], []
         for asset in self.assets:
-            if asset not in present:
+            if asset not in rows:
                 continue
-            returns = asset_frame(panel, asset)["ret_1d"].dropna()  # gaps skipped, as in GARCH
-            sigma2 = pd.Series(
-                ewma_variance(returns.to_numpy(), self.config.decay, self.config.init_obs),
-                index=returns.index,
-            ).dropna()
-            wanted = select_cutoffs(sigma2.index, cutoffs)
-            if len(wanted) == 0:
+            start, end = rows[asset]
+            observed = start + np.flatnonzero(~np.isnan(returns_all[start:end]))  # gaps skipped
+            sigma2 = ewma_variance(returns_all[observed], self.config.decay, self.config.init_obs)
+            keep = ~np.isnan(sigma2) & wanted_all[observed]
+            if not keep.any():
                 continue
-            one_day = sigma2.loc[wanted].to_numpy()
-            blocks += [forecast_frame(asset, wanted, h, h * one_day) for h in horizons]
-        return concat_forecasts(blocks)
+            names.append(asset)
+            at_rows.append(observed[keep])
+            one_day.append(sigma2[keep])
+        if not names:
+            return concat_forecasts([])
+        n = [len(r) for r in at_rows]
+        return forecast_columns(
+            np.repeat(np.array(names, dtype=object), np.array(n) * len(horizons)),
+            dates[np.concatenate([r for r in at_rows for _ in horizons])],
+            np.concatenate([np.full(k, h) for k in n for h in horizons]),
+            np.concatenate([h * v for v in one_day for h in horizons]))
 
     def state(self) -> dict[str, Any]:
         return {

@@ -80,7 +80,13 @@ import pandas as pd
 from arch import arch_model
 
 from configs.schema import GarchConfig
-from models.base import asset_frame, concat_forecasts, forecast_frame, select_cutoffs
+from models.base import (
+    asset_blocks,
+    asset_frame,
+    concat_forecasts,
+    forecast_frame,
+    select_cutoffs,
+)
 
 SCALE = 100.0
 
@@ -239,11 +245,13 @@ class GarchForecaster:
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
         blocks = []
-        present = set(panel.index.get_level_values("asset"))
+        panel, rows = asset_blocks(panel)  # slices of one sorted panel, not a cross-section each
+        column = panel["ret_1d"]
         for asset in self.params:
-            if asset not in present:
+            if asset not in rows:
                 continue
-            returns = _returns(asset_frame(panel, asset))
+            start, end = rows[asset]
+            returns = column.iloc[start:end].droplevel("asset").dropna() * SCALE  # _returns
             wanted = select_cutoffs(returns.index, cutoffs)
             if len(wanted) == 0 or len(returns) < 2:
                 continue

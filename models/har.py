@@ -55,11 +55,10 @@ import pandas as pd
 from configs.schema import HarConfig
 from features.schema import target_columns
 from models.base import (
-    asset_frame,
+    asset_blocks,
     concat_forecasts,
-    forecast_frame,
+    forecast_columns,
     requested_horizons,
-    select_cutoffs,
     trained_horizons,
 )
 from models.preprocessing import dvol_mask, forward_targets, log_variance
@@ -183,28 +182,38 @@ class HarForecaster:
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
         horizons = requested_horizons(self.alias, horizons, self.horizons)
-        blocks = []
-        present = set(panel.index.get_level_values("asset"))
-        for asset, regimes in self.params.items():
-            if asset not in present:
+        # the design of every row at once (row-wise, so each asset's rows are those of its
+        # own frame), then one small product per asset: no cross-section per asset
+        panel, rows = asset_blocks(panel)
+        known = [a for a in self.params if a in rows]
+        if not known:
+            return concat_forecasts([])
+        x, valid = har_design(panel, iv=False)
+        if any("harx" in self.params[a] for a in known):
+            x_iv, has_iv = har_design(panel, iv=True)
+        dates = panel.index.get_level_values("date")
+        wanted = valid if cutoffs is None else valid & dates.isin(pd.DatetimeIndex(cutoffs))
+        names, at_rows, h_col, variance = [], [], [], []
+        for asset in known:
+            regimes = self.params[asset]
+            start, end = rows[asset]
+            at = start + np.flatnonzero(wanted[start:end])
+            if len(at) == 0:
                 continue
-            frame = asset_frame(panel, asset)
-            x, valid = har_design(frame, iv=False)
-            wanted = select_cutoffs(frame.index[valid], cutoffs)
-            if len(wanted) == 0:
-                continue
-            at = frame.index.get_indexer(wanted)
             x_har = x[at]
-            if "harx" in regimes:
-                x_iv, has_iv = har_design(frame, iv=True)
-                x_iv, has_iv = x_iv[at], has_iv[at]
             for h in horizons:
                 log_var = self._predict(regimes["har"][str(h)], x_har)
                 if "harx" in regimes:
-                    iv_log_var = self._predict(regimes["harx"][str(h)], np.nan_to_num(x_iv))
-                    log_var = np.where(has_iv, iv_log_var, log_var)
-                blocks.append(forecast_frame(asset, wanted, h, h * np.exp(log_var)))
-        return concat_forecasts(blocks)
+                    iv_log_var = self._predict(regimes["harx"][str(h)], np.nan_to_num(x_iv[at]))
+                    log_var = np.where(has_iv[at], iv_log_var, log_var)
+                names.append(np.full(len(at), asset, dtype=object))
+                at_rows.append(at)
+                h_col.append(np.full(len(at), h))
+                variance.append(h * np.exp(log_var))
+        if not names:
+            return concat_forecasts([])
+        return forecast_columns(np.concatenate(names), dates[np.concatenate(at_rows)],
+                                np.concatenate(h_col), np.concatenate(variance))
 
     @staticmethod
     def _predict(entry: dict[str, Any], x: np.ndarray) -> np.ndarray:
