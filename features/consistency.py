@@ -109,6 +109,18 @@ def check_hourly_against_daily(
         in the hourly file), the field and both values.
     """
     compared, failing = mismatches(hourly, daily)
+    return judge(compared, failing, hourly, hourly_path, daily_path)
+
+
+def judge(
+    compared: int, failing: pd.DataFrame, hourly: pd.DataFrame, hourly_path: Path,
+    daily_path: Path,
+) -> str | None:
+    """The verdict of :func:`check_hourly_against_daily` on :func:`mismatches`' result.
+
+    Split out so that a caller holding the per-day result of earlier days (the validated-candle
+    cache, :mod:`features.candle_cache`) gives the same warning or error without recomputing.
+    """
     if failing.empty:
         return None
     days = failing["day"].nunique()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.candle_cache import CandleCache
 from features.consistency import check_hourly_against_daily
 from features.gaps import GAP_COLUMNS, gap_report
 from features.rawfiles import (
@@ -168,8 +169,13 @@ class MarketData:
 
 
 def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
-    """Rows stamped strictly before ``end`` (all rows when ``end`` is None)."""
-    return frame if end is None else frame.loc[frame.index < end]
+    """Rows stamped strictly before ``end`` (all rows when ``end`` is None).
+
+    The index is sorted (validated), so this is a slice: no copy when nothing is cut.
+    """
+    if end is None or not len(frame) or frame.index[-1] < end:
+        return frame
+    return frame.iloc[: int(frame.index.searchsorted(end, side="left"))]
 
 
 @dataclass
@@ -179,6 +185,7 @@ class _Attempts:
     root: Path
     keep_going: bool
     now: pd.Timestamp | None  # drop rows stamped after this (None: an explicit as_of cuts)
+    cache: CandleCache | None = None
     failures: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     future: dict[str, pd.Timestamp] = field(default_factory=dict)
@@ -241,6 +248,7 @@ def load_market(
     as_of: datetime.date | None = None,
     keep_going: bool = False,
     max_file_mb: float | None = DEFAULT_MAX_FILE_MB,
+    cache: CandleCache | Path | str | None = None,
 ) -> MarketData:
     """Load and validate a market data directory.
 
@@ -267,6 +275,10 @@ def load_market(
     max_file_mb : float or None
         Files larger than this (on disk or decompressed) are refused before being read
         (rule ``file_too_large``); config ``data.max_file_mb``. None: no limit.
+    cache : CandleCache or path, optional
+        Validated-candle cache (:mod:`features.candle_cache`; a path: its directory): files
+        unchanged since it last saw them are not parsed again, appended ones only in their
+        new rows. The result is the same as without it. None (default): no cache.
 
     Returns
     -------
@@ -276,7 +288,8 @@ def load_market(
         ``macro/`` directories give empty dicts.
     """
     root = Path(data_dir)
-    run = _Attempts(root, keep_going, _utcnow() if as_of is None else None)
+    store = CandleCache(cache) if isinstance(cache, (str, Path)) else cache
+    run = _Attempts(root, keep_going, _utcnow() if as_of is None else None, store)
     daily_files, daily_errors = run.scan(root / "crypto" / "daily",
                                          lambda s: f"asset {s} not built")
     symbols = sorted(daily_files) if assets is None else list(assets)
@@ -306,10 +319,9 @@ def load_market(
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
     end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
-    limit = {"max_file_mb": max_file_mb}
     dvol: dict[str, pd.DataFrame] = {}
     for name, path in dvol_files.items():
-        frame = run.load(partial(load_dvol, **limit), path, f"DVOL_{name} not used"
+        frame = run.load(_reader(store, "dvol", max_file_mb), path, f"DVOL_{name} not used"
                          + (f"; asset {name} not built" if name in symbols else ""))
         if frame is not None:
             dvol[name] = _cut(frame, end)
@@ -318,7 +330,7 @@ def load_market(
     problems: dict[str, str] = {}
     for s in symbols:
         consequence = f"asset {s} not built"
-        d = run.load(partial(load_daily, **limit), daily_files[s], consequence)
+        d = run.load(_reader(store, "daily", max_file_mb), daily_files[s], consequence)
         if d is None or (s in dvol_files and s not in dvol) or s in dvol_errors:
             continue
         d = _cut(d, end)
@@ -336,7 +348,7 @@ def load_market(
         daily[s] = d
     macro: dict[str, pd.DataFrame] = {}
     for name, path in macro_files.items():
-        frame = run.load(partial(load_macro, **limit), path,
+        frame = run.load(_reader(store, "macro", max_file_mb), path,
                          f"macro series {name} not used (its features NaN)")
         if frame is not None:
             macro[name] = _cut(frame, end)
@@ -350,6 +362,8 @@ def load_market(
     )
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
+    if store is not None:
+        store.save()
     return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures, problems,
                       run.warnings, run.future)
 
@@ -370,8 +384,7 @@ def _hourly(
     err = errors.get(asset)
     if asset in files:
         try:
-            frame = _cut(run.read(partial(load_hourly, max_file_mb=max_file_mb), files[asset]),
-                         end)
+            frame = _cut(run.read(_reader(run.cache, "hourly", max_file_mb), files[asset]), end)
         except DataValidationError as caught:
             err = caught
     elif err is None:
@@ -380,10 +393,28 @@ def _hourly(
         if err.rule in LOST_FILE_RULES:
             return str(err)
         raise err
-    note = check_hourly_against_daily(frame, daily, files[asset], daily_path)
+    check = check_hourly_against_daily if run.cache is None else run.cache.check_pair
+    note = check(frame, daily, files[asset], daily_path)
     if note is not None:
         run.warn(note)
     return frame
+
+
+_LOADERS = {"daily": load_daily, "hourly": load_hourly, "dvol": load_dvol, "macro": load_macro}
+
+
+def _reader(cache: CandleCache | None, kind: str,
+            max_file_mb: float | None) -> Callable[[Path], pd.DataFrame]:
+    """The loader of ``kind`` files, through ``cache`` when there is one."""
+    full = partial(_LOADERS[kind], max_file_mb=max_file_mb)
+    if cache is None:
+        return full
+
+    def read(path: Path) -> pd.DataFrame:
+        positive = kind != "macro" or stem(path) not in YIELD_SERIES
+        return cache.load(path, kind, full, max_file_mb, positive)
+
+    return read
 
 
 def _label(root: Path, path: Path) -> str:
