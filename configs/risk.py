@@ -188,6 +188,9 @@ class TailConfig(_Strict):
     # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the six
     # walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
     in_run: bool = False
+    # after the walk-forward, replay policies whose MMF is each model's ES at each level and
+    # freeze one on the selection period (pipelines/policy_eval/tail_driven.py)
+    drive_policy: bool = True
     levels: list[float] = [0.975, 0.99, 0.995]
     refit_every: int = Field(91, ge=1)  # quarterly refits in the walk-forward
     min_train_days: int = Field(365, ge=30)

@@ -26,7 +26,30 @@ def tail_section(outputs_dir: Path) -> str:
             "FZ0 loss (lower is better); `dm_p`: one-sided Diebold-Mariano p-value that the "
             "model beats it; `assets_passing`: one-sided Kupiec and Christoffersen "
             "independence not rejected at 5%.\n\n"
-            + headline(tables).round(4).to_markdown(index=False) + "\n")
+            + headline(tables).round(4).to_markdown(index=False) + "\n"
+            + tail_policy_section(outputs_dir))
+
+
+TAIL_POLICY_COLUMNS = ["policy", "acceptable_eva", "acceptable_sel", "assets_eva",
+                       "capital_eva", "capital_sel", "capital_saving_eva",
+                       "capital_saving_sel", "bad_debt_lt_sum_eva", "bad_debt_lt_sum_sel",
+                       "stress_bad_debt_eva", "stress_bad_debt_sel", "bad_debt_ok_eva"]
+
+
+def tail_policy_section(outputs_dir: Path) -> str:
+    """The tail-driven policies (``outputs/tail/policy_*``), evaluation beside selection."""
+    root = Path(outputs_dir) / "tail"
+    if not ((root / "policy_headline.csv").is_file() and (root / "policy_frozen.json").is_file()):
+        return ""
+    frozen = json.loads((root / "policy_frozen.json").read_text())
+    table = pd.read_csv(root / "policy_headline.csv")
+    table = table[[c for c in TAIL_POLICY_COLUMNS if c in table.columns]]
+    return ("\n### Tail-driven policy (MMF from a tail model's ES)\n\n"
+            f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
+            f"σ (LB, APC, jump check) from `{frozen['sigma_model']}`; `capital_saving`: "
+            f"1 − capital / capital of `{frozen['comparator']}` (EWMA-FHS); `bad_debt_ok`: "
+            "summed and stress-episode bad debt no higher than its.\n\n"
+            + table.round(4).to_markdown(index=False) + "\n")
 
 
 def _latest_stress(outputs_dir: Path) -> Path | None:

@@ -80,6 +80,10 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
             with mlflow.start_run(run_name=f"tail:{model}", nested=True):
                 log_context(cfg, "tail-backtest", {"model": str(model)})
                 mlflow.log_metrics(model_metrics(str(model), tables))
+        if cfg.tail.drive_policy and len(forecasts):
+            from pipelines.tail_policy import step_tail_policy
+
+            step_tail_policy(cfg, panel, forecasts, out_dir)
     return TailStep(forecasts, tables, out_dir)
 
 

@@ -168,3 +168,22 @@ def test_capital_saving_is_one_minus_the_capital_ratio_with_bad_debt_no_higher()
     assert out.loc["tail:x", "capital_saving_eva"] == pytest.approx(0.10)
     assert out.loc["static", "capital_saving_eva"] == pytest.approx(-0.25)
     assert out.loc["tail:x", "bad_debt_ok_eva"] and not out.loc["static", "bad_debt_ok_eva"]
+
+
+def test_report_section_shows_the_frozen_tail_policy_or_nothing(tmp_path):
+    from pipelines.report_extra import tail_policy_section
+
+    assert tail_policy_section(tmp_path) == ""
+    root = tmp_path / "tail"
+    root.mkdir()
+    pd.DataFrame({"policy": ["tail:tail_nn@confidence=0.99", "static"],
+                  "capital_eva": [0.2, 0.25], "capital_saving_eva": [0.12, -0.1],
+                  "bad_debt_ok_eva": [True, False], "extra": [1, 2]}).to_csv(
+        root / "policy_headline.csv", index=False)
+    (root / "policy_frozen.json").write_text(
+        '{"policy": "tail:tail_nn@confidence=0.99", "reason": "r", "sigma_model": "ewma94",'
+        ' "comparator": "policy:ewma94@confidence=0.99"}')
+    text = tail_policy_section(tmp_path)
+    rows = [line for line in text.splitlines() if line.startswith("| tail:")]
+    assert "**`tail:tail_nn@confidence=0.99`**" in text and "extra" not in text
+    assert len(rows) == 1 and "0.12" in rows[0]

@@ -1,0 +1,83 @@
+"""The tail step's policy part: replay the policies whose MMF comes from the tail models'
+walk-forward ES, freeze one on the selection period, write and log the comparison.
+
+Runs inside the ``tail-backtest`` MLflow run (:func:`pipelines.tail_step.step_tail`) when
+``tail.drive_policy`` is set. σ for every tail-driven candidate is the ``ewma94``
+walk-forward (:data:`pipelines.policy_eval.tail_driven.SIGMA_MODEL`), recomputed here on the
+same panel. The frozen variance-driven policy is read from what ``volmargin run`` wrote
+under ``outputs/backtest/`` (``frozen.json``, ``policy_paths.parquet``) and reported beside
+it when present.
+
+Files under ``outputs/tail/``: ``policy_headline.csv`` (evaluation beside selection, capital
+saving against EWMA-FHS at 99 %), ``policy_acceptance.csv`` (per policy × period × asset),
+``policy_selection.csv`` (the candidates ranked on the selection period),
+``policy_fallback.csv`` and ``policy_frozen.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from configs.schema import Config
+from models.backtest import backtest
+from models.registry import build_forecaster
+from pipelines.policy_eval.tail_driven import (
+    SIGMA_MODEL,
+    TailPolicyEvaluation,
+    evaluate_tail_policies,
+)
+
+
+def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> pd.DataFrame:
+    """Walk-forward ``ewma94`` forecasts of the update interval (the σ the policy reads)."""
+    bt, u = cfg.backtest, cfg.features.update_interval_days
+    return backtest(lambda: build_forecaster(SIGMA_MODEL, cfg.models, [u]), panel,
+                    bt.oos_start, bt.refit_every, [u], bt.min_train_days,
+                    plausibility=bt.plausibility).forecasts
+
+
+def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
+    """The frozen variance-driven policy's path from ``volmargin run`` (empty if none)."""
+    bt = Path(outputs_dir) / "backtest"
+    if not ((bt / "frozen.json").is_file() and (bt / "policy_paths.parquet").is_file()):
+        return {}
+    name = json.loads((bt / "frozen.json").read_text())["policy"]
+    paths = pd.read_parquet(bt / "policy_paths.parquet")
+    mine = paths[paths["policy"] == name].drop(columns="policy").reset_index(drop=True)
+    return {name: mine} if len(mine) else {}
+
+
+def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
+                     out_dir: Path) -> TailPolicyEvaluation:
+    """Evaluate the tail-driven policies on ``forecasts``; write and log the tables."""
+    reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
+    ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference)
+    tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
+              "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback}
+    for name, table in tables.items():
+        table.to_csv(out_dir / f"{name}.csv", index=False)
+        mlflow.log_text(table.to_csv(index=False), f"tail/{name}.csv")
+    frozen = {"policy": ev.frozen.name, "tail_model": ev.frozen.forecaster,
+              "settings": ev.frozen.overrides, "reason": ev.frozen.reason,
+              "frozen_at": ev.frozen.frozen_at, "sigma_model": SIGMA_MODEL,
+              "comparator": ev.ewma, "reference": sorted(reference),
+              "selection_period": [str(cfg.evaluation.selection_start),
+                                   str(cfg.evaluation.selection_end)],
+              "evaluation_period": [str(cfg.evaluation.evaluation_start),
+                                    str(cfg.evaluation.evaluation_end)]}
+    (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
+    mlflow.log_dict(frozen, "tail/policy_frozen.json")
+    mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,
+                     "tail_policy.reason": ev.frozen.reason[:4000]})
+    head = ev.headline.set_index("policy")
+    if ev.frozen.name in head.index:
+        row = head.loc[ev.frozen.name]
+        mlflow.log_metrics({re.sub(r"[^\w.-]", "_", f"tail_policy.{k}"): float(row[k])
+                            for k in row.index
+                            if k.endswith(("_eva", "_sel")) and pd.notna(row[k])})
+    return ev
