@@ -1,0 +1,300 @@
+"""The validated-candle cache returns what the uncached loader returns, and never hides bad data.
+
+Every test compares ``load_market(..., cache=...)`` with ``load_market(...)`` on real slices of
+the embedded data: cold, warm, after clean appends (plain CSV, gzip rewritten, gzip member
+appended), after edits that are not appends, and with a damaged cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import multiprocessing
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import MARKET, write_slice
+
+from features import loaders
+from features.candle_cache import CandleCache
+from features.loaders import DataValidationError, load_market
+
+KINDS = ("daily", "hourly", "dvol", "macro")
+
+
+def assert_same(cached: loaders.MarketData, plain: loaders.MarketData) -> None:
+    for kind in KINDS:
+        a, b = getattr(cached, kind), getattr(plain, kind)
+        assert list(a) == list(b), kind
+        for name in a:
+            pd.testing.assert_frame_equal(a[name], b[name])
+            assert a[name].equals(b[name])
+    pd.testing.assert_frame_equal(cached.gaps, plain.gaps)
+    for attr in ("files", "failures", "hourly_problems", "warnings", "future_rows"):
+        assert getattr(cached, attr) == getattr(plain, attr), attr
+
+
+def served(cache: CandleCache) -> int:
+    """Files served from the cache (a file written within the last 2 s is re-hashed first)."""
+    return cache.stats["hit"] + cache.stats["same_content"]
+
+
+def _text(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BTC and ETH (daily, hourly, DVOL) and SPX, spring 2021 (7 files). BTC's daily file is plain CSV,
+    to cover both formats."""
+    root = write_slice(tmp_path_factory.mktemp("src"), ["BTC", "ETH"], "2021-03-24",
+                       "2021-05-15")
+    gz = root / "crypto" / "daily" / "BTC.csv.gz"
+    (root / "crypto" / "daily" / "BTC.csv").write_bytes(_text(gz))
+    gz.unlink()
+    return root
+
+
+def _split(src: Path, dest: Path, cut: str) -> dict[Path, bytes]:
+    """Copy ``src`` to ``dest`` keeping only rows stamped before ``cut``; return each file's
+    remaining lines (what a later append adds)."""
+    rest = {}
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        out = dest / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lines = _text(path).splitlines(keepends=True)
+        keep = [lines[0]] + [x for x in lines[1:] if x[:19].decode() < cut]
+        _write(out, b"".join(keep))
+        rest[out] = b"".join(lines[len(keep):])
+    return rest
+
+
+def _append(path: Path, data: bytes, how: str = "rewrite") -> None:
+    if how == "member":  # a second gzip member: a legal, if rare, gzip append
+        with open(path, "ab") as fh:
+            fh.write(gzip.compress(data))
+    elif path.name.endswith(".gz"):
+        _write(path, _text(path) + data)
+    else:
+        with open(path, "ab") as fh:
+            fh.write(data)
+
+
+def test_cold_and_warm_loads_equal_the_uncached_load(source: Path, tmp_path: Path) -> None:
+    plain = load_market(source, as_of=dt.date(2021, 5, 10))
+    for expected in ("full", "hit"):
+        cache = CandleCache(tmp_path / "cache")
+        assert_same(load_market(source, as_of=dt.date(2021, 5, 10), cache=cache), plain)
+        assert (cache.stats["full"] if expected == "full" else served(cache)) == 7
+        assert cache.stats["full"] + served(cache) == 7
+    cache = CandleCache(tmp_path / "cache")  # another as-of: same entries, check recomputed
+    assert_same(load_market(source, as_of=dt.date(2021, 4, 20), cache=cache),
+                load_market(source, as_of=dt.date(2021, 4, 20)))
+    assert served(cache) == 7 and cache.stats["pair_memo"] == 0
+
+
+@pytest.mark.parametrize("how", ["rewrite", "member"])
+def test_appended_rows_are_the_only_ones_parsed(source: Path, tmp_path: Path, how: str) -> None:
+    data = tmp_path / "data"
+    rest = _split(source, data, "2021-05-01T11:00:00")  # mid-day: the boundary day grows
+    load_market(data, cache=tmp_path / "cache")
+    for path, lines in rest.items():
+        _append(path, lines, how if path.name.endswith(".gz") else "plain")
+    cache = CandleCache(tmp_path / "cache")
+    plain = load_market(data)
+    assert_same(load_market(data, cache=cache), plain)
+    assert cache.stats["append"] == 7 and cache.stats["full"] == 0
+    assert cache.stats["pair_partial"] == 2  # the hourly check only ran on the new days
+    for kind in KINDS:  # and the grown files hold the whole source again
+        for name, frame in getattr(load_market(source), kind).items():
+            assert frame.equals(getattr(plain, kind)[name])
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(data, cache=cache), plain)
+    assert served(cache) == 7 and cache.stats["pair_memo"] == 2
+
+
+def _bad_append(tmp: Path, source: Path, edit) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    data = tmp / "data"
+    rest = _split(source, data, "2021-05-01")
+    load_market(data, cache=tmp / "cache")
+    path = data / "crypto" / "hourly" / "ETH.csv.gz"
+    _append(path, edit(_text(path), rest[path]))
+    return data, path
+
+
+def _low_high(old: bytes, new: bytes) -> bytes:
+    """The third new row with its high set below its low."""
+    rows = new.splitlines(keepends=True)
+    fields = rows[2].split(b",")
+    fields[2] = b"0.5"
+    rows[2] = b",".join(fields)
+    return b"".join(rows)
+
+
+@pytest.mark.parametrize("edit, rule", [
+    (_low_high, "high_ge_low"),
+    # the first new row repeats the last cached stamp
+    (lambda old, new: old.splitlines(keepends=True)[-1] + new, "unique_timestamps"),
+    # the first two new rows swapped
+    (lambda old, new: b"".join([*(r := new.splitlines(keepends=True))[1::-1], *r[2:]]),
+     "sorted_timestamps"),
+])
+def test_a_bad_appended_row_fails_with_its_real_line(source: Path, tmp_path: Path, edit,  # type: ignore[no-untyped-def]
+                                                     rule: str) -> None:
+    data, path = _bad_append(tmp_path, source, edit)
+    with pytest.raises(DataValidationError) as plain:
+        load_market(data)
+    with pytest.raises(DataValidationError) as cached:
+        load_market(data, cache=tmp_path / "cache")
+    assert cached.value.rule == plain.value.rule == rule
+    assert (cached.value.path, cached.value.row) == (path, plain.value.row)
+    assert str(cached.value) == str(plain.value) and plain.value.row > 800  # past the cut
+
+
+def test_appended_hours_shifted_off_the_daily_candles_are_refused(
+    source: Path, tmp_path: Path,
+) -> None:
+    """The hourly/daily check spans the boundary: new hours one hour late fail it."""
+    data = tmp_path / "data"
+    rest = _split(source, data, "2021-04-20")
+    load_market(data, cache=tmp_path / "cache")
+    for path, lines in rest.items():
+        if path.parent.name == "hourly":  # stamps shifted by +1 h, prices unchanged
+            rows = [x.split(b",", 1) for x in lines.splitlines(keepends=True)]
+            lines = b"".join((pd.Timestamp(s.decode()) + pd.Timedelta(hours=1))
+                             .strftime("%Y-%m-%dT%H:%M:%SZ").encode() + b"," + r
+                             for s, r in rows)
+        _append(path, lines)
+    with pytest.raises(DataValidationError) as plain:
+        load_market(data)
+    with pytest.raises(DataValidationError) as cached:
+        load_market(data, cache=tmp_path / "cache")
+    assert cached.value.rule == "hourly_daily_consistency"
+    assert str(cached.value) == str(plain.value)
+
+
+@pytest.mark.parametrize("change", ["edit_same_size", "truncate", "insert", "replace"])
+def test_a_file_changed_otherwise_than_by_append_is_read_again(
+    source: Path, tmp_path: Path, change: str,
+) -> None:
+    data = tmp_path / "data"
+    _split(source, data, "2099")
+    load_market(data, cache=tmp_path / "cache")
+    path = data / "crypto" / "daily" / "BTC.csv"
+    text, st = path.read_bytes(), path.stat()
+    lines = text.splitlines(keepends=True)
+    if change == "edit_same_size":  # one digit of a close changed, mtime put back
+        i = text.index(b"\n", len(text) // 2) - 1
+        text = text[:i] + (b"1" if text[i:i + 1] != b"1" else b"2") + text[i + 1:]
+        path.write_bytes(text)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "truncate":
+        path.write_bytes(b"".join(lines[:-5]))
+    elif change == "insert":
+        path.write_bytes(b"".join([*lines[:10], lines[10], *lines[10:]]))
+    else:  # a new file renamed over the old one, same content but one line fewer at the head
+        (data / "new.tmp").write_bytes(b"".join([lines[0], *lines[2:]]))
+        os.replace(data / "new.tmp", path)
+    cache = CandleCache(tmp_path / "cache")
+    if change == "insert":
+        with pytest.raises(DataValidationError) as plain:
+            load_market(data)
+        with pytest.raises(DataValidationError) as cached:
+            load_market(data, cache=cache)
+        assert str(cached.value) == str(plain.value) and cached.value.row == 12
+        return
+    assert_same(load_market(data, cache=cache), load_market(data))
+    assert cache.stats["full"] == 1 and served(cache) == 6
+
+
+def test_a_damaged_cache_is_rebuilt_never_trusted(source: Path, tmp_path: Path) -> None:
+    plain = load_market(source)
+    load_market(source, cache=tmp_path / "cache")
+    entries = sorted((tmp_path / "cache" / "entries").iterdir())
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # a partial write
+    entries[1].unlink()
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(source, cache=cache), plain)
+    assert cache.stats["full"] == 2 and served(cache) == 5
+    (tmp_path / "cache" / "index.json").write_text('{"format": 1, "files": [')  # torn index
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(source, cache=cache), plain)
+    assert cache.stats["full"] == 7
+
+
+def test_verify_catches_a_value_changed_inside_an_entry(source: Path, tmp_path: Path) -> None:
+    plain = load_market(source)
+    load_market(source, cache=tmp_path / "cache")
+    for entry in (tmp_path / "cache" / "entries").iterdir():  # bit rot inside the values
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    cache = CandleCache(tmp_path / "cache", verify=True)
+    assert_same(load_market(source, cache=cache), plain)
+    assert served(cache) == 0 and cache.stats["full"] == 7
+
+
+def test_future_rows_and_size_limit_behave_as_without_cache(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_market(source, cache=tmp_path / "cache")
+    monkeypatch.setattr(loaders, "_utcnow", lambda: pd.Timestamp("2021-05-12 12:30"))
+    plain = load_market(source)
+    assert plain.future_rows
+    assert_same(load_market(source, cache=tmp_path / "cache"), plain)
+    with pytest.raises(DataValidationError) as cached:  # a lower limit refuses a cached file
+        load_market(source, max_file_mb=0.05, cache=tmp_path / "cache")
+    with pytest.raises(DataValidationError) as uncached:
+        load_market(source, max_file_mb=0.05)
+    assert str(cached.value) == str(uncached.value)
+    assert cached.value.rule == "file_too_large"
+
+
+def test_an_isolated_disagreement_is_warned_alike_after_an_append(tmp_path: Path) -> None:
+    """ETH 2017-09-19: hours and day disagree (one day): the warning, with its counts and first
+    day, comes back the same when that day lies in the pair's stored state."""
+    source = write_slice(tmp_path / "src", ["ETH"], "2017-08-17", "2017-10-31", macro=())
+    for path in (source / "iv").iterdir():  # DVOL starts in 2021
+        path.unlink()
+    data = tmp_path / "data"
+    rest = _split(source, data, "2017-10-05T07:00:00")
+    load_market(data, cache=tmp_path / "cache")
+    for path, lines in rest.items():
+        _append(path, lines)
+    plain = load_market(data)
+    assert len(plain.warnings) == 1 and "2017-09-19" in plain.warnings[0]
+    for expected in ("pair_partial", "pair_memo"):
+        cache = CandleCache(tmp_path / "cache")
+        assert_same(load_market(data, cache=cache), plain)
+        assert cache.stats[expected] == 1
+
+
+def _load_into(data: str, cache: str) -> None:
+    load_market(data, cache=cache)
+
+
+def test_two_processes_filling_one_cache_leave_it_whole(source: Path, tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_load_into, args=(str(source), str(tmp_path / "c")))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    cache = CandleCache(tmp_path / "c")
+    assert_same(load_market(source, cache=cache), load_market(source))
+    assert served(cache) == 7
+
+
+@pytest.mark.slow
+def test_embedded_data_cold_and_warm(tmp_path: Path, embedded_market: loaders.MarketData
+                                     ) -> None:
+    for _ in range(2):
+        assert_same(load_market(MARKET, cache=tmp_path / "cache"), embedded_market)
