@@ -64,7 +64,7 @@ from features.loaders import MarketData
 from features.losses import LOSS_COLUMNS, PROXY_FLAG
 from features.schema import COLUMNS
 
-BATCH_HOURS = 4_000_000  # hourly grid slots per batch: ~32 MB per float array
+BATCH_HOURS = 1_000_000  # hourly grid slots per batch: ~8 MB per float array
 _GK_C = 2.0 * np.log(2.0) - 1.0  # Garman-Klass's weight of ln(C/O)², as features.ranges
 
 
@@ -82,7 +82,7 @@ def _realized(cut: list[Candles], rows: Rows, min_hours: int) -> tuple[np.ndarra
     n_hours = np.zeros(rows.size, dtype=np.int64)
     for batch in hourly_batches(cut, 2, BATCH_HOURS):
         hour_ns = np.concatenate([c.hour_ns for _, c in batch])
-        close = np.concatenate([c.hourly[:, 2] for _, c in batch])
+        close = np.concatenate([c.hourly[2] for _, c in batch])
         owner = np.repeat([a for a, _ in batch], [len(c.hour_ns) for _, c in batch])
         ret = np.diff(np.log(close))  # ends at candle i+1
         day_ns = hour_ns[1:] - hour_ns[1:] % DAY_NS
@@ -118,12 +118,25 @@ def _interval(per_day: np.ndarray, counts: np.ndarray, local: np.ndarray, U: int
     return top, total
 
 
-def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int
+def _window_loss(k: int, p0: np.ndarray, end: np.ndarray, low: np.ndarray, high: np.ndarray
+                 ) -> np.ndarray:
+    """Each window's loss of ``LOSS_COLUMNS[k]``: long, short, long intrabar, short intrabar
+    (log prices; :mod:`features.losses`)."""
+    if k == 0:
+        return p0 - end
+    if k == 1:
+        return end - p0
+    return p0 - low if k == 2 else high - p0
+
+
+def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int, which: list[int]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(losses (4, N), n_windows (N,)) on ``rows`` (:func:`features.losses.hourly_worst_losses`
-    then reindexed: n_windows -1 where the asset's hourly grid has no such day)."""
+    then reindexed: n_windows -1 where the asset's hourly grid has no such day); only the
+    loss columns numbered ``which`` are computed, the others stay NaN."""
     losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
     n_windows = np.full(rows.size, -1, dtype=np.int64)
+    intrabar = bool({2, 3} & set(which))
     for batch in hourly_batches(cut, 1, BATCH_HOURS):
         first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
         days = Rows(first, np.array([c.hour_ns[-1] // DAY_NS for _, c in batch]) - first + 1)
@@ -131,22 +144,28 @@ def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int
         who = np.repeat(np.arange(len(batch)), [len(c.hour_ns) for _, c in batch])
         at, _ = grid.position(who, np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS)
         h = np.full((3, grid.size), np.nan)
-        h[:, at] = np.concatenate([c.hourly for _, c in batch]).T
-        lh, ll, lc = np.log(h[0]), np.log(h[1]), np.log(h[2])
+        h[:, at] = np.concatenate([c.hourly for _, c in batch], axis=1)
         n = grid.size
-        slot = np.full((4, n), -np.inf)  # the window ending at slot j's close
+        per_day = np.full((n // HOURS_PER_DAY, len(LOSS_COLUMNS)), -np.inf)
         valid = np.zeros(n, dtype=bool)
         if n > H:
-            p0, end = lc[:-H], lc[H:]
-            low = sliding_window_view(ll, H).min(axis=-1)[1:]  # candles j-H+1 .. j
-            high = sliding_window_view(lh, H).max(axis=-1)[1:]
-            ok = sliding_window_view(np.isfinite(lc), H + 1).all(axis=-1)
-            ok &= grid.local[H:] >= H  # would start in the previous asset's grid
-            with np.errstate(invalid="ignore"):
-                window = np.stack([p0 - end, end - p0, p0 - low, high - p0])
-            slot[:, H:] = np.where(ok, window, -np.inf)
+            lc = np.log(h[2])
+            finite = np.isfinite(lc)
+            ok = finite[H:] & (grid.local[H:] >= H)  # not from the previous asset's grid
+            for lag in range(1, H + 1):  # every close of the window, j-H .. j
+                ok &= finite[H - lag:n - lag]
             valid[H:] = ok
-        per_day = slot.reshape(4, -1, HOURS_PER_DAY).max(axis=-1).T  # (days, 4)
+            p0, end = lc[:-H], lc[H:]  # the window ending at slot j's close, j >= H
+            low = high = p0  # unused unless an intrabar column is wanted
+            if intrabar:  # lows and highs of candles j-H+1 .. j
+                ll, lh = np.log(h[1]), np.log(h[0])
+                low = ll[1:] if H == 1 else sliding_window_view(ll, H).min(axis=-1)[1:]
+                high = lh[1:] if H == 1 else sliding_window_view(lh, H).max(axis=-1)[1:]
+            slot = np.full(n, -np.inf)
+            with np.errstate(invalid="ignore"):
+                for k in which:
+                    slot[H:] = np.where(ok, _window_loss(k, p0, end, low, high), -np.inf)
+                    per_day[:, k] = slot.reshape(-1, HOURS_PER_DAY).max(axis=-1)
         counts = valid.reshape(-1, HOURS_PER_DAY).sum(axis=-1)
         top, total = _interval(per_day, counts, days.local, U)
         asset = np.array([a for a, _ in batch])[days.owner]
@@ -156,9 +175,11 @@ def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int
     return losses, n_windows
 
 
-def _tail(cut: list[Candles], cfg: FeaturesConfig) -> tuple[Rows, dict[str, np.ndarray]]:
-    """:data:`features.build.TAIL_COLUMNS` on each asset's complete calendar
-    (:func:`features.build.tail_features`, :func:`features.losses.worst_loss_features`)."""
+def _tail(cut: list[Candles], cfg: FeaturesConfig, wanted: set[str]
+          ) -> tuple[Rows, dict[str, np.ndarray]]:
+    """:data:`features.build.TAIL_COLUMNS` in ``wanted`` on each asset's complete calendar
+    (:func:`features.build.tail_features`, :func:`features.losses.worst_loss_features`);
+    the proxy flag is always computed."""
     rows, (o, hi, lo, c, _) = daily_rows(cut)
     local = rows.local
     U = cfg.update_interval_days
@@ -170,10 +191,11 @@ def _tail(cut: list[Candles], cfg: FeaturesConfig) -> tuple[Rows, dict[str, np.n
     with np.errstate(invalid="ignore", divide="ignore"):
         long = np.where(np.isnan(top), np.nan, np.log(np.fmax(ref, top) / bottom))
         short = np.where(np.isnan(top), np.nan, np.log(top / np.fmin(ref, bottom)))
-    exact, n_windows = _hourly_losses(cut, rows, cfg.liquidation_delay_hours, U)
+    which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
+    exact, n_windows = _hourly_losses(cut, rows, cfg.liquidation_delay_hours, U, which)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
-    for k, proxy in enumerate((long, short, long, short)):
-        out[LOSS_COLUMNS[k]] = np.where(hourly_ok, exact[k], proxy)
+    for k in which:
+        out[LOSS_COLUMNS[k]] = np.where(hourly_ok, exact[k], (long, short)[k % 2])
     out[PROXY_FLAG] = ~hourly_ok & ~np.isnan(long)
     return rows, out
 
@@ -274,7 +296,7 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
         raise ValueError(f"no assets to build features for in {market.data_dir}")
     as_of_ns = int(pd.Timestamp(as_of).value)
     raw = [candles(market, a) for a in assets]
-    rows, data = _tail([cut(c, as_of_ns, tail_days) for c in raw], cfg)
+    rows, data = _tail([cut(c, as_of_ns, tail_days) for c in raw], cfg, wanted)
     rest = wanted - set(TAIL_COLUMNS)
     if rest:
         short, built = _rest(market, assets, [cut(c, as_of_ns, days) for c in raw], cfg, rest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -29,15 +30,21 @@ class Candles:
     """One asset's candles as arrays; stamps in ns since the epoch."""
 
     day_ns: np.ndarray          # (n,) daily stamps, UTC midnight, sorted
-    daily: np.ndarray           # (n, 5) open, high, low, close, volume
+    daily: np.ndarray           # (5, n) open, high, low, close, volume
     hour_ns: np.ndarray         # (m,) hourly open times, on the hour, sorted (m = 0: none;
     #                             the per-asset build treats no frame and an empty one alike)
-    hourly: np.ndarray          # (m, 3) high, low, close
+    hourly: np.ndarray          # (3, m) high, low, close
 
 
 def stamps(index: pd.Index) -> np.ndarray:
     """An index of timestamps as int64 ns since the epoch."""
-    return np.asarray(index, dtype="datetime64[ns]").view(np.int64)
+    return pd.DatetimeIndex(index).as_unit("ns").asi8
+
+
+def _columns(frame: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
+    """``frame[names]`` as a (len(names), rows) float array, column by column (a loaded
+    frame holds one block per column: ``to_numpy`` of the whole frame would interleave them)."""
+    return np.stack([frame[n].to_numpy(dtype=float) for n in names])
 
 
 def candles(market: MarketData, asset: str) -> Candles:
@@ -54,15 +61,15 @@ def candles(market: MarketData, asset: str) -> Candles:
     if (day_ns % DAY_NS).any() or (np.diff(day_ns) <= 0).any():
         raise ValueError(f"daily candles of {asset}: the index must be sorted, unique UTC "
                          "midnights (features.loaders rules); cannot build features")
-    daily = frame[list(PRICE)].to_numpy(dtype=float)
+    daily = _columns(frame, PRICE)
     hours = market.hourly.get(asset)
     if hours is None:
-        return Candles(day_ns, daily, np.empty(0, np.int64), np.empty((0, 3)))
+        return Candles(day_ns, daily, np.empty(0, np.int64), np.empty((3, 0)))
     hour_ns = stamps(hours.index)
     if (hour_ns % HOUR_NS).any() or (np.diff(hour_ns) <= 0).any():
         raise ValueError(f"hourly candles of {asset}: the index must be sorted, unique and on "
                          "the hour (features.loaders rules); cannot build features")
-    return Candles(day_ns, daily, hour_ns, hours[["high", "low", "close"]].to_numpy(dtype=float))
+    return Candles(day_ns, daily, hour_ns, _columns(hours, ("high", "low", "close")))
 
 
 def cut(c: Candles, as_of_ns: int, days: int | None) -> Candles:
@@ -73,7 +80,7 @@ def cut(c: Candles, as_of_ns: int, days: int | None) -> Candles:
     start = min(as_of_ns, int(c.day_ns[-1])) - (days - 1) * DAY_NS
     i = int(np.searchsorted(c.day_ns, start, side="left"))
     j = int(np.searchsorted(c.hour_ns, start, side="left"))
-    return Candles(c.day_ns[i:], c.daily[i:], c.hour_ns[j:], c.hourly[j:])
+    return Candles(c.day_ns[i:], c.daily[:, i:], c.hour_ns[j:], c.hourly[:, j:])
 
 
 @dataclass(frozen=True)
@@ -88,21 +95,21 @@ class Rows:
     def size(self) -> int:
         return int(self.length.sum())
 
-    @property
+    @cached_property
     def offset(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.length)[:-1]]).astype(np.int64)
 
-    @property
+    @cached_property
     def owner(self) -> np.ndarray:
         """Asset number of each row."""
         return np.repeat(np.arange(len(self.length)), self.length)
 
-    @property
+    @cached_property
     def local(self) -> np.ndarray:
         """Row number within its asset's calendar."""
         return np.arange(self.size) - np.repeat(self.offset, self.length)
 
-    @property
+    @cached_property
     def unit(self) -> np.ndarray:
         """Day (or hour slot) of each row."""
         return np.repeat(self.first, self.length) + self.local
@@ -125,7 +132,7 @@ def daily_rows(cut: list[Candles]) -> tuple[Rows, np.ndarray]:
     values = np.full((len(PRICE), rows.size), np.nan)
     owner = np.repeat(np.arange(len(cut)), [len(c.day_ns) for c in cut])
     at, _ = rows.position(owner, np.concatenate([c.day_ns for c in cut]) // DAY_NS)
-    values[:, at] = np.concatenate([c.daily for c in cut]).T
+    values[:, at] = np.concatenate([c.daily for c in cut], axis=1)
     return rows, values
 
 
