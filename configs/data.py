@@ -15,11 +15,21 @@ class PathsConfig(_Strict):
     mlruns_dir: Path = Path("mlruns")
 
 
+class CandleCacheConfig(_Strict):
+    """Validated-candle cache (features/candle_cache.py): an unchanged data file is not parsed
+    again, an appended one only in its new rows; results are the same as without it."""
+
+    enabled: bool = True
+    dir: Path | None = None  # None: <paths.outputs_dir>/cache/candles
+    verify: bool = False     # hash every data file and cache entry on each load (slower)
+
+
 class DataConfig(_Strict):
     assets: list[str] | None = None
     stale_after_days: int = Field(3, ge=0)
     max_file_mb: float = Field(100.0, gt=0)  # larger data files (on disk or decompressed) are
                                              # refused unread; largest real one: 4.5 MB raw
+    cache: CandleCacheConfig = CandleCacheConfig()
 
 
 class FeaturesConfig(_Strict):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from configs.schema import Config
+from features.candle_cache import CandleCache
 from features.loaders import MarketData, load_market
 
 KINDS = ("daily", "hourly", "dvol", "macro")
@@ -87,16 +89,26 @@ def cut_market(market: MarketData, last_day: dt.date) -> tuple[MarketData, list[
                 warnings.append(
                     f"{name}: {int(later.sum())} row(s) from {frame.index[later].min()} on "
                     f"ignored: after {last_day}, the last complete UTC day")
-            cut[kind][key] = frame.loc[~later]
+            cut[kind][key] = frame.loc[~later] if later.any() else frame  # no copy if none
     gaps = market.gaps
     if len(gaps):
         gaps = gaps[pd.to_datetime(gaps["gap_start"]) < end].reset_index(drop=True)
     return replace(market, **cut, gaps=gaps), warnings
 
 
+def candle_cache(cfg: Config) -> CandleCache | None:
+    """The validated-candle cache the config asks for (``data.cache``), or None if disabled."""
+    settings = cfg.data.cache
+    if not settings.enabled:
+        return None
+    directory = settings.dir or Path(cfg.paths.outputs_dir) / "cache" / "candles"
+    return CandleCache(directory, verify=settings.verify)
+
+
 def load_as_of(
     data_dir: Path | str, assets: list[str] | None, as_of: dt.date | None,
     keep_going: bool = False, today: dt.date | None = None, max_file_mb: float = 100.0,
+    cache: CandleCache | None = None,
 ) -> PointInTime:
     """Load the market as a job may see it on ``as_of``.
 
@@ -109,6 +121,9 @@ def load_as_of(
         None: the last date in the daily files that is not after yesterday (UTC).
     today : date, optional
         Today in UTC (tests pin it); default the clock.
+    cache : CandleCache, optional
+        Validated-candle cache (:func:`candle_cache`); same result, faster on unchanged or
+        appended files.
 
     Raises
     ------
@@ -119,9 +134,10 @@ def load_as_of(
     if as_of is not None:
         check_as_of(as_of, today)
         market = load_market(data_dir, assets, as_of, keep_going=keep_going,
-                             max_file_mb=max_file_mb)
+                             max_file_mb=max_file_mb, cache=cache)
         return PointInTime(market, as_of, list(getattr(market, "warnings", [])))
-    market = load_market(data_dir, assets, None, keep_going=keep_going, max_file_mb=max_file_mb)
+    market = load_market(data_dir, assets, None, keep_going=keep_going, max_file_mb=max_file_mb,
+                         cache=cache)
     market, warnings = cut_market(market, today - dt.timedelta(days=1))
     warnings = [*getattr(market, "warnings", []), *warnings]
     last = [frame.index.max() for frame in market.daily.values() if len(frame)]

@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 from conftest import MARKET, write_slice
 
+from configs.schema import Config
 from features import loaders
 from features.candle_cache import CandleCache
 from features.loaders import DataValidationError, load_market
+from serving.market import candle_cache, load_as_of
 
 KINDS = ("daily", "hourly", "dvol", "macro")
 
@@ -51,8 +53,8 @@ def _write(path: Path, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """BTC and ETH (daily, hourly, DVOL) and SPX, spring 2021 (7 files). BTC's daily file is plain CSV,
-    to cover both formats."""
+    """BTC and ETH (daily, hourly, DVOL) and SPX, spring 2021 (7 files). BTC's daily file is
+    plain CSV, to cover both formats."""
     root = write_slice(tmp_path_factory.mktemp("src"), ["BTC", "ETH"], "2021-03-24",
                        "2021-05-15")
     gz = root / "crypto" / "daily" / "BTC.csv.gz"
@@ -298,3 +300,17 @@ def test_embedded_data_cold_and_warm(tmp_path: Path, embedded_market: loaders.Ma
                                      ) -> None:
     for _ in range(2):
         assert_same(load_market(MARKET, cache=tmp_path / "cache"), embedded_market)
+
+
+def test_load_as_of_through_the_configured_cache(source: Path, tmp_path: Path) -> None:
+    cfg = Config.model_validate({"paths": {"outputs_dir": str(tmp_path / "out")}})
+    assert candle_cache(cfg).store.root == tmp_path / "out" / "cache" / "candles"  # type: ignore[union-attr]
+    off = Config.model_validate({"data": {"cache": {"enabled": False}}})
+    assert candle_cache(off) is None
+    today = dt.date(2021, 5, 12)
+    for as_of in (dt.date(2021, 5, 10), None, None):  # None: cut at yesterday, warned
+        plain = load_as_of(source, None, as_of, today=today)
+        cached = load_as_of(source, None, as_of, today=today, cache=candle_cache(cfg))
+        assert_same(cached.market, plain.market)
+        assert (cached.as_of, cached.warnings) == (plain.as_of, plain.warnings)
+    assert plain.warnings and plain.as_of == dt.date(2021, 5, 11)
