@@ -70,11 +70,14 @@ def make_case(data_dir: Path, forecaster: str, fit_cutoff: dt.date, history_star
 def serve_days(apply: Any, model: Any, bundle: dict[str, Any], features: pd.DataFrame,
                days: list[dt.date]) -> tuple[list[pd.DataFrame], list[float]]:
     """Apply the policy on consecutive ``days``, each reading the previous day's rows back
-    (as JSON, as a serve does); the frames and the seconds each took."""
+    (as JSON, as a serve does), on the panel up to that day; the frames and the seconds
+    each took."""
     previous, frames, seconds = None, [], []
+    dates = features.index.get_level_values("date")
     for day in days:
+        panel = features[dates <= pd.Timestamp(day)]  # a serve's panel ends at its as-of
         start = time.perf_counter()
-        frame = apply(model, bundle, features, day, previous)
+        frame = apply(model, bundle, panel, day, previous)
         seconds.append(time.perf_counter() - start)
         frames.append(frame)
         previous = pd.DataFrame(json.loads(json.dumps(frame.to_dict(orient="records"),
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-start", default="2024-01-01")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the batched call")
+    parser.add_argument("--sort", default="cumulative", help="cProfile sort key")
     args = parser.parse_args(argv)
     days = [LAST - dt.timedelta(days=k) for k in range(args.days - 1, -1, -1)]
     fit_cutoff = days[0] - dt.timedelta(days=1)
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     batched, fast = serve_days(policy_frame, model, bundle, features, days)
     if args.profile:
         prof.disable()
-        pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(prof).sort_stats(args.sort).print_stats(35)
     print("batched  s/day:", [round(s, 3) for s in fast], flush=True)
     if not args.skip_reference:
         reference, slow = serve_days(policy_frame_per_asset, model, bundle, features, days)

@@ -188,16 +188,20 @@ class HarForecaster:
         known = [a for a in self.params if a in rows]
         if not known:
             return concat_forecasts([])
-        x, valid = har_design(panel, iv=False)
-        if any("harx" in self.params[a] for a in known):
-            x_iv, has_iv = har_design(panel, iv=True)
         dates = panel.index.get_level_values("date")
-        wanted = valid if cutoffs is None else valid & dates.isin(pd.DatetimeIndex(cutoffs))
+        # the design of the cutoff rows only: it is row-wise, so a subset gives the same rows
+        picked = np.arange(len(panel)) if cutoffs is None else \
+            np.flatnonzero(dates.isin(pd.DatetimeIndex(cutoffs)))
+        sub = panel if cutoffs is None else panel.iloc[picked]
+        x, valid = har_design(sub, iv=False)
+        if any("harx" in self.params[a] for a in known):
+            x_iv, has_iv = har_design(sub, iv=True)
+        dates = dates[picked]
         names, at_rows, h_col, variance = [], [], [], []
         for asset in known:
             regimes = self.params[asset]
-            start, end = rows[asset]
-            at = start + np.flatnonzero(wanted[start:end])
+            start, end = np.searchsorted(picked, rows[asset])
+            at = start + np.flatnonzero(valid[start:end])
             if len(at) == 0:
                 continue
             x_har = x[at]

@@ -32,7 +32,10 @@ from serving.inputs import (
     asset_history,
     covered_loss_arrays,
     latest_inputs,
+    merged_series,
     policy_inputs,
+    series_by_asset,
+    stored_by_asset,
 )
 from serving.policy import Parameters
 
@@ -143,7 +146,8 @@ def policy_frame_per_asset(
     prev_rows = previous.set_index("asset") if previous is not None else None
     horizon = int(bundle["config"]["features"]["update_interval_days"])
     rows = []
-    for asset in sorted(features.index.get_level_values("asset").unique()):
+    codes = np.unique(np.asarray(features.index.codes[0]))
+    for asset in sorted(str(a) for a in features.index.levels[0][codes]):
         frame = frames.get(asset, empty).sort_index()
         prev = prev_rows.loc[asset] if prev_rows is not None and asset in prev_rows.index else None
         params, state = asset_parameters(forecaster, bundle, frame, asset, stamp,
@@ -171,40 +175,6 @@ def _batchable(forecaster: Forecaster) -> bool:
                 or getattr(forecaster, "forecast_per_asset", False))
 
 
-def _series_by_asset(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """A forecast frame as ``asset -> (cutoff days since epoch, variance)``, rows in order."""
-    if frame.empty:
-        return {}
-    codes, names = pd.factorize(frame["asset"].to_numpy(dtype=object))
-    order = np.argsort(codes, kind="stable")
-    day = frame["cutoff"].to_numpy().astype("datetime64[D]").astype(np.int64)[order]
-    var = frame["variance"].to_numpy(dtype=float)[order]
-    cut = np.cumsum(np.bincount(codes, minlength=len(names)))[:-1]
-    return {str(a): (d, v) for a, d, v in zip(names, np.split(day, cut), np.split(var, cut),
-                                              strict=True)}
-
-
-def _stored_by_asset(bundle: dict[str, Any], assets: list[str], limit: pd.Timestamp
-                     ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """The bundle's forecasts of ``assets`` with cutoff ``<= limit``, parsed in one call
-    (None when a date is not a plain ISO date: those take the per-asset path)."""
-    stored = bundle["forecasts"]
-    names = [a for a in assets if a in stored]
-    try:
-        day = np.array([d for a in names for d in stored[a]["dates"]], dtype="datetime64[D]")
-    except ValueError:
-        return None
-    var = np.array([v for a in names for v in stored[a]["variance"]], dtype=float)
-    last = (limit.normalize() - pd.Timestamp(0)).days
-    cut = np.cumsum([len(stored[a]["dates"]) for a in names])[:-1]
-    out = {}
-    for a, d, v in zip(names, np.split(day.astype(np.int64), cut), np.split(var, cut),
-                       strict=True):
-        keep = d <= last
-        out[a] = (d[keep], v[keep])
-    return out
-
-
 class _Batch:
     """What every asset's update needs, computed once over the visible panel (sorted)."""
 
@@ -224,11 +194,12 @@ class _Batch:
         repeated = set(a.slot[1:][(np.diff(a.day) <= 0) & (np.diff(a.slot) == 0)].tolist())
         self.limit, self.wanted = _wanted_cutoffs(bundle, as_of)
         names = [a.assets[k] for k in fresh]
-        stored = _stored_by_asset(bundle, names, self.limit)
+        stored = stored_by_asset(bundle, names, self.limit)
         self.new = self._forecasts() if stored is not None else None
         self.stored = stored or {}
         self.batched = set() if self.new is None else {
             a.assets[k] for k in fresh if k not in repeated}
+        self.plausible: set[str] = set()
         if not self.batched:
             return
         self.loss = covered_loss_arrays(visible, cfg.policy)
@@ -239,6 +210,7 @@ class _Batch:
         if bounds.enabled:
             mean, count = a.rolling(a.column(visible, "rv"), bounds.window_days)
             self.trailing_rv = np.where(count >= bounds.min_obs, mean, np.nan)
+        self.plausible = self._screen()
         last_rows = a.end - 1
         proxy = (visible["worst_loss_is_proxy"].iloc[last_rows]
                  if "worst_loss_is_proxy" in visible else pd.Series(False, index=last_rows))
@@ -250,7 +222,7 @@ class _Batch:
             return None
         u = self.cfg.features.update_interval_days
         try:
-            return _series_by_asset(self.forecaster.forecast(self.visible, [u], self.wanted))
+            return series_by_asset(self.forecaster.forecast(self.visible, [u], self.wanted))
         except Exception:  # one asset may break the call: each then runs alone
             return None
 
@@ -271,17 +243,14 @@ class _Batch:
                                     previous)
         old_day, old_var = self.stored.get(asset, (np.empty(0, np.int64), np.empty(0)))
         new_day, new_var = self.new.get(asset, (np.empty(0, np.int64), np.empty(0)))
-        keep = ~np.isin(old_day, new_day)
-        day = np.concatenate([old_day[keep], new_day])
-        order = np.argsort(day, kind="stable")
-        day, var = day[order], np.concatenate([old_var[keep], new_var])[order]
-        if len(day) and np.any(np.diff(day) <= 0):  # repeated cutoffs: the per-asset path
+        day, var = merged_series(old_day, old_var, new_day, new_var)
+        if len(day) > 1 and np.any(day[1:] <= day[:-1]):  # repeated cutoffs: per-asset path
             self.batched.discard(asset)
             return self.parameters(asset, previous)
         if not len(day) or day[-1] != self.day0:
             return _without_forecast(cfg, asset, self.as_of, 0, previous, hours)
         s, e = int(a.start[k]), int(a.end[k])
-        why = self._implausible(var[-1], e - 1)
+        why = self._implausible(asset, var[-1], e - 1)
         if why:
             return freeze(previous, f"fail-safe: implausible forecast for {asset} at "
                           f"{self.as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
@@ -292,12 +261,28 @@ class _Batch:
                           cfg.policy.fhs_window)
         return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
 
-    def _implausible(self, variance: float, row: int) -> str:
+    def _implausible(self, asset: str, variance: float, row: int) -> str:
+        """:func:`_implausible_today`: the reason, ``""`` when plausible."""
         bounds = self.cfg.backtest.plausibility
         if not bounds.enabled:
             return ""
+        if asset in self.plausible:  # the common case, checked for every asset at once
+            return ""
         h = self.cfg.features.update_interval_days
         return str(implausibility([float(variance)], [h], [self.trailing_rv[row]], bounds)[0])
+
+    def _screen(self) -> set[str]:
+        """The batched assets whose as-of forecast passes the plausibility bound, found with
+        one vectorised check (those that fail get their reason one by one)."""
+        bounds, a = self.cfg.backtest.plausibility, self.arrays
+        names = [n for n in self.batched if n in self.new and len(self.new[n][0])
+                 and self.new[n][0][-1] == self.day0]
+        if not bounds.enabled or not names:
+            return set()
+        var = [self.new[n][1][-1] for n in names]
+        trailing = self.trailing_rv[[a.end[self.slot[n]] - 1 for n in names]]
+        why = implausibility(var, self.cfg.features.update_interval_days, trailing, bounds)
+        return {n for n, w in zip(names, why, strict=True) if not w}
 
 
 def _previous_states(previous: pd.DataFrame | None) -> dict[str, PolicyState | None]:
@@ -334,7 +319,8 @@ def policy_frame(
     batch = _Batch(forecaster, bundle, cfg, visible, stamp)
     horizon = int(bundle["config"]["features"]["update_interval_days"])
     rows = []
-    for asset in sorted(features.index.get_level_values("asset").unique()):
+    codes = np.unique(np.asarray(features.index.codes[0]))
+    for asset in sorted(str(a) for a in features.index.levels[0][codes]):
         state = states.get(asset)
         try:
             params, new_state = batch.parameters(asset, state)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,3 +179,53 @@ def covered_loss_arrays(panel: pd.DataFrame, cfg: PolicyConfig) -> np.ndarray:
         # Series.clip(lower=0) keeps NaN and -0.0 (it replaces only values below the bound)
         return np.where(np.isnan(loss) | (loss >= 0.0), loss, 0.0)
     return panel["worst_loss_long"].to_numpy(dtype=float, na_value=np.nan)
+
+
+def series_by_asset(frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A forecast frame as ``asset -> (cutoff days since epoch, variance)``, rows in order."""
+    if frame.empty:
+        return {}
+    codes, names = pd.factorize(frame["asset"].to_numpy(dtype=object))
+    order = np.argsort(codes, kind="stable")
+    day = frame["cutoff"].to_numpy().astype("datetime64[D]").astype(np.int64)[order]
+    var = frame["variance"].to_numpy(dtype=float)[order]
+    cut = np.cumsum(np.bincount(codes, minlength=len(names)))[:-1]
+    return {str(a): (d, v) for a, d, v in zip(names, np.split(day, cut), np.split(var, cut),
+                                              strict=True)}
+
+
+def stored_by_asset(bundle: dict[str, Any], assets: list[str], limit: pd.Timestamp
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The bundle's forecasts of ``assets`` with cutoff ``<= limit``, parsed in one call
+    (None when a date is not a plain ISO date: those take the per-asset path)."""
+    stored = bundle["forecasts"]
+    names = [a for a in assets if a in stored]
+    try:
+        day = np.array([d for a in names for d in stored[a]["dates"]], dtype="datetime64[D]")
+    except ValueError:
+        return None
+    var = np.array([v for a in names for v in stored[a]["variance"]], dtype=float)
+    last = (limit.normalize() - pd.Timestamp(0)).days
+    cut = np.cumsum([len(stored[a]["dates"]) for a in names])[:-1]
+    out = {}
+    for a, d, v in zip(names, np.split(day.astype(np.int64), cut), np.split(var, cut),
+                       strict=True):
+        keep = d <= last
+        out[a] = (d[keep], v[keep])
+    return out
+
+
+def merged_series(old_day: np.ndarray, old_var: np.ndarray, new_day: np.ndarray,
+            new_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stored forecasts not recomputed, then the new ones, sorted by cutoff (as
+    :func:`serving.apply._forecast_series` merges
+    them)."""
+    if not len(old_day) or not len(new_day) or (
+            new_day[0] > old_day[-1] and np.all(old_day[1:] > old_day[:-1])
+            and np.all(new_day[1:] > new_day[:-1])):
+        # the serve's case: new cutoffs all after the stored ones, each series increasing
+        return np.concatenate([old_day, new_day]), np.concatenate([old_var, new_var])
+    keep = ~np.isin(old_day, new_day)
+    day = np.concatenate([old_day[keep], new_day])
+    order = np.argsort(day, kind="stable")
+    return day[order], np.concatenate([old_var[keep], new_var])[order]
