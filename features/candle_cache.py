@@ -57,16 +57,20 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from features import candle_pairs
 from features.candle_store import FORMAT, Store
-from features.consistency import judge, mismatches
+from features.consistency import check_hourly_against_daily
 from features.rawfiles import FILE_ERRORS
 from features.validation import SPECS, DataValidationError, parse_timestamps, validate_frame
 
 __all__ = ["RACY_NS", "CandleCache"]
 
 RACY_NS = 2_000_000_000  # stamps closer than this to the caching time are not trusted alone
-_DAY_NS = 86_400 * 10**9
 _log = logging.getLogger(__name__)
+
+
+_RECORD = frozenset({"kind", "positive", "stat", "racy", "sha", "consumed", "terminated",
+                     "raw_size", "entry", "entry_sha", "rows", "columns", "lineage"})
 
 
 @dataclass
@@ -153,8 +157,9 @@ class CandleCache:
         except OSError:
             return self._uncached(path, full_read)
         info = self.index["files"].get(key)
-        if info is not None and (info["kind"], info["positive"]) != (kind, prices_positive):
-            info = None
+        if not (isinstance(info, dict) and info.keys() >= _RECORD
+                and (info["kind"], info["positive"]) == (kind, prices_positive)):
+            info = None  # absent, damaged, or cached under other rules
         limit = None if max_file_mb is None else int(max_file_mb * 1e6)
         if limit is not None and (st.st_size > limit
                                   or (info is not None and info["raw_size"] > limit)):
@@ -228,6 +233,13 @@ class CandleCache:
     def _append(self, path: Path, cached: pd.DataFrame, content: bytes, consumed: int,
                 kind: str, prices_positive: bool) -> pd.DataFrame | None:
         """``cached`` plus the validated rows after byte ``consumed``; None on any doubt."""
+        try:
+            return self._grow(path, cached, content, consumed, kind, prices_positive)
+        except Exception:  # any surprise: the normal loader decides instead
+            return None
+
+    def _grow(self, path: Path, cached: pd.DataFrame, content: bytes, consumed: int,
+              kind: str, prices_positive: bool) -> pd.DataFrame | None:
         header = content[: content.find(b"\n") + 1]
         columns = list(cached.columns)
         dtypes: dict[str, Any] = {"timestamp": str, **dict.fromkeys(columns, "float64")}
@@ -283,48 +295,23 @@ class CandleCache:
     # -- hourly against daily ----------------------------------------------------------------
     def check_pair(self, hourly: pd.DataFrame, daily: pd.DataFrame, hourly_path: Path,
                    daily_path: Path) -> str | None:
-        """:func:`features.consistency.check_hourly_against_daily`, recomputing only the days
-        that the pair's stored state does not cover (same warning, same error)."""
+        """:func:`features.consistency.check_hourly_against_daily`, comparing only the days
+        that the pair's stored state does not cover (:mod:`features.candle_pairs`)."""
         h_key, d_key = os.path.abspath(hourly_path), os.path.abspath(daily_path)
         h, d = self._used.get(h_key), self._used.get(d_key)
         if h is None or d is None:
-            compared, failing = mismatches(hourly, daily)
-            return judge(compared, failing, hourly, hourly_path, daily_path)
+            self.stats["pair_uncached"] += 1
+            return check_hourly_against_daily(hourly, daily, hourly_path, daily_path)
         pair = f"{h_key}|{d_key}"
-        memo = [h.lineage, len(hourly), d.lineage, len(daily), str(hourly_path), str(daily_path)]
         state = self._pairs.get(pair) or self.index["pairs"].get(pair)
-        if state is not None and state.get("memo") == memo:
-            self.stats["pair_memo"] += 1
-            return _replay(state["result"], hourly_path)
-        start, compared, failing = None, 0, []
-        if (state is not None and state["lineage"] == [h.lineage, d.lineage]
-                and state["rows"][0] <= len(h.frame) and state["rows"][1] <= len(d.frame)
-                and _covers(h.frame, hourly, state["b"]) and _covers(d.frame, daily, state["b"])):
-            start, compared, failing = state["b"], state["compared"], list(state["failing"])
-        self.stats["pair_partial" if start is not None else "pair_full"] += 1
-        bound = min(int(h.frame.index[-1].normalize().value), int(d.frame.index[-1].value)
-                    + _DAY_NS)
-        if (start is None or bound >= start) and _covers(h.frame, hourly, bound) \
-                and _covers(d.frame, daily, bound):
-            n, rows = _days(hourly, daily, start, bound)  # final: no append can change them
-            compared, failing = compared + n, failing + rows
-            state = {"lineage": [h.lineage, d.lineage], "rows": [len(h.frame), len(d.frame)],
-                     "b": bound, "compared": compared, "failing": list(failing)}
-            start = bound
-        n, rows = _days(hourly, daily, start, None)
-        table = pd.DataFrame([(pd.Timestamp(day), f, hv, dv) for day, f, hv, dv in failing + rows],
-                             columns=["day", "field", "hourly", "daily"])
-        state = dict(state or {"lineage": None, "rows": [0, 0], "b": 0, "compared": 0,
-                               "failing": []})
-        try:
-            note = judge(compared + n, table, hourly, hourly_path, daily_path)
-        except DataValidationError as err:
-            state.update(memo=memo, result={"error": str(err), "line": err.row})
-            self._pairs[pair] = state
-            raise
-        state.update(memo=memo, result={"note": note})
-        self._pairs[pair] = state
-        return note
+        verdict, self._pairs[pair], how = candle_pairs.check(
+            state if isinstance(state, dict) else None,
+            candle_pairs.Side(h.lineage, h.frame, hourly, hourly_path),
+            candle_pairs.Side(d.lineage, d.frame, daily, daily_path))
+        self.stats[how] += 1
+        if isinstance(verdict, DataValidationError):
+            raise verdict
+        return verdict
 
     # -- end of a load -----------------------------------------------------------------------
     def save(self) -> None:
@@ -351,32 +338,3 @@ def _cacheable(frame: pd.DataFrame, kind: str) -> bool:
             and len(frame) > 0
             and all(c in (*spec.required, *spec.optional) for c in frame.columns)
             and all(str(t) == "float64" for t in frame.dtypes))
-
-
-def _covers(full: pd.DataFrame, cut: pd.DataFrame, bound: int) -> bool:
-    """Does ``cut`` (a prefix of ``full``) hold every row of ``full`` stamped before ``bound``?"""
-    return int(full.index.searchsorted(pd.Timestamp(bound), side="left")) <= len(cut)
-
-
-def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None,
-          stop: int | None) -> tuple[int, list[tuple[int, str, float, float]]]:
-    """:func:`features.consistency.mismatches` over the UTC days in [start, stop)."""
-
-    def part(frame: pd.DataFrame) -> pd.DataFrame:
-        lo = 0 if start is None else frame.index.searchsorted(pd.Timestamp(start))
-        hi = len(frame) if stop is None else frame.index.searchsorted(pd.Timestamp(stop))
-        return frame.iloc[lo:hi]
-
-    h, d = part(hourly), part(daily)
-    if not len(h) or not len(d):
-        return 0, []
-    compared, failing = mismatches(h, d)
-    return compared, [(int(pd.Timestamp(r.day).value), str(r.field), float(r.hourly),
-                       float(r.daily)) for r in failing.itertuples(index=False)]
-
-
-def _replay(result: dict[str, Any], hourly_path: Path) -> str | None:
-    if "error" in result:
-        raise DataValidationError(hourly_path, result["line"], "hourly_daily_consistency",
-                                  result["error"])
-    return result["note"]

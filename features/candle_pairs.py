@@ -1,0 +1,126 @@
+"""The hourly/daily check of the validated-candle cache, one UTC day at a time.
+
+:func:`features.consistency.mismatches` compares each UTC day on its own (its hours against
+its daily candle), so a pair's result is the sum of per-day results. A *state* keeps, for days
+before a boundary ``b`` that no clean append can change, the number of compared days and the
+failing ones; a load then compares only the days from ``b`` on and hands the total to the same
+:func:`features.consistency.judge`: same warning, same error, same counts and first day.
+
+``b`` is the earlier of the UTC day of the last hourly candle (appended candles open later, so
+only that day can still gain hours) and the day after the last daily row. A state belongs to
+one *lineage* of each file (:mod:`features.candle_cache`: the rows of a lineage are a growing
+prefix that never changes); with another lineage, or a cut that drops rows before ``b`` (an
+earlier as-of), the days are compared in full. The last verdict is memoised by the lineages
+and cut lengths, which fix the compared rows exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.consistency import judge, mismatches
+from features.validation import DataValidationError
+
+_DAY_NS = 86_400 * 10**9
+Failing = list[tuple[int, str, float, float]]  # (day in ns, field, from the hours, daily)
+
+
+@dataclass
+class Side:
+    """One file of the pair: its lineage, whole validated frame, the checked prefix, its path."""
+
+    lineage: str
+    frame: pd.DataFrame
+    cut: pd.DataFrame
+    path: Path
+
+
+def check(state: dict[str, Any] | None, hourly: Side, daily: Side
+          ) -> tuple[str | DataValidationError | None, dict[str, Any], str]:
+    """The verdict of :func:`features.consistency.check_hourly_against_daily` on the cut frames.
+
+    Returns
+    -------
+    verdict : str, DataValidationError or None
+        The warning, the error to raise (rule ``hourly_daily_consistency``) or None.
+    state : dict
+        The pair's state to store (JSON-able).
+    how : {"pair_memo", "pair_partial", "pair_full"}
+        Replayed, compared from the stored boundary on, or compared in full.
+    """
+    memo = [hourly.lineage, len(hourly.cut), daily.lineage, len(daily.cut), str(hourly.path),
+            str(daily.path)]
+    bound = min(int(hourly.frame.index[-1].normalize().value),
+                int(daily.frame.index[-1].value) + _DAY_NS)
+    try:
+        if state is not None and state["memo"] == memo:
+            return _replay(state["result"], hourly.path), state, "pair_memo"
+        start, compared, failing = _resume(state, hourly, daily, bound)
+    except (KeyError, TypeError, ValueError, IndexError):  # a damaged state: not trusted
+        state, start, compared, failing = None, None, 0, []
+    how = "pair_partial" if start is not None else "pair_full"
+    if (start is None or bound >= start) and _covers(hourly, bound) and _covers(daily, bound):
+        n, rows = _days(hourly.cut, daily.cut, start, bound)  # final: no append changes them
+        compared, failing = compared + n, failing + rows
+        state = {"lineage": [hourly.lineage, daily.lineage], "b": bound, "compared": compared,
+                 "failing": list(failing)}
+        start = bound
+    n, rows = _days(hourly.cut, daily.cut, start, None)
+    table = pd.DataFrame([(pd.Timestamp(day), f, h, d) for day, f, h, d in failing + rows],
+                         columns=["day", "field", "hourly", "daily"])
+    state = dict(state or {"lineage": None, "b": 0, "compared": 0, "failing": []})
+    try:
+        note = judge(compared + n, table, hourly.cut, hourly.path, daily.path)
+    except DataValidationError as err:
+        state.update(memo=memo, result={"error": str(err), "line": err.row})
+        return err, state, how
+    state.update(memo=memo, result={"note": note})
+    return note, state, how
+
+
+def _resume(state: dict[str, Any] | None, hourly: Side, daily: Side, bound: int
+            ) -> tuple[int | None, int, Failing]:
+    """(boundary, compared days, failing rows) to go on from, or (None, 0, []) from scratch.
+
+    The state's days must be final in *these* files too (``b <= bound``): a state stored by a
+    process that saw a later version of the same lineage says nothing of days this one lacks.
+    """
+    if (state is None or state["lineage"] != [hourly.lineage, daily.lineage]
+            or int(state["b"]) > bound
+            or not (_covers(hourly, state["b"]) and _covers(daily, state["b"]))):
+        return None, 0, []
+    failing = [(int(day), str(f), float(h), float(d)) for day, f, h, d in state["failing"]]
+    return int(state["b"]), int(state["compared"]), failing
+
+
+def _covers(side: Side, bound: int) -> bool:
+    """Does the checked prefix hold every row of the file stamped before ``bound``?"""
+    return int(side.frame.index.searchsorted(pd.Timestamp(bound), side="left")) <= len(side.cut)
+
+
+def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None,
+          stop: int | None) -> tuple[int, Failing]:
+    """:func:`features.consistency.mismatches` over the UTC days in [start, stop)."""
+
+    def part(frame: pd.DataFrame) -> pd.DataFrame:
+        lo = 0 if start is None else frame.index.searchsorted(pd.Timestamp(start))
+        hi = len(frame) if stop is None else frame.index.searchsorted(pd.Timestamp(stop))
+        return frame.iloc[lo:hi]
+
+    h, d = part(hourly), part(daily)
+    if not len(h) or not len(d):
+        return 0, []
+    compared, failing = mismatches(h, d)
+    return compared, [(int(pd.Timestamp(r.day).value), str(r.field), float(r.hourly),
+                       float(r.daily)) for r in failing.itertuples(index=False)]
+
+
+def _replay(result: dict[str, Any], hourly_path: Path) -> str | DataValidationError | None:
+    if "error" in result:
+        return DataValidationError(hourly_path, result["line"], "hourly_daily_consistency",
+                                   result["error"])
+    return result["note"]
