@@ -305,7 +305,10 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
                      for col in rest})
     day = rows.unit
     dates = np.unique(day)
+    # the per-asset calendars keep the daily index's resolution (ns from the loaders)
+    units = {pd.DatetimeIndex(market.daily[a].index).unit for a in assets}
+    level = pd.DatetimeIndex((dates * DAY_NS).view("datetime64[ns]"))
     index = pd.MultiIndex(
-        levels=[pd.Index(assets), pd.DatetimeIndex((dates * DAY_NS).view("datetime64[ns]"))],
+        levels=[pd.Index(assets), level.as_unit(units.pop() if len(units) == 1 else "ns")],
         codes=[rows.owner, np.searchsorted(dates, day)], names=["asset", "date"])
     return pd.DataFrame({c: data[c] for c in COLUMNS if c in wanted}, index=index)
