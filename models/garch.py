@@ -80,13 +80,7 @@ import pandas as pd
 from arch import arch_model
 
 from configs.schema import GarchConfig
-from models.base import (
-    asset_blocks,
-    asset_frame,
-    concat_forecasts,
-    forecast_frame,
-    select_cutoffs,
-)
+from models.base import asset_blocks, asset_frame, concat_forecasts, forecast_columns
 
 SCALE = 100.0
 
@@ -159,6 +153,23 @@ def egarch_term_structure(
     return out
 
 
+def one_step_variance(volatility: Any, params: dict[str, float], returns: pd.Series,
+                      wanted: pd.DatetimeIndex) -> np.ndarray:
+    """(len(wanted),) one-step variance of a fixed GARCH/GJR at the cutoffs ``wanted``
+    (scaled²): what ``arch_model(returns, ...).fix(params).forecast(horizon=1,
+    start=wanted[0])`` returns there, computed by the same arch functions on the same arrays
+    (backcast, variance bounds, analytic forecast) without building a model, a fixed result
+    and forecast frames for each asset.
+    """
+    y = returns.to_numpy(dtype=float)
+    vp = np.array([params[n] for n in volatility.parameter_names()])
+    at = returns.index.get_indexer(wanted)
+    bounds = volatility.variance_bounds(y, 2.0)
+    fc = volatility.forecast(vp, y, volatility.backcast(y), bounds, start=int(at[0]),
+                             horizon=1, method="analytic").forecasts
+    return fc[at - at[0], 0]
+
+
 def plausible(res: Any) -> bool:
     """A fit the optimiser reports as converged, with finite parameters, that explains the scale.
 
@@ -214,22 +225,31 @@ class GarchForecaster:
         return self
 
     def variance_paths(
-        self, asset: str, returns: pd.Series, wanted: pd.DatetimeIndex, horizon: int
+        self, asset: str, returns: pd.Series, wanted: pd.DatetimeIndex, horizon: int,
+        template: Any = None,
     ) -> np.ndarray:
-        """(len(wanted), horizon) :math:`E_t\\sigma^2_{t+k}` in daily decimal², t in ``wanted``."""
+        """(len(wanted), horizon) :math:`E_t\\sigma^2_{t+k}` in daily decimal², t in ``wanted``.
+
+        ``template``: an arch model of this spec built on other data, whose volatility process
+        and distribution (which hold no data) a GARCH/GJR reuses instead of building its own.
+        """
         params = self.params[asset]
-        model = self._model(returns)
-        res = model.fix(pd.Series(params))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            one_step = res.forecast(horizon=1, start=wanted[0], reindex=False).variance
-        sigma2_next = one_step.iloc[:, 0].loc[wanted].to_numpy()  # (n,) scaled²
         if self.spec.vol == "GARCH":
+            model = self._model(returns) if template is None else template
+            sigma2_next = one_step_variance(model.volatility, params, returns, wanted)
             names = model.distribution.parameter_names()
             dist_params = np.array([params[n] for n in names])
-            kappa = float(model.distribution.partial_moment(2, 0.0, dist_params))
+            # κ enters from the second step on: a one-step path skips its (slow) integral
+            kappa = float(model.distribution.partial_moment(2, 0.0, dist_params)) \
+                if horizon > 1 else 0.0
             paths = gjr_term_structure(params, kappa, sigma2_next, horizon)
         else:
+            model = self._model(returns)
+            res = model.fix(pd.Series(params))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                one_step = res.forecast(horizon=1, start=wanted[0], reindex=False).variance
+            sigma2_next = one_step.iloc[:, 0].loc[wanted].to_numpy()  # (n,) scaled²
             residuals = res.std_resid.to_numpy()  # z_s for every return in the data
             pool_size = returns.index.get_indexer(wanted) + 1  # residuals up to the cutoff
             worst_r2 = np.maximum.accumulate(returns.to_numpy() ** 2)[pool_size - 1]  # (n,)
@@ -244,22 +264,35 @@ class GarchForecaster:
         horizons: Sequence[int],
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
-        blocks = []
         panel, rows = asset_blocks(panel)  # slices of one sorted panel, not a cross-section each
-        column = panel["ret_1d"]
+        values = panel["ret_1d"].to_numpy(dtype=float, na_value=np.nan)
+        dates = panel.index.get_level_values("date")
+        in_cutoffs = np.ones(len(dates), bool) if cutoffs is None else \
+            dates.isin(pd.DatetimeIndex(cutoffs))
+        template = None  # one arch model per call: its processes hold no data
+        names, at_rows, h_col, variance = [], [], [], []
         for asset in self.params:
             if asset not in rows:
                 continue
             start, end = rows[asset]
-            returns = column.iloc[start:end].droplevel("asset").dropna() * SCALE  # _returns
-            wanted = select_cutoffs(returns.index, cutoffs)
-            if len(wanted) == 0 or len(returns) < 2:
+            observed = start + np.flatnonzero(~np.isnan(values[start:end]))  # as _returns
+            wanted = observed[in_cutoffs[observed]]
+            if len(wanted) == 0 or len(observed) < 2:
                 continue
-            cumulative = np.cumsum(self.variance_paths(asset, returns, wanted, max(horizons)),
+            returns = pd.Series(values[observed] * SCALE, index=dates[observed], name="ret_1d")
+            template = self._model(returns) if template is None else template
+            cumulative = np.cumsum(self.variance_paths(asset, returns, dates[wanted],
+                                                       max(horizons), template),
                                    axis=1)  # (n_cutoffs, max_h)
             for h in horizons:
-                blocks.append(forecast_frame(asset, wanted, h, cumulative[:, h - 1]))
-        return concat_forecasts(blocks)
+                names.append(np.full(len(wanted), asset, dtype=object))
+                at_rows.append(wanted)
+                h_col.append(np.full(len(wanted), h))
+                variance.append(cumulative[:, h - 1])
+        if not names:
+            return concat_forecasts([])
+        return forecast_columns(np.concatenate(names), dates[np.concatenate(at_rows)],
+                                np.concatenate(h_col), np.concatenate(variance))
 
     def state(self) -> dict[str, Any]:
         return {
