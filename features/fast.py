@@ -75,12 +75,12 @@ def fast_columns(cfg: FeaturesConfig) -> frozenset[str]:
                       "dvol_var_1d", "dvol_available", *LOSS_COLUMNS, PROXY_FLAG})
 
 
-def _realized(cut: list[Candles], rows: Rows, min_hours: int) -> tuple[np.ndarray, np.ndarray]:
+def _realized(spans: list[Candles], rows: Rows, min_hours: int) -> tuple[np.ndarray, np.ndarray]:
     """(rv_hourly, n_hours) on ``rows`` (:func:`features.realized.hourly_realized_measures`:
     a return counts for the UTC day in which it starts and ends; NaN under ``min_hours``)."""
     rv = np.full(rows.size, np.nan)
     n_hours = np.zeros(rows.size, dtype=np.int64)
-    for batch in hourly_batches(cut, 2, BATCH_HOURS):
+    for batch in hourly_batches(spans, 2, BATCH_HOURS):
         hour_ns = np.concatenate([c.hour_ns for _, c in batch])
         close = np.concatenate([c.hourly[2] for _, c in batch])
         owner = np.repeat([a for a, _ in batch], [len(c.hour_ns) for _, c in batch])
@@ -129,7 +129,7 @@ def _window_loss(k: int, p0: np.ndarray, end: np.ndarray, low: np.ndarray, high:
     return p0 - low if k == 2 else high - p0
 
 
-def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int, which: list[int]
+def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list[int]
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(losses (4, N), n_windows (N,)) on ``rows`` (:func:`features.losses.hourly_worst_losses`
     then reindexed: n_windows -1 where the asset's hourly grid has no such day); only the
@@ -137,7 +137,7 @@ def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int, which: list[i
     losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
     n_windows = np.full(rows.size, -1, dtype=np.int64)
     intrabar = bool({2, 3} & set(which))
-    for batch in hourly_batches(cut, 1, BATCH_HOURS):
+    for batch in hourly_batches(spans, 1, BATCH_HOURS):
         first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
         days = Rows(first, np.array([c.hour_ns[-1] // DAY_NS for _, c in batch]) - first + 1)
         grid = Rows(first * HOURS_PER_DAY, days.length * HOURS_PER_DAY)  # hour slots
@@ -175,12 +175,12 @@ def _hourly_losses(cut: list[Candles], rows: Rows, H: int, U: int, which: list[i
     return losses, n_windows
 
 
-def _tail(cut: list[Candles], cfg: FeaturesConfig, wanted: set[str]
+def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str]
           ) -> tuple[Rows, dict[str, np.ndarray]]:
     """:data:`features.build.TAIL_COLUMNS` in ``wanted`` on each asset's complete calendar
     (:func:`features.build.tail_features`, :func:`features.losses.worst_loss_features`);
     the proxy flag is always computed."""
-    rows, (o, hi, lo, c, _) = daily_rows(cut)
+    rows, (o, hi, lo, c, _) = daily_rows(spans)
     local = rows.local
     U = cfg.update_interval_days
     out = {"close": c, "ret_1d": diff(np.log(c), local)}
@@ -192,7 +192,7 @@ def _tail(cut: list[Candles], cfg: FeaturesConfig, wanted: set[str]
         long = np.where(np.isnan(top), np.nan, np.log(np.fmax(ref, top) / bottom))
         short = np.where(np.isnan(top), np.nan, np.log(top / np.fmin(ref, bottom)))
     which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
-    exact, n_windows = _hourly_losses(cut, rows, cfg.liquidation_delay_hours, U, which)
+    exact, n_windows = _hourly_losses(spans, rows, cfg.liquidation_delay_hours, U, which)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
     for k in which:
         out[LOSS_COLUMNS[k]] = np.where(hourly_ok, exact[k], (long, short)[k % 2])
@@ -224,14 +224,14 @@ def _dvol(market: MarketData, assets: list[str], rows: Rows) -> np.ndarray:
     return level
 
 
-def _rest(market: MarketData, assets: list[str], cut: list[Candles], cfg: FeaturesConfig,
+def _rest(market: MarketData, assets: list[str], spans: list[Candles], cfg: FeaturesConfig,
           wanted: set[str]) -> tuple[Rows, dict[str, np.ndarray]]:
     """The other columns of :func:`features.build.asset_features` in ``wanted``."""
-    rows, (o, hi, lo, c, volume) = daily_rows(cut)
+    rows, (o, hi, lo, c, volume) = daily_rows(spans)
     local = rows.local
     with np.errstate(invalid="ignore", divide="ignore"):
         gk = 0.5 * np.log(hi / lo) ** 2 - _GK_C * np.log(c / o) ** 2
-        rv_hourly, n_hours = _realized(cut, rows, cfg.min_hours_for_rv)
+        rv_hourly, n_hours = _realized(spans, rows, cfg.min_hours_for_rv)
         is_hourly = ~np.isnan(rv_hourly)
         rv = np.where(is_hourly, rv_hourly, gk)
         out = {"gk_var": gk, "rv_hourly": rv_hourly, "n_hours": n_hours,

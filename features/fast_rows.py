@@ -122,17 +122,17 @@ class Rows:
         return self.offset[asset] + rel, inside
 
 
-def daily_rows(cut: list[Candles]) -> tuple[Rows, np.ndarray]:
+def daily_rows(spans: list[Candles]) -> tuple[Rows, np.ndarray]:
     """(rows, values (5, N)): each asset's daily candles on its complete calendar, first to
     last candle, missing days NaN (pandas ``reindex``). One contiguous array per column, so
     numpy's loops run on it as on a pandas column."""
-    first = np.array([c.day_ns[0] // DAY_NS for c in cut], dtype=np.int64)
-    last = np.array([c.day_ns[-1] // DAY_NS for c in cut], dtype=np.int64)
+    first = np.array([c.day_ns[0] // DAY_NS for c in spans], dtype=np.int64)
+    last = np.array([c.day_ns[-1] // DAY_NS for c in spans], dtype=np.int64)
     rows = Rows(first, last - first + 1)
     values = np.full((len(PRICE), rows.size), np.nan)
-    owner = np.repeat(np.arange(len(cut)), [len(c.day_ns) for c in cut])
-    at, _ = rows.position(owner, np.concatenate([c.day_ns for c in cut]) // DAY_NS)
-    values[:, at] = np.concatenate([c.daily for c in cut], axis=1)
+    owner = np.repeat(np.arange(len(spans)), [len(c.day_ns) for c in spans])
+    at, _ = rows.position(owner, np.concatenate([c.day_ns for c in spans]) // DAY_NS)
+    values[:, at] = np.concatenate([c.daily for c in spans], axis=1)
     return rows, values
 
 
@@ -172,13 +172,13 @@ def trailing(x: np.ndarray, w: int, local: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-def hourly_batches(cut: list[Candles], least: int, batch_hours: int
+def hourly_batches(spans: list[Candles], least: int, batch_hours: int
                    ) -> Iterator[list[tuple[int, Candles]]]:
     """(asset number, candles) of the assets with at least ``least`` hourly candles, in
     consecutive groups of about ``batch_hours`` hourly grid slots (bounded memory)."""
     batch: list[tuple[int, Candles]] = []
     size = 0
-    for a, c in enumerate(cut):
+    for a, c in enumerate(spans):
         if len(c.hour_ns) < least:
             continue
         batch.append((a, c))
