@@ -34,7 +34,7 @@ decompressed (cheap next to parsing) and only the lines past the cached prefix a
 **Residual risk.** With the default stat check, a file whose bytes were changed while size,
 ``mtime_ns``, ``ctime_ns``, inode and device all stayed equal (a tampered clock plus raw disk
 writes, a file system that does not update stamps) would be served from the cache. A corrupt
-cache entry is detected when its Arrow framing, row count or columns break (then rebuilt), not
+cache entry is detected when its file is short, unreadable or of another shape (then rebuilt), not
 when a bit flips inside a value. ``verify=True`` (config ``data.cache.verify``) hashes every
 source file whole and every entry on each load, closing both for the price of reading them.
 """
@@ -273,7 +273,7 @@ class CandleCache:
         if base is not None and base["sha"] == sha and base["rows"] == len(frame):
             entry, entry_sha = base["entry"], base["entry_sha"]
         else:
-            entry = _sha(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".arrow"
+            entry = _sha(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".npy"
             try:
                 entry_sha = self.store.write_entry(entry, frame)
             except OSError as err:
@@ -304,10 +304,12 @@ class CandleCache:
             return check_hourly_against_daily(hourly, daily, hourly_path, daily_path)
         pair = f"{h_key}|{d_key}"
         state = self._pairs.get(pair) or self.index["pairs"].get(pair)
-        verdict, self._pairs[pair], how = candle_pairs.check(
+        verdict, state, how = candle_pairs.check(
             state if isinstance(state, dict) else None,
             candle_pairs.Side(h.lineage, h.frame, hourly, hourly_path),
             candle_pairs.Side(d.lineage, d.frame, daily, daily_path))
+        if how != "pair_memo":  # a replayed verdict leaves the state as it is
+            self._pairs[pair] = state
         self.stats[how] += 1
         if isinstance(verdict, DataValidationError):
             raise verdict

@@ -29,7 +29,7 @@ import pandas as pd
 
 from features.candle_cache import CandleCache
 from features.consistency import check_hourly_against_daily
-from features.gaps import GAP_COLUMNS, gap_report
+from features.gaps import GAP_COLUMNS, gap_report, gap_reports
 from features.rawfiles import (
     DEFAULT_MAX_FILE_MB,
     FILE_ERRORS,
@@ -353,13 +353,9 @@ def load_market(
         if frame is not None:
             macro[name] = _cut(frame, end)
 
-    reports = [gap_report(f.index, "1D", _label(root, daily_files[s])) for s, f in daily.items()]
-    reports += [gap_report(f.index, "1h", _label(root, hourly_files[s])) for s, f in hourly.items()]
-    gaps = (
-        pd.concat(reports, ignore_index=True)
-        if reports
-        else gap_report(pd.DatetimeIndex([]), "1D", "")
-    )
+    series = [(f.index, "1D", _label(root, daily_files[s])) for s, f in daily.items()]
+    series += [(f.index, "1h", _label(root, hourly_files[s])) for s, f in hourly.items()]
+    gaps = gap_reports(series)
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
     if store is not None:
