@@ -1,17 +1,31 @@
-"""Retrain at scale: the walk-forward of every enabled forecaster on N synthetic assets, on the
-local engine and on a Dask ``LocalCluster`` of 1 and 2 workers, with per-task times and a
-projection to larger universes and clusters.
+"""Retrain at scale: the walk-forward of every enabled forecaster and the policy replays on N
+synthetic daily-and-hourly assets, on the local engine and on a Dask ``LocalCluster`` of 1
+and 2 workers, with per-task times and a projection to larger universes and clusters.
 
-The universe comes from :mod:`benchmarks.synthetic_universe` (daily and hourly candles,
-block-bootstrapped from the real ones). For each enabled forecaster the walk-forward's tasks
-(asset × refit for per-asset models, refit for pooled ones) run through
-:class:`pipelines.engine.Engine`; the wall time per engine and the mean task time are
-recorded. The projection assumes what the measurement shows: per-asset tasks scale linearly
-in assets and spread evenly over workers; pooled tasks scale linearly in rows (assets) and
-run one refit per worker, so their fan-out is bounded by the refit count.
+The universe comes from :mod:`benchmarks.synthetic_universe` (2022-07-01 → 2025-06-30). The
+features are built once (the whole panel: the learnt models read every column). Then, for
+each engine:
 
-    python -m benchmarks.retrain_bench --assets 24 --workers 1 2
-    python -m benchmarks.retrain_bench --assets 100 --models har_rv garch11_t --workers 2
+* **walk-forward** of each model (``--models``, default ``models.enabled``): its tasks (asset ×
+  refit for per-asset models, refit for pooled ones; quarterly refits from ``--oos-start``)
+  run through :class:`pipelines.engine.Engine`, as ``volmargin retrain`` runs them;
+* **evaluation** (scores, loss table, comparison: the selection's input), in process;
+* **policy replays** (``--replays``): :func:`pipelines.policy_eval.pipeline.evaluate_policies`
+  — every candidate (model × confidence grid), the comparators, the frozen candidate's knob
+  variants — fanned out by the same engine. The synthetic universe starts in 2022, so the
+  selection period is 2024-07-01 → 2024-12-31 and the evaluation period 2025-01-01 →
+  2025-06-30 here (benchmark settings, not a protocol: only the time is reported).
+
+Left out: MLflow logging, figures and files of the real steps (``pipelines.steps``).
+
+The projection assumes what the measurement shows: per-asset tasks scale linearly in assets and
+spread over every worker; pooled tasks scale linearly in rows (assets) and run one refit per
+worker, so their fan-out is bounded by the refit count; the replays scale linearly in assets
+and spread over every worker. The load average is printed beside every figure.
+
+    python -m benchmarks.retrain_bench --assets 24 --workers 0 1 2
+    python -m benchmarks.retrain_bench --assets 1000 --models ewma94 har_rv garch11_t \\
+        --workers 1 2 --replays --data DIR --json out.json
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import tempfile
 import time
@@ -32,71 +47,152 @@ from features.build import build_panel
 from features.loaders import load_market
 from models.backtest import backtest, plan
 from models.registry import build_forecaster
-from pipelines.engine import make_engine
+from pipelines.engine import Engine, make_engine
+from pipelines.evaluation.comparison import comparison
+from pipelines.evaluation.evaluate import loss_table, scored
+from pipelines.policy_eval.pipeline import evaluate_policies
+
+LAST = dt.date(2025, 6, 30)
 
 
-def one_model(alias: str, cfg: Config, panel: pd.DataFrame, engine) -> dict[str, float]:
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def bench_config(root: Path, oos_start: str) -> Config:
+    return Config().with_overrides({
+        "paths.data_dir": str(root), "backtest.oos_start": oos_start,
+        "evaluation.selection_start": oos_start, "evaluation.selection_end": "2024-12-31",
+        "evaluation.evaluation_start": "2025-01-01",
+        "evaluation.evaluation_end": LAST.isoformat()})
+
+
+def walk_forward(alias: str, cfg: Config, panel: pd.DataFrame, engine: Engine
+                 ) -> tuple[dict[str, object], pd.DataFrame]:
+    """One model's walk-forward on ``engine``: wall time, task count, forecasts."""
     bt = cfg.backtest
     probe = build_forecaster(alias, cfg.models, bt.horizons)
     per_asset = bool(getattr(probe, "per_asset", False))
     tasks = plan(panel, bt.oos_start, bt.refit_every, bt.min_train_days, per_asset)
+    load = load_average()
     start = time.perf_counter()
     out = backtest(lambda: build_forecaster(alias, cfg.models, bt.horizons), panel,
                    bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
                    mapper=engine.mapper, plausibility=bt.plausibility)
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "tasks": len(tasks), "per_asset": per_asset,
-            "rows": len(out.forecasts), "failed": len(out.failures)}
+    return ({"stage": f"walk-forward {alias}", "wall_s": round(wall, 2), "tasks": len(tasks),
+             "fanout": "asset" if per_asset else "refit", "rows": len(out.forecasts),
+             "failed": len(out.failures),
+             "load_average_before": load, "load_average_after": load_average()},
+            out.forecasts)
+
+
+def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+            engine: Engine) -> list[dict[str, object]]:
+    """The comparison the selection reads, then every policy replay (timed apart)."""
+    load = load_average()
+    start = time.perf_counter()
+    scores = scored(forecasts, panel)
+    compared = comparison(scores, loss_table(scores), forecasts, panel)
+    mid = time.perf_counter()
+    ev = evaluate_policies(panel, forecasts, compared, cfg, None, engine)
+    end = time.perf_counter()
+    load_after = load_average()
+    return [{"stage": "evaluation (scores, comparison)", "wall_s": round(mid - start, 2),
+             "tasks": 1, "fanout": "none", "load_average_before": load,
+             "load_average_after": load_after},
+            {"stage": "policy replays", "wall_s": round(end - mid, 2), "tasks": len(ev.paths),
+             "fanout": "candidate", "frozen": ev.choice.policy, "load_average_before": load,
+             "load_average_after": load_after}]
+
+
+def lanes(fanout: str, tasks: int, workers: int) -> int:
+    """Tasks that run at once: per-asset tasks on every worker; refits (pooled models) and
+    replay candidates on at most one worker each; in-process stages on one."""
+    if fanout == "none":
+        return 1
+    return max(1, workers if fanout == "asset" else min(workers, tasks))
+
+
+def project(best: pd.DataFrame, assets: int, target_assets: int, target_workers: int) -> float:
+    """Seconds for ``target_assets`` on ``target_workers`` from the per-task times of ``best``
+    (one engine's rows): every stage's work is linear in assets (more tasks for per-asset
+    fan-out, larger tasks otherwise) and spread over :func:`lanes`."""
+    return sum(r.task_s * r.tasks * target_assets / assets
+               / lanes(r.fanout, r.tasks, target_workers) for r in best.itertuples())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=int, default=24)
-    parser.add_argument("--start", default="2022-07-01")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="synthetic universe of --assets assets (written there if absent)")
     parser.add_argument("--oos-start", default="2024-07-01")
     parser.add_argument("--models", nargs="*", default=None, help="default: models.enabled")
-    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+                        help="0 = the local engine in process; n > 0 = a LocalCluster of n")
+    parser.add_argument("--replays", action="store_true", help="also the policy replays")
     parser.add_argument("--target-assets", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--target-workers", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_universe(Path(tmp) / "universe", args.assets, args.start)
-        cfg = Config().with_overrides({"backtest.oos_start": args.oos_start,
-                                       "paths.data_dir": str(root)})
+    root = args.data or Path(tempfile.mkdtemp(prefix="volmargin-retrain-bench-")) / "universe"
+    made = {"load_average": load_average()}
+    if not (root / "crypto" / "daily").is_dir():
         t0 = time.perf_counter()
-        market = load_market(root, None, dt.date(2025, 6, 30))
-        panel = build_panel(market, cfg.features)
-        features_s = time.perf_counter() - t0
-        models = args.models or list(cfg.models.enabled)
-        rows = []
-        for n_workers in args.workers:
-            kind = "local" if n_workers == 0 else "dask"
-            with make_engine(kind, n_jobs=1, n_workers=n_workers or None,
-                             say=lambda s: print(s, flush=True)) as engine:
-                for alias in models:
-                    r = one_model(alias, cfg, panel, engine)
-                    rows.append({"model": alias, "engine": kind, "workers": n_workers, **r})
+        write_universe(root, args.assets, "2022-07-01", LAST.isoformat())
+        made["write_s"] = round(time.perf_counter() - t0, 1)
+    found = len(list((root / "crypto" / "daily").glob("S*.csv*")))
+    if found != args.assets:
+        raise SystemExit(f"{root} holds {found} synthetic assets, not {args.assets}")
+    cfg = bench_config(root, args.oos_start)
+    t0 = time.perf_counter()
+    market = load_market(root, None, LAST)
+    t1 = time.perf_counter()
+    panel = build_panel(market, cfg.features)
+    made |= {"load_s": round(t1 - t0, 1), "features_s": round(time.perf_counter() - t1, 1),
+             "panel_rows": len(panel), "load_average_after": load_average()}
+    del market
+    print(json.dumps({"universe": str(root), **made}), flush=True)
+    models = args.models or list(cfg.models.enabled)
+    n_jobs = make_engine("local", cfg.backtest.n_jobs).n_jobs
+    rows: list[dict[str, object]] = []
+    for n_workers in args.workers:
+        kind = "local" if n_workers == 0 else "dask"
+        # local: the walk-forward in process, the replays in backtest.n_jobs processes
+        with make_engine(kind, n_jobs=cfg.backtest.n_jobs, n_workers=n_workers or None,
+                         say=lambda s: print(s, flush=True)) as engine:
+            forecasts = {}
+            for alias in models:
+                row, forecasts[alias] = walk_forward(alias, cfg, panel, engine)
+                rows.append({"engine": kind, "workers": n_workers, **row})
+                print(json.dumps(rows[-1]), flush=True)
+            if args.replays:
+                for row in replays(cfg, panel, {a: f for a, f in forecasts.items() if len(f)},
+                                   engine):
+                    rows.append({"engine": kind, "workers": n_workers, **row})
                     print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
-    table["task_s"] = table["wall_s"] * table["workers"].clip(lower=1) / table["tasks"]
-    print(f"\n{args.assets} assets, {args.start} → 2025-06-30, out of sample from "
-          f"{args.oos_start}; load + features {features_s:.1f} s; {platform.processor() or ''}")
-    print(table.to_markdown(index=False, floatfmt=".2f"))
+    # the local engine runs the walk-forward in process and the replays in n_jobs processes
+    ran = [lanes(r.fanout, r.tasks, r.workers or (n_jobs if r.fanout == "candidate" else 1))
+           for r in table.itertuples()]
+    table["task_s"] = table["wall_s"] * pd.Series(ran, index=table.index) / table["tasks"]
+    print(f"\n{args.assets} assets, 2022-07-01 → {LAST}, out of sample from {args.oos_start}; "
+          f"load {made['load_s']} s + features {made['features_s']} s; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    print(table.to_markdown(index=False, floatfmt=".3f"))
     total = table.groupby("workers")["wall_s"].sum()
-    print("\nall models, wall seconds by workers:", total.round(1).to_dict())
-    # Projection: per-asset work grows with assets and spreads over workers; pooled work
-    # grows with rows and spreads over at most `tasks` (refits) workers.
+    print("\nwall seconds by workers:", total.round(1).to_dict())
     best = table[table["workers"] == max(args.workers)]
-    for n in args.target_assets:
-        scale = n / args.assets
-        est = 0.0
-        for r in best.itertuples():
-            work = r.task_s * r.tasks * scale          # seconds of one worker
-            lanes = args.target_workers if r.per_asset else min(args.target_workers, r.tasks)
-            est += work / lanes
-        print(f"projection: {n} assets on {args.target_workers} workers ≈ {est / 60:.1f} min "
-              f"(walk-forward of {len(best)} models)")
+    projections = {n: round(project(best, args.assets, n, args.target_workers) / 60, 1)
+                   for n in args.target_assets}
+    for n, minutes in projections.items():
+        print(f"projection: {n} assets on {args.target_workers} workers ≈ {minutes} min "
+              f"({len(best)} stages, from the {max(args.workers)}-worker per-task times)")
+    if args.json:
+        args.json.write_text(json.dumps({"data": made, "rows": table.to_dict(orient="records"),
+                                         "projection_min": projections}, indent=2))
     return 0
 
 
