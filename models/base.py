@@ -12,6 +12,10 @@ Modelled on Nixtla's ``fit / forecast / cross_validation`` and arch's spec-vs-re
 * optional ``per_asset: bool``: True when fitting and forecasting each asset alone gives the
   same numbers as doing all at once (no pooled parameter); the walk-forward then runs, and
   fails, assets one by one (:mod:`models.backtest`). Absent means pooled.
+* optional ``forecast_per_asset: bool``: True when an asset's forecast reads only that asset's
+  rows (parameters may be pooled), so one ``forecast`` over many assets equals each asset's
+  own; serving then forecasts every asset in one call (:mod:`serving.apply`). ``per_asset``
+  implies it.
 
 Forecast frame columns (:data:`FORECAST_COLUMNS`): ``asset, cutoff, horizon_days,
 target_date, variance`` with ``variance`` the forecast variance of the log return over days

@@ -116,6 +116,9 @@ class HarForecaster:
         # asset → regime ("har" | "harx") → str(horizon) → {coef, resid_var, n}
         self.params: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
         self.per_asset = not self.spec.pooled  # the walk-forward may run assets apart
+        # a forecast reads only its asset's rows, pooled slopes or not: serving may forecast
+        # every asset in one call (serving.apply)
+        self.forecast_per_asset = True
 
     # ------------------------------------------------------------------ fit
     def fit(self, panel: pd.DataFrame) -> Self:
