@@ -28,7 +28,7 @@ from pipelines.steps import (
     step_register,
 )
 from serving.layout import sweep_outputs
-from serving.market import load_as_of
+from serving.market import candle_cache, load_as_of
 from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
 
@@ -103,7 +103,7 @@ def run(
     progress("load data", 0, 1)
     # every step sees only rows up to the as-of: the registered version is fitted through it
     pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
-                     max_file_mb=cfg.data.max_file_mb)
+                     max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
     market, as_of = pit.market, pit.as_of
     progress("features", 0, 1)
     panel, fp = step_features(cfg, market)

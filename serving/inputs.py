@@ -200,9 +200,16 @@ def stored_by_asset(bundle: dict[str, Any], assets: list[str], limit: pd.Timesta
     (None when a date is not a plain ISO date: those take the per-asset path)."""
     stored = bundle["forecasts"]
     names = [a for a in assets if a in stored]
+    if not names:  # np.split of an empty array by no cut still yields one (empty) piece
+        return {}
+    dates = [d for a in names for d in stored[a]["dates"]]
+    # numpy reads "YYYY-MM-DD" as pandas does, but would truncate a time and misread other
+    # forms ("20220601" as a year): anything else takes the per-asset path
     try:
-        day = np.array([d for a in names for d in stored[a]["dates"]], dtype="datetime64[D]")
-    except ValueError:
+        if dates and set(map(len, dates)) != {10}:
+            return None
+        day = np.array(dates, dtype="datetime64[D]")
+    except (TypeError, ValueError):
         return None
     var = np.array([v for a in names for v in stored[a]["variance"]], dtype=float)
     last = (limit.normalize() - pd.Timestamp(0)).days

@@ -37,10 +37,10 @@ from mlflow import MlflowClient
 
 from configs.schema import ENV_PREFIX, Config
 from features.schema import feature_view
-from features.window import bundle_window, serve_panel
+from features.window import bundle_window, serve_columns, serve_panel
 from serving.apply import frozen_frame
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
-from serving.market import check_as_of, load_as_of
+from serving.market import candle_cache, check_as_of, load_as_of
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.registry import champion_uri, model_dir, verify_integrity
 from serving.ops.tracking import artifact_root, log_context, setup
@@ -197,13 +197,16 @@ def serve(
         ignored = config_not_applied(cfg, bundle["config"], environ)
         used = bundle["config"]["policy"]
         progress("load data", 0, 1)
+        # unchanged files come from the validated-candle cache, appended rows are validated
         pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going, today,
-                         cfg.data.max_file_mb)
+                         cfg.data.max_file_mb, cache=candle_cache(cfg))
         market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
         # only the trailing rows the policy reads, built in memory (features/window.py)
         window = bundle_window(bundle, cfg.features, as_of, market.macro)
-        panel, fingerprint = serve_panel(market, cfg.features, as_of, window)
+        # and only the columns this model and policy read, built for all assets at once
+        panel, fingerprint = serve_panel(market, cfg.features, as_of, window,
+                                         serve_columns(bundle))
         progress("load model", 0, 1)
         model = mlflow.pyfunc.load_model(str(directory))
         prev = previous_parameters(root, as_of)
