@@ -111,6 +111,19 @@ def test_a_shuffled_panel_and_a_later_row_change_nothing(embedded):
                                       check_exact=True)
 
 
+def test_stored_forecasts_missing_or_not_plain_dates_give_the_per_asset_frame(embedded):
+    """No stored forecast for any asset; or stored cutoffs written with a time of day, which
+    the batch leaves to the per-asset path (it parses plain ISO dates only)."""
+    model, bundle = _bundle("ewma94", embedded, FIT_CUTOFF, "2021-09-01")
+    timed = json.loads(json.dumps(bundle))
+    for series in timed["forecasts"].values():
+        series["dates"] = [f"{d}T00:00:00" for d in series["dates"]]
+    for variant in ({**bundle, "forecasts": {}}, timed):
+        for fast, ref in _chains(model, variant, embedded, [dt.date(2022, 6, 3),
+                                                            dt.date(2022, 6, 9)]):
+            pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+
+
 class _BrokenOn:
     """A per-asset forecaster that raises on one asset."""
 
