@@ -187,3 +187,19 @@ def test_report_section_shows_the_frozen_tail_policy_or_nothing(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| tail:")]
     assert "**`tail:tail_nn@confidence=0.99`**" in text and "extra" not in text
     assert len(rows) == 1 and "0.12" in rows[0]
+
+
+def test_the_frozen_variance_policy_is_read_from_what_the_run_wrote(tmp_path):
+    from pipelines.tail_policy import frozen_variance_policy
+
+    assert frozen_variance_policy(tmp_path) == {}
+    bt = tmp_path / "backtest"
+    bt.mkdir()
+    (bt / "frozen.json").write_text('{"policy": "policy:b@confidence=0.99"}')
+    pd.DataFrame({"policy": ["policy:a", "policy:b@confidence=0.99", "static"],
+                  "asset": ["X"] * 3, "mmf": [0.1, 0.2, 0.3]}).to_parquet(
+        bt / "policy_paths.parquet")
+    got = frozen_variance_policy(tmp_path)
+    assert list(got) == ["policy:b@confidence=0.99"]
+    assert got["policy:b@confidence=0.99"]["mmf"].tolist() == [0.2]
+    assert "policy" not in got["policy:b@confidence=0.99"].columns
