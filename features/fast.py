@@ -157,7 +157,8 @@ def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list
         who = np.repeat(np.arange(len(batch)), [len(c.hour_ns) for _, c in batch])
         at, _ = grid.position(who, np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS)
         h = np.full((3, grid.size), np.nan)
-        h[:, at] = np.concatenate([c.hourly for _, c in batch], axis=1)
+        for k in range(3):
+            h[k, at] = np.concatenate([c.hourly[k] for _, c in batch])
         n = grid.size
         per_day = np.full((n // HOURS_PER_DAY, len(LOSS_COLUMNS)), -np.inf)
         valid = np.zeros(n, dtype=bool)

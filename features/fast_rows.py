@@ -33,7 +33,7 @@ class Candles:
     daily: np.ndarray           # (5, n) open, high, low, close, volume
     hour_ns: np.ndarray         # (m,) hourly open times, on the hour, sorted (m = 0: none;
     #                             the per-asset build treats no frame and an empty one alike)
-    hourly: np.ndarray          # (3, m) high, low, close
+    hourly: tuple[np.ndarray, ...]  # (m,) high, low, close: views of the frame's columns
 
 
 def stamps(index: pd.Index) -> np.ndarray:
@@ -41,10 +41,10 @@ def stamps(index: pd.Index) -> np.ndarray:
     return pd.DatetimeIndex(index).as_unit("ns").asi8
 
 
-def _columns(frame: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
-    """``frame[names]`` as a (len(names), rows) float array, column by column (a loaded
-    frame holds one block per column: ``to_numpy`` of the whole frame would interleave them)."""
-    return np.stack([frame[n].to_numpy(dtype=float) for n in names])
+def _columns(frame: pd.DataFrame, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """``frame[names]`` as float arrays, column by column: views, no copy (a loaded frame
+    holds one block per column; ``to_numpy`` of the whole frame would interleave them)."""
+    return tuple(frame[n].to_numpy(dtype=float) for n in names)
 
 
 def candles(market: MarketData, asset: str) -> Candles:
@@ -61,10 +61,10 @@ def candles(market: MarketData, asset: str) -> Candles:
     if (day_ns % DAY_NS).any() or (np.diff(day_ns) <= 0).any():
         raise ValueError(f"daily candles of {asset}: the index must be sorted, unique UTC "
                          "midnights (features.loaders rules); cannot build features")
-    daily = _columns(frame, PRICE)
+    daily = np.stack(_columns(frame, PRICE))
     hours = market.hourly.get(asset)
     if hours is None:
-        return Candles(day_ns, daily, np.empty(0, np.int64), np.empty((3, 0)))
+        return Candles(day_ns, daily, np.empty(0, np.int64), (np.empty(0),) * 3)
     hour_ns = stamps(hours.index)
     if (hour_ns % HOUR_NS).any() or (np.diff(hour_ns) <= 0).any():
         raise ValueError(f"hourly candles of {asset}: the index must be sorted, unique and on "
@@ -80,7 +80,8 @@ def cut(c: Candles, as_of_ns: int, days: int | None) -> Candles:
     start = min(as_of_ns, int(c.day_ns[-1])) - (days - 1) * DAY_NS
     i = int(np.searchsorted(c.day_ns, start, side="left"))
     j = int(np.searchsorted(c.hour_ns, start, side="left"))
-    return Candles(c.day_ns[i:], c.daily[:, i:], c.hour_ns[j:], c.hourly[:, j:])
+    return Candles(c.day_ns[i:], c.daily[:, i:], c.hour_ns[j:],
+                   tuple(v[j:] for v in c.hourly))
 
 
 @dataclass(frozen=True)

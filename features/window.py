@@ -299,13 +299,13 @@ def serve_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date,
     config and code, the as-of (:func:`features.store.fingerprint`) and both spans.
     """
     fast = columns is not None and set(columns) <= fast_columns(cfg)
-    short = trailing_market(market, as_of, window.days)
     if window.days is None or window.tail_days == window.days:
+        short = trailing_market(market, as_of, window.days)
         panel = (fast_panel(market, cfg, as_of, window.days, window.days, columns or ())
                  if fast else build_panel(short, cfg))
         return panel, fingerprint(short, cfg, as_of)
     tail = trailing_market(market, as_of, window.tail_days)
     spans = f"{fingerprint(tail, cfg, as_of)}:days={window.days}:tail={window.tail_days}"
     panel = (fast_panel(market, cfg, as_of, window.days, window.tail_days, columns or ())
-             if fast else build_with_tail(short, tail, cfg))
+             if fast else build_with_tail(trailing_market(market, as_of, window.days), tail, cfg))
     return panel, hashlib.sha256(spans.encode()).hexdigest()
