@@ -59,9 +59,10 @@ import pyarrow.parquet as pq
 
 from features import candle_pairs
 from features.candle_store import FORMAT, Store
+from features.candle_tail import appended_rows
 from features.consistency import check_hourly_against_daily
 from features.rawfiles import FILE_ERRORS
-from features.validation import SPECS, DataValidationError, parse_timestamps, validate_frame
+from features.validation import SPECS, DataValidationError
 
 __all__ = ["RACY_NS", "CandleCache"]
 
@@ -70,7 +71,8 @@ _log = logging.getLogger(__name__)
 
 
 _RECORD = frozenset({"kind", "positive", "stat", "racy", "sha", "consumed", "terminated",
-                     "raw_size", "entry", "entry_sha", "rows", "columns", "lineage"})
+                     "raw_size", "entry", "entry_sha", "offset", "first", "last", "rows",
+                     "columns", "lineage"})
 
 
 @dataclass
@@ -219,8 +221,7 @@ class CandleCache:
         return _sha(memoryview(content)[:n]) == info["sha"]
 
     def _entry(self, info: dict[str, Any], kind: str) -> pd.DataFrame | None:
-        frame = self.store.read_entry(info["entry"], info["rows"], info["columns"],
-                                      _index_name(kind))
+        frame = self.store.read_entry(info["entry"], info, _index_name(kind))
         if frame is not None and self.verify:
             try:
                 data = (self.store.entries / info["entry"]).read_bytes()
@@ -241,26 +242,8 @@ class CandleCache:
     def _grow(self, path: Path, cached: pd.DataFrame, content: bytes, consumed: int,
               kind: str, prices_positive: bool) -> pd.DataFrame | None:
         header = content[: content.find(b"\n") + 1]
-        columns = list(cached.columns)
-        dtypes: dict[str, Any] = {"timestamp": str, **dict.fromkeys(columns, "float64")}
-        try:
-            raw = pd.read_csv(io.BytesIO(header + content[consumed:]), dtype=dtypes,
-                              skip_blank_lines=False)
-        except FILE_ERRORS:
-            return None
-        if raw.empty or sorted(raw.columns) != sorted(["timestamp", *columns]):
-            return None
-        frame = raw.copy()
-        frame["timestamp"], wrong = parse_timestamps(frame["timestamp"], kind)
-        try:
-            valid = validate_frame(frame, raw, path, kind, prices_positive, wrong)
-        except DataValidationError:
-            return None
-        if not valid["timestamp"].iloc[0] > cached.index[-1]:  # sorted and unique across
-            return None
-        new = valid.set_index("timestamp")[columns]
-        new.index.name = cached.index.name
-        return pd.concat([cached, new])
+        new = appended_rows(header, content[consumed:], cached, kind, prices_positive)
+        return None if new is None else pd.concat([cached, new])
 
     def _keep(self, keep: _Keep, frame: pd.DataFrame,
               base: dict[str, Any] | None) -> pd.DataFrame:
@@ -271,11 +254,12 @@ class CandleCache:
             return frame
         sha = _sha(keep.content)
         if base is not None and base["sha"] == sha and base["rows"] == len(frame):
-            entry, entry_sha = base["entry"], base["entry_sha"]
+            entry = base["entry"]
+            written = {k: base[k] for k in ("entry_sha", "offset", "first", "last")}
         else:
             entry = _sha(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".npy"
             try:
-                entry_sha = self.store.write_entry(entry, frame)
+                written = self.store.write_entry(entry, frame)
             except OSError as err:
                 _log.warning("candle cache: could not write %s (%s); not cached", entry, err)
                 return frame
@@ -284,7 +268,7 @@ class CandleCache:
         record = {"kind": keep.kind, "positive": keep.positive, "stat": keep.ident,
                   "racy": time.time_ns() - max(keep.ident[1], keep.ident[2]) < RACY_NS,
                   "sha": sha, "consumed": len(content), "terminated": content.endswith(b"\n"),
-                  "raw_size": keep.raw_size(), "entry": entry, "entry_sha": entry_sha,
+                  "raw_size": keep.raw_size(), "entry": entry, **written,
                   "rows": len(frame), "columns": list(map(str, frame.columns)),
                   "lineage": lineage}
         self._files[keep.key] = record

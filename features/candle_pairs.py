@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from features.consistency import judge, mismatches
@@ -63,13 +64,13 @@ def check(state: dict[str, Any] | None, hourly: Side, daily: Side
     except (KeyError, TypeError, ValueError, IndexError):  # a damaged state: not trusted
         state, start, compared, failing = None, None, 0, []
     how = "pair_partial" if start is not None else "pair_full"
-    if (start is None or bound >= start) and _covers(hourly, bound) and _covers(daily, bound):
-        n, rows = _days(hourly.cut, daily.cut, start, bound)  # final: no append changes them
-        compared, failing = compared + n, failing + rows
-        state = {"lineage": [hourly.lineage, daily.lineage], "b": bound, "compared": compared,
-                 "failing": list(failing)}
-        start = bound
-    n, rows = _days(hourly.cut, daily.cut, start, None)
+    n, days, rows = _days(hourly.cut, daily.cut, start)
+    if days is not None and (start is None or bound >= start) and _covers(hourly, bound) \
+            and _covers(daily, bound):
+        # days before ``bound`` are final: no append changes them
+        state = {"lineage": [hourly.lineage, daily.lineage], "b": bound,
+                 "compared": compared + int((days < bound).sum()),
+                 "failing": failing + [r for r in rows if r[0] < bound]}
     table = pd.DataFrame([(pd.Timestamp(day), f, h, d) for day, f, h, d in failing + rows],
                          columns=["day", "field", "hourly", "daily"])
     state = dict(state or {"lineage": None, "b": 0, "compared": 0, "failing": []})
@@ -102,21 +103,27 @@ def _covers(side: Side, bound: int) -> bool:
     return int(side.frame.index.searchsorted(pd.Timestamp(bound), side="left")) <= len(side.cut)
 
 
-def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None,
-          stop: int | None) -> tuple[int, Failing]:
-    """:func:`features.consistency.mismatches` over the UTC days in [start, stop)."""
+def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None
+          ) -> tuple[int, np.ndarray | None, Failing]:
+    """:func:`features.consistency.mismatches` over the UTC days from ``start`` on: how many
+    days were compared, which (ns; None if they cannot be told, then no state is stored) and
+    the failing rows."""
 
     def part(frame: pd.DataFrame) -> pd.DataFrame:
-        lo = 0 if start is None else frame.index.searchsorted(pd.Timestamp(start))
-        hi = len(frame) if stop is None else frame.index.searchsorted(pd.Timestamp(stop))
-        return frame.iloc[lo:hi]
+        return frame if start is None else frame.iloc[frame.index.searchsorted(
+            pd.Timestamp(start)):]
 
     h, d = part(hourly), part(daily)
     if not len(h) or not len(d):
-        return 0, []
+        return 0, np.empty(0, dtype="int64"), []
     compared, failing = mismatches(h, d)
-    return compared, [(int(pd.Timestamp(r.day).value), str(r.field), float(r.hourly),
-                       float(r.daily)) for r in failing.itertuples(index=False)]
+    stamps = h.index.to_numpy(dtype="datetime64[ns]").view("int64")
+    days = np.intersect1d(np.unique(stamps - stamps % _DAY_NS),
+                          d.index.to_numpy(dtype="datetime64[ns]").view("int64"))
+    rows = [(int(pd.Timestamp(r.day).value), str(r.field), float(r.hourly),
+                   float(r.daily)) for r in failing.itertuples(index=False)]
+    # Cannot differ (both are the days with hours and a daily row); never store a count if so.
+    return compared, days if len(days) == compared else None, rows
 
 
 def _replay(result: dict[str, Any], hourly_path: Path) -> str | DataValidationError | None:

@@ -83,6 +83,9 @@ def cut_market(market: MarketData, last_day: dt.date) -> tuple[MarketData, list[
     for kind in KINDS:
         cut[kind] = {}
         for key, frame in getattr(market, kind).items():
+            if not len(frame) or frame.index[-1] < end:  # sorted: nothing later, no mask
+                cut[kind][key] = frame
+                continue
             later = frame.index >= end
             if later.any():
                 name = labels.get((kind, key), f"{kind} {key}")

@@ -18,9 +18,10 @@ import pytest
 from conftest import MARKET, write_slice
 
 from configs.schema import Config
-from features import loaders
+from features import candle_tail, loaders
 from features.candle_cache import CandleCache
 from features.loaders import DataValidationError, load_market
+from features.validation import RULE_ORDER
 from serving.market import candle_cache, load_as_of
 
 KINDS = ("daily", "hourly", "dvol", "macro")
@@ -314,3 +315,65 @@ def test_load_as_of_through_the_configured_cache(source: Path, tmp_path: Path) -
         assert_same(cached.market, plain.market)
         assert (cached.as_of, cached.warnings) == (plain.as_of, plain.warnings)
     assert plain.warnings and plain.as_of == dt.date(2021, 5, 11)
+
+
+def test_a_cached_frame_is_writable_and_writing_it_leaves_the_cache_alone(
+    source: Path, tmp_path: Path,
+) -> None:
+    load_market(source, cache=tmp_path / "cache")
+    frame = load_market(source, cache=tmp_path / "cache").hourly["BTC"]
+    first = frame.iloc[0, 0]
+    frame.iloc[0, 0] = -1.0  # entries are mapped copy-on-write: this page becomes private
+    frame["close"] *= 2
+    again = load_market(source, cache=tmp_path / "cache").hourly["BTC"]
+    assert again.iloc[0, 0] == first and again.equals(load_market(source).hourly["BTC"])
+
+
+def test_the_append_path_applies_every_validation_rule() -> None:
+    assert frozenset(RULE_ORDER) == candle_tail.RULES
+
+
+def _field(line: bytes, i: int, value: bytes) -> bytes:
+    fields = line.rstrip(b"\n").split(b",")
+    fields[i] = value
+    return b",".join(fields) + b"\n"
+
+
+DEFECTS = {  # rule -> how to break the second new line (timestamp,open,high,low,close,volume)
+    "numeric_values": lambda x: _field(x, 4, b"abc"),
+    "timestamp_format": lambda x: x.replace(b"T", b" ", 1).replace(b"Z", b"", 1),
+    "parseable_timestamp": lambda x: b"2021-13" + x[7:],
+    "finite_values": lambda x: _field(x, 4, b"inf"),
+    "unique_timestamps": lambda x: x,  # becomes a copy of the first new line, below
+    "hour_grid": lambda x: x.replace(b":00:00Z", b":30:00Z", 1),
+    "positive_prices": lambda x: _field(_field(_field(_field(x, 1, b"-1"), 2, b"-1"), 3, b"-1"),
+                                        4, b"-1"),
+    "non_negative_volume": lambda x: _field(x, 5, b"-5"),
+    "high_ge_low": lambda x: x,  # set below: high under low, both under open and close
+    "high_ge_open_close": lambda x: _field(x, 2, x.split(b",")[3]),  # high = low
+    "low_le_open_close": lambda x: _field(x, 3, x.split(b",")[2]),  # low = high
+    "empty_line": lambda x: b"\n",
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DEFECTS))
+def test_the_append_path_refuses_what_the_validator_refuses(source: Path, tmp_path: Path,
+                                                            rule: str) -> None:
+    lines = _text(source / "crypto" / "hourly" / "BTC.csv.gz").splitlines(keepends=True)
+    header, old, new = lines[0], lines[:500], lines[500:503]
+    cached = loaders.load_hourly(_file(tmp_path / "old.csv", b"".join(old)))
+    clean = candle_tail.appended_rows(header, b"".join(new), cached, "hourly", True)
+    assert clean is not None and pd.concat([cached, clean]).equals(
+        loaders.load_hourly(_file(tmp_path / "all.csv", b"".join(lines[:503]))))
+    bad = [new[0], new[0] if rule == "unique_timestamps" else DEFECTS[rule](new[1]), new[2]]
+    if rule == "high_ge_low":  # high below low, low still under open and close
+        low = float(new[1].split(b",")[3])
+        bad[1] = _field(_field(new[1], 3, b"%r" % (low / 2)), 2, b"%r" % (low / 3))
+    assert candle_tail.appended_rows(header, b"".join(bad), cached, "hourly", True) is None
+    with pytest.raises(DataValidationError):
+        loaders.load_hourly(_file(tmp_path / "bad.csv", b"".join(old + bad)))
+
+
+def _file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
