@@ -204,12 +204,15 @@ class _Batch:
             return
         self.loss = covered_loss_arrays(visible, cfg.policy)
         self.ret = a.column(visible, "ret_1d")
-        self.adv = a.rolling(np.exp(a.column(visible, "log_dollar_volume")),
-                             cfg.policy.liquidity.adv_window)[0]
+        self.adv = a.rolling_mean(np.exp(a.column(visible, "log_dollar_volume")),
+                                  cfg.policy.liquidity.adv_window)
         bounds = cfg.backtest.plausibility
-        if bounds.enabled:
-            mean, count = a.rolling(a.column(visible, "rv"), bounds.window_days)
-            self.trailing_rv = np.where(count >= bounds.min_obs, mean, np.nan)
+        if bounds.enabled:  # the trailing mean realized variance of each asset's last row
+            rv, last = a.column(visible, "rv"), a.end - 1
+            count = a.window_count(rv, last, bounds.window_days)
+            mean = a.rolling_mean(rv, bounds.window_days)[last]
+            self.trailing_rv = np.full(len(rv), np.nan)
+            self.trailing_rv[last] = np.where(count >= bounds.min_obs, mean, np.nan)
         self.plausible = self._screen()
         last_rows = a.end - 1
         proxy = (visible["worst_loss_is_proxy"].iloc[last_rows]

@@ -118,23 +118,36 @@ class PanelArrays:
         """A numeric column as float64 (``<NA>`` → NaN)."""
         return panel[name].to_numpy(dtype=float, na_value=np.nan)
 
-    def rolling(self, values: np.ndarray, window_days: int) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, count) of the non-NaN ``values`` over the ``window_days`` calendar days that
-        end at each row, each asset on its own: ``Series.rolling(f"{w}D", min_periods=1)`` of
-        every asset's series, in one call.
+    def _axis(self, window_days: int) -> np.ndarray:
+        """Days on one time axis where asset ``k`` starts more than a window after asset
+        ``k-1`` ended: strictly increasing over the sorted panel, no window spans two assets."""
+        span = int(self.day.max() - self.day.min()) + 2 * int(window_days) + 2
+        return (self.day - self.day.min()) + self.slot.astype(np.int64) * span
 
-        The assets are laid end to end on one time axis, each starting more than a window after
-        the previous one ended, so no window spans two assets. pandas restarts its running
-        (compensated) sums whenever a window shares no row with the previous one, so each
-        asset's numbers are bit for bit those of its own call.
+    def rolling_mean(self, values: np.ndarray, window_days: int) -> np.ndarray:
+        """Mean of the non-NaN ``values`` over the ``window_days`` calendar days that end at
+        each row, each asset on its own: ``Series.rolling(f"{w}D", min_periods=1).mean()`` of
+        every asset's series, in one call on the assets laid end to end (:meth:`_axis`).
+
+        pandas restarts its running (compensated) sums whenever a window shares no row with
+        the previous one, so each asset's numbers are bit for bit those of its own call.
         """
         if not len(values):
-            return np.empty(0), np.empty(0)
-        span = int(self.day.max() - self.day.min()) + 2 * int(window_days) + 2
-        axis = (self.day - self.day.min()) + self.slot.astype(np.int64) * span
-        index = pd.DatetimeIndex(axis.astype("datetime64[D]").astype("datetime64[s]"))
-        rolling = pd.Series(values, index=index).rolling(f"{int(window_days)}D", min_periods=1)
-        return rolling.mean().to_numpy(float), rolling.count().to_numpy(float)
+            return np.empty(0)
+        seconds = (self._axis(window_days) * 86_400).astype("datetime64[s]")
+        rolling = pd.Series(values, index=pd.DatetimeIndex(seconds)).rolling(
+            f"{int(window_days)}D", min_periods=1)
+        return rolling.mean().to_numpy(float)
+
+    def window_count(self, values: np.ndarray, rows: np.ndarray, window_days: int
+                     ) -> np.ndarray:
+        """Number of non-NaN ``values`` of each row's asset dated in ``(t - w, t]``, ``t`` the
+        date of each of ``rows`` (what the rolling count gives there, without the pass)."""
+        axis = self._axis(window_days)
+        known = np.r_[0, np.cumsum(~np.isnan(values))]
+        rows = np.asarray(rows, dtype=np.int64)
+        first = np.searchsorted(axis, axis[rows] - int(window_days), side="right")
+        return (known[rows + 1] - known[first]).astype(float)
 
 
 def latest_inputs(
