@@ -123,3 +123,19 @@ def test_a_single_network_state_still_loads(ensemble, panel):
     cut = panel.index.levels[1][750:760]
     pd.testing.assert_frame_equal(old.forecast_tail(panel, cutoffs=cut),
                                   one.forecast_tail(panel, cutoffs=cut))
+
+
+def test_refit_on_validation_retrains_members_that_left_the_start(train, panel):
+    early = _model(ensemble_size=2, recency_half_lives=[0.0]).fit(train)
+    refit = _model(ensemble_size=2, recency_half_lives=[0.0], refit_on_validation=True).fit(train)
+    assert refit.chosen["epochs_members"] == early.chosen["epochs_members"]  # same choices
+    assert refit.chosen["val_fz0_ensemble"] == early.chosen["val_fz0_ensemble"]
+    for k, n_ep in enumerate(early.chosen["epochs_members"]):
+        same = all(torch.equal(a, b) for a, b in zip(early.nets[k].state_dict().values(),
+                                                      refit.nets[k].state_dict().values(),
+                                                      strict=True))
+        assert same == (n_ep == 0)  # the start stays; a trained member is trained again
+    assert max(early.chosen["epochs_members"]) > 0  # the case above is exercised
+    cut = panel.index.levels[1][750:760]
+    fc = refit.forecast_tail(panel, cutoffs=cut)
+    assert (fc["es"] >= fc["var"]).all() and np.isfinite(fc[["var", "es"]]).all().all()

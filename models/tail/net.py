@@ -119,6 +119,7 @@ class TailModule(pl.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.best_val_loss = float("inf")
         self.best_state: dict[str, torch.Tensor] = {}
+        self.best_epochs = 0  # epochs trained to reach best_state (0: the untrained start)
 
     def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
@@ -141,6 +142,7 @@ class TailModule(pl.LightningModule):
         loss = float(self.trainer.callback_metrics["val_loss"])
         if loss < self.best_val_loss:
             self.best_val_loss = loss
+            self.best_epochs = int(self.current_epoch) + 1
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in self.net.state_dict().items()}
 

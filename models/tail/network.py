@@ -33,6 +33,11 @@ stopped on the same validation set; the forecast averages the members' VaR and E
 level (:func:`models.tail.net.average_tail`), which keeps ES >= VaR and monotonicity in the
 level. One network's FZ0 path depends on its seed through a few hundred tail events per
 window; averaging removes that noise at a cost linear in the members.
+With ``refit_on_validation``, each member is then trained again from its seed on the whole
+window (validation rows included, recency weights recomputed to its last date) for the
+number of epochs its early stopping chose; a member whose best was the untrained start
+stays the start. The validation period is the most recent part of the window, so without
+this refit the newest months only ever stop training and never shape the weights.
 Deterministic on CPU (seeded shuffling, one intra-op thread), ``accelerator="auto"``,
 bf16 on a GPU.
 """
@@ -188,20 +193,22 @@ class TailNetForecaster:
         for half_life in cfg.recency_half_lives:
             weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
             for wd in cfg.weight_decays:
-                loss, state, ran = self._train(weighted, data_va, n_in, var0, es0, wd, cfg.seed)
+                loss, state, ran, n_best = self._train(weighted, data_va, n_in, var0, es0, wd,
+                                                       cfg.seed)
                 epochs += ran
                 if best is None or loss < best[0]:
-                    best = (loss, wd, half_life, state)
+                    best = (loss, wd, half_life, state, n_best)
         assert best is not None
-        val_loss, wd, half_life, state = best
+        val_loss, wd, half_life, state, n_best = best
         weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
-        states, member_fz0 = [state], [val_loss]
+        states, member_fz0, member_epochs = [state], [val_loss], [n_best]
         for k in range(1, cfg.ensemble_size):
-            loss, state, ran = self._train(weighted, data_va, n_in, var0, es0, wd, cfg.seed + k)
+            loss, state, ran, n_best = self._train(weighted, data_va, n_in, var0, es0, wd,
+                                                   cfg.seed + k)
             epochs += ran
             states.append(state)
             member_fz0.append(loss)
-        self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
+            member_epochs.append(n_best)
         self.nets = [self._new_net(n_in) for _ in states]
         for net, st in zip(self.nets, states, strict=True):
             net.load_state_dict(st)
@@ -209,9 +216,18 @@ class TailNetForecaster:
         xv, av, sv, yv, mv, wv = data_va.tensors
         ens = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
                                  torch.tensor([1.0 - q for q in self.levels])))
+        if cfg.refit_on_validation:  # module docstring; the scores above stay out-of-sample
+            full = self._weighted(self._tensors(x, asset, s, y), recency_weights(dates, half_life))
+            for k, n_ep in enumerate(member_epochs):
+                if n_ep > 0:
+                    self.nets[k].load_state_dict(
+                        self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
+                    self.nets[k].eval()
+                    epochs += n_ep
+        self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
                        "val_fz0": val_loss, "val_fz0_members": member_fz0,
-                       "val_fz0_ensemble": ens}
+                       "val_fz0_ensemble": ens, "epochs_members": member_epochs}
         return self
 
     def _new_net(self, n_inputs: int) -> TailNet:
@@ -222,7 +238,8 @@ class TailNetForecaster:
 
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
                var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
-               ) -> tuple[float, dict[str, torch.Tensor], int]:
+               ) -> tuple[float, dict[str, torch.Tensor], int, int]:
+        """(best validation FZ0, its weights, epochs run, epochs to the best) of one net."""
         cfg = self.config
         torch.manual_seed(seed)
         net = self._new_net(n_inputs)
@@ -243,7 +260,30 @@ class TailNetForecaster:
                 enable_progress_bar=False, enable_model_summary=False, deterministic=True,
                 num_sanity_val_steps=0)
             trainer.fit(module, train_dataloaders=tr, val_dataloaders=va)
-        return module.best_val_loss, module.best_state, int(trainer.current_epoch)
+        return (module.best_val_loss, module.best_state, int(trainer.current_epoch),
+                module.best_epochs)
+
+    def _refit(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
+               weight_decay: float, seed: int, n_epochs: int) -> dict[str, torch.Tensor]:
+        """Weights of one net trained from ``seed`` on ``data`` for ``n_epochs`` (no validation)."""
+        cfg = self.config
+        torch.manual_seed(seed)
+        net = self._new_net(n_inputs)
+        net.init_tail(torch.tensor(var0, dtype=torch.float32),
+                      torch.tensor(es0, dtype=torch.float32))
+        alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
+        module = TailModule(net, alpha, cfg.lr, weight_decay)
+        shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+        tr = batch_loader(data, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
+        with quiet_lightning():
+            trainer = pl.Trainer(
+                accelerator="auto", devices=1,
+                precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+                max_epochs=n_epochs, logger=False, enable_checkpointing=False,
+                limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+                deterministic=True, num_sanity_val_steps=0)
+            trainer.fit(module, train_dataloaders=tr)
+        return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
