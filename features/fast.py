@@ -154,8 +154,9 @@ def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list
         first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
         days = Rows(first, np.array([c.hour_ns[-1] // DAY_NS for _, c in batch]) - first + 1)
         grid = Rows(first * HOURS_PER_DAY, days.length * HOURS_PER_DAY)  # hour slots
-        who = np.repeat(np.arange(len(batch)), [len(c.hour_ns) for _, c in batch])
-        at, _ = grid.position(who, np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS)
+        slots = np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS
+        # every candle is inside its asset's grid: row = slot - first slot + offset
+        at = slots + np.repeat(grid.offset - grid.first, [len(c.hour_ns) for _, c in batch])
         h = np.full((3, grid.size), np.nan)
         for k in range(3):
             h[k, at] = np.concatenate([c.hourly[k] for _, c in batch])
