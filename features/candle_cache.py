@@ -15,12 +15,14 @@ trusted. Otherwise the source content is read (gzip decompressed) and its SHA-25
 
 - same bytes as cached (re-written or re-compressed unchanged): the cached frame is used;
 - the cached bytes are an exact prefix, ending at a line end, and the file is CSV (plain or
-  gzip): a clean append. Only the new lines are parsed (under the cached header) and validated
-  with every rule of :func:`features.validation.validate_frame`; rules spanning rows hold
-  across the boundary because the first new stamp must be later than the last cached one
-  (sorted and unique). On *any* failure the whole file is re-read by the normal loader, so
-  errors name the real file, line and rule exactly as without the cache;
+  gzip): a clean append. Only the new lines are parsed (under the cached header) and checked
+  against every rule of :mod:`features.validation` (:mod:`features.candle_tail`); rules
+  spanning rows hold across the boundary because the first new stamp must be later than the
+  last cached one (sorted and unique). On *any* failure the whole file is re-read by the
+  normal loader, so errors name the real file, line and rule exactly as without the cache;
 - anything else (edited, truncated, rows inserted, replaced, Parquet changed): full re-read.
+
+Files with columns beyond the documented ones, or that fail, are not cached (read as before).
 
 Hourly/daily consistency (:mod:`features.consistency`) is decided per UTC day, so the cache keeps,
 per hourly/daily pair, the compared-day count and the failing days before a boundary day that
@@ -33,10 +35,13 @@ decompressed (cheap next to parsing) and only the lines past the cached prefix a
 
 **Residual risk.** With the default stat check, a file whose bytes were changed while size,
 ``mtime_ns``, ``ctime_ns``, inode and device all stayed equal (a tampered clock plus raw disk
-writes, a file system that does not update stamps) would be served from the cache. A corrupt
-cache entry is detected when its file is short, unreadable or of another shape (then rebuilt), not
-when a bit flips inside a value. ``verify=True`` (config ``data.cache.verify``) hashes every
-source file whole and every entry on each load, closing both for the price of reading them.
+writes, a file system that does not update stamps) would be served from the cache. Entries
+are written atomically but not fsync-ed (~6 ms each, 12 s a day at 2,000 files); the index
+is. A damaged entry is refused and rebuilt when it is missing, short, of another shape or its
+first or last stamp differs from the index (a file lost or zero-filled by a crash), not when a
+bit flips inside a value or a crash loses a page in its middle. ``verify=True`` (config
+``data.cache.verify``) hashes every source file whole and every entry on each load, closing
+both for the price of reading them.
 """
 
 from __future__ import annotations
