@@ -2,14 +2,17 @@
 12 assets (``--assets 12``) or a synthetic universe of N daily-and-hourly assets
 (:func:`benchmarks.synthetic_universe.write_universe`).
 
-The data directory (a copy of the embedded data, or the synthetic universe) is first cut after
+A policy is registered quickly (``--forecaster``, default ``har_rv``; not timed, but kept
+cheap at 1,000-10,000 assets): the data through the day before the first served day, read
+through a validated-candle cache kept beside the data directory (a rerun on the same universe
+skips parsing); only the columns a serve of the model reads, built for all assets at once when
+:func:`features.window.serve_columns` names them all (otherwise the whole panel); a short
+walk-forward (one refit) for the out-of-sample FHS history; a per-asset model fitted
+:data:`FIT_CHUNK` assets at a time; bundle, register, @champion — the building blocks of
+``pipelines.steps.step_register`` without the model comparison and policy backtest. The data
+directory (a copy of the embedded data, or the synthetic universe) is then cut after
 :data:`DAYS` [1] (:func:`benchmarks.synthetic_universe.hold_back`), as a production directory
-stands the evening before its feed appends a day. A policy is registered quickly
-(``--forecaster``, default ``har_rv``; not timed): features built only for the columns a
-serve of it reads when :func:`features.window.serve_columns` names them all (otherwise the
-whole panel), a short walk-forward (one refit) for the out-of-sample FHS history, a fit
-through the day before the first served day, bundle, register, @champion — the building
-blocks of ``pipelines.steps.step_register`` without the model comparison and policy backtest.
+stands the evening before its feed appends a day.
 Then, in a fresh working directory (outputs, MLflow store, any cache start empty):
 
 1. ``first``: the first served day, cold (nothing cached yet);
@@ -47,6 +50,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
 from benchmarks.synthetic_universe import append_through, disk_bytes, hold_back, write_universe
 from configs.schema import Config
@@ -55,6 +59,7 @@ from features.loaders import load_market
 from features.schema import feature_view
 from features.window import TrailingWindow, serve_columns, serve_panel
 from models.backtest import backtest
+from models.base import Forecaster
 from models.registry import build_forecaster
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
@@ -65,6 +70,7 @@ MARKET = REPO / "data" / "market"
 LAST = dt.date(2025, 6, 30)
 DAYS = [LAST - dt.timedelta(days=k) for k in (3, 2, 1, 0)]   # first, next day, append, cli
 FIT_CUTOFF = DAYS[0] - dt.timedelta(days=1)
+FIT_CHUNK = 100   # assets per fit of a per-asset model at registration
 
 
 def load_average() -> str:
@@ -86,12 +92,32 @@ def bench_config(work: Path, data_dir: Path, oos_start: str, forecaster: str,
     return Config().with_overrides(overrides)
 
 
-def register_quickly(cfg: Config, forecaster: str) -> dict[str, object]:
-    """Register a ``forecaster`` policy fitted through :data:`FIT_CUTOFF` as @champion."""
+def fitted_state(alias: str, cfg: Config, features: pd.DataFrame) -> dict[str, object]:
+    """The state of ``alias`` fitted on ``features``; a per-asset model (whose fit of an asset
+    reads only that asset's rows, as its walk-forward relies on) is fitted on
+    :data:`FIT_CHUNK` assets at a time and the per-asset parameters merged: the same state
+    without scanning the whole panel once per asset."""
+    def make() -> Forecaster:
+        return build_forecaster(alias, cfg.models, cfg.backtest.horizons)
+
+    if not getattr(make(), "per_asset", False):
+        return make().fit(features).state()
+    names = list(features.index.get_level_values("asset").unique())
+    states = [make().fit(features.loc[names[i:i + FIT_CHUNK]]).state()
+              for i in range(0, len(names), FIT_CHUNK)]
+    params = [st.get("params") for st in states]
+    if not all(isinstance(p, dict) and set(p) <= set(names) for p in params):
+        return make().fit(features).state()        # parameters not keyed by asset
+    return {**states[0], "params": {a: v for p in params for a, v in p.items()}}
+
+
+def register_quickly(cfg: Config, forecaster: str, cache: Path) -> dict[str, object]:
+    """Register a ``forecaster`` policy fitted through :data:`FIT_CUTOFF` as @champion
+    (data read through the validated-candle cache ``cache``)."""
     setup(cfg)
     bt = cfg.backtest
     marks = [("load", time.perf_counter())]
-    market = load_market(cfg.paths.data_dir, cfg.data.assets, FIT_CUTOFF)
+    market = load_market(cfg.paths.data_dir, cfg.data.assets, FIT_CUTOFF, cache=cache)
     marks.append(("features", time.perf_counter()))
     probe = build_forecaster(forecaster, cfg.models, bt.horizons)
     # the columns a serve of this forecaster reads are those its fit and walk-forward read
@@ -110,8 +136,8 @@ def register_quickly(cfg: Config, forecaster: str) -> dict[str, object]:
                          panel, bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
                          plausibility=bt.plausibility).forecasts
     marks.append(("fit + register", time.perf_counter()))
-    model = build_forecaster(forecaster, cfg.models, bt.horizons).fit(feature_view(panel))
-    bundle = {"format": BUNDLE_FORMAT, "forecaster": model.state(),
+    bundle = {"format": BUNDLE_FORMAT, "forecaster": fitted_state(forecaster, cfg,
+                                                                  feature_view(panel)),
               "fit_cutoff": FIT_CUTOFF.isoformat(), "config": cfg.resolved(),
               "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
     with mlflow.start_run(run_name="register-bench"):
@@ -202,22 +228,26 @@ def disk(outputs: Path, mlruns: Path, after: str) -> dict[str, object]:
 
 def bench_universe(name: str, work: Path, data_dir: Path, oos_start: str,
                    args: argparse.Namespace) -> dict[str, object]:
+    cfg = bench_config(work, data_dir, oos_start, args.forecaster, args.stress_lookback)
+    out: dict[str, object] = {"universe": name, "forecaster": args.forecaster,
+                              "stress_lookback_days": cfg.policy.stress_lookback_days}
+    # registration reads the data through its own cache beside the data directory (a rerun
+    # on the same universe skips parsing); the serves' cache is under outputs/, empty
+    out["register"] = register_quickly(cfg, args.forecaster,
+                                       data_dir.with_name(data_dir.name + ".register-cache"))
+    print(json.dumps(out["register"]), flush=True)
     held = hold_back(data_dir, DAYS[1])
     try:
         if not any(DAYS[-1].isoformat().encode() in rows for rows in held.values()):
             raise RuntimeError(f"{data_dir} does not reach {DAYS[-1]}: write the data again")
-        return _serve_days(name, work, data_dir, oos_start, args, held)
+        return out | _serve_days(work, data_dir, oos_start, args, cfg, held)
     finally:  # a reused data directory ends as it began
         append_through(held, DAYS[-1])
 
 
-def _serve_days(name: str, work: Path, data_dir: Path, oos_start: str,
-                args: argparse.Namespace, held: dict[Path, bytes]) -> dict[str, object]:
-    cfg = bench_config(work, data_dir, oos_start, args.forecaster, args.stress_lookback)
-    out: dict[str, object] = {"universe": name, "forecaster": args.forecaster,
-                              "stress_lookback_days": cfg.policy.stress_lookback_days}
-    out["register"] = register_quickly(cfg, args.forecaster)
-    print(json.dumps(out["register"]), flush=True)
+def _serve_days(work: Path, data_dir: Path, oos_start: str, args: argparse.Namespace,
+                cfg: Config, held: dict[Path, bytes]) -> dict[str, object]:
+    out: dict[str, object] = {}
     outputs, mlruns = work / "outputs", work / "mlruns"
     sizes = [disk(outputs, mlruns, "register")]
     serves = {}
