@@ -240,3 +240,17 @@ def test_serve_panel_keeps_the_full_build_for_other_columns() -> None:
     full, fp = serve_panel(market, cfg, as_of, window, ["close", "vrp"])
     assert "corr_spx_30d" in full.columns  # every column, asset by asset
     assert fp == serve_panel(market, cfg, as_of, window)[1]
+
+
+def test_point_in_time_rows_do_not_change_when_later_data_arrives() -> None:
+    """A row dated t reads candles dated up to t only: built from data through 2025-05-31 or
+    through 2025-06-30, the rows up to 2025-05-31 are the same bits."""
+    cfg = Config().features
+    early, late = dt.date(2025, 5, 31), dt.date(2025, 6, 30)
+    before = fast_panel(load_market(MARKET, ["AAVE", "BTC"], early), cfg, early, None, None,
+                        fast_columns(cfg))
+    after = fast_panel(load_market(MARKET, ["AAVE", "BTC"], late), cfg, late, None, None,
+                       fast_columns(cfg))
+    seen = after[after.index.get_level_values("date") <= pd.Timestamp(early)]
+    pd.testing.assert_frame_equal(seen, before, check_exact=True)
+    assert len(after) - len(before) == 2 * 30
