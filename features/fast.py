@@ -157,14 +157,14 @@ def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list
         slots = np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS
         # every candle is inside its asset's grid: row = slot - first slot + offset
         at = slots + np.repeat(grid.offset - grid.first, [len(c.hour_ns) for _, c in batch])
-        h = np.full((3, grid.size), np.nan)
-        for k in range(3):
-            h[k, at] = np.concatenate([c.hourly[k] for _, c in batch])
+        h = np.full((3 if intrabar else 1, grid.size), np.nan)  # [close, high, low]
+        for k, column in enumerate((2, 0, 1)[:len(h)]):  # highs and lows for intrabar only
+            h[k, at] = np.concatenate([c.hourly[column] for _, c in batch])
         n = grid.size
         per_day = np.full((n // HOURS_PER_DAY, len(LOSS_COLUMNS)), -np.inf)
         valid = np.zeros(n, dtype=bool)
         if n > H:
-            lc = np.log(h[2])
+            lc = np.log(h[0])
             finite = np.isfinite(lc)
             head = np.zeros(n, dtype=bool)  # an asset's first H slots: the window would
             head[(grid.offset[:, None] + np.arange(H)).ravel()] = True  # start before it
@@ -176,7 +176,7 @@ def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list
             p0, end = lc[:-H], lc[H:]  # the window ending at slot j's close, j >= H
             low = high = p0  # unused unless an intrabar column is wanted
             if intrabar:  # lows and highs of candles j-H+1 .. j
-                ll, lh = np.log(h[1]), np.log(h[0])
+                lh, ll = np.log(h[1]), np.log(h[2])
                 low = ll[1:] if H == 1 else sliding_window_view(ll, H).min(axis=-1)[1:]
                 high = lh[1:] if H == 1 else sliding_window_view(lh, H).max(axis=-1)[1:]
             slot = np.full(n, -np.inf)
