@@ -124,6 +124,25 @@ def test_stored_forecasts_missing_or_not_plain_dates_give_the_per_asset_frame(em
             pd.testing.assert_frame_equal(fast, ref, check_exact=True)
 
 
+def test_assets_without_a_visible_price_get_the_fail_safe_of_the_per_asset_path(embedded):
+    """An asset listed after the as-of (rows only later) and one whose closes are all
+    missing: no price data, frozen or the static set, as one asset at a time."""
+    model, bundle = _bundle("ewma94", embedded, FIT_CUTOFF, "2021-09-01")
+    btc = embedded.xs("BTC", level="asset", drop_level=False)
+    later = btc[btc.index.get_level_values("date") > "2022-06-20"].rename(index={"BTC": "AAA"})
+    blank = btc.rename(index={"BTC": "ZZZ"}).assign(close=np.nan)
+    panel = pd.concat([embedded, later, blank]).sort_index()
+    day1, day2 = dt.date(2022, 6, 12), dt.date(2022, 6, 13)
+    previous = _json_rows(policy_frame_per_asset(model, bundle, panel, day1))
+    fast = policy_frame(model, bundle, panel, day2, previous)
+    pd.testing.assert_frame_equal(
+        fast, policy_frame_per_asset(model, bundle, panel, day2, previous), check_exact=True)
+    rows = fast.set_index("asset")
+    assert rows.loc["AAA", "reason"].startswith("fail-safe: no price data")
+    assert rows.loc["ZZZ", "reason"].startswith("fail-safe: no price data")
+    assert rows.loc[["AAA", "ZZZ"], "flag_stale"].all()
+
+
 class _BrokenOn:
     """A per-asset forecaster that raises on one asset."""
 
