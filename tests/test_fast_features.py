@@ -174,6 +174,8 @@ def test_only_the_columns_asked_for_and_clear_errors() -> None:
     got = fast_panel(market, cfg, as_of, 40, 100, wanted)
     assert list(got.columns) == ["close", "har_rv_7d", "worst_loss_short"]  # schema order
     assert_same(got, reference(market, cfg, as_of, 40, 100))
+    flag_only = fast_panel(market, cfg, as_of, 40, 100, [PROXY_FLAG, "ret_1d"])  # close_to_close
+    assert_same(flag_only, reference(market, cfg, as_of, 40, 100))
     with pytest.raises(ValueError, match="vrp"):
         fast_panel(market, cfg, as_of, 40, 100, ["close", "vrp"])
     bad = dict(market.hourly)
