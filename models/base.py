@@ -142,9 +142,12 @@ def asset_blocks(panel: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[int
         panel = panel.sort_index()
     codes = np.asarray(panel.index.codes[0])
     cut = np.flatnonzero(np.diff(codes)) + 1
-    levels = panel.index.levels[0]
-    return panel, {str(levels[codes[s]]): (int(s), int(e))
-                   for s, e in zip(np.r_[0, cut], np.r_[cut, len(codes)], strict=True) if e > s}
+    if not len(codes):
+        return panel, {}
+    starts, ends = np.r_[0, cut], np.r_[cut, len(codes)]
+    names = panel.index.levels[0].take(codes[starts]).tolist()  # one take, not one per asset
+    return panel, {str(n): (int(s), int(e))
+                   for n, s, e in zip(names, starts, ends, strict=True)}
 
 
 def select_cutoffs(

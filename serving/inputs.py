@@ -112,7 +112,7 @@ class PanelArrays:
         levels = panel.index.levels[0]
         slot = np.repeat(np.arange(len(start)), end - start)
         day = panel.index.get_level_values(1).to_numpy().astype("datetime64[D]").astype(np.int64)
-        return cls([str(levels[c]) for c in codes[start]], start, end, day, slot)
+        return cls([str(n) for n in levels.take(codes[start]).tolist()], start, end, day, slot)
 
     def column(self, panel: pd.DataFrame, name: str) -> np.ndarray:
         """A numeric column as float64 (``<NA>`` → NaN)."""
