@@ -5,11 +5,14 @@ Cases, on the universe written by :mod:`benchmarks.synthetic_universe` (``--data
 - ``uncached``: :func:`serving.market.load_as_of` as the serve called it before the cache;
 - ``cold``: first load with an empty cache (parse, validate, write the cache);
 - ``warm``: the files unchanged since the last load (``--repeat`` times, best kept);
-- ``append``: every file grew by the last day's rows (1 daily row, 24 hourly candles, as
-  ``volmargin ingest`` appends them: the gzip file rewritten whole), loaded the next day.
+- ``append``: every file grew by the last day's rows (1 daily row, 24 hourly candles),
+  loaded the next day: appended to a ``.csv`` as a feed does, or for ``.csv.gz`` (``--gzip``
+  universes) the file rewritten whole as ``volmargin ingest`` does (``--gz-member``: a gzip
+  member appended instead, :func:`benchmarks.synthetic_universe.append_through`).
 
-The universe is first copied without its last day (rows stamped on ``LAST``), the day then
-appended; ``append`` is checked equal to the uncached load of the full universe.
+The universe is first copied without its last day (:func:`benchmarks.synthetic_universe.
+hold_back`), the day then appended; ``append`` is checked equal to the uncached load of the
+full universe.
 
     python -m benchmarks.load_bench --data /tmp/universe [--repeat 3] [--skip-uncached]
 """
@@ -25,28 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.synthetic_universe import LAST
+from benchmarks.synthetic_universe import LAST, append_through, hold_back
 from features.candle_cache import CandleCache
 from serving.market import PointInTime, load_as_of
 
 DAY = dt.date.fromisoformat(LAST)
-
-
-def _split(src: Path, dest: Path) -> dict[Path, bytes]:
-    """Copy ``src`` to ``dest`` without its rows stamped on the last day; return those rows."""
-    rest = {}
-    stamp = LAST.encode()
-    for path in sorted(p for p in src.rglob("*.csv.gz")):
-        out = dest / path.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        text = gzip.decompress(path.read_bytes())
-        at = text.find(b"\n" + stamp)
-        if at < 0:  # macro series without a session that day: copied as is
-            shutil.copy(path, out)
-            continue
-        out.write_bytes(gzip.compress(text[: at + 1], compresslevel=1))
-        rest[out] = text[at + 1:]
-    return rest
 
 
 def _timed(load, repeat: int = 1, keep: bool = False  # type: ignore[no-untyped-def]
@@ -74,13 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-uncached", action="store_true")
     parser.add_argument("--verify", action="store_true", help="data.cache.verify: hash all")
+    parser.add_argument("--gz-member", action="store_true",
+                        help=".csv.gz: append a gzip member instead of rewriting the file")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="load_bench_"))
     try:
         data, cache_dir = work / "data", work / "cache"
-        rest = _split(args.data, data)
+        shutil.copytree(args.data, data)
+        held = hold_back(data, DAY - dt.timedelta(days=1))
         n_assets = len(list((data / "crypto" / "daily").iterdir()))
-        n_files = sum(1 for _ in data.rglob("*.csv.gz"))
+        n_files = sum(1 for p in data.rglob("*.csv*") if p.is_file())
 
         def load(today: dt.date, root: Path = data, cached: bool = True):  # type: ignore[no-untyped-def]
             cache = CandleCache(cache_dir, verify=args.verify) if cached else None
@@ -91,9 +80,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(("uncached", *_timed(lambda: load(DAY, cached=False))))
         rows.append(("cold", *_timed(lambda: load(DAY))))
         rows.append(("warm", *_timed(lambda: load(DAY), args.repeat)))
-        for path, text in rest.items():  # the next day's rows, the file rewritten as ingest does
-            path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + text,
-                                           compresslevel=1))
+        if args.gz_member:
+            append_through(held, dt.date.max)
+        for path, text in held.items():  # .csv appended to; .csv.gz rewritten as ingest does
+            if not text:
+                continue
+            if path.name.endswith(".gz"):
+                path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + text,
+                                               compresslevel=1))
+            else:
+                with open(path, "ab") as fh:
+                    fh.write(text)
         nxt = DAY + dt.timedelta(days=1)
         rows.append(("append", *_timed(lambda: load(nxt), keep=True)))
         appended = rows[-1][2]

@@ -377,3 +377,18 @@ def test_the_append_path_refuses_what_the_validator_refuses(source: Path, tmp_pa
 def _file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_keep_going_records_the_same_failures_through_the_cache(source: Path,
+                                                                tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _split(source, data, "2099")
+    load_market(data, cache=tmp_path / "cache")
+    path = data / "crypto" / "hourly" / "ETH.csv.gz"
+    lines = _text(path).splitlines(keepends=True)
+    lines[40] = _field(lines[40], 5, b"-5")  # a negative volume: ETH is not built
+    _write(path, b"".join(lines))
+    plain = load_market(data, keep_going=True)
+    assert list(plain.daily) == ["BTC"] and "non_negative_volume" in str(plain.failures)
+    for _ in range(2):
+        assert_same(load_market(data, keep_going=True, cache=tmp_path / "cache"), plain)
