@@ -112,15 +112,16 @@ class Store:
             self._collect(index)
 
     def _collect(self, index: dict[str, Any]) -> None:
+        """Delete old unreferenced entries, and temporary files a killed writer left."""
         live = {f.get("entry") for f in index["files"].values()}
         cutoff = time.time() - GC_GRACE_S
+        stale = [p for p in self.root.iterdir() if p.name.endswith(".tmp")]
         with contextlib.suppress(OSError):
-            for path in self.entries.iterdir():
-                if path.name in live:
-                    continue
-                with contextlib.suppress(OSError):
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
+            stale += [p for p in self.entries.iterdir() if p.name not in live]
+        for path in stale:
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     # -- entries -----------------------------------------------------------------------------
     def write_entry(self, name: str, frame: pd.DataFrame) -> dict[str, Any]:

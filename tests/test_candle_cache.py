@@ -11,6 +11,7 @@ import datetime as dt
 import gzip
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from conftest import MARKET, write_slice
 from configs.schema import Config
 from features import candle_tail, loaders
 from features.candle_cache import CandleCache
+from features.candle_store import GC_GRACE_S
 from features.loaders import DataValidationError, load_market
 from features.validation import RULE_ORDER
 from serving.market import candle_cache, load_as_of
@@ -392,3 +394,24 @@ def test_keep_going_records_the_same_failures_through_the_cache(source: Path,
     assert list(plain.daily) == ["BTC"] and "non_negative_volume" in str(plain.failures)
     for _ in range(2):
         assert_same(load_market(data, keep_going=True, cache=tmp_path / "cache"), plain)
+
+
+def test_old_entries_and_leftover_temporary_files_are_collected(source: Path,
+                                                                tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _split(source, data, "2099")
+    load_market(data, cache=tmp_path / "cache")
+    entries = tmp_path / "cache" / "entries"
+    kept = sorted(p.name for p in entries.iterdir())
+    old = time.time() - 2 * GC_GRACE_S
+    leftovers = [entries / "0123.npy", entries / ".x.npy.abc.tmp",
+                 tmp_path / "cache" / ".index.json.abc.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"left by a killed writer")
+        os.utime(path, (old, old))
+    young = entries / "4567.npy"  # maybe another process's, not yet in the index
+    young.write_bytes(b"")
+    os.utime(data / "macro" / "SPX.csv.gz")  # touched: its record changes, the index is saved
+    load_market(data, cache=tmp_path / "cache")
+    assert not any(p.exists() for p in leftovers) and young.exists()
+    assert sorted(p.name for p in entries.iterdir()) == sorted([*kept, young.name])
