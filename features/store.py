@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from configs.schema import FeaturesConfig
@@ -46,6 +47,52 @@ def fingerprint(market: MarketData, cfg: FeaturesConfig, as_of: dt.date | None) 
     for src in _FEATURE_CODE:
         digest.update(f"{src.name}:{_sha256(src)}\n".encode())
     digest.update(f"as_of={as_of}".encode())
+    return digest.hexdigest()
+
+
+def _column_bytes(values: pd.Series) -> bytes:
+    """A column's values as bytes: the raw buffer of a numeric or boolean column (nullable
+    ones as values with missing set to 0, then the missing mask), else pandas' per-value hash."""
+    array = values.array
+    if isinstance(array, pd.arrays.BooleanArray | pd.arrays.IntegerArray | pd.arrays.FloatingArray):
+        mask = array.isna()
+        return (array.to_numpy(dtype=array.dtype.numpy_dtype, na_value=0).tobytes()
+                + np.asarray(mask).tobytes())
+    raw = values.to_numpy()
+    if raw.dtype.kind in "biufM":
+        return np.ascontiguousarray(raw).tobytes()
+    return pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
+
+
+def panel_fingerprint(panel: pd.DataFrame, cfg: FeaturesConfig, as_of: dt.date | None,
+                      note: str = "") -> str:
+    """sha256 over the built panel itself (its index, column names, dtypes and raw values),
+    the feature config, the feature code, the as-of and ``note``.
+
+    Same fingerprint ⇒ the same feature values were read. A serve records it as its lineage:
+    hashing the few columns it built costs a fraction of hashing every loaded candle
+    (:func:`fingerprint`: ~5 s of hourly candles at 1,000 assets against ~0.2 s of the
+    panel's columns).
+    """
+    digest = hashlib.sha256()
+    index = panel.index
+    if isinstance(index, pd.MultiIndex):  # codes into each level: no pass over the strings
+        index = index.remove_unused_levels()
+        levels = [(index.names[i], index.codes[i], index.levels[i]) for i in range(index.nlevels)]
+    else:
+        codes, uniques = pd.factorize(index)
+        levels = [(index.name, codes, pd.Index(uniques))]
+    for name, codes, values in levels:
+        digest.update(f"level:{name}:{values.dtype}\n".encode())
+        digest.update(np.asarray(codes, dtype=np.int64).tobytes())
+        digest.update(_column_bytes(pd.Series(values)))
+    for name, column in panel.items():
+        digest.update(f"column:{name}:{column.dtype}\n".encode())
+        digest.update(_column_bytes(column))
+    digest.update(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
+    for src in _FEATURE_CODE:
+        digest.update(f"{src.name}:{_sha256(src)}\n".encode())
+    digest.update(f"as_of={as_of}:{note}".encode())
     return digest.hexdigest()
 
 

@@ -18,7 +18,7 @@ from features.build import build_panel
 from features.freshness import freshness_report, stale_assets
 from features.loaders import DataValidationError, load_market
 from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
-from features.store import fingerprint, load_or_build
+from features.store import fingerprint, load_or_build, panel_fingerprint
 from features.summary import feature_summary
 from tests.conftest import write_slice
 
@@ -133,6 +133,30 @@ def test_fingerprint_changes_with_data_config_and_as_of(data_dir):
     assert fingerprint(market, CFG, pd.Timestamp("2022-04-30").date()) != fp
     _corrupt_line(data_dir / "crypto/daily/SOL.csv.gz", 7, "volume", "1")
     assert fingerprint(load_market(data_dir), CFG, None) != fp
+
+
+def test_panel_fingerprint_sees_every_value_the_index_and_the_settings(data_dir):
+    panel = build_panel(load_market(data_dir), CFG)
+    day = pd.Timestamp("2022-04-30").date()
+    fp = panel_fingerprint(panel, CFG, day, "days=30")
+    assert panel_fingerprint(panel.copy(), CFG, day, "days=30") == fp  # content, not identity
+    for column in ("rv", "ret_1d", "rv_is_hourly", "n_hours"):  # float, bool, int columns
+        changed = panel.copy()
+        i = int(np.flatnonzero(changed[column].notna().to_numpy())[3])
+        old = changed[column].iloc[i]
+        changed.iloc[i, changed.columns.get_loc(column)] = (
+            (not old) if isinstance(old, bool | np.bool_) else
+            old + 1 if changed[column].dtype.kind in "iu" else np.nextafter(old, np.inf))
+        assert panel_fingerprint(changed, CFG, day, "days=30") != fp, column
+    missing = panel.copy()
+    missing.iloc[10, missing.columns.get_loc("rv")] = np.nan
+    assert panel_fingerprint(missing, CFG, day, "days=30") != fp
+    assert panel_fingerprint(panel.drop(panel.index[:1]), CFG, day, "days=30") != fp
+    assert panel_fingerprint(panel.drop(columns="rv"), CFG, day, "days=30") != fp
+    assert panel_fingerprint(panel, FeaturesConfig(liquidation_delay_hours=2), day,
+                             "days=30") != fp
+    assert panel_fingerprint(panel, CFG, None, "days=30") != fp
+    assert panel_fingerprint(panel, CFG, day, "days=31") != fp
 
 
 # ---------------------------------------------------------------- summary and plots
