@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -311,7 +312,7 @@ class CandleCache:
             return
         try:
             self.store.merge_index(self._files, self._pairs)
-        except OSError as err:
+        except (OSError, filelock.Timeout) as err:
             _log.warning("candle cache: index not written (%s); next load re-reads", err)
             return
         self.index["pairs"].update(self._pairs)

@@ -3,7 +3,7 @@
 Layout under the cache directory::
 
     index.json                 what is known about each source file and hourly/daily pair
-    index.lock                 flock()ed while the index is read-modified-written
+    index.lock                 locked while the index is read-modified-written
     entries/<digest>.npy       one validated frame: stamps and float64 columns, one array
 
 Entries are *content-addressed*: the name is a digest of the source content they were
@@ -11,7 +11,7 @@ validated from (and of the kind, the validation settings and :data:`FORMAT`), so
 that cache the same file write the same bytes under the same name, and an entry is never
 rewritten in place. Every write goes to a temporary file in the same directory, is flushed and
 ``os.replace``-d into place: a reader sees a whole file or none. The index is merged under an
-exclusive ``flock`` (a second ``run``/``retrain``/``serve`` loading at the same time loses no
+exclusive file lock (a second ``run``/``retrain``/``serve`` loading at the same time loses no
 update); an unreadable index or entry (crash, full disk, a short or damaged file, another
 version) is treated as absent and rebuilt from the source, never trusted.
 
@@ -29,7 +29,6 @@ Figures in ``benchmarks/README.md``, "Validated-candle cache".
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -41,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import pandas as pd
 
@@ -48,6 +48,8 @@ FORMAT = 2  # bump when the entry or index layout, or what a cached frame holds,
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0
+# A merge takes milliseconds; a lock held this long belongs to a stuck process.
+LOCK_TIMEOUT_S = 30.0
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
@@ -92,14 +94,16 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive lock of the index between processes (released when the block ends)."""
+        """Exclusive lock of the index between processes (released when the block ends).
+
+        Raises
+        ------
+        filelock.Timeout
+            Another process held it for :data:`LOCK_TIMEOUT_S` (the caller skips its save).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "index.lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with filelock.FileLock(self.root / "index.lock", timeout=LOCK_TIMEOUT_S):
+            yield
 
     def merge_index(self, files: dict[str, Any], pairs: dict[str, Any]) -> None:
         """Add ``files``/``pairs`` to the index on disk (other keys kept as another process
