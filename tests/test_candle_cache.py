@@ -19,9 +19,10 @@ import pytest
 from conftest import MARKET, write_slice
 
 from configs.schema import Config
-from features import candle_tail, loaders
+from features import candle_pairs, candle_tail, loaders
 from features.candle_cache import CandleCache
 from features.candle_store import GC_GRACE_S
+from features.consistency import mismatches
 from features.loaders import DataValidationError, load_market
 from features.validation import RULE_ORDER
 from serving.market import candle_cache, load_as_of
@@ -415,3 +416,35 @@ def test_old_entries_and_leftover_temporary_files_are_collected(source: Path,
     load_market(data, cache=tmp_path / "cache")
     assert not any(p.exists() for p in leftovers) and young.exists()
     assert sorted(p.name for p in entries.iterdir()) == sorted([*kept, young.name])
+
+
+def _same_as_pandas(hourly: pd.DataFrame, daily: pd.DataFrame) -> int:
+    compared, failing = mismatches(hourly, daily)
+    days, rows = candle_pairs.mismatch_days(hourly, daily)
+    assert len(days) == compared
+    assert rows == [(int(pd.Timestamp(r.day).value), r.field, float(r.hourly), float(r.daily))
+                    for r in failing.itertuples(index=False)]
+    return len(rows)
+
+
+def test_the_numpy_day_check_equals_mismatches(source: Path, tmp_path: Path) -> None:
+    eth = write_slice(tmp_path / "eth", ["ETH"], "2017-08-17", "2017-10-31", macro=())
+    hourly = loaders.load_hourly(eth / "crypto" / "hourly" / "ETH.csv.gz")
+    daily = loaders.load_daily(eth / "crypto" / "daily" / "ETH.csv.gz")
+    assert _same_as_pandas(hourly, daily) == 1  # 2017-09-19's open
+    late = hourly.set_axis(hourly.index + pd.Timedelta(hours=1))
+    assert _same_as_pandas(late, daily) > 100  # shifted an hour: most days fail
+    assert _same_as_pandas(hourly.iloc[5:40], daily.iloc[1:]) == 0  # partial first/last days
+    for asset in ("BTC", "ETH"):
+        h = loaders.load_hourly(source / "crypto" / "hourly" / f"{asset}.csv.gz")
+        d = loaders.load_daily(next((source / "crypto" / "daily").glob(f"{asset}.csv*")))
+        _same_as_pandas(h, d)
+        _same_as_pandas(h.iloc[-30:], d.iloc[-2:])
+
+
+@pytest.mark.slow
+def test_the_numpy_day_check_equals_mismatches_on_the_embedded_data(
+    embedded_market: loaders.MarketData,
+) -> None:
+    for asset, hourly in embedded_market.hourly.items():
+        _same_as_pandas(hourly, embedded_market.daily[asset])
