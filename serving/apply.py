@@ -193,12 +193,11 @@ class _Batch:
         # a duplicated date would make the per-asset reindexing fail or differ: not batched
         repeated = set(a.slot[1:][(np.diff(a.day) <= 0) & (np.diff(a.slot) == 0)].tolist())
         self.limit, self.wanted = _wanted_cutoffs(bundle, as_of)
-        names = [a.assets[k] for k in fresh]
+        names = [a.assets[k] for k in fresh if k not in repeated]
         stored = stored_by_asset(bundle, names, self.limit)
-        self.new = self._forecasts() if stored is not None else None
         self.stored = stored or {}
-        self.batched = set() if self.new is None else {
-            a.assets[k] for k in fresh if k not in repeated}
+        self.new, failed = self._forecasts(names) if stored is not None else ({}, set(names))
+        self.batched = set(names) - failed
         self.plausible: set[str] = set()
         if not self.batched:
             return
@@ -219,15 +218,32 @@ class _Batch:
                  if "worst_loss_is_proxy" in visible else pd.Series(False, index=last_rows))
         self.proxy = proxy.fillna(True).to_numpy(bool)  # as the per-asset reindex does
 
-    def _forecasts(self) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-        """Every asset's new forecasts from one call, or None (each asset then calls alone)."""
-        if not _batchable(self.forecaster):
-            return None
+    def _forecasts(self, names: list[str]
+                   ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], set[str]]:
+        """(new forecasts of ``names``, the assets whose forecast raised): from one call over
+        the panel when the forecaster allows it (:func:`_batchable`), else, or when that
+        call raises, from one call per asset on its own rows, as :func:`_forecast_series`
+        makes it. An asset that raised takes the per-asset path, which freezes it."""
         u = self.cfg.features.update_interval_days
-        try:
-            return series_by_asset(self.forecaster.forecast(self.visible, [u], self.wanted))
-        except Exception:  # one asset may break the call: each then runs alone
-            return None
+        if _batchable(self.forecaster):
+            try:
+                return series_by_asset(self.forecaster.forecast(self.visible, [u],
+                                                                self.wanted)), set()
+            except Exception:  # one asset may break the call: each is then forecast alone
+                pass
+        a, out, failed = self.arrays, {}, set()
+        for name in names:
+            k = self.slot[name]
+            frame = self.visible.iloc[a.start[k]:a.end[k]].droplevel("asset")
+            try:
+                fc = self.forecaster.forecast(pd.concat({name: frame}, names=["asset", "date"]),
+                                              [u], self.wanted)
+            except Exception:  # the per-asset path raises it again, and freezes the asset
+                failed.add(name)
+                continue
+            out[name] = (fc["cutoff"].to_numpy().astype("datetime64[D]").astype(np.int64),
+                         fc["variance"].to_numpy(dtype=float))
+        return out, failed
 
     def parameters(self, asset: str, previous: PolicyState | None
                    ) -> tuple[Parameters, PolicyState | None]:

@@ -157,6 +157,26 @@ class _BrokenOn:
         return self.model.forecast(panel, horizons, cutoffs)
 
 
+class _Pooled:
+    """A forecaster that does not say its forecasts are per asset (like the learnt ones)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.alias, self.calls = model, model.alias, 0
+
+    def forecast(self, panel: pd.DataFrame, horizons: Any, cutoffs: Any = None) -> pd.DataFrame:
+        self.calls += 1
+        return self.model.forecast(panel, horizons, cutoffs)
+
+
+def test_a_forecaster_not_known_to_be_per_asset_is_called_asset_by_asset(embedded):
+    model, bundle = _bundle("har_rv", embedded, FIT_CUTOFF, "2021-09-01", exclude=("LTC",))
+    pooled = _Pooled(model)
+    for fast, ref in _chains(pooled, bundle, embedded, DAYS[:3]):
+        pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+    # each path calls it once per asset priced on the as-of (SOL is stale from 2022-06-11)
+    assert pooled.calls == 2 * (6 + 6 + 6)
+
+
 def test_an_asset_whose_forecast_raises_is_frozen_and_the_others_are_published(embedded):
     model, bundle = _bundle("ewma94", embedded, FIT_CUTOFF, "2021-09-01")
     day1, day2 = dt.date(2022, 6, 9), dt.date(2022, 6, 10)
