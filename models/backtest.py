@@ -48,6 +48,7 @@ class Task:
     fit_end: pd.Timestamp
     seg_end: pd.Timestamp
     assets: tuple[str, ...]
+    separable: bool = False  # a chunk of a per-asset model: each asset is fitted on its own
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class TaskResult:
     forecasts: pd.DataFrame
     error: str = ""  # "" when the task ran; else the exception, one line
     left_out: tuple[str, str] | None = None  # (asset, error): a pooled fit failed with it
+    failed: tuple[tuple[str, str], ...] = ()  # (asset, error) of a chunk's assets that failed
 
 
 Mapper = Callable[[Callable[[Task], TaskResult], Iterable[Task]], Iterable[TaskResult]]
@@ -84,8 +86,13 @@ def eligible_assets(panel: pd.DataFrame, cutoff: pd.Timestamp, min_days: int) ->
 
 
 def plan(features: pd.DataFrame, oos_start: dt.date, refit_every: int, min_train_days: int,
-         per_asset: bool) -> list[Task]:
-    """The walk-forward's tasks in refit order (assets sorted within a refit)."""
+         per_asset: bool, chunk_assets: int = 1) -> list[Task]:
+    """The walk-forward's tasks in refit order (assets sorted within a refit).
+
+    A per-asset model's assets go ``chunk_assets`` to a task: one fit and one forecast call
+    over the chunk's rows (each asset still fitted on its own rows alone) instead of one task
+    per asset, whose fixed cost (slicing, frames, shipping to a worker) dominated cheap models
+    at 1,000 assets. A chunk that fails is redone asset by asset (:func:`run_task`)."""
     dates = features.index.get_level_values("date")
     last = dates.max()
     fits = refit_dates(pd.Timestamp(oos_start), last, refit_every)
@@ -95,8 +102,10 @@ def plan(features: pd.DataFrame, oos_start: dt.date, refit_every: int, min_train
         assets = tuple(eligible_assets(features, fit_end, min_train_days))
         if not assets:
             continue
-        groups = [(a,) for a in assets] if per_asset else [assets]
-        tasks += [Task(k, fit_end, seg_end, g) for g in groups]
+        size = max(1, chunk_assets)
+        groups = ([assets[i:i + size] for i in range(0, len(assets), size)] if per_asset
+                  else [assets])
+        tasks += [Task(k, fit_end, seg_end, g, separable=per_asset) for g in groups]
     return tasks
 
 
@@ -104,14 +113,21 @@ def run_task(task: Task, make_model: Callable[[], Forecaster], features: pd.Data
              horizons: Sequence[int]) -> TaskResult:
     """Fit and forecast one task; an exception becomes the result's ``error``, not a crash.
 
-    A pooled task that fails is retried without each of its assets in turn (leave one out,
-    in asset order): the first that succeeds is the result, with the asset it had to leave
-    out in ``left_out`` — one asset's data cannot cost a pooled model every other asset.
-    Healthy tasks never retry, so their numbers are those of one fit.
+    A chunk of a per-asset model that fails is redone one asset at a time: the assets that
+    fail alone are listed in ``failed``, the others keep their forecasts. A pooled task that
+    fails is retried without each of its assets in turn (leave one out, in asset order): the
+    first that succeeds is the result, with the asset it had to leave out in ``left_out`` —
+    one asset's data cannot cost a pooled model every other asset. Healthy tasks never
+    retry, so their numbers are those of one fit.
     """
     result = _attempt(task, make_model, features, horizons)
     if not result.error or len(task.assets) < 2:
         return result
+    if task.separable:
+        parts = [_attempt(Task(task.k, task.fit_end, task.seg_end, (a,), True), make_model,
+                          features, horizons) for a in task.assets]
+        return TaskResult(task, concat_forecasts([p.forecasts for p in parts if not p.error]),
+                          failed=tuple((p.task.assets[0], p.error) for p in parts if p.error))
     for culprit in task.assets:
         rest = tuple(a for a in task.assets if a != culprit)
         retry = _attempt(Task(task.k, task.fit_end, task.seg_end, rest), make_model, features,
@@ -161,8 +177,12 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
                       "rows": 0, "reason": f"refit {r.task.fit_end.date()}: the pooled fit "
                                            f"fails with this asset ({error}), not without it"}
                      for h in horizons]
+        rows += [{"model": alias, "asset": asset, "horizon_days": int(h), "stage": "fit",
+                  "reason": f"refit {r.task.fit_end.date()}: {error}", "rows": 0}
+                 for asset, error in r.failed for h in horizons]
     covered = set(zip(forecasts["asset"], forecasts["horizon_days"].astype(int), strict=True))
-    ran = sorted({a for r in results if not r.error for a in r.task.assets})
+    ran = sorted({a for r in results if not r.error for a in r.task.assets}
+                 - {a for r in results for a, _ in r.failed})
     rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "no_forecast",
               "rows": 0, "reason": "no forecast at any cutoff: the model declined the asset "
                                    "at every refit (e.g. a fit it judged degenerate)"}
@@ -190,14 +210,16 @@ def backtest(
     progress: ProgressHook | None = None,
     mapper: Mapper = map,
     plausibility: PlausibilityConfig | None = None,
+    chunk_assets: int = 1,
 ) -> WalkForward:
     """Out-of-sample forecasts for every cutoff from ``oos_start`` to the panel's last date,
-    with every failed (model, asset, horizon) dropped and listed (module docstring)."""
+    with every failed (model, asset, horizon) dropped and listed (module docstring); a
+    per-asset model's assets go ``chunk_assets`` to a task (:func:`plan`)."""
     features = feature_view(panel)
     probe = make_model()
     alias = str(probe.alias)
     tasks = plan(features, oos_start, refit_every, min_train_days,
-                 bool(getattr(probe, "per_asset", False)))
+                 bool(getattr(probe, "per_asset", False)), chunk_assets)
     n_refits = len(refit_dates(pd.Timestamp(oos_start),
                                features.index.get_level_values("date").max(), refit_every))
     results: list[TaskResult] = []
@@ -228,12 +250,13 @@ def walk_forward(
     progress: ProgressHook | None = None,
     mapper: Mapper = map,
     plausibility: PlausibilityConfig | None = None,
+    chunk_assets: int = 1,
 ) -> pd.DataFrame:
     """:func:`backtest`'s forecasts, strict: any failure raises :class:`ForecastFailureError`
     naming every failed (model, asset, horizon) and why, for callers that cannot go on
     without every asset (benchmarks, one-model studies)."""
     out = backtest(make_model, panel, oos_start, refit_every, horizons, min_train_days,
-                   progress, mapper, plausibility)
+                   progress, mapper, plausibility, chunk_assets)
     if len(out.failures):
         lines = [f"  {r.model} {r.asset} h={r.horizon_days}: {r.reason}"
                  for r in out.failures.itertuples()]

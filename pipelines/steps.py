@@ -132,7 +132,7 @@ def step_backtest(
                     lambda a=alias: build_forecaster(a, cfg.models, bt.horizons),
                     panel, bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
                     progress=lambda d, t, a=alias: progress(f"backtest {a}", d, t),
-                    mapper=mapper, plausibility=bt.plausibility,
+                    mapper=mapper, plausibility=bt.plausibility, chunk_assets=bt.chunk_assets,
                 )
                 fc = wf.forecasts
                 run_ids[alias] = child.info.run_id
@@ -199,7 +199,8 @@ def step_policy(
             bt = cfg.backtest  # a comparator: assets it fails on are compared without it
             ewma = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
                             panel, bt.oos_start, bt.refit_every, bt.horizons,
-                            bt.min_train_days, plausibility=bt.plausibility).forecasts
+                            bt.min_train_days, plausibility=bt.plausibility,
+                            chunk_assets=bt.chunk_assets).forecasts
         ev = evaluate_policies(panel, forecasts, compared, cfg, ewma, engine)
         choice = ev.choice
         progress("policy backtest", 1, 2)

@@ -38,7 +38,7 @@ def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> pd.DataFrame:
     bt, u = cfg.backtest, cfg.features.update_interval_days
     return backtest(lambda: build_forecaster(SIGMA_MODEL, cfg.models, [u]), panel,
                     bt.oos_start, bt.refit_every, [u], bt.min_train_days,
-                    plausibility=bt.plausibility).forecasts
+                    plausibility=bt.plausibility, chunk_assets=bt.chunk_assets).forecasts
 
 
 def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:

@@ -113,6 +113,35 @@ def test_a_per_asset_model_that_raises_on_one_asset_loses_only_that_asset(panel)
     pd.testing.assert_frame_equal(out.forecasts, keep)
 
 
+def test_chunks_of_a_per_asset_model_give_the_numbers_of_one_task_per_asset(panel):
+    features = panel.drop(columns=[c for c in panel if c.startswith("target_")])
+    tasks = plan(features, OOS, 91, 300, per_asset=True, chunk_assets=2)
+    assert [t.assets for t in tasks[:2]] == [("AAA", "BBB"), ("CCC",)]
+    assert all(t.separable for t in tasks)
+    for alias in ("garch11_t", "har_rv", "ewma94"):
+        def make(a: str = alias) -> Any:
+            return build_forecaster(a, ModelsConfig(), H)
+        one = _run(make, panel)
+        for size in (2, 50):
+            chunked = _run(make, panel, chunk_assets=size)
+            pd.testing.assert_frame_equal(chunked.forecasts, one.forecasts, check_exact=True)
+            assert chunked.failures.empty
+
+
+def test_a_chunk_with_one_failing_asset_is_redone_asset_by_asset(panel):
+    healthy = _run(lambda: _faulty(per_asset=True), panel)
+    one = _run(lambda: _faulty(fail_fit=("BBB",), per_asset=True), panel)
+    out = _run(lambda: _faulty(fail_fit=("BBB",), per_asset=True), panel, chunk_assets=3)
+    assert set(out.forecasts["asset"]) == {"AAA", "CCC"}
+    pd.testing.assert_frame_equal(out.failures, one.failures)  # same triples, same reasons
+    keep = healthy.forecasts[healthy.forecasts["asset"] != "BBB"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(out.forecasts, keep)
+    every = _run(lambda: _faulty(fail_fit=("AAA", "BBB", "CCC"), per_asset=True), panel,
+                 chunk_assets=3)
+    assert every.forecasts.empty and set(every.failures["asset"]) == {"AAA", "BBB", "CCC"}
+    assert (every.failures["stage"] == "fit").all()
+
+
 def test_a_pooled_model_with_implausible_values_on_one_asset_loses_that_asset(panel):
     out = _run(lambda: _faulty(blow_up=("CCC",)), panel)
     assert set(out.forecasts["asset"]) == {"AAA", "BBB"}
