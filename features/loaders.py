@@ -290,6 +290,17 @@ def load_market(
     root = Path(data_dir)
     store = CandleCache(cache) if isinstance(cache, (str, Path)) else cache
     run = _Attempts(root, keep_going, _utcnow() if as_of is None else None, store)
+    try:
+        return _load_all(root, run, assets, as_of, max_file_mb)
+    finally:
+        if store is not None:  # what validated is kept even when a later file fails
+            store.save()
+
+
+def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
+              as_of: datetime.date | None, max_file_mb: float | None) -> MarketData:
+    """:func:`load_market` once its cache and attempts are set up."""
+    store = run.cache
     daily_files, daily_errors = run.scan(root / "crypto" / "daily",
                                          lambda s: f"asset {s} not built")
     symbols = sorted(daily_files) if assets is None else list(assets)
@@ -358,8 +369,6 @@ def load_market(
     gaps = gap_reports(series)
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
-    if store is not None:
-        store.save()
     return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures, problems,
                       run.warnings, run.future)
 

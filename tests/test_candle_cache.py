@@ -448,3 +448,17 @@ def test_the_numpy_day_check_equals_mismatches_on_the_embedded_data(
 ) -> None:
     for asset, hourly in embedded_market.hourly.items():
         _same_as_pandas(hourly, embedded_market.daily[asset])
+
+
+def test_files_validated_before_a_failing_one_stay_cached(source: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _split(source, data, "2099")
+    path = data / "macro" / "SPX.csv.gz"  # read last
+    good = path.read_bytes()
+    path.write_bytes(gzip.compress(_text(path).replace(b",", b";", 3)))  # a broken header
+    with pytest.raises(DataValidationError):
+        load_market(data, cache=tmp_path / "cache")
+    path.write_bytes(good)
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(data, cache=cache), load_market(data))
+    assert served(cache) == 6 and cache.stats["full"] == 1
