@@ -3,8 +3,9 @@
 :func:`features.consistency.mismatches` compares each UTC day on its own (its hours against
 its daily candle), so a pair's result is the sum of per-day results. A *state* keeps, for days
 before a boundary ``b`` that no clean append can change, the number of compared days and the
-failing ones; a load then compares only the days from ``b`` on and hands the total to the same
-:func:`features.consistency.judge`: same warning, same error, same counts and first day.
+failing ones; a load then compares only the days from ``b`` on (:func:`mismatch_days`, the same
+comparison in numpy) and hands the total to the same :func:`features.consistency.judge`: same
+warning, same error, same counts and first day.
 
 ``b`` is the earlier of the UTC day of the last hourly candle (appended candles open later, so
 only that day can still gain hours) and the day after the last daily row. A state belongs to
