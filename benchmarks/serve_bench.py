@@ -134,7 +134,7 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path) -> dict[str, obj
     # implausible forecast, and registration is not what is measured here
     forecasts = backtest(lambda: build_forecaster(forecaster, cfg.models, bt.horizons),
                          panel, bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
-                         plausibility=bt.plausibility).forecasts
+                         plausibility=bt.plausibility, chunk_assets=bt.chunk_assets).forecasts
     marks.append(("fit + register", time.perf_counter()))
     bundle = {"format": BUNDLE_FORMAT, "forecaster": fitted_state(forecaster, cfg,
                                                                   feature_view(panel)),
