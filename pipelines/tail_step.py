@@ -111,12 +111,12 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
              say: Callable[[str], None] = print) -> TailStep:
     """``volmargin tail``: features as of ``as_of`` (cut there), then :func:`step_tail`."""
     from features.store import load_or_build
-    from serving.market import load_as_of
+    from serving.market import candle_cache, load_as_of
     from serving.ops.tracking import setup
 
     setup(cfg)
     pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
-                     max_file_mb=cfg.data.max_file_mb)
+                     max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
     panel, _, _ = load_or_build(pit.market, cfg.features,
                                 Path(cfg.paths.outputs_dir) / "features", pit.as_of)
     step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")

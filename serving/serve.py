@@ -193,7 +193,12 @@ def serve(
         setup(cfg)
         progress("resolve model", 0, 1)
         uri, mv = resolve_model(cfg.registry.model_name, model_version)
-        directory, bundle, unverified = locate_policy(cfg, mv)
+        directory, unverified = locate_policy(cfg, mv)
+        progress("load model", 0, 1)
+        # the stored files are those registered (hashes checked above), so loading their code
+        # is safe; the bundle is the model's own, parsed once (7 MB of JSON at 1,000 assets)
+        model = mlflow.pyfunc.load_model(str(directory))
+        bundle = model.unwrap_python_model().bundle
         ignored = config_not_applied(cfg, bundle["config"], environ)
         used = bundle["config"]["policy"]
         progress("load data", 0, 1)
@@ -207,8 +212,6 @@ def serve(
         # and only the columns this model and policy read, built for all assets at once
         panel, fingerprint = serve_panel(market, cfg.features, as_of, window,
                                          serve_columns(bundle))
-        progress("load model", 0, 1)
-        model = mlflow.pyfunc.load_model(str(directory))
         prev = previous_parameters(root, as_of)
         # json.dumps writes floats with repr (exact round trip); DataFrame.to_json keeps 10
         # decimals, so a value held by the deadband came back changed in the 11th digit.
@@ -315,17 +318,15 @@ def config_not_applied(cfg: Config, bundled: dict[str, Any],
     return diff
 
 
-def locate_policy(cfg: Config, mv: Any) -> tuple[Path, dict[str, Any], list[str]]:
-    """(stored model directory, its bundle, integrity tags it lacks) of a registered version.
+def locate_policy(cfg: Config, mv: Any) -> tuple[Path, list[str]]:
+    """(stored model directory, integrity tags it lacks) of a registered version.
 
     The stored files are found under this project's artifact root (a moved project still
-    serves) and checked against the hashes recorded at registration; the bundle is read as
-    JSON, so nothing of the model's code has been imported when this returns.
+    serves) and checked against the hashes recorded at registration before anything of the
+    model's code is imported.
     """
     directory = model_dir(mv, artifact_root(cfg.paths.mlruns_dir))
-    unverified = verify_integrity(mv, directory)
-    bundle = json.loads((directory / "artifacts" / "policy_bundle.json").read_text())
-    return directory, bundle, unverified
+    return directory, verify_integrity(mv, directory)
 
 
 def failed_assets(failures: dict[str, str]) -> dict[str, str]:

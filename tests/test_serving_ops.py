@@ -283,7 +283,7 @@ def test_json_logs_are_one_object_per_line_with_key_figures(daily: tuple) -> Non
     lines = [json.loads(line) for line in results[-1].output.strip().splitlines()]
     assert all({"ts", "level", "job", "step", "message"} <= set(line) for line in lines)
     assert [line["step"] for line in lines[:-1]] == [
-        "resolve model", "load data", "features", "load model", "apply policy", "publish"]
+        "resolve model", "load model", "load data", "features", "apply policy", "publish"]
     final = lines[-1]
     assert (final["job"], final["as_of"], final["assets"], final["version"]) == (
         "serve", AS_OF, 2, "1")

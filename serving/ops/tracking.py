@@ -16,6 +16,12 @@ from typing import Any
 
 import mlflow
 
+# The SQLite store every job opens. MLflow imports it (SQLAlchemy, alembic: ~1 s) on the first
+# call that needs a store; imported here it loads with the process instead of inside the first
+# timed step of a job, and a long-running process pays it once.
+import mlflow.store.model_registry.sqlalchemy_store
+import mlflow.store.tracking.sqlalchemy_store
+
 from configs.schema import Config
 
 # MLflow ≥ 3 opens an experiment on the GenAI "Overview" (traces, tokens) unless the experiment
