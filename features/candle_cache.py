@@ -60,12 +60,13 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from features import candle_pairs
 from features.candle_store import FORMAT, Store
-from features.candle_tail import appended_rows
+from features.candle_tail import appended_blocks
 from features.consistency import check_hourly_against_daily
 from features.rawfiles import FILE_ERRORS
 from features.validation import SPECS, DataValidationError
@@ -91,21 +92,40 @@ class _Used:
 
 @dataclass
 class _Keep:
-    """A source as read for caching: key, stat identity, content (decompressed), rules."""
+    """A source as read for caching: key, stat identity, rules, and of its content
+    (decompressed): SHA-256, length, whether it ends a line, the size ``data.max_file_mb`` is
+    compared with (:func:`features.rawfiles.read_table`: content bytes, or for Parquet its
+    row groups' uncompressed size)."""
 
     key: str
     ident: list[int]
-    content: bytes
     kind: str
     positive: bool
+    sha: str
+    size: int
+    terminated: bool
+    raw_size: int
 
-    def raw_size(self) -> int:
-        """The size ``data.max_file_mb`` is compared with (:func:`features.rawfiles.
-        read_table`): content bytes, or for Parquet its row groups' uncompressed size."""
-        if not self.key.endswith(".parquet"):
-            return len(self.content)
-        meta = pq.ParquetFile(io.BytesIO(self.content)).metadata
-        return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    @classmethod
+    def of(cls, key: str, ident: list[int], content: bytes, kind: str, positive: bool,
+           sha: str | None = None) -> _Keep:
+        """``sha``: the content's digest when already known."""
+        raw = len(content)
+        if key.endswith(".parquet"):
+            meta = pq.ParquetFile(io.BytesIO(content)).metadata
+            raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return cls(key, ident, kind, positive, sha or _sha(content), len(content),
+                   content.endswith(b"\n"), raw)
+
+
+@dataclass
+class _Ready:
+    """A file's appended rows parsed by :meth:`CandleCache.prepare`, valid while the file's
+    stat identity is ``keep.ident`` and its index record is ``info``."""
+
+    keep: _Keep
+    info: dict[str, Any]
+    block: np.ndarray
 
 
 def _sha(data: bytes | memoryview) -> str:
@@ -131,7 +151,8 @@ class CandleCache:
     ----------
     stats : Counter
         How each file was served in this object's lifetime: ``hit``, ``same_content``,
-        ``append``, ``full``, ``uncached``; and ``pair_memo``, ``pair_partial``, ``pair_full``
+        ``append`` (of which ``prepared``: new rows parsed by :meth:`prepare`), ``full``,
+        ``uncached``; and ``pair_memo``, ``pair_partial``, ``pair_full``
         for the hourly/daily check.
     """
 
@@ -143,6 +164,7 @@ class CandleCache:
         self._files: dict[str, Any] = {}
         self._pairs: dict[str, Any] = {}
         self._used: dict[str, _Used] = {}
+        self._ready: dict[str, _Ready] = {}
 
     @property
     def index(self) -> dict[str, Any]:
@@ -160,14 +182,12 @@ class CandleCache:
         appended rows, ``max_file_mb`` the size guard a cached file must still pass.
         """
         key = os.path.abspath(path)
+        ready = self._ready.pop(key, None)
         try:
             st = os.stat(path)
         except OSError:
             return self._uncached(path, full_read)
-        info = self.index["files"].get(key)
-        if not (isinstance(info, dict) and info.keys() >= _RECORD
-                and (info["kind"], info["positive"]) == (kind, prices_positive)):
-            info = None  # absent, damaged, or cached under other rules
+        info = self._record(key, kind, prices_positive)
         limit = None if max_file_mb is None else int(max_file_mb * 1e6)
         if limit is not None and (st.st_size > limit
                                   or (info is not None and info["raw_size"] > limit)):
@@ -180,21 +200,29 @@ class CandleCache:
                 self.stats["hit"] += 1
                 self._used[key] = _Used(info["lineage"], frame)
                 return frame
+        if ready is not None and ready.keep.ident == ident and ready.info is info:
+            old = self._block(info)  # parsed by prepare(): the file has not changed since
+            if old is not None:
+                block = np.concatenate([old, ready.block], axis=1)
+                self.stats["append"] += 1
+                self.stats["prepared"] += 1
+                return self._keep(ready.keep, self._frame(block, info, kind), info, block)
         content = self._content(path, limit)
         if content is None:
             return self._uncached(path, full_read)
-        keep = _Keep(key, ident, content, kind, prices_positive)
-        if info is not None and self._extends(info, content):
-            frame = self._entry(info, kind)
-            if frame is not None and len(content) == info["consumed"]:
+        sha = self._extends(info, content) if info is not None else None
+        keep = _Keep.of(key, ident, content, kind, prices_positive, sha)
+        if sha is not None and info is not None:
+            old = self._block(info)
+            if old is not None and len(content) == info["consumed"]:
                 self.stats["same_content"] += 1
-                return self._keep(keep, frame, info)
-            if frame is not None and not path.name.endswith(".parquet"):
-                grown = self._append(path, frame, content, info["consumed"], kind,
-                                     prices_positive)
-                if grown is not None and _identity(os.stat(path)) == ident:
+                return self._keep(keep, self._frame(old, info, kind), info)
+            if old is not None and not path.name.endswith(".parquet"):
+                new = self._append(content, info, kind, prices_positive)
+                if new is not None and _identity(os.stat(path)) == ident:
+                    block = np.concatenate([old, new], axis=1)
                     self.stats["append"] += 1
-                    return self._keep(keep, grown, info)
+                    return self._keep(keep, self._frame(block, info, kind), info, block)
         frame = full_read(path)
         if _identity(os.stat(path)) != ident:  # changed while being read: use, don't keep
             self.stats["uncached"] += 1
@@ -202,9 +230,76 @@ class CandleCache:
         self.stats["full"] += 1
         return self._keep(keep, frame, None)
 
+    def _record(self, key: str, kind: str, positive: bool) -> dict[str, Any] | None:
+        """The index record of ``key``; None if absent, damaged, or cached under other rules."""
+        info = self.index["files"].get(key)
+        if not (isinstance(info, dict) and info.keys() >= _RECORD
+                and (info["kind"], info["positive"]) == (kind, positive)):
+            return None
+        return info
+
+    # -- all files' appended rows at once ----------------------------------------------------
+    def prepare(self, files: list[tuple[Path, str, bool]], max_file_mb: float | None) -> None:
+        """Parse the rows appended since caching to each of ``files`` (path, kind,
+        prices_positive), one parse for all files of one kind and header
+        (:func:`features.candle_tail.appended_blocks`).
+
+        Only a speed-up: :meth:`load` uses a file's prepared rows when its stat identity and
+        index record are still those seen here, and otherwise (or when the rows failed a rule
+        or were not prepared) decides alone, as without this call.
+        """
+        limit = None if max_file_mb is None else int(max_file_mb * 1e6)
+        groups: dict[tuple[str, bool, bytes, tuple[str, ...]], list[tuple[_Ready, bytes]]] = {}
+        for path, kind, positive in files:
+            try:
+                found = self._grown(Path(path), kind, positive, limit)
+            except Exception:  # any surprise: load() decides alone
+                continue
+            if found is not None:
+                ready, header, tail = found
+                group = (kind, positive, header, tuple(ready.info["columns"]))
+                groups.setdefault(group, []).append((ready, tail))
+        for (kind, positive, header, columns), items in groups.items():
+            try:
+                blocks = appended_blocks(header, [t for _, t in items],
+                                         [r.info["last"] for r, _ in items], list(columns),
+                                         kind, positive)
+            except Exception:  # any surprise: load() decides file by file
+                continue
+            for (ready, _), block in zip(items, blocks, strict=True):
+                if block is not None:
+                    ready.block = block
+                    self._ready[ready.keep.key] = ready
+
     def _uncached(self, path: Path, full_read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
         self.stats["uncached"] += 1
         return full_read(path)
+
+    def _grown(self, path: Path, kind: str, positive: bool, limit: int | None
+               ) -> tuple[_Ready, bytes, bytes] | None:
+        """For :meth:`prepare`: a cached CSV file that only grew by appended lines, with its
+        header and those lines (not yet parsed); None for any other file."""
+        key = os.path.abspath(path)
+        info = self._record(key, kind, positive)
+        if info is None or key.endswith(".parquet") or not info["terminated"]:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        ident = _identity(st)
+        if ((limit is not None and (st.st_size > limit or info["raw_size"] > limit))
+                or (info["stat"] == ident and not self.verify and not info["racy"])):
+            return None  # refused, or a hit: load() decides
+        content = self._content(path, limit)
+        if content is None or len(content) <= info["consumed"]:
+            return None
+        sha = self._extends(info, content)
+        if sha is None:
+            return None
+        keep = _Keep.of(key, ident, content, kind, positive, sha)
+        ready = _Ready(keep, info, np.empty((0, 0), dtype="int64"))
+        return ready, content[: content.find(b"\n") + 1], content[info["consumed"]:]
 
     def _content(self, path: Path, limit: int | None) -> bytes | None:
         """The bytes the loader parses (gzip decompressed); None if unreadable or too large
@@ -219,62 +314,71 @@ class CandleCache:
             return None
         return None if limit is not None and len(data) > limit else data
 
-    def _extends(self, info: dict[str, Any], content: bytes) -> bool:
-        """True when the cached bytes are an exact, line-terminated prefix of ``content``."""
+    def _extends(self, info: dict[str, Any], content: bytes) -> str | None:
+        """The SHA-256 of ``content`` when the cached bytes are an exact, line-terminated
+        prefix of it, else None (one pass over the bytes: the prefix's digest goes on)."""
         n = info["consumed"]
         if len(content) < n or (len(content) > n and not info["terminated"]):
-            return False
-        return _sha(memoryview(content)[:n]) == info["sha"]
+            return None
+        digest = hashlib.sha256(memoryview(content)[:n])
+        if digest.hexdigest() != info["sha"]:
+            return None
+        digest.update(memoryview(content)[n:])
+        return digest.hexdigest()
 
-    def _entry(self, info: dict[str, Any], kind: str) -> pd.DataFrame | None:
-        frame = self.store.read_entry(info["entry"], info, _index_name(kind))
-        if frame is not None and self.verify:
+    def _block(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The cached entry's block (:meth:`Store.read_block`; with ``verify`` also hashed)."""
+        block = self.store.read_block(info["entry"], info)
+        if block is not None and self.verify:
             try:
                 data = (self.store.entries / info["entry"]).read_bytes()
             except OSError:
                 return None
             if _sha(data) != info["entry_sha"]:
                 return None
-        return frame
+        return block
 
-    def _append(self, path: Path, cached: pd.DataFrame, content: bytes, consumed: int,
-                kind: str, prices_positive: bool) -> pd.DataFrame | None:
-        """``cached`` plus the validated rows after byte ``consumed``; None on any doubt."""
+    def _frame(self, block: np.ndarray, info: dict[str, Any], kind: str) -> pd.DataFrame:
+        return self.store.frame(block, info["columns"], _index_name(kind))
+
+    def _entry(self, info: dict[str, Any], kind: str) -> pd.DataFrame | None:
+        block = self._block(info)
+        return None if block is None else self._frame(block, info, kind)
+
+    def _append(self, content: bytes, info: dict[str, Any], kind: str,
+                prices_positive: bool) -> np.ndarray | None:
+        """The validated rows after the cached bytes as a block; None on any doubt."""
         try:
-            return self._grow(path, cached, content, consumed, kind, prices_positive)
+            header = content[: content.find(b"\n") + 1]
+            return appended_blocks(header, [content[info["consumed"]:]], [info["last"]],
+                                   list(info["columns"]), kind, prices_positive)[0]
         except Exception:  # any surprise: the normal loader decides instead
             return None
 
-    def _grow(self, path: Path, cached: pd.DataFrame, content: bytes, consumed: int,
-              kind: str, prices_positive: bool) -> pd.DataFrame | None:
-        header = content[: content.find(b"\n") + 1]
-        new = appended_rows(header, content[consumed:], cached, kind, prices_positive)
-        return None if new is None else pd.concat([cached, new])
-
-    def _keep(self, keep: _Keep, frame: pd.DataFrame,
-              base: dict[str, Any] | None) -> pd.DataFrame:
-        """Record ``frame`` as the validated content ``keep.content`` of ``keep.key``; return
-        it. ``base``: the cached record it equals or grew from (its lineage goes on)."""
-        if not _cacheable(frame, keep.kind):
+    def _keep(self, keep: _Keep, frame: pd.DataFrame, base: dict[str, Any] | None,
+              block: np.ndarray | None = None) -> pd.DataFrame:
+        """Record ``frame`` as the validated content of ``keep.key``; return it. ``base``: the
+        cached record it equals or grew from (its lineage goes on); ``block``: its entry
+        block when already built (then the frame is over it, cacheable by construction)."""
+        if block is None and not _cacheable(frame, keep.kind):
             self.stats["uncached"] += 1
             return frame
-        sha = _sha(keep.content)
+        sha = keep.sha
         if base is not None and base["sha"] == sha and base["rows"] == len(frame):
             entry = base["entry"]
             written = {k: base[k] for k in ("entry_sha", "offset", "first", "last")}
         else:
             entry = _sha(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".npy"
             try:
-                written = self.store.write_entry(entry, frame)
+                written = self.store.write_entry(entry, frame, block)
             except OSError as err:
                 _log.warning("candle cache: could not write %s (%s); not cached", entry, err)
                 return frame
         lineage = base["lineage"] if base is not None else uuid.uuid4().hex
-        content = keep.content
         record = {"kind": keep.kind, "positive": keep.positive, "stat": keep.ident,
                   "racy": time.time_ns() - max(keep.ident[1], keep.ident[2]) < RACY_NS,
-                  "sha": sha, "consumed": len(content), "terminated": content.endswith(b"\n"),
-                  "raw_size": keep.raw_size(), "entry": entry, **written,
+                  "sha": sha, "consumed": keep.size, "terminated": keep.terminated,
+                  "raw_size": keep.raw_size, "entry": entry, **written,
                   "rows": len(frame), "columns": list(map(str, frame.columns)),
                   "lineage": lineage}
         self._files[keep.key] = record

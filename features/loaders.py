@@ -327,6 +327,12 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
         root / "iv", lambda n: f"DVOL_{n} not used"
         + (f"; asset {n} not built" if n in symbols else ""), prefix="DVOL_")
     macro_files, _ = run.scan(root / "macro", lambda n: f"macro series {n} not used")
+    if store is not None:  # the rows appended since caching: one parse per kind, all files
+        planned = [(p, "dvol") for p in dvol_files.values()]
+        planned += [(daily_files[s], "daily") for s in symbols]
+        planned += [(hourly_files[s], "hourly") for s in symbols if s in hourly_files]
+        planned += [(p, "macro") for p in macro_files.values()]
+        store.prepare([(p, k, _positive(k, p)) for p, k in planned], max_file_mb)
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
     end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
@@ -416,10 +422,14 @@ def _reader(cache: CandleCache | None, kind: str,
         return full
 
     def read(path: Path) -> pd.DataFrame:
-        positive = kind != "macro" or stem(path) not in YIELD_SERIES
-        return cache.load(path, kind, full, max_file_mb, positive)
+        return cache.load(path, kind, full, max_file_mb, _positive(kind, path))
 
     return read
+
+
+def _positive(kind: str, path: Path) -> bool:
+    """Whether the prices of ``path`` must be > 0 (not for the yield series)."""
+    return kind != "macro" or stem(path) not in YIELD_SERIES
 
 
 def _label(root: Path, path: Path) -> str:
