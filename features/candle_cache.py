@@ -19,7 +19,11 @@ trusted. Otherwise the source content is read (gzip decompressed) and its SHA-25
   against every rule of :mod:`features.validation` (:mod:`features.candle_tail`); rules
   spanning rows hold across the boundary because the first new stamp must be later than the
   last cached one (sorted and unique). On *any* failure the whole file is re-read by the
-  normal loader, so errors name the real file, line and rule exactly as without the cache;
+  normal loader, so errors name the real file, line and rule exactly as without the cache.
+  :meth:`CandleCache.prepare` (called by the loader before the files are loaded) reads every
+  such file and parses the new lines of all files of one kind and header in one call; a file
+  then uses those rows only while its stat identity and index record are still those seen
+  there, and otherwise (or when its rows failed) is decided alone as described;
 - anything else (edited, truncated, rows inserted, replaced, Parquet changed): full re-read.
 
 Files with columns beyond the documented ones, or that fail, are not cached (read as before).
@@ -48,23 +52,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import logging
 import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import filelock
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from features import candle_pairs
+from features.candle_records import Keep, Ready, Used, identity, sha256
 from features.candle_store import FORMAT, Store
 from features.candle_tail import appended_blocks
 from features.consistency import check_hourly_against_daily
@@ -80,60 +82,6 @@ _log = logging.getLogger(__name__)
 _RECORD = frozenset({"kind", "positive", "stat", "racy", "sha", "consumed", "terminated",
                      "raw_size", "entry", "entry_sha", "offset", "first", "last", "rows",
                      "columns", "lineage"})
-
-
-@dataclass
-class _Used:
-    """A cached source as this process loaded it (for the hourly/daily pair state)."""
-
-    lineage: str  # unchanged across clean appends: rows[:n] of one lineage never change
-    frame: pd.DataFrame
-
-
-@dataclass
-class _Keep:
-    """A source as read for caching: key, stat identity, rules, and of its content
-    (decompressed): SHA-256, length, whether it ends a line, the size ``data.max_file_mb`` is
-    compared with (:func:`features.rawfiles.read_table`: content bytes, or for Parquet its
-    row groups' uncompressed size)."""
-
-    key: str
-    ident: list[int]
-    kind: str
-    positive: bool
-    sha: str
-    size: int
-    terminated: bool
-    raw_size: int
-
-    @classmethod
-    def of(cls, key: str, ident: list[int], content: bytes, kind: str, positive: bool,
-           sha: str | None = None) -> _Keep:
-        """``sha``: the content's digest when already known."""
-        raw = len(content)
-        if key.endswith(".parquet"):
-            meta = pq.ParquetFile(io.BytesIO(content)).metadata
-            raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return cls(key, ident, kind, positive, sha or _sha(content), len(content),
-                   content.endswith(b"\n"), raw)
-
-
-@dataclass
-class _Ready:
-    """A file's appended rows parsed by :meth:`CandleCache.prepare`, valid while the file's
-    stat identity is ``keep.ident`` and its index record is ``info``."""
-
-    keep: _Keep
-    info: dict[str, Any]
-    block: np.ndarray
-
-
-def _sha(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _identity(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 class CandleCache:
@@ -163,8 +111,8 @@ class CandleCache:
         self._index: dict[str, Any] | None = None
         self._files: dict[str, Any] = {}
         self._pairs: dict[str, Any] = {}
-        self._used: dict[str, _Used] = {}
-        self._ready: dict[str, _Ready] = {}
+        self._used: dict[str, Used] = {}
+        self._ready: dict[str, Ready] = {}
 
     @property
     def index(self) -> dict[str, Any]:
@@ -192,13 +140,13 @@ class CandleCache:
         if limit is not None and (st.st_size > limit
                                   or (info is not None and info["raw_size"] > limit)):
             return self._uncached(path, full_read)  # raises file_too_large as without a cache
-        ident = _identity(st)
+        ident = identity(st)
         if (info is not None and info["stat"] == ident and not self.verify
                 and not info["racy"]):
             frame = self._entry(info, kind)
             if frame is not None:
                 self.stats["hit"] += 1
-                self._used[key] = _Used(info["lineage"], frame)
+                self._used[key] = Used(info["lineage"], frame)
                 return frame
         if ready is not None and ready.keep.ident == ident and ready.info is info:
             old = self._block(info)  # parsed by prepare(): the file has not changed since
@@ -211,7 +159,7 @@ class CandleCache:
         if content is None:
             return self._uncached(path, full_read)
         sha = self._extends(info, content) if info is not None else None
-        keep = _Keep.of(key, ident, content, kind, prices_positive, sha)
+        keep = Keep.of(key, ident, content, kind, prices_positive, sha)
         if sha is not None and info is not None:
             old = self._block(info)
             if old is not None and len(content) == info["consumed"]:
@@ -219,12 +167,12 @@ class CandleCache:
                 return self._keep(keep, self._frame(old, info, kind), info)
             if old is not None and not path.name.endswith(".parquet"):
                 new = self._append(content, info, kind, prices_positive)
-                if new is not None and _identity(os.stat(path)) == ident:
+                if new is not None and identity(os.stat(path)) == ident:
                     block = np.concatenate([old, new], axis=1)
                     self.stats["append"] += 1
                     return self._keep(keep, self._frame(block, info, kind), info, block)
         frame = full_read(path)
-        if _identity(os.stat(path)) != ident:  # changed while being read: use, don't keep
+        if identity(os.stat(path)) != ident:  # changed while being read: use, don't keep
             self.stats["uncached"] += 1
             return frame
         self.stats["full"] += 1
@@ -249,7 +197,7 @@ class CandleCache:
         or were not prepared) decides alone, as without this call.
         """
         limit = None if max_file_mb is None else int(max_file_mb * 1e6)
-        groups: dict[tuple[str, bool, bytes, tuple[str, ...]], list[tuple[_Ready, bytes]]] = {}
+        groups: dict[tuple[str, bool, bytes, tuple[str, ...]], list[tuple[Ready, bytes]]] = {}
         for path, kind, positive in files:
             try:
                 found = self._grown(Path(path), kind, positive, limit)
@@ -276,7 +224,7 @@ class CandleCache:
         return full_read(path)
 
     def _grown(self, path: Path, kind: str, positive: bool, limit: int | None
-               ) -> tuple[_Ready, bytes, bytes] | None:
+               ) -> tuple[Ready, bytes, bytes] | None:
         """For :meth:`prepare`: a cached CSV file that only grew by appended lines, with its
         header and those lines (not yet parsed); None for any other file."""
         key = os.path.abspath(path)
@@ -287,7 +235,7 @@ class CandleCache:
             st = os.stat(path)
         except OSError:
             return None
-        ident = _identity(st)
+        ident = identity(st)
         if ((limit is not None and (st.st_size > limit or info["raw_size"] > limit))
                 or (info["stat"] == ident and not self.verify and not info["racy"])):
             return None  # refused, or a hit: load() decides
@@ -297,8 +245,8 @@ class CandleCache:
         sha = self._extends(info, content)
         if sha is None:
             return None
-        keep = _Keep.of(key, ident, content, kind, positive, sha)
-        ready = _Ready(keep, info, np.empty((0, 0), dtype="int64"))
+        keep = Keep.of(key, ident, content, kind, positive, sha)
+        ready = Ready(keep, info, np.empty((0, 0), dtype="int64"))
         return ready, content[: content.find(b"\n") + 1], content[info["consumed"]:]
 
     def _content(self, path: Path, limit: int | None) -> bytes | None:
@@ -334,7 +282,7 @@ class CandleCache:
                 data = (self.store.entries / info["entry"]).read_bytes()
             except OSError:
                 return None
-            if _sha(data) != info["entry_sha"]:
+            if sha256(data) != info["entry_sha"]:
                 return None
         return block
 
@@ -355,7 +303,7 @@ class CandleCache:
         except Exception:  # any surprise: the normal loader decides instead
             return None
 
-    def _keep(self, keep: _Keep, frame: pd.DataFrame, base: dict[str, Any] | None,
+    def _keep(self, keep: Keep, frame: pd.DataFrame, base: dict[str, Any] | None,
               block: np.ndarray | None = None) -> pd.DataFrame:
         """Record ``frame`` as the validated content of ``keep.key``; return it. ``base``: the
         cached record it equals or grew from (its lineage goes on); ``block``: its entry
@@ -368,7 +316,7 @@ class CandleCache:
             entry = base["entry"]
             written = {k: base[k] for k in ("entry_sha", "offset", "first", "last")}
         else:
-            entry = _sha(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".npy"
+            entry = sha256(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode())[:40] + ".npy"
             try:
                 written = self.store.write_entry(entry, frame, block)
             except OSError as err:
@@ -383,7 +331,7 @@ class CandleCache:
                   "lineage": lineage}
         self._files[keep.key] = record
         self.index["files"][keep.key] = record
-        self._used[keep.key] = _Used(lineage, frame)
+        self._used[keep.key] = Used(lineage, frame)
         return frame
 
     # -- hourly against daily ----------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 :func:`features.validation.validate_frame` (pandera) costs ~20-40 ms a call whatever the row
 count, so a daily append of one row to 2,000 files would spend a minute in it. The rules are
-simple per-row or neighbour comparisons; :func:`appended_rows` applies each of them with numpy
-to the new rows, plus the boundary (the first new stamp later than the last cached one, which
-with the cached rows sorted and unique keeps the whole file sorted and unique). It only
-*decides*: on any failure it returns None and the caller re-reads the whole file with the
-normal loader, whose error names the file, line and rule. So it must never pass what pandera
+simple per-row or neighbour comparisons; :func:`appended_blocks` applies each of them with numpy
+to the new rows, plus the boundary (the first new stamp later than the file's last cached one,
+which with the cached rows sorted and unique keeps the whole file sorted and unique). pandas'
+CSV and timestamp parses also cost milliseconds a call whatever the row count, so the new lines
+of many files (one kind, one header) are parsed in one call and split back by file
+(:func:`appended_rows` is the one-file case). It only *decides*: on any failure it returns
+None for that file and the caller re-reads the whole file with the normal loader, whose error
+names the file, line and rule. So it must never pass what pandera
 would refuse; :data:`RULES` lists the rules it applies and a test keeps that set equal to
 :data:`features.validation.RULE_ORDER`, so that a new rule cannot be forgotten here.
 """

@@ -1,0 +1,72 @@
+"""What the validated-candle cache (:mod:`features.candle_cache`) knows of one source file
+while a load runs: its stat identity and content digest, and rows parsed ahead of its load."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+__all__ = ["Keep", "Ready", "Used", "identity", "sha256"]
+
+
+@dataclass
+class Used:
+    """A cached source as this process loaded it (for the hourly/daily pair state)."""
+
+    lineage: str  # unchanged across clean appends: rows[:n] of one lineage never change
+    frame: pd.DataFrame
+
+
+@dataclass
+class Keep:
+    """A source as read for caching: key, stat identity, rules, and of its content
+    (decompressed): SHA-256, length, whether it ends a line, the size ``data.max_file_mb`` is
+    compared with (:func:`features.rawfiles.read_table`: content bytes, or for Parquet its
+    row groups' uncompressed size)."""
+
+    key: str
+    ident: list[int]
+    kind: str
+    positive: bool
+    sha: str
+    size: int
+    terminated: bool
+    raw_size: int
+
+    @classmethod
+    def of(cls, key: str, ident: list[int], content: bytes, kind: str, positive: bool,
+           sha: str | None = None) -> Keep:
+        """``sha``: the content's digest when already known."""
+        raw = len(content)
+        if key.endswith(".parquet"):
+            meta = pq.ParquetFile(io.BytesIO(content)).metadata
+            raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return cls(key, ident, kind, positive, sha or sha256(content), len(content),
+                   content.endswith(b"\n"), raw)
+
+
+@dataclass
+class Ready:
+    """A file's appended rows parsed by :meth:`CandleCache.prepare`, valid while the file's
+    stat identity is ``keep.ident`` and its index record is ``info``."""
+
+    keep: Keep
+    info: dict[str, Any]
+    block: np.ndarray
+
+
+def sha256(data: bytes | memoryview) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def identity(st: os.stat_result) -> list[int]:
+    """The stat fields a source is trusted unchanged by (see :mod:`features.candle_cache`)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
