@@ -236,20 +236,27 @@ class TailNetForecaster:
                                      n_levels=len(self.levels), hidden=c.hidden,
                                      embed_dim=c.embed_dim))
 
-    def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
-               var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
-               ) -> tuple[float, dict[str, torch.Tensor], int, int]:
-        """(best validation FZ0, its weights, epochs run, epochs to the best) of one net."""
-        cfg = self.config
+    def _module(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
+                weight_decay: float, seed: int) -> tuple[TailModule, Any]:
+        """A fresh net from ``seed`` (its tail head at the FHS start) in its Lightning module,
+        and the shuffled batches of ``data`` (shuffled by the same seed)."""
         torch.manual_seed(seed)
         net = self._new_net(n_inputs)
         net.init_tail(torch.tensor(var0, dtype=torch.float32),
                       torch.tensor(es0, dtype=torch.float32))
         alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
-        module = TailModule(net, alpha, cfg.lr, weight_decay)
+        module = TailModule(net, alpha, self.config.lr, weight_decay)
+        shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+        return module, batch_loader(data, BatchSampler(shuffle, self.config.batch_size,
+                                                       drop_last=False))
+
+    def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
+               var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
+               ) -> tuple[float, dict[str, torch.Tensor], int, int]:
+        """(best validation FZ0, its weights, epochs run, epochs to the best) of one net."""
+        cfg = self.config
+        module, tr = self._module(train, n_inputs, var0, es0, weight_decay, seed)
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
-        shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(seed))
-        tr = batch_loader(train, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
         with quiet_lightning():
             trainer = pl.Trainer(
@@ -266,15 +273,7 @@ class TailNetForecaster:
     def _refit(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
                weight_decay: float, seed: int, n_epochs: int) -> dict[str, torch.Tensor]:
         """Weights of one net trained from ``seed`` on ``data`` for ``n_epochs`` (no validation)."""
-        cfg = self.config
-        torch.manual_seed(seed)
-        net = self._new_net(n_inputs)
-        net.init_tail(torch.tensor(var0, dtype=torch.float32),
-                      torch.tensor(es0, dtype=torch.float32))
-        alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
-        module = TailModule(net, alpha, cfg.lr, weight_decay)
-        shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
-        tr = batch_loader(data, BatchSampler(shuffle, cfg.batch_size, drop_last=False))
+        module, tr = self._module(data, n_inputs, var0, es0, weight_decay, seed)
         with quiet_lightning():
             trainer = pl.Trainer(
                 accelerator="auto", devices=1,
@@ -283,7 +282,7 @@ class TailNetForecaster:
                 limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
                 deterministic=True, num_sanity_val_steps=0)
             trainer.fit(module, train_dataloaders=tr)
-        return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
