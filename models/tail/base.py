@@ -63,6 +63,18 @@ def check_levels(alias: str, levels: Sequence[float]) -> list[float]:
     return out
 
 
+def fitted_levels(alias: str, levels: Sequence[float], fitted: Sequence[float],
+                  ready: bool) -> list[float]:
+    """:func:`check_levels` of ``levels``, each of which must be among ``fitted`` on a fitted
+    model (``ready``); else an error naming what is missing."""
+    qs = check_levels(alias, levels)
+    missing = [q for q in qs if q not in fitted]
+    if missing or not ready:
+        raise ValueError(f"{alias}: levels {missing or qs} were not fitted "
+                         f"(fitted: {list(fitted)}); fit first")
+    return qs
+
+
 def to_fraction(log_loss: np.ndarray, side: str) -> np.ndarray:
     """Log loss → loss fraction of position value (module docstring); monotone increasing."""
     x = np.asarray(log_loss, dtype=float)

@@ -35,9 +35,9 @@ from models.tail.base import (
     DEFAULT_LEVELS,
     SIDES,
     calendar_series,
-    check_levels,
     concat_tails,
     covered_loss_targets,
+    fitted_levels,
     loss_column,
     monotone_in_level,
     tail_frame,
@@ -127,11 +127,7 @@ class CaviarTail:
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
-        qs = check_levels(self.alias, levels)
-        missing = [q for q in qs if q not in self.levels]
-        if missing or not self.params:
-            raise ValueError(f"{self.alias}: levels {missing or qs} were not fitted "
-                             f"(fitted: {self.levels}); fit first")
+        qs = fitted_levels(self.alias, levels, self.levels, bool(self.params))
         blocks = []
         for asset in sorted(panel.index.get_level_values("asset").unique()):
             frame = asset_frame(panel, asset)

@@ -61,9 +61,9 @@ from models.preprocessing import MaskedStandardScaler
 from models.tail.base import (
     DEFAULT_LEVELS,
     SIDES,
-    check_levels,
     concat_tails,
     covered_loss_targets,
+    fitted_levels,
     tail_frame,
 )
 from models.tail.classical import EvtTail, FhsTail
@@ -286,11 +286,8 @@ class TailNetForecaster:
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
-        qs = check_levels(self.alias, levels)
-        missing = [q for q in qs if q not in self.levels]
-        if missing or not self.nets or self.scaler is None:
-            raise ValueError(f"{self.alias}: levels {missing or qs} were not fitted "
-                             f"(fitted: {self.levels}); fit first")
+        qs = fitted_levels(self.alias, levels, self.levels,
+                           bool(self.nets) and self.scaler is not None)
         vocab = {a: i + 1 for i, a in enumerate(self.assets)}
         blocks = []
         for asset, (x, s, ok, _, dates) in self._rows(panel, False, cutoffs).items():

@@ -48,9 +48,9 @@ from models.base import asset_frame, select_cutoffs
 from models.tail.base import (
     DEFAULT_LEVELS,
     SIDES,
-    check_levels,
     concat_tails,
     covered_loss_targets,
+    fitted_levels,
     monotone_in_level,
     tail_frame,
 )
@@ -117,11 +117,7 @@ class QuantileTail:
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
-        qs = check_levels(self.alias, levels)
-        missing = [q for q in qs if q not in self.levels]
-        if missing or not self.coef:
-            raise ValueError(f"{self.alias}: levels {missing or qs} were not fitted "
-                             f"(fitted: {self.levels}); refit")
+        qs = fitted_levels(self.alias, levels, self.levels, bool(self.coef))
         idx = [self.levels.index(q) for q in qs]
         blocks = []
         for side in SIDES:
