@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,18 @@ class AssetHistory:
     # interval ended (days since epoch): the stress floor's long look-back and the loss memory
     realized_loss: np.ndarray = field(default_factory=lambda: np.empty(0))
     realized_day: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    # computed once per asset, not once per replayed day (the replay calls
+    # :func:`policy_inputs` for every day, and each conversion is a pass over the history)
+    @cached_property
+    def days(self) -> np.ndarray:
+        """The cutoffs as days since the epoch."""
+        return self.dates.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+    @cached_property
+    def sigma(self) -> np.ndarray:
+        """The forecast σ of the next interval at each cutoff."""
+        return np.sqrt(self.variance)
 
 
 def covered_loss(frame: pd.DataFrame, cfg: PolicyConfig) -> tuple[pd.Series, pd.Series]:
@@ -68,8 +81,7 @@ def policy_inputs(
     h: AssetHistory, i: int, u: int, hours: float, window: int
 ) -> PolicyInputs:
     """Inputs of the update at position ``i``: only losses realized by then enter the window."""
-    sigma = np.sqrt(h.variance)
-    days = h.dates.to_numpy().astype("datetime64[D]").astype(np.int64)  # days since epoch
+    sigma, days = h.sigma, h.days
     # the loss after cutoff s is realized at s+u: usable at t for s <= t-u (dates, not rows,
     # so a missing day can never let a future loss in)
     known = int(np.searchsorted(days, days[i] - u, side="right"))
