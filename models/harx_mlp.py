@@ -164,21 +164,27 @@ class HarxMlpForecaster:
         weight = recency_weights(panel.index.get_level_values("date").to_numpy(),
                                  self.config.half_life_days)  # (N,)
 
-        design = self._design(z, asset_id, own, panel.index.get_level_values("date"))
-        self.coef = np.zeros((design.shape[1], len(self.horizons)))
-        root = np.sqrt(weight)[:, None]  # weighted least squares: rows scaled by sqrt(w)
+        slopes = self._slope_columns(z, own, panel.index.get_level_values("date"))
+        n_assets = len(self.assets)
+        self.coef = np.zeros((n_assets + slopes.shape[1], len(self.horizons)))
         for j in range(len(self.horizons)):
             rows = ok[:, j]
-            self.coef[:, j], _ = ols(root[rows] * design[rows], root[rows, 0] * log_y[rows, j])
-        log_pred = design @ self.coef  # (N, H)
+            self.coef[:n_assets, j], self.coef[n_assets:, j] = within_wls(
+                slopes[rows], log_y[rows, j], asset_id[rows], n_assets, weight[rows])
+        log_pred = self._linear(slopes, asset_id)  # (N, H)
         self.nets, self.best_epochs = self._train_nets(
             z, asset_id, log_y - log_pred, ok, panel, weight)
         log_pred = log_pred + self._correction(z, asset_id)
         self.offset = np.zeros((len(self.assets), len(self.horizons)))
+        # each asset's rows in their order by one stable sort (not a pass over every row per
+        # asset, quadratic in assets)
+        order = np.argsort(asset_id, kind="stable")
+        bounds = np.searchsorted(asset_id[order], np.arange(len(self.assets) + 1))
         for a in range(len(self.assets)):
+            mine = order[bounds[a]:bounds[a + 1]]
             for j in range(len(self.horizons)):
-                rows = (asset_id == a) & ok[:, j]
-                if rows.sum() > 1:
+                rows = mine[ok[mine, j]]
+                if len(rows) > 1:
                     self.offset[a, j] = _lognormal_offset((log_y - log_pred)[rows, j],
                                                           weight[rows])
         return self
@@ -192,12 +198,28 @@ class HarxMlpForecaster:
         self, z: np.ndarray, asset_id: np.ndarray, own: np.ndarray | None = None,
         dates: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(N, A + F) asset dummies and inputs (F: all, or the ``har_iv`` subset); with the
+        """(N, A + F) asset dummies and the common-slope columns (:meth:`_slope_columns`):
+        the OLS design as written. The fit never builds it (an (N, A) block is 6 GB at 1,000
+        assets); tests compare :func:`within_wls` with least squares on it."""
+        dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
+        return np.column_stack([dummies, self._slope_columns(z, own, dates)])
+
+    def _linear(self, slopes: np.ndarray, asset_id: np.ndarray) -> np.ndarray:
+        """(N, H) OLS part: the row's asset intercept (0 for rows of no fitted asset, as
+        their all-zero dummies gave) plus the common slopes."""
+        n_assets = len(self.assets)
+        intercept = np.where((asset_id >= 0)[:, None],
+                             self.coef[np.maximum(asset_id, 0), :], 0.0)
+        return intercept + slopes @ self.coef[n_assets:]
+
+    def _slope_columns(
+        self, z: np.ndarray, own: np.ndarray | None = None, dates: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(N, F) inputs with common slopes (F: all, or the ``har_iv`` subset); with the
         own-DVOL head, + (1 + K): an own-DVOL indicator and the :data:`OWN_DVOL_TERMS` times
         it (exactly 0 elsewhere); with ``weekday_terms``, + 6: the weekday of day t+1
         (:func:`weekday_columns`)."""
-        dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
-        cols = [dummies, z if self.config.linear_inputs == "all" else z[:, _HAR_IV]]
+        cols = [z if self.config.linear_inputs == "all" else z[:, _HAR_IV]]
         if self.own_head:
             ind = (np.zeros(len(z), dtype=bool) if own is None else own).astype(float)[:, None]
             cols += [ind, ind * z[:, _OWN]]
@@ -281,9 +303,8 @@ class HarxMlpForecaster:
         names = rows.index.get_level_values("asset")
         asset_id = pd.Index(self.assets).get_indexer(names)  # (N,)
         z = self._standardize(x)  # (N, F)
-        log_mean = (self._design(z, asset_id, own_dvol(rows), rows.index.get_level_values("date"))
-                    @ self.coef
-                    + self._correction(z, asset_id))
+        slopes = self._slope_columns(z, own_dvol(rows), rows.index.get_level_values("date"))
+        log_mean = self._linear(slopes, asset_id) + self._correction(z, asset_id)
         variance = np.asarray(self.horizons) * np.exp(log_mean + self.offset[asset_id])  # (N, H)
 
         dates = rows.index.get_level_values("date")
@@ -350,6 +371,36 @@ class HarxMlpForecaster:
             })
             model.nets.append(net.eval())
         return model
+
+
+def within_wls(
+    x: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, weight: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Weighted least squares of ``y`` on [one dummy per group, ``x``] without the dummies:
+    (intercepts (G,), slopes (F,)).
+
+    By the within transformation (Frisch–Waugh–Lovell), the slopes are those of the
+    group-demeaned ``y`` on the group-demeaned ``x``, the means weighted by ``weight``:
+
+    .. math:: \hat\beta = \arg\min_\beta \sum_t w_t\big(\tilde y_t - \tilde x_t'\beta\big)^2,
+              \quad \tilde v_t = v_t - \bar v^{w}_{a(t)}, \qquad
+              \hat\alpha_a = \bar y^{w}_a - \bar x^{w\prime}_a \hat\beta
+
+    the same fit as the dummy design (fitted values equal to rounding), in O(N·F) memory
+    instead of O(N·(G + F)). A group without rows gets intercept 0, as its all-zero dummy
+    does under the minimum-norm solution. Where a column is constant within every group its
+    split with the intercepts is not identified: the dummy design's minimum-norm solution
+    shares it, this fit gives it to the intercepts; the fitted values are the same.
+    """
+    total = np.bincount(codes, weights=weight, minlength=n_groups)
+    has = total > 0
+    denom = np.where(has, total, 1.0)
+    mean_x = np.stack([np.bincount(codes, weights=weight * col, minlength=n_groups)
+                       for col in x.T], axis=1).reshape(n_groups, x.shape[1]) / denom[:, None]
+    mean_y = np.bincount(codes, weights=weight * y, minlength=n_groups) / denom
+    root = np.sqrt(weight)  # weighted least squares: rows scaled by sqrt(w)
+    slopes, _ = ols(root[:, None] * (x - mean_x[codes]), root * (y - mean_y[codes]))
+    return np.where(has, mean_y - mean_x @ slopes, 0.0), slopes
 
 
 def _lognormal_offset(resid: np.ndarray, weight: np.ndarray) -> float:

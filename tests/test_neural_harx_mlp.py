@@ -13,7 +13,7 @@ import torch
 from configs.schema import HarxMlpConfig
 from features.schema import feature_view
 from models.har import HarForecaster
-from models.harx_mlp import HarxMlpForecaster
+from models.harx_mlp import HarxMlpForecaster, recency_weights, within_wls
 from models.neural.inputs import raw_inputs
 from models.neural.residual import ResidualMlp, ResidualNetConfig
 from models.preprocessing import forward_targets
@@ -63,6 +63,53 @@ def test_its_linear_part_on_the_har_cascade_is_har_rv_pooled(panel: pd.DataFrame
     intercept = names[ok].map({a: har.params[a]["har"]["1"]["coef"][0] for a in ASSETS})
     fitted_har = x[valid][ok][:, :3] @ slopes  # x holds the log HAR terms already
     np.testing.assert_allclose(har_only[ok] @ coef, fitted_har + intercept.to_numpy(), atol=1e-8)
+
+
+def test_within_fit_equals_least_squares_on_the_dummy_design() -> None:
+    """Weighted least squares with one intercept per group, solved without the (N, G) dummy
+    block: same coefficients as lstsq on [dummies, x] (x of full rank within groups), a group
+    without rows gets 0 as its zero dummy column does, an all-zero column gets slope 0."""
+    rng = np.random.default_rng(7)
+    n, groups = 600, 5
+    codes = rng.integers(0, groups - 1, n)  # group 4 has no row
+    x = np.column_stack([rng.normal(size=(n, 3)), np.zeros(n)])
+    y = rng.normal(size=groups)[codes] + x[:, :3] @ [0.5, -1.0, 2.0] + rng.normal(size=n)
+    w = rng.uniform(0.1, 2.0, n)
+    intercepts, slopes = within_wls(x, y, codes, groups, w)
+    dummies = (codes[:, None] == np.arange(groups)).astype(float)
+    root = np.sqrt(w)[:, None]
+    ref, *_ = np.linalg.lstsq(root * np.column_stack([dummies, x]), root[:, 0] * y, rcond=None)
+    np.testing.assert_allclose(np.r_[intercepts, slopes], ref, rtol=1e-10, atol=1e-12)
+    assert intercepts[4] == 0.0 and slopes[3] == 0.0
+
+
+def test_fitted_ols_part_is_the_dummy_design_fit(panel: pd.DataFrame) -> None:
+    """The model's OLS coefficients, per horizon on that horizon's target rows and with
+    recency weights, are least squares on the written-out design (dummies + slopes): the same
+    fitted values, and the same slopes wherever a column varies within an asset (the
+    simulated panel's hourly-proxy flag is constant per asset, so its split with the
+    intercepts is not identified and is not compared)."""
+    cfg = SMALL.model_copy(update={"half_life_days": 90.0, "lr": 1e-9, "max_epochs": 1})
+    model = HarxMlpForecaster(cfg, horizons=(1, 7)).fit(panel)
+    x, valid = raw_inputs(panel)
+    dates = panel.index.get_level_values("date")
+    ids = pd.Index(model.assets).get_indexer(panel.index.get_level_values("asset"))
+    design = model._design(model._standardize(x), ids, dates=dates)
+    log_y = np.log(np.maximum(forward_targets(panel, (1, 7)) / np.array([1.0, 7.0]), 1e-10))
+    root = np.sqrt(recency_weights(dates.to_numpy(), 90.0))[:, None]
+    for j in range(2):
+        ok = valid & np.isfinite(log_y[:, j])
+        ref, *_ = np.linalg.lstsq(root[ok] * design[ok], root[ok, 0] * log_y[ok, j], rcond=None)
+        np.testing.assert_allclose(design[ok] @ model.coef[:, j], design[ok] @ ref,
+                                   rtol=1e-9, atol=1e-9)
+        slopes = design[ok][:, len(model.assets):]
+        zero = ~slopes.any(axis=0)      # inputs never seen in training: slope 0 in both
+        varies = (pd.DataFrame(slopes).groupby(ids[ok]).std(ddof=0).max() > 1e-12).to_numpy()
+        assert 0 < (~varies & ~zero).sum() <= 2  # the flag (and at most one more) per asset
+        mine, theirs = model.coef[len(model.assets):, j], ref[len(model.assets):]
+        assert zero.any() and np.allclose(mine[zero], 0.0, atol=1e-12)
+        assert np.allclose(theirs[zero], 0.0, atol=1e-12)
+        np.testing.assert_allclose(mine[varies], theirs[varies], rtol=1e-7, atol=1e-9)
 
 
 def test_mlp_that_never_beats_zero_on_validation_adds_nothing(panel: pd.DataFrame) -> None:
