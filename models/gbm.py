@@ -12,8 +12,10 @@ so the trees fit log variance while minimising the very loss the models are rank
 unlike a squared loss on :math:`\log y`). The target is the mean daily variance
 :math:`V_{t,h}/h` (:func:`models.preprocessing.forward_targets`, built inside :meth:`fit`).
 Inputs are :data:`models.preprocessing.INPUTS` (log HAR terms, log GK, return, its size, log
-DVOL with NaN where unavailable plus the mask, the hourly-proxy flag, SPX correlation) and the
-asset one-hot; the trees route NaN natively, so nothing is imputed.
+DVOL with NaN where unavailable plus the mask, the hourly-proxy flag, SPX correlation), and
+with ``asset_onehot`` the asset one-hot (off by default: its cost grows with the square of the
+asset count; see :class:`configs.forecasting.GbmConfig`); the trees route NaN natively, so
+nothing is imputed.
 
 Early stopping uses a purged time split — the last ``val_fraction`` of dates, training pairs
 whose target window reaches into it dropped — then the model is refitted on every row with the
@@ -51,7 +53,7 @@ from models.preprocessing import (
     valid_rows,
 )
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the assets seen in fit stored apart from the one-hot
 NODE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right",
                "is_leaf", "value")
 
@@ -128,6 +130,7 @@ class GbmForecaster:
         self.config = config or GbmConfig()
         self.horizons = trained_horizons("gbm_sklearn", horizons)
         self.preprocessor: Any = None
+        self.assets: list[str] = []  # forecast: the assets seen in fit
         self.ensembles: dict[int, TreeEnsemble] = {}
         self.n_iter: dict[int, int] = {}
 
@@ -154,7 +157,9 @@ class GbmForecaster:
             raise ValueError("gbm_sklearn.fit: no row with inputs and a target; panel too short")
         dates = panel.index.get_level_values("date").to_numpy()
         splits = [self._time_split(dates, has_y[:, j], h) for j, h in enumerate(self.horizons)]
-        x = make_preprocessor(assets, scale=False).fit_transform(panel)  # (N, F) NaN kept
+        self.assets = assets
+        onehot = assets if self.config.asset_onehot else []
+        x = make_preprocessor(onehot, scale=False).fit_transform(panel)  # (N, F) NaN kept
         # An input seen on fewer than min_samples_leaf training rows (DVOL in the first fits:
         # it starts 2021-03-24) is left out of this fit: no leaf could use it, and HGB cannot
         # bin an empty column.
@@ -162,7 +167,7 @@ class GbmForecaster:
         counts = np.isfinite(x[in_train]).sum(axis=0)[: len(INPUTS)]
         names = [n for n, c in zip(INPUTS, counts, strict=True)
                  if c >= self.config.min_samples_leaf]
-        self.preprocessor = make_preprocessor(assets, scale=False, names=names).fit(panel)
+        self.preprocessor = make_preprocessor(onehot, scale=False, names=names).fit(panel)
         x = self.preprocessor.transform(panel)  # (N, F)
         self.ensembles, self.n_iter = {}, {}
         for j, h in enumerate(self.horizons):
@@ -200,8 +205,7 @@ class GbmForecaster:
         if self.preprocessor is None:
             raise RuntimeError("gbm_sklearn: call fit(panel) or from_state(state) first")
         horizons = requested_horizons("gbm_sklearn", horizons, self.horizons)
-        assets = self.preprocessor.named_steps["features"].assets
-        keep = panel.index.get_level_values("asset").isin(assets)
+        keep = panel.index.get_level_values("asset").isin(self.assets)
         if cutoffs is not None:
             keep &= panel.index.get_level_values("date").isin(pd.DatetimeIndex(cutoffs))
         rows = panel[keep].sort_index()
@@ -226,6 +230,7 @@ class GbmForecaster:
             "format": STATE_FORMAT,
             "config": self.config.model_dump(mode="json"),
             "horizons": list(self.horizons),
+            "assets": list(self.assets),
             "preprocessor": preprocessor_state(self.preprocessor),
             "n_iter": {str(h): n for h, n in self.n_iter.items()},
             "ensembles": {str(h): e.to_json() for h, e in self.ensembles.items()},
@@ -238,6 +243,7 @@ class GbmForecaster:
                              f"{STATE_FORMAT}, got {state.get('alias')!r} {state.get('format')!r}")
         model = cls(GbmConfig(**state["config"]), state["horizons"])
         model.preprocessor = preprocessor_from_state(state["preprocessor"])
+        model.assets = list(state["assets"])
         model.n_iter = {int(h): int(n) for h, n in state["n_iter"].items()}
         model.ensembles = {int(h): TreeEnsemble.from_json(e)
                            for h, e in state["ensembles"].items()}

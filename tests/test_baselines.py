@@ -24,7 +24,12 @@ from models.ewma import EwmaForecaster, ewma_variance
 from models.garch import SCALE, GarchForecaster, plausible
 from models.gbm import GbmForecaster, TreeEnsemble, export_ensemble
 from models.har import HarForecaster
-from models.preprocessing import make_preprocessor, preprocessor_from_state, preprocessor_state
+from models.preprocessing import (
+    INPUTS,
+    make_preprocessor,
+    preprocessor_from_state,
+    preprocessor_state,
+)
 from models.registry import REGISTRY, build_forecaster
 from tests.conftest import MARKET
 from tests.simulate import simulate_panel
@@ -319,6 +324,32 @@ def test_gbm_state_is_strict_json_and_round_trips_exactly(panel) -> None:
     a, b = model.forecast(panel, [1, 7]), clone.forecast(panel, [1, 7])
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert len(a) > 0
+
+
+def test_asset_onehot_columns_and_unknown_assets(panel) -> None:
+    """One indicator per vocabulary asset, set where the row's asset is it; an asset outside
+    the vocabulary is all zeros."""
+    pipe = make_preprocessor(["BBB", "ZZZ"], scale=False).fit(panel)
+    x = pipe.transform(panel)
+    asset = panel.index.get_level_values("asset")
+    assert x.shape[1] == len(INPUTS) + 2
+    np.testing.assert_array_equal(x[:, -2], (asset == "BBB").astype(float))
+    assert not x[:, -1].any() and x[np.asarray(asset == "AAA"), -2:].sum() == 0
+
+
+@pytest.mark.parametrize("onehot", [False, True])
+def test_gbm_with_and_without_asset_onehot(panel, onehot: bool) -> None:
+    """The indicators are inputs only when asked; either way forecasts cover exactly the
+    assets seen in fit and the state round-trips."""
+    cfg = SMALL_GBM.model_copy(update={"asset_onehot": onehot})
+    seen = panel[panel.index.get_level_values("asset") == "AAA"]
+    model = GbmForecaster(cfg, horizons=[1]).fit(seen)
+    columns = model.preprocessor.named_steps["features"].get_feature_names_out()
+    assert ("asset=AAA" in columns) is onehot and model.assets == ["AAA"]
+    fc = model.forecast(panel, [1])
+    assert set(fc["asset"]) == {"AAA"}
+    clone = GbmForecaster.from_state(json.loads(json.dumps(model.state())))
+    pd.testing.assert_frame_equal(clone.forecast(panel, [1]), fc, check_exact=True)
 
 
 def test_tree_ensemble_json_keeps_missing_value_splits() -> None:
