@@ -90,7 +90,12 @@ def test_policy_replays_on_dask_match_the_local_processes():
     items = [(fc, cfg), (fc, cfg.with_overrides({"policy.confidence": 0.99}))]
     local = replay_many(panel, items, cfg)
     with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        shipped = []
+        scatter = dask.scatter
+        dask.scatter = lambda value: shipped.append(value) or scatter(value)  # type: ignore[method-assign]
         remote = replay_many(panel, items, cfg, dask)
+    # the forecast frame both candidates share is shipped once, not in each task's graph
+    assert len(shipped) == 1 and shipped[0] is fc
     assert len(local[0]) > 300 and not local[0]["mmf"].equals(local[1]["mmf"])
     for a, b in zip(local, remote, strict=True):
         pd.testing.assert_frame_equal(a, b)

@@ -121,7 +121,15 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     """Replay each (forecast, config): on a Dask engine (the panel shipped once), else in
     ``backtest.n_jobs`` local processes. Same paths either way."""
     if engine is not None and engine.kind == "dask":
-        return engine.map(partial(_replay_item, panel=panel), items)
+        # each distinct forecast frame (one model's, shared by its confidence and knob
+        # variants) shipped once, not inside every task's graph: the 34 replays of 96 assets
+        # made a 32 MiB graph, growing with the assets
+        shared: dict[int, Any] = {}
+        for fc, _ in items:
+            if id(fc) not in shared:
+                shared[id(fc)] = engine.scatter(fc)
+        return engine.map(partial(_replay_item, panel=panel),
+                          [(shared[id(fc)], c) for fc, c in items])
     return Parallel(n_jobs=cfg.backtest.n_jobs)(
         delayed(slim_replay)(panel, fc, c) for fc, c in items)
 
