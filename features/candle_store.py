@@ -250,7 +250,8 @@ def map_private(fd: int, size: int) -> Any:
         err = ctypes.get_errno()
         raise OSError(err, f"mmap: {os.strerror(err)}")
     buffer = (ctypes.c_char * size).from_address(addr)
-    weakref.finalize(buffer, _LIBC.munmap, addr, size)
+    unmap = weakref.finalize(buffer, _LIBC.munmap, addr, size)
+    unmap.atexit = False  # never under a frame still alive at shutdown: the exit unmaps it
     return buffer
 
 
