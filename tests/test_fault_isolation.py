@@ -309,3 +309,55 @@ def test_task_rows_of_one_asset_equal_the_boolean_filter_sorted_or_not():
         pd.testing.assert_frame_equal(_task_rows(f, ("BBB",)), want)
     pooled = _task_rows(frame, ("AAA", "CCC"))
     assert list(pooled["x"]) == [0, 1, 2, 3, 8, 9, 10, 11]
+
+
+class _Counted(_Pooled):
+    """:class:`_Pooled` counting its fit calls (class-wide: the walk-forward builds many)."""
+
+    fits = 0
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        type(self).fits += 1
+        return super().fit(panel)
+
+
+@pytest.fixture(scope="module")
+def wide() -> pd.DataFrame:
+    """40 simulated assets: more than LEAVE_EACH_OUT_MAX, so the culprit is bisected."""
+    return simulate_panel(tuple(f"A{i:02d}" for i in range(40)), n_days=500, seed=5)
+
+
+def _counted(fail_fit: tuple[str, ...]) -> _Counted:
+    model = _Counted()
+    model.fail_fit = fail_fit
+    return model
+
+
+def test_a_pooled_fit_broken_by_one_of_many_assets_finds_it_in_few_fits(wide):
+    """One bad asset late in the order: the same result as leaving each asset out in turn
+    (that asset lost, the rest equal to a healthy run without it), in O(log A) fits per
+    refit instead of one per asset before it."""
+    from models.backtest import LEAVE_EACH_OUT_MAX
+
+    assert len(wide.index.get_level_values("asset").unique()) > LEAVE_EACH_OUT_MAX
+    oos = dt.date(2021, 1, 1)
+    healthy = backtest(lambda: _faulty(), wide[wide.index.get_level_values("asset") != "A37"],
+                       oos, 91, H, 300)
+    _Counted.fits = 0
+    out = backtest(lambda: _counted(("A37",)), wide, oos, 91, H, 300)
+    refits = len(plan(wide, oos, 91, 300, False))
+    assert set(out.failures["asset"]) == {"A37"} and set(out.failures["stage"]) == {"fit"}
+    pd.testing.assert_frame_equal(out.forecasts, healthy.forecasts)
+    # per refit: the failed fit, 2 probes on each of ~log2(40) levels, the fit without it
+    assert _Counted.fits <= refits * (2 + 2 * 6) < refits * 38
+
+
+def test_a_pooled_fit_that_fails_as_a_whole_gives_up_after_few_fits(wide):
+    """A failure no single asset causes (two bad assets in different halves) costs two probe
+    fits per refit, not 41, and loses every asset as before."""
+    oos = dt.date(2021, 1, 1)
+    _Counted.fits = 0
+    out = backtest(lambda: _counted(("A03", "A33")), wide, oos, 91, H, 300)
+    refits = len(plan(wide, oos, 91, 300, False))
+    assert out.forecasts.empty and len(out.failures) == 40 * len(H)
+    assert _Counted.fits == refits * 3
