@@ -96,6 +96,39 @@ def ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coef, y - x @ coef
 
 
+def within_wls(
+    x: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, weight: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Weighted least squares of ``y`` on [one dummy per group, ``x``] without the dummies:
+    (intercepts (G,), slopes (F,), residuals (N,), unweighted).
+
+    By the within transformation (Frisch–Waugh–Lovell), the slopes are those of the
+    group-demeaned ``y`` on the group-demeaned ``x``, the means weighted by ``weight``:
+
+    .. math:: \hat\beta = \arg\min_\beta \sum_t w_t\big(\tilde y_t - \tilde x_t'\beta\big)^2,
+              \quad \tilde v_t = v_t - \bar v^{w}_{a(t)}, \qquad
+              \hat\alpha_a = \bar y^{w}_a - \bar x^{w\prime}_a \hat\beta
+
+    the same fit as the dummy design (fitted values equal to rounding), in O(N·F) memory
+    instead of O(N·(G + F)). A group without rows gets intercept 0, as its all-zero dummy
+    does under the minimum-norm solution. Where a column is constant within every group its
+    split with the intercepts is not identified: the dummy design's minimum-norm solution
+    shares it, this fit gives it to the intercepts; the fitted values are the same.
+    """
+    total = np.bincount(codes, weights=weight, minlength=n_groups)
+    has = total > 0
+    denom = np.where(has, total, 1.0)
+    mean_x = np.stack([np.bincount(codes, weights=weight * col, minlength=n_groups)
+                       for col in x.T], axis=1).reshape(n_groups, x.shape[1]) / denom[:, None]
+    mean_y = np.bincount(codes, weights=weight * y, minlength=n_groups) / denom
+    x_within, y_within = x - mean_x[codes], y - mean_y[codes]
+    root = np.sqrt(weight)  # weighted least squares: rows scaled by sqrt(w)
+    slopes, resid = ols(root[:, None] * x_within, root * y_within)
+    if not np.all(weight == 1.0):
+        resid = y_within - x_within @ slopes
+    return np.where(has, mean_y - mean_x @ slopes, 0.0), slopes, resid
+
+
 def _entry(coef: np.ndarray, resid: np.ndarray, dof: int) -> dict[str, Any]:
     return {"coef": coef.tolist(), "resid_var": float(resid @ resid / dof), "n": len(resid)}
 
@@ -172,20 +205,12 @@ class HarForecaster:
         if not keep.any():
             return {}
         x, y, assets = x[keep], y[keep], assets[keep]
-        # Own intercepts by the within transformation (Frisch-Waugh-Lovell): the slopes of y on
-        # [one dummy per asset, x] are those of the per-asset-demeaned y on the demeaned x, and
-        # each intercept is mean(y) - mean(x)'slopes. Same fit as the dummy design, without an
-        # (n, A) matrix: 1,000 assets x 1M rows would be 8 GB.
+        # own intercepts by the within transformation: the dummy design's fit without its
+        # (n, A) matrix (1,000 assets x 1M rows would be 8 GB)
         codes = np.searchsorted(names, assets)
-        counts = np.bincount(codes, minlength=len(names)).astype(float)
-        regressors = x[:, 1:]
-        mean_x = np.stack([np.bincount(codes, weights=col, minlength=len(names))
-                           for col in regressors.T], axis=1) / counts[:, None]
-        mean_y = np.bincount(codes, weights=y, minlength=len(names)) / counts
-        slopes, resid = ols(regressors - mean_x[codes], y - mean_y[codes])
-        intercepts = mean_y - mean_x @ slopes
+        intercepts, slopes, resid = within_wls(x[:, 1:], y, codes, len(names), np.ones(len(y)))
         order = np.argsort(codes, kind="stable")
-        bounds = np.r_[0, np.cumsum(counts.astype(np.int64))]
+        bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(names)))]
         out = {}
         for i, asset in enumerate(names):
             rows = order[bounds[i]:bounds[i + 1]]

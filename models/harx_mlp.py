@@ -69,7 +69,7 @@ import torch
 from configs.schema import HarxMlpConfig
 from features.schema import target_columns
 from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
-from models.har import ols
+from models.har import within_wls
 from models.neural.inputs import (
     DVOL_TERMS,
     HAR_IV_TERMS,
@@ -169,7 +169,7 @@ class HarxMlpForecaster:
         self.coef = np.zeros((n_assets + slopes.shape[1], len(self.horizons)))
         for j in range(len(self.horizons)):
             rows = ok[:, j]
-            self.coef[:n_assets, j], self.coef[n_assets:, j] = within_wls(
+            self.coef[:n_assets, j], self.coef[n_assets:, j], _ = within_wls(
                 slopes[rows], log_y[rows, j], asset_id[rows], n_assets, weight[rows])
         log_pred = self._linear(slopes, asset_id)  # (N, H)
         self.nets, self.best_epochs = self._train_nets(
@@ -200,7 +200,7 @@ class HarxMlpForecaster:
     ) -> np.ndarray:
         """(N, A + F) asset dummies and the common-slope columns (:meth:`_slope_columns`):
         the OLS design as written. The fit never builds it (an (N, A) block is 6 GB at 1,000
-        assets); tests compare :func:`within_wls` with least squares on it."""
+        assets); tests compare :func:`models.har.within_wls` with least squares on it."""
         dummies = (asset_id[:, None] == np.arange(len(self.assets))[None, :]).astype(float)
         return np.column_stack([dummies, self._slope_columns(z, own, dates)])
 
@@ -371,36 +371,6 @@ class HarxMlpForecaster:
             })
             model.nets.append(net.eval())
         return model
-
-
-def within_wls(
-    x: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, weight: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Weighted least squares of ``y`` on [one dummy per group, ``x``] without the dummies:
-    (intercepts (G,), slopes (F,)).
-
-    By the within transformation (Frisch–Waugh–Lovell), the slopes are those of the
-    group-demeaned ``y`` on the group-demeaned ``x``, the means weighted by ``weight``:
-
-    .. math:: \hat\beta = \arg\min_\beta \sum_t w_t\big(\tilde y_t - \tilde x_t'\beta\big)^2,
-              \quad \tilde v_t = v_t - \bar v^{w}_{a(t)}, \qquad
-              \hat\alpha_a = \bar y^{w}_a - \bar x^{w\prime}_a \hat\beta
-
-    the same fit as the dummy design (fitted values equal to rounding), in O(N·F) memory
-    instead of O(N·(G + F)). A group without rows gets intercept 0, as its all-zero dummy
-    does under the minimum-norm solution. Where a column is constant within every group its
-    split with the intercepts is not identified: the dummy design's minimum-norm solution
-    shares it, this fit gives it to the intercepts; the fitted values are the same.
-    """
-    total = np.bincount(codes, weights=weight, minlength=n_groups)
-    has = total > 0
-    denom = np.where(has, total, 1.0)
-    mean_x = np.stack([np.bincount(codes, weights=weight * col, minlength=n_groups)
-                       for col in x.T], axis=1).reshape(n_groups, x.shape[1]) / denom[:, None]
-    mean_y = np.bincount(codes, weights=weight * y, minlength=n_groups) / denom
-    root = np.sqrt(weight)  # weighted least squares: rows scaled by sqrt(w)
-    slopes, _ = ols(root[:, None] * (x - mean_x[codes]), root * (y - mean_y[codes]))
-    return np.where(has, mean_y - mean_x @ slopes, 0.0), slopes
 
 
 def _lognormal_offset(resid: np.ndarray, weight: np.ndarray) -> float:

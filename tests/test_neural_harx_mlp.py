@@ -12,8 +12,8 @@ import torch
 
 from configs.schema import HarxMlpConfig
 from features.schema import feature_view
-from models.har import HarForecaster
-from models.harx_mlp import HarxMlpForecaster, recency_weights, within_wls
+from models.har import HarForecaster, within_wls
+from models.harx_mlp import HarxMlpForecaster, recency_weights
 from models.neural.inputs import raw_inputs
 from models.neural.residual import ResidualMlp, ResidualNetConfig
 from models.preprocessing import forward_targets
@@ -75,11 +75,13 @@ def test_within_fit_equals_least_squares_on_the_dummy_design() -> None:
     x = np.column_stack([rng.normal(size=(n, 3)), np.zeros(n)])
     y = rng.normal(size=groups)[codes] + x[:, :3] @ [0.5, -1.0, 2.0] + rng.normal(size=n)
     w = rng.uniform(0.1, 2.0, n)
-    intercepts, slopes = within_wls(x, y, codes, groups, w)
+    intercepts, slopes, resid = within_wls(x, y, codes, groups, w)
     dummies = (codes[:, None] == np.arange(groups)).astype(float)
     root = np.sqrt(w)[:, None]
     ref, *_ = np.linalg.lstsq(root * np.column_stack([dummies, x]), root[:, 0] * y, rcond=None)
     np.testing.assert_allclose(np.r_[intercepts, slopes], ref, rtol=1e-10, atol=1e-12)
+    fitted = np.column_stack([dummies, x]) @ ref
+    np.testing.assert_allclose(resid, y - fitted, atol=1e-10)  # the dummy fit's
     assert intercepts[4] == 0.0 and slopes[3] == 0.0
 
 
