@@ -35,6 +35,7 @@ from serving.policy import (
     liquidation_bonus,
     liquidity_addon,
     loss_memory,
+    mean,
     mmf_for,
     quantile_higher,
     standardized_tail,
@@ -134,7 +135,7 @@ def risk_parameters(
     hist = hist[np.isfinite(hist) & (hist > 0)]
     if len(hist):
         sigma_stress = quantile_higher(hist, cfg.apc.stress_quantile)
-        sigma_long = float(np.sqrt(np.mean(hist**2)))
+        sigma_long = float(np.sqrt(mean(hist**2)))
         mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, cfg), cfg.mmf_cap)
         mmf_long = min(mmf_for(sigma_long, es_z, var_z, cfg), cfg.mmf_cap)
     else:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,14 @@ class Parameters:
 
     def with_reason(self, text: str, **changes: object) -> Parameters:
         reason = "; ".join(filter(None, [self.reason, text]))
-        return replace(self, reason=reason, **changes)
+        unknown = set(changes) - PARAMETER_FIELDS.keys()
+        if unknown:
+            raise TypeError(f"not a parameter field: {sorted(unknown)}")
+        # the fields copied and changed in place of dataclasses.replace, which re-reads the
+        # dataclass's fields on every call (the replay calls this once an asset-day)
+        out = object.__new__(Parameters)
+        out.__dict__.update(self.__dict__, reason=reason, **changes)
+        return out
 
     @classmethod
     def from_row(cls, row: Any) -> Parameters:
@@ -99,21 +107,37 @@ class Parameters:
         return cls(**values)
 
 
+PARAMETER_FIELDS = {f.name: None for f in fields(Parameters)}  # in order
+
+
 def quantile_higher(x: np.ndarray, q: float) -> float:
     """``np.quantile(x, q, method="higher")`` by partial sort (the replay calls it per day)."""
     k = min(int(np.ceil(q * (len(x) - 1))), len(x) - 1)
-    return float(np.partition(x, k)[k])
+    part = np.array(x, dtype=float)  # a copy, partitioned in place (np.partition's own copy)
+    part.partition(k)
+    return float(part[k])
+
+
+def mean(x: np.ndarray) -> float:
+    """``float(np.mean(x))`` of a 1-d float array, the same pairwise sum divided by the count,
+    without ``np.mean``'s dispatch (the replay calls it several times an asset-day)."""
+    return float(np.add.reduce(x) / len(x))
 
 
 def tail_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
     """Empirical VaR (upper ``confidence`` quantile) and ES of standardized losses."""
     var = quantile_higher(z, confidence)
-    es = float(z[z >= var].mean())
+    es = mean(z[z >= var])
     return var, es
 
 
+@lru_cache(maxsize=64)
 def student_t_measures(confidence: float, dof: float = STUDENT_T_DOF) -> tuple[float, float]:
-    """VaR and ES of a unit-variance Student-t (closed-form ES, McNeil-Frey-Embrechts 2015)."""
+    """VaR and ES of a unit-variance Student-t (closed-form ES, McNeil-Frey-Embrechts 2015).
+
+    Cached: a pure function of two numbers, which the replay asks for on every day of an
+    asset's short-window start (scipy's ``ppf``/``pdf`` were a quarter of a replay's time).
+    """
     scale = math.sqrt((dof - 2.0) / dof)
     q = stats.t.ppf(confidence, dof)
     es = stats.t.pdf(q, dof) / (1 - confidence) * (dof + q**2) / (dof - 1)

@@ -17,6 +17,8 @@ from serving.policy import (
     initial_margin,
     liquidity_addon,
     loss_memory,
+    mean,
+    quantile_higher,
     stress_es,
     student_t_measures,
     tail_measures,
@@ -38,6 +40,29 @@ def inputs(variance=0.03**2, prev=0.03**2, ret=0.0, z=Z, adv=1e9, age=0, as_of=D
 def test_fhs_es_is_the_mean_beyond_the_empirical_var():
     var, es = tail_measures(np.arange(1.0, 101.0), 0.95)
     assert var == 96.0 and es == pytest.approx(np.mean([96, 97, 98, 99, 100]))
+
+
+def test_the_replays_fast_tail_helpers_equal_numpy_bit_for_bit():
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 7, 250, 1001):
+        x = rng.standard_t(3, size=n)
+        for q in (0.0, 0.5, 0.975, 0.99, 1.0):
+            assert quantile_higher(x, q) == float(np.quantile(x, q, method="higher"))
+        assert mean(x) == float(np.mean(x))
+    before = x.copy()
+    quantile_higher(x, 0.99)
+    assert np.array_equal(x, before)  # the caller's window is not reordered
+
+
+def test_parameters_with_reason_is_dataclasses_replace_and_rejects_unknown_fields():
+    import dataclasses
+
+    p = conservative_parameters(CFG, "first")
+    q = p.with_reason("second", ltv=0.5, flag_held=True)
+    assert q == dataclasses.replace(p, reason="first; second", ltv=0.5, flag_held=True)
+    assert p.reason == "first" and p.ltv == 0.0  # the original is untouched
+    with pytest.raises(TypeError, match="ltvv"):
+        p.with_reason("x", ltvv=0.5)
 
 
 def test_student_t_es_matches_numerical_integration():

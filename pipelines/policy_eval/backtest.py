@@ -14,34 +14,39 @@ Pure: frames in, frames out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 
 from configs.schema import Config
 from models.base import asset_frame
 from serving.decide import PolicyState, decide
+from serving.policy import PARAMETER_FIELDS
 from serving.inputs import AssetHistory, asset_history, policy_inputs
 
 
-def replay(h: AssetHistory, cfg: Config) -> Iterator[dict[str, object]]:
+def replay(h: AssetHistory, cfg: Config) -> pd.DataFrame:
     """Published parameters and realized outcome for every cutoff of one asset."""
     u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
     state: PolicyState | None = None
+    rows = []
     for i in range(len(h.dates)):
         x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
         params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
-        yield {"date": h.dates[i], **params.as_dict(),
-               "loss_next": h.loss_next[i], "short_loss_next": h.short_loss_next[i]}
+        rows.append(params.as_dict())
+    # the dates and outcomes are columns already: set whole, not boxed into every row's dict
+    block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS) if not rows else None)
+    block.insert(0, "date", h.dates)
+    block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
+    return block
 
 
 def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Daily published parameters and outcomes for every asset with forecasts."""
     blocks = []
-    for asset in sorted(forecasts["asset"].unique()):
-        h = asset_history(asset_frame(panel, asset), forecasts[forecasts["asset"] == asset], cfg)
-        block = pd.DataFrame(list(replay(h, cfg)))
+    # one grouping pass, not a comparison of the whole forecast column per asset (quadratic)
+    for asset, fc in forecasts.groupby("asset", sort=True, observed=True):
+        h = asset_history(asset_frame(panel, str(asset)), fc, cfg)
+        block = replay(h, cfg)
         block.insert(0, "asset", asset)
         blocks.append(block)
     return with_outcomes(pd.concat(blocks, ignore_index=True))
