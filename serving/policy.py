@@ -36,7 +36,7 @@ roles, notice, rate limits, fail-safe freeze).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
 

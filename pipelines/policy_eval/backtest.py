@@ -20,8 +20,8 @@ import pandas as pd
 from configs.schema import Config
 from models.base import asset_frame
 from serving.decide import PolicyState, decide
-from serving.policy import PARAMETER_FIELDS
 from serving.inputs import AssetHistory, asset_history, policy_inputs
+from serving.policy import PARAMETER_FIELDS
 
 
 def replay(h: AssetHistory, cfg: Config) -> pd.DataFrame:
