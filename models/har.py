@@ -96,6 +96,16 @@ def ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coef, y - x @ coef
 
 
+def asset_codes(assets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct names, code of each row): ``np.unique(assets, return_inverse=True)``
+    by hashing, where np.unique sorts a million Python strings (3.7 s of a 1,000-asset
+    walk-forward)."""
+    codes, names = pd.factorize(np.asarray(assets, dtype=object), sort=True)
+    if (codes < 0).any():
+        raise ValueError("asset names must not be missing")
+    return np.asarray(names, dtype=object), codes.astype(np.intp)
+
+
 def within_wls(
     x: np.ndarray, y: np.ndarray, codes: np.ndarray, n_groups: int, weight: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,7 +195,7 @@ class HarForecaster:
     ) -> dict[str, dict[str, Any]]:
         # one stable sort instead of a pass over every row per asset (quadratic in assets);
         # each asset's rows keep their order, so each fit is the same
-        names, codes = np.unique(assets, return_inverse=True)
+        names, codes = asset_codes(assets)
         order = np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(names)))]
         out = {}
@@ -199,15 +209,19 @@ class HarForecaster:
     def _fit_pooled(
         self, x: np.ndarray, y: np.ndarray, assets: np.ndarray
     ) -> dict[str, dict[str, Any]]:
-        names, counts = np.unique(assets, return_counts=True)
-        names = names[counts >= self.config.min_obs]
-        keep = np.isin(assets, names)
+        # membership by the codes of one np.unique: np.isin over object (string) arrays
+        # compares every row with every name, 108 s of a 134 s walk-forward at 1,000 assets
+        names, codes = asset_codes(assets)
+        counts = np.bincount(codes, minlength=len(names))
+        enough = counts >= self.config.min_obs
+        keep = enough[codes]
         if not keep.any():
             return {}
-        x, y, assets = x[keep], y[keep], assets[keep]
+        names, x, y = names[enough], x[keep], y[keep]
+        # kept assets renumbered 0..len(names)-1 in sorted order, as a search in ``names``
+        codes = (np.cumsum(enough) - 1)[codes[keep]]
         # own intercepts by the within transformation: the dummy design's fit without its
         # (n, A) matrix (1,000 assets x 1M rows would be 8 GB)
-        codes = np.searchsorted(names, assets)
         intercepts, slopes, resid = within_wls(x[:, 1:], y, codes, len(names), np.ones(len(y)))
         order = np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(names)))]

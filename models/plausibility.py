@@ -95,7 +95,13 @@ def implausibility(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = v / (h * rv)
         vol_1d = np.sqrt(np.where(v > 0, v / h, np.nan))
-    for i in range(v.size):
+        # the rows every rule accepts, found at once; the first broken rule's wording is
+        # only composed for the others (one Python call per forecast was 1.1 s per 730k)
+        fine = np.isfinite(v) & (v > 0)
+        if bounds.enabled:
+            fine &= ((vol_1d >= bounds.min_vol_1d) & np.isfinite(rv) & (rv > 0)
+                     & (bounds.min_ratio <= ratio) & (ratio <= bounds.max_ratio))
+    for i in np.flatnonzero(~fine):
         out[i] = _reason(v[i], vol_1d[i], rv[i], ratio[i], bounds)
     return out
 

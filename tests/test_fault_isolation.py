@@ -204,6 +204,27 @@ def test_implausibility_names_the_first_rule_broken():
     assert off[0] == "" and "not positive" in off[1]  # off: only finite and positive
 
 
+def test_implausibility_equals_the_rules_applied_row_by_row():
+    from models.plausibility import _reason
+
+    rng = np.random.default_rng(11)
+    b = PlausibilityConfig()
+    rv = np.exp(rng.normal(-7, 1, 4000))
+    v = rv * 7 * np.exp(rng.normal(0, 2.5, 4000))  # many outside the band either side
+    v[:8] = [np.nan, np.inf, -np.inf, 0.0, -1e-3, 1e-300, 7 * b.max_ratio, 7 * b.min_ratio]
+    rv[6:10] = [1.0, 1.0, np.nan, 0.0]  # the band's edges themselves are plausible
+    h = rng.choice([1, 7], 4000).astype(float)
+    h[6:8] = 7.0
+    for bounds in (b, b.model_copy(update={"enabled": False})):
+        got = implausibility(v, h, rv, bounds)
+        with np.errstate(all="ignore"):
+            want = [_reason(v[i], np.sqrt(v[i] / h[i]) if v[i] > 0 else np.nan, rv[i],
+                            v[i] / (h[i] * rv[i]), bounds) for i in range(len(v))]
+        assert list(got) == want
+    on = implausibility(v, h, rv, b)
+    assert on[6] == on[7] == "" and all(on[:6]) and 0 < sum(map(bool, on)) < len(on) / 2
+
+
 def test_trailing_realized_variance_uses_calendar_days_and_counts_a_gap():
     days = pd.date_range("2024-01-01", periods=60, freq="D")
     rv = pd.Series(np.r_[np.full(30, 1e-3), np.full(30, 4e-3)], index=days).drop(days[35:52])

@@ -45,3 +45,15 @@ def test_within_transformation_equals_the_dummy_design() -> None:
         assert got[asset]["n"] == sizes[asset]
     # the noisier asset keeps its own residual variance
     assert got["BBB"]["resid_var"] > 5 * got["AAA"]["resid_var"]
+
+
+def test_asset_codes_equal_np_unique_by_hashing() -> None:
+    from models.har import asset_codes
+
+    rng = np.random.default_rng(5)
+    assets = rng.choice(np.array(["S0010", "BTC", "S0002", "eth", "S0100"], dtype=object), 999)
+    names, codes = asset_codes(assets)
+    want_names, want_codes = np.unique(assets, return_inverse=True)
+    assert list(names) == list(want_names) and np.array_equal(codes, want_codes)
+    with np.testing.assert_raises(ValueError):
+        asset_codes(np.array(["BTC", None], dtype=object))
