@@ -203,3 +203,26 @@ def test_the_frozen_variance_policy_is_read_from_what_the_run_wrote(tmp_path):
     assert list(got) == ["policy:b@confidence=0.99"]
     assert got["policy:b@confidence=0.99"]["mmf"].tolist() == [0.2]
     assert "policy" not in got["policy:b@confidence=0.99"].columns
+
+
+def test_the_replay_is_decide_day_by_day_and_skips_an_asset_without_daily_forecasts(
+        panel, variance):
+    from pipelines.policy_eval.backtest import policy_path
+    from serving.decide import decide
+
+    # CCC forecasts only 7 days ahead: no update-interval forecast, nothing to publish
+    weekly = variance[variance["asset"] == "AAA"].assign(asset="CCC", horizon_days=7)
+    ccc = asset_frame(panel, "AAA").assign(asset="CCC").set_index("asset", append=True)
+    both = pd.concat([panel, ccc.reorder_levels(panel.index.names)]).sort_index()
+    path = policy_path(both, pd.concat([variance, weekly], ignore_index=True), CFG)
+    assert set(path["asset"]) == set(ASSETS)
+    assert path[NUMERIC].dtypes.eq(float).all() and path["breach"].notna().any()
+    want, state = [], None
+    h = asset_history(asset_frame(panel, "BBB"), variance[variance["asset"] == "BBB"], CFG)
+    for i in range(len(h.dates)):
+        p, state = decide(policy_inputs(h, i, 1, 1.0, CFG.policy.fhs_window), state,
+                          CFG.data.stale_after_days, CFG.policy)
+        want.append(p.as_dict())
+    got = path[path["asset"] == "BBB"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got[list(want[0])], pd.DataFrame(want))
+    assert list(got["date"]) == list(h.dates) and len(got) > 500

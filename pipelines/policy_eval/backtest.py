@@ -14,6 +14,8 @@ Pure: frames in, frames out.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -24,18 +26,31 @@ from serving.inputs import AssetHistory, asset_history, policy_inputs
 from serving.policy import PARAMETER_FIELDS
 
 
-def replay(h: AssetHistory, cfg: Config) -> pd.DataFrame:
-    """Published parameters and realized outcome for every cutoff of one asset."""
+def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
+           tail_es: np.ndarray | None = None) -> pd.DataFrame:
+    """Published parameters and realized outcome for every cutoff of one asset.
+
+    With ``tail_var``/``tail_es`` (fractions of value, one per cutoff, NaN where missing) the
+    direct tail forecast replaces the FHS tail where both are finite; ``tail_fallback`` marks
+    the days that fell back to FHS.
+    """
     u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
     state: PolicyState | None = None
-    rows = []
+    rows, fallback = [], []
     for i in range(len(h.dates)):
         x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
+        if tail_var is not None and tail_es is not None:
+            direct = bool(np.isfinite(tail_var[i]) and np.isfinite(tail_es[i]))
+            if direct:
+                x = dataclasses.replace(x, tail_var=float(tail_var[i]), tail_es=float(tail_es[i]))
+            fallback.append(not direct)
         params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
         rows.append(params.as_dict())
     # the dates and outcomes are columns already: set whole, not boxed into every row's dict
-    block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS) if not rows else None)
+    block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS))
     block.insert(0, "date", h.dates)
+    if tail_var is not None:
+        block["tail_fallback"] = np.array(fallback, dtype=bool)
     block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
     return block
 
@@ -46,6 +61,8 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
     # one grouping pass, not a comparison of the whole forecast column per asset (quadratic)
     for asset, fc in forecasts.groupby("asset", sort=True, observed=True):
         h = asset_history(asset_frame(panel, str(asset)), fc, cfg)
+        if not len(h.dates):  # no forecast at the update interval: nothing to publish
+            continue
         block = replay(h, cfg)
         block.insert(0, "asset", asset)
         blocks.append(block)

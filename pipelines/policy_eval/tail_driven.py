@@ -39,8 +39,7 @@ variance-driven policy and the yearly recalibrated static table.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +49,7 @@ from joblib import Parallel, delayed
 
 from configs.schema import Config
 from models.base import asset_frame
-from pipelines.policy_eval.backtest import with_outcomes
+from pipelines.policy_eval.backtest import replay, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
 from pipelines.policy_eval.compare import comparator_paths, slim, slim_replay
 from pipelines.policy_eval.protocol import (
@@ -64,8 +63,7 @@ from pipelines.policy_eval.protocol import (
     judge,
     periods,
 )
-from serving.decide import PolicyState, decide
-from serving.inputs import AssetHistory, asset_history, policy_inputs
+from serving.inputs import asset_history
 
 SIGMA_MODEL = "ewma94"      # σ of every tail-driven candidate (module docstring)
 COMPARATOR_LEVEL = 0.99     # EWMA-FHS at 99 %: the clearing-house comparator
@@ -116,21 +114,6 @@ def tail_series(tails: pd.DataFrame, model: str, asset: str, level: float,
             rows["es"].reindex(dates).to_numpy(float))
 
 
-def replay_tail(h: AssetHistory, var: np.ndarray, es: np.ndarray, cfg: Config
-                ) -> Iterator[dict[str, object]]:
-    """:func:`pipelines.policy_eval.backtest.replay` with the direct tail where there is one."""
-    u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
-    state: PolicyState | None = None
-    for i in range(len(h.dates)):
-        x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
-        direct = bool(np.isfinite(var[i]) and np.isfinite(es[i]))
-        if direct:
-            x = dataclasses.replace(x, tail_var=float(var[i]), tail_es=float(es[i]))
-        params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
-        yield {"date": h.dates[i], **params.as_dict(), "tail_fallback": not direct,
-               "loss_next": h.loss_next[i], "short_loss_next": h.short_loss_next[i]}
-
-
 def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
                      model: str, level: float, cfg: Config) -> pd.DataFrame:
     """Daily published parameters and outcomes of one tail-driven candidate (slim columns
@@ -138,8 +121,10 @@ def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.Data
     blocks = []
     for asset in sorted(variance["asset"].unique()):
         h = asset_history(asset_frame(panel, asset), variance[variance["asset"] == asset], cfg)
+        if not len(h.dates):  # no forecast at the update interval: nothing to publish
+            continue
         var, es = tail_series(tails, model, asset, level, h.dates)
-        block = pd.DataFrame(list(replay_tail(h, var, es, cfg)))
+        block = replay(h, cfg, var, es)
         block.insert(0, "asset", asset)
         blocks.append(block)
     path = with_outcomes(pd.concat(blocks, ignore_index=True))
