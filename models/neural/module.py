@@ -30,6 +30,7 @@ from torch.utils.data import (
     BatchSampler,
     DataLoader,
     RandomSampler,
+    Sampler,
     SequentialSampler,
     TensorDataset,
 )
@@ -190,13 +191,29 @@ def tensor_dataset(
     )
 
 
+class _IndexTensors(Sampler[torch.Tensor]):
+    """The batches of a ``BatchSampler`` as index tensors: a tensor indexed by a Python list
+    converts the list once per tensor (~150 µs a batch of 256 rows for four tensors against
+    ~50 µs with one index tensor). Same rows, same order, same random stream."""
+
+    def __init__(self, batches: BatchSampler) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in self.batches:
+            yield torch.as_tensor(batch, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def batch_loader(data: TensorDataset, batches: BatchSampler) -> DataLoader:
     """A loader that slices whole batches out of the tensors (no per-row fetch and collate).
 
-    ``TensorDataset`` indexes every tensor with the sampler's list of row indices at once,
-    several times faster than collating ``batch_size`` single rows on a small CPU.
+    ``TensorDataset`` indexes every tensor with the batch's row indices at once, several times
+    faster than collating ``batch_size`` single rows on a small CPU.
     """
-    return DataLoader(data, sampler=batches, batch_size=None, num_workers=0)
+    return DataLoader(data, sampler=_IndexTensors(batches), batch_size=None, num_workers=0)
 
 
 @contextlib.contextmanager
