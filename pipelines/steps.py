@@ -156,7 +156,10 @@ def step_backtest(
         progress("evaluate", 0, 1)
         scores = scored(forecasts, panel)
         table = loss_table(scores)
-        compared = comparison(scores, table, forecasts, panel)
+        # the per-asset diagnostics fan out like the walk-forward (one pass when sequential)
+        compared = comparison(scores, table, forecasts, panel,
+                              mapper=None if mapper is map else mapper,
+                              chunk_assets=bt.chunk_assets)
         diagnostics = diagnostic_failures(compared)
         mlflow.set_tag("diagnostic_failures", len(diagnostics))
         if len(diagnostics):

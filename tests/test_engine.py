@@ -99,3 +99,34 @@ def test_policy_replays_on_dask_match_the_local_processes():
     assert len(local[0]) > 300 and not local[0]["mmf"].equals(local[1]["mmf"])
     for a, b in zip(local, remote, strict=True):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_comparison_in_asset_chunks_on_dask_equals_the_one_pass_table():
+    """DM, MCS, MZ and VaR per asset, cut into one-asset tasks on 2 Dask workers: the same
+    table, row for row, as one pass in process."""
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.backtest import backtest
+    from models.registry import build_forecaster
+    from pipelines.evaluation.comparison import comparison
+    from pipelines.evaluation.evaluate import loss_table, scored
+    from tests.conftest import MARKET
+
+    market = load_market(MARKET, ["BTC", "SOL", "TRX"], dt.date(2025, 6, 30))
+    cfg = Config()
+    panel = build_panel(market, cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2023-01-01"]
+    forecasts = {m: backtest(lambda m=m: build_forecaster(m, cfg.models, [1, 7]), panel,
+                             dt.date(2024, 1, 1), 120, [1, 7], 300).forecasts
+                 for m in ("ewma94", "har_rv", "garch11_t")}
+    scores = scored(forecasts, panel)
+    table = loss_table(scores)
+    whole = comparison(scores, table, forecasts, panel)
+    assert len(whole) == 3 * 3 * 2 and whole["dm_stat"].notna().sum() == 2 * 3 * 2
+    assert whole["in_mcs"].notna().all() and whole["kupiec_p"].notna().sum() == 3 * 3
+    in_order = comparison(scores, table, forecasts, panel, mapper=map, chunk_assets=2)
+    pd.testing.assert_frame_equal(in_order, whole)
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        remote = comparison(scores, table, forecasts, panel, mapper=dask.mapper, chunk_assets=1)
+    pd.testing.assert_frame_equal(remote, whole)

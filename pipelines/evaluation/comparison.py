@@ -16,17 +16,19 @@ Pure: the scored frame (:func:`pipelines.evaluation.evaluate.scored`) and the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from pipelines.engine import chunked
 from pipelines.evaluation.coverage import var_backtest
 from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
 
 BENCHMARK = "garch11_t"
 T = TypeVar("T")
+Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 VAR_COLUMNS = ["model", "asset", "var_n", "var_breaches", "kupiec_p", "christoffersen_lr_cc",
                "cc_p", "red_windows", "worst_zone", "var_pass", "var_note"]
 
@@ -167,12 +169,51 @@ def diagnostic_failures(compared: pd.DataFrame) -> pd.DataFrame:
                                        "reason"])
 
 
+def diagnostics(scores: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+                panel: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+    """(DM, MCS, MZ, VaR) tables; every row is about one asset, so any split by asset gives
+    the same rows."""
+    return dm_table(scores), mcs_table(scores), mz_table(scores), var_table(forecasts, panel)
+
+
+def _diagnostics_task(item: tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]
+                      ) -> tuple[pd.DataFrame, ...]:
+    return diagnostics(*item)
+
+
+def _by_asset_chunks(scores: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+                     panel: pd.DataFrame, size: int
+                     ) -> list[tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]]:
+    """The inputs cut by sorted asset into tasks of ``size`` assets (the panel reduced to the
+    returns the VaR backtest reads)."""
+    assets = sorted(set(scores["asset"]).union(*(set(f["asset"]) for f in forecasts.values())))
+    rets = panel[["ret_1d"]]
+    items = []
+    for chunk in chunked(assets, size):
+        keep = set(chunk)
+        mine = rets[rets.index.get_level_values("asset").isin(keep)]
+        items.append((scores[scores["asset"].isin(keep)],
+                      {m: f[f["asset"].isin(keep)] for m, f in forecasts.items()}, mine))
+    return items
+
+
 def comparison(scores: pd.DataFrame, table: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
-               panel: pd.DataFrame) -> pd.DataFrame:
-    """The loss table joined with DM vs the benchmark, MCS membership and MZ R²."""
+               panel: pd.DataFrame, mapper: Mapper | None = None,
+               chunk_assets: int = 50) -> pd.DataFrame:
+    """The loss table joined with DM vs the benchmark, MCS membership and MZ R².
+
+    ``mapper`` (e.g. a Dask engine's) runs the diagnostics in tasks of ``chunk_assets``
+    assets; without one they run here in one pass. The table is the same either way: every
+    diagnostic is per asset, and the merges keep the loss table's row order.
+    """
+    if mapper is None:
+        parts = [diagnostics(scores, forecasts, panel)]
+    else:
+        parts = list(mapper(_diagnostics_task,
+                            _by_asset_chunks(scores, forecasts, panel, chunk_assets)))
+    dm, mcs, mz, var = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(4))
     keys = ["model", "asset", "horizon_days"]
-    out = table.merge(dm_table(scores), on=keys, how="left")
-    out = out.merge(mcs_table(scores), on=keys, how="left").merge(mz_table(scores), on=keys)
-    var = var_table(forecasts, panel)
+    out = table.merge(dm, on=keys, how="left")
+    out = out.merge(mcs, on=keys, how="left").merge(mz, on=keys)
     return out.merge(var.assign(horizon_days=1), on=["model", "asset", "horizon_days"],
                      how="left")
