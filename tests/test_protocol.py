@@ -201,3 +201,32 @@ def test_the_whole_protocol_ignores_perturbed_evaluation_period_data():
     assert again.name == frozen.name == "policy:true"
     pd.testing.assert_frame_equal(again.table, frozen.table)
     assert evaluation_again["breaches"].sum() > evaluation["breaches"].sum()  # it did bite
+
+
+def test_judge_reuses_what_it_judged_and_gives_the_same_table_on_dask(monkeypatch):
+    from pipelines import policy_eval
+    from pipelines.engine import make_engine
+    from pipelines.policy_eval.protocol import EVALUATION
+
+    paths, _ = _candidates()
+    fresh = pd.concat([judge(paths, CFG, k) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
+    calls = []
+    one = policy_eval.protocol._judge_one
+    monkeypatch.setattr(policy_eval.protocol, "_judge_one",
+                        lambda item, **kw: calls.append(item[0]) or one(item, **kw))
+    memo: dict = {}
+    judge({n: paths[n] for n in ("policy:tight", "policy:loose")}, CFG, SELECTION, memo=memo)
+    again = pd.concat([judge(paths, CFG, k, memo=memo) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
+    pd.testing.assert_frame_equal(again, fresh)
+    # tight and loose judged once on the selection period; each path once on the evaluation
+    assert sorted(calls) == sorted(["policy:tight", "policy:loose", "policy:wide", *paths])
+    other = {**paths, "policy:loose": paths["policy:loose"].copy()}  # another object: redone
+    judge(other, CFG, SELECTION, memo=memo)
+    assert calls[-1] == "policy:loose"
+    monkeypatch.undo()
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        remote = pd.concat([judge(paths, CFG, k, engine=dask) for k in (SELECTION, EVALUATION)],
+                           ignore_index=True)
+    pd.testing.assert_frame_equal(remote, fresh)

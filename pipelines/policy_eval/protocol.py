@@ -17,11 +17,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
 from configs.schema import Config
+from pipelines.engine import Engine
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.compare import AAVE_V3
 from pipelines.policy_eval.episodes import loss_day, stress_bad_debt
@@ -72,24 +74,43 @@ def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date
     return {a: float(v) for a, v in out.items()}
 
 
+def _judge_one(item: tuple[str, pd.DataFrame], cfg: Config, period: str,
+               caps: Mapping[str, float] | None) -> pd.DataFrame | None:
+    """One policy's per-asset acceptance on one period (None: no row in the period)."""
+    name, path = item
+    start, end = periods(cfg)[period]
+    u, ev = cfg.features.update_interval_days, cfg.evaluation
+    rows = in_period(path, start, end, u)
+    if rows.empty:
+        return None
+    table = summarize(rows, 1.0 - cfg.policy.coverage_level, ev.episodes, ev.test_size,
+                      ev.dq_lags, caps, at_lb(rows, ev.comparison_lb))
+    return table.assign(policy=name, period=period) if len(table) else None
+
+
 def judge(paths: Mapping[str, pd.DataFrame], cfg: Config, period: str,
-          caps: Mapping[str, float] | None = None) -> pd.DataFrame:
+          caps: Mapping[str, float] | None = None, engine: Engine | None = None,
+          memo: dict[tuple[Any, ...], Any] | None = None) -> pd.DataFrame:
     """Per policy and asset acceptance on one period's rows (``policy`` column first).
 
     The budgets (set by Aave v3 and the static table, both at LB 1.05) are compared with the
-    policy's stress bad debt with its LB held at ``evaluation.comparison_lb``."""
-    start, end = periods(cfg)[period]
-    u, ev = cfg.features.update_interval_days, cfg.evaluation
-    p = 1.0 - cfg.policy.coverage_level
-    frames = []
-    for name, path in paths.items():
-        rows = in_period(path, start, end, u)
-        if rows.empty:
-            continue
-        table = summarize(rows, p, ev.episodes, ev.test_size, ev.dq_lags, caps,
-                          at_lb(rows, ev.comparison_lb))
-        if len(table):
-            frames.append(table.assign(policy=name, period=period))
+    policy's stress bad debt with its LB held at ``evaluation.comparison_lb``.
+
+    Each policy is judged on its own: on a Dask ``engine`` one task per policy. ``memo`` (a
+    dict the caller keeps across calls) holds what was judged already, keyed by policy, the
+    path object, period and budgets, so the selection-period verdicts the choice was made on
+    are not computed a second time for the report; the table is the same either way.
+    """
+    cap_key = tuple(sorted(caps.items())) if caps else None
+    memo = {} if memo is None else memo
+    keys = {name: (name, id(path), period, cap_key) for name, path in paths.items()}
+    todo = [(name, path) for name, path in paths.items() if keys[name] not in memo]
+    judge_one = partial(_judge_one, cfg=cfg, period=period, caps=caps)
+    done = (engine.map(judge_one, todo) if engine is not None and engine.kind == "dask"
+            else [judge_one(item) for item in todo])
+    for (name, path), frame in zip(todo, done, strict=True):
+        memo[keys[name]] = (path, frame)  # the path kept alive: its id stays its own
+    frames = [f for f in (memo[keys[name]][1] for name in paths) if f is not None]
     if not frames:
         return pd.DataFrame(columns=["policy", "period", "asset", "acceptable", "capital"])
     out = pd.concat(frames, ignore_index=True)
@@ -137,10 +158,11 @@ def evaluate(paths: Mapping[str, pd.DataFrame], comparators: Mapping[str, pd.Dat
     Returns the frozen choice and the long table (``period`` column: selection, evaluation)."""
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     candidates = {n: paths[n] for n in settings}
-    selection = judge(candidates, cfg, SELECTION, caps[SELECTION])
+    memo: dict[tuple[Any, ...], Any] = {}
+    selection = judge(candidates, cfg, SELECTION, caps[SELECTION], memo=memo)
     frozen = choose(selection, settings)
     everything = {**paths, **comparators}
-    tables = [judge(everything, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)]
+    tables = [judge(everything, cfg, k, caps[k], memo=memo) for k in (SELECTION, EVALUATION)]
     return frozen, pd.concat(tables, ignore_index=True)
 
 

@@ -201,10 +201,11 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
                             cfg.with_overrides({"policy.confidence": COMPARATOR_LEVEL}))
     comparators, _ = comparator_paths(panel, ewma_path, cfg)
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
-    frozen = choose(judge(paths, cfg, SELECTION, caps[SELECTION]), settings)
+    memo: dict[tuple[Any, ...], Any] = {}  # the choice's verdicts reused by the report
+    frozen = choose(judge(paths, cfg, SELECTION, caps[SELECTION], memo=memo), settings)
     everything = {**paths, ewma: ewma_path, **dict(reference or {}), **comparators}
-    table = pd.concat([judge(everything, cfg, k, caps[k]) for k in (SELECTION, EVALUATION)],
-                      ignore_index=True)
+    table = pd.concat([judge(everything, cfg, k, caps[k], memo=memo)
+                       for k in (SELECTION, EVALUATION)], ignore_index=True)
     reported = [frozen.name, *[n for n in paths if n != frozen.name], ewma,
                 *[n for n in (reference or {}) if n != ewma], "static"]
     return TailPolicyEvaluation(
