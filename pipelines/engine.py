@@ -58,6 +58,11 @@ class Engine:
             kwargs = {k: self.client.scatter(v, broadcast=True)
                       if isinstance(v, pd.DataFrame | np.ndarray) else v
                       for k, v in kwargs.items()}
+            if any(_holds_frame(item) for item in items):
+                # items that carry data (a chunk's frames, a replayed path) go to the workers
+                # directly, not inside the task graph through the scheduler (the comparison's
+                # chunks of 1,000 assets made an 868 MiB graph)
+                items = self.client.scatter(items, hash=False)
             futures = self.client.map(fn, items, pure=False, **kwargs)
             return self.client.gather(futures)
         if self.n_jobs == 1 or len(items) == 1:
@@ -91,6 +96,17 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _holds_frame(item: Any) -> bool:
+    """A frame or array, or a tuple/list/dict holding one (one level deep)."""
+    data = pd.DataFrame | pd.Series | np.ndarray
+    if isinstance(item, data):
+        return True
+    values = item.values() if isinstance(item, dict) else item if isinstance(
+        item, tuple | list) else ()
+    return any(isinstance(v, data) or (isinstance(v, dict) and any(
+        isinstance(w, data) for w in v.values())) for v in values)
 
 
 def default_workers() -> int:

@@ -130,3 +130,13 @@ def test_the_comparison_in_asset_chunks_on_dask_equals_the_one_pass_table():
     with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
         remote = comparison(scores, table, forecasts, panel, mapper=dask.mapper, chunk_assets=1)
     pd.testing.assert_frame_equal(remote, whole)
+
+
+def test_items_that_carry_frames_are_recognised_for_scattering():
+    from pipelines.engine import _holds_frame
+
+    frame = pd.DataFrame({"a": [1.0]})
+    assert _holds_frame(frame) and _holds_frame(("name", frame))
+    assert _holds_frame((frame, {"m": frame}, frame)) and _holds_frame([np.zeros(3)])
+    assert not _holds_frame(("BTC", dt.date(2024, 1, 1))) and not _holds_frame(7)
+    assert not _holds_frame(("x", {"k": 1}))
