@@ -55,9 +55,13 @@ class Engine:
                 # it inside every task; scatter it once and pass the future as a keyword.
                 kwargs = {**fn.keywords, **kwargs}
                 fn = fn.func
-            kwargs = {k: self.client.scatter(v, broadcast=True)
-                      if isinstance(v, pd.DataFrame | np.ndarray) else v
-                      for k, v in kwargs.items()}
+            data = {k: self.client.scatter(v, broadcast=True) for k, v in kwargs.items()
+                    if isinstance(v, pd.DataFrame | np.ndarray)}
+            rest = {k: v for k, v in kwargs.items() if k not in data}
+            # everything else stays bound to the function: a dict passed as a keyword of
+            # client.map becomes a task of its own, which the scheduler rejected (a policy
+            # verdict's budgets, "AssertionError: <TaskState 'caps' processing>")
+            fn, kwargs = (partial(fn, **rest) if rest else fn), data
             if any(_holds_frame(item) for item in items):
                 # items that carry data (a chunk's frames, a replayed path) go to the workers
                 # directly, not inside the task graph through the scheduler (the comparison's

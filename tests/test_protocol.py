@@ -226,7 +226,13 @@ def test_judge_reuses_what_it_judged_and_gives_the_same_table_on_dask(monkeypatc
     judge(other, CFG, SELECTION, memo=memo)
     assert calls[-1] == "policy:loose"
     monkeypatch.undo()
+    caps = {"A": 0.001, "B": 10.0}  # budgets: a dict bound to every task
+    capped = pd.concat([judge(paths, CFG, k, caps) for k in (SELECTION, EVALUATION)],
+                       ignore_index=True)
     with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
         remote = pd.concat([judge(paths, CFG, k, engine=dask) for k in (SELECTION, EVALUATION)],
                            ignore_index=True)
+        remote_capped = pd.concat([judge(paths, CFG, k, caps, engine=dask)
+                                   for k in (SELECTION, EVALUATION)], ignore_index=True)
     pd.testing.assert_frame_equal(remote, fresh)
+    pd.testing.assert_frame_equal(remote_capped, capped)
