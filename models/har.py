@@ -209,7 +209,7 @@ class HarForecaster:
     def _fit_pooled(
         self, x: np.ndarray, y: np.ndarray, assets: np.ndarray
     ) -> dict[str, dict[str, Any]]:
-        # membership by the codes of one np.unique: np.isin over object (string) arrays
+        # membership by the codes of one hashing factorize: np.isin over object (string) arrays
         # compares every row with every name, 108 s of a 134 s walk-forward at 1,000 assets
         names, codes = asset_codes(assets)
         counts = np.bincount(codes, minlength=len(names))
