@@ -203,10 +203,10 @@ def test_the_whole_protocol_ignores_perturbed_evaluation_period_data():
     assert evaluation_again["breaches"].sum() > evaluation["breaches"].sum()  # it did bite
 
 
-def test_judge_reuses_what_it_judged_and_gives_the_same_table_on_dask(monkeypatch):
+def test_verdicts_reuse_what_they_judged_and_give_the_same_table_on_dask(monkeypatch):
     from pipelines import policy_eval
     from pipelines.engine import make_engine
-    from pipelines.policy_eval.protocol import EVALUATION
+    from pipelines.policy_eval.protocol import EVALUATION, Verdicts
 
     paths, _ = _candidates()
     fresh = pd.concat([judge(paths, CFG, k) for k in (SELECTION, EVALUATION)],
@@ -215,16 +215,17 @@ def test_judge_reuses_what_it_judged_and_gives_the_same_table_on_dask(monkeypatc
     one = policy_eval.protocol._judge_one
     monkeypatch.setattr(policy_eval.protocol, "_judge_one",
                         lambda item, **kw: calls.append(item[0]) or one(item, **kw))
-    memo: dict = {}
-    judge({n: paths[n] for n in ("policy:tight", "policy:loose")}, CFG, SELECTION, memo=memo)
-    again = pd.concat([judge(paths, CFG, k, memo=memo) for k in (SELECTION, EVALUATION)],
-                      ignore_index=True)
+    verdicts = Verdicts(CFG)
+    verdicts({n: paths[n] for n in ("policy:tight", "policy:loose")}, SELECTION)
+    again = pd.concat([verdicts(paths, k) for k in (SELECTION, EVALUATION)], ignore_index=True)
     pd.testing.assert_frame_equal(again, fresh)
     # tight and loose judged once on the selection period; each path once on the evaluation
     assert sorted(calls) == sorted(["policy:tight", "policy:loose", "policy:wide", *paths])
-    other = {**paths, "policy:loose": paths["policy:loose"].copy()}  # another object: redone
-    judge(other, CFG, SELECTION, memo=memo)
-    assert calls[-1] == "policy:loose"
+    verdicts(paths, SELECTION, {"A": 0.5})  # other budgets: judged again
+    assert len(calls) == 2 * len(paths) + len(paths)
+    other = {**paths, "policy:loose": paths["policy:loose"].copy()}  # another path, same name
+    with pytest.raises(ValueError, match="'policy:loose' was judged on another path"):
+        verdicts(other, SELECTION)
     monkeypatch.undo()
     caps = {"A": 0.001, "B": 10.0}  # budgets: a dict bound to every task
     capped = pd.concat([judge(paths, CFG, k, caps) for k in (SELECTION, EVALUATION)],

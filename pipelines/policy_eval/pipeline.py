@@ -25,10 +25,10 @@ from pipelines.policy_eval.frontier import frontier_points
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
+    Verdicts,
     budgets,
     headline,
     in_period,
-    judge,
     periods,
 )
 from pipelines.selection.select import Selection, select
@@ -114,9 +114,9 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
     comparators, schedule = comparator_paths(panel, template, cfg)
     sel_start, sel_end = periods(cfg)[SELECTION]
-    memo: dict[tuple[Any, ...], Any] = {}  # verdicts judged once, reused by the report
-    sel_table = judge({n: paths[n] for n in settings}, cfg, SELECTION,
-                      budgets(comparators, cfg, sel_start, sel_end), engine, memo)
+    verdicts = Verdicts(cfg, engine)  # judged once, the selection's reused by the report
+    sel_table = verdicts({n: paths[n] for n in settings}, SELECTION,
+                         budgets(comparators, cfg, sel_start, sel_end))
     choice = select(compared, sel_table, settings, cfg.selection, defaults)
     frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
     own = f"{choice.policy}:no_apc"
@@ -127,8 +127,8 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                        engine)
     paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
-    table = pd.concat([judge(paths, cfg, k, caps[k], engine, memo)
-                       for k in (SELECTION, EVALUATION)], ignore_index=True)
+    table = pd.concat([verdicts(paths, k, caps[k]) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
     point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]

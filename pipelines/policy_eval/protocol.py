@@ -88,33 +88,55 @@ def _judge_one(item: tuple[str, pd.DataFrame], cfg: Config, period: str,
     return table.assign(policy=name, period=period) if len(table) else None
 
 
+class Verdicts:
+    """The acceptance tables of one evaluation, each (policy, period, budgets) judged once.
+
+    The selection judges the candidates on the selection period; the report judges them
+    again beside the comparators on both periods. Calling the same ``Verdicts`` for both
+    reuses the selection-period verdicts the choice was made on instead of computing them a
+    second time; the table is the same either way. One instance per evaluation: within it a
+    policy name stands for one path, so handing another path under a name already judged is
+    an error, not a silent reuse. On a Dask ``engine`` each policy is one task.
+    """
+
+    def __init__(self, cfg: Config, engine: Engine | None = None) -> None:
+        self.cfg, self.engine = cfg, engine
+        self._paths: dict[str, pd.DataFrame] = {}
+        self._done: dict[tuple[str, str, Any], pd.DataFrame | None] = {}
+
+    def __call__(self, paths: Mapping[str, pd.DataFrame], period: str,
+                 caps: Mapping[str, float] | None = None) -> pd.DataFrame:
+        """Per policy and asset acceptance on one period's rows (``policy`` column first)."""
+        for name, path in paths.items():
+            if self._paths.setdefault(name, path) is not path:
+                raise ValueError(f"policy {name!r} was judged on another path in this "
+                                 "evaluation: one name, one path")
+        cap_key = tuple(sorted(caps.items())) if caps else None
+        todo = [(n, p) for n, p in paths.items() if (n, period, cap_key) not in self._done]
+        judge_one = partial(_judge_one, cfg=self.cfg, period=period, caps=caps)
+        engine = self.engine
+        done = (engine.map(judge_one, todo) if engine is not None and engine.kind == "dask"
+                else [judge_one(item) for item in todo])
+        for (name, _), frame in zip(todo, done, strict=True):
+            self._done[(name, period, cap_key)] = frame
+        frames = [f for f in (self._done[(n, period, cap_key)] for n in paths) if f is not None]
+        if not frames:
+            return pd.DataFrame(columns=["policy", "period", "asset", "acceptable", "capital"])
+        out = pd.concat(frames, ignore_index=True)
+        return out[["policy", "period",
+                    *[c for c in out.columns if c not in ("policy", "period")]]]
+
+
 def judge(paths: Mapping[str, pd.DataFrame], cfg: Config, period: str,
-          caps: Mapping[str, float] | None = None, engine: Engine | None = None,
-          memo: dict[tuple[Any, ...], Any] | None = None) -> pd.DataFrame:
+          caps: Mapping[str, float] | None = None, engine: Engine | None = None
+          ) -> pd.DataFrame:
     """Per policy and asset acceptance on one period's rows (``policy`` column first).
 
     The budgets (set by Aave v3 and the static table, both at LB 1.05) are compared with the
-    policy's stress bad debt with its LB held at ``evaluation.comparison_lb``.
-
-    Each policy is judged on its own: on a Dask ``engine`` one task per policy. ``memo`` (a
-    dict the caller keeps across calls) holds what was judged already, keyed by policy, the
-    path object, period and budgets, so the selection-period verdicts the choice was made on
-    are not computed a second time for the report; the table is the same either way.
+    policy's stress bad debt with its LB held at ``evaluation.comparison_lb``. A one-off
+    judgement; an evaluation that judges the same paths again keeps a :class:`Verdicts`.
     """
-    cap_key = tuple(sorted(caps.items())) if caps else None
-    memo = {} if memo is None else memo
-    keys = {name: (name, id(path), period, cap_key) for name, path in paths.items()}
-    todo = [(name, path) for name, path in paths.items() if keys[name] not in memo]
-    judge_one = partial(_judge_one, cfg=cfg, period=period, caps=caps)
-    done = (engine.map(judge_one, todo) if engine is not None and engine.kind == "dask"
-            else [judge_one(item) for item in todo])
-    for (name, path), frame in zip(todo, done, strict=True):
-        memo[keys[name]] = (path, frame)  # the path kept alive: its id stays its own
-    frames = [f for f in (memo[keys[name]][1] for name in paths) if f is not None]
-    if not frames:
-        return pd.DataFrame(columns=["policy", "period", "asset", "acceptable", "capital"])
-    out = pd.concat(frames, ignore_index=True)
-    return out[["policy", "period", *[c for c in out.columns if c not in ("policy", "period")]]]
+    return Verdicts(cfg, engine)(paths, period, caps)
 
 
 def rank(table: pd.DataFrame) -> pd.DataFrame:
@@ -158,11 +180,10 @@ def evaluate(paths: Mapping[str, pd.DataFrame], comparators: Mapping[str, pd.Dat
     Returns the frozen choice and the long table (``period`` column: selection, evaluation)."""
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     candidates = {n: paths[n] for n in settings}
-    memo: dict[tuple[Any, ...], Any] = {}
-    selection = judge(candidates, cfg, SELECTION, caps[SELECTION], memo=memo)
-    frozen = choose(selection, settings)
+    verdicts = Verdicts(cfg)
+    frozen = choose(verdicts(candidates, SELECTION, caps[SELECTION]), settings)
     everything = {**paths, **comparators}
-    tables = [judge(everything, cfg, k, caps[k], memo=memo) for k in (SELECTION, EVALUATION)]
+    tables = [verdicts(everything, k, caps[k]) for k in (SELECTION, EVALUATION)]
     return frozen, pd.concat(tables, ignore_index=True)
 
 

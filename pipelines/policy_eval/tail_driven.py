@@ -30,7 +30,7 @@ own FHS tail on the same σ and is flagged (``tail_fallback``) and counted
 (:func:`fallback_counts`), so every policy is judged on the same days.
 
 **Protocol** (:func:`evaluate_tail_policies`): every candidate is judged by the one
-acceptance function (:func:`pipelines.policy_eval.protocol.judge`, budgets from the
+acceptance function (:class:`pipelines.policy_eval.protocol.Verdicts`, budgets from the
 comparators) on the selection period; the one with most assets acceptable, then least
 capital, is frozen (:func:`pipelines.policy_eval.protocol.choose`); the evaluation period is
 reported beside the selection period together with EWMA-FHS at 99 %, the frozen
@@ -56,11 +56,11 @@ from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
     Frozen,
+    Verdicts,
     budgets,
     choose,
     headline,
     in_period,
-    judge,
     periods,
 )
 from serving.inputs import asset_history
@@ -201,11 +201,11 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
                             cfg.with_overrides({"policy.confidence": COMPARATOR_LEVEL}))
     comparators, _ = comparator_paths(panel, ewma_path, cfg)
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
-    memo: dict[tuple[Any, ...], Any] = {}  # the choice's verdicts reused by the report
-    frozen = choose(judge(paths, cfg, SELECTION, caps[SELECTION], memo=memo), settings)
+    verdicts = Verdicts(cfg)  # the choice's verdicts reused by the report
+    frozen = choose(verdicts(paths, SELECTION, caps[SELECTION]), settings)
     everything = {**paths, ewma: ewma_path, **dict(reference or {}), **comparators}
-    table = pd.concat([judge(everything, cfg, k, caps[k], memo=memo)
-                       for k in (SELECTION, EVALUATION)], ignore_index=True)
+    table = pd.concat([verdicts(everything, k, caps[k]) for k in (SELECTION, EVALUATION)],
+                      ignore_index=True)
     reported = [frozen.name, *[n for n in paths if n != frozen.name], ewma,
                 *[n for n in (reference or {}) if n != ewma], "static"]
     return TailPolicyEvaluation(
