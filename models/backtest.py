@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,17 @@ class TaskResult:
     failed: tuple[tuple[str, str], ...] = ()  # (asset, error) of a chunk's assets that failed
 
 
-Mapper = Callable[[Callable[[Task], TaskResult], Iterable[Task]], Iterable[TaskResult]]
+_In = TypeVar("_In", contravariant=True)
+_Out = TypeVar("_Out")
+
+
+class Mapper(Protocol):
+    """Anything shaped like builtin :func:`map`: ``mapper(fn, items)`` gives ``fn(item)`` for
+    every item, in order (:meth:`pipelines.engine.Engine.mapper` runs them on an engine). The
+    walk-forward's tasks and the model comparison's asset chunks both fan out through one."""
+
+    def __call__(self, fn: Callable[[_In], _Out], items: Iterable[_In], /) -> Iterable[_Out]:
+        ...
 
 # Up to this many assets a pooled fit that fails is retried without each asset in turn (the
 # first that fits wins); above, the culprit is found by bisection (:func:`_bisect_culprit`).

@@ -16,19 +16,19 @@ Pure: the scored frame (:func:`pipelines.evaluation.evaluate.scored`) and the pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
+from models.backtest import Mapper
 from pipelines.engine import chunked
 from pipelines.evaluation.coverage import var_backtest
 from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
 
 BENCHMARK = "garch11_t"
 T = TypeVar("T")
-Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 VAR_COLUMNS = ["model", "asset", "var_n", "var_breaches", "kupiec_p", "christoffersen_lr_cc",
                "cc_p", "red_windows", "worst_zone", "var_pass", "var_note"]
 
