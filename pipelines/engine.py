@@ -50,18 +50,7 @@ class Engine:
         if not items:
             return []
         if self.kind == "dask":
-            if isinstance(fn, partial) and not fn.args:
-                # A partial that binds a large frame (the walk-forward's features) would ship
-                # it inside every task; scatter it once and pass the future as a keyword.
-                kwargs = {**fn.keywords, **kwargs}
-                fn = fn.func
-            data = {k: self.client.scatter(v, broadcast=True) for k, v in kwargs.items()
-                    if isinstance(v, pd.DataFrame | np.ndarray)}
-            rest = {k: v for k, v in kwargs.items() if k not in data}
-            # everything else stays bound to the function: a dict passed as a keyword of
-            # client.map becomes a task of its own, which the scheduler rejected (a policy
-            # verdict's budgets, "AssertionError: <TaskState 'caps' processing>")
-            fn, kwargs = (partial(fn, **rest) if rest else fn), data
+            fn, kwargs = self._dask_arguments(fn, kwargs)
             if any(_holds_frame(item) for item in items):
                 # items that carry data (a chunk's frames, a replayed path) go to the workers
                 # directly, not inside the task graph through the scheduler (the comparison's
@@ -72,6 +61,24 @@ class Engine:
         if self.n_jobs == 1 or len(items) == 1:
             return [fn(item, **kwargs) for item in items]
         return Parallel(n_jobs=self.n_jobs)(delayed(fn)(item, **kwargs) for item in items)
+
+    def _dask_arguments(self, fn: Callable[..., Any], kwargs: dict[str, Any]
+                        ) -> tuple[Callable[..., Any], dict[str, Any]]:
+        """Split a task's shared arguments for ``client.map``: the data (frames, arrays) is
+        scattered once and passed as futures; everything else is bound to the function.
+
+        Callers hand :meth:`mapper` a map-shaped ``partial`` (the walk-forward binds the whole
+        feature panel that way), so a keyword-only partial is opened first: its frames would
+        otherwise travel inside every task. The rest must stay bound: a dict passed as a
+        keyword of ``client.map`` becomes a task of its own, which the scheduler rejected (a
+        policy verdict's budgets, ``AssertionError: <TaskState 'caps' processing>``).
+        """
+        if isinstance(fn, partial) and not fn.args:
+            kwargs, fn = {**fn.keywords, **kwargs}, fn.func
+        data = {k: self.client.scatter(v, broadcast=True) for k, v in kwargs.items()
+                if isinstance(v, pd.DataFrame | np.ndarray)}
+        rest = {k: v for k, v in kwargs.items() if k not in data}
+        return (partial(fn, **rest) if rest else fn), data
 
     def mapper(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterable[Any]:
         """A ``map``-shaped callable for :func:`models.backtest.backtest`.
