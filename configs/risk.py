@@ -89,7 +89,9 @@ class EvaluationConfig(_Strict):
     selection_start: dt.date = dt.date(2021, 1, 1)
     selection_end: dt.date = dt.date(2023, 6, 30)
     evaluation_start: dt.date = dt.date(2023, 7, 1)
-    evaluation_end: dt.date | None = dt.date(2025, 6, 30)  # None: to the end of the data
+    # None: to the end of the data (2025-06-30 for the embedded data), so data appended later
+    # is evaluated with the settings frozen on the selection period, never re-chosen
+    evaluation_end: dt.date | None = None
     test_size: float = Field(0.05, gt=0, lt=0.5)  # Kupiec (one-sided), independence, DQ
     dq_lags: int = Field(4, ge=1)                 # lagged breaches in the DQ regression
     budget: Literal["comparators", "none"] = "comparators"  # stress bad debt <= Aave / static

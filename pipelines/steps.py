@@ -209,12 +209,12 @@ def step_policy(
         progress("policy backtest", 1, 2)
         mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,
                          "selection.reason": choice.reason[:4000]})
+        e = cfg.evaluation
         mlflow.log_params({"frozen.policy": choice.policy, "frozen.forecaster": choice.model,
                            **{f"frozen.{k}": v for k, v in choice.overrides.items()},
-                           "frozen.selection_period": f"{cfg.evaluation.selection_start}.."
-                                                      f"{cfg.evaluation.selection_end}",
-                           "frozen.evaluation_period": f"{cfg.evaluation.evaluation_start}.."
-                                                       f"{cfg.evaluation.evaluation_end}"})
+                           "frozen.selection_period": f"{e.selection_start}..{e.selection_end}",
+                           "frozen.evaluation_period": f"{e.evaluation_start}.."
+                                                       f"{e.evaluation_end or 'end of data'}"})
         mlflow.log_dict(frozen_record(ev, cfg), "policy/frozen.json")
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         for row in summary.itertuples():

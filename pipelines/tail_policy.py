@@ -69,7 +69,7 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
               "selection_period": [str(cfg.evaluation.selection_start),
                                    str(cfg.evaluation.selection_end)],
               "evaluation_period": [str(cfg.evaluation.evaluation_start),
-                                    str(cfg.evaluation.evaluation_end)]}
+                                    str(cfg.evaluation.evaluation_end or "end of data")]}
     (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
     mlflow.log_dict(frozen, "tail/policy_frozen.json")
     mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,

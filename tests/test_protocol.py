@@ -82,6 +82,13 @@ def test_periods_are_cut_by_the_day_the_loss_happens():
     assert sel["date"].max() == pd.Timestamp(end) - pd.Timedelta(days=1)
     ev = in_period(path, CFG.evaluation.evaluation_start, None)
     assert ev["date"].min() == pd.Timestamp(end)  # its loss happens on 2023-07-01
+    # an open end stops at the last realized loss: the last update's interval has not ended
+    last = path["date"].max()
+    path.loc[path["date"] == last, "loss_next"] = np.nan
+    open_end = in_period(path, CFG.evaluation.evaluation_start, None)
+    assert open_end["date"].max() == last - pd.Timedelta(days=1)
+    named = in_period(path, CFG.evaluation.evaluation_start, last.date())
+    pd.testing.assert_frame_equal(open_end, named)
 
 
 def test_no_judgeable_selection_rows_is_a_clear_error():

@@ -154,5 +154,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "settings": ev.choice.overrides, "reason": ev.choice.reason,
             "frozen_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
             "selection_period": [str(e.selection_start), str(e.selection_end)],
-            "evaluation_period": [str(e.evaluation_start), str(e.evaluation_end)],
+            "evaluation_period": [str(e.evaluation_start), str(e.evaluation_end or "end of data")],
             "grid": e.grid, "candidates": sorted(ev.settings)}

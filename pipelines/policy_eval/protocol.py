@@ -53,11 +53,19 @@ def periods(cfg: Config) -> dict[str, tuple[dt.date, dt.date | None]]:
 
 def in_period(path: pd.DataFrame, start: dt.date, end: dt.date | None, u: int = 1
               ) -> pd.DataFrame:
-    """Rows whose loss day (``date + u``) lies in ``[start, end]`` (``end`` None: open)."""
+    """Rows whose loss day (``date + u``) lies in ``[start, end]``.
+
+    ``end`` None: to the last loss day realized in the path (the end of the data), so an open
+    evaluation period judges the same rows as one that names that day; the last updates,
+    whose interval has not ended yet, are not counted as days without a breach.
+    """
     day = loss_day(path, u)
     keep = day >= pd.Timestamp(start)
     if end is not None:
         keep &= day <= pd.Timestamp(end)
+    elif "loss_next" in path.columns:
+        realized = day[path["loss_next"].notna().to_numpy()]
+        keep &= day <= (realized.max() if len(realized) else pd.Timestamp.min)
     return path[keep]
 
 
