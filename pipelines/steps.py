@@ -209,13 +209,12 @@ def step_policy(
         progress("policy backtest", 1, 2)
         mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,
                          "selection.reason": choice.reason[:4000]})
-        e = cfg.evaluation
+        record = frozen_record(ev, cfg)
         mlflow.log_params({"frozen.policy": choice.policy, "frozen.forecaster": choice.model,
                            **{f"frozen.{k}": v for k, v in choice.overrides.items()},
-                           "frozen.selection_period": f"{e.selection_start}..{e.selection_end}",
-                           "frozen.evaluation_period": f"{e.evaluation_start}.."
-                                                       f"{e.evaluation_end or 'end of data'}"})
-        mlflow.log_dict(frozen_record(ev, cfg), "policy/frozen.json")
+                           "frozen.selection_period": "..".join(record["selection_period"]),
+                           "frozen.evaluation_period": "..".join(record["evaluation_period"])})
+        mlflow.log_dict(record, "policy/frozen.json")
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         for row in summary.itertuples():
             for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt"):
@@ -237,7 +236,7 @@ def step_policy(
             table.to_csv(dest / f"policy_{name}.csv", index=False)
         summary.to_csv(dest / "policy_summary.csv", index=False)
         ev.stress.to_csv(dest / "stress_episodes.csv", index=False)
-        (dest / "frozen.json").write_text(json.dumps(frozen_record(ev, cfg), indent=2))
+        (dest / "frozen.json").write_text(json.dumps(record, indent=2))  # the logged one
         pd.concat(ev.paths.values(), keys=ev.paths.keys(), names=["policy"]).reset_index(
             level=0).to_parquet(dest / "policy_paths.parquet")
         progress("policy backtest", 2, 2)

@@ -26,6 +26,7 @@ import pandas as pd
 from configs.schema import Config
 from models.backtest import backtest
 from models.registry import build_forecaster
+from pipelines.policy_eval.protocol import EVALUATION, period_label
 from pipelines.policy_eval.tail_driven import (
     SIGMA_MODEL,
     TailPolicyEvaluation,
@@ -68,8 +69,7 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
               "comparator": ev.ewma, "reference": sorted(reference),
               "selection_period": [str(cfg.evaluation.selection_start),
                                    str(cfg.evaluation.selection_end)],
-              "evaluation_period": [str(cfg.evaluation.evaluation_start),
-                                    str(cfg.evaluation.evaluation_end or "end of data")]}
+              "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.frozen.name])}
     (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
     mlflow.log_dict(frozen, "tail/policy_frozen.json")
     mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,

@@ -11,7 +11,7 @@ from configs.schema import Config
 from pipelines.policy_eval.backtest import with_outcomes
 from pipelines.policy_eval.compare import aave_paths, static_schedule
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
-from pipelines.policy_eval.protocol import SELECTION, choose, in_period, judge
+from pipelines.policy_eval.protocol import SELECTION, choose, in_period, judge, period_label
 
 CFG = Config().with_overrides({"evaluation.budget": "none"})
 DATES = pd.date_range("2021-01-01", "2025-06-29")
@@ -89,6 +89,13 @@ def test_periods_are_cut_by_the_day_the_loss_happens():
     assert open_end["date"].max() == last - pd.Timedelta(days=1)
     named = in_period(path, CFG.evaluation.evaluation_start, last.date())
     pd.testing.assert_frame_equal(open_end, named)
+    # what the frozen record says: the day the open end resolved to, or the named end
+    assert period_label(CFG, "evaluation", path) == [str(CFG.evaluation.evaluation_start),
+                                                    str(last.date())]
+    fixed = CFG.with_overrides({"evaluation.evaluation_end": "2023-12-31"})
+    assert period_label(fixed, "evaluation", path)[1] == "2023-12-31"
+    assert period_label(CFG, "evaluation", path.assign(loss_next=np.nan))[1] == \
+        "no realized loss"
 
 
 def test_no_judgeable_selection_rows_is_a_clear_error():

@@ -29,6 +29,7 @@ from pipelines.policy_eval.protocol import (
     budgets,
     headline,
     in_period,
+    period_label,
     periods,
 )
 from pipelines.selection.select import Selection, select
@@ -154,5 +155,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "settings": ev.choice.overrides, "reason": ev.choice.reason,
             "frozen_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
             "selection_period": [str(e.selection_start), str(e.selection_end)],
-            "evaluation_period": [str(e.evaluation_start), str(e.evaluation_end or "end of data")],
+            "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.choice.policy]),
             "grid": e.grid, "candidates": sorted(ev.settings)}

@@ -64,9 +64,23 @@ def in_period(path: pd.DataFrame, start: dt.date, end: dt.date | None, u: int = 
     if end is not None:
         keep &= day <= pd.Timestamp(end)
     elif "loss_next" in path.columns:
-        realized = day[path["loss_next"].notna().to_numpy()]
-        keep &= day <= (realized.max() if len(realized) else pd.Timestamp.min)
+        last = realized_end(path, u)
+        keep &= day <= (pd.Timestamp(last) if last is not None else pd.Timestamp.min)
     return path[keep]
+
+
+def realized_end(path: pd.DataFrame, u: int = 1) -> dt.date | None:
+    """The last loss day realized in ``path`` (None: none yet): where an open period ends."""
+    day = loss_day(path, u)[path["loss_next"].notna().to_numpy()]
+    return day.max().date() if len(day) else None
+
+
+def period_label(cfg: Config, period: str, path: pd.DataFrame) -> list[str]:
+    """``[start, end]`` of a period as ISO dates, an open end resolved on ``path``."""
+    start, end = periods(cfg)[period]
+    if end is None:
+        end = realized_end(path, cfg.features.update_interval_days)
+    return [str(start), str(end) if end is not None else "no realized loss"]
 
 
 def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date,
