@@ -80,3 +80,27 @@ def stale_assets(report: pd.DataFrame) -> list[str]:
     """Assets whose daily candles are stale in ``report`` (they get fallback parameters)."""
     daily = report[(report["kind"] == "daily") & report["stale"]]
     return sorted(daily["name"])
+
+
+# what a stale series means downstream, for the line a run prints about it
+_CONSEQUENCE = {
+    "daily": "its asset's parameters are frozen (fail-safe)",
+    "hourly": "its asset's covered loss falls back to the daily-range proxy (flagged)",
+    "dvol": "its implied-volatility features are NaN (dvol_available False)",
+    "macro": "its correlation features are NaN past the carry limit",
+}
+
+
+def stale_lines(report: pd.DataFrame) -> list[str]:
+    """One line per stale series of ``report`` (from :func:`freshness_report`), naming its
+    last day, its age, the limit and what it means downstream: a run over data whose macro or
+    DVOL feed stopped says so, instead of only leaving NaN features behind. A lost hourly file
+    (a row with a ``problem``) is left out: the loader warns about it already."""
+    lines = []
+    for r in report[report["stale"] & (report["problem"] == "")].itertuples():
+        last = "no rows" if pd.isna(r.last_date) else f"last row {r.last_date.date()}"
+        age = "" if pd.isna(r.days_since_update) else \
+            f", {int(r.days_since_update)} days old (stale after {r.stale_after_days})"
+        lines.append(f"stale {r.kind} series {r.name}: {last}{age}; "
+                     f"{_CONSEQUENCE.get(r.kind, 'not used')}")
+    return lines

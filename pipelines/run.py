@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from configs.schema import Config
+from features.freshness import stale_lines
 from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.engine import Engine
 from pipelines.steps import (
@@ -60,7 +61,7 @@ class RunResult:
     diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, and why
         default_factory=lambda: _empty(["model", "asset", "horizon_days", "diagnostic",
                                         "reason"]))
-    warnings: list[str] = field(default_factory=list)  # data warnings: later rows, lost hours
+    warnings: list[str] = field(default_factory=list)  # later rows, lost hours, stale series
 
     @property
     def completed_with_failures(self) -> bool:
@@ -106,7 +107,7 @@ def run(
                      max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
     market, as_of = pit.market, pit.as_of
     progress("features", 0, 1)
-    panel, fp = step_features(cfg, market)
+    panel, fp, fresh = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper)
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
         from pipelines.tail_step import step_tail
@@ -124,4 +125,5 @@ def run(
         stress_published(cfg, served.as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
-                     bt.failures, bt.diagnostics, list(dict.fromkeys(pit.warnings)))
+                     bt.failures, bt.diagnostics,
+                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])))

@@ -53,7 +53,8 @@ def _log_tables(tables: dict[str, pd.DataFrame], artifact_dir: str | None) -> No
         mlflow.log_artifacts(tmp, artifact_dir)
 
 
-def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str]:
+def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """The feature panel, its fingerprint and the freshness report of every series."""
     with mlflow.start_run(run_name="features"):
         log_context(cfg, "features")
         panel, fp, reused = load_or_build(
@@ -80,7 +81,7 @@ def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str]:
         for asset in sorted({"BTC", "ETH"} & set(market.daily)):
             for plot in (rv_vs_dvol, rolling_correlations, worst_losses):
                 mlflow.log_figure(plot(panel, asset), f"features/{plot.__name__}_{asset}.png")
-    return panel, fp
+    return panel, fp, fresh
 
 
 @dataclass(frozen=True)

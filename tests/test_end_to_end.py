@@ -55,6 +55,7 @@ def test_run_exits_cleanly_and_prints_the_summary(ran):
     assert "garch11_t" in result.output and "mlp_har" in result.output
     assert "(selected)" in result.output
     assert f"asof={AS_OF}" in result.output and "volmargin ui" in result.output
+    assert "warning: stale" not in result.output  # every series of the slice runs to the as-of
 
 
 def test_published_partition_has_one_consistent_row_per_asset(ran):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from configs.schema import FeaturesConfig
 from features.build import build_panel
-from features.freshness import freshness_report, stale_assets
+from features.freshness import freshness_report, stale_assets, stale_lines
 from features.loaders import DataValidationError, load_market
 from features.plots import rolling_correlations, rv_vs_dvol, worst_losses
 from features.store import fingerprint, load_or_build, panel_fingerprint
@@ -101,6 +101,18 @@ def test_a_series_that_stopped_updating_is_reported_stale(embedded_market):
     assert not macro["stale"].any()  # 2025-06-30 is a Monday session
     later = freshness_report(embedded_market, as_of=pd.Timestamp("2025-07-10").date())
     assert later.loc[later["kind"] == "dvol", "stale"].all()
+    # what a run prints: one line per stale series, its last day, age, limit and consequence
+    assert stale_lines(report) == [
+        "stale daily series MATIC: last row 2024-09-10, 293 days old (stale after 3); its "
+        "asset's parameters are frozen (fail-safe)",
+        "stale hourly series MATIC: last row 2024-09-10, 293 days old (stale after 3); its "
+        "asset's covered loss falls back to the daily-range proxy (flagged)"]
+    lines = stale_lines(later)
+    assert "stale dvol series BTC: last row 2025-06-30, 10 days old (stale after 3); its " \
+        "implied-volatility features are NaN (dvol_available False)" in lines
+    assert sum(line.startswith("stale macro series ") for line in lines) == \
+        int(later.loc[later["kind"] == "macro", "stale"].sum()) > 0
+    assert stale_lines(report[~report["stale"]]) == []
 
 
 def test_a_stale_dvol_is_never_carried_into_the_panel(data_dir):

@@ -18,7 +18,7 @@ import pytest
 
 import features.loaders as loaders
 import features.rawfiles as rawfiles
-from features.freshness import freshness_report
+from features.freshness import freshness_report, stale_lines
 from features.loaders import DataValidationError, discover_assets, load_market
 from tests.conftest import write_slice
 
@@ -159,6 +159,7 @@ def test_lost_hourly_file_is_flagged_not_silent(root: Path, kind: str, keep_goin
     flagged = report[report["problem"] != ""]
     assert flagged[["kind", "name", "stale"]].values.tolist() == [["hourly", "BTC", True]]
     assert rule in flagged["problem"].iloc[0]
+    assert stale_lines(report) == []  # the loader's warning above says it, once
 
 
 def test_corrupt_hourly_file_still_fails_its_asset(root: Path) -> None:
