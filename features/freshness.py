@@ -87,7 +87,7 @@ _CONSEQUENCE = {
     "daily": "its asset's parameters are frozen (fail-safe)",
     "hourly": "its asset's covered loss falls back to the daily-range proxy (flagged)",
     "dvol": "its implied-volatility features are NaN (dvol_available False)",
-    "macro": "its correlation features are NaN past the carry limit",
+    "macro": "the features built on it are NaN past the carry limit",
 }
 
 

@@ -16,7 +16,10 @@ from pipelines.report_extra import stability_section, stress_section, tail_secti
 HOURLY = ("BTC", "ETH")  # assets whose realized proxy is intraday RV
 
 
-def _fmt(frame: pd.DataFrame, digits: int = 4) -> str:
+def _fmt(frame: pd.DataFrame, digits: int = 4, empty: str = "no rows") -> str:
+    """A Markdown table, or a line saying why there is none (a header alone reads as a bug)."""
+    if frame.empty:
+        return f"_None: {empty}._"
     return frame.round(digits).to_markdown(index=False)
 
 
@@ -84,14 +87,16 @@ def policy_tables(bt: Path) -> str:
             + f"\n\n### Frozen policy (`{name}`) per asset, evaluation period\n\n"
             + _fmt(mine)
             + "\n\n### BTC and ETH against Aave v3, evaluation period (LB held at 1.05)\n\n"
-            + _fmt(aave.sort_values(["asset", "family"]))
+            + _fmt(aave.sort_values(["asset", "family"]),
+                   empty="no BTC or ETH among the assets, nothing to compare with Aave v3")
             + "\n\n### Capital vs bad debt, pooled over assets, evaluation period\n\n"
             + _fmt(pooled[["family", "knob", "capital", "bad_debt", "stress_bad_debt",
                            "breaches", "frontier_bad_debt", "frontier_stress_bad_debt"]])
             + "\n\n### Stress episodes: assets breached and bad debt summed over assets\n\n"
             + _fmt(stress_summary(stress, [name, "static", "aave_v3"]))
             + "\n\n### Days on which several assets breached together (frozen policy, "
-              "whole period)\n\n" + _fmt(joint.fillna({"episode": ""})))
+              "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
+                                          empty="no day with that many breaches"))
 
 
 def stress_summary(stress: pd.DataFrame, names: list[str]) -> pd.DataFrame:

@@ -153,3 +153,18 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     assert "| garch11_t" in text and "| mlp_har" in text
     assert "aave_v3" in text and "static" in text and "policy:ewma94" in text
     assert "### BTC and ETH against Aave v3" in text
+
+
+def test_report_says_why_a_table_is_empty(ran, tmp_path):
+
+    from pipelines.report_md import policy_tables
+
+    workdir, _ = ran
+    bt = shutil.copytree(workdir / "outputs" / "backtest", tmp_path / "backtest")
+    frontier = pd.read_csv(bt / "policy_frontier.csv")
+    assert (frontier["asset"] == "BTC").any()
+    frontier[frontier["asset"] != "BTC"].to_csv(bt / "policy_frontier.csv", index=False)
+    text = policy_tables(bt)  # a universe without BTC or ETH: no Aave comparison
+    section = text.split("### BTC and ETH against Aave v3")[1].split("###")[0]
+    assert "_None: no BTC or ETH among the assets, nothing to compare with Aave v3._" in section
+    assert "| asset" not in section  # not a header without rows
