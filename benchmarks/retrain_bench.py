@@ -110,14 +110,18 @@ def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame]
             {"stage": "evaluation: DM, MCS, MZ, VaR per asset", "tasks": chunks,
              "wall_s": round(mid - scored_at, 2), "fanout": "asset",
              "load_average_before": load, "load_average_after": load_after},
+            # on Dask a replay is cut into asset chunks (pipelines.policy_eval.compare.
+            # replay_many), which spread over every worker; locally one process a candidate
             {"stage": "policy replays", "wall_s": round(end - mid, 2), "tasks": len(ev.paths),
-             "fanout": "candidate", "frozen": ev.choice.policy, "load_average_before": load,
+             "fanout": "asset" if engine.kind == "dask" else "candidate",
+             "frozen": ev.choice.policy, "load_average_before": load,
              "load_average_after": load_after}]
 
 
 def lanes(fanout: str, tasks: int, workers: int) -> int:
-    """Tasks that run at once: per-asset tasks on every worker; refits (pooled models) and
-    replay candidates on at most one worker each; in-process stages on one."""
+    """Tasks that run at once: per-asset tasks (and the replays' asset chunks on Dask) on every
+    worker; refits (pooled models) and local replay candidates on at most one worker each;
+    in-process stages on one."""
     if fanout == "none":
         return 1
     return max(1, workers if fanout == "asset" else min(workers, tasks))

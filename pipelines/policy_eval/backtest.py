@@ -66,6 +66,9 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
         block = replay(h, cfg)
         block.insert(0, "asset", asset)
         blocks.append(block)
+    if not blocks:  # no asset has a forecast at the update interval: an empty path
+        columns = ["asset", "date", *PARAMETER_FIELDS, "loss_next", "short_loss_next"]
+        return with_outcomes(pd.DataFrame(columns=columns))
     return with_outcomes(pd.concat(blocks, ignore_index=True))
 
 

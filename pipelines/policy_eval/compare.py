@@ -28,7 +28,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from configs.schema import Config
-from pipelines.engine import Engine
+from pipelines.engine import Engine, chunked
 from pipelines.policy_eval.backtest import policy_path, static_path
 from pipelines.policy_eval.episodes import loss_day
 from serving.inputs import covered_loss
@@ -119,19 +119,41 @@ def _replay_item(item: tuple[pd.DataFrame, Config], panel: pd.DataFrame) -> pd.D
 def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], cfg: Config,
                 engine: Engine | None = None) -> list[pd.DataFrame]:
     """Replay each (forecast, config): on a Dask engine (the panel shipped once), else in
-    ``backtest.n_jobs`` local processes. Same paths either way."""
+    ``backtest.n_jobs`` local processes. Same paths either way.
+
+    On Dask each replay is cut into tasks of ``backtest.chunk_assets`` assets (an asset's
+    replay is its own: the policy state is per asset), so a cluster with more workers than
+    candidates is used whole and a task holds only its chunk's forecasts; the chunks' paths
+    are put back in asset order, the rows the whole replay gives.
+    """
     if engine is not None and engine.kind == "dask":
         # each distinct forecast frame (one model's, shared by its confidence and knob
-        # variants) shipped once, not inside every task's graph: the 34 replays of 96 assets
-        # made a 32 MiB graph, growing with the assets
-        shared: dict[int, Any] = {}
+        # variants) cut and shipped once, not inside every task's graph: the 34 replays of
+        # 96 assets made a 32 MiB graph, growing with the assets
+        pieces: dict[int, list[Any]] = {}
         for fc, _ in items:
-            if id(fc) not in shared:
-                shared[id(fc)] = engine.scatter(fc)
-        return engine.map(partial(_replay_item, panel=panel),
-                          [(shared[id(fc)], c) for fc, c in items])
+            if id(fc) not in pieces:
+                pieces[id(fc)] = [engine.scatter(part) for part in
+                                  asset_chunks(fc, cfg.backtest.chunk_assets)]
+        tasks = [(piece, c) for fc, c in items for piece in pieces[id(fc)]]
+        done = iter(engine.map(partial(_replay_item, panel=panel), tasks))
+        return [_joined([next(done) for _ in pieces[id(fc)]]) for fc, _ in items]
     return Parallel(n_jobs=cfg.backtest.n_jobs)(
         delayed(slim_replay)(panel, fc, c) for fc, c in items)
+
+
+def asset_chunks(forecasts: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    """``forecasts`` cut into frames of ``size`` assets, in the order :func:`policy_path`
+    replays them (its ``groupby`` order)."""
+    order = list(forecasts.groupby("asset", sort=True, observed=True).groups)
+    return [forecasts[forecasts["asset"].isin(chunk)] for chunk in chunked(order, size)]
+
+
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """One replay's chunks as one path (a chunk whose assets had nothing to publish is left
+    out; all empty: the first, empty but with the path's columns)."""
+    kept = [p for p in parts if len(p)] or parts[:1]
+    return pd.concat(kept, ignore_index=True)
 
 
 def static_schedule(frame: pd.DataFrame, years: list[int], cfg: Config,
