@@ -64,15 +64,20 @@ def in_period(path: pd.DataFrame, start: dt.date, end: dt.date | None, u: int = 
     if end is not None:
         keep &= day <= pd.Timestamp(end)
     elif "loss_next" in path.columns:
-        last = realized_end(path, u)
-        keep &= day <= (pd.Timestamp(last) if last is not None else pd.Timestamp.min)
+        last = _last_realized(path, day)
+        keep &= day <= (last if last is not None else pd.Timestamp.min)
     return path[keep]
+
+
+def _last_realized(path: pd.DataFrame, day: pd.Series) -> pd.Timestamp | None:
+    realized = day[path["loss_next"].notna().to_numpy()]
+    return realized.max() if len(realized) else None
 
 
 def realized_end(path: pd.DataFrame, u: int = 1) -> dt.date | None:
     """The last loss day realized in ``path`` (None: none yet): where an open period ends."""
-    day = loss_day(path, u)[path["loss_next"].notna().to_numpy()]
-    return day.max().date() if len(day) else None
+    last = _last_realized(path, loss_day(path, u))
+    return last.date() if last is not None else None
 
 
 def period_label(cfg: Config, period: str, path: pd.DataFrame) -> list[str]:
