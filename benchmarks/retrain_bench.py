@@ -110,18 +110,17 @@ def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame]
             {"stage": "evaluation: DM, MCS, MZ, VaR per asset", "tasks": chunks,
              "wall_s": round(mid - scored_at, 2), "fanout": "asset",
              "load_average_before": load, "load_average_after": load_after},
-            # on Dask a replay is cut into asset chunks (pipelines.policy_eval.compare.
-            # replay_many), which spread over every worker; locally one process a candidate
+            # the replays are cut into asset chunks, each replaying every candidate
+            # (pipelines.policy_eval.compare.replay_many), spread over every worker or process
             {"stage": "policy replays", "wall_s": round(end - mid, 2), "tasks": len(ev.paths),
-             "fanout": "asset" if engine.kind == "dask" else "candidate",
+             "fanout": "asset",
              "frozen": ev.choice.policy, "load_average_before": load,
              "load_average_after": load_after}]
 
 
 def lanes(fanout: str, tasks: int, workers: int) -> int:
-    """Tasks that run at once: per-asset tasks (and the replays' asset chunks on Dask) on every
-    worker; refits (pooled models) and local replay candidates on at most one worker each;
-    in-process stages on one."""
+    """Tasks that run at once: per-asset tasks (and the replays' asset chunks) on every
+    worker; refits (pooled models) on at most one worker each; in-process stages on one."""
     if fanout == "none":
         return 1
     return max(1, workers if fanout == "asset" else min(workers, tasks))
@@ -194,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     # the local engine runs the walk-forward in process and the replays in n_jobs processes
-    ran = [lanes(r.fanout, r.tasks, r.workers or (n_jobs if r.fanout == "candidate" else 1))
+    ran = [lanes(r.fanout, r.tasks, r.workers or (n_jobs if r.stage == "policy replays" else 1))
            for r in table.itertuples()]
     table["task_s"] = table["wall_s"] * pd.Series(ran, index=table.index) / table["tasks"]
     print(f"\n{args.assets} assets, 2022-07-01 → {LAST}, out of sample from {args.oos_start}; "

@@ -78,6 +78,11 @@ class PolicyInputs:
     # both or neither): replaces the FHS tail, e.g. from an EVT or quantile model
     tail_var: float | None = None
     tail_es: float | None = None
+    # the unweighted stress ES and loss memory of ``loss_history`` at ``as_of`` when the caller
+    # has them already (a replay computes them once per asset and day for all its candidates:
+    # :class:`serving.inputs.LossTerms`); None: computed here from ``loss_history``
+    stress_es: float | None = None
+    loss_memory: float | None = None
 
 
 def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -> str | None:
@@ -125,10 +130,13 @@ def risk_parameters(
     tail = mmf_for(sigma, es_z, var_z, cfg)
     stress = memory = math.nan
     if cfg.stress_floor_weight > 0:
-        stress = cfg.stress_floor_weight * stress_es(x.loss_history, x.loss_age_days, cfg)
+        es = x.stress_es if x.stress_es is not None else stress_es(
+            x.loss_history, x.loss_age_days, cfg)
+        stress = cfg.stress_floor_weight * es
     if cfg.memory_weight > 0:
-        memory = cfg.memory_weight * loss_memory(x.loss_history, x.loss_age_days,
-                                                 cfg.memory_half_life_days)
+        mem = x.loss_memory if x.loss_memory is not None else loss_memory(
+            x.loss_history, x.loss_age_days, cfg.memory_half_life_days)
+        memory = cfg.memory_weight * mem
     raw = max([tail] + [v for v in (stress, memory) if math.isfinite(v)])
     mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
     hist = np.asarray(x.sigma_history, float)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
-from serving.policy import trailing_adv
+from serving.policy import loss_memory, stress_es, trailing_adv
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,63 @@ def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> A
     )
 
 
+class LossTerms:
+    """The stress ES and the loss memory of one asset's realized covered losses as of a day,
+    each computed once and shared by every replay of the asset.
+
+    Both depend on the realized losses, the day and a few policy settings, never on the
+    forecast, so the candidates of a policy backtest (forecasters × grid points) would compute
+    the same numbers again and again: with 9 forecasters and 3 confidence levels that is 27
+    evaluations of each stress window and loss memory where 3 and 1 suffice. The values are
+    those of :func:`serving.policy.stress_es` / :func:`serving.policy.loss_memory` on the very
+    arrays :func:`policy_inputs` slices, so a replay with shared terms is the same path bit for
+    bit (test). Keyed by every setting the functions read.
+    """
+
+    def __init__(self, realized_loss: np.ndarray, realized_day: np.ndarray) -> None:
+        self.loss, self.day = realized_loss, realized_day
+        self._stress: dict[tuple[int, float, int, int], float] = {}
+        self._memory: dict[tuple[int, float], float] = {}
+
+    @classmethod
+    def of(cls, h: AssetHistory) -> LossTerms:
+        return cls(h.realized_loss, h.realized_day)
+
+    def check(self, h: AssetHistory) -> None:
+        """Refuse a history whose realized losses are not these (another asset or loss)."""
+        if not (np.array_equal(self.day, h.realized_day)
+                and np.array_equal(self.loss, h.realized_loss, equal_nan=True)):
+            raise ValueError("LossTerms shared with a history of other realized losses")
+
+    def _known(self, day: int) -> tuple[np.ndarray, np.ndarray]:
+        seen = int(np.searchsorted(self.day, day, side="right"))  # as in policy_inputs
+        return self.loss[:seen], day - self.day[:seen]
+
+    def stress(self, day: int, cfg: PolicyConfig) -> float:
+        key = (int(day), cfg.confidence, cfg.stress_lookback_days, cfg.stress_window_obs)
+        value = self._stress.get(key)
+        if value is None:
+            value = self._stress[key] = stress_es(*self._known(day), cfg)
+        return value
+
+    def memory(self, day: int, cfg: PolicyConfig) -> float:
+        key = (int(day), cfg.memory_half_life_days)
+        value = self._memory.get(key)
+        if value is None:
+            value = self._memory[key] = loss_memory(*self._known(day),
+                                                    cfg.memory_half_life_days)
+        return value
+
+
 def policy_inputs(
-    h: AssetHistory, i: int, u: int, hours: float, window: int
+    h: AssetHistory, i: int, u: int, hours: float, window: int,
+    terms: LossTerms | None = None, policy: PolicyConfig | None = None,
 ) -> PolicyInputs:
-    """Inputs of the update at position ``i``: only losses realized by then enter the window."""
+    """Inputs of the update at position ``i``: only losses realized by then enter the window.
+
+    With ``terms`` (of this history's losses) and ``policy``, the stress ES and loss memory
+    the policy will use come from the shared terms instead of being computed per call.
+    """
     sigma, days = h.sigma, h.days
     # the loss after cutoff s is realized at s+u: usable at t for s <= t-u (dates, not rows,
     # so a missing day can never let a future loss in)
@@ -88,12 +141,19 @@ def policy_inputs(
     lo = max(known - window, 0)
     z = h.loss_next[lo:known] / sigma[lo:known]
     seen = int(np.searchsorted(h.realized_day, days[i], side="right"))  # ended by the as-of
+    shared_stress = shared_memory = None
+    if terms is not None and policy is not None:
+        if policy.stress_floor_weight > 0:
+            shared_stress = terms.stress(days[i], policy)
+        if policy.memory_weight > 0:
+            shared_memory = terms.memory(days[i], policy)
     return PolicyInputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
         loss_history=h.realized_loss[:seen], loss_age_days=days[i] - h.realized_day[:seen],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
+        stress_es=shared_stress, loss_memory=shared_memory,
     )
 
 

@@ -94,12 +94,15 @@ def test_policy_replays_on_dask_match_the_local_processes():
     items = [(fc, cfg), (fc, cfg.with_overrides({"policy.confidence": 0.99}))]
     local = replay_many(panel, items, cfg)
     with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
-        shipped = []
-        scatter = dask.scatter
-        dask.scatter = lambda value: shipped.append(value) or scatter(value)  # type: ignore[method-assign]
+        tasks = []
+        mapped = dask.map
+        dask.map = lambda fn, items, **kw: tasks.extend(items) or mapped(fn, items, **kw)  # type: ignore[method-assign]
         remote = replay_many(panel, items, cfg, dask)
-    # the forecast frame both candidates share is cut once, each asset's chunk shipped once
+    # one task per asset (chunk_assets 1), replaying both candidates there: the forecast frame
+    # they share travels once per task, holding only that asset's rows
+    shipped = [f for frames, _ in tasks for f in frames.values()]
     assert [sorted(set(part["asset"])) for part in shipped] == [["BTC"], ["ETH"], ["SOL"]]
+    assert [len(plan) for _, plan in tasks] == [2, 2, 2]
     pd.testing.assert_frame_equal(pd.concat(shipped), fc)
     assert len(local[0]) > 600 and set(local[0]["asset"]) == {"BTC", "SOL"}
     assert not local[0]["mmf"].equals(local[1]["mmf"])

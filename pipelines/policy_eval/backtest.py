@@ -15,6 +15,7 @@ Pure: frames in, frames out.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,23 +23,26 @@ import pandas as pd
 from configs.schema import Config
 from models.base import asset_frame
 from serving.decide import PolicyState, decide
-from serving.inputs import AssetHistory, asset_history, policy_inputs
+from serving.inputs import AssetHistory, LossTerms, asset_history, policy_inputs
 from serving.policy import PARAMETER_FIELDS
 
 
 def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
-           tail_es: np.ndarray | None = None) -> pd.DataFrame:
+           tail_es: np.ndarray | None = None, terms: LossTerms | None = None) -> pd.DataFrame:
     """Published parameters and realized outcome for every cutoff of one asset.
 
     With ``tail_var``/``tail_es`` (fractions of value, one per cutoff, NaN where missing) the
     direct tail forecast replaces the FHS tail where both are finite; ``tail_fallback`` marks
-    the days that fell back to FHS.
+    the days that fell back to FHS. ``terms`` (of this history's realized losses) shares the
+    stress ES and loss memory with the asset's other replays (:func:`policy_paths`).
     """
     u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
+    if terms is not None:
+        terms.check(h)
     state: PolicyState | None = None
     rows, fallback = [], []
     for i in range(len(h.dates)):
-        x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
+        x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window, terms, cfg.policy)
         if tail_var is not None and tail_es is not None:
             direct = bool(np.isfinite(tail_var[i]) and np.isfinite(tail_es[i]))
             if direct:
@@ -57,15 +61,41 @@ def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
 
 def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """Daily published parameters and outcomes for every asset with forecasts."""
-    blocks = []
-    # one grouping pass, not a comparison of the whole forecast column per asset (quadratic)
-    for asset, fc in forecasts.groupby("asset", sort=True, observed=True):
-        h = asset_history(asset_frame(panel, str(asset)), fc, cfg)
-        if not len(h.dates):  # no forecast at the update interval: nothing to publish
-            continue
-        block = replay(h, cfg)
-        block.insert(0, "asset", asset)
-        blocks.append(block)
+    return policy_paths(panel, [(forecasts, cfg)])[0]
+
+
+def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config]]
+                 ) -> list[pd.DataFrame]:
+    """:func:`policy_path` of each (forecasts, config), replayed asset by asset so that what
+    does not depend on the forecast is computed once per asset for all of them: its feature
+    rows and, per covered-loss variant, the stress ES and loss memory (:class:`LossTerms`).
+    Each path is the one its own call gives, rows in asset order."""
+    # one grouping pass per distinct forecast frame (a forecaster's frame is shared by its
+    # grid points), not a comparison of the whole forecast column per asset (quadratic)
+    grouped: dict[int, dict[str, pd.DataFrame]] = {}
+    for fc, _ in items:
+        if id(fc) not in grouped:
+            grouped[id(fc)] = {str(a): g for a, g in
+                               fc.groupby("asset", sort=True, observed=True)}
+    blocks: list[list[pd.DataFrame]] = [[] for _ in items]
+    for asset in sorted(set().union(*grouped.values())):
+        frame = asset_frame(panel, asset)
+        shared: dict[str, LossTerms] = {}  # by covered-loss variant
+        for k, (fc, cfg) in enumerate(items):
+            mine = grouped[id(fc)].get(asset)
+            if mine is None:
+                continue
+            h = asset_history(frame, mine, cfg)
+            if not len(h.dates):  # no forecast at the update interval: nothing to publish
+                continue
+            terms = shared.setdefault(cfg.policy.loss, LossTerms.of(h))
+            block = replay(h, cfg, terms=terms)
+            block.insert(0, "asset", asset)
+            blocks[k].append(block)
+    return [_path(b) for b in blocks]
+
+
+def _path(blocks: list[pd.DataFrame]) -> pd.DataFrame:
     if not blocks:  # no asset has a forecast at the update interval: an empty path
         columns = ["asset", "date", *PARAMETER_FIELDS, "loss_next", "short_loss_next"]
         return with_outcomes(pd.DataFrame(columns=columns))

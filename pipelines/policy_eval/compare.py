@@ -19,17 +19,17 @@ path's liquidity add-on), so all of them are judged on the same losses.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 
 from configs.schema import Config
 from pipelines.engine import Engine, chunked
-from pipelines.policy_eval.backtest import policy_path, static_path
+from pipelines.policy_eval.backtest import policy_path, policy_paths, static_path
 from pipelines.policy_eval.episodes import loss_day
 from serving.inputs import covered_loss
 from serving.policy import liquidity_addon
@@ -112,41 +112,69 @@ def slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.
     return slim(policy_path(panel, forecast, cfg))
 
 
-def _replay_item(item: tuple[pd.DataFrame, Config], panel: pd.DataFrame) -> pd.DataFrame:
-    return slim_replay(panel, item[0], item[1])
+Plan = list[tuple[int, Config]]  # (which distinct forecast frame, config) of each replay
+
+
+def _replay_chunk(task: tuple[dict[int, pd.DataFrame], Plan], panel: pd.DataFrame
+                  ) -> list[pd.DataFrame]:
+    """Every replay of the plan on one chunk of assets (:func:`policy_paths`: what does not
+    depend on the forecast computed once per asset for all of them)."""
+    frames, plan = task
+    return [slim(p) for p in policy_paths(panel, [(frames[j], c) for j, c in plan])]
 
 
 def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], cfg: Config,
                 engine: Engine | None = None) -> list[pd.DataFrame]:
-    """Replay each (forecast, config): on a Dask engine (the panel shipped once), else in
-    ``backtest.n_jobs`` local processes. Same paths either way.
+    """Replay each (forecast, config): the same paths on a Dask engine or local processes.
 
-    On Dask each replay is cut into tasks of ``backtest.chunk_assets`` assets (an asset's
-    replay is its own: the policy state is per asset), so a cluster with more workers than
-    candidates is used whole and a task holds only its chunk's forecasts; the chunks' paths
-    are put back in asset order, the rows the whole replay gives.
+    An asset's replays are its own (the policy state is per asset), so the work is cut by
+    asset, not by candidate: a task replays *every* item on one chunk of assets, which lets
+    the candidates share what does not depend on the forecast (the asset's feature rows, its
+    stress ES and loss memory: :class:`serving.inputs.LossTerms`), and a cluster with more
+    workers than candidates is used whole. On Dask a chunk is ``backtest.chunk_assets``
+    assets (the panel shipped once, each chunk's forecasts once); locally the chunks are
+    sized so that each of the ``backtest.n_jobs`` processes gets about four, and a process
+    receives only its chunk's rows of the panel. The chunks' paths are put back in asset
+    order: the rows the whole replay gives.
     """
-    if engine is not None and engine.kind == "dask":
-        # each distinct forecast frame (one model's, shared by its confidence and knob
-        # variants) cut and shipped once, not inside every task's graph: the 34 replays of
-        # 96 assets made a 32 MiB graph, growing with the assets
-        pieces: dict[int, list[Any]] = {}
-        for fc, _ in items:
-            if id(fc) not in pieces:
-                pieces[id(fc)] = [engine.scatter(part) for part in
-                                  asset_chunks(fc, cfg.backtest.chunk_assets)]
-        tasks = [(piece, c) for fc, c in items for piece in pieces[id(fc)]]
-        done = iter(engine.map(partial(_replay_item, panel=panel), tasks))
-        return [_joined([next(done) for _ in pieces[id(fc)]]) for fc, _ in items]
-    return Parallel(n_jobs=cfg.backtest.n_jobs)(
-        delayed(slim_replay)(panel, fc, c) for fc, c in items)
+    frames: dict[int, pd.DataFrame] = {}  # each distinct forecast frame (a forecaster's,
+    for fc, _ in items:                    # shared by its grid points and knob variants) once
+        frames.setdefault(id(fc), fc)
+    order = list(frames)
+    plan: Plan = [(order.index(id(fc)), c) for fc, c in items]
+    groups = {j: frames[key].groupby("asset", sort=True, observed=True).indices
+              for j, key in enumerate(order)}
+    assets = sorted({str(a) for g in groups.values() for a in g})
+    dask = engine is not None and engine.kind == "dask"
+    if dask:
+        size = cfg.backtest.chunk_assets
+    else:
+        processes = effective_n_jobs(cfg.backtest.n_jobs)
+        size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // (4 * processes))))
+    tasks = [({j: _rows(frames[key], groups[j], chunk) for j, key in enumerate(order)}, plan)
+             for chunk in chunked(assets, size)]
+    if dask:
+        results = engine.map(partial(_replay_chunk, panel=panel), tasks)  # type: ignore[union-attr]
+    elif processes == 1 or len(tasks) <= 1:
+        results = [_replay_chunk(t, panel) for t in tasks]
+    else:
+        results = Parallel(n_jobs=processes)(
+            delayed(_replay_chunk)(t, _panel_rows(panel, chunk))
+            for t, chunk in zip(tasks, chunked(assets, size), strict=True))
+    if not results:  # nothing to replay: each item's empty path
+        return [slim(p) for p in policy_paths(panel, items)]
+    return [_joined([r[k] for r in results]) for k in range(len(items))]
 
 
-def asset_chunks(forecasts: pd.DataFrame, size: int) -> list[pd.DataFrame]:
-    """``forecasts`` cut into frames of ``size`` assets, in the order :func:`policy_path`
-    replays them (its ``groupby`` order)."""
-    order = list(forecasts.groupby("asset", sort=True, observed=True).groups)
-    return [forecasts[forecasts["asset"].isin(chunk)] for chunk in chunked(order, size)]
+def _rows(frame: pd.DataFrame, groups: Mapping[Any, np.ndarray], chunk: Sequence[str]
+          ) -> pd.DataFrame:
+    """``frame``'s rows of the ``chunk`` assets (``groups``: each asset's row positions)."""
+    at = [groups[a] for a in chunk if a in groups]
+    return frame.iloc[np.sort(np.concatenate(at))] if at else frame.iloc[0:0]
+
+
+def _panel_rows(panel: pd.DataFrame, chunk: Sequence[str]) -> pd.DataFrame:
+    return panel[panel.index.get_level_values("asset").isin(list(chunk))]
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
