@@ -96,6 +96,11 @@ class MlpHarConfig(_Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     batch_size: int = Field(512, ge=1)
+    # An epoch is at most this many optimizer steps: past 512 x 256 = 131,072 training rows
+    # the batch grows with the rows (models/neural/module.py: epoch_batch_size). Lightning's
+    # per-step cost dominates this small net on a large pooled panel; 12 assets (~30k rows)
+    # stay at 512.
+    max_steps_per_epoch: int = Field(256, ge=1)
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(4, ge=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -110,6 +115,7 @@ class HarxMlpConfig(_Strict):
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
     batch_size: int = Field(512, ge=1)
+    max_steps_per_epoch: int = Field(256, ge=1)  # as mlp_har's
     max_epochs: int = Field(30, ge=1)
     patience: int = Field(5, ge=1)  # the zero correction counts as the first candidate
     val_fraction: float = Field(0.15, gt=0, lt=0.5)

@@ -256,6 +256,7 @@ class HarxMlpForecaster:
                     _dataset(z, asset_id, resid, val),
                     lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
                     max_epochs=cfg.max_epochs, patience=cfg.patience, seed=seed,
+                    max_steps_per_epoch=cfg.max_steps_per_epoch,
                 )
             net.load_state_dict(best)
             nets.append(net.cpu().float().eval())

@@ -160,3 +160,42 @@ def test_it_beats_a_constant_forecast_out_of_sample(seed: int) -> None:
     model_loss = qlike(realized.to_numpy()[ok], fc["variance"].to_numpy()[ok])
     constant_loss = qlike(realized.to_numpy()[ok], np.full(ok.sum(), train["rv"].mean()))
     assert model_loss < 0.9 * constant_loss, (model_loss, constant_loss)
+
+
+def test_an_epoch_is_capped_in_steps_and_the_embedded_panel_keeps_its_batch() -> None:
+    from models.neural.module import epoch_batch_size
+    from tests.conftest import MARKET
+
+    assert epoch_batch_size(27_000, 512, 256) == 512
+    assert epoch_batch_size(512 * 256, 512, 256) == 512
+    assert epoch_batch_size(512 * 256 + 1, 512, 256) == 513
+    big = epoch_batch_size(1_000_000, 512, 256)
+    assert big == 3907 and -(-1_000_000 // big) == 256  # 256 steps of 3,907 rows
+    # every daily row of the embedded data is below the cap: its figures keep batches of 512
+    cfg = MlpHarConfig()
+    rows = sum(len(pd.read_csv(f)) for f in sorted((MARKET / "crypto" / "daily").glob("*.csv*")))
+    assert 20_000 < rows < cfg.batch_size * cfg.max_steps_per_epoch
+
+
+def test_the_residual_network_trains_in_at_most_max_steps_per_epoch(monkeypatch) -> None:
+    import models.neural.residual as residual
+    from torch.utils.data import TensorDataset
+
+    sizes: list[int] = []
+    real = residual.batch_loader
+    monkeypatch.setattr(residual, "batch_loader",
+                        lambda data, batches: sizes.append(batches.batch_size) or real(data, batches))
+    rng = np.random.default_rng(0)
+    n = 1_000
+
+    def data(rows: int) -> TensorDataset:
+        return TensorDataset(torch.tensor(rng.normal(size=(rows, 3)), dtype=torch.float32),
+                             torch.zeros(rows, dtype=torch.long),
+                             torch.tensor(rng.normal(size=(rows, 1)), dtype=torch.float32),
+                             torch.ones(rows, 1, dtype=torch.bool))
+
+    net = residual.ResidualMlp(residual.ResidualNetConfig(n_inputs=3, n_assets=1, n_horizons=1))
+    kw = dict(lr=1e-3, weight_decay=0.0, batch_size=64, max_epochs=1, patience=1, seed=0)
+    residual.train_residual(net, data(n), data(50), **kw, max_steps_per_epoch=4)
+    residual.train_residual(net, data(n), data(50), **kw)  # no cap: the configured batch
+    assert sizes[0] == 250 and sizes[2] == 64  # [train, val] per call

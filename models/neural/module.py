@@ -207,6 +207,19 @@ class _IndexTensors(Sampler[torch.Tensor]):
         return len(self.batches)
 
 
+def epoch_batch_size(n_rows: int, batch_size: int, max_steps: int) -> int:
+    """The training batch: ``batch_size``, grown so that an epoch is at most ``max_steps``
+    optimizer steps.
+
+    Each step costs Lightning ~1-2 ms of hooks on a CPU whatever the batch, which is most of a
+    small network's training on a large pooled panel (profiled at 1,000 assets: 470 of 570 s
+    in the epoch loop, 185,000 steps of 512 rows). Below ``batch_size × max_steps`` rows
+    (131,072 by default, ~60 assets of daily history) the batch is the configured one, so the
+    12-asset figures do not move; above it the same epochs take fewer, larger steps.
+    """
+    return max(int(batch_size), -(-int(n_rows) // max(1, int(max_steps))))
+
+
 def batch_loader(data: TensorDataset, batches: BatchSampler) -> DataLoader:
     """A loader that slices whole batches out of the tensors (no per-row fetch and collate).
 
@@ -251,7 +264,8 @@ def train_network(
     module = MlpHarModule(net, lr=config.lr, weight_decay=config.weight_decay)
     # An explicit generator makes the shuffling order a function of the seed alone.
     shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(config.seed))
-    train_loader = batch_loader(train, BatchSampler(shuffle, config.batch_size, drop_last=False))
+    size = epoch_batch_size(len(train), config.batch_size, config.max_steps_per_epoch)
+    train_loader = batch_loader(train, BatchSampler(shuffle, size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
     with quiet_lightning():
         trainer = pl.Trainer(

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
 
-from models.neural.module import batch_loader, quiet_lightning
+from models.neural.module import batch_loader, epoch_batch_size, quiet_lightning
 
 
 @dataclass
@@ -117,6 +117,7 @@ class ResidualModule(pl.LightningModule):
 def train_residual(
     net: ResidualMlp, train: TensorDataset, val: TensorDataset, *, lr: float,
     weight_decay: float, batch_size: int, max_epochs: int, patience: int, seed: int,
+    max_steps_per_epoch: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], float, int]:
     """Fit ``net`` with early stopping; (best weights, best val loss, best epoch or -1).
 
@@ -130,6 +131,8 @@ def train_residual(
     module.best_val_loss = float(total) / max(count, 1)
     module.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(seed))
+    if max_steps_per_epoch is not None:  # an epoch of at most that many steps
+        batch_size = epoch_batch_size(len(train), batch_size, max_steps_per_epoch)
     train_loader = batch_loader(train, BatchSampler(shuffle, batch_size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
     with quiet_lightning():
