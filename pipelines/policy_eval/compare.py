@@ -137,21 +137,24 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     receives only its chunk's rows of the panel. The chunks' paths are put back in asset
     order: the rows the whole replay gives.
     """
-    frames: dict[int, pd.DataFrame] = {}  # each distinct forecast frame (a forecaster's,
-    for fc, _ in items:                    # shared by its grid points and knob variants) once
-        frames.setdefault(id(fc), fc)
-    order = list(frames)
-    plan: Plan = [(order.index(id(fc)), c) for fc, c in items]
-    groups = {j: frames[key].groupby("asset", sort=True, observed=True).indices
-              for j, key in enumerate(order)}
-    assets = sorted({str(a) for g in groups.values() for a in g})
+    # each distinct forecast frame (a forecaster's, shared by its grid points and knob
+    # variants) cut and shipped once per chunk, the items naming it by position
+    position: dict[int, int] = {}
+    distinct: list[pd.DataFrame] = []
+    for fc, _ in items:
+        if id(fc) not in position:
+            position[id(fc)] = len(distinct)
+            distinct.append(fc)
+    plan: Plan = [(position[id(fc)], c) for fc, c in items]
+    groups = [fc.groupby("asset", sort=True, observed=True).indices for fc in distinct]
+    assets = sorted({str(a) for g in groups for a in g})
     dask = engine is not None and engine.kind == "dask"
     if dask:
         size = cfg.backtest.chunk_assets
     else:
         processes = effective_n_jobs(cfg.backtest.n_jobs)
         size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // (4 * processes))))
-    tasks = [({j: _rows(frames[key], groups[j], chunk) for j, key in enumerate(order)}, plan)
+    tasks = [({j: _rows(fc, groups[j], chunk) for j, fc in enumerate(distinct)}, plan)
              for chunk in chunked(assets, size)]
     if dask:
         results = engine.map(partial(_replay_chunk, panel=panel), tasks)  # type: ignore[union-attr]

@@ -133,7 +133,9 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
-    statics = {float(q): static_paths(template, panel, cfg, float(q))[0]
+    # the static table per confidence; at the policy's own it is the comparator already built
+    statics = {float(q): comparators["static"] if float(q) == cfg.policy.confidence
+               else static_paths(template, panel, cfg, float(q))[0]
                for q in cfg.evaluation.grid.get("policy.confidence", [cfg.policy.confidence])}
     eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
     stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
