@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from scipy import stats
 from pipelines.evaluation.coverage import christoffersen_independence, kupiec_band, kupiec_lr
 
 
+@lru_cache(maxsize=4096)
 def kupiec_upper(n: int, p: float, size: float = 0.05) -> int:
     r"""Largest breach count a one-sided Kupiec test at ``size`` does not reject.
 
@@ -42,6 +44,12 @@ def kupiec_upper(n: int, p: float, size: float = 0.05) -> int:
     ok = (counts <= n * p) | (lr <= crit)
     # LR is increasing above np, so the accepted counts are 0..upper
     return int(counts[ok].max()) if ok.all() else int(np.argmin(ok)) - 1
+
+
+@lru_cache(maxsize=4096)
+def _band(n: int, p: float, size: float) -> tuple[int, int]:
+    """:func:`kupiec_band`, cached: every path of an asset has the same day count."""
+    return kupiec_band(n, p, size)
 
 
 @dataclass(frozen=True)
@@ -121,17 +129,28 @@ def accept_asset(
     bad debt over the stress episodes and ``budget`` the most it may be.
     """
     g = g.sort_values("date")
-    g = g[np.isfinite(g["loss_frac"]) & np.isfinite(g["mmf"])]
-    n = len(g)
+    return accept_arrays(g["loss_frac"].to_numpy(float), g["mmf"].to_numpy(float),
+                         g["ltv"].to_numpy(float), p, size, lags, stress_bad_debt, budget)
+
+
+def accept_arrays(
+    loss_frac: np.ndarray, mmf: np.ndarray, ltv: np.ndarray, p: float, size: float = 0.05,
+    lags: int = 4, stress_bad_debt: float = 0.0, budget: float = math.inf,
+) -> dict[str, object]:
+    """:func:`accept_asset` on one asset's columns in date order (what the report calls for
+    every asset of every path: no frame per asset)."""
+    ok = np.isfinite(loss_frac) & np.isfinite(mmf)
+    loss_frac, mmf, ltv = loss_frac[ok], mmf[ok], ltv[ok]
+    n = len(loss_frac)
     if n <= lags + 2:
         raise ValueError(f"{n} days with a realized loss: too few to judge a policy "
                          f"(need more than {lags + 2})")
-    hits = (g["loss_frac"] > g["mmf"]).to_numpy()
+    hits = loss_frac > mmf
     x = int(hits.sum())
     upper = kupiec_upper(n, p, size)
     ind = christoffersen_independence(hits)
-    dq = dq_test(hits, g["mmf"].to_numpy(float), p, lags)
-    band_low = kupiec_band(n, p, size)[0]
+    dq = dq_test(hits, mmf, p, lags)
+    band_low = _band(n, p, size)[0]
     row = {
         "n": n, "breaches": x, "expected_breaches": n * p, "breach_upper": upper,
         "band_low": band_low,
@@ -141,7 +160,7 @@ def accept_asset(
         "kupiec_lr": float(kupiec_lr(x, n, p)),
         "independence_p": ind.p_value, "dq_p": dq.dynamics_p_value, "dq_full_p": dq.p_value,
         "stress_bad_debt": float(stress_bad_debt), "stress_budget": float(budget),
-        "capital": capital(g["ltv"]),
+        "capital": capital(ltv),
     }
     row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
     row["acceptable"] = bool(not row["under_coverage"] and ind.p_value > size

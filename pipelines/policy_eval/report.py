@@ -14,18 +14,40 @@ import numpy as np
 import pandas as pd
 
 from pipelines.evaluation.coverage import basel_traffic_light
-from pipelines.policy_eval.acceptance import accept_asset
+from pipelines.policy_eval.acceptance import accept_arrays
 from pipelines.policy_eval.episodes import Episodes, stress_bad_debt
 
 
-def procyclicality(series: pd.Series) -> dict[str, float]:
-    """Peak-to-trough ratio and the largest 5- and 30-day increases (absolute, in fractions)."""
-    s = series.dropna()
-    if s.empty:
+def procyclicality(values: np.ndarray) -> dict[str, float]:
+    """Peak-to-trough ratio and the largest 5- and 30-day increases (absolute, in fractions)
+    of one series' values in date order (NaN skipped, the lags counted in rows of the values
+    that remain)."""
+    s = values[~np.isnan(values)]
+    if not len(s):
         return {"peak_to_trough": np.nan, "max_increase_5d": np.nan, "max_increase_30d": np.nan}
     return {"peak_to_trough": float(s.max() / s.min()),
-            "max_increase_5d": float((s - s.shift(5)).max()),
-            "max_increase_30d": float((s - s.shift(30)).max())}
+            "max_increase_5d": _max_increase(s, 5), "max_increase_30d": _max_increase(s, 30)}
+
+
+def _max_increase(s: np.ndarray, lag: int) -> float:
+    rise = s[lag:] - s[:-lag]
+    rise = rise[~np.isnan(rise)]
+    return float(rise.max()) if len(rise) else np.nan
+
+
+def _sum(x: np.ndarray) -> float:
+    """``Series.sum()``: NaN skipped (filled with 0, then numpy's pairwise sum)."""
+    return float(np.where(np.isnan(x), 0.0, x).sum())
+
+
+def _mean(x: np.ndarray) -> float:
+    """``Series.mean()``: NaN skipped (the sum of :func:`_sum` over the count)."""
+    n = int((~np.isnan(x)).sum())
+    return _sum(x) / n if n else np.nan
+
+
+COLUMNS = ("loss_frac", "mmf", "ltv", "short_loss_frac", "bad_debt_lt", "bad_debt_ltv", "imf",
+           "lt", "lb")
 
 
 def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.05,
@@ -38,30 +60,41 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
     ``budgets`` caps the stress-episode bad debt per asset (missing asset: no cap);
     ``budget_path`` is the same policy with LB held at the comparison LB, whose stress bad
     debt is the one compared with a budget set at that LB (Aave).
+
+    The path is sorted once and each asset read as slices of its columns (a frame per asset
+    cost ~3 ms of pandas calls, times every asset of every path judged); the figures are
+    those of the pandas reductions they replace, bit for bit (test).
     """
     budgets = dict(budgets or {})
     stress = stress_bad_debt(path, episodes)
     stress_cmp = stress_bad_debt(budget_path, episodes) if budget_path is not None else stress
+    ordered = path.sort_values(["asset", "date"], kind="stable")
+    col = {c: ordered[c].to_numpy(float) for c in COLUMNS if c in ordered.columns}
+    names = ordered["asset"].to_numpy(object)
+    cut = np.flatnonzero(names[1:] != names[:-1]) + 1
+    bounds = zip(np.r_[0, cut], np.r_[cut, len(names)], strict=True) if len(names) else []
     rows = []
-    for asset, g in path.groupby("asset", sort=True):
-        g = g.sort_values("date")
-        known = g[g["loss_frac"].notna() & g["mmf"].notna()]
-        if len(known) <= lags + 2:
+    for a, b in bounds:
+        asset = names[a]
+        g = {c: v[a:b] for c, v in col.items()}
+        known = ~np.isnan(g["loss_frac"]) & ~np.isnan(g["mmf"])
+        if int(known.sum()) <= lags + 2:
             continue  # too few realized days in this period to judge the asset
+        k = {c: v[known] for c, v in g.items()}
         budget = budgets.get(asset, math.inf)
         spent = float(stress_cmp.get(asset, 0.0)) if math.isfinite(budget) else float(
             stress.get(asset, 0.0))
-        row = {"asset": asset, **accept_asset(known, p, size, lags, spent, budget)}
-        if "short_loss_frac" in known and known["short_loss_frac"].notna().any():
-            row["short_breaches"] = int((known["short_loss_frac"] > known["mmf"]).sum())
-        hits = (known["loss_frac"] > known["mmf"]).to_numpy()
-        row["red_windows"] = basel_traffic_light(hits, 250, p).n_red
-        row.update({"bad_debt_lt_sum": float(known["bad_debt_lt"].sum()),
-                    "bad_debt_ltv_sum": float(known["bad_debt_ltv"].sum()),
+        row = {"asset": asset, **accept_arrays(k["loss_frac"], k["mmf"], k["ltv"], p, size,
+                                               lags, spent, budget)}
+        if "short_loss_frac" in k and (~np.isnan(k["short_loss_frac"])).any():
+            row["short_breaches"] = int((k["short_loss_frac"] > k["mmf"]).sum())
+        row["red_windows"] = basel_traffic_light(k["loss_frac"] > k["mmf"], 250, p).n_red
+        row.update({"bad_debt_lt_sum": _sum(k["bad_debt_lt"]),
+                    "bad_debt_ltv_sum": _sum(k["bad_debt_ltv"]),
                     "stress_bad_debt_lt": float(stress.get(asset, 0.0)),
-                    "mean_mmf": float(g["mmf"].mean()), "mean_imf": float(g["imf"].mean()),
-                    "mean_lt": float(g["lt"].mean()), "mean_ltv": float(g["ltv"].mean()),
-                    "mean_lb": float(g["lb"].mean())})
-        row.update(procyclicality(g.set_index("date")["imf"]))
+                    "mean_mmf": _mean(g["mmf"]), "mean_imf": _mean(g["imf"]),
+                    "mean_lt": _mean(g["lt"]), "mean_ltv": _mean(g["ltv"]),
+                    "mean_lb": _mean(g["lb"])})
+        row.update(procyclicality(g["imf"]))
         rows.append(row)
     return pd.DataFrame(rows)
