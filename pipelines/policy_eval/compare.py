@@ -154,8 +154,9 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     else:
         processes = effective_n_jobs(cfg.backtest.n_jobs)
         size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // (4 * processes))))
+    chunks = chunked(assets, size)
     tasks = [({j: _rows(fc, groups[j], chunk) for j, fc in enumerate(distinct)}, plan)
-             for chunk in chunked(assets, size)]
+             for chunk in chunks]
     if dask:
         results = engine.map(partial(_replay_chunk, panel=panel), tasks)  # type: ignore[union-attr]
     elif processes == 1 or len(tasks) <= 1:
@@ -163,7 +164,7 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     else:
         results = Parallel(n_jobs=processes)(
             delayed(_replay_chunk)(t, _panel_rows(panel, chunk))
-            for t, chunk in zip(tasks, chunked(assets, size), strict=True))
+            for t, chunk in zip(tasks, chunks, strict=True))
     if not results:  # nothing to replay: each item's empty path
         return [slim(p) for p in policy_paths(panel, items)]
     return [_joined([r[k] for r in results]) for k in range(len(items))]
