@@ -178,13 +178,14 @@ def test_an_epoch_is_capped_in_steps_and_the_embedded_panel_keeps_its_batch() ->
 
 
 def test_the_residual_network_trains_in_at_most_max_steps_per_epoch(monkeypatch) -> None:
-    import models.neural.residual as residual
     from torch.utils.data import TensorDataset
+
+    import models.neural.residual as residual
 
     sizes: list[int] = []
     real = residual.batch_loader
-    monkeypatch.setattr(residual, "batch_loader",
-                        lambda data, batches: sizes.append(batches.batch_size) or real(data, batches))
+    monkeypatch.setattr(residual, "batch_loader", lambda data, batches: (
+        sizes.append(batches.batch_size) or real(data, batches)))
     rng = np.random.default_rng(0)
     n = 1_000
 
