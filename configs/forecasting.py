@@ -32,11 +32,12 @@ class BacktestConfig(_Strict):
     min_train_days: int = Field(365, ge=30)
     # A per-asset model's walk-forward goes this many assets to a task (models/backtest.py):
     # one task per asset spent more on a task's fixed cost than on EWMA/HAR fits at 1,000
-    # assets; 50 still gives a 16-worker cluster 20 tasks per refit at 1,000 assets. On Dask
-    # a policy replay is cut the same way (pipelines/policy_eval/compare.py: replay_many).
+    # assets; 50 still gives a 16-worker cluster 20 tasks per refit at 1,000 assets. The
+    # policy replays are cut the same way, each task replaying every candidate on its chunk
+    # (locally at most this many, about four chunks per process: compare.replay_many).
     chunk_assets: int = Field(50, ge=1)
     horizons: list[int] = [1, 7]
-    n_jobs: int = -1  # processes for per-forecaster policy replays (-1: all cores)
+    n_jobs: int = -1  # local processes for the policy replays' asset chunks (-1: all cores)
     plausibility: PlausibilityConfig = PlausibilityConfig()
     # Where the fan-out runs (pipelines/engine.py): "local" (joblib, n_jobs) or "dask"
     # (dask.distributed: a LocalCluster of dask_workers, or the cluster at `scheduler`).
