@@ -14,7 +14,7 @@ import pandas as pd
 
 from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
-from serving.policy import loss_memory, stress_es, trailing_adv
+from serving.policy import fraction_lost, tail_measures, trailing_adv
 
 
 @dataclass(frozen=True)
@@ -78,22 +78,29 @@ def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> A
 
 
 class LossTerms:
-    """The stress ES and the loss memory of one asset's realized covered losses as of a day,
-    each computed once and shared by every replay of the asset.
+    """The stress ES and the loss memory of one asset's realized covered losses, for every day
+    a replay asks about at once, shared by every replay of the asset.
 
     Both depend on the realized losses, the day and a few policy settings, never on the
     forecast, so the candidates of a policy backtest (forecasters × grid points) would compute
     the same numbers again and again: with 9 forecasters and 3 confidence levels that is 27
-    evaluations of each stress window and loss memory where 3 and 1 suffice. The values are
-    those of :func:`serving.policy.stress_es` / :func:`serving.policy.loss_memory` on the very
-    arrays :func:`policy_inputs` slices, so a replay with shared terms is the same path bit for
-    bit (test). Keyed by every setting the functions read.
+    evaluations of each stress window and loss memory where 3 and 1 suffice. And across days
+    they are mostly the same windows: the worst stress window of the look-back changes only
+    when a worse one is realized, and the memory is a maximum over a few hundred days. So each
+    is computed for a whole calendar span in a few array passes (:meth:`stress_at`,
+    :meth:`memory_at`), with the values :func:`serving.policy.stress_es` /
+    :func:`serving.policy.loss_memory` give on the very arrays :func:`policy_inputs` slices,
+    bit for bit (test against both functions day by day). Keyed by every setting they read.
     """
 
     def __init__(self, realized_loss: np.ndarray, realized_day: np.ndarray) -> None:
         self.loss, self.day = realized_loss, realized_day
-        self._stress: dict[tuple[int, float, int, int], float] = {}
-        self._memory: dict[tuple[int, float], float] = {}
+        # what both functions keep before looking at ages: the finite losses, in order
+        finite = np.isfinite(np.asarray(realized_loss, float))
+        self._x = np.asarray(realized_loss, float)[finite]
+        self._d = np.asarray(realized_day, np.int64)[finite]
+        self._stress: dict[tuple[float, int, int], tuple[int, np.ndarray]] = {}
+        self._memory: dict[float, tuple[int, np.ndarray]] = {}
 
     @classmethod
     def of(cls, h: AssetHistory) -> LossTerms:
@@ -105,34 +112,101 @@ class LossTerms:
                 and np.array_equal(self.loss, h.realized_loss, equal_nan=True)):
             raise ValueError("LossTerms shared with a history of other realized losses")
 
-    def _known(self, day: int) -> tuple[np.ndarray, np.ndarray]:
-        seen = int(np.searchsorted(self.day, day, side="right"))  # as in policy_inputs
-        return self.loss[:seen], day - self.day[:seen]
+    @staticmethod
+    def _lookup(cache: dict, key: Any, days: np.ndarray, compute: Any) -> np.ndarray:
+        """Values at ``days`` from the cached calendar span of ``key``, (re)computed over the
+        union span when a day falls outside it."""
+        days = np.asarray(days, np.int64)
+        if not len(days):
+            return np.empty(0)
+        lo, hi = int(days.min()), int(days.max())
+        got = cache.get(key)
+        if got is not None and got[0] <= lo and hi < got[0] + len(got[1]):
+            start, values = got
+        else:
+            if got is not None:
+                lo, hi = min(lo, got[0]), max(hi, got[0] + len(got[1]) - 1)
+            start, values = lo, compute(np.arange(lo, hi + 1, dtype=np.int64))
+            cache[key] = (start, values)
+        return values[days - start]
 
-    def stress(self, day: int, cfg: PolicyConfig) -> float:
-        key = (int(day), cfg.confidence, cfg.stress_lookback_days, cfg.stress_window_obs)
-        value = self._stress.get(key)
-        if value is None:
-            value = self._stress[key] = stress_es(*self._known(day), cfg)
-        return value
+    def stress_at(self, days: np.ndarray, cfg: PolicyConfig) -> np.ndarray:
+        """``stress_es(losses known at d, their ages, cfg)`` for each day ``d`` of ``days``."""
+        key = (cfg.confidence, cfg.stress_lookback_days, cfg.stress_window_obs)
+        return self._lookup(self._stress, key, days, lambda grid: self._stress_grid(grid, cfg))
 
-    def memory(self, day: int, cfg: PolicyConfig) -> float:
-        key = (int(day), cfg.memory_half_life_days)
-        value = self._memory.get(key)
-        if value is None:
-            value = self._memory[key] = loss_memory(*self._known(day),
-                                                    cfg.memory_half_life_days)
-        return value
+    def memory_at(self, days: np.ndarray, half_life_days: float) -> np.ndarray:
+        """``loss_memory(losses known at d, their ages, half_life_days)`` for each day ``d``."""
+        return self._lookup(self._memory, float(half_life_days), days,
+                            lambda grid: self._memory_grid(grid, float(half_life_days)))
+
+    def _stress_grid(self, grid: np.ndarray, cfg: PolicyConfig) -> np.ndarray:
+        # known at d: realized day <= d; kept: age d - day <= look-back (integer days)
+        seen = np.searchsorted(self._d, grid, side="right")
+        first = np.searchsorted(self._d, grid - int(cfg.stress_lookback_days), side="left")
+        x = np.maximum(self._x, 0.0)
+        w_full = int(cfg.stress_window_obs)
+        out = np.full(len(grid), np.nan)
+        es_of: dict[tuple[int, int], float] = {}  # by window [a, b): few distinct windows
+
+        def es(a: int, b: int) -> float:
+            value = es_of.get((a, b))
+            if value is None:
+                value = es_of[(a, b)] = fraction_lost(tail_measures(x[a:b], cfg.confidence)[1])
+            return value
+
+        for f in np.unique(first):
+            rows = np.flatnonzero(first == f)
+            n = seen[rows] - f  # losses kept on each of these days
+            short = rows[(n > 0) & (n < w_full)]  # the whole history is the stress window
+            for r in short:
+                out[r] = es(int(f), int(seen[r]))
+            full = rows[n >= w_full]
+            if not len(full):
+                continue
+            # the cumulative sums stress_es takes over the kept losses start at f whatever the
+            # day, so one pass serves every day of this look-back start; the window of a day is
+            # the earliest maximum of the window sums among the starts it can see
+            csum = np.concatenate(([0.0], np.cumsum(x[f:int(seen[full].max())])))
+            sums = csum[w_full:] - csum[:-w_full]
+            record = np.ones(len(sums), bool)
+            record[1:] = sums[1:] > np.maximum.accumulate(sums)[:-1]
+            earliest = np.maximum.accumulate(np.where(record, np.arange(len(sums)), 0))
+            starts = f + earliest[seen[full] - f - w_full]
+            for r, s in zip(full.tolist(), starts.tolist(), strict=True):
+                out[r] = es(s, s + w_full)
+        return out
+
+    def _memory_grid(self, grid: np.ndarray, half_life: float) -> np.ndarray:
+        seen = np.searchsorted(self._d, grid, side="right")
+        # kept: age a <= 20 half-lives; ages are whole days, so a <= floor(20 h)
+        first = np.searchsorted(self._d, grid - math.floor(20.0 * half_life), side="left")
+        width = int((seen - first).max()) if len(grid) else 0
+        out = np.full(len(grid), np.nan)
+        if width == 0:
+            return out
+        idx = first[:, None] + np.arange(width)
+        inside = idx < seen[:, None]
+        idx = np.where(inside, idx, 0)
+        ages = (grid[:, None] - self._d[idx]).astype(float)
+        frac = -np.expm1(-np.maximum(self._x, 0.0))
+        weighted = np.where(inside, frac[idx] * np.exp2(-ages / half_life), -np.inf)
+        best = weighted.max(axis=1)
+        some = inside.any(axis=1)
+        out[some] = best[some]
+        return out
 
 
 def policy_inputs(
     h: AssetHistory, i: int, u: int, hours: float, window: int,
-    terms: LossTerms | None = None, policy: PolicyConfig | None = None,
+    stress: float | None = None, memory: float | None = None,
 ) -> PolicyInputs:
     """Inputs of the update at position ``i``: only losses realized by then enter the window.
 
-    With ``terms`` (of this history's losses) and ``policy``, the stress ES and loss memory
-    the policy will use come from the shared terms instead of being computed per call.
+    ``stress`` / ``memory``: the unweighted stress ES and loss memory of the day when the
+    caller has them already (a replay takes them for all its days at once from
+    :class:`LossTerms`); None: :func:`serving.decide.risk_parameters` computes them from the
+    known losses.
     """
     sigma, days = h.sigma, h.days
     # the loss after cutoff s is realized at s+u: usable at t for s <= t-u (dates, not rows,
@@ -141,19 +215,13 @@ def policy_inputs(
     lo = max(known - window, 0)
     z = h.loss_next[lo:known] / sigma[lo:known]
     seen = int(np.searchsorted(h.realized_day, days[i], side="right"))  # ended by the as-of
-    shared_stress = shared_memory = None
-    if terms is not None and policy is not None:
-        if policy.stress_floor_weight > 0:
-            shared_stress = terms.stress(days[i], policy)
-        if policy.memory_weight > 0:
-            shared_memory = terms.memory(days[i], policy)
     return PolicyInputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
         loss_history=h.realized_loss[:seen], loss_age_days=days[i] - h.realized_day[:seen],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
-        stress_es=shared_stress, loss_memory=shared_memory,
+        stress_es=stress, loss_memory=memory,
     )
 
 

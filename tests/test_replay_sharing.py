@@ -1,6 +1,6 @@
 """The policy replays of one asset share what does not depend on the forecast (its stress ES
-and loss memory, :class:`serving.inputs.LossTerms`): each is computed once per day and
-setting, and every path is bit for bit the one replayed on its own."""
+and loss memory, :class:`serving.inputs.LossTerms`): each is computed once per setting for
+all days, and every path is bit for bit the one the batch job would serve day after day."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import serving.inputs
 from configs.schema import Config
 from features.build import build_panel
 from features.loaders import load_market
@@ -19,7 +18,9 @@ from models.base import asset_frame
 from models.registry import build_forecaster
 from pipelines.policy_eval.backtest import policy_paths, replay, with_outcomes
 from pipelines.policy_eval.compare import replay_many, slim
-from serving.inputs import LossTerms, asset_history
+from serving.decide import decide
+from serving.inputs import LossTerms, asset_history, policy_inputs
+from serving.policy import PARAMETER_FIELDS, stress_es
 from tests.conftest import MARKET
 
 CFG = Config().with_overrides({"policy.fhs_min_obs": 60, "backtest.n_jobs": 1})
@@ -37,10 +38,20 @@ def setup() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 
 def _alone(panel: pd.DataFrame, fc: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The replay of one candidate with nothing shared (every term computed per day)."""
+    """The path of one candidate as the batch job would serve it day after day: the served
+    ``decide`` on each day's own inputs, every term computed from that day's known losses."""
+    u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
     blocks = []
     for asset, g in fc.groupby("asset", sort=True):
-        block = replay(asset_history(asset_frame(panel, str(asset)), g, cfg), cfg)
+        h = asset_history(asset_frame(panel, str(asset)), g, cfg)
+        state, rows = None, []
+        for i in range(len(h.dates)):
+            x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
+            params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
+            rows.append(params.as_dict())
+        block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS))
+        block.insert(0, "date", h.dates)
+        block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
         block.insert(0, "asset", asset)
         blocks.append(block)
     return with_outcomes(pd.concat(blocks, ignore_index=True))
@@ -70,19 +81,19 @@ def test_shared_terms_give_each_candidates_own_path_bit_for_bit(setup) -> None:
         pd.testing.assert_frame_equal(got, slim(path), check_exact=True)
 
 
-def test_the_stress_es_is_computed_once_per_day_and_confidence(setup, monkeypatch) -> None:
+def test_the_stress_es_is_computed_once_per_confidence(setup, monkeypatch) -> None:
     panel, fc = setup
-    calls: list[int] = []
-    real = serving.inputs.stress_es
-    monkeypatch.setattr(serving.inputs, "stress_es",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls: list[float] = []
+    real = LossTerms._stress_grid
+    monkeypatch.setattr(LossTerms, "_stress_grid",
+                        lambda self, grid, cfg: calls.append(cfg.confidence) or real(
+                            self, grid, cfg))
     btc = {m: f[f["asset"] == "BTC"] for m, f in fc.items()}
     items = [(btc[m], CFG.with_overrides({"policy.confidence": q}))
              for m in btc for q in (0.975, 0.99)]
     paths = policy_paths(panel, items)
-    days = pd.concat([p["date"] for p in paths]).nunique()
-    assert days == len(paths[0]) > 400
-    assert len(calls) == 2 * days  # two confidence levels, not four candidates
+    assert len(paths[0]) > 400
+    assert sorted(calls) == [0.975, 0.99]  # two confidence levels, not four candidates
 
 
 def test_loss_terms_refuse_a_history_of_other_losses(setup) -> None:
@@ -98,5 +109,5 @@ def test_loss_terms_refuse_a_history_of_other_losses(setup) -> None:
     # a shared value is the function's own on the same known losses
     day = int(btc.days[-1])
     seen = int(np.searchsorted(btc.realized_day, day, side="right"))
-    assert terms.stress(day, CFG.policy) == serving.inputs.stress_es(
+    assert terms.stress_at(np.array([day]), CFG.policy)[0] == stress_es(
         btc.realized_loss[:seen], day - btc.realized_day[:seen], CFG.policy)

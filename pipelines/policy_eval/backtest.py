@@ -37,12 +37,20 @@ def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
     stress ES and loss memory with the asset's other replays (:func:`policy_paths`).
     """
     u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
-    if terms is not None:
+    if terms is None:
+        terms = LossTerms.of(h)
+    else:
         terms.check(h)
+    p = cfg.policy
+    # the forecast-free terms of every day at once (None where the policy does not use them)
+    stress = terms.stress_at(h.days, p).tolist() if p.stress_floor_weight > 0 else None
+    memory = terms.memory_at(h.days, p.memory_half_life_days).tolist() \
+        if p.memory_weight > 0 else None
     state: PolicyState | None = None
     rows, fallback = [], []
     for i in range(len(h.dates)):
-        x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window, terms, cfg.policy)
+        x = policy_inputs(h, i, u, hours, p.fhs_window, stress[i] if stress else None,
+                          memory[i] if memory else None)
         if tail_var is not None and tail_es is not None:
             direct = bool(np.isfinite(tail_var[i]) and np.isfinite(tail_es[i]))
             if direct:
