@@ -35,9 +35,8 @@ from serving.policy import (
     liquidation_bonus,
     liquidity_addon,
     loss_memory,
-    mean,
     mmf_for,
-    quantile_higher,
+    sigma_terms,
     standardized_tail,
     stress_es,
 )
@@ -83,6 +82,10 @@ class PolicyInputs:
     # :class:`serving.inputs.LossTerms`); None: computed here from ``loss_history``
     stress_es: float | None = None
     loss_memory: float | None = None
+    # likewise the σ_stress and σ_long of ``sigma_history`` (:func:`serving.policy.sigma_terms`
+    # at ``apc.stress_quantile``; a forecaster's replays at every confidence share them)
+    sigma_stress: float | None = None
+    sigma_long: float | None = None
 
 
 def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -> str | None:
@@ -139,11 +142,11 @@ def risk_parameters(
         memory = cfg.memory_weight * mem
     raw = max([tail] + [v for v in (stress, memory) if math.isfinite(v)])
     mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
-    hist = np.asarray(x.sigma_history, float)
-    hist = hist[np.isfinite(hist) & (hist > 0)]
-    if len(hist):
-        sigma_stress = quantile_higher(hist, cfg.apc.stress_quantile)
-        sigma_long = float(np.sqrt(mean(hist**2)))
+    if x.sigma_stress is not None and x.sigma_long is not None:
+        sigma_stress, sigma_long = x.sigma_stress, x.sigma_long
+    else:
+        sigma_stress, sigma_long = sigma_terms(x.sigma_history, cfg.apc.stress_quantile)
+    if math.isfinite(sigma_stress):
         mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, cfg), cfg.mmf_cap)
         mmf_long = min(mmf_for(sigma_long, es_z, var_z, cfg), cfg.mmf_cap)
     else:

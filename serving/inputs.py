@@ -14,7 +14,7 @@ import pandas as pd
 
 from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
-from serving.policy import fraction_lost, tail_measures, trailing_adv
+from serving.policy import fraction_lost, mean, quantile_higher, tail_measures, trailing_adv
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,54 @@ class AssetHistory:
     def sigma(self) -> np.ndarray:
         """The forecast σ of the next interval at each cutoff."""
         return np.sqrt(self.variance)
+
+    @cached_property
+    def seen(self) -> list[int]:
+        """How many realized losses ended by each cutoff (the known loss history's length)."""
+        return np.searchsorted(self.realized_day, self.days, side="right").tolist()
+
+    @cached_property
+    def _known(self) -> dict[int, list[int]]:
+        return {}
+
+    def known(self, u: int) -> list[int]:
+        """How many cutoffs ``s <= t - u`` each cutoff ``t`` has: those whose next-interval loss
+        is realized by ``t`` (once per history, not once a day)."""
+        got = self._known.get(u)
+        if got is None:
+            got = self._known[u] = np.searchsorted(self.days, self.days - u,
+                                                   side="right").tolist()
+        return got
+
+    @cached_property
+    def _sigma_terms(self) -> dict[float, tuple[list[float], list[float]]]:
+        return {}
+
+    def sigma_terms(self, stress_quantile: float) -> tuple[list[float], list[float]]:
+        """:func:`serving.policy.sigma_terms` of ``sigma[: i + 1]`` for every cutoff ``i``,
+        computed once per history and quantile (every confidence level replays the same
+        history). The finite, positive σ known at ``i`` are a prefix of those of the whole
+        history, in the same order: the same arrays the per-day call filters, bit for bit."""
+        got = self._sigma_terms.get(stress_quantile)
+        if got is None:
+            ok = np.isfinite(self.sigma) & (self.sigma > 0)
+            valid = self.sigma[ok]
+            square = valid**2
+            stress, long_run = [], []
+            for n in np.cumsum(ok).tolist():
+                if n:
+                    stress.append(quantile_higher(valid[:n], stress_quantile))
+                    long_run.append(float(np.sqrt(mean(square[:n]))))
+                else:
+                    stress.append(math.nan)
+                    long_run.append(math.nan)
+            got = self._sigma_terms[stress_quantile] = (stress, long_run)
+        return got
+
+    @cached_property
+    def z(self) -> np.ndarray:
+        """The standardized covered loss of the interval after each cutoff (NaN at the end)."""
+        return self.loss_next / self.sigma
 
 
 def covered_loss(frame: pd.DataFrame, cfg: PolicyConfig) -> tuple[pd.Series, pd.Series]:
@@ -200,28 +248,30 @@ class LossTerms:
 def policy_inputs(
     h: AssetHistory, i: int, u: int, hours: float, window: int,
     stress: float | None = None, memory: float | None = None,
+    sigma_stress: float | None = None, sigma_long: float | None = None,
 ) -> PolicyInputs:
     """Inputs of the update at position ``i``: only losses realized by then enter the window.
 
     ``stress`` / ``memory``: the unweighted stress ES and loss memory of the day when the
     caller has them already (a replay takes them for all its days at once from
     :class:`LossTerms`); None: :func:`serving.decide.risk_parameters` computes them from the
-    known losses.
+    known losses; ``sigma_stress`` / ``sigma_long`` likewise (:meth:`AssetHistory.sigma_terms`).
     """
     sigma, days = h.sigma, h.days
     # the loss after cutoff s is realized at s+u: usable at t for s <= t-u (dates, not rows,
     # so a missing day can never let a future loss in)
-    known = int(np.searchsorted(days, days[i] - u, side="right"))
+    known = h.known(u)[i]
     lo = max(known - window, 0)
-    z = h.loss_next[lo:known] / sigma[lo:known]
-    seen = int(np.searchsorted(h.realized_day, days[i], side="right"))  # ended by the as-of
+    z = h.z[lo:known]  # loss_next / sigma, elementwise: the same values sliced
+    seen = h.seen[i]  # losses whose interval ended by the as-of
     return PolicyInputs(
         as_of=dt.date(1970, 1, 1) + dt.timedelta(days=int(days[i])), variance=float(h.variance[i]),
         variance_prev=float(h.variance[i - 1]) if i else math.nan,
         ret_today=float(h.ret[i]), z_window=z, sigma_history=sigma[: i + 1],
         loss_history=h.realized_loss[:seen], loss_age_days=days[i] - h.realized_day[:seen],
         adv_usd=float(h.adv_usd[i]), loss_is_proxy=bool(h.loss_is_proxy[i]), hours=hours,
-        stress_es=stress, loss_memory=memory,
+        stress_es=stress, loss_memory=memory, sigma_stress=sigma_stress,
+        sigma_long=sigma_long,
     )
 
 

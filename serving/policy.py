@@ -124,6 +124,17 @@ def mean(x: np.ndarray) -> float:
     return float(np.add.reduce(x) / len(x))
 
 
+def sigma_terms(history: np.ndarray, stress_quantile: float) -> tuple[float, float]:
+    """(σ_stress, σ_long) of the σ forecasts known so far, the anti-procyclicality terms:
+    their ``stress_quantile`` quantile (higher) and root mean square, over the finite,
+    positive ones; NaN when there is none."""
+    hist = np.asarray(history, float)
+    hist = hist[np.isfinite(hist) & (hist > 0)]
+    if not len(hist):
+        return math.nan, math.nan
+    return quantile_higher(hist, stress_quantile), float(np.sqrt(mean(hist**2)))
+
+
 def tail_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
     """Empirical VaR (upper ``confidence`` quantile) and ES of standardized losses."""
     var = quantile_higher(z, confidence)
@@ -306,6 +317,15 @@ def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
     """Raise if a parameter set could ever be inconsistent: finite, 0 <= LTV < LT,
     LT·LB <= 1, MMF in [floor, cap] (the static set may exceed the cap), MMF < IMF <= 1
     (IMF = 1, LTV = 0 is a freeze) and 1 <= LB <= lb_max."""
+    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
+    # the common case in one expression (the replay checks twice an asset-day); NaN fails
+    # every comparison, so anything wrong falls through to the wording below
+    if (math.isfinite(p.max_leverage) and math.isfinite(p.mmf) and math.isfinite(p.imf)
+            and math.isfinite(p.lt) and math.isfinite(p.ltv) and math.isfinite(p.lb)
+            and 0.0 <= p.ltv < p.lt and p.lt * p.lb <= 1.0 + EPS
+            and cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9
+            and p.mmf < p.imf <= 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
+        return
     problems = []
     values = [p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage]
     if not all(math.isfinite(v) for v in values):
@@ -314,7 +334,6 @@ def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
         problems.append(f"need 0 <= LTV {p.ltv:.6f} < LT {p.lt:.6f}")
     if p.lt * p.lb > 1.0 + EPS:
         problems.append(f"LT·LB = {p.lt * p.lb:.6f} must be <= 1")
-    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
     if not cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9:
         problems.append(f"MMF {p.mmf:.6f} outside [{cfg.mmf_floor}, {upper}]")
     if not (p.mmf < p.imf <= 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):

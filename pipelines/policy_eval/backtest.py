@@ -46,11 +46,12 @@ def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
     stress = terms.stress_at(h.days, p).tolist() if p.stress_floor_weight > 0 else None
     memory = terms.memory_at(h.days, p.memory_half_life_days).tolist() \
         if p.memory_weight > 0 else None
+    sigma_stress, sigma_long = h.sigma_terms(p.apc.stress_quantile)
     state: PolicyState | None = None
     rows, fallback = [], []
     for i in range(len(h.dates)):
         x = policy_inputs(h, i, u, hours, p.fhs_window, stress[i] if stress else None,
-                          memory[i] if memory else None)
+                          memory[i] if memory else None, sigma_stress[i], sigma_long[i])
         if tail_var is not None and tail_es is not None:
             direct = bool(np.isfinite(tail_var[i]) and np.isfinite(tail_es[i]))
             if direct:
@@ -76,7 +77,8 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
                  ) -> list[pd.DataFrame]:
     """:func:`policy_path` of each (forecasts, config), replayed asset by asset so that what
     does not depend on the forecast is computed once per asset for all of them: its feature
-    rows and, per covered-loss variant, the stress ES and loss memory (:class:`LossTerms`).
+    rows, per covered-loss variant the stress ES and loss memory (:class:`LossTerms`), and
+    per forecast frame its aligned history.
     Each path is the one its own call gives, rows in asset order."""
     # one grouping pass per distinct forecast frame (a forecaster's frame is shared by its
     # grid points), not a comparison of the whole forecast column per asset (quadratic)
@@ -89,14 +91,23 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
     for asset in sorted(set().union(*grouped.values())):
         frame = asset_frame(panel, asset)
         shared: dict[str, LossTerms] = {}  # by covered-loss variant
+        # one history per forecast frame and the settings it reads (a forecaster's grid
+        # points at other confidence levels replay the same history)
+        histories: dict[tuple[int, int, str, int], AssetHistory] = {}
         for k, (fc, cfg) in enumerate(items):
             mine = grouped[id(fc)].get(asset)
             if mine is None:
                 continue
-            h = asset_history(frame, mine, cfg)
+            key = (id(fc), cfg.features.update_interval_days, cfg.policy.loss,
+                   cfg.policy.liquidity.adv_window)
+            h = histories.get(key)
+            if h is None:
+                h = histories[key] = asset_history(frame, mine, cfg)
             if not len(h.dates):  # no forecast at the update interval: nothing to publish
                 continue
-            terms = shared.setdefault(cfg.policy.loss, LossTerms.of(h))
+            terms = shared.get(cfg.policy.loss)
+            if terms is None:
+                terms = shared[cfg.policy.loss] = LossTerms.of(h)
             block = replay(h, cfg, terms=terms)
             block.insert(0, "asset", asset)
             blocks[k].append(block)
