@@ -89,6 +89,14 @@ class GbmConfig(_Strict):
     # evaluation period, not used for the choice, on did better (0.4237 / 0.2850 against
     # 0.4279 / 0.2978). benchmarks/README.md, "Retrain at 1,000 assets".
     asset_onehot: bool = False
+    # A fit draws at most this many rows (uniformly, seeded, before the early-stopping split)
+    # when the panel has more: histogram boosting costs rows x iterations, and a pooled panel
+    # of 1,000 assets (~700k rows) took 75 s a refit. 131,072 = the rows one epoch of the
+    # neural models sees (512 x 256 steps, MlpHarConfig.max_steps_per_epoch): the same bound
+    # on every pooled learned model. The embedded data (~27k rows) is far below it, so no
+    # figure of it moves; the cost at 1,000 assets is measured in benchmarks/README.md. None:
+    # every row.
+    max_train_rows: int | None = Field(131_072, ge=1_000)
 
 
 class MlpHarConfig(_Strict):

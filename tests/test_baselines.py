@@ -352,6 +352,30 @@ def test_gbm_with_and_without_asset_onehot(panel, onehot: bool) -> None:
     pd.testing.assert_frame_equal(clone.forecast(panel, [1]), fc, check_exact=True)
 
 
+def test_gbm_draws_at_most_max_train_rows_seeded_and_forecasts_every_asset(panel) -> None:
+    """Past ``max_train_rows`` a fit draws that many rows (seeded: the same rows every time,
+    other rows with another seed); below it, every row is used; forecasts cover every asset
+    either way."""
+    full = GbmForecaster(SMALL_GBM, horizons=[1]).fit(panel)
+    usable = full.rows_used
+    assert 1_100 < usable < SMALL_GBM.max_train_rows  # the default cap does not bite here
+    capped_cfg = SMALL_GBM.model_copy(update={"max_train_rows": 1_000})
+    capped = GbmForecaster(capped_cfg, horizons=[1]).fit(panel)
+    again = GbmForecaster(capped_cfg, horizons=[1]).fit(panel)
+    other = GbmForecaster(capped_cfg.model_copy(update={"seed": 8}), horizons=[1]).fit(panel)
+    assert capped.rows_used == 1_000
+    fc = capped.forecast(panel, [1])
+    assert set(fc["asset"]) == {"AAA", "BBB"} and len(fc) == len(full.forecast(panel, [1]))
+    pd.testing.assert_frame_equal(again.forecast(panel, [1]), fc, check_exact=True)
+    assert not np.array_equal(fc["variance"], full.forecast(panel, [1])["variance"])
+    assert not np.array_equal(fc["variance"], other.forecast(panel, [1])["variance"])
+    uncapped = GbmForecaster(SMALL_GBM.model_copy(update={"max_train_rows": None}),
+                             horizons=[1]).fit(panel)
+    assert uncapped.rows_used == usable
+    pd.testing.assert_frame_equal(uncapped.forecast(panel, [1]), full.forecast(panel, [1]),
+                                  check_exact=True)
+
+
 def test_tree_ensemble_json_keeps_missing_value_splits() -> None:
     tree = {"feature_idx": np.array([0, 0, 0]), "num_threshold": np.array([np.inf, 0.0, 0.0]),
             "missing_go_to_left": np.array([False, False, False]),
