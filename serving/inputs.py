@@ -233,15 +233,19 @@ class LossTerms:
         out = np.full(len(grid), np.nan)
         if width == 0:
             return out
-        idx = first[:, None] + np.arange(width)
-        inside = idx < seen[:, None]
-        idx = np.where(inside, idx, 0)
-        ages = (grid[:, None] - self._d[idx]).astype(float)
         frac = -np.expm1(-np.maximum(self._x, 0.0))
-        weighted = np.where(inside, frac[idx] * np.exp2(-ages / half_life), -np.inf)
-        best = weighted.max(axis=1)
-        some = inside.any(axis=1)
-        out[some] = best[some]
+        # days × window in blocks of ~2M cells: a year's half-life is a 7,300-day window
+        block = max(1, (1 << 21) // width)
+        for lo in range(0, len(grid), block):
+            part = slice(lo, lo + block)
+            idx = first[part, None] + np.arange(width)
+            inside = idx < seen[part, None]
+            idx = np.where(inside, idx, 0)
+            ages = (grid[part, None] - self._d[idx]).astype(float)
+            weighted = np.where(inside, frac[idx] * np.exp2(-ages / half_life), -np.inf)
+            best = weighted.max(axis=1)
+            some = inside.any(axis=1)
+            out[part][some] = best[some]
         return out
 
 

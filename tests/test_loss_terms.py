@@ -75,7 +75,7 @@ def test_stress_of_every_day_at_once_is_the_per_day_stress(btc, which, overrides
 
 
 @pytest.mark.parametrize("which", ["btc", "simulated"])
-@pytest.mark.parametrize("half_life", [11.0, 2.5, 60.0, 0.7])
+@pytest.mark.parametrize("half_life", [11.0, 2.5, 60.0, 0.7, 365.0])  # 365: in blocks
 def test_memory_of_every_day_at_once_is_the_per_day_memory(btc, which, half_life) -> None:
     loss, day = btc if which == "btc" else _simulated()
     # and past the last loss's twenty half-lives, when the memory has let go of it
