@@ -1,6 +1,7 @@
-"""The report's per-asset summary reads each asset as slices of its columns; its figures are
-those of the per-asset frame and pandas reductions it replaced, bit for bit, on a replayed
-path of real data with holes, an asset too short to judge and a budget."""
+"""The report's per-asset summary and the frontier's points read each asset as slices of its
+columns; their figures are those of the per-asset frames and pandas reductions they replaced,
+bit for bit, on a replayed path of real data with holes, an asset too short to judge and a
+budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from configs.schema import Config
 from features.build import build_panel
@@ -17,8 +19,9 @@ from models.backtest import backtest
 from models.registry import build_forecaster
 from pipelines.evaluation.coverage import basel_traffic_light
 from pipelines.policy_eval.acceptance import accept_asset
-from pipelines.policy_eval.backtest import policy_path
-from pipelines.policy_eval.episodes import stress_bad_debt
+from pipelines.policy_eval.backtest import at_lb, policy_path, static_path
+from pipelines.policy_eval.episodes import episode_of, stress_bad_debt
+from pipelines.policy_eval.frontier import POOLED, frontier_points, pareto
 from pipelines.policy_eval.report import summarize
 from tests.conftest import MARKET
 
@@ -55,13 +58,18 @@ def _reference(path: pd.DataFrame, p: float, episodes, budgets) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_the_array_summary_is_the_frame_summary_bit_for_bit() -> None:
+@pytest.fixture(scope="module")
+def replayed() -> pd.DataFrame:
     market = load_market(MARKET, ["BTC", "SOL", "TRX"], dt.date(2025, 6, 30))
     panel = build_panel(market, CFG.features)
     panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
     fc = backtest(lambda: build_forecaster("ewma94", CFG.models, [1]), panel,
                   dt.date(2023, 9, 1), 120, [1], 300).forecasts
-    path = policy_path(panel, fc, CFG)
+    return policy_path(panel, fc, CFG)
+
+
+def test_the_array_summary_is_the_frame_summary_bit_for_bit(replayed) -> None:
+    path = replayed.copy()
     rng = np.random.default_rng(5)
     holes = rng.choice(len(path), size=60, replace=False)
     path.loc[holes[:30], "loss_frac"] = np.nan        # unrealized days
@@ -74,4 +82,55 @@ def test_the_array_summary_is_the_frame_summary_bit_for_bit() -> None:
     got = summarize(path, 0.01, episodes, budgets=budgets)
     want = _reference(path, 0.01, episodes, budgets)
     assert list(got["asset"]) == ["BTC", "SOL"] and got["breaches"].sum() > 0
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def _reference_points(paths, labels, cfg: Config) -> pd.DataFrame:
+    """The frame-per-asset frontier points (the implementation the array one replaced)."""
+    eps, u = cfg.evaluation.episodes, cfg.features.update_interval_days
+    rows = []
+    for name, path in paths.items():
+        family, knob = labels[name]
+        path = at_lb(path[path["loss_frac"].notna()], cfg.evaluation.comparison_lb)
+        for asset, g in path.groupby("asset", sort=True):
+            stress = episode_of(g, eps, u).notna()
+            rows.append({"family": family, "knob": knob, "asset": asset,
+                         "capital": float(g["capital"].mean()),
+                         "bad_debt": float(g["bad_debt_lt"].sum()),
+                         "stress_bad_debt": float(g.loc[stress, "bad_debt_lt"].sum()),
+                         "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
+                         "days": int(g["loss_frac"].notna().sum())})
+    out = pd.DataFrame(rows)
+    n_assets = out["asset"].nunique()
+    pooled = (out.groupby(["family", "knob"])
+              .agg(capital=("capital", "mean"), bad_debt=("bad_debt", "sum"),
+                   stress_bad_debt=("stress_bad_debt", "sum"), breaches=("breaches", "sum"),
+                   days=("days", "sum"), n=("asset", "size")).reset_index())
+    pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
+    out = pd.concat([out, pooled], ignore_index=True)
+    for measure in ("bad_debt", "stress_bad_debt"):
+        out[f"frontier_{measure}"] = False
+        for _, g in out.groupby("asset"):
+            out.loc[pareto(g, measure), f"frontier_{measure}"] = True
+    return out
+
+
+def test_the_array_frontier_is_the_frame_frontier_bit_for_bit(replayed) -> None:
+    """Each asset's point read from slices of the sorted path, the panels' Pareto flags from
+    each panel's rows: the same table as a frame per asset, on replayed and static paths with
+    rows in no order, unrealized days and a family on one asset only."""
+    path = replayed.sample(frac=1.0, random_state=3)
+    path.loc[path.index[:40], "loss_next"] = np.nan  # unrealized days
+    half = static_path(path, 0.5 * path["mmf"].to_numpy(), path["lt"].to_numpy(),
+                       path["lb"].to_numpy(), path["imf"].to_numpy())
+    fixed = static_path(path, 0.12, 0.88 / 1.05, 1.05, 0.15)
+    btc = fixed[fixed["asset"] == "BTC"]
+    paths = {"policy": path, "half": half, "fixed": fixed, "btc_only": btc}
+    labels = {"policy": ("fam", 0.99), "half": ("fam", 0.95), "fixed": ("static", 0.99),
+              "btc_only": ("aave_v3", np.nan)}
+    got = frontier_points(paths, labels, CFG)
+    want = _reference_points(paths, labels, CFG)
+    assert set(got["asset"]) == {"BTC", "SOL", "TRX", POOLED}
+    assert got["stress_bad_debt"].gt(0).any() and got["frontier_bad_debt"].sum() >= 4
+    assert not got["frontier_bad_debt"].all()
     pd.testing.assert_frame_equal(got, want, check_exact=True)

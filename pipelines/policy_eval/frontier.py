@@ -28,17 +28,33 @@ from matplotlib.figure import Figure
 from configs.schema import Config
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.episodes import episode_of
+from pipelines.policy_eval.report import series_mean, series_sum
 
 POOLED = "pooled"
 
 
-def _point(rows: pd.DataFrame, eps: Any, u: int) -> dict[str, float]:
-    stress = episode_of(rows, eps, u).notna()
-    return {"capital": float(rows["capital"].mean()),
-            "bad_debt": float(rows["bad_debt_lt"].sum()),
-            "stress_bad_debt": float(rows.loc[stress, "bad_debt_lt"].sum()),
-            "breaches": int(rows["breach"].fillna(False).astype(bool).sum()),
-            "days": int(rows["loss_frac"].notna().sum())}
+def _asset_points(path: pd.DataFrame, eps: Any, u: int) -> list[dict[str, Any]]:
+    """Per asset (sorted): capital, bad debt (all days and stress days), breaches, days.
+
+    The path is sorted by asset once (stably: each asset's rows keep their order) and each
+    asset read as slices of its columns; the figures are those of the pandas reductions on a
+    frame per asset, bit for bit (test), at a fraction of the cost (a thousand assets × every
+    path × two periods)."""
+    ordered = path.sort_values("asset", kind="stable")
+    names = ordered["asset"].to_numpy(object)
+    stress = episode_of(ordered, eps, u).notna().to_numpy()
+    capital = ordered["capital"].to_numpy(float)
+    bad = ordered["bad_debt_lt"].to_numpy(float)
+    breach = ordered["breach"].fillna(False).astype(bool).to_numpy()
+    known = ordered["loss_frac"].notna().to_numpy()
+    cut = np.flatnonzero(names[1:] != names[:-1]) + 1
+    out = []
+    for a, b in zip(np.r_[0, cut], np.r_[cut, len(names)], strict=True):
+        out.append({"asset": names[a], "capital": series_mean(capital[a:b]),
+                    "bad_debt": series_sum(bad[a:b]),
+                    "stress_bad_debt": series_sum(bad[a:b][stress[a:b]]),
+                    "breaches": int(breach[a:b].sum()), "days": int(known[a:b].sum())})
+    return out
 
 
 def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tuple[str, float]],
@@ -55,10 +71,9 @@ def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tupl
             continue
         family, knob = labels[name]
         path = at_lb(path[path["loss_frac"].notna()], cfg.evaluation.comparison_lb)
-        per = []
-        for asset, g in path.groupby("asset", sort=True):
-            per.append({"family": family, "knob": knob, "asset": asset, **_point(g, eps, u)})
-        rows.extend(per)
+        if path.empty:
+            continue
+        rows.extend({"family": family, "knob": knob, **p} for p in _asset_points(path, eps, u))
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -69,20 +84,27 @@ def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tupl
                    days=("days", "sum"), n=("asset", "size")).reset_index())
     pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
     out = pd.concat([out, pooled], ignore_index=True)
+    groups = out.groupby("asset").indices.values()  # each panel's rows (assets and pooled)
+    capital = out["capital"].to_numpy()
     for measure in ("bad_debt", "stress_bad_debt"):
-        out[f"frontier_{measure}"] = False
-        for _, g in out.groupby("asset"):
-            out.loc[pareto(g, measure), f"frontier_{measure}"] = True
+        flags = np.zeros(len(out), bool)
+        value = out[measure].to_numpy()
+        for at in groups:
+            flags[at[~_dominated(capital[at], value[at])]] = True
+        out[f"frontier_{measure}"] = flags
     return out
+
+
+def _dominated(c: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether some other point has both less-or-equal capital and ``b``, one of them less."""
+    return ((c[None, :] <= c[:, None]) & (b[None, :] <= b[:, None])
+            & ((c[None, :] < c[:, None]) | (b[None, :] < b[:, None]))).any(axis=1)
 
 
 def pareto(points: pd.DataFrame, measure: str = "bad_debt") -> pd.Index:
     """Index of the points that no other point beats on both capital and ``measure``
     (ties on both count as not beaten)."""
-    c, b = points["capital"].to_numpy(), points[measure].to_numpy()
-    dominated = ((c[None, :] <= c[:, None]) & (b[None, :] <= b[:, None])
-                 & ((c[None, :] < c[:, None]) | (b[None, :] < b[:, None]))).any(axis=1)
-    return points.index[~dominated]
+    return points.index[~_dominated(points["capital"].to_numpy(), points[measure].to_numpy())]
 
 
 def frontier_figure(points: pd.DataFrame, measure: str = "bad_debt") -> Figure:

@@ -35,15 +35,15 @@ def _max_increase(s: np.ndarray, lag: int) -> float:
     return float(rise.max()) if len(rise) else np.nan
 
 
-def _sum(x: np.ndarray) -> float:
+def series_sum(x: np.ndarray) -> float:
     """``Series.sum()``: NaN skipped (filled with 0, then numpy's pairwise sum)."""
     return float(np.where(np.isnan(x), 0.0, x).sum())
 
 
-def _mean(x: np.ndarray) -> float:
-    """``Series.mean()``: NaN skipped (the sum of :func:`_sum` over the count)."""
+def series_mean(x: np.ndarray) -> float:
+    """``Series.mean()``: NaN skipped (the sum of :func:`series_sum` over the count)."""
     n = int((~np.isnan(x)).sum())
-    return _sum(x) / n if n else np.nan
+    return series_sum(x) / n if n else np.nan
 
 
 COLUMNS = ("loss_frac", "mmf", "ltv", "short_loss_frac", "bad_debt_lt", "bad_debt_ltv", "imf",
@@ -89,12 +89,12 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
         if "short_loss_frac" in k and (~np.isnan(k["short_loss_frac"])).any():
             row["short_breaches"] = int((k["short_loss_frac"] > k["mmf"]).sum())
         row["red_windows"] = basel_traffic_light(k["loss_frac"] > k["mmf"], 250, p).n_red
-        row.update({"bad_debt_lt_sum": _sum(k["bad_debt_lt"]),
-                    "bad_debt_ltv_sum": _sum(k["bad_debt_ltv"]),
+        row.update({"bad_debt_lt_sum": series_sum(k["bad_debt_lt"]),
+                    "bad_debt_ltv_sum": series_sum(k["bad_debt_ltv"]),
                     "stress_bad_debt_lt": float(stress.get(asset, 0.0)),
-                    "mean_mmf": _mean(g["mmf"]), "mean_imf": _mean(g["imf"]),
-                    "mean_lt": _mean(g["lt"]), "mean_ltv": _mean(g["ltv"]),
-                    "mean_lb": _mean(g["lb"])})
+                    "mean_mmf": series_mean(g["mmf"]), "mean_imf": series_mean(g["imf"]),
+                    "mean_lt": series_mean(g["lt"]), "mean_ltv": series_mean(g["ltv"]),
+                    "mean_lb": series_mean(g["lb"])})
         row.update(procyclicality(g["imf"]))
         rows.append(row)
     return pd.DataFrame(rows)
