@@ -20,7 +20,8 @@ from models.registry import build_forecaster
 from pipelines.evaluation.coverage import basel_traffic_light
 from pipelines.policy_eval.acceptance import accept_asset
 from pipelines.policy_eval.backtest import at_lb, policy_path, static_path
-from pipelines.policy_eval.episodes import episode_of, stress_bad_debt
+from pipelines.policy_eval.compare import static_paths, static_schedule
+from pipelines.policy_eval.episodes import episode_of, stress_bad_debt, stress_table
 from pipelines.policy_eval.frontier import POOLED, frontier_points, pareto
 from pipelines.policy_eval.report import summarize
 from tests.conftest import MARKET
@@ -59,13 +60,18 @@ def _reference(path: pd.DataFrame, p: float, episodes, budgets) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def replayed() -> pd.DataFrame:
+def replay_setup() -> tuple[pd.DataFrame, pd.DataFrame]:
     market = load_market(MARKET, ["BTC", "SOL", "TRX"], dt.date(2025, 6, 30))
     panel = build_panel(market, CFG.features)
     panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
     fc = backtest(lambda: build_forecaster("ewma94", CFG.models, [1]), panel,
                   dt.date(2023, 9, 1), 120, [1], 300).forecasts
-    return policy_path(panel, fc, CFG)
+    return panel, policy_path(panel, fc, CFG)
+
+
+@pytest.fixture(scope="module")
+def replayed(replay_setup) -> pd.DataFrame:
+    return replay_setup[1]
 
 
 def test_the_array_summary_is_the_frame_summary_bit_for_bit(replayed) -> None:
@@ -134,3 +140,66 @@ def test_the_array_frontier_is_the_frame_frontier_bit_for_bit(replayed) -> None:
     assert got["stress_bad_debt"].gt(0).any() and got["frontier_bad_debt"].sum() >= 4
     assert not got["frontier_bad_debt"].all()
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def _reference_static(template: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
+                      confidence: float) -> pd.DataFrame:
+    """The static path with its outcomes computed asset by asset (the code it replaced)."""
+    lb, blocks = cfg.evaluation.comparison_lb, []
+    for asset, g in template.groupby("asset", sort=True):
+        years = sorted(pd.to_datetime(g["date"]).dt.year.unique())
+        table = static_schedule(panel.xs(asset, level="asset"), years, cfg, confidence)
+        mmf = pd.to_datetime(g["date"]).dt.year.map(table.set_index("year")["mmf"]).to_numpy()
+        ok = np.isfinite(mmf)
+        if ok.any():
+            m = mmf[ok]
+            imf = np.minimum(m * (1 + cfg.policy.apc.buffer), 0.99)
+            blocks.append(static_path(g[ok], m, (1 - m) / lb, lb, imf,
+                                      g.loc[ok, "liquidity_addon"].fillna(0.0).to_numpy()))
+    return pd.concat(blocks, ignore_index=True)
+
+
+@pytest.mark.parametrize("confidence", [0.975, 0.99])
+def test_the_static_path_in_one_pass_is_the_per_asset_path_bit_for_bit(replay_setup,
+                                                                       confidence) -> None:
+    panel, template = replay_setup
+    template = template.sample(frac=1.0, random_state=2)  # rows in no particular order
+    got, schedule = static_paths(template, panel, CFG, confidence)
+    assert set(got["asset"]) == {"BTC", "SOL", "TRX"} and got["breach"].sum() > 0
+    assert set(schedule["asset"]) == {"BTC", "SOL", "TRX"}
+    pd.testing.assert_frame_equal(got, _reference_static(template, panel, CFG, confidence),
+                                  check_exact=True)
+
+
+def _reference_stress(path: pd.DataFrame, episodes, u: int = 1) -> pd.DataFrame:
+    """The stress table from a frame per (episode, asset) (the code it replaced)."""
+    cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",
+            "bad_debt_ltv"]
+    name = episode_of(path, episodes, u)
+    rows = []
+    for (ep, asset), g in path[name.notna()].groupby([name[name.notna()], "asset"], sort=True):
+        if g["loss_frac"].notna().any():
+            g = g.sort_values("date")
+            rows.append({"episode": ep, "asset": asset,
+                         "worst_loss": float(g["loss_frac"].max()),
+                         "mmf_held": float(g["mmf"].iloc[0]), "lt_held": float(g["lt"].iloc[0]),
+                         "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
+                         "bad_debt_lt": float(g["bad_debt_lt"].sum()),
+                         "bad_debt_ltv": float(g["bad_debt_ltv"].sum())})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_the_stress_table_on_slices_is_the_frame_table_bit_for_bit(replayed) -> None:
+    path = replayed.sample(frac=1.0, random_state=4)  # rows in no particular order
+    episodes = dict(CFG.evaluation.episodes)
+    # an episode over the replayed period, and one in which nothing is realized yet
+    episodes["late_2024"] = (dt.date(2024, 7, 1), dt.date(2024, 9, 30))
+    last = pd.Timestamp(path["date"].max()).date()
+    episodes["unrealized"] = (last - dt.timedelta(days=2), last + dt.timedelta(days=30))
+    path.loc[path["date"] >= pd.Timestamp(last - dt.timedelta(days=3)), "loss_frac"] = np.nan
+    got = stress_table(path, episodes)
+    assert len(got) >= 3 and "unrealized" not in set(got["episode"])
+    assert got["bad_debt_lt"].gt(0).any() or got["breaches"].gt(0).any()
+    pd.testing.assert_frame_equal(got, _reference_stress(path, episodes), check_exact=True)
+    empty = stress_table(path, {"none": (dt.date(2000, 1, 1), dt.date(2000, 2, 1))})
+    assert empty.empty and list(empty.columns) == list(got.columns)

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from configs.schema import Config
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.episodes import episode_of
-from pipelines.policy_eval.report import series_mean, series_sum
+from pipelines.policy_eval.reductions import series_mean, series_sum
 
 POOLED = "pooled"
 

@@ -16,6 +16,7 @@ import pandas as pd
 from pipelines.evaluation.coverage import basel_traffic_light
 from pipelines.policy_eval.acceptance import accept_arrays
 from pipelines.policy_eval.episodes import Episodes, stress_bad_debt
+from pipelines.policy_eval.reductions import series_mean, series_sum
 
 
 def procyclicality(values: np.ndarray) -> dict[str, float]:
@@ -33,17 +34,6 @@ def _max_increase(s: np.ndarray, lag: int) -> float:
     rise = s[lag:] - s[:-lag]
     rise = rise[~np.isnan(rise)]
     return float(rise.max()) if len(rise) else np.nan
-
-
-def series_sum(x: np.ndarray) -> float:
-    """``Series.sum()``: NaN skipped (filled with 0, then numpy's pairwise sum)."""
-    return float(np.where(np.isnan(x), 0.0, x).sum())
-
-
-def series_mean(x: np.ndarray) -> float:
-    """``Series.mean()``: NaN skipped (the sum of :func:`series_sum` over the count)."""
-    n = int((~np.isnan(x)).sum())
-    return series_sum(x) / n if n else np.nan
 
 
 COLUMNS = ("loss_frac", "mmf", "ltv", "short_loss_frac", "bad_debt_lt", "bad_debt_ltv", "imf",
