@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pipelines.policy_eval.backtest
 from configs.schema import Config
 from features.build import build_panel
 from features.loaders import load_market
@@ -81,19 +82,25 @@ def test_shared_terms_give_each_candidates_own_path_bit_for_bit(setup) -> None:
         pd.testing.assert_frame_equal(got, slim(path), check_exact=True)
 
 
-def test_the_stress_es_is_computed_once_per_confidence(setup, monkeypatch) -> None:
+def test_stress_once_per_confidence_history_once_per_forecaster(setup, monkeypatch) -> None:
     panel, fc = setup
     calls: list[float] = []
     real = LossTerms._stress_grid
     monkeypatch.setattr(LossTerms, "_stress_grid",
                         lambda self, grid, cfg: calls.append(cfg.confidence) or real(
                             self, grid, cfg))
+    built: list[int] = []
+    real_history = pipelines.policy_eval.backtest.asset_history
+    monkeypatch.setattr(pipelines.policy_eval.backtest, "asset_history",
+                        lambda frame, f, cfg: built.append(len(f)) or real_history(
+                            frame, f, cfg))
     btc = {m: f[f["asset"] == "BTC"] for m, f in fc.items()}
     items = [(btc[m], CFG.with_overrides({"policy.confidence": q}))
              for m in btc for q in (0.975, 0.99)]
     paths = policy_paths(panel, items)
     assert len(paths[0]) > 400
     assert sorted(calls) == [0.975, 0.99]  # two confidence levels, not four candidates
+    assert len(built) == 2  # one history per forecaster, shared by its confidence levels
 
 
 def test_loss_terms_refuse_a_history_of_other_losses(setup) -> None:
