@@ -22,7 +22,7 @@ from pipelines.policy_eval.acceptance import accept_asset
 from pipelines.policy_eval.backtest import at_lb, policy_path, static_path
 from pipelines.policy_eval.compare import static_paths, static_schedule
 from pipelines.policy_eval.episodes import episode_of, stress_bad_debt, stress_table
-from pipelines.policy_eval.frontier import POOLED, frontier_points, pareto
+from pipelines.policy_eval.frontier import POOLED, frontier_points, pareto, with_pooled
 from pipelines.policy_eval.report import summarize
 from tests.conftest import MARKET
 
@@ -106,14 +106,7 @@ def _reference_points(paths, labels, cfg: Config) -> pd.DataFrame:
                          "stress_bad_debt": float(g.loc[stress, "bad_debt_lt"].sum()),
                          "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
                          "days": int(g["loss_frac"].notna().sum())})
-    out = pd.DataFrame(rows)
-    n_assets = out["asset"].nunique()
-    pooled = (out.groupby(["family", "knob"])
-              .agg(capital=("capital", "mean"), bad_debt=("bad_debt", "sum"),
-                   stress_bad_debt=("stress_bad_debt", "sum"), breaches=("breaches", "sum"),
-                   days=("days", "sum"), n=("asset", "size")).reset_index())
-    pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
-    out = pd.concat([out, pooled], ignore_index=True)
+    out = with_pooled(pd.DataFrame(rows))  # the pooling itself is unchanged
     for measure in ("bad_debt", "stress_bad_debt"):
         out[f"frontier_{measure}"] = False
         for _, g in out.groupby("asset"):

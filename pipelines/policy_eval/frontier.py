@@ -77,13 +77,7 @@ def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tupl
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    n_assets = out["asset"].nunique()
-    pooled = (out.groupby(["family", "knob"])
-              .agg(capital=("capital", "mean"), bad_debt=("bad_debt", "sum"),
-                   stress_bad_debt=("stress_bad_debt", "sum"), breaches=("breaches", "sum"),
-                   days=("days", "sum"), n=("asset", "size")).reset_index())
-    pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
-    out = pd.concat([out, pooled], ignore_index=True)
+    out = with_pooled(out)
     groups = out.groupby("asset").indices.values()  # each panel's rows (assets and pooled)
     capital = out["capital"].to_numpy()
     for measure in ("bad_debt", "stress_bad_debt"):
@@ -93,6 +87,18 @@ def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tupl
             flags[at[~_dominated(capital[at], value[at])]] = True
         out[f"frontier_{measure}"] = flags
     return out
+
+
+def with_pooled(points: pd.DataFrame) -> pd.DataFrame:
+    """The per-asset points and, below them, each family × knob pooled over the assets: mean
+    capital, summed bad debt, breaches and days; only families present on every asset."""
+    n_assets = points["asset"].nunique()
+    pooled = (points.groupby(["family", "knob"])
+              .agg(capital=("capital", "mean"), bad_debt=("bad_debt", "sum"),
+                   stress_bad_debt=("stress_bad_debt", "sum"), breaches=("breaches", "sum"),
+                   days=("days", "sum"), n=("asset", "size")).reset_index())
+    pooled = pooled[pooled["n"] == n_assets].drop(columns="n").assign(asset=POOLED)
+    return pd.concat([points, pooled], ignore_index=True)
 
 
 def _dominated(c: np.ndarray, b: np.ndarray) -> np.ndarray:
