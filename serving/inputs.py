@@ -14,7 +14,7 @@ import pandas as pd
 
 from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs
-from serving.policy import fraction_lost, mean, quantile_higher, tail_measures, trailing_adv
+from serving.policy import fraction_lost, sigmas_of, tail_measures, trailing_adv
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,10 @@ class AssetHistory:
             ok = np.isfinite(self.sigma) & (self.sigma > 0)
             valid = self.sigma[ok]
             square = valid**2
-            stress, long_run = [], []
-            for n in np.cumsum(ok).tolist():
-                if n:
-                    stress.append(quantile_higher(valid[:n], stress_quantile))
-                    long_run.append(float(np.sqrt(mean(square[:n]))))
-                else:
-                    stress.append(math.nan)
-                    long_run.append(math.nan)
-            got = self._sigma_terms[stress_quantile] = (stress, long_run)
+            pairs = [sigmas_of(valid[:n], square[:n], stress_quantile)
+                     for n in np.cumsum(ok).tolist()]
+            got = self._sigma_terms[stress_quantile] = ([a for a, _ in pairs],
+                                                        [b for _, b in pairs])
         return got
 
     @cached_property

@@ -130,9 +130,17 @@ def sigma_terms(history: np.ndarray, stress_quantile: float) -> tuple[float, flo
     positive ones; NaN when there is none."""
     hist = np.asarray(history, float)
     hist = hist[np.isfinite(hist) & (hist > 0)]
-    if not len(hist):
+    return sigmas_of(hist, hist**2, stress_quantile)
+
+
+def sigmas_of(valid: np.ndarray, square: np.ndarray, stress_quantile: float
+              ) -> tuple[float, float]:
+    """:func:`sigma_terms` of already filtered σ (``square`` = ``valid**2``), so that a
+    replay can pass prefixes of one filtered history (:meth:`serving.inputs.AssetHistory.
+    sigma_terms`) instead of filtering again every day."""
+    if not len(valid):
         return math.nan, math.nan
-    return quantile_higher(hist, stress_quantile), float(np.sqrt(mean(hist**2)))
+    return quantile_higher(valid, stress_quantile), float(np.sqrt(mean(square)))
 
 
 def tail_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
