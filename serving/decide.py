@@ -26,16 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from configs.schema import PolicyConfig
+from serving import update
 from serving.policy import (
     Parameters,
-    check_invariants,
-    fraction_lost,
-    initial_margin,
-    lending_view,
-    liquidation_bonus,
-    liquidity_addon,
     loss_memory,
-    mmf_for,
     sigma_terms,
     standardized_tail,
     stress_es,
@@ -51,8 +45,8 @@ from serving.roles import (  # re-exported: callers import the policy from here
 )
 
 __all__ = ["STATE_COLUMNS", "PendingChange", "PolicyInputs", "PolicyState", "apply_roles",
-           "decide", "failsafe_reason", "freeze", "risk_parameters", "state_columns",
-           "state_from_row"]
+           "decide", "failsafe_reason", "failsafe_why", "freeze", "risk_parameters",
+           "state_columns", "state_from_row", "tail_z", "target_inputs"]
 
 
 @dataclass(frozen=True)
@@ -90,32 +84,40 @@ class PolicyInputs:
 
 def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -> str | None:
     """Why the inputs cannot be trusted, or None."""
-    if x.data_age_days > stale_after_days:
-        return f"stale data: last price {x.data_age_days} days old"
-    if not (math.isfinite(x.variance) and x.variance > 0):
-        return f"invalid variance forecast {x.variance!r}"
-    if (x.tail_var is None) != (x.tail_es is None):
+    return failsafe_why(x.data_age_days, x.variance, x.variance_prev, x.ret_today, x.tail_var,
+                        x.tail_es, stale_after_days, cfg)
+
+
+def failsafe_why(data_age_days: int, variance: float, variance_prev: float, ret_today: float,
+                 tail_var: float | None, tail_es: float | None, stale_after_days: int,
+                 cfg: PolicyConfig) -> str | None:
+    """:func:`failsafe_reason` of the fields it reads (a replay has them as arrays)."""
+    if data_age_days > stale_after_days:
+        return f"stale data: last price {data_age_days} days old"
+    if not (math.isfinite(variance) and variance > 0):
+        return f"invalid variance forecast {variance!r}"
+    if (tail_var is None) != (tail_es is None):
         return "direct tail forecast needs both VaR and ES"
-    if x.tail_var is not None and x.tail_es is not None \
-            and not 0.0 <= x.tail_var <= x.tail_es < 1.0:
-        return f"invalid tail forecast VaR {x.tail_var!r} ES {x.tail_es!r}"
-    prev = x.variance_prev
+    if tail_var is not None and tail_es is not None and not 0.0 <= tail_var <= tail_es < 1.0:
+        return f"invalid tail forecast VaR {tail_var!r} ES {tail_es!r}"
+    prev = variance_prev
     if math.isfinite(prev) and prev > 0:
-        jump = math.sqrt(x.variance / prev)
-        moved = abs(x.ret_today) if math.isfinite(x.ret_today) else math.inf
+        jump = math.sqrt(variance / prev)
+        moved = abs(ret_today) if math.isfinite(ret_today) else math.inf
         if jump > cfg.failsafe.jump_ratio and moved < cfg.failsafe.jump_price_z * math.sqrt(prev):
             return (f"implausible jump: σ ×{jump:.1f} in a day with |return| {moved:.4f} "
                     f"< {cfg.failsafe.jump_price_z}·σ_prev")
     return None
 
 
-def _tail_z(x: PolicyInputs, sigma: float, cfg: PolicyConfig) -> tuple[float, float, str]:
+def tail_z(z_window: np.ndarray, sigma: float, tail_var: float | None, tail_es: float | None,
+           cfg: PolicyConfig) -> tuple[float, float, str]:
     """Standardized (VaR, ES) of the covered loss: the direct forecast when given, expressed
     as ``-log(1 - tail)/σ`` so that it scales with σ like the FHS tail, else FHS."""
-    if x.tail_var is not None and x.tail_es is not None:
-        return (-math.log1p(-x.tail_var) / sigma, -math.log1p(-x.tail_es) / sigma,
+    if tail_var is not None and tail_es is not None:
+        return (-math.log1p(-tail_var) / sigma, -math.log1p(-tail_es) / sigma,
                 "direct tail forecast")
-    return standardized_tail(x.z_window, cfg)
+    return standardized_tail(z_window, cfg)
 
 
 def risk_parameters(
@@ -126,52 +128,50 @@ def risk_parameters(
 
     .. math:: \\mathrm{MMF}^* = \\mathrm{clip}(\\max(\\mathrm{tail},\\ w_s\\,\\mathrm{stress},
               \\ w_m\\,\\mathrm{memory}),\\ \\text{floor},\\ \\text{cap})
+
+    IMF is the largest anti-procyclicality term (:func:`serving.policy.initial_margin`, with
+    MMF at σ_stress and σ_long), LB prices the liquidation
+    (:func:`serving.policy.liquidation_bonus`), and ``reason`` names the tail used, a binding
+    stress floor or loss memory, a clamp and the range proxy. The arithmetic:
+    :func:`serving.update.targets` on one row.
     """
-    sigma = math.sqrt(x.variance)
-    var_z, es_z, note = _tail_z(x, sigma, cfg)
-    addon = liquidity_addon(sigma, x.adv_usd, cfg)
-    tail = mmf_for(sigma, es_z, var_z, cfg)
-    stress = memory = math.nan
-    if cfg.stress_floor_weight > 0:
-        es = x.stress_es if x.stress_es is not None else stress_es(
-            x.loss_history, x.loss_age_days, cfg)
-        stress = cfg.stress_floor_weight * es
-    if cfg.memory_weight > 0:
-        mem = x.loss_memory if x.loss_memory is not None else loss_memory(
-            x.loss_history, x.loss_age_days, cfg.memory_half_life_days)
-        memory = cfg.memory_weight * mem
-    raw = max([tail] + [v for v in (stress, memory) if math.isfinite(v)])
-    mmf = min(max(raw, cfg.mmf_floor), cfg.mmf_cap)
-    if x.sigma_stress is not None and x.sigma_long is not None:
-        sigma_stress, sigma_long = x.sigma_stress, x.sigma_long
-    else:
-        sigma_stress, sigma_long = sigma_terms(x.sigma_history, cfg.apc.stress_quantile)
-    if math.isfinite(sigma_stress):
-        mmf_stress = min(mmf_for(sigma_stress, es_z, var_z, cfg), cfg.mmf_cap)
-        mmf_long = min(mmf_for(sigma_long, es_z, var_z, cfg), cfg.mmf_cap)
-    else:
-        mmf_stress = mmf_long = math.nan
-    imf = initial_margin(mmf, mmf_stress, mmf_long, cfg, prev_imf)
-    lb = liquidation_bonus(sigma, addon, x.hours, cfg)
-    view = lending_view(mmf, imf, lb)
-    notes = [note]
-    if raw > tail and math.isfinite(stress) and raw == stress:
-        notes.append(f"stress floor {stress:.4f} binds")
-    elif raw > tail:
-        notes.append(f"loss memory {memory:.4f} binds")
-    clamped = not math.isclose(mmf, raw, abs_tol=1e-15)
-    if clamped:
-        notes.append(f"MMF {raw:.4f} clamped to {'floor' if raw < mmf else 'cap'} {mmf:.4f}")
-    if x.loss_is_proxy:
-        notes.append("covered loss from the daily-range proxy")
-    p = Parameters(sigma_1d=sigma, variance_1d=x.variance,
-                   loss_var=fraction_lost(var_z * sigma), loss_es=fraction_lost(es_z * sigma),
-                   loss_level=cfg.confidence, stress_floor=stress, loss_memory=memory,
-                   target_mmf=mmf, liquidity_addon=addon, mmf=mmf, **view,
-                   flag_clamped=clamped, flag_proxy=x.loss_is_proxy,
-                   reason="; ".join(filter(None, notes)))
-    check_invariants(p, cfg)
-    return p
+    return update.targets(target_inputs([x], cfg), cfg, np.array([prev_imf])).parameters(0)
+
+
+def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig) -> update.TargetInputs:
+    """:class:`serving.update.TargetInputs` of trusted inputs (after the fail-safe): the
+    standardized tail (direct or FHS), and the stress ES, loss memory and σ terms each input
+    carries or, where it has none, computed from its histories."""
+    tails = [tail_z(x.z_window, math.sqrt(x.variance), x.tail_var, x.tail_es, cfg)
+             for x in xs]
+    stress, memory, s_stress, s_long = [], [], [], []
+    for x in xs:
+        es = mem = math.nan
+        if cfg.stress_floor_weight > 0:
+            es = x.stress_es if x.stress_es is not None else stress_es(
+                x.loss_history, x.loss_age_days, cfg)
+        if cfg.memory_weight > 0:
+            mem = x.loss_memory if x.loss_memory is not None else loss_memory(
+                x.loss_history, x.loss_age_days, cfg.memory_half_life_days)
+        if x.sigma_stress is not None and x.sigma_long is not None:
+            pair = x.sigma_stress, x.sigma_long
+        else:
+            pair = sigma_terms(x.sigma_history, cfg.apc.stress_quantile)
+        stress.append(es)
+        memory.append(mem)
+        s_stress.append(pair[0])
+        s_long.append(pair[1])
+    hours = {x.hours for x in xs}
+    if len(hours) != 1:
+        raise ValueError(f"one liquidation delay per batch of inputs, got {sorted(hours)}")
+    return update.TargetInputs(
+        variance=np.array([x.variance for x in xs], float),
+        var_z=np.array([t[0] for t in tails], float), es_z=np.array([t[1] for t in tails], float),
+        tail_note=[t[2] for t in tails], adv_usd=np.array([x.adv_usd for x in xs], float),
+        loss_is_proxy=np.array([x.loss_is_proxy for x in xs], bool),
+        stress_es=np.array(stress, float), loss_memory=np.array(memory, float),
+        sigma_stress=np.array(s_stress, float), sigma_long=np.array(s_long, float),
+        hours=hours.pop())
 
 
 def decide(

@@ -177,6 +177,13 @@ def fraction_lost(log_loss: float) -> float:
     return 1.0 - math.exp(-max(log_loss, 0.0))
 
 
+def fractions_lost(log_loss: np.ndarray) -> np.ndarray:
+    """:func:`fraction_lost` of every element (the same ``math.exp``, not numpy's own, whose
+    last bit may differ: the replay of many assets and the served one-asset call agree)."""
+    values = np.asarray(log_loss, float).tolist()
+    return np.fromiter(map(fraction_lost, values), float, len(values))
+
+
 def standardized_tail(
     z_window: np.ndarray, cfg: PolicyConfig
 ) -> tuple[float, float, str]:
@@ -250,34 +257,43 @@ def trailing_adv(dollar_volume: pd.Series, window: int) -> pd.Series:
     return daily.rolling(f"{window}D", min_periods=1).mean().shift(1, freq="D")
 
 
-def liquidity_addon(sigma_1d: float, adv_usd: float, cfg: PolicyConfig) -> float:
+def liquidity_addon(sigma_1d: Any, adv_usd: Any, cfg: PolicyConfig) -> Any:
     r"""Square-root-law slippage of selling the reference size: :math:`c\,\sigma\sqrt{Q/ADV}`.
 
     ``Q = liquidity.reference_size_usd`` (default $5M, a large single liquidation); the ADV
     ends the day before the decision (:func:`trailing_adv`). A missing or non-positive ADV
-    means the size cannot be sold: the cap applies.
+    means the size cannot be sold: the cap applies. Elementwise on arrays (one value per
+    asset), a float for floats.
     """
     liq = cfg.liquidity
+    sigma, adv = np.asarray(sigma_1d, float), np.asarray(adv_usd, float)
     if not liq.enabled:
-        return 0.0
-    if not (math.isfinite(adv_usd) and adv_usd > 0):
-        return liq.max_addon
-    if not math.isfinite(sigma_1d):
-        return liq.max_addon
-    return min(liq.impact_coef * sigma_1d * math.sqrt(liq.reference_size_usd / adv_usd),
-               liq.max_addon)
+        return _like(np.zeros(np.broadcast(sigma, adv).shape), sigma_1d, adv_usd)
+    with np.errstate(all="ignore"):
+        cost = np.minimum(liq.impact_coef * sigma * np.sqrt(liq.reference_size_usd / adv),
+                          liq.max_addon)
+    sellable = np.isfinite(adv) & (adv > 0) & np.isfinite(sigma)
+    return _like(np.where(sellable, cost, liq.max_addon), sigma_1d, adv_usd)
 
 
-def mmf_for(sigma: float, tail_es: float, tail_var: float, cfg: PolicyConfig) -> float:
+def _like(result: np.ndarray, *inputs: Any) -> Any:
+    """``result`` as a float when every input was a scalar, else the array."""
+    if all(np.ndim(v) == 0 for v in inputs):
+        return float(result)
+    return result
+
+
+def mmf_for(sigma: Any, tail_es: Any, tail_var: Any, cfg: PolicyConfig) -> Any:
     """Unclamped tail MMF for a given σ: the covered loss at the configured measure."""
     z = tail_es if cfg.measure == "es" else tail_var
-    return fraction_lost(z * sigma)
+    if np.ndim(sigma) == 0 and np.ndim(z) == 0:
+        return fraction_lost(z * sigma)
+    return fractions_lost(np.asarray(z, float) * np.asarray(sigma, float))
 
 
 def initial_margin(
-    mmf: float, mmf_stress: float, mmf_long: float, cfg: PolicyConfig,
-    prev_imf: float = math.nan,
-) -> float:
+    mmf: Any, mmf_stress: Any, mmf_long: Any, cfg: PolicyConfig, prev_imf: Any = math.nan,
+) -> Any:
     """IMF = the largest enabled anti-procyclicality term (EMIR Art. 28 and RTS 153/2013 Art. 28).
 
     * **buffer**: a buffer of ``buffer`` × MMF that may be *exhausted* when margins rise
@@ -287,53 +303,71 @@ def initial_margin(
     * **stress weight**: ``(1-w)·MMF + w·MMF(σ_stress)`` (Art. 28(1)(b), 25% weight on
       stressed observations);
     * **floor**: MMF at the long-run σ (Art. 28(1)(c), a ten-year look-back floor).
+
+    A term that is NaN (no previous IMF, no σ history) is left out. Elementwise on arrays.
     """
     apc = cfg.apc
-    low = mmf * (1.0 + MIN_IM_GAP)
-    terms = [low]
+    m, prev = np.asarray(mmf, float), np.asarray(prev_imf, float)
+    stressed, long_run = np.asarray(mmf_stress, float), np.asarray(mmf_long, float)
+    low = m * (1.0 + MIN_IM_GAP)
+    best = low
     if apc.buffer_enabled:
-        high = mmf * (1.0 + apc.buffer)
-        terms.append(high if not math.isfinite(prev_imf) else min(max(prev_imf, low), high))
-    if apc.stress_enabled and math.isfinite(mmf_stress):
-        terms.append((1.0 - apc.stress_weight) * mmf + apc.stress_weight * mmf_stress)
-    if apc.floor_enabled and math.isfinite(mmf_long):
-        terms.append(mmf_long)
-    return min(max(terms), 0.99)
+        high = m * (1.0 + apc.buffer)
+        best = np.maximum(best, np.where(np.isfinite(prev),
+                                         np.minimum(np.maximum(prev, low), high), high))
+    if apc.stress_enabled:
+        term = (1.0 - apc.stress_weight) * m + apc.stress_weight * stressed
+        best = np.where(np.isfinite(stressed), np.maximum(best, term), best)
+    if apc.floor_enabled:
+        best = np.where(np.isfinite(long_run), np.maximum(best, long_run), best)
+    return _like(np.minimum(best, 0.99), mmf, mmf_stress, mmf_long, prev_imf)
 
 
-def liquidation_bonus(sigma_1d: float, addon: float, hours: float, cfg: PolicyConfig) -> float:
+def liquidation_bonus(sigma_1d: Any, addon: Any, hours: float, cfg: PolicyConfig) -> Any:
     r"""LB = 1 + clip(k·σ_H + slippage, lb_min - 1, lb_max - 1), σ_H = σ_1d·sqrt(H/24).
 
     What a liquidator needs to take the position: the price risk while selling over the
     delay *H* (``lb_k`` = 2.33, 99% one-sided) plus the slippage of the liquidated size.
-    A non-finite σ (no forecast) gives the cap.
+    A non-finite σ (no forecast) gives the cap. Elementwise on arrays.
     """
-    if not math.isfinite(sigma_1d):
-        return cfg.lb_max
-    cost = cfg.lb_k * sigma_1d * math.sqrt(hours / 24.0) + addon
-    return 1.0 + min(max(cost, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
+    sigma = np.asarray(sigma_1d, float)
+    with np.errstate(invalid="ignore"):
+        cost = cfg.lb_k * sigma * math.sqrt(hours / 24.0) + np.asarray(addon, float)
+        lb = 1.0 + np.minimum(np.maximum(cost, cfg.lb_min - 1.0), cfg.lb_max - 1.0)
+    return _like(np.where(np.isfinite(sigma), lb, cfg.lb_max), sigma_1d, addon)
 
 
-def lending_view(mmf: float, imf: float, lb: float) -> dict[str, float]:
-    """IMF, LT, LTV and max leverage for a given LB; see the module docstring for LT."""
-    imf = min(max(imf, mmf + EPS), 1.0)  # LTV < LT strictly
-    return {"imf": imf, "lt": (1.0 - mmf) / lb, "ltv": (1.0 - imf) / lb, "lb": lb,
-            "max_leverage": 1.0 / imf}
+def lending_view(mmf: Any, imf: Any, lb: Any) -> dict[str, Any]:
+    """IMF, LT, LTV and max leverage for a given LB; see the module docstring for LT.
+    Elementwise on arrays."""
+    m = np.asarray(mmf, float)
+    i = np.minimum(np.maximum(np.asarray(imf, float), m + EPS), 1.0)  # LTV < LT strictly
+    lb_ = np.asarray(lb, float)
+    view = {"imf": i, "lt": (1.0 - m) / lb_, "ltv": (1.0 - i) / lb_, "lb": lb_,
+            "max_leverage": 1.0 / i}
+    return {k: _like(v, mmf, imf, lb) for k, v in view.items()}
+
+
+def invariants_hold(mmf: Any, imf: Any, lt: Any, ltv: Any, lb: Any, max_leverage: Any,
+                    cfg: PolicyConfig) -> Any:
+    """Whether each parameter set is consistent (:func:`check_invariants`); elementwise."""
+    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
+    # NaN fails every comparison, so a non-finite value is never consistent
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(max_leverage) & np.isfinite(mmf) & np.isfinite(imf)
+                & np.isfinite(lt) & np.isfinite(ltv) & np.isfinite(lb)
+                & (ltv >= 0.0) & (ltv < lt) & (lt * lb <= 1.0 + EPS)
+                & (cfg.mmf_floor - 1e-9 <= mmf) & (mmf <= upper + 1e-9)
+                & (mmf < imf) & (imf <= 1.0) & (lb >= 1.0) & (lb <= cfg.lb_max + EPS))
 
 
 def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
     """Raise if a parameter set could ever be inconsistent: finite, 0 <= LTV < LT,
     LT·LB <= 1, MMF in [floor, cap] (the static set may exceed the cap), MMF < IMF <= 1
     (IMF = 1, LTV = 0 is a freeze) and 1 <= LB <= lb_max."""
-    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
-    # the common case in one expression (the replay checks twice an asset-day); NaN fails
-    # every comparison, so anything wrong falls through to the wording below
-    if (math.isfinite(p.max_leverage) and math.isfinite(p.mmf) and math.isfinite(p.imf)
-            and math.isfinite(p.lt) and math.isfinite(p.ltv) and math.isfinite(p.lb)
-            and 0.0 <= p.ltv < p.lt and p.lt * p.lb <= 1.0 + EPS
-            and cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9
-            and p.mmf < p.imf <= 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
+    if invariants_hold(p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage, cfg):
         return
+    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
     problems = []
     values = [p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage]
     if not all(math.isfinite(v) for v in values):

@@ -36,19 +36,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from configs.schema import PolicyConfig
-from serving.policy import (
-    EPS,
-    MIN_IM_GAP,
-    Parameters,
-    check_invariants,
-    conservative_parameters,
-)
+from serving import update
+from serving.policy import Parameters
 
 
 @dataclass(frozen=True)
@@ -115,45 +111,16 @@ def state_from_row(row: Any) -> PolicyState | None:
 
 def freeze(state: PolicyState | None, reason: str, cfg: PolicyConfig, stale: bool = False,
            hours: float = 1.0) -> tuple[Parameters, PolicyState]:
-    """Fail-safe: no new borrowing, LT and LB held, pending change kept; flagged with ``reason``."""
-    if state is None or state.conservative:
-        p = conservative_parameters(cfg, reason, stale=stale, hours=hours)
-        return p, PolicyState(p, conservative=True)
-    p = replace(state.published, ltv=0.0, imf=1.0, max_leverage=1.0, flag_fallback=True,
-                flag_stale=stale, flag_held=True,
-                reason=f"{reason}; frozen: LTV 0, LT and LB held")
-    check_invariants(p, cfg)
-    return p, replace(state, published=p)
+    """Fail-safe: no new borrowing, LT and LB held, pending change kept; flagged with ``reason``.
 
-
-def _announce(target: Parameters, lt_e: float, lb_e: float, lt_min: float,
-              cfg: PolicyConfig) -> tuple[float, float] | None:
-    """The next step of (LT, LB) from the effective values toward the target, or None when
-    it is within the deadband. LB moves by at most ``lb_step``; LT by ``lt_up_step`` /
-    ``lt_down_step`` toward ``(1 - MMF*)/LB_new``, never below ``lt_min`` (admitted LTV + gap);
-    ``1 - cap <= LT·LB <= 1 - floor`` (MMF within its bounds) is kept by moving LB less than
-    its step (or LT less than its up-step), never more. Needs ``lt_min <= lt_e`` and a valid
-    effective set, which every published state satisfies."""
-    r = cfg.roles
-    lb_lo, lb_hi = max(lb_e - r.lb_step, 1.0), min(lb_e + r.lb_step, cfg.lb_max)
-    lb_n = min(max(target.lb, lb_lo), lb_hi)
-    lt_n = min(max((1.0 - target.mmf) / lb_n, lt_e - r.lt_down_step), lt_e + r.lt_up_step)
-    lt_n = max(lt_n, lt_min)
-    # MMF >= floor must stay reachable with an LB inside its step (never binds below lt_e)
-    lt_n = min(lt_n, (1.0 - cfg.mmf_floor) / lb_lo)
-    # MMF = 1 - LT·LB moves toward its target, never away: with LT held up by admitted LTVs,
-    # a rising LB would otherwise *shrink* the cushion in a crash
-    mmf_e = 1.0 - lt_e * lb_e
-    if target.mmf >= mmf_e:
-        lb_n = min(lb_n, (1.0 - mmf_e) / lt_n)
-    else:
-        lb_n = max(lb_n, (1.0 - mmf_e) / lt_n)
-    # then LB fits MMF into [floor, cap]: it only moves less than its step, never more
-    lb_n = min(max(lb_n, (1.0 - cfg.mmf_cap) / lt_n), (1.0 - cfg.mmf_floor) / lt_n)
-    lb_n = min(max(lb_n, lb_lo), lb_hi)
-    if abs(lt_n - lt_e) < max(r.deadband, EPS) and abs(lb_n - lb_e) < max(r.deadband, EPS):
-        return None
-    return lt_n, lb_n
+    With a trustworthy published set: that set with LTV 0 (IMF 1, max leverage 1), LT and LB
+    held, the pending change and admitted LTVs kept. With nothing published (or only the
+    static set): :func:`serving.policy.conservative_parameters`, whose LB is at its cap
+    whatever the delay ``hours``. The arithmetic: :func:`serving.update.freeze` on one row.
+    """
+    del hours
+    out, book = update.freeze(_book(state, cfg), [reason], np.array([stale]), cfg)
+    return out.parameters(0), book.state(0)  # type: ignore[return-value]
 
 
 def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
@@ -161,57 +128,27 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
     """Published parameters and next state from the risk-based ``target``.
 
     1. a pending change whose effective date has come takes effect;
-    2. a new change toward the target is announced (:func:`_announce`) when none is pending,
-       or when it is tighter than the pending one (an announced loosening is withdrawn if the
-       market turns: withdrawing a loosening never hurts a borrower, since LTVs admitted
-       meanwhile were capped by the lower of the two LTs);
+    2. a new change toward the target is announced when none is pending, or when it is
+       tighter than the pending one (an announced loosening is withdrawn if the market turns:
+       withdrawing a loosening never hurts a borrower, since LTVs admitted meanwhile were
+       capped by the lower of the two LTs). The step: LB moves by at most ``lb_step``; LT by
+       ``lt_up_step`` / ``lt_down_step`` toward ``(1 - MMF*)/LB_new``, never below the
+       admitted LTVs + gap; ``1 - cap <= LT·LB <= 1 - floor`` is kept by moving LB less than
+       its step (or LT less than its up-step), never more; MMF = 1 - LT·LB moves toward its
+       target, never away (with LT held up by admitted LTVs, a rising LB would otherwise
+       *shrink* the cushion in a crash); a step within the deadband is not announced;
     3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff, min(LT_eff, LT_pending) - gap),
        at least 0, kept at its previous value when the change is within the deadband (and
        still below the cap); IMF = 1 - LTV·LB_eff and
        MMF = 1 - LT_eff·LB_eff, so LTV < LT and LT·LB <= 1 hold by construction.
+
+    The arithmetic: :func:`serving.update.roles` on one row (the replay runs it on every
+    asset at once).
     """
-    r = cfg.roles
-    notes: list[str] = []
-    fresh = state is None or state.conservative or not r.enabled
-    if fresh:
-        lt_e, lb_e, pending, admitted = target.lt, target.lb, None, []
-        prev_ltv = math.nan
-    else:
-        assert state is not None
-        lt_e, lb_e, pending = state.published.lt, state.published.lb, state.pending
-        admitted = [(d, v) for d, v in state.admitted if (as_of - d).days <= r.protect_days]
-        prev_ltv = state.published.ltv
-        if pending is not None and pending.effective <= as_of:
-            lt_e, lb_e = pending.lt, pending.lb
-            notes.append(f"LT {lt_e:.4f} / LB {lb_e:.4f} announced {pending.announced} "
-                         "in effect")
-            pending = None
-        lt_min = max((v for _, v in admitted), default=-math.inf) + r.ltv_gap
-        step = _announce(target, lt_e, lb_e, lt_min, cfg)
-        if step is not None and (pending is None or step[0] < pending.lt - EPS):
-            # tighter = safer for the lender: LT down, or LB up with LT not raised
-            tighter = step[0] < lt_e - EPS or (step[0] <= lt_e + EPS and step[1] > lb_e)
-            notice = r.tighten_notice_days if tighter else r.notice_days
-            pending = PendingChange(step[0], step[1], as_of, as_of + dt.timedelta(notice))
-            notes.append(f"announced LT {step[0]:.4f} / LB {step[1]:.4f} "
-                         f"effective {pending.effective}")
-    # IMF keeps its buffer over the MMF *in force* too: while a crash margin is being released
-    # slowly, new borrowing must not sit closer to liquidation than the APC buffer allows
-    ratio = 1.0 + (cfg.apc.buffer if cfg.apc.buffer_enabled else MIN_IM_GAP)
-    imf_need = max(target.imf, min((1.0 - lt_e * lb_e) * ratio, 1.0))
-    cap = min(lt_e, pending.lt if pending is not None else math.inf) - r.ltv_gap
-    ltv = max(min((1.0 - imf_need) / lb_e, cap), 0.0)
-    if 0.0 < prev_ltv <= cap and abs(ltv - prev_ltv) < r.deadband:
-        ltv = prev_ltv  # a sub-deadband change of the maximum LTV is not published
-    elif ltv < (1.0 - imf_need) / lb_e - EPS:
-        notes.append(f"LTV capped at min(LT, pending LT) - {r.ltv_gap:g}")
-    imf = 1.0 - ltv * lb_e
-    out = target.with_reason(
-        "; ".join(notes), mmf=1.0 - lt_e * lb_e, imf=imf, lt=lt_e, lb=lb_e, ltv=ltv,
-        max_leverage=1.0 / imf,
-        flag_held=abs(lt_e - target.lt) > 1e-9 or abs(lb_e - target.lb) > 1e-9
-        or abs(ltv - target.ltv) > 1e-9)
-    check_invariants(out, cfg)
-    if ltv > 0.0:
-        admitted.append((as_of, ltv))
-    return out, PolicyState(out, pending, tuple(admitted))
+    out, book = update.roles(update.Rows.of([target]), _book(state, cfg),
+                             np.array([update.day_of(as_of)]), cfg)
+    return out.parameters(0), book.state(0)  # type: ignore[return-value]
+
+
+def _book(state: PolicyState | None, cfg: PolicyConfig) -> update.Book:
+    return update.Book.of([state], cfg.roles.protect_days + 1)

@@ -14,58 +14,153 @@ Pure: frames in, frames out.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from configs.schema import Config
+from configs.schema import Config, PolicyConfig
 from models.base import asset_frame
-from serving.decide import PolicyState, decide
-from serving.inputs import AssetHistory, LossTerms, asset_history, policy_inputs
+from serving.decide import failsafe_why, tail_z
+from serving.inputs import AssetHistory, LossTerms, asset_history
 from serving.policy import PARAMETER_FIELDS
+from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
 
 def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
            tail_es: np.ndarray | None = None, terms: LossTerms | None = None) -> pd.DataFrame:
-    """Published parameters and realized outcome for every cutoff of one asset.
+    """Published parameters and realized outcome for every cutoff of one asset
+    (:func:`replay_all` of that asset alone, without its name column).
 
     With ``tail_var``/``tail_es`` (fractions of value, one per cutoff, NaN where missing) the
     direct tail forecast replaces the FHS tail where both are finite; ``tail_fallback`` marks
     the days that fell back to FHS. ``terms`` (of this history's realized losses) shares the
     stress ES and loss memory with the asset's other replays (:func:`policy_paths`).
     """
+    tails = None if tail_var is None or tail_es is None else [(tail_var, tail_es)]
+    return replay_all([("", h)], cfg, tails, None if terms is None else [terms]).drop(
+        columns="asset")
+
+
+def replay_all(histories: Sequence[tuple[str, AssetHistory]], cfg: Config,
+               tails: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+               terms: Sequence[LossTerms] | None = None) -> pd.DataFrame:
+    """Published parameters and realized outcomes of every (asset, history) for every cutoff,
+    rows in the given order: the served :func:`serving.decide.decide` called day by day per
+    asset, threading its state, with each day's update of every asset made at once
+    (:func:`serving.update.update`).
+
+    Per asset and day, before the pass: the fail-safe's reason and the standardized tail of
+    the trailing window (an order statistic whose window differs by asset); the stress ES,
+    loss memory and σ terms of every day at once (``terms`` shares the first two among an
+    asset's replays). ``tails`` (one (VaR, ES) pair of arrays per asset, as :func:`replay`)
+    replaces the FHS tail where both are finite.
+    """
     u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
-    if terms is None:
-        terms = LossTerms.of(h)
-    else:
-        terms.check(h)
     p = cfg.policy
-    # the forecast-free terms of every day at once (None where the policy does not use them)
-    stress = terms.stress_at(h.days, p).tolist() if p.stress_floor_weight > 0 else None
-    memory = terms.memory_at(h.days, p.memory_half_life_days).tolist() \
-        if p.memory_weight > 0 else None
-    sigma_stress, sigma_long = h.sigma_terms(p.apc.stress_quantile)
-    state: PolicyState | None = None
-    rows, fallback = [], []
-    for i in range(len(h.dates)):
-        x = policy_inputs(h, i, u, hours, p.fhs_window, stress[i] if stress else None,
-                          memory[i] if memory else None, sigma_stress[i], sigma_long[i])
-        if tail_var is not None and tail_es is not None:
-            direct = bool(np.isfinite(tail_var[i]) and np.isfinite(tail_es[i]))
-            if direct:
-                x = dataclasses.replace(x, tail_var=float(tail_var[i]), tail_es=float(tail_es[i]))
-            fallback.append(not direct)
-        params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
-        rows.append(params.as_dict())
-    # the dates and outcomes are columns already: set whole, not boxed into every row's dict
-    block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS))
-    block.insert(0, "date", h.dates)
-    if tail_var is not None:
-        block["tail_fallback"] = np.array(fallback, dtype=bool)
-    block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
+    n = len(histories)
+    lengths = np.array([len(h.dates) for _, h in histories], np.int64)
+    width = int(lengths.max(initial=0))
+    grid = {name: np.full((n, width), np.nan) for name in (
+        "variance", "var_z", "es_z", "adv", "stress", "memory", "sigma_stress", "sigma_long")}
+    proxy = np.zeros((n, width), bool)
+    as_of = np.zeros((n, width), np.int64)
+    why: list[list[str | None]] = []
+    notes: list[list[str]] = []
+    fallback: list[np.ndarray] = []
+    for a, (_, h) in enumerate(histories):
+        m = len(h.dates)
+        t = terms[a] if terms is not None else LossTerms.of(h)
+        if terms is not None:
+            t.check(h)
+        if p.stress_floor_weight > 0:
+            grid["stress"][a, :m] = t.stress_at(h.days, p)
+        if p.memory_weight > 0:
+            grid["memory"][a, :m] = t.memory_at(h.days, p.memory_half_life_days)
+        s_stress, s_long = h.sigma_terms(p.apc.stress_quantile)
+        grid["sigma_stress"][a, :m], grid["sigma_long"][a, :m] = s_stress, s_long
+        grid["variance"][a, :m], grid["adv"][a, :m] = h.variance, h.adv_usd
+        proxy[a, :m], as_of[a, :m] = h.loss_is_proxy, h.days
+        direct = np.zeros(m, bool)
+        if tails is not None:
+            tv, te = tails[a]
+            direct = np.isfinite(tv) & np.isfinite(te)
+            fallback.append(~direct)
+        why_a, notes_a = _daily_terms(h, u, p, cfg.data.stale_after_days, direct,
+                                      tails[a] if tails is not None else None,
+                                      grid["var_z"][a], grid["es_z"][a])
+        why.append(why_a)
+        notes.append(notes_a)
+    book = Book.empty(n, p.roles.protect_days + 1)
+    out = {k: np.zeros((n, width), bool if k in BOOL_FIELDS else float)
+           for k in PARAMETER_FIELDS if k != "reason"}
+    reasons: list[list[str]] = [[""] * int(m) for m in lengths]
+    for k in range(width):
+        live = np.flatnonzero(lengths > k)
+        whole = len(live) == n
+        x = TargetInputs(**{f: grid[g][live, k] for f, g in _GRID.items()},
+                         loss_is_proxy=proxy[live, k], tail_note=[notes[a][k] for a in live],
+                         hours=hours)
+        state = book if whole else book.take(live)
+        rows, state = update(as_of[live, k], [why[a][k] for a in live], x, state, p)
+        if whole:
+            book = state
+        else:
+            book.put(live, state)
+        for name, col in rows.cols.items():
+            out[name][live, k] = col
+        for a, text in zip(live.tolist(), rows.reasons, strict=True):
+            reasons[a][k] = text
+    valid = np.arange(width)[None, :] < lengths[:, None]  # row-major: asset by asset
+    block = pd.DataFrame({"asset": np.repeat(np.array([name for name, _ in histories],
+                                                      dtype=object), lengths)})
+    block["date"] = (pd.DatetimeIndex(np.concatenate([h.dates.to_numpy() for _, h in histories]))
+                     if n else pd.DatetimeIndex([]))
+    for name in PARAMETER_FIELDS:
+        block[name] = ([r for rs in reasons for r in rs] if name == "reason"
+                       else out[name][valid])
+    if tails is not None:
+        block["tail_fallback"] = np.concatenate(fallback) if n else np.zeros(0, bool)
+    block["loss_next"] = np.concatenate([h.loss_next for _, h in histories]) if n else []
+    block["short_loss_next"] = (np.concatenate([h.short_loss_next for _, h in histories])
+                                if n else [])
     return block
+
+
+# TargetInputs field ← replay grid
+_GRID = {"variance": "variance", "var_z": "var_z", "es_z": "es_z", "adv_usd": "adv",
+         "stress_es": "stress", "loss_memory": "memory", "sigma_stress": "sigma_stress",
+         "sigma_long": "sigma_long"}
+
+
+def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int,
+                 direct: np.ndarray, tail: tuple[np.ndarray, np.ndarray] | None,
+                 var_z: np.ndarray, es_z: np.ndarray) -> tuple[list[str | None], list[str]]:
+    """Per day of one asset: the fail-safe's reason (None: trusted) and, where trusted, the
+    standardized tail (written into ``var_z`` / ``es_z``) and its note, as
+    :func:`serving.inputs.policy_inputs` and :func:`serving.decide.decide` see that day."""
+    known, window = h.known(u), p.fhs_window
+    variance, ret = h.variance.tolist(), h.ret.tolist()
+    tv = te = None
+    why: list[str | None] = []
+    notes: list[str] = []
+    for i in range(len(variance)):
+        if direct[i]:
+            assert tail is not None
+            tv, te = float(tail[0][i]), float(tail[1][i])
+        else:
+            tv = te = None
+        reason = failsafe_why(0, variance[i], variance[i - 1] if i else math.nan, ret[i], tv,
+                              te, stale_after_days, p)
+        why.append(reason)
+        if reason is not None:
+            notes.append("")
+            continue
+        lo = max(known[i] - window, 0)
+        var_z[i], es_z[i], note = tail_z(h.z[lo:known[i]], math.sqrt(variance[i]), tv, te, p)
+        notes.append(note)
+    return why, notes
 
 
 def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd.DataFrame:
@@ -75,10 +170,10 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
 
 def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config]]
                  ) -> list[pd.DataFrame]:
-    """:func:`policy_path` of each (forecasts, config), replayed asset by asset so that what
-    does not depend on the forecast is computed once per asset for all of them: its feature
-    rows, per covered-loss variant the stress ES and loss memory (:class:`LossTerms`), and
-    per forecast frame its aligned history.
+    """:func:`policy_path` of each (forecasts, config), each replayed for all its assets at
+    once (:func:`replay_all`), with what does not depend on the forecast computed once per
+    asset for all of them: its feature rows, per covered-loss variant the stress ES and loss
+    memory (:class:`LossTerms`), and per forecast frame its aligned history.
     Each path is the one its own call gives, rows in asset order."""
     # one grouping pass per distinct forecast frame (a forecaster's frame is shared by its
     # grid points), not a comparison of the whole forecast column per asset (quadratic)
@@ -87,38 +182,40 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
         if id(fc) not in grouped:
             grouped[id(fc)] = {str(a): g for a, g in
                                fc.groupby("asset", sort=True, observed=True)}
-    blocks: list[list[pd.DataFrame]] = [[] for _ in items]
-    for asset in sorted(set().union(*grouped.values())):
-        frame = asset_frame(panel, asset)
-        shared: dict[str, LossTerms] = {}  # by covered-loss variant
-        # one history per forecast frame and the settings it reads (a forecaster's grid
-        # points at other confidence levels replay the same history)
-        histories: dict[tuple[int, int, str, int], AssetHistory] = {}
-        for k, (fc, cfg) in enumerate(items):
+    assets = sorted(set().union(*grouped.values()))
+    frames = {asset: asset_frame(panel, asset) for asset in assets}
+    # one history per forecast frame and the settings it reads (a forecaster's grid points at
+    # other confidence levels replay the same history); one LossTerms per covered-loss variant
+    histories: dict[tuple[str, int, int, str, int], AssetHistory] = {}
+    shared: dict[tuple[str, str], LossTerms] = {}
+    paths = []
+    for fc, cfg in items:
+        named, terms = [], []
+        for asset in assets:
             mine = grouped[id(fc)].get(asset)
             if mine is None:
                 continue
-            key = (id(fc), cfg.features.update_interval_days, cfg.policy.loss,
+            key = (asset, id(fc), cfg.features.update_interval_days, cfg.policy.loss,
                    cfg.policy.liquidity.adv_window)
             h = histories.get(key)
             if h is None:
-                h = histories[key] = asset_history(frame, mine, cfg)
+                h = histories[key] = asset_history(frames[asset], mine, cfg)
             if not len(h.dates):  # no forecast at the update interval: nothing to publish
                 continue
-            terms = shared.get(cfg.policy.loss)
-            if terms is None:
-                terms = shared[cfg.policy.loss] = LossTerms.of(h)
-            block = replay(h, cfg, terms=terms)
-            block.insert(0, "asset", asset)
-            blocks[k].append(block)
-    return [_path(b) for b in blocks]
+            t = shared.get((asset, cfg.policy.loss))
+            if t is None:
+                t = shared[(asset, cfg.policy.loss)] = LossTerms.of(h)
+            named.append((asset, h))
+            terms.append(t)
+        paths.append(_path(replay_all(named, cfg, terms=terms) if named else None))
+    return paths
 
 
-def _path(blocks: list[pd.DataFrame]) -> pd.DataFrame:
-    if not blocks:  # no asset has a forecast at the update interval: an empty path
+def _path(block: pd.DataFrame | None) -> pd.DataFrame:
+    if block is None:  # no asset has a forecast at the update interval: an empty path
         columns = ["asset", "date", *PARAMETER_FIELDS, "loss_next", "short_loss_next"]
         return with_outcomes(pd.DataFrame(columns=columns))
-    return with_outcomes(pd.concat(blocks, ignore_index=True))
+    return with_outcomes(block)
 
 
 def with_outcomes(path: pd.DataFrame) -> pd.DataFrame:
