@@ -20,8 +20,8 @@ from models.base import asset_frame
 from models.registry import build_forecaster
 from pipelines.policy_eval.backtest import replay, replay_all
 from serving.decide import PolicyInputs, decide, failsafe_reason, target_inputs
-from serving.roles import PendingChange, PolicyState
 from serving.inputs import asset_history
+from serving.roles import PendingChange
 from serving.update import NO_DAY, Book, _free_slot, day_of, update
 from tests.conftest import MARKET
 
