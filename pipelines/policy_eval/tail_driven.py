@@ -49,7 +49,7 @@ from joblib import Parallel, delayed
 
 from configs.schema import Config
 from models.base import asset_frame
-from pipelines.policy_eval.backtest import replay, with_outcomes
+from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
 from pipelines.policy_eval.compare import comparator_paths, slim, slim_replay
 from pipelines.policy_eval.protocol import (
@@ -118,16 +118,14 @@ def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.Data
                      model: str, level: float, cfg: Config) -> pd.DataFrame:
     """Daily published parameters and outcomes of one tail-driven candidate (slim columns
     and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame."""
-    blocks = []
+    named, pairs = [], []
     for asset in sorted(variance["asset"].unique()):
         h = asset_history(asset_frame(panel, asset), variance[variance["asset"] == asset], cfg)
         if not len(h.dates):  # no forecast at the update interval: nothing to publish
             continue
-        var, es = tail_series(tails, model, asset, level, h.dates)
-        block = replay(h, cfg, var, es)
-        block.insert(0, "asset", asset)
-        blocks.append(block)
-    path = with_outcomes(pd.concat(blocks, ignore_index=True))
+        named.append((asset, h))
+        pairs.append(tail_series(tails, model, asset, level, h.dates))
+    path = with_outcomes(replay_all(named, cfg, pairs))  # every asset's updates at once
     return slim(path).assign(tail_fallback=path["tail_fallback"].astype(bool))
 
 
