@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -43,24 +44,63 @@ def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
         columns="asset")
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One candidate's replay: its assets' (name, history), its config, and optionally a
+    direct tail forecast per asset ((VaR, ES) arrays, as :func:`replay`) and the assets'
+    shared :class:`LossTerms`."""
+
+    histories: Sequence[tuple[str, AssetHistory]]
+    cfg: Config
+    tails: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+    terms: Sequence[LossTerms] | None = None
+
+
 def replay_all(histories: Sequence[tuple[str, AssetHistory]], cfg: Config,
                tails: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
                terms: Sequence[LossTerms] | None = None) -> pd.DataFrame:
     """Published parameters and realized outcomes of every (asset, history) for every cutoff,
-    rows in the given order: the served :func:`serving.decide.decide` called day by day per
-    asset, threading its state, with each day's update of every asset made at once
-    (:func:`serving.update.update`).
+    rows in the given order (:func:`replay_together` of one candidate)."""
+    return replay_together([Replay(histories, cfg, tails, terms)])[0]
 
-    Per asset and day, before the pass: the fail-safe's reason and the standardized tail of
-    the trailing window (an order statistic whose window differs by asset); the stress ES,
-    loss memory and σ terms of every day at once (``terms`` shares the first two among an
-    asset's replays). ``tails`` (one (VaR, ES) pair of arrays per asset, as :func:`replay`)
-    replaces the FHS tail where both are finite.
+
+def replay_together(replays: Sequence[Replay]) -> list[pd.DataFrame]:
+    """Each candidate's :func:`replay_all` path: the served :func:`serving.decide.decide`
+    called day by day per asset, threading its state, with the updates of every asset of
+    every candidate that shares a policy config made at once (:func:`serving.update.update`
+    on one row per (candidate, asset): the states are independent, so the k-th update of
+    every row is one call, and the call's fixed cost is shared by all of them).
+
+    Per row and day, before the pass: the fail-safe's reason and the standardized tail of the
+    trailing window (an order statistic whose window differs by asset); the stress ES, loss
+    memory and σ terms of every day at once (``terms`` shares the first two among an asset's
+    replays). A direct tail replaces the FHS tail where its VaR and ES are both finite.
     """
-    u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
-    p = cfg.policy
-    n = len(histories)
-    lengths = np.array([len(h.dates) for _, h in histories], np.int64)
+    groups: dict[tuple[str, float], list[int]] = {}
+    for j, r in enumerate(replays):
+        key = (r.cfg.policy.model_dump_json(), float(r.cfg.features.liquidation_delay_hours))
+        groups.setdefault(key, []).append(j)
+    out: list[pd.DataFrame | None] = [None] * len(replays)
+    for members in groups.values():
+        lanes = [(j, a) for j in members for a in range(len(replays[j].histories))]
+        result = _run_lanes(replays, lanes)
+        for j in members:
+            out[j] = _block(replays[j], {a: result[(j, a)] for a in
+                                         range(len(replays[j].histories))})
+    return [b for b in out if b is not None]
+
+
+Lane = tuple[np.ndarray, dict[str, np.ndarray], list[str]]  # (fallback, columns, reasons)
+
+
+def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
+               ) -> dict[tuple[int, int], Lane]:
+    """Replay every lane (candidate ``j``, asset ``a``; the candidates share a policy config)
+    update by update, all lanes at once."""
+    first = replays[lanes[0][0]].cfg if lanes else None
+    n = len(lanes)
+    hist = [replays[j].histories[a][1] for j, a in lanes]
+    lengths = np.array([len(h.dates) for h in hist], np.int64)
     width = int(lengths.max(initial=0))
     grid = {name: np.full((n, width), np.nan) for name in (
         "variance", "var_z", "es_z", "adv", "stress", "memory", "sigma_stress", "sigma_long")}
@@ -69,62 +109,78 @@ def replay_all(histories: Sequence[tuple[str, AssetHistory]], cfg: Config,
     why: list[list[str | None]] = []
     notes: list[list[str]] = []
     fallback: list[np.ndarray] = []
-    for a, (_, h) in enumerate(histories):
-        m = len(h.dates)
-        t = terms[a] if terms is not None else LossTerms.of(h)
-        if terms is not None:
+    for row, ((j, a), h) in enumerate(zip(lanes, hist, strict=True)):
+        r = replays[j]
+        cfg, p, m = r.cfg, r.cfg.policy, len(h.dates)
+        t = r.terms[a] if r.terms is not None else LossTerms.of(h)
+        if r.terms is not None:
             t.check(h)
         if p.stress_floor_weight > 0:
-            grid["stress"][a, :m] = t.stress_at(h.days, p)
+            grid["stress"][row, :m] = t.stress_at(h.days, p)
         if p.memory_weight > 0:
-            grid["memory"][a, :m] = t.memory_at(h.days, p.memory_half_life_days)
+            grid["memory"][row, :m] = t.memory_at(h.days, p.memory_half_life_days)
         s_stress, s_long = h.sigma_terms(p.apc.stress_quantile)
-        grid["sigma_stress"][a, :m], grid["sigma_long"][a, :m] = s_stress, s_long
-        grid["variance"][a, :m], grid["adv"][a, :m] = h.variance, h.adv_usd
-        proxy[a, :m], as_of[a, :m] = h.loss_is_proxy, h.days
+        grid["sigma_stress"][row, :m], grid["sigma_long"][row, :m] = s_stress, s_long
+        grid["variance"][row, :m], grid["adv"][row, :m] = h.variance, h.adv_usd
+        proxy[row, :m], as_of[row, :m] = h.loss_is_proxy, h.days
+        tail = r.tails[a] if r.tails is not None else None
         direct = np.zeros(m, bool)
-        if tails is not None:
-            tv, te = tails[a]
-            direct = np.isfinite(tv) & np.isfinite(te)
-            fallback.append(~direct)
-        why_a, notes_a = _daily_terms(h, u, p, cfg.data.stale_after_days, direct,
-                                      tails[a] if tails is not None else None,
-                                      grid["var_z"][a], grid["es_z"][a])
+        if tail is not None:
+            direct = np.isfinite(tail[0]) & np.isfinite(tail[1])
+        fallback.append(~direct)
+        why_a, notes_a = _daily_terms(h, cfg.features.update_interval_days, p,
+                                      cfg.data.stale_after_days, direct, tail,
+                                      grid["var_z"][row], grid["es_z"][row])
         why.append(why_a)
         notes.append(notes_a)
-    book = Book.empty(n, p.roles.protect_days + 1)
     out = {k: np.zeros((n, width), bool if k in BOOL_FIELDS else float)
            for k in PARAMETER_FIELDS if k != "reason"}
     reasons: list[list[str]] = [[""] * int(m) for m in lengths]
-    for k in range(width):
-        live = np.flatnonzero(lengths > k)
-        whole = len(live) == n
-        x = TargetInputs(**{f: grid[g][live, k] for f, g in _GRID.items()},
-                         loss_is_proxy=proxy[live, k], tail_note=[notes[a][k] for a in live],
-                         hours=hours)
-        state = book if whole else book.take(live)
-        rows, state = update(as_of[live, k], [why[a][k] for a in live], x, state, p)
-        if whole:
-            book = state
-        else:
-            book.put(live, state)
-        for name, col in rows.cols.items():
-            out[name][live, k] = col
-        for a, text in zip(live.tolist(), rows.reasons, strict=True):
-            reasons[a][k] = text
-    valid = np.arange(width)[None, :] < lengths[:, None]  # row-major: asset by asset
-    block = pd.DataFrame({"asset": np.repeat(np.array([name for name, _ in histories],
+    if first is not None:
+        p, hours = first.policy, float(first.features.liquidation_delay_hours)
+        book = Book.empty(n, p.roles.protect_days + 1)
+        for k in range(width):
+            live = np.flatnonzero(lengths > k)
+            whole = len(live) == n
+            x = TargetInputs(**{f: grid[g][live, k] for f, g in _GRID.items()},
+                             loss_is_proxy=proxy[live, k],
+                             tail_note=[notes[i][k] for i in live], hours=hours)
+            state = book if whole else book.take(live)
+            rows, state = update(as_of[live, k], [why[i][k] for i in live], x, state, p)
+            if whole:
+                book = state
+            else:
+                book.put(live, state)
+            for name, col in rows.cols.items():
+                out[name][live, k] = col
+            for i, text in zip(live.tolist(), rows.reasons, strict=True):
+                reasons[i][k] = text
+    return {lane: (fallback[i], {k: v[i, :lengths[i]] for k, v in out.items()}, reasons[i])
+            for i, lane in enumerate(lanes)}
+
+
+def _block(r: Replay, lanes: dict[int, Lane]) -> pd.DataFrame:
+    """One candidate's rows, asset by asset in the given order."""
+    hs = [h for _, h in r.histories]
+    lengths = [len(h.dates) for h in hs]
+    block = pd.DataFrame({"asset": np.repeat(np.array([name for name, _ in r.histories],
                                                       dtype=object), lengths)})
-    block["date"] = (pd.DatetimeIndex(np.concatenate([h.dates.to_numpy() for _, h in histories]))
-                     if n else pd.DatetimeIndex([]))
+    block["date"] = (pd.DatetimeIndex(np.concatenate([h.dates.to_numpy() for h in hs]))
+                     if hs else pd.DatetimeIndex([]))
+    order = range(len(hs))
     for name in PARAMETER_FIELDS:
-        block[name] = ([r for rs in reasons for r in rs] if name == "reason"
-                       else out[name][valid])
-    if tails is not None:
-        block["tail_fallback"] = np.concatenate(fallback) if n else np.zeros(0, bool)
-    block["loss_next"] = np.concatenate([h.loss_next for _, h in histories]) if n else []
-    block["short_loss_next"] = (np.concatenate([h.short_loss_next for _, h in histories])
-                                if n else [])
+        if name == "reason":
+            block[name] = [text for a in order for text in lanes[a][2]]
+        else:
+            dtype = bool if name in BOOL_FIELDS else float
+            block[name] = (np.concatenate([lanes[a][1][name] for a in order]) if hs
+                           else np.zeros(0, dtype))
+    if r.tails is not None:
+        block["tail_fallback"] = (np.concatenate([lanes[a][0] for a in order]) if hs
+                                  else np.zeros(0, bool))
+    block["loss_next"] = np.concatenate([h.loss_next for h in hs]) if hs else np.zeros(0)
+    block["short_loss_next"] = (np.concatenate([h.short_loss_next for h in hs]) if hs
+                                else np.zeros(0))
     return block
 
 
@@ -170,8 +226,9 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
 
 def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config]]
                  ) -> list[pd.DataFrame]:
-    """:func:`policy_path` of each (forecasts, config), each replayed for all its assets at
-    once (:func:`replay_all`), with what does not depend on the forecast computed once per
+    """:func:`policy_path` of each (forecasts, config), all replayed together
+    (:func:`replay_together`: one update call a day for every asset of every candidate with
+    the same policy config), with what does not depend on the forecast computed once per
     asset for all of them: its feature rows, per covered-loss variant the stress ES and loss
     memory (:class:`LossTerms`), and per forecast frame its aligned history.
     Each path is the one its own call gives, rows in asset order."""
@@ -188,7 +245,7 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
     # other confidence levels replay the same history); one LossTerms per covered-loss variant
     histories: dict[tuple[str, int, int, str, int], AssetHistory] = {}
     shared: dict[tuple[str, str], LossTerms] = {}
-    paths = []
+    replays: list[Replay] = []
     for fc, cfg in items:
         named, terms = [], []
         for asset in assets:
@@ -207,8 +264,9 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
                 t = shared[(asset, cfg.policy.loss)] = LossTerms.of(h)
             named.append((asset, h))
             terms.append(t)
-        paths.append(_path(replay_all(named, cfg, terms=terms) if named else None))
-    return paths
+        replays.append(Replay(named, cfg, None, terms))
+    return [_path(b if len(r.histories) else None)
+            for r, b in zip(replays, replay_together(replays), strict=True)]
 
 
 def _path(block: pd.DataFrame | None) -> pd.DataFrame:
