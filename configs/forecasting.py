@@ -34,7 +34,7 @@ class BacktestConfig(_Strict):
     # one task per asset spent more on a task's fixed cost than on EWMA/HAR fits at 1,000
     # assets; 50 still gives a 16-worker cluster 20 tasks per refit at 1,000 assets. The
     # policy replays are cut the same way, each task replaying every candidate on its chunk
-    # (locally at most this many, about four chunks per process: compare.replay_many).
+    # (locally at most this many, one chunk per process: compare.replay_many).
     chunk_assets: int = Field(50, ge=1)
     horizons: list[int] = [1, 7]
     n_jobs: int = -1  # local processes for the policy replays' asset chunks (-1: all cores)

@@ -132,9 +132,11 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     the candidates share what does not depend on the forecast (the asset's feature rows, its
     stress ES and loss memory: :class:`serving.inputs.LossTerms`), and a cluster with more
     workers than candidates is used whole. On Dask a chunk is ``backtest.chunk_assets``
-    assets (the panel shipped once, each chunk's forecasts once); locally the chunks are
-    sized so that each of the ``backtest.n_jobs`` processes gets about four, and a process
-    receives only its chunk's rows of the panel. The chunks' paths are put back in asset
+    assets (the panel shipped once, each chunk's forecasts once); locally each of the
+    ``backtest.n_jobs`` processes gets one chunk (at most ``chunk_assets`` assets) and only
+    its chunk's rows of the panel: a chunk's candidates update all their assets in one call
+    a day (:func:`pipelines.policy_eval.backtest.replay_together`), whose fixed cost the
+    more rows share the better. The chunks' paths are put back in asset
     order: the rows the whole replay gives.
     """
     # each distinct forecast frame (a forecaster's, shared by its grid points and knob
@@ -153,7 +155,7 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
         size = cfg.backtest.chunk_assets
     else:
         processes = effective_n_jobs(cfg.backtest.n_jobs)
-        size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // (4 * processes))))
+        size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // processes)))
     chunks = chunked(assets, size)
     tasks = [({j: _rows(fc, groups[j], chunk) for j, fc in enumerate(distinct)}, plan)
              for chunk in chunks]
