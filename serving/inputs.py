@@ -97,26 +97,63 @@ def covered_loss(frame: pd.DataFrame, cfg: PolicyConfig) -> tuple[pd.Series, pd.
     return frame["worst_loss_long"], frame["worst_loss_short"]
 
 
-def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> AssetHistory:
-    """Align one asset's feature rows with its 1-interval forecasts (by cutoff)."""
+@dataclass(frozen=True)
+class AssetSeries:
+    """One asset's forecast-free daily series, on every date a cutoff may be aligned with:
+    the return of the day, the covered losses of the interval after it, the range-proxy flag
+    and the trailing ADV (NaN where the frame has no such value), and the realized losses.
+    Built once per asset and settings (:func:`asset_series`); every forecast frame's
+    :func:`asset_history` of the asset reads it."""
+
+    by_date: pd.DataFrame
+    realized_loss: np.ndarray
+    realized_day: np.ndarray
+    settings: tuple[int, str, int]  # (update interval, covered-loss variant, ADV window)
+
+
+def _settings(cfg: Config) -> tuple[int, str, int]:
+    return (cfg.features.update_interval_days, cfg.policy.loss, cfg.policy.liquidity.adv_window)
+
+
+def asset_series(frame: pd.DataFrame, cfg: Config) -> AssetSeries:
+    """:class:`AssetSeries` of one asset's feature rows."""
     u = cfg.features.update_interval_days
-    fc = forecast[forecast["horizon_days"] == u].set_index("cutoff")["variance"].sort_index()
     long_loss, short_loss = covered_loss(frame, cfg.policy)
-    # loss of the interval after t is known at t+u: shift the feature back by u days
-    long_next = long_loss.shift(-u, freq="D").reindex(fc.index)
-    short_next = short_loss.shift(-u, freq="D").reindex(fc.index)
     proxy = frame.get("worst_loss_is_proxy", pd.Series(False, index=frame.index))
     dollar = np.exp(frame["log_dollar_volume"])
-    adv = trailing_adv(dollar, cfg.policy.liquidity.adv_window)  # ends the day before
+    by_date = pd.concat({
+        "ret": frame["ret_1d"],
+        # loss of the interval after t is known at t+u: the feature shifted back by u days
+        "loss_next": long_loss.shift(-u, freq="D"),
+        "short_loss_next": short_loss.shift(-u, freq="D"),
+        "proxy": proxy.astype(object),
+        # ends the day before
+        "adv": trailing_adv(dollar, cfg.policy.liquidity.adv_window),
+    }, axis=1)
     realized = long_loss.dropna().sort_index()
+    return AssetSeries(by_date, realized.to_numpy(float),
+                       realized.index.to_numpy().astype("datetime64[D]").astype(np.int64),
+                       _settings(cfg))
+
+
+def asset_history(frame: pd.DataFrame, forecast: pd.DataFrame, cfg: Config,
+                  series: AssetSeries | None = None) -> AssetHistory:
+    """Align one asset's feature rows with its 1-interval forecasts (by cutoff); ``series``
+    (the asset's :func:`asset_series` under the same settings) when the caller has it."""
+    if series is None:
+        series = asset_series(frame, cfg)
+    elif series.settings != _settings(cfg):
+        raise ValueError(f"asset series built for {series.settings}, asked for {_settings(cfg)}")
+    u = cfg.features.update_interval_days
+    fc = forecast[forecast["horizon_days"] == u].set_index("cutoff")["variance"].sort_index()
+    rows = series.by_date.reindex(fc.index)  # NaN (proxy: True) where the frame has none
     return AssetHistory(
         dates=pd.DatetimeIndex(fc.index), variance=fc.to_numpy(float),
-        ret=frame["ret_1d"].reindex(fc.index).to_numpy(float),
-        loss_next=long_next.to_numpy(float), short_loss_next=short_next.to_numpy(float),
-        loss_is_proxy=proxy.reindex(fc.index).fillna(True).to_numpy(bool),
-        adv_usd=adv.reindex(fc.index).to_numpy(float),
-        realized_loss=realized.to_numpy(float),
-        realized_day=realized.index.to_numpy().astype("datetime64[D]").astype(np.int64),
+        ret=rows["ret"].to_numpy(float), loss_next=rows["loss_next"].to_numpy(float),
+        short_loss_next=rows["short_loss_next"].to_numpy(float),
+        loss_is_proxy=rows["proxy"].fillna(True).to_numpy(bool),
+        adv_usd=rows["adv"].to_numpy(float),
+        realized_loss=series.realized_loss, realized_day=series.realized_day,
     )
 
 

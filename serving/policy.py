@@ -178,10 +178,10 @@ def fraction_lost(log_loss: float) -> float:
 
 
 def fractions_lost(log_loss: np.ndarray) -> np.ndarray:
-    """:func:`fraction_lost` of every element (the same ``math.exp``, not numpy's own, whose
-    last bit may differ: the replay of many assets and the served one-asset call agree)."""
-    values = np.asarray(log_loss, float).tolist()
-    return np.fromiter(map(fraction_lost, values), float, len(values))
+    """:func:`fraction_lost` of every element: the same operations, with ``math.exp`` element
+    by element rather than numpy's own exponential, whose last bit may differ."""
+    drop = -np.maximum(np.asarray(log_loss, float), 0.0)  # max(L, 0.0): NaN stays NaN
+    return 1.0 - np.fromiter(map(math.exp, drop.tolist()), float, len(drop))
 
 
 def standardized_tail(

@@ -20,7 +20,7 @@ from models.registry import build_forecaster
 from pipelines.policy_eval.backtest import policy_paths, replay, with_outcomes
 from pipelines.policy_eval.compare import replay_many, slim
 from serving.decide import decide
-from serving.inputs import LossTerms, asset_history, policy_inputs
+from serving.inputs import LossTerms, asset_history, asset_series, policy_inputs
 from serving.policy import PARAMETER_FIELDS, stress_es
 from tests.conftest import MARKET
 
@@ -92,8 +92,13 @@ def test_stress_once_per_confidence_history_once_per_forecaster(setup, monkeypat
     built: list[int] = []
     real_history = pipelines.policy_eval.backtest.asset_history
     monkeypatch.setattr(pipelines.policy_eval.backtest, "asset_history",
-                        lambda frame, f, cfg: built.append(len(f)) or real_history(
-                            frame, f, cfg))
+                        lambda frame, f, cfg, series: built.append(len(f)) or real_history(
+                            frame, f, cfg, series))
+    series: list[str] = []
+    real_series = pipelines.policy_eval.backtest.asset_series
+    monkeypatch.setattr(pipelines.policy_eval.backtest, "asset_series",
+                        lambda frame, cfg: series.append(cfg.policy.loss) or real_series(
+                            frame, cfg))
     btc = {m: f[f["asset"] == "BTC"] for m, f in fc.items()}
     items = [(btc[m], CFG.with_overrides({"policy.confidence": q}))
              for m in btc for q in (0.975, 0.99)]
@@ -101,6 +106,7 @@ def test_stress_once_per_confidence_history_once_per_forecaster(setup, monkeypat
     assert len(paths[0]) > 400
     assert sorted(calls) == [0.975, 0.99]  # two confidence levels, not four candidates
     assert len(built) == 2  # one history per forecaster, shared by its confidence levels
+    assert series == [CFG.policy.loss]  # the forecast-free series once for the asset
 
 
 def test_loss_terms_refuse_a_history_of_other_losses(setup) -> None:
@@ -118,3 +124,25 @@ def test_loss_terms_refuse_a_history_of_other_losses(setup) -> None:
     seen = int(np.searchsorted(btc.realized_day, day, side="right"))
     assert terms.stress_at(np.array([day]), CFG.policy)[0] == stress_es(
         btc.realized_loss[:seen], day - btc.realized_day[:seen], CFG.policy)
+
+
+def test_histories_from_the_assets_shared_series_are_its_own_histories(setup) -> None:
+    """:func:`asset_history` from the asset's forecast-free series built once equals the one
+    built from the frame alone, field by field, for both covered-loss variants and a forecast
+    calendar with days the frame lacks; a series of other settings is refused."""
+    panel, fc = setup
+    frame = asset_frame(panel, "SOL")
+    mine = fc["har_rv"][fc["har_rv"]["asset"] == "SOL"]
+    extra = mine.iloc[[-1]].assign(cutoff=mine["cutoff"].max() + pd.Timedelta(days=3))
+    mine = pd.concat([mine, extra], ignore_index=True)  # a cutoff beyond the frame's rows
+    for cfg in (CFG, CFG.with_overrides({"policy.loss": "close_to_close"})):
+        series = asset_series(frame, cfg)
+        alone, shared = asset_history(frame, mine, cfg), asset_history(frame, mine, cfg, series)
+        for name in ("variance", "ret", "loss_next", "short_loss_next", "adv_usd",
+                     "realized_loss", "realized_day", "loss_is_proxy"):
+            np.testing.assert_array_equal(getattr(shared, name), getattr(alone, name))
+        assert shared.dates.equals(alone.dates)
+        assert np.isnan(shared.ret[-1]) and shared.loss_is_proxy[-1]  # no row that day
+    with pytest.raises(ValueError, match="asset series built for"):
+        asset_history(frame, mine, CFG.with_overrides({"policy.liquidity.adv_window": 7}),
+                      asset_series(frame, CFG))

@@ -24,7 +24,7 @@ import pandas as pd
 from configs.schema import Config, PolicyConfig
 from models.base import asset_frame
 from serving.decide import failsafe_why, tail_z
-from serving.inputs import AssetHistory, LossTerms, asset_history
+from serving.inputs import AssetHistory, AssetSeries, LossTerms, asset_history, asset_series
 from serving.policy import PARAMETER_FIELDS
 from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
@@ -245,6 +245,7 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
     # other confidence levels replay the same history); one LossTerms per covered-loss variant
     histories: dict[tuple[str, int, int, str, int], AssetHistory] = {}
     shared: dict[tuple[str, str], LossTerms] = {}
+    series: dict[tuple[str, int, str, int], AssetSeries] = {}
     replays: list[Replay] = []
     for fc, cfg in items:
         named, terms = [], []
@@ -256,7 +257,10 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
                    cfg.policy.liquidity.adv_window)
             h = histories.get(key)
             if h is None:
-                h = histories[key] = asset_history(frames[asset], mine, cfg)
+                s_key = (asset, *key[2:])
+                if s_key not in series:  # the forecast-free series, once per asset
+                    series[s_key] = asset_series(frames[asset], cfg)
+                h = histories[key] = asset_history(frames[asset], mine, cfg, series[s_key])
             if not len(h.dates):  # no forecast at the update interval: nothing to publish
                 continue
             t = shared.get((asset, cfg.policy.loss))
