@@ -189,7 +189,12 @@ def standardized_tail(
 ) -> tuple[float, float, str]:
     """(VaR, ES, note) of the standardized loss from the trailing window."""
     z = np.asarray(z_window, float)
-    z = z[np.isfinite(z)][-cfg.fhs_window :]
+    return finite_tail(z[np.isfinite(z)][-cfg.fhs_window :], cfg)
+
+
+def finite_tail(z: np.ndarray, cfg: PolicyConfig) -> tuple[float, float, str]:
+    """:func:`standardized_tail` of a window already cut to its last ``fhs_window`` finite
+    values (a replay slices them out of one filtered history instead of filtering daily)."""
     if len(z) < cfg.fhs_min_obs:
         var, es = student_t_measures(cfg.confidence)
         return var, es, f"student-t(4) tail: only {len(z)} standardized losses"

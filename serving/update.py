@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 
@@ -54,7 +55,10 @@ def day_of(date: dt.date) -> int:
     return (date - EPOCH).days
 
 
+@lru_cache(maxsize=4096)
 def date_of(day: int) -> dt.date:
+    """The date ``day`` days after the epoch (cached: the notes of a replay's announcements
+    name a few hundred distinct dates hundreds of thousands of times)."""
     return EPOCH + dt.timedelta(days=int(day))
 
 

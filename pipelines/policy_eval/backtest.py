@@ -25,7 +25,7 @@ from configs.schema import Config, PolicyConfig
 from models.base import asset_frame
 from serving.decide import failsafe_why, tail_z
 from serving.inputs import AssetHistory, AssetSeries, LossTerms, asset_history, asset_series
-from serving.policy import PARAMETER_FIELDS
+from serving.policy import PARAMETER_FIELDS, finite_tail
 from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
 
@@ -198,6 +198,11 @@ def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int
     :func:`serving.inputs.policy_inputs` and :func:`serving.decide.decide` see that day."""
     known, window = h.known(u), p.fhs_window
     variance, ret = h.variance.tolist(), h.ret.tolist()
+    # the finite standardized losses once, and how many precede each position: a day's
+    # window z[lo:known] filtered is the slice zf[before[lo]:before[known]] of it
+    finite = np.isfinite(h.z)
+    zf = h.z[finite]
+    before = np.concatenate(([0], np.cumsum(finite))).tolist()
     tv = te = None
     why: list[str | None] = []
     notes: list[str] = []
@@ -213,8 +218,11 @@ def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int
         if reason is not None:
             notes.append("")
             continue
-        lo = max(known[i] - window, 0)
-        var_z[i], es_z[i], note = tail_z(h.z[lo:known[i]], math.sqrt(variance[i]), tv, te, p)
+        if tv is not None and te is not None:
+            var_z[i], es_z[i], note = tail_z(np.empty(0), math.sqrt(variance[i]), tv, te, p)
+        else:
+            lo = max(known[i] - window, 0)
+            var_z[i], es_z[i], note = finite_tail(zf[before[lo]:before[known[i]]][-window:], p)
         notes.append(note)
     return why, notes
 
