@@ -26,7 +26,15 @@ import pandas as pd
 from configs.schema import Config
 from models.base import Forecaster
 from models.plausibility import implausibility, trailing_realized_variance
-from serving.decide import PolicyState, decide, freeze, state_columns, state_from_row
+from serving.decide import (
+    PolicyInputs,
+    PolicyState,
+    decide,
+    decide_all,
+    freeze,
+    state_columns,
+    state_from_row,
+)
 from serving.inputs import (
     PanelArrays,
     asset_history,
@@ -248,6 +256,15 @@ class _Batch:
     def parameters(self, asset: str, previous: PolicyState | None
                    ) -> tuple[Parameters, PolicyState | None]:
         """:func:`asset_parameters` of ``asset``, from the batch's arrays where it can."""
+        got = self.prepared(asset, previous)
+        if isinstance(got, PolicyInputs):
+            return decide(got, previous, self.cfg.data.stale_after_days, self.cfg.policy)
+        return got
+
+    def prepared(self, asset: str, previous: PolicyState | None
+                 ) -> tuple[Parameters, PolicyState | None] | PolicyInputs:
+        """:meth:`parameters` up to the policy update: the inputs of the update, or the
+        parameters when the asset is frozen before it (no data, no forecast, implausible)."""
         cfg, hours, k = self.cfg, self.hours, self.slot.get(asset)
         a = self.arrays
         if k is None or self.last_price[k] < a.start[k]:
@@ -265,7 +282,7 @@ class _Batch:
         day, var = merged_series(old_day, old_var, new_day, new_var)
         if len(day) > 1 and np.any(day[1:] <= day[:-1]):  # repeated cutoffs: per-asset path
             self.batched.discard(asset)
-            return self.parameters(asset, previous)
+            return self.prepared(asset, previous)
         if not len(day) or day[-1] != self.day0:
             return _without_forecast(cfg, asset, self.as_of, 0, previous, hours)
         s, e = int(a.start[k]), int(a.end[k])
@@ -275,10 +292,9 @@ class _Batch:
                           f"{self.as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
         # ADV ends the day before: the rolling mean of the row dated as-of - 1, if any
         adv = self.adv[e - 2] if e - 2 >= s and a.day[e - 2] == self.day0 - 1 else np.nan
-        x = latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
-                          self.proxy[k], cfg.features.update_interval_days, hours,
-                          cfg.policy.fhs_window)
-        return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
+        return latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
+                             self.proxy[k], cfg.features.update_interval_days, hours,
+                             cfg.policy.fhs_window)
 
     def _implausible(self, asset: str, variance: float, row: int) -> str:
         """:func:`_implausible_today`: the reason, ``""`` when plausible."""
@@ -337,20 +353,44 @@ def policy_frame(
     states = _previous_states(previous)
     batch = _Batch(forecaster, bundle, cfg, visible, stamp)
     horizon = int(bundle["config"]["features"]["update_interval_days"])
-    rows = []
     codes = np.unique(np.asarray(features.index.codes[0]))
-    for asset in sorted(str(a) for a in features.index.levels[0][codes]):
-        state = states.get(asset)
+    assets = sorted(str(a) for a in features.index.levels[0][codes])
+    done: dict[str, tuple[Parameters, PolicyState | None]] = {}
+    ready: dict[str, PolicyInputs] = {}
+    for asset in assets:
         try:
-            params, new_state = batch.parameters(asset, state)
+            got = batch.prepared(asset, states.get(asset))
         except Exception as err:  # one asset's failure never stops the batch
-            params, new_state = freeze(
-                state, f"fail-safe: policy failed for {asset} at {as_of}: "
-                f"{type(err).__name__}: {err}", cfg.policy, stale=False,
-                hours=float(cfg.features.liquidation_delay_hours))
-        rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
-                     **params.as_dict(), **state_columns(new_state)})
+            done[asset] = _failed(cfg, asset, as_of, err, states.get(asset))
+            continue
+        if isinstance(got, PolicyInputs):
+            ready[asset] = got
+        else:
+            done[asset] = got
+    # every trusted asset's update at once; should that raise, each on its own, so that only
+    # the asset at fault is frozen
+    names = list(ready)
+    try:
+        done.update(zip(names, decide_all([ready[n] for n in names],
+                                          [states.get(n) for n in names],
+                                          cfg.data.stale_after_days, cfg.policy), strict=True))
+    except Exception:
+        for n in names:
+            try:
+                done[n] = decide(ready[n], states.get(n), cfg.data.stale_after_days, cfg.policy)
+            except Exception as err:
+                done[n] = _failed(cfg, n, as_of, err, states.get(n))
+    rows = [{"as_of": as_of, "asset": asset, "horizon_days": horizon,
+             **done[asset][0].as_dict(), **state_columns(done[asset][1])} for asset in assets]
     return pd.DataFrame(rows)
+
+
+def _failed(cfg: Config, asset: str, as_of: dt.date, err: Exception,
+            state: PolicyState | None) -> tuple[Parameters, PolicyState]:
+    """The fail-safe of an asset whose update raised, the reason naming the error."""
+    return freeze(state, f"fail-safe: policy failed for {asset} at {as_of}: "
+                  f"{type(err).__name__}: {err}", cfg.policy, stale=False,
+                  hours=float(cfg.features.liquidation_delay_hours))
 
 
 def frozen_frame(

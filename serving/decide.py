@@ -45,7 +45,7 @@ from serving.roles import (  # re-exported: callers import the policy from here
 )
 
 __all__ = ["STATE_COLUMNS", "PendingChange", "PolicyInputs", "PolicyState", "apply_roles",
-           "decide", "failsafe_reason", "failsafe_why", "freeze", "risk_parameters",
+           "decide", "decide_all", "failsafe_reason", "failsafe_why", "freeze", "risk_parameters",
            "state_columns", "state_from_row", "tail_z", "target_inputs"]
 
 
@@ -138,7 +138,8 @@ def risk_parameters(
     return update.targets(target_inputs([x], cfg), cfg, np.array([prev_imf])).parameters(0)
 
 
-def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig) -> update.TargetInputs:
+def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig, hours: float | None = None
+                  ) -> update.TargetInputs:
     """:class:`serving.update.TargetInputs` of trusted inputs (after the fail-safe): the
     standardized tail (direct or FHS), and the stress ES, loss memory and σ terms each input
     carries or, where it has none, computed from its histories."""
@@ -161,9 +162,9 @@ def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig) -> update.TargetInp
         memory.append(mem)
         s_stress.append(pair[0])
         s_long.append(pair[1])
-    hours = {x.hours for x in xs}
-    if len(hours) != 1:
-        raise ValueError(f"one liquidation delay per batch of inputs, got {sorted(hours)}")
+    delays = {x.hours for x in xs} | ({hours} if hours is not None else set())
+    if len(delays) != 1:
+        raise ValueError(f"one liquidation delay per batch of inputs, got {sorted(delays)}")
     return update.TargetInputs(
         variance=np.array([x.variance for x in xs], float),
         var_z=np.array([t[0] for t in tails], float), es_z=np.array([t[1] for t in tails], float),
@@ -171,7 +172,7 @@ def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig) -> update.TargetInp
         loss_is_proxy=np.array([x.loss_is_proxy for x in xs], bool),
         stress_es=np.array(stress, float), loss_memory=np.array(memory, float),
         sigma_stress=np.array(s_stress, float), sigma_long=np.array(s_long, float),
-        hours=hours.pop())
+        hours=delays.pop())
 
 
 def decide(
@@ -180,11 +181,32 @@ def decide(
     """The published parameters for one asset and update, and the state to carry forward.
 
     Call it in a loop over history, passing each returned state to the next call; ``None``
-    means nothing was published before.
+    means nothing was published before. :func:`decide_all` of one asset.
     """
-    why = failsafe_reason(x, stale_after_days, cfg)
-    if why is not None:
-        return freeze(state, f"fail-safe: {why}", cfg, stale=why.startswith("stale"),
-                      hours=x.hours)
-    prev_imf = state.published.imf if state is not None and not state.conservative else math.nan
-    return apply_roles(risk_parameters(x, cfg, prev_imf), state, x.as_of, cfg)
+    return decide_all([x], [state], stale_after_days, cfg)[0]
+
+
+def decide_all(
+    xs: list[PolicyInputs], states: list[PolicyState | None], stale_after_days: int,
+    cfg: PolicyConfig,
+) -> list[tuple[Parameters, PolicyState]]:
+    """:func:`decide` of many assets at once (the batch job's update of every asset): the
+    fail-safe per asset, then one :func:`serving.update.update` for all of them. All inputs
+    share one liquidation delay."""
+    if len(xs) != len(states):
+        raise ValueError(f"{len(xs)} inputs for {len(states)} states")
+    if not xs:
+        return []
+    why = [failsafe_reason(x, stale_after_days, cfg) for x in xs]
+    trusted = np.array([i for i, w in enumerate(why) if w is None], np.int64)
+    hours = {x.hours for x in xs}
+    if len(hours) != 1:
+        raise ValueError(f"one liquidation delay per batch of inputs, got {sorted(hours)}")
+    # the targets read only the trusted inputs (a frozen one may hold no valid σ at all)
+    x_all = target_inputs([xs[i] for i in trusted.tolist()], cfg,
+                          hours.pop()).placed(trusted, len(xs))
+    book = update.Book.of(states, cfg.roles.protect_days + 1)
+    as_of = np.array([update.day_of(x.as_of) for x in xs], np.int64)
+    rows, book = update.update(as_of, why, x_all, book, cfg)
+    return [(rows.parameters(i), book.state(i))  # type: ignore[misc]
+            for i in range(len(xs))]

@@ -149,11 +149,15 @@ class Book:
         capacity = max([capacity] + [len(s.admitted) + 1 for s in states
                                      if s is not None])  # type: ignore[attr-defined]
         book = cls.empty(len(states), capacity)
-        for i, s in enumerate(states):
-            if s is None:
-                continue
-            book.has[i], book.conservative[i] = True, s.conservative  # type: ignore[attr-defined]
-            book.published.put(np.array([i]), Rows.of([s.published]))  # type: ignore[attr-defined]
+        given = [i for i, s in enumerate(states) if s is not None]
+        if given:
+            at = np.array(given)
+            book.has[at] = True
+            book.conservative[at] = [states[i].conservative for i in given]  # type: ignore[attr-defined]
+            book.published.put(at, Rows.of([states[i].published  # type: ignore[attr-defined]
+                                            for i in given]))
+        for i in given:
+            s = states[i]
             p = s.pending  # type: ignore[attr-defined]
             if p is not None:
                 book.pend[i], book.pend_lt[i], book.pend_lb[i] = True, p.lt, p.lb
@@ -210,6 +214,22 @@ class TargetInputs:
     sigma_stress: np.ndarray   # NaN: no σ history
     sigma_long: np.ndarray
     hours: float
+
+    def placed(self, idx: np.ndarray, n: int) -> TargetInputs:
+        """These rows at positions ``idx`` of ``n`` (NaN, no note, no proxy elsewhere: rows
+        that :func:`update` freezes and never reads)."""
+        arrays = {}
+        for f in fields(self):
+            if f.name in ("tail_note", "hours"):
+                continue
+            mine = getattr(self, f.name)
+            full = np.zeros(n, bool) if mine.dtype == bool else np.full(n, np.nan)
+            full[idx] = mine
+            arrays[f.name] = full
+        notes = [""] * n
+        for i, note in zip(idx.tolist(), self.tail_note, strict=True):
+            notes[i] = note
+        return TargetInputs(**arrays, tail_note=notes, hours=self.hours)
 
     def take(self, idx: np.ndarray) -> TargetInputs:
         arrays = {f.name: getattr(self, f.name)[idx] for f in fields(self)

@@ -241,3 +241,32 @@ def test_panel_arrays_of_an_empty_panel():
                                       names=["asset", "date"])
     arrays = PanelArrays.from_panel(pd.DataFrame({"v": []}, index=index))
     assert arrays.assets == [] and len(arrays.start) == 0
+
+
+def test_an_asset_whose_policy_update_raises_is_frozen_and_the_others_are_published(
+        embedded, monkeypatch):
+    """The trusted assets update in one call (:func:`serving.decide.decide_all`); when it
+    raises, each asset updates on its own, so that only the one at fault is frozen."""
+    import serving.update
+
+    model, bundle = _bundle("ewma94", embedded, FIT_CUTOFF, "2021-09-01")
+    day1, day2 = dt.date(2022, 6, 9), dt.date(2022, 6, 10)
+    previous = _json_rows(policy_frame(model, bundle, embedded, day1))
+    healthy = policy_frame(model, bundle, embedded, day2, previous)
+    bad = float(healthy.set_index("asset").loc["ETH", "variance_1d"])
+    real = serving.update.targets
+
+    def targets(x, cfg, prev_imf):
+        if bad in x.variance.tolist():
+            raise FloatingPointError("update diverged")
+        return real(x, cfg, prev_imf)
+
+    monkeypatch.setattr(serving.update, "targets", targets)
+    broken = policy_frame(model, bundle, embedded, day2, previous)
+    eth = broken.set_index("asset").loc["ETH"]
+    assert bool(eth["flag_fallback"]) and eth["ltv"] == 0.0
+    assert "policy failed for ETH at 2022-06-10: FloatingPointError: update diverged" \
+        in eth["reason"]
+    others = broken["asset"] != "ETH"
+    assert others.sum() >= 5
+    pd.testing.assert_frame_equal(broken[others], healthy[others], check_exact=True)
