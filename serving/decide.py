@@ -1,7 +1,9 @@
-"""One policy update for one asset: fail-safes → risk-based targets → parameter roles.
+"""One policy update: fail-safes → risk-based targets → parameter roles.
 
-Pure: the same function runs in the batch job (one as-of) and in the policy backtest (every
-day of history, in a loop that threads the returned state into the next call), so the
+Pure: the batch job updates every asset of an as-of at once (:func:`decide_all`), the policy
+backtest every asset of every candidate day after day threading each one's state
+(:func:`pipelines.policy_eval.backtest.replay_together`), and :func:`decide` is one asset's
+update; all of them run the same arithmetic on arrays (:mod:`serving.update`), so the
 backtest measures exactly what is served.
 
 Order of decisions, each recorded in ``reason``:
