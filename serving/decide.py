@@ -193,20 +193,18 @@ def decide_all(
     cfg: PolicyConfig,
 ) -> list[tuple[Parameters, PolicyState]]:
     """:func:`decide` of many assets at once (the batch job's update of every asset): the
-    fail-safe per asset, then one :func:`serving.update.update` for all of them. All inputs
-    share one liquidation delay."""
+    fail-safe per asset, then one :func:`serving.update.update` for all of them. The trusted
+    inputs share one liquidation delay (a frozen asset's is not read)."""
     if len(xs) != len(states):
         raise ValueError(f"{len(xs)} inputs for {len(states)} states")
     if not xs:
         return []
     why = [failsafe_reason(x, stale_after_days, cfg) for x in xs]
     trusted = np.array([i for i, w in enumerate(why) if w is None], np.int64)
-    hours = {x.hours for x in xs}
-    if len(hours) != 1:
-        raise ValueError(f"one liquidation delay per batch of inputs, got {sorted(hours)}")
-    # the targets read only the trusted inputs (a frozen one may hold no valid σ at all)
+    # the targets read only the trusted inputs (a frozen one may hold no valid σ at all);
+    # target_inputs refuses a batch whose delays differ
     x_all = target_inputs([xs[i] for i in trusted.tolist()], cfg,
-                          hours.pop()).placed(trusted, len(xs))
+                          xs[0].hours).placed(trusted, len(xs))
     book = update.Book.of(states, cfg.roles.protect_days + 1)
     as_of = np.array([update.day_of(x.as_of) for x in xs], np.int64)
     rows, book = update.update(as_of, why, x_all, book, cfg)

@@ -80,11 +80,10 @@ class Rows:
 
     def parameters(self, i: int) -> Parameters:
         """Row ``i`` as a :class:`Parameters` (floats and bools, not numpy scalars)."""
-        out = object.__new__(Parameters)
-        values = {k: float(self.cols[k][i]) for k in FLOAT_FIELDS}
-        values.update({k: bool(self.cols[k][i]) for k in BOOL_FIELDS})
-        out.__dict__.update({k: values[k] if k != "reason" else self.reasons[i]
-                             for k in PARAMETER_FIELDS})
+        values: dict[str, object] = {k: float(self.cols[k][i]) for k in FLOAT_FIELDS}
+        values.update({k: bool(self.cols[k][i]) for k in BOOL_FIELDS}, reason=self.reasons[i])
+        out = object.__new__(Parameters)  # the fields set directly, as Parameters.with_reason
+        out.__dict__.update({k: values[k] for k in PARAMETER_FIELDS})  # in field order
         return out
 
     def take(self, idx: np.ndarray) -> Rows:
@@ -304,7 +303,7 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     r = cfg.roles
     t = target.cols
     n = len(target)
-    fresh = ~book.has | book.conservative if r.enabled else np.ones(n, bool)
+    fresh = (~book.has | book.conservative) if r.enabled else np.ones(n, bool)
     lt_e = np.where(fresh, t["lt"], book.published.cols["lt"])
     lb_e = np.where(fresh, t["lb"], book.published.cols["lb"])
     prev_ltv = np.where(fresh, np.nan, book.published.cols["ltv"])

@@ -85,8 +85,8 @@ def replay_together(replays: Sequence[Replay]) -> list[pd.DataFrame]:
         lanes = [(j, a) for j in members for a in range(len(replays[j].histories))]
         result = _run_lanes(replays, lanes)
         for j in members:
-            out[j] = _block(replays[j], {a: result[(j, a)] for a in
-                                         range(len(replays[j].histories))})
+            out[j] = _block(replays[j], [result[(j, a)] for a in
+                                         range(len(replays[j].histories))])
     return [b for b in out if b is not None]
 
 
@@ -103,7 +103,8 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
     lengths = np.array([len(h.dates) for h in hist], np.int64)
     width = int(lengths.max(initial=0))
     grid = {name: np.full((n, width), np.nan) for name in (
-        "variance", "var_z", "es_z", "adv", "stress", "memory", "sigma_stress", "sigma_long")}
+        "variance", "var_z", "es_z", "adv_usd", "stress_es", "loss_memory", "sigma_stress",
+        "sigma_long")}  # named as the TargetInputs fields they fill
     proxy = np.zeros((n, width), bool)
     as_of = np.zeros((n, width), np.int64)
     why: list[list[str | None]] = []
@@ -116,12 +117,12 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
         if r.terms is not None:
             t.check(h)
         if p.stress_floor_weight > 0:
-            grid["stress"][row, :m] = t.stress_at(h.days, p)
+            grid["stress_es"][row, :m] = t.stress_at(h.days, p)
         if p.memory_weight > 0:
-            grid["memory"][row, :m] = t.memory_at(h.days, p.memory_half_life_days)
+            grid["loss_memory"][row, :m] = t.memory_at(h.days, p.memory_half_life_days)
         s_stress, s_long = h.sigma_terms(p.apc.stress_quantile)
         grid["sigma_stress"][row, :m], grid["sigma_long"][row, :m] = s_stress, s_long
-        grid["variance"][row, :m], grid["adv"][row, :m] = h.variance, h.adv_usd
+        grid["variance"][row, :m], grid["adv_usd"][row, :m] = h.variance, h.adv_usd
         proxy[row, :m], as_of[row, :m] = h.loss_is_proxy, h.days
         tail = r.tails[a] if r.tails is not None else None
         direct = np.zeros(m, bool)
@@ -142,7 +143,7 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
         for k in range(width):
             live = np.flatnonzero(lengths > k)
             whole = len(live) == n
-            x = TargetInputs(**{f: grid[g][live, k] for f, g in _GRID.items()},
+            x = TargetInputs(**{f: g[live, k] for f, g in grid.items()},
                              loss_is_proxy=proxy[live, k],
                              tail_note=[notes[i][k] for i in live], hours=hours)
             state = book if whole else book.take(live)
@@ -159,7 +160,7 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
             for i, lane in enumerate(lanes)}
 
 
-def _block(r: Replay, lanes: dict[int, Lane]) -> pd.DataFrame:
+def _block(r: Replay, lanes: list[Lane]) -> pd.DataFrame:
     """One candidate's rows, asset by asset in the given order."""
     hs = [h for _, h in r.histories]
     lengths = [len(h.dates) for h in hs]
@@ -167,27 +168,20 @@ def _block(r: Replay, lanes: dict[int, Lane]) -> pd.DataFrame:
                                                       dtype=object), lengths)})
     block["date"] = (pd.DatetimeIndex(np.concatenate([h.dates.to_numpy() for h in hs]))
                      if hs else pd.DatetimeIndex([]))
-    order = range(len(hs))
     for name in PARAMETER_FIELDS:
         if name == "reason":
-            block[name] = [text for a in order for text in lanes[a][2]]
+            block[name] = [text for lane in lanes for text in lane[2]]
         else:
             dtype = bool if name in BOOL_FIELDS else float
-            block[name] = (np.concatenate([lanes[a][1][name] for a in order]) if hs
+            block[name] = (np.concatenate([lane[1][name] for lane in lanes]) if hs
                            else np.zeros(0, dtype))
     if r.tails is not None:
-        block["tail_fallback"] = (np.concatenate([lanes[a][0] for a in order]) if hs
+        block["tail_fallback"] = (np.concatenate([lane[0] for lane in lanes]) if hs
                                   else np.zeros(0, bool))
     block["loss_next"] = np.concatenate([h.loss_next for h in hs]) if hs else np.zeros(0)
     block["short_loss_next"] = (np.concatenate([h.short_loss_next for h in hs]) if hs
                                 else np.zeros(0))
     return block
-
-
-# TargetInputs field ← replay grid
-_GRID = {"variance": "variance", "var_z": "var_z", "es_z": "es_z", "adv_usd": "adv",
-         "stress_es": "stress", "loss_memory": "memory", "sigma_stress": "sigma_stress",
-         "sigma_long": "sigma_long"}
 
 
 def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int,
@@ -203,7 +197,6 @@ def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int
     finite = np.isfinite(h.z)
     zf = h.z[finite]
     before = np.concatenate(([0], np.cumsum(finite))).tolist()
-    tv = te = None
     why: list[str | None] = []
     notes: list[str] = []
     for i in range(len(variance)):
@@ -218,7 +211,7 @@ def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int
         if reason is not None:
             notes.append("")
             continue
-        if tv is not None and te is not None:
+        if direct[i]:
             var_z[i], es_z[i], note = tail_z(np.empty(0), math.sqrt(variance[i]), tv, te, p)
         else:
             lo = max(known[i] - window, 0)
