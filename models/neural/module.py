@@ -29,6 +29,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
+    Dataset,
     RandomSampler,
     Sampler,
     SequentialSampler,
@@ -192,19 +193,77 @@ def tensor_dataset(
 
 
 class _IndexTensors(Sampler[torch.Tensor]):
-    """The batches of a ``BatchSampler`` as index tensors: a tensor indexed by a Python list
-    converts the list once per tensor (~150 µs a batch of 256 rows for four tensors against
-    ~50 µs with one index tensor). Same rows, same order, same random stream."""
+    """The batches of a ``BatchSampler`` as index tensors, the same rows in the same order
+    from the same random stream.
+
+    A ``BatchSampler`` over a ``RandomSampler`` yields Python lists built one row at a time
+    from a ``randperm``; a tensor indexed by a list converts it once per tensor. Profiled at
+    1,000 assets (a ``harx_mlp`` refit of 7,700 steps of ~2,700 rows: 19 of 41 s in the
+    loader), so a shuffled epoch is drawn here as the sampler draws it — one
+    ``torch.randperm(n, generator)`` when the first batch is asked for — and cut into views
+    of that permutation; a sequential sampler's batches are slices of ``arange``. Any other
+    sampler goes through its lists.
+
+    The sampler's generator then draws a second permutation for its remainder
+    (``num_samples % n`` = 0 rows) when it is asked for row ``n + 1``: while a short last
+    batch is filled, else only if the consumer asks for a batch past the last one (Lightning
+    stops at ``len(loader)`` and does not; a plain loop does). The same draw is made here at
+    the same points, so every epoch's order is the sampler's.
+    """
 
     def __init__(self, batches: BatchSampler) -> None:
         self.batches = batches
 
+    def _order(self) -> torch.Tensor | None:
+        """This epoch's row order as one tensor, or None where it is not drawn here."""
+        sampler = self.batches.sampler
+        if isinstance(sampler, SequentialSampler):
+            return torch.arange(len(sampler.data_source))
+        if (isinstance(sampler, RandomSampler) and not sampler.replacement
+                and sampler.generator is not None
+                and sampler.num_samples == len(sampler.data_source)):
+            return torch.randperm(len(sampler.data_source), generator=sampler.generator)
+        return None
+
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for batch in self.batches:
-            yield torch.as_tensor(batch, dtype=torch.long)
+        order = self._order()
+        if order is None:
+            for batch in self.batches:
+                yield torch.as_tensor(batch, dtype=torch.long)
+            return
+        size, drop_last = self.batches.batch_size, self.batches.drop_last
+        for batch in order.split(size):
+            if len(batch) < size:
+                if not drop_last:  # filling a short last batch asks for one row too many
+                    self._remainder()
+                    yield batch
+                    return
+                break
+            yield batch
+        self._remainder()  # asked past the last batch
+
+    def _remainder(self) -> None:
+        sampler = self.batches.sampler
+        if isinstance(sampler, RandomSampler):
+            torch.randperm(len(sampler.data_source), generator=sampler.generator)
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class _Rows(Dataset[tuple[torch.Tensor, ...]]):
+    """A ``TensorDataset``'s tensors gathered by an index tensor with ``index_select``: the
+    same rows as ``tensor[index]``, about three times faster on a CPU (0.11 against 0.35 ms
+    for six tensors and 2,700 rows of 700,000)."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.tensors = data.tensors
+
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.index_select(0, index) for t in self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
 
 
 def epoch_batch_size(n_rows: int, batch_size: int, max_steps: int) -> int:
@@ -221,12 +280,12 @@ def epoch_batch_size(n_rows: int, batch_size: int, max_steps: int) -> int:
 
 
 def batch_loader(data: TensorDataset, batches: BatchSampler) -> DataLoader:
-    """A loader that slices whole batches out of the tensors (no per-row fetch and collate).
-
-    ``TensorDataset`` indexes every tensor with the batch's row indices at once, several times
-    faster than collating ``batch_size`` single rows on a small CPU.
-    """
-    return DataLoader(data, sampler=_IndexTensors(batches), batch_size=None, num_workers=0)
+    """A loader that gathers whole batches out of the tensors (no per-row fetch and collate):
+    each batch is one index tensor (:class:`_IndexTensors`) and every tensor's rows are taken
+    with one ``index_select`` (:class:`_Rows`) — the batches ``batches`` would give, several
+    times faster than collating ``batch_size`` single rows on a small CPU."""
+    return DataLoader(_Rows(data), sampler=_IndexTensors(batches), batch_size=None,
+                      num_workers=0)
 
 
 @contextlib.contextmanager
