@@ -6,9 +6,13 @@ The universe comes from :mod:`benchmarks.synthetic_universe` (2022-07-01 → 202
 features are built once (the whole panel: the learnt models read every column). Then, for
 each engine:
 
-* **walk-forward** of each model (``--models``, default ``models.enabled``): its tasks (asset ×
-  refit for per-asset models, refit for pooled ones; quarterly refits from ``--oos-start``)
-  run through :class:`pipelines.engine.Engine`, as ``volmargin retrain`` runs them;
+* **walk-forward** of every model (``--models``, default ``models.enabled``) at once: each
+  model's tasks (asset × refit for per-asset models, refit for pooled ones; quarterly refits
+  from ``--oos-start``) handed to :class:`pipelines.engine.Engine` before any is read, pooled
+  models first, as ``volmargin retrain`` runs them (:func:`pipelines.steps.start_walk_forwards`);
+  one wall time for the whole, and per model its tasks' own run times (``task_s``, measured
+  inside each task: the per-task times the projection reads). ``--one-at-a-time`` walks the
+  models forward one after the other instead (a wall time per model; the code before);
 * **evaluation** (scores, loss table, comparison: the selection's input), in process;
 * **policy replays** (``--replays``): :func:`pipelines.policy_eval.pipeline.evaluate_policies`
   — every candidate (model × confidence grid), the comparators, the frozen candidate's knob
@@ -51,6 +55,7 @@ from pipelines.engine import Engine, make_engine
 from pipelines.evaluation.comparison import comparison
 from pipelines.evaluation.evaluate import loss_table, scored
 from pipelines.policy_eval.pipeline import evaluate_policies
+from pipelines.steps import start_walk_forwards
 
 LAST = dt.date(2025, 6, 30)
 
@@ -89,6 +94,30 @@ def walk_forward(alias: str, cfg: Config, panel: pd.DataFrame, engine: Engine
             out.forecasts)
 
 
+def walk_forwards_at_once(cfg: Config, panel: pd.DataFrame, engine: Engine
+                          ) -> tuple[list[dict[str, object]], dict[str, pd.DataFrame]]:
+    """Every model of ``cfg.models.enabled`` started at once on ``engine``, read in order:
+    one row with the wall time of the whole, one per model with its task count and its
+    tasks' mean own run time (``task_s``)."""
+    load = load_average()
+    start = time.perf_counter()
+    with engine.sharing():
+        pending = start_walk_forwards(cfg, panel, engine.mapper)
+        done = {alias: p.result() for alias, p in pending.items()}
+    wall = time.perf_counter() - start
+    rows: list[dict[str, object]] = [
+        {"stage": f"walk-forward {alias}", "wall_s": float("nan"),
+         "tasks": len(pending[alias].tasks),
+         "task_s": round(wf.task_seconds / max(len(pending[alias].tasks), 1), 3),
+         "fanout": "asset" if pending[alias].tasks[0].separable else "refit",
+         "rows": len(wf.forecasts), "failed": len(wf.failures)}
+        for alias, wf in done.items()]
+    rows.append({"stage": "walk-forwards, every model at once", "wall_s": round(wall, 2),
+                 "tasks": sum(len(p.tasks) for p in pending.values()), "fanout": "overlap",
+                 "load_average_before": load, "load_average_after": load_average()})
+    return rows, {alias: wf.forecasts for alias, wf in done.items()}
+
+
 def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
             engine: Engine) -> list[dict[str, object]]:
     """The comparison the selection reads, then every policy replay (timed apart)."""
@@ -120,8 +149,9 @@ def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame]
 
 def lanes(fanout: str, tasks: int, workers: int) -> int:
     """Tasks that run at once: per-asset tasks (and the replays' asset chunks) on every
-    worker; refits (pooled models) on at most one worker each; in-process stages on one."""
-    if fanout == "none":
+    worker; refits (pooled models) on at most one worker each; in-process stages on one
+    (the overlapped walk-forwards' row is a wall time only: its work is the models' rows)."""
+    if fanout in ("none", "overlap"):
         return 1
     return max(1, workers if fanout == "asset" else min(workers, tasks))
 
@@ -131,7 +161,8 @@ def project(best: pd.DataFrame, assets: int, target_assets: int, target_workers:
     (one engine's rows): every stage's work is linear in assets (more tasks for per-asset
     fan-out, larger tasks otherwise) and spread over :func:`lanes`."""
     return sum(r.task_s * r.tasks * target_assets / assets
-               / lanes(r.fanout, r.tasks, target_workers) for r in best.itertuples())
+               / lanes(r.fanout, r.tasks, target_workers) for r in best.itertuples()
+               if r.fanout != "overlap")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
                         help="0 = the local engine in process; n > 0 = a LocalCluster of n")
     parser.add_argument("--replays", action="store_true", help="also the policy replays")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="walk the models forward one after the other (a wall per model)")
     parser.add_argument("--target-assets", type=int, nargs="*", default=[1_000, 10_000])
     parser.add_argument("--target-workers", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
@@ -182,10 +215,17 @@ def main(argv: list[str] | None = None) -> int:
         with make_engine(kind, n_jobs=cfg.backtest.n_jobs, n_workers=n_workers or None,
                          say=lambda s: print(s, flush=True)) as engine:
             forecasts = {}
-            for alias in models:
-                row, forecasts[alias] = walk_forward(alias, cfg, panel, engine)
-                rows.append({"engine": kind, "workers": n_workers, **row})
-                print(json.dumps(rows[-1]), flush=True)
+            if args.one_at_a_time:
+                for alias in models:
+                    row, forecasts[alias] = walk_forward(alias, cfg, panel, engine)
+                    rows.append({"engine": kind, "workers": n_workers, **row})
+                    print(json.dumps(rows[-1]), flush=True)
+            else:
+                walked, forecasts = walk_forwards_at_once(
+                    cfg.with_overrides({"models.enabled": models}), panel, engine)
+                for row in walked:
+                    rows.append({"engine": kind, "workers": n_workers, **row})
+                    print(json.dumps(rows[-1]), flush=True)
             if args.replays:
                 for row in replays(cfg, panel, {a: f for a, f in forecasts.items() if len(f)},
                                    engine):
@@ -195,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     # the local engine runs the walk-forward in process and the replays in n_jobs processes
     ran = [lanes(r.fanout, r.tasks, r.workers or (n_jobs if r.stage == "policy replays" else 1))
            for r in table.itertuples()]
-    table["task_s"] = table["wall_s"] * pd.Series(ran, index=table.index) / table["tasks"]
+    from_wall = table["wall_s"] * pd.Series(ran, index=table.index) / table["tasks"]
+    # measured inside the tasks where known (the walk-forwards run at once), else from walls
+    table["task_s"] = (table.get("task_s", from_wall)).fillna(from_wall)
     print(f"\n{args.assets} assets, 2022-07-01 → {LAST}, out of sample from {args.oos_start}; "
           f"load + features {made.get('load_s', '-')} + {made.get('features_s', '-')} s; "
           f"{platform.machine()}, {os.cpu_count()} CPUs")

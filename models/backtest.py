@@ -22,7 +22,9 @@ On data where nothing fails the forecasts are those of fitting all assets at onc
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class TaskResult:
     error: str = ""  # "" when the task ran; else the exception, one line
     left_out: tuple[str, str] | None = None  # (asset, error): a pooled fit failed with it
     failed: tuple[tuple[str, str], ...] = ()  # (asset, error) of a chunk's assets that failed
+    seconds: float = 0.0  # the task's own run time, retries included (where it ran)
 
 
 _In = TypeVar("_In", contravariant=True)
@@ -82,6 +85,7 @@ LEAVE_EACH_OUT_MAX = 16
 class WalkForward:
     forecasts: pd.DataFrame  # healthy rows only (FORECAST_COLUMNS + fitted_through)
     failures: pd.DataFrame   # FAILURE_COLUMNS: one row per failed (model, asset, horizon)
+    task_seconds: float = 0.0  # the tasks' own run times summed (fits and forecasts)
 
 
 class ForecastFailureError(RuntimeError):
@@ -137,6 +141,13 @@ def run_task(task: Task, make_model: Callable[[], Forecaster], features: pd.Data
     of the whole (a bug, a systematic data fault) costs O(log A) probe fits, not A full fits.
     Healthy tasks never retry, so their numbers are those of one fit.
     """
+    start = time.perf_counter()
+    return dataclasses.replace(_run_task(task, make_model, features, horizons),
+                               seconds=time.perf_counter() - start)
+
+
+def _run_task(task: Task, make_model: Callable[[], Forecaster], features: pd.DataFrame,
+              horizons: Sequence[int]) -> TaskResult:
     result = _attempt(task, make_model, features, horizons)
     if not result.error or len(task.assets) < 2:
         return result
@@ -239,6 +250,69 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
     return out.sort_values(["asset", "horizon_days"], kind="stable", ignore_index=True)
 
 
+@dataclass
+class PendingBacktest:
+    """A walk-forward whose tasks have been handed to the mapper: :meth:`result` reads them
+    (waiting where they still run) and checks the forecasts. With builtin ``map`` nothing has
+    run yet and :meth:`result` runs the tasks in order; on a cluster they already run."""
+
+    alias: str
+    tasks: list[Task]
+    results: Iterable[TaskResult]
+    n_refits: int
+    panel: pd.DataFrame
+    horizons: Sequence[int]
+    plausibility: PlausibilityConfig | None
+
+    def result(self, progress: ProgressHook | None = None) -> WalkForward:
+        results: list[TaskResult] = []
+        for result in self.results:
+            results.append(result)
+            if progress is not None:
+                progress(result.task.k + 1, self.n_refits)
+        fc = concat_forecasts([r.forecasts for r in results])
+        if "fitted_through" not in fc.columns:
+            fc["fitted_through"] = pd.Series(dtype="datetime64[ns]")
+        reasons = forecast_implausibility(fc, self.panel,
+                                          self.plausibility or PlausibilityConfig())
+        failures = _failures(self.alias, results, fc, reasons, self.horizons)
+        failed = pd.MultiIndex.from_frame(failures[["asset", "horizon_days"]].astype(
+            {"horizon_days": int}))
+        keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
+            {"horizon_days": int})).isin(failed)
+        return WalkForward(fc[keep].reset_index(drop=True), failures,
+                           sum(r.seconds for r in results))
+
+
+def start_backtest(
+    make_model: Callable[[], Forecaster],
+    panel: pd.DataFrame,
+    oos_start: dt.date,
+    refit_every: int,
+    horizons: Sequence[int],
+    min_train_days: int,
+    mapper: Mapper = map,
+    plausibility: PlausibilityConfig | None = None,
+    chunk_assets: int = 1,
+    features: pd.DataFrame | None = None,
+) -> PendingBacktest:
+    """Plan :func:`backtest`'s tasks and hand them to ``mapper``; read them with
+    :meth:`PendingBacktest.result`. Starting several models before reading any lets a
+    mapper that runs tasks at once (a Dask engine's) keep every worker busy across models.
+    ``features``: ``feature_view(panel)`` when the caller already holds it (one copy shared
+    by every model, not one per model)."""
+    features = feature_view(panel) if features is None else features
+    probe = make_model()
+    tasks = plan(features, oos_start, refit_every, min_train_days,
+                 bool(getattr(probe, "per_asset", False)), chunk_assets)
+    n_refits = len(refit_dates(pd.Timestamp(oos_start),
+                               features.index.get_level_values("date").max(), refit_every))
+    results = mapper(partial(run_task, make_model=make_model, features=features,
+                             horizons=horizons), tasks)
+    return PendingBacktest(str(probe.alias), tasks, results, n_refits, panel, horizons,
+                           plausibility)
+
+
 def backtest(
     make_model: Callable[[], Forecaster],
     panel: pd.DataFrame,
@@ -254,29 +328,8 @@ def backtest(
     """Out-of-sample forecasts for every cutoff from ``oos_start`` to the panel's last date,
     with every failed (model, asset, horizon) dropped and listed (module docstring); a
     per-asset model's assets go ``chunk_assets`` to a task (:func:`plan`)."""
-    features = feature_view(panel)
-    probe = make_model()
-    alias = str(probe.alias)
-    tasks = plan(features, oos_start, refit_every, min_train_days,
-                 bool(getattr(probe, "per_asset", False)), chunk_assets)
-    n_refits = len(refit_dates(pd.Timestamp(oos_start),
-                               features.index.get_level_values("date").max(), refit_every))
-    results: list[TaskResult] = []
-    for result in mapper(partial(run_task, make_model=make_model, features=features,
-                                 horizons=horizons), tasks):
-        results.append(result)
-        if progress is not None:
-            progress(result.task.k + 1, n_refits)
-    fc = concat_forecasts([r.forecasts for r in results])
-    if "fitted_through" not in fc.columns:
-        fc["fitted_through"] = pd.Series(dtype="datetime64[ns]")
-    reasons = forecast_implausibility(fc, panel, plausibility or PlausibilityConfig())
-    failures = _failures(alias, results, fc, reasons, horizons)
-    failed = pd.MultiIndex.from_frame(failures[["asset", "horizon_days"]].astype(
-        {"horizon_days": int}))
-    keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
-        {"horizon_days": int})).isin(failed)
-    return WalkForward(fc[keep].reset_index(drop=True), failures)
+    return start_backtest(make_model, panel, oos_start, refit_every, horizons, min_train_days,
+                          mapper, plausibility, chunk_assets).result(progress)
 
 
 def walk_forward(

@@ -20,8 +20,9 @@ JSON states); they return frames or plain values.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -43,6 +44,8 @@ class Engine:
     cluster: Any = None         # the embedded LocalCluster, when this engine started one
     dashboard: str | None = None
     _owned: list[Any] = field(default_factory=list, repr=False)
+    # id(data) -> (data, its scattered future), kept while a sharing() block is open
+    _shared: dict[int, tuple[Any, Any]] | None = field(default=None, repr=False)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **kwargs: Any) -> list[Any]:
         """``[fn(item, **kwargs) for item in items]``, run wherever this engine runs tasks."""
@@ -50,17 +53,45 @@ class Engine:
         if not items:
             return []
         if self.kind == "dask":
-            fn, kwargs = self._dask_arguments(fn, kwargs)
-            if any(_holds_frame(item) for item in items):
-                # items that carry data (a chunk's frames, a replayed path) go to the workers
-                # directly, not inside the task graph through the scheduler (the comparison's
-                # chunks of 1,000 assets made an 868 MiB graph)
-                items = self.client.scatter(items, hash=False)
-            futures = self.client.map(fn, items, pure=False, **kwargs)
-            return self.client.gather(futures)
+            return list(self._submit(fn, items, kwargs))
         if self.n_jobs == 1 or len(items) == 1:
             return [fn(item, **kwargs) for item in items]
         return Parallel(n_jobs=self.n_jobs)(delayed(fn)(item, **kwargs) for item in items)
+
+    def _submit(self, fn: Callable[..., Any], items: list[Any], kwargs: dict[str, Any]
+                ) -> _Submitted:
+        """Send every task to the cluster now; the results are gathered in order as they are
+        read."""
+        fn, kwargs = self._dask_arguments(fn, kwargs)
+        if any(_holds_frame(item) for item in items):
+            # items that carry data (a chunk's frames, a replayed path) go to the workers
+            # directly, not inside the task graph through the scheduler (the comparison's
+            # chunks of 1,000 assets made an 868 MiB graph)
+            items = self.client.scatter(items, hash=False)
+        return _Submitted(self.client.map(fn, items, pure=False, **kwargs))
+
+    @contextlib.contextmanager
+    def sharing(self) -> Iterator[Engine]:
+        """Within the block, a frame or array passed as a shared argument to several maps is
+        scattered to the workers once, not once per map, and stays there until the block
+        ends (the walk-forward of every model reads the same feature panel: 480 MB at 1,000
+        assets). Outside a block each map scatters its own and releases it after."""
+        if self._shared is not None:  # nested: the outer block owns the cache
+            yield self
+            return
+        self._shared = {}
+        try:
+            yield self
+        finally:
+            self._shared = None
+
+    def _scattered(self, value: Any) -> Any:
+        if self._shared is None:
+            return self.client.scatter(value, broadcast=True)
+        held = self._shared.get(id(value))
+        if held is None or held[0] is not value:
+            held = self._shared[id(value)] = (value, self.client.scatter(value, broadcast=True))
+        return held[1]
 
     def _dask_arguments(self, fn: Callable[..., Any], kwargs: dict[str, Any]
                         ) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -75,7 +106,7 @@ class Engine:
         """
         if isinstance(fn, partial) and not fn.args:
             kwargs, fn = {**fn.keywords, **kwargs}, fn.func
-        data = {k: self.client.scatter(v, broadcast=True) for k, v in kwargs.items()
+        data = {k: self._scattered(v) for k, v in kwargs.items()
                 if isinstance(v, pd.DataFrame | np.ndarray)}
         rest = {k: v for k, v in kwargs.items() if k not in data}
         return (partial(fn, **rest) if rest else fn), data
@@ -85,10 +116,15 @@ class Engine:
 
         Locally the walk-forward stays sequential in process (its tasks share one large
         feature frame, which processes would copy per task; the policy replays are what the
-        local engine parallelises); on Dask the tasks fan out over the cluster.
+        local engine parallelises) and, like builtin ``map``, runs a task when its result is
+        read. On Dask the tasks are sent to the cluster at once and their results gathered in
+        order when read, so a caller may start several walk-forwards before reading any
+        (:func:`models.backtest.start_backtest`): the workers take the next model's tasks
+        while one model's last refits finish.
         """
-        if self.kind == "dask":
-            return self.map(fn, items)
+        items = list(items)
+        if self.kind == "dask" and items:
+            return self._submit(fn, items, {})
         return map(fn, items)
 
     def scatter(self, value: Any) -> Any:
@@ -107,6 +143,20 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Submitted:
+    """Futures whose results are read in order, each waited for when reached."""
+
+    def __init__(self, futures: list[Any]) -> None:
+        self.futures = futures
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def __iter__(self) -> Iterator[Any]:
+        for future in self.futures:
+            yield future.result()
 
 
 def _holds_frame(item: Any) -> bool:

@@ -108,7 +108,7 @@ def run(
     market, as_of = pit.market, pit.as_of
     progress("features", 0, 1)
     panel, fp, fresh = step_features(cfg, market)
-    bt = step_backtest(cfg, panel, progress, mapper)
+    bt = step_backtest(cfg, panel, progress, mapper, engine)
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
         from pipelines.tail_step import step_tail
         step_tail(cfg, panel, progress)

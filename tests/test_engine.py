@@ -71,6 +71,48 @@ def test_mapper_runs_a_walk_forward_identically_on_dask():
     pd.testing.assert_frame_equal(got, expected)
 
 
+def test_every_model_started_at_once_on_dask_gives_each_models_own_walk_forward():
+    """The retrain starts every model's walk-forward before reading any, pooled ones first,
+    on one feature view sent to the workers once: each model's forecasts, failures and task
+    count are those of its own walk-forward run alone in process."""
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.backtest import backtest
+    from models.registry import build_forecaster
+    from pipelines.steps import start_walk_forwards
+    from tests.conftest import MARKET
+
+    market = load_market(MARKET, ["BTC", "SOL", "ETH"], dt.date(2025, 6, 30))
+    models = ["ewma94", "har_rv", "har_rv_pooled"]
+    cfg = Config().with_overrides({"models.enabled": models, "backtest.oos_start": "2024-06-01",
+                                   "backtest.refit_every": 120, "backtest.horizons": [1, 7],
+                                   "backtest.min_train_days": 300,
+                                   "backtest.chunk_assets": 2})
+    panel = build_panel(market, cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2023-01-01"]
+    bt = cfg.backtest
+    alone = {a: backtest(lambda a=a: build_forecaster(a, cfg.models, bt.horizons), panel,
+                         bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
+                         plausibility=bt.plausibility, chunk_assets=bt.chunk_assets)
+             for a in models}
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        scattered: list[type] = []
+        scatter = dask.client.scatter
+        dask.client.scatter = lambda data, **kw: (  # type: ignore[method-assign]
+            scattered.append(type(data)) or scatter(data, **kw))
+        with dask.sharing():
+            pending = start_walk_forwards(cfg, panel, dask.mapper)
+            assert list(pending) == ["har_rv_pooled", "ewma94", "har_rv"]  # pooled first
+            got = {a: p.result() for a, p in pending.items()}
+    assert scattered == [pd.DataFrame]  # the feature view, once for the three models
+    for a in models:
+        assert len(alone[a].forecasts) > 500
+        pd.testing.assert_frame_equal(got[a].forecasts, alone[a].forecasts)
+        pd.testing.assert_frame_equal(got[a].failures, alone[a].failures)
+        assert got[a].task_seconds > 0
+
+
 def test_policy_replays_on_dask_match_the_local_processes():
     """The same replays, cut into one-asset tasks on 2 Dask workers (the panel shipped once,
     each forecast chunk once), give the paths of whole replays in local processes."""
