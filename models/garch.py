@@ -70,11 +70,13 @@ daily decimal².
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
+import arch.univariate.base as arch_base
 import numpy as np
 import pandas as pd
 from arch import arch_model
@@ -83,6 +85,49 @@ from configs.schema import GarchConfig
 from models.base import asset_blocks, asset_frame, concat_forecasts, forecast_columns
 
 SCALE = 100.0
+
+
+@contextlib.contextmanager
+def exact_constraint_jacobians() -> Iterator[None]:
+    """During the block, arch's fits give SLSQP the Jacobian of their linear parameter
+    constraints (``a·θ − b ≥ 0``: positivity, stationarity), which is the row ``a`` itself.
+
+    arch passes those constraints without a Jacobian, so scipy differentiates each one
+    numerically at every iteration: 42% of a GARCH(1,1)-t walk-forward task's time (profiled
+    on 50 synthetic assets). The numerical derivative of a linear function with 0/±1
+    coefficients is that row to the last bit in almost every case, so the fits are almost
+    always the same; on 40 synthetic assets every EGARCH fit and 38 of 40 GARCH fits were
+    identical, the other two within 4e-6 in a parameter (relative) and 8e-9 in the
+    log-likelihood, with the exact Jacobian's optimum the higher. GARCH(1,1)-t fits took
+    0.70 → 0.38 s, EGARCH 0.72 → 0.52 s.
+
+    arch builds the constraint list with its module helper ``constraint(a, b)``; the block
+    swaps in a wrapper that adds ``jac`` to each entry and puts the helper back after, in
+    this process only (walk-forward tasks are single-threaded). An arch without that helper
+    fits as it does on its own.
+    """
+    original = getattr(arch_base, "constraint", None)
+    if original is None:
+        yield
+        return
+
+    def with_jacobian(a: np.ndarray, b: np.ndarray) -> list[dict[str, object]]:
+        constraints = original(a, b)
+        for row, con in zip(np.asarray(a, dtype=float), constraints, strict=True):
+            con["jac"] = _constant(row)
+        return constraints
+
+    arch_base.constraint = with_jacobian
+    try:
+        yield
+    finally:
+        arch_base.constraint = original
+
+
+def _constant(row: np.ndarray) -> Any:
+    def jac(params: np.ndarray, *args: Any) -> np.ndarray:
+        return row
+    return jac
 
 
 @dataclass(frozen=True)
@@ -217,7 +262,7 @@ class GarchForecaster:
             returns = _returns(asset_frame(panel, asset))
             if len(returns) < self.config.min_obs:
                 continue
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), exact_constraint_jacobians():
                 warnings.simplefilter("ignore")  # convergence is checked below, not warned
                 res = self._model(returns).fit(disp="off", options={"maxiter": 500})
             if plausible(res):  # no forecast beats a wrong one: else none from this model
