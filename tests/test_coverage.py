@@ -212,3 +212,19 @@ def test_var_backtest_refuses_misaligned_series():
     losses = pd.Series(np.full(5, 0.01), index=idx)
     with pytest.raises(ValueError, match="share one index"):
         var_backtest(losses, pd.Series(np.full(5, 0.02), index=idx + pd.Timedelta("1D")), 0.05)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_red_windows_counts_the_traffic_lights_red_windows(seed) -> None:
+    from pipelines.evaluation.coverage import red_windows
+
+    rng = np.random.default_rng(seed)
+    for n, window, p in [(900, 250, 0.01), (250, 250, 0.01), (249, 250, 0.01), (0, 250, 0.01),
+                         (600, 100, 0.025), (400, 30, 0.05)]:
+        # clustered breaches (a rate that switches) so that some windows go red
+        rate = np.where(rng.random(n) < 0.2, 0.15, p)
+        hits = rng.random(n) < rate
+        assert red_windows(hits, window, p) == basel_traffic_light(hits, window, p).n_red
+    assert red_windows(np.ones(300, bool), 250, 0.01) == 51
+    with pytest.raises(ValueError, match="NaN"):
+        red_windows(np.array([0.0, np.nan]), 1, 0.01)

@@ -48,3 +48,25 @@ def test_scoring_uses_only_the_common_support_and_the_next_days_rv():
     assert (table["n"] == 3).all()
     ranking = table.sort_values("qlike")["model"].tolist()
     assert ranking == ["good", "partial"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_comparisons_wide_frame_is_pivot_tables(seed) -> None:
+    """Missing cells, NaN scores, a model with no score, a cutoff with no score, duplicated
+    (cutoff, model) rows: the same frame as ``pivot_table``."""
+    from pipelines.evaluation.comparison import _wide
+
+    rng = np.random.default_rng(seed)
+    cutoffs = pd.date_range("2024-01-01", periods=40, freq="D")
+    rows = [{"cutoff": c, "model": m, "qlike": float(rng.normal())}
+            for c in cutoffs for m in ["a", "b", "garch11_t", "z"] if rng.random() < 0.8]
+    scores = pd.DataFrame(rows)
+    scores.loc[rng.random(len(scores)) < 0.1, "qlike"] = np.nan
+    scores.loc[scores["model"] == "z", "qlike"] = np.nan          # a model with no score
+    scores.loc[scores["cutoff"] == cutoffs[5], "qlike"] = np.nan  # a cutoff with none
+    scores = scores.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    want = scores.pivot_table(index="cutoff", columns="model", values="qlike")
+    pd.testing.assert_frame_equal(_wide(scores, "qlike"), want, check_exact=True)
+    twice = pd.concat([scores, scores.iloc[:3].assign(qlike=1.0)], ignore_index=True)
+    pd.testing.assert_frame_equal(_wide(twice, "qlike"), twice.pivot_table(
+        index="cutoff", columns="model", values="qlike"), check_exact=True)

@@ -34,7 +34,15 @@ VAR_COLUMNS = ["model", "asset", "var_n", "var_breaches", "kupiec_p", "christoff
 
 
 def _wide(scores: pd.DataFrame, value: str) -> pd.DataFrame:
-    return scores.pivot_table(index="cutoff", columns="model", values=value)
+    """``scores.pivot_table(index="cutoff", columns="model", values=value)``: one column per
+    model, one row per cutoff. With one score per (cutoff, model), as the walk-forward gives,
+    the mean pivot_table takes is the value itself, so a plain ``pivot`` (half the time; the
+    comparison pivots every asset × horizon twice) gives the same frame once the rows and
+    columns that pivot_table drops (all NaN) are dropped (test)."""
+    if scores.duplicated(["cutoff", "model"]).any():
+        return scores.pivot_table(index="cutoff", columns="model", values=value)
+    wide = scores.pivot(index="cutoff", columns="model", values=value)
+    return wide.dropna(how="all").dropna(axis=1, how="all")
 
 
 def _attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None, str]:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import xlogy
+
+from pipelines.evaluation.distributions import chi2_sf
 
 Zone = Literal["green", "yellow", "red"]
 ZONES: tuple[Zone, ...] = ("green", "yellow", "red")  # in order of severity
@@ -119,7 +122,7 @@ def kupiec_pof(hits: np.ndarray | pd.Series | list[bool], p: float,
     if n == 0:
         raise ValueError("Kupiec test needs at least one observation")
     lr, (lo, hi) = kupiec_lr(x, n, p), kupiec_band(n, p, size)
-    return KupiecResult(statistic=lr, p_value=float(stats.chi2.sf(lr, df=1)), n=n, breaches=x,
+    return KupiecResult(statistic=lr, p_value=chi2_sf(lr, 1), n=n, breaches=x,
                         expected=n * p, breach_rate=x / n, p=p, band_lo=lo, band_hi=hi,
                         size=size)
 
@@ -177,7 +180,7 @@ def christoffersen_independence(hits: np.ndarray | pd.Series | list[bool]) -> In
     log_l1 = (xlogy(n00, 1.0 - pi01) + xlogy(n01, pi01)
               + xlogy(n10, 1.0 - pi11) + xlogy(n11, pi11))
     lr = max(float(-2.0 * (log_l0 - log_l1)), 0.0)  # >= 0 up to rounding
-    return IndependenceResult(statistic=lr, p_value=float(stats.chi2.sf(lr, df=1)), n00=n00,
+    return IndependenceResult(statistic=lr, p_value=chi2_sf(lr, 1), n00=n00,
                               n01=n01, n10=n10, n11=n11, pi01=pi01, pi11=pi11, pi=pi)
 
 
@@ -205,13 +208,14 @@ def christoffersen_cc(hits: np.ndarray | pd.Series | list[bool],
     pof = kupiec_pof(hits, p)
     ind = christoffersen_independence(hits)
     lr = pof.statistic + ind.statistic
-    return ConditionalCoverageResult(statistic=lr, p_value=float(stats.chi2.sf(lr, df=2)),
+    return ConditionalCoverageResult(statistic=lr, p_value=chi2_sf(lr, 2),
                                      pof=pof, ind=ind)
 
 
 # ------------------------------------------------------------------------- traffic light
 
 
+@lru_cache(maxsize=256)
 def traffic_light_thresholds(n: int = 250, p: float = 0.01) -> tuple[int, int]:
     r"""Largest breach counts of the green and yellow zones for ``n`` days at level ``p``.
 
@@ -219,7 +223,8 @@ def traffic_light_thresholds(n: int = 250, p: float = 0.01) -> tuple[int, int]:
     :math:`F(x) = P(X \le x)`, :math:`X \sim \mathrm{Bin}(n, p)`: green if
     :math:`F(x) < 95\,\%`, yellow if :math:`F(x) < 99.99\,\%`, red otherwise (Basel
     Committee, 1996). For n = 250, p = 0.01 this gives the supervisory 0-4 / 5-9 /
-    10+ zones. Zero breaches is green whatever ``n * p``.
+    10+ zones. Zero breaches is green whatever ``n * p``. Cached: a pure function of (n, p)
+    that the policy verdicts ask for once per asset of every path.
 
     References
     ----------
@@ -286,6 +291,18 @@ def basel_traffic_light(hits: np.ndarray | pd.Series | list[bool], window: int =
         n_windows=int(counts.size), n_yellow=int((zone_ix == 1).sum()),
         n_red=int((zone_ix == 2).sum()), max_breaches=int(counts.max()) if counts.size else 0,
     )
+
+
+def red_windows(hits: np.ndarray, window: int = 250, p: float = 0.01) -> int:
+    """:func:`basel_traffic_light`'s ``n_red`` alone (no table of windows): the number of
+    full ``window``-day windows whose breach count is above the yellow zone."""
+    h = _as_hits(hits)
+    if window < 1:
+        raise ValueError(f"traffic-light window must be >= 1 day, got {window}")
+    yellow_max = traffic_light_thresholds(window, p)[1]
+    csum = np.concatenate([[0], np.cumsum(h)])
+    counts = csum[window:] - csum[: max(h.size - window + 1, 0)]
+    return int((counts > yellow_max).sum())
 
 
 # ------------------------------------------------------------------------------ ES backtest

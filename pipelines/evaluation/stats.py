@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from arch.bootstrap import MCS
-from scipy import stats
+
+from pipelines.evaluation.distributions import chi2_sf, t_cdf, t_sf
 
 ArrayLike = np.ndarray | pd.Series | list[float]
 
@@ -140,11 +141,10 @@ def diebold_mariano(
                         fallback, "loss differential is constant: the test is undefined")
     dm_raw = mean_diff / math.sqrt(lrv / n)
     dm = dm_raw * hln
-    t = stats.t(df=n - 1)
     return DMResult(
         statistic=dm,
-        p_value=float(2.0 * t.sf(abs(dm))),
-        p_value_a_better=float(t.cdf(dm)),
+        p_value=2.0 * t_sf(abs(dm), n - 1),
+        p_value_a_better=t_cdf(dm, n - 1),
         statistic_raw=dm_raw,
         mean_diff=mean_diff,
         long_run_variance=lrv,
@@ -268,7 +268,7 @@ def mincer_zarnowitz(
     if note == "" and not np.all(np.isfinite(theta)):
         note = "singular design: non-finite coefficients"
     se = [float(math.sqrt(v)) if v >= 0 else nan for v in np.diag(cov)]
-    return MZResult(statistic=wald, p_value=float(stats.chi2.sf(wald, df=2)),
+    return MZResult(statistic=wald, p_value=chi2_sf(wald, 2),
                     intercept=float(theta[0]), slope=float(theta[1]), intercept_se=se[0],
                     slope_se=se[1], r_squared=float(fit.rsquared), n=n, n_dropped=n_dropped,
                     maxlags=lags, log=log, note=note)

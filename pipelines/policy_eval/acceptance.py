@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import stats
 
 from pipelines.evaluation.coverage import christoffersen_independence, kupiec_band, kupiec_lr
+from pipelines.evaluation.distributions import chi2_sf
 
 
 @lru_cache(maxsize=4096)
@@ -109,8 +110,8 @@ def dq_test(hits: np.ndarray, var: np.ndarray, p: float, lags: int = 4) -> DQRes
         b = np.linalg.lstsq(x, y - pi, rcond=None)[0][1:]
         cov = np.linalg.pinv(xtx)[1:, 1:]
         dyn = float(b @ np.linalg.pinv(cov) @ b / (pi * (1.0 - pi)))
-    dyn_p = float(stats.chi2.sf(dyn, df=k)) if k else 1.0
-    return DQResult(full, float(stats.chi2.sf(full, df=df)), df, dyn, dyn_p, k)
+    dyn_p = chi2_sf(dyn, k) if k else 1.0
+    return DQResult(full, chi2_sf(full, df), df, dyn, dyn_p, k)
 
 
 def capital(ltv: pd.Series | np.ndarray) -> float:

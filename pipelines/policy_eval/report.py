@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from pipelines.evaluation.coverage import basel_traffic_light
+from pipelines.evaluation.coverage import red_windows
 from pipelines.policy_eval.acceptance import accept_arrays
 from pipelines.policy_eval.episodes import Episodes, stress_bad_debt
 from pipelines.policy_eval.reductions import series_mean, series_sum
@@ -78,7 +78,7 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
                                                lags, spent, budget)}
         if "short_loss_frac" in k and (~np.isnan(k["short_loss_frac"])).any():
             row["short_breaches"] = int((k["short_loss_frac"] > k["mmf"]).sum())
-        row["red_windows"] = basel_traffic_light(k["loss_frac"] > k["mmf"], 250, p).n_red
+        row["red_windows"] = red_windows(k["loss_frac"] > k["mmf"], 250, p)
         row.update({"bad_debt_lt_sum": series_sum(k["bad_debt_lt"]),
                     "bad_debt_ltv_sum": series_sum(k["bad_debt_ltv"]),
                     "stress_bad_debt_lt": float(stress.get(asset, 0.0)),
