@@ -153,7 +153,7 @@ class GbmForecaster:
         valid = valid_rows(panel)
         y = forward_targets(panel, self.horizons) / np.array(self.horizons)  # (N, H) per day
         has_y = valid[:, None] & np.isfinite(y) & (y > 0)  # (N, H)
-        assets = sorted(set(panel.index.get_level_values("asset")[has_y.any(axis=1)]))
+        assets = sorted(pd.unique(panel.index.get_level_values("asset")[has_y.any(axis=1)]))
         if not assets:
             raise ValueError("gbm_sklearn.fit: no row with inputs and a target; panel too short")
         has_y = self._subsample(has_y)  # every asset above still gets forecasts

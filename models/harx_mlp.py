@@ -138,7 +138,7 @@ class HarxMlpForecaster:
         log_y = np.log(np.maximum(forward_targets(panel, self.horizons) / h, VAR_FLOOR))  # (N, H)
         ok = valid[:, None] & np.isfinite(log_y)  # (N, H)
         names = panel.index.get_level_values("asset")
-        self.assets = sorted(set(names[ok.any(axis=1)]))
+        self.assets = sorted(pd.unique(names[ok.any(axis=1)]))  # hashed, not a set() of every row
         if not self.assets:
             raise ValueError("harx_mlp.fit: no row with inputs and a target; panel too short")
         asset_id = pd.Index(self.assets).get_indexer(names)  # (N,) -1: no target rows

@@ -83,8 +83,8 @@ class MlpHarForecaster:
         dates = panel.index.get_level_values("date").to_numpy()
         train_mask, val_mask = self._time_split(dates, mask)
 
-        asset_names = panel.index.get_level_values("asset")
-        self.assets = sorted(set(asset_names[train_mask.any(axis=1)]))
+        asset_names = panel.index.get_level_values("asset")  # hashed, not a set() of every row
+        self.assets = sorted(pd.unique(asset_names[train_mask.any(axis=1)]))
         asset_id = pd.Index(self.assets).get_indexer(asset_names)  # -1: no training rows
         val_mask &= (asset_id >= 0)[:, None]
         train_rows, val_rows = train_mask.any(axis=1), val_mask.any(axis=1)

@@ -70,3 +70,19 @@ def test_the_comparisons_wide_frame_is_pivot_tables(seed) -> None:
     twice = pd.concat([scores, scores.iloc[:3].assign(qlike=1.0)], ignore_index=True)
     pd.testing.assert_frame_equal(_wide(twice, "qlike"), twice.pivot_table(
         index="cutoff", columns="model", values="qlike"), check_exact=True)
+
+
+def test_the_comparisons_chunks_hold_the_rows_isin_would_select() -> None:
+    """Rows by asset from one hashing pass: the same rows, order and index as ``isin``,
+    also for an asset a frame lacks and for a chunk no frame covers."""
+    from pipelines.evaluation.comparison import _positions, _rows
+
+    rng = np.random.default_rng(5)
+    names = np.array([f"A{i:02d}" for i in range(12)], dtype=object)
+    frame = pd.DataFrame({"asset": pd.array(rng.choice(names[:10], 500), dtype="str"),
+                          "x": rng.normal(size=500)}, index=rng.permutation(1000)[:500])
+    where = _positions(frame["asset"])
+    assert set(where) == set(frame["asset"])
+    for chunk in (list(names[:3]), list(names[8:12]), ["A11"], [], list(names)):
+        want = frame[frame["asset"].isin(set(chunk))]
+        pd.testing.assert_frame_equal(_rows(frame, where, chunk), want, check_exact=True)

@@ -164,6 +164,25 @@ def test_the_static_path_in_one_pass_is_the_per_asset_path_bit_for_bit(replay_se
                                   check_exact=True)
 
 
+def test_the_static_tables_of_every_confidence_in_one_pass_are_each_levels_own(
+        replay_setup) -> None:
+    """The grid's static tables built together (each asset's history read once) are the
+    path and schedule each level's own call gives."""
+    from pipelines.policy_eval.compare import static_paths_at
+
+    panel, template = replay_setup
+    levels = [0.99, 0.95, 0.975, 0.99]  # the policy's own level is also in the grid
+    together = static_paths_at(template, panel, CFG, levels)
+    assert list(together) == [0.99, 0.95, 0.975]
+    for q in (0.95, 0.975, 0.99):
+        path, schedule = static_paths(template, panel, CFG, q)
+        pd.testing.assert_frame_equal(together[q][0], path, check_exact=True)
+        pd.testing.assert_frame_equal(together[q][1], schedule, check_exact=True)
+        pd.testing.assert_frame_equal(together[q][0], _reference_static(template, panel, CFG, q),
+                                      check_exact=True)
+    assert not together[0.95][1]["mmf"].equals(together[0.99][1]["mmf"])  # levels differ
+
+
 def _reference_stress(path: pd.DataFrame, episodes, u: int = 1) -> pd.DataFrame:
     """The stress table from a frame per (episode, asset) (the code it replaced)."""
     cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",

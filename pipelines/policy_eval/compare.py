@@ -203,50 +203,79 @@ def static_schedule(frame: pd.DataFrame, years: list[int], cfg: Config,
     losses: NaN (no table for that year).
     """
     q = cfg.policy.confidence if confidence is None else confidence
+    return static_schedules(frame, years, cfg, [q])[q]
+
+
+def static_schedules(frame: pd.DataFrame, years: list[int], cfg: Config,
+                     confidences: list[float]) -> dict[float, pd.DataFrame]:
+    """:func:`static_schedule` at each confidence level: the losses, σ, ADV and slippage of
+    each year computed once for all of them (only the ES differs)."""
     loss = covered_loss(frame, cfg.policy)[0].dropna()
     frac_all = 1.0 - np.exp(-loss.clip(lower=0.0))
     dollar = np.exp(frame["log_dollar_volume"])
-    rows = []
+    rows: dict[float, list[dict[str, float]]] = {q: [] for q in confidences}
     for year in years:
         start = pd.Timestamp(year=year, month=1, day=1)
         frac = frac_all[frac_all.index < start].to_numpy()
         if len(frac) < MIN_IN_SAMPLE:
-            rows.append({"year": year, "mmf": np.nan, "slippage": np.nan, "n_obs": len(frac)})
+            for q in confidences:
+                rows[q].append({"year": year, "mmf": np.nan, "slippage": np.nan,
+                                "n_obs": len(frac)})
             continue
-        var = np.quantile(frac, q, method="higher")
-        es = float(frac[frac >= var].mean())
         sigma = float(frame.loc[frame.index < start, "ret_1d"].std())
         adv = float(dollar[dollar.index < start].tail(cfg.policy.liquidity.adv_window).mean())
         slip = liquidity_addon(sigma, adv, cfg.policy)
-        mmf = min(max(es + slip, cfg.policy.mmf_floor), cfg.policy.mmf_cap)
-        rows.append({"year": year, "mmf": mmf, "slippage": slip, "n_obs": len(frac)})
-    return pd.DataFrame(rows)
+        for q in confidences:
+            var = np.quantile(frac, q, method="higher")
+            es = float(frac[frac >= var].mean())
+            mmf = min(max(es + slip, cfg.policy.mmf_floor), cfg.policy.mmf_cap)
+            rows[q].append({"year": year, "mmf": mmf, "slippage": slip, "n_obs": len(frac)})
+    return {q: pd.DataFrame(r) for q, r in rows.items()}
 
 
 def static_paths(template: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
                  confidence: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The yearly recalibrated static table held on the template's days: (path, schedule)."""
+    q = cfg.policy.confidence if confidence is None else float(confidence)
+    return static_paths_at(template, panel, cfg, [q])[q]
+
+
+def static_paths_at(template: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
+                    confidences: list[float]
+                    ) -> dict[float, tuple[pd.DataFrame, pd.DataFrame]]:
+    """:func:`static_paths` at each confidence level, every asset's losses, σ and ADV read
+    once for all of them (:func:`static_schedules`; the evaluation tables the static table at
+    each confidence of its grid: three passes over every asset's history before)."""
     lb = cfg.evaluation.comparison_lb
-    held, margins, tables = [], [], []
+    levels = list(dict.fromkeys(float(q) for q in confidences))
+    held: dict[float, list[pd.DataFrame]] = {q: [] for q in levels}
+    margins: dict[float, list[np.ndarray]] = {q: [] for q in levels}
+    tables: dict[float, list[pd.DataFrame]] = {q: [] for q in levels}
     for asset, g in template.groupby("asset", sort=True):
-        years = sorted(pd.to_datetime(g["date"]).dt.year.unique())
-        table = static_schedule(panel.xs(asset, level="asset"), years, cfg, confidence)
-        tables.append(table.assign(asset=asset))
-        mmf = pd.to_datetime(g["date"]).dt.year.map(table.set_index("year")["mmf"]).to_numpy()
-        ok = np.isfinite(mmf)
-        if ok.any():
-            held.append(g[ok])
-            margins.append(mmf[ok])
-    if not held:
-        return template.iloc[0:0], pd.concat(tables, ignore_index=True)
-    # the outcomes of every asset in one pass (row by row, so each row's the same as in a
-    # pass per asset; a pass per asset was most of this function's time at 1,000 assets)
-    rows = pd.concat(held, ignore_index=True)
-    m = np.concatenate(margins)
-    imf = np.minimum(m * (1 + cfg.policy.apc.buffer), 0.99)
-    path = static_path(rows, m, (1 - m) / lb, lb, imf,
-                       rows["liquidity_addon"].fillna(0.0).to_numpy())
-    return path, pd.concat(tables, ignore_index=True)
+        year_of = pd.to_datetime(g["date"]).dt.year
+        years = sorted(year_of.unique())
+        per_level = static_schedules(panel.xs(asset, level="asset"), years, cfg, levels)
+        for q, table in per_level.items():
+            tables[q].append(table.assign(asset=asset))
+            mmf = year_of.map(table.set_index("year")["mmf"]).to_numpy()
+            ok = np.isfinite(mmf)
+            if ok.any():
+                held[q].append(g[ok])
+                margins[q].append(mmf[ok])
+    out: dict[float, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    for q in levels:
+        schedule = pd.concat(tables[q], ignore_index=True)
+        if not held[q]:
+            out[q] = (template.iloc[0:0], schedule)
+            continue
+        # the outcomes of every asset in one pass (row by row, so each row's the same as in
+        # a pass per asset; a pass per asset was most of this function's time at 1,000 assets)
+        rows = pd.concat(held[q], ignore_index=True)
+        m = np.concatenate(margins[q])
+        imf = np.minimum(m * (1 + cfg.policy.apc.buffer), 0.99)
+        out[q] = (static_path(rows, m, (1 - m) / lb, lb, imf,
+                              rows["liquidity_addon"].fillna(0.0).to_numpy()), schedule)
+    return out
 
 
 def aave_paths(template: pd.DataFrame, launch: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -263,11 +292,13 @@ def aave_paths(template: pd.DataFrame, launch: pd.Timestamp | None = None) -> pd
     return pd.concat(blocks, ignore_index=True) if blocks else template.iloc[0:0]
 
 
-def comparator_paths(panel: pd.DataFrame, template: pd.DataFrame, cfg: Config
+def comparator_paths(panel: pd.DataFrame, template: pd.DataFrame, cfg: Config,
+                     static: tuple[pd.DataFrame, pd.DataFrame] | None = None,
                      ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Static (recalibrated yearly) and Aave v3 (whole period, from launch) on the template's
-    days and slippage: (paths by name, static schedule)."""
-    static, schedule = static_paths(template, panel, cfg)
+    days and slippage: (paths by name, static schedule). ``static``: the static table's
+    (path, schedule) at the policy's confidence when the caller built it already."""
+    static, schedule = static_paths(template, panel, cfg) if static is None else static
     return {"static": static, "aave_v3": aave_paths(template),
             "aave_v3:from_launch": aave_paths(template, pd.Timestamp(cfg.evaluation.aave_launch))
             }, schedule

@@ -18,7 +18,7 @@ from pipelines.policy_eval.compare import (
     no_apc,
     replay_candidates,
     replay_many,
-    static_paths,
+    static_paths_at,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
 from pipelines.policy_eval.frontier import frontier_points
@@ -113,7 +113,13 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     paths, settings = replay_candidates(panel, forecasts, cfg, engine=engine)
     defaults = {a: f"policy:{a}" for a in forecasts}  # the configured settings' names
     template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
-    comparators, schedule = comparator_paths(panel, template, cfg)
+    # the static table at the policy's confidence (a comparator) and at each confidence of
+    # the grid (the frontier), every asset's history read once for all of them
+    grid = [float(q) for q in cfg.evaluation.grid.get("policy.confidence",
+                                                      [cfg.policy.confidence])]
+    at_level = static_paths_at(template, panel, cfg, [float(cfg.policy.confidence), *grid])
+    comparators, schedule = comparator_paths(panel, template, cfg,
+                                             at_level[float(cfg.policy.confidence)])
     sel_start, sel_end = periods(cfg)[SELECTION]
     verdicts = Verdicts(cfg, engine)  # judged once, the selection's reused by the report
     sel_table = verdicts({n: paths[n] for n in settings}, SELECTION,
@@ -133,10 +139,7 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
-    # the static table per confidence; at the policy's own it is the comparator already built
-    statics = {float(q): comparators["static"] if float(q) == cfg.policy.confidence
-               else static_paths(template, panel, cfg, float(q))[0]
-               for q in cfg.evaluation.grid.get("policy.confidence", [cfg.policy.confidence])}
+    statics = {q: at_level[q][0] for q in grid}
     eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
     stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
                         if n in paths], ignore_index=True)
