@@ -264,7 +264,8 @@ class GarchForecaster:
                 continue
             with warnings.catch_warnings(), exact_constraint_jacobians():
                 warnings.simplefilter("ignore")  # convergence is checked below, not warned
-                res = self._model(returns).fit(disp="off", options={"maxiter": 500})
+                res = self._model(returns).fit(disp="off", show_warning=False,
+                                               options={"maxiter": 500})
             if plausible(res):  # no forecast beats a wrong one: else none from this model
                 self.params[str(asset)] = {k: float(v) for k, v in res.params.items()}
         return self
