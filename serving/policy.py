@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from configs.schema import PolicyConfig
 
@@ -157,6 +156,8 @@ def student_t_measures(confidence: float, dof: float = STUDENT_T_DOF) -> tuple[f
     Cached: a pure function of two numbers, which the replay asks for on every day of an
     asset's short-window start (scipy's ``ppf``/``pdf`` were a quarter of a replay's time).
     """
+    from scipy import stats  # here, not at import: ~0.5 s of a fresh serve that needs no t tail
+
     scale = math.sqrt((dof - 2.0) / dof)
     q = stats.t.ppf(confidence, dof)
     es = stats.t.pdf(q, dof) / (1 - confidence) * (dof + q**2) / (dof - 1)
@@ -165,6 +166,8 @@ def student_t_measures(confidence: float, dof: float = STUDENT_T_DOF) -> tuple[f
 
 def fitted_t_measures(z: np.ndarray, confidence: float) -> tuple[float, float]:
     """VaR and ES of a location-scale Student-t fitted by maximum likelihood to ``z``."""
+    from scipy import stats  # as in student_t_measures
+
     dof, loc, scale = stats.t.fit(z)
     dof = max(dof, 2.5)  # ES needs ν > 1; below 2.5 the fit is an artefact of a short window
     q = stats.t.ppf(confidence, dof)
