@@ -109,7 +109,7 @@ def walk_forwards_at_once(cfg: Config, panel: pd.DataFrame, engine: Engine
         {"stage": f"walk-forward {alias}", "wall_s": float("nan"),
          "tasks": len(pending[alias].tasks),
          "task_s": round(wf.task_seconds / max(len(pending[alias].tasks), 1), 3),
-         "fanout": "asset" if pending[alias].tasks[0].separable else "refit",
+         "fanout": "asset" if any(t.separable for t in pending[alias].tasks) else "refit",
          "rows": len(wf.forecasts), "failed": len(wf.failures)}
         for alias, wf in done.items()]
     rows.append({"stage": "walk-forwards, every model at once", "wall_s": round(wall, 2),
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
            for r in table.itertuples()]
     from_wall = table["wall_s"] * pd.Series(ran, index=table.index) / table["tasks"]
     # measured inside the tasks where known (the walk-forwards run at once), else from walls
-    table["task_s"] = (table.get("task_s", from_wall)).fillna(from_wall)
+    table["task_s"] = table.get("task_s", from_wall).fillna(from_wall)
     print(f"\n{args.assets} assets, 2022-07-01 → {LAST}, out of sample from {args.oos_start}; "
           f"load + features {made.get('load_s', '-')} + {made.get('features_s', '-')} s; "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
