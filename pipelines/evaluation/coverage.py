@@ -273,13 +273,9 @@ def basel_traffic_light(hits: np.ndarray | pd.Series | list[bool], window: int =
     with :math:`(g, y)` from :func:`traffic_light_thresholds` (4 and 9 for 250 days at 99 %).
     Only full windows count; a Series' index labels the window ends.
     """
-    h = _as_hits(hits)
-    if window < 1:
-        raise ValueError(f"traffic-light window must be >= 1 day, got {window}")
+    h, counts = _window_counts(hits, window)
     green_max, yellow_max = traffic_light_thresholds(window, p)
     labels = hits.index if isinstance(hits, pd.Series) else pd.RangeIndex(h.size)
-    csum = np.concatenate([[0], np.cumsum(h)])
-    counts = csum[window:] - csum[: max(h.size - window + 1, 0)]  # (n - window + 1,)
     zone_ix = (counts > green_max).astype(int) + (counts > yellow_max).astype(int)
     windows = pd.DataFrame({"breaches": counts.astype(int),
                             "zone": np.asarray(ZONES, dtype=object)[zone_ix]},
@@ -296,13 +292,18 @@ def basel_traffic_light(hits: np.ndarray | pd.Series | list[bool], window: int =
 def red_windows(hits: np.ndarray, window: int = 250, p: float = 0.01) -> int:
     """:func:`basel_traffic_light`'s ``n_red`` alone (no table of windows): the number of
     full ``window``-day windows whose breach count is above the yellow zone."""
+    counts = _window_counts(hits, window)[1]
+    return int((counts > traffic_light_thresholds(window, p)[1]).sum())
+
+
+def _window_counts(hits: np.ndarray | pd.Series | list[bool], window: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(the hits as booleans, the breach count of every full ``window``-day window)."""
     h = _as_hits(hits)
     if window < 1:
         raise ValueError(f"traffic-light window must be >= 1 day, got {window}")
-    yellow_max = traffic_light_thresholds(window, p)[1]
     csum = np.concatenate([[0], np.cumsum(h)])
-    counts = csum[window:] - csum[: max(h.size - window + 1, 0)]
-    return int((counts > yellow_max).sum())
+    return h, csum[window:] - csum[: max(h.size - window + 1, 0)]  # (n - window + 1,)
 
 
 # ------------------------------------------------------------------------------ ES backtest
