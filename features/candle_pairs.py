@@ -71,11 +71,14 @@ def check(state: dict[str, Any] | None, hourly: Side, daily: Side
         state = {"lineage": [hourly.lineage, daily.lineage], "b": bound,
                  "compared": compared + int((days < bound).sum()),
                  "failing": failing + [r for r in rows if r[0] < bound]}
-    table = pd.DataFrame([(pd.Timestamp(day), f, h, d) for day, f, h, d in failing + rows],
-                         columns=["day", "field", "hourly", "daily"])
     state = dict(state or {"lineage": None, "b": 0, "compared": 0, "failing": []})
     try:
-        note = judge(compared + n, table, hourly.cut, hourly.path, daily.path)
+        # judge() answers None when no day fails: the table (~0.7 ms to build) only otherwise
+        note = None if not (failing or rows) else judge(
+            compared + n, pd.DataFrame([(pd.Timestamp(day), f, h, d)
+                                        for day, f, h, d in failing + rows],
+                                       columns=["day", "field", "hourly", "daily"]),
+            hourly.cut, hourly.path, daily.path)
     except DataValidationError as err:
         state.update(memo=memo, result={"error": str(err), "line": err.row})
         return err, state, how
@@ -107,16 +110,29 @@ def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None
           ) -> tuple[int, np.ndarray, Failing]:
     """:func:`features.consistency.mismatches` over the UTC days from ``start`` on: how many
     days were compared, which (ns) and the failing rows (see :func:`mismatch_days`)."""
-
-    def part(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame if start is None else frame.iloc[frame.index.searchsorted(
-            pd.Timestamp(start)):]
-
-    h, d = part(hourly), part(daily)
-    if not len(h) or not len(d):
+    h, d = _arrays(hourly, ("open", "high", "low", "close")), _arrays(daily, FIELDS)
+    if start is not None:
+        h, d = _from(h, start), _from(d, start)
+    if not len(h[0]) or not len(d[0]):
         return 0, np.empty(0, dtype="int64"), []
-    days, rows = mismatch_days(h, d)
+    days, rows = _mismatch(h, d)
     return len(days), days, rows
+
+
+Arrays = tuple[np.ndarray, dict[str, np.ndarray]]  # stamps (ns), then columns by name
+
+
+def _arrays(frame: pd.DataFrame, columns: tuple[str, ...]) -> Arrays:
+    """``frame``'s stamps and ``columns`` as numpy arrays (views where pandas allows)."""
+    stamps = frame.index.to_numpy(dtype="datetime64[ns]").view("int64")
+    return stamps, {c: frame[c].to_numpy() for c in columns}
+
+
+def _from(arrays: Arrays, start: int) -> Arrays:
+    """The rows stamped at or after ``start``."""
+    stamps, columns = arrays
+    i = int(np.searchsorted(stamps, start, side="left"))
+    return stamps[i:], {c: v[i:] for c, v in columns.items()}
 
 
 def mismatch_days(hourly: pd.DataFrame, daily: pd.DataFrame) -> tuple[np.ndarray, Failing]:
@@ -127,22 +143,29 @@ def mismatch_days(hourly: pd.DataFrame, daily: pd.DataFrame) -> tuple[np.ndarray
     asset; the arithmetic here is the same element by element (a test compares the two on
     every embedded pair, shifted files included).
     """
-    stamps = hourly.index.to_numpy(dtype="datetime64[ns]").view("int64")
+    return _mismatch(_arrays(hourly, ("open", "high", "low", "close")),
+                     _arrays(daily, FIELDS))
+
+
+def _mismatch(hourly: Arrays, daily: Arrays) -> tuple[np.ndarray, Failing]:
+    """:func:`mismatch_days` on the frames' arrays (a daily append compares one or two days
+    of each of 1,000+ pairs: pandas' per-call costs were most of it)."""
+    stamps, hours = hourly
     day = stamps - stamps % _DAY_NS
     days, slot = np.unique(day, return_inverse=True)
     hour = (stamps - day) // (_DAY_NS // 24)
     agg = {name: np.full(len(days), np.nan) for name in ("open", "close")}
-    agg["open"][slot[hour == 0]] = hourly["open"].to_numpy()[hour == 0]
-    agg["close"][slot[hour == 23]] = hourly["close"].to_numpy()[hour == 23]
+    agg["open"][slot[hour == 0]] = hours["open"][hour == 0]
+    agg["close"][slot[hour == 23]] = hours["close"][hour == 23]
     agg["high"] = np.full(len(days), -np.inf)
-    np.maximum.at(agg["high"], slot, hourly["high"].to_numpy())
+    np.maximum.at(agg["high"], slot, hours["high"])
     agg["low"] = np.full(len(days), np.inf)
-    np.minimum.at(agg["low"], slot, hourly["low"].to_numpy())
-    daily_days = daily.index.to_numpy(dtype="datetime64[ns]").view("int64")
+    np.minimum.at(agg["low"], slot, hours["low"])
+    daily_days, daily_fields = daily
     common, mine, theirs = np.intersect1d(days, daily_days, assume_unique=True,
                                           return_indices=True)
     got = {k: v[mine] for k, v in agg.items()}
-    ref = {k: daily[k].to_numpy()[theirs] for k in FIELDS}
+    ref = {k: daily_fields[k][theirs] for k in FIELDS}
     excess = {"open": np.abs(got["open"] / ref["open"] - 1),
               "close": np.abs(got["close"] / ref["close"] - 1),
               "high": got["high"] / ref["high"] - 1,
