@@ -4,7 +4,13 @@ Layout under the cache directory::
 
     index.json                 what is known about each source file and hourly/daily pair
     index.lock                 locked while the index is read-modified-written
-    entries/<digest>.npy       one validated frame: stamps and float64 columns, one array
+    entries/<d[:2]>/<d>.npy    one validated frame: stamps and float64 columns, one array
+
+Entries are spread over 256 subdirectories by the first two hex digits of their name, as git
+spreads its objects: a daily append writes a new entry for every grown file, and creating a
+file in one directory of 2,000-4,000 entries (the live ones and those still in their grace
+period) cost ~0.4-0.7 ms on the benchmark machine's ext4 against ~0.07 ms in a small one
+(1.4 s of a 1,000-asset append).
 
 Entries are *content-addressed*: the name is a digest of the source content they were
 validated from (and of the kind, the validation settings and :data:`FORMAT`), so two processes
@@ -47,7 +53,7 @@ import filelock
 import numpy as np
 import pandas as pd
 
-FORMAT = 2  # bump when the entry or index layout, or what a cached frame holds, changes
+FORMAT = 3  # bump when the entry or index layout, or what a cached frame holds, changes
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0
@@ -83,6 +89,11 @@ class Store:
         self.entries = self.root / "entries"
         self.index_path = self.root / "index.json"
         self._columns: dict[tuple[str, ...], pd.Index] = {}
+        self._shards: set[str] = set()
+
+    def path(self, name: str) -> Path:
+        """Where entry ``name`` is stored (its two-digit subdirectory)."""
+        return self.entries / name[:2] / name
 
     # -- index -------------------------------------------------------------------------------
     def read_index(self) -> dict[str, Any]:
@@ -127,7 +138,12 @@ class Store:
         cutoff = time.time() - GC_GRACE_S
         stale = [p for p in self.root.iterdir() if p.name.endswith(".tmp")]
         with contextlib.suppress(OSError):
-            stale += [p for p in self.entries.iterdir() if p.name not in live]
+            for path in self.entries.iterdir():
+                if path.is_dir():  # a shard: its files not in the index (temporaries too)
+                    with contextlib.suppress(OSError):
+                        stale += [p for p in path.iterdir() if p.name not in live]
+                else:  # an entry of an older format, stored unsharded
+                    stale.append(path)
         for path in stale:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
@@ -150,7 +166,10 @@ class Store:
             ``entry_sha`` (SHA-256 of the file), ``offset`` (where the array starts),
             ``first``/``last`` (the first and last stamp, checked on every read).
         """
-        self.entries.mkdir(parents=True, exist_ok=True)
+        target = self.path(name)
+        if target.parent.name not in self._shards:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._shards.add(target.parent.name)
         if block is None:
             block = frame_block(frame)
         # The .npy header, then the array's bytes as they are in memory: what np.save writes,
@@ -164,7 +183,7 @@ class Store:
         digest.update(data)
         # Content-addressed, so an existing entry of that name holds these bytes unless it is
         # damaged: rewriting it (atomically) costs little and repairs it.
-        write_atomic(self.entries / name, (head, data), durable=False)
+        write_atomic(target, (head, data), durable=False)
         return {"entry_sha": digest.hexdigest(), "offset": len(head),
                 "first": int(block[0, 0]), "last": int(block[0, -1])}
 
@@ -172,7 +191,7 @@ class Store:
         """Entry ``name``'s int64 block, mapped copy-on-write (:meth:`read_entry`), or None."""
         rows, columns, offset = record["rows"], record["columns"], record["offset"]
         try:
-            with open(os.path.join(self.entries, name), "rb") as fh:
+            with open(self.path(name), "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 if size != offset + 8 * (1 + len(columns)) * rows:
                     return None

@@ -11,6 +11,7 @@ import datetime as dt
 import gzip
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -125,6 +126,36 @@ def test_appended_rows_are_the_only_ones_parsed(source: Path, tmp_path: Path, ho
     assert served(cache) == 7 and cache.stats["pair_memo"] == 2
 
 
+def test_entries_are_written_behind_the_load_and_a_failed_write_costs_only_a_reread(
+        source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    plain = load_market(source)
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(source, cache=cache), plain)
+    assert not cache._pending and cache.stats["full"] == 7  # all written before the return
+    assert len(list((tmp_path / "cache" / "entries").glob("*/*.npy"))) == 7
+    assert_same(load_market(source, cache=cache), plain)  # the same object: from the entries
+    assert served(cache) == 7
+
+    cache = CandleCache(tmp_path / "full")
+    write, calls, lock = cache.store.write_entry, [], threading.Lock()
+
+    def full_disk(*args: object) -> dict[str, object]:  # the first three writes fail
+        with lock:
+            calls.append(args[0])
+            if len(calls) <= 3:
+                raise OSError(28, "No space left on device")
+        return write(*args)
+
+    monkeypatch.setattr(cache.store, "write_entry", full_disk)
+    with caplog.at_level("WARNING", logger="features.candle_cache"):
+        assert_same(load_market(source, cache=cache), plain)
+    assert len(calls) == 7 and caplog.text.count("No space left on device") == 3
+    again = CandleCache(tmp_path / "full")  # only the written ones were recorded
+    assert_same(load_market(source, cache=again), plain)
+    assert again.stats["full"] == 3 and served(again) == 4
+
+
 def _bad_append(tmp: Path, source: Path, edit) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
     data = tmp / "data"
     rest = _split(source, data, "2021-05-01")
@@ -222,7 +253,7 @@ def test_a_file_changed_otherwise_than_by_append_is_read_again(
 def test_a_damaged_cache_is_rebuilt_never_trusted(source: Path, tmp_path: Path) -> None:
     plain = load_market(source)
     load_market(source, cache=tmp_path / "cache")
-    entries = sorted((tmp_path / "cache" / "entries").iterdir())
+    entries = sorted((tmp_path / "cache" / "entries").glob("*/*.npy"))
     entries[0].write_bytes(entries[0].read_bytes()[:100])  # a partial write
     entries[1].unlink()
     cache = CandleCache(tmp_path / "cache")
@@ -237,7 +268,7 @@ def test_a_damaged_cache_is_rebuilt_never_trusted(source: Path, tmp_path: Path) 
 def test_verify_catches_a_value_changed_inside_an_entry(source: Path, tmp_path: Path) -> None:
     plain = load_market(source)
     load_market(source, cache=tmp_path / "cache")
-    for entry in (tmp_path / "cache" / "entries").iterdir():  # bit rot inside the values
+    for entry in (tmp_path / "cache" / "entries").glob("*/*.npy"):  # bit rot inside the values
         data = bytearray(entry.read_bytes())
         data[len(data) // 2] ^= 0xFF
         entry.write_bytes(bytes(data))
@@ -416,19 +447,24 @@ def test_old_entries_and_leftover_temporary_files_are_collected(source: Path,
     _split(source, data, "2099")
     load_market(data, cache=tmp_path / "cache")
     entries = tmp_path / "cache" / "entries"
-    kept = sorted(p.name for p in entries.iterdir())
+    kept = sorted(p.relative_to(entries) for p in entries.glob("*/*"))
+    assert kept and all(p.parent.name == p.name[:2] for p in kept)  # sharded by name
     old = time.time() - 2 * GC_GRACE_S
-    leftovers = [entries / "0123.npy", entries / ".x.npy.abc.tmp",
+    (entries / "01").mkdir(exist_ok=True)
+    leftovers = [entries / "01" / "0123.npy", entries / "01" / ".0123.npy.abc.tmp",
+                 entries / "89ab.npy",  # unsharded: an older format's entry
                  tmp_path / "cache" / ".index.json.abc.tmp"]
     for path in leftovers:
         path.write_bytes(b"left by a killed writer")
         os.utime(path, (old, old))
-    young = entries / "4567.npy"  # maybe another process's, not yet in the index
+    (entries / "45").mkdir(exist_ok=True)
+    young = entries / "45" / "4567.npy"  # maybe another process's, not yet in the index
     young.write_bytes(b"")
     os.utime(data / "macro" / "SPX.csv.gz")  # touched: its record changes, the index is saved
     load_market(data, cache=tmp_path / "cache")
     assert not any(p.exists() for p in leftovers) and young.exists()
-    assert sorted(p.name for p in entries.iterdir()) == sorted([*kept, young.name])
+    assert sorted(p.relative_to(entries) for p in entries.glob("*/*")) == sorted(
+        [*kept, young.relative_to(entries)])
 
 
 def _same_as_pandas(hourly: pd.DataFrame, daily: pd.DataFrame) -> int:
