@@ -73,8 +73,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import arch.univariate.base as arch_base
 import numpy as np
@@ -83,6 +82,7 @@ from arch import arch_model
 
 from configs.schema import GarchConfig
 from models.base import asset_blocks, asset_frame, concat_forecasts, forecast_columns
+from models.garch_specs import GARCH_SPECS
 
 SCALE = 100.0
 
@@ -128,25 +128,6 @@ def _constant(row: np.ndarray) -> Any:
     def jac(params: np.ndarray, *args: Any) -> np.ndarray:
         return row
     return jac
-
-
-@dataclass(frozen=True)
-class GarchSpec:
-    vol: Literal["GARCH", "EGARCH"]
-    p: int
-    o: int
-    q: int
-    dist: Literal["normal", "t", "skewt"]
-
-
-
-GARCH_SPECS: dict[str, GarchSpec] = {
-    "garch11_t": GarchSpec("GARCH", 1, 0, 1, "t"),
-    "garch11_skewt": GarchSpec("GARCH", 1, 0, 1, "skewt"),
-    "gjr_t": GarchSpec("GARCH", 1, 1, 1, "t"),
-    "gjr_skewt": GarchSpec("GARCH", 1, 1, 1, "skewt"),
-    "egarch_t": GarchSpec("EGARCH", 1, 1, 1, "t"),
-}
 
 
 def _returns(frame: pd.DataFrame) -> pd.Series:

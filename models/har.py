@@ -61,7 +61,7 @@ from models.base import (
     requested_horizons,
     trained_horizons,
 )
-from models.preprocessing import dvol_mask, forward_targets, log_variance
+from models.panel_inputs import dvol_mask, forward_targets, log_variance
 
 HAR_TERMS = ("har_rv_1d", "har_rv_7d", "har_rv_30d")
 

@@ -1,23 +1,16 @@
-r"""Model inputs and training targets shared by the machine-learning forecasters.
+r"""Preprocessing of the machine-learning forecasters' inputs (:mod:`models.panel_inputs`:
+the input table :data:`INPUTS` and :func:`forward_targets`, re-exported here).
 
-* :data:`INPUTS` — the one table of engineered inputs (name → function of panel rows). Each
-  reads the row at ``t`` only, so inputs are as point-in-time as the panel. Variances enter
-  in logs (floored at :data:`VAR_FLOOR`); DVOL is NaN where ``dvol_available`` is False — a
-  missing value the model sees as missing, with the mask as its own input, never a pretend
-  number.
 * :func:`make_preprocessor` — a scikit-learn :class:`~sklearn.pipeline.Pipeline`
   ``PanelFeatures → [MaskedStandardScaler]``: trees take the raw inputs (they split on NaN
   natively and are blind to monotone rescaling), networks the standardized ones. Whatever is
   fitted is fitted on the training window only, and the fitted pipeline has a JSON state
   (:func:`preprocessor_state`), so no model here needs a pickle.
-* :func:`forward_targets` — :math:`V_{t,h} = \sum_{i=1}^{h} RV_{t+i}` for every row, from the
-  ``rv`` column of the panel handed to ``fit`` (features.targets.forward_variance on a
-  complete daily calendar: a gap or the end of the panel gives NaN, never a partial sum).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,62 +18,20 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from features.targets import forward_variance
+from models.panel_inputs import (  # re-exported: the models import them from here
+    INPUTS,
+    REQUIRED,
+    VAR_FLOOR,
+    dvol_mask,
+    flag,
+    forward_targets,
+    log_variance,
+    valid_rows,
+)
 
-VAR_FLOOR = 1e-10  # variances are floored before the log: a zero-range day is not -inf
-REQUIRED = ("har_rv_1d", "har_rv_7d", "har_rv_30d", "gk_var", "ret_1d")  # no forecast without
-
-
-def log_variance(values: pd.Series | np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(np.asarray(values, dtype=float), VAR_FLOOR))
-
-
-def flag(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A boolean column as a bool array; unknown (``<NA>``) counts as False."""
-    return frame[column].eq(True).fillna(False).to_numpy(dtype=bool)
-
-
-def dvol_mask(frame: pd.DataFrame) -> np.ndarray:
-    """True where the row has a real DVOL value."""
-    return flag(frame, "dvol_available") & np.isfinite(frame["dvol_var_1d"].to_numpy(dtype=float))
-
-
-def _log_dvol(frame: pd.DataFrame) -> np.ndarray:
-    return np.where(dvol_mask(frame), log_variance(frame["dvol_var_1d"]), np.nan)
-
-
-INPUTS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-    "log_har_rv_1d": lambda f: log_variance(f["har_rv_1d"]),
-    "log_har_rv_7d": lambda f: log_variance(f["har_rv_7d"]),
-    "log_har_rv_30d": lambda f: log_variance(f["har_rv_30d"]),
-    "log_gk_var": lambda f: log_variance(f["gk_var"]),
-    "ret_1d": lambda f: f["ret_1d"].to_numpy(dtype=float),
-    "abs_ret_1d": lambda f: np.abs(f["ret_1d"].to_numpy(dtype=float)),
-    "log_dvol_var_1d": _log_dvol,  # NaN where unavailable; the mask below says so
-    "dvol_available": lambda f: dvol_mask(f).astype(float),
-    "rv_is_hourly": lambda f: flag(f, "rv_is_hourly").astype(float),
-    "corr_spx_30d": lambda f: f["corr_spx_30d"].to_numpy(dtype=float),  # NaN when stale
-}
-
-
-def valid_rows(frame: pd.DataFrame) -> np.ndarray:
-    """Rows whose required inputs are all finite (others get no forecast)."""
-    return np.isfinite(frame[list(REQUIRED)].to_numpy(dtype=float)).all(axis=1)
-
-
-def forward_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
-    """(N, H) forward variance :math:`V_{t,h}` per row of ``panel``; NaN where incomplete."""
-    out = np.full((len(panel), len(horizons)), np.nan)
-    for j, h in enumerate(horizons):
-        parts = []
-        for _, rows in panel["rv"].groupby(level="asset", sort=False):
-            dates = rows.index.get_level_values("date")
-            calendar = pd.date_range(dates.min(), dates.max(), freq="D")
-            rv = pd.Series(rows.to_numpy(dtype=float), index=dates).reindex(calendar)
-            fwd = forward_variance(rv, int(h)).reindex(dates)
-            parts.append(pd.Series(fwd.to_numpy(), index=rows.index))
-        out[:, j] = pd.concat(parts).reindex(panel.index).to_numpy(dtype=float)
-    return out
+__all__ = ["INPUTS", "REQUIRED", "VAR_FLOOR", "MaskedStandardScaler", "PanelFeatures",
+           "dvol_mask", "flag", "forward_targets", "log_variance", "make_preprocessor",
+           "preprocessor_from_state", "preprocessor_state", "valid_rows"]
 
 
 class PanelFeatures(TransformerMixin, BaseEstimator):
