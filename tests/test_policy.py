@@ -76,6 +76,17 @@ def test_student_t_es_matches_numerical_integration():
     assert var == pytest.approx(var_t * scale) and es == pytest.approx(tail / (1 - q) * scale)
 
 
+@pytest.mark.parametrize("nu", [2.5, 4, 4.0, 5, 7.5, 30])
+def test_student_t_measures_are_scipy_stats_bit_for_bit(nu: float) -> None:
+    from scipy import stats
+
+    scale = math.sqrt((nu - 2) / nu)
+    for q in [0.5, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, *np.linspace(0.6, 0.9999, 97)]:
+        t = stats.t.ppf(q, nu)
+        es = stats.t.pdf(t, nu) / (1 - q) * (nu + t**2) / (nu - 1)
+        assert student_t_measures(float(q), nu) == (float(t * scale), float(es * scale))
+
+
 def test_mmf_is_the_scaled_es_and_slippage_is_charged_in_lb_only():
     p = risk_parameters(inputs(adv=1e8), CFG)
     _, es_z = tail_measures(Z, CFG.confidence)
