@@ -42,7 +42,12 @@ from serving.apply import frozen_frame
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
 from serving.market import candle_cache, check_as_of, load_as_of
 from serving.ops.lock import exclusive, lock_path
-from serving.ops.registry import champion_uri, model_dir, verify_integrity
+from serving.ops.registry import (
+    champion_uri,
+    environment_mismatches,
+    model_dir,
+    verify_integrity,
+)
 from serving.ops.tracking import artifact_root, log_context, setup
 from serving.ops.version import code_version
 from serving.publish import UPDATES_NAME, Published, publish_partition, read_partition
@@ -197,7 +202,10 @@ def serve(
         progress("load model", 0, 1)
         # the stored files are those registered (hashes checked above), so loading their code
         # is safe; the bundle is the model's own, parsed once (7 MB of JSON at 1,000 assets)
-        model = mlflow.pyfunc.load_model(str(directory))
+        # mlflow's own environment check scans every installed distribution (~0.8 s): the
+        # same check, on the model's pinned requirements only, reported as notes below
+        model = mlflow.pyfunc.load_model(str(directory), suppress_warnings=True)
+        mismatches = environment_mismatches(directory)
         bundle = model.unwrap_python_model().bundle
         ignored = config_not_applied(cfg, bundle["config"], environ)
         used = bundle["config"]["policy"]
@@ -241,6 +249,8 @@ def serve(
                     "confidence": used["confidence"], "policy_measure": used["measure"]}
         if ignored:
             metadata["config_not_applied"] = ignored
+        if mismatches:
+            metadata["environment_mismatches"] = mismatches
         if market.failures:
             metadata["skipped_files"] = dict(market.failures)
         lost_hourly = dict(getattr(market, "hourly_problems", {}))  # built on the range proxy
@@ -260,7 +270,8 @@ def serve(
                                 "skipped_files": len(market.failures)})
             mlflow.log_table(params.astype({"as_of": str}), "parameters.json")
     notes = [*pit.warnings, *(f"version {mv.version} has no {tag} tag (registered before "
-                              "integrity checks): not verified" for tag in unverified)]
+                              "integrity checks): not verified" for tag in unverified),
+             *(f"model version {mv.version}: {m}" for m in mismatches)]
     return ServeResult(published, params, str(mv.version), records, swept,
                        dict(market.failures), notes, ignored)
 

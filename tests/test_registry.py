@@ -1,6 +1,9 @@
 """Registry governance: challenger → gate → champion, alias history, version_at, rollback."""
 
 import datetime as dt
+import platform
+import re
+import shutil
 
 import mlflow
 import pandas as pd
@@ -85,3 +88,31 @@ def test_missing_champion_is_a_clear_error(store):
 def test_a_bare_date_means_the_end_of_that_utc_day():
     assert registry.parse_when("2025-07-01") == dt.datetime(2025, 7, 1, 23, 59, 59, 999999)
     assert registry.parse_when("2025-07-01T12:00:00") == dt.datetime(2025, 7, 1, 12)
+
+
+def test_environment_mismatches_name_what_the_stored_model_needs(store, tmp_path):
+    bundle = {"format": 2, "forecaster": {"alias": "har_rv"}, "fit_cutoff": "2025-01-01",
+              "config": {}, "forecasts": {}}
+    with mlflow.start_run():
+        info = registry.log_policy_model(bundle)
+    stored = registry.local_path(mlflow.MlflowClient().get_logged_model(
+        info.model_uri.removeprefix("models:/")).artifact_location)
+    assert registry.environment_mismatches(stored) == []  # logged in this environment
+    pins = (stored / "requirements.txt").read_text().splitlines()
+    assert any(p.startswith("pandas==") for p in pins)
+    copy = tmp_path / "model"
+    shutil.copytree(stored, copy)
+    (copy / "requirements.txt").write_text("\n".join(
+        [p if not p.startswith("pandas==") else "pandas==0.0.1" for p in pins]
+        + ["# a comment", "", "no-such-distribution-xyz==1.0", "numpy>=1.0",
+           "scipy==0.1; python_version < '3'"]))  # a marker that does not apply
+    meta = (copy / "MLmodel").read_text()
+    (copy / "MLmodel").write_text(re.sub(r"python_version: \S+", "python_version: 2.7.18",
+                                         meta))
+    found = registry.environment_mismatches(copy)
+    assert found == [
+        f"pandas==0.0.1 required by the model, {pd.__version__} installed",
+        "no-such-distribution-xyz==1.0 required by the model, not installed",
+        f"model logged under Python 2.7.18, running {platform.python_version()}"]
+    (copy / "requirements.txt").unlink()
+    assert "environment not checked" in registry.environment_mismatches(copy)[0]
