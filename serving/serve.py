@@ -12,7 +12,10 @@ Before the model is loaded its stored files are located under this project's art
 (a moved project still serves), checked against the sha256 tagged at registration, and its
 bundled config compared with the serve-time one: the policy values the model applies are its
 own, so an environment override of one is refused and a config-file difference is recorded in
-the manifest (``config_not_applied``).
+the manifest (``config_not_applied``). The model's pinned requirements and Python version are
+checked against this environment (:func:`serving.ops.registry.environment_mismatches`); a
+mismatch does not stop the serve, as in mlflow, but is a note and recorded in the manifest
+(``environment_mismatches``).
 
 One run at a time (``outputs/.serve.lock``, :mod:`serving.ops.lock`). The previously published
 parameters (newest revision of the latest earlier day) are the policy's guardrail state. The
