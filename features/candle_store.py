@@ -150,20 +150,21 @@ class Store:
                     path.unlink()
 
     # -- entries -----------------------------------------------------------------------------
-    def write_entry(self, name: str, frame: pd.DataFrame,
-                    block: np.ndarray | None = None) -> dict[str, Any]:
+    def write_entry(self, name: str, frame: pd.DataFrame, block: np.ndarray | None = None,
+                    digest: bool = True) -> dict[str, Any]:
         """Store ``frame`` (DatetimeIndex, float64 columns) as entry ``name`` (atomic).
 
         The entry is one ``.npy`` array of int64, shape (1 + columns, rows): row 0 the stamps
         (ns since the epoch), then each column's float64 values bit for bit. Not fsync-ed (a
         crash may lose or shorten it, which :meth:`read_entry` detects); the index is.
         ``block``: that array when the caller already holds it (a grown entry), else built
-        from ``frame``.
+        from ``frame``. ``digest``: hash the file (only a verifying load reads the hash).
 
         Returns
         -------
         dict
-            ``entry_sha`` (SHA-256 of the file), ``offset`` (where the array starts),
+            ``entry_sha`` (SHA-256 of the file, None without ``digest``), ``offset`` (where
+            the array starts),
             ``first``/``last`` (the first and last stamp, checked on every read).
         """
         target = self.path(name)
@@ -179,12 +180,15 @@ class Store:
             sink, np.lib.format.header_data_from_array_1_0(block))
         head = sink.getvalue()
         data = memoryview(np.ascontiguousarray(block)).cast("B")
-        digest = hashlib.sha256(head)
-        digest.update(data)
+        sha = None
+        if digest:
+            hashed = hashlib.sha256(head)
+            hashed.update(data)
+            sha = hashed.hexdigest()
         # Content-addressed, so an existing entry of that name holds these bytes unless it is
         # damaged: rewriting it (atomically) costs little and repairs it.
         write_atomic(target, (head, data), durable=False)
-        return {"entry_sha": digest.hexdigest(), "offset": len(head),
+        return {"entry_sha": sha, "offset": len(head),
                 "first": int(block[0, 0]), "last": int(block[0, -1])}
 
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:

@@ -267,7 +267,13 @@ def test_a_damaged_cache_is_rebuilt_never_trusted(source: Path, tmp_path: Path) 
 
 def test_verify_catches_a_value_changed_inside_an_entry(source: Path, tmp_path: Path) -> None:
     plain = load_market(source)
-    load_market(source, cache=tmp_path / "cache")
+    load_market(source, cache=tmp_path / "cache")  # a default load records no entry hash
+    cache = CandleCache(tmp_path / "cache", verify=True)
+    assert_same(load_market(source, cache=cache), plain)
+    assert cache.stats["full"] == 7  # so a verifying load re-reads each source once
+    cache = CandleCache(tmp_path / "cache", verify=True)
+    assert_same(load_market(source, cache=cache), plain)
+    assert served(cache) == 7  # and then trusts the entries it hashed
     for entry in (tmp_path / "cache" / "entries").glob("*/*.npy"):  # bit rot inside the values
         data = bytearray(entry.read_bytes())
         data[len(data) // 2] ^= 0xFF
