@@ -17,7 +17,9 @@ Then, in a fresh working directory (outputs, MLflow store, any cache start empty
 
 1. ``first``: the first served day, cold (nothing cached yet);
 2. ``next day``: the next day, the files unchanged since (warm);
-3. ``append``: one day of rows appended to every data file, then that day served;
+3. ``append``: one day of rows appended to every data file, then that day served
+   (``--appends N``: N such days one after the other, ``append``, ``append 2``, ..., each its
+   own sample);
 4. ``cli append``: one more day appended, then ``volmargin serve --as-of D`` from a fresh
    interpreter (imports and MLflow setup included), wall time and peak memory.
 
@@ -31,6 +33,7 @@ Usage::
 
     .venv/bin/python -m benchmarks.serve_bench --assets 12
     .venv/bin/python -m benchmarks.serve_bench --assets 1000 [--data DIR] [--json out.json]
+    .venv/bin/python -m benchmarks.serve_bench --assets 1000 --data DIR --appends 3
     .venv/bin/python -m benchmarks.serve_bench --assets 10000 --gzip
 """
 
@@ -68,8 +71,20 @@ from serving.ops.tracking import setup
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"
 LAST = dt.date(2025, 6, 30)
-DAYS = [LAST - dt.timedelta(days=k) for k in (3, 2, 1, 0)]   # first, next day, append, cli
-FIT_CUTOFF = DAYS[0] - dt.timedelta(days=1)
+
+
+def serve_days(appends: int = 1) -> list[dt.date]:
+    """The served days, ending at :data:`LAST`: first, next day, ``appends`` appended days
+    (in process), then one more appended day served by the CLI."""
+    return [LAST - dt.timedelta(days=k) for k in range(appends + 2, -1, -1)]
+
+
+def fit_cutoff(appends: int = 1) -> dt.date:
+    """The registered model's fit cutoff: the day before the first served day."""
+    return serve_days(appends)[0] - dt.timedelta(days=1)
+
+
+DAYS = serve_days()   # first, next day, append, cli
 FIT_CHUNK = 100   # assets per fit of a per-asset model at registration
 
 
@@ -111,13 +126,16 @@ def fitted_state(alias: str, cfg: Config, features: pd.DataFrame) -> dict[str, o
     return {**states[0], "params": {a: v for p in params for a, v in p.items()}}
 
 
-def register_quickly(cfg: Config, forecaster: str, cache: Path) -> dict[str, object]:
-    """Register a ``forecaster`` policy fitted through :data:`FIT_CUTOFF` as @champion
-    (data read through the validated-candle cache ``cache``)."""
+def register_quickly(cfg: Config, forecaster: str, cache: Path,
+                     cutoff: dt.date | None = None) -> dict[str, object]:
+    """Register a ``forecaster`` policy fitted through ``cutoff`` (default
+    :func:`fit_cutoff`) as @champion (data read through the validated-candle cache
+    ``cache``)."""
+    cutoff = cutoff or fit_cutoff()
     setup(cfg)
     bt = cfg.backtest
     marks = [("load", time.perf_counter())]
-    market = load_market(cfg.paths.data_dir, cfg.data.assets, FIT_CUTOFF, cache=cache)
+    market = load_market(cfg.paths.data_dir, cfg.data.assets, cutoff, cache=cache)
     marks.append(("features", time.perf_counter()))
     probe = build_forecaster(forecaster, cfg.models, bt.horizons)
     # the columns a serve of this forecaster reads are those its fit and walk-forward read
@@ -125,7 +143,7 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path) -> dict[str, obj
     # fast builder covers them, the whole per-asset panel otherwise
     columns = serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
     if columns is not None:
-        panel, _ = serve_panel(market, cfg.features, FIT_CUTOFF, TrailingWindow(None, None, {}),
+        panel, _ = serve_panel(market, cfg.features, cutoff, TrailingWindow(None, None, {}),
                                columns)
     else:
         panel = build_panel(market, cfg.features)
@@ -138,7 +156,7 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path) -> dict[str, obj
     marks.append(("fit + register", time.perf_counter()))
     bundle = {"format": BUNDLE_FORMAT, "forecaster": fitted_state(forecaster, cfg,
                                                                   feature_view(panel)),
-              "fit_cutoff": FIT_CUTOFF.isoformat(), "config": cfg.resolved(),
+              "fit_cutoff": cutoff.isoformat(), "config": cfg.resolved(),
               "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
     with mlflow.start_run(run_name="register-bench"):
         info = registry.log_policy_model(bundle)
@@ -185,6 +203,7 @@ def _in_child(work: Path, args: argparse.Namespace, data_dir: Path, oos_start: s
               what: list[str]) -> dict[str, object]:
     """Run this script with ``what`` in a fresh interpreter; its last stdout line (JSON)."""
     extra = ["--stress-lookback", str(args.stress_lookback)] if args.stress_lookback else []
+    extra += ["--appends", str(args.appends)]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.serve_bench", *what,
          "--work", str(work), "--forecaster", args.forecaster, "--data", str(data_dir),
@@ -225,10 +244,25 @@ def timed_cli(work: Path, cfg: Config, as_of: dt.date) -> dict[str, object]:
 
 
 def disk(outputs: Path, mlruns: Path, after: str) -> dict[str, object]:
+    """MiB under ``outputs/`` (total and by folder) and ``mlruns/``, and of the candle cache's
+    entries its index references (``cache_live_mib``: the rest are superseded versions kept
+    for their grace period, deleted by a later load)."""
     parts = {p.name: round(disk_bytes(p) / 2**20, 3) if p.is_dir() else 0.0
              for p in sorted(outputs.iterdir())} if outputs.is_dir() else {}
     total = disk_bytes(outputs) if outputs.is_dir() else 0
+    cache = outputs / "cache" / "candles"
+    try:
+        index = json.loads((cache / "index.json").read_bytes())
+        live = {f["entry"] for f in index["files"].values()}
+        live_bytes = sum(p.stat().st_size for p in (cache / "entries").glob("*/*.npy")
+                         if p.name in live)
+    except (OSError, ValueError, KeyError, TypeError):
+        live_bytes = 0
+    cached = disk_bytes(outputs / "cache") if (outputs / "cache").is_dir() else 0
     return {"after": after, "outputs_mib": round(total / 2**20, 3), "outputs_by_folder": parts,
+            "cache_live_mib": round(live_bytes / 2**20, 3),
+            # published files plus the live cache: what stays once each grace period is over
+            "outputs_steady_mib": round((total - cached + live_bytes) / 2**20, 3),
             "mlruns_mib": round(disk_bytes(mlruns) / 2**20, 3) if mlruns.is_dir() else 0.0}
 
 
@@ -243,13 +277,14 @@ def bench_universe(name: str, work: Path, data_dir: Path, oos_start: str,
     # system before the serves run, instead of staying in this driver's heap beside them
     out["register"] = _in_child(work, args, data_dir, oos_start, ["--register"])
     print(json.dumps(out["register"]), flush=True)
-    held = hold_back(data_dir, DAYS[1])
+    days = serve_days(args.appends)
+    held = hold_back(data_dir, days[1])
     try:
-        if not any(DAYS[-1].isoformat().encode() in rows for rows in held.values()):
-            raise RuntimeError(f"{data_dir} does not reach {DAYS[-1]}: write the data again")
+        if not any(days[-1].isoformat().encode() in rows for rows in held.values()):
+            raise RuntimeError(f"{data_dir} does not reach {days[-1]}: write the data again")
         return out | _serve_days(work, data_dir, oos_start, args, cfg, held)
     finally:  # a reused data directory ends as it began
-        append_through(held, DAYS[-1])
+        append_through(held, days[-1])
 
 
 def _serve_days(work: Path, data_dir: Path, oos_start: str, args: argparse.Namespace,
@@ -258,18 +293,23 @@ def _serve_days(work: Path, data_dir: Path, oos_start: str, args: argparse.Names
     outputs, mlruns = work / "outputs", work / "mlruns"
     sizes = [disk(outputs, mlruns, "register")]
     serves = {}
-    for case, day in zip(("first", "next day", "append"), DAYS[:3], strict=True):
-        if case == "append":
+    days = serve_days(args.appends)
+    cases = ["first", "next day", "append", *(f"append {k}" for k in range(2, args.appends + 1))]
+    for case, day in zip(cases, days[:-1], strict=True):
+        if case.startswith("append"):
             append_through(held, day)
         serves[case] = timed_child(work, args, data_dir, oos_start, day)
         sizes.append(disk(outputs, mlruns, f"serve {day}"))
         print(json.dumps({case: serves[case]}), flush=True)
-    append_through(held, DAYS[3])
-    serves["cli append"] = timed_cli(work, cfg, DAYS[3])
+    append_through(held, days[-1])
+    serves["cli append"] = timed_cli(work, cfg, days[-1])
     print(json.dumps({"cli append": serves["cli append"]}), flush=True)
-    sizes.append(disk(outputs, mlruns, f"cli serve {DAYS[3]}"))
+    sizes.append(disk(outputs, mlruns, f"cli serve {days[-1]}"))
     out["serves"], out["disk"] = serves, sizes
-    per_day = (sizes[-1]["outputs_mib"] - sizes[1]["outputs_mib"]) / (len(sizes) - 2)
+    # growth after the first serve, superseded cache entries left out: they are deleted by
+    # the first load more than GC_GRACE_S after them (the next day's, in a daily schedule)
+    grown = sizes[-1]["outputs_steady_mib"] - sizes[1]["outputs_steady_mib"]
+    per_day = grown / (len(sizes) - 2)
     out["outputs_mib_per_day"] = round(per_day, 3)
     out["outputs_mib_per_year_extrapolated"] = round(365 * per_day, 1)
     return out
@@ -307,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="synthetic universe to use (written there if absent); it is cut "
                              "and appended to again, so it ends as it began")
     parser.add_argument("--gzip", action="store_true", help="write the universe as .csv.gz")
+    parser.add_argument("--appends", type=int, default=1,
+                        help="appended days served in process (each its own sample)")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--oos-start", default=None, help=argparse.SUPPRESS)
@@ -316,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = bench_config(args.work, args.data, args.oos_start, args.forecaster,
                            args.stress_lookback)
         cache = args.data.with_name(args.data.name + ".register-cache")
-        print(json.dumps(register_quickly(cfg, args.forecaster, cache)))
+        print(json.dumps(register_quickly(cfg, args.forecaster, cache,
+                                          fit_cutoff(args.appends))))
         return
     if args.child:  # one in-process serve, in a fresh interpreter (see timed_child)
         cfg = bench_config(args.work, args.data, args.oos_start, args.forecaster,
