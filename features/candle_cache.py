@@ -161,7 +161,14 @@ class CandleCache:
                 self._used[key] = Used(info["lineage"], frame)
                 return frame
         if ready is not None and ready.keep.ident == ident and ready.info is info:
-            old = self._block(info)  # parsed by prepare(): the file has not changed since
+            # parsed by prepare(): the file has not changed since
+            if ready.grown is not None:  # and its grown entry written there
+                name, written, block = ready.grown
+                self.stats["append"] += 1
+                self.stats["prepared"] += 1
+                return self._keep(ready.keep, self._frame(block, info, kind), info, block,
+                                  (name, written))
+            old = self._block(info)
             if old is not None:
                 block = np.concatenate([old, ready.block], axis=1)
                 self.stats["append"] += 1
@@ -239,6 +246,25 @@ class CandleCache:
                 if block is not None:
                     ready.block = block
                     self._ready[ready.keep.key] = ready
+        # Each grown file's new entry, written by the threads from its mapped old entry and
+        # its new rows (Store.write_grown): load() then maps it instead of joining the two in
+        # memory. An entry whose file changes before load() is left unreferenced (collected
+        # after its grace period); one that fails is grown by load() as without this step.
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(self._grow, list(self._ready.values())))
+
+    def _grow(self, ready: Ready) -> None:
+        try:
+            old = self._block(ready.info)
+            if old is None:
+                return
+            name = _entry_name(ready.keep)
+            written, block = self.store.write_grown(name, old, ready.block, self.verify)
+        except Exception as err:  # the cache is a speed-up: load() decides alone
+            _log.debug("candle cache: grown entry of %s not written (%s)", ready.keep.key, err)
+            return
+        if block is not None:
+            ready.grown = (name, written, block)
 
     def _uncached(self, path: Path, full_read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
         self.stats["uncached"] += 1
@@ -325,10 +351,12 @@ class CandleCache:
             return None
 
     def _keep(self, keep: Keep, frame: pd.DataFrame, base: dict[str, Any] | None,
-              block: np.ndarray | None = None) -> pd.DataFrame:
+              block: np.ndarray | None = None,
+              written: tuple[str, dict[str, Any]] | None = None) -> pd.DataFrame:
         """Record ``frame`` as the validated content of ``keep.key``; return it. ``base``: the
         cached record it equals or grew from (its lineage goes on); ``block``: its entry
-        block when already built (then the frame is over it, cacheable by construction)."""
+        block when already built (then the frame is over it, cacheable by construction);
+        ``written``: its entry's name and what writing it returned, when already written."""
         if block is None and not _cacheable(frame, keep.kind):
             self.stats["uncached"] += 1
             return frame
@@ -345,13 +373,17 @@ class CandleCache:
             self._files[keep.key] = record
             self.index["files"][keep.key] = record
             return frame
+        if written is not None:
+            record |= {"entry": written[0], **written[1]}
+            self._files[keep.key] = record
+            self.index["files"][keep.key] = record
+            return frame
         # A new entry: written by a thread behind the load (the frame is already in memory),
         # recorded once written (_settle). The loader never changes a frame it loaded, and
         # load_market's save() waits for every write before it returns the frames, so no
         # caller can change one while its entry is written. A failed write leaves the file
         # uncached (the next load reads it again).
-        record["entry"] = sha256(f"{FORMAT}|{keep.kind}|{keep.positive}|{sha}".encode()
-                                 )[:40] + ".npy"
+        record["entry"] = _entry_name(keep)
         if self._writer is None:
             self._writer = ThreadPoolExecutor(THREADS, thread_name_prefix="candle-cache")
         self._pending[keep.key] = (record, self._writer.submit(
@@ -411,6 +443,11 @@ class CandleCache:
             return
         self.index["pairs"].update(self._pairs)
         self._files, self._pairs = {}, {}
+
+
+def _entry_name(keep: Keep) -> str:
+    """The content-addressed name of the entry of ``keep``'s validated content."""
+    return sha256(f"{FORMAT}|{keep.kind}|{keep.positive}|{keep.sha}".encode())[:40] + ".npy"
 
 
 def _index_name(kind: str) -> str:

@@ -60,6 +60,8 @@ class Ready:
     keep: Keep
     info: dict[str, Any]
     block: np.ndarray
+    # the grown entry written by prepare(): (name, what write_grown returned, mapped block)
+    grown: tuple[str, dict[str, Any], np.ndarray] | None = None
 
 
 def sha256(data: bytes | memoryview) -> str:

@@ -157,39 +157,73 @@ class Store:
         The entry is one ``.npy`` array of int64, shape (1 + columns, rows): row 0 the stamps
         (ns since the epoch), then each column's float64 values bit for bit. Not fsync-ed (a
         crash may lose or shorten it, which :meth:`read_entry` detects); the index is.
-        ``block``: that array when the caller already holds it (a grown entry), else built
-        from ``frame``. ``digest``: hash the file (only a verifying load reads the hash).
+        ``block``: that array when the caller already holds it, else built from ``frame``.
+        ``digest``: hash the file (only a verifying load reads the hash).
 
         Returns
         -------
         dict
             ``entry_sha`` (SHA-256 of the file, None without ``digest``), ``offset`` (where
-            the array starts),
-            ``first``/``last`` (the first and last stamp, checked on every read).
+            the array starts), ``first``/``last`` (the first and last stamp, checked on every
+            read).
         """
+        if block is None:
+            block = frame_block(frame)
+        block = np.ascontiguousarray(block)
+        return self._write(name, block.shape, [memoryview(block).cast("B")], digest,
+                           int(block[0, 0]), int(block[0, -1]))
+
+    def write_grown(self, name: str, old: np.ndarray, new: np.ndarray, digest: bool = True
+                    ) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Entry ``name`` holding ``old``'s rows followed by ``new``'s — the bytes
+        :meth:`write_entry` writes for the two joined — written from the two parts (each row
+        of the block: its old part, then its new part) without joining them in memory.
+
+        A daily append grows every file by a day: joining each cached block with its new rows
+        copied the whole history into this process's memory (1.3 GB at 1,000 assets) before
+        writing it out again. Here the old rows go from the mapped entry straight to the new
+        file, and the frame is mapped from it.
+
+        Returns
+        -------
+        (dict, ndarray or None)
+            What :meth:`write_entry` returns, and the new entry's block mapped copy-on-write
+            (None if it cannot be read back as written).
+        """
+        if old.shape[0] != new.shape[0] or not (old.shape[1] and new.shape[1]):
+            raise ValueError(f"cannot grow a {old.shape} block by a {new.shape} one")
+        shape = (old.shape[0], old.shape[1] + new.shape[1])
+        parts = [memoryview(np.ascontiguousarray(row)).cast("B")
+                 for pair in zip(old, new, strict=True) for row in pair]
+        written = self._write(name, shape, parts, digest, int(old[0, 0]), int(new[0, -1]))
+        block = self.read_block(name, {"rows": shape[1], "columns": [None] * (shape[0] - 1),
+                                       **written})
+        return written, block
+
+    def _write(self, name: str, shape: tuple[int, ...], parts: list[memoryview], digest: bool,
+               first: int, last: int) -> dict[str, Any]:
+        """Write an int64 block of ``shape`` whose bytes are ``parts`` (in order) as entry
+        ``name``: the ``.npy`` header, then the bytes, what ``np.save`` writes without its
+        copies of the array (~1.3 MB an hourly file)."""
         target = self.path(name)
         if target.parent.name not in self._shards:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._shards.add(target.parent.name)
-        if block is None:
-            block = frame_block(frame)
-        # The .npy header, then the array's bytes as they are in memory: what np.save writes,
-        # without its three copies of the array (~1.3 MB an hourly file).
         sink = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            sink, np.lib.format.header_data_from_array_1_0(block))
+        np.lib.format.write_array_header_1_0(sink, {
+            "descr": np.lib.format.dtype_to_descr(np.dtype("int64")), "fortran_order": False,
+            "shape": tuple(shape)})
         head = sink.getvalue()
-        data = memoryview(np.ascontiguousarray(block)).cast("B")
         sha = None
         if digest:
             hashed = hashlib.sha256(head)
-            hashed.update(data)
+            for part in parts:
+                hashed.update(part)
             sha = hashed.hexdigest()
         # Content-addressed, so an existing entry of that name holds these bytes unless it is
         # damaged: rewriting it (atomically) costs little and repairs it.
-        write_atomic(target, (head, data), durable=False)
-        return {"entry_sha": sha, "offset": len(head),
-                "first": int(block[0, 0]), "last": int(block[0, -1])}
+        write_atomic(target, (head, *parts), durable=False)
+        return {"entry_sha": sha, "offset": len(head), "first": first, "last": last}
 
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:
         """Entry ``name``'s int64 block, mapped copy-on-write (:meth:`read_entry`), or None."""

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import MARKET, write_slice
@@ -22,7 +23,7 @@ from conftest import MARKET, write_slice
 from configs.schema import Config
 from features import candle_pairs, candle_tail, loaders
 from features.candle_cache import CandleCache
-from features.candle_store import GC_GRACE_S
+from features.candle_store import GC_GRACE_S, Store
 from features.consistency import mismatches
 from features.loaders import DataValidationError, load_market
 from features.validation import RULE_ORDER
@@ -117,6 +118,7 @@ def test_appended_rows_are_the_only_ones_parsed(source: Path, tmp_path: Path, ho
     plain = load_market(data)
     assert_same(load_market(data, cache=cache), plain)
     assert cache.stats["append"] == 7 and cache.stats["full"] == 0
+    assert cache.stats["prepared"] == 7  # grown entries written by prepare(), then mapped
     assert cache.stats["pair_partial"] == 2  # the hourly check only ran on the new days
     for kind in KINDS:  # and the grown files hold the whole source again
         for name, frame in getattr(load_market(source), kind).items():
@@ -154,6 +156,30 @@ def test_entries_are_written_behind_the_load_and_a_failed_write_costs_only_a_rer
     again = CandleCache(tmp_path / "full")  # only the written ones were recorded
     assert_same(load_market(source, cache=again), plain)
     assert again.stats["full"] == 3 and served(again) == 4
+
+
+def test_a_grown_entry_is_the_entry_of_the_joined_block_byte_for_byte(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    rng = np.random.default_rng(3)
+    old = rng.integers(-2**62, 2**62, size=(7, 1000))
+    old[0] = np.arange(1000) * 3_600_000_000_000
+    new = rng.integers(-2**62, 2**62, size=(7, 24))
+    new[0] = (1000 + np.arange(24)) * 3_600_000_000_000
+    joined = np.concatenate([old, new], axis=1)
+    frame = pd.DataFrame(joined[1:].view("float64").T,
+                         index=pd.DatetimeIndex(joined[0].view("datetime64[ns]")))
+    for digest in (True, False):
+        expected = store.write_entry("aa-joined.npy", frame, None, digest)
+        assert (expected["entry_sha"] is not None) == digest
+        mapped_old = store.read_block("aa-joined.npy", {"rows": 1024, "columns": [0] * 6,
+                                                         **expected})[:, :1000]
+        written, block = store.write_grown("ab-grown.npy", mapped_old, new, digest)
+        assert written == expected
+        assert store.path("ab-grown.npy").read_bytes() == store.path("aa-joined.npy").read_bytes()
+        assert block is not None and np.array_equal(block, joined)
+        assert np.load(store.path("ab-grown.npy")).tobytes() == joined.tobytes()
+    with pytest.raises(ValueError, match="cannot grow"):
+        store.write_grown("ac.npy", old, new[:, :0])
 
 
 def _bad_append(tmp: Path, source: Path, edit) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
