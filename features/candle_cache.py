@@ -20,10 +20,12 @@ trusted. Otherwise the source content is read (gzip decompressed) and its SHA-25
   spanning rows hold across the boundary because the first new stamp must be later than the
   last cached one (sorted and unique). On *any* failure the whole file is re-read by the
   normal loader, so errors name the real file, line and rule exactly as without the cache.
-  :meth:`CandleCache.prepare` (called by the loader before the files are loaded) reads every
-  such file and parses the new lines of all files of one kind and header in one call; a file
-  then uses those rows only while its stat identity and index record are still those seen
-  there, and otherwise (or when its rows failed) is decided alone as described;
+  :meth:`CandleCache.prepare` (called by the loader before the files are loaded) reads and
+  hashes every such file (in :data:`THREADS` threads), parses the new lines of all files of
+  one kind and header in one call, and writes each grown file's new entry from its old entry
+  and its new rows (:meth:`features.candle_store.Store.write_grown`); a file then uses those
+  rows only while its stat identity and index record are still those seen there, and
+  otherwise (or when its rows failed) is decided alone as described;
 - anything else (edited, truncated, rows inserted, replaced, Parquet changed): full re-read.
 
 Files with columns beyond the documented ones, or that fail, are not cached (read as before).
@@ -213,9 +215,10 @@ class CandleCache:
         prices_positive), one parse for all files of one kind and header
         (:func:`features.candle_tail.appended_blocks`).
 
-        Only a speed-up: :meth:`load` uses a file's prepared rows when its stat identity and
-        index record are still those seen here, and otherwise (or when the rows failed a rule
-        or were not prepared) decides alone, as without this call.
+        Only a speed-up: :meth:`load` uses a file's prepared rows (and the grown entry written
+        here) when its stat identity and index record are still those seen here, and
+        otherwise (or when the rows failed a rule or were not prepared) decides alone, as
+        without this call.
         """
         limit = None if max_file_mb is None else int(max_file_mb * 1e6)
         _ = self.index  # read once, before the threads look records up
