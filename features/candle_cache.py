@@ -73,7 +73,7 @@ import pandas as pd
 
 from features import candle_pairs
 from features.candle_records import Keep, Ready, Used, identity, sha256
-from features.candle_store import FORMAT, Store
+from features.candle_store import Store
 from features.candle_tail import appended_blocks
 from features.consistency import check_hourly_against_daily
 from features.rawfiles import FILE_ERRORS
@@ -91,8 +91,8 @@ _log = logging.getLogger(__name__)
 
 
 _RECORD = frozenset({"kind", "positive", "stat", "racy", "sha", "consumed", "terminated",
-                     "raw_size", "entry", "entry_sha", "offset", "first", "last", "rows",
-                     "columns", "lineage"})
+                     "raw_size", "entry", "entry_sha", "offset", "capacity", "first", "last",
+                     "rows", "columns", "lineage"})
 
 
 class CandleCache:
@@ -110,7 +110,8 @@ class CandleCache:
     ----------
     stats : Counter
         How each file was served in this object's lifetime: ``hit``, ``same_content``,
-        ``append`` (of which ``prepared``: new rows parsed by :meth:`prepare`), ``full``,
+        ``append`` (of which ``prepared``: new rows parsed by :meth:`prepare`; ``in_place``:
+        rows written there into the room of the file's entry), ``full``,
         ``uncached``; and ``pair_memo``, ``pair_partial``, ``pair_full``
         for the hourly/daily check.
     """
@@ -249,12 +250,53 @@ class CandleCache:
                 if block is not None:
                     ready.block = block
                     self._ready[ready.keep.key] = ready
-        # Each grown file's new entry, written by the threads from its mapped old entry and
-        # its new rows (Store.write_grown): load() then maps it instead of joining the two in
-        # memory. An entry whose file changes before load() is left unreferenced (collected
-        # after its grace period); one that fails is grown by load() as without this step.
+        # Each grown file's new rows written into its entry's room (in place), else a new
+        # entry written by the threads from its mapped old entry and its new rows
+        # (Store.write_grown): load() then maps it instead of joining the two in memory. A
+        # file that changes before load() leaves what was written here unused (a new entry
+        # is collected after its grace period); one that fails is grown by load() as
+        # without this step.
+        readies = list(self._ready.values())
+        if readies and not self.verify:  # a verifying load hashes whole entries: new ones
+            self._grow_in_place(readies)
         with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(self._grow, list(self._ready.values())))
+            list(pool.map(self._grow, [r for r in readies if r.grown is None]))
+
+    def _grow_in_place(self, readies: list[Ready]) -> None:
+        """Write the new rows of each of ``readies`` into the room of its entry, where the
+        room is unused: the index's extent of the entry (read, as the new extents are
+        written, under the index lock) is the rows of the record the rows follow."""
+        done: list[tuple[Ready, tuple[dict[str, Any], np.ndarray | None] | None]] = []
+        try:
+            with self.store.locked():
+                index = self.store.read_index()
+                extents = index["extents"]
+                fits = [r for r in readies
+                        if extents.get(r.info["entry"], r.info["rows"]) == r.info["rows"]]
+
+                def grow(ready: Ready) -> tuple[dict[str, Any], np.ndarray | None] | None:
+                    try:
+                        return self.store.grow_in_place(ready.info["entry"], ready.info,
+                                                        ready.block)
+                    except Exception as err:  # a speed-up: a new entry is written instead
+                        _log.debug("candle cache: %s not grown in place (%s)",
+                                   ready.keep.key, err)
+                        return None
+
+                with ThreadPoolExecutor(THREADS) as pool:
+                    done = list(zip(fits, pool.map(grow, fits), strict=True))
+                for ready, result in done:
+                    if result is not None:  # extents only grow, even if the rows go unused
+                        extents[ready.info["entry"]] = ready.info["rows"] + ready.block.shape[1]
+                if any(result is not None for _, result in done):
+                    self.store.write_index(index)
+        except (OSError, filelock.Timeout) as err:  # the rows written stay unused
+            _log.warning("candle cache: appended rows not written in place (%s)", err)
+            return
+        for ready, result in done:
+            if result is not None and result[1] is not None:
+                ready.grown = (ready.info["entry"], *result)
+                self.stats["in_place"] += 1
 
     def _grow(self, ready: Ready) -> None:
         try:
@@ -372,7 +414,8 @@ class CandleCache:
                   "columns": list(map(str, frame.columns)), "lineage": lineage}
         self._used[keep.key] = Used(lineage, frame)
         if base is not None and base["sha"] == sha and base["rows"] == len(frame):
-            record |= {k: base[k] for k in ("entry", "entry_sha", "offset", "first", "last")}
+            record |= {k: base[k]
+                       for k in ("entry", "entry_sha", "offset", "capacity", "first", "last")}
             self._files[keep.key] = record
             self.index["files"][keep.key] = record
             return frame
@@ -449,8 +492,9 @@ class CandleCache:
 
 
 def _entry_name(keep: Keep) -> str:
-    """The content-addressed name of the entry of ``keep``'s validated content."""
-    return sha256(f"{FORMAT}|{keep.kind}|{keep.positive}|{keep.sha}".encode())[:40] + ".npy"
+    """A new entry's name: random, never reused (an entry grows in place, so two entries of
+    one content may hold different rows later)."""
+    return uuid.uuid4().hex + ".npy"
 
 
 def _index_name(kind: str) -> str:

@@ -12,11 +12,16 @@ file in one directory of 2,000-4,000 entries (the live ones and those still in t
 period) cost ~0.4-0.7 ms on the benchmark machine's ext4 against ~0.07 ms in a small one
 (1.4 s of a 1,000-asset append).
 
-Entries are *content-addressed*: the name is a digest of the source content they were
-validated from (and of the kind, the validation settings and :data:`FORMAT`), so two processes
-that cache the same file write the same bytes under the same name, and an entry is never
-rewritten in place. Every write goes to a temporary file in the same directory, is flushed and
-``os.replace``-d into place: a reader sees a whole file or none. The index is merged under an
+Every entry is written once under a new name (a random hex name, never reused): to a
+temporary file in the same directory, flushed and ``os.replace``-d into place, so a reader
+sees a whole file or none. Each entry has room for more rows than it holds (:func:`capacity`):
+the rows a daily append adds to a file are written *in place* into that room
+(:meth:`Store.grow_in_place`), and a new entry is written only when the room runs out (about
+once in a quarter of the file's history). The rows of an entry up to a length some index
+record has given are never rewritten: the index's ``extents`` keep, per entry, how many rows
+are in use, and rows are only written beyond that extent, with the index lock held from
+checking it to recording the new one; a reader maps only the rows its record holds, so
+another process's later rows never reach its frames. The index is merged under the same
 exclusive file lock (a second ``run``/``retrain``/``serve`` loading at the same time loses no
 update); an unreadable index or entry (crash, full disk, a short or damaged file, another
 version) is treated as absent and rebuilt from the source, never trusted.
@@ -25,10 +30,12 @@ Storage: one uncompressed ``.npy`` file per source, memory-mapped copy-on-write.
 then copies nothing: at 1,000 assets the hourly candles alone are 1.3 GB, and copying them out
 of the page cache (what reading Arrow IPC or Parquet into writable pandas frames costs) took
 longer than everything else of a warm load on the 2-core benchmark machine. Per-file entries
-over one consolidated dataset because the daily append rewrites every asset anyway, and
-per-file entries need no coordination between writers. The mapping cannot break under a
-reader: entries are only ever replaced by rename (the old inode lives on while mapped); an
-entry truncated *in place* by hand while a process maps it would fault that process (SIGBUS).
+over one consolidated dataset: a daily append touches every asset anyway. Writing a grown
+file's whole entry again (1.3 GB at 1,000 assets each day) was most of a daily serve's load;
+in place, an append writes its own rows only. The mapping cannot break under a reader:
+entries are never truncated or replaced (a new version is a new file; the old inode lives on
+while mapped); an entry truncated by hand while a process maps it would fault that process
+(SIGBUS).
 Figures in ``benchmarks/README.md``, "Validated-candle cache".
 """
 
@@ -53,12 +60,22 @@ import filelock
 import numpy as np
 import pandas as pd
 
-FORMAT = 3  # bump when the entry or index layout, or what a cached frame holds, changes
+FORMAT = 4  # bump when the entry or index layout, or what a cached frame holds, changes
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0
 # A merge takes milliseconds; a lock held this long belongs to a stuck process.
 LOCK_TIMEOUT_S = 30.0
+# Room an entry is written with, for rows appended later: a share of its rows, at least
+# MIN_ROOM. 25%: ~9 months of an hourly file of 3 years before it is written again, for 25%
+# more disk.
+ROOM = 0.25
+MIN_ROOM = 64
+
+
+def capacity(rows: int) -> int:
+    """Rows an entry of ``rows`` rows is written with room for."""
+    return rows + max(int(rows * ROOM), MIN_ROOM)
 
 
 def write_atomic(path: Path, data: bytes | tuple[bytes | memoryview, ...],
@@ -98,14 +115,14 @@ class Store:
     # -- index -------------------------------------------------------------------------------
     def read_index(self) -> dict[str, Any]:
         """The index, or an empty one when it is missing, unreadable or of another format."""
-        empty: dict[str, Any] = {"format": FORMAT, "files": {}, "pairs": {}}
+        empty: dict[str, Any] = {"format": FORMAT, "files": {}, "pairs": {}, "extents": {}}
         try:
             index = json.loads(self.index_path.read_bytes())
         except (OSError, ValueError):
             return empty
         if not isinstance(index, dict) or index.get("format") != FORMAT:
             return empty
-        if not isinstance(index.get("files"), dict) or not isinstance(index.get("pairs"), dict):
+        if not all(isinstance(index.get(k), dict) for k in ("files", "pairs", "extents")):
             return empty
         return index
 
@@ -129,11 +146,16 @@ class Store:
             index = self.read_index()
             index["files"].update(files)
             index["pairs"].update(pairs)
-            write_atomic(self.index_path, json.dumps(index, separators=(",", ":")).encode())
             self._collect(index)
+            self.write_index(index)
+
+    def write_index(self, index: dict[str, Any]) -> None:
+        """Write ``index`` atomically and durably (call with the lock held)."""
+        write_atomic(self.index_path, json.dumps(index, separators=(",", ":")).encode())
 
     def _collect(self, index: dict[str, Any]) -> None:
-        """Delete old unreferenced entries, and temporary files a killed writer left."""
+        """Delete old unreferenced entries (and their extents), and temporary files a killed
+        writer left."""
         live = {f.get("entry") for f in index["files"].values()}
         cutoff = time.time() - GC_GRACE_S
         stale = [p for p in self.root.iterdir() if p.name.endswith(".tmp")]
@@ -148,41 +170,40 @@ class Store:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
+                    # an extent goes with its file only: while the file exists, some process
+                    # may map its rows, and the extent keeps them from being written again
+                    index["extents"].pop(path.name, None)
 
     # -- entries -----------------------------------------------------------------------------
     def write_entry(self, name: str, frame: pd.DataFrame, block: np.ndarray | None = None,
                     digest: bool = True) -> dict[str, Any]:
-        """Store ``frame`` (DatetimeIndex, float64 columns) as entry ``name`` (atomic).
+        """Store ``frame`` (DatetimeIndex, float64 columns) as the new entry ``name`` (atomic).
 
-        The entry is one ``.npy`` array of int64, shape (1 + columns, rows): row 0 the stamps
-        (ns since the epoch), then each column's float64 values bit for bit. Not fsync-ed (a
-        crash may lose or shorten it, which :meth:`read_entry` detects); the index is.
-        ``block``: that array when the caller already holds it, else built from ``frame``.
-        ``digest``: hash the file (only a verifying load reads the hash).
+        The entry is one ``.npy`` array of int64, shape (1 + columns, :func:`capacity`): row 0
+        the stamps (ns since the epoch), then each column's float64 values bit for bit, each
+        followed by its room for appended rows (zeros). Not fsync-ed (a crash may lose or
+        shorten it, which :meth:`read_block` detects); the index is. ``block``: that array
+        when the caller already holds it, else built from ``frame``. ``digest``: hash the file
+        (only a verifying load reads the hash).
 
         Returns
         -------
         dict
             ``entry_sha`` (SHA-256 of the file, None without ``digest``), ``offset`` (where
-            the array starts), ``first``/``last`` (the first and last stamp, checked on every
-            read).
+            the array starts), ``capacity``, ``first``/``last`` (the first and last stamp,
+            checked on every read).
         """
         if block is None:
             block = frame_block(frame)
         block = np.ascontiguousarray(block)
-        return self._write(name, block.shape, [memoryview(block).cast("B")], digest,
+        return self._write(name, [[row] for row in block], digest,
                            int(block[0, 0]), int(block[0, -1]))
 
     def write_grown(self, name: str, old: np.ndarray, new: np.ndarray, digest: bool = True
                     ) -> tuple[dict[str, Any], np.ndarray | None]:
-        """Entry ``name`` holding ``old``'s rows followed by ``new``'s — the bytes
-        :meth:`write_entry` writes for the two joined — written from the two parts (each row
-        of the block: its old part, then its new part) without joining them in memory.
-
-        A daily append grows every file by a day: joining each cached block with its new rows
-        copied the whole history into this process's memory (1.3 GB at 1,000 assets) before
-        writing it out again. Here the old rows go from the mapped entry straight to the new
-        file, and the frame is mapped from it.
+        """The new entry ``name`` holding ``old``'s rows followed by ``new``'s — the bytes
+        :meth:`write_entry` writes for the two joined — written from the two parts without
+        joining them in memory (what a grown file gets when its entry has no room left).
 
         Returns
         -------
@@ -192,53 +213,93 @@ class Store:
         """
         if old.shape[0] != new.shape[0] or not (old.shape[1] and new.shape[1]):
             raise ValueError(f"cannot grow a {old.shape} block by a {new.shape} one")
-        shape = (old.shape[0], old.shape[1] + new.shape[1])
-        parts = [memoryview(np.ascontiguousarray(row)).cast("B")
-                 for pair in zip(old, new, strict=True) for row in pair]
-        written = self._write(name, shape, parts, digest, int(old[0, 0]), int(new[0, -1]))
-        block = self.read_block(name, {"rows": shape[1], "columns": [None] * (shape[0] - 1),
-                                       **written})
-        return written, block
+        written = self._write(name, [list(pair) for pair in zip(old, new, strict=True)], digest,
+                              int(old[0, 0]), int(new[0, -1]))
+        rows = old.shape[1] + new.shape[1]
+        return written, self.read_block(name, {"rows": rows, "columns": [None] * (len(old) - 1),
+                                               **written})
 
-    def _write(self, name: str, shape: tuple[int, ...], parts: list[memoryview], digest: bool,
-               first: int, last: int) -> dict[str, Any]:
-        """Write an int64 block of ``shape`` whose bytes are ``parts`` (in order) as entry
-        ``name``: the ``.npy`` header, then the bytes, what ``np.save`` writes without its
-        copies of the array (~1.3 MB an hourly file)."""
+    def grow_in_place(self, name: str, record: dict[str, Any], new: np.ndarray
+                      ) -> tuple[dict[str, Any], np.ndarray | None] | None:
+        """Write ``new``'s rows into the room of entry ``name`` after the ``record["rows"]``
+        rows it holds; None (nothing written) when they do not fit, or the file is not what
+        ``record`` says.
+
+        The caller holds the index lock and has checked that no process has used the room:
+        the index's extent of the entry is ``record["rows"]`` (see the module docstring).
+
+        Returns
+        -------
+        (dict, ndarray or None) or None
+            The grown entry's record fields (``entry_sha`` None: the file changed) and its
+            block mapped copy-on-write.
+        """
+        rows, room, offset = record["rows"], record["capacity"], record["offset"]
+        width = 1 + len(record["columns"])
+        if new.shape[0] != width or not new.shape[1] or rows + new.shape[1] > room:
+            return None
+        fd = os.open(self.path(name), os.O_RDWR)
+        try:
+            if (os.fstat(fd).st_size != offset + 8 * width * room
+                    or os.pread(fd, 8, offset + 8 * (rows - 1)) != np.int64(
+                        record["last"]).tobytes()):
+                return None
+            for i, values in enumerate(np.ascontiguousarray(new)):
+                os.pwrite(fd, values.tobytes(), offset + 8 * (i * room + rows))
+        finally:
+            os.close(fd)
+        written = {"entry_sha": None, "offset": offset, "capacity": room,
+                   "first": record["first"], "last": int(new[0, -1])}
+        grown = {"rows": rows + new.shape[1], "columns": record["columns"], **written}
+        return written, self.read_block(name, grown)
+
+    def _write(self, name: str, rows: list[list[np.ndarray]], digest: bool, first: int,
+               last: int) -> dict[str, Any]:
+        """Write the new entry ``name``: each of ``rows`` (one block row as consecutive int64
+        parts) followed by its room, under an ``.npy`` header of the whole (what ``np.save``
+        writes of that array, without its copies of the array: ~1.3 MB an hourly file)."""
         target = self.path(name)
         if target.parent.name not in self._shards:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._shards.add(target.parent.name)
+        used = sum(part.shape[0] for part in rows[0])
+        room = capacity(used)
         sink = io.BytesIO()
         np.lib.format.write_array_header_1_0(sink, {
             "descr": np.lib.format.dtype_to_descr(np.dtype("int64")), "fortran_order": False,
-            "shape": tuple(shape)})
+            "shape": (len(rows), room)})
         head = sink.getvalue()
+        zeros = memoryview(bytes(8 * (room - used)))
+        parts: list[bytes | memoryview] = [head]
+        for row in rows:
+            parts += [memoryview(np.ascontiguousarray(part)).cast("B") for part in row]
+            parts.append(zeros)
         sha = None
         if digest:
-            hashed = hashlib.sha256(head)
+            hashed = hashlib.sha256()
             for part in parts:
                 hashed.update(part)
             sha = hashed.hexdigest()
-        # Content-addressed, so an existing entry of that name holds these bytes unless it is
-        # damaged: rewriting it (atomically) costs little and repairs it.
-        write_atomic(target, (head, *parts), durable=False)
-        return {"entry_sha": sha, "offset": len(head), "first": first, "last": last}
+        write_atomic(target, tuple(parts), durable=False)
+        return {"entry_sha": sha, "offset": len(head), "capacity": room, "first": first,
+                "last": last}
 
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:
-        """Entry ``name``'s int64 block, mapped copy-on-write (:meth:`read_entry`), or None."""
+        """Entry ``name``'s int64 block, its first ``record["rows"]`` rows mapped copy-on-write
+        (:meth:`read_entry`), or None."""
         rows, columns, offset = record["rows"], record["columns"], record["offset"]
+        room = record["capacity"]
         try:
             with open(self.path(name), "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                if size != offset + 8 * (1 + len(columns)) * rows:
+                if size != offset + 8 * (1 + len(columns)) * room or not 0 < rows <= room:
                     return None
                 mapped = map_private(fh.fileno(), size)
         except (OSError, ValueError):
             return None
         block = np.frombuffer(mapped, dtype="int64", offset=offset).reshape(1 + len(columns),
-                                                                            rows)
-        if rows == 0 or block[0, 0] != record["first"] or block[0, -1] != record["last"]:
+                                                                            room)[:, :rows]
+        if block[0, 0] != record["first"] or block[0, -1] != record["last"]:
             return None
         return block
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import multiprocessing
 import os
 import threading
@@ -177,9 +178,65 @@ def test_a_grown_entry_is_the_entry_of_the_joined_block_byte_for_byte(tmp_path: 
         assert written == expected
         assert store.path("ab-grown.npy").read_bytes() == store.path("aa-joined.npy").read_bytes()
         assert block is not None and np.array_equal(block, joined)
-        assert np.load(store.path("ab-grown.npy")).tobytes() == joined.tobytes()
+        stored = np.load(store.path("ab-grown.npy"))  # a plain .npy: rows, then their room
+        assert stored.shape == (7, 1024 + 256) and not stored[:, 1024:].any()
+        assert np.array_equal(stored[:, :1024], joined)
     with pytest.raises(ValueError, match="cannot grow"):
         store.write_grown("ac.npy", old, new[:, :0])
+
+
+def test_appended_rows_go_into_the_entry_room_and_never_under_a_reader(tmp_path: Path) -> None:
+    store = Store(tmp_path / "cache")
+    hours = np.arange(200) * 3_600_000_000_000
+    block = np.vstack([hours, np.arange(6 * 200).reshape(6, 200)])
+    record = {"rows": 120, "columns": list("abcdef"),
+              **store.write_entry("cd.npy", pd.DataFrame(), block[:, :120], digest=False)}
+    assert record["capacity"] == 120 + 64  # at least MIN_ROOM rows of room
+    reader = store.read_block("cd.npy", record)  # another process's frame, mapped
+    grown = store.grow_in_place("cd.npy", record, block[:, 120:180])
+    assert grown is not None
+    written, mapped = grown
+    assert written == {**{k: record[k] for k in ("offset", "capacity", "first")},
+                       "entry_sha": None, "last": int(hours[179])}
+    assert mapped is not None and np.array_equal(mapped, block[:, :180])
+    assert reader is not None and np.array_equal(reader, block[:, :120])  # its rows only
+    assert store.grow_in_place("cd.npy", record | written | {"rows": 180},
+                               block[:, 180:]) is None  # 20 rows do not fit in 4
+    stale = record | {"last": int(hours[100])}  # not what the file holds at its row 120
+    assert store.grow_in_place("cd.npy", stale, block[:, 120:121]) is None
+    assert np.array_equal(store.read_block("cd.npy", record | written | {"rows": 180}),
+                          block[:, :180])
+
+
+def test_a_second_append_grows_the_entry_the_first_one_grew(source: Path,
+                                                             tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rest = _split(source, data, "2021-05-01")
+    load_market(data, cache=tmp_path / "cache")
+    entries = sorted(p.name for p in (tmp_path / "cache" / "entries").glob("*/*.npy"))
+    # two appends; SPX has no row on the first (a weekend), so 6 files grow, then all 7
+    for start, cut, grown in (("", "2021-05-03", 6), ("2021-05-03", "2021-05-05", 7)):
+        for path, lines in rest.items():
+            _append(path, b"".join(x for x in lines.splitlines(keepends=True)
+                                   if start <= x[:10].decode() < cut))
+        cache = CandleCache(tmp_path / "cache")
+        assert_same(load_market(data, cache=cache), load_market(data))
+        assert cache.stats["in_place"] == cache.stats["append"] == grown
+        assert cache.stats["full"] == 0
+    index = json.loads((tmp_path / "cache" / "index.json").read_bytes())
+    assert sorted(p.name for p in (tmp_path / "cache" / "entries").glob("*/*.npy")) == entries
+    assert sorted(index["extents"]) == entries  # every entry grew in place, none was written
+    again = CandleCache(tmp_path / "cache")
+    assert_same(load_market(data, cache=again), load_market(data))
+    assert served(again) == 7
+    for path, lines in rest.items():  # 11 more days: more hours than the hourly entries' room
+        _append(path, b"".join(x for x in lines.splitlines(keepends=True)
+                               if x[:10].decode() >= "2021-05-05"))
+    cache = CandleCache(tmp_path / "cache")
+    assert_same(load_market(data, cache=cache), load_market(data))
+    assert cache.stats["append"] == 7 and cache.stats["in_place"] == 5  # 2 new entries
+    now = {p.name for p in (tmp_path / "cache" / "entries").glob("*/*.npy")}
+    assert len(now - set(entries)) == 2 and set(entries) <= now  # the old ones: grace period
 
 
 def _bad_append(tmp: Path, source: Path, edit) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
@@ -360,6 +417,34 @@ def test_two_processes_filling_one_cache_leave_it_whole(source: Path, tmp_path: 
     cache = CandleCache(tmp_path / "c")
     assert_same(load_market(source, cache=cache), load_market(source))
     assert served(cache) == 7
+
+
+def _load_and_compare(data: str, cache: str) -> None:
+    assert_same(load_market(data, cache=cache), load_market(data))
+
+
+def test_processes_growing_one_cache_at_once_each_load_the_truth(source: Path,
+                                                                  tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    rest = _split(source, data, "2021-05-01")
+    load_market(data, cache=tmp_path / "c")
+    for path, lines in rest.items():
+        _append(path, b"".join(x for x in lines.splitlines(keepends=True)
+                               if x[:10].decode() < "2021-05-04"))
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_load_and_compare, args=(str(data), str(tmp_path / "c")))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0  # each process's frames are the uncached load's
+    cache = CandleCache(tmp_path / "c")
+    assert_same(load_market(data, cache=cache), load_market(data))
+    assert served(cache) == 7
+    index = json.loads((tmp_path / "c" / "index.json").read_bytes())
+    for record in index["files"].values():  # no entry holds fewer rows than a record says
+        assert index["extents"].get(record["entry"], record["rows"]) >= record["rows"]
 
 
 @pytest.mark.slow
