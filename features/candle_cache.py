@@ -42,10 +42,11 @@ decompressed (cheap next to parsing) and only the lines past the cached prefix a
 **Residual risk.** With the default stat check, a file whose bytes were changed while size,
 ``mtime_ns``, ``ctime_ns``, inode and device all stayed equal (a tampered clock plus raw disk
 writes, a file system that does not update stamps) would be served from the cache. Entries
-are written atomically but not fsync-ed (~6 ms each, 12 s a day at 2,000 files); the index
-is. A damaged entry is refused and rebuilt when it is missing, short, of another shape or its
-first or last stamp differs from the index (a file lost or zero-filled by a crash), not when a
-bit flips inside a value or a crash loses a page in its middle. ``verify=True`` (config
+are written atomically, and appended rows into an entry's room, but neither is fsync-ed (~6 ms
+a file, 12 s a day at 2,000 files); the index is. A damaged entry is refused and rebuilt when
+it is missing, short, of another shape or its first or last stamp differs from the index (a
+file lost or zero-filled by a crash, appended rows lost), not when a bit flips inside a value
+or a crash loses a page in its middle. ``verify=True`` (config
 ``data.cache.verify``) hashes every source file whole and every entry on each load, closing
 both for the price of reading them. Only a verifying load records an entry's hash (a default
 load never reads it: hashing the 1.3 GB of entries a 1,000-asset append writes cost ~0.8 s of
