@@ -66,16 +66,18 @@ FORMAT = 4  # bump when the entry or index layout, or what a cached frame holds,
 GC_GRACE_S = 600.0
 # A merge takes milliseconds; a lock held this long belongs to a stuck process.
 LOCK_TIMEOUT_S = 30.0
-# Room an entry is written with, for rows appended later: a share of its rows, at least
-# MIN_ROOM. 25%: ~9 months of an hourly file of 3 years before it is written again, for 25%
-# more disk.
-ROOM = 0.25
+# Room an entry is written with, for rows appended later: a share of its rows between ROOM[0]
+# and ROOM[1] (drawn from its name), at least MIN_ROOM rows. ~25%: ~9 months of an hourly file
+# of 3 years before it is written again, for ~25% more disk; the share varies by entry so that
+# files of one universe, appended together, do not all run out of room on the same day.
+ROOM = (0.2, 0.3)
 MIN_ROOM = 64
 
 
-def capacity(rows: int) -> int:
-    """Rows an entry of ``rows`` rows is written with room for."""
-    return rows + max(int(rows * ROOM), MIN_ROOM)
+def capacity(rows: int, name: str = "") -> int:
+    """Rows the entry ``name`` of ``rows`` rows is written with room for."""
+    draw = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") / 2**32
+    return rows + max(int(rows * (ROOM[0] + (ROOM[1] - ROOM[0]) * draw)), MIN_ROOM)
 
 
 def write_atomic(path: Path, data: bytes | tuple[bytes | memoryview, ...],
@@ -263,7 +265,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._shards.add(target.parent.name)
         used = sum(part.shape[0] for part in rows[0])
-        room = capacity(used)
+        room = capacity(used, name)
         sink = io.BytesIO()
         np.lib.format.write_array_header_1_0(sink, {
             "descr": np.lib.format.dtype_to_descr(np.dtype("int64")), "fortran_order": False,

@@ -24,7 +24,7 @@ from conftest import MARKET, write_slice
 from configs.schema import Config
 from features import candle_pairs, candle_tail, loaders
 from features.candle_cache import CandleCache
-from features.candle_store import GC_GRACE_S, Store
+from features.candle_store import GC_GRACE_S, MIN_ROOM, ROOM, Store, capacity
 from features.consistency import mismatches
 from features.loaders import DataValidationError, load_market
 from features.validation import RULE_ORDER
@@ -172,17 +172,25 @@ def test_a_grown_entry_is_the_entry_of_the_joined_block_byte_for_byte(tmp_path: 
     for digest in (True, False):
         expected = store.write_entry("aa-joined.npy", frame, None, digest)
         assert (expected["entry_sha"] is not None) == digest
+        joined_bytes = store.path("aa-joined.npy").read_bytes()
         mapped_old = store.read_block("aa-joined.npy", {"rows": 1024, "columns": [0] * 6,
                                                          **expected})[:, :1000]
-        written, block = store.write_grown("ab-grown.npy", mapped_old, new, digest)
+        written, block = store.write_grown("aa-joined.npy", mapped_old, new, digest)
         assert written == expected
-        assert store.path("ab-grown.npy").read_bytes() == store.path("aa-joined.npy").read_bytes()
+        assert store.path("aa-joined.npy").read_bytes() == joined_bytes
         assert block is not None and np.array_equal(block, joined)
-        stored = np.load(store.path("ab-grown.npy"))  # a plain .npy: rows, then their room
-        assert stored.shape == (7, 1024 + 256) and not stored[:, 1024:].any()
+        stored = np.load(store.path("aa-joined.npy"))  # a plain .npy: rows, then their room
+        assert stored.shape == (7, capacity(1024, "aa-joined.npy")) and not stored[:, 1024:].any()
         assert np.array_equal(stored[:, :1024], joined)
     with pytest.raises(ValueError, match="cannot grow"):
         store.write_grown("ac.npy", old, new[:, :0])
+
+
+def test_entries_have_room_for_a_varying_share_of_their_rows() -> None:
+    rooms = [capacity(26_000, f"{i:032x}.npy") - 26_000 for i in range(400)]
+    assert all(ROOM[0] * 26_000 <= r < ROOM[1] * 26_000 for r in rooms)
+    assert max(rooms) - min(rooms) > 0.08 * 26_000  # spread: not all full on the same day
+    assert capacity(10, "x") == 10 + MIN_ROOM and capacity(10, "x") == capacity(10, "x")
 
 
 def test_appended_rows_go_into_the_entry_room_and_never_under_a_reader(tmp_path: Path) -> None:
