@@ -22,10 +22,11 @@ trusted. Otherwise the source content is read (gzip decompressed) and its SHA-25
   normal loader, so errors name the real file, line and rule exactly as without the cache.
   :meth:`CandleCache.prepare` (called by the loader before the files are loaded) reads and
   hashes every such file (in :data:`THREADS` threads), parses the new lines of all files of
-  one kind and header in one call, and writes each grown file's new entry from its old entry
-  and its new rows (:meth:`features.candle_store.Store.write_grown`); a file then uses those
-  rows only while its stat identity and index record are still those seen there, and
-  otherwise (or when its rows failed) is decided alone as described;
+  one kind and header in one call, and writes each grown file's new rows into the room of its
+  entry (:meth:`features.candle_store.Store.grow_in_place`) or, where there is none, a new
+  entry from the old one and the new rows (:meth:`~features.candle_store.Store.write_grown`);
+  a file then uses those rows only while its stat identity and index record are still those
+  seen there, and otherwise (or when its rows failed) is decided alone as described;
 - anything else (edited, truncated, rows inserted, replaced, Parquet changed): full re-read.
 
 Files with columns beyond the documented ones, or that fail, are not cached (read as before).
@@ -49,9 +50,9 @@ file lost or zero-filled by a crash, appended rows lost), not when a bit flips i
 or a crash loses a page in its middle. ``verify=True`` (config
 ``data.cache.verify``) hashes every source file whole and every entry on each load, closing
 both for the price of reading them. Only a verifying load records an entry's hash (a default
-load never reads it: hashing the 1.3 GB of entries a 1,000-asset append writes cost ~0.8 s of
-CPU); an entry without one is not trusted by a verifying load, which re-reads its source once
-and records the hash.
+load never reads it: hashing a new version of every entry, 1.3 GB at 1,000 assets, cost
+~0.8 s of CPU a day), and an entry grown in place has none; an entry without one is not
+trusted by a verifying load, which re-reads its source once and records the hash.
 """
 
 from __future__ import annotations
@@ -83,10 +84,9 @@ from features.validation import SPECS, DataValidationError
 __all__ = ["RACY_NS", "CandleCache"]
 
 RACY_NS = 2_000_000_000  # stamps closer than this to the caching time are not trusted alone
-# Threads that read and hash grown files (prepare) and that write new entries (behind the
-# load): hashing, reading and writing release the GIL, so they overlap the parsing and checks
-# of the main thread (a 1,000-asset daily append: 2,000 grown files, 2 GB re-hashed, 1.3 GB
-# of new entries written and hashed).
+# Threads that read and hash grown files and write their rows (prepare), and that write new
+# entries behind the load: hashing, reading and writing release the GIL (a 1,000-asset daily
+# append: 2,000 grown files, 2 GB re-hashed).
 THREADS = max(1, min(4, os.cpu_count() or 1))
 _log = logging.getLogger(__name__)
 
