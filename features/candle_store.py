@@ -7,10 +7,10 @@ Layout under the cache directory::
     entries/<d[:2]>/<d>.npy    one validated frame: stamps and float64 columns, one array
 
 Entries are spread over 256 subdirectories by the first two hex digits of their name, as git
-spreads its objects: a daily append writes a new entry for every grown file, and creating a
-file in one directory of 2,000-4,000 entries (the live ones and those still in their grace
-period) cost ~0.4-0.7 ms on the benchmark machine's ext4 against ~0.07 ms in a small one
-(1.4 s of a 1,000-asset append).
+spreads its objects: creating a file in one directory of 2,000-4,000 entries (the live ones
+and those still in their grace period) cost ~0.4-0.7 ms on the benchmark machine's ext4
+against ~0.07 ms in a small one (1.4 s of a 1,000-asset append, when every append wrote a new
+entry per grown file).
 
 Every entry is written once under a new name (a random hex name, never reused): to a
 temporary file in the same directory, flushed and ``os.replace``-d into place, so a reader
@@ -36,7 +36,8 @@ in place, an append writes its own rows only. The mapping cannot break under a r
 entries are never truncated or replaced (a new version is a new file; the old inode lives on
 while mapped); an entry truncated by hand while a process maps it would fault that process
 (SIGBUS).
-Figures in ``benchmarks/README.md``, "Validated-candle cache".
+Figures in ``benchmarks/README.md``, "Validated-candle cache" and "The daily append and the
+fresh CLI".
 """
 
 from __future__ import annotations
