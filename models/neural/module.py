@@ -37,10 +37,9 @@ from torch.utils.data import (
 )
 
 from configs.schema import MlpHarConfig
-from features.targets import forward_variance
 from models.neural.network import MlpHarNet
+from models.panel_inputs import VAR_FLOOR, forward_targets, log_variance
 
-VAR_FLOOR = 1e-10  # variances are floored before the log: a zero range day is not -inf
 REQUIRED_COLUMNS = ("har_rv_1d", "har_rv_7d", "har_rv_30d", "gk_var", "ret_1d")
 PANEL_COLUMNS = (*REQUIRED_COLUMNS, "dvol_var_1d", "dvol_available", "rv_is_hourly")
 CONTINUOUS_NAMES = (
@@ -113,23 +112,11 @@ class Scaler:
 
 
 def forward_log_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
-    """(N, H) log forward variance per row of ``panel`` (NaN where the window is incomplete).
-
-    Each asset's ``rv`` is put on a complete daily calendar first, so a gap makes the forward
-    sum NaN rather than silently summing across it.
-    """
-    out = np.full((len(panel), len(horizons)), np.nan)
-    for j, h in enumerate(horizons):
-        parts = []
-        for _, rows in panel["rv"].groupby(level="asset", sort=False):
-            dates = rows.index.get_level_values("date")
-            calendar = pd.date_range(dates.min(), dates.max(), freq="D")
-            rv = pd.Series(rows.to_numpy(dtype=float), index=dates).reindex(calendar)
-            fwd = forward_variance(rv, h).reindex(dates)
-            parts.append(pd.Series(fwd.to_numpy(), index=rows.index))
-        y = pd.concat(parts).reindex(panel.index).to_numpy(dtype=float)
-        out[:, j] = np.log(np.maximum(y, VAR_FLOOR))
-    return out
+    """(N, H) log forward variance per row of ``panel`` (NaN where the window is incomplete):
+    :func:`models.panel_inputs.forward_targets` (each asset's ``rv`` on a complete daily
+    calendar, so a gap makes the forward sum NaN rather than silently summing across it),
+    floored at :data:`VAR_FLOOR` and logged."""
+    return log_variance(forward_targets(panel, horizons))
 
 
 def qlike_terms(
