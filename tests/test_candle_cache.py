@@ -409,26 +409,28 @@ def test_an_isolated_disagreement_is_warned_alike_after_an_append(tmp_path: Path
         assert cache.stats[expected] == 1
 
 
-def _load_into(data: str, cache: str) -> None:
-    load_market(data, cache=cache)
+def _load_and_compare(data: str, cache: str) -> None:
+    assert_same(load_market(data, cache=cache), load_market(data))
 
 
-def test_two_processes_filling_one_cache_leave_it_whole(source: Path, tmp_path: Path) -> None:
+def _at_once(n: int, data: Path, cache: Path) -> None:
+    """``n`` processes loading ``data`` through ``cache`` at the same time; each checks that
+    its frames are the uncached load's (a failed check is a non-zero exit code)."""
     context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=_load_into, args=(str(source), str(tmp_path / "c")))
-             for _ in range(2)]
+    procs = [context.Process(target=_load_and_compare, args=(str(data), str(cache)))
+             for _ in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
+
+
+def test_two_processes_filling_one_cache_leave_it_whole(source: Path, tmp_path: Path) -> None:
+    _at_once(2, source, tmp_path / "c")
     cache = CandleCache(tmp_path / "c")
     assert_same(load_market(source, cache=cache), load_market(source))
     assert served(cache) == 7
-
-
-def _load_and_compare(data: str, cache: str) -> None:
-    assert_same(load_market(data, cache=cache), load_market(data))
 
 
 def test_processes_growing_one_cache_at_once_each_load_the_truth(source: Path,
@@ -439,14 +441,7 @@ def test_processes_growing_one_cache_at_once_each_load_the_truth(source: Path,
     for path, lines in rest.items():
         _append(path, b"".join(x for x in lines.splitlines(keepends=True)
                                if x[:10].decode() < "2021-05-04"))
-    context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=_load_and_compare, args=(str(data), str(tmp_path / "c")))
-             for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0  # each process's frames are the uncached load's
+    _at_once(4, data, tmp_path / "c")  # each process's frames are the uncached load's
     cache = CandleCache(tmp_path / "c")
     assert_same(load_market(data, cache=cache), load_market(data))
     assert served(cache) == 7
