@@ -61,6 +61,7 @@ import gzip
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
@@ -332,15 +333,24 @@ class CandleCache:
         if ((limit is not None and (st.st_size > limit or info["raw_size"] > limit))
                 or (info["stat"] == ident and not self.verify and not info["racy"])):
             return None  # refused, or a hit: load() decides
-        content = self._content(path, limit)
-        if content is None or len(content) <= info["consumed"]:
+        if path.name.endswith(".gz"):
+            content: bytes | bytearray | None = self._content(path, limit)
+            size = 0 if content is None else len(content)
+        else:  # read into this thread's buffer: a new 2 MB object a file cost its page faults
+            content, size = _read_reused(path, limit)
+        if content is None or size <= info["consumed"]:
             return None
-        sha = self._extends(info, content)
+        view = memoryview(content)[:size]
+        try:
+            sha = self._extends(info, view)
+        finally:
+            view.release()
         if sha is None:
             return None
-        keep = Keep.of(key, ident, content, kind, positive, sha)
+        keep = Keep(key, ident, kind, positive, sha, size, content[size - 1] == ord("\n"), size)
         ready = Ready(keep, info, np.empty((0, 0), dtype="int64"))
-        return ready, content[: content.find(b"\n") + 1], content[info["consumed"]:]
+        return (ready, bytes(content[: content.find(b"\n", 0, size) + 1]),
+                bytes(content[info["consumed"]:size]))
 
     def _content(self, path: Path, limit: int | None) -> bytes | None:
         """The bytes the loader parses (gzip decompressed); None if unreadable or too large
@@ -355,7 +365,7 @@ class CandleCache:
             return None
         return None if limit is not None and len(data) > limit else data
 
-    def _extends(self, info: dict[str, Any], content: bytes) -> str | None:
+    def _extends(self, info: dict[str, Any], content: bytes | memoryview) -> str | None:
         """The SHA-256 of ``content`` when the cached bytes are an exact, line-terminated
         prefix of it, else None (one pass over the bytes: the prefix's digest goes on)."""
         n = info["consumed"]
@@ -490,6 +500,33 @@ class CandleCache:
             return
         self.index["pairs"].update(self._pairs)
         self._files, self._pairs = {}, {}
+
+
+_THREAD = threading.local()
+
+
+def _read_reused(path: Path, limit: int | None) -> tuple[bytearray | None, int]:
+    """(buffer, size): the bytes of the plain file ``path`` in this thread's reused buffer
+    (its first ``size`` bytes), or (None, 0) if unreadable or larger than ``limit``."""
+    buf: bytearray = getattr(_THREAD, "buffer", None) or bytearray(1 << 20)
+    size = 0
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            while True:
+                if size == len(buf):
+                    buf.extend(bytes(len(buf)))  # no view of it is alive here
+                with memoryview(buf) as view:
+                    got = fh.readinto(view[size:])
+                if not got:
+                    break
+                size += got
+                if limit is not None and size > limit:
+                    return None, 0
+    except FILE_ERRORS:
+        return None, 0
+    finally:
+        _THREAD.buffer = buf
+    return buf, size
 
 
 def _entry_name(keep: Keep) -> str:

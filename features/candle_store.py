@@ -241,6 +241,9 @@ class Store:
         width = 1 + len(record["columns"])
         if new.shape[0] != width or not new.shape[1] or rows + new.shape[1] > room:
             return None
+        written = {"entry_sha": None, "offset": offset, "capacity": room,
+                   "first": record["first"], "last": int(new[0, -1])}
+        grown = {"rows": rows + new.shape[1], "columns": record["columns"], **written}
         fd = os.open(self.path(name), os.O_RDWR)
         try:
             if (os.fstat(fd).st_size != offset + 8 * width * room
@@ -249,12 +252,9 @@ class Store:
                 return None
             for i, values in enumerate(np.ascontiguousarray(new)):
                 os.pwrite(fd, values.tobytes(), offset + 8 * (i * room + rows))
+            return written, self._mapped(fd, grown)  # mapped through the same descriptor
         finally:
             os.close(fd)
-        written = {"entry_sha": None, "offset": offset, "capacity": room,
-                   "first": record["first"], "last": int(new[0, -1])}
-        grown = {"rows": rows + new.shape[1], "columns": record["columns"], **written}
-        return written, self.read_block(name, grown)
 
     def _write(self, name: str, rows: list[list[np.ndarray]], digest: bool, first: int,
                last: int) -> dict[str, Any]:
@@ -290,16 +290,20 @@ class Store:
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:
         """Entry ``name``'s int64 block, its first ``record["rows"]`` rows mapped copy-on-write
         (:meth:`read_entry`), or None."""
-        rows, columns, offset = record["rows"], record["columns"], record["offset"]
-        room = record["capacity"]
         try:
             with open(self.path(name), "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size != offset + 8 * (1 + len(columns)) * room or not 0 < rows <= room:
-                    return None
-                mapped = map_private(fh.fileno(), size)
+                return self._mapped(fh.fileno(), record)
         except (OSError, ValueError):
             return None
+
+    def _mapped(self, fd: int, record: dict[str, Any]) -> np.ndarray | None:
+        """The block of the entry open as ``fd`` (:meth:`read_block`), or None."""
+        rows, columns, offset = record["rows"], record["columns"], record["offset"]
+        room = record["capacity"]
+        size = os.fstat(fd).st_size
+        if size != offset + 8 * (1 + len(columns)) * room or not 0 < rows <= room:
+            return None
+        mapped = map_private(fd, size)
         block = np.frombuffer(mapped, dtype="int64", offset=offset).reshape(1 + len(columns),
                                                                             room)[:, :rows]
         if block[0, 0] != record["first"] or block[0, -1] != record["last"]:

@@ -23,7 +23,7 @@ from conftest import MARKET, write_slice
 
 from configs.schema import Config
 from features import candle_pairs, candle_tail, loaders
-from features.candle_cache import CandleCache
+from features.candle_cache import CandleCache, _read_reused
 from features.candle_store import GC_GRACE_S, MIN_ROOM, ROOM, Store, capacity
 from features.consistency import mismatches
 from features.loaders import DataValidationError, load_market
@@ -191,6 +191,18 @@ def test_entries_have_room_for_a_varying_share_of_their_rows() -> None:
     assert all(ROOM[0] * 26_000 <= r < ROOM[1] * 26_000 for r in rooms)
     assert max(rooms) - min(rooms) > 0.08 * 26_000  # spread: not all full on the same day
     assert capacity(10, "x") == 10 + MIN_ROOM and capacity(10, "x") == capacity(10, "x")
+
+
+def test_grown_files_are_read_into_a_reused_buffer_whatever_their_size(tmp_path: Path
+                                                                         ) -> None:
+    small, big = tmp_path / "small.csv", tmp_path / "big.csv"
+    small.write_bytes(b"a,b\n1,2\n")
+    big.write_bytes(bytes(range(256)) * 20_000)  # 5 MB: the 1 MiB buffer grows
+    for path in (small, big, small):
+        buf, size = _read_reused(path, None)
+        assert buf is not None and bytes(buf[:size]) == path.read_bytes()
+    assert _read_reused(big, 1_000_000) == (None, 0)  # over the size limit
+    assert _read_reused(tmp_path / "missing.csv", None) == (None, 0)
 
 
 def test_appended_rows_go_into_the_entry_room_and_never_under_a_reader(tmp_path: Path) -> None:
