@@ -160,10 +160,11 @@ class CandleCache:
         ident = identity(st)
         if (info is not None and info["stat"] == ident and not self.verify
                 and not info["racy"]):
-            frame = self._entry(info, kind)
-            if frame is not None:
+            block = self._block(info)
+            if block is not None:
+                frame = self._frame(block, info, kind)
                 self.stats["hit"] += 1
-                self._used[key] = Used(info["lineage"], frame)
+                self._used[key] = Used(info["lineage"], frame, block)
                 return frame
         if ready is not None and ready.keep.ident == ident and ready.info is info:
             # parsed by prepare(): the file has not changed since
@@ -188,7 +189,7 @@ class CandleCache:
             old = self._block(info)
             if old is not None and len(content) == info["consumed"]:
                 self.stats["same_content"] += 1
-                return self._keep(keep, self._frame(old, info, kind), info)
+                return self._keep(keep, self._frame(old, info, kind), info, old)
             if old is not None and not path.name.endswith(".parquet"):
                 new = self._append(content, info, kind, prices_positive)
                 if new is not None and identity(os.stat(path)) == ident:
@@ -392,10 +393,6 @@ class CandleCache:
     def _frame(self, block: np.ndarray, info: dict[str, Any], kind: str) -> pd.DataFrame:
         return self.store.frame(block, info["columns"], _index_name(kind))
 
-    def _entry(self, info: dict[str, Any], kind: str) -> pd.DataFrame | None:
-        block = self._block(info)
-        return None if block is None else self._frame(block, info, kind)
-
     def _append(self, content: bytes, info: dict[str, Any], kind: str,
                 prices_positive: bool) -> np.ndarray | None:
         """The validated rows after the cached bytes as a block; None on any doubt."""
@@ -423,7 +420,7 @@ class CandleCache:
                   "sha": sha, "consumed": keep.size, "terminated": keep.terminated,
                   "raw_size": keep.raw_size, "rows": len(frame),
                   "columns": list(map(str, frame.columns)), "lineage": lineage}
-        self._used[keep.key] = Used(lineage, frame)
+        self._used[keep.key] = Used(lineage, frame, block)
         if base is not None and base["sha"] == sha and base["rows"] == len(frame):
             record |= {k: base[k]
                        for k in ("entry", "entry_sha", "offset", "capacity", "first", "last")}
@@ -473,8 +470,8 @@ class CandleCache:
         state = self._pairs.get(pair) or self.index["pairs"].get(pair)
         verdict, state, how = candle_pairs.check(
             state if isinstance(state, dict) else None,
-            candle_pairs.Side(h.lineage, h.frame, hourly, hourly_path),
-            candle_pairs.Side(d.lineage, d.frame, daily, daily_path))
+            candle_pairs.Side(h.lineage, h.frame, hourly, hourly_path, h.block),
+            candle_pairs.Side(d.lineage, d.frame, daily, daily_path, d.block))
         if how != "pair_memo":  # a replayed verdict leaves the state as it is
             self._pairs[pair] = state
         self.stats[how] += 1

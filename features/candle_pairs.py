@@ -39,6 +39,7 @@ class Side:
     frame: pd.DataFrame
     cut: pd.DataFrame
     path: Path
+    block: np.ndarray | None = None  # the cache entry's block ``frame`` is a view of
 
 
 def check(state: dict[str, Any] | None, hourly: Side, daily: Side
@@ -65,7 +66,7 @@ def check(state: dict[str, Any] | None, hourly: Side, daily: Side
     except (KeyError, TypeError, ValueError, IndexError):  # a damaged state: not trusted
         state, start, compared, failing = None, None, 0, []
     how = "pair_partial" if start is not None else "pair_full"
-    n, days, rows = _days(hourly.cut, daily.cut, start)
+    n, days, rows = _days(hourly, daily, start)
     if (start is None or bound >= start) and _covers(hourly, bound) and _covers(daily, bound):
         # days before ``bound`` are final: no append changes them
         state = {"lineage": [hourly.lineage, daily.lineage], "b": bound,
@@ -106,11 +107,11 @@ def _covers(side: Side, bound: int) -> bool:
     return int(side.frame.index.searchsorted(pd.Timestamp(bound), side="left")) <= len(side.cut)
 
 
-def _days(hourly: pd.DataFrame, daily: pd.DataFrame, start: int | None
-          ) -> tuple[int, np.ndarray, Failing]:
-    """:func:`features.consistency.mismatches` over the UTC days from ``start`` on: how many
-    days were compared, which (ns) and the failing rows (see :func:`mismatch_days`)."""
-    h, d = _arrays(hourly, ("open", "high", "low", "close")), _arrays(daily, FIELDS)
+def _days(hourly: Side, daily: Side, start: int | None) -> tuple[int, np.ndarray, Failing]:
+    """:func:`features.consistency.mismatches` over the UTC days from ``start`` on of the
+    checked prefixes: how many days were compared, which (ns) and the failing rows (see
+    :func:`mismatch_days`)."""
+    h, d = _side_arrays(hourly, ("open", "high", "low", "close")), _side_arrays(daily, FIELDS)
     if start is not None:
         h, d = _from(h, start), _from(d, start)
     if not len(h[0]) or not len(d[0]):
@@ -126,6 +127,16 @@ def _arrays(frame: pd.DataFrame, columns: tuple[str, ...]) -> Arrays:
     """``frame``'s stamps and ``columns`` as numpy arrays (views where pandas allows)."""
     stamps = frame.index.to_numpy(dtype="datetime64[ns]").view("int64")
     return stamps, {c: frame[c].to_numpy() for c in columns}
+
+
+def _side_arrays(side: Side, columns: tuple[str, ...]) -> Arrays:
+    """:func:`_arrays` of ``side.cut``, read from the cache entry's block when the side has
+    it (the cut is a prefix of the frame, a view of the block: no pandas call per column)."""
+    if side.block is None:
+        return _arrays(side.cut, columns)
+    n, names = len(side.cut), list(side.frame.columns)
+    return side.block[0, :n], {c: side.block[1 + names.index(c), :n].view("float64")
+                               for c in columns}
 
 
 def _from(arrays: Arrays, start: int) -> Arrays:

@@ -22,6 +22,7 @@ class Used:
 
     lineage: str  # unchanged across clean appends: rows[:n] of one lineage never change
     frame: pd.DataFrame
+    block: np.ndarray | None = None  # the cache entry's block the frame is a view of
 
 
 @dataclass

@@ -599,6 +599,24 @@ def test_old_entries_and_leftover_temporary_files_are_collected(source: Path,
         [*kept, young.relative_to(entries)])
 
 
+def test_the_day_check_reads_a_cached_prefix_from_its_block_as_from_its_frame(
+        source: Path, tmp_path: Path) -> None:
+    load_market(source, cache=tmp_path / "cache")
+    cache = CandleCache(tmp_path / "cache")
+    load_market(source, cache=cache)
+    used = [u for u in cache._used.values() if u.block is not None]
+    assert len(used) == 7  # every file served from its entry keeps its block
+    for u in used:
+        for cut in (u.frame, u.frame.iloc[:-3]):
+            side = candle_pairs.Side(u.lineage, u.frame, cut, Path("x"), u.block)
+            names = tuple(c for c in ("open", "high", "low", "close") if c in u.frame)
+            stamps, values = candle_pairs._side_arrays(side, names)
+            plain_stamps, plain_values = candle_pairs._arrays(cut, names)
+            assert np.array_equal(stamps, plain_stamps)
+            assert all(np.array_equal(values[c], plain_values[c], equal_nan=True)
+                       for c in names)
+
+
 def _same_as_pandas(hourly: pd.DataFrame, daily: pd.DataFrame) -> int:
     compared, failing = mismatches(hourly, daily)
     days, rows = candle_pairs.mismatch_days(hourly, daily)
