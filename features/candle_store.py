@@ -288,8 +288,16 @@ class Store:
                 "last": last}
 
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:
-        """Entry ``name``'s int64 block, its first ``record["rows"]`` rows mapped copy-on-write
-        (:meth:`read_entry`), or None."""
+        """Entry ``name``'s int64 block, its first ``record["rows"]`` rows, or None when the
+        file is missing or not what ``record`` (the index's: ``rows``, ``columns``,
+        ``offset``, ``capacity``, ``first``, ``last``) says.
+
+        The file is mapped copy-on-write: nothing is copied at load, pages are read from the
+        page cache when first touched, and a write to a frame over the block changes a private
+        copy of the page, never the file. A short file (partial write, crash) or one whose
+        first or last stamp differs from the record (a zero-filled file after a crash, lost
+        appended rows) is refused.
+        """
         try:
             with open(self.path(name), "rb") as fh:
                 return self._mapped(fh.fileno(), record)
@@ -318,19 +326,6 @@ class Store:
             self._columns[names] = pd.Index(columns, dtype="str")
         return pd.DataFrame(block[1:].view("float64").T, index=index,
                             columns=self._columns[names], copy=False)
-
-    def read_entry(self, name: str, record: dict[str, Any], index_name: str
-                   ) -> pd.DataFrame | None:
-        """Entry ``name`` as a frame, or None when it is missing or not what ``record`` (the
-        index's, from :meth:`write_entry`, plus ``rows`` and ``columns``) says.
-
-        The file is mapped copy-on-write: nothing is copied at load, pages are read from the
-        page cache when first touched, and a write to the frame changes a private copy of the
-        page, never the file. A short file (partial write, crash) or one whose first or last
-        stamp differs from the record (a zero-filled file after a crash) is refused.
-        """
-        block = self.read_block(name, record)
-        return None if block is None else self.frame(block, record["columns"], index_name)
 
 
 def _libc_mmap() -> Any:
