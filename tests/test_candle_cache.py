@@ -508,6 +508,24 @@ def test_a_cached_frame_is_writable_and_writing_it_leaves_the_cache_alone(
     assert again.iloc[0, 0] == first and again.equals(load_market(source).hourly["BTC"])
 
 
+def test_a_cached_frame_reads_its_stamps_from_the_mapped_entry_without_a_copy(
+    source: Path, tmp_path: Path,
+) -> None:
+    load_market(source, cache=tmp_path / "cache")
+    cached = load_market(source, cache=tmp_path / "cache")
+    plain = load_market(source)
+    def buffer(a: np.ndarray) -> object:  # the object that owns an array's memory
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        return a if a.base is None else a.base
+
+    for asset, frame in cached.hourly.items():
+        # the stamps are a view of the mapped entry, as the prices are (pandas copies an
+        # Index's ndarray by default)
+        assert buffer(frame.index.asi8) is buffer(frame["close"].to_numpy())
+        assert frame.index.equals(plain.hourly[asset].index)
+
+
 def test_the_append_path_applies_every_validation_rule() -> None:
     assert frozenset(RULE_ORDER) == candle_tail.RULES
 
