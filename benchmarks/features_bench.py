@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.machine import describe
 from benchmarks.run_all import DATA, timed
 from configs.schema import FeaturesConfig
 from features.build import build_panel
@@ -39,7 +38,7 @@ def main() -> None:
     market = load_market(DATA)
     panel = build_panel(market, cfg)
     results: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "assets": len(market.daily), "panel_rows": len(panel), "columns": len(panel.columns),
         "load_market": timed(lambda: load_market(DATA), args.repeat),
         "build_panel": timed(lambda: build_panel(market, cfg), args.repeat),

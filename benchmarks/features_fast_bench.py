@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.machine import describe
 from benchmarks.run_all import DATA
 from benchmarks.synthetic_universe import write_universe
 from configs.schema import Config
@@ -100,7 +100,7 @@ def run(data_dir: Path, n_assets: int | None, repeat: int, reference: bool) -> d
     serve_panel(market, cfg.features, AS_OF, window, columns)
     serve_s = round(time.perf_counter() - start, 3)
     out: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "load_average": [round(x, 1) for x in os.getloadavg()],
         "assets": len(market.daily), "hourly_assets": len(market.hourly),
         "hourly_candles": int(sum(len(f) for f in market.hourly.values())),

@@ -38,13 +38,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.machine import describe
 from benchmarks.synthetic_universe import write_universe
 from configs.schema import Config
 from features.build import build_panel
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     table["task_s"] = table.get("task_s", from_wall).fillna(from_wall)
     print(f"\n{args.assets} assets, 2022-07-01 → {LAST}, out of sample from {args.oos_start}; "
           f"load + features {made.get('load_s', '-')} + {made.get('features_s', '-')} s; "
-          f"{platform.machine()}, {os.cpu_count()} CPUs")
+          + describe())
     print(table.to_markdown(index=False, floatfmt=".3f"))
     total = table.groupby("workers")["wall_s"].sum()
     print("\nwall seconds by workers:", total.round(1).to_dict())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import describe
 from configs.schema import Config
 from features.build import build_panel
 from features.loaders import load_market
@@ -47,7 +47,7 @@ def main() -> None:
     panel = build_panel(market, cfg.features)
     features = feature_view(panel)
     results: dict[str, object] = {
-        "machine": f"{platform.processor() or platform.machine()}, "
+        "machine": f"{describe()}, "
                    f"{torch.get_num_threads()} torch threads, cuda={torch.cuda.is_available()}",
         "assets": len(market.daily), "panel_rows": len(panel),
     }

@@ -44,7 +44,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from benchmarks.machine import describe
 from benchmarks.synthetic_universe import append_through, disk_bytes, hold_back, write_universe
 from configs.schema import Config
 from features.build import build_panel
@@ -86,21 +86,6 @@ def fit_cutoff(appends: int = 1) -> dt.date:
 
 DAYS = serve_days()   # first, next day, append, cli
 FIT_CHUNK = 100   # assets per fit of a per-asset model at registration
-
-
-def machine() -> str:
-    """Architecture, CPU model (Linux: ``/proc/cpuinfo``), CPUs and Python: the same code
-    serves 1.5-2x slower on one 2-core machine than on another, so figures are compared
-    only between runs on the same model."""
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            model = next((line.split(":", 1)[1].strip() for line in fh
-                          if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return (f"{platform.machine()}, {model or 'CPU model unknown'}, {os.cpu_count()} CPUs, "
-            f"python {platform.python_version()}")
 
 
 def load_average() -> str:
@@ -382,10 +367,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(serve_in_process(cfg, dt.date.fromisoformat(args.child))))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="volmargin-serve-bench-"))
-    print(f"machine: {machine()}; load average {load_average()}; work dir {work}", flush=True)
+    print(f"machine: {describe()}; load average {load_average()}; work dir {work}", flush=True)
     name, data, oos_start, made = universe(args, work)
     print(json.dumps({"data": str(data), **made}), flush=True)
-    result = {"machine": machine(), "data": made,
+    result = {"machine": describe(), "data": made,
               **bench_universe(name, work, data, oos_start, args)}
     text = json.dumps(result, indent=2)
     if args.json:

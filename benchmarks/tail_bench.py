@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.machine import describe
 from benchmarks.run_all import DATA
 from configs.schema import Config
 from features.build import build_panel
@@ -77,7 +76,7 @@ def main() -> None:
     panel = build_panel(market, cfg.features)
     hourly = sorted(a for a, h in market.hourly.items() if h is not None and len(h))
     results: dict[str, object] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "machine": describe(),
         "data": f"{len(market.daily)} assets, hourly candles for {len(hourly)}: {hourly}",
         "refit_every_days": cfg.tail.refit_every, "walk_forward_s": {},
         "loss_variant": cfg.tail.tail_nn.loss_variant,
