@@ -203,6 +203,13 @@ class CandleCache:
         self.stats["full"] += 1
         return self._keep(keep, frame, None)
 
+    def lineage(self, path: Path, frame: pd.DataFrame) -> str | None:
+        """The lineage of ``frame`` as :meth:`load` just returned it for ``path`` (rows
+        ``[:n]`` of one lineage never change: :class:`features.candle_records.Used`); None
+        when it was not served from or kept in the cache."""
+        used = self._used.get(os.path.abspath(path))
+        return used.lineage if used is not None and used.frame is frame else None
+
     def _record(self, key: str, kind: str, positive: bool) -> dict[str, Any] | None:
         """The index record of ``key``; None if absent, damaged, or cached under other rules."""
         if key in self._pending:  # loaded before in this object's life: its entry written first

@@ -37,7 +37,9 @@ a serve of such a model keeps the full per-asset build (:func:`features.window.s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -56,13 +58,19 @@ from features.fast_rows import (
     daily_rows,
     diff,
     hourly_batches,
+    hours,
     shift,
     stamps,
     trailing,
 )
 from features.loaders import MarketData
+from features.loss_days import Known, LossDays, Source, due
 from features.losses import LOSS_COLUMNS, PROXY_FLAG
 from features.schema import COLUMNS
+
+_log = logging.getLogger(__name__)
+# (first day, worst losses (4, days), valid windows (days,)) of one hourly grid
+DayLosses = tuple[int, np.ndarray, np.ndarray]
 
 BATCH_HOURS = 1_000_000  # hourly grid slots per batch: ~8 MB per float array
 _GK_C = 2.0 * np.log(2.0) - 1.0  # Garman-Klass's weight of ln(C/O)², as features.ranges
@@ -142,31 +150,64 @@ def _per_day(slots: np.ndarray, how: np.ufunc) -> np.ndarray:
     return out
 
 
-def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list[int]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(losses (4, N), n_windows (N,)) on ``rows`` (:func:`features.losses.hourly_worst_losses`
-    then reindexed: n_windows -1 where the asset's hourly grid has no such day); only the
-    loss columns numbered ``which`` are computed, the others stay NaN."""
-    losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
-    n_windows = np.full(rows.size, -1, dtype=np.int64)
+@dataclass(frozen=True)
+class LossPlan:
+    """One asset's hourly grid in the tail span, the days taken from the stored table, and the
+    hourly rows read to compute the others (:mod:`features.loss_days`)."""
+
+    first: int        # grid's first day: the day of the span's first hourly candle
+    last: int         # the day of its last candle (days before it are final)
+    exact_from: int   # days from here on equal the whole history's (the cut spares them)
+    known: Known | None = None
+    reuse: tuple[int, int] = (0, 0)  # [lo, hi) days from ``known``
+    # rows read: (first stamp, end stamp (exclusive; None: to the end), first day kept, last
+    # day kept); each part is a grid of its own, its first H slots refused
+    parts: tuple[tuple[int, int | None, int, int], ...] = ()
+
+
+def loss_plan(hour_ns: np.ndarray, cut: bool, H: int, known: Known | None) -> LossPlan:
+    """The plan of an asset whose tail span holds the hourly stamps ``hour_ns`` (read at its
+    two ends only; at least one), ``cut`` when the span left earlier candles out."""
+    first, last = int(hour_ns[0]) // DAY_NS, int(hour_ns[-1]) // DAY_NS
+    warm = -(-H // HOURS_PER_DAY)  # days a window can reach back
+    exact_from = first + warm if cut else first
+    whole = LossPlan(first, last, exact_from, known, parts=((first * DAY_NS, None, first, last),))
+    if known is None:
+        return whole
+    lo, hi = max(known.first, exact_from), min(known.end, last)
+    if hi - lo < 1 or hi - warm <= first:
+        return whole
+    parts = [] if lo == first else [(first * DAY_NS, lo * DAY_NS, first, lo - 1)]
+    parts.append(((hi - warm) * DAY_NS, None, hi, last))
+    return LossPlan(first, last, exact_from, known, (lo, hi), tuple(parts))
+
+
+def _day_losses(parts: list[Candles], H: int, which: list[int]
+                ) -> list[DayLosses]:
+    """(first day, per-day worst losses (4, days), valid windows per day) of each part's own
+    hourly grid (whole UTC days of 24 slots, first candle's day to last candle's day; a window
+    ending in its first H slots refused, as :func:`features.losses.hourly_worst_losses` does
+    at an asset's first candle); -inf/0 on days without a valid window. Only the loss columns
+    numbered ``which`` are computed, the others stay -inf."""
+    out: list[DayLosses] = [(0, np.empty((4, 0)), np.empty(0))] * len(parts)
     intrabar = bool({2, 3} & set(which))
-    for batch in hourly_batches(spans, 1, BATCH_HOURS):
+    for batch in hourly_batches(parts, 1, BATCH_HOURS):
         first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
         days = Rows(first, np.array([c.hour_ns[-1] // DAY_NS for _, c in batch]) - first + 1)
         grid = Rows(first * HOURS_PER_DAY, days.length * HOURS_PER_DAY)  # hour slots
         slots = np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS
-        # every candle is inside its asset's grid: row = slot - first slot + offset
+        # every candle is inside its part's grid: row = slot - first slot + offset
         at = slots + np.repeat(grid.offset - grid.first, [len(c.hour_ns) for _, c in batch])
         h = np.full((3 if intrabar else 1, grid.size), np.nan)  # [close, high, low]
         for k, column in enumerate((2, 0, 1)[:len(h)]):  # highs and lows for intrabar only
             h[k, at] = np.concatenate([c.hourly[column] for _, c in batch])
         n = grid.size
-        per_day = np.full((n // HOURS_PER_DAY, len(LOSS_COLUMNS)), -np.inf)
+        per_day = np.full((len(LOSS_COLUMNS), n // HOURS_PER_DAY), -np.inf)
         valid = np.zeros(n, dtype=bool)
         if n > H:
             lc = np.log(h[0])
             finite = np.isfinite(lc)
-            head = np.zeros(n, dtype=bool)  # an asset's first H slots: the window would
+            head = np.zeros(n, dtype=bool)  # a part's first H slots: the window would
             head[(grid.offset[:, None] + np.arange(H)).ravel()] = True  # start before it
             ok = finite[H:] & ~head[H:]
             for lag in range(1, H + 1):  # every close of the window, j-H .. j
@@ -184,22 +225,78 @@ def _hourly_losses(spans: list[Candles], rows: Rows, H: int, U: int, which: list
                 for k in which:
                     _window_loss(k, p0, end, low, high, out=slot[H:])
                     np.copyto(slot[H:], -np.inf, where=refused)
-                    per_day[:, k] = _per_day(slot, np.maximum)
-        counts = _per_day(valid, np.add)
+                    per_day[k] = _per_day(slot, np.maximum)
+        counts = _per_day(valid, np.add).astype(float)
+        for (p, _), lo, size, day in zip(batch, days.offset, days.length, first, strict=True):
+            out[p] = (int(day), per_day[:, lo:lo + size], counts[lo:lo + size])
+    return out
+
+
+def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], rows: Rows,
+                   U: int, H: int, which: list[int]
+                   ) -> tuple[np.ndarray, np.ndarray, dict[int, DayLosses]]:
+    """(losses (4, N), n_windows (N,), days) on ``rows``
+    (:func:`features.losses.hourly_worst_losses` then reindexed: n_windows -1 where the
+    asset's hourly grid has no such day); each asset's per-day values come from its stored
+    days (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
+    planned asset's per-day (first grid day, values (4, days), counts) over its whole grid."""
+    losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
+    n_windows = np.full(rows.size, -1, dtype=np.int64)
+    flat = [(a, i) for a, ps in enumerate(parts) for i in range(len(ps))]
+    computed = _day_losses([parts[a][i] for a, i in flat], H, which)
+    by_asset: dict[int, list[DayLosses]] = {}
+    for (a, _), got in zip(flat, computed, strict=True):
+        by_asset.setdefault(a, []).append(got)
+    grids: dict[int, DayLosses] = {}
+    for a, plan in enumerate(plans):
+        if plan is None:
+            continue
+        size = plan.last - plan.first + 1
+        values = np.full((len(LOSS_COLUMNS), size), -np.inf)
+        counts = np.zeros(size)
+        lo, hi = plan.reuse
+        if hi > lo and plan.known is not None:
+            values[which, lo - plan.first:hi - plan.first] = \
+                plan.known.values[:, lo - plan.known.first:hi - plan.known.first]
+            counts[lo - plan.first:hi - plan.first] = \
+                plan.known.counts[lo - plan.known.first:hi - plan.known.first]
+        for (_, _, keep_from, keep_to), (day, got, got_counts) in zip(
+                plan.parts, by_asset.get(a, []), strict=True):
+            a0, a1 = max(keep_from, day), min(keep_to, day + got.shape[1] - 1) + 1
+            if a1 > a0:
+                values[:, a0 - plan.first:a1 - plan.first] = got[:, a0 - day:a1 - day]
+                counts[a0 - plan.first:a1 - plan.first] = got_counts[a0 - day:a1 - day]
+        grids[a] = (plan.first, values, counts)
+    # the update interval's maximum, per asset, in batches of assets laid end to end
+    planned = sorted(grids)
+    batch: list[int] = []
+    size = 0
+    for k, a in enumerate(planned):
+        batch.append(a)
+        size += grids[a][1].shape[1]
+        if size < BATCH_HOURS // HOURS_PER_DAY and k + 1 < len(planned):
+            continue
+        first = np.array([grids[b][0] for b in batch], dtype=np.int64)
+        days = Rows(first, np.array([grids[b][1].shape[1] for b in batch], dtype=np.int64))
+        per_day = np.concatenate([grids[b][1] for b in batch], axis=1).T
+        counts = np.concatenate([grids[b][2] for b in batch]).astype(np.int64)
         top, total = _interval(per_day, counts, days.local, U)
         top[~np.isfinite(top)] = np.nan
-        asset = np.array([a for a, _ in batch])[days.owner]
+        asset = np.array(batch)[days.owner]
         at, inside = rows.position(asset, days.unit)
         losses[:, at[inside]] = top[inside].T
         n_windows[at[inside]] = total[inside]
-    return losses, n_windows
+        batch, size = [], 0
+    return losses, n_windows, grids
 
 
-def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str]
-          ) -> tuple[Rows, dict[str, np.ndarray]]:
+def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
+          plans: list[LossPlan | None], parts: list[list[Candles]]
+          ) -> tuple[Rows, dict[str, np.ndarray], dict[int, DayLosses]]:
     """:data:`features.build.TAIL_COLUMNS` in ``wanted`` on each asset's complete calendar
     (:func:`features.build.tail_features`, :func:`features.losses.worst_loss_features`);
-    the proxy flag is always computed."""
+    the proxy flag is always computed. The hourly worst losses follow ``plans`` and read
+    ``parts`` (:func:`loss_plan`); the per-day values of each planned asset are returned."""
     rows, (o, hi, lo, c, _) = daily_rows(spans)
     local = rows.local
     U = cfg.update_interval_days
@@ -212,13 +309,14 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str]
         long = np.where(np.isnan(top), np.nan, np.log(np.fmax(ref, top) / bottom))
         short = np.where(np.isnan(top), np.nan, np.log(top / np.fmin(ref, bottom)))
     which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
-    exact, n_windows = _hourly_losses(spans, rows, cfg.liquidation_delay_hours, U, which)
+    exact, n_windows, grids = _hourly_losses(plans, parts, rows, U,
+                                             cfg.liquidation_delay_hours, which)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
     for k in which:
         out[LOSS_COLUMNS[k]] = value = (long, short)[k % 2].copy()
         np.copyto(value, exact[k], where=hourly_ok)
     out[PROXY_FLAG] = ~hourly_ok & ~np.isnan(long)
-    return rows, out
+    return rows, out, grids
 
 
 def _dvol(market: MarketData, assets: list[str], rows: Rows) -> np.ndarray:
@@ -287,8 +385,53 @@ def _widen(values: np.ndarray, at: np.ndarray, n: int, nullable: bool
     return pd.arrays.IntegerArray(filled.astype(np.int64), mask)
 
 
+def _lookup(losses: LossDays | None, H: int, names: list[str], sources: Mapping[int, Source]
+            ) -> dict[int, Known]:
+    """The stored days of ``sources``; none when there is no store or it cannot be read (the
+    days are then computed)."""
+    if losses is None or not sources:
+        return {}
+    try:
+        return losses.lookup(H, names, sources)
+    except Exception as err:  # a speed-up only: never a reason to fail a serve
+        _log.warning("worst-loss days not read (%s); computed instead", err)
+        return {}
+
+
+def _store(losses: LossDays, H: int, which: list[int], sources: Mapping[int, Source],
+           known: Mapping[int, Known], plans: list[LossPlan | None],
+           grids: Mapping[int, DayLosses]) -> None:
+    """Store each source's final days (``exact_from`` to the day before its last candle's)
+    when :func:`features.loss_days.due`; what was reused and what was computed join up."""
+    ends = {a: plans[a].last for a in sources  # type: ignore[union-attr]
+            if plans[a] is not None and plans[a].last > plans[a].exact_from}
+    if not due(known, ends):
+        return
+    now: dict[int, Known] = {}
+    for a in ends:
+        plan, (first, values, counts) = plans[a], grids[a]
+        assert plan is not None
+        lo, hi = plan.exact_from, plan.last
+        v, c = values[which, lo - first:hi - first], counts[lo - first:hi - first]
+        k = plan.known
+        if k is None or k.first > hi or k.end < lo:  # nothing to join: these days alone
+            now[a] = Known(lo, v, c)
+            continue
+        start, end = min(k.first, lo), max(k.end, hi)
+        joined_v, joined_c = np.empty((len(which), end - start)), np.empty(end - start)
+        joined_v[:, k.first - start:k.end - start] = k.values
+        joined_c[k.first - start:k.end - start] = k.counts
+        joined_v[:, lo - start:hi - start], joined_c[lo - start:hi - start] = v, c
+        now[a] = Known(start, joined_v, joined_c)
+    try:
+        losses.update(H, [LOSS_COLUMNS[k] for k in which], {a: sources[a] for a in now}, now)
+    except Exception as err:  # a speed-up only
+        _log.warning("worst-loss days not stored (%s)", err)
+
+
 def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: int | None,
-               tail_days: int | None, columns: Collection[str]) -> pd.DataFrame:
+               tail_days: int | None, columns: Collection[str],
+               losses: LossDays | None = None) -> pd.DataFrame:
     """``columns`` of :func:`features.window.serve_panel`'s panel, for all assets at once.
 
     Every column over the trailing ``days`` (None: the whole history), the tail columns
@@ -299,11 +442,16 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
     :func:`features.build.build_panel` when there is one span (``days`` None or equal to
     ``tail_days``), restricted to ``columns`` (in schema order).
 
+    ``losses``: the stored per-day worst losses (:mod:`features.loss_days`), read for the
+    assets whose hourly frame has a cache lineage (``market.hourly_lineage``) and written
+    back when due; the values are the same with or without it.
+
     Raises
     ------
     ValueError
         A column not in :func:`fast_columns`, no asset with data, or an index that breaks the
-        loaders' rules (:func:`features.fast_rows.candles`).
+        loaders' rules where it is read (:func:`features.fast_rows.candles`,
+        :func:`features.fast_rows.hours`).
     """
     wanted = set(columns)
     unknown = sorted(wanted - fast_columns(cfg))
@@ -317,10 +465,30 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
         raise ValueError(f"no assets to build features for in {market.data_dir}")
     as_of_ns = int(pd.Timestamp(as_of).value)
     raw = [candles(market, a) for a in assets]
-    rows, data = _tail([cut(c, as_of_ns, tail_days) for c in raw], cfg, wanted)
+    spans = [cut(c, as_of_ns, tail_days) for c in raw]
+    which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
+    names, H = [LOSS_COLUMNS[k] for k in which], cfg.liquidation_delay_hours
+    lineage = getattr(market, "hourly_lineage", {})
+    # stored days hold for the same lineage read from the same first candle (a frame whose
+    # start was trimmed, features.window.trailing_market, refuses other first windows)
+    sources = {a: (lineage[s][0], f"{lineage[s][1]}@{int(raw[a].hour_ns[0])}")
+               for a, s in enumerate(assets)
+               if s in lineage and len(raw[a].hour_ns)} if losses else {}
+    known = _lookup(losses, H, names, sources)
+    plans = [loss_plan(c.hour_ns, len(c.hour_ns) < len(r.hour_ns), H, known.get(a))
+             if len(c.hour_ns) else None for a, (c, r) in enumerate(zip(spans, raw, strict=True))]
+    parts = [[hours(c, asset, lo, hi) for lo, hi, _, _ in plan.parts] if plan else []
+             for c, asset, plan in zip(spans, assets, plans, strict=True)]
+    rows, data, grids = _tail(spans, cfg, wanted, plans, parts)
+    if losses is not None:
+        _store(losses, H, which, sources, known, plans, grids)
     rest = wanted - set(TAIL_COLUMNS)
     if rest:
-        short, built = _rest(market, assets, [cut(c, as_of_ns, days) for c in raw], cfg, rest)
+        short, built = _rest(market, assets, [
+            replace(s, hour_ns=h.hour_ns, hourly=h.hourly)
+            for s, h in ((s, hours(s, a)) for s, a in
+                         zip((cut(c, as_of_ns, days) for c in raw), assets, strict=True))],
+            cfg, rest)
         at, _ = rows.position(short.owner, short.unit)  # a short row is a tail row
         data.update({col: _widen(built[col], at, rows.size, nullable=not one_span)
                      for col in rest})

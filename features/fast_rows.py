@@ -49,13 +49,15 @@ def _columns(frame: pd.DataFrame, names: tuple[str, ...]) -> tuple[np.ndarray, .
 
 
 def candles(market: MarketData, asset: str) -> Candles:
-    """``asset``'s arrays.
+    """``asset``'s arrays: the daily candles checked, the hourly ones views of the frame's
+    columns, not read here (a serve reads a few weeks of a history of years: check the rows
+    read with :func:`hours`).
 
     Raises
     ------
     ValueError
-        Where an index breaks the loaders' rules (:mod:`features.loaders`): daily stamps at
-        UTC midnight, hourly ones on the hour, both sorted and unique.
+        Where the daily index breaks the loaders' rules (:mod:`features.loaders`): stamps at
+        UTC midnight, sorted and unique.
     """
     frame = market.daily[asset]
     day_ns = stamps(frame.index)
@@ -68,11 +70,27 @@ def candles(market: MarketData, asset: str) -> Candles:
     hours = market.hourly.get(asset)
     if hours is None:
         return Candles(day_ns, daily, np.empty(0, np.int64), (np.empty(0),) * 3)
-    hour_ns = stamps(hours.index)
+    return Candles(day_ns, daily, stamps(hours.index), _columns(hours, ("high", "low", "close")))
+
+
+def hours(c: Candles, asset: str, start_ns: int | None = None, end_ns: int | None = None
+          ) -> Candles:
+    """``c``'s hourly candles stamped in ``[start_ns, end_ns)`` (None: unbounded), without
+    its daily ones, checked.
+
+    Raises
+    ------
+    ValueError
+        Where those stamps break the loaders' rules: on the hour, sorted and unique.
+    """
+    i = 0 if start_ns is None else int(np.searchsorted(c.hour_ns, start_ns, side="left"))
+    j = len(c.hour_ns) if end_ns is None else int(np.searchsorted(c.hour_ns, end_ns,
+                                                                   side="left"))
+    hour_ns = c.hour_ns[i:j]
     if (hour_ns % HOUR_NS).any() or (np.diff(hour_ns) <= 0).any():
         raise ValueError(f"hourly candles of {asset}: the index must be sorted, unique and on "
                          "the hour (features.loaders rules); cannot build features")
-    return Candles(day_ns, daily, hour_ns, _columns(hours, ("high", "low", "close")))
+    return Candles(c.day_ns[:0], c.daily[:, :0], hour_ns, tuple(v[i:j] for v in c.hourly))
 
 
 def cut(c: Candles, as_of_ns: int, days: int | None) -> Candles:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -152,7 +153,10 @@ class MarketData:
     when ``as_of`` is None), isolated hourly/daily disagreements. They are also logged.
     ``future_rows`` maps each file that had such future rows (path relative to ``data_dir``)
     to its first future stamp: the data was cut there, and a caller that expected none may
-    refuse to go on.
+    refuse to go on. ``hourly_lineage`` maps an asset whose hourly frame came through the
+    validated-candle cache to (the file's absolute path, its cache lineage): the frame's rows
+    are a prefix of every later frame of that lineage (:mod:`features.loss_days` reuses
+    per-day values on that promise).
     """
 
     daily: dict[str, pd.DataFrame]
@@ -166,6 +170,7 @@ class MarketData:
     hourly_problems: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     future_rows: dict[str, pd.Timestamp] = field(default_factory=dict)
+    hourly_lineage: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
@@ -189,6 +194,7 @@ class _Attempts:
     failures: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     future: dict[str, pd.Timestamp] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)  # absolute path -> cache lineage
 
     def label(self, path: Path) -> str:
         try:
@@ -375,8 +381,10 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
     gaps = gap_reports(series)
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
+    keys = {s: os.path.abspath(hourly_files[s]) for s in hourly}
     return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures, problems,
-                      run.warnings, run.future)
+                      run.warnings, run.future,
+                      {s: (k, run.lineage[k]) for s, k in keys.items() if k in run.lineage})
 
 
 def _hourly(
@@ -395,7 +403,8 @@ def _hourly(
     err = errors.get(asset)
     if asset in files:
         try:
-            frame = _cut(run.read(_reader(run.cache, "hourly", max_file_mb), files[asset]), end)
+            frame = _cut(run.read(_reader(run.cache, "hourly", max_file_mb, run.lineage),
+                                  files[asset]), end)
         except DataValidationError as caught:
             err = caught
     elif err is None:
@@ -414,15 +423,21 @@ def _hourly(
 _LOADERS = {"daily": load_daily, "hourly": load_hourly, "dvol": load_dvol, "macro": load_macro}
 
 
-def _reader(cache: CandleCache | None, kind: str,
-            max_file_mb: float | None) -> Callable[[Path], pd.DataFrame]:
-    """The loader of ``kind`` files, through ``cache`` when there is one."""
+def _reader(cache: CandleCache | None, kind: str, max_file_mb: float | None,
+            lineage: dict[str, str] | None = None) -> Callable[[Path], pd.DataFrame]:
+    """The loader of ``kind`` files, through ``cache`` when there is one; the cache lineage of
+    each frame read is recorded in ``lineage`` (absolute path -> lineage) when given."""
     full = partial(_LOADERS[kind], max_file_mb=max_file_mb)
     if cache is None:
         return full
 
     def read(path: Path) -> pd.DataFrame:
-        return cache.load(path, kind, full, max_file_mb, _positive(kind, path))
+        frame = cache.load(path, kind, full, max_file_mb, _positive(kind, path))
+        if lineage is not None:
+            got = cache.lineage(path, frame)
+            if got is not None:
+                lineage[os.path.abspath(path)] = got
+        return frame
 
     return read
 

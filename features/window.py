@@ -50,6 +50,7 @@ from features.crossasset import BASKET_WINDOW, BETA_WINDOW
 from features.fast import fast_columns, fast_panel
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
+from features.loss_days import LossDays
 from features.losses import PROXY_FLAG
 from features.macro import CORR_WINDOWS
 from features.store import panel_fingerprint
@@ -287,23 +288,25 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
 
 def serve_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date,
                 window: TrailingWindow, columns: Collection[str] | None = None,
-                ) -> tuple[pd.DataFrame, str]:
+                losses: LossDays | None = None) -> tuple[pd.DataFrame, str]:
     """(panel, fingerprint) built in memory over ``window``: every column over ``days``, the
     tail columns over ``tail_days`` (:func:`features.build.build_with_tail`).
 
     ``columns`` (e.g. :func:`serve_columns`) are those the caller reads: when
     :func:`features.fast.fast_columns` has them all, only they are built, for every asset at
-    once (:func:`features.fast.fast_panel`: same index and values); otherwise (or None) every
-    column, asset by asset. The fingerprint hashes the built panel, the feature config and
+    once (:func:`features.fast.fast_panel`: same index and values, the hourly worst losses of
+    the days in ``losses`` read from it, :mod:`features.loss_days`); otherwise (or None)
+    every column, asset by asset. The fingerprint hashes the built panel, the feature config and
     code, the as-of and both spans (:func:`features.store.panel_fingerprint`).
     """
     fast = columns is not None and set(columns) <= fast_columns(cfg)
     spans = f"days={window.days}:tail={window.tail_days}"
     if window.days is None or window.tail_days == window.days:
-        panel = (fast_panel(market, cfg, as_of, window.days, window.days, columns or ())
+        panel = (fast_panel(market, cfg, as_of, window.days, window.days, columns or (), losses)
                  if fast else build_panel(trailing_market(market, as_of, window.days), cfg))
     else:
-        panel = (fast_panel(market, cfg, as_of, window.days, window.tail_days, columns or ())
+        panel = (fast_panel(market, cfg, as_of, window.days, window.tail_days, columns or (),
+                            losses)
                  if fast else build_with_tail(trailing_market(market, as_of, window.days),
                                               trailing_market(market, as_of, window.tail_days),
                                               cfg))

@@ -18,6 +18,7 @@ import pandas as pd
 from configs.schema import Config
 from features.candle_cache import CandleCache
 from features.loaders import MarketData, load_market
+from features.loss_days import LossDays
 
 KINDS = ("daily", "hourly", "dvol", "macro")
 
@@ -106,6 +107,16 @@ def candle_cache(cfg: Config) -> CandleCache | None:
         return None
     directory = settings.dir or Path(cfg.paths.outputs_dir) / "cache" / "candles"
     return CandleCache(directory, verify=settings.verify)
+
+
+def loss_days(cfg: Config) -> LossDays | None:
+    """The stored per-day worst losses (:mod:`features.loss_days`), beside the candle cache
+    whose lineages they follow; None when the cache is disabled."""
+    settings = cfg.data.cache
+    if not settings.enabled:
+        return None
+    directory = settings.dir or Path(cfg.paths.outputs_dir) / "cache" / "candles"
+    return LossDays(Path(directory) / "losses")
 
 
 def load_as_of(

@@ -43,7 +43,7 @@ from features.schema import feature_view
 from features.window import bundle_window, serve_columns, serve_panel
 from serving.apply import frozen_frame
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
-from serving.market import candle_cache, check_as_of, load_as_of
+from serving.market import candle_cache, check_as_of, load_as_of, loss_days
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.registry import (
     champion_uri,
@@ -221,8 +221,9 @@ def serve(
         # only the trailing rows the policy reads, built in memory (features/window.py)
         window = bundle_window(bundle, cfg.features, as_of, market.macro)
         # and only the columns this model and policy read, built for all assets at once
+        # (each day's worst hourly loss stored once: features/loss_days.py)
         panel, fingerprint = serve_panel(market, cfg.features, as_of, window,
-                                         serve_columns(bundle))
+                                         serve_columns(bundle), loss_days(cfg))
         prev = previous_parameters(root, as_of)
         # json.dumps writes floats with repr (exact round trip); DataFrame.to_json keeps 10
         # decimals, so a value held by the deadband came back changed in the 11th digit.
