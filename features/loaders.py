@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -134,6 +135,28 @@ def discover_assets(data_dir: Path | str) -> list[str]:
     return sorted(_files_by_stem(Path(data_dir) / "crypto" / "daily"))
 
 
+class _Deferred:
+    """A dataclass field whose value may be given as a zero-argument function, called once,
+    the first time the field is read (``MarketData.gaps``: the gap report reads every stamp
+    of every file, which a daily serve never needs; at 10,000 assets 2.4 GB of hourly
+    stamps). :meth:`MarketData.deferred` passes the pending value on, uncalled, to
+    ``dataclasses.replace``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:  # no class-level default: the field stays required
+            raise AttributeError(self.slot)
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class MarketData:
     """Everything under one data directory, validated and (optionally) cut at ``as_of``.
@@ -163,7 +186,7 @@ class MarketData:
     hourly: dict[str, pd.DataFrame]
     dvol: dict[str, pd.DataFrame]
     macro: dict[str, pd.DataFrame]
-    gaps: pd.DataFrame
+    gaps: pd.DataFrame = _Deferred()  # type: ignore[assignment]  # or a function making it
     data_dir: Path
     files: list[Path] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
@@ -171,6 +194,13 @@ class MarketData:
     warnings: list[str] = field(default_factory=list)
     future_rows: dict[str, pd.Timestamp] = field(default_factory=dict)
     hourly_lineage: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def deferred(self, name: str) -> Any:
+        """Field ``name`` as given: the function still to be called for a deferred field not
+        read yet (``dataclasses.replace(market, gaps=market.deferred("gaps"))`` keeps it
+        deferred), else its value."""
+        slot = f"_{name}"
+        return self.__dict__[slot] if slot in self.__dict__ else getattr(self, name)
 
 
 def _cut(frame: pd.DataFrame, end: pd.Timestamp | None) -> pd.DataFrame:
@@ -378,7 +408,7 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
 
     series = [(f.index, "1D", _label(root, daily_files[s])) for s, f in daily.items()]
     series += [(f.index, "1h", _label(root, hourly_files[s])) for s, f in hourly.items()]
-    gaps = gap_reports(series)
+    gaps = partial(gap_reports, series)  # deferred: computed when first read
     files = [daily_files[s] for s in daily] + [hourly_files[s] for s in hourly]
     files += [dvol_files[n] for n in dvol] + [macro_files[n] for n in macro]
     keys = {s: os.path.abspath(hourly_files[s]) for s in hourly}

@@ -251,10 +251,11 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
     hourly.update({a: f for a, f in market.hourly.items() if a not in daily})
     firsts = [f.index.min() for f in daily.values() if len(f)]
     if not firsts:
-        return replace(market, daily=daily, hourly=hourly)
+        return replace(market, daily=daily, hourly=hourly, gaps=market.deferred("gaps"))
     first = min(firsts)
     macro = {name: f.loc[f.index >= first] for name, f in market.macro.items()}
-    return replace(market, daily=daily, hourly=hourly, macro=macro)
+    return replace(market, daily=daily, hourly=hourly, macro=macro,
+                   gaps=market.deferred("gaps"))
 
 
 # What every serve reads (serving/apply.py, serving/inputs.py): the close (the data's age),

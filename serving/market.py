@@ -94,9 +94,14 @@ def cut_market(market: MarketData, last_day: dt.date) -> tuple[MarketData, list[
                     f"{name}: {int(later.sum())} row(s) from {frame.index[later].min()} on "
                     f"ignored: after {last_day}, the last complete UTC day")
             cut[kind][key] = frame.loc[~later] if later.any() else frame  # no copy if none
-    gaps = market.gaps
-    if len(gaps):
-        gaps = gaps[pd.to_datetime(gaps["gap_start"]) < end].reset_index(drop=True)
+    pending = market.deferred("gaps")
+
+    def gaps() -> pd.DataFrame:  # deferred as the loader's: read by few callers
+        report = pending() if callable(pending) else pending
+        if not len(report):
+            return report
+        return report[pd.to_datetime(report["gap_start"]) < end].reset_index(drop=True)
+
     return replace(market, **cut, gaps=gaps), warnings
 
 

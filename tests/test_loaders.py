@@ -368,3 +368,36 @@ def test_ragged_csv_row_is_a_format_error(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError) as exc:
         load_daily(write_rows(tmp_path / "BTC.csv.gz", rows))
     assert (exc.value.rule, exc.value.row) == ("csv_format", 5)
+
+
+def test_the_gap_report_is_built_when_first_read_and_stays_deferred_through_cuts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serve never reads the gap report (every stamp of every file): it is built on first
+    read, once, equal to the eager report; the serving and trailing cuts keep it deferred."""
+    import dataclasses
+
+    from features import loaders
+    from features.gaps import gap_reports
+    from features.window import trailing_market
+    from serving.market import cut_market
+
+    calls: list[int] = []
+
+    def counted(series):  # type: ignore[no-untyped-def]
+        calls.append(len(series))
+        return gap_reports(series)
+
+    monkeypatch.setattr(loaders, "gap_reports", counted)
+    market = load_market(DATA_DIR, assets=["BTC", "ETH"])
+    cut, _ = cut_market(market, datetime.date(2021, 6, 30))
+    trailing = trailing_market(cut, datetime.date(2021, 6, 30), 400)
+    again = dataclasses.replace(trailing, gaps=trailing.deferred("gaps"))
+    assert calls == []  # loaded, cut twice, replaced: nothing built yet
+    full = market.gaps
+    assert calls == [4] and market.gaps is full  # built once (2 daily, 2 hourly), kept
+    series = [(f.index, "1D", f"crypto/daily/{a}.csv.gz") for a, f in market.daily.items()]
+    series += [(f.index, "1h", f"crypto/hourly/{a}.csv.gz") for a, f in market.hourly.items()]
+    pd.testing.assert_frame_equal(full, gap_reports(series))
+    early = full[full["gap_start"] < pd.Timestamp("2021-07-01")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again.gaps, early)  # the serving cut's rule, unchanged
+    assert len(early) < len(full) and calls == [4, 4]
