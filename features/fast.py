@@ -69,7 +69,7 @@ from features.losses import LOSS_COLUMNS, PROXY_FLAG
 from features.schema import COLUMNS
 
 _log = logging.getLogger(__name__)
-# (first day, worst losses (4, days), valid windows (days,)) of one hourly grid
+# (first day, worst losses (loss columns, days), valid windows (days,)) of one hourly grid
 DayLosses = tuple[int, np.ndarray, np.ndarray]
 
 BATCH_HOURS = 1_000_000  # hourly grid slots per batch: ~8 MB per float array
@@ -239,7 +239,8 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
     (:func:`features.losses.hourly_worst_losses` then reindexed: n_windows -1 where the
     asset's hourly grid has no such day); each asset's per-day values come from its stored
     days (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
-    planned asset's per-day (first grid day, values (4, days), counts) over its whole grid."""
+    planned asset's per-day (first grid day, values of the ``which`` columns (len(which),
+    days), counts) over its whole grid."""
     losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
     n_windows = np.full(rows.size, -1, dtype=np.int64)
     flat = [(a, i) for a, ps in enumerate(parts) for i in range(len(ps))]
@@ -252,11 +253,11 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
         if plan is None:
             continue
         size = plan.last - plan.first + 1
-        values = np.full((len(LOSS_COLUMNS), size), -np.inf)
+        values = np.full((len(which), size), -np.inf)
         counts = np.zeros(size)
         lo, hi = plan.reuse
         if hi > lo and plan.known is not None:
-            values[which, lo - plan.first:hi - plan.first] = \
+            values[:, lo - plan.first:hi - plan.first] = \
                 plan.known.values[:, lo - plan.known.first:hi - plan.known.first]
             counts[lo - plan.first:hi - plan.first] = \
                 plan.known.counts[lo - plan.known.first:hi - plan.known.first]
@@ -264,7 +265,7 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
                 plan.parts, by_asset.get(a, []), strict=True):
             a0, a1 = max(keep_from, day), min(keep_to, day + got.shape[1] - 1) + 1
             if a1 > a0:
-                values[:, a0 - plan.first:a1 - plan.first] = got[:, a0 - day:a1 - day]
+                values[:, a0 - plan.first:a1 - plan.first] = got[which, a0 - day:a1 - day]
                 counts[a0 - plan.first:a1 - plan.first] = got_counts[a0 - day:a1 - day]
         grids[a] = (plan.first, values, counts)
     # the update interval's maximum, per asset, in batches of assets laid end to end
@@ -284,7 +285,7 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
         top[~np.isfinite(top)] = np.nan
         asset = np.array(batch)[days.owner]
         at, inside = rows.position(asset, days.unit)
-        losses[:, at[inside]] = top[inside].T
+        losses[np.ix_(which, at[inside])] = top[inside].T
         n_windows[at[inside]] = total[inside]
         batch, size = [], 0
     return losses, n_windows, grids
@@ -412,7 +413,7 @@ def _store(losses: LossDays, H: int, which: list[int], sources: Mapping[int, Sou
         plan, (first, values, counts) = plans[a], grids[a]
         assert plan is not None
         lo, hi = plan.exact_from, plan.last
-        v, c = values[which, lo - first:hi - first], counts[lo - first:hi - first]
+        v, c = values[:, lo - first:hi - first], counts[lo - first:hi - first]
         k = plan.known
         if k is None or k.first > hi or k.end < lo:  # nothing to join: these days alone
             now[a] = Known(lo, v, c)
