@@ -338,9 +338,13 @@ class CandleCache:
         except OSError:
             return None
         ident = identity(st)
-        if ((limit is not None and (st.st_size > limit or info["raw_size"] > limit))
-                or (info["stat"] == ident and not self.verify and not info["racy"])):
-            return None  # refused, or a hit: load() decides
+        if limit is not None and (st.st_size > limit or info["raw_size"] > limit):
+            return None  # refused: load() decides
+        # the entry's pages load() reads first, all files' at once (a daily file: all of it,
+        # the features read every row; an hourly one: its first and last stamps)
+        self.store.prefetch(info, whole=kind != "hourly")
+        if info["stat"] == ident and not self.verify and not info["racy"]:
+            return None  # a hit: load() decides
         if path.name.endswith(".gz"):
             content: bytes | bytearray | None = self._content(path, limit)
             size = 0 if content is None else len(content)

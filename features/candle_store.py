@@ -287,6 +287,30 @@ class Store:
         return {"entry_sha": sha, "offset": len(head), "capacity": room, "first": first,
                 "last": last}
 
+    def prefetch(self, record: dict[str, Any], whole: bool) -> None:
+        """Start reading the pages of ``record``'s entry that :meth:`read_block` touches (its
+        header and first stamp, its last stamp) or, ``whole``, the entire entry
+        (``posix_fadvise`` ``WILLNEED``: asynchronous, only a hint). A load calls it for every
+        file first, so that the disk reads these scattered pages together rather than one
+        fault at a time (~1 ms an entry when they are not in the page cache)."""
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd = os.open(self.path(record["entry"]), os.O_RDONLY)
+        except (OSError, KeyError, TypeError):
+            return
+        try:
+            if whole:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            else:
+                offset, rows = int(record["offset"]), int(record["rows"])
+                os.posix_fadvise(fd, 0, offset + 8, os.POSIX_FADV_WILLNEED)
+                os.posix_fadvise(fd, offset + 8 * (rows - 1), 8, os.POSIX_FADV_WILLNEED)
+        except (OSError, KeyError, TypeError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+
     def read_block(self, name: str, record: dict[str, Any]) -> np.ndarray | None:
         """Entry ``name``'s int64 block, its first ``record["rows"]`` rows, or None when the
         file is missing or not what ``record`` (the index's: ``rows``, ``columns``,
@@ -341,6 +365,8 @@ def _libc_mmap() -> Any:
                               ctypes.c_int, ctypes.c_int64]
         libc.munmap.restype = ctypes.c_int
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.madvise.restype = ctypes.c_int
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     except (OSError, AttributeError):
         return None
     return libc
@@ -375,6 +401,27 @@ def map_private(fd: int, size: int) -> Any:
     unmap = weakref.finalize(buffer, _LIBC.munmap, addr, size)
     unmap.atexit = False  # never under a frame still alive at shutdown: the exit unmaps it
     return buffer
+
+
+_PAGE = mmap.PAGESIZE
+_MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", 3)
+
+
+def will_need(arrays: list[np.ndarray]) -> None:
+    """Ask the kernel to start reading the pages under each of ``arrays`` (``madvise``
+    ``MADV_WILLNEED``: asynchronous readahead of a file mapping, nothing for memory that is
+    already resident). Only a hint, for views of mapped entries about to be read: at 10,000
+    assets the pages a serve reads are scattered over 20,000 files, and faulting them in one
+    at a time waits on the disk once per page (~0.5 ms each on the benchmark machine) where
+    asking for all of them first lets the disk serve them together."""
+    if _LIBC is None:
+        return
+    for a in arrays:
+        if a.size == 0 or not a.flags.c_contiguous:
+            continue
+        start = a.__array_interface__["data"][0]
+        aligned = start - start % _PAGE
+        _LIBC.madvise(aligned, start + a.nbytes - aligned, _MADV_WILLNEED)
 
 
 def frame_block(frame: pd.DataFrame) -> np.ndarray:

@@ -47,6 +47,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from configs.schema import FeaturesConfig
 from features.build import MARKET_DVOL, TAIL_COLUMNS
+from features.candle_store import will_need
 from features.fast_rows import (
     DAY_NS,
     HOUR_NS,
@@ -59,6 +60,7 @@ from features.fast_rows import (
     diff,
     hourly_batches,
     hours,
+    least_row,
     shift,
     stamps,
     trailing,
@@ -386,6 +388,23 @@ def _widen(values: np.ndarray, at: np.ndarray, n: int, nullable: bool
     return pd.arrays.IntegerArray(filled.astype(np.int64), mask)
 
 
+def _prefetch(raw: list[Candles], plans: list[LossPlan | None], as_of_ns: int,
+              days: int | None) -> None:
+    """Start reading, for every asset at once, the hourly rows the build reads next: from the
+    first row the trailing worst-loss part (:func:`loss_plan`) or the ``days`` span
+    (:func:`features.fast_rows.cut`) can need (:func:`features.fast_rows.least_row`) to the
+    end (:func:`features.candle_store.will_need`; only a hint)."""
+    needs: list[np.ndarray] = []
+    for c, plan in zip(raw, plans, strict=True):
+        if not len(c.hour_ns):
+            continue
+        starts = [] if days is None else [min(as_of_ns, int(c.day_ns[-1])) - (days - 1) * DAY_NS]
+        starts += [] if plan is None else [p[0] for p in plan.parts if p[1] is None]
+        lo = least_row(c.hour_ns, min(starts), HOUR_NS) if starts else 0
+        needs += [c.hour_ns[lo:], *(v[lo:] for v in c.hourly)]
+    will_need(needs)
+
+
 def _lookup(losses: LossDays | None, H: int, names: list[str], sources: Mapping[int, Source]
             ) -> dict[int, Known]:
     """The stored days of ``sources``; none when there is no store or it cannot be read (the
@@ -478,6 +497,7 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
     known = _lookup(losses, H, names, sources)
     plans = [loss_plan(c.hour_ns, len(c.hour_ns) < len(r.hour_ns), H, known.get(a))
              if len(c.hour_ns) else None for a, (c, r) in enumerate(zip(spans, raw, strict=True))]
+    _prefetch(raw, plans, as_of_ns, days)
     parts = [[hours(c, asset, lo, hi) for lo, hi, _, _ in plan.parts] if plan else []
              for c, asset, plan in zip(spans, assets, plans, strict=True)]
     rows, data, grids = _tail(spans, cfg, wanted, plans, parts)
