@@ -26,6 +26,9 @@ file and reused while they provably hold:
 * **the config.** A table is kept per liquidation delay :math:`H` and set of loss columns;
   :math:`U` and ``min_hours_for_rv`` are applied after, to the per-day values, so they are not
   part of the key. :data:`FORMAT` changes with the formula or the layout.
+* **the first candle.** A source is named by its lineage *and* its first candle's stamp: a
+  frame whose start was trimmed (:func:`features.window.trailing_market`) has other first
+  windows than the whole history, so it neither reads nor writes the whole history's days.
 
 A table is rewritten when a source has no usable stored days, or when the days a serve could
 add to some source reach :data:`REFRESH_DAYS` (each serve in between computes at most that many
@@ -42,8 +45,9 @@ Storage, under ``directory`` (the candle cache's ``losses/``)::
 A table file is written whole under a new name (temporary file, fsync, rename), then named by
 the index; files no longer named are deleted after :data:`GC_GRACE_S` (a reader may still be
 about to map one). A table that is missing, of another shape or unreadable is treated as
-absent. The table only ever saves time: any failure to read or write it is logged and the
-values are computed, never guessed.
+absent; like the candle cache's entries, a value changed in place with the shape intact (a
+bit flip) is not detected. The table only ever saves time: any failure to read or write it is
+logged and the values are computed, never guessed.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ REFRESH_DAYS = 7
 GC_GRACE_S = 600.0
 LOCK_TIMEOUT_S = 30.0
 
-Source = tuple[str, str]  # (hourly source key: the file's absolute path, its cache lineage)
+# (hourly source key: the file's absolute path, "<cache lineage>@<first candle's stamp>")
+Source = tuple[str, str]
 
 
 @dataclass(frozen=True)
