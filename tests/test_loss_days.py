@@ -137,14 +137,21 @@ def test_stored_days_give_the_same_panel_and_only_new_hours_are_read(
     assert computed[-2] <= 2 * 24 * 4 < computed[-1] / 10
 
 
-def test_an_edited_file_is_computed_again_and_a_trimmed_frame_is_not_reused(
-        source: Path, tmp_path: Path, computed: list[int]) -> None:
+def _served(source: Path, tmp_path: Path) -> tuple[Path, Path, LossDays, dt.date, MarketData]:
+    """The data through 2021-09-30 loaded through a fresh cache, its panel built once with a
+    fresh store (every day computed and stored): data dir, cache dir, store, as-of, market."""
     data, cache_dir = tmp_path / "data", tmp_path / "cache"
     store = LossDays(cache_dir / "losses")
     _split(source, data, "2021-10-01")
     day = dt.date(2021, 9, 30)
     market = load_market(data, ASSETS, day, cache=CandleCache(cache_dir))
     _panel(market, day, 3652, store)
+    return data, cache_dir, store, day, market
+
+
+def test_an_edited_file_is_computed_again_and_a_trimmed_frame_is_not_reused(
+        source: Path, tmp_path: Path, computed: list[int]) -> None:
+    data, cache_dir, store, day, market = _served(source, tmp_path)
     # a close of 2021-03-10 changed: not an append, the file is re-read under a new lineage
     path = data / "crypto" / "hourly" / "SOL.csv"
     lines = path.read_bytes().splitlines(keepends=True)
@@ -174,13 +181,8 @@ def test_an_edited_file_is_computed_again_and_a_trimmed_frame_is_not_reused(
 
 def test_a_damaged_or_missing_table_is_computed_not_trusted(
         source: Path, tmp_path: Path, computed: list[int]) -> None:
-    data, cache_dir = tmp_path / "data", tmp_path / "cache"
-    store = LossDays(cache_dir / "losses")
-    _split(source, data, "2021-10-01")
-    day = dt.date(2021, 9, 30)
-    market = load_market(data, ASSETS, day, cache=CandleCache(cache_dir))
+    _, cache_dir, store, day, market = _served(source, tmp_path)
     want = _panel(market, day, 3652, None)
-    _panel(market, day, 3652, store)
     table = next((cache_dir / "losses").glob("H*.npy"))
     table.write_bytes(table.read_bytes()[:-800])  # short: another shape
     pd.testing.assert_frame_equal(_panel(market, day, 3652, store), want, check_exact=True)
