@@ -39,7 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -505,11 +505,10 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
         _store(losses, H, which, sources, known, plans, grids)
     rest = wanted - set(TAIL_COLUMNS)
     if rest:
-        short, built = _rest(market, assets, [
-            replace(s, hour_ns=h.hour_ns, hourly=h.hourly)
-            for s, h in ((s, hours(s, a)) for s, a in
-                         zip((cut(c, as_of_ns, days) for c in raw), assets, strict=True))],
-            cfg, rest)
+        shorts = [cut(c, as_of_ns, days) for c in raw]
+        for c, asset in zip(shorts, assets, strict=True):
+            hours(c, asset)  # the hourly rows read: checked
+        short, built = _rest(market, assets, shorts, cfg, rest)
         at, _ = rows.position(short.owner, short.unit)  # a short row is a tail row
         data.update({col: _widen(built[col], at, rows.size, nullable=not one_span)
                      for col in rest})
