@@ -177,9 +177,11 @@ class MarketData:
     ``future_rows`` maps each file that had such future rows (path relative to ``data_dir``)
     to its first future stamp: the data was cut there, and a caller that expected none may
     refuse to go on. ``hourly_lineage`` maps an asset whose hourly frame came through the
-    validated-candle cache to (the file's absolute path, its cache lineage): the frame's rows
-    are a prefix of every later frame of that lineage (:mod:`features.loss_days` reuses
-    per-day values on that promise).
+    validated-candle cache to (the file's absolute path, its cache lineage): as loaded, the
+    frame's rows are a prefix of every later frame of that lineage (:mod:`features.loss_days`
+    reuses per-day values on that promise, and also compares the first candle, since
+    :func:`features.window.trailing_market` trims a frame's start and keeps this map).
+    ``gaps`` is built the first time it is read (a serve never reads it).
     """
 
     daily: dict[str, pd.DataFrame]
