@@ -129,11 +129,29 @@ class LossDays:
         not the shape the record says."""
         try:
             data = np.load(self.root / str(table["file"]), mmap_mode="r", allow_pickle=False)
+            shape = (columns + 1, int(table["total"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if data.dtype != np.float64 or data.shape != (columns + 1, int(table["total"])):
-            return None
-        return data
+        return data if data.dtype == np.float64 and data.shape == shape else None
+
+    def _stored(self, table: Any, columns: int) -> dict[str, tuple[str, Known]]:
+        """Each source of ``table`` (an index record) -> (its lineage, its stored days); the
+        records that do not fit the mapped array are left out."""
+        data = self._table(table, columns) if isinstance(table, dict) else None
+        records = table.get("sources") if data is not None else None
+        if not isinstance(records, dict):
+            return {}
+        out: dict[str, tuple[str, Known]] = {}
+        for key, record in records.items():
+            try:
+                lineage, first, n, offset = record
+                n, offset = int(n), int(offset)
+            except (TypeError, ValueError):
+                continue
+            if n > 0 and offset >= 0 and offset + n <= data.shape[1]:
+                out[key] = (str(lineage), Known(int(first), data[:-1, offset:offset + n],
+                                                data[-1, offset:offset + n]))
+        return out
 
     def lookup(self, hours: int, columns: Sequence[str], sources: Mapping[int, Source]
                ) -> dict[int, Known]:
@@ -141,24 +159,9 @@ class LossDays:
         the stored one; the others are absent."""
         if not sources:
             return {}
-        table = self._index()["tables"].get(tag(hours, columns))
-        if not isinstance(table, dict):
-            return {}
-        data = self._table(table, len(columns))
-        stored = table.get("sources")
-        if data is None or not isinstance(stored, dict):
-            return {}
-        out: dict[int, Known] = {}
-        for a, (key, lineage) in sources.items():
-            record = stored.get(key)
-            try:
-                got, first, n, offset = record  # type: ignore[misc]
-                if got != lineage or n <= 0 or offset < 0 or offset + n > data.shape[1]:
-                    continue
-            except (TypeError, ValueError):
-                continue
-            out[a] = Known(int(first), data[:-1, offset:offset + n], data[-1, offset:offset + n])
-        return out
+        stored = self._stored(self._index()["tables"].get(tag(hours, columns)), len(columns))
+        return {a: stored[key][1] for a, (key, lineage) in sources.items()
+                if key in stored and stored[key][0] == lineage}
 
     # -- writing ------------------------------------------------------------------------------
     def update(self, hours: int, columns: Sequence[str], sources: Mapping[int, Source],
@@ -171,16 +174,7 @@ class LossDays:
             self.root.mkdir(parents=True, exist_ok=True)
             with filelock.FileLock(self.root / "index.lock", timeout=LOCK_TIMEOUT_S):
                 index = self._index()
-                old = index["tables"].get(name)
-                kept: dict[str, tuple[str, Known]] = {}
-                data = self._table(old, len(columns)) if isinstance(old, dict) else None
-                if data is not None and isinstance(old.get("sources"), dict):
-                    for key, record in old["sources"].items():
-                        with contextlib.suppress(TypeError, ValueError):
-                            lineage, first, n, offset = record
-                            kept[key] = (str(lineage), Known(
-                                int(first), data[:-1, offset:offset + n],
-                                data[-1, offset:offset + n]))
+                kept = self._stored(index["tables"].get(name), len(columns))
                 for a, days in now.items():
                     key, lineage = sources[a]
                     kept[key] = (lineage, days)
