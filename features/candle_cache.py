@@ -11,7 +11,8 @@ write changes ``mtime`` and ``ctime``; restoring ``mtime`` (``touch -d``) change
 which no ordinary user can set; replacing the file (``rename``, re-download) changes the inode.
 Like git's "racy" index entries, a file modified within :data:`RACY_NS` of being cached (a
 later write in the same clock tick could leave its stamps unchanged) is re-hashed before it is
-trusted. Otherwise the source content is read (gzip decompressed) and its SHA-256 compared:
+trusted. Otherwise the source content is read (gzip decompressed) and its BLAKE3 digest
+compared (:func:`features.candle_records.digest`):
 
 - same bytes as cached (re-written or re-compressed unchanged): the cached frame is used;
 - the cached bytes are an exact prefix, ending at a line end, and the file is CSV (plain or
@@ -51,14 +52,13 @@ or a crash loses a page in its middle. ``verify=True`` (config
 ``data.cache.verify``) hashes every source file whole and every entry on each load, closing
 both for the price of reading them. Only a verifying load records an entry's hash (a default
 load never reads it: hashing a new version of every entry, 1.3 GB at 1,000 assets, cost
-~0.8 s of CPU a day), and an entry grown in place has none; an entry without one is not
+~0.8 s of CPU a day with SHA-256, ~0.3 s at BLAKE3's rate), and an entry grown in place has none; an entry without one is not
 trusted by a verifying load, which re-reads its source once and records the hash.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import threading
@@ -70,12 +70,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import blake3
 import filelock
 import numpy as np
 import pandas as pd
 
 from features import candle_pairs
-from features.candle_records import Keep, Ready, Used, identity, sha256
+from features.candle_records import Keep, Ready, Used, digest, identity
 from features.candle_store import Store
 from features.candle_tail import appended_blocks
 from features.consistency import check_hourly_against_daily
@@ -92,8 +93,8 @@ THREADS = max(1, min(4, os.cpu_count() or 1))
 _log = logging.getLogger(__name__)
 
 
-_RECORD = frozenset({"kind", "positive", "stat", "racy", "sha", "consumed", "terminated",
-                     "raw_size", "entry", "entry_sha", "offset", "capacity", "first", "last",
+_RECORD = frozenset({"kind", "positive", "stat", "racy", "digest", "consumed", "terminated",
+                     "raw_size", "entry", "entry_digest", "offset", "capacity", "first", "last",
                      "rows", "columns", "lineage"})
 
 
@@ -183,9 +184,9 @@ class CandleCache:
         content = self._content(path, limit)
         if content is None:
             return self._uncached(path, full_read)
-        sha = self._extends(info, content) if info is not None else None
-        keep = Keep.of(key, ident, content, kind, prices_positive, sha)
-        if sha is not None and info is not None:
+        known = self._extends(info, content) if info is not None else None
+        keep = Keep.of(key, ident, content, kind, prices_positive, known)
+        if known is not None and info is not None:
             old = self._block(info)
             if old is not None and len(content) == info["consumed"]:
                 self.stats["same_content"] += 1
@@ -354,12 +355,12 @@ class CandleCache:
             return None
         view = memoryview(content)[:size]
         try:
-            sha = self._extends(info, view)
+            known = self._extends(info, view)
         finally:
             view.release()
-        if sha is None:
+        if known is None:
             return None
-        keep = Keep(key, ident, kind, positive, sha, size, content[size - 1] == ord("\n"), size)
+        keep = Keep(key, ident, kind, positive, known, size, content[size - 1] == ord("\n"), size)
         ready = Ready(keep, info, np.empty((0, 0), dtype="int64"))
         return (ready, bytes(content[: content.find(b"\n", 0, size) + 1]),
                 bytes(content[info["consumed"]:size]))
@@ -378,16 +379,16 @@ class CandleCache:
         return None if limit is not None and len(data) > limit else data
 
     def _extends(self, info: dict[str, Any], content: bytes | memoryview) -> str | None:
-        """The SHA-256 of ``content`` when the cached bytes are an exact, line-terminated
+        """The digest of ``content`` when the cached bytes are an exact, line-terminated
         prefix of it, else None (one pass over the bytes: the prefix's digest goes on)."""
         n = info["consumed"]
         if len(content) < n or (len(content) > n and not info["terminated"]):
             return None
-        digest = hashlib.sha256(memoryview(content)[:n])
-        if digest.hexdigest() != info["sha"]:
+        hashed = blake3.blake3(memoryview(content)[:n])
+        if hashed.hexdigest() != info["digest"]:
             return None
-        digest.update(memoryview(content)[n:])
-        return digest.hexdigest()
+        hashed.update(memoryview(content)[n:])
+        return hashed.hexdigest()
 
     def _block(self, info: dict[str, Any]) -> np.ndarray | None:
         """The cached entry's block (:meth:`Store.read_block`; with ``verify`` also hashed)."""
@@ -397,7 +398,7 @@ class CandleCache:
                 data = self.store.path(info["entry"]).read_bytes()
             except OSError:
                 return None
-            if info["entry_sha"] is None or sha256(data) != info["entry_sha"]:
+            if info["entry_digest"] is None or digest(data) != info["entry_digest"]:
                 return None
         return block
 
@@ -424,17 +425,16 @@ class CandleCache:
         if block is None and not _cacheable(frame, keep.kind):
             self.stats["uncached"] += 1
             return frame
-        sha = keep.sha
         lineage = base["lineage"] if base is not None else uuid.uuid4().hex
         record = {"kind": keep.kind, "positive": keep.positive, "stat": keep.ident,
                   "racy": time.time_ns() - max(keep.ident[1], keep.ident[2]) < RACY_NS,
-                  "sha": sha, "consumed": keep.size, "terminated": keep.terminated,
+                  "digest": keep.digest, "consumed": keep.size, "terminated": keep.terminated,
                   "raw_size": keep.raw_size, "rows": len(frame),
                   "columns": list(map(str, frame.columns)), "lineage": lineage}
         self._used[keep.key] = Used(lineage, frame, block)
-        if base is not None and base["sha"] == sha and base["rows"] == len(frame):
+        if base is not None and base["digest"] == keep.digest and base["rows"] == len(frame):
             record |= {k: base[k]
-                       for k in ("entry", "entry_sha", "offset", "capacity", "first", "last")}
+                       for k in ("entry", "entry_digest", "offset", "capacity", "first", "last")}
             self._files[keep.key] = record
             self.index["files"][keep.key] = record
             return frame

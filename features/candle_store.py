@@ -57,11 +57,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import blake3
 import filelock
 import numpy as np
 import pandas as pd
 
-FORMAT = 4  # bump when the entry or index layout, or what a cached frame holds, changes
+FORMAT = 5  # bump when the entry or index layout, or what a cached frame holds, changes
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0
@@ -192,7 +193,8 @@ class Store:
         Returns
         -------
         dict
-            ``entry_sha`` (SHA-256 of the file, None without ``digest``), ``offset`` (where
+            ``entry_digest`` (:func:`~features.candle_records.digest` of the file, None without
+            ``digest``), ``offset`` (where
             the array starts), ``capacity``, ``first``/``last`` (the first and last stamp,
             checked on every read).
         """
@@ -234,14 +236,14 @@ class Store:
         Returns
         -------
         (dict, ndarray or None) or None
-            The grown entry's record fields (``entry_sha`` None: the file changed) and its
+            The grown entry's record fields (``entry_digest`` None: the file changed) and its
             block mapped copy-on-write.
         """
         rows, room, offset = record["rows"], record["capacity"], record["offset"]
         width = 1 + len(record["columns"])
         if new.shape[0] != width or not new.shape[1] or rows + new.shape[1] > room:
             return None
-        written = {"entry_sha": None, "offset": offset, "capacity": room,
+        written = {"entry_digest": None, "offset": offset, "capacity": room,
                    "first": record["first"], "last": int(new[0, -1])}
         grown = {"rows": rows + new.shape[1], "columns": record["columns"], **written}
         fd = os.open(self.path(name), os.O_RDWR)
@@ -277,14 +279,14 @@ class Store:
         for row in rows:
             parts += [memoryview(np.ascontiguousarray(part)).cast("B") for part in row]
             parts.append(zeros)
-        sha = None
+        entry_digest = None
         if digest:
-            hashed = hashlib.sha256()
+            hashed = blake3.blake3()
             for part in parts:
                 hashed.update(part)
-            sha = hashed.hexdigest()
+            entry_digest = hashed.hexdigest()
         write_atomic(target, tuple(parts), durable=False)
-        return {"entry_sha": sha, "offset": len(head), "capacity": room, "first": first,
+        return {"entry_digest": entry_digest, "offset": len(head), "capacity": room, "first": first,
                 "last": last}
 
     def prefetch(self, record: dict[str, Any], whole: bool) -> None:

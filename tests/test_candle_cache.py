@@ -171,7 +171,7 @@ def test_a_grown_entry_is_the_entry_of_the_joined_block_byte_for_byte(tmp_path: 
                          index=pd.DatetimeIndex(joined[0].view("datetime64[ns]")))
     for digest in (True, False):
         expected = store.write_entry("aa-joined.npy", frame, None, digest)
-        assert (expected["entry_sha"] is not None) == digest
+        assert (expected["entry_digest"] is not None) == digest
         joined_bytes = store.path("aa-joined.npy").read_bytes()
         mapped_old = store.read_block("aa-joined.npy", {"rows": 1024, "columns": [0] * 6,
                                                          **expected})[:, :1000]
@@ -217,7 +217,7 @@ def test_appended_rows_go_into_the_entry_room_and_never_under_a_reader(tmp_path:
     assert grown is not None
     written, mapped = grown
     assert written == {**{k: record[k] for k in ("offset", "capacity", "first")},
-                       "entry_sha": None, "last": int(hours[179])}
+                       "entry_digest": None, "last": int(hours[179])}
     assert mapped is not None and np.array_equal(mapped, block[:, :180])
     assert reader is not None and np.array_equal(reader, block[:, :120])  # its rows only
     assert store.grow_in_place("cd.npy", record | written | {"rows": 180},
