@@ -22,7 +22,7 @@ compared (:func:`features.candle_records.digest`):
   last cached one (sorted and unique). On *any* failure the whole file is re-read by the
   normal loader, so errors name the real file, line and rule exactly as without the cache.
   :meth:`CandleCache.prepare` (called by the loader before the files are loaded) reads and
-  hashes every such file (in :data:`THREADS` threads), parses the new lines of all files of
+  hashes every such file (in :data:`READERS` threads), parses the new lines of all files of
   one kind and header in one call, and writes each grown file's new rows into the room of its
   entry (:meth:`features.candle_store.Store.grow_in_place`) or, where there is none, a new
   entry from the old one and the new rows (:meth:`~features.candle_store.Store.write_grown`);
@@ -52,8 +52,9 @@ or a crash loses a page in its middle. ``verify=True`` (config
 ``data.cache.verify``) hashes every source file whole and every entry on each load, closing
 both for the price of reading them. Only a verifying load records an entry's hash (a default
 load never reads it: hashing a new version of every entry, 1.3 GB at 1,000 assets, cost
-~0.8 s of CPU a day with SHA-256, ~0.3 s at BLAKE3's rate), and an entry grown in place has none; an entry without one is not
-trusted by a verifying load, which re-reads its source once and records the hash.
+~0.8 s of CPU a day with SHA-256, ~0.3 s at BLAKE3's rate), and an entry grown in place has
+none; an entry without one is not trusted by a verifying load, which re-reads its source once
+and records the hash.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ RACY_NS = 2_000_000_000  # stamps closer than this to the caching time are not t
 # entries behind the load: hashing, reading and writing release the GIL (a 1,000-asset daily
 # append: 2,000 grown files, 2 GB re-hashed).
 THREADS = max(1, min(4, os.cpu_count() or 1))
+# Threads that read and hash the grown files in prepare(): at least 4 whatever the cores, so
+# that reads stay in flight while other threads hash (a cold read of 1.8 GiB of sources on a
+# 2-core machine: 1.0 GiB/s with 2 readers, 1.3 GiB/s with 4; benchmarks/README.md).
+READERS = max(4, THREADS)
 _log = logging.getLogger(__name__)
 
 
@@ -241,7 +246,7 @@ class CandleCache:
             except Exception:  # any surprise: load() decides alone
                 return None
 
-        with ThreadPoolExecutor(THREADS) as pool:  # reading and hashing release the GIL
+        with ThreadPoolExecutor(READERS) as pool:  # reading and hashing release the GIL
             found_all = list(pool.map(grown, files))
         groups: dict[tuple[str, bool, bytes, tuple[str, ...]], list[tuple[Ready, bytes]]] = {}
         for found in found_all:
