@@ -194,9 +194,8 @@ class Store:
         -------
         dict
             ``entry_digest`` (:func:`~features.candle_records.digest` of the file, None without
-            ``digest``), ``offset`` (where
-            the array starts), ``capacity``, ``first``/``last`` (the first and last stamp,
-            checked on every read).
+            ``digest``), ``offset`` (where the array starts), ``capacity``, ``first``/``last``
+            (the first and last stamp, checked on every read).
         """
         if block is None:
             block = frame_block(frame)
@@ -286,8 +285,8 @@ class Store:
                 hashed.update(part)
             entry_digest = hashed.hexdigest()
         write_atomic(target, tuple(parts), durable=False)
-        return {"entry_digest": entry_digest, "offset": len(head), "capacity": room, "first": first,
-                "last": last}
+        return {"entry_digest": entry_digest, "offset": len(head), "capacity": room,
+                "first": first, "last": last}
 
     def prefetch(self, record: dict[str, Any], whole: bool) -> None:
         """Start reading the pages of ``record``'s entry that :meth:`read_block` touches (its
