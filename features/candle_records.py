@@ -28,9 +28,9 @@ class Used:
 @dataclass
 class Keep:
     """A source as read for caching: key, stat identity, rules, and of its content
-    (decompressed): :func:`digest`, length, whether it ends a line, the size ``data.max_file_mb`` is
-    compared with (:func:`features.rawfiles.read_table`: content bytes, or for Parquet its
-    row groups' uncompressed size)."""
+    (decompressed): :func:`digest`, length, whether it ends a line, the size
+    ``data.max_file_mb`` is compared with (:func:`features.rawfiles.read_table`: content
+    bytes, or for Parquet its row groups' uncompressed size)."""
 
     key: str
     ident: list[int]
