@@ -19,7 +19,8 @@ Then, in a fresh working directory (outputs, MLflow store, any cache start empty
 2. ``next day``: the next day, the files unchanged since (warm);
 3. ``append``: one day of rows appended to every data file, then that day served
    (``--appends N``: N such days one after the other, ``append``, ``append 2``, ..., each its
-   own sample);
+   own sample); the feed writes append receipts (:mod:`features.append_receipts`) as
+   volmargin's ingest does, unless ``--no-receipts`` (a feed that writes none);
 4. ``cli append``: one more day appended, then ``volmargin serve --as-of D`` from a fresh
    interpreter (imports and MLflow setup included), wall time and peak memory.
 
@@ -58,6 +59,7 @@ from benchmarks.machine import describe
 from benchmarks.synthetic_universe import append_through, disk_bytes, hold_back, write_universe
 from configs.schema import Config
 from features.build import build_panel
+from features.candle_cache import RACY_NS
 from features.loaders import load_market
 from features.schema import feature_view
 from features.window import TrailingWindow, serve_columns, serve_panel
@@ -295,13 +297,14 @@ def _serve_days(work: Path, data_dir: Path, oos_start: str, args: argparse.Names
     serves = {}
     days = serve_days(args.appends)
     cases = ["first", "next day", "append", *(f"append {k}" for k in range(2, args.appends + 1))]
+    receipts = None if args.no_receipts else data_dir
     for case, day in zip(cases, days[:-1], strict=True):
         if case.startswith("append"):
-            append_through(held, day)
+            feed(held, day, receipts)
         serves[case] = timed_child(work, args, data_dir, oos_start, day)
         sizes.append(disk(outputs, mlruns, f"serve {day}"))
         print(json.dumps({case: serves[case]}), flush=True)
-    append_through(held, days[-1])
+    feed(held, days[-1], receipts)
     serves["cli append"] = timed_cli(work, cfg, days[-1])
     print(json.dumps({"cli append": serves["cli append"]}), flush=True)
     sizes.append(disk(outputs, mlruns, f"cli serve {days[-1]}"))
@@ -313,6 +316,15 @@ def _serve_days(work: Path, data_dir: Path, oos_start: str, args: argparse.Names
     out["outputs_mib_per_day"] = round(per_day, 3)
     out["outputs_mib_per_year_extrapolated"] = round(365 * per_day, 1)
     return out
+
+
+def feed(held: dict[Path, bytes], day: dt.date, receipts: Path | None) -> None:
+    """The daily feed: append ``day``'s rows (with append receipts unless ``receipts`` is
+    None), then wait out the cache's racy window (:data:`features.candle_cache.RACY_NS`: a
+    file changed less than 2 s before a load is hashed whatever its receipts say) as a
+    scheduled serve, minutes after its ingest, does."""
+    append_through(held, day, receipts)
+    time.sleep(RACY_NS / 1e9)
 
 
 def universe(args: argparse.Namespace, work: Path) -> tuple[str, Path, str, dict[str, object]]:
@@ -349,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gzip", action="store_true", help="write the universe as .csv.gz")
     parser.add_argument("--appends", type=int, default=1,
                         help="appended days served in process (each its own sample)")
+    parser.add_argument("--no-receipts", action="store_true",
+                        help="the feed writes no append receipts: the cache proves each grown "
+                             "file by reading and hashing it whole")
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--oos-start", default=None, help=argparse.SUPPRESS)
@@ -370,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {describe()}; load average {load_average()}; work dir {work}", flush=True)
     name, data, oos_start, made = universe(args, work)
     print(json.dumps({"data": str(data), **made}), flush=True)
-    result = {"machine": describe(), "data": made,
+    result = {"machine": describe(), "data": made, "receipts": not args.no_receipts,
               **bench_universe(name, work, data, oos_start, args)}
     text = json.dumps(result, indent=2)
     if args.json:

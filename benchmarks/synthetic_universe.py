@@ -48,6 +48,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from features import append_receipts
+
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"
 LAST = "2025-06-30"
@@ -298,20 +300,33 @@ def hold_back(root: Path, after: dt.date) -> dict[Path, bytes]:
     return held
 
 
-def append_through(held: dict[Path, bytes], day: dt.date) -> int:
+def append_through(held: dict[Path, bytes], day: dt.date, receipts: Path | None = None) -> int:
     """Append the held rows dated up to ``day`` to their files (a new gzip member for
-    ``.csv.gz``), as a daily feed does; they leave ``held``. Returns the files appended to."""
+    ``.csv.gz``), as a daily feed does; they leave ``held``. Returns the files appended to.
+
+    ``receipts``: the data directory, whose append receipts (:mod:`features.append_receipts`)
+    then get one per file appended, as volmargin's ingest writes them (the journal compacted
+    first); None: a feed that writes none, whose appends the candle cache proves by hash.
+    """
     key = day.isoformat().encode()
     appended = 0
+    written: list[append_receipts.Receipt] = []
+    if receipts is not None:
+        append_receipts.compact(receipts)
     for path, rows in held.items():
         cut = _split_after(b"\n" + rows, key) - 1
         if cut <= 0:
             continue
-        with open(path, "ab") as fh:
-            fh.write(gzip.compress(rows[:cut], compresslevel=1, mtime=0)
-                     if path.name.endswith(".gz") else rows[:cut])
+        if receipts is not None:
+            written.append(append_receipts.append(receipts, path, rows[:cut]))
+        else:
+            with open(path, "ab") as fh:
+                fh.write(gzip.compress(rows[:cut], compresslevel=1, mtime=0)
+                         if path.name.endswith(".gz") else rows[:cut])
         held[path] = rows[cut:]
         appended += 1
+    if receipts is not None:
+        append_receipts.record(receipts, written)
     return appended
 
 

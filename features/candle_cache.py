@@ -77,6 +77,8 @@ import numpy as np
 import pandas as pd
 
 from features import candle_pairs
+from features.append_receipts import Receipt
+from features.append_receipts import chain as receipts_chain
 from features.candle_records import Keep, Ready, Used, digest, identity
 from features.candle_store import Store
 from features.candle_tail import appended_blocks
@@ -119,7 +121,8 @@ class CandleCache:
     stats : Counter
         How each file was served in this object's lifetime: ``hit``, ``same_content``,
         ``append`` (of which ``prepared``: new rows parsed by :meth:`prepare`; ``in_place``:
-        rows written there into the room of the file's entry), ``full``,
+        rows written there into the room of the file's entry; ``receipt``: files whose new
+        bytes prepare read on the word of their append receipts), ``full``,
         ``uncached``; and ``pair_memo``, ``pair_partial``, ``pair_full``
         for the hourly/daily check.
     """
@@ -227,10 +230,13 @@ class CandleCache:
         return info
 
     # -- all files' appended rows at once ----------------------------------------------------
-    def prepare(self, files: list[tuple[Path, str, bool]], max_file_mb: float | None) -> None:
+    def prepare(self, files: list[tuple[Path, str, bool]], max_file_mb: float | None,
+                receipts: dict[str, list[Receipt]] | None = None) -> None:
         """Parse the rows appended since caching to each of ``files`` (path, kind,
         prices_positive), one parse for all files of one kind and header
-        (:func:`features.candle_tail.appended_blocks`).
+        (:func:`features.candle_tail.appended_blocks`). ``receipts``: the data directory's
+        append receipts by absolute path (:func:`features.append_receipts.read`); a file
+        they prove only grew is read from its cached length on, not read and hashed whole.
 
         Only a speed-up: :meth:`load` uses a file's prepared rows (and the grown entry written
         here) when its stat identity and index record are still those seen here, and
@@ -240,9 +246,11 @@ class CandleCache:
         limit = None if max_file_mb is None else int(max_file_mb * 1e6)
         _ = self.index  # read once, before the threads look records up
 
+        receipts = {} if receipts is None or self.verify else receipts
+
         def grown(item: tuple[Path, str, bool]) -> tuple[Ready, bytes, bytes] | None:
             try:
-                return self._grown(Path(item[0]), item[1], item[2], limit)
+                return self._grown(Path(item[0]), item[1], item[2], limit, receipts)
             except Exception:  # any surprise: load() decides alone
                 return None
 
@@ -252,6 +260,7 @@ class CandleCache:
         for found in found_all:
             if found is not None:
                 ready, header, tail = found
+                self.stats["receipt"] += ready.keep.digest is None
                 group = (ready.keep.kind, ready.keep.positive, header,
                          tuple(ready.info["columns"]))
                 groups.setdefault(group, []).append((ready, tail))
@@ -331,8 +340,8 @@ class CandleCache:
         self.stats["uncached"] += 1
         return full_read(path)
 
-    def _grown(self, path: Path, kind: str, positive: bool, limit: int | None
-               ) -> tuple[Ready, bytes, bytes] | None:
+    def _grown(self, path: Path, kind: str, positive: bool, limit: int | None,
+               receipts: dict[str, list[Receipt]]) -> tuple[Ready, bytes, bytes] | None:
         """For :meth:`prepare`: a cached CSV file that only grew by appended lines, with its
         header and those lines (not yet parsed); None for any other file."""
         key = os.path.abspath(path)
@@ -351,6 +360,10 @@ class CandleCache:
         self.store.prefetch(info, whole=kind != "hourly")
         if info["stat"] == ident and not self.verify and not info["racy"]:
             return None  # a hit: load() decides
+        if key in receipts and not info["racy"]:
+            found = self._receipted(path, key, info, ident, receipts[key], limit)
+            if found is not None:
+                return found
         if path.name.endswith(".gz"):
             content: bytes | bytearray | None = self._content(path, limit)
             size = 0 if content is None else len(content)
@@ -370,6 +383,43 @@ class CandleCache:
         return (ready, bytes(content[: content.find(b"\n", 0, size) + 1]),
                 bytes(content[info["consumed"]:size]))
 
+    def _receipted(self, path: Path, key: str, info: dict[str, Any], ident: list[int],
+                   receipts: list[Receipt], limit: int | None
+                   ) -> tuple[Ready, bytes, bytes] | None:
+        """:meth:`_grown` for a file whose append receipts link the identity it was cached at
+        to its current one: only the bytes past the cached ones are read (a gzip file is
+        decompressed whole, not hashed). None when they do not, or when the file changed
+        within :data:`RACY_NS` (its stamps may not tell two writes apart: hashed instead)."""
+        added = receipts_chain(receipts, info["stat"], ident)
+        if added is None or added <= 0 or time.time_ns() - max(ident[1], ident[2]) < RACY_NS:
+            return None
+        size = info["consumed"] + added
+        if limit is not None and size > limit:
+            return None
+        if path.name.endswith(".gz"):
+            content = self._content(path, limit)
+            if content is None or len(content) != size:
+                return None
+            header = content[: content.find(b"\n") + 1]
+            tail = content[info["consumed"]:]
+        else:
+            if ident[0] != size:
+                return None
+            try:
+                with open(path, "rb") as handle:
+                    header = handle.readline()
+                    handle.seek(info["consumed"])
+                    tail = handle.read(added + 1)
+            except OSError:
+                return None
+            if len(tail) != added:
+                return None
+        if not header.endswith(b"\n"):
+            return None
+        keep = Keep(key, ident, info["kind"], info["positive"], None, size,
+                    tail.endswith(b"\n"), size)
+        return Ready(keep, info, np.empty((0, 0), dtype="int64")), header, tail
+
     def _content(self, path: Path, limit: int | None) -> bytes | None:
         """The bytes the loader parses (gzip decompressed); None if unreadable or too large
         (the normal loader then raises the right error)."""
@@ -387,6 +437,8 @@ class CandleCache:
         """The digest of ``content`` when the cached bytes are an exact, line-terminated
         prefix of it, else None (one pass over the bytes: the prefix's digest goes on)."""
         n = info["consumed"]
+        if info["digest"] is None:  # grown by append receipts: its old bytes never hashed
+            return None
         if len(content) < n or (len(content) > n and not info["terminated"]):
             return None
         hashed = blake3.blake3(memoryview(content)[:n])
@@ -437,7 +489,8 @@ class CandleCache:
                   "raw_size": keep.raw_size, "rows": len(frame),
                   "columns": list(map(str, frame.columns)), "lineage": lineage}
         self._used[keep.key] = Used(lineage, frame, block)
-        if base is not None and base["digest"] == keep.digest and base["rows"] == len(frame):
+        if (base is not None and keep.digest is not None and base["digest"] == keep.digest
+                and base["rows"] == len(frame)):
             record |= {k: base[k]
                        for k in ("entry", "entry_digest", "offset", "capacity", "first", "last")}
             self._files[keep.key] = record

@@ -28,15 +28,17 @@ class Used:
 @dataclass
 class Keep:
     """A source as read for caching: key, stat identity, rules, and of its content
-    (decompressed): :func:`digest`, length, whether it ends a line, the size
-    ``data.max_file_mb`` is compared with (:func:`features.rawfiles.read_table`: content
-    bytes, or for Parquet its row groups' uncompressed size)."""
+    (decompressed): :func:`digest` (None when it grew by append receipts,
+    :mod:`features.append_receipts`, and its old bytes were not read), length, whether it
+    ends a line, the size ``data.max_file_mb`` is compared with
+    (:func:`features.rawfiles.read_table`: content bytes, or for Parquet its row groups'
+    uncompressed size)."""
 
     key: str
     ident: list[int]
     kind: str
     positive: bool
-    digest: str
+    digest: str | None
     size: int
     terminated: bool
     raw_size: int

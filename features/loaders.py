@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from features import append_receipts
 from features.candle_cache import CandleCache
 from features.consistency import check_hourly_against_daily
 from features.gaps import GAP_COLUMNS, gap_report, gap_reports
@@ -370,7 +371,8 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
         planned += [(daily_files[s], "daily") for s in symbols]
         planned += [(hourly_files[s], "hourly") for s in symbols if s in hourly_files]
         planned += [(p, "macro") for p in macro_files.values()]
-        store.prepare([(p, k, _positive(k, p)) for p, k in planned], max_file_mb)
+        store.prepare([(p, k, _positive(k, p)) for p, k in planned], max_file_mb,
+                      append_receipts.read(root))
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
     end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)

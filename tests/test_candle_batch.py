@@ -171,8 +171,8 @@ def test_a_file_changed_after_the_joined_parse_is_decided_again(source: Path,
     cache = CandleCache(tmp_path / "cache")
     prepare = cache.prepare
 
-    def then_spoil(files, max_file_mb):  # type: ignore[no-untyped-def]
-        prepare(files, max_file_mb)  # ETH parsed clean; now a bad row arrives
+    def then_spoil(files, max_file_mb, receipts):  # type: ignore[no-untyped-def]
+        prepare(files, max_file_mb, receipts)  # ETH parsed clean; now a bad row arrives
         _add(path, b"2021-05-20T01:00:00Z,1,1,2,1,1\n")  # high under low
 
     cache.prepare = then_spoil  # type: ignore[method-assign]

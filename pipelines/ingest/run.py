@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features import append_receipts
 from features.loaders import TIMESTAMP_FORMAT
 from features.validation import DataValidationError
 from pipelines.ingest.base import ConfigurationError, Connector, IngestSettings, Target
@@ -121,6 +122,7 @@ def ingest(
     report = IngestReport(until=end.strftime(TIMESTAMP_FORMAT))
     wanted = list(assets) if assets is not None else None
     with data_dir_lock(root, settings.lock_timeout_s):
+        append_receipts.compact(root)  # only the receipts that still lead to today's files
         for name in names:
             connector = SOURCES[name]
             for target in connector.targets(root, wanted, settings):
@@ -170,7 +172,8 @@ def _ingest_file(
             report.missing.extend(page.missing)
             if page.rows.empty:
                 continue
-            result = append_page(path, target, page.rows, settings.rtol, settings.plausibility)
+            result = append_page(path, target, page.rows, settings.rtol, settings.plausibility,
+                                 receipts=root)
             report.add(result)
             if result.rejected or result.held:
                 break  # a later page appended after a refused or held row would leave a hole

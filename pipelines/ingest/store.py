@@ -16,7 +16,9 @@ One page of incoming rows is offered to one file at a time (:func:`append_page`)
 5. the file is rewritten as *old bytes + new lines*: the decompressed text of the stored
    file is kept byte for byte, the new lines are added, the result is written to a temp file
    in the same directory, fsynced and moved over the old one with :func:`os.replace`
-   (atomic on POSIX). A gzip file cannot be appended to safely in place.
+   (atomic on POSIX). A gzip file cannot be appended to safely in place. An append receipt
+   (:mod:`features.append_receipts`) records that the new file only grew, so the candle
+   cache reads only its new bytes.
 
 Each page is committed on its own, so the file itself is the journal: an interrupted run
 leaves the file at its last committed page, and the next run resumes from its last row.
@@ -38,6 +40,8 @@ import filelock
 import numpy as np
 import pandas as pd
 
+from features import append_receipts
+from features.candle_records import identity
 from features.loaders import (
     SUFFIXES,
     TIMESTAMP_FORMAT,
@@ -232,13 +236,14 @@ def _write_atomic(path: Path, text: bytes) -> None:
         os.close(directory)
 
 
-def _stored_text(path: Path, header: list[str]) -> bytes:
-    """The stored file's decompressed bytes (ending in a newline), or a header for a new file."""
+def _stored_text(path: Path, header: list[str]) -> tuple[bytes, int]:
+    """The stored file's decompressed bytes (ending in a newline), or a header for a new file;
+    and how many of those bytes the file held (0 for a new file)."""
     if not path.exists():
-        return (",".join(header) + "\n").encode()
+        return (",".join(header) + "\n").encode(), 0
     data = path.read_bytes()
     text = gzip.decompress(data) if path.name.endswith(".gz") else data
-    return text if text.endswith(b"\n") else text + b"\n"
+    return (text if text.endswith(b"\n") else text + b"\n"), len(text)
 
 
 def _header(path: Path, target: Target) -> list[str]:
@@ -267,9 +272,13 @@ def append_page(
     rows: pd.DataFrame,
     rtol: float,
     plausibility: PlausibilitySettings | None = None,
+    receipts: Path | None = None,
 ) -> AppendResult:
     """Offer ``rows`` to the file at ``path``; append the new ones atomically.
 
+    ``receipts``: the data directory, whose append receipts
+    (:mod:`features.append_receipts`) get one for this append, so that a cached load reads
+    only the new bytes; None: no receipt (the cache proves the file by hash).
     The caller holds :func:`data_dir_lock`. Never raises for data problems: a refused batch
     comes back with ``rejected`` set and the file untouched; rows failing the plausibility
     screen (:func:`.plausibility.screen`, default settings when None) come back in ``held``
@@ -309,7 +318,14 @@ def append_page(
     if refused:
         return AppendResult(rejected=refused, last_timestamp=last)
     lines = format_rows(new, columns).to_csv(index=False, header=False, lineterminator="\n")
-    _write_atomic(path, _stored_text(path, header) + lines.encode())
+    before = identity(os.stat(path)) if path.exists() else None
+    text, stored = _stored_text(path, header)
+    unchanged = before is not None and identity(os.stat(path)) == before  # while it was read
+    _write_atomic(path, text + lines.encode())
+    if receipts is not None and unchanged:  # the new file: the old content + these bytes
+        append_receipts.record(receipts, [append_receipts.Receipt(
+            Path(os.path.relpath(path, receipts)).as_posix(), tuple(before or ()),
+            tuple(identity(os.stat(path))), len(text) + len(lines.encode()) - stored)])
     result.appended = len(new)
     result.last_timestamp = new["timestamp"].iloc[-1].strftime(TIMESTAMP_FORMAT)
     return result
