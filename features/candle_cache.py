@@ -11,8 +11,10 @@ write changes ``mtime`` and ``ctime``; restoring ``mtime`` (``touch -d``) change
 which no ordinary user can set; replacing the file (``rename``, re-download) changes the inode.
 Like git's "racy" index entries, a file modified within :data:`RACY_NS` of being cached (a
 later write in the same clock tick could leave its stamps unchanged) is re-hashed before it is
-trusted. Otherwise the source content is read (gzip decompressed) and its BLAKE3 digest
-compared (:func:`features.candle_records.digest`):
+trusted. A file whose writer left append receipts (:mod:`features.append_receipts`) that link
+the identity it was cached at to its current one is read from its cached length on only
+(:meth:`CandleCache.prepare`). Otherwise the source content is read (gzip decompressed) and
+its BLAKE3 digest compared (:func:`features.candle_records.digest`):
 
 - same bytes as cached (re-written or re-compressed unchanged): the cached frame is used;
 - the cached bytes are an exact prefix, ending at a line end, and the file is CSV (plain or

@@ -317,15 +317,17 @@ def append_page(
     refused = _validation_failure(candidate, columns, label, target)
     if refused:
         return AppendResult(rejected=refused, last_timestamp=last)
-    lines = format_rows(new, columns).to_csv(index=False, header=False, lineterminator="\n")
+    lines = format_rows(new, columns).to_csv(index=False, header=False,
+                                             lineterminator="\n").encode()
     before = identity(os.stat(path)) if path.exists() else None
     text, stored = _stored_text(path, header)
-    unchanged = before is not None and identity(os.stat(path)) == before  # while it was read
-    _write_atomic(path, text + lines.encode())
-    if receipts is not None and unchanged:  # the new file: the old content + these bytes
+    if before is not None and identity(os.stat(path)) != before:
+        before = None  # changed while it was read: no receipt (the cache proves it by hash)
+    _write_atomic(path, text + lines)
+    if receipts is not None and before is not None:  # the old content + these bytes
         append_receipts.record(receipts, [append_receipts.Receipt(
-            Path(os.path.relpath(path, receipts)).as_posix(), tuple(before or ()),
-            tuple(identity(os.stat(path))), len(text) + len(lines.encode()) - stored)])
+            Path(os.path.relpath(path, receipts)).as_posix(), tuple(before),
+            tuple(identity(os.stat(path))), len(text) + len(lines) - stored)])
     result.appended = len(new)
     result.last_timestamp = new["timestamp"].iloc[-1].strftime(TIMESTAMP_FORMAT)
     return result
