@@ -317,12 +317,10 @@ def append_through(held: dict[Path, bytes], day: dt.date, receipts: Path | None 
         cut = _split_after(b"\n" + rows, key) - 1
         if cut <= 0:
             continue
+        # one writer either way (a gzip member for .csv.gz); its receipt kept only if asked
+        receipt = append_receipts.append(receipts or path.parent, path, rows[:cut])
         if receipts is not None:
-            written.append(append_receipts.append(receipts, path, rows[:cut]))
-        else:
-            with open(path, "ab") as fh:
-                fh.write(gzip.compress(rows[:cut], compresslevel=1, mtime=0)
-                         if path.name.endswith(".gz") else rows[:cut])
+            written.append(receipt)
         held[path] = rows[cut:]
         appended += 1
     if receipts is not None:
