@@ -25,8 +25,8 @@ Then, in a fresh working directory (outputs, MLflow store, any cache start empty
    interpreter (imports and MLflow setup included), wall time and peak memory.
 
 Before each case the dirty pages are written back (``os.sync``, not timed, its seconds
-recorded as ``sync_before_s``): served days are a day apart, and without it the next day's
-serve ran while the kernel wrote back the first serve's cache entries.
+recorded as ``sync_before_s``): served days are a day apart, so no serve should pay for the
+write-back of the one before (at 10,000 assets it found little left to write: 0.0-0.4 s).
 Cases 1-3 each run ``serving.serve.serve`` in an interpreter started before the clock (its
 imports not timed), timed per step (lock + tracking setup, resolve model, load data, features,
 load model, apply policy, publish) with the process's peak resident memory (``VmHWM``) before
