@@ -177,16 +177,16 @@ class HarxMlpForecaster:
         log_pred = log_pred + self._correction(z, asset_id)
         self.offset = np.zeros((len(self.assets), len(self.horizons)))
         # each asset's rows in their order by one stable sort (not a pass over every row per
-        # asset, quadratic in assets)
+        # asset, quadratic in assets), and the residuals taken once, not per asset and horizon
         order = np.argsort(asset_id, kind="stable")
         bounds = np.searchsorted(asset_id[order], np.arange(len(self.assets) + 1))
+        resid = log_y - log_pred  # (N, H)
         for a in range(len(self.assets)):
             mine = order[bounds[a]:bounds[a + 1]]
             for j in range(len(self.horizons)):
                 rows = mine[ok[mine, j]]
                 if len(rows) > 1:
-                    self.offset[a, j] = _lognormal_offset((log_y - log_pred)[rows, j],
-                                                          weight[rows])
+                    self.offset[a, j] = _lognormal_offset(resid[rows, j], weight[rows])
         return self
 
     def _standardize(self, x: np.ndarray) -> np.ndarray:

@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from features.targets import forward_variance
-
 __all__ = ["INPUTS", "REQUIRED", "VAR_FLOOR", "dvol_mask", "flag", "forward_targets",
            "log_variance", "valid_rows"]
 
@@ -66,15 +64,36 @@ def valid_rows(frame: pd.DataFrame) -> np.ndarray:
 
 
 def forward_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
-    """(N, H) forward variance :math:`V_{t,h}` per row of ``panel``; NaN where incomplete."""
+    """(N, H) forward variance :math:`V_{t,h}` per row of ``panel``; NaN where incomplete.
+
+    :func:`features.targets.forward_variance` of each asset's ``rv`` on its complete daily
+    calendar (first to last date), for every asset at once: the calendars left-aligned as the
+    rows of one (assets, days) matrix, NaN where a day is missing or past an asset's last
+    date, summed along each row by the same running sum (``np.cumsum`` adds one day at a time
+    from 0 along a row, as along one asset's array): the same numbers bit for bit, without
+    the per-asset pandas calendars and reindexing (~0.5 s per horizon per 1,000 assets, paid
+    by every pooled refit).
+    """
     out = np.full((len(panel), len(horizons)), np.nan)
+    if not len(panel):
+        return out
+    codes, _ = pd.factorize(panel.index.get_level_values("asset"))
+    day = panel.index.get_level_values("date").to_numpy(dtype="datetime64[D]").astype(np.int64)
+    first = np.full(codes.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, day)
+    col = day - first[codes]  # the row's position on its asset's calendar
+    width = int(col.max()) + 1
+    x = np.full((len(first), width), np.nan)
+    x[codes, col] = panel["rv"].to_numpy(dtype=float)
+    missing = np.isnan(x)
+    csum = np.zeros((len(first), width + 1))
+    np.cumsum(np.where(missing, 0.0, x), axis=1, out=csum[:, 1:])
+    gaps = np.zeros((len(first), width + 1), np.int64)
+    np.cumsum(missing, axis=1, out=gaps[:, 1:])
     for j, h in enumerate(horizons):
-        parts = []
-        for _, rows in panel["rv"].groupby(level="asset", sort=False):
-            dates = rows.index.get_level_values("date")
-            calendar = pd.date_range(dates.min(), dates.max(), freq="D")
-            rv = pd.Series(rows.to_numpy(dtype=float), index=dates).reindex(calendar)
-            fwd = forward_variance(rv, int(h)).reindex(dates)
-            parts.append(pd.Series(fwd.to_numpy(), index=rows.index))
-        out[:, j] = pd.concat(parts).reindex(panel.index).to_numpy(dtype=float)
+        if h < 1:
+            raise ValueError(f"horizon must be >= 1, got {h}")
+        end = np.minimum(col + int(h) + 1, width)  # past the calendar: a missing day anyway
+        whole = (col + int(h) < width) & (gaps[codes, end] - gaps[codes, col + 1] == 0)
+        out[:, j] = np.where(whole, csum[codes, end] - csum[codes, col + 1], np.nan)
     return out
