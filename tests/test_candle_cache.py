@@ -635,6 +635,36 @@ def test_the_day_check_reads_a_cached_prefix_from_its_block_as_from_its_frame(
                        for c in names)
 
 
+def test_the_day_check_finds_its_rows_as_a_binary_search_over_every_stamp_does(
+        source: Path, tmp_path: Path) -> None:
+    """``_covers`` reads one stamp and ``_from`` searches the last rows first (a search over
+    every stamp of a mapped entry reads its pages from disk one probe at a time): the same
+    answers as the plain searches, from the block and from the frame, at every bound."""
+    load_market(source, cache=tmp_path / "cache")
+    cache = CandleCache(tmp_path / "cache")
+    load_market(source, cache=cache)
+    used = [u for u in cache._used.values() if u.block is not None]
+    assert used
+    for u in used:
+        stamps = u.frame.index.to_numpy(dtype="datetime64[ns]").view("int64")
+        day = 86_400 * 10**9
+        bounds = [int(stamps[0]) - day, int(stamps[0]), *stamps[-100:].tolist(),
+                  int(stamps[len(stamps) // 2]), int(stamps[-1]) + 1, int(stamps[-1]) + day]
+        for n in (len(stamps), len(stamps) - 1, len(stamps) - 30, len(stamps) // 2, 1):
+            cut = u.frame.iloc[:n]
+            for block in (u.block, None):
+                side = candle_pairs.Side(u.lineage, u.frame, cut, Path("x"), block)
+                for bound in bounds:
+                    plain = int(np.searchsorted(stamps, bound, side="left")) <= n
+                    assert candle_pairs._covers(side, int(bound)) == plain
+            arrays = candle_pairs._arrays(cut, ("close",))
+            for start in bounds:
+                got, cols = candle_pairs._from(arrays, int(start))
+                i = int(np.searchsorted(arrays[0], start, side="left"))
+                assert np.array_equal(got, arrays[0][i:])
+                assert np.array_equal(cols["close"], arrays[1]["close"][i:], equal_nan=True)
+
+
 def _same_as_pandas(hourly: pd.DataFrame, daily: pd.DataFrame) -> int:
     compared, failing = mismatches(hourly, daily)
     days, rows = candle_pairs.mismatch_days(hourly, daily)
