@@ -23,18 +23,29 @@ def forward_sum(values: pd.Series, horizon: int) -> pd.Series:
 
     ``values`` must be one asset's series on a complete daily index (sorted, no missing days).
     """
+    out = forward_sums(values.to_numpy(dtype=float), horizon)
+    return pd.Series(out, index=values.index, name=values.name)
+
+
+def forward_sums(x: np.ndarray, horizon: int) -> np.ndarray:
+    """:func:`forward_sum` along the last axis of ``x`` (each row one asset's complete daily
+    calendar; NaN where a day is missing): a running sum from 0, one day at a time along
+    the row, differenced, so a row gives bit for bit what it gives alone."""
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
-    x = values.to_numpy(dtype=float)
+    x = np.asarray(x, dtype=float)
     out = np.full(x.shape, np.nan)
-    if len(x) > horizon:
-        csum = np.concatenate([[0.0], np.cumsum(np.where(np.isnan(x), 0.0, x))])
-        nan_count = np.concatenate([[0], np.cumsum(np.isnan(x))])
-        idx = np.arange(len(x) - horizon)
-        sums = csum[idx + horizon + 1] - csum[idx + 1]
-        has_nan = (nan_count[idx + horizon + 1] - nan_count[idx + 1]) > 0
-        out[idx] = np.where(has_nan, np.nan, sums)
-    return pd.Series(out, index=values.index, name=values.name)
+    n = x.shape[-1]
+    if n > horizon:
+        missing = np.isnan(x)
+        lead = np.zeros((*x.shape[:-1], 1))
+        csum = np.concatenate([lead, np.cumsum(np.where(missing, 0.0, x), axis=-1)], axis=-1)
+        nan_count = np.concatenate([lead.astype(np.int64), np.cumsum(missing, axis=-1)],
+                                   axis=-1)
+        sums = csum[..., horizon + 1:] - csum[..., 1:n - horizon + 1]
+        has_nan = (nan_count[..., horizon + 1:] - nan_count[..., 1:n - horizon + 1]) > 0
+        out[..., :n - horizon] = np.where(has_nan, np.nan, sums)
+    return out
 
 
 def forward_variance(rv: pd.Series, horizon: int) -> pd.Series:
