@@ -88,23 +88,3 @@ def forward_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
     for j, h in enumerate(horizons):
         out[:, j] = forward_sums(x, int(h))[codes, col]
     return out
-    codes, _ = pd.factorize(panel.index.get_level_values("asset"))
-    day = panel.index.get_level_values("date").to_numpy(dtype="datetime64[D]").astype(np.int64)
-    first = np.full(codes.max() + 1, np.iinfo(np.int64).max)
-    np.minimum.at(first, codes, day)
-    col = day - first[codes]  # the row's position on its asset's calendar
-    width = int(col.max()) + 1
-    x = np.full((len(first), width), np.nan)
-    x[codes, col] = panel["rv"].to_numpy(dtype=float)
-    missing = np.isnan(x)
-    csum = np.zeros((len(first), width + 1))
-    np.cumsum(np.where(missing, 0.0, x), axis=1, out=csum[:, 1:])
-    gaps = np.zeros((len(first), width + 1), np.int64)
-    np.cumsum(missing, axis=1, out=gaps[:, 1:])
-    for j, h in enumerate(horizons):
-        if h < 1:
-            raise ValueError(f"horizon must be >= 1, got {h}")
-        end = np.minimum(col + int(h) + 1, width)  # past the calendar: a missing day anyway
-        whole = (col + int(h) < width) & (gaps[codes, end] - gaps[codes, col + 1] == 0)
-        out[:, j] = np.where(whole, csum[codes, end] - csum[codes, col + 1], np.nan)
-    return out
