@@ -11,9 +11,11 @@ from scipy import stats
 
 from pipelines.evaluation.stats import (
     diebold_mariano,
+    mcs_r_pvalues,
     mincer_zarnowitz,
     model_confidence_set,
     newey_west_lags,
+    stationary_bootstrap_indices,
 )
 
 # ----------------------------------------------------------------------------- Diebold-Mariano
@@ -224,6 +226,69 @@ def test_mcs_is_reproducible_with_a_seed():
     other_seed = model_confidence_set(losses, reps=300, seed=43)
     assert one == two
     assert one.p_values != other_seed.p_values
+
+
+def _arch_mcs(losses: np.ndarray, reps: int, block: int, seed: int) -> list[tuple[int, float]]:
+    from arch.bootstrap import MCS
+
+    mcs = MCS(pd.DataFrame(losses), size=0.10, reps=reps, block_size=block, method="R",
+              bootstrap="stationary", seed=seed)
+    mcs.compute()
+    table = mcs.pvalues["Pvalue"]
+    return [(int(i), float(p)) for i, p in zip(table.index, table, strict=True)]
+
+
+def test_stationary_bootstrap_indices_are_arch_resamples():
+    from arch.bootstrap import StationaryBootstrap
+
+    for n, reps, block, seed in [(10, 7, 1, 0), (97, 40, 9, 3), (365, 25, 19, 11), (50, 5, 200, 2)]:
+        ours = stationary_bootstrap_indices(n, reps, block, seed)
+        bs = StationaryBootstrap(block, np.arange(n), seed=seed)
+        theirs = np.column_stack([pos[0] for pos, _ in bs.bootstrap(reps)])
+        assert ours.shape == (n, reps)
+        np.testing.assert_array_equal(ours, theirs)
+        again = stationary_bootstrap_indices(n, reps, block, seed)  # drawn once, shared
+        assert again is ours and not again.flags.writeable
+
+
+def test_mcs_r_matches_arch_bit_for_bit():
+    """Random shapes, block lengths, replications and seeds, rounded and near-identical
+    losses: the same elimination order and exactly the same p-values as arch's MCS."""
+    rng = np.random.default_rng(5)
+    compared = 0
+    for case in range(40):
+        n, k = int(rng.integers(10, 600)), int(rng.integers(2, 10))
+        block, reps, seed = int(rng.integers(1, 40)), int(rng.integers(1, 400)), int(
+            rng.integers(0, 1000))
+        losses = rng.gamma(1.0, 1.0, (n, k)) * rng.uniform(0.5, 1.5, k)
+        if case % 5 == 0:
+            losses[:, 1] = losses[:, 0] + 1e-9  # nearly the same model
+        if case % 7 == 0:
+            losses = np.round(losses, 1)  # many equal losses
+        ours = mcs_r_pvalues(losses, reps, block, seed)
+        try:
+            theirs = _arch_mcs(losses, reps, block, seed)
+        except IndexError:  # arch cannot name a worst model (a NaN statistic): nor can we
+            assert ours is None
+            continue
+        assert ours == theirs
+        compared += 1
+    assert compared >= 35
+
+
+def test_mcs_r_leaves_what_it_cannot_name_to_arch(monkeypatch):
+    """Where the fast path declines (a tie or a NaN at the largest statistic), the public
+    function gives arch's own answer."""
+    import pipelines.evaluation.stats as st
+
+    losses = _losses(11).assign(other=lambda f: f["har"] + 0.02)
+    fast = model_confidence_set(losses, reps=300, seed=4)
+    monkeypatch.setattr(st, "mcs_r_pvalues", lambda *a: None)
+    slow = model_confidence_set(losses, reps=300, seed=4)
+    arch = _arch_mcs(losses.to_numpy(), 300, 22, 4)
+    assert slow.elimination_order == tuple(losses.columns[i] for i, _ in arch)
+    assert [slow.p_values[m] for m in slow.elimination_order] == [p for _, p in arch]
+    assert slow == fast
 
 
 def test_mcs_drops_rows_with_a_missing_loss():

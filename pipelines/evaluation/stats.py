@@ -7,7 +7,7 @@ Three questions, three tests from the forecast-evaluation literature:
 - *Is a forecast unbiased and informative?* Mincer-Zarnowitz (1969) regression of the realized
   proxy on the forecast, with a Wald test of (a, b) = (0, 1) on HAC standard errors.
 - *Which models cannot be told apart from the best?* Hansen-Lunde-Nason (2011) Model
-  Confidence Set, via ``arch.bootstrap.MCS``.
+  Confidence Set, as ``arch.bootstrap.MCS`` computes it.
 
 Losses come from :mod:`pipelines.evaluation.evaluate` (QLIKE, MSE); every function here is pure and
 drops the observations with a NaN in any of its inputs, reporting how many it dropped.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -307,6 +308,104 @@ class MCSResult:
                             index=pd.Index(order, name="model"))
 
 
+def stationary_bootstrap_indices(n: int, reps: int, block_size: int, seed: int | None
+                                 ) -> np.ndarray:
+    """(n, reps) row indices of ``reps`` stationary-bootstrap resamples (read-only): see
+    :func:`_stationary_indices`. With a seed they are a function of the four numbers alone,
+    so they are drawn once per process and shape: the comparison asks for the same ones for
+    every asset of a universe (same out-of-sample days, same seed), and their draws were
+    most of an MCS."""
+    if seed is None:
+        return _stationary_indices(n, reps, block_size, None)
+    return _cached_stationary_indices(n, reps, block_size, seed)
+
+
+@lru_cache(maxsize=8)
+def _cached_stationary_indices(n: int, reps: int, block_size: int, seed: int) -> np.ndarray:
+    index = _stationary_indices(n, reps, block_size, seed)
+    index.flags.writeable = False
+    return index
+
+
+def _stationary_indices(n: int, reps: int, block_size: int, seed: int | None) -> np.ndarray:
+    """(n, reps) row indices of ``reps`` stationary-bootstrap resamples (Politis and Romano,
+    1994) of ``n`` rows, mean block length ``block_size``: the resamples
+    ``arch.bootstrap.StationaryBootstrap(block_size, np.arange(n), seed=seed)`` gives, one per
+    column, in its order.
+
+    arch draws each resample as ``n`` uniform row numbers then ``n`` uniforms from
+    ``numpy.random.default_rng(seed)``; row ``i`` continues the block of row ``i - 1``
+    (the next row, wrapping around) where its uniform exceeds ``1 / block_size``, else it
+    starts a block at its own draw. The same draws in the same order, with the block rule
+    applied to every resample at once.
+    """
+    rng = np.random.default_rng(seed)
+    draws = np.empty((reps, n), np.int64)
+    u = np.empty((reps, n))
+    for j in range(reps):  # the stream's order: each resample's rows, then its uniforms
+        draws[j] = rng.integers(n, size=n, dtype=np.int64)
+        u[j] = rng.random(n)
+    draws_t, u_t = draws.T, u.T  # (n, reps)
+    row = np.arange(n)[:, None]
+    start = np.where(u_t > 1.0 / block_size, 0, row)  # (n, reps): where each block starts
+    start[0] = 0
+    np.maximum.accumulate(start, axis=0, out=start)
+    first = np.take_along_axis(draws_t, start, axis=0)
+    return (first + (row - start)) % n
+
+
+def mcs_r_pvalues(losses: np.ndarray, reps: int, block_size: int, seed: int | None
+                  ) -> list[tuple[int, float]] | None:
+    """(column, MCS p-value) in elimination order, survivor last: what
+    ``arch.bootstrap.MCS(losses, size, reps, block_size, method="R", bootstrap="stationary",
+    seed=seed)`` computes, bit for bit (``tests/test_stats.py`` compares them).
+
+    arch resamples and averages the ``(n, k)`` losses once per replication in a Python loop,
+    ~60% of the comparison's MCS time at 1,000 assets; here every replication's means come
+    from one gather of the ``(n, reps, k)`` resamples and one mean over the rows, the same
+    sequential sum over rows as arch's ``losses[index].mean(0)``. The elimination is arch's
+    ``_compute_r``, and the p-values are made monotone along the order as its
+    ``_format_pvalues`` does. None where the largest statistic is tied between two pairs or
+    undefined (NaN): the caller then runs arch itself, whose handling of those cases is
+    its own.
+    """
+    k = losses.shape[1]
+    index = stationary_bootstrap_indices(len(losses), reps, block_size, seed)  # (n, reps)
+    mean_losses = losses.mean(0)[:, None]
+    loss_diffs = mean_losses - mean_losses.T  # (k, k)
+    star = np.empty((reps, k))  # each replication's mean losses
+    step = max(1, 2_000_000 // max(len(losses) * k, 1))  # resamples of <= 16 MB at a time
+    for lo in range(0, reps, step):
+        star[lo:lo + step] = losses[index[:, lo:lo + step]].mean(0)
+    boot = star[:, :, None] - star[:, None, :]  # (reps, k, k)
+    boot -= loss_diffs
+    variances = (boot**2).mean(0)
+    variances += np.eye(k)  # as arch: no division by zero on the diagonal
+    std_diffs = loss_diffs / np.sqrt(variances)
+    std_boot = boot / np.sqrt(variances)
+    included = np.ones(k, dtype=bool)
+    eliminated: list[tuple[int, float]] = []
+    while included.sum() > 1:
+        idx = np.argwhere(included)
+        diffs = std_diffs[idx, idx.T]
+        stat = np.max(diffs)
+        simulated = np.max(np.max(std_boot[:, idx, idx.T], 2), 1)
+        pval = float((stat < simulated).mean())
+        at = np.argwhere(diffs == stat)
+        if len(at) != 1:  # a tie (or NaN): arch's own handling, not a guess at it
+            return None
+        worst = int(idx.flat[at[0, 0]])
+        eliminated.append((worst, pval))
+        included[worst] = False
+    eliminated += [(int(i), 1.0) for i in np.flatnonzero(included)]
+    running = -math.inf
+    out = []
+    for i, p in eliminated:
+        running = max(running, p)
+        out.append((i, running))
+    return out
+
+
 def model_confidence_set(
     losses: pd.DataFrame,
     size: float = 0.10,
@@ -369,6 +468,11 @@ def model_confidence_set(
     if len(unique) == 1:
         pvals = {unique[0]: 1.0}
         order = list(unique)
+    elif method == "R" and (eliminated := mcs_r_pvalues(frame[unique].to_numpy(float), reps,
+                                                         bs, seed)) is not None:
+        # arch's R method bit for bit, its bootstrap drawn as one array (mcs_r_pvalues)
+        order = [unique[i] for i, _ in eliminated]
+        pvals = {unique[i]: p for i, p in eliminated}
     else:
         mcs = MCS(frame[unique], size=size, reps=reps, block_size=bs, method=method,
                   bootstrap="stationary", seed=seed)
