@@ -37,6 +37,8 @@ RED_CUM_PROB = 0.9999
 
 def _as_hits(hits: np.ndarray | pd.Series | list[bool]) -> np.ndarray:
     arr = np.asarray(hits)
+    if arr.dtype == bool:  # already hits: the checks below hold by type (np.isin was ~10%
+        return arr.ravel()  # of judging a policy, once per asset, path and period)
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError("hits contain NaN: drop the rows without a loss or VaR first "
                          "(var_backtest does it)")
