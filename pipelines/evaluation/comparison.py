@@ -54,13 +54,21 @@ def _attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None,
         return None, f"{type(exc).__name__}: {exc}".strip()
 
 
-def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK) -> pd.DataFrame:
+def _qlike_by_pair(scores: pd.DataFrame) -> list[tuple[tuple[str, int], pd.DataFrame]]:
+    """Each (asset, horizon)'s QLIKE, one column per model (:func:`_wide`), in sorted order:
+    what the DM and MCS tables both read (pivoted once for both)."""
+    return [(key, _wide(g, "qlike"))
+            for key, g in scores.groupby(["asset", "horizon_days"], sort=True)]
+
+
+def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK,
+             wides: list[tuple[tuple[str, int], pd.DataFrame]] | None = None) -> pd.DataFrame:
     """DM statistic and p-values of each model's QLIKE against ``benchmark``; ``dm_note`` says
-    why the test is NaN where it is."""
+    why the test is NaN where it is. ``wides``: :func:`_qlike_by_pair` of ``scores`` when the
+    caller has it."""
     rows = []
     nan = float("nan")
-    for (asset, h), g in scores.groupby(["asset", "horizon_days"], sort=True):
-        wide = _wide(g, "qlike")
+    for (asset, h), wide in (_qlike_by_pair(scores) if wides is None else wides):
         if benchmark not in wide:
             rows += [{"asset": asset, "horizon_days": h, "model": m, "dm_stat": nan,
                       "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
@@ -83,12 +91,12 @@ def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK) -> pd.DataFrame:
 
 
 def mcs_table(scores: pd.DataFrame, size: float = 0.10, reps: int = 500,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int = 0, wides: list[tuple[tuple[str, int], pd.DataFrame]] | None = None
+              ) -> pd.DataFrame:
     """Membership of each model in the 90% MCS on QLIKE, per asset and horizon (``mcs_note``:
-    why membership is unknown where it is)."""
+    why membership is unknown where it is). ``wides`` as :func:`dm_table`'s."""
     rows = []
-    for (asset, h), g in scores.groupby(["asset", "horizon_days"], sort=True):
-        wide = _wide(g, "qlike")
+    for (asset, h), wide in (_qlike_by_pair(scores) if wides is None else wides):
         if wide.shape[1] == 1:  # one model is trivially its own confidence set
             rows.append({"asset": asset, "horizon_days": h, "model": wide.columns[0],
                          "mcs_p": 1.0, "in_mcs": True, "mcs_note": ""})
@@ -181,7 +189,9 @@ def diagnostics(scores: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                 panel: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
     """(DM, MCS, MZ, VaR) tables; every row is about one asset, so any split by asset gives
     the same rows."""
-    return dm_table(scores), mcs_table(scores), mz_table(scores), var_table(forecasts, panel)
+    wides = _qlike_by_pair(scores)
+    return (dm_table(scores, wides=wides), mcs_table(scores, wides=wides), mz_table(scores),
+            var_table(forecasts, panel))
 
 
 def _diagnostics_task(item: tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]

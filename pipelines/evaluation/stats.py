@@ -458,8 +458,9 @@ def model_confidence_set(
 
     duplicates: dict[str, str] = {}
     unique: list[str] = []
+    column = dict(zip(frame.columns, frame.to_numpy().T, strict=True))  # no Series per test
     for name in frame.columns:
-        twin = next((u for u in unique if np.array_equal(frame[u], frame[name])), None)
+        twin = next((u for u in unique if np.array_equal(column[u], column[name])), None)
         if twin is None:
             unique.append(name)
         else:
