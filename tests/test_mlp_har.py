@@ -183,8 +183,8 @@ def test_the_residual_network_trains_in_at_most_max_steps_per_epoch(monkeypatch)
     import models.neural.residual as residual
 
     sizes: list[int] = []
-    real = residual.batch_loader
-    monkeypatch.setattr(residual, "batch_loader", lambda data, batches: (
+    real = residual.step_loader  # the training batches (validation: one batch of all)
+    monkeypatch.setattr(residual, "step_loader", lambda data, batches: (
         sizes.append(batches.batch_size) or real(data, batches)))
     rng = np.random.default_rng(0)
     n = 1_000
@@ -199,4 +199,4 @@ def test_the_residual_network_trains_in_at_most_max_steps_per_epoch(monkeypatch)
     kw = dict(lr=1e-3, weight_decay=0.0, batch_size=64, max_epochs=1, patience=1, seed=0)
     residual.train_residual(net, data(n), data(50), **kw, max_steps_per_epoch=4)
     residual.train_residual(net, data(n), data(50), **kw)  # no cap: the configured batch
-    assert sizes[0] == 250 and sizes[2] == 64  # [train, val] per call
+    assert sizes == [250, 64]  # 1,000 rows in 4 steps; no cap: the configured batch

@@ -83,9 +83,10 @@ def test_training_through_the_loader_is_training_through_the_samplers_lists(
         return state
 
     ours = train()
-    # the loader of before: the sampler's Python lists, each tensor indexed by the list
-    monkeypatch.setattr(residual, "batch_loader", lambda data, batches: DataLoader(
-        data, sampler=batches, batch_size=None, num_workers=0))
+    # the loader of before: the sampler's Python lists, each tensor indexed by the list, one
+    # batch per training step
+    monkeypatch.setattr(residual, "step_loader", lambda data, batches: DataLoader(
+        data, sampler=batches, batch_size=None, num_workers=0, collate_fn=lambda b: [b]))
     theirs = train()
     assert ours.keys() == theirs.keys()
     for k in ours:

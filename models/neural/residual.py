@@ -19,6 +19,7 @@ mean correction is applied afterwards by the forecaster.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -27,7 +28,13 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
 
-from models.neural.module import batch_loader, epoch_batch_size, quiet_lightning
+from models.neural.module import (
+    GroupedSteps,
+    batch_loader,
+    epoch_batch_size,
+    quiet_lightning,
+    step_loader,
+)
 
 
 @dataclass
@@ -74,7 +81,7 @@ def masked_mse(
     return (w * d * d).sum(), float(w.sum())
 
 
-class ResidualModule(pl.LightningModule):
+class ResidualModule(GroupedSteps):
     """Trains :class:`ResidualMlp` on the OLS residuals; keeps the best-validation weights."""
 
     def __init__(self, net: ResidualMlp, lr: float, weight_decay: float) -> None:
@@ -87,7 +94,7 @@ class ResidualModule(pl.LightningModule):
         self.best_epoch = -1  # -1: the zero correction was never beaten
         self._val = [0.0, 0]
 
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         z, asset, resid, mask, *weight = batch  # (B, F), (B,), (B, H), (B, H)[, (B,)]
         total, count = masked_mse(self.net(z, asset).float(), resid, mask, *weight)
         return total / max(count, 1e-12)
@@ -133,7 +140,7 @@ def train_residual(
     shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(seed))
     if max_steps_per_epoch is not None:  # an epoch of at most that many steps
         batch_size = epoch_batch_size(len(train), batch_size, max_steps_per_epoch)
-    train_loader = batch_loader(train, BatchSampler(shuffle, batch_size, drop_last=False))
+    train_loader = step_loader(train, BatchSampler(shuffle, batch_size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
     with quiet_lightning():
         trainer = pl.Trainer(

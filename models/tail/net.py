@@ -30,13 +30,15 @@ each row weighted by :math:`w_i` (recency weighting; :math:`w_i = 1` on validati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional
 from torch.utils.data import TensorDataset
+
+from models.neural.module import GroupedSteps
 
 
 @dataclass
@@ -108,7 +110,7 @@ def average_tail(nets: list[TailNet], x: torch.Tensor, asset: torch.Tensor,
             torch.stack([e for _, e in outs]).mean(dim=0))
 
 
-class TailModule(pl.LightningModule):
+class TailModule(GroupedSteps):
     """FZ0 training of :class:`TailNet`; keeps the weights of the best validation epoch."""
 
     def __init__(self, net: TailNet, alpha: torch.Tensor, lr: float,
@@ -132,8 +134,8 @@ class TailModule(pl.LightningModule):
         self.best_val_loss = float(self._loss(val.tensors))
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        return self._loss(batch)
+    def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._loss(tuple(batch))
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self.log("val_loss", self._loss(batch), prog_bar=False)

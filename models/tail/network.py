@@ -56,7 +56,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Ten
 
 from configs.schema import TailConfig, TailNnConfig
 from models.base import asset_frame, select_cutoffs
-from models.neural.module import batch_loader, quiet_lightning
+from models.neural.module import batch_loader, quiet_lightning, step_loader
 from models.preprocessing import MaskedStandardScaler
 from models.tail.base import (
     DEFAULT_LEVELS,
@@ -247,8 +247,8 @@ class TailNetForecaster:
         alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
         module = TailModule(net, alpha, self.config.lr, weight_decay)
         shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
-        return module, batch_loader(data, BatchSampler(shuffle, self.config.batch_size,
-                                                       drop_last=False))
+        return module, step_loader(data, BatchSampler(shuffle, self.config.batch_size,
+                                                      drop_last=False))
 
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
                var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
