@@ -131,16 +131,18 @@ def qlike_terms(
 class GroupedSteps(pl.LightningModule):
     """A module whose Lightning training step runs several optimizer steps.
 
-    On a CPU, Lightning's automatic optimization costs ~1.5-2 ms of hooks, closures and
+    On a CPU, Lightning's automatic optimization costs ~1-1.8 ms of hooks, closures and
     bookkeeping per optimizer step whatever the batch: for these small networks on a large
-    pooled panel that is more than the arithmetic (a ``harx_mlp`` refit at 1,000 assets:
-    7,680 steps at 3.8 ms, of which 1.1-1.4 ms forward, backward and AdamW). The training
+    pooled panel that is about as much as the arithmetic (a ``harx_mlp`` refit at 1,000
+    assets: 7,680 steps at 3.8 ms, of which 1.1-1.4 ms forward, backward and AdamW). Grouped,
+    a step of 3,231 rows of a residual net took 1.86-2.22 ms against 2.68-3.48 ms one step per
+    call (``benchmarks/README.md``, "Several optimizer steps per Lightning step"). The training
     loader (:func:`step_loader`) hands over up to :data:`STEPS_PER_CALL` batches at once and
     :meth:`training_step` runs, for each in turn, exactly what automatic optimization runs for
     one batch: the loss (:meth:`step_loss`), ``zero_grad``, the backward pass through
     Lightning (``manual_backward``: the precision plugin's hooks) and the optimizer step. The
     same batches in the same order give the same weights bit for bit
-    (``tests/test_neural_steps.py``); validation, early stopping and epochs are unchanged.
+    (``tests/test_neural_loader.py``); validation, early stopping and epochs are unchanged.
 
     Several backward passes per forward call of the wrapped module are what a
     ``DistributedDataParallel`` wrapper does not allow, so a multi-device strategy needs
@@ -312,9 +314,9 @@ def batch_loader(data: TensorDataset, batches: BatchSampler) -> DataLoader:
 
 
 STEPS_PER_CALL = 32
-"""Optimizer steps per Lightning training step (:class:`GroupedSteps`). 32 batches of a
-1,000-asset refit (~3,200 rows each) are gathered at once, ~10 MB; Lightning's per-call cost
-is then ~0.05 ms a step."""
+"""Optimizer steps per Lightning training step (:class:`GroupedSteps`): Lightning's cost per
+call is shared by 32 steps, and the 32 batches of a 1,000-asset refit (~3,200 rows each)
+gathered at once hold about 10 MB."""
 
 
 class _StepGroups(Sampler[list[torch.Tensor]]):
