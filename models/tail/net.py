@@ -123,7 +123,7 @@ class TailModule(GroupedSteps):
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epochs = 0  # epochs trained to reach best_state (0: the untrained start)
 
-    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
         var, es = self.net(x, asset, scale)  # (B, S, K)
         return weighted_fz0(y, var, es, mask, weight, self.alpha)
@@ -135,7 +135,7 @@ class TailModule(GroupedSteps):
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self._loss(tuple(batch))
+        return self._loss(batch)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self.log("val_loss", self._loss(batch), prog_bar=False)
