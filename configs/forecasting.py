@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from configs.base import _Strict
+from configs.base import Accelerator, GpuPrecision, _Strict
 
 
 class PlausibilityConfig(_Strict):
@@ -114,6 +114,8 @@ class MlpHarConfig(_Strict):
     patience: int = Field(4, ge=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     seed: int = 7
+    accelerator: Accelerator = "auto"
+    gpu_precision: GpuPrecision = "32-true"
 
 
 class HarxMlpConfig(_Strict):
@@ -144,6 +146,8 @@ class HarxMlpConfig(_Strict):
     # one-hot weekday of day t+1 in the OLS part (quiet weekends); on, as dvol_min_days 250,
     # by the selection-period choice of benchmarks/variance_study.py
     weekday_terms: bool = True
+    accelerator: Accelerator = "auto"      # the residual net's (configs/base.py)
+    gpu_precision: GpuPrecision = "32-true"
 
 
 class ModelsConfig(_Strict):

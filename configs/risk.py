@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from configs.base import _Strict
+from configs.base import Accelerator, GpuPrecision, _Strict
 
 
 class StressEpisode(_Strict):
@@ -185,6 +185,8 @@ class TailNnConfig(_Strict):
     # retrain each member on the whole window (validation included) for its early-stopped
     # epochs: off, it raised the selection period's pooled FZ0 at 99% (long) to -2.1459
     refit_on_validation: bool = False
+    accelerator: Accelerator = "auto"      # configs/base.py
+    gpu_precision: GpuPrecision = "32-true"
 
 
 class TailConfig(_Strict):

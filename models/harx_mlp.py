@@ -248,7 +248,7 @@ class HarxMlpForecaster:
         cfg = self.config
         nets, epochs = [], []
         for seed in cfg.seeds:
-            with quiet_lightning():
+            with quiet_lightning(cfg.accelerator):
                 torch.manual_seed(seed)
                 net = ResidualMlp(self._net_config())
                 best, _, epoch = train_residual(
@@ -257,6 +257,7 @@ class HarxMlpForecaster:
                     lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
                     max_epochs=cfg.max_epochs, patience=cfg.patience, seed=seed,
                     max_steps_per_epoch=cfg.max_steps_per_epoch,
+                    accelerator=cfg.accelerator, gpu_precision=cfg.gpu_precision,
                 )
             net.load_state_dict(best)
             nets.append(net.cpu().float().eval())

@@ -93,7 +93,7 @@ class MlpHarForecaster:
 
         self.scaler = Scaler.fit(continuous[train_rows])
         x = self.scaler.transform(continuous, flags)  # (N, F)
-        with quiet_lightning():
+        with quiet_lightning(self.config.accelerator):
             pl.seed_everything(self.config.seed, workers=True, verbose=False)
         net = MlpHarNet(
             NetworkConfig(

@@ -19,6 +19,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -358,16 +359,39 @@ def step_loader(data: TensorDataset, batches: BatchSampler,
                       batch_size=None, num_workers=0)
 
 
+def uses_gpu(accelerator: str) -> bool:
+    """Whether a network trained with this ``accelerator`` setting (``configs.base.Accelerator``)
+    runs on a GPU in this process: "auto" or "gpu" where CUDA sees one; "gpu" without one is
+    an error, never a silent CPU fit."""
+    if accelerator not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"accelerator must be auto, cpu or gpu, got {accelerator!r}")
+    gpu = accelerator != "cpu" and torch.cuda.is_available()
+    if accelerator == "gpu" and not gpu:
+        raise ValueError("accelerator 'gpu' asked for, but CUDA sees no GPU in this process")
+    return gpu
+
+
+def device_kwargs(accelerator: str, gpu_precision: str) -> dict[str, Any]:
+    """The ``pl.Trainer`` arguments that place a network: one device; on a GPU
+    ``gpu_precision``, on a CPU float32 always (the tests' and the published figures'
+    arithmetic)."""
+    gpu = uses_gpu(accelerator)
+    return {"accelerator": "gpu" if gpu else "cpu", "devices": 1,
+            "precision": gpu_precision if gpu else "32-true"}
+
+
 @contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """No info banners or few-workers hints; global determinism flags restored after."""
+def quiet_lightning(accelerator: str = "auto") -> Iterator[None]:
+    """No info banners or few-workers hints; global determinism flags restored after; one
+    intra-op thread where the networks train on the CPU (``accelerator``, as
+    :func:`uses_gpu` reads it)."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     deterministic = torch.are_deterministic_algorithms_enabled()
     # One intra-op thread on CPU: this net's matmuls are far too small to split, and with two
     # threads a busy second core made a 1 s fit take up to 56 s (measured). Restored after.
     threads = torch.get_num_threads()
-    if not torch.cuda.is_available():
+    if not uses_gpu(accelerator):
         torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=PossibleUserWarning)
@@ -396,11 +420,9 @@ def train_network(
     size = epoch_batch_size(len(train), config.batch_size, config.max_steps_per_epoch)
     train_loader = step_loader(train, BatchSampler(shuffle, size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
-    with quiet_lightning():
+    with quiet_lightning(config.accelerator):
         trainer = pl.Trainer(
-            accelerator="auto",
-            devices=1,
-            precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+            **device_kwargs(config.accelerator, config.gpu_precision),
             max_epochs=config.max_epochs,
             callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience, mode="min")],
             logger=False,

@@ -31,6 +31,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Ten
 from models.neural.module import (
     GroupedSteps,
     batch_loader,
+    device_kwargs,
     epoch_batch_size,
     quiet_lightning,
     step_loader,
@@ -124,7 +125,8 @@ class ResidualModule(GroupedSteps):
 def train_residual(
     net: ResidualMlp, train: TensorDataset, val: TensorDataset, *, lr: float,
     weight_decay: float, batch_size: int, max_epochs: int, patience: int, seed: int,
-    max_steps_per_epoch: int | None = None,
+    max_steps_per_epoch: int | None = None, accelerator: str = "auto",
+    gpu_precision: str = "32-true",
 ) -> tuple[dict[str, torch.Tensor], float, int]:
     """Fit ``net`` with early stopping; (best weights, best val loss, best epoch or -1).
 
@@ -142,11 +144,9 @@ def train_residual(
         batch_size = epoch_batch_size(len(train), batch_size, max_steps_per_epoch)
     train_loader = step_loader(train, BatchSampler(shuffle, batch_size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
-    with quiet_lightning():
+    with quiet_lightning(accelerator):
         trainer = pl.Trainer(
-            accelerator="auto",
-            devices=1,
-            precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+            **device_kwargs(accelerator, gpu_precision),
             max_epochs=max_epochs,
             callbacks=[EarlyStopping(monitor="val_loss", patience=patience, mode="min")],
             logger=False,

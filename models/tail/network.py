@@ -38,8 +38,8 @@ window (validation rows included, recency weights recomputed to its last date) f
 number of epochs its early stopping chose; a member whose best was the untrained start
 stays the start. The validation period is the most recent part of the window, so without
 this refit the newest months only ever stop training and never shape the weights.
-Deterministic on CPU (seeded shuffling, one intra-op thread), ``accelerator="auto"``,
-bf16 on a GPU.
+Deterministic on CPU (seeded shuffling, one intra-op thread); ``accelerator`` and
+``gpu_precision`` (float32 by default) place it (:func:`models.neural.module.device_kwargs`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Ten
 
 from configs.schema import TailConfig, TailNnConfig
 from models.base import asset_frame, select_cutoffs
-from models.neural.module import batch_loader, quiet_lightning, step_loader
+from models.neural.module import batch_loader, device_kwargs, quiet_lightning, step_loader
 from models.preprocessing import MaskedStandardScaler
 from models.tail.base import (
     DEFAULT_LEVELS,
@@ -258,10 +258,9 @@ class TailNetForecaster:
         module, tr = self._module(train, n_inputs, var0, es0, weight_decay, seed)
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
-        with quiet_lightning():
+        with quiet_lightning(cfg.accelerator):
             trainer = pl.Trainer(
-                accelerator="auto", devices=1,
-                precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+                **device_kwargs(cfg.accelerator, cfg.gpu_precision),
                 max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,
                 callbacks=[EarlyStopping(monitor="val_loss", patience=cfg.patience)],
                 enable_progress_bar=False, enable_model_summary=False, deterministic=True,
@@ -274,10 +273,9 @@ class TailNetForecaster:
                weight_decay: float, seed: int, n_epochs: int) -> dict[str, torch.Tensor]:
         """Weights of one net trained from ``seed`` on ``data`` for ``n_epochs`` (no validation)."""
         module, tr = self._module(data, n_inputs, var0, es0, weight_decay, seed)
-        with quiet_lightning():
+        with quiet_lightning(self.config.accelerator):
             trainer = pl.Trainer(
-                accelerator="auto", devices=1,
-                precision="bf16-mixed" if torch.cuda.is_available() else "32-true",
+                **device_kwargs(self.config.accelerator, self.config.gpu_precision),
                 max_epochs=n_epochs, logger=False, enable_checkpointing=False,
                 limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
                 deterministic=True, num_sanity_val_steps=0)
