@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-all lint bench ui ui-check clean
+.PHONY: run test test-all test-gpu lint bench ui ui-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)     ## the test suite CI runs (everything not marked slow)
 
 test-all: $(STAMP) ## every test, slow ones included
 	$(BIN)/python -m pytest -q
+
+test-gpu: $(STAMP) ## the tests that need a CUDA device (skipped where there is none)
+	$(BIN)/python -m pytest -m gpu -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
