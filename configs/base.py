@@ -21,5 +21,5 @@ class _Strict(BaseModel):
 Accelerator = Literal["auto", "cpu", "gpu"]
 # The precision on a GPU. float32 by default: bf16-mixed, measured on an H200 against float32
 # on the CPU, changed mlp_har's forecasts by 5.5% (median) and raised its 7-day QLIKE by 9%,
-# and trained no faster (benchmarks/README.md, "GPU").
+# and was never faster than one CPU core (benchmarks/README.md, "GPU").
 GpuPrecision = Literal["32-true", "bf16-mixed"]

@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -37,6 +37,7 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from configs.base import Accelerator
 from configs.schema import MlpHarConfig
 from models.neural.network import MlpHarNet
 from models.panel_inputs import VAR_FLOOR, forward_targets, log_variance
@@ -363,8 +364,9 @@ def uses_gpu(accelerator: str) -> bool:
     """Whether a network trained with this ``accelerator`` setting (``configs.base.Accelerator``)
     runs on a GPU in this process: "auto" or "gpu" where CUDA sees one; "gpu" without one is
     an error, never a silent CPU fit."""
-    if accelerator not in ("auto", "cpu", "gpu"):
-        raise ValueError(f"accelerator must be auto, cpu or gpu, got {accelerator!r}")
+    if accelerator not in get_args(Accelerator):
+        raise ValueError(f"accelerator must be one of {get_args(Accelerator)}, "
+                         f"got {accelerator!r}")
     gpu = accelerator != "cpu" and torch.cuda.is_available()
     if accelerator == "gpu" and not gpu:
         raise ValueError("accelerator 'gpu' asked for, but CUDA sees no GPU in this process")
