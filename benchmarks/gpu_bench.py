@@ -1,7 +1,8 @@
 """The Lightning networks on a GPU against a CPU (``python -m benchmarks.gpu_bench``).
 
-Each network is fitted as the walk-forward fits it — ``accelerator="auto"``, so bf16-mixed on
-a GPU and float32 on one CPU thread otherwise — on the embedded data up to the end of the
+Each network is fitted as the walk-forward fits it — ``accelerator: auto``, so on a GPU in its
+``gpu_precision`` (float32 unless ``--gpu-precision`` says otherwise) and in float32 on one CPU
+thread where CUDA sees none — on the embedded data up to the end of the
 selection period (2023-06-30), then forecasts every evaluation-period cutoff (2023-07-01 →
 2025-06-30) from that one fit:
 
@@ -16,7 +17,8 @@ than the configured float32) and once with ``CUDA_VISIBLE_DEVICES=`` (the CPU ba
 same machine), each writing ``--json``; ``--compare CPU GPU`` prints
 the table of both with the forecasts' differences (each run writes its forecasts beside its
 JSON). ``--dask`` also fits ``mlp_har`` inside a one-worker Dask ``LocalCluster`` and reports
-the accelerator Lightning chose there and whether the forecasts equal the in-process fit's.
+the accelerator Lightning's ``auto`` picks there and whether the forecasts equal the in-process
+fit's.
 
     python -m benchmarks.gpu_bench --save-panel panel.parquet          # build the panel once
     CUDA_VISIBLE_DEVICES= python -m benchmarks.gpu_bench --panel panel.parquet --json cpu.json
