@@ -152,3 +152,22 @@ def test_tail_nn_in_float32_on_a_gpu_forecasts_what_the_cpu_does() -> None:
     assert len(cpu) == len(gpu) > 0
     for column in ("var", "es"):
         np.testing.assert_allclose(gpu[column].to_numpy(), cpu[column].to_numpy(), rtol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_net_that_cannot_move_keeps_its_start_on_a_gpu() -> None:
+    """The untrained start is scored on the training device: a net whose learning rate keeps
+    it where it started never beats its own start by a CPU-against-GPU rounding difference."""
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(256, 3, generator=g), torch.zeros(256, dtype=torch.long),
+                         torch.randn(256, 2, generator=g), torch.ones(256, 2, dtype=torch.bool))
+    torch.manual_seed(0)
+    net = residual.ResidualMlp(residual.ResidualNetConfig(n_inputs=3, n_assets=1,
+                                                          n_horizons=2))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    best, _, epoch = residual.train_residual(net, data, data, lr=1e-12, weight_decay=0.0,
+                                             batch_size=64, max_epochs=3, patience=5, seed=0,
+                                             accelerator="gpu")
+    assert epoch == -1
+    assert all(torch.equal(best[k], start[k]) for k in start)

@@ -94,6 +94,25 @@ class ResidualModule(GroupedSteps):
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epoch = -1  # -1: the zero correction was never beaten
         self._val = [0.0, 0]
+        self._start: TensorDataset | None = None
+
+    def start_from(self, val: TensorDataset) -> None:
+        """The untrained net (the zero correction) is the first candidate: scored on ``val``
+        when training starts (:meth:`on_train_start`), on the device and in the precision
+        that score every epoch after it, so that a net that cannot move never beats it by a
+        rounding difference between devices."""
+        self._start = val
+
+    @torch.no_grad()
+    def on_train_start(self) -> None:
+        if self._start is None:
+            return
+        z, asset, resid, mask = (t.to(self.device) for t in self._start.tensors[:4])
+        with self.trainer.precision_plugin.val_step_context():
+            total, count = masked_mse(self.net(z, asset).float(), resid, mask)
+        self.best_val_loss = float(total) / max(count, 1)
+        self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        self._start = None
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         z, asset, resid, mask, *weight = batch  # (B, F), (B,), (B, H), (B, H)[, (B,)]
@@ -134,11 +153,7 @@ def train_residual(
     weigh the training loss (recency weighting); the validation loss is never weighted.
     """
     module = ResidualModule(net, lr=lr, weight_decay=weight_decay)
-    with torch.no_grad():  # the zero correction is the first candidate
-        z, asset, resid, mask = val.tensors[:4]
-        total, count = masked_mse(net(z, asset), resid, mask)
-    module.best_val_loss = float(total) / max(count, 1)
-    module.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    module.start_from(val)  # the zero correction is the first candidate
     shuffle = RandomSampler(train, generator=torch.Generator().manual_seed(seed))
     if max_steps_per_epoch is not None:  # an epoch of at most that many steps
         batch_size = epoch_batch_size(len(train), batch_size, max_steps_per_epoch)

@@ -122,17 +122,29 @@ class TailModule(GroupedSteps):
         self.best_val_loss = float("inf")
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epochs = 0  # epochs trained to reach best_state (0: the untrained start)
+        self._start: TensorDataset | None = None
 
     def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
         var, es = self.net(x, asset, scale)  # (B, S, K)
         return weighted_fz0(y, var, es, mask, weight, self.alpha)
 
-    @torch.no_grad()
     def start_from(self, val: TensorDataset) -> None:
-        """Score the untrained network on ``val``: it is the candidate to beat."""
-        self.best_val_loss = float(self._loss(val.tensors))
+        """The untrained network is the candidate to beat: scored on ``val`` when training
+        starts (:meth:`on_train_start`), on the device and in the precision that score every
+        epoch after it (a start scored on the CPU and epochs on a GPU would differ by
+        rounding alone)."""
+        self._start = val
+
+    @torch.no_grad()
+    def on_train_start(self) -> None:
+        if self._start is None:
+            return
+        tensors = [t.to(self.device) for t in self._start.tensors]
+        with self.trainer.precision_plugin.val_step_context():
+            self.best_val_loss = float(self._loss(tensors))
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+        self._start = None
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         return self._loss(batch)
