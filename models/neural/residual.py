@@ -30,6 +30,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Ten
 
 from models.neural.module import (
     GroupedSteps,
+    ScoredStart,
     batch_loader,
     device_kwargs,
     epoch_batch_size,
@@ -82,7 +83,7 @@ def masked_mse(
     return (w * d * d).sum(), float(w.sum())
 
 
-class ResidualModule(GroupedSteps):
+class ResidualModule(ScoredStart, GroupedSteps):
     """Trains :class:`ResidualMlp` on the OLS residuals; keeps the best-validation weights."""
 
     def __init__(self, net: ResidualMlp, lr: float, weight_decay: float) -> None:
@@ -94,25 +95,12 @@ class ResidualModule(GroupedSteps):
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epoch = -1  # -1: the zero correction was never beaten
         self._val = [0.0, 0]
-        self._start: TensorDataset | None = None
 
-    def start_from(self, val: TensorDataset) -> None:
-        """The untrained net (the zero correction) is the first candidate: scored on ``val``
-        when training starts (:meth:`on_train_start`), on the device and in the precision
-        that score every epoch after it, so that a net that cannot move never beats it by a
-        rounding difference between devices."""
-        self._start = val
-
-    @torch.no_grad()
-    def on_train_start(self) -> None:
-        if self._start is None:
-            return
-        z, asset, resid, mask = (t.to(self.device) for t in self._start.tensors[:4])
-        with self.trainer.precision_plugin.val_step_context():
-            total, count = masked_mse(self.net(z, asset).float(), resid, mask)
-        self.best_val_loss = float(total) / max(count, 1)
-        self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        self._start = None
+    def start_loss(self, tensors: list[torch.Tensor]) -> float:
+        """The zero correction's validation loss (the untrained net's output is zero)."""
+        z, asset, resid, mask = tensors[:4]
+        total, count = masked_mse(self.net(z, asset).float(), resid, mask)
+        return float(total) / max(count, 1)
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         z, asset, resid, mask, *weight = batch  # (B, F), (B,), (B, H), (B, H)[, (B,)]

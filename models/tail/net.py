@@ -36,9 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional
-from torch.utils.data import TensorDataset
 
-from models.neural.module import GroupedSteps
+from models.neural.module import GroupedSteps, ScoredStart
 
 
 @dataclass
@@ -110,7 +109,7 @@ def average_tail(nets: list[TailNet], x: torch.Tensor, asset: torch.Tensor,
             torch.stack([e for _, e in outs]).mean(dim=0))
 
 
-class TailModule(GroupedSteps):
+class TailModule(ScoredStart, GroupedSteps):
     """FZ0 training of :class:`TailNet`; keeps the weights of the best validation epoch."""
 
     def __init__(self, net: TailNet, alpha: torch.Tensor, lr: float,
@@ -122,29 +121,15 @@ class TailModule(GroupedSteps):
         self.best_val_loss = float("inf")
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epochs = 0  # epochs trained to reach best_state (0: the untrained start)
-        self._start: TensorDataset | None = None
 
     def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
         var, es = self.net(x, asset, scale)  # (B, S, K)
         return weighted_fz0(y, var, es, mask, weight, self.alpha)
 
-    def start_from(self, val: TensorDataset) -> None:
-        """The untrained network is the candidate to beat: scored on ``val`` when training
-        starts (:meth:`on_train_start`), on the device and in the precision that score every
-        epoch after it (a start scored on the CPU and epochs on a GPU would differ by
-        rounding alone)."""
-        self._start = val
-
-    @torch.no_grad()
-    def on_train_start(self) -> None:
-        if self._start is None:
-            return
-        tensors = [t.to(self.device) for t in self._start.tensors]
-        with self.trainer.precision_plugin.val_step_context():
-            self.best_val_loss = float(self._loss(tensors))
-        self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-        self._start = None
+    def start_loss(self, tensors: list[torch.Tensor]) -> float:
+        """The untrained network's FZ0 (its tail starts at the rescaled FHS tail)."""
+        return float(self._loss(tensors))
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
         return self._loss(batch)
