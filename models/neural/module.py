@@ -416,6 +416,16 @@ def device_kwargs(accelerator: str, gpu_precision: str) -> dict[str, Any]:
             "precision": gpu_precision if gpu else "32-true"}
 
 
+def new_trainer(accelerator: str, gpu_precision: str, **settings: Any) -> pl.Trainer:
+    """A ``pl.Trainer`` as every network here trains: placed by :func:`device_kwargs`,
+    deterministic, without logger, checkpoints, progress bar, model summary or sanity
+    validation; ``settings`` add the rest (epochs, callbacks)."""
+    return pl.Trainer(**device_kwargs(accelerator, gpu_precision), logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
+                      **settings)
+
+
 @contextlib.contextmanager
 def quiet_lightning(accelerator: str = "auto") -> Iterator[None]:
     """No info banners or few-workers hints; global determinism flags restored after; one
@@ -457,16 +467,8 @@ def train_network(
     train_loader = step_loader(train, BatchSampler(shuffle, size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
     with quiet_lightning(config.accelerator):
-        trainer = pl.Trainer(
-            **device_kwargs(config.accelerator, config.gpu_precision),
-            max_epochs=config.max_epochs,
-            callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience, mode="min")],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            num_sanity_val_steps=0,
-        )
+        trainer = new_trainer(
+            config.accelerator, config.gpu_precision, max_epochs=config.max_epochs,
+            callbacks=[EarlyStopping(monitor="val_loss", patience=config.patience, mode="min")])
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     return module.best_state, module.best_val_loss, int(trainer.current_epoch)

@@ -22,7 +22,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
@@ -32,8 +31,8 @@ from models.neural.module import (
     GroupedSteps,
     ScoredStart,
     batch_loader,
-    device_kwargs,
     epoch_batch_size,
+    new_trainer,
     quiet_lightning,
     step_loader,
 )
@@ -148,16 +147,8 @@ def train_residual(
     train_loader = step_loader(train, BatchSampler(shuffle, batch_size, drop_last=False))
     val_loader = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
     with quiet_lightning(accelerator):
-        trainer = pl.Trainer(
-            **device_kwargs(accelerator, gpu_precision),
-            max_epochs=max_epochs,
-            callbacks=[EarlyStopping(monitor="val_loss", patience=patience, mode="min")],
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-            num_sanity_val_steps=0,
-        )
+        trainer = new_trainer(
+            accelerator, gpu_precision, max_epochs=max_epochs,
+            callbacks=[EarlyStopping(monitor="val_loss", patience=patience, mode="min")])
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
     return module.best_state, module.best_val_loss, module.best_epoch

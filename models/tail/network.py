@@ -47,7 +47,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
@@ -56,7 +55,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, Ten
 
 from configs.schema import TailConfig, TailNnConfig
 from models.base import asset_frame, select_cutoffs
-from models.neural.module import batch_loader, device_kwargs, quiet_lightning, step_loader
+from models.neural.module import batch_loader, new_trainer, quiet_lightning, step_loader
 from models.preprocessing import MaskedStandardScaler
 from models.tail.base import (
     DEFAULT_LEVELS,
@@ -259,12 +258,9 @@ class TailNetForecaster:
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
         with quiet_lightning(cfg.accelerator):
-            trainer = pl.Trainer(
-                **device_kwargs(cfg.accelerator, cfg.gpu_precision),
-                max_epochs=cfg.max_epochs, logger=False, enable_checkpointing=False,
-                callbacks=[EarlyStopping(monitor="val_loss", patience=cfg.patience)],
-                enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                num_sanity_val_steps=0)
+            trainer = new_trainer(
+                cfg.accelerator, cfg.gpu_precision, max_epochs=cfg.max_epochs,
+                callbacks=[EarlyStopping(monitor="val_loss", patience=cfg.patience)])
             trainer.fit(module, train_dataloaders=tr, val_dataloaders=va)
         return (module.best_val_loss, module.best_state, int(trainer.current_epoch),
                 module.best_epochs)
@@ -274,11 +270,8 @@ class TailNetForecaster:
         """Weights of one net trained from ``seed`` on ``data`` for ``n_epochs`` (no validation)."""
         module, tr = self._module(data, n_inputs, var0, es0, weight_decay, seed)
         with quiet_lightning(self.config.accelerator):
-            trainer = pl.Trainer(
-                **device_kwargs(self.config.accelerator, self.config.gpu_precision),
-                max_epochs=n_epochs, logger=False, enable_checkpointing=False,
-                limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
-                deterministic=True, num_sanity_val_steps=0)
+            trainer = new_trainer(self.config.accelerator, self.config.gpu_precision,
+                                  max_epochs=n_epochs, limit_val_batches=0)
             trainer.fit(module, train_dataloaders=tr)
         return {k: v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
 
