@@ -1,8 +1,8 @@
 """``tail_nn`` settings on the selection period (``python -m benchmarks.tail_variants``).
 
 Each variant is the configured ``tail.tail_nn`` with some settings changed (a JSON object per
-``--variant``; the configured one is always run first), walked forward over the selection
-period on the embedded data's panel cut at its end — the evaluation period is never read,
+``--variant``; the configured one first, unless ``--no-configured``), walked forward over the
+selection period on the embedded data's panel cut at its end — the evaluation period is never read,
 the rule of :func:`pipelines.evaluation.tail_compare.select_scale_model` — and scored by
 pooled FZ0 at 99 %, long and short (lower is better). Prints a Markdown table.
 
@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], type=json.loads,
                         help="a JSON object of tail.tail_nn settings (repeatable)")
+    parser.add_argument("--no-configured", action="store_true",
+                        help="run the variants only (the configured row is known)")
     args = parser.parse_args(argv)
     cfg = Config()
     panel = build_panel(load_market(DATA), cfg.features)
     rows = []
-    for update in [{}, *args.variant]:
+    for update in ([] if args.no_configured else [{}]) + args.variant:
         rows.append(selection_fz0(panel, cfg, update))
         print(json.dumps(rows[-1]), flush=True)
     print(pd.DataFrame(rows).to_markdown(index=False))

@@ -188,6 +188,9 @@ class TailNnConfig(_Strict):
     # retrain each member on the whole window (validation included) for its early-stopped
     # epochs: off, it raised the selection period's pooled FZ0 at 99% (long) to -2.1459
     refit_on_validation: bool = False
+    # groups of intraday measures added to the inputs (models.tail.inputs.EXTRA_INPUTS)
+    extra_inputs: list[Literal["semivariance", "jumps", "kurtosis", "dvol_changes"]] = Field(
+        default_factory=list)
     accelerator: Accelerator = "auto"      # configs/base.py
     gpu_precision: GpuPrecision = "32-true"
 

@@ -21,6 +21,21 @@ SCALE_INPUTS = ("sig_1d", "sig_7d", "sig_30d", "dvol_sig", "dvol_available",
 CONTEXT_INPUTS = ("ret_1d", "vrp", "iv_rv_ratio", "rskew", "corr_spx_30d",
                   "basket_corr_30d", "beta_btc_30d", "log_dollar_volume", "amihud_30d",
                   "volume_z_30d", "vix_level")
+# optional groups of intraday measures (``tail_nn.extra_inputs``), each a few columns of the
+# row at ``t`` and its trailing week: hourly-data measures are NaN where an asset has no
+# hourly candles, so their groups carry the ``rv_is_hourly`` flag beside them
+EXTRA_INPUTS = {
+    # signed semivariances (Barndorff-Nielsen, Kinnebrock and Shephard 2010; Patton and
+    # Sheppard 2015): log σ of the downside and upside realized semivariance, day t and week
+    "semivariance": ("log_sig_down", "log_sig_up", "log_sig_down_7d", "log_sig_up_7d",
+                     "rv_is_hourly"),
+    # jumps: the jump share of realized variance (RV − bipower variation) over the week
+    "jumps": ("jump_share_7d", "rv_is_hourly"),
+    # tails of the hourly returns: realized kurtosis, mean of the week
+    "kurtosis": ("rkurt_7d", "rv_is_hourly"),
+    # implied volatility moves: DVOL's log change over 1 and 7 days (NaN without DVOL)
+    "dvol_changes": ("dvol_change_1d", "dvol_change_7d"),
+}
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
@@ -51,3 +66,43 @@ def scale_inputs(frame: pd.DataFrame, side: str, variant: str) -> np.ndarray:
 def context_inputs(frame: pd.DataFrame) -> np.ndarray:
     """(N, 11) :data:`CONTEXT_INPUTS`: returns, implied-vs-realized, co-movement, liquidity."""
     return np.column_stack([_col(frame, c) for c in CONTEXT_INPUTS])
+
+
+def _week_mean(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Mean of ``column`` over the 7 calendar days ending at each row (rows <= t only)."""
+    if column not in frame.columns:
+        return np.full(len(frame), np.nan)
+    s = calendar_series(frame, column)
+    return s.rolling(RECENT_DAYS, min_periods=1).mean().reindex(frame.index).to_numpy()
+
+
+def extra_inputs(frame: pd.DataFrame, groups: list[str] | tuple[str, ...]) -> np.ndarray:
+    """(N, F) columns of the :data:`EXTRA_INPUTS` ``groups`` (in that order); a flag
+    shared by several groups appears once, after them."""
+    floor = 1e-4  # as the model's log inputs
+
+    def log_sig(var: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(np.sqrt(np.maximum(var, 0.0)), floor))
+
+    unknown = [g for g in groups if g not in EXTRA_INPUTS]
+    if unknown:
+        raise ValueError(f"unknown tail input groups {unknown}; known: {sorted(EXTRA_INPUTS)}")
+    names = [n for g in groups for n in EXTRA_INPUTS[g] if n != "rv_is_hourly"]
+    if any("rv_is_hourly" in EXTRA_INPUTS[g] for g in groups):
+        names.append("rv_is_hourly")
+    columns = {
+        "log_sig_down": lambda: log_sig(_col(frame, "rv_down")),
+        "log_sig_up": lambda: log_sig(_col(frame, "rv_up")),
+        "log_sig_down_7d": lambda: log_sig(_week_mean(frame, "rv_down")),
+        "log_sig_up_7d": lambda: log_sig(_week_mean(frame, "rv_up")),
+        "jump_share_7d": lambda: _week_mean(frame, "jump_var")
+        / np.maximum(_week_mean(frame, "rv_hourly"), 1e-12),
+        "rkurt_7d": lambda: _week_mean(frame, "rkurt"),
+        "dvol_change_1d": lambda: _col(frame, "dvol_change_1d"),
+        "dvol_change_7d": lambda: _col(frame, "dvol_change_7d"),
+        "rv_is_hourly": lambda: frame["rv_is_hourly"].eq(True).fillna(False).to_numpy(float)
+        if "rv_is_hourly" in frame.columns else np.zeros(len(frame)),
+    }
+    if not names:
+        return np.empty((len(frame), 0))
+    return np.column_stack([columns[n]() for n in names])

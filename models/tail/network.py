@@ -7,7 +7,9 @@ Inputs (row ``t`` only): the log of that scale for both sides, log HAR volatilit
 1/7/30 days, log DVOL volatility and its flag, log covered losses of the interval ending
 at ``t`` and their 7-day maxima for both sides, and the context columns of
 :data:`models.tail.inputs.CONTEXT_INPUTS` (returns, VRP, SPX and basket correlations, BTC
-beta, liquidity, VIX), standardized on the training window with missing values at the mean
+beta, liquidity, VIX), and the groups of intraday measures named in ``extra_inputs``
+(:data:`models.tail.inputs.EXTRA_INPUTS`: signed semivariances, jump share, realized
+kurtosis, DVOL changes), standardized on the training window with missing values at the mean
 and their flags beside them (:class:`models.preprocessing.MaskedStandardScaler`). Network
 and loss: :mod:`models.tail.net`.
 
@@ -66,7 +68,7 @@ from models.tail.base import (
     tail_frame,
 )
 from models.tail.classical import EvtTail, FhsTail
-from models.tail.inputs import context_inputs, scale_inputs
+from models.tail.inputs import context_inputs, extra_inputs, scale_inputs
 from models.tail.net import TailModule, TailNet, TailNetConfig, average_tail, weighted_fz0
 
 FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
@@ -100,16 +102,17 @@ def recency_weights(dates: np.ndarray, half_life: float) -> np.ndarray:
     return w / w.mean()
 
 
-def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, F) raw inputs, (N, S) scale :math:`s_t`, (N,) validity of one asset's rows."""
+def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str,
+               extra: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, F) raw inputs, (N, S) scale :math:`s_t`, (N,) validity of one asset's rows;
+    ``extra``: groups of :data:`models.tail.inputs.EXTRA_INPUTS` appended to the inputs."""
     long, short = (scale_inputs(frame, side, variant) for side in SIDES)  # (N, 7) each
     scale = (np.full((len(frame), len(SIDES)), np.nan) if base is None
              else base.reindex(index=frame.index, columns=list(SIDES)).to_numpy(float))
     logs = np.log(np.maximum(long[:, :4], FLOOR))  # log σ 1/7/30d, log DVOL σ (NaN outside)
     recent = np.log(np.maximum(np.column_stack([long[:, 5:], short[:, 5:]]), FLOOR))
     x = np.column_stack([np.log(np.maximum(scale, FLOOR)), logs, long[:, 4], recent,
-                         context_inputs(frame)])
+                         context_inputs(frame), extra_inputs(frame, list(extra))])
     valid = np.isfinite(long[:, [0, 1, 2, 5, 6]]).all(axis=1) & np.isfinite(short[:, 5:]).all(1)
     valid &= (np.isfinite(scale) & (scale > 0)).all(axis=1)
     return x, scale, valid
@@ -137,7 +140,8 @@ class TailNetForecaster:
         bases = base_scale(self.base, panel, cutoffs)
         for asset in sorted(panel.index.get_level_values("asset").unique()):
             frame = asset_frame(panel, asset)
-            x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant)
+            x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant,
+                                  self.config.extra_inputs)
             y = (np.column_stack([covered_loss_targets(frame, side, self.config.loss_variant,
                                                        self.interval_days).to_numpy()
                                   for side in SIDES]) if targets else None)
