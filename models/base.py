@@ -107,6 +107,24 @@ def forecast_columns(
     return out.sort_values(["asset", "horizon_days", "cutoff"], ignore_index=True)
 
 
+def forecast_table(assets: Any, cutoffs: Any, horizons: Sequence[int],
+                   variance: np.ndarray) -> pd.DataFrame:
+    """The forecast frame of N rows forecast at H horizons at once: ``variance`` (N, H) holds
+    the row's forecast at ``horizons[j]`` in column ``j``. The frame :func:`concat_forecasts`
+    gives for the per-asset :func:`forecast_frame` blocks of the same values, built without
+    a block (and a comparison of every row's asset) per asset: a pooled model forecasting
+    1,000 assets made 2,000 blocks of a frame each."""
+    variance = np.asarray(variance, dtype=float).reshape(len(cutoffs), len(horizons))
+    n = len(variance)
+    if n == 0:
+        return empty_forecast()
+    return forecast_columns(np.tile(np.asarray(assets, dtype=object), len(horizons)),
+                            pd.DatetimeIndex(np.tile(pd.DatetimeIndex(cutoffs).to_numpy(),
+                                                     len(horizons))),
+                            np.repeat(np.asarray(horizons, dtype=np.int64), n),
+                            variance.T.reshape(-1))
+
+
 def empty_forecast() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from configs.schema import GbmConfig
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
+from models.base import forecast_table, requested_horizons, trained_horizons
 from models.preprocessing import (
     INPUTS,
     forward_targets,
@@ -226,15 +226,10 @@ class GbmForecaster:
         rows = panel[keep].sort_index()
         rows = rows[valid_rows(rows)]
         x = self.preprocessor.transform(rows)  # (N, F)
-        names = rows.index.get_level_values("asset")
-        dates = rows.index.get_level_values("date")
-        blocks = []
-        for h in horizons:
-            variance = h * np.exp(self.ensembles[h].raw_predict(x))  # (N,)
-            for asset in names.unique():
-                at = np.flatnonzero(names == asset)
-                blocks.append(forecast_frame(asset, dates[at], h, variance[at]))
-        return concat_forecasts(blocks)
+        variance = np.column_stack([h * np.exp(self.ensembles[h].raw_predict(x))
+                                    for h in horizons])  # (N, H)
+        return forecast_table(rows.index.get_level_values("asset"),
+                              rows.index.get_level_values("date"), horizons, variance)
 
     def state(self) -> dict[str, Any]:
         if self.preprocessor is None:

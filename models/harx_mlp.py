@@ -68,7 +68,7 @@ import torch
 
 from configs.schema import HarxMlpConfig
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
+from models.base import forecast_table, requested_horizons, trained_horizons
 from models.har import within_wls
 from models.neural.inputs import (
     DVOL_TERMS,
@@ -309,14 +309,8 @@ class HarxMlpForecaster:
         log_mean = self._linear(slopes, asset_id) + self._correction(z, asset_id)
         variance = np.asarray(self.horizons) * np.exp(log_mean + self.offset[asset_id])  # (N, H)
 
-        dates = rows.index.get_level_values("date")
-        blocks = []
-        for asset in names.unique():
-            at = np.flatnonzero(names == asset)
-            for h in horizons:
-                blocks.append(forecast_frame(asset, dates[at], h,
-                                             variance[at, self.horizons.index(h)]))
-        return concat_forecasts(blocks)
+        return forecast_table(names, rows.index.get_level_values("date"), horizons,
+                              variance[:, [self.horizons.index(h) for h in horizons]])
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import torch
 
 from configs.schema import MlpHarConfig
 from features.schema import target_columns
-from models.base import concat_forecasts, forecast_frame, requested_horizons, trained_horizons
+from models.base import forecast_table, requested_horizons, trained_horizons
 from models.neural.module import (
     INPUT_NAMES,
     PANEL_COLUMNS,
@@ -165,14 +165,8 @@ class MlpHarForecaster:
             log_var = net(x, asset_id).numpy()  # (N, H_trained)
         variance = np.exp(log_var.astype(np.float64))  # (N, H_trained)
 
-        dates = rows.index.get_level_values("date")
-        blocks = []
-        for asset in asset_names.unique():
-            at = np.flatnonzero(asset_names == asset)
-            for h in horizons:
-                j = self.horizons.index(h)
-                blocks.append(forecast_frame(asset, dates[at], h, variance[at, j]))
-        return concat_forecasts(blocks)
+        return forecast_table(asset_names, rows.index.get_level_values("date"), horizons,
+                              variance[:, [self.horizons.index(h) for h in horizons]])
 
     def _fitted(self) -> tuple[MlpHarNet, Scaler]:
         if self.net is None or self.scaler is None:
