@@ -36,6 +36,7 @@ roles, notice, rate limits, fail-safe freeze).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -209,6 +210,26 @@ def finite_tail(z: np.ndarray, cfg: PolicyConfig) -> tuple[float, float, str]:
     if cfg.tail == "student_t":
         return (*fitted_t_measures(z, cfg.confidence), "")
     return (*tail_measures(z, cfg.confidence), "")
+
+
+def finite_tails(z: np.ndarray, cfgs: Sequence[PolicyConfig]
+                 ) -> list[tuple[float, float, str]]:
+    """:func:`finite_tail` of one window under each config (configs that differ by their
+    confidence): the empirical tails' order statistics from one partial sort of the window,
+    each level's VaR and ES the numbers :func:`finite_tail` gives alone (an order statistic
+    is exact; the ES is the same mean of the same values in the same order)."""
+    empirical = [k for k, c in enumerate(cfgs)
+                 if len(z) >= c.fhs_min_obs and c.tail != "student_t"]
+    out: list[tuple[float, float, str] | None] = [None] * len(cfgs)
+    if empirical:
+        n = len(z)
+        ranks = [min(int(np.ceil(cfgs[k].confidence * (n - 1))), n - 1) for k in empirical]
+        part = np.array(z, dtype=float)
+        part.partition(sorted(set(ranks)))
+        for k, rank in zip(empirical, ranks, strict=True):
+            var = float(part[rank])
+            out[k] = (var, mean(z[z >= var]), "")
+    return [t if t is not None else finite_tail(z, c) for t, c in zip(out, cfgs, strict=True)]
 
 
 def stress_es(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> float:

@@ -180,3 +180,52 @@ def test_replaying_assets_together_gives_each_assets_own_replay() -> None:
         pd.testing.assert_frame_equal(mine.reset_index(drop=True), replay(h, cfg),
                                       check_exact=True)
     assert together["reason"].str.contains("announced LT").any()
+
+
+def test_tails_at_several_levels_from_one_sort_are_each_levels_own() -> None:
+    """:func:`serving.policy.finite_tails` gives, per config, what :func:`finite_tail` gives
+    alone: empirical windows (ties included), a window shorter than one config's minimum, and
+    a fitted Student-t tail."""
+    from serving.policy import finite_tail, finite_tails
+
+    rng = np.random.default_rng(4)
+    cfgs = [P.model_copy(update={"confidence": q}) for q in (0.995, 0.9, 0.975, 0.99, 0.99)]
+    cfgs.append(P.model_copy(update={"confidence": 0.99, "fhs_min_obs": 200}))
+    cfgs.append(P.model_copy(update={"confidence": 0.975, "tail": "student_t"}))
+    for n in (0, 1, 39, 40, 41, 150, 500):
+        z = rng.standard_t(4, n)
+        if n > 40:
+            z[::7] = np.round(z[::7], 1)  # ties around the order statistics
+        got = finite_tails(z, cfgs)
+        assert got == [finite_tail(z, c) for c in cfgs]
+        assert got[0][0] >= got[3][0] >= got[2][0] >= got[1][0]  # VaR rises with the level
+
+
+def test_candidates_sharing_a_history_share_its_fhs_terms_exactly() -> None:
+    """Candidates at several confidence levels (and a no-APC variant) replaying the same
+    histories get, from the terms computed once per history, the lanes each gets computing
+    its own (:func:`_daily_terms`), on real candles with the fail-safe's freezes."""
+    from pipelines.policy_eval.backtest import Replay, SharedFhs, _run_lanes
+    from pipelines.policy_eval.compare import no_apc
+
+    cfg = Config().with_overrides({"policy.fhs_min_obs": 60})
+    market = load_market(MARKET, ["ETH", "LINK"], dt.date(2025, 6, 30))
+    panel = build_panel(market, cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
+    fc = backtest(lambda: build_forecaster("ewma94", cfg.models, [1]), panel,
+                  dt.date(2024, 1, 1), 120, [1], 300).forecasts
+    named = [(a, asset_history(asset_frame(panel, a), fc[fc["asset"] == a], cfg))
+             for a in ("ETH", "LINK")]
+    configs = [cfg.with_overrides({"policy.confidence": q}) for q in (0.975, 0.99, 0.995)]
+    replays = [Replay(named, c) for c in [*configs, no_apc(configs[1])]]
+    shared = SharedFhs(replays)
+    for j in range(len(replays)):
+        lanes = [(j, a) for a in range(len(named))]
+        alone = _run_lanes(replays, lanes)
+        together = _run_lanes(replays, lanes, shared)
+        for lane in lanes:
+            np.testing.assert_array_equal(together[lane][0], alone[lane][0])
+            assert together[lane][2] == alone[lane][2]  # the reasons
+            for name, col in alone[lane][1].items():
+                np.testing.assert_array_equal(together[lane][1][name], col, err_msg=name)
+    assert len(shared._done) == len(named)  # one pass per history, not one per candidate

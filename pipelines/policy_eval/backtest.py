@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from configs.schema import Config, PolicyConfig
 from models.base import asset_frame
 from serving.decide import failsafe_why, tail_z
 from serving.inputs import AssetHistory, AssetSeries, LossTerms, asset_history, asset_series
-from serving.policy import PARAMETER_FIELDS, finite_tail
+from serving.policy import PARAMETER_FIELDS, finite_tail, finite_tails
 from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
 
@@ -80,10 +81,11 @@ def replay_together(replays: Sequence[Replay]) -> list[pd.DataFrame]:
     for j, r in enumerate(replays):
         key = (r.cfg.policy.model_dump_json(), float(r.cfg.features.liquidation_delay_hours))
         groups.setdefault(key, []).append(j)
+    fhs = SharedFhs(replays)
     out: list[pd.DataFrame | None] = [None] * len(replays)
     for members in groups.values():
         lanes = [(j, a) for j in members for a in range(len(replays[j].histories))]
-        result = _run_lanes(replays, lanes)
+        result = _run_lanes(replays, lanes, fhs)
         for j in members:
             out[j] = _block(replays[j], [result[(j, a)] for a in
                                          range(len(replays[j].histories))])
@@ -93,10 +95,87 @@ def replay_together(replays: Sequence[Replay]) -> list[pd.DataFrame]:
 Lane = tuple[np.ndarray, dict[str, np.ndarray], list[str]]  # (fallback, columns, reasons)
 
 
-def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
-               ) -> dict[tuple[int, int], Lane]:
+def _fhs_key(cfg: Config) -> tuple[Any, ...]:
+    """What the fail-safe's reasons and the FHS tail of a history read of the config, but the
+    confidence level."""
+    p = cfg.policy
+    return (cfg.features.update_interval_days, cfg.data.stale_after_days, p.fhs_window,
+            p.fhs_min_obs, p.tail, p.failsafe.model_dump_json())
+
+
+class SharedFhs:
+    """Each history's fail-safe reasons and FHS tails, computed once for every candidate that
+    replays it without a direct tail: a forecaster's grid points (confidence levels) and
+    knob variants replay the same history, and differ, in these terms, by the confidence
+    only. The first lane that asks computes them at every confidence any candidate asks of
+    that history (:func:`_daily_terms_at`): one pass over the days, one slice of the window
+    and one partial sort a day for all the levels."""
+
+    def __init__(self, replays: Sequence[Replay]) -> None:
+        self._levels: dict[tuple[Any, ...], set[float]] = {}
+        self._done: dict[tuple[Any, ...], tuple[list[str | None], dict[float, _Tails]]] = {}
+        for r in replays:
+            if r.tails is None:
+                key = _fhs_key(r.cfg)
+                for _, h in r.histories:
+                    self._levels.setdefault((id(h), *key), set()).add(
+                        float(r.cfg.policy.confidence))
+
+    def terms(self, h: AssetHistory, cfg: Config
+              ) -> tuple[list[str | None], np.ndarray, np.ndarray, list[str]]:
+        """(reasons, standardized VaR, ES, notes) of ``h`` under ``cfg``, one per day."""
+        key = (id(h), *_fhs_key(cfg))
+        q = float(cfg.policy.confidence)
+        done = self._done.get(key)
+        if done is None:
+            levels = sorted(self._levels.get(key, set()) | {q})
+            done = self._done[key] = _daily_terms_at(h, cfg, levels)
+        why, tails = done
+        return (why, *tails[q])
+
+
+_Tails = tuple[np.ndarray, np.ndarray, list[str]]  # standardized VaR, ES, notes per day
+
+
+def _daily_terms_at(h: AssetHistory, cfg: Config, levels: list[float]
+                    ) -> tuple[list[str | None], dict[float, _Tails]]:
+    """:func:`_daily_terms` without a direct tail, at each confidence of ``levels``: the
+    reasons once, each day's window once, and its order statistics at every level from one
+    partial sort (:func:`serving.policy.finite_tails`, each level's the same numbers as
+    :func:`serving.policy.finite_tail` alone)."""
+    p, u = cfg.policy, cfg.features.update_interval_days
+    per_level = [p.model_copy(update={"confidence": q}) for q in levels]
+    known, window = h.known(u), p.fhs_window
+    variance, ret = h.variance.tolist(), h.ret.tolist()
+    finite = np.isfinite(h.z)
+    zf = h.z[finite]
+    before = np.concatenate(([0], np.cumsum(finite))).tolist()
+    m = len(variance)
+    var_z = [np.full(m, np.nan) for _ in levels]
+    es_z = [np.full(m, np.nan) for _ in levels]
+    notes: list[list[str]] = [[] for _ in levels]
+    why: list[str | None] = []
+    for i in range(m):
+        reason = failsafe_why(0, variance[i], variance[i - 1] if i else math.nan, ret[i], None,
+                              None, cfg.data.stale_after_days, p)
+        why.append(reason)
+        if reason is not None:
+            for n in notes:
+                n.append("")
+            continue
+        lo = max(known[i] - window, 0)
+        for k, (v, e, note) in enumerate(finite_tails(zf[before[lo]:before[known[i]]][-window:],
+                                                      per_level)):
+            var_z[k][i], es_z[k][i] = v, e
+            notes[k].append(note)
+    return why, {q: (var_z[k], es_z[k], notes[k]) for k, q in enumerate(levels)}
+
+
+def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
+               fhs: SharedFhs | None = None) -> dict[tuple[int, int], Lane]:
     """Replay every lane (candidate ``j``, asset ``a``; the candidates share a policy config)
-    update by update, all lanes at once."""
+    update by update, all lanes at once; ``fhs`` shares the fail-safe's reasons and FHS tails
+    of a history among the candidates that replay it."""
     first = replays[lanes[0][0]].cfg if lanes else None
     n = len(lanes)
     hist = [replays[j].histories[a][1] for j, a in lanes]
@@ -129,9 +208,12 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]]
         if tail is not None:
             direct = np.isfinite(tail[0]) & np.isfinite(tail[1])
         fallback.append(~direct)
-        why_a, notes_a = _daily_terms(h, cfg.features.update_interval_days, p,
-                                      cfg.data.stale_after_days, direct, tail,
-                                      grid["var_z"][row], grid["es_z"][row])
+        if tail is None and fhs is not None:
+            why_a, grid["var_z"][row, :m], grid["es_z"][row, :m], notes_a = fhs.terms(h, cfg)
+        else:
+            why_a, notes_a = _daily_terms(h, cfg.features.update_interval_days, p,
+                                          cfg.data.stale_after_days, direct, tail,
+                                          grid["var_z"][row], grid["es_z"][row])
         why.append(why_a)
         notes.append(notes_a)
     out = {k: np.zeros((n, width), bool if k in BOOL_FIELDS else float)
