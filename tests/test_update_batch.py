@@ -161,15 +161,20 @@ def test_admitted_slots_keep_the_order_of_updates_and_refuse_a_full_window() -> 
         _free_slot(np.array([[1, 2, 3]]))
 
 
+def _ewma_forecasts(cfg: Config, assets: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The embedded candles of ``assets`` from 2022-06 and their EWMA walk-forward from 2024."""
+    panel = build_panel(load_market(MARKET, assets, dt.date(2025, 6, 30)), cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
+    fc = backtest(lambda: build_forecaster("ewma94", cfg.models, [1]), panel,
+                  dt.date(2024, 1, 1), 120, [1], 300).forecasts
+    return panel, fc
+
+
 def test_replaying_assets_together_gives_each_assets_own_replay() -> None:
     """Real candles, two assets whose forecast calendars differ (SOL starts later), replayed
     in one pass: each asset's rows are its replay alone, bit for bit."""
     cfg = Config().with_overrides({"policy.fhs_min_obs": 60})
-    market = load_market(MARKET, ["BTC", "SOL"], dt.date(2025, 6, 30))
-    panel = build_panel(market, cfg.features)
-    panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
-    fc = backtest(lambda: build_forecaster("ewma94", cfg.models, [1]), panel,
-                  dt.date(2024, 1, 1), 120, [1], 300).forecasts
+    panel, fc = _ewma_forecasts(cfg, ["BTC", "SOL"])
     fc = fc[(fc["asset"] != "SOL") | (fc["cutoff"] >= "2024-09-15")]
     named = [(a, asset_history(asset_frame(panel, a), fc[fc["asset"] == a], cfg))
              for a in ("BTC", "SOL")]
@@ -209,11 +214,7 @@ def test_candidates_sharing_a_history_share_its_fhs_terms_exactly() -> None:
     from pipelines.policy_eval.compare import no_apc
 
     cfg = Config().with_overrides({"policy.fhs_min_obs": 60})
-    market = load_market(MARKET, ["ETH", "LINK"], dt.date(2025, 6, 30))
-    panel = build_panel(market, cfg.features)
-    panel = panel[panel.index.get_level_values("date") >= "2022-06-01"]
-    fc = backtest(lambda: build_forecaster("ewma94", cfg.models, [1]), panel,
-                  dt.date(2024, 1, 1), 120, [1], 300).forecasts
+    panel, fc = _ewma_forecasts(cfg, ["ETH", "LINK"])
     named = [(a, asset_history(asset_frame(panel, a), fc[fc["asset"] == a], cfg))
              for a in ("ETH", "LINK")]
     configs = [cfg.with_overrides({"policy.confidence": q}) for q in (0.975, 0.99, 0.995)]

@@ -16,6 +16,7 @@ import pandas as pd
 from models.tail.base import calendar_series, loss_column, to_fraction
 
 RECENT_DAYS = 7  # a week of covered losses: the memory of a liquidation cascade
+FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
 SCALE_INPUTS = ("sig_1d", "sig_7d", "sig_30d", "dvol_sig", "dvol_available",
                 "recent_loss", "recent_max_loss")
 CONTEXT_INPUTS = ("ret_1d", "vrp", "iv_rv_ratio", "rskew", "corr_spx_30d",
@@ -79,10 +80,8 @@ def _week_mean(frame: pd.DataFrame, column: str) -> np.ndarray:
 def extra_inputs(frame: pd.DataFrame, groups: list[str] | tuple[str, ...]) -> np.ndarray:
     """(N, F) columns of the :data:`EXTRA_INPUTS` ``groups`` (in that order); a flag
     shared by several groups appears once, after them."""
-    floor = 1e-4  # as the model's log inputs
-
     def log_sig(var: np.ndarray) -> np.ndarray:
-        return np.log(np.maximum(np.sqrt(np.maximum(var, 0.0)), floor))
+        return np.log(np.maximum(np.sqrt(np.maximum(var, 0.0)), FLOOR))
 
     unknown = [g for g in groups if g not in EXTRA_INPUTS]
     if unknown:

@@ -68,11 +68,8 @@ from models.tail.base import (
     tail_frame,
 )
 from models.tail.classical import EvtTail, FhsTail
-from models.tail.inputs import context_inputs, extra_inputs, scale_inputs
+from models.tail.inputs import FLOOR, context_inputs, extra_inputs, scale_inputs
 from models.tail.net import TailModule, TailNet, TailNetConfig, average_tail, weighted_fz0
-
-FLOOR = 1e-4  # log inputs: losses and volatilities below 0.01% are floored
-
 
 BASE_LEVEL = 0.99  # the classical VaR level used as the tail scale
 ScaleModel = FhsTail | EvtTail

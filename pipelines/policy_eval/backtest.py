@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import Config, PolicyConfig
+from configs.schema import Config
 from models.base import asset_frame
 from serving.decide import failsafe_why, tail_z
 from serving.inputs import AssetHistory, AssetSeries, LossTerms, asset_history, asset_series
-from serving.policy import PARAMETER_FIELDS, finite_tail, finite_tails
+from serving.policy import PARAMETER_FIELDS, finite_tails
 from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
 
@@ -108,7 +108,7 @@ class SharedFhs:
     replays it without a direct tail: a forecaster's grid points (confidence levels) and
     knob variants replay the same history, and differ, in these terms, by the confidence
     only. The first lane that asks computes them at every confidence any candidate asks of
-    that history (:func:`_daily_terms_at`): one pass over the days, one slice of the window
+    that history (:func:`_daily_terms`): one pass over the days, one slice of the window
     and one partial sort a day for all the levels."""
 
     def __init__(self, replays: Sequence[Replay]) -> None:
@@ -129,7 +129,7 @@ class SharedFhs:
         done = self._done.get(key)
         if done is None:
             levels = sorted(self._levels.get(key, set()) | {q})
-            done = self._done[key] = _daily_terms_at(h, cfg, levels)
+            done = self._done[key] = _daily_terms(h, cfg, levels)
         why, tails = done
         return (why, *tails[q])
 
@@ -137,16 +137,23 @@ class SharedFhs:
 _Tails = tuple[np.ndarray, np.ndarray, list[str]]  # standardized VaR, ES, notes per day
 
 
-def _daily_terms_at(h: AssetHistory, cfg: Config, levels: list[float]
-                    ) -> tuple[list[str | None], dict[float, _Tails]]:
-    """:func:`_daily_terms` without a direct tail, at each confidence of ``levels``: the
-    reasons once, each day's window once, and its order statistics at every level from one
-    partial sort (:func:`serving.policy.finite_tails`, each level's the same numbers as
-    :func:`serving.policy.finite_tail` alone)."""
+def _daily_terms(h: AssetHistory, cfg: Config, levels: list[float],
+                 tail: tuple[np.ndarray, np.ndarray] | None = None,
+                 direct: np.ndarray | None = None
+                 ) -> tuple[list[str | None], dict[float, _Tails]]:
+    """Per day of one asset: the fail-safe's reason (None: trusted) and, where trusted, the
+    standardized tail and its note at each confidence of ``levels``, as
+    :func:`serving.inputs.policy_inputs` and :func:`serving.decide.decide` see that day. On
+    the ``direct`` days (finite VaR and ES in ``tail``) the direct tail, the same at every
+    level; elsewhere FHS: each day's window sliced once and its order statistics at every
+    level from one partial sort (:func:`serving.policy.finite_tails`, each level's the
+    numbers :func:`serving.policy.finite_tail` gives alone)."""
     p, u = cfg.policy, cfg.features.update_interval_days
     per_level = [p.model_copy(update={"confidence": q}) for q in levels]
     known, window = h.known(u), p.fhs_window
     variance, ret = h.variance.tolist(), h.ret.tolist()
+    # the finite standardized losses once, and how many precede each position: a day's
+    # window z[lo:known] filtered is the slice zf[before[lo]:before[known]] of it
     finite = np.isfinite(h.z)
     zf = h.z[finite]
     before = np.concatenate(([0], np.cumsum(finite))).tolist()
@@ -156,16 +163,23 @@ def _daily_terms_at(h: AssetHistory, cfg: Config, levels: list[float]
     notes: list[list[str]] = [[] for _ in levels]
     why: list[str | None] = []
     for i in range(m):
-        reason = failsafe_why(0, variance[i], variance[i - 1] if i else math.nan, ret[i], None,
-                              None, cfg.data.stale_after_days, p)
+        tv = te = None
+        if direct is not None and direct[i]:
+            assert tail is not None
+            tv, te = float(tail[0][i]), float(tail[1][i])
+        reason = failsafe_why(0, variance[i], variance[i - 1] if i else math.nan, ret[i], tv,
+                              te, cfg.data.stale_after_days, p)
         why.append(reason)
         if reason is not None:
             for n in notes:
                 n.append("")
             continue
-        lo = max(known[i] - window, 0)
-        for k, (v, e, note) in enumerate(finite_tails(zf[before[lo]:before[known[i]]][-window:],
-                                                      per_level)):
+        if tv is not None:
+            tails = [tail_z(np.empty(0), math.sqrt(variance[i]), tv, te, p)] * len(levels)
+        else:
+            lo = max(known[i] - window, 0)
+            tails = finite_tails(zf[before[lo]:before[known[i]]][-window:], per_level)
+        for k, (v, e, note) in enumerate(tails):
             var_z[k][i], es_z[k][i] = v, e
             notes[k].append(note)
     return why, {q: (var_z[k], es_z[k], notes[k]) for k, q in enumerate(levels)}
@@ -211,9 +225,9 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
         if tail is None and fhs is not None:
             why_a, grid["var_z"][row, :m], grid["es_z"][row, :m], notes_a = fhs.terms(h, cfg)
         else:
-            why_a, notes_a = _daily_terms(h, cfg.features.update_interval_days, p,
-                                          cfg.data.stale_after_days, direct, tail,
-                                          grid["var_z"][row], grid["es_z"][row])
+            q = float(p.confidence)
+            why_a, own = _daily_terms(h, cfg, [q], tail, direct)
+            grid["var_z"][row, :m], grid["es_z"][row, :m], notes_a = own[q]
         why.append(why_a)
         notes.append(notes_a)
     out = {k: np.zeros((n, width), bool if k in BOOL_FIELDS else float)
@@ -266,40 +280,6 @@ def _block(r: Replay, lanes: list[Lane]) -> pd.DataFrame:
     return block
 
 
-def _daily_terms(h: AssetHistory, u: int, p: PolicyConfig, stale_after_days: int,
-                 direct: np.ndarray, tail: tuple[np.ndarray, np.ndarray] | None,
-                 var_z: np.ndarray, es_z: np.ndarray) -> tuple[list[str | None], list[str]]:
-    """Per day of one asset: the fail-safe's reason (None: trusted) and, where trusted, the
-    standardized tail (written into ``var_z`` / ``es_z``) and its note, as
-    :func:`serving.inputs.policy_inputs` and :func:`serving.decide.decide` see that day."""
-    known, window = h.known(u), p.fhs_window
-    variance, ret = h.variance.tolist(), h.ret.tolist()
-    # the finite standardized losses once, and how many precede each position: a day's
-    # window z[lo:known] filtered is the slice zf[before[lo]:before[known]] of it
-    finite = np.isfinite(h.z)
-    zf = h.z[finite]
-    before = np.concatenate(([0], np.cumsum(finite))).tolist()
-    why: list[str | None] = []
-    notes: list[str] = []
-    for i in range(len(variance)):
-        if direct[i]:
-            assert tail is not None
-            tv, te = float(tail[0][i]), float(tail[1][i])
-        else:
-            tv = te = None
-        reason = failsafe_why(0, variance[i], variance[i - 1] if i else math.nan, ret[i], tv,
-                              te, stale_after_days, p)
-        why.append(reason)
-        if reason is not None:
-            notes.append("")
-            continue
-        if direct[i]:
-            var_z[i], es_z[i], note = tail_z(np.empty(0), math.sqrt(variance[i]), tv, te, p)
-        else:
-            lo = max(known[i] - window, 0)
-            var_z[i], es_z[i], note = finite_tail(zf[before[lo]:before[known[i]]][-window:], p)
-        notes.append(note)
-    return why, notes
 
 
 def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd.DataFrame:
