@@ -110,9 +110,14 @@ class Parameters:
 PARAMETER_FIELDS = {f.name: None for f in fields(Parameters)}  # in order
 
 
+def higher_rank(n: int, q: float) -> int:
+    """The position of ``np.quantile(x, q, method="higher")`` in ``n`` sorted values."""
+    return min(int(np.ceil(q * (n - 1))), n - 1)
+
+
 def quantile_higher(x: np.ndarray, q: float) -> float:
     """``np.quantile(x, q, method="higher")`` by partial sort (the replay calls it per day)."""
-    k = min(int(np.ceil(q * (len(x) - 1))), len(x) - 1)
+    k = higher_rank(len(x), q)
     part = np.array(x, dtype=float)  # a copy, partitioned in place (np.partition's own copy)
     part.partition(k)
     return float(part[k])
@@ -223,7 +228,7 @@ def finite_tails(z: np.ndarray, cfgs: Sequence[PolicyConfig]
     out: list[tuple[float, float, str] | None] = [None] * len(cfgs)
     if empirical:
         n = len(z)
-        ranks = [min(int(np.ceil(cfgs[k].confidence * (n - 1))), n - 1) for k in empirical]
+        ranks = [higher_rank(n, cfgs[k].confidence) for k in empirical]
         part = np.array(z, dtype=float)
         part.partition(sorted(set(ranks)))
         for k, rank in zip(empirical, ranks, strict=True):
