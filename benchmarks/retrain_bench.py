@@ -9,7 +9,8 @@ each engine:
 * **walk-forward** of every model (``--models``, default ``models.enabled``) at once: each
   model's tasks (asset × refit for per-asset models, refit for pooled ones; quarterly refits
   from ``--oos-start``) handed to :class:`pipelines.engine.Engine` before any is read, pooled
-  models first, as ``volmargin retrain`` runs them (:func:`pipelines.steps.start_walk_forwards`);
+  models first, as ``volmargin retrain`` runs them
+  (:func:`pipelines.walk_forwards.start_walk_forwards`);
   one wall time for the whole, and per model its tasks' own run times (``task_s``, measured
   inside each task: the per-task times the projection reads). ``--one-at-a-time`` walks the
   models forward one after the other instead (a wall time per model; the code before);
@@ -55,7 +56,7 @@ from pipelines.engine import Engine, make_engine
 from pipelines.evaluation.comparison import comparison
 from pipelines.evaluation.evaluate import loss_table, scored
 from pipelines.policy_eval.pipeline import evaluate_policies
-from pipelines.steps import start_walk_forwards
+from pipelines.walk_forwards import start_walk_forwards
 
 LAST = dt.date(2025, 6, 30)
 

@@ -25,9 +25,7 @@ from features.summary import feature_summary
 from models.backtest import (
     FAILURE_COLUMNS,
     Mapper,
-    PendingBacktest,
     backtest,
-    start_backtest,
 )
 from models.registry import REGISTRY, build_forecaster
 from pipelines.engine import Engine
@@ -40,6 +38,7 @@ from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate
 from pipelines.selection.select import Selection
 from pipelines.stress.gate import stress_gate_refusal
+from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
 from serving.ops.tracking import log_context
@@ -111,21 +110,6 @@ def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> 
     failed = failures.rename(columns={"reason": "failure"})[
         ["model", "asset", "horizon_days", "failure"]]
     return pd.concat([compared.assign(failure=""), failed], ignore_index=True)
-
-
-def start_walk_forwards(cfg: Config, panel: pd.DataFrame, mapper: Mapper = map
-                        ) -> dict[str, PendingBacktest]:
-    """Every enabled model's walk-forward handed to ``mapper``, pooled models first (see
-    :func:`step_backtest`), on one shared feature view; keyed by alias."""
-    bt = cfg.backtest
-    features = feature_view(panel)
-    pooled_first = sorted(cfg.models.enabled, key=lambda a: bool(getattr(
-        build_forecaster(a, cfg.models, bt.horizons), "per_asset", False)))
-    return {alias: start_backtest(
-        lambda a=alias: build_forecaster(a, cfg.models, bt.horizons), panel, bt.oos_start,
-        bt.refit_every, bt.horizons, bt.min_train_days, mapper=mapper,
-        plausibility=bt.plausibility, chunk_assets=bt.chunk_assets, features=features)
-        for alias in pooled_first}
 
 
 def step_backtest(

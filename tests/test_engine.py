@@ -80,7 +80,7 @@ def test_every_model_started_at_once_on_dask_gives_each_models_own_walk_forward(
     from features.loaders import load_market
     from models.backtest import backtest
     from models.registry import build_forecaster
-    from pipelines.steps import start_walk_forwards
+    from pipelines.walk_forwards import start_walk_forwards
     from tests.conftest import MARKET
 
     market = load_market(MARKET, ["BTC", "SOL", "ETH"], dt.date(2025, 6, 30))
@@ -191,3 +191,34 @@ def test_items_that_carry_frames_are_recognised_for_scattering():
     assert _holds_frame((frame, {"m": frame}, frame)) and _holds_frame([np.zeros(3)])
     assert not _holds_frame(("BTC", dt.date(2024, 1, 1))) and not _holds_frame(7)
     assert not _holds_frame(("x", {"k": 1}))
+
+
+NO_MLFLOW = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "mlflow":
+            raise ImportError("mlflow is not installed on this worker")
+sys.meta_path.insert(0, Refuse())
+import {modules}
+print("imported")
+"""
+
+
+def test_what_a_retrain_sends_to_workers_imports_without_mlflow():
+    """A cluster's compute nodes need the models and the data, not the tracking stack: the
+    walk-forwards, the evaluation, the policy replays and the retrain benchmark import with
+    MLflow absent (only :mod:`pipelines.steps`, which logs, needs it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = ("pipelines.walk_forwards, pipelines.engine, pipelines.evaluation.comparison, "
+               "pipelines.policy_eval.pipeline, benchmarks.retrain_bench")
+    ok = subprocess.run([sys.executable, "-c", NO_MLFLOW.format(modules=modules)], cwd=root,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == "imported", ok.stderr[-2000:]
+    refused = subprocess.run([sys.executable, "-c", NO_MLFLOW.format(modules="pipelines.steps")],
+                             cwd=root, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "mlflow is not installed" in refused.stderr

@@ -1,0 +1,30 @@
+"""Every enabled model's walk-forward, started at once on one engine.
+
+Kept apart from :mod:`pipelines.steps` (which logs to MLflow) so that what a retrain hands to
+its workers, and the retrain benchmark, import no tracking stack: a compute node of a cluster
+needs the models and the data, not MLflow.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from configs.schema import Config
+from features.schema import feature_view
+from models.backtest import Mapper, PendingBacktest, start_backtest
+from models.registry import build_forecaster
+
+
+def start_walk_forwards(cfg: Config, panel: pd.DataFrame, mapper: Mapper = map
+                        ) -> dict[str, PendingBacktest]:
+    """Every enabled model's walk-forward handed to ``mapper``, pooled models first (see
+    :func:`pipelines.steps.step_backtest`), on one shared feature view; keyed by alias."""
+    bt = cfg.backtest
+    features = feature_view(panel)
+    pooled_first = sorted(cfg.models.enabled, key=lambda a: bool(getattr(
+        build_forecaster(a, cfg.models, bt.horizons), "per_asset", False)))
+    return {alias: start_backtest(
+        lambda a=alias: build_forecaster(a, cfg.models, bt.horizons), panel, bt.oos_start,
+        bt.refit_every, bt.horizons, bt.min_train_days, mapper=mapper,
+        plausibility=bt.plausibility, chunk_assets=bt.chunk_assets, features=features)
+        for alias in pooled_first}
