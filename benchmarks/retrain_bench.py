@@ -127,9 +127,11 @@ def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame]
     scores = scored(forecasts, panel)
     table = loss_table(scores)
     scored_at = time.perf_counter()
-    chunks = -(-len(set(scores["asset"])) // cfg.backtest.chunk_assets)
+    n_assets = scores["asset"].nunique()
+    size = engine.chunk_size(n_assets, cfg.backtest.chunk_assets)
+    chunks = -(-n_assets // size)
     compared = comparison(scores, table, forecasts, panel, mapper=engine.mapper,
-                          chunk_assets=cfg.backtest.chunk_assets)
+                          chunk_assets=size)
     mid = time.perf_counter()
     ev = evaluate_policies(panel, forecasts, compared, cfg, None, engine)
     end = time.perf_counter()

@@ -177,7 +177,8 @@ def step_backtest(
         # the per-asset diagnostics fan out like the walk-forward (one pass when sequential)
         compared = comparison(scores, table, forecasts, panel,
                               mapper=None if mapper is map else mapper,
-                              chunk_assets=bt.chunk_assets)
+                              chunk_assets=bt.chunk_assets if engine is None else
+                              engine.chunk_size(scores["asset"].nunique(), bt.chunk_assets))
         diagnostics = diagnostic_failures(compared)
         mlflow.set_tag("diagnostic_failures", len(diagnostics))
         if len(diagnostics):

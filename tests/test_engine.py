@@ -140,6 +140,14 @@ def test_policy_replays_on_dask_match_the_local_processes():
         mapped = dask.map
         dask.map = lambda fn, items, **kw: tasks.extend(items) or mapped(fn, items, **kw)  # type: ignore[method-assign]
         remote = replay_many(panel, items, cfg, dask)
+        tasks_one = list(tasks)
+        tasks.clear()
+        # chunks of up to 50 assets: the 3 assets in a full round over the 2 workers
+        halves = replay_many(panel, items, cfg.with_overrides({"backtest.chunk_assets": 50}),
+                             dask)
+    assert [sorted({a for f in frames.values() for a in f["asset"]}) for frames, _ in tasks
+            ] == [["BTC", "ETH"], ["SOL"]]
+    tasks = tasks_one
     # one task per asset (chunk_assets 1), replaying both candidates there: the forecast frame
     # they share travels once per task, holding only that asset's rows
     shipped = [f for frames, _ in tasks for f in frames.values()]
@@ -148,8 +156,34 @@ def test_policy_replays_on_dask_match_the_local_processes():
     pd.testing.assert_frame_equal(pd.concat(shipped), fc)
     assert len(local[0]) > 600 and set(local[0]["asset"]) == {"BTC", "SOL"}
     assert not local[0]["mmf"].equals(local[1]["mmf"])
-    for a, b in zip(local, remote, strict=True):
+    for a, b, c in zip(local, remote, halves, strict=True):
         pd.testing.assert_frame_equal(a, b)
+        pd.testing.assert_frame_equal(a, c)
+
+
+@pytest.mark.parametrize(("items", "most", "workers", "size", "chunks"), [
+    (1000, 50, 16, 32, 32),      # 20 chunks of 50 would leave a second round of 4 on 16
+    (1000, 50, 2, 50, 20),       # 20 chunks fill 10 rounds of 2: unchanged
+    (10_000, 50, 16, 49, 205),   # 200 chunks need 13 rounds anyway: 13 rounds of ≤ 49
+    (12, 50, 2, 6, 2),           # one chunk of 12 would keep one of the 2 workers idle
+    (5, 50, 16, 1, 5),           # fewer items than workers: one a task
+    (3, 1, 2, 1, 3),             # a size of 1 stays 1
+])
+def test_balanced_chunks_fill_every_round_of_workers(items, most, workers, size, chunks):
+    from math import ceil
+
+    from pipelines.engine import balanced_chunk
+
+    got = balanced_chunk(items, most, workers)
+    assert got == size and ceil(items / got) == chunks and got <= most
+    # never more rounds of tasks than chunks of `most` need
+    assert ceil(chunks / workers) == ceil(ceil(items / most) / workers)
+
+
+def test_balanced_chunk_of_nothing_is_the_most():
+    from pipelines.engine import balanced_chunk
+
+    assert balanced_chunk(0, 50, 16) == 50
 
 
 def test_the_comparison_in_asset_chunks_on_dask_equals_the_one_pass_table():

@@ -131,8 +131,10 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     asset, not by candidate: a task replays *every* item on one chunk of assets, which lets
     the candidates share what does not depend on the forecast (the asset's feature rows, its
     stress ES and loss memory: :class:`serving.inputs.LossTerms`), and a cluster with more
-    workers than candidates is used whole. On Dask a chunk is ``backtest.chunk_assets``
-    assets (the panel shipped once, each chunk's forecasts once); locally each of the
+    workers than candidates is used whole. On Dask a chunk is at most
+    ``backtest.chunk_assets`` assets, sized so that every round of tasks fills the workers
+    (:func:`pipelines.engine.balanced_chunk`; the panel shipped once, each chunk's forecasts
+    once); locally each of the
     ``backtest.n_jobs`` processes gets one chunk (at most ``chunk_assets`` assets) and only
     its chunk's rows of the panel: a chunk's candidates update all their assets in one call
     a day (:func:`pipelines.policy_eval.backtest.replay_together`), whose fixed cost the
@@ -151,8 +153,8 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     groups = [fc.groupby("asset", sort=True, observed=True).indices for fc in distinct]
     assets = sorted({str(a) for g in groups for a in g})
     dask = engine is not None and engine.kind == "dask"
-    if dask:
-        size = cfg.backtest.chunk_assets
+    if dask:  # chunks of at most chunk_assets, in full rounds over the workers
+        size = engine.chunk_size(len(assets), cfg.backtest.chunk_assets)  # type: ignore[union-attr]
     else:
         processes = effective_n_jobs(cfg.backtest.n_jobs)
         size = min(cfg.backtest.chunk_assets, max(1, -(-len(assets) // processes)))
