@@ -37,7 +37,7 @@ import pandas as pd
 from configs.schema import PlausibilityConfig
 from features.schema import feature_view
 from models.base import Forecaster, concat_forecasts
-from models.plausibility import forecast_implausibility
+from models.plausibility import TrailingVariance, forecast_implausibility
 
 ProgressHook = Callable[[int, int], None]
 FAILURE_COLUMNS = ["model", "asset", "horizon_days", "stage", "reason", "rows"]
@@ -263,6 +263,7 @@ class PendingBacktest:
     panel: pd.DataFrame
     horizons: Sequence[int]
     plausibility: PlausibilityConfig | None
+    trailing: TrailingVariance | None = None   # shared by the walk-forwards of one panel
 
     def result(self, progress: ProgressHook | None = None) -> WalkForward:
         results: list[TaskResult] = []
@@ -274,7 +275,8 @@ class PendingBacktest:
         if "fitted_through" not in fc.columns:
             fc["fitted_through"] = pd.Series(dtype="datetime64[ns]")
         reasons = forecast_implausibility(fc, self.panel,
-                                          self.plausibility or PlausibilityConfig())
+                                          self.plausibility or PlausibilityConfig(),
+                                          self.trailing)
         failures = _failures(self.alias, results, fc, reasons, self.horizons)
         failed = pd.MultiIndex.from_frame(failures[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))
@@ -295,12 +297,14 @@ def start_backtest(
     plausibility: PlausibilityConfig | None = None,
     chunk_assets: int = 1,
     features: pd.DataFrame | None = None,
+    trailing: TrailingVariance | None = None,
 ) -> PendingBacktest:
     """Plan :func:`backtest`'s tasks and hand them to ``mapper``; read them with
     :meth:`PendingBacktest.result`. Starting several models before reading any lets a
     mapper that runs tasks at once (a Dask engine's) keep every worker busy across models.
     ``features``: ``feature_view(panel)`` when the caller already holds it (one copy shared
-    by every model, not one per model)."""
+    by every model, not one per model); ``trailing``: the panel's
+    :class:`~models.plausibility.TrailingVariance` for ``plausibility``, likewise shared."""
     features = feature_view(panel) if features is None else features
     probe = make_model()
     tasks = plan(features, oos_start, refit_every, min_train_days,
@@ -310,7 +314,7 @@ def start_backtest(
     results = mapper(partial(run_task, make_model=make_model, features=features,
                              horizons=horizons), tasks)
     return PendingBacktest(str(probe.alias), tasks, results, n_refits, panel, horizons,
-                           plausibility)
+                           plausibility, trailing)
 
 
 def backtest(

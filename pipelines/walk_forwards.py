@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import pandas as pd
 
-from configs.schema import Config
+from configs.schema import Config, PlausibilityConfig
 from features.schema import feature_view
 from models.backtest import Mapper, PendingBacktest, start_backtest
+from models.plausibility import TrailingVariance
 from models.registry import build_forecaster
 
 
 def start_walk_forwards(cfg: Config, panel: pd.DataFrame, mapper: Mapper = map
                         ) -> dict[str, PendingBacktest]:
     """Every enabled model's walk-forward handed to ``mapper``, pooled models first (see
-    :func:`pipelines.steps.step_backtest`), on one shared feature view; keyed by alias."""
+    :func:`pipelines.steps.step_backtest`), on one shared feature view and checked against
+    one shared trailing realized variance (computed when the first model is read, while the
+    cluster still works); keyed by alias."""
     bt = cfg.backtest
     features = feature_view(panel)
+    trailing = TrailingVariance(panel, bt.plausibility or PlausibilityConfig())
     pooled_first = sorted(cfg.models.enabled, key=lambda a: bool(getattr(
         build_forecaster(a, cfg.models, bt.horizons), "per_asset", False)))
     return {alias: start_backtest(
         lambda a=alias: build_forecaster(a, cfg.models, bt.horizons), panel, bt.oos_start,
         bt.refit_every, bt.horizons, bt.min_train_days, mapper=mapper,
-        plausibility=bt.plausibility, chunk_assets=bt.chunk_assets, features=features)
+        plausibility=bt.plausibility, chunk_assets=bt.chunk_assets, features=features,
+        trailing=trailing)
         for alias in pooled_first}
