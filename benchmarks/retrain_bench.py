@@ -23,10 +23,19 @@ each engine:
 
 Left out: MLflow logging, figures and files of the real steps (``pipelines.steps``).
 
-The projection assumes what the measurement shows: per-asset tasks scale linearly in assets and
-spread over every worker; pooled tasks scale linearly in rows (assets) and run one refit per
-worker, so their fan-out is bounded by the refit count; the replays scale linearly in assets
-and spread over every worker. The load average is printed beside every figure.
+Each stage on Dask is metered three ways: its wall time; the CPU seconds of this process, the
+driver, which gathers the results and does the stage's serial work (``driver_s``, from
+``time.process_time``); and the workers' compute seconds of every task it ran (``busy_s``, and
+the longest task, ``longest_s``, from ``distributed``'s own task stream). The projection to
+``A'`` assets on ``W'`` workers (``s = A'/A``) reads those, stage by stage:
+
+    T = driver_s·s + max(longest_s·s, busy_s·s / W')
+
+the serial part, then the parallel work spread over the workers unless one task is longer (a
+pooled model's refit grows with the assets; an asset chunk does not, so ``longest_s·s`` is an
+upper bound there). Serial and parallel parts are added, not overlapped: an upper bound too.
+Where no task stream was read (the local engine) a stage falls back to its wall time divided
+over the tasks that can run at once. The load average is printed beside every figure.
 
     python -m benchmarks.retrain_bench --assets 24 --workers 0 1 2
     python -m benchmarks.retrain_bench --assets 1000 --models ewma94 har_rv garch11_t \\
@@ -36,13 +45,17 @@ and spread over every worker. The load average is printed beside every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.machine import describe
@@ -73,6 +86,28 @@ def bench_config(root: Path, oos_start: str) -> Config:
         "evaluation.evaluation_end": LAST.isoformat()})
 
 
+@contextlib.contextmanager
+def metered(engine: Engine) -> Iterator[dict[str, float]]:
+    """The driver's CPU seconds within the block and, on Dask, the workers' compute seconds of
+    the tasks that ran in it (``distributed.get_task_stream``): filled in when it ends."""
+    got: dict[str, float] = {}
+    cpu = time.process_time()
+    if engine.kind == "dask":
+        from distributed import get_task_stream
+
+        stream: contextlib.AbstractContextManager[Any] = get_task_stream(client=engine.client)
+    else:
+        stream = contextlib.nullcontext()
+    with stream as ts:
+        yield got
+    got["driver_s"] = round(time.process_time() - cpu, 2)
+    if ts is not None:
+        spans = [sum(s["stop"] - s["start"] for s in t.get("startstops", ())
+                     if s.get("action") == "compute") for t in ts.data]
+        got |= {"busy_s": round(sum(spans), 1), "longest_s": round(max(spans, default=0.0), 2),
+                "computed": len(spans)}
+
+
 def walk_forward(alias: str, cfg: Config, panel: pd.DataFrame, engine: Engine
                  ) -> tuple[dict[str, object], pd.DataFrame]:
     """One model's walk-forward on ``engine``: wall time, task count, forecasts."""
@@ -83,14 +118,15 @@ def walk_forward(alias: str, cfg: Config, panel: pd.DataFrame, engine: Engine
                  bt.chunk_assets)
     load = load_average()
     start = time.perf_counter()
-    out = backtest(lambda: build_forecaster(alias, cfg.models, bt.horizons), panel,
-                   bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
-                   mapper=engine.mapper, plausibility=bt.plausibility,
-                   chunk_assets=bt.chunk_assets)
+    with metered(engine) as meter:
+        out = backtest(lambda: build_forecaster(alias, cfg.models, bt.horizons), panel,
+                       bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
+                       mapper=engine.mapper, plausibility=bt.plausibility,
+                       chunk_assets=bt.chunk_assets)
     wall = time.perf_counter() - start
     return ({"stage": f"walk-forward {alias}", "wall_s": round(wall, 2), "tasks": len(tasks),
              "fanout": "asset" if per_asset else "refit", "rows": len(out.forecasts),
-             "failed": len(out.failures),
+             "failed": len(out.failures), **meter,
              "load_average_before": load, "load_average_after": load_average()},
             out.forecasts)
 
@@ -102,7 +138,7 @@ def walk_forwards_at_once(cfg: Config, panel: pd.DataFrame, engine: Engine
     tasks' mean own run time (``task_s``)."""
     load = load_average()
     start = time.perf_counter()
-    with engine.sharing():
+    with metered(engine) as meter, engine.sharing():
         pending = start_walk_forwards(cfg, panel, engine.mapper)
         done = {alias: p.result() for alias, p in pending.items()}
     wall = time.perf_counter() - start
@@ -115,7 +151,7 @@ def walk_forwards_at_once(cfg: Config, panel: pd.DataFrame, engine: Engine
         for alias, wf in done.items()]
     rows.append({"stage": "walk-forwards, every model at once", "wall_s": round(wall, 2),
                  "tasks": sum(len(p.tasks) for p in pending.values()), "fanout": "overlap",
-                 "load_average_before": load, "load_average_after": load_average()})
+                 **meter, "load_average_before": load, "load_average_after": load_average()})
     return rows, {alias: wf.forecasts for alias, wf in done.items()}
 
 
@@ -124,28 +160,33 @@ def replays(cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame]
     """The comparison the selection reads, then every policy replay (timed apart)."""
     load = load_average()
     start = time.perf_counter()
-    scores = scored(forecasts, panel)
-    table = loss_table(scores)
+    with metered(engine) as scoring:
+        scores = scored(forecasts, panel)
+        table = loss_table(scores)
     scored_at = time.perf_counter()
     n_assets = scores["asset"].nunique()
     size = engine.chunk_size(n_assets, cfg.backtest.chunk_assets)
     chunks = -(-n_assets // size)
-    compared = comparison(scores, table, forecasts, panel, mapper=engine.mapper,
-                          chunk_assets=size)
+    with metered(engine) as comparing:
+        compared = comparison(scores, table, forecasts, panel, mapper=engine.mapper,
+                              chunk_assets=size)
     mid = time.perf_counter()
-    ev = evaluate_policies(panel, forecasts, compared, cfg, None, engine)
+    with metered(engine) as replaying:
+        ev = evaluate_policies(panel, forecasts, compared, cfg, None, engine)
     end = time.perf_counter()
     load_after = load_average()
     return [{"stage": "evaluation: scores and loss table", "wall_s": round(scored_at - start, 2),
-             "tasks": 1, "fanout": "none", "load_average_before": load,
+             "tasks": 1, "fanout": "none", **scoring, "load_average_before": load,
              "load_average_after": load_after},
             {"stage": "evaluation: DM, MCS, MZ, VaR per asset", "tasks": chunks,
-             "wall_s": round(mid - scored_at, 2), "fanout": "asset",
+             "wall_s": round(mid - scored_at, 2), "fanout": "asset", **comparing,
              "load_average_before": load, "load_average_after": load_after},
             # the replays are cut into asset chunks, each replaying every candidate
-            # (pipelines.policy_eval.compare.replay_many), spread over every worker or process
+            # (pipelines.policy_eval.compare.replay_many), spread over every worker or process;
+            # the verdicts are one task per candidate; the static tables and the frontier are
+            # computed here
             {"stage": "policy replays", "wall_s": round(end - mid, 2), "tasks": len(ev.paths),
-             "fanout": "asset",
+             "fanout": "asset", **replaying,
              "frozen": ev.choice.policy, "load_average_before": load,
              "load_average_after": load_after}]
 
@@ -160,12 +201,23 @@ def lanes(fanout: str, tasks: int, workers: int) -> int:
 
 
 def project(best: pd.DataFrame, assets: int, target_assets: int, target_workers: int) -> float:
-    """Seconds for ``target_assets`` on ``target_workers`` from the per-task times of ``best``
-    (one engine's rows): every stage's work is linear in assets (more tasks for per-asset
-    fan-out, larger tasks otherwise) and spread over :func:`lanes`."""
-    return sum(r.task_s * r.tasks * target_assets / assets
-               / lanes(r.fanout, r.tasks, target_workers) for r in best.itertuples()
-               if r.fanout != "overlap")
+    """Seconds for ``target_assets`` on ``target_workers`` from one engine's metered stages
+    (the module's formula): the driver's serial seconds and the workers' compute seconds both
+    grow linearly in assets; the work spreads over the workers unless one task is longer.
+    A stage read without a task stream falls back to its per-task time over :func:`lanes`."""
+    scale = target_assets / assets
+    busy = best["busy_s"] if "busy_s" in best else pd.Series(np.nan, index=best.index)
+    # the models' own rows of an overlapped walk-forward whose task stream was read: their
+    # work is in that row's
+    overlapped = bool(busy[best["fanout"] == "overlap"].notna().any())
+    total = 0.0
+    for r, work in zip(best.itertuples(), busy, strict=True):
+        if np.isfinite(work):
+            total += r.driver_s * scale + max(r.longest_s * scale,
+                                              work * scale / target_workers)
+        elif r.fanout != "overlap" and not (overlapped and r.stage.startswith("walk-forward ")):
+            total += r.task_s * r.tasks * scale / lanes(r.fanout, r.tasks, target_workers)
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for n_workers in args.workers:
         kind = "local" if n_workers == 0 else "dask"
         # local: the walk-forward in process, the replays in backtest.n_jobs processes
+        started = time.perf_counter()
         with make_engine(kind, n_jobs=cfg.backtest.n_jobs, n_workers=n_workers or None,
                          say=lambda s: print(s, flush=True)) as engine:
+            made[f"engine_start_s_{n_workers}"] = round(time.perf_counter() - started, 1)
             forecasts = {}
             if args.one_at_a_time:
                 for alias in models:
@@ -250,12 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     best = table[table["workers"] == max(args.workers)]
     projections = {n: round(project(best, args.assets, n, args.target_workers) / 60, 1)
                    for n in args.target_assets}
+    own = project(best, args.assets, args.assets, max(max(args.workers), 1))
+    print(f"the formula at this run's size and workers: {own / 60:.1f} min "
+          f"(measured {best['wall_s'].sum() / 60:.1f} min)")
     for n, minutes in projections.items():
         print(f"projection: {n} assets on {args.target_workers} workers ≈ {minutes} min "
-              f"({len(best)} stages, from the {max(args.workers)}-worker per-task times)")
+              f"(from the {max(args.workers)}-worker run's stages: serial driver seconds, "
+              "the workers' compute seconds and the longest task)")
     if args.json:
         args.json.write_text(json.dumps({"data": made, "rows": table.to_dict(orient="records"),
-                                         "projection_min": projections}, indent=2))
+                                         "projection_min": projections,
+                                         "formula_at_run_min": round(own / 60, 1)}, indent=2))
     return 0
 
 
