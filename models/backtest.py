@@ -99,8 +99,9 @@ def refit_dates(start: pd.Timestamp, end: pd.Timestamp, every: int) -> pd.Dateti
 
 def eligible_assets(panel: pd.DataFrame, cutoff: pd.Timestamp, min_days: int) -> list[str]:
     """Assets with at least ``min_days`` daily returns up to ``cutoff``."""
-    upto = panel[panel.index.get_level_values("date") <= cutoff]
-    counts = upto["ret_1d"].notna().groupby(level="asset").sum()
+    ret = panel["ret_1d"]  # the one column read, not a copy of the whole panel per refit
+    upto = ret[ret.index.get_level_values("date") <= cutoff]
+    counts = upto.notna().groupby(level="asset").sum()
     return sorted(counts.index[counts >= min_days])
 
 
@@ -230,7 +231,11 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
         rows += [{"model": alias, "asset": asset, "horizon_days": int(h), "stage": "fit",
                   "reason": f"refit {r.task.fit_end.date()}: {error}", "rows": 0}
                  for asset, error in r.failed for h in horizons]
-    covered = set(zip(forecasts["asset"], forecasts["horizon_days"].astype(int), strict=True))
+    # the distinct (asset, horizon) pairs first: iterating every row's asset string was 1.8 s
+    # a model at 1,000 assets, in the process that gathers a cluster's results
+    pairs = forecasts[["asset", "horizon_days"]].drop_duplicates()
+    covered = set(zip(pairs["asset"].astype(str), pairs["horizon_days"].astype(int),
+                      strict=True))
     ran = sorted({a for r in results if not r.error for a in r.task.assets}
                  - {a for r in results for a, _ in r.failed})
     rows += [{"model": alias, "asset": a, "horizon_days": int(h), "stage": "no_forecast",
