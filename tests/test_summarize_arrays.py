@@ -183,6 +183,27 @@ def test_the_static_tables_of_every_confidence_in_one_pass_are_each_levels_own(
     assert not together[0.95][1]["mmf"].equals(together[0.99][1]["mmf"])  # levels differ
 
 
+def test_the_static_tables_in_asset_chunks_on_dask_are_the_ones_built_here(replay_setup):
+    """The schedules computed per asset chunk on 2 Dask workers (one asset a chunk), the
+    outcomes then in one pass here: the same paths and schedules, bit for bit."""
+    from pipelines.engine import make_engine
+    from pipelines.policy_eval.compare import static_paths_at
+
+    panel, template = replay_setup
+    levels = [0.99, 0.95]
+    here = static_paths_at(template, panel, CFG, levels)
+    cfg = CFG.with_overrides({"backtest.chunk_assets": 1})
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        shipped: list[pd.DataFrame] = []
+        mapped = dask.map
+        dask.map = lambda fn, items, **kw: shipped.extend(items) or mapped(fn, items, **kw)  # type: ignore[method-assign]
+        there = static_paths_at(template, panel, cfg, levels, dask)
+    assert [sorted(set(part["asset"])) for part in shipped] == [["BTC"], ["SOL"], ["TRX"]]
+    for q in levels:
+        pd.testing.assert_frame_equal(there[q][0], here[q][0], check_exact=True)
+        pd.testing.assert_frame_equal(there[q][1], here[q][1], check_exact=True)
+
+
 def _reference_stress(path: pd.DataFrame, episodes, u: int = 1) -> pd.DataFrame:
     """The stress table from a frame per (episode, asset) (the code it replaced)."""
     cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",

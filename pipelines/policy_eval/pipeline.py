@@ -4,6 +4,7 @@ pipeline step logs what :func:`evaluate_policies` returns."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +111,13 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     forecasts = dict(forecasts)
     if ewma is not None and EWMA not in forecasts:
         forecasts[EWMA] = ewma
+    # on Dask the panel goes to the workers once for the replays and the static tables
+    with engine.sharing() if engine is not None else contextlib.nullcontext():
+        return _evaluate(panel, forecasts, compared, cfg, engine)
+
+
+def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared: pd.DataFrame,
+              cfg: Config, engine: Engine | None) -> PolicyEvaluation:
     paths, settings = replay_candidates(panel, forecasts, cfg, engine=engine)
     defaults = {a: f"policy:{a}" for a in forecasts}  # the configured settings' names
     template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
@@ -117,7 +125,8 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     # the grid (the frontier), every asset's history read once for all of them
     grid = [float(q) for q in cfg.evaluation.grid.get("policy.confidence",
                                                       [cfg.policy.confidence])]
-    at_level = static_paths_at(template, panel, cfg, [float(cfg.policy.confidence), *grid])
+    at_level = static_paths_at(template, panel, cfg, [float(cfg.policy.confidence), *grid],
+                               engine)
     comparators, schedule = comparator_paths(panel, template, cfg,
                                              at_level[float(cfg.policy.confidence)])
     sel_start, sel_end = periods(cfg)[SELECTION]
