@@ -86,3 +86,45 @@ def test_the_comparisons_chunks_hold_the_rows_isin_would_select() -> None:
     for chunk in (list(names[:3]), list(names[8:12]), ["A11"], [], list(names)):
         want = frame[frame["asset"].isin(set(chunk))]
         pd.testing.assert_frame_equal(_rows(frame, where, chunk), want, check_exact=True)
+
+
+def test_scores_on_integer_keys_are_the_merges_row_for_row():
+    """The joins of :func:`scored` as integer-key lookups give the merges' frame exactly, with
+    a model that skips cutoffs, one that lacks a whole (asset, horizon) pair, a forecast of an
+    asset the panel lacks; a cutoff off midnight falls back to the merges."""
+    import datetime as dt
+
+    from configs.schema import Config
+    from features.build import build_panel
+    from features.loaders import load_market
+    from models.backtest import backtest
+    from models.registry import build_forecaster
+    from pipelines.evaluation.evaluate import _Keys, _scored_by_merges, realized_for, scored
+    from tests.conftest import MARKET
+
+    cfg = Config()
+    panel = build_panel(load_market(MARKET, ["BTC", "SOL", "TRX"], dt.date(2025, 6, 30)),
+                        cfg.features)
+    panel = panel[panel.index.get_level_values("date") >= "2023-06-01"]
+    fc = {m: backtest(lambda m=m: build_forecaster(m, cfg.models, [1, 7]), panel,
+                      dt.date(2024, 1, 1), 120, [1, 7], 200).forecasts
+          for m in ("ewma94", "har_rv")}
+    fc["har_rv"] = fc["har_rv"].iloc[::3].reset_index(drop=True)           # skips cutoffs
+    fc["ewma94"] = fc["ewma94"][(fc["ewma94"]["asset"] != "SOL")
+                                | (fc["ewma94"]["horizon_days"] == 1)]     # no SOL h=7
+    stray = fc["ewma94"].iloc[:3].assign(asset="NOPE")
+    fc["ewma94"] = pd.concat([fc["ewma94"], stray], ignore_index=True)
+    realized = realized_for(panel, [1, 7]).dropna(subset=["realized"])
+    got = scored(fc, panel)
+    assert _Keys(realized).ok and all(_Keys(realized).fits(f) for f in fc.values())
+    pd.testing.assert_frame_equal(got, _scored_by_merges(fc, realized), check_exact=True)
+    # SOL h=7 is left to har_rv alone; har_rv's skipped cutoffs leave the others out too
+    sol7 = got[(got["asset"] == "SOL") & (got["horizon_days"] == 7)]
+    assert set(sol7["model"]) == {"har_rv"} and len(sol7) > 50
+    assert (got["model"] == "ewma94").sum() < len(fc["ewma94"]) / 2
+    # a cutoff off midnight: no day key, the merges instead
+    off = {**fc, "har_rv": fc["har_rv"].assign(cutoff=fc["har_rv"]["cutoff"]
+                                               + pd.Timedelta(hours=1))}
+    assert not _Keys(realized).fits(off["har_rv"])
+    pd.testing.assert_frame_equal(scored(off, panel), _scored_by_merges(off, realized),
+                                  check_exact=True)
