@@ -116,7 +116,8 @@ def test_scores_on_integer_keys_are_the_merges_row_for_row():
     fc["ewma94"] = pd.concat([fc["ewma94"], stray], ignore_index=True)
     realized = realized_for(panel, [1, 7]).dropna(subset=["realized"])
     got = scored(fc, panel)
-    assert _Keys(realized).ok and all(_Keys(realized).fits(f) for f in fc.values())
+    keys = _Keys(realized)
+    assert keys.exact(keys.realized) and all(keys.exact(keys.of(f)) for f in fc.values())
     pd.testing.assert_frame_equal(got, _scored_by_merges(fc, realized), check_exact=True)
     # SOL h=7 is left to har_rv alone; har_rv's skipped cutoffs leave the others out too
     sol7 = got[(got["asset"] == "SOL") & (got["horizon_days"] == 7)]
@@ -125,6 +126,6 @@ def test_scores_on_integer_keys_are_the_merges_row_for_row():
     # a cutoff off midnight: no day key, the merges instead
     off = {**fc, "har_rv": fc["har_rv"].assign(cutoff=fc["har_rv"]["cutoff"]
                                                + pd.Timedelta(hours=1))}
-    assert not _Keys(realized).fits(off["har_rv"])
+    assert keys.of(off["har_rv"]) is None
     pd.testing.assert_frame_equal(scored(off, panel), _scored_by_merges(off, realized),
                                   check_exact=True)

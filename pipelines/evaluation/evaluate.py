@@ -82,8 +82,9 @@ def scored(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame) -> pd.DataFr
     horizons = sorted({int(h) for fc in forecasts.values() for h in fc["horizon_days"].unique()})
     realized = realized_for(panel, horizons).dropna(subset=["realized"])
     coded = _Keys(realized)
-    if coded.ok and all(coded.fits(fc) for fc in forecasts.values()):
-        return _scored_on_keys(forecasts, realized, coded)
+    fc_keys = {name: coded.of(fc) for name, fc in forecasts.items()}
+    if coded.exact(coded.realized) and all(coded.exact(k) for k in fc_keys.values()):
+        return _scored_on_keys(forecasts, fc_keys, realized, coded)
     return _scored_by_merges(forecasts, realized)
 
 
@@ -112,46 +113,53 @@ def _with_losses(out: pd.DataFrame) -> pd.DataFrame:
 
 class _Keys:
     """(asset, cutoff, horizon) as one integer per row: the asset's position among the
-    realized frame's assets, the cutoff's day and the horizon. Exact only where every cutoff
-    is a midnight and the horizons are below 1,024 (``ok``/``fits``); :func:`scored` falls
-    back to its merges otherwise, and where a forecast frame repeats a key."""
+    realized frame's assets, the cutoff's day since 1970 and the horizon. Exact only where
+    every cutoff is a midnight from 1970 on and the horizons are below 1,024 (:meth:`of`
+    gives None otherwise) and no key repeats (:meth:`exact`); :func:`scored` falls back to its
+    merges where not. (Forecasts of assets the panel lacks share one code, -1: two of them on
+    one day and horizon repeat a key, so such a frame is scored by the merges too.)"""
 
     DAY = 86_400_000_000_000  # ns
+    DAYS = 1 << 22            # days per asset code: 11,000 years
+    HORIZONS = 1024
 
     def __init__(self, realized: pd.DataFrame) -> None:
         self.assets = pd.Index(pd.unique(realized["asset"]))
         self.realized = self.of(realized)
-        self.ok = self.realized is not None and not pd.Index(self.realized).has_duplicates
 
     def of(self, frame: pd.DataFrame) -> np.ndarray | None:
-        code = self.assets.get_indexer(frame["asset"])
+        code = self.assets.get_indexer(frame["asset"]).astype(np.int64)
         ns = pd.DatetimeIndex(frame["cutoff"]).as_unit("ns").asi8
         h = frame["horizon_days"].to_numpy(dtype=np.int64)
-        if len(h) and ((ns % self.DAY != 0).any() or h.min() < 0 or h.max() >= 1024):
+        if len(h) and ((ns % self.DAY != 0).any() or ns.min() < 0
+                       or ns.max() // self.DAY >= self.DAYS
+                       or h.min() < 0 or h.max() >= self.HORIZONS):
             return None
-        return (code.astype(np.int64) * (1 << 22) + ns // self.DAY) * 1024 + h
+        return (code * self.DAYS + ns // self.DAY) * self.HORIZONS + h
 
-    def fits(self, fc: pd.DataFrame) -> bool:
-        key = self.of(fc)
+    @staticmethod
+    def exact(key: np.ndarray | None) -> bool:
         return key is not None and not pd.Index(key).has_duplicates
 
+    def pair(self, key: np.ndarray) -> np.ndarray:
+        """The (asset, horizon) pair of each key, as a small integer (the key without its
+        day); only for keys of assets in the realized frame."""
+        return key // self.HORIZONS // self.DAYS * self.HORIZONS + key % self.HORIZONS
 
-def _scored_on_keys(forecasts: dict[str, pd.DataFrame], realized: pd.DataFrame,
-                    coded: _Keys) -> pd.DataFrame:
+
+def _scored_on_keys(forecasts: dict[str, pd.DataFrame], fc_keys: dict[str, np.ndarray],
+                    realized: pd.DataFrame, coded: _Keys) -> pd.DataFrame:
     """:func:`scored` with its joins as lookups of integer keys: the same rows, in the same
     order, as the merges (an inner merge keeps the left frame's order; every key is unique).
     The merges were ~1 s a model of the driver's serial time at 1,000 assets."""
     key = coded.realized
-    # a key's (asset, horizon) pair, a small integer: the key without its day
-    pair_of = lambda k: (k // 1024 // (1 << 22)) * 1024 + k % 1024  # noqa: E731
-    n_pairs = len(coded.assets) * 1024
-    key_pair = pair_of(key)
-    fc_keys = {name: coded.of(fc) for name, fc in forecasts.items()}
+    assert key is not None
+    key_pair = coded.pair(key)
     keep = np.ones(len(key), bool)
     for k in fc_keys.values():
-        table = np.zeros(n_pairs, bool)
-        table[pair_of(k[k >= 0])] = True   # a forecast of an asset never realized: no pair
-        keep &= ~table[key_pair] | (pd.Index(k).get_indexer(key) >= 0)
+        covered = np.zeros(len(coded.assets) * coded.HORIZONS, bool)
+        covered[coded.pair(k[k >= 0])] = True   # an asset never realized covers no pair
+        keep &= ~covered[key_pair] | (pd.Index(k).get_indexer(key) >= 0)
     common = key[keep]
     base = realized[keep].reset_index(drop=True)
     rows = []
