@@ -136,28 +136,85 @@ class TrailingVariance:
     def __init__(self, panel: pd.DataFrame, bounds: PlausibilityConfig) -> None:
         self.panel, self.bounds = panel, bounds
         self._flat: pd.Series | None = None
+        self._keys: tuple[pd.Index, np.ndarray, np.ndarray, int, int] | None = None
+        self._keyed = False  # _keys built (None then means: a date off midnight)
 
     def flat(self) -> pd.Series:
-        """The trailing mean of every (asset, date) of the panel, one Series."""
+        """The trailing mean of every (asset, date) of the panel, one Series, in (asset,
+        date) order: :func:`trailing_realized_variance` of each asset, bit for bit, from one
+        grouped rolling window (pandas' kernel restarts its sums where a group starts) instead
+        of one call per asset (1.6 → 0.45 s at 1,000 assets)."""
         if self._flat is None:
             b = self.bounds
-            means = {str(asset): trailing_realized_variance(
-                         rv.droplevel("asset"), b.window_days, b.min_obs)[0]
-                     for asset, rv in self.panel["rv"].groupby(level="asset", sort=False,
-                                                                observed=True)}
-            self._flat = (pd.concat(means, names=["asset", "date"]) if means
-                          else pd.Series(dtype=float))
+            rv = self.panel["rv"].astype(float)
+            if not rv.index.is_monotonic_increasing:
+                rv = rv.sort_index()
+            frame = pd.DataFrame({"asset": rv.index.get_level_values("asset").astype(str),
+                                  "date": rv.index.get_level_values("date"),
+                                  "rv": rv.to_numpy()})
+            rolling = frame.groupby("asset", sort=False).rolling(
+                f"{int(b.window_days)}D", on="date", min_periods=1)["rv"]
+            mean, count = rolling.mean(), rolling.count()
+            self._flat = pd.Series(mean.where(count >= b.min_obs).to_numpy(),
+                                   index=pd.MultiIndex.from_arrays(
+                                       [frame["asset"], frame["date"]],
+                                       names=["asset", "date"]))
         return self._flat
 
     def at(self, assets: pd.Series, cutoffs: pd.Series) -> np.ndarray:
-        """The trailing mean at each (asset, cutoff); NaN where the panel has no such row."""
+        """The trailing mean at each (asset, cutoff); NaN where the panel has no such row.
+
+        Looked up on integer keys (asset code, day) by binary search when every cutoff and
+        panel date is a midnight (the walk-forwards' cutoffs are): a MultiIndex of strings
+        was 0.35 s a model at 1,000 assets; otherwise on the (asset, timestamp) index."""
         flat = self.flat()
         if flat.empty:
             return np.full(len(assets), np.nan)
-        keys = pd.MultiIndex.from_arrays([assets.astype(str).to_numpy(),
-                                          pd.DatetimeIndex(cutoffs)])
-        pos = flat.index.get_indexer(keys)
+        cut = pd.DatetimeIndex(cutoffs)
+        keys = self._day_keys()
+        if keys is None or not _midnights(cut):
+            index = pd.MultiIndex.from_arrays([assets.astype(str).to_numpy(), cut])
+            pos = flat.index.get_indexer(index)
+        else:
+            codes_of, sorted_keys, rows, span, first = keys
+            which, unique = pd.factorize(assets)  # -1: a missing asset name
+            found = codes_of.get_indexer(pd.Index(unique).astype(str))
+            code = np.where(which >= 0, found[np.maximum(which, 0)] if len(found) else -1, -1)
+            day = _days(cut) - first
+            wanted = code * span + day
+            pos = np.searchsorted(sorted_keys, wanted)
+            pos = np.minimum(pos, len(sorted_keys) - 1)
+            hit = (code >= 0) & (day >= 0) & (day < span) & (sorted_keys[pos] == wanted)
+            pos = np.where(hit, rows[pos], -1)
         return np.where(pos >= 0, flat.to_numpy()[pos], np.nan)
+
+    def _day_keys(self) -> tuple[pd.Index, np.ndarray, np.ndarray, int, int] | None:
+        """(asset names by code, the flat rows' keys ``code·span + day`` ascending, the flat
+        row of each key, span, first day), built once; None when a panel date is off
+        midnight (the timestamp index is used then)."""
+        if not self._keyed:
+            self._keyed = True
+            flat = self.flat()
+            dates = pd.DatetimeIndex(flat.index.get_level_values("date"))
+            if _midnights(dates):
+                days = _days(dates)
+                first = int(days.min())
+                span = int(days.max()) - first + 1
+                keys = flat.index.codes[0].astype(np.int64) * span + (days - first)
+                rows = np.argsort(keys, kind="stable")
+                self._keys = (flat.index.levels[0], keys[rows], rows, span, first)
+        return self._keys
+
+
+def _days(dates: pd.DatetimeIndex) -> np.ndarray:
+    return dates.to_numpy().astype("datetime64[D]").astype(np.int64)
+
+
+def _midnights(dates: pd.DatetimeIndex) -> bool:
+    """Every date a midnight (tz-naive): a whole number of days."""
+    return dates.tz is None and bool(np.all(
+        dates.to_numpy().astype("datetime64[ns]") == dates.to_numpy().astype(
+            "datetime64[D]").astype("datetime64[ns]")))
 
 
 def forecast_implausibility(forecasts: pd.DataFrame, panel: pd.DataFrame,

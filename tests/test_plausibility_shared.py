@@ -81,3 +81,42 @@ def test_a_trailing_variance_of_other_windows_is_refused(checked):
     narrow = PlausibilityConfig(window_days=10, min_obs=8, max_ratio=2.0)
     assert list(forecast_implausibility(fc, panel, narrow, shared)) == list(
         per_asset_reasons(fc, panel, narrow))
+
+
+def test_the_grouped_window_is_each_assets_own_bit_for_bit_on_a_shuffled_gappy_panel(checked):
+    panel, _ = checked
+    bounds = PlausibilityConfig(window_days=10, min_obs=4)
+    # a gap of 9 days in SOL (the window keeps fewer values, never older ones), rows shuffled
+    dates = panel.index.get_level_values("date")
+    gap = (panel.index.get_level_values("asset") == "SOL") & (dates >= "2024-03-01") & (
+        dates < "2024-03-10")
+    odd = panel[~gap].sample(frac=1.0, random_state=7)
+    flat = TrailingVariance(odd, bounds).flat()
+    for asset in ("BTC", "SOL", "TRX"):
+        rv = odd.xs(asset, level="asset")["rv"]
+        want, _ = trailing_realized_variance(rv, bounds.window_days, bounds.min_obs)
+        got = flat.xs(asset, level="asset")
+        assert got.index.equals(want.index)
+        assert np.array_equal(got.to_numpy().view(np.int64), want.to_numpy().view(np.int64))
+    assert len(flat) == len(odd) and flat.notna().sum() > 0.9 * len(odd)
+
+
+def test_the_day_keys_and_the_timestamp_index_find_the_same_rows(checked):
+    panel, fc = checked
+    shared = TrailingVariance(panel, PlausibilityConfig())
+    keyed = shared.at(fc["asset"], fc["cutoff"])
+    flat = shared.flat()
+    index = pd.MultiIndex.from_arrays([fc["asset"].astype(str), pd.DatetimeIndex(fc["cutoff"])])
+    pos = flat.index.get_indexer(index)
+    want = np.where(pos >= 0, flat.to_numpy()[pos], np.nan)
+    assert np.array_equal(keyed, want, equal_nan=True) and np.isfinite(keyed).sum() > 100
+    # categorical asset names, a missing name, a cutoff before the panel: found or NaN alike
+    cats = fc["asset"].astype("category")
+    assert np.array_equal(shared.at(cats, fc["cutoff"]), want, equal_nan=True)
+    names = pd.Series([None, "BTC", "BTC"], dtype=object)
+    early = pd.Series(pd.to_datetime(["2024-02-01", "1999-01-01", "2024-02-01"]))
+    got = shared.at(names, early)
+    assert np.isnan(got[:2]).all() and got[2] == flat.loc[("BTC", pd.Timestamp("2024-02-01"))]
+    # a cutoff off midnight matches no panel row, on either path
+    noon = fc["cutoff"] + pd.Timedelta(hours=12)
+    assert np.isnan(shared.at(fc["asset"], noon)).all()
