@@ -68,6 +68,18 @@ REGISTRY: dict[str, Factory] = {
 }
 
 
+def fits_per_asset(alias: str) -> bool:
+    """The built forecaster's ``per_asset`` (each asset fitted on its own: the walk-forward
+    may run its assets apart), known without building it. Building a neural forecaster
+    imports torch and Lightning (~7 s of CPU), which a process that only hands the fits to a
+    cluster's workers never needs. A test holds this to every registered model's attribute."""
+    if alias not in REGISTRY:
+        build_forecaster(alias, ModelsConfig(), [1])  # the registry's own error
+    if alias in HAR_SPECS:
+        return not HAR_SPECS[alias].pooled
+    return alias in GARCH_SPECS or alias == "ewma94"
+
+
 def build_forecaster(alias: str, cfg: ModelsConfig, horizons: Sequence[int]) -> Forecaster:
     try:
         factory = REGISTRY[alias]

@@ -256,3 +256,77 @@ def test_what_a_retrain_sends_to_workers_imports_without_mlflow():
     refused = subprocess.run([sys.executable, "-c", NO_MLFLOW.format(modules="pipelines.steps")],
                              cwd=root, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "mlflow is not installed" in refused.stderr
+
+
+def test_the_registry_knows_each_models_fan_out_without_building_it():
+    """:func:`models.registry.fits_per_asset` is every registered model's own ``per_asset``
+    (and its alias its key): the walk-forwards plan with it instead of building a probe."""
+    from configs.schema import ModelsConfig
+    from models.registry import REGISTRY, build_forecaster, fits_per_asset
+
+    seen = set()
+    for alias in REGISTRY:
+        model = build_forecaster(alias, ModelsConfig(), [1, 7])
+        assert fits_per_asset(alias) is bool(getattr(model, "per_asset", False)), alias
+        assert str(model.alias) == alias
+        seen.add(fits_per_asset(alias))
+    assert seen == {True, False}
+    with pytest.raises(KeyError, match="unknown forecaster"):
+        fits_per_asset("nope")
+
+
+NOT_STARTED = """
+import sys
+from configs.schema import Config
+from pipelines.walk_forwards import start_walk_forwards
+from tests.simulate import simulate_panel
+cfg = Config().with_overrides({{"models.enabled": {models}, "backtest.oos_start": "2021-06-01",
+                               "backtest.refit_every": 90, "backtest.chunk_assets": 1}})
+handed = []
+pending = start_walk_forwards(cfg, simulate_panel(("AAA", "BBB"), n_days=600),
+                              lambda fn, tasks: handed.append(list(tasks)) or [])
+print(list(pending), [len(t) for t in handed], "torch" in sys.modules,
+      "lightning" in sys.modules)
+"""
+
+
+def test_handing_out_the_walk_forwards_builds_no_model_and_imports_no_torch():
+    """The process that hands a retrain's fits to a cluster plans every model's tasks (the
+    neural ones included) without importing torch or Lightning: those load where the fits
+    run (they cost ~7 s of the driver's CPU when it built a probe of each model)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    models = ["harx_mlp", "mlp_har", "ewma94"]
+    out = subprocess.run([sys.executable, "-c", NOT_STARTED.format(models=models)], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # pooled first; one refit (2021-06-01; the panel ends 2021-08-22): one task per pooled
+    # model, one per asset for EWMA
+    assert out.stdout.strip() == "['harx_mlp', 'mlp_har', 'ewma94'] [1, 1, 2] False False", \
+        out.stdout
+
+
+def test_a_shared_eligibility_answers_each_cutoff_once_and_as_eligible_assets(monkeypatch):
+    import models.backtest as mb
+    from tests.simulate import simulate_panel
+
+    panel = simulate_panel(("AAA", "BBB", "CCC"), n_days=500)
+    late = panel.index.get_level_values("asset") == "CCC"
+    panel = panel[~late | (panel.index.get_level_values("date") >= "2020-10-01")]
+    calls: list[pd.Timestamp] = []
+    real = mb.eligible_assets
+    monkeypatch.setattr(mb, "eligible_assets",
+                        lambda f, c, m: calls.append(c) or real(f, c, m))
+    shared = mb.Eligibility(panel)
+    plans = [mb.plan(panel, dt.date(2020, 9, 1), 60, 200, per_asset, 1, shared)
+             for per_asset in (True, False, True)]
+    # five refits (2020-09-01 … 2021-04-29, the panel ends 2021-05-14), whatever the models
+    assert len(calls) == 5 and len(set(calls)) == 5
+    assert [len(p) for p in plans] == [11, 5, 11]  # CCC has 200 returns by the last only
+    assert plans[1][4].assets == ("AAA", "BBB", "CCC") and plans[1][3].assets == ("AAA", "BBB")
+    assert plans[0] == plans[2] == mb.plan(panel, dt.date(2020, 9, 1), 60, 200, True, 1)
+    with pytest.raises(ValueError, match="another feature frame"):
+        mb.plan(panel.copy(), dt.date(2020, 9, 1), 60, 200, True, 1, shared)
