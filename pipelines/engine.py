@@ -21,6 +21,7 @@ JSON states); they return frames or plain values.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class Engine:
     _owned: list[Any] = field(default_factory=list, repr=False)
     # id(data) -> (data, its scattered future), kept while a sharing() block is open
     _shared: dict[int, tuple[Any, Any]] | None = field(default=None, repr=False)
+    # id(frame) -> (frame, the future it was gathered from): results of map_combined that
+    # still sit on the workers, kept while a sharing() block is open
+    _kept: dict[int, tuple[Any, Any]] = field(default_factory=dict, repr=False)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any], **kwargs: Any) -> list[Any]:
         """``[fn(item, **kwargs) for item in items]``, run wherever this engine runs tasks."""
@@ -58,6 +62,33 @@ class Engine:
             return [fn(item, **kwargs) for item in items]
         return Parallel(n_jobs=self.n_jobs)(delayed(fn)(item, **kwargs) for item in items)
 
+    def map_combined(self, fn: Callable[..., Any], items: Iterable[Any],
+                     combine: Callable[[list[Any]], Any], outputs: int, **kwargs: Any
+                     ) -> list[Any]:
+        """``[combine([r[k] for r in results]) for k in range(outputs)]`` of ``results =
+        self.map(fn, items, **kwargs)`` (each result a sequence of ``outputs`` parts).
+
+        On Dask the parts are picked and combined on the workers (each output's parts only
+        travel to the worker that combines them), and within a :meth:`sharing` block each
+        combined output stays there as well as coming back, so a later :meth:`map` whose
+        items hold it sends the workers' copy to the task instead of shipping the frame out
+        of this process again (the policy replays' paths, combined from their asset chunks,
+        then judged one task per policy)."""
+        items = list(items)
+        if self.kind != "dask" or not items:
+            results = self.map(fn, items, **kwargs)
+            return [combine([r[k] for r in results]) for k in range(outputs)]
+        parts = self._submit(fn, items, kwargs).futures
+        futures = [self.client.submit(
+            _combined, combine, *[self.client.submit(operator.getitem, f, k, pure=False)
+                                  for f in parts], pure=False) for k in range(outputs)]
+        del parts  # the whole results are released once every part is picked
+        values = self.client.gather(futures)
+        if self._shared is not None:
+            for value, future in zip(values, futures, strict=True):
+                self._kept[id(value)] = (value, future)
+        return values
+
     def _submit(self, fn: Callable[..., Any], items: list[Any], kwargs: dict[str, Any]
                 ) -> _Submitted:
         """Send every task to the cluster now; the results are gathered in order as they are
@@ -66,9 +97,32 @@ class Engine:
         if any(_holds_frame(item) for item in items):
             # items that carry data (a chunk's frames, a replayed path) go to the workers
             # directly, not inside the task graph through the scheduler (the comparison's
-            # chunks of 1,000 assets made an 868 MiB graph)
-            items = self.client.scatter(items, hash=False)
+            # chunks of 1,000 assets made an 868 MiB graph); an item whose frames the workers
+            # already hold (map_combined) is assembled there from their copies
+            items = self._on_workers(items)
         return _Submitted(self.client.map(fn, items, pure=False, **kwargs))
+
+    def _on_workers(self, items: list[Any]) -> list[Any]:
+        """Each item as a future: built on a worker from kept frames where every frame of a
+        tuple item is kept (:meth:`map_combined`), the others scattered in one call."""
+        def kept(v: Any) -> Any:
+            held = self._kept.get(id(v))
+            return held[1] if held is not None and held[0] is v else None
+
+        out: list[Any] = [None] * len(items)
+        ship: list[int] = []
+        for i, item in enumerate(items):
+            frames = [v for v in item if _is_data(v)] if isinstance(item, tuple) else [item]
+            if isinstance(item, tuple) and frames and all(kept(v) is not None for v in frames):
+                out[i] = self.client.submit(
+                    _tuple, *[kept(v) if _is_data(v) else v for v in item], pure=False)
+            else:
+                ship.append(i)
+        if ship:
+            for i, future in zip(ship, self.client.scatter([items[i] for i in ship], hash=False),
+                                 strict=True):
+                out[i] = future
+        return out
 
     @contextlib.contextmanager
     def sharing(self) -> Iterator[Engine]:
@@ -84,6 +138,7 @@ class Engine:
             yield self
         finally:
             self._shared = None
+            self._kept.clear()
 
     def _scattered(self, value: Any) -> Any:
         if self._shared is None:
@@ -169,6 +224,18 @@ class _Submitted:
     def __iter__(self) -> Iterator[Any]:
         for future in self.futures:
             yield future.result()
+
+
+def _tuple(*parts: Any) -> tuple[Any, ...]:
+    return parts
+
+
+def _combined(combine: Callable[[list[Any]], Any], *parts: Any) -> Any:
+    return combine(list(parts))
+
+
+def _is_data(value: Any) -> bool:
+    return isinstance(value, pd.DataFrame | pd.Series | np.ndarray)
 
 
 def _holds_frame(item: Any) -> bool:

@@ -137,8 +137,9 @@ def test_policy_replays_on_dask_match_the_local_processes():
     local = replay_many(panel, items, cfg)
     with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
         tasks = []
-        mapped = dask.map
-        dask.map = lambda fn, items, **kw: tasks.extend(items) or mapped(fn, items, **kw)  # type: ignore[method-assign]
+        mapped = dask.map_combined
+        dask.map_combined = lambda fn, items, *a, **kw: (  # type: ignore[method-assign]
+            tasks.extend(items) or mapped(fn, items, *a, **kw))
         remote = replay_many(panel, items, cfg, dask)
         tasks_one = list(tasks)
         tasks.clear()
@@ -330,3 +331,45 @@ def test_a_shared_eligibility_answers_each_cutoff_once_and_as_eligible_assets(mo
     assert plans[0] == plans[2] == mb.plan(panel, dt.date(2020, 9, 1), 60, 200, True, 1)
     with pytest.raises(ValueError, match="another feature frame"):
         mb.plan(panel.copy(), dt.date(2020, 9, 1), 60, 200, True, 1, shared)
+
+
+def test_combined_results_stay_on_the_workers_for_the_next_map_while_shared():
+    """:meth:`Engine.map_combined` gives what combining in process gives; within a sharing
+    block a later map over items holding a combined frame sends the workers' copy (nothing
+    scattered from here), outside one (or for a frame it did not combine) the frame is
+    scattered as before, and every result is the same."""
+    def chunk(rows: pd.DataFrame, scale: float) -> list[pd.DataFrame]:
+        return [rows.assign(v=rows["v"] * scale), rows.assign(v=rows["v"] + scale)]
+
+    def joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+        return pd.concat(parts, ignore_index=True)
+
+    def total(item: tuple[str, pd.DataFrame]) -> tuple[str, float, int]:
+        return item[0], float(item[1]["v"].sum()), len(item[1])
+
+    frame = pd.DataFrame({"a": np.repeat(["x", "y", "z"], 4), "v": np.arange(12.0)})
+    items = [frame.iloc[:5], frame.iloc[5:9], frame.iloc[9:]]
+    local = make_engine("local", 1).map_combined(chunk, items, joined, 2, scale=3.0)
+    assert local[0]["v"].tolist() == (frame["v"] * 3).tolist()
+    assert local[1]["v"].tolist() == (frame["v"] + 3).tolist()
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        scattered: list[int] = []
+        scatter = dask.client.scatter
+        dask.client.scatter = lambda data, **kw: (  # type: ignore[method-assign]
+            scattered.append(len(data) if isinstance(data, list) else 1)
+            or scatter(data, **kw))
+        with dask.sharing():
+            got = dask.map_combined(chunk, items, joined, 2, scale=3.0)
+            for a, b in zip(local, got, strict=True):
+                pd.testing.assert_frame_equal(a, b)
+            scattered.clear()
+            judged = dask.map(total, [("times", got[0]), ("plus", got[1])])
+            assert scattered == []  # both paths were already on the workers
+            mixed = dask.map(total, [("times", got[0]), ("copy", got[1].copy())])
+            assert scattered == [1]  # only the frame it did not combine
+        scattered.clear()
+        again = dask.map(total, [("times", got[0]), ("plus", got[1])])
+        assert scattered == [2]  # the block ended: nothing is kept
+    want = [total(("times", local[0])), total(("plus", local[1]))]
+    assert judged == again == want and mixed[0] == want[0]
+    assert mixed[1] == ("copy", *want[1][1:])

@@ -162,7 +162,12 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
     tasks = [({j: _rows(fc, groups[j], chunk) for j, fc in enumerate(distinct)}, plan)
              for chunk in chunks]
     if dask:
-        results = engine.map(partial(_replay_chunk, panel=panel), tasks)  # type: ignore[union-attr]
+        # each replay's path joined on a worker from its chunks; inside engine.sharing() it
+        # stays there for the verdicts, which then do not ship it out of this process again
+        if tasks:
+            return engine.map_combined(  # type: ignore[union-attr]
+                partial(_replay_chunk, panel=panel), tasks, _joined, len(items))
+        results = []
     elif processes == 1 or len(tasks) <= 1:
         results = [_replay_chunk(t, panel) for t in tasks]
     else:
