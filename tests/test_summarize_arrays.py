@@ -236,3 +236,33 @@ def test_the_stress_table_on_slices_is_the_frame_table_bit_for_bit(replayed) -> 
     pd.testing.assert_frame_equal(got, _reference_stress(path, episodes), check_exact=True)
     empty = stress_table(path, {"none": (dt.date(2000, 1, 1), dt.date(2000, 2, 1))})
     assert empty.empty and list(empty.columns) == list(got.columns)
+
+
+def test_the_frontier_with_a_task_per_path_on_dask_is_the_one_built_here(replayed) -> None:
+    """Each path's points of both periods computed on 2 Dask workers (one task a path, only
+    the points coming back), pooled and flagged here: the same frontier, bit for bit."""
+    from pipelines.engine import make_engine
+    from pipelines.policy_eval.pipeline import _frontier
+
+    path = replayed
+    half = static_path(path, 0.5 * path["mmf"].to_numpy(), path["lt"].to_numpy(),
+                       path["lb"].to_numpy(), path["imf"].to_numpy())
+    fixed = static_path(path, 0.12, 0.88 / 1.05, 1.05, 0.15)
+    paths = {"policy:ewma94": path, "policy:ewma94@confidence=0.95": half,
+             "aave_v3": fixed[fixed["asset"] == "BTC"]}
+    settings = {"policy:ewma94": {"forecaster": "ewma94", "policy.confidence": 0.99},
+                "policy:ewma94@confidence=0.95": {"forecaster": "ewma94",
+                                                  "policy.confidence": 0.95}}
+    knobs = {"policy:ewma94": ("ewma94:confidence", 0.99)}
+    here = _frontier(paths, settings, knobs, {0.99: fixed}, CFG)
+    with make_engine("dask", n_workers=2, say=lambda _: None) as dask:
+        shipped: list[tuple] = []
+        mapped = dask.map
+        dask.map = lambda fn, items, **kw: shipped.extend(items) or mapped(fn, items, **kw)  # type: ignore[method-assign]
+        there = _frontier(paths, settings, knobs, {0.99: fixed}, CFG, dask)
+    assert [item[:2] for item in shipped][:3] == [("ewma94", 0.99), ("ewma94", 0.95),
+                                                 ("ewma94:confidence", 0.99)]
+    assert len(shipped) == 5 and set(here["period"]) == {"evaluation"}
+    assert {"static", "aave_v3", "ewma94", "ewma94:confidence"} <= set(here["family"])
+    assert here["frontier_bad_debt"].any() and (here["asset"] == POOLED).any()
+    pd.testing.assert_frame_equal(there, here, check_exact=True)

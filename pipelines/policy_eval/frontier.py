@@ -57,6 +57,19 @@ def _asset_points(path: pd.DataFrame, eps: Any, u: int) -> list[dict[str, Any]]:
     return out
 
 
+def path_points(path: pd.DataFrame, family: str, knob: float, cfg: Config
+                ) -> list[dict[str, Any]]:
+    """One path's per-asset points (the path already restricted to one period): its days
+    with a realized loss, LB held at ``evaluation.comparison_lb``."""
+    if path.empty:
+        return []
+    path = at_lb(path[path["loss_frac"].notna()], cfg.evaluation.comparison_lb)
+    if path.empty:
+        return []
+    eps, u = cfg.evaluation.episodes, cfg.features.update_interval_days
+    return [{"family": family, "knob": knob, **p} for p in _asset_points(path, eps, u)]
+
+
 def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tuple[str, float]],
                     cfg: Config) -> pd.DataFrame:
     """Points of every path already restricted to one period.
@@ -64,16 +77,16 @@ def frontier_points(paths: Mapping[str, pd.DataFrame], labels: Mapping[str, tupl
     ``labels`` maps a path name to (family, knob value). Pooled points are made only for
     families present on every asset of the panel (Aave v3 covers two).
     """
-    eps, u = cfg.evaluation.episodes, cfg.features.update_interval_days
     rows = []
     for name, path in paths.items():
-        if name not in labels or path.empty:
-            continue
-        family, knob = labels[name]
-        path = at_lb(path[path["loss_frac"].notna()], cfg.evaluation.comparison_lb)
-        if path.empty:
-            continue
-        rows.extend({"family": family, "knob": knob, **p} for p in _asset_points(path, eps, u))
+        if name in labels:
+            rows.extend(path_points(path, *labels[name], cfg))
+    return points_frame(rows)
+
+
+def points_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """:func:`path_points` of every path of one period as the frontier's points: per asset,
+    pooled (:func:`with_pooled`), each flagged when no point of its panel beats it."""
     out = pd.DataFrame(rows)
     if out.empty:
         return out

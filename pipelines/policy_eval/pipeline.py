@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from pipelines.policy_eval.compare import (
     static_paths_at,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
-from pipelines.policy_eval.frontier import frontier_points
+from pipelines.policy_eval.frontier import path_points, points_frame
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -85,22 +86,33 @@ def _current_value(cfg: Config, key: str) -> Any:
 
 def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]],
               knobs: dict[str, tuple[str, float]], statics: dict[float, pd.DataFrame],
-              cfg: Config) -> pd.DataFrame:
+              cfg: Config, engine: Engine | None = None) -> pd.DataFrame:
     """Frontier points of both periods: candidates by forecaster and confidence, the frozen
     candidate's knob variants (keys suffixed, as the frozen path sits in two families), the
-    static table per confidence, Aave v3."""
-    u = cfg.features.update_interval_days
+    static table per confidence, Aave v3. On a Dask engine each path's points are one task
+    (the replayed paths are still on the workers: only the points come back)."""
     labels = {n: (s["forecaster"], _knob(s, cfg)) for n, s in settings.items()}
     labels.update({f"{n}|knob": lab for n, lab in knobs.items()})
     labels.update({f"static[{q}]": ("static", q) for q in statics})
     labels["aave_v3"] = ("aave_v3", np.nan)
     every = {**{n: paths[n] for n in settings}, **{f"{n}|knob": paths[n] for n in knobs},
              **{f"static[{q}]": p for q, p in statics.items()}, "aave_v3": paths["aave_v3"]}
-    frames = []
-    for period, (start, end) in periods(cfg).items():
-        cut = {n: in_period(p, start, end, u) for n, p in every.items()}
-        frames.append(frontier_points(cut, labels, cfg).assign(period=period))
+    items = [(*labels[n], p) for n, p in every.items()]
+    points = partial(_period_points, cfg=cfg)
+    per_path = (engine.map(points, items) if engine is not None and engine.kind == "dask"
+                else [points(item) for item in items])
+    frames = [points_frame([row for rows in per_path for row in rows[k]]).assign(period=period)
+              for k, period in enumerate(periods(cfg))]
     return pd.concat(frames, ignore_index=True)
+
+
+def _period_points(item: tuple[str, float, pd.DataFrame], cfg: Config
+                   ) -> list[list[dict[str, Any]]]:
+    """One path's frontier rows in each period (:func:`periods` order)."""
+    family, knob, path = item
+    u = cfg.features.update_interval_days
+    return [path_points(in_period(path, start, end, u), family, knob, cfg)
+            for start, end in periods(cfg).values()]
 
 
 def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
@@ -156,7 +168,7 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
         choice=choice, settings=settings, paths=paths, table=table,
         headline=headline(table, reported),
         frontier=_frontier(paths, settings, {n: lab for n, (_, lab) in knobs.items()},
-                           statics, cfg),
+                           statics, cfg, engine),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule)
 
