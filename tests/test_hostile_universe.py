@@ -26,6 +26,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from configs.schema import load_config
+from features.build import build_panel
+from features.loaders import load_market
+from models.backtest import backtest
+from models.registry import build_forecaster, fits_per_asset
 from pipelines.cli import app
 from serving.ops.tracking import tracking_uri
 from serving.publish import read_partition
@@ -138,7 +143,15 @@ def test_every_hostile_asset_is_flagged(hostile_run):
     root, result = hostile_run
     failures = pd.read_csv(root / "outputs" / "backtest" / "failures.csv")
     by_asset = failures.groupby("asset")["stage"].apply(set).to_dict()
-    assert not set(by_asset) & set(HEALTHY), failures
+    # no fault spreads to a healthy asset: what a healthy asset may show is only a per-asset
+    # model declining every fit of its own data (EGARCH-t on BTC's short sample reaches a
+    # degenerate optimum on some CPUs: models.garch.plausible), the very triples that model
+    # declines with no hostile asset in the panel
+    healthy = failures[failures["asset"].isin(HEALTHY)]
+    assert set(healthy["stage"]) <= {"no_forecast"}, healthy
+    for (model, asset), rows in healthy.groupby(["model", "asset"]):
+        assert fits_per_asset(model), rows
+        assert set(rows["horizon_days"]) <= _declined_alone(root, model, asset), rows
     out = " ".join(result.output.split())
     # the header-only file is listed as skipped (features.loaders, --keep-going)
     assert "skipped file crypto/daily/EMPTY.csv.gz" in out
@@ -158,6 +171,20 @@ def test_every_hostile_asset_is_flagged(hostile_run):
     assert len(failed_rows) == len(failures) and failed_rows["qlike"].isna().all()
     healthy = comparison[comparison["failure"].fillna("") == ""]
     assert set(healthy["asset"]) >= set(HEALTHY) and healthy["qlike"].notna().all()
+
+
+def _declined_alone(root: Path, model: str, asset: str) -> set[int]:
+    """The horizons at which ``model`` forecasts nothing for ``asset`` walked forward on that
+    asset's own candles alone, with the run's configuration."""
+    cfg = load_config(root / "configs" / "default.yaml", environ={})
+    bt = cfg.backtest
+    panel = build_panel(load_market(root / "market", [asset], pd.Timestamp(END).date()),
+                        cfg.features)
+    out = backtest(lambda: build_forecaster(model, cfg.models, bt.horizons), panel,
+                   bt.oos_start, bt.refit_every, bt.horizons, bt.min_train_days,
+                   plausibility=bt.plausibility, chunk_assets=bt.chunk_assets)
+    failed = out.failures[out.failures["stage"] == "no_forecast"]
+    return {int(h) for h in failed["horizon_days"]}
 
 
 def test_failures_are_logged_to_the_backtest_run(hostile_run):
