@@ -112,8 +112,8 @@ class Engine:
         out: list[Any] = [None] * len(items)
         ship: list[int] = []
         for i, item in enumerate(items):
-            frames = [v for v in item if _is_data(v)] if isinstance(item, tuple) else [item]
-            if isinstance(item, tuple) and frames and all(kept(v) is not None for v in frames):
+            frames = [v for v in item if _is_data(v)] if isinstance(item, tuple) else []
+            if frames and all(kept(v) is not None for v in frames):
                 out[i] = self.client.submit(
                     _tuple, *[kept(v) if _is_data(v) else v for v in item], pure=False)
             else:
@@ -240,13 +240,12 @@ def _is_data(value: Any) -> bool:
 
 def _holds_frame(item: Any) -> bool:
     """A frame or array, or a tuple/list/dict holding one (one level deep)."""
-    data = pd.DataFrame | pd.Series | np.ndarray
-    if isinstance(item, data):
+    if _is_data(item):
         return True
     values = item.values() if isinstance(item, dict) else item if isinstance(
         item, tuple | list) else ()
-    return any(isinstance(v, data) or (isinstance(v, dict) and any(
-        isinstance(w, data) for w in v.values())) for v in values)
+    return any(_is_data(v) or (isinstance(v, dict) and any(_is_data(w) for w in v.values()))
+               for v in values)
 
 
 def balanced_chunk(items: int, most: int, workers: int) -> int:
