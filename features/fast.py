@@ -308,9 +308,11 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
     top, bottom = trailing(hi, U, local, "max"), trailing(lo, U, local, "min")
     ref = shift(c, U, local)
     ref = np.where(np.isnan(ref), shift(o, U - 1, local), ref)
+    # none for the listing interval: no close before it (a calendar starts at the first candle)
+    unknown = np.isnan(top) | (local < U)
     with np.errstate(invalid="ignore", divide="ignore"):
-        long = np.where(np.isnan(top), np.nan, np.log(np.fmax(ref, top) / bottom))
-        short = np.where(np.isnan(top), np.nan, np.log(top / np.fmin(ref, bottom)))
+        long = np.where(unknown, np.nan, np.log(np.fmax(ref, top) / bottom))
+        short = np.where(unknown, np.nan, np.log(top / np.fmin(ref, bottom)))
     which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
     exact, n_windows, grids = _hourly_losses(plans, parts, rows, U,
                                              cfg.liquidation_delay_hours, which)

@@ -42,7 +42,10 @@ candles,
     \ell^{long}_{proxy} = \ln\frac{\max(P_S, \bar H)}{\underline L}, \qquad
     \ell^{short}_{proxy} = \ln\frac{\bar H}{\min(P_S, \underline L)}
 
-used for both the close and the intrabar variants. For :math:`H = 1` it is an upper bound of
+used for both the close and the intrabar variants; none for the asset's first interval, which
+has no close before it (its first candle opens at the listing reference price, not a traded
+one: the range of a listing day is price discovery, not a move a position was exposed to).
+For :math:`H = 1` it is an upper bound of
 both: every window starts at a price in :math:`\{P_S\} \cup [\underline L, \bar H]` and ends
 within :math:`[\underline L, \bar H]`. It assumes the whole interval's range could be lost
 within one delay, so it is conservative — by how much is measured on BTC/ETH in
@@ -144,7 +147,13 @@ def range_worst_losses(daily: pd.DataFrame, interval_days: int) -> pd.DataFrame:
     ref = daily["close"].shift(U).fillna(daily["open"].shift(U - 1))
     long = np.log(np.fmax(ref, top) / bottom)
     short = np.log(top / np.fmin(ref, bottom))
-    long, short = long.where(top.notna()), short.where(top.notna())
+    # the listing interval (no close before it) has no proxy: its first candle opens at the
+    # exchange's listing reference price, not a traded one (AVAX: open and low 0.85, high 7.0
+    # on 2020-09-22, a "loss" of 88% in a day of price discovery), and no position could be
+    # held before the asset's first price
+    listed = daily["close"].notna().cumsum().shift(U, fill_value=0).to_numpy() > 0
+    known = top.notna() & listed
+    long, short = long.where(known), short.where(known)
     return pd.DataFrame({LOSS_COLUMNS[0]: long, LOSS_COLUMNS[1]: short,
                          LOSS_COLUMNS[2]: long, LOSS_COLUMNS[3]: short}, index=daily.index)
 

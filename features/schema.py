@@ -60,7 +60,8 @@ def _macro_columns() -> list[Column]:
 
 _LOSS_WINDOWS = ("over the H-hour windows (H = features.liquidation_delay_hours) completing in "
                  "the update interval (t-U, t] (U = features.update_interval_days), from hourly "
-                 "closes; daily-range proxy where worst_loss_is_proxy (features/losses.py)")
+                 "closes; daily-range proxy where worst_loss_is_proxy; NaN on an asset's "
+                 "listing day without enough hourly candles (features/losses.py)")
 _NEXT = "of the next interval (t, t+U], i.e. the feature at row t+U"
 
 _COLUMNS = [

@@ -122,11 +122,17 @@ def test_rv_uses_hourly_where_available_else_garman_klass(full_panel):
     assert not outage["rv_is_hourly"] and outage["rv"] == outage["gk_var"]
     # ... and the worst-loss proxy, flagged; normal days are hourly
     assert outage["worst_loss_is_proxy"] and not btc.loc["2022-06-13", "worst_loss_is_proxy"]
-    assert sol["worst_loss_is_proxy"].all()
+    # SOL without hourly candles: the proxy every day but its listing day, which has none
+    assert sol["worst_loss_is_proxy"].iloc[1:].all()
+    assert not sol["worst_loss_is_proxy"].iloc[0] and np.isnan(sol["worst_loss_long"].iloc[0])
 
 
 def test_worst_loss_is_wider_intrabar_and_in_the_crash(full_panel):
     btc = full_panel.xs("BTC")
+    # the listing day (2017-08-17: 20 hourly candles, below min_hours_for_rv) has no loss;
+    # every other day has one
+    assert btc["worst_loss_long"].isna().tolist() == [True] + [False] * (len(btc) - 1)
+    btc = btc.iloc[1:]
     assert (btc["worst_loss_long_intrabar"] >= btc["worst_loss_long"] - 1e-12).all()
     assert (btc["worst_loss_short_intrabar"] >= btc["worst_loss_short"] - 1e-12).all()
     crash = btc.loc["2020-03-12"]

@@ -108,10 +108,28 @@ def test_missing_hours_remove_their_windows_and_too_few_switch_to_the_flagged_pr
     assert not out.loc[DAY1, "worst_loss_is_proxy"] and out.loc[DAY1, "worst_loss_long"] == 0
 
 
-def test_assets_without_hourly_data_get_the_proxy_everywhere():
+def test_assets_without_hourly_data_get_the_proxy_everywhere_but_the_listing_day():
     out = worst_loss_features(daily_from(PATH), None, FeaturesConfig())
-    assert out["worst_loss_is_proxy"].all()
+    assert out["worst_loss_is_proxy"].tolist() == [False, True]
     assert out.loc[DAY2, "worst_loss_short"] == pytest.approx(np.log(110 / 89))
+    # the first day has no close before it: no proxy (NaN, not flagged), never the range
+    assert out.loc[DAY1, list(LOSS_COLUMNS)].isna().all()
+
+
+def test_a_listing_candle_is_not_a_loss_but_a_later_gap_keeps_its_proxy():
+    """The AVAX listing day of the embedded data: the first candle opens (and bottoms) at the
+    listing reference price 0.85 and trades up to 7.0; the range proxy would call that a 2.1
+    log loss. After a missing day the candle's open stands in for the close before it."""
+    days = pd.date_range("2020-09-22", periods=4, name="date")
+    daily = pd.DataFrame({"open": [0.85, 5.33, np.nan, 4.64], "high": [7.0, 5.36, np.nan, 4.9],
+                          "low": [0.85, 3.4, np.nan, 4.5], "close": [5.32, 3.54, np.nan, 4.8]},
+                         index=days)
+    out = worst_loss_features(daily, None, FeaturesConfig())
+    assert np.isnan(out["worst_loss_long"].iloc[0]) and not out["worst_loss_is_proxy"].iloc[0]
+    assert out["worst_loss_long"].iloc[1] == pytest.approx(np.log(5.36 / 3.4))
+    assert np.isnan(out["worst_loss_long"].iloc[2])  # the missing day
+    assert out["worst_loss_long"].iloc[3] == pytest.approx(np.log(4.9 / 4.5))  # ref = open
+    assert out["worst_loss_is_proxy"].tolist() == [False, True, False, True]
 
 
 def test_targets_are_the_next_interval_exactly():
