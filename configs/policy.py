@@ -96,9 +96,9 @@ class PolicyConfig(_Strict):
     # stress floor = weight × ES (at `confidence`) of the realized covered loss in the worst
     # `stress_window_obs`-interval window (highest mean loss) of the last `stress_lookback_days`,
     # from losses realized before the decision (Eurex Prisma / CME SPAN 2 stress component).
-    # Weight 0.5: on data before 2023-07 the stressed ES (BTC 9.1%, ETH 11.7%) exceeds the
-    # unconditional 99% quantile of the daily covered loss (BTC 7.5%): at full weight the floor
-    # would set the margin on most days instead of flooring calm ones. 0 = off.
+    # 0.5 is where the protocol starts: the run sweeps the weight on the candidate it froze
+    # (evaluation.frontier_knobs) and freezes the one the selection period prefers
+    # (evaluation.choose_knobs); served as configured only where that is off. 0 = off.
     stress_floor_weight: float = Field(0.5, ge=0, le=2)
     stress_window_obs: int = Field(250, ge=5)           # a 12-month stress period (Basel 2.5)
     stress_lookback_days: int = Field(3650, ge=30)      # ten years (EMIR RTS 153/2013 Art. 28)

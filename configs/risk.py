@@ -100,9 +100,11 @@ class EvaluationConfig(_Strict):
     co_breach_min_assets: int = Field(3, ge=2)    # a "joint breach day": this many assets at once
     # policy settings swept (with every enabled forecaster) on the selection period
     grid: dict[str, list[float | int | str]] = {"policy.confidence": [0.95, 0.975, 0.99]}
-    # swept one at a time on the frozen candidate, for the frontier only (not chosen)
+    # swept one at a time on the frozen candidate: frontier points, and (choose_knobs) judged
+    # on the selection period beside it, the best by the same rule frozen
     frontier_knobs: dict[str, list[float | int | str]] = {
-        "policy.stress_floor_weight": [0.0, 0.25, 1.0]}
+        "policy.stress_floor_weight": [0.0, 0.25, 0.75, 1.0]}
+    choose_knobs: bool = True  # False: the knobs stay as configured, on the frontier only
     episodes: dict[str, tuple[dt.date, dt.date]] = {
         k: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
         for k, (a, b) in _EVAL_EPISODES.items()}

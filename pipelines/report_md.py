@@ -61,7 +61,7 @@ def policy_tables(bt: Path) -> str:
     settings = frozen["settings"] or "as configured"
     head = (f"Frozen on the selection period {sel[0]} → {sel[1]}: **`{name}`** "
             f"(forecaster `{frozen['forecaster']}`, settings {settings}; chosen among "
-            f"{len(frozen['candidates'])} candidates). Figures below are from "
+            f"{len(frozen['candidates'])} candidates{_knob_note(frozen)}). Figures below are from "
             f"the evaluation period {ev[0]} → {ev[1]} (`_eva`), selection period beside "
             "(`_sel`). `acceptable`: assets passing the one acceptance function (breaches ≤ "
             "one-sided Kupiec upper band at 99%, Christoffersen independence and DQ not "
@@ -74,9 +74,7 @@ def policy_tables(bt: Path) -> str:
         "why_not"]].fillna({"why_not": ""})
     knob = frozen["settings"].get("policy.confidence")
     pts = frontier[(frontier["period"] == "evaluation") & frontier["asset"].isin(HOURLY)]
-    fam = pts["family"] == frozen["forecaster"]
-    if knob is not None:
-        fam &= pts["knob"].round(6) == round(float(knob), 6)
+    fam = _frozen_points(pts, frozen)
     aave = pts[fam | pts["family"].isin(["aave_v3"]) | ((pts["family"] == "static") & (
         pts["knob"].round(6) == round(float(knob or 0.975), 6)))][[
             "asset", "family", "knob", "capital", "bad_debt", "stress_bad_debt", "breaches"]]
@@ -97,6 +95,32 @@ def policy_tables(bt: Path) -> str:
             + "\n\n### Days on which several assets breached together (frozen policy, "
               "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
                                           empty="no day with that many breaches"))
+
+
+def _knob_note(frozen: dict) -> str:
+    """How the knobs were chosen, for the protocol paragraph ('' where none was)."""
+    knobs = frozen.get("knobs") or {}
+    if not knobs:
+        return ""
+    swept = "; ".join(f"{k} in {v}" for k, v in knobs.items())
+    return (f", then its knob variants ({swept}) judged beside it on the same period by the "
+            "same rule")
+
+
+def _frozen_points(points: pd.DataFrame, frozen: dict) -> pd.Series:
+    """The frozen policy's rows among frontier ``points``: its forecaster's family at its
+    confidence, or, where a knob was chosen beside it (``frozen["knobs"]``), that knob's
+    family (``<forecaster>:<knob>``) at the chosen value."""
+    settings, knobs = frozen["settings"] or {}, frozen.get("knobs") or {}
+    moved = [k for k in settings if k in knobs]
+    if moved:
+        key = moved[0]  # each variant moves one knob
+        return (points["family"] == f"{frozen['forecaster']}:{key.split('.')[-1]}") & (
+            points["knob"].round(6) == round(float(settings[key]), 6))
+    fam = points["family"] == frozen["forecaster"]
+    if settings.get("policy.confidence") is not None:
+        fam &= points["knob"].round(6) == round(float(settings["policy.confidence"]), 6)
+    return fam
 
 
 def stress_summary(stress: pd.DataFrame, names: list[str]) -> pd.DataFrame:

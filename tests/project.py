@@ -43,7 +43,10 @@ def shrunken_config() -> dict:
     cfg["policy"]["fhs_min_obs"] = 60
     cfg["evaluation"].update(selection_start="2024-09-01", selection_end="2025-01-31",
                              evaluation_start="2025-02-01", evaluation_end=AS_OF,
-                             grid={"policy.confidence": [0.975]})
+                             grid={"policy.confidence": [0.975]},
+                             # the served settings are the configured ones: no knob moves, so
+                             # serving logs no config drift (the choice: tests/test_protocol.py)
+                             choose_knobs=False)
     return cfg
 
 

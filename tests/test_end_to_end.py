@@ -109,6 +109,15 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
     assert nested["metrics.qlike_h1.mean"].notna().all()
     assert champion.tags["policy.acceptable"].endswith("/2")
     assert "selected (rule=" in champion.tags["selection"]
+    # the registered policy applies every setting frozen on the selection period, a knob
+    # chosen beside the first choice included (the manifest states what was applied)
+    frozen = json.loads((workdir / "outputs" / "backtest" / "frozen.json").read_text())
+    assert champion.tags["policy"] == frozen["policy"]
+    assert frozen["knobs"] == {"policy.stress_floor_weight": [0.0, 0.25, 0.75, 1.0]}
+    bundle = json.loads(next(Path(local).rglob("policy_bundle.json")).read_text())
+    for key, value in frozen["settings"].items():
+        section, name = key.split(".")
+        assert bundle["config"][section][name] == value, key
 
 
 def test_serving_the_same_as_of_again_is_a_no_op(ran, monkeypatch):

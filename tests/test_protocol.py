@@ -251,3 +251,99 @@ def test_verdicts_reuse_what_they_judged_and_give_the_same_table_on_dask(monkeyp
                                    for k in (SELECTION, EVALUATION)], ignore_index=True)
     pd.testing.assert_frame_equal(remote, fresh)
     pd.testing.assert_frame_equal(remote_capped, capped)
+
+
+def _first(name: str, forecaster: str, confidence: float):
+    from pipelines.selection.select import Selection
+
+    return Selection(forecaster, f"{name} chosen first", pd.DataFrame(), name,
+                     {"policy.confidence": confidence})
+
+
+def _knob_options(first_path, low_path, high_path):
+    """The candidate frozen first and two variants of its stress-floor weight."""
+    key = "policy.stress_floor_weight"
+    paths = {"policy:loose": first_path, "policy:loose,w=0": low_path,
+             "policy:loose,w=1": high_path}
+    knobs = {"policy:loose,w=0": ({key: 0.0}, ("loose:w", 0.0)),
+             "policy:loose,w=1": ({key: 1.0}, ("loose:w", 1.0)),
+             "policy:loose": ({}, ("loose:w", 0.5))}
+    return paths, knobs
+
+
+def test_the_knob_is_chosen_beside_the_first_choice_by_the_same_rule():
+    from pipelines.policy_eval.pipeline import choose_knob
+    from pipelines.policy_eval.protocol import Verdicts
+
+    first = _first("policy:loose", "loose", 0.975)
+    point = {"forecaster": "loose", "policy.confidence": 0.975}
+    # the first choice breaches far beyond 1% (MMF 9%); both variants pass, w=0 is cheaper
+    paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
+    chosen = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    assert chosen.policy == "policy:loose,w=0" and chosen.model == "loose"
+    assert chosen.overrides == {"policy.confidence": 0.975, "policy.stress_floor_weight": 0.0}
+    assert chosen.reason.startswith("policy:loose chosen first; then, among it and its knob "
+                                    "variants: policy:loose,w=0 frozen on the selection period")
+    # acceptable and cheapest already: the configured knob stays, the first choice is kept
+    paths, knobs = _knob_options(_path(1, 0.12), _path(1, 0.09), _path(1, 0.20))
+    kept = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    assert kept.policy == "policy:loose" and kept.overrides == first.overrides
+    assert kept.reason.endswith("(the configured knobs kept)")
+
+
+def test_the_knob_choice_ignores_the_evaluation_period():
+    from pipelines.policy_eval.pipeline import choose_knob
+    from pipelines.policy_eval.protocol import Verdicts
+
+    first = _first("policy:loose", "loose", 0.975)
+    point = {"forecaster": "loose", "policy.confidence": 0.975}
+    paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
+    before = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    end = pd.Timestamp(CFG.evaluation.selection_end)
+    poisoned = {n: p.assign(loss_frac=np.where(p["date"] + pd.Timedelta(days=1) > end,
+                                               0.9 if n == before.policy else 0.0,
+                                               p["loss_frac"]))
+                for n, p in paths.items()}
+    after = choose_knob(first, point, knobs, poisoned, Verdicts(CFG), {})
+    assert (after.policy, after.overrides, after.reason) == \
+        (before.policy, before.overrides, before.reason)
+    # the same on the selection period moves it (the test can fail)
+    moved = {n: p.assign(loss_frac=0.9 if n == before.policy else p["loss_frac"])
+             for n, p in paths.items()}
+    assert choose_knob(first, point, knobs, moved, Verdicts(CFG), {}).policy == \
+        "policy:loose,w=1"
+
+
+def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period():
+    """End to end on a seeded panel: the first choice (``true`` at 97.5%) is acceptable on no
+    asset of the selection period, its variant with the full stress floor on one, so that
+    variant is frozen (and registered: its settings are the choice's overrides), reported
+    first with its own no-APC variant; with ``choose_knobs`` off the first choice stays."""
+    from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
+
+    cfg = CFG.with_overrides({
+        "evaluation.selection_start": "2022-01-01", "evaluation.selection_end": "2022-12-31",
+        "evaluation.evaluation_start": "2023-01-01", "evaluation.evaluation_end": "2023-12-30",
+        "evaluation.grid": {"policy.confidence": [0.975]}, "backtest.n_jobs": 1,
+        "policy.fhs_min_obs": 60,
+        "evaluation.frontier_knobs": {"policy.stress_floor_weight": [0.0, 1.0]}})
+    panel, fcs = _panel_and_forecasts()
+    compared = pd.DataFrame({"model": ["true", "flat"], "asset": "A", "horizon_days": 1,
+                             "qlike": [0.1, 0.2], "in_mcs": True, "var_pass": True})
+    ev = evaluate_policies(panel, fcs, compared, cfg)
+    name = "policy:true@stress_floor_weight=1.0"
+    assert ev.choice.policy == name and ev.choice.model == "true"
+    assert ev.choice.overrides == {"policy.confidence": 0.975,
+                                   "policy.stress_floor_weight": 1.0}
+    ranked = ev.table[ev.table["period"] == SELECTION].groupby("policy")["acceptable"].sum()
+    assert ranked[name] > ranked["policy:true"]  # why it moved
+    assert list(ev.headline["policy"][:3]) == [name, f"{name}:no_apc", "policy:true"]
+    assert frozen_record(ev, cfg)["knobs"] == {"policy.stress_floor_weight": [0.0, 1.0]}
+
+    fixed = evaluate_policies(panel, fcs, compared,
+                              cfg.with_overrides({"evaluation.choose_knobs": False}))
+    assert fixed.choice.policy == "policy:true"
+    assert fixed.choice.overrides == {"policy.confidence": 0.975}
+    assert fixed.headline["policy"].iloc[1] == "policy:true:no_apc"
+    pd.testing.assert_frame_equal(  # the same variants replayed: the frontier is the same
+        fixed.frontier, ev.frontier)

@@ -1,10 +1,12 @@
 """The whole policy evaluation: replay candidates and comparators, choose on the selection
-period, freeze, report both periods, sweep the frontier. Pure (no tracking, no files): the
+period (forecaster × grid point, then the knobs of the one chosen), freeze, report both
+periods, sweep the frontier. Pure (no tracking, no files): the
 pipeline step logs what :func:`evaluate_policies` returns."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -29,6 +31,7 @@ from pipelines.policy_eval.protocol import (
     SELECTION,
     Verdicts,
     budgets,
+    choose,
     headline,
     in_period,
     period_label,
@@ -75,6 +78,29 @@ def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: 
             out[name] = ({key: value}, (family, float(value)))
         out.setdefault(choice.policy, ({}, (family, float(current))))
     return out
+
+
+def choose_knob(first: Selection, point: dict[str, Any],
+                knobs: dict[str, tuple[dict[str, Any], tuple[str, float]]],
+                paths: dict[str, pd.DataFrame], verdicts: Verdicts,
+                caps: dict[str, float]) -> Selection:
+    """The second step of the choice: the candidate frozen first (forecaster × grid point)
+    and its knob variants (each ``evaluation.frontier_knobs`` setting varied alone), judged on
+    the selection period by the same acceptance function and ranked by the same rule (most
+    assets acceptable, then least capital); the best is frozen with its settings.
+
+    Coordinate-wise, not a full grid: every knob value with every forecaster and confidence
+    would multiply the replays by the knob values (4 × 27 on the default config), while the
+    variants of the one frozen candidate are replayed anyway for the frontier. Each variant
+    moves one knob, so at most one knob moves from its configured value. Nothing here reads
+    a row past the selection period (the verdicts are the selection period's only)."""
+    options = {n: {**point, **overrides} for n, (overrides, _) in knobs.items()}
+    best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options)
+    moved = {k: v for k, v in best.overrides.items() if first.overrides.get(k) != v}
+    note = (f"then, among it and its knob variants: {best.reason}"
+            + ("" if moved else " (the configured knobs kept)"))
+    return dataclasses.replace(first, policy=best.name, overrides=best.overrides,
+                               reason=f"{first.reason}; {note}")
 
 
 def _current_value(cfg: Config, key: str) -> Any:
@@ -145,19 +171,25 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     verdicts = Verdicts(cfg, engine)  # judged once, the selection's reused by the report
     sel_table = verdicts({n: paths[n] for n in settings}, SELECTION,
                          budgets(comparators, cfg, sel_start, sel_end))
-    choice = select(compared, sel_table, settings, cfg.selection, defaults)
-    frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
-    own = f"{choice.policy}:no_apc"
-    knobs = _knob_variants(choice, settings, cfg)
-    jobs = {own: no_apc(frozen_cfg), **{n: frozen_cfg.with_overrides(o)
-                                        for n, (o, _) in knobs.items() if n not in paths}}
-    done = replay_many(panel, [(forecasts[choice.model], c) for c in jobs.values()], cfg,
-                       engine)
+    first = select(compared, sel_table, settings, cfg.selection, defaults)
+    knobs = _knob_variants(first, settings, cfg)
+    first_cfg = cfg.with_overrides(first.overrides) if first.overrides else cfg
+    jobs = {n: first_cfg.with_overrides(o) for n, (o, _) in knobs.items() if n not in paths}
+    done = replay_many(panel, [(forecasts[first.model], c) for c in jobs.values()], cfg, engine)
     paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
+    choice = first
+    if cfg.evaluation.choose_knobs and cfg.selection.rule == "policy":
+        choice = choose_knob(first, settings[first.policy], knobs, paths, verdicts,
+                             caps[SELECTION])
+    frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
+    own = f"{choice.policy}:no_apc"
+    paths[own] = replay_many(panel, [(forecasts[choice.model], no_apc(frozen_cfg))], cfg,
+                             engine)[0]
     table = pd.concat([verdicts(paths, k, caps[k]) for k in (SELECTION, EVALUATION)],
                       ignore_index=True)
-    point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
+    # the other forecasters at the grid point chosen first (the candidates that were replayed)
+    point = {k: v for k, v in settings[first.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
     statics = {q: at_level[q][0] for q in grid}
@@ -182,4 +214,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "frozen_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
             "selection_period": [str(e.selection_start), str(e.selection_end)],
             "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.choice.policy]),
-            "grid": e.grid, "candidates": sorted(ev.settings)}
+            "grid": e.grid, "candidates": sorted(ev.settings),
+            "knobs": e.frontier_knobs if e.choose_knobs else {}}

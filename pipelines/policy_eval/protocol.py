@@ -4,7 +4,10 @@
 2. Judge each candidate with :func:`acceptance.accept_asset` on the **selection period** rows
    only (rows whose loss day lies in ``[selection_start, selection_end]``).
 3. Choose by code: most assets acceptable, then the least capital (mean 1 - LTV over assets),
-   then the name; the choice and its settings are **frozen**.
+   then the name. Then the chosen candidate's knob variants (``evaluation.frontier_knobs``,
+   each varied alone: the stress-floor weight by default) are judged beside it on the same
+   rows and ranked by the same rule (:func:`pipelines.policy_eval.pipeline.choose_knob`); the
+   best and its settings are **frozen**.
 4. Report the frozen choice and the comparators on the **evaluation period**, with the
    selection period's figures beside them.
 

@@ -1,0 +1,28 @@
+"""The report reads the frozen policy's own frontier points, whichever step chose it."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipelines.report_md import _frozen_points, _knob_note
+
+POINTS = pd.DataFrame({
+    "family": ["har_rv", "har_rv", "har_rv:stress_floor_weight", "har_rv:stress_floor_weight",
+               "static"],
+    "knob": [0.975, 0.99, 0.5, 1.0, 0.99],
+    "asset": "BTC"})
+
+
+def test_the_frozen_points_follow_a_knob_chosen_beside_the_first_choice():
+    knobs = {"policy.stress_floor_weight": [0.0, 1.0]}
+    moved = {"forecaster": "har_rv", "knobs": knobs,
+             "settings": {"policy.confidence": 0.99, "policy.stress_floor_weight": 1.0}}
+    assert _frozen_points(POINTS, moved).tolist() == [False, False, False, True, False]
+    kept = {"forecaster": "har_rv", "knobs": knobs, "settings": {"policy.confidence": 0.99}}
+    assert _frozen_points(POINTS, kept).tolist() == [False, True, False, False, False]
+    # a record written before knobs were chosen has no "knobs": the forecaster's family
+    old = {"forecaster": "har_rv", "settings": {"policy.confidence": 0.975}}
+    assert _frozen_points(POINTS, old).tolist() == [True, False, False, False, False]
+    assert "then its knob variants (policy.stress_floor_weight in [0.0, 1.0])" in \
+        _knob_note(moved)
+    assert _knob_note(old) == ""
