@@ -347,3 +347,8 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     assert fixed.headline["policy"].iloc[1] == "policy:true:no_apc"
     pd.testing.assert_frame_equal(  # the same variants replayed: the frontier is the same
         fixed.frontier, ev.frontier)
+    # the forecast rule picks by QLIKE and keeps the configured knobs, and says so
+    forecast_rule = cfg.with_overrides({"selection.rule": "forecast"})
+    by_qlike = evaluate_policies(panel, fcs, compared, forecast_rule)
+    assert by_qlike.choice.policy == "policy:true"
+    assert frozen_record(by_qlike, forecast_rule)["knobs"] == {}

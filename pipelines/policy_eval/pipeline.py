@@ -80,7 +80,13 @@ def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: 
     return out
 
 
-def choose_knob(first: Selection, point: dict[str, Any],
+def chooses_knobs(cfg: Config) -> bool:
+    """Whether the knobs are chosen beside the first choice (the policy rule only: the
+    forecast rule picks by QLIKE and keeps the configured settings)."""
+    return cfg.evaluation.choose_knobs and cfg.selection.rule == "policy"
+
+
+def choose_knob(first: Selection, first_settings: dict[str, Any],
                 knobs: dict[str, tuple[dict[str, Any], tuple[str, float]]],
                 paths: dict[str, pd.DataFrame], verdicts: Verdicts,
                 caps: dict[str, float]) -> Selection:
@@ -94,7 +100,7 @@ def choose_knob(first: Selection, point: dict[str, Any],
     variants of the one frozen candidate are replayed anyway for the frontier. Each variant
     moves one knob, so at most one knob moves from its configured value. Nothing here reads
     a row past the selection period (the verdicts are the selection period's only)."""
-    options = {n: {**point, **overrides} for n, (overrides, _) in knobs.items()}
+    options = {n: {**first_settings, **overrides} for n, (overrides, _) in knobs.items()}
     best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options)
     moved = {k: v for k, v in best.overrides.items() if first.overrides.get(k) != v}
     note = (f"then, among it and its knob variants: {best.reason}"
@@ -179,7 +185,7 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     choice = first
-    if cfg.evaluation.choose_knobs and cfg.selection.rule == "policy":
+    if chooses_knobs(cfg):
         choice = choose_knob(first, settings[first.policy], knobs, paths, verdicts,
                              caps[SELECTION])
     frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
@@ -215,4 +221,4 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "selection_period": [str(e.selection_start), str(e.selection_end)],
             "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.choice.policy]),
             "grid": e.grid, "candidates": sorted(ev.settings),
-            "knobs": e.frontier_knobs if e.choose_knobs else {}}
+            "knobs": e.frontier_knobs if chooses_knobs(cfg) else {}}
