@@ -46,7 +46,9 @@ def policy_table(result: RunResult) -> Table:
     t = Table(title="Policy backtest, evaluation period (worst liquidation-delay loss)")
     for col in ("policy", "acceptable", "breaches", "capital", "mean LT", "bad debt Σ",
                 "IMF peak/trough"):
-        t.add_column(col, justify="left" if col == "policy" else "right")
+        # a policy's name is folded, never cut: knob variants differ only at its end
+        t.add_column(col, justify="left" if col == "policy" else "right",
+                     overflow="fold" if col == "policy" else "ellipsis")
     g = result.policy_summary.groupby("policy", sort=False)
     for name, rows in g:
         t.add_row(name, f"{int(rows['acceptable'].sum())}/{len(rows)}",
