@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.policy_eval.frontier import knob_family
 from pipelines.report_extra import stability_section, stress_section, tail_section
 
 HOURLY = ("BTC", "ETH")  # assets whose realized proxy is intraday RV
@@ -115,7 +116,7 @@ def _frozen_points(points: pd.DataFrame, frozen: dict) -> pd.Series:
     moved = [k for k in settings if k in knobs]
     if moved:
         key = moved[0]  # each variant moves one knob
-        return (points["family"] == f"{frozen['forecaster']}:{key.split('.')[-1]}") & (
+        return (points["family"] == knob_family(frozen["forecaster"], key)) & (
             points["knob"].round(6) == round(float(settings[key]), 6))
     fam = points["family"] == frozen["forecaster"]
     if settings.get("policy.confidence") is not None:

@@ -57,6 +57,12 @@ def _asset_points(path: pd.DataFrame, eps: Any, u: int) -> list[dict[str, Any]]:
     return out
 
 
+def knob_family(forecaster: str, key: str) -> str:
+    """The frontier family of a forecaster's candidate with the knob ``key`` (a dotted
+    setting) varied alone: ``<forecaster>:<last part of key>``."""
+    return f"{forecaster}:{key.split('.')[-1]}"
+
+
 def path_points(path: pd.DataFrame, family: str, knob: float, cfg: Config
                 ) -> list[dict[str, Any]]:
     """One path's per-asset points (the path already restricted to one period): its days

@@ -25,7 +25,7 @@ from pipelines.policy_eval.compare import (
     static_paths_at,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
-from pipelines.policy_eval.frontier import path_points, points_frame
+from pipelines.policy_eval.frontier import knob_family, path_points, points_frame
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -71,7 +71,7 @@ def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: 
     point = {k: v for k, v in settings[choice.policy].items() if k != "forecaster"}
     out = {}
     for key, values in cfg.evaluation.frontier_knobs.items():
-        family = f"{choice.model}:{key.split('.')[-1]}"
+        family = knob_family(choice.model, key)
         current = _current_value(cfg.with_overrides(choice.overrides), key)
         for value in values:
             name = candidate_name(choice.model, {**point, key: value}, cfg)
