@@ -4,11 +4,15 @@ run)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from pipelines.policy_eval.acceptance import CAPITAL_PARTS, capital_parts
+from pipelines.policy_eval.protocol import in_period
 from pipelines.policy_eval.stability import stability_table
 from pipelines.tail_step import headline
 
@@ -107,3 +111,90 @@ def stability_section(outputs_dir: Path, window: int = 7) -> str:
             f"the previous {window} days (a position opened at max LTV made liquidatable with no "
             "price move); swings are means over assets.\n\n"
             + table.to_markdown(index=False) + "\n")
+
+
+def policy_name_parts(name: str) -> tuple[str, dict[str, str], str]:
+    """(forecaster, {setting: value}, suffix) of a replayed policy's name,
+    ``policy:<alias>[@k=v,...][:suffix]`` (:func:`pipelines.policy_eval.compare.candidate_name`;
+    a comparator's name, such as ``static``, is its own forecaster with no settings)."""
+    body = name.removeprefix("policy:")
+    body, _, suffix = body.partition(":")
+    alias, _, listed = body.partition("@")
+    settings = dict(item.split("=", 1) for item in listed.split(",") if "=" in item)
+    return alias, settings, suffix
+
+
+def capital_rows(frozen: dict, names: list[str]) -> list[str]:
+    """The policies whose capital the report takes apart, in order: the frozen policy, its
+    first choice and knob variants (its forecaster at its settings but the swept knobs), its
+    variant without APC, EWMA-FHS at the same settings, the static table and Aave v3."""
+    knobs = {k.split(".")[-1] for k in (frozen.get("knobs") or {})}
+    _, own, _ = policy_name_parts(frozen["policy"])
+    base = {k: v for k, v in own.items() if k not in knobs}
+
+    def at_base(name: str, alias: str, swept: bool) -> bool:
+        a, settings, suffix = policy_name_parts(name)
+        rest = {k: v for k, v in settings.items() if k not in knobs}
+        return (name.startswith("policy:") and a == alias and not suffix and rest == base
+                and (swept or not knobs & settings.keys()))
+
+    family = sorted((n for n in names if n != frozen["policy"]
+                     and at_base(n, frozen["forecaster"], True)),
+                    key=lambda n: [(k in policy_name_parts(n)[1],   # as configured first
+                                    float(policy_name_parts(n)[1].get(k, 0.0)))
+                                   for k in sorted(knobs)])
+    ewma = [n for n in names if at_base(n, "ewma94", False)]
+    wanted = [frozen["policy"], *family, f"{frozen['policy']}:no_apc", *ewma, "static",
+              "aave_v3"]
+    present = set(names)
+    return [n for n in dict.fromkeys(wanted) if n in present]
+
+
+def capital_table(paths: pd.DataFrame, names: list[str], start: dt.date,
+                  end: dt.date | None) -> pd.DataFrame:
+    """Per policy of ``names``: capital and its parts (:func:`capital_parts`), each a mean
+    over an asset's days with a realized loss in ``[start, end]`` (the rows the acceptance
+    function judges), then over assets, as the headline's capital; ``vs_ewma_fhs``: capital
+    relative to EWMA-FHS (``policy:ewma94``) where it is among them."""
+    rows = in_period(paths[paths["policy"].isin(names)], start, end)
+    rows = rows[np.isfinite(rows["loss_frac"].to_numpy(float))
+                & np.isfinite(rows["mmf"].to_numpy(float))]
+    parts = capital_parts(rows)
+    parts["capital"] = 1.0 - rows["ltv"].to_numpy(float)
+    parts[["policy", "asset"]] = rows[["policy", "asset"]]
+    per_asset = parts.groupby(["policy", "asset"], sort=False).mean()
+    table = per_asset.groupby(level="policy", sort=False).mean()
+    table.insert(0, "assets", per_asset.groupby(level="policy", sort=False).size())
+    table = table.reindex([n for n in names if n in table.index])
+    table = table[["assets", "capital", *CAPITAL_PARTS]]
+    ewma = [n for n in table.index if policy_name_parts(n)[0] == "ewma94"
+            and n.startswith("policy:")]
+    if ewma:
+        table["vs_ewma_fhs"] = table["capital"] / table.loc[ewma[0], "capital"] - 1.0
+    return table.rename_axis("policy").reset_index()
+
+
+def capital_section(outputs_dir: Path) -> str:
+    """Where the capital of the frozen policy, its variants and the comparators goes, on the
+    evaluation period."""
+    bt = Path(outputs_dir) / "backtest"
+    if not (bt / "policy_paths.parquet").is_file() or not (bt / "frozen.json").is_file():
+        return ""
+    frozen = json.loads((bt / "frozen.json").read_text())
+    paths = pd.read_parquet(bt / "policy_paths.parquet", columns=[
+        "policy", "asset", "date", "mmf", "imf", "ltv", "lb", "loss_frac"])
+    first, last = frozen["evaluation_period"]
+    try:
+        end: dt.date | None = dt.date.fromisoformat(last)
+    except ValueError:   # an open period with no realized loss yet
+        end = None
+    table = capital_table(paths, capital_rows(frozen, sorted(set(paths["policy"]))),
+                          dt.date.fromisoformat(first), end)
+    return ("### Where the capital goes (evaluation period)\n\n"
+            "Capital = mean(1 − LTV) = `mmf` (the margin in force: tail, stress floor and loss "
+            "memory through the parameter roles) + `imf_over_mmf` (what new borrowing keeps on "
+            "top: the anti-procyclical IMF terms and the gap under LT) + `lb_part` (LTV·(LB − "
+            "1), the liquidation bonus) + `freeze_part` (what fail-safe days give up beyond "
+            "MMF); means over each asset's days, then over assets. `vs_ewma_fhs`: capital "
+            "relative to EWMA-FHS at the same settings.\n\n"
+            + table.round(4).to_markdown(index=False) + "\n")

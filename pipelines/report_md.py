@@ -12,7 +12,12 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.policy_eval.frontier import knob_family
-from pipelines.report_extra import stability_section, stress_section, tail_section
+from pipelines.report_extra import (
+    capital_section,
+    stability_section,
+    stress_section,
+    tail_section,
+)
 
 HOURLY = ("BTC", "ETH")  # assets whose realized proxy is intraday RV
 
@@ -142,5 +147,6 @@ def report(outputs_dir: Path) -> str:
             + "\n\n### QLIKE per asset, h=1\n\n" + per_asset_qlike(comparison, 1)
             + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n"
             + "".join("\n" + part for part in (stability_section(outputs_dir),
+                                               capital_section(outputs_dir),
                                                tail_section(outputs_dir),
                                                stress_section(outputs_dir)) if part))

@@ -162,6 +162,7 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     assert "| garch11_t" in text and "| mlp_har" in text
     assert "aave_v3" in text and "static" in text and "policy:ewma94" in text
     assert "### BTC and ETH against Aave v3" in text
+    assert "### Where the capital goes (evaluation period)" in text
 
 
 def test_report_says_why_a_table_is_empty(ran, tmp_path):

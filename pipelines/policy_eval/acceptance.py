@@ -119,6 +119,30 @@ def capital(ltv: pd.Series | np.ndarray) -> float:
     return float(np.nanmean(1.0 - np.asarray(ltv, dtype=float)))
 
 
+CAPITAL_PARTS = ("mmf", "imf_over_mmf", "lb_part", "freeze_part")
+
+
+def capital_parts(path: pd.DataFrame) -> pd.DataFrame:
+    """What makes each day's capital (1 − LTV), one column per part (:data:`CAPITAL_PARTS`),
+    the parts summing to it: a published day has ``LTV = (1 − IMF)/LB``, so
+
+        1 − LTV = MMF + (IMF − MMF) + LTV·(LB − 1)
+
+    ``mmf``: the margin in force, a position at LT's cushion (the tail, the stress floor and
+    the loss memory, through the parameter roles); ``imf_over_mmf``: what new borrowing keeps
+    on top of it (the anti-procyclical IMF terms and the gap that keeps the maximum LTV under
+    LT); ``lb_part``: the liquidation bonus. A fail-safe day (LTV 0, no new borrowing) gives
+    up everything; beyond its MMF that is ``freeze_part``. Reads ``mmf``, ``imf``, ``ltv``,
+    ``lb``; returns the four parts on ``path``'s index.
+    """
+    mmf, imf, ltv, lb = (path[c].to_numpy(float) for c in ("mmf", "imf", "ltv", "lb"))
+    frozen = ltv <= 0.0
+    return pd.DataFrame({"mmf": mmf,
+                         "imf_over_mmf": np.where(frozen, 0.0, imf - mmf),
+                         "lb_part": np.where(frozen, 0.0, ltv * (lb - 1.0)),
+                         "freeze_part": np.where(frozen, 1.0 - mmf, 0.0)}, index=path.index)
+
+
 def accept_asset(
     g: pd.DataFrame, p: float, size: float = 0.05, lags: int = 4,
     stress_bad_debt: float = 0.0, budget: float = math.inf,
