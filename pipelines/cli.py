@@ -80,8 +80,11 @@ SchedulerOpt = Annotated[str | None, typer.Option(
 @app.command("tail")
 def tail_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
              keep_going: KeepGoingOpt = False) -> None:
-    """Walk forward and score the tail models (VaR/ES of the covered loss, FZ0, DM, MCS,
-    coverage, ES backtests); tables under outputs/tail/ and in MLflow."""
+    """Walk forward and score the tail models; tables under outputs/tail/ and in MLflow.
+
+    The VaR and ES of the covered loss per tail model, scored by FZ0, Diebold-Mariano, the
+    Model Confidence Set, coverage tests and ES backtests.
+    """
     from pipelines.tail_step import tail_job
 
     _quiet_libraries()
@@ -131,8 +134,9 @@ def serve_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: JobA
                   "new revision beside it (never overwrites).")] = False,
               quiet: QuietOpt = False, log_json: LogJsonOpt = False,
               keep_going: KeepGoingOpt = False) -> None:
-    """Publish the @champion policy's parameters as of a date (default: the last complete UTC
-    day in the data; a future date is refused).
+    """Publish the @champion policy's parameters as of a date.
+
+    The default date is the last complete UTC day in the data; a future date is refused.
 
     Exit 0 published or no-op, 1 failed, 2 bad arguments or config, 3 stale data with
     serving.on_stale=fail, 4 published but data files skipped (--keep-going), 75 locked.
