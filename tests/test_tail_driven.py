@@ -11,6 +11,7 @@ import pytest
 from configs.schema import Config
 from models.base import asset_frame
 from pipelines.policy_eval.compare import slim_replay
+from pipelines.policy_eval.protocol import SELECTION, rank
 from pipelines.policy_eval.stability import liquidated_by_parameters
 from pipelines.policy_eval.tail_driven import (
     candidate_name,
@@ -139,7 +140,9 @@ def test_every_model_and_level_is_a_candidate_and_the_cheapest_acceptable_is_fro
         fhs_tails(panel, variance, cfg99, "fhs_ewma"),
         fhs_tails(panel, variance, cfg99, "evt_garch", scale=1.5),  # the same tail, 50% wider
     ], ignore_index=True)
-    ev = evaluate_tail_policies(panel, variance, tails, CFG)
+    # the first step alone (the knob step: the next test)
+    ev = evaluate_tail_policies(panel, variance, tails,
+                                CFG.with_overrides({"evaluation.choose_knobs": False}))
     names = [candidate_name("evt_garch", 0.99), candidate_name("fhs_ewma", 0.99)]
     assert sorted(ev.fallback["policy"]) == names and set(names) <= set(ev.paths)
     ranked = ev.frozen.table.set_index("policy")
@@ -157,6 +160,33 @@ def test_every_model_and_level_is_a_candidate_and_the_cheapest_acceptable_is_fro
     assert head.loc[names[1], "bad_debt_ok_eva"]
     assert head.loc[names[0], "capital_saving_eva"] < -0.01
     assert (ev.fallback[["fallback_days_sel", "fallback_days_eva"]] == 0).all().all()
+
+
+def test_the_frozen_tail_candidate_s_knob_variants_are_judged_beside_it(panel, variance):
+    cfg = CFG.with_overrides({"evaluation.frontier_knobs": {
+        "policy.stress_floor_weight": [0.0, 0.5, 1.0]}})   # 0.5 is the configured value
+    tails = fhs_tails(panel, variance, cfg.with_overrides({"policy.confidence": 0.99}),
+                      "fhs_ewma")
+    ev = evaluate_tail_policies(panel, variance, tails, cfg)
+    first = candidate_name("fhs_ewma", 0.99)
+    variants = [f"{first},stress_floor_weight={w}" for w in (0.0, 1.0)]
+    assert set(variants) <= set(ev.paths) and f"{first},stress_floor_weight=0.5" not in ev.paths
+    # each variant is the candidate replayed with its weight: the full floor holds a higher
+    # margin (on average: the roles' announced, rate-limited changes make the daily paths
+    # differ both ways)
+    assert ev.paths[variants[1]]["mmf"].mean() > ev.paths[variants[0]]["mmf"].mean()
+    # frozen: the best of the three by the one rule on the selection period's verdicts
+    sel = rank(ev.table[(ev.table["period"] == SELECTION)
+                        & ev.table["policy"].isin([first, *variants])])
+    assert ev.frozen.name == sel.iloc[0]["policy"]
+    weight = {first: None, variants[0]: 0.0, variants[1]: 1.0}[ev.frozen.name]
+    expected = {"policy.confidence": 0.99}
+    if weight is not None:
+        expected["policy.stress_floor_weight"] = weight
+    assert ev.frozen.overrides == expected
+    assert "then, among it and its knob variants" in ev.frozen.reason
+    assert set(variants) <= set(ev.headline["policy"])
+    assert set(variants) <= set(ev.fallback["policy"])
 
 
 def test_capital_saving_is_one_minus_the_capital_ratio_with_bad_debt_no_higher():

@@ -32,14 +32,18 @@ own FHS tail on the same σ and is flagged (``tail_fallback``) and counted
 **Protocol** (:func:`evaluate_tail_policies`): every candidate is judged by the one
 acceptance function (:class:`pipelines.policy_eval.protocol.Verdicts`, budgets from the
 comparators) on the selection period; the one with most assets acceptable, then least
-capital, is frozen (:func:`pipelines.policy_eval.protocol.choose`); the evaluation period is
+capital, is frozen (:func:`pipelines.policy_eval.protocol.choose`), then, as for the
+variance-driven policy (``evaluation.choose_knobs``), its knob variants are replayed and
+judged beside it on the same period by the same rule (:func:`choose_tail_knob`); the
+evaluation period is
 reported beside the selection period together with EWMA-FHS at 99 %, the frozen
 variance-driven policy and the yearly recalibrated static table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +164,55 @@ def fallback_counts(paths: Mapping[str, pd.DataFrame], cfg: Config) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def tail_knob_variants(frozen: Frozen, cfg: Config) -> dict[str, dict[str, Any]]:
+    """The frozen tail candidate with each ``evaluation.frontier_knobs`` setting varied
+    alone (the configured value is the frozen candidate itself): name → its settings."""
+    level = float(frozen.overrides["policy.confidence"])
+    out: dict[str, dict[str, Any]] = {}
+    for key, values in cfg.evaluation.frontier_knobs.items():
+        current: Any = cfg
+        for part in key.split("."):
+            current = getattr(current, part)
+        for value in values:
+            if value != current:
+                name = (f"{candidate_name(frozen.forecaster, level)},"
+                        f"{key.split('.')[-1]}={value}")
+                out[name] = {"forecaster": frozen.forecaster, "policy.confidence": level,
+                             key: value}
+    return out
+
+
+def choose_tail_knob(frozen: Frozen, panel: pd.DataFrame, variance: pd.DataFrame,
+                     tails: pd.DataFrame, cfg: Config, paths: dict[str, pd.DataFrame],
+                     settings: dict[str, dict[str, Any]],
+                     judge: Callable[[dict[str, pd.DataFrame]], pd.DataFrame]) -> Frozen:
+    """The second step of the tail-driven choice, as the variance-driven protocol's
+    (:func:`pipelines.policy_eval.pipeline.choose_knob`): the frozen candidate's knob
+    variants are replayed, judged beside it on the selection period by the same acceptance
+    function (``judge``: paths → the selection period's verdicts) and ranked by the same
+    rule; the best is frozen. ``paths`` and ``settings`` gain the variants (reported beside
+    the candidates)."""
+    variants = tail_knob_variants(frozen, cfg)
+    if not variants:
+        return frozen
+    jobs = list(variants.items())
+    done = Parallel(n_jobs=cfg.backtest.n_jobs)(
+        delayed(tail_policy_path)(panel, variance, tails, frozen.forecaster,
+                                  float(s["policy.confidence"]),
+                                  cfg.with_overrides({k: v for k, v in s.items()
+                                                      if k != "forecaster"}))
+        for _, s in jobs)
+    paths.update({n: p for (n, _), p in zip(jobs, done, strict=True)})
+    settings.update(variants)
+    options = {frozen.name: settings[frozen.name], **variants}
+    best = choose(judge({n: paths[n] for n in options}), options)
+    moved = best.name != frozen.name
+    note = (f"then, among it and its knob variants: {best.reason}"
+            + ("" if moved else " (the configured knobs kept)"))
+    return dataclasses.replace(frozen, name=best.name, overrides=best.overrides,
+                               reason=f"{frozen.reason}; {note}")
+
+
 @dataclass(frozen=True)
 class TailPolicyEvaluation:
     frozen: Frozen                        # the tail-driven choice of the selection period
@@ -201,6 +254,9 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     verdicts = Verdicts(cfg)  # the choice's verdicts reused by the report
     frozen = choose(verdicts(paths, SELECTION, caps[SELECTION]), settings)
+    if cfg.evaluation.choose_knobs:
+        frozen = choose_tail_knob(frozen, panel, variance, tails, cfg, paths, settings,
+                                  lambda p: verdicts(p, SELECTION, caps[SELECTION]))
     everything = {**paths, ewma: ewma_path, **dict(reference or {}), **comparators}
     table = pd.concat([verdicts(everything, k, caps[k]) for k in (SELECTION, EVALUATION)],
                       ignore_index=True)
