@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.policy_eval.acceptance import CAPITAL_PARTS, capital_parts
+from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
 from pipelines.policy_eval.stability import stability_table
 from pipelines.tail_step import headline
@@ -143,7 +144,7 @@ def capital_rows(frozen: dict, names: list[str]) -> list[str]:
                     key=lambda n: [(k in policy_name_parts(n)[1],   # as configured first
                                     float(policy_name_parts(n)[1].get(k, 0.0)))
                                    for k in sorted(knobs)])
-    ewma = [n for n in names if at_base(n, "ewma94", False)]
+    ewma = [n for n in names if at_base(n, EWMA, False)]
     wanted = [frozen["policy"], *family, f"{frozen['policy']}:no_apc", *ewma, "static",
               "aave_v3"]
     present = set(names)
@@ -155,7 +156,8 @@ def capital_table(paths: pd.DataFrame, names: list[str], start: dt.date,
     """Per policy of ``names``: capital and its parts (:func:`capital_parts`), each a mean
     over an asset's days with a realized loss in ``[start, end]`` (the rows the acceptance
     function judges), then over assets, as the headline's capital; ``vs_ewma_fhs``: capital
-    relative to EWMA-FHS (``policy:ewma94``) where it is among them."""
+    relative to EWMA-FHS (``policy:`` + :data:`pipelines.policy_eval.pipeline.EWMA`) where it
+    is among them."""
     rows = in_period(paths[paths["policy"].isin(names)], start, end)
     rows = rows[np.isfinite(rows["loss_frac"].to_numpy(float))
                 & np.isfinite(rows["mmf"].to_numpy(float))]
@@ -167,8 +169,8 @@ def capital_table(paths: pd.DataFrame, names: list[str], start: dt.date,
     table.insert(0, "assets", per_asset.groupby(level="policy", sort=False).size())
     table = table.reindex([n for n in names if n in table.index])
     table = table[["assets", "capital", *CAPITAL_PARTS]]
-    ewma = [n for n in table.index if policy_name_parts(n)[0] == "ewma94"
-            and n.startswith("policy:")]
+    ewma = [n for n in table.index if n.startswith("policy:")
+            and policy_name_parts(n)[0] == EWMA]
     if ewma:
         table["vs_ewma_fhs"] = table["capital"] / table.loc[ewma[0], "capital"] - 1.0
     return table.rename_axis("policy").reset_index()

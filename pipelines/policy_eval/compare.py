@@ -67,7 +67,8 @@ def grid_points(cfg: Config) -> list[dict[str, Any]]:
             for values in itertools.product(*(cfg.evaluation.grid[k] for k in keys))]
 
 
-def _current(cfg: Config, key: str) -> Any:
+def setting(cfg: Config, key: str) -> Any:
+    """The value of a dotted setting (``policy.stress_floor_weight``) in ``cfg``."""
     node: Any = cfg
     for part in key.split("."):
         node = getattr(node, part)
@@ -77,7 +78,7 @@ def _current(cfg: Config, key: str) -> Any:
 def candidate_name(alias: str, settings: Mapping[str, Any], cfg: Config) -> str:
     """``policy:<alias>`` for the configured settings, else ``policy:<alias>@k=v,...`` (no
     brackets: the console reads them as markup)."""
-    changed = {k: v for k, v in settings.items() if _current(cfg, k) != v}
+    changed = {k: v for k, v in settings.items() if setting(cfg, k) != v}
     if not changed:
         return f"policy:{alias}"
     return f"policy:{alias}@" + ",".join(f"{k.split('.')[-1]}={v}" for k, v in changed.items())

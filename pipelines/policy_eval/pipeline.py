@@ -22,6 +22,7 @@ from pipelines.policy_eval.compare import (
     no_apc,
     replay_candidates,
     replay_many,
+    setting,
     static_paths_at,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
@@ -34,6 +35,7 @@ from pipelines.policy_eval.protocol import (
     choose,
     headline,
     in_period,
+    knob_reason,
     period_label,
     periods,
 )
@@ -72,7 +74,7 @@ def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: 
     out = {}
     for key, values in cfg.evaluation.frontier_knobs.items():
         family = knob_family(choice.model, key)
-        current = _current_value(cfg.with_overrides(choice.overrides), key)
+        current = setting(cfg.with_overrides(choice.overrides), key)
         for value in values:
             name = candidate_name(choice.model, {**point, key: value}, cfg)
             out[name] = ({key: value}, (family, float(value)))
@@ -102,18 +104,9 @@ def choose_knob(first: Selection, first_settings: dict[str, Any],
     a row past the selection period (the verdicts are the selection period's only)."""
     options = {n: {**first_settings, **overrides} for n, (overrides, _) in knobs.items()}
     best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options)
-    moved = {k: v for k, v in best.overrides.items() if first.overrides.get(k) != v}
-    note = (f"then, among it and its knob variants: {best.reason}"
-            + ("" if moved else " (the configured knobs kept)"))
+    moved = any(first.overrides.get(k) != v for k, v in best.overrides.items())
     return dataclasses.replace(first, policy=best.name, overrides=best.overrides,
-                               reason=f"{first.reason}; {note}")
-
-
-def _current_value(cfg: Config, key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+                               reason=knob_reason(first.reason, best.reason, moved))
 
 
 def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]],

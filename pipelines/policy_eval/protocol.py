@@ -202,6 +202,13 @@ def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, An
     return Frozen(str(best["policy"]), alias, chosen, reason, ranked)
 
 
+def knob_reason(first: str, best: str, moved: bool) -> str:
+    """The reason of a choice made in two steps (a candidate, then among it and its knob
+    variants), as the frozen record and the run's log give it."""
+    return (f"{first}; then, among it and its knob variants: {best}"
+            + ("" if moved else " (the configured knobs kept)"))
+
+
 def evaluate(paths: Mapping[str, pd.DataFrame], comparators: Mapping[str, pd.DataFrame],
              settings: Mapping[str, Mapping[str, Any]], cfg: Config
              ) -> tuple[Frozen, pd.DataFrame]:

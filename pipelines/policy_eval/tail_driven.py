@@ -55,7 +55,7 @@ from configs.schema import Config
 from models.base import asset_frame
 from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
-from pipelines.policy_eval.compare import comparator_paths, slim, slim_replay
+from pipelines.policy_eval.compare import comparator_paths, setting, slim, slim_replay
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -65,6 +65,7 @@ from pipelines.policy_eval.protocol import (
     choose,
     headline,
     in_period,
+    knob_reason,
     periods,
 )
 from serving.inputs import asset_history
@@ -170,9 +171,7 @@ def tail_knob_variants(frozen: Frozen, cfg: Config) -> dict[str, dict[str, Any]]
     level = float(frozen.overrides["policy.confidence"])
     out: dict[str, dict[str, Any]] = {}
     for key, values in cfg.evaluation.frontier_knobs.items():
-        current: Any = cfg
-        for part in key.split("."):
-            current = getattr(current, part)
+        current = setting(cfg, key)
         for value in values:
             if value != current:
                 name = (f"{candidate_name(frozen.forecaster, level)},"
@@ -206,11 +205,9 @@ def choose_tail_knob(frozen: Frozen, panel: pd.DataFrame, variance: pd.DataFrame
     settings.update(variants)
     options = {frozen.name: settings[frozen.name], **variants}
     best = choose(judge({n: paths[n] for n in options}), options)
-    moved = best.name != frozen.name
-    note = (f"then, among it and its knob variants: {best.reason}"
-            + ("" if moved else " (the configured knobs kept)"))
     return dataclasses.replace(frozen, name=best.name, overrides=best.overrides,
-                               reason=f"{frozen.reason}; {note}")
+                               reason=knob_reason(frozen.reason, best.reason,
+                                                  best.name != frozen.name))
 
 
 @dataclass(frozen=True)
