@@ -113,6 +113,12 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
                         f"{k} = {v['serve']!r} (model: {v['model']!r})"
                         for k, v in result.config_not_applied.items()),
                     config_not_applied=result.config_not_applied)
+    if result.frozen_settings:
+        log.info("config", "settings frozen by the policy protocol at registration (the "
+                 "config file's values are where its choice starts): " + "; ".join(
+                     f"{k} = {v['model']!r} (config file: {v['config']!r})"
+                     for k, v in result.frozen_settings.items()),
+                 frozen_settings=result.frozen_settings)
     published = result.published
     state = (f"published revision {published.revision}" if published.created
              else "already published (identical, no-op)")

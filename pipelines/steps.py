@@ -278,6 +278,7 @@ def step_register(
             "forecaster": model.state(),
             "fit_cutoff": features.index.get_level_values("date").max().date().isoformat(),
             "config": cfg.resolved(),
+            "frozen": dict(choice.overrides),  # the settings the protocol chose (serve logs)
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
         }
         info = registry.log_policy_model(bundle)

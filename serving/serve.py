@@ -12,10 +12,11 @@ Before the model is loaded its stored files are located under this project's art
 (a moved project still serves), checked against the sha256 tagged at registration, and its
 bundled config compared with the serve-time one: the policy values the model applies are its
 own, so an environment override of one is refused and a config-file difference is recorded in
-the manifest (``config_not_applied``). The model's pinned requirements and Python version are
-checked against this environment (:func:`serving.ops.registry.environment_mismatches`); a
-mismatch does not stop the serve, as in mlflow, but is a note and recorded in the manifest
-(``environment_mismatches``).
+the manifest (``config_not_applied``), except in the settings the policy protocol froze at
+registration (``frozen_settings``: the file's value there is where the choice starts). The
+model's pinned requirements and Python version are checked against this environment
+(:func:`serving.ops.registry.environment_mismatches`); a mismatch does not stop the serve, as
+in mlflow, but is a note and recorded in the manifest (``environment_mismatches``).
 
 One run at a time (``outputs/.serve.lock``, :mod:`serving.ops.lock`). The previously published
 parameters (newest revision of the latest earlier day) are the policy's guardrail state. The
@@ -71,7 +72,10 @@ class ServeResult:
     ``updates`` are the records in the partition; ``swept`` names the staging leftovers of
     crashed runs that were removed before publishing; ``failures`` the data files skipped
     under ``keep_going``; ``warnings`` data rows ignored and unverifiable model files;
-    ``config_not_applied`` serve-time config values the model's bundled config overrode.
+    ``config_not_applied`` serve-time config values the model's bundled config overrode;
+    ``frozen_settings`` those the policy protocol froze at registration that the config file
+    gives otherwise (``{key: {"config": v, "model": w}}``: the file's value is where the
+    protocol's choice starts, not a value a retrain would apply).
     """
 
     published: Published
@@ -82,6 +86,7 @@ class ServeResult:
     failures: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     config_not_applied: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frozen_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def as_of(self) -> dt.date:
@@ -210,7 +215,9 @@ def serve(
         model = mlflow.pyfunc.load_model(str(directory), suppress_warnings=True)
         mismatches = environment_mismatches(directory)
         bundle = model.unwrap_python_model().bundle
-        ignored = config_not_applied(cfg, bundle["config"], environ)
+        protocol = dict(bundle.get("frozen") or {})  # chosen by the protocol at registration
+        ignored = config_not_applied(cfg, bundle["config"], environ, protocol)
+        chosen = frozen_settings(cfg, protocol)
         used = bundle["config"]["policy"]
         progress("load data", 0, 1)
         # unchanged files come from the validated-candle cache, appended rows are validated
@@ -251,6 +258,8 @@ def serve(
                     "feature_fingerprint": fingerprint,
                     # what the model applied (its bundled config), not the serve-time config
                     "confidence": used["confidence"], "policy_measure": used["measure"]}
+        if protocol:
+            metadata["frozen_settings"] = protocol
         if ignored:
             metadata["config_not_applied"] = ignored
         if mismatches:
@@ -277,7 +286,7 @@ def serve(
                               "integrity checks): not verified" for tag in unverified),
              *(f"model version {mv.version}: {m}" for m in mismatches)]
     return ServeResult(published, params, str(mv.version), records, swept,
-                       dict(market.failures), notes, ignored)
+                       dict(market.failures), notes, ignored, chosen)
 
 
 class ServeConfigError(ValueError):
@@ -300,13 +309,17 @@ def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
 
 
 def config_not_applied(cfg: Config, bundled: dict[str, Any],
-                       environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+                       environ: Mapping[str, str] | None = None,
+                       frozen: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Serve-time config values the model ignores: ``{key: {"serve": v, "model": w}}``.
 
     A difference set by a ``VOLMARGIN__*`` environment variable is refused
     (:class:`ServeConfigError`): whoever set it expects it to act. One from the config file
     (edited since the model was registered) is returned, recorded in the manifest and
-    reported; retrain to apply it.
+    reported; retrain to apply it. Not the settings the policy protocol froze at
+    registration (``frozen``, dotted keys): there the file's value is where the protocol's
+    choice starts on the selection period, and a retrain chooses again
+    (:func:`frozen_settings` reports them).
     """
     env = os.environ if environ is None else environ
     mine = cfg.resolved()
@@ -330,7 +343,22 @@ def config_not_applied(cfg: Config, bundled: dict[str, Any],
                         for k in from_env)
             + ". The published parameters would not use them: unset the environment "
             "variable(s), or retrain with the new values.")
-    return diff
+    return {k: v for k, v in diff.items() if k not in (frozen or {})}
+
+
+def frozen_settings(cfg: Config, frozen: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The settings the policy protocol froze at registration (dotted keys → the value the
+    model applies) that the serve-time config gives otherwise: ``{key: {"config": v,
+    "model": w}}``."""
+    mine = cfg.resolved()
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in frozen.items():
+        here: Any = mine
+        for part in key.split("."):
+            here = here.get(part) if isinstance(here, dict) else None
+        if here != value:
+            out[key] = {"config": here, "model": value}
+    return out
 
 
 def locate_policy(cfg: Config, mv: Any) -> tuple[Path, list[str]]:

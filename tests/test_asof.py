@@ -163,16 +163,21 @@ def test_a_serve_time_policy_override_is_refused_and_the_manifest_states_what_wa
     assert not (project / "out_cfg" / "forecasts").exists()
 
     edited = yaml.safe_load((project / "configs" / "default.yaml").read_text())
-    edited["policy"]["confidence"] = 0.98
+    edited["policy"]["confidence"] = 0.98    # a setting the protocol froze (its grid's)
+    edited["policy"]["fhs_window"] = 400     # one it did not: the file was edited since
     (project / "edited.yaml").write_text(yaml.safe_dump(edited))
     served = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market", "--config",
                     "edited.yaml", env=env)
     assert served.exit_code == 0, served.output
-    assert "config values not applied" in " ".join(served.output.split())
+    text = " ".join(served.output.split())
+    assert "config values not applied" in text and "policy.fhs_window = 400" in text
+    assert "settings frozen by the policy protocol" in text
+    assert "policy.confidence = 0.975 (config file: 0.98)" in text
     meta = read_manifest(project / "out_cfg" / "forecasts" / f"asof={AS_OF}")["metadata"]
     assert meta["confidence"] == 0.975  # what the model applied
     assert meta["config_not_applied"] == {
-        "policy.confidence": {"serve": 0.98, "model": 0.975}}
+        "policy.fhs_window": {"serve": 400, "model": 500}}
+    assert meta["frozen_settings"] == {"policy.confidence": 0.975}
 
 
 @pytest.mark.slow
