@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -59,6 +60,11 @@ def parse_day(text: str | None, today: dt.date | None = None) -> dt.date | None:
     except ValueError:
         raise ValueError(f"--as-of {text!r} is not a date YYYY-MM-DD (or today/yesterday)") \
             from None
+
+
+def _pairs(values: dict[str, dict[str, Any]], shown: str, beside: str, label: str) -> str:
+    """``key = <shown> (<label>: <beside>); ...`` of a serve's per-key value pairs."""
+    return "; ".join(f"{k} = {v[shown]!r} ({label}: {v[beside]!r})" for k, v in values.items())
 
 
 def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: str | None,
@@ -109,15 +115,13 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
         log.warning("load data", line)
     if result.config_not_applied:
         log.warning("config", "config values not applied (the model uses those it was "
-                    "registered with; retrain to apply): " + "; ".join(
-                        f"{k} = {v['serve']!r} (model: {v['model']!r})"
-                        for k, v in result.config_not_applied.items()),
+                    "registered with; retrain to apply): "
+                    + _pairs(result.config_not_applied, "serve", "model", "model"),
                     config_not_applied=result.config_not_applied)
     if result.frozen_settings:
         log.info("config", "settings frozen by the policy protocol at registration (the "
-                 "config file's values are where its choice starts): " + "; ".join(
-                     f"{k} = {v['model']!r} (config file: {v['config']!r})"
-                     for k, v in result.frozen_settings.items()),
+                 "config file's values are where its choice starts): "
+                 + _pairs(result.frozen_settings, "model", "config", "config file"),
                  frozen_settings=result.frozen_settings)
     published = result.published
     state = (f"published revision {published.revision}" if published.created
