@@ -5,10 +5,13 @@ publishes nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
+import shutil
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,9 +33,11 @@ AS_OF = dt.date(2022, 11, 30)
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
 
 
-def _parameters(as_of: dt.date) -> pd.DataFrame:
+def _parameters(as_of: dt.date, extra: tuple[tuple[str, float, float, float], ...] = ()
+                ) -> pd.DataFrame:
     rows = []
-    for asset, sigma, mmf, lb in (("BTC", 0.03, 0.10, 1.04), ("ETH", 0.04, 0.13, 1.05)):
+    for asset, sigma, mmf, lb in (("BTC", 0.03, 0.10, 1.04), ("ETH", 0.04, 0.13, 1.05),
+                                  *extra):
         imf = mmf * 1.25
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": 1, "sigma_1d": sigma,
                      "variance_1d": sigma**2, "loss_var": mmf * 0.8, "loss_es": mmf * 0.9,
@@ -245,4 +250,38 @@ def test_unhealthy_accounts_and_complete_episodes_are_reported(project: tuple[Co
     assert calm["accounts_liquidated"] >= 1
     assert doc["worst_historical_complete"] in {"luna_ust", "luna_ust_filtered", "ftx",
                                                 "ftx_filtered"}
+    jsonschema.validate(doc, contract.summary_schema())
+
+
+def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
+        tmp_path: Path, market_dir: Path) -> None:
+    """A collateral listed 121 days before the as-of (ETH's real rows under a new name) left
+    the joint Monte Carlo fewer than a year of complete cross-sections, which cancelled the
+    whole stress of the day; now it moves with its proxy, found by correlation."""
+    data = tmp_path / "data"
+    shutil.copytree(market_dir, data)
+    eth = pd.read_csv(market_dir / "crypto" / "daily" / "ETH.csv.gz", dtype={"timestamp": str})
+    with gzip.open(data / "crypto" / "daily" / "NEWE.csv.gz", "wt") as fh:
+        eth[eth["timestamp"].str.slice(0, 10) >= "2022-08-01"].to_csv(fh, index=False)
+    cfg = Config().with_overrides({
+        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
+        "stress.t_copula_dof": 4.0, "stress.book.accounts": 300,
+        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"}]})
+    publish_partition(_parameters(AS_OF, (("NEWE", 0.06, 0.2, 1.06),)),
+                      tmp_path / "outputs" / "forecasts", AS_OF, {"test": True})
+    result = run_stress(cfg, AS_OF, publish=False, track=False)
+    scn = {s.name: s for s in result.scenarios}
+    for name, own in (("fhs_joint", "fhs"), ("t_copula", "t_copula")):
+        mc = scn[name]
+        assert mc.source == {"BTC": own, "ETH": own, "NEWE": "proxy:ETH"}, name
+        assert "NEWE by ETH" in mc.note
+        x = np.log(mc.relative)
+        k = mc.assets.index
+        assert np.allclose(x[..., k("NEWE")] / 0.06, x[..., k("ETH")] / 0.04)
+    doc = result.summary
+    assert doc["monte_carlo"]["paths"] == 400 and doc["t_copula"]["paths"] == 400
+    # the episode before its listing still excludes its holders, counted, as before
+    luna = next(s for s in doc["scenarios"] if s["scenario"] == "luna_ust")
+    assert luna["missing_assets"] == ["NEWE"] and luna["excluded_accounts"] > 0
     jsonschema.validate(doc, contract.summary_schema())

@@ -11,10 +11,13 @@ import pytest
 
 from configs.schema import StressConfig, StressEpisode
 from pipelines.stress.montecarlo import (
+    MIN_DATES,
     ewma_correlation,
     fhs_paths,
+    fhs_pool,
     monte_carlo,
     standardized_returns,
+    t_copula,
     t_copula_paths,
 )
 from pipelines.stress.scenarios import (
@@ -158,3 +161,61 @@ def test_t_copula_keeps_marginals_and_adds_tail_dependence() -> None:
         q = np.quantile(x, 0.02, axis=0)
         return float(((x[:, 0] < q[0]) & (x[:, 1] < q[1])).mean())
     assert joint_tail(heavy) > 1.3 * joint_tail(gauss)
+
+
+def _young(source: pd.DataFrame, days: int, scale: float, seed: int) -> pd.DataFrame:
+    """An asset listed ``days`` days before ``source``'s last date whose daily log returns
+    are ``scale`` × the source's plus a little noise of its own."""
+    r = np.log(source["close"]).diff().iloc[-days:].to_numpy(copy=True)
+    r[0] = 0.0
+    noise = 0.002 * np.random.default_rng(seed).standard_normal(days)
+    return _daily(scale * r + noise, start=str(source.index[-days].date()))
+
+
+def test_fhs_pool_equals_the_complete_cross_sections_when_every_asset_is_seasoned() -> None:
+    daily = _pair(0.3, 600, 2)
+    pool = fhs_pool(daily, ["A", "B"], 0.94)
+    assert pool.proxies == {}
+    pd.testing.assert_frame_equal(pool.z, standardized_returns(daily, ["A", "B"], 0.94))
+
+
+def test_a_young_asset_moves_with_its_most_correlated_seasoned_proxy() -> None:
+    daily = _pair(0.3, 600, 2)
+    daily["C"] = _young(daily["B"], 150, 2.0, seed=1)  # B's moves, twice as large
+    assets = ["A", "B", "C"]
+    # with C the complete cross-sections fall far below a year: before, no joint scenario
+    assert len(standardized_returns(daily, assets, 0.94)) < MIN_DATES
+    pool = fhs_pool(daily, assets, 0.94)
+    assert pool.proxies == {"C": "B"}  # B, not A (listed first, 0.3 correlated with B)
+    seasoned = standardized_returns(daily, ["A", "B"], 0.94)
+    assert pool.z.index.equals(seasoned.index) and len(pool.z) >= MIN_DATES
+    assert np.array_equal(pool.z["C"].to_numpy(), seasoned["B"].to_numpy())
+    assert "C by B" in pool.describe()
+    sigma = np.array([0.02, 0.04, 0.09])
+    mc = monte_carlo(daily, assets, sigma, 300, 2, seed=4, decay=0.94)
+    assert mc.source == {"A": "fhs", "B": "fhs", "C": "proxy:B"}
+    assert "C by B" in mc.note
+    x = np.log(mc.relative)
+    # the same standardized draws as B on every path, at C's own σ
+    assert np.allclose(x[..., 2] / sigma[2], x[..., 1] / sigma[1])
+    tc = t_copula(daily, assets, sigma, 300, 2, seed=4, decay=0.94, dof=4.0)
+    assert tc.source["C"] == "proxy:B" and np.isfinite(tc.relative).all()
+    y = np.log(tc.relative)
+    assert np.allclose(y[..., 2] / sigma[2], y[..., 1] / sigma[1])
+    # the seasoned assets' copula is the one of the pair alone, draw for draw
+    pair = t_copula(daily, ["A", "B"], sigma[:2], 300, 2, seed=4, decay=0.94, dof=4.0)
+    assert np.array_equal(tc.relative[..., :2], pair.relative)
+
+
+def test_a_proxy_needs_common_history_else_the_longest_history_is_used() -> None:
+    daily = _pair(0.3, 600, 2)
+    daily["A"] = daily["A"].iloc[50:]  # B has the longest history now
+    daily["D"] = _young(daily["A"], 45, 1.0, seed=2)  # 15 standardized returns (EWMA needs 30)
+    pool = fhs_pool(daily, ["A", "B", "D"], 0.94)
+    assert pool.proxies == {"D": "B"}
+
+
+def test_no_seasoned_asset_is_a_clear_error() -> None:
+    daily = _pair(0.3, 200, 2)  # 170 standardized returns each
+    with pytest.raises(ValueError, match=r">= 250 dates .* A, B; none has them"):
+        fhs_pool(daily, ["A", "B"], 0.94)

@@ -134,20 +134,25 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
     scenarios = historical_scenarios(s, data.daily, data.hourly, assets, sigma, as_of, delay)
     scenarios += hypothetical_scenarios(s, data.daily, assets, sigma, delay)
     used = [a for a, h in zip(assets, held, strict=True) if h]
-    if used:
+    if not used:
+        return scenarios
+    try:
         mc = monte_carlo(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
                          s.mc_seed, s.ewma_decay)
+        tc = None if s.t_copula_dof is None else t_copula(
+            data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days, s.mc_seed,
+            s.ewma_decay, s.t_copula_dof)
+    except ValueError as exc:  # no asset with a year of returns: the other scenarios stand
+        logger.warning("stress of %s: Monte Carlo scenarios skipped: %s", as_of, exc)
+        return scenarios
+    for scn in (mc, tc):
+        if scn is None:
+            continue
         rel = np.ones((s.mc_paths, s.mc_horizon_days + 1, len(assets)))
-        rel[:, :, held] = mc.relative  # an asset nobody holds does not move (no exposure)
-        source = {a: ("fhs" if h else "not_held") for a, h in zip(assets, held, strict=True)}
-        scenarios.append(dataclasses.replace(mc, relative=rel, assets=assets, source=source))
-        if s.t_copula_dof is not None:
-            tc = t_copula(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
-                          s.mc_seed, s.ewma_decay, s.t_copula_dof)
-            rel = np.ones((s.mc_paths, s.mc_horizon_days + 1, len(assets)))
-            rel[:, :, held] = tc.relative
-            scenarios.append(dataclasses.replace(tc, relative=rel, assets=assets, source={
-                a: ("t_copula" if h else "not_held") for a, h in zip(assets, held, strict=True)}))
+        rel[:, :, held] = scn.relative  # an asset nobody holds does not move (no exposure)
+        source = {a: (scn.source[a] if h else "not_held")
+                  for a, h in zip(assets, held, strict=True)}
+        scenarios.append(dataclasses.replace(scn, relative=rel, assets=assets, source=source))
     return scenarios
 
 

@@ -16,6 +16,18 @@ dates after the as-of are never in the pool. A daily step is longer than the liq
 delay, so a path's trigger executes at the step's own close (``delay_steps = 0``): the gap
 risk of a day is in, the intraday path is not.
 
+**Young assets** (:func:`fhs_pool`). The pool needs :data:`MIN_DATES` complete
+cross-sections. One asset listed a few months ago would shrink the complete cross-sections
+of the whole book below that and, before, cancelled the joint scenarios for every asset. As
+clearing houses do for a new product (a proxy time series), the assets with the longest
+histories whose complete cross-sections number at least :data:`MIN_DATES` are *seasoned*;
+each other asset draws, on every resampled date, the standardized return of its **proxy**:
+the seasoned asset whose standardized returns correlate most with its own over their
+common dates (at least :data:`PROXY_MIN_OBS`; with fewer, the seasoned asset with the
+longest history). Its own σ still scales the move, so a young asset moves with its proxy's
+tail shape and crash timing at its own volatility. Its source is ``proxy:<asset>`` in the
+scenario and the note names every proxy; no seasoned asset at all is an error.
+
 **Student-t copula** (optional, ``stress.t_copula_dof``): the same FHS marginals (each
 asset's empirical distribution of *z*) joined by a t copula on the EWMA correlation of the
 standardized returns at the as-of (the RiskMetrics correlation forecast),
@@ -30,22 +42,87 @@ while keeping every marginal as it was observed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from pipelines.stress.scenarios import Scenario, ewma_sigma
 
+MIN_DATES = 250  # complete cross-sections the joint scenarios draw from (a year of days)
+PROXY_MIN_OBS = 30  # common standardized returns needed to choose a proxy by correlation
 
-def standardized_returns(daily: dict[str, pd.DataFrame], assets: list[str],
-                         decay: float) -> pd.DataFrame:
-    """Dates × assets standardized daily log returns, complete cross-sections only."""
+
+def _standardized(daily: dict[str, pd.DataFrame], assets: list[str], decay: float
+                  ) -> pd.DataFrame:
+    """Dates × assets standardized daily log returns, NaN where an asset has none."""
     z = {}
     for a in assets:
         close = daily[a]["close"]
         z[a] = np.log(close).diff() / ewma_sigma(close, decay)
-    frame = pd.DataFrame(z)[assets]
-    return frame.replace([np.inf, -np.inf], np.nan).dropna()
+    return pd.DataFrame(z)[assets].replace([np.inf, -np.inf], np.nan)
+
+
+def standardized_returns(daily: dict[str, pd.DataFrame], assets: list[str],
+                         decay: float) -> pd.DataFrame:
+    """Dates × assets standardized daily log returns, complete cross-sections only."""
+    return _standardized(daily, assets, decay).dropna()
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The dates a joint scenario draws from: ``z`` (dates × every asset asked, complete),
+    a young asset's column being its proxy's; ``proxies``: young asset → seasoned proxy."""
+
+    z: pd.DataFrame
+    proxies: dict[str, str]
+
+    def sources(self, seasoned: str) -> dict[str, str]:
+        return {a: (f"proxy:{self.proxies[a]}" if a in self.proxies else seasoned)
+                for a in self.z.columns}
+
+    def describe(self) -> str:
+        z = self.z
+        text = (f"{len(z)} complete cross-sections {z.index[0].date()}..{z.index[-1].date()}")
+        if self.proxies:
+            text += "; too young for the pool, moved by a proxy: " + ", ".join(
+                f"{a} by {p}" for a, p in self.proxies.items())
+        return text
+
+
+def proxy_for(own: pd.Series, seasoned: pd.DataFrame, min_obs: int = PROXY_MIN_OBS) -> str:
+    """The column of ``seasoned`` whose values correlate most with ``own`` over their common
+    dates (at least ``min_obs``; ties: the first column); the first column when none has
+    that many (``seasoned`` is ordered longest history first)."""
+    best, best_corr = str(seasoned.columns[0]), -np.inf
+    for col in seasoned.columns:
+        both = pd.concat([own, seasoned[col]], axis=1).dropna()
+        if len(both) < min_obs:
+            continue
+        corr = float(np.corrcoef(both.to_numpy(float).T)[0, 1])
+        if np.isfinite(corr) and corr > best_corr:
+            best, best_corr = str(col), corr
+    return best
+
+
+def fhs_pool(daily: dict[str, pd.DataFrame], assets: list[str], decay: float,
+             min_dates: int = MIN_DATES) -> Pool:
+    """Complete cross-sections of the seasoned assets, young assets moved by their proxy
+    (module docstring). When every asset is seasoned this is
+    :func:`standardized_returns`, exactly."""
+    z = _standardized(daily, assets, decay)
+    count = z.notna().sum()
+    seasoned = sorted(assets, key=lambda a: (-int(count[a]), assets.index(a)))
+    while seasoned and len(z[seasoned].dropna()) < min_dates:
+        seasoned.pop()  # the asset with the shortest history leaves the pool first
+    if not seasoned:
+        raise ValueError(f"joint scenarios need >= {min_dates} dates with a standardized "
+                         f"return of at least one of {', '.join(assets)}; none has them")
+    pool = z[seasoned].dropna()
+    proxies = {a: proxy_for(z[a], z[seasoned]) for a in assets if a not in seasoned}
+    columns = {a: pool[proxies.get(a, a)] for a in assets}
+    return Pool(pd.DataFrame(columns, index=pool.index)[assets], proxies)
 
 
 def fhs_paths(z: np.ndarray, sigma_today: np.ndarray, n_paths: int, horizon: int,
@@ -60,15 +137,11 @@ def fhs_paths(z: np.ndarray, sigma_today: np.ndarray, n_paths: int, horizon: int
 def monte_carlo(daily: dict[str, pd.DataFrame], assets: list[str], sigma_today: np.ndarray,
                 n_paths: int, horizon: int, seed: int, decay: float) -> Scenario:
     """The joint FHS scenario over ``assets`` (see the module docstring)."""
-    z = standardized_returns(daily, assets, decay)
-    if len(z) < 250:
-        raise ValueError(f"joint FHS needs >= 250 dates on which all of {', '.join(assets)} "
-                         f"have a return; only {len(z)} (an asset listed too recently?)")
-    rel = fhs_paths(z.to_numpy(float), sigma_today, n_paths, horizon, seed)
-    note = (f"{len(z)} complete cross-sections {z.index[0].date()}..{z.index[-1].date()}, "
-            f"{n_paths} paths × {horizon} day(s), seed {seed}")
-    return Scenario("fhs_joint", "monte_carlo", rel, 0, assets,
-                    dict.fromkeys(assets, "fhs"), note=note)
+    pool = fhs_pool(daily, assets, decay)
+    rel = fhs_paths(pool.z.to_numpy(float), sigma_today, n_paths, horizon, seed)
+    note = f"{pool.describe()}, {n_paths} paths × {horizon} day(s), seed {seed}"
+    return Scenario("fhs_joint", "monte_carlo", rel, 0, assets, pool.sources("fhs"),
+                    note=note)
 
 
 def ewma_correlation(z: np.ndarray, decay: float) -> np.ndarray:
@@ -99,10 +172,24 @@ def t_copula_paths(z: np.ndarray, sigma_today: np.ndarray, corr: np.ndarray, dof
 
 def t_copula(daily: dict[str, pd.DataFrame], assets: list[str], sigma_today: np.ndarray,
              n_paths: int, horizon: int, seed: int, decay: float, dof: float) -> Scenario:
-    """The Student-t copula scenario over ``assets`` (see the module docstring)."""
-    z = standardized_returns(daily, assets, decay).to_numpy(float)
+    """The Student-t copula scenario over ``assets`` (see the module docstring). The copula
+    joins the seasoned assets of :func:`fhs_pool`; a young asset takes its proxy's draws of
+    standardized moves at its own σ (a column equal to another has no correlation matrix
+    to factor)."""
+    pool = fhs_pool(daily, assets, decay)
+    seasoned = [a for a in assets if a not in pool.proxies]
+    at = {a: i for i, a in enumerate(assets)}
+    z = pool.z[seasoned].to_numpy(float)
     corr = ewma_correlation(z, decay)
-    rel = t_copula_paths(z, sigma_today, corr, dof, n_paths, horizon, seed)
-    note = f"t copula nu={dof:g} on the EWMA correlation, FHS marginals of {len(z)} dates"
-    return Scenario("t_copula", "monte_carlo", rel, 0, assets,
-                    dict.fromkeys(assets, "t_copula"), note=note)
+    sigma = np.asarray(sigma_today, float)
+    rel_s = t_copula_paths(z, sigma[[at[a] for a in seasoned]], corr, dof, n_paths,
+                           horizon, seed)
+    rel = np.empty((*rel_s.shape[:2], len(assets)))
+    for j, a in enumerate(seasoned):
+        rel[..., at[a]] = rel_s[..., j]
+    for a, proxy in pool.proxies.items():
+        j = seasoned.index(proxy)
+        rel[..., at[a]] = np.exp(np.log(rel_s[..., j]) / sigma[at[proxy]] * sigma[at[a]])
+    note = f"t copula nu={dof:g} on the EWMA correlation, FHS marginals of {pool.describe()}"
+    return Scenario("t_copula", "monte_carlo", rel, 0, assets, pool.sources("t_copula"),
+                    note=note)

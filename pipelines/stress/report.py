@@ -40,7 +40,9 @@ STRESS_SCHEMA = pa.schema([
        nullable=False),
     _f("source", pa.string(), "Where the asset's move comes from: hourly, daily (flagged: "
        "no hourly data then), missing (no data then: accounts holding it excluded), a shock "
-       "type or fhs; empty on the ALL row.", nullable=False),
+       "type, fhs or t_copula, or proxy:<asset> (Monte Carlo: listed too recently for the "
+       "joint pool, moved by that asset's standardized returns at its own sigma); empty on "
+       "the ALL row.", nullable=False),
     _f("paths", pa.int32(), "Paths in the scenario.", nullable=False),
     _f("worst_move", pa.float64(), "Lowest price relative minus 1 over the path (Monte "
        "Carlo: its 1% quantile over paths); null for a missing move or the ALL row.",
