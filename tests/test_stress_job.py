@@ -285,3 +285,22 @@ def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
     luna = next(s for s in doc["scenarios"] if s["scenario"] == "luna_ust")
     assert luna["missing_assets"] == ["NEWE"] and luna["excluded_accounts"] > 0
     jsonschema.validate(doc, contract.summary_schema())
+
+
+def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2022-06-01", "2022-12-31", macro=())
+    cfg = Config().with_overrides({
+        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
+        "stress.book.accounts": 300,
+        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}]})
+    publish_partition(_parameters(AS_OF), tmp_path / "outputs" / "forecasts", AS_OF,
+                      {"test": True})
+    with caplog.at_level("WARNING"):
+        result = run_stress(cfg, AS_OF, publish=False, track=False)
+    names = [s["scenario"] for s in result.summary["scenarios"]]
+    assert names[:2] == ["ftx", "ftx_filtered"] and "BTC_drop30_beta" in names
+    assert "fhs_joint" not in names and result.summary["monte_carlo"] is None
+    assert "Monte Carlo scenarios skipped" in caplog.text and "none has them" in caplog.text
+    jsonschema.validate(result.summary, contract.summary_schema())
