@@ -88,7 +88,8 @@ def tail_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfO
     from pipelines.tail_step import tail_job
 
     _quiet_libraries()
-    tail_job(_config(config, data_dir), _day(as_of), keep_going, say=console.print)
+    raise typer.Exit(tail_job(_config(config, data_dir), _day(as_of), keep_going,
+                              say=console.print))
 
 
 @app.command("run")

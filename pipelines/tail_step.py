@@ -25,6 +25,7 @@ import pandas as pd
 
 from configs.schema import Config
 from pipelines.evaluation.tail_compare import run_tail_backtest
+from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES
 from serving.ops.tracking import log_context
 
 HEADLINE_LEVEL = 0.99
@@ -107,9 +108,28 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
     return out
 
 
+def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
+                  most: int = MAX_DIAGNOSTIC_LINES) -> list[str]:
+    """What the tail step left out, one line each (empty when nothing was): tail models whose
+    walk-forward failed, statistics undefined on a model/side/asset, skipped data files."""
+    table = step.tables.get("failures", pd.DataFrame())
+    models = [f"tail model failed: {r.model}: {r.reason}"
+              for r in table.itertuples() if r.stage == "walk-forward"]
+    stats = [f"statistic undefined: {r.stage} {r.model} {r.side} {r.asset}".rstrip()
+             + f": {r.reason}" for r in table.itertuples() if r.stage != "walk-forward"]
+    if len(stats) > most:
+        stats = [*stats[:most], f"... and {len(stats) - most} more "
+                 "(outputs/tail/failures.csv)"]
+    files = [f"skipped file {name}: {why}" for name, why in (skipped or {}).items()]
+    return models + stats + files
+
+
 def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
-             say: Callable[[str], None] = print) -> TailStep:
-    """``volmargin tail``: features as of ``as_of`` (cut there), then :func:`step_tail`."""
+             say: Callable[[str], None] = print) -> int:
+    """``volmargin tail``: features as of ``as_of`` (cut there), then :func:`step_tail`.
+
+    Returns the exit status: 0, or :data:`pipelines.run.EXIT_COMPLETED_WITH_FAILURES` when a
+    tail model, a statistic or (with ``keep_going``) a data file was left out (listed)."""
     from features.store import load_or_build
     from serving.market import candle_cache, load_as_of
     from serving.ops.tracking import setup
@@ -122,4 +142,7 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
                      if k == n else None)
     say(headline(step.tables).to_markdown(index=False, floatfmt=".4f"))
-    return step
+    lines = failure_lines(step, dict(pit.market.failures))
+    if lines:
+        say("Completed with failures, left out of the tables:\n  " + "\n  ".join(lines))
+    return EXIT_COMPLETED_WITH_FAILURES if lines else 0

@@ -78,3 +78,65 @@ def test_backtest_table_flags_too_many_breaches():
     assert not bt.loc[("low", "long", "AAA"), "passes"]
     assert bt.loc[("high", "long", "AAA"), "passes"]
     assert bt.loc[("high", "long", "AAA"), "breaches"] == 0
+
+
+def test_a_statistic_undefined_on_a_young_asset_is_nan_there_and_listed():
+    """An asset with 3 scored days (listed weeks before the as-of): the DQ regression has
+    more regressors than rows. Before, that raised and ended the whole tail step."""
+    panel = _panel(n=500, seed=2)
+    young = panel.xs("BBB", level="asset").iloc[-3:]
+    panel = pd.concat([panel.drop(index="BBB", level="asset"),
+                       pd.concat({"NEW": young}, names=["asset", "date"])])
+    s = tc.score(_forecasts(panel, "high", 0.3, 0.4), panel)
+    failures: list[dict[str, str]] = []
+    bt = tc.backtest_table(s, dq_lags=4, failures=failures).set_index(["side", "asset"])
+    assert bt.loc[("long", "AAA"), "passes"] and np.isfinite(bt.loc[("long", "AAA"), "p_dq"])
+    new = bt.loc[("long", "NEW")]
+    assert new["n"] == 3 and math.isnan(new["p_dq"]) and np.isfinite(new["p_coverage"])
+    dq = [f for f in failures if f["stage"] == "backtest dq"]
+    assert {(f["side"], f["asset"]) for f in dq} == {("long", "NEW"), ("short", "NEW")}
+    assert "needs more rows than regressors" in dq[0]["reason"]
+    # the table's other statistics of NEW are its own rows' (3 rows, no breach at VaR 0.3)
+    assert new["breaches"] == int((s[(s.side == "long") & (s.asset == "NEW")]["hit"]).sum())
+
+
+def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyPatch):
+    from configs.schema import Config
+
+    panel = _panel(n=400, seed=3)
+    built: list[str] = []
+
+    class Broken:
+        alias = "caviar"
+
+        def fit(self, panel: pd.DataFrame) -> "Broken":
+            raise np.linalg.LinAlgError("singular design")
+
+    def fake_walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None):
+        model = make()
+        built.append(model.alias)
+        model.fit(panel)
+        return _forecasts(panel, "x", 0.3, 0.4).drop(columns="model")
+
+    class Fine(Broken):
+        def __init__(self, alias: str) -> None:
+            self.alias = alias
+
+        def fit(self, panel: pd.DataFrame) -> "Fine":
+            return self
+
+    monkeypatch.setattr(tc, "tail_walk_forward", fake_walk)
+    monkeypatch.setattr(tc, "build_tail_forecaster",
+                        lambda a, t, u: Broken() if a == "caviar" else Fine(a))
+    cfg = Config().with_overrides({"tail.enabled": ["fhs_ewma", "caviar", "qr_har"]})
+    failures: list[dict[str, str]] = []
+    fc = tc.walk_forward_all(panel, cfg, failures=failures)
+    assert built == ["fhs_ewma", "caviar", "qr_har"]
+    assert sorted(fc["model"].unique()) == ["fhs_ewma", "qr_har"]
+    assert failures == [{"stage": "walk-forward", "model": "caviar", "side": "", "asset": "",
+                         "reason": "LinAlgError: singular design"}]
+    with pytest.raises(np.linalg.LinAlgError):  # without a failures list: the error stands
+        tc.walk_forward_all(panel, cfg)
+    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Broken())
+    with pytest.raises(ValueError, match="no tail model produced a forecast: fhs_ewma"):
+        tc.walk_forward_all(panel, cfg, failures=[])

@@ -39,3 +39,25 @@ def test_tail_step_logs_a_nested_run_per_model_and_writes_its_tables(isolated_co
     assert sorted(nested["tags.model"]) == ["evt_garch", "fhs_ewma"]
     assert nested["metrics.fz0_long_0.99"].notna().all()
     assert (nested["metrics.assets_99_long"] == 2).all()
+
+
+def test_failure_lines_list_models_statistics_and_files_with_a_cap():
+    import pandas as pd
+
+    from pipelines.evaluation.tail_compare import FAILURE_COLUMNS, failure
+    from pipelines.tail_step import TailStep, failure_lines
+
+    rows = [failure("walk-forward", "caviar", "LinAlgError: singular design")]
+    rows += [failure("backtest dq", "fhs_ewma", "ValueError: too few rows", "long", f"A{i}")
+             for i in range(5)]
+    step = TailStep(pd.DataFrame(), {"failures": pd.DataFrame(rows, columns=FAILURE_COLUMNS)},
+                    MARKET)
+    lines = failure_lines(step, {"crypto/daily/X.csv": "bad row"}, most=3)
+    assert lines[0] == "tail model failed: caviar: LinAlgError: singular design"
+    assert lines[1] == ("statistic undefined: backtest dq fhs_ewma long A0: "
+                        "ValueError: too few rows")
+    assert lines[4] == "... and 2 more (outputs/tail/failures.csv)"
+    assert lines[5] == "skipped file crypto/daily/X.csv: bad row" and len(lines) == 6
+    empty = TailStep(pd.DataFrame(), {"failures": pd.DataFrame(columns=FAILURE_COLUMNS)},
+                     MARKET)
+    assert failure_lines(empty) == []

@@ -9,12 +9,19 @@ Pooling: the FZ0 of a (model, side, level) is averaged over assets per day first
 the MCS run on that daily series (assets move together: treating asset-days as independent
 would overstate significance).
 
+Fault isolation, as in the variance walk-forward: a tail model whose walk-forward raises is
+left out of every table, and a statistic undefined on one model, side and asset (too few
+rows for the DQ regression, say, on an asset listed weeks ago) is NaN there; each is one row
+of the ``failures`` table, with the reason, and the step goes on.
+
 Entry point: :func:`run_tail_backtest`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +39,9 @@ from pipelines.evaluation.tail_tests import (
     kupiec_one_sided,
     mcneil_frey,
 )
+
+FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason"]
+UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
 
 CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
@@ -91,73 +101,133 @@ def fz0_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def failure(stage: str, model: str, reason: str, side: str = "", asset: str = ""
+            ) -> dict[str, str]:
+    """One row of the ``failures`` table."""
+    return {"stage": stage, "model": model, "side": side, "asset": asset, "reason": reason}
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def best_classical(selection_scores: pd.DataFrame, side: str = "long") -> str:
-    """The classical model with the lowest pooled FZ0 at 99 % on the selection period."""
+    """The classical model with the lowest pooled FZ0 at 99 % on the selection period
+    (``""`` when no classical model has a score there)."""
     t = fz0_table(selection_scores)
+    if t.empty:
+        return ""
     t = t[(t["side"] == side) & np.isclose(t["level"], HEADLINE_LEVEL)
           & t["model"].isin(CLASSICAL)]
-    return str(t.sort_values("fz0")["model"].iloc[0])
+    return str(t.sort_values("fz0")["model"].iloc[0]) if len(t) else ""
+
+
+DM_COLUMNS = ["model", "benchmark", "mean_diff", "dm", "p_better", "p_two_sided", "days"]
 
 
 def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
-             level: float = HEADLINE_LEVEL) -> pd.DataFrame:
-    """DM (HLN) of each model against each benchmark on the daily pooled FZ0; one-sided p."""
+             level: float = HEADLINE_LEVEL, failures: list[dict[str, str]] | None = None
+             ) -> pd.DataFrame:
+    """DM (HLN) of each model against each benchmark on the daily pooled FZ0; one-sided p.
+    A pair whose test is undefined is left out (a ``failures`` row)."""
     daily = daily_fz0(scores, side, level)
     rows = []
     for bench in benchmarks:
         for model in daily.columns:
-            if model == bench:
+            if model == bench or bench not in daily.columns:
                 continue
-            r = diebold_mariano(daily[model], daily[bench], horizon=1)
+            try:
+                r = diebold_mariano(daily[model], daily[bench], horizon=1)
+            except UNDEFINED as exc:
+                if failures is not None:
+                    failures.append(failure(f"dm vs {bench}", str(model), _why(exc), side))
+                continue
             rows.append({"model": model, "benchmark": bench, "mean_diff": r.mean_diff,
                          "dm": r.statistic, "p_better": r.p_value_a_better,
                          "p_two_sided": r.p_value, "days": r.n})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DM_COLUMNS)
 
 
 def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_LEVEL,
-              size: float = 0.10, reps: int = 1000) -> pd.DataFrame:
-    """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap)."""
-    return model_confidence_set(daily_fz0(scores, side, level), size=size, reps=reps).to_frame()
+              size: float = 0.10, reps: int = 1000,
+              failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
+    """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap); empty
+    when undefined (a ``failures`` row)."""
+    try:
+        return model_confidence_set(daily_fz0(scores, side, level), size=size,
+                                    reps=reps).to_frame()
+    except UNDEFINED as exc:
+        if failures is not None:
+            failures.append(failure("mcs", "", _why(exc), side))
+        return pd.DataFrame()
 
 
-def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags: int = 4
-                   ) -> pd.DataFrame:
+def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags: int = 4,
+                   failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
     """Per model, side and asset: breaches, one-sided Kupiec, independence, DQ, ES tests.
 
-    ``passes`` = one-sided coverage and Christoffersen independence both not rejected at 5 %.
+    ``passes`` = one-sided coverage and Christoffersen independence both not rejected at 5 %
+    (False when either is undefined). A test undefined on a group is NaN there and a
+    ``failures`` row.
     """
     rows = []
     s = scores[np.isclose(scores["level"], level)].sort_values("cutoff")
     for (model, side, asset), g in s.groupby(["model", "side", "asset"]):
         loss, var, es = (g[c].to_numpy(float) for c in ("loss", "var", "es"))
-        cov = kupiec_one_sided(loss, var, level)
-        ind = christoffersen_independence(loss > var)
-        dq = dq_test(loss, var, level, lags=dq_lags)
+        tests = {
+            "coverage": partial(kupiec_one_sided, loss, var, level),
+            "independence": partial(christoffersen_independence, loss > var),
+            "dq": partial(dq_test, loss, var, level, lags=dq_lags),
+            "mcneil_frey": partial(mcneil_frey, loss, var, es),
+            "z2": partial(acerbi_szekely_z2, loss, var, es, level)}
+        got: dict[str, Any] = {}
+        for name, run in tests.items():
+            try:
+                got[name] = run()
+            except UNDEFINED as exc:
+                got[name] = None
+                if failures is not None:
+                    failures.append(failure(f"backtest {name}", str(model), _why(exc),
+                                            str(side), str(asset)))
+        cov = got["coverage"]
+        p = {k: (float("nan") if v is None else float(v.p_value)) for k, v in got.items()}
         rows.append({
-            "model": model, "side": side, "asset": asset, "n": cov.n,
-            "hourly": bool((~g["is_proxy"]).mean() > 0.5), "breaches": cov.breaches,
-            "expected": cov.expected, "p_coverage": cov.p_value, "p_independence": ind.p_value,
-            "p_dq": dq.p_value, "p_mcneil_frey": mcneil_frey(loss, var, es).p_value,
-            "p_z2": acerbi_szekely_z2(loss, var, es, level).p_value,
-            "passes": bool(cov.p_value >= TEST_SIZE and ind.p_value >= TEST_SIZE),
+            "model": model, "side": side, "asset": asset,
+            "n": int((np.isfinite(loss) & np.isfinite(var)).sum()) if cov is None else cov.n,
+            "hourly": bool((~g["is_proxy"]).mean() > 0.5),
+            "breaches": int((loss > var).sum()) if cov is None else cov.breaches,
+            "expected": (1.0 - level) * len(g) if cov is None else cov.expected,
+            "p_coverage": p["coverage"], "p_independence": p["independence"],
+            "p_dq": p["dq"], "p_mcneil_frey": p["mcneil_frey"], "p_z2": p["z2"],
+            "passes": bool(p["coverage"] >= TEST_SIZE and p["independence"] >= TEST_SIZE),
         })
     return pd.DataFrame(rows)
 
 
 def walk_forward_all(panel: pd.DataFrame, cfg: Config,
-                     progress: Callable[[str, int, int], None] | None = None
-                     ) -> pd.DataFrame:
-    """Tail forecasts of every ``tail.enabled`` model over selection + evaluation periods."""
+                     progress: Callable[[str, int, int], None] | None = None,
+                     failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
+    """Tail forecasts of every ``tail.enabled`` model over selection + evaluation periods;
+    a model whose walk-forward raises is left out (a ``failures`` row, when a list is given;
+    without one the error propagates)."""
     t, ev, u = cfg.tail, cfg.evaluation, cfg.features.update_interval_days
     blocks = []
     for alias in t.enabled:
         hook = None if progress is None else (lambda k, n, a=alias: progress(a, k, n))
-        fc = tail_walk_forward(lambda a=alias: build_tail_forecaster(a, t, u), panel,
-                               ev.selection_start, ev.evaluation_end, t.refit_every,
-                               t.levels, t.min_train_days, hook)
+        try:
+            fc = tail_walk_forward(lambda a=alias: build_tail_forecaster(a, t, u), panel,
+                                   ev.selection_start, ev.evaluation_end, t.refit_every,
+                                   t.levels, t.min_train_days, hook)
+        except Exception as exc:  # one failing model is flagged and skipped, never fatal
+            if failures is None:
+                raise
+            failures.append(failure("walk-forward", alias, _why(exc)))
+            continue
         fc.insert(0, "model", alias)
         blocks.append(fc)
+    if not blocks:
+        raise ValueError("no tail model produced a forecast: "
+                         + "; ".join(f"{f['model']}: {f['reason']}" for f in failures or []))
     return pd.concat(blocks, ignore_index=True)
 
 
@@ -187,9 +257,11 @@ def select_scale_model(panel: pd.DataFrame, cfg: Config,
     return str(table.sort_values("fz0")["scale_model"].iloc[0]), table
 
 
-def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config
-                 ) -> dict[str, pd.DataFrame]:
-    """Every table of :func:`run_tail_backtest` from walk-forward ``forecasts``."""
+def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
+                 failures: list[dict[str, str]] | None = None) -> dict[str, pd.DataFrame]:
+    """Every table of :func:`run_tail_backtest` from walk-forward ``forecasts``; the
+    ``failures`` table holds the given rows and those of the statistics left undefined."""
+    failures = [] if failures is None else failures
     ev = cfg.evaluation
     models = list(forecasts["model"].unique())
     variants = {getattr(cfg.tail, a).loss_variant for a in models}
@@ -202,9 +274,11 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config
     benchmarks = [b for b in dict.fromkeys([best, "fhs_garch", "fhs_ewma"]) if b in models]
     return {
         "fz0_selection": fz0_table(sel), "fz0_evaluation": fz0_table(evl),
-        "dm": dm_table(evl, benchmarks), "mcs": mcs_frame(evl).reset_index(),
-        "backtests": backtest_table(evl, dq_lags=ev.dq_lags),
+        "dm": dm_table(evl, benchmarks, failures=failures),
+        "mcs": mcs_frame(evl, failures=failures).reset_index(),
+        "backtests": backtest_table(evl, dq_lags=ev.dq_lags, failures=failures),
         "choice": pd.DataFrame({"best_classical": [best]}),
+        "failures": pd.DataFrame(failures, columns=FAILURE_COLUMNS),
     }
 
 
@@ -219,5 +293,6 @@ def run_tail_backtest(panel: pd.DataFrame, cfg: Config,
     model of the selection period and the two FHS), ``mcs`` (evaluation), ``backtests``
     (evaluation, per model/side/asset at 99 %) and ``choice`` (the best classical model).
     """
-    forecasts = walk_forward_all(panel, cfg, progress)
-    return forecasts, score_tables(forecasts, panel, cfg)
+    failures: list[dict[str, str]] = []
+    forecasts = walk_forward_all(panel, cfg, progress, failures)
+    return forecasts, score_tables(forecasts, panel, cfg, failures)
