@@ -17,6 +17,10 @@ forecast at no cutoff (it declined every fit) fails too, and every forecast is c
 fails whole (a model is never scored on a support its rivals do not share). Failed triples
 are dropped from the forecasts and listed in :attr:`WalkForward.failures`, so a pooled model
 that fails on one asset loses that asset only and one that cannot fit loses every asset.
+A forecast the market gives nothing to check against (a gap in an asset's data leaves too few
+realized-variance days in the trailing window) is dropped alone: that is the data's fault,
+not the model's. Its triple stays, and one ``unverifiable`` row of the failures counts the
+forecasts dropped.
 On data where nothing fails the forecasts are those of fitting all assets at once.
 """
 
@@ -37,7 +41,7 @@ import pandas as pd
 from configs.schema import PlausibilityConfig
 from features.schema import feature_view
 from models.base import Forecaster, concat_forecasts
-from models.plausibility import TrailingVariance, forecast_implausibility
+from models.plausibility import TrailingVariance, forecast_implausibility, unverifiable
 
 ProgressHook = Callable[[int, int], None]
 FAILURE_COLUMNS = ["model", "asset", "horizon_days", "stage", "reason", "rows"]
@@ -85,6 +89,7 @@ LEAVE_EACH_OUT_MAX = 16
 class WalkForward:
     forecasts: pd.DataFrame  # healthy rows only (FORECAST_COLUMNS + fitted_through)
     failures: pd.DataFrame   # FAILURE_COLUMNS: one row per failed (model, asset, horizon)
+    #                          or per triple with unverifiable forecasts dropped alone
     task_seconds: float = 0.0  # the tasks' own run times summed (fits and forecasts)
 
 
@@ -266,12 +271,18 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
                                    "at every refit (e.g. a fit it judged degenerate)"}
              for a in ran for h in horizons if (a, int(h)) not in covered]
     bad = forecasts[reasons != ""].assign(reason=reasons[reasons != ""])
+    bad["alone"] = unverifiable(bad["reason"])
     for (asset, h), g in bad.groupby(["asset", "horizon_days"], sort=True):
-        first = g.sort_values("cutoff").iloc[0]
+        wrong = g[~g["alone"]]  # one forecast the model got wrong fails the triple
+        first = (wrong if len(wrong) else g).sort_values("cutoff").iloc[0]
+        if len(wrong):
+            stage, what = "plausibility", f"{len(wrong)} implausible forecasts"
+        else:
+            stage, what = "unverifiable", f"{len(g)} forecasts dropped (the others kept)"
         rows.append({"model": alias, "asset": asset, "horizon_days": int(h),
-                     "stage": "plausibility", "rows": len(g),
-                     "reason": f"{len(g)} implausible forecasts, first at "
-                               f"{first['cutoff'].date()}: {first['reason']}"})
+                     "stage": stage, "rows": len(wrong) or len(g),
+                     "reason": f"{what}, first at {first['cutoff'].date()}: "
+                               f"{first['reason']}"})
     out = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     # one row per triple: a fit failure explains the rest, the first refit's error is enough
     out = out.drop_duplicates(["model", "asset", "horizon_days"], ignore_index=True)
@@ -306,10 +317,13 @@ class PendingBacktest:
                                           self.plausibility or PlausibilityConfig(),
                                           self.trailing)
         failures = _failures(self.alias, results, fc, reasons, self.horizons)
-        failed = pd.MultiIndex.from_frame(failures[["asset", "horizon_days"]].astype(
+        whole = failures[failures["stage"] != "unverifiable"]
+        failed = pd.MultiIndex.from_frame(whole[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))
         keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
             {"horizon_days": int})).isin(failed)
+        flagged = np.flatnonzero(np.asarray(reasons != ""))
+        keep[flagged[unverifiable(np.asarray(reasons)[flagged])]] = False  # dropped alone
         return WalkForward(fc[keep].reset_index(drop=True), failures,
                            sum(r.seconds for r in results))
 

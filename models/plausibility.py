@@ -106,6 +106,17 @@ def implausibility(
     return out
 
 
+NO_REFERENCE = "nothing to check the forecast against"
+
+
+def unverifiable(reasons: ArrayLike) -> np.ndarray:
+    """Where a reason says only that the market gave nothing to check the forecast against
+    (a gap in the data left too few realized-variance days in the trailing window): the
+    forecast is not used, but it says nothing against the model that made it."""
+    return np.array([str(r).endswith(NO_REFERENCE) for r in np.asarray(reasons, dtype=object)],
+                    dtype=bool)
+
+
 def _reason(v: float, vol_1d: float, rv: float, ratio: float, b: PlausibilityConfig) -> str:
     if not np.isfinite(v):
         return f"forecast variance is not finite ({v})"
@@ -118,7 +129,7 @@ def _reason(v: float, vol_1d: float, rv: float, ratio: float, b: PlausibilityCon
                 "(a peg or a dead feed)")
     if not np.isfinite(rv):
         return (f"fewer than {b.min_obs} realized-variance days in the trailing "
-                f"{b.window_days} days: nothing to check the forecast against")
+                f"{b.window_days} days: {NO_REFERENCE}")
     if rv <= 0:
         return f"trailing {b.window_days}-day realized variance is zero (a flat-lined feed)"
     if not b.min_ratio <= ratio <= b.max_ratio:

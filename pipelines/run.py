@@ -70,8 +70,9 @@ class RunResult:
 
     def failure_lines(self) -> list[str]:
         """The end-of-run list of what failed, one line each (empty when nothing did)."""
-        lines = [f"forecast failed: {r.model} {r.asset} h={r.horizon_days}d ({r.stage}): "
-                 f"{r.reason}" for r in self.forecast_failures.itertuples()]
+        lines = [f"{'forecasts dropped' if r.stage == 'unverifiable' else 'forecast failed'}"
+                 f": {r.model} {r.asset} h={r.horizon_days}d ({r.stage}): {r.reason}"
+                 for r in self.forecast_failures.itertuples()]
         diag = [f"diagnostic undefined: {r.diagnostic} {r.model} {r.asset} "
                 f"h={r.horizon_days}d: {r.reason}" for r in self.diagnostic_failures.itertuples()]
         if len(diag) > MAX_DIAGNOSTIC_LINES:

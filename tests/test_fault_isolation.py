@@ -186,6 +186,39 @@ def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):
     pd.testing.assert_frame_equal(both[both["model"] == "a"].reset_index(drop=True), alone)
 
 
+def test_forecasts_after_a_data_gap_are_dropped_alone_not_the_model(panel):
+    """A 25-day gap in BBB's data (an exchange outage) leaves the trailing window too few
+    realized-variance days to check the forecasts after it: those are dropped, each alone;
+    before, they failed the model on BBB for the whole backtest."""
+    dates = panel.index.get_level_values("date")
+    gap = (panel.index.get_level_values("asset") == "BBB") & (
+        dates >= "2021-08-01") & (dates <= "2021-08-25")
+    holed = panel[~gap]
+    make = lambda: build_forecaster("ewma94", ModelsConfig(), H)  # noqa: E731
+    out = _run(make, holed)
+    unchecked = _run(make, holed, plausibility=PlausibilityConfig(enabled=False)).forecasts
+    bounds = PlausibilityConfig()
+    _, count = trailing_realized_variance(holed.xs("BBB", level="asset")["rv"],
+                                          bounds.window_days, bounds.min_obs)
+    blind = set(count.index[count < bounds.min_obs])
+    fc = unchecked[~((unchecked["asset"] == "BBB") & unchecked["cutoff"].isin(blind))]
+    pd.testing.assert_frame_equal(out.forecasts, fc.reset_index(drop=True))
+    assert set(out.forecasts["asset"]) == {"AAA", "BBB", "CCC"}
+    f = out.failures
+    assert list(zip(f["asset"], f["horizon_days"], f["stage"], strict=True)) == [
+        ("BBB", 1, "unverifiable"), ("BBB", 7, "unverifiable")]
+    dropped = len(unchecked) - len(out.forecasts)
+    assert dropped == 2 * f["rows"].iloc[0] and 0 < f["rows"].iloc[0] < 15
+    assert f["reason"].str.contains("forecasts dropped .the others kept., first at "
+                                    "2021-08-26: fewer than 15 realized-variance days").all()
+    # a model also wrong after the gap fails whole, as before: its wrong rows are counted
+    bad = _run(lambda: _faulty(blow_up=("BBB",), per_asset=True), holed).failures
+    assert set(bad["stage"]) == {"plausibility"} and set(bad["asset"]) == {"BBB"}
+    assert (bad["rows"] == len(unchecked[(unchecked["asset"] == "BBB")
+                                         & (unchecked["horizon_days"] == 1)]) - len(blind
+                                         & set(unchecked["cutoff"]))).all()
+
+
 # ------------------------------------------------------------------------- plausibility
 
 
@@ -305,7 +338,10 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
     assert clean.failure_lines() == []
     failed = pd.DataFrame([{"model": "egarch_t", "asset": "PUMP", "horizon_days": 7,
                             "stage": "plausibility", "reason": "3 implausible forecasts",
-                            "rows": 3}])
+                            "rows": 3},
+                           {"model": "garch11_t", "asset": "GAP", "horizon_days": 1,
+                            "stage": "unverifiable", "reason": "2 forecasts dropped",
+                            "rows": 2}])
     diag = pd.DataFrame([{"model": "b", "asset": "X", "horizon_days": 1,
                           "diagnostic": "mincer_zarnowitz", "reason": "singular design"}] * 25)
     result = RunResult(**{**base, "failures": {"crypto/daily/EMPTY.csv.gz": "no rows"}},
@@ -314,8 +350,10 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
     lines = result.failure_lines()
     assert lines[0] == ("forecast failed: egarch_t PUMP h=7d (plausibility): "
                         "3 implausible forecasts")
+    assert lines[1] == ("forecasts dropped: garch11_t GAP h=1d (unverifiable): "
+                        "2 forecasts dropped")
     assert sum(line.startswith("diagnostic undefined") for line in lines) == 20
-    assert "... and 5 more" in lines[21] and lines[-1].startswith("skipped file crypto/daily")
+    assert "... and 5 more" in lines[22] and lines[-1].startswith("skipped file crypto/daily")
 
 
 def test_task_rows_of_one_asset_equal_the_boolean_filter_sorted_or_not():
