@@ -106,9 +106,11 @@ def summary_schema() -> dict[str, Any]:
             "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / book "
                                               "debt over historical and hypothetical scenarios "
                                               "(what the gate compares to its budget)"},
-            "monte_carlo": {"description": "joint FHS tail of protocol bad debt", **mc_tail},
-            "t_copula": {"description": "Student-t copula tail (null when not configured)",
-                         **mc_tail},
+            "monte_carlo": {"description": "joint FHS tail of protocol bad debt (null when no "
+                            "held asset has a year of returns: logged, the other scenarios "
+                            "stand)", **mc_tail},
+            "t_copula": {"description": "Student-t copula tail (null when not configured, or "
+                         "as monte_carlo)", **mc_tail},
             "scenarios": {"type": "array", "items": scenario}},
         "additionalProperties": False}
 
