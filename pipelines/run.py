@@ -62,11 +62,12 @@ class RunResult:
         default_factory=lambda: _empty(["model", "asset", "horizon_days", "diagnostic",
                                         "reason"]))
     warnings: list[str] = field(default_factory=list)  # later rows, lost hours, stale series
+    tail_failures: list[str] = field(default_factory=list)  # with tail.in_run: what it left out
 
     @property
     def completed_with_failures(self) -> bool:
         return bool(len(self.forecast_failures) or len(self.diagnostic_failures)
-                    or self.failures)
+                    or self.failures or self.tail_failures)
 
     def failure_lines(self) -> list[str]:
         """The end-of-run list of what failed, one line each (empty when nothing did)."""
@@ -80,7 +81,7 @@ class RunResult:
             diag = [*diag[:MAX_DIAGNOSTIC_LINES], f"... and {more} more undefined "
                     "diagnostics (outputs/backtest/comparison.csv, *_note columns)"]
         files = [f"skipped file {name}: {why}" for name, why in self.failures.items()]
-        return lines + diag + files
+        return lines + diag + self.tail_failures + files
 
 
 def exit_status(result: RunResult) -> int:
@@ -110,9 +111,10 @@ def run(
     progress("features", 0, 1)
     panel, fp, fresh = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper, engine)
+    tail_failures: list[str] = []
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
-        from pipelines.tail_step import step_tail
-        step_tail(cfg, panel, progress)
+        from pipelines.tail_step import failure_lines, step_tail
+        tail_failures = failure_lines(step_tail(cfg, panel, progress))
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine)
     progress("register", 0, 1)
@@ -127,4 +129,4 @@ def run(
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
-                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])))
+                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])), tail_failures)

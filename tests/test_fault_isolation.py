@@ -354,6 +354,9 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
                         "2 forecasts dropped")
     assert sum(line.startswith("diagnostic undefined") for line in lines) == 20
     assert "... and 5 more" in lines[22] and lines[-1].startswith("skipped file crypto/daily")
+    # with tail.in_run, what the tail step left out is listed too, and sets the exit code
+    tail = RunResult(**base, tail_failures=["tail model failed: caviar: LinAlgError"])
+    assert exit_status(tail) == 4 and tail.failure_lines() == tail.tail_failures
 
 
 def test_task_rows_of_one_asset_equal_the_boolean_filter_sorted_or_not():
