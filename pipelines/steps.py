@@ -106,9 +106,10 @@ class NoForecastsError(RuntimeError):
 
 def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """The comparison table as logged: healthy rows, then one row per failed (model, asset,
-    horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows)."""
-    failed = failures.rename(columns={"reason": "failure"})[
-        ["model", "asset", "horizon_days", "failure"]]
+    horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows). A triple
+    that only had forecasts dropped alone (stage ``unverifiable``) is a healthy row."""
+    failed = failures[failures["stage"] != "unverifiable"].rename(
+        columns={"reason": "failure"})[["model", "asset", "horizon_days", "failure"]]
     return pd.concat([compared.assign(failure=""), failed], ignore_index=True)
 
 
@@ -157,7 +158,8 @@ def step_backtest(
                     forecasts[alias] = fc
                 failed.append(wf.failures)
                 fc.to_parquet(out_dir / f"forecasts_{alias}.parquet")
-                mlflow.log_metrics({"forecast_rows": len(fc), "failed_pairs": len(wf.failures),
+                whole = int((wf.failures["stage"] != "unverifiable").sum())
+                mlflow.log_metrics({"forecast_rows": len(fc), "failed_pairs": whole,
                                     "task_seconds": round(wf.task_seconds, 3)})
                 if len(wf.failures):
                     mlflow.set_tag("failures", len(wf.failures))
