@@ -243,7 +243,9 @@ def _attempt(task: Task, make_model: Callable[[], Forecaster], features: pd.Data
 
 
 def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
-              reasons: pd.Series, horizons: Sequence[int]) -> pd.DataFrame:
+              reasons: pd.Series, alone: np.ndarray, horizons: Sequence[int]) -> pd.DataFrame:
+    """One row per failed (model, asset, horizon), and one per triple whose only flagged
+    forecasts are ``alone`` (unverifiable: dropped one by one, the triple kept)."""
     rows = []
     for r in results:
         if r.error:
@@ -270,8 +272,8 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
               "rows": 0, "reason": "no forecast at any cutoff: the model declined the asset "
                                    "at every refit (e.g. a fit it judged degenerate)"}
              for a in ran for h in horizons if (a, int(h)) not in covered]
-    bad = forecasts[reasons != ""].assign(reason=reasons[reasons != ""])
-    bad["alone"] = unverifiable(bad["reason"])
+    flagged = np.asarray(reasons != "")
+    bad = forecasts[flagged].assign(reason=reasons[flagged], alone=alone[flagged])
     for (asset, h), g in bad.groupby(["asset", "horizon_days"], sort=True):
         wrong = g[~g["alone"]]  # one forecast the model got wrong fails the triple
         first = (wrong if len(wrong) else g).sort_values("cutoff").iloc[0]
@@ -316,14 +318,15 @@ class PendingBacktest:
         reasons = forecast_implausibility(fc, self.panel,
                                           self.plausibility or PlausibilityConfig(),
                                           self.trailing)
-        failures = _failures(self.alias, results, fc, reasons, self.horizons)
+        flagged = np.flatnonzero(np.asarray(reasons != ""))
+        alone = np.zeros(len(fc), dtype=bool)  # unverifiable: dropped one by one
+        alone[flagged[unverifiable(np.asarray(reasons)[flagged])]] = True
+        failures = _failures(self.alias, results, fc, reasons, alone, self.horizons)
         whole = failures[failures["stage"] != "unverifiable"]
         failed = pd.MultiIndex.from_frame(whole[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))
         keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
-            {"horizon_days": int})).isin(failed)
-        flagged = np.flatnonzero(np.asarray(reasons != ""))
-        keep[flagged[unverifiable(np.asarray(reasons)[flagged])]] = False  # dropped alone
+            {"horizon_days": int})).isin(failed) & ~alone
         return WalkForward(fc[keep].reset_index(drop=True), failures,
                            sum(r.seconds for r in results))
 
