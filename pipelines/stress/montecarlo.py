@@ -94,16 +94,12 @@ class Pool:
 def proxy_for(own: pd.Series, seasoned: pd.DataFrame, min_obs: int = PROXY_MIN_OBS) -> str:
     """The column of ``seasoned`` whose values correlate most with ``own`` over their common
     dates (at least ``min_obs``; ties: the first column); the first column when none has
-    that many (``seasoned`` is ordered longest history first)."""
-    best, best_corr = str(seasoned.columns[0]), -np.inf
-    for col in seasoned.columns:
-        both = pd.concat([own, seasoned[col]], axis=1).dropna()
-        if len(both) < min_obs:
-            continue
-        corr = float(np.corrcoef(both.to_numpy(float).T)[0, 1])
-        if np.isfinite(corr) and corr > best_corr:
-            best, best_corr = str(col), corr
-    return best
+    that many (``seasoned`` is ordered longest history first). One pass over the columns
+    (pairwise-complete Pearson correlations), not one join per column."""
+    common = seasoned[own.notna()].notna().sum()
+    corr = seasoned.corrwith(own)
+    eligible = corr[(common >= min_obs) & np.isfinite(corr)]
+    return str(eligible.idxmax()) if len(eligible) else str(seasoned.columns[0])
 
 
 def fhs_pool(daily: dict[str, pd.DataFrame], assets: list[str], decay: float,
