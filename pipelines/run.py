@@ -76,12 +76,21 @@ class RunResult:
                  for r in self.forecast_failures.itertuples()]
         diag = [f"diagnostic undefined: {r.diagnostic} {r.model} {r.asset} "
                 f"h={r.horizon_days}d: {r.reason}" for r in self.diagnostic_failures.itertuples()]
-        if len(diag) > MAX_DIAGNOSTIC_LINES:
-            more = len(diag) - MAX_DIAGNOSTIC_LINES
-            diag = [*diag[:MAX_DIAGNOSTIC_LINES], f"... and {more} more undefined "
-                    "diagnostics (outputs/backtest/comparison.csv, *_note columns)"]
-        files = [f"skipped file {name}: {why}" for name, why in self.failures.items()]
-        return lines + diag + self.tail_failures + files
+        diag = capped(diag, MAX_DIAGNOSTIC_LINES, "undefined diagnostics "
+                      "(outputs/backtest/comparison.csv, *_note columns)")
+        return lines + diag + self.tail_failures + skipped_file_lines(self.failures)
+
+
+def capped(lines: list[str], most: int, rest: str) -> list[str]:
+    """``lines``, or the first ``most`` of them and a line saying where the ``rest`` is."""
+    if len(lines) <= most:
+        return lines
+    return [*lines[:most], f"... and {len(lines) - most} more {rest}"]
+
+
+def skipped_file_lines(failures: dict[str, str]) -> list[str]:
+    """One end-of-job line per data file skipped under ``--keep-going``."""
+    return [f"skipped file {name}: {why}" for name, why in failures.items()]
 
 
 def exit_status(result: RunResult) -> int:

@@ -25,7 +25,12 @@ import pandas as pd
 
 from configs.schema import Config
 from pipelines.evaluation.tail_compare import run_tail_backtest
-from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES
+from pipelines.run import (
+    EXIT_COMPLETED_WITH_FAILURES,
+    MAX_DIAGNOSTIC_LINES,
+    capped,
+    skipped_file_lines,
+)
 from serving.ops.tracking import log_context
 
 HEADLINE_LEVEL = 0.99
@@ -117,11 +122,8 @@ def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
               for r in table.itertuples() if r.stage == "walk-forward"]
     stats = [f"statistic undefined: {r.stage} {r.model} {r.side} {r.asset}".rstrip()
              + f": {r.reason}" for r in table.itertuples() if r.stage != "walk-forward"]
-    if len(stats) > most:
-        stats = [*stats[:most], f"... and {len(stats) - most} more "
-                 "(outputs/tail/failures.csv)"]
-    files = [f"skipped file {name}: {why}" for name, why in (skipped or {}).items()]
-    return models + stats + files
+    stats = capped(stats, most, "(outputs/tail/failures.csv)")
+    return models + stats + skipped_file_lines(skipped or {})
 
 
 def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
