@@ -27,7 +27,7 @@ import pandas as pd
 
 from configs.schema import FeaturesConfig
 from features.crossasset import cross_asset_features
-from features.implied import implied_features
+from features.implied import MARKET_DVOL, implied_features
 from features.liquidity import liquidity_features
 from features.loaders import MarketData
 from features.losses import LOSS_COLUMNS, PROXY_FLAG, worst_loss_features
@@ -43,7 +43,6 @@ from features.realized import (
 from features.schema import COLUMNS, undocumented_columns
 from features.targets import target_frame
 
-MARKET_DVOL = "BTC"  # Deribit's flagship index stands in for assets without their own DVOL
 YANG_ZHANG_WINDOW = 30  # days; part of the column name
 
 

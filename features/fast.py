@@ -46,7 +46,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from configs.schema import FeaturesConfig
-from features.build import MARKET_DVOL, TAIL_COLUMNS
+from features.build import TAIL_COLUMNS
 from features.candle_store import will_need
 from features.fast_rows import (
     DAY_NS,
@@ -65,6 +65,7 @@ from features.fast_rows import (
     stamps,
     trailing,
 )
+from features.implied import MARKET_DVOL
 from features.loaders import MarketData
 from features.loss_days import Known, LossDays, Source, due
 from features.losses import LOSS_COLUMNS, PROXY_FLAG

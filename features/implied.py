@@ -24,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["dvol_change", "dvol_to_daily_variance", "implied_features", "iv_rv_ratio",
-           "variance_risk_premium"]
+__all__ = ["MARKET_DVOL", "dvol_change", "dvol_to_daily_variance", "implied_features",
+           "iv_rv_ratio", "variance_risk_premium"]
+
+MARKET_DVOL = "BTC"  # Deribit's flagship index stands in for assets without their own DVOL
 
 
 def dvol_to_daily_variance(dvol_pct: pd.Series) -> pd.Series:

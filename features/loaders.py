@@ -33,6 +33,8 @@ from features import append_receipts
 from features.candle_cache import CandleCache
 from features.consistency import check_hourly_against_daily
 from features.gaps import GAP_COLUMNS, gap_report, gap_reports
+from features.implied import MARKET_DVOL
+from features.macro import MACRO_FACTORS, VIX_SERIES
 from features.rawfiles import (
     DEFAULT_MAX_FILE_MB,
     FILE_ERRORS,
@@ -324,7 +326,8 @@ def load_market(
     MarketData
         Frames keyed by symbol (DVOL: ``BTC`` from ``DVOL_BTC``) or macro name; ``gaps`` lists
         missing days and hours of the crypto files within the cut. Missing ``iv/`` or
-        ``macro/`` directories give empty dicts.
+        ``macro/`` directories give empty dicts, and each absent series the features read is a
+        warning (:func:`absent_inputs`).
     """
     root = Path(data_dir)
     store = CandleCache(cache) if isinstance(cache, (str, Path)) else cache
@@ -365,7 +368,10 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
     dvol_files, dvol_errors = run.scan(
         root / "iv", lambda n: f"DVOL_{n} not used"
         + (f"; asset {n} not built" if n in symbols else ""), prefix="DVOL_")
-    macro_files, _ = run.scan(root / "macro", lambda n: f"macro series {n} not used")
+    macro_files, macro_errors = run.scan(root / "macro", lambda n: f"macro series {n} not used")
+    for note in absent_inputs(root, symbols, set(dvol_files) | set(dvol_errors),
+                              set(macro_files) | set(macro_errors)):
+        run.warn(note)
     if store is not None:  # the rows appended since caching: one parse per kind, all files
         planned = [(p, "dvol") for p in dvol_files.values()]
         planned += [(daily_files[s], "daily") for s in symbols]
@@ -419,6 +425,32 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
     return MarketData(daily, hourly, dvol, macro, gaps, root, files, run.failures, problems,
                       run.warnings, run.future,
                       {s: (k, run.lineage[k]) for s, k in keys.items() if k in run.lineage})
+
+
+def absent_inputs(root: Path, symbols: list[str], dvol: set[str], macro: set[str]
+                  ) -> list[str]:
+    """One warning per kind of feature input the pipeline reads but ``root`` has no file for.
+
+    Absent macro series and an absent market DVOL are not errors (a venue may have no licence
+    for them, and the features are NaN rather than invented), but they change what the models
+    see, so they are said: each missing macro series of :data:`features.macro.MACRO_FACTORS`,
+    and ``DVOL_<MARKET_DVOL>`` when some asset has no DVOL of its own and would read it.
+    ``dvol`` and ``macro`` are the names found, a broken file included (already reported).
+    """
+    notes = []
+    expected = [name for name, _ in MACRO_FACTORS.values()]
+    missing = [name for name in expected if name not in macro]
+    if missing:
+        vix = " and the VIX level and regime are unknown" if VIX_SERIES in missing else ""
+        notes.append(f"{root / 'macro'}: no file for macro series {', '.join(missing)} "
+                     f"(NAME.csv.gz): their correlation and beta features are NaN for every "
+                     f"asset{vix}.")
+    borrowers = [s for s in symbols if s not in dvol]
+    if MARKET_DVOL not in dvol and borrowers:
+        notes.append(f"{root / 'iv'}: no DVOL_{MARKET_DVOL}.csv.gz, the market implied "
+                     f"volatility read by assets without their own DVOL index "
+                     f"({', '.join(borrowers)}): their DVOL features are NaN.")
+    return notes
 
 
 def _hourly(

@@ -10,9 +10,11 @@ import pytest
 
 from configs.schema import Config
 from features.loaders import MarketData, load_market
+from features.macro import MACRO_FACTORS
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"
+MACRO = tuple(name for name, _ in MACRO_FACTORS.values())  # every macro series the features read
 
 
 def write_slice(
@@ -20,11 +22,12 @@ def write_slice(
     assets: list[str],
     start: str,
     end: str,
-    macro: tuple[str, ...] = ("SPX",),
+    macro: tuple[str, ...] = MACRO,
 ) -> Path:
     """Copy the embedded data for ``assets`` (+ DVOL and ``macro``) between two dates to ``dest``.
 
-    Rows are only selected by date, never altered, so the slice is real data.
+    Rows are only selected by date, never altered, so the slice is real data. By default every
+    macro series the features read: a complete directory, which loads without a warning.
     """
 
     def copy(src: Path) -> None:

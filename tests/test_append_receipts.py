@@ -33,7 +33,7 @@ FILES = 7  # BTC and ETH daily, hourly and DVOL, and SPX
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BTC and ETH (daily, hourly, DVOL) and SPX, spring 2021; BTC's daily file plain CSV."""
     root = write_slice(tmp_path_factory.mktemp("src"), ["BTC", "ETH"], "2021-03-24",
-                       "2021-05-15")
+                       "2021-05-15", macro=("SPX",))
     gz = root / "crypto" / "daily" / "BTC.csv.gz"
     (root / "crypto" / "daily" / "BTC.csv").write_bytes(gzip.decompress(gz.read_bytes()))
     gz.unlink()

@@ -27,7 +27,7 @@ def _text(path: Path) -> bytes:
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """BTC and ETH (daily, hourly, DVOL) and SPX, spring 2021, as plain CSV (a feed appends)."""
     root = write_slice(tmp_path_factory.mktemp("src"), ["BTC", "ETH"], "2021-03-24",
-                       "2021-05-15")
+                       "2021-05-15", macro=("SPX",))
     for gz in list(root.rglob("*.csv.gz")):
         gz.with_name(gz.name[:-3]).write_bytes(_text(gz))
         gz.unlink()

@@ -153,6 +153,30 @@ def test_discover_assets_on_partial_copy(tmp_path: Path) -> None:
     assert list(data.gaps.columns) == ["source", "gap_start", "gap_end", "missing"]
 
 
+def test_absent_macro_and_market_dvol_are_said_not_silent(tmp_path: Path) -> None:
+    """A data directory without macro series or the market's DVOL loads (their features are
+    NaN), but each absence is a warning naming the directory, the series and what reads it."""
+    root = copy_assets(tmp_path, ["SOL", "ETH"])
+    (root / "macro").mkdir()
+    shutil.copy(DATA_DIR / "macro" / "SPX.csv.gz", root / "macro")
+    (root / "iv").mkdir()
+    shutil.copy(DATA_DIR / "iv" / "DVOL_ETH.csv.gz", root / "iv")
+    data = load_market(root)
+    assert sorted(data.macro) == ["SPX"] and sorted(data.dvol) == ["ETH"]
+    macro, dvol = (w for w in data.warnings if "macro" in w or "DVOL" in w)
+    assert macro.startswith(f"{root / 'macro'}: no file for macro series NDX, DXY, GOLD, VIX, "
+                            "US10Y (NAME.csv.gz)")
+    assert "VIX level and regime are unknown" in macro and "SPX" not in macro
+    # SOL has no DVOL of its own and would read BTC's; ETH has its own, so it is not named
+    assert dvol.startswith(f"{root / 'iv'}: no DVOL_BTC.csv.gz") and "(SOL)" in dvol
+    # the market DVOL is not asked for when every asset loaded has its own
+    assert not any("DVOL" in w for w in load_market(root, assets=["ETH"]).warnings)
+
+
+def test_embedded_data_has_every_feature_input(market: MarketData) -> None:
+    assert not [w for w in market.warnings if "no file for" in w or "no DVOL_" in w]
+
+
 def test_requested_asset_without_file_is_an_error(tmp_path: Path) -> None:
     root = copy_assets(tmp_path, ["BTC"])
     with pytest.raises(DataValidationError) as exc:
