@@ -55,6 +55,49 @@ def test_choice_is_the_cheapest_acceptable_candidate_on_the_selection_period():
     assert frozen.overrides == {"policy.confidence": 0.975}
 
 
+def _capital_fixed(path: pd.DataFrame, asset: str, ltv: float) -> pd.DataFrame:
+    return path.assign(ltv=np.where(path["asset"] == asset, ltv, path["ltv"]))
+
+
+def test_an_asset_without_a_path_counts_as_not_acceptable():
+    """Three assets; C is the costly one. ``policy:cheap_everywhere`` is acceptable on all
+    three; ``policy:no_c``'s forecaster failed on C, so it has no path there: it is counted
+    over the same three assets (2/3, not 2/2), and C's capital does not decide the choice."""
+    everywhere = _capital_fixed(_path(1, 0.12, ("A", "B", "C")), "C", 0.30)
+    no_c = _path(1, 0.12, ("A", "B"))
+    paths = {"policy:cheap_everywhere": everywhere, "policy:no_c": no_c}
+    settings = {n: {"forecaster": n.split(":")[1]} for n in paths}
+    table = judge(paths, CFG, SELECTION)
+    assert table.groupby("policy")["acceptable"].sum().to_dict() == {
+        "policy:cheap_everywhere": 3, "policy:no_c": 2}
+    frozen = choose(table, settings)
+    ranked = frozen.table.set_index("policy")
+    assert frozen.name == "policy:cheap_everywhere"
+    assert ranked.loc["policy:no_c", "assets"] == 3 == ranked.loc["policy:cheap_everywhere",
+                                                                   "assets"]
+    assert "acceptable on 3/3 assets" in frozen.reason and "(2/3," in frozen.reason
+
+
+def test_tied_candidates_compare_capital_on_the_assets_they_share():
+    """Both acceptable on A and B; ``policy:with_c`` also has C (not acceptable: MMF far
+    below the losses), ``policy:no_c`` has no path on C. Tied on 2 acceptable of 3, they are
+    ordered by capital over A and B, not by ``with_c``'s mean that C's capital pulls down."""
+    with_c = _path(1, 0.12, ("A", "B", "C"))
+    with_c = with_c.assign(mmf=np.where(with_c["asset"] == "C", 0.001, with_c["mmf"]),
+                           ltv=np.where(with_c["asset"] == "C", 0.99, with_c["ltv"]))
+    with_c = _capital_fixed(_capital_fixed(with_c, "A", 0.80), "B", 0.80)
+    no_c = _capital_fixed(_capital_fixed(_path(1, 0.12, ("A", "B")), "A", 0.82), "B", 0.82)
+    paths = {"policy:with_c": with_c, "policy:no_c": no_c}
+    table = judge(paths, CFG, SELECTION)
+    own = table.groupby("policy")["capital"].mean()
+    assert own["policy:with_c"] < own["policy:no_c"]  # C's near-zero capital flatters with_c
+    frozen = choose(table, {n: {"forecaster": n.split(":")[1]} for n in paths})
+    ranked = frozen.table.set_index("policy")
+    assert frozen.name == "policy:no_c"
+    assert ranked.loc["policy:with_c", "capital_compared"] == pytest.approx(0.20)
+    assert ranked.loc["policy:no_c", "capital_compared"] == pytest.approx(0.18)
+
+
 def test_perturbing_evaluation_period_data_leaves_the_frozen_choice_unchanged():
     paths, settings = _candidates()
     before = _frozen(paths, settings)

@@ -4,10 +4,12 @@
 2. Judge each candidate with :func:`acceptance.accept_asset` on the **selection period** rows
    only (rows whose loss day lies in ``[selection_start, selection_end]``).
 3. Choose by code: most assets acceptable, then the least capital (mean 1 - LTV over assets),
-   then the name. Then the chosen candidate's knob variants (``evaluation.frontier_knobs``,
-   each varied alone: the stress-floor weight by default) are judged beside it on the same
-   rows and ranked by the same rule (:func:`pipelines.policy_eval.pipeline.choose_knob`); the
-   best and its settings are **frozen**.
+   then the name, every candidate counted over the same assets (an asset where a candidate's
+   forecaster failed is not acceptable for it; :func:`rank_like_for_like`). Then the chosen
+   candidate's knob variants (``evaluation.frontier_knobs``, each varied alone: the
+   stress-floor weight by default) are judged beside it on the same rows and ranked by the
+   same rule (:func:`pipelines.policy_eval.pipeline.choose_knob`); the best and its settings
+   are **frozen**.
 4. Report the frozen choice and the comparators on the **evaluation period**, with the
    selection period's figures beside them.
 
@@ -182,10 +184,38 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
                            ascending=[False, True, True]).reset_index(drop=True)
 
 
+def rank_like_for_like(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rank` of candidates that must be compared on the same assets.
+
+    A candidate has no path on an asset where its forecaster failed (the backtest leaves the
+    failed model-asset pair out); judged only where it has one, it would need fewer assets
+    acceptable and average its capital over the easier ones, so a model could win by failing
+    on the hardest asset. Here every candidate is counted over the union of the candidates'
+    assets (``assets``; an asset without a path is not acceptable: its forecaster cannot
+    serve it), and candidates tied on that count are ordered by their capital over the assets
+    they all have (``capital_compared``); ``capital`` stays each one's own mean.
+    """
+    per = rank(table)
+    held = table.groupby("policy")["asset"].agg(frozenset)
+    per["assets"] = table["asset"].nunique()
+    per["capital_compared"] = per["capital"]
+    for _, tied in per.groupby("acceptable"):
+        sets = [held[p] for p in tied["policy"]]
+        common = frozenset.intersection(*sets)
+        if len(tied) > 1 and any(s != common for s in sets):
+            mean = (table[table["asset"].isin(common)].groupby("policy")["capital"].mean()
+                    if common else pd.Series(dtype=float))
+            per.loc[tied.index, "capital_compared"] = tied["policy"].map(mean).to_numpy()
+    return per.sort_values(["acceptable", "capital_compared", "policy"],
+                           ascending=[False, True, True], na_position="last"
+                           ).reset_index(drop=True)
+
+
 def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]]) -> Frozen:
-    """Freeze the best candidate of the selection-period table (only candidate policies)."""
+    """Freeze the best candidate of the selection-period table (only candidate policies),
+    compared like for like (:func:`rank_like_for_like`)."""
     mine = selection_table[selection_table["policy"].isin(list(settings))]
-    ranked = rank(mine) if len(mine) else mine
+    ranked = rank_like_for_like(mine) if len(mine) else mine
     if ranked.empty:
         raise ValueError("no candidate has enough days with a realized loss in the selection "
                          "period to be judged: set evaluation.selection_start/selection_end "

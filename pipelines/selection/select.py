@@ -71,8 +71,8 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
         frozen = choose(selection_table, mine)
         stats = frozen.table.assign(model=frozen.table["policy"].map(
             {n: s["forecaster"] for n, s in mine.items()}))
-        best = stats.sort_values(["acceptable", "capital"], ascending=[False, True]
-                                 ).groupby("model").head(1).set_index("model")
+        # the frozen table is in the choice's order (like for like): each model's first row
+        best = stats.groupby("model", sort=False).head(1).set_index("model")
         per = per.join(best[["policy", "acceptable", "assets", "capital"]])
         notes.insert(0, frozen.reason)
         model, name, overrides = frozen.forecaster, frozen.name, frozen.overrides
