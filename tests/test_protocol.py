@@ -96,6 +96,8 @@ def test_tied_candidates_compare_capital_on_the_assets_they_share():
     assert frozen.name == "policy:no_c"
     assert ranked.loc["policy:with_c", "capital_compared"] == pytest.approx(0.20)
     assert ranked.loc["policy:no_c", "capital_compared"] == pytest.approx(0.18)
+    assert frozen.reason.endswith("next policy:with_c (2/3, capital 0.1367 (0.2000 on the "
+                                  "assets the tied candidates share))")
 
 
 def test_perturbing_evaluation_period_data_leaves_the_frozen_choice_unchanged():
@@ -332,6 +334,23 @@ def test_the_knob_is_chosen_beside_the_first_choice_by_the_same_rule():
     kept = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
     assert kept.policy == "policy:loose" and kept.overrides == first.overrides
     assert kept.reason.endswith("(the configured knobs kept)")
+
+
+def test_the_knob_step_counts_the_assets_its_forecaster_cannot_serve():
+    """The first step judged A, B and C; the frozen forecaster failed on C, so none of its
+    variants has a path there. The second step counts them over all three (2/3, not 2/2)."""
+    from pipelines.policy_eval.pipeline import choose_knob
+    from pipelines.policy_eval.protocol import Verdicts
+
+    first = _first("policy:loose", "loose", 0.975)
+    point = {"forecaster": "loose", "policy.confidence": 0.975}
+    paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
+    alone = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    counted = choose_knob(first, point, knobs, paths, Verdicts(CFG), {},
+                          universe={"A", "B", "C"})
+    assert "acceptable on 2/2 assets" in alone.reason
+    assert "acceptable on 2/3 assets" in counted.reason
+    assert counted.policy == alone.policy == "policy:loose,w=0"
 
 
 def test_the_knob_choice_ignores_the_evaluation_period():

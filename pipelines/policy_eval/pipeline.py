@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -91,7 +92,7 @@ def chooses_knobs(cfg: Config) -> bool:
 def choose_knob(first: Selection, first_settings: dict[str, Any],
                 knobs: dict[str, tuple[dict[str, Any], tuple[str, float]]],
                 paths: dict[str, pd.DataFrame], verdicts: Verdicts,
-                caps: dict[str, float]) -> Selection:
+                caps: dict[str, float], universe: Collection[str] | None = None) -> Selection:
     """The second step of the choice: the candidate frozen first (forecaster × grid point)
     and its knob variants (each ``evaluation.frontier_knobs`` setting varied alone), judged on
     the selection period by the same acceptance function and ranked by the same rule (most
@@ -101,9 +102,11 @@ def choose_knob(first: Selection, first_settings: dict[str, Any],
     would multiply the replays by the knob values (4 × 27 on the default config), while the
     variants of the one frozen candidate are replayed anyway for the frontier. Each variant
     moves one knob, so at most one knob moves from its configured value. Nothing here reads
-    a row past the selection period (the verdicts are the selection period's only)."""
+    a row past the selection period (the verdicts are the selection period's only).
+    ``universe``: the assets the first step judged, over which the variants are counted."""
     options = {n: {**first_settings, **overrides} for n, (overrides, _) in knobs.items()}
-    best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options)
+    best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options,
+                  universe)
     moved = any(first.overrides.get(k) != v for k, v in best.overrides.items())
     return dataclasses.replace(first, policy=best.name, overrides=best.overrides,
                                reason=knob_reason(first.reason, best.reason, moved))
@@ -180,7 +183,7 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     choice = first
     if chooses_knobs(cfg):
         choice = choose_knob(first, settings[first.policy], knobs, paths, verdicts,
-                             caps[SELECTION])
+                             caps[SELECTION], universe=set(sel_table["asset"]))
     frozen_cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
     own = f"{choice.policy}:no_apc"
     paths[own] = replay_many(panel, [(forecasts[choice.model], no_apc(frozen_cfg))], cfg,

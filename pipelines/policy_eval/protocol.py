@@ -20,7 +20,7 @@ Nothing in steps 2-3 reads a row whose loss is realized after ``selection_end``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -184,7 +184,8 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
                            ascending=[False, True, True]).reset_index(drop=True)
 
 
-def rank_like_for_like(table: pd.DataFrame) -> pd.DataFrame:
+def rank_like_for_like(table: pd.DataFrame, universe: Collection[str] | None = None
+                       ) -> pd.DataFrame:
     """:func:`rank` of candidates that must be compared on the same assets.
 
     A candidate has no path on an asset where its forecaster failed (the backtest leaves the
@@ -193,11 +194,13 @@ def rank_like_for_like(table: pd.DataFrame) -> pd.DataFrame:
     on the hardest asset. Here every candidate is counted over the union of the candidates'
     assets (``assets``; an asset without a path is not acceptable: its forecaster cannot
     serve it), and candidates tied on that count are ordered by their capital over the assets
-    they all have (``capital_compared``); ``capital`` stays each one's own mean.
+    they all have (``capital_compared``); ``capital`` stays each one's own mean. ``universe``
+    (default: the table's assets) names the assets judged in the step before, so that a
+    second step among one forecaster's variants still counts the assets it cannot serve.
     """
     per = rank(table)
     held = table.groupby("policy")["asset"].agg(frozenset)
-    per["assets"] = table["asset"].nunique()
+    per["assets"] = len(set(table["asset"]) | set(universe or ()))
     per["capital_compared"] = per["capital"]
     for _, tied in per.groupby("acceptable"):
         sets = [held[p] for p in tied["policy"]]
@@ -211,11 +214,23 @@ def rank_like_for_like(table: pd.DataFrame) -> pd.DataFrame:
                            ).reset_index(drop=True)
 
 
-def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]]) -> Frozen:
+def _capital_text(row: pd.Series) -> str:
+    """A ranked candidate's capital, and the one it was compared on where that differs
+    (a tie with a candidate that lacks some of its assets)."""
+    text = f"capital {row['capital']:.4f}"
+    compared = float(row["capital_compared"])
+    if compared == compared and abs(compared - float(row["capital"])) >= 5e-5:
+        text += f" ({compared:.4f} on the assets the tied candidates share)"
+    return text
+
+
+def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, Any]],
+           universe: Collection[str] | None = None) -> Frozen:
     """Freeze the best candidate of the selection-period table (only candidate policies),
-    compared like for like (:func:`rank_like_for_like`)."""
+    compared like for like over ``universe`` and the table's assets
+    (:func:`rank_like_for_like`)."""
     mine = selection_table[selection_table["policy"].isin(list(settings))]
-    ranked = rank_like_for_like(mine) if len(mine) else mine
+    ranked = rank_like_for_like(mine, universe) if len(mine) else mine
     if ranked.empty:
         raise ValueError("no candidate has enough days with a realized loss in the selection "
                          "period to be judged: set evaluation.selection_start/selection_end "
@@ -225,10 +240,10 @@ def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, An
     alias = str(chosen.pop("forecaster"))
     runner = ranked.iloc[1] if len(ranked) > 1 else None
     reason = (f"{best['policy']} frozen on the selection period: acceptable on "
-              f"{best['acceptable']}/{best['assets']} assets, capital {best['capital']:.4f}")
+              f"{best['acceptable']}/{best['assets']} assets, {_capital_text(best)}")
     if runner is not None:
         reason += (f"; next {runner['policy']} ({runner['acceptable']}/{runner['assets']}, "
-                   f"capital {runner['capital']:.4f})")
+                   f"{_capital_text(runner)})")
     return Frozen(str(best["policy"]), alias, chosen, reason, ranked)
 
 

@@ -194,6 +194,7 @@ def choose_tail_knob(frozen: Frozen, panel: pd.DataFrame, variance: pd.DataFrame
     variants = tail_knob_variants(frozen, cfg)
     if not variants:
         return frozen
+    universe = set(judge(dict(paths))["asset"])  # the first step's assets (its verdicts)
     jobs = list(variants.items())
     done = Parallel(n_jobs=cfg.backtest.n_jobs)(
         delayed(tail_policy_path)(panel, variance, tails, frozen.forecaster,
@@ -204,7 +205,7 @@ def choose_tail_knob(frozen: Frozen, panel: pd.DataFrame, variance: pd.DataFrame
     paths.update({n: p for (n, _), p in zip(jobs, done, strict=True)})
     settings.update(variants)
     options = {frozen.name: settings[frozen.name], **variants}
-    best = choose(judge({n: paths[n] for n in options}), options)
+    best = choose(judge({n: paths[n] for n in options}), options, universe)
     return dataclasses.replace(frozen, name=best.name, overrides=best.overrides,
                                reason=knob_reason(frozen.reason, best.reason,
                                                   best.name != frozen.name))
