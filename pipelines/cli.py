@@ -3,11 +3,13 @@ function, print. No computation happens here."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,6 +46,20 @@ def _config(config: Path | None, data_dir: Path | None, log: JobLog | None = Non
             console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     return cfg
+
+
+@contextlib.contextmanager
+def _data_errors_exit() -> Iterator[None]:
+    """A malformed data file stops ``run`` and ``tail`` with its file, line and rule (exit
+    1), as ``serve`` does, not with a traceback."""
+    from features.validation import DataValidationError
+
+    try:
+        yield
+    except DataValidationError as exc:
+        console.print(f"{exc} (--keep-going skips only its asset and runs the rest)",
+                      style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _day(text: str | None, log: JobLog | None = None) -> dt.date | None:
@@ -88,8 +104,10 @@ def tail_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfO
     from pipelines.tail_step import tail_job
 
     _quiet_libraries()
-    raise typer.Exit(tail_job(_config(config, data_dir), _day(as_of), keep_going,
-                              say=console.print))
+    cfg, day = _config(config, data_dir), _day(as_of)
+    with _data_errors_exit():
+        code = tail_job(cfg, day, keep_going, say=console.print)
+    raise typer.Exit(code)
 
 
 @app.command("run")
@@ -110,7 +128,10 @@ def run_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOp
     cfg = _config(config, data_dir)
     if scheduler:
         cfg = cfg.with_overrides({"backtest.engine": "dask", "backtest.scheduler": scheduler})
-    raise typer.Exit(run_job(cfg, console, _day(as_of), quiet, keep_going))
+    day = _day(as_of)
+    with _data_errors_exit():
+        code = run_job(cfg, console, day, quiet, keep_going)
+    raise typer.Exit(code)
 
 
 JobAsOfOpt = Annotated[str | None, typer.Option(

@@ -223,3 +223,28 @@ def test_serve_without_as_of_publishes_the_last_complete_day_and_logs_the_ignore
     assert any(m.startswith("crypto/daily/SOL.csv.gz: 1 row(s) from 2025-06-30") for m in ignored)
     assert lines[-1]["as_of"] == str(D29)
     assert (project / "out_default" / "forecasts" / f"asof={D29}").is_dir()
+
+
+@pytest.mark.parametrize("command", ["run", "tail"])
+def test_a_malformed_file_stops_run_and_tail_with_its_line_and_rule(
+        tmp_path: Path, command: str) -> None:
+    """Without --keep-going a bad row stops the job before any fit, as ``serve`` does: exit 1
+    with the file, line and rule on the console, and the way to run the other assets."""
+    root = write_slice(tmp_path / "market", ["BTC", "ETH"], "2024-01-01", "2024-03-31")
+    daily = root / "crypto" / "daily" / "ETH.csv.gz"
+    with gzip.open(daily, "rt") as fh:
+        lines = fh.read().splitlines()
+    fields = lines[10].split(",")  # line 11 of the file: 2024-01-10
+    fields[2] = str(float(fields[3]) / 2)  # high below low
+    lines[10] = ",".join(fields)
+    with gzip.open(daily, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
+    result = invoke(tmp_path, command, "--data-dir", "market", "--as-of", "2024-03-31")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "crypto/daily/ETH.csv.gz line 11: rule high_ge_low failed" in text
+    assert "--keep-going skips only its asset" in text
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "outputs" / "forecasts").exists()
