@@ -72,7 +72,8 @@ def policy_tables(bt: Path) -> str:
             "(`_sel`). `acceptable`: assets passing the one acceptance function (breaches ≤ "
             "one-sided Kupiec upper band at 99%, Christoffersen independence and DQ not "
             "rejecting at 5%, stress bad debt within budget); capital = mean(1 − LTV); bad "
-            "debt = Σ (x − cushion)/LB for a position at LT.")
+            "debt = Σ (x − cushion)/LB for a position at LT."
+            + unserved_note(summary, name))
     mine = summary[summary["policy"] == name][[
         "asset", "n", "breaches", "breach_upper", "band_low", "under_coverage",
         "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
@@ -101,6 +102,19 @@ def policy_tables(bt: Path) -> str:
             + "\n\n### Days on which several assets breached together (frozen policy, "
               "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
                                           empty="no day with that many breaches"))
+
+
+def unserved_note(summary: pd.DataFrame, name: str) -> str:
+    """The assets judged for some policy of the evaluation period but not for the frozen one
+    (its forecaster failed there, so the backtest has no path: the choice counted them as not
+    acceptable), said so that its per-asset table is not read as the whole universe."""
+    missing = sorted(set(summary["asset"]) - set(summary.loc[summary["policy"] == name,
+                                                             "asset"]))
+    if not missing:
+        return ""
+    return (f" **Not judged on {', '.join(map(str, missing))}**: the frozen forecaster has no "
+            "path there (failed in the walk-forward, `backtest/failures.csv`), and the choice "
+            "counted those assets as not acceptable for it.")
 
 
 def _knob_note(frozen: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.report_md import _frozen_points, _knob_note
+from pipelines.report_md import _frozen_points, _knob_note, unserved_note
 
 POINTS = pd.DataFrame({
     "family": ["har_rv", "har_rv", "har_rv:stress_floor_weight", "har_rv:stress_floor_weight",
@@ -26,3 +26,14 @@ def test_the_frozen_points_follow_a_knob_chosen_beside_the_first_choice():
     assert "then its knob variants (policy.stress_floor_weight in [0.0, 1.0])" in \
         _knob_note(moved)
     assert _knob_note(old) == ""
+
+
+def test_the_protocol_names_the_assets_the_frozen_policy_cannot_serve():
+    """The frozen forecaster failed on LUNC (no path), which other policies were judged on:
+    the protocol paragraph says so; with every asset judged it adds nothing."""
+    summary = pd.DataFrame({"policy": ["frozen", "frozen", "static", "static", "static",
+                                       "other"],
+                            "asset": ["BTC", "ETH", "BTC", "ETH", "LUNC", "AAA"]})
+    note = unserved_note(summary, "frozen")
+    assert note.startswith(" **Not judged on AAA, LUNC**: the frozen forecaster has no path")
+    assert unserved_note(summary[summary["asset"].isin(["BTC", "ETH"])], "frozen") == ""
