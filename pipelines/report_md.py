@@ -106,15 +106,15 @@ def policy_tables(bt: Path) -> str:
 
 def unserved_note(summary: pd.DataFrame, name: str) -> str:
     """The assets judged for some policy of the evaluation period but not for the frozen one
-    (its forecaster failed there, so the backtest has no path: the choice counted them as not
-    acceptable), said so that its per-asset table is not read as the whole universe."""
+    (its forecaster failed there, so the backtest has no path), said so that its per-asset
+    table is not read as the whole universe."""
     missing = sorted(set(summary["asset"]) - set(summary.loc[summary["policy"] == name,
                                                              "asset"]))
     if not missing:
         return ""
     return (f" **Not judged on {', '.join(map(str, missing))}**: the frozen forecaster has no "
-            "path there (failed in the walk-forward, `backtest/failures.csv`), and the choice "
-            "counted those assets as not acceptable for it.")
+            "path there (failed in the walk-forward, `backtest/failures.csv`); an asset of the "
+            "selection period counted as not acceptable for it in the choice.")
 
 
 def _knob_note(frozen: dict) -> str:

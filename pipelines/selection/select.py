@@ -68,7 +68,9 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
     settings = dict(settings or {})
     if cfg.rule == "policy" and selection_table is not None and len(selection_table):
         mine = {n: s for n, s in settings.items() if s["forecaster"] in pool}
-        frozen = choose(selection_table, mine)
+        # counted over every candidate's assets, as the knob step is (a screened-out
+        # forecaster's assets are still assets the policy must serve)
+        frozen = choose(selection_table, mine, set(selection_table["asset"]))
         stats = frozen.table.assign(model=frozen.table["policy"].map(
             {n: s["forecaster"] for n, s in mine.items()}))
         # the frozen table is in the choice's order (like for like): each model's first row
