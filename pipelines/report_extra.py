@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.evaluation.tail_compare import MIN_VERDICT_DAYS
 from pipelines.policy_eval.acceptance import CAPITAL_PARTS, capital_parts
 from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
@@ -30,7 +31,7 @@ def tail_section(outputs_dir: Path) -> str:
             f"Best classical model on the selection period: `{best}`. `fz0`: pooled mean "
             "FZ0 loss (lower is better); `dm_p`: one-sided Diebold-Mariano p-value that the "
             "model beats it; `assets_passing`: one-sided Kupiec and Christoffersen "
-            "independence not rejected at 5%.\n\n"
+            f"independence not rejected at 5%, on at least {MIN_VERDICT_DAYS} scored days.\n\n"
             + headline(tables).round(4).to_markdown(index=False) + "\n"
             + tail_policy_section(outputs_dir))
 

@@ -98,6 +98,18 @@ def test_a_statistic_undefined_on_a_young_asset_is_nan_there_and_listed():
     assert "needs more rows than regressors" in dq[0]["reason"]
     # the table's other statistics of NEW are its own rows' (3 rows, no breach at VaR 0.3)
     assert new["breaches"] == int((s[(s.side == "long") & (s.asset == "NEW")]["hit"]).sum())
+    # no breach in 3 days is no evidence of coverage: NEW does not count as passing
+    assert new["p_coverage"] >= tc.TEST_SIZE and not new["passes"]
+
+
+def test_an_asset_passes_only_on_a_year_of_scored_days():
+    """The same covering forecasts pass on 250 scored days and not on 249."""
+    panel = _panel(n=tc.MIN_VERDICT_DAYS, seed=2)
+    bt = tc.backtest_table(tc.score(_forecasts(panel, "high", 0.3, 0.4), panel))
+    assert (bt["n"] == tc.MIN_VERDICT_DAYS).all() and bt["passes"].all()
+    short = panel.groupby(level="asset").tail(tc.MIN_VERDICT_DAYS - 1)
+    bt = tc.backtest_table(tc.score(_forecasts(short, "high", 0.3, 0.4), short))
+    assert (bt["p_coverage"] >= tc.TEST_SIZE).all() and not bt["passes"].any()
 
 
 def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyPatch):

@@ -47,6 +47,10 @@ CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
+# An asset "passes" only on a year of scored days (Basel's 250-day backtesting window): at
+# 99% that expects 2.5 breaches, and on fewer days no breach count could show a tail model
+# wrong, so a young asset would pass by having no history, not by being covered.
+MIN_VERDICT_DAYS = 250
 
 
 def realized(panel: pd.DataFrame, variant: str) -> pd.DataFrame:
@@ -167,7 +171,8 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
     """Per model, side and asset: breaches, one-sided Kupiec, independence, DQ, ES tests.
 
     ``passes`` = one-sided coverage and Christoffersen independence both not rejected at 5 %
-    (False when either is undefined). A test undefined on a group is NaN there and a
+    on at least :data:`MIN_VERDICT_DAYS` scored days (False when either is undefined or the
+    days are fewer; ``n`` says how many). A test undefined on a group is NaN there and a
     ``failures`` row.
     """
     rows = []
@@ -191,15 +196,16 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
                                             str(side), str(asset)))
         cov = got["coverage"]
         p = {k: (float("nan") if v is None else float(v.p_value)) for k, v in got.items()}
+        n = int((np.isfinite(loss) & np.isfinite(var)).sum()) if cov is None else cov.n
         rows.append({
-            "model": model, "side": side, "asset": asset,
-            "n": int((np.isfinite(loss) & np.isfinite(var)).sum()) if cov is None else cov.n,
+            "model": model, "side": side, "asset": asset, "n": n,
             "hourly": bool((~g["is_proxy"]).mean() > 0.5),
             "breaches": int((loss > var).sum()) if cov is None else cov.breaches,
             "expected": (1.0 - level) * len(g) if cov is None else cov.expected,
             "p_coverage": p["coverage"], "p_independence": p["independence"],
             "p_dq": p["dq"], "p_mcneil_frey": p["mcneil_frey"], "p_z2": p["z2"],
-            "passes": bool(p["coverage"] >= TEST_SIZE and p["independence"] >= TEST_SIZE),
+            "passes": bool(n >= MIN_VERDICT_DAYS and p["coverage"] >= TEST_SIZE
+                           and p["independence"] >= TEST_SIZE),
         })
     return pd.DataFrame(rows)
 
