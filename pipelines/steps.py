@@ -35,7 +35,7 @@ from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.frontier import frontier_figure
 from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
 from pipelines.policy_eval.plots import margin_path_figures
-from pipelines.selection.gate import gate
+from pipelines.selection.gate import gate, policy_rows
 from pipelines.selection.select import Selection
 from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
@@ -284,7 +284,7 @@ def step_register(
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
         }
         info = registry.log_policy_model(bundle)
-        mine = summary[summary["policy"] == (choice.policy or f"policy:{selected}")]
+        mine = policy_rows(summary, choice.policy or f"policy:{selected}")
         version = registry.register(info.model_uri, name, {
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
             "run_id": run.info.run_id, "selection": choice.reason[:4000],

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from configs.schema import GateConfig, SelectionConfig
-from pipelines.selection.gate import gate
+from pipelines.selection.gate import gate, policy_rows
 from pipelines.selection.select import select
 
 
@@ -93,3 +93,22 @@ def test_gate_refuses_red_windows_and_capital_worse_than_allowed():
     assert not gate(_summary(0.10, red=1), None, GateConfig()).passed
     d = gate(_summary(0.12), _summary(0.10), GateConfig(max_capital_increase=0.05))
     assert not d.passed and "capital 0.1200 vs champion 0.1000 (+20.0%)" in d.reason
+
+
+def test_the_gate_counts_an_asset_the_challenger_has_no_path_on():
+    """The challenger's forecaster failed on LUNC (no path), which another policy of the run
+    was judged on: the gate refuses it there instead of passing it on BTC and ETH alone."""
+    summary = pd.concat([_summary(0.10).assign(policy="policy:new"),
+                         pd.DataFrame({"policy": "static", "asset": ["BTC", "ETH", "LUNC"],
+                                       "acceptable": True, "why_not": "", "red_windows": 0,
+                                       "capital": 0.2})], ignore_index=True)
+    alone = summary[summary["policy"] == "policy:new"]
+    assert gate(alone, None, GateConfig()).passed  # what the gate saw before
+    rows = policy_rows(summary, "policy:new")
+    assert sorted(rows["asset"]) == ["BTC", "ETH", "LUNC"]
+    d = gate(rows, None, GateConfig())
+    assert not d.passed
+    assert "not acceptable on LUNC (no backtest path: its forecaster failed here)" in d.reason
+    # with every asset covered the rows are the policy's own
+    pd.testing.assert_frame_equal(policy_rows(summary[summary["asset"] != "LUNC"],
+                                              "policy:new"), alone)

@@ -21,6 +21,22 @@ class GateDecision:
     reason: str
 
 
+def policy_rows(summary: pd.DataFrame, policy: str) -> pd.DataFrame:
+    """``policy``'s per-asset acceptance rows, over every asset ``summary`` judged for any
+    policy: an asset where the policy has no path (its forecaster failed there in the
+    walk-forward) is a row that is not acceptable, with that reason, so the gate does not pass
+    a challenger on the assets it happens to cover (as :func:`pipelines.policy_eval.protocol.
+    rank_like_for_like` does for the choice)."""
+    mine = summary[summary["policy"] == policy]
+    missing = sorted(set(summary["asset"]) - set(mine["asset"]))
+    if not missing:
+        return mine
+    absent = pd.DataFrame({"policy": policy, "asset": missing, "acceptable": False,
+                           "why_not": "no backtest path: its forecaster failed here",
+                           "red_windows": 0})
+    return pd.concat([mine, absent], ignore_index=True)
+
+
 def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig,
          stress_refusal: str | None = None) -> GateDecision:
     """Decide from per-asset rows with ``asset``, ``acceptable``, ``red_windows``, ``capital``
