@@ -34,7 +34,7 @@ from features.candle_cache import CandleCache
 from features.consistency import check_hourly_against_daily
 from features.gaps import GAP_COLUMNS, gap_report, gap_reports
 from features.implied import MARKET_DVOL
-from features.macro import MACRO_FACTORS, VIX_SERIES
+from features.macro import MACRO_SERIES, VIX_SERIES
 from features.rawfiles import (
     DEFAULT_MAX_FILE_MB,
     FILE_ERRORS,
@@ -433,13 +433,12 @@ def absent_inputs(root: Path, symbols: list[str], dvol: set[str], macro: set[str
 
     Absent macro series and an absent market DVOL are not errors (a venue may have no licence
     for them, and the features are NaN rather than invented), but they change what the models
-    see, so they are said: each missing macro series of :data:`features.macro.MACRO_FACTORS`,
+    see, so they are said: each missing macro series of :data:`features.macro.MACRO_SERIES`,
     and ``DVOL_<MARKET_DVOL>`` when some asset has no DVOL of its own and would read it.
     ``dvol`` and ``macro`` are the names found, a broken file included (already reported).
     """
     notes = []
-    expected = [name for name, _ in MACRO_FACTORS.values()]
-    missing = [name for name in expected if name not in macro]
+    missing = [name for name in MACRO_SERIES if name not in macro]
     if missing:
         vix = " and the VIX level and regime are unknown" if VIX_SERIES in missing else ""
         notes.append(f"{root / 'macro'}: no file for macro series {', '.join(missing)} "

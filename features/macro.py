@@ -51,6 +51,7 @@ MACRO_FACTORS: dict[str, tuple[str, Transform]] = {
     "vix": ("VIX", "diff"),
     "us10y": ("US10Y", "diff"),
 }
+MACRO_SERIES = tuple(name for name, _ in MACRO_FACTORS.values())  # the files the features read
 CORR_WINDOWS = (30, 90)  # calendar days; part of the column names, hence not configurable
 VIX_SERIES = "VIX"
 

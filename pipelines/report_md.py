@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.policy_eval.frontier import knob_family
+from pipelines.policy_eval.protocol import assets_without
 from pipelines.report_extra import (
     capital_section,
     stability_section,
@@ -108,8 +109,7 @@ def unserved_note(summary: pd.DataFrame, name: str) -> str:
     """The assets judged for some policy of the evaluation period but not for the frozen one
     (its forecaster failed there, so the backtest has no path), said so that its per-asset
     table is not read as the whole universe."""
-    missing = sorted(set(summary["asset"]) - set(summary.loc[summary["policy"] == name,
-                                                             "asset"]))
+    missing = assets_without(summary, name)
     if not missing:
         return ""
     return (f" **Not judged on {', '.join(map(str, missing))}**: the frozen forecaster has no "

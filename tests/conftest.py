@@ -10,11 +10,11 @@ import pytest
 
 from configs.schema import Config
 from features.loaders import MarketData, load_market
-from features.macro import MACRO_FACTORS
+from features.macro import MACRO_SERIES
 
 REPO = Path(__file__).resolve().parents[1]
 MARKET = REPO / "data" / "market"
-MACRO = tuple(name for name, _ in MACRO_FACTORS.values())  # every macro series the features read
+MACRO = MACRO_SERIES  # every macro series the features read
 
 
 def write_slice(

@@ -184,6 +184,12 @@ def rank(table: pd.DataFrame) -> pd.DataFrame:
                            ascending=[False, True, True]).reset_index(drop=True)
 
 
+def assets_without(table: pd.DataFrame, policy: str) -> list[str]:
+    """The assets ``table`` judged for some policy but not for ``policy`` (where its
+    forecaster failed in the walk-forward, so the backtest has no path), sorted."""
+    return sorted(set(table["asset"]) - set(table.loc[table["policy"] == policy, "asset"]))
+
+
 def rank_like_for_like(table: pd.DataFrame, universe: Collection[str] | None = None
                        ) -> pd.DataFrame:
     """:func:`rank` of candidates that must be compared on the same assets.

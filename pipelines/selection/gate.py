@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from configs.schema import GateConfig
+from pipelines.policy_eval.protocol import assets_without
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def policy_rows(summary: pd.DataFrame, policy: str) -> pd.DataFrame:
     a challenger on the assets it happens to cover (as :func:`pipelines.policy_eval.protocol.
     rank_like_for_like` does for the choice)."""
     mine = summary[summary["policy"] == policy]
-    missing = sorted(set(summary["asset"]) - set(mine["asset"]))
+    missing = assets_without(summary, policy)
     if not missing:
         return mine
     absent = pd.DataFrame({"policy": policy, "asset": missing, "acceptable": False,
