@@ -29,7 +29,7 @@ from serving.layout import SUCCESS_NAME, read_latest
 from serving.publish import UPDATES_NAME, read_manifest, read_partition
 
 COLUMNS = ["asset", "sigma_1d", "mmf", "imf", "lt", "ltv", "lb", "max_leverage",
-           "flag_fallback", "flag_stale", "flag_held"]
+           "flag_fallback", "flag_stale", "flag_held", "flag_young"]
 # lt / lb are in force now; a pending change becomes lt / lb on pending_effective
 PENDING = ["asset", "lt", "pending_lt", "lb", "pending_lb", "pending_effective"]
 

@@ -46,6 +46,8 @@ from serving.inputs import (
     stored_by_asset,
 )
 from serving.policy import Parameters
+from serving.seasoning import key_of, seasoned_inputs
+from serving.seasoning import reference as stress_reference
 
 BUNDLE_FORMAT = 2
 
@@ -113,11 +115,30 @@ def _implausible_today(cfg: Config, frame: pd.DataFrame, fc: pd.DataFrame,
                               [trailing], bounds)[0])
 
 
+def reference_today(visible: pd.DataFrame, cfg: Config, as_of: pd.Timestamp
+                    ) -> tuple[float, str] | None:
+    """The stress ES a young asset borrows on ``as_of`` and the seasoned asset it is from
+    (:mod:`serving.seasoning`), over every asset of ``visible`` (rows dated ``<= as_of``); None
+    when no asset is young that day or none is seasoned."""
+    if cfg.policy.stress_floor_weight <= 0 or not len(visible):
+        return None
+    day = int((as_of - pd.Timestamp(0)).days)
+    ref = stress_reference(visible, [cfg.policy], on=day)[cfg.policy.loss]
+    days = ref.tables[key_of(cfg.policy)][0]
+    if not len(days):
+        return None
+    value, source = ref.at(np.array([day], np.int64), cfg.policy)
+    return (float(value[0]), source[0]) if np.isfinite(value[0]) else None
+
+
 def asset_parameters(
     forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
     as_of: pd.Timestamp, previous: PolicyState | None,
+    reference: tuple[float, str] | None = None,
 ) -> tuple[Parameters, PolicyState | None]:
-    """Parameters for one asset; ``frame`` is that asset's feature rows dated ``<= as_of``."""
+    """Parameters for one asset; ``frame`` is that asset's feature rows dated ``<= as_of``,
+    ``reference`` the universe's stress ES for a young asset (:func:`reference_today`; None:
+    no seasoned asset lends one)."""
     cfg = Config.model_validate(bundle["config"])
     hours = float(cfg.features.liquidation_delay_hours)
     observed = frame["close"].dropna()
@@ -137,7 +158,8 @@ def asset_parameters(
     h = asset_history(frame, fc, cfg)
     x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
                               cfg.policy.fhs_window), data_age_days=age)
-    return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
+    return decide(seasoned_inputs(x, reference, cfg.policy), previous,
+                  cfg.data.stale_after_days, cfg.policy)
 
 
 def policy_frame_per_asset(
@@ -153,13 +175,14 @@ def policy_frame_per_asset(
     empty = features.iloc[0:0].droplevel("asset")
     prev_rows = previous.set_index("asset") if previous is not None else None
     horizon = int(bundle["config"]["features"]["update_interval_days"])
+    reference = reference_today(visible, Config.model_validate(bundle["config"]), stamp)
     rows = []
     codes = np.unique(np.asarray(features.index.codes[0]))
     for asset in sorted(str(a) for a in features.index.levels[0][codes]):
         frame = frames.get(asset, empty).sort_index()
         prev = prev_rows.loc[asset] if prev_rows is not None and asset in prev_rows.index else None
         params, state = asset_parameters(forecaster, bundle, frame, asset, stamp,
-                                         state_from_row(prev))
+                                         state_from_row(prev), reference)
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
                      **params.as_dict(),
                      **state_columns(state)})
@@ -190,6 +213,7 @@ class _Batch:
                  visible: pd.DataFrame, as_of: pd.Timestamp) -> None:
         self.forecaster, self.bundle, self.cfg, self.visible = forecaster, bundle, cfg, visible
         self.as_of, self.day0 = as_of, (as_of - pd.Timestamp(0)).days
+        self.reference = reference_today(visible, cfg, as_of)
         self.hours = float(cfg.features.liquidation_delay_hours)
         self.arrays = a = PanelArrays.from_panel(visible)
         self.slot = {name: k for k, name in enumerate(a.assets)}
@@ -276,7 +300,7 @@ class _Batch:
         if asset not in self.batched:
             frame = self.visible.iloc[a.start[k]:a.end[k]].droplevel("asset")
             return asset_parameters(self.forecaster, self.bundle, frame, asset, self.as_of,
-                                    previous)
+                                    previous, self.reference)
         old_day, old_var = self.stored.get(asset, (np.empty(0, np.int64), np.empty(0)))
         new_day, new_var = self.new.get(asset, (np.empty(0, np.int64), np.empty(0)))
         day, var = merged_series(old_day, old_var, new_day, new_var)
@@ -292,9 +316,10 @@ class _Batch:
                           f"{self.as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
         # ADV ends the day before: the rolling mean of the row dated as-of - 1, if any
         adv = self.adv[e - 2] if e - 2 >= s and a.day[e - 2] == self.day0 - 1 else np.nan
-        return latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
-                             self.proxy[k], cfg.features.update_interval_days, hours,
-                             cfg.policy.fhs_window)
+        x = latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
+                          self.proxy[k], cfg.features.update_interval_days, hours,
+                          cfg.policy.fhs_window)
+        return seasoned_inputs(x, self.reference, cfg.policy)
 
     def _implausible(self, asset: str, variance: float, row: int) -> str:
         """:func:`_implausible_today`: the reason, ``""`` when plausible."""

@@ -82,6 +82,8 @@ class PolicyInputs:
     # at ``apc.stress_quantile``; a forecaster's replays at every confidence share them)
     sigma_stress: float | None = None
     sigma_long: float | None = None
+    # what a young asset's ``stress_es`` was taken from (:mod:`serving.seasoning`); "": none
+    stress_note: str = ""
 
 
 def failsafe_reason(x: PolicyInputs, stale_after_days: int, cfg: PolicyConfig) -> str | None:
@@ -174,7 +176,8 @@ def target_inputs(xs: list[PolicyInputs], cfg: PolicyConfig, hours: float | None
         loss_is_proxy=np.array([x.loss_is_proxy for x in xs], bool),
         stress_es=np.array(stress, float), loss_memory=np.array(memory, float),
         sigma_stress=np.array(s_stress, float), sigma_long=np.array(s_long, float),
-        hours=delays.pop())
+        hours=delays.pop(),
+        stress_note=[x.stress_note for x in xs] if any(x.stress_note for x in xs) else None)
 
 
 def decide(

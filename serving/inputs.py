@@ -215,6 +215,15 @@ class LossTerms:
         key = (cfg.confidence, cfg.stress_lookback_days, cfg.stress_window_obs)
         return self._lookup(self._stress, key, days, lambda grid: self._stress_grid(grid, cfg))
 
+    def kept_at(self, days: np.ndarray, cfg: PolicyConfig) -> np.ndarray:
+        """How many losses ``stress_es`` keeps at each day ``d`` of ``days`` (finite, known at
+        ``d``, aged at most the look-back): fewer than the stress window, the asset is young
+        (:mod:`serving.seasoning`)."""
+        days = np.asarray(days, np.int64)
+        seen = np.searchsorted(self._d, days, side="right")
+        first = np.searchsorted(self._d, days - int(cfg.stress_lookback_days), side="left")
+        return (seen - first).astype(np.int64)
+
     def memory_at(self, days: np.ndarray, half_life_days: float) -> np.ndarray:
         """``loss_memory(losses known at d, their ages, half_life_days)`` for each day ``d``."""
         return self._lookup(self._memory, float(half_life_days), days,

@@ -74,6 +74,7 @@ class Parameters:
     flag_clamped: bool = False
     flag_stale: bool = False
     flag_proxy: bool = False      # covered loss measured by the daily-range proxy
+    flag_young: bool = False      # young asset: stress ES at least the seasoned universe's
     flag_held: bool = False       # published LT/LB/LTV differ from the target (roles, deadband)
     reason: str = ""
 

@@ -16,7 +16,8 @@ rows into one record per changed parameter:
 ``*_bps``                the same in basis points, rounded on the safe side (below)
 ``reference_id``         ``0x`` + sha256 of ``volmargin|as_of|market|update_type|model_version``
                          (``|rev=n`` appended for revision n > 1): deterministic, bytes32-sized
-``flags``, ``reason``    why the row looks the way it does (fallback, stale, clamped, held)
+``flags``, ``reason``    why the row looks the way it does (fallback, stale, clamped, proxy,
+                         young, held)
 
 No record is emitted when the value did not change: the policy's deadband and loosening
 guardrails already decided that, and a held value is the previous value exactly. A market
@@ -48,7 +49,7 @@ UPDATE_TYPES: dict[str, str] = {
 }
 # Rounding to bps on the conservative side: margins up; LT, LTV and the bonus down.
 _ROUND_UP = {"mmf": True, "imf": True, "lt": False, "ltv": False, "lb": False}
-_FLAGS = ("fallback", "stale", "clamped", "proxy", "held")
+_FLAGS = ("fallback", "stale", "clamped", "proxy", "young", "held")
 
 
 def reference_id(as_of: dt.date, market: str, update_type: str, model_version: str,

@@ -18,8 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"  # bump on any breaking column change (2: liquidity, proxy, guardrail
-#                       state; 3: loss_* renamed, stress floor, memory, announced changes)
+SCHEMA_VERSION = "4"  # bump on any breaking column change (2: liquidity, proxy, guardrail
+#                       state; 3: loss_* renamed, stress floor, memory, announced changes;
+#                       4: flag_young)
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _FRACTION = "fraction of collateral value"
@@ -94,6 +95,9 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
            nullable=False),
     _field("flag_proxy", pa.bool_(), "The covered loss is measured by the daily-range proxy "
            "(no intraday data for this asset).", nullable=False),
+    _field("flag_young", pa.bool_(), "Young asset: fewer realized losses in the stress "
+           "look-back than one stress window, so its stress ES is at least the largest of the "
+           "seasoned assets' that day (reason names the one lent).", nullable=False),
     _field("flag_held", pa.bool_(), "The published lt, lb or ltv differ from the risk-based "
            "target (notice, rate limit, deadband, LTV cap, freeze).", nullable=False),
     _field("pending_lt", pa.float64(), "Announced lt that takes effect on pending_effective; "

@@ -213,28 +213,41 @@ class TargetInputs:
     sigma_stress: np.ndarray   # NaN: no σ history
     sigma_long: np.ndarray
     hours: float
+    # what a young asset's stress ES was taken from (serving.seasoning.season); None: no note
+    stress_note: list[str] | None = None
 
     def placed(self, idx: np.ndarray, n: int) -> TargetInputs:
         """These rows at positions ``idx`` of ``n`` (NaN, no note, no proxy elsewhere: rows
         that :func:`update` freezes and never reads)."""
         arrays = {}
         for f in fields(self):
-            if f.name in ("tail_note", "hours"):
+            if f.name in _NOT_ARRAYS:
                 continue
             mine = getattr(self, f.name)
             full = np.zeros(n, bool) if mine.dtype == bool else np.full(n, np.nan)
             full[idx] = mine
             arrays[f.name] = full
-        notes = [""] * n
-        for i, note in zip(idx.tolist(), self.tail_note, strict=True):
-            notes[i] = note
-        return TargetInputs(**arrays, tail_note=notes, hours=self.hours)
+
+        def spread(given: list[str]) -> list[str]:
+            notes = [""] * n
+            for i, note in zip(idx.tolist(), given, strict=True):
+                notes[i] = note
+            return notes
+
+        return TargetInputs(**arrays, tail_note=spread(self.tail_note), hours=self.hours,
+                            stress_note=None if self.stress_note is None
+                            else spread(self.stress_note))
 
     def take(self, idx: np.ndarray) -> TargetInputs:
         arrays = {f.name: getattr(self, f.name)[idx] for f in fields(self)
-                  if f.name not in ("tail_note", "hours")}
-        return TargetInputs(**arrays, tail_note=[self.tail_note[i] for i in idx.tolist()],
-                            hours=self.hours)
+                  if f.name not in _NOT_ARRAYS}
+        rows = idx.tolist()
+        return TargetInputs(**arrays, tail_note=[self.tail_note[i] for i in rows],
+                            hours=self.hours, stress_note=None if self.stress_note is None
+                            else [self.stress_note[i] for i in rows])
+
+
+_NOT_ARRAYS = ("tail_note", "hours", "stress_note")
 
 
 def targets(x: TargetInputs, cfg: PolicyConfig, prev_imf: np.ndarray) -> Rows:
@@ -277,6 +290,8 @@ def targets(x: TargetInputs, cfg: PolicyConfig, prev_imf: np.ndarray) -> Rows:
             notes.append(f"stress floor {stress[i]:.4f} binds")
         elif binds_memory[i]:
             notes.append(f"loss memory {memory[i]:.4f} binds")
+        if x.stress_note is not None and x.stress_note[i]:
+            notes.append(x.stress_note[i])
         if clamped[i]:
             notes.append(f"MMF {raw[i]:.4f} clamped to "
                          f"{'floor' if raw[i] < mmf[i] else 'cap'} {mmf[i]:.4f}")
@@ -290,6 +305,8 @@ def targets(x: TargetInputs, cfg: PolicyConfig, prev_imf: np.ndarray) -> Rows:
             "loss_memory": memory, "target_mmf": mmf, "liquidity_addon": addon, "mmf": mmf,
             **view, "flag_fallback": np.zeros(n, bool), "flag_clamped": clamped,
             "flag_stale": np.zeros(n, bool), "flag_proxy": np.asarray(x.loss_is_proxy, bool),
+            "flag_young": (np.array([bool(t) for t in x.stress_note], bool)
+                           if x.stress_note is not None else np.zeros(n, bool)),
             "flag_held": np.zeros(n, bool)}
     out = Rows(cols, reasons)
     out.check(cfg)

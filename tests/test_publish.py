@@ -62,6 +62,7 @@ def make_parameters(as_of: datetime.date = AS_OF) -> pd.DataFrame:
         "flag_stale": [False, True],
         "flag_clamped": [True, False],
         "flag_proxy": [False, False],
+        "flag_young": [False, True],
         "flag_held": [True, False],
         "pending_lt": [0.8, None],
         "pending_lb": [1.06, None],

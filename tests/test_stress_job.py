@@ -44,7 +44,8 @@ def _parameters(as_of: dt.date, extra: tuple[tuple[str, float, float, float], ..
                      "liquidity_addon": 0.002, "mmf": mmf, "imf": imf, "lt": (1 - mmf) / lb,
                      "ltv": (1 - imf) / lb, "lb": lb, "max_leverage": 1 / imf,
                      "flag_fallback": False, "flag_stale": False, "flag_clamped": False,
-                     "flag_proxy": False, "flag_held": False, "reason": "",
+                     "flag_proxy": False, "flag_young": False, "flag_held": False,
+                     "reason": "",
                      "model_name": "ewma94", "policy_version": "1"})
     frame = pd.DataFrame(rows)
     for name in PARAMETERS_SCHEMA.names:  # lineage and previous values: null

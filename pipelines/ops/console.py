@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def _flags(r: object) -> str:
     pairs = (("fallback", "flag_fallback"), ("stale", "flag_stale"), ("clamped", "flag_clamped"),
-             ("proxy", "flag_proxy"), ("held", "flag_held"))
+             ("proxy", "flag_proxy"), ("young", "flag_young"),
+             ("held", "flag_held"))
     return ",".join(name for name, col in pairs if bool(getattr(r, col)))
 
 

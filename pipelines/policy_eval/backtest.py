@@ -27,42 +27,51 @@ from models.base import asset_frame
 from serving.decide import failsafe_why, tail_z
 from serving.inputs import AssetHistory, AssetSeries, LossTerms, asset_history, asset_series
 from serving.policy import PARAMETER_FIELDS, finite_tails
+from serving.seasoning import Reference, season
+from serving.seasoning import reference as stress_reference
 from serving.update import BOOL_FIELDS, Book, TargetInputs, update
 
 
 def replay(h: AssetHistory, cfg: Config, tail_var: np.ndarray | None = None,
-           tail_es: np.ndarray | None = None, terms: LossTerms | None = None) -> pd.DataFrame:
+           tail_es: np.ndarray | None = None, terms: LossTerms | None = None,
+           reference: Reference | None = None) -> pd.DataFrame:
     """Published parameters and realized outcome for every cutoff of one asset
     (:func:`replay_all` of that asset alone, without its name column).
 
     With ``tail_var``/``tail_es`` (fractions of value, one per cutoff, NaN where missing) the
     direct tail forecast replaces the FHS tail where both are finite; ``tail_fallback`` marks
     the days that fell back to FHS. ``terms`` (of this history's realized losses) shares the
-    stress ES and loss memory with the asset's other replays (:func:`policy_paths`).
+    stress ES and loss memory with the asset's other replays (:func:`policy_paths`);
+    ``reference``: the universe's seasoned stress ES (:mod:`serving.seasoning`; None: the
+    asset alone, so no seasoned asset lends its window on its young days).
     """
     tails = None if tail_var is None or tail_es is None else [(tail_var, tail_es)]
-    return replay_all([("", h)], cfg, tails, None if terms is None else [terms]).drop(
-        columns="asset")
+    return replay_all([("", h)], cfg, tails, None if terms is None else [terms],
+                      reference).drop(columns="asset")
 
 
 @dataclass(frozen=True)
 class Replay:
     """One candidate's replay: its assets' (name, history), its config, and optionally a
-    direct tail forecast per asset ((VaR, ES) arrays, as :func:`replay`) and the assets'
-    shared :class:`LossTerms`."""
+    direct tail forecast per asset ((VaR, ES) arrays, as :func:`replay`), the assets'
+    shared :class:`LossTerms` and the universe's stress reference for young assets
+    (:class:`serving.seasoning.Reference` of the covered-loss variant of ``cfg``; None: no
+    seasoned asset lends a stress window)."""
 
     histories: Sequence[tuple[str, AssetHistory]]
     cfg: Config
     tails: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
     terms: Sequence[LossTerms] | None = None
+    reference: Reference | None = None
 
 
 def replay_all(histories: Sequence[tuple[str, AssetHistory]], cfg: Config,
                tails: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-               terms: Sequence[LossTerms] | None = None) -> pd.DataFrame:
+               terms: Sequence[LossTerms] | None = None,
+               reference: Reference | None = None) -> pd.DataFrame:
     """Published parameters and realized outcomes of every (asset, history) for every cutoff,
     rows in the given order (:func:`replay_together` of one candidate)."""
-    return replay_together([Replay(histories, cfg, tails, terms)])[0]
+    return replay_together([Replay(histories, cfg, tails, terms, reference)])[0]
 
 
 def replay_together(replays: Sequence[Replay]) -> list[pd.DataFrame]:
@@ -199,9 +208,11 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
         "variance", "var_z", "es_z", "adv_usd", "stress_es", "loss_memory", "sigma_stress",
         "sigma_long")}  # named as the TargetInputs fields they fill
     proxy = np.zeros((n, width), bool)
+    noted = np.zeros((n, width), bool)  # a young asset's day (a seasoning note)
     as_of = np.zeros((n, width), np.int64)
     why: list[list[str | None]] = []
     notes: list[list[str]] = []
+    stress_notes: dict[int, list[str]] = {}  # rows with a young day: the seasoning's notes
     fallback: list[np.ndarray] = []
     for row, ((j, a), h) in enumerate(zip(lanes, hist, strict=True)):
         r = replays[j]
@@ -210,7 +221,20 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
         if r.terms is not None:
             t.check(h)
         if p.stress_floor_weight > 0:
-            grid["stress_es"][row, :m] = t.stress_at(h.days, p)
+            own = t.stress_at(h.days, p)
+            count = t.kept_at(h.days, p)
+            young = np.flatnonzero(count < p.stress_window_obs)
+            if len(young):  # borrow the universe's worst stress window (serving.seasoning)
+                ref = np.full(len(young), np.nan)
+                source = [""] * len(young)
+                if r.reference is not None:
+                    ref, source = r.reference.at(h.days[young], p)
+                own[young], young_notes = season(own[young], count[young], ref, source, p)
+                stress_notes[row] = [""] * m
+                for i, note in zip(young.tolist(), young_notes, strict=True):
+                    stress_notes[row][i] = note
+                noted[row, young] = True
+            grid["stress_es"][row, :m] = own
         if p.memory_weight > 0:
             grid["loss_memory"][row, :m] = t.memory_at(h.days, p.memory_half_life_days)
         s_stress, s_long = h.sigma_terms(p.apc.stress_quantile)
@@ -239,9 +263,13 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
         for k in range(width):
             live = np.flatnonzero(lengths > k)
             whole = len(live) == n
+            young_notes = None  # a list only on the days a young asset is among the rows
+            if stress_notes and noted[live, k].any():
+                young_notes = [stress_notes[i][k] if i in stress_notes else "" for i in live]
             x = TargetInputs(**{f: g[live, k] for f, g in grid.items()},
                              loss_is_proxy=proxy[live, k],
-                             tail_note=[notes[i][k] for i in live], hours=hours)
+                             tail_note=[notes[i][k] for i in live], hours=hours,
+                             stress_note=young_notes)
             state = book if whole else book.take(live)
             rows, state = update(as_of[live, k], [why[i][k] for i in live], x, state, p)
             if whole:
@@ -287,14 +315,17 @@ def policy_path(panel: pd.DataFrame, forecasts: pd.DataFrame, cfg: Config) -> pd
     return policy_paths(panel, [(forecasts, cfg)])[0]
 
 
-def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config]]
-                 ) -> list[pd.DataFrame]:
+def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config]],
+                 references: dict[str, Reference] | None = None) -> list[pd.DataFrame]:
     """:func:`policy_path` of each (forecasts, config), all replayed together
     (:func:`replay_together`: one update call a day for every asset of every candidate with
     the same policy config), with what does not depend on the forecast computed once per
     asset for all of them: its feature rows, per covered-loss variant the stress ES and loss
     memory (:class:`LossTerms`), and per forecast frame its aligned history.
-    Each path is the one its own call gives, rows in asset order."""
+    Each path is the one its own call gives, rows in asset order. ``references`` (by
+    covered-loss variant, :func:`serving.seasoning.reference`) is the universe's stress
+    reference for young assets; None: built from ``panel``, which must then hold the whole
+    universe (a caller replaying a chunk of assets passes the whole panel's)."""
     # one grouping pass per distinct forecast frame (a forecaster's frame is shared by its
     # grid points), not a comparison of the whole forecast column per asset (quadratic)
     grouped: dict[int, dict[str, pd.DataFrame]] = {}
@@ -306,6 +337,8 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
     frames = {asset: asset_frame(panel, asset) for asset in assets}
     # one history per forecast frame and the settings it reads (a forecaster's grid points at
     # other confidence levels replay the same history); one LossTerms per covered-loss variant
+    if references is None:
+        references = stress_reference(panel, [c.policy for _, c in items])
     histories: dict[tuple[str, int, int, str, int], AssetHistory] = {}
     shared: dict[tuple[str, str], LossTerms] = {}
     series: dict[tuple[str, int, str, int], AssetSeries] = {}
@@ -331,7 +364,7 @@ def policy_paths(panel: pd.DataFrame, items: Sequence[tuple[pd.DataFrame, Config
                 t = shared[(asset, cfg.policy.loss)] = LossTerms.of(h)
             named.append((asset, h))
             terms.append(t)
-        replays.append(Replay(named, cfg, None, terms))
+        replays.append(Replay(named, cfg, None, terms, references.get(cfg.policy.loss)))
     return [_path(b if len(r.histories) else None)
             for r, b in zip(replays, replay_together(replays), strict=True)]
 

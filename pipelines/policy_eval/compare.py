@@ -33,6 +33,8 @@ from pipelines.policy_eval.backtest import policy_path, policy_paths, static_pat
 from pipelines.policy_eval.episodes import loss_day
 from serving.inputs import covered_loss
 from serving.policy import liquidity_addon
+from serving.seasoning import Reference
+from serving.seasoning import reference as stress_reference
 
 # Aave v3 Ethereum market, published risk parameters (LTV, LT, LB) of WETH and WBTC.
 AAVE_V3 = {"ETH": (0.805, 0.83, 1.05), "BTC": (0.73, 0.78, 1.05)}
@@ -116,12 +118,15 @@ def slim_replay(panel: pd.DataFrame, forecast: pd.DataFrame, cfg: Config) -> pd.
 Plan = list[tuple[int, Config]]  # (which distinct forecast frame, config) of each replay
 
 
-def _replay_chunk(task: tuple[dict[int, pd.DataFrame], Plan], panel: pd.DataFrame
-                  ) -> list[pd.DataFrame]:
+def _replay_chunk(task: tuple[dict[int, pd.DataFrame], Plan], panel: pd.DataFrame,
+                  references: dict[str, Reference] | None = None) -> list[pd.DataFrame]:
     """Every replay of the plan on one chunk of assets (:func:`policy_paths`: what does not
-    depend on the forecast computed once per asset for all of them)."""
+    depend on the forecast computed once per asset for all of them); ``references``: the
+    whole universe's stress reference for young assets (the chunk's panel may hold only its
+    own assets)."""
     frames, plan = task
-    return [slim(p) for p in policy_paths(panel, [(frames[j], c) for j, c in plan])]
+    return [slim(p) for p in policy_paths(panel, [(frames[j], c) for j, c in plan],
+                                          references)]
 
 
 def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], cfg: Config,
@@ -151,6 +156,9 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
             position[id(fc)] = len(distinct)
             distinct.append(fc)
     plan: Plan = [(position[id(fc)], c) for fc, c in items]
+    # young assets borrow the universe's worst stress window: built once, here, over the whole
+    # panel (serving.seasoning), not per chunk
+    references = stress_reference(panel, [c.policy for _, c in items])
     groups = [fc.groupby("asset", sort=True, observed=True).indices for fc in distinct]
     assets = sorted({str(a) for g in groups for a in g})
     dask = engine is not None and engine.kind == "dask"
@@ -167,16 +175,17 @@ def replay_many(panel: pd.DataFrame, items: list[tuple[pd.DataFrame, Config]], c
         # stays there for the verdicts, which then do not ship it out of this process again
         if tasks:
             return engine.map_combined(  # type: ignore[union-attr]
-                partial(_replay_chunk, panel=panel), tasks, _joined, len(items))
+                partial(_replay_chunk, panel=panel, references=references), tasks, _joined,
+                len(items))
         results = []
     elif processes == 1 or len(tasks) <= 1:
-        results = [_replay_chunk(t, panel) for t in tasks]
+        results = [_replay_chunk(t, panel, references) for t in tasks]
     else:
         results = Parallel(n_jobs=processes)(
-            delayed(_replay_chunk)(t, _panel_rows(panel, chunk))
+            delayed(_replay_chunk)(t, _panel_rows(panel, chunk), references)
             for t, chunk in zip(tasks, chunks, strict=True))
     if not results:  # nothing to replay: each item's empty path
-        return [slim(p) for p in policy_paths(panel, items)]
+        return [slim(p) for p in policy_paths(panel, items, references)]
     return [_joined([r[k] for r in results]) for k in range(len(items))]
 
 

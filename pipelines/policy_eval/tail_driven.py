@@ -69,6 +69,7 @@ from pipelines.policy_eval.protocol import (
     periods,
 )
 from serving.inputs import asset_history
+from serving.seasoning import reference as stress_reference
 
 SIGMA_MODEL = "ewma94"      # σ of every tail-driven candidate (module docstring)
 COMPARATOR_LEVEL = 0.99     # EWMA-FHS at 99 %: the clearing-house comparator
@@ -124,13 +125,15 @@ def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.Data
     """Daily published parameters and outcomes of one tail-driven candidate (slim columns
     and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame."""
     named, pairs = [], []
+    references = stress_reference(panel, [cfg.policy])  # the whole panel's young-asset floor
     for asset in sorted(variance["asset"].unique()):
         h = asset_history(asset_frame(panel, asset), variance[variance["asset"] == asset], cfg)
         if not len(h.dates):  # no forecast at the update interval: nothing to publish
             continue
         named.append((asset, h))
         pairs.append(tail_series(tails, model, asset, level, h.dates))
-    path = with_outcomes(replay_all(named, cfg, pairs))  # every asset's updates at once
+    path = with_outcomes(replay_all(named, cfg, pairs, None,  # every asset's updates at once
+                                    references.get(cfg.policy.loss)))
     return slim(path).assign(tail_fallback=path["tail_fallback"].astype(bool))
 
 

@@ -1,0 +1,172 @@
+"""Seasoning: a young asset's stress floor borrows the worst stress window of a seasoned one.
+
+The stress floor (:func:`serving.policy.stress_es`) is the ES of the covered loss over the worst
+run of ``w = stress_window_obs`` intervals in the asset's look-back. An asset listed fewer than
+``w`` intervals ago has no such run, and the formula falls back on its whole short history: a
+coin listed in a calm quarter was given a floor from that calm quarter (on a universe with an
+asset listed four months before the as-of: stress floor 5.9%, MMF 12.7%, LT 85.5%, above
+ETH's 84.7%). Clearing houses margin a newly listed product on a conservative proxy's history
+until its own is long enough; volmargin does the same:
+
+* an asset is **young** on a day when fewer than ``w`` of its realized covered losses lie in the
+  stress look-back (the stress window itself is the threshold: no new setting to choose);
+* a young asset's unweighted stress ES is ``max(own, reference)``, the **reference** being the
+  largest stress ES among the **seasoned** assets of the universe that day: the riskiest one,
+  not a correlated proxy, because a new listing's own returns are too few to pick a proxy by and
+  a lender would rather over-margin a coin it does not know (new collateral is listed with
+  conservative parameters, then loosened as it proves itself — here through the parameter
+  roles' announced, rate-limited loosening once it seasons);
+* with no seasoned asset in the universe that day it keeps its own, and the reason says so.
+
+The reference reads realized losses only (never a forecast), so all candidates of a replay
+share one, built once over the whole panel (:func:`reference`); the batch job builds the same
+number for its as-of from its visible panel, so a served row equals the replayed one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import PolicyConfig
+from serving.decide import PolicyInputs
+from serving.inputs import LossTerms, PanelArrays, covered_loss_arrays
+from serving.policy import stress_es
+
+Key = tuple[str, float, int, int]  # (covered-loss variant, confidence, look-back, window)
+
+
+def key_of(cfg: PolicyConfig) -> Key:
+    """What the reference of a policy config depends on."""
+    return (cfg.loss, float(cfg.confidence), int(cfg.stress_lookback_days),
+            int(cfg.stress_window_obs))
+
+
+def kept(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> int:
+    """How many realized losses :func:`serving.policy.stress_es` keeps (finite, aged 0 to the
+    look-back): an asset is young while this is below ``stress_window_obs``."""
+    x, a = np.asarray(losses, float), np.asarray(ages, float)
+    return int(np.count_nonzero(np.isfinite(x) & np.isfinite(a) & (a >= 0)
+                                & (a <= cfg.stress_lookback_days)))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Per :func:`key_of`, the days on which some asset of the universe is young, the largest
+    stress ES of a seasoned asset on each (NaN: none seasoned) and which asset it is."""
+
+    names: tuple[str, ...]
+    tables: Mapping[Key, tuple[np.ndarray, np.ndarray, np.ndarray]]  # days, value, source
+
+    def at(self, days: np.ndarray, cfg: PolicyConfig) -> tuple[np.ndarray, list[str]]:
+        """(reference, source asset or "") on each of ``days`` (days since the epoch), which
+        must be days on which some asset of the universe it was built on is young."""
+        key = key_of(cfg)
+        if key not in self.tables:
+            raise ValueError(f"no stress reference built for {key}")
+        table_days, value, source = self.tables[key]
+        days = np.asarray(days, np.int64)
+        if not len(days):
+            return np.empty(0), []
+        pos = np.minimum(np.searchsorted(table_days, days), max(len(table_days) - 1, 0))
+        if not len(table_days) or not np.array_equal(table_days[pos], days):
+            missing = days if not len(table_days) else days[table_days[pos] != days]
+            raise ValueError(f"no stress reference on day {int(missing[0])} (days since the "
+                             "epoch): built on another universe")
+        src = source[pos]
+        return value[pos], [self.names[s] if s >= 0 else "" for s in src.tolist()]
+
+
+def build(losses: Mapping[str, tuple[np.ndarray, np.ndarray]],
+          asked: Mapping[str, np.ndarray], cfgs: Sequence[PolicyConfig]) -> Reference:
+    """The :class:`Reference` of a universe: ``losses`` maps each asset to its realized covered
+    losses and their days (days since the epoch, increasing; one variant of the covered loss
+    for all ``cfgs``), ``asked`` to the days a decision may be made for it (its rows' days).
+    Only the days on which some asset is young are kept: on a seasoned universe, none."""
+    names = tuple(sorted(losses))
+    terms = {n: LossTerms(*losses[n]) for n in names}
+    tables: dict[Key, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for cfg in cfgs:
+        key = key_of(cfg)
+        if key in tables:
+            continue
+        w = int(cfg.stress_window_obs)
+        young = [np.asarray(asked.get(n, np.empty(0)), np.int64) for n in names]
+        young = [d[terms[n].kept_at(d, cfg) < w] for n, d in zip(names, young, strict=True)]
+        days = np.unique(np.concatenate([np.empty(0, np.int64), *young]))
+        value = np.full(len(days), np.nan)
+        source = np.full(len(days), -1, np.int64)
+        if len(days):
+            for k, n in enumerate(names):
+                seasoned = terms[n].kept_at(days, cfg) >= w
+                if not seasoned.any():
+                    continue
+                es = np.full(len(days), np.nan)
+                es[seasoned] = terms[n].stress_at(days[seasoned], cfg)
+                better = np.isfinite(es) & ~(es <= value)  # NaN value: none yet
+                value[better], source[better] = es[better], k
+        tables[key] = (days, value, source)
+    return Reference(names, tables)
+
+
+def reference(panel: pd.DataFrame, cfgs: Sequence[PolicyConfig],
+              on: int | None = None) -> dict[str, Reference]:
+    """The :class:`Reference` of every asset of ``panel`` (indexed by asset and date), one per
+    covered-loss variant of ``cfgs``; ``on`` (days since the epoch): only that day is asked (the
+    batch job's as-of), else every row's day."""
+    if not panel.index.is_monotonic_increasing:
+        panel = panel.sort_index()
+    a = PanelArrays.from_panel(panel)
+    out: dict[str, Reference] = {}
+    for variant in sorted({c.loss for c in cfgs}):
+        mine = [c for c in cfgs if c.loss == variant]
+        loss = covered_loss_arrays(panel, mine[0])
+        losses, asked = {}, {}
+        for k, name in enumerate(a.assets):
+            s, e = int(a.start[k]), int(a.end[k])
+            finite = np.isfinite(loss[s:e])
+            losses[name] = (loss[s:e][finite], a.day[s:e][finite])
+            asked[name] = a.day[s:e] if on is None else np.array([on], np.int64)
+        out[variant] = build(losses, asked, mine)
+    return out
+
+
+def season(own: np.ndarray, count: np.ndarray, ref: np.ndarray, source: Sequence[str],
+           cfg: PolicyConfig) -> tuple[np.ndarray, list[str]]:
+    """(stress ES, note) of each row: a young one's (``count`` < window) is ``max(own, ref)``,
+    its note naming what it used; a seasoned one's is its own, with no note."""
+    w = int(cfg.stress_window_obs)
+    own = np.asarray(own, float)
+    young = np.asarray(count) < w
+    ref = np.asarray(ref, float)
+    with np.errstate(invalid="ignore"):
+        borrow = young & np.isfinite(ref) & ~(own >= ref)
+    out = np.where(borrow, ref, own)
+    notes = [""] * len(own)
+    for i in np.flatnonzero(young).tolist():
+        head = f"young: {int(count[i])} of {w} losses in the stress look-back"
+        if borrow[i]:
+            notes[i] = f"{head}, stress ES of {source[i]} ({ref[i]:.4f}) used"
+        elif np.isfinite(ref[i]):
+            notes[i] = f"{head}, its own stress ES above every seasoned asset's"
+        else:
+            notes[i] = f"{head}, no seasoned asset to take a stress window from"
+    return out, notes
+
+
+def seasoned_inputs(x: PolicyInputs, ref: tuple[float, str] | None, cfg: PolicyConfig
+                    ) -> PolicyInputs:
+    """``x`` with its stress ES seasoned (:func:`season`) against ``ref`` (the reference on its
+    as-of and its source; None: no seasoned asset). Unchanged without a stress floor."""
+    if cfg.stress_floor_weight <= 0:
+        return x
+    own = x.stress_es if x.stress_es is not None else stress_es(
+        x.loss_history, x.loss_age_days, cfg)
+    value, source = ref if ref is not None else (np.nan, "")
+    stress, notes = season(np.array([own]), np.array([kept(x.loss_history, x.loss_age_days,
+                                                            cfg)]),
+                           np.array([value]), [source], cfg)
+    return replace(x, stress_es=float(stress[0]), stress_note=notes[0])
