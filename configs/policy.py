@@ -99,6 +99,8 @@ class PolicyConfig(_Strict):
     # 0.5 is where the protocol starts: the run sweeps the weight on the candidate it froze
     # (evaluation.frontier_knobs) and freezes the one the selection period prefers
     # (evaluation.choose_knobs); served as configured only where that is off. 0 = off.
+    # An asset with fewer than `stress_window_obs` losses in the look-back is young: its ES is
+    # at least the largest of the seasoned assets' that day (serving/seasoning.py).
     stress_floor_weight: float = Field(0.5, ge=0, le=2)
     stress_window_obs: int = Field(250, ge=5)           # a 12-month stress period (Basel 2.5)
     stress_lookback_days: int = Field(3650, ge=30)      # ten years (EMIR RTS 153/2013 Art. 28)
