@@ -46,7 +46,7 @@ from serving.inputs import (
     stored_by_asset,
 )
 from serving.policy import Parameters
-from serving.seasoning import key_of, seasoned_inputs
+from serving.seasoning import Reference, key_of, seasoned_inputs
 from serving.seasoning import reference as stress_reference
 
 BUNDLE_FORMAT = 2
@@ -116,25 +116,21 @@ def _implausible_today(cfg: Config, frame: pd.DataFrame, fc: pd.DataFrame,
 
 
 def reference_today(visible: pd.DataFrame, cfg: Config, as_of: pd.Timestamp
-                    ) -> tuple[float, str] | None:
-    """The stress ES a young asset borrows on ``as_of`` and the seasoned asset it is from
-    (:mod:`serving.seasoning`), over every asset of ``visible`` (rows dated ``<= as_of``); None
-    when no asset is young that day or none is seasoned."""
+                    ) -> Reference | None:
+    """The stress reference young assets take on ``as_of`` (:mod:`serving.seasoning`), over
+    every asset of ``visible`` (rows dated ``<= as_of``); None without a stress floor or when
+    no asset is young that day."""
     if cfg.policy.stress_floor_weight <= 0 or not len(visible):
         return None
     day = int((as_of - pd.Timestamp(0)).days)
     ref = stress_reference(visible, [cfg.policy], on=day)[cfg.policy.loss]
-    days = ref.tables[key_of(cfg.policy)][0]
-    if not len(days):
-        return None
-    value, source = ref.at(np.array([day], np.int64), cfg.policy)
-    return (float(value[0]), source[0]) if np.isfinite(value[0]) else None
+    return ref if len(ref.tables[key_of(cfg.policy)][0]) else None
 
 
 def asset_parameters(
     forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
     as_of: pd.Timestamp, previous: PolicyState | None,
-    reference: tuple[float, str] | None = None,
+    reference: Reference | None = None,
 ) -> tuple[Parameters, PolicyState | None]:
     """Parameters for one asset; ``frame`` is that asset's feature rows dated ``<= as_of``,
     ``reference`` the universe's stress ES for a young asset (:func:`reference_today`; None:

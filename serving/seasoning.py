@@ -16,6 +16,9 @@ until its own is long enough; volmargin does the same:
   a lender would rather over-margin a coin it does not know (new collateral is listed with
   conservative parameters, then loosened as it proves itself — here through the parameter
   roles' announced, rate-limited loosening once it seasons);
+* measured like with like: among the seasoned assets whose covered loss is measured as the
+  young asset's is that day (hourly candles, or the daily-range proxy, which reads about 3.6x
+  the hourly measure in the median), else among all of them;
 * with no seasoned asset in the universe that day it keeps its own, and the reason says so.
 
 The reference reads realized losses only (never a forecast), so all candidates of a replay
@@ -25,6 +28,7 @@ number for its as-of from its visible panel, so a served row equals the replayed
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -53,17 +57,27 @@ def kept(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> int:
                                 & (a <= cfg.stress_lookback_days)))
 
 
+# the reference groups: any seasoned asset, those whose covered loss that day is measured from
+# hourly candles, those measured by the daily-range proxy (about 3.6x the hourly measure in the
+# median on the embedded data: a young asset is compared with assets measured as it is)
+ANY, HOURLY, PROXY = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class Reference:
-    """Per :func:`key_of`, the days on which some asset of the universe is young, the largest
-    stress ES of a seasoned asset on each (NaN: none seasoned) and which asset it is."""
+    """Per :func:`key_of`, the days on which some asset of the universe is young and, on each,
+    per group (:data:`ANY`, :data:`HOURLY`, :data:`PROXY`) the largest stress ES of a seasoned
+    asset (NaN: none) and which asset it is (-1: none)."""
 
     names: tuple[str, ...]
     tables: Mapping[Key, tuple[np.ndarray, np.ndarray, np.ndarray]]  # days, value, source
 
-    def at(self, days: np.ndarray, cfg: PolicyConfig) -> tuple[np.ndarray, list[str]]:
+    def at(self, days: np.ndarray, cfg: PolicyConfig, proxy: np.ndarray | None = None
+           ) -> tuple[np.ndarray, list[str]]:
         """(reference, source asset or "") on each of ``days`` (days since the epoch), which
-        must be days on which some asset of the universe it was built on is young."""
+        must be days on which some asset of the universe it was built on is young, for an asset
+        whose covered loss is the range proxy on the days ``proxy`` marks: the worst seasoned
+        asset measured the same way, else the worst of any."""
         key = key_of(cfg)
         if key not in self.tables:
             raise ValueError(f"no stress reference built for {key}")
@@ -76,15 +90,21 @@ class Reference:
             missing = days if not len(table_days) else days[table_days[pos] != days]
             raise ValueError(f"no stress reference on day {int(missing[0])} (days since the "
                              "epoch): built on another universe")
-        src = source[pos]
-        return value[pos], [self.names[s] if s >= 0 else "" for s in src.tolist()]
+        flag = np.zeros(len(days), bool) if proxy is None else np.asarray(proxy, bool)
+        group = np.where(flag, PROXY, HOURLY)
+        group = np.where(np.isfinite(value[group, pos]), group, ANY)
+        src = source[group, pos]
+        return value[group, pos], [self.names[s] if s >= 0 else "" for s in src.tolist()]
 
 
 def build(losses: Mapping[str, tuple[np.ndarray, np.ndarray]],
-          asked: Mapping[str, np.ndarray], cfgs: Sequence[PolicyConfig]) -> Reference:
+          asked: Mapping[str, np.ndarray], cfgs: Sequence[PolicyConfig],
+          proxy: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Reference:
     """The :class:`Reference` of a universe: ``losses`` maps each asset to its realized covered
     losses and their days (days since the epoch, increasing; one variant of the covered loss
-    for all ``cfgs``), ``asked`` to the days a decision may be made for it (its rows' days).
+    for all ``cfgs``), ``asked`` to the days a decision may be made for it (its rows' days),
+    ``proxy`` to its rows' days and whether each row's covered loss is the range proxy (an
+    asset's group on a day is its last row's; none given: every asset hourly-measured).
     Only the days on which some asset is young are kept: on a seasoned universe, none."""
     names = tuple(sorted(losses))
     terms = {n: LossTerms(*losses[n]) for n in names}
@@ -97,17 +117,23 @@ def build(losses: Mapping[str, tuple[np.ndarray, np.ndarray]],
         young = [np.asarray(asked.get(n, np.empty(0)), np.int64) for n in names]
         young = [d[terms[n].kept_at(d, cfg) < w] for n, d in zip(names, young, strict=True)]
         days = np.unique(np.concatenate([np.empty(0, np.int64), *young]))
-        value = np.full(len(days), np.nan)
-        source = np.full(len(days), -1, np.int64)
-        if len(days):
-            for k, n in enumerate(names):
-                seasoned = terms[n].kept_at(days, cfg) >= w
-                if not seasoned.any():
-                    continue
-                es = np.full(len(days), np.nan)
-                es[seasoned] = terms[n].stress_at(days[seasoned], cfg)
-                better = np.isfinite(es) & ~(es <= value)  # NaN value: none yet
-                value[better], source[better] = es[better], k
+        value = np.full((3, len(days)), np.nan)
+        source = np.full((3, len(days)), -1, np.int64)
+        for k, n in enumerate(names if len(days) else ()):
+            seasoned = terms[n].kept_at(days, cfg) >= w
+            if not seasoned.any():
+                continue
+            es = np.full(len(days), np.nan)
+            es[seasoned] = terms[n].stress_at(days[seasoned], cfg)
+            flag = np.zeros(len(days), bool)
+            if proxy is not None and n in proxy:
+                row_day, row_flag = proxy[n]
+                last = np.searchsorted(np.asarray(row_day, np.int64), days, side="right") - 1
+                flag = np.where(last >= 0, np.asarray(row_flag, bool)[np.maximum(last, 0)],
+                                False)
+            for g, member in ((ANY, np.ones(len(days), bool)), (HOURLY, ~flag), (PROXY, flag)):
+                better = member & np.isfinite(es) & ~(es <= value[g])  # NaN value: none yet
+                value[g, better], source[g, better] = es[better], k
         tables[key] = (days, value, source)
     return Reference(names, tables)
 
@@ -116,21 +142,25 @@ def reference(panel: pd.DataFrame, cfgs: Sequence[PolicyConfig],
               on: int | None = None) -> dict[str, Reference]:
     """The :class:`Reference` of every asset of ``panel`` (indexed by asset and date), one per
     covered-loss variant of ``cfgs``; ``on`` (days since the epoch): only that day is asked (the
-    batch job's as-of), else every row's day."""
+    batch job's as-of), else every row's day. An asset's group is its rows'
+    ``worst_loss_is_proxy`` (missing: proxy, as the policy's inputs read it)."""
     if not panel.index.is_monotonic_increasing:
         panel = panel.sort_index()
     a = PanelArrays.from_panel(panel)
+    flags = (panel["worst_loss_is_proxy"].astype(object).fillna(True).to_numpy(bool)
+             if "worst_loss_is_proxy" in panel else np.zeros(len(panel), bool))
     out: dict[str, Reference] = {}
     for variant in sorted({c.loss for c in cfgs}):
         mine = [c for c in cfgs if c.loss == variant]
         loss = covered_loss_arrays(panel, mine[0])
-        losses, asked = {}, {}
+        losses, asked, proxy = {}, {}, {}
         for k, name in enumerate(a.assets):
             s, e = int(a.start[k]), int(a.end[k])
             finite = np.isfinite(loss[s:e])
             losses[name] = (loss[s:e][finite], a.day[s:e][finite])
             asked[name] = a.day[s:e] if on is None else np.array([on], np.int64)
-        out[variant] = build(losses, asked, mine)
+            proxy[name] = (a.day[s:e], flags[s:e])
+        out[variant] = build(losses, asked, mine, proxy)
     return out
 
 
@@ -157,16 +187,18 @@ def season(own: np.ndarray, count: np.ndarray, ref: np.ndarray, source: Sequence
     return out, notes
 
 
-def seasoned_inputs(x: PolicyInputs, ref: tuple[float, str] | None, cfg: PolicyConfig
-                    ) -> PolicyInputs:
-    """``x`` with its stress ES seasoned (:func:`season`) against ``ref`` (the reference on its
-    as-of and its source; None: no seasoned asset). Unchanged without a stress floor."""
+def seasoned_inputs(x: PolicyInputs, ref: Reference | None, cfg: PolicyConfig) -> PolicyInputs:
+    """``x`` with its stress ES seasoned (:func:`season`) against the universe's reference on
+    its as-of (``ref``, built with that day asked; None: no seasoned asset lends a window).
+    Unchanged without a stress floor."""
     if cfg.stress_floor_weight <= 0:
         return x
     own = x.stress_es if x.stress_es is not None else stress_es(
         x.loss_history, x.loss_age_days, cfg)
-    value, source = ref if ref is not None else (np.nan, "")
-    stress, notes = season(np.array([own]), np.array([kept(x.loss_history, x.loss_age_days,
-                                                            cfg)]),
-                           np.array([value]), [source], cfg)
+    count = kept(x.loss_history, x.loss_age_days, cfg)
+    value, source = np.array([np.nan]), [""]
+    if ref is not None and count < cfg.stress_window_obs:
+        day = np.array([(x.as_of - dt.date(1970, 1, 1)).days], np.int64)
+        value, source = ref.at(day, cfg, np.array([x.loss_is_proxy]))
+    stress, notes = season(np.array([own]), np.array([count]), value, source, cfg)
     return replace(x, stress_es=float(stress[0]), stress_note=notes[0])

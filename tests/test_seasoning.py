@@ -22,7 +22,7 @@ from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset
 from serving.decide import decide
 from serving.inputs import asset_history, asset_series, policy_inputs
 from serving.policy import PARAMETER_FIELDS, stress_es
-from serving.seasoning import build, key_of, season, seasoned_inputs
+from serving.seasoning import ANY, HOURLY, PROXY, build, key_of, season, seasoned_inputs
 from tests.conftest import write_slice
 
 SMALL = Config().policy.model_copy(update={"stress_window_obs": 5, "stress_lookback_days": 100,
@@ -51,7 +51,11 @@ def test_the_reference_is_the_worst_seasoned_stress_es_on_the_young_days() -> No
               "NEW": (np.array([0.5, 0.01, 0.02]), np.array([12, 13, 14], np.int64))}
     asked = {n: d for n, (_, d) in losses.items()}
     ref = build(losses, asked, [SMALL])
-    table_days, value, source = ref.tables[key_of(SMALL)]
+    table_days, groups, sources = ref.tables[key_of(SMALL)]
+    # no proxy flags given: every asset counts as hourly-measured, the proxy group is empty
+    np.testing.assert_array_equal(groups[ANY], groups[HOURLY])
+    assert np.isnan(groups[PROXY]).all() and (sources[PROXY] == -1).all()
+    value, source = groups[ANY], sources[ANY]
     # young days: AAA and BBB before their fifth loss (days 0-3), NEW on all its days
     np.testing.assert_array_equal(table_days, [0, 1, 2, 3, 12, 13, 14])
     assert np.isnan(value[:4]).all() and (source[:4] == -1).all()  # nobody seasoned yet
@@ -71,6 +75,28 @@ def test_the_reference_is_the_worst_seasoned_stress_es_on_the_young_days() -> No
                  "C": (np.array([0.01]), np.array([7]))},
                 {"B": np.arange(8), "A": np.arange(8), "C": np.array([7])}, [SMALL])
     assert tie.at(np.array([7]), SMALL)[1] == ["A"]
+
+
+def test_a_young_asset_is_compared_with_assets_measured_as_it_is() -> None:
+    """A range-proxy asset's stress ES is not lent to a young hourly-measured one while an
+    hourly-measured seasoned asset exists, and the other way round; with no asset of its
+    kind seasoned, the worst of any."""
+    days = np.arange(10, dtype=np.int64)
+    losses = {"RNG": (np.full(10, 0.3), days), "HRL": (np.full(10, 0.1), days),
+              "NEW": (np.array([0.01]), np.array([9]))}
+    asked = {"RNG": days, "HRL": days, "NEW": np.array([9])}
+    proxy = {"RNG": (days, np.ones(10, bool)), "HRL": (days, np.zeros(10, bool)),
+             "NEW": (np.array([9]), np.array([False]))}
+    ref = build(losses, asked, [SMALL], proxy)
+    hrl = stress_es(np.full(10, 0.1), 9 - days, SMALL)
+    rng = stress_es(np.full(10, 0.3), 9 - days, SMALL)
+    assert ref.at(np.array([9]), SMALL) == (np.array([hrl]), ["HRL"])
+    value, source = ref.at(np.array([9]), SMALL, np.array([True]))
+    assert value[0] == rng and source == ["RNG"]
+    # HRL's losses measured by the proxy too from day 9: no hourly-measured asset, the worst
+    proxy["HRL"] = (days, days >= 9)
+    value, source = build(losses, asked, [SMALL], proxy).at(np.array([9]), SMALL)
+    assert value[0] == rng and source == ["RNG"]
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +179,9 @@ def test_the_served_young_asset_is_the_replayed_one_day_after_day(listing) -> No
 def test_a_new_listing_is_served_no_looser_than_the_riskiest_seasoned_asset(tmp_path) -> None:
     """The fault that motivated the rule: an asset listed 121 days before the as-of was
     served a lower stress floor and a higher LT than ETH's. Now its floor is the worst
-    seasoned one's, the batch equals the per-asset path, and the reason says why."""
-    market = load_market(write_slice(tmp_path, ["BTC", "ETH", "SOL"], "2020-06-01",
+    hourly-measured seasoned one's, the batch equals the per-asset path, the row is flagged
+    and the reason says why."""
+    market = load_market(write_slice(tmp_path, ["AAVE", "BTC", "ETH", "SOL"], "2020-06-01",
                                      "2025-06-30"))
     panel = feature_view(build_panel(market, Config().features))
     asset, date = panel.index.get_level_values("asset"), panel.index.get_level_values("date")
@@ -178,3 +205,8 @@ def test_a_new_listing_is_served_no_looser_than_the_riskiest_seasoned_asset(tmp_
         f"({rows.at[worst, 'stress_floor'] / w:.4f}) used" in rows.at["NEW", "reason"]
     assert rows.at["NEW", "lt"] <= rows.at[worst, "lt"] + 0.01  # LB may differ a little
     assert not rows.loc[["BTC", "ETH"], "reason"].str.contains("young").any()
+    # AAVE (no hourly data: range-proxy losses) has the highest floor, but NEW's losses are
+    # hourly-measured, so it is compared with the hourly-measured seasoned assets only
+    assert rows.at["AAVE", "flag_proxy"] and not rows.at["NEW", "flag_proxy"]
+    assert rows.at["AAVE", "stress_floor"] > 2 * rows.at["NEW", "stress_floor"]
+    assert rows["flag_young"].tolist() == [False, False, False, True]

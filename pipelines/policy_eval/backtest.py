@@ -228,7 +228,7 @@ def _run_lanes(replays: Sequence[Replay], lanes: list[tuple[int, int]],
                 ref = np.full(len(young), np.nan)
                 source = [""] * len(young)
                 if r.reference is not None:
-                    ref, source = r.reference.at(h.days[young], p)
+                    ref, source = r.reference.at(h.days[young], p, h.loss_is_proxy[young])
                 own[young], young_notes = season(own[young], count[young], ref, source, p)
                 stress_notes[row] = [""] * m
                 for i, note in zip(young.tolist(), young_notes, strict=True):
