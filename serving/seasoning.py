@@ -144,6 +144,8 @@ def reference(panel: pd.DataFrame, cfgs: Sequence[PolicyConfig],
     covered-loss variant of ``cfgs``; ``on`` (days since the epoch): only that day is asked (the
     batch job's as-of), else every row's day. An asset's group is its rows'
     ``worst_loss_is_proxy`` (missing: proxy, as the policy's inputs read it)."""
+    if list(panel.index.names) != ["asset", "date"]:  # a (date, asset) panel reads the same
+        panel = panel.reorder_levels(["asset", "date"])
     if not panel.index.is_monotonic_increasing:
         panel = panel.sort_index()
     a = PanelArrays.from_panel(panel)

@@ -135,3 +135,20 @@ def test_full_dq_statistic_agrees_with_the_tail_tests_module():
     ref = reference(loss, var, 1 - P)
     assert (loss > var).sum() > 3
     assert mine.statistic == pytest.approx(ref.statistic, rel=1e-8) and mine.df == ref.df
+
+
+def test_a_short_sample_that_passes_every_test_is_unproven_not_acceptable():
+    """A young asset with no breach in 100 days passes every test by having little history:
+    unproven, not acceptable; the same with breaches enough to fail Kupiec is refused; a year
+    of days (Basel's window) makes a verdict."""
+    quiet = accept_asset(_path(np.zeros(100, bool)), P)
+    assert not quiet["acceptable"] and quiet["unproven"]
+    assert quiet["why_not"] == "too short to judge: 100 days < 250"
+    assert not quiet["under_coverage"] and quiet["independence_p"] > 0.05
+    failing = accept_asset(_path(_spread(100, 4)), P)  # Kupiec upper band at 100 days: 3
+    assert not failing["acceptable"] and not failing["unproven"]
+    assert failing["why_not"].startswith("4 breaches > 3;")
+    year = accept_asset(_path(np.zeros(250, bool)), P)
+    assert year["acceptable"] and not year["unproven"] and year["why_not"] == ""
+    assert not accept_asset(_path(np.zeros(249, bool)), P)["acceptable"]
+    assert accept_asset(_path(np.zeros(100, bool)), P, min_days=100)["acceptable"]

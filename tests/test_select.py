@@ -112,3 +112,29 @@ def test_the_gate_counts_an_asset_the_challenger_has_no_path_on():
     # with every asset covered the rows are the policy's own
     pd.testing.assert_frame_equal(policy_rows(summary[summary["asset"] != "LUNC"],
                                               "policy:new"), alone)
+
+
+def test_the_gate_names_an_unproven_asset_and_is_held_only_by_a_failure():
+    """A new listing passed every test on too few days (unproven): the gate passes the
+    challenger on the assets judged and names it; a short asset that failed a test holds it."""
+    young = pd.DataFrame({"asset": ["NEW"], "acceptable": [False], "unproven": [True],
+                          "why_not": ["too short to judge: 40 days < 250"], "red_windows": [0],
+                          "capital": [0.10]})
+    rows = pd.concat([_summary(0.10).assign(unproven=False), young], ignore_index=True)
+    d = gate(rows, None, GateConfig())
+    assert d.passed and "acceptable on all 2 assets judged" in d.reason
+    assert "unproven on NEW (too short to judge: 40 days < 250)" in d.reason
+    failed = rows.assign(unproven=False, why_not=rows["why_not"].where(
+        rows["asset"] != "NEW", "3 breaches > 2; too short to judge: 40 days < 250"))
+    d = gate(failed, None, GateConfig())
+    assert not d.passed and "not acceptable on NEW (3 breaches > 2; too short" in d.reason
+
+
+def test_the_choice_counts_an_unproven_asset_as_not_acceptable_and_says_so():
+    table = _selection_table({"a": 2, "b": 2}, {"a": 0.1, "b": 0.2}).assign(unproven=False)
+    young = (table["policy"] == "policy:a@confidence=0.99") & (table["asset"] == "Y")
+    table.loc[young, ["acceptable", "unproven"]] = [False, True]
+    choice = select(_comparison(), table, _settings("ab"), SelectionConfig(rule="policy"))
+    assert choice.model == "b"  # 2/2 beats 1/2 with one unproven, whatever the capital
+    assert "next policy:a@confidence=0.99 (1/2 (1 unproven: too few days to judge)" \
+        in choice.reason

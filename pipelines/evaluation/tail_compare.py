@@ -39,6 +39,7 @@ from pipelines.evaluation.tail_tests import (
     kupiec_one_sided,
     mcneil_frey,
 )
+from pipelines.policy_eval.acceptance import MIN_VERDICT_DAYS
 
 FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
@@ -47,10 +48,10 @@ CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
-# An asset "passes" only on a year of scored days (Basel's 250-day backtesting window): at
-# 99% that expects 2.5 breaches, and on fewer days no breach count could show a tail model
-# wrong, so a young asset would pass by having no history, not by being covered.
-MIN_VERDICT_DAYS = 250
+# An asset "passes" only on a year of scored days (Basel's 250-day backtesting window, the
+# policy acceptance's rule too): at 99% that expects 2.5 breaches, and on fewer days no breach
+# count could show a tail model wrong, so a young asset would pass by having no history, not
+# by being covered.
 
 
 def realized(panel: pd.DataFrame, variant: str) -> pd.DataFrame:

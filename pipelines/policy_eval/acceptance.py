@@ -7,7 +7,13 @@ A policy is **acceptable on an asset** when, over the rows it is judged on,
 2. Christoffersen's independence test does not reject at ``size``;
 3. the Engle-Manganelli dynamic-quantile (DQ) test of the breach *dynamics* does not reject;
 4. its bad debt over the stress episodes is within a budget (by default what Aave v3's real
-   parameters or the recalibrated static table lost on the same days).
+   parameters or the recalibrated static table lost on the same days);
+5. it is judged on at least :data:`MIN_VERDICT_DAYS` days. On fewer, a failed test still fails
+   it (a breach count can show a policy wrong on a short sample), but passing every test
+   makes it **unproven**, not acceptable: at 99% a quarter year of days expects less than one
+   breach, so an asset listed weeks before the period's end would pass by having no history.
+   The choice counts an unproven asset as not acceptable (alike for every candidate judged on
+   the same days); the gate lets it pass and names it.
 
 Among acceptable policies the least capital wins, **capital = mean(1 - LTV)**: the share of
 collateral value a borrower cannot borrow against.
@@ -27,6 +33,9 @@ from scipy import stats
 
 from pipelines.evaluation.coverage import christoffersen_independence, kupiec_band, kupiec_lr
 from pipelines.evaluation.distributions import chi2_sf
+
+# Basel's 250-day backtesting window: a year of judged days (the tail comparison's rule too)
+MIN_VERDICT_DAYS = 250
 
 
 @lru_cache(maxsize=4096)
@@ -146,21 +155,25 @@ def capital_parts(path: pd.DataFrame) -> pd.DataFrame:
 def accept_asset(
     g: pd.DataFrame, p: float, size: float = 0.05, lags: int = 4,
     stress_bad_debt: float = 0.0, budget: float = math.inf,
+    min_days: int = MIN_VERDICT_DAYS,
 ) -> dict[str, object]:
     """Acceptance figures of one asset's policy path (rows with a realized loss only).
 
     ``g`` carries ``date``, ``loss_frac``, ``mmf`` and ``ltv`` (from
     :func:`pipelines.policy_eval.backtest.with_outcomes`); ``stress_bad_debt`` is the policy's
-    bad debt over the stress episodes and ``budget`` the most it may be.
+    bad debt over the stress episodes and ``budget`` the most it may be; ``min_days`` the
+    days below which passing every test leaves it unproven (item 5 above).
     """
     g = g.sort_values("date")
     return accept_arrays(g["loss_frac"].to_numpy(float), g["mmf"].to_numpy(float),
-                         g["ltv"].to_numpy(float), p, size, lags, stress_bad_debt, budget)
+                         g["ltv"].to_numpy(float), p, size, lags, stress_bad_debt, budget,
+                         min_days)
 
 
 def accept_arrays(
     loss_frac: np.ndarray, mmf: np.ndarray, ltv: np.ndarray, p: float, size: float = 0.05,
     lags: int = 4, stress_bad_debt: float = 0.0, budget: float = math.inf,
+    min_days: int = MIN_VERDICT_DAYS,
 ) -> dict[str, object]:
     """:func:`accept_asset` on one asset's columns in date order (what the report calls for
     every asset of every path: no frame per asset)."""
@@ -188,14 +201,18 @@ def accept_arrays(
         "capital": capital(ltv),
     }
     row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
-    row["acceptable"] = bool(not row["under_coverage"] and ind.p_value > size
-                             and dq.dynamics_p_value > size and row["within_budget"])
+    passes = bool(not row["under_coverage"] and ind.p_value > size
+                  and dq.dynamics_p_value > size and row["within_budget"])
+    short = n < min_days
+    row["acceptable"] = passes and not short
+    row["unproven"] = passes and short  # passes every test on too few days to be judged
     row["why_not"] = "; ".join(
         text for fails, text in (
             (row["under_coverage"], f"{x} breaches > {upper}"),
             (ind.p_value <= size, f"independence p={ind.p_value:.3f}"),
             (dq.dynamics_p_value <= size, f"DQ p={dq.dynamics_p_value:.3f}"),
             (not row["within_budget"],
-             f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"))
+             f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
+            (short, f"too short to judge: {n} days < {min_days}"))
         if fails)
     return row

@@ -174,12 +174,16 @@ def judge(paths: Mapping[str, pd.DataFrame], cfg: Config, period: str,
 def rank(table: pd.DataFrame) -> pd.DataFrame:
     """One row per policy: assets acceptable and judged, capital, breaches, bad debt; best
     first (most acceptable assets, then least capital, then the name)."""
+    if "unproven" not in table:  # rows judged before the rule (or built by hand): none
+        table = table.assign(unproven=False)
     per = table.groupby("policy").agg(
         acceptable=("acceptable", "sum"), assets=("asset", "size"),
         capital=("capital", "mean"), breaches=("breaches", "sum"),
         bad_debt_lt_sum=("bad_debt_lt_sum", "sum"),
-        stress_bad_debt=("stress_bad_debt_lt", "sum")).reset_index()
+        stress_bad_debt=("stress_bad_debt_lt", "sum"),
+        unproven=("unproven", "sum")).reset_index()
     per["acceptable"] = per["acceptable"].astype(int)
+    per["unproven"] = per["unproven"].astype(int)
     return per.sort_values(["acceptable", "capital", "policy"],
                            ascending=[False, True, True]).reset_index(drop=True)
 
@@ -220,6 +224,13 @@ def rank_like_for_like(table: pd.DataFrame, universe: Collection[str] | None = N
                            ).reset_index(drop=True)
 
 
+def _unproven_text(row: pd.Series) -> str:
+    """The unproven assets of a ranked candidate (passing every test on fewer days than a
+    verdict needs: counted as not acceptable), where there are any."""
+    unproven = int(row.get("unproven", 0) or 0)
+    return f" ({unproven} unproven: too few days to judge)" if unproven else ""
+
+
 def _capital_text(row: pd.Series) -> str:
     """A ranked candidate's capital, and the one it was compared on where that differs
     (a tie with a candidate that lacks some of its assets)."""
@@ -246,10 +257,11 @@ def choose(selection_table: pd.DataFrame, settings: Mapping[str, Mapping[str, An
     alias = str(chosen.pop("forecaster"))
     runner = ranked.iloc[1] if len(ranked) > 1 else None
     reason = (f"{best['policy']} frozen on the selection period: acceptable on "
-              f"{best['acceptable']}/{best['assets']} assets, {_capital_text(best)}")
+              f"{best['acceptable']}/{best['assets']} assets{_unproven_text(best)}, "
+              f"{_capital_text(best)}")
     if runner is not None:
-        reason += (f"; next {runner['policy']} ({runner['acceptable']}/{runner['assets']}, "
-                   f"{_capital_text(runner)})")
+        reason += (f"; next {runner['policy']} ({runner['acceptable']}/{runner['assets']}"
+                   f"{_unproven_text(runner)}, {_capital_text(runner)})")
     return Frozen(str(best["policy"]), alias, chosen, reason, ranked)
 
 

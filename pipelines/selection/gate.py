@@ -33,6 +33,7 @@ def policy_rows(summary: pd.DataFrame, policy: str) -> pd.DataFrame:
     if not missing:
         return mine
     absent = pd.DataFrame({"policy": policy, "asset": missing, "acceptable": False,
+                           "unproven": False,
                            "why_not": "no backtest path: its forecaster failed here",
                            "red_windows": 0})
     return pd.concat([mine, absent], ignore_index=True)
@@ -44,14 +45,26 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
     (and ``why_not`` when present)."""
     failures, notes = [], []
     if cfg.require_coverage:
-        bad = challenger[~challenger["acceptable"].astype(bool)]
+        # an unproven asset passed every test on too few days to be judged (a new listing):
+        # it does not hold the gate, which would otherwise stay shut until it has a year of
+        # days, and it is named; an asset that failed a test on few days does hold it
+        unproven = (challenger["unproven"].fillna(False).astype(bool)
+                    if "unproven" in challenger else pd.Series(False, index=challenger.index))
+        bad = challenger[~challenger["acceptable"].astype(bool) & ~unproven]
         if len(bad):
             why = bad["why_not"] if "why_not" in bad else pd.Series("", index=bad.index)
             failures.append("not acceptable on " + ", ".join(
                 f"{a} ({w})" if w else str(a)
                 for a, w in sorted(zip(bad["asset"], why.fillna(""), strict=True))))
         else:
-            notes.append(f"acceptable on all {len(challenger)} assets")
+            judged = len(challenger) - int(unproven.sum())
+            notes.append(f"acceptable on all {judged} assets" if judged == len(challenger)
+                         else f"acceptable on all {judged} assets judged")
+        if unproven.any():
+            short = challenger[unproven]
+            notes.append("unproven on " + ", ".join(
+                f"{a} ({w})" for a, w in sorted(zip(short["asset"], short["why_not"],
+                                                    strict=True))))
     red = int(challenger["red_windows"].sum())
     if red > cfg.max_red_windows:
         failures.append(f"{red} red traffic-light windows (> {cfg.max_red_windows})")
