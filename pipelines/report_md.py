@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.policy_eval.acceptance import MIN_VERDICT_DAYS
 from pipelines.policy_eval.frontier import knob_family
 from pipelines.policy_eval.protocol import assets_without
 from pipelines.report_extra import (
@@ -72,7 +73,9 @@ def policy_tables(bt: Path) -> str:
             f"the evaluation period {ev[0]} → {ev[1]} (`_eva`), selection period beside "
             "(`_sel`). `acceptable`: assets passing the one acceptance function (breaches ≤ "
             "one-sided Kupiec upper band at 99%, Christoffersen independence and DQ not "
-            "rejecting at 5%, stress bad debt within budget); capital = mean(1 − LTV); bad "
+            f"rejecting at 5%, stress bad debt within budget, on at least {MIN_VERDICT_DAYS} "
+            "days: fewer and "
+            "passing is unproven); capital = mean(1 − LTV); bad "
             "debt = Σ (x − cushion)/LB for a position at LT."
             + unserved_note(summary, name))
     mine = summary[summary["policy"] == name][[
