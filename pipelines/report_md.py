@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.policy_eval.acceptance import MIN_VERDICT_DAYS
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.policy_eval.frontier import knob_family
 from pipelines.policy_eval.protocol import assets_without
 from pipelines.report_extra import (

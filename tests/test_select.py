@@ -1,6 +1,7 @@
 """Model selection (forecast screen, then the acceptance rule on the selection period) and
 the promotion gate, both on the one acceptance function's verdicts."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -138,3 +139,36 @@ def test_the_choice_counts_an_unproven_asset_as_not_acceptable_and_says_so():
     assert choice.model == "b"  # 2/2 beats 1/2 with one unproven, whatever the capital
     assert "next policy:a@confidence=0.99 (1/2 (1 unproven: too few days to judge)" \
         in choice.reason
+
+
+def test_a_var_test_passed_on_a_short_sample_is_unproven_and_the_screen_skips_it():
+    """iid returns and their true σ: the FHS VaR99 passes on a long sample; the same on the
+    last 120 days of a young asset is unproven (neither pass nor fail), and the screen's share
+    is taken over the assets with a verdict."""
+    from pipelines.evaluation.comparison import var_table
+    from pipelines.selection.select import _screen
+
+    rng = np.random.default_rng(11)
+    dates = pd.date_range("2021-01-01", periods=900)
+    sigma = 0.02
+    frames, forecasts = [], []
+    for asset, first in (("OLD", 0), ("NEW", 900 - 220)):  # NEW: 100 to warm FHS, 120 judged
+        d = dates[first:]
+        frames.append(pd.DataFrame({"ret_1d": rng.normal(0.0, sigma, len(d))},
+                                   index=pd.MultiIndex.from_product([[asset], d],
+                                                                    names=["asset", "date"])))
+        forecasts.append(pd.DataFrame({"asset": asset, "cutoff": d, "horizon_days": 1,
+                                       "variance": sigma**2}))
+    var = var_table({"m": pd.concat(forecasts, ignore_index=True)},
+                    pd.concat(frames).sort_index()).set_index("asset")
+    assert var.at["OLD", "var_n"] >= 250 and var.at["OLD", "var_pass"]
+    assert not var.at["OLD", "var_unproven"]
+    assert var.at["NEW", "var_n"] < 250 and var.at["NEW", "var_breaches"] <= 2
+    assert var.at["NEW", "var_unproven"] and not var.at["NEW", "var_pass"]
+    assert var.at["NEW", "var_note"] == ""  # not a failure to list
+    comparison = var.reset_index().assign(horizon_days=1, qlike=0.3, in_mcs=True)
+    per = _screen(comparison, SelectionConfig(min_var_share=1.0))
+    assert per.at["m", "var_share"] == 1.0 and per.at["m", "screened"]
+    # without the rule the young asset would count against it
+    per = _screen(comparison.drop(columns="var_unproven"), SelectionConfig(min_var_share=1.0))
+    assert per.at["m", "var_share"] == 0.5 and not per.at["m", "screened"]

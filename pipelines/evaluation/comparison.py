@@ -24,13 +24,13 @@ import pandas as pd
 
 from models.backtest import Mapper
 from pipelines.engine import chunked
-from pipelines.evaluation.coverage import var_backtest
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, var_backtest
 from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
 
 BENCHMARK = "garch11_t"
 T = TypeVar("T")
 VAR_COLUMNS = ["model", "asset", "var_n", "var_breaches", "kupiec_p", "christoffersen_lr_cc",
-               "cc_p", "red_windows", "worst_zone", "var_pass", "var_note"]
+               "cc_p", "red_windows", "worst_zone", "var_pass", "var_unproven", "var_note"]
 
 
 def _wide(scores: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -159,11 +159,13 @@ def var_table(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
                 rows.append({"model": model, "asset": asset, "var_n": 0, "var_pass": None,
                              "var_note": why})
                 continue
+            passes = bool(bt.pof.p_value > 0.05 and bt.cc.statistic < 5.99)
+            short = bt.n < MIN_VERDICT_DAYS  # passing on fewer days is unproven, not a pass
             rows.append({"model": model, "asset": asset, "var_n": bt.n,
                          "var_breaches": bt.breaches, "kupiec_p": bt.pof.p_value,
                          "christoffersen_lr_cc": bt.cc.statistic, "cc_p": bt.cc.p_value,
                          "red_windows": bt.traffic_light.n_red, "worst_zone": bt.worst_zone,
-                         "var_pass": bool(bt.pof.p_value > 0.05 and bt.cc.statistic < 5.99),
+                         "var_pass": passes and not short, "var_unproven": passes and short,
                          "var_note": ""})
     return pd.DataFrame(rows, columns=VAR_COLUMNS)
 

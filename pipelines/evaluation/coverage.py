@@ -33,6 +33,11 @@ ZONES: tuple[Zone, ...] = ("green", "yellow", "red")  # in order of severity
 # Basel Committee (1996): yellow from a cumulative binomial probability of 95 %, red from 99.99 %
 YELLOW_CUM_PROB = 0.95
 RED_CUM_PROB = 0.9999
+# a verdict needs a year of judged days (Basel's 250-day backtesting window): at 99% that
+# expects 2.5 breaches, and on fewer no breach count could show a VaR too low, so a young asset
+# would pass by having no history. Passing on fewer days is *unproven* (policy acceptance,
+# variance VaR screen, tail comparison alike); failing on fewer days still fails.
+MIN_VERDICT_DAYS = 250
 
 
 def _as_hits(hits: np.ndarray | pd.Series | list[bool]) -> np.ndarray:

@@ -30,7 +30,7 @@ from configs.schema import Config
 from models.tail.backtest import tail_walk_forward
 from models.tail.base import LOSS_VARIANTS, SIDES, to_fraction
 from models.tail.registry import build_tail_forecaster
-from pipelines.evaluation.coverage import christoffersen_independence
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, christoffersen_independence
 from pipelines.evaluation.stats import diebold_mariano, model_confidence_set
 from pipelines.evaluation.tail_tests import (
     acerbi_szekely_z2,
@@ -39,7 +39,6 @@ from pipelines.evaluation.tail_tests import (
     kupiec_one_sided,
     mcneil_frey,
 )
-from pipelines.policy_eval.acceptance import MIN_VERDICT_DAYS
 
 FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
@@ -48,10 +47,7 @@ CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
-# An asset "passes" only on a year of scored days (Basel's 250-day backtesting window, the
-# policy acceptance's rule too): at 99% that expects 2.5 breaches, and on fewer days no breach
-# count could show a tail model wrong, so a young asset would pass by having no history, not
-# by being covered.
+# An asset "passes" only on MIN_VERDICT_DAYS scored days (pipelines.evaluation.coverage).
 
 
 def realized(panel: pd.DataFrame, variant: str) -> pd.DataFrame:

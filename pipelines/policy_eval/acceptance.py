@@ -31,11 +31,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipelines.evaluation.coverage import christoffersen_independence, kupiec_band, kupiec_lr
+from pipelines.evaluation.coverage import (
+    MIN_VERDICT_DAYS,
+    christoffersen_independence,
+    kupiec_band,
+    kupiec_lr,
+)
 from pipelines.evaluation.distributions import chi2_sf
-
-# Basel's 250-day backtesting window: a year of judged days (the tail comparison's rule too)
-MIN_VERDICT_DAYS = 250
 
 
 @lru_cache(maxsize=4096)

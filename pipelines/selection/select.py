@@ -40,7 +40,11 @@ def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     one_day = comparison[comparison["horizon_days"] == 1]
     per = at_h.groupby("model").agg(qlike=("qlike", "mean"),
                                     mcs_share=("in_mcs", lambda x: x.fillna(False).mean()))
-    per["var_share"] = one_day.groupby("model")["var_pass"].apply(
+    # over the assets with a verdict: one passing its VaR test on fewer days than a verdict
+    # needs (var_unproven, a young asset) counts neither way; an undefined test counts as a fail
+    judged = (one_day[~one_day["var_unproven"].fillna(False).astype(bool)]
+              if "var_unproven" in one_day else one_day)
+    per["var_share"] = judged.groupby("model")["var_pass"].apply(
         lambda x: x.fillna(False).astype(bool).mean())
     per["screened"] = (per["mcs_share"] >= cfg.min_mcs_share) & (
         per["var_share"] >= cfg.min_var_share)
