@@ -243,6 +243,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
     from pipelines.engine import make_engine
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
+    from pipelines.steps import NoForecastsError
     from serving.market import FutureAsOfError, check_as_of
 
     try:
@@ -271,6 +272,9 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
         except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
             console.print(f"[red]{exc}[/red]")
             return EX_TEMPFAIL
+        except NoForecastsError as exc:  # said, not a traceback: nothing to select
+            console.print(str(exc), style="red", markup=False, highlight=False)
+            return EXIT_FAILED
     print_run(console, cfg, result)
     return exit_status(result)  # 4: completed with failures (listed by print_run)
 

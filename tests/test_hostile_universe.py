@@ -214,3 +214,19 @@ def test_published_rows_of_a_dead_feed_and_a_peg_fall_back(hostile_run):
     root, _ = hostile_run
     params = read_partition(root / "outputs" / "forecasts" / f"asof={END}").set_index("asset")
     assert params.loc[["FLAT", "PEGGED"], "flag_fallback"].all()
+
+
+def test_a_universe_too_young_for_any_backtest_is_said_not_a_traceback(tmp_path, monkeypatch):
+    """Every asset listed less than ``backtest.min_train_days`` before the data ends: no model
+    fails, but no refit has an eligible asset. The run says so, with each asset's first day,
+    and exits 1, instead of a traceback and an empty list of failures."""
+    write_slice(tmp_path / "market", ["BTC", "ETH"], "2025-01-01", END, macro=())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet", "--as-of", END])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "no out-of-sample forecast: no asset has backtest.min_train_days (300) days" in text
+    assert "First day of each asset: BTC 2025-01-01, ETH 2025-01-01." in text
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
