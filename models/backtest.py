@@ -97,6 +97,29 @@ class ForecastFailureError(RuntimeError):
     """A strict walk-forward met failed forecasts (the message lists them)."""
 
 
+class NoForecastsError(RuntimeError):
+    """A walk-forward made no forecast at all (every model failed on every asset, or no asset
+    was ever eligible): nothing to score, select or publish."""
+
+
+def no_eligible_asset(panel: pd.DataFrame, start: object, refit_every: int,
+                      min_train_days: int, section: str, shown: int = 10) -> str:
+    """Why a walk-forward made no forecast although no model failed: no asset had
+    ``min_train_days`` of history at any refit date (a universe of new listings, or data that
+    ends before the out-of-sample start); ``section`` names the config section of the
+    settings (``backtest``, ``tail``)."""
+    dates = panel.index.get_level_values("date")
+    first = (pd.Series(dates, index=panel.index.get_level_values("asset")).groupby(level=0)
+             .min().sort_values())
+    listed = ", ".join(f"{a} {d:%Y-%m-%d}" for a, d in first.head(shown).items())
+    more = f" and {len(first) - shown} more" if len(first) > shown else ""
+    last = f"{dates.max():%Y-%m-%d}" if len(dates) else "none"
+    return (f"no out-of-sample forecast: no asset has {section}.min_train_days "
+            f"({min_train_days}) days of history at any refit date from {start} to the data's "
+            f"last day ({last}), every {refit_every} days, so there is nothing to score, select "
+            f"or publish. First day of each asset: {listed or 'none'}{more}.")
+
+
 def refit_dates(start: pd.Timestamp, end: pd.Timestamp, every: int) -> pd.DatetimeIndex:
     """Fit cutoffs ``start, start+every, ...`` up to ``end`` inclusive."""
     return pd.date_range(start, end, freq=pd.Timedelta(days=every))

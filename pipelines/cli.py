@@ -51,14 +51,19 @@ def _config(config: Path | None, data_dir: Path | None, log: JobLog | None = Non
 @contextlib.contextmanager
 def _data_errors_exit() -> Iterator[None]:
     """A malformed data file stops ``run`` and ``tail`` with its file, line and rule (exit
-    1), as ``serve`` does, not with a traceback."""
+    1), as ``serve`` does, not with a traceback; so does a universe on which the walk-forward
+    made no forecast at all (it says why)."""
     from features.validation import DataValidationError
+    from models.backtest import NoForecastsError
 
     try:
         yield
     except DataValidationError as exc:
         console.print(f"{exc} (--keep-going skips only its asset and runs the rest)",
                       style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except NoForecastsError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
 
 

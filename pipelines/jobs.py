@@ -240,10 +240,10 @@ def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str |
 def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             keep_going: bool) -> int:
     """``volmargin run``: the whole pipeline with a progress bar per step, then the summary."""
+    from models.backtest import NoForecastsError
     from pipelines.engine import make_engine
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
-    from pipelines.steps import NoForecastsError
     from serving.market import FutureAsOfError, check_as_of
 
     try:

@@ -25,7 +25,9 @@ from features.summary import feature_summary
 from models.backtest import (
     FAILURE_COLUMNS,
     Mapper,
+    NoForecastsError,
     backtest,
+    no_eligible_asset,
 )
 from models.registry import REGISTRY, build_forecaster
 from pipelines.engine import Engine
@@ -100,27 +102,6 @@ class BacktestStep:
     diagnostics: pd.DataFrame           # diagnostics that could not be computed, and why
 
 
-class NoForecastsError(RuntimeError):
-    """Every enabled forecaster failed on every asset: nothing to select or publish."""
-
-
-def no_eligible_asset(cfg: Config, panel: pd.DataFrame, shown: int = 10) -> str:
-    """Why a walk-forward made no forecast at all although no model failed: no asset had
-    ``backtest.min_train_days`` of history at any refit date (a universe of new listings, or
-    data ending before the out-of-sample start)."""
-    bt = cfg.backtest
-    dates = panel.index.get_level_values("date")
-    first = (pd.Series(dates, index=panel.index.get_level_values("asset")).groupby(level=0)
-             .min().sort_values())
-    listed = ", ".join(f"{a} {d:%Y-%m-%d}" for a, d in first.head(shown).items())
-    more = f" and {len(first) - shown} more" if len(first) > shown else ""
-    last = f"{dates.max():%Y-%m-%d}" if len(dates) else "none"
-    return (f"no out-of-sample forecast: no asset has backtest.min_train_days ({bt.min_train_days})"
-            f" days of history at any refit date from backtest.oos_start ({bt.oos_start}) to "
-            f"the data's last day ({last}), every {bt.refit_every} days, so there is nothing to "
-            f"select or publish. First day of each asset: {listed}{more}.")
-
-
 def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """The comparison table as logged: healthy rows, then one row per failed (model, asset,
     horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows). A triple
@@ -188,7 +169,9 @@ def step_backtest(
         _log_tables({"failures": failures}, None)
         if not forecasts:
             if not len(failures):  # no model failed: no asset was ever eligible
-                raise NoForecastsError(no_eligible_asset(cfg, panel))
+                raise NoForecastsError(no_eligible_asset(
+                    panel, f"backtest.oos_start ({bt.oos_start})", bt.refit_every,
+                    bt.min_train_days, "backtest"))
             raise NoForecastsError("every forecaster failed on every asset:\n" + "\n".join(
                 f"  {r.model} {r.asset} h={r.horizon_days}: {r.reason}"
                 for r in failures.itertuples()))

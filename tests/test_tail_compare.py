@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.backtest import NoForecastsError
 from pipelines.evaluation import tail_compare as tc
 
 
@@ -150,5 +151,12 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
     with pytest.raises(np.linalg.LinAlgError):  # without a failures list: the error stands
         tc.walk_forward_all(panel, cfg)
     monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Broken())
-    with pytest.raises(ValueError, match="no tail model produced a forecast: fhs_ewma"):
+    with pytest.raises(NoForecastsError, match="no tail model produced a forecast: fhs_ewma"):
+        tc.walk_forward_all(panel, cfg, failures=[])
+    # no model fails, but no asset is ever old enough: said, with each asset's first day
+    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Fine(a))
+    monkeypatch.setattr(tc, "tail_walk_forward", lambda *a, **k: pd.DataFrame(
+        columns=["asset", "cutoff", "side", "level", "var", "es"]))
+    with pytest.raises(NoForecastsError, match=r"no asset has tail\.min_train_days \(365\) "
+                       r"days.*First day of each asset: AAA 2023-01-01, BBB 2023-01-01"):
         tc.walk_forward_all(panel, cfg, failures=[])

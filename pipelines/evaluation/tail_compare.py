@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
+from models.backtest import NoForecastsError, no_eligible_asset
 from models.tail.backtest import tail_walk_forward
 from models.tail.base import LOSS_VARIANTS, SIDES, to_fraction
 from models.tail.registry import build_tail_forecaster
@@ -228,9 +229,13 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
             continue
         fc.insert(0, "model", alias)
         blocks.append(fc)
-    if not blocks:
-        raise ValueError("no tail model produced a forecast: "
-                         + "; ".join(f"{f['model']}: {f['reason']}" for f in failures or []))
+    if not any(len(b) for b in blocks):
+        if not failures:  # no model failed: no asset was ever eligible
+            raise NoForecastsError(no_eligible_asset(
+                panel, f"evaluation.selection_start ({ev.selection_start})", t.refit_every,
+                t.min_train_days, "tail"))
+        raise NoForecastsError("no tail model produced a forecast: "
+                               + "; ".join(f"{f['model']}: {f['reason']}" for f in failures))
     return pd.concat(blocks, ignore_index=True)
 
 
