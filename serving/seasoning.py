@@ -149,12 +149,19 @@ def reference(panel: pd.DataFrame, cfgs: Sequence[PolicyConfig],
     if not panel.index.is_monotonic_increasing:
         panel = panel.sort_index()
     a = PanelArrays.from_panel(panel)
-    flags = (panel["worst_loss_is_proxy"].astype(object).fillna(True).to_numpy(bool)
-             if "worst_loss_is_proxy" in panel else np.zeros(len(panel), bool))
+    flags: np.ndarray | None = None  # read only when some asset is young
     out: dict[str, Reference] = {}
     for variant in sorted({c.loss for c in cfgs}):
         mine = [c for c in cfgs if c.loss == variant]
         loss = covered_loss_arrays(panel, mine[0])
+        if on is not None and len(a.start) and not _any_young_on(loss, a, on, mine):
+            # the batch job's as-of on a seasoned universe: one vectorised count, nothing more
+            empty = (np.empty(0, np.int64), np.empty((3, 0)), np.empty((3, 0), np.int64))
+            out[variant] = Reference(tuple(sorted(a.assets)), {key_of(c): empty for c in mine})
+            continue
+        if flags is None:
+            flags = (panel["worst_loss_is_proxy"].astype(object).fillna(True).to_numpy(bool)
+                     if "worst_loss_is_proxy" in panel else np.zeros(len(panel), bool))
         losses, asked, proxy = {}, {}, {}
         for k, name in enumerate(a.assets):
             s, e = int(a.start[k]), int(a.end[k])
@@ -164,6 +171,19 @@ def reference(panel: pd.DataFrame, cfgs: Sequence[PolicyConfig],
             proxy[name] = (a.day[s:e], flags[s:e])
         out[variant] = build(losses, asked, mine, proxy)
     return out
+
+
+def _any_young_on(loss: np.ndarray, a: PanelArrays, day: int,
+                  cfgs: Sequence[PolicyConfig]) -> bool:
+    """Whether some asset of the panel holds fewer than a stress window of losses on ``day``
+    under any of ``cfgs`` (:meth:`serving.inputs.LossTerms.kept_at`, every asset at once)."""
+    finite = np.isfinite(loss) & (a.day <= day)
+    for cfg in cfgs:
+        kept_rows = finite & (a.day >= day - int(cfg.stress_lookback_days))
+        counts = np.add.reduceat(kept_rows.astype(np.int64), a.start)
+        if (counts < int(cfg.stress_window_obs)).any():
+            return True
+    return False
 
 
 def season(own: np.ndarray, count: np.ndarray, ref: np.ndarray, source: Sequence[str],

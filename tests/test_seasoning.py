@@ -22,7 +22,16 @@ from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset
 from serving.decide import decide
 from serving.inputs import asset_history, asset_series, policy_inputs
 from serving.policy import PARAMETER_FIELDS, stress_es
-from serving.seasoning import ANY, HOURLY, PROXY, build, key_of, season, seasoned_inputs
+from serving.seasoning import (
+    ANY,
+    HOURLY,
+    PROXY,
+    build,
+    key_of,
+    reference,
+    season,
+    seasoned_inputs,
+)
 from tests.conftest import write_slice
 
 SMALL = Config().policy.model_copy(update={"stress_window_obs": 5, "stress_lookback_days": 100,
@@ -210,3 +219,26 @@ def test_a_new_listing_is_served_no_looser_than_the_riskiest_seasoned_asset(tmp_
     assert rows.at["AAVE", "flag_proxy"] and not rows.at["NEW", "flag_proxy"]
     assert rows.at["AAVE", "stress_floor"] > 2 * rows.at["NEW", "stress_floor"]
     assert rows["flag_young"].tolist() == [False, False, False, True]
+
+
+def test_the_as_of_reference_is_the_replays_on_that_day(listing) -> None:
+    """The batch job asks one day (``on``): a seasoned universe is seen from one vectorised
+    count (no table), a day with a young asset gets the replay's numbers for that day."""
+    p = CFG.policy
+    whole = reference(listing, [p])[p.loss]
+    days = whole.tables[key_of(p)][0]
+    young_day = int((pd.Timestamp("2021-03-01") - pd.Timestamp(0)).days)
+    seasoned_day = int((pd.Timestamp("2021-06-01") - pd.Timestamp(0)).days)
+    assert young_day in days and seasoned_day not in days
+    for proxy in (False, True):
+        flag = np.array([proxy])
+        want = whole.at(np.array([young_day]), p, flag)
+        got = reference(listing[listing.index.get_level_values("date") <= "2021-03-01"], [p],
+                        on=young_day)[p.loss].at(np.array([young_day]), p, flag)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1]
+    seasoned = reference(listing[listing.index.get_level_values("date") <= "2021-06-01"], [p],
+                         on=seasoned_day)[p.loss]
+    assert not len(seasoned.tables[key_of(p)][0])
+    visible = listing[listing.index.get_level_values("date") <= "2021-06-01"]
+    assert reference_today(visible, CFG, pd.Timestamp("2021-06-01")) is None
