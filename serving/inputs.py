@@ -262,8 +262,9 @@ class LossTerms:
             record[1:] = sums[1:] > np.maximum.accumulate(sums)[:-1]
             earliest = np.maximum.accumulate(np.where(record, np.arange(len(sums)), 0))
             starts = f + earliest[seen[full] - f - w_full]
-            for r, s in zip(full.tolist(), starts.tolist(), strict=True):
-                out[r] = es(s, s + w_full)
+            # few distinct windows among many days: each window's ES once, spread by index
+            distinct, which = np.unique(starts, return_inverse=True)
+            out[full] = np.array([es(s, s + w_full) for s in distinct.tolist()])[which]
         return out
 
     def _memory_grid(self, grid: np.ndarray, half_life: float) -> np.ndarray:
