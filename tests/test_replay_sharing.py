@@ -17,12 +17,12 @@ from features.loaders import load_market
 from models.backtest import backtest
 from models.base import asset_frame
 from models.registry import build_forecaster
-from pipelines.policy_eval.backtest import policy_paths, replay, with_outcomes
+from pipelines.policy_eval.backtest import policy_paths, replay
 from pipelines.policy_eval.compare import replay_many, slim
-from serving.decide import decide
-from serving.inputs import LossTerms, asset_history, asset_series, policy_inputs
-from serving.policy import PARAMETER_FIELDS, stress_es
+from serving.inputs import LossTerms, asset_history, asset_series
+from serving.policy import stress_es
 from tests.conftest import MARKET
+from tests.served import served_path
 
 CFG = Config().with_overrides({"policy.fhs_min_obs": 60, "backtest.n_jobs": 1})
 
@@ -38,26 +38,6 @@ def setup() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     return panel, forecasts
 
 
-def _alone(panel: pd.DataFrame, fc: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The path of one candidate as the batch job would serve it day after day: the served
-    ``decide`` on each day's own inputs, every term computed from that day's known losses."""
-    u, hours = cfg.features.update_interval_days, float(cfg.features.liquidation_delay_hours)
-    blocks = []
-    for asset, g in fc.groupby("asset", sort=True):
-        h = asset_history(asset_frame(panel, str(asset)), g, cfg)
-        state, rows = None, []
-        for i in range(len(h.dates)):
-            x = policy_inputs(h, i, u, hours, cfg.policy.fhs_window)
-            params, state = decide(x, state, cfg.data.stale_after_days, cfg.policy)
-            rows.append(params.as_dict())
-        block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS))
-        block.insert(0, "date", h.dates)
-        block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
-        block.insert(0, "asset", asset)
-        blocks.append(block)
-    return with_outcomes(pd.concat(blocks, ignore_index=True))
-
-
 def test_shared_terms_give_each_candidates_own_path_bit_for_bit(setup) -> None:
     panel, fc = setup
     items = [(fc[m], CFG.with_overrides({"policy.confidence": q}))
@@ -69,7 +49,7 @@ def test_shared_terms_give_each_candidates_own_path_bit_for_bit(setup) -> None:
     assert [len(p) for p in together] == [len(together[0])] * len(items)
     assert len(together[0]) > 900 and set(together[0]["asset"]) == {"BTC", "SOL"}
     for (f, c), path in zip(items, together, strict=True):
-        pd.testing.assert_frame_equal(path, _alone(panel, f, c), check_exact=True)
+        pd.testing.assert_frame_equal(path, served_path(panel, f, c), check_exact=True)
     # the settings reach the shared terms: each variant's margins differ from its base's,
     # and without a stress weight no stress ES is taken at all
     for k, base in ((1, 0), (3, 2), (5, 2), (6, 2)):

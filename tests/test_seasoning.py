@@ -17,11 +17,10 @@ from features.loaders import load_market
 from features.schema import feature_view
 from models.base import asset_frame
 from models.registry import build_forecaster
-from pipelines.policy_eval.backtest import policy_paths, with_outcomes
+from pipelines.policy_eval.backtest import policy_paths
 from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset, reference_today
-from serving.decide import decide
-from serving.inputs import asset_history, asset_series, policy_inputs
-from serving.policy import PARAMETER_FIELDS, stress_es
+from serving.inputs import asset_series
+from serving.policy import stress_es
 from serving.seasoning import (
     ANY,
     HOURLY,
@@ -30,9 +29,9 @@ from serving.seasoning import (
     key_of,
     reference,
     season,
-    seasoned_inputs,
 )
 from tests.conftest import write_slice
+from tests.served import served_path
 
 SMALL = Config().policy.model_copy(update={"stress_window_obs": 5, "stress_lookback_days": 100,
                                           "confidence": 0.9})
@@ -164,23 +163,7 @@ def test_the_served_young_asset_is_the_replayed_one_day_after_day(listing) -> No
     seasons."""
     fc = _forecasts(listing, "2021-03-25", "2021-05-10")
     replayed = policy_paths(listing, [(fc, CFG)])[0]
-    u, hours = CFG.features.update_interval_days, float(CFG.features.liquidation_delay_hours)
-    blocks = []
-    for asset, g in fc.groupby("asset", sort=True):
-        h = asset_history(asset_frame(listing, str(asset)), g, CFG)
-        state, rows = None, []
-        for i, day in enumerate(h.dates):
-            visible = listing[listing.index.get_level_values("date") <= day]
-            x = seasoned_inputs(policy_inputs(h, i, u, hours, CFG.policy.fhs_window),
-                                reference_today(visible, CFG, day), CFG.policy)
-            params, state = decide(x, state, CFG.data.stale_after_days, CFG.policy)
-            rows.append(params.as_dict())
-        block = pd.DataFrame(rows, columns=list(PARAMETER_FIELDS))
-        block.insert(0, "date", h.dates)
-        block["loss_next"], block["short_loss_next"] = h.loss_next, h.short_loss_next
-        block.insert(0, "asset", asset)
-        blocks.append(block)
-    served = with_outcomes(pd.concat(blocks, ignore_index=True))
+    served = served_path(listing, fc, CFG)
     pd.testing.assert_frame_equal(replayed, served, check_exact=True)
     assert replayed["reason"].str.contains("young").sum() == 24  # SOL, 03-25 .. 04-17
 

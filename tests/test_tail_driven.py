@@ -238,9 +238,8 @@ def test_the_frozen_variance_policy_is_read_from_what_the_run_wrote(tmp_path):
 def test_the_replay_is_decide_day_by_day_and_skips_an_asset_without_daily_forecasts(
         panel, variance):
     from pipelines.policy_eval.backtest import policy_path
-    from serving.apply import reference_today
-    from serving.decide import decide
-    from serving.seasoning import seasoned_inputs
+    from serving.policy import PARAMETER_FIELDS
+    from tests.served import served_path
 
     # CCC forecasts only 7 days ahead: no update-interval forecast, nothing to publish
     weekly = variance[variance["asset"] == "AAA"].assign(asset="CCC", horizon_days=7)
@@ -249,16 +248,11 @@ def test_the_replay_is_decide_day_by_day_and_skips_an_asset_without_daily_foreca
     path = policy_path(both, pd.concat([variance, weekly], ignore_index=True), CFG)
     assert set(path["asset"]) == set(ASSETS)
     assert path[NUMERIC].dtypes.eq(float).all() and path["breach"].notna().any()
-    want, state = [], None
+    # as the batch job serves it, day by day, seasoned against the universe seen that day
+    want = served_path(both, variance[variance["asset"] == "BBB"], CFG)
     h = asset_history(asset_frame(panel, "BBB"), variance[variance["asset"] == "BBB"], CFG)
-    dates = both.index.get_level_values("date")
-    for i, day in enumerate(h.dates):
-        # as the batch job serves it: the young-asset reference of the universe seen that day
-        x = seasoned_inputs(policy_inputs(h, i, 1, 1.0, CFG.policy.fhs_window),
-                            reference_today(both[dates <= day], CFG, day), CFG.policy)
-        p, state = decide(x, state, CFG.data.stale_after_days, CFG.policy)
-        want.append(p.as_dict())
     got = path[path["asset"] == "BBB"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[list(want[0])], pd.DataFrame(want))
+    fields = list(PARAMETER_FIELDS)
+    pd.testing.assert_frame_equal(got[fields], want[fields])
     assert got["flag_young"].any() and not got["flag_young"].all()  # BBB seasons in the path
     assert list(got["date"]) == list(h.dates) and len(got) > 500
