@@ -238,6 +238,14 @@ def finite_tails(z: np.ndarray, cfgs: Sequence[PolicyConfig]
     return [t if t is not None else finite_tail(z, c) for t, c in zip(out, cfgs, strict=True)]
 
 
+def stress_kept(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> np.ndarray:
+    """Which realized losses the stress floor reads: finite, aged 0 to
+    ``stress_lookback_days`` (:func:`stress_es`; fewer than ``stress_window_obs`` of them make
+    an asset young, :mod:`serving.seasoning`)."""
+    x, a = np.asarray(losses, float), np.asarray(ages, float)
+    return np.isfinite(x) & np.isfinite(a) & (a >= 0) & (a <= cfg.stress_lookback_days)
+
+
 def stress_es(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> float:
     r"""Ex-ante stress component: ES of the covered loss over the worst stress window.
 
@@ -252,10 +260,7 @@ def stress_es(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> float:
 
     NaN when no loss is known (the floor is then off).
     """
-    x = np.asarray(losses, float)
-    a = np.asarray(ages, float)
-    keep = np.isfinite(x) & np.isfinite(a) & (a >= 0) & (a <= cfg.stress_lookback_days)
-    x = np.maximum(x[keep], 0.0)
+    x = np.maximum(np.asarray(losses, float)[stress_kept(losses, ages, cfg)], 0.0)
     if len(x) == 0:
         return math.nan
     w = min(cfg.stress_window_obs, len(x))

@@ -38,7 +38,7 @@ import pandas as pd
 from configs.schema import PolicyConfig
 from serving.decide import PolicyInputs
 from serving.inputs import LossTerms, PanelArrays, covered_loss_arrays
-from serving.policy import stress_es
+from serving.policy import stress_es, stress_kept
 
 Key = tuple[str, float, int, int]  # (covered-loss variant, confidence, look-back, window)
 
@@ -52,9 +52,7 @@ def key_of(cfg: PolicyConfig) -> Key:
 def kept(losses: np.ndarray, ages: np.ndarray, cfg: PolicyConfig) -> int:
     """How many realized losses :func:`serving.policy.stress_es` keeps (finite, aged 0 to the
     look-back): an asset is young while this is below ``stress_window_obs``."""
-    x, a = np.asarray(losses, float), np.asarray(ages, float)
-    return int(np.count_nonzero(np.isfinite(x) & np.isfinite(a) & (a >= 0)
-                                & (a <= cfg.stress_lookback_days)))
+    return int(np.count_nonzero(stress_kept(losses, ages, cfg)))
 
 
 # the reference groups: any seasoned asset, those whose covered loss that day is measured from
