@@ -9,7 +9,9 @@ at the end of day :math:`t` is a function of that day's row only,
         \log GK_t, r_t, |r_t|, m_t \log DVOL_t, m_t, \mathbb 1^{hourly}_t, e_{a}\big),
 
 with :math:`m_t` the DVOL availability mask (a masked input is 0, never a pretend value) and
-:math:`e_a` a learned asset embedding: one network is pooled across every asset. The target
+:math:`e_a` a learned asset embedding: one network is pooled across every asset (an asset
+with no training row, e.g. listed within the validation part of the window, is forecast with
+the mean embedding, a typical asset, until a refit learns its own). The target
 is :math:`V_{t,h} = \sum_{i=1}^{h} RV_{t+i}` (:func:`features.targets.forward_variance`),
 built inside :meth:`MlpHarForecaster.fit` from the ``rv`` column of the panel it receives.
 
@@ -59,7 +61,8 @@ class MlpHarForecaster:
     ) -> None:
         self.config = config if config is not None else MlpHarConfig()
         self.horizons = trained_horizons("mlp_har", horizons)
-        self.assets: list[str] = []
+        self.assets: list[str] = []  # one learned embedding each
+        self.cold_assets: list[str] = []  # in the fit panel, no training row: mean embedding
         self.scaler: Scaler | None = None
         self.net: MlpHarNet | None = None
         self.best_val_loss = float("nan")
@@ -87,6 +90,12 @@ class MlpHarForecaster:
         self.assets = sorted(pd.unique(asset_names[train_mask.any(axis=1)]))
         asset_id = pd.Index(self.assets).get_indexer(asset_names)  # -1: no training rows
         val_mask &= (asset_id >= 0)[:, None]
+        # an asset whose rows all fall in the validation part (listed less than
+        # val_fraction of the window ago, however long its own history) has no embedding to
+        # learn: it is forecast as a typical asset (the mean embedding) rather than dropped,
+        # which left a new listing without mlp_har forecasts for up to a year and, through
+        # the comparison's common support, every model scored on its last few days only
+        self.cold_assets = sorted(set(pd.unique(asset_names[valid])) - set(self.assets))
         train_rows, val_rows = train_mask.any(axis=1), val_mask.any(axis=1)
         if not val_rows.any():
             raise ValueError("mlp_har.fit: no validation targets; the panel is too short")
@@ -148,11 +157,12 @@ class MlpHarForecaster:
         horizons: Sequence[int],
         cutoffs: pd.DatetimeIndex | None = None,
     ) -> pd.DataFrame:
-        """Forecast at every cutoff (default: every date) of every asset seen in fit."""
+        """Forecast at every cutoff (default: every date) of every asset seen in fit (those
+        with no training row through the mean embedding: :meth:`MlpHarNet.embeddings`)."""
         net, scaler = self._fitted()
         horizons = requested_horizons("mlp_har", horizons, self.horizons)
         check_columns(panel, PANEL_COLUMNS)
-        keep = panel.index.get_level_values("asset").isin(self.assets)
+        keep = panel.index.get_level_values("asset").isin([*self.assets, *self.cold_assets])
         if cutoffs is not None:
             keep &= panel.index.get_level_values("date").isin(pd.DatetimeIndex(cutoffs))
         rows = panel[keep].sort_index()
@@ -162,7 +172,7 @@ class MlpHarForecaster:
         asset_names = rows.index.get_level_values("asset")
         asset_id = torch.from_numpy(pd.Index(self.assets).get_indexer(asset_names))  # (N,)
         with torch.no_grad():
-            log_var = net(x, asset_id).numpy()  # (N, H_trained)
+            log_var = net.head(x, net.embeddings(asset_id)).numpy()  # (N, H_trained)
         variance = np.exp(log_var.astype(np.float64))  # (N, H_trained)
 
         return forecast_table(asset_names, rows.index.get_level_values("date"), horizons,
@@ -183,6 +193,7 @@ class MlpHarForecaster:
             "config": self.config.model_dump(mode="json"),
             "horizons": list(self.horizons),
             "assets": list(self.assets),
+            "cold_assets": list(self.cold_assets),
             "input_names": list(INPUT_NAMES),
             "scaler": {"mean": scaler.mean.tolist(), "std": scaler.std.tolist()},
             "best_val_loss": self.best_val_loss,
@@ -206,6 +217,7 @@ class MlpHarForecaster:
             )
         model = cls(MlpHarConfig(**state["config"]), horizons=state["horizons"])
         model.assets = list(state["assets"])
+        model.cold_assets = list(state.get("cold_assets", []))  # states written before: none
         model.scaler = Scaler(
             mean=np.asarray(state["scaler"]["mean"], dtype=float),
             std=np.asarray(state["scaler"]["std"], dtype=float),

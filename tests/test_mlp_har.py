@@ -70,6 +70,34 @@ def test_forecast_only_requested_cutoffs_and_known_assets(
     assert (fc["horizon_days"] == 7).all() and len(fc) == 2 * 3
 
 
+def test_an_asset_listed_within_the_validation_window_is_forecast_as_a_typical_asset(
+    model: MlpHarForecaster, panel: pd.DataFrame
+) -> None:
+    # NEW's 40 days all fall in the last 15% of the window: no training row, no embedding
+    new = simulate_panel(("NEW",), n_days=400, seed=4)
+    new = new[new.index.get_level_values("date") >= new.index.get_level_values("date")[-40]]
+    both = pd.concat([panel, new]).sort_index()
+    fitted = MlpHarForecaster(SMALL, horizons=(1, 7)).fit(both)
+    assert fitted.assets == list(ASSETS) and fitted.cold_assets == ["NEW"]
+    fc = fitted.forecast(both, horizons=[1, 7])
+    got = fc[fc["asset"] == "NEW"]
+    valid = new[list(REQUIRED_COLUMNS)].notna().all(axis=1)
+    assert len(got) == 2 * int(valid.sum()) > 0 and np.isfinite(got["variance"]).all()
+    # the other assets learn exactly what they learn without it (NEW is never trained on
+    # nor validated on), so their forecasts are bit for bit the same
+    known = fc[fc["asset"] != "NEW"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(known, model.forecast(panel, horizons=[1, 7]))
+    # NEW is forecast with the mean of the learned embeddings: the same as AAA's network
+    # with AAA's embedding replaced by that mean, on NEW's rows
+    typical = MlpHarForecaster.from_state(json.loads(json.dumps(fitted.state())))
+    assert typical.cold_assets == ["NEW"]  # kept by the state
+    with torch.no_grad():
+        typical.net.embed.weight[0] = typical.net.embed.weight.mean(dim=0)
+    as_aaa = typical.forecast(new.rename(index={"NEW": "AAA"}, level="asset"), horizons=[1, 7])
+    # (equal up to float32 rounding: a batch of 80 rows is not multiplied as one of 2,306)
+    np.testing.assert_allclose(as_aaa["variance"], got["variance"], rtol=1e-6)
+
+
 def test_untrained_horizon_is_refused(model: MlpHarForecaster, panel: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"\[30\]"):
         model.forecast(panel, horizons=[1, 30])

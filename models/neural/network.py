@@ -59,6 +59,18 @@ class MlpHarNet(nn.Module):
         self.har.bias.copy_(mean_log_target)  # (H,)
 
     def forward(self, x: torch.Tensor, asset: torch.Tensor) -> torch.Tensor:
-        e = self.embed(asset)  # (B, E)
+        return self.head(x, self.embed(asset))  # (B, E) embeddings
+
+    @torch.no_grad()
+    def embeddings(self, asset: torch.Tensor) -> torch.Tensor:
+        """Each row's asset embedding for forecasting; ``-1`` (an asset with no training row,
+        e.g. listed within the validation part of the window) takes the mean of the learned
+        ones: a typical asset, not an untrained random vector."""
+        known = asset >= 0
+        e = self.embed(asset.clamp(min=0))  # (B, E)
+        return torch.where(known[:, None], e, self.embed.weight.mean(dim=0))
+
+    def head(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Log variance from inputs ``x`` (B, F) and asset embeddings ``e`` (B, E)."""
         z = torch.cat([x, e], dim=-1)  # (B, F + E)
         return self.har(x) + self.mlp(z)  # (B, H) log variance
