@@ -192,6 +192,8 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
     verdict = "passed → @champion" if rec["promoted"] else "refused, @champion unchanged"
     log.info("retrain", f"registered {cfg.registry.model_name} v{rec['registered_version']} "
              f"({rec['selected']}); gate {verdict}: {rec['gate_reason']}", **figures)
+    for line in rec.get("not_judged", []):  # as `run` ends: young assets, not failures
+        log.info("retrain", line)
     for line in rec.get("failures", []):  # as `run` ends: what was left out, and why
         log.warning("retrain", line)
     return EXIT_PARTIAL if rec.get("failures") else 0

@@ -220,6 +220,7 @@ def retrain(
             "feature_fingerprint": result.fingerprint,
             "selected": result.selected,
             "failures": result.failure_lines(),  # left out of selection, as `run` lists them
+            "not_judged": result.not_judged_lines(),  # young assets' statistics, not failures
             "registered_version": result.model_version,
             "promoted": result.promoted,
             "gate_reason": result.gate_reason,

@@ -7,6 +7,14 @@ A run *completes with failures* when a forecaster failed for some (model, asset,
 diagnostic could not be computed or a data file was skipped (``--keep-going``): the healthy
 assets are still selected on, registered and published, :meth:`RunResult.failure_lines`
 lists what failed and :func:`exit_status` is :data:`EXIT_COMPLETED_WITH_FAILURES`.
+
+A diagnostic undefined on fewer scored days than a verdict needs
+(:data:`~pipelines.evaluation.coverage.MIN_VERDICT_DAYS`) is not a failure: a young asset's
+statistics cannot be computed yet (the MCS on 3 days, a VaR backtest before the FHS has 100
+past losses), and no verdict would be drawn from them if they could. The run says so in one
+line per asset (:meth:`RunResult.not_judged_lines`) and its exit status does not change: a
+retrain after each new listing would otherwise report a failure until the listing is a year
+in the backtest.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from configs.schema import Config
 from features.freshness import stale_lines
 from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.engine import Engine
+from pipelines.evaluation.comparison import DIAGNOSTIC_FAILURE_COLUMNS
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.steps import (
     Progress,
     _noop,
@@ -58,24 +68,44 @@ class RunResult:
     served: ServeResult | None    # None when run(publish=False)
     forecast_failures: pd.DataFrame = field(  # failed (model, asset, horizon): stage, reason
         default_factory=lambda: _empty(FAILURE_COLUMNS))
-    diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, and why
-        default_factory=lambda: _empty(["model", "asset", "horizon_days", "diagnostic",
-                                        "reason"]))
+    diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, why, on how many days
+        default_factory=lambda: _empty(DIAGNOSTIC_FAILURE_COLUMNS))
     warnings: list[str] = field(default_factory=list)  # later rows, lost hours, stale series
     tail_failures: list[str] = field(default_factory=list)  # with tail.in_run: what it left out
+    tail_not_judged: list[str] = field(default_factory=list)  # ... and its young assets
+
+    def _too_short(self) -> pd.Series:
+        """Which undefined diagnostics were on fewer scored days than a verdict needs (rows
+        that do not say how many days count as failures)."""
+        d = self.diagnostic_failures
+        days = d["scored_days"] if "scored_days" in d else pd.Series(float("nan"), d.index)
+        return pd.to_numeric(days, errors="coerce") < MIN_VERDICT_DAYS
 
     @property
     def completed_with_failures(self) -> bool:
-        return bool(len(self.forecast_failures) or len(self.diagnostic_failures)
+        return bool(len(self.forecast_failures) or (~self._too_short()).any()
                     or self.failures or self.tail_failures)
+
+    def not_judged_lines(self) -> list[str]:
+        """One line per asset whose diagnostics were left undefined on too few scored days
+        (not failures: see the module docstring)."""
+        short = self.diagnostic_failures[self._too_short()]
+        lines = []
+        for asset, g in short.groupby("asset", sort=True):
+            days = int(g["scored_days"].max())
+            names = ", ".join(sorted(set(g["diagnostic"])))
+            lines.append(f"not judged: {asset}: scored on {days} days (< {MIN_VERDICT_DAYS}); "
+                         f"{len(g)} diagnostics not computable yet ({names})")
+        return lines + self.tail_not_judged
 
     def failure_lines(self) -> list[str]:
         """The end-of-run list of what failed, one line each (empty when nothing did)."""
         lines = [f"{'forecasts dropped' if r.stage == 'unverifiable' else 'forecast failed'}"
                  f": {r.model} {r.asset} h={r.horizon_days}d ({r.stage}): {r.reason}"
                  for r in self.forecast_failures.itertuples()]
+        failing = self.diagnostic_failures[~self._too_short()]
         diag = [f"diagnostic undefined: {r.diagnostic} {r.model} {r.asset} "
-                f"h={r.horizon_days}d: {r.reason}" for r in self.diagnostic_failures.itertuples()]
+                f"h={r.horizon_days}d: {r.reason}" for r in failing.itertuples()]
         diag = capped(diag, MAX_DIAGNOSTIC_LINES, "undefined diagnostics "
                       "(outputs/backtest/comparison.csv, *_note columns)")
         return lines + diag + self.tail_failures + skipped_file_lines(self.failures)
@@ -121,9 +151,11 @@ def run(
     panel, fp, fresh = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper, engine)
     tail_failures: list[str] = []
+    tail_not_judged: list[str] = []
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
-        from pipelines.tail_step import failure_lines, step_tail
-        tail_failures = failure_lines(step_tail(cfg, panel, progress))
+        from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
+        tail = step_tail(cfg, panel, progress)
+        tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine)
     progress("register", 0, 1)
@@ -138,4 +170,5 @@ def run(
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
-                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])), tail_failures)
+                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])), tail_failures,
+                     tail_not_judged)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.evaluation.tail_compare import run_tail_backtest
 from pipelines.run import (
     EXIT_COMPLETED_WITH_FAILURES,
@@ -113,17 +114,38 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
     return out
 
 
+def _too_short(table: pd.DataFrame) -> pd.Series:
+    """Rows of a statistic undefined on fewer scored days than a verdict needs: a young
+    asset, not a failure (as the variance comparison's, :mod:`pipelines.run`)."""
+    days = table["days"] if "days" in table else pd.Series(float("nan"), table.index)
+    return pd.to_numeric(days, errors="coerce") < MIN_VERDICT_DAYS
+
+
 def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
                   most: int = MAX_DIAGNOSTIC_LINES) -> list[str]:
     """What the tail step left out, one line each (empty when nothing was): tail models whose
-    walk-forward failed, statistics undefined on a model/side/asset, skipped data files."""
+    walk-forward failed, statistics undefined on a model/side/asset with enough days to judge
+    (:func:`not_judged_lines` says the others), skipped data files."""
     table = step.tables.get("failures", pd.DataFrame())
     models = [f"tail model failed: {r.model}: {r.reason}"
               for r in table.itertuples() if r.stage == "walk-forward"]
-    stats = [f"statistic undefined: {r.stage} {r.model} {r.side} {r.asset}".rstrip()
-             + f": {r.reason}" for r in table.itertuples() if r.stage != "walk-forward"]
+    failing = table[~_too_short(table)] if len(table) else table
+    stats = [f"statistic undefined: {' '.join(p for p in (r.stage, r.model, r.side, r.asset) if p)}"
+             f": {r.reason}" for r in failing.itertuples() if r.stage != "walk-forward"]
     stats = capped(stats, most, "(outputs/tail/failures.csv)")
     return models + stats + skipped_file_lines(skipped or {})
+
+
+def not_judged_lines(step: TailStep) -> list[str]:
+    """One line per asset whose tail statistics were undefined on too few scored days."""
+    table = step.tables.get("failures", pd.DataFrame())
+    if not len(table):
+        return []
+    short = table[_too_short(table)]
+    return [f"not judged: {asset}: tail scored on {int(g['days'].max())} days "
+            f"(< {MIN_VERDICT_DAYS}); {len(g)} statistics not computable yet "
+            f"({', '.join(sorted(set(g['stage'])))})"
+            for asset, g in short.groupby("asset", sort=True)]
 
 
 def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
@@ -144,6 +166,8 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
                      if k == n else None)
     say(headline(step.tables).to_markdown(index=False, floatfmt=".4f"))
+    for line in not_judged_lines(step):  # young assets: too few days, not failures
+        say(f"note: {line}")
     lines = failure_lines(step, dict(pit.market.failures))
     if lines:
         say("Completed with failures, left out of the tables:\n  " + "\n  ".join(lines))

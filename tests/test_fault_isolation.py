@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs.schema import ModelsConfig, PlausibilityConfig
+from configs.schema import FeaturesConfig, ModelsConfig, PlausibilityConfig
 from models.backtest import ForecastFailureError, backtest, plan, walk_forward
 from models.ewma import EwmaForecaster
 from models.plausibility import implausibility, trailing_realized_variance
@@ -357,6 +357,48 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
     # with tail.in_run, what the tail step left out is listed too, and sets the exit code
     tail = RunResult(**base, tail_failures=["tail model failed: caviar: LinAlgError"])
     assert exit_status(tail) == 4 and tail.failure_lines() == tail.tail_failures
+
+
+def test_a_young_assets_undefined_statistics_are_not_judged_not_failures():
+    """An asset scored on a few days (listed lately) leaves its MCS and VaR backtest
+    undefined: one "not judged" line, exit 0. The same statistics undefined on an asset
+    scored on enough days to judge are failures (exit 4)."""
+    from features.build import build_panel
+    from features.loaders import load_market
+    from pipelines.evaluation.comparison import comparison
+    from pipelines.evaluation.evaluate import loss_table
+    from tests.conftest import MARKET
+
+    market = load_market(MARKET, ["BTC", "SOL"], dt.date(2025, 6, 30))
+    cfg_models = ModelsConfig()
+    panel = build_panel(market, FeaturesConfig())
+    panel = panel[panel.index.get_level_values("date") >= "2023-01-01"]
+    forecasts = {m: backtest(lambda m=m: build_forecaster(m, cfg_models, [1, 7]), panel,
+                             dt.date(2024, 1, 1), 120, [1, 7], 300).forecasts
+                 for m in ("ewma94", "garch11_t")}  # garch11_t: the DM benchmark
+    young = {m: f[(f["asset"] != "SOL") | (f["cutoff"] >= "2025-06-20")]
+             for m, f in forecasts.items()}  # SOL: its last 10 cutoffs only
+    scores = scored(young, panel)
+    table = loss_table(scores)
+    diag = diagnostic_failures(comparison(scores, table, young, panel))
+    assert set(diag["asset"]) == {"SOL"}
+    # DM and the MCS need more than h=7's 4 days, the FHS VaR 100 past losses
+    assert set(diag["diagnostic"]) == {"diebold_mariano", "model_confidence_set",
+                                       "var_backtest"}
+    assert (diag["scored_days"] <= 10).all()
+    base = dict(fingerprint="x", table=table, comparison=pd.DataFrame(), selected="m",
+                selection_reason="", selection=pd.DataFrame(), policy_summary=pd.DataFrame(),
+                stress=pd.DataFrame(), model_version="1", promoted=True, gate_reason="",
+                failures={}, served=None)
+    result = RunResult(**base, diagnostic_failures=diag)
+    assert exit_status(result) == 0 and result.failure_lines() == []
+    assert result.not_judged_lines() == [
+        f"not judged: SOL: scored on {int(diag['scored_days'].max())} days (< 250); "
+        "5 diagnostics not computable yet (diebold_mariano, model_confidence_set, "
+        "var_backtest)"]
+    judged = RunResult(**base, diagnostic_failures=diag.assign(scored_days=400))
+    assert exit_status(judged) == EXIT_COMPLETED_WITH_FAILURES
+    assert len(judged.failure_lines()) == 5 and judged.not_judged_lines() == []
 
 
 def test_task_rows_of_one_asset_equal_the_boolean_filter_sorted_or_not():

@@ -61,3 +61,26 @@ def test_failure_lines_list_models_statistics_and_files_with_a_cap():
     empty = TailStep(pd.DataFrame(), {"failures": pd.DataFrame(columns=FAILURE_COLUMNS)},
                      MARKET)
     assert failure_lines(empty) == []
+
+
+def test_a_young_assets_undefined_tail_statistics_are_not_judged_not_failures():
+    """The DQ test undefined on 3 scored days (an asset listed weeks ago) is one "not
+    judged" line and no failure; undefined on 400 days it is a failure."""
+    import pandas as pd
+
+    from pipelines.evaluation.tail_compare import FAILURE_COLUMNS, failure
+    from pipelines.tail_step import TailStep, failure_lines, not_judged_lines
+
+    why = "ValueError: the DQ test needs more rows than regressors; got 3 rows for 4 lags"
+    rows = [failure("backtest dq", m, why, side, "NEW", 3)
+            for m in ("fhs_ewma", "tail_nn") for side in ("long", "short")]
+    rows.append(failure("backtest z2", "caviar", "ValueError: no breach", "long", "OLD", 400))
+    rows.append(failure("mcs", "", "ValueError: singular", "long"))  # pooled: no days
+    step = TailStep(pd.DataFrame(), {"failures": pd.DataFrame(rows, columns=FAILURE_COLUMNS)},
+                    MARKET)
+    assert not_judged_lines(step) == [
+        "not judged: NEW: tail scored on 3 days (< 250); 4 statistics not computable yet "
+        "(backtest dq)"]
+    assert failure_lines(step) == [
+        "statistic undefined: backtest z2 caviar long OLD: ValueError: no breach",
+        "statistic undefined: mcs long: ValueError: singular"]

@@ -174,17 +174,24 @@ NOTE_COLUMNS = {"dm_note": "diebold_mariano", "mcs_note": "model_confidence_set"
                 "mz_note": "mincer_zarnowitz", "var_note": "var_backtest"}
 
 
+DIAGNOSTIC_FAILURE_COLUMNS = ["model", "asset", "horizon_days", "diagnostic", "reason",
+                              "scored_days"]
+
+
 def diagnostic_failures(compared: pd.DataFrame) -> pd.DataFrame:
-    """One row per diagnostic that could not be computed: model, asset, horizon, which, why."""
+    """One row per diagnostic that could not be computed: model, asset, horizon, which, why,
+    and the days the (model, asset, horizon) was scored on (``n``; NaN where unknown), which
+    tells a young asset's statistics (too few days to compute) from a failure."""
     rows = []
     for col, name in NOTE_COLUMNS.items():
         if col not in compared:
             continue
         bad = compared[compared[col].fillna("").astype(str) != ""]
+        days = bad["n"] if "n" in bad else pd.Series(np.nan, index=bad.index)
         rows += [{"model": r.model, "asset": r.asset, "horizon_days": int(r.horizon_days),
-                  "diagnostic": name, "reason": getattr(r, col)} for r in bad.itertuples()]
-    return pd.DataFrame(rows, columns=["model", "asset", "horizon_days", "diagnostic",
-                                       "reason"])
+                  "diagnostic": name, "reason": getattr(r, col), "scored_days": n}
+                 for r, n in zip(bad.itertuples(), days, strict=True)]
+    return pd.DataFrame(rows, columns=DIAGNOSTIC_FAILURE_COLUMNS)
 
 
 def diagnostics(scores: pd.DataFrame, forecasts: dict[str, pd.DataFrame],

@@ -41,7 +41,7 @@ from pipelines.evaluation.tail_tests import (
     mcneil_frey,
 )
 
-FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason"]
+FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason", "days"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
 
 CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
@@ -103,10 +103,13 @@ def fz0_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def failure(stage: str, model: str, reason: str, side: str = "", asset: str = ""
-            ) -> dict[str, str]:
-    """One row of the ``failures`` table."""
-    return {"stage": stage, "model": model, "side": side, "asset": asset, "reason": reason}
+def failure(stage: str, model: str, reason: str, side: str = "", asset: str = "",
+            days: int | None = None) -> dict[str, Any]:
+    """One row of the ``failures`` table; ``days``: the scored days of a per-asset statistic
+    (fewer than :data:`MIN_VERDICT_DAYS` marks a young asset, not a failure:
+    :func:`pipelines.tail_step.failure_lines`), None where not per asset."""
+    return {"stage": stage, "model": model, "side": side, "asset": asset, "reason": reason,
+            "days": float("nan") if days is None else days}
 
 
 def _why(exc: BaseException) -> str:
@@ -128,7 +131,7 @@ DM_COLUMNS = ["model", "benchmark", "mean_diff", "dm", "p_better", "p_two_sided"
 
 
 def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
-             level: float = HEADLINE_LEVEL, failures: list[dict[str, str]] | None = None
+             level: float = HEADLINE_LEVEL, failures: list[dict[str, Any]] | None = None
              ) -> pd.DataFrame:
     """DM (HLN) of each model against each benchmark on the daily pooled FZ0; one-sided p.
     A pair whose test is undefined is left out (a ``failures`` row)."""
@@ -152,7 +155,7 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
 
 def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_LEVEL,
               size: float = 0.10, reps: int = 1000,
-              failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
+              failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap); empty
     when undefined (a ``failures`` row)."""
     try:
@@ -165,7 +168,7 @@ def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_
 
 
 def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags: int = 4,
-                   failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
+                   failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Per model, side and asset: breaches, one-sided Kupiec, independence, DQ, ES tests.
 
     ``passes`` = one-sided coverage and Christoffersen independence both not rejected at 5 %
@@ -177,6 +180,7 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
     s = scores[np.isclose(scores["level"], level)].sort_values("cutoff")
     for (model, side, asset), g in s.groupby(["model", "side", "asset"]):
         loss, var, es = (g[c].to_numpy(float) for c in ("loss", "var", "es"))
+        scored_days = int((np.isfinite(loss) & np.isfinite(var)).sum())
         tests = {
             "coverage": partial(kupiec_one_sided, loss, var, level),
             "independence": partial(christoffersen_independence, loss > var),
@@ -191,10 +195,10 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
                 got[name] = None
                 if failures is not None:
                     failures.append(failure(f"backtest {name}", str(model), _why(exc),
-                                            str(side), str(asset)))
+                                            str(side), str(asset), scored_days))
         cov = got["coverage"]
         p = {k: (float("nan") if v is None else float(v.p_value)) for k, v in got.items()}
-        n = int((np.isfinite(loss) & np.isfinite(var)).sum()) if cov is None else cov.n
+        n = scored_days if cov is None else cov.n
         rows.append({
             "model": model, "side": side, "asset": asset, "n": n,
             "hourly": bool((~g["is_proxy"]).mean() > 0.5),
@@ -210,7 +214,7 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
 
 def walk_forward_all(panel: pd.DataFrame, cfg: Config,
                      progress: Callable[[str, int, int], None] | None = None,
-                     failures: list[dict[str, str]] | None = None) -> pd.DataFrame:
+                     failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Tail forecasts of every ``tail.enabled`` model over selection + evaluation periods;
     a model whose walk-forward raises is left out (a ``failures`` row, when a list is given;
     without one the error propagates)."""
@@ -266,7 +270,7 @@ def select_scale_model(panel: pd.DataFrame, cfg: Config,
 
 
 def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
-                 failures: list[dict[str, str]] | None = None) -> dict[str, pd.DataFrame]:
+                 failures: list[dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
     """Every table of :func:`run_tail_backtest` from walk-forward ``forecasts``; the
     ``failures`` table holds the given rows and those of the statistics left undefined."""
     failures = [] if failures is None else failures
@@ -301,6 +305,6 @@ def run_tail_backtest(panel: pd.DataFrame, cfg: Config,
     model of the selection period and the two FHS), ``mcs`` (evaluation), ``backtests``
     (evaluation, per model/side/asset at 99 %) and ``choice`` (the best classical model).
     """
-    failures: list[dict[str, str]] = []
+    failures: list[dict[str, Any]] = []
     forecasts = walk_forward_all(panel, cfg, progress, failures)
     return forecasts, score_tables(forecasts, panel, cfg, failures)

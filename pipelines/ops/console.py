@@ -87,6 +87,8 @@ def print_run(console: Console, cfg: Config, result: RunResult) -> None:
                   "open with `volmargin ui` (http://127.0.0.1:5000)")
     for message in getattr(result, "warnings", []):  # file names and values: no markup
         console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+    for line in result.not_judged_lines():  # young assets: too few days, not failures
+        console.print(f"note: {line}", markup=False, highlight=False)
     lines = result.failure_lines()
     if lines:  # last, so that a person reading the end of the log sees what was left out
         console.print(f"Completed with failures ({len(lines)}), left out of selection and "
