@@ -83,10 +83,14 @@ def test_an_asset_listed_within_the_validation_window_is_forecast_as_a_typical_a
     got = fc[fc["asset"] == "NEW"]
     valid = new[list(REQUIRED_COLUMNS)].notna().all(axis=1)
     assert len(got) == 2 * int(valid.sum()) > 0 and np.isfinite(got["variance"]).all()
-    # the other assets learn exactly what they learn without it (NEW is never trained on
-    # nor validated on), so their forecasts are bit for bit the same
+    # the network is exactly the one fitted without it (NEW is never trained on nor
+    # validated on), so the other assets' forecasts are the same up to float32 rounding (a
+    # larger batch may be multiplied in another order)
+    assert {**fitted.state(), "cold_assets": []} == model.state()
     known = fc[fc["asset"] != "NEW"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(known, model.forecast(panel, horizons=[1, 7]))
+    alone = model.forecast(panel, horizons=[1, 7])
+    pd.testing.assert_frame_equal(known.drop(columns="variance"), alone.drop(columns="variance"))
+    np.testing.assert_allclose(known["variance"], alone["variance"], rtol=1e-6)
     # NEW is forecast with the mean of the learned embeddings: the same as AAA's network
     # with AAA's embedding replaced by that mean, on NEW's rows
     typical = MlpHarForecaster.from_state(json.loads(json.dumps(fitted.state())))
