@@ -139,3 +139,36 @@ def test_refit_on_validation_retrains_members_that_left_the_start(train, panel):
     cut = panel.index.levels[1][750:760]
     fc = refit.forecast_tail(panel, cutoffs=cut)
     assert (fc["es"] >= fc["var"]).all() and np.isfinite(fc[["var", "es"]]).all().all()
+
+
+def test_an_asset_listed_within_the_validation_window_is_a_typical_asset():
+    """NEW's rows all fall in the validation part of the window (its last 15%, 330 of 2,200
+    days; the classical scale needs ~250 of an asset's days): no embedding is trained for it,
+    so it is validated and forecast with the mean of the trained embeddings, not with its
+    untrained random start."""
+    old = tail_panel(("AAA", "BBB"), n_days=2200, seed=3)  # a panel whose members train
+    dates = old.index.levels[1]
+    new = tail_panel(("NEW",), n_days=2200, seed=11)
+    new = new[new.index.get_level_values("date") > dates[1900]]
+    model = _model(ensemble_size=2, recency_half_lives=[0.0]).fit(
+        pd.concat([old, new]).sort_index())
+    assert model.assets == ["AAA", "BBB", "NEW"] and model.cold_assets == ["NEW"]
+    assert max(model.chosen["epochs_members"]) > 0  # else the embeddings would not matter
+    cut = dates[2150:2180]
+    got = model.forecast_tail(new, cutoffs=cut)
+    assert len(got) and np.isfinite(got[["var", "es"]]).all().all()
+    for net in model.nets:  # NEW (entry 3) reads the mean of AAA's and BBB's embeddings
+        assert not net.training
+        typical = net.embed.weight[1:3].mean(dim=0)
+        torch.testing.assert_close(net.embeddings(torch.tensor([3, 1]))[0], typical)
+        assert torch.equal(net.embeddings(torch.tensor([3, 1]))[1], net.embed.weight[1])
+    clone = TailNetForecaster.from_state(json.loads(json.dumps(model.state())))
+    assert clone.cold_assets == ["NEW"]
+    pd.testing.assert_frame_equal(clone.forecast_tail(new, cutoffs=cut), got)
+    # its own (untrained) embedding row would have given other numbers
+    raw = TailNetForecaster.from_state(model.state())
+    raw.cold_assets = []
+    for net in raw.nets:
+        net.set_known(raw._known())
+    own = raw.forecast_tail(new, cutoffs=cut)
+    assert not np.allclose(own["var"], got["var"], rtol=1e-3)

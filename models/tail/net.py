@@ -61,6 +61,29 @@ class TailNet(nn.Module):
         self.body = nn.Sequential(nn.Linear(c.n_inputs + c.embed_dim, c.hidden), nn.SiLU())
         self.head = nn.Linear(c.hidden, 2 * c.n_sides * c.n_levels)
         nn.init.zeros_(self.head.weight)
+        # which vocabulary entries have a trained embedding (not saved with the weights: the
+        # forecaster sets it from its cold assets); index 0, an asset not seen in fit, never
+        known = torch.ones(c.n_assets, dtype=torch.bool)
+        known[0] = False
+        self.register_buffer("known", known, persistent=False)
+
+    def set_known(self, known: torch.Tensor) -> None:
+        """Mark the vocabulary entries with a trained embedding (index 0 never is)."""
+        self.known = known.clone().bool().to(self.embed.weight.device)
+        self.known[0] = False
+
+    def embeddings(self, asset: torch.Tensor) -> torch.Tensor:
+        """Each row's asset embedding (B, E). In evaluation (validation and forecasts) an
+        entry without a trained embedding (an asset listed within the validation part of the
+        window, or not seen in fit) takes the mean of the trained ones, a typical asset, not
+        its untrained random start; known entries are exactly their own row. Training rows
+        are all of assets with training rows, so training never reads it."""
+        e = self.embed(asset)  # (B, E)
+        if self.training:
+            return e
+        k = self.known.to(e.dtype)[:, None]  # (A, 1)
+        typical = (self.embed.weight * k).sum(dim=0) / k.sum().clamp_min(1.0)  # (E,)
+        return torch.where(self.known[asset][:, None], e, typical)
 
     @torch.no_grad()
     def init_tail(self, var_mult: torch.Tensor, es_mult: torch.Tensor) -> None:
@@ -73,7 +96,7 @@ class TailNet(nn.Module):
     def forward(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        h = self.body(torch.cat([x, self.embed(asset)], dim=-1))  # (B, H)
+        h = self.body(torch.cat([x, self.embeddings(asset)], dim=-1))  # (B, H)
         out = functional.softplus(self.head(h))  # (B, 2·S·K)
         out = out.reshape(-1, 2, c.n_sides, c.n_levels)  # (B, 2, S, K)
         s = scale[:, :, None]  # (B, S, 1)

@@ -40,6 +40,10 @@ window (validation rows included, recency weights recomputed to its last date) f
 number of epochs its early stopping chose; a member whose best was the untrained start
 stays the start. The validation period is the most recent part of the window, so without
 this refit the newest months only ever stop training and never shape the weights.
+An asset whose rows all fall in the validation part (listed within it) has no embedding to
+learn: it is validated and forecast with the mean of the trained embeddings, a typical
+asset (``cold_assets``; :meth:`models.tail.net.TailNet.embeddings`), not with its untrained
+random start, until a refit (or ``refit_on_validation``) trains its own.
 Deterministic on CPU (seeded shuffling, one intra-op thread); ``accelerator`` and
 ``gpu_precision`` (float32 by default) place it (:func:`models.neural.module.device_kwargs`).
 """
@@ -125,6 +129,7 @@ class TailNetForecaster:
         self.interval_days = int(interval_days)
         self.levels = list(DEFAULT_LEVELS)
         self.assets: list[str] = []
+        self.cold_assets: list[str] = []  # in the fit, no training row: the mean embedding
         self.scaler: MaskedStandardScaler | None = None
         self.nets: list[TailNet] = []  # the seed ensemble
         self.chosen: dict[str, Any] = {}
@@ -180,6 +185,10 @@ class TailNetForecaster:
         val_start = uniq[int(len(uniq) * (1 - cfg.val_fraction))]
         val = dates >= val_start
         train = dates < val_start - np.timedelta64(u, "D")  # purge overlapping targets
+        # an asset whose rows all fall in the validation part has no embedding to learn:
+        # validated and forecast as a typical asset (TailNet.embeddings), not its random start
+        trained = np.unique(asset[train])
+        self.cold_assets = [a for i, a in enumerate(self.assets) if i + 1 not in trained]
         self.scaler = MaskedStandardScaler().fit(x[train])
         q = np.asarray(self.levels)
         ratio = y[train] / s[train]  # (N, S)
@@ -223,6 +232,10 @@ class TailNetForecaster:
                     self.nets[k].load_state_dict(
                         self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
+            if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
+                self.cold_assets = []
+                for net in self.nets:
+                    net.set_known(self._known())
                     epochs += n_ep
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
@@ -232,9 +245,16 @@ class TailNetForecaster:
 
     def _new_net(self, n_inputs: int) -> TailNet:
         c = self.config
-        return TailNet(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
-                                     n_levels=len(self.levels), hidden=c.hidden,
-                                     embed_dim=c.embed_dim))
+        net = TailNet(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
+                                    n_levels=len(self.levels), hidden=c.hidden,
+                                    embed_dim=c.embed_dim))
+        net.set_known(self._known())
+        return net
+
+    def _known(self) -> torch.Tensor:
+        """(A + 1,) which vocabulary entries have a trained embedding (0: not seen in fit)."""
+        cold = set(self.cold_assets)
+        return torch.tensor([False, *(a not in cold for a in self.assets)])
 
     def _module(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
                 weight_decay: float, seed: int) -> tuple[TailModule, Any]:
@@ -302,7 +322,7 @@ class TailNetForecaster:
         assert self.nets and self.scaler is not None
         return {"alias": self.alias, "kind": "tail_nn", "interval_days": self.interval_days,
                 "config": self.config.model_dump(mode="json"), "levels": self.levels,
-                "assets": self.assets, "chosen": self.chosen,
+                "assets": self.assets, "cold_assets": self.cold_assets, "chosen": self.chosen,
                 "n_inputs": int(self.nets[0].config.n_inputs),
                 "scaler": {"mean": self.scaler.mean_.tolist(),
                            "scale": self.scaler.scale_.tolist()},
@@ -315,6 +335,7 @@ class TailNetForecaster:
         model = cls(TailNnConfig(**state["config"]), state["alias"], state["interval_days"])
         model.levels = [float(q) for q in state["levels"]]
         model.assets = list(state["assets"])
+        model.cold_assets = list(state.get("cold_assets", []))  # states written before: none
         model.chosen = dict(state["chosen"])
         model.base = type(model.base).from_state(state["base"])
         model.scaler = MaskedStandardScaler()
