@@ -70,7 +70,7 @@ class RunResult:
         default_factory=lambda: _empty(FAILURE_COLUMNS))
     diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, why, on how many days
         default_factory=lambda: _empty(DIAGNOSTIC_FAILURE_COLUMNS))
-    warnings: list[str] = field(default_factory=list)  # later rows, lost hours, stale series
+    warnings: list[str] = field(default_factory=list)  # data, staleness, narrow comparisons
     tail_failures: list[str] = field(default_factory=list)  # with tail.in_run: what it left out
     tail_not_judged: list[str] = field(default_factory=list)  # ... and its young assets
 
@@ -170,5 +170,6 @@ def run(
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
-                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh)])), tail_failures,
+                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed])),
+                     tail_failures,
                      tail_not_judged)

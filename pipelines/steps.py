@@ -8,7 +8,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -32,7 +32,7 @@ from models.backtest import (
 from models.registry import REGISTRY, build_forecaster
 from pipelines.engine import Engine
 from pipelines.evaluation.comparison import comparison, diagnostic_failures
-from pipelines.evaluation.evaluate import loss_table, scored
+from pipelines.evaluation.evaluate import loss_table, narrowed_support, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.frontier import frontier_figure
 from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
@@ -100,6 +100,7 @@ class BacktestStep:
     compared: pd.DataFrame              # + DM/MCS/MZ/VaR (with *_note where undefined)
     failures: pd.DataFrame              # failed (model, asset, horizon): stage, reason, rows
     diagnostics: pd.DataFrame           # diagnostics that could not be computed, and why
+    narrowed: list[str] = field(default_factory=list)  # pairs compared on few common days
 
 
 def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
@@ -177,6 +178,9 @@ def step_backtest(
                 for r in failures.itertuples()))
         progress("evaluate", 0, 1)
         scores = scored(forecasts, panel)
+        narrowed = narrowed_support(forecasts, scores)
+        if narrowed:
+            mlflow.log_dict({"narrowed_support": narrowed}, "comparison/narrowed_support.json")
         table = loss_table(scores)
         # the per-asset diagnostics fan out like the walk-forward (one pass when sequential)
         compared = comparison(scores, table, forecasts, panel,
@@ -205,7 +209,7 @@ def step_backtest(
         for h in bt.horizons:
             mlflow.log_figure(loss_over_time(scores, h), f"plots/qlike_over_time_h{h}.png")
         progress("evaluate", 1, 1)
-    return BacktestStep(forecasts, table, compared, failures, diagnostics)
+    return BacktestStep(forecasts, table, compared, failures, diagnostics, narrowed)
 
 
 def step_policy(

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.evaluation.evaluate import loss_table, qlike, scored
+from pipelines.evaluation.evaluate import loss_table, narrowed_support, qlike, scored
 
 
 def test_qlike_known_values():
@@ -48,6 +48,21 @@ def test_scoring_uses_only_the_common_support_and_the_next_days_rv():
     assert (table["n"] == 3).all()
     ranking = table.sort_values("qlike")["model"].tolist()
     assert ranking == ["good", "partial"]
+
+
+def test_a_comparison_narrowed_by_one_model_is_named():
+    rv = np.tile([1.0, 2.0], 10)
+    panel = _panel(rv)
+    dates = panel.index.get_level_values("date")
+    full = _fc(dates[:19], rv[1:20])      # 19 days with a realized value
+    late = _fc(dates[15:19], np.ones(4))  # a model that only began on day 15
+    scores = scored({"full": full, "late": late}, panel)
+    assert narrowed_support({"full": full, "late": late}, scores) == [
+        "comparison of AAA h=1d on 4 scored days: late forecast it on 4 days, full on 19; "
+        "every model is scored on the days all of them forecast"]
+    most = _fc(dates[5:19], np.ones(14))  # 14 of 19 days: over half, not named
+    assert narrowed_support({"full": full, "most": most},
+                            scored({"full": full, "most": most}, panel)) == []
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

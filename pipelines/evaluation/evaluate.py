@@ -183,3 +183,27 @@ def loss_table(scores: pd.DataFrame) -> pd.DataFrame:
              start=("cutoff", "min"), end=("cutoff", "max"))
         .reset_index()
     )
+
+
+def narrowed_support(forecasts: dict[str, pd.DataFrame], scores: pd.DataFrame,
+                     keep: float = 0.5) -> list[str]:
+    """One line per (asset, horizon) whose common support (:func:`scored`: the days every
+    model covering it forecast) is under ``keep`` of the days one model forecast it: a model
+    that forecast the pair on a few days only (e.g. one that could not forecast a new listing
+    until a later refit) shrinks the comparison of every model there. Named with the model
+    that forecast fewest days, so the cause is found, not a short table wondered at."""
+    counts = pd.DataFrame({m: f.groupby(["asset", "horizon_days"]).size()
+                           for m, f in forecasts.items() if len(f)})
+    if counts.empty:
+        return []
+    common = scores.groupby(["asset", "horizon_days"])["cutoff"].nunique()
+    common = common.reindex(counts.index).fillna(0).astype(int)
+    most = counts.max(axis=1)
+    lines = []
+    for (asset, h), n in common[common < keep * most].items():
+        row = counts.loc[(asset, h)].dropna()
+        fewest = row.idxmin()
+        lines.append(f"comparison of {asset} h={h}d on {n} scored days: {fewest} forecast it "
+                     f"on {int(row[fewest])} days, {row.idxmax()} on {int(row.max())}; every "
+                     "model is scored on the days all of them forecast")
+    return lines
