@@ -62,6 +62,7 @@ from serving.layout import (
 )
 from serving.records import summary, updates_document
 from serving.schema import PARAMETERS_SCHEMA, SCHEMA_VERSION
+from serving.schema import upgrade as upgrade_rows
 
 __all__ = ["CSV_NAME", "MANIFEST_NAME", "PARAMETERS_SCHEMA", "PARQUET_NAME", "SCHEMA_VERSION",
            "SUCCESS_NAME", "UPDATES_NAME", "PartitionExistsError", "Published",
@@ -221,21 +222,35 @@ def publish_partition(
     return Published(path=final, created=True, manifest=manifest, revision=revision)
 
 
-def read_partition(path: Path) -> pd.DataFrame:
+def read_partition(path: Path, upgrade: bool = False) -> pd.DataFrame:
     """Read a published partition (original or revision) after verifying its integrity.
+
+    ``upgrade``: a partition of an older schema that :data:`serving.schema.UPGRADES` can
+    carry forward is returned as rows of :data:`SCHEMA_VERSION` (``attrs["upgraded"]`` lists
+    the steps); the batch job reads its previous state so after a release bumps the schema.
 
     Raises
     ------
     ValueError
         ``_SUCCESS`` is missing or does not match ``manifest.json``, a file listed in the
         manifest is missing or its sha256 differs (the message names the file), or the
-        partition was written with another ``SCHEMA_VERSION``.
+        partition was written with another ``SCHEMA_VERSION`` (with ``upgrade``: one that
+        cannot be upgraded).
     """
     table, manifest = _read_verified(Path(path))
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema_version {manifest.get('schema_version')!r}; this "
-                         f"code reads {SCHEMA_VERSION!r}. Read it with a matching release.")
-    return table.to_pandas()
+    version = manifest.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return table.to_pandas()
+    if upgrade:
+        try:
+            frame, done = upgrade_rows(table.to_pandas(), str(version))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}; publish from scratch into a new outputs "
+                             "directory, or serve it with a matching release") from None
+        frame.attrs["upgraded"] = done
+        return frame
+    raise ValueError(f"{path} has schema_version {version!r}; this "
+                     f"code reads {SCHEMA_VERSION!r}. Read it with a matching release.")
 
 
 def read_manifest(path: Path) -> dict:

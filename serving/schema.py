@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 SCHEMA_VERSION = "4"  # bump on any breaking column change (2: liquidity, proxy, guardrail
@@ -120,6 +122,42 @@ PARAMETERS_SCHEMA: pa.Schema = pa.schema([
     _field("policy_version", pa.string(), "Margin policy config version.", nullable=False),
     _field("feature_fingerprint", pa.string(), "Fingerprint of the feature panel used."),
 ])
+
+
+def _v3_to_v4(frame: pd.DataFrame) -> pd.DataFrame:
+    # v3 code had no young-asset rule: no v3 row was computed with a borrowed stress floor
+    return frame.assign(flag_young=False)
+
+
+# How the batch job carries a partition of an older schema forward as its previous state
+# (:func:`upgrade`): version -> (next version, function, what it does). A deployment that
+# upgrades volmargin keeps its in-force thresholds and announced changes; consumers' readers
+# stay strict (:func:`serving.publish.read_partition` without ``upgrade``). v2 -> v3 renamed
+# and replaced state columns (``last_loosened``), which cannot be rebuilt from a v2 row.
+UPGRADES: dict[str, tuple[str, Callable[[pd.DataFrame], pd.DataFrame], str]] = {
+    "3": ("4", _v3_to_v4, "flag_young added as false"),
+}
+
+
+def upgrade(frame: pd.DataFrame, version: str) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` (rows of a partition of schema ``version``) as rows of
+    :data:`SCHEMA_VERSION`, in its column order, and what each step did.
+
+    Raises
+    ------
+    ValueError
+        No chain of :data:`UPGRADES` leads from ``version`` to :data:`SCHEMA_VERSION`.
+    """
+    done = []
+    while version != SCHEMA_VERSION:
+        if version not in UPGRADES:
+            raise ValueError(f"schema_version {version!r} cannot be upgraded to "
+                             f"{SCHEMA_VERSION!r} (upgradable: {sorted(UPGRADES)})")
+        nxt, step, what = UPGRADES[version]
+        frame = step(frame)
+        done.append(f"v{version} -> v{nxt}: {what}")
+        version = nxt
+    return frame[PARAMETERS_SCHEMA.names], done
 
 
 def _json_type(type_: pa.DataType) -> dict[str, Any]:

@@ -135,9 +135,11 @@ def resolve_model(name: str, version: str | None) -> tuple[str, Any]:
 
 
 def previous_parameters(root: Path, as_of: dt.date) -> pd.DataFrame | None:
-    """The newest revision of the latest partition strictly before ``as_of``, or None."""
+    """The newest revision of the latest partition strictly before ``as_of``, or None; one of
+    an older schema is upgraded in memory (``attrs["upgraded"]``: a new release carries the
+    thresholds in force and the announced changes forward, :data:`serving.schema.UPGRADES`)."""
     earlier = [path for day, (_, path) in current_partitions(root).items() if day < as_of]
-    return read_partition(earlier[-1]) if earlier else None
+    return read_partition(earlier[-1], upgrade=True) if earlier else None
 
 
 def with_previous(params: pd.DataFrame, prev: pd.DataFrame | None) -> pd.DataFrame:
@@ -247,7 +249,7 @@ def serve(
                 "asset", ignore_index=True)
         params = _with_lineage(with_previous(params, prev), cfg, mv, fingerprint)
         current = current_partition(root, as_of)
-        in_force = read_partition(current[1]) if current is not None else prev
+        in_force = read_partition(current[1], upgrade=True) if current is not None else prev
         records = update_records(params, in_force, revision=current[0] + 1 if current else 1)
         progress("publish", 0, 1)
         metadata = {"model_uri": uri, "model_name": cfg.registry.model_name,
@@ -282,7 +284,11 @@ def serve(
                                 "stale": int(params["flag_stale"].sum()),
                                 "skipped_files": len(market.failures)})
             mlflow.log_table(params.astype({"as_of": str}), "parameters.json")
-    notes = [*pit.warnings, *(f"version {mv.version} has no {tag} tag (registered before "
+    upgraded = [] if prev is None else prev.attrs.get("upgraded", [])
+    notes = [*pit.warnings,
+             *(f"previous partition read from an older schema, upgraded in memory ({step})"
+               for step in upgraded),
+             *(f"version {mv.version} has no {tag} tag (registered before "
                               "integrity checks): not verified" for tag in unverified),
              *(f"model version {mv.version}: {m}" for m in mismatches)]
     return ServeResult(published, params, str(mv.version), records, swept,

@@ -364,3 +364,23 @@ def test_list_partitions_skips_incomplete_dirs(tmp_path: Path) -> None:
     (tmp_path / ".staging-asof=2025-07-02-0badc0de").mkdir()
 
     assert list(list_partitions(tmp_path)) == [datetime.date(2025, 6, 29), AS_OF]
+
+
+def test_an_older_schema_is_refused_unless_upgraded_and_then_equals_the_new_rows(
+        tmp_path: Path) -> None:
+    """A v3 partition (no ``flag_young``) is refused by the consumers' strict read; the batch
+    job's upgraded read gives the v4 rows with ``flag_young`` false; a v2 partition cannot be
+    carried forward (its state columns were replaced) and says so."""
+    from tests.older_schema import write_older
+
+    new = publish_partition(make_parameters(), tmp_path / "v4", AS_OF, METADATA).path
+    old = write_older(new, tmp_path / "v3" / f"asof={AS_OF}", "3", ["flag_young"])
+    with pytest.raises(ValueError, match="has schema_version '3'; this code reads '4'"):
+        read_partition(old)
+    upgraded = read_partition(old, upgrade=True)
+    assert upgraded.attrs["upgraded"] == ["v3 -> v4: flag_young added as false"]
+    pd.testing.assert_frame_equal(upgraded, read_partition(new).assign(flag_young=False))
+    ancient = write_older(new, tmp_path / "v2" / f"asof={AS_OF}", "2", ["flag_young"])
+    with pytest.raises(ValueError, match=r"schema_version '2' cannot be upgraded to '4' "
+                                         r"\(upgradable: \['3'\]\)"):
+        read_partition(ancient, upgrade=True)

@@ -254,6 +254,25 @@ def test_update_records_list_exactly_the_changed_parameters(daily: tuple) -> Non
         assert manifest["files"]["updates.json"]["rows"] == len(document["records"])
 
 
+def test_a_deployment_upgraded_across_a_schema_bump_serves_on_from_its_old_partitions(
+        project: Path, daily: tuple) -> None:
+    """The day before was published by the release before (schema v3, no ``flag_young``):
+    the next serve carries its thresholds in force and announced changes forward, says so,
+    and publishes what it publishes after a v4 day before."""
+    from tests.older_schema import write_older
+
+    root, _ = daily
+    upgraded = project / "out_upgrade" / "forecasts"
+    write_older(root / f"asof={D28}", upgraded / f"asof={D28}", "3", ["flag_young"])
+    result = invoke(project, "out_upgrade", "serve", "--as-of", str(D29))
+    assert result.exit_code == 0, result.output
+    assert "upgraded in memory (v3 -> v4: flag_young added as false)" in result.output
+    pd.testing.assert_frame_equal(read_partition(upgraded / f"asof={D29}"),
+                                  read_partition(root / f"asof={D29}"))
+    assert (json.loads((upgraded / f"asof={D29}" / "updates.json").read_text())["records"]
+            == json.loads((root / f"asof={D29}" / "updates.json").read_text())["records"])
+
+
 def test_manifest_names_model_policy_features_and_code(daily: tuple) -> None:
     root, _ = daily
     manifest = read_manifest(root / f"asof={AS_OF}")

@@ -147,7 +147,7 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
     assert built == ["fhs_ewma", "caviar", "qr_har"]
     assert sorted(fc["model"].unique()) == ["fhs_ewma", "qr_har"]
     assert failures == [{"stage": "walk-forward", "model": "caviar", "side": "", "asset": "",
-                         "reason": "LinAlgError: singular design"}]
+                         "reason": "LinAlgError: singular design", "days": None}]
     with pytest.raises(np.linalg.LinAlgError):  # without a failures list: the error stands
         tc.walk_forward_all(panel, cfg)
     monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Broken())

@@ -109,7 +109,7 @@ def failure(stage: str, model: str, reason: str, side: str = "", asset: str = ""
     (fewer than :data:`MIN_VERDICT_DAYS` marks a young asset, not a failure:
     :func:`pipelines.tail_step.failure_lines`), None where not per asset."""
     return {"stage": stage, "model": model, "side": side, "asset": asset, "reason": reason,
-            "days": float("nan") if days is None else days}
+            "days": days}
 
 
 def _why(exc: BaseException) -> str:
