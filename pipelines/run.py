@@ -29,7 +29,7 @@ from features.freshness import stale_lines
 from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.engine import Engine
 from pipelines.evaluation.comparison import DIAGNOSTIC_FAILURE_COLUMNS
-from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.steps import (
     Progress,
     _noop,
@@ -75,11 +75,8 @@ class RunResult:
     tail_not_judged: list[str] = field(default_factory=list)  # ... and its young assets
 
     def _too_short(self) -> pd.Series:
-        """Which undefined diagnostics were on fewer scored days than a verdict needs (rows
-        that do not say how many days count as failures)."""
-        d = self.diagnostic_failures
-        days = d["scored_days"] if "scored_days" in d else pd.Series(float("nan"), d.index)
-        return pd.to_numeric(days, errors="coerce") < MIN_VERDICT_DAYS
+        """Which undefined diagnostics were on fewer scored days than a verdict needs."""
+        return too_few_days(self.diagnostic_failures, "scored_days")
 
     @property
     def completed_with_failures(self) -> bool:

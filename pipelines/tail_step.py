@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
+from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.evaluation.tail_compare import run_tail_backtest
 from pipelines.run import (
     EXIT_COMPLETED_WITH_FAILURES,
@@ -114,13 +114,6 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
     return out
 
 
-def _too_short(table: pd.DataFrame) -> pd.Series:
-    """Rows of a statistic undefined on fewer scored days than a verdict needs: a young
-    asset, not a failure (as the variance comparison's, :mod:`pipelines.run`)."""
-    days = table["days"] if "days" in table else pd.Series(float("nan"), table.index)
-    return pd.to_numeric(days, errors="coerce") < MIN_VERDICT_DAYS
-
-
 def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
                   most: int = MAX_DIAGNOSTIC_LINES) -> list[str]:
     """What the tail step left out, one line each (empty when nothing was): tail models whose
@@ -129,7 +122,7 @@ def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
     table = step.tables.get("failures", pd.DataFrame())
     models = [f"tail model failed: {r.model}: {r.reason}"
               for r in table.itertuples() if r.stage == "walk-forward"]
-    failing = table[~_too_short(table)] if len(table) else table
+    failing = table[~too_few_days(table, "days")] if len(table) else table
     stats = [f"statistic undefined: {' '.join(p for p in (r.stage, r.model, r.side, r.asset) if p)}"
              f": {r.reason}" for r in failing.itertuples() if r.stage != "walk-forward"]
     stats = capped(stats, most, "(outputs/tail/failures.csv)")
@@ -141,7 +134,7 @@ def not_judged_lines(step: TailStep) -> list[str]:
     table = step.tables.get("failures", pd.DataFrame())
     if not len(table):
         return []
-    short = table[_too_short(table)]
+    short = table[too_few_days(table, "days")]
     return [f"not judged: {asset}: tail scored on {int(g['days'].max())} days "
             f"(< {MIN_VERDICT_DAYS}); {len(g)} statistics not computable yet "
             f"({', '.join(sorted(set(g['stage'])))})"

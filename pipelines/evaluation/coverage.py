@@ -40,6 +40,14 @@ RED_CUM_PROB = 0.9999
 MIN_VERDICT_DAYS = 250
 
 
+def too_few_days(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Which rows of ``frame`` (statistics left undefined) were on fewer than
+    :data:`MIN_VERDICT_DAYS` days, by its ``column`` of days: a young asset's, not a failure.
+    False where the column is missing or null (nothing says the sample was short)."""
+    days = frame[column] if column in frame else pd.Series(np.nan, frame.index)
+    return pd.to_numeric(days, errors="coerce") < MIN_VERDICT_DAYS
+
+
 def _as_hits(hits: np.ndarray | pd.Series | list[bool]) -> np.ndarray:
     arr = np.asarray(hits)
     if arr.dtype == bool:  # already hits: the checks below hold by type (np.isin was ~10%
