@@ -178,10 +178,10 @@ def step_backtest(
                 for r in failures.itertuples()))
         progress("evaluate", 0, 1)
         scores = scored(forecasts, panel)
-        narrowed = narrowed_support(forecasts, scores)
+        table = loss_table(scores)
+        narrowed = narrowed_support(forecasts, table)
         if narrowed:
             mlflow.log_dict({"narrowed_support": narrowed}, "comparison/narrowed_support.json")
-        table = loss_table(scores)
         # the per-asset diagnostics fan out like the walk-forward (one pass when sequential)
         compared = comparison(scores, table, forecasts, panel,
                               mapper=None if mapper is map else mapper,

@@ -56,13 +56,19 @@ def test_a_comparison_narrowed_by_one_model_is_named():
     dates = panel.index.get_level_values("date")
     full = _fc(dates[:19], rv[1:20])      # 19 days with a realized value
     late = _fc(dates[15:19], np.ones(4))  # a model that only began on day 15
-    scores = scored({"full": full, "late": late}, panel)
-    assert narrowed_support({"full": full, "late": late}, scores) == [
+    table = loss_table(scored({"full": full, "late": late}, panel))
+    assert narrowed_support({"full": full, "late": late}, table) == [
         "comparison of AAA h=1d on 4 scored days: late forecast it on 4 days, full on 19; "
         "every model is scored on the days all of them forecast"]
     most = _fc(dates[5:19], np.ones(14))  # 14 of 19 days: over half, not named
     assert narrowed_support({"full": full, "most": most},
-                            scored({"full": full, "most": most}, panel)) == []
+                            loss_table(scored({"full": full, "most": most}, panel))) == []
+    # a pair no day of which is common (no row in the table) is named too
+    never = _fc(dates[:19], np.ones(19), h=7)
+    late7 = _fc(dates[17:19], np.ones(2), h=7)
+    lines = narrowed_support({"full": never, "late": late7},
+                             loss_table(scored({"full": never, "late": late7}, panel)))
+    assert lines[0].startswith("comparison of AAA h=7d on ")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -185,23 +185,38 @@ def loss_table(scores: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def narrowed_support(forecasts: dict[str, pd.DataFrame], scores: pd.DataFrame,
+def narrowed_support(forecasts: dict[str, pd.DataFrame], table: pd.DataFrame,
                      keep: float = 0.5) -> list[str]:
     """One line per (asset, horizon) whose common support (:func:`scored`: the days every
-    model covering it forecast) is under ``keep`` of the days one model forecast it: a model
-    that forecast the pair on a few days only (e.g. one that could not forecast a new listing
-    until a later refit) shrinks the comparison of every model there. Named with the model
-    that forecast fewest days, so the cause is found, not a short table wondered at."""
-    counts = pd.DataFrame({m: f.groupby(["asset", "horizon_days"]).size()
-                           for m, f in forecasts.items() if len(f)})
-    if counts.empty:
+    model covering it forecast; ``table`` is :func:`loss_table`, whose ``n`` counts them) is
+    under ``keep`` of the days one model forecast it: a model that forecast the pair on a few
+    days only (e.g. one that could not forecast a new listing until a later refit) shrinks the
+    comparison of every model there. Named with the model that forecast fewest days, so the
+    cause is found, not a short table wondered at. Counted with integer codes (a groupby of
+    every forecast row was ~1 s a model of the driver's time at 1,000 assets)."""
+    coded = {}  # per model: each row's (asset, horizon) code, and the codes' assets
+    for name, f in forecasts.items():
+        if len(f):
+            a, names = pd.factorize(f["asset"])
+            h, hs = pd.factorize(f["horizon_days"].astype(int))
+            coded[name] = (a, names, h, hs)
+    if not coded:
         return []
-    common = scores.groupby(["asset", "horizon_days"])["cutoff"].nunique()
-    common = common.reindex(counts.index).fillna(0).astype(int)
-    most = counts.max(axis=1)
+    assets = pd.Index(sorted(set().union(*(c[1] for c in coded.values()))))
+    horizons = pd.Index(sorted(set().union(*(c[3] for c in coded.values()))))
+    counts = {}
+    for name, (a, names, h, hs) in coded.items():
+        code = (assets.get_indexer(names)[a] * len(horizons) + horizons.get_indexer(hs)[h])
+        counts[name] = np.bincount(code, minlength=len(assets) * len(horizons))
+    grid = pd.DataFrame(counts, index=pd.MultiIndex.from_product([assets, horizons]))
+    grid = grid.where(grid > 0)  # a model with no forecast for a pair does not cover it
+    common = (table.groupby(["asset", "horizon_days"])["n"].max() if len(table)
+              else pd.Series(dtype=float))
+    common = common.reindex(grid.index).fillna(0).astype(int)
+    most = grid.max(axis=1)
     lines = []
     for (asset, h), n in common[common < keep * most].items():
-        row = counts.loc[(asset, h)].dropna()
+        row = grid.loc[(asset, h)].dropna()
         fewest = row.idxmin()
         lines.append(f"comparison of {asset} h={h}d on {n} scored days: {fewest} forecast it "
                      f"on {int(row[fewest])} days, {row.idxmax()} on {int(row.max())}; every "
