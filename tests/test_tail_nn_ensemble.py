@@ -136,6 +136,9 @@ def test_refit_on_validation_retrains_members_that_left_the_start(train, panel):
                                                       strict=True))
         assert same == (n_ep == 0)  # the start stays; a trained member is trained again
     assert max(early.chosen["epochs_members"]) > 0  # the case above is exercised
+    # the refit's epochs are counted once per member trained again
+    assert refit.fit_stats["epochs"] == (early.fit_stats["epochs"]
+                                         + sum(early.chosen["epochs_members"]))
     cut = panel.index.levels[1][750:760]
     fc = refit.forecast_tail(panel, cutoffs=cut)
     assert (fc["es"] >= fc["var"]).all() and np.isfinite(fc[["var", "es"]]).all().all()

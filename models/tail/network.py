@@ -232,11 +232,11 @@ class TailNetForecaster:
                     self.nets[k].load_state_dict(
                         self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
+                    epochs += n_ep
             if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
                 self.cold_assets = []
                 for net in self.nets:
                     net.set_known(self._known())
-                    epochs += n_ep
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
                        "val_fz0": val_loss, "val_fz0_members": member_fz0,
