@@ -238,8 +238,9 @@ def retrain_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None,
                 quiet: QuietOpt = False, log_json: LogJsonOpt = False) -> None:
     """Ingest, retrain, register @challenger, gate, promote: once per as-of and data state.
 
-    The as-of defaults to yesterday (UTC). Exit 0 done or no-op, 1 a step failed, 4 done with
-    a forecaster, statistic or file left out (listed), 75 locked.
+    The as-of defaults to yesterday (UTC).
+
+    Exit 0 done or no-op, 1 a step failed, 4 done with what was left out listed, 75 locked.
     """
     from pipelines.jobs import retrain_job
 
