@@ -284,12 +284,14 @@ def serve(
                                 "stale": int(params["flag_stale"].sum()),
                                 "skipped_files": len(market.failures)})
             mlflow.log_table(params.astype({"as_of": str}), "parameters.json")
-    upgraded = [] if prev is None else prev.attrs.get("upgraded", [])
+    # the day before's partition and a same-day one being revised, each read as the state
+    upgraded = dict.fromkeys(step for frame in (prev, in_force) if frame is not None
+                             for step in frame.attrs.get("upgraded", []))
     notes = [*pit.warnings,
-             *(f"previous partition read from an older schema, upgraded in memory ({step})"
+             *(f"a partition of an older schema read as the state, upgraded in memory ({step})"
                for step in upgraded),
              *(f"version {mv.version} has no {tag} tag (registered before "
-                              "integrity checks): not verified" for tag in unverified),
+               "integrity checks): not verified" for tag in unverified),
              *(f"model version {mv.version}: {m}" for m in mismatches)]
     return ServeResult(published, params, str(mv.version), records, swept,
                        dict(market.failures), notes, ignored, chosen)

@@ -328,11 +328,16 @@ def test_var_backtest_without_enough_history_is_nan_with_a_reason():
 # ------------------------------------------------------------------------- run summary
 
 
-def test_run_summary_lists_failures_and_sets_the_exit_code():
-    base = dict(fingerprint="x", table=pd.DataFrame(), comparison=pd.DataFrame(), selected="m",
+def _result_fields(**given: Any) -> dict[str, Any]:
+    """The fields of a :class:`RunResult` with nothing in them, ``given`` replaced."""
+    return dict(fingerprint="x", table=pd.DataFrame(), comparison=pd.DataFrame(), selected="m",
                 selection_reason="", selection=pd.DataFrame(), policy_summary=pd.DataFrame(),
                 stress=pd.DataFrame(), model_version="1", promoted=True, gate_reason="",
-                failures={}, served=None)
+                failures={}, served=None) | given
+
+
+def test_run_summary_lists_failures_and_sets_the_exit_code():
+    base = _result_fields()
     clean = RunResult(**base)
     assert not clean.completed_with_failures and exit_status(clean) == 0
     assert clean.failure_lines() == []
@@ -386,10 +391,7 @@ def test_a_young_assets_undefined_statistics_are_not_judged_not_failures():
     assert set(diag["diagnostic"]) == {"diebold_mariano", "model_confidence_set",
                                        "var_backtest"}
     assert (diag["scored_days"] <= 10).all()
-    base = dict(fingerprint="x", table=table, comparison=pd.DataFrame(), selected="m",
-                selection_reason="", selection=pd.DataFrame(), policy_summary=pd.DataFrame(),
-                stress=pd.DataFrame(), model_version="1", promoted=True, gate_reason="",
-                failures={}, served=None)
+    base = _result_fields(table=table)
     result = RunResult(**base, diagnostic_failures=diag)
     assert exit_status(result) == 0 and result.failure_lines() == []
     assert result.not_judged_lines() == [
