@@ -86,11 +86,6 @@ def test_stress_bad_debt_over_budget_is_not_acceptable():
     assert not row["acceptable"] and "stress bad debt 0.0300 > budget 0.0200" in row["why_not"]
 
 
-def test_too_few_days_is_an_error_naming_the_count():
-    with pytest.raises(ValueError, match="5 days with a realized loss"):
-        accept_asset(_path(np.zeros(5, bool)), P)
-
-
 def test_bad_debt_bookkeeping_on_a_hand_computed_day():
     # worst loss x = 21% of value; the 1% slippage is the liquidator's, paid out of LB, so it
     # is not added to x; MMF 10%, IMF 15%, LB 1.05
@@ -135,6 +130,29 @@ def test_full_dq_statistic_agrees_with_the_tail_tests_module():
     ref = reference(loss, var, 1 - P)
     assert (loss > var).sum() > 3
     assert mine.statistic == pytest.approx(ref.statistic, rel=1e-8) and mine.df == ref.df
+
+
+def test_a_few_days_make_a_row_not_an_error():
+    """An asset listed days before a period's end: the tests that cannot be run on so few days
+    are NaN, not rejections; quiet days leave it unproven, a breach refuses it, and no
+    ``min_days`` makes it acceptable below the DQ test's own minimum (lags + 3 days)."""
+    for n in (1, 2, 6):
+        quiet = accept_asset(_path(np.zeros(n, bool)), P)
+        assert not quiet["acceptable"] and quiet["unproven"] and quiet["n"] == n
+        assert np.isnan(quiet["dq_p"]) and np.isnan(quiet["dq_full_p"])
+        assert np.isnan(quiet["independence_p"]) == (n == 1)
+        assert quiet["why_not"] == f"too short to judge: {n} days < 250"
+        hit = np.zeros(n, bool)
+        hit[-1] = True
+        refused = accept_asset(_path(hit), P)  # Kupiec's upper band on a few days: 0
+        assert not refused["acceptable"] and not refused["unproven"]
+        assert refused["why_not"].startswith("1 breaches > 0;")
+    assert not accept_asset(_path(np.zeros(6, bool)), P, min_days=0)["acceptable"]
+    assert accept_asset(_path(np.zeros(6, bool)), P, min_days=0)["why_not"] == (
+        "too short to judge: 6 days < 7")
+    assert accept_asset(_path(np.zeros(7, bool)), P, min_days=0)["acceptable"]
+    with pytest.raises(ValueError, match="nothing to judge"):
+        accept_asset(_path(np.zeros(0, bool)), P)
 
 
 def test_a_short_sample_that_passes_every_test_is_unproven_not_acceptable():

@@ -1,6 +1,6 @@
 """The report's per-asset summary and the frontier's points read each asset as slices of its
 columns; their figures are those of the per-asset frames and pandas reductions they replaced,
-bit for bit, on a replayed path of real data with holes, an asset too short to judge and a
+bit for bit, on a replayed path of real data with holes, an asset with a few days and a
 budget."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _reference(path: pd.DataFrame, p: float, episodes, budgets) -> pd.DataFrame:
     for asset, g in path.groupby("asset", sort=True):
         g = g.sort_values("date")
         known = g[g["loss_frac"].notna() & g["mmf"].notna()]
-        if len(known) <= 6:
+        if known.empty:
             continue
         budget = budgets.get(asset, math.inf)
         row = {"asset": asset, **accept_asset(known, p, 0.05, 4, float(stress.get(asset, 0.0)),
@@ -81,13 +81,15 @@ def test_the_array_summary_is_the_frame_summary_bit_for_bit(replayed) -> None:
     path.loc[holes[:30], "loss_frac"] = np.nan        # unrealized days
     path.loc[holes[30:], "imf"] = np.nan              # a gap in the margin series
     trx = path.index[path["asset"] == "TRX"]
-    path = path.drop(trx[6:])                          # TRX: too few days to judge
+    path = path.drop(trx[4:])                          # TRX: too few days for the DQ test
     path = path.sample(frac=1.0, random_state=1)       # rows in no particular order
     episodes = CFG.evaluation.episodes
     budgets = {"BTC": 0.0, "SOL": 1.0}
     got = summarize(path, 0.01, episodes, budgets=budgets)
     want = _reference(path, 0.01, episodes, budgets)
-    assert list(got["asset"]) == ["BTC", "SOL"] and got["breaches"].sum() > 0
+    assert list(got["asset"]) == ["BTC", "SOL", "TRX"] and got["breaches"].sum() > 0
+    trx_row = got.set_index("asset").loc["TRX"]
+    assert trx_row["n"] <= 4 and not trx_row["acceptable"] and np.isnan(trx_row["dq_p"])
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 

@@ -182,14 +182,18 @@ def accept_arrays(
     ok = np.isfinite(loss_frac) & np.isfinite(mmf)
     loss_frac, mmf, ltv = loss_frac[ok], mmf[ok], ltv[ok]
     n = len(loss_frac)
-    if n <= lags + 2:
-        raise ValueError(f"{n} days with a realized loss: too few to judge a policy "
-                         f"(need more than {lags + 2})")
+    if n == 0:
+        raise ValueError("no day with a realized loss: nothing to judge")
     hits = loss_frac > mmf
     x = int(hits.sum())
     upper = kupiec_upper(n, p, size)
-    ind = christoffersen_independence(hits)
-    dq = dq_test(hits, mmf, p, lags)
+    # the independence test needs two days and the DQ regression more than lags + 2; on
+    # fewer (an asset listed days before the period's end) they are not computable: NaN, not
+    # a rejection, and such an asset is never acceptable (below, it is short whatever
+    # min_days says): at most unproven
+    ind_p = christoffersen_independence(hits).p_value if n >= 2 else math.nan
+    dq = (dq_test(hits, mmf, p, lags) if n > lags + 2
+          else DQResult(math.nan, math.nan, 0, math.nan, math.nan, 0))
     band_low = _band(n, p, size)[0]
     row = {
         "n": n, "breaches": x, "expected_breaches": n * p, "breach_upper": upper,
@@ -198,23 +202,24 @@ def accept_arrays(
         "over_coverage": x < band_low,      # significantly too few (two-sided band): costly,
         #                                     reported, never a rejection
         "kupiec_lr": float(kupiec_lr(x, n, p)),
-        "independence_p": ind.p_value, "dq_p": dq.dynamics_p_value, "dq_full_p": dq.p_value,
+        "independence_p": ind_p, "dq_p": dq.dynamics_p_value, "dq_full_p": dq.p_value,
         "stress_bad_debt": float(stress_bad_debt), "stress_budget": float(budget),
         "capital": capital(ltv),
     }
     row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
-    passes = bool(not row["under_coverage"] and ind.p_value > size
-                  and dq.dynamics_p_value > size and row["within_budget"])
-    short = n < min_days
+    passes = bool(not row["under_coverage"] and not ind_p <= size
+                  and not dq.dynamics_p_value <= size and row["within_budget"])
+    least = max(min_days, lags + 3)  # the DQ test's own minimum, whatever min_days says
+    short = n < least
     row["acceptable"] = passes and not short
     row["unproven"] = passes and short  # passes every test on too few days to be judged
     row["why_not"] = "; ".join(
         text for fails, text in (
             (row["under_coverage"], f"{x} breaches > {upper}"),
-            (ind.p_value <= size, f"independence p={ind.p_value:.3f}"),
+            (ind_p <= size, f"independence p={ind_p:.3f}"),
             (dq.dynamics_p_value <= size, f"DQ p={dq.dynamics_p_value:.3f}"),
             (not row["within_budget"],
              f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
-            (short, f"too short to judge: {n} days < {min_days}"))
+            (short, f"too short to judge: {n} days < {least}"))
         if fails)
     return row
