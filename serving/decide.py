@@ -107,7 +107,12 @@ def failsafe_why(data_age_days: int, variance: float, variance_prev: float, ret_
     prev = variance_prev
     if math.isfinite(prev) and prev > 0:
         jump = math.sqrt(variance / prev)
-        moved = abs(ret_today) if math.isfinite(ret_today) else math.inf
+        if jump > cfg.failsafe.jump_ratio and not math.isfinite(ret_today):
+            # the day after a missing close: no price move confirms the jump, and a gap in
+            # the feed is when a bad print is likeliest
+            return (f"implausible jump: σ ×{jump:.1f} in a day whose return is unknown (a "
+                    "missing close): no price move confirms it")
+        moved = abs(ret_today)
         if jump > cfg.failsafe.jump_ratio and moved < cfg.failsafe.jump_price_z * math.sqrt(prev):
             return (f"implausible jump: σ ×{jump:.1f} in a day with |return| {moved:.4f} "
                     f"< {cfg.failsafe.jump_price_z}·σ_prev")

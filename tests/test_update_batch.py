@@ -230,3 +230,17 @@ def test_candidates_sharing_a_history_share_its_fhs_terms_exactly() -> None:
             for name, col in alone[lane][1].items():
                 np.testing.assert_array_equal(together[lane][1][name], col, err_msg=name)
     assert len(shared._done) == len(named)  # one pass per history, not one per candidate
+
+
+def test_a_jump_on_a_day_whose_return_is_unknown_is_not_confirmed() -> None:
+    """σ up fourfold on the day after a missing close (return NaN): no price move confirms
+    it, so it freezes, as a fourfold jump on a quiet close does; without a jump, nothing."""
+    from serving.decide import failsafe_why
+
+    prev = 0.02 ** 2
+    jump = failsafe_why(0, 16 * prev, prev, math.nan, None, None, 3, P)
+    assert jump is not None and "return is unknown" in jump
+    assert failsafe_why(0, 16 * prev, prev, 0.001, None, None, 3, P).startswith(
+        "implausible jump: σ ×4.0")
+    assert failsafe_why(0, 16 * prev, prev, 0.2, None, None, 3, P) is None  # a real move
+    assert failsafe_why(0, 2 * prev, prev, math.nan, None, None, 3, P) is None
