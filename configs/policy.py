@@ -139,3 +139,7 @@ class ServingConfig(_Strict):
     # Stale assets are always published with conservative fallback parameters (a risk engine
     # must get them); "fail" then exits 3 so the scheduler alerts, "warn" only logs.
     on_stale: Literal["warn", "fail"] = "warn"
+    # Assets delisted on purpose. An asset published before and absent from today's data is
+    # otherwise carried, frozen and flagged stale, in every partition (its open positions keep
+    # their thresholds); once retired it is no longer published.
+    retired_assets: list[str] = []

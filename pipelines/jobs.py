@@ -47,8 +47,9 @@ EXIT_PARTIAL = 4
 
 
 def parse_day(text: str | None, today: dt.date | None = None) -> dt.date | None:
-    """``--as-of`` text: ``YYYY-MM-DD``, or ``today`` / ``yesterday`` (UTC), so a unit file can
-    say "the day that just closed" without shell arithmetic. Raises ValueError naming it."""
+    """``--as-of`` text: ``YYYY-MM-DD``, or ``yesterday`` (UTC), so a unit file can say "the
+    day that just closed" without shell arithmetic (``today`` is kept as a word so that the
+    as-of check refuses it by name: today has not closed). Raises ValueError naming it."""
     if text is None:
         return None
     today = today or dt.datetime.now(dt.UTC).date()
@@ -58,7 +59,7 @@ def parse_day(text: str | None, today: dt.date | None = None) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--as-of {text!r} is not a date YYYY-MM-DD (or today/yesterday)") \
+        raise ValueError(f"--as-of {text!r} is not a date YYYY-MM-DD (or yesterday)") \
             from None
 
 

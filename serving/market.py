@@ -41,12 +41,21 @@ def utc_today() -> dt.date:
 
 
 def check_as_of(as_of: dt.date, today: dt.date | None = None) -> dt.date:
-    """``as_of`` unless it is after ``today`` (UTC), which raises :class:`FutureAsOfError`."""
+    """``as_of`` unless it is ``today`` (UTC) or later, which raises :class:`FutureAsOfError`.
+
+    Today has not closed: its daily candle does not exist yet, so every asset would be stale
+    and frozen, and the day's partition, once published, would refuse the real serve of that
+    day after it closes (a day is published once; another content needs ``--force``)."""
     today = today or utc_today()
     if as_of > today:
         raise FutureAsOfError(
             f"as-of {as_of} is in the future (today is {today} UTC): nothing is known about "
-            "it yet; give a date up to today, or none for the last complete UTC day")
+            "it yet; give a date before today, or none for the last complete UTC day")
+    if as_of == today:
+        raise FutureAsOfError(
+            f"as-of {as_of} is today (UTC), which has not closed: its candles are not "
+            "complete; give a date before today (yesterday: the day that just closed), or "
+            "none for the last complete UTC day")
     return as_of
 
 

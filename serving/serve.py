@@ -242,8 +242,16 @@ def serve(
         flat = feature_view(panel).reset_index()
         params = model.predict(flat, params={"as_of": as_of.isoformat(), "previous": prev_json})
         failed = failed_assets(market.failures)
-        frozen = frozen_frame(bundle, prev, {a: why for a, why in failed.items()
-                                             if a not in set(params["asset"])}, as_of)
+        here = set(params["asset"])
+        reasons = {a: why for a, why in failed.items() if a not in here}
+        absent = absent_assets(prev, here | set(failed), cfg.serving.retired_assets)
+        reasons.update(absent)
+        live = params.loc[~params["flag_fallback"].astype(bool), "asset"]
+        lost = hourly_lost(market, as_of, cfg.data.stale_after_days, list(live))
+        if lost:  # today's rows would rest on the daily-range proxy: the fail-safe instead
+            params = params[~params["asset"].isin(lost)].reset_index(drop=True)
+            reasons.update(lost)
+        frozen = frozen_frame(bundle, prev, reasons, as_of, new_too=set(lost))
         if len(frozen):
             params = pd.concat([params, frozen], ignore_index=True).sort_values(
                 "asset", ignore_index=True)
@@ -288,6 +296,9 @@ def serve(
     upgraded = dict.fromkeys(step for frame in (prev, in_force) if frame is not None
                              for step in frame.attrs.get("upgraded", []))
     notes = [*pit.warnings,
+             *(f"{a}: {why}; frozen (LTV 0, LT and LB held) until its data returns, or list "
+               "it in serving.retired_assets to stop publishing it" for a, why in absent.items()),
+             *(f"{a}: {why}; frozen (LTV 0, LT and LB held)" for a, why in lost.items()),
              *(f"a partition of an older schema read as the state, upgraded in memory ({step})"
                for step in upgraded),
              *(f"version {mv.version} has no {tag} tag (registered before "
@@ -378,6 +389,50 @@ def locate_policy(cfg: Config, mv: Any) -> tuple[Path, list[str]]:
     """
     directory = model_dir(mv, artifact_root(cfg.paths.mlruns_dir))
     return directory, verify_integrity(mv, directory)
+
+
+def absent_assets(prev: pd.DataFrame | None, present: set[str], retired: list[str]
+                  ) -> dict[str, str]:
+    """Asset → reason for each asset of the previous partition that today's data does not
+    have (its daily file removed, renamed or not synced; dropped from ``data.assets``) and
+    that is not ``retired``. Leaving it out would lose its thresholds in force, its announced
+    change and its admitted LTVs: back a day later, it would take its target LT at once, with
+    no notice and below LTVs admitted days before. So it is carried, frozen, in every
+    partition until its data returns or it is retired on purpose."""
+    if prev is None:
+        return {}
+    day = str(prev["as_of"].iloc[0])[:10] if "as_of" in prev and len(prev) else "before"
+    return {a: f"no data for {a} in this update (published {day})"
+            for a in sorted(set(prev["asset"]) - present - set(retired))}
+
+
+def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list[str]
+                ) -> dict[str, str]:
+    """Asset → reason for each of ``assets`` whose hourly file is there but unusable (lost:
+    :attr:`features.loaders.MarketData.hourly_problems`) or stale while its daily candles
+    are fresh. Built on the daily-range proxy instead, its covered loss would jump (the proxy
+    runs ~3.7x the hourly loss on ETH) and its margins with it, an LT cut announced on a data
+    fault; such an asset is frozen instead. Removing the hourly file on purpose margins the
+    asset on the proxy (flagged), as one that never had hourly candles."""
+    out: dict[str, str] = {}
+    problems = dict(getattr(market, "hourly_problems", {}))
+    day = pd.Timestamp(as_of)
+    for a in assets:
+        if a in problems:
+            out[a] = (f"hourly candles of {a} lost ({problems[a]}): restore the file, or remove "
+                      "it to margin the asset on the daily-range proxy")
+            continue
+        frame = market.hourly.get(a)
+        if frame is None:
+            continue  # never had hourly candles: the proxy, flagged, as always
+        last = frame.index.max().normalize() if len(frame) else None
+        age = (day - last).days if last is not None else None
+        if age is None or age > stale_after_days:
+            seen = f"last {last.date()}, {age} days old" if last is not None else "none left"
+            out[a] = (f"hourly candles of {a} stale ({seen}; stale after {stale_after_days}): "
+                      "restore the feed, or remove the file to margin the asset on the "
+                      "daily-range proxy")
+    return out
 
 
 def failed_assets(failures: dict[str, str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from serving.layout import current_partition
 from serving.market import FutureAsOfError, load_as_of
 from serving.publish import read_manifest, read_partition
 from tests.conftest import write_slice
@@ -150,6 +151,94 @@ def test_serve_keep_going_carries_a_broken_asset_flagged_and_exits_4(project: Pa
     assert sol["ltv"] == 0.0  # ... and no new borrowing on data that could not be read
     manifest = read_manifest(partition)["metadata"]
     assert list(manifest["skipped_files"]) == ["crypto/daily/SOL.csv.gz"]
+
+
+def test_an_asset_gone_from_the_data_is_carried_frozen_until_it_returns_or_is_retired(
+        project: Path) -> None:
+    """SOL published on D28, its files gone on D29 (removed, renamed, not synced), back on
+    D30: on D29 it is carried frozen on D28's thresholds, so D30 reads its state (the LTVs
+    admitted on D28 among it) instead of starting afresh; retired on purpose, it is gone."""
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_absent"}
+    d28 = dt.date(2025, 6, 28)
+    first = invoke(project, "serve", "--as-of", str(d28), "--data-dir", "market", "--quiet",
+                   env=env)
+    assert first.exit_code == 0, first.output
+    gone = market_copy(project, "market_nosol", lambda d: [
+        p.unlink() for p in d.rglob("SOL.csv.gz")])
+    result = invoke(project, "serve", "--as-of", str(D29), "--data-dir", gone, env=env)
+    assert result.exit_code == 0, result.output  # stale assets only warn by default
+    said = " ".join(result.output.split())
+    assert "SOL: no data for SOL in this update (published 2025-06-28)" in said
+    assert "serving.retired_assets" in said
+    out = project / "out_absent" / "forecasts"
+    before = read_partition(out / f"asof={d28}").set_index("asset")
+    held = read_partition(out / f"asof={D29}").set_index("asset")
+    sol = held.loc["SOL"]
+    assert sol["flag_stale"] and sol["flag_fallback"] and sol["ltv"] == 0.0
+    assert "no data for SOL in this update" in sol["reason"]
+    assert sol["lt"] == before.loc["SOL", "lt"] and sol["lb"] == before.loc["SOL", "lb"]
+    assert sol["admitted_ltv"] == before.loc["SOL", "admitted_ltv"]  # the state, carried
+    assert not held.loc["BTC", "flag_stale"]
+
+    back = invoke(project, "serve", "--as-of", str(D30), "--data-dir", "market", "--quiet",
+                  env=env)
+    assert back.exit_code == 0, back.output
+    sol30 = read_partition(out / f"asof={D30}").set_index("asset").loc["SOL"]
+    admitted = dict(json.loads(sol30["admitted_ltv"]))
+    assert admitted[str(d28)] == before.loc["SOL", "ltv"] > 0  # D28's LTV still protected
+    assert sol30["lt"] >= before.loc["SOL", "ltv"]
+
+    retired = invoke(project, "serve", "--as-of", str(D29), "--data-dir", gone, "--force",
+                     "--quiet", env={**env, "VOLMARGIN__SERVING__RETIRED_ASSETS": "[SOL]"})
+    assert retired.exit_code == 0, retired.output
+    revision, path = current_partition(out, D29)
+    assert revision == 2 and set(read_partition(path)["asset"]) == {"BTC"}
+
+
+def test_lost_or_stale_hourly_candles_freeze_the_asset_rather_than_switch_it_to_the_proxy(
+        project: Path) -> None:
+    """SOL's hourly file emptied on D29: margined on the daily-range proxy its covered loss
+    (and the LT cut it would announce) would rest on a data fault, so it is frozen on D28's
+    thresholds; an hourly feed that stopped while the daily one goes on, the same."""
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_hourly"}
+    d28 = dt.date(2025, 6, 28)
+    assert invoke(project, "serve", "--as-of", str(d28), "--data-dir", "market", "--quiet",
+                  env=env).exit_code == 0
+    lost = market_copy(project, "market_lost_hourly", lambda d: (
+        d / "crypto" / "hourly" / "SOL.csv.gz").write_bytes(b""))
+    result = invoke(project, "serve", "--as-of", str(D29), "--data-dir", lost, env=env)
+    assert result.exit_code == 0, result.output
+    assert "SOL: hourly candles of SOL lost" in " ".join(result.output.split())
+    out = project / "out_hourly" / "forecasts"
+    before = read_partition(out / f"asof={d28}").set_index("asset")
+    after = read_partition(out / f"asof={D29}").set_index("asset")
+    sol = after.loc["SOL"]
+    assert sol["flag_fallback"] and sol["ltv"] == 0.0 and "hourly candles of SOL lost" in (
+        sol["reason"])
+    assert sol["lt"] == before.loc["SOL", "lt"] and sol["lb"] == before.loc["SOL", "lb"]
+    assert not after.loc["BTC", "flag_fallback"]
+
+    stopped = market_copy(project, "market_stopped_hourly", lambda d: cut_file(
+        d / "crypto" / "hourly" / "SOL.csv.gz", "2025-06-24"))
+    again = invoke(project, "serve", "--as-of", str(D29), "--data-dir", stopped, "--force",
+                   "--quiet", env=env)
+    assert again.exit_code == 0, again.output
+    _, path = current_partition(out, D29)
+    sol = read_partition(path).set_index("asset").loc["SOL"]
+    assert sol["ltv"] == 0.0 and sol["lt"] == before.loc["SOL", "lt"]
+    assert "hourly candles of SOL stale (last 2025-06-24, 5 days old" in sol["reason"]
+
+
+def test_today_is_refused_as_an_as_of_it_has_not_closed(tmp_path: Path) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    with pytest.raises(FutureAsOfError, match="is today \\(UTC\\), which has not closed"):
+        load_as_of(tmp_path / "not-read", None, today, today=today)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("{}\n")
+    result = invoke(tmp_path, "serve", "--as-of", "today", "--data-dir", "nowhere")
+    assert result.exit_code == 2, result.output
+    assert "which has not closed" in " ".join(result.output.split())
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_a_serve_time_policy_override_is_refused_and_the_manifest_states_what_was_used(
