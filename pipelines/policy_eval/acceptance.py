@@ -5,7 +5,8 @@ A policy is **acceptable on an asset** when, over the rows it is judged on,
 1. its breaches are no more than the **one-sided** upper Kupiec band at the coverage level
    (too *few* breaches is over-coverage: costly, reported, never a failure);
 2. Christoffersen's independence test does not reject at ``size``;
-3. the Engle-Manganelli dynamic-quantile (DQ) test of the breach *dynamics* does not reject;
+3. the Engle-Manganelli dynamic-quantile (DQ) test of the breach *dynamics* does not reject
+   (an asymptotic rejection confirmed by a permutation test: :func:`dq_permutation_p`);
 4. its bad debt over the stress episodes is within a budget (by default what Aave v3's real
    parameters or the recalibrated static table lost on the same days);
 5. it is judged on at least :data:`MIN_VERDICT_DAYS` days. On fewer, a failed test still fails
@@ -125,6 +126,66 @@ def dq_test(hits: np.ndarray, var: np.ndarray, p: float, lags: int = 4) -> DQRes
     return DQResult(full, chi2_sf(full, df), df, dyn, dyn_p, k)
 
 
+DQ_PERMUTATIONS = 999  # the permutation p-value's resolution: 1/1000
+DQ_SEED = 2004  # fixed: a verdict is a function of its data alone, on any engine
+
+
+def dq_dynamics_statistics(hits: np.ndarray, var: np.ndarray, lags: int) -> np.ndarray:
+    r"""The DQ dynamics statistic of each row of ``hits`` (shape ``(R, N)``) against one
+    margin series ``var`` (``N``): :math:`\lVert P_{Z_c} y_c \rVert^2 / (\hat\pi(1-\hat\pi))`,
+    :math:`y_c` the centred hits after the first ``lags`` days, :math:`Z_c` the centred
+    lagged hits and margin, :math:`P` the projection on their span (a pseudo-inverse where a
+    column does not vary). This is :func:`dq_test`'s ``dynamics_statistic``: the Wald form of
+    the slopes equals the explained sum of squares of the centred regression (a test checks
+    it on random cases). The cross-products are taken column pair by column pair on views of
+    ``hits`` (no ``(R, N, K)`` array: a thousand orderings of two years cost ~15 ms)."""
+    h = np.asarray(hits, dtype=float)
+    big_n = h.shape[1]
+    n = big_n - lags
+    v = np.asarray(var, dtype=float)[lags:]
+    v = v - v.mean()  # centred once (the same in every row): no cancellation below
+    y = h[:, lags:]
+    cols = [h[:, lags - k: big_n - k] for k in range(1, lags + 1)]
+    k = lags + 1
+    g = np.empty((len(h), k, k))
+    c = np.empty((len(h), k))
+    for a in range(lags):
+        for b in range(a, lags):
+            g[:, a, b] = g[:, b, a] = np.einsum("rn,rn->r", cols[a], cols[b])
+        g[:, a, lags] = g[:, lags, a] = cols[a] @ v
+        c[:, a] = np.einsum("rn,rn->r", cols[a], y)
+    g[:, lags, lags] = v @ v
+    c[:, lags] = y @ v
+    mean = np.column_stack([col.sum(axis=1) for col in cols] + [np.full(len(h), v.sum())]) / n
+    pi = y.sum(axis=1) / n
+    gc = g - n * mean[:, :, None] * mean[:, None, :]
+    cc = c - n * mean * pi[:, None]
+    explained = np.einsum("rk,rk->r", cc, np.einsum("rkl,rl->rk", np.linalg.pinv(gc), cc))
+    var_pi = pi * (1.0 - pi)
+    return np.where(var_pi > 0, explained / np.where(var_pi > 0, var_pi, 1.0), 0.0)
+
+
+def dq_permutation_p(hits: np.ndarray, var: np.ndarray, lags: int = 4,
+                     reps: int = DQ_PERMUTATIONS, seed: int = DQ_SEED) -> float:
+    """Permutation p-value of the DQ dynamics statistic: under no dynamics the breach days
+    are exchangeable given their count, so the observed statistic is ranked among those of
+    ``reps`` random orderings of the same hits against the same margin series (an exact
+    test conditional on the count; Dufour 2006's Monte Carlo test). ``(1 + #{perm >= obs}) /
+    (1 + reps)``.
+
+    Why: the asymptotic chi-squared p-value of :func:`dq_test` rejects too often at a 1%
+    breach rate over the samples judged here: 10-11% of 2,000 i.i.d. Bernoulli(1%) samples of
+    545-1,000 days at the 5% size (7.6% at 2,000 days), since one chance pair of breaches a few
+    days apart is a large statistic (tests/test_acceptance.py measures it).
+    """
+    i = np.asarray(hits, dtype=bool)
+    v = np.asarray(var, dtype=float)
+    rng = np.random.default_rng(seed)
+    observed = dq_dynamics_statistics(i[None, :], v, lags)[0]
+    null = dq_dynamics_statistics(rng.permuted(np.tile(i, (reps, 1)), axis=1), v, lags)
+    return float((1 + np.count_nonzero(null >= observed * (1 - 1e-9))) / (1 + reps))
+
+
 def capital(ltv: pd.Series | np.ndarray) -> float:
     """Capital a borrower gives up: mean(1 - LTV) over the days."""
     return float(np.nanmean(1.0 - np.asarray(ltv, dtype=float)))
@@ -194,6 +255,12 @@ def accept_arrays(
     ind_p = christoffersen_independence(hits).p_value if n >= 2 else math.nan
     dq = (dq_test(hits, mmf, p, lags) if n > lags + 2
           else DQResult(math.nan, math.nan, 0, math.nan, math.nan, 0))
+    # the asymptotic DQ p-value rejects about twice as often as its size at a 1% breach
+    # rate (dq_permutation_p): a rejection is confirmed, or not, by the permutation test,
+    # whose p-value is then the one reported and judged (only rejections: it costs ~40 ms)
+    dq_p_asymptotic = dq.dynamics_p_value
+    dq_p = (dq_permutation_p(hits, mmf, lags) if dq_p_asymptotic <= size
+            else dq_p_asymptotic)
     band_low = _band(n, p, size)[0]
     row = {
         "n": n, "breaches": x, "expected_breaches": n * p, "breach_upper": upper,
@@ -202,13 +269,14 @@ def accept_arrays(
         "over_coverage": x < band_low,      # significantly too few (two-sided band): costly,
         #                                     reported, never a rejection
         "kupiec_lr": float(kupiec_lr(x, n, p)),
-        "independence_p": ind_p, "dq_p": dq.dynamics_p_value, "dq_full_p": dq.p_value,
+        "independence_p": ind_p, "dq_p": dq_p, "dq_asymptotic_p": dq_p_asymptotic,
+        "dq_full_p": dq.p_value,
         "stress_bad_debt": float(stress_bad_debt), "stress_budget": float(budget),
         "capital": capital(ltv),
     }
     row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
     passes = bool(not row["under_coverage"] and not ind_p <= size
-                  and not dq.dynamics_p_value <= size and row["within_budget"])
+                  and not dq_p <= size and row["within_budget"])
     least = max(min_days, lags + 3)  # the DQ test's own minimum, whatever min_days says
     short = n < least
     row["acceptable"] = passes and not short
@@ -217,7 +285,7 @@ def accept_arrays(
         text for fails, text in (
             (row["under_coverage"], f"{x} breaches > {upper}"),
             (ind_p <= size, f"independence p={ind_p:.3f}"),
-            (dq.dynamics_p_value <= size, f"DQ p={dq.dynamics_p_value:.3f}"),
+            (dq_p <= size, f"DQ p={dq_p:.3f}"),
             (not row["within_budget"],
              f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
             (short, f"too short to judge: {n} days < {least}"))
