@@ -226,7 +226,8 @@ def cross_field_errors(cfg: Config) -> list[str]:
     Ordered pairs (``ORDERED_PAIRS``: ``a <= b``), windows counted in fixed 30-day feature
     windows (``features.corr_min_obs``, ``features.liquidity_min_obs`` <= 30), and the
     horizons the policy and the selection read must be backtested
-    (``features.update_interval_days`` and ``selection.horizon`` in ``backtest.horizons``).
+    (``features.update_interval_days`` and ``selection.horizon`` in ``backtest.horizons``),
+    and the update interval is one day (what the policy backtest and serving support).
     """
     errors = []
     for small, large, why in ORDERED_PAIRS:
@@ -240,6 +241,14 @@ def cross_field_errors(cfg: Config) -> list[str]:
         if value is not _MISSING and value > 30:
             errors.append(f"  {key} = {value!r} > 30: more valid days than its 30-day window "
                           "holds, the feature would always be NaN")
+    interval = _leaf(cfg, "features.update_interval_days")
+    if interval is not _MISSING and interval != 1:
+        # the policy backtest replays a daily publication (every daily cutoff, the stress
+        # days and budgets counted per day) and the liquidation bonus reads a one-day σ:
+        # another interval would give overlapping losses and a σ √U too large, not an error
+        errors.append(f"  features.update_interval_days = {interval!r}: only 1 (a daily "
+                      "update) is supported by the policy backtest and serving; the features "
+                      "take any U, the replays and the liquidation bonus do not yet")
     horizons = _leaf(cfg, "backtest.horizons")
     for key in ("features.update_interval_days", "selection.horizon"):
         value = _leaf(cfg, key)

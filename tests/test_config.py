@@ -114,6 +114,8 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
     ({"VOLMARGIN__FEATURES__LIQUIDITY_MIN_OBS": "40"}, ["features.liquidity_min_obs"]),
     ({"VOLMARGIN__FEATURES__UPDATE_INTERVAL_DAYS": "3"},
      ["features.update_interval_days", "backtest.horizons"]),
+    ({"VOLMARGIN__FEATURES__UPDATE_INTERVAL_DAYS": "7"},  # a backtested horizon, still not 1
+     ["features.update_interval_days = 7: only 1 (a daily update) is supported"]),
     ({"VOLMARGIN__SELECTION__HORIZON": "30"}, ["selection.horizon", "backtest.horizons"]),
     ({"VOLMARGIN__BACKTEST__PLAUSIBILITY__MIN_RATIO": "3", "VOLMARGIN__BACKTEST__PLAUSIBILITY"
       "__MAX_RATIO": "2"}, ["backtest.plausibility.min_ratio", "backtest.plausibility.max_ratio"]),
