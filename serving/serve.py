@@ -234,6 +234,7 @@ def serve(
         panel, fingerprint = serve_panel(market, cfg.features, as_of, window,
                                          serve_columns(bundle), loss_days(cfg))
         prev = previous_parameters(root, as_of)
+        later = [day for day in current_partitions(root) if day > as_of]
         # json.dumps writes floats with repr (exact round trip); DataFrame.to_json keeps 10
         # decimals, so a value held by the deadband came back changed in the 11th digit.
         prev_json = json.dumps(prev.to_dict(orient="records"), default=str) if prev is not None \
@@ -299,6 +300,10 @@ def serve(
              *(f"{a}: {why}; frozen (LTV 0, LT and LB held) until its data returns, or list "
                "it in serving.retired_assets to stop publishing it" for a, why in absent.items()),
              *(f"{a}: {why}; frozen (LTV 0, LT and LB held)" for a, why in lost.items()),
+             *([f"{as_of} served after {later[-1]} was published: the later days' thresholds "
+                "were computed without this day's admitted LTVs (LATEST stays on "
+                f"{later[-1]}; serve the later days again with --force to carry them)"]
+               if later else []),
              *(f"a partition of an older schema read as the state, upgraded in memory ({step})"
                for step in upgraded),
              *(f"version {mv.version} has no {tag} tag (registered before "

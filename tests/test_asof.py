@@ -229,6 +229,18 @@ def test_lost_or_stale_hourly_candles_freeze_the_asset_rather_than_switch_it_to_
     assert "hourly candles of SOL stale (last 2025-06-24, 5 days old" in sol["reason"]
 
 
+def test_a_day_served_after_a_later_one_is_said(project: Path) -> None:
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_backfill"}
+    assert invoke(project, "serve", "--as-of", str(D30), "--data-dir", "market", "--quiet",
+                  env=env).exit_code == 0
+    result = invoke(project, "serve", "--as-of", str(D29), "--data-dir", "market", env=env)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"{D29} served after {D30} was published" in said and "--force" in said
+    latest = (project / "out_backfill" / "forecasts" / "LATEST").read_text()
+    assert str(D30) in latest  # LATEST does not move back
+
+
 def test_today_is_refused_as_an_as_of_it_has_not_closed(tmp_path: Path) -> None:
     today = dt.datetime.now(dt.UTC).date()
     with pytest.raises(FutureAsOfError, match="is today \\(UTC\\), which has not closed"):
