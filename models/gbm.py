@@ -152,7 +152,9 @@ class GbmForecaster:
         panel = panel.sort_index()
         valid = valid_rows(panel)
         y = forward_targets(panel, self.horizons) / np.array(self.horizons)  # (N, H) per day
-        has_y = valid[:, None] & np.isfinite(y) & (y > 0)  # (N, H)
+        # a peg's rows (config: min_train_vol_1d) would throw the pooled trees off
+        calm = panel["har_rv_30d"].to_numpy(dtype=float) < self.config.min_train_vol_1d ** 2
+        has_y = valid[:, None] & np.isfinite(y) & (y > 0) & ~calm[:, None]  # (N, H)
         assets = sorted(pd.unique(panel.index.get_level_values("asset")[has_y.any(axis=1)]))
         if not assets:
             raise ValueError("gbm_sklearn.fit: no row with inputs and a target; panel too short")

@@ -352,6 +352,31 @@ def test_gbm_with_and_without_asset_onehot(panel, onehot: bool) -> None:
     pd.testing.assert_frame_equal(clone.forecast(panel, [1]), fc, check_exact=True)
 
 
+def test_a_pegged_asset_does_not_train_the_pooled_trees() -> None:
+    """A third asset at a stablecoin's variance (its simulated path scaled to ~0.05% a day):
+    its rows do not train the trees, which are then those fitted without it (the other
+    assets' forecasts exactly equal); with the guard off they move the others' forecasts
+    (the defect: the gamma loss's Newton steps on rows ~1,000x calmer than the rest)."""
+    sim = simulate_panel(("AAA", "BBB", "PEG"), n_days=600, seed=11)
+    peg = sim.index.get_level_values("asset") == "PEG"
+    scale = 0.0005 / np.sqrt(sim.loc[peg, "rv"].mean())  # to ~0.05% daily vol
+    for col in ("rv", "har_rv_1d", "har_rv_7d", "har_rv_30d", "gk_var", "rv_hourly",
+                "dvol_var_1d"):
+        sim.loc[peg, col] = sim.loc[peg, col] * scale ** 2
+    sim.loc[peg, "ret_1d"] = sim.loc[peg, "ret_1d"] * scale
+    pooled = feature_view(sim)
+    alone = pooled[~peg]
+    cuts = _last(alone, 30)
+    want = GbmForecaster(SMALL_GBM, horizons=[1]).fit(alone).forecast(alone, [1], cuts)
+    got = GbmForecaster(SMALL_GBM, horizons=[1]).fit(pooled).forecast(pooled, [1], cuts)
+    pd.testing.assert_frame_equal(got[got["asset"] != "PEG"].reset_index(drop=True), want)
+    off = SMALL_GBM.model_copy(update={"min_train_vol_1d": 0.0})
+    hurt = GbmForecaster(off, horizons=[1]).fit(pooled).forecast(pooled, [1], cuts)
+    moved = np.abs(np.log(hurt[hurt["asset"] != "PEG"]["variance"].to_numpy()
+                          / want["variance"].to_numpy()))
+    assert moved.max() > 0.1
+
+
 def test_gbm_draws_at_most_max_train_rows_seeded_and_forecasts_every_asset(panel) -> None:
     """Past ``max_train_rows`` a fit draws that many rows (seeded: the same rows every time,
     other rows with another seed); below it, every row is used; forecasts cover every asset
