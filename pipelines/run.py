@@ -33,6 +33,7 @@ from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.steps import (
     Progress,
     _noop,
+    failed_in_walk_forward,
     step_backtest,
     step_features,
     step_policy,
@@ -156,8 +157,10 @@ def run(
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine)
     progress("register", 0, 1)
+    failed = failed_in_walk_forward(bt.failures, choice.model,
+                                    cfg.features.update_interval_days)
     version, promoted, reason = step_register(cfg, panel, choice, forecasts[choice.model],
-                                              summary)
+                                              summary, failed)
     served = None
     if publish:
         progress("serve", 0, 1)

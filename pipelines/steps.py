@@ -270,11 +270,27 @@ def step_policy(
     return choice, summary, ev.stress
 
 
+def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int
+                           ) -> dict[str, str]:
+    """Asset → reason for each asset ``model`` failed at ``horizon`` in its walk-forward (a
+    fit that raised, no forecast, implausible forecasts: the triple was left out of the
+    comparison and the policy backtest; forecasts dropped one by one do not count)."""
+    if failures is None or not len(failures):
+        return {}
+    mine = failures[(failures["model"] == model) & (failures["horizon_days"] == horizon)
+                    & (failures["stage"] != "unverifiable")]
+    return {str(r.asset): f"{r.stage}: {r.reason}" for r in mine.itertuples()}
+
+
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
-    summary: pd.DataFrame,
+    summary: pd.DataFrame, failed: dict[str, str] | None = None,
 ) -> tuple[str, bool, str]:
-    """Refit the selected forecaster on all data, bundle it with the policy, register, gate."""
+    """Refit the selected forecaster on all data, bundle it with the policy, register, gate.
+
+    ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
+    walk-forward: the bundle carries them, and serving gives them the fail-safe (their
+    margins were never validated), whatever a day's forecast looks like."""
     name, selected = cfg.registry.model_name, choice.model
     cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg  # frozen settings
     with mlflow.start_run(run_name="register") as run:
@@ -288,6 +304,7 @@ def step_register(
             "config": cfg.resolved(),
             "frozen": dict(choice.overrides),  # the settings the protocol chose (serve logs)
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
+            "failed_assets": dict(failed or {}),
         }
         info = registry.log_policy_model(bundle)
         mine = policy_rows(summary, choice.policy or f"policy:{selected}")

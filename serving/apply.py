@@ -417,11 +417,13 @@ def _failed(cfg: Config, asset: str, as_of: dt.date, err: Exception,
 def frozen_frame(
     bundle: dict[str, Any], previous: pd.DataFrame | None, reasons: dict[str, str],
     as_of: dt.date, new_too: set[str] | frozenset[str] = frozenset(),
+    fresh: set[str] | frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """Rows for assets without usable data this update (e.g. a file that failed to load under
     ``keep_going``): the fail-safe (:func:`freeze`) on each one's previously published row,
-    flagged stale with ``reasons[asset]``. Assets never published before get no row, except
-    those of ``new_too`` (data that is there but cannot be trusted): the conservative set."""
+    flagged stale with ``reasons[asset]`` (not stale for ``fresh`` ones, whose data is
+    current). Assets never published before get no row, except those of ``new_too`` (data
+    that is there but cannot be trusted): the conservative set."""
     if not reasons:
         return pd.DataFrame()
     cfg = Config.model_validate(bundle["config"])
@@ -430,8 +432,8 @@ def frozen_frame(
     rows = []
     for asset in sorted(set(reasons) & (set(prev_rows.index) | set(new_too))):
         state = state_from_row(prev_rows.loc[asset]) if asset in prev_rows.index else None
-        params, state = freeze(state, f"fail-safe: {reasons[asset]}", cfg.policy, stale=True,
-                               hours=hours)
+        params, state = freeze(state, f"fail-safe: {reasons[asset]}", cfg.policy,
+                               stale=asset not in fresh, hours=hours)
         rows.append({"as_of": as_of, "asset": asset,
                      "horizon_days": int(cfg.features.update_interval_days),
                      **params.as_dict(), **state_columns(state)})

@@ -249,10 +249,13 @@ def serve(
         reasons.update(absent)
         live = params.loc[~params["flag_fallback"].astype(bool), "asset"]
         lost = hourly_lost(market, as_of, cfg.data.stale_after_days, list(live))
-        if lost:  # today's rows would rest on the daily-range proxy: the fail-safe instead
-            params = params[~params["asset"].isin(lost)].reset_index(drop=True)
-            reasons.update(lost)
-        frozen = frozen_frame(bundle, prev, reasons, as_of, new_too=set(lost))
+        untried = unvalidated(bundle, list(live))
+        distrusted = {**lost, **untried}
+        if distrusted:  # rows on the range proxy or an unvalidated model: the fail-safe
+            params = params[~params["asset"].isin(distrusted)].reset_index(drop=True)
+            reasons.update(distrusted)
+        frozen = frozen_frame(bundle, prev, reasons, as_of, new_too=set(distrusted),
+                              fresh=set(untried))
         if len(frozen):
             params = pd.concat([params, frozen], ignore_index=True).sort_values(
                 "asset", ignore_index=True)
@@ -299,7 +302,7 @@ def serve(
     notes = [*pit.warnings,
              *(f"{a}: {why}; frozen (LTV 0, LT and LB held) until its data returns, or list "
                "it in serving.retired_assets to stop publishing it" for a, why in absent.items()),
-             *(f"{a}: {why}; frozen (LTV 0, LT and LB held)" for a, why in lost.items()),
+             *(f"{a}: {why}; frozen (LTV 0, LT and LB held)" for a, why in distrusted.items()),
              *([f"{as_of} served after {later[-1]} was published: the later days' thresholds "
                 "were computed without this day's admitted LTVs (LATEST stays on "
                 f"{later[-1]}; serve the later days again with --force to carry them)"]
@@ -438,6 +441,17 @@ def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list
                       "restore the feed, or remove the file to margin the asset on the "
                       "daily-range proxy")
     return out
+
+
+def unvalidated(bundle: dict[str, Any], assets: list[str]) -> dict[str, str]:
+    """Asset → reason for each of ``assets`` that the model's forecaster failed in the
+    walk-forward it was selected on (``failed_assets`` in the bundle; none in bundles written
+    before it): its policy was never backtested there, so a plausible-looking forecast of
+    the day does not make its margins trustworthy."""
+    failed = bundle.get("failed_assets") or {}
+    return {a: (f"the model's forecaster failed {a} in its walk-forward ({failed[a]}): its "
+                "margins were never validated; a retrain that validates it lifts this")
+            for a in assets if a in failed}
 
 
 def failed_assets(failures: dict[str, str]) -> dict[str, str]:
