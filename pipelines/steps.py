@@ -325,6 +325,9 @@ def step_register(
         refusal = stress_gate_refusal(cfg, model, bundle, features)  # None unless budgeted
         decision = gate(mine, champ_rows, cfg.registry.gate, stress_refusal=refusal)
         passed, reason = decision.passed, decision.reason
+        if failed:  # not judged (no backtest path) and served the fail-safe: named here
+            reason += (f"; served the fail-safe on {', '.join(sorted(failed))} (its "
+                       "forecaster failed them in the walk-forward)")
         if not passed and champion is None and cfg.registry.gate.promote_first:
             passed, reason = True, f"first version promoted with its gate result: {reason}"
         promoted = registry.promote(name, version, passed, reason)
