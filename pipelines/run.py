@@ -170,6 +170,7 @@ def run(
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
-                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed])),
+                     list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed,
+                                         *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged)
