@@ -40,6 +40,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from configs.schema import ENV_PREFIX, Config
+from features.freshness import freshness_report
 from features.schema import feature_view
 from features.window import bundle_window, serve_columns, serve_panel
 from serving.apply import frozen_frame
@@ -418,28 +419,25 @@ def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list
                 ) -> dict[str, str]:
     """Asset → reason for each of ``assets`` whose hourly file is there but unusable (lost:
     :attr:`features.loaders.MarketData.hourly_problems`) or stale while its daily candles
-    are fresh. Built on the daily-range proxy instead, its covered loss would jump (the proxy
-    runs ~3.7x the hourly loss on ETH) and its margins with it, an LT cut announced on a data
-    fault; such an asset is frozen instead. Removing the hourly file on purpose margins the
-    asset on the proxy (flagged), as one that never had hourly candles."""
+    are fresh (the ``hourly`` rows of :func:`features.freshness.freshness_report`). Built on
+    the daily-range proxy instead, its covered loss would jump (the proxy runs ~3.7x the
+    hourly loss on ETH) and its margins with it, an LT cut announced on a data fault; such an
+    asset is frozen instead. Removing the hourly file on purpose margins the asset on the
+    proxy (flagged), as one that never had hourly candles."""
+    report = freshness_report(market, as_of, stale_after_days)
+    hourly = report[(report["kind"] == "hourly") & report["stale"]
+                    & report["name"].isin(assets)]
     out: dict[str, str] = {}
-    problems = dict(getattr(market, "hourly_problems", {}))
-    day = pd.Timestamp(as_of)
-    for a in assets:
-        if a in problems:
-            out[a] = (f"hourly candles of {a} lost ({problems[a]}): restore the file, or remove "
-                      "it to margin the asset on the daily-range proxy")
-            continue
-        frame = market.hourly.get(a)
-        if frame is None:
-            continue  # never had hourly candles: the proxy, flagged, as always
-        last = frame.index.max().normalize() if len(frame) else None
-        age = (day - last).days if last is not None else None
-        if age is None or age > stale_after_days:
-            seen = f"last {last.date()}, {age} days old" if last is not None else "none left"
-            out[a] = (f"hourly candles of {a} stale ({seen}; stale after {stale_after_days}): "
-                      "restore the feed, or remove the file to margin the asset on the "
-                      "daily-range proxy")
+    for row in hourly.itertuples():
+        if row.problem:
+            seen = f"lost ({row.problem})"
+        elif pd.notna(row.last_date):
+            seen = (f"stale (last {row.last_date.date()}, {row.days_since_update} days old; "
+                    f"stale after {stale_after_days})")
+        else:
+            seen = "stale (none left)"
+        out[row.name] = (f"hourly candles of {row.name} {seen}: restore them, or remove the "
+                         "file to margin the asset on the daily-range proxy")
     return out
 
 
