@@ -138,7 +138,7 @@ def dq_dynamics_statistics(hits: np.ndarray, var: np.ndarray, lags: int) -> np.n
     column does not vary). This is :func:`dq_test`'s ``dynamics_statistic``: the Wald form of
     the slopes equals the explained sum of squares of the centred regression (a test checks
     it on random cases). The cross-products are taken column pair by column pair on views of
-    ``hits`` (no ``(R, N, K)`` array: a thousand orderings of two years cost ~15 ms)."""
+    ``hits`` (no ``(R, N, K)`` array, whose stacking and centring cost most of the time)."""
     h = np.asarray(hits, dtype=float)
     big_n = h.shape[1]
     n = big_n - lags
@@ -257,7 +257,7 @@ def accept_arrays(
           else DQResult(math.nan, math.nan, 0, math.nan, math.nan, 0))
     # the asymptotic DQ p-value rejects about twice as often as its size at a 1% breach
     # rate (dq_permutation_p): a rejection is confirmed, or not, by the permutation test,
-    # whose p-value is then the one reported and judged (only rejections: it costs ~40 ms)
+    # whose p-value is then the one reported and judged (only rejections: ~37 ms a p-value)
     dq_p_asymptotic = dq.dynamics_p_value
     dq_p = (dq_permutation_p(hits, mmf, lags) if dq_p_asymptotic <= size
             else dq_p_asymptotic)
