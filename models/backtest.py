@@ -47,6 +47,12 @@ ProgressHook = Callable[[int, int], None]
 FAILURE_COLUMNS = ["model", "asset", "horizon_days", "stage", "reason", "rows"]
 
 
+def whole_failures(failures: pd.DataFrame) -> pd.DataFrame:
+    """The failures rows whose whole (model, asset, horizon) triple was left out: every stage
+    but ``unverifiable`` (forecasts dropped one by one, the triple kept)."""
+    return failures[failures["stage"] != "unverifiable"]
+
+
 @dataclass(frozen=True)
 class Task:
     """Fit on rows dated ``<= fit_end`` of ``assets``, forecast every day up to ``seg_end``."""
@@ -345,7 +351,7 @@ class PendingBacktest:
         alone = np.zeros(len(fc), dtype=bool)  # unverifiable: dropped one by one
         alone[flagged[unverifiable(np.asarray(reasons)[flagged])]] = True
         failures = _failures(self.alias, results, fc, reasons, alone, self.horizons)
-        whole = failures[failures["stage"] != "unverifiable"]
+        whole = whole_failures(failures)
         failed = pd.MultiIndex.from_frame(whole[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))
         keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(

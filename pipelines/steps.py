@@ -28,6 +28,7 @@ from models.backtest import (
     NoForecastsError,
     backtest,
     no_eligible_asset,
+    whole_failures,
 )
 from models.registry import REGISTRY, build_forecaster
 from pipelines.engine import Engine
@@ -107,7 +108,7 @@ def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> 
     """The comparison table as logged: healthy rows, then one row per failed (model, asset,
     horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows). A triple
     that only had forecasts dropped alone (stage ``unverifiable``) is a healthy row."""
-    failed = failures[failures["stage"] != "unverifiable"].rename(
+    failed = whole_failures(failures).rename(
         columns={"reason": "failure"})[["model", "asset", "horizon_days", "failure"]]
     return pd.concat([compared.assign(failure=""), failed], ignore_index=True)
 
@@ -157,7 +158,7 @@ def step_backtest(
                     forecasts[alias] = fc
                 failed.append(wf.failures)
                 fc.to_parquet(out_dir / f"forecasts_{alias}.parquet")
-                whole = int((wf.failures["stage"] != "unverifiable").sum())
+                whole = len(whole_failures(wf.failures))
                 mlflow.log_metrics({"forecast_rows": len(fc), "failed_pairs": whole,
                                     "task_seconds": round(wf.task_seconds, 3)})
                 if len(wf.failures):
@@ -277,8 +278,8 @@ def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int
     comparison and the policy backtest; forecasts dropped one by one do not count)."""
     if failures is None or not len(failures):
         return {}
-    mine = failures[(failures["model"] == model) & (failures["horizon_days"] == horizon)
-                    & (failures["stage"] != "unverifiable")]
+    whole = whole_failures(failures)
+    mine = whole[(whole["model"] == model) & (whole["horizon_days"] == horizon)]
     return {str(r.asset): f"{r.stage}: {r.reason}" for r in mine.itertuples()}
 
 
