@@ -197,12 +197,23 @@ def test_static_recalibration_uses_only_data_before_each_year():
     assert after.loc[2020, "mmf"] == table.loc[2020, "mmf"]
     assert after.loc[2021, "mmf"] == table.loc[2021, "mmf"]  # 2021's table predates 2021
     assert after.loc[2022, "mmf"] > table.loc[2022, "mmf"]   # 2022's has seen 2021
-    # known answer for 2020: ES97.5 of the 2019 loss fractions + slippage of $5M
+    # known answer for 2020: ES97.5 of the 2019 loss fractions; the slippage of $5M beside it
     frac = 1 - np.exp(-base.loc[:"2019-12-31", "worst_loss_long"].to_numpy())
     var = np.quantile(frac, 0.975, method="higher")
     sigma = base.loc[:"2019-12-31", "ret_1d"].std()
-    expected = frac[frac >= var].mean() + sigma * np.sqrt(5e6 / 1e9)
-    assert table.loc[2020, "mmf"] == pytest.approx(expected)
+    assert table.loc[2020, "mmf"] == pytest.approx(frac[frac >= var].mean())
+    assert table.loc[2020, "slippage"] == pytest.approx(sigma * np.sqrt(5e6 / 1e9))
+
+
+def test_static_mmf_leaves_slippage_to_the_liquidation_bonus():
+    # the outcomes charge no slippage to anyone (LB pays it), so a static MMF carrying it
+    # would hold a cushion the policy's MMF does not: at the comparison LB both leave it to LB
+    base = _frame(0)
+    thin = base.assign(log_dollar_volume=np.log(1e6))  # 1,000x less volume: more slippage
+    deep = static_schedule(base, [2020, 2021], CFG).set_index("year")
+    shallow = static_schedule(thin, [2020, 2021], CFG).set_index("year")
+    assert (shallow["slippage"] > 10 * deep["slippage"]).all()
+    pd.testing.assert_series_equal(shallow["mmf"], deep["mmf"])
 
 
 def test_evaluation_config_rejects_overlapping_periods():

@@ -7,13 +7,17 @@ code (:mod:`pipelines.policy_eval.backtest`):
 * ``policy:<alias>:no_apc`` the frozen choice without anti-procyclicality (IMF terms, stress
   floor and parameter roles all off)
 * ``static``                one MMF per asset and calendar year: the ES of the covered loss
-                            realized *before* that year (expanding window) + the slippage of
-                            the reference size, LB held at the comparison LB
+                            realized *before* that year (expanding window), LB held at the
+                            comparison LB
 * ``aave_v3``               Aave v3's WETH / WBTC parameters on ETH / BTC over the whole period,
   ``aave_v3:from_launch``   and from the market's launch (2023-01-27) only
 
-Every comparator's realized loss includes the *same* slippage as the policy's (the template
-path's liquidity add-on), so all of them are judged on the same losses.
+Every comparator is judged on the same realized losses, and every one pays its liquidations'
+slippage the same way: out of its liquidation bonus, never in MMF
+(:func:`pipelines.policy_eval.backtest.with_outcomes`). Where LB is held at the comparison LB
+(1.05, Aave's), that bonus is what pays the liquidator for each of them; the static table's
+slippage of the reference size is recorded beside its MMF (``slippage``), not added to it,
+since a static MMF carrying it would hold a cushion the outcomes never ask of anyone.
 """
 
 from __future__ import annotations
@@ -212,11 +216,13 @@ def static_schedule(frame: pd.DataFrame, years: list[int], cfg: Config,
     """One asset's static MMF for each calendar year, from data realized before it.
 
     .. math:: \\mathrm{MMF}_Y = \\mathrm{ES}_q\\big(1 - e^{-L_s} : s < Y\\big)
-              + c\\,\\hat\\sigma_{<Y}\\sqrt{Q / \\mathrm{ADV}_{<Y}}
 
-    with :math:`L_s` the covered log loss of the interval ending on day :math:`s`, the
-    slippage from :func:`serving.policy.liquidity_addon` on the sample σ of daily returns and
-    the ADV of the last ``adv_window`` days before the year. Fewer than ``MIN_IN_SAMPLE``
+    with :math:`L_s` the covered log loss of the interval ending on day :math:`s` (floored and
+    capped as the policy's MMF). Beside it, ``slippage``
+    :math:`c\\,\\hat\\sigma_{<Y}\\sqrt{Q / \\mathrm{ADV}_{<Y}}`: the slippage of the reference
+    size from :func:`serving.policy.liquidity_addon` on the sample σ of daily returns and the
+    ADV of the last ``adv_window`` days before the year, paid out of the liquidation bonus as
+    the policy's is, not added to MMF (module docstring). Fewer than ``MIN_IN_SAMPLE``
     losses: NaN (no table for that year).
     """
     q = cfg.policy.confidence if confidence is None else confidence
@@ -245,7 +251,7 @@ def static_schedules(frame: pd.DataFrame, years: list[int], cfg: Config,
         for q in confidences:
             var = np.quantile(frac, q, method="higher")
             es = float(frac[frac >= var].mean())
-            mmf = min(max(es + slip, cfg.policy.mmf_floor), cfg.policy.mmf_cap)
+            mmf = min(max(es, cfg.policy.mmf_floor), cfg.policy.mmf_cap)  # slippage: in LB
             rows[q].append({"year": year, "mmf": mmf, "slippage": slip, "n_obs": len(frac)})
     return {q: pd.DataFrame(r) for q, r in rows.items()}
 
