@@ -45,6 +45,9 @@ class FeaturesConfig(_Strict):
     liquidity_min_obs: int = Field(20, ge=2)  # valid days in a 30-day volume / Amihud window
     min_hours_for_rv: int = Field(20, ge=1, le=24)
     liquidation_delay_hours: int = Field(1, ge=1, le=24)  # H: time to liquidate a position
+    # an exchange outage (missing hours, no trading) up to this long is spanned by a loss
+    # window: the move across it is exposure no liquidation could cut (features.losses)
+    outage_bridge_hours: int = Field(24, ge=0, le=72)
     update_interval_days: int = Field(1, ge=1)            # U: parameters hold this long
     # Retention of outputs/features/: one full-history panel per as-of otherwise piles up
     # (~420 MB a day at 1,000 assets); the latest few cover a rerun and a retrain + serve.

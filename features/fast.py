@@ -68,12 +68,16 @@ from features.fast_rows import (
 from features.implied import MARKET_DVOL
 from features.loaders import MarketData
 from features.loss_days import Known, LossDays, Source, due
-from features.losses import LOSS_COLUMNS, PROXY_FLAG
+from features.losses import LOSS_COLUMNS, PROXY_FLAG, accounts_for_range
 from features.schema import COLUMNS
 
 _log = logging.getLogger(__name__)
 # (first day, worst losses (loss columns, days), valid windows (days,)) of one hourly grid
 DayLosses = tuple[int, np.ndarray, np.ndarray]
+# per-day values beside the loss columns: the day's highest log high and negated lowest log
+# low of its hourly candles (whether the hours account for the daily range, features.losses)
+EXTREMES = ("hour_high", "hour_low_negated")
+N_DAY_VALUES = len(LOSS_COLUMNS) + len(EXTREMES)
 
 BATCH_HOURS = 1_000_000  # hourly grid slots per batch: ~8 MB per float array
 _GK_C = 2.0 * np.log(2.0) - 1.0  # Garman-Klass's weight of ln(C/O)², as features.ranges
@@ -168,11 +172,12 @@ class LossPlan:
     parts: tuple[tuple[int, int | None, int, int], ...] = ()
 
 
-def loss_plan(hour_ns: np.ndarray, cut: bool, H: int, known: Known | None) -> LossPlan:
+def loss_plan(hour_ns: np.ndarray, cut: bool, reach: int, known: Known | None) -> LossPlan:
     """The plan of an asset whose tail span holds the hourly stamps ``hour_ns`` (read at its
-    two ends only; at least one), ``cut`` when the span left earlier candles out."""
+    two ends only; at least one), ``cut`` when the span left earlier candles out; ``reach``:
+    the most hours a window spans (the delay H and the outage hours it may bridge)."""
     first, last = int(hour_ns[0]) // DAY_NS, int(hour_ns[-1]) // DAY_NS
-    warm = -(-H // HOURS_PER_DAY)  # days a window can reach back
+    warm = -(-reach // HOURS_PER_DAY)  # days a window can reach back
     exact_from = first + warm if cut else first
     whole = LossPlan(first, last, exact_from, known, parts=((first * DAY_NS, None, first, last),))
     if known is None:
@@ -185,14 +190,18 @@ def loss_plan(hour_ns: np.ndarray, cut: bool, H: int, known: Known | None) -> Lo
     return LossPlan(first, last, exact_from, known, (lo, hi), tuple(parts))
 
 
-def _day_losses(parts: list[Candles], H: int, which: list[int]
+def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
                 ) -> list[DayLosses]:
-    """(first day, per-day worst losses (4, days), valid windows per day) of each part's own
-    hourly grid (whole UTC days of 24 slots, first candle's day to last candle's day; a window
-    ending in its first H slots refused, as :func:`features.losses.hourly_worst_losses` does
-    at an asset's first candle); -inf/0 on days without a valid window. Only the loss columns
-    numbered ``which`` are computed, the others stay -inf."""
-    out: list[DayLosses] = [(0, np.empty((4, 0)), np.empty(0))] * len(parts)
+    """(first day, per-day values (6, days), valid windows per day) of each part's own hourly
+    grid (whole UTC days of 24 slots, first candle's day to last candle's day). The values:
+    the worst losses of the four :data:`LOSS_COLUMNS` over the windows of ``H`` traded
+    candles that end in the day, spanning at most ``bridge`` missing hours, none reaching
+    before the part's first candle, as :func:`features.losses.hourly_worst_losses` does at an
+    asset's first candle (only the columns numbered ``which`` are computed, the others stay
+    -inf); then the day's highest log high and the negated lowest log low (:data:`EXTREMES`);
+    -inf/0 on days without a window or a candle. The count is of the windows complete on the
+    grid (the ``min_hours_for_rv`` rule)."""
+    out: list[DayLosses] = [(0, np.empty((N_DAY_VALUES, 0)), np.empty(0))] * len(parts)
     intrabar = bool({2, 3} & set(which))
     for batch in hourly_batches(parts, 1, BATCH_HOURS):
         first = np.array([c.hour_ns[0] // DAY_NS for _, c in batch], dtype=np.int64)
@@ -201,53 +210,66 @@ def _day_losses(parts: list[Candles], H: int, which: list[int]
         slots = np.concatenate([c.hour_ns for _, c in batch]) // HOUR_NS
         # every candle is inside its part's grid: row = slot - first slot + offset
         at = slots + np.repeat(grid.offset - grid.first, [len(c.hour_ns) for _, c in batch])
-        h = np.full((3 if intrabar else 1, grid.size), np.nan)  # [close, high, low]
-        for k, column in enumerate((2, 0, 1)[:len(h)]):  # highs and lows for intrabar only
+        h = np.full((3, grid.size), np.nan)  # [close, high, low]
+        for k, column in enumerate((2, 0, 1)):
             h[k, at] = np.concatenate([c.hourly[column] for _, c in batch])
         n = grid.size
-        per_day = np.full((len(LOSS_COLUMNS), n // HOURS_PER_DAY), -np.inf)
+        per_day = np.full((N_DAY_VALUES, n // HOURS_PER_DAY), -np.inf)
         valid = np.zeros(n, dtype=bool)
-        if n > H:
-            lc = np.log(h[0])
-            finite = np.isfinite(lc)
+        lc, lh, ll = np.log(h[0]), np.log(h[1]), np.log(h[2])
+        finite = np.isfinite(lc)
+        if n > H:  # windows complete on the grid: the count
             head = np.zeros(n, dtype=bool)  # a part's first H slots: the window would
             head[(grid.offset[:, None] + np.arange(H)).ravel()] = True  # start before it
             ok = finite[H:] & ~head[H:]
             for lag in range(1, H + 1):  # every close of the window, j-H .. j
                 ok &= finite[H - lag:n - lag]
             valid[H:] = ok
-            refused = ~ok
-            p0, end = lc[:-H], lc[H:]  # the window ending at slot j's close, j >= H
+        traded = np.flatnonzero(finite)  # the windows: H traded candles and the close before
+        if len(traded) > H:
+            part = np.searchsorted(grid.offset, traded, side="right") - 1
+            spans = (traded[H:] - traded[:-H] <= H + bridge) & (part[H:] == part[:-H])
+            c = lc[traded]
+            p0, end = c[:-H], c[H:]
             low = high = p0  # unused unless an intrabar column is wanted
-            if intrabar:  # lows and highs of candles j-H+1 .. j
-                lh, ll = np.log(h[1]), np.log(h[2])
-                low = ll[1:] if H == 1 else sliding_window_view(ll, H).min(axis=-1)[1:]
-                high = lh[1:] if H == 1 else sliding_window_view(lh, H).max(axis=-1)[1:]
+            if intrabar:  # lows and highs of traded candles k-H+1 .. k
+                lo, hi = ll[traded], lh[traded]
+                low = lo[1:] if H == 1 else sliding_window_view(lo, H).min(axis=-1)[1:]
+                high = hi[1:] if H == 1 else sliding_window_view(hi, H).max(axis=-1)[1:]
+            window = np.empty(len(traded) - H)
             slot = np.full(n, -np.inf)
             with np.errstate(invalid="ignore"):
                 for k in which:
-                    _window_loss(k, p0, end, low, high, out=slot[H:])
-                    np.copyto(slot[H:], -np.inf, where=refused)
+                    _window_loss(k, p0, end, low, high, out=window)
+                    slot[traded[H:]] = np.where(spans, window, -np.inf)
                     per_day[k] = _per_day(slot, np.maximum)
+        per_day[len(LOSS_COLUMNS)] = _per_day(np.where(np.isfinite(lh), lh, -np.inf),
+                                              np.maximum)
+        per_day[len(LOSS_COLUMNS) + 1] = _per_day(np.where(np.isfinite(ll), -ll, -np.inf),
+                                                  np.maximum)
         counts = _per_day(valid, np.add).astype(float)
-        for (p, _), lo, size, day in zip(batch, days.offset, days.length, first, strict=True):
-            out[p] = (int(day), per_day[:, lo:lo + size], counts[lo:lo + size])
+        for (p, _), lo_day, size, day in zip(batch, days.offset, days.length, first,
+                                             strict=True):
+            out[p] = (int(day), per_day[:, lo_day:lo_day + size], counts[lo_day:lo_day + size])
     return out
 
 
 def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], rows: Rows,
-                   U: int, H: int, which: list[int]
-                   ) -> tuple[np.ndarray, np.ndarray, dict[int, DayLosses]]:
-    """(losses (4, N), n_windows (N,), days) on ``rows``
+                   U: int, H: int, which: list[int], bridge: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, DayLosses]]:
+    """(losses (4, N), n_windows (N,), extremes (2, N), days) on ``rows``
     (:func:`features.losses.hourly_worst_losses` then reindexed: n_windows -1 where the
-    asset's hourly grid has no such day); each asset's per-day values come from its stored
-    days (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
-    planned asset's per-day (first grid day, values of the ``which`` columns (len(which),
-    days), counts) over its whole grid."""
+    asset's hourly grid has no such day; extremes: ``hour_high`` and ``hour_low``, NaN
+    without a candle); each asset's per-day values come from its stored days
+    (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
+    planned asset's per-day (first grid day, values of the ``which`` columns and the
+    :data:`EXTREMES` (len(which) + 2, days), counts) over its whole grid."""
     losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
+    extremes = np.full((len(EXTREMES), rows.size), np.nan)
     n_windows = np.full(rows.size, -1, dtype=np.int64)
+    kept = [*which, *range(len(LOSS_COLUMNS), N_DAY_VALUES)]  # the rows of a day's values
     flat = [(a, i) for a, ps in enumerate(parts) for i in range(len(ps))]
-    computed = _day_losses([parts[a][i] for a, i in flat], H, which)
+    computed = _day_losses([parts[a][i] for a, i in flat], H, which, bridge)
     by_asset: dict[int, list[DayLosses]] = {}
     for (a, _), got in zip(flat, computed, strict=True):
         by_asset.setdefault(a, []).append(got)
@@ -256,7 +278,7 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
         if plan is None:
             continue
         size = plan.last - plan.first + 1
-        values = np.full((len(which), size), -np.inf)
+        values = np.full((len(kept), size), -np.inf)
         counts = np.zeros(size)
         lo, hi = plan.reuse
         if hi > lo and plan.known is not None:
@@ -268,7 +290,7 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
                 plan.parts, by_asset.get(a, []), strict=True):
             a0, a1 = max(keep_from, day), min(keep_to, day + got.shape[1] - 1) + 1
             if a1 > a0:
-                values[:, a0 - plan.first:a1 - plan.first] = got[which, a0 - day:a1 - day]
+                values[:, a0 - plan.first:a1 - plan.first] = got[kept, a0 - day:a1 - day]
                 counts[a0 - plan.first:a1 - plan.first] = got_counts[a0 - day:a1 - day]
         grids[a] = (plan.first, values, counts)
     # the update interval's maximum, per asset, in batches of assets laid end to end
@@ -288,10 +310,12 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
         top[~np.isfinite(top)] = np.nan
         asset = np.array(batch)[days.owner]
         at, inside = rows.position(asset, days.unit)
-        losses[np.ix_(which, at[inside])] = top[inside].T
+        losses[np.ix_(which, at[inside])] = top[inside, :len(which)].T
+        extremes[:, at[inside]] = top[inside, len(which):].T
         n_windows[at[inside]] = total[inside]
         batch, size = [], 0
-    return losses, n_windows, grids
+    extremes[1] = -extremes[1]
+    return losses, n_windows, extremes, grids
 
 
 def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
@@ -315,9 +339,12 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
         long = np.where(unknown, np.nan, np.log(np.fmax(ref, top) / bottom))
         short = np.where(unknown, np.nan, np.log(top / np.fmin(ref, bottom)))
     which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
-    exact, n_windows, grids = _hourly_losses(plans, parts, rows, U,
-                                             cfg.liquidation_delay_hours, which)
+    exact, n_windows, (hour_high, hour_low), grids = _hourly_losses(
+        plans, parts, rows, U, cfg.liquidation_delay_hours, which, cfg.outage_bridge_hours)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
+    if which:  # or fewer windows whose candles account for the daily range (outages)
+        hourly_ok |= (accounts_for_range(hour_high, hour_low, top, bottom)
+                      & np.isfinite(exact[which[0]]))
     for k in which:
         out[LOSS_COLUMNS[k]] = value = (long, short)[k % 2].copy()
         np.copyto(value, exact[k], where=hourly_ok)
@@ -408,20 +435,26 @@ def _prefetch(raw: list[Candles], plans: list[LossPlan | None], as_of_ns: int,
     will_need(needs)
 
 
-def _lookup(losses: LossDays | None, H: int, names: list[str], sources: Mapping[int, Source]
-            ) -> dict[int, Known]:
+def stored_names(which: list[int]) -> list[str]:
+    """The rows of a stored per-day table: the ``which`` loss columns, then :data:`EXTREMES`."""
+    return [*(LOSS_COLUMNS[k] for k in which), *EXTREMES]
+
+
+def _lookup(losses: LossDays | None, H: int, bridge: int, names: list[str],
+            sources: Mapping[int, Source]) -> dict[int, Known]:
     """The stored days of ``sources``; none when there is no store or it cannot be read (the
     days are then computed)."""
     if losses is None or not sources:
         return {}
     try:
-        return losses.lookup(H, names, sources)
+        return losses.lookup(H, names, sources, bridge)
     except Exception as err:  # a speed-up only: never a reason to fail a serve
         _log.warning("worst-loss days not read (%s); computed instead", err)
         return {}
 
 
-def _store(losses: LossDays, H: int, which: list[int], sources: Mapping[int, Source],
+def _store(losses: LossDays, H: int, bridge: int, which: list[int],
+           sources: Mapping[int, Source],
            known: Mapping[int, Known], plans: list[LossPlan | None],
            grids: Mapping[int, DayLosses]) -> None:
     """Store each source's final days (``exact_from`` to the day before its last candle's)
@@ -441,13 +474,13 @@ def _store(losses: LossDays, H: int, which: list[int], sources: Mapping[int, Sou
             now[a] = Known(lo, v, c)
             continue
         start, end = min(k.first, lo), max(k.end, hi)
-        joined_v, joined_c = np.empty((len(which), end - start)), np.empty(end - start)
+        joined_v, joined_c = np.empty((v.shape[0], end - start)), np.empty(end - start)
         joined_v[:, k.first - start:k.end - start] = k.values
         joined_c[k.first - start:k.end - start] = k.counts
         joined_v[:, lo - start:hi - start], joined_c[lo - start:hi - start] = v, c
         now[a] = Known(start, joined_v, joined_c)
     try:
-        losses.update(H, [LOSS_COLUMNS[k] for k in which], {a: sources[a] for a in now}, now)
+        losses.update(H, stored_names(which), {a: sources[a] for a in now}, now, bridge)
     except Exception as err:  # a speed-up only
         _log.warning("worst-loss days not stored (%s)", err)
 
@@ -490,22 +523,23 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
     raw = [candles(market, a) for a in assets]
     spans = [cut(c, as_of_ns, tail_days) for c in raw]
     which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
-    names, H = [LOSS_COLUMNS[k] for k in which], cfg.liquidation_delay_hours
+    H = cfg.liquidation_delay_hours
     lineage = getattr(market, "hourly_lineage", {})
     # stored days hold for the same lineage read from the same first candle (a frame whose
     # start was trimmed, features.window.trailing_market, refuses other first windows)
     sources = {a: (lineage[s][0], f"{lineage[s][1]}@{int(raw[a].hour_ns[0])}")
                for a, s in enumerate(assets)
                if s in lineage and len(raw[a].hour_ns)} if losses else {}
-    known = _lookup(losses, H, names, sources)
-    plans = [loss_plan(c.hour_ns, len(c.hour_ns) < len(r.hour_ns), H, known.get(a))
+    bridge = cfg.outage_bridge_hours
+    known = _lookup(losses, H, bridge, stored_names(which), sources)
+    plans = [loss_plan(c.hour_ns, len(c.hour_ns) < len(r.hour_ns), H + bridge, known.get(a))
              if len(c.hour_ns) else None for a, (c, r) in enumerate(zip(spans, raw, strict=True))]
     _prefetch(raw, plans, as_of_ns, days)
     parts = [[hours(c, asset, lo, hi) for lo, hi, _, _ in plan.parts] if plan else []
              for c, asset, plan in zip(spans, assets, plans, strict=True)]
     rows, data, grids = _tail(spans, cfg, wanted, plans, parts)
     if losses is not None:
-        _store(losses, H, which, sources, known, plans, grids)
+        _store(losses, H, bridge, which, sources, known, plans, grids)
     rest = wanted - set(TAIL_COLUMNS)
     if rest:
         shorts = [cut(c, as_of_ns, days) for c in raw]

@@ -8,8 +8,9 @@ the :math:`H` hours before it, nothing else. The stress floor looks back ten yea
 losses, so a serve that recomputed every day's worst loss read every hourly close of every
 asset each day: at 10,000 assets more candles than the page cache holds, and most of the
 serve's features step. Here the per-day values (the worst loss of each loss column, and the
-count of valid windows that the ``min_hours_for_rv`` rule reads) are stored per hourly source
-file and reused while they provably hold:
+count of valid windows that the ``min_hours_for_rv`` rule reads, and the day's hourly extremes
+that tell whether its candles account for the daily range) are stored per hourly source file
+and reused while they provably hold:
 
 * **lineage.** The validated-candle cache (:mod:`features.candle_cache`) gives every cached
   file a lineage that stays the same while the file only grows by appended rows: rows
@@ -23,7 +24,8 @@ file and reused while they provably hold:
   may start later (:func:`features.window.trailing_market`): its first :math:`\lceil H/24
   \rceil` days then see fewer windows (their first hours have no :math:`H` hours before
   them), so they are computed, never taken from the table.
-* **the config.** A table is kept per liquidation delay :math:`H` and set of loss columns;
+* **the config.** A table is kept per liquidation delay :math:`H`, outage hours a window
+  may bridge (``features.outage_bridge_hours``) and set of stored rows;
   :math:`U` and ``min_hours_for_rv`` are applied after, to the per-day values, so they are not
   part of the key. :data:`FORMAT` changes with the formula or the layout.
 * **the first candle.** A source is named by its lineage *and* its first candle's stamp: a
@@ -70,7 +72,7 @@ from features.candle_store import write_atomic
 
 _log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: windows bridge outages; the day's hourly extremes stored
 REFRESH_DAYS = 7
 GC_GRACE_S = 600.0
 LOCK_TIMEOUT_S = 30.0
@@ -81,8 +83,9 @@ Source = tuple[str, str]
 
 @dataclass(frozen=True)
 class Known:
-    """Stored days of one source: ``values[k, i]`` is loss column ``k``'s worst loss on day
-    ``first + i`` (-inf: no valid window), ``counts[i]`` the day's valid windows."""
+    """Stored days of one source: ``values[k, i]`` is stored row ``k``'s value on day
+    ``first + i`` (a loss column's worst loss, -inf: no window; or one of the day's hourly
+    extremes, :data:`features.fast.EXTREMES`), ``counts[i]`` the day's valid windows."""
 
     first: int
     values: np.ndarray  # (columns, n)
@@ -101,9 +104,10 @@ def due(known: Mapping[int, Known], ends: Mapping[int, int]) -> bool:
     return any(a not in known or end - known[a].end >= REFRESH_DAYS for a, end in ends.items())
 
 
-def tag(hours: int, columns: Sequence[str]) -> str:
-    """The key of the table of liquidation delay ``hours`` and loss ``columns``."""
-    return f"H{hours}-" + hashlib.sha256(",".join(columns).encode()).hexdigest()[:12]
+def tag(hours: int, columns: Sequence[str], bridge: int = 0) -> str:
+    """The key of the table of liquidation delay ``hours``, bridged outage hours ``bridge``
+    and stored rows ``columns``."""
+    return f"H{hours}B{bridge}-" + hashlib.sha256(",".join(columns).encode()).hexdigest()[:12]
 
 
 class LossDays:
@@ -153,23 +157,24 @@ class LossDays:
                                                 data[-1, offset:offset + n]))
         return out
 
-    def lookup(self, hours: int, columns: Sequence[str], sources: Mapping[int, Source]
-               ) -> dict[int, Known]:
+    def lookup(self, hours: int, columns: Sequence[str], sources: Mapping[int, Source],
+               bridge: int = 0) -> dict[int, Known]:
         """The stored days of each of ``sources`` (asset number -> source) whose lineage is
         the stored one; the others are absent."""
         if not sources:
             return {}
-        stored = self._stored(self._index()["tables"].get(tag(hours, columns)), len(columns))
+        stored = self._stored(self._index()["tables"].get(tag(hours, columns, bridge)),
+                              len(columns))
         return {a: stored[key][1] for a, (key, lineage) in sources.items()
                 if key in stored and stored[key][0] == lineage}
 
     # -- writing ------------------------------------------------------------------------------
     def update(self, hours: int, columns: Sequence[str], sources: Mapping[int, Source],
-               now: Mapping[int, Known]) -> bool:
+               now: Mapping[int, Known], bridge: int = 0) -> bool:
         """Store ``now``: each source's final days as this serve has them (what it reused
         included); True if written. Sources of the table that this serve did not see are
         kept as they are."""
-        name = tag(hours, columns)
+        name = tag(hours, columns, bridge)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with filelock.FileLock(self.root / "index.lock", timeout=LOCK_TIMEOUT_S):

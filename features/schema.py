@@ -60,8 +60,10 @@ def _macro_columns() -> list[Column]:
 
 _LOSS_WINDOWS = ("over the H-hour windows (H = features.liquidation_delay_hours) completing in "
                  "the update interval (t-U, t] (U = features.update_interval_days), from hourly "
-                 "closes; daily-range proxy where worst_loss_is_proxy; NaN on an asset's "
-                 "listing day without enough hourly candles (features/losses.py)")
+                 "closes, a window spanning an exchange outage of up to "
+                 "features.outage_bridge_hours missing hours; daily-range proxy where "
+                 "worst_loss_is_proxy; NaN on an asset's listing day without enough hourly "
+                 "candles (features/losses.py)")
 _NEXT = "of the next interval (t, t+U], i.e. the feature at row t+U"
 
 _COLUMNS = [
@@ -139,8 +141,8 @@ _COLUMNS = [
     Column("worst_loss_short_intrabar", "log loss", "as worst_loss_short but against the "
            "highest hourly high within each window (stricter)", "loss"),
     Column("worst_loss_is_proxy", "bool", "True where the worst_loss_* columns are the "
-           "conservative daily-range proxy (no or too few hourly candles in the interval)",
-           "loss"),
+           "conservative daily-range proxy (no hourly candles in the interval, or too few "
+           "windows and candles that do not reach the daily high and low)", "loss"),
     Column("target_variance_1d", "daily decimal²", "TARGET: rv of day t+1", "target"),
     Column("target_variance_7d", "7-day decimal²", "TARGET: sum of rv over days t+1..t+7",
            "target"),

@@ -102,16 +102,19 @@ def worst_loss_proxy_comparison(
 ) -> pd.DataFrame:
     """The daily-range proxy of the worst H-hour loss against its hourly truth.
 
-    For every asset with hourly candles, on the intervals where the hourly value is valid (the
-    same rule as the panel): one row per (asset, variant) with the :func:`_compare` figures,
-    ``coverage`` being the share of intervals where the proxy is at least the truth.
+    For every asset with hourly candles, on the intervals with enough windows complete on the
+    hourly grid (the panel's ``min_hours_for_rv`` rule; the intervals it also measures from
+    fewer hours, across an outage, are left out): one row per (asset, variant) with the
+    :func:`_compare` figures, ``coverage`` being the share of intervals where the proxy is at
+    least the truth.
     """
     rows = []
     U = cfg.update_interval_days
     for asset in sorted(hourly):
         d = daily[asset].reindex(complete_calendar(pd.DatetimeIndex(daily[asset].index)))
         proxy = range_worst_losses(d, U)
-        truth = hourly_worst_losses(hourly[asset], cfg.liquidation_delay_hours, U)
+        truth = hourly_worst_losses(hourly[asset], cfg.liquidation_delay_hours, U,
+                                    cfg.outage_bridge_hours)
         truth = truth[truth["n_windows"] >= cfg.min_hours_for_rv * U].reindex(d.index)
         for col in LOSS_COLUMNS:
             rows.append({"asset": asset, "variant": col.removeprefix("worst_loss_"),

@@ -110,14 +110,15 @@ def feature_lookback_days(cfg: FeaturesConfig, session_gap_days: int) -> dict[st
     close before it); liquidity 30 (``volume_z``: days :math:`t-30..t`; Amihud: returns of
     days :math:`t-29..t`); cross-asset 30 (returns of the 30-row window); DVOL changes 7
     (``dvol_var_1d`` and VRP/IV-RV read ``har_rv_30d``, already counted); worst loss
-    :math:`U - 1 + \lceil H/24 \rceil` for hourly windows (the first window of the interval
-    starts :math:`H` hours before its first day) and :math:`U` for the range proxy (close
+    :math:`U - 1 + \lceil (H + B)/24 \rceil` for hourly windows (the first window of the interval
+    starts :math:`H` hours before its first day, and up to :math:`B` more across an outage,
+    ``outage_bridge_hours``) and :math:`U` for the range proxy (close
     before the interval); macro :math:`\mathrm{lag} + \mathrm{carry} + (w_{max} - 1) + G`:
     the row reads a session at most ``lag + carry`` days old, whose statistic uses the
     sessions of its trailing :math:`w_{max}` = 90 calendar days, each paired with the crypto
     return since the previous session, at most :math:`G` (``session_gap_days``) days earlier.
     """
-    u, h = cfg.update_interval_days, cfg.liquidation_delay_hours
+    u, h = cfg.update_interval_days, cfg.liquidation_delay_hours + cfg.outage_bridge_hours
     return {
         "feature.ret_1d": 1,
         "feature.hourly_rv": 1,

@@ -248,6 +248,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
     from serving.market import FutureAsOfError, check_as_of
+    from serving.publish import PartitionExistsError
 
     try:
         if as_of is not None:
@@ -277,6 +278,11 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             return EX_TEMPFAIL
         except NoForecastsError as exc:  # said, not a traceback: nothing to select
             console.print(str(exc), style="red", markup=False, highlight=False)
+            return EXIT_FAILED
+        except PartitionExistsError as exc:  # a rerun on changed code or data: said, kept
+            console.print(f"{exc}\nThe run's backtest, selection and registered version are "
+                          "in MLflow; the partition published before is left as it was.",
+                          style="red", markup=False, highlight=False)
             return EXIT_FAILED
     print_run(console, cfg, result)
     return exit_status(result)  # 4: completed with failures (listed by print_run)

@@ -88,24 +88,67 @@ def test_interval_of_several_days_takes_the_worst_window_of_all_of_them():
     assert out.loc[DAY2, "n_windows"] == 47  # day 1's first window has no previous close
 
 
-def test_missing_hours_remove_their_windows_and_too_few_switch_to_the_flagged_proxy():
+def _without(frame: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
+    """``frame`` without day 2's candles opening at hours ``start`` .. ``stop - 1``."""
+    return frame.drop(frame.index[(frame.index >= DAY2 + pd.Timedelta(hours=start))
+                                  & (frame.index < DAY2 + pd.Timedelta(hours=stop))])
+
+
+def test_missing_hours_leave_too_few_windows_and_the_range_decides_hourly_or_proxy():
     cfg = FeaturesConfig()
-    gappy = PATH.drop(PATH.index[(PATH.index >= DAY2 + pd.Timedelta(hours=5))
-                                 & (PATH.index < DAY2 + pd.Timedelta(hours=8))])
-    exact = hourly_worst_losses(gappy, 1, 1)
+    gappy = _without(PATH, 5, 8)
+    exact = hourly_worst_losses(gappy, 1, 1, cfg.outage_bridge_hours)
     assert exact.loc[DAY2, "n_windows"] == 24 - 4  # 3 candles gone, and the 8h has no start
     out = worst_loss_features(daily_from(PATH), gappy, cfg)
     assert not out.loc[DAY2, "worst_loss_is_proxy"]  # 20 windows >= min_hours_for_rv
     assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(97 / 90))
-    thin = gappy.drop(gappy.index[(gappy.index >= DAY2 + pd.Timedelta(hours=13))
-                                  & (gappy.index < DAY2 + pd.Timedelta(hours=14))])
+    thin = _without(gappy, 13, 14)
+    assert hourly_worst_losses(thin, 1, 1).loc[DAY2, "n_windows"] == 18
+    # 18 windows < 20, but the hours there are hold the day's high (110, 12h) and low (89,
+    # 10h): nothing can hide in the missing ones, so the loss is the hourly one
     out = worst_loss_features(daily_from(PATH), thin, cfg)
-    assert out.loc[DAY2, "worst_loss_is_proxy"]  # 18 windows < 20: the daily range stands in
+    assert not out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(97 / 90))
+    assert out.loc[DAY2, "worst_loss_long_intrabar"] == pytest.approx(np.log(99 / 89))
+    # without the 10h candle the day's low (89) is in no hour: the daily range stands in
+    blind = _without(thin, 10, 11)
+    out = worst_loss_features(daily_from(PATH), blind, cfg)
+    assert out.loc[DAY2, "worst_loss_is_proxy"]
     # proxy: long ln(max(prev close 100, high 110) / low 89), short ln(110 / min(100, 89))
     assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(110 / 89))
     assert out.loc[DAY2, "worst_loss_short_intrabar"] == pytest.approx(np.log(110 / 89))
+    # a low 0.2% under the hours' lowest is beyond the tolerance (0.1%): proxy; 0.05%: hourly
+    daily = daily_from(PATH)
+    for low, proxy in ((89 * 0.998, True), (89 * 0.9995, False)):
+        daily.loc[DAY2, "low"] = low
+        assert worst_loss_features(daily, thin, cfg).loc[DAY2, "worst_loss_is_proxy"] == proxy
     # day 1 has 23 windows (its 00h candle has no close before it): still hourly
+    out = worst_loss_features(daily_from(PATH), thin, cfg)
     assert not out.loc[DAY1, "worst_loss_is_proxy"] and out.loc[DAY1, "worst_loss_long"] == 0
+
+
+def test_a_window_spans_an_outage_up_to_the_bridge_and_no_further():
+    # day 2: 04h closes at 100, no candles 05h-07h (an outage), 08h closes at 80
+    path = _without(hourly_path({"204": 100.0, "208": 80.0}), 5, 8)
+    across = np.log(100 / 80)  # the move a position open at 04h could not escape
+    bridged = hourly_worst_losses(path, 1, 1, bridge_hours=3).loc[DAY2]
+    assert bridged["worst_loss_long"] == pytest.approx(across)
+    assert bridged["worst_loss_short"] == pytest.approx(0.0)  # 80 → 80 afterwards, flat
+    assert bridged["n_windows"] == 24 - 4  # the grid count is the strict one
+    # a gap longer than the bridge: the 08h window has no start, the move is not measured
+    assert hourly_worst_losses(path, 1, 1, bridge_hours=2).loc[DAY2, "worst_loss_long"] \
+        == pytest.approx(0.0)
+    assert hourly_worst_losses(path, 1, 1).loc[DAY2, "worst_loss_long"] == pytest.approx(0.0)
+    # H = 2: two traded candles and the close before them: 03h close (100) → 08h close (80)
+    two = hourly_worst_losses(path, 2, 1, bridge_hours=3).loc[DAY2]
+    assert two["worst_loss_long"] == pytest.approx(across)
+    # the extremes the range check reads: log of day 2's highest high and lowest low
+    assert bridged["hour_high"] == pytest.approx(np.log(100.0))
+    assert bridged["hour_low"] == pytest.approx(np.log(80.0))
+    # with the default bridge (24 h) the features take the bridged loss: 20 windows, hourly
+    out = worst_loss_features(daily_from(path), path, FeaturesConfig())
+    assert not out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(across)
 
 
 def test_assets_without_hourly_data_get_the_proxy_everywhere_but_the_listing_day():

@@ -16,13 +16,21 @@ from conftest import write_slice
 from configs.schema import Config
 from features import fast
 from features.candle_cache import CandleCache
-from features.fast import fast_columns, fast_panel
+from features.fast import fast_columns, fast_panel, stored_names
 from features.loaders import MarketData, load_market
 from features.loss_days import REFRESH_DAYS, Known, LossDays, due, tag
 from features.losses import LOSS_COLUMNS
 from features.window import trailing_market
 
 CFG = Config().features
+# the stored rows of a full serve: every loss column, then the day's hourly extremes
+NAMES = stored_names(list(range(len(LOSS_COLUMNS))))
+# days a window reaches back: the delay and the outage hours it may bridge
+WARM = -(-(CFG.liquidation_delay_hours + CFG.outage_bridge_hours) // 24)
+
+
+def _lookup(store: LossDays, sources: dict[int, tuple[str, str]]) -> dict[int, Known]:
+    return store.lookup(CFG.liquidation_delay_hours, NAMES, sources, CFG.outage_bridge_hours)
 # BTC and SOL hourly, AAVE daily only (no hourly lineage: the range proxy)
 ASSETS = ["AAVE", "BTC", "SOL"]
 
@@ -73,9 +81,9 @@ def computed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     seen: list[int] = []
     original = fast._day_losses
 
-    def counting(parts, H, which):  # type: ignore[no-untyped-def]
+    def counting(parts, H, which, bridge):  # type: ignore[no-untyped-def]
         seen.append(sum(len(p.hour_ns) for p in parts))
-        return original(parts, H, which)
+        return original(parts, H, which, bridge)
 
     monkeypatch.setattr(fast, "_day_losses", counting)
     return seen
@@ -104,13 +112,13 @@ def test_stored_days_give_the_same_panel_and_only_new_hours_are_read(
     assert computed[0] == computed[1]  # nothing stored yet: every day computed
     key, lineage = market.hourly_lineage["BTC"]  # stored under the lineage and first candle
     origin = f"{lineage}@{market.hourly['BTC'].index[0].value}"
-    stored = store.lookup(CFG.liquidation_delay_hours, LOSS_COLUMNS, {0: (key, origin)})[0]
+    stored = _lookup(store, {0: (key, origin)})[0]
     assert stored.end == pd.Timestamp(day).value // 86_400_000_000_000  # days before the last
-    assert store.lookup(CFG.liquidation_delay_hours, LOSS_COLUMNS, {0: (key, lineage)}) == {}
+    assert _lookup(store, {0: (key, lineage)}) == {}
 
     # daily appends: each serve computes only the days after the stored ones
     for through in ("2021-08-02", "2021-08-05", "2021-08-20", "2021-08-23"):
-        stored_end = store.lookup(CFG.liquidation_delay_hours, LOSS_COLUMNS,
+        stored_end = _lookup(store,
                                   {0: (key, origin)})[0].end
         _append(rest, through)
         day = dt.date.fromisoformat(through)
@@ -120,13 +128,13 @@ def test_stored_days_give_the_same_panel_and_only_new_hours_are_read(
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         reused, full = computed[-2], computed[-1]
         assert full == _hours(market) if tail_days == 3652 else full < _hours(market)
-        # per asset: the days from the stored end through the as-of, the warm-up day before
-        # them and (a tail cut) the span's first day, whose windows the cut shortens
+        # per asset: the days from the stored end through the as-of, the warm-up days before
+        # them and (a tail cut) the span's first days, whose windows the cut shortens
         lag = day.toordinal() - dt.date(1970, 1, 1).toordinal() - stored_end + 1
-        bound = 2 * 24 * (lag + 1 + (tail_days != 3652))
+        bound = 2 * 24 * (lag + WARM + WARM * (tail_days != 3652))
         assert reused <= bound < full, (through, reused, full)
         if lag < REFRESH_DAYS:  # not rewritten: the next serve starts from the same days
-            assert store.lookup(CFG.liquidation_delay_hours, LOSS_COLUMNS,
+            assert _lookup(store,
                                 {0: (key, origin)})[0].end == stored_end
 
     # an earlier as-of than the stored days (a replay): same panel, stored days reused
@@ -134,7 +142,9 @@ def test_stored_days_give_the_same_panel_and_only_new_hours_are_read(
     market = load_market(data, ASSETS, early, cache=CandleCache(cache_dir))
     pd.testing.assert_frame_equal(_panel(market, early, tail_days, store),
                                   _panel(market, early, tail_days, None), check_exact=True)
-    assert computed[-2] <= 2 * 24 * 4 < computed[-1] / 10
+    # per asset: the as-of's day and a day's slack, the warm-up days before it and (a tail
+    # cut) the span's first days
+    assert computed[-2] <= 2 * 24 * (2 + 2 * WARM) < computed[-1] / 10
 
 
 def _served(source: Path, tmp_path: Path) -> tuple[Path, Path, LossDays, dt.date, MarketData]:
@@ -167,7 +177,8 @@ def test_an_edited_file_is_computed_again_and_a_trimmed_frame_is_not_reused(
     got = _panel(edited, day, 3652, store)
     pd.testing.assert_frame_equal(got, _panel(edited, day, 3652, None), check_exact=True)
     sol = len(edited.hourly["SOL"])
-    assert sol < computed[-2] <= sol + 2 * 24  # SOL all, BTC its last day and the one before
+    # SOL all, BTC its last day and the warm-up days before it
+    assert sol < computed[-2] <= sol + 24 * (1 + WARM)
     worst = got.xs("SOL", level="asset").loc["2021-03-10", "worst_loss_long"]
     assert worst != _panel(market, day, 3652, None).xs("SOL", level="asset").loc[
         "2021-03-10", "worst_loss_long"]
@@ -197,7 +208,8 @@ def test_a_damaged_or_missing_table_is_computed_not_trusted(
     # and the stored values are the ones read: a changed value changes the panel
     pd.testing.assert_frame_equal(_panel(market, day, 3652, store), want, check_exact=True)
     assert computed[-1] < _hours(market) / 10
-    index = store._index()["tables"][tag(CFG.liquidation_delay_hours, list(LOSS_COLUMNS))]
+    index = store._index()["tables"][tag(CFG.liquidation_delay_hours, NAMES,
+                                           CFG.outage_bridge_hours)]
     path = cache_dir / "losses" / index["file"]
     values = np.load(path)
     key = market.hourly_lineage["BTC"][0]
