@@ -9,7 +9,8 @@ and for the static table; Aave v3 is one point) on one asset or pooled over asse
 
 LB is held at ``evaluation.comparison_lb`` for every family, so the points differ by their
 margins only and are comparable with Aave v3 (LB 1.05). A point is **on the frontier** when
-no other point of its panel has both less capital and less bad debt.
+no other point of its panel has capital and bad debt both lower or equal, one of them
+strictly lower (a tie in capital goes to the point with less bad debt).
 """
 
 from __future__ import annotations

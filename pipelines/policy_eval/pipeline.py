@@ -167,6 +167,9 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
                                                       [cfg.policy.confidence])]
     at_level = static_paths_at(template, panel, cfg, [float(cfg.policy.confidence), *grid],
                                engine)
+    # the static comparator, and so the budgets outside BTC/ETH, at the *configured*
+    # policy.confidence (0.975), whatever confidence the selection then freezes: a fixed
+    # yardstick for every candidate (the frontier tables the static table at every level)
     comparators, schedule = comparator_paths(panel, template, cfg,
                                              at_level[float(cfg.policy.confidence)])
     sel_start, sel_end = periods(cfg)[SELECTION]
