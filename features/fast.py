@@ -342,9 +342,10 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
     exact, n_windows, (hour_high, hour_low), grids = _hourly_losses(
         plans, parts, rows, U, cfg.liquidation_delay_hours, which, cfg.outage_bridge_hours)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
-    if which:  # or fewer windows whose candles account for the daily range (outages)
+    if which:  # or fewer windows whose candles account for the daily range (outages), but
+        # never the listing interval, which has no proxy either
         hourly_ok |= (accounts_for_range(hour_high, hour_low, top, bottom)
-                      & np.isfinite(exact[which[0]]))
+                      & np.isfinite(exact[which[0]]) & ~np.isnan(long))
     for k in which:
         out[LOSS_COLUMNS[k]] = value = (long, short)[k % 2].copy()
         np.copyto(value, exact[k], where=hourly_ok)

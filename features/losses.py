@@ -39,7 +39,8 @@ when it began. A window may therefore span missing hours, at most
 the grid); across a longer gap it has no start. An interval is measured from hourly data when
 at least ``features.min_hours_for_rv`` × :math:`U` of its :math:`24U` windows are complete on
 the grid (the rule that makes a day's RV hourly), or, with fewer, when its hourly candles
-account for the interval's daily range: their highest high and lowest low reach the daily
+account for the interval's daily range (never the asset's listing interval, which has no
+proxy either): their highest high and lowest low reach the daily
 candles' within :data:`RANGE_TOLERANCE` (then no extreme lies in the missing hours; a file
 with hours removed for bad data does not, and gets the proxy). Measured on the embedded data
 (76 asset-days with fewer than 20 windows, the last on 2021-08-13): the hours account for
@@ -215,10 +216,13 @@ def worst_loss_features(
                                     cfg.outage_bridge_hours).reindex(daily.index)
         top = daily["high"].rolling(U, min_periods=U).max().to_numpy(float)
         bottom = daily["low"].rolling(U, min_periods=U).min().to_numpy(float)
+        # fewer windows whose hours reach the daily range: measured from them, except on the
+        # listing interval, which has no proxy either (no close before it)
         hourly_ok = (exact["n_windows"] >= cfg.min_hours_for_rv * U).to_numpy() | (
             accounts_for_range(exact["hour_high"].to_numpy(float),
                                exact["hour_low"].to_numpy(float), top, bottom)
-            & exact[LOSS_COLUMNS[0]].notna().to_numpy())
+            & exact[LOSS_COLUMNS[0]].notna().to_numpy()
+            & proxy[LOSS_COLUMNS[0]].notna().to_numpy())
     else:
         exact = proxy
         hourly_ok = np.zeros(len(daily), dtype=bool)

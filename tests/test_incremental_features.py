@@ -79,7 +79,8 @@ def test_trailing_build_reads_the_rows_of_a_full_build(as_of: dt.date) -> None:
     # close, return and losses over the 10-year stress look-back: all the embedded history
     window = _window(cfg, as_of, market)
     assert (window.days, window.binding) == (30 + 101 + 1, "policy.adv")
-    assert (window.tail_days, window.tail_binding) == (3650 + 1 + 1, "tail.stress")
+    # (+ 2: a loss window reaches back H = 1 hour and up to 24 outage hours, into 2 days)
+    assert (window.tail_days, window.tail_binding) == (3650 + 2 + 1, "tail.stress")
     panel, _ = serve_panel(market, cfg.features, as_of, window)
     assert panel.index.equals(full.index)  # the tail spans every row
     _assert_reads_equal(panel, full, window, as_of)
@@ -91,7 +92,7 @@ def test_trailing_build_reads_the_rows_of_a_full_build(as_of: dt.date) -> None:
     # a one-year stress look-back: the FHS losses (500 + u) bind the tail
     short = Config().with_overrides({"policy.stress_lookback_days": 365})
     window = _window(short, as_of, market)
-    assert (window.tail_days, window.tail_binding) == (501 + 1 + 1, "tail.fhs")
+    assert (window.tail_days, window.tail_binding) == (501 + 2 + 1, "tail.fhs")
     panel, _ = serve_panel(market, short.features, as_of, window)
     assert panel.index.get_level_values("date").min() > full.index.get_level_values("date").min()
     _assert_reads_equal(panel, full, window, as_of)
@@ -121,7 +122,7 @@ def test_longer_look_backs_give_longer_windows() -> None:
         assert window.tail_days > base.tail_days and window.days == base.days, key
     no_stress = Config().with_overrides({"policy.stress_floor_weight": 0.0})
     window = _window(no_stress, as_of, market)
-    assert (window.tail_days, window.tail_binding) == (501 + 1 + 1, "tail.fhs")
+    assert (window.tail_days, window.tail_binding) == (501 + 2 + 1, "tail.fhs")
     longer_rows = {"policy.liquidity.adv_window": 90, "features.macro_max_carry_days": 30,
                    "backtest.plausibility.window_days": 60}
     for key, value in longer_rows.items():
