@@ -72,7 +72,8 @@ from features.losses import LOSS_COLUMNS, PROXY_FLAG, accounts_for_range
 from features.schema import COLUMNS
 
 _log = logging.getLogger(__name__)
-# (first day, worst losses (loss columns, days), valid windows (days,)) of one hourly grid
+# (first day, per-day values (stored rows, days), valid windows (days,)) of one hourly grid:
+# the worst losses of the loss columns computed, then the day's EXTREMES
 DayLosses = tuple[int, np.ndarray, np.ndarray]
 # per-day values beside the loss columns: the day's highest log high and negated lowest log
 # low of its hourly candles (whether the hours account for the daily range, features.losses)
