@@ -74,6 +74,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from configs.schema import FeaturesConfig
+from features.consistency import TOLERANCE as CONSISTENCY_TOLERANCE
 
 LOSS_COLUMNS = (
     "worst_loss_long",
@@ -84,9 +85,9 @@ LOSS_COLUMNS = (
 PROXY_FLAG = "worst_loss_is_proxy"
 _HOURS = 24
 # Relative gap allowed between the hourly candles' extremes and the daily candle's when the
-# hours account for the day's range: the hourly/daily consistency check's tolerance
-# (features.consistency.TOLERANCE; hours and days of one venue agree exactly)
-RANGE_TOLERANCE = 1e-3
+# hours account for the day's range: the hourly/daily consistency check's own tolerance
+# (hours and days of one venue agree exactly)
+RANGE_TOLERANCE = CONSISTENCY_TOLERANCE
 
 
 def _interval_max(per_day: np.ndarray, counts: np.ndarray, days: int) -> tuple[np.ndarray, ...]:
