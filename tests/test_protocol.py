@@ -235,7 +235,7 @@ def _panel_and_forecasts(seed: int = 4):
         frames.append(pd.DataFrame({
             "date": dates, "asset": asset, "ret_1d": ret, "worst_loss_long": worst,
             "worst_loss_short": worst, "worst_loss_is_proxy": False,
-            "log_dollar_volume": np.log(5e9)}))
+            "log_dollar_volume": np.log(5e9), "rv": ret**2, "rv_is_hourly": True}))
         # forecast at cutoff t of the next day's variance
         var_next = np.r_[sigma[1:], sigma[-1]] ** 2
         for name, v in (("true", var_next), ("flat", np.full(len(dates), var_next.mean()))):
@@ -420,8 +420,12 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     assert fixed.headline["policy"].iloc[1] == "policy:true:no_apc"
     pd.testing.assert_frame_equal(  # the same variants replayed: the frontier is the same
         fixed.frontier, ev.frontier)
-    # the forecast rule picks by QLIKE and keeps the configured knobs, and says so
+    # the forecast rule picks by the selection period's QLIKE (the whole period's table,
+    # which runs into the evaluation period, ranks them the other way round here) and keeps
+    # the configured knobs, and says so
     forecast_rule = cfg.with_overrides({"selection.rule": "forecast"})
-    by_qlike = evaluate_policies(panel, fcs, compared, forecast_rule)
+    whole = compared.assign(qlike=[0.2, 0.1])
+    by_qlike = evaluate_policies(panel, fcs, whole, forecast_rule)
     assert by_qlike.choice.policy == "policy:true"
+    assert "QLIKE h=1 (selection period): true=" in by_qlike.choice.reason
     assert frozen_record(by_qlike, forecast_rule)["knobs"] == {}

@@ -1,6 +1,8 @@
 """Model selection (forecast screen, then the acceptance rule on the selection period) and
 the promotion gate, both on the one acceptance function's verdicts."""
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,24 +51,119 @@ def test_policy_rule_prefers_acceptable_assets_then_least_capital():
     assert choice.table.set_index("model").loc["c", "acceptable"] == 2
 
 
+def _whole_period_opposite():
+    """A whole-period comparison that ranks the models the other way round from
+    :func:`_comparison` (the selection period's): a choice that read it would differ."""
+    comp = _comparison()
+    return comp.assign(qlike=1.0 - comp["qlike"], in_mcs=~comp["in_mcs"].astype(bool),
+                       var_pass=~comp["var_pass"].astype(bool))
+
+
 def test_screen_removes_models_outside_the_mcs_or_failing_var():
     table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
     cfg = SelectionConfig(rule="policy", min_mcs_share=0.5, min_var_share=0.5)
-    choice = select(_comparison(), table, _settings("abc"), cfg)
-    assert choice.model == "a" and "whole out-of-sample comparison" in choice.reason
+    choice = select(_whole_period_opposite(), table, _settings("abc"), cfg,
+                    screened_on=_comparison())
+    assert choice.model == "a" and "screen on the selection period's forecasts" in choice.reason
+    assert "QLIKE h=1 (selection period): a=0.4000" in choice.reason
 
 
 def test_forecast_rule_is_lowest_qlike_among_the_screened():
     cfg = SelectionConfig(rule="forecast", min_mcs_share=0.0, min_var_share=0.5)
-    choice = select(_comparison(), None, None, cfg)
+    choice = select(_whole_period_opposite(), None, None, cfg, screened_on=_comparison())
     assert choice.model == "a" and choice.policy == "policy:a" and choice.overrides == {}
     assert choice.table.set_index("model").loc["c", "screened"] == False  # noqa: E712
 
 
 def test_when_nothing_passes_the_screen_all_are_considered_and_it_is_said():
     comp = _comparison().assign(in_mcs=False)
-    choice = select(comp, None, None, SelectionConfig(rule="forecast", min_mcs_share=0.5))
+    choice = select(_whole_period_opposite(), None, None,
+                    SelectionConfig(rule="forecast", min_mcs_share=0.5), screened_on=comp)
     assert choice.model == "a" and "no model passed" in choice.reason
+
+
+def test_nothing_scored_in_the_selection_period_screens_nothing_and_cannot_rank_by_qlike():
+    """The whole period's figures never stand in for the selection period's."""
+    table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    cfg = SelectionConfig(rule="policy", min_mcs_share=0.5, min_var_share=0.5)
+    choice = select(_comparison(), table, _settings("abc"), cfg, screened_on=None)
+    assert choice.model == "c"  # no screen applied: the acceptance rule alone
+    assert "no forecast scored in the selection period: nothing screened" in choice.reason
+    with pytest.raises(ValueError, match="rule=forecast: no forecast is scored"):
+        select(_comparison(), None, None, SelectionConfig(rule="forecast"), screened_on=None)
+
+
+def test_the_policy_rule_without_a_judged_selection_period_is_an_error_not_a_qlike_choice():
+    empty = _selection_table({"a": 1}, {"a": 0.1}).iloc[0:0]
+    with pytest.raises(ValueError, match="no candidate was judged on the selection period"):
+        select(_comparison(), empty, _settings("a"), SelectionConfig(rule="policy"))
+
+
+def test_the_default_choice_quotes_the_whole_periods_qlike_and_says_so():
+    table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    choice = select(_comparison(), table, _settings("abc"), SelectionConfig(rule="policy"))
+    assert "QLIKE h=1 (whole out-of-sample period): a=0.4000" in choice.reason
+
+
+def _iid_panel_and_forecasts(seed: int = 5):
+    """Two assets, 500 days of iid returns with σ = 2%, ``rv`` their squares; forecasts of
+    two models at 1 and 7 days (the true variance, and twice it)."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2022-01-01", periods=500)
+    frames, fc = [], {"garch11_t": [], "m": []}
+    for asset in ("AAA", "BBB"):
+        ret = rng.normal(0.0, 0.02, len(dates))
+        idx = pd.MultiIndex.from_product([[asset], dates], names=["asset", "date"])
+        frames.append(pd.DataFrame({"ret_1d": ret, "rv": ret**2 + 1e-6, "rv_is_hourly": True},
+                                   index=idx))
+        for h in (1, 7):
+            for model, scale in (("garch11_t", 1.0), ("m", 2.0)):
+                fc[model].append(pd.DataFrame({
+                    "asset": asset, "cutoff": dates, "horizon_days": h,
+                    "target_date": dates + pd.Timedelta(days=h),
+                    "variance": scale * h * 0.02**2 * rng.uniform(0.9, 1.1, len(dates))}))
+    return (pd.concat(frames).sort_index(),
+            {m: pd.concat(f, ignore_index=True) for m, f in fc.items()})
+
+
+def test_in_window_keeps_forecasts_whose_target_days_all_lie_in_the_period():
+    from pipelines.selection.select import in_window
+
+    _, fc = _iid_panel_and_forecasts()
+    start, end = pd.Timestamp("2022-03-01"), pd.Timestamp("2022-06-30")
+    kept = in_window(fc, start.date(), end.date())["m"]
+    for h, g in kept.groupby("horizon_days"):
+        cut = g["cutoff"]
+        # first target day cutoff + 1 on the start; last cutoff + h on the end
+        assert cut.min() == start - pd.Timedelta(days=1)
+        assert cut.max() == end - pd.Timedelta(days=int(h))
+        assert len(g) == 2 * ((end - start).days + 2 - int(h))
+    assert len(in_window(fc, start.date(), None)["m"]) == len(
+        fc["m"][fc["m"]["cutoff"] >= start - pd.Timedelta(days=1)])
+
+
+def test_the_period_comparison_cannot_see_past_the_period():
+    """Forecasts scored after the selection period changed beyond recognition: the period's
+    comparison (QLIKE, DM, MCS, MZ, VaR) is the same frame; inside the period it is not."""
+    from pipelines.selection.select import period_comparison
+
+    panel, fc = _iid_panel_and_forecasts()
+    start, end = dt.date(2022, 1, 1), dt.date(2022, 12, 31)
+    base = period_comparison(fc, panel, start, end)
+    assert base is not None and set(base["model"]) == {"garch11_t", "m"}
+    assert (base["n"] > 250).all()
+    per = base.set_index(["model", "asset", "horizon_days"])
+    # the true variance scores better than twice it on every asset and horizon
+    assert (per.xs("garch11_t")["qlike"] < per.xs("m")["qlike"]).all()
+    later = {m: f.assign(variance=np.where(f["cutoff"] > pd.Timestamp(end),
+                                           f["variance"] * 50.0, f["variance"]))
+             for m, f in fc.items()}
+    pd.testing.assert_frame_equal(period_comparison(later, panel, start, end), base)
+    inside = {m: f.assign(variance=np.where(f["cutoff"] == pd.Timestamp("2022-06-01"),
+                                            f["variance"] * 50.0, f["variance"]))
+              for m, f in fc.items()}
+    assert not period_comparison(inside, panel, start, end)["qlike"].equals(base["qlike"])
+    assert period_comparison(fc, panel, dt.date(2030, 1, 1), None) is None
 
 
 def test_no_forecasts_at_the_selection_horizon_is_an_error():
@@ -172,3 +269,29 @@ def test_a_var_test_passed_on_a_short_sample_is_unproven_and_the_screen_skips_it
     # without the rule the young asset would count against it
     per = _screen(comparison.drop(columns="var_unproven"), SelectionConfig(min_var_share=1.0))
     assert per.at["m", "var_share"] == 0.5 and not per.at["m", "screened"]
+
+
+def test_the_runs_console_table_names_a_screened_out_model_instead_of_failing():
+    """A model the screen removed has no policy verdict (NaN after the join): the run's
+    final table says so, where ``int(NaN)`` used to end the run after its work was done."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from configs.schema import Config
+    from pipelines.ops.console import forecast_table
+
+    table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    cfg = Config().with_overrides({"selection.min_mcs_share": 0.5,
+                                   "selection.min_var_share": 0.5})
+    choice = select(_whole_period_opposite(), table, _settings("abc"), cfg.selection,
+                    screened_on=_comparison())
+    assert choice.table.set_index("model")["acceptable"].isna().tolist() == [False, True, True]
+    result = SimpleNamespace(table=_comparison(), selection=choice.table, selected=choice.model)
+    console = Console(width=200, record=True)
+    console.print(forecast_table(cfg, result))
+    text = console.export_text()
+    assert "selection period" in text
+    rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
+    assert "1/2" in rows["a"] and "10.00%" in rows["a"]
+    assert "screened out" in rows["b"] and "screened out" in rows["c"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from configs.schema import Config
+from pipelines.selection.select import reads_forecast_quality
 
 if TYPE_CHECKING:
     from pipelines.run import RunResult
@@ -27,8 +29,10 @@ def forecast_table(cfg: Config, result: RunResult) -> Table:
     horizons = sorted(result.table["horizon_days"].unique())
     for h in horizons:
         t.add_column(f"h={h}d", justify="right")
-    t.add_column(f"in MCS (h={cfg.selection.horizon})", justify="right")
-    t.add_column("VaR99 tests pass", justify="right")
+    # the shares the choice read: the selection period's when it screens (or ranks) on them
+    where = ", selection period" if reads_forecast_quality(cfg.selection) else ""
+    t.add_column(f"in MCS (h={cfg.selection.horizon}{where})", justify="right")
+    t.add_column(f"VaR99 tests pass{where}", justify="right")
     t.add_column("policy acceptable", justify="right")
     t.add_column("policy capital", justify="right")
     means = result.table.groupby(["model", "horizon_days"])["qlike"].mean().unstack()
@@ -37,9 +41,13 @@ def forecast_table(cfg: Config, result: RunResult) -> Table:
     for model in means[horizons[0]].sort_values().index:
         s = sel.loc[model]
         mark = " (selected)" if model == result.selected else ""
+        # a model the screen removed has no policy verdict (nor has any under rule=forecast)
+        judged = pd.notna(s.get("acceptable"))
+        unjudged = "screened out" if not bool(s.get("screened", True)) else "-"
         t.add_row(model + mark, *[f"{means.loc[model, h]:.4f}" for h in horizons],
                   f"{s['mcs_share']:.0%}", f"{s['var_share']:.0%}",
-                  f"{int(s.get('acceptable', 0) or 0)}/{n_assets}", f"{s.get('capital', 0):.2%}")
+                  f"{int(s['acceptable'])}/{n_assets}" if judged else unjudged,
+                  f"{s['capital']:.2%}" if judged and pd.notna(s.get("capital")) else "-")
     return t
 
 

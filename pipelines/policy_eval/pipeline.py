@@ -40,7 +40,12 @@ from pipelines.policy_eval.protocol import (
     period_label,
     periods,
 )
-from pipelines.selection.select import Selection, select
+from pipelines.selection.select import (
+    Selection,
+    period_comparison,
+    reads_forecast_quality,
+    select,
+)
 
 EWMA = "ewma94"  # RiskMetrics EWMA(0.94) σ: the clearing-house EWMA-FHS comparator
 COMPARATORS = ("static", "aave_v3", "aave_v3:from_launch")
@@ -176,7 +181,14 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     verdicts = Verdicts(cfg, engine)  # judged once, the selection's reused by the report
     sel_table = verdicts({n: paths[n] for n in settings}, SELECTION,
                          budgets(comparators, cfg, sel_start, sel_end))
-    first = select(compared, sel_table, settings, cfg.selection, defaults)
+    screened_on = None
+    if reads_forecast_quality(cfg.selection):  # a screen or rule=forecast: selection period only
+        scored_models = {m: forecasts[m] for m in sorted(set(compared["model"])) if m in forecasts}
+        screened_on = period_comparison(
+            scored_models, panel, sel_start, sel_end,
+            mapper=None if engine is None else engine.mapper,
+            chunk_assets=cfg.backtest.chunk_assets)
+    first = select(compared, sel_table, settings, cfg.selection, defaults, screened_on)
     knobs = _knob_variants(first, settings, cfg)
     first_cfg = cfg.with_overrides(first.overrides) if first.overrides else cfg
     jobs = {n: first_cfg.with_overrides(o) for n, (o, _) in knobs.items() if n not in paths}
