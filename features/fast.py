@@ -75,9 +75,11 @@ _log = logging.getLogger(__name__)
 # (first day, per-day values (stored rows, days), valid windows (days,)) of one hourly grid:
 # the worst losses of the loss columns computed, then the day's EXTREMES
 DayLosses = tuple[int, np.ndarray, np.ndarray]
-# per-day values beside the loss columns: the day's highest log high and negated lowest log
-# low of its hourly candles (whether the hours account for the daily range, features.losses)
-EXTREMES = ("hour_high", "hour_low_negated")
+# per-day values beside the loss columns: the log of the day's highest high and the negated
+# log of its lowest low of its hourly candles (whether the hours account for the daily range,
+# features.losses), and 1 where the move into one of its traded candles is in no window (a
+# gap longer than the bridge, or a grid's first H candles), else -inf
+EXTREMES = ("hour_high", "hour_low_negated", "hour_gap")
 N_DAY_VALUES = len(LOSS_COLUMNS) + len(EXTREMES)
 
 BATCH_HOURS = 1_000_000  # hourly grid slots per batch: ~8 MB per float array
@@ -199,9 +201,9 @@ def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
     candles that end in the day, spanning at most ``bridge`` missing hours, none reaching
     before the part's first candle, as :func:`features.losses.hourly_worst_losses` does at an
     asset's first candle (only the columns numbered ``which`` are computed, the others stay
-    -inf); then the day's highest log high and the negated lowest log low (:data:`EXTREMES`);
-    -inf/0 on days without a window or a candle. The count is of the windows complete on the
-    grid (the ``min_hours_for_rv`` rule)."""
+    -inf); then the log of the day's highest high, the negated log of its lowest low and its
+    gap mark (:data:`EXTREMES`); -inf/0 on days without a window or a candle. The count is of
+    the windows complete on the grid (the ``min_hours_for_rv`` rule)."""
     out: list[DayLosses] = [(0, np.empty((N_DAY_VALUES, 0)), np.empty(0))] * len(parts)
     intrabar = bool({2, 3} & set(which))
     for batch in hourly_batches(parts, 1, BATCH_HOURS):
@@ -217,7 +219,7 @@ def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
         n = grid.size
         per_day = np.full((N_DAY_VALUES, n // HOURS_PER_DAY), -np.inf)
         valid = np.zeros(n, dtype=bool)
-        lc, lh, ll = np.log(h[0]), np.log(h[1]), np.log(h[2])
+        lc = np.log(h[0])
         finite = np.isfinite(lc)
         if n > H:  # windows complete on the grid: the count
             head = np.zeros(n, dtype=bool)  # a part's first H slots: the window would
@@ -227,14 +229,16 @@ def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
                 ok &= finite[H - lag:n - lag]
             valid[H:] = ok
         traded = np.flatnonzero(finite)  # the windows: H traded candles and the close before
+        covered = np.zeros(len(traded), dtype=bool)  # a window ends at the traded candle
         if len(traded) > H:
             part = np.searchsorted(grid.offset, traded, side="right") - 1
             spans = (traded[H:] - traded[:-H] <= H + bridge) & (part[H:] == part[:-H])
+            covered[H:] = spans
             c = lc[traded]
             p0, end = c[:-H], c[H:]
             low = high = p0  # unused unless an intrabar column is wanted
             if intrabar:  # lows and highs of traded candles k-H+1 .. k
-                lo, hi = ll[traded], lh[traded]
+                lo, hi = np.log(h[2][traded]), np.log(h[1][traded])
                 low = lo[1:] if H == 1 else sliding_window_view(lo, H).min(axis=-1)[1:]
                 high = hi[1:] if H == 1 else sliding_window_view(hi, H).max(axis=-1)[1:]
             window = np.empty(len(traded) - H)
@@ -244,10 +248,16 @@ def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
                     _window_loss(k, p0, end, low, high, out=window)
                     slot[traded[H:]] = np.where(spans, window, -np.inf)
                     per_day[k] = _per_day(slot, np.maximum)
-        per_day[len(LOSS_COLUMNS)] = _per_day(np.where(np.isfinite(lh), lh, -np.inf),
-                                              np.maximum)
-        per_day[len(LOSS_COLUMNS) + 1] = _per_day(np.where(np.isfinite(ll), -ll, -np.inf),
-                                                  np.maximum)
+        # the day's extremes, then their logs (features.losses: the log of the extreme)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            top = np.log(_per_day(np.where(np.isnan(h[1]), -np.inf, h[1]), np.maximum))
+            bottom = -np.log(_per_day(np.where(np.isnan(h[2]), np.inf, h[2]), np.minimum))
+        e = len(LOSS_COLUMNS)
+        per_day[e] = np.where(np.isfinite(top), top, -np.inf)
+        per_day[e + 1] = np.where(np.isfinite(bottom), bottom, -np.inf)
+        gap = np.full(n, -np.inf)
+        gap[traded[~covered]] = 1.0
+        per_day[e + 2] = _per_day(gap, np.maximum)
         counts = _per_day(valid, np.add).astype(float)
         for (p, _), lo_day, size, day in zip(batch, days.offset, days.length, first,
                                              strict=True):
@@ -258,10 +268,10 @@ def _day_losses(parts: list[Candles], H: int, which: list[int], bridge: int
 def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], rows: Rows,
                    U: int, H: int, which: list[int], bridge: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, DayLosses]]:
-    """(losses (4, N), n_windows (N,), extremes (2, N), days) on ``rows``
+    """(losses (4, N), n_windows (N,), extremes (3, N), days) on ``rows``
     (:func:`features.losses.hourly_worst_losses` then reindexed: n_windows -1 where the
-    asset's hourly grid has no such day; extremes: ``hour_high`` and ``hour_low``, NaN
-    without a candle); each asset's per-day values come from its stored days
+    asset's hourly grid has no such day; extremes: ``hour_high``, ``hour_low`` and the gap
+    mark (1, else NaN), NaN without a candle); each asset's per-day values come from its stored days
     (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
     planned asset's per-day (first grid day, values of the ``which`` columns and the
     :data:`EXTREMES` (len(which) + 2, days), counts) over its whole grid."""
@@ -339,15 +349,15 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
     with np.errstate(invalid="ignore", divide="ignore"):
         long = np.where(unknown, np.nan, np.log(np.fmax(ref, top) / bottom))
         short = np.where(unknown, np.nan, np.log(top / np.fmin(ref, bottom)))
-    which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
-    exact, n_windows, (hour_high, hour_low), grids = _hourly_losses(
+    which = loss_rows(wanted)
+    exact, n_windows, (hour_high, hour_low, hour_gap), grids = _hourly_losses(
         plans, parts, rows, U, cfg.liquidation_delay_hours, which, cfg.outage_bridge_hours)
     hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
-    if which:  # or fewer windows whose candles account for the daily range (outages), but
-        # never the listing interval, which has no proxy either
-        hourly_ok |= (accounts_for_range(hour_high, hour_low, top, bottom)
-                      & np.isfinite(exact[which[0]]) & ~np.isnan(long))
-    for k in which:
+    # or fewer windows whose candles account for the daily range (outages) and leave no move
+    # unmeasured, but never the listing interval, which has no proxy either
+    hourly_ok |= (accounts_for_range(hour_high, hour_low, top, bottom) & ~(hour_gap > 0)
+                  & np.isfinite(exact[which[0]]) & ~np.isnan(long))
+    for k in (k for k in which if LOSS_COLUMNS[k] in wanted):
         out[LOSS_COLUMNS[k]] = value = (long, short)[k % 2].copy()
         np.copyto(value, exact[k], where=hourly_ok)
     out[PROXY_FLAG] = ~hourly_ok & ~np.isnan(long)
@@ -437,6 +447,13 @@ def _prefetch(raw: list[Candles], plans: list[LossPlan | None], as_of_ns: int,
     will_need(needs)
 
 
+def loss_rows(wanted: Collection[str]) -> list[int]:
+    """The loss columns computed for a build of ``wanted``: those asked for, or the long
+    close-to-close one alone when none is (the proxy flag, always built, reads whether an
+    interval has a window: :func:`features.losses.worst_loss_features`)."""
+    return [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted] or [0]
+
+
 def stored_names(which: list[int]) -> list[str]:
     """The rows of a stored per-day table: the ``which`` loss columns, then :data:`EXTREMES`."""
     return [*(LOSS_COLUMNS[k] for k in which), *EXTREMES]
@@ -524,7 +541,7 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
     as_of_ns = int(pd.Timestamp(as_of).value)
     raw = [candles(market, a) for a in assets]
     spans = [cut(c, as_of_ns, tail_days) for c in raw]
-    which = [k for k, col in enumerate(LOSS_COLUMNS) if col in wanted]
+    which = loss_rows(wanted)
     H = cfg.liquidation_delay_hours
     lineage = getattr(market, "hourly_lineage", {})
     # stored days hold for the same lineage read from the same first candle (a frame whose

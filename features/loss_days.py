@@ -4,13 +4,14 @@ days it has not seen.
 The covered loss of a row (:func:`features.losses.hourly_worst_losses`) is the maximum, over
 the :math:`U` days of the update interval, of each day's worst loss over the windows of
 :math:`H` hours that end in that day. A day's worst loss reads the hourly closes of that day and
-the :math:`H` hours before it, nothing else. The stress floor looks back ten years of covered
+those of the :math:`H` traded candles before its first one, at most :math:`H + B` hours
+earlier (:math:`B` = ``features.outage_bridge_hours``), nothing else. The stress floor looks back ten years of covered
 losses, so a serve that recomputed every day's worst loss read every hourly close of every
 asset each day: at 10,000 assets more candles than the page cache holds, and most of the
 serve's features step. Here the per-day values (the worst loss of each loss column, and the
 count of valid windows that the ``min_hours_for_rv`` rule reads, and the day's hourly extremes
-that tell whether its candles account for the daily range) are stored per hourly source file
-and reused while they provably hold:
+and gap mark that tell whether its candles account for the daily range) are stored per
+hourly source file and reused while they provably hold:
 
 * **lineage.** The validated-candle cache (:mod:`features.candle_cache`) gives every cached
   file a lineage that stays the same while the file only grows by appended rows: rows
@@ -21,9 +22,9 @@ and reused while they provably hold:
   candle. A file re-read in full (edited, replaced, damaged) gets a new lineage and its days
   are computed again; a load without the cache has no lineage and computes every day.
 * **the cut.** The stored values are those of the file's whole history. A serve's tail span
-  may start later (:func:`features.window.trailing_market`): its first :math:`\lceil H/24
-  \rceil` days then see fewer windows (their first hours have no :math:`H` hours before
-  them), so they are computed, never taken from the table.
+  may start later (:func:`features.window.trailing_market`): its first :math:`\lceil (H +
+  B)/24 \rceil` days then see fewer windows (their first hours have no :math:`H` traded
+  candles before them), so they are computed, never taken from the table.
 * **the config.** A table is kept per liquidation delay :math:`H`, outage hours a window
   may bridge (``features.outage_bridge_hours``) and set of stored rows;
   :math:`U` and ``min_hours_for_rv`` are applied after, to the per-day values, so they are not
@@ -41,8 +42,9 @@ Storage, under ``directory`` (the candle cache's ``losses/``)::
     index.json            {"format", "tables": {tag: {"file", "total", "sources":
                            {source key: [lineage, first day, days, offset]}}}}
     index.lock            held while the index is read-modified-written
-    <tag>-<random>.npy    float64, (loss columns + 1, total): each source's days end to end,
-                          the last row the window counts
+    <tag>-<random>.npy    float64, (stored rows + 1, total): each source's days end to end,
+                          the stored rows (features.fast.stored_names: the loss columns,
+                          then features.fast.EXTREMES), the last row the window counts
 
 A table file is written whole under a new name (temporary file, fsync, rename), then named by
 the index; files no longer named are deleted after :data:`GC_GRACE_S` (a reader may still be
@@ -72,7 +74,8 @@ from features.candle_store import write_atomic
 
 _log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: windows bridge outages; the day's hourly extremes stored
+FORMAT = 3  # 2: windows bridge outages, the day's hourly extremes; 3: the log of the
+# extreme (not the extreme of the logs) and the gap mark
 REFRESH_DAYS = 7
 GC_GRACE_S = 600.0
 LOCK_TIMEOUT_S = 30.0
@@ -85,7 +88,8 @@ Source = tuple[str, str]
 class Known:
     """Stored days of one source: ``values[k, i]`` is stored row ``k``'s value on day
     ``first + i`` (a loss column's worst loss, -inf: no window; or one of the day's hourly
-    extremes, :data:`features.fast.EXTREMES`), ``counts[i]`` the day's valid windows."""
+    extremes or its gap mark, :data:`features.fast.EXTREMES`), ``counts[i]`` the day's valid
+    windows."""
 
     first: int
     values: np.ndarray  # (columns, n)

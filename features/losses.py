@@ -38,13 +38,21 @@ when it began. A window may therefore span missing hours, at most
 ``features.outage_bridge_hours`` of them (0: none, every window needs its :math:`H` hours on
 the grid); across a longer gap it has no start. An interval is measured from hourly data when
 at least ``features.min_hours_for_rv`` × :math:`U` of its :math:`24U` windows are complete on
-the grid (the rule that makes a day's RV hourly), or, with fewer, when its hourly candles
-account for the interval's daily range (never the asset's listing interval, which has no
-proxy either): their highest high and lowest low reach the daily
-candles' within :data:`RANGE_TOLERANCE` (then no extreme lies in the missing hours; a file
-with hours removed for bad data does not, and gets the proxy). Measured on the embedded data
-(76 asset-days with fewer than 20 windows, the last on 2021-08-13): the hours account for
-the range on 72, where the range proxy was 3.9 times the hourly loss (median).
+the grid (the same threshold as the one that makes a day's RV hourly, counted in windows),
+or, with fewer, when its hourly candles account for the interval's daily range and every
+move between them is measured (never the asset's listing interval, which has no proxy
+either): their highest high and lowest low reach the daily candles' within
+:data:`RANGE_TOLERANCE` (for :math:`U = 1`, no extreme lies in the missing hours; a file
+with hours removed for bad data does not, and gets the proxy), and a window ends at each of
+the interval's traded candles — none follows a gap longer than the bridge, across which the
+move from the last close before it would be in no window, nor is among the file's first
+:math:`H` candles (an hourly file that starts after the daily one: the move from the daily
+close before it). An interval with enough complete windows is measured from them whatever
+came before; a gap longer than the bridge that ends in its first hours would go unmeasured
+there (none on the embedded data). Measured on the embedded data (76 asset-days with fewer
+than 20 windows, the last on 2021-08-13): the hours account for the range on 72, where the
+range proxy was 3.9 times the hourly loss (median); on 3 of them (ETH, BNB and LTC on
+2018-02-09) a 32-hour outage leads into the day, and they take the proxy.
 
 **Daily-range proxy** (no hourly candles, or too few that do not account for the range;
 ``worst_loss_is_proxy`` True). With
@@ -124,9 +132,11 @@ def hourly_worst_losses(
     DataFrame
         Indexed by ``date`` (the interval's last day, every day from the first to the last
         candle's), columns :data:`LOSS_COLUMNS` (NaN where the interval has no window),
-        ``n_windows`` (windows in the interval complete on the hourly grid) and
+        ``n_windows`` (windows in the interval complete on the hourly grid),
         ``hour_high`` / ``hour_low`` (log of the interval's highest hourly high and lowest
-        hourly low; NaN without a candle).
+        hourly low; NaN without a candle) and ``hour_gap`` (True where the move into one of
+        the interval's traded candles lies in no window: it follows a gap longer than the
+        bridge, or is among the first ``delay_hours`` candles of the file).
     """
     H, U = int(delay_hours), int(interval_days)
     stamps = pd.DatetimeIndex(hourly.index)
@@ -143,28 +153,39 @@ def hourly_worst_losses(
     if n > H:
         valid[H:] = sliding_window_view(np.isfinite(lc), H + 1).all(axis=-1)
     traded = np.flatnonzero(np.isfinite(lc))  # the traded candles, in time order
+    covered = np.zeros(len(traded), dtype=bool)  # a window ends at the traded candle
     if len(traded) > H:
         c, lo, hi = lc[traded], ll[traded], lh[traded]
         p0, end = c[:-H], c[H:]  # close of the traded candle H before, and this one's
         low = sliding_window_view(lo, H).min(axis=-1)[1:]  # traded candles k-H+1 .. k
         high = sliding_window_view(hi, H).max(axis=-1)[1:]
         ok = traded[H:] - traded[:-H] <= H + int(bridge_hours)  # at most that many missing
+        covered[H:] = ok
         with np.errstate(invalid="ignore"):
             window = np.stack([p0 - end, end - p0, p0 - low, high - p0])  # (4, T-H)
         losses[:, traded[H:]] = np.where(ok, window, -np.inf)
     per_day = losses.reshape(4, n_days, _HOURS).max(axis=-1).T  # (n_days, 4)
     counts = valid.reshape(n_days, _HOURS).sum(axis=-1)
-    with np.errstate(invalid="ignore"):
-        extremes = np.column_stack([np.fmax.reduce(lh.reshape(n_days, _HOURS), axis=1),
-                                    -np.fmin.reduce(ll.reshape(n_days, _HOURS), axis=1)])
-    extremes = np.where(np.isfinite(extremes), extremes, -np.inf)  # a day without a candle
-    top, total = _interval_max(np.column_stack([per_day, extremes]), counts, U)
+    # the day's highest high and lowest low (log of the extreme: the fast build's formula),
+    # and whether a traded candle's move in lies in no window (1, else -inf): a gap longer
+    # than the bridge, or the first H candles of the file
+    raw_high = h["high"].to_numpy(dtype=float).reshape(n_days, _HOURS)
+    raw_low = h["low"].to_numpy(dtype=float).reshape(n_days, _HOURS)
+    gap = np.full(n, -np.inf)
+    gap[traded[~covered]] = 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        extras = np.column_stack([np.log(np.fmax.reduce(raw_high, axis=1)),
+                                  -np.log(np.fmin.reduce(raw_low, axis=1)),
+                                  gap.reshape(n_days, _HOURS).max(axis=-1)])
+    extras = np.where(np.isfinite(extras), extras, -np.inf)  # a day without a candle
+    top, total = _interval_max(np.column_stack([per_day, extras]), counts, U)
     out = pd.DataFrame(np.where(np.isfinite(top[:, :4]), top[:, :4], np.nan),
                        columns=list(LOSS_COLUMNS),
                        index=pd.date_range(first, periods=n_days, freq="D", name="date"))
     out["n_windows"] = total.astype("int64")
     out["hour_high"] = np.where(np.isfinite(top[:, 4]), top[:, 4], np.nan)
     out["hour_low"] = np.where(np.isfinite(top[:, 5]), -top[:, 5], np.nan)
+    out["hour_gap"] = top[:, 6] > 0
     return out
 
 
@@ -217,11 +238,13 @@ def worst_loss_features(
                                     cfg.outage_bridge_hours).reindex(daily.index)
         top = daily["high"].rolling(U, min_periods=U).max().to_numpy(float)
         bottom = daily["low"].rolling(U, min_periods=U).min().to_numpy(float)
-        # fewer windows whose hours reach the daily range: measured from them, except on the
-        # listing interval, which has no proxy either (no close before it)
+        # fewer windows whose hours reach the daily range and leave no move unmeasured:
+        # measured from them, except on the listing interval, which has no proxy either (no
+        # close before it)
         hourly_ok = (exact["n_windows"] >= cfg.min_hours_for_rv * U).to_numpy() | (
             accounts_for_range(exact["hour_high"].to_numpy(float),
                                exact["hour_low"].to_numpy(float), top, bottom)
+            & ~exact["hour_gap"].fillna(True).to_numpy(bool)
             & exact[LOSS_COLUMNS[0]].notna().to_numpy()
             & proxy[LOSS_COLUMNS[0]].notna().to_numpy())
     else:

@@ -151,6 +151,49 @@ def test_a_window_spans_an_outage_up_to_the_bridge_and_no_further():
     assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(across)
 
 
+def test_a_thin_day_after_a_gap_longer_than_the_bridge_takes_the_proxy():
+    """Day 1 trades at 100 to its 19h candle and closes at 105 (23h) in its daily candle;
+    the hours from 20h to day 2's 08h are missing; day 2 trades at 80 from 09h on. Day 2's
+    15 candles (14 windows) reach its daily high (105, the 09h candle's open) and low (80),
+    but the move into the 09h candle is measured only when a window spans the 14-hour gap."""
+    full = hourly_path({"120": 101.0, "121": 102.0, "122": 104.0, "123": 105.0, "209": 80.0})
+    path = full.drop(full.index[(full.index >= DAY1 + pd.Timedelta(hours=20))
+                                & (full.index < DAY2 + pd.Timedelta(hours=9))])
+    daily = daily_from(full)
+    assert daily.loc[DAY2, "high"] == 105.0 and daily.loc[DAY2, "low"] == 80.0
+    across = np.log(100 / 80)  # 19h close → 09h close: the move across the outage
+    bridged = worst_loss_features(daily, path, FeaturesConfig(outage_bridge_hours=24))
+    assert not bridged.loc[DAY2, "worst_loss_is_proxy"]
+    assert bridged.loc[DAY2, "worst_loss_long"] == pytest.approx(across)
+    # a 12-hour bridge: no window spans the gap, so the hours alone would say 0 (flat at 80
+    # after 09h); the day takes the range proxy, ln(max(close before 105, high 105) / 80)
+    exact = hourly_worst_losses(path, 1, 1, bridge_hours=12).loc[DAY2]
+    assert exact["worst_loss_long"] == pytest.approx(0.0) and exact["hour_gap"]
+    unbridged = worst_loss_features(daily, path, FeaturesConfig(outage_bridge_hours=12))
+    assert unbridged.loc[DAY2, "worst_loss_is_proxy"]
+    assert unbridged.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(105 / 80))
+    assert not unbridged.loc[DAY1, "worst_loss_is_proxy"]  # day 1's hours: no move missed
+    # bridge 0 (no window spans missing hours): any thin day with a gap takes the proxy
+    thin = _without(_without(PATH, 5, 8), 13, 14)  # 18 windows, the range reached
+    none = worst_loss_features(daily_from(PATH), thin, FeaturesConfig(outage_bridge_hours=0))
+    assert none.loc[DAY2, "worst_loss_is_proxy"]
+    assert not worst_loss_features(daily_from(PATH), thin, FeaturesConfig()).loc[
+        DAY2, "worst_loss_is_proxy"]
+
+
+def test_an_hourly_file_that_starts_after_the_daily_one_measures_no_move_into_its_first_hour():
+    """Hours from day 2's 10h on (14 candles, 13 windows) reach day 2's range, but the move
+    from day 1's close into the first of them is in no window: the proxy, flagged."""
+    late = PATH[PATH.index >= DAY2 + pd.Timedelta(hours=10)]
+    daily = daily_from(PATH[PATH.index >= DAY2 + pd.Timedelta(hours=3)])  # range of 03h on
+    daily = pd.concat([daily_from(PATH).loc[[DAY1]], daily])
+    exact = hourly_worst_losses(late, 1, 1, 24).loc[DAY2]
+    assert exact["hour_gap"] and exact["n_windows"] == 13
+    out = worst_loss_features(daily, late, FeaturesConfig())
+    assert out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(110 / 89))
+
+
 def test_assets_without_hourly_data_get_the_proxy_everywhere_but_the_listing_day():
     out = worst_loss_features(daily_from(PATH), None, FeaturesConfig())
     assert out["worst_loss_is_proxy"].tolist() == [False, True]
