@@ -52,7 +52,7 @@ came before; a gap longer than the bridge that ends in its first hours would go 
 there (none on the embedded data). Measured on the embedded data (76 asset-days with fewer
 than 20 windows, the last on 2021-08-13): the hours account for the range on 72, where the
 range proxy was 3.9 times the hourly loss (median); on 3 of them (ETH, BNB and LTC on
-2018-02-09) a 32-hour outage leads into the day, and they take the proxy.
+2018-02-09) a 33-hour outage leads into the day, and they take the proxy.
 
 **Daily-range proxy** (no hourly candles, or too few that do not account for the range;
 ``worst_loss_is_proxy`` True). With
