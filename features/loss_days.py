@@ -3,15 +3,15 @@ days it has not seen.
 
 The covered loss of a row (:func:`features.losses.hourly_worst_losses`) is the maximum, over
 the :math:`U` days of the update interval, of each day's worst loss over the windows of
-:math:`H` hours that end in that day. A day's worst loss reads the hourly closes of that day and
-those of the :math:`H` traded candles before its first one, at most :math:`H + B` hours
-earlier (:math:`B` = ``features.outage_bridge_hours``), nothing else. The stress floor looks back ten years of covered
-losses, so a serve that recomputed every day's worst loss read every hourly close of every
-asset each day: at 10,000 assets more candles than the page cache holds, and most of the
-serve's features step. Here the per-day values (the worst loss of each loss column, and the
-count of valid windows that the ``min_hours_for_rv`` rule reads, and the day's hourly extremes
-and gap mark that tell whether its candles account for the daily range) are stored per
-hourly source file and reused while they provably hold:
+:math:`H` hours that end in that day. A day's worst loss reads the hourly closes of that day
+and those of the :math:`H` traded candles before its first one, at most :math:`H + B` hours
+earlier (:math:`B` = ``features.outage_bridge_hours``), nothing else. The stress floor looks
+back ten years of covered losses, so a serve that recomputed every day's worst loss read every
+hourly close of every asset each day: at 10,000 assets more candles than the page cache holds,
+and most of the serve's features step. Here the per-day values (the worst loss of each loss
+column, and the count of valid windows that the ``min_hours_for_rv`` rule reads, and the day's
+hourly extremes and gap mark that tell whether its candles account for the daily range) are
+stored per hourly source file and reused while they provably hold:
 
 * **lineage.** The validated-candle cache (:mod:`features.candle_cache`) gives every cached
   file a lineage that stays the same while the file only grows by appended rows: rows

@@ -344,7 +344,10 @@ def initial_margin(
     * **buffer**: a buffer of ``buffer`` × MMF that may be *exhausted* when margins rise
       (Art. 28(1)(a)): IMF stays at its previous value while that lies inside the band
       ``[MMF·1.01, MMF·(1+buffer)]`` and is pushed only by its edges, so a rising MMF first
-      eats the buffer instead of raising IMF one-for-one-and-a-quarter;
+      eats the buffer instead of raising IMF one-for-one-and-a-quarter. Temporarily: the
+      parameter roles (:mod:`serving.roles`) keep IMF at least ``1 + buffer`` times the MMF
+      *in force*, so the buffer is rebuilt once the announced MMF takes effect (after the
+      notice), and what it absorbs is the rise while the slow MMF catches up;
     * **stress weight**: ``(1-w)·MMF + w·MMF(σ_stress)`` (Art. 28(1)(b), 25% weight on
       stressed observations);
     * **floor**: MMF at the long-run σ (Art. 28(1)(c), a ten-year look-back floor).

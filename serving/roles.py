@@ -137,7 +137,10 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
        its step (or LT less than its up-step), never more; MMF = 1 - LT·LB moves toward its
        target, never away (with LT held up by admitted LTVs, a rising LB would otherwise
        *shrink* the cushion in a crash); a step within the deadband is not announced;
-    3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff, min(LT_eff, LT_pending) - gap),
+    3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff,
+       min(LT_eff, LT_pending, LT*) - gap) (below the target LT* too: an LTV admitted above
+       it would hold LT up every day it is re-admitted, and a tighter target would never take
+       effect),
        at least 0, kept at its previous value when the change is within the deadband (and
        still below the cap); IMF = 1 - LTV·LB_eff and
        MMF = 1 - LT_eff·LB_eff, so LTV < LT and LT·LB <= 1 hold by construction.

@@ -357,7 +357,11 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # slowly, new borrowing must not sit closer to liquidation than the APC buffer allows
     ratio = 1.0 + (cfg.apc.buffer if cfg.apc.buffer_enabled else MIN_IM_GAP)
     imf_need = np.maximum(t["imf"], np.minimum((1.0 - lt_e * lb_e) * ratio, 1.0))
-    cap = np.minimum(lt_e, np.where(pend, pend_lt, np.inf)) - r.ltv_gap
+    # new borrowing stays a gap below the LT in force, the pending LT and the target LT: an
+    # LTV admitted above the target would hold LT up (the admitted-LTV floor) every day it is
+    # re-admitted, so a target tighter than LT would never take effect (an asset whose IMF
+    # buffer is under the gap, MMF under ~4·gap·LB, was pinned at its MMF for good)
+    cap = np.minimum(np.minimum(lt_e, np.where(pend, pend_lt, np.inf)), t["lt"]) - r.ltv_gap
     free = (1.0 - imf_need) / lb_e
     ltv = np.maximum(np.minimum(free, cap), 0.0)
     with np.errstate(invalid="ignore"):
@@ -365,7 +369,7 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     capped = ~keep & (ltv < free - EPS)
     ltv = np.where(keep, prev_ltv, ltv)  # a sub-deadband change of the maximum LTV
     for i in np.flatnonzero(capped).tolist():
-        notes[i].append(f"LTV capped at min(LT, pending LT) - {r.ltv_gap:g}")
+        notes[i].append(f"LTV capped at min(LT, pending LT, target LT) - {r.ltv_gap:g}")
     imf = 1.0 - ltv * lb_e
     cols = dict(t)
     cols.update(mmf=1.0 - lt_e * lb_e, imf=imf, lt=lt_e, lb=lb_e, ltv=ltv,
@@ -407,8 +411,8 @@ def _announce(mmf_t: np.ndarray, lb_t: np.ndarray, lt_e: np.ndarray, lb_e: np.nd
               lt_min: np.ndarray, cfg: PolicyConfig
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(LT, LB, moves) of the next step from the effective values toward the target: the
-    rules of :func:`serving.roles.announce`; ``moves`` False where the step is within the
-    deadband."""
+    rules of :func:`serving.roles.apply_roles` (its step 2); ``moves`` False where the step
+    is within the deadband."""
     r = cfg.roles
     lb_lo, lb_hi = np.maximum(lb_e - r.lb_step, 1.0), np.minimum(lb_e + r.lb_step, cfg.lb_max)
     lb_n = np.minimum(np.maximum(lb_t, lb_lo), lb_hi)

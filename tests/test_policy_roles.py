@@ -83,6 +83,24 @@ def test_tightening_ltv_falls_at_once_lt_after_notice_and_never_below_admitted_l
             assert path[j][0].lt >= p.ltv + R.ltv_gap - 1e-12
 
 
+def test_a_small_margin_reaches_a_tighter_target_once_the_protection_window_has_passed():
+    """MMF 3% (its IMF buffer, 0.75 pp, is under the LTV gap once divided by LB), then a
+    target of 3.6%. New borrowing drops below the target LT at once; LT follows when the
+    LTVs admitted above it leave the protection window. An LTV capped by the LT in force
+    alone was re-admitted above the target every day and held LT up for good."""
+    steps = R.protect_days + R.tighten_notice_days + 3
+    path = run([0.03] * 3 + [0.036] * steps)
+    goal = target(0.036)
+    assert all(p.ltv <= goal.lt - R.ltv_gap + 1e-12 for p, _ in path[3:])
+    assert path[3][0].lt == path[2][0].lt  # LT first held by the LTVs admitted before
+    final = path[-1][0]
+    assert final.lt == pytest.approx(goal.lt) and final.mmf == pytest.approx(0.036)
+    # the first day LT can move: the last LTV admitted above the target (day 2) has left
+    # the window, then the announcement's notice
+    first = next(k for k, (p, _) in enumerate(path) if p.lt < path[2][0].lt - 1e-12)
+    assert first <= 2 + R.protect_days + R.tighten_notice_days + 1
+
+
 def test_loosening_is_announced_rate_limited_and_takes_effect_after_the_notice():
     path = run([0.20] + [0.05] * 8)
     first = path[0][0]
