@@ -295,3 +295,18 @@ def test_the_runs_console_table_names_a_screened_out_model_instead_of_failing():
     rows = {line.split()[1]: line for line in text.splitlines() if line.startswith("│ ")}
     assert "1/2" in rows["a"] and "10.00%" in rows["a"]
     assert "screened out" in rows["b"] and "screened out" in rows["c"]
+
+
+def test_with_the_screens_off_a_model_without_any_var_verdict_stays_in_the_pool():
+    """Every asset of ``c`` unproven on its VaR test (a share of nothing: NaN): the screens
+    are off, so the whole-period table cannot take it out of the choice."""
+    comp = _comparison()
+    comp["var_unproven"] = comp["model"].eq("c")
+    table = _selection_table({"a": 1, "b": 1, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
+    choice = select(comp, table, _settings("abc"), SelectionConfig(rule="policy"))
+    assert choice.model == "c"
+    # with a VaR screen on, no verdict is no pass
+    on = SelectionConfig(rule="policy", min_var_share=0.5)
+    screened = select(comp, table, _settings("abc"), on, screened_on=comp)
+    assert screened.model != "c"
+    assert screened.table.set_index("model").loc["c", "screened"] == False  # noqa: E712

@@ -28,7 +28,7 @@ def liquidated_by_parameters(path: pd.DataFrame, window: int, tol: float = 1e-9)
     for asset, g in path.sort_values("date").groupby("asset"):
         g = g.set_index("date")
         ltv = g["ltv"].astype(float)
-        # the largest LTV admitted on a day in (t' - window, t' - 1], on the calendar
+        # the largest LTV admitted on a day in [t' - window, t' - 1], on the calendar
         admitted = ltv.rolling(f"{int(window)}D", closed="left").max()
         gap = (admitted - g["lt"].astype(float)).dropna()
         bad = gap > tol

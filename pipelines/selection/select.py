@@ -98,8 +98,11 @@ def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
               if "var_unproven" in one_day else one_day)
     per["var_share"] = judged.groupby("model")["var_pass"].apply(
         lambda x: x.fillna(False).astype(bool).mean())
-    per["screened"] = (per["mcs_share"] >= cfg.min_mcs_share) & (
-        per["var_share"] >= cfg.min_var_share)
+    # a share with no verdict behind it (every asset unproven) is 0: it passes no screen
+    # above 0, and with the screens off (0) every model stays in the pool, whatever the
+    # table says (with them off the table is the whole period's, which is never read to choose)
+    per["screened"] = (per["mcs_share"].fillna(0.0) >= cfg.min_mcs_share) & (
+        per["var_share"].fillna(0.0) >= cfg.min_var_share)
     return per
 
 
