@@ -274,7 +274,7 @@ def _hourly_losses(plans: list[LossPlan | None], parts: list[list[Candles]], row
     mark (1, else NaN), NaN without a candle); each asset's per-day values come from its stored days
     (``plans[a].reuse``) and from its ``parts`` (:func:`loss_plan`). ``days`` holds each
     planned asset's per-day (first grid day, values of the ``which`` columns and the
-    :data:`EXTREMES` (len(which) + 2, days), counts) over its whole grid."""
+    :data:`EXTREMES` (len(which) + 3, days), counts) over its whole grid."""
     losses = np.full((len(LOSS_COLUMNS), rows.size), np.nan)
     extremes = np.full((len(EXTREMES), rows.size), np.nan)
     n_windows = np.full(rows.size, -1, dtype=np.int64)
