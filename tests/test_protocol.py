@@ -268,7 +268,9 @@ def test_the_whole_protocol_ignores_perturbed_evaluation_period_data():
                                          f["variance"] * 0.1, f["variance"]))
            for n, f in fcs.items()}
     again, evaluation_again = run(shocked, cut)
-    assert again.name == frozen.name == "policy:true"
+    # the selection period decides: ``flat`` is acceptable on B (its breaches do not cluster
+    # there), ``true`` on neither asset (DQ rejects both)
+    assert again.name == frozen.name == "policy:flat"
     pd.testing.assert_frame_equal(again.table, frozen.table)
     assert evaluation_again["breaches"].sum() > evaluation["breaches"].sum()  # it did bite
 
@@ -388,8 +390,8 @@ def test_the_knob_choice_ignores_the_evaluation_period():
 
 
 def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period():
-    """End to end on a seeded panel: the first choice (``true`` at 97.5%) is acceptable on no
-    asset of the selection period, its variant with the full stress floor on one, so that
+    """End to end on a seeded panel: the first choice (``flat`` at 97.5%) is acceptable on one
+    asset of the selection period, its variant with the full stress floor on both, so that
     variant is frozen (and registered: its settings are the choice's overrides), reported
     first with its own no-APC variant; with ``choose_knobs`` off the first choice stays."""
     from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
@@ -404,20 +406,20 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     compared = pd.DataFrame({"model": ["true", "flat"], "asset": "A", "horizon_days": 1,
                              "qlike": [0.1, 0.2], "in_mcs": True, "var_pass": True})
     ev = evaluate_policies(panel, fcs, compared, cfg)
-    name = "policy:true@stress_floor_weight=1.0"
-    assert ev.choice.policy == name and ev.choice.model == "true"
+    name = "policy:flat@stress_floor_weight=1.0"
+    assert ev.choice.policy == name and ev.choice.model == "flat"
     assert ev.choice.overrides == {"policy.confidence": 0.975,
                                    "policy.stress_floor_weight": 1.0}
     ranked = ev.table[ev.table["period"] == SELECTION].groupby("policy")["acceptable"].sum()
-    assert ranked[name] > ranked["policy:true"]  # why it moved
+    assert ranked[name] > ranked["policy:flat"]  # why it moved
     assert list(ev.headline["policy"][:3]) == [name, f"{name}:no_apc", "policy:true"]
     assert frozen_record(ev, cfg)["knobs"] == {"policy.stress_floor_weight": [0.0, 1.0]}
 
     fixed = evaluate_policies(panel, fcs, compared,
                               cfg.with_overrides({"evaluation.choose_knobs": False}))
-    assert fixed.choice.policy == "policy:true"
+    assert fixed.choice.policy == "policy:flat"
     assert fixed.choice.overrides == {"policy.confidence": 0.975}
-    assert fixed.headline["policy"].iloc[1] == "policy:true:no_apc"
+    assert fixed.headline["policy"].iloc[1] == "policy:flat:no_apc"
     pd.testing.assert_frame_equal(  # the same variants replayed: the frontier is the same
         fixed.frontier, ev.frontier)
     # the forecast rule picks by the selection period's QLIKE (the whole period's table,
