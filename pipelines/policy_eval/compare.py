@@ -40,7 +40,9 @@ from serving.policy import liquidity_addon
 from serving.seasoning import Reference
 from serving.seasoning import reference as stress_reference
 
-# Aave v3 Ethereum market, published risk parameters (LTV, LT, LB) of WETH and WBTC.
+# Aave v3 Ethereum market, published risk parameters (LTV, LT, LB) of WETH and WBTC: one set,
+# held over the whole period (Aave's governance changed them over the years; README, "Known
+# limitations").
 AAVE_V3 = {"ETH": (0.805, 0.83, 1.05), "BTC": (0.73, 0.78, 1.05)}
 MIN_IN_SAMPLE = 60  # days of realized losses a static calibration needs
 # what the evaluation reads of a replayed path (the per-day reasons and flags stay in the
