@@ -199,6 +199,13 @@ def accounts_for_range(hour_high: np.ndarray, hour_low: np.ndarray, top: np.ndar
                 & (hour_low <= np.log(bottom) + np.log1p(RANGE_TOLERANCE)))
 
 
+def daily_range(daily: pd.DataFrame, interval_days: int) -> tuple[pd.Series, pd.Series]:
+    """Each interval's highest daily high and lowest daily low (NaN with a missing candle)."""
+    U = int(interval_days)
+    return (daily["high"].rolling(U, min_periods=U).max(),
+            daily["low"].rolling(U, min_periods=U).min())
+
+
 def range_worst_losses(daily: pd.DataFrame, interval_days: int) -> pd.DataFrame:
     """The conservative daily-range proxy of :data:`LOSS_COLUMNS` (module docstring).
 
@@ -206,8 +213,7 @@ def range_worst_losses(daily: pd.DataFrame, interval_days: int) -> pd.DataFrame:
     interval with a missing candle is NaN.
     """
     U = int(interval_days)
-    top = daily["high"].rolling(U, min_periods=U).max()
-    bottom = daily["low"].rolling(U, min_periods=U).min()
+    top, bottom = daily_range(daily, U)
     ref = daily["close"].shift(U).fillna(daily["open"].shift(U - 1))
     long = np.log(np.fmax(ref, top) / bottom)
     short = np.log(top / np.fmin(ref, bottom))
@@ -236,8 +242,7 @@ def worst_loss_features(
     if hourly is not None and len(hourly) > 0:
         exact = hourly_worst_losses(hourly, cfg.liquidation_delay_hours, U,
                                     cfg.outage_bridge_hours).reindex(daily.index)
-        top = daily["high"].rolling(U, min_periods=U).max().to_numpy(float)
-        bottom = daily["low"].rolling(U, min_periods=U).min().to_numpy(float)
+        top, bottom = (x.to_numpy(float) for x in daily_range(daily, U))
         # fewer windows whose hours reach the daily range and leave no move unmeasured:
         # measured from them, except on the listing interval, which has no proxy either (no
         # close before it)

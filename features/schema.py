@@ -142,7 +142,8 @@ _COLUMNS = [
            "highest hourly high within each window (stricter)", "loss"),
     Column("worst_loss_is_proxy", "bool", "True where the worst_loss_* columns are the "
            "conservative daily-range proxy (no hourly candles in the interval, or too few "
-           "windows and candles that do not reach the daily high and low)", "loss"),
+           "windows and candles that do not reach the daily high and low or follow a gap "
+           "longer than features.outage_bridge_hours)", "loss"),
     Column("target_variance_1d", "daily decimal²", "TARGET: rv of day t+1", "target"),
     Column("target_variance_7d", "7-day decimal²", "TARGET: sum of rv over days t+1..t+7",
            "target"),
