@@ -56,6 +56,25 @@ def test_pooled_fz0_is_the_mean_of_daily_cross_sectional_means():
     assert row["days"] == 400
 
 
+def test_a_period_holds_the_rows_whose_loss_happens_in_it():
+    # the forecast made at the selection period's last cutoff is judged on the evaluation
+    # period's first day: it belongs to the evaluation period, and that day's loss cannot
+    # move a selection-period figure
+    panel = _panel(n=30)
+    s = tc.score(_forecasts(panel, "fhs_ewma", 0.06, 0.08), panel)
+    sel = tc.period(s, "2023-01-01", "2023-01-10")
+    evl = tc.period(s, "2023-01-11", None)
+    assert sel["cutoff"].max() == pd.Timestamp("2023-01-09")
+    assert evl["cutoff"].min() == pd.Timestamp("2023-01-10")
+    assert len(sel) + len(evl) == len(s) and not set(sel.index) & set(evl.index)
+    moved = panel.copy()
+    moved.loc[("AAA", pd.Timestamp("2023-01-10")), "target_worst_loss_long"] = 0.9
+    s2 = tc.score(_forecasts(moved, "fhs_ewma", 0.06, 0.08), moved)
+    pd.testing.assert_frame_equal(tc.fz0_table(tc.period(s2, "2023-01-01", "2023-01-10")),
+                                  tc.fz0_table(sel))
+    assert not tc.fz0_table(tc.period(s2, "2023-01-11", None)).equals(tc.fz0_table(evl))
+
+
 def test_best_classical_and_dm_prefer_the_true_tail():
     panel = _panel(n=1500, seed=1)
     # true 99% tail of 0.02·|t5|: VaR = 0.02·t5.ppf(0.995), far better than a halved one

@@ -79,10 +79,20 @@ def score(forecasts: pd.DataFrame, panel: pd.DataFrame, variant: str = "close") 
 
 
 def period(scores: pd.DataFrame, start: object, end: object | None) -> pd.DataFrame:
-    """Rows with cutoff in ``[start, end]`` (``end`` None: to the last cutoff)."""
-    c = scores["cutoff"]
-    stop = c.max() if end is None else pd.Timestamp(end)
-    return scores[(c >= pd.Timestamp(start)) & (c <= stop)]
+    """Rows whose loss happens in ``[start, end]`` (``end`` None: no upper bound).
+
+    A row's loss is that of the interval after its cutoff, so it is dated ``target_date``
+    (``cutoff + U``), as the policy's periods date a loss day
+    (:func:`pipelines.policy_eval.protocol.in_period`) and the selection's comparison a target
+    day (:func:`pipelines.selection.select.in_window`): the forecast made at the selection
+    period's last cutoff is judged on the evaluation period's first day, so it belongs to the
+    evaluation period, not the selection one.
+    """
+    day = pd.to_datetime(scores["target_date"])
+    keep = day >= pd.Timestamp(start)
+    if end is not None:
+        keep &= day <= pd.Timestamp(end)
+    return scores[keep]
 
 
 def daily_fz0(scores: pd.DataFrame, side: str, level: float) -> pd.DataFrame:
@@ -248,8 +258,10 @@ def select_scale_model(panel: pd.DataFrame, cfg: Config,
                        ) -> tuple[str, pd.DataFrame]:
     """``tail_nn.scale_model`` with the lowest pooled FZ0 at 99 % (long) on the selection period.
 
-    Each candidate is walked forward from ``selection_start`` to ``selection_end`` only, so
-    the evaluation period is never read (its rows are not even in the panel handed over).
+    Each candidate is walked forward from ``selection_start`` to ``selection_end`` on the rows
+    dated up to ``selection_end`` and scored on the losses that happen in the selection period
+    (:func:`period`: the last cutoff's loss, on the evaluation period's first day, is left
+    out), so nothing of the evaluation period is read.
     """
     ev, u = cfg.evaluation, cfg.features.update_interval_days
     upto = panel[panel.index.get_level_values("date") <= pd.Timestamp(ev.selection_end)]
@@ -261,7 +273,8 @@ def select_scale_model(panel: pd.DataFrame, cfg: Config,
                                ev.selection_start, ev.selection_end, tail.refit_every,
                                tail.levels, tail.min_train_days)
         fc.insert(0, "model", "tail_nn")
-        s = score(fc, upto, cfg.tail.tail_nn.loss_variant)
+        s = period(score(fc, upto, cfg.tail.tail_nn.loss_variant), ev.selection_start,
+                   ev.selection_end)
         daily = daily_fz0(s, "long", HEADLINE_LEVEL)
         rows.append({"scale_model": name, "fz0": float(daily["tail_nn"].mean()),
                      "days": len(daily)})
