@@ -397,23 +397,35 @@ def lending_view(mmf: Any, imf: Any, lb: Any) -> dict[str, Any]:
 
 
 def invariants_hold(mmf: Any, imf: Any, lt: Any, ltv: Any, lb: Any, max_leverage: Any,
-                    cfg: PolicyConfig) -> Any:
-    """Whether each parameter set is consistent (:func:`check_invariants`); elementwise."""
-    upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
+                    cfg: PolicyConfig, bounds: bool = True) -> Any:
+    """Whether each parameter set is consistent (:func:`check_invariants`); elementwise.
+    ``bounds`` False: the solvency part only (not the config's MMF and LB bounds)."""
     # NaN fails every comparison, so a non-finite value is never consistent
     with np.errstate(invalid="ignore"):
-        return (np.isfinite(max_leverage) & np.isfinite(mmf) & np.isfinite(imf)
-                & np.isfinite(lt) & np.isfinite(ltv) & np.isfinite(lb)
-                & (ltv >= 0.0) & (ltv < lt) & (lt * lb <= 1.0 + EPS)
-                & (cfg.mmf_floor - 1e-9 <= mmf) & (mmf <= upper + 1e-9)
-                & (mmf < imf) & (imf <= 1.0) & (lb >= 1.0) & (lb <= cfg.lb_max + EPS))
+        ok = (np.isfinite(max_leverage) & np.isfinite(mmf) & np.isfinite(imf)
+              & np.isfinite(lt) & np.isfinite(ltv) & np.isfinite(lb)
+              & (ltv >= 0.0) & (ltv < lt) & (lt * lb <= 1.0 + EPS)
+              & (mmf < imf) & (imf <= 1.0) & (lb >= 1.0))
+        if bounds:
+            upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
+            ok = (ok & (cfg.mmf_floor - 1e-9 <= mmf) & (mmf <= upper + 1e-9)
+                  & (lb <= cfg.lb_max + EPS))
+        return ok
 
 
-def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
+def check_invariants(p: Parameters, cfg: PolicyConfig, bounds: bool = True) -> None:
     """Raise if a parameter set could ever be inconsistent: finite, 0 <= LTV < LT,
-    LT·LB <= 1, MMF in [floor, cap] (the static set may exceed the cap), MMF < IMF <= 1
-    (IMF = 1, LTV = 0 is a freeze) and 1 <= LB <= lb_max."""
-    if invariants_hold(p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage, cfg):
+    LT·LB <= 1, MMF < IMF <= 1 (IMF = 1, LTV = 0 is a freeze), LB >= 1 (solvency) and, with
+    ``bounds``, the config's bounds: MMF in [floor, cap] (the static set may exceed the cap)
+    and LB <= lb_max.
+
+    A target, and the static set, meet both. Values *in force* (held by a freeze, or kept
+    while an announced change is pending) are checked for solvency only: they were published
+    under the config of their day, and when a retrain (or a rollback) moves the bounds they
+    reach the new ones by announced, rate-limited changes, as any other move of LT and LB;
+    raising on them would make the fail-safe itself fail (:func:`serving.update.freeze`).
+    """
+    if invariants_hold(p.mmf, p.imf, p.lt, p.ltv, p.lb, p.max_leverage, cfg, bounds):
         return
     upper = max(cfg.mmf_cap, cfg.failsafe.conservative_mmf)
     problems = []
@@ -424,10 +436,12 @@ def check_invariants(p: Parameters, cfg: PolicyConfig) -> None:
         problems.append(f"need 0 <= LTV {p.ltv:.6f} < LT {p.lt:.6f}")
     if p.lt * p.lb > 1.0 + EPS:
         problems.append(f"LT·LB = {p.lt * p.lb:.6f} must be <= 1")
-    if not cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9:
+    if bounds and not cfg.mmf_floor - 1e-9 <= p.mmf <= upper + 1e-9:
         problems.append(f"MMF {p.mmf:.6f} outside [{cfg.mmf_floor}, {upper}]")
-    if not (p.mmf < p.imf <= 1.0 and 1.0 <= p.lb <= cfg.lb_max + EPS):
-        problems.append(f"need MMF < IMF <= 1 and 1 <= LB <= {cfg.lb_max}")
+    if not (p.mmf < p.imf <= 1.0 and p.lb >= 1.0):
+        problems.append("need MMF < IMF <= 1 and LB >= 1")
+    if bounds and p.lb > cfg.lb_max + EPS:
+        problems.append(f"LB {p.lb:.6f} above lb_max {cfg.lb_max}")
     if problems:
         raise ValueError("policy invariant violated: " + "; ".join(problems))
 

@@ -96,14 +96,14 @@ class Rows:
         for i, r in zip(idx.tolist(), other.reasons, strict=True):
             self.reasons[i] = r
 
-    def check(self, cfg: PolicyConfig) -> None:
+    def check(self, cfg: PolicyConfig, bounds: bool = True) -> None:
         """:func:`serving.policy.check_invariants` of every row (its wording for the first
-        row that fails)."""
+        row that fails); ``bounds`` False: solvency only (values in force)."""
         c = self.cols
         ok = invariants_hold(c["mmf"], c["imf"], c["lt"], c["ltv"], c["lb"],
-                             c["max_leverage"], cfg)
+                             c["max_leverage"], cfg, bounds)
         for i in np.flatnonzero(~ok).tolist():
-            check_invariants(self.parameters(i), cfg)
+            check_invariants(self.parameters(i), cfg, bounds)
 
 
 @dataclass
@@ -379,7 +379,10 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     reasons = [a if not b else "; ".join(filter(None, [a, "; ".join(b)]))
                for a, b in zip(target.reasons, notes, strict=True)]
     out = Rows(cols, reasons)
-    out.check(cfg)
+    # LT and LB in force (or a change announced under an earlier config) may lie outside this
+    # config's bounds; they move there by announced changes (:func:`_announce` steps toward
+    # them): solvency only (:func:`serving.policy.check_invariants`)
+    out.check(cfg, bounds=False)
     # the LTV admitted today joins the window (:func:`_free_slot`)
     admit = np.flatnonzero(ltv > 0.0)
     if len(admit):
@@ -446,7 +449,9 @@ def freeze(book: Book, reasons: list[str], stale: np.ndarray, cfg: PolicyConfig
     for i in fallback.tolist():  # nothing (trustworthy) published: the static set
         p = conservative_parameters(cfg, reasons[i], stale=bool(stale[i]))
         out.put(np.array([i]), Rows.of([p]))
-    out.check(cfg)
+    # held values are checked for solvency only: a freeze must hold under any config, also
+    # one whose bounds moved since they were published (a retrain, a rollback)
+    out.check(cfg, bounds=False)
     state = Book(np.ones(n, bool), ~prior, out, book.pend & prior, book.pend_lt,
                  book.pend_lb, book.pend_announced, book.pend_effective,
                  np.where(prior[:, None], book.adm_day, NO_DAY),

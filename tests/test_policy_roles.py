@@ -151,6 +151,29 @@ def test_the_fail_safe_freezes_ltv_to_zero_and_holds_lt_and_lb():
     check_invariants(frozen, CFG)
 
 
+def test_values_in_force_outside_a_new_configs_bounds_are_frozen_and_moved_not_refused():
+    # published under floor 2% (MMF 2.5%); the next version's config raises the floor to 3%
+    # and lowers lb_max under the LB in force: the freeze holds them (solvent, if outside the
+    # new bounds), and an update announces the move there with notice instead of raising
+    (_, state), = run([0.025], lb=1.10)
+    assert state.published.mmf == pytest.approx(0.025)
+    new = CFG.model_copy(update={"mmf_floor": 0.03, "lb_max": 1.08})
+    frozen, fstate = freeze(state, "stale inputs", new)
+    assert frozen.ltv == 0.0 and frozen.lt == state.published.lt
+    assert frozen.lb == state.published.lb and fstate.pending is None
+    with pytest.raises(ValueError, match="outside"):
+        check_invariants(frozen, new)  # the new bounds are not met while held...
+    check_invariants(frozen, new, bounds=False)  # ...and it is solvent
+    p, s1 = apply_roles(target(0.03, lb=1.08), state, day(1), new)
+    assert p.lt == state.published.lt and p.ltv < p.lt - R.ltv_gap + 1e-12
+    assert s1.pending is not None and s1.pending.effective == day(1 + R.tighten_notice_days)
+    assert 1.0 - s1.pending.lt * s1.pending.lb >= 0.03 - 1e-12
+    assert s1.pending.lb <= 1.08 + 1e-12
+    later = [apply_roles(target(0.03, lb=1.08), s1, day(k), new)
+             for k in range(2, 2 + R.tighten_notice_days + 1)]
+    assert later[-1][0].mmf >= 0.03 - 1e-12 and later[-1][0].lb <= 1.08 + 1e-12
+
+
 def test_a_pending_change_is_not_applied_while_frozen_and_applies_after():
     path = run([0.10, 0.40])
     _, state = path[-1]
