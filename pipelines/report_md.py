@@ -74,7 +74,7 @@ def policy_tables(bt: Path) -> str:
             "(`_sel`). `acceptable`: assets passing the one acceptance function (breaches ≤ "
             "one-sided Kupiec upper band at 99%, Christoffersen independence and DQ not "
             f"rejecting at 5%, stress bad debt within budget, on at least {MIN_VERDICT_DAYS} "
-            "days: fewer and "
+            "days: fewer, or no budget for the asset, and "
             "passing is unproven); capital = mean(1 − LTV); bad "
             "debt = Σ (x − cushion)/LB for a position at LT."
             + unserved_note(summary, name))

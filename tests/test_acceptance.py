@@ -94,6 +94,20 @@ def test_stress_bad_debt_over_budget_is_not_acceptable():
     assert not row["acceptable"] and "stress bad debt 0.0300 > budget 0.0200" in row["why_not"]
 
 
+def test_an_asset_without_a_budget_is_unproven_not_acceptable():
+    # budgets in force but none for this asset (no comparator row): the bad-debt test is not
+    # judged, so passing every other test is unproven, never a pass by default; inf is the
+    # configured "no budget test" and passes
+    path = _path(np.zeros(500, bool))
+    row = accept_asset(path, P, stress_bad_debt=0.5, budget=math.nan)
+    assert not row["acceptable"] and row["unproven"] and not row["within_budget"]
+    assert row["why_not"] == "no stress budget: no comparator row for this asset in the period"
+    assert accept_asset(path, P, stress_bad_debt=0.5, budget=math.inf)["acceptable"]
+    failing = accept_asset(_path(_spread(500, 12)), P, stress_bad_debt=0.0, budget=math.nan)
+    assert not failing["acceptable"] and not failing["unproven"]
+    assert "breaches >" in failing["why_not"] and "no stress budget" in failing["why_not"]
+
+
 def test_bad_debt_bookkeeping_on_a_hand_computed_day():
     # worst loss x = 21% of value; the 1% slippage is the liquidator's, paid out of LB, so it
     # is not added to x; MMF 10%, IMF 15%, LB 1.05

@@ -337,14 +337,14 @@ def test_the_knob_is_chosen_beside_the_first_choice_by_the_same_rule():
     point = {"forecaster": "loose", "policy.confidence": 0.975}
     # the first choice breaches far beyond 1% (MMF 9%); both variants pass, w=0 is cheaper
     paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
-    chosen = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    chosen = choose_knob(first, point, knobs, paths, Verdicts(CFG), None)
     assert chosen.policy == "policy:loose,w=0" and chosen.model == "loose"
     assert chosen.overrides == {"policy.confidence": 0.975, "policy.stress_floor_weight": 0.0}
     assert chosen.reason.startswith("policy:loose chosen first; then, among it and its knob "
                                     "variants: policy:loose,w=0 frozen on the selection period")
     # acceptable and cheapest already: the configured knob stays, the first choice is kept
     paths, knobs = _knob_options(_path(1, 0.12), _path(1, 0.09), _path(1, 0.20))
-    kept = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    kept = choose_knob(first, point, knobs, paths, Verdicts(CFG), None)
     assert kept.policy == "policy:loose" and kept.overrides == first.overrides
     assert kept.reason.endswith("(the configured knobs kept)")
 
@@ -358,8 +358,8 @@ def test_the_knob_step_counts_the_assets_its_forecaster_cannot_serve():
     first = _first("policy:loose", "loose", 0.975)
     point = {"forecaster": "loose", "policy.confidence": 0.975}
     paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
-    alone = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
-    counted = choose_knob(first, point, knobs, paths, Verdicts(CFG), {},
+    alone = choose_knob(first, point, knobs, paths, Verdicts(CFG), None)
+    counted = choose_knob(first, point, knobs, paths, Verdicts(CFG), None,
                           universe={"A", "B", "C"})
     assert "acceptable on 2/2 assets" in alone.reason
     assert "acceptable on 2/3 assets" in counted.reason
@@ -373,19 +373,19 @@ def test_the_knob_choice_ignores_the_evaluation_period():
     first = _first("policy:loose", "loose", 0.975)
     point = {"forecaster": "loose", "policy.confidence": 0.975}
     paths, knobs = _knob_options(_path(1, 0.09), _path(1, 0.12), _path(1, 0.20))
-    before = choose_knob(first, point, knobs, paths, Verdicts(CFG), {})
+    before = choose_knob(first, point, knobs, paths, Verdicts(CFG), None)
     end = pd.Timestamp(CFG.evaluation.selection_end)
     poisoned = {n: p.assign(loss_frac=np.where(p["date"] + pd.Timedelta(days=1) > end,
                                                0.9 if n == before.policy else 0.0,
                                                p["loss_frac"]))
                 for n, p in paths.items()}
-    after = choose_knob(first, point, knobs, poisoned, Verdicts(CFG), {})
+    after = choose_knob(first, point, knobs, poisoned, Verdicts(CFG), None)
     assert (after.policy, after.overrides, after.reason) == \
         (before.policy, before.overrides, before.reason)
     # the same on the selection period moves it (the test can fail)
     moved = {n: p.assign(loss_frac=0.9 if n == before.policy else p["loss_frac"])
              for n, p in paths.items()}
-    assert choose_knob(first, point, knobs, moved, Verdicts(CFG), {}).policy == \
+    assert choose_knob(first, point, knobs, moved, Verdicts(CFG), None).policy == \
         "policy:loose,w=1"
 
 

@@ -234,8 +234,8 @@ def test_the_choice_counts_an_unproven_asset_as_not_acceptable_and_says_so():
     table.loc[young, ["acceptable", "unproven"]] = [False, True]
     choice = select(_comparison(), table, _settings("ab"), SelectionConfig(rule="policy"))
     assert choice.model == "b"  # 2/2 beats 1/2 with one unproven, whatever the capital
-    assert "next policy:a@confidence=0.99 (1/2 (1 unproven: too few days to judge)" \
-        in choice.reason
+    assert ("next policy:a@confidence=0.99 (1/2 (1 unproven: too few days, or no stress "
+            "budget, to judge)") in choice.reason
 
 
 def test_a_var_test_passed_on_a_short_sample_is_unproven_and_the_screen_skips_it():

@@ -38,7 +38,7 @@ def _reference(path: pd.DataFrame, p: float, episodes, budgets) -> pd.DataFrame:
         known = g[g["loss_frac"].notna() & g["mmf"].notna()]
         if known.empty:
             continue
-        budget = budgets.get(asset, math.inf)
+        budget = budgets.get(asset, math.nan)  # budgets in force, none here: not judged
         row = {"asset": asset, **accept_asset(known, p, 0.05, 4, float(stress.get(asset, 0.0)),
                                               budget)}
         if known["short_loss_frac"].notna().any():
@@ -90,6 +90,13 @@ def test_the_array_summary_is_the_frame_summary_bit_for_bit(replayed) -> None:
     assert list(got["asset"]) == ["BTC", "SOL", "TRX"] and got["breaches"].sum() > 0
     trx_row = got.set_index("asset").loc["TRX"]
     assert trx_row["n"] <= 4 and not trx_row["acceptable"] and np.isnan(trx_row["dq_p"])
+    assert np.isnan(trx_row["stress_budget"]) and "no stress budget" in trx_row["why_not"]
+    unbudgeted = summarize(path, 0.01, episodes, budgets=None).set_index("asset")
+    assert np.isinf(unbudgeted["stress_budget"]).all()
+    assert (unbudgeted.loc["BTC", "acceptable"]
+            == (not unbudgeted.loc["BTC", "under_coverage"]
+                and unbudgeted.loc["BTC", "independence_p"] > 0.05
+                and unbudgeted.loc["BTC", "dq_p"] > 0.05))
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 

@@ -8,7 +8,11 @@ A policy is **acceptable on an asset** when, over the rows it is judged on,
 3. the Engle-Manganelli dynamic-quantile (DQ) test of the breach *dynamics* does not reject
    (an asymptotic rejection confirmed by a permutation test: :func:`dq_permutation_p`);
 4. its bad debt over the stress episodes is within a budget (by default what Aave v3's real
-   parameters or the recalibrated static table lost on the same days);
+   parameters or the recalibrated static table lost on the same days). Where budgets are in
+   force but an asset has none (no comparator row in the period: its ``ewma94`` forecasts
+   failed there, or too few losses before each of the static table's calibrations), the
+   test cannot be judged: passing every other test makes it **unproven** (item 5), never
+   acceptable by default;
 5. it is judged on at least :data:`MIN_VERDICT_DAYS` days. On fewer, a failed test still fails
    it (a breach count can show a policy wrong on a short sample), but passing every test
    makes it **unproven**, not acceptable: at 99% a quarter year of days expects less than one
@@ -224,7 +228,8 @@ def accept_asset(
 
     ``g`` carries ``date``, ``loss_frac``, ``mmf`` and ``ltv`` (from
     :func:`pipelines.policy_eval.backtest.with_outcomes`); ``stress_bad_debt`` is the policy's
-    bad debt over the stress episodes and ``budget`` the most it may be; ``min_days`` the
+    bad debt over the stress episodes and ``budget`` the most it may be (``inf``: no budget
+    test; NaN: budgets are in force but this asset has none, item 4 above); ``min_days`` the
     days below which passing every test leaves it unproven (item 5 above).
     """
     g = g.sort_values("date")
@@ -274,20 +279,23 @@ def accept_arrays(
         "stress_bad_debt": float(stress_bad_debt), "stress_budget": float(budget),
         "capital": capital(ltv),
     }
-    row["within_budget"] = bool(stress_bad_debt <= budget + 1e-12)
+    no_budget = math.isnan(budget)  # budgets in force, none for this asset: not judged
+    over_budget = not no_budget and stress_bad_debt > budget + 1e-12
+    row["within_budget"] = not no_budget and not over_budget
     passes = bool(not row["under_coverage"] and not ind_p <= size
-                  and not dq_p <= size and row["within_budget"])
+                  and not dq_p <= size and not over_budget)
     least = max(min_days, lags + 3)  # the DQ test's own minimum, whatever min_days says
     short = n < least
-    row["acceptable"] = passes and not short
-    row["unproven"] = passes and short  # passes every test on too few days to be judged
+    row["acceptable"] = passes and not short and not no_budget
+    # passes every test it could be judged on, on too few days or without a budget
+    row["unproven"] = passes and (short or no_budget)
     row["why_not"] = "; ".join(
         text for fails, text in (
             (row["under_coverage"], f"{x} breaches > {upper}"),
             (ind_p <= size, f"independence p={ind_p:.3f}"),
             (dq_p <= size, f"DQ p={dq_p:.3f}"),
-            (not row["within_budget"],
-             f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
+            (over_budget, f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
+            (no_budget, "no stress budget: no comparator row for this asset in the period"),
             (short, f"too short to judge: {n} days < {least}"))
         if fails)
     return row

@@ -97,7 +97,8 @@ def chooses_knobs(cfg: Config) -> bool:
 def choose_knob(first: Selection, first_settings: dict[str, Any],
                 knobs: dict[str, tuple[dict[str, Any], tuple[str, float]]],
                 paths: dict[str, pd.DataFrame], verdicts: Verdicts,
-                caps: dict[str, float], universe: Collection[str] | None = None) -> Selection:
+                caps: dict[str, float] | None, universe: Collection[str] | None = None
+                ) -> Selection:
     """The second step of the choice: the candidate frozen first (forecaster × grid point)
     and its knob variants (each ``evaluation.frontier_knobs`` setting varied alone), judged on
     the selection period by the same acceptance function and ranked by the same rule (most

@@ -94,11 +94,13 @@ def period_label(cfg: Config, period: str, path: pd.DataFrame) -> list[str]:
 
 
 def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date,
-            end: dt.date | None) -> dict[str, float]:
+            end: dt.date | None) -> dict[str, float] | None:
     """Stress-episode bad debt each asset may have in a period: Aave v3's (its real
-    parameters, over the period) for BTC/ETH, the recalibrated static table's elsewhere."""
+    parameters, over the period) for BTC/ETH, the recalibrated static table's elsewhere.
+    None when ``evaluation.budget`` is ``none`` (no budget test); an asset with no
+    comparator row in the period is absent, and its budget test is not judged."""
     if cfg.evaluation.budget == "none":
-        return {}
+        return None
     u, eps = cfg.features.update_interval_days, cfg.evaluation.episodes
     out = stress_bad_debt(in_period(comparators["static"], start, end, u), eps, u).to_dict()
     aave = stress_bad_debt(in_period(comparators["aave_v3"], start, end, u), eps, u)
@@ -143,7 +145,7 @@ class Verdicts:
             if self._paths.setdefault(name, path) is not path:
                 raise ValueError(f"policy {name!r} was judged on another path in this "
                                  "evaluation: one name, one path")
-        cap_key = tuple(sorted(caps.items())) if caps else None
+        cap_key = None if caps is None else tuple(sorted(caps.items()))
         todo = [(n, p) for n, p in paths.items() if (n, period, cap_key) not in self._done]
         judge_one = partial(_judge_one, cfg=self.cfg, period=period, caps=caps)
         engine = self.engine
@@ -225,10 +227,12 @@ def rank_like_for_like(table: pd.DataFrame, universe: Collection[str] | None = N
 
 
 def _unproven_text(row: pd.Series) -> str:
-    """The unproven assets of a ranked candidate (passing every test on fewer days than a
-    verdict needs: counted as not acceptable), where there are any."""
+    """The unproven assets of a ranked candidate (passing every test it could be judged on,
+    on fewer days than a verdict needs or without a stress budget: counted as not
+    acceptable), where there are any."""
     unproven = int(row.get("unproven", 0) or 0)
-    return f" ({unproven} unproven: too few days to judge)" if unproven else ""
+    return (f" ({unproven} unproven: too few days, or no stress budget, to judge)"
+            if unproven else "")
 
 
 def _capital_text(row: pd.Series) -> str:

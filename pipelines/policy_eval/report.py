@@ -47,7 +47,9 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
     two-sided Kupiec band (for the over-coverage reading), Basel red windows, procyclicality
     of the initial margin.
 
-    ``budgets`` caps the stress-episode bad debt per asset (missing asset: no cap);
+    ``budgets`` caps the stress-episode bad debt per asset (None: no budget test; an asset
+    missing from it has no budget, and the test is not judged there: at best unproven,
+    :mod:`pipelines.policy_eval.acceptance` item 4);
     ``budget_path`` is the same policy with LB held at the comparison LB, whose stress bad
     debt is the one compared with a budget set at that LB (Aave).
 
@@ -55,7 +57,7 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
     cost ~3 ms of pandas calls, times every asset of every path judged); the figures are
     those of the pandas reductions they replace, bit for bit (test).
     """
-    budgets = dict(budgets or {})
+    caps = None if budgets is None else dict(budgets)
     stress = stress_bad_debt(path, episodes)
     stress_cmp = stress_bad_debt(budget_path, episodes) if budget_path is not None else stress
     ordered = path.sort_values(["asset", "date"], kind="stable")
@@ -73,7 +75,7 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
         # a few days (an asset listed just before the period's end) still make a row: at
         # best unproven, named by the gate, where a skipped asset would go unmentioned
         k = {c: v[known] for c, v in g.items()}
-        budget = budgets.get(asset, math.inf)
+        budget = math.inf if caps is None else caps.get(asset, math.nan)
         spent = float(stress_cmp.get(asset, 0.0)) if math.isfinite(budget) else float(
             stress.get(asset, 0.0))
         row = {"asset": asset, **accept_arrays(k["loss_frac"], k["mmf"], k["ltv"], p, size,
