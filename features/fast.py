@@ -352,11 +352,13 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
     which = loss_rows(wanted)
     exact, n_windows, (hour_high, hour_low, hour_gap), grids = _hourly_losses(
         plans, parts, rows, U, cfg.liquidation_delay_hours, which, cfg.outage_bridge_hours)
-    hourly_ok = n_windows >= cfg.min_hours_for_rv * U  # -1 (no hourly grid day): never
-    # or fewer windows whose candles account for the daily range (outages) and leave no move
-    # unmeasured, but never the listing interval, which has no proxy either
-    hourly_ok |= (accounts_for_range(hour_high, hour_low, top, bottom) & ~(hour_gap > 0)
-                  & np.isfinite(exact[which[0]]) & ~np.isnan(long))
+    # enough windows (-1, no hourly grid day: never) whose candles reach the daily range, or
+    # no proxy to fall back on (the listing interval); or fewer that reach it (outages) and
+    # leave no move unmeasured, but never the listing interval, which has no proxy either
+    reached = accounts_for_range(hour_high, hour_low, top, bottom)
+    has_proxy = ~np.isnan(long)
+    hourly_ok = (n_windows >= cfg.min_hours_for_rv * U) & (reached | ~has_proxy)
+    hourly_ok |= (reached & ~(hour_gap > 0) & np.isfinite(exact[which[0]]) & has_proxy)
     for k in (k for k in which if LOSS_COLUMNS[k] in wanted):
         out[LOSS_COLUMNS[k]] = value = (long, short)[k % 2].copy()
         np.copyto(value, exact[k], where=hourly_ok)

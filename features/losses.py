@@ -36,23 +36,27 @@ embedded files' gaps are Binance's own, missing from its 4-hour klines too), dur
 position could be liquidated, so the move across it is part of the loss of a position open
 when it began. A window may therefore span missing hours, at most
 ``features.outage_bridge_hours`` of them (0: none, every window needs its :math:`H` hours on
-the grid); across a longer gap it has no start. An interval is measured from hourly data when
-at least ``features.min_hours_for_rv`` × :math:`U` of its :math:`24U` windows are complete on
-the grid (the same threshold as the one that makes a day's RV hourly, counted in windows),
-or, with fewer, when its hourly candles account for the interval's daily range and every
-move between them is measured (never the asset's listing interval, which has no proxy
-either): their highest high and lowest low reach the daily candles' within
-:data:`RANGE_TOLERANCE` (for :math:`U = 1`, no extreme lies in the missing hours; a file
-with hours removed for bad data does not, and gets the proxy), and a window ends at each of
-the interval's traded candles — none follows a gap longer than the bridge, across which the
-move from the last close before it would be in no window, nor is among the file's first
-:math:`H` candles (an hourly file that starts after the daily one: the move from the daily
-close before it). An interval with enough complete windows is measured from them whatever
-came before; a gap longer than the bridge that ends in its first hours would go unmeasured
-there (none on the embedded data). Measured on the embedded data (76 asset-days with fewer
-than 20 windows, the last on 2021-08-13): the hours account for the range on 72, where the
-range proxy was 3.9 times the hourly loss (median); on 3 of them (ETH, BNB and LTC on
-2018-02-09) a 33-hour outage leads into the day, and they take the proxy.
+the grid); across a longer gap it has no start. An interval is measured from hourly data
+only when its hourly candles account for its daily range: their highest high and lowest low
+reach the daily candles' within :data:`RANGE_TOLERANCE` (for :math:`U = 1`, no extreme lies
+in the missing hours; a file with hours removed for bad data, or one a feed has delivered
+only part of, does not, and gets the proxy); and then when at least
+``features.min_hours_for_rv`` × :math:`U` of its :math:`24U` windows are complete on the grid
+(the same threshold as the one that makes a day's RV hourly, counted in windows), or, with
+fewer, when every move between its candles is measured (never the asset's listing interval,
+which has no proxy either): a window ends at each of the interval's traded candles — none
+follows a gap longer than the bridge, across which the move from the last close before it
+would be in no window, nor is among the file's first :math:`H` candles (an hourly file that
+starts after the daily one: the move from the daily close before it). The listing interval
+keeps its hourly value when it has enough windows, whatever its range (no proxy to fall back
+on). An interval with enough complete windows is measured from them whatever came before; a
+gap longer than the bridge that ends in its first hours would go unmeasured there (none on
+the embedded data). Measured on the embedded data (76 asset-days with fewer than 20 windows,
+the last on 2021-08-13): the hours account for the range on 72, where the range proxy was
+3.9 times the hourly loss (median); on 3 of them (ETH, BNB and LTC on 2018-02-09) a 33-hour
+outage leads into the day, and they take the proxy. Of the days with 20 windows or more, two
+miss an extreme of the daily candle in their four missing first hours (ETH on 2017-09-23:
+low 255.11, hours 261.34; BTC on 2018-02-11: high 8,549, hours 8,500.85) and take the proxy.
 
 **Daily-range proxy** (no hourly candles, or too few that do not account for the range;
 ``worst_loss_is_proxy`` True). With
@@ -243,15 +247,16 @@ def worst_loss_features(
         exact = hourly_worst_losses(hourly, cfg.liquidation_delay_hours, U,
                                     cfg.outage_bridge_hours).reindex(daily.index)
         top, bottom = (x.to_numpy(float) for x in daily_range(daily, U))
-        # fewer windows whose hours reach the daily range and leave no move unmeasured:
-        # measured from them, except on the listing interval, which has no proxy either (no
-        # close before it)
-        hourly_ok = (exact["n_windows"] >= cfg.min_hours_for_rv * U).to_numpy() | (
-            accounts_for_range(exact["hour_high"].to_numpy(float),
-                               exact["hour_low"].to_numpy(float), top, bottom)
-            & ~exact["hour_gap"].fillna(True).to_numpy(bool)
-            & exact[LOSS_COLUMNS[0]].notna().to_numpy()
-            & proxy[LOSS_COLUMNS[0]].notna().to_numpy())
+        reached = accounts_for_range(exact["hour_high"].to_numpy(float),
+                                     exact["hour_low"].to_numpy(float), top, bottom)
+        has_proxy = proxy[LOSS_COLUMNS[0]].notna().to_numpy()
+        # enough windows whose hours reach the daily range (or no proxy to fall back on: the
+        # listing interval); or fewer that reach it and leave no move unmeasured, except on
+        # the listing interval, which has no proxy either (no close before it)
+        enough = (exact["n_windows"] >= cfg.min_hours_for_rv * U).to_numpy()
+        hourly_ok = (enough & (reached | ~has_proxy)) | (
+            reached & ~exact["hour_gap"].fillna(True).to_numpy(bool)
+            & exact[LOSS_COLUMNS[0]].notna().to_numpy() & has_proxy)
     else:
         exact = proxy
         hourly_ok = np.zeros(len(daily), dtype=bool)

@@ -127,6 +127,38 @@ def test_missing_hours_leave_too_few_windows_and_the_range_decides_hourly_or_pro
     assert not out.loc[DAY1, "worst_loss_is_proxy"] and out.loc[DAY1, "worst_loss_long"] == 0
 
 
+def test_enough_windows_that_miss_the_daily_range_take_the_proxy():
+    """20 windows are enough only when their hours reach the day's range: an extreme in the
+    missing hours (an outage), or hours a feed delivered only up to 19:00 with the crash at
+    21:00, would be a loss measured without its worst move."""
+    cfg = FeaturesConfig()
+    dipped = hourly_path({"200": 95.0, "201": 97.0, "202": 90.0, "203": 99.0},
+                         lows={"206": 80.0, "210": 89.0}, highs={"212": 110.0})
+    gappy = _without(dipped, 5, 8)  # the 06h low (80) is gone with its hours
+    assert hourly_worst_losses(gappy, 1, 1, cfg.outage_bridge_hours).loc[
+        DAY2, "n_windows"] == 20
+    out = worst_loss_features(daily_from(dipped), gappy, cfg)
+    assert out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(110 / 80))
+    # the same hours against a daily candle they account for: hourly, as before
+    out = worst_loss_features(daily_from(gappy), gappy, cfg)
+    assert not out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(97 / 90))
+    crash = hourly_path({"200": 95.0, "201": 97.0, "202": 90.0, "203": 99.0, "221": 70.0})
+    cut = crash[crash.index <= DAY2 + pd.Timedelta(hours=19)]
+    assert hourly_worst_losses(cut, 1, 1).loc[DAY2, "n_windows"] == 20
+    out = worst_loss_features(daily_from(crash), cut, cfg)
+    assert out.loc[DAY2, "worst_loss_is_proxy"]
+    assert out.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(100 / 70))
+    # the listing interval has no proxy to fall back on: with enough windows its hours are
+    # kept even where its daily candle reaches further
+    listed = daily_from(crash).iloc[1:].copy()
+    listed.loc[DAY2, "low"] = 60.0
+    first = worst_loss_features(listed, crash[crash.index >= DAY2], cfg)
+    assert not first.loc[DAY2, "worst_loss_is_proxy"]
+    assert first.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(99 / 70))  # the hours: 99 → 70
+
+
 def test_a_window_spans_an_outage_up_to_the_bridge_and_no_further():
     # day 2: 04h closes at 100, no candles 05h-07h (an outage), 08h closes at 80
     path = _without(hourly_path({"204": 100.0, "208": 80.0}), 5, 8)
