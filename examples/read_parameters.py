@@ -9,8 +9,9 @@ What a consumer must do, in order:
 1. read ``<root>/LATEST`` (a small JSON file, replaced atomically) for the partition path;
 2. read that partition with :func:`serving.publish.read_partition`, which refuses it unless
    ``_SUCCESS`` matches ``manifest.json`` and every file matches its sha256 in the manifest;
-3. check that ``_SUCCESS`` is still the one ``LATEST`` vouched for (a newer revision may have
-   been published in between: then start again);
+3. check that ``_SUCCESS`` is the one ``LATEST`` vouched for, and that ``LATEST`` itself has
+   not moved meanwhile (a newer revision or day is written to a new partition and
+   ``LATEST`` repointed: then start again);
 4. apply the rows (``lt``/``lb`` are in force; ``pending_*`` announce a change and its
    effective date); ``updates.json`` lists only the parameters that changed.
 
@@ -50,7 +51,10 @@ def latest_parameters(root: Path) -> tuple[Path, pd.DataFrame, dict]:
     rows = read_partition(path)  # raises ValueError naming the file on any hash mismatch
     manifest = read_manifest(path)
     if (path / SUCCESS_NAME).read_text().strip() != pointer["success_sha256"]:
-        raise ValueError(f"{path} changed after LATEST was written; read LATEST again")
+        raise ValueError(f"{path} is not the partition LATEST vouched for; read LATEST again")
+    if read_latest(root) != pointer:  # partitions are immutable: a newer one moves LATEST
+        raise ValueError(f"a newer partition was published while {path} was being read; "
+                         "read LATEST again")
     return path, rows, manifest
 
 

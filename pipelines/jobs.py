@@ -79,7 +79,12 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
         ModelIntegrityError,
     )
     from serving.publish import PartitionExistsError
-    from serving.serve import ModelVersionMissingError, ServeConfigError, serve
+    from serving.serve import (
+        ModelUnavailableError,
+        ModelVersionMissingError,
+        ServeConfigError,
+        serve,
+    )
 
     step = ["setup"]
     try:
@@ -96,6 +101,13 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
     except (FutureAsOfError, ServeConfigError) as exc:
         log.error(step[0], str(exc))
         return EXIT_USAGE
+    except ModelUnavailableError as exc:  # the fail-safe published, the run still fails
+        published = exc.published
+        log.error(step[0], f"{exc.reason}; fail-safe: published revision {published.revision} "
+                  f"of {published.path} with every asset frozen on its parameters in force "
+                  "(LTV 0, LT and LB held) → exit 1", path=str(published.path),
+                  revision=published.revision, created=published.created)
+        return EXIT_FAILED
     except (ChampionMissingError, ModelVersionMissingError, ModelArtifactMissingError,
             ModelIntegrityError) as exc:
         log.error(step[0], str(exc))

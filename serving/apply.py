@@ -426,7 +426,19 @@ def frozen_frame(
     that is there but cannot be trusted): the conservative set."""
     if not reasons:
         return pd.DataFrame()
-    cfg = Config.model_validate(bundle["config"])
+    return frozen_rows(Config.model_validate(bundle["config"]), previous, reasons, as_of,
+                       new_too, fresh)
+
+
+def frozen_rows(
+    cfg: Config, previous: pd.DataFrame | None, reasons: dict[str, str], as_of: dt.date,
+    new_too: set[str] | frozenset[str] = frozenset(),
+    fresh: set[str] | frozenset[str] = frozenset(),
+) -> pd.DataFrame:
+    """:func:`frozen_frame` under the config ``cfg`` (the model's bundled one; the serve-time
+    one when no model can be loaded, :func:`serving.serve.freeze_without_model`)."""
+    if not reasons:
+        return pd.DataFrame()
     hours = float(cfg.features.liquidation_delay_hours)
     prev_rows = previous.set_index("asset") if previous is not None else pd.DataFrame()
     rows = []

@@ -18,6 +18,15 @@ model's pinned requirements and Python version are checked against this environm
 (:func:`serving.ops.registry.environment_mismatches`); a mismatch does not stop the serve, as
 in mlflow, but is a note and recorded in the manifest (``environment_mismatches``).
 
+A model that cannot be served (no ``@champion``, its stored files gone or changed since
+registration, or failing to load) is the fail-safe's "missing model": when parameters were
+published before, the day is published with every asset frozen on them (LTV 0, LT and LB
+held, flagged, the reason in every row and the manifest), so a risk engine following
+``LATEST`` stops admitting new borrowing on parameters nobody can recompute, and the run
+still fails (:class:`ModelUnavailableError`, exit 1) for a person to look
+(:func:`freeze_without_model`). An explicitly requested version that does not exist is an
+operator's error and only fails.
+
 One run at a time (``outputs/.serve.lock``, :mod:`serving.ops.lock`). The previously published
 parameters (newest revision of the latest earlier day) are the policy's guardrail state. The
 partition carries update records (:mod:`serving.records`) against the values in force: the
@@ -43,11 +52,14 @@ from configs.schema import ENV_PREFIX, Config
 from features.freshness import freshness_report
 from features.schema import feature_view
 from features.window import bundle_window, serve_columns, serve_panel
-from serving.apply import frozen_frame
+from serving.apply import frozen_frame, frozen_rows
 from serving.layout import current_partition, current_partitions, sweep_outputs, sweep_staging
 from serving.market import candle_cache, check_as_of, load_as_of, loss_days
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.registry import (
+    ChampionMissingError,
+    ModelArtifactMissingError,
+    ModelIntegrityError,
     champion_uri,
     environment_mismatches,
     model_dir,
@@ -194,6 +206,11 @@ def serve(
         Nothing to serve; raised before any data is read.
     serving.ops.registry.ModelArtifactMissingError, ModelIntegrityError
         The version's stored files are gone or changed since registration.
+    ModelLoadError
+        The version's verified files fail to load.
+    ModelUnavailableError
+        One of the three above (or no ``@champion``) with parameters published before: the
+        day was published with every asset frozen on them (:func:`freeze_without_model`).
     ServeConfigError
         An environment override sets a policy value the model's bundled config decides.
     serving.publish.PartitionExistsError
@@ -208,16 +225,30 @@ def serve(
         swept += sweep_outputs(cfg.paths.outputs_dir)
         setup(cfg)
         progress("resolve model", 0, 1)
-        uri, mv = resolve_model(cfg.registry.model_name, model_version)
-        directory, unverified = locate_policy(cfg, mv)
-        progress("load model", 0, 1)
-        # the stored files are those registered (hashes checked above), so loading their code
-        # is safe; the bundle is the model's own, parsed once (7 MB of JSON at 1,000 assets)
+        try:
+            uri, mv = resolve_model(cfg.registry.model_name, model_version)
+            directory, unverified = locate_policy(cfg, mv)
+            progress("load model", 0, 1)
+            # the stored files are those registered (hashes checked above), so loading their
+            # code is safe; the bundle is the model's own, parsed once (7 MB of JSON at 1,000
+            # assets)
+            try:
+                model = mlflow.pyfunc.load_model(str(directory), suppress_warnings=True)
+                bundle = model.unwrap_python_model().bundle
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"version {mv.version} of {cfg.registry.model_name!r} could not be "
+                    f"loaded from {directory}: {type(exc).__name__}: {exc}") from exc
+        except (ChampionMissingError, ModelArtifactMissingError, ModelIntegrityError,
+                ModelLoadError) as exc:
+            frozen = freeze_without_model(cfg, root, as_of, str(exc), keep_going, today,
+                                          force, progress)
+            if frozen is None:
+                raise
+            raise ModelUnavailableError(str(exc), frozen) from exc
         # mlflow's own environment check scans every installed distribution (~0.8 s): the
         # same check, on the model's pinned requirements only, reported as notes below
-        model = mlflow.pyfunc.load_model(str(directory), suppress_warnings=True)
         mismatches = environment_mismatches(directory)
-        bundle = model.unwrap_python_model().bundle
         protocol = dict(bundle.get("frozen") or {})  # chosen by the protocol at registration
         ignored = config_not_applied(cfg, bundle["config"], environ, protocol)
         chosen = frozen_settings(cfg, protocol)
@@ -243,7 +274,12 @@ def serve(
         progress("apply policy", 0, 1)
         flat = feature_view(panel).reset_index()
         params = model.predict(flat, params={"as_of": as_of.isoformat(), "previous": prev_json})
-        failed = failed_assets(market.failures)
+        # an asset delisted on purpose is no longer published, whether its files are still
+        # in the data directory or not (absent_assets leaves it out when they are gone)
+        retired = set(cfg.serving.retired_assets)
+        params = params[~params["asset"].isin(retired)].reset_index(drop=True)
+        failed = {a: why for a, why in failed_assets(market.failures).items()
+                  if a not in retired}
         here = set(params["asset"])
         reasons = {a: why for a, why in failed.items() if a not in here}
         absent = absent_assets(prev, here | set(failed), cfg.serving.retired_assets)
@@ -319,6 +355,70 @@ def serve(
 
 class ServeConfigError(ValueError):
     """A serve-time override of a value the served model decides by its bundled config."""
+
+
+class ModelLoadError(RuntimeError):
+    """A registered version whose verified files fail to load (its code or bundle)."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """No model could be served, and the day was published with every asset frozen on the
+    parameters in force (:func:`freeze_without_model`); ``published`` is that partition."""
+
+    def __init__(self, reason: str, published: Published) -> None:
+        super().__init__(reason)
+        self.reason, self.published = reason, published
+
+
+LINEAGE = ("model_name", "model_version", "run_id", "policy_version", "feature_fingerprint")
+
+
+def freeze_without_model(cfg: Config, root: Path, as_of: dt.date | None, reason: str,
+                         keep_going: bool, today: dt.date | None, force: bool,
+                         progress: Progress = _noop) -> Published | None:
+    """The fail-safe for a missing model: publish ``as_of`` with every asset of the previous
+    partition frozen on its parameters in force (LTV 0, IMF 1, LT and LB held, a pending
+    change kept, not stale: the data may be fine), each row's reason naming ``reason``.
+
+    The rows keep the lineage of the version that computed the held parameters; the manifest
+    says the model was unavailable. Without an explicit ``as_of`` the day is the last
+    complete one in the data, as for a serve. Nothing is published (None) when nothing was
+    published before (no parameters to hold: no position can exist), when the data cannot
+    tell the day, or when the day is already published and ``force`` is False (a serve that
+    worked before the model broke is not overwritten).
+    """
+    if not current_partitions(root):
+        return None
+    if as_of is None:
+        try:
+            as_of = load_as_of(cfg.paths.data_dir, cfg.data.assets, None, keep_going, today,
+                               cfg.data.max_file_mb, cache=candle_cache(cfg)).as_of
+        except Exception:  # the model's error is the one to report
+            return None
+    prev = previous_parameters(root, as_of)
+    if prev is None or (current_partition(root, as_of) is not None and not force):
+        return None
+    retired = set(cfg.serving.retired_assets)
+    reasons = {a: f"model unavailable: {reason}" for a in prev["asset"] if a not in retired}
+    rows = frozen_rows(cfg, prev, reasons, as_of, fresh=set(reasons))
+    held = prev.set_index("asset")
+    for col in LINEAGE:
+        rows[col] = rows["asset"].map(held[col])
+    params = with_previous(rows, prev)
+    current = current_partition(root, as_of)
+    in_force = read_partition(current[1], upgrade=True) if current is not None else prev
+    records = update_records(params, in_force, revision=current[0] + 1 if current else 1)
+    progress("publish", 0, 1)
+    metadata = {"model_name": cfg.registry.model_name, "model_unavailable": reason,
+                "fail_safe": "every asset frozen on the parameters in force: LTV 0, LT and "
+                             "LB held"}
+    with mlflow.start_run(run_name=f"serve-{as_of}"):
+        log_context(cfg, "serve", {"as_of": as_of.isoformat(), "model_version": "none"})
+        published = publish_partition(params, root, as_of, metadata, updates=records,
+                                      code_version=code_version(), force=force)
+        mlflow.log_metrics({"assets": len(params), "created": int(published.created),
+                            "revision": published.revision, "fallbacks": len(params)})
+    return published
 
 
 # Sections the registered model reads from its own bundled config (serving/apply.py), so a
@@ -418,12 +518,16 @@ def absent_assets(prev: pd.DataFrame | None, present: set[str], retired: list[st
 def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list[str]
                 ) -> dict[str, str]:
     """Asset → reason for each of ``assets`` whose hourly file is there but unusable (lost:
-    :attr:`features.loaders.MarketData.hourly_problems`) or stale while its daily candles
-    are fresh (the ``hourly`` rows of :func:`features.freshness.freshness_report`). Built on
-    the daily-range proxy instead, its covered loss would jump (the proxy runs ~3.7x the
-    hourly loss on ETH) and its margins with it, an LT cut announced on a data fault; such an
-    asset is frozen instead. Removing the hourly file on purpose margins the asset on the
-    proxy (flagged), as one that never had hourly candles."""
+    :attr:`features.loaders.MarketData.hourly_problems`), stale while its daily candles are
+    fresh (the ``hourly`` rows of :func:`features.freshness.freshness_report`), or behind
+    them: its candles end before the as-of day's last hour (23:00 UTC), as when the hourly
+    feed lags the daily one by hours or days. Built on the daily-range proxy instead (a day
+    with no or few hours), its covered loss would jump (the proxy runs ~3.7x the hourly loss
+    on ETH) and its margins with it, an LT cut announced on a data fault; built on the hours
+    it has, a crash in the missing ones would go unseen, unflagged. Such an asset is frozen
+    instead, as one whose daily candles lag (:func:`serving.apply.no_forecast`). Removing the
+    hourly file on purpose margins the asset on the proxy (flagged), as one that never had
+    hourly candles."""
     report = freshness_report(market, as_of, stale_after_days)
     hourly = report[(report["kind"] == "hourly") & report["stale"]
                     & report["name"].isin(assets)]
@@ -438,6 +542,17 @@ def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list
             seen = "stale (none left)"
         out[row.name] = (f"hourly candles of {row.name} {seen}: restore them, or remove the "
                          "file to margin the asset on the daily-range proxy")
+    last_hour = pd.Timestamp(as_of) + pd.Timedelta(hours=23)
+    for name in assets:
+        frame = market.hourly.get(name)
+        if name in out or frame is None or not len(frame):
+            continue
+        last = frame.index.max()
+        if last < last_hour:
+            out[name] = (f"hourly candles of {name} end at {last:%Y-%m-%d %H:%M} UTC, before "
+                         f"the as-of day's last hour ({last_hour:%Y-%m-%d %H:%M}): the day's "
+                         "covered loss would miss its last hours; restore them, or remove "
+                         "the file to margin the asset on the daily-range proxy")
     return out
 
 

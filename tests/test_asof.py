@@ -48,6 +48,13 @@ def cut_file(path: Path, last_day: str) -> None:
         frame[frame["timestamp"].str.slice(0, 10) <= last_day].to_csv(fh, index=False)
 
 
+def cut_hours(path: Path, last_stamp: str) -> None:
+    """Keep the rows of an hourly file stamped up to ``last_stamp`` (ISO, as in the file)."""
+    frame = pd.read_csv(path, dtype={"timestamp": str})
+    with gzip.open(path, "wt") as fh:
+        frame[frame["timestamp"] <= last_stamp].to_csv(fh, index=False)
+
+
 @pytest.fixture(scope="module")
 def small_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_slice(tmp_path_factory.mktemp("asof-market"), ["BTC"], "2025-06-01", AS_OF)
@@ -193,6 +200,12 @@ def test_an_asset_gone_from_the_data_is_carried_frozen_until_it_returns_or_is_re
     assert retired.exit_code == 0, retired.output
     revision, path = current_partition(out, D29)
     assert revision == 2 and set(read_partition(path)["asset"]) == {"BTC"}
+    # retired with its files still in the data directory: not published either
+    listed = invoke(project, "serve", "--as-of", str(D30), "--data-dir", "market", "--force",
+                    "--quiet", env={**env, "VOLMARGIN__SERVING__RETIRED_ASSETS": "[SOL]"})
+    assert listed.exit_code == 0, listed.output
+    revision, path = current_partition(out, D30)
+    assert revision == 2 and set(read_partition(path)["asset"]) == {"BTC"}
 
 
 def test_lost_or_stale_hourly_candles_freeze_the_asset_rather_than_switch_it_to_the_proxy(
@@ -227,6 +240,21 @@ def test_lost_or_stale_hourly_candles_freeze_the_asset_rather_than_switch_it_to_
     sol = read_partition(path).set_index("asset").loc["SOL"]
     assert sol["ltv"] == 0.0 and sol["lt"] == before.loc["SOL", "lt"]
     assert "hourly candles of SOL stale (last 2025-06-24, 5 days old" in sol["reason"]
+
+    # the hourly feed hours behind the daily one: the as-of day's last hours are missing (a
+    # crash in them would go unseen), so the asset is frozen too, not margined on the rest
+    behind = market_copy(project, "market_behind_hourly", lambda d: cut_hours(
+        d / "crypto" / "hourly" / "SOL.csv.gz", f"{D29}T19:00:00Z"))
+    late = invoke(project, "serve", "--as-of", str(D29), "--data-dir", behind, "--force",
+                  "--quiet", env=env)
+    assert late.exit_code == 0, late.output
+    _, path = current_partition(out, D29)
+    held = read_partition(path).set_index("asset")
+    sol = held.loc["SOL"]
+    assert sol["ltv"] == 0.0 and sol["lt"] == before.loc["SOL", "lt"]
+    assert (f"hourly candles of SOL end at {D29} 19:00 UTC, before the as-of day's last hour "
+            f"({D29} 23:00)") in sol["reason"]
+    assert not held.loc["BTC", "flag_fallback"]  # its hours reach 23:00
 
 
 def test_a_day_served_after_a_later_one_is_said(project: Path) -> None:

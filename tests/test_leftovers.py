@@ -22,6 +22,7 @@ from pipelines.cli import app
 from serving.layout import ORPHAN_AGE_S, sweep_outputs
 from serving.ops.registry import INTEGRITY_FILES, ORPHAN_TAG
 from serving.ops.tracking import ENDED_TAG, setup, tracking_uri
+from serving.publish import read_manifest, read_partition
 from tests.conftest import REPO
 from tests.project import AS_OF, copy_project
 
@@ -137,6 +138,36 @@ def test_a_changed_policy_model_file_is_refused_before_it_is_imported(project: P
     text = " ".join(result.output.split())
     assert "policy_model.py has sha256" in text and "refusing to load it" in text
     assert not (project / "outputs" / "forecasts" / f"asof={AS_OF}").exists()
+
+
+def test_a_model_that_cannot_be_served_freezes_every_asset_on_the_parameters_in_force(
+        project: Path) -> None:
+    """The fail-safe's "missing model": parameters were published the day before, then the
+    stored model is changed; the next day is published with every asset frozen on them
+    (no new borrowing on parameters nobody can recompute), and the run still fails."""
+    d29 = "2025-06-29"
+    assert invoke(project, "serve", "--as-of", d29, "--data-dir", "market").exit_code == 0
+    before = read_partition(project / "outputs" / "forecasts" / f"asof={d29}").set_index("asset")
+    code = stored_model(project) / "policy_model.py"
+    code.write_text(code.read_text() + "\nraise SystemExit('imported')\n")
+    result = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "refusing to load it" in text and "with every asset frozen" in text
+    partition = project / "outputs" / "forecasts" / f"asof={AS_OF}"
+    after = read_partition(partition).set_index("asset")
+    assert set(after.index) == set(before.index)
+    assert (after["ltv"] == 0.0).all() and (after["imf"] == 1.0).all()
+    assert (after["lt"] == before["lt"]).all() and (after["lb"] == before["lb"]).all()
+    assert after["flag_fallback"].all() and not after["flag_stale"].any()
+    assert after["reason"].str.contains("fail-safe: model unavailable: version 1").all()
+    assert (after["model_version"] == before["model_version"]).all()
+    manifest = read_manifest(partition)["metadata"]
+    assert "refusing to load it" in manifest["model_unavailable"]
+    # the day is published: the same failure again writes nothing new
+    again = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market")
+    assert again.exit_code == 1 and "with every asset frozen" not in " ".join(
+        again.output.split())
 
 
 def test_a_moved_project_serves_from_its_own_artifacts(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import importlib.util
 import json
 import os
 import shutil
@@ -327,3 +328,30 @@ def test_reader_example_verifies_and_prints_the_latest_partition(daily: tuple,
     bad = subprocess.run([sys.executable, str(script), str(tampered)], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 1 and "parameters.csv is corrupt" in bad.stderr
+
+
+def test_reader_example_starts_again_when_latest_moves_while_it_reads(
+        daily: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A newer revision is a new partition and a repointed LATEST, never a rewrite of the one
+    being read: the reader must notice LATEST moving, not only a changed _SUCCESS."""
+    root, _ = daily
+    spec = importlib.util.spec_from_file_location(
+        "read_parameters", REPO / "examples" / "read_parameters.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    copy = tmp_path / "forecasts"
+    shutil.copytree(root, copy)
+    path, rows, _ = reader.latest_parameters(copy)  # unmoved: read as is
+    assert path == copy / json.loads((copy / "LATEST").read_text())["path"]
+    assert len(rows) == 2
+    real = reader.read_partition
+
+    def read_then_publish(p: Path):
+        out = real(p)
+        pointer = json.loads((copy / "LATEST").read_text())
+        (copy / "LATEST").write_text(json.dumps({**pointer, "revision": 2}))
+        return out
+
+    monkeypatch.setattr(reader, "read_partition", read_then_publish)
+    with pytest.raises(ValueError, match="newer partition was published while"):
+        reader.latest_parameters(copy)
