@@ -54,9 +54,11 @@ gap longer than the bridge that ends in its first hours would go unmeasured ther
 the embedded data). Measured on the embedded data (76 asset-days with fewer than 20 windows,
 the last on 2021-08-13): the hours account for the range on 72, where the range proxy was
 3.9 times the hourly loss (median); on 3 of them (ETH, BNB and LTC on 2018-02-09) a 33-hour
-outage leads into the day, and they take the proxy. Of the days with 20 windows or more, two
-miss an extreme of the daily candle in their four missing first hours (ETH on 2017-09-23:
-low 255.11, hours 261.34; BTC on 2018-02-11: high 8,549, hours 8,500.85) and take the proxy.
+outage leads into the day, and they take the proxy. No day with 20 windows or more misses
+its range there (the two whose 20 candles do, ETH on 2017-09-23 and BTC on 2018-02-11, have 19
+windows and took the proxy already), so the range check on such days changed no embedded
+figure; it guards against a day a feed cut short or holed where the day's extreme was
+(:func:`serving.serve.hourly_lost` also freezes a served day whose hours end early).
 
 **Daily-range proxy** (no hourly candles, or too few that do not account for the range;
 ``worst_loss_is_proxy`` True). With
