@@ -155,8 +155,8 @@ def test_enough_windows_that_miss_the_daily_range_take_the_proxy():
     listed = daily_from(crash).iloc[1:].copy()
     listed.loc[DAY2, "low"] = 60.0
     first = worst_loss_features(listed, crash[crash.index >= DAY2], cfg)
-    assert not first.loc[DAY2, "worst_loss_is_proxy"]
-    assert first.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(99 / 70))  # the hours: 99 → 70
+    assert not first.loc[DAY2, "worst_loss_is_proxy"]  # its hours: 99 → 70
+    assert first.loc[DAY2, "worst_loss_long"] == pytest.approx(np.log(99 / 70))
 
 
 def test_a_window_spans_an_outage_up_to_the_bridge_and_no_further():
