@@ -130,12 +130,18 @@ def test_a_deleted_champion_artifact_names_the_version_and_path(project: Path) -
     assert "No such artifact" not in text and "Traceback" not in text
 
 
-def test_a_changed_policy_model_file_is_refused_before_it_is_imported(project: Path) -> None:
+def serve_a_changed_model(project: Path) -> tuple[Result, str]:
+    """Append a line to the stored policy code (it would exit if imported), then serve
+    AS_OF: the result and its output on one line."""
     code = stored_model(project) / "policy_model.py"
     code.write_text(code.read_text() + "\nraise SystemExit('imported')\n")
     result = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market")
+    return result, " ".join(result.output.split())
+
+
+def test_a_changed_policy_model_file_is_refused_before_it_is_imported(project: Path) -> None:
+    result, text = serve_a_changed_model(project)
     assert result.exit_code == 1
-    text = " ".join(result.output.split())
     assert "policy_model.py has sha256" in text and "refusing to load it" in text
     assert not (project / "outputs" / "forecasts" / f"asof={AS_OF}").exists()
 
@@ -148,11 +154,8 @@ def test_a_model_that_cannot_be_served_freezes_every_asset_on_the_parameters_in_
     d29 = "2025-06-29"
     assert invoke(project, "serve", "--as-of", d29, "--data-dir", "market").exit_code == 0
     before = read_partition(project / "outputs" / "forecasts" / f"asof={d29}").set_index("asset")
-    code = stored_model(project) / "policy_model.py"
-    code.write_text(code.read_text() + "\nraise SystemExit('imported')\n")
-    result = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market")
+    result, text = serve_a_changed_model(project)
     assert result.exit_code == 1
-    text = " ".join(result.output.split())
     assert "refusing to load it" in text and "with every asset frozen" in text
     partition = project / "outputs" / "forecasts" / f"asof={AS_OF}"
     after = read_partition(partition).set_index("asset")
