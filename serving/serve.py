@@ -396,7 +396,8 @@ def freeze_without_model(cfg: Config, root: Path, as_of: dt.date | None, reason:
         except Exception:  # the model's error is the one to report
             return None
     prev = previous_parameters(root, as_of)
-    if prev is None or (current_partition(root, as_of) is not None and not force):
+    current = current_partition(root, as_of)
+    if prev is None or (current is not None and not force):
         return None
     retired = set(cfg.serving.retired_assets)
     reasons = {a: f"model unavailable: {reason}" for a in prev["asset"] if a not in retired}
@@ -405,7 +406,6 @@ def freeze_without_model(cfg: Config, root: Path, as_of: dt.date | None, reason:
     for col in LINEAGE:
         rows[col] = rows["asset"].map(held[col])
     params = with_previous(rows, prev)
-    current = current_partition(root, as_of)
     in_force = read_partition(current[1], upgrade=True) if current is not None else prev
     records = update_records(params, in_force, revision=current[0] + 1 if current else 1)
     progress("publish", 0, 1)
@@ -525,7 +525,7 @@ def hourly_lost(market: Any, as_of: dt.date, stale_after_days: int, assets: list
     with no or few hours), its covered loss would jump (the proxy runs ~3.7x the hourly loss
     on ETH) and its margins with it, an LT cut announced on a data fault; built on the hours
     it has, a crash in the missing ones would go unseen, unflagged. Such an asset is frozen
-    instead, as one whose daily candles lag (:func:`serving.apply.no_forecast`). Removing the
+    instead, as one whose daily candles lag (:func:`serving.apply.asset_parameters`). Removing the
     hourly file on purpose margins the asset on the proxy (flagged), as one that never had
     hourly candles."""
     report = freshness_report(market, as_of, stale_after_days)
