@@ -22,15 +22,23 @@ FAST = TailConfig().model_copy(update={  # shrunk so every alias fits in a few s
 })
 
 
+# the registered aliases, and each configurable variant of one that changes its construction
+VARIANTS = {alias: (alias, FAST) for alias in TAIL_REGISTRY} | {
+    "tail_nn:scale_nll": ("tail_nn", FAST.model_copy(update={
+        "tail_nn": FAST.tail_nn.model_copy(update={"objective": "scale_nll"})})),
+}
+
+
 @pytest.fixture(scope="module")
 def panel() -> pd.DataFrame:
     return tail_panel()
 
 
-@pytest.fixture(scope="module", params=sorted(TAIL_REGISTRY))
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def fitted(request, panel):
     train = panel[panel.index.get_level_values("date") <= panel.index.levels[1][600]]
-    return build_tail_forecaster(request.param, FAST).fit(train)
+    alias, cfg = VARIANTS[request.param]
+    return build_tail_forecaster(alias, cfg).fit(train)
 
 
 def _cutoffs(panel, positions=(620, 700, 800, 899)):

@@ -120,7 +120,8 @@ def test_torch_fz0_equals_the_scoring_function():
 
 def test_network_records_its_weight_decay_choice_and_validation_fz0():
     panel = tail_panel(("AAA", "BBB"), n_days=900, seed=3)
-    cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 4, "weight_decays": [1e-4, 1e-1]})
+    cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 4, "weight_decays": [1e-4, 1e-1],
+                                                  "objective": "fz0"})
     model = build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
     model.fit(panel)
     assert model.chosen["weight_decay"] in (1e-4, 1e-1)

@@ -1,5 +1,6 @@
-"""The seed ensemble and the recency weighting of ``tail_nn``: known answers, the average of
-the members, determinism for a seed, JSON state (and the single-network state before it)."""
+"""The seed ensemble and the recency weighting of ``tail_nn`` (FZ0 objective; the scale
+objective: ``test_tail_nn_scale.py``): known answers, the average of the members, determinism
+for a seed, JSON state (and the single-network state before it)."""
 
 import json
 
@@ -17,7 +18,8 @@ from tests.tail_panel import tail_panel
 
 def _model(**update) -> TailNetForecaster:
     cfg = TailConfig().tail_nn.model_copy(update={"max_epochs": 3, "hidden": 4,
-                                                  "weight_decays": [1e-3], **update})
+                                                  "weight_decays": [1e-3],
+                                                  "objective": "fz0", **update})
     return build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
 
 
@@ -114,7 +116,7 @@ def test_a_single_network_state_still_loads(ensemble, panel):
     state = json.loads(json.dumps(ensemble.state()))
     first = state.pop("members")[0]
     state["weights"] = first  # the layout before the seed ensemble
-    for key in ("ensemble_size", "recency_half_lives"):
+    for key in ("ensemble_size", "recency_half_lives", "objective"):
         state["config"].pop(key)
     old = tail_forecaster_from_state(state)
     assert len(old.nets) == 1

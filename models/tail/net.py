@@ -1,4 +1,6 @@
-r"""The tail network and its FZ0 training module (Lightning).
+r"""The tail networks and their training modules (Lightning): FZ0-trained VaR/ES
+multipliers (:class:`TailNet`, below) and a likelihood-trained scale with an empirical tail
+(:class:`ScaleTailNet`, ``tail_nn.objective: scale_nll``, the default).
 
 **Network.** One pooled MLP over all assets (an asset embedding beside the standardized
 inputs) outputs, per side and level :math:`k = 1..K` (levels ascending), multipliers of a
@@ -132,26 +134,79 @@ def average_tail(nets: list[TailNet], x: torch.Tensor, asset: torch.Tensor,
             torch.stack([e for _, e in outs]).mean(dim=0))
 
 
-class TailModule(ScoredStart, GroupedSteps):
-    """FZ0 training of :class:`TailNet`; keeps the weights of the best validation epoch."""
+class ScaleTailNet(TailNet):
+    r"""The likelihood-trained variant (``tail_nn.objective: scale_nll``): per side one scale
 
-    def __init__(self, net: TailNet, alpha: torch.Tensor, lr: float,
-                 weight_decay: float) -> None:
+    .. math::
+
+        \sigma_t = s_t \exp(h_t), \qquad
+        \mathrm{VaR}_k = \sigma_t\, z^{\mathrm{VaR}}_k, \quad
+        \mathrm{ES}_k = \sigma_t\, z^{\mathrm{ES}}_k,
+
+    with :math:`h_t` the network's output (zero weights at the start, the bias at the log of
+    the window's root mean square of :math:`y/s`) and :math:`z^{\mathrm{VaR}}, z^{\mathrm{ES}}`
+    the empirical quantiles and tail means of the standardized losses :math:`y/\sigma` of the
+    fit's rows (:meth:`set_tail`, a buffer saved with the weights). Scale and tail are a
+    location-free filtered historical simulation whose filter is learned: every row shapes
+    the scale (:func:`scale_nll`), not only the few hundred beyond the VaR that move FZ0. VaR
+    and ES are monotone in the level and ES >= VaR because the empirical tail is."""
+
+    def __init__(self, config: TailNetConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.head = nn.Linear(c.hidden, c.n_sides)
+        nn.init.zeros_(self.head.weight)
+        self.register_buffer("z_var", torch.ones(c.n_sides, c.n_levels))
+        self.register_buffer("z_es", torch.ones(c.n_sides, c.n_levels))
+
+    @torch.no_grad()
+    def init_scale(self, log_c: torch.Tensor) -> None:
+        r"""Start at :math:`\sigma = s\,c` per side (``log_c``: (S,))."""
+        self.head.bias.copy_(log_c)
+
+    @torch.no_grad()
+    def set_tail(self, z_var: torch.Tensor, z_es: torch.Tensor) -> None:
+        self.z_var.copy_(z_var)
+        self.z_es.copy_(z_es)
+
+    def sigma(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(B, S) scale of each row and side."""
+        h = self.body(torch.cat([x, self.embeddings(asset)], dim=-1))  # (B, H)
+        return scale * torch.exp(self.head(h))
+
+    def forward(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        sig = self.sigma(x, asset, scale)[:, :, None]  # (B, S, 1)
+        return sig * self.z_var, sig * self.z_es
+
+
+def scale_nll(y: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor
+              ) -> torch.Tensor:
+    r"""Row-weighted mean Gaussian scale loss :math:`\tfrac12 (y/\sigma)^2 + \ln\sigma` over rows
+    and sides with a target: a strictly consistent score for :math:`\sigma^2 = E[y^2]`
+    (QLIKE of :math:`y^2`, up to constants), so it ranks scales as the variance models are
+    ranked. ``y``, ``sigma``, ``mask``: (B, S); ``weight``: (B,)."""
+    terms = 0.5 * (y.float() / sigma.float()) ** 2 + torch.log(sigma.float())
+    w = weight[:, None].float() * mask.float()
+    return torch.where(w > 0, terms * w, torch.zeros_like(terms)).sum() / w.sum()
+
+
+class BestEpochModule(ScoredStart, GroupedSteps):
+    """Trains ``net`` on ``_loss`` (AdamW) and keeps the weights of the best validation epoch."""
+
+    def __init__(self, net: TailNet, lr: float, weight_decay: float) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("alpha", alpha)  # (K,) tail probabilities
         self.lr, self.weight_decay = lr, weight_decay
         self.best_val_loss = float("inf")
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_epochs = 0  # epochs trained to reach best_state (0: the untrained start)
 
     def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
-        var, es = self.net(x, asset, scale)  # (B, S, K)
-        return weighted_fz0(y, var, es, mask, weight, self.alpha)
+        raise NotImplementedError
 
     def start_loss(self, tensors: list[torch.Tensor]) -> float:
-        """The untrained network's FZ0 (its tail starts at the rescaled FHS tail)."""
+        """The untrained network's validation loss (its tail starts at the classical one)."""
         return float(self._loss(tensors))
 
     def step_loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -171,3 +226,28 @@ class TailModule(ScoredStart, GroupedSteps):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.net.parameters(), lr=self.lr,
                                  weight_decay=self.weight_decay)
+
+
+class TailModule(BestEpochModule):
+    """FZ0 training of :class:`TailNet`."""
+
+    def __init__(self, net: TailNet, alpha: torch.Tensor, lr: float,
+                 weight_decay: float) -> None:
+        super().__init__(net, lr, weight_decay)
+        self.register_buffer("alpha", alpha)  # (K,) tail probabilities
+
+    def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        x, asset, scale, y, mask, weight = batch  # scale, y, mask: (B, S); weight: (B,)
+        var, es = self.net(x, asset, scale)  # (B, S, K)
+        return weighted_fz0(y, var, es, mask, weight, self.alpha)
+
+
+class ScaleTailModule(BestEpochModule):
+    """:func:`scale_nll` training of :class:`ScaleTailNet` (validation by the same loss,
+    unweighted: every validation row counts, not only its tail)."""
+
+    net: ScaleTailNet
+
+    def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        x, asset, scale, y, mask, weight = batch
+        return scale_nll(y, self.net.sigma(x, asset, scale), mask, weight)

@@ -13,11 +13,20 @@ kurtosis, DVOL changes), standardized on the training window with missing values
 and their flags beside them (:class:`models.preprocessing.MaskedStandardScaler`). Network
 and loss: :mod:`models.tail.net`.
 
+**Objective** (``objective``). ``fz0``: the network's outputs are VaR and ES multipliers per
+level, trained by the FZ0 loss (:class:`models.tail.net.TailNet`). ``scale_nll``: it
+outputs one scale multiplier per side, trained on every row by a Gaussian scale likelihood,
+and VaR/ES are the scale times the empirical tail of the window's standardized losses
+(:class:`models.tail.net.ScaleTailNet`, set after training by :meth:`_set_tails`): the
+FZ0 gradient comes from the few hundred rows beyond the VaR of a window, the likelihood's
+from all of them. Validation, early stopping and the choices below use the objective's
+own loss.
+
 **Honest training.** Everything is chosen inside the window given to ``fit``: the last
 ``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
 validation period), is the validation set; each pair (weight decay of ``weight_decays``,
 recency half-life of ``recency_half_lives``) is trained with early stopping on it and the
-pair with the lowest validation FZ0 is kept; the untrained start (the rescaled classical
+pair with the lowest validation loss is kept; the untrained start (the rescaled classical
 tail) is a candidate too, so a network that cannot beat it on the validation period falls
 back to it. Recency weighting weights the training loss of a row dated :math:`d_i` by
 
@@ -73,7 +82,15 @@ from models.tail.base import (
 )
 from models.tail.classical import EvtTail, FhsTail
 from models.tail.inputs import FLOOR, context_inputs, extra_inputs, scale_inputs
-from models.tail.net import TailModule, TailNet, TailNetConfig, average_tail, weighted_fz0
+from models.tail.net import (
+    ScaleTailModule,
+    ScaleTailNet,
+    TailModule,
+    TailNet,
+    TailNetConfig,
+    average_tail,
+    weighted_fz0,
+)
 
 BASE_LEVEL = 0.99  # the classical VaR level used as the tail scale
 ScaleModel = FhsTail | EvtTail
@@ -92,6 +109,17 @@ def base_scale(base: ScaleModel, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex 
     fc = base.forecast_tail(panel, [BASE_LEVEL], cutoffs)
     return {str(a): b.pivot(index="cutoff", columns="side", values="var")
             for a, b in fc.groupby("asset")}
+
+
+def empirical_tail(ratio: np.ndarray, levels: Sequence[float]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(S, K) empirical quantiles at ``levels`` and tail means beyond them of each column of
+    ``ratio`` (N, S), NaN ignored: monotone in the level, tail mean >= quantile."""
+    q = np.asarray(levels)
+    var = np.stack([np.nanquantile(ratio[:, j], q) for j in range(ratio.shape[1])])
+    es = np.stack([[np.nanmean(ratio[:, j][ratio[:, j] >= v]) for v in var[j]]
+                   for j in range(ratio.shape[1])])
+    return var, es
 
 
 def recency_weights(dates: np.ndarray, half_life: float) -> np.ndarray:
@@ -120,7 +148,7 @@ def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str,
 
 
 class TailNetForecaster:
-    """Pooled FZ0-trained tail network (module docstring)."""
+    """Pooled tail network, scale- or FZ0-trained (module docstring)."""
 
     def __init__(self, config: TailNnConfig, alias: str = "tail_nn",
                  interval_days: int = 1) -> None:
@@ -190,11 +218,12 @@ class TailNetForecaster:
         trained = np.unique(asset[train])
         self.cold_assets = [a for i, a in enumerate(self.assets) if i + 1 not in trained]
         self.scaler = MaskedStandardScaler().fit(x[train])
-        q = np.asarray(self.levels)
         ratio = y[train] / s[train]  # (N, S)
-        var0 = np.stack([np.nanquantile(ratio[:, j], q) for j in range(len(SIDES))])  # (S, K)
-        es0 = np.stack([[np.nanmean(ratio[:, j][ratio[:, j] >= v]) for v in var0[j]]
-                        for j in range(len(SIDES))])
+        if cfg.objective == "scale_nll":  # the start: σ = s · RMS(y/s) per side, log of it
+            var0 = 0.5 * np.log(np.nanmean(ratio ** 2, axis=0))  # (S,)
+            es0 = var0
+        else:  # the start: the window's unconditional tail of y/s, (S, K)
+            var0, es0 = empirical_tail(ratio, self.levels)
         data_tr = self._tensors(x[train], asset[train], s[train], y[train])
         data_va = self._tensors(x[val], asset[val], s[val], y[val])
         n_in, epochs = x.shape[1], 0
@@ -222,6 +251,10 @@ class TailNetForecaster:
         for net, st in zip(self.nets, states, strict=True):
             net.load_state_dict(st)
             net.eval()
+        every = self._tensors(x, asset, s, y)  # the window's rows: the learned scale's tail
+        self._set_tails(every)
+        # the ensemble's validation FZ0 (for the record; with scale_nll its tail multipliers
+        # came from every row of the window, the validation rows among them)
         xv, av, sv, yv, mv, wv = data_va.tensors
         ens = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
                                  torch.tensor([1.0 - q for q in self.levels])))
@@ -233,19 +266,36 @@ class TailNetForecaster:
                         self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
                     epochs += n_ep
+            self._set_tails(every)
             if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
                 self.cold_assets = []
                 for net in self.nets:
                     net.set_known(self._known())
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
+        score = "val_fz0" if cfg.objective == "fz0" else "val_nll"  # the training objective's
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
-                       "val_fz0": val_loss, "val_fz0_members": member_fz0,
+                       score: val_loss, f"{score}_members": member_fz0,
                        "val_fz0_ensemble": ens, "epochs_members": member_epochs}
         return self
 
+    @torch.no_grad()
+    def _set_tails(self, data: TensorDataset) -> None:
+        r"""``scale_nll``: each member's tail multipliers, the empirical tail of the
+        standardized losses :math:`y/\sigma` over ``data`` (:class:`ScaleTailNet`)."""
+        if self.config.objective != "scale_nll":
+            return
+        x, a, sc, y, m, _ = data.tensors
+        for net in self.nets:
+            assert isinstance(net, ScaleTailNet)
+            z = torch.where(m, y / net.sigma(x, a, sc), torch.nan).double().numpy()  # (N, S)
+            z_var, z_es = empirical_tail(z, self.levels)
+            net.set_tail(torch.tensor(z_var, dtype=torch.float32),
+                         torch.tensor(z_es, dtype=torch.float32))
+
     def _new_net(self, n_inputs: int) -> TailNet:
         c = self.config
-        net = TailNet(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
+        kind = ScaleTailNet if c.objective == "scale_nll" else TailNet
+        net = kind(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
                                     n_levels=len(self.levels), hidden=c.hidden,
                                     embed_dim=c.embed_dim))
         net.set_known(self._known())
@@ -262,10 +312,15 @@ class TailNetForecaster:
         and the shuffled batches of ``data`` (shuffled by the same seed)."""
         torch.manual_seed(seed)
         net = self._new_net(n_inputs)
-        net.init_tail(torch.tensor(var0, dtype=torch.float32),
-                      torch.tensor(es0, dtype=torch.float32))
-        alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
-        module = TailModule(net, alpha, self.config.lr, weight_decay)
+        module: TailModule | ScaleTailModule
+        if isinstance(net, ScaleTailNet):  # var0: the start's log scale per side
+            net.init_scale(torch.tensor(var0, dtype=torch.float32))
+            module = ScaleTailModule(net, self.config.lr, weight_decay)
+        else:
+            net.init_tail(torch.tensor(var0, dtype=torch.float32),
+                          torch.tensor(es0, dtype=torch.float32))
+            alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
+            module = TailModule(net, alpha, self.config.lr, weight_decay)
         shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
         return module, step_loader(data, BatchSampler(shuffle, self.config.batch_size,
                                                       drop_last=False))
@@ -273,7 +328,7 @@ class TailNetForecaster:
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
                var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
                ) -> tuple[float, dict[str, torch.Tensor], int, int]:
-        """(best validation FZ0, its weights, epochs run, epochs to the best) of one net."""
+        """(best validation loss, its weights, epochs run, epochs to the best) of one net."""
         cfg = self.config
         module, tr = self._module(train, n_inputs, var0, es0, weight_decay, seed)
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
@@ -332,7 +387,8 @@ class TailNetForecaster:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
-        model = cls(TailNnConfig(**state["config"]), state["alias"], state["interval_days"])
+        config = {"objective": "fz0", **state["config"]}  # written before the objective: FZ0
+        model = cls(TailNnConfig(**config), state["alias"], state["interval_days"])
         model.levels = [float(q) for q in state["levels"]]
         model.assets = list(state["assets"])
         model.cold_assets = list(state.get("cold_assets", []))  # states written before: none

@@ -1,0 +1,108 @@
+"""``tail_nn`` with ``objective: scale_nll``: the scale loss by hand, the start at the
+rescaled classical scale, tail multipliers that are the empirical tail of the window's
+standardized losses, and a scale learned from an input the classical scale cannot see."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from configs.schema import TailConfig
+from models.tail.net import ScaleTailNet, TailNetConfig, scale_nll
+from models.tail.network import TailNetForecaster, empirical_tail
+from models.tail.registry import build_tail_forecaster
+from tests.tail_panel import tail_panel
+
+
+def _model(**update) -> TailNetForecaster:
+    cfg = TailConfig().tail_nn.model_copy(update={
+        "objective": "scale_nll", "max_epochs": 3, "hidden": 4, "weight_decays": [1e-3],
+        **update})
+    return build_tail_forecaster("tail_nn", TailConfig().model_copy(update={"tail_nn": cfg}))
+
+
+def test_scale_nll_by_hand():
+    y = torch.tensor([[0.10, 0.02], [0.03, 0.0]])
+    sigma = torch.tensor([[0.05, 0.04], [0.06, 0.01]])
+    mask = torch.tensor([[True, True], [True, False]])  # the last side has no target
+    weight = torch.tensor([1.0, 3.0])
+    terms = [0.5 * 4.0 + math.log(0.05), 0.5 * 0.25 + math.log(0.04),
+             0.5 * 0.25 + math.log(0.06)]
+    expected = (terms[0] + terms[1] + 3.0 * terms[2]) / 5.0
+    assert float(scale_nll(y, sigma, mask, weight)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_empirical_tail_by_hand():
+    ratio = np.column_stack([np.arange(1.0, 101.0), np.r_[np.arange(1.0, 100.0), np.nan]])
+    var, es = empirical_tail(ratio, [0.9, 0.99])
+    np.testing.assert_allclose(var[0], np.quantile(np.arange(1.0, 101.0), [0.9, 0.99]))
+    assert es[0, 0] == pytest.approx(np.mean(np.arange(91.0, 101.0)))  # beyond 90.1: 91..100
+    assert var[1, 1] == pytest.approx(np.quantile(np.arange(1.0, 100.0), 0.99))  # NaN ignored
+    assert (es >= var).all() and (np.diff(var, axis=1) >= 0).all()
+
+
+def test_scale_net_starts_at_the_rescaled_classical_scale_and_scales_its_tail():
+    torch.manual_seed(0)
+    net = ScaleTailNet(TailNetConfig(n_inputs=3, n_assets=2, n_levels=2))
+    net.init_scale(torch.log(torch.tensor([1.5, 2.0])))
+    net.set_tail(torch.tensor([[2.0, 3.0], [2.5, 3.5]]), torch.tensor([[2.8, 3.6], [3.0, 4.0]]))
+    s = torch.tensor([[0.02, 0.03], [0.05, 0.01]])
+    with torch.no_grad():
+        sig = net.sigma(torch.randn(2, 3), torch.tensor([1, 0]), s)
+        var, es = net(torch.randn(2, 3), torch.tensor([1, 0]), s)
+    np.testing.assert_allclose(sig.numpy(), (s * torch.tensor([1.5, 2.0])).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(var[0, 1].numpy(), [0.03 * 2.0 * 2.5, 0.03 * 2.0 * 3.5],
+                               rtol=1e-6)
+    np.testing.assert_allclose(es[1, 0].numpy(), [0.05 * 1.5 * 2.8, 0.05 * 1.5 * 3.6],
+                               rtol=1e-6)
+
+
+def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_losses():
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
+    model = _model(ensemble_size=2).fit(panel)
+    assert set(model.chosen) >= {"val_nll", "val_nll_members", "val_fz0_ensemble"}
+    rows = model._rows(panel, targets=True)
+    vocab = {a: i + 1 for i, a in enumerate(model.assets)}
+    keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
+    x = np.vstack([r[0][k] for r, k in zip(rows.values(), keep, strict=True)])
+    s = np.vstack([r[1][k] for r, k in zip(rows.values(), keep, strict=True)])
+    y = np.vstack([r[3][k] for r, k in zip(rows.values(), keep, strict=True)])
+    asset = np.concatenate([np.full(k.sum(), vocab[a]) for a, k in zip(rows, keep, strict=True)])
+    for net in model.nets:
+        with torch.no_grad():
+            sig = net.sigma(torch.from_numpy(model.scaler.transform(x).astype(np.float32)),
+                            torch.from_numpy(asset), torch.from_numpy(s.astype(np.float32)))
+        z = y / sig.double().numpy()
+        for j in range(2):
+            zj = z[:, j][np.isfinite(z[:, j])]
+            q = np.quantile(zj, model.levels)
+            np.testing.assert_allclose(net.z_var[j].numpy(), q, rtol=1e-5)
+            np.testing.assert_allclose(net.z_es[j].numpy(),
+                                       [zj[zj >= v].mean() for v in q], rtol=1e-5)
+            # by construction the window's rows breach the 99% VaR on 1% of days (to one row)
+            assert abs((zj > net.z_var[j, 1].item()).mean() - 0.01) <= 1.0 / len(zj)
+
+
+def test_the_scale_learns_a_regime_the_classical_scale_cannot_see():
+    """The next day's losses are twice as large after a high-VIX day, and nothing else
+    tells: GARCH on the returns (the EVT scale) cannot see it; the network's VIX input can."""
+    panel = tail_panel(("AAA", "BBB"), n_days=1200, seed=11)
+    rng = np.random.default_rng(11)
+    high = rng.random(len(panel)) < 0.5
+    panel["vix_level"] = np.where(high, 30.0, 15.0)
+    regime = pd.Series(high, index=panel.index).groupby(level="asset").shift(1)
+    boost = np.where(regime.fillna(False).to_numpy(dtype=bool), 2.0, 1.0)
+    for side in ("long", "short"):
+        panel[f"worst_loss_{side}"] *= boost
+    cut = panel.index.levels[1][1000]
+    model = _model(max_epochs=30, hidden=8, patience=10).fit(
+        panel[panel.index.get_level_values("date") <= cut])
+    assert model.chosen["epochs_members"][0] > 0  # it left the start
+    later = panel.index.levels[1][1001:1199]
+    fc = model.forecast_tail(panel, [0.99], later)
+    fc = fc[fc["side"] == "long"].set_index(["asset", "cutoff"])["var"]
+    is_high = panel["vix_level"].reindex(fc.index).to_numpy() > 20
+    ratio = fc[is_high].mean() / fc[~is_high].mean()
+    assert ratio > 1.6  # truth 2; the classical scale alone gives about 1
