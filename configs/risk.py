@@ -92,7 +92,9 @@ class EvaluationConfig(_Strict):
     # None: to the end of the data (2025-06-30 for the embedded data), so data appended later
     # is evaluated with the settings frozen on the selection period, never re-chosen
     evaluation_end: dt.date | None = None
-    test_size: float = Field(0.05, gt=0, lt=0.5)  # Kupiec (one-sided), independence, DQ
+    # the tests' size: the policy's Kupiec (one-sided), independence and DQ; the tail
+    # models' Kupiec and independence (their DQ and ES tests are reported, not judged)
+    test_size: float = Field(0.05, gt=0, lt=0.5)
     dq_lags: int = Field(4, ge=1)                 # lagged breaches in the DQ regression
     budget: Literal["comparators", "none"] = "comparators"  # stress bad debt <= Aave / static
     comparison_lb: float = Field(1.05, ge=1)      # LB held here when compared with Aave v3

@@ -204,7 +204,39 @@ def test_mcneil_frey_accepts_the_right_es_and_rejects_a_too_small_one():
 
 def test_mcneil_frey_without_exceedances_is_undefined():
     r = mcneil_frey(np.zeros(10), np.ones(10), np.full(10, 2.0))
-    assert r.n_exceedances == 0 and math.isnan(r.p_value) and "fewer than 2" in r.note
+    assert r.n_exceedances == 0 and math.isnan(r.p_value) and "fewer than 3" in r.note
+
+
+def test_mcneil_frey_with_two_exceedances_is_undefined_not_a_rejection():
+    """With 2 exceedances every resample has a zero mean or no spread: the bootstrap gave
+    p = 0 for any positive mean residual (losses 2.6 and 2.7 against ES 2.5)."""
+    r = mcneil_frey(np.array([2.6, 2.7, 0.0, 0.0]), np.full(4, 2.0), np.full(4, 2.5))
+    assert r.n_exceedances == 2 and math.isnan(r.p_value)
+    assert r.mean_residual == pytest.approx(((0.1 + 0.2) / 2.5) / 2)
+
+
+def test_mcneil_frey_size_with_few_exceedances():
+    """Right ES forecasts (exceedances from the true Student-t(5) tail), 3 to 6 of them: the
+    bootstrap rejects at most about its size, never the third it rejected with 2."""
+    rng = np.random.default_rng(8)
+    q = stats.t(5).ppf(0.99)
+    es = stats.t(5).pdf(q) / 0.01 * (5 + q**2) / 4
+    rejects, runs = 0, 0
+    for k in (3, 4, 5, 6):
+        for _ in range(100):
+            tail = stats.t(5).ppf(1 - rng.random(k) * 0.01)  # k draws beyond the VaR
+            loss = np.r_[tail, np.zeros(20)]
+            r = mcneil_frey(loss, np.full(loss.size, q), np.full(loss.size, es), reps=400)
+            rejects += r.p_value < 0.05
+            runs += 1
+    assert rejects / runs <= 0.08
+
+
+def test_monte_carlo_p_values_are_never_zero():
+    rng = np.random.default_rng(9)
+    loss = np.r_[rng.uniform(5.0, 6.0, 8), np.zeros(200)]  # far beyond ES 2.5
+    r = mcneil_frey(loss, np.full(loss.size, 2.0), np.full(loss.size, 2.5), reps=500)
+    assert r.p_value == pytest.approx(1 / 501)
 
 
 def test_var_backtest_refuses_misaligned_series():

@@ -100,6 +100,23 @@ def test_backtest_table_flags_too_many_breaches():
     assert bt.loc[("high", "long", "AAA"), "breaches"] == 0
 
 
+def test_a_day_without_a_var_is_left_out_of_every_backtest():
+    """A missing VaR is not a day without a breach: the independence test (and the expected
+    count) read the scored days only, as coverage and DQ do."""
+    panel = _panel(n=500, seed=3)
+    fc = _forecasts(panel, "mid", 0.03, 0.05)
+    scores = tc.score(fc, panel)
+    gaps = scores.copy()
+    hole = (gaps["asset"] == "AAA") & gaps["cutoff"].between("2023-03-01", "2023-05-31")
+    gaps.loc[hole, "var"] = np.nan
+    with_gaps = tc.backtest_table(gaps).set_index(["side", "asset"])
+    dropped = tc.backtest_table(scores[~hole]).set_index(["side", "asset"])
+    for col in ("n", "breaches", "expected", "p_coverage", "p_independence", "p_dq"):
+        assert with_gaps.loc[("long", "AAA"), col] == pytest.approx(
+            dropped.loc[("long", "AAA"), col]), col
+    assert with_gaps.loc[("long", "AAA"), "n"] < with_gaps.loc[("long", "BBB"), "n"]
+
+
 def test_a_statistic_undefined_on_a_young_asset_is_nan_there_and_listed():
     """An asset with 3 scored days (listed weeks before the as-of): the DQ regression has
     more regressors than rows. Before, that raised and ended the whole tail step."""

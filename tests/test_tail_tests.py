@@ -85,13 +85,55 @@ def test_dq_size_and_power_under_simulation() -> None:
     for _ in range(reps):
         v = np.exp(rng.normal(0, 0.3, n))  # a time-varying VaR independent of the hits
         hit = rng.random(n) < 0.05
-        rejects += dq_test(np.where(hit, v + 1, v - 1), v, level).p_value < 0.05
+        rejects += dq_test(np.where(hit, v + 1, v - 1), v, level, sims=0).p_value < 0.05
     assert 0.02 <= rejects / reps <= 0.09
     # clustered breaches (each breach repeats the next day) are caught
     hit = rng.random(n) < 0.025
     hit[1:] |= hit[:-1]
     v = np.ones(n)
     assert dq_test(np.where(hit, 2.0, 0.0), v, level).p_value < 0.01
+
+
+def test_dq_monte_carlo_p_value_keeps_its_size_at_99_percent() -> None:
+    """At 99 % over 730 days the chi-squared p-value rejects i.i.d. hits far more often than
+    5 %; the Monte Carlo p-value does not."""
+    rng = np.random.default_rng(21)
+    asymptotic = monte_carlo = 0
+    reps = 200
+    for _ in range(reps):
+        v = np.exp(rng.normal(0, 0.3, 730))
+        hit = rng.random(730) < 0.01
+        r = dq_test(np.where(hit, v + 1, v - 1), v, 0.99, sims=199)
+        asymptotic += r.p_value_asymptotic < 0.05
+        monte_carlo += r.p_value < 0.05
+    assert asymptotic / reps > 0.10
+    assert 0.02 <= monte_carlo / reps <= 0.08
+
+
+def test_dq_simulated_statistics_equal_the_direct_solve() -> None:
+    from pipelines.evaluation.tail_tests import _dq_statistics
+
+    rng = np.random.default_rng(4)
+    v = np.exp(rng.normal(0, 0.3, 300))
+    hits = rng.random((3, 300)) < 0.05
+    z = (v - v.mean()) / v.std()
+    got = _dq_statistics(hits, z, 0.05, 4)  # alpha: the tail probability
+    for row, stat in zip(hits, got, strict=True):
+        direct = dq_test(np.where(row, v + 1, v - 1), v, 0.95, sims=0).statistic
+        assert stat == pytest.approx(direct, rel=1e-9)
+
+
+def test_dq_with_a_nearly_constant_var_uses_one_rank() -> None:
+    """The statistic is a projection: rescaling the VaR column cannot move it, so a VaR that
+    varies by 1e-9 gives the statistic and the degrees of freedom of its rescaled self."""
+    rng = np.random.default_rng(5)
+    noise = rng.standard_normal(400)
+    hit = rng.random(400) < 0.05
+    tiny = dq_test(np.where(hit, 1.0, 0.0), 0.05 + 1e-9 * noise, 0.95, sims=0)
+    wide = dq_test(np.where(hit, 10.0, -10.0), 0.05 + noise, 0.95, sims=0)
+    assert tiny.df == wide.df == 6
+    assert tiny.statistic == pytest.approx(wide.statistic, rel=1e-6)
+    assert tiny.p_value == pytest.approx(wide.p_value, rel=1e-6)
 
 
 def test_mcneil_frey_hand_computed_statistic() -> None:
@@ -136,3 +178,10 @@ def test_es_backtests_size_under_simulation(test: str) -> None:
         mcneil_frey(loss[i], q * sigma[i], 0.8 * es * sigma[i], sigma[i], reps=300)
         .p_value < 0.05 for i in range(40)]
     assert np.mean(low) > 0.5
+
+
+def test_z2_p_value_is_never_zero() -> None:
+    """16 breaches far beyond their ES: no simulated Z2 is as low; p = 1 / (1 + sims)."""
+    loss = np.r_[np.full(16, 50.0), np.zeros(184)]
+    r = acerbi_szekely_z2(loss, np.full(200, 1.0), np.full(200, 1.5), level=0.99, sims=300)
+    assert r.statistic < -10 and r.p_value == pytest.approx(1 / 301)

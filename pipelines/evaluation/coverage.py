@@ -339,6 +339,9 @@ class ESBacktestResult:
     note: str = ""
 
 
+MF_MIN_EXCEEDANCES = 3  # below: the exceedance-residual bootstrap is undefined (docstring)
+
+
 def mcneil_frey(losses: np.ndarray | pd.Series, var: np.ndarray | pd.Series,
                 es: np.ndarray | pd.Series, scale: np.ndarray | pd.Series | None = None,
                 reps: int = 2000, seed: int | None = 0) -> ESBacktestResult:
@@ -355,7 +358,11 @@ def mcneil_frey(losses: np.ndarray | pd.Series, var: np.ndarray | pd.Series,
     and count :math:`T^* \ge T`. The scale :math:`s_t` is the volatility forecast
     (McNeil-Frey's choice) when ``scale`` is given; by default :math:`s_t = \mathrm{ES}_t`,
     which for a location-zero scale family is :math:`\sigma_t` times a constant and leaves
-    :math:`T` unchanged. Fewer than 2 breaches (or identical residuals): p-value NaN, ``note``.
+    :math:`T` unchanged. Fewer than :data:`MF_MIN_EXCEEDANCES` breaches (or identical
+    residuals): p-value NaN, ``note``: with 2, every resample has a zero mean or a zero
+    spread, so the bootstrap cannot answer (it rejected a third of right ES forecasts). A
+    resample without spread has no :math:`T^*` and is left out; the p-value is
+    :math:`(1 + \#\{T^* \ge T\}) / (1 + B)` over the :math:`B` resamples that have one.
 
     References
     ----------
@@ -368,16 +375,18 @@ def mcneil_frey(losses: np.ndarray | pd.Series, var: np.ndarray | pd.Series,
     hit = loss.to_numpy() > v
     r = (loss.to_numpy()[hit] - e[hit]) / sc[hit]
     k, nan = int(r.size), float("nan")
-    if k < 2 or np.ptp(r) == 0:
+    if k < MF_MIN_EXCEEDANCES or np.ptp(r) == 0:
         return ESBacktestResult(nan, nan, float(r.mean()) if k else nan, k, len(loss),
-                                n_dropped, reps, seed, "fewer than 2 distinct exceedance "
-                                "residuals: the test is undefined")
+                                n_dropped, reps, seed, f"fewer than {MF_MIN_EXCEEDANCES} "
+                                "exceedances, or identical residuals: the test is undefined")
     t_obs = float(r.mean() / (r.std(ddof=1) / math.sqrt(k)))
     rng = np.random.default_rng(seed)
     boot = (r - r.mean())[rng.integers(0, k, size=(reps, k))]  # (reps, k)
     sd = boot.std(axis=1, ddof=1)
-    t_star = np.divide(boot.mean(axis=1) * math.sqrt(k), sd, out=np.zeros(reps), where=sd > 0)
-    return ESBacktestResult(statistic=t_obs, p_value=float((t_star >= t_obs).mean()),
+    spread = sd > 0
+    t_star = boot.mean(axis=1)[spread] * math.sqrt(k) / sd[spread]
+    p = (1 + np.count_nonzero(t_star >= t_obs)) / (1 + t_star.size)
+    return ESBacktestResult(statistic=t_obs, p_value=float(p),
                             mean_residual=float(r.mean()), n_exceedances=k, n=len(loss),
                             n_dropped=n_dropped, reps=reps, seed=seed)
 

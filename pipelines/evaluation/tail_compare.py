@@ -178,22 +178,26 @@ def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_
 
 
 def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags: int = 4,
-                   failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                   failures: list[dict[str, Any]] | None = None,
+                   test_size: float = TEST_SIZE) -> pd.DataFrame:
     """Per model, side and asset: breaches, one-sided Kupiec, independence, DQ, ES tests.
 
-    ``passes`` = one-sided coverage and Christoffersen independence both not rejected at 5 %
-    on at least :data:`MIN_VERDICT_DAYS` scored days (False when either is undefined or the
-    days are fewer; ``n`` says how many). A test undefined on a group is NaN there and a
-    ``failures`` row.
+    ``passes`` = one-sided coverage and Christoffersen independence both not rejected at
+    ``test_size`` on at least :data:`MIN_VERDICT_DAYS` scored days (False when either is
+    undefined or the days are fewer; ``n`` says how many); DQ and the ES tests are reported
+    beside it, not part of it. A test undefined on a group is NaN there and a ``failures``
+    row. Days without a loss or a VaR are left out of every test (the independence test's
+    breach sequence included: such a day is not a day without a breach).
     """
     rows = []
     s = scores[np.isclose(scores["level"], level)].sort_values("cutoff")
     for (model, side, asset), g in s.groupby(["model", "side", "asset"]):
         loss, var, es = (g[c].to_numpy(float) for c in ("loss", "var", "es"))
-        scored_days = int((np.isfinite(loss) & np.isfinite(var)).sum())
+        scored = np.isfinite(loss) & np.isfinite(var)
+        scored_days = int(scored.sum())
         tests = {
             "coverage": partial(kupiec_one_sided, loss, var, level),
-            "independence": partial(christoffersen_independence, loss > var),
+            "independence": partial(christoffersen_independence, (loss > var)[scored]),
             "dq": partial(dq_test, loss, var, level, lags=dq_lags),
             "mcneil_frey": partial(mcneil_frey, loss, var, es),
             "z2": partial(acerbi_szekely_z2, loss, var, es, level)}
@@ -213,11 +217,11 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
             "model": model, "side": side, "asset": asset, "n": n,
             "hourly": bool((~g["is_proxy"]).mean() > 0.5),
             "breaches": int((loss > var).sum()) if cov is None else cov.breaches,
-            "expected": (1.0 - level) * len(g) if cov is None else cov.expected,
+            "expected": (1.0 - level) * scored_days if cov is None else cov.expected,
             "p_coverage": p["coverage"], "p_independence": p["independence"],
             "p_dq": p["dq"], "p_mcneil_frey": p["mcneil_frey"], "p_z2": p["z2"],
-            "passes": bool(n >= MIN_VERDICT_DAYS and p["coverage"] >= TEST_SIZE
-                           and p["independence"] >= TEST_SIZE),
+            "passes": bool(n >= MIN_VERDICT_DAYS and p["coverage"] >= test_size
+                           and p["independence"] >= test_size),
         })
     return pd.DataFrame(rows)
 
@@ -301,7 +305,8 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
         "fz0_selection": fz0_table(sel), "fz0_evaluation": fz0_table(evl),
         "dm": dm_table(evl, benchmarks, failures=failures),
         "mcs": mcs_frame(evl, failures=failures).reset_index(),
-        "backtests": backtest_table(evl, dq_lags=ev.dq_lags, failures=failures),
+        "backtests": backtest_table(evl, dq_lags=ev.dq_lags, failures=failures,
+                                    test_size=ev.test_size),
         "choice": pd.DataFrame({"best_classical": [best]}),
         "failures": pd.DataFrame(failures, columns=FAILURE_COLUMNS),
     }
