@@ -117,6 +117,17 @@ def test_a_day_without_a_var_is_left_out_of_every_backtest():
     assert with_gaps.loc[("long", "AAA"), "n"] < with_gaps.loc[("long", "BBB"), "n"]
 
 
+def test_the_verdict_reads_the_size_it_is_given():
+    panel = _panel(n=500, seed=3)
+    # VaR 0.07: coverage p-values 0.03-0.74 and independence 0.48-0.80 across the 4 groups
+    bt = {size: tc.backtest_table(tc.score(_forecasts(panel, "mid", 0.07, 0.09), panel),
+                                  test_size=size) for size in (0.01, 0.5)}
+    for size, table in bt.items():
+        expected = (table["p_coverage"] >= size) & (table["p_independence"] >= size)
+        assert (table["passes"] == expected).all()
+    assert bt[0.01]["passes"].sum() > bt[0.5]["passes"].sum()
+
+
 def test_a_statistic_undefined_on_a_young_asset_is_nan_there_and_listed():
     """An asset with 3 scored days (listed weeks before the as-of): the DQ regression has
     more regressors than rows. Before, that raised and ended the whole tail step."""

@@ -22,10 +22,11 @@ FAST = TailConfig().model_copy(update={  # shrunk so every alias fits in a few s
 })
 
 
-# the registered aliases, and each configurable variant of one that changes its construction
+# the registered aliases (``tail_nn`` with its default objective, scale_nll), and each
+# configurable variant of one that changes its construction
 VARIANTS = {alias: (alias, FAST) for alias in TAIL_REGISTRY} | {
-    "tail_nn:scale_nll": ("tail_nn", FAST.model_copy(update={
-        "tail_nn": FAST.tail_nn.model_copy(update={"objective": "scale_nll"})})),
+    "tail_nn:fz0": ("tail_nn", FAST.model_copy(update={
+        "tail_nn": FAST.tail_nn.model_copy(update={"objective": "fz0"})})),
 }
 
 

@@ -85,10 +85,10 @@ def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_loss
             assert abs((zj > net.z_var[j, 1].item()).mean() - 0.01) <= 1.0 / len(zj)
 
 
-def test_the_scale_learns_a_regime_the_classical_scale_cannot_see():
+def _regime_panel(n_days: int = 1200) -> pd.DataFrame:
     """The next day's losses are twice as large after a high-VIX day, and nothing else
     tells: GARCH on the returns (the EVT scale) cannot see it; the network's VIX input can."""
-    panel = tail_panel(("AAA", "BBB"), n_days=1200, seed=11)
+    panel = tail_panel(("AAA", "BBB"), n_days=n_days, seed=11)
     rng = np.random.default_rng(11)
     high = rng.random(len(panel)) < 0.5
     panel["vix_level"] = np.where(high, 30.0, 15.0)
@@ -96,6 +96,11 @@ def test_the_scale_learns_a_regime_the_classical_scale_cannot_see():
     boost = np.where(regime.fillna(False).to_numpy(dtype=bool), 2.0, 1.0)
     for side in ("long", "short"):
         panel[f"worst_loss_{side}"] *= boost
+    return panel
+
+
+def test_the_scale_learns_a_regime_the_classical_scale_cannot_see():
+    panel = _regime_panel()
     cut = panel.index.levels[1][1000]
     model = _model(max_epochs=30, hidden=8, patience=10).fit(
         panel[panel.index.get_level_values("date") <= cut])
@@ -106,3 +111,37 @@ def test_the_scale_learns_a_regime_the_classical_scale_cannot_see():
     is_high = panel["vix_level"].reindex(fc.index).to_numpy() > 20
     ratio = fc[is_high].mean() / fc[~is_high].mean()
     assert ratio > 1.6  # truth 2; the classical scale alone gives about 1
+
+
+def test_a_refit_on_the_whole_window_sets_the_refit_nets_tails():
+    """``refit_on_validation`` trains each member again from its seed; its tail multipliers
+    are those of the refit net's scale (a fresh net's are NaN until set), with the embeddings
+    it forecasts by."""
+    panel = _regime_panel(n_days=800)
+    model = _model(ensemble_size=2, refit_on_validation=True, max_epochs=8, hidden=8).fit(panel)
+    assert all(n > 0 for n in model.chosen["epochs_members"])  # every member was refit
+    rows = model._rows(panel, targets=True)
+    vocab = {a: i + 1 for i, a in enumerate(model.assets)}
+    keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
+    x = np.vstack([r[0][k] for r, k in zip(rows.values(), keep, strict=True)])
+    s = np.vstack([r[1][k] for r, k in zip(rows.values(), keep, strict=True)])
+    y = np.vstack([r[3][k] for r, k in zip(rows.values(), keep, strict=True)])
+    asset = np.concatenate([np.full(k.sum(), vocab[a]) for a, k in zip(rows, keep, strict=True)])
+    for net in model.nets:
+        with torch.no_grad():
+            sig = net.sigma(torch.from_numpy(model.scaler.transform(x).astype(np.float32)),
+                            torch.from_numpy(asset), torch.from_numpy(s.astype(np.float32)))
+        z = y / sig.double().numpy()
+        for j in range(2):
+            zj = z[:, j][np.isfinite(z[:, j])]
+            np.testing.assert_allclose(net.z_var[j].numpy(), np.quantile(zj, model.levels),
+                                       rtol=1e-5)
+
+
+def test_an_unset_tail_forecasts_nothing_and_the_fz0_start_is_refused():
+    net = ScaleTailNet(TailNetConfig(n_inputs=2, n_assets=2, n_levels=2))
+    with torch.no_grad():
+        var, es = net(torch.zeros(3, 2), torch.zeros(3, dtype=torch.int64), torch.ones(3, 2))
+    assert torch.isnan(var).all() and torch.isnan(es).all()
+    with pytest.raises(TypeError, match="init_scale"):
+        net.init_tail(torch.ones(2, 2), torch.ones(2, 2))

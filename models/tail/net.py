@@ -156,8 +156,13 @@ class ScaleTailNet(TailNet):
         c = config
         self.head = nn.Linear(c.hidden, c.n_sides)
         nn.init.zeros_(self.head.weight)
-        self.register_buffer("z_var", torch.ones(c.n_sides, c.n_levels))
-        self.register_buffer("z_es", torch.ones(c.n_sides, c.n_levels))
+        # NaN until set_tail: a net whose tail was never set forecasts NaN, not a made-up tail
+        self.register_buffer("z_var", torch.full((c.n_sides, c.n_levels), torch.nan))
+        self.register_buffer("z_es", torch.full((c.n_sides, c.n_levels), torch.nan))
+
+    def init_tail(self, var_mult: torch.Tensor, es_mult: torch.Tensor) -> None:
+        raise TypeError("ScaleTailNet starts from a scale (init_scale); its tail is set after "
+                        "training (set_tail)")
 
     @torch.no_grad()
     def init_scale(self, log_c: torch.Tensor) -> None:

@@ -266,11 +266,11 @@ class TailNetForecaster:
                         self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
                     epochs += n_ep
-            self._set_tails(every)
             if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
                 self.cold_assets = []
                 for net in self.nets:
                     net.set_known(self._known())
+            self._set_tails(every)  # the refit nets' scales, with the embeddings they forecast by
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         score = "val_fz0" if cfg.objective == "fz0" else "val_nll"  # the training objective's
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
@@ -289,6 +289,10 @@ class TailNetForecaster:
             assert isinstance(net, ScaleTailNet)
             z = torch.where(m, y / net.sigma(x, a, sc), torch.nan).double().numpy()  # (N, S)
             z_var, z_es = empirical_tail(z, self.levels)
+            if not (np.isfinite(z_es).all() and (z_var > 0).all()):
+                raise ValueError(f"{self.alias}: the standardized losses' tail is not positive "
+                                 f"(quantiles {np.round(z_var, 4).tolist()} at levels "
+                                 f"{self.levels}): no VaR/ES can be scaled from it")
             net.set_tail(torch.tensor(z_var, dtype=torch.float32),
                          torch.tensor(z_es, dtype=torch.float32))
 

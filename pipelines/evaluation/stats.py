@@ -130,13 +130,16 @@ def diebold_mariano(
     **Dependence beyond the overlap** (``dependence``, on by default). Two misspecified models
     (say EWMA and GARCH variances, or their tails) make errors that persist for weeks, so their
     loss differential is autocorrelated even at h = 1, and the rectangular kernel, which then
-    reads :math:`\hat\gamma_0` alone, over-rejects (half of the draws at the 5 % level for a
-    differential with AR(1) coefficient 0.9; ``tests/test_stats.py``). So the long-run variance
-    is the larger of the rectangular one and the Bartlett (Newey-West) one at the Andrews (1991)
-    AR(1) plug-in bandwidth (:func:`andrews_bandwidth`), which grows with the persistence of
-    :math:`d`: the overlap the horizon implies and the persistence the data show are both
-    covered, and the test is at least as conservative as with either estimate alone.
-    ``kernel`` says which one was used and ``bandwidth`` gives S.
+    reads :math:`\hat\gamma_0` alone, over-rejects (69 % of 300 draws at the 5 % level for a
+    differential with AR(1) coefficient 0.9 over 500 days; ``tests/test_stats.py``). So the
+    long-run variance is the larger of the rectangular one and the Bartlett (Newey-West) one
+    at the Andrews (1991) AR(1) plug-in bandwidth (:func:`andrews_bandwidth`), which grows
+    with the persistence of :math:`d`: the overlap the horizon implies and the persistence
+    the data show are both covered, and the test is at least as conservative as with either
+    estimate alone.
+    ``kernel`` says which one was used and ``bandwidth`` gives S. It reduces the over-rejection
+    without removing it: 10 %, 14 % and 20 % of such draws for AR coefficients 0.5, 0.9 and
+    0.97 (27 %, 69 % and 78 % with :math:`\hat\gamma_0` alone), 4 % for white noise as before.
 
     Pairs with a NaN in either loss are dropped. A constant differential leaves the test
     undefined: statistic and p-values are NaN and ``note`` says why.
