@@ -145,3 +145,31 @@ def test_an_unset_tail_forecasts_nothing_and_the_fz0_start_is_refused():
     assert torch.isnan(var).all() and torch.isnan(es).all()
     with pytest.raises(TypeError, match="init_scale"):
         net.init_tail(torch.ones(2, 2), torch.ones(2, 2))
+
+
+def test_the_learned_scale_stays_within_its_bound_whatever_the_inputs():
+    """Wild weights and inputs a thousand standard deviations out (a collapse the window
+    never saw) move the scale by at most max_scale_factor either way from its start."""
+    torch.manual_seed(1)
+    net = ScaleTailNet(TailNetConfig(n_inputs=3, n_assets=2, max_scale_factor=4.0))
+    net.init_scale(torch.log(torch.tensor([0.5, 0.7])))
+    torch.nn.init.normal_(net.head.weight, std=5.0)
+    torch.nn.init.normal_(net.body[0].weight, std=5.0)
+    x = torch.randn(500, 3) * 1000.0
+    s = torch.rand(500, 2) + 0.01
+    with torch.no_grad():
+        ratio = net.sigma(x, torch.randint(0, 2, (500,)), s) / (s * torch.tensor([0.5, 0.7]))
+    assert ratio.min() >= 0.25 * (1 - 1e-5) and ratio.max() <= 4.0 * (1 + 1e-5)
+    assert ratio.min() < 0.3 and ratio.max() > 3.5  # the bound is reached, not just respected
+
+
+def test_a_long_var_and_es_never_exceed_the_whole_position():
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
+    model = _model(ensemble_size=1).fit(panel[panel.index.get_level_values("date")
+                                              <= panel.index.levels[1][600]])
+    for net in model.nets:  # a tail far beyond anything: the scale times 1e6
+        net.set_tail(net.z_var * 1e6, net.z_es * 1e6)
+    fc = model.forecast_tail(panel, [0.99], panel.index.levels[1][610:620])
+    long, short = fc[fc["side"] == "long"], fc[fc["side"] == "short"]
+    assert (long["var"] == 1.0).all() and (long["es"] == 1.0).all()
+    assert (short["var"] > 1.0).all()  # a short position's loss has no such bound

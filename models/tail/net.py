@@ -32,6 +32,7 @@ each row weighted by :math:`w_i` (recency weighting; :math:`w_i = 1` on validati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class TailNetConfig:
     n_levels: int = 3  # ascending
     hidden: int = 16   # one hidden layer: a few hundred tail events per window
     embed_dim: int = 2
+    max_scale_factor: float = 4.0  # ScaleTailNet: the learned scale within [1/K, K] of its start
 
 
 class TailNet(nn.Module):
@@ -139,23 +141,32 @@ class ScaleTailNet(TailNet):
 
     .. math::
 
-        \sigma_t = s_t \exp(h_t), \qquad
+        \sigma_t = s_t\, c \exp\big(L \tanh(h_t / L)\big), \qquad
         \mathrm{VaR}_k = \sigma_t\, z^{\mathrm{VaR}}_k, \quad
         \mathrm{ES}_k = \sigma_t\, z^{\mathrm{ES}}_k,
 
-    with :math:`h_t` the network's output (zero weights at the start, the bias at the log of
-    the window's root mean square of :math:`y/s`) and :math:`z^{\mathrm{VaR}}, z^{\mathrm{ES}}`
-    the empirical quantiles and tail means of the standardized losses :math:`y/\sigma` of the
-    fit's rows (:meth:`set_tail`, a buffer saved with the weights). Scale and tail are a
-    location-free filtered historical simulation whose filter is learned: every row shapes
-    the scale (:func:`scale_nll`), not only the few hundred beyond the VaR that move FZ0. VaR
-    and ES are monotone in the level and ES >= VaR because the empirical tail is."""
+    with :math:`h_t` the network's output (zero at the start: zero weights and bias), :math:`c`
+    the window's root mean square of :math:`y/s` (:meth:`init_scale`, a buffer),
+    :math:`L = \ln K` with :math:`K` = ``max_scale_factor`` (4): the learned scale stays within
+    a factor K of the rescaled classical one whatever the inputs. An input far outside the
+    training window (a collapse to a millionth of the price, a stablecoin) cannot send the
+    scale to zero or to 1e30 (measured before the bound on such a universe); on the embedded
+    data the learned 99 % VaR stayed within 0.53-1.93 times EVT-GARCH's, well inside it.
+    :math:`z^{\mathrm{VaR}}, z^{\mathrm{ES}}` are the empirical quantiles and tail means of
+    the standardized losses :math:`y/\sigma` of the fit's rows (:meth:`set_tail`, a buffer
+    saved with the weights). Scale and tail are a location-free filtered historical
+    simulation whose filter is learned: every row shapes the scale (:func:`scale_nll`), not
+    only the few hundred beyond the VaR that move FZ0. VaR and ES are monotone in the level
+    and ES >= VaR because the empirical tail is."""
 
     def __init__(self, config: TailNetConfig) -> None:
         super().__init__(config)
         c = config
         self.head = nn.Linear(c.hidden, c.n_sides)
         nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("log_c", torch.zeros(c.n_sides))
+        self.bound = math.log(c.max_scale_factor)
         # NaN until set_tail: a net whose tail was never set forecasts NaN, not a made-up tail
         self.register_buffer("z_var", torch.full((c.n_sides, c.n_levels), torch.nan))
         self.register_buffer("z_es", torch.full((c.n_sides, c.n_levels), torch.nan))
@@ -167,7 +178,7 @@ class ScaleTailNet(TailNet):
     @torch.no_grad()
     def init_scale(self, log_c: torch.Tensor) -> None:
         r"""Start at :math:`\sigma = s\,c` per side (``log_c``: (S,))."""
-        self.head.bias.copy_(log_c)
+        self.log_c.copy_(log_c)
 
     @torch.no_grad()
     def set_tail(self, z_var: torch.Tensor, z_es: torch.Tensor) -> None:
@@ -176,8 +187,8 @@ class ScaleTailNet(TailNet):
 
     def sigma(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """(B, S) scale of each row and side."""
-        h = self.body(torch.cat([x, self.embeddings(asset)], dim=-1))  # (B, H)
-        return scale * torch.exp(self.head(h))
+        h = self.head(self.body(torch.cat([x, self.embeddings(asset)], dim=-1)))  # (B, S)
+        return scale * torch.exp(self.log_c + self.bound * torch.tanh(h / self.bound))
 
     def forward(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -301,7 +301,8 @@ class TailNetForecaster:
         kind = ScaleTailNet if c.objective == "scale_nll" else TailNet
         net = kind(TailNetConfig(n_inputs=n_inputs, n_assets=len(self.assets) + 1,
                                     n_levels=len(self.levels), hidden=c.hidden,
-                                    embed_dim=c.embed_dim))
+                                    embed_dim=c.embed_dim,
+                                    max_scale_factor=c.max_scale_factor))
         net.set_known(self._known())
         return net
 
@@ -369,6 +370,8 @@ class TailNetForecaster:
             xt = torch.from_numpy(self.scaler.transform(x[pos]).astype(np.float32))
             a = torch.full((len(pos),), vocab.get(asset, 0), dtype=torch.int64)
             var, es = average_tail(self.nets, xt, a, torch.from_numpy(s[pos].astype(np.float32)))
+            long = SIDES.index("long")  # a long position loses at most all of it
+            var[:, long], es[:, long] = var[:, long].clamp(max=1.0), es[:, long].clamp(max=1.0)
             for si, side in enumerate(SIDES):
                 for q in qs:
                     k = self.levels.index(q)
