@@ -59,10 +59,9 @@ def test_scale_net_starts_at_the_rescaled_classical_scale_and_scales_its_tail():
                                rtol=1e-6)
 
 
-def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_losses():
-    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
-    model = _model(ensemble_size=2).fit(panel)
-    assert set(model.chosen) >= {"val_nll", "val_nll_members", "val_fz0_ensemble"}
+def _standardized_losses(model: TailNetForecaster, panel: pd.DataFrame):
+    """Per member, the (N, S) losses y / sigma of the window's rows with a target, by hand
+    from the model's rows, scaler and networks (as a reader of its state would)."""
     rows = model._rows(panel, targets=True)
     vocab = {a: i + 1 for i, a in enumerate(model.assets)}
     keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
@@ -74,7 +73,14 @@ def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_loss
         with torch.no_grad():
             sig = net.sigma(torch.from_numpy(model.scaler.transform(x).astype(np.float32)),
                             torch.from_numpy(asset), torch.from_numpy(s.astype(np.float32)))
-        z = y / sig.double().numpy()
+        yield net, y / sig.double().numpy()
+
+
+def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_losses():
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
+    model = _model(ensemble_size=2).fit(panel)
+    assert set(model.chosen) >= {"val_nll", "val_nll_members", "val_fz0_ensemble"}
+    for net, z in _standardized_losses(model, panel):
         for j in range(2):
             zj = z[:, j][np.isfinite(z[:, j])]
             q = np.quantile(zj, model.levels)
@@ -120,18 +126,7 @@ def test_a_refit_on_the_whole_window_sets_the_refit_nets_tails():
     panel = _regime_panel(n_days=800)
     model = _model(ensemble_size=2, refit_on_validation=True, max_epochs=8, hidden=8).fit(panel)
     assert all(n > 0 for n in model.chosen["epochs_members"])  # every member was refit
-    rows = model._rows(panel, targets=True)
-    vocab = {a: i + 1 for i, a in enumerate(model.assets)}
-    keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
-    x = np.vstack([r[0][k] for r, k in zip(rows.values(), keep, strict=True)])
-    s = np.vstack([r[1][k] for r, k in zip(rows.values(), keep, strict=True)])
-    y = np.vstack([r[3][k] for r, k in zip(rows.values(), keep, strict=True)])
-    asset = np.concatenate([np.full(k.sum(), vocab[a]) for a, k in zip(rows, keep, strict=True)])
-    for net in model.nets:
-        with torch.no_grad():
-            sig = net.sigma(torch.from_numpy(model.scaler.transform(x).astype(np.float32)),
-                            torch.from_numpy(asset), torch.from_numpy(s.astype(np.float32)))
-        z = y / sig.double().numpy()
+    for net, z in _standardized_losses(model, panel):
         for j in range(2):
             zj = z[:, j][np.isfinite(z[:, j])]
             np.testing.assert_allclose(net.z_var[j].numpy(), np.quantile(zj, model.levels),
