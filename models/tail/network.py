@@ -219,11 +219,11 @@ class TailNetForecaster:
         self.cold_assets = [a for i, a in enumerate(self.assets) if i + 1 not in trained]
         self.scaler = MaskedStandardScaler().fit(x[train])
         ratio = y[train] / s[train]  # (N, S)
-        if cfg.objective == "scale_nll":  # the start: σ = s · RMS(y/s) per side, log of it
-            var0 = 0.5 * np.log(np.nanmean(ratio ** 2, axis=0))  # (S,)
-            es0 = var0
-        else:  # the start: the window's unconditional tail of y/s, (S, K)
-            var0, es0 = empirical_tail(ratio, self.levels)
+        start: tuple[np.ndarray, ...]  # where every net starts (_module)
+        if cfg.objective == "scale_nll":  # σ = s · RMS(y/s): the log of RMS per side, (S,)
+            start = (0.5 * np.log(np.nanmean(ratio ** 2, axis=0)),)
+        else:  # the window's unconditional VaR and ES of y/s, (S, K) each
+            start = empirical_tail(ratio, self.levels)
         data_tr = self._tensors(x[train], asset[train], s[train], y[train])
         data_va = self._tensors(x[val], asset[val], s[val], y[val])
         n_in, epochs = x.shape[1], 0
@@ -231,7 +231,7 @@ class TailNetForecaster:
         for half_life in cfg.recency_half_lives:
             weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
             for wd in cfg.weight_decays:
-                loss, state, ran, n_best = self._train(weighted, data_va, n_in, var0, es0, wd,
+                loss, state, ran, n_best = self._train(weighted, data_va, n_in, start, wd,
                                                        cfg.seed)
                 epochs += ran
                 if best is None or loss < best[0]:
@@ -241,7 +241,7 @@ class TailNetForecaster:
         weighted = self._weighted(data_tr, recency_weights(dates[train], half_life))
         states, member_fz0, member_epochs = [state], [val_loss], [n_best]
         for k in range(1, cfg.ensemble_size):
-            loss, state, ran, n_best = self._train(weighted, data_va, n_in, var0, es0, wd,
+            loss, state, ran, n_best = self._train(weighted, data_va, n_in, start, wd,
                                                    cfg.seed + k)
             epochs += ran
             states.append(state)
@@ -259,11 +259,11 @@ class TailNetForecaster:
         ens = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
                                  torch.tensor([1.0 - q for q in self.levels])))
         if cfg.refit_on_validation:  # module docstring; the scores above stay out-of-sample
-            full = self._weighted(self._tensors(x, asset, s, y), recency_weights(dates, half_life))
+            full = self._weighted(every, recency_weights(dates, half_life))
             for k, n_ep in enumerate(member_epochs):
                 if n_ep > 0:
                     self.nets[k].load_state_dict(
-                        self._refit(full, n_in, var0, es0, wd, cfg.seed + k, n_ep))
+                        self._refit(full, n_in, start, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
                     epochs += n_ep
             if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
@@ -311,19 +311,20 @@ class TailNetForecaster:
         cold = set(self.cold_assets)
         return torch.tensor([False, *(a not in cold for a in self.assets)])
 
-    def _module(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
-                weight_decay: float, seed: int) -> tuple[TailModule, Any]:
-        """A fresh net from ``seed`` (its tail head at the FHS start) in its Lightning module,
-        and the shuffled batches of ``data`` (shuffled by the same seed)."""
+    def _module(self, data: TensorDataset, n_inputs: int, start: tuple[np.ndarray, ...],
+                weight_decay: float, seed: int) -> tuple[TailModule | ScaleTailModule, Any]:
+        """A fresh net from ``seed`` at ``start`` (:class:`ScaleTailNet`: its log scale per
+        side; :class:`TailNet`: the unconditional VaR and ES multipliers) in its Lightning
+        module, and the shuffled batches of ``data`` (shuffled by the same seed)."""
         torch.manual_seed(seed)
         net = self._new_net(n_inputs)
         module: TailModule | ScaleTailModule
-        if isinstance(net, ScaleTailNet):  # var0: the start's log scale per side
-            net.init_scale(torch.tensor(var0, dtype=torch.float32))
+        init = [torch.tensor(a, dtype=torch.float32) for a in start]
+        if isinstance(net, ScaleTailNet):
+            net.init_scale(*init)
             module = ScaleTailModule(net, self.config.lr, weight_decay)
         else:
-            net.init_tail(torch.tensor(var0, dtype=torch.float32),
-                          torch.tensor(es0, dtype=torch.float32))
+            net.init_tail(*init)
             alpha = torch.tensor([1.0 - q for q in self.levels], dtype=torch.float32)
             module = TailModule(net, alpha, self.config.lr, weight_decay)
         shuffle = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
@@ -331,11 +332,11 @@ class TailNetForecaster:
                                                       drop_last=False))
 
     def _train(self, train: TensorDataset, val: TensorDataset, n_inputs: int,
-               var0: np.ndarray, es0: np.ndarray, weight_decay: float, seed: int
+               start: tuple[np.ndarray, ...], weight_decay: float, seed: int
                ) -> tuple[float, dict[str, torch.Tensor], int, int]:
         """(best validation loss, its weights, epochs run, epochs to the best) of one net."""
         cfg = self.config
-        module, tr = self._module(train, n_inputs, var0, es0, weight_decay, seed)
+        module, tr = self._module(train, n_inputs, start, weight_decay, seed)
         module.start_from(val)  # the rescaled FHS tail itself is the first candidate
         va = batch_loader(val, BatchSampler(SequentialSampler(val), len(val), False))
         with quiet_lightning(cfg.accelerator):
@@ -346,10 +347,10 @@ class TailNetForecaster:
         return (module.best_val_loss, module.best_state, int(trainer.current_epoch),
                 module.best_epochs)
 
-    def _refit(self, data: TensorDataset, n_inputs: int, var0: np.ndarray, es0: np.ndarray,
+    def _refit(self, data: TensorDataset, n_inputs: int, start: tuple[np.ndarray, ...],
                weight_decay: float, seed: int, n_epochs: int) -> dict[str, torch.Tensor]:
         """Weights of one net trained from ``seed`` on ``data`` for ``n_epochs`` (no validation)."""
-        module, tr = self._module(data, n_inputs, var0, es0, weight_decay, seed)
+        module, tr = self._module(data, n_inputs, start, weight_decay, seed)
         with quiet_lightning(self.config.accelerator):
             trainer = new_trainer(self.config.accelerator, self.config.gpu_precision,
                                   max_epochs=n_epochs, limit_val_batches=0)
