@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipelines.evaluation.distributions import chi2_sf, t_cdf, t_sf
+from pipelines.evaluation.distributions import chi2_sf, monte_carlo_p, t_cdf, t_sf
 
 XS = [-math.inf, -3.0, -1e-17, -0.0, 0.0, 1e-300, 1e-9, 0.5, 1.0, 3.84, 5.99, 9.21, 40.0,
       700.0, 1e6, math.inf, math.nan]
@@ -40,3 +40,13 @@ def test_an_invalid_df_gives_nan_as_scipy_does(df) -> None:
     assert math.isnan(chi2_sf(1.0, df)) and math.isnan(float(stats.chi2.sf(1.0, df)))
     assert math.isnan(t_cdf(1.0, df)) and math.isnan(float(stats.t.cdf(1.0, df)))
     assert math.isnan(t_sf(1.0, df)) and math.isnan(float(stats.t.sf(1.0, df)))
+
+
+def test_monte_carlo_p_by_hand() -> None:
+    null = [0.5, 1.0, 2.0, 3.0]
+    assert monte_carlo_p(null, 2.0) == pytest.approx((1 + 2) / 5)  # 2.0 and 3.0 reach it
+    assert monte_carlo_p(null, 9.0) == pytest.approx(1 / 5)  # never 0
+    assert monte_carlo_p(null, 1.0, upper=False) == pytest.approx((1 + 2) / 5)  # lower tail
+    # a draw a hair below the observed value is a tie only within tie_rtol
+    assert monte_carlo_p([2.0 - 1e-12], 2.0) == pytest.approx(1 / 2)
+    assert monte_carlo_p([2.0 - 1e-12], 2.0, tie_rtol=1e-9) == pytest.approx(2 / 2)

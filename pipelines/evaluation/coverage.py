@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats
 from scipy.special import xlogy
 
-from pipelines.evaluation.distributions import chi2_sf
+from pipelines.evaluation.distributions import chi2_sf, monte_carlo_p
 
 Zone = Literal["green", "yellow", "red"]
 ZONES: tuple[Zone, ...] = ("green", "yellow", "red")  # in order of severity
@@ -385,8 +385,7 @@ def mcneil_frey(losses: np.ndarray | pd.Series, var: np.ndarray | pd.Series,
     sd = boot.std(axis=1, ddof=1)
     spread = sd > 0
     t_star = boot.mean(axis=1)[spread] * math.sqrt(k) / sd[spread]
-    p = (1 + np.count_nonzero(t_star >= t_obs)) / (1 + t_star.size)
-    return ESBacktestResult(statistic=t_obs, p_value=float(p),
+    return ESBacktestResult(statistic=t_obs, p_value=monte_carlo_p(t_star, t_obs),
                             mean_residual=float(r.mean()), n_exceedances=k, n=len(loss),
                             n_dropped=n_dropped, reps=reps, seed=seed)
 

@@ -5,12 +5,31 @@ checks arguments and support (~50-80 µs a call); a frozen ``stats.t(df)`` costs
 build. The policy verdicts call these several times per asset of every replayed path
 (thousands of times at 1,000 assets), so they call the special functions directly. The
 values are scipy's own, bit for bit, for every finite and non-finite argument the tests use
-(``tests/test_distributions.py``).
+(``tests/test_distributions.py``). :func:`monte_carlo_p` is the one Monte Carlo p-value of
+the DQ, McNeil-Frey and Acerbi-Székely tests.
 """
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
+
+# the DQ tests' fixed seed (tail_tests.dq_test, policy_eval.acceptance.dq_permutation_p): a
+# p-value is a function of its data alone, on any engine
+MC_SEED = 2004
+
+
+def monte_carlo_p(null: ArrayLike, observed: float, upper: bool = True,
+                  tie_rtol: float = 0.0) -> float:
+    r"""Monte Carlo p-value (Dufour 2006): :math:`(1 + \#\{T^* \ge T\}) / (1 + B)` over the
+    :math:`B` draws ``null`` of the statistic under the null (``upper``; otherwise
+    :math:`T^* \le T`), never 0. ``tie_rtol``: a draw within this relative distance of a
+    non-negative observed statistic counts as a tie (a statistic computed two ways, by a
+    regression and by a projection, differs in its last bits where it should be equal)."""
+    t = np.asarray(null, dtype=float).ravel()
+    hits = t >= observed * (1.0 - tie_rtol) if upper else t <= observed
+    return float((1 + np.count_nonzero(hits)) / (1 + t.size))
 
 
 def chi2_sf(x: float, df: float) -> float:

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from pipelines.evaluation.coverage import mcneil_frey
+from pipelines.evaluation.distributions import MC_SEED, monte_carlo_p
 
 __all__ = [
     "DQResult",
@@ -140,7 +141,7 @@ class DQResult:
 
 
 DQ_SIMS = 999  # the Monte Carlo p-value's resolution: 1/1000
-DQ_SEED = 2004  # fixed: a p-value is a function of its data alone
+DQ_SEED = MC_SEED  # fixed: a p-value is a function of its data alone
 
 
 def _dq_statistics(hit: np.ndarray, v: np.ndarray | None, alpha: float, lags: int
@@ -223,7 +224,7 @@ def dq_test(losses: ArrayLike, var: ArrayLike, level: float, lags: int = 4,
     if sims > 0:
         rng = np.random.default_rng(seed)
         null = _dq_statistics(rng.random((sims, hit.size)) < alpha, z, alpha, lags)
-        p = float((1 + np.count_nonzero(null >= stat * (1 - 1e-9))) / (1 + sims))
+        p = monte_carlo_p(null, stat, tie_rtol=1e-9)
     return DQResult(statistic=stat, p_value=p, df=int(rank), n=n, lags=lags,
                     n_dropped=n_dropped, p_value_asymptotic=p_asym, sims=sims)
 
@@ -291,8 +292,7 @@ def acerbi_szekely_z2(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: f
     excess = _gpd_ppf(rng.random(rows.size), tail_shape) * (e - v)[cols] * (1.0 - tail_shape)
     sim_sum = np.bincount(rows, (v[cols] + excess) / e[cols], minlength=sims)  # (S,)
     z_star = 1.0 - sim_sum / (n * alpha)
-    p = (1 + np.count_nonzero(z_star <= stat)) / (1 + sims)
-    return Z2Result(statistic=stat, p_value=float(p), n=n,
+    return Z2Result(statistic=stat, p_value=monte_carlo_p(z_star, stat, upper=False), n=n,
                     breaches=int((loss > v).sum()), sims=sims, tail_shape=tail_shape,
                     seed=seed)
 

@@ -42,7 +42,7 @@ from pipelines.evaluation.coverage import (
     kupiec_band,
     kupiec_lr,
 )
-from pipelines.evaluation.distributions import chi2_sf
+from pipelines.evaluation.distributions import MC_SEED, chi2_sf, monte_carlo_p
 
 
 @lru_cache(maxsize=4096)
@@ -131,7 +131,7 @@ def dq_test(hits: np.ndarray, var: np.ndarray, p: float, lags: int = 4) -> DQRes
 
 
 DQ_PERMUTATIONS = 999  # the permutation p-value's resolution: 1/1000
-DQ_SEED = 2004  # fixed: a verdict is a function of its data alone, on any engine
+DQ_SEED = MC_SEED  # fixed: a verdict is a function of its data alone, on any engine
 
 
 def dq_dynamics_statistics(hits: np.ndarray, var: np.ndarray, lags: int) -> np.ndarray:
@@ -187,7 +187,7 @@ def dq_permutation_p(hits: np.ndarray, var: np.ndarray, lags: int = 4,
     rng = np.random.default_rng(seed)
     observed = dq_dynamics_statistics(i[None, :], v, lags)[0]
     null = dq_dynamics_statistics(rng.permuted(np.tile(i, (reps, 1)), axis=1), v, lags)
-    return float((1 + np.count_nonzero(null >= observed * (1 - 1e-9))) / (1 + reps))
+    return monte_carlo_p(null, observed, tie_rtol=1e-9)
 
 
 def capital(ltv: pd.Series | np.ndarray) -> float:
