@@ -98,6 +98,9 @@ def test_dm_uses_the_bartlett_variance_when_the_differential_persists():
     assert r.long_run_variance == pytest.approx(bartlett_variance(gammas, s))
     assert old.kernel == "rectangular" and old.long_run_variance == pytest.approx(gammas[0])
     assert r.long_run_variance > 3 * old.long_run_variance  # AR(0.8): about 9 times
+    # the first-order autocorrelation is reported beside the test (its size depends on it)
+    assert r.lag1_autocorr == pytest.approx((e[1:] @ e[:-1]) / (e[:-1] @ e[:-1]))
+    assert 0.7 < r.lag1_autocorr < 0.9
     assert r.statistic == pytest.approx(old.statistic * math.sqrt(
         old.long_run_variance / r.long_run_variance))
 

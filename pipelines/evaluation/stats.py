@@ -68,6 +68,9 @@ class DMResult:
     note: str = ""
     bandwidth: float = 0.0  # Bartlett bandwidth S (0: dependence not estimated)
     kernel: str = "rectangular"  # the kernel whose estimate was used: rectangular or bartlett
+    # first-order autocorrelation of d: the test's residual over-size grows with it (about
+    # nominal near 0, 10 % of rejections at 5 % for 0.5, 14 % for 0.9; diebold_mariano)
+    lag1_autocorr: float = float("nan")
 
 
 def _autocovariances(d: np.ndarray, max_lag: int) -> np.ndarray:
@@ -185,11 +188,14 @@ def diebold_mariano(
             note = ""  # the Bartlett estimate stands, not the gamma_0 fallback
     hln = math.sqrt(hln_arg)
     mean_diff = float(d.mean())
+    e = d - mean_diff
+    den = float(e[:-1] @ e[:-1])
+    ac1 = float(e[1:] @ e[:-1]) / den if den > 0 else float("nan")
     if lrv <= 0.0:
         nan = float("nan")
         return DMResult(nan, nan, nan, nan, mean_diff, lrv, hln, n - 1, n, n_dropped, h,
                         fallback, "loss differential is constant: the test is undefined",
-                        bandwidth, kernel)
+                        bandwidth, kernel, ac1)
     dm_raw = mean_diff / math.sqrt(lrv / n)
     dm = dm_raw * hln
     return DMResult(
@@ -208,6 +214,7 @@ def diebold_mariano(
         note=note,
         bandwidth=bandwidth,
         kernel=kernel,
+        lag1_autocorr=ac1,
     )
 
 

@@ -137,7 +137,8 @@ def best_classical(selection_scores: pd.DataFrame, side: str = "long") -> str:
     return str(t.sort_values("fz0")["model"].iloc[0]) if len(t) else ""
 
 
-DM_COLUMNS = ["model", "benchmark", "mean_diff", "dm", "p_better", "p_two_sided", "days"]
+DM_COLUMNS = ["model", "benchmark", "mean_diff", "dm", "p_better", "p_two_sided", "days",
+              "lag1_autocorr", "kernel", "bandwidth"]
 
 
 def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
@@ -159,7 +160,10 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
                 continue
             rows.append({"model": model, "benchmark": bench, "mean_diff": r.mean_diff,
                          "dm": r.statistic, "p_better": r.p_value_a_better,
-                         "p_two_sided": r.p_value, "days": r.n})
+                         "p_two_sided": r.p_value, "days": r.n,
+                         # the DM's size holds where d is close to white noise (stats)
+                         "lag1_autocorr": r.lag1_autocorr, "kernel": r.kernel,
+                         "bandwidth": r.bandwidth})
     return pd.DataFrame(rows, columns=DM_COLUMNS)
 
 
