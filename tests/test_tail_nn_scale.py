@@ -1,6 +1,7 @@
 """``tail_nn`` with ``objective: scale_nll``: the scale loss by hand, the start at the
 rescaled classical scale, tail multipliers that are the empirical tail of the window's
-standardized losses, and a scale learned from an input the classical scale cannot see."""
+standardized losses (pooled, or blended per asset by credibility), and a scale learned from
+an input the classical scale cannot see."""
 
 import math
 
@@ -11,7 +12,7 @@ import torch
 
 from configs.schema import TailConfig
 from models.tail.net import ScaleTailNet, TailNetConfig, scale_nll
-from models.tail.network import TailNetForecaster, empirical_tail
+from models.tail.network import TailNetForecaster, asset_tails, empirical_tail
 from models.tail.registry import build_tail_forecaster
 from tests.tail_panel import tail_panel
 
@@ -73,22 +74,112 @@ def _standardized_losses(model: TailNetForecaster, panel: pd.DataFrame):
         with torch.no_grad():
             sig = net.sigma(torch.from_numpy(model.scaler.transform(x).astype(np.float32)),
                             torch.from_numpy(asset), torch.from_numpy(s.astype(np.float32)))
-        yield net, y / sig.double().numpy()
+        yield net, y / sig.double().numpy(), asset
 
 
 def test_tail_multipliers_are_the_empirical_tail_of_the_standardized_window_losses():
     panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
     model = _model(ensemble_size=2).fit(panel)
     assert set(model.chosen) >= {"val_nll", "val_nll_members", "val_fz0_ensemble"}
-    for net, z in _standardized_losses(model, panel):
+    for net, z, _ in _standardized_losses(model, panel):
         for j in range(2):
             zj = z[:, j][np.isfinite(z[:, j])]
             q = np.quantile(zj, model.levels)
-            np.testing.assert_allclose(net.z_var[j].numpy(), q, rtol=1e-5)
-            np.testing.assert_allclose(net.z_es[j].numpy(),
-                                       [zj[zj >= v].mean() for v in q], rtol=1e-5)
+            for code in range(3):  # asset_tail_prior_rows 0: every entry, 0 (unseen) too
+                np.testing.assert_allclose(net.z_var[code, j].numpy(), q, rtol=1e-5)
+                np.testing.assert_allclose(net.z_es[code, j].numpy(),
+                                           [zj[zj >= v].mean() for v in q], rtol=1e-5)
             # by construction the window's rows breach the 99% VaR on 1% of days (to one row)
-            assert abs((zj > net.z_var[j, 1].item()).mean() - 0.01) <= 1.0 / len(zj)
+            assert abs((zj > net.z_var[0, j, 1].item()).mean() - 0.01) <= 1.0 / len(zj)
+
+
+def test_each_asset_blends_its_own_tail_with_the_pooled_one_by_credibility():
+    """asset_tail_prior_rows n0: asset a's multipliers are w·own + (1 - w)·pooled with
+    w = n_a/(n_a + n0), computed by hand from its standardized losses; the unseen entry keeps
+    the pooled tail. BBB's losses are capped (a light tail): its own 99.5% multiplier is
+    below the pooled one, and so is its blend."""
+    panel = _capped_panel()
+    model = _model(ensemble_size=1, asset_tail_prior_rows=[300.0]).fit(panel)
+    for net, z, code in _standardized_losses(model, panel):
+        for j in range(2):
+            pooled = z[:, j][np.isfinite(z[:, j])]
+            p_var = np.quantile(pooled, model.levels)
+            p_es = np.array([pooled[pooled >= v].mean() for v in p_var])
+            np.testing.assert_allclose(net.z_var[0, j].numpy(), p_var, rtol=1e-5)
+            for a in (1, 2):
+                own = z[code == a, j][np.isfinite(z[code == a, j])]
+                o_var = np.quantile(own, model.levels)
+                o_es = np.array([own[own >= v].mean() for v in o_var])
+                w = len(own) / (len(own) + 300.0)
+                np.testing.assert_allclose(net.z_var[a, j].numpy(),
+                                           w * o_var + (1 - w) * p_var, rtol=1e-5)
+                np.testing.assert_allclose(net.z_es[a, j].numpy(),
+                                           w * o_es + (1 - w) * p_es, rtol=1e-5)
+            assert net.z_var[2, j, 2] < net.z_var[0, j, 2] < net.z_var[1, j, 2]
+
+
+def _capped_panel() -> pd.DataFrame:
+    """BBB's covered losses capped at their 90% quantile: a thinner tail than AAA's."""
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
+    bbb = panel.index.get_level_values("asset") == "BBB"
+    for side in ("long", "short"):
+        col = f"worst_loss_{side}"
+        panel.loc[bbb, col] = panel.loc[bbb, col].clip(upper=panel.loc[bbb, col].quantile(0.9))
+    return panel
+
+
+def test_the_asset_tail_prior_is_chosen_per_window_on_the_validation_rows():
+    """Candidates [0, 300]: each one's tails from the training rows alone are scored on the
+    validation rows (the ensemble's FZ0), the lower is kept and the forecast tails are then
+    that prior's over every row. With BBB's thin tail the per-asset tail wins."""
+    panel = _capped_panel()
+    model = _model(ensemble_size=2, asset_tail_prior_rows=[0.0, 300.0]).fit(panel)
+    scores = model.chosen["val_fz0_by_prior"]
+    assert set(scores) == {0.0, 300.0} and all(np.isfinite(list(scores.values())))
+    assert model.chosen["asset_tail_prior_rows"] == min(scores, key=scores.get) == 300.0
+    fixed = _model(ensemble_size=2, asset_tail_prior_rows=[300.0]).fit(panel)
+    for a, b in zip(model.nets, fixed.nets, strict=True):
+        torch.testing.assert_close(a.z_var, b.z_var)
+        torch.testing.assert_close(a.z_es, b.z_es)
+    assert "val_fz0_by_prior" not in fixed.chosen  # one candidate: nothing to choose
+
+
+def test_asset_tails_by_hand():
+    pooled = (np.array([[1.0, 2.0]]), np.array([[1.5, 2.5]]))  # one side, two levels
+    z = np.array([[0.1], [0.2], [0.3], [0.4], [-1.0], [-2.0], [5.0]])
+    code = np.array([1, 1, 1, 1, 2, 2, 3])
+    var, es = asset_tails(z, code, 5, [0.5, 0.75], 4.0, pooled)
+    own_var = np.quantile([0.1, 0.2, 0.3, 0.4], [0.5, 0.75])  # 0.25, 0.325
+    np.testing.assert_allclose(var[1, 0], 0.5 * own_var + 0.5 * pooled[0][0])  # w = 4/8
+    np.testing.assert_allclose(es[1, 0], 0.5 * np.array([0.35, 0.4]) + 0.5 * pooled[1][0])
+    np.testing.assert_allclose(var[2, 0], pooled[0][0])  # its own tail is not positive
+    np.testing.assert_allclose(var[3, 0], 0.2 * 5.0 + 0.8 * pooled[0][0])  # w = 1/5
+    for entry in (0, 4):  # unseen, and listed without rows: the pooled tail
+        np.testing.assert_allclose(var[entry], pooled[0])
+        np.testing.assert_allclose(es[entry], pooled[1])
+    assert (es >= var).all() and (np.diff(var, axis=-1) >= 0).all()
+    var0, _ = asset_tails(z, code, 5, [0.5, 0.75], 0.0, pooled)
+    np.testing.assert_allclose(var0, np.broadcast_to(pooled[0], var0.shape))
+
+
+def test_a_state_with_one_tail_for_every_asset_loads_as_that_tail():
+    """States written before the per-asset tails hold (S, K) multipliers: every entry takes
+    them, and the forecasts are those of the pooled tail."""
+    torch.manual_seed(0)
+    cfg = TailNetConfig(n_inputs=3, n_assets=3, n_levels=2)
+    net = ScaleTailNet(cfg)
+    net.init_scale(torch.log(torch.tensor([1.5, 2.0])))
+    z_var, z_es = torch.tensor([[2.0, 3.0], [2.5, 3.5]]), torch.tensor([[2.8, 3.6], [3.0, 4.0]])
+    net.set_tail(z_var, z_es)
+    old = {k: v.clone() for k, v in net.state_dict().items()}
+    old["z_var"], old["z_es"] = z_var, z_es
+    loaded = ScaleTailNet(cfg)
+    loaded.load_state_dict(old)
+    x, a, s = torch.randn(4, 3), torch.tensor([0, 1, 2, 1]), torch.rand(4, 2) + 0.01
+    with torch.no_grad():
+        for got, want in zip(loaded(x, a, s), net(x, a, s), strict=True):
+            torch.testing.assert_close(got, want)
+    torch.testing.assert_close(loaded.z_var[2], z_var)
 
 
 def _regime_panel(n_days: int = 1200) -> pd.DataFrame:
@@ -126,10 +217,10 @@ def test_a_refit_on_the_whole_window_sets_the_refit_nets_tails():
     panel = _regime_panel(n_days=800)
     model = _model(ensemble_size=2, refit_on_validation=True, max_epochs=8, hidden=8).fit(panel)
     assert all(n > 0 for n in model.chosen["epochs_members"])  # every member was refit
-    for net, z in _standardized_losses(model, panel):
+    for net, z, _ in _standardized_losses(model, panel):
         for j in range(2):
             zj = z[:, j][np.isfinite(z[:, j])]
-            np.testing.assert_allclose(net.z_var[j].numpy(), np.quantile(zj, model.levels),
+            np.testing.assert_allclose(net.z_var[1, j].numpy(), np.quantile(zj, model.levels),
                                        rtol=1e-5)
 
 

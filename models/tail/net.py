@@ -153,8 +153,10 @@ class ScaleTailNet(TailNet):
     scale to zero or to 1e30 (measured before the bound on such a universe); on the embedded
     data the learned 99 % VaR stayed within 0.53-1.93 times EVT-GARCH's, well inside it.
     :math:`z^{\mathrm{VaR}}, z^{\mathrm{ES}}` are the empirical quantiles and tail means of
-    the standardized losses :math:`y/\sigma` of the fit's rows (:meth:`set_tail`, a buffer
-    saved with the weights). Scale and tail are a location-free filtered historical
+    the standardized losses :math:`y/\sigma` of the fit's rows, one row per vocabulary entry
+    (:meth:`set_tail`, an (A, S, K) buffer saved with the weights; the forecaster sets each
+    asset's, :meth:`models.tail.network.TailNetForecaster._set_tails`, and entry 0, an asset
+    not seen in fit, the pooled one). Scale and tail are a location-free filtered historical
     simulation whose filter is learned: every row shapes the scale (:func:`scale_nll`), not
     only the few hundred beyond the VaR that move FZ0. VaR and ES are monotone in the level
     and ES >= VaR because the empirical tail is."""
@@ -168,8 +170,9 @@ class ScaleTailNet(TailNet):
         self.register_buffer("log_c", torch.zeros(c.n_sides))
         self.bound = math.log(c.max_scale_factor)
         # NaN until set_tail: a net whose tail was never set forecasts NaN, not a made-up tail
-        self.register_buffer("z_var", torch.full((c.n_sides, c.n_levels), torch.nan))
-        self.register_buffer("z_es", torch.full((c.n_sides, c.n_levels), torch.nan))
+        shape = (c.n_assets, c.n_sides, c.n_levels)
+        self.register_buffer("z_var", torch.full(shape, torch.nan))
+        self.register_buffer("z_es", torch.full(shape, torch.nan))
 
     def init_tail(self, var_mult: torch.Tensor, es_mult: torch.Tensor) -> None:
         raise TypeError("ScaleTailNet starts from a scale (init_scale); its tail is set after "
@@ -182,8 +185,18 @@ class ScaleTailNet(TailNet):
 
     @torch.no_grad()
     def set_tail(self, z_var: torch.Tensor, z_es: torch.Tensor) -> None:
-        self.z_var.copy_(z_var)
-        self.z_es.copy_(z_es)
+        """Tail multipliers per vocabulary entry, (A, S, K), or one (S, K) for every entry."""
+        self.z_var.copy_(z_var.expand_as(self.z_var))
+        self.z_es.copy_(z_es.expand_as(self.z_es))
+
+    def _load_from_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str,
+                              *args: object, **kwargs: object) -> None:
+        # a state written before the per-asset tails holds one (S, K) tail for every asset
+        for name in ("z_var", "z_es"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.dim() == 2:
+                state_dict[prefix + name] = saved.expand_as(getattr(self, name)).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def sigma(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """(B, S) scale of each row and side."""
@@ -193,7 +206,7 @@ class ScaleTailNet(TailNet):
     def forward(self, x: torch.Tensor, asset: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         sig = self.sigma(x, asset, scale)[:, :, None]  # (B, S, 1)
-        return sig * self.z_var, sig * self.z_es
+        return sig * self.z_var[asset], sig * self.z_es[asset]  # (B, S, K) each
 
 
 def scale_nll(y: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor

@@ -19,8 +19,12 @@ outputs one scale multiplier per side, trained on every row by a Gaussian scale 
 and VaR/ES are the scale times the empirical tail of the window's standardized losses
 (:class:`models.tail.net.ScaleTailNet`, set after training by :meth:`_set_tails`): the
 FZ0 gradient comes from the few hundred rows beyond the VaR of a window, the likelihood's
-from all of them. Validation, early stopping and the choices below use the objective's
-own loss.
+from all of them. That tail is pooled over the assets, or with ``asset_tail_prior_rows``
+> 0 each asset's own blended with it by credibility (:func:`asset_tails`; a stablecoin's
+standardized losses have a thinner tail than a crypto asset's); several values are
+candidates, chosen per window by the ensemble's validation FZ0 with tails from the training
+rows alone (:meth:`TailNetForecaster._choose_prior`). Validation, early stopping and the
+choices below use the objective's own loss.
 
 **Honest training.** Everything is chosen inside the window given to ``fit``: the last
 ``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
@@ -122,6 +126,40 @@ def empirical_tail(ratio: np.ndarray, levels: Sequence[float]
     return var, es
 
 
+def asset_tails(z: np.ndarray, asset: np.ndarray, n_vocab: int, levels: Sequence[float],
+                prior_rows: float, pooled: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    r"""(A, S, K) VaR and ES multipliers per vocabulary entry: credibility-weighted blends
+
+    .. math::
+
+        z_{a} = w_{a}\, z^{\mathrm{own}}_{a} + (1 - w_{a})\, z^{\mathrm{pooled}},
+        \qquad w_{a} = \frac{n_{a}}{n_{a} + n_0},
+
+    per side, of the empirical tail of asset ``a``'s standardized losses ``z`` (its
+    :math:`n_a` rows with a target) and of the ``pooled`` one (:func:`empirical_tail` of every
+    row), with :math:`n_0` = ``prior_rows`` (Bühlmann credibility; 0: the pooled tail for
+    every asset). Entry 0 (an asset not seen in fit) takes the pooled tail. A convex blend of
+    two tails monotone in the level with ES >= VaR is one too. An asset whose own tail is not
+    positive at every level (a price that never fell over the window) takes the pooled one."""
+    p_var, p_es = pooled  # (S, K) each
+    out_var = np.repeat(p_var[None], n_vocab, axis=0)
+    out_es = np.repeat(p_es[None], n_vocab, axis=0)
+    if prior_rows <= 0:
+        return out_var, out_es
+    for code in np.unique(asset):
+        rows = z[asset == code]  # (n, S)
+        n = np.isfinite(rows).sum(axis=0)  # (S,)
+        for j in np.flatnonzero(n > 0):
+            own_var, own_es = empirical_tail(rows[:, [j]], levels)
+            if not (own_var > 0).all():
+                continue
+            w = n[j] / (n[j] + prior_rows)
+            out_var[code, j] = w * own_var[0] + (1 - w) * p_var[j]
+            out_es[code, j] = w * own_es[0] + (1 - w) * p_es[j]
+    return out_var, out_es
+
+
 def recency_weights(dates: np.ndarray, half_life: float) -> np.ndarray:
     """Training-row weights :math:`2^{-(T - d_i)/h}` with mean 1; equal where ``h <= 0``."""
     if half_life <= 0 or len(dates) == 0:
@@ -162,6 +200,7 @@ class TailNetForecaster:
         self.nets: list[TailNet] = []  # the seed ensemble
         self.chosen: dict[str, Any] = {}
         self.fit_stats: dict[str, int] = {}  # rows and epochs of the last fit (benchmarks)
+        self._prior_record: dict[str, Any] = {}  # the asset-tail prior chosen (_choose_prior)
         self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
 
     def _rows(self, panel: pd.DataFrame, targets: bool,
@@ -252,7 +291,8 @@ class TailNetForecaster:
             net.load_state_dict(st)
             net.eval()
         every = self._tensors(x, asset, s, y)  # the window's rows: the learned scale's tail
-        self._set_tails(every)
+        prior = self._choose_prior(data_tr, data_va)
+        self._set_tails(every, prior)
         # the ensemble's validation FZ0 (for the record; with scale_nll its tail multipliers
         # came from every row of the window, the validation rows among them)
         xv, av, sv, yv, mv, wv = data_va.tensors
@@ -270,21 +310,48 @@ class TailNetForecaster:
                 self.cold_assets = []
                 for net in self.nets:
                     net.set_known(self._known())
-            self._set_tails(every)  # the refit nets' scales, with the embeddings they forecast by
+            self._set_tails(every, prior)  # the refit nets' scales, with the embeddings they
+            # forecast by
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         score = "val_fz0" if cfg.objective == "fz0" else "val_nll"  # the training objective's
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
                        score: val_loss, f"{score}_members": member_fz0,
-                       "val_fz0_ensemble": ens, "epochs_members": member_epochs}
+                       "val_fz0_ensemble": ens, "epochs_members": member_epochs,
+                       **self._prior_record}
         return self
 
+    def _choose_prior(self, train: TensorDataset, val: TensorDataset) -> float:
+        r"""``scale_nll``: the ``asset_tail_prior_rows`` candidate whose tails, taken from the
+        training rows alone, give the ensemble the lowest validation FZ0 (all sides and
+        levels); the first candidate on a tie, the only one when one is configured."""
+        cands = [float(c) for c in self.config.asset_tail_prior_rows]
+        self._prior_record = {}
+        if self.config.objective != "scale_nll":
+            return 0.0
+        if len(cands) == 1:
+            return cands[0]
+        xv, av, sv, yv, mv, wv = val.tensors
+        alpha = torch.tensor([1.0 - q for q in self.levels])
+        scores = []
+        for prior in cands:
+            self._set_tails(train, prior)
+            scores.append(float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
+                                             alpha)))
+        best = cands[int(np.argmin(scores))]
+        self._prior_record = {"asset_tail_prior_rows": best,
+                              "val_fz0_by_prior": dict(zip(cands, scores, strict=True))}
+        return best
+
     @torch.no_grad()
-    def _set_tails(self, data: TensorDataset) -> None:
+    def _set_tails(self, data: TensorDataset, prior_rows: float) -> None:
         r"""``scale_nll``: each member's tail multipliers, the empirical tail of the
-        standardized losses :math:`y/\sigma` over ``data`` (:class:`ScaleTailNet`)."""
+        standardized losses :math:`y/\sigma` over ``data`` (:class:`ScaleTailNet`), each
+        asset's blended with the pooled one at credibility prior ``prior_rows``
+        (:func:`asset_tails`)."""
         if self.config.objective != "scale_nll":
             return
         x, a, sc, y, m, _ = data.tensors
+        n_vocab = len(self.assets) + 1
         for net in self.nets:
             assert isinstance(net, ScaleTailNet)
             z = torch.where(m, y / net.sigma(x, a, sc), torch.nan).double().numpy()  # (N, S)
@@ -293,8 +360,8 @@ class TailNetForecaster:
                 raise ValueError(f"{self.alias}: the standardized losses' tail is not positive "
                                  f"(quantiles {np.round(z_var, 4).tolist()} at levels "
                                  f"{self.levels}): no VaR/ES can be scaled from it")
-            net.set_tail(torch.tensor(z_var, dtype=torch.float32),
-                         torch.tensor(z_es, dtype=torch.float32))
+            tails = asset_tails(z, a.numpy(), n_vocab, self.levels, prior_rows, (z_var, z_es))
+            net.set_tail(*(torch.tensor(t, dtype=torch.float32) for t in tails))
 
     def _new_net(self, n_inputs: int) -> TailNet:
         c = self.config
