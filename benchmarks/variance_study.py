@@ -95,6 +95,8 @@ def summary(scores: pd.DataFrame, references: tuple[str, ...] = (REFERENCE, "har
                     if ref in daily.columns and ref != model:
                         dm = diebold_mariano(daily[model], daily[ref], horizon=h)
                         row[f"p_better_than_{ref}"] = round(float(dm.p_value_a_better), 4)
+                        # the DM's size holds near white noise (pipelines.evaluation.stats)
+                        row[f"ac1_vs_{ref}"] = round(float(dm.lag1_autocorr), 3)
                 rows.append(row)
     out = pd.DataFrame(rows)
     ref = out[out.model == REFERENCE].set_index(["group", "h"])["qlike"]

@@ -50,7 +50,8 @@ class DMResult:
 
     ``statistic`` is the HLN-corrected statistic (negative: a has the lower loss); the
     uncorrected one is ``statistic_raw``. ``p_value`` is two-sided, ``p_value_a_better`` is
-    one-sided against H1: E[loss_a - loss_b] < 0, both from Student-t(``df``).
+    one-sided against H1: E[loss_a - loss_b] < 0, both from Student-t(``df``), or from the
+    fixed-b limit where ``kernel`` is ``bartlett`` (:func:`diebold_mariano`).
     """
 
     statistic: float
@@ -94,6 +95,58 @@ def andrews_bandwidth(d: np.ndarray) -> float:
     rho = float(np.clip((e[1:] @ e[:-1]) / den, -0.97, 0.97))
     alpha = 4.0 * rho ** 2 / ((1.0 - rho) ** 2 * (1.0 + rho) ** 2)
     return float(min(1.1447 * (alpha * e.size) ** (1.0 / 3.0), e.size - 1))
+
+
+FIXED_B_REPS = 10_000  # simulated draws of the fixed-b limit (p-value s.e. 0.002 at 0.05)
+FIXED_B_STEPS = 500  # steps of each simulated path (the Brownian functional's grid)
+FIXED_B_GRID = 0.005  # b is interpolated between nulls simulated at multiples of this
+FIXED_B_SEED = 2005  # fixed: a p-value is a function of its data alone
+
+
+@lru_cache(maxsize=1)
+def _fixed_b_paths() -> tuple[np.ndarray, np.ndarray]:
+    r"""(R,) numerators :math:`\sqrt{T}\bar e` and (R, T) autocovariances of R seeded
+    Gaussian white-noise paths of T steps, shared by every bandwidth's null."""
+    rng = np.random.default_rng(FIXED_B_SEED)
+    e = rng.standard_normal((FIXED_B_REPS, FIXED_B_STEPS))
+    num = math.sqrt(FIXED_B_STEPS) * e.mean(axis=1)
+    c = e - e.mean(axis=1, keepdims=True)
+    f = np.fft.rfft(c, n=2 * FIXED_B_STEPS, axis=1)
+    gamma = np.fft.irfft(f * np.conj(f), axis=1)[:, :FIXED_B_STEPS] / FIXED_B_STEPS
+    return num, gamma
+
+
+@lru_cache(maxsize=256)
+def _fixed_b_null(k: int) -> np.ndarray:
+    """Sorted draws of the Bartlett t-statistic's fixed-b limit at b = k·FIXED_B_GRID."""
+    num, gamma = _fixed_b_paths()
+    lrv = bartlett_variance_rows(gamma, k * FIXED_B_GRID * FIXED_B_STEPS)
+    return np.sort(num / np.sqrt(lrv))
+
+
+def bartlett_variance_rows(gamma: np.ndarray, bandwidth: float) -> np.ndarray:
+    """:func:`bartlett_variance` of each row of ``gamma`` ((R, K) autocovariances)."""
+    j = np.arange(1, gamma.shape[1])
+    w = np.clip(1.0 - j / bandwidth, 0.0, None) if bandwidth > 0 else np.zeros(j.size)
+    return gamma[:, 0] + 2.0 * (gamma[:, 1:] @ w)
+
+
+def fixed_b_cdf(t: float, b: float) -> float:
+    r""":math:`P(T_b \le t)` for the Bartlett (Newey-West) t-statistic under fixed-b
+    asymptotics (Kiefer and Vogelsang 2005): with bandwidth :math:`S = b n`, the studentized
+    mean of a persistent series converges not to N(0, 1) but to
+    :math:`W(1) / \sqrt{Q_b}`, :math:`Q_b` the Bartlett functional of a Brownian bridge,
+    whose tails grow with b; that limit captures the bias and noise of the variance estimate
+    at the bandwidth actually used, which the normal does not. Simulated (seeded,
+    :data:`FIXED_B_REPS` paths of :data:`FIXED_B_STEPS` steps), linear in b between the
+    nulls at multiples of :data:`FIXED_B_GRID`; its quantiles match Kiefer and Vogelsang's
+    cubic critical values (tests). Never exactly 0 or 1 (one draw's resolution)."""
+    b = float(np.clip(b, 0.0, 1.0))
+    k0 = min(int(b / FIXED_B_GRID), round(1.0 / FIXED_B_GRID) - 1)
+    frac = b / FIXED_B_GRID - k0
+    cdfs = [(np.searchsorted(_fixed_b_null(k), t, side="right") + 0.5) / (FIXED_B_REPS + 1)
+            for k in (k0, k0 + 1)]
+    return float((1.0 - frac) * cdfs[0] + frac * cdfs[1])
 
 
 def bartlett_variance(gamma: np.ndarray, bandwidth: float) -> float:
@@ -140,9 +193,15 @@ def diebold_mariano(
     with the persistence of :math:`d`: the overlap the horizon implies and the persistence
     the data show are both covered, and the test is at least as conservative as with either
     estimate alone.
-    ``kernel`` says which one was used and ``bandwidth`` gives S. It reduces the over-rejection
-    without removing it: 10 %, 14 % and 20 % of such draws for AR coefficients 0.5, 0.9 and
-    0.97 (27 %, 69 % and 78 % with :math:`\hat\gamma_0` alone), 4 % for white noise as before.
+    ``kernel`` says which one was used and ``bandwidth`` gives S. Where the Bartlett
+    estimate is used its p-values are fixed-b ones (:func:`fixed_b_cdf` at b = S/n, Kiefer
+    and Vogelsang 2005; Coroneo and Iacone 2020 for the DM test), not Student-t: the
+    Bartlett estimate at a bandwidth of a few dozen days is biased down and noisy for a
+    persistent differential, and the fixed-b limit accounts for both. Over 400 draws of 500
+    days at the 5 % level: 7 %, 9 % and 12 % rejections for AR coefficients 0.5, 0.9 and 0.97
+    (with Student-t p-values 8 %, 13 % and 19 %; with :math:`\hat\gamma_0` alone 27 %, 69 %
+    and 78 %), 6 % for white noise; an overlap of h = 7 over 1,448 days with an AR(0.5)
+    underneath, 4 %. Still over-sized at high persistence, less so.
 
     Pairs with a NaN in either loss are dropped. A constant differential leaves the test
     undefined: statistic and p-values are NaN and ``note`` says why.
@@ -155,6 +214,10 @@ def diebold_mariano(
     squared errors. *International Journal of Forecasting* 13(2), 281-291.
     Andrews, D. W. K. (1991). Heteroskedasticity and autocorrelation consistent covariance
     matrix estimation. *Econometrica* 59(3), 817-858.
+    Kiefer, N. M. and Vogelsang, T. J. (2005). A new asymptotic theory for
+    heteroskedasticity-autocorrelation robust tests. *Econometric Theory* 21(6), 1130-1164.
+    Coroneo, L. and Iacone, F. (2020). Comparing predictive accuracy in small samples using
+    fixed-smoothing asymptotics. *Journal of Applied Econometrics* 35(4), 391-409.
 
     Examples
     --------
@@ -198,10 +261,16 @@ def diebold_mariano(
                         bandwidth, kernel, ac1)
     dm_raw = mean_diff / math.sqrt(lrv / n)
     dm = dm_raw * hln
+    if kernel == "bartlett":  # fixed-b p-values at the bandwidth used (docstring)
+        b = bandwidth / n
+        p_two = fixed_b_cdf(-abs(dm), b) + 1.0 - fixed_b_cdf(abs(dm), b)
+        p_a_better = fixed_b_cdf(dm, b)
+    else:
+        p_two, p_a_better = 2.0 * t_sf(abs(dm), n - 1), t_cdf(dm, n - 1)
     return DMResult(
         statistic=dm,
-        p_value=2.0 * t_sf(abs(dm), n - 1),
-        p_value_a_better=t_cdf(dm, n - 1),
+        p_value=min(p_two, 1.0),
+        p_value_a_better=p_a_better,
         statistic_raw=dm_raw,
         mean_diff=mean_diff,
         long_run_variance=lrv,
