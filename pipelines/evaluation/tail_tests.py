@@ -190,6 +190,12 @@ def dq_test(losses: ArrayLike, var: ArrayLike, level: float, lags: int = 4,
     observed one, :math:`(1 + \#\{DQ^* \ge DQ\}) / (1 + \mathit{sims})`, seeded;
     ``p_value_asymptotic`` keeps the chi-squared one (``sims = 0``: that one alone).
 
+    The policy's acceptance has its own DQ (:func:`pipelines.policy_eval.acceptance.
+    dq_permutation_p`): it tests the dynamics alone, conditional on the breach count
+    (permutations of the observed hits), because its coverage is judged one-sided beside
+    it and a policy must not fail DQ for breaching too rarely. This one tests the joint null
+    (rate :math:`\alpha` and no dynamics), as a tail forecast's DQ is read.
+
     References
     ----------
     Engle, R. F. and Manganelli, S. (2004). CAViaR: conditional autoregressive value at risk
