@@ -50,3 +50,7 @@ def test_monte_carlo_p_by_hand() -> None:
     # a draw a hair below the observed value is a tie only within tie_rtol
     assert monte_carlo_p([2.0 - 1e-12], 2.0) == pytest.approx(1 / 2)
     assert monte_carlo_p([2.0 - 1e-12], 2.0, tie_rtol=1e-9) == pytest.approx(2 / 2)
+    assert monte_carlo_p([-2.0 - 1e-12], -2.0, tie_rtol=1e-9) == pytest.approx(2 / 2)
+    assert math.isnan(monte_carlo_p(null, float("nan")))  # no statistic: no p-value, not 1/(B+1)
+    with pytest.raises(ValueError, match="upper tail"):
+        monte_carlo_p(null, 1.0, upper=False, tie_rtol=1e-9)

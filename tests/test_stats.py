@@ -139,6 +139,17 @@ def test_fixed_b_quantiles_match_kiefer_vogelsang(b):
     assert fixed_b_cdf(1.96, 0.0) == pytest.approx(stats.norm.cdf(1.96), abs=0.004)  # b→0: N(0,1)
 
 
+def test_fixed_b_between_grid_points_and_without_a_statistic():
+    """Off the simulated grid (b = 0.1025) the interpolated law still has KV's quantiles;
+    a NaN statistic has no probability."""
+    b = 0.1025
+    cv = 1.9600 + 2.9694 * b + 0.4160 * b**2 - 0.5324 * b**3
+    assert fixed_b_cdf(cv, b) == pytest.approx(0.975, abs=0.006)
+    lo, hi = fixed_b_cdf(cv, 0.100), fixed_b_cdf(cv, 0.105)
+    assert min(lo, hi) <= fixed_b_cdf(cv, b) <= max(lo, hi)
+    assert math.isnan(fixed_b_cdf(float("nan"), 0.1))
+
+
 def test_dm_takes_fixed_b_p_values_where_the_bartlett_variance_is_used():
     d = _ar1(np.random.default_rng(21), 600, 0.9)
     r = diebold_mariano(d + 0.3, np.zeros(600))

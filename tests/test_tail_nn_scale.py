@@ -3,6 +3,7 @@ rescaled classical scale, tail multipliers that are the empirical tail of the wi
 standardized losses (pooled, or blended per asset by credibility), and a scale learned from
 an input the classical scale cannot see."""
 
+import json
 import math
 
 import numpy as np
@@ -135,13 +136,40 @@ def test_the_asset_tail_prior_is_chosen_per_window_on_the_validation_rows():
     panel = _capped_panel()
     model = _model(ensemble_size=2, asset_tail_prior_rows=[0.0, 300.0]).fit(panel)
     scores = model.chosen["val_fz0_by_prior"]
-    assert set(scores) == {0.0, 300.0} and all(np.isfinite(list(scores.values())))
-    assert model.chosen["asset_tail_prior_rows"] == min(scores, key=scores.get) == 300.0
+    assert set(scores) == {"0.0", "300.0"} and all(np.isfinite(list(scores.values())))
+    assert model.chosen["asset_tail_prior_rows"] == float(min(scores, key=scores.get)) == 300.0
     fixed = _model(ensemble_size=2, asset_tail_prior_rows=[300.0]).fit(panel)
     for a, b in zip(model.nets, fixed.nets, strict=True):
         torch.testing.assert_close(a.z_var, b.z_var)
         torch.testing.assert_close(a.z_es, b.z_es)
     assert "val_fz0_by_prior" not in fixed.chosen  # one candidate: nothing to choose
+
+
+def test_the_prior_is_scored_with_tails_from_the_training_rows_alone(monkeypatch):
+    """No validation row shapes the tails a candidate is scored with: every candidate's
+    tails come from the training rows (the fit's train_rows), the final ones from the whole
+    window; and the state round trip keeps each asset's own tail."""
+    panel = _capped_panel()
+    model = _model(ensemble_size=1, asset_tail_prior_rows=[0.0, 300.0])
+    sizes = []
+    original = TailNetForecaster._set_tails
+
+    def spy(self, data, prior_rows):
+        sizes.append((len(data), prior_rows))
+        return original(self, data, prior_rows)
+
+    monkeypatch.setattr(TailNetForecaster, "_set_tails", spy)
+    model.fit(panel)
+    train_rows = model.fit_stats["train_rows"]
+    assert sizes[:2] == [(train_rows, 0.0), (train_rows, 300.0)]
+    assert sizes[2][0] > train_rows and sizes[2][1] == model.chosen["asset_tail_prior_rows"]
+    restored = TailNetForecaster.from_state(json.loads(json.dumps(model.state())))
+    for a, b in zip(model.nets, restored.nets, strict=True):
+        torch.testing.assert_close(a.z_var, b.z_var)
+    assert not torch.allclose(restored.nets[0].z_var[1], restored.nets[0].z_var[2])  # own tails
+    cut = panel.index.levels[1][650:660]
+    pd.testing.assert_frame_equal(model.forecast_tail(panel, [0.99], cut),
+                                  restored.forecast_tail(panel, [0.99], cut))
 
 
 def test_asset_tails_by_hand():

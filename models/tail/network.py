@@ -147,8 +147,9 @@ def asset_tails(z: np.ndarray, asset: np.ndarray, n_vocab: int, levels: Sequence
     out_es = np.repeat(p_es[None], n_vocab, axis=0)
     if prior_rows <= 0:
         return out_var, out_es
-    for code in np.unique(asset):
-        rows = z[asset == code]  # (n, S)
+    order = np.argsort(asset, kind="stable")  # one pass: each asset's rows, contiguous
+    codes, starts = np.unique(asset[order], return_index=True)
+    for code, rows in zip(codes, np.split(z[order], starts[1:]), strict=True):  # (n, S) each
         n = np.isfinite(rows).sum(axis=0)  # (S,)
         for j in np.flatnonzero(n > 0):
             own_var, own_es = empirical_tail(rows[:, [j]], levels)
@@ -334,12 +335,17 @@ class TailNetForecaster:
         alpha = torch.tensor([1.0 - q for q in self.levels])
         scores = []
         for prior in cands:
-            self._set_tails(train, prior)
-            scores.append(float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
-                                             alpha)))
-        best = cands[int(np.argmin(scores))]
-        self._prior_record = {"asset_tail_prior_rows": best,
-                              "val_fz0_by_prior": dict(zip(cands, scores, strict=True))}
+            try:
+                self._set_tails(train, prior)
+            except ValueError:  # no positive tail on the training rows alone: not a candidate
+                scores.append(float("inf"))
+                continue
+            score = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv, alpha))
+            scores.append(score if np.isfinite(score) else float("inf"))
+        best = cands[int(np.argmin(scores))]  # the first on a tie, or when none could be scored
+        self._prior_record = {"asset_tail_prior_rows": best,  # JSON keys: strings
+                              "val_fz0_by_prior": {str(c): v for c, v in zip(cands, scores,
+                                                                              strict=True)}}
         return best
 
     @torch.no_grad()

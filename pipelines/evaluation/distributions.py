@@ -24,11 +24,17 @@ def monte_carlo_p(null: ArrayLike, observed: float, upper: bool = True,
                   tie_rtol: float = 0.0) -> float:
     r"""Monte Carlo p-value (Dufour 2006): :math:`(1 + \#\{T^* \ge T\}) / (1 + B)` over the
     :math:`B` draws ``null`` of the statistic under the null (``upper``; otherwise
-    :math:`T^* \le T`), never 0. ``tie_rtol``: a draw within this relative distance of a
-    non-negative observed statistic counts as a tie (a statistic computed two ways, by a
-    regression and by a projection, differs in its last bits where it should be equal)."""
+    :math:`T^* \le T`), never 0; NaN for a NaN statistic. ``tie_rtol`` (upper tail): a draw
+    within this relative distance below the observed statistic counts as a tie (a statistic
+    computed two ways, by a regression and by a projection, differs in its last bits where
+    it should be equal)."""
+    if not np.isfinite(observed):
+        return float("nan")
+    if tie_rtol and not upper:
+        raise ValueError("tie_rtol is for the upper tail")
     t = np.asarray(null, dtype=float).ravel()
-    hits = t >= observed * (1.0 - tie_rtol) if upper else t <= observed
+    tie = observed * (1.0 - tie_rtol) if observed >= 0 else observed * (1.0 + tie_rtol)
+    hits = t >= tie if upper else t <= observed
     return float((1 + np.count_nonzero(hits)) / (1 + t.size))
 
 
