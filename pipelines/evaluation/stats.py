@@ -110,9 +110,12 @@ def _fixed_b_paths() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(FIXED_B_SEED)
     e = rng.standard_normal((FIXED_B_REPS, FIXED_B_STEPS))
     num = math.sqrt(FIXED_B_STEPS) * e.mean(axis=1)
-    c = e - e.mean(axis=1, keepdims=True)
-    f = np.fft.rfft(c, n=2 * FIXED_B_STEPS, axis=1)
-    gamma = np.fft.irfft(f * np.conj(f), axis=1)[:, :FIXED_B_STEPS] / FIXED_B_STEPS
+    gamma = np.empty_like(e)
+    for lo in range(0, FIXED_B_REPS, 1000):  # in blocks: the FFT's arrays stay small
+        c = e[lo:lo + 1000] - e[lo:lo + 1000].mean(axis=1, keepdims=True)
+        f = np.fft.rfft(c, n=2 * FIXED_B_STEPS, axis=1)
+        gamma[lo:lo + 1000] = np.fft.irfft(f * np.conj(f), axis=1)[:, :FIXED_B_STEPS]
+    gamma /= FIXED_B_STEPS
     num.setflags(write=False)  # cached and shared by every later p-value
     gamma.setflags(write=False)
     return num, gamma
