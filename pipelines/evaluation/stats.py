@@ -160,9 +160,7 @@ def fixed_b_cdf(t: float, b: float) -> float:
 
 def bartlett_variance(gamma: np.ndarray, bandwidth: float) -> float:
     r""":math:`\hat\gamma_0 + 2 \sum_{0 < j < S} (1 - j/S)\,\hat\gamma_j` (never negative)."""
-    j = np.arange(1, gamma.size)
-    w = np.clip(1.0 - j / bandwidth, 0.0, None) if bandwidth > 0 else np.zeros(j.size)
-    return float(gamma[0] + 2.0 * (w * gamma[1:]).sum())
+    return float(bartlett_variance_rows(np.asarray(gamma, dtype=float)[None, :], bandwidth)[0])
 
 
 def diebold_mariano(
