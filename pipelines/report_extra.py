@@ -8,11 +8,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipelines.evaluation.tail_compare import MIN_VERDICT_DAYS
-from pipelines.policy_eval.acceptance import CAPITAL_PARTS, capital_parts
+from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
 from pipelines.policy_eval.stability import stability_table
@@ -50,12 +49,22 @@ def tail_policy_section(outputs_dir: Path) -> str:
     frozen = json.loads((root / "policy_frozen.json").read_text())
     table = pd.read_csv(root / "policy_headline.csv")
     table = table[[c for c in TAIL_POLICY_COLUMNS if c in table.columns]]
-    return ("\n### Tail-driven policy (MMF from a tail model's ES)\n\n"
-            f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
-            f"σ (LB, APC, jump check) from `{frozen['sigma_model']}`; `capital_saving`: "
-            f"1 − capital / capital of `{frozen['comparator']}` (EWMA-FHS); `bad_debt_ok`: "
-            "summed and stress-episode bad debt no higher than its.\n\n"
-            + table.round(4).to_markdown(index=False) + "\n")
+    out = ("\n### Tail-driven policy (MMF from a tail model's ES)\n\n"
+           f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
+           f"σ (LB, APC, jump check) from `{frozen['sigma_model']}`; `capital_saving`: "
+           f"1 − capital / capital of `{frozen['comparator']}` (EWMA-FHS); `bad_debt_ok`: "
+           "summed and stress-episode bad debt no higher than its.\n\n"
+           + table.round(4).to_markdown(index=False) + "\n")
+    if (root / "policy_capital.csv").is_file():
+        capital = pd.read_csv(root / "policy_capital.csv")
+        out += ("\n#### Where the tail-driven capital goes (evaluation period)\n\n"
+                "Capital parts as in \"Where the capital goes\"; `tail_es`: mean ES of the "
+                "covered loss the candidate's model forecast (long side, its level), the tail "
+                "term before the stress floor, the loss memory and the parameter roles; "
+                "`mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force moved "
+                "(means over assets).\n\n"
+                + capital.round(4).to_markdown(index=False) + "\n")
+    return out
 
 
 def _latest_stress(outputs_dir: Path) -> Path | None:
@@ -154,27 +163,16 @@ def capital_rows(frozen: dict, names: list[str]) -> list[str]:
 
 def capital_table(paths: pd.DataFrame, names: list[str], start: dt.date,
                   end: dt.date | None) -> pd.DataFrame:
-    """Per policy of ``names``: capital and its parts (:func:`capital_parts`), each a mean
-    over an asset's days with a realized loss in ``[start, end]`` (the rows the acceptance
-    function judges), then over assets, as the headline's capital; ``vs_ewma_fhs``: capital
+    """Per policy of ``names``: capital and its parts
+    (:func:`pipelines.policy_eval.acceptance.capital_by_policy`); ``vs_ewma_fhs``: capital
     relative to EWMA-FHS (``policy:`` + :data:`pipelines.policy_eval.pipeline.EWMA`) where it
     is among them."""
-    rows = in_period(paths[paths["policy"].isin(names)], start, end)
-    rows = rows[np.isfinite(rows["loss_frac"].to_numpy(float))
-                & np.isfinite(rows["mmf"].to_numpy(float))]
-    parts = capital_parts(rows)
-    parts["capital"] = 1.0 - rows["ltv"].to_numpy(float)
-    parts[["policy", "asset"]] = rows[["policy", "asset"]]
-    per_asset = parts.groupby(["policy", "asset"], sort=False).mean()
-    table = per_asset.groupby(level="policy", sort=False).mean()
-    table.insert(0, "assets", per_asset.groupby(level="policy", sort=False).size())
-    table = table.reindex([n for n in names if n in table.index])
-    table = table[["assets", "capital", *CAPITAL_PARTS]]
+    table = capital_by_policy(in_period(paths[paths["policy"].isin(names)], start, end), names)
     ewma = [n for n in table.index if n.startswith("policy:")
             and policy_name_parts(n)[0] == EWMA]
     if ewma:
         table["vs_ewma_fhs"] = table["capital"] / table.loc[ewma[0], "capital"] - 1.0
-    return table.rename_axis("policy").reset_index()
+    return table.reset_index()
 
 
 def capital_section(outputs_dir: Path) -> str:

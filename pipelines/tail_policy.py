@@ -11,7 +11,8 @@ it when present.
 Files under ``outputs/tail/``: ``policy_headline.csv`` (evaluation beside selection, capital
 saving against EWMA-FHS at 99 %), ``policy_acceptance.csv`` (per policy × period × asset),
 ``policy_selection.csv`` (the candidates ranked on the selection period),
-``policy_fallback.csv`` and ``policy_frozen.json``.
+``policy_capital.csv`` (where each one's capital goes on the evaluation period, beside its
+tail term and its margin's swings), ``policy_fallback.csv`` and ``policy_frozen.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pipelines.policy_eval.tail_driven import (
     SIGMA_MODEL,
     TailPolicyEvaluation,
     evaluate_tail_policies,
+    tail_capital_table,
 )
 
 
@@ -59,7 +61,8 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
     reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
     ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference)
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
-              "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback}
+              "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
+              "policy_capital": tail_capital_table(ev, forecasts, cfg)}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
         mlflow.log_text(table.to_csv(index=False), f"tail/{name}.csv")

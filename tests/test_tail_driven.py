@@ -17,6 +17,7 @@ from pipelines.policy_eval.tail_driven import (
     candidate_name,
     check_tail_forecasts,
     evaluate_tail_policies,
+    tail_capital_table,
     tail_policy_path,
     with_saving,
 )
@@ -162,6 +163,33 @@ def test_every_model_and_level_is_a_candidate_and_the_cheapest_acceptable_is_fro
     assert (ev.fallback[["fallback_days_sel", "fallback_days_eva"]] == 0).all().all()
 
 
+def test_where_the_tail_driven_capital_goes(panel, variance):
+    """The capital table: parts that sum to the capital, the tail term each candidate's model
+    forecast (by hand for the FHS one), the margin's swings, and EWMA-FHS as the unit."""
+    cfg99 = CFG.with_overrides({"policy.confidence": 0.99, "evaluation.choose_knobs": False})
+    same99 = fhs_tails(panel, variance, cfg99, "fhs_ewma")
+    tails = pd.concat([same99, fhs_tails(panel, variance, cfg99, "evt_garch", scale=1.5)],
+                      ignore_index=True)
+    ev = evaluate_tail_policies(panel, variance, tails, cfg99)
+    table = tail_capital_table(ev, tails, cfg99).set_index("policy")
+    fhs, evt = candidate_name("fhs_ewma", 0.99), candidate_name("evt_garch", 0.99)
+    assert {fhs, evt, ev.ewma} <= set(table.index)
+    parts = table[["mmf", "imf_over_mmf", "lb_part", "freeze_part"]].sum(axis=1)
+    np.testing.assert_allclose(parts, table["capital"], atol=1e-12)
+    assert table.loc[fhs, "vs_ewma_fhs"] == pytest.approx(0.0, abs=1e-9)  # same σ, same tail
+    assert table.loc[evt, "capital"] > table.loc[fhs, "capital"]
+    assert table.loc[evt, "tail_es"] > table.loc[fhs, "tail_es"]
+    assert np.isnan(table.loc[ev.ewma, "tail_es"])
+    # by hand: the FHS tail's mean ES over the evaluation period's judged days, per asset
+    path = ev.paths[fhs]
+    start, end = pd.Timestamp("2021-01-01"), pd.Timestamp("2021-09-30")
+    day = path["date"] + pd.Timedelta(days=1)  # the loss day of an update
+    judged = path[(day >= start) & (day <= end) & np.isfinite(path["loss_frac"])]
+    es = judged.merge(same99.rename(columns={"cutoff": "date"})[["asset", "date", "es"]])
+    assert table.loc[fhs, "tail_es"] == pytest.approx(es.groupby("asset")["es"].mean().mean())
+    assert (table["mmf_peak_to_trough"] >= 1.0).all() and (table["mmf_max_rise_30d"] >= 0).all()
+
+
 def test_the_frozen_tail_candidate_s_knob_variants_are_judged_beside_it(panel, variance):
     cfg = CFG.with_overrides({"evaluation.frontier_knobs": {
         "policy.stress_floor_weight": [0.0, 0.5, 1.0]}})   # 0.5 is the configured value
@@ -217,6 +245,13 @@ def test_report_section_shows_the_frozen_tail_policy_or_nothing(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| tail:")]
     assert "**`tail:tail_nn@confidence=0.99`**" in text and "extra" not in text
     assert len(rows) == 1 and "0.12" in rows[0]
+    assert "Where the tail-driven capital goes" not in text  # no capital table written
+    pd.DataFrame({"policy": ["tail:tail_nn@confidence=0.99"], "capital": [0.2007],
+                  "mmf": [0.131], "tail_es": [0.1035]}).to_csv(root / "policy_capital.csv",
+                                                               index=False)
+    text = tail_policy_section(tmp_path)
+    part = text.split("Where the tail-driven capital goes")[1]
+    assert "| tail:tail_nn@confidence=0.99 |" in part and "0.1035" in part
 
 
 def test_the_frozen_variance_policy_is_read_from_what_the_run_wrote(tmp_path):

@@ -219,6 +219,25 @@ def capital_parts(path: pd.DataFrame) -> pd.DataFrame:
                          "freeze_part": np.where(frozen, 1.0 - mmf, 0.0)}, index=path.index)
 
 
+def capital_by_policy(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Per policy of ``names`` (``rows``: a long frame with a ``policy`` column, already cut
+    to a period, e.g. by :func:`pipelines.policy_eval.protocol.in_period`): capital and its
+    parts (:func:`capital_parts`), each a mean over an asset's days with a realized loss (the
+    rows the acceptance function judges), then over assets, as the headline's capital;
+    ``assets`` counts them. Indexed by policy, in the order of ``names`` (those with rows)."""
+    rows = rows[rows["policy"].isin(names)]
+    rows = rows[np.isfinite(rows["loss_frac"].to_numpy(float))
+                & np.isfinite(rows["mmf"].to_numpy(float))]
+    parts = capital_parts(rows)
+    parts["capital"] = 1.0 - rows["ltv"].to_numpy(float)
+    parts[["policy", "asset"]] = rows[["policy", "asset"]]
+    per_asset = parts.groupby(["policy", "asset"], sort=False).mean()
+    table = per_asset.groupby(level="policy", sort=False).mean()
+    table.insert(0, "assets", per_asset.groupby(level="policy", sort=False).size())
+    table = table.reindex([n for n in names if n in table.index])
+    return table[["assets", "capital", *CAPITAL_PARTS]].rename_axis("policy")
+
+
 def accept_asset(
     g: pd.DataFrame, p: float, size: float = 0.05, lags: int = 4,
     stress_bad_debt: float = 0.0, budget: float = math.inf,

@@ -53,6 +53,7 @@ from joblib import Parallel, delayed
 
 from configs.schema import Config
 from models.base import asset_frame
+from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
 from pipelines.policy_eval.compare import comparator_paths, setting, slim, slim_replay
@@ -68,6 +69,7 @@ from pipelines.policy_eval.protocol import (
     knob_reason,
     periods,
 )
+from pipelines.policy_eval.stability import threshold_swings
 from serving.inputs import asset_history
 from serving.seasoning import reference as stress_reference
 
@@ -222,6 +224,50 @@ class TailPolicyEvaluation:
     headline: pd.DataFrame                # reported policies, evaluation beside selection
     fallback: pd.DataFrame                # FHS-fallback days per candidate and period
     ewma: str                             # name of the EWMA-FHS comparator
+
+
+def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Config,
+                       level: float = COMPARATOR_LEVEL) -> pd.DataFrame:
+    """Where the capital of the tail-driven policies goes on the evaluation period, and how
+    much their margin moves: every model's candidate at ``level``, the frozen candidate,
+    EWMA-FHS and the reference paths. Columns: the capital parts
+    (:func:`pipelines.policy_eval.acceptance.capital_by_policy`); ``tail_es``, the mean ES of
+    the covered loss the candidate's model forecast (long side, its level) over the same
+    asset-days, then over assets: the tail term before the stress floor, the loss memory and
+    the parameter roles (NaN for a policy without a tail model); ``mmf_peak_to_trough`` and
+    ``mmf_max_rise_30d``, means over assets (:func:`stability.threshold_swings`); and
+    ``vs_ewma_fhs``, capital relative to EWMA-FHS. A sharper tail (lower ``tail_es``) that
+    moves more can still need more margin in force (``mmf``): the margin takes the largest of
+    its terms and loosens only by announced steps."""
+    start, end = periods(cfg)[EVALUATION]
+    u = cfg.features.update_interval_days
+    models = sorted(set(tails["model"])) if len(tails) else []
+    names = [n for n in dict.fromkeys([ev.frozen.name,
+                                       *(candidate_name(m, level) for m in models),
+                                       ev.ewma, *(n for n in ev.paths if n.startswith("policy:"))])
+             if n in ev.paths]
+    rows = pd.concat([in_period(ev.paths[n], start, end, u).assign(policy=n) for n in names],
+                     ignore_index=True)
+    table = capital_by_policy(rows, names)
+    es = tails[tails["side"] == SIDE].rename(columns={"cutoff": "date"})
+    extra = []
+    for name in table.index:
+        p = rows[(rows["policy"] == name) & np.isfinite(rows["loss_frac"].to_numpy(float))]
+        swings = threshold_swings(p).mean(numeric_only=True)
+        tail_es = np.nan
+        if name.startswith("tail:"):
+            model, _, knobs = name.removeprefix("tail:").partition("@")
+            q = float(dict(k.split("=") for k in knobs.split(","))["confidence"])
+            mine = es[(es["model"] == model) & np.isclose(es["level"], q)]
+            joined = p[["asset", "date"]].merge(mine[["asset", "date", "es"]], how="inner")
+            tail_es = float(joined.groupby("asset")["es"].mean().mean())
+        extra.append({"tail_es": tail_es,
+                      "mmf_peak_to_trough": float(swings.get("mmf_peak_to_trough", np.nan)),
+                      "mmf_max_rise_30d": float(swings.get("mmf_max_rise_30d", np.nan))})
+    table = table.assign(**pd.DataFrame(extra, index=table.index))
+    if ev.ewma in table.index:
+        table["vs_ewma_fhs"] = table["capital"] / table.loc[ev.ewma, "capital"] - 1.0
+    return table.reset_index()
 
 
 def with_saving(table: pd.DataFrame, ewma: str) -> pd.DataFrame:
