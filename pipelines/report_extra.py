@@ -61,8 +61,10 @@ def tail_policy_section(outputs_dir: Path) -> str:
                 "Capital parts as in \"Where the capital goes\"; `tail_es`: mean ES of the "
                 "covered loss the candidate's model forecast (long side, its level), the tail "
                 "term before the stress floor, the loss memory and the parameter roles; "
-                "`mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force moved "
-                "(means over assets).\n\n"
+                "`tail_es_daily_move`: its mean absolute day-to-day log change (the roles "
+                "tighten at once and loosen by announced steps, so jitter ratchets the margin "
+                "up); `mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force "
+                "moved (means over assets).\n\n"
                 + capital.round(4).to_markdown(index=False) + "\n")
     return out
 

@@ -187,6 +187,11 @@ def test_where_the_tail_driven_capital_goes(panel, variance):
     judged = path[(day >= start) & (day <= end) & np.isfinite(path["loss_frac"])]
     es = judged.merge(same99.rename(columns={"cutoff": "date"})[["asset", "date", "es"]])
     assert table.loc[fhs, "tail_es"] == pytest.approx(es.groupby("asset")["es"].mean().mean())
+    move = es.sort_values(["asset", "date"]).groupby("asset")["es"].apply(
+        lambda e: np.abs(np.diff(np.log(e.to_numpy()))).mean()).mean()
+    assert table.loc[fhs, "tail_es_daily_move"] == pytest.approx(move)
+    # the same tail 50% wider moves by the same log steps
+    assert table.loc[evt, "tail_es_daily_move"] == pytest.approx(move, rel=0.05)
     assert (table["mmf_peak_to_trough"] >= 1.0).all() and (table["mmf_max_rise_30d"] >= 0).all()
 
 

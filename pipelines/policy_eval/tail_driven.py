@@ -234,7 +234,10 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
     (:func:`pipelines.policy_eval.acceptance.capital_by_policy`); ``tail_es``, the mean ES of
     the covered loss the candidate's model forecast (long side, its level) over the same
     asset-days, then over assets: the tail term before the stress floor, the loss memory and
-    the parameter roles (NaN for a policy without a tail model); ``mmf_peak_to_trough`` and
+    the parameter roles (NaN for a policy without a tail model); ``tail_es_daily_move``, the
+    mean absolute day-to-day change of its log (per asset, then over assets: how much the
+    forecast jitters; the roles tighten at once and loosen by announced steps, so jitter
+    ratchets the margin in force up); ``mmf_peak_to_trough`` and
     ``mmf_max_rise_30d``, means over assets (:func:`stability.threshold_swings`); and
     ``vs_ewma_fhs``, capital relative to EWMA-FHS. A sharper tail (lower ``tail_es``) that
     moves more can still need more margin in force (``mmf``): the margin takes the largest of
@@ -254,14 +257,18 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
     for name in table.index:
         p = rows[(rows["policy"] == name) & np.isfinite(rows["loss_frac"].to_numpy(float))]
         swings = threshold_swings(p).mean(numeric_only=True)
-        tail_es = np.nan
+        tail_es = tail_move = np.nan
         if name.startswith("tail:"):
             model, _, knobs = name.removeprefix("tail:").partition("@")
             q = float(dict(k.split("=") for k in knobs.split(","))["confidence"])
             mine = es[(es["model"] == model) & np.isclose(es["level"], q)]
-            joined = p[["asset", "date"]].merge(mine[["asset", "date", "es"]], how="inner")
-            tail_es = float(joined.groupby("asset")["es"].mean().mean())
-        extra.append({"tail_es": tail_es,
+            joined = (p[["asset", "date"]].merge(mine[["asset", "date", "es"]], how="inner")
+                      .sort_values(["asset", "date"]))
+            by_asset = joined.groupby("asset")["es"]
+            tail_es = float(by_asset.mean().mean())
+            tail_move = float(by_asset.apply(
+                lambda e: np.abs(np.diff(np.log(e.to_numpy(float)))).mean()).mean())
+        extra.append({"tail_es": tail_es, "tail_es_daily_move": tail_move,
                       "mmf_peak_to_trough": float(swings.get("mmf_peak_to_trough", np.nan)),
                       "mmf_max_rise_30d": float(swings.get("mmf_max_rise_30d", np.nan))})
     table = table.assign(**pd.DataFrame(extra, index=table.index))
