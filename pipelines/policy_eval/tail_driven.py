@@ -245,9 +245,11 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
     start, end = periods(cfg)[EVALUATION]
     u = cfg.features.update_interval_days
     models = sorted(set(tails["model"])) if len(tails) else []
-    names = [n for n in dict.fromkeys([ev.frozen.name,
-                                       *(candidate_name(m, level) for m in models),
-                                       ev.ewma, *(n for n in ev.paths if n.startswith("policy:"))])
+    tail_of = {ev.frozen.name: (ev.frozen.forecaster,
+                                float(ev.frozen.overrides["policy.confidence"])),
+               **{candidate_name(m, level): (m, level) for m in models}}  # name → (model, q)
+    names = [n for n in dict.fromkeys([*tail_of, ev.ewma,
+                                       *(n for n in ev.paths if n.startswith("policy:"))])
              if n in ev.paths]
     rows = pd.concat([in_period(ev.paths[n], start, end, u).assign(policy=n) for n in names],
                      ignore_index=True)
@@ -258,9 +260,8 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
         p = rows[(rows["policy"] == name) & np.isfinite(rows["loss_frac"].to_numpy(float))]
         swings = threshold_swings(p).mean(numeric_only=True)
         tail_es = tail_move = np.nan
-        if name.startswith("tail:"):
-            model, _, knobs = name.removeprefix("tail:").partition("@")
-            q = float(dict(k.split("=") for k in knobs.split(","))["confidence"])
+        if name in tail_of:
+            model, q = tail_of[name]
             mine = es[(es["model"] == model) & np.isclose(es["level"], q)]
             joined = (p[["asset", "date"]].merge(mine[["asset", "date", "es"]], how="inner")
                       .sort_values(["asset", "date"]))
