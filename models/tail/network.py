@@ -201,7 +201,6 @@ class TailNetForecaster:
         self.nets: list[TailNet] = []  # the seed ensemble
         self.chosen: dict[str, Any] = {}
         self.fit_stats: dict[str, int] = {}  # rows and epochs of the last fit (benchmarks)
-        self._prior_record: dict[str, Any] = {}  # the asset-tail prior chosen (_choose_prior)
         self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
 
     def _rows(self, panel: pd.DataFrame, targets: bool,
@@ -292,7 +291,7 @@ class TailNetForecaster:
             net.load_state_dict(st)
             net.eval()
         every = self._tensors(x, asset, s, y)  # the window's rows: the learned scale's tail
-        prior = self._choose_prior(data_tr, data_va)
+        prior, prior_record = self._choose_prior(data_tr, data_va)
         self._set_tails(every, prior)
         # the ensemble's validation FZ0 (for the record; with scale_nll its tail multipliers
         # came from every row of the window, the validation rows among them)
@@ -318,19 +317,20 @@ class TailNetForecaster:
         self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
                        score: val_loss, f"{score}_members": member_fz0,
                        "val_fz0_ensemble": ens, "epochs_members": member_epochs,
-                       **self._prior_record}
+                       **prior_record}
         return self
 
-    def _choose_prior(self, train: TensorDataset, val: TensorDataset) -> float:
+    def _choose_prior(self, train: TensorDataset, val: TensorDataset
+                      ) -> tuple[float, dict[str, Any]]:
         r"""``scale_nll``: the ``asset_tail_prior_rows`` candidate whose tails, taken from the
         training rows alone, give the ensemble the lowest validation FZ0 (all sides and
-        levels); the first candidate on a tie, the only one when one is configured."""
+        levels; the first candidate on a tie, the only one when one is configured), and the
+        record of the choice for ``chosen`` (empty when there was none to make)."""
         cands = [float(c) for c in self.config.asset_tail_prior_rows]
-        self._prior_record = {}
         if self.config.objective != "scale_nll":
-            return 0.0
+            return 0.0, {}
         if len(cands) == 1:
-            return cands[0]
+            return cands[0], {}
         xv, av, sv, yv, mv, wv = val.tensors
         alpha = torch.tensor([1.0 - q for q in self.levels])
         scores = []
@@ -343,10 +343,9 @@ class TailNetForecaster:
             score = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv, alpha))
             scores.append(score if np.isfinite(score) else float("inf"))
         best = cands[int(np.argmin(scores))]  # the first on a tie, or when none could be scored
-        self._prior_record = {"asset_tail_prior_rows": best,  # JSON keys: strings
-                              "val_fz0_by_prior": {str(c): v for c, v in zip(cands, scores,
-                                                                              strict=True)}}
-        return best
+        return best, {"asset_tail_prior_rows": best,  # JSON keys: strings
+                      "val_fz0_by_prior": {str(c): v for c, v in zip(cands, scores,
+                                                                      strict=True)}}
 
     @torch.no_grad()
     def _set_tails(self, data: TensorDataset, prior_rows: float) -> None:
