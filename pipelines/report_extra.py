@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.evaluation.tail_compare import MIN_VERDICT_DAYS
+from pipelines.evaluation.tail_compare import LEARNED, MIN_VERDICT_DAYS
 from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
@@ -32,7 +32,7 @@ def tail_section(outputs_dir: Path) -> str:
             "model beats it; `assets_passing`: one-sided Kupiec and Christoffersen "
             f"independence not rejected at 5%, on at least {MIN_VERDICT_DAYS} scored days.\n\n"
             + headline(tables).round(4).to_markdown(index=False) + "\n"
-            + tail_policy_section(outputs_dir))
+            + tail_by_year(root) + tail_policy_section(outputs_dir))
 
 
 TAIL_POLICY_COLUMNS = ["policy", "acceptable_eva", "acceptable_sel", "assets_eva",
@@ -201,3 +201,43 @@ def capital_section(outputs_dir: Path) -> str:
             "MMF); means over each asset's days, then over assets. `vs_ewma_fhs`: capital "
             "relative to EWMA-FHS at the same settings.\n\n"
             + table.round(4).to_markdown(index=False) + "\n")
+
+
+def by_year_section(outputs_dir: Path) -> str:
+    """The frozen policy, EWMA-FHS and the comparators on each twelve-month block of the
+    evaluation period (``outputs/backtest/policy_by_year.csv``)."""
+    path = Path(outputs_dir) / "backtest" / "policy_by_year.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path).drop(columns=["start", "end"], errors="ignore")
+    return ("### Year by year (evaluation period)\n\n"
+            "The frozen policy, EWMA-FHS (`capital_vs_reference`: capital relative to it) and "
+            "the comparators judged on each twelve-month block of the evaluation period by the "
+            "same acceptance function, with each block's own stress budgets; read after the "
+            "freeze, nothing is chosen on it. An asset with fewer than "
+            f"{MIN_VERDICT_DAYS} days in a block is unproven there (`unproven`), so not "
+            "acceptable.\n\n" + table.round(4).to_markdown(index=False) + "\n")
+
+
+def tail_by_year(root: Path) -> str:
+    """Pooled FZ0 at 99% per model on each twelve-month block of the evaluation period, both
+    sides, with the learned models' DM p-values against the best classical model
+    (``outputs/tail/fz0_by_year.csv``); '' where the step did not write it."""
+    path = Path(root) / "fz0_by_year.csv"
+    if not path.is_file():
+        return ""
+    years = pd.read_csv(path)
+    if years.empty:
+        return ""
+    wide = years.pivot_table(index=["block", "side"], columns="model", values="fz0",
+                             sort=False)
+    best = str(years["benchmark"].dropna().iloc[0]) if years["benchmark"].notna().any() else ""
+    for model in (m for m in LEARNED if m in wide.columns):
+        p = years[years["model"] == model].set_index(["block", "side"])["p_better"]
+        wide[f"{model}_dm_p_vs_{best}"] = p.reindex(wide.index).to_numpy()
+    wide["days"] = years.groupby(["block", "side"], sort=False)["days"].max().reindex(
+        wide.index).to_numpy()
+    return ("\n#### Year by year (pooled FZ0 at 99%, both sides)\n\n"
+            "Each model's pooled FZ0 on each twelve-month block of the evaluation period, and "
+            f"the learned model's one-sided DM p-value against `{best}` in that block.\n\n"
+            + wide.reset_index().round(4).to_markdown(index=False) + "\n")

@@ -15,6 +15,7 @@ from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.policy_eval.frontier import knob_family
 from pipelines.policy_eval.protocol import assets_without
 from pipelines.report_extra import (
+    by_year_section,
     capital_section,
     stability_section,
     stress_section,
@@ -165,5 +166,6 @@ def report(outputs_dir: Path) -> str:
             + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n"
             + "".join("\n" + part for part in (stability_section(outputs_dir),
                                                capital_section(outputs_dir),
+                                               by_year_section(outputs_dir),
                                                tail_section(outputs_dir),
                                                stress_section(outputs_dir)) if part))

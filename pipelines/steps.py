@@ -250,7 +250,8 @@ def step_policy(
                                   float(getattr(row, metric)))
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,
-                  "static_schedule": ev.static_schedule, "selection": choice.table}
+                  "static_schedule": ev.static_schedule, "selection": choice.table,
+                  "by_year": ev.by_year}
         _log_tables(tables, "policy")
         for period in ("evaluation", "selection"):
             points = ev.frontier[ev.frontier["period"] == period]

@@ -7,11 +7,32 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.report_extra import stress_section, tail_section
+from pipelines.evaluation.tail_compare import fz0_by_year
+from pipelines.report_extra import by_year_section, stress_section, tail_by_year, tail_section
 
 
 def test_sections_are_left_out_when_their_steps_have_not_run(tmp_path):
     assert tail_section(tmp_path) == "" and stress_section(tmp_path) == ""
+    assert by_year_section(tmp_path) == "" and tail_by_year(tmp_path) == ""
+
+
+def test_year_tables_put_each_block_on_its_own_rows(tmp_path):
+    rows = []
+    for block, fz in (("2023-07-01 → 2024-06-30", (-2.5, -2.4)),
+                      ("2024-07-01 → 2025-06-30", (-2.7, -2.6))):
+        for model, value, p in (("tail_nn", fz[0], 0.01), ("evt_garch", fz[1], float("nan"))):
+            rows.append({"block": block, "side": "long", "level": 0.99, "model": model,
+                         "fz0": value, "days": 365, "benchmark": "evt_garch", "p_better": p})
+    pd.DataFrame(rows).to_csv(tmp_path / "fz0_by_year.csv", index=False)
+    text = tail_by_year(tmp_path)
+    lines = [line for line in text.splitlines() if line.startswith("| 20")]
+    assert len(lines) == 2 and "-2.7" in lines[1] and "tail_nn_dm_p_vs_evt_garch" in text
+    assert lines[0].split("|")[1].strip() == "2023-07-01 → 2024-06-30"
+    # an empty table (no realized day in the evaluation period) renders nothing
+    pd.DataFrame(columns=list(rows[0])).to_csv(tmp_path / "fz0_by_year.csv", index=False)
+    assert tail_by_year(tmp_path) == ""
+    assert fz0_by_year(pd.DataFrame(columns=["level", "target_date"]), "evt", "2023-07-01"
+                       ).empty
 
 
 def test_tail_section_ranks_models_by_fz0_with_dm_and_coverage(tmp_path):

@@ -40,6 +40,7 @@ from pipelines.evaluation.tail_tests import (
     kupiec_one_sided,
     mcneil_frey,
 )
+from pipelines.evaluation.years import year_blocks
 
 FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason", "days"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
@@ -165,6 +166,37 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
                          "lag1_autocorr": r.lag1_autocorr, "kernel": r.kernel,
                          "bandwidth": r.bandwidth})
     return pd.DataFrame(rows, columns=DM_COLUMNS)
+
+
+def fz0_by_year(scores: pd.DataFrame, best: str, start: object,
+                level: float = HEADLINE_LEVEL,
+                failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Per twelve-month block of the evaluation period (:func:`year_blocks` from ``start``)
+    and side: each model's pooled FZ0 at ``level`` and its one-sided DM p-value against
+    ``best`` (the best classical model of the selection period), as the headline computes
+    them on the whole period. A DM test undefined in a block is a ``failures`` row."""
+    s = scores[np.isclose(scores["level"], level)]
+    last = pd.to_datetime(s["target_date"]).max() if len(s) else None
+    rows = []
+    for label, lo, hi in year_blocks(start, last):  # type: ignore[arg-type]
+        part = period(s, lo, hi)
+        for side in SIDES:
+            daily = daily_fz0(part, side, level)
+            if daily.empty:
+                continue
+            undefined: list[dict[str, Any]] = []
+            dm = dm_table(part, [best], side, level, undefined) if best else None
+            p = (dm.set_index("model")["p_better"] if dm is not None and len(dm)
+                 else pd.Series(dtype=float))
+            if failures is not None:
+                failures.extend({**f, "stage": f"{f['stage']} in {label}"} for f in undefined)
+            for model in daily.columns:
+                rows.append({"block": label, "start": lo, "end": hi, "side": side,
+                             "level": level, "model": model, "fz0": float(daily[model].mean()),
+                             "days": len(daily), "benchmark": best,
+                             "p_better": float(p.get(model, np.nan))})
+    return pd.DataFrame(rows, columns=["block", "start", "end", "side", "level", "model",
+                                       "fz0", "days", "benchmark", "p_better"])
 
 
 def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_LEVEL,
@@ -311,6 +343,7 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
         "mcs": mcs_frame(evl, failures=failures).reset_index(),
         "backtests": backtest_table(evl, dq_lags=ev.dq_lags, failures=failures,
                                     test_size=ev.test_size),
+        "fz0_by_year": fz0_by_year(evl, best, ev.evaluation_start, failures=failures),
         "choice": pd.DataFrame({"best_classical": [best]}),
         "failures": pd.DataFrame(failures, columns=FAILURE_COLUMNS),
     }

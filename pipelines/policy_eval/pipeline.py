@@ -33,6 +33,7 @@ from pipelines.policy_eval.protocol import (
     SELECTION,
     Verdicts,
     budgets,
+    by_year,
     choose,
     headline,
     in_period,
@@ -63,6 +64,7 @@ class PolicyEvaluation:
     joint: pd.DataFrame                   # days on which several assets breached together
     joint_share: dict[str, int]
     static_schedule: pd.DataFrame         # the static table's MMF per asset and year
+    by_year: pd.DataFrame                 # frozen policy and comparators per evaluation year
 
 
 def _knob(settings: dict[str, Any], cfg: Config) -> float:
@@ -210,6 +212,7 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     point = {k: v for k, v in settings[first.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
+    ewma_fhs = candidate_name(EWMA, point, cfg)
     statics = {q: at_level[q][0] for q in grid}
     eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
     stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
@@ -220,7 +223,8 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
         frontier=_frontier(paths, settings, {n: lab for n, (_, lab) in knobs.items()},
                            statics, cfg, engine),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
-        joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule)
+        joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
+        by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg))
 
 
 

@@ -20,7 +20,7 @@ Nothing in steps 2-3 reads a row whose loss is realized after ``selection_end``
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -29,6 +29,7 @@ import pandas as pd
 
 from configs.schema import Config
 from pipelines.engine import Engine
+from pipelines.evaluation.years import year_blocks
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.compare import AAVE_V3
 from pipelines.policy_eval.episodes import loss_day, stress_bad_debt
@@ -108,18 +109,62 @@ def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date
     return {a: float(v) for a, v in out.items()}
 
 
-def _judge_one(item: tuple[str, pd.DataFrame], cfg: Config, period: str,
-               caps: Mapping[str, float] | None) -> pd.DataFrame | None:
-    """One policy's per-asset acceptance on one period (None: no row in the period)."""
-    name, path = item
-    start, end = periods(cfg)[period]
+def judge_between(path: pd.DataFrame, cfg: Config, start: dt.date, end: dt.date | None,
+                  caps: Mapping[str, float] | None) -> pd.DataFrame | None:
+    """One path's per-asset acceptance on the rows whose loss day is in ``[start, end]``
+    (None: no such row)."""
     u, ev = cfg.features.update_interval_days, cfg.evaluation
     rows = in_period(path, start, end, u)
     if rows.empty:
         return None
     table = summarize(rows, 1.0 - cfg.policy.coverage_level, ev.episodes, ev.test_size,
                       ev.dq_lags, caps, at_lb(rows, ev.comparison_lb))
-    return table.assign(policy=name, period=period) if len(table) else None
+    return table if len(table) else None
+
+
+def _judge_one(item: tuple[str, pd.DataFrame], cfg: Config, period: str,
+               caps: Mapping[str, float] | None) -> pd.DataFrame | None:
+    """One policy's per-asset acceptance on one period (None: no row in the period)."""
+    name, path = item
+    table = judge_between(path, cfg, *periods(cfg)[period], caps)
+    return None if table is None else table.assign(policy=name, period=period)
+
+
+BY_YEAR_COLUMNS = ["block", "start", "end", "policy", "acceptable", "unproven", "assets",
+                   "capital", "capital_vs_reference", "breaches", "bad_debt_lt_sum",
+                   "stress_bad_debt"]
+
+
+def by_year(paths: Mapping[str, pd.DataFrame], names: Sequence[str], reference: str,
+            cfg: Config) -> pd.DataFrame:
+    """``names`` judged on each twelve-month block of the evaluation period
+    (:func:`pipelines.evaluation.years.year_blocks`), with that block's budgets (the
+    comparators' stress bad debt in it), ranked as the choice ranks: acceptable assets,
+    capital, breaches, bad debt; ``capital_vs_reference``: capital / ``reference``'s − 1 in
+    the same block. Read after the freeze, for the report: nothing is chosen on it. Needs
+    the comparators (``static``, ``aave_v3``) in ``paths`` for the budgets."""
+    u, ev = cfg.features.update_interval_days, cfg.evaluation
+    present = [n for n in dict.fromkeys(names) if n in paths]
+    if not present:
+        return pd.DataFrame(columns=BY_YEAR_COLUMNS)
+    end = ev.evaluation_end or realized_end(paths[present[0]], u)
+    frames = []
+    for label, lo, hi in year_blocks(ev.evaluation_start, end):
+        caps = budgets(paths, cfg, lo, hi)
+        judged = [t.assign(policy=n) for n in present
+                  if (t := judge_between(paths[n], cfg, lo, hi, caps)) is not None]
+        if not judged:
+            continue
+        ranked = rank(pd.concat(judged, ignore_index=True))
+        ref = ranked.loc[ranked["policy"] == reference, "capital"]
+        ranked["capital_vs_reference"] = (ranked["capital"] / float(ref.iloc[0]) - 1.0
+                                          if len(ref) else float("nan"))
+        order = {n: i for i, n in enumerate(present)}
+        ranked = ranked.sort_values("policy", key=lambda c: c.map(order))
+        frames.append(ranked.assign(block=label, start=lo, end=hi))
+    if not frames:
+        return pd.DataFrame(columns=BY_YEAR_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[BY_YEAR_COLUMNS]
 
 
 class Verdicts:
