@@ -133,10 +133,15 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
        withdrawing a loosening never hurts a borrower, since LTVs admitted meanwhile were
        capped by the lower of the two LTs). The step: LB moves by at most ``lb_step``; LT by
        ``lt_up_step`` / ``lt_down_step`` toward ``(1 - MMF*)/LB_new``, never below the
-       admitted LTVs + gap; ``1 - cap <= LT·LB <= 1 - floor`` is kept by moving LB less than
-       its step (or LT less than its up-step), never more; MMF = 1 - LT·LB moves toward its
-       target, never away (with LT held up by admitted LTVs, a rising LB would otherwise
-       *shrink* the cushion in a crash); a step within the deadband is not announced;
+       admitted LTVs + gap (that floor wins over the MMF floor); ``1 - cap <= LT·LB <= 1 -
+       floor`` is kept by moving LB less than its step (or LT less than its up-step), never
+       more; MMF = 1 - LT·LB moves toward its target, never away and never past it (with LT
+       held up by admitted LTVs, a rising LB would otherwise *shrink* the cushion in a
+       crash, or below the target in a calm); a step within the deadband is not announced,
+       and a pending loosening that today's step no longer supports is withdrawn even where
+       that step is held (LT pinned by admitted LTVs). A change that lowers LT or widens
+       MMF takes ``tighten_notice_days``; any other (LT up, or LB up under a held LT) takes
+       ``notice_days``;
     3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff,
        min(LT_eff, LT_pending, LT*) - gap) (below the target LT* too: an LTV admitted above
        it would hold LT up every day it is re-admitted, and a tighter target would never take

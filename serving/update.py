@@ -341,10 +341,20 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     pend &= ~due
     lt_min = adm_ltv.max(axis=1, initial=-np.inf) + r.ltv_gap
     lt_n, lb_n, moves = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
+    # a pending loosening that today's step no longer supports is withdrawn, also where the
+    # step itself is held (LT pinned by the admitted LTVs, or within the deadband): left in
+    # place it would take effect on a day the target lies above it
+    withdraw = pend & ~moves & (lt_n < pend_lt - EPS)
+    for i in np.flatnonzero(withdraw).tolist():
+        notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
+                        f"{date_of(pend_announced[i])} withdrawn")
+    pend &= ~withdraw
     new = ~fresh & moves & (~pend | (lt_n < pend_lt - EPS))
     if new.any():
-        # tighter = safer for the lender: LT down, or LB up with LT not raised
-        tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lb_n > lb_e))
+        # the lender first: a change that lowers LT or widens the cushion MMF = 1 - LT·LB
+        # takes the short notice; any other (LT up, or LB up under a held LT: a larger
+        # penalty and a thinner cushion) the borrower's notice
+        tighter = (lt_n < lt_e - EPS) | (lt_n * lb_n < lt_e * lb_e - EPS)
         notice = np.where(tighter, r.tighten_notice_days, r.notice_days)
         pend = pend | new
         pend_lt, pend_lb = np.where(new, lt_n, pend_lt), np.where(new, lb_n, pend_lb)
@@ -421,11 +431,17 @@ def _announce(mmf_t: np.ndarray, lb_t: np.ndarray, lt_e: np.ndarray, lb_e: np.nd
     lb_n = np.minimum(np.maximum(lb_t, lb_lo), lb_hi)
     lt_n = np.minimum(np.maximum((1.0 - mmf_t) / lb_n, lt_e - r.lt_down_step),
                       lt_e + r.lt_up_step)
-    lt_n = np.maximum(lt_n, lt_min)
+    # the admitted LTVs' floor last: it is the guarantee to open positions, above the MMF
+    # floor too (a floor raised by a new config waits until those LTVs leave the window)
     lt_n = np.minimum(lt_n, (1.0 - cfg.mmf_floor) / lb_lo)
+    lt_n = np.maximum(lt_n, lt_min)
     mmf_e = 1.0 - lt_e * lb_e
     held = (1.0 - mmf_e) / lt_n
-    lb_n = np.where(mmf_t >= mmf_e, np.minimum(lb_n, held), np.maximum(lb_n, held))
+    # MMF moves toward its target, never away and never past it: with LT held up by the
+    # admitted LTVs, a rising LB would otherwise thin the cushion below the target
+    toward = np.maximum((1.0 - mmf_t) / lt_n, held)
+    lb_n = np.where(mmf_t >= mmf_e, np.minimum(lb_n, held),
+                    np.minimum(np.maximum(lb_n, held), toward))
     lb_n = np.minimum(np.maximum(lb_n, (1.0 - cfg.mmf_cap) / lt_n), (1.0 - cfg.mmf_floor) / lt_n)
     lb_n = np.minimum(np.maximum(lb_n, lb_lo), lb_hi)
     band = max(r.deadband, EPS)

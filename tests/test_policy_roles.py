@@ -123,6 +123,52 @@ def test_a_pending_loosening_is_withdrawn_when_the_market_turns():
     assert p2.ltv <= min(p2.lt, s2.pending.lt) - R.ltv_gap + 1e-12
 
 
+def test_a_pending_loosening_is_withdrawn_even_where_the_tighter_step_is_held():
+    """MMF 3%: the LTV admitted sits a gap under LT and pins it. A loosening is announced on
+    day 1; on day 2 the market turns, but the tighter step is held at the LT in force by the
+    admitted LTVs. The loosening is withdrawn, not left to take effect against the target."""
+    path = run([0.03, 0.02] + [0.045] * (R.notice_days + 1))
+    first = path[0][0]
+    _, s1 = path[1]
+    assert s1.pending is not None and s1.pending.lt > first.lt
+    p2, s2 = path[2]
+    assert p2.lt == first.lt and "withdrawn" in p2.reason
+    assert s2.pending is None
+    assert all(p.lt <= first.lt + 1e-12 for p, _ in path[2:])  # never loosened after the turn
+
+
+def test_mmf_moves_toward_a_lower_target_but_never_past_it():
+    """LB 1.03 at MMF 3%, then a target of 2.9% with LB 1.05. With LT held by the admitted
+    LTVs, stepping LB up alone would thin the cushion to 1 - LT·1.035 = 2.53%, below the
+    target, for as long as those LTVs stay in the window."""
+    state, published = None, []
+    for k in range(3):
+        p, state = apply_roles(target(0.03, lb=1.03), state, day(k), CFG)
+    for k in range(3, 3 + R.protect_days + R.notice_days + 4):
+        p, state = apply_roles(target(0.029, lb=1.05), state, day(k), CFG)
+        published.append(p)
+        if state.pending is not None:
+            assert 1 - state.pending.lt * state.pending.lb >= 0.029 - 1e-12
+    assert all(p.mmf >= 0.029 - 1e-12 for p in published)
+
+
+def test_a_raised_mmf_floor_waits_for_the_ltvs_admitted_under_the_old_one():
+    """LTVs admitted at MMF 2%, then a config whose MMF floor is 5%: LT moves toward the new
+    floor only as far as the LTVs admitted in the protection window allow."""
+    state, admitted = None, []
+    for k in range(3):
+        p, state = apply_roles(target(0.02), state, day(k), CFG)
+        admitted.append((day(k), p.ltv))
+    raised = CFG.model_copy(update={"mmf_floor": 0.05})
+    for k in range(3, 3 + R.protect_days + R.tighten_notice_days + 3):
+        p, state = apply_roles(target(0.05), state, day(k), raised)
+        for when, ltv in admitted:
+            if (day(k) - when).days <= R.protect_days:
+                assert p.lt >= ltv + R.ltv_gap - 1e-12
+        admitted.append((day(k), p.ltv))
+    assert p.mmf == pytest.approx(0.05)  # reached once the old LTVs have left the window
+
+
 def test_lb_moves_by_at_most_its_step_per_change():
     path = run([0.10] * 6, lb=1.05)
     _, state = path[-1]
@@ -251,7 +297,8 @@ def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, extra, gap,
                 assert p is not None and p.effective <= date
                 assert (out.lt, out.lb) == (p.lt, p.lb)
                 assert (p.effective - p.announced).days >= cfg.roles.tighten_notice_days
-                if p.lt > prev.lt:
+                if p.lt > prev.lt or (p.lt >= prev.lt and p.lt * p.lb > prev.lt * prev.lb):
+                    # LT up, or a thinner cushion under a held LT: the borrower's notice
                     assert (p.effective - p.announced).days >= cfg.roles.notice_days
                 assert -down - 1e-12 <= out.lt - prev.lt <= up + 1e-12
                 assert abs(out.lb - prev.lb) <= lb_step + 1e-12
