@@ -31,7 +31,7 @@ import datetime as dt
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -40,11 +40,16 @@ import pandas as pd
 
 from configs.schema import PlausibilityConfig
 from features.schema import feature_view
-from models.base import Forecaster, concat_forecasts
+from models.base import FORECAST_COLUMNS, Forecaster, concat_forecasts
 from models.plausibility import TrailingVariance, forecast_implausibility, unverifiable
 
 ProgressHook = Callable[[int, int], None]
 FAILURE_COLUMNS = ["model", "asset", "horizon_days", "stage", "reason", "rows"]
+WITHHELD_COLUMNS = [*FORECAST_COLUMNS, "fitted_through", "failed_from"]
+
+
+def no_withheld() -> pd.DataFrame:
+    return pd.DataFrame(columns=WITHHELD_COLUMNS)
 
 
 def whole_failures(failures: pd.DataFrame) -> pd.DataFrame:
@@ -97,6 +102,11 @@ class WalkForward:
     failures: pd.DataFrame   # FAILURE_COLUMNS: one row per failed (model, asset, horizon)
     #                          or per triple with unverifiable forecasts dropped alone
     task_seconds: float = 0.0  # the tasks' own run times summed (fits and forecasts)
+    # the failed triples' forecasts made before their first failure (``failed_from``: the
+    # cutoff of the first implausible forecast, or the refit whose fit failed): what an
+    # observer had before the fault showed, kept apart for a choice made before it
+    # (:func:`pipelines.policy_eval.pipeline.known_before`); never scored or served
+    withheld: pd.DataFrame = field(default_factory=no_withheld)
 
 
 class ForecastFailureError(RuntimeError):
@@ -320,6 +330,37 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
     return out.sort_values(["asset", "horizon_days"], kind="stable", ignore_index=True)
 
 
+def _withheld(fc: pd.DataFrame, failed_rows: np.ndarray, flagged: np.ndarray,
+              alone: np.ndarray, results: list[TaskResult]) -> pd.DataFrame:
+    """The rows of failed triples (``failed_rows``) dated before their triple's first failure,
+    with that date as ``failed_from``: the first implausible forecast's cutoff (``flagged``
+    rows not ``alone``) or the first refit whose fit failed for the asset (all horizons)."""
+    first: dict[tuple[str, int], pd.Timestamp] = {}
+
+    def note(asset: str, horizon: int, when: pd.Timestamp) -> None:
+        key = (str(asset), int(horizon))
+        first[key] = min(first.get(key, when), when)
+
+    wrong = flagged[~alone[flagged]]
+    for (asset, h), when in fc.iloc[wrong].groupby(["asset", "horizon_days"])["cutoff"].min(
+            ).items():
+        note(asset, h, pd.Timestamp(when))
+    horizons = sorted({int(h) for h in fc["horizon_days"].unique()})
+    for r in results:
+        broken = ([*r.task.assets] if r.error else []) + (
+            [r.left_out[0]] if r.left_out is not None else []) + [a for a, _ in r.failed]
+        for asset in broken:
+            for h in horizons:
+                note(asset, h, pd.Timestamp(r.task.fit_end))
+    rows = fc[failed_rows]
+    if not len(rows) or not first:
+        return no_withheld()
+    keys = list(zip(rows["asset"].astype(str), rows["horizon_days"].astype(int), strict=True))
+    since = pd.to_datetime(pd.Series([first.get(k, pd.NaT) for k in keys], index=rows.index))
+    rows = rows.assign(failed_from=since)
+    return rows[rows["cutoff"] < rows["failed_from"]].reset_index(drop=True)
+
+
 @dataclass
 class PendingBacktest:
     """A walk-forward whose tasks have been handed to the mapper: :meth:`result` reads them
@@ -354,10 +395,12 @@ class PendingBacktest:
         whole = whole_failures(failures)
         failed = pd.MultiIndex.from_frame(whole[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))
-        keep = ~pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
-            {"horizon_days": int})).isin(failed) & ~alone
+        in_failed = pd.MultiIndex.from_frame(fc[["asset", "horizon_days"]].astype(
+            {"horizon_days": int})).isin(failed)
+        keep = ~in_failed & ~alone
         return WalkForward(fc[keep].reset_index(drop=True), failures,
-                           sum(r.seconds for r in results))
+                           sum(r.seconds for r in results),
+                           _withheld(fc, in_failed & ~alone, flagged, alone, results))
 
 
 def start_backtest(

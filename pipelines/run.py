@@ -155,7 +155,8 @@ def run(
         tail = step_tail(cfg, panel, progress)
         tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
-    choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine)
+    choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine,
+                                          bt.withheld)
     progress("register", 0, 1)
     failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)

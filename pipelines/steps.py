@@ -102,6 +102,9 @@ class BacktestStep:
     failures: pd.DataFrame              # failed (model, asset, horizon): stage, reason, rows
     diagnostics: pd.DataFrame           # diagnostics that could not be computed, and why
     narrowed: list[str] = field(default_factory=list)  # pairs compared on few common days
+    # per model, the failed triples' forecasts made before their first failure
+    # (:attr:`models.backtest.WalkForward.withheld`): for the policy choice only
+    withheld: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
@@ -135,6 +138,7 @@ def step_backtest(
     """
     bt = cfg.backtest
     forecasts: dict[str, pd.DataFrame] = {}
+    withheld: dict[str, pd.DataFrame] = {}
     failed: list[pd.DataFrame] = []
     run_ids: dict[str, str] = {}
     out_dir = Path(cfg.paths.outputs_dir) / "backtest"
@@ -156,6 +160,8 @@ def step_backtest(
                 run_ids[alias] = child.info.run_id
                 if len(fc):
                     forecasts[alias] = fc
+                if len(wf.withheld):
+                    withheld[alias] = wf.withheld
                 failed.append(wf.failures)
                 fc.to_parquet(out_dir / f"forecasts_{alias}.parquet")
                 whole = len(whole_failures(wf.failures))
@@ -210,15 +216,18 @@ def step_backtest(
         for h in bt.horizons:
             mlflow.log_figure(loss_over_time(scores, h), f"plots/qlike_over_time_h{h}.png")
         progress("evaluate", 1, 1)
-    return BacktestStep(forecasts, table, compared, failures, diagnostics, narrowed)
+    return BacktestStep(forecasts, table, compared, failures, diagnostics, narrowed, withheld)
 
 
 def step_policy(
     cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     compared: pd.DataFrame, progress: Progress = _noop, engine: Engine | None = None,
+    withheld: dict[str, pd.DataFrame] | None = None,
 ) -> tuple[Selection, pd.DataFrame, pd.DataFrame]:
     """Replay candidates and comparators, choose on the selection period and freeze, report
     the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
+    ``withheld``: :attr:`BacktestStep.withheld` (a failure after the selection period does
+    not take a forecaster's asset out of the choice).
 
     Returns (selection with the frozen settings, evaluation-period acceptance per policy ×
     asset, stress-episode table)."""
@@ -232,7 +241,7 @@ def step_policy(
                             panel, bt.oos_start, bt.refit_every, bt.horizons,
                             bt.min_train_days, plausibility=bt.plausibility,
                             chunk_assets=bt.chunk_assets).forecasts
-        ev = evaluate_policies(panel, forecasts, compared, cfg, ewma, engine)
+        ev = evaluate_policies(panel, forecasts, compared, cfg, ewma, engine, withheld)
         choice = ev.choice
         progress("policy backtest", 1, 2)
         mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,

@@ -154,6 +154,53 @@ def test_a_pooled_model_with_implausible_values_on_one_asset_loses_that_asset(pa
     assert f["reason"].str.contains(r"band \[0.01, 50\]").all()
 
 
+class _LateFault(EwmaForecaster):
+    """Pooled EWMA that breaks late: CCC's forecasts from ``blow_from`` on are out of band,
+    and a fit with BBB on rows up to ``fail_from`` or later raises."""
+
+    def __init__(self, blow_from: str | None = None, fail_from: str | None = None) -> None:
+        super().__init__(alias="late")
+        self.per_asset = False
+        self.blow_from, self.fail_from = blow_from, fail_from
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        last = panel.index.get_level_values("date").max()
+        if (self.fail_from is not None and last >= pd.Timestamp(self.fail_from)
+                and "BBB" in set(panel.index.get_level_values("asset"))):
+            raise np.linalg.LinAlgError("Singular matrix")
+        return super().fit(panel)
+
+    def forecast(self, panel: pd.DataFrame, horizons: list[int],
+                 cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        fc = super().forecast(panel, horizons, cutoffs)
+        if self.blow_from is not None:
+            late = fc["asset"].eq("CCC") & (fc["cutoff"] >= pd.Timestamp(self.blow_from))
+            fc.loc[late, "variance"] *= 1e20
+        return fc
+
+
+def test_a_late_failure_withholds_the_forecasts_made_before_it(panel):
+    """The failed triple leaves the forecasts; what it forecast before its first failure is
+    kept apart (``withheld``, with the failure's date) for a choice made before that date."""
+    healthy = _run(lambda: _LateFault(), panel).forecasts
+    out = _run(lambda: _LateFault(blow_from="2021-09-15", fail_from="2021-08-01"), panel)
+    assert set(out.forecasts["asset"]) == {"AAA"}
+    w = out.withheld
+    assert set(w["asset"]) == {"BBB", "CCC"} and set(w["horizon_days"]) == {1, 7}
+    refits = sorted(healthy["fitted_through"].unique())
+    failed_fit = min(r for r in refits if r >= pd.Timestamp("2021-08-01"))  # BBB's first
+    bbb, ccc = w[w["asset"] == "BBB"], w[w["asset"] == "CCC"]
+    assert (bbb["failed_from"] == failed_fit).all() and (bbb["cutoff"] < failed_fit).all()
+    assert (ccc["failed_from"] == pd.Timestamp("2021-09-15")).all()
+    assert ccc["cutoff"].max() == pd.Timestamp("2021-09-14")
+    # BBB's withheld rows are the healthy run's, up to its failed refit
+    before = healthy[(healthy["asset"] == "BBB") & (healthy["cutoff"] < failed_fit)]
+    pd.testing.assert_frame_equal(bbb.drop(columns="failed_from").reset_index(drop=True),
+                                  before.reset_index(drop=True))
+    # nothing withheld where nothing failed
+    assert _run(lambda: _LateFault(), panel).withheld.empty
+
+
 def test_a_pooled_fit_broken_by_one_asset_loses_only_that_asset(panel):
     healthy = _run(lambda: _faulty(), panel)
     out = _run(lambda: _faulty(fail_fit=("BBB",)), panel)

@@ -431,3 +431,50 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     assert by_qlike.choice.policy == "policy:true"
     assert "QLIKE h=1 (selection period): true=" in by_qlike.choice.reason
     assert frozen_record(by_qlike, forecast_rule)["knobs"] == {}
+
+
+def test_a_failure_after_the_selection_period_does_not_move_the_choice():
+    """``flat`` fails on B in the evaluation period: the walk-forward takes the triple out of
+    its forecasts and withholds what it forecast before. The choice, made on the selection
+    period, is the one made had it never failed; without the withheld rows the later failure
+    would count B against ``flat`` there. A failure inside the selection period keeps B out
+    of the choice, as before."""
+    from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
+
+    cfg = CFG.with_overrides({
+        "evaluation.selection_start": "2022-01-01", "evaluation.selection_end": "2022-12-31",
+        "evaluation.evaluation_start": "2023-01-01", "evaluation.evaluation_end": "2023-12-30",
+        "evaluation.grid": {"policy.confidence": [0.975]}, "backtest.n_jobs": 1,
+        "policy.fhs_min_obs": 60,
+        "evaluation.frontier_knobs": {"policy.stress_floor_weight": [0.0, 1.0]}})
+    panel, fcs = _panel_and_forecasts()
+    compared = pd.DataFrame({"model": ["true", "flat"], "asset": "A", "horizon_days": 1,
+                             "qlike": [0.1, 0.2], "in_mcs": True, "var_pass": True})
+
+    def failing_on_b(day: str):
+        f = fcs["flat"]
+        on_b = f["asset"] == "B"
+        kept = {**fcs, "flat": f[~on_b].reset_index(drop=True)}
+        return kept, {"flat": f[on_b & (f["cutoff"] < day)].assign(
+            failed_from=pd.Timestamp(day))}
+
+    def selection(ev):
+        t = ev.table[ev.table["period"] == SELECTION]
+        return t.sort_values(["policy", "asset"]).reset_index(drop=True)
+
+    def flat_on_b(table):
+        return table[table["policy"].str.startswith("policy:flat") & (table["asset"] == "B")]
+
+    never = evaluate_policies(panel, fcs, compared, cfg)
+    kept, withheld = failing_on_b("2023-03-01")
+    late = evaluate_policies(panel, kept, compared, cfg, withheld=withheld)
+    assert late.choice.policy == never.choice.policy == "policy:flat@stress_floor_weight=1.0"
+    pd.testing.assert_frame_equal(selection(late), selection(never))
+    assert flat_on_b(late.table[late.table["period"] == "evaluation"]).empty  # out from then
+    assert late.before_failure == ["flat B h=1 failed from 2023-03-01"]
+    assert frozen_record(late, cfg)["judged_before_a_later_failure"] == late.before_failure
+    blind = evaluate_policies(panel, kept, compared, cfg)
+    assert flat_on_b(selection(blind)).empty and len(flat_on_b(selection(never)))
+    kept, withheld = failing_on_b("2022-06-01")
+    early = evaluate_policies(panel, kept, compared, cfg, withheld=withheld)
+    assert flat_on_b(selection(early)).empty

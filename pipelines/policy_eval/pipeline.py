@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -65,6 +65,9 @@ class PolicyEvaluation:
     joint_share: dict[str, int]
     static_schedule: pd.DataFrame         # the static table's MMF per asset and year
     by_year: pd.DataFrame                 # frozen policy and comparators per evaluation year
+    # "<model> <asset> h=<h> failed from <day>": triples judged in the choice on the
+    # forecasts made before their failure in a later period (:func:`known_before`)
+    before_failure: list[str] = dataclasses.field(default_factory=list)
 
 
 def _knob(settings: dict[str, Any], cfg: Config) -> float:
@@ -151,17 +154,55 @@ def _period_points(item: tuple[str, float, pd.DataFrame], cfg: Config
             for start, end in periods(cfg).values()]
 
 
+def known_before(forecasts: Mapping[str, pd.DataFrame],
+                 withheld: Mapping[str, pd.DataFrame] | None, end: object
+                 ) -> dict[str, pd.DataFrame]:
+    """``forecasts`` and, per model, its withheld rows (the forecasts of a triple the
+    walk-forward failed, made before the failure: :attr:`models.backtest.WalkForward.withheld`)
+    of the triples whose first failure came *after* ``end``, the selection period's last day,
+    up to that day (loss days <= ``end``). At the freeze nobody knew those triples would fail:
+    without them a failure in the evaluation period would take the asset out of the choice
+    (counted not acceptable), information from after the freeze. From ``end`` on they stay
+    out (the frozen policy is reported without them, as it would have been served); a triple
+    that failed within the selection period stays out of the choice too."""
+    return _known_before(forecasts, withheld, end)[0]
+
+
+def _known_before(forecasts: Mapping[str, pd.DataFrame],
+                  withheld: Mapping[str, pd.DataFrame] | None, end: object
+                  ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """:func:`known_before` and the triples it brought back, one line each."""
+    out, lines = dict(forecasts), []
+    cut = pd.Timestamp(end)
+    for model, rows in (withheld or {}).items():
+        late = rows[(pd.to_datetime(rows["failed_from"]) > cut)
+                    & (pd.to_datetime(rows["cutoff"]) < cut)].drop(columns="failed_from")
+        if not len(late):
+            continue
+        mine = [out[model]] if model in out else []
+        out[model] = pd.concat([*mine, late], ignore_index=True).sort_values(
+            ["asset", "horizon_days", "cutoff"], kind="stable", ignore_index=True)
+        since = rows.groupby(["asset", "horizon_days"])["failed_from"].min()
+        lines += [f"{model} {a} h={h} failed from {pd.Timestamp(since[(a, h)]).date()}"
+                  for a, h in late[["asset", "horizon_days"]].drop_duplicates().itertuples(
+                      index=False)]
+    return out, lines
+
+
 def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                       compared: pd.DataFrame, cfg: Config,
                       ewma: pd.DataFrame | None = None,
-                      engine: Engine | None = None) -> PolicyEvaluation:
-    """Replay → choose on the selection period → freeze → report both periods."""
-    forecasts = dict(forecasts)
+                      engine: Engine | None = None,
+                      withheld: Mapping[str, pd.DataFrame] | None = None) -> PolicyEvaluation:
+    """Replay → choose on the selection period → freeze → report both periods.
+    ``withheld``: see :func:`known_before`."""
+    forecasts, lines = _known_before(forecasts, withheld, cfg.evaluation.selection_end)
     if ewma is not None and EWMA not in forecasts:
         forecasts[EWMA] = ewma
     # on Dask the panel goes to the workers once for the replays and the static tables
     with engine.sharing() if engine is not None else contextlib.nullcontext():
-        return _evaluate(panel, forecasts, compared, cfg, engine)
+        ev = _evaluate(panel, forecasts, compared, cfg, engine)
+    return dataclasses.replace(ev, before_failure=lines)
 
 
 def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared: pd.DataFrame,
@@ -237,4 +278,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "selection_period": [str(e.selection_start), str(e.selection_end)],
             "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.choice.policy]),
             "grid": e.grid, "candidates": sorted(ev.settings),
+            "judged_before_a_later_failure": ev.before_failure,
             "knobs": e.frontier_knobs if chooses_knobs(cfg) else {}}
