@@ -11,7 +11,9 @@ replays. The **policy bundle** is a JSON-able dict:
                       (out-of-sample) forecasts of the update interval up to ``fit_cutoff``
 
 Forecasts after ``fit_cutoff`` come from the forecaster itself and are out of sample by
-construction, so the FHS window and the σ history stay out of sample as days pass.
+construction, so the FHS window and the σ history stay out of sample as days pass. A day
+served before ``fit_cutoff`` (a backfill with a later version) takes its stored walk-forward
+forecast, never the fitted model's, which saw the days after it; without one it is frozen.
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def _forecast_series(
     stored = bundle["forecasts"].get(asset, {"dates": [], "variance": []})
     old = pd.DataFrame({"cutoff": pd.DatetimeIndex(stored["dates"]),
                         "variance": stored["variance"]})
-    fit_cutoff = pd.Timestamp(bundle["fit_cutoff"])
-    old = old[old["cutoff"] <= min(fit_cutoff, as_of)]
-    start = min(fit_cutoff, as_of) + pd.Timedelta(days=1)
-    wanted = pd.date_range(start, as_of, freq="D").union(pd.DatetimeIndex([as_of]))
-    panel = pd.concat({asset: frame}, names=["asset", "date"])
-    new = forecaster.forecast(panel, [horizon], wanted)[["cutoff", "variance"]]
+    limit, wanted = _wanted_cutoffs(bundle, as_of)
+    old = old[old["cutoff"] <= limit]
+    if len(wanted):
+        panel = pd.concat({asset: frame}, names=["asset", "date"])
+        new = forecaster.forecast(panel, [horizon], wanted)[["cutoff", "variance"]]
+    else:
+        new = old.iloc[:0]
     both = pd.concat([old[~old["cutoff"].isin(new["cutoff"])], new]).sort_values("cutoff")
     both["horizon_days"] = horizon
     return both
@@ -187,10 +190,17 @@ def policy_frame_per_asset(
 
 def _wanted_cutoffs(bundle: dict[str, Any], as_of: pd.Timestamp) -> tuple[pd.Timestamp,
                                                                           pd.DatetimeIndex]:
-    """(last stored cutoff used, cutoffs the forecaster must forecast): as in
-    :func:`_forecast_series`, the same for every asset."""
-    limit = min(pd.Timestamp(bundle["fit_cutoff"]), as_of)
+    """(last stored cutoff used, cutoffs the forecaster must forecast), the same for every
+    asset. The stored walk-forward forecasts stand up to the fit cutoff; the fitted model
+    forecasts the days after it, and the as-of itself when it is the fit cutoff (fitted
+    through the as-of: the next day is still unseen). An as-of *before* the fit cutoff (a
+    backfill served with a later version) takes the stored, out-of-sample forecast: the
+    model's own would come from parameters that saw the days after it."""
+    fit_cutoff = pd.Timestamp(bundle["fit_cutoff"])
+    limit = min(fit_cutoff, as_of)
     wanted = pd.date_range(limit + pd.Timedelta(days=1), as_of, freq="D")
+    if as_of < fit_cutoff:
+        return limit, wanted
     return limit, wanted.union(pd.DatetimeIndex([as_of]))
 
 
@@ -253,6 +263,8 @@ class _Batch:
         call raises, from one call per asset on its own rows, as :func:`_forecast_series`
         makes it. An asset that raised takes the per-asset path, which freezes it."""
         u = self.cfg.features.update_interval_days
+        if not len(self.wanted):  # an as-of before the fit cutoff: stored forecasts only
+            return {}, set()
         if _batchable(self.forecaster):
             try:
                 return series_by_asset(self.forecaster.forecast(self.visible, [u],

@@ -98,6 +98,26 @@ def test_the_batch_equals_the_per_asset_path_on_real_data(embedded, alias):
     assert not rows.loc[rows["asset"].isin(["BTC", "ETH", "SOL"]), "flag_fallback"].all()
 
 
+def test_a_day_before_the_fit_cutoff_is_served_from_its_stored_forecast(embedded):
+    """A backfill served with a version fitted later takes the walk-forward's out-of-sample
+    forecast stored for the day, never the fitted model's (its parameters saw the days after);
+    an asset with no stored forecast that day is frozen, not forecast in sample."""
+    model, bundle = _bundle("har_rv", embedded, FIT_CUTOFF, "2021-09-01")
+    day = dt.date(2022, 6, 3)
+    marked = json.loads(json.dumps(bundle))  # stored forecasts told apart from the model's
+    for series in marked["forecasts"].values():
+        series["variance"] = [2.0 * v for v in series["variance"]]
+    del marked["forecasts"]["LTC"]
+    fast = policy_frame(model, marked, embedded, day)
+    pd.testing.assert_frame_equal(fast, policy_frame_per_asset(model, marked, embedded, day),
+                                  check_exact=True)
+    rows = fast.set_index("asset")
+    btc = marked["forecasts"]["BTC"]
+    assert rows.loc["BTC", "variance_1d"] == pytest.approx(
+        btc["variance"][btc["dates"].index(day.isoformat())])
+    assert "model has no forecast for LTC" in rows.loc["LTC", "reason"]
+
+
 def test_a_shuffled_panel_and_a_later_row_change_nothing(embedded):
     """The batch sorts what it is given and reads no row after the as-of."""
     model, bundle = _bundle("har_rv", embedded, FIT_CUTOFF, "2021-09-01")
@@ -173,8 +193,10 @@ def test_a_forecaster_not_known_to_be_per_asset_is_called_asset_by_asset(embedde
     pooled = _Pooled(model)
     for fast, ref in _chains(pooled, bundle, embedded, DAYS[:3]):
         pd.testing.assert_frame_equal(fast, ref, check_exact=True)
-    # each path calls it once per asset priced on the as-of (SOL is stale from 2022-06-11)
-    assert pooled.calls == 2 * (6 + 6 + 6)
+    # each path calls it once per asset priced on the as-of (SOL is stale from 2022-06-11),
+    # except on the day before the fit cutoff, served from the stored forecasts
+    assert DAYS[0] < FIT_CUTOFF <= DAYS[1]
+    assert pooled.calls == 2 * (0 + 6 + 6)
 
 
 def test_an_asset_whose_forecast_raises_is_frozen_and_the_others_are_published(embedded):
