@@ -50,6 +50,20 @@ def forecast_tables(comparison: pd.DataFrame) -> str:
     return _fmt(table)
 
 
+def evaluation_forecasts(bt: Path) -> str:
+    """The forecast comparison of the evaluation period, then the heading of the whole
+    out-of-sample period's (``''`` where the run wrote no evaluation-period table)."""
+    path = bt / "comparison_evaluation.csv"
+    if not path.is_file():
+        return ""
+    return ("### Evaluation period (settings frozen before it)\n\n"
+            + forecast_tables(pd.read_csv(path))
+            + "\n\n### Whole out-of-sample period\n\nFrom `backtest.oos_start` on. It runs "
+            "through the selection period, on which some forecasters' settings were chosen "
+            "(`harx_mlp`'s DVOL and weekday terms, `gbm_sklearn`'s asset one-hot), so it "
+            "flatters those there; the evaluation period above is the headline.\n\n")
+
+
 def per_asset_qlike(comparison: pd.DataFrame, horizon: int) -> str:
     c = comparison[comparison["horizon_days"] == horizon]
     return _fmt(c.pivot_table(index="asset", columns="model", values="qlike").reset_index())
@@ -161,7 +175,7 @@ def report(outputs_dir: Path) -> str:
     """The whole Markdown report from a run's ``outputs/backtest`` files."""
     bt = Path(outputs_dir) / "backtest"
     comparison = pd.read_csv(bt / "comparison.csv")
-    return ("## Forecasts\n\n" + forecast_tables(comparison)
+    return ("## Forecasts\n\n" + evaluation_forecasts(bt) + forecast_tables(comparison)
             + "\n\n### QLIKE per asset, h=1\n\n" + per_asset_qlike(comparison, 1)
             + "\n\n## Policy backtest\n\n" + policy_tables(bt) + "\n"
             + "".join("\n" + part for part in (stability_section(outputs_dir),

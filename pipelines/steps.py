@@ -39,7 +39,7 @@ from pipelines.policy_eval.frontier import frontier_figure
 from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate, policy_rows
-from pipelines.selection.select import Selection
+from pipelines.selection.select import Selection, period_comparison
 from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
@@ -211,6 +211,17 @@ def step_backtest(
         logged = comparison_with_failures(compared, failures)
         logged.to_csv(out_dir / "comparison.csv", index=False)
         _log_tables({"comparison": logged, "loss_table": table}, "comparison")
+        # the same comparison on the evaluation period alone: the whole period above runs
+        # through the selection period, on which some forecasters' settings were chosen
+        ev = cfg.evaluation
+        evaluation = period_comparison(
+            forecasts, panel, ev.evaluation_start, ev.evaluation_end,
+            mapper=None if mapper is map else mapper,
+            chunk_assets=bt.chunk_assets if engine is None else
+            engine.chunk_size(scores["asset"].nunique(), bt.chunk_assets))
+        if evaluation is not None:
+            evaluation.to_csv(out_dir / "comparison_evaluation.csv", index=False)
+            _log_tables({"comparison_evaluation": evaluation}, "comparison")
         for asset in sorted({"BTC", "ETH"} & set(table["asset"])):
             mlflow.log_figure(forecast_vs_realized(scores, asset), f"plots/forecast_{asset}.png")
         for h in bt.horizons:

@@ -163,6 +163,16 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     assert "aave_v3" in text and "static" in text and "policy:ewma94" in text
     assert "### BTC and ETH against Aave v3" in text
     assert "### Where the capital goes (evaluation period)" in text
+    assert "### Year by year (evaluation period)" in text
+    # the forecast comparison of the evaluation period first, then the whole period's
+    head = text.index("### Evaluation period (settings frozen before it)")
+    assert head < text.index("### Whole out-of-sample period") < text.index("## Policy")
+    bt = workdir / "outputs" / "backtest"
+    evaluation = pd.read_csv(bt / "comparison_evaluation.csv")
+    whole = pd.read_csv(bt / "comparison.csv")
+    assert len(evaluation) and pd.to_datetime(evaluation["start"]).min() >= pd.Timestamp(
+        "2025-01-31")  # the cutoff of the first evaluation-period target
+    assert pd.to_datetime(whole["start"]).min() < pd.Timestamp("2025-01-31")
 
 
 def test_report_says_why_a_table_is_empty(ran, tmp_path):
