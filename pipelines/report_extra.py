@@ -87,10 +87,17 @@ def stress_section(outputs_dir: Path) -> str:
              "liquidated_usd_m": s.get("liquidated_value_usd", 0.0) / 1e6,
              "bad_debt_usd_m": s.get("bad_debt_usd", 0.0) / 1e6,
              "bad_debt_share": s.get("bad_debt_share"),
+             # stress schema 2: the share of the debt the scenario could price
+             "bad_debt_share_evaluated": s.get("bad_debt_share_evaluated"),
              "excluded_accounts": s.get("excluded_accounts"),
+             "excluded_debt_usd_m": (s["excluded_debt_usd"] / 1e6
+                                     if s.get("excluded_debt_usd") is not None else None),
              "missing_assets": ",".join(s.get("missing_assets", []))}
             for s in summary["scenarios"] if s["kind"] != "monte_carlo"]
     table = pd.DataFrame(rows).sort_values("bad_debt_usd_m", ascending=False)
+    table = table.dropna(axis=1, how="all")  # a schema-1 summary has neither new column
+    skipped = "".join(f"\nSkipped: `{item['scenario']}` ({item['reason']})."
+                      for item in summary.get("skipped_scenarios", []))
     mc_line = ""
     if mc:
         mc_line = (f"\nMonte Carlo ({mc['paths']:,} joint-FHS one-day paths): P(any bad debt) "
@@ -101,7 +108,8 @@ def stress_section(outputs_dir: Path) -> str:
             f"Book: {book['source']}, {book['accounts']:,} accounts, debt "
             f"${book['debt_usd'] / 1e6:,.1f}M against collateral "
             f"${book['collateral_usd'] / 1e6:,.1f}M (`{path.parent.relative_to(outputs_dir)}`)."
-            "\n\n" + table.round(4).to_markdown(index=False) + "\n" + mc_line)
+            "\n\n" + table.round(4).to_markdown(index=False) + "\n" + skipped
+            + ("\n" if skipped else "") + mc_line)
 
 
 def stability_section(outputs_dir: Path, window: int = 7) -> str:

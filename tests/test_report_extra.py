@@ -71,6 +71,16 @@ def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(t
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1].startswith("| crash") and lines[2].startswith("| mild")
     assert "| mc" not in text and "P(any bad debt) 2.00%" in text and "ES99 $9" in text
+    assert "excluded_debt_usd_m" not in text and "Skipped" not in text  # a schema-1 summary
+    summary["scenarios"][1].update(excluded_debt_usd=7e5, bad_debt_share_evaluated=0.25)
+    summary["skipped_scenarios"] = [{"scenario": "BTC_drop30_corr1", "kind": "hypothetical",
+                                     "reason": "BTC is unusable (stale)"}]
+    (run / "stress_summary.json").write_text(json.dumps(summary))
+    text = stress_section(tmp_path)
+    crash = next(line for line in text.splitlines() if line.startswith("| crash"))
+    cells = [cell.strip() for cell in crash.split("|")]
+    assert "0.25" in cells and "0.7" in cells and "excluded_debt_usd_m" in text
+    assert "Skipped: `BTC_drop30_corr1` (BTC is unusable (stale))." in text
 
 
 def test_a_threshold_cut_below_an_admitted_ltv_is_counted_and_swings_measured():

@@ -3,6 +3,8 @@ documented distributions and opens every account healthy."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from pipelines.stress.book import (
     BOOK_COLUMNS,
     BookValidationError,
     load_book,
+    sizing_ltv,
     synthetic_book,
     validate_book,
 )
@@ -51,6 +54,11 @@ def test_valid_book_becomes_an_accounts_by_assets_matrix(tmp_path: Path) -> None
     (lambda f: f.assign(opened_ltv=[0.6, 0.6, 1.2]), "opened_ltv_range", 4),
     (lambda f: f.assign(collateral_amount=["1", "x", "100"]), "not_a_number", 3),
     (lambda f: f.drop(columns="debt_asset"), "missing_column", None),
+    # a blank or whitespace account id is no account: neither merged with a nameless group
+    # nor a crash inside the grouping
+    (lambda f: f.assign(account=["a1", None, "a2"]), "empty_account", 3),
+    (lambda f: f.assign(account=[None, None, None]), "empty_account", 2),
+    (lambda f: f.assign(account=["a1", "a1", "  "]), "empty_account", 4),
 ])
 def test_bad_book_names_file_row_and_rule(tmp_path: Path, edit, rule: str,
                                           line: int | None) -> None:
@@ -60,6 +68,47 @@ def test_bad_book_names_file_row_and_rule(tmp_path: Path, edit, rule: str,
         load_book(path, ASSETS, STABLE)
     assert err.value.rule == rule and err.value.row == line
     assert str(path) in str(err.value) and f"rule {rule}" in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_csv_errors_name_the_physical_line_across_blank_lines(tmp_path: Path,
+                                                              suffix: str) -> None:
+    """Blank (and whitespace-only) lines are skipped but counted, and a quoted field that
+    spans two lines counts both: the line reported is the one an editor shows."""
+    text = ("account,collateral_asset,collateral_amount,debt_asset,debt_amount,opened_ltv\n"
+            "\n"                                 # line 2
+            'a1,BTC,1.0,USDC,40000,"0.6"\n'       # line 3
+            "   \n"                              # line 4
+            '"a\n2",ETH,5.0,USDC,100,0.1\n'      # lines 5-6: one record
+            "\n"                                 # line 7
+            "a3,DOGE,5.0,USDC,100,0.1\n")         # line 8
+    path = tmp_path / f"book{suffix}"
+    if suffix.endswith(".gz"):
+        with gzip.open(path, "wt", newline="") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, newline="")
+    with pytest.raises(BookValidationError) as err:
+        load_book(path, ASSETS, STABLE)
+    assert err.value.rule == "unknown_asset" and err.value.row == 8
+    assert f"{path}, row 8: rule unknown_asset" in str(err.value)
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(text.replace("DOGE", "SOL"), newline="")
+    book = load_book(fixed, ASSETS, STABLE)  # the blank lines lose no row
+    assert sorted(book.accounts.tolist()) == sorted(["a1", "a\n2", "a3"])
+
+
+def test_unreadable_csv_names_the_file_line_and_rule(tmp_path: Path) -> None:
+    """An empty file, or a row with one field too many (pandas would silently take its first
+    field as an index and shift the others), is refused by rule, not read."""
+    path = tmp_path / "book.csv"
+    header = ",".join(BOOK_COLUMNS) + "\n"
+    for text, where, rule in (("", "", "empty_book"), ("\n  \n", "", "empty_book"),
+                              (header + "\na1,BTC,1,USDC,1,0.5,7\n", ", row 3", "field_count"),
+                              (header + "a1,BTC,1,USDC\n", ", row 2", "field_count")):
+        path.write_text(text)
+        with pytest.raises(BookValidationError, match=rf"book.csv{where}: rule {rule} failed"):
+            load_book(path, ASSETS, STABLE)
 
 
 def test_parquet_rows_are_reported_by_index(tmp_path: Path) -> None:
@@ -91,3 +140,55 @@ def test_synthetic_book_is_seeded_documented_and_opens_healthy() -> None:
     assert share.mean() == pytest.approx(5 / 7, abs=0.02)  # Beta(5, 2)
     assert (health_factor(book.collateral, prices.to_numpy(), lt, book.debt_usd) > 1).all()
     assert set(frame["debt_asset"]) <= set(STABLE)
+
+
+def _published(**frozen_eth: object) -> pd.DataFrame:
+    rows = pd.DataFrame({"asset": ASSETS, "ltv": [0.75, 0.70, 0.55], "lt": [0.82, 0.78, 0.65],
+                         "flag_fallback": False, "admitted_ltv": [None, None, None]})
+    eth = rows["asset"] == "ETH"
+    for column, value in frozen_eth.items():
+        rows[column] = rows[column].astype(object)
+        rows.loc[eth, column] = value
+    return rows
+
+
+def test_a_frozen_asset_is_sized_at_the_ltv_admitted_before_the_freeze() -> None:
+    window = json.dumps([["2025-06-27", 0.70], ["2025-06-28", 0.72], ["2025-06-29", 0.0]])
+    ltv, frozen = sizing_ltv(_published(ltv=0.0, flag_fallback=True, admitted_ltv=window),
+                             0.01)
+    assert ltv.to_dict() == {"BTC": 0.75, "ETH": 0.72, "SOL": 0.55}
+    assert frozen == [{"asset": "ETH", "published_ltv": 0.0, "sizing_ltv": 0.72,
+                       "basis": "admitted_ltv"}]
+    # no admitted LTV left in the window: LT minus the roles' gap
+    ltv, frozen = sizing_ltv(_published(ltv=0.0, flag_fallback=True), 0.01)
+    assert ltv["ETH"] == pytest.approx(0.77) and frozen[0]["basis"] == "lt_minus_gap"
+    # an unusable asset is never given to anyone: left as published, not reported
+    ltv, frozen = sizing_ltv(_published(ltv=0.0, flag_fallback=True), 0.01, skip=["ETH"])
+    assert ltv["ETH"] == 0.0 and frozen == []
+    # LTV 0 without the fail-safe flag, or the fail-safe flag with LTV > 0: not a freeze
+    for edit in ({"ltv": 0.0}, {"flag_fallback": True}):
+        ltv, frozen = sizing_ltv(_published(**edit), 0.01)
+        assert ltv.equals(_published(**edit).set_index("asset")["ltv"].astype(float))
+        assert frozen == []
+    with pytest.raises(ValueError, match="admitted_ltv of ETH is not a JSON list"):
+        sizing_ltv(_published(ltv=0.0, flag_fallback=True, admitted_ltv="[0.7"), 0.01)
+
+
+def test_frozen_sizing_gives_the_frozen_asset_its_positions_back() -> None:
+    """A book sized at the published LTV 0 carries no debt on the frozen asset's own
+    accounts; sized by :func:`sizing_ltv` it is the book of the day before the freeze."""
+    prices = pd.Series([60_000.0, 3_000.0, 150.0], ASSETS)
+    adv = pd.Series([2e10, 1e10, 2e9], ASSETS)
+    cfg = StressBookConfig(accounts=2_000, seed=3)
+    window = json.dumps([["2025-06-28", 0.70]])
+    published = _published(ltv=0.0, flag_fallback=True, admitted_ltv=window)
+    ltv, _ = sizing_ltv(published, 0.01)
+    frozen = validate_book(synthetic_book(prices, ltv, adv, cfg), ASSETS, STABLE)
+    before = validate_book(synthetic_book(prices, _published().set_index("asset")["ltv"], adv,
+                                          cfg), ASSETS, STABLE)
+    at_zero = validate_book(synthetic_book(prices, published.set_index("asset")["ltv"]
+                                           .astype(float), adv, cfg), ASSETS, STABLE)
+    eth_only = ((frozen.collateral > 0).sum(axis=1) == 1) & (frozen.collateral[:, 1] > 0)
+    assert eth_only.sum() > 100
+    assert (at_zero.debt_usd[eth_only] == 0).all()  # the defect: no debt, no risk
+    assert np.array_equal(frozen.debt_usd, before.debt_usd)

@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from configs.schema import Config, ConfigError, GateConfig
 from features.build import build_panel
@@ -24,13 +25,14 @@ from pipelines.selection.gate import gate
 from pipelines.stress import contract
 from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
 from pipelines.stress.gate import challenger_stress, stress_gate_refusal, stress_refusal
-from pipelines.stress.job import run_stress, stress_parameters, stress_published
+from pipelines.stress.job import print_stress, run_stress, stress_parameters, stress_published
 from pipelines.stress.publish import STRESS_DIR, read_stress
 from serving.publish import PARAMETERS_SCHEMA, publish_partition
 from tests.conftest import write_slice
 
 AS_OF = dt.date(2022, 11, 30)
 SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schema"
+_REF = {"path": f"asof={AS_OF}", "revision": 1, "success_sha256": "0" * 64}  # not published
 
 
 def _parameters(as_of: dt.date, extra: tuple[tuple[str, float, float, float], ...] = ()
@@ -135,7 +137,9 @@ def test_real_book_figures_and_missing_partition(project: tuple[Config, Path],
         book, index=False)
     result = run_stress(cfg, AS_OF, book_path=book, publish=False, track=False)
     assert result.path is None and not (root / STRESS_DIR).exists()
-    assert result.summary["book"] == pytest.approx(
+    book_info = dict(result.summary["book"])
+    assert book_info.pop("frozen_sizing") == []  # positions of a real book are given
+    assert book_info == pytest.approx(
         {"source": "book.csv", "accounts": 2, "debt_usd": 15_000.0, "unhealthy_at_start": 0,
          "collateral_usd": result.summary["book"]["collateral_usd"]})
     with pytest.raises(FileNotFoundError, match="no published parameters for 2022-11-29"):
@@ -303,5 +307,111 @@ def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
     names = [s["scenario"] for s in result.summary["scenarios"]]
     assert names[:2] == ["ftx", "ftx_filtered"] and "BTC_drop30_beta" in names
     assert "fhs_joint" not in names and result.summary["monte_carlo"] is None
+    skipped = result.summary["skipped_scenarios"]  # said in the outputs, not only the log
+    assert [(s["scenario"], s["kind"]) for s in skipped] == [("fhs_joint", "monte_carlo")]
+    assert "none has them" in skipped[0]["reason"]
     assert "Monte Carlo scenarios skipped" in caplog.text and "none has them" in caplog.text
     jsonschema.validate(result.summary, contract.summary_schema())
+
+
+def test_a_stale_shock_asset_skips_its_shocks_and_loses_no_bad_debt(
+        project: tuple[Config, Path]) -> None:
+    """BTC (the shock asset) stale: its σ used to become 0 before the scenarios were built,
+    so the correlation-one shock moved every other asset by −∞ (a price of 0) and the bad
+    debt of worthless collateral vanished from the totals. Now its shocks are skipped with
+    the reason, and every scenario's bad debt is the same summed over assets or accounts."""
+    cfg, _ = project
+    params = _parameters(AS_OF)
+    params.loc[params["asset"] == "BTC", "flag_stale"] = True
+    result = stress_parameters(cfg.with_overrides({"stress.book.accounts": 2_000}), params,
+                               AS_OF, parameters_ref=_REF)
+    doc = result.summary
+    assert not [s for s in doc["scenarios"] if s["scenario"].startswith("BTC_drop30")]
+    skipped = {s["scenario"]: s for s in doc["skipped_scenarios"]}
+    assert set(skipped) == {"BTC_drop30_beta", "BTC_drop30_corr1", "BTC_collapse"}
+    assert "shock asset BTC is unusable" in skipped["BTC_drop30_corr1"]["reason"]
+    for name, out in result.outcomes.items():
+        assert out.bad_debt_by_asset.sum() == pytest.approx(out.account_bad_debt.sum()), name
+    frame = result.table.to_pandas()
+    missing = frame[frame["source"] == "missing"]
+    assert set(missing["asset"]) == {"BTC"} and missing["worst_move"].isna().all()
+    jsonschema.validate(doc, contract.summary_schema())
+    console = Console(record=True, width=200)
+    print_stress(result, console)
+    assert "Skipped BTC_drop30_corr1: shock asset BTC is unusable" in console.export_text()
+
+
+def test_excluded_debt_and_the_share_of_the_evaluated_debt_are_published(
+        project: tuple[Config, Path], tmp_path: Path) -> None:
+    """BTC stale: the two accounts holding it are excluded in every scenario; their debt is
+    published and the bad debt is also shared on the 5,000 USD actually evaluated."""
+    cfg, _ = project
+    params = _parameters(AS_OF)
+    params.loc[params["asset"] == "BTC", "flag_stale"] = True
+    book = tmp_path / "book.csv"
+    pd.DataFrame([("b", "BTC", 1.0, "USDC", 10_000.0, 0.5),
+                  ("e", "ETH", 10.0, "USDC", 5_000.0, 0.4),
+                  ("m", "BTC", 0.5, "DAI", 8_000.0, 0.5),
+                  ("m", "ETH", 5.0, "DAI", 8_000.0, 0.5)], columns=BOOK_COLUMNS).to_csv(
+        book, index=False)
+    result = stress_parameters(cfg, params, AS_OF, book, parameters_ref=_REF)
+    doc = result.summary
+    assert any(s["bad_debt_usd"] > 0 for s in doc["scenarios"])  # ETH_collapse at least
+    for s in doc["scenarios"]:
+        assert s["excluded_accounts"] == 2 and s["excluded_debt_usd"] == 18_000.0
+        assert s["bad_debt_share"] == pytest.approx(s["bad_debt_usd"] / 23_000.0)
+        assert s["bad_debt_share_evaluated"] == pytest.approx(s["bad_debt_usd"] / 5_000.0)
+    frame = result.table.to_pandas()
+    total = frame["asset"] == "ALL"
+    assert (frame.loc[total, "excluded_debt_usd"] == 18_000.0).all()
+    assert frame.loc[~total, "excluded_debt_usd"].isna().all()
+    assert frame["bad_debt_share_evaluated"].to_numpy() == pytest.approx(
+        frame["bad_debt_usd"].to_numpy() / 5_000.0)
+    jsonschema.validate(doc, contract.summary_schema())
+
+
+def _frozen(params: pd.DataFrame, asset: str, admitted: str | None) -> pd.DataFrame:
+    """``params`` with ``asset`` frozen as serving.update.freeze writes it."""
+    out = params.copy()
+    row = out["asset"] == asset
+    out.loc[row, ["ltv", "imf", "max_leverage"]] = [0.0, 1.0, 1.0]
+    out.loc[row, ["flag_fallback", "flag_held"]] = True
+    out.loc[row, "reason"] = "fail-safe: implausible jump; frozen: LTV 0, LT and LB held"
+    out["admitted_ltv"] = out["admitted_ltv"].astype(object)
+    out.loc[row, "admitted_ltv"] = admitted
+    return out
+
+
+def test_a_frozen_asset_is_stressed_on_the_positions_opened_before_the_freeze(
+        project: tuple[Config, Path]) -> None:
+    """ETH frozen (LTV 0, LT and LB held): sized at today's LTV its accounts owed nothing and
+    its collapse showed no bad debt. Sized at the LTV admitted before the freeze, the book
+    and every figure are those of the day before; without an admitted LTV, LT − gap."""
+    cfg, _ = project
+    live = _parameters(AS_OF)
+    eth = live["asset"] == "ETH"
+    before = float(live.loc[eth, "ltv"].iloc[0])
+    window = json.dumps([["2022-11-28", before - 0.02], ["2022-11-29", before]])
+    unfrozen = stress_parameters(cfg, live, AS_OF, monte_carlo=False, parameters_ref=_REF)
+    frozen = stress_parameters(cfg, _frozen(live, "ETH", window), AS_OF, monte_carlo=False,
+                               parameters_ref=_REF)
+    assert frozen.table.equals(unfrozen.table)
+    assert frozen.summary["book"]["frozen_sizing"] == [
+        {"asset": "ETH", "published_ltv": 0.0, "sizing_ltv": before, "basis": "admitted_ltv"}]
+    collapse = next(s for s in frozen.summary["scenarios"] if s["scenario"] == "ETH_collapse")
+    assert collapse["bad_debt_usd"] > 0
+    jsonschema.validate(frozen.summary, contract.summary_schema())
+    console = Console(record=True, width=200)
+    print_stress(frozen, console)
+    assert (f"ETH is frozen (LTV 0): its positions were sized at LTV {before:.4f} "
+            "(admitted_ltv)") in console.export_text()
+
+    gap = cfg.policy.roles.ltv_gap
+    lt = float(live.loc[eth, "lt"].iloc[0])
+    expired = stress_parameters(cfg, _frozen(live, "ETH", None), AS_OF, monte_carlo=False,
+                               parameters_ref=_REF)
+    assert expired.summary["book"]["frozen_sizing"] == [
+        {"asset": "ETH", "published_ltv": 0.0, "sizing_ltv": pytest.approx(lt - gap),
+         "basis": "lt_minus_gap"}]
+    assert lt - gap > before  # so the book owes more than the day before's
+    assert expired.summary["book"]["debt_usd"] > unfrozen.summary["book"]["debt_usd"]

@@ -125,3 +125,59 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
     assert np.allclose(whole.bad_debt, chunked.bad_debt)
     assert np.array_equal(whole.account_liquidated, chunked.account_liquidated)
     assert whole.bad_debt.sum() > 0
+
+
+def test_bad_debt_of_worthless_collateral_is_kept_and_attributed() -> None:
+    """Collateral at price 0: the whole debt is bad debt, and it is attributed to the assets
+    by the account's pre-move collateral value (nothing realized, nothing at the execution
+    price to weight by), so the total over assets keeps it."""
+    book = Book(np.array(["a", "b"]), ["X", "Y"], np.array([[10.0, 0.0], [10.0, 30.0]]),
+                np.array([700.0, 700.0]))
+    market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
+                    np.full(2, 0.05), np.full(2, 79_800.0))
+    out = liquidate(book, market, np.array([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]]), 1)
+    assert out.account_bad_debt.tolist() == [700.0, 700.0]
+    assert out.bad_debt.tolist() == [1400.0] and out.bad_debt_by_step.tolist() == [0, 0, 1400]
+    # a: all on X; b: 1,000 of X and 3,000 of Y before the move → 175 and 525
+    assert out.bad_debt_by_asset[0] == pytest.approx([700.0 + 175.0, 525.0])
+    # debt against collateral worth nothing even today could be attributed to no asset
+    broke = Book(np.array(["c"]), ["X", "Y"], np.zeros((1, 2)), np.array([5.0]))
+    with pytest.raises(ValueError, match=r"\['c'\] owe debt but hold no collateral"):
+        liquidate(broke, market, np.ones((1, 2, 2)), 1)
+
+
+def test_bad_debt_totals_agree_over_assets_accounts_steps_and_paths() -> None:
+    """The invariant on a seeded book: every dollar of bad debt is in each breakdown, also on
+    paths where some assets go to 0 (accounts holding only those realize nothing)."""
+    rng = np.random.default_rng(11)
+    n, k = 300, 4
+    coll = rng.lognormal(2, 1, (n, k)) * (rng.random((n, k)) < 0.5)
+    coll[coll.sum(axis=1) == 0, 0] = 1.0
+    book = Book(np.arange(n).astype(str), list("ABCD"), coll,
+                rng.uniform(0.4, 0.75, n) * coll.sum(axis=1))
+    market = Market(list("ABCD"), np.ones(k), np.full(k, 0.8), np.full(k, 1.05),
+                    np.full(k, 0.05), np.full(k, 2_000.0))
+    rel = np.exp(np.cumsum(0.15 * rng.standard_normal((60, 5, k)), axis=1))
+    rel[:, 0] = 1.0
+    rel[::4, 2:, :2] = 0.0  # a quarter of the paths: A and B worthless from step 2
+    out = liquidate(book, market, rel, 1)
+    assert (out.bad_debt_by_asset >= 0).all()
+    assert out.bad_debt_by_asset.sum(axis=1) == pytest.approx(out.bad_debt)
+    assert out.bad_debt_by_asset.sum() == pytest.approx(out.account_bad_debt.sum())
+    assert out.bad_debt_by_step.sum() == pytest.approx(out.account_bad_debt.sum())
+    only_ab = (coll[:, 2:] == 0).all(axis=1)
+    assert only_ab.sum() > 10 and out.account_bad_debt[only_ab].sum() > 0
+
+
+def test_a_non_finite_move_is_missing_and_excludes_its_holders() -> None:
+    """An infinite price relative is no price: treated like NaN (holders excluded, counted),
+    not as a price that makes every holder healthy."""
+    book = Book(np.array(["a", "b"]), ["X", "Y"], np.array([[10.0, 0.0], [10.0, 5.0]]),
+                np.array([760.0, 760.0]))
+    market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
+                    np.full(2, 0.05), np.full(2, 79_800.0))
+    path = np.array([[[1.0, 1.0], [0.9, np.inf], [0.8, np.inf]]])
+    out = liquidate(book, market, path, 1)
+    assert out.excluded_accounts == 1 and out.excluded_debt_usd == 760.0
+    assert out.evaluated_debt_usd == 760.0
+    assert out.account_liquidated.tolist() == [1, 0]

@@ -132,7 +132,9 @@ def test_beta_and_correlation_one_shocks() -> None:
     daily = {"BTC": _daily(x), "ALT": _daily(y)}
     sigma = np.array([0.04, 0.03])  # ALT, BTC (sorted)
     cfg = StressConfig(collapse_assets=["ALT"])
-    scns = {s.name: s for s in hypothetical_scenarios(cfg, daily, ["ALT", "BTC"], sigma, 1)}
+    built, skipped = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"], sigma, 1)
+    scns = {s.name: s for s in built}
+    assert skipped == []
     beta = scns["BTC_drop30_beta"].relative[0]
     assert beta.shape == (3, 2) and beta[1, 1] == pytest.approx(0.7)
     assert np.log(beta[1, 0]) / np.log(0.7) == pytest.approx(0.5, abs=0.03)
@@ -142,6 +144,53 @@ def test_beta_and_correlation_one_shocks() -> None:
     assert vol.sigma_multiplier == 3.0
     assert np.log(vol.relative[0, 1]) == pytest.approx(-2.33 * 3 * sigma)
     assert scns["ALT_collapse"].relative[0, 1].tolist() == pytest.approx([0.1, 1.0])
+
+
+def _shock_inputs() -> tuple[StressConfig, dict[str, pd.DataFrame]]:
+    rng = np.random.default_rng(7)
+    x = 0.03 * rng.standard_normal(800)
+    daily = {"BTC": _daily(x), "ALT": _daily(0.5 * x + 0.01 * rng.standard_normal(800))}
+    return StressConfig(collapse_assets=["ALT"]), daily
+
+
+def test_an_unusable_shock_asset_skips_its_shocks_with_the_reason() -> None:
+    """Both shocks are "the shock asset moves, the others follow": with its data stale or no
+    forecast they are not built (never from a placeholder σ), and say why."""
+    cfg, daily = _shock_inputs()
+    built, skipped = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"],
+                                            np.array([0.04, 0.03]), 1, unusable=["BTC"])
+    assert [s.name for s in built] == ["vol_x3", "ALT_collapse"]
+    assert [(s.name, s.kind) for s in skipped] == [("BTC_drop30_beta", "hypothetical"),
+                                                   ("BTC_drop30_corr1", "hypothetical")]
+    assert all("shock asset BTC is unusable" in s.reason for s in skipped)
+    # an unusable asset's own collapse is skipped too, said so
+    built, skipped = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"],
+                                            np.array([0.04, 0.03]), 1, unusable=["ALT"])
+    assert "ALT_collapse" not in [s.name for s in built]
+    assert [s.name for s in skipped] == ["ALT_collapse"] and "ALT is unusable" in skipped[0].reason
+
+
+def test_correlation_one_needs_a_positive_shock_sigma() -> None:
+    """σ_shock = 0 (or NaN) would give every other asset a move of −inf, i.e. a price of 0:
+    the correlation-one shock is skipped, the beta shock (no σ) still stands."""
+    cfg, daily = _shock_inputs()
+    for bad in (0.0, np.nan):
+        built, skipped = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"],
+                                                np.array([0.04, bad]), 1)
+        names = [s.name for s in built]
+        assert "BTC_drop30_beta" in names and "BTC_drop30_corr1" not in names
+        assert [s.name for s in skipped] == ["BTC_drop30_corr1"]
+        assert "sigma_1d of BTC" in skipped[0].reason
+
+
+def test_a_move_that_cannot_be_computed_is_missing_not_a_price_of_zero() -> None:
+    """A non-finite log move (here from an infinite σ) is NaN in the scenario, so the
+    accounts holding that asset are excluded, not liquidated at a price of 0."""
+    cfg, daily = _shock_inputs()
+    built, _ = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"], np.array([np.inf, 0.03]), 1)
+    vol = next(s for s in built if s.name == "vol_x3")
+    assert vol.missing_assets == ["ALT"] and np.isnan(vol.relative[0, :, 0]).all()
+    assert np.isfinite(vol.relative[0, :, 1]).all()
 
 
 def test_t_copula_keeps_marginals_and_adds_tail_dependence() -> None:

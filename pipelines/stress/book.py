@@ -9,11 +9,17 @@
     debt_amount        float    units of the debt asset, >= 0
     opened_ltv         float    LTV when the position was opened, in [0, 1); empty if unknown
 
-Validation names the file, the row (CSV: the line number, header = line 1; Parquet: the
-0-based row index) and the rule: ``missing_column``, ``empty_book``, ``not_a_number``,
-``non_finite``, ``negative_amount``, ``unknown_asset``, ``unknown_debt_asset``,
-``duplicate_collateral``, ``inconsistent_debt``, ``debt_without_collateral``,
-``opened_ltv_range``. Nothing is filled, dropped or rounded.
+Validation names the file, the row (CSV: the physical line number as an editor shows it,
+header = line 1, blank lines skipped but counted, a quoted field spanning lines counts them
+all, the record reported by its first line; Parquet: the 0-based row index) and the rule:
+``field_count`` (a CSV row with more or fewer fields than the header), ``csv_parse`` (not a
+CSV pandas can read), ``csv_records`` (a CSV whose records pandas and the csv module split
+differently: its lines cannot be numbered),
+``missing_column``, ``empty_book``, ``empty_account`` (blank or whitespace-only id),
+``not_a_number``, ``non_finite``, ``negative_amount``, ``unknown_asset``,
+``unknown_debt_asset``, ``duplicate_collateral``, ``inconsistent_debt``,
+``debt_without_collateral``, ``opened_ltv_range``. Nothing is filled, dropped or rounded
+(a blank line holds no row).
 
 **Synthetic book** (:func:`synthetic_book`), every draw from one seeded generator:
 
@@ -24,12 +30,24 @@ Validation names the file, the row (CSV: the line number, header = line 1; Parqu
 - the value split across them ~ Dirichlet(1, ..., 1);
 - opening LTV = s × (value-weighted max LTV), s ~ Beta(a, b), so every account opens healthy;
 - debt in one stablecoin (USDC 60%, USDT 30%, DAI 10%).
+
+The max LTV per asset is today's published one, except for a **frozen** asset
+(:func:`sizing_ltv`): the fail-safe publishes LTV 0 (no new borrowing) but holds LT and LB
+for the positions opened before the freeze, which still exist; sized at LTV 0 they would
+carry no debt and the stress would show no risk on the day the asset is most suspect.
 """
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
+import json
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,16 +92,62 @@ class Book:
     debt_usd: np.ndarray
 
 
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
 def read_book(path: Path | str) -> pd.DataFrame:
-    """Read a book file (``.csv``/``.csv.gz``/``.parquet``) as a frame of :data:`BOOK_COLUMNS`."""
+    """Read a book file (``.csv``, ``.csv.gz``/``.bz2``/``.xz``, ``.parquet``) as a frame of
+    :data:`BOOK_COLUMNS` whose index is the row number errors report (:func:`csv_records`)."""
     path = Path(path)
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"account": str, "collateral_asset": str, "debt_asset": str})
+        return pd.read_parquet(path).reset_index(drop=True)
+    with _OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        text = fh.read()
+    blank, lines, fields = csv_records(text)
+    if blank.all():
+        raise BookValidationError(str(path), None, "empty_book", "the file is empty")
+    header = int(np.argmin(blank))  # leading blank lines are one record each
+    width = fields[header]
+    wrong = np.flatnonzero(~blank & (fields != width))
+    if len(wrong):  # pandas would take an extra first field as an index and shift the row
+        i = int(wrong[0])
+        raise BookValidationError(str(path), int(lines[i]), "field_count", f"{fields[i]} "
+                                  f"fields where the header (line {lines[header]}) has {width}")
+    try:
+        frame = pd.read_csv(io.StringIO(text), skiprows=header, skip_blank_lines=False,
+                            dtype={"account": str, "collateral_asset": str, "debt_asset": str})
+    except pd.errors.ParserError as exc:  # pandas' text names the line
+        raise BookValidationError(str(path), None, "csv_parse", str(exc).strip()) from None
+    blank, lines = blank[header + 1:], lines[header + 1:]
+    if len(frame) != len(lines):  # both parsers follow RFC 4180; a file they split differently
+        raise BookValidationError(  # would get wrong line numbers: refused, not guessed
+            str(path), None, "csv_records", f"pandas reads {len(frame)} records below the "
+            f"header where the csv module reads {len(lines)}: check the quoting")
+    return frame[~blank].set_axis(pd.Index(lines[~blank], name="line"))
+
+
+def csv_records(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per CSV record of ``text``: whether it is a blank line (empty or whitespace only, as
+    pandas skips them), its first physical line (1-based; a quoted field may span lines) and
+    its number of fields.
+
+    pandas numbers only the records it keeps, so ``index + 2`` drifts by one per blank line
+    above the row: the physical line is counted here, by the csv module, on the same text.
+    """
+    reader = csv.reader(io.StringIO(text))
+    blank, first, fields, end = [], [], [], 0
+    for record in reader:
+        first.append(end + 1)
+        fields.append(len(record))
+        blank.append(not record or (len(record) == 1 and not record[0].strip()
+                                    and reader.line_num == end + 1))
+        end = reader.line_num
+    return np.array(blank, bool), np.array(first, np.int64), np.array(fields, np.int64)
 
 
 def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: list[str],
-                  source: str = "<book>", line_offset: int = 2) -> Book:
+                  source: str = "<book>", line_offset: int = 2,
+                  rows: np.ndarray | None = None) -> Book:
     """Check every rule of the module docstring and return the book in matrix form.
 
     Parameters
@@ -97,7 +161,10 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
     source : str
         File name used in error messages.
     line_offset : int
-        Added to the 0-based row index in messages (2 for CSV lines, 0 for Parquet rows).
+        Added to the 0-based row position in messages (0 for Parquet rows) when ``rows`` is
+        not given.
+    rows : np.ndarray, optional
+        The number to report for each row (a CSV's physical lines, :func:`read_book`).
 
     Raises
     ------
@@ -105,8 +172,8 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
         On the first rule broken, naming the file, row and rule.
     """
     def fail(i: int | None, rule: str, detail: str) -> None:
-        raise BookValidationError(source, None if i is None else int(i) + line_offset, rule,
-                                  detail)
+        row = None if i is None else int(rows[i]) if rows is not None else int(i) + line_offset
+        raise BookValidationError(source, row, rule, detail)
 
     missing = [c for c in BOOK_COLUMNS if c not in frame.columns]
     if missing:
@@ -114,6 +181,12 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
     if frame.empty:
         fail(None, "empty_book", "the book has no rows")
     frame = frame.reset_index(drop=True)
+    account = frame["account"]
+    blank = account.isna() | account.astype(str).str.strip().eq("")
+    if blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        fail(i, "empty_account", "the account id is empty or whitespace: every row names the "
+             "account it belongs to")
     values = {}
     for column in _NUMERIC:
         raw = frame[column]
@@ -181,10 +254,67 @@ def _to_matrix(account: np.ndarray, asset: np.ndarray, amount: np.ndarray, debt:
 
 
 def load_book(path: Path | str, known_assets: list[str], stablecoins: list[str]) -> Book:
-    """Read and validate a real book; CSV rows are reported by line number."""
-    path = Path(path)
-    offset = 0 if path.suffix == ".parquet" else 2
-    return validate_book(read_book(path), known_assets, stablecoins, str(path), offset)
+    """Read and validate a real book; CSV rows are reported by physical line number."""
+    frame = read_book(path)
+    return validate_book(frame, known_assets, stablecoins, str(path),
+                         rows=frame.index.to_numpy())
+
+
+def sizing_ltv(params: pd.DataFrame, ltv_gap: float, skip: list[str] | tuple[str, ...] = ()
+               ) -> tuple[pd.Series, list[dict[str, Any]]]:
+    """The max LTV each asset's synthetic positions are opened at, and the frozen assets.
+
+    An asset is **frozen** when its published row is the fail-safe (``flag_fallback``) with
+    LTV 0: no new borrowing, LT and LB held for the positions opened before the freeze
+    (:func:`serving.roles.freeze`). Those positions are sized at the highest LTV admitted in
+    the protection window (``admitted_ltv``, a JSON list of [date, ltv], basis
+    ``admitted_ltv``): the roles keep LT >= each of them + ``roles.ltv_gap``, so they open
+    healthy under the held LT. With no admitted LTV left (frozen longer than the window, or a
+    partition without the column) they are sized at ``LT - roles.ltv_gap`` (basis
+    ``lt_minus_gap``), the highest LTV the roles could have admitted under the held LT: the
+    conservative side for a stress. Every other asset keeps its published LTV.
+
+    Parameters
+    ----------
+    params : pd.DataFrame
+        Published rows: ``asset``, ``ltv``, ``lt``, ``flag_fallback`` and optionally
+        ``admitted_ltv``.
+    ltv_gap : float
+        ``policy.roles.ltv_gap``.
+    skip : list of str
+        Assets nobody is given (unusable: stale or no forecast); their LTV is left as
+        published and they are not reported, since no synthetic position is sized on it.
+
+    Returns
+    -------
+    (pd.Series, list of dict)
+        LTV per asset (sorted index) and, per frozen asset, ``asset``, ``published_ltv``,
+        ``sizing_ltv`` and ``basis``.
+    """
+    p = params.set_index("asset").sort_index()
+    ltv = p["ltv"].astype(float).copy()
+    frozen = p["flag_fallback"].astype(bool) & (ltv == 0.0) & ~p.index.isin(list(skip))
+    admitted = p["admitted_ltv"] if "admitted_ltv" in p else pd.Series(None, p.index)
+    report = []
+    for asset in p.index[frozen]:
+        window = _admitted(admitted[asset], asset)
+        basis = "admitted_ltv" if window else "lt_minus_gap"
+        ltv[asset] = max(window) if window else float(p.at[asset, "lt"]) - ltv_gap
+        report.append({"asset": str(asset), "published_ltv": 0.0,
+                       "sizing_ltv": float(ltv[asset]), "basis": basis})
+    return ltv, report
+
+
+def _admitted(raw: Any, asset: str) -> list[float]:
+    """The positive LTVs of a published ``admitted_ltv`` (JSON [[date, ltv], ...]; null → [])."""
+    if raw is None or (not isinstance(raw, str) and pd.isna(raw)) or raw == "":
+        return []
+    try:
+        values = [float(v) for _, v in json.loads(raw)]
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"admitted_ltv of {asset} is not a JSON list of [date, ltv]: "
+                         f"{raw!r} ({exc})") from None
+    return [v for v in values if np.isfinite(v) and v > 0]
 
 
 def synthetic_book(prices: pd.Series, ltv: pd.Series, adv_usd: pd.Series,
@@ -194,7 +324,8 @@ def synthetic_book(prices: pd.Series, ltv: pd.Series, adv_usd: pd.Series,
     Parameters
     ----------
     prices, ltv, adv_usd : pd.Series
-        Today's price, published max LTV and ADV per asset (same index).
+        Today's price, max LTV (published, or :func:`sizing_ltv` for a frozen asset) and ADV
+        per asset (same index).
     cfg : StressBookConfig
         Size, seed and distribution parameters.
     """

@@ -33,6 +33,20 @@ def stress_row_schema() -> dict[str, Any]:
             "additionalProperties": False}
 
 
+_FROZEN_SIZING = {
+    "description": "synthetic book only (empty for a real book): assets published frozen "
+                   "(fail-safe, LTV 0, LT and LB held) whose positions opened before the "
+                   "freeze were sized at the highest LTV admitted in the protection window "
+                   "(basis admitted_ltv) or, lacking one, at LT - roles.ltv_gap (basis "
+                   "lt_minus_gap)",
+    "type": "array", "items": {
+        "type": "object", "required": ["asset", "published_ltv", "sizing_ltv", "basis"],
+        "properties": {"asset": {"type": "string"}, "published_ltv": _NUM,
+                       "sizing_ltv": _NUM,
+                       "basis": {"enum": ["admitted_ltv", "lt_minus_gap"]}},
+        "additionalProperties": False}}
+
+
 def _ranked(key: str) -> dict[str, Any]:
     return {"type": "array", "items": {
         "type": "object", "required": [key, "bad_debt_usd", "share"],
@@ -45,16 +59,22 @@ def summary_schema() -> dict[str, Any]:
     scenario = {
         "type": "object",
         "required": ["scenario", "kind", "paths", "accounts_liquidated", "liquidated_value_usd",
-                     "bad_debt_usd", "bad_debt_share", "excluded_accounts", "note",
-                     "missing_assets", "daily_assets", "top_accounts", "top_assets",
-                     "hhi_accounts"],
+                     "bad_debt_usd", "bad_debt_share", "bad_debt_share_evaluated",
+                     "excluded_accounts", "excluded_debt_usd", "note", "missing_assets",
+                     "daily_assets", "top_accounts", "top_assets", "hhi_accounts"],
         "properties": {
             "scenario": {"type": "string"}, "kind": {"type": "string"},
             "paths": {"type": "integer", "minimum": 1},
             "accounts_liquidated": {**_NUM, "description": "mean over paths"},
-            "liquidated_value_usd": _NUM, "bad_debt_usd": _NUM, "bad_debt_share": _NUM,
+            "liquidated_value_usd": _NUM, "bad_debt_usd": _NUM,
+            "bad_debt_share": {**_NUM, "description": "bad debt / the whole book's debt"},
+            "bad_debt_share_evaluated": {**_NUM_NULL, "description": "bad debt / the debt "
+                                         "of the accounts evaluated (book debt minus "
+                                         "excluded_debt_usd); null when none was"},
             "excluded_accounts": {"type": "integer", "minimum": 0, "description": "hold an "
                                   "asset whose scenario move is missing"},
+            "excluded_debt_usd": {**_NUM, "minimum": 0, "description": "debt of the "
+                                  "excluded accounts (not evaluated)"},
             "note": {"type": "string"},
             "missing_assets": {"type": "array", "items": {"type": "string"}},
             "daily_assets": {"type": "array", "items": {"type": "string"},
@@ -78,7 +98,8 @@ def summary_schema() -> dict[str, Any]:
         "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
         "required": ["as_of", "schema_version", "parameters", "book", "worst_historical",
                      "worst_historical_complete", "worst_standard",
-                     "worst_standard_bad_debt_share", "monte_carlo", "t_copula", "scenarios"],
+                     "worst_standard_bad_debt_share", "monte_carlo", "t_copula", "scenarios",
+                     "skipped_scenarios"],
         "properties": {
             "as_of": {"type": "string", "format": "date"},
             "schema_version": {"const": STRESS_SCHEMA_VERSION},
@@ -89,14 +110,16 @@ def summary_schema() -> dict[str, Any]:
                                                              "pattern": "^[0-9a-f]{64}$"}},
                            "additionalProperties": False},
             "book": {"type": "object", "required": ["source", "accounts", "debt_usd",
-                                                    "collateral_usd", "unhealthy_at_start"],
+                                                    "collateral_usd", "unhealthy_at_start",
+                                                    "frozen_sizing"],
                      "properties": {"source": {"type": "string"},
                                     "accounts": {"type": "integer", "minimum": 1},
                                     "debt_usd": _NUM, "collateral_usd": _NUM,
                                     "unhealthy_at_start": {
                                         "type": "integer", "minimum": 0,
                                         "description": "accounts below HF 1 at today's prices "
-                                                       "(liquidated in every scenario)"}},
+                                                       "(liquidated in every scenario)"},
+                                    "frozen_sizing": _FROZEN_SIZING},
                      "additionalProperties": False},
             "worst_historical": {"type": ["string", "null"]},
             "worst_historical_complete": {
@@ -111,7 +134,18 @@ def summary_schema() -> dict[str, Any]:
                             "stand)", **mc_tail},
             "t_copula": {"description": "Student-t copula tail (null when not configured, or "
                          "as monte_carlo)", **mc_tail},
-            "scenarios": {"type": "array", "items": scenario}},
+            "scenarios": {"type": "array", "items": scenario},
+            "skipped_scenarios": {
+                "description": "scenarios not built, with the reason (a shock of an unusable "
+                               "shock asset, the correlation-one shock without a positive "
+                               "shock sigma, the collapse of an unusable asset, the Monte "
+                               "Carlo without a year of returns); never computed from a "
+                               "placeholder",
+                "type": "array", "items": {
+                    "type": "object", "required": ["scenario", "kind", "reason"],
+                    "properties": {"scenario": {"type": "string"}, "kind": {"type": "string"},
+                                   "reason": {"type": "string"}},
+                    "additionalProperties": False}}},
         "additionalProperties": False}
 
 

@@ -25,12 +25,17 @@ import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError, parse_yaml
 from features.loaders import MarketData, load_market
-from pipelines.stress.book import Book, load_book, synthetic_book, validate_book
+from pipelines.stress.book import Book, load_book, sizing_ltv, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, health_factor, liquidate
 from pipelines.stress.montecarlo import monte_carlo, t_copula
 from pipelines.stress.publish import publish_stress
 from pipelines.stress.report import concentration, scenario_rows, stress_table, summary
-from pipelines.stress.scenarios import Scenario, historical_scenarios, hypothetical_scenarios
+from pipelines.stress.scenarios import (
+    Scenario,
+    Skipped,
+    historical_scenarios,
+    hypothetical_scenarios,
+)
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
 from serving.policy import trailing_adv
@@ -56,7 +61,9 @@ def forecasts_root(cfg: Config) -> Path:
     return Path(cfg.paths.outputs_dir) / "forecasts"
 
 
-STRESS_COLUMNS = ["asset", "sigma_1d", "lt", "ltv", "lb", "flag_stale"]
+STRESS_COLUMNS = ["asset", "sigma_1d", "lt", "ltv", "lb", "flag_stale", "flag_fallback"]
+# read when present: the LTVs admitted before a freeze size its positions (schema >= 3)
+OPTIONAL_COLUMNS = ["admitted_ltv"]
 
 
 def read_parameters(path: Path) -> pd.DataFrame:
@@ -70,7 +77,8 @@ def read_parameters(path: Path) -> pd.DataFrame:
     missing = [c for c in STRESS_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"{path / PARQUET_NAME} lacks the columns {missing} the stress needs")
-    return table.select(STRESS_COLUMNS).to_pandas()
+    optional = [c for c in OPTIONAL_COLUMNS if c in table.column_names]
+    return table.select(STRESS_COLUMNS + optional).to_pandas()
 
 
 def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
@@ -127,15 +135,20 @@ def mark_missing(scenario: Scenario, assets: list[str]) -> Scenario:
 
 
 def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndarray,
-                    as_of: dt.date) -> list[Scenario]:
-    """Historical (as-is and filtered), hypothetical and the joint FHS scenario."""
+                    as_of: dt.date, unusable: list[str] | tuple[str, ...] = (),
+                    ) -> tuple[list[Scenario], list[Skipped]]:
+    """Historical (as-is and filtered), hypothetical and the joint FHS scenario; and those
+    that could not be built, with the reason (a hypothetical shock of an unusable asset, the
+    Monte Carlo without a year of returns). ``market.sigma_1d`` is the published σ (NaN
+    where there is no forecast): a scenario never sees a placeholder σ."""
     s, assets, sigma = cfg.stress, market.assets, market.sigma_1d
     delay = cfg.features.liquidation_delay_hours
     scenarios = historical_scenarios(s, data.daily, data.hourly, assets, sigma, as_of, delay)
-    scenarios += hypothetical_scenarios(s, data.daily, assets, sigma, delay)
+    shocks, skipped = hypothetical_scenarios(s, data.daily, assets, sigma, delay, unusable)
+    scenarios += shocks
     used = [a for a, h in zip(assets, held, strict=True) if h]
     if not used:
-        return scenarios
+        return scenarios, skipped
     try:
         mc = monte_carlo(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
                          s.mc_seed, s.ewma_decay)
@@ -144,7 +157,8 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
             s.ewma_decay, s.t_copula_dof)
     except ValueError as exc:  # no asset with a year of returns: the other scenarios stand
         logger.warning("stress of %s: Monte Carlo scenarios skipped: %s", as_of, exc)
-        return scenarios
+        names = ["fhs_joint"] + ([] if s.t_copula_dof is None else ["t_copula"])
+        return scenarios, skipped + [Skipped(n, "monte_carlo", str(exc)) for n in names]
     for scn in (mc, tc):
         if scn is None:
             continue
@@ -153,7 +167,7 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
         source = {a: (scn.source[a] if h else "not_held")
                   for a, h in zip(assets, held, strict=True)}
         scenarios.append(dataclasses.replace(scn, relative=rel, assets=assets, source=source))
-    return scenarios
+    return scenarios, skipped
 
 
 def stress_book(book: Book, market: Market, scenarios: list[Scenario], as_of: dt.date,
@@ -186,17 +200,13 @@ def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
     data = load_market(cfg.paths.data_dir, sorted(params["asset"]), as_of=as_of)
     market = market_state(params, data, as_of, cfg)
     unusable = unusable_assets(params)
-    collapse = cfg.stress.collapse_assets
-    cfg = cfg.with_overrides({"stress.collapse_assets": [  # nobody holds an unusable asset
-        a for a in (market.assets if collapse is None else collapse) if a not in unusable]})
     keep = ~np.isin(market.assets, unusable)
-    # σ only enters through slippage, and unusable assets are never liquidated (their holders
-    # are excluded): 0 keeps 0 × NaN out of the sums
-    market = dataclasses.replace(market, sigma_1d=np.where(keep, market.sigma_1d, 0.0))
     stable = cfg.stress.stablecoins
+    frozen: list[dict[str, Any]] = []
     if book_path is None:
-        frame = synthetic_book(pd.Series(market.price, market.assets),
-                               params.set_index("asset")["ltv"].sort_index(),
+        # a frozen asset's positions opened before the freeze still exist (book.sizing_ltv)
+        ltv, frozen = sizing_ltv(params, cfg.policy.roles.ltv_gap, unusable)
+        frame = synthetic_book(pd.Series(market.price, market.assets), ltv,
                                pd.Series(np.where(keep, market.adv_usd, 0.0), market.assets),
                                cfg.stress.book)  # ADV 0: nobody is given an unusable asset
         book = validate_book(frame, market.assets, stable, "<synthetic book>", 0)
@@ -205,16 +215,22 @@ def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
         book = load_book(book_path, market.assets, stable)
         book_source = Path(book_path).name
     held = (book.collateral.sum(axis=0) > 0) & keep & monte_carlo
-    scenarios = [mark_missing(s, unusable)
-                 for s in build_scenarios(cfg, data, market, held, as_of)]
-    rows, details, outcomes = stress_book(book, market, scenarios, as_of, cfg.stress.top_n)
+    built, skipped = build_scenarios(cfg, data, market, held, as_of, unusable)
+    scenarios = [mark_missing(s, unusable) for s in built]
+    # σ only enters the liquidation through slippage, and unusable assets are never
+    # liquidated (their holders are excluded): 0 keeps 0 × NaN out of the sums. Only here,
+    # after the scenarios are built: a scenario divided by this 0 would be -inf, a price of 0.
+    liquidation = dataclasses.replace(market, sigma_1d=np.where(keep, market.sigma_1d, 0.0))
+    rows, details, outcomes = stress_book(book, liquidation, scenarios, as_of,
+                                          cfg.stress.top_n)
     book_info = {"source": book_source, "accounts": len(book.accounts),
                  "debt_usd": float(book.debt_usd.sum()),
                  "collateral_usd": float((book.collateral @ market.price).sum()),
                  # already below HF 1 today: liquidated in every scenario, even a calm one
                  "unhealthy_at_start": int((health_factor(
-                     book.collateral, market.price, market.lt, book.debt_usd) < 1).sum())}
-    doc = summary(as_of, rows, details, book_info, parameters_ref or {})
+                     book.collateral, market.price, market.lt, book.debt_usd) < 1).sum()),
+                 "frozen_sizing": frozen}
+    doc = summary(as_of, rows, details, book_info, parameters_ref or {}, skipped)
     return StressResult(stress_table(rows), doc, scenarios, outcomes)
 
 
@@ -266,14 +282,21 @@ def print_stress(result: StressResult, console: Any) -> None:
                         f"{doc['book']['accounts']:,} accounts ({doc['book']['source']}), "
                         f"debt ${doc['book']['debt_usd'] / 1e6:,.1f}M")
     for name in ("scenario", "kind", "liquidated", "seized $M", "bad debt $M", "% of debt",
-                 "excluded"):
+                 "% of evaluated", "excluded", "excluded debt $M"):
         table.add_column(name, justify="left" if name in ("scenario", "kind") else "right")
     for s in doc["scenarios"]:
+        seen = s["bad_debt_share_evaluated"]
         table.add_row(s["scenario"], s["kind"], f"{s['accounts_liquidated']:,.1f}",
                       f"{s['liquidated_value_usd'] / 1e6:,.2f}",
                       f"{s['bad_debt_usd'] / 1e6:,.3f}", f"{s['bad_debt_share']:.3%}",
-                      str(s["excluded_accounts"]))
+                      "n/a" if seen is None else f"{seen:.3%}", str(s["excluded_accounts"]),
+                      f"{s['excluded_debt_usd'] / 1e6:,.2f}")
     console.print(table)
+    for item in doc["skipped_scenarios"]:
+        console.print(f"Skipped {item['scenario']}: {item['reason']}")
+    for item in doc["book"]["frozen_sizing"]:
+        console.print(f"{item['asset']} is frozen (LTV 0): its positions were sized at LTV "
+                      f"{item['sizing_ltv']:.4f} ({item['basis']})")
     for label, mc in (("Joint FHS", doc["monte_carlo"]), ("t copula", doc["t_copula"])):
         if mc:
             console.print(f"{label}, {mc['paths']:,} paths: VaR95 ${mc['bad_debt_var95']:,.0f}, "

@@ -26,10 +26,14 @@ the policy's :func:`serving.policy.liquidity_addon` with the reference size repl
     B = \max(D - V / LB,\ 0),
 
 zero as long as the price fell less than the cushion :math:`1 - LT \cdot LB` (= MMF) at the
-trigger; bad debt is attributed to collateral assets pro rata to their realized value.
-Accounts holding an asset whose scenario move is missing are *excluded* (counted), never
-given an invented price. Everything is matrix algebra over accounts × assets and
-paths × steps × assets, in chunks of paths to bound memory.
+trigger. An account's bad debt is attributed to its collateral assets pro rata to their
+realized value, else (slippage took it all) to their value at the execution prices, else
+(every asset it holds at price 0 then) to their value *before the move* (today's prices),
+which is positive for every account with debt: per-asset bad debt always sums to the
+accounts' total. Accounts holding an asset whose scenario move is missing (NaN, or any
+non-finite relative) are *excluded* (counted, with their debt), never given an invented
+price. Everything is matrix algebra over accounts × assets and paths × steps × assets, in
+chunks of paths to bound memory.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ class Outcome:
     seized_by_step: np.ndarray      # (S,) USD seized per execution step, all paths summed
     bad_debt_by_step: np.ndarray    # (S,)
     excluded_accounts: int          # hold an asset with a missing move
-    excluded_debt_usd: float
+    excluded_debt_usd: float        # their debt: not evaluated
+    evaluated_debt_usd: float       # the debt of every other account
 
 
 def health_factor(collateral: np.ndarray, price: np.ndarray, lt: np.ndarray,
@@ -104,18 +109,28 @@ def liquidate(book: Book, market: Market, relative: np.ndarray, delay_steps: int
         Today's prices and parameters, columns in ``book.assets`` order.
     relative : np.ndarray
         Price relative to today, shape (P, S, K); step 0 is normally 1. An asset with NaN
-        anywhere is a missing move: accounts holding it are excluded.
+        or ±inf anywhere is a missing move: accounts holding it are excluded.
     delay_steps : int
         Steps between the trigger and the execution (clipped to the last step).
+
+    Raises
+    ------
+    ValueError
+        If the assets differ, or an evaluated account owes debt against collateral worth
+        nothing at today's prices (a validated book cannot: ``debt_without_collateral``).
     """
     if list(market.assets) != list(book.assets):
         raise ValueError("market and book assets differ: align them first")
     n_paths, n_steps, k = relative.shape
-    missing = np.isnan(relative).any(axis=(0, 1))  # (K,)
+    missing = ~np.isfinite(relative).all(axis=(0, 1))  # (K,)
     relative = np.where(missing, 1.0, relative)
     excluded = (book.collateral[:, missing] > 0).any(axis=1)  # (A,)
     collateral = np.where(excluded[:, None], 0.0, book.collateral)  # (A, K)
     debt = np.where(excluded, 0.0, book.debt_usd)  # (A,)
+    worthless = (debt > 0) & ~(collateral @ market.price > 0)
+    if worthless.any():  # its bad debt could be attributed to no asset: refused, not lost
+        raise ValueError(f"accounts {book.accounts[worthless][:5].tolist()} owe debt but hold "
+                         "no collateral of positive value at today's prices")
     weighted = collateral * market.lt  # (A, K)
     n_acc = len(debt)
     out = _Accumulator(n_paths, n_steps, k, n_acc)
@@ -135,7 +150,8 @@ def liquidate(book: Book, market: Market, relative: np.ndarray, delay_steps: int
         step = np.minimum(first[acc, path] + delay_steps, n_steps - 1)
         _settle(out, collateral[acc], debt[acc], price[path, step], acc, path, p0, c, step,
                 market)
-    return out.result(int(excluded.sum()), float(book.debt_usd[excluded].sum()))
+    return out.result(int(excluded.sum()), float(book.debt_usd[excluded].sum()),
+                      float(debt.sum()))
 
 
 def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarray,
@@ -154,9 +170,7 @@ def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarra
     net = value * (1.0 - slip[path])  # (n, K)
     v = net.sum(axis=1)
     bad = np.maximum(debt - v / lb, 0.0)  # (n,)
-    weights = np.where(v[:, None] > 0, net / np.where(v > 0, v, 1.0)[:, None],
-                       value / safe_v0[:, None])
-    bad_k = bad[:, None] * weights  # (n, K)
+    bad_k = bad[:, None] * _attribution(net, value, coll * market.price)  # (n, K)
     rows = slice(p0, p0 + c)
     out.bad_debt_by_asset[rows] += np.stack(
         [np.bincount(path, bad_k[:, j], minlength=c) for j in range(k)], axis=1)
@@ -166,6 +180,22 @@ def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarra
     out.account_liquidated += np.bincount(acc, minlength=len(out.account_liquidated))
     out.seized_by_step += np.bincount(step, seized.sum(axis=1), minlength=len(out.seized_by_step))
     out.bad_debt_by_step += np.bincount(step, bad, minlength=len(out.bad_debt_by_step))
+
+
+def _attribution(*values: np.ndarray) -> np.ndarray:
+    """Weights (n, K) summing to 1 per account: the first of ``values`` (each (n, K), e.g.
+    realized, at execution, before the move) with a positive total for that account. An
+    account with debt holds collateral worth something today (the book's rule
+    ``debt_without_collateral``), so the last, pre-move value, always has one; weighting by
+    a zero total would lose the account's bad debt from the per-asset sums."""
+    weights = np.zeros_like(values[0])
+    done = np.zeros(len(weights), bool)
+    for x in values:
+        total = x.sum(axis=1)
+        use = ~done & (total > 0)
+        weights[use] = x[use] / total[use, None]
+        done |= use
+    return weights
 
 
 class _Accumulator:
@@ -180,9 +210,9 @@ class _Accumulator:
         self.seized_by_step = np.zeros(n_steps)
         self.bad_debt_by_step = np.zeros(n_steps)
 
-    def result(self, excluded: int, excluded_debt: float) -> Outcome:
+    def result(self, excluded: int, excluded_debt: float, evaluated_debt: float) -> Outcome:
         return Outcome(self.bad_debt_by_asset.sum(axis=1), self.bad_debt_by_asset,
                        self.seized_by_asset.sum(axis=1), self.seized_by_asset,
                        self.accounts_liquidated, self.account_bad_debt,
                        self.account_liquidated, self.seized_by_step, self.bad_debt_by_step,
-                       excluded, excluded_debt)
+                       excluded, excluded_debt, evaluated_debt)

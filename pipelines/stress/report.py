@@ -4,6 +4,13 @@ Pure functions: outcomes in, frames and JSON-able dicts out. Per scenario, dolla
 are means over its paths (a historical or hypothetical scenario has one path, so they are
 exact); the Monte Carlo scenario adds the VaR and ES of the protocol's bad debt at 95% and
 99% and the probability of any bad debt (:func:`var_es`).
+
+Bad debt is shared two ways: ``bad_debt_share`` on the whole book's debt (what the gate's
+budget is, comparable across scenarios) and ``bad_debt_share_evaluated`` on the debt the
+scenario actually evaluated, the book's minus ``excluded_debt_usd`` (accounts holding an
+asset without a move then). An episode that excludes a third of the book's debt reads as a
+third milder on the first; the second says how bad it was for what it could see, and is
+null when it saw no debt at all (never a plausible 0).
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import pyarrow as pa
 
 from pipelines.stress.book import Book
 from pipelines.stress.liquidation import Outcome
-from pipelines.stress.scenarios import Scenario
+from pipelines.stress.scenarios import Scenario, Skipped
 
 TOTAL = "ALL"
 LEVELS = (0.95, 0.99)
-STRESS_SCHEMA_VERSION = "1"
+STRESS_SCHEMA_VERSION = "2"  # bump on any breaking change of stress.parquet or the summary
+#                             (2: excluded_debt_usd, bad_debt_share_evaluated, skipped
+#                             scenarios, frozen-asset sizing of the synthetic book)
 
 
 def _f(name: str, type_: pa.DataType, description: str, unit: str | None = None, *,
@@ -52,11 +61,18 @@ STRESS_SCHEMA = pa.schema([
     _f("liquidated_value_usd", pa.float64(), "Collateral seized by liquidators at the "
        "scenario price (mean over paths).", "USD", nullable=False),
     _f("bad_debt_usd", pa.float64(), "Debt left unpaid after liquidation (mean over paths), "
-       "attributed to collateral assets pro rata to realized value.", "USD", nullable=False),
+       "attributed to collateral assets pro rata to realized value (to the value before the "
+       "move where nothing is realized, so the assets sum to the ALL row).", "USD",
+       nullable=False),
     _f("bad_debt_share", pa.float64(), "bad_debt_usd / total debt of the book.",
        "fraction of debt", nullable=False),
+    _f("bad_debt_share_evaluated", pa.float64(), "bad_debt_usd / debt of the accounts the "
+       "scenario evaluated (total debt minus excluded_debt_usd); null when it evaluated no "
+       "debt.", "fraction of debt"),
     _f("excluded_accounts", pa.int64(), "Accounts not evaluated: they hold an asset whose "
        "move is missing; ALL row only.", "accounts"),
+    _f("excluded_debt_usd", pa.float64(), "Debt of the excluded accounts (not evaluated); "
+       "ALL row only.", "USD"),
     _f("bad_debt_var95", pa.float64(), "VaR 95% of total bad debt over paths (Monte Carlo "
        "ALL row only).", "USD"),
     _f("bad_debt_es95", pa.float64(), "ES 95% of total bad debt.", "USD"),
@@ -86,6 +102,8 @@ def scenario_rows(as_of: dt.date, scn: Scenario, out: Outcome, total_debt: float
     worst = scn.relative.min(axis=1)  # (P, K)
     worst_k = np.quantile(worst, 0.01, axis=0) if n > 1 else worst[0]
     share = (lambda usd: usd / total_debt) if total_debt > 0 else (lambda usd: 0.0)
+    seen = out.evaluated_debt_usd
+    share_seen = (lambda usd: usd / seen) if seen > 0 else (lambda usd: None)
     rows = []
     for j, a in enumerate(scn.assets):
         bad = float(out.bad_debt_by_asset[:, j].mean())
@@ -94,12 +112,15 @@ def scenario_rows(as_of: dt.date, scn: Scenario, out: Outcome, total_debt: float
                      "source": scn.source.get(a, ""), "paths": n,
                      "worst_move": move if np.isfinite(move) else None,
                      "liquidated_value_usd": float(out.seized_by_asset[:, j].mean()),
-                     "bad_debt_usd": bad, "bad_debt_share": share(bad)})
+                     "bad_debt_usd": bad, "bad_debt_share": share(bad),
+                     "bad_debt_share_evaluated": share_seen(bad)})
     bad = float(out.bad_debt.mean())
     total = {"as_of": as_of, "scenario": scn.name, "kind": scn.kind, "asset": TOTAL,
              "source": "", "paths": n, "accounts_liquidated": float(out.accounts_liquidated.mean()),
              "liquidated_value_usd": float(out.seized_value.mean()), "bad_debt_usd": bad,
-             "bad_debt_share": share(bad), "excluded_accounts": out.excluded_accounts}
+             "bad_debt_share": share(bad), "bad_debt_share_evaluated": share_seen(bad),
+             "excluded_accounts": out.excluded_accounts,
+             "excluded_debt_usd": out.excluded_debt_usd}
     if n > 1:
         for level in LEVELS:
             var, es = var_es(out.bad_debt, level)
@@ -138,14 +159,17 @@ def _worst(rows: list[dict[str, Any]]) -> str | None:
 
 
 def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[str, Any]],
-            book_info: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    """The JSON summary (``stress_summary.json``; schema ``docs/schema/stress_summary``)."""
+            book_info: dict[str, Any], parameters: dict[str, Any],
+            skipped: list[Skipped] | tuple[Skipped, ...] = ()) -> dict[str, Any]:
+    """The JSON summary (``stress_summary.json``; schema ``docs/schema/stress_summary``);
+    ``skipped`` are the scenarios not built, published with their reason."""
     totals = [r for r in rows if r["asset"] == TOTAL]
     scenarios = []
     for r in totals:
         item = {k: r.get(k) for k in ("scenario", "kind", "paths", "accounts_liquidated",
                                       "liquidated_value_usd", "bad_debt_usd", "bad_debt_share",
-                                      "excluded_accounts")}
+                                      "bad_debt_share_evaluated", "excluded_accounts",
+                                      "excluded_debt_usd")}
         item.update(details.get(r["scenario"], {}))
         scenarios.append(item)
     hist = [r for r in totals if r["kind"] in ("historical", "filtered")]
@@ -166,4 +190,6 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
         "monte_carlo": None if mc is None else {k: mc[k] for k in tail},
         "t_copula": None if tc is None else {k: tc[k] for k in tail},
         "scenarios": scenarios,
+        "skipped_scenarios": [{"scenario": s.name, "kind": s.kind, "reason": s.reason}
+                              for s in skipped],
     }

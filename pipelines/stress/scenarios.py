@@ -22,6 +22,13 @@ with :math:`\hat\sigma_{\mathrm{then}}` the EWMA σ known the day before the epi
 one, :math:`x_k = \ln(1 + m)\, \sigma_k / \sigma_{\mathrm{shock}}`; a volatility shock, every
 asset falling :math:`z\, m\, \sigma_k` with σ (hence slippage) × *m*; and one asset's collapse
 (``collapse_move``) with the others unchanged.
+
+**Skipped, never approximated.** Both shocks of ``shock_asset`` need it: when it is unusable
+(stale data or no σ forecast) neither is built, and the correlation-one shock also needs a
+positive finite :math:`\sigma_{\mathrm{shock}}` (0 would move every other asset by −∞, a
+price of 0). A skipped scenario is returned as :class:`Skipped` with its reason, which the
+summary publishes. A move that cannot be computed (non-finite) is *missing*: NaN in the
+scenario, so the accounts holding the asset are excluded, never priced at 0 or ∞.
 """
 
 from __future__ import annotations
@@ -51,6 +58,23 @@ class Scenario:
     @property
     def missing_assets(self) -> list[str]:
         return [a for a in self.assets if self.source.get(a) == "missing"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A scenario that was not built, and why (``skipped_scenarios`` of the summary)."""
+
+    name: str
+    kind: str
+    reason: str
+
+
+def missing_where_not_finite(log_path: np.ndarray) -> np.ndarray:
+    """``log_path`` (..., K) with every asset that has a non-finite log move anywhere set to
+    NaN throughout: a move that cannot be computed is missing, whereas exp(−∞) = 0 would be
+    read as a price of 0 and exp(+∞) as a price no account could fall below."""
+    bad = ~np.isfinite(log_path).reshape(-1, log_path.shape[-1]).all(axis=0)  # (K,)
+    return np.where(bad, np.nan, log_path)
 
 
 def ewma_sigma(daily_close: pd.Series, decay: float, min_obs: int = 30) -> pd.Series:
@@ -122,10 +146,12 @@ def historical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
         note = f"{filled} missing hours kept the last close" if filled else ""
         base = dict(delay_steps=delay_steps, assets=assets, source=source, note=note)
         out.append(Scenario(ep.name, "historical", np.exp(x)[None], **base))
-        scale = sigma_today / sigma_then  # NaN σ_then → NaN move → missing, never invented
-        filt_source = {a: ("missing" if not np.isfinite(s) else source[a])
-                       for a, s in zip(assets, scale, strict=True)}
-        out.append(Scenario(f"{ep.name}_filtered", "filtered", np.exp(x * scale)[None],
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = sigma_today / sigma_then  # NaN or 0 σ_then → missing, never invented
+            x_filt = missing_where_not_finite(x * scale)
+        filt_source = {a: ("missing" if np.isnan(x_filt[:, j]).any() else source[a])
+                       for j, a in enumerate(assets)}
+        out.append(Scenario(f"{ep.name}_filtered", "filtered", np.exp(x_filt)[None],
                             delay_steps, assets, filt_source, note=note))
     return out
 
@@ -148,37 +174,59 @@ def betas(daily: dict[str, pd.DataFrame], assets: list[str], to: str, window: in
 
 def _shock(name: str, log_move: np.ndarray, assets: list[str], delay: int, source: str,
            sigma_multiplier: float = 1.0, note: str = "") -> Scenario:
-    """One shock step held through the liquidation delay: S = 2 + delay."""
-    steps = np.vstack([np.zeros(len(assets))] + [log_move] * (1 + delay))
-    flags = {a: ("missing" if not np.isfinite(m) else source)
-             for a, m in zip(assets, log_move, strict=True)}
+    """One shock step held through the liquidation delay: S = 2 + delay; a non-finite move
+    is missing (NaN on every step, :func:`missing_where_not_finite`)."""
+    steps = missing_where_not_finite(np.vstack([np.zeros(len(assets))] + [log_move] * (1 + delay)))
+    flags = {a: ("missing" if np.isnan(steps[:, j]).any() else source)
+             for j, a in enumerate(assets)}
     return Scenario(name, "hypothetical", np.exp(steps)[None], delay, assets, flags,
                     sigma_multiplier, note)
 
 
 def hypothetical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
-                           assets: list[str], sigma_today: np.ndarray,
-                           delay_steps: int) -> list[Scenario]:
-    """Beta and correlation-one shocks, the volatility shock, single-asset collapses."""
+                           assets: list[str], sigma_today: np.ndarray, delay_steps: int,
+                           unusable: list[str] | tuple[str, ...] = (),
+                           ) -> tuple[list[Scenario], list[Skipped]]:
+    """Beta and correlation-one shocks, the volatility shock, single-asset collapses; and the
+    shocks that could not be built (module docstring), with the reason.
+
+    ``unusable`` are the assets whose published row cannot be stressed (stale or no
+    forecast); their own moves are set missing by the caller in every scenario.
+    """
     shock = np.log1p(cfg.shock_move)
-    out = []
+    out, skipped = [], []
     if cfg.shock_asset in assets:
         i = assets.index(cfg.shock_asset)
-        beta = betas(daily, assets, cfg.shock_asset, cfg.beta_window_days)
-        beta[i] = 1.0
         # e.g. BTC_drop30 (no '%': scenario names become MLflow metric keys)
         tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
-        out.append(_shock(f"{tag}_beta", beta * shock, assets, delay_steps,
-                          "beta", note=f"betas over {cfg.beta_window_days} days"))
-        out.append(_shock(f"{tag}_corr1", shock * sigma_today / sigma_today[i],
-                          assets, delay_steps, "corr1"))
+        if cfg.shock_asset in unusable:
+            why = (f"shock asset {cfg.shock_asset} is unusable (stale data or no forecast): "
+                   "a shock defined by its move cannot be applied")
+            skipped += [Skipped(f"{tag}_{v}", "hypothetical", why) for v in ("beta", "corr1")]
+        else:
+            beta = betas(daily, assets, cfg.shock_asset, cfg.beta_window_days)
+            beta[i] = 1.0
+            out.append(_shock(f"{tag}_beta", beta * shock, assets, delay_steps,
+                              "beta", note=f"betas over {cfg.beta_window_days} days"))
+            sigma_shock = float(sigma_today[i])
+            if np.isfinite(sigma_shock) and sigma_shock > 0:
+                out.append(_shock(f"{tag}_corr1", shock * sigma_today / sigma_shock,
+                                  assets, delay_steps, "corr1"))
+            else:
+                skipped.append(Skipped(f"{tag}_corr1", "hypothetical", f"sigma_1d of "
+                                       f"{cfg.shock_asset} is {sigma_shock!r}: the "
+                                       "correlation-one moves divide by it"))
     m = cfg.vol_multiplier
     out.append(_shock(f"vol_x{m:g}", -cfg.vol_z * m * sigma_today, assets, delay_steps,
                       "vol_shock", sigma_multiplier=m))
     for a in cfg.collapse_assets if cfg.collapse_assets is not None else assets:
         if a not in assets:
             continue
+        if a in unusable:  # its holders are excluded from every scenario: nothing to collapse
+            skipped.append(Skipped(f"{a}_collapse", "hypothetical", f"{a} is unusable (stale "
+                                   "data or no forecast): its holders are excluded"))
+            continue
         move = np.zeros(len(assets))
         move[assets.index(a)] = np.log1p(cfg.collapse_move)
         out.append(_shock(f"{a}_collapse", move, assets, delay_steps, "collapse"))
-    return out
+    return out, skipped

@@ -1,0 +1,77 @@
+"""Stress tables: the bad debt shared on the book's debt and on the debt evaluated, the
+excluded debt, and the scenarios that were skipped."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+from pipelines.stress import contract
+from pipelines.stress.book import Book
+from pipelines.stress.liquidation import Market, liquidate
+from pipelines.stress.report import TOTAL, scenario_rows, stress_table, summary
+from pipelines.stress.scenarios import Scenario, Skipped
+
+AS_OF = dt.date(2025, 6, 30)
+REF = {"path": f"asof={AS_OF}", "revision": 1, "success_sha256": "0" * 64}
+
+
+def _run(collateral: list[list[float]], debt: list[float]) -> list[dict]:
+    """One crash of X (−30%, then held) with Y's move missing, over the given accounts."""
+    book = Book(np.array([f"a{i}" for i in range(len(debt))]), ["X", "Y"],
+                np.array(collateral), np.array(debt))
+    market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
+                    np.full(2, 0.05), np.full(2, 79_800.0))
+    rel = np.array([[[1.0, np.nan], [0.7, np.nan], [0.7, np.nan]]])
+    scn = Scenario("crash", "historical", rel, 1, ["X", "Y"], {"X": "hourly", "Y": "missing"})
+    return scenario_rows(AS_OF, scn, liquidate(book, market, rel, 1), float(book.debt_usd.sum()))
+
+
+def test_bad_debt_is_shared_on_the_book_and_on_the_debt_evaluated() -> None:
+    # a0 (X only, debt 760) is evaluated; a1 holds Y (no move) and is excluded with its 2,000
+    rows = _run([[10.0, 0.0], [10.0, 20.0]], [760.0, 2_000.0])
+    total = rows[-1]
+    assert total["asset"] == TOTAL and total["excluded_accounts"] == 1
+    assert total["excluded_debt_usd"] == 2_000.0
+    bad = total["bad_debt_usd"]
+    assert bad > 0
+    assert total["bad_debt_share"] == pytest.approx(bad / 2_760.0)
+    assert total["bad_debt_share_evaluated"] == pytest.approx(bad / 760.0)
+    x = rows[0]
+    assert x["bad_debt_share_evaluated"] == pytest.approx(x["bad_debt_usd"] / 760.0)
+    assert "excluded_debt_usd" not in x  # ALL row only (null in the table)
+
+
+def test_a_scenario_that_evaluated_no_debt_has_no_evaluated_share() -> None:
+    """Every account excluded: 0 bad debt of 0 evaluated is not a 0% result: null."""
+    rows = _run([[10.0, 5.0], [0.0, 20.0]], [760.0, 2_000.0])
+    total = rows[-1]
+    assert total["excluded_accounts"] == 2 and total["excluded_debt_usd"] == 2_760.0
+    assert total["bad_debt_share"] == 0.0 and total["bad_debt_share_evaluated"] is None
+    table = stress_table(rows)
+    assert table.column("bad_debt_share_evaluated").null_count == len(rows)
+    row_schema = contract.stress_row_schema()
+    for row in json.loads(table.to_pandas().to_json(orient="records", date_format="iso")):
+        row["as_of"] = row["as_of"][:10]
+        jsonschema.validate(row, row_schema)
+
+
+def test_the_summary_publishes_the_new_columns_and_the_skipped_scenarios() -> None:
+    rows = _run([[10.0, 0.0], [10.0, 20.0]], [760.0, 2_000.0])
+    details = {"crash": {"note": "", "missing_assets": ["Y"], "daily_assets": [],
+                         "top_accounts": [], "top_assets": [], "hhi_accounts": 0.0}}
+    book = {"source": "book.csv", "accounts": 2, "debt_usd": 2_760.0,
+            "collateral_usd": 4_000.0, "unhealthy_at_start": 0, "frozen_sizing": []}
+    skipped = [Skipped("BTC_drop30_corr1", "hypothetical", "shock asset BTC is unusable")]
+    doc = summary(AS_OF, rows, details, book, REF, skipped)
+    item = doc["scenarios"][0]
+    assert item["excluded_debt_usd"] == 2_000.0
+    assert item["bad_debt_share_evaluated"] == pytest.approx(item["bad_debt_usd"] / 760.0)
+    assert doc["skipped_scenarios"] == [{"scenario": "BTC_drop30_corr1",
+                                         "kind": "hypothetical",
+                                         "reason": "shock asset BTC is unusable"}]
+    jsonschema.validate(doc, contract.summary_schema())
