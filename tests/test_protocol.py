@@ -12,6 +12,7 @@ from pipelines.policy_eval.backtest import with_outcomes
 from pipelines.policy_eval.compare import aave_paths, static_schedule
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
 from pipelines.policy_eval.protocol import SELECTION, choose, in_period, judge, period_label
+from tests.paths import margin_path
 
 CFG = Config().with_overrides({"evaluation.budget": "none"})
 DATES = pd.date_range("2021-01-01", "2025-06-29")
@@ -19,17 +20,7 @@ DATES = pd.date_range("2021-01-01", "2025-06-29")
 
 def _path(seed: int, mmf: float, assets=("A", "B")) -> pd.DataFrame:
     """A policy path with log losses ~ |N(0, 4%)| and a constant margin."""
-    rng = np.random.default_rng(seed)
-    blocks = []
-    for asset in assets:
-        n = len(DATES)
-        blocks.append(pd.DataFrame({
-            "asset": asset, "date": DATES, "loss_next": np.abs(rng.normal(0, 0.04, n)),
-            "short_loss_next": 0.0, "liquidity_addon": 0.0, "mmf": mmf, "imf": mmf * 1.25,
-            "lb": 1.05}))
-    out = pd.concat(blocks, ignore_index=True)
-    out["lt"], out["ltv"] = (1 - out["mmf"]) / 1.05, (1 - out["imf"]) / 1.05
-    return with_outcomes(out)
+    return margin_path(DATES, mmf, seed, assets)
 
 
 def _candidates():
@@ -389,13 +380,9 @@ def test_the_knob_choice_ignores_the_evaluation_period():
         "policy:loose,w=1"
 
 
-def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period():
-    """End to end on a seeded panel: the first choice (``flat`` at 97.5%) is acceptable on one
-    asset of the selection period, its variant with the full stress floor on both, so that
-    variant is frozen (and registered: its settings are the choice's overrides), reported
-    first with its own no-APC variant; with ``choose_knobs`` off the first choice stays."""
-    from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
-
+def _knob_evaluation():
+    """(config, panel, forecasts, comparison) of the end-to-end policy evaluation tests: one
+    year to choose, the next to report, the stress-floor weight swept beside the choice."""
     cfg = CFG.with_overrides({
         "evaluation.selection_start": "2022-01-01", "evaluation.selection_end": "2022-12-31",
         "evaluation.evaluation_start": "2023-01-01", "evaluation.evaluation_end": "2023-12-30",
@@ -405,6 +392,17 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     panel, fcs = _panel_and_forecasts()
     compared = pd.DataFrame({"model": ["true", "flat"], "asset": "A", "horizon_days": 1,
                              "qlike": [0.1, 0.2], "in_mcs": True, "var_pass": True})
+    return cfg, panel, fcs, compared
+
+
+def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period():
+    """End to end on a seeded panel: the first choice (``flat`` at 97.5%) is acceptable on one
+    asset of the selection period, its variant with the full stress floor on both, so that
+    variant is frozen (and registered: its settings are the choice's overrides), reported
+    first with its own no-APC variant; with ``choose_knobs`` off the first choice stays."""
+    from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
+
+    cfg, panel, fcs, compared = _knob_evaluation()
     ev = evaluate_policies(panel, fcs, compared, cfg)
     name = "policy:flat@stress_floor_weight=1.0"
     assert ev.choice.policy == name and ev.choice.model == "flat"
@@ -441,15 +439,7 @@ def test_a_failure_after_the_selection_period_does_not_move_the_choice():
     of the choice, as before."""
     from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
 
-    cfg = CFG.with_overrides({
-        "evaluation.selection_start": "2022-01-01", "evaluation.selection_end": "2022-12-31",
-        "evaluation.evaluation_start": "2023-01-01", "evaluation.evaluation_end": "2023-12-30",
-        "evaluation.grid": {"policy.confidence": [0.975]}, "backtest.n_jobs": 1,
-        "policy.fhs_min_obs": 60,
-        "evaluation.frontier_knobs": {"policy.stress_floor_weight": [0.0, 1.0]}})
-    panel, fcs = _panel_and_forecasts()
-    compared = pd.DataFrame({"model": ["true", "flat"], "asset": "A", "horizon_days": 1,
-                             "qlike": [0.1, 0.2], "in_mcs": True, "var_pass": True})
+    cfg, panel, fcs, compared = _knob_evaluation()
 
     def failing_on_b(day: str):
         f = fcs["flat"]

@@ -10,8 +10,8 @@ import pytest
 from configs.schema import Config
 from pipelines.evaluation import tail_compare as tc
 from pipelines.evaluation.years import year_blocks
-from pipelines.policy_eval.backtest import with_outcomes
 from pipelines.policy_eval.protocol import EVALUATION, by_year, judge
+from tests.paths import margin_path
 
 D = dt.date
 
@@ -81,18 +81,8 @@ def test_tail_scores_by_year_are_the_pooled_scores_of_each_block():
 def _policy_path(mmf_first: float, mmf_second: float, seed: int = 1) -> pd.DataFrame:
     """Daily losses ~ |N(0, 4%)| on two assets; the margin is ``mmf_first`` until
     2024-06-30 and ``mmf_second`` after."""
-    rng = np.random.default_rng(seed)
     dates = pd.date_range("2023-01-01", "2025-06-29")
-    blocks = []
-    for asset in ("A", "B"):
-        mmf = np.where(dates <= "2024-06-30", mmf_first, mmf_second)
-        blocks.append(pd.DataFrame({
-            "asset": asset, "date": dates, "loss_next": np.abs(rng.normal(0, 0.04, len(dates))),
-            "short_loss_next": 0.0, "liquidity_addon": 0.0, "mmf": mmf, "imf": mmf * 1.25,
-            "lb": 1.05}))
-    out = pd.concat(blocks, ignore_index=True)
-    out["lt"], out["ltv"] = (1 - out["mmf"]) / 1.05, (1 - out["imf"]) / 1.05
-    return with_outcomes(out)
+    return margin_path(dates, np.where(dates <= "2024-06-30", mmf_first, mmf_second), seed)
 
 
 def test_policy_verdicts_by_year_catch_a_policy_that_fails_in_one_year_only():
