@@ -34,8 +34,9 @@ class RolesConfig(_Strict):
     publishes the risk-based targets at once."""
 
     enabled: bool = True
-    # Loosening (LT up, LB down) takes effect this many days after it is announced (the Aave
-    # stewards' 3-day delay).
+    # A change that raises LT, or raises LB under a held LT (a larger penalty, a thinner
+    # cushion), takes effect this many days after it is announced (the Aave stewards' 3-day
+    # delay); one that lowers LT or widens MMF = 1 - LT·LB takes tighten_notice_days.
     notice_days: int = Field(3, ge=1, le=30)
     # LT never falls below an LTV admitted in the last `protect_days` (+ ltv_gap): a borrower
     # at the maximum LTV has a week to react to any tightening (>= notice_days). Longer means

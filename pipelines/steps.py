@@ -219,7 +219,8 @@ def step_backtest(
             mapper=None if mapper is map else mapper,
             chunk_assets=bt.chunk_assets if engine is None else
             engine.chunk_size(scores["asset"].nunique(), bt.chunk_assets))
-        if evaluation is not None:
+        if evaluation is not None:  # with the failed triples, as the whole period's
+            evaluation = comparison_with_failures(evaluation, failures)
             evaluation.to_csv(out_dir / "comparison_evaluation.csv", index=False)
             _log_tables({"comparison_evaluation": evaluation}, "comparison")
         for asset in sorted({"BTC", "ETH"} & set(table["asset"])):

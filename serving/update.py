@@ -341,20 +341,23 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     pend &= ~due
     lt_min = adm_ltv.max(axis=1, initial=-np.inf) + r.ltv_gap
     lt_n, lb_n, moves = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
-    # a pending loosening that today's step no longer supports is withdrawn, also where the
-    # step itself is held (LT pinned by the admitted LTVs, or within the deadband): left in
-    # place it would take effect on a day the target lies above it
-    withdraw = pend & ~moves & (lt_n < pend_lt - EPS)
+    # a pending change looser than today's step (a higher LT, or a thinner cushion MMF =
+    # 1 - LT·LB) is replaced by the step, or withdrawn where the step itself is held (LT
+    # pinned by the admitted LTVs, or within the deadband): left in place it would take
+    # effect on a day the target lies above it
+    looser = pend & ((pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS))
+    withdraw = looser & ~moves
     for i in np.flatnonzero(withdraw).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} withdrawn")
     pend &= ~withdraw
-    new = ~fresh & moves & (~pend | (lt_n < pend_lt - EPS))
+    new = ~fresh & moves & (~pend | looser)
     if new.any():
-        # the lender first: a change that lowers LT or widens the cushion MMF = 1 - LT·LB
-        # takes the short notice; any other (LT up, or LB up under a held LT: a larger
+        # the lender first: a change that lowers LT, or widens the cushion under an LT not
+        # raised, takes the short notice; any other (LT up; LB up under a held LT: a larger
         # penalty and a thinner cushion) the borrower's notice
-        tighter = (lt_n < lt_e - EPS) | (lt_n * lb_n < lt_e * lb_e - EPS)
+        tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS)
+                                         & (lt_n * lb_n < lt_e * lb_e - EPS))
         notice = np.where(tighter, r.tighten_notice_days, r.notice_days)
         pend = pend | new
         pend_lt, pend_lb = np.where(new, lt_n, pend_lt), np.where(new, lb_n, pend_lb)
@@ -432,9 +435,12 @@ def _announce(mmf_t: np.ndarray, lb_t: np.ndarray, lt_e: np.ndarray, lb_e: np.nd
     lt_n = np.minimum(np.maximum((1.0 - mmf_t) / lb_n, lt_e - r.lt_down_step),
                       lt_e + r.lt_up_step)
     # the admitted LTVs' floor last: it is the guarantee to open positions, above the MMF
-    # floor too (a floor raised by a new config waits until those LTVs leave the window)
+    # floor too (a floor raised by a new config waits until those LTVs leave the window).
+    # It holds LT, never raises it: under one config every admitted LTV + gap is <= the LT
+    # in force, and a gap widened by a new config does not push LT up (past its step, or
+    # LT·LB past 1)
     lt_n = np.minimum(lt_n, (1.0 - cfg.mmf_floor) / lb_lo)
-    lt_n = np.maximum(lt_n, lt_min)
+    lt_n = np.maximum(lt_n, np.minimum(lt_min, lt_e))
     mmf_e = 1.0 - lt_e * lb_e
     held = (1.0 - mmf_e) / lt_n
     # MMF moves toward its target, never away and never past it: with LT held up by the

@@ -169,6 +169,55 @@ def test_a_raised_mmf_floor_waits_for_the_ltvs_admitted_under_the_old_one():
     assert p.mmf == pytest.approx(0.05)  # reached once the old LTVs have left the window
 
 
+def _steps(targets: list[tuple[float, float]], cfgs: list[PolicyConfig] | None = None):
+    """(published, state) of consecutive days from (target MMF, target LB) pairs; day k
+    under ``cfgs[k]``, the last config for the days after."""
+    cfgs = cfgs or [CFG]
+    state, out = None, []
+    for k, (mmf, lb) in enumerate(targets):
+        cfg = cfgs[min(k, len(cfgs) - 1)]
+        p, state = apply_roles(target(mmf, lb=lb), state, day(k), cfg)
+        out.append((p, state))
+    return out
+
+
+def test_a_pending_thinner_cushion_is_withdrawn_when_the_market_turns():
+    """LT pinned at MMF 3%: a lower target with a higher LB announces LB up under the held LT
+    (a thinner cushion); the market turns the next day. The change is withdrawn, not left to
+    take MMF away from a target of 6%."""
+    path = _steps([(0.03, 1.03)] * 3 + [(0.027, 1.10)] + [(0.06, 1.03)] * (R.notice_days + 2))
+    p3, s3 = path[3]
+    assert s3.pending is not None and s3.pending.lt == pytest.approx(p3.lt)
+    assert s3.pending.lb > p3.lb  # LB up, LT held
+    assert (s3.pending.effective - s3.pending.announced).days == R.notice_days
+    p4, s4 = path[4]
+    assert "withdrawn" in p4.reason and s4.pending is None
+    assert all(p.mmf >= 0.03 - 1e-12 for p, _ in path[4:])
+
+
+def test_an_lt_increase_waits_the_borrowers_notice_even_when_the_cushion_widens():
+    """A target with a lower LB: LT up and LB down at once, MMF up. LT rises, so the change
+    takes the long notice whatever the cushion does."""
+    path = _steps([(0.055, 1.05)] * 3 + [(0.056, 1.02)] * 2)
+    prev, _ = path[2]
+    _, s3 = path[3]
+    p = s3.pending
+    assert p.lt > prev.lt and p.lt * p.lb < prev.lt * prev.lb  # LT up, MMF up
+    assert (p.effective - p.announced).days == R.notice_days
+
+
+def test_a_wider_gap_in_a_new_config_holds_lt_and_never_breaks_solvency():
+    """LTVs admitted with a 1 pp gap, then a config with 4 pp: the floor from the admitted
+    LTVs would sit above the LT in force; it holds LT where it is, never raises it past its
+    step or LT·LB past 1."""
+    wide = CFG.model_copy(update={"roles": R.model_copy(update={"ltv_gap": 0.04})})
+    path = _steps([(0.02, 1.10)] * 8, [CFG, CFG, CFG, wide])
+    first = path[0][0]
+    for p, _ in path:
+        assert p.lt * p.lb <= 1 - CFG.mmf_floor + 1e-12 and p.lt <= first.lt + 1e-12
+    assert all(p.ltv <= p.lt - 0.04 + 1e-12 for p, _ in path[3:])
+
+
 def test_lb_moves_by_at_most_its_step_per_change():
     path = run([0.10] * 6, lb=1.05)
     _, state = path[-1]

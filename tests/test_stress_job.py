@@ -157,6 +157,16 @@ def test_gate_refuses_a_challenger_over_the_stress_budget(project: tuple[Config,
     assert stress_refusal({"worst_standard_bad_debt_share": 0.5}, None) is None
     assert stress_refusal({"worst_standard_bad_debt_share": 0.01,
                            "worst_standard": "x"}, 0.02) is None
+    # a market-wide shock that could not be built refuses; an unusable asset's collapse not
+    skipped = [{"scenario": "BTC_drop30_beta", "kind": "hypothetical", "reason": "BTC stale"},
+               {"scenario": "MATIC_collapse", "kind": "hypothetical", "reason": "unusable"}]
+    refused = stress_refusal({"worst_standard_bad_debt_share": 0.01, "worst_standard": "x",
+                              "skipped_scenarios": skipped}, 0.02)
+    assert refused == ("stress cannot judge the challenger: BTC_drop30_beta skipped "
+                       "(BTC stale)")
+    assert stress_refusal({"worst_standard_bad_debt_share": 0.01, "worst_standard": "x",
+                           "skipped_scenarios": skipped[1:]}, 0.02) is None
+    assert stress_refusal({"skipped_scenarios": skipped}, None) is None  # no budget
     # a loose challenger (LT 0.97, LB 1.01: a 2% cushion) on the standard scenarios
     loose = _parameters(AS_OF).assign(lt=0.97, ltv=0.95, lb=1.01)
     strict = cfg.with_overrides({"stress.max_bad_debt_share": 0.001})

@@ -8,8 +8,9 @@ adds blocks; nothing is chosen on them (the settings stay those frozen on the se
 period), so a block is what a reader would have seen a year after the freeze.
 
 Rule for the end: a last block shorter than :data:`MIN_MONTHS` months is joined to the block
-before it (a few weeks decide no test), so a block holds 6 to 17 months; its label gives its
-real first and last day.
+before it (a few weeks decide no test), so a block holds 6 months to just under 18 (or less
+when the whole period is shorter than 6 months: one block); its label gives its real first
+and last day.
 """
 
 from __future__ import annotations

@@ -175,8 +175,11 @@ def _known_before(forecasts: Mapping[str, pd.DataFrame],
     out, lines = dict(forecasts), []
     cut = pd.Timestamp(end)
     for model, rows in (withheld or {}).items():
+        # every target day of the row (cutoff + 1 .. cutoff + h) is a loss day <= ``end``
+        last_target = pd.to_datetime(rows["cutoff"]) + pd.to_timedelta(
+            rows["horizon_days"].astype(int), unit="D")
         late = rows[(pd.to_datetime(rows["failed_from"]) > cut)
-                    & (pd.to_datetime(rows["cutoff"]) < cut)].drop(columns="failed_from")
+                    & (last_target <= cut)].drop(columns="failed_from")
         if not len(late):
             continue
         mine = [out[model]] if model in out else []

@@ -138,16 +138,18 @@ BY_YEAR_COLUMNS = ["block", "start", "end", "policy", "acceptable", "unproven", 
 def by_year(paths: Mapping[str, pd.DataFrame], names: Sequence[str], reference: str,
             cfg: Config) -> pd.DataFrame:
     """``names`` judged on each twelve-month block of the evaluation period
-    (:func:`pipelines.evaluation.years.year_blocks`), with that block's budgets (the
-    comparators' stress bad debt in it), ranked as the choice ranks: acceptable assets,
-    capital, breaches, bad debt; ``capital_vs_reference``: capital / ``reference``'s − 1 in
-    the same block. Read after the freeze, for the report: nothing is chosen on it. Needs
-    the comparators (``static``, ``aave_v3``) in ``paths`` for the budgets."""
+    (:func:`pipelines.evaluation.years.year_blocks`, up to the last loss day realized in it),
+    with that block's budgets (the comparators' stress bad debt in it), summarized as the
+    choice's table (:func:`rank`: acceptable assets, capital, breaches, bad debt), rows in
+    the order of ``names``; ``capital_vs_reference``: capital / ``reference``'s − 1 in the
+    same block. Read after the freeze, for the report: nothing is chosen on it. Needs the
+    comparators (``static``, ``aave_v3``) in ``paths`` for the budgets."""
     u, ev = cfg.features.update_interval_days, cfg.evaluation
     present = [n for n in dict.fromkeys(names) if n in paths]
     if not present:
         return pd.DataFrame(columns=BY_YEAR_COLUMNS)
-    end = ev.evaluation_end or realized_end(paths[present[0]], u)
+    last = realized_end(paths[present[0]], u)  # blocks end with the data, as the tail's do
+    end = last if ev.evaluation_end is None or last is None else min(ev.evaluation_end, last)
     frames = []
     for label, lo, hi in year_blocks(ev.evaluation_start, end):
         caps = budgets(paths, cfg, lo, hi)

@@ -266,13 +266,15 @@ def sizing_ltv(params: pd.DataFrame, ltv_gap: float, skip: list[str] | tuple[str
 
     An asset is **frozen** when its published row is the fail-safe (``flag_fallback``) with
     LTV 0: no new borrowing, LT and LB held for the positions opened before the freeze
-    (:func:`serving.roles.freeze`). Those positions are sized at the highest LTV admitted in
-    the protection window (``admitted_ltv``, a JSON list of [date, ltv], basis
-    ``admitted_ltv``): the roles keep LT >= each of them + ``roles.ltv_gap``, so they open
-    healthy under the held LT. With no admitted LTV left (frozen longer than the window, or a
-    partition without the column) they are sized at ``LT - roles.ltv_gap`` (basis
-    ``lt_minus_gap``), the highest LTV the roles could have admitted under the held LT: the
-    conservative side for a stress. Every other asset keeps its published LTV.
+    (:func:`serving.roles.freeze`). Those positions are sized at the highest LTV of the
+    row's ``admitted_ltv`` (a JSON list of [date, ltv], basis ``admitted_ltv``): the LTVs
+    admitted in the protection window before the freeze, which a freeze keeps however long it
+    lasts (the positions opened then do not go away when the window has passed); the roles
+    keep LT >= each of them + ``roles.ltv_gap``, so they open healthy under the held LT.
+    With no admitted LTV (a partition without the column, or none admitted before the
+    freeze) they are sized at ``LT - roles.ltv_gap`` (basis ``lt_minus_gap``), the highest
+    LTV the roles could have admitted under the held LT: the conservative side for a stress.
+    Every other asset keeps its published LTV.
 
     Parameters
     ----------

@@ -23,9 +23,19 @@ from serving.apply import policy_frame
 
 
 def stress_refusal(summary: dict[str, Any], budget: float | None) -> str | None:
-    """Why the stress refuses a challenger (None: it does not, or no budget is set)."""
+    """Why the stress refuses a challenger (None: it does not, or no budget is set).
+
+    A market-wide hypothetical shock that could not be built (its shock asset stale or
+    without a forecast: ``skipped_scenarios``) refuses too: the gate cannot say the budget
+    holds on a scenario it did not run. The collapse of an unusable asset is not one: its
+    holders are excluded from every scenario."""
     if budget is None:
         return None
+    unjudged = [item for item in summary.get("skipped_scenarios", [])
+                if item["kind"] == "hypothetical" and not item["scenario"].endswith("_collapse")]
+    if unjudged:
+        return "stress cannot judge the challenger: " + "; ".join(
+            f"{item['scenario']} skipped ({item['reason']})" for item in unjudged)
     share = float(summary["worst_standard_bad_debt_share"])
     if share <= budget:
         return None
