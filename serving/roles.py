@@ -6,7 +6,8 @@
   a change is **announced** and takes effect after a notice (``roles.notice_days`` for a
   loosening, ``roles.tighten_notice_days`` for a tightening, since the margin protects the
   lender first), is rate-limited both ways (``lt_up_step``, ``lt_down_step``, ``lb_step`` per
-  change; one pending change at a time, replaced only by a tighter one), and never sets LT
+  change; one pending change at a time, withdrawn, trimmed or replaced only by a tighter
+  one), and never sets LT
   below an LTV admitted in the last ``protect_days`` (>= ``notice_days``) plus ``ltv_gap``.
 
 **Guarantee.** With ``A(t)`` the published (maximum) LTV at update ``t`` and ``g`` the gap,
@@ -138,10 +139,12 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
        more; MMF = 1 - LT·LB moves toward its target, never away and never past it (with LT
        held up by admitted LTVs, a rising LB would otherwise *shrink* the cushion in a
        crash, or below the target in a calm); a step within the deadband is not announced,
-       and a pending loosening that today's step no longer supports is withdrawn even where
-       that step is held (LT pinned by admitted LTVs). A change that lowers LT or widens
-       MMF takes ``tighten_notice_days``; any other (LT up, or LB up under a held LT) takes
-       ``notice_days``;
+       and a pending change looser than today's step (a higher LT or a thinner cushion) is
+       withdrawn where the step is held (LT pinned by admitted LTVs, or the deadband),
+       replaced where the step tightens, and trimmed to the step, keeping its effective
+       date, where the step is a smaller loosening. A change that lowers LT, or widens MMF
+       under an LT not raised, takes ``tighten_notice_days``; any other (LT up, or LB up
+       under a held LT) takes ``notice_days``;
     3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff,
        min(LT_eff, LT_pending, LT*) - gap) (below the target LT* too: an LTV admitted above
        it would hold LT up every day it is re-admitted, and a tighter target would never take

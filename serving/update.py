@@ -341,23 +341,30 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     pend &= ~due
     lt_min = adm_ltv.max(axis=1, initial=-np.inf) + r.ltv_gap
     lt_n, lb_n, moves = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
-    # a pending change looser than today's step (a higher LT, or a thinner cushion MMF =
-    # 1 - LT·LB) is replaced by the step, or withdrawn where the step itself is held (LT
-    # pinned by the admitted LTVs, or within the deadband): left in place it would take
-    # effect on a day the target lies above it
+    # the lender first: a change that lowers LT, or widens the cushion MMF = 1 - LT·LB under
+    # an LT not raised, takes the short notice; any other (LT up; LB up under a held LT: a
+    # larger penalty and a thinner cushion) the long one
+    tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS))
+    # a pending change looser than today's step (a higher LT, or a thinner cushion) must not
+    # take effect as announced on a day the target lies above it: withdrawn where the step
+    # is held (LT pinned by the admitted LTVs, or within the deadband), replaced where the
+    # step tightens, and trimmed to the step where the step is a smaller loosening (its
+    # notice, already running, covers less than it announced: restarting it at every
+    # jitter of the target would hold the margin up for good)
     looser = pend & ((pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS))
     withdraw = looser & ~moves
+    trim = looser & moves & ~tighter & ~fresh
     for i in np.flatnonzero(withdraw).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} withdrawn")
+    for i in np.flatnonzero(trim).tolist():
+        notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
+                        f"{date_of(pend_announced[i])} trimmed to LT {lt_n[i]:.4f} / LB "
+                        f"{lb_n[i]:.4f}, effective {date_of(pend_effective[i])}")
     pend &= ~withdraw
-    new = ~fresh & moves & (~pend | looser)
+    pend_lt, pend_lb = np.where(trim, lt_n, pend_lt), np.where(trim, lb_n, pend_lb)
+    new = ~fresh & moves & (~pend | (looser & ~trim))
     if new.any():
-        # the lender first: a change that lowers LT, or widens the cushion under an LT not
-        # raised, takes the short notice; any other (LT up; LB up under a held LT: a larger
-        # penalty and a thinner cushion) the borrower's notice
-        tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS)
-                                         & (lt_n * lb_n < lt_e * lb_e - EPS))
         notice = np.where(tighter, r.tighten_notice_days, r.notice_days)
         pend = pend | new
         pend_lt, pend_lb = np.where(new, lt_n, pend_lt), np.where(new, lb_n, pend_lb)

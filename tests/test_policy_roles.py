@@ -181,6 +181,26 @@ def _steps(targets: list[tuple[float, float]], cfgs: list[PolicyConfig] | None =
     return out
 
 
+def test_a_pending_loosening_is_trimmed_to_a_smaller_one_keeping_its_notice():
+    """A loosening is announced (day 1); the next day the target still loosens, but less. The
+    announced change is trimmed to the smaller step and keeps its effective date: its notice
+    covers less than it announced, and restarting it at every move of the target would hold
+    the margin up."""
+    path = run([0.20, 0.05, 0.196] + [0.196] * R.notice_days)
+    first = path[0][0]
+    _, s1 = path[1]
+    assert s1.pending.lt == pytest.approx(first.lt + R.lt_up_step)
+    p2, s2 = path[2]
+    assert s2.pending.lt == pytest.approx((1 - 0.196) / 1.05)
+    assert s2.pending.lt < s1.pending.lt
+    assert s2.pending.lt > first.lt + R.deadband  # still a loosening, beyond the deadband
+    assert (s2.pending.announced, s2.pending.effective) == (s1.pending.announced,
+                                                            s1.pending.effective)
+    assert "trimmed" in p2.reason and p2.lt == first.lt
+    in_force = path[1 + R.notice_days][0]
+    assert in_force.lt == pytest.approx((1 - 0.196) / 1.05) and "in effect" in in_force.reason
+
+
 def test_a_pending_thinner_cushion_is_withdrawn_when_the_market_turns():
     """LT pinned at MMF 3%: a lower target with a higher LB announces LB up under the held LT
     (a thinner cushion); the market turns the next day. The change is withdrawn, not left to
