@@ -347,13 +347,15 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS))
     # a pending change looser than today's step (a higher LT, or a thinner cushion) must not
     # take effect as announced on a day the target lies above it: withdrawn where the step
-    # is held (LT pinned by the admitted LTVs, or within the deadband), replaced where the
-    # step tightens, and trimmed to the step where the step is a smaller loosening (its
-    # notice, already running, covers less than it announced: restarting it at every
-    # jitter of the target would hold the margin up for good)
+    # is held (LT pinned by the admitted LTVs, or within the deadband); trimmed to the step
+    # where the step is a loosening within what was announced (no higher LT, no thinner
+    # cushion: the notice already running covers it, and restarting it at every move of the
+    # target would hold the margin up for good); otherwise replaced by the step, announced
+    # with its own notice
     looser = pend & ((pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS))
+    within = (lt_n <= pend_lt + EPS) & (lt_n * lb_n <= pend_lt * pend_lb + EPS)
     withdraw = looser & ~moves
-    trim = looser & moves & ~tighter & ~fresh
+    trim = looser & moves & ~tighter & within
     for i in np.flatnonzero(withdraw).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} withdrawn")

@@ -156,7 +156,7 @@ def _period_points(item: tuple[str, float, pd.DataFrame], cfg: Config
 
 def known_before(forecasts: Mapping[str, pd.DataFrame],
                  withheld: Mapping[str, pd.DataFrame] | None, end: object
-                 ) -> dict[str, pd.DataFrame]:
+                 ) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """``forecasts`` and, per model, its withheld rows (the forecasts of a triple the
     walk-forward failed, made before the failure: :attr:`models.backtest.WalkForward.withheld`)
     of the triples whose first failure came *after* ``end``, the selection period's last day,
@@ -164,14 +164,8 @@ def known_before(forecasts: Mapping[str, pd.DataFrame],
     without them a failure in the evaluation period would take the asset out of the choice
     (counted not acceptable), information from after the freeze. From ``end`` on they stay
     out (the frozen policy is reported without them, as it would have been served); a triple
-    that failed within the selection period stays out of the choice too."""
-    return _known_before(forecasts, withheld, end)[0]
-
-
-def _known_before(forecasts: Mapping[str, pd.DataFrame],
-                  withheld: Mapping[str, pd.DataFrame] | None, end: object
-                  ) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """:func:`known_before` and the triples it brought back, one line each."""
+    that failed within the selection period stays out of the choice too. Also returns the
+    triples brought back, one line each ("<model> <asset> h=<h> failed from <day>")."""
     out, lines = dict(forecasts), []
     cut = pd.Timestamp(end)
     for model, rows in (withheld or {}).items():
@@ -199,7 +193,7 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                       withheld: Mapping[str, pd.DataFrame] | None = None) -> PolicyEvaluation:
     """Replay → choose on the selection period → freeze → report both periods.
     ``withheld``: see :func:`known_before`."""
-    forecasts, lines = _known_before(forecasts, withheld, cfg.evaluation.selection_end)
+    forecasts, lines = known_before(forecasts, withheld, cfg.evaluation.selection_end)
     if ewma is not None and EWMA not in forecasts:
         forecasts[EWMA] = ewma
     # on Dask the panel goes to the workers once for the replays and the static tables
