@@ -92,7 +92,7 @@ def policy_tables(bt: Path) -> str:
             "days: fewer, or no budget for the asset, and "
             "passing is unproven); capital = mean(1 − LTV); bad "
             "debt = Σ (x − cushion)/LB for a position at LT."
-            + unserved_note(summary, name))
+            + unserved_note(summary, name) + later_failure_note(frozen))
     mine = summary[summary["policy"] == name][[
         "asset", "n", "breaches", "breach_upper", "band_low", "under_coverage",
         "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
@@ -121,6 +121,16 @@ def policy_tables(bt: Path) -> str:
             + "\n\n### Days on which several assets breached together (frozen policy, "
               "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
                                           empty="no day with that many breaches"))
+
+
+def later_failure_note(frozen: dict) -> str:
+    """The forecaster-asset pairs the choice judged on their forecasts made before a failure
+    that came after the selection period (``frozen.json``), '' where there are none."""
+    triples = frozen.get("judged_before_a_later_failure") or []
+    if not triples:
+        return ""
+    return (" Judged in the choice on the forecasts made before a failure after the selection "
+            "period (left out from that failure on): " + "; ".join(triples) + ".")
 
 
 def unserved_note(summary: pd.DataFrame, name: str) -> str:

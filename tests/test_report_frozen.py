@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.report_md import _frozen_points, _knob_note, unserved_note
+from pipelines.report_md import _frozen_points, _knob_note, later_failure_note, unserved_note
 
 POINTS = pd.DataFrame({
     "family": ["har_rv", "har_rv", "har_rv:stress_floor_weight", "har_rv:stress_floor_weight",
@@ -37,3 +37,13 @@ def test_the_protocol_names_the_assets_the_frozen_policy_cannot_serve():
     note = unserved_note(summary, "frozen")
     assert note.startswith(" **Not judged on AAA, LUNC**: the frozen forecaster has no path")
     assert unserved_note(summary[summary["asset"].isin(["BTC", "ETH"])], "frozen") == ""
+
+
+def test_the_protocol_names_the_pairs_judged_before_a_later_failure():
+    frozen = {"judged_before_a_later_failure": ["egarch_t TRX h=1 failed from 2024-12-03",
+                                                "egarch_t TRX h=7 failed from 2024-12-03"]}
+    note = later_failure_note(frozen)
+    assert note.endswith("egarch_t TRX h=1 failed from 2024-12-03; egarch_t TRX h=7 failed "
+                         "from 2024-12-03.")
+    assert later_failure_note({}) == "" and later_failure_note(
+        {"judged_before_a_later_failure": []}) == ""  # records of before the rule: none
