@@ -23,7 +23,7 @@ over the evaluation period 2023-07-01 → 2025-06-30 (fits use every row up to e
 Losses are on the common support of the models compared (:func:`evaluate.scored`); the DM
 test (HLN) is on the daily cross-sectional mean loss of the group, one-sided p that the
 model beats the reference. The evaluation table is then repeated for BTC/ETH on each
-twelve-month block of the evaluation period (:func:`by_year`: does the gain hold in each
+twelve-month block of the evaluation period (:func:`summary_by_year`: does the gain hold in each
 year, or come from one). Prints Markdown tables and the raw figures as JSON.
 """
 
@@ -108,7 +108,7 @@ def summary(scores: pd.DataFrame, references: tuple[str, ...] = (REFERENCE, "har
     return out.round({"qlike": 4, "vs_pooled_%": 2})
 
 
-def by_year(scores: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+def summary_by_year(scores: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
     """:func:`summary` on BTC/ETH for each twelve-month block of the evaluation period from
     ``start`` (:func:`pipelines.evaluation.years.year_blocks`; a row belongs to the block of
     its cutoff, as the walk-forward's rows belong to the period of theirs)."""
@@ -174,7 +174,7 @@ def main() -> None:
     ev_scores, ev_s = run_models(makers_for(cfg, ev_names), panel, ev_start, ev_end, cfg)
     table = summary(ev_scores)
     print(table.to_markdown(index=False))
-    years = by_year(ev_scores, ev_start)
+    years = summary_by_year(ev_scores, ev_start)
     print("\nBTC/ETH, each twelve-month block of the evaluation period (rows by cutoff):\n"
           + years.to_markdown(index=False))
     raw = {"selection": sel.to_dict("records"), "selection_score": score.round(6).to_dict(),

@@ -93,6 +93,13 @@ def state_columns(state: PolicyState | None) -> dict[str, Any]:
             "pending_effective": p.effective if p else None, "admitted_ltv": admitted}
 
 
+def parse_admitted(raw: Any) -> tuple[tuple[dt.date, float], ...]:
+    """The published ``admitted_ltv`` column: a JSON list of [ISO date, LTV] (null or ""
+    → none)."""
+    items = json.loads(raw) if isinstance(raw, str) and raw else []
+    return tuple((dt.date.fromisoformat(d), float(v)) for d, v in items)
+
+
 def state_from_row(row: Any) -> PolicyState | None:
     """Rebuild the state from a previously published row (Series or dict; None → None)."""
     if row is None:
@@ -103,9 +110,7 @@ def state_from_row(row: Any) -> PolicyState | None:
     if effective is not None:
         pending = PendingChange(float(row["pending_lt"]), float(row["pending_lb"]),
                                 _as_date(row.get("pending_announced")) or effective, effective)
-    raw = row.get("admitted_ltv")
-    items = json.loads(raw) if isinstance(raw, str) and raw else []
-    admitted = tuple((dt.date.fromisoformat(d), float(v)) for d, v in items)
+    admitted = parse_admitted(row.get("admitted_ltv"))
     conservative = published.flag_fallback and math.isnan(published.target_mmf)
     return PolicyState(published, pending, admitted, conservative)
 

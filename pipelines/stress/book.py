@@ -43,7 +43,6 @@ import bz2
 import csv
 import gzip
 import io
-import json
 import lzma
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import StressBookConfig
+from serving.roles import parse_admitted
 
 BOOK_COLUMNS = ["account", "collateral_asset", "collateral_amount", "debt_asset",
                 "debt_amount", "opened_ltv"]
@@ -309,10 +309,8 @@ def sizing_ltv(params: pd.DataFrame, ltv_gap: float, skip: list[str] | tuple[str
 
 def _admitted(raw: Any, asset: str) -> list[float]:
     """The positive LTVs of a published ``admitted_ltv`` (JSON [[date, ltv], ...]; null → [])."""
-    if raw is None or (not isinstance(raw, str) and pd.isna(raw)) or raw == "":
-        return []
     try:
-        values = [float(v) for _, v in json.loads(raw)]
+        values = [v for _, v in parse_admitted(raw)]
     except (ValueError, TypeError) as exc:
         raise ValueError(f"admitted_ltv of {asset} is not a JSON list of [date, ltv]: "
                          f"{raw!r} ({exc})") from None
