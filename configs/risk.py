@@ -107,6 +107,11 @@ class EvaluationConfig(_Strict):
     frontier_knobs: dict[str, list[float | int | str]] = {
         "policy.stress_floor_weight": [0.0, 0.25, 0.75, 1.0]}
     choose_knobs: bool = True  # False: the knobs stay as configured, on the frontier only
+    # confidence levels at which the comparators (EWMA-FHS, the static table) are replayed
+    # beside the grid, for the frontier only (never candidates): how much capital a
+    # comparator needs to be as safe as the frozen policy ("capital at equal-or-better bad
+    # debt" read on its sweep, pipelines/policy_eval/frontier.py cheapest_as_safe)
+    comparator_levels: list[float] = [0.995, 0.999]
     episodes: dict[str, tuple[dt.date, dt.date]] = {
         k: (dt.date.fromisoformat(a), dt.date.fromisoformat(b))
         for k, (a, b) in _EVAL_EPISODES.items()}
@@ -118,6 +123,14 @@ class EvaluationConfig(_Strict):
         if end is not None and start <= end:
             raise ValueError(f"evaluation_start {start} must be after selection_end {end}")
         return start
+
+    @field_validator("comparator_levels")
+    @classmethod
+    def _levels(cls, levels: list[float]) -> list[float]:
+        bad = [q for q in levels if not 0.5 < q < 1]
+        if bad:
+            raise ValueError(f"comparator_levels must lie in (0.5, 1), got {bad}")
+        return levels
 
     @field_validator("grid", "frontier_knobs")
     @classmethod

@@ -116,11 +116,39 @@ def policy_tables(bt: Path) -> str:
             + "\n\n### Capital vs bad debt, pooled over assets, evaluation period\n\n"
             + _fmt(pooled[["family", "knob", "capital", "bad_debt", "stress_bad_debt",
                            "breaches", "frontier_bad_debt", "frontier_stress_bad_debt"]])
+            + as_safe_section(bt)
             + "\n\n### Stress episodes: assets breached and bad debt summed over assets\n\n"
             + _fmt(stress_summary(stress, [name, "static", "aave_v3"]))
             + "\n\n### Days on which several assets breached together (frozen policy, "
               "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
                                           empty="no day with that many breaches"))
+
+
+AS_SAFE_COLUMNS = ["measure", "period", "family", "knob", "capital", "bad_debt", "as_safe",
+                   "acceptable", "policy_capital", "policy_bad_debt", "policy_acceptable",
+                   "capital_vs"]
+
+
+def as_safe_section(bt: Path) -> str:
+    """The comparators' cheapest levels as safe as the frozen policy, both periods
+    (``policy_as_safe.csv``); '' where the run did not write it."""
+    path = bt / "policy_as_safe.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path)
+    if table.empty:
+        return ""
+    table = table.sort_values(["measure", "period", "family"])  # evaluation first
+    return ("\n\n### Capital at equal-or-better bad debt (pooled, LB 1.05)\n\n"
+            "For each comparator, the cheapest level of its sweep (the grid and "
+            "`evaluation.comparator_levels`, replayed for this comparison only) with no more "
+            "bad debt (`bad_debt`: all days; `stress_bad_debt`: the stress episodes) than the "
+            "frozen policy; `capital_vs`: the policy's capital relative to it (negative: the "
+            "policy needs less). `as_safe` False: no level of the sweep is as safe; the row is "
+            "then its safest level, which the policy beats on bad debt. `acceptable` / "
+            "`policy_acceptable`: assets on which that level / the frozen policy passes the "
+            "acceptance function in that period.\n\n"
+            + _fmt(table[[c for c in AS_SAFE_COLUMNS if c in table.columns]]))
 
 
 def later_failure_note(frozen: dict) -> str:

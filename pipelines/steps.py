@@ -265,14 +265,21 @@ def step_policy(
                            "frozen.evaluation_period": "..".join(record["evaluation_period"])})
         mlflow.log_dict(record, "policy/frozen.json")
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
-        for row in summary.itertuples():
-            for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt"):
-                mlflow.log_metric(re.sub(r"[^\w./ -]", "_", f"{metric}.{row.policy}.{row.asset}"),
-                                  float(getattr(row, metric)))
+        mlflow.log_metrics({  # one batch: a call per metric was a round trip each
+            re.sub(r"[^\w./ -]", "_", f"{metric}.{row.policy}.{row.asset}"):
+                float(getattr(row, metric))
+            for row in summary.itertuples()
+            for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt")})
+        for row in ev.as_safe[ev.as_safe["period"] == "evaluation"].itertuples():
+            # the policy's capital relative to each comparator's cheapest level as safe
+            # (its safest where none is: ``as_safe`` 0)
+            key = f"as_safe.{row.family}.{row.measure}"
+            mlflow.log_metrics({f"{key}.capital_vs": float(row.capital_vs),
+                                f"{key}.as_safe": float(row.as_safe)})
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,
                   "static_schedule": ev.static_schedule, "selection": choice.table,
-                  "by_year": ev.by_year}
+                  "by_year": ev.by_year, "as_safe": ev.as_safe}
         _log_tables(tables, "policy")
         for period in ("evaluation", "selection"):
             points = ev.frontier[ev.frontier["period"] == period]

@@ -164,6 +164,11 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     assert "### BTC and ETH against Aave v3" in text
     assert "### Where the capital goes (evaluation period)" in text
     assert "### Year by year (evaluation period)" in text
+    # EWMA-FHS and the static table beyond the grid, read at the frozen policy's bad debt
+    assert "### Capital at equal-or-better bad debt" in text
+    as_safe = pd.read_csv(workdir / "outputs" / "backtest" / "policy_as_safe.csv")
+    assert set(as_safe["family"]) == {"ewma94", "static"}
+    assert set(as_safe["period"]) == {"selection", "evaluation"}
     # the forecast comparison of the evaluation period first, then the whole period's
     head = text.index("### Evaluation period (settings frozen before it)")
     assert head < text.index("### Whole out-of-sample period") < text.index("## Policy")

@@ -62,3 +62,49 @@ def test_figure_and_markdown():
     assert len([ax for ax in fig.axes if ax.has_data()]) == 3  # pooled, BTC, SOL
     md = frontier_markdown(pts)
     assert md.count("| pooled") == 2 and "frontier_bad_debt" in md
+
+
+def _pooled(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["period", "family", "knob", "capital", "bad_debt",
+                                       "stress_bad_debt"]).assign(asset=POOLED)
+
+
+def test_cheapest_as_safe_reads_each_comparator_at_the_policys_bad_debt():
+    """Known answer: the policy (0.25 capital, bad debt 0.04) against EWMA-FHS, cheaper but
+    less safe at 99% and as safe only from 99.5%, and a static table never as safe."""
+    from pipelines.policy_eval.frontier import cheapest_as_safe
+
+    pts = _pooled([
+        ("evaluation", "mine:w", 0.5, 0.20, 0.30, 0.20),
+        ("evaluation", "mine:w", 1.0, 0.25, 0.04, 0.00),
+        ("evaluation", "ewma", 0.99, 0.19, 0.22, 0.15),
+        ("evaluation", "ewma", 0.995, 0.30, 0.04, 0.01),  # equal bad debt counts as safe
+        ("evaluation", "ewma", 0.999, 0.40, 0.00, 0.00),
+        ("evaluation", "static", 0.99, 0.22, 0.06, 0.04),
+        ("selection", "mine:w", 1.0, 0.29, 0.25, 0.25),
+        ("selection", "ewma", 0.99, 0.21, 1.20, 0.80),
+    ])
+    # a per-asset row cheaper than everything is not a pooled point: never read
+    pts = pd.concat([pts, pts.iloc[[3]].assign(asset="BTC", capital=0.01)], ignore_index=True)
+    out = cheapest_as_safe(pts, ("mine:w", 1.0), ["ewma", "static"]).set_index(
+        ["period", "measure", "family"])
+    row = out.loc[("evaluation", "bad_debt", "ewma")]
+    assert row["knob"] == 0.995 and row["as_safe"]
+    assert row["capital"] == pytest.approx(0.30)
+    assert row["capital_vs"] == pytest.approx(0.25 / 0.30 - 1)
+    assert row["policy_capital"] == 0.25 and row["policy_bad_debt"] == 0.04
+    # on the stress days the policy has none: only 99.9% is as safe
+    stress = out.loc[("evaluation", "stress_bad_debt", "ewma")]
+    assert stress["knob"] == 0.999 and stress["capital_vs"] == pytest.approx(0.25 / 0.40 - 1)
+    # never as safe: the row is its safest level, which the policy beats on bad debt
+    never = out.loc[("evaluation", "bad_debt", "static")]
+    assert not never["as_safe"] and never["knob"] == 0.99
+    assert never["capital"] == 0.22 and never["bad_debt"] == 0.06
+    assert never["capital_vs"] == pytest.approx(0.25 / 0.22 - 1)
+    # selection period: no EWMA level as safe (1.20 > 0.25); no static point there: no row
+    sel = out.loc["selection"]
+    assert not sel.loc[("bad_debt", "ewma"), "as_safe"]
+    assert sel.loc[("bad_debt", "ewma"), "capital_vs"] == pytest.approx(0.29 / 0.21 - 1)
+    assert ("bad_debt", "static") not in sel.index
+    # a policy point missing from the frontier gives no rows
+    assert cheapest_as_safe(pts, ("mine:w", 0.75), ["ewma"]).empty

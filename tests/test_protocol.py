@@ -468,3 +468,44 @@ def test_a_failure_after_the_selection_period_does_not_move_the_choice():
     kept, withheld = failing_on_b("2022-06-01")
     early = evaluate_policies(panel, kept, compared, cfg, withheld=withheld)
     assert flat_on_b(selection(early)).empty
+
+
+def test_the_comparators_replayed_beyond_the_grid_are_never_candidates():
+    """``evaluation.comparator_levels``: EWMA-FHS and the static table replayed at 99.5% for
+    the frontier and the as-safe comparison; the choice is the one made without them, and
+    the as-safe table reads the frozen policy's own pooled point."""
+    from pipelines.policy_eval.pipeline import EWMA, evaluate_policies
+
+    cfg, panel, fcs, compared = _knob_evaluation()
+    fcs = {**fcs, EWMA: fcs["flat"]}
+    without = evaluate_policies(panel, fcs, compared,
+                                cfg.with_overrides({"evaluation.comparator_levels": []}))
+    ev = evaluate_policies(panel, fcs, compared,
+                           cfg.with_overrides({"evaluation.comparator_levels": [0.995]}))
+    beyond = f"policy:{EWMA}@confidence=0.995"
+    assert beyond in ev.paths and beyond not in ev.settings
+    assert beyond not in set(ev.choice.table["policy"])
+    assert (ev.choice.policy, ev.choice.overrides) == \
+        (without.choice.policy, without.choice.overrides)
+    pd.testing.assert_frame_equal(ev.choice.table, without.choice.table)
+    pooled = ev.frontier[ev.frontier["asset"] == "pooled"]
+    for family in (EWMA, "static"):
+        assert set(pooled[pooled["family"] == family]["knob"]) == {0.975, 0.995}
+        assert set(without.frontier[(without.frontier["asset"] == "pooled")
+                                    & (without.frontier["family"] == family)]["knob"]) == {0.975}
+    # the policy's point beside each comparator is the frozen one's (knob family, weight 1)
+    mine = pooled[(pooled["family"] == "flat:stress_floor_weight") & (pooled["knob"] == 1.0)]
+    safe = ev.as_safe[ev.as_safe["measure"] == "bad_debt"].set_index(["period", "family"])
+    for period, me in mine.set_index("period").iterrows():
+        assert safe.loc[(period, EWMA), "policy_capital"] == pytest.approx(me["capital"])
+        assert safe.loc[(period, EWMA), "policy_bad_debt"] == pytest.approx(me["bad_debt"])
+    assert set(safe.index) == {(p, f) for p in ("selection", "evaluation")
+                               for f in (EWMA, "static")}
+    # each row says on how many assets its level, and the frozen policy, are acceptable
+    judged = ev.table.groupby(["policy", "period"])["acceptable"].sum()
+    names = {(EWMA, 0.975): f"policy:{EWMA}", (EWMA, 0.995): beyond,
+             ("static", 0.975): "static", ("static", 0.995): "static@confidence=0.995"}
+    for (period, family), row in safe.iterrows():
+        assert row["acceptable"] == judged[(names[(family, row["knob"])], period)]
+        assert row["assets"] == 2
+        assert row["policy_acceptable"] == judged[(ev.choice.policy, period)]

@@ -47,3 +47,20 @@ def test_the_protocol_names_the_pairs_judged_before_a_later_failure():
                          "from 2024-12-03.")
     assert later_failure_note({}) == "" and later_failure_note(
         {"judged_before_a_later_failure": []}) == ""  # records of before the rule: none
+
+
+def test_the_as_safe_section_leads_with_the_evaluation_period(tmp_path):
+    from pipelines.report_md import as_safe_section
+
+    assert as_safe_section(tmp_path) == ""  # a run before the comparison: no section
+    rows = pd.DataFrame({
+        "period": ["selection", "evaluation"], "measure": "bad_debt", "family": "ewma94",
+        "knob": [0.999, 0.995], "capital": [0.31, 0.28], "bad_debt": [0.2, 0.0],
+        "as_safe": [True, False], "policy_knob": 1.0, "policy_capital": [0.29, 0.266],
+        "policy_bad_debt": [0.25, 0.0], "capital_vs": [-0.0645, -0.05]})
+    rows.to_csv(tmp_path / "policy_as_safe.csv", index=False)
+    md = as_safe_section(tmp_path)
+    assert "### Capital at equal-or-better bad debt" in md
+    lines = [ln for ln in md.splitlines() if ln.startswith("| bad_debt")]
+    assert [ln.split("|")[2].strip() for ln in lines] == ["evaluation", "selection"]
+    assert "-0.05" in lines[0] and "False" in lines[0]

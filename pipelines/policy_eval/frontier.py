@@ -15,7 +15,7 @@ strictly lower (a tie in capital goes to the point with less bad debt).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -180,3 +180,47 @@ def frontier_markdown(points: pd.DataFrame) -> str:
     cols = ["asset", "family", "knob", "capital", "bad_debt", "stress_bad_debt", "breaches",
             "frontier_bad_debt", "frontier_stress_bad_debt"]
     return keep[cols].round(4).to_markdown(index=False)
+
+
+def cheapest_as_safe(points: pd.DataFrame, ours: tuple[str, float], families: Sequence[str],
+                     measures: Sequence[str] = ("bad_debt", "stress_bad_debt")
+                     ) -> pd.DataFrame:
+    """"Capital at equal-or-better bad debt", read on the sweeps: per period and measure, the
+    frozen policy's pooled point (``ours``: its family and knob) beside, for each comparator
+    family, the cheapest pooled point of that family's sweep with no more of ``measure``
+    than the policy. A comparator at one fixed level is often cheaper *and* less safe, which
+    says nothing about who needs less capital for the same safety; this does.
+
+    ``capital_vs``: the policy's capital over the comparator's, minus one (negative: the
+    policy needs less). Where no level of the sweep is as safe (``as_safe`` False), the row
+    is the comparator's safest level (least ``measure``, then least capital): how close it
+    gets, and what it costs there; the policy is then both safer and, where ``capital_vs``
+    is negative, cheaper. ``evaluation.comparator_levels`` widens the sweep. Rows of a
+    period without the policy's pooled point are left out."""
+    cols = ["period", "measure", "family", "knob", "capital", "bad_debt", "as_safe",
+            "policy_knob", "policy_capital", "policy_bad_debt", "capital_vs"]
+    pooled = points[points["asset"] == POOLED]
+    rows = []
+    for period, part in pooled.groupby("period", sort=False):
+        mine = part[(part["family"] == ours[0])
+                    & np.isclose(part["knob"].astype(float), float(ours[1]), equal_nan=True)]
+        if mine.empty:
+            continue
+        me = mine.iloc[0]
+        for measure in measures:
+            for family in families:
+                theirs = part[part["family"] == family]
+                if theirs.empty:
+                    continue
+                # equal within rounding counts as equal (bad debt is a sum of floats)
+                safe = theirs[theirs[measure] <= me[measure] + 1e-9]
+                pick = (safe.sort_values(["capital", measure], kind="stable") if len(safe)
+                        else theirs.sort_values([measure, "capital"], kind="stable")).iloc[0]
+                rows.append({
+                    "period": period, "measure": measure, "family": family,
+                    "knob": pick["knob"], "capital": pick["capital"],
+                    "bad_debt": pick[measure], "as_safe": bool(len(safe)),
+                    "policy_knob": me["knob"], "policy_capital": me["capital"],
+                    "policy_bad_debt": me[measure],
+                    "capital_vs": me["capital"] / pick["capital"] - 1.0})
+    return pd.DataFrame(rows, columns=cols)

@@ -27,7 +27,12 @@ from pipelines.policy_eval.compare import (
     static_paths_at,
 )
 from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
-from pipelines.policy_eval.frontier import knob_family, path_points, points_frame
+from pipelines.policy_eval.frontier import (
+    cheapest_as_safe,
+    knob_family,
+    path_points,
+    points_frame,
+)
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -65,6 +70,8 @@ class PolicyEvaluation:
     joint_share: dict[str, int]
     static_schedule: pd.DataFrame         # the static table's MMF per asset and year
     by_year: pd.DataFrame                 # frozen policy and comparators per evaluation year
+    # the comparators' cheapest levels as safe as the frozen policy (frontier.cheapest_as_safe)
+    as_safe: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     # "<model> <asset> h=<h> failed from <day>": triples judged in the choice on the
     # forecasts made before their failure in a later period (:func:`known_before`)
     before_failure: list[str] = dataclasses.field(default_factory=list)
@@ -75,6 +82,43 @@ def _knob(settings: dict[str, Any], cfg: Config) -> float:
         iter(cfg.evaluation.grid))
     value = settings.get(key, np.nan)
     return float(value) if isinstance(value, int | float) else np.nan
+
+
+def with_acceptable(as_safe: pd.DataFrame, table: pd.DataFrame, policy: str,
+                    names: Mapping[tuple[str, float], str]) -> pd.DataFrame:
+    """The as-safe rows (:func:`~pipelines.policy_eval.frontier.cheapest_as_safe`) with the
+    assets on which each comparator's level (``names``: (family, knob) → path name) and the
+    frozen ``policy`` are acceptable in that period, and how many were judged (missing where
+    the level's path was not judged)."""
+    per = table.groupby(["policy", "period"]).agg(acceptable=("acceptable", "sum"),
+                                                   assets=("asset", "size"))
+    keyed = {(f, round(float(k), 9)): n for (f, k), n in names.items()}
+
+    def count(name: str | None, period: str, column: str) -> float:
+        return float(per.loc[(name, period), column]) if (name, period) in per.index else np.nan
+
+    out = as_safe.copy()
+    which = [keyed.get((f, round(float(k), 9))) for f, k in zip(out["family"], out["knob"],
+                                                                strict=True)]
+    out["acceptable"] = [count(n, p, "acceptable") for n, p in zip(which, out["period"],
+                                                                  strict=True)]
+    out["assets"] = [count(n, p, "assets") for n, p in zip(which, out["period"], strict=True)]
+    out["policy_acceptable"] = [count(policy, p, "acceptable") for p in out["period"]]
+    return out
+
+
+def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],
+                 cfg: Config) -> dict[str, tuple[Config, float]]:
+    """EWMA-FHS at each ``evaluation.comparator_levels`` confidence not already replayed as a
+    candidate, at the grid point chosen first otherwise: name → (config, level). Replayed
+    for the frontier and the as-safe comparison only; never a candidate of the choice."""
+    out = {}
+    for q in levels:
+        at = {**point, "policy.confidence": q}
+        name = candidate_name(EWMA, at, cfg)
+        if name not in paths:
+            out[name] = (cfg.with_overrides(at), q)
+    return out
 
 
 def _knob_variants(choice: Selection, settings: dict[str, dict[str, Any]], cfg: Config
@@ -125,16 +169,20 @@ def choose_knob(first: Selection, first_settings: dict[str, Any],
 
 def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]],
               knobs: dict[str, tuple[str, float]], statics: dict[float, pd.DataFrame],
-              cfg: Config, engine: Engine | None = None) -> pd.DataFrame:
+              cfg: Config, engine: Engine | None = None,
+              levels: Mapping[str, tuple[str, float]] | None = None) -> pd.DataFrame:
     """Frontier points of both periods: candidates by forecaster and confidence, the frozen
     candidate's knob variants (keys suffixed, as the frozen path sits in two families), the
-    static table per confidence, Aave v3. On a Dask engine each path's points are one task
+    static table per confidence, ``levels`` (EWMA-FHS beyond the grid: name → (family,
+    level)), Aave v3. On a Dask engine each path's points are one task
     (the replayed paths are still on the workers: only the points come back)."""
     labels = {n: (s["forecaster"], _knob(s, cfg)) for n, s in settings.items()}
     labels.update({f"{n}|knob": lab for n, lab in knobs.items()})
     labels.update({f"static[{q}]": ("static", q) for q in statics})
+    labels.update(levels or {})
     labels["aave_v3"] = ("aave_v3", np.nan)
     every = {**{n: paths[n] for n in settings}, **{f"{n}|knob": paths[n] for n in knobs},
+             **{n: paths[n] for n in levels or {}},
              **{f"static[{q}]": p for q, p in statics.items()}, "aave_v3": paths["aave_v3"]}
     items = [(*labels[n], p) for n, p in every.items()]
     points = partial(_period_points, cfg=cfg)
@@ -211,8 +259,9 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     # the grid (the frontier), every asset's history read once for all of them
     grid = [float(q) for q in cfg.evaluation.grid.get("policy.confidence",
                                                       [cfg.policy.confidence])]
-    at_level = static_paths_at(template, panel, cfg, [float(cfg.policy.confidence), *grid],
-                               engine)
+    levels = [float(q) for q in cfg.evaluation.comparator_levels]  # the comparators' alone
+    at_level = static_paths_at(template, panel, cfg,
+                               [float(cfg.policy.confidence), *grid, *levels], engine)
     # the static comparator, and so the budgets outside BTC/ETH, at the *configured*
     # policy.confidence (0.975), whatever confidence the selection then freezes: a fixed
     # yardstick for every candidate (the frontier tables the static table at every level)
@@ -233,8 +282,19 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     knobs = _knob_variants(first, settings, cfg)
     first_cfg = cfg.with_overrides(first.overrides) if first.overrides else cfg
     jobs = {n: first_cfg.with_overrides(o) for n, (o, _) in knobs.items() if n not in paths}
-    done = replay_many(panel, [(forecasts[first.model], c) for c in jobs.values()], cfg, engine)
-    paths = {**paths, **comparators, **dict(zip(jobs, done, strict=True))}
+    # the point chosen first: the other forecasters' candidates reported beside the frozen one
+    point = {k: v for k, v in settings[first.policy].items() if k != "forecaster"}
+    beyond = _ewma_beyond(point, levels, paths, cfg) if EWMA in forecasts else {}
+    done = replay_many(panel, [*[(forecasts[first.model], c) for c in jobs.values()],
+                               *[(forecasts[EWMA], c) for c, _ in beyond.values()]],
+                       cfg, engine)
+    paths = {**paths, **comparators, **dict(zip([*jobs, *beyond], done, strict=True))}
+    # the static table at every other level of its sweep, judged like the rest (the as-safe
+    # comparison says how many assets a comparator's level is acceptable on)
+    conf = float(cfg.policy.confidence)
+    static_at = {q: "static" if q == conf else f"static@confidence={q}"
+                 for q in [*grid, *levels]}
+    paths.update({static_at[q]: at_level[q][0] for q in static_at if q != conf})
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     choice = first
     if chooses_knobs(cfg):
@@ -246,20 +306,26 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
                              engine)[0]
     table = pd.concat([verdicts(paths, k, caps[k]) for k in (SELECTION, EVALUATION)],
                       ignore_index=True)
-    # the other forecasters at the grid point chosen first (the candidates that were replayed)
-    point = {k: v for k, v in settings[first.policy].items() if k != "forecaster"}
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
     ewma_fhs = candidate_name(EWMA, point, cfg)
-    statics = {q: at_level[q][0] for q in grid}
+    statics = {q: at_level[q][0] for q in [*grid, *levels]}
+    knob_labels = {n: lab for n, (_, lab) in knobs.items()}
+    frontier = _frontier(paths, settings, knob_labels, statics, cfg, engine,
+                         {n: (EWMA, q) for n, (_, q) in beyond.items()})
+    ours = knob_labels.get(choice.policy) or (choice.model, _knob(settings[choice.policy], cfg))
     eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
     stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
                         if n in paths], ignore_index=True)
     return PolicyEvaluation(
         choice=choice, settings=settings, paths=paths, table=table,
         headline=headline(table, reported),
-        frontier=_frontier(paths, settings, {n: lab for n, (_, lab) in knobs.items()},
-                           statics, cfg, engine),
+        frontier=frontier, as_safe=with_acceptable(
+            cheapest_as_safe(frontier, ours, [EWMA, "static"]), table, choice.policy, {
+                **{(EWMA, _knob(st, cfg)): n for n, st in settings.items()
+                   if st["forecaster"] == EWMA},
+                **{(EWMA, q): n for n, (_, q) in beyond.items()},
+                **{("static", q): n for q, n in static_at.items()}}),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
         by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg))
