@@ -66,6 +66,18 @@ def tail_policy_section(outputs_dir: Path) -> str:
                 "up); `mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force "
                 "moved (means over assets).\n\n"
                 + capital.round(4).to_markdown(index=False) + "\n")
+    if (root / "policy_as_safe.csv").is_file():
+        safe = pd.read_csv(root / "policy_as_safe.csv")
+        if len(safe):
+            safe = safe.sort_values(["measure", "period"])  # evaluation first
+            out += ("\n#### The tail-driven policy against EWMA-FHS at equal-or-better bad "
+                    "debt (pooled, LB 1.05)\n\n"
+                    "EWMA-FHS's cheapest level (95% to 99.9%) with no more bad debt than the "
+                    "frozen tail-driven policy, as under \"Capital at equal-or-better bad "
+                    "debt\"; `as_safe` False: none is, the row is its safest level.\n\n"
+                    + safe[["measure", "period", "knob", "capital", "bad_debt", "as_safe",
+                            "policy_knob", "policy_capital", "policy_bad_debt",
+                            "capital_vs"]].round(4).to_markdown(index=False) + "\n")
     return out
 
 

@@ -62,7 +62,8 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
     ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference)
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
-              "policy_capital": tail_capital_table(ev, forecasts, cfg)}
+              "policy_capital": tail_capital_table(ev, forecasts, cfg),
+              "policy_as_safe": ev.as_safe}
     for name, table in tables.items():
         table.to_csv(out_dir / f"{name}.csv", index=False)
         mlflow.log_text(table.to_csv(index=False), f"tail/{name}.csv")

@@ -163,6 +163,27 @@ def test_every_model_and_level_is_a_candidate_and_the_cheapest_acceptable_is_fro
     assert (ev.fallback[["fallback_days_sel", "fallback_days_eva"]] == 0).all().all()
 
 
+def test_the_tail_driven_policy_is_read_against_ewma_fhs_s_whole_sweep(panel, variance):
+    """FHS on the EWMA σ through the tail protocol is EWMA-FHS: at 99% EWMA-FHS is exactly
+    as safe and as costly, so no level of its sweep is as safe for less capital."""
+    cfg = CFG.with_overrides({"policy.confidence": 0.99, "evaluation.choose_knobs": False,
+                              "evaluation.comparator_levels": [0.999]})
+    ev = evaluate_tail_policies(panel, variance, fhs_tails(panel, variance, cfg, "fhs_ewma"),
+                                cfg)
+    safe = ev.as_safe
+    assert ev.frozen.name == candidate_name("fhs_ewma", 0.99)
+    assert set(zip(safe["period"], safe["measure"], strict=True)) == {
+        (p, m) for p in ("selection", "evaluation") for m in ("bad_debt", "stress_bad_debt")}
+    assert (safe["family"] == "ewma94").all() and safe["as_safe"].all()
+    assert (safe["policy_knob"] == 0.99).all()
+    assert (safe["capital_vs"] >= -1e-9).all()  # never cheaper than an as-safe level
+    at99 = safe[safe["knob"] == 0.99]
+    assert len(at99) and (at99["capital_vs"].abs() < 1e-9).all()
+    # a cheaper level picked only where it is exactly as safe (no bad debt at either)
+    cheaper = safe[safe["knob"] < 0.99]
+    assert (cheaper["bad_debt"] <= cheaper["policy_bad_debt"] + 1e-9).all()
+
+
 def test_where_the_tail_driven_capital_goes(panel, variance):
     """The capital table: parts that sum to the capital, the tail term each candidate's model
     forecast (by hand for the FHS one), the margin's swings, and EWMA-FHS as the unit."""
@@ -257,6 +278,17 @@ def test_report_section_shows_the_frozen_tail_policy_or_nothing(tmp_path):
     text = tail_policy_section(tmp_path)
     part = text.split("Where the tail-driven capital goes")[1]
     assert "| tail:tail_nn@confidence=0.99 |" in part and "0.1035" in part
+    assert "equal-or-better bad debt" not in text  # no as-safe table written
+    pd.DataFrame({"period": ["selection", "evaluation"], "measure": "bad_debt",
+                  "family": "ewma94", "knob": [0.995, 0.999], "capital": [0.25, 0.2807],
+                  "bad_debt": [0.5, 0.0417], "as_safe": [True, False], "policy_knob": 0.99,
+                  "policy_capital": [0.24, 0.2041], "policy_bad_debt": [0.6, 0.168],
+                  "capital_vs": [-0.04, -0.2729]}).to_csv(root / "policy_as_safe.csv",
+                                                          index=False)
+    part = tail_policy_section(tmp_path).split("#### The tail-driven policy against")[1]
+    rows = [line for line in part.splitlines() if line.startswith("| bad_debt")]
+    assert [r.split("|")[2].strip() for r in rows] == ["evaluation", "selection"]
+    assert "-0.2729" in rows[0] and "False" in rows[0]
 
 
 def test_the_frozen_variance_policy_is_read_from_what_the_run_wrote(tmp_path):

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,13 @@ from models.base import asset_frame
 from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
-from pipelines.policy_eval.compare import comparator_paths, setting, slim, slim_replay
+from pipelines.policy_eval.compare import (
+    comparator_paths,
+    replay_many,
+    setting,
+    slim,
+)
+from pipelines.policy_eval.frontier import cheapest_as_safe, path_points, points_frame
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -224,6 +230,8 @@ class TailPolicyEvaluation:
     headline: pd.DataFrame                # reported policies, evaluation beside selection
     fallback: pd.DataFrame                # FHS-fallback days per candidate and period
     ewma: str                             # name of the EWMA-FHS comparator
+    # EWMA-FHS's cheapest level as safe as the frozen candidate (:func:`tail_as_safe`)
+    as_safe: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Config,
@@ -303,8 +311,14 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
     variance-driven policy, by name) and the static table (module docstring)."""
     paths, settings = replay_tail_candidates(panel, variance, tails, cfg)
     ewma = variance_name(SIGMA_MODEL, {"policy.confidence": COMPARATOR_LEVEL}, cfg)
-    ewma_path = slim_replay(panel, variance,
-                            cfg.with_overrides({"policy.confidence": COMPARATOR_LEVEL}))
+    # EWMA-FHS at 99 % (the comparator) and at every other level of its sweep (the grid and
+    # evaluation.comparator_levels: the as-safe comparison), replayed together
+    levels = sorted({COMPARATOR_LEVEL, *map(float, cfg.evaluation.grid.get(
+        "policy.confidence", [])), *map(float, cfg.evaluation.comparator_levels)})
+    sweep = dict(zip(levels, replay_many(
+        panel, [(variance, cfg.with_overrides({"policy.confidence": q})) for q in levels],
+        cfg), strict=True))
+    ewma_path = sweep[COMPARATOR_LEVEL]
     comparators, _ = comparator_paths(panel, ewma_path, cfg)
     caps = {k: budgets(comparators, cfg, *periods(cfg)[k]) for k in (SELECTION, EVALUATION)}
     verdicts = Verdicts(cfg)  # the choice's verdicts reused by the report
@@ -320,4 +334,23 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
     return TailPolicyEvaluation(
         frozen=frozen, paths=everything, table=table,
         headline=with_saving(headline(table, reported), ewma),
-        fallback=fallback_counts(paths, cfg), ewma=ewma)
+        fallback=fallback_counts(paths, cfg), ewma=ewma,
+        as_safe=tail_as_safe(frozen, everything[frozen.name], sweep, cfg))
+
+
+def tail_as_safe(frozen: Frozen, path: pd.DataFrame, sweep: Mapping[float, pd.DataFrame],
+                 cfg: Config) -> pd.DataFrame:
+    """The frozen tail-driven candidate against EWMA-FHS's sweep (``sweep``: level → path),
+    per period, pooled at ``evaluation.comparison_lb``: EWMA-FHS's cheapest level with no
+    more bad debt (:func:`pipelines.policy_eval.frontier.cheapest_as_safe`), "capital at
+    equal-or-better bad debt" read on its sweep rather than at its 99 % alone."""
+    u = cfg.features.update_interval_days
+    q = float(frozen.overrides.get("policy.confidence", cfg.policy.confidence))
+    frames = []
+    for period, (start, end) in periods(cfg).items():
+        rows = path_points(in_period(path, start, end, u), frozen.name, q, cfg)
+        for level, p in sweep.items():
+            rows += path_points(in_period(p, start, end, u), SIGMA_MODEL, level, cfg)
+        frames.append(points_frame(rows).assign(period=period))
+    return cheapest_as_safe(pd.concat(frames, ignore_index=True), (frozen.name, q),
+                            [SIGMA_MODEL])
