@@ -12,7 +12,9 @@ Files under ``outputs/tail/``: ``policy_headline.csv`` (evaluation beside select
 saving against EWMA-FHS at 99 %), ``policy_acceptance.csv`` (per policy × period × asset),
 ``policy_selection.csv`` (the candidates ranked on the selection period),
 ``policy_capital.csv`` (where each one's capital goes on the evaluation period, beside its
-tail term and its margin's swings), ``policy_fallback.csv`` and ``policy_frozen.json``.
+tail term and its margin's swings), ``policy_as_safe.csv`` (EWMA-FHS's cheapest level of
+its sweep as safe as the frozen candidate), ``policy_fallback.csv`` and
+``policy_frozen.json``.
 """
 
 from __future__ import annotations

@@ -64,9 +64,17 @@ def test_figure_and_markdown():
     assert md.count("| pooled") == 2 and "frontier_bad_debt" in md
 
 
-def _pooled(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["period", "family", "knob", "capital", "bad_debt",
-                                       "stress_bad_debt"]).assign(asset=POOLED)
+def _per_asset(rows: list[tuple[str, str, float, float, float, float]],
+               assets: tuple[str, ...] = ("BTC", "SOL")) -> pd.DataFrame:
+    """Per-asset points whose pooled values (mean capital, summed bad debt) are ``rows``'s,
+    with the frontier's own pooled rows beside them (which the comparison must not read)."""
+    out = []
+    for period, family, knob, capital, bad, stress in rows:
+        out += [(period, family, knob, capital, bad / len(assets), stress / len(assets), a)
+                for a in assets]
+        out.append((period, family, knob, 0.01, 0.0, 0.0, POOLED))  # never read
+    return pd.DataFrame(out, columns=["period", "family", "knob", "capital", "bad_debt",
+                                      "stress_bad_debt", "asset"])
 
 
 def test_cheapest_as_safe_reads_each_comparator_at_the_policys_bad_debt():
@@ -74,7 +82,7 @@ def test_cheapest_as_safe_reads_each_comparator_at_the_policys_bad_debt():
     less safe at 99% and as safe only from 99.5%, and a static table never as safe."""
     from pipelines.policy_eval.frontier import cheapest_as_safe
 
-    pts = _pooled([
+    pts = _per_asset([
         ("evaluation", "mine:w", 0.5, 0.20, 0.30, 0.20),
         ("evaluation", "mine:w", 1.0, 0.25, 0.04, 0.00),
         ("evaluation", "ewma", 0.99, 0.19, 0.22, 0.15),
@@ -84,22 +92,22 @@ def test_cheapest_as_safe_reads_each_comparator_at_the_policys_bad_debt():
         ("selection", "mine:w", 1.0, 0.29, 0.25, 0.25),
         ("selection", "ewma", 0.99, 0.21, 1.20, 0.80),
     ])
-    # a per-asset row cheaper than everything is not a pooled point: never read
-    pts = pd.concat([pts, pts.iloc[[3]].assign(asset="BTC", capital=0.01)], ignore_index=True)
     out = cheapest_as_safe(pts, ("mine:w", 1.0), ["ewma", "static"]).set_index(
         ["period", "measure", "family"])
+    assert (out["pooled_assets"] == 2).all()
     row = out.loc[("evaluation", "bad_debt", "ewma")]
     assert row["knob"] == 0.995 and row["as_safe"]
     assert row["capital"] == pytest.approx(0.30)
     assert row["capital_vs"] == pytest.approx(0.25 / 0.30 - 1)
-    assert row["policy_capital"] == 0.25 and row["policy_bad_debt"] == 0.04
+    assert row["policy_capital"] == pytest.approx(0.25)
+    assert row["policy_bad_debt"] == pytest.approx(0.04)
     # on the stress days the policy has none: only 99.9% is as safe
     stress = out.loc[("evaluation", "stress_bad_debt", "ewma")]
     assert stress["knob"] == 0.999 and stress["capital_vs"] == pytest.approx(0.25 / 0.40 - 1)
     # never as safe: the row is its safest level, which the policy beats on bad debt
     never = out.loc[("evaluation", "bad_debt", "static")]
     assert not never["as_safe"] and never["knob"] == 0.99
-    assert never["capital"] == 0.22 and never["bad_debt"] == 0.06
+    assert never["capital"] == pytest.approx(0.22) and never["bad_debt"] == pytest.approx(0.06)
     assert never["capital_vs"] == pytest.approx(0.25 / 0.22 - 1)
     # selection period: no EWMA level as safe (1.20 > 0.25); no static point there: no row
     sel = out.loc["selection"]
@@ -108,3 +116,23 @@ def test_cheapest_as_safe_reads_each_comparator_at_the_policys_bad_debt():
     assert ("bad_debt", "static") not in sel.index
     # a policy point missing from the frontier gives no rows
     assert cheapest_as_safe(pts, ("mine:w", 0.75), ["ewma"]).empty
+
+
+def test_cheapest_as_safe_pools_over_the_assets_both_cover():
+    """The policy has no point on SOL (its forecaster failed there): the comparison is
+    pooled over BTC alone, on both sides, instead of being dropped."""
+    from pipelines.policy_eval.frontier import cheapest_as_safe
+
+    pts = _per_asset([("evaluation", "ewma", 0.99, 0.20, 0.20, 0.1),
+                      ("evaluation", "ewma", 0.999, 0.30, 0.02, 0.0)])
+    mine = pd.DataFrame({"period": "evaluation", "family": "mine", "knob": 0.99,
+                         "capital": [0.24], "bad_debt": [0.05], "stress_bad_debt": [0.0],
+                         "asset": ["BTC"]})
+    out = cheapest_as_safe(pd.concat([pts, mine]), ("mine", 0.99), ["ewma"])
+    row = out.set_index("measure").loc["bad_debt"]
+    assert row["pooled_assets"] == 1 and row["knob"] == 0.999 and row["as_safe"]
+    assert row["capital"] == pytest.approx(0.30) and row["bad_debt"] == pytest.approx(0.01)
+    assert row["policy_capital"] == pytest.approx(0.24)
+    # every level is pooled over the same assets: a level on SOL alone leaves none in common
+    sol_only = pts[pts["asset"] == "SOL"].assign(knob=0.995)
+    assert cheapest_as_safe(pd.concat([pts, mine, sol_only]), ("mine", 0.99), ["ewma"]).empty

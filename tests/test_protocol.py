@@ -463,6 +463,10 @@ def test_a_failure_after_the_selection_period_does_not_move_the_choice():
     assert flat_on_b(late.table[late.table["period"] == "evaluation"]).empty  # out from then
     assert late.before_failure == ["flat B h=1 failed from 2023-03-01"]
     assert frozen_record(late, cfg)["judged_before_a_later_failure"] == late.before_failure
+    # the frozen policy has no path on B from the failure on: the evaluation period's
+    # comparison with the static table is pooled over A alone, not dropped
+    pooled = late.as_safe.groupby("period")["pooled_assets"].agg(set)
+    assert pooled.to_dict() == {"selection": {2}, "evaluation": {1}}
     blind = evaluate_policies(panel, kept, compared, cfg)
     assert flat_on_b(selection(blind)).empty and len(flat_on_b(selection(never)))
     kept, withheld = failing_on_b("2022-06-01")

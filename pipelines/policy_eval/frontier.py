@@ -186,41 +186,57 @@ def cheapest_as_safe(points: pd.DataFrame, ours: tuple[str, float], families: Se
                      measures: Sequence[str] = ("bad_debt", "stress_bad_debt")
                      ) -> pd.DataFrame:
     """"Capital at equal-or-better bad debt", read on the sweeps: per period and measure, the
-    frozen policy's pooled point (``ours``: its family and knob) beside, for each comparator
-    family, the cheapest pooled point of that family's sweep with no more of ``measure``
-    than the policy. A comparator at one fixed level is often cheaper *and* less safe, which
-    says nothing about who needs less capital for the same safety; this does.
+    frozen policy (``ours``: its family and knob) beside, for each comparator family, the
+    cheapest level of that family's sweep with no more of ``measure`` (bad debt) than the
+    policy. A comparator at one fixed level is often cheaper *and* less safe, which says
+    nothing about who needs less capital for the same safety; this does.
 
-    ``capital_vs``: the policy's capital over the comparator's, minus one (negative: the
-    policy needs less). Where no level of the sweep is as safe (``as_safe`` False), the row
-    is the comparator's safest level (least ``measure``, then least capital): how close it
-    gets, and what it costs there; the policy is then both safer and, where ``capital_vs``
-    is negative, cheaper. ``evaluation.comparator_levels`` widens the sweep. Rows of a
-    period without the policy's pooled point are left out."""
+    Each comparison is pooled (mean capital, summed bad debt) over the assets the policy and
+    every level of the comparator have points on in that period (``pooled_assets``; the
+    frontier's pooled points need every asset, so a forecaster that failed on one asset would
+    otherwise drop the period), from the per-asset ``points``. ``capital_vs``: the policy's
+    capital over the comparator's, minus one (negative: the policy needs less). Where no level
+    is as safe (``as_safe`` False), the row is the comparator's safest level (least
+    ``measure``, then least capital): how close it gets, and what it costs there.
+    ``knob`` is the comparator's (a confidence level), ``policy_knob`` the policy's in its
+    own family (the stress-floor weight for the frozen variance-driven policy).
+    ``evaluation.comparator_levels`` widens the sweep. A period without the policy's points,
+    or a comparator sharing no asset with it, has no row."""
     cols = ["period", "measure", "family", "knob", "capital", "bad_debt", "as_safe",
-            "policy_knob", "policy_capital", "policy_bad_debt", "capital_vs"]
-    pooled = points[points["asset"] == POOLED]
+            "policy_knob", "policy_capital", "policy_bad_debt", "capital_vs", "pooled_assets"]
+    per_asset = points[points["asset"] != POOLED]
     rows = []
-    for period, part in pooled.groupby("period", sort=False):
+    for period, part in per_asset.groupby("period", sort=False):
         mine = part[(part["family"] == ours[0])
                     & np.isclose(part["knob"].astype(float), float(ours[1]), equal_nan=True)]
         if mine.empty:
             continue
-        me = mine.iloc[0]
-        for measure in measures:
-            for family in families:
-                theirs = part[part["family"] == family]
-                if theirs.empty:
-                    continue
-                # equal within rounding counts as equal (bad debt is a sum of floats)
-                safe = theirs[theirs[measure] <= me[measure] + 1e-9]
+        for family in families:
+            theirs = part[part["family"] == family]
+            common = set(mine["asset"])
+            for _, level in theirs.groupby("knob"):
+                common &= set(level["asset"])
+            if theirs.empty or not common:
+                continue
+            me = _pool(mine[mine["asset"].isin(common)])
+            levels = (theirs[theirs["asset"].isin(common)].groupby("knob")
+                      .apply(_pool, include_groups=False).reset_index())
+            for measure in measures:
+                safe = levels[levels[measure] <= me[measure] + 1e-9]  # equal within rounding
                 pick = (safe.sort_values(["capital", measure], kind="stable") if len(safe)
-                        else theirs.sort_values([measure, "capital"], kind="stable")).iloc[0]
+                        else levels.sort_values([measure, "capital"], kind="stable")).iloc[0]
                 rows.append({
                     "period": period, "measure": measure, "family": family,
                     "knob": pick["knob"], "capital": pick["capital"],
                     "bad_debt": pick[measure], "as_safe": bool(len(safe)),
-                    "policy_knob": me["knob"], "policy_capital": me["capital"],
+                    "policy_knob": ours[1], "policy_capital": me["capital"],
                     "policy_bad_debt": me[measure],
-                    "capital_vs": me["capital"] / pick["capital"] - 1.0})
+                    "capital_vs": me["capital"] / pick["capital"] - 1.0,
+                    "pooled_assets": len(common)})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _pool(frame: pd.DataFrame) -> pd.Series:
+    """Per-asset points pooled as the frontier pools them: mean capital, summed bad debt."""
+    return pd.Series({"capital": frame["capital"].mean(), "bad_debt": frame["bad_debt"].sum(),
+                      "stress_bad_debt": frame["stress_bad_debt"].sum()})

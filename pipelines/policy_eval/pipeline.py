@@ -284,7 +284,9 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     jobs = {n: first_cfg.with_overrides(o) for n, (o, _) in knobs.items() if n not in paths}
     # the point chosen first: the other forecasters' candidates reported beside the frozen one
     point = {k: v for k, v in settings[first.policy].items() if k != "forecaster"}
-    beyond = _ewma_beyond(point, levels, paths, cfg) if EWMA in forecasts else {}
+    # (EWMA-FHS's frontier points are labelled by confidence only when the grid sweeps it)
+    beyond = (_ewma_beyond(point, levels, paths, cfg)
+              if EWMA in forecasts and "policy.confidence" in cfg.evaluation.grid else {})
     done = replay_many(panel, [*[(forecasts[first.model], c) for c in jobs.values()],
                                *[(forecasts[EWMA], c) for c, _ in beyond.values()]],
                        cfg, engine)
@@ -322,9 +324,9 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
         headline=headline(table, reported),
         frontier=frontier, as_safe=with_acceptable(
             cheapest_as_safe(frontier, ours, [EWMA, "static"]), table, choice.policy, {
-                **{(EWMA, _knob(st, cfg)): n for n, st in settings.items()
-                   if st["forecaster"] == EWMA},
-                **{(EWMA, q): n for n, (_, q) in beyond.items()},
+                # EWMA-FHS at the point chosen first, each confidence of its sweep
+                **{(EWMA, q): candidate_name(EWMA, {**point, "policy.confidence": q}, cfg)
+                   for q in [*grid, *levels]},
                 **{("static", q): n for q, n in static_at.items()}}),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
