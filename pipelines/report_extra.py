@@ -41,6 +41,11 @@ TAIL_POLICY_COLUMNS = ["policy", "acceptable_eva", "acceptable_sel", "assets_eva
                        "stress_bad_debt_eva", "stress_bad_debt_sel", "bad_debt_ok_eva"]
 
 
+TAIL_AS_SAFE_COLUMNS = ["measure", "period", "knob", "capital", "bad_debt", "as_safe",
+                       "policy_knob", "policy_capital", "policy_bad_debt", "capital_vs",
+                       "pooled_assets"]
+
+
 def tail_policy_section(outputs_dir: Path) -> str:
     """The tail-driven policies (``outputs/tail/policy_*``), evaluation beside selection."""
     root = Path(outputs_dir) / "tail"
@@ -75,9 +80,8 @@ def tail_policy_section(outputs_dir: Path) -> str:
                     "EWMA-FHS's cheapest level (95% to 99.9%) with no more bad debt than the "
                     "frozen tail-driven policy, as under \"Capital at equal-or-better bad "
                     "debt\"; `as_safe` False: none is, the row is its safest level.\n\n"
-                    + safe[["measure", "period", "knob", "capital", "bad_debt", "as_safe",
-                            "policy_knob", "policy_capital", "policy_bad_debt",
-                            "capital_vs"]].round(4).to_markdown(index=False) + "\n")
+                    + safe[[c for c in TAIL_AS_SAFE_COLUMNS if c in safe.columns]].round(4)
+                    .to_markdown(index=False) + "\n")
     return out
 
 

@@ -126,7 +126,7 @@ def policy_tables(bt: Path) -> str:
 
 AS_SAFE_COLUMNS = ["measure", "period", "family", "knob", "capital", "bad_debt", "as_safe",
                    "acceptable", "policy_capital", "policy_bad_debt", "policy_acceptable",
-                   "capital_vs"]
+                   "capital_vs", "pooled_assets"]
 
 
 def as_safe_section(bt: Path) -> str:
@@ -147,7 +147,8 @@ def as_safe_section(bt: Path) -> str:
             "policy needs less). `as_safe` False: no level of the sweep is as safe; the row is "
             "then its safest level, which the policy beats on bad debt. `acceptable` / "
             "`policy_acceptable`: assets on which that level / the frozen policy passes the "
-            "acceptance function in that period.\n\n"
+            "acceptance function in that period; `pooled_assets`: the assets both cover, "
+            "over which both are pooled.\n\n"
             + _fmt(table[[c for c in AS_SAFE_COLUMNS if c in table.columns]]))
 
 
