@@ -177,7 +177,7 @@ _PANEL_RE = re.compile(r"^panel-[0-9a-f]{16}\.parquet$")
 ORPHAN_AGE_S = 60.0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -205,7 +205,7 @@ def sweep_outputs(outputs_dir: Path, now: float | None = None) -> list[str]:
             orphan = (sub == "features" and _PANEL_RE.match(path.name) is not None
                       and not path.with_suffix(".json").exists()
                       and now - path.stat().st_mtime > ORPHAN_AGE_S)
-            if (tmp and not _pid_alive(int(tmp.group(1)))) or orphan:
+            if (tmp and not pid_alive(int(tmp.group(1)))) or orphan:
                 path.unlink(missing_ok=True)
                 removed.append(path.relative_to(root).as_posix())
     return removed

@@ -75,3 +75,34 @@ def test_the_summary_publishes_the_new_columns_and_the_skipped_scenarios() -> No
                                          "kind": "hypothetical",
                                          "reason": "shock asset BTC is unusable"}]
     jsonschema.validate(doc, contract.summary_schema())
+
+
+def test_a_publication_sweeps_the_staging_of_killed_stress_runs_only(tmp_path):
+    """A stress run killed between its staging directory and the rename leaves
+    ``.staging-rev=<n>-<pid>-<hex>``; the next publication of that day removes it when the
+    pid is gone, never a live writer's staging nor anything it did not name."""
+    import datetime as dt
+    import os
+    import subprocess
+
+    import pyarrow as pa
+
+    from pipelines.stress.publish import list_stress, publish_stress, stress_dir
+
+    day = dt.date(2025, 6, 30)
+    base = stress_dir(tmp_path, day, 1).parent
+    base.mkdir(parents=True)
+    done = subprocess.Popen(["true"])
+    done.wait()  # its pid is gone
+    dead = base / f".staging-rev=1-{done.pid}-00ff00ff00ff00ff"
+    live = base / f".staging-rev=1-{os.getpid()}-0123456789abcdef"
+    foreign = base / ".staging-rev=1-not-ours"
+    for d in (dead, live, foreign):
+        d.mkdir()
+        (d / "stress.parquet").write_bytes(b"partial")
+    table = pa.table({"scenario": ["ftx"], "bad_debt_usd": [1.0]})
+    path, created = publish_stress(table, {"scenarios": []}, tmp_path, day)
+    assert created and list(list_stress(tmp_path, day)) == [1] and path.name == "rev=1"
+    assert not dead.exists() and live.is_dir() and foreign.is_dir()
+    assert not [p for p in base.iterdir() if p.name.startswith(f".staging-rev=1-{os.getpid()}")
+                and p != live]  # its own staging renamed into place, none left behind

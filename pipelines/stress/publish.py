@@ -18,6 +18,13 @@ stress revision has its own manifest (sha256, bytes and rows per file, and the p
 partition it stressed with that partition's ``_SUCCESS`` hash) and ``_SUCCESS`` written last,
 in a staging directory renamed into place (the same commit protocol as
 :mod:`serving.publish`). Rerunning with identical results is a no-op.
+
+**Staging left by a killed run.** The stress job takes no lock (two stress runs of one day
+are serialized by the rename: the second one's ``rev=n`` exists and it fails), so a staging
+directory cannot be swept as "any staging is dead" the way the serve does under its lock.
+Its name carries the writer's pid (``.staging-rev=<n>-<pid>-<hex>``), and each publication
+first removes the staging directories of its day whose writer is gone
+(:func:`sweep_dead_staging`; same host, as for the features' temporary files).
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -35,7 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.stress.report import STRESS_SCHEMA_VERSION
-from serving.layout import STAGING_PREFIX, SUCCESS_NAME, fsync_dir
+from serving.layout import STAGING_PREFIX, SUCCESS_NAME, fsync_dir, pid_alive
+
+logger = logging.getLogger(__name__)
 
 STRESS_DIR = "_stress"
 STRESS_PARQUET = "stress.parquet"
@@ -84,7 +95,9 @@ def publish_stress(table: pa.Table, summary: dict[str, Any], root: Path, as_of: 
                                                len(summary.get("scenarios", [])))}}
     payloads[MANIFEST_NAME] = _json(manifest)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = final.parent / f"{STAGING_PREFIX}{final.name}-{secrets.token_hex(8)}"
+    sweep_dead_staging(final.parent)
+    staging = final.parent / (f"{STAGING_PREFIX}{final.name}-{os.getpid()}-"
+                              f"{secrets.token_hex(8)}")
     os.mkdir(staging)
     try:
         for name, data in payloads.items():
@@ -98,6 +111,25 @@ def publish_stress(table: pa.Table, summary: dict[str, Any], root: Path, as_of: 
         raise
     fsync_dir(final.parent)
     return final, True
+
+
+_STAGING_RE = re.compile(rf"^{re.escape(STAGING_PREFIX)}rev=\d+-(\d+)-[0-9a-f]+$")
+
+
+def sweep_dead_staging(base: Path) -> list[str]:
+    """Remove the staging directories under one day's ``_stress/asof=D`` whose writer (the
+    pid in the name) is no longer running; returns their names. A live writer's staging, and
+    anything not named by this module, is left alone."""
+    removed = []
+    for child in sorted(Path(base).iterdir()) if Path(base).is_dir() else []:
+        match = _STAGING_RE.match(child.name)
+        if match and child.is_dir() and not pid_alive(int(match.group(1))):
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    if removed:
+        logger.info("removed staging left by killed stress runs under %s: %s", base,
+                    ", ".join(removed))
+    return removed
 
 
 def read_stress(path: Path) -> tuple[pa.Table, dict[str, Any], dict[str, Any]]:
