@@ -91,13 +91,16 @@ def policy_tables(bt: Path) -> str:
             f"rejecting at 5%, stress bad debt within budget, on at least {MIN_VERDICT_DAYS} "
             "days: fewer, or no budget for the asset, and "
             "passing is unproven); capital = mean(1 − LTV); bad "
-            "debt = Σ (x − cushion)/LB for a position at LT."
+            "debt = Σ (x − cushion)/LB for a position at LT; `short_breaches`: days on "
+            "which the short side's worst loss over the delay (a perp short's) exceeded MMF, "
+            "reported, not judged (the acceptance is a lender's, on the long side)."
             + unserved_note(summary, name) + later_failure_note(frozen))
-    mine = summary[summary["policy"] == name][[
-        "asset", "n", "breaches", "breach_upper", "band_low", "under_coverage",
+    mine = summary[summary["policy"] == name][[c for c in [
+        "asset", "n", "breaches", "short_breaches", "breach_upper", "band_low",
+        "under_coverage",
         "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
         "capital", "mean_mmf", "mean_lt", "bad_debt_lt_sum", "bad_debt_ltv_sum", "acceptable",
-        "why_not"]].fillna({"why_not": ""})
+        "why_not"] if c in summary.columns]].fillna({"why_not": ""})
     knob = frozen["settings"].get("policy.confidence")
     pts = frontier[(frontier["period"] == "evaluation") & frontier["asset"].isin(HOURLY)]
     fam = _frozen_points(pts, frozen)
