@@ -160,6 +160,18 @@ class TailEvtConfig(_Strict):
     tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
 
 
+class TailHsConfig(_Strict):
+    """Historical simulation: the empirical tail of the asset's own past covered losses, not
+    filtered by any volatility (``models/tail/classical.py`` HsTail): the tail the yearly
+    static table is calibrated on, read at every cutoff."""
+
+    loss_variant: Literal["close", "intrabar"] = "close"
+    # None: every loss realized before the cutoff (an expanding window, as the static table's
+    # calibration); a number: the last that many calendar days
+    window: int | None = Field(None, ge=20)
+    min_obs: int = Field(250, ge=10)   # a year of losses: at 99.5%, ES averages >= 2 of them
+
+
 class TailQrConfig(_Strict):
     """Linear quantile regression on HAR and DVOL inputs (``models/tail/quantile.py``)."""
 
@@ -238,7 +250,8 @@ class TailNnConfig(_Strict):
 class TailConfig(_Strict):
     """Direct VaR/ES forecasts of the covered loss (``models/tail``), scored by FZ0."""
 
-    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"]
+    enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "hs", "qr_har", "caviar",
+                          "tail_nn"]
     # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the six
     # walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
     in_run: bool = False
@@ -251,6 +264,7 @@ class TailConfig(_Strict):
     fhs_ewma: TailFhsConfig = TailFhsConfig()
     fhs_garch: TailFhsConfig = TailFhsConfig(variance_model="garch11_t")
     evt_garch: TailEvtConfig = TailEvtConfig()
+    hs: TailHsConfig = TailHsConfig()
     qr_har: TailQrConfig = TailQrConfig()
     caviar: TailCaviarConfig = TailCaviarConfig()
     tail_nn: TailNnConfig = TailNnConfig()

@@ -60,6 +60,7 @@ from configs.risk import (
     TailConfig,
     TailEvtConfig,
     TailFhsConfig,
+    TailHsConfig,
     TailNnConfig,
     TailQrConfig,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "TailConfig",
     "TailEvtConfig",
     "TailFhsConfig",
+    "TailHsConfig",
     "TailNnConfig",
     "TailQrConfig",
     "load_config",

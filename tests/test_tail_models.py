@@ -165,3 +165,35 @@ def test_caviar_covers_in_sample():
     y = y.reindex(fc["cutoff"]).to_numpy()
     ok = np.isfinite(y)
     assert float((y[ok] > fc["var"].to_numpy()[ok]).mean()) == pytest.approx(0.025, abs=0.006)
+
+
+def test_historical_simulation_is_the_empirical_tail_of_the_losses_realized_by_the_cutoff():
+    """By hand: at cutoff t the HS VaR is the order statistic of every covered loss whose
+    interval ended by t (expanding window), ES the mean from it on; a window of the last W
+    days reads only those; the loss of the interval ending after t is never read."""
+    from models.tail.classical import HsTail
+
+    panel = tail_panel(assets=("AAA",), n_days=600)
+    cfg = TailConfig().hs
+    t = panel.index.get_level_values("date")[450]
+    fc = HsTail(cfg, "hs").fit(panel).forecast_tail(panel, [0.99], pd.DatetimeIndex([t]))
+    losses = panel.xs("AAA", level="asset")["worst_loss_long"]
+    seen = losses[losses.index <= t].to_numpy()[1:]  # the row t is the loss of (t-1, t]
+    seen = seen[np.isfinite(seen)]
+    v, _ = tail_measures(np.sort(seen), 0.99)
+    row = fc[(fc["side"] == "long")].iloc[0]
+    assert row["var"] == pytest.approx(1 - math.exp(-v))
+    assert row["es"] == pytest.approx(np.mean(1 - np.exp(-seen[seen >= v])))
+    # the losses after t change nothing (a forecast at t reads rows <= t)
+    later = panel.copy()
+    later.loc[later.index.get_level_values("date") > t, "worst_loss_long"] = 5.0
+    again = HsTail(cfg, "hs").forecast_tail(later, [0.99], pd.DatetimeIndex([t]))
+    pd.testing.assert_frame_equal(again, fc)
+    # a 200-day window reads the last 200 realized losses only
+    short = HsTail(cfg.model_copy(update={"window": 200, "min_obs": 100}), "hs")
+    last = short.forecast_tail(panel, [0.99], pd.DatetimeIndex([t]))
+    v200, _ = tail_measures(np.sort(seen[-200:]), 0.99)
+    assert last[last["side"] == "long"]["var"].iloc[0] == pytest.approx(1 - math.exp(-v200))
+    # fewer realized losses than min_obs: no forecast
+    early = panel.index.get_level_values("date")[100]
+    assert HsTail(cfg, "hs").forecast_tail(panel, [0.99], pd.DatetimeIndex([early])).empty

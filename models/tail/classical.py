@@ -28,6 +28,11 @@ and rescale the tail of :math:`z` by today's :math:`\hat\sigma_t` (the forecast 
   rescaled by :math:`\hat\sigma_t`. ES is converted to a fraction as
   :math:`y(\hat\sigma_t \mathrm{ES}^z_q)`; under a GPD with :math:`\xi > 0` the short-side
   fraction :math:`e^{\ell} - 1` has no finite mean, so the exact fraction ES does not exist.
+* :class:`HsTail` — historical simulation: the same empirical tail on the raw past losses
+  (:math:`\hat\sigma \equiv 1`, no filter), over every loss realized before the cutoff by
+  default (``window: null``). The unconditional tail a static table is calibrated on, read
+  at every cutoff: the classical baseline that knows nothing of today's volatility, against
+  which the filtered models show what conditioning buys.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
-from configs.schema import ModelsConfig, TailEvtConfig, TailFhsConfig
+from configs.schema import ModelsConfig, TailEvtConfig, TailFhsConfig, TailHsConfig
 from models.base import Forecaster, asset_frame, select_cutoffs
 from models.registry import build_forecaster, forecaster_from_state
 from models.tail.base import (
@@ -162,6 +167,56 @@ class FhsTail(_VarianceTail):
         model = cls(TailFhsConfig(**state["config"]), state["alias"], state["interval_days"])
         model.variance_model = forecaster_from_state(state["variance_state"])
         return model
+
+
+class HsTail:
+    """Historical simulation of the covered loss (module docstring). Nothing is estimated:
+    ``fit`` checks the panel has the loss column and every forecast reads the asset's
+    realized losses up to its cutoff."""
+
+    kind = "hs"
+
+    def __init__(self, config: TailHsConfig, alias: str, interval_days: int = 1) -> None:
+        self.config = config
+        self.alias = alias
+        self.interval_days = int(interval_days)
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        column = loss_column(SIDES[0], self.config.loss_variant)
+        if column not in panel.columns:
+            raise ValueError(f"{self.alias}: panel lacks column {column!r}; build it with "
+                             "features/ (features.losses)")
+        return self
+
+    def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
+                      cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        qs = check_levels(self.alias, levels)
+        u, cfg = self.interval_days, self.config
+        blocks = []
+        for asset in panel.index.get_level_values("asset").unique():
+            frame = asset_frame(panel, str(asset))
+            wanted = select_cutoffs(frame.index, cutoffs)
+            if not len(wanted):
+                continue
+            for side in SIDES:
+                # z_s: the loss of (s, s + U], realized at s + U (as FHS's, unscaled)
+                z = calendar_series(frame, loss_column(side, cfg.loss_variant)).shift(-u)
+                window = cfg.window or len(z)
+                var, es = fhs_measures(z.to_numpy(), np.ones(len(wanted)),
+                                       z.index.get_indexer(wanted), u, qs, window,
+                                       cfg.min_obs, side)
+                ok = np.isfinite(var).all(axis=1)
+                blocks += [tail_frame(str(asset), wanted[ok], u, side, q, var[ok, j],
+                                      es[ok, j]) for j, q in enumerate(qs)]
+        return concat_tails(blocks)
+
+    def state(self) -> dict[str, Any]:
+        return {"alias": self.alias, "kind": self.kind, "interval_days": self.interval_days,
+                "config": self.config.model_dump(mode="json")}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        return cls(TailHsConfig(**state["config"]), state["alias"], state["interval_days"])
 
 
 def gpd_tail(z: np.ndarray, tail_fraction: float) -> dict[str, float]:

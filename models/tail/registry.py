@@ -10,7 +10,7 @@ from typing import Any
 
 from configs.schema import TailConfig
 from models.tail.base import TailForecaster
-from models.tail.classical import EvtTail, FhsTail
+from models.tail.classical import EvtTail, FhsTail, HsTail
 
 TailFactory = Callable[[TailConfig, int], TailForecaster]
 
@@ -37,6 +37,7 @@ TAIL_REGISTRY: dict[str, TailFactory] = {
     "fhs_ewma": lambda cfg, u: FhsTail(cfg.fhs_ewma, "fhs_ewma", u),
     "fhs_garch": lambda cfg, u: FhsTail(cfg.fhs_garch, "fhs_garch", u),
     "evt_garch": lambda cfg, u: EvtTail(cfg.evt_garch, "evt_garch", u),
+    "hs": lambda cfg, u: HsTail(cfg.hs, "hs", u),
     "qr_har": _qr_har,
     "caviar": _caviar,
     "tail_nn": _tail_nn,

@@ -45,7 +45,7 @@ from pipelines.evaluation.years import year_blocks
 FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason", "days"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
 
-CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar")
+CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "hs", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
