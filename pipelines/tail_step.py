@@ -8,7 +8,7 @@ Markdown artifacts. The same tables are written under ``outputs/tail/`` for
 ``volmargin report``.
 
 The step runs inside ``volmargin run`` when ``tail.in_run`` is set, and on its own as
-``volmargin tail`` (the six models' walk-forwards take a few minutes on two cores, more than
+``volmargin tail`` (the seven models' walk-forwards take a few minutes on two cores, more than
 the daily run's budget).
 """
 
