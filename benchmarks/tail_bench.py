@@ -24,7 +24,7 @@ from configs.schema import Config
 from features.build import build_panel
 from features.loaders import load_market
 from features.schema import feature_view
-from models.tail.registry import build_tail_forecaster
+from models.tail.registry import TAIL_REGISTRY, build_tail_forecaster
 from pipelines.evaluation import tail_compare as tc
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     if args.refit_every:
         update["refit_every"] = args.refit_every
     if args.loss_variant:
-        for alias in ("fhs_ewma", "fhs_garch", "evt_garch", "qr_har", "caviar", "tail_nn"):
+        for alias in TAIL_REGISTRY:  # every model, so all score one loss variant
             section = getattr(cfg.tail, alias)
             update[alias] = section.model_copy(update={"loss_variant": args.loss_variant})
     cfg = cfg.model_copy(update={"tail": cfg.tail.model_copy(update=update)})

@@ -252,8 +252,8 @@ class TailConfig(_Strict):
 
     enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "hs", "qr_har", "caviar",
                           "tail_nn"]
-    # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the six
-    # walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
+    # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the
+    # seven walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
     in_run: bool = False
     # after the walk-forward, replay policies whose MMF is each model's ES at each level and
     # freeze one on the selection period (pipelines/policy_eval/tail_driven.py)

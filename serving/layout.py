@@ -178,9 +178,10 @@ ORPHAN_AGE_S = 60.0
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (a pid too large to exist does not)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True

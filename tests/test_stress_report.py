@@ -97,12 +97,14 @@ def test_a_publication_sweeps_the_staging_of_killed_stress_runs_only(tmp_path):
     dead = base / f".staging-rev=1-{done.pid}-00ff00ff00ff00ff"
     live = base / f".staging-rev=1-{os.getpid()}-0123456789abcdef"
     foreign = base / ".staging-rev=1-not-ours"
-    for d in (dead, live, foreign):
+    impossible = base / ".staging-rev=1-99999999999999999999-ab"  # no such pid can exist
+    for d in (dead, live, foreign, impossible):
         d.mkdir()
         (d / "stress.parquet").write_bytes(b"partial")
     table = pa.table({"scenario": ["ftx"], "bad_debt_usd": [1.0]})
     path, created = publish_stress(table, {"scenarios": []}, tmp_path, day)
     assert created and list(list_stress(tmp_path, day)) == [1] and path.name == "rev=1"
-    assert not dead.exists() and live.is_dir() and foreign.is_dir()
+    assert not dead.exists() and not impossible.exists()
+    assert live.is_dir() and foreign.is_dir()
     assert not [p for p in base.iterdir() if p.name.startswith(f".staging-rev=1-{os.getpid()}")
                 and p != live]  # its own staging renamed into place, none left behind

@@ -182,10 +182,11 @@ class HsTail:
         self.interval_days = int(interval_days)
 
     def fit(self, panel: pd.DataFrame) -> Self:
-        column = loss_column(SIDES[0], self.config.loss_variant)
-        if column not in panel.columns:
-            raise ValueError(f"{self.alias}: panel lacks column {column!r}; build it with "
-                             "features/ (features.losses)")
+        for side in SIDES:
+            column = loss_column(side, self.config.loss_variant)
+            if column not in panel.columns:
+                raise ValueError(f"{self.alias}: panel lacks column {column!r}; build it "
+                                 "with features/ (features.losses)")
         return self
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,

@@ -24,7 +24,10 @@ are serialized by the rename: the second one's ``rev=n`` exists and it fails), s
 directory cannot be swept as "any staging is dead" the way the serve does under its lock.
 Its name carries the writer's pid (``.staging-rev=<n>-<pid>-<hex>``), and each publication
 first removes the staging directories of its day whose writer is gone
-(:func:`sweep_dead_staging`; same host, as for the features' temporary files).
+(:func:`sweep_dead_staging`). **One host only**, as for the features' temporary files: a pid
+is only meaningful on the host that wrote it, so stress runs of one ``outputs/`` shared by
+several hosts (a network file system, containers with their own pid namespaces) could
+remove each other's live staging; run the stress job of a shared ``outputs/`` from one host.
 """
 
 from __future__ import annotations
