@@ -328,3 +328,22 @@ def test_the_replay_is_decide_day_by_day_and_skips_an_asset_without_daily_foreca
     pd.testing.assert_frame_equal(got[fields], want[fields])
     assert got["flag_young"].any() and not got["flag_young"].all()  # BBB seasons in the path
     assert list(got["date"]) == list(h.dates) and len(got) > 500
+
+
+def test_an_unconditional_tail_keeps_only_the_imf_buffer(panel, variance, same):
+    """The same tail figures labelled as historical simulation (a tail that does not scale
+    with σ) get no σ-rescaled APC terms: the path equals the configured policy's with the
+    stressed-σ and long-run-σ terms off, and new borrowing keeps less on top of the margin
+    than under the conditional label (the IMF is path-dependent through the exhaustible
+    buffer and the roles, so not lower on every day)."""
+    hs = same.assign(model="hs")
+    as_hs = tail_policy_path(panel, variance, hs, "hs", CFG.policy.confidence, CFG)
+    off = CFG.with_overrides({"policy.apc.stress_enabled": False,
+                              "policy.apc.floor_enabled": False})
+    pd.testing.assert_frame_equal(
+        as_hs, tail_policy_path(panel, variance, same, "fhs_ewma", CFG.policy.confidence, off))
+    conditional = tail_policy_path(panel, variance, same, "fhs_ewma", CFG.policy.confidence,
+                                   CFG)
+    gap = (as_hs["imf"] - as_hs["mmf"]).mean(), (conditional["imf"] - conditional["mmf"]).mean()
+    assert gap[0] < gap[1]
+    assert as_hs["capital"].mean() < conditional["capital"].mean()

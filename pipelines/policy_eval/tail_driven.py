@@ -10,7 +10,12 @@ so the tail term of MMF is the forecast ES itself,
 
 .. math:: \mathrm{MMF}^*_{tail} = 1 - e^{-z_{ES}\,\sigma} = \mathrm{ES}_q,
 
-and the anti-procyclical IMF terms rescale it by :math:`\sigma_{stress}/\sigma`. Everything
+and the anti-procyclical IMF terms rescale it by :math:`\sigma_{stress}/\sigma`: a
+stressed σ's margin, for a tail that moves with σ. An **unconditional** tail
+(:data:`UNCONDITIONAL`: historical simulation) does not, and rescaling it would double the
+IMF in calm weeks and shrink it in crashes; it is already a through-the-cycle margin, so its
+candidates keep only the IMF buffer (``policy.apc.buffer``, the static table's IMF rule) and
+not the stressed-σ and long-run-σ terms (:func:`tail_policy_path`). Everything
 else is the configured policy (stress floor, loss memory, parameter roles, LB pricing the
 liquidation); σ, which LB, the APC terms and the jump fail-safe read, comes from the
 ``ewma94`` walk-forward for every tail candidate (:data:`SIGMA_MODEL`): the σ of the EWMA-FHS
@@ -82,6 +87,7 @@ from serving.seasoning import reference as stress_reference
 SIGMA_MODEL = "ewma94"      # σ of every tail-driven candidate (module docstring)
 COMPARATOR_LEVEL = 0.99     # EWMA-FHS at 99 %: the clearing-house comparator
 SIDE = "long"               # a lender's collateral is long the asset
+UNCONDITIONAL = frozenset({"hs"})  # tail models whose tail does not scale with σ (docstring)
 POLICY_LOSS = {"worst_window": "close"}  # policy.loss → the tail models' loss_variant
 
 
@@ -131,7 +137,11 @@ def tail_series(tails: pd.DataFrame, model: str, asset: str, level: float,
 def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
                      model: str, level: float, cfg: Config) -> pd.DataFrame:
     """Daily published parameters and outcomes of one tail-driven candidate (slim columns
-    and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame."""
+    and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame. An
+    :data:`UNCONDITIONAL` model's candidate has no σ-rescaled APC terms (module docstring)."""
+    if model in UNCONDITIONAL:
+        cfg = cfg.with_overrides({"policy.apc.stress_enabled": False,
+                                  "policy.apc.floor_enabled": False})
     named, pairs = [], []
     references = stress_reference(panel, [cfg.policy])  # the whole panel's young-asset floor
     for asset in sorted(variance["asset"].unique()):
