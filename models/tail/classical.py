@@ -37,7 +37,7 @@ and rescale the tail of :math:`z` by today's :math:`\hat\sigma_t` (the forecast 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -134,6 +134,24 @@ def fhs_measures(z: np.ndarray, sigma_t: np.ndarray, pos: np.ndarray, interval_d
     return var, es
 
 
+def empirical_tails(histories: Iterable[tuple[str, str, pd.Series, pd.Series]],
+                    levels: list[float], cutoffs: pd.DatetimeIndex | None, interval_days: int,
+                    window: int | None, min_obs: int) -> pd.DataFrame:
+    """The tail frame of :func:`fhs_measures` over ``(asset, side, σ, z)`` histories, each on
+    its asset's calendar, at the requested cutoffs where σ is known (``window`` None: every
+    realized z). FHS and historical simulation (σ ≡ 1) share it."""
+    blocks = []
+    for asset, side, sigma, z in histories:
+        wanted = select_cutoffs(sigma.dropna().index, cutoffs)
+        var, es = fhs_measures(z.to_numpy(), sigma.loc[wanted].to_numpy(),
+                               z.index.get_indexer(wanted), interval_days, levels,
+                               window or len(z), min_obs, side)
+        ok = np.isfinite(var).all(axis=1)
+        blocks += [tail_frame(asset, wanted[ok], interval_days, side, q, var[ok, j],
+                              es[ok, j]) for j, q in enumerate(levels)]
+    return concat_tails(blocks)
+
+
 class FhsTail(_VarianceTail):
     """Filtered historical simulation on a variance forecaster (module docstring)."""
 
@@ -145,19 +163,10 @@ class FhsTail(_VarianceTail):
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
-        qs = check_levels(self.alias, levels)
-        u, cfg = self.interval_days, self.config
-        blocks = []
-        for side in SIDES:
-            for asset, (sigma, z) in self._histories(panel, side).items():
-                wanted = select_cutoffs(sigma.dropna().index, cutoffs)
-                var, es = fhs_measures(z.to_numpy(), sigma.loc[wanted].to_numpy(),
-                                       z.index.get_indexer(wanted), u, qs, cfg.window,
-                                       cfg.min_obs, side)
-                ok = np.isfinite(var).all(axis=1)
-                blocks += [tail_frame(asset, wanted[ok], u, side, q, var[ok, j], es[ok, j])
-                           for j, q in enumerate(qs)]
-        return concat_tails(blocks)
+        histories = ((asset, side, sigma, z) for side in SIDES
+                     for asset, (sigma, z) in self._histories(panel, side).items())
+        return empirical_tails(histories, check_levels(self.alias, levels), cutoffs,
+                               self.interval_days, self.config.window, self.config.min_obs)
 
     def state(self) -> dict[str, Any]:
         return self._base_state()
@@ -193,23 +202,17 @@ class HsTail:
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
         qs = check_levels(self.alias, levels)
         u, cfg = self.interval_days, self.config
-        blocks = []
-        for asset in panel.index.get_level_values("asset").unique():
-            frame = asset_frame(panel, str(asset))
-            wanted = select_cutoffs(frame.index, cutoffs)
-            if not len(wanted):
-                continue
-            for side in SIDES:
-                # z_s: the loss of (s, s + U], realized at s + U (as FHS's, unscaled)
-                z = calendar_series(frame, loss_column(side, cfg.loss_variant)).shift(-u)
-                window = cfg.window or len(z)
-                var, es = fhs_measures(z.to_numpy(), np.ones(len(wanted)),
-                                       z.index.get_indexer(wanted), u, qs, window,
-                                       cfg.min_obs, side)
-                ok = np.isfinite(var).all(axis=1)
-                blocks += [tail_frame(str(asset), wanted[ok], u, side, q, var[ok, j],
-                                      es[ok, j]) for j, q in enumerate(qs)]
-        return concat_tails(blocks)
+
+        def histories() -> Iterator[tuple[str, str, pd.Series, pd.Series]]:
+            for asset in panel.index.get_level_values("asset").unique():
+                frame = asset_frame(panel, str(asset))
+                for side in SIDES:
+                    # z_s: the loss of (s, s + U], realized at s + U (FHS's, unscaled);
+                    # σ ≡ 1 on the asset's rows, the cutoffs it can forecast
+                    z = calendar_series(frame, loss_column(side, cfg.loss_variant)).shift(-u)
+                    yield str(asset), side, pd.Series(1.0, frame.index).reindex(z.index), z
+
+        return empirical_tails(histories(), qs, cutoffs, u, cfg.window, cfg.min_obs)
 
     def state(self) -> dict[str, Any]:
         return {"alias": self.alias, "kind": self.kind, "interval_days": self.interval_days,
