@@ -77,7 +77,8 @@ def tail_policy_section(outputs_dir: Path) -> str:
             safe = safe.sort_values(["measure", "period"])  # evaluation first
             out += ("\n#### The tail-driven policy against EWMA-FHS at equal-or-better bad "
                     "debt (pooled, LB 1.05)\n\n"
-                    "EWMA-FHS's cheapest level (95% to 99.9%) with no more bad debt than the "
+                    "EWMA-FHS's cheapest level (its grid and `evaluation.comparator_levels`) "
+                    "with no more bad debt than the "
                     "frozen tail-driven policy, as under \"Capital at equal-or-better bad "
                     "debt\"; `as_safe` False: none is, the row is its safest level.\n\n"
                     + safe[[c for c in TAIL_AS_SAFE_COLUMNS if c in safe.columns]].round(4)

@@ -61,12 +61,7 @@ from models.base import asset_frame
 from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
-from pipelines.policy_eval.compare import (
-    comparator_paths,
-    replay_many,
-    setting,
-    slim,
-)
+from pipelines.policy_eval.compare import comparator_paths, replay_many, setting, slim
 from pipelines.policy_eval.frontier import cheapest_as_safe, path_points, points_frame
 from pipelines.policy_eval.protocol import (
     EVALUATION,
