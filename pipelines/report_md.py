@@ -94,7 +94,8 @@ def policy_tables(bt: Path) -> str:
             "debt = Σ (x − cushion)/LB for a position at LT; `short_breaches`: days on "
             "which the short side's worst loss over the delay (a perp short's) exceeded MMF, "
             "reported, not judged (the acceptance is a lender's, on the long side)."
-            + unserved_note(summary, name) + later_failure_note(frozen))
+            + unserved_note(summary, name) + later_failure_note(frozen)
+            + preferred_note(frozen))
     mine = summary[summary["policy"] == name][[c for c in [
         "asset", "n", "breaches", "short_breaches", "breach_upper", "band_low",
         "under_coverage",
@@ -153,6 +154,19 @@ def as_safe_section(bt: Path) -> str:
             "acceptance function in that period; `pooled_assets`: the assets both cover, "
             "over which both are pooled.\n\n"
             + _fmt(table[[c for c in AS_SAFE_COLUMNS if c in table.columns]]))
+
+
+def preferred_note(frozen: dict) -> str:
+    """The comparators the choice's rule ranks above the frozen policy on the selection
+    period (``frozen.json``), '' where there are none."""
+    ahead = frozen.get("comparators_the_rule_prefers") or []
+    if not ahead:
+        return ""
+    listed = "; ".join(f"`{c['policy']}` ({c['acceptable']}/{c['assets']}, capital "
+                       f"{c['capital']:.4f})" for c in ahead)
+    return (" **The rule prefers a comparator**: on the selection period it ranks " + listed
+            + " above the frozen policy; comparators are not candidates, so it was not "
+            "frozen (README, Known limitations).")
 
 
 def later_failure_note(frozen: dict) -> str:

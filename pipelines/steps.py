@@ -264,6 +264,9 @@ def step_policy(
                            "frozen.selection_period": "..".join(record["selection_period"]),
                            "frozen.evaluation_period": "..".join(record["evaluation_period"])})
         mlflow.log_dict(record, "policy/frozen.json")
+        if ev.preferred:  # a comparator the rule ranks above the frozen policy
+            mlflow.set_tag("selection.comparators_preferred",
+                           ", ".join(c["policy"] for c in ev.preferred)[:4000])
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         mlflow.log_metrics({  # one batch: a call per metric was a round trip each
             re.sub(r"[^\w./ -]", "_", f"{metric}.{row.policy}.{row.asset}"):

@@ -478,7 +478,7 @@ def test_the_comparators_replayed_beyond_the_grid_are_never_candidates():
     """``evaluation.comparator_levels``: EWMA-FHS and the static table replayed at 99.5% for
     the frontier and the as-safe comparison; the choice is the one made without them, and
     the as-safe table reads the frozen policy's own pooled point."""
-    from pipelines.policy_eval.pipeline import EWMA, evaluate_policies
+    from pipelines.policy_eval.pipeline import EWMA, evaluate_policies, frozen_record
 
     cfg, panel, fcs, compared = _knob_evaluation()
     fcs = {**fcs, EWMA: fcs["flat"]}
@@ -505,6 +505,9 @@ def test_the_comparators_replayed_beyond_the_grid_are_never_candidates():
         assert safe.loc[(period, EWMA), "policy_bad_debt"] == pytest.approx(me["bad_debt"])
     assert set(safe.index) == {(p, f) for p in ("selection", "evaluation")
                                for f in (EWMA, "static")}
+    # the comparators the rule would have preferred are recorded, by the same ranking
+    record = frozen_record(ev, cfg)["comparators_the_rule_prefers"]
+    assert record == ev.preferred and all(c["policy"] not in ev.settings for c in record)
     # each row says on how many assets its level, and the frozen policy, are acceptable
     judged = ev.table.groupby(["policy", "period"])["acceptable"].sum()
     names = {(EWMA, 0.975): f"policy:{EWMA}", (EWMA, 0.995): beyond,
@@ -513,3 +516,35 @@ def test_the_comparators_replayed_beyond_the_grid_are_never_candidates():
         assert row["acceptable"] == judged[(names[(family, row["knob"])], period)]
         assert row["assets"] == 2
         assert row["policy_acceptable"] == judged[(ev.choice.policy, period)]
+
+
+def test_the_comparators_the_rule_would_prefer_are_named():
+    """By the choice's own rule on the selection period: a comparator with as many assets
+    acceptable and less capital ranks above the frozen policy and is named; one with fewer
+    acceptable assets, or more capital, is not; what happens in the evaluation period never
+    counts."""
+    from pipelines.policy_eval.pipeline import preferred_comparators
+
+    def rows(policy, period, acceptable, capital):
+        return [{"policy": policy, "period": period, "asset": a, "acceptable": ok,
+                 "capital": capital, "breaches": 0, "bad_debt_lt_sum": 0.0,
+                 "stress_bad_debt_lt": 0.0} for a, ok in zip("AB", acceptable, strict=True)]
+
+    table = pd.DataFrame(
+        rows("frozen", SELECTION, [True, True], 0.29)
+        + rows("static@0.995", SELECTION, [True, True], 0.27)
+        + rows("static@0.999", SELECTION, [True, True], 0.34)
+        + rows("static@0.99", SELECTION, [True, False], 0.24)
+        + rows("ewma@0.999", SELECTION, [True, True], 0.31)
+        + rows("ewma@0.999", "evaluation", [True, True], 0.01)   # never read
+        + rows("static@0.999", "evaluation", [True, True], 0.01))
+    comparators = ["static@0.995", "static@0.999", "static@0.99", "ewma@0.999"]
+    ahead = preferred_comparators(table, "frozen", comparators)
+    assert ahead == [{"policy": "static@0.995", "acceptable": 2, "assets": 2,
+                      "capital": 0.27}]
+    cheaper = table.assign(capital=np.where(table["policy"] == "static@0.999", 0.2,
+                                            table["capital"]))
+    assert [c["policy"] for c in preferred_comparators(cheaper, "frozen", comparators)] == \
+        ["static@0.999", "static@0.995"]
+    assert preferred_comparators(table, "frozen", ["static@0.999", "static@0.99"]) == []
+    assert preferred_comparators(table, "missing", comparators) == []

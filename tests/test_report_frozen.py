@@ -64,3 +64,15 @@ def test_the_as_safe_section_leads_with_the_evaluation_period(tmp_path):
     lines = [ln for ln in md.splitlines() if ln.startswith("| bad_debt")]
     assert [ln.split("|")[2].strip() for ln in lines] == ["evaluation", "selection"]
     assert "-0.05" in lines[0] and "False" in lines[0]
+
+
+def test_the_protocol_names_a_comparator_the_rule_prefers():
+    from pipelines.report_md import preferred_note
+
+    assert preferred_note({"policy": "p"}) == ""  # a record from before the check
+    assert preferred_note({"comparators_the_rule_prefers": []}) == ""
+    note = preferred_note({"comparators_the_rule_prefers": [
+        {"policy": "static@confidence=0.995", "acceptable": 12, "assets": 12,
+         "capital": 0.26738}]})
+    assert note.startswith(" **The rule prefers a comparator**")
+    assert "`static@confidence=0.995` (12/12, capital 0.2674)" in note

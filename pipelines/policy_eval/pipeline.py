@@ -45,6 +45,7 @@ from pipelines.policy_eval.protocol import (
     knob_reason,
     period_label,
     periods,
+    rank_like_for_like,
 )
 from pipelines.selection.select import (
     Selection,
@@ -75,6 +76,9 @@ class PolicyEvaluation:
     # "<model> <asset> h=<h> failed from <day>": triples judged in the choice on the
     # forecasts made before their failure in a later period (:func:`known_before`)
     before_failure: list[str] = dataclasses.field(default_factory=list)
+    # comparators (not candidates) the choice's rule ranks above the frozen policy on the
+    # selection period (:func:`preferred_comparators`)
+    preferred: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _knob(settings: dict[str, Any], cfg: Config) -> float:
@@ -105,6 +109,26 @@ def with_acceptable(as_safe: pd.DataFrame, table: pd.DataFrame, policy: str,
     out["assets"] = [count(n, p, "assets") for n, p in zip(which, out["period"], strict=True)]
     out["policy_acceptable"] = [count(policy, p, "acceptable") for p in out["period"]]
     return out
+
+
+def preferred_comparators(table: pd.DataFrame, policy: str, comparators: Collection[str],
+                          universe: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """The ``comparators`` (policies judged beside the candidates, never candidates: the
+    static table at each level, EWMA-FHS beyond the grid) that the choice's own rule (most
+    assets acceptable, then least capital, like for like: :func:`rank_like_for_like`) ranks
+    above the frozen ``policy`` on the selection period, best first. Not empty means the
+    protocol, had they been candidates, would have frozen one of them: said in the record and
+    the report, so a risk team reads it at every run (on another universe the answer may
+    differ). Each as ``{"policy", "acceptable", "assets", "capital"}`` (its own LB)."""
+    sel = table[(table["period"] == SELECTION)
+                & table["policy"].isin([policy, *comparators])]
+    if policy not in set(sel["policy"]):
+        return []
+    ranked = rank_like_for_like(sel, universe).reset_index(drop=True)
+    above = ranked.iloc[:int(ranked.index[ranked["policy"] == policy][0])]
+    return [{"policy": str(r.policy), "acceptable": int(r.acceptable),
+             "assets": int(r.assets), "capital": round(float(r.capital), 6)}
+            for r in above.itertuples()]
 
 
 def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],
@@ -330,7 +354,9 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
                 **{("static", q): n for q, n in static_at.items()}}),
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
-        by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg))
+        by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg),
+        preferred=preferred_comparators(table, choice.policy, [*static_at.values(), *beyond],
+                                        universe=set(sel_table["asset"])))
 
 
 
@@ -344,4 +370,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.choice.policy]),
             "grid": e.grid, "candidates": sorted(ev.settings),
             "judged_before_a_later_failure": ev.before_failure,
+            "comparators_the_rule_prefers": ev.preferred,
             "knobs": e.frontier_knobs if chooses_knobs(cfg) else {}}
