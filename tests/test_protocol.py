@@ -429,6 +429,7 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     assert by_qlike.choice.policy == "policy:true"
     assert "QLIKE h=1 (selection period): true=" in by_qlike.choice.reason
     assert frozen_record(by_qlike, forecast_rule)["knobs"] == {}
+    assert by_qlike.preferred == []  # the rule it names is not the one that chose
 
 
 def test_a_failure_after_the_selection_period_does_not_move_the_choice():
@@ -548,3 +549,6 @@ def test_the_comparators_the_rule_would_prefer_are_named():
         ["static@0.999", "static@0.995"]
     assert preferred_comparators(table, "frozen", ["static@0.999", "static@0.99"]) == []
     assert preferred_comparators(table, "missing", comparators) == []
+    # like for like: a comparator judged on A only counts B as not acceptable (1/2)
+    partial = table[~((table["policy"] == "static@0.995") & (table["asset"] == "B"))]
+    assert preferred_comparators(partial, "frozen", comparators) == []

@@ -119,9 +119,10 @@ def preferred_comparators(table: pd.DataFrame, policy: str, comparators: Collect
     above the frozen ``policy`` on the selection period, best first. Not empty means the
     protocol, had they been candidates, would have frozen one of them: said in the record and
     the report, so a risk team reads it at every run (on another universe the answer may
-    differ). Each as ``{"policy", "acceptable", "assets", "capital"}`` (its own LB)."""
+    differ). Each as ``{"policy", "acceptable", "assets", "capital"}`` (its own LB). Only
+    under ``selection.rule: policy``: the forecast rule chooses by QLIKE, not by this rank."""
     sel = table[(table["period"] == SELECTION)
-                & table["policy"].isin([policy, *comparators])]
+                & table["policy"].isin([policy, *dict.fromkeys(comparators)])]
     if policy not in set(sel["policy"]):
         return []
     ranked = rank_like_for_like(sel, universe).reset_index(drop=True)
@@ -355,8 +356,10 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
         by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg),
-        preferred=preferred_comparators(table, choice.policy, [*static_at.values(), *beyond],
-                                        universe=set(sel_table["asset"])))
+        preferred=(preferred_comparators(table, choice.policy,
+                                         ["static", *static_at.values(), *beyond],
+                                         universe=set(sel_table["asset"]))
+                   if cfg.selection.rule == "policy" else []))  # the rule it names
 
 
 
