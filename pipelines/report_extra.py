@@ -165,7 +165,9 @@ def policy_name_parts(name: str) -> tuple[str, dict[str, str], str]:
 def capital_rows(frozen: dict, names: list[str]) -> list[str]:
     """The policies whose capital the report takes apart, in order: the frozen policy, its
     first choice and knob variants (its forecaster at its settings but the swept knobs), its
-    variant without APC, EWMA-FHS at the same settings, the static table and Aave v3."""
+    variant without APC, EWMA-FHS at the same settings, the static table, the comparators the
+    choice's rule would prefer (``frozen["comparators_the_rule_prefers"]``: where their
+    capital goes beside the frozen policy's) and Aave v3."""
     knobs = {k.split(".")[-1] for k in (frozen.get("knobs") or {})}
     _, own, _ = policy_name_parts(frozen["policy"])
     base = {k: v for k, v in own.items() if k not in knobs}
@@ -182,8 +184,9 @@ def capital_rows(frozen: dict, names: list[str]) -> list[str]:
                                     float(policy_name_parts(n)[1].get(k, 0.0)))
                                    for k in sorted(knobs)])
     ewma = [n for n in names if at_base(n, EWMA, False)]
+    preferred = [c["policy"] for c in frozen.get("comparators_the_rule_prefers") or []]
     wanted = [frozen["policy"], *family, f"{frozen['policy']}:no_apc", *ewma, "static",
-              "aave_v3"]
+              *preferred, "aave_v3"]
     present = set(names)
     return [n for n in dict.fromkeys(wanted) if n in present]
 

@@ -87,6 +87,12 @@ def test_the_rows_are_the_frozen_policy_its_variants_and_the_comparators_in_orde
     plain = {"policy": "policy:har_rv", "forecaster": "har_rv"}
     assert capital_rows(plain, names) == ["policy:har_rv", "policy:ewma94", "static",
                                           "aave_v3"]
+    # a comparator the rule would prefer is taken apart beside them, before Aave v3
+    preferred = {**plain, "comparators_the_rule_prefers": [
+        {"policy": "static@confidence=0.995", "acceptable": 12, "assets": 12,
+         "capital": 0.267}]}
+    assert capital_rows(preferred, [*names, "static@confidence=0.995"]) == [
+        "policy:har_rv", "policy:ewma94", "static", "static@confidence=0.995", "aave_v3"]
 
 
 def _rows(policy: str, asset: str, dates: pd.DatetimeIndex, ltv: float, mmf: float,
