@@ -155,8 +155,8 @@ def run(
         tail = step_tail(cfg, panel, progress)
         tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
-    choice, summary, stress = step_policy(cfg, panel, forecasts, compared, progress, engine,
-                                          bt.withheld)
+    choice, summary, stress, preferred = step_policy(cfg, panel, forecasts, compared,
+                                                     progress, engine, bt.withheld)
     progress("register", 0, 1)
     failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)
@@ -172,6 +172,7 @@ def run(
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
                      list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed,
+                                         *preferred,
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged)

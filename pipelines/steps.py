@@ -36,7 +36,7 @@ from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, narrowed_support, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.frontier import frontier_figure
-from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record
+from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record, preferred_lines
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate, policy_rows
 from pipelines.selection.select import Selection, period_comparison
@@ -235,9 +235,11 @@ def step_policy(
     cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     compared: pd.DataFrame, progress: Progress = _noop, engine: Engine | None = None,
     withheld: dict[str, pd.DataFrame] | None = None,
-) -> tuple[Selection, pd.DataFrame, pd.DataFrame]:
+) -> tuple[Selection, pd.DataFrame, pd.DataFrame, list[str]]:
     """Replay candidates and comparators, choose on the selection period and freeze, report
     the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
+    Returns the choice, the evaluation period's summary, the stress table and one warning
+    line per comparator the choice's rule would prefer (:func:`preferred_lines`).
     ``withheld``: :attr:`BacktestStep.withheld` (a failure after the selection period does
     not take a forecaster's asset out of the choice).
 
@@ -300,7 +302,7 @@ def step_policy(
         pd.concat(ev.paths.values(), keys=ev.paths.keys(), names=["policy"]).reset_index(
             level=0).to_parquet(dest / "policy_paths.parquet")
         progress("policy backtest", 2, 2)
-    return choice, summary, ev.stress
+    return choice, summary, ev.stress, preferred_lines(ev.preferred)
 
 
 def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int

@@ -552,3 +552,13 @@ def test_the_comparators_the_rule_would_prefer_are_named():
     # like for like: a comparator judged on A only counts B as not acceptable (1/2)
     partial = table[~((table["policy"] == "static@0.995") & (table["asset"] == "B"))]
     assert preferred_comparators(partial, "frozen", comparators) == []
+
+
+def test_each_preferred_comparator_is_one_warning_line_of_the_run():
+    from pipelines.policy_eval.pipeline import preferred_lines
+
+    assert preferred_lines([]) == []
+    (line,) = preferred_lines([{"policy": "static@confidence=0.995", "acceptable": 12,
+                                "assets": 12, "capital": 0.267397}])
+    assert "comparator static@confidence=0.995 (12/12 acceptable, capital 0.2674)" in line
+    assert "above the frozen policy" in line and "comparators_the_rule_prefers" in line

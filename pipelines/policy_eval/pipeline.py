@@ -132,6 +132,15 @@ def preferred_comparators(table: pd.DataFrame, policy: str, comparators: Collect
             for r in above.itertuples()]
 
 
+def preferred_lines(preferred: list[dict[str, Any]]) -> list[str]:
+    """One plain line per comparator the rule prefers (:func:`preferred_comparators`), for
+    the run's warnings."""
+    return [f"on the selection period the choice's rule ranks the comparator {c['policy']} "
+            f"({c['acceptable']}/{c['assets']} acceptable, capital {c['capital']:.4f}) above "
+            "the frozen policy; comparators are not candidates, so it was not frozen "
+            "(outputs/backtest/frozen.json, comparators_the_rule_prefers)" for c in preferred]
+
+
 def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],
                  cfg: Config) -> dict[str, tuple[Config, float]]:
     """EWMA-FHS at each ``evaluation.comparator_levels`` confidence not already replayed as a
