@@ -95,7 +95,7 @@ def policy_tables(bt: Path) -> str:
             "which the short side's worst loss over the delay (a perp short's) exceeded MMF, "
             "reported, not judged (the acceptance is a lender's, on the long side)."
             + unserved_note(summary, name) + later_failure_note(frozen)
-            + preferred_note(frozen))
+            + stability_note(frozen) + preferred_note(frozen))
     mine = summary[summary["policy"] == name][[c for c in [
         "asset", "n", "breaches", "short_breaches", "breach_upper", "band_low",
         "under_coverage",
@@ -154,6 +154,18 @@ def as_safe_section(bt: Path) -> str:
             "acceptance function in that period; `pooled_assets`: the assets both cover, "
             "over which both are pooled.\n\n"
             + _fmt(table[[c for c in AS_SAFE_COLUMNS if c in table.columns]]))
+
+
+def stability_note(frozen: dict) -> str:
+    """How often the first step's choice survives leaving one asset out of the selection
+    period (``frozen.json``), '' where the record has none."""
+    loo = frozen.get("leave_one_asset_out") or {}
+    if not loo:
+        return ""
+    others = ", ".join(f"`{k}` {v}" for k, v in loo["others"].items())
+    return (f" Leave one asset out (the first step, selection period only): "
+            f"`{loo['first_step']}` is chosen in {loo['kept']} of {loo['runs']} runs"
+            + (f"; otherwise {others}" if others else "") + ".")
 
 
 def preferred_note(frozen: dict) -> str:

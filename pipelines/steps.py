@@ -284,7 +284,8 @@ def step_policy(
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,
                   "static_schedule": ev.static_schedule, "selection": choice.table,
-                  "by_year": ev.by_year, "as_safe": ev.as_safe}
+                  "by_year": ev.by_year, "as_safe": ev.as_safe,
+                  "choice_stability": ev.stability}
         _log_tables(tables, "policy")
         for period in ("evaluation", "selection"):
             points = ev.frontier[ev.frontier["period"] == period]

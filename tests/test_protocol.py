@@ -562,3 +562,50 @@ def test_each_preferred_comparator_is_one_warning_line_of_the_run():
                                 "assets": 12, "capital": 0.267397}])
     assert "comparator static@confidence=0.995 (12/12 acceptable, capital 0.2674)" in line
     assert "above the frozen policy" in line and "comparators_the_rule_prefers" in line
+
+
+def test_leaving_one_asset_out_shows_a_choice_that_rests_on_one_asset():
+    """Candidate x is acceptable on A and B, y on A, B and C but with more capital on C
+    where x fails: y wins with every asset (3/3 > 2/3), and without C x ties it on 2/2 with
+    less capital: the leave-one-out names the asset the choice rests on."""
+    from configs.schema import Config
+    from pipelines.policy_eval.pipeline import leave_one_asset_out, stability_record
+
+    def rows(policy, acceptable, capital):
+        return [{"policy": policy, "period": SELECTION, "asset": a, "acceptable": ok,
+                 "capital": capital, "breaches": 0, "bad_debt_lt_sum": 0.0,
+                 "stress_bad_debt_lt": 0.0} for a, ok in zip("ABC", acceptable, strict=True)]
+
+    table = pd.DataFrame(rows("policy:x", [True, True, False], 0.2)
+                         + rows("policy:y", [True, True, True], 0.3))
+    settings = {"policy:x": {"forecaster": "x"}, "policy:y": {"forecaster": "y"}}
+    compared = pd.DataFrame({"model": ["x", "y"] * 3, "asset": list("AABBCC"),
+                             "horizon_days": 1, "qlike": 0.1, "in_mcs": True,
+                             "var_pass": True})
+    loo = leave_one_asset_out(compared, table, settings, Config())
+    assert dict(zip(loo["left_out"], loo["choice"], strict=True)) == {
+        "A": "policy:y", "B": "policy:y", "C": "policy:x"}
+    assert stability_record(loo, "policy:y") == {
+        "first_step": "policy:y", "kept": 2, "runs": 3, "not_run": 0,
+        "others": {"policy:x": 1}}
+    # an asset whose removal leaves nothing to choose from is noted, not fatal
+    only_a = compared[compared["asset"] == "A"]
+    noted = leave_one_asset_out(only_a, table, settings, Config()).set_index("left_out")
+    assert pd.isna(noted.loc["A", "choice"]) and "no forecasts" in noted.loc["A", "note"]
+    assert stability_record(noted.reset_index(), "policy:y")["not_run"] == 1
+
+
+def test_a_large_universe_leaves_out_at_most_the_limit_evenly_spaced():
+    from configs.schema import Config
+    from pipelines.policy_eval.pipeline import leave_one_asset_out
+
+    assets = [f"A{i:02d}" for i in range(10)]
+    table = pd.DataFrame([{"policy": "policy:x", "period": SELECTION, "asset": a,
+                           "acceptable": True, "capital": 0.2, "breaches": 0,
+                           "bad_debt_lt_sum": 0.0, "stress_bad_debt_lt": 0.0} for a in assets])
+    compared = pd.DataFrame({"model": "x", "asset": assets, "horizon_days": 1, "qlike": 0.1,
+                             "in_mcs": True, "var_pass": True})
+    loo = leave_one_asset_out(compared, table, {"policy:x": {"forecaster": "x"}}, Config(),
+                              limit=4)
+    assert list(loo["left_out"]) == ["A00", "A03", "A06", "A09"]
+    assert (loo["choice"] == "policy:x").all()

@@ -76,3 +76,15 @@ def test_the_protocol_names_a_comparator_the_rule_prefers():
          "capital": 0.26738}]})
     assert note.startswith(" **The rule prefers a comparator**")
     assert "`static@confidence=0.995` (12/12, capital 0.2674)" in note
+
+
+def test_the_protocol_says_how_firm_the_first_choice_is():
+    from pipelines.report_md import stability_note
+
+    assert stability_note({"policy": "p"}) == ""  # a record from before the check
+    note = stability_note({"leave_one_asset_out": {
+        "first_step": "policy:a", "kept": 7, "runs": 12, "not_run": 0,
+        "others": {"policy:b": 3, "policy:c": 2}}})
+    assert note == (" Leave one asset out (the first step, selection period only): "
+                    "`policy:a` is chosen in 7 of 12 runs; otherwise `policy:b` 3, "
+                    "`policy:c` 2.")
