@@ -163,9 +163,13 @@ def stability_note(frozen: dict) -> str:
     if not loo:
         return ""
     others = ", ".join(f"`{k}` {v}" for k, v in loo["others"].items())
-    return (f" Leave one asset out (the first step, selection period only): "
+    runs = loo["runs"] + loo.get("not_run", 0)
+    drawn = (f" ({runs} of {loo['assets']} assets left out in turn)"
+             if loo.get("assets", runs) > runs else "")
+    failed = (f"; {loo['not_run']} could not choose" if loo.get("not_run") else "")
+    return (f" Leave one asset out (the first step, selection period only{drawn}): "
             f"`{loo['first_step']}` is chosen in {loo['kept']} of {loo['runs']} runs"
-            + (f"; otherwise {others}" if others else "") + ".")
+            + (f"; otherwise {others}" if others else "") + failed + ".")
 
 
 def preferred_note(frozen: dict) -> str:

@@ -71,7 +71,8 @@ class RunResult:
         default_factory=lambda: _empty(FAILURE_COLUMNS))
     diagnostic_failures: pd.DataFrame = field(  # diagnostics left NaN, why, on how many days
         default_factory=lambda: _empty(DIAGNOSTIC_FAILURE_COLUMNS))
-    warnings: list[str] = field(default_factory=list)  # data, staleness, narrow comparisons
+    # data, staleness, narrow comparisons, comparators the choice's rule would prefer
+    warnings: list[str] = field(default_factory=list)
     tail_failures: list[str] = field(default_factory=list)  # with tail.in_run: what it left out
     tail_not_judged: list[str] = field(default_factory=list)  # ... and its young assets
 

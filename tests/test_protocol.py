@@ -586,13 +586,19 @@ def test_leaving_one_asset_out_shows_a_choice_that_rests_on_one_asset():
     assert dict(zip(loo["left_out"], loo["choice"], strict=True)) == {
         "A": "policy:y", "B": "policy:y", "C": "policy:x"}
     assert stability_record(loo, "policy:y") == {
-        "first_step": "policy:y", "kept": 2, "runs": 3, "not_run": 0,
+        "first_step": "policy:y", "kept": 2, "runs": 3, "not_run": 0, "assets": 3,
         "others": {"policy:x": 1}}
     # an asset whose removal leaves nothing to choose from is noted, not fatal
     only_a = compared[compared["asset"] == "A"]
     noted = leave_one_asset_out(only_a, table, settings, Config()).set_index("left_out")
     assert pd.isna(noted.loc["A", "choice"]) and "no forecasts" in noted.loc["A", "note"]
     assert stability_record(noted.reset_index(), "policy:y")["not_run"] == 1
+    # every leave-out failing is the least firm case, recorded, not "no check"
+    nothing = leave_one_asset_out(compared.iloc[0:0], table, settings, Config())
+    assert nothing["choice"].isna().all()
+    assert stability_record(nothing, "policy:y") == {
+        "first_step": "policy:y", "kept": 0, "runs": 0, "not_run": 3, "assets": 3,
+        "others": {}}
 
 
 def test_a_large_universe_leaves_out_at_most_the_limit_evenly_spaced():

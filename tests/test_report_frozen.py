@@ -83,8 +83,14 @@ def test_the_protocol_says_how_firm_the_first_choice_is():
 
     assert stability_note({"policy": "p"}) == ""  # a record from before the check
     note = stability_note({"leave_one_asset_out": {
-        "first_step": "policy:a", "kept": 7, "runs": 12, "not_run": 0,
+        "first_step": "policy:a", "kept": 7, "runs": 12, "not_run": 0, "assets": 12,
         "others": {"policy:b": 3, "policy:c": 2}}})
     assert note == (" Leave one asset out (the first step, selection period only): "
                     "`policy:a` is chosen in 7 of 12 runs; otherwise `policy:b` 3, "
                     "`policy:c` 2.")
+    # a sample of a large universe, and runs that could not choose, are said
+    sampled = stability_note({"leave_one_asset_out": {
+        "first_step": "policy:a", "kept": 48, "runs": 49, "not_run": 1, "assets": 1000,
+        "others": {"policy:b": 1}}})
+    assert "(50 of 1000 assets left out in turn)" in sampled
+    assert sampled.endswith("; 1 could not choose.")

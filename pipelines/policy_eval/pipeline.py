@@ -162,11 +162,13 @@ def leave_one_asset_out(comparison: pd.DataFrame, selection_table: pd.DataFrame,
         try:
             picked = select(_without(comparison, asset), rest, settings, cfg.selection,
                             default_names, _without(screened_on, asset))
-        except ValueError as exc:  # e.g. the only asset with a forecast score left out
-            rows.append({"left_out": asset, "choice": None, "note": str(exc)})
+        except Exception as exc:  # a reported check is never fatal: noted per asset
+            rows.append({"left_out": asset, "choice": None,
+                         "note": f"{type(exc).__name__}: {exc}"})
             continue
         rows.append({"left_out": asset, "choice": picked.policy, "note": ""})
-    return pd.DataFrame(rows, columns=["left_out", "choice", "note"])
+    return pd.DataFrame(rows, columns=["left_out", "choice", "note"]).assign(
+        universe=len(set(selection_table["asset"])))
 
 
 def _without(frame: pd.DataFrame | None, asset: str) -> pd.DataFrame | None:
@@ -179,12 +181,15 @@ def _without(frame: pd.DataFrame | None, asset: str) -> pd.DataFrame | None:
 def stability_record(stability: pd.DataFrame, first: str) -> dict[str, Any]:
     """``frozen.json``'s summary of :func:`leave_one_asset_out`: how many of the runs kept
     the first step's choice, and the others' choices with how often each won."""
-    done = stability[stability["choice"].notna()] if len(stability) else stability
-    if done.empty:
+    if stability.empty:
         return {}
+    done = stability[stability["choice"].notna()]
     others = done.loc[done["choice"] != first, "choice"].value_counts()
+    # runs: the leave-outs that chose; not_run: those that could not (every one: the
+    # least firm case, not "no check"); assets: the universe they were drawn from
     return {"first_step": first, "kept": int((done["choice"] == first).sum()),
             "runs": len(done), "not_run": len(stability) - len(done),
+            "assets": int(stability["universe"].iloc[0]),
             "others": {str(k): int(v) for k, v in others.items()}}
 
 
@@ -442,6 +447,6 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "judged_before_a_later_failure": ev.before_failure,
             "comparators_the_rule_prefers": ev.preferred,
             "leave_one_asset_out": stability_record(
-                ev.stability, str(ev.stability["first_step"].iloc[0]) if len(ev.stability)
-                else ev.choice.policy),
+                ev.stability,
+                str(ev.stability["first_step"].iloc[0]) if len(ev.stability) else ""),
             "knobs": e.frontier_knobs if chooses_knobs(cfg) else {}}
