@@ -407,7 +407,7 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     peers = [candidate_name(a, point, cfg) for a in forecasts]
     reported = [choice.policy, own, *[p for p in peers if p != choice.policy], *COMPARATORS]
     ewma_fhs = candidate_name(EWMA, point, cfg)
-    statics = {q: at_level[q][0] for q in [*grid, *levels]}
+    statics = {q: at_level[q][0] for q in static_at}
     knob_labels = {n: lab for n, (_, lab) in knobs.items()}
     frontier = _frontier(paths, settings, knob_labels, statics, cfg, engine,
                          {n: (EWMA, q) for n, (_, q) in beyond.items()})
@@ -415,24 +415,25 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
     eps, n_min = cfg.evaluation.episodes, cfg.evaluation.co_breach_min_assets
     stress = pd.concat([stress_table(paths[n], eps).assign(policy=n) for n in reported
                         if n in paths], ignore_index=True)
+    # each level of the comparators' sweeps by (family, knob): EWMA-FHS at the point chosen
+    # first and the static table, at every confidence of the grid and beyond it
+    sweep = {**{(EWMA, q): candidate_name(EWMA, {**point, "policy.confidence": q}, cfg)
+                for q in [*grid, *levels]},
+             **{("static", q): n for q, n in static_at.items()}}
+    as_safe = with_acceptable(cheapest_as_safe(frontier, ours, [EWMA, "static"]), table,
+                              choice.policy, sweep)
+    # the comparators that are not candidates, ranked by the rule that chose (policy rule)
+    preferred = (preferred_comparators(table, choice.policy,
+                                       ["static", *static_at.values(), *beyond],
+                                       universe=set(sel_table["asset"]))
+                 if cfg.selection.rule == "policy" else [])
     return PolicyEvaluation(
         choice=choice, settings=settings, paths=paths, table=table,
-        headline=headline(table, reported),
-        frontier=frontier, as_safe=with_acceptable(
-            cheapest_as_safe(frontier, ours, [EWMA, "static"]), table, choice.policy, {
-                # EWMA-FHS at the point chosen first, each confidence of its sweep
-                **{(EWMA, q): candidate_name(EWMA, {**point, "policy.confidence": q}, cfg)
-                   for q in [*grid, *levels]},
-                **{("static", q): n for q, n in static_at.items()}}),
+        headline=headline(table, reported), frontier=frontier, as_safe=as_safe,
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
         by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg),
-        preferred=(preferred_comparators(table, choice.policy,
-                                         ["static", *static_at.values(), *beyond],
-                                         universe=set(sel_table["asset"]))
-                   if cfg.selection.rule == "policy" else []),  # the rule it names
-        stability=stability.assign(first_step=first.policy))
-
+        preferred=preferred, stability=stability.assign(first_step=first.policy))
 
 
 def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
