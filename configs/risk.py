@@ -81,6 +81,21 @@ _EVAL_EPISODES = {  # days of the *loss* (UTC, inclusive); the policy held is th
 }
 
 
+class StressDaysConfig(_Strict):
+    """Market-wide stress days found by rule (``pipelines/policy_eval/episodes.py``
+    ``detect_stress_days``): a loss day on which at least ``min_share`` of the assets with a
+    threshold, and at least ``evaluation.co_breach_min_assets``, lost more than ``quantile``
+    of their own covered losses over the previous ``window_days`` (a point-in-time threshold:
+    the day and later days never enter it). Reported beside the configured episodes and
+    named in the run's warnings when the list misses one; never added to the budget."""
+
+    enabled: bool = True
+    quantile: float = Field(0.99, gt=0.5, lt=1)   # the policy's confidence: a 1-in-100 loss
+    window_days: int = Field(1095, ge=30)         # three years of the asset's own losses
+    min_history: int = Field(250, ge=20)          # losses in the window, else no threshold
+    min_share: float = Field(0.5, gt=0, le=1)     # of the assets with a threshold that day
+
+
 class EvaluationConfig(_Strict):
     """The policy evaluation protocol (pipelines/policy_eval/protocol.py): every setting in
     ``grid`` × forecaster is chosen by code on the selection period, frozen, and the headline
@@ -100,6 +115,7 @@ class EvaluationConfig(_Strict):
     comparison_lb: float = Field(1.05, ge=1)      # LB held here when compared with Aave v3
     aave_launch: dt.date = dt.date(2023, 1, 27)   # Aave v3 Ethereum market went live
     co_breach_min_assets: int = Field(3, ge=2)    # a "joint breach day": this many assets at once
+    stress_days: StressDaysConfig = StressDaysConfig()  # found by rule, beside ``episodes``
     # policy settings swept (with every enabled forecaster) on the selection period
     grid: dict[str, list[float | int | str]] = {"policy.confidence": [0.95, 0.975, 0.99]}
     # swept one at a time on the frozen candidate: frontier points, and (choose_knobs) judged

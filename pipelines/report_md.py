@@ -125,7 +125,34 @@ def policy_tables(bt: Path) -> str:
             + _fmt(stress_summary(stress, [name, "static", "aave_v3"]))
             + "\n\n### Days on which several assets breached together (frozen policy, "
               "whole period)\n\n" + _fmt(joint.fillna({"episode": ""}),
-                                          empty="no day with that many breaches"))
+                                          empty="no day with that many breaches")
+            + stress_days_section(bt))
+
+
+def stress_days_section(bt: Path) -> str:
+    """The market-wide stress days found by rule (``policy_stress_days.csv``), each with the
+    configured episode that lists it; '' where the run did not write it (rule disabled)."""
+    path = bt / "policy_stress_days.csv"
+    if not path.is_file():
+        return ""
+    try:
+        days = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # the rule was disabled: a table without columns
+        return ""
+    days = days.fillna({"episode": ""})
+    unlisted = days[days["episode"] == ""]
+    return ("\n\n### Market-wide stress days found by rule (selection and evaluation periods)"
+            "\n\nLoss days on which at least `min_share` of the assets judged that day (and "
+            "at least `co_breach_min_assets`) lost more than their own trailing quantile of "
+            "covered losses (`evaluation.stress_days`: the quantile over the previous "
+            "`window_days`, ending the day before), found in the data rather than listed. "
+            "`episode`: the configured episode that lists the day; empty: none does, so the "
+            "stress budget does not judge it (the run warns for such a day of the evaluation "
+            "period). `beyond` of `assets` past their threshold; `<policy>_breached` / "
+            "`_bad_debt`: assets breached and bad debt at LT summed over assets that day, for "
+            f"the frozen policy, EWMA-FHS and the static table. {len(days)} days, "
+            f"{len(unlisted)} not listed.\n\n"
+            + _fmt(days, empty="no day of either period met the rule"))
 
 
 AS_SAFE_COLUMNS = ["measure", "period", "family", "knob", "capital", "bad_debt", "as_safe",

@@ -156,8 +156,8 @@ def run(
         tail = step_tail(cfg, panel, progress)
         tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
-    choice, summary, stress, preferred = step_policy(cfg, panel, forecasts, compared,
-                                                     progress, engine, bt.withheld)
+    choice, summary, stress, policy_lines = step_policy(cfg, panel, forecasts, compared,
+                                                        progress, engine, bt.withheld)
     progress("register", 0, 1)
     failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)
@@ -173,7 +173,7 @@ def run(
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
                      list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed,
-                                         *preferred,
+                                         *policy_lines,
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged)

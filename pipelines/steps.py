@@ -36,7 +36,12 @@ from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, narrowed_support, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
 from pipelines.policy_eval.frontier import frontier_figure
-from pipelines.policy_eval.pipeline import evaluate_policies, frozen_record, preferred_lines
+from pipelines.policy_eval.pipeline import (
+    evaluate_policies,
+    frozen_record,
+    preferred_lines,
+    stress_day_lines,
+)
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.selection.gate import gate, policy_rows
 from pipelines.selection.select import Selection, period_comparison
@@ -238,8 +243,9 @@ def step_policy(
 ) -> tuple[Selection, pd.DataFrame, pd.DataFrame, list[str]]:
     """Replay candidates and comparators, choose on the selection period and freeze, report
     the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
-    Returns the choice, the evaluation period's summary, the stress table and one warning
-    line per comparator the choice's rule would prefer (:func:`preferred_lines`).
+    Returns the choice, the evaluation period's summary, the stress table and the warnings:
+    one line per comparator the choice's rule would prefer (:func:`preferred_lines`) and per
+    evaluation-period stress day no configured episode lists (:func:`stress_day_lines`).
     ``withheld``: :attr:`BacktestStep.withheld` (a failure after the selection period does
     not take a forecaster's asset out of the choice).
 
@@ -281,11 +287,16 @@ def step_policy(
             key = f"as_safe.{row.family}.{row.measure}"
             mlflow.log_metrics({f"{key}.capital_vs": float(row.capital_vs),
                                 f"{key}.as_safe": float(row.as_safe)})
+        if len(ev.stress_days):  # market-wide stress days found by rule, per period
+            mlflow.log_metrics({
+                f"stress_days.{period}.{kind}": float(n)
+                for period, cut in ev.stress_days.groupby("period")
+                for kind, n in (("found", len(cut)), ("unlisted", (cut["episode"] == "").sum()))})
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,
                   "static_schedule": ev.static_schedule, "selection": choice.table,
                   "by_year": ev.by_year, "as_safe": ev.as_safe,
-                  "choice_stability": ev.stability}
+                  "choice_stability": ev.stability, "stress_days": ev.stress_days}
         _log_tables(tables, "policy")
         for period in ("evaluation", "selection"):
             points = ev.frontier[ev.frontier["period"] == period]
@@ -303,7 +314,8 @@ def step_policy(
         pd.concat(ev.paths.values(), keys=ev.paths.keys(), names=["policy"]).reset_index(
             level=0).to_parquet(dest / "policy_paths.parquet")
         progress("policy backtest", 2, 2)
-    return choice, summary, ev.stress, preferred_lines(ev.preferred)
+    return (choice, summary, ev.stress,
+            [*preferred_lines(ev.preferred), *stress_day_lines(ev.stress_days, cfg)])
 
 
 def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int

@@ -171,6 +171,11 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     as_safe = pd.read_csv(workdir / "outputs" / "backtest" / "policy_as_safe.csv")
     assert set(as_safe["family"]) == {"ewma94", "static"}
     assert set(as_safe["period"]) == {"selection", "evaluation"}
+    # market-wide stress days by rule: two assets can never be co_breach_min_assets (3)
+    days = pd.read_csv(workdir / "outputs" / "backtest" / "policy_stress_days.csv")
+    assert days.empty and {"loss_day", "episode", "frozen_breached"} <= set(days.columns)
+    assert "_None: no day of either period met the rule._" in text.split(
+        "### Market-wide stress days found by rule")[1]
     # the forecast comparison of the evaluation period first, then the whole period's
     head = text.index("### Evaluation period (settings frozen before it)")
     assert head < text.index("### Whole out-of-sample period") < text.index("## Policy")

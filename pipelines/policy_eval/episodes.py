@@ -3,7 +3,9 @@
 A path row dated ``t`` holds the parameters published at the end of ``t`` and the loss of the
 interval after it, so the **loss day** of a row is ``t + u`` (``u`` = update interval): an
 episode day D is covered by the parameters published the day before. Episodes come from
-``evaluation.episodes`` in the config (name → first and last loss day, inclusive).
+``evaluation.episodes`` in the config (name → first and last loss day, inclusive); market-wide
+stress days are also found by rule (:func:`detect_stress_days`), reported beside them so that a
+crash the list misses (a later one, or one on another universe) is named, not unseen.
 
 Pure: frames in, frames out.
 """
@@ -101,3 +103,57 @@ def joint_breach_share(path: pd.DataFrame, min_assets: int = 3, u: int = 1) -> d
     joint = per_day[per_day >= min_assets]
     return {"breaches": len(b), "on_joint_days": int(joint.sum()),
             "joint_days": int(np.size(joint))}
+
+
+STRESS_DAY_COLUMNS = ["loss_day", "assets", "beyond", "share", "median_loss", "worst_asset",
+                      "worst_loss", "beyond_assets"]
+
+
+def detect_stress_days(losses: pd.DataFrame, quantile: float, window_days: int,
+                       min_history: int, min_share: float, min_assets: int) -> pd.DataFrame:
+    """Loss days on which a large share of the assets lost more than their own tail.
+
+    ``losses``: covered loss fractions, one column per asset, indexed by loss day (sorted,
+    unique). Asset *a*'s threshold on day *t* is the ``quantile`` (linear interpolation) of
+    its losses on the days in ``[t - window_days, t)``, with at least ``min_history`` of
+    them; a day is a stress day when, among the assets with both a threshold and a loss that
+    day, at least ``min_share`` and at least ``min_assets`` lost more than their threshold.
+    Point in time: a day's verdict reads no later day (the threshold ends the day before),
+    so data appended later never changes an earlier day's.
+
+    One row per stress day (:data:`STRESS_DAY_COLUMNS`): ``assets`` judged, ``beyond`` of
+    them past their threshold (``beyond_assets``, comma-joined), their ``share``, the median
+    and the worst loss that day over the assets judged, and the asset of the worst.
+    """
+    if not losses.index.is_monotonic_increasing or losses.index.has_duplicates:
+        raise ValueError("detect_stress_days: losses must be indexed by sorted, unique days")
+    threshold = losses.rolling(f"{int(window_days)}D", closed="left",
+                               min_periods=int(min_history)).quantile(quantile)
+    judged = threshold.notna() & losses.notna()
+    beyond = judged & (losses > threshold)
+    n, k = judged.sum(axis=1), beyond.sum(axis=1)
+    share = k / n.where(n > 0)
+    hit = (share >= min_share) & (k >= min_assets)
+    rows = []
+    for day in losses.index[hit.to_numpy()]:
+        seen = losses.loc[day][judged.loc[day]]
+        rows.append({"loss_day": day, "assets": int(n[day]), "beyond": int(k[day]),
+                     "share": float(share[day]), "median_loss": float(seen.median()),
+                     "worst_asset": str(seen.idxmax()), "worst_loss": float(seen.max()),
+                     "beyond_assets": ",".join(sorted(map(str, beyond.columns[
+                         beyond.loc[day].to_numpy()])))})
+    return pd.DataFrame(rows, columns=STRESS_DAY_COLUMNS)
+
+
+def on_days(path: pd.DataFrame, days: pd.Series, u: int = 1) -> pd.DataFrame:
+    """A policy path's outcomes on each of ``days`` (loss days): assets judged, assets
+    breached and bad debt of a position at LT summed over assets (0 where none)."""
+    day = loss_day(path, u)
+    inside = day.isin(pd.DatetimeIndex(days))
+    known = path[inside].assign(_day=day[inside])
+    known = known[known["loss_frac"].notna()]
+    per = known.groupby("_day").agg(
+        judged=("asset", "size"), breached=("breach", lambda b: int(b.fillna(False).sum())),
+        bad_debt_lt=("bad_debt_lt", "sum"))
+    out = per.reindex(pd.DatetimeIndex(days)).fillna(0.0)
+    return out.astype({"judged": int, "breached": int}).reset_index(drop=True)

@@ -26,7 +26,14 @@ from pipelines.policy_eval.compare import (
     setting,
     static_paths_at,
 )
-from pipelines.policy_eval.episodes import joint_breach_share, joint_breaches, stress_table
+from pipelines.policy_eval.episodes import (
+    detect_stress_days,
+    episode_of,
+    joint_breach_share,
+    joint_breaches,
+    on_days,
+    stress_table,
+)
 from pipelines.policy_eval.frontier import (
     cheapest_as_safe,
     knob_family,
@@ -53,6 +60,7 @@ from pipelines.selection.select import (
     reads_forecast_quality,
     select,
 )
+from serving.inputs import covered_loss
 
 LOO_LIMIT = 50  # assets left out in turn at most (leave_one_asset_out)
 EWMA = "ewma94"  # RiskMetrics EWMA(0.94) σ: the clearing-house EWMA-FHS comparator
@@ -82,6 +90,9 @@ class PolicyEvaluation:
     preferred: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # the first step's choice with each asset left out in turn (:func:`leave_one_asset_out`)
     stability: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # market-wide stress days found by rule, with the episode that lists each (if any) and
+    # the reported policies' outcomes on it (:func:`stress_days_table`)
+    stress_days: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def _knob(settings: dict[str, Any], cfg: Config) -> float:
@@ -200,6 +211,57 @@ def preferred_lines(preferred: list[dict[str, Any]]) -> list[str]:
             f"({c['acceptable']}/{c['assets']} acceptable, capital {c['capital']:.4f}) above "
             "the frozen policy; comparators are not candidates, so it was not frozen "
             "(outputs/backtest/frozen.json, comparators_the_rule_prefers)" for c in preferred]
+
+
+def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
+                      roles: Mapping[str, str], cfg: Config) -> pd.DataFrame:
+    """The market-wide stress days of the selection and evaluation periods
+    (:func:`~pipelines.policy_eval.episodes.detect_stress_days` on every asset's covered
+    long loss, ``evaluation.stress_days``), each with its ``period``, the configured
+    ``episode`` that contains it ("" if none: the stress budget does not judge it) and, per
+    ``roles`` (column prefix → path name), the assets breached and the bad debt at LT summed
+    over assets that day. Empty when ``stress_days.enabled`` is false."""
+    e, u = cfg.evaluation, cfg.features.update_interval_days
+    sd = e.stress_days
+    if not sd.enabled or panel.empty:
+        return pd.DataFrame()
+    log_loss = covered_loss(panel, cfg.policy)[0].clip(lower=0.0)
+    wide = (1.0 - np.exp(-log_loss)).unstack("asset").sort_index()
+    days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
+                              sd.min_share, e.co_breach_min_assets)
+    period = pd.Series("", index=days.index, dtype=object)
+    for name, (start, end) in periods(cfg).items():
+        inside = days["loss_day"] >= pd.Timestamp(start)
+        if end is not None:
+            inside &= days["loss_day"] <= pd.Timestamp(end)
+        period[inside & (period == "")] = name
+    days = days.assign(period=period)[period != ""].reset_index(drop=True)
+    named = episode_of(days.assign(date=days["loss_day"] - pd.Timedelta(days=u)),
+                       e.episodes, u)
+    days.insert(1, "period", days.pop("period"))
+    days.insert(2, "episode", named.fillna("").to_numpy())
+    for role, name in roles.items():
+        if name in paths:
+            out = on_days(paths[name], days["loss_day"], u)
+            days[f"{role}_breached"] = out["breached"].to_numpy()
+            days[f"{role}_bad_debt"] = out["bad_debt_lt"].to_numpy()
+    return days
+
+
+def stress_day_lines(days: pd.DataFrame, cfg: Config) -> list[str]:
+    """One warning per evaluation-period stress day that no configured episode lists: the
+    stress budget does not judge it until it is added to ``evaluation.episodes``."""
+    if days.empty:
+        return []
+    q = cfg.evaluation.stress_days.quantile
+    missed = days[(days["period"] == EVALUATION) & (days["episode"] == "")]
+    return [f"loss day {r.loss_day:%Y-%m-%d}: {r.beyond} of {r.assets} assets lost more than "
+            f"their own trailing {q:.1%} quantile of covered losses (worst {r.worst_asset} "
+            f"{r.worst_loss:.1%}), a market-wide stress day by evaluation.stress_days, but no "
+            "evaluation.episodes entry lists it, so the stress budget does not judge it"
+            + (f" (the frozen policy: {r.frozen_breached} assets breached, bad debt at LT "
+               f"{r.frozen_bad_debt:.4f})" if hasattr(r, "frozen_breached") else "")
+            + "; add it to evaluation.episodes to judge it" for r in missed.itertuples()]
 
 
 def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],
@@ -433,7 +495,10 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
         stress=stress, joint=joint_breaches(paths[choice.policy], eps, n_min),
         joint_share=joint_breach_share(paths[choice.policy], n_min), static_schedule=schedule,
         by_year=by_year(paths, [choice.policy, ewma_fhs, "static", "aave_v3"], ewma_fhs, cfg),
-        preferred=preferred, stability=stability.assign(first_step=first.policy))
+        preferred=preferred, stability=stability.assign(first_step=first.policy),
+        stress_days=stress_days_table(panel, paths, {"frozen": choice.policy,
+                                                     "ewma_fhs": ewma_fhs,
+                                                     "static": "static"}, cfg))
 
 
 def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
