@@ -46,6 +46,23 @@ TAIL_AS_SAFE_COLUMNS = ["measure", "period", "knob", "capital", "bad_debt", "as_
                        "pooled_assets"]
 
 
+def across_note(frozen: dict) -> str:
+    """Which of the two frozen policies (the deployed variance-driven one, the tail-driven
+    one) the choice's rule ranks first on the selection period (``policy_frozen.json``
+    ``across_kinds``), '' where the tail step had no deployed policy to read."""
+    across = frozen.get("across_kinds") or {}
+    if not across:
+        return ""
+    t, d = across["tail_driven"], across["deployed"]
+    first, second = (t, d) if across["rule_prefers"] == t["policy"] else (d, t)
+    served = ("; serving a tail-driven champion is not built, so the deployed policy stays"
+              if first is t else "")
+    return (f" One choice spanning both kinds, by the same rule on the selection period, "
+            f"would keep `{first['policy']}` ({first['acceptable']}/{first['assets']} "
+            f"acceptable, capital {first['capital']:.4f}) over `{second['policy']}` "
+            f"({second['acceptable']}/{second['assets']}, {second['capital']:.4f}){served}.")
+
+
 def tail_policy_section(outputs_dir: Path) -> str:
     """The tail-driven policies (``outputs/tail/policy_*``), evaluation beside selection."""
     root = Path(outputs_dir) / "tail"
@@ -58,8 +75,8 @@ def tail_policy_section(outputs_dir: Path) -> str:
            f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
            f"σ (LB, APC, jump check) from `{frozen['sigma_model']}`; `capital_saving`: "
            f"1 − capital / capital of `{frozen['comparator']}` (EWMA-FHS); `bad_debt_ok`: "
-           "summed and stress-episode bad debt no higher than its.\n\n"
-           + table.round(4).to_markdown(index=False) + "\n")
+           "summed and stress-episode bad debt no higher than its." + across_note(frozen)
+           + "\n\n" + table.round(4).to_markdown(index=False) + "\n")
     if (root / "policy_capital.csv").is_file():
         capital = pd.read_csv(root / "policy_capital.csv")
         out += ("\n#### Where the tail-driven capital goes (evaluation period)\n\n"

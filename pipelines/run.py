@@ -149,15 +149,18 @@ def run(
     progress("features", 0, 1)
     panel, fp, fresh = step_features(cfg, market)
     bt = step_backtest(cfg, panel, progress, mapper, engine)
-    tail_failures: list[str] = []
-    tail_not_judged: list[str] = []
-    if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py)
-        from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
-        tail = step_tail(cfg, panel, progress)
-        tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress, policy_lines = step_policy(cfg, panel, forecasts, compared,
                                                         progress, engine, bt.withheld)
+    tail_failures: list[str] = []
+    tail_not_judged: list[str] = []
+    tail_warnings: list[str] = []
+    if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py),
+        # after the policy step: the tail-driven policies are read beside the policy it froze
+        from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
+        tail = step_tail(cfg, panel, progress)
+        tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
+        tail_warnings = tail.warnings
     progress("register", 0, 1)
     failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)
@@ -173,7 +176,7 @@ def run(
                      stress, version, promoted, reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
                      list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed,
-                                         *policy_lines,
+                                         *policy_lines, *tail_warnings,
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged)

@@ -75,11 +75,15 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
               "comparator": ev.ewma, "reference": sorted(reference),
               "selection_period": [str(cfg.evaluation.selection_start),
                                    str(cfg.evaluation.selection_end)],
-              "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.frozen.name])}
+              "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.frozen.name]),
+              # one choice spanning both kinds: which frozen policy its rule would keep
+              "across_kinds": ev.across}
     (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
     mlflow.log_dict(frozen, "tail/policy_frozen.json")
     mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,
-                     "tail_policy.reason": ev.frozen.reason[:4000]})
+                     "tail_policy.reason": ev.frozen.reason[:4000],
+                     **({"tail_policy.rule_prefers": ev.across["rule_prefers"]}
+                        if ev.across else {})})
     head = ev.headline.set_index("policy")
     if ev.frozen.name in head.index:
         row = head.loc[ev.frozen.name]

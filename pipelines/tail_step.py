@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -42,6 +42,8 @@ class TailStep:
     forecasts: pd.DataFrame
     tables: dict[str, pd.DataFrame]
     out_dir: Path
+    # what the policy part wants read at the end of the run (tail_driven.across_lines)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _metric(name: str) -> str:
@@ -87,11 +89,13 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
             with mlflow.start_run(run_name=f"tail:{model}", nested=True):
                 log_context(cfg, "tail-backtest", {"model": str(model)})
                 mlflow.log_metrics(model_metrics(str(model), tables))
+        warnings: list[str] = []
         if cfg.tail.drive_policy and len(forecasts):
+            from pipelines.policy_eval.tail_driven import across_lines
             from pipelines.tail_policy import step_tail_policy
 
-            step_tail_policy(cfg, panel, forecasts, out_dir)
-    return TailStep(forecasts, tables, out_dir)
+            warnings = across_lines(step_tail_policy(cfg, panel, forecasts, out_dir).across)
+    return TailStep(forecasts, tables, out_dir, warnings)
 
 
 def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFrame:
@@ -161,6 +165,8 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     say(headline(step.tables).to_markdown(index=False, floatfmt=".4f"))
     for line in not_judged_lines(step):  # young assets: too few days, not failures
         say(f"note: {line}")
+    for line in step.warnings:
+        say(f"warning: {line}")
     lines = failure_lines(step, dict(pit.market.failures))
     if lines:
         say("Completed with failures, left out of the tables:\n  " + "\n  ".join(lines))

@@ -74,6 +74,7 @@ from pipelines.policy_eval.protocol import (
     in_period,
     knob_reason,
     periods,
+    rank_like_for_like,
 )
 from pipelines.policy_eval.stability import threshold_swings
 from serving.inputs import asset_history
@@ -237,6 +238,9 @@ class TailPolicyEvaluation:
     ewma: str                             # name of the EWMA-FHS comparator
     # EWMA-FHS's cheapest level as safe as the frozen candidate (:func:`tail_as_safe`)
     as_safe: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the frozen candidate against the deployed variance-driven policy by the choice's own
+    # rule on the selection period (:func:`across_kinds`; empty without a reference)
+    across: dict[str, Any] = field(default_factory=dict)
 
 
 def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Config,
@@ -336,11 +340,46 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
                       ignore_index=True)
     reported = [frozen.name, *[n for n in paths if n != frozen.name], ewma,
                 *[n for n in (reference or {}) if n != ewma], "static"]
+    deployed = next(iter(reference or {}), None)  # the variance-driven frozen policy
     return TailPolicyEvaluation(
         frozen=frozen, paths=everything, table=table,
         headline=with_saving(headline(table, reported), ewma),
         fallback=fallback_counts(paths, cfg), ewma=ewma,
-        as_safe=tail_as_safe(frozen, everything[frozen.name], sweep, cfg))
+        as_safe=tail_as_safe(frozen, everything[frozen.name], sweep, cfg),
+        across=across_kinds(table, deployed, frozen.name) if deployed else {})
+
+
+def across_kinds(table: pd.DataFrame, deployed: str, tail: str) -> dict[str, Any]:
+    """The two frozen policies, the deployed variance-driven one (``volmargin run``'s,
+    registered and served) and the tail-driven one, ranked by the choice's rule (most assets
+    acceptable, then least capital, like for like over the assets judged:
+    :func:`~pipelines.policy_eval.protocol.rank_like_for_like`) on the selection period, as
+    one choice spanning both kinds would rank them. ``{"rule_prefers", "deployed",
+    "tail_driven"}``, each of the last two ``{"policy", "acceptable", "assets", "capital"}``
+    (its own LB); empty where either was not judged on the selection period. Read, never
+    acted on: serving a tail-driven champion is not built (README, "Known limitations")."""
+    sel = table[table["period"] == SELECTION]
+    sel = sel[sel["policy"].isin([deployed, tail])]
+    if set(sel["policy"]) != {deployed, tail}:
+        return {}
+    ranked = rank_like_for_like(sel, set(table.loc[table["period"] == SELECTION, "asset"]))
+    rows = {str(r.policy): {"policy": str(r.policy), "acceptable": int(r.acceptable),
+                            "assets": int(r.assets), "capital": round(float(r.capital), 6)}
+            for r in ranked.itertuples()}
+    return {"rule_prefers": str(ranked["policy"].iloc[0]), "deployed": rows[deployed],
+            "tail_driven": rows[tail]}
+
+
+def across_lines(across: Mapping[str, Any]) -> list[str]:
+    """One warning where the rule ranks the tail-driven policy above the deployed one."""
+    if not across or across["rule_prefers"] != across["tail_driven"]["policy"]:
+        return []
+    t, d = across["tail_driven"], across["deployed"]
+    return [f"on the selection period the choice's rule ranks the tail-driven {t['policy']} "
+            f"({t['acceptable']}/{t['assets']} acceptable, capital {t['capital']:.4f}) above "
+            f"the deployed {d['policy']} ({d['acceptable']}/{d['assets']}, "
+            f"{d['capital']:.4f}); serving a tail-driven champion is not built, so the "
+            "deployed policy stays (outputs/tail/policy_frozen.json, across_kinds)"]
 
 
 def tail_as_safe(frozen: Frozen, path: pd.DataFrame, sweep: Mapping[float, pd.DataFrame],
