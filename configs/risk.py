@@ -90,7 +90,7 @@ class StressDaysConfig(_Strict):
     named in the run's warnings when the list misses one; never added to the budget."""
 
     enabled: bool = True
-    quantile: float = Field(0.99, gt=0.5, lt=1)   # the policy's confidence: a 1-in-100 loss
+    quantile: float = Field(0.99, gt=0.5, lt=1)   # the coverage level judged: 1-in-100
     window_days: int = Field(1095, ge=30)         # three years of the asset's own losses
     min_history: int = Field(250, ge=20)          # losses in the window, else no threshold
     min_share: float = Field(0.5, gt=0, le=1)     # of the assets with a threshold that day

@@ -202,6 +202,9 @@ ORDERED_PAIRS: tuple[tuple[str, str, str], ...] = (
      "the plausible forecast / realized-variance band would be empty"),
     ("backtest.plausibility.min_obs", "backtest.plausibility.window_days",
      "more realized-variance days than the trailing window holds"),
+    ("evaluation.stress_days.min_history", "evaluation.stress_days.window_days",
+     "a stress-day threshold needs more losses than its window has days: no day could be "
+     "judged"),
     ("evaluation.selection_start", "evaluation.selection_end",
      "the selection period would be empty"),
     ("evaluation.evaluation_start", "evaluation.evaluation_end",

@@ -15,6 +15,7 @@ from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
 from pipelines.policy_eval.stability import stability_table
+from pipelines.policy_eval.tail_driven import ranked_text
 from pipelines.tail_step import headline
 
 
@@ -47,20 +48,19 @@ TAIL_AS_SAFE_COLUMNS = ["measure", "period", "knob", "capital", "bad_debt", "as_
 
 
 def across_note(frozen: dict) -> str:
-    """Which of the two frozen policies (the deployed variance-driven one, the tail-driven
-    one) the choice's rule ranks first on the selection period (``policy_frozen.json``
-    ``across_kinds``), '' where the tail step had no deployed policy to read."""
+    """Which of the two frozen policies (the variance-driven one ``volmargin run`` froze, the
+    tail-driven one) the choice's rule ranks first on the selection period
+    (``policy_frozen.json`` ``across_kinds``), '' where the tail step had none to rank."""
     across = frozen.get("across_kinds") or {}
     if not across:
         return ""
-    t, d = across["tail_driven"], across["deployed"]
-    first, second = (t, d) if across["rule_prefers"] == t["policy"] else (d, t)
-    served = ("; serving a tail-driven champion is not built, so the deployed policy stays"
-              if first is t else "")
+    t, v = across["tail_driven"], across["variance_driven"]
+    first, second = (t, v) if across["rule_prefers"] == t["policy"] else (v, t)
+    served = ("; serving a tail-driven champion is not built, so the variance-driven choice "
+              "is the one registered" if first is t else "")
     return (f" One choice spanning both kinds, by the same rule on the selection period, "
-            f"would keep `{first['policy']}` ({first['acceptable']}/{first['assets']} "
-            f"acceptable, capital {first['capital']:.4f}) over `{second['policy']}` "
-            f"({second['acceptable']}/{second['assets']}, {second['capital']:.4f}){served}.")
+            f"would keep `{first['policy']}` ({ranked_text(first)}) over `{second['policy']}` "
+            f"({ranked_text(second, counted=False)}){served}.")
 
 
 def tail_policy_section(outputs_dir: Path) -> str:

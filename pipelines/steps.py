@@ -287,10 +287,12 @@ def step_policy(
             key = f"as_safe.{row.family}.{row.measure}"
             mlflow.log_metrics({f"{key}.capital_vs": float(row.capital_vs),
                                 f"{key}.as_safe": float(row.as_safe)})
-        if len(ev.stress_days):  # market-wide stress days found by rule, per period
+        if "period" in ev.stress_days:  # stress days found by rule, per period (0: none)
+            found = ev.stress_days
             mlflow.log_metrics({
                 f"stress_days.{period}.{kind}": float(n)
-                for period, cut in ev.stress_days.groupby("period")
+                for period in ("selection", "evaluation")
+                for cut in [found[found["period"] == period]]
                 for kind, n in (("found", len(cut)), ("unlisted", (cut["episode"] == "").sum()))})
         tables = {"acceptance": ev.table, "headline": ev.headline, "frontier": ev.frontier,
                   "stress_episodes": ev.stress, "joint_breaches": ev.joint,

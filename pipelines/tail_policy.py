@@ -61,7 +61,8 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
                      out_dir: Path) -> TailPolicyEvaluation:
     """Evaluate the tail-driven policies on ``forecasts``; write and log the tables."""
     reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
-    ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference)
+    ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference,
+                                next(iter(reference), None))
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
               "policy_capital": tail_capital_table(ev, forecasts, cfg),

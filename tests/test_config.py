@@ -121,6 +121,8 @@ def test_duplicate_keys_are_rejected_with_both_lines(tmp_path):
       "__MAX_RATIO": "2"}, ["backtest.plausibility.min_ratio", "backtest.plausibility.max_ratio"]),
     ({"VOLMARGIN__BACKTEST__PLAUSIBILITY__MIN_OBS": "31"},
      ["backtest.plausibility.min_obs", "backtest.plausibility.window_days"]),
+    ({"VOLMARGIN__EVALUATION__STRESS_DAYS__WINDOW_DAYS": "100"},
+     ["evaluation.stress_days.min_history", "evaluation.stress_days.window_days"]),
     ({"VOLMARGIN__EVALUATION__SELECTION_START": "2024-01-01",
       "VOLMARGIN__EVALUATION__SELECTION_END": "2023-01-01",
       "VOLMARGIN__EVALUATION__EVALUATION_START": "2024-02-01"},

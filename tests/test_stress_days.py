@@ -70,8 +70,8 @@ def test_a_day_is_judged_on_earlier_days_only_and_later_data_never_changes_it():
     losses.loc[crash] = 0.4
     days = detect_stress_days(losses, **RULE)
     assert crash in set(days["loss_day"])
-    # the crash day's own loss is not in its threshold: the same day repeated the next day
-    # is judged against a window that now holds it, which is why the rule reads the day before
+    # (that a day's own loss stays out of its threshold is the known answer of the first
+    # test: 0.2466 beyond 0.24651 only because the window ends the day before)
     later = losses.copy()
     later.loc[index[601:]] = later.loc[index[601:]] * 10  # a far more volatile future
     again = detect_stress_days(later, **RULE)
@@ -180,3 +180,29 @@ def test_the_report_lists_the_days_and_says_how_many_no_episode_lists(tmp_path):
     text = stress_days_section(tmp_path)
     assert "2 days, 1 not listed." in text
     assert "| 2024-03-05 | evaluation |                  |       12 |        9 |" in text
+
+
+def test_a_day_the_policy_did_not_replay_reads_as_unknown_and_the_warnings_are_capped():
+    cfg = Config().with_overrides({"evaluation.evaluation_end": "2030-12-31"})
+    days = pd.DataFrame({
+        "loss_day": pd.date_range("2024-01-01", periods=13), "period": "evaluation",
+        "episode": [""] * 12 + ["2024 listed"], "assets": 12, "beyond": 9, "share": 0.75,
+        "median_loss": 0.1, "worst_asset": "AAA", "worst_loss": 0.3,
+        "beyond_assets": "AAA", "frozen_breached": [np.nan] + [2.0] * 12,
+        "frozen_bad_debt": [np.nan] + [0.01] * 12})
+    lines = stress_day_lines(days, cfg)
+    assert len(lines) == 11 and lines[-1] == ("... and 2 more such days "
+                                              "(outputs/backtest/policy_stress_days.csv)")
+    assert "(the frozen policy has no replayed row that day)" in lines[0]
+    assert "(the frozen policy: 2 assets breached, bad debt at LT 0.0100)" in lines[1]
+    assert len(stress_day_lines(days, cfg, most=20)) == 12  # the listed day is not warned
+    # a day inside the periods on which the path has no row: NaN, not 0 breached
+    dates = pd.date_range("2023-07-01", "2023-12-31")
+    path = margin_path(dates, 0.2, 1, assets=("A", "B", "C"))
+    index = pd.date_range("2020-01-01", "2024-06-30")
+    losses = pd.DataFrame(0.01 + 0.01 * np.random.default_rng(2).random((len(index), 3)),
+                          index=index, columns=list("ABC"))
+    losses.loc["2024-03-05"] = 0.3  # after the path's last row
+    table = stress_days_table(_panel(losses), {"p": path}, {"frozen": "p"}, cfg)
+    row = table.set_index("loss_day").loc["2024-03-05"]
+    assert np.isnan(row["frozen_breached"]) and np.isnan(row["frozen_bad_debt"])

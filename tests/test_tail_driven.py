@@ -358,65 +358,98 @@ def _verdicts(rows: list[tuple[str, str, str, bool, float]]) -> pd.DataFrame:
 def test_one_choice_across_both_kinds_is_ranked_by_the_rule_on_the_selection_period():
     from pipelines.policy_eval.tail_driven import across_kinds, across_lines
 
-    deployed, tail = "policy:g@confidence=0.99", "tail:fhs_garch@confidence=0.995"
-    rows = [(p, period, a, True, c) for p, c in ((deployed, 0.29), (tail, 0.25))
+    frozen, tail = "policy:g@confidence=0.99", "tail:fhs_garch@confidence=0.995"
+    rows = [(p, period, a, True, c) for p, c in ((frozen, 0.29), (tail, 0.25))
             for period in ("selection", "evaluation") for a in ("A", "B")]
     table = _verdicts(rows)
     table.loc[(table["policy"] == tail) & (table["period"] == "evaluation"), "acceptable"] = False
-    across = across_kinds(table, deployed, tail)  # the evaluation period is never read
+    across = across_kinds(table, frozen, tail)  # the evaluation period is never read
     assert across["rule_prefers"] == tail
     assert across["tail_driven"] == {"policy": tail, "acceptable": 2, "assets": 2,
-                                     "capital": 0.25}
-    assert across["deployed"]["capital"] == 0.29
+                                     "capital": 0.25, "capital_compared": 0.25}
+    assert across["variance_driven"]["capital"] == 0.29
     (line,) = across_lines(across)
     assert line.startswith(f"on the selection period the choice's rule ranks the tail-driven "
-                           f"{tail} (2/2 acceptable, capital 0.2500) above the deployed "
-                           f"{deployed} (2/2, 0.2900)")
+                           f"{tail} (2/2 acceptable, capital 0.2500) above the variance-driven "
+                           f"{frozen} that volmargin run froze (2/2, capital 0.2900)")
+    assert "the variance-driven choice is the one registered" in line
     # fewer assets acceptable loses whatever the capital; no line then
     table.loc[(table["policy"] == tail) & (table["asset"] == "B"), "acceptable"] = False
-    assert across_kinds(table, deployed, tail)["rule_prefers"] == deployed
-    assert across_lines(across_kinds(table, deployed, tail)) == []
+    assert across_kinds(table, frozen, tail)["rule_prefers"] == frozen
+    assert across_lines(across_kinds(table, frozen, tail)) == []
     # like for like: the tail-driven policy without a path on B counts B as not acceptable
     without_b = _verdicts([r for r in rows if not (r[0] == tail and r[2] == "B")])
-    lfl = across_kinds(without_b, deployed, tail)
-    assert lfl["rule_prefers"] == deployed and lfl["tail_driven"]["assets"] == 2
+    lfl = across_kinds(without_b, frozen, tail)
+    assert lfl["rule_prefers"] == frozen and lfl["tail_driven"]["assets"] == 2
     assert lfl["tail_driven"]["acceptable"] == 1
     # either one not judged on the selection period: nothing to rank
-    assert across_kinds(table[table["policy"] != deployed], deployed, tail) == {}
+    assert across_kinds(table[table["policy"] != frozen], frozen, tail) == {}
     assert across_lines({}) == []
+
+
+def test_a_tie_broken_on_the_shared_assets_says_the_capital_it_was_broken_by():
+    """Each acceptable on two of three assets: the one cheaper where both have a path ranks
+    first, though its own mean capital is higher; the text gives both capitals."""
+    from pipelines.policy_eval.tail_driven import across_kinds, across_lines
+
+    frozen, tail = "policy:d", "tail:t"
+    table = _verdicts([(frozen, "selection", "A", True, 0.20),
+                       (frozen, "selection", "B", True, 0.50),
+                       (tail, "selection", "A", True, 0.30),
+                       (tail, "selection", "C", True, 0.10)])
+    across = across_kinds(table, frozen, tail)
+    assert across["rule_prefers"] == frozen
+    assert across["variance_driven"]["capital"] == 0.35
+    assert across["variance_driven"]["capital_compared"] == 0.2
+    assert across["tail_driven"]["capital_compared"] == 0.3
+    from pipelines.report_extra import across_note
+
+    note = across_note({"across_kinds": across})
+    assert ("would keep `policy:d` (2/3 acceptable, capital 0.3500, 0.2000 on the assets both "
+            "have) over `tail:t` (2/3, capital 0.2000, 0.3000 on the assets both have)") in note
+    swapped = across_kinds(table.replace({frozen: tail, tail: frozen}), frozen, tail)
+    (line,) = across_lines(swapped)
+    assert "(2/3 acceptable, capital 0.3500, 0.2000 on the assets both have) above" in line
 
 
 def test_the_report_says_which_frozen_policy_one_choice_would_keep():
     from pipelines.report_extra import across_note
 
     assert across_note({}) == ""
-    t = {"policy": "tail:x@confidence=0.995", "acceptable": 12, "assets": 12, "capital": 0.2536}
-    d = {"policy": "policy:g@confidence=0.99", "acceptable": 12, "assets": 12, "capital": 0.2884}
+    t = {"policy": "tail:x@confidence=0.995", "acceptable": 12, "assets": 12, "capital": 0.2536,
+         "capital_compared": 0.2536}
+    v = {"policy": "policy:g@confidence=0.99", "acceptable": 12, "assets": 12,
+         "capital": 0.2884, "capital_compared": 0.2884}
     note = across_note({"across_kinds": {"rule_prefers": t["policy"], "tail_driven": t,
-                                         "deployed": d}})
+                                         "variance_driven": v}})
     assert "would keep `tail:x@confidence=0.995` (12/12 acceptable, capital 0.2536) over " \
-           "`policy:g@confidence=0.99` (12/12, 0.2884)" in note
-    assert "not built, so the deployed policy stays" in note
-    kept = across_note({"across_kinds": {"rule_prefers": d["policy"], "tail_driven": t,
-                                         "deployed": d}})
+           "`policy:g@confidence=0.99` (12/12, capital 0.2884)" in note
+    assert "not built, so the variance-driven choice is the one registered" in note
+    kept = across_note({"across_kinds": {"rule_prefers": v["policy"], "tail_driven": t,
+                                         "variance_driven": v}})
     assert "would keep `policy:g@confidence=0.99`" in kept and "not built" not in kept
 
 
-def test_the_evaluation_ranks_its_frozen_candidate_against_the_deployed_policy(panel, variance):
-    """With the deployed variance-driven policy as the reference (here a tail twice as wide,
-    replayed as a path), the evaluation ranks the two frozen policies by the rule; without a
-    reference there is nothing to rank."""
+def test_the_evaluation_ranks_its_frozen_candidate_against_run_s_frozen_policy(panel, variance):
+    """With the variance-driven policy ``volmargin run`` froze as the reference (here a tail
+    twice as wide, replayed as a path), the evaluation ranks the two frozen policies by the
+    rule; without it, or when the variance-driven choice was made by QLIKE (the forecast
+    rule), there is nothing to rank."""
     from pipelines.policy_eval.tail_driven import across_kinds
 
     cfg = CFG.with_overrides({"policy.confidence": 0.99, "evaluation.choose_knobs": False})
     tails = fhs_tails(panel, variance, cfg, "fhs_ewma")
     wide = tail_policy_path(panel, variance, fhs_tails(panel, variance, cfg, "evt_garch", 2.0),
                             "evt_garch", 0.99, cfg).drop(columns="tail_fallback")
-    ev = evaluate_tail_policies(panel, variance, tails, cfg, {"policy:deployed": wide})
-    assert ev.across == across_kinds(ev.table, "policy:deployed", ev.frozen.name)
+    ref = {"policy:frozen": wide}
+    ev = evaluate_tail_policies(panel, variance, tails, cfg, ref, "policy:frozen")
+    assert ev.across == across_kinds(ev.table, "policy:frozen", ev.frozen.name)
     assert ev.across["tail_driven"]["policy"] == ev.frozen.name
-    assert ev.across["deployed"]["capital"] > ev.across["tail_driven"]["capital"]
+    assert ev.across["variance_driven"]["capital"] > ev.across["tail_driven"]["capital"]
     ranked = rank(ev.table[(ev.table["period"] == SELECTION)
-                           & ev.table["policy"].isin(["policy:deployed", ev.frozen.name])])
+                           & ev.table["policy"].isin(["policy:frozen", ev.frozen.name])])
     assert ev.across["rule_prefers"] == ranked["policy"].iloc[0]
-    assert evaluate_tail_policies(panel, variance, tails, cfg).across == {}
+    assert evaluate_tail_policies(panel, variance, tails, cfg, ref).across == {}
+    by_qlike = cfg.with_overrides({"selection.rule": "forecast"})
+    assert evaluate_tail_policies(panel, variance, tails, by_qlike, ref,
+                                  "policy:frozen").across == {}

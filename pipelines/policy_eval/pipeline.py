@@ -243,25 +243,39 @@ def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
     for role, name in roles.items():
         if name in paths:
             out = on_days(paths[name], days["loss_day"], u)
-            days[f"{role}_breached"] = out["breached"].to_numpy()
-            days[f"{role}_bad_debt"] = out["bad_debt_lt"].to_numpy()
+            seen = out["judged"].to_numpy() > 0  # no replayed row that day: not "0 breached"
+            days[f"{role}_breached"] = np.where(seen, out["breached"].to_numpy(float), np.nan)
+            days[f"{role}_bad_debt"] = np.where(seen, out["bad_debt_lt"].to_numpy(), np.nan)
     return days
 
 
-def stress_day_lines(days: pd.DataFrame, cfg: Config) -> list[str]:
-    """One warning per evaluation-period stress day that no configured episode lists: the
-    stress budget does not judge it until it is added to ``evaluation.episodes``."""
+def stress_day_lines(days: pd.DataFrame, cfg: Config, most: int = 10) -> list[str]:
+    """One warning per evaluation-period stress day that no configured episode lists (the
+    stress budget does not judge it until it is added to ``evaluation.episodes``), at most
+    ``most`` of them and a line saying where the rest are."""
     if days.empty:
         return []
     q = cfg.evaluation.stress_days.quantile
     missed = days[(days["period"] == EVALUATION) & (days["episode"] == "")]
-    return [f"loss day {r.loss_day:%Y-%m-%d}: {r.beyond} of {r.assets} assets lost more than "
-            f"their own trailing {q:.1%} quantile of covered losses (worst {r.worst_asset} "
-            f"{r.worst_loss:.1%}), a market-wide stress day by evaluation.stress_days, but no "
-            "evaluation.episodes entry lists it, so the stress budget does not judge it"
-            + (f" (the frozen policy: {r.frozen_breached} assets breached, bad debt at LT "
-               f"{r.frozen_bad_debt:.4f})" if hasattr(r, "frozen_breached") else "")
-            + "; add it to evaluation.episodes to judge it" for r in missed.itertuples()]
+
+    def frozen(r: Any) -> str:
+        if not hasattr(r, "frozen_breached"):
+            return ""
+        if not np.isfinite(r.frozen_breached):
+            return " (the frozen policy has no replayed row that day)"
+        return (f" (the frozen policy: {int(r.frozen_breached)} assets breached, bad debt at "
+                f"LT {r.frozen_bad_debt:.4f})")
+
+    lines = [f"loss day {r.loss_day:%Y-%m-%d}: {r.beyond} of {r.assets} assets lost more than "
+             f"their own trailing {q:.1%} quantile of covered losses (worst {r.worst_asset} "
+             f"{r.worst_loss:.1%}), a market-wide stress day by evaluation.stress_days, but no "
+             "evaluation.episodes entry lists it, so the stress budget does not judge it"
+             + frozen(r) + "; add it to evaluation.episodes to judge it"
+             for r in missed.itertuples()]
+    if len(lines) > most:
+        lines = [*lines[:most], f"... and {len(lines) - most} more such days "
+                 "(outputs/backtest/policy_stress_days.csv)"]
+    return lines
 
 
 def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],

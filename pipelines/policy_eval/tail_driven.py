@@ -238,8 +238,8 @@ class TailPolicyEvaluation:
     ewma: str                             # name of the EWMA-FHS comparator
     # EWMA-FHS's cheapest level as safe as the frozen candidate (:func:`tail_as_safe`)
     as_safe: pd.DataFrame = field(default_factory=pd.DataFrame)
-    # the frozen candidate against the deployed variance-driven policy by the choice's own
-    # rule on the selection period (:func:`across_kinds`; empty without a reference)
+    # the frozen candidate against the variance-driven policy ``volmargin run`` froze, by the
+    # choice's own rule on the selection period (:func:`across_kinds`; empty without it)
     across: dict[str, Any] = field(default_factory=dict)
 
 
@@ -313,11 +313,14 @@ def with_saving(table: pd.DataFrame, ewma: str) -> pd.DataFrame:
 
 
 def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
-                           cfg: Config, reference: Mapping[str, pd.DataFrame] | None = None
-                           ) -> TailPolicyEvaluation:
+                           cfg: Config, reference: Mapping[str, pd.DataFrame] | None = None,
+                           variance_frozen: str | None = None) -> TailPolicyEvaluation:
     """Replay the tail-driven candidates, freeze one on the selection period, report both
     periods beside EWMA-FHS at 99 %, the ``reference`` paths (e.g. the frozen
-    variance-driven policy, by name) and the static table (module docstring)."""
+    variance-driven policy, by name) and the static table (module docstring).
+    ``variance_frozen``: the name, among ``reference``, of the policy ``volmargin run`` froze,
+    ranked against the frozen candidate (:func:`across_kinds`) under ``selection.rule:
+    policy``."""
     paths, settings = replay_tail_candidates(panel, variance, tails, cfg)
     ewma = variance_name(SIGMA_MODEL, {"policy.confidence": COMPARATOR_LEVEL}, cfg)
     # EWMA-FHS at 99 % (the comparator) and at every other level of its sweep (the grid and
@@ -340,46 +343,63 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
                       ignore_index=True)
     reported = [frozen.name, *[n for n in paths if n != frozen.name], ewma,
                 *[n for n in (reference or {}) if n != ewma], "static"]
-    deployed = next(iter(reference or {}), None)  # the variance-driven frozen policy
+    ranks = variance_frozen is not None and cfg.selection.rule == "policy"
     return TailPolicyEvaluation(
         frozen=frozen, paths=everything, table=table,
         headline=with_saving(headline(table, reported), ewma),
         fallback=fallback_counts(paths, cfg), ewma=ewma,
         as_safe=tail_as_safe(frozen, everything[frozen.name], sweep, cfg),
-        across=across_kinds(table, deployed, frozen.name) if deployed else {})
+        # only where the variance-driven choice was made by the same rule (the forecast rule
+        # chooses by QLIKE, which a tail-driven candidate has not)
+        across=across_kinds(table, variance_frozen, frozen.name) if ranks else {})
 
 
-def across_kinds(table: pd.DataFrame, deployed: str, tail: str) -> dict[str, Any]:
-    """The two frozen policies, the deployed variance-driven one (``volmargin run``'s,
-    registered and served) and the tail-driven one, ranked by the choice's rule (most assets
-    acceptable, then least capital, like for like over the assets judged:
-    :func:`~pipelines.policy_eval.protocol.rank_like_for_like`) on the selection period, as
-    one choice spanning both kinds would rank them. ``{"rule_prefers", "deployed",
-    "tail_driven"}``, each of the last two ``{"policy", "acceptable", "assets", "capital"}``
-    (its own LB); empty where either was not judged on the selection period. Read, never
-    acted on: serving a tail-driven champion is not built (README, "Known limitations")."""
+def across_kinds(table: pd.DataFrame, variance: str, tail: str) -> dict[str, Any]:
+    """The two frozen policies, the ``variance``-driven one that ``volmargin run`` froze (the
+    one it registers; served once the gate promotes it) and the ``tail``-driven one, ranked
+    by the choice's rule (most assets acceptable, then least capital, like for like over the
+    assets judged: :func:`~pipelines.policy_eval.protocol.rank_like_for_like`) on the
+    selection period, as one choice spanning both kinds would rank them. ``{"rule_prefers",
+    "variance_driven", "tail_driven"}``, each of the last two ``{"policy", "acceptable",
+    "assets", "capital", "capital_compared"}`` (own LB; ``capital_compared``: over the assets
+    both have a path on, what a tie on acceptable assets is broken by); empty where either was
+    not judged on the selection period. Read, never acted on: serving a tail-driven champion
+    is not built (README, "Known limitations")."""
     sel = table[table["period"] == SELECTION]
-    sel = sel[sel["policy"].isin([deployed, tail])]
-    if set(sel["policy"]) != {deployed, tail}:
+    sel = sel[sel["policy"].isin([variance, tail])]
+    if set(sel["policy"]) != {variance, tail}:
         return {}
     ranked = rank_like_for_like(sel, set(table.loc[table["period"] == SELECTION, "asset"]))
     rows = {str(r.policy): {"policy": str(r.policy), "acceptable": int(r.acceptable),
-                            "assets": int(r.assets), "capital": round(float(r.capital), 6)}
+                            "assets": int(r.assets), "capital": round(float(r.capital), 6),
+                            "capital_compared": round(float(r.capital_compared), 6)}
             for r in ranked.itertuples()}
-    return {"rule_prefers": str(ranked["policy"].iloc[0]), "deployed": rows[deployed],
+    return {"rule_prefers": str(ranked["policy"].iloc[0]), "variance_driven": rows[variance],
             "tail_driven": rows[tail]}
 
 
+def ranked_text(row: Mapping[str, Any], counted: bool = True) -> str:
+    """``12/12 acceptable, capital 0.2536`` of an :func:`across_kinds` row, with the capital
+    the tie was broken by where it differs (a policy without a path on some asset)."""
+    head = (f"{row['acceptable']}/{row['assets']} acceptable, " if counted
+            else f"{row['acceptable']}/{row['assets']}, ")
+    compared = row.get("capital_compared", row["capital"])
+    same = not np.isfinite(compared) or abs(compared - row["capital"]) < 5e-7
+    return head + (f"capital {row['capital']:.4f}" if same else
+                   f"capital {row['capital']:.4f}, {compared:.4f} on the assets both have")
+
+
 def across_lines(across: Mapping[str, Any]) -> list[str]:
-    """One warning where the rule ranks the tail-driven policy above the deployed one."""
+    """One warning where the rule ranks the tail-driven policy above the variance-driven
+    one."""
     if not across or across["rule_prefers"] != across["tail_driven"]["policy"]:
         return []
-    t, d = across["tail_driven"], across["deployed"]
+    t, v = across["tail_driven"], across["variance_driven"]
     return [f"on the selection period the choice's rule ranks the tail-driven {t['policy']} "
-            f"({t['acceptable']}/{t['assets']} acceptable, capital {t['capital']:.4f}) above "
-            f"the deployed {d['policy']} ({d['acceptable']}/{d['assets']}, "
-            f"{d['capital']:.4f}); serving a tail-driven champion is not built, so the "
-            "deployed policy stays (outputs/tail/policy_frozen.json, across_kinds)"]
+            f"({ranked_text(t)}) above the variance-driven {v['policy']} that volmargin run "
+            f"froze ({ranked_text(v, counted=False)}); serving a tail-driven champion is not "
+            "built, so the variance-driven choice is the one registered "
+            "(outputs/tail/policy_frozen.json, across_kinds)"]
 
 
 def tail_as_safe(frozen: Frozen, path: pd.DataFrame, sweep: Mapping[float, pd.DataFrame],
