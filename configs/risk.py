@@ -49,6 +49,10 @@ class StressConfig(_Strict):
     """Stress testing of today's parameters over a book of positions (pipelines/stress/)."""
 
     episodes: list[StressEpisode] = [StressEpisode(name=n, start=s, end=e) for n, s, e in _EPISODES]
+    # also replay every market-wide stress day found in the data up to the as-of by the rule
+    # of evaluation.stress_days (one day each, ``found_YYYY-MM-DD``), unless an episode above
+    # covers it: a crash nobody listed is still a scenario
+    found_days: bool = True
     shock_asset: str = "BTC"
     shock_move: float = Field(-0.30, gt=-1, lt=0)   # simple return of shock_asset in one hour
     beta_window_days: int = Field(365, ge=30)       # daily returns in the beta to shock_asset

@@ -40,7 +40,8 @@ def test_a_day_is_a_stress_day_when_enough_assets_pass_their_own_trailing_quanti
     assert row.median_loss == pytest.approx(np.median([0.2466, 0.2465, 0.4, 0.3]))
     # two of four: half the assets, but fewer than min_assets
     losses.loc[last] = [0.5, 0.5, 0.1, 0.1]
-    assert detect_stress_days(losses, **RULE).empty
+    none = detect_stress_days(losses, **RULE)
+    assert none.empty and none["loss_day"].dtype == "datetime64[ns]"  # .dt still works
     # three of seven: at least min_assets, but under half of the assets
     wide = _ramp(assets=tuple("ABCDEFG"))
     wide.loc[wide.index[-1]] = [0.5, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1]
@@ -206,3 +207,42 @@ def test_a_day_the_policy_did_not_replay_reads_as_unknown_and_the_warnings_are_c
     table = stress_days_table(_panel(losses), {"p": path}, {"frozen": "p"}, cfg)
     row = table.set_index("loss_day").loc["2024-03-05"]
     assert np.isnan(row["frozen_breached"]) and np.isnan(row["frozen_bad_debt"])
+
+
+def test_the_stress_test_replays_the_found_days_no_episode_covers(embedded_market, caplog):
+    """Five assets' real candles to 2022-11-30: the days found by the rule become one-day
+    historical scenarios unless a configured stress episode covers them, only up to the
+    as-of, and an asset whose losses cannot be computed is left out, not fatal."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from pipelines.stress.job import found_episodes
+
+    as_of = dt.date(2022, 11, 30)
+    assets = ("BTC", "ETH", "BNB", "LINK", "LTC")
+    data = SimpleNamespace(
+        daily={a: embedded_market.daily[a].loc[:"2022-11-30"] for a in assets},
+        hourly={a: embedded_market.hourly[a].loc[:"2022-11-30 23:00"] for a in assets})
+    bare = Config().with_overrides({"stress.episodes": []})
+    found, skipped = found_episodes(bare, data, as_of)
+    names = [e.name for e in found]
+    assert skipped == [] and {"found_2020-03-12", "found_2021-05-19", "found_2022-05-11"} \
+        <= set(names)
+    assert all(e.start == e.end <= as_of for e in found)
+    # the default list covers the COVID crash, the mining ban and LUNA: not replayed twice
+    listed = [e.name for e in found_episodes(Config(), data, as_of)[0]]
+    assert "found_2022-05-11" not in listed and "found_2020-03-12" not in listed
+    assert set(listed) < set(names) and listed
+    # before the crash happened it is not known
+    early, _ = found_episodes(bare, data, dt.date(2022, 5, 10))
+    assert "found_2022-05-11" not in [e.name for e in early]
+    # an asset whose candles lack a column is left out of the rule (four assets remain)
+    broken = SimpleNamespace(daily={**data.daily, "LTC": data.daily["LTC"].drop(
+        columns="close")}, hourly=data.hourly)
+    with caplog.at_level("WARNING", logger="pipelines.stress.job"):
+        assert found_episodes(bare, broken, as_of)[1] == []
+    assert "LTC left out of the stress-day rule" in caplog.text
+    off = bare.with_overrides({"stress.found_days": False})
+    assert found_episodes(off, data, as_of) == ([], [])
+    no_rule = bare.with_overrides({"evaluation.stress_days.enabled": False})
+    assert found_episodes(no_rule, data, as_of) == ([], [])

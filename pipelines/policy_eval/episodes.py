@@ -142,7 +142,8 @@ def detect_stress_days(losses: pd.DataFrame, quantile: float, window_days: int,
                      "worst_asset": str(seen.idxmax()), "worst_loss": float(seen.max()),
                      "beyond_assets": ",".join(sorted(map(str, beyond.columns[
                          beyond.loc[day].to_numpy()])))})
-    return pd.DataFrame(rows, columns=STRESS_DAY_COLUMNS)
+    out = pd.DataFrame(rows, columns=STRESS_DAY_COLUMNS)
+    return out.astype({"loss_day": "datetime64[ns]"})  # also when no day qualifies
 
 
 def on_days(path: pd.DataFrame, days: pd.Series, u: int = 1) -> pd.DataFrame:

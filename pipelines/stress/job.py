@@ -23,8 +23,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from configs.risk import StressEpisode
 from configs.schema import Config, ConfigError, parse_yaml
 from features.loaders import MarketData, load_market
+from features.losses import worst_loss_features
+from pipelines.policy_eval.episodes import detect_stress_days
 from pipelines.stress.book import Book, load_book, sizing_ltv, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, health_factor, liquidate
 from pipelines.stress.montecarlo import monte_carlo, t_copula
@@ -36,6 +39,7 @@ from pipelines.stress.scenarios import (
     historical_scenarios,
     hypothetical_scenarios,
 )
+from serving.inputs import covered_loss
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
 from serving.policy import trailing_adv
@@ -134,17 +138,61 @@ def mark_missing(scenario: Scenario, assets: list[str]) -> Scenario:
     return dataclasses.replace(scenario, relative=rel, source=source, note=note)
 
 
+def found_episodes(cfg: Config, data: MarketData, as_of: dt.date
+                   ) -> tuple[list[StressEpisode], list[Skipped]]:
+    """The market-wide stress days of ``data`` up to ``as_of`` that no ``stress.episodes``
+    entry covers, one-day episodes named ``found_YYYY-MM-DD`` (``stress.found_days``): the
+    rule of ``evaluation.stress_days`` (:func:`~pipelines.policy_eval.episodes.
+    detect_stress_days`) on each asset's covered loss (``policy.loss``, from its hourly
+    candles, the daily range where it has none), as the policy evaluation reads it. An asset
+    whose losses cannot be computed is left out of the rule (logged); a rule that cannot run
+    is one :class:`Skipped` entry, never a failed stress run."""
+    sd, s = cfg.evaluation.stress_days, cfg.stress
+    if not (s.found_days and sd.enabled):
+        return [], []
+    losses = {}
+    for asset, daily in data.daily.items():
+        try:
+            frame = worst_loss_features(daily, data.hourly.get(asset), cfg.features)
+            frame["ret_1d"] = np.log(daily["close"].astype(float)).diff()
+            log_loss = covered_loss(frame, cfg.policy)[0].clip(lower=0.0)
+        except (KeyError, ValueError) as exc:
+            logger.warning("stress of %s: %s left out of the stress-day rule: %s", as_of,
+                           asset, exc)
+            continue
+        losses[asset] = 1.0 - np.exp(-log_loss)
+    if not losses:
+        return [], []
+    wide = pd.DataFrame(losses).sort_index()
+    wide = wide[wide.index <= pd.Timestamp(as_of)]
+    try:
+        days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
+                                  sd.min_share, cfg.evaluation.co_breach_min_assets)
+    except ValueError as exc:
+        return [], [Skipped("found_days", "historical", str(exc))]
+    out = []
+    for day in days["loss_day"].dt.date:
+        if not any(ep.start <= day <= ep.end for ep in s.episodes):
+            out.append(StressEpisode(name=f"found_{day:%Y-%m-%d}", start=day, end=day))
+    return out, []
+
+
 def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndarray,
                     as_of: dt.date, unusable: list[str] | tuple[str, ...] = (),
                     ) -> tuple[list[Scenario], list[Skipped]]:
-    """Historical (as-is and filtered), hypothetical and the joint FHS scenario; and those
-    that could not be built, with the reason (a hypothetical shock of an unusable asset, the
+    """Historical (as-is and filtered: the configured episodes and the stress days found in the
+    data, :func:`found_episodes`), hypothetical and the joint FHS scenario; and those that
+    could not be built, with the reason (a hypothetical shock of an unusable asset, the
     Monte Carlo without a year of returns). ``market.sigma_1d`` is the published σ (NaN
     where there is no forecast): a scenario never sees a placeholder σ."""
     s, assets, sigma = cfg.stress, market.assets, market.sigma_1d
     delay = cfg.features.liquidation_delay_hours
-    scenarios = historical_scenarios(s, data.daily, data.hourly, assets, sigma, as_of, delay)
+    found, not_found = found_episodes(cfg, data, as_of)
+    listed = s.model_copy(update={"episodes": [*s.episodes, *found]})
+    scenarios = historical_scenarios(listed, data.daily, data.hourly, assets, sigma, as_of,
+                                     delay)
     shocks, skipped = hypothetical_scenarios(s, data.daily, assets, sigma, delay, unusable)
+    skipped = not_found + skipped
     scenarios += shocks
     used = [a for a, h in zip(assets, held, strict=True) if h]
     if not used:
