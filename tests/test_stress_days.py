@@ -236,13 +236,60 @@ def test_the_stress_test_replays_the_found_days_no_episode_covers(embedded_marke
     # before the crash happened it is not known
     early, _ = found_episodes(bare, data, dt.date(2022, 5, 10))
     assert "found_2022-05-11" not in [e.name for e in early]
+    # on its day, the listed LUNA episode (to 2022-05-12) is not replayed yet: the found
+    # day is, so the crash is stressed either way
+    during = [e.name for e in found_episodes(Config(), data, dt.date(2022, 5, 11))[0]]
+    assert "found_2022-05-11" in during
+    # a listed episode already named like a found day keeps its name to itself
+    named = bare.with_overrides({"stress.episodes": [
+        {"name": "found_2022-05-11", "start": "2022-01-03", "end": "2022-01-03"}]})
+    assert "found_2022-05-11" not in [e.name for e in found_episodes(named, data, as_of)[0]]
     # an asset whose candles lack a column is left out of the rule (four assets remain)
     broken = SimpleNamespace(daily={**data.daily, "LTC": data.daily["LTC"].drop(
         columns="close")}, hourly=data.hourly)
     with caplog.at_level("WARNING", logger="pipelines.stress.job"):
-        assert found_episodes(bare, broken, as_of)[1] == []
-    assert "LTC left out of the stress-day rule" in caplog.text
+        rest, skipped = found_episodes(bare, broken, as_of)
+    assert skipped == [] and "LTC left out of the stress-day rule" in caplog.text
+    assert "found_2022-05-11" in [e.name for e in rest]  # the four others still judge
     off = bare.with_overrides({"stress.found_days": False})
     assert found_episodes(off, data, as_of) == ([], [])
     no_rule = bare.with_overrides({"evaluation.stress_days.enabled": False})
     assert found_episodes(no_rule, data, as_of) == ([], [])
+
+
+def test_the_stress_job_reads_the_covered_loss_the_panel_holds_even_across_a_daily_gap(
+        tmp_path):
+    """A daily candle removed from a real file (the loader keeps the gap): the stress job's
+    loss of each day equals the feature panel's ``worst_loss_long`` (the day after the gap
+    included: measured on the complete calendar, not from the close two days back), for an
+    hourly asset and for the range proxy (AAVE has no hourly file)."""
+    import datetime as dt
+    import gzip
+
+    from features.build import build_panel
+    from features.loaders import load_market
+    from pipelines.stress.job import covered_losses
+    from serving.inputs import covered_loss
+    from tests.conftest import write_slice
+
+    root = write_slice(tmp_path / "data", ["BTC", "AAVE"], "2024-01-01", "2024-06-30")
+    for asset in ("BTC", "AAVE"):
+        path = root / "crypto" / "daily" / f"{asset}.csv.gz"
+        frame = pd.read_csv(path, dtype={"timestamp": str})
+        frame = frame[~frame["timestamp"].str.startswith("2024-01-18")]
+        with gzip.open(path, "wt") as fh:
+            frame.to_csv(fh, index=False)
+    market = load_market(root)
+    assert pd.Timestamp("2024-01-18") not in market.daily["AAVE"].index  # a gap, not filled
+    for cfg in (Config(), Config().with_overrides({"policy.loss": "close_to_close"})):
+        panel = build_panel(market, cfg.features)
+        mine = covered_losses(cfg, market, dt.date(2024, 6, 30))
+        for asset in ("BTC", "AAVE"):
+            loss = covered_loss(panel.xs(asset, level="asset"), cfg.policy)[0]
+            want = 1.0 - np.exp(-loss.clip(lower=0.0))
+            pd.testing.assert_series_equal(mine[asset].reindex(want.index), want,
+                                           check_names=False)
+    # the proxy the day after the gap: from that day's own candle (a log loss of 0.0672),
+    # not from the close two days back (0.1023, what the raw frame without its calendar gave)
+    first = covered_losses(Config(), market, dt.date(2024, 6, 30))["AAVE"]
+    assert first.loc["2024-01-19"] == pytest.approx(1.0 - np.exp(-0.0671847), abs=1e-6)

@@ -428,24 +428,26 @@ def test_a_frozen_asset_is_stressed_on_the_positions_opened_before_the_freeze(
 
 
 def test_found_stress_days_are_replayed_beside_the_listed_episodes(tmp_path: Path) -> None:
-    """Five real assets to 2022-11-30 with only FTX listed: the market-wide stress days the
-    rule finds (LUNA's 2022-05-11 among them) are replayed as they were and filtered, named
-    by their day; FTX is not replayed twice."""
+    """Five real assets to 2022-11-30 with LUNA and FTX listed: the market-wide stress days
+    the rule finds outside them (2021-09-07 among them) are replayed as they were and
+    filtered, named by their day; LUNA's 2022-05-11, which the rule finds too, is replayed
+    once, as the listed episode."""
     data = write_slice(tmp_path / "data", ["BTC", "ETH", "BNB", "LINK", "LTC"], "2019-01-01",
                        "2022-12-31", macro=())
     cfg = Config().with_overrides({
         "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
         "paths.mlruns_dir": str(tmp_path / "mlruns"),
-        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}],
+        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"},
+                            {"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}],
         "stress.mc_paths": 200, "stress.book.accounts": 200})
     extra = (("BNB", 0.04, 0.14, 1.05), ("LINK", 0.05, 0.18, 1.06), ("LTC", 0.05, 0.16, 1.06))
     publish_partition(_parameters(AS_OF, extra), tmp_path / "outputs" / "forecasts", AS_OF,
                       {"test": True})
     result = run_stress(cfg, AS_OF, publish=False, track=False)
     names = [s["scenario"] for s in result.summary["scenarios"]]
-    assert {"found_2022-05-11", "found_2022-05-11_filtered"} <= set(names)
-    assert names[:2] == ["ftx", "ftx_filtered"] and not any(
-        n.startswith("found_2022-11-0") for n in names)
-    luna = result.summary["scenarios"][names.index("found_2022-05-11")]
-    assert luna["kind"] == "historical"
+    assert {"found_2021-09-07", "found_2021-09-07_filtered"} <= set(names)
+    assert names[:4] == ["luna_ust", "luna_ust_filtered", "ftx", "ftx_filtered"]
+    assert not any(n.startswith("found_2022-05-") for n in names)
+    found = result.summary["scenarios"][names.index("found_2021-09-07")]
+    assert found["kind"] == "historical"
     jsonschema.validate(result.summary, contract.summary_schema())

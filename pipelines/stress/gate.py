@@ -2,7 +2,8 @@
 bad debt than the budget on the standard scenarios is refused.
 
 The *standard* scenarios are the deterministic ones (historical as they happened and filtered,
-hypothetical shocks); the Monte Carlo tail is reported, not gated, because it moves with the
+the listed episodes and the stress days found in the data, ``stress.found_days``; hypothetical
+shocks); the Monte Carlo tail is reported, not gated, because it moves with the
 seed and path count. The budget ``stress.max_bad_debt_share`` is a share of the book's debt,
 so it does not depend on the book's size. The refusal text goes into the gate's reason,
 which the registry keeps in the alias history.

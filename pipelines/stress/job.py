@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from configs.risk import StressEpisode
 from configs.schema import Config, ConfigError, parse_yaml
+from features.build import tail_features
 from features.loaders import MarketData, load_market
-from features.losses import worst_loss_features
 from pipelines.policy_eval.episodes import detect_stress_days
 from pipelines.stress.book import Book, load_book, sizing_ltv, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, health_factor, liquidate
@@ -138,42 +138,55 @@ def mark_missing(scenario: Scenario, assets: list[str]) -> Scenario:
     return dataclasses.replace(scenario, relative=rel, source=source, note=note)
 
 
-def found_episodes(cfg: Config, data: MarketData, as_of: dt.date
-                   ) -> tuple[list[StressEpisode], list[Skipped]]:
-    """The market-wide stress days of ``data`` up to ``as_of`` that no ``stress.episodes``
-    entry covers, one-day episodes named ``found_YYYY-MM-DD`` (``stress.found_days``): the
-    rule of ``evaluation.stress_days`` (:func:`~pipelines.policy_eval.episodes.
-    detect_stress_days`) on each asset's covered loss (``policy.loss``, from its hourly
-    candles, the daily range where it has none), as the policy evaluation reads it. An asset
-    whose losses cannot be computed is left out of the rule (logged); a rule that cannot run
-    is one :class:`Skipped` entry, never a failed stress run."""
-    sd, s = cfg.evaluation.stress_days, cfg.stress
-    if not (s.found_days and sd.enabled):
-        return [], []
+def covered_losses(cfg: Config, data: MarketData, as_of: dt.date) -> dict[str, pd.Series]:
+    """Each asset's covered long loss as a fraction of value, by loss day, built as the
+    feature panel builds ``worst_loss_long`` (:func:`features.build.tail_features`, on the
+    complete calendar); an asset whose losses cannot be computed is left out (logged)."""
     losses = {}
     for asset, daily in data.daily.items():
         try:
-            frame = worst_loss_features(daily, data.hourly.get(asset), cfg.features)
-            frame["ret_1d"] = np.log(daily["close"].astype(float)).diff()
+            frame = tail_features(daily, data.hourly.get(asset), cfg.features)
             log_loss = covered_loss(frame, cfg.policy)[0].clip(lower=0.0)
-        except (KeyError, ValueError) as exc:
-            logger.warning("stress of %s: %s left out of the stress-day rule: %s", as_of,
-                           asset, exc)
+        except Exception as exc:  # one asset's odd data: left out, logged
+            logger.warning("stress of %s: %s left out of the stress-day rule: %s: %s", as_of,
+                           asset, type(exc).__name__, exc)
             continue
         losses[asset] = 1.0 - np.exp(-log_loss)
+    return losses
+
+
+def found_episodes(cfg: Config, data: MarketData, as_of: dt.date
+                   ) -> tuple[list[StressEpisode], list[Skipped]]:
+    """The market-wide stress days of ``data`` up to ``as_of`` that no replayed
+    ``stress.episodes`` entry covers, one-day episodes named ``found_YYYY-MM-DD``
+    (``stress.found_days``): the rule of ``evaluation.stress_days``
+    (:func:`~pipelines.policy_eval.episodes.detect_stress_days`) on each asset's covered loss
+    (``policy.loss``), built as the feature panel builds it
+    (:func:`features.build.tail_features`: the complete calendar, hourly candles where there
+    are, the daily range where not). An episode that ends after ``as_of`` is not replayed, so
+    it covers nothing. An asset whose losses cannot be computed is left out of the rule
+    (logged); a rule that cannot run is one :class:`Skipped` entry, never a failed stress
+    run: the found days only add to the listed scenarios."""
+    sd, s = cfg.evaluation.stress_days, cfg.stress
+    if not (s.found_days and sd.enabled):
+        return [], []
+    losses = covered_losses(cfg, data, as_of)
     if not losses:
         return [], []
-    wide = pd.DataFrame(losses).sort_index()
-    wide = wide[wide.index <= pd.Timestamp(as_of)]
     try:
+        wide = pd.DataFrame(losses).sort_index()
+        wide = wide[wide.index <= pd.Timestamp(as_of)]
         days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
                                   sd.min_share, cfg.evaluation.co_breach_min_assets)
-    except ValueError as exc:
-        return [], [Skipped("found_days", "historical", str(exc))]
+    except Exception as exc:  # the listed scenarios stand without it
+        return [], [Skipped("found_days", "historical", f"{type(exc).__name__}: {exc}")]
+    replayed = [ep for ep in s.episodes if ep.end <= as_of]
+    names = {ep.name for ep in s.episodes}
     out = []
     for day in days["loss_day"].dt.date:
-        if not any(ep.start <= day <= ep.end for ep in s.episodes):
-            out.append(StressEpisode(name=f"found_{day:%Y-%m-%d}", start=day, end=day))
+        name = f"found_{day:%Y-%m-%d}"
+        if name not in names and not any(ep.start <= day <= ep.end for ep in replayed):
+            out.append(StressEpisode(name=name, start=day, end=day))
     return out, []
 
 
