@@ -293,3 +293,13 @@ def test_the_stress_job_reads_the_covered_loss_the_panel_holds_even_across_a_dai
     # not from the close two days back (0.1023, what the raw frame without its calendar gave)
     first = covered_losses(Config(), market, dt.date(2024, 6, 30))["AAVE"]
     assert first.loc["2024-01-19"] == pytest.approx(1.0 - np.exp(-0.0671847), abs=1e-6)
+
+
+def test_a_rule_that_cannot_run_is_a_warning_not_a_failed_run():
+    """A panel without the covered-loss column (a feature set the rule cannot read): the
+    table is empty and the run's end says why, rather than the policy step failing."""
+    panel = _panel(_ramp()).drop(columns="worst_loss_long")
+    table = stress_days_table(panel, {}, {}, Config())
+    assert table.empty
+    (line,) = stress_day_lines(table, Config())
+    assert line.startswith("market-wide stress days not looked for: KeyError")

@@ -225,10 +225,15 @@ def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
     sd = e.stress_days
     if not sd.enabled or panel.empty:
         return pd.DataFrame()
-    log_loss = covered_loss(panel, cfg.policy)[0].clip(lower=0.0)
-    wide = (1.0 - np.exp(-log_loss)).unstack("asset").sort_index()
-    days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
-                              sd.min_share, e.co_breach_min_assets)
+    try:
+        log_loss = covered_loss(panel, cfg.policy)[0].clip(lower=0.0)
+        wide = (1.0 - np.exp(-log_loss)).unstack("asset").sort_index()
+        days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
+                                  sd.min_share, e.co_breach_min_assets)
+    except Exception as exc:  # a report, never fatal: said at the end of the run instead
+        out = pd.DataFrame()
+        out.attrs["error"] = f"{type(exc).__name__}: {exc}"
+        return out
     period = pd.Series("", index=days.index, dtype=object)
     for name, (start, end) in periods(cfg).items():
         inside = days["loss_day"] >= pd.Timestamp(start)
@@ -252,7 +257,10 @@ def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
 def stress_day_lines(days: pd.DataFrame, cfg: Config, most: int = 10) -> list[str]:
     """One warning per evaluation-period stress day that no configured episode lists (the
     stress budget does not judge it until it is added to ``evaluation.episodes``), at most
-    ``most`` of them and a line saying where the rest are."""
+    ``most`` of them and a line saying where the rest are; or why no day could be looked for
+    (:func:`stress_days_table` failed)."""
+    if "error" in days.attrs:
+        return [f"market-wide stress days not looked for: {days.attrs['error']}"]
     if days.empty:
         return []
     q = cfg.evaluation.stress_days.quantile
