@@ -30,6 +30,7 @@ from models.backtest import FAILURE_COLUMNS, Mapper
 from pipelines.engine import Engine
 from pipelines.evaluation.comparison import DIAGNOSTIC_FAILURE_COLUMNS
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
+from pipelines.ops.lines import capped
 from pipelines.steps import (
     Progress,
     _noop,
@@ -108,13 +109,6 @@ class RunResult:
         diag = capped(diag, MAX_DIAGNOSTIC_LINES, "undefined diagnostics "
                       "(outputs/backtest/comparison.csv, *_note columns)")
         return lines + diag + self.tail_failures + skipped_file_lines(self.failures)
-
-
-def capped(lines: list[str], most: int, rest: str) -> list[str]:
-    """``lines``, or the first ``most`` of them and a line saying where the ``rest`` is."""
-    if len(lines) <= most:
-        return lines
-    return [*lines[:most], f"... and {len(lines) - most} more {rest}"]
 
 
 def skipped_file_lines(failures: dict[str, str]) -> list[str]:

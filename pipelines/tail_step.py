@@ -26,12 +26,8 @@ import pandas as pd
 from configs.schema import Config
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.evaluation.tail_compare import run_tail_backtest
-from pipelines.run import (
-    EXIT_COMPLETED_WITH_FAILURES,
-    MAX_DIAGNOSTIC_LINES,
-    capped,
-    skipped_file_lines,
-)
+from pipelines.ops.lines import capped
+from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES, skipped_file_lines
 from serving.ops.tracking import log_context
 
 HEADLINE_LEVEL = 0.99

@@ -17,6 +17,7 @@ import pandas as pd
 
 from configs.schema import Config
 from pipelines.engine import Engine
+from pipelines.ops.lines import capped
 from pipelines.policy_eval.compare import (
     candidate_name,
     comparator_paths,
@@ -280,10 +281,7 @@ def stress_day_lines(days: pd.DataFrame, cfg: Config, most: int = 10) -> list[st
              "evaluation.episodes entry lists it, so the stress budget does not judge it"
              + frozen(r) + "; add it to evaluation.episodes to judge it"
              for r in missed.itertuples()]
-    if len(lines) > most:
-        lines = [*lines[:most], f"... and {len(lines) - most} more such days "
-                 "(outputs/backtest/policy_stress_days.csv)"]
-    return lines
+    return capped(lines, most, "such days (outputs/backtest/policy_stress_days.csv)")
 
 
 def _ewma_beyond(point: dict[str, Any], levels: list[float], paths: Mapping[str, Any],
