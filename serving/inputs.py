@@ -97,6 +97,12 @@ def covered_loss(frame: pd.DataFrame, cfg: PolicyConfig) -> tuple[pd.Series, pd.
     return frame["worst_loss_long"], frame["worst_loss_short"]
 
 
+def covered_loss_fraction(frame: pd.DataFrame, cfg: PolicyConfig) -> pd.Series:
+    r"""The long covered loss of :func:`covered_loss` as a fraction of position value,
+    :math:`1 - e^{-\max(L, 0)}` (NaN where the loss is)."""
+    return 1.0 - np.exp(-covered_loss(frame, cfg)[0].clip(lower=0.0))
+
+
 @dataclass(frozen=True)
 class AssetSeries:
     """One asset's forecast-free daily series, on every date a cutoff may be aligned with:

@@ -35,7 +35,7 @@ from configs.schema import Config
 from pipelines.engine import Engine, chunked
 from pipelines.policy_eval.backtest import policy_path, policy_paths, static_path
 from pipelines.policy_eval.episodes import loss_day
-from serving.inputs import covered_loss
+from serving.inputs import covered_loss_fraction
 from serving.policy import liquidity_addon
 from serving.seasoning import Reference
 from serving.seasoning import reference as stress_reference
@@ -235,8 +235,7 @@ def static_schedules(frame: pd.DataFrame, years: list[int], cfg: Config,
                      confidences: list[float]) -> dict[float, pd.DataFrame]:
     """:func:`static_schedule` at each confidence level: the losses, σ, ADV and slippage of
     each year computed once for all of them (only the ES differs)."""
-    loss = covered_loss(frame, cfg.policy)[0].dropna()
-    frac_all = 1.0 - np.exp(-loss.clip(lower=0.0))
+    frac_all = covered_loss_fraction(frame, cfg.policy).dropna()
     dollar = np.exp(frame["log_dollar_volume"])
     rows: dict[float, list[dict[str, float]]] = {q: [] for q in confidences}
     for year in years:

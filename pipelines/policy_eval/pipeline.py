@@ -61,7 +61,7 @@ from pipelines.selection.select import (
     reads_forecast_quality,
     select,
 )
-from serving.inputs import covered_loss
+from serving.inputs import covered_loss_fraction
 
 LOO_LIMIT = 50  # assets left out in turn at most (leave_one_asset_out)
 EWMA = "ewma94"  # RiskMetrics EWMA(0.94) σ: the clearing-house EWMA-FHS comparator
@@ -227,24 +227,20 @@ def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
     if not sd.enabled or panel.empty:
         return pd.DataFrame()
     try:
-        log_loss = covered_loss(panel, cfg.policy)[0].clip(lower=0.0)
-        wide = (1.0 - np.exp(-log_loss)).unstack("asset").sort_index()
+        wide = covered_loss_fraction(panel, cfg.policy).unstack("asset").sort_index()
         days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
                                   sd.min_share, e.co_breach_min_assets)
     except Exception as exc:  # a report, never fatal: said at the end of the run instead
         out = pd.DataFrame()
         out.attrs["error"] = f"{type(exc).__name__}: {exc}"
         return out
-    period = pd.Series("", index=days.index, dtype=object)
-    for name, (start, end) in periods(cfg).items():
-        inside = days["loss_day"] >= pd.Timestamp(start)
-        if end is not None:
-            inside &= days["loss_day"] <= pd.Timestamp(end)
-        period[inside & (period == "")] = name
-    days = days.assign(period=period)[period != ""].reset_index(drop=True)
-    named = episode_of(days.assign(date=days["loss_day"] - pd.Timedelta(days=u)),
-                       e.episodes, u)
-    days.insert(1, "period", days.pop("period"))
+    # a row dated the day before its loss day, as a path's: cut and named as paths are
+    dated = days.assign(date=days["loss_day"] - pd.Timedelta(days=u))
+    dated = pd.concat([in_period(dated, start, end, u).assign(period=name)
+                       for name, (start, end) in periods(cfg).items()], ignore_index=True)
+    named = episode_of(dated, e.episodes, u)
+    days = dated.drop(columns=["date", "period"])
+    days.insert(1, "period", dated["period"].to_numpy())
     days.insert(2, "episode", named.fillna("").to_numpy())
     for role, name in roles.items():
         if name in paths:

@@ -39,7 +39,7 @@ from pipelines.stress.scenarios import (
     historical_scenarios,
     hypothetical_scenarios,
 )
-from serving.inputs import covered_loss
+from serving.inputs import covered_loss_fraction
 from serving.layout import SUCCESS_NAME, current_partition, relative
 from serving.ops.version import code_version
 from serving.policy import trailing_adv
@@ -146,12 +146,10 @@ def covered_losses(cfg: Config, data: MarketData, as_of: dt.date) -> dict[str, p
     for asset, daily in data.daily.items():
         try:
             frame = tail_features(daily, data.hourly.get(asset), cfg.features)
-            log_loss = covered_loss(frame, cfg.policy)[0].clip(lower=0.0)
+            losses[asset] = covered_loss_fraction(frame, cfg.policy)
         except Exception as exc:  # one asset's odd data: left out, logged
             logger.warning("stress of %s: %s left out of the stress-day rule: %s: %s", as_of,
                            asset, type(exc).__name__, exc)
-            continue
-        losses[asset] = 1.0 - np.exp(-log_loss)
     return losses
 
 
