@@ -247,10 +247,7 @@ def step_policy(
     one line per comparator the choice's rule would prefer (:func:`preferred_lines`) and per
     evaluation-period stress day no configured episode lists (:func:`stress_day_lines`).
     ``withheld``: :attr:`BacktestStep.withheld` (a failure after the selection period does
-    not take a forecaster's asset out of the choice).
-
-    Returns (selection with the frozen settings, evaluation-period acceptance per policy ×
-    asset, stress-episode table)."""
+    not take a forecaster's asset out of the choice)."""
     with mlflow.start_run(run_name="policy-backtest"):
         log_context(cfg, "policy-backtest")
         progress("policy backtest", 0, 2)
@@ -281,12 +278,14 @@ def step_policy(
                 float(getattr(row, metric))
             for row in summary.itertuples()
             for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt")})
-        for row in ev.as_safe[ev.as_safe["period"] == "evaluation"].itertuples():
-            # the policy's capital relative to each comparator's cheapest level as safe
-            # (its safest where none is: ``as_safe`` 0)
-            key = f"as_safe.{row.family}.{row.measure}"
-            mlflow.log_metrics({f"{key}.capital_vs": float(row.capital_vs),
-                                f"{key}.as_safe": float(row.as_safe)})
+        # the policy's capital relative to each comparator's cheapest level as safe (its
+        # safest where none is: ``as_safe`` 0), one batch
+        safe = ev.as_safe[ev.as_safe["period"] == "evaluation"] if len(ev.as_safe) else ev.as_safe
+        as_safe = {f"as_safe.{row.family}.{row.measure}.{name}": float(value)
+                   for row in safe.itertuples()
+                   for name, value in (("capital_vs", row.capital_vs), ("as_safe", row.as_safe))}
+        if as_safe:
+            mlflow.log_metrics(as_safe)
         if "period" in ev.stress_days:  # stress days found by rule, per period (0: none)
             found = ev.stress_days
             mlflow.log_metrics({
