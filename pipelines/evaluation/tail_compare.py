@@ -30,7 +30,7 @@ from configs.schema import Config
 from models.backtest import NoForecastsError, no_eligible_asset
 from models.tail.backtest import tail_walk_forward
 from models.tail.base import LOSS_VARIANTS, SIDES, to_fraction
-from models.tail.registry import build_tail_forecaster
+from models.tail.registry import TAIL_REGISTRY, build_tail_forecaster
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, christoffersen_independence
 from pipelines.evaluation.stats import diebold_mariano, model_confidence_set
 from pipelines.evaluation.tail_tests import (
@@ -45,8 +45,8 @@ from pipelines.evaluation.years import year_blocks
 FAILURE_COLUMNS = ["stage", "model", "side", "asset", "reason", "days"]
 UNDEFINED = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
 
-CLASSICAL = ("fhs_ewma", "fhs_garch", "evt_garch", "hs", "qr_har", "caviar")
 LEARNED = ("tail_nn",)
+CLASSICAL = tuple(a for a in TAIL_REGISTRY if a not in LEARNED)  # every other registered one
 HEADLINE_LEVEL = 0.99
 TEST_SIZE = 0.05
 # An asset "passes" only on MIN_VERDICT_DAYS scored days (pipelines.evaluation.coverage).
