@@ -47,6 +47,19 @@ TAIL_AS_SAFE_COLUMNS = ["measure", "period", "knob", "capital", "bad_debt", "as_
                        "pooled_assets"]
 
 
+def as_safe_markdown(path: Path, keys: list[str], columns: list[str]) -> str:
+    """An as-safe table (``policy_as_safe.csv`` of the policy step or of the tail step) as
+    Markdown, sorted by ``keys`` (``measure, period``: the evaluation period first) and cut to
+    ``columns``; '' where the run did not write it or it has no row."""
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path)
+    if table.empty:
+        return ""
+    table = table.sort_values(keys)
+    return table[[c for c in columns if c in table.columns]].round(4).to_markdown(index=False)
+
+
 def across_note(frozen: dict) -> str:
     """Which of the two frozen policies (the variance-driven one ``volmargin run`` froze, the
     tail-driven one) the choice's rule ranks first on the selection period
@@ -88,18 +101,16 @@ def tail_policy_section(outputs_dir: Path) -> str:
                 "up); `mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force "
                 "moved (means over assets).\n\n"
                 + capital.round(4).to_markdown(index=False) + "\n")
-    if (root / "policy_as_safe.csv").is_file():
-        safe = pd.read_csv(root / "policy_as_safe.csv")
-        if len(safe):
-            safe = safe.sort_values(["measure", "period"])  # evaluation first
-            out += ("\n#### The tail-driven policy against EWMA-FHS at equal-or-better bad "
-                    "debt (pooled, LB 1.05)\n\n"
-                    "EWMA-FHS's cheapest level (its grid and `evaluation.comparator_levels`) "
-                    "with no more bad debt than the "
-                    "frozen tail-driven policy, as under \"Capital at equal-or-better bad "
-                    "debt\"; `as_safe` False: none is, the row is its safest level.\n\n"
-                    + safe[[c for c in TAIL_AS_SAFE_COLUMNS if c in safe.columns]].round(4)
-                    .to_markdown(index=False) + "\n")
+    safe = as_safe_markdown(root / "policy_as_safe.csv", ["measure", "period"],
+                            TAIL_AS_SAFE_COLUMNS)
+    if safe:
+        out += ("\n#### The tail-driven policy against EWMA-FHS at equal-or-better bad "
+                "debt (pooled, LB 1.05)\n\n"
+                "EWMA-FHS's cheapest level (its grid and `evaluation.comparator_levels`) "
+                "with no more bad debt than the "
+                "frozen tail-driven policy, as under \"Capital at equal-or-better bad "
+                "debt\"; `as_safe` False: none is, the row is its safest level.\n\n"
+                + safe + "\n")
     return out
 
 

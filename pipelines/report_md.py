@@ -15,6 +15,7 @@ from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.policy_eval.frontier import knob_family
 from pipelines.policy_eval.protocol import assets_without
 from pipelines.report_extra import (
+    as_safe_markdown,
     by_year_section,
     capital_section,
     stability_section,
@@ -163,13 +164,10 @@ AS_SAFE_COLUMNS = ["measure", "period", "family", "knob", "capital", "bad_debt",
 def as_safe_section(bt: Path) -> str:
     """The comparators' cheapest levels as safe as the frozen policy, both periods
     (``policy_as_safe.csv``); '' where the run did not write it."""
-    path = bt / "policy_as_safe.csv"
-    if not path.is_file():
+    table = as_safe_markdown(bt / "policy_as_safe.csv", ["measure", "period", "family"],
+                             AS_SAFE_COLUMNS)  # the evaluation period first
+    if not table:
         return ""
-    table = pd.read_csv(path)
-    if table.empty:
-        return ""
-    table = table.sort_values(["measure", "period", "family"])  # evaluation first
     return ("\n\n### Capital at equal-or-better bad debt (pooled, LB 1.05)\n\n"
             "For each comparator, the cheapest level of its sweep (the grid and "
             "`evaluation.comparator_levels`, replayed for this comparison only) with no more "
@@ -179,8 +177,7 @@ def as_safe_section(bt: Path) -> str:
             "then its safest level, which the policy beats on bad debt. `acceptable` / "
             "`policy_acceptable`: assets on which that level / the frozen policy passes the "
             "acceptance function in that period; `pooled_assets`: the assets both cover, "
-            "over which both are pooled.\n\n"
-            + _fmt(table[[c for c in AS_SAFE_COLUMNS if c in table.columns]]))
+            "over which both are pooled.\n\n" + table)
 
 
 def stability_note(frozen: dict) -> str:
