@@ -15,7 +15,8 @@ strictly lower (a tie in capital goes to the point with less bad debt).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import matplotlib
@@ -29,6 +30,7 @@ from matplotlib.figure import Figure
 from configs.schema import Config
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.episodes import episode_of
+from pipelines.policy_eval.protocol import in_period, periods
 from pipelines.policy_eval.reductions import series_mean, series_sum
 
 POOLED = "pooled"
@@ -240,3 +242,26 @@ def _pool(frame: pd.DataFrame) -> pd.Series:
     """Per-asset points pooled as the frontier pools them: mean capital, summed bad debt."""
     return pd.Series({"capital": frame["capital"].mean(), "bad_debt": frame["bad_debt"].sum(),
                       "stress_bad_debt": frame["stress_bad_debt"].sum()})
+
+
+def period_points(item: tuple[str, float, pd.DataFrame], cfg: Config
+                  ) -> list[list[dict[str, Any]]]:
+    """One path's frontier rows (``item``: family, knob, path) in each period
+    (:func:`~pipelines.policy_eval.protocol.periods` order)."""
+    family, knob, path = item
+    u = cfg.features.update_interval_days
+    return [path_points(in_period(path, start, end, u), family, knob, cfg)
+            for start, end in periods(cfg).values()]
+
+
+def points_by_period(items: Sequence[tuple[str, float, pd.DataFrame]], cfg: Config,
+                     mapper: Callable[..., list[Any]] | None = None) -> pd.DataFrame:
+    """The frontier points of every (family, knob, path) of ``items`` in each period, pooled
+    per period (:func:`points_frame`), with a ``period`` column. ``mapper(fn, items)`` maps
+    :func:`period_points` over the items (e.g. on Dask workers, where the paths are); in
+    process by default."""
+    points = partial(period_points, cfg=cfg)
+    per_path = mapper(points, list(items)) if mapper is not None else [points(i) for i in items]
+    frames = [points_frame([row for rows in per_path for row in rows[k]]).assign(period=period)
+              for k, period in enumerate(periods(cfg))]
+    return pd.concat(frames, ignore_index=True)

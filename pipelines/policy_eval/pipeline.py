@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,12 +34,7 @@ from pipelines.policy_eval.episodes import (
     on_days,
     stress_table,
 )
-from pipelines.policy_eval.frontier import (
-    cheapest_as_safe,
-    knob_family,
-    path_points,
-    points_frame,
-)
+from pipelines.policy_eval.frontier import cheapest_as_safe, knob_family, points_by_period
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -358,21 +352,8 @@ def _frontier(paths: dict[str, pd.DataFrame], settings: dict[str, dict[str, Any]
              **{n: paths[n] for n in levels or {}},
              **{f"static[{q}]": p for q, p in statics.items()}, "aave_v3": paths["aave_v3"]}
     items = [(*labels[n], p) for n, p in every.items()]
-    points = partial(_period_points, cfg=cfg)
-    per_path = (engine.map(points, items) if engine is not None and engine.kind == "dask"
-                else [points(item) for item in items])
-    frames = [points_frame([row for rows in per_path for row in rows[k]]).assign(period=period)
-              for k, period in enumerate(periods(cfg))]
-    return pd.concat(frames, ignore_index=True)
-
-
-def _period_points(item: tuple[str, float, pd.DataFrame], cfg: Config
-                   ) -> list[list[dict[str, Any]]]:
-    """One path's frontier rows in each period (:func:`periods` order)."""
-    family, knob, path = item
-    u = cfg.features.update_interval_days
-    return [path_points(in_period(path, start, end, u), family, knob, cfg)
-            for start, end in periods(cfg).values()]
+    on_dask = engine is not None and engine.kind == "dask"
+    return points_by_period(items, cfg, engine.map if on_dask else None)
 
 
 def known_before(forecasts: Mapping[str, pd.DataFrame],

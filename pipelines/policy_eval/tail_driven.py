@@ -62,7 +62,7 @@ from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.backtest import replay_all, with_outcomes
 from pipelines.policy_eval.compare import candidate_name as variance_name
 from pipelines.policy_eval.compare import comparator_paths, replay_many, setting, slim
-from pipelines.policy_eval.frontier import cheapest_as_safe, path_points, points_frame
+from pipelines.policy_eval.frontier import cheapest_as_safe, points_by_period
 from pipelines.policy_eval.protocol import (
     EVALUATION,
     SELECTION,
@@ -408,13 +408,6 @@ def tail_as_safe(frozen: Frozen, path: pd.DataFrame, sweep: Mapping[float, pd.Da
     per period, pooled at ``evaluation.comparison_lb``: EWMA-FHS's cheapest level with no
     more bad debt (:func:`pipelines.policy_eval.frontier.cheapest_as_safe`), "capital at
     equal-or-better bad debt" read on its sweep rather than at its 99 % alone."""
-    u = cfg.features.update_interval_days
     q = float(frozen.overrides.get("policy.confidence", cfg.policy.confidence))
-    frames = []
-    for period, (start, end) in periods(cfg).items():
-        rows = path_points(in_period(path, start, end, u), frozen.name, q, cfg)
-        for level, p in sweep.items():
-            rows += path_points(in_period(p, start, end, u), SIGMA_MODEL, level, cfg)
-        frames.append(points_frame(rows).assign(period=period))
-    return cheapest_as_safe(pd.concat(frames, ignore_index=True), (frozen.name, q),
-                            [SIGMA_MODEL])
+    items = [(frozen.name, q, path), *((SIGMA_MODEL, level, p) for level, p in sweep.items())]
+    return cheapest_as_safe(points_by_period(items, cfg), (frozen.name, q), [SIGMA_MODEL])
