@@ -142,6 +142,9 @@ def stress_days_section(bt: Path) -> str:
         return ""
     days = days.fillna({"episode": ""})
     unlisted = days[days["episode"] == ""]
+    if "beyond_assets" in days:  # the names in full stay in the CSV; a large universe's
+        days["beyond_assets"] = days["beyond_assets"].fillna("").map(  # would fill the page
+            lambda names: shortened(names, MOST_NAMED))
     return ("\n\n### Market-wide stress days found by rule (selection and evaluation periods)"
             "\n\nLoss days on which at least `min_share` of the assets judged that day (and "
             "at least `co_breach_min_assets`) lost more than their own trailing quantile of "
@@ -154,6 +157,17 @@ def stress_days_section(bt: Path) -> str:
             f"the frozen policy, EWMA-FHS and the static table. {len(days)} days, "
             f"{len(unlisted)} not listed.\n\n"
             + _fmt(days, empty="no day of either period met the rule"))
+
+
+MOST_NAMED = 12  # asset names listed per stress day in the report (all in the CSV)
+
+
+def shortened(names: str, most: int) -> str:
+    """A comma-joined list cut to its first ``most`` names and how many more there are."""
+    parts = [p for p in str(names).split(",") if p]
+    if len(parts) <= most:
+        return ",".join(parts)
+    return ",".join(parts[:most]) + f" (+{len(parts) - most} more)"
 
 
 AS_SAFE_COLUMNS = ["measure", "period", "family", "knob", "capital", "bad_debt", "as_safe",

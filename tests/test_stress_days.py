@@ -303,3 +303,16 @@ def test_a_rule_that_cannot_run_is_a_warning_not_a_failed_run():
     assert table.empty
     (line,) = stress_day_lines(table, Config())
     assert line.startswith("market-wide stress days not looked for: KeyError")
+
+
+def test_the_report_names_at_most_twelve_assets_a_day_and_says_how_many_more(tmp_path):
+    from pipelines.report_md import shortened, stress_days_section
+
+    names = ",".join(f"A{i:03d}" for i in range(40))
+    assert shortened(names, 12) == ",".join(f"A{i:03d}" for i in range(12)) + " (+28 more)"
+    assert shortened("BTC,ETH", 12) == "BTC,ETH" and shortened("", 12) == ""
+    pd.DataFrame({"loss_day": ["2024-03-05"], "period": ["evaluation"], "episode": [""],
+                  "assets": [40], "beyond": [40], "beyond_assets": [names]}).to_csv(
+        tmp_path / "policy_stress_days.csv", index=False)
+    text = stress_days_section(tmp_path)
+    assert "A011 (+28 more)" in text and "A012" not in text
