@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -144,6 +145,14 @@ def detect_stress_days(losses: pd.DataFrame, quantile: float, window_days: int,
                          beyond.loc[day].to_numpy()])))})
     out = pd.DataFrame(rows, columns=STRESS_DAY_COLUMNS)
     return out.astype({"loss_day": "datetime64[ns]"})  # also when no day qualifies
+
+
+def stress_days_by_rule(losses: pd.DataFrame, rule: Any, min_assets: int) -> pd.DataFrame:
+    """:func:`detect_stress_days` with the settings of ``rule`` (``evaluation.stress_days``:
+    ``quantile``, ``window_days``, ``min_history``, ``min_share``), as the policy evaluation
+    and the stress test both apply it."""
+    return detect_stress_days(losses, rule.quantile, rule.window_days, rule.min_history,
+                              rule.min_share, min_assets)
 
 
 def on_days(path: pd.DataFrame, days: pd.Series, u: int = 1) -> pd.DataFrame:

@@ -27,11 +27,11 @@ from pipelines.policy_eval.compare import (
     static_paths_at,
 )
 from pipelines.policy_eval.episodes import (
-    detect_stress_days,
     episode_of,
     joint_breach_share,
     joint_breaches,
     on_days,
+    stress_days_by_rule,
     stress_table,
 )
 from pipelines.policy_eval.frontier import cheapest_as_safe, knob_family, points_by_period
@@ -222,8 +222,7 @@ def stress_days_table(panel: pd.DataFrame, paths: Mapping[str, pd.DataFrame],
         return pd.DataFrame()
     try:
         wide = covered_loss_fraction(panel, cfg.policy).unstack("asset").sort_index()
-        days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
-                                  sd.min_share, e.co_breach_min_assets)
+        days = stress_days_by_rule(wide, sd, e.co_breach_min_assets)
     except Exception as exc:  # a report, never fatal: said at the end of the run instead
         out = pd.DataFrame()
         out.attrs["error"] = f"{type(exc).__name__}: {exc}"

@@ -27,7 +27,7 @@ from configs.risk import StressEpisode
 from configs.schema import Config, ConfigError, parse_yaml
 from features.build import tail_features
 from features.loaders import MarketData, load_market
-from pipelines.policy_eval.episodes import detect_stress_days
+from pipelines.policy_eval.episodes import stress_days_by_rule
 from pipelines.stress.book import Book, load_book, sizing_ltv, synthetic_book, validate_book
 from pipelines.stress.liquidation import Market, Outcome, health_factor, liquidate
 from pipelines.stress.montecarlo import monte_carlo, t_copula
@@ -174,8 +174,7 @@ def found_episodes(cfg: Config, data: MarketData, as_of: dt.date
     try:
         wide = pd.DataFrame(losses).sort_index()
         wide = wide[wide.index <= pd.Timestamp(as_of)]
-        days = detect_stress_days(wide, sd.quantile, sd.window_days, sd.min_history,
-                                  sd.min_share, cfg.evaluation.co_breach_min_assets)
+        days = stress_days_by_rule(wide, sd, cfg.evaluation.co_breach_min_assets)
     except Exception as exc:  # the listed scenarios stand without it
         return [], [Skipped("found_days", "historical", f"{type(exc).__name__}: {exc}")]
     replayed = [ep for ep in s.episodes if ep.end <= as_of]
