@@ -219,7 +219,12 @@ def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt
                   macro: Mapping[str, pd.DataFrame]) -> TrailingWindow:
     """:func:`serve_window` for a policy bundle (:mod:`serving.apply`): the policy section and
     update interval the model applies are its bundled ones, its stored forecasts bound the FHS
-    rows; the panel is built with the serve-time ``features`` config."""
+    rows; the panel is built with the serve-time ``features`` config. A tail-driven bundle
+    (``tail``: :mod:`serving.tail_source`) reads the whole history: its tail model's inputs
+    (a GARCH filter from the first return, every past loss of a historical simulation) are
+    not bounded here."""
+    if bundle.get("tail"):
+        return TrailingWindow(None, None, {"policy.tail_model": None})
     bundled = Config.model_validate(bundle["config"])
     dates = {a: fc["dates"] for a, fc in bundle.get("forecasts", {}).items()}
     bound = bundled.backtest.plausibility
@@ -267,7 +272,8 @@ SERVE_BASE_COLUMNS = ("close", "ret_1d", "rv", "log_dollar_volume", PROXY_FLAG)
 
 def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     """The panel columns a serve of ``bundle`` reads; None (every column) for a forecaster
-    whose inputs are not audited here (a learnt model: ``harx_mlp``, ``mlp_har``, ``gbm``).
+    whose inputs are not audited here (a learnt model: ``harx_mlp``, ``mlp_har``, ``gbm``;
+    a tail-driven bundle's tail model).
 
     :data:`SERVE_BASE_COLUMNS`; ``worst_loss_long``/``worst_loss_short`` unless the bundled
     ``policy.loss`` is ``close_to_close`` (:func:`serving.inputs.covered_loss`); a row-wise
@@ -276,6 +282,8 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     """
     state = bundle["forecaster"]
     kind = str(state.get("kind", ""))
+    if bundle.get("tail"):  # a tail model's inputs are not audited here either
+        return None
     if kind in ROW_WISE_KINDS and "regressors" in state:
         regressors = {str(r) for r in state["regressors"]}
         model = regressors | ({"dvol_available"} if "dvol_var_1d" in regressors else set())

@@ -69,8 +69,11 @@ def across_note(frozen: dict) -> str:
         return ""
     t, v = across["tail_driven"], across["variance_driven"]
     first, second = (t, v) if across["rule_prefers"] == t["policy"] else (v, t)
-    served = ("; serving a tail-driven champion is not built, so the variance-driven choice "
-              "is the one registered" if first is t else "")
+    served = ("" if first is not t else
+              "; this run's choice spanned both kinds and registered it (the gate decides its "
+              "promotion)" if frozen.get("one_choice") else
+              "; `volmargin run` registers the variance-driven one unless the tail step runs "
+              "inside it (`tail.in_run: true`)")
     return (f" One choice spanning both kinds, by the same rule on the selection period, "
             f"would keep `{first['policy']}` ({ranked_text(first)}) over `{second['policy']}` "
             f"({ranked_text(second, counted=False)}){served}.")

@@ -219,6 +219,7 @@ def retrain(
             "config_sha256": config_fp,
             "feature_fingerprint": result.fingerprint,
             "selected": result.selected,
+            "registered_policy": result.registered_policy,
             "failures": result.failure_lines(),  # left out of selection, as `run` lists them
             "not_judged": result.not_judged_lines(),  # young assets' statistics, not failures
             "registered_version": result.model_version,

@@ -76,6 +76,9 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     tail_failures: list[str] = field(default_factory=list)  # with tail.in_run: what it left out
     tail_not_judged: list[str] = field(default_factory=list)  # ... and its young assets
+    # the policy registered: the frozen variance-driven one, or with tail.in_run the
+    # tail-driven one when the choice's rule ranks it first ("": not recorded)
+    registered_policy: str = ""
 
     def _too_short(self) -> pd.Series:
         """Which undefined diagnostics were on fewer scored days than a verdict needs."""
@@ -149,6 +152,7 @@ def run(
     tail_failures: list[str] = []
     tail_not_judged: list[str] = []
     tail_warnings: list[str] = []
+    tail = None
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py),
         # after the policy step: the tail-driven policies are read beside the policy it froze
         from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
@@ -156,10 +160,19 @@ def run(
         tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
         tail_warnings = tail.warnings
     progress("register", 0, 1)
-    failed = failed_in_walk_forward(bt.failures, choice.model,
+    # one choice over both kinds when the tail step ran here: the policy its rule ranks first
+    tail_choice = tail.policy if tail is not None and tail.policy is not None \
+        and tail.policy.preferred else None
+    registered = choice.model
+    if tail_choice is not None:
+        from pipelines.policy_eval.tail_driven import SIGMA_MODEL
+
+        registered = SIGMA_MODEL  # the σ forecaster of every tail-driven policy
+    failed = failed_in_walk_forward(bt.failures, registered,
                                     cfg.features.update_interval_days)
-    version, promoted, reason = step_register(cfg, panel, choice, forecasts[choice.model],
-                                              summary, failed)
+    version, promoted, reason = step_register(
+        cfg, panel, choice, forecasts[choice.model], summary, failed,
+        tail_choice, tail.forecasts if tail_choice is not None else None)
     served = None
     if publish:
         progress("serve", 0, 1)
@@ -173,4 +186,6 @@ def run(
                                          *policy_lines, *tail_warnings,
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
-                     tail_not_judged)
+                     tail_not_judged,
+                     tail_choice.frozen.name if tail_choice is not None
+                     else choice.policy or f"policy:{choice.model}")

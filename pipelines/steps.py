@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
@@ -50,6 +51,9 @@ from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
 from serving.ops.tracking import log_context
+
+if TYPE_CHECKING:
+    from pipelines.policy_eval.tail_driven import TailPolicyEvaluation
 
 Progress = Callable[[str, int, int], None]
 
@@ -331,36 +335,84 @@ def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int
     return {str(r.asset): f"{r.stage}: {r.reason}" for r in mine.itertuples()}
 
 
+def _tail_bundle(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluation,
+                 tail_forecasts: pd.DataFrame) -> tuple[Config, dict[str, Any], str]:
+    """(the frozen tail-driven policy's config, its bundle's ``tail`` entry, its model): the
+    tail model refitted on every row, its walk-forward forecasts at the frozen level stored
+    up to the fit cutoff (:mod:`serving.tail_source`)."""
+    from models.tail.registry import build_tail_forecaster
+    from pipelines.policy_eval.tail_driven import UNCONDITIONAL
+    from serving.tail_source import entry
+
+    alias, overrides = tail.frozen.forecaster, dict(tail.frozen.overrides)
+    if alias in UNCONDITIONAL:  # as its replay: no σ-rescaled APC terms
+        overrides |= {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
+    cfg = cfg.with_overrides(overrides)
+    u = cfg.features.update_interval_days
+    model = build_tail_forecaster(alias, cfg.tail, u).fit(features)
+    cutoff = features.index.get_level_values("date").max()
+    mine = tail_forecasts[tail_forecasts["model"] == alias]
+    return cfg, entry(alias, float(overrides["policy.confidence"]), model.state(), mine,
+                      cutoff), alias
+
+
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
+    tail: TailPolicyEvaluation | None = None, tail_forecasts: pd.DataFrame | None = None,
 ) -> tuple[str, bool, str]:
     """Refit the selected forecaster on all data, bundle it with the policy, register, gate.
 
     ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
     walk-forward: the bundle carries them, and serving gives them the fail-safe (their
-    margins were never validated), whatever a day's forecast looks like."""
-    name, selected = cfg.registry.model_name, choice.model
-    cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg  # frozen settings
+    margins were never validated), whatever a day's forecast looks like.
+
+    With ``tail`` (the tail step ran inside the run, and the choice's rule ranks its frozen
+    tail-driven policy above ``choice``: :attr:`TailPolicyEvaluation.preferred`), that policy
+    is registered instead: its σ forecaster (``ewma94``) refitted and its tail model refitted
+    on all data (``tail_forecasts``: the tail walk-forward), judged by the same gate on the
+    evaluation-period verdicts of the tail evaluation (the same acceptance function)."""
+    name = cfg.registry.model_name
+    if tail is not None:
+        summary = pd.concat([summary, tail.table[(tail.table["period"] == "evaluation")
+                                                 & ~tail.table["policy"].isin(
+                                                     set(summary["policy"]))]],
+                            ignore_index=True)
+        from pipelines.policy_eval.tail_driven import SIGMA_MODEL
+
+        selected, policy_name = SIGMA_MODEL, tail.frozen.name
+        forecasts, reason_text = tail.sigma, tail.frozen.reason
+    else:
+        selected, policy_name = choice.model, choice.policy or f"policy:{choice.model}"
+        reason_text = choice.reason
+    cfg = cfg.with_overrides(choice.overrides) if choice.overrides and tail is None else cfg
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
         features = feature_view(panel)
+        tail_entry, tail_model = None, ""
+        if tail is not None:
+            cfg, tail_entry, tail_model = _tail_bundle(cfg, features, tail,
+                                                       tail_forecasts if tail_forecasts
+                                                       is not None else pd.DataFrame())
         model = build_forecaster(selected, cfg.models, cfg.backtest.horizons).fit(features)
         bundle = {
             "format": BUNDLE_FORMAT,
             "forecaster": model.state(),
             "fit_cutoff": features.index.get_level_values("date").max().date().isoformat(),
             "config": cfg.resolved(),
-            "frozen": dict(choice.overrides),  # the settings the protocol chose (serve logs)
+            # the settings the protocol chose (serve logs)
+            "frozen": dict(tail.frozen.overrides if tail is not None else choice.overrides),
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
             "failed_assets": dict(failed or {}),
+            **({"tail": tail_entry} if tail_entry is not None else {}),
         }
         info = registry.log_policy_model(bundle)
-        mine = policy_rows(summary, choice.policy or f"policy:{selected}")
+        mine = policy_rows(summary, policy_name)
         version = registry.register(info.model_uri, name, {
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
-            "run_id": run.info.run_id, "selection": choice.reason[:4000],
-            "policy": choice.policy or f"policy:{selected}",
+            "run_id": run.info.run_id, "selection": reason_text[:4000],
+            "policy": policy_name,
+            **({"tail_model": tail_model} if tail_model else {}),
             "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",
             "policy.acceptable": f"{int(mine['acceptable'].sum())}/{len(mine)}"})

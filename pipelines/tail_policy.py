@@ -19,6 +19,7 @@ its sweep as safe as the frozen candidate), ``policy_fallback.csv`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -61,8 +62,9 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
                      out_dir: Path) -> TailPolicyEvaluation:
     """Evaluate the tail-driven policies on ``forecasts``; write and log the tables."""
     reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
-    ev = evaluate_tail_policies(panel, sigma_forecasts(cfg, panel), forecasts, cfg, reference,
-                                next(iter(reference), None))
+    sigma = sigma_forecasts(cfg, panel)
+    ev = dataclasses.replace(evaluate_tail_policies(panel, sigma, forecasts, cfg, reference,
+                                                    next(iter(reference), None)), sigma=sigma)
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
               "policy_capital": tail_capital_table(ev, forecasts, cfg),
@@ -77,8 +79,10 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
               "selection_period": [str(cfg.evaluation.selection_start),
                                    str(cfg.evaluation.selection_end)],
               "evaluation_period": period_label(cfg, EVALUATION, ev.paths[ev.frozen.name]),
-              # one choice spanning both kinds: which frozen policy its rule would keep
-              "across_kinds": ev.across}
+              # one choice spanning both kinds: which frozen policy its rule would keep, and
+              # whether this command's choice spans both (inside volmargin run: it registers
+              # the one ranked first)
+              "across_kinds": ev.across, "one_choice": bool(cfg.tail.in_run)}
     (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
     mlflow.log_dict(frozen, "tail/policy_frozen.json")
     mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,

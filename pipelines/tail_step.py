@@ -9,7 +9,9 @@ Markdown artifacts. The same tables are written under ``outputs/tail/`` for
 
 The step runs inside ``volmargin run`` when ``tail.in_run`` is set, and on its own as
 ``volmargin tail`` (the seven models' walk-forwards take a few minutes on two cores, more than
-the daily run's budget).
+the daily run's budget). Inside the run the choice spans both kinds: when the rule ranks the
+frozen tail-driven policy first, it is the one the run registers (:func:`pipelines.steps.
+step_register`); on its own the step registers nothing and says what the rule prefers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
@@ -30,6 +33,9 @@ from pipelines.ops.lines import capped
 from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES, skipped_file_lines
 from serving.ops.tracking import log_context
 
+if TYPE_CHECKING:
+    from pipelines.policy_eval.tail_driven import TailPolicyEvaluation
+
 HEADLINE_LEVEL = 0.99
 
 
@@ -40,6 +46,8 @@ class TailStep:
     out_dir: Path
     # what the policy part wants read at the end of the run (tail_driven.across_lines)
     warnings: list[str] = field(default_factory=list)
+    # the tail-driven policies' evaluation (None without tail.drive_policy or forecasts)
+    policy: TailPolicyEvaluation | None = None
 
 
 def _metric(name: str) -> str:
@@ -86,12 +94,14 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
                 log_context(cfg, "tail-backtest", {"model": str(model)})
                 mlflow.log_metrics(model_metrics(str(model), tables))
         warnings: list[str] = []
+        policy = None
         if cfg.tail.drive_policy and len(forecasts):
             from pipelines.policy_eval.tail_driven import across_lines
             from pipelines.tail_policy import step_tail_policy
 
-            warnings = across_lines(step_tail_policy(cfg, panel, forecasts, out_dir).across)
-    return TailStep(forecasts, tables, out_dir, warnings)
+            policy = step_tail_policy(cfg, panel, forecasts, out_dir)
+            warnings = across_lines(policy.across, registers=cfg.tail.in_run)
+    return TailStep(forecasts, tables, out_dir, warnings, policy)
 
 
 def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFrame:

@@ -50,6 +50,7 @@ from serving.inputs import (
 from serving.policy import Parameters
 from serving.seasoning import Reference, key_of, seasoned_inputs
 from serving.seasoning import reference as stress_reference
+from serving.tail_source import TailSource
 
 BUNDLE_FORMAT = 2
 
@@ -133,11 +134,12 @@ def reference_today(visible: pd.DataFrame, cfg: Config, as_of: pd.Timestamp
 def asset_parameters(
     forecaster: Forecaster, bundle: dict[str, Any], frame: pd.DataFrame, asset: str,
     as_of: pd.Timestamp, previous: PolicyState | None,
-    reference: Reference | None = None,
+    reference: Reference | None = None, tail: TailSource | None = None,
 ) -> tuple[Parameters, PolicyState | None]:
     """Parameters for one asset; ``frame`` is that asset's feature rows dated ``<= as_of``,
     ``reference`` the universe's stress ES for a young asset (:func:`reference_today`; None:
-    no seasoned asset lends one)."""
+    no seasoned asset lends one), ``tail`` a tail-driven bundle's direct tail
+    (:mod:`serving.tail_source`; None: the FHS tail of the σ forecast)."""
     cfg = Config.model_validate(bundle["config"])
     hours = float(cfg.features.liquidation_delay_hours)
     observed = frame["close"].dropna()
@@ -157,8 +159,13 @@ def asset_parameters(
     h = asset_history(frame, fc, cfg)
     x = replace(policy_inputs(h, len(h.dates) - 1, cfg.features.update_interval_days, hours,
                               cfg.policy.fhs_window), data_age_days=age)
-    return decide(seasoned_inputs(x, reference, cfg.policy), previous,
-                  cfg.data.stale_after_days, cfg.policy)
+    x = seasoned_inputs(x, reference, cfg.policy)
+    if tail is None:
+        return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
+    panel = pd.concat({asset: frame}, names=["asset", "date"])
+    x, fell_back = tail.inputs(x, tail.values(panel, as_of, [asset])[asset])
+    params, state = decide(x, previous, cfg.data.stale_after_days, cfg.policy)
+    return (params.with_reason(tail.note) if fell_back else params), state
 
 
 def policy_frame_per_asset(
@@ -175,13 +182,14 @@ def policy_frame_per_asset(
     prev_rows = previous.set_index("asset") if previous is not None else None
     horizon = int(bundle["config"]["features"]["update_interval_days"])
     reference = reference_today(visible, Config.model_validate(bundle["config"]), stamp)
+    tail = TailSource.of(bundle)
     rows = []
     codes = np.unique(np.asarray(features.index.codes[0]))
     for asset in sorted(str(a) for a in features.index.levels[0][codes]):
         frame = frames.get(asset, empty).sort_index()
         prev = prev_rows.loc[asset] if prev_rows is not None and asset in prev_rows.index else None
         params, state = asset_parameters(forecaster, bundle, frame, asset, stamp,
-                                         state_from_row(prev), reference)
+                                         state_from_row(prev), reference, tail)
         rows.append({"as_of": as_of, "asset": asset, "horizon_days": horizon,
                      **params.as_dict(),
                      **state_columns(state)})
@@ -216,8 +224,10 @@ class _Batch:
     """What every asset's update needs, computed once over the visible panel (sorted)."""
 
     def __init__(self, forecaster: Forecaster, bundle: dict[str, Any], cfg: Config,
-                 visible: pd.DataFrame, as_of: pd.Timestamp) -> None:
+                 visible: pd.DataFrame, as_of: pd.Timestamp,
+                 tail: TailSource | None = None) -> None:
         self.forecaster, self.bundle, self.cfg, self.visible = forecaster, bundle, cfg, visible
+        self.tail = tail
         self.as_of, self.day0 = as_of, (as_of - pd.Timestamp(0)).days
         self.reference = reference_today(visible, cfg, as_of)
         self.hours = float(cfg.features.liquidation_delay_hours)
@@ -308,7 +318,7 @@ class _Batch:
         if asset not in self.batched:
             frame = self.visible.iloc[a.start[k]:a.end[k]].droplevel("asset")
             return asset_parameters(self.forecaster, self.bundle, frame, asset, self.as_of,
-                                    previous, self.reference)
+                                    previous, self.reference, self.tail)
         old_day, old_var = self.stored.get(asset, (np.empty(0, np.int64), np.empty(0)))
         new_day, new_var = self.new.get(asset, (np.empty(0, np.int64), np.empty(0)))
         day, var = merged_series(old_day, old_var, new_day, new_var)
@@ -367,7 +377,7 @@ def _previous_states(previous: pd.DataFrame | None) -> dict[str, PolicyState | N
 
 def policy_frame(
     forecaster: Forecaster, bundle: dict[str, Any], features: pd.DataFrame, as_of: dt.date,
-    previous: pd.DataFrame | None = None,
+    previous: pd.DataFrame | None = None, tail: TailSource | None = None,
 ) -> pd.DataFrame:
     """One row per asset in ``features`` with the policy's parameters as of ``as_of``.
 
@@ -375,16 +385,19 @@ def policy_frame(
     forecast of an asset reads only that asset's rows), the stored forecasts parsed once, the
     rolling means of every asset in one pass, numpy arrays instead of per-asset frames. The
     frame equals :func:`policy_frame_per_asset`'s. An asset whose update raises is frozen
-    (:func:`freeze`, the reason names the error); the others are published.
+    (:func:`freeze`, the reason names the error); the others are published. A tail-driven
+    bundle's direct tail (``tail``, built from the bundle when not given:
+    :mod:`serving.tail_source`) is forecast for every trusted asset at once.
     """
     cfg = Config.model_validate(bundle["config"])
+    tail = tail if tail is not None else TailSource.of(bundle)
     stamp = pd.Timestamp(as_of)
     dates = features.index.get_level_values("date")
     visible = features if not len(dates) or dates.max() <= stamp else features[dates <= stamp]
     if not visible.index.is_monotonic_increasing:
         visible = visible.sort_index()
     states = _previous_states(previous)
-    batch = _Batch(forecaster, bundle, cfg, visible, stamp)
+    batch = _Batch(forecaster, bundle, cfg, visible, stamp, tail)
     horizon = int(bundle["config"]["features"]["update_interval_days"])
     codes = np.unique(np.asarray(features.index.codes[0]))
     assets = sorted(str(a) for a in features.index.levels[0][codes])
@@ -400,6 +413,13 @@ def policy_frame(
             ready[asset] = got
         else:
             done[asset] = got
+    fell_back: set[str] = set()
+    if tail is not None and ready:  # the direct tail of every trusted asset, one call
+        values = tail.values(visible, stamp, ready)
+        for n in ready:
+            ready[n], fell = tail.inputs(ready[n], values[n])
+            if fell:
+                fell_back.add(n)
     # every trusted asset's update at once; should that raise, each on its own, so that only
     # the asset at fault is frozen
     names = list(ready)
@@ -413,6 +433,9 @@ def policy_frame(
                 done[n] = decide(ready[n], states.get(n), cfg.data.stale_after_days, cfg.policy)
             except Exception as err:
                 done[n] = _failed(cfg, n, as_of, err, states.get(n))
+    for n in fell_back:
+        params, state = done[n]
+        done[n] = (params.with_reason(tail.note), state)
     rows = [{"as_of": as_of, "asset": asset, "horizon_days": horizon,
              **done[asset][0].as_dict(), **state_columns(done[asset][1])} for asset in assets]
     return pd.DataFrame(rows)

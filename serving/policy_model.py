@@ -3,7 +3,8 @@
 Logged with ``mlflow.pyfunc.log_model(python_model="serving/policy_model.py",
 artifacts={"bundle": "policy_bundle.json"})``: MLflow stores this source file, not a pickled
 object, so the model loads with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``. The bundle is
-plain JSON (forecaster parameters or weights as lists, policy config, FHS history).
+plain JSON (forecaster parameters or weights as lists, policy config, FHS history; a
+tail-driven policy's tail model state and stored tail forecasts, :mod:`serving.tail_source`).
 
 ``predict(model_input, params={"as_of": "YYYY-MM-DD", "previous": "<json records>"})`` takes
 the feature panel flattened to columns (``asset``, ``date``, features...) and the previously
@@ -24,10 +25,12 @@ from mlflow.pyfunc import PythonModel
 class VolmarginPolicy(PythonModel):
     def load_context(self, context: Any) -> None:
         from models.registry import forecaster_from_state
+        from serving.tail_source import TailSource
 
         with open(context.artifacts["bundle"]) as fh:
             self.bundle: dict[str, Any] = json.load(fh)
         self.forecaster = forecaster_from_state(self.bundle["forecaster"])
+        self.tail = TailSource.of(self.bundle)  # a tail-driven policy's tail model, or None
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -41,7 +44,7 @@ class VolmarginPolicy(PythonModel):
         last = features.index.get_level_values("date").max()
         as_of = dt.date.fromisoformat(str(params.get("as_of") or last.date()))
         previous = pd.DataFrame(json.loads(params["previous"])) if params.get("previous") else None
-        return policy_frame(self.forecaster, self.bundle, features, as_of, previous)
+        return policy_frame(self.forecaster, self.bundle, features, as_of, previous, self.tail)
 
 
 mlflow.models.set_model(VolmarginPolicy())

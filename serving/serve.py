@@ -304,6 +304,10 @@ def serve(
         metadata = {"model_uri": uri, "model_name": cfg.registry.model_name,
                     "model_version": str(mv.version), "run_id": str(mv.run_id),
                     "forecaster": str(mv.tags.get("forecaster", "unknown")),
+                    # the registered policy (a tail-driven one names its tail model)
+                    **({"policy": str(mv.tags["policy"])} if mv.tags.get("policy") else {}),
+                    **({"tail_model": str(mv.tags["tail_model"])}
+                       if mv.tags.get("tail_model") else {}),
                     "fit_cutoff": str(bundle.get("fit_cutoff")),
                     "policy_version": str(params["policy_version"].iloc[0]),
                     "feature_fingerprint": fingerprint,

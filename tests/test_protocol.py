@@ -338,6 +338,9 @@ def test_the_knob_is_chosen_beside_the_first_choice_by_the_same_rule():
     kept = choose_knob(first, point, knobs, paths, Verdicts(CFG), None)
     assert kept.policy == "policy:loose" and kept.overrides == first.overrides
     assert kept.reason.endswith("(the configured knobs kept)")
+    # no knob swept (evaluation.frontier_knobs: {}): the first choice stands as it was
+    # (it raised "no candidate has enough days" before)
+    assert choose_knob(first, point, {}, paths, Verdicts(CFG), None) is first
 
 
 def test_the_knob_step_counts_the_assets_its_forecaster_cannot_serve():

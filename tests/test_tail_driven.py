@@ -372,7 +372,9 @@ def test_one_choice_across_both_kinds_is_ranked_by_the_rule_on_the_selection_per
     assert line.startswith(f"on the selection period the choice's rule ranks the tail-driven "
                            f"{tail} (2/2 acceptable, capital 0.2500) above the variance-driven "
                            f"{frozen} that volmargin run froze (2/2, capital 0.2900)")
-    assert "the variance-driven choice is the one registered" in line
+    assert "volmargin run registers the variance-driven one unless" in line
+    # inside volmargin run (tail.in_run) the choice spans both kinds and registers it: no line
+    assert across_lines(across, registers=True) == []
     # fewer assets acceptable loses whatever the capital; no line then
     table.loc[(table["policy"] == tail) & (table["asset"] == "B"), "acceptable"] = False
     assert across_kinds(table, frozen, tail)["rule_prefers"] == frozen
@@ -424,10 +426,16 @@ def test_the_report_says_which_frozen_policy_one_choice_would_keep():
                                          "variance_driven": v}})
     assert "would keep `tail:x@confidence=0.995` (12/12 acceptable, capital 0.2536) over " \
            "`policy:g@confidence=0.99` (12/12, capital 0.2884)" in note
-    assert "not built, so the variance-driven choice is the one registered" in note
-    kept = across_note({"across_kinds": {"rule_prefers": v["policy"], "tail_driven": t,
-                                         "variance_driven": v}})
-    assert "would keep `policy:g@confidence=0.99`" in kept and "not built" not in kept
+    assert "`volmargin run` registers the variance-driven one unless" in note
+    one = across_note({"across_kinds": {"rule_prefers": t["policy"], "tail_driven": t,
+                                        "variance_driven": v}, "one_choice": True})
+    assert "this run's choice spanned both kinds and registered it" in one
+    assert "unless" not in one
+    for flag in (False, True):
+        kept = across_note({"across_kinds": {"rule_prefers": v["policy"], "tail_driven": t,
+                                             "variance_driven": v}, "one_choice": flag})
+        assert "would keep `policy:g@confidence=0.99`" in kept
+        assert "regist" not in kept
 
 
 def test_the_evaluation_ranks_its_frozen_candidate_against_run_s_frozen_policy(panel, variance):

@@ -86,8 +86,9 @@ def print_run(console: Console, cfg: Config, result: RunResult) -> None:
     console.print(f"Selection: {result.selection_reason}")
     console.print(policy_table(result))
     state = "promoted to @champion" if result.promoted else "NOT promoted"
-    console.print(f"{cfg.registry.model_name} v{result.model_version}: {state} — "
-                  f"{result.gate_reason}")
+    policy = f" ({result.registered_policy})" if result.registered_policy else ""
+    console.print(f"{cfg.registry.model_name} v{result.model_version}{policy}: {state} — "
+                  f"{result.gate_reason}", markup=False, highlight=False)
     if result.served is not None:
         console.print(parameters_table(cfg, result))
         console.print(f"Published: {result.served.published.path}")

@@ -324,7 +324,10 @@ def choose_knob(first: Selection, first_settings: dict[str, Any],
     variants of the one frozen candidate are replayed anyway for the frontier. Each variant
     moves one knob, so at most one knob moves from its configured value. Nothing here reads
     a row past the selection period (the verdicts are the selection period's only).
-    ``universe``: the assets the first step judged, over which the variants are counted."""
+    ``universe``: the assets the first step judged, over which the variants are counted.
+    Without knobs (``evaluation.frontier_knobs: {}``) the first choice stands."""
+    if not knobs:
+        return first
     options = {n: {**first_settings, **overrides} for n, (overrides, _) in knobs.items()}
     best = choose(verdicts({n: paths[n] for n in options}, SELECTION, caps), options,
                   universe)

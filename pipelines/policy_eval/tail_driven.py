@@ -241,6 +241,15 @@ class TailPolicyEvaluation:
     # the frozen candidate against the variance-driven policy ``volmargin run`` froze, by the
     # choice's own rule on the selection period (:func:`across_kinds`; empty without it)
     across: dict[str, Any] = field(default_factory=dict)
+    # the σ model's walk-forward forecasts every candidate read (:data:`SIGMA_MODEL`): what a
+    # registered tail-driven policy bundles as its stored σ forecasts
+    sigma: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def preferred(self) -> bool:
+        """Whether the choice's rule ranks the frozen tail-driven policy above the frozen
+        variance-driven one on the selection period (:func:`across_kinds`)."""
+        return bool(self.across) and self.across["rule_prefers"] == self.frozen.name
 
 
 def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Config,
@@ -363,8 +372,9 @@ def across_kinds(table: pd.DataFrame, variance: str, tail: str) -> dict[str, Any
     "variance_driven", "tail_driven"}``, each of the last two ``{"policy", "acceptable",
     "assets", "capital", "capital_compared"}`` (own LB; ``capital_compared``: over the assets
     both have a path on, what a tie on acceptable assets is broken by); empty where either was
-    not judged on the selection period. Read, never acted on: serving a tail-driven champion
-    is not built (README, "Known limitations")."""
+    not judged on the selection period. Acted on by ``volmargin run`` with ``tail.in_run``
+    (it registers the policy ranked first: :func:`pipelines.steps.step_register`); on its own,
+    ``volmargin tail`` only reports it."""
     sel = table[table["period"] == SELECTION]
     sel = sel[sel["policy"].isin([variance, tail])]
     if set(sel["policy"]) != {variance, tail}:
@@ -389,17 +399,18 @@ def ranked_text(row: Mapping[str, Any], counted: bool = True) -> str:
                    f"capital {row['capital']:.4f}, {compared:.4f} on the assets both have")
 
 
-def across_lines(across: Mapping[str, Any]) -> list[str]:
+def across_lines(across: Mapping[str, Any], registers: bool = False) -> list[str]:
     """One warning where the rule ranks the tail-driven policy above the variance-driven
-    one."""
-    if not across or across["rule_prefers"] != across["tail_driven"]["policy"]:
+    one and this command does not register it (``registers``: the tail step runs inside
+    ``volmargin run``, whose choice then spans both kinds and registers it)."""
+    if registers or not across or across["rule_prefers"] != across["tail_driven"]["policy"]:
         return []
     t, v = across["tail_driven"], across["variance_driven"]
     return [f"on the selection period the choice's rule ranks the tail-driven {t['policy']} "
             f"({ranked_text(t)}) above the variance-driven {v['policy']} that volmargin run "
-            f"froze ({ranked_text(v, counted=False)}); serving a tail-driven champion is not "
-            "built, so the variance-driven choice is the one registered "
-            "(outputs/tail/policy_frozen.json, across_kinds)"]
+            f"froze ({ranked_text(v, counted=False)}); volmargin run registers the "
+            "variance-driven one unless the tail step runs inside it (tail.in_run: true), "
+            "when one choice spans both kinds (outputs/tail/policy_frozen.json, across_kinds)"]
 
 
 def tail_as_safe(frozen: Frozen, path: pd.DataFrame, sweep: Mapping[float, pd.DataFrame],

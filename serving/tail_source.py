@@ -1,0 +1,126 @@
+"""The direct tail of a tail-driven policy bundle: VaR and ES of the covered loss per asset.
+
+A **tail-driven** policy (``tail:<model>@confidence=<q>``, :mod:`pipelines.policy_eval.
+tail_driven`) takes the tail term of MMF from a tail model's ES of the covered loss instead
+of the FHS tail of its σ forecaster. Its bundle (:mod:`serving.apply`) carries, beside the σ
+forecaster (``ewma94``, as in the replay), a ``tail`` entry::
+
+    {"model": "fhs_garch", "level": 0.995, "side": "long",
+     "state": <the tail model's JSON state, fitted through fit_cutoff>,
+     "forecasts": {asset: {"dates": [...], "var": [...], "es": [...]}}}
+
+``forecasts`` are the walk-forward (out-of-sample) VaR/ES at ``level`` up to ``fit_cutoff``,
+the tail twin of the bundle's stored σ forecasts (:func:`serving.apply._wanted_cutoffs`): a
+day served before ``fit_cutoff`` (a backfill with a later version) takes its stored forecast,
+never the fitted model's, which saw the days after it. ``fit_cutoff`` itself and later days
+are forecast by the fitted model from the rows dated up to the day (fitted through the
+as-of, the next interval is still unseen), as the replay's walk-forward did (parameters
+fitted before, data up to the cutoff).
+
+Where no tail forecast is available for an asset (no stored one, the model raised, a
+non-finite value), the update falls back to the policy's own FHS tail on the same σ, exactly
+as the replay does on such a day (``tail_fallback``), and the published row says so in its
+``reason``. A forecast that is finite but not a tail (VaR > ES, outside [0, 1)) is passed on:
+:func:`serving.decide.failsafe_reason` refuses it and the asset is frozen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.decide import PolicyInputs
+
+FALLBACK_NOTE = "no {model} tail forecast: FHS tail of the σ forecast"
+
+
+class TailSource:
+    """The tail entry of a bundle, with its model rebuilt once from the JSON state."""
+
+    def __init__(self, entry: dict[str, Any], fit_cutoff: str) -> None:
+        from models.tail.registry import tail_forecaster_from_state  # only for tail bundles
+
+        self.alias = str(entry["model"])
+        self.level = float(entry["level"])
+        self.side = str(entry.get("side", "long"))
+        self.model = tail_forecaster_from_state(entry["state"])
+        self.fit_cutoff = pd.Timestamp(fit_cutoff)
+        self.stored: dict[str, dict[str, Any]] = dict(entry.get("forecasts") or {})
+
+    @classmethod
+    def of(cls, bundle: dict[str, Any]) -> TailSource | None:
+        """The bundle's tail source; None for a variance-driven bundle."""
+        entry = bundle.get("tail")
+        return None if not entry else cls(entry, str(bundle["fit_cutoff"]))
+
+    @property
+    def note(self) -> str:
+        return FALLBACK_NOTE.format(model=self.alias)
+
+    def _stored_at(self, asset: str, as_of: pd.Timestamp) -> tuple[float, float]:
+        got = self.stored.get(asset)
+        if not got:
+            return (np.nan, np.nan)
+        day = as_of.date().isoformat()
+        try:
+            k = got["dates"].index(day)
+        except ValueError:
+            return (np.nan, np.nan)
+        return (float(got["var"][k]), float(got["es"][k]))
+
+    def values(self, visible: pd.DataFrame, as_of: pd.Timestamp, assets: Iterable[str]
+               ) -> dict[str, tuple[float, float]]:
+        """(VaR, ES) at ``level`` of the covered loss after ``as_of`` per asset (NaN where
+        none). ``visible`` is the feature panel up to ``as_of`` (asset, date index)."""
+        names = sorted(set(assets))
+        if as_of < self.fit_cutoff:  # a backfill: the out-of-sample stored forecast only
+            return {a: self._stored_at(a, as_of) for a in names}
+        out = {a: (np.nan, np.nan) for a in names}
+        if not names:
+            return out
+        panel = visible[visible.index.get_level_values("asset").isin(names)]
+        cut = pd.DatetimeIndex([as_of])
+        try:
+            frames = [self.model.forecast_tail(panel, [self.level], cut)]
+        except Exception:  # one asset may break the call: each is then forecast alone
+            frames = []
+            for name in names:
+                try:
+                    frames.append(self.model.forecast_tail(
+                        panel[panel.index.get_level_values("asset") == name],
+                        [self.level], cut))
+                except Exception:  # that asset falls back to the FHS tail (module doc)
+                    continue
+        for frame in frames:
+            mine = frame[(frame["side"] == self.side) & np.isclose(frame["level"], self.level)
+                         & (frame["cutoff"] == as_of)]
+            for row in mine.itertuples():
+                out[str(row.asset)] = (float(row.var), float(row.es))
+        return out
+
+    def inputs(self, x: PolicyInputs, value: tuple[float, float]) -> tuple[PolicyInputs, bool]:
+        """``x`` with the direct tail when both numbers are finite (the replay's rule), and
+        whether the update fell back to the FHS tail."""
+        var, es = value
+        if np.isfinite(var) and np.isfinite(es):
+            return replace(x, tail_var=float(var), tail_es=float(es)), False
+        return x, True
+
+
+def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFrame,
+          fit_cutoff: pd.Timestamp, side: str = "long") -> dict[str, Any]:
+    """The bundle's ``tail`` entry: the fitted model's state and its walk-forward forecasts
+    (tail frame columns, :data:`models.tail.base.TAIL_COLUMNS`, one model) at ``level`` on
+    ``side`` up to ``fit_cutoff``."""
+    rows = forecasts[(forecasts["side"] == side) & np.isclose(forecasts["level"], level)
+                     & (forecasts["cutoff"] <= fit_cutoff)].sort_values(["asset", "cutoff"])
+    stored = {str(asset): {"dates": [d.date().isoformat() for d in g["cutoff"]],
+                           "var": [float(v) for v in g["var"]],
+                           "es": [float(v) for v in g["es"]]}
+              for asset, g in rows.groupby("asset")}
+    return {"model": model, "level": float(level), "side": side, "state": state,
+            "forecasts": stored}

@@ -1,0 +1,104 @@
+"""One choice over both kinds: with ``tail.in_run`` the run registers the tail-driven policy
+when the choice's rule ranks it first, and the batch job serves it (MMF's tail from the tail
+model). A small real slice through the CLI, as ``test_end_to_end``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from configs.schema import FeaturesConfig
+from features.build import build_panel
+from features.loaders import load_market
+from features.schema import feature_view
+from pipelines.cli import app
+from serving.ops.tracking import tracking_uri
+from serving.publish import read_partition
+from serving.tail_source import TailSource
+from tests.conftest import REPO, write_slice
+
+AS_OF = "2025-06-30"
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    """A 2-asset slice where the rule must rank a tail-driven candidate first: every asset is
+    unproven on a five-month selection period (fewer than 250 days), so capital decides, and
+    the variance-driven candidates are at 99.9% against the tail-driven ones at 97.5-99%.
+    No knob is swept (``frontier_knobs: {}``): the first choice of each kind stands."""
+    root = tmp_path_factory.mktemp("tail_champion")
+    write_slice(root / "market", ["BTC", "SOL"], "2023-07-01", AS_OF)
+    cfg = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
+    cfg["models"]["enabled"] = ["garch11_t", "ewma94"]
+    cfg["policy"].update(fhs_min_obs=60, stress_floor_weight=0.0)
+    cfg["evaluation"].update(selection_start="2024-09-01", selection_end="2025-01-31",
+                             evaluation_start="2025-02-01", evaluation_end=AS_OF,
+                             grid={"policy.confidence": [0.999]}, frontier_knobs={},
+                             comparator_levels=[], budget="none")
+    cfg["tail"].update(in_run=True, enabled=["fhs_ewma", "hs"], levels=[0.975, 0.99],
+                       refit_every=120, min_train_days=300)
+    (root / "configs").mkdir()
+    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    try:
+        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet"])
+        yield root, result
+    finally:
+        mp.undo()
+
+
+def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_first(ran):
+    root, result = ran
+    assert result.exit_code == 0, result.output
+    frozen = json.loads((root / "outputs" / "tail" / "policy_frozen.json").read_text())
+    tail, alias = frozen["policy"], frozen["tail_model"]
+    assert tail == f"tail:{alias}@confidence=0.975" and alias in ("fhs_ewma", "hs")
+    assert frozen["one_choice"] is True and frozen["across_kinds"]["rule_prefers"] == tail
+    variance = json.loads((root / "outputs" / "backtest" / "frozen.json").read_text())["policy"]
+    assert variance.startswith("policy:") and variance.endswith("confidence=0.999")
+    assert f"({tail}): promoted to @champion" in result.output
+    assert "tail.in_run: true" not in result.output  # no "unless ..." warning: it registered
+
+    mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("volmargin-policy", "champion")
+    assert champion.tags["policy"] == tail
+    assert champion.tags["tail_model"] == alias and champion.tags["forecaster"] == "ewma94"
+
+    model = mlflow.pyfunc.load_model(f"models:/volmargin-policy/{champion.version}")
+    bundle = model.unwrap_python_model().bundle
+    assert bundle["tail"]["model"] == alias and bundle["tail"]["level"] == 0.975
+    assert bundle["fit_cutoff"] == AS_OF
+    assert bundle["config"]["policy"]["confidence"] == 0.975  # the frozen level, applied
+    # an unconditional tail (historical simulation) is served, as replayed, without the
+    # σ-rescaled anti-procyclical terms (pipelines.policy_eval.tail_driven.UNCONDITIONAL)
+    apc = bundle["config"]["policy"]["apc"]
+    assert (apc["stress_enabled"], apc["floor_enabled"]) == ((False, False) if alias == "hs"
+                                                             else (True, True))
+
+    # the published MMF's tail is the bundled tail model's forecast of the as-of
+    part = root / "outputs" / "forecasts" / f"asof={AS_OF}"
+    meta = json.loads((part / "manifest.json").read_text())["metadata"]
+    assert (meta["policy"], meta["tail_model"], meta["forecaster"]) == (tail, alias, "ewma94")
+    params = read_partition(part).set_index("asset")
+    assert list(params.index) == ["BTC", "SOL"] and not params["flag_fallback"].any()
+    panel = feature_view(build_panel(load_market(root / "market", ["BTC", "SOL"],
+                                                 dt.date.fromisoformat(AS_OF)),
+                                     FeaturesConfig()))
+    source = TailSource.of(bundle)
+    want = source.values(panel, source.fit_cutoff, ["BTC", "SOL"])
+    for asset in ("BTC", "SOL"):
+        var, es = want[asset]
+        assert params.at[asset, "loss_var"] == pytest.approx(var, rel=1e-9)
+        assert params.at[asset, "loss_es"] == pytest.approx(es, rel=1e-9)
+        assert "FHS tail" not in params.at[asset, "reason"]
+    assert params.at["SOL", "loss_es"] > params.at["BTC", "loss_es"]  # the riskier asset

@@ -1,0 +1,165 @@
+"""Serving a tail-driven policy (:mod:`serving.tail_source`): the batch job publishes, day
+after day, what the tail-driven replay judged; a missing tail forecast falls back to the FHS
+tail and says so; after the fit cutoff the fitted tail model forecasts the day; the serve of
+such a bundle reads the whole history."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs.schema import Config, FeaturesConfig
+from features.window import bundle_window, serve_columns
+from models.registry import build_forecaster
+from models.tail.registry import build_tail_forecaster
+from pipelines.policy_eval.tail_driven import tail_policy_path
+from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset
+from serving.tail_source import FALLBACK_NOTE, TailSource, entry
+from tests.tail_panel import tail_panel
+
+ASSETS = ("AAA", "BBB")
+CFG = Config().with_overrides({"backtest.n_jobs": 1, "policy.confidence": 0.99})
+PUBLISHED = ["sigma_1d", "liquidity_addon", "mmf", "imf", "lt", "ltv", "lb"]  # the replay's
+
+
+@pytest.fixture(scope="module")
+def panel() -> pd.DataFrame:
+    return tail_panel(ASSETS, n_days=420, seed=9)
+
+
+@pytest.fixture(scope="module")
+def variance(panel: pd.DataFrame) -> pd.DataFrame:
+    """A seeded σ forecast known at each cutoff: the trailing 7-day mean RV, from day 30."""
+    v = panel["har_rv_7d"].rename("variance").reset_index()
+    v = v.rename(columns={"date": "cutoff"}).assign(horizon_days=1)
+    return v[v["cutoff"] >= v["cutoff"].min() + pd.Timedelta(days=30)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tails(panel: pd.DataFrame) -> pd.DataFrame:
+    """An FHS-EWMA tail model's forecasts at every cutoff (long and short, 99%), as the tail
+    walk-forward writes them, with a hole of 15 BBB days."""
+    model = build_tail_forecaster("fhs_ewma", CFG.tail, 1).fit(panel)
+    cutoffs = pd.DatetimeIndex(sorted(panel.index.get_level_values("date").unique()))[40:]
+    out = model.forecast_tail(panel, [0.99], cutoffs).assign(model="fhs_ewma")
+    hole = (out["asset"] == "BBB") & out["cutoff"].between(cutoffs[300], cutoffs[314])
+    return out[~hole].reset_index(drop=True)
+
+
+def _bundle(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
+            fit_cutoff: pd.Timestamp) -> tuple[object, dict]:
+    sigma_model = build_forecaster("ewma94", CFG.models, [1]).fit(panel)
+    tail_model = build_tail_forecaster("fhs_ewma", CFG.tail, 1).fit(
+        panel[panel.index.get_level_values("date") <= fit_cutoff])
+    bundle = {"forecaster": sigma_model.state(), "fit_cutoff": fit_cutoff.date().isoformat(),
+              "config": CFG.resolved(), "forecasts": bundle_forecasts(variance, 1),
+              "tail": entry("fhs_ewma", 0.99, tail_model.state(), tails, fit_cutoff)}
+    return sigma_model, json.loads(json.dumps(bundle, default=str))  # as stored: JSON
+
+
+def test_the_served_tail_driven_policy_is_the_replayed_one_day_after_day(
+        panel, variance, tails):
+    """Backfilled day by day with the stored σ and tail forecasts, each day's previous rows
+    the day before's, the batch job publishes the replay's parameters; on the days without a
+    tail forecast both fall back to the FHS tail and the published row says so."""
+    replayed = tail_policy_path(panel, variance, tails, "fhs_ewma", 0.99, CFG)
+    last = panel.index.get_level_values("date").max()
+    model, bundle = _bundle(panel, variance, tails, last)
+    # from the first update on, up to the day before the fit cutoff (from which the fitted
+    # models forecast: the next test)
+    days = pd.DatetimeIndex(sorted(replayed["date"].unique()))[:-1]
+    key = replayed.set_index(["asset", "date"])
+    previous, fell_back = None, set()
+    for day in days:
+        served = policy_frame(model, bundle, panel, day.date(), previous)
+        for row in served.itertuples():
+            want = key.loc[(row.asset, day)]
+            for name in PUBLISHED:
+                assert getattr(row, name) == pytest.approx(want[name], rel=1e-12, abs=1e-15), \
+                    (row.asset, day, name)
+            assert (FALLBACK_NOTE.format(model="fhs_ewma") in row.reason) \
+                == bool(want["tail_fallback"])
+            if want["tail_fallback"]:
+                fell_back.add((row.asset, day))
+        previous = served
+    have = tails.loc[(tails["side"] == "long") & tails["es"].notna(), ["asset", "cutoff"]]
+    known = set(zip(have["asset"], have["cutoff"], strict=True))
+    assert fell_back == {(a, d) for a in ASSETS for d in days if (a, d) not in known}
+    hole = {(a, d) for a, d in fell_back if d >= pd.Timestamp("2020-06-01")}
+    assert {a for a, _ in hole} == {"BBB"} and len(hole) == 15  # the hole, and the model's
+    # first days (fewer standardized losses than its minimum)
+    # the direct tail is what MMF's tail term reads: the published ES is the forecast's
+    day = days[200]
+    got = policy_frame(model, bundle, panel, day.date(), None).set_index("asset")
+    aaa = tails[(tails["asset"] == "AAA") & (tails["cutoff"] == day) & (tails["side"] == "long")]
+    assert got.at["AAA", "loss_es"] == pytest.approx(float(aaa["es"].iloc[0]), rel=1e-12)
+    # and the test can fail: a tail 30% wider publishes a higher target margin
+    wider = tails.assign(var=tails["var"] * 1.3, es=tails["es"] * 1.3)
+    _, wide = _bundle(panel, variance, wider, last)
+    moved = policy_frame(model, wide, panel, day.date(), None).set_index("asset")
+    assert moved.at["AAA", "target_mmf"] > got.at["AAA", "target_mmf"] + 1e-4
+
+
+def test_after_the_fit_cutoff_the_fitted_tail_model_forecasts_the_day(panel, variance, tails):
+    """A day after the fit cutoff is forecast by the bundled model from the rows up to it,
+    in one call for every asset; the batch equals the per-asset path; a model that raises
+    for every asset leaves the FHS tail, said in each row, never a failed serve."""
+    cutoff = pd.Timestamp("2020-11-30")
+    # stored forecasts twice as wide as the model's: which one is read shows in the numbers
+    doubled = tails.assign(var=tails["var"] * 2, es=tails["es"] * 2)
+    sigma, bundle = _bundle(panel, variance, doubled, cutoff)
+    day = pd.Timestamp("2020-12-05")
+    source = TailSource.of(bundle)
+    assert source is not None and source.alias == "fhs_ewma"
+    visible = panel[panel.index.get_level_values("date") <= day]
+    fitted = build_tail_forecaster("fhs_ewma", CFG.tail, 1).fit(
+        panel[panel.index.get_level_values("date") <= cutoff])
+    want = fitted.forecast_tail(visible, [0.99], pd.DatetimeIndex([day]))
+    want = want[want["side"] == "long"].set_index("asset")
+    got = source.values(visible, day, list(ASSETS))
+    for asset in ASSETS:
+        assert got[asset] == pytest.approx((want.at[asset, "var"], want.at[asset, "es"]),
+                                           rel=1e-12)
+    # before the fit cutoff the stored (walk-forward) forecast is read, not the model's
+    before = pd.Timestamp("2020-11-20")
+    early = source.values(visible, before, ["AAA"])["AAA"]
+    stored = doubled[(doubled["cutoff"] == before) & (doubled["side"] == "long")
+                     & (doubled["asset"] == "AAA")]
+    assert early == (float(stored["var"].iloc[0]), float(stored["es"].iloc[0]))
+    # the whole serve: the batch (one tail call for every asset) equals the per-asset path,
+    # and each published ES is the fitted model's forecast of the day
+    batch = policy_frame(sigma, bundle, panel, day.date(), None)
+    pd.testing.assert_frame_equal(batch, policy_frame_per_asset(sigma, bundle, panel,
+                                                                day.date()), check_exact=True)
+    rows = batch.set_index("asset")
+    for asset in ASSETS:
+        assert rows.at[asset, "loss_es"] == pytest.approx(want.at[asset, "es"], rel=1e-12)
+        assert "FHS tail" not in rows.at[asset, "reason"]
+
+    class Broken:
+        def forecast_tail(self, *args, **kwargs):
+            raise FloatingPointError("overflow")
+
+    source.model = Broken()
+    broken = policy_frame(sigma, bundle, panel, day.date(), None, source).set_index("asset")
+    for asset in ASSETS:
+        assert FALLBACK_NOTE.format(model="fhs_ewma") in broken.at[asset, "reason"]
+        assert not broken.at[asset, "flag_fallback"]  # published on the FHS tail, not frozen
+        assert broken.at[asset, "loss_es"] != pytest.approx(rows.at[asset, "loss_es"])
+
+
+def test_a_tail_driven_bundle_is_served_on_its_whole_history(panel, variance, tails):
+    cutoff = pd.Timestamp("2020-11-30")
+    _, bundle = _bundle(panel, variance, tails, cutoff)
+    assert serve_columns(bundle) is None
+    window = bundle_window(bundle, FeaturesConfig(), cutoff.date(), {})
+    assert window.days is None and window.binding == "policy.tail_model"
+    plain = {k: v for k, v in bundle.items() if k != "tail"}
+    assert TailSource.of(plain) is None
+    assert serve_columns(plain) is not None  # ewma94 alone reads a few columns
+    assert bundle_window(plain, FeaturesConfig(), cutoff.date(), {}).days is not None
+    assert np.isfinite(bundle["tail"]["forecasts"]["AAA"]["es"]).all()
+    assert max(bundle["tail"]["forecasts"]["AAA"]["dates"]) == "2020-11-30"
