@@ -273,7 +273,9 @@ class TailConfig(_Strict):
     enabled: list[str] = ["fhs_ewma", "fhs_garch", "evt_garch", "hs", "qr_har", "caviar",
                           "tail_nn"]
     # volmargin run includes the tail step (pipelines/tail_step.py) only when asked: the
-    # seven walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own.
+    # seven walk-forwards take minutes on 2 cores; `volmargin tail` runs it on its own. Inside
+    # the run the choice spans both kinds: the run registers the tail-driven policy when the
+    # choice's rule ranks it above the variance-driven one (pipelines/steps.step_register).
     in_run: bool = False
     # after the walk-forward, replay policies whose MMF is each model's ES at each level and
     # freeze one on the selection period (pipelines/policy_eval/tail_driven.py)

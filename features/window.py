@@ -51,7 +51,7 @@ from features.fast import fast_columns, fast_panel
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
 from features.loss_days import LossDays
-from features.losses import PROXY_FLAG
+from features.losses import LOSS_COLUMNS, PROXY_FLAG
 from features.macro import CORR_WINDOWS
 from features.store import panel_fingerprint
 
@@ -270,27 +270,53 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
 SERVE_BASE_COLUMNS = ("close", "ret_1d", "rv", "log_dollar_volume", PROXY_FLAG)
 
 
+def _forecaster_columns(state: Mapping[str, Any]) -> set[str] | None:
+    """The columns a variance forecaster's state reads (:func:`serve_columns`); None: not
+    audited."""
+    kind = str(state.get("kind", ""))
+    if kind in ROW_WISE_KINDS and "regressors" in state:
+        regressors = {str(r) for r in state["regressors"]}
+        return regressors | ({"dvol_available"} if "dvol_var_1d" in regressors else set())
+    if kind in RETURN_PATH_KINDS:
+        return {"ret_1d"}
+    return None
+
+
+def _tail_columns(state: Mapping[str, Any]) -> set[str] | None:
+    """The columns a tail model's state reads beyond the covered losses; None: not audited
+    (a learnt or regression tail model: ``tail_nn``, ``qr_har``, ``caviar``). Filtered
+    historical simulation and EVT read their variance model's inputs, the unfiltered
+    historical simulation the losses alone (:mod:`models.tail.classical`)."""
+    kind = str(state.get("kind", ""))
+    if kind == "hs":
+        return set()
+    if kind in ("fhs", "evt") and "variance_state" in state:
+        return _forecaster_columns(state["variance_state"])
+    return None
+
+
 def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     """The panel columns a serve of ``bundle`` reads; None (every column) for a forecaster
     whose inputs are not audited here (a learnt model: ``harx_mlp``, ``mlp_har``, ``gbm``;
-    a tail-driven bundle's tail model).
+    a tail-driven bundle's learnt or regression tail model).
 
     :data:`SERVE_BASE_COLUMNS`; ``worst_loss_long``/``worst_loss_short`` unless the bundled
     ``policy.loss`` is ``close_to_close`` (:func:`serving.inputs.covered_loss`); a row-wise
     forecaster's ``regressors`` (HAR: ``har_rv_{1,7,30}d``, HARX-IV also ``dvol_var_1d`` and the
-    ``dvol_available`` flag its mask reads); a return-path one's ``ret_1d``.
+    ``dvol_available`` flag its mask reads); a return-path one's ``ret_1d``. A tail-driven
+    bundle (:mod:`serving.tail_source`) adds its tail model's: the covered losses (both sides,
+    both variants: :data:`features.losses.LOSS_COLUMNS`) and, for FHS and EVT, their
+    variance model's inputs.
     """
-    state = bundle["forecaster"]
-    kind = str(state.get("kind", ""))
-    if bundle.get("tail"):  # a tail model's inputs are not audited here either
+    model = _forecaster_columns(bundle["forecaster"])
+    if model is None:
         return None
-    if kind in ROW_WISE_KINDS and "regressors" in state:
-        regressors = {str(r) for r in state["regressors"]}
-        model = regressors | ({"dvol_available"} if "dvol_var_1d" in regressors else set())
-    elif kind in RETURN_PATH_KINDS:
-        model = {"ret_1d"}
-    else:
-        return None
+    tail = bundle.get("tail")
+    if tail:
+        extra = _tail_columns(tail["state"])
+        if extra is None:
+            return None
+        model |= extra | set(LOSS_COLUMNS)
     policy = Config.model_validate(bundle["config"]).policy
     loss = set() if policy.loss == "close_to_close" else {"worst_loss_long", "worst_loss_short"}
     return frozenset({*SERVE_BASE_COLUMNS, *loss, *model})

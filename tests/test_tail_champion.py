@@ -102,3 +102,15 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
         assert params.at[asset, "loss_es"] == pytest.approx(es, rel=1e-9)
         assert "FHS tail" not in params.at[asset, "reason"]
     assert params.at["SOL", "loss_es"] > params.at["BTC", "loss_es"]  # the riskier asset
+    # the serve builds only the columns the bundle reads (features.window.serve_columns) and
+    # publishes what the policy computes on the whole panel
+    from features.window import serve_columns
+    from serving.apply import policy_frame
+
+    columns = serve_columns(bundle)
+    assert columns is not None and {"worst_loss_long", "ret_1d"} <= columns
+    assert len(columns) < len(panel.columns) / 2
+    whole = policy_frame(model.unwrap_python_model().forecaster, bundle, panel,
+                         dt.date.fromisoformat(AS_OF)).set_index("asset")
+    for name in ("mmf", "imf", "lt", "ltv", "lb", "sigma_1d", "target_mmf"):
+        assert params[name].to_numpy() == pytest.approx(whole[name].to_numpy(), rel=1e-12), name

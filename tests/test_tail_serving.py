@@ -154,7 +154,12 @@ def test_after_the_fit_cutoff_the_fitted_tail_model_forecasts_the_day(panel, var
 def test_a_tail_driven_bundle_is_served_on_its_whole_history(panel, variance, tails):
     cutoff = pd.Timestamp("2020-11-30")
     _, bundle = _bundle(panel, variance, tails, cutoff)
-    assert serve_columns(bundle) is None
+    # FHS-EWMA's inputs are audited: the base columns, the covered losses, EWMA's returns
+    assert {"worst_loss_long", "worst_loss_short_intrabar", "ret_1d"} <= serve_columns(bundle)
+    learnt = {**bundle, "tail": {**bundle["tail"], "state": {"kind": "tail_nn"}}}
+    assert serve_columns(learnt) is None  # a learnt tail model's are not: every column
+    hs = {**bundle, "tail": {**bundle["tail"], "state": {"kind": "hs"}}}
+    assert serve_columns(hs) == serve_columns(bundle)  # losses (and σ's returns) only
     window = bundle_window(bundle, FeaturesConfig(), cutoff.date(), {})
     assert window.days is None and window.binding == "policy.tail_model"
     plain = {k: v for k, v in bundle.items() if k != "tail"}
