@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config().with_overrides({"evaluation.choose_knobs": False})
     panel = build_panel(load_market(DATA), cfg.features)
-    sigma = sigma_forecasts(cfg, panel)
+    sigma = sigma_forecasts(cfg, panel).forecasts
     forecasts = pd.read_parquet(args.forecasts)
     mine = forecasts[forecasts["model"] == args.model]
     rows = []

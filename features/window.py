@@ -304,9 +304,9 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     ``policy.loss`` is ``close_to_close`` (:func:`serving.inputs.covered_loss`); a row-wise
     forecaster's ``regressors`` (HAR: ``har_rv_{1,7,30}d``, HARX-IV also ``dvol_var_1d`` and the
     ``dvol_available`` flag its mask reads); a return-path one's ``ret_1d``. A tail-driven
-    bundle (:mod:`serving.tail_source`) adds its tail model's: the covered losses (both sides,
-    both variants: :data:`features.losses.LOSS_COLUMNS`) and, for FHS and EVT, their
-    variance model's inputs.
+    bundle (:mod:`serving.tail_source`) adds its tail model's: the covered losses of both
+    sides in its loss variant (:data:`features.losses.LOSS_COLUMNS`) and, for FHS and EVT,
+    their variance model's inputs.
     """
     model = _forecaster_columns(bundle["forecaster"])
     if model is None:
@@ -316,7 +316,9 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
         extra = _tail_columns(tail["state"])
         if extra is None:
             return None
-        model |= extra | set(LOSS_COLUMNS)
+        variant = str(tail["state"].get("config", {}).get("loss_variant", "close"))
+        losses = [c for c in LOSS_COLUMNS if c.endswith("_intrabar") == (variant == "intrabar")]
+        model |= extra | set(losses)
     policy = Config.model_validate(bundle["config"]).policy
     loss = set() if policy.loss == "close_to_close" else {"worst_loss_long", "worst_loss_short"}
     return frozenset({*SERVE_BASE_COLUMNS, *loss, *model})

@@ -42,6 +42,7 @@ from pipelines.steps import (
 )
 from serving.layout import sweep_outputs
 from serving.market import candle_cache, load_as_of
+from serving.ops.registry import version_tag
 from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
 
@@ -156,23 +157,18 @@ def run(
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py),
         # after the policy step: the tail-driven policies are read beside the policy it froze
         from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
-        tail = step_tail(cfg, panel, progress)
+        tail = step_tail(cfg, panel, progress, inside_run=True)
         tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
         tail_warnings = tail.warnings
     progress("register", 0, 1)
-    # one choice over both kinds when the tail step ran here: the policy its rule ranks first
-    tail_choice = tail.policy if tail is not None and tail.policy is not None \
-        and tail.policy.preferred else None
-    registered = choice.model
-    if tail_choice is not None:
-        from pipelines.policy_eval.tail_driven import SIGMA_MODEL
-
-        registered = SIGMA_MODEL  # the σ forecaster of every tail-driven policy
-    failed = failed_in_walk_forward(bt.failures, registered,
+    failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)
+    # with the tail step, one choice over both kinds: step_register registers the
+    # tail-driven policy when the rule ranks it first
+    evaluated = tail.policy if tail is not None else None
     version, promoted, reason = step_register(
-        cfg, panel, choice, forecasts[choice.model], summary, failed,
-        tail_choice, tail.forecasts if tail_choice is not None else None)
+        cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated,
+        tail.forecasts if tail is not None else None)
     served = None
     if publish:
         progress("serve", 0, 1)
@@ -187,5 +183,4 @@ def run(
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged,
-                     tail_choice.frozen.name if tail_choice is not None
-                     else choice.policy or f"policy:{choice.model}")
+                     version_tag(cfg.registry.model_name, version, "policy") or "")

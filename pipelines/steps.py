@@ -44,6 +44,7 @@ from pipelines.policy_eval.pipeline import (
     stress_day_lines,
 )
 from pipelines.policy_eval.plots import margin_path_figures
+from pipelines.policy_eval.protocol import EVALUATION
 from pipelines.selection.gate import gate, policy_rows
 from pipelines.selection.select import Selection, period_comparison
 from pipelines.stress.gate import stress_gate_refusal
@@ -335,25 +336,40 @@ def failed_in_walk_forward(failures: pd.DataFrame, model: str, horizon: int
     return {str(r.asset): f"{r.stage}: {r.reason}" for r in mine.itertuples()}
 
 
-def _tail_bundle(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluation,
-                 tail_forecasts: pd.DataFrame) -> tuple[Config, dict[str, Any], str]:
-    """(the frozen tail-driven policy's config, its bundle's ``tail`` entry, its model): the
-    tail model refitted on every row, its walk-forward forecasts at the frozen level stored
-    up to the fit cutoff (:mod:`serving.tail_source`)."""
+@dataclass(frozen=True)
+class _TailVersion:
+    """What a tail-driven version bundles beyond a variance-driven one."""
+
+    cfg: Config                  # the run's config with the frozen tail policy's settings
+    frozen: dict[str, Any]       # those settings (dotted keys), as the serve records them
+    entry: dict[str, Any]        # the bundle's ``tail`` entry (serving.tail_source)
+    alias: str                   # the tail model
+
+
+def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluation,
+                  tail_forecasts: pd.DataFrame) -> _TailVersion:
+    """The frozen tail-driven policy's bundle parts: its tail model refitted on every row of
+    the assets the walk-forward's refit would take (``tail.min_train_days``), its walk-forward
+    forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
+    from models.backtest import eligible_assets
     from models.tail.registry import build_tail_forecaster
     from pipelines.policy_eval.tail_driven import UNCONDITIONAL
     from serving.tail_source import entry
 
-    alias, overrides = tail.frozen.forecaster, dict(tail.frozen.overrides)
+    alias, frozen = tail.frozen.forecaster, dict(tail.frozen.overrides)
     if alias in UNCONDITIONAL:  # as its replay: no σ-rescaled APC terms
-        overrides |= {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
-    cfg = cfg.with_overrides(overrides)
-    u = cfg.features.update_interval_days
-    model = build_tail_forecaster(alias, cfg.tail, u).fit(features)
+        frozen |= {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
+    cfg = cfg.with_overrides(frozen)
     cutoff = features.index.get_level_values("date").max()
+    assets = eligible_assets(features, cutoff, cfg.tail.min_train_days)
+    if not assets:
+        raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
+                         f"up to {cutoff:%F} to refit {alias} on")
+    rows = features[features.index.get_level_values("asset").isin(assets)]
+    model = build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days).fit(rows)
     mine = tail_forecasts[tail_forecasts["model"] == alias]
-    return cfg, entry(alias, float(overrides["policy.confidence"]), model.state(), mine,
-                      cutoff), alias
+    return _TailVersion(cfg, frozen, entry(alias, float(frozen["policy.confidence"]),
+                                           model.state(), mine, cutoff, assets), alias)
 
 
 def step_register(
@@ -367,44 +383,55 @@ def step_register(
     walk-forward: the bundle carries them, and serving gives them the fail-safe (their
     margins were never validated), whatever a day's forecast looks like.
 
-    With ``tail`` (the tail step ran inside the run, and the choice's rule ranks its frozen
-    tail-driven policy above ``choice``: :attr:`TailPolicyEvaluation.preferred`), that policy
-    is registered instead: its σ forecaster (``ewma94``) refitted and its tail model refitted
-    on all data (``tail_forecasts``: the tail walk-forward), judged by the same gate on the
-    evaluation-period verdicts of the tail evaluation (the same acceptance function)."""
+    ``tail``: the tail-driven policies' evaluation when the tail step ran inside the run. Its
+    evaluation-period verdicts join ``summary``, so that the gate compares a challenger with
+    a champion of either kind; and when the choice's rule ranks its frozen tail-driven policy
+    above ``choice`` (:attr:`TailPolicyEvaluation.preferred`: one choice over both kinds),
+    that policy is registered instead: its σ forecaster (``ewma94``) and its tail model
+    refitted on all data (``tail_forecasts``: the tail walk-forward), ``failed`` taken from
+    the σ walk-forward, judged by the same gate. A tail model that cannot be refitted leaves
+    the variance-driven choice registered, the gate's reason saying why."""
     name = cfg.registry.model_name
+    note = ""
+    version_tail: _TailVersion | None = None
     if tail is not None:
-        summary = pd.concat([summary, tail.table[(tail.table["period"] == "evaluation")
-                                                 & ~tail.table["policy"].isin(
-                                                     set(summary["policy"]))]],
-                            ignore_index=True)
+        judged = tail.table[(tail.table["period"] == EVALUATION)
+                            & ~tail.table["policy"].isin(set(summary["policy"]))]
+        summary = pd.concat([summary, judged], ignore_index=True)
+        if tail.preferred:
+            try:
+                version_tail = _tail_version(cfg, feature_view(panel), tail,
+                                             tail_forecasts if tail_forecasts is not None
+                                             else pd.DataFrame(columns=["model"]))
+            except Exception as err:  # the variance-driven choice is still there
+                note = (f"; {tail.frozen.name} ranked first but its tail model could not be "
+                        f"refitted ({type(err).__name__}: {err}): {choice.policy} registered")
+    if version_tail is not None:
         from pipelines.policy_eval.tail_driven import SIGMA_MODEL
 
+        assert tail is not None
         selected, policy_name = SIGMA_MODEL, tail.frozen.name
         forecasts, reason_text = tail.sigma, tail.frozen.reason
+        failed = failed_in_walk_forward(tail.sigma_failures, SIGMA_MODEL,
+                                        cfg.features.update_interval_days)
+        cfg, frozen = version_tail.cfg, version_tail.frozen
     else:
         selected, policy_name = choice.model, choice.policy or f"policy:{choice.model}"
-        reason_text = choice.reason
-    cfg = cfg.with_overrides(choice.overrides) if choice.overrides and tail is None else cfg
+        reason_text, frozen = choice.reason, dict(choice.overrides)
+        cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
         features = feature_view(panel)
-        tail_entry, tail_model = None, ""
-        if tail is not None:
-            cfg, tail_entry, tail_model = _tail_bundle(cfg, features, tail,
-                                                       tail_forecasts if tail_forecasts
-                                                       is not None else pd.DataFrame())
         model = build_forecaster(selected, cfg.models, cfg.backtest.horizons).fit(features)
         bundle = {
             "format": BUNDLE_FORMAT,
             "forecaster": model.state(),
             "fit_cutoff": features.index.get_level_values("date").max().date().isoformat(),
             "config": cfg.resolved(),
-            # the settings the protocol chose (serve logs)
-            "frozen": dict(tail.frozen.overrides if tail is not None else choice.overrides),
+            "frozen": frozen,  # the settings the protocol chose (serve logs)
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
             "failed_assets": dict(failed or {}),
-            **({"tail": tail_entry} if tail_entry is not None else {}),
+            **({"tail": version_tail.entry} if version_tail is not None else {}),
         }
         info = registry.log_policy_model(bundle)
         mine = policy_rows(summary, policy_name)
@@ -412,7 +439,7 @@ def step_register(
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
             "run_id": run.info.run_id, "selection": reason_text[:4000],
             "policy": policy_name,
-            **({"tail_model": tail_model} if tail_model else {}),
+            **({"tail_model": version_tail.alias} if version_tail is not None else {}),
             "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",
             "policy.acceptable": f"{int(mine['acceptable'].sum())}/{len(mine)}"})
@@ -425,7 +452,11 @@ def step_register(
         champ_rows = summary[summary["policy"] == champ_policy] if champ_policy else None
         refusal = stress_gate_refusal(cfg, model, bundle, features)  # None unless budgeted
         decision = gate(mine, champ_rows, cfg.registry.gate, stress_refusal=refusal)
-        passed, reason = decision.passed, decision.reason
+        passed, reason = decision.passed, decision.reason + note
+        if champ_policy and champ_rows is not None and not len(champ_rows):
+            # e.g. a tail-driven champion and a run without the tail step: said, not hidden
+            reason += (f"; capital not compared with the champion: {champ_policy} was not "
+                       "replayed in this run")
         if failed:  # not judged (no backtest path) and served the fail-safe: named here
             reason += (f"; served the fail-safe on {', '.join(sorted(failed))} (its "
                        "forecaster failed them in the walk-forward)")

@@ -28,7 +28,7 @@ import mlflow
 import pandas as pd
 
 from configs.schema import Config
-from models.backtest import backtest
+from models.backtest import WalkForward, backtest
 from models.registry import build_forecaster
 from pipelines.policy_eval.protocol import EVALUATION, period_label
 from pipelines.policy_eval.tail_driven import (
@@ -39,12 +39,13 @@ from pipelines.policy_eval.tail_driven import (
 )
 
 
-def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> pd.DataFrame:
-    """Walk-forward ``ewma94`` forecasts of the update interval (the σ the policy reads)."""
+def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> WalkForward:
+    """Walk-forward ``ewma94`` forecasts of the update interval (the σ the policy reads),
+    with what it left out."""
     bt, u = cfg.backtest, cfg.features.update_interval_days
     return backtest(lambda: build_forecaster(SIGMA_MODEL, cfg.models, [u]), panel,
                     bt.oos_start, bt.refit_every, [u], bt.min_train_days,
-                    plausibility=bt.plausibility, chunk_assets=bt.chunk_assets).forecasts
+                    plausibility=bt.plausibility, chunk_assets=bt.chunk_assets)
 
 
 def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
@@ -59,12 +60,16 @@ def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
-                     out_dir: Path) -> TailPolicyEvaluation:
-    """Evaluate the tail-driven policies on ``forecasts``; write and log the tables."""
+                     out_dir: Path, one_choice: bool = False) -> TailPolicyEvaluation:
+    """Evaluate the tail-driven policies on ``forecasts``; write and log the tables.
+    ``one_choice``: inside ``volmargin run``, whose choice spans both kinds (recorded in
+    ``policy_frozen.json``)."""
     reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
     sigma = sigma_forecasts(cfg, panel)
-    ev = dataclasses.replace(evaluate_tail_policies(panel, sigma, forecasts, cfg, reference,
-                                                    next(iter(reference), None)), sigma=sigma)
+    ev = dataclasses.replace(
+        evaluate_tail_policies(panel, sigma.forecasts, forecasts, cfg, reference,
+                               next(iter(reference), None)),
+        sigma=sigma.forecasts, sigma_failures=sigma.failures)
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
               "policy_capital": tail_capital_table(ev, forecasts, cfg),
@@ -82,7 +87,7 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
               # one choice spanning both kinds: which frozen policy its rule would keep, and
               # whether this command's choice spans both (inside volmargin run: it registers
               # the one ranked first)
-              "across_kinds": ev.across, "one_choice": bool(cfg.tail.in_run)}
+              "across_kinds": ev.across, "one_choice": bool(one_choice)}
     (out_dir / "policy_frozen.json").write_text(json.dumps(frozen, indent=2))
     mlflow.log_dict(frozen, "tail/policy_frozen.json")
     mlflow.set_tags({"tail_policy.frozen": ev.frozen.name,

@@ -73,8 +73,11 @@ def model_metrics(model: str, tables: dict[str, pd.DataFrame]) -> dict[str, floa
 
 
 def step_tail(cfg: Config, panel: pd.DataFrame,
-              progress: Callable[[str, int, int], None] | None = None) -> TailStep:
-    """Walk forward and score the enabled tail models; log and write the tables."""
+              progress: Callable[[str, int, int], None] | None = None,
+              inside_run: bool = False) -> TailStep:
+    """Walk forward and score the enabled tail models; log and write the tables.
+    ``inside_run``: called by ``volmargin run`` (``tail.in_run``), whose choice then spans
+    both kinds and registers the policy ranked first; ``volmargin tail`` registers nothing."""
     out_dir = Path(cfg.paths.outputs_dir) / "tail"
     out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name="tail-backtest"):
@@ -99,8 +102,8 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
             from pipelines.policy_eval.tail_driven import across_lines
             from pipelines.tail_policy import step_tail_policy
 
-            policy = step_tail_policy(cfg, panel, forecasts, out_dir)
-            warnings = across_lines(policy.across, registers=cfg.tail.in_run)
+            policy = step_tail_policy(cfg, panel, forecasts, out_dir, one_choice=inside_run)
+            warnings = across_lines(policy.across, registers=inside_run)
     return TailStep(forecasts, tables, out_dir, warnings, policy)
 
 

@@ -163,9 +163,14 @@ def asset_parameters(
     if tail is None:
         return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
     panel = pd.concat({asset: frame}, names=["asset", "date"])
-    x, fell_back = tail.inputs(x, tail.values(panel, as_of, [asset])[asset])
+    values, errors = tail.values(panel, as_of, [asset])
+    if asset in errors:
+        return freeze(previous, tail.failed(asset, errors[asset]), cfg.policy, stale=False,
+                      hours=hours)
+    x, fell_back = tail.inputs(x, values[asset])
     params, state = decide(x, previous, cfg.data.stale_after_days, cfg.policy)
-    return (params.with_reason(tail.note) if fell_back else params), state
+    return (params.with_reason(tail.note) if fell_back and not params.flag_fallback
+            else params), state
 
 
 def policy_frame_per_asset(
@@ -415,7 +420,11 @@ def policy_frame(
             done[asset] = got
     fell_back: set[str] = set()
     if tail is not None and ready:  # the direct tail of every trusted asset, one call
-        values = tail.values(visible, stamp, ready)
+        values, errors = tail.values(visible, stamp, ready)
+        for n, err in errors.items():  # never judged so: the fail-safe (serving.tail_source)
+            del ready[n]
+            done[n] = freeze(states.get(n), tail.failed(n, err), cfg.policy, stale=False,
+                             hours=float(cfg.features.liquidation_delay_hours))
         for n in ready:
             ready[n], fell = tail.inputs(ready[n], values[n])
             if fell:
@@ -433,9 +442,10 @@ def policy_frame(
                 done[n] = decide(ready[n], states.get(n), cfg.data.stale_after_days, cfg.policy)
             except Exception as err:
                 done[n] = _failed(cfg, n, as_of, err, states.get(n))
-    for n in fell_back:
+    for n in fell_back:  # published on the FHS tail (a frozen row used no tail at all)
         params, state = done[n]
-        done[n] = (params.with_reason(tail.note), state)
+        if not params.flag_fallback:
+            done[n] = (params.with_reason(tail.note), state)
     rows = [{"as_of": as_of, "asset": asset, "horizon_days": horizon,
              **done[asset][0].as_dict(), **state_columns(done[asset][1])} for asset in assets]
     return pd.DataFrame(rows)

@@ -352,7 +352,8 @@ def serve(
                for step in upgraded),
              *(f"version {mv.version} has no {tag} tag (registered before "
                "integrity checks): not verified" for tag in unverified),
-             *(f"model version {mv.version}: {m}" for m in mismatches)]
+             *(f"model version {mv.version}: {m}" for m in mismatches),
+             *tail_lines(bundle, params)]
     return ServeResult(published, params, str(mv.version), records, swept,
                        dict(market.failures), notes, ignored, chosen)
 
@@ -576,6 +577,29 @@ def failed_assets(failures: dict[str, str]) -> dict[str, str]:
     ``crypto/daily/SOL.csv.gz`` and ``iv/DVOL_SOL.csv.gz`` are SOL's (macro names match none)."""
     return {Path(name).name.split(".")[0].removeprefix("DVOL_"):
             f"data file {name} failed to load" for name in failures}
+
+
+def tail_lines(bundle: Mapping[str, Any], params: pd.DataFrame) -> list[str]:
+    """One warning naming the assets a tail-driven policy published on the FHS tail of its σ
+    (no tail forecast: :mod:`serving.tail_source`), and one for those its tail model froze."""
+    tail = bundle.get("tail")
+    if not tail or not len(params):
+        return []
+    from serving.tail_source import FALLBACK_NOTE
+
+    model, reasons = str(tail["model"]), params["reason"].fillna("").astype(str)
+    fell = sorted(params.loc[reasons.str.contains(FALLBACK_NOTE.format(model=model),
+                                                  regex=False), "asset"].astype(str))
+    broke = sorted(params.loc[reasons.str.contains(f"fail-safe: tail model {model} failed",
+                                                   regex=False), "asset"].astype(str))
+    out = []
+    if fell:
+        out.append(f"tail-driven policy: no {model} tail forecast for {len(fell)} asset(s), "
+                   f"published on the FHS tail of the σ forecast: {', '.join(fell)}")
+    if broke:
+        out.append(f"tail-driven policy: the {model} tail model failed for {len(broke)} "
+                   f"asset(s), frozen (LTV 0, LT and LB held): {', '.join(broke)}")
+    return out
 
 
 def _with_lineage(params: pd.DataFrame, cfg: Config, mv: Any, fingerprint: str) -> pd.DataFrame:

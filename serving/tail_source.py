@@ -17,11 +17,15 @@ are forecast by the fitted model from the rows dated up to the day (fitted throu
 as-of, the next interval is still unseen), as the replay's walk-forward did (parameters
 fitted before, data up to the cutoff).
 
-Where no tail forecast is available for an asset (no stored one, the model raised, a
-non-finite value), the update falls back to the policy's own FHS tail on the same σ, exactly
-as the replay does on such a day (``tail_fallback``), and the published row says so in its
-``reason``. A forecast that is finite but not a tail (VaR > ES, outside [0, 1)) is passed on:
-:func:`serving.decide.failsafe_reason` refuses it and the asset is frozen.
+Where the model has no tail forecast for an asset (no stored one, an asset it was not fitted
+on, too few standardized losses: a non-finite value), the update falls back to the policy's
+own FHS tail on the same σ, exactly as the replay does on such a day (``tail_fallback``), and
+the published row says so in its ``reason`` (the serve counts them in a warning). A model that
+*raises* is another matter: the replay never judged a policy on such a day (a tail model that
+raises leaves the walk-forward), so the asset gets the fail-safe (frozen: LTV 0, LT and LB
+held), the reason naming the error. A forecast that is finite but not a tail (VaR > ES,
+outside [0, 1)) is passed on: :func:`serving.decide.failsafe_reason` refuses it and the asset
+is frozen.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class TailSource:
         self.model = tail_forecaster_from_state(entry["state"])
         self.fit_cutoff = pd.Timestamp(fit_cutoff)
         self.stored: dict[str, dict[str, Any]] = dict(entry.get("forecasts") or {})
+        # the assets the model was refitted on (None: every asset, an older entry)
+        fitted = entry.get("fitted_assets")
+        self.fitted: set[str] | None = None if fitted is None else {str(a) for a in fitted}
 
     @classmethod
     def of(cls, bundle: dict[str, Any]) -> TailSource | None:
@@ -73,34 +80,39 @@ class TailSource:
         return (float(got["var"][k]), float(got["es"][k]))
 
     def values(self, visible: pd.DataFrame, as_of: pd.Timestamp, assets: Iterable[str]
-               ) -> dict[str, tuple[float, float]]:
-        """(VaR, ES) at ``level`` of the covered loss after ``as_of`` per asset (NaN where
-        none). ``visible`` is the feature panel up to ``as_of`` (asset, date index)."""
+               ) -> tuple[dict[str, tuple[float, float]], dict[str, Exception]]:
+        """((VaR, ES) at ``level`` of the covered loss after ``as_of`` per asset, NaN where
+        the model has none; the assets for which the model raised, with the error).
+        ``visible`` is the feature panel up to ``as_of`` (asset, date index). An asset the
+        model was not fitted on (``fitted_assets``, as the walk-forward's last refit) has no
+        forecast."""
         names = sorted(set(assets))
         if as_of < self.fit_cutoff:  # a backfill: the out-of-sample stored forecast only
-            return {a: self._stored_at(a, as_of) for a in names}
+            return {a: self._stored_at(a, as_of) for a in names}, {}
         out = {a: (np.nan, np.nan) for a in names}
-        if not names:
-            return out
-        panel = visible[visible.index.get_level_values("asset").isin(names)]
+        known = [a for a in names if self.fitted is None or a in self.fitted]
+        if not known:
+            return out, {}
+        panel = visible[visible.index.get_level_values("asset").isin(known)]
         cut = pd.DatetimeIndex([as_of])
+        errors: dict[str, Exception] = {}
         try:
             frames = [self.model.forecast_tail(panel, [self.level], cut)]
         except Exception:  # one asset may break the call: each is then forecast alone
             frames = []
-            for name in names:
+            for name in known:
                 try:
                     frames.append(self.model.forecast_tail(
                         panel[panel.index.get_level_values("asset") == name],
                         [self.level], cut))
-                except Exception:  # that asset falls back to the FHS tail (module doc)
-                    continue
+                except Exception as err:  # that asset is frozen (module docstring)
+                    errors[name] = err
         for frame in frames:
             mine = frame[(frame["side"] == self.side) & np.isclose(frame["level"], self.level)
                          & (frame["cutoff"] == as_of)]
             for row in mine.itertuples():
                 out[str(row.asset)] = (float(row.var), float(row.es))
-        return out
+        return out, errors
 
     def inputs(self, x: PolicyInputs, value: tuple[float, float]) -> tuple[PolicyInputs, bool]:
         """``x`` with the direct tail when both numbers are finite (the replay's rule), and
@@ -110,12 +122,18 @@ class TailSource:
             return replace(x, tail_var=float(var), tail_es=float(es)), False
         return x, True
 
+    def failed(self, asset: str, err: Exception) -> str:
+        """The fail-safe's reason for an asset whose tail forecast raised."""
+        return (f"fail-safe: tail model {self.alias} failed for {asset}: "
+                f"{type(err).__name__}: {err}")
+
 
 def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFrame,
-          fit_cutoff: pd.Timestamp, side: str = "long") -> dict[str, Any]:
-    """The bundle's ``tail`` entry: the fitted model's state and its walk-forward forecasts
-    (tail frame columns, :data:`models.tail.base.TAIL_COLUMNS`, one model) at ``level`` on
-    ``side`` up to ``fit_cutoff``."""
+          fit_cutoff: pd.Timestamp, fitted_assets: Iterable[str], side: str = "long"
+          ) -> dict[str, Any]:
+    """The bundle's ``tail`` entry: the fitted model's state, the assets it was fitted on
+    and its walk-forward forecasts (tail frame columns, :data:`models.tail.base.TAIL_COLUMNS`,
+    one model) at ``level`` on ``side`` up to ``fit_cutoff``."""
     rows = forecasts[(forecasts["side"] == side) & np.isclose(forecasts["level"], level)
                      & (forecasts["cutoff"] <= fit_cutoff)].sort_values(["asset", "cutoff"])
     stored = {str(asset): {"dates": [d.date().isoformat() for d in g["cutoff"]],
@@ -123,4 +141,4 @@ def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFra
                            "es": [float(v) for v in g["es"]]}
               for asset, g in rows.groupby("asset")}
     return {"model": model, "level": float(level), "side": side, "state": state,
-            "forecasts": stored}
+            "fitted_assets": sorted(str(a) for a in fitted_assets), "forecasts": stored}

@@ -95,7 +95,8 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
                                                  dt.date.fromisoformat(AS_OF)),
                                      FeaturesConfig()))
     source = TailSource.of(bundle)
-    want = source.values(panel, source.fit_cutoff, ["BTC", "SOL"])
+    want, errors = source.values(panel, source.fit_cutoff, ["BTC", "SOL"])
+    assert errors == {} and source.fitted == {"BTC", "SOL"}
     for asset in ("BTC", "SOL"):
         var, es = want[asset]
         assert params.at[asset, "loss_var"] == pytest.approx(var, rel=1e-9)
@@ -114,3 +115,28 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
                          dt.date.fromisoformat(AS_OF)).set_index("asset")
     for name in ("mmf", "imf", "lt", "ltv", "lb", "sigma_1d", "target_mmf"):
         assert params[name].to_numpy() == pytest.approx(whole[name].to_numpy(), rel=1e-12), name
+
+
+def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran):
+    """The champion is the tail-driven version; a run without the tail step (the default)
+    registers a variance-driven challenger, which the gate cannot compare with a champion
+    that was not replayed: the reason says so rather than passing it silently."""
+    root, _ = ran
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    mp.setenv("VOLMARGIN__TAIL__IN_RUN", "false")
+    try:
+        mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
+        client = MlflowClient()
+        before = client.get_model_version_by_alias("volmargin-policy", "champion")
+        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet"])
+    finally:
+        mp.undo()
+    assert result.exit_code == 0, result.output
+    versions = client.search_model_versions("name='volmargin-policy'")
+    latest = max(versions, key=lambda v: int(v.version))
+    assert int(latest.version) == int(before.version) + 1
+    assert latest.tags["policy"].startswith("policy:") and "tail_model" not in latest.tags
+    assert ("capital not compared with the champion: " + before.tags["policy"]
+            + " was not replayed in this run") in latest.tags["gate.reason"]

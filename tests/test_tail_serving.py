@@ -17,6 +17,7 @@ from models.registry import build_forecaster
 from models.tail.registry import build_tail_forecaster
 from pipelines.policy_eval.tail_driven import tail_policy_path
 from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset
+from serving.serve import tail_lines
 from serving.tail_source import FALLBACK_NOTE, TailSource, entry
 from tests.tail_panel import tail_panel
 
@@ -56,7 +57,7 @@ def _bundle(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.DataFrame,
         panel[panel.index.get_level_values("date") <= fit_cutoff])
     bundle = {"forecaster": sigma_model.state(), "fit_cutoff": fit_cutoff.date().isoformat(),
               "config": CFG.resolved(), "forecasts": bundle_forecasts(variance, 1),
-              "tail": entry("fhs_ewma", 0.99, tail_model.state(), tails, fit_cutoff)}
+              "tail": entry("fhs_ewma", 0.99, tail_model.state(), tails, fit_cutoff, ASSETS)}
     return sigma_model, json.loads(json.dumps(bundle, default=str))  # as stored: JSON
 
 
@@ -78,7 +79,7 @@ def test_the_served_tail_driven_policy_is_the_replayed_one_day_after_day(
         for row in served.itertuples():
             want = key.loc[(row.asset, day)]
             for name in PUBLISHED:
-                assert getattr(row, name) == pytest.approx(want[name], rel=1e-12, abs=1e-15), \
+                assert getattr(row, name) == want[name], \
                     (row.asset, day, name)
             assert (FALLBACK_NOTE.format(model="fhs_ewma") in row.reason) \
                 == bool(want["tail_fallback"])
@@ -119,13 +120,14 @@ def test_after_the_fit_cutoff_the_fitted_tail_model_forecasts_the_day(panel, var
         panel[panel.index.get_level_values("date") <= cutoff])
     want = fitted.forecast_tail(visible, [0.99], pd.DatetimeIndex([day]))
     want = want[want["side"] == "long"].set_index("asset")
-    got = source.values(visible, day, list(ASSETS))
+    got, errors = source.values(visible, day, list(ASSETS))
+    assert errors == {}
     for asset in ASSETS:
         assert got[asset] == pytest.approx((want.at[asset, "var"], want.at[asset, "es"]),
                                            rel=1e-12)
     # before the fit cutoff the stored (walk-forward) forecast is read, not the model's
     before = pd.Timestamp("2020-11-20")
-    early = source.values(visible, before, ["AAA"])["AAA"]
+    early = source.values(visible, before, ["AAA"])[0]["AAA"]
     stored = doubled[(doubled["cutoff"] == before) & (doubled["side"] == "long")
                      & (doubled["asset"] == "AAA")]
     assert early == (float(stored["var"].iloc[0]), float(stored["es"].iloc[0]))
@@ -139,23 +141,50 @@ def test_after_the_fit_cutoff_the_fitted_tail_model_forecasts_the_day(panel, var
         assert rows.at[asset, "loss_es"] == pytest.approx(want.at[asset, "es"], rel=1e-12)
         assert "FHS tail" not in rows.at[asset, "reason"]
 
+    # an asset the model was not refitted on (too short at the fit cutoff) has no direct
+    # tail, as in the walk-forward: the FHS tail, said in its row and in the serve's warning
+    source.fitted = {"AAA"}
+    partial = policy_frame(sigma, bundle, panel, day.date(), None, source).set_index("asset")
+    note = FALLBACK_NOTE.format(model="fhs_ewma")
+    assert note in partial.at["BBB", "reason"] and note not in partial.at["AAA", "reason"]
+    assert partial.at["AAA", "loss_es"] == rows.at["AAA", "loss_es"]
+    assert partial.at["BBB", "loss_es"] != pytest.approx(rows.at["BBB", "loss_es"])
+    assert not partial["flag_fallback"].any()
+    assert tail_lines(bundle, partial.reset_index()) == [
+        "tail-driven policy: no fhs_ewma tail forecast for 1 asset(s), published on the FHS "
+        "tail of the σ forecast: BBB"]
+
     class Broken:
         def forecast_tail(self, *args, **kwargs):
             raise FloatingPointError("overflow")
 
-    source.model = Broken()
+    # a model that raises was never judged so: the fail-safe freezes the asset (LTV 0)
+    source.model, source.fitted = Broken(), None
     broken = policy_frame(sigma, bundle, panel, day.date(), None, source).set_index("asset")
     for asset in ASSETS:
-        assert FALLBACK_NOTE.format(model="fhs_ewma") in broken.at[asset, "reason"]
-        assert not broken.at[asset, "flag_fallback"]  # published on the FHS tail, not frozen
-        assert broken.at[asset, "loss_es"] != pytest.approx(rows.at[asset, "loss_es"])
+        assert broken.at[asset, "reason"].startswith(
+            f"fail-safe: tail model fhs_ewma failed for {asset}: FloatingPointError: overflow")
+        assert broken.at[asset, "flag_fallback"] and broken.at[asset, "ltv"] == 0.0
+        assert note not in broken.at[asset, "reason"]
+    per_asset = policy_frame_per_asset(sigma, bundle, panel, day.date())  # from the bundle
+    assert per_asset["reason"].tolist() == rows["reason"].tolist()  # its own model works
+    (line,) = tail_lines(bundle, broken.reset_index())
+    assert line == ("tail-driven policy: the fhs_ewma tail model failed for 2 asset(s), "
+                    "frozen (LTV 0, LT and LB held): AAA, BBB")
+    assert tail_lines({"forecaster": {}}, broken.reset_index()) == []  # variance-driven
 
 
 def test_a_tail_driven_bundle_is_served_on_its_whole_history(panel, variance, tails):
     cutoff = pd.Timestamp("2020-11-30")
     _, bundle = _bundle(panel, variance, tails, cutoff)
     # FHS-EWMA's inputs are audited: the base columns, the covered losses, EWMA's returns
-    assert {"worst_loss_long", "worst_loss_short_intrabar", "ret_1d"} <= serve_columns(bundle)
+    columns = serve_columns(bundle)
+    assert {"worst_loss_long", "worst_loss_short", "ret_1d"} <= columns
+    assert not {"worst_loss_long_intrabar", "worst_loss_short_intrabar"} & columns  # close
+    intrabar = {**bundle, "tail": {**bundle["tail"], "state": {
+        **bundle["tail"]["state"], "config": {**bundle["tail"]["state"]["config"],
+                                              "loss_variant": "intrabar"}}}}
+    assert {"worst_loss_long_intrabar", "worst_loss_short_intrabar"} <= serve_columns(intrabar)
     learnt = {**bundle, "tail": {**bundle["tail"], "state": {"kind": "tail_nn"}}}
     assert serve_columns(learnt) is None  # a learnt tail model's are not: every column
     hs = {**bundle, "tail": {**bundle["tail"], "state": {"kind": "hs"}}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import mlflow
 import numpy as np
@@ -17,6 +18,7 @@ from tests.conftest import MARKET
 def test_tail_step_logs_a_nested_run_per_model_and_writes_its_tables(isolated_config):
     cfg = isolated_config.with_overrides({
         "tail.enabled": ["fhs_ewma", "evt_garch"], "tail.refit_every": 182,
+        "tail.in_run": True,  # configured, but this is `volmargin tail`: it registers nothing
         "evaluation.selection_start": "2023-01-01", "evaluation.selection_end": "2023-12-31",
         "evaluation.evaluation_start": "2024-01-01", "evaluation.evaluation_end": "2025-06-30",
     })
@@ -29,6 +31,8 @@ def test_tail_step_logs_a_nested_run_per_model_and_writes_its_tables(isolated_co
     assert set(step.forecasts["model"]) == {"fhs_ewma", "evt_garch"}
     for name in ("fz0_selection", "fz0_evaluation", "dm", "backtests", "choice"):
         assert (step.out_dir / f"{name}.csv").is_file()
+    frozen = json.loads((step.out_dir / "policy_frozen.json").read_text())
+    assert frozen["one_choice"] is False and step.policy is not None
     table = headline(step.tables)
     assert list(table["model"]) == sorted(table["model"], key=dict(
         zip(table["model"], table["fz0"], strict=True)).get)  # best (lowest FZ0) first

@@ -244,6 +244,9 @@ class TailPolicyEvaluation:
     # the σ model's walk-forward forecasts every candidate read (:data:`SIGMA_MODEL`): what a
     # registered tail-driven policy bundles as its stored σ forecasts
     sigma: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # ... and what that walk-forward left out (models.backtest failure rows): a registered
+    # tail-driven policy serves those assets the fail-safe
+    sigma_failures: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def preferred(self) -> bool:
