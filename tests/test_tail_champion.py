@@ -89,6 +89,12 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
     part = root / "outputs" / "forecasts" / f"asof={AS_OF}"
     meta = json.loads((part / "manifest.json").read_text())["metadata"]
     assert (meta["policy"], meta["tail_model"], meta["forecaster"]) == (tail, alias, "ewma94")
+    # the settings the protocol froze (the level; hs: its APC terms) are not "not applied"
+    assert not any("apc" in key or "confidence" in key
+                   for key in meta.get("config_not_applied", {}))
+    assert meta["frozen_settings"]["policy.confidence"] == 0.975
+    if alias == "hs":
+        assert meta["frozen_settings"]["policy.apc.stress_enabled"] is False
     params = read_partition(part).set_index("asset")
     assert list(params.index) == ["BTC", "SOL"] and not params["flag_fallback"].any()
     panel = feature_view(build_panel(load_market(root / "market", ["BTC", "SOL"],
