@@ -95,3 +95,40 @@ def test_state_round_trip_is_json_and_forecasts_identically(fitted, panel):
 def test_unknown_alias_is_a_clear_error():
     with pytest.raises(KeyError, match="unknown tail forecaster"):
         build_tail_forecaster("nope", FAST)
+
+
+def test_every_tail_model_drives_a_served_policy(fitted, panel):
+    """Any tail model the choice may freeze can be served: its state bundled as a
+    tail-driven champion (:mod:`serving.tail_source`), the batch job publishes the model's
+    own ES of the as-of as the loss ES, from the columns the serve would build for it
+    (``features.window.serve_columns``) as from every column."""
+    from configs.schema import Config
+    from features.window import serve_columns
+    from models.registry import build_forecaster
+    from serving.apply import bundle_forecasts, policy_frame
+    from serving.tail_source import FALLBACK_NOTE, entry
+
+    dates = panel.index.levels[1]
+    fit_cutoff, as_of = dates[600], dates[700]
+    train = panel[panel.index.get_level_values("date") <= fit_cutoff]
+    cfg = Config().with_overrides({"policy.confidence": 0.99})
+    sigma = build_forecaster("ewma94", cfg.models, [1]).fit(train)
+    stored = sigma.forecast(train, [1], pd.DatetimeIndex(dates[300:601]))
+    bundle = json.loads(json.dumps({
+        "forecaster": sigma.state(), "fit_cutoff": fit_cutoff.date().isoformat(),
+        "config": cfg.resolved(), "forecasts": bundle_forecasts(stored, 1),
+        "tail": entry(fitted.alias, 0.99, fitted.state(), pd.DataFrame(columns=TAIL_COLUMNS),
+                      fit_cutoff, ["AAA", "BBB"])}, default=str))
+    visible = panel[panel.index.get_level_values("date") <= as_of]
+    want = fitted.forecast_tail(visible, [0.99], pd.DatetimeIndex([as_of]))
+    want = want[want["side"] == "long"].set_index("asset")
+    served = policy_frame(sigma, bundle, panel, as_of.date()).set_index("asset")
+    for asset in ("AAA", "BBB"):
+        assert served.at[asset, "loss_es"] == pytest.approx(want.at[asset, "es"], rel=1e-9)
+        assert served.at[asset, "loss_var"] == pytest.approx(want.at[asset, "var"], rel=1e-9)
+        assert FALLBACK_NOTE.format(model=fitted.alias) not in served.at[asset, "reason"]
+    columns = serve_columns(bundle)
+    if columns is not None:  # audited: the same parameters from those columns alone
+        narrow = panel[[c for c in panel.columns if c in columns]]
+        pd.testing.assert_frame_equal(
+            policy_frame(sigma, bundle, narrow, as_of.date()).set_index("asset"), served)
