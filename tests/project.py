@@ -50,21 +50,34 @@ def shrunken_config() -> dict:
     return cfg
 
 
+def write_config(root: Path, cfg: dict) -> None:
+    """``cfg`` as the project's ``configs/default.yaml``."""
+    (root / "configs").mkdir(exist_ok=True)
+    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def invoke_in(root: Path, args: list[str], **env: str) -> Result:
+    """``volmargin ARGS`` run from the project directory ``root`` as a user would (no pickle
+    allowed when a model loads; ``env`` set for the call only)."""
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+        for key, value in env.items():
+            mp.setenv(key, value)
+        return CliRunner().invoke(app, args)
+    finally:
+        mp.undo()
+
+
 def champion_project(factory: pytest.TempPathFactory) -> Project:
     """The session's pristine project: built on first use, then returned as is."""
     if "project" not in _BUILT:
         root = factory.mktemp("champion-project")
         write_slice(root / "market", ASSETS, "2023-07-01", AS_OF)
-        (root / "configs").mkdir()
-        (root / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
-        mp = pytest.MonkeyPatch()
-        try:
-            mp.chdir(root)
-            mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-            result = CliRunner().invoke(app, ["retrain", "--data-dir", "market", "--as-of",
-                                              AS_OF, "--skip-ingest"])
-        finally:
-            mp.undo()
+        write_config(root, shrunken_config())
+        result = invoke_in(root, ["retrain", "--data-dir", "market", "--as-of", AS_OF,
+                                  "--skip-ingest"])
         assert result.exit_code == 0, result.output
         _BUILT["project"] = Project(root, result)
     return _BUILT["project"]

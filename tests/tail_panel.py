@@ -24,3 +24,11 @@ def tail_panel(assets: tuple[str, ...] = ("AAA", "BBB"), n_days: int = 900,
     panel["worst_loss_short_intrabar"] = panel["worst_loss_short"] * 1.1
     panel["worst_loss_is_proxy"] = False
     return panel
+
+
+def rv_sigma(panel: pd.DataFrame) -> pd.DataFrame:
+    """A seeded σ forecast known at each cutoff: the trailing 7-day mean RV, from day 30
+    (the forecast frame columns the policy replay reads)."""
+    v = panel["har_rv_7d"].rename("variance").reset_index()
+    v = v.rename(columns={"date": "cutoff"}).assign(horizon_days=1)
+    return v[v["cutoff"] >= v["cutoff"].min() + pd.Timedelta(days=30)].reset_index(drop=True)

@@ -35,7 +35,7 @@ from pipelines.cli import app
 from serving.ops.tracking import tracking_uri
 from serving.publish import read_partition
 from tests.conftest import write_slice
-from tests.project import shrunken_config
+from tests.project import invoke_in, shrunken_config, write_config
 
 START, END = "2023-07-01", "2025-06-30"
 HEALTHY = ["BTC", "SOL"]
@@ -111,17 +111,9 @@ def hostile_run(tmp_path_factory):
         selection_start="2024-09-01", selection_end="2025-01-31",
         evaluation_start="2025-02-01", evaluation_end=END,
         grid={"policy.confidence": [0.975]}, frontier_knobs={"policy.stress_floor_weight": [0.25]})
-    (root / "configs").mkdir()
-    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    try:
-        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--keep-going",
-                                          "--quiet", "--as-of", END])
-    finally:
-        mp.undo()
-    return root, result
+    write_config(root, cfg)
+    return root, invoke_in(root, ["run", "--data-dir", "market", "--keep-going", "--quiet",
+                                  "--as-of", END])
 
 
 def test_run_completes_with_failures_and_exit_code_4(hostile_run):

@@ -9,19 +9,17 @@ import json
 
 import mlflow
 import pytest
-import yaml
 from mlflow import MlflowClient
-from typer.testing import CliRunner
 
 from configs.schema import FeaturesConfig
 from features.build import build_panel
 from features.loaders import load_market
 from features.schema import feature_view
-from pipelines.cli import app
 from serving.ops.tracking import tracking_uri
 from serving.publish import read_partition
 from serving.tail_source import TailSource
-from tests.conftest import REPO, write_slice
+from tests.conftest import write_slice
+from tests.project import invoke_in, shrunken_config, write_config
 
 AS_OF = "2025-06-30"
 
@@ -34,26 +32,15 @@ def ran(tmp_path_factory):
     No knob is swept (``frontier_knobs: {}``): the first choice of each kind stands."""
     root = tmp_path_factory.mktemp("tail_champion")
     write_slice(root / "market", ["BTC", "SOL"], "2023-07-01", AS_OF)
-    cfg = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
-    cfg["backtest"].update(oos_start="2024-09-01", refit_every=120, min_train_days=300)
+    cfg = shrunken_config()  # the recipe of test_end_to_end
     cfg["models"]["enabled"] = ["garch11_t", "ewma94"]
-    cfg["policy"].update(fhs_min_obs=60, stress_floor_weight=0.0)
-    cfg["evaluation"].update(selection_start="2024-09-01", selection_end="2025-01-31",
-                             evaluation_start="2025-02-01", evaluation_end=AS_OF,
-                             grid={"policy.confidence": [0.999]}, frontier_knobs={},
-                             comparator_levels=[], budget="none")
+    cfg["policy"]["stress_floor_weight"] = 0.0
+    cfg["evaluation"].update(grid={"policy.confidence": [0.999]}, frontier_knobs={},
+                             choose_knobs=True, comparator_levels=[], budget="none")
     cfg["tail"].update(in_run=True, enabled=["fhs_ewma", "hs"], levels=[0.975, 0.99],
                        refit_every=120, min_train_days=300)
-    (root / "configs").mkdir()
-    (root / "configs" / "default.yaml").write_text(yaml.safe_dump(cfg))
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    try:
-        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet"])
-        yield root, result
-    finally:
-        mp.undo()
+    write_config(root, cfg)
+    return root, invoke_in(root, ["run", "--data-dir", "market", "--quiet"])
 
 
 def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_first(ran):
@@ -128,17 +115,11 @@ def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran
     registers a variance-driven challenger, which the gate cannot compare with a champion
     that was not replayed: the reason says so rather than passing it silently."""
     root, _ = ran
-    mp = pytest.MonkeyPatch()
-    mp.chdir(root)
-    mp.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    mp.setenv("VOLMARGIN__TAIL__IN_RUN", "false")
-    try:
-        mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
-        client = MlflowClient()
-        before = client.get_model_version_by_alias("volmargin-policy", "champion")
-        result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet"])
-    finally:
-        mp.undo()
+    mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
+    client = MlflowClient()
+    before = client.get_model_version_by_alias("volmargin-policy", "champion")
+    result = invoke_in(root, ["run", "--data-dir", "market", "--quiet"],
+                       VOLMARGIN__TAIL__IN_RUN="false")
     assert result.exit_code == 0, result.output
     versions = client.search_model_versions("name='volmargin-policy'")
     latest = max(versions, key=lambda v: int(v.version))

@@ -23,7 +23,7 @@ from pipelines.policy_eval.tail_driven import (
 )
 from serving.inputs import asset_history, policy_inputs
 from serving.policy import fraction_lost, standardized_tail
-from tests.tail_panel import tail_panel
+from tests.tail_panel import rv_sigma, tail_panel
 
 ASSETS = ("AAA", "BBB")
 CFG = Config().with_overrides({
@@ -41,10 +41,7 @@ def panel() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def variance(panel: pd.DataFrame) -> pd.DataFrame:
-    """A seeded σ forecast known at each cutoff: the trailing 7-day mean RV, from day 30."""
-    v = panel["har_rv_7d"].rename("variance").reset_index()
-    v = v.rename(columns={"date": "cutoff"}).assign(horizon_days=1)
-    return v[v["cutoff"] >= v["cutoff"].min() + pd.Timedelta(days=30)].reset_index(drop=True)
+    return rv_sigma(panel)
 
 
 def fhs_tails(panel: pd.DataFrame, variance: pd.DataFrame, cfg: Config, model: str,

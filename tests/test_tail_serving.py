@@ -19,7 +19,7 @@ from pipelines.policy_eval.tail_driven import tail_policy_path
 from serving.apply import bundle_forecasts, policy_frame, policy_frame_per_asset
 from serving.serve import tail_lines
 from serving.tail_source import FALLBACK_NOTE, TailSource, entry
-from tests.tail_panel import tail_panel
+from tests.tail_panel import rv_sigma, tail_panel
 
 ASSETS = ("AAA", "BBB")
 CFG = Config().with_overrides({"backtest.n_jobs": 1, "policy.confidence": 0.99})
@@ -33,10 +33,7 @@ def panel() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def variance(panel: pd.DataFrame) -> pd.DataFrame:
-    """A seeded σ forecast known at each cutoff: the trailing 7-day mean RV, from day 30."""
-    v = panel["har_rv_7d"].rename("variance").reset_index()
-    v = v.rename(columns={"date": "cutoff"}).assign(horizon_days=1)
-    return v[v["cutoff"] >= v["cutoff"].min() + pd.Timedelta(days=30)].reset_index(drop=True)
+    return rv_sigma(panel)
 
 
 @pytest.fixture(scope="module")
