@@ -353,12 +353,12 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
     from models.backtest import eligible_assets
     from models.tail.registry import build_tail_forecaster
-    from pipelines.policy_eval.tail_driven import UNCONDITIONAL
+    from pipelines.policy_eval.tail_driven import UNCONDITIONAL, UNCONDITIONAL_OVERRIDES
     from serving.tail_source import entry
 
     alias, frozen = tail.frozen.forecaster, dict(tail.frozen.overrides)
     if alias in UNCONDITIONAL:  # as its replay: no σ-rescaled APC terms
-        frozen |= {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
+        frozen |= UNCONDITIONAL_OVERRIDES
     cfg = cfg.with_overrides(frozen)
     cutoff = features.index.get_level_values("date").max()
     assets = eligible_assets(features, cutoff, cfg.tail.min_train_days)

@@ -84,6 +84,8 @@ SIGMA_MODEL = "ewma94"      # σ of every tail-driven candidate (module docstrin
 COMPARATOR_LEVEL = 0.99     # EWMA-FHS at 99 %: the clearing-house comparator
 SIDE = "long"               # a lender's collateral is long the asset
 UNCONDITIONAL = frozenset({"hs"})  # tail models whose tail does not scale with σ (docstring)
+# ... and the settings their candidates are replayed and served with: no σ-rescaled APC terms
+UNCONDITIONAL_OVERRIDES = {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
 POLICY_LOSS = {"worst_window": "close"}  # policy.loss → the tail models' loss_variant
 
 
@@ -136,8 +138,7 @@ def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.Data
     and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame. An
     :data:`UNCONDITIONAL` model's candidate has no σ-rescaled APC terms (module docstring)."""
     if model in UNCONDITIONAL:
-        cfg = cfg.with_overrides({"policy.apc.stress_enabled": False,
-                                  "policy.apc.floor_enabled": False})
+        cfg = cfg.with_overrides(UNCONDITIONAL_OVERRIDES)
     named, pairs = [], []
     references = stress_reference(panel, [cfg.policy])  # the whole panel's young-asset floor
     for asset in sorted(variance["asset"].unique()):
