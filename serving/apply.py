@@ -165,12 +165,9 @@ def asset_parameters(
     panel = pd.concat({asset: frame}, names=["asset", "date"])
     values, errors = tail.values(panel, as_of, [asset])
     if asset in errors:
-        return freeze(previous, tail.failed(asset, errors[asset]), cfg.policy, stale=False,
-                      hours=hours)
+        return tail.frozen(asset, errors[asset], previous, cfg.policy, hours)
     x, fell_back = tail.inputs(x, values[asset])
-    params, state = decide(x, previous, cfg.data.stale_after_days, cfg.policy)
-    return (params.with_reason(tail.note) if fell_back and not params.flag_fallback
-            else params), state
+    return tail.noted(decide(x, previous, cfg.data.stale_after_days, cfg.policy), fell_back)
 
 
 def policy_frame_per_asset(
@@ -423,8 +420,8 @@ def policy_frame(
         values, errors = tail.values(visible, stamp, ready)
         for n, err in errors.items():  # never judged so: the fail-safe (serving.tail_source)
             del ready[n]
-            done[n] = freeze(states.get(n), tail.failed(n, err), cfg.policy, stale=False,
-                             hours=float(cfg.features.liquidation_delay_hours))
+            done[n] = tail.frozen(n, err, states.get(n), cfg.policy,
+                                  float(cfg.features.liquidation_delay_hours))
         for n in ready:
             ready[n], fell = tail.inputs(ready[n], values[n])
             if fell:
@@ -442,10 +439,8 @@ def policy_frame(
                 done[n] = decide(ready[n], states.get(n), cfg.data.stale_after_days, cfg.policy)
             except Exception as err:
                 done[n] = _failed(cfg, n, as_of, err, states.get(n))
-    for n in fell_back:  # published on the FHS tail (a frozen row used no tail at all)
-        params, state = done[n]
-        if not params.flag_fallback:
-            done[n] = (params.with_reason(tail.note), state)
+    for n in fell_back:  # published on the FHS tail
+        done[n] = tail.noted(done[n], True)
     rows = [{"as_of": as_of, "asset": asset, "horizon_days": horizon,
              **done[asset][0].as_dict(), **state_columns(done[asset][1])} for asset in assets]
     return pd.DataFrame(rows)

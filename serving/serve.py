@@ -69,6 +69,7 @@ from serving.ops.tracking import artifact_root, log_context, setup
 from serving.ops.version import code_version
 from serving.publish import UPDATES_NAME, Published, publish_partition, read_partition
 from serving.records import update_records
+from serving.tail_source import FAILED_NOTE, FALLBACK_NOTE
 
 PREVIOUS = ("mmf", "imf", "lt", "ltv", "lb")
 Progress = Callable[[str, int, int], None]
@@ -585,12 +586,10 @@ def tail_lines(bundle: Mapping[str, Any], params: pd.DataFrame) -> list[str]:
     tail = bundle.get("tail")
     if not tail or not len(params):
         return []
-    from serving.tail_source import FALLBACK_NOTE
-
     model, reasons = str(tail["model"]), params["reason"].fillna("").astype(str)
     fell = sorted(params.loc[reasons.str.contains(FALLBACK_NOTE.format(model=model),
                                                   regex=False), "asset"].astype(str))
-    broke = sorted(params.loc[reasons.str.contains(f"fail-safe: tail model {model} failed",
+    broke = sorted(params.loc[reasons.str.contains(FAILED_NOTE.format(model=model),
                                                    regex=False), "asset"].astype(str))
     out = []
     if fell:

@@ -37,9 +37,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.decide import PolicyInputs
+from configs.schema import PolicyConfig
+from serving.decide import PolicyInputs, PolicyState, freeze
+from serving.policy import Parameters
 
 FALLBACK_NOTE = "no {model} tail forecast: FHS tail of the σ forecast"
+FAILED_NOTE = "fail-safe: tail model {model} failed"  # the reason's start on a frozen asset
 
 
 class TailSource:
@@ -122,10 +125,20 @@ class TailSource:
             return replace(x, tail_var=float(var), tail_es=float(es)), False
         return x, True
 
-    def failed(self, asset: str, err: Exception) -> str:
-        """The fail-safe's reason for an asset whose tail forecast raised."""
-        return (f"fail-safe: tail model {self.alias} failed for {asset}: "
-                f"{type(err).__name__}: {err}")
+    def frozen(self, asset: str, err: Exception, previous: PolicyState | None,
+               cfg: PolicyConfig, hours: float) -> tuple[Parameters, PolicyState | None]:
+        """The fail-safe of an asset whose tail forecast raised, the reason naming it."""
+        return freeze(previous, f"{FAILED_NOTE.format(model=self.alias)} for {asset}: "
+                      f"{type(err).__name__}: {err}", cfg, stale=False, hours=hours)
+
+    def noted(self, decided: tuple[Parameters, PolicyState | None], fell_back: bool
+              ) -> tuple[Parameters, PolicyState | None]:
+        """``decided`` with the fallback said in its reason when the update fell back to the
+        FHS tail (a frozen row used no tail at all: unchanged)."""
+        params, state = decided
+        if fell_back and not params.flag_fallback:
+            return params.with_reason(self.note), state
+        return decided
 
 
 def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFrame,
