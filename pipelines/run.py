@@ -42,7 +42,6 @@ from pipelines.steps import (
 )
 from serving.layout import sweep_outputs
 from serving.market import candle_cache, load_as_of
-from serving.ops.registry import version_tag
 from serving.ops.tracking import setup
 from serving.serve import ServeResult, serve
 
@@ -166,7 +165,7 @@ def run(
     # with the tail step, one choice over both kinds: step_register registers the
     # tail-driven policy when the rule ranks it first
     evaluated = tail.policy if tail is not None else None
-    version, promoted, reason = step_register(
+    version, promoted, reason, registered = step_register(
         cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated,
         tail.forecasts if tail is not None else None)
     served = None
@@ -183,4 +182,4 @@ def run(
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged,
-                     version_tag(cfg.registry.model_name, version, "policy") or "")
+                     registered)

@@ -376,8 +376,9 @@ def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
     tail: TailPolicyEvaluation | None = None, tail_forecasts: pd.DataFrame | None = None,
-) -> tuple[str, bool, str]:
-    """Refit the selected forecaster on all data, bundle it with the policy, register, gate.
+) -> tuple[str, bool, str, str]:
+    """Refit the selected forecaster on all data, bundle it with the policy, register, gate:
+    (version, promoted, the gate's reason, the registered policy's name).
 
     ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
     walk-forward: the bundle carries them, and serving gives them the fail-safe (their
@@ -393,6 +394,7 @@ def step_register(
     the variance-driven choice registered, the gate's reason saying why."""
     name = cfg.registry.model_name
     note = ""
+    features = feature_view(panel)
     version_tail: _TailVersion | None = None
     if tail is not None:
         judged = tail.table[(tail.table["period"] == EVALUATION)
@@ -400,7 +402,7 @@ def step_register(
         summary = pd.concat([summary, judged], ignore_index=True)
         if tail.preferred:
             try:
-                version_tail = _tail_version(cfg, feature_view(panel), tail,
+                version_tail = _tail_version(cfg, features, tail,
                                              tail_forecasts if tail_forecasts is not None
                                              else pd.DataFrame(columns=["model"]))
             except Exception as err:  # the variance-driven choice is still there
@@ -421,7 +423,6 @@ def step_register(
         cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
-        features = feature_view(panel)
         model = build_forecaster(selected, cfg.models, cfg.backtest.horizons).fit(features)
         bundle = {
             "format": BUNDLE_FORMAT,
@@ -465,4 +466,4 @@ def step_register(
         promoted = registry.promote(name, version, passed, reason)
         mlflow.log_params({"model_version": version, "promoted": promoted})
         mlflow.set_tag("gate.reason", reason)
-    return version, promoted, reason
+    return version, promoted, reason, policy_name
