@@ -96,6 +96,8 @@ LOSS_COLUMNS = (
     "worst_loss_long_intrabar",
     "worst_loss_short_intrabar",
 )
+# the covered-loss column of each loss variant, per side ("long", "short")
+LOSS_VARIANTS = {"close": "worst_loss_{side}", "intrabar": "worst_loss_{side}_intrabar"}
 PROXY_FLAG = "worst_loss_is_proxy"
 _HOURS = 24
 # Relative gap allowed between the hourly candles' extremes and the daily candle's when the

@@ -51,7 +51,7 @@ from features.fast import fast_columns, fast_panel
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
 from features.loss_days import LossDays
-from features.losses import LOSS_COLUMNS, PROXY_FLAG
+from features.losses import LOSS_VARIANTS, PROXY_FLAG
 from features.macro import CORR_WINDOWS
 from features.store import panel_fingerprint
 
@@ -305,7 +305,7 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     forecaster's ``regressors`` (HAR: ``har_rv_{1,7,30}d``, HARX-IV also ``dvol_var_1d`` and the
     ``dvol_available`` flag its mask reads); a return-path one's ``ret_1d``. A tail-driven
     bundle (:mod:`serving.tail_source`) adds its tail model's: the covered losses of both
-    sides in its loss variant (:data:`features.losses.LOSS_COLUMNS`) and, for FHS and EVT,
+    sides in its loss variant (:data:`features.losses.LOSS_VARIANTS`) and, for FHS and EVT,
     their variance model's inputs.
     """
     model = _forecaster_columns(bundle["forecaster"])
@@ -317,8 +317,7 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
         if extra is None:
             return None
         variant = str(tail["state"].get("config", {}).get("loss_variant", "close"))
-        losses = [c for c in LOSS_COLUMNS if c.endswith("_intrabar") == (variant == "intrabar")]
-        model |= extra | set(losses)
+        model |= extra | {LOSS_VARIANTS[variant].format(side=side) for side in ("long", "short")}
     policy = Config.model_validate(bundle["config"]).policy
     loss = set() if policy.loss == "close_to_close" else {"worst_loss_long", "worst_loss_short"}
     return frozenset({*SERVE_BASE_COLUMNS, *loss, *model})

@@ -30,10 +30,11 @@ from typing import Any, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from features.losses import LOSS_VARIANTS
+
 TAIL_COLUMNS = ["asset", "cutoff", "target_date", "side", "level", "var", "es"]
 SIDES = ("long", "short")
 DEFAULT_LEVELS = (0.975, 0.99, 0.995)
-LOSS_VARIANTS = {"close": "worst_loss_{side}", "intrabar": "worst_loss_{side}_intrabar"}
 
 
 @runtime_checkable
