@@ -43,6 +43,7 @@ from serving.inputs import (
     covered_loss_arrays,
     latest_inputs,
     merged_series,
+    per_asset_lists,
     policy_inputs,
     series_by_asset,
     stored_by_asset,
@@ -57,12 +58,8 @@ BUNDLE_FORMAT = 2
 
 def bundle_forecasts(forecasts: pd.DataFrame, horizon: int) -> dict[str, Any]:
     """Bundle-ready walk-forward forecasts of the update interval, per asset."""
-    out: dict[str, Any] = {}
-    sel = forecasts[forecasts["horizon_days"] == horizon].sort_values("cutoff")
-    for asset, fc in sel.groupby("asset"):
-        out[str(asset)] = {"dates": [d.date().isoformat() for d in fc["cutoff"]],
-                           "variance": [float(v) for v in fc["variance"]]}
-    return out
+    return per_asset_lists(forecasts[forecasts["horizon_days"] == horizon],
+                           {"variance": "variance"})
 
 
 def _forecast_series(

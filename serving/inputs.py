@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -491,3 +492,14 @@ def merged_series(old_day: np.ndarray, old_var: np.ndarray, new_day: np.ndarray,
     day = np.concatenate([old_day[keep], new_day])
     order = np.argsort(day, kind="stable")
     return day[order], np.concatenate([old_var[keep], new_var])[order]
+
+
+def per_asset_lists(frame: pd.DataFrame, columns: Mapping[str, str]) -> dict[str, Any]:
+    """``{asset: {"dates": [ISO dates of cutoff], key: [floats of column], ...}}`` of a
+    forecast frame (``asset``, ``cutoff`` and ``columns``' values), each asset's rows by
+    cutoff: the JSON a policy bundle stores its walk-forward forecasts in."""
+    out: dict[str, Any] = {}
+    for asset, fc in frame.sort_values("cutoff").groupby("asset"):
+        out[str(asset)] = {"dates": [d.date().isoformat() for d in fc["cutoff"]],
+                           **{key: [float(v) for v in fc[col]] for key, col in columns.items()}}
+    return out

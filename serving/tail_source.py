@@ -39,6 +39,7 @@ import pandas as pd
 
 from configs.schema import PolicyConfig
 from serving.decide import PolicyInputs, PolicyState, freeze
+from serving.inputs import per_asset_lists
 from serving.policy import Parameters
 
 FALLBACK_NOTE = "no {model} tail forecast: FHS tail of the σ forecast"
@@ -148,10 +149,7 @@ def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFra
     and its walk-forward forecasts (tail frame columns, :data:`models.tail.base.TAIL_COLUMNS`,
     one model) at ``level`` on ``side`` up to ``fit_cutoff``."""
     rows = forecasts[(forecasts["side"] == side) & np.isclose(forecasts["level"], level)
-                     & (forecasts["cutoff"] <= fit_cutoff)].sort_values(["asset", "cutoff"])
-    stored = {str(asset): {"dates": [d.date().isoformat() for d in g["cutoff"]],
-                           "var": [float(v) for v in g["var"]],
-                           "es": [float(v) for v in g["es"]]}
-              for asset, g in rows.groupby("asset")}
+                     & (forecasts["cutoff"] <= fit_cutoff)]
+    stored = per_asset_lists(rows, {"var": "var", "es": "es"})
     return {"model": model, "level": float(level), "side": side, "state": state,
             "fitted_assets": sorted(str(a) for a in fitted_assets), "forecasts": stored}
