@@ -30,14 +30,20 @@ def loss_day(path: pd.DataFrame, u: int = 1) -> pd.Series:
     return pd.Series(days, index=path.index)
 
 
-def episode_of(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.Series:
-    """Name of the episode each row's loss day falls in, else None."""
-    day = path["date"].to_numpy(dtype="datetime64[D]") + np.timedelta64(u, "D")
+def episode_of_days(days: np.ndarray, episodes: Episodes) -> np.ndarray:
+    """Name of the episode each loss day (``datetime64``) falls in, else None."""
+    day = np.asarray(days, dtype="datetime64[D]")
     out = np.full(day.size, None, dtype=object)
     for name, (start, end) in episodes.items():
         inside = (day >= np.datetime64(start, "D")) & (day <= np.datetime64(end, "D"))
         out[inside & (out == None)] = name  # noqa: E711 (elementwise on an object array)
-    return pd.Series(out, index=path.index, dtype=object)
+    return out
+
+
+def episode_of(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.Series:
+    """Name of the episode each row's loss day (its date + ``u``) falls in, else None."""
+    day = path["date"].to_numpy(dtype="datetime64[D]") + np.timedelta64(u, "D")
+    return pd.Series(episode_of_days(day, episodes), index=path.index, dtype=object)
 
 
 def stress_table(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.DataFrame:
@@ -91,8 +97,8 @@ def joint_breaches(path: pd.DataFrame, episodes: Episodes, min_assets: int = 3,
     per = per[per.map(len) >= min_assets]
     frame = pd.DataFrame({"loss_day": per.index, "n_assets": per.map(len).to_numpy(),
                           "assets": per.map(",".join).to_numpy()})
-    names = episode_of(frame.assign(date=frame["loss_day"] - pd.Timedelta(days=u)), episodes, u)
-    return frame.assign(episode=names.to_numpy()).reset_index(drop=True)[cols]
+    names = episode_of_days(frame["loss_day"].to_numpy(), episodes)
+    return frame.assign(episode=names).reset_index(drop=True)[cols]
 
 
 def joint_breach_share(path: pd.DataFrame, min_assets: int = 3, u: int = 1) -> dict[str, float]:
