@@ -53,6 +53,8 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
     variance = json.loads((root / "outputs" / "backtest" / "frozen.json").read_text())["policy"]
     assert variance.startswith("policy:") and variance.endswith("confidence=0.999")
     assert f"({tail}): promoted to @champion" in result.output
+    assert f"Registered instead: {tail}, the tail-driven policy the same rule ranks first" \
+        in " ".join(result.output.split())
     assert "tail.in_run: true" not in result.output  # no "unless ..." warning: it registered
 
     mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))

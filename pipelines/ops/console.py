@@ -83,7 +83,11 @@ def parameters_table(cfg: Config, result: RunResult) -> Table:
 
 def print_run(console: Console, cfg: Config, result: RunResult) -> None:
     console.print(forecast_table(cfg, result))
-    console.print(f"Selection: {result.selection_reason}")
+    console.print(f"Selection: {result.selection_reason}", markup=False, highlight=False)
+    if result.registered_policy.startswith("tail:"):  # one choice over both kinds
+        console.print(f"Registered instead: {result.registered_policy}, the tail-driven policy "
+                      "the same rule ranks first on the selection period (tail.in_run; "
+                      "outputs/tail/policy_frozen.json)", markup=False, highlight=False)
     console.print(policy_table(result))
     state = "promoted to @champion" if result.promoted else "NOT promoted"
     policy = f" ({result.registered_policy})" if result.registered_policy else ""
