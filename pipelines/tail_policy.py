@@ -54,8 +54,9 @@ def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
     if not ((bt / "frozen.json").is_file() and (bt / "policy_paths.parquet").is_file()):
         return {}
     name = json.loads((bt / "frozen.json").read_text())["policy"]
-    paths = pd.read_parquet(bt / "policy_paths.parquet")
-    mine = paths[paths["policy"] == name].drop(columns="policy").reset_index(drop=True)
+    # only that policy's rows are read (every candidate's paths: 0.7 M rows at 12 assets)
+    mine = pd.read_parquet(bt / "policy_paths.parquet", filters=[("policy", "==", name)])
+    mine = mine.drop(columns="policy").reset_index(drop=True)
     return {name: mine} if len(mine) else {}
 
 
