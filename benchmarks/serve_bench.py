@@ -39,6 +39,7 @@ Usage::
     .venv/bin/python -m benchmarks.serve_bench --assets 1000 [--data DIR] [--json out.json]
     .venv/bin/python -m benchmarks.serve_bench --assets 1000 --data DIR --appends 3
     .venv/bin/python -m benchmarks.serve_bench --assets 10000 --gzip
+    .venv/bin/python -m benchmarks.serve_bench --assets 12 --forecaster ewma94 --tail fhs_garch
 """
 
 from __future__ import annotations
@@ -131,11 +132,31 @@ def fitted_state(alias: str, cfg: Config, features: pd.DataFrame) -> dict[str, o
     return {**states[0], "params": {a: v for p in params for a, v in p.items()}}
 
 
+def tail_entry(tail: str, cfg: Config, features: pd.DataFrame, cutoff: dt.date
+               ) -> dict[str, object]:
+    """A tail-driven bundle's ``tail`` entry (:mod:`serving.tail_source`): the tail model
+    ``tail`` fitted on ``features`` (every asset with ``tail.min_train_days``), at
+    ``policy.confidence``, without stored forecasts (every served day is after the cutoff)."""
+    from models.backtest import eligible_assets
+    from models.tail.base import TAIL_COLUMNS
+    from models.tail.registry import build_tail_forecaster
+    from serving.tail_source import entry
+
+    stamp = pd.Timestamp(cutoff)
+    assets = eligible_assets(features, stamp, cfg.tail.min_train_days)
+    rows = features[features.index.get_level_values("asset").isin(assets)]
+    model = build_tail_forecaster(tail, cfg.tail, cfg.features.update_interval_days).fit(rows)
+    return entry(tail, cfg.policy.confidence, model.state(), pd.DataFrame(columns=TAIL_COLUMNS),
+                 stamp, assets)
+
+
 def register_quickly(cfg: Config, forecaster: str, cache: Path,
-                     cutoff: dt.date | None = None) -> dict[str, object]:
+                     cutoff: dt.date | None = None, tail: str | None = None
+                     ) -> dict[str, object]:
     """Register a ``forecaster`` policy fitted through ``cutoff`` (default
     :func:`fit_cutoff`) as @champion (data read through the validated-candle cache
-    ``cache``)."""
+    ``cache``); with ``tail``, a tail-driven policy whose MMF tail is that tail model's ES
+    (``forecaster`` then its σ model, as ``ewma94`` is in the pipeline)."""
     cutoff = cutoff or fit_cutoff()
     setup(cfg)
     bt = cfg.backtest
@@ -147,6 +168,8 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path,
     # (regressors, rv for targets and plausibility): built for every asset at once when the
     # fast builder covers them, the whole per-asset panel otherwise
     columns = serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
+    if columns is not None and tail is not None:  # the covered losses and returns too
+        columns = columns | {"ret_1d", "worst_loss_long", "worst_loss_short"}
     if columns is not None:
         panel, _ = serve_panel(market, cfg.features, cutoff, TrailingWindow(None, None, {}),
                                columns)
@@ -163,10 +186,13 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path,
                                                                   feature_view(panel)),
               "fit_cutoff": cutoff.isoformat(), "config": cfg.resolved(),
               "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
+    if tail is not None:
+        bundle["tail"] = tail_entry(tail, cfg, feature_view(panel), cutoff)
     with mlflow.start_run(run_name="register-bench"):
         info = registry.log_policy_model(bundle)
     name = cfg.registry.model_name
-    version = registry.register(info.model_uri, name, {"forecaster": forecaster})
+    version = registry.register(info.model_uri, name, {
+        "forecaster": forecaster, **({"tail_model": tail} if tail else {})})
     registry.set_alias(name, registry.CHAMPION, version, "serve benchmark")
     marks.append(("end", time.perf_counter()))
     return {"model_version": version, "panel_columns": len(panel.columns),
@@ -209,6 +235,7 @@ def _in_child(work: Path, args: argparse.Namespace, data_dir: Path, oos_start: s
     """Run this script with ``what`` in a fresh interpreter; its last stdout line (JSON)."""
     extra = ["--stress-lookback", str(args.stress_lookback)] if args.stress_lookback else []
     extra += ["--appends", str(args.appends)]
+    extra += ["--tail", args.tail] if args.tail else []
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.serve_bench", *what,
          "--work", str(work), "--forecaster", args.forecaster, "--data", str(data_dir),
@@ -275,6 +302,7 @@ def bench_universe(name: str, work: Path, data_dir: Path, oos_start: str,
                    args: argparse.Namespace) -> dict[str, object]:
     cfg = bench_config(work, data_dir, oos_start, args.forecaster, args.stress_lookback)
     out: dict[str, object] = {"universe": name, "forecaster": args.forecaster,
+                              "tail": args.tail,
                               "stress_lookback_days": cfg.policy.stress_lookback_days}
     # registration reads the data through its own cache beside the data directory (a rerun
     # on the same universe skips parsing); the serves' cache is under outputs/, empty
@@ -381,6 +409,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--oos-start", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--tail", default=None,
+                        help="a tail-driven policy: this tail model's ES drives MMF "
+                             "(e.g. fhs_ewma; --forecaster is then its σ model, ewma94)")
     parser.add_argument("--register", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.register:  # the registration, in a fresh interpreter (see bench_universe)
@@ -388,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
                            args.stress_lookback)
         cache = args.data.with_name(args.data.name + ".register-cache")
         print(json.dumps(register_quickly(cfg, args.forecaster, cache,
-                                          fit_cutoff(args.appends))))
+                                          fit_cutoff(args.appends), args.tail)))
         return
     if args.child:  # one in-process serve, in a fresh interpreter (see timed_child)
         cfg = bench_config(args.work, args.data, args.oos_start, args.forecaster,
