@@ -72,6 +72,23 @@ def test_forecast_reads_nothing_after_its_cutoff(fitted, panel):
         pd.testing.assert_frame_equal(full, cut)
 
 
+def test_a_forecast_at_some_cutoffs_is_the_forecast_of_every_cutoff_there(fitted, panel):
+    """Asking for a few cutoffs (a serve asks for one) gives exactly the rows of the
+    forecast of every cutoff: a model that computes less for fewer cutoffs (FHS and EVT
+    forecast σ only on the days their window reads) computes the same numbers."""
+    every = fitted.forecast_tail(panel, LEVELS, None)
+    for cut in (_cutoffs(panel), _cutoffs(panel)[-1:], pd.DatetimeIndex([])):
+        some = fitted.forecast_tail(panel, LEVELS, cut)
+        want = every[every["cutoff"].isin(cut)].reset_index(drop=True)
+        assert len(some) == len(want) and (len(cut) == 0 or len(some) > 0)
+        # the filtered and unfiltered simulations exactly; a regression to the last bits a
+        # batch of another size moves (BLAS), the network to float32's
+        exact = fitted.alias in ("fhs_ewma", "fhs_garch", "evt_garch", "hs", "caviar")
+        rtol = 1e-6 if fitted.alias == "tail_nn" else 1e-10
+        pd.testing.assert_frame_equal(some.reset_index(drop=True), want, check_exact=exact,
+                                      rtol=rtol, atol=1e-12)
+
+
 def test_fit_is_deterministic_and_never_reads_target_columns(panel):
     # models build their targets from worst_loss_* of the rows they are given; a target_*
     # column (the future) handed over by mistake must change nothing

@@ -87,17 +87,31 @@ class _VarianceTail:
         self.variance_model = build_forecaster(self.config.variance_model, ModelsConfig(),
                                                [self.interval_days]).fit(panel)
 
-    def _histories(self, panel: pd.DataFrame, side: str
-                   ) -> dict[str, tuple[pd.Series, pd.Series]]:
+    def _histories(self, panel: pd.DataFrame, sides: Sequence[str] = SIDES,
+                   cutoffs: pd.DatetimeIndex | None = None, lookback_days: int | None = None
+                   ) -> dict[str, dict[str, tuple[pd.Series, pd.Series]]]:
+        """side → asset → (σ, z) on the asset's calendar, from one variance forecast.
+
+        With ``cutoffs`` and ``lookback_days`` (the days before a cutoff whose σ and z a
+        forecast at it reads: the FHS window plus the interval; 0: σ at the cutoff alone), σ
+        is forecast only on those days (the forecast at a day reads the rows up to it, so
+        each value is the one a forecast of every day gives; z is NaN elsewhere): a serve's
+        one cutoff reads a window, not the whole history."""
         if self.variance_model is None:
             raise RuntimeError(f"{self.alias}: fit the model (or load a state) first")
-        fc = self.variance_model.forecast(panel, [self.interval_days], None)
-        out = {}
+        days = None
+        if cutoffs is not None and lookback_days is not None and len(cutoffs):
+            c = pd.DatetimeIndex(cutoffs)
+            days = (c if lookback_days == 0 else
+                    pd.date_range(c.min() - pd.Timedelta(days=int(lookback_days)), c.max()))
+        fc = self.variance_model.forecast(panel, [self.interval_days], days)
+        out: dict[str, dict[str, tuple[pd.Series, pd.Series]]] = {side: {} for side in sides}
         for asset, block in fc.groupby("asset"):
             variance = block.set_index("cutoff")["variance"]
-            out[str(asset)] = standardized_history(asset_frame(panel, str(asset)), variance,
-                                                   side, self.config.loss_variant,
-                                                   self.interval_days)
+            frame = asset_frame(panel, str(asset))
+            for side in sides:
+                out[side][str(asset)] = standardized_history(
+                    frame, variance, side, self.config.loss_variant, self.interval_days)
         return out
 
     def _base_state(self) -> dict[str, Any]:
@@ -163,10 +177,13 @@ class FhsTail(_VarianceTail):
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        window = self.config.window
+        known = self._histories(panel, SIDES, cutoffs,
+                                None if window is None else window + self.interval_days)
         histories = ((asset, side, sigma, z) for side in SIDES
-                     for asset, (sigma, z) in self._histories(panel, side).items())
+                     for asset, (sigma, z) in known[side].items())
         return empirical_tails(histories, check_levels(self.alias, levels), cutoffs,
-                               self.interval_days, self.config.window, self.config.min_obs)
+                               self.interval_days, window, self.config.min_obs)
 
     def state(self) -> dict[str, Any]:
         return self._base_state()
@@ -254,8 +271,9 @@ class EvtTail(_VarianceTail):
         self._fit_variance(panel)
         cfg = self.config
         self.params = {side: {} for side in SIDES}
+        known = self._histories(panel)
         for side in SIDES:
-            for asset, (_, z) in self._histories(panel, side).items():
+            for asset, (_, z) in known[side].items():
                 z = z.dropna().to_numpy()[-cfg.window:]
                 if z.size >= cfg.min_obs:
                     self.params[side][asset] = gpd_tail(z, cfg.tail_fraction)
@@ -268,8 +286,9 @@ class EvtTail(_VarianceTail):
             raise ValueError(f"{self.alias}: levels {qs} reach below the GPD threshold "
                              f"(tail_fraction {self.config.tail_fraction})")
         blocks = []
+        known = self._histories(panel, SIDES, cutoffs, 0)  # σ at the cutoffs: params fitted
         for side in SIDES:
-            for asset, (sigma, _) in self._histories(panel, side).items():
+            for asset, (sigma, _) in known[side].items():
                 p = self.params[side].get(asset)
                 if p is None:
                     continue
