@@ -122,6 +122,18 @@ def tail_frame(asset: str, cutoffs: pd.DatetimeIndex, interval_days: int, side: 
     })
 
 
+def tail_rows(assets: list[str], cutoff: pd.Timestamp, interval_days: int, side: str,
+              level: float, var: np.ndarray, es: np.ndarray) -> pd.DataFrame:
+    """:func:`tail_frame` of many assets at one cutoff (one row each, in ``assets``' order)."""
+    cutoffs = pd.DatetimeIndex([cutoff] * len(assets))
+    return pd.DataFrame({
+        "asset": list(assets), "cutoff": cutoffs,
+        "target_date": cutoffs + pd.Timedelta(days=int(interval_days)),
+        "side": side, "level": float(level),
+        "var": np.asarray(var, dtype=float), "es": np.asarray(es, dtype=float),
+    })
+
+
 def empty_tail() -> pd.DataFrame:
     return pd.DataFrame({
         "asset": pd.Series(dtype=str), "cutoff": pd.Series(dtype="datetime64[ns]"),

@@ -56,6 +56,7 @@ from models.tail.base import (
     concat_tails,
     loss_column,
     tail_frame,
+    tail_rows,
     to_fraction,
 )
 
@@ -114,6 +115,41 @@ class _VarianceTail:
                     frame, variance, side, self.config.loss_variant, self.interval_days)
         return out
 
+    def _wide(self, panel: pd.DataFrame, t: pd.Timestamp, lookback_days: int
+              ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
+        """For one cutoff ``t``, every asset at once: (the assets with a σ forecast at ``t``,
+        σ on the days ``t - lookback_days .. t`` (A, lookback_days + 1; NaN: no forecast),
+        side → the covered log loss of ``(s, s + U]`` on those days ``s`` (NaN: unknown)).
+        The numbers :meth:`_histories` gives on those days, without a frame per asset."""
+        assert self.variance_model is not None
+        u, start = self.interval_days, t - pd.Timedelta(days=int(lookback_days))
+        days = pd.date_range(start, t)
+        fc = self.variance_model.forecast(panel, [u], days)
+        fc = fc[fc["horizon_days"] == u] if "horizon_days" in fc else fc
+        live = fc.loc[fc["cutoff"] == t, "asset"].astype(str)
+        assets = sorted(set(live))
+        slot = {a: i for i, a in enumerate(assets)}
+        width = len(days)
+        sigma = np.full((len(assets), width), np.nan)
+        mine = fc[fc["asset"].astype(str).isin(slot)]
+        rows = mine["asset"].astype(str).map(slot).to_numpy(dtype=np.int64)
+        cols = ((mine["cutoff"] - start).dt.days).to_numpy(dtype=np.int64)
+        sigma[rows, cols] = np.sqrt(mine["variance"].to_numpy(dtype=float))
+        # the loss of (s, s + U] is the row dated s + U
+        names = panel.index.get_level_values("asset").astype(str)
+        dates = panel.index.get_level_values("date")
+        end = t + pd.Timedelta(days=u)
+        keep = names.isin(slot) & (dates >= start + pd.Timedelta(days=u)) & (dates <= end)
+        rows = np.asarray(names[keep].map(slot), dtype=np.int64)
+        cols = np.asarray((dates[keep] - start).days - u, dtype=np.int64)
+        losses = {}
+        for side in SIDES:
+            wide = np.full((len(assets), width), np.nan)
+            wide[rows, cols] = panel.loc[keep, loss_column(side, self.config.loss_variant)
+                                         ].to_numpy(dtype=float)
+            losses[side] = wide
+        return assets, sigma, losses
+
     def _base_state(self) -> dict[str, Any]:
         assert self.variance_model is not None
         return {"alias": self.alias, "kind": self.kind, "interval_days": self.interval_days,
@@ -133,7 +169,15 @@ def fhs_measures(z: np.ndarray, sigma_t: np.ndarray, pos: np.ndarray, interval_d
     """
     padded = np.concatenate([np.full(window, np.nan), z])
     known = np.asarray(pos) - int(interval_days) + 1  # z[:known] is realized by t
-    windows = np.sort(sliding_window_view(padded, window)[np.maximum(known, 0)], axis=1)
+    windows = sliding_window_view(padded, window)[np.maximum(known, 0)]
+    return window_measures(windows, sigma_t, levels, min_obs, side)
+
+
+def window_measures(windows: np.ndarray, sigma_t: np.ndarray, levels: Sequence[float],
+                    min_obs: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L) FHS VaR and ES fractions of ``N`` windows of standardized losses (NaN: no
+    loss that day), each rescaled by its ``sigma_t`` (:func:`fhs_measures`)."""
+    windows = np.sort(windows, axis=1)
     n = np.isfinite(windows).sum(axis=1)  # (N,) NaNs sort last
     losses = to_fraction(sigma_t[:, None] * windows, side)  # (N, W), ascending
     csum = np.concatenate([np.zeros((len(n), 1)), np.nancumsum(losses, axis=1)], axis=1)
@@ -178,12 +222,33 @@ class FhsTail(_VarianceTail):
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
                       cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
         window = self.config.window
+        if cutoffs is not None and len(cutoffs) == 1 and window is not None:
+            return self._one_cutoff(panel, check_levels(self.alias, levels),
+                                    pd.Timestamp(cutoffs[0]))
         known = self._histories(panel, SIDES, cutoffs,
                                 None if window is None else window + self.interval_days)
         histories = ((asset, side, sigma, z) for side in SIDES
                      for asset, (sigma, z) in known[side].items())
         return empirical_tails(histories, check_levels(self.alias, levels), cutoffs,
                                self.interval_days, window, self.config.min_obs)
+
+    def _one_cutoff(self, panel: pd.DataFrame, levels: list[float], t: pd.Timestamp
+                    ) -> pd.DataFrame:
+        """:meth:`forecast_tail` at one cutoff, every asset's window in one array (a serve
+        asks for one day): the numbers of :func:`empirical_tails`, without a frame per
+        asset (contract test: a forecast at some cutoffs is the forecast of every cutoff)."""
+        u, window = self.interval_days, int(self.config.window)
+        # σ on the window's days s = t - U - window + 1 .. t - U, and at t
+        assets, sigma, losses = self._wide(panel, t, u + window - 1)
+        sigma_t = sigma[:, -1]
+        blocks = []
+        for side in SIDES:
+            z = losses[side][:, :window] / sigma[:, :window]
+            var, es = window_measures(z, sigma_t, levels, self.config.min_obs, side)
+            ok = np.isfinite(var).all(axis=1) & np.isfinite(sigma_t)
+            blocks += [tail_rows([a for a, k in zip(assets, ok, strict=True) if k], t, u, side,
+                                 q, var[ok, j], es[ok, j]) for j, q in enumerate(levels)]
+        return concat_tails(blocks)
 
     def state(self) -> dict[str, Any]:
         return self._base_state()
@@ -285,6 +350,11 @@ class EvtTail(_VarianceTail):
         if any(1.0 - q > self.config.tail_fraction for q in qs):
             raise ValueError(f"{self.alias}: levels {qs} reach below the GPD threshold "
                              f"(tail_fraction {self.config.tail_fraction})")
+        if cutoffs is not None and len(cutoffs) == 1:  # a serve's day: every asset at once
+            t = pd.Timestamp(cutoffs[0])
+            assets, sigma, _ = self._wide(panel, t, 0)
+            return concat_tails([self._rows(assets, sigma[:, -1], t, qs, side)
+                                 for side in SIDES])
         blocks = []
         known = self._histories(panel, SIDES, cutoffs, 0)  # σ at the cutoffs: params fitted
         for side in SIDES:
@@ -300,6 +370,21 @@ class EvtTail(_VarianceTail):
                     blocks.append(tail_frame(asset, wanted, self.interval_days, side, q,
                                              to_fraction(st * zq, side),
                                              to_fraction(st * ez, side)))
+        return concat_tails(blocks)
+
+    def _rows(self, assets: list[str], sigma_t: np.ndarray, t: pd.Timestamp,
+              levels: list[float], side: str) -> pd.DataFrame:
+        """The tail rows at ``t`` of the assets with fitted parameters on ``side``."""
+        have = [(a, st) for a, st in zip(assets, sigma_t, strict=True)
+                if self.params[side].get(a) is not None and np.isfinite(st)]
+        blocks = []
+        for q in levels:
+            measures = [gpd_measures(self.params[side][a], q) for a, _ in have]
+            st = np.array([x for _, x in have], dtype=float)
+            zq = np.array([m[0] for m in measures], dtype=float)
+            ez = np.array([m[1] for m in measures], dtype=float)
+            blocks.append(tail_rows([a for a, _ in have], t, self.interval_days, side, q,
+                                    to_fraction(st * zq, side), to_fraction(st * ez, side)))
         return concat_tails(blocks)
 
     def state(self) -> dict[str, Any]:
