@@ -132,6 +132,19 @@ def fitted_state(alias: str, cfg: Config, features: pd.DataFrame) -> dict[str, o
     return {**states[0], "params": {a: v for p in params for a, v in p.items()}}
 
 
+def tail_columns(tail: str, cfg: Config, columns: frozenset[str]) -> frozenset[str] | None:
+    """``columns`` and those the tail model ``tail`` reads: the covered losses of its loss
+    variant and, for FHS and EVT, the returns of their variance model; None (every column)
+    for a learnt or regression tail model, as :func:`features.window.serve_columns` says."""
+    from features.losses import LOSS_VARIANTS
+
+    if tail not in ("fhs_ewma", "fhs_garch", "evt_garch", "hs"):
+        return None
+    variant = getattr(cfg.tail, tail).loss_variant
+    return columns | {"ret_1d", *(LOSS_VARIANTS[variant].format(side=side)
+                                  for side in ("long", "short"))}
+
+
 def tail_entry(tail: str, cfg: Config, features: pd.DataFrame, cutoff: dt.date
                ) -> dict[str, object]:
     """A tail-driven bundle's ``tail`` entry (:mod:`serving.tail_source`): the tail model
@@ -168,8 +181,8 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path,
     # (regressors, rv for targets and plausibility): built for every asset at once when the
     # fast builder covers them, the whole per-asset panel otherwise
     columns = serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
-    if columns is not None and tail is not None:  # the covered losses and returns too
-        columns = columns | {"ret_1d", "worst_loss_long", "worst_loss_short"}
+    if columns is not None and tail is not None:  # and what the tail model reads
+        columns = tail_columns(tail, cfg, columns)
     if columns is not None:
         panel, _ = serve_panel(market, cfg.features, cutoff, TrailingWindow(None, None, {}),
                                columns)

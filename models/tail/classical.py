@@ -98,14 +98,15 @@ class _VarianceTail:
         is forecast only on those days (the forecast at a day reads the rows up to it, so
         each value is the one a forecast of every day gives; z is NaN elsewhere): a serve's
         one cutoff reads a window, not the whole history."""
-        if self.variance_model is None:
-            raise RuntimeError(f"{self.alias}: fit the model (or load a state) first")
+        variance_model = self._variance()
         days = None
         if cutoffs is not None and lookback_days is not None and len(cutoffs):
             c = pd.DatetimeIndex(cutoffs)
             days = (c if lookback_days == 0 else
                     pd.date_range(c.min() - pd.Timedelta(days=int(lookback_days)), c.max()))
-        fc = self.variance_model.forecast(panel, [self.interval_days], days)
+        fc = variance_model.forecast(panel, [self.interval_days], days)
+        if "horizon_days" in fc:
+            fc = fc[fc["horizon_days"] == self.interval_days]
         out: dict[str, dict[str, tuple[pd.Series, pd.Series]]] = {side: {} for side in sides}
         for asset, block in fc.groupby("asset"):
             variance = block.set_index("cutoff")["variance"]
@@ -115,17 +116,30 @@ class _VarianceTail:
                     frame, variance, side, self.config.loss_variant, self.interval_days)
         return out
 
-    def _wide(self, panel: pd.DataFrame, t: pd.Timestamp, lookback_days: int
+    def _variance(self) -> Forecaster:
+        if self.variance_model is None:
+            raise RuntimeError(f"{self.alias}: fit the model (or load a state) first")
+        return self.variance_model
+
+    def _wide(self, panel: pd.DataFrame, t: pd.Timestamp, lookback_days: int,
+              with_losses: bool = True
               ) -> tuple[list[str], np.ndarray, dict[str, np.ndarray]]:
         """For one cutoff ``t``, every asset at once: (the assets with a σ forecast at ``t``,
         σ on the days ``t - lookback_days .. t`` (A, lookback_days + 1; NaN: no forecast),
-        side → the covered log loss of ``(s, s + U]`` on those days ``s`` (NaN: unknown)).
-        The numbers :meth:`_histories` gives on those days, without a frame per asset."""
-        assert self.variance_model is not None
+        side → the covered log loss of ``(s, s + U]`` on those days ``s`` (NaN: unknown;
+        none without ``with_losses``)). The numbers :meth:`_histories` gives on those days,
+        without a frame per asset; a panel with a repeated (asset, date) is refused, as
+        :meth:`_histories` refuses it."""
+        variance_model = self._variance()
+        if panel.index.has_duplicates:
+            raise ValueError(f"{self.alias}: the panel repeats an (asset, date) row")
         u, start = self.interval_days, t - pd.Timedelta(days=int(lookback_days))
         days = pd.date_range(start, t)
-        fc = self.variance_model.forecast(panel, [u], days)
+        fc = variance_model.forecast(panel, [u], days)
         fc = fc[fc["horizon_days"] == u] if "horizon_days" in fc else fc
+        fc = fc[(fc["cutoff"] >= start) & (fc["cutoff"] <= t)]  # whatever it was asked
+        if fc.duplicated(["asset", "cutoff"]).any():
+            raise ValueError(f"{self.alias}: the variance forecast repeats a cutoff")
         live = fc.loc[fc["cutoff"] == t, "asset"].astype(str)
         assets = sorted(set(live))
         slot = {a: i for i, a in enumerate(assets)}
@@ -135,6 +149,8 @@ class _VarianceTail:
         rows = mine["asset"].astype(str).map(slot).to_numpy(dtype=np.int64)
         cols = ((mine["cutoff"] - start).dt.days).to_numpy(dtype=np.int64)
         sigma[rows, cols] = np.sqrt(mine["variance"].to_numpy(dtype=float))
+        if not with_losses:
+            return assets, sigma, {}
         # the loss of (s, s + U] is the row dated s + U
         names = panel.index.get_level_values("asset").astype(str)
         dates = panel.index.get_level_values("date")
@@ -151,10 +167,16 @@ class _VarianceTail:
         return assets, sigma, losses
 
     def _base_state(self) -> dict[str, Any]:
-        assert self.variance_model is not None
         return {"alias": self.alias, "kind": self.kind, "interval_days": self.interval_days,
                 "config": self.config.model_dump(mode="json"),
-                "variance_state": self.variance_model.state()}
+                "variance_state": self._variance().state()}
+
+
+def panel_timestamp(panel: pd.DataFrame, day: Any) -> pd.Timestamp:
+    """``day`` in the unit of the panel's dates, as the general path's cutoffs are (they are
+    taken from the panel's calendar)."""
+    unit = getattr(panel.index.get_level_values("date"), "unit", "ns")
+    return pd.Timestamp(day).as_unit(unit)
 
 
 def fhs_measures(z: np.ndarray, sigma_t: np.ndarray, pos: np.ndarray, interval_days: int,
@@ -200,7 +222,7 @@ def empirical_tails(histories: Iterable[tuple[str, str, pd.Series, pd.Series]],
     realized z). FHS and historical simulation (σ ≡ 1) share it."""
     blocks = []
     for asset, side, sigma, z in histories:
-        wanted = select_cutoffs(sigma.dropna().index, cutoffs)
+        wanted = select_cutoffs(sigma[np.isfinite(sigma)].index, cutoffs)
         var, es = fhs_measures(z.to_numpy(), sigma.loc[wanted].to_numpy(),
                                z.index.get_indexer(wanted), interval_days, levels,
                                window or len(z), min_obs, side)
@@ -224,7 +246,7 @@ class FhsTail(_VarianceTail):
         window = self.config.window
         if cutoffs is not None and len(cutoffs) == 1 and window is not None:
             return self._one_cutoff(panel, check_levels(self.alias, levels),
-                                    pd.Timestamp(cutoffs[0]))
+                                    panel_timestamp(panel, cutoffs[0]))
         known = self._histories(panel, SIDES, cutoffs,
                                 None if window is None else window + self.interval_days)
         histories = ((asset, side, sigma, z) for side in SIDES
@@ -351,8 +373,8 @@ class EvtTail(_VarianceTail):
             raise ValueError(f"{self.alias}: levels {qs} reach below the GPD threshold "
                              f"(tail_fraction {self.config.tail_fraction})")
         if cutoffs is not None and len(cutoffs) == 1:  # a serve's day: every asset at once
-            t = pd.Timestamp(cutoffs[0])
-            assets, sigma, _ = self._wide(panel, t, 0)
+            t = panel_timestamp(panel, cutoffs[0])
+            assets, sigma, _ = self._wide(panel, t, 0, with_losses=False)
             return concat_tails([self._rows(assets, sigma[:, -1], t, qs, side)
                                  for side in SIDES])
         blocks = []
@@ -362,7 +384,7 @@ class EvtTail(_VarianceTail):
                 p = self.params[side].get(asset)
                 if p is None:
                     continue
-                s = sigma.dropna()
+                s = sigma[np.isfinite(sigma)]
                 wanted = select_cutoffs(s.index, cutoffs)
                 st = s.loc[wanted].to_numpy()
                 for q in qs:
