@@ -111,8 +111,9 @@ def covered_loss_targets(frame: pd.DataFrame, side: str, variant: str,
     return pd.Series(to_fraction(nxt.to_numpy(), side), index=nxt.index).reindex(frame.index)
 
 
-def tail_frame(asset: str, cutoffs: pd.DatetimeIndex, interval_days: int, side: str,
-               level: float, var: np.ndarray, es: np.ndarray) -> pd.DataFrame:
+def tail_frame(asset: str | list[str], cutoffs: pd.DatetimeIndex, interval_days: int,
+               side: str, level: float, var: np.ndarray, es: np.ndarray) -> pd.DataFrame:
+    """Tail frame rows: one asset at many cutoffs, or (``asset`` a list) one per asset."""
     cutoffs = pd.DatetimeIndex(cutoffs)
     return pd.DataFrame({
         "asset": asset, "cutoff": cutoffs,
@@ -125,13 +126,8 @@ def tail_frame(asset: str, cutoffs: pd.DatetimeIndex, interval_days: int, side: 
 def tail_rows(assets: list[str], cutoff: pd.Timestamp, interval_days: int, side: str,
               level: float, var: np.ndarray, es: np.ndarray) -> pd.DataFrame:
     """:func:`tail_frame` of many assets at one cutoff (one row each, in ``assets``' order)."""
-    cutoffs = pd.DatetimeIndex([cutoff] * len(assets))
-    return pd.DataFrame({
-        "asset": list(assets), "cutoff": cutoffs,
-        "target_date": cutoffs + pd.Timedelta(days=int(interval_days)),
-        "side": side, "level": float(level),
-        "var": np.asarray(var, dtype=float), "es": np.asarray(es, dtype=float),
-    })
+    return tail_frame(list(assets), pd.DatetimeIndex([cutoff] * len(assets)), interval_days,
+                      side, level, var, es)
 
 
 def empty_tail() -> pd.DataFrame:
