@@ -132,17 +132,21 @@ def fitted_state(alias: str, cfg: Config, features: pd.DataFrame) -> dict[str, o
     return {**states[0], "params": {a: v for p in params for a, v in p.items()}}
 
 
-def tail_columns(tail: str, cfg: Config, columns: frozenset[str]) -> frozenset[str] | None:
-    """``columns`` and those the tail model ``tail`` reads: the covered losses of its loss
-    variant and, for FHS and EVT, the returns of their variance model; None (every column)
-    for a learnt or regression tail model, as :func:`features.window.serve_columns` says."""
-    from features.losses import LOSS_VARIANTS
+def tail_columns(tail: str, cfg: Config, forecaster: dict[str, object]
+                 ) -> frozenset[str] | None:
+    """The columns a serve of a ``tail``-driven bundle on ``forecaster`` (a state) reads, as
+    :func:`features.window.serve_columns` says from an unfitted probe of the tail model."""
+    from models.tail.registry import build_tail_forecaster
 
-    if tail not in ("fhs_ewma", "fhs_garch", "evt_garch", "hs"):
-        return None
-    variant = getattr(cfg.tail, tail).loss_variant
-    return columns | {"ret_1d", *(LOSS_VARIANTS[variant].format(side=side)
-                                  for side in ("long", "short"))}
+    probe = build_tail_forecaster(tail, cfg.tail, cfg.features.update_interval_days)
+    section = getattr(cfg.tail, tail)
+    state: dict[str, object] = {"kind": getattr(probe, "kind", ""),
+                                "config": section.model_dump(mode="json")}
+    variance = getattr(section, "variance_model", None)
+    if variance is not None:
+        state["variance_state"] = build_forecaster(variance, cfg.models, [1]).state()
+    return serve_columns({"forecaster": forecaster, "config": cfg.resolved(),
+                          "tail": {"state": state}})
 
 
 def tail_entry(tail: str, cfg: Config, features: pd.DataFrame, cutoff: dt.date
@@ -180,9 +184,8 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path,
     # the columns a serve of this forecaster reads are those its fit and walk-forward read
     # (regressors, rv for targets and plausibility): built for every asset at once when the
     # fast builder covers them, the whole per-asset panel otherwise
-    columns = serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
-    if columns is not None and tail is not None:  # and what the tail model reads
-        columns = tail_columns(tail, cfg, columns)
+    columns = (serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
+               if tail is None else tail_columns(tail, cfg, probe.state()))
     if columns is not None:
         panel, _ = serve_panel(market, cfg.features, cutoff, TrailingWindow(None, None, {}),
                                columns)
