@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -113,12 +112,37 @@ def test_api_key_never_appears_in_errors(api: FakeApis) -> None:
     assert "not-the-key-abcdef" not in str(info.value)
 
 
+class SteppedClock:
+    """A clock that moves only when slept on or stepped by the test (no scheduler jitter)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
 def test_requests_are_spaced_by_the_minimum_interval(api: FakeApis) -> None:
-    client = HttpClient(RetryPolicy(min_interval_s=0.05, allow_http_loopback=True))
-    for _ in range(3):
-        client.get_json("binance", api.url, KLINES, DAILY)
-    starts = [t for t, _, _ in api.requests]
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.045
+    # On the client's own clock: the guarantee is about when *it* starts requests; the
+    # server's arrival times add the loopback's scheduling jitter, which no client controls.
+    clock = SteppedClock()
+    client = HttpClient(RetryPolicy(min_interval_s=0.05, allow_http_loopback=True),
+                        sleep=clock.sleep, clock=clock)
+    client.get_json("binance", api.url, KLINES, DAILY)
+    client.get_json("binance", api.url, KLINES, DAILY)  # at once: waits the whole interval
+    clock.now += 0.03  # the caller spent 30 ms: only the rest of the interval is waited
+    client.get_json("binance", api.url, KLINES, DAILY)
+    clock.now += 0.2  # longer than the interval: no wait at all
+    client.get_json("binance", api.url, KLINES, DAILY)
+    assert clock.waits == [pytest.approx(0.05), pytest.approx(0.02)]
+    assert len(api.requests) == client.requests_sent == 4
+    arrivals = [t for t, _, _ in api.requests]
+    assert arrivals == sorted(arrivals)
 
 
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
