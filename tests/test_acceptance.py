@@ -2,6 +2,7 @@
 debt bookkeeping on a hand-computed day."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -37,11 +38,27 @@ def _spread(n, k, seed=0):
     return hits
 
 
+def _tail(c: int, n: int, p: float) -> float:
+    """P(X > c), X ~ Bin(n, p), summed term by term in exact rationals."""
+    q = Fraction(p).limit_denominator(10**6)
+    return float(1 - sum(math.comb(n, k) * q**k * (1 - q) ** (n - k) for k in range(c + 1)))
+
+
 def test_one_sided_kupiec_upper_band_known_answer():
-    # LR_pof(5 of 250) = 1.957 <= chi2_1(0.90) = 2.706 < LR_pof(6 of 250) = 3.555
+    # P(X > 5 | 250) = 0.0412 <= 5% < P(X > 4) = 0.1078; the χ² band said 5 too
     assert kupiec_upper(250, P) == 5
-    assert kupiec_upper(500, P) == 9   # LR(9) = 2.613, LR(10) = 3.914
-    assert kupiec_upper(731, P) == 12  # LR(12) = 2.546, LR(13) = 3.633
+    # 283 days: P(X > 5) = 0.0668 > 5%, so 6 breaches pass (the χ² band, 5, failed 6.7% of
+    # correct policies); 500 days: P(X > 9) = 0.0311, P(X > 8) = 0.0671
+    assert kupiec_upper(283, P) == 6 and kupiec_upper(500, P) == 9
+    assert kupiec_upper(731, P) == 12 and kupiec_upper(0, P) == 0
+    assert _tail(5, 283, P) == pytest.approx(0.0668, abs=1e-4)
+
+
+def test_one_sided_kupiec_band_holds_its_size_at_every_day_count():
+    # the smallest count whose exceedance probability is at most 5%: size held, no slack
+    for n in (100, 137, 250, 283, 400, 546, 637, 731, 1000):
+        upper = kupiec_upper(n, P)
+        assert _tail(upper, n, P) <= 0.05 < _tail(upper - 1, n, P), n
 
 
 def test_a_zero_breach_path_is_acceptable_and_reported_as_over_coverage():
@@ -225,11 +242,17 @@ def test_a_few_days_make_a_row_not_an_error():
         assert np.isnan(quiet["dq_p"]) and np.isnan(quiet["dq_full_p"])
         assert np.isnan(quiet["independence_p"]) == (n == 1)
         assert quiet["why_not"] == f"too short to judge: {n} days < 250"
+    for n in (1, 2, 5):  # the one-sided band on up to 5 days is 0: P(X > 0) = 0.049 at 5
         hit = np.zeros(n, bool)
         hit[-1] = True
-        refused = accept_asset(_path(hit), P)  # Kupiec's upper band on a few days: 0
+        refused = accept_asset(_path(hit), P)
         assert not refused["acceptable"] and not refused["unproven"]
         assert refused["why_not"].startswith("1 breaches > 0;")
+    hit = np.zeros(6, bool)
+    hit[-1] = True  # on 6 days one breach is no evidence at 5% (P(X > 0) = 0.0585): unproven
+    six = accept_asset(_path(hit), P)
+    assert six["breach_upper"] == 1 and six["unproven"] and not six["acceptable"]
+    assert six["why_not"] == "too short to judge: 6 days < 250"
     assert not accept_asset(_path(np.zeros(6, bool)), P, min_days=0)["acceptable"]
     assert accept_asset(_path(np.zeros(6, bool)), P, min_days=0)["why_not"] == (
         "too short to judge: 6 days < 7")
