@@ -228,12 +228,10 @@ def capital_table(paths: pd.DataFrame, names: list[str], start: dt.date,
     (:func:`pipelines.policy_eval.acceptance.capital_by_policy`); ``vs_ewma_fhs``: capital
     relative to EWMA-FHS (``policy:`` + :data:`pipelines.policy_eval.pipeline.EWMA`) where it
     is among them."""
-    table = capital_by_policy(in_period(paths[paths["policy"].isin(names)], start, end), names)
-    ewma = [n for n in table.index if n.startswith("policy:")
-            and policy_name_parts(n)[0] == EWMA]
-    if ewma:
-        table["vs_ewma_fhs"] = table["capital"] / table.loc[ewma[0], "capital"] - 1.0
-    return table.reset_index()
+    ewma = [n for n in names if n.startswith("policy:") and policy_name_parts(n)[0] == EWMA]
+    table = capital_by_policy(in_period(paths[paths["policy"].isin(names)], start, end), names,
+                              ewma[0] if ewma else None)
+    return table.rename(columns={"vs_reference": "vs_ewma_fhs"}).reset_index()
 
 
 def capital_section(outputs_dir: Path) -> str:
@@ -258,7 +256,8 @@ def capital_section(outputs_dir: Path) -> str:
             "top: the anti-procyclical IMF terms and the gap under LT) + `lb_part` (LTV·(LB − "
             "1), the liquidation bonus) + `freeze_part` (what fail-safe days give up beyond "
             "MMF); means over each asset's days, then over assets. `vs_ewma_fhs`: capital "
-            "relative to EWMA-FHS at the same settings.\n\n"
+            "relative to EWMA-FHS at the same settings, over the assets both have (Aave v3: "
+            "BTC and ETH).\n\n"
             + table.round(4).to_markdown(index=False) + "\n")
 
 
@@ -270,7 +269,8 @@ def by_year_section(outputs_dir: Path) -> str:
         return ""
     table = pd.read_csv(path).drop(columns=["start", "end"], errors="ignore")
     return ("### Year by year (evaluation period)\n\n"
-            "The frozen policy, EWMA-FHS (`capital_vs_reference`: capital relative to it) and "
+            "The frozen policy, EWMA-FHS (`capital_vs_reference`: capital relative to it, over "
+            "the assets both have) and "
             "the comparators judged on each twelve-month block of the evaluation period by the "
             "same acceptance function, with each block's own stress budgets; read after the "
             "freeze, nothing is chosen on it. An asset with fewer than "

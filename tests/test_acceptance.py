@@ -16,6 +16,7 @@ from pipelines.policy_eval.acceptance import (
     dq_permutation_p,
     dq_test,
     kupiec_upper,
+    relative_capital,
 )
 from pipelines.policy_eval.backtest import at_lb, static_path, with_outcomes
 
@@ -276,3 +277,15 @@ def test_a_short_sample_that_passes_every_test_is_unproven_not_acceptable():
     assert year["acceptable"] and not year["unproven"] and year["why_not"] == ""
     assert not accept_asset(_path(np.zeros(249, bool)), P)["acceptable"]
     assert accept_asset(_path(np.zeros(100, bool)), P, min_days=100)["acceptable"]
+
+
+def test_relative_capital_compares_over_the_assets_both_policies_have():
+    per_asset = pd.Series(
+        {("policy:ewma94", "BTC"): 0.10, ("policy:ewma94", "ETH"): 0.14,
+         ("policy:ewma94", "SOL"): 0.36, ("aave_v3", "BTC"): 0.20, ("aave_v3", "ETH"): 0.26,
+         ("static", "DOGE"): 0.3})
+    vs = relative_capital(per_asset, "policy:ewma94")
+    # Aave on BTC/ETH against EWMA-FHS on BTC/ETH: 0.23 / 0.12, not 0.23 / 0.20 (3 assets)
+    assert vs["aave_v3"] == pytest.approx(0.23 / 0.12 - 1.0)
+    assert vs["policy:ewma94"] == 0.0 and np.isnan(vs["static"])  # no asset in common
+    assert relative_capital(per_asset, "absent").isna().all()

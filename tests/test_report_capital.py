@@ -123,7 +123,9 @@ def test_the_table_averages_each_asset_then_the_assets_on_the_period():
     assert table.loc[FROZEN, "imf_over_mmf"] == pytest.approx(0.10)
     parts = table.loc[FROZEN, list(CAPITAL_PARTS)].sum()
     assert parts == pytest.approx(table.loc[FROZEN, "capital"])
-    assert table.loc[FROZEN, "vs_ewma_fhs"] == pytest.approx(0.25 / 0.25 - 1.0)
+    # like for like: EWMA-FHS has asset A only, so the frozen policy is read on A (0.30
+    # against 0.25: +20%), not as its two-asset mean against A's (0.25 / 0.25: "no dearer")
+    assert table.loc[FROZEN, "vs_ewma_fhs"] == pytest.approx(0.30 / 0.25 - 1.0)
     assert table.loc["policy:ewma94", "vs_ewma_fhs"] == 0.0
 
 

@@ -219,12 +219,34 @@ def capital_parts(path: pd.DataFrame) -> pd.DataFrame:
                          "freeze_part": np.where(frozen, 1.0 - mmf, 0.0)}, index=path.index)
 
 
-def capital_by_policy(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+def relative_capital(per_asset: pd.Series, reference: str) -> pd.Series:
+    """policy → its capital / ``reference``'s − 1, like for like: both means taken over the
+    assets the two share (``per_asset``: capital indexed by (policy, asset)); NaN where they
+    share none or ``reference`` is absent. A ratio of means over each policy's own assets
+    would set Aave v3 (BTC and ETH, the cheapest assets) against a twelve-asset mean and
+    read +20% where, on BTC and ETH, it needs +91%."""
+    by_policy = per_asset.groupby(level=0, sort=False)
+    if reference not in by_policy.groups:
+        return pd.Series(np.nan, index=list(by_policy.groups), dtype=float)
+    ref = per_asset.xs(reference, level=0)
+    out = {}
+    for policy, mine in by_policy:
+        mine = mine.droplevel(0)
+        shared = mine.index.intersection(ref.index)
+        out[policy] = (float(mine[shared].mean()) / float(ref[shared].mean()) - 1.0
+                       if len(shared) else np.nan)
+    return pd.Series(out, dtype=float)
+
+
+def capital_by_policy(rows: pd.DataFrame, names: list[str],
+                      reference: str | None = None) -> pd.DataFrame:
     """Per policy of ``names`` (``rows``: a long frame with a ``policy`` column, already cut
     to a period, e.g. by :func:`pipelines.policy_eval.protocol.in_period`): capital and its
     parts (:func:`capital_parts`), each a mean over an asset's days with a realized loss (the
     rows the acceptance function judges), then over assets, as the headline's capital;
-    ``assets`` counts them. Indexed by policy, in the order of ``names`` (those with rows)."""
+    ``assets`` counts them. With ``reference``, ``vs_reference``: :func:`relative_capital`
+    (over the assets each policy shares with it). Indexed by policy, in the order of
+    ``names`` (those with rows)."""
     rows = rows[rows["policy"].isin(names)]
     rows = rows[np.isfinite(rows["loss_frac"].to_numpy(float))
                 & np.isfinite(rows["mmf"].to_numpy(float))]
@@ -235,7 +257,11 @@ def capital_by_policy(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     table = per_asset.groupby(level="policy", sort=False).mean()
     table.insert(0, "assets", per_asset.groupby(level="policy", sort=False).size())
     table = table.reindex([n for n in names if n in table.index])
-    return table[["assets", "capital", *CAPITAL_PARTS]].rename_axis("policy")
+    columns = ["assets", "capital", *CAPITAL_PARTS]
+    if reference is not None:
+        table["vs_reference"] = relative_capital(per_asset["capital"], reference)
+        columns.append("vs_reference")
+    return table[columns].rename_axis("policy")
 
 
 def accept_asset(

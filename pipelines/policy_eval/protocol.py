@@ -30,6 +30,7 @@ import pandas as pd
 from configs.schema import Config
 from pipelines.engine import Engine
 from pipelines.evaluation.years import year_blocks
+from pipelines.policy_eval.acceptance import relative_capital
 from pipelines.policy_eval.backtest import at_lb
 from pipelines.policy_eval.compare import AAVE_V3
 from pipelines.policy_eval.episodes import loss_day, stress_bad_debt
@@ -142,7 +143,8 @@ def by_year(paths: Mapping[str, pd.DataFrame], names: Sequence[str], reference: 
     with that block's budgets (the comparators' stress bad debt in it), summarized as the
     choice's table (:func:`rank`: acceptable assets, capital, breaches, bad debt), rows in
     the order of ``names``; ``capital_vs_reference``: capital / ``reference``'s − 1 in the
-    same block. Read after the freeze, for the report: nothing is chosen on it. Needs the
+    same block, over the assets both have (:func:`~pipelines.policy_eval.acceptance.
+    relative_capital`). Read after the freeze, for the report: nothing is chosen on it. Needs the
     comparators (``static``, ``aave_v3``) in ``paths`` for the budgets."""
     u, ev = cfg.features.update_interval_days, cfg.evaluation
     present = [n for n in dict.fromkeys(names) if n in paths]
@@ -157,10 +159,10 @@ def by_year(paths: Mapping[str, pd.DataFrame], names: Sequence[str], reference: 
                   if (t := judge_between(paths[n], cfg, lo, hi, caps)) is not None]
         if not judged:
             continue
-        ranked = rank(pd.concat(judged, ignore_index=True))
-        ref = ranked.loc[ranked["policy"] == reference, "capital"]
-        ranked["capital_vs_reference"] = (ranked["capital"] / float(ref.iloc[0]) - 1.0
-                                          if len(ref) else float("nan"))
+        table = pd.concat(judged, ignore_index=True)
+        ranked = rank(table)
+        vs = relative_capital(table.set_index(["policy", "asset"])["capital"], reference)
+        ranked["capital_vs_reference"] = ranked["policy"].map(vs)
         order = {n: i for i, n in enumerate(present)}
         ranked = ranked.sort_values("policy", key=lambda c: c.map(order))
         frames.append(ranked.assign(block=label, start=lo, end=hi))

@@ -269,9 +269,9 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
     forecast jitters; the roles tighten at once and loosen by announced steps, so jitter
     ratchets the margin in force up); ``mmf_peak_to_trough`` and
     ``mmf_max_rise_30d``, means over assets (:func:`stability.threshold_swings`); and
-    ``vs_ewma_fhs``, capital relative to EWMA-FHS. A sharper tail (lower ``tail_es``) that
-    moves more can still need more margin in force (``mmf``): the margin takes the largest of
-    its terms and loosens only by announced steps."""
+    ``vs_ewma_fhs``, capital relative to EWMA-FHS over the assets both have. A sharper tail
+    (lower ``tail_es``) that moves more can still need more margin in force (``mmf``): the
+    margin takes the largest of its terms and loosens only by announced steps."""
     start, end = periods(cfg)[EVALUATION]
     u = cfg.features.update_interval_days
     models = sorted(set(tails["model"])) if len(tails) else []
@@ -283,7 +283,7 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
              if n in ev.paths]
     rows = pd.concat([in_period(ev.paths[n], start, end, u).assign(policy=n) for n in names],
                      ignore_index=True)
-    table = capital_by_policy(rows, names)
+    table = capital_by_policy(rows, names, ev.ewma if ev.ewma in names else None)
     es = tails[tails["side"] == SIDE].rename(columns={"cutoff": "date"})
     extra = []
     for name in table.index:
@@ -303,9 +303,7 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
                       "mmf_peak_to_trough": float(swings.get("mmf_peak_to_trough", np.nan)),
                       "mmf_max_rise_30d": float(swings.get("mmf_max_rise_30d", np.nan))})
     table = table.assign(**pd.DataFrame(extra, index=table.index))
-    if ev.ewma in table.index:
-        table["vs_ewma_fhs"] = table["capital"] / table.loc[ev.ewma, "capital"] - 1.0
-    return table.reset_index()
+    return table.rename(columns={"vs_reference": "vs_ewma_fhs"}).reset_index()
 
 
 def with_saving(table: pd.DataFrame, ewma: str) -> pd.DataFrame:
