@@ -146,6 +146,8 @@ def test_stress_table_and_joint_breaches_on_a_hand_built_day():
     day = pd.Timestamp("2022-11-08")  # FTX: the loss of the row dated 2022-11-07
     hit = (path["date"] == day - pd.Timedelta(days=1)) & path["asset"].isin(["A", "B", "C"])
     path.loc[hit, "loss_next"] = -np.log(0.3)  # a 70% fall
+    later = (path["date"] == day + pd.Timedelta(days=1)) & (path["asset"] == "D")
+    path.loc[later, ["loss_next", "mmf"]] = [-np.log(0.8), 0.55]  # D's worst: the last day
     path = with_outcomes(path)
     eps = CFG.evaluation.episodes
     joint = joint_breaches(path, eps, min_assets=3)
@@ -155,6 +157,9 @@ def test_stress_table_and_joint_breaches_on_a_hand_built_day():
     ftx = stress_table(path, eps).set_index(["episode", "asset"]).loc["2022-11 FTX"]
     assert ftx.loc["A", "breaches"] == 1 and ftx.loc["D", "breaches"] == 0
     assert ftx.loc["A", "bad_debt_lt"] == pytest.approx((0.7 - 0.5) / 1.05)
+    # the margin beside the worst loss is the one in force over it, not the episode's first
+    assert ftx.loc["D", "worst_loss"] == pytest.approx(0.2)
+    assert ftx.loc["D", "mmf_at_worst"] == 0.55 and ftx.loc["A", "mmf_at_worst"] == 0.5
 
 
 def test_aave_is_applied_from_its_launch_only_when_asked():

@@ -214,17 +214,19 @@ def test_the_static_tables_in_asset_chunks_on_dask_are_the_ones_built_here(repla
 
 
 def _reference_stress(path: pd.DataFrame, episodes, u: int = 1) -> pd.DataFrame:
-    """The stress table from a frame per (episode, asset) (the code it replaced)."""
-    cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",
-            "bad_debt_ltv"]
+    """The stress table from a frame per (episode, asset) (the code it replaced, with the
+    margin read on the worst-loss row)."""
+    cols = ["episode", "asset", "worst_loss", "mmf_at_worst", "lt_at_worst", "breaches",
+            "bad_debt_lt", "bad_debt_ltv"]
     name = episode_of(path, episodes, u)
     rows = []
     for (ep, asset), g in path[name.notna()].groupby([name[name.notna()], "asset"], sort=True):
         if g["loss_frac"].notna().any():
             g = g.sort_values("date")
+            worst = g.loc[g["loss_frac"].idxmax()]  # the first of a tie, in date order
             rows.append({"episode": ep, "asset": asset,
                          "worst_loss": float(g["loss_frac"].max()),
-                         "mmf_held": float(g["mmf"].iloc[0]), "lt_held": float(g["lt"].iloc[0]),
+                         "mmf_at_worst": float(worst["mmf"]), "lt_at_worst": float(worst["lt"]),
                          "breaches": int(g["breach"].fillna(False).astype(bool).sum()),
                          "bad_debt_lt": float(g["bad_debt_lt"].sum()),
                          "bad_debt_ltv": float(g["bad_debt_ltv"].sum())})

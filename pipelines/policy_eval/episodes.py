@@ -47,10 +47,12 @@ def episode_of(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.Series:
 
 
 def stress_table(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.DataFrame:
-    """Per episode and asset: worst realized loss, margin and LT held, breaches, bad debt
+    """Per episode and asset: worst realized loss, the MMF and LT in force over that worst
+    interval (``mmf_at_worst``, ``lt_at_worst``: set the day before it, so the one margin the
+    worst loss is read against; the first one found where two losses tie), breaches, bad debt
     (position at LT and position at max LTV)."""
-    cols = ["episode", "asset", "worst_loss", "mmf_held", "lt_held", "breaches", "bad_debt_lt",
-            "bad_debt_ltv"]
+    cols = ["episode", "asset", "worst_loss", "mmf_at_worst", "lt_at_worst", "breaches",
+            "bad_debt_lt", "bad_debt_ltv"]
     name = episode_of(path, episodes, u)
     inside = name.notna()
     # sorted by (episode, asset, date) once and each group read as slices of its columns:
@@ -64,11 +66,12 @@ def stress_table(path: pd.DataFrame, episodes: Episodes, u: int = 1) -> pd.DataF
     cut = [k for k in range(1, len(key)) if key[k] != key[k - 1]]
     rows = []
     for a, b in zip([0, *cut], [*cut, len(key)], strict=True):
-        known = loss[a:b][~np.isnan(loss[a:b])]
-        if not len(known):
+        if np.isnan(loss[a:b]).all():
             continue
-        rows.append({"episode": key[a][0], "asset": key[a][1], "worst_loss": float(known.max()),
-                     "mmf_held": float(col["mmf"][a]), "lt_held": float(col["lt"][a]),
+        worst = a + int(np.nanargmax(loss[a:b]))
+        rows.append({"episode": key[a][0], "asset": key[a][1], "worst_loss": float(loss[worst]),
+                     "mmf_at_worst": float(col["mmf"][worst]),
+                     "lt_at_worst": float(col["lt"][worst]),
                      "breaches": int(breach[a:b].sum()),
                      "bad_debt_lt": series_sum(col["bad_debt_lt"][a:b]),
                      "bad_debt_ltv": series_sum(col["bad_debt_ltv"][a:b])})
