@@ -100,6 +100,22 @@ def test_the_array_summary_is_the_frame_summary_bit_for_bit(replayed) -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
+def test_stress_bad_debt_is_on_one_lb_basis_whether_or_not_an_asset_has_a_budget(
+        replayed) -> None:
+    """Budgets are set at the comparison LB: every row's ``stress_bad_debt`` is the path's at
+    that LB (budgeted or not), ``stress_bad_debt_lt`` the policy's own."""
+    episodes = {"whole replay": (dt.date(2023, 9, 1), dt.date(2025, 6, 30))}
+    at_cmp = at_lb(replayed, 1.5)
+    got = summarize(replayed, 0.01, episodes, budgets={"BTC": 1.0},
+                    budget_path=at_cmp).set_index("asset")
+    cmp, own = stress_bad_debt(at_cmp, episodes), stress_bad_debt(replayed, episodes)
+    assert np.isnan(got.loc["SOL", "stress_budget"])  # no budget: the basis stays the same
+    for asset in got.index:
+        assert got.loc[asset, "stress_bad_debt"] == cmp[asset]
+        assert got.loc[asset, "stress_bad_debt_lt"] == own[asset]
+    assert (cmp != own).any()  # the two bases differ here, so the check can fail
+
+
 def _reference_points(paths, labels, cfg: Config) -> pd.DataFrame:
     """The frame-per-asset frontier points (the implementation the array one replaced)."""
     eps, u = cfg.evaluation.episodes, cfg.features.update_interval_days

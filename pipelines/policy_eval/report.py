@@ -51,7 +51,8 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
     missing from it has no budget, and the test is not judged there: at best unproven,
     :mod:`pipelines.policy_eval.acceptance` item 4);
     ``budget_path`` is the same policy with LB held at the comparison LB, whose stress bad
-    debt is the one compared with a budget set at that LB (Aave).
+    debt is the one compared with a budget set at that LB (Aave): ``stress_bad_debt`` is at
+    that LB on every row (at the policy's own without it), ``stress_bad_debt_lt`` at its own.
 
     The path is sorted once and each asset read as slices of its columns (a frame per asset
     cost ~3 ms of pandas calls, times every asset of every path judged); the figures are
@@ -76,8 +77,9 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
         # best unproven, named by the gate, where a skipped asset would go unmentioned
         k = {c: v[known] for c, v in g.items()}
         budget = math.inf if caps is None else caps.get(asset, math.nan)
-        spent = float(stress_cmp.get(asset, 0.0)) if math.isfinite(budget) else float(
-            stress.get(asset, 0.0))
+        # on one basis for every row: at the comparison LB when that path is given, whether
+        # or not this asset has a budget (own LB: ``stress_bad_debt_lt``)
+        spent = float(stress_cmp.get(asset, 0.0))
         row = {"asset": asset, **accept_arrays(k["loss_frac"], k["mmf"], k["ltv"], p, size,
                                                lags, spent, budget)}
         if "short_loss_frac" in k and (~np.isnan(k["short_loss_frac"])).any():
