@@ -303,7 +303,9 @@ def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Confi
                       "mmf_peak_to_trough": float(swings.get("mmf_peak_to_trough", np.nan)),
                       "mmf_max_rise_30d": float(swings.get("mmf_max_rise_30d", np.nan))})
     table = table.assign(**pd.DataFrame(extra, index=table.index))
-    return table.rename(columns={"vs_reference": "vs_ewma_fhs"}).reset_index()
+    if "vs_reference" in table:  # last, as the reader expects it
+        table["vs_ewma_fhs"] = table.pop("vs_reference")
+    return table.reset_index()
 
 
 def with_saving(table: pd.DataFrame, ewma: str) -> pd.DataFrame:
