@@ -1,0 +1,63 @@
+"""The EWMA recursion without scipy.signal: lfilter's values bit for bit, batched over ragged
+assets, and a served EWMA model that never imports scipy.signal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from scipy.signal import lfilter
+
+from features.loaders import load_daily
+from models.ewma import ewma_variance, ewma_variances
+from tests.conftest import MARKET
+
+
+def _lfilter_reference(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarray:
+    """The implementation the batch replaced: scipy's lfilter from the mean-square start."""
+    r2 = np.asarray(returns, dtype=float) ** 2
+    out = np.full(r2.shape, np.nan)
+    if len(r2) < init_obs:
+        return out
+    start = r2[:init_obs].mean()
+    tail, _ = lfilter([1.0 - decay], [1.0, -decay], r2[init_obs:], zi=[decay * start])
+    out[init_obs - 1] = start
+    out[init_obs:] = tail
+    return out
+
+
+def _returns(asset: str) -> np.ndarray:
+    close = load_daily(MARKET / "crypto" / "daily" / f"{asset}.csv.gz")["close"].to_numpy()
+    return np.diff(np.log(close))
+
+
+def test_every_asset_is_lfilters_recursion_bit_for_bit_alone_and_batched() -> None:
+    series = [_returns(a) for a in ("BTC", "LINK", "TRX")]  # LINK: the 2020-03-12 0.0001 low
+    series += [series[0][:31], series[1][:29], np.array([]), series[2][:400] * 1e-6]
+    for decay, init_obs in ((0.94, 30), (0.97, 1), (0.5, 5)):
+        batched = ewma_variances(series, decay, init_obs)
+        for r, got in zip(series, batched, strict=True):
+            want = _lfilter_reference(r, decay, init_obs)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(ewma_variance(r, decay, init_obs), want)
+    short = ewma_variances([series[1][:29]], 0.94, 30)[0]
+    assert short.shape == (29,) and np.isnan(short).all()  # too short: no forecast at all
+
+
+def test_serving_an_ewma_model_does_not_import_scipy_signal() -> None:
+    code = (
+        "import sys, numpy as np, pandas as pd\n"
+        "from models.registry import forecaster_from_state\n"
+        "state = {'alias': 'ewma94', 'kind': 'ewma', 'config': {}, 'assets': ['A']}\n"
+        "model = forecaster_from_state(state)\n"
+        "idx = pd.MultiIndex.from_product([['A'], pd.date_range('2024-01-01', periods=90)],\n"
+        "                                 names=['asset', 'date'])\n"
+        "r = np.random.default_rng(0).normal(0, 0.03, 90)\n"
+        "fc = model.forecast(pd.DataFrame({'ret_1d': r}, index=idx), horizons=[1, 7])\n"
+        "assert len(fc) == 2 * (90 - 29) and np.isfinite(fc['variance']).all(), fc\n"
+        "print('scipy.signal' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
