@@ -66,7 +66,7 @@ backcast uses the first 75 returns of that data and its variance bounds (six ord
 magnitude around an EWMA, never binding for these parameters) are its only other inputs.
 A symmetric GARCH (``garch11_t``, ``garch11_skewt``) is filtered by
 :mod:`models.garch_filter` instead: the same numbers bit for bit, every asset in one pass, and
-no ``arch`` import, so a served GARCH champion does not pay arch's 1.8 s of imports.
+no ``arch`` import, so a served GARCH champion does not pay arch's 1.0-1.1 s of imports.
 Returns are scaled by 100 for the optimiser (arch's advice); variances are scaled back to
 daily decimal².
 """
@@ -324,7 +324,7 @@ class GarchForecaster:
             wanted_rows.append(wanted)
             returns.append(pd.Series(values[observed] * SCALE, index=dates[observed],
                                      name="ret_1d"))
-        horizon = max(horizons)
+        horizon = max(horizons, default=1)
         if self.symmetric:  # every asset in one pass of the filter
             at = [r.index.get_indexer(dates[w]) for r, w in zip(returns, wanted_rows,
                                                                 strict=True)]
