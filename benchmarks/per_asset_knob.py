@@ -19,27 +19,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
-SELECTION, EVALUATION = "selection", "evaluation"
+from pipelines.policy_eval.protocol import EVALUATION, SELECTION
+from pipelines.report_extra import knob_family, policy_name_parts
 
 
 def family(acceptance: pd.DataFrame, frozen: dict) -> pd.DataFrame:
-    """The rows of the frozen candidate's knob family: its first-step candidate (the frozen
-    name without its knob) and every variant of that knob (no ``:no_apc`` or other suffix)."""
-    name = frozen["policy"]
-    knob = name.rsplit(",", 1)[1].split("=")[0] if "," in name.split("@", 1)[-1] else None
-    if knob is None:
-        raise SystemExit(f"{name}: the frozen policy has no knob variant to choose per asset")
-    first = name.rsplit(",", 1)[0]
-    policies = acceptance["policy"]
-    mine = acceptance[(policies == first) | policies.str.fullmatch(
-        rf"{re.escape(first)},{knob}=[0-9.e+-]+")].copy()
-    mine["variant"] = mine["policy"].str.removeprefix(first).str.lstrip(",")
-    mine.loc[mine["variant"] == "", "variant"] = "(first choice)"
+    """The rows of the frozen policy's knob family (the frozen policy, its first choice and
+    its knob variants: :func:`pipelines.report_extra.knob_family`), with ``variant``: the
+    knob settings of each (none: the first choice, at the configured values)."""
+    names = list(dict.fromkeys(acceptance["policy"]))
+    members = [frozen["policy"], *knob_family(frozen, names)]
+    if len(members) < 2:
+        raise SystemExit(f"{frozen['policy']}: no knob variants in the table "
+                         "(evaluation.frontier_knobs is empty?)")
+    knobs = {k.split(".")[-1] for k in frozen.get("knobs") or {}}
+    mine = acceptance[acceptance["policy"].isin(members)].copy()
+    label = {n: ",".join(f"{k}={v}" for k, v in policy_name_parts(n)[1].items() if k in knobs)
+             or "(first choice)" for n in members}
+    mine["variant"] = mine["policy"].map(label)
     return mine
 
 

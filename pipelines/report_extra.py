@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -193,12 +194,10 @@ def policy_name_parts(name: str) -> tuple[str, dict[str, str], str]:
     return alias, settings, suffix
 
 
-def capital_rows(frozen: dict, names: list[str]) -> list[str]:
-    """The policies whose capital the report takes apart, in order: the frozen policy, its
-    first choice and knob variants (its forecaster at its settings but the swept knobs), its
-    variant without APC, EWMA-FHS at the same settings, the static table, the comparators the
-    choice's rule would prefer (``frozen["comparators_the_rule_prefers"]``: where their
-    capital goes beside the frozen policy's) and Aave v3."""
+def _at_base(frozen: dict) -> tuple[set[str], Callable[[str, str, bool], bool]]:
+    """(the swept knobs' short names, a test ``(name, alias, swept)``: is ``name`` the
+    policy of ``alias`` at the frozen policy's settings but the knobs — with any knob
+    values when ``swept``, with none set otherwise)."""
     knobs = {k.split(".")[-1] for k in (frozen.get("knobs") or {})}
     _, own, _ = policy_name_parts(frozen["policy"])
     base = {k: v for k, v in own.items() if k not in knobs}
@@ -209,15 +208,32 @@ def capital_rows(frozen: dict, names: list[str]) -> list[str]:
         return (name.startswith("policy:") and a == alias and not suffix and rest == base
                 and (swept or not knobs & settings.keys()))
 
-    family = sorted((n for n in names if n != frozen["policy"]
-                     and at_base(n, frozen["forecaster"], True)),
-                    key=lambda n: [(k in policy_name_parts(n)[1],   # as configured first
-                                    float(policy_name_parts(n)[1].get(k, 0.0)))
-                                   for k in sorted(knobs)])
+    return knobs, at_base
+
+
+def knob_family(frozen: dict, names: list[str]) -> list[str]:
+    """The frozen policy's first choice and knob variants among ``names`` (its forecaster at
+    its settings but the swept knobs, ``frozen["knobs"]``), the frozen policy excluded: the
+    configured value first, then by knob value."""
+    knobs, at_base = _at_base(frozen)
+    return sorted((n for n in names if n != frozen["policy"]
+                   and at_base(n, frozen["forecaster"], True)),
+                  key=lambda n: [(k in policy_name_parts(n)[1],   # as configured first
+                                  float(policy_name_parts(n)[1].get(k, 0.0)))
+                                 for k in sorted(knobs)])
+
+
+def capital_rows(frozen: dict, names: list[str]) -> list[str]:
+    """The policies whose capital the report takes apart, in order: the frozen policy, its
+    first choice and knob variants (:func:`knob_family`), its variant without APC, EWMA-FHS
+    at the same settings, the static table, the comparators the choice's rule would prefer
+    (``frozen["comparators_the_rule_prefers"]``: where their capital goes beside the frozen
+    policy's) and Aave v3."""
+    _, at_base = _at_base(frozen)
     ewma = [n for n in names if at_base(n, EWMA, False)]
     preferred = [c["policy"] for c in frozen.get("comparators_the_rule_prefers") or []]
-    wanted = [frozen["policy"], *family, f"{frozen['policy']}:no_apc", *ewma, "static",
-              *preferred, "aave_v3"]
+    wanted = [frozen["policy"], *knob_family(frozen, names), f"{frozen['policy']}:no_apc",
+              *ewma, "static", *preferred, "aave_v3"]
     present = set(names)
     return [n for n in dict.fromkeys(wanted) if n in present]
 

@@ -9,6 +9,7 @@ from benchmarks.per_asset_knob import family, outcome, per_asset_choice
 
 FIRST = "policy:m@confidence=0.99"
 FROZEN = f"{FIRST},w=1.0"
+RECORD = {"policy": FROZEN, "forecaster": "m", "knobs": {"policy.w": [0.0, 1.0]}}
 
 
 def _row(policy: str, period: str, asset: str, ok: bool, capital: float, bad: float) -> dict:
@@ -32,8 +33,10 @@ def _table() -> pd.DataFrame:
 
 
 def test_each_asset_takes_its_cheapest_acceptable_variant_else_the_frozen_one() -> None:
-    rows = family(_table(), {"policy": FROZEN})
+    rows = family(_table(), RECORD)
     assert set(rows["policy"]) == {FIRST, f"{FIRST},w=0.0", FROZEN}
+    assert dict(zip(rows["policy"], rows["variant"], strict=True)) == {
+        FIRST: "(first choice)", f"{FIRST},w=0.0": "w=0.0", FROZEN: "w=1.0"}
     choice = per_asset_choice(rows, FROZEN)
     assert choice.to_dict() == {"A": f"{FIRST},w=0.0", "B": FROZEN}
     sel, eva = outcome(rows, choice, "selection"), outcome(rows, choice, "evaluation")
@@ -42,6 +45,9 @@ def test_each_asset_takes_its_cheapest_acceptable_variant_else_the_frozen_one() 
     assert eva["acceptable"] == 0 and eva["bad_debt_lt"] == pytest.approx(0.9)
 
 
-def test_a_frozen_policy_without_a_knob_is_refused() -> None:
-    with pytest.raises(SystemExit, match="no knob variant"):
-        family(_table(), {"policy": FIRST})
+def test_the_first_choice_frozen_keeps_its_family_and_no_variants_is_refused() -> None:
+    first = {**RECORD, "policy": FIRST}  # the knob step kept the first choice
+    assert set(family(_table(), first)["policy"]) == {FIRST, f"{FIRST},w=0.0", FROZEN}
+    with pytest.raises(SystemExit, match="no knob variants"):
+        family(_table(), {**RECORD, "knobs": {}, "policy": "policy:other@confidence=0.99",
+                          "forecaster": "other"})
