@@ -1,8 +1,9 @@
 """The EWMA recursion without scipy.signal: lfilter's values bit for bit, batched over ragged
-assets, and a served EWMA model that never imports scipy.signal."""
+assets; a served EWMA model, and FHS tails on EWMA or GARCH, import none of what fits need."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -61,3 +62,31 @@ def test_serving_an_ewma_model_does_not_import_scipy_signal() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_serving_fhs_tails_imports_neither_arch_nor_scipy_signal_nor_stats(tmp_path) -> None:
+    """A tail-driven champion on FHS (`fhs_ewma`, `fhs_garch`) forecasts its VaR/ES at serve
+    time without the imports a fit needs (arch, scipy.stats) or scipy.signal."""
+    from configs.schema import TailConfig
+    from models.tail.registry import build_tail_forecaster
+    from tests.tail_panel import tail_panel
+
+    panel = tail_panel(("AAA", "BBB"), n_days=400, seed=3)
+    panel.to_parquet(tmp_path / "panel.parquet")
+    for alias in ("fhs_ewma", "fhs_garch"):
+        state = build_tail_forecaster(alias, TailConfig()).fit(panel).state()
+        (tmp_path / f"{alias}.json").write_text(json.dumps(state))
+    code = (
+        "import json, sys, pandas as pd\n"
+        "from models.tail.registry import tail_forecaster_from_state\n"
+        f"panel = pd.read_parquet({str(tmp_path / 'panel.parquet')!r})\n"
+        "for alias in ('fhs_ewma', 'fhs_garch'):\n"
+        f"    state = json.loads(open({str(tmp_path)!r} + f'/{{alias}}.json').read())\n"
+        "    out = tail_forecaster_from_state(state).forecast_tail(panel, [0.99])\n"
+        "    assert len(out) and out['es'].notna().all(), out\n"
+        "print(sorted({m.split('.')[0] if m.startswith('arch') else m for m in sys.modules\n"
+        "              if m.startswith('arch') or m in ('scipy.stats', 'scipy.signal')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

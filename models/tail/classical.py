@@ -43,7 +43,6 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
 
 from configs.schema import ModelsConfig, TailEvtConfig, TailFhsConfig, TailHsConfig
 from models.base import Forecaster, asset_frame, select_cutoffs
@@ -332,6 +331,8 @@ def gpd_tail(z: np.ndarray, tail_fraction: float) -> dict[str, float]:
     z = np.sort(z[np.isfinite(z)])
     k = max(int(np.floor(tail_fraction * z.size)), 1)
     u = float(z[-k - 1])
+    from scipy import stats  # EVT's fits only: an FHS or HS serve skips its 0.6 s import
+
     xi, _, beta = stats.genpareto.fit(z[-k:] - u, floc=0.0)
     return {"u": u, "xi": float(min(xi, MAX_SHAPE)), "beta": float(beta),
             "share": k / z.size, "n": int(z.size)}
