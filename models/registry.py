@@ -18,7 +18,9 @@ from models.har import HAR_SPECS, HarForecaster
 Factory = Callable[[ModelsConfig, Sequence[int]], Forecaster]
 
 # Each model's module is imported when that model is built: a serve builds only its champion,
-# and arch (GARCH) and scipy.signal (EWMA) took ~1.1 s of a fresh serve's imports.
+# and arch (GARCH) and scipy.signal (EWMA) took ~1.1 s of a fresh serve's imports. A served
+# EWMA or symmetric GARCH imports neither any more (models.ewma, models.garch_filter); GJR,
+# EGARCH and every fit still import arch when they run.
 
 
 def _garch(alias: str) -> Factory:
