@@ -4,8 +4,6 @@ assets; a served EWMA model, and FHS tails on EWMA or GARCH, import none of what
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 from scipy.signal import lfilter
@@ -13,6 +11,7 @@ from scipy.signal import lfilter
 from features.loaders import load_daily
 from models.ewma import ewma_variance, ewma_variances
 from tests.conftest import MARKET
+from tests.fresh import forecast_code, watched_imports
 
 
 def _lfilter_reference(returns: np.ndarray, decay: float, init_obs: int) -> np.ndarray:
@@ -46,22 +45,9 @@ def test_every_asset_is_lfilters_recursion_bit_for_bit_alone_and_batched() -> No
     assert short.shape == (29,) and np.isnan(short).all()  # too short: no forecast at all
 
 
-def test_serving_an_ewma_model_does_not_import_scipy_signal() -> None:
-    code = (
-        "import sys, numpy as np, pandas as pd\n"
-        "from models.registry import forecaster_from_state\n"
-        "state = {'alias': 'ewma94', 'kind': 'ewma', 'config': {}, 'assets': ['A']}\n"
-        "model = forecaster_from_state(state)\n"
-        "idx = pd.MultiIndex.from_product([['A'], pd.date_range('2024-01-01', periods=90)],\n"
-        "                                 names=['asset', 'date'])\n"
-        "r = np.random.default_rng(0).normal(0, 0.03, 90)\n"
-        "fc = model.forecast(pd.DataFrame({'ret_1d': r}, index=idx), horizons=[1, 7])\n"
-        "assert len(fc) == 2 * (90 - 29) and np.isfinite(fc['variance']).all(), fc\n"
-        "print('scipy.signal' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "False"
+def test_serving_an_ewma_model_imports_none_of_what_a_fit_needs() -> None:
+    state = {"alias": "ewma94", "kind": "ewma", "config": {}, "assets": ["A"]}
+    assert watched_imports(forecast_code(state)) == []
 
 
 def test_serving_fhs_tails_imports_neither_arch_nor_scipy_signal_nor_stats(tmp_path) -> None:
@@ -77,16 +63,12 @@ def test_serving_fhs_tails_imports_neither_arch_nor_scipy_signal_nor_stats(tmp_p
         state = build_tail_forecaster(alias, TailConfig()).fit(panel).state()
         (tmp_path / f"{alias}.json").write_text(json.dumps(state))
     code = (
-        "import json, sys, pandas as pd\n"
+        "import json, pandas as pd\n"
         "from models.tail.registry import tail_forecaster_from_state\n"
         f"panel = pd.read_parquet({str(tmp_path / 'panel.parquet')!r})\n"
         "for alias in ('fhs_ewma', 'fhs_garch'):\n"
         f"    state = json.loads(open({str(tmp_path)!r} + f'/{{alias}}.json').read())\n"
         "    out = tail_forecaster_from_state(state).forecast_tail(panel, [0.99])\n"
         "    assert len(out) and out['es'].notna().all(), out\n"
-        "print(sorted({m.split('.')[0] if m.startswith('arch') else m for m in sys.modules\n"
-        "              if m.startswith('arch') or m in ('scipy.stats', 'scipy.signal')}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+    assert watched_imports(code) == []

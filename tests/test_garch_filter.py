@@ -3,9 +3,6 @@ ragged assets, and a served GARCH champion that never imports arch."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +12,7 @@ from features.loaders import load_daily
 from models.garch import SCALE, GarchForecaster, gjr_term_structure, one_step_variance
 from models.garch_filter import backcast, one_step_variances, variance_bounds
 from tests.conftest import MARKET
+from tests.fresh import forecast_code, watched_imports
 
 FITTED = {"omega": 0.05, "alpha[1]": 0.08, "beta[1]": 0.9}
 FLOORED = {"omega": 1e-12, "alpha[1]": 1e-9, "beta[1]": 0.0}  # under arch's lower bound
@@ -82,23 +80,10 @@ def test_forecaster_paths_equal_the_arch_path_and_take_skipped_days_as_arch() ->
                 np.testing.assert_array_equal(got["variance"].to_numpy(), paths[:, h - 1])
 
 
-def test_serving_a_symmetric_garch_does_not_import_arch() -> None:
-    code = (
-        "import sys, numpy as np, pandas as pd\n"
-        "from models.registry import forecaster_from_state\n"
-        "state = {'alias': 'garch11_t', 'kind': 'garch', 'config': {},\n"
-        "         'params': {'A': {'omega': 0.05, 'alpha[1]': 0.08, 'beta[1]': 0.9, 'nu': 5.0}}}\n"
-        "model = forecaster_from_state(state)\n"
-        "idx = pd.MultiIndex.from_product([['A'], pd.date_range('2024-01-01', periods=90)],\n"
-        "                                 names=['asset', 'date'])\n"
-        "r = np.random.default_rng(0).normal(0, 0.03, 90)\n"
-        "fc = model.forecast(pd.DataFrame({'ret_1d': r}, index=idx), horizons=[1, 7])\n"
-        "assert len(fc) == 180 and np.isfinite(fc['variance']).all(), fc\n"
-        "print(sorted(m for m in sys.modules if m == 'arch' or m.startswith('arch.')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+def test_serving_a_symmetric_garch_imports_none_of_what_a_fit_needs() -> None:
+    params = {"A": {"omega": 0.05, "alpha[1]": 0.08, "beta[1]": 0.9, "nu": 5.0}}
+    state = {"alias": "garch11_t", "kind": "garch", "config": {}, "params": params}
+    assert watched_imports(forecast_code(state)) == []
 
 
 def test_the_soft_upper_clamp_takes_libms_log_as_arch_does() -> None:
