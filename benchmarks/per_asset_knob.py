@@ -24,15 +24,15 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.policy_eval.protocol import EVALUATION, SELECTION
-from pipelines.report_extra import knob_family, policy_name_parts
+from pipelines.report_extra import knob_variants, policy_name_parts
 
 
 def family(acceptance: pd.DataFrame, frozen: dict) -> pd.DataFrame:
     """The rows of the frozen policy's knob family (the frozen policy, its first choice and
-    its knob variants: :func:`pipelines.report_extra.knob_family`), with ``variant``: the
+    its knob variants: :func:`pipelines.report_extra.knob_variants`), with ``variant``: the
     knob settings of each (none: the first choice, at the configured values)."""
     names = list(dict.fromkeys(acceptance["policy"]))
-    members = [frozen["policy"], *knob_family(frozen, names)]
+    members = [frozen["policy"], *knob_variants(frozen, names)]
     if len(members) < 2:
         raise SystemExit(f"{frozen['policy']}: no knob variants in the table "
                          "(evaluation.frontier_knobs is empty?)")

@@ -48,7 +48,9 @@ def ewma_variances(series: Sequence[np.ndarray], decay: float, init_obs: int
 
     The recursion is ``scipy.signal.lfilter([1 - λ], [1, -λ], r², zi=[λ·start])``'s, step
     for step (its state is :math:`z = 0·r^2 - (-λ)\,y = λy`, then :math:`y = z + (1-λ) r^2`),
-    so the values are lfilter's to the last bit (a test compares them) without importing
+    so for finite returns the values are lfilter's to the last bit (a test compares them;
+    an infinite r² would give inf here where lfilter's 0·inf gives NaN, and the loaders
+    refuse the prices that could make one) without importing
     ``scipy.signal`` (0.8 s of a fresh serve whose other steps took 0.4 s)."""
     squared = [np.asarray(r, dtype=float) ** 2 for r in series]
     out = [np.full(r2.shape, np.nan) for r2 in squared]

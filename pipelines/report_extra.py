@@ -211,7 +211,7 @@ def _at_base(frozen: dict) -> tuple[set[str], Callable[[str, str, bool], bool]]:
     return knobs, at_base
 
 
-def knob_family(frozen: dict, names: list[str]) -> list[str]:
+def knob_variants(frozen: dict, names: list[str]) -> list[str]:
     """The frozen policy's first choice and knob variants among ``names`` (its forecaster at
     its settings but the swept knobs, ``frozen["knobs"]``), the frozen policy excluded: the
     configured value first, then by knob value."""
@@ -225,14 +225,14 @@ def knob_family(frozen: dict, names: list[str]) -> list[str]:
 
 def capital_rows(frozen: dict, names: list[str]) -> list[str]:
     """The policies whose capital the report takes apart, in order: the frozen policy, its
-    first choice and knob variants (:func:`knob_family`), its variant without APC, EWMA-FHS
+    first choice and knob variants (:func:`knob_variants`), its variant without APC, EWMA-FHS
     at the same settings, the static table, the comparators the choice's rule would prefer
     (``frozen["comparators_the_rule_prefers"]``: where their capital goes beside the frozen
     policy's) and Aave v3."""
     _, at_base = _at_base(frozen)
     ewma = [n for n in names if at_base(n, EWMA, False)]
     preferred = [c["policy"] for c in frozen.get("comparators_the_rule_prefers") or []]
-    wanted = [frozen["policy"], *knob_family(frozen, names), f"{frozen['policy']}:no_apc",
+    wanted = [frozen["policy"], *knob_variants(frozen, names), f"{frozen['policy']}:no_apc",
               *ewma, "static", *preferred, "aave_v3"]
     present = set(names)
     return [n for n in dict.fromkeys(wanted) if n in present]

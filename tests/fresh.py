@@ -9,8 +9,9 @@ import sys
 WATCHED = ("arch", "scipy.signal", "scipy.stats")  # what fits need, ~0.6-1.1 s each
 
 
-def forecast_code(state: dict) -> str:
-    """Source that rebuilds a forecaster from ``state`` and forecasts 90 days of asset A."""
+def forecast_code(state: dict, rows: int) -> str:
+    """Source that rebuilds a forecaster from ``state``, forecasts 90 days of asset A at 1
+    and 7 days and checks it made ``rows`` finite forecasts."""
     return (
         "import numpy as np, pandas as pd\n"
         "from models.registry import forecaster_from_state\n"
@@ -19,7 +20,7 @@ def forecast_code(state: dict) -> str:
         "                                 names=['asset', 'date'])\n"
         "r = np.random.default_rng(0).normal(0, 0.03, 90)\n"
         "fc = model.forecast(pd.DataFrame({'ret_1d': r}, index=idx), horizons=[1, 7])\n"
-        "assert len(fc) and np.isfinite(fc['variance']).all(), fc\n"
+        f"assert len(fc) == {rows} and np.isfinite(fc['variance']).all(), fc\n"
     )
 
 

@@ -47,7 +47,7 @@ def test_every_asset_is_lfilters_recursion_bit_for_bit_alone_and_batched() -> No
 
 def test_serving_an_ewma_model_imports_none_of_what_a_fit_needs() -> None:
     state = {"alias": "ewma94", "kind": "ewma", "config": {}, "assets": ["A"]}
-    assert watched_imports(forecast_code(state)) == []
+    assert watched_imports(forecast_code(state, rows=2 * (90 - 29))) == []  # from day 30
 
 
 def test_serving_fhs_tails_imports_neither_arch_nor_scipy_signal_nor_stats(tmp_path) -> None:

@@ -83,7 +83,7 @@ def test_forecaster_paths_equal_the_arch_path_and_take_skipped_days_as_arch() ->
 def test_serving_a_symmetric_garch_imports_none_of_what_a_fit_needs() -> None:
     params = {"A": {"omega": 0.05, "alpha[1]": 0.08, "beta[1]": 0.9, "nu": 5.0}}
     state = {"alias": "garch11_t", "kind": "garch", "config": {}, "params": params}
-    assert watched_imports(forecast_code(state)) == []
+    assert watched_imports(forecast_code(state, rows=2 * 90)) == []
 
 
 def test_the_soft_upper_clamp_takes_libms_log_as_arch_does() -> None:
