@@ -154,10 +154,18 @@ def test_z2_hand_computed() -> None:
     assert r.statistic == pytest.approx(-0.2) and r.breaches == 1
 
 
-@pytest.mark.parametrize("test", ["mcneil_frey", "z2"])
-def test_es_backtests_size_under_simulation(test: str) -> None:
+@pytest.mark.parametrize(("test", "reps", "band"), [
+    # McNeil-Frey's bootstrap is cheap: 1,000 samples hold its size within ~1 pp (measured
+    # 3.1%, a bootstrap-t being a little conservative), so a test of true size 10% fails
+    ("mcneil_frey", 1000, (0.015, 0.075)),
+    # Z2 simulates its null: 200 samples here, its null checked exactly by the uniformity
+    # test below
+    ("z2", 200, (0.01, 0.10)),
+])
+def test_es_backtests_size_under_simulation(test: str, reps: int,
+                                            band: tuple[float, float]) -> None:
     rng = np.random.default_rng(5)
-    level, n, reps = 0.975, 500, 200
+    level, n = 0.975, 500
     q, es = t_tail(level)
     sigma = np.exp(rng.normal(-3.5, 0.2, (reps, n)))
     loss = T5.rvs(size=(reps, n), random_state=rng) * sigma
@@ -170,7 +178,7 @@ def test_es_backtests_size_under_simulation(test: str) -> None:
             p = mcneil_frey(loss[i], q * sigma[i], es * sigma[i], sigma[i], reps=300,
                             seed=i).p_value
         rejects += p < 0.05
-    assert 0.01 <= rejects / reps <= 0.10
+    assert band[0] <= rejects / reps <= band[1]
     # a tail 25% too small (Z2) or an ES 20% too small beyond a right VaR (McNeil-Frey, which
     # tests the ES given the VaR) is rejected most of the time
     low = [acerbi_szekely_z2(loss[i], 0.75 * q * sigma[i], 0.75 * es * sigma[i], level, sims=500)
