@@ -57,21 +57,34 @@ def ewma_variances(series: Sequence[np.ndarray], decay: float, init_obs: int
     live = [i for i, r2 in enumerate(squared) if len(r2) >= init_obs]
     if not live:
         return out
-    lengths = [len(squared[i]) - init_obs for i in live]
-    x = np.zeros((max(lengths), len(live)))  # each series from row 0; rows past its end unread
-    for j, i in enumerate(live):
-        x[:lengths[j], j] = squared[i][init_obs:]
     start = np.array([squared[i][:init_obs].mean() for i in live])
+    y = ewma_recursion(aligned([squared[i][init_obs:] for i in live]), start, decay)
+    for j, i in enumerate(live):
+        out[i][init_obs - 1] = start[j]
+        out[i][init_obs:] = y[:len(squared[i]) - init_obs, j]
+    return out
+
+
+def aligned(series: Sequence[np.ndarray], extra: int = 0) -> np.ndarray:
+    """(T, A) matrix of the series, each from row 0, ``extra`` rows of zeros past the
+    longest (a column's rows past its own series are never read back)."""
+    out = np.zeros((max(len(s) for s in series) + extra, len(series)))
+    for a, s in enumerate(series):
+        out[:len(s), a] = s
+    return out
+
+
+def ewma_recursion(x: np.ndarray, start: np.ndarray, decay: float) -> np.ndarray:
+    """(T, A) :math:`y_t = λ y_{t-1} + (1-λ) x_t` down each column from :math:`y_{-1}` =
+    ``start``: one step of every column at a time (the float operations of lfilter's and
+    arch's scalar loops, in an order that gives their values exactly)."""
     weight = 1.0 - decay
     y = np.empty_like(x)
     prev = start
     for t in range(x.shape[0]):
         prev = prev * decay + weight * x[t]
         y[t] = prev
-    for j, i in enumerate(live):
-        out[i][init_obs - 1] = start[j]
-        out[i][init_obs:] = y[:lengths[j], j]
-    return out
+    return y
 
 
 class EwmaForecaster:

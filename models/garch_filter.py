@@ -31,6 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.ewma import aligned, ewma_recursion
+
 __all__ = ["backcast", "one_step_variances", "variance_bounds"]
 
 EWMA_LAMBDA = 0.94  # arch's choice for the backcast weights and the bounds' EWMA
@@ -61,24 +63,13 @@ def _limits(y: np.ndarray) -> tuple[float, float, float]:
     return var / 1e8, min_upper_bound, 1e7 * (1 + float(np.max(y**2.0)))
 
 
-def _aligned(series: Sequence[np.ndarray], extra: int) -> np.ndarray:
-    """(T, A) matrix of the series, each from row 0, ``extra`` rows of zeros past the
-    longest (an asset's rows past its own end are never read back)."""
-    out = np.zeros((max(len(s) for s in series) + extra, len(series)))
-    for a, s in enumerate(series):
-        out[:len(s), a] = s
-    return out
-
-
 def _ewma_bounds(squared: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """(T, A) ``ewma_recursion(0.94, ...)`` of arch: garch_recursion with parameters
-    (0, 1 - λ, λ), the start value as backcast, and bounds that never bind."""
-    a, b = 1.0 - EWMA_LAMBDA, EWMA_LAMBDA
-    out = np.empty_like(squared)
-    out[0] = (0.0 + a * starts) + b * starts
-    for t in range(1, squared.shape[0]):
-        out[t] = (0.0 + a * squared[t - 1]) + b * out[t - 1]
-    return out
+    (0, 1 - λ, λ), the start value as backcast (so row t reads r²_{t-1}), bounds that never
+    bind; its ``(0 + (1-λ)x) + λy`` is :func:`models.ewma.ewma_recursion`'s ``λy + (1-λ)x``
+    to the last bit (adding 0 and the order of two terms change no float)."""
+    lagged = np.vstack([starts[None, :], squared[:-1]])
+    return ewma_recursion(lagged, starts, EWMA_LAMBDA)
 
 
 def variance_bounds(y: np.ndarray) -> np.ndarray:
@@ -87,7 +78,7 @@ def variance_bounds(y: np.ndarray) -> np.ndarray:
 
 
 def _bounds(series: Sequence[np.ndarray]) -> list[np.ndarray]:
-    squared = _aligned([np.asarray(y, dtype=float) ** 2.0 for y in series], 0)
+    squared = aligned([np.asarray(y, dtype=float) ** 2.0 for y in series], 0)
     starts = np.array([_ewma_starts(y) for y in series])
     var_bound = _ewma_bounds(squared, starts)
     out = []
@@ -133,7 +124,7 @@ def one_step_variances(params: Sequence[dict[str, float]], returns: Sequence[np.
     ys = [np.asarray(y, dtype=float) for y in returns]
     bounds = _bounds(ys)
     # one step past each asset's end: resid 0, bounds [0, inf) (arch's _one_step_forecast)
-    fresids = _aligned([np.absolute(y) ** 2.0 for y in ys], 1)
+    fresids = aligned([np.absolute(y) ** 2.0 for y in ys], 1)
     rows, cols = fresids.shape
     lo, hi = np.zeros((rows, cols)), np.full((rows, cols), np.inf)
     for a, vb in enumerate(bounds):
