@@ -351,7 +351,7 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     """The frozen tail-driven policy's bundle parts: its tail model refitted on every row of
     the assets the walk-forward's refit would take (``tail.min_train_days``), its walk-forward
     forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
-    from models.backtest import eligible_assets
+    from models.tail.backtest import fit_on_eligible
     from models.tail.registry import build_tail_forecaster
     from pipelines.policy_eval.tail_driven import UNCONDITIONAL, UNCONDITIONAL_OVERRIDES
     from serving.tail_source import entry
@@ -361,12 +361,12 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
         frozen |= UNCONDITIONAL_OVERRIDES
     cfg = cfg.with_overrides(frozen)
     cutoff = features.index.get_level_values("date").max()
-    assets = eligible_assets(features, cutoff, cfg.tail.min_train_days)
-    if not assets:
+    model, assets = fit_on_eligible(
+        lambda: build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days),
+        features, cutoff, cfg.tail.min_train_days)
+    if model is None:
         raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
                          f"up to {cutoff:%F} to refit {alias} on")
-    rows = features[features.index.get_level_values("asset").isin(assets)]
-    model = build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days).fit(rows)
     mine = tail_forecasts[tail_forecasts["model"] == alias]
     return _TailVersion(cfg, frozen, entry(alias, float(frozen["policy.confidence"]),
                                            model.state(), mine, cutoff, assets), alias)

@@ -20,6 +20,21 @@ from models.tail.base import TailForecaster, concat_tails
 ProgressHook = Callable[[int, int], None]
 
 
+def fit_on_eligible(make_model: Callable[[], TailForecaster], features: pd.DataFrame,
+                    fit_end: pd.Timestamp, min_train_days: int
+                    ) -> tuple[TailForecaster | None, list[str]]:
+    """A refit of the walk-forward at ``fit_end``: ``make_model()`` fitted on the rows dated
+    ``<= fit_end`` of the assets with ``min_train_days`` of history by then, and those
+    assets (no model where none has). Registration and the serve harness refit this way, so
+    a served tail model is fitted as the walk-forward's would have been."""
+    assets = eligible_assets(features, fit_end, min_train_days)
+    if not assets:
+        return None, assets
+    dates = features.index.get_level_values("date")
+    rows = features.index.get_level_values("asset").isin(assets) & (dates <= fit_end)
+    return make_model().fit(features[rows]), assets
+
+
 def tail_walk_forward(
     make_model: Callable[[], TailForecaster],
     panel: pd.DataFrame,
@@ -38,10 +53,9 @@ def tail_walk_forward(
     blocks = []
     for k, fit_end in enumerate(fits):
         seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
-        assets = eligible_assets(features, fit_end, min_train_days)
-        if assets:
+        model, assets = fit_on_eligible(make_model, features, fit_end, min_train_days)
+        if model is not None:
             in_assets = features.index.get_level_values("asset").isin(assets)
-            model = make_model().fit(features[in_assets & (dates <= fit_end)])
             seg = pd.date_range(fit_end, seg_end, freq="D")
             fc = model.forecast_tail(features[in_assets & (dates <= seg_end)], levels, seg)
             fc["fitted_through"] = fit_end
