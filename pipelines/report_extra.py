@@ -16,7 +16,7 @@ from pipelines.policy_eval.acceptance import capital_by_policy
 from pipelines.policy_eval.pipeline import EWMA
 from pipelines.policy_eval.protocol import in_period
 from pipelines.policy_eval.stability import stability_table
-from pipelines.policy_eval.tail_driven import ranked_text
+from pipelines.policy_eval.tail_driven import prefers_tail, ranked_text
 from pipelines.tail_step import headline
 
 
@@ -69,7 +69,7 @@ def across_note(frozen: dict) -> str:
     if not across:
         return ""
     t, v = across["tail_driven"], across["variance_driven"]
-    first, second = (t, v) if across["rule_prefers"] == t["policy"] else (v, t)
+    first, second = (t, v) if prefers_tail(across) else (v, t)
     served = ("" if first is not t else
               "; this run's choice spanned both kinds and registered it (the gate decides its "
               "promotion)" if frozen.get("one_choice") else

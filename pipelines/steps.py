@@ -353,12 +353,11 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
     from models.tail.backtest import fit_on_eligible
     from models.tail.registry import build_tail_forecaster
-    from pipelines.policy_eval.tail_driven import UNCONDITIONAL, UNCONDITIONAL_OVERRIDES
+    from pipelines.policy_eval.tail_driven import tail_overrides
     from serving.tail_source import entry
 
-    alias, frozen = tail.frozen.forecaster, dict(tail.frozen.overrides)
-    if alias in UNCONDITIONAL:  # as its replay: no σ-rescaled APC terms
-        frozen |= UNCONDITIONAL_OVERRIDES
+    alias = tail.frozen.forecaster
+    frozen = dict(tail.frozen.overrides) | tail_overrides(alias)  # as its replay
     cfg = cfg.with_overrides(frozen)
     cutoff = features.index.get_level_values("date").max()
     model, assets = fit_on_eligible(

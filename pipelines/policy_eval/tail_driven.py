@@ -86,6 +86,17 @@ SIDE = "long"               # a lender's collateral is long the asset
 UNCONDITIONAL = frozenset({"hs"})  # tail models whose tail does not scale with σ (docstring)
 # ... and the settings their candidates are replayed and served with: no σ-rescaled APC terms
 UNCONDITIONAL_OVERRIDES = {"policy.apc.stress_enabled": False, "policy.apc.floor_enabled": False}
+
+
+def tail_overrides(model: str) -> dict[str, Any]:
+    """The settings a candidate driven by ``model`` is replayed (and registered) with on top
+    of its own: an :data:`UNCONDITIONAL` model's have no σ-rescaled APC terms."""
+    return dict(UNCONDITIONAL_OVERRIDES) if model in UNCONDITIONAL else {}
+
+
+def prefers_tail(across: Mapping[str, Any]) -> bool:
+    """Whether :func:`across_kinds` ranks the tail-driven policy first (False when empty)."""
+    return bool(across) and across["rule_prefers"] == across["tail_driven"]["policy"]
 POLICY_LOSS = {"worst_window": "close"}  # policy.loss → the tail models' loss_variant
 
 
@@ -137,8 +148,8 @@ def tail_policy_path(panel: pd.DataFrame, variance: pd.DataFrame, tails: pd.Data
     """Daily published parameters and outcomes of one tail-driven candidate (slim columns
     and ``tail_fallback``); ``variance`` is the σ model's walk-forward forecast frame. An
     :data:`UNCONDITIONAL` model's candidate has no σ-rescaled APC terms (module docstring)."""
-    if model in UNCONDITIONAL:
-        cfg = cfg.with_overrides(UNCONDITIONAL_OVERRIDES)
+    if extra := tail_overrides(model):
+        cfg = cfg.with_overrides(extra)
     named, pairs = [], []
     references = stress_reference(panel, [cfg.policy])  # the whole panel's young-asset floor
     for asset in sorted(variance["asset"].unique()):
@@ -253,7 +264,7 @@ class TailPolicyEvaluation:
     def preferred(self) -> bool:
         """Whether the choice's rule ranks the frozen tail-driven policy above the frozen
         variance-driven one on the selection period (:func:`across_kinds`)."""
-        return bool(self.across) and self.across["rule_prefers"] == self.frozen.name
+        return prefers_tail(self.across)  # its tail-driven row is the frozen one
 
 
 def tail_capital_table(ev: TailPolicyEvaluation, tails: pd.DataFrame, cfg: Config,
@@ -407,7 +418,7 @@ def across_lines(across: Mapping[str, Any], registers: bool = False) -> list[str
     """One warning where the rule ranks the tail-driven policy above the variance-driven
     one and this command does not register it (``registers``: the tail step runs inside
     ``volmargin run``, whose choice then spans both kinds and registers it)."""
-    if registers or not across or across["rule_prefers"] != across["tail_driven"]["policy"]:
+    if registers or not prefers_tail(across):
         return []
     t, v = across["tail_driven"], across["variance_driven"]
     return [f"on the selection period the choice's rule ranks the tail-driven {t['policy']} "
