@@ -98,6 +98,15 @@ LOSS_COLUMNS = (
 )
 # the covered-loss column of each loss variant, per side ("long", "short")
 LOSS_VARIANTS = {"close": "worst_loss_{side}", "intrabar": "worst_loss_{side}_intrabar"}
+SIDES = ("long", "short")
+
+
+def loss_column(side: str, variant: str) -> str:
+    """The panel column of the covered loss of ``side`` in ``variant`` (:data:`LOSS_VARIANTS`)."""
+    if side not in SIDES or variant not in LOSS_VARIANTS:
+        raise ValueError(f"side must be one of {SIDES} and variant one of "
+                         f"{list(LOSS_VARIANTS)}; got {side!r}, {variant!r}")
+    return LOSS_VARIANTS[variant].format(side=side)
 PROXY_FLAG = "worst_loss_is_proxy"
 _HOURS = 24
 # Relative gap allowed between the hourly candles' extremes and the daily candle's when the

@@ -51,7 +51,7 @@ from features.fast import fast_columns, fast_panel
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
 from features.loss_days import LossDays
-from features.losses import LOSS_VARIANTS, PROXY_FLAG
+from features.losses import PROXY_FLAG, SIDES, loss_column
 from features.macro import CORR_WINDOWS
 from features.store import panel_fingerprint
 
@@ -317,7 +317,7 @@ def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
         if extra is None:
             return None
         variant = str(tail["state"].get("config", {}).get("loss_variant", "close"))
-        model |= extra | {LOSS_VARIANTS[variant].format(side=side) for side in ("long", "short")}
+        model |= extra | {loss_column(side, variant) for side in SIDES}
     policy = Config.model_validate(bundle["config"]).policy
     loss = set() if policy.loss == "close_to_close" else {"worst_loss_long", "worst_loss_short"}
     return frozenset({*SERVE_BASE_COLUMNS, *loss, *model})

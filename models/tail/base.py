@@ -30,10 +30,9 @@ from typing import Any, Protocol, Self, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from features.losses import LOSS_VARIANTS
+from features.losses import LOSS_VARIANTS, SIDES, loss_column  # noqa: F401 (re-exported)
 
 TAIL_COLUMNS = ["asset", "cutoff", "target_date", "side", "level", "var", "es"]
-SIDES = ("long", "short")
 DEFAULT_LEVELS = (0.975, 0.99, 0.995)
 
 
@@ -80,13 +79,6 @@ def to_fraction(log_loss: np.ndarray, side: str) -> np.ndarray:
     """Log loss → loss fraction of position value (module docstring); monotone increasing."""
     x = np.asarray(log_loss, dtype=float)
     return -np.expm1(-x) if side == "long" else np.expm1(x)
-
-
-def loss_column(side: str, variant: str) -> str:
-    if side not in SIDES or variant not in LOSS_VARIANTS:
-        raise ValueError(f"side must be one of {SIDES} and variant one of "
-                         f"{list(LOSS_VARIANTS)}; got {side!r}, {variant!r}")
-    return LOSS_VARIANTS[variant].format(side=side)
 
 
 def calendar_series(frame: pd.DataFrame, column: str) -> pd.Series:
