@@ -166,8 +166,7 @@ def run(
     # tail-driven policy when the rule ranks it first
     evaluated = tail.policy if tail is not None else None
     version, promoted, reason, registered = step_register(
-        cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated,
-        tail.forecasts if tail is not None else None)
+        cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated)
     served = None
     if publish:
         progress("serve", 0, 1)

@@ -346,8 +346,8 @@ class _TailVersion:
     alias: str                   # the tail model
 
 
-def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluation,
-                  tail_forecasts: pd.DataFrame) -> _TailVersion:
+def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluation
+                  ) -> _TailVersion:
     """The frozen tail-driven policy's bundle parts: its tail model refitted on every row of
     the assets the walk-forward's refit would take (``tail.min_train_days``), its walk-forward
     forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
@@ -366,7 +366,7 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     if model is None:
         raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
                          f"up to {cutoff:%F} to refit {alias} on")
-    mine = tail_forecasts[tail_forecasts["model"] == alias]
+    mine = tail.tails[tail.tails["model"] == alias]
     return _TailVersion(cfg, frozen, entry(alias, float(frozen["policy.confidence"]),
                                            model.state(), mine, cutoff, assets), alias)
 
@@ -374,7 +374,7 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
-    tail: TailPolicyEvaluation | None = None, tail_forecasts: pd.DataFrame | None = None,
+    tail: TailPolicyEvaluation | None = None,
 ) -> tuple[str, bool, str, str]:
     """Refit the selected forecaster on all data, bundle it with the policy, register, gate:
     (version, promoted, the gate's reason, the registered policy's name).
@@ -388,7 +388,7 @@ def step_register(
     a champion of either kind; and when the choice's rule ranks its frozen tail-driven policy
     above ``choice`` (:attr:`TailPolicyEvaluation.preferred`: one choice over both kinds),
     that policy is registered instead: its σ forecaster (``ewma94``) and its tail model
-    refitted on all data (``tail_forecasts``: the tail walk-forward), ``failed`` taken from
+    refitted on all data (its stored forecasts: the tail walk-forward's), ``failed`` taken from
     the σ walk-forward, judged by the same gate. A tail model that cannot be refitted leaves
     the variance-driven choice registered, the gate's reason saying why."""
     name = cfg.registry.model_name
@@ -401,9 +401,7 @@ def step_register(
         summary = pd.concat([summary, judged], ignore_index=True)
         if tail.preferred:
             try:
-                version_tail = _tail_version(cfg, features, tail,
-                                             tail_forecasts if tail_forecasts is not None
-                                             else pd.DataFrame(columns=["model"]))
+                version_tail = _tail_version(cfg, features, tail)
             except Exception as err:  # the variance-driven choice is still there
                 note = (f"; {tail.frozen.name} ranked first but its tail model could not be "
                         f"refitted ({type(err).__name__}: {err}): {choice.policy} registered")

@@ -70,7 +70,7 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
     ev = dataclasses.replace(
         evaluate_tail_policies(panel, sigma.forecasts, forecasts, cfg, reference,
                                next(iter(reference), None)),
-        sigma=sigma.forecasts, sigma_failures=sigma.failures)
+        sigma_failures=sigma.failures)  # what the σ walk-forward left out
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,
               "policy_capital": tail_capital_table(ev, forecasts, cfg),

@@ -259,6 +259,9 @@ class TailPolicyEvaluation:
     # ... and what that walk-forward left out (models.backtest failure rows): a registered
     # tail-driven policy serves those assets the fail-safe
     sigma_failures: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the tail models' walk-forward forecasts the candidates read: what a registered
+    # tail-driven policy stores up to its fit cutoff (serving.tail_source)
+    tails: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def preferred(self) -> bool:
@@ -375,7 +378,8 @@ def evaluate_tail_policies(panel: pd.DataFrame, variance: pd.DataFrame, tails: p
         as_safe=tail_as_safe(frozen, everything[frozen.name], sweep, cfg),
         # only where the variance-driven choice was made by the same rule (the forecast rule
         # chooses by QLIKE, which a tail-driven candidate has not)
-        across=across_kinds(table, variance_frozen, frozen.name) if ranks else {})
+        across=across_kinds(table, variance_frozen, frozen.name) if ranks else {},
+        sigma=variance, tails=tails)
 
 
 def across_kinds(table: pd.DataFrame, variance: str, tail: str) -> dict[str, Any]:
