@@ -160,11 +160,12 @@ def asset_parameters(
     if tail is None:
         return decide(x, previous, cfg.data.stale_after_days, cfg.policy)
     panel = pd.concat({asset: frame}, names=["asset", "date"])
-    values, errors = tail.values(panel, as_of, [asset])
-    if asset in errors:
-        return tail.frozen(asset, errors[asset], previous, cfg.policy, hours)
-    x, fell_back = tail.inputs(x, values[asset])
-    return tail.noted(decide(x, previous, cfg.data.stale_after_days, cfg.policy), fell_back)
+    ready, frozen, fell_back = tail.prepare({asset: x}, panel, as_of, {asset: previous},
+                                            cfg.policy, hours)
+    if asset in frozen:
+        return frozen[asset]
+    return tail.noted(decide(ready[asset], previous, cfg.data.stale_after_days, cfg.policy),
+                      asset in fell_back)
 
 
 def policy_frame_per_asset(
@@ -413,16 +414,11 @@ def policy_frame(
         else:
             done[asset] = got
     fell_back: set[str] = set()
-    if tail is not None and ready:  # the direct tail of every trusted asset, one call
-        values, errors = tail.values(visible, stamp, ready)
-        for n, err in errors.items():  # never judged so: the fail-safe (serving.tail_source)
-            del ready[n]
-            done[n] = tail.frozen(n, err, states.get(n), cfg.policy,
-                                  float(cfg.features.liquidation_delay_hours))
-        for n in ready:
-            ready[n], fell = tail.inputs(ready[n], values[n])
-            if fell:
-                fell_back.add(n)
+    if tail is not None and ready:  # the direct tail of every trusted asset, one call;
+        # an asset whose forecast raised was never judged so: the fail-safe
+        ready, frozen, fell_back = tail.prepare(ready, visible, stamp, states, cfg.policy,
+                                                float(cfg.features.liquidation_delay_hours))
+        done.update(frozen)
     # every trusted asset's update at once; should that raise, each on its own, so that only
     # the asset at fault is frozen
     names = list(ready)

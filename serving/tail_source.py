@@ -30,7 +30,7 @@ is frozen.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -117,6 +117,26 @@ class TailSource:
             for row in mine.itertuples():
                 out[str(row.asset)] = (float(row.var), float(row.es))
         return out, errors
+
+    def prepare(self, ready: dict[str, PolicyInputs], visible: pd.DataFrame,
+                as_of: pd.Timestamp, previous: Mapping[str, PolicyState | None],
+                cfg: PolicyConfig, hours: float
+                ) -> tuple[dict[str, PolicyInputs], dict[str, tuple[Parameters,
+                                                                    PolicyState | None]], set[str]]:
+        """The direct tail into every asset's inputs, in one call of the model: (the inputs
+        ready to decide, the fail-safe of each asset whose forecast raised, the assets that
+        fell back to the FHS tail; their decisions go through :meth:`noted`)."""
+        values, errors = self.values(visible, as_of, ready)
+        frozen = {n: self.frozen(n, err, previous.get(n), cfg, hours)
+                  for n, err in errors.items()}
+        out, fell_back = {}, set()
+        for n, x in ready.items():
+            if n in frozen:
+                continue
+            out[n], fell = self.inputs(x, values[n])
+            if fell:
+                fell_back.add(n)
+        return out, frozen, fell_back
 
     def inputs(self, x: PolicyInputs, value: tuple[float, float]) -> tuple[PolicyInputs, bool]:
         """``x`` with the direct tail when both numbers are finite (the replay's rule), and
