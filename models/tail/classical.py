@@ -62,10 +62,15 @@ from models.tail.base import (
 MAX_SHAPE = 0.9  # ES needs ξ < 1; a larger MLE estimate is an artefact of few excesses
 
 
+def calendar_sigma(frame: pd.DataFrame, variance: pd.Series) -> pd.Series:
+    """σ_s of one asset on its calendar (NaN on the days without a variance forecast)."""
+    return np.sqrt(variance.reindex(pd.date_range(frame.index.min(), frame.index.max())))
+
+
 def standardized_history(frame: pd.DataFrame, variance: pd.Series, side: str, variant: str,
                          interval_days: int) -> tuple[pd.Series, pd.Series]:
     """(σ_s, z_s) of one asset on its calendar; z_s is known from date s + U on."""
-    sigma = np.sqrt(variance.reindex(pd.date_range(frame.index.min(), frame.index.max())))
+    sigma = calendar_sigma(frame, variance)
     log_loss = calendar_series(frame, loss_column(side, variant))
     z = log_loss.shift(-int(interval_days)) / sigma
     return sigma, z
@@ -97,23 +102,29 @@ class _VarianceTail:
         is forecast only on those days (the forecast at a day reads the rows up to it, so
         each value is the one a forecast of every day gives; z is NaN elsewhere): a serve's
         one cutoff reads a window, not the whole history."""
-        variance_model = self._variance()
+        out: dict[str, dict[str, tuple[pd.Series, pd.Series]]] = {side: {} for side in sides}
+        for asset, variance in self._variances(panel, cutoffs, lookback_days).items():
+            frame = asset_frame(panel, asset)
+            for side in sides:
+                out[side][asset] = standardized_history(
+                    frame, variance, side, self.config.loss_variant, self.interval_days)
+        return out
+
+    def _variances(self, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex | None = None,
+                   lookback_days: int | None = None) -> dict[str, pd.Series]:
+        """asset → the variance model's forecast over the interval, by cutoff: at every day,
+        or (``cutoffs`` and ``lookback_days``) on the days a forecast at those cutoffs reads
+        (:meth:`_histories`)."""
         days = None
         if cutoffs is not None and lookback_days is not None and len(cutoffs):
             c = pd.DatetimeIndex(cutoffs)
             days = (c if lookback_days == 0 else
                     pd.date_range(c.min() - pd.Timedelta(days=int(lookback_days)), c.max()))
-        fc = variance_model.forecast(panel, [self.interval_days], days)
+        fc = self._variance().forecast(panel, [self.interval_days], days)
         if "horizon_days" in fc:
             fc = fc[fc["horizon_days"] == self.interval_days]
-        out: dict[str, dict[str, tuple[pd.Series, pd.Series]]] = {side: {} for side in sides}
-        for asset, block in fc.groupby("asset"):
-            variance = block.set_index("cutoff")["variance"]
-            frame = asset_frame(panel, str(asset))
-            for side in sides:
-                out[side][str(asset)] = standardized_history(
-                    frame, variance, side, self.config.loss_variant, self.interval_days)
-        return out
+        return {str(asset): block.set_index("cutoff")["variance"]
+                for asset, block in fc.groupby("asset")}
 
     def _variance(self) -> Forecaster:
         if self.variance_model is None:
@@ -379,15 +390,15 @@ class EvtTail(_VarianceTail):
             return concat_tails([self._rows(assets, sigma[:, -1], t, qs, side)
                                  for side in SIDES])
         blocks = []
-        known = self._histories(panel, SIDES, cutoffs, 0)  # σ at the cutoffs: params fitted
-        for side in SIDES:
-            for asset, (sigma, _) in known[side].items():
-                p = self.params[side].get(asset)
+        for asset, variance in self._variances(panel, cutoffs, 0).items():  # σ at the cutoffs
+            sigma = calendar_sigma(asset_frame(panel, asset), variance)
+            s = sigma[np.isfinite(sigma)]
+            wanted = select_cutoffs(s.index, cutoffs)
+            st = s.loc[wanted].to_numpy()
+            for side in SIDES:
+                p = self.params[side].get(asset)  # params fitted on this side, or none
                 if p is None:
                     continue
-                s = sigma[np.isfinite(sigma)]
-                wanted = select_cutoffs(s.index, cutoffs)
-                st = s.loc[wanted].to_numpy()
                 for q in qs:
                     zq, ez = gpd_measures(p, q)
                     blocks.append(tail_frame(asset, wanted, self.interval_days, side, q,
