@@ -120,11 +120,14 @@ class _VarianceTail:
             c = pd.DatetimeIndex(cutoffs)
             days = (c if lookback_days == 0 else
                     pd.date_range(c.min() - pd.Timedelta(days=int(lookback_days)), c.max()))
-        fc = self._variance().forecast(panel, [self.interval_days], days)
-        if "horizon_days" in fc:
-            fc = fc[fc["horizon_days"] == self.interval_days]
         return {str(asset): block.set_index("cutoff")["variance"]
-                for asset, block in fc.groupby("asset")}
+                for asset, block in self._forecast_variance(panel, days).groupby("asset")}
+
+    def _forecast_variance(self, panel: pd.DataFrame, days: pd.DatetimeIndex | None
+                           ) -> pd.DataFrame:
+        """The variance model's forecast frame over the interval at ``days`` (None: every)."""
+        fc = self._variance().forecast(panel, [self.interval_days], days)
+        return fc[fc["horizon_days"] == self.interval_days] if "horizon_days" in fc else fc
 
     def _variance(self) -> Forecaster:
         if self.variance_model is None:
@@ -140,13 +143,12 @@ class _VarianceTail:
         none without ``with_losses``)). The numbers :meth:`_histories` gives on those days,
         without a frame per asset; a panel with a repeated (asset, date) is refused, as
         :meth:`_histories` refuses it."""
-        variance_model = self._variance()
+        self._variance()  # fitted, or a clear error before the panel is read
         if panel.index.has_duplicates:
             raise ValueError(f"{self.alias}: the panel repeats an (asset, date) row")
         u, start = self.interval_days, t - pd.Timedelta(days=int(lookback_days))
         days = pd.date_range(start, t)
-        fc = variance_model.forecast(panel, [u], days)
-        fc = fc[fc["horizon_days"] == u] if "horizon_days" in fc else fc
+        fc = self._forecast_variance(panel, days)
         fc = fc[(fc["cutoff"] >= start) & (fc["cutoff"] <= t)]  # whatever it was asked
         if fc.duplicated(["asset", "cutoff"]).any():
             raise ValueError(f"{self.alias}: the variance forecast repeats a cutoff")
