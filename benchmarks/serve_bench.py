@@ -154,20 +154,11 @@ def tail_entry(tail: str, cfg: Config, features: pd.DataFrame, cutoff: dt.date
     """A tail-driven bundle's ``tail`` entry (:mod:`serving.tail_source`): the tail model
     ``tail`` fitted on ``features`` (every asset with ``tail.min_train_days``), at
     ``policy.confidence``, without stored forecasts (every served day is after the cutoff)."""
-    from models.tail.backtest import fit_on_eligible
     from models.tail.base import TAIL_COLUMNS
-    from models.tail.registry import build_tail_forecaster
-    from serving.tail_source import entry
+    from serving.tail_source import refitted_entry
 
-    stamp = pd.Timestamp(cutoff)
-    model, assets = fit_on_eligible(
-        lambda: build_tail_forecaster(tail, cfg.tail, cfg.features.update_interval_days),
-        features, stamp, cfg.tail.min_train_days)
-    if model is None:
-        raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
-                         f"up to {stamp:%F}")
-    return entry(tail, cfg.policy.confidence, model.state(), pd.DataFrame(columns=TAIL_COLUMNS),
-                 stamp, assets)
+    return refitted_entry(tail, cfg, features, pd.Timestamp(cutoff),
+                          pd.DataFrame(columns=TAIL_COLUMNS))
 
 
 def register_quickly(cfg: Config, forecaster: str, cache: Path,

@@ -351,24 +351,15 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     """The frozen tail-driven policy's bundle parts: its tail model refitted on every row of
     the assets the walk-forward's refit would take (``tail.min_train_days``), its walk-forward
     forecasts at the frozen level stored up to the fit cutoff (:mod:`serving.tail_source`)."""
-    from models.tail.backtest import fit_on_eligible
-    from models.tail.registry import build_tail_forecaster
     from pipelines.policy_eval.tail_driven import tail_overrides
-    from serving.tail_source import entry
+    from serving.tail_source import refitted_entry
 
     alias = tail.frozen.forecaster
     frozen = dict(tail.frozen.overrides) | tail_overrides(alias)  # as its replay
     cfg = cfg.with_overrides(frozen)
     cutoff = features.index.get_level_values("date").max()
-    model, assets = fit_on_eligible(
-        lambda: build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days),
-        features, cutoff, cfg.tail.min_train_days)
-    if model is None:
-        raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
-                         f"up to {cutoff:%F} to refit {alias} on")
     mine = tail.tails[tail.tails["model"] == alias]
-    return _TailVersion(cfg, frozen, entry(alias, float(frozen["policy.confidence"]),
-                                           model.state(), mine, cutoff, assets), alias)
+    return _TailVersion(cfg, frozen, refitted_entry(alias, cfg, features, cutoff, mine), alias)
 
 
 def step_register(

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from configs.schema import PolicyConfig
+from configs.schema import Config, PolicyConfig
 from serving.decide import PolicyInputs, PolicyState, freeze
 from serving.inputs import per_asset_lists
 from serving.policy import Parameters
@@ -160,6 +160,25 @@ class TailSource:
         if fell_back and not params.flag_fallback:
             return params.with_reason(self.note), state
         return decided
+
+
+def refitted_entry(alias: str, cfg: Config, features: pd.DataFrame, cutoff: pd.Timestamp,
+                   forecasts: pd.DataFrame) -> dict[str, Any]:
+    """The bundle's ``tail`` entry of ``alias`` refitted through ``cutoff`` as the
+    walk-forward's refit would be (:func:`models.tail.backtest.fit_on_eligible`), at
+    ``policy.confidence``, with its walk-forward ``forecasts`` stored up to the cutoff.
+    Raises ValueError where no asset has ``tail.min_train_days`` of history."""
+    from models.tail.backtest import fit_on_eligible
+    from models.tail.registry import build_tail_forecaster
+
+    model, assets = fit_on_eligible(
+        lambda: build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days),
+        features, cutoff, cfg.tail.min_train_days)
+    if model is None:
+        raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "
+                         f"up to {cutoff:%F} to refit {alias} on")
+    return entry(alias, float(cfg.policy.confidence), model.state(), forecasts, cutoff,
+                 assets)
 
 
 def entry(model: str, level: float, state: dict[str, Any], forecasts: pd.DataFrame,
