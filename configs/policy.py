@@ -126,7 +126,9 @@ class GateConfig(_Strict):
     require_coverage: bool = True      # acceptable on every asset (policy_eval/acceptance.py)
     max_red_windows: int = Field(0, ge=0)  # Basel red 250-day windows allowed, summed over assets
     max_capital_increase: float = Field(0.05, ge=0)  # capital mean(1-LTV) <= champion's +5%
-    promote_first: bool = True         # with no champion yet, promote and record the gate result
+    # with no champion yet, promote and record the gate result; a refused first version
+    # serves the assets it was not acceptable on frozen (serving.serve.gate_refused)
+    promote_first: bool = True
 
 
 class RegistryConfig(_Strict):

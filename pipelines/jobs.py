@@ -202,7 +202,9 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
                  f"(no-op): version {rec['registered_version']}, champion "
                  f"v{rec['champion_version']} ({result.marker})", **figures)
         return 0
-    verdict = "passed → @champion" if rec["promoted"] else "refused, @champion unchanged"
+    verdict = ("passed → @champion" if rec.get("gate_passed", rec["promoted"])
+               else "refused, promoted as the first version → @champion" if rec["promoted"]
+               else "refused, @champion unchanged")
     log.info("retrain", f"registered {cfg.registry.model_name} v{rec['registered_version']} "
              f"({rec['selected']}); gate {verdict}: {rec['gate_reason']}", **figures)
     for line in rec.get("not_judged", []):  # as `run` ends: young assets, not failures

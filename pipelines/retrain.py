@@ -224,6 +224,7 @@ def retrain(
             "not_judged": result.not_judged_lines(),  # young assets' statistics, not failures
             "registered_version": result.model_version,
             "promoted": result.promoted,
+            "gate_passed": result.gate_passed,
             "gate_reason": result.gate_reason,
             "champion_version": champion_version(cfg.registry.model_name),
             # last day the registered forecaster saw: never after the as-of (serving.market)

@@ -79,6 +79,9 @@ class RunResult:
     # the policy registered: the frozen variance-driven one, or with tail.in_run the
     # tail-driven one when the choice's rule ranks it first ("": not recorded)
     registered_policy: str = ""
+    # the gate's verdict; False with promoted True: the store's first version, promoted all
+    # the same (registry.gate.promote_first) and served with its refused assets frozen
+    gate_passed: bool = True
 
     def _too_short(self) -> pd.Series:
         """Which undefined diagnostics were on fewer scored days than a verdict needs."""
@@ -165,7 +168,7 @@ def run(
     # with the tail step, one choice over both kinds: step_register registers the
     # tail-driven policy when the rule ranks it first
     evaluated = tail.policy if tail is not None else None
-    version, promoted, reason, registered = step_register(
+    registration = step_register(
         cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated)
     served = None
     if publish:
@@ -174,11 +177,12 @@ def run(
         from pipelines.stress.job import stress_published  # beside it; failure is local
         stress_published(cfg, served.as_of)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
-                     stress, version, promoted, reason, dict(market.failures), served,
+                     stress, registration.version, registration.promoted,
+                     registration.reason, dict(market.failures), served,
                      bt.failures, bt.diagnostics,
                      list(dict.fromkeys([*pit.warnings, *stale_lines(fresh), *bt.narrowed,
                                          *policy_lines, *tail_warnings,
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged,
-                     registered)
+                     registration.policy, registration.gate_passed)

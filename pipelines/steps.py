@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlflow
 import pandas as pd
@@ -45,7 +45,7 @@ from pipelines.policy_eval.pipeline import (
 )
 from pipelines.policy_eval.plots import margin_path_figures
 from pipelines.policy_eval.protocol import EVALUATION
-from pipelines.selection.gate import gate, policy_rows
+from pipelines.selection.gate import FIRST_PROMOTED, gate, not_acceptable, policy_rows
 from pipelines.selection.select import Selection, period_comparison
 from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
@@ -362,13 +362,29 @@ def _tail_version(cfg: Config, features: pd.DataFrame, tail: TailPolicyEvaluatio
     return _TailVersion(cfg, frozen, refitted_entry(alias, cfg, features, cutoff, mine), alias)
 
 
+class Registration(NamedTuple):
+    """What :func:`step_register` did: the version, whether it became ``@champion``, whether
+    its gate passed (a first version may be promoted though it did not), the gate's reason
+    and the registered policy's name."""
+
+    version: str
+    promoted: bool
+    gate_passed: bool
+    reason: str
+    policy: str
+
+
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
     tail: TailPolicyEvaluation | None = None,
-) -> tuple[str, bool, str, str]:
-    """Refit the selected forecaster on all data, bundle it with the policy, register, gate:
-    (version, promoted, the gate's reason, the registered policy's name).
+) -> Registration:
+    """Refit the selected forecaster on all data, bundle it with the policy, register, gate.
+
+    The bundle names the assets on which the policy was not acceptable in the backtest the
+    gate judged (``not_acceptable``; unproven ones are not listed): a version promoted as the
+    store's first although its gate refused it (``registry.gate.promote_first``) is served
+    with those assets frozen (:func:`serving.serve.gate_refused`).
 
     ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
     walk-forward: the bundle carries them, and serving gives them the fail-safe (their
@@ -409,6 +425,7 @@ def step_register(
         selected, policy_name = choice.model, choice.policy or f"policy:{choice.model}"
         reason_text, frozen = choice.reason, dict(choice.overrides)
         cfg = cfg.with_overrides(choice.overrides) if choice.overrides else cfg
+    mine = policy_rows(summary, policy_name)
     with mlflow.start_run(run_name="register") as run:
         log_context(cfg, "register", {"model": selected})
         model = build_forecaster(selected, cfg.models, cfg.backtest.horizons).fit(features)
@@ -420,10 +437,10 @@ def step_register(
             "frozen": frozen,  # the settings the protocol chose (serve logs)
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
             "failed_assets": dict(failed or {}),
+            "not_acceptable": not_acceptable(mine),
             **({"tail": version_tail.entry} if version_tail is not None else {}),
         }
         info = registry.log_policy_model(bundle)
-        mine = policy_rows(summary, policy_name)
         version = registry.register(info.model_uri, name, {
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
             "run_id": run.info.run_id, "selection": reason_text[:4000],
@@ -449,9 +466,11 @@ def step_register(
         if failed:  # not judged (no backtest path) and served the fail-safe: named here
             reason += (f"; served the fail-safe on {', '.join(sorted(failed))} (its "
                        "forecaster failed them in the walk-forward)")
-        if not passed and champion is None and cfg.registry.gate.promote_first:
-            passed, reason = True, f"first version promoted with its gate result: {reason}"
-        promoted = registry.promote(name, version, passed, reason)
-        mlflow.log_params({"model_version": version, "promoted": promoted})
+        first = not passed and champion is None and cfg.registry.gate.promote_first
+        if first:
+            reason = f"{FIRST_PROMOTED}{reason}"
+        promoted = registry.promote(name, version, passed, reason, first=first)
+        mlflow.log_params({"model_version": version, "promoted": promoted,
+                           "gate_passed": passed})
         mlflow.set_tag("gate.reason", reason)
-    return version, promoted, reason, policy_name
+    return Registration(version, promoted, passed, reason, policy_name)

@@ -287,7 +287,8 @@ def serve(
         reasons.update(absent)
         live = params.loc[~params["flag_fallback"].astype(bool), "asset"]
         lost = hourly_lost(market, as_of, cfg.data.stale_after_days, list(live))
-        untried = unvalidated(bundle, list(live))
+        untried = {**unvalidated(bundle, list(live)),
+                   **gate_refused(bundle, dict(mv.tags), str(mv.version), list(live))}
         distrusted = {**lost, **untried}
         if distrusted:  # rows on the range proxy or an unvalidated model: the fail-safe
             params = params[~params["asset"].isin(distrusted)].reset_index(drop=True)
@@ -314,6 +315,8 @@ def serve(
                     "feature_fingerprint": fingerprint,
                     # what the model applied (its bundled config), not the serve-time config
                     "confidence": used["confidence"], "policy_measure": used["measure"]}
+        if str(mv.tags.get("gate.passed", "")).lower() == "false":  # promoted all the same
+            metadata["gate_refused"] = str(mv.tags.get("gate.reason", ""))
         if protocol:
             metadata["frozen_settings"] = protocol
         if ignored:
@@ -354,6 +357,9 @@ def serve(
              *(f"version {mv.version} has no {tag} tag (registered before "
                "integrity checks): not verified" for tag in unverified),
              *(f"model version {mv.version}: {m}" for m in mismatches),
+             *([f"version {mv.version} serves as @champion although its gate refused it "
+                f"({metadata['gate_refused']}); the assets it was not acceptable on are "
+                "frozen"] if "gate_refused" in metadata else []),
              *tail_lines(bundle, params)]
     return ServeResult(published, params, str(mv.version), records, swept,
                        dict(market.failures), notes, ignored, chosen)
@@ -571,6 +577,24 @@ def unvalidated(bundle: dict[str, Any], assets: list[str]) -> dict[str, str]:
     return {a: (f"the model's forecaster failed {a} in its walk-forward ({failed[a]}): its "
                 "margins were never validated; a retrain that validates it lifts this")
             for a in assets if a in failed}
+
+
+def gate_refused(bundle: dict[str, Any], tags: Mapping[str, str], version: str,
+                 assets: list[str]) -> dict[str, str]:
+    """Asset → reason for each of ``assets`` on which a champion that its own gate refused
+    (tag ``gate.passed`` false: the store's first version, promoted so that a fresh install
+    can serve, ``registry.gate.promote_first``; or a version set by hand) was not acceptable
+    in the backtest the gate judged (``not_acceptable`` in the bundle; none in bundles written
+    before it). Its margins there failed the lender's acceptance test, so the asset gets the
+    fail-safe, as an asset the model never validated does, until a version passes the gate."""
+    if str(tags.get("gate.passed", "")).lower() != "false":
+        return {}
+    refused = bundle.get("not_acceptable") or {}
+    return {a: (f"version {version} is champion although its gate refused it, and its policy "
+                f"was not acceptable on {a} in the backtest the gate judged"
+                f"{f' ({refused[a]})' if refused[a] else ''}; a version that passes the gate "
+                "lifts this")
+            for a in assets if a in refused}
 
 
 def failed_assets(failures: dict[str, str]) -> dict[str, str]:

@@ -47,6 +47,11 @@ def shrunken_config() -> dict:
                              # the served settings are the configured ones: no knob moves, so
                              # serving logs no config drift (the choice: tests/test_protocol.py)
                              choose_knobs=False)
+    # five months of evaluation cannot prove a policy acceptable (it fails a test on both
+    # assets): without this the store's first version would be promoted refused and serve
+    # both assets frozen (serving.serve.gate_refused), and the tests that serve it read
+    # the policy's parameters (tests/test_serve_distrust.py serves a refused champion)
+    cfg["registry"]["gate"]["require_coverage"] = False
     return cfg
 
 

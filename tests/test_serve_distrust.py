@@ -1,18 +1,25 @@
 """Assets the model's forecaster failed in the walk-forward it was selected on are served
 the fail-safe, whatever a day's forecast looks like: the run records them in the bundle
-(``failed_assets``) and the serve freezes them, flagged with the reason but not stale."""
+(``failed_assets``) and the serve freezes them, flagged with the reason but not stale. So
+are the assets on which a champion that its own gate refused (the store's first version,
+promoted all the same) was not acceptable (``not_acceptable``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 
+from pipelines.selection.gate import not_acceptable
 from pipelines.steps import failed_in_walk_forward
-from serving.publish import read_partition
-from serving.serve import unvalidated
+from serving.ops import registry
+from serving.ops.tracking import tracking_uri
+from serving.publish import read_manifest, read_partition
+from serving.serve import gate_refused, unvalidated
 from tests.project import copy_project
 from tests.test_asof import D29, invoke
 
@@ -65,3 +72,67 @@ def test_an_unvalidated_asset_is_frozen_on_its_thresholds_not_stale(
     assert sol["flag_fallback"] and not sol["flag_stale"] and sol["ltv"] == 0.0
     assert sol["lt"] == before.loc["SOL", "lt"] and sol["lb"] == before.loc["SOL", "lb"]
     assert "failed SOL in its walk-forward" in sol["reason"]
+
+
+def test_the_refused_assets_of_a_champion_its_gate_refused() -> None:
+    rows = pd.DataFrame({
+        "asset": ["BTC", "ETH", "NEW", "BNB"], "acceptable": [True, False, False, False],
+        "unproven": [False, False, True, False],
+        "why_not": ["", "stress bad debt 0.046 > budget 0", "too few days", None]})
+    refused = not_acceptable(rows)
+    # the gate's require_coverage refuses on these; an unproven (young) asset is not one
+    assert refused == {"BNB": "", "ETH": "stress bad debt 0.046 > budget 0"}
+    bundle = {"not_acceptable": refused}
+    refusal = {"gate.passed": "false", "gate.reason": "first version promoted ..."}
+    why = gate_refused(bundle, refusal, "3", ["BTC", "ETH", "BNB", "SOL"])
+    assert list(why) == ["ETH", "BNB"]
+    assert "version 3 is champion although its gate refused it" in why["ETH"]
+    assert "(stress bad debt 0.046 > budget 0)" in why["ETH"] and "()" not in why["BNB"]
+    # a champion that passed its gate (or one tagged before the tag existed) is served as is
+    assert gate_refused(bundle, {"gate.passed": "true"}, "3", ["ETH"]) == {}
+    assert gate_refused(bundle, {}, "3", ["ETH"]) == {}
+    assert gate_refused({}, refusal, "3", ["ETH"]) == {}  # a bundle without the record
+
+
+def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The champion's own bundle registered again with SOL not acceptable and promoted as a
+    first version is (registry.promote(first=True)): SOL is frozen, BTC served, the manifest
+    and the serve's notes say that the gate refused the version."""
+    env = {"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_refused"}
+    d28 = dt.date(2025, 6, 28)
+    assert invoke(project, "serve", "--as-of", str(d28), "--data-dir", "market", "--quiet",
+                  env=env).exit_code == 0
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    uri = tracking_uri(project / "mlruns")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = "volmargin-policy"
+    champion = mlflow.MlflowClient().get_model_version_by_alias(name, registry.CHAMPION)
+    local = mlflow.artifacts.download_artifacts(champion.source)
+    bundle = json.loads(next(Path(local).rglob("policy_bundle.json")).read_text())
+    bundle["not_acceptable"] = {"SOL": "stress bad debt 0.05 > budget 0"}
+    mlflow.set_experiment("volmargin")
+    with mlflow.start_run(run_name="register-refused"):
+        info = registry.log_policy_model(bundle)
+    tags = {k: v for k, v in champion.tags.items()
+            if not k.startswith(("integrity.", "gate."))}
+    version = registry.register(info.model_uri, name, tags)
+    reason = "first version promoted with its gate result: refused: not acceptable on SOL"
+    assert registry.promote(name, version, False, reason, first=True)
+    assert registry.champion_version(name) == version
+    assert registry.version_tag(name, version, "gate.passed") == "false"  # what the gate said
+    assert registry.version_tag(name, version, "gate.promoted_anyway") == "first version"
+    result = invoke(project, "serve", "--as-of", str(D29), "--data-dir", "market", env=env)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert f"version {version} serves as @champion although its gate refused it" in flat
+    out = project / "out_refused" / "forecasts" / f"asof={D29}"
+    assert read_manifest(out)["metadata"]["gate_refused"] == reason
+    before = read_partition(project / "out_refused" / "forecasts" / f"asof={d28}")
+    today = read_partition(out).set_index("asset")
+    sol, btc = today.loc["SOL"], today.loc["BTC"]
+    assert sol["flag_fallback"] and not sol["flag_stale"] and sol["ltv"] == 0.0
+    assert sol["lt"] == before.set_index("asset").loc["SOL", "lt"]  # held, never lowered
+    assert "its gate refused it" in sol["reason"] and "budget 0" in sol["reason"]
+    assert not btc["flag_fallback"] and btc["ltv"] > 0.0

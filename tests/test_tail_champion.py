@@ -120,8 +120,11 @@ def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran
     mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
     client = MlflowClient()
     before = client.get_model_version_by_alias("volmargin-policy", "champion")
+    # the coverage test on (the slice's config has it off): the challenger is refused on
+    # it, so the champion, and the partition it published for the as-of, stay
     result = invoke_in(root, ["run", "--data-dir", "market", "--quiet"],
-                       VOLMARGIN__TAIL__IN_RUN="false")
+                       VOLMARGIN__TAIL__IN_RUN="false",
+                       VOLMARGIN__REGISTRY__GATE__REQUIRE_COVERAGE="true")
     assert result.exit_code == 0, result.output
     versions = client.search_model_versions("name='volmargin-policy'")
     latest = max(versions, key=lambda v: int(v.version))

@@ -89,7 +89,9 @@ def print_run(console: Console, cfg: Config, result: RunResult) -> None:
                       "the same rule ranks first on the selection period (tail.in_run; "
                       "outputs/tail/policy_frozen.json)", markup=False, highlight=False)
     console.print(policy_table(result))
-    state = "promoted to @champion" if result.promoted else "NOT promoted"
+    state = ("promoted to @champion" if result.gate_passed
+             else "promoted to @champion as the first version, its gate refused"
+             if result.promoted else "NOT promoted")
     policy = f" ({result.registered_policy})" if result.registered_policy else ""
     console.print(f"{cfg.registry.model_name} v{result.model_version}{policy}: {state} — "
                   f"{result.gate_reason}", markup=False, highlight=False)

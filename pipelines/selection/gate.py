@@ -15,11 +15,26 @@ import pandas as pd
 from configs.schema import GateConfig
 from pipelines.policy_eval.protocol import assets_without
 
+FIRST_PROMOTED = "first version promoted with its gate result: "
+
 
 @dataclass(frozen=True)
 class GateDecision:
     passed: bool
     reason: str
+
+
+def not_acceptable(rows: pd.DataFrame) -> dict[str, str]:
+    """Asset → why, for the per-asset rows (:func:`policy_rows`) that are not acceptable and
+    not merely unproven: the assets on which the gate's ``require_coverage`` refuses."""
+    if not len(rows):
+        return {}
+    unproven = (rows["unproven"].fillna(False).astype(bool) if "unproven" in rows
+                else pd.Series(False, index=rows.index))
+    bad = rows[~rows["acceptable"].astype(bool) & ~unproven]
+    why = bad["why_not"] if "why_not" in bad else pd.Series("", index=bad.index)
+    return {str(a): w if isinstance(w, str) else ""  # "": no reason recorded
+            for a, w in sorted(zip(bad["asset"], why, strict=True))}
 
 
 def policy_rows(summary: pd.DataFrame, policy: str) -> pd.DataFrame:
@@ -50,12 +65,10 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
         # days, and it is named; an asset that failed a test on few days does hold it
         unproven = (challenger["unproven"].fillna(False).astype(bool)
                     if "unproven" in challenger else pd.Series(False, index=challenger.index))
-        bad = challenger[~challenger["acceptable"].astype(bool) & ~unproven]
-        if len(bad):
-            why = bad["why_not"] if "why_not" in bad else pd.Series("", index=bad.index)
+        bad = not_acceptable(challenger)
+        if bad:
             failures.append("not acceptable on " + ", ".join(
-                f"{a} ({w})" if w else str(a)
-                for a, w in sorted(zip(bad["asset"], why.fillna(""), strict=True))))
+                f"{a} ({w})" if w else a for a, w in bad.items()))
         else:
             judged = len(challenger) - int(unproven.sum())
             notes.append(f"acceptable on all {judged} assets" if judged == len(challenger)

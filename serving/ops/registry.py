@@ -262,13 +262,24 @@ def version_tag(name: str, version: str, key: str) -> str | None:
     return MlflowClient().get_model_version(name, version).tags.get(key)
 
 
-def promote(name: str, version: str, gate_passed: bool, reason: str) -> bool:
-    """Move ``@champion`` to ``version`` if the gate passed; the decision is tagged either way."""
-    MlflowClient().set_model_version_tag(name, version, "gate.passed", str(gate_passed).lower())
-    MlflowClient().set_model_version_tag(name, version, "gate.reason", reason)
-    if gate_passed:
+def promote(name: str, version: str, gate_passed: bool, reason: str, *,
+            first: bool = False) -> bool:
+    """Move ``@champion`` to ``version`` if the gate passed; the decision is tagged either way.
+
+    ``first``: the store has no champion and ``registry.gate.promote_first`` is set, so a
+    refused version is promoted all the same (a fresh install can serve). Its ``gate.passed``
+    tag stays ``false`` (what the gate decided) and ``gate.promoted_anyway`` says why it is
+    champion: the serve reads that tag to freeze the assets its gate found not acceptable
+    (:func:`serving.serve.gate_refused`)."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, "gate.passed", str(gate_passed).lower())
+    client.set_model_version_tag(name, version, "gate.reason", reason)
+    if not gate_passed and first:
+        client.set_model_version_tag(name, version, "gate.promoted_anyway", "first version")
+    if gate_passed or first:
         set_alias(name, CHAMPION, version, reason)
-    return gate_passed
+        return True
+    return False
 
 
 def champion_uri(name: str) -> tuple[str, Any]:
