@@ -68,7 +68,8 @@ def main() -> None:
     tracemalloc.start()
     t0 = time.perf_counter()
     frame = synthetic_book(pd.Series(market.price, assets), ltv,
-                           pd.Series(market.adv_usd, assets), cfg.stress.book)
+                           pd.Series(market.adv_usd, assets), cfg.stress.book,
+                           cfg.stress.stablecoins)
     book = validate_book(frame, assets, cfg.stress.stablecoins, "<synthetic>", 0)
     t1 = time.perf_counter()
     scn = monte_carlo(daily, assets, market.sigma_1d, args.paths, args.horizon,

@@ -17,6 +17,7 @@ from pipelines.stress.book import (
     BookValidationError,
     load_book,
     sizing_ltv,
+    stable_mix,
     synthetic_book,
     validate_book,
 )
@@ -150,6 +151,44 @@ def _published(**frozen_eth: object) -> pd.DataFrame:
         rows[column] = rows[column].astype(object)
         rows.loc[eth, column] = value
     return rows
+
+
+def test_an_asset_without_adv_is_never_drawn_even_for_a_three_asset_account() -> None:
+    """Accounts draw up to three collateral assets; with two of four assets liquid, the
+    third draw must not fall on an asset without ADV (a −∞ key, never a sample)."""
+    assets = ["A", "B", "C", "D"]
+    prices = pd.Series(100.0, assets)
+    ltv = pd.Series(0.7, assets)
+    adv = pd.Series([1e9, 1e9, 0.0, np.nan], assets)
+    cfg = StressBookConfig(accounts=2_000, seed=3, collaterals_p=[0.2, 0.3, 0.5])
+    frame = synthetic_book(prices, ltv, adv, cfg)
+    assert set(frame["collateral_asset"]) == {"A", "B"}
+    per_account = frame.groupby("account")["collateral_asset"].nunique()
+    # the counts' law cut at two assets: P(2) = 0.3 / (0.2 + 0.3), within 4 s.e. of 2,000
+    assert per_account.max() == 2 and abs((per_account == 2).mean() - 0.6) < 0.045
+    # no ADV anywhere: every asset is drawn alike, three to an account as configured
+    flat = synthetic_book(prices, ltv, pd.Series(0.0, assets), cfg)
+    assert set(flat["collateral_asset"]) == set(assets)
+    assert flat.groupby("account")["collateral_asset"].nunique().max() == 3
+
+
+def test_the_synthetic_book_borrows_only_the_configured_stablecoins() -> None:
+    assert stable_mix(["USDC", "USDT", "DAI"]) == {"USDC": 0.6, "USDT": 0.3, "DAI": 0.1}
+    assert stable_mix(["USDC", "USDT"]) == pytest.approx({"USDC": 2 / 3, "USDT": 1 / 3})
+    assert stable_mix(["FRAX", "LUSD"]) == {"FRAX": 0.5, "LUSD": 0.5}
+    with pytest.raises(ValueError, match=r"stress\.stablecoins is empty"):
+        stable_mix([])
+    prices = pd.Series([60_000.0, 3_000.0, 150.0], ASSETS)
+    ltv = pd.Series([0.75, 0.70, 0.55], ASSETS)
+    adv = pd.Series([2e10, 1e10, 2e9], ASSETS)
+    cfg = StressBookConfig(accounts=1_000, seed=5)
+    two = ["USDC", "USDT"]
+    frame = synthetic_book(prices, ltv, adv, cfg, two)
+    assert set(frame["debt_asset"]) == set(two)
+    validate_book(frame, ASSETS, two)  # a book the configured validation accepts
+    # the default list draws what the book always drew (same seed, same rows)
+    assert synthetic_book(prices, ltv, adv, cfg, STABLE).equals(
+        synthetic_book(prices, ltv, adv, cfg))
 
 
 def test_a_frozen_asset_is_sized_at_the_ltv_admitted_before_the_freeze() -> None:

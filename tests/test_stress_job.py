@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+import pipelines.stress.job as stress_job
 from configs.schema import Config, ConfigError, GateConfig
 from features.build import build_panel
 from features.loaders import load_market
@@ -181,13 +182,24 @@ def test_gate_refuses_a_challenger_over_the_stress_budget(project: tuple[Config,
 
 
 def test_stress_after_run_is_local_and_configurable(project: tuple[Config, Path],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                   caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, root = project
     off = cfg.with_overrides({"stress.after_run": False})
     assert stress_published(off, AS_OF) is None and not (root / STRESS_DIR).exists()
     with caplog.at_level("WARNING"):
         assert stress_published(cfg, dt.date(2022, 11, 1)) is None  # nothing published then
     assert "stress of 2022-11-01 skipped" in caplog.text
+
+    def broken_store(*args: object) -> None:
+        raise OSError("No space left on device")
+
+    # published already: an error that is neither the data's nor the book's (MLflow, disk)
+    # is the stress's own as well, logged and skipped, never the run's
+    monkeypatch.setattr(stress_job, "run_stress", broken_store)
+    with caplog.at_level("WARNING"):
+        assert stress_published(cfg, AS_OF) is None
+    assert f"stress of {AS_OF} skipped: OSError: No space left on device" in caplog.text
 
 
 def test_scenario_file_overrides_the_stress_section(project: tuple[Config, Path],
@@ -320,7 +332,33 @@ def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
     skipped = result.summary["skipped_scenarios"]  # said in the outputs, not only the log
     assert [(s["scenario"], s["kind"]) for s in skipped] == [("fhs_joint", "monte_carlo")]
     assert "none has them" in skipped[0]["reason"]
-    assert "Monte Carlo scenarios skipped" in caplog.text and "none has them" in caplog.text
+    assert "Monte Carlo scenario fhs_joint skipped" in caplog.text
+    assert "none has them" in caplog.text
+    jsonschema.validate(result.summary, contract.summary_schema())
+
+
+def test_a_t_copula_that_cannot_be_drawn_leaves_the_joint_fhs_standing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2021-06-01", "2022-12-31", macro=())
+    cfg = Config().with_overrides({
+        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
+        "stress.t_copula_dof": 4.0, "stress.book.accounts": 300,
+        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}]})
+    publish_partition(_parameters(AS_OF), tmp_path / "outputs" / "forecasts", AS_OF,
+                      {"test": True})
+
+    def singular(*args: object) -> None:
+        raise ValueError("correlation matrix is singular")
+
+    monkeypatch.setattr(stress_job, "t_copula", singular)
+    result = run_stress(cfg, AS_OF, publish=False, track=False)
+    names = [s["scenario"] for s in result.summary["scenarios"]]
+    assert "fhs_joint" in names and "t_copula" not in names
+    assert result.summary["monte_carlo"]["paths"] == 400
+    skipped = result.summary["skipped_scenarios"]
+    assert [(s["scenario"], s["kind"]) for s in skipped] == [("t_copula", "monte_carlo")]
+    assert skipped[0]["reason"] == "correlation matrix is singular"
     jsonschema.validate(result.summary, contract.summary_schema())
 
 

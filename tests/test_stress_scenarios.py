@@ -114,6 +114,26 @@ def test_episode_hourly_daily_and_missing_sources_and_filtering() -> None:
     assert filt.missing_assets == ["C"] and np.isnan(filt.relative[0, :, 2]).all()
 
 
+def test_hours_that_stop_before_the_episode_ends_give_way_to_the_daily_path() -> None:
+    """A feed that ends six hours into a crash day is not the crash: carrying its last close
+    through the other eighteen hours would replay −6% where the day fell −38%. The daily
+    path (flagged) covers it instead, and only hours of a path in use count as filled;
+    hours missing inside the day, with candles after them, keep the last close."""
+    rng = np.random.default_rng(1)
+    daily = {"A": _daily(0.02 * rng.standard_normal(200))}
+    day = "2018-06-01"
+    daily["A"].loc[day, "close"] = daily["A"].loc[day, "open"] * np.exp(-0.48)  # −38%
+    hours = _hourly(daily["A"], day, np.full(24, -0.02))
+    ep = StressEpisode(name="crash", start=dt.date(2018, 6, 1), end=dt.date(2018, 6, 1))
+    x, source, filled = historical(ep, daily, {"A": hours.iloc[:6]}, ["A"])
+    assert source == {"A": "daily"} and filled == 0
+    assert x[-1, 0] == pytest.approx(-0.48)  # the day's close, not the feed's last hour
+    inside = hours.drop(hours.index[8:11])  # three hours lost inside the day
+    x, source, filled = historical(ep, daily, {"A": inside}, ["A"])
+    assert source == {"A": "hourly"} and filled == 3
+    assert x[9, 0] == pytest.approx(x[8, 0]) and x[-1, 0] == pytest.approx(-0.48)
+
+
 def test_ewma_sigma_uses_only_past_returns() -> None:
     close = pd.Series(100 * np.exp(np.cumsum(np.full(60, 0.01))),
                       index=pd.date_range("2020-01-01", periods=60, freq="D"))
@@ -168,6 +188,20 @@ def test_an_unusable_shock_asset_skips_its_shocks_with_the_reason() -> None:
                                             np.array([0.04, 0.03]), 1, unusable=["ALT"])
     assert "ALT_collapse" not in [s.name for s in built]
     assert [s.name for s in skipped] == ["ALT_collapse"] and "ALT is unusable" in skipped[0].reason
+
+
+def test_a_shock_or_collapse_asset_that_is_not_published_is_skipped_with_the_reason() -> None:
+    """A misspelt ``shock_asset`` (or one a challenger's frame lacks) would otherwise build
+    neither market-wide shock and say nothing; the stress gate refuses on such a skip."""
+    _, daily = _shock_inputs()
+    cfg = StressConfig(shock_asset="XBT", collapse_assets=["ALT", "SOLL"])
+    built, skipped = hypothetical_scenarios(cfg, daily, ["ALT", "BTC"],
+                                            np.array([0.04, 0.03]), 1)
+    assert [s.name for s in built] == ["vol_x3", "ALT_collapse"]
+    assert [s.name for s in skipped] == ["XBT_drop30_beta", "XBT_drop30_corr1",
+                                         "SOLL_collapse"]
+    assert "shock asset XBT is not among the 2 published assets" in skipped[0].reason
+    assert "SOLL is not among the published assets" in skipped[2].reason
 
 
 def test_correlation_one_needs_a_positive_shock_sigma() -> None:

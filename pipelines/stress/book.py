@@ -44,6 +44,7 @@ import csv
 import gzip
 import io
 import lzma
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,30 +318,51 @@ def _admitted(raw: Any, asset: str) -> list[float]:
     return [v for v in values if np.isfinite(v) and v > 0]
 
 
+def stable_mix(stablecoins: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """The synthetic book's debt assets: the configured stablecoins, weighted by the default
+    mix where it names them (USDC 0.6, USDT 0.3, DAI 0.1, renormalized), equally where it
+    names none of them. Debt is never drawn in a coin the book's validation would refuse."""
+    coins = list(dict.fromkeys(stablecoins))
+    if not coins:
+        raise ValueError("stress.stablecoins is empty: the synthetic book has no debt asset")
+    known = [_STABLE_MIX.get(c, 0.0) for c in coins]
+    total = sum(known)
+    if math.isclose(total, 1.0):  # the whole default mix: its weights as they are
+        return dict(zip(coins, known, strict=True))
+    return {c: (w / total if total > 0 else 1 / len(coins)) for c, w in zip(coins, known,
+                                                                            strict=True)}
+
+
 def synthetic_book(prices: pd.Series, ltv: pd.Series, adv_usd: pd.Series,
-                   cfg: StressBookConfig) -> pd.DataFrame:
+                   cfg: StressBookConfig,
+                   stablecoins: list[str] | tuple[str, ...] = tuple(_STABLE_MIX)) -> pd.DataFrame:
     """A seeded synthetic book in the documented schema (distributions: module docstring).
 
     Parameters
     ----------
     prices, ltv, adv_usd : pd.Series
         Today's price, max LTV (published, or :func:`sizing_ltv` for a frozen asset) and ADV
-        per asset (same index).
+        per asset (same index). An asset with no ADV (0 or missing) is never drawn, unless
+        none has any: then every asset is drawn alike.
     cfg : StressBookConfig
         Size, seed and distribution parameters.
+    stablecoins
+        The debt assets (``stress.stablecoins``), weighted by :func:`stable_mix`.
     """
     rng = np.random.default_rng(cfg.seed)
     assets = list(prices.index)
     n = cfg.accounts
-    p_count = np.asarray(cfg.collaterals_p, float)
-    k_max = min(len(p_count), len(assets))
-    p_count = p_count[:k_max] / p_count[:k_max].sum()
     weight = adv_usd.reindex(assets).fillna(0.0).to_numpy(float)
     weight = weight / weight.sum() if weight.sum() > 0 else np.full(len(assets), 1 / len(assets))
+    p_count = np.asarray(cfg.collaterals_p, float)
+    # an account holds no more assets than have ADV: its k-th draw would be a −∞ key
+    k_max = min(len(p_count), int((weight > 0).sum()))
+    p_count = p_count[:k_max] / p_count[:k_max].sum()
+    mix = stable_mix(stablecoins)
     value = np.exp(np.log(cfg.median_usd) + cfg.sigma_log * rng.standard_normal(n))  # (n,)
     counts = rng.choice(np.arange(1, k_max + 1), size=n, p=p_count)
     share = rng.beta(cfg.ltv_share_a, cfg.ltv_share_b, size=n)
-    stable = rng.choice(list(_STABLE_MIX), size=n, p=list(_STABLE_MIX.values()))
+    stable = rng.choice(list(mix), size=n, p=list(mix.values()))
     # Weighted draws without replacement, all accounts at once: the top-k of log w + Gumbel
     # noise is a sample of k items without replacement with probabilities ∝ w.
     with np.errstate(divide="ignore"):

@@ -207,19 +207,21 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
     used = [a for a, h in zip(assets, held, strict=True) if h]
     if not used:
         return scenarios, skipped
-    try:
-        mc = monte_carlo(data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days,
-                         s.mc_seed, s.ewma_decay)
-        tc = None if s.t_copula_dof is None else t_copula(
-            data.daily, used, sigma[held], s.mc_paths, s.mc_horizon_days, s.mc_seed,
-            s.ewma_decay, s.t_copula_dof)
-    except ValueError as exc:  # no asset with a year of returns: the other scenarios stand
-        logger.warning("stress of %s: Monte Carlo scenarios skipped: %s", as_of, exc)
-        names = ["fhs_joint"] + ([] if s.t_copula_dof is None else ["t_copula"])
-        return scenarios, skipped + [Skipped(n, "monte_carlo", str(exc)) for n in names]
-    for scn in (mc, tc):
-        if scn is None:
-            continue
+    draws = {"fhs_joint": lambda: monte_carlo(data.daily, used, sigma[held], s.mc_paths,
+                                              s.mc_horizon_days, s.mc_seed, s.ewma_decay)}
+    if s.t_copula_dof is not None:
+        draws["t_copula"] = lambda: t_copula(data.daily, used, sigma[held], s.mc_paths,
+                                             s.mc_horizon_days, s.mc_seed, s.ewma_decay,
+                                             s.t_copula_dof)
+    built = []
+    for name, draw in draws.items():  # each on its own: one that cannot be drawn (no asset
+        try:                          # with a year of returns) leaves the other standing
+            built.append(draw())
+        except ValueError as exc:
+            logger.warning("stress of %s: Monte Carlo scenario %s skipped: %s", as_of, name,
+                           exc)
+            skipped = [*skipped, Skipped(name, "monte_carlo", str(exc))]
+    for scn in built:
         rel = np.ones((s.mc_paths, s.mc_horizon_days + 1, len(assets)))
         rel[:, :, held] = scn.relative  # an asset nobody holds does not move (no exposure)
         source = {a: (scn.source[a] if h else "not_held")
@@ -262,11 +264,12 @@ def stress_parameters(cfg: Config, params: pd.DataFrame, as_of: dt.date,
     stable = cfg.stress.stablecoins
     frozen: list[dict[str, Any]] = []
     if book_path is None:
-        # a frozen asset's positions opened before the freeze still exist (book.sizing_ltv)
+        # a frozen asset's positions opened before the freeze still exist (book.sizing_ltv);
+        # ADV 0: nobody is given an unusable asset
         ltv, frozen = sizing_ltv(params, cfg.policy.roles.ltv_gap, unusable)
         frame = synthetic_book(pd.Series(market.price, market.assets), ltv,
                                pd.Series(np.where(keep, market.adv_usd, 0.0), market.assets),
-                               cfg.stress.book)  # ADV 0: nobody is given an unusable asset
+                               cfg.stress.book, stable)
         book = validate_book(frame, market.assets, stable, "<synthetic book>", 0)
         book_source = f"synthetic (seed {cfg.stress.book.seed})"
     else:
@@ -326,8 +329,9 @@ def stress_published(cfg: Config, as_of: dt.date) -> StressResult | None:
         return None
     try:
         return run_stress(cfg, as_of)
-    except (ValueError, FileNotFoundError) as exc:
-        logger.warning("stress of %s skipped: %s", as_of, exc)
+    except Exception as exc:
+        # MLflow, disk) is the stress's own, logged and skipped, never the run's
+        logger.warning("stress of %s skipped: %s: %s", as_of, type(exc).__name__, exc)
         return None
 
 

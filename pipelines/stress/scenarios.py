@@ -86,9 +86,14 @@ def ewma_sigma(daily_close: pd.Series, decay: float, min_obs: int = 30) -> pd.Se
 
 
 def _hourly_log_path(hourly: pd.DataFrame, grid: pd.DatetimeIndex) -> tuple[np.ndarray, int]:
-    """Log price path (S = hours + 1) from candles opening on ``grid``; NaN if not covered."""
+    """Log price path (S = hours + 1) from candles opening on ``grid``; NaN if not covered.
+
+    Hours missing *inside* the episode keep the last close (counted). Candles that stop
+    before the episode's last hour, or start after its first, do not cover it: carrying the
+    last close through the missing end would replay a crash as though it had stopped when
+    the feed did (the caller then takes the daily path, flagged ``daily``)."""
     candles = hourly.reindex(grid)
-    if pd.isna(candles["open"].iloc[0]):
+    if pd.isna(candles["open"].iloc[0]) or pd.isna(candles["close"].iloc[-1]):
         return np.full(len(grid) + 1, np.nan), 0
     filled = int(candles["close"].isna().sum())
     close = candles["close"].ffill().to_numpy(float)
@@ -118,8 +123,9 @@ def historical(episode: StressEpisode, daily: dict[str, pd.DataFrame],
         path = np.full(len(grid) + 1, np.nan)
         if a in hourly:
             path, n = _hourly_log_path(hourly[a], grid)
-            source[a] = "hourly"
-            filled += n
+            if not np.isnan(path).any():  # filled hours count where the hours are used
+                source[a] = "hourly"
+                filled += n
         if np.isnan(path).any() and a in daily:
             path = _daily_log_path(daily[a], days)
             source[a] = "daily"
@@ -216,11 +222,18 @@ def hypothetical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
                 skipped.append(Skipped(f"{tag}_corr1", "hypothetical", f"sigma_1d of "
                                        f"{cfg.shock_asset} is {sigma_shock!r}: the "
                                        "correlation-one moves divide by it"))
+    else:  # a misspelt or unpublished shock asset: said, never a silently smaller stress
+        tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
+        why = (f"shock asset {cfg.shock_asset} is not among the {len(assets)} published "
+               "assets (stress.shock_asset)")
+        skipped += [Skipped(f"{tag}_{v}", "hypothetical", why) for v in ("beta", "corr1")]
     m = cfg.vol_multiplier
     out.append(_shock(f"vol_x{m:g}", -cfg.vol_z * m * sigma_today, assets, delay_steps,
                       "vol_shock", sigma_multiplier=m))
     for a in cfg.collapse_assets if cfg.collapse_assets is not None else assets:
-        if a not in assets:
+        if a not in assets:  # named in stress.collapse_assets, not published: said
+            skipped.append(Skipped(f"{a}_collapse", "hypothetical", f"{a} is not among the "
+                                   "published assets (stress.collapse_assets)"))
             continue
         if a in unusable:  # its holders are excluded from every scenario: nothing to collapse
             skipped.append(Skipped(f"{a}_collapse", "hypothetical", f"{a} is unusable (stale "
