@@ -33,6 +33,10 @@ _EPISODES = [("covid_crash", "2020-03-12", "2020-03-13"), ("china_ban", "2021-05
              ("tariffs_apr", "2025-04-07", "2025-04-07")]
 
 
+# scenario names the stress test gives its own scenarios (pipelines/stress/job.py)
+RESERVED_SCENARIOS = frozenset({"fhs_joint", "t_copula", "found_days"})
+
+
 class StressBookConfig(_Strict):
     """Seeded synthetic book (pipelines/stress/book.py documents the distributions)."""
 
@@ -71,6 +75,25 @@ class StressConfig(_Strict):
     max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst standard scenario / debt
     after_run: bool = True  # `volmargin run` stresses the partition it published
     book: StressBookConfig = StressBookConfig()
+
+    @field_validator("episodes")
+    @classmethod
+    def _names_unique(cls, episodes: list[StressEpisode]) -> list[StressEpisode]:
+        """Outcomes are stored by scenario name: a repeated name, or one the stress gives its
+        own scenarios, would overwrite another's row, concentration and notes."""
+        seen: set[str] = set()
+        for ep in episodes:
+            name = ep.name
+            if name in seen:
+                raise ValueError(f"episode name {name!r} is used twice: names must be unique")
+            if (name in RESERVED_SCENARIOS or name.endswith(("_filtered", "_collapse"))
+                    or name.startswith("vol_x") or "_drop" in name):
+                raise ValueError(
+                    f"episode name {name!r} is the stress's own kind of name (filtered "
+                    "replays end in _filtered; shocks are vol_x*, *_drop*, *_collapse; "
+                    f"{', '.join(sorted(RESERVED_SCENARIOS))}): choose another")
+            seen.add(name)
+        return episodes
 
 
 _EVAL_EPISODES = {  # days of the *loss* (UTC, inclusive); the policy held is the day before's

@@ -200,3 +200,20 @@ def test_a_malformed_environment_override_exits_2_naming_the_variable(tmp_path):
     plain, _ = _cli(tmp_path, "run", "--quiet", env={"VOLMARGIN__POLICY__MMF_FLOOR": "0.9"})
     assert plain.exit_code == 2
     assert "policy.mmf_floor = 0.9 > policy.mmf_cap = 0.6" in " ".join(plain.output.split())
+
+
+@pytest.mark.parametrize(("names", "needle"), [
+    (["a", "a"], "episode name 'a' is used twice"),
+    (["vol_x3"], "episode name 'vol_x3' is the stress's own kind of name"),
+    (["crash_filtered"], "'crash_filtered' is the stress's own kind of name"),
+    (["BTC_drop30_beta"], "'BTC_drop30_beta' is the stress's own"),
+    (["fhs_joint"], "'fhs_joint' is the stress's own"),
+])
+def test_stress_episode_names_are_unique_and_not_the_stress_own(names, needle):
+    """Scenario outcomes are stored by name: a repeated or built-in name would overwrite."""
+    episodes = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in names]
+    with pytest.raises(ConfigError, match=needle):
+        Config().with_overrides({"stress.episodes": episodes})
+    fine = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in ("ftx", "ftx2")]
+    assert [e.name for e in Config().with_overrides({"stress.episodes": fine}).stress.episodes] \
+        == ["ftx", "ftx2"]

@@ -13,7 +13,7 @@ import pytest
 from pipelines.stress import contract
 from pipelines.stress.book import Book
 from pipelines.stress.liquidation import Market, liquidate
-from pipelines.stress.report import TOTAL, scenario_rows, stress_table, summary
+from pipelines.stress.report import TOTAL, scenario_rows, stress_table, summary, var_es
 from pipelines.stress.scenarios import Scenario, Skipped
 
 AS_OF = dt.date(2025, 6, 30)
@@ -29,6 +29,22 @@ def _run(collateral: list[list[float]], debt: list[float]) -> list[dict]:
     rel = np.array([[[1.0, np.nan], [0.7, np.nan], [0.7, np.nan]]])
     scn = Scenario("crash", "historical", rel, 1, ["X", "Y"], {"X": "hourly", "Y": "missing"})
     return scenario_rows(AS_OF, scn, liquidate(book, market, rel, 1), float(book.debt_usd.sum()))
+
+
+def test_var_and_es_of_bad_debt_are_the_worst_share_of_paths() -> None:
+    """Known answers: 400 equally likely paths with losses 0..399 (shuffled). At 99% the
+    worst 1% is 4 paths: VaR the least of them, 396, ES their mean, 397.5; at 97.5% the
+    worst 10: 390 and 394.5. With an atom at zero (no bad debt on most paths), ES is the mean
+    of the worst k paths, zeros among them only when fewer than k paths have bad debt."""
+    rng = np.random.default_rng(3)
+    losses = rng.permutation(np.arange(400.0))
+    assert var_es(losses, 0.99) == (396.0, 397.5)
+    assert var_es(losses, 0.975) == (390.0, 394.5)
+    mostly_zero = np.concatenate([np.zeros(997), [5.0, 7.0, 9.0]])
+    assert var_es(mostly_zero, 0.997) == (5.0, 7.0)  # k = 3: the three paths with bad debt
+    assert var_es(mostly_zero, 0.99) == (0.0, pytest.approx(2.1))  # k = 10: seven zeros too
+    assert var_es(mostly_zero, 0.999) == (9.0, 9.0)  # k = 1: the worst path alone
+    assert var_es(np.array([4.0]), 0.99) == (4.0, 4.0)  # one path: k is at least 1
 
 
 def test_bad_debt_is_shared_on_the_book_and_on_the_debt_evaluated() -> None:

@@ -89,6 +89,10 @@ def var_es(x: np.ndarray, level: float) -> tuple[float, float]:
     :math:`\mathrm{VaR}_\alpha = x_{(k)}` and :math:`\mathrm{ES}_\alpha = \frac1k
     \sum_{i \le k} x_{(i)}`: the mean of the worst :math:`(1-\alpha)` share of paths. Bad debt
     has an atom at zero, so "the mean of all x >= VaR" would average in every zero path.
+    Where :math:`(1-\alpha)n` is a whole number this VaR is the least of the worst share, one
+    order statistic above the lower empirical quantile :math:`\inf\{x: F_n(x) \ge \alpha\}`
+    (400 paths at 99%: the 4th largest, where that quantile is the 5th): the side of the
+    protocol's bad debt, chosen so, and the same paths as ES.
     """
     x = np.sort(np.asarray(x, float))[::-1]
     k = max(int(np.ceil((1.0 - level) * len(x) - 1e-9)), 1)
