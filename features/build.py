@@ -27,7 +27,7 @@ import pandas as pd
 
 from configs.schema import FeaturesConfig
 from features.crossasset import cross_asset_features
-from features.implied import MARKET_DVOL, implied_features
+from features.implied import MARKET_DVOL, asset_implied_features
 from features.liquidity import liquidity_features
 from features.loaders import MarketData
 from features.losses import LOSS_COLUMNS, PROXY_FLAG, worst_loss_features
@@ -92,8 +92,7 @@ def asset_features(
     out["rv"] = out["rv_hourly"].where(out["rv_is_hourly"], out["gk_var"])
     out = out.join(har_terms(out["rv"], cfg.har_windows))
 
-    own = dvol_own is not None and len(dvol_own) > 0
-    out = out.join(implied_features(dvol_own if own else dvol_market, own, out["har_rv_30d"]))
+    out = out.join(asset_implied_features(dvol_own, dvol_market, out["har_rv_30d"]))
     out = out.join(macro_features(out["ret_1d"], macro, cfg))
     out = out.join(liquidity_features(d["close"], d["volume"], out["ret_1d"],
                                       cfg.liquidity_min_obs))

@@ -27,8 +27,8 @@ from features.validation import SPECS, parse_timestamps
 RULES = frozenset({
     "required_columns", "numeric_values", "timestamp_format", "parseable_timestamp",
     "finite_values", "unique_timestamps", "sorted_timestamps", "day_grid", "hour_grid",
-    "positive_prices", "non_negative_volume", "high_ge_low", "high_ge_open_close",
-    "low_le_open_close",
+    "positive_prices", "percent_units", "non_negative_volume", "high_ge_low",
+    "high_ge_open_close", "low_le_open_close",
 })
 _STEP_NS = {"day_grid": 86_400 * 10**9, "hour_grid": 3_600 * 10**9}
 
@@ -134,6 +134,9 @@ def _checked(header: bytes, lines: bytes, counts: np.ndarray | None, lasts: list
             bad |= v < 0  # non_negative_volume
         elif prices_positive:
             bad |= ~(v > 0)  # positive_prices
+        if name == "value" and SPECS[kind].percent is not None:  # percent_units
+            low, high = SPECS[kind].percent
+            bad |= (v > 0) & ((v < low) | (v > high))
     bad |= _ranges_fail(values)
     failed = np.logical_or.reduceat(bad, starts)
     return [None if failed[k] else block[:, s:s + n]

@@ -20,8 +20,14 @@ the 2017-2018 ETH hours come from another source). Shifting any of those files b
 93.8-98.8 % of its days fail at this tolerance, by 3 hours 97.6-99.7 %. So a failing share
 above :data:`MAX_MISMATCH_SHARE` is a wrong file, not noise: rule ``hourly_daily_consistency``,
 an error (the asset is not built under ``keep_going``, as for any broken hourly file). Fewer
-failures are isolated prints of one venue against another: a warning naming the first such
-day, and the data is used.
+failures are isolated prints of one venue against another: a warning naming the first and the
+latest such day, and the data is used.
+
+A share over the whole file cannot see a feed that goes wrong at its end: appended days with
+shifted stamps stay under 5% of a multi-year file for months, and they are the days a serve
+reads. So the latest :data:`RECENT_DAYS` days are judged on their own too: more than
+:data:`RECENT_MAX_FAILING` failing day among them is the same error (one is still an isolated
+print, and the warning names it).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ TOLERANCE = 1e-3
 # 0.03 %; a 1-hour shift: over 90 %).
 MAX_MISMATCH_SHARE = 0.05
 FIELDS = ("open", "close", "high", "low")
+# The file's latest days, judged on their own: up to one failing day among the last 30 (days
+# up to the last hourly day) is an isolated print, two are a feed gone wrong.
+RECENT_DAYS = 30
+RECENT_MAX_FAILING = 1
 
 
 def daily_from_hourly(hourly: pd.DataFrame) -> pd.DataFrame:
@@ -124,14 +134,32 @@ def judge(
     if failing.empty:
         return None
     days = failing["day"].nunique()
-    first = failing.iloc[0]
-    line = int(hourly.index.searchsorted(first["day"])) + 2  # first hour of that day
+
+    def named(row: pd.Series) -> tuple[int, str]:
+        line = int(hourly.index.searchsorted(row["day"])) + 2  # first hour of that day
+        return line, (f"{row['day']:%Y-%m-%d} (line {line}): {row['field']} "
+                      f"{row['hourly']:g} from the hours vs {row['daily']:g} daily")
+
+    line, first = named(failing.iloc[0])
+    latest = failing[failing["day"] == failing["day"].max()].iloc[0]
     detail = (f"{days} of {compared} UTC days disagree with {daily_path} by more than "
-              f"{TOLERANCE:.1%}; first {first['day']:%Y-%m-%d} (line {line}): {first['field']} "
-              f"{first['hourly']:g} from the hours vs {first['daily']:g} daily")
+              f"{TOLERANCE:.1%}; first {first}")
+    if days > 1:
+        detail += f"; latest {named(latest)[1]}"
+    since = hourly.index.max().normalize() - pd.Timedelta(days=RECENT_DAYS - 1)
+    recent = failing.loc[failing["day"] >= since, "day"].drop_duplicates()
+    why = ""
     if days > MAX_MISMATCH_SHARE * compared:
+        why = f"more than {MAX_MISMATCH_SHARE:.0%} of the days"
+    elif len(recent) > RECENT_MAX_FAILING:
+        line = named(failing[failing["day"] == recent.iloc[0]].iloc[0])[0]
+        why = (f"{len(recent)} of the last {RECENT_DAYS} days (from {recent.iloc[0]:%Y-%m-%d}, "
+               f"line {line})")
+    if why:
         raise DataValidationError(
             hourly_path, line, "hourly_daily_consistency",
-            f"{hourly_path} line {line}: rule hourly_daily_consistency failed: {detail}. "
-            "Stamps shifted or not UTC candle opens? Fix the hourly file; nothing was loaded.")
-    return f"{hourly_path}: {detail} (isolated, within the {MAX_MISMATCH_SHARE:.0%} allowed; used)."
+            f"{hourly_path} line {line}: rule hourly_daily_consistency failed: {detail}; "
+            f"{why} disagree. Stamps shifted or not UTC candle opens? Fix the hourly file; "
+            "nothing was loaded.")
+    return (f"{hourly_path}: {detail} (isolated, within the {MAX_MISMATCH_SHARE:.0%} and "
+            f"{RECENT_MAX_FAILING} in the last {RECENT_DAYS} days allowed; used).")

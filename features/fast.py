@@ -367,23 +367,31 @@ def _tail(spans: list[Candles], cfg: FeaturesConfig, wanted: set[str],
 
 
 def _dvol(market: MarketData, assets: list[str], rows: Rows) -> np.ndarray:
-    """DVOL level (percent) of each row: the asset's own index, else the market's (BTC's);
-    NaN where the series has no value dated that day (:func:`features.implied.implied_features`
-    reindexes the series to the calendar: only midnight stamps match)."""
+    """DVOL level (percent) of each row: the asset's own index from its first day on, the
+    market's (BTC's) before it and for assets without one
+    (:func:`features.implied.asset_implied_features`); NaN where the series has no value
+    dated that day (the per-asset build reindexes the series to the calendar: only midnight
+    stamps match)."""
     level = np.full(rows.size, np.nan)
-    source = [a if a in market.dvol and len(market.dvol[a]) > 0 else MARKET_DVOL
-              for a in assets]
     owner, day = rows.owner, rows.unit
-    for name in sorted(set(source)):
+    uses_own = np.zeros(rows.size, dtype=bool)
+    groups = []
+    for i, a in enumerate(assets):
+        frame = market.dvol.get(a)
+        if frame is not None and len(frame) > 0:
+            mine = (owner == i) & (day >= int(stamps(frame.index).min() // DAY_NS))
+            uses_own |= mine
+            groups.append((a, np.flatnonzero(mine)))
+    groups.append((MARKET_DVOL, np.flatnonzero(~uses_own)))
+    for name, mine in groups:
         frame = market.dvol.get(name)
-        if frame is None or len(frame) == 0:
+        if frame is None or len(frame) == 0 or not len(mine):
             continue
         ns = stamps(frame.index)
         midnight = ns % DAY_NS == 0
         days, values = ns[midnight] // DAY_NS, frame["value"].to_numpy(dtype=float)[midnight]
         if len(days) == 0:
             continue
-        mine = np.flatnonzero(np.isin(owner, [i for i, s in enumerate(source) if s == name]))
         k = np.minimum(np.searchsorted(days, day[mine]), len(days) - 1)
         hit = days[k] == day[mine]
         level[mine[hit]] = values[k[hit]]

@@ -5,6 +5,9 @@ percent, observed at the end of each UTC day. It exists for BTC and ETH from its
 2021-03-24 only. Assets without their own index get the market's (BTC's) with
 ``dvol_is_own`` False; before the launch ``dvol_available`` is False and every DVOL-derived
 column is NaN — nothing is extrapolated backwards, and a missing day is never carried forward.
+An asset whose own index starts later than the market's takes the market's on the days before
+its own first day and its own from then on (:func:`asset_implied_features`): a row's value
+never depends on how much later data the build saw.
 
 With :math:`IV^2_t = (\mathrm{DVOL}_t/100)^2/365` (daily decimal²) and
 :math:`\overline{RV}^{(30)}_t` the trailing 30-day mean realized variance (``har_rv_30d``):
@@ -24,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["MARKET_DVOL", "dvol_change", "dvol_to_daily_variance", "implied_features",
-           "iv_rv_ratio", "variance_risk_premium"]
+__all__ = ["MARKET_DVOL", "asset_implied_features", "dvol_change", "dvol_to_daily_variance",
+           "implied_features", "iv_rv_ratio", "own_dvol_start", "variance_risk_premium"]
 
 MARKET_DVOL = "BTC"  # Deribit's flagship index stands in for assets without their own DVOL
 
@@ -95,4 +98,30 @@ def implied_features(
     out["dvol_change_7d"] = dvol_change(level, 7)
     out["vrp"] = variance_risk_premium(out["dvol_var_1d"], trailing_rv)
     out["iv_rv_ratio"] = iv_rv_ratio(out["dvol_var_1d"], trailing_rv)
+    return out
+
+
+def own_dvol_start(dvol_own: pd.DataFrame | None) -> pd.Timestamp | None:
+    """The first day of an asset's own DVOL series (None: it has none)."""
+    if dvol_own is None or not len(dvol_own):
+        return None
+    return pd.Timestamp(dvol_own.index.min()).normalize()
+
+
+def asset_implied_features(dvol_own: pd.DataFrame | None, dvol_market: pd.DataFrame | None,
+                           trailing_rv: pd.Series) -> pd.DataFrame:
+    """:func:`implied_features` of one asset, row by row point in time: the asset's own
+    index from its first day on, the market's before it (``dvol_is_own`` False there).
+
+    Deciding once per asset would make a past row depend on the build's as-of: cut before
+    the own series starts, the asset borrows the market's index on every row; cut after, the
+    same rows would read the own series, which has no value there. Each part's changes are
+    computed on its own series, so the switch day shows no jump between two indices."""
+    start = own_dvol_start(dvol_own)
+    market = implied_features(dvol_market, False, trailing_rv)
+    if start is None:
+        return market
+    out = implied_features(dvol_own, True, trailing_rv)
+    before = out.index < start
+    out.loc[before] = market.loc[before]
     return out

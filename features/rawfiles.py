@@ -11,7 +11,11 @@ instead of crashing, and so that nothing under a data directory is ever ignored 
   *before* it is read (a runaway export or a sparse 5 GB file would otherwise exhaust memory);
 - ``empty_file``: no data rows (zero bytes, or a header only);
 - ``file_unreadable``: truncated gzip, bad encoding, not Parquet, I/O or memory error;
-- ``csv_format``: a ragged CSV row (with its line).
+- ``csv_format``: a ragged CSV row (with its line);
+- ``unknown_format``: a file named like a data file that the loader would not read: a suffix
+  of another case (``BTC.CSV.GZ``), another format (``BTC.csv.bz2``, ``BTC.json``), or a
+  ``DVOL_`` prefix of another case. Skipping it would drop the series without a word (an
+  asset's hourly file so named would move it onto the daily-range proxy).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ import pyarrow.parquet as pq
 from features.validation import DataValidationError
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
+# Names of data in a form the loader does not read: an error (unknown_format), never skipped.
+# Anything else without a data suffix (README.md, notes, editor swap files) is not data.
+OTHER_DATA_SUFFIXES = (".csv.bz2", ".csv.xz", ".csv.zst", ".csv.zip", ".zip", ".gz", ".json",
+                       ".jsonl", ".tsv", ".xlsx", ".xls", ".feather", ".arrow", ".pq")
 # The largest embedded file is 1.6 MB on disk and 4.5 MB decompressed (hourly BTC, 2017-2025);
 # 100 MB leaves room for decades of hourly candles while bounding what one file can cost in
 # memory (pandas needs a few times a CSV's size to parse it).
@@ -90,10 +98,18 @@ def scan(
     found: dict[str, Path] = {}
     errors: dict[str, DataValidationError] = {}
     for path in sorted(directory.iterdir()):
-        name = stem(path)
-        if path.name.startswith(".") or not path.name.endswith(SUFFIXES):
+        if path.name.startswith("."):
             continue
+        if not path.name.endswith(SUFFIXES):
+            odd = _unknown_format(path, prefix)
+            if odd is not None:
+                errors[odd[0]] = odd[1]
+            continue
+        name = stem(path)
         if not name.startswith(prefix):
+            if name.upper().startswith(prefix.upper()):
+                key = name[len(prefix):]
+                errors[key] = _format_error(path, f"its prefix is not {prefix!r} exactly")
             continue
         key = name[len(prefix):]
         if key in found or key in errors:
@@ -109,6 +125,29 @@ def scan(
         else:
             found[key] = path
     return found, errors
+
+
+def _format_error(path: Path, why: str) -> DataValidationError:
+    return DataValidationError(
+        path, None, "unknown_format",
+        f"{path} file: rule unknown_format failed: named like a data file, but {why}; the "
+        f"loader reads {', '.join(SUFFIXES)} (lower case). Rename or convert it, or move it "
+        "out of the data folder; nothing was loaded.")
+
+
+def _unknown_format(path: Path, prefix: str) -> tuple[str, DataValidationError] | None:
+    """(series name, error) for a file without a data suffix that is data all the same (a
+    suffix of another case or another format, :data:`OTHER_DATA_SUFFIXES`); None otherwise."""
+    lower = path.name.lower()
+    suffix = next((s for s in (*SUFFIXES, *OTHER_DATA_SUFFIXES) if lower.endswith(s)), None)
+    if suffix is None:
+        return None
+    name = path.name[: -len(suffix)]
+    if not name.upper().startswith(prefix.upper()):
+        return None
+    why = (f"its suffix {path.name[-len(suffix):]!r} is not lower case" if suffix in SUFFIXES
+           else f"{suffix!r} is not a format the loader reads")
+    return name[len(prefix):], _format_error(path, why)
 
 
 def _too_large(path: Path, size: str, limit_mb: float) -> DataValidationError:

@@ -42,6 +42,7 @@ RULE_ORDER = (
     "day_grid",
     "hour_grid",
     "positive_prices",
+    "percent_units",
     "non_negative_volume",
     "high_ge_low",
     "high_ge_open_close",
@@ -91,13 +92,18 @@ class FileSpec:
     grid: str  # rule id of the timestamp grid: "day_grid" or "hour_grid"
     stamp_pattern: str = f"{ISO_UTC}|{DATE_ONLY}"  # regex the raw string must match in full
     stamp_format: str = "YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD (UTC)"
+    # ``value`` in percent within these bounds (rule percent_units): DVOL delivered as a
+    # decimal (0.475 for 47.5%) passes every other rule and gives an implied variance 10^4
+    # times too small. Real DVOL has stayed within 20-200; the bounds only catch the units.
+    percent: tuple[float, float] | None = None
 
 
 SPECS: dict[str, FileSpec] = {
     "daily": FileSpec(required=OHLCV, optional=(), grid="day_grid"),
     "hourly": FileSpec(required=OHLCV, optional=(), grid="hour_grid", stamp_pattern=ISO_UTC,
                        stamp_format="YYYY-MM-DDTHH:MM:SSZ (ISO 8601 UTC)"),
-    "dvol": FileSpec(required=("value",), optional=PRICE_COLUMNS, grid="day_grid"),
+    "dvol": FileSpec(required=("value",), optional=PRICE_COLUMNS, grid="day_grid",
+                     percent=(1.0, 1000.0)),
     "macro": FileSpec(required=("value",), optional=OHLCV, grid="day_grid"),
 }
 
@@ -199,6 +205,10 @@ def build_schema(
             checks.append(pa.Check(lambda s: s >= 0, name="non_negative_volume"))
         elif prices_positive:
             checks.append(pa.Check(lambda s: s > 0, name="positive_prices"))
+        if name == "value" and spec.percent is not None:
+            low, high = spec.percent
+            checks.append(pa.Check(lambda s, lo=low, hi=high: ~((s > 0) & ((s < lo) | (s > hi))),
+                                   name="percent_units"))
         columns[name] = pa.Column(
             "float64", coerce=True, nullable=False, required=name in spec.required, checks=checks
         )
@@ -279,6 +289,10 @@ def _describe(
         "day_grid": lambda: f"timestamp {stamp} is not at 00:00:00 UTC",
         "hour_grid": lambda: f"timestamp {stamp} is not on the hour",
         "positive_prices": lambda: f"{column} {val(str(column))} <= 0",
+        "percent_units": lambda: (
+            f"{column} {val(str(column))} is not an annualised volatility in percent (DVOL is "
+            f"quoted in %, e.g. 47.5; expected {spec.percent[0]:g} to {spec.percent[1]:g}: a "
+            "decimal file must be multiplied by 100)" if spec.percent else ""),
         "non_negative_volume": lambda: f"volume {val('volume')} < 0",
         "high_ge_low": lambda: f"high {val('high')} < low {val('low')}",
         "high_ge_open_close": lambda: (

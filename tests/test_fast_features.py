@@ -101,6 +101,22 @@ def test_embedded_data_matches_the_per_asset_build(as_of: dt.date, days: int | N
         assert got.xs("MATIC", level="asset").index.max() == pd.Timestamp("2024-09-10")
 
 
+def test_an_own_dvol_that_starts_later_matches_the_per_asset_build() -> None:
+    """SOL given an own DVOL series starting 2024-06-01 (ETH's values, a stand-in): the
+    fast build takes BTC's index before that day and SOL's from it, as the per-asset build."""
+    as_of = dt.date(2024, 7, 31)
+    market = load_market(MARKET, ["BTC", "SOL", "ETH"], as_of)
+    own = market.dvol["ETH"]
+    dvol = {**market.dvol, "SOL": own[own.index >= "2024-06-01"]}
+    market = replace(market, dvol=dvol)
+    cfg = Config().features
+    got = fast_panel(market, cfg, as_of, 120, 400, fast_columns(cfg))
+    assert_same(got, reference(market, cfg, as_of, 120, 400))
+    sol, btc = got.xs("SOL", level="asset"), got.xs("BTC", level="asset")
+    assert sol.loc["2024-05-20", "dvol_var_1d"] == btc.loc["2024-05-20", "dvol_var_1d"]
+    assert sol.loc["2024-06-20", "dvol_var_1d"] != btc.loc["2024-06-20", "dvol_var_1d"]
+
+
 def test_a_gap_and_missing_hours_stay_missing() -> None:
     as_of = dt.date(2025, 6, 30)
     market = _with_holes(load_market(MARKET, ["AAVE", "BTC"], as_of))

@@ -152,3 +152,28 @@ def test_point_in_time_on_random_synthetic_markets(seed, cut, delay, interval):
     t = pd.Timestamp("2024-01-01") + pd.Timedelta(days=cut)
     if not (truncate(market, t).daily["BTC"].empty):
         assert_point_in_time(market, full, t, cfg)
+
+
+def test_an_own_dvol_that_starts_later_leaves_earlier_rows_as_they_were(
+        pit_market: MarketData) -> None:
+    """ETH's own index cut to start on 2021-06-01, two months after BTC's (the market's):
+    a build cut before that day reads BTC's index for ETH, and a later build must read it
+    for the same rows too (never NaN), switching to ETH's own from its first day."""
+    dvol = dict(pit_market.dvol)
+    dvol["ETH"] = dvol["ETH"][dvol["ETH"].index >= "2021-06-01"]
+    market = MarketData(daily={a: pit_market.daily[a] for a in ("BTC", "ETH")},
+                        hourly={a: pit_market.hourly[a] for a in ("BTC", "ETH")},
+                        dvol=dvol, macro=dict(pit_market.macro), gaps=pit_market.gaps,
+                        data_dir=pit_market.data_dir, files=[])
+    full = build_panel(truncate(market, pd.Timestamp("2021-08-31")), CFG)
+    for t in ("2021-05-01", "2021-06-01", "2021-07-01"):
+        assert_point_in_time(market, full, pd.Timestamp(t), CFG)
+    eth, btc = full.xs("ETH", level="asset"), full.xs("BTC", level="asset")
+    before = eth.loc["2021-04-15"]
+    assert before["dvol_available"] and not before["dvol_is_own"]
+    assert before["dvol_var_1d"] == btc.loc["2021-04-15", "dvol_var_1d"]
+    after = eth.loc["2021-06-15"]
+    own = dvol["ETH"].loc["2021-06-15", "value"]
+    assert after["dvol_is_own"] and after["dvol_var_1d"] == pytest.approx((own / 100) ** 2 / 365)
+    # the first own day's change is not a jump from BTC's index to ETH's
+    assert np.isnan(eth.loc["2021-06-01", "dvol_change_1d"])

@@ -369,6 +369,22 @@ def test_yields_may_be_negative_but_prices_may_not(tmp_path: Path) -> None:
     assert (exc.value.rule, exc.value.row) == ("positive_prices", 3)
 
 
+def test_dvol_in_decimal_units_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """DVOL delivered as a decimal (0.475 for 47.5%) passes every price rule and would give
+    an implied variance 10^4 times too small: rule percent_units."""
+    rows = read_rows("iv/DVOL_BTC.csv.gz", 5)
+    header = rows[0]
+    real = float(rows[3][header.index("value")])
+    assert 20 < real < 200  # the embedded file is in percent
+    dvol = load_dvol(write_rows(tmp_path / "DVOL_BTC.csv.gz", rows))
+    assert dvol["value"].iloc[2] == real
+    decimal = set_field(rows, 2, "value", f"{real / 100:.4f}")
+    with pytest.raises(DataValidationError) as exc:
+        load_dvol(write_rows(tmp_path / "DVOL_ETH.csv.gz", decimal))
+    assert (exc.value.rule, exc.value.row) == ("percent_units", 4)
+    assert "is not an annualised volatility in percent" in str(exc.value)
+
+
 def test_blank_line_keeps_line_numbers_and_fails(tmp_path: Path) -> None:
     rows = read_rows("crypto/daily/BTC.csv.gz", 6)
     rows.insert(3, [""])  # line 4 is blank; the file's line numbers must not shift

@@ -108,6 +108,32 @@ def test_a_broken_dvol_link_fails_its_asset(root: Path) -> None:
     assert "asset ETH not built" in market.failures["iv/DVOL_ETH.csv.gz"]
 
 
+@pytest.mark.parametrize(("folder", "name", "failed"), [
+    ("crypto/hourly", "BTC.csv.GZ", "crypto/hourly/BTC.csv.GZ"),  # else: BTC on the proxy
+    ("crypto/daily", "ETH.CSV.gz", "crypto/daily/ETH.CSV.gz"),    # else: ETH gone
+    ("iv", "dvol_ETH.csv.gz", "iv/dvol_ETH.csv.gz"),              # else: ETH on BTC's DVOL
+    ("crypto/daily", "ETH.csv.bz2", "crypto/daily/ETH.csv.bz2"),  # a format not read
+])
+def test_a_data_file_the_loader_would_not_read_is_an_error_not_a_skip(
+        root: Path, folder: str, name: str, failed: str) -> None:
+    original = {"crypto/hourly": "BTC.csv.gz", "crypto/daily": "ETH.csv.gz",
+                "iv": "DVOL_ETH.csv.gz"}[folder]
+    source, path = root / folder / original, root / folder / name
+    source.rename(path)
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert (exc.value.rule, exc.value.path) == ("unknown_format", path)
+    assert f"{path} file: rule unknown_format failed: named like a data file" in str(exc.value)
+    market = load_market(root, keep_going=True)
+    asset = "BTC" if folder == "crypto/hourly" else "ETH"
+    assert asset not in market.daily and "unknown_format" in market.failures[failed]
+    # notes beside the data are not data: never an error
+    path.rename(source)
+    (root / folder / "NOTES.md").write_text("provenance")
+    (root / folder / "BTC.csv.gz.swp").write_bytes(b"")
+    assert load_market(root).failures == {}
+
+
 # ---------------------------------------------------------------- daily: an error
 
 
@@ -256,6 +282,40 @@ def test_one_glitch_day_is_a_warning_and_the_data_is_kept(root: Path) -> None:
     assert market.hourly_problems == {} and len(market.warnings) == 1
     assert "1 of 90 UTC days" in market.warnings[0]
     assert "first 2022-02-10 (line 962): high" in market.warnings[0]
+
+
+def _raise_high(rows: list[list[str]], stamp: str) -> int:
+    """Lift the high of the candle stamped ``stamp`` 2% over the day's: one failing day.
+    Returns its line (the header is line 1)."""
+    line = next(i for i, r in enumerate(rows) if r[0] == stamp) + 1
+    rows[line - 1][2] = f"{float(rows[line - 1][2]) * 1.02:.2f}"
+    return line
+
+
+def test_a_feed_gone_wrong_at_its_end_is_an_error_though_under_five_percent(
+        root: Path) -> None:
+    """Two failing days among the last 30 are an error although 2 of 90 days is 2.2% of the
+    file (appended days are the ones a serve reads); one is a warning that names it as the
+    latest failing day beside the first."""
+    path = root / "crypto/hourly/ETH.csv.gz"
+    rows = read(path)
+    last = rows[-1][0][:10]
+    _raise_high(rows, "2022-02-10T13:00:00Z")
+    line = _raise_high(rows, f"{last}T05:00:00Z")
+    write(path, rows)
+    market = load_market(root)
+    assert len(market.warnings) == 1 and "2 of 90 UTC days" in market.warnings[0]
+    assert "first 2022-02-10 (line 962): high" in market.warnings[0]
+    assert f"latest {last} (line {line - 5}): high" in market.warnings[0]
+    earlier = (pd.Timestamp(last) - pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    _raise_high(rows, f"{earlier}T09:00:00Z")
+    write(path, rows)
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert (exc.value.rule, exc.value.path) == ("hourly_daily_consistency", path)
+    assert f"2 of the last 30 days (from {earlier}" in str(exc.value)
+    market = load_market(root, keep_going=True)
+    assert "hourly_daily_consistency" in market.failures["crypto/hourly/ETH.csv.gz"]
 
 
 # ---------------------------------------------------------------- size guard
