@@ -127,8 +127,9 @@ def advance_latest(root: Path, as_of: dt.date, revision: int, path: Path,
                    success_sha256: str) -> bool:
     """Point ``LATEST`` at ``path`` unless it already points at a newer (as_of, revision).
 
-    Callers serialize through the serve lock; the replace itself is atomic either way.
-    Returns True when the pointer was written.
+    Without a valid pointer (none, or its partition gone) it points at the newest published
+    partition, this one or a newer one. Callers serialize through the serve lock; the replace
+    itself is atomic either way. Returns True when the pointer was written.
     """
     root = Path(root)
     current = read_latest(root)
@@ -137,6 +138,12 @@ def advance_latest(root: Path, as_of: dt.date, revision: int, path: Path,
             return False
         if current["path"] == relative(root, path) and current["success_sha256"] == success_sha256:
             return False
+    else:  # no pointer, or one whose partition is gone: point at the newest published
+        # partition, never back past it (a back-fill after the pointer was lost)
+        newest = max(current_partitions(root).items(), default=None)
+        if newest is not None and (newest[0], newest[1][0]) > (as_of, revision):
+            as_of, (revision, path) = newest
+            success_sha256 = (path / SUCCESS_NAME).read_text().strip()
     pointer = {"as_of": as_of.isoformat(), "revision": revision, "path": relative(root, path),
                "success_sha256": success_sha256,
                "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}

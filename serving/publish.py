@@ -112,6 +112,10 @@ def cast_parameters(parameters: pd.DataFrame) -> pa.Table:
     ValueError
         Missing or extra columns, a column that cannot be cast, a null or non-finite value in
         a non-nullable column, or a duplicate asset; the message names them.
+
+    The free text of ``reason`` (which may quote an exception's message) has its line breaks
+    written as ``\n``: a bare carriage return is not quoted by the CSV writer, and a CSV
+    reader would split the row there, so the mirror would hold more rows than the Parquet.
     """
     expected = PARAMETERS_SCHEMA.names
     missing = [name for name in expected if name not in parameters.columns]
@@ -120,6 +124,11 @@ def cast_parameters(parameters: pd.DataFrame) -> pa.Table:
         raise ValueError(f"parameters columns do not match PARAMETERS_SCHEMA v{SCHEMA_VERSION}: "
                          f"missing {missing}, extra {extra}")
     frame = parameters.reset_index(drop=True)
+    text = frame["reason"]
+    if text.astype(str).str.contains("\r", regex=False).any():
+        frame = frame.assign(reason=text.map(
+            lambda v: v.replace("\r\n", "\n").replace("\r", "\n") if isinstance(v, str)
+            else v))
     arrays = [_cast_column(frame[field.name], field) for field in PARAMETERS_SCHEMA]
     for field, array in zip(PARAMETERS_SCHEMA, arrays, strict=True):
         _check_required(field, array, frame["asset"])
@@ -202,7 +211,7 @@ def publish_partition(
     os.mkdir(staging)  # not mkdtemp: its 0700 mode would hide the partition from readers
     try:
         manifest = _stage(staging, table, as_of, metadata_json, extras, updates)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        _make_durable_dirs(root, final.parent)
         try:
             # rename(2) would replace an *empty* directory created since the check above;
             # `volmargin serve` holds the serve lock, so only a foreign writer could do that.
@@ -220,6 +229,19 @@ def publish_partition(
     fsync_dir(final.parent)
     advance_latest(root, as_of, revision, final, (final / SUCCESS_NAME).read_text().strip())
     return Published(path=final, created=True, manifest=manifest, revision=revision)
+
+
+def _make_durable_dirs(root: Path, directory: Path) -> None:
+    """``mkdir -p directory`` (inside ``root``), each directory created fsynced in its parent,
+    so that a revision's ``_revisions/asof=D`` survives a power loss with the rename into it."""
+    missing = []
+    at = directory
+    while not at.exists() and at != root:
+        missing.append(at)
+        at = at.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync_dir(new.parent)
 
 
 def read_partition(path: Path, upgrade: bool = False) -> pd.DataFrame:

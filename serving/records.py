@@ -10,9 +10,15 @@ rows into one record per changed parameter:
 ``update_id``            1, 2, ... in (market, update type) order within the partition
 ``market``               asset symbol
 ``update_type``          ``MaintenanceMargin`` (mmf), ``InitialMargin`` (imf),
-                         ``LiquidationThreshold`` (lt), ``LTV`` (ltv), ``LiquidationBonus`` (lb)
-``previous_value``       value in force before this partition; null on first listing
-``new_value``            value published in this partition (decimal, as in the parquet)
+                         ``LiquidationThreshold`` (lt), ``LTV`` (ltv), ``LiquidationBonus`` (lb);
+                         ``PendingLiquidationThreshold`` (pending_lt) and
+                         ``PendingLiquidationBonus`` (pending_lb): an announced change
+``previous_value``       value in force before this partition; null on first listing (for a
+                         pending type: the change announced before, null if none)
+``new_value``            value published in this partition (decimal, as in the parquet); for a
+                         pending type null when an announced change is withdrawn
+``effective_date``       the first partition in which ``new_value`` applies: ``as_of``, or the
+                         announced change's ``pending_effective`` (null when withdrawn)
 ``*_bps``                the same in basis points, rounded on the safe side (below)
 ``reference_id``         ``0x`` + sha256 of ``volmargin|as_of|market|update_type|model_version``
                          (``|rev=n`` appended for revision n > 1): deterministic, bytes32-sized
@@ -22,6 +28,11 @@ rows into one record per changed parameter:
 No record is emitted when the value did not change: the policy's deadband and loosening
 guardrails already decided that, and a held value is the previous value exactly. A market
 that disappears from a partition emits nothing (a delisting is not a parameter update).
+Thresholds that protect open positions change only as announced (:mod:`serving.roles`), so an
+announcement is an update of its own: a new or trimmed announced change (value or effective
+date) is a pending record, and so is a withdrawal (``new_value`` null); an announced change
+that takes effect is the ``LiquidationThreshold``/``LiquidationBonus`` record of that day, with
+no pending record beside it.
 
 Basis points follow Aave v3's encoding (LT 78% → 7800, liquidation bonus 105% → 10500).
 Rounding never loosens a limit and keeps the solvency invariant: margins are rounded up, LT
@@ -37,7 +48,9 @@ from typing import Any
 
 import pandas as pd
 
-RECORDS_VERSION = "1"  # bump on any breaking change of the record fields
+# bump on any change of the record fields or their values; "2": pending (announced) changes,
+# effective_date, the young flag
+RECORDS_VERSION = "2"
 
 # column → oracle update type, in the order records are emitted per market
 UPDATE_TYPES: dict[str, str] = {
@@ -47,8 +60,15 @@ UPDATE_TYPES: dict[str, str] = {
     "ltv": "LTV",
     "lb": "LiquidationBonus",
 }
+# announced changes: column → update type, and the column each becomes once in force
+PENDING_TYPES: dict[str, str] = {
+    "pending_lt": "PendingLiquidationThreshold",
+    "pending_lb": "PendingLiquidationBonus",
+}
+_IN_FORCE = {"pending_lt": "lt", "pending_lb": "lb"}
 # Rounding to bps on the conservative side: margins up; LT, LTV and the bonus down.
-_ROUND_UP = {"mmf": True, "imf": True, "lt": False, "ltv": False, "lb": False}
+_ROUND_UP = {"mmf": True, "imf": True, "lt": False, "ltv": False, "lb": False,
+             "pending_lt": False, "pending_lb": False}
 _FLAGS = ("fallback", "stale", "clamped", "proxy", "young", "held")
 
 
@@ -95,22 +115,20 @@ def update_records(
     for row in parameters.sort_values("asset").itertuples(index=False):
         as_of = pd.Timestamp(row.as_of).date()
         flags = [name for name in _FLAGS if bool(getattr(row, f"flag_{name}"))]
-        for column, update_type in UPDATE_TYPES.items():
-            new = float(getattr(row, column))
-            old = None
-            if before is not None and row.asset in before.index:
-                value = before.at[row.asset, column]
-                old = float(value) if pd.notna(value) else None
-            if old is not None and old == new:
-                continue  # unchanged (held by the deadband or the guardrails): nothing to push
-            records.append({
+        known = before is not None and row.asset in before.index
+
+        def record(column: str, update_type: str, old: float | None, new: float | None,
+                   effective: dt.date | None, row: Any = row, as_of: dt.date = as_of,
+                   flags: list[str] = flags) -> dict[str, Any]:
+            return {
                 "update_id": len(records) + 1,
                 "market": row.asset,
                 "update_type": update_type,
                 "previous_value": old,
                 "new_value": new,
                 "previous_value_bps": None if old is None else to_bps(old, column),
-                "new_value_bps": to_bps(new, column),
+                "new_value_bps": None if new is None else to_bps(new, column),
+                "effective_date": None if effective is None else effective.isoformat(),
                 "reference_id": reference_id(as_of, row.asset, update_type,
                                              str(row.model_version), revision),
                 "as_of": as_of.isoformat(),
@@ -118,8 +136,45 @@ def update_records(
                 "policy_version": str(row.policy_version),
                 "flags": flags,
                 "reason": str(row.reason),
-            })
+            }
+
+        for column, update_type in UPDATE_TYPES.items():
+            new = float(getattr(row, column))
+            old = _value(before, row.asset, column) if known else None
+            if old is not None and old == new:
+                continue  # unchanged (held by the deadband or the guardrails): nothing to push
+            records.append(record(column, update_type, old, new, as_of))
+        effective = _date(getattr(row, "pending_effective", None))
+        was = (_date(before.at[row.asset, "pending_effective"])
+               if known and before is not None and "pending_effective" in before else None)
+        for column, update_type in PENDING_TYPES.items():
+            new = _number(getattr(row, column, None))
+            old = _value(before, row.asset, column) if known else None
+            if new is None and old is None:
+                continue
+            if new is not None and (new, effective) == (old, was):
+                continue  # the same announcement, carried: already recorded
+            if new is None and old == float(getattr(row, _IN_FORCE[column])) and (
+                    was is not None and was <= as_of):
+                continue  # took effect today: the in-force record says so
+            records.append(record(column, update_type, old, new,
+                                  effective if new is not None else None))
     return records
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None and pd.notna(value) else None
+
+
+def _date(value: Any) -> dt.date | None:
+    return pd.Timestamp(value).date() if value is not None and pd.notna(value) else None
+
+
+def _value(frame: pd.DataFrame | None, asset: str, column: str) -> float | None:
+    """``frame``'s value of ``column`` for ``asset`` (None: no such column, or null)."""
+    if frame is None or column not in frame:
+        return None
+    return _number(frame.at[asset, column])
 
 
 def updates_document(as_of: dt.date, revision: int, records: list[dict[str, Any]]
@@ -148,17 +203,27 @@ def updates_json_schema() -> dict[str, Any]:
             "update_id": {"type": "integer", "minimum": 1,
                           "description": "Position of the record in this partition."},
             "market": {"type": "string", "description": "Asset symbol, e.g. BTC."},
-            "update_type": {"enum": list(UPDATE_TYPES.values()),
+            "update_type": {"enum": [*UPDATE_TYPES.values(), *PENDING_TYPES.values()],
                             "description": "Parameter: MaintenanceMargin=mmf, InitialMargin="
-                            "imf, LiquidationThreshold=lt, LTV=ltv, LiquidationBonus=lb."},
-            "previous_value": number_or_null | {"description": "Value in force before; null "
-                                                "on first listing."},
-            "new_value": {"type": "number", "description": "Published value (decimal: "
-                          "fraction, or multiplier for LiquidationBonus)."},
+                            "imf, LiquidationThreshold=lt, LTV=ltv, LiquidationBonus=lb; "
+                            "PendingLiquidationThreshold=pending_lt, PendingLiquidation"
+                            "Bonus=pending_lb (an announced change)."},
+            "previous_value": number_or_null | {"description": "Value in force before (for a "
+                                                "pending type, the change announced before); "
+                                                "null on first listing or none announced."},
+            "new_value": number_or_null | {"description": "Published value (decimal: "
+                                           "fraction, or multiplier for the bonus); null only "
+                                           "for a pending type: the announced change is "
+                                           "withdrawn."},
             "previous_value_bps": bps_or_null | {"description": "previous_value in basis "
                                                  "points, conservative rounding."},
-            "new_value_bps": {"type": "integer", "description": "new_value in basis points "
-                              "(Aave encoding, LB 1.05 = 10500), conservative rounding."},
+            "new_value_bps": bps_or_null | {"description": "new_value in basis points (Aave "
+                                            "encoding, LB 1.05 = 10500), conservative "
+                                            "rounding."},
+            "effective_date": {"type": ["string", "null"], "format": "date",
+                               "description": "First partition in which new_value applies: "
+                               "as_of, or an announced change's pending_effective; null "
+                               "when withdrawn."},
             "reference_id": {"type": "string", "pattern": "^0x[0-9a-f]{64}$",
                              "description": "sha256 of volmargin|as_of|market|update_type|"
                              "model_version[|rev=n]: deterministic."},
@@ -168,12 +233,13 @@ def updates_json_schema() -> dict[str, Any]:
             "policy_version": {"type": "string"},
             "flags": {"type": "array", "items": {"enum": list(_FLAGS)},
                       "description": "Flags of the row (fallback, stale, clamped, proxy, "
-                      "held)."},
+                      "young, held)."},
             "reason": {"type": "string", "description": "Why a fallback, clamp or hold "
                        "happened; may be empty."},
         },
         "required": ["update_id", "market", "update_type", "previous_value", "new_value",
-                     "previous_value_bps", "new_value_bps", "reference_id", "as_of",
+                     "previous_value_bps", "new_value_bps", "effective_date", "reference_id",
+                     "as_of",
                      "model_version", "policy_version", "flags", "reason"],
         "additionalProperties": False,
     }

@@ -177,6 +177,30 @@ def test_csv_mirrors_parquet_exactly(tmp_path: Path) -> None:
         assert [float(row[column]) for row in rows] == parquet[column].tolist()
 
 
+def test_a_carriage_return_in_a_reason_cannot_split_the_csv_row(tmp_path: Path) -> None:
+    """A reason quoting an exception's text with a bare \\r: the CSV writer would not quote
+    it and readers would split the row; line breaks are written as \\n (quoted)."""
+    frame = make_parameters().assign(reason=["model unavailable: boom\rsecond line", ""])
+    path = publish_partition(frame, tmp_path, AS_OF, METADATA).path
+    with open(path / "parameters.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(read_partition(path)) == 2
+    assert pd.read_csv(path / "parameters.csv").shape[0] == 2
+    eth = read_partition(path).set_index("asset").loc["ETH", "reason"]
+    assert eth == "model unavailable: boom\nsecond line" == rows[1]["reason"]
+
+
+def test_latest_never_points_back_once_its_pointer_is_lost(tmp_path: Path) -> None:
+    publish_partition(make_parameters(), tmp_path, AS_OF, METADATA)
+    (tmp_path / "LATEST").unlink()
+    day_before = AS_OF - datetime.timedelta(days=1)
+    publish_partition(make_parameters(day_before), tmp_path, day_before, METADATA)
+    latest = json.loads((tmp_path / "LATEST").read_text())
+    assert (latest["as_of"], latest["path"]) == (AS_OF.isoformat(), f"asof={AS_OF}")
+    success = (tmp_path / f"asof={AS_OF}" / "_SUCCESS").read_text().strip()
+    assert latest["success_sha256"] == success
+
+
 def test_identical_rerun_is_a_noop(tmp_path: Path) -> None:
     first = publish_partition(make_parameters(), tmp_path, AS_OF, METADATA)
     before = snapshot(first.path)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pandas as pd
 import pyarrow as pa
 import pytest
 from rich.console import Console
@@ -21,7 +22,7 @@ from serving import schema as contract
 from serving.layout import advance_latest, current_partition, list_partitions, read_latest
 from serving.ops.lock import LockHeldError, exclusive
 from serving.publish import PartitionExistsError, publish_partition, read_partition
-from serving.records import reference_id, to_bps, update_records
+from serving.records import RECORDS_VERSION, reference_id, to_bps, update_records
 from tests.conftest import REPO
 from tests.test_publish import METADATA, make_parameters
 
@@ -83,11 +84,59 @@ def test_records_only_for_changed_values_with_deterministic_ids() -> None:
     assert reference_id(AS_OF, "ETH", "MaintenanceMargin", "3", revision=2) != \
         record["reference_id"]
 
-    first = update_records(new, None)  # first listing: every parameter of every market
-    assert len(first) == 10 and all(r["previous_value"] is None for r in first)
+    first = update_records(new, None)  # first listing: every parameter of every market,
+    # and ETH's announced change (BTC has none)
+    assert len(first) == 12 and all(r["previous_value"] is None for r in first)
     assert [r["market"] for r in first[:5]] == ["BTC"] * 5
-    document = {"records_version": "1", "as_of": "2025-06-30", "revision": 1, "records": first}
+    assert [(r["update_type"], r["new_value"], r["effective_date"]) for r in first[-2:]] == [
+        ("PendingLiquidationThreshold", 0.8, "2025-07-01"),
+        ("PendingLiquidationBonus", 1.06, "2025-07-01")]
+    assert {r["effective_date"] for r in first[:-2]} == {"2025-06-30"}
+    document = {"records_version": RECORDS_VERSION, "as_of": "2025-06-30", "revision": 1,
+                "records": first}
     jsonschema.validate(document, json.loads((SCHEMAS / "updates.schema.json").read_text()))
+
+
+def _pending(to_lt: float | None, to_lb: float | None, effective: str | None,
+             **changes: float) -> pd.DataFrame:
+    """ETH alone, with the announced change (to_lt, to_lb, effective) and other columns
+    changed."""
+    frame = make_parameters().iloc[[0]].assign(**changes).reset_index(drop=True)
+    day = None if effective is None else dt.date.fromisoformat(effective)
+    return frame.assign(pending_lt=[to_lt], pending_lb=[to_lb], pending_effective=[day],
+                        pending_mmf=[None if to_lt is None else 1 - to_lt * to_lb])
+
+
+def test_an_announced_change_is_recorded_when_it_is_announced_trimmed_or_withdrawn() -> None:
+    """An announcement is an update of its own (the thresholds that protect open positions
+    change only as announced): recorded when new, trimmed or withdrawn; carried unchanged it
+    is not recorded again; taking effect, it is the in-force record alone."""
+    schema = json.loads((SCHEMAS / "updates.schema.json").read_text())
+    none = _pending(None, None, None)
+    announced = _pending(0.8, 1.06, "2025-07-01")
+
+    def kinds(new: pd.DataFrame, old: pd.DataFrame) -> list[tuple]:
+        records = update_records(new, old)
+        jsonschema.validate({"records_version": RECORDS_VERSION, "as_of": "2025-06-30",
+                             "revision": 1, "records": records}, schema)
+        return [(r["update_type"], r["previous_value"], r["new_value"], r["effective_date"])
+                for r in records]
+
+    assert kinds(announced, none) == [("PendingLiquidationThreshold", None, 0.8, "2025-07-01"),
+                                      ("PendingLiquidationBonus", None, 1.06, "2025-07-01")]
+    assert kinds(announced, announced) == []  # carried: recorded when it was announced
+    trimmed = _pending(0.795, 1.06, "2025-07-01")
+    assert kinds(trimmed, announced) == [
+        ("PendingLiquidationThreshold", 0.8, 0.795, "2025-07-01")]
+    later = _pending(0.8, 1.06, "2025-07-02")  # same values, another effective date
+    assert [k[0] for k in kinds(later, announced)] == ["PendingLiquidationThreshold",
+                                                       "PendingLiquidationBonus"]
+    assert kinds(none, announced) == [("PendingLiquidationThreshold", 0.8, None, None),
+                                      ("PendingLiquidationBonus", 1.06, None, None)]
+    took = _pending(None, None, None, lt=0.8, lb=1.06).assign(as_of=[dt.date(2025, 7, 1)])
+    assert [k[0] for k in kinds(took, announced)] == ["LiquidationThreshold"]  # lb unchanged
+    withdrawn_early = took.assign(as_of=[dt.date(2025, 6, 30)])  # before its date: withdrawn
+    assert ("PendingLiquidationThreshold", 0.8, None, None) in kinds(withdrawn_early, announced)
 
 
 def test_bps_rounding_never_loosens_and_keeps_lt_times_lb_below_one() -> None:

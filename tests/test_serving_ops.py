@@ -30,7 +30,7 @@ from pipelines.cli import app
 from serving.layout import current_partition, list_partitions, read_latest
 from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.publish import PAUSE_ENV, read_manifest, read_partition
-from serving.records import UPDATE_TYPES, reference_id
+from serving.records import PENDING_TYPES, UPDATE_TYPES, reference_id
 from tests.conftest import REPO
 from tests.project import AS_OF, copy_project
 
@@ -168,8 +168,10 @@ def test_rerun_is_a_noop_and_force_publishes_a_revision_beside_the_original(
     records = json.loads((rev2 / "updates.json").read_text())["records"]
     by_asset = old.set_index("asset")
     for record in records:
-        column = {v: k for k, v in UPDATE_TYPES.items()}[record["update_type"]]
-        assert record["previous_value"] == by_asset.loc[record["market"], column]
+        column = {v: k for k, v in {**UPDATE_TYPES, **PENDING_TYPES}.items()}[
+            record["update_type"]]
+        held = by_asset.loc[record["market"], column]
+        assert record["previous_value"] == (None if pd.isna(held) else held)
         assert record["reference_id"] == reference_id(D30, record["market"],
                                                       record["update_type"], "1", 2)
     # A rerun of the revised data is now a no-op against revision 2.
@@ -244,12 +246,19 @@ def test_update_records_list_exactly_the_changed_parameters(daily: tuple) -> Non
         old, new = frames[before].set_index("asset"), frames[day].set_index("asset")
         changed = {(asset, kind) for asset in new.index for col, kind in UPDATE_TYPES.items()
                    if new.loc[asset, col] != old.loc[asset, col]}
-        got = {(r["market"], r["update_type"]) for r in document["records"]}
-        assert got == changed
-        for record in document["records"]:
+        records = [r for r in document["records"] if r["update_type"] in UPDATE_TYPES.values()]
+        assert {(r["market"], r["update_type"]) for r in records} == changed
+        for record in records:
             col = {v: k for k, v in UPDATE_TYPES.items()}[record["update_type"]]
             assert record["previous_value"] == old.loc[record["market"], col]
             assert record["new_value"] == new.loc[record["market"], col]
+            assert record["effective_date"] == str(day)
+        for record in document["records"]:  # an announced change: new, trimmed or withdrawn
+            if record["update_type"] in PENDING_TYPES.values():
+                col = {v: k for k, v in PENDING_TYPES.items()}[record["update_type"]]
+                now, then = new.loc[record["market"], col], old.loc[record["market"], col]
+                assert record["new_value"] == (None if pd.isna(now) else now)
+                assert record["previous_value"] == (None if pd.isna(then) else then)
         manifest = read_manifest(root / f"asof={day}")
         assert manifest["updates"]["records"] == len(document["records"])
         assert manifest["files"]["updates.json"]["rows"] == len(document["records"])
