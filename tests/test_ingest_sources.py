@@ -10,6 +10,10 @@ import pytest
 from features.loaders import load_daily, load_dvol, load_hourly, load_macro, load_market
 from pipelines.ingest import ingest
 from pipelines.ingest.base import FRED_CLOSE_ONLY
+from pipelines.ingest.binance import parse_klines
+from pipelines.ingest.deribit import parse_dvol
+from pipelines.ingest.errors import PayloadError
+from pipelines.ingest.fred import parse_observations
 from tests.replay.fake_api import FakeApis
 from tests.replay.harness import rows, settings_for, small_market, text
 
@@ -138,3 +142,45 @@ def test_full_run_leaves_a_loadable_market_directory(api: FakeApis, market: Path
     assert loaded.gaps.empty
     # One request per file and page, nothing else.
     assert len(api.requests) == 4
+
+
+def test_a_provider_payload_a_parser_cannot_read_is_a_payload_error() -> None:
+    """Out-of-range stamps, a non-integer continuation and a FRED row without a date are
+    unusable payloads naming the source and the request, never another exception that
+    would stop the run (or, for the date, a row dropped without a word)."""
+    far = 10**17  # year 3,170,843
+    with pytest.raises(PayloadError, match=r"binance: GET u returned .*timestamp out of range"):
+        parse_klines([[far, "1", "1", "1", "1", "1", far + 86_399_999]], "u")
+    good = {"result": {"data": [[1751328000000, 40.0, 41.0, 39.0, 40.5]], "continuation": "x"}}
+    with pytest.raises(PayloadError, match="continuation 'x' is not an integer timestamp"):
+        parse_dvol(good, "u")
+    frame, continuation = parse_dvol({"result": {**good["result"], "continuation": None}}, "u")
+    assert continuation is None and frame["value"].tolist() == [40.5]
+    with pytest.raises(PayloadError, match=r"observation 0: no date \(''\)"):
+        parse_observations({"observations": [{"date": "", "value": "4.2"}], "count": 1}, "u")
+
+
+def test_one_file_that_fails_leaves_the_others_fetched(
+        api: FakeApis, market: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Parquet file (read by the loaders, never appended to) is refused, and a parser's
+    unexpected error is that file's error: the other files are still extended."""
+    daily = market / "crypto/daily/BTC.csv.gz"
+    load_daily(daily).reset_index().rename(columns={"date": "timestamp"}).to_parquet(
+        market / "crypto/daily/BTC.parquet")
+    daily.unlink()
+    report = ingest(market, ["binance", "deribit"], UNTIL, settings=settings_for(api.url))
+    parquet = report.file("crypto/daily/BTC.parquet")
+    assert "appending to Parquet is not supported" in parquet.rejected
+    assert report.file("crypto/hourly/BTC.csv.gz").appended > 0
+    assert report.file("iv/DVOL_BTC.csv.gz").appended > 0
+
+    import pipelines.ingest.deribit as deribit
+
+    def broken(payload: object, where: str) -> None:
+        raise RuntimeError("unexpected shape")
+
+    monkeypatch.setattr(deribit, "parse_dvol", broken)
+    again = ingest(market, ["deribit", "fred"], "2025-07-09T12:00:00Z",
+                   settings=settings_for(api.url))
+    assert again.file("iv/DVOL_BTC.csv.gz").error == "RuntimeError: unexpected shape"
+    assert not again.ok and any(f.appended for f in again.files if f.file.startswith("macro/"))

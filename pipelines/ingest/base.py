@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import pandas as pd
 
 from features.loaders import SUFFIXES
+from pipelines.ingest.errors import PayloadError
 from pipelines.ingest.http import HttpClient, RetryPolicy
 from pipelines.ingest.plausibility import PlausibilitySettings
 
@@ -212,11 +213,21 @@ def to_ms(stamp: pd.Timestamp) -> int:
     return int(stamp.value // 1_000_000)
 
 
-def from_ms(values: list[int] | pd.Series) -> pd.Series:
-    """Epoch milliseconds to tz-naive UTC ``datetime64[ns]``."""
-    return pd.Series(pd.to_datetime(pd.Series(values, dtype="int64"), unit="ms")).astype(
-        "datetime64[ns]"
-    )
+def from_ms(values: list[int] | pd.Series, source: str = "", where: str = "") -> pd.Series:
+    """Epoch milliseconds to tz-naive UTC ``datetime64[ns]``.
+
+    Raises
+    ------
+    PayloadError
+        A stamp outside what a timestamp can hold (years 1677-2262): the provider's payload
+        is unusable, said with the source and the request.
+    """
+    try:
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype="int64"), unit="ms")).astype(
+            "datetime64[ns]")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as err:
+        raise PayloadError(source or "provider", where, f"timestamp out of range: {err}"
+                           ) from None
 
 
 def stored_files(directory: Path, prefix: str = "") -> list[str]:

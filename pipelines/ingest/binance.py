@@ -60,7 +60,7 @@ def parse_klines(payload: Any, where: str) -> pd.DataFrame:
         except (TypeError, ValueError) as err:
             raise PayloadError("binance", where, f"kline {i}: {err}") from None
     frame = pd.DataFrame(values, columns=list(OHLCV), dtype="float64")
-    frame.insert(0, "timestamp", from_ms(opens))
+    frame.insert(0, "timestamp", from_ms(opens, "binance", where))
     frame["close_ms"] = pd.Series(close_ms, dtype="int64")
     return frame
 

@@ -58,9 +58,15 @@ def parse_dvol(payload: Any, where: str) -> tuple[pd.DataFrame, int | None]:
             raise PayloadError("deribit", where, f"candle {i}: {err}") from None
         values.append([close, opened, high, low, close])
     frame = pd.DataFrame(values, columns=list(COLUMNS), dtype="float64")
-    frame.insert(0, "timestamp", from_ms(stamps))
+    frame.insert(0, "timestamp", from_ms(stamps, "deribit", where))
     continuation = result.get("continuation")
-    return frame, int(continuation) if continuation is not None else None
+    if continuation is None:
+        return frame, None
+    try:
+        return frame, int(continuation)
+    except (TypeError, ValueError):
+        raise PayloadError("deribit", where, f"continuation {continuation!r} is not an "
+                           "integer timestamp") from None
 
 
 class Deribit:

@@ -59,6 +59,8 @@ def parse_observations(payload: Any, where: str) -> tuple[pd.DataFrame, list[str
             stamp = pd.Timestamp(str(obs["date"]))
         except ValueError as err:
             raise PayloadError("fred", where, f"observation {i}: {err}") from None
+        if pd.isna(stamp):  # "" parses to NaT: a row the closed-period filter would drop
+            raise PayloadError("fred", where, f"observation {i}: no date ({obs['date']!r})")
         if obs["value"] == MISSING:
             missing.append(f"{obs['date']}: value '.' (no observation; skipped, not filled)")
             continue

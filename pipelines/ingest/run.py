@@ -102,7 +102,9 @@ def ingest(
     TimeoutError
         Another run held ``data_dir/.ingest.lock`` longer than ``settings.lock_timeout_s``.
     OSError
-        The data directory cannot be written (nothing half-written is left behind).
+        The data directory's lock cannot be taken. A file that cannot be written (or any
+        other error of one file) is that file's ``error`` in the report, and the run goes on
+        with the others; nothing half-written is left behind.
 
     Examples
     --------
@@ -153,6 +155,10 @@ def _ingest_file(
         return report
     if last is not None:
         report.last_timestamp = last.strftime(TIMESTAMP_FORMAT)
+    if path.name.endswith(".parquet"):  # read by the loaders, never appended to
+        report.rejected = (f"{path.name}: appending to Parquet is not supported; convert the "
+                           "file to .csv.gz")
+        return report
     report.rejected = column_mismatch(path, target)
     if report.rejected:
         return report
@@ -179,4 +185,7 @@ def _ingest_file(
                 break  # a later page appended after a refused or held row would leave a hole
     except (FetchError, PayloadError, ConfigurationError) as err:
         report.error = str(err)
+    except Exception as err:  # this file's failure (a parser's unexpected error, a
+        # read-only folder), reported; the other files are still fetched
+        report.error = f"{type(err).__name__}: {err}"
     return report
