@@ -134,9 +134,8 @@ def _checked(header: bytes, lines: bytes, counts: np.ndarray | None, lasts: list
             bad |= v < 0  # non_negative_volume
         elif prices_positive:
             bad |= ~(v > 0)  # positive_prices
-        if name == "value" and SPECS[kind].percent is not None:  # percent_units
-            low, high = SPECS[kind].percent
-            bad |= (v > 0) & ((v < low) | (v > high))
+        if name == "value" and SPECS[kind].percent_min is not None:  # percent_units
+            bad |= (v > 0) & (v < SPECS[kind].percent_min)
     bad |= _ranges_fail(values)
     failed = np.logical_or.reduceat(bad, starts)
     return [None if failed[k] else block[:, s:s + n]

@@ -92,10 +92,11 @@ class FileSpec:
     grid: str  # rule id of the timestamp grid: "day_grid" or "hour_grid"
     stamp_pattern: str = f"{ISO_UTC}|{DATE_ONLY}"  # regex the raw string must match in full
     stamp_format: str = "YYYY-MM-DDTHH:MM:SSZ or YYYY-MM-DD (UTC)"
-    # ``value`` in percent within these bounds (rule percent_units): DVOL delivered as a
-    # decimal (0.475 for 47.5%) passes every other rule and gives an implied variance 10^4
-    # times too small. Real DVOL has stayed within 20-200; the bounds only catch the units.
-    percent: tuple[float, float] | None = None
+    # ``value`` in percent, at least this (rule percent_units): DVOL delivered as a decimal
+    # (0.475 for 47.5%) passes every other rule and gives an implied variance 10^4 times too
+    # small. Real DVOL has stayed within 20-200; a single appended value far above it (x100)
+    # is the ingest's plausibility screen's, which holds it and keeps the rows before.
+    percent_min: float | None = None
 
 
 SPECS: dict[str, FileSpec] = {
@@ -103,7 +104,7 @@ SPECS: dict[str, FileSpec] = {
     "hourly": FileSpec(required=OHLCV, optional=(), grid="hour_grid", stamp_pattern=ISO_UTC,
                        stamp_format="YYYY-MM-DDTHH:MM:SSZ (ISO 8601 UTC)"),
     "dvol": FileSpec(required=("value",), optional=PRICE_COLUMNS, grid="day_grid",
-                     percent=(1.0, 1000.0)),
+                     percent_min=1.0),
     "macro": FileSpec(required=("value",), optional=OHLCV, grid="day_grid"),
 }
 
@@ -205,9 +206,8 @@ def build_schema(
             checks.append(pa.Check(lambda s: s >= 0, name="non_negative_volume"))
         elif prices_positive:
             checks.append(pa.Check(lambda s: s > 0, name="positive_prices"))
-        if name == "value" and spec.percent is not None:
-            low, high = spec.percent
-            checks.append(pa.Check(lambda s, lo=low, hi=high: ~((s > 0) & ((s < lo) | (s > hi))),
+        if name == "value" and spec.percent_min is not None:
+            checks.append(pa.Check(lambda s, lo=spec.percent_min: ~((s > 0) & (s < lo)),
                                    name="percent_units"))
         columns[name] = pa.Column(
             "float64", coerce=True, nullable=False, required=name in spec.required, checks=checks
@@ -291,8 +291,8 @@ def _describe(
         "positive_prices": lambda: f"{column} {val(str(column))} <= 0",
         "percent_units": lambda: (
             f"{column} {val(str(column))} is not an annualised volatility in percent (DVOL is "
-            f"quoted in %, e.g. 47.5; expected {spec.percent[0]:g} to {spec.percent[1]:g}: a "
-            "decimal file must be multiplied by 100)" if spec.percent else ""),
+            f"quoted in %, e.g. 47.5; below {spec.percent_min:g} it is a decimal: multiply "
+            "the file by 100)"),
         "non_negative_volume": lambda: f"volume {val('volume')} < 0",
         "high_ge_low": lambda: f"high {val('high')} < low {val('low')}",
         "high_ge_open_close": lambda: (
