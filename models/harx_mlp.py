@@ -242,9 +242,15 @@ class HarxMlpForecaster:
         ends = dates[:, None] + np.array(self.horizons, dtype="timedelta64[D]")  # (N, H)
         # purged: a training target window never reaches into the validation period
         train = ok & (dates[:, None] < val_start) & (ends < val_start)
-        val = ok & (dates >= val_start)[:, None]
+        # an asset whose rows all fall in the validation part (listed less than val_fraction
+        # of the window ago) has no training row to learn its embedding from: its rows do not
+        # judge the early stopping, and it is corrected as a typical asset (the trained
+        # embeddings' mean, set below), as mlp_har forecasts its cold assets
+        trained = np.unique(asset_id[train.any(axis=1) & (asset_id >= 0)])
+        val = ok & (dates >= val_start)[:, None] & np.isin(asset_id, trained)[:, None]
         if not train.any() or not val.any():
             return [], []
+        cold = np.setdiff1d(np.arange(len(self.assets)), trained)
         cfg = self.config
         nets, epochs = [], []
         for seed in cfg.seeds:
@@ -260,6 +266,10 @@ class HarxMlpForecaster:
                     accelerator=cfg.accelerator, gpu_precision=cfg.gpu_precision,
                 )
             net.load_state_dict(best)
+            if len(cold):
+                with torch.no_grad():
+                    weight_ = net.embed.weight
+                    weight_[torch.from_numpy(cold)] = weight_[torch.from_numpy(trained)].mean(0)
             nets.append(net.cpu().float().eval())
             epochs.append(epoch)
         return nets, epochs

@@ -147,6 +147,26 @@ def test_masked_dvol_and_absent_optional_columns(model: HarxMlpForecaster, panel
         model.forecast(panel.drop(columns="corr_spx_30d"), horizons=[1])
 
 
+def test_an_asset_only_in_the_validation_part_is_corrected_as_a_typical_asset() -> None:
+    """DDD's rows all fall in the last 60 days (the validation part): no training row could
+    move its embedding, so each seed's net gives it the trained embeddings' mean (it
+    kept its random start before), and its rows do not judge the early stopping."""
+    panel = simulate_panel((*ASSETS, "DDD"), n_days=600, seed=5)
+    dates = panel.index.get_level_values("date")
+    late = dates >= dates.max() - pd.Timedelta(days=60)
+    panel = panel[late | (panel.index.get_level_values("asset") != "DDD")]
+    model = HarxMlpForecaster(HarxMlpConfig(hidden=8, max_epochs=20, patience=5, lr=3e-2),
+                              horizons=(1, 7)).fit(panel)
+    assert model.assets == [*ASSETS, "DDD"] and model.best_epochs[0] >= 0  # the MLP is used
+    for net in model.nets:
+        weight = net.embed.weight.detach()
+        assert torch.equal(weight[3], weight[:3].mean(0))
+        assert not torch.equal(weight[0], weight[1])  # the trained ones were learnt
+    restored = HarxMlpForecaster.from_state(json.loads(json.dumps(model.state())))
+    rows = feature_view(panel).xs("DDD", level="asset", drop_level=False).tail(5)
+    assert restored.forecast(rows, (1, 7)).equals(model.forecast(rows, (1, 7)))
+
+
 def test_fit_refuses_target_columns() -> None:
     with_targets = simulate_panel(("AAA",), n_days=200, seed=0, with_targets=True)
     with pytest.raises(ValueError, match="target_variance_1d"):
