@@ -181,7 +181,9 @@ class GbmForecaster:
             with threadpool_limits(limits=1, user_api="openmp"):
                 probe = self._regressor(self.config.max_iter, early_stopping=True)
                 probe.fit(x[train], y[train, j], X_val=x[val], y_val=y[val, j])
-                self.n_iter[h] = int(probe.n_iter_)
+                # the iteration the validation part scores best (validation_score_[k]: after
+                # k iterations, higher is better); n_iter_ runs n_iter_no_change past it
+                self.n_iter[h] = max(1, int(np.argmax(probe.validation_score_)))
                 final = self._regressor(self.n_iter[h], early_stopping=False)
                 final.fit(x[has_y[:, j]], y[has_y[:, j], j])
             self.ensembles[h] = export_ensemble(final)

@@ -317,6 +317,26 @@ def test_tree_ensemble_reproduces_sklearn_predict(panel) -> None:
     np.testing.assert_allclose(np.exp(raw), hgb.predict(x), rtol=1e-12)
 
 
+def test_gbm_refits_with_the_iteration_count_its_validation_scores_best(
+        panel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Early stopping runs n_iter_no_change iterations past the best one and keeps them; the
+    refit on every row takes the count the validation part scored best, not the count run."""
+    cfg = GbmConfig(max_iter=400, min_samples_leaf=20, n_iter_no_change=10)
+    made = []
+    real = GbmForecaster._regressor
+
+    def spy(self, max_iter: int, early_stopping: bool):
+        made.append(real(self, max_iter, early_stopping))
+        return made[-1]
+
+    monkeypatch.setattr(GbmForecaster, "_regressor", spy)
+    model = GbmForecaster(cfg, horizons=[1]).fit(panel)
+    probe, final = made
+    best = int(np.argmax(probe.validation_score_))
+    assert probe.n_iter_ == best + cfg.n_iter_no_change  # it stopped early, past the best
+    assert model.n_iter[1] == best == final.max_iter == final.n_iter_
+
+
 def test_gbm_state_is_strict_json_and_round_trips_exactly(panel) -> None:
     model = GbmForecaster(SMALL_GBM, horizons=[1, 7]).fit(panel)
     text = json.dumps(model.state(), allow_nan=False)  # no NaN/inf tokens, no pickle bytes
