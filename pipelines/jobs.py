@@ -198,7 +198,7 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
                "selected": rec["selected"], "data_fingerprint": rec["data_fingerprint"][:12],
                "marker": str(result.marker), "skipped": result.skipped}
     if result.skipped:
-        log.info("retrain", f"already retrained for {as_of} on the same data and config "
+        log.info("retrain", f"already retrained for {as_of} on the same data, config and code "
                  f"(no-op): version {rec['registered_version']}, champion "
                  f"v{rec['champion_version']} ({result.marker})", **figures)
         return 0
@@ -217,14 +217,19 @@ def retrain_job(cfg: Config, log: JobLog, as_of: dt.date, skip_ingest: bool,
 def ingest_job(cfg: Config, log: JobLog, sources: list[str] | None, until: str | None) -> int:
     """``volmargin ingest``: append new provider rows; a table per file, problems named."""
     from pipelines.ingest import ingest
-    from pipelines.retrain import ingest_settings_from_env
+    from pipelines.retrain import ingest_settings_from_env, runnable_sources
 
+    settings = ingest_settings_from_env(ingest_cfg=cfg.ingest)
+    if sources is None:  # every source that can run here: FRED without its (optional) key
+        sources = runnable_sources(settings)  # would fail every macro file, every day
+        if "fred" not in sources:
+            log.info("ingest", "fred skipped: FRED_API_KEY is not set (optional; the macro "
+                     "files are not extended)")
     try:
         # no per-file progress hook in ingest(): a spinner says it is working (text mode only)
         with contextlib.nullcontext() if log.json_lines or log.quiet else log.console.status(
                 f"ingesting into {cfg.paths.data_dir} ..."):
-            report = ingest(cfg.paths.data_dir, sources, until,
-                            settings=ingest_settings_from_env(ingest_cfg=cfg.ingest))
+            report = ingest(cfg.paths.data_dir, sources, until, settings=settings)
     except ValueError as exc:  # unknown source, unparsable --until
         log.error("ingest", str(exc))
         return EXIT_USAGE

@@ -66,7 +66,7 @@ class RetrainResult:
     record : dict
         The marker's content: version, gate decision, fingerprints, timings.
     skipped : bool
-        True when the as-of was already retrained on the same data and config.
+        True when the as-of was already retrained on the same data, config and code.
     ingest : IngestReport or None
         None when ingestion was skipped; ``ingest_skipped`` then says why.
     """
@@ -157,7 +157,7 @@ def retrain(
     settings: IngestSettings | None = None, progress: Progress = _noop,
     environ: Mapping[str, str] | None = None,
 ) -> RetrainResult:
-    """Retrain, register and gate the policy for ``as_of``, once per data and config state.
+    """Retrain, register and gate the policy for ``as_of``, once per data, config and code.
 
     Parameters
     ----------
@@ -205,8 +205,11 @@ def retrain(
         config_fp = config_fingerprint(cfg)
         marker = marker_path(cfg, as_of)
         done = read_marker(marker)
+        # the same data, config and code: a no-op (new code, e.g. a fix deployed since, retrains;
+        # an edited checkout reads "-dirty" either way, so edits in place need --force)
         if (done is not None and not force and done.get("data_fingerprint") == data_fp
-                and done.get("config_sha256") == config_fp):
+                and done.get("config_sha256") == config_fp
+                and done.get("code_version") == code_version()):
             return RetrainResult(as_of, done, marker, True, report, skipped_why)
         tracker = _StepTracker(progress)
         try:

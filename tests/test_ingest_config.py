@@ -79,6 +79,28 @@ def test_volmargin_ingest_reads_the_config_and_exits_1_on_a_held_candle(
     assert load_daily(market / "crypto/daily/BTC.csv.gz").loc["2025-07-03", "close"] == 1.2e12
 
 
+def test_volmargin_ingest_without_a_fred_key_skips_fred_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is optional: without it, the default sources leave FRED out (said once)
+    rather than failing every macro file and exiting 1 every day."""
+    market = small_market(tmp_path / "market")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    with serving(monkeypatch) as api:
+        monkeypatch.delenv("FRED_API_KEY", raising=False)  # the harness sets one
+        monkeypatch.setenv("VOLMARGIN_INGEST_BINANCE_URL", api.url)
+        monkeypatch.setenv("VOLMARGIN_INGEST_DERIBIT_URL", api.url)
+        monkeypatch.setenv(ALLOW_HTTP_LOOPBACK_ENV, "1")
+        result = CliRunner().invoke(app, ["ingest", "--data-dir", str(market), "--until",
+                                          "2025-07-06T12:00:00Z", "--log-json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.strip().splitlines()]
+    assert any("fred skipped: FRED_API_KEY is not set" in line["message"] for line in lines)
+    files = [line["file"] for line in lines if "file" in line]
+    assert "crypto/daily/BTC.csv.gz" in files and not any(f.startswith("macro/") for f in files)
+
+
 def test_ingest_settings_do_not_change_the_retrain_config_fingerprint() -> None:
     from pipelines.retrain import config_fingerprint
 

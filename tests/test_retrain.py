@@ -96,10 +96,34 @@ def test_rerun_on_unchanged_inputs_is_a_noop(project: Path) -> None:
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert "ingest skipped: VOLMARGIN_OFFLINE is set" in flat
-    assert f"already retrained for {AS_OF} on the same data and config (no-op)" in flat
+    assert f"already retrained for {AS_OF} on the same data, config and code (no-op)" in flat
     assert (project / MARKER).read_bytes() == before
     versions = registry(project).search_model_versions("name='volmargin-policy'")
     assert [str(v.version) for v in versions] == ["1"]
+
+
+def test_new_code_retrains_the_same_as_of(project: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fix deployed since the marker was written retrains the as-of (the run is stubbed
+    to stop where it would begin); the marker is left as it was."""
+    import pipelines.run as run_module
+
+    before = (project / MARKER).read_bytes()
+    recorded = json.loads(before)["code_version"]
+
+    def reached(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the pipeline ran")
+
+    monkeypatch.setattr(run_module, "run", reached)
+    monkeypatch.setattr(retrain_module, "code_version", lambda: recorded)
+    same = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF,
+                  env={retrain_module.OFFLINE_ENV: "1"})
+    assert same.exit_code == 0 and "(no-op)" in " ".join(same.output.split())
+    monkeypatch.setattr(retrain_module, "code_version", lambda: "git:" + "f" * 40)
+    fixed = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF,
+                   env={retrain_module.OFFLINE_ENV: "1"})
+    assert fixed.exit_code != 0 and "the pipeline ran" in fixed.output
+    assert (project / MARKER).read_bytes() == before
 
 
 def test_failing_steps_are_named_and_leave_no_marker(project: Path,
