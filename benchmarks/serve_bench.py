@@ -178,8 +178,13 @@ def register_quickly(cfg: Config, forecaster: str, cache: Path,
     # the columns a serve of this forecaster reads are those its fit and walk-forward read
     # (regressors, rv for targets and plausibility): built for every asset at once when the
     # fast builder covers them, the whole per-asset panel otherwise
-    columns = (serve_columns({"forecaster": probe.state(), "config": cfg.resolved()})
-               if tail is None else tail_columns(tail, cfg, probe.state()))
+    try:
+        state = probe.state()
+    except RuntimeError:  # a learnt forecaster has no state before its fit (gbm_sklearn,
+        state = None      # the networks): its serve builds the whole per-asset panel anyway
+    columns = (None if state is None
+               else serve_columns({"forecaster": state, "config": cfg.resolved()})
+               if tail is None else tail_columns(tail, cfg, state))
     if columns is not None:
         panel, _ = serve_panel(market, cfg.features, cutoff, TrailingWindow(None, None, {}),
                                columns)

@@ -34,24 +34,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
-from threadpoolctl import threadpool_limits
 
 from configs.schema import GbmConfig
 from features.schema import target_columns
 from models.base import forecast_table, requested_horizons, trained_horizons
-from models.preprocessing import (
-    INPUTS,
-    forward_targets,
-    make_preprocessor,
-    preprocessor_from_state,
-    preprocessor_state,
-    valid_rows,
-)
+from models.panel_inputs import INPUTS, InputMatrix, forward_targets, valid_rows
+
+if TYPE_CHECKING:  # scikit-learn is imported where a fit needs it: a served model restored
+    # from its state predicts with TreeEnsemble and InputMatrix, numpy alone (importing
+    # scikit-learn was 0.8 s of a 1.9 s serve of twelve assets)
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
 
 STATE_FORMAT = 2  # 2: the assets seen in fit stored apart from the one-hot
 NODE_FIELDS = ("feature_idx", "num_threshold", "missing_go_to_left", "left", "right",
@@ -136,6 +133,8 @@ class GbmForecaster:
         self.rows_used = 0  # training rows of the last fit, after ``max_train_rows``
 
     def _regressor(self, max_iter: int, early_stopping: bool) -> HistGradientBoostingRegressor:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         c = self.config
         return HistGradientBoostingRegressor(
             loss="gamma", learning_rate=c.learning_rate, max_iter=max_iter,
@@ -145,6 +144,10 @@ class GbmForecaster:
         )
 
     def fit(self, panel: pd.DataFrame) -> Self:
+        from threadpoolctl import threadpool_limits
+
+        from models.preprocessing import make_preprocessor
+
         leaked = target_columns(panel)
         if leaked:
             raise ValueError(f"gbm_sklearn.fit: panel holds target column(s) {leaked}; pass "
@@ -245,7 +248,9 @@ class GbmForecaster:
             "config": self.config.model_dump(mode="json"),
             "horizons": list(self.horizons),
             "assets": list(self.assets),
-            "preprocessor": preprocessor_state(self.preprocessor),
+            "preprocessor": (self.preprocessor.state()
+                             if isinstance(self.preprocessor, InputMatrix)
+                             else _pipeline_state(self.preprocessor)),
             "n_iter": {str(h): n for h, n in self.n_iter.items()},
             "ensembles": {str(h): e.to_json() for h, e in self.ensembles.items()},
         }
@@ -256,9 +261,18 @@ class GbmForecaster:
             raise ValueError(f"gbm_sklearn.from_state: expected alias {cls.alias!r} format "
                              f"{STATE_FORMAT}, got {state.get('alias')!r} {state.get('format')!r}")
         model = cls(GbmConfig(**state["config"]), state["horizons"])
-        model.preprocessor = preprocessor_from_state(state["preprocessor"])
+        stored = state["preprocessor"]
+        if "scale" in stored:  # trees take raw inputs: a scaled state is not this model's
+            raise ValueError("gbm_sklearn.from_state: a scaled preprocessor; refit")
+        model.preprocessor = InputMatrix(tuple(stored["names"]), tuple(stored["assets"]))
         model.assets = list(state["assets"])
         model.n_iter = {int(h): int(n) for h, n in state["n_iter"].items()}
         model.ensembles = {int(h): TreeEnsemble.from_json(e)
                            for h, e in state["ensembles"].items()}
         return model
+
+
+def _pipeline_state(pipe: Pipeline) -> dict[str, Any]:
+    from models.preprocessing import preprocessor_state
+
+    return preprocessor_state(pipe)

@@ -7,6 +7,9 @@ reads them, and a serve of a HAR champion need not import scikit-learn: ~0.6 s o
   in logs (floored at :data:`VAR_FLOOR`); DVOL is NaN where ``dvol_available`` is False — a
   missing value the model sees as missing, with the mask as its own input, never a pretend
   number.
+* :class:`InputMatrix` — panel rows → the (N, F + A) matrix of named inputs and an asset
+  one-hot, what a fitted tree model's preprocessor does (scikit-learn's ``PanelFeatures``
+  step calls it): a served ``gbm_sklearn`` builds its inputs without importing scikit-learn.
 * :func:`forward_targets` — :math:`V_{t,h} = \sum_{i=1}^{h} RV_{t+i}` for every row, from the
   ``rv`` column of the panel handed to ``fit`` (features.targets.forward_variance on a
   complete daily calendar: a gap or the end of the panel gives NaN, never a partial sum).
@@ -15,13 +18,15 @@ reads them, and a serve of a HAR champion need not import scikit-learn: ~0.6 s o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from features.targets import forward_sums
 
-__all__ = ["INPUTS", "REQUIRED", "VAR_FLOOR", "dvol_mask", "flag", "forward_targets",
+__all__ = ["INPUTS", "REQUIRED", "VAR_FLOOR", "InputMatrix", "dvol_mask", "flag",
+           "forward_targets",
            "log_variance", "valid_rows"]
 
 VAR_FLOOR = 1e-10  # variances are floored before the log: a zero-range day is not -inf
@@ -88,3 +93,37 @@ def forward_targets(panel: pd.DataFrame, horizons: Sequence[int]) -> np.ndarray:
     for j, h in enumerate(horizons):
         out[:, j] = forward_sums(x, int(h))[codes, col]
     return out
+
+
+def panel_matrix(frame: pd.DataFrame, names: Sequence[str], assets: Sequence[str]) -> np.ndarray:
+    """(N, F + A) float inputs :data:`INPUTS` ``names`` of ``frame``'s rows, then a one-hot of
+    ``assets`` (an asset not among them: all zeros)."""
+    columns = [INPUTS[n](frame) for n in names]
+    onehot = np.zeros((len(frame), len(assets)))  # (N, A), set by code, not A passes
+    codes = pd.Index(assets).get_indexer(frame.index.get_level_values("asset"))
+    known = codes >= 0
+    onehot[np.flatnonzero(known), codes[known]] = 1.0
+    if not columns:
+        return onehot
+    return np.column_stack([*columns, onehot]).astype(np.float64)  # (N, F + A)
+
+
+@dataclass(frozen=True)
+class InputMatrix:
+    """A fitted unscaled preprocessor restored from its state: :func:`panel_matrix` of the
+    stored ``names`` and ``assets`` (nothing is learnt, so nothing else is stored)."""
+
+    names: tuple[str, ...]
+    assets: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in INPUTS]
+        if unknown:
+            raise ValueError(f"preprocessor state names input(s) {unknown} this code lacks; "
+                             "refit")
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        return panel_matrix(frame, self.names, self.assets)
+
+    def state(self) -> dict[str, list[str]]:
+        return {"names": list(self.names), "assets": list(self.assets)}

@@ -26,6 +26,7 @@ from models.panel_inputs import (  # re-exported: the models import them from he
     flag,
     forward_targets,
     log_variance,
+    panel_matrix,
     valid_rows,
 )
 
@@ -57,14 +58,7 @@ class PanelFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        columns = [INPUTS[n](frame) for n in self.names]
-        onehot = np.zeros((len(frame), len(self.assets)))  # (N, A), set by code, not A passes
-        codes = pd.Index(self.assets).get_indexer(frame.index.get_level_values("asset"))
-        known = codes >= 0
-        onehot[np.flatnonzero(known), codes[known]] = 1.0
-        if not columns:
-            return onehot
-        return np.column_stack([*columns, onehot]).astype(np.float64)  # (N, F + A)
+        return panel_matrix(frame, self.names, self.assets)  # (N, F + A)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.array([*self.names, *(f"asset={a}" for a in self.assets)], dtype=object)

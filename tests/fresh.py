@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-WATCHED = ("arch", "scipy.signal", "scipy.stats")  # what fits need, ~0.6-1.1 s each
+WATCHED = ("arch", "scipy.signal", "scipy.stats", "sklearn")  # what fits need, ~0.6-1.1 s each
 
 
 def forecast_code(state: dict, rows: int) -> str:

@@ -32,14 +32,16 @@ from models.preprocessing import (
 )
 from models.registry import REGISTRY, build_forecaster
 from tests.conftest import MARKET
+from tests.fresh import watched_imports
 from tests.simulate import simulate_panel
 
 SMALL_GBM = GbmConfig(max_iter=40, min_samples_leaf=20)
+PANEL_ARGS, PANEL_DAYS, PANEL_SEED = ("AAA", "BBB"), 600, 11  # the simulated panel below
 
 
 @pytest.fixture(scope="module")
 def panel() -> pd.DataFrame:
-    return feature_view(simulate_panel(("AAA", "BBB"), n_days=600, seed=11))
+    return feature_view(simulate_panel(PANEL_ARGS, n_days=PANEL_DAYS, seed=PANEL_SEED))
 
 
 def _last(panel: pd.DataFrame, k: int = 1) -> pd.DatetimeIndex:
@@ -335,6 +337,27 @@ def test_gbm_refits_with_the_iteration_count_its_validation_scores_best(
     best = int(np.argmax(probe.validation_score_))
     assert probe.n_iter_ == best + cfg.n_iter_no_change  # it stopped early, past the best
     assert model.n_iter[1] == best == final.max_iter == final.n_iter_
+
+
+def test_a_served_gbm_needs_no_scikit_learn(panel) -> None:
+    """A restored gbm_sklearn predicts with its exported trees and the input matrix, numpy
+    alone: a fresh interpreter restoring and forecasting imports no scikit-learn (0.8 s of a
+    twelve-asset serve), and forecasts what the fitted model does, bit for bit."""
+    model = GbmForecaster(SMALL_GBM, horizons=[1, 7]).fit(panel)
+    rows = feature_view(panel).tail(40)
+    expected = model.forecast(rows, [1, 7])
+    code = (
+        "import json, numpy as np, pandas as pd\n"
+        "from models.registry import forecaster_from_state\n"
+        "from features.schema import feature_view\n"
+        "from tests.simulate import simulate_panel\n"
+        f"model = forecaster_from_state(json.loads({json.dumps(json.dumps(model.state()))}))\n"
+        f"rows = feature_view(simulate_panel({PANEL_ARGS!r}, n_days={PANEL_DAYS}, "
+        f"seed={PANEL_SEED})).tail(40)\n"
+        "fc = model.forecast(rows, [1, 7])\n"
+        f"assert fc['variance'].tolist() == {expected['variance'].tolist()!r}\n"
+    )
+    assert watched_imports(code) == []
 
 
 def test_gbm_state_is_strict_json_and_round_trips_exactly(panel) -> None:
