@@ -169,7 +169,7 @@ def run(
     # tail-driven policy when the rule ranks it first
     evaluated = tail.policy if tail is not None else None
     registration = step_register(
-        cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated)
+        cfg, panel, choice, forecasts[choice.model], summary, failed, evaluated, fp)
     served = None
     if publish:
         progress("serve", 0, 1)

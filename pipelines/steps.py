@@ -51,10 +51,12 @@ from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
-from serving.ops.tracking import log_context
+from serving.ops.tracking import code_identity, log_context
 
 if TYPE_CHECKING:
     from pipelines.policy_eval.tail_driven import TailPolicyEvaluation
+
+PARAM_CHARS = 6000  # MLflow's longest param value
 
 Progress = Callable[[str, int, int], None]
 
@@ -81,8 +83,13 @@ def step_features(cfg: Config, market: MarketData) -> tuple[pd.DataFrame, str, p
         summary = feature_summary(panel)
         fresh = freshness_report(market, None, cfg.data.stale_after_days,
                                  cfg.features.macro_max_carry_days)
-        mlflow.log_params({"fingerprint": fp, "reused": reused,
-                           "assets": ",".join(sorted(market.daily))})
+        names = ",".join(sorted(market.daily))
+        # MLflow cuts a param at 6,000 characters (about 1,000 assets): the list goes to an
+        # artifact, the param holds it whole or says where it is
+        mlflow.log_params({"fingerprint": fp, "reused": reused, "n_assets": len(market.daily),
+                           "assets": names if len(names) <= PARAM_CHARS
+                           else f"{len(market.daily)} assets: features/assets.txt"})
+        mlflow.log_text("\n".join(sorted(market.daily)) + "\n", "features/assets.txt")
         mlflow.log_metrics({"rows": len(panel), "assets": len(market.daily),
                             "columns": summary["columns"], "gaps": len(market.gaps),
                             "load_failures": len(market.failures),
@@ -377,7 +384,7 @@ class Registration(NamedTuple):
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
-    tail: TailPolicyEvaluation | None = None,
+    tail: TailPolicyEvaluation | None = None, fingerprint: str | None = None,
 ) -> Registration:
     """Refit the selected forecaster on all data, bundle it with the policy, register, gate.
 
@@ -385,6 +392,9 @@ def step_register(
     gate judged (``not_acceptable``; unproven ones are not listed): a version promoted as the
     store's first although its gate refused it (``registry.gate.promote_first``) is served
     with those assets frozen (:func:`serving.serve.gate_refused`).
+
+    ``fingerprint``: the feature panel's, tagged on the version (``data_fingerprint``) beside
+    the code's version (``code_version``), so the registry says what a version was fitted on.
 
     ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
     walk-forward: the bundle carries them, and serving gives them the fail-safe (their
@@ -445,6 +455,8 @@ def step_register(
             "forecaster": selected, "fit_cutoff": bundle["fit_cutoff"],
             "run_id": run.info.run_id, "selection": reason_text[:4000],
             "policy": policy_name,
+            "code_version": code_identity()[1],  # the code that fitted and judged it
+            **({"data_fingerprint": fingerprint} if fingerprint else {}),
             **({"tail_model": version_tail.alias} if version_tail is not None else {}),
             "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",

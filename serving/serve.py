@@ -63,6 +63,7 @@ from serving.ops.registry import (
     champion_uri,
     environment_mismatches,
     model_dir,
+    reconcile_alias,
     verify_integrity,
 )
 from serving.ops.tracking import artifact_root, log_context, setup
@@ -226,6 +227,9 @@ def serve(
         swept += sweep_outputs(cfg.paths.outputs_dir)
         setup(cfg)
         progress("resolve model", 0, 1)
+        # a move of @champion made in the MLflow UI or API writes no alias history: recorded
+        # now, said in the serve's notes ("version at date D" stays answerable)
+        moved = reconcile_alias(cfg.registry.model_name) if model_version is None else None
         try:
             uri, mv = resolve_model(cfg.registry.model_name, model_version)
             directory, unverified = locate_policy(cfg, mv)
@@ -331,6 +335,12 @@ def serve(
         with mlflow.start_run(run_name=f"serve-{as_of}"):
             log_context(cfg, "serve", {"as_of": as_of.isoformat(),
                                        "model_version": str(mv.version)})
+            # what was applied: the model's bundled config with its frozen settings (the
+            # serve-time file's config/resolved.json is not it), and the manifest's metadata
+            # (frozen settings, config not applied, a refused gate, skipped files)
+            mlflow.log_dict(bundle["config"], "config/applied.json")
+            mlflow.log_dict(metadata, "manifest_metadata.json")
+            mlflow.log_param("feature_fingerprint", fingerprint)
             published = publish_partition(params, root, as_of, metadata, updates=records,
                                           code_version=code_version(), force=force)
             if not published.created:
@@ -357,6 +367,7 @@ def serve(
              *(f"version {mv.version} has no {tag} tag (registered before "
                "integrity checks): not verified" for tag in unverified),
              *(f"model version {mv.version}: {m}" for m in mismatches),
+             *([f"{cfg.registry.model_name}: {moved}"] if moved else []),
              *([f"version {mv.version} serves as @champion although its gate refused it "
                 f"({metadata['gate_refused']}); the assets it was not acceptable on are "
                 "frozen"] if "gate_refused" in metadata else []),

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app
 from serving.ops.tracking import tracking_uri
+from serving.ops.version import code_version
 from serving.publish import read_partition
 from tests.conftest import REPO, write_slice
 
@@ -121,6 +122,17 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
     for key, value in frozen["settings"].items():
         section, name = key.split(".")
         assert bundle["config"][section][name] == value, key
+    # what the version was fitted on and by: the feature panel's fingerprint, the code's
+    features = runs[runs["tags.volmargin.step"] == "features"].iloc[0]
+    assert champion.tags["data_fingerprint"] == features["params.fingerprint"]
+    assert champion.tags["code_version"] == code_version()
+    assert set(runs["tags.volmargin.code_version"]) == {code_version()}
+    # the serve run carries the config the model applied (its bundle's), not the file's
+    serve_run = runs[runs["tags.volmargin.step"] == "serve"].iloc[0]
+    applied = mlflow.artifacts.load_dict(f"runs:/{serve_run['run_id']}/config/applied.json")
+    assert applied == bundle["config"]
+    meta = mlflow.artifacts.load_dict(f"runs:/{serve_run['run_id']}/manifest_metadata.json")
+    assert meta["model_version"] == "1" and meta["frozen_settings"]
 
 
 def test_serving_the_same_as_of_again_is_a_no_op(ran, monkeypatch):

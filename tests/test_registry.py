@@ -8,6 +8,7 @@ import shutil
 import mlflow
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from configs.schema import GateConfig
 from pipelines.selection.gate import gate
@@ -72,6 +73,22 @@ def test_aliases_history_and_rollback(store):
     assert registry.version_at(NAME, t0 + dt.timedelta(days=11)) == v2
     assert registry.version_at(NAME, t0 - dt.timedelta(days=1)) is None
     assert registry.champion_version(NAME) == v1
+
+
+def test_a_move_made_outside_volmargin_is_recorded_when_seen(store):
+    """The MLflow UI moves an alias without the history: reconcile_alias records the move,
+    dated when it is seen, so version_at answers from then on; in step, it records nothing."""
+    v1, v2 = _register("garch11_t"), _register("mlp_har")
+    registry.set_alias(NAME, registry.CHAMPION, v1, "first")
+    assert registry.reconcile_alias(NAME) is None  # history and alias agree
+    MlflowClient().set_registered_model_alias(NAME, registry.CHAMPION, v2)  # the UI's move
+    note = registry.reconcile_alias(NAME)
+    assert note is not None and f"from {v1} to {v2}" in note
+    history = registry.alias_history(NAME)
+    assert [m["version"] for m in history] == [v1, v2]
+    assert history[-1]["reason"].startswith("moved outside volmargin")
+    assert registry.version_at(NAME, dt.datetime.now(dt.UTC)) == v2
+    assert registry.reconcile_alias(NAME) is None  # recorded once
 
 
 def test_rollback_to_a_missing_version_is_an_error(store):

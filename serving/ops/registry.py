@@ -217,6 +217,26 @@ def set_alias(name: str, alias: str, version: str, reason: str,
     client.set_model_version_tag(name, version, f"alias.{alias}.set_at", stamp)
 
 
+def reconcile_alias(name: str, alias: str = "champion") -> str | None:
+    """Record a move of ``alias`` made outside :func:`set_alias` (the MLflow UI or API move
+    aliases without writing the history): when the live alias points at another version than
+    the history's last entry, append a move dated now and return a note saying so; None when
+    they agree (or the alias is not set). Dated when it was *seen*, so "which version was in
+    production on date D" is exact from then on and says when it could not be."""
+    try:
+        live = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+    moves = alias_history(name, alias)
+    if moves and moves[-1]["version"] == live:
+        return None
+    last = moves[-1]["version"] if moves else "none"
+    reason = (f"moved outside volmargin (MLflow UI or API) from {last} to {live}; recorded "
+              "when detected, the move itself may be earlier")
+    set_alias(name, alias, live, reason)
+    return f"@{alias} {reason}"
+
+
 def alias_history(name: str, alias: str = "champion") -> list[dict[str, str]]:
     """Every move of ``alias``, oldest first: ``{"at", "version", "reason"}``."""
     tags = MlflowClient().get_registered_model(name).tags

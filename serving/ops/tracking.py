@@ -7,10 +7,10 @@ The plain file store is deprecated in MLflow 3, so runs, metrics and the model r
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import mlflow.store.model_registry.sqlalchemy_store
 import mlflow.store.tracking.sqlalchemy_store
 
 from configs.schema import Config
+from serving.ops.version import code_version
 
 # MLflow ≥ 3 opens an experiment on the GenAI "Overview" (traces, tokens) unless the experiment
 # says what it is: this tag and value (read off the installed UI bundle) open it on the
@@ -130,18 +131,28 @@ def fail_dead_runs(exp_id: str) -> set[str]:
     return alive
 
 
+@functools.lru_cache(maxsize=1)
+def code_identity() -> tuple[str, str]:
+    """``(git commit, code version)`` of the code this process runs, asked once per process
+    of the package's own checkout (:func:`serving.ops.version.code_version`), not of the
+    working directory: a job started elsewhere, or a checkout that moves on while a long job
+    runs, must not label its runs with other code. ``unknown`` outside a checkout."""
+    version = code_version()
+    commit = version[len("git:"):].removesuffix("-dirty") if version.startswith("git:") \
+        else "unknown"
+    return commit, version
+
+
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    return code_identity()[0]
 
 
 def log_context(cfg: Config, step: str, extra_tags: dict[str, Any] | None = None) -> None:
-    """Tags and config every step run carries: step name, git commit, resolved config."""
-    mlflow.set_tags({"volmargin.step": step, "mlflow.source.git.commit": git_commit(),
+    """Tags and config every step run carries: step name, git commit and code version (with
+    ``-dirty`` for an edited checkout), resolved config."""
+    commit, version = code_identity()
+    mlflow.set_tags({"volmargin.step": step, "mlflow.source.git.commit": commit,
+                     "volmargin.code_version": version,
                      PID_TAG: os.getpid(), HOST_TAG: socket.gethostname(),
                      **(extra_tags or {})})
     mlflow.log_dict(cfg.resolved(), "config/resolved.json")
