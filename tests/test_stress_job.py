@@ -314,16 +314,24 @@ def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
     jsonschema.validate(doc, contract.summary_schema())
 
 
-def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2022-06-01", "2022-12-31", macro=())
+def _ftx_project(tmp_path: Path, start: str, **overrides: object) -> Config:
+    """BTC and ETH from ``start`` to 2022-12-31, the FTX episode, a small book and Monte
+    Carlo, and the as-of's parameters published: a stress run's smallest project."""
+    data = write_slice(tmp_path / "data", ["BTC", "ETH"], start, "2022-12-31", macro=())
     cfg = Config().with_overrides({
         "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
         "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
         "stress.book.accounts": 300,
-        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}]})
+        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}],
+        **overrides})
     publish_partition(_parameters(AS_OF), tmp_path / "outputs" / "forecasts", AS_OF,
                       {"test": True})
+    return cfg
+
+
+def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _ftx_project(tmp_path, "2022-06-01")
     with caplog.at_level("WARNING"):
         result = run_stress(cfg, AS_OF, publish=False, track=False)
     names = [s["scenario"] for s in result.summary["scenarios"]]
@@ -339,14 +347,7 @@ def test_without_a_year_of_returns_the_monte_carlo_is_skipped_not_the_stress(
 
 def test_a_t_copula_that_cannot_be_drawn_leaves_the_joint_fhs_standing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = write_slice(tmp_path / "data", ["BTC", "ETH"], "2021-06-01", "2022-12-31", macro=())
-    cfg = Config().with_overrides({
-        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
-        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
-        "stress.t_copula_dof": 4.0, "stress.book.accounts": 300,
-        "stress.episodes": [{"name": "ftx", "start": "2022-11-08", "end": "2022-11-10"}]})
-    publish_partition(_parameters(AS_OF), tmp_path / "outputs" / "forecasts", AS_OF,
-                      {"test": True})
+    cfg = _ftx_project(tmp_path, "2021-06-01", **{"stress.t_copula_dof": 4.0})
 
     def singular(*args: object) -> None:
         raise ValueError("correlation matrix is singular")
