@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -87,10 +88,11 @@ class StressConfig(_Strict):
             if name in seen:
                 raise ValueError(f"episode name {name!r} is used twice: names must be unique")
             if (name in RESERVED_SCENARIOS or name.endswith(("_filtered", "_collapse"))
-                    or name.startswith("vol_x") or "_drop" in name):
+                    or re.fullmatch(r"vol_x[\d.]+|\w+_drop\d+_(beta|corr1)", name)):
                 raise ValueError(
                     f"episode name {name!r} is the stress's own kind of name (filtered "
-                    "replays end in _filtered; shocks are vol_x*, *_drop*, *_collapse; "
+                    "replays end in _filtered; shocks are vol_x<m>, <asset>_drop<n>_beta/_corr1, "
+                    "<asset>_collapse; "
                     f"{', '.join(sorted(RESERVED_SCENARIOS))}): choose another")
             seen.add(name)
         return episodes

@@ -62,7 +62,10 @@ import filelock
 import numpy as np
 import pandas as pd
 
-FORMAT = 5  # bump when the entry or index layout, or what a cached frame holds, changes
+# bump when the entry or index layout, what a cached frame holds, or the rules its verdicts
+# were judged by change (6: percent_units and the hourly/daily check's last-30-days rule: a
+# verdict cached under 5 would be replayed without them)
+FORMAT = 6
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0

@@ -115,8 +115,9 @@ def check_hourly_against_daily(
     ------
     DataValidationError
         Rule ``hourly_daily_consistency`` when more than :data:`MAX_MISMATCH_SHARE` of the
-        compared days fail; the message names the share, the first failing day (with its line
-        in the hourly file), the field and both values.
+        compared days fail, or more than :data:`RECENT_MAX_FAILING` of the file's last
+        :data:`RECENT_DAYS` days; the message names the share, the first (and latest) failing
+        day with its line in the hourly file, the field and both values.
     """
     compared, failing = mismatches(hourly, daily)
     return judge(compared, failing, hourly, hourly_path, daily_path)

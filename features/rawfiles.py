@@ -13,7 +13,7 @@ instead of crashing, and so that nothing under a data directory is ever ignored 
 - ``file_unreadable``: truncated gzip, bad encoding, not Parquet, I/O or memory error;
 - ``csv_format``: a ragged CSV row (with its line);
 - ``unknown_format``: a file named like a data file that the loader would not read: a suffix
-  of another case (``BTC.CSV.GZ``), another format (``BTC.csv.bz2``, ``BTC.json``), or a
+  of another case (``BTC.CSV.GZ``), another tabular format (``BTC.csv.bz2``, ``BTC.xlsx``), or a
   ``DVOL_`` prefix of another case. Skipping it would drop the series without a word (an
   asset's hourly file so named would move it onto the daily-range proxy).
 """
@@ -38,8 +38,10 @@ from features.validation import DataValidationError
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
 # Names of data in a form the loader does not read: an error (unknown_format), never skipped.
 # Anything else without a data suffix (README.md, notes, editor swap files) is not data.
-OTHER_DATA_SUFFIXES = (".csv.bz2", ".csv.xz", ".csv.zst", ".csv.zip", ".zip", ".gz", ".json",
-                       ".jsonl", ".tsv", ".xlsx", ".xls", ".feather", ".arrow", ".pq")
+# Tabular formats only: a folder may hold notes or an archive beside the data (README.md,
+# backup.tar.gz, meta.json) without stopping a strict run.
+OTHER_DATA_SUFFIXES = (".csv.bz2", ".csv.xz", ".csv.zst", ".csv.zip", ".tsv", ".tsv.gz",
+                       ".xlsx", ".xls", ".feather", ".arrow", ".pq", ".parquet.gz")
 # The largest embedded file is 1.6 MB on disk and 4.5 MB decompressed (hourly BTC, 2017-2025);
 # 100 MB leaves room for decades of hourly candles while bounding what one file can cost in
 # memory (pandas needs a few times a CSV's size to parse it).
@@ -103,7 +105,14 @@ def scan(
         if not path.name.endswith(SUFFIXES):
             odd = _unknown_format(path, prefix)
             if odd is not None:
-                errors[odd[0]] = odd[1]
+                key, error = odd
+                if key in found:  # beside a readable file of the series: two sources
+                    error = DataValidationError(
+                        path, None, "duplicate_source",
+                        f"{directory}: rule duplicate_source failed: {found.pop(key).name} "
+                        f"and {path.name} hold the same series. Keep one of them; nothing "
+                        "was loaded.")
+                errors[key] = error
             continue
         name = stem(path)
         if not name.startswith(prefix):

@@ -393,7 +393,7 @@ def step_register(
     store's first although its gate refused it (``registry.gate.promote_first``) is served
     with those assets frozen (:func:`serving.serve.gate_refused`).
 
-    ``fingerprint``: the feature panel's, tagged on the version (``data_fingerprint``) beside
+    ``fingerprint``: the feature panel's, tagged on the version (``feature_fingerprint``) beside
     the code's version (``code_version``), so the registry says what a version was fitted on.
 
     ``failed`` (:func:`failed_in_walk_forward`) names the assets the forecaster failed in its
@@ -447,7 +447,10 @@ def step_register(
             "frozen": frozen,  # the settings the protocol chose (serve logs)
             "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days),
             "failed_assets": dict(failed or {}),
-            "not_acceptable": not_acceptable(mine),
+            # the assets a refused first version serves frozen: those the coverage test
+            # refused on, so none where the config asks no coverage
+            "not_acceptable": (not_acceptable(mine) if cfg.registry.gate.require_coverage
+                               else {}),
             **({"tail": version_tail.entry} if version_tail is not None else {}),
         }
         info = registry.log_policy_model(bundle)
@@ -456,7 +459,7 @@ def step_register(
             "run_id": run.info.run_id, "selection": reason_text[:4000],
             "policy": policy_name,
             "code_version": code_identity()[1],  # the code that fitted and judged it
-            **({"data_fingerprint": fingerprint} if fingerprint else {}),
+            **({"feature_fingerprint": fingerprint} if fingerprint else {}),
             **({"tail_model": version_tail.alias} if version_tail is not None else {}),
             "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",

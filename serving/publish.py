@@ -60,7 +60,7 @@ from serving.layout import (
     relative,
     sweep_staging,
 )
-from serving.records import summary, updates_document
+from serving.records import one_line_breaks, summary, updates_document
 from serving.schema import PARAMETERS_SCHEMA, SCHEMA_VERSION
 from serving.schema import upgrade as upgrade_rows
 
@@ -127,8 +127,7 @@ def cast_parameters(parameters: pd.DataFrame) -> pa.Table:
     text = frame["reason"]
     if text.astype(str).str.contains("\r", regex=False).any():
         frame = frame.assign(reason=text.map(
-            lambda v: v.replace("\r\n", "\n").replace("\r", "\n") if isinstance(v, str)
-            else v))
+            lambda v: one_line_breaks(v) if isinstance(v, str) else v))
     arrays = [_cast_column(frame[field.name], field) for field in PARAMETERS_SCHEMA]
     for field, array in zip(PARAMETERS_SCHEMA, arrays, strict=True):
         _check_required(field, array, frame["asset"])

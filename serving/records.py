@@ -135,7 +135,7 @@ def update_records(
                 "model_version": None if pd.isna(row.model_version) else str(row.model_version),
                 "policy_version": str(row.policy_version),
                 "flags": flags,
-                "reason": str(row.reason),
+                "reason": one_line_breaks(str(row.reason)),
             }
 
         for column, update_type in UPDATE_TYPES.items():
@@ -148,18 +148,30 @@ def update_records(
         was = (_date(before.at[row.asset, "pending_effective"])
                if known and before is not None and "pending_effective" in before else None)
         for column, update_type in PENDING_TYPES.items():
+            held = _IN_FORCE[column]
+            now = float(getattr(row, held))
+            # an announced value equal to the one in force announces nothing (LB held under
+            # an LT change); one that took effect today is the in-force record's, not a
+            # replacement of it
             new = _number(getattr(row, column, None))
+            new = None if new == now else new
             old = _value(before, row.asset, column) if known else None
+            if old is not None and (old == _value(before, row.asset, held)
+                                    or (was is not None and was <= as_of and old == now)):
+                old = None
             if new is None and old is None:
                 continue
             if new is not None and (new, effective) == (old, was):
                 continue  # the same announcement, carried: already recorded
-            if new is None and old == float(getattr(row, _IN_FORCE[column])) and (
-                    was is not None and was <= as_of):
-                continue  # took effect today: the in-force record says so
             records.append(record(column, update_type, old, new,
                                   effective if new is not None else None))
     return records
+
+
+def one_line_breaks(text: str) -> str:
+    """Line breaks written as ``\\n``: a bare carriage return is not quoted by a CSV writer
+    (:func:`serving.publish.cast_parameters`), and the records say what the rows say."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _number(value: Any) -> float | None:

@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,7 +230,7 @@ def serve(
         progress("resolve model", 0, 1)
         # a move of @champion made in the MLflow UI or API writes no alias history: recorded
         # now, said in the serve's notes ("version at date D" stays answerable)
-        moved = reconcile_alias(cfg.registry.model_name) if model_version is None else None
+        moved = _reconciled(cfg.registry.model_name) if model_version is None else None
         try:
             uri, mv = resolve_model(cfg.registry.model_name, model_version)
             directory, unverified = locate_policy(cfg, mv)
@@ -291,8 +292,8 @@ def serve(
         reasons.update(absent)
         live = params.loc[~params["flag_fallback"].astype(bool), "asset"]
         lost = hourly_lost(market, as_of, cfg.data.stale_after_days, list(live))
-        untried = {**unvalidated(bundle, list(live)),
-                   **gate_refused(bundle, dict(mv.tags), str(mv.version), list(live))}
+        refused = gate_refused(bundle, dict(mv.tags), str(mv.version), list(live))
+        untried = {**unvalidated(bundle, list(live)), **refused}
         distrusted = {**lost, **untried}
         if distrusted:  # rows on the range proxy or an unvalidated model: the fail-safe
             params = params[~params["asset"].isin(distrusted)].reset_index(drop=True)
@@ -319,7 +320,7 @@ def serve(
                     "feature_fingerprint": fingerprint,
                     # what the model applied (its bundled config), not the serve-time config
                     "confidence": used["confidence"], "policy_measure": used["measure"]}
-        if str(mv.tags.get("gate.passed", "")).lower() == "false":  # promoted all the same
+        if refused_by_gate(dict(mv.tags)):  # promoted all the same
             metadata["gate_refused"] = str(mv.tags.get("gate.reason", ""))
         if protocol:
             metadata["frozen_settings"] = protocol
@@ -369,8 +370,10 @@ def serve(
              *(f"model version {mv.version}: {m}" for m in mismatches),
              *([f"{cfg.registry.model_name}: {moved}"] if moved else []),
              *([f"version {mv.version} serves as @champion although its gate refused it "
-                f"({metadata['gate_refused']}); the assets it was not acceptable on are "
-                "frozen"] if "gate_refused" in metadata else []),
+                f"({metadata['gate_refused']}); "
+                + (f"frozen where its policy was not acceptable: {', '.join(sorted(refused))}"
+                   if refused else "no asset was refused on its own, none is frozen for it")]
+               if "gate_refused" in metadata else []),
              *tail_lines(bundle, params)]
     return ServeResult(published, params, str(mv.version), records, swept,
                        dict(market.failures), notes, ignored, chosen)
@@ -590,6 +593,20 @@ def unvalidated(bundle: dict[str, Any], assets: list[str]) -> dict[str, str]:
             for a in assets if a in failed}
 
 
+def refused_by_gate(tags: Mapping[str, str]) -> bool:
+    """Whether a model version's own gate refused it (tag ``gate.passed``: ``false``)."""
+    return str(tags.get("gate.passed", "")).lower() == "false"
+
+
+def _reconciled(name: str) -> str | None:
+    """:func:`serving.ops.registry.reconcile_alias`, never fatal: a registry that cannot be
+    written to records nothing, and the serve says so rather than not publishing."""
+    try:
+        return reconcile_alias(name)
+    except Exception as exc:  # the registry's own error (MLflow, SQLite): said, not fatal
+        return f"could not check @champion against its history ({type(exc).__name__}: {exc})"
+
+
 def gate_refused(bundle: dict[str, Any], tags: Mapping[str, str], version: str,
                  assets: list[str]) -> dict[str, str]:
     """Asset → reason for each of ``assets`` on which a champion that its own gate refused
@@ -598,7 +615,7 @@ def gate_refused(bundle: dict[str, Any], tags: Mapping[str, str], version: str,
     in the backtest the gate judged (``not_acceptable`` in the bundle; none in bundles written
     before it). Its margins there failed the lender's acceptance test, so the asset gets the
     fail-safe, as an asset the model never validated does, until a version passes the gate."""
-    if str(tags.get("gate.passed", "")).lower() != "false":
+    if not refused_by_gate(tags):
         return {}
     refused = bundle.get("not_acceptable") or {}
     return {a: (f"version {version} is champion although its gate refused it, and its policy "
@@ -611,7 +628,7 @@ def gate_refused(bundle: dict[str, Any], tags: Mapping[str, str], version: str,
 def failed_assets(failures: dict[str, str]) -> dict[str, str]:
     """Asset → reason for each data file that failed to load (``keep_going``), by file name:
     ``crypto/daily/SOL.csv.gz`` and ``iv/DVOL_SOL.csv.gz`` are SOL's (macro names match none)."""
-    return {Path(name).name.split(".")[0].removeprefix("DVOL_"):
+    return {re.sub(r"^dvol_", "", Path(name).name.split(".")[0], flags=re.IGNORECASE):
             f"data file {name} failed to load" for name in failures}
 
 

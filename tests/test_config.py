@@ -208,12 +208,14 @@ def test_a_malformed_environment_override_exits_2_naming_the_variable(tmp_path):
     (["crash_filtered"], "'crash_filtered' is the stress's own kind of name"),
     (["BTC_drop30_beta"], "'BTC_drop30_beta' is the stress's own"),
     (["fhs_joint"], "'fhs_joint' is the stress's own"),
+    (["SOL_collapse"], "'SOL_collapse' is the stress's own"),
 ])
 def test_stress_episode_names_are_unique_and_not_the_stress_own(names, needle):
     """Scenario outcomes are stored by name: a repeated or built-in name would overwrite."""
     episodes = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in names]
     with pytest.raises(ConfigError, match=needle):
         Config().with_overrides({"stress.episodes": episodes})
-    fine = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in ("ftx", "ftx2")]
+    names = ("ftx", "ftx2", "covid_drop", "vol_xtreme")  # not the stress's own kinds
+    fine = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in names]
     assert [e.name for e in Config().with_overrides({"stress.episodes": fine}).stress.episodes] \
-        == ["ftx", "ftx2"]
+        == list(names)

@@ -124,7 +124,7 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
         assert bundle["config"][section][name] == value, key
     # what the version was fitted on and by: the feature panel's fingerprint, the code's
     features = runs[runs["tags.volmargin.step"] == "features"].iloc[0]
-    assert champion.tags["data_fingerprint"] == features["params.fingerprint"]
+    assert champion.tags["feature_fingerprint"] == features["params.fingerprint"]
     assert champion.tags["code_version"] == code_version()
     assert set(runs["tags.volmargin.code_version"]) == {code_version()}
     # the serve run carries the config the model applied (its bundle's), not the file's

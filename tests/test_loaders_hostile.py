@@ -127,11 +127,26 @@ def test_a_data_file_the_loader_would_not_read_is_an_error_not_a_skip(
     market = load_market(root, keep_going=True)
     asset = "BTC" if folder == "crypto/hourly" else "ETH"
     assert asset not in market.daily and "unknown_format" in market.failures[failed]
-    # notes beside the data are not data: never an error
+    # notes, archives and JSON beside the data are not data: never an error
     path.rename(source)
     (root / folder / "NOTES.md").write_text("provenance")
     (root / folder / "BTC.csv.gz.swp").write_bytes(b"")
+    (root / folder / "meta.json").write_text("{}")
+    (root / folder / "backup.tar.gz").write_bytes(b"")
     assert load_market(root).failures == {}
+
+
+def test_a_copy_in_another_format_beside_a_data_file_is_two_sources(root: Path) -> None:
+    """BTC.csv.bz2 beside BTC.csv.gz: the series has two sources whichever sorts first, and
+    the readable one is not loaded as if the other were not there."""
+    source = root / "crypto/daily/BTC.csv.gz"
+    (root / "crypto/daily/BTC.tsv").write_bytes(b"")
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert exc.value.rule == "duplicate_source" and "BTC.csv.gz and BTC.tsv" in str(exc.value)
+    market = load_market(root, keep_going=True)
+    assert "BTC" not in market.daily and "ETH" in market.daily
+    assert source.exists()  # nothing is moved or removed
 
 
 # ---------------------------------------------------------------- daily: an error

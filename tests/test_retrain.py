@@ -26,6 +26,7 @@ from pipelines.retrain import (
 from serving.ops.lock import EX_TEMPFAIL, exclusive, lock_path
 from serving.ops.registry import alias_history
 from serving.ops.tracking import tracking_uri
+from serving.publish import read_manifest, read_partition
 from tests.conftest import REPO
 from tests.project import AS_OF, champion_project, copy_project
 from tests.replay.fake_api import FakeApis
@@ -203,3 +204,40 @@ def test_ingest_command_appends_and_reports_per_file(tmp_path: Path, api: FakeAp
 
     unknown = invoke(tmp_path, "ingest", "--data-dir", str(market), "--sources", "kraken")
     assert unknown.exit_code == 2 and "unknown ingest source" in unknown.output
+
+
+def test_a_first_version_its_gate_refuses_is_promoted_and_serves_its_refused_assets_frozen(
+        tmp_path: Path) -> None:
+    """The slice of the champion project with the coverage test on: five months fail the
+    acceptance on both assets, so the store's first version is refused by its own gate,
+    promoted all the same (promote_first) and says so everywhere; the serve freezes both."""
+    from tests.conftest import write_slice
+    from tests.project import ASSETS, invoke_in, shrunken_config, write_config
+
+    root = tmp_path / "refused"
+    write_slice(root / "market", ASSETS, "2023-07-01", AS_OF)
+    cfg = shrunken_config()
+    cfg["registry"]["gate"]["require_coverage"] = True
+    write_config(root, cfg)
+    result = invoke_in(root, ["retrain", "--data-dir", "market", "--as-of", AS_OF,
+                              "--skip-ingest"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "gate refused, promoted as the first version → @champion" in flat
+    marker = read_marker(root / MARKER)
+    assert marker is not None and marker["promoted"] is True and marker["gate_passed"] is False
+    assert marker["gate_reason"].startswith("first version promoted with its gate result: "
+                                            "refused: not acceptable on BTC")
+    client = registry(root)
+    version = client.get_model_version_by_alias("volmargin-policy", "champion")
+    assert (version.tags["gate.passed"], version.tags["gate.promoted_anyway"]) == (
+        "false", "first version")
+    served = invoke_in(root, ["serve", "--data-dir", "market", "--as-of", AS_OF])
+    assert served.exit_code == 0, served.output
+    assert "frozen where its policy was not acceptable: BTC, SOL" in " ".join(
+        served.output.split())
+    part = root / "outputs" / "forecasts" / f"asof={AS_OF}"
+    params = read_partition(part).set_index("asset")
+    assert params["flag_fallback"].all() and (params["ltv"] == 0).all()
+    assert params["reason"].str.contains("its gate refused it").all()
+    assert read_manifest(part)["metadata"]["gate_refused"] == marker["gate_reason"]

@@ -19,7 +19,7 @@ from pipelines.steps import failed_in_walk_forward
 from serving.ops import registry
 from serving.ops.tracking import tracking_uri
 from serving.publish import read_manifest, read_partition
-from serving.serve import gate_refused, unvalidated
+from serving.serve import failed_assets, gate_refused, unvalidated
 from tests.project import copy_project
 from tests.test_asof import D29, invoke
 
@@ -127,6 +127,7 @@ def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
     assert result.exit_code == 0, result.output
     flat = " ".join(result.output.split())
     assert f"version {version} serves as @champion although its gate refused it" in flat
+    assert "frozen where its policy was not acceptable: SOL" in flat
     out = project / "out_refused" / "forecasts" / f"asof={D29}"
     assert read_manifest(out)["metadata"]["gate_refused"] == reason
     before = read_partition(project / "out_refused" / "forecasts" / f"asof={d28}")
@@ -136,3 +137,11 @@ def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
     assert sol["lt"] == before.set_index("asset").loc["SOL", "lt"]  # held, never lowered
     assert "its gate refused it" in sol["reason"] and "budget 0" in sol["reason"]
     assert not btc["flag_fallback"] and btc["ltv"] > 0.0
+
+
+def test_a_failed_file_names_its_asset_whatever_the_prefix_case() -> None:
+    assert failed_assets({"crypto/daily/SOL.csv.gz": "no rows", "iv/DVOL_ETH.csv.gz": "x",
+                          "iv/dvol_BTC.csv.gz": "unknown_format"}) == {
+        "SOL": "data file crypto/daily/SOL.csv.gz failed to load",
+        "ETH": "data file iv/DVOL_ETH.csv.gz failed to load",
+        "BTC": "data file iv/dvol_BTC.csv.gz failed to load"}

@@ -85,13 +85,12 @@ def test_records_only_for_changed_values_with_deterministic_ids() -> None:
         record["reference_id"]
 
     first = update_records(new, None)  # first listing: every parameter of every market,
-    # and ETH's announced change (BTC has none)
-    assert len(first) == 12 and all(r["previous_value"] is None for r in first)
+    # and ETH's announced LT (its announced LB is the one in force: nothing announced)
+    assert len(first) == 11 and all(r["previous_value"] is None for r in first)
     assert [r["market"] for r in first[:5]] == ["BTC"] * 5
-    assert [(r["update_type"], r["new_value"], r["effective_date"]) for r in first[-2:]] == [
-        ("PendingLiquidationThreshold", 0.8, "2025-07-01"),
-        ("PendingLiquidationBonus", 1.06, "2025-07-01")]
-    assert {r["effective_date"] for r in first[:-2]} == {"2025-06-30"}
+    assert [(r["update_type"], r["new_value"], r["effective_date"]) for r in first[-1:]] == [
+        ("PendingLiquidationThreshold", 0.8, "2025-07-01")]
+    assert {r["effective_date"] for r in first[:-1]} == {"2025-06-30"}
     document = {"records_version": RECORDS_VERSION, "as_of": "2025-06-30", "revision": 1,
                 "records": first}
     jsonschema.validate(document, json.loads((SCHEMAS / "updates.schema.json").read_text()))
@@ -122,19 +121,26 @@ def test_an_announced_change_is_recorded_when_it_is_announced_trimmed_or_withdra
         return [(r["update_type"], r["previous_value"], r["new_value"], r["effective_date"])
                 for r in records]
 
-    assert kinds(announced, none) == [("PendingLiquidationThreshold", None, 0.8, "2025-07-01"),
-                                      ("PendingLiquidationBonus", None, 1.06, "2025-07-01")]
+    # ETH's LB is 1.06 in force: an LT change announced with it held announces LT alone
+    assert kinds(announced, none) == [("PendingLiquidationThreshold", None, 0.8, "2025-07-01")]
     assert kinds(announced, announced) == []  # carried: recorded when it was announced
     trimmed = _pending(0.795, 1.06, "2025-07-01")
     assert kinds(trimmed, announced) == [
         ("PendingLiquidationThreshold", 0.8, 0.795, "2025-07-01")]
     later = _pending(0.8, 1.06, "2025-07-02")  # same values, another effective date
-    assert [k[0] for k in kinds(later, announced)] == ["PendingLiquidationThreshold",
-                                                       "PendingLiquidationBonus"]
-    assert kinds(none, announced) == [("PendingLiquidationThreshold", 0.8, None, None),
-                                      ("PendingLiquidationBonus", 1.06, None, None)]
+    assert [k[0] for k in kinds(later, announced)] == ["PendingLiquidationThreshold"]
+    both = _pending(0.8, 1.055, "2025-07-01")  # LB announced too (a looser bonus)
+    assert kinds(both, none) == [("PendingLiquidationThreshold", None, 0.8, "2025-07-01"),
+                                 ("PendingLiquidationBonus", None, 1.055, "2025-07-01")]
+    assert kinds(none, both) == [("PendingLiquidationThreshold", 0.8, None, None),
+                                 ("PendingLiquidationBonus", 1.055, None, None)]
     took = _pending(None, None, None, lt=0.8, lb=1.06).assign(as_of=[dt.date(2025, 7, 1)])
     assert [k[0] for k in kinds(took, announced)] == ["LiquidationThreshold"]  # lb unchanged
+    # it takes effect the day a new change is announced: the new one is new, not a trim
+    again = _pending(0.78, 1.06, "2025-07-08", lt=0.8).assign(as_of=[dt.date(2025, 7, 1)])
+    assert kinds(again, announced) == [
+        ("LiquidationThreshold", float(announced["lt"].iloc[0]), 0.8, "2025-07-01"),
+        ("PendingLiquidationThreshold", None, 0.78, "2025-07-08")]
     withdrawn_early = took.assign(as_of=[dt.date(2025, 6, 30)])  # before its date: withdrawn
     assert ("PendingLiquidationThreshold", 0.8, None, None) in kinds(withdrawn_early, announced)
 

@@ -26,9 +26,11 @@ from serving.apply import policy_frame
 def stress_refusal(summary: dict[str, Any], budget: float | None) -> str | None:
     """Why the stress refuses a challenger (None: it does not, or no budget is set).
 
-    A market-wide hypothetical shock that could not be built (its shock asset stale or
-    without a forecast: ``skipped_scenarios``) refuses too: the gate cannot say the budget
-    holds on a scenario it did not run. The collapse of an unusable asset is not one: its
+    A market-wide hypothetical shock that could not be built (its shock asset stale, without
+    a forecast, or not among the published assets, e.g. ``stress.shock_asset`` misspelt:
+    ``skipped_scenarios``) refuses too: the gate cannot say the budget holds on a scenario it
+    did not run; with a budget set, a universe without the shock asset needs another one.
+    The collapse of an unusable asset is not one: its
     holders are excluded from every scenario."""
     if budget is None:
         return None

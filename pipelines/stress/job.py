@@ -329,8 +329,8 @@ def stress_published(cfg: Config, as_of: dt.date) -> StressResult | None:
         return None
     try:
         return run_stress(cfg, as_of)
-    except Exception as exc:
-        # MLflow, disk) is the stress's own, logged and skipped, never the run's
+    except Exception as exc:  # published already: any error (data, book, MLflow, disk) is
+        # the stress's own, logged and skipped, never the run's
         logger.warning("stress of %s skipped: %s: %s", as_of, type(exc).__name__, exc)
         return None
 

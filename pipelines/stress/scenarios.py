@@ -201,10 +201,10 @@ def hypothetical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
     """
     shock = np.log1p(cfg.shock_move)
     out, skipped = [], []
+    # e.g. BTC_drop30 (no '%': scenario names become MLflow metric keys)
+    tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
     if cfg.shock_asset in assets:
         i = assets.index(cfg.shock_asset)
-        # e.g. BTC_drop30 (no '%': scenario names become MLflow metric keys)
-        tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
         if cfg.shock_asset in unusable:
             why = (f"shock asset {cfg.shock_asset} is unusable (stale data or no forecast): "
                    "a shock defined by its move cannot be applied")
@@ -223,7 +223,6 @@ def hypothetical_scenarios(cfg: StressConfig, daily: dict[str, pd.DataFrame],
                                        f"{cfg.shock_asset} is {sigma_shock!r}: the "
                                        "correlation-one moves divide by it"))
     else:  # a misspelt or unpublished shock asset: said, never a silently smaller stress
-        tag = f"{cfg.shock_asset}_drop{round(-100 * cfg.shock_move)}"
         why = (f"shock asset {cfg.shock_asset} is not among the {len(assets)} published "
                "assets (stress.shock_asset)")
         skipped += [Skipped(f"{tag}_{v}", "hypothetical", why) for v in ("beta", "corr1")]
