@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from configs.schema import Config
 from features.freshness import freshness_report
@@ -215,16 +217,18 @@ def step_backtest(
         mlflow.set_tag("diagnostic_failures", len(diagnostics))
         if len(diagnostics):
             _log_tables({"diagnostic_failures": diagnostics}, "comparison")
-        client = MlflowClient()
+        # per forecaster's nested run: the whole out-of-sample period's scores (qlike_h1.BTC,
+        # through the selection period) and, below, the evaluation period's (qlike_eva_h1.BTC)
+        metrics: dict[str, dict[str, float]] = {}
         for row in compared.itertuples():
-            run_id, h, a = run_ids[row.model], row.horizon_days, row.asset
-            client.log_metric(run_id, f"qlike_h{h}.{a}", float(row.qlike))
+            mine, h, a = metrics.setdefault(row.model, {}), row.horizon_days, row.asset
+            mine[f"qlike_h{h}.{a}"] = float(row.qlike)
             for name in ("dm_stat", "mcs_p", "mz_r2"):
                 value = getattr(row, name)
                 if pd.notna(value):
-                    client.log_metric(run_id, f"{name}_h{h}.{a}", float(value))
+                    mine[f"{name}_h{h}.{a}"] = float(value)
         for (model, h), g in table.groupby(["model", "horizon_days"]):
-            client.log_metric(run_ids[model], f"qlike_h{h}.mean", float(g["qlike"].mean()))
+            metrics.setdefault(model, {})[f"qlike_h{h}.mean"] = float(g["qlike"].mean())
         logged = comparison_with_failures(compared, failures)
         logged.to_csv(out_dir / "comparison.csv", index=False)
         _log_tables({"comparison": logged, "loss_table": table}, "comparison")
@@ -237,9 +241,16 @@ def step_backtest(
             chunk_assets=bt.chunk_assets if engine is None else
             engine.chunk_size(scores["asset"].nunique(), bt.chunk_assets))
         if evaluation is not None:  # with the failed triples, as the whole period's
+            judged = evaluation[evaluation["qlike"].notna()]
+            for row in judged.itertuples():
+                metrics.setdefault(row.model, {})[
+                    f"qlike_eva_h{row.horizon_days}.{row.asset}"] = float(row.qlike)
+            for (model, h), g in judged.groupby(["model", "horizon_days"]):
+                metrics.setdefault(model, {})[f"qlike_eva_h{h}.mean"] = float(g["qlike"].mean())
             evaluation = comparison_with_failures(evaluation, failures)
             evaluation.to_csv(out_dir / "comparison_evaluation.csv", index=False)
             _log_tables({"comparison_evaluation": evaluation}, "comparison")
+        _log_batches({run_ids[m]: values for m, values in metrics.items() if m in run_ids})
         for asset in sorted({"BTC", "ETH"} & set(table["asset"])):
             mlflow.log_figure(forecast_vs_realized(scores, asset), f"plots/forecast_{asset}.png")
         for h in bt.horizons:
@@ -381,6 +392,17 @@ class Registration(NamedTuple):
     policy: str
 
 
+def _log_batches(by_run: dict[str, dict[str, float]], size: int = 1000) -> None:
+    """Metrics to several runs, ``size`` at a time (MLflow's batch limit): one request per
+    batch rather than per metric (~2.6 ms each on SQLite: minutes at 1,000 assets)."""
+    client = MlflowClient()
+    stamp = int(time.time() * 1000)
+    for run_id, values in by_run.items():
+        items = [Metric(key, value, stamp, 0) for key, value in values.items()]
+        for start in range(0, len(items), size):
+            client.log_batch(run_id, metrics=items[start:start + size])
+
+
 def step_register(
     cfg: Config, panel: pd.DataFrame, choice: Selection, forecasts: pd.DataFrame,
     summary: pd.DataFrame, failed: dict[str, str] | None = None,
@@ -463,7 +485,11 @@ def step_register(
             **({"tail_model": version_tail.alias} if version_tail is not None else {}),
             "policy.capital": f"{mine['capital'].mean():.6f}",
             "policy.mean_mmf": f"{mine['mean_mmf'].mean():.6f}",
-            "policy.acceptable": f"{int(mine['acceptable'].sum())}/{len(mine)}"})
+            "policy.acceptable": f"{int(mine['acceptable'].sum())}/{len(mine)}",
+            # the three figures above are the evaluation period's (the selection tag's are the
+            # selection period's)
+            "policy.period": f"evaluation {cfg.evaluation.evaluation_start}"
+                             f"..{cfg.evaluation.evaluation_end or 'end of data'}"})
         registry.set_alias(name, registry.CHALLENGER, version,
                            f"new version from {run.info.run_id}")
         champion = registry.champion_version(name)

@@ -111,7 +111,15 @@ def test_policy_is_registered_as_champion_and_loads_without_pickle(ran, monkeypa
     nested = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert set(nested["tags.model"]) == {"garch11_t", "mlp_har"}  # one child run per model
     assert nested["metrics.qlike_h1.mean"].notna().all()
+    # the evaluation period's scores beside the whole period's, named apart
+    evaluation = pd.read_csv(workdir / "outputs" / "backtest" / "comparison_evaluation.csv")
+    for model, g in evaluation[evaluation["horizon_days"] == 1].groupby("model"):
+        run = nested[nested["tags.model"] == model].iloc[0]
+        assert run["metrics.qlike_eva_h1.mean"] == pytest.approx(g["qlike"].mean(), rel=1e-12)
+        assert run["metrics.qlike_eva_h1.BTC"] == pytest.approx(
+            g.set_index("asset").loc["BTC", "qlike"], rel=1e-12)
     assert champion.tags["policy.acceptable"].endswith("/2")
+    assert champion.tags["policy.period"] == f"evaluation 2025-02-01..{AS_OF}"
     assert "selected (rule=" in champion.tags["selection"]
     # the registered policy applies every setting frozen on the selection period, a knob
     # chosen beside the first choice included (the manifest states what was applied)
