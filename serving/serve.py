@@ -320,6 +320,11 @@ def serve(
                     "feature_fingerprint": fingerprint,
                     # what the model applied (its bundled config), not the serve-time config
                     "confidence": used["confidence"], "policy_measure": used["measure"]}
+        registered_by = mv.tags.get("code_version")
+        if registered_by and registered_by != code_version():
+            # the version computes its parameters with the code installed now (its bundle
+            # holds states and config, not the policy code): which code fitted it, said
+            metadata["code_version_registered"] = str(registered_by)
         if refused_by_gate(dict(mv.tags)):  # promoted all the same
             metadata["gate_refused"] = str(mv.tags.get("gate.reason", ""))
         if protocol:

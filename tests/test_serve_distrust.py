@@ -18,6 +18,7 @@ from pipelines.selection.gate import not_acceptable
 from pipelines.steps import failed_in_walk_forward
 from serving.ops import registry
 from serving.ops.tracking import tracking_uri
+from serving.ops.version import code_version
 from serving.publish import read_manifest, read_partition
 from serving.serve import failed_assets, gate_refused, unvalidated
 from tests.project import copy_project
@@ -117,6 +118,7 @@ def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
         info = registry.log_policy_model(bundle)
     tags = {k: v for k, v in champion.tags.items()
             if not k.startswith(("integrity.", "gate."))}
+    tags["code_version"] = "git:" + "0" * 40  # fitted by other code than the serving one
     version = registry.register(info.model_uri, name, tags)
     reason = "first version promoted with its gate result: refused: not acceptable on SOL"
     assert registry.promote(name, version, False, reason, first=True)
@@ -130,6 +132,10 @@ def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
     assert "frozen where its policy was not acceptable: SOL" in flat
     out = project / "out_refused" / "forecasts" / f"asof={D29}"
     assert read_manifest(out)["metadata"]["gate_refused"] == reason
+    # registered by other code than the serving one: said beside the serving code's version
+    manifest = read_manifest(out)
+    assert manifest["metadata"]["code_version_registered"] == "git:" + "0" * 40
+    assert manifest["code_version"] == code_version()
     before = read_partition(project / "out_refused" / "forecasts" / f"asof={d28}")
     today = read_partition(out).set_index("asset")
     sol, btc = today.loc["SOL"], today.loc["BTC"]
