@@ -69,6 +69,7 @@ from features.implied import MARKET_DVOL
 from features.loaders import MarketData
 from features.loss_days import Known, LossDays, Source, due
 from features.losses import LOSS_COLUMNS, PROXY_FLAG, accounts_for_range
+from features.macro import CORR_COLUMNS, macro_columns
 from features.schema import COLUMNS
 
 _log = logging.getLogger(__name__)
@@ -90,7 +91,29 @@ def fast_columns(cfg: FeaturesConfig) -> frozenset[str]:
     """The panel columns :func:`fast_panel` builds."""
     return frozenset({"close", "ret_1d", "gk_var", "rv_hourly", "n_hours", "rv_is_hourly", "rv",
                       *(f"har_rv_{w}d" for w in cfg.har_windows), "log_dollar_volume",
-                      "dvol_var_1d", "dvol_available", *LOSS_COLUMNS, PROXY_FLAG})
+                      "dvol_var_1d", "dvol_available", *LOSS_COLUMNS, PROXY_FLAG,
+                      *CORR_COLUMNS})
+
+
+def macro_since(market: MarketData, as_of: dt.date, days: int | None
+                ) -> dict[str, pd.DataFrame]:
+    """The macro sessions a build over each asset's trailing ``days`` reads
+    (:func:`features.window.trailing_market`): cut at the first daily row any asset keeps;
+    all of them for ``days`` None."""
+    if days is None:
+        return dict(market.macro)
+    end = pd.Timestamp(as_of)
+    firsts = []
+    for frame in market.daily.values():
+        last = frame.index.max().normalize() if len(frame) else end
+        start = min(end, last) - (days - 1) * pd.Timedelta(days=1)
+        kept = frame.index[frame.index >= start]
+        if len(kept):
+            firsts.append(kept.min())
+    if not firsts:
+        return dict(market.macro)
+    first = min(firsts)
+    return {name: f.loc[f.index >= first] for name, f in market.macro.items()}
 
 
 def _realized(spans: list[Candles], rows: Rows, min_hours: int) -> tuple[np.ndarray, np.ndarray]:
@@ -399,8 +422,10 @@ def _dvol(market: MarketData, assets: list[str], rows: Rows) -> np.ndarray:
 
 
 def _rest(market: MarketData, assets: list[str], spans: list[Candles], cfg: FeaturesConfig,
-          wanted: set[str]) -> tuple[Rows, dict[str, np.ndarray]]:
-    """The other columns of :func:`features.build.asset_features` in ``wanted``."""
+          wanted: set[str], macro: Mapping[str, pd.DataFrame]
+          ) -> tuple[Rows, dict[str, np.ndarray]]:
+    """The other columns of :func:`features.build.asset_features` in ``wanted`` (``macro``:
+    the sessions the macro columns read, :func:`macro_since`)."""
     rows, (o, hi, lo, c, volume) = daily_rows(spans)
     local = rows.local
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -418,7 +443,31 @@ def _rest(market: MarketData, assets: list[str], spans: list[Candles], cfg: Feat
         if wanted & {"dvol_var_1d", "dvol_available"}:
             var = (_dvol(market, assets, rows) / 100.0) ** 2 / 365.0
             out.update({"dvol_var_1d": var, "dvol_available": ~np.isnan(var)})
+        macro_cols = [col for col in CORR_COLUMNS if col in wanted]
+        if macro_cols:
+            out.update(_macro(rows, c, macro, cfg, macro_cols))
     return rows, out
+
+
+def _macro(rows: Rows, close: np.ndarray, macro: Mapping[str, pd.DataFrame],
+           cfg: FeaturesConfig, columns: list[str]) -> dict[str, np.ndarray]:
+    """The macro-crypto ``columns`` of every asset on ``rows``: the per-asset build's
+    function (:func:`features.macro.macro_columns`) on each asset's close-to-close log
+    return over its complete calendar, the same values (one call per asset, only the
+    factors and windows asked for)."""
+    out = {col: np.full(rows.size, np.nan) for col in columns}
+    order = np.argsort(rows.owner, kind="stable")
+    bounds = np.searchsorted(rows.owner[order], np.arange(rows.owner.max() + 2))
+    for a in range(len(bounds) - 1):
+        mine = order[bounds[a]:bounds[a + 1]]
+        if not len(mine):
+            continue
+        mine = mine[np.argsort(rows.unit[mine], kind="stable")]
+        dates = pd.DatetimeIndex((rows.unit[mine] * DAY_NS).view("datetime64[ns]"))
+        ret = pd.Series(np.log(close[mine]), index=dates).diff()  # features.realized
+        for col, values in macro_columns(ret, dict(macro), cfg, columns).items():
+            out[col][mine] = values.to_numpy(dtype=float)
+    return out
 
 
 def _widen(values: np.ndarray, at: np.ndarray, n: int, nullable: bool
@@ -574,7 +623,9 @@ def fast_panel(market: MarketData, cfg: FeaturesConfig, as_of: dt.date, days: in
         shorts = [cut(c, as_of_ns, days) for c in raw]
         for c, asset in zip(shorts, assets, strict=True):
             hours(c, asset)  # the hourly rows read: checked
-        short, built = _rest(market, assets, shorts, cfg, rest)
+        short, built = _rest(market, assets, shorts, cfg, rest,
+                             macro_since(market, as_of, days) if rest & set(CORR_COLUMNS)
+                             else {})
         at, _ = rows.position(short.owner, short.unit)  # a short row is a tail row
         data.update({col: _widen(built[col], at, rows.size, nullable=not one_span)
                      for col in rest})

@@ -32,6 +32,7 @@ VIX point and ``beta_us10y_30d`` per percentage point of yield. A window needs
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Literal
 
 import numpy as np
@@ -53,6 +54,9 @@ MACRO_FACTORS: dict[str, tuple[str, Transform]] = {
 }
 MACRO_SERIES = tuple(name for name, _ in MACRO_FACTORS.values())  # the files the features read
 CORR_WINDOWS = (30, 90)  # calendar days; part of the column names, hence not configurable
+# every corr_*/beta_* column, in the panel's order
+CORR_COLUMNS = tuple(f"{kind}_{stem}_{w}d" for stem in MACRO_FACTORS for w in CORR_WINDOWS
+                     for kind in ("corr", "beta"))
 VIX_SERIES = "VIX"
 
 
@@ -149,6 +153,36 @@ def min_obs_for(window_days: int, min_obs_per_30d: int) -> int:
     return max(3, math.ceil(min_obs_per_30d * window_days / 30))
 
 
+def macro_columns(
+    crypto_ret: pd.Series, macro: dict[str, pd.DataFrame], cfg: FeaturesConfig,
+    wanted: Collection[str],
+) -> dict[str, pd.Series]:
+    """The ``corr_*``/``beta_*`` columns of :func:`macro_features` named in ``wanted``, and
+    only those factors' and windows' statistics computed (the serve's fast builder asks for
+    the few a model reads): the same values, by the same code."""
+    calendar = pd.DatetimeIndex(crypto_ret.index)
+    lag, carry = cfg.macro_lag_days, cfg.macro_max_carry_days
+    cols: dict[str, pd.Series] = {}
+    for stem, (name, transform) in MACRO_FACTORS.items():
+        windows = [w for w in CORR_WINDOWS
+                   if {f"corr_{stem}_{w}d", f"beta_{stem}_{w}d"} & set(wanted)]
+        if not windows:
+            continue
+        series = macro.get(name)
+        usable = series is not None and len(series) > 2
+        pairs = session_aligned_returns(crypto_ret, series["value"], transform) if usable else None
+        for w in windows:
+            if pairs is None:
+                cols[f"corr_{stem}_{w}d"] = cols[f"beta_{stem}_{w}d"] = pd.Series(
+                    np.nan, index=calendar)
+                continue
+            stats = rolling_session_stats(pairs, w, min_obs_for(w, cfg.corr_min_obs))
+            daily = as_of_daily(stats, calendar, lag, carry)
+            cols[f"corr_{stem}_{w}d"] = daily["corr"]
+            cols[f"beta_{stem}_{w}d"] = daily["beta"]
+    return {c: v for c, v in cols.items() if c in wanted}
+
+
 def macro_features(
     crypto_ret: pd.Series, macro: dict[str, pd.DataFrame], cfg: FeaturesConfig
 ) -> pd.DataFrame:
@@ -159,21 +193,7 @@ def macro_features(
     """
     calendar = pd.DatetimeIndex(crypto_ret.index)
     lag, carry = cfg.macro_lag_days, cfg.macro_max_carry_days
-    cols: dict[str, pd.Series] = {}
-    for stem, (name, transform) in MACRO_FACTORS.items():
-        series = macro.get(name)
-        usable = series is not None and len(series) > 2
-        pairs = session_aligned_returns(crypto_ret, series["value"], transform) if usable else None
-        for w in CORR_WINDOWS:
-            if pairs is None:
-                cols[f"corr_{stem}_{w}d"] = cols[f"beta_{stem}_{w}d"] = pd.Series(
-                    np.nan, index=calendar)
-                continue
-            stats = rolling_session_stats(pairs, w, min_obs_for(w, cfg.corr_min_obs))
-            daily = as_of_daily(stats, calendar, lag, carry)
-            cols[f"corr_{stem}_{w}d"] = daily["corr"]
-            cols[f"beta_{stem}_{w}d"] = daily["beta"]
-    out = pd.DataFrame(cols, index=calendar)
+    out = pd.DataFrame(macro_columns(crypto_ret, macro, cfg, CORR_COLUMNS), index=calendar)
     vix = macro.get(VIX_SERIES)
     if vix is not None and len(vix) > 0:
         out["vix_level"] = as_of_daily(vix["value"], calendar, lag, carry)

@@ -279,6 +279,8 @@ def _forecaster_columns(state: Mapping[str, Any]) -> set[str] | None:
         return regressors | ({"dvol_available"} if "dvol_var_1d" in regressors else set())
     if kind in RETURN_PATH_KINDS:
         return {"ret_1d"}
+    if kind == "gbm" and "columns" in state:  # a tree model's state lists its inputs' columns
+        return {str(c) for c in state["columns"]}
     return None
 
 
@@ -297,7 +299,8 @@ def _tail_columns(state: Mapping[str, Any]) -> set[str] | None:
 
 def serve_columns(bundle: Mapping[str, Any]) -> frozenset[str] | None:
     """The panel columns a serve of ``bundle`` reads; None (every column) for a forecaster
-    whose inputs are not audited here (a learnt model: ``harx_mlp``, ``mlp_har``, ``gbm``;
+    whose inputs are not audited here (a learnt network: ``harx_mlp``, ``mlp_har``; a
+    ``gbm`` state written before it listed its ``columns``;
     a tail-driven bundle's learnt or regression tail model).
 
     :data:`SERVE_BASE_COLUMNS`; ``worst_loss_long``/``worst_loss_short`` unless the bundled

@@ -42,7 +42,13 @@ import pandas as pd
 from configs.schema import GbmConfig
 from features.schema import target_columns
 from models.base import forecast_table, requested_horizons, trained_horizons
-from models.panel_inputs import INPUTS, InputMatrix, forward_targets, valid_rows
+from models.panel_inputs import (
+    INPUTS,
+    InputMatrix,
+    forward_targets,
+    input_columns,
+    valid_rows,
+)
 
 if TYPE_CHECKING:  # scikit-learn is imported where a fit needs it: a served model restored
     # from its state predicts with TreeEnsemble and InputMatrix, numpy alone (importing
@@ -251,6 +257,10 @@ class GbmForecaster:
             "preprocessor": (self.preprocessor.state()
                              if isinstance(self.preprocessor, InputMatrix)
                              else _pipeline_state(self.preprocessor)),
+            # what a serve must build for it (features.window.serve_columns)
+            "columns": input_columns(self.preprocessor.names
+                                     if isinstance(self.preprocessor, InputMatrix)
+                                     else _pipeline_state(self.preprocessor)["names"]),
             "n_iter": {str(h): n for h, n in self.n_iter.items()},
             "ensembles": {str(h): e.to_json() for h, e in self.ensembles.items()},
         }

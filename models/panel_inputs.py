@@ -25,8 +25,8 @@ import pandas as pd
 
 from features.targets import forward_sums
 
-__all__ = ["INPUTS", "REQUIRED", "VAR_FLOOR", "InputMatrix", "dvol_mask", "flag",
-           "forward_targets",
+__all__ = ["INPUTS", "INPUT_COLUMNS", "REQUIRED", "VAR_FLOOR", "InputMatrix", "dvol_mask",
+           "flag", "forward_targets", "input_columns",
            "log_variance", "valid_rows"]
 
 VAR_FLOOR = 1e-10  # variances are floored before the log: a zero-range day is not -inf
@@ -63,6 +63,27 @@ INPUTS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "rv_is_hourly": lambda f: flag(f, "rv_is_hourly").astype(float),
     "corr_spx_30d": lambda f: f["corr_spx_30d"].to_numpy(dtype=float),  # NaN when stale
 }
+
+
+# The panel columns each input reads (a served tree model's state lists them, so the serve
+# builds only those: features.window.serve_columns; a test keeps this table and INPUTS in step)
+INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "log_har_rv_1d": ("har_rv_1d",),
+    "log_har_rv_7d": ("har_rv_7d",),
+    "log_har_rv_30d": ("har_rv_30d",),
+    "log_gk_var": ("gk_var",),
+    "ret_1d": ("ret_1d",),
+    "abs_ret_1d": ("ret_1d",),
+    "log_dvol_var_1d": ("dvol_available", "dvol_var_1d"),
+    "dvol_available": ("dvol_available", "dvol_var_1d"),
+    "rv_is_hourly": ("rv_is_hourly",),
+    "corr_spx_30d": ("corr_spx_30d",),
+}
+
+
+def input_columns(names: Sequence[str]) -> list[str]:
+    """The panel columns the inputs ``names`` and :func:`valid_rows` read, sorted."""
+    return sorted({*REQUIRED, *(c for n in names for c in INPUT_COLUMNS[n])})
 
 
 def valid_rows(frame: pd.DataFrame) -> np.ndarray:

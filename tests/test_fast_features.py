@@ -25,6 +25,7 @@ from features.window import (
     trailing_market,
 )
 from models.backtest import walk_forward
+from models.panel_inputs import INPUT_COLUMNS, INPUTS
 from models.registry import build_forecaster, forecaster_from_state
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts, policy_frame
 from tests.conftest import MARKET
@@ -217,7 +218,51 @@ def test_serve_columns_follow_the_forecaster_and_the_covered_loss() -> None:
     assert serve_columns(_bundle("garch")) == base
     close = serve_columns(_bundle("har", **{"policy.loss": "close_to_close"}))
     assert close == base - {"worst_loss_long", "worst_loss_short"} | har
-    assert serve_columns(_bundle("gbm")) is None  # a learnt model reads every column
+    assert serve_columns(_bundle("gbm")) is None  # a tree model's state without its columns
+    listed = {"forecaster": {"kind": "gbm", "columns": ["corr_spx_30d", "har_rv_1d"]},
+              "config": Config().resolved()}
+    assert serve_columns(listed) == base | {"corr_spx_30d", "har_rv_1d"}
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_each_input_reads_only_the_columns_it_lists(name: str) -> None:
+    """INPUT_COLUMNS is what a served tree model's panel is built from: an input that read
+    another column would fail on a panel of its listed columns alone."""
+    market = load_market(MARKET, ["BTC"], dt.date(2025, 6, 30))
+    panel = build_panel(market, Config().features).tail(60)
+    alone = panel[list(INPUT_COLUMNS[name])]
+    np.testing.assert_array_equal(INPUTS[name](alone), INPUTS[name](panel))
+
+
+def test_a_served_tree_model_reads_the_same_parameters_from_the_fast_panel() -> None:
+    """gbm_sklearn's state lists its inputs' columns, the fast builder makes them (the macro
+    correlation too), and the registered model's parameters on that panel equal those on the
+    full per-asset build: a tree champion no longer builds every column of every asset."""
+    as_of, fit_cutoff = dt.date(2025, 6, 30), dt.date(2025, 6, 20)
+    cfg = Config().with_overrides({"models.gbm_sklearn.max_iter": 30})
+    market = load_market(MARKET, ASSETS, as_of)
+    panel = build_panel(market, cfg.features)
+    bt = cfg.backtest
+    forecasts = walk_forward(lambda: build_forecaster("gbm_sklearn", cfg.models, bt.horizons),
+                             panel, dt.date(2024, 6, 1), 400, bt.horizons, bt.min_train_days)
+    fitted = panel[panel.index.get_level_values("date") <= pd.Timestamp(fit_cutoff)]
+    model = build_forecaster("gbm_sklearn", cfg.models, bt.horizons).fit(feature_view(fitted))
+    bundle = {"format": BUNDLE_FORMAT, "forecaster": model.state(),
+              "fit_cutoff": fit_cutoff.isoformat(), "config": cfg.resolved(),
+              "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
+    columns = serve_columns(bundle)
+    assert columns is not None and "corr_spx_30d" in columns and columns <= fast_columns(
+        cfg.features)
+    window = bundle_window(bundle, cfg.features, as_of, market.macro)
+    narrow, _ = serve_panel(market, cfg.features, as_of, window, columns)
+    wide, _ = serve_panel(market, cfg.features, as_of, window)
+    assert set(narrow.columns) == columns
+    assert_same(narrow, wide)
+    forecaster = forecaster_from_state(bundle["forecaster"])
+    got = policy_frame(forecaster, bundle, feature_view(narrow), as_of)
+    expected = policy_frame(forecaster, bundle, feature_view(wide), as_of)
+    assert got["sigma_1d"].notna().sum() == 3  # AAVE, BTC, SOL forecast; MATIC stale
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
 def test_a_serve_reads_the_same_parameters_from_the_fast_panel() -> None:
