@@ -332,14 +332,31 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     adm_day = np.where(valid, book.adm_day, NO_DAY)
     adm_ltv = np.where(valid, book.adm_ltv, -np.inf)
     notes: list[list[str]] = [[] for _ in range(n)]
+    lt_min = adm_ltv.max(axis=1, initial=-np.inf) + r.ltv_gap
     due = pend & (pend_effective <= as_of)
-    for i in np.flatnonzero(due).tolist():
+    # a change coming due is read against today's target first: one looser than today's
+    # step from the values in force (a higher LT, or a thinner cushion) would take effect on
+    # a day the target lies above it (a crash the day a loosening falls due): it is trimmed
+    # to the step where the step loosens within what was announced (the notice has run for
+    # more), withdrawn otherwise; the tightening then starts from the values in force
+    lt_s, lb_s, moves_s = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
+    tighter_s = (lt_s < lt_e - EPS) | ((lt_s <= lt_e + EPS) & (lt_s * lb_s < lt_e * lb_e - EPS))
+    late = due & ((pend_lt > lt_s + EPS) | (pend_lt * pend_lb > lt_s * lb_s + EPS))
+    cut = late & moves_s & ~tighter_s & _within(lt_s, lb_s, pend_lt, pend_lb)
+    for i in np.flatnonzero(due & ~late).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} in effect")
-    lt_e = np.where(due, pend_lt, lt_e)
-    lb_e = np.where(due, pend_lb, lb_e)
+    for i in np.flatnonzero(cut).tolist():
+        notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
+                        f"{date_of(pend_announced[i])} in effect trimmed to today's target: "
+                        f"LT {lt_s[i]:.4f} / LB {lb_s[i]:.4f}")
+    for i in np.flatnonzero(late & ~cut).tolist():
+        notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
+                        f"{date_of(pend_announced[i])} withdrawn on its effective day: "
+                        "today's target no longer supports it")
+    lt_e = np.where(due & ~late, pend_lt, np.where(cut, lt_s, lt_e))
+    lb_e = np.where(due & ~late, pend_lb, np.where(cut, lb_s, lb_e))
     pend &= ~due
-    lt_min = adm_ltv.max(axis=1, initial=-np.inf) + r.ltv_gap
     lt_n, lb_n, moves = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
     # the lender first: a change that lowers LT, or widens the cushion MMF = 1 - LT·LB under
     # an LT not raised, takes the short notice; any other (LT up; LB up under a held LT: a
@@ -353,7 +370,7 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # target would hold the margin up for good); otherwise replaced by the step, announced
     # with its own notice
     looser = pend & ((pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS))
-    within = (lt_n <= pend_lt + EPS) & (lt_n * lb_n <= pend_lt * pend_lb + EPS)
+    within = _within(lt_n, lb_n, pend_lt, pend_lb)
     withdraw = looser & ~moves
     trim = looser & moves & ~tighter & within
     for i in np.flatnonzero(withdraw).tolist():
@@ -430,6 +447,15 @@ def _free_slot(days: np.ndarray) -> np.ndarray:
     ok = after < width
     ok[ok] = free[rows[ok], after[ok]]
     return np.where(ok, after, np.argmax(free, axis=1))
+
+
+def _within(lt_n: np.ndarray, lb_n: np.ndarray, pend_lt: np.ndarray, pend_lb: np.ndarray
+            ) -> np.ndarray:
+    """Whether a step stays within an announced change: no higher LT, no thinner cushion and
+    no larger LB (an LB rise needs the long notice of its own; a trim that raised it would
+    take effect on the shorter notice already running)."""
+    return ((lt_n <= pend_lt + EPS) & (lt_n * lb_n <= pend_lt * pend_lb + EPS)
+            & (lb_n <= pend_lb + EPS))
 
 
 def _announce(mmf_t: np.ndarray, lb_t: np.ndarray, lt_e: np.ndarray, lb_e: np.ndarray,

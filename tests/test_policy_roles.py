@@ -201,6 +201,48 @@ def test_a_pending_loosening_is_trimmed_to_a_smaller_one_keeping_its_notice():
     assert in_force.lt == pytest.approx((1 - 0.196) / 1.05) and "in effect" in in_force.reason
 
 
+def test_a_loosening_due_on_a_crash_day_is_withdrawn_not_applied():
+    """MMF 20% in force; a loosening (target 5%) announced on day 1 falls due on day 4, the day
+    the target jumps to 40%: it is read against that day's target before it takes effect,
+    withdrawn, and the tightening starts from the LT in force (before: the lower MMF covered
+    the interval after the crash)."""
+    path = run([0.20, 0.05, 0.05, 0.05, 0.40])
+    first = path[0][0]
+    _, s3 = path[3]
+    assert s3.pending is not None and s3.pending.lt > first.lt
+    assert s3.pending.effective == day(1 + R.notice_days)
+    crash, s4 = path[4]
+    assert crash.lt == first.lt and crash.mmf == pytest.approx(first.mmf)
+    assert "withdrawn on its effective day" in crash.reason
+    assert s4.pending is not None and s4.pending.lt < first.lt  # the tightening, announced
+    assert s4.pending.effective == day(4 + R.tighten_notice_days)
+
+
+def test_a_loosening_due_when_the_target_loosens_less_takes_effect_trimmed():
+    """Announced on day 1 toward 5%, due on day 4 when the target sits at 19.6%: what the
+    target still supports takes effect (the notice has run for more), not the whole change."""
+    path = run([0.20, 0.05, 0.05, 0.05, 0.196])
+    first = path[0][0]
+    due, _ = path[4]
+    assert first.lt < due.lt < path[3][1].pending.lt
+    assert due.lt == pytest.approx((1 - 0.196) / 1.05)
+    assert "in effect trimmed to today's target" in due.reason
+
+
+def test_a_trim_never_raises_lb_past_the_announced_change():
+    """An LB rise needs the long notice of its own: a step that would raise LB past an
+    announced change replaces it (its own notice) instead of trimming it (keeping the
+    shorter notice already running)."""
+    path = run([0.20, 0.05])
+    announced = path[1][1].pending
+    assert announced.lb == 1.05 and announced.announced == day(1)
+    p, state = apply_roles(target(0.195, lb=1.06), path[1][1], day(2), CFG)
+    assert state.pending.lt < announced.lt and state.pending.lb > announced.lb  # LB up 0.5 pp
+    assert state.pending.announced == day(2)  # replaced, not trimmed: its own notice
+    assert (state.pending.effective - state.pending.announced).days == R.notice_days
+    assert "trimmed" not in p.reason
+
+
 def test_a_pending_thinner_cushion_is_withdrawn_when_the_market_turns():
     """LT pinned at MMF 3%: a lower target with a higher LB announces LB up under the held LT
     (a thinner cushion); the market turns the next day. The change is withdrawn, not left to
@@ -364,7 +406,12 @@ def test_roles_hold_for_any_forecast_sequence(days, notice, tighten, extra, gap,
             if out.lt != prev.lt or out.lb != prev.lb:  # only an announced change, on time
                 p = before.pending
                 assert p is not None and p.effective <= date
-                assert (out.lt, out.lb) == (p.lt, p.lb)
+                if (out.lt, out.lb) != (p.lt, p.lb):
+                    # trimmed on its effective day to a target that no longer supported all
+                    # of it: a loosening of the values in force, never past what was announced
+                    assert out.lt >= prev.lt - 1e-12
+                    assert out.lt <= p.lt + 1e-12 and out.lb <= p.lb + 1e-12
+                    assert out.lt * out.lb <= p.lt * p.lb + 1e-12
                 assert (p.effective - p.announced).days >= cfg.roles.tighten_notice_days
                 if p.lt > prev.lt or (p.lt >= prev.lt and p.lt * p.lb > prev.lt * prev.lb):
                     # LT up, or a thinner cushion under a held LT: the borrower's notice
