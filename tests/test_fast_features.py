@@ -234,22 +234,31 @@ def test_each_input_reads_only_the_columns_it_lists(name: str) -> None:
     np.testing.assert_array_equal(INPUTS[name](alone), INPUTS[name](panel))
 
 
+def _registered(cfg: Config, alias: str, oos_start: dt.date, refit_every: int
+                ) -> tuple[MarketData, dict, dt.date]:
+    """(market, bundle, as-of): ``alias`` walked forward from ``oos_start`` and fitted
+    through 2025-06-20 on the embedded ASSETS, bundled as registration bundles it, served on
+    2025-06-30."""
+    as_of, fit_cutoff = dt.date(2025, 6, 30), dt.date(2025, 6, 20)
+    market = load_market(MARKET, ASSETS, as_of)
+    panel = build_panel(market, cfg.features)
+    bt = cfg.backtest
+    forecasts = walk_forward(lambda: build_forecaster(alias, cfg.models, bt.horizons),
+                             panel, oos_start, refit_every, bt.horizons, bt.min_train_days)
+    fitted = panel[panel.index.get_level_values("date") <= pd.Timestamp(fit_cutoff)]
+    model = build_forecaster(alias, cfg.models, bt.horizons).fit(feature_view(fitted))
+    bundle = {"format": BUNDLE_FORMAT, "forecaster": model.state(),
+              "fit_cutoff": fit_cutoff.isoformat(), "config": cfg.resolved(),
+              "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
+    return market, bundle, as_of
+
+
 def test_a_served_tree_model_reads_the_same_parameters_from_the_fast_panel() -> None:
     """gbm_sklearn's state lists its inputs' columns, the fast builder makes them (the macro
     correlation too), and the registered model's parameters on that panel equal those on the
     full per-asset build: a tree champion no longer builds every column of every asset."""
-    as_of, fit_cutoff = dt.date(2025, 6, 30), dt.date(2025, 6, 20)
     cfg = Config().with_overrides({"models.gbm_sklearn.max_iter": 30})
-    market = load_market(MARKET, ASSETS, as_of)
-    panel = build_panel(market, cfg.features)
-    bt = cfg.backtest
-    forecasts = walk_forward(lambda: build_forecaster("gbm_sklearn", cfg.models, bt.horizons),
-                             panel, dt.date(2024, 6, 1), 400, bt.horizons, bt.min_train_days)
-    fitted = panel[panel.index.get_level_values("date") <= pd.Timestamp(fit_cutoff)]
-    model = build_forecaster("gbm_sklearn", cfg.models, bt.horizons).fit(feature_view(fitted))
-    bundle = {"format": BUNDLE_FORMAT, "forecaster": model.state(),
-              "fit_cutoff": fit_cutoff.isoformat(), "config": cfg.resolved(),
-              "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
+    market, bundle, as_of = _registered(cfg, "gbm_sklearn", dt.date(2024, 6, 1), 400)
     columns = serve_columns(bundle)
     assert columns is not None and "corr_spx_30d" in columns and columns <= fast_columns(
         cfg.features)
@@ -269,18 +278,8 @@ def test_a_serve_reads_the_same_parameters_from_the_fast_panel() -> None:
     """policy_frame (what the registered model computes) on the fast panel of
     serve_columns equals policy_frame on the full per-asset build: nothing it reads is
     missing."""
-    as_of, fit_cutoff = dt.date(2025, 6, 30), dt.date(2025, 6, 20)
     cfg = Config()
-    market = load_market(MARKET, ASSETS, as_of)
-    panel = build_panel(market, cfg.features)
-    bt = cfg.backtest
-    forecasts = walk_forward(lambda: build_forecaster("har_rv", cfg.models, bt.horizons),
-                             panel, dt.date(2023, 6, 1), 180, bt.horizons, bt.min_train_days)
-    fitted = panel[panel.index.get_level_values("date") <= pd.Timestamp(fit_cutoff)]
-    model = build_forecaster("har_rv", cfg.models, bt.horizons).fit(feature_view(fitted))
-    bundle = {"format": BUNDLE_FORMAT, "forecaster": model.state(),
-              "fit_cutoff": fit_cutoff.isoformat(), "config": cfg.resolved(),
-              "forecasts": bundle_forecasts(forecasts, cfg.features.update_interval_days)}
+    market, bundle, as_of = _registered(cfg, "har_rv", dt.date(2023, 6, 1), 180)
     window = bundle_window(bundle, cfg.features, as_of, market.macro)
     assert window.days is not None and window.tail_days not in (None, window.days)
     narrow, fp_narrow = serve_panel(market, cfg.features, as_of, window, serve_columns(bundle))
