@@ -341,7 +341,12 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # more), withdrawn otherwise; the tightening then starts from the values in force
     lt_s, lb_s, moves_s = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
     tighter_s = (lt_s < lt_e - EPS) | ((lt_s <= lt_e + EPS) & (lt_s * lb_s < lt_e * lb_e - EPS))
-    late = due & ((pend_lt > lt_s + EPS) | (pend_lt * pend_lb > lt_s * lb_s + EPS))
+    # only a change that loosens the values in force (a higher LT, or a thinner cushion under
+    # an LT not lowered) is held to the day's target: a tightening falling due takes effect
+    # whatever the target did since (a further rise is the next step's)
+    eases = (pend_lt > lt_e + EPS) | ((pend_lt >= lt_e - EPS)
+                                      & (pend_lt * pend_lb > lt_e * lb_e + EPS))
+    late = due & eases & ((pend_lt > lt_s + EPS) | (pend_lt * pend_lb > lt_s * lb_s + EPS))
     cut = late & moves_s & ~tighter_s & _within(lt_s, lb_s, pend_lt, pend_lb)
     for i in np.flatnonzero(due & ~late).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "

@@ -218,6 +218,26 @@ def test_a_loosening_due_on_a_crash_day_is_withdrawn_not_applied():
     assert s4.pending.effective == day(4 + R.tighten_notice_days)
 
 
+def test_a_tightening_due_takes_effect_while_the_target_keeps_rising():
+    """A target rising 1 pp a day: each tightening announced with the short notice takes
+    effect on its day whatever the target did since (a further rise is the next step's,
+    never a reason to withdraw the tightening)."""
+    targets = [0.10 + 0.01 * k for k in range(12)]
+    path = run(targets)
+    assert path[2][0].mmf == pytest.approx(0.11) and "in effect" in path[2][0].reason
+    for k in range(2, 12):
+        p = path[k][0]
+        assert "withdrawn" not in p.reason, k  # no tightening is withdrawn for the rise
+        assert p.mmf >= path[k - 1][0].mmf - 1e-12, k  # the margin in force never falls
+    # the LTVs admitted at the first days' 25% IMF buffer hold LT up for their week (the
+    # protection of open positions), then it follows the target again
+    assert path[3][0].mmf == pytest.approx(1 - (path[0][0].ltv + R.ltv_gap) * 1.05)
+    assert path[11][0].mmf > path[8][0].mmf + 0.02
+    crash = run([0.10, 0.12, 0.40])
+    assert "in effect" in crash[2][0].reason and "withdrawn" not in crash[2][0].reason
+    assert crash[2][0].mmf > crash[1][0].mmf  # the announced tightening took effect
+
+
 def test_a_loosening_due_when_the_target_loosens_less_takes_effect_trimmed():
     """Announced on day 1 toward 5%, due on day 4 when the target sits at 19.6%: what the
     target still supports takes effect (the notice has run for more), not the whole change."""
