@@ -30,8 +30,11 @@ every column is bit-identical to the per-asset build except the HAR means of mor
 day (a window sum instead of pandas' running sum; ~1e-15 relative). Point-in-time as before:
 row :math:`t` reads candles dated up to :math:`t` only.
 
-Learnt forecasters (``harx_mlp``, ``mlp_har``, ``gbm_sklearn``) read columns not built here;
-a serve of such a model keeps the full per-asset build (:func:`features.window.serve_panel`).
+The macro-crypto correlations and betas are the per-asset build's own function on each asset's
+returns (:func:`features.macro.macro_columns`, only the factors asked for): a tree model's
+state lists the columns its inputs read (``gbm_sklearn``), all built here. The learnt networks
+(``harx_mlp``, ``mlp_har``) read columns not built here; a serve of such a model keeps the full
+per-asset build (:func:`features.window.serve_panel`).
 """
 
 from __future__ import annotations

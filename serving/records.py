@@ -32,7 +32,8 @@ Thresholds that protect open positions change only as announced (:mod:`serving.r
 announcement is an update of its own: a new or trimmed announced change (value or effective
 date) is a pending record, and so is a withdrawal (``new_value`` null); an announced change
 that takes effect is the ``LiquidationThreshold``/``LiquidationBonus`` record of that day, with
-no pending record beside it.
+no pending record beside it; one that takes effect trimmed to the day's target
+(:mod:`serving.roles`) is that record and a withdrawal of the value announced.
 
 Basis points follow Aave v3's encoding (LT 78% → 7800, liquidation bonus 105% → 10500).
 Rounding never loosens a limit and keeps the solvency invariant: margins are rounded up, LT

@@ -133,7 +133,10 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
                 cfg: PolicyConfig) -> tuple[Parameters, PolicyState]:
     """Published parameters and next state from the risk-based ``target``.
 
-    1. a pending change whose effective date has come takes effect;
+    1. a pending change whose effective date has come takes effect; a loosening of the values
+       in force (a higher LT, or a thinner cushion) only as far as that day's target still
+       supports it (trimmed to the day's step, or withdrawn): a loosening falling due on a
+       crash day does not take effect; a tightening always does;
     2. a new change toward the target is announced when none is pending, or when it is
        tighter than the pending one (an announced loosening is withdrawn if the market turns:
        withdrawing a loosening never hurts a borrower, since LTVs admitted meanwhile were
