@@ -459,16 +459,15 @@ def _macro(rows: Rows, close: np.ndarray, macro: Mapping[str, pd.DataFrame],
     return over its complete calendar, the same values (one call per asset, only the
     factors and windows asked for)."""
     out = {col: np.full(rows.size, np.nan) for col in columns}
-    order = np.argsort(rows.owner, kind="stable")
-    bounds = np.searchsorted(rows.owner[order], np.arange(rows.owner.max() + 2))
-    for a in range(len(bounds) - 1):
-        mine = order[bounds[a]:bounds[a + 1]]
-        if not len(mine):
+    sessions = dict(macro)
+    for a, (start, n) in enumerate(zip(rows.offset, rows.length, strict=True)):
+        if not n:
             continue
-        mine = mine[np.argsort(rows.unit[mine], kind="stable")]
-        dates = pd.DatetimeIndex((rows.unit[mine] * DAY_NS).view("datetime64[ns]"))
+        mine = slice(int(start), int(start + n))  # an asset's complete calendar, in order
+        days = rows.first[a] + np.arange(n)
+        dates = pd.DatetimeIndex((days * DAY_NS).view("datetime64[ns]"))
         ret = pd.Series(np.log(close[mine]), index=dates).diff()  # features.realized
-        for col, values in macro_columns(ret, dict(macro), cfg, columns).items():
+        for col, values in macro_columns(ret, sessions, cfg, columns).items():
             out[col][mine] = values.to_numpy(dtype=float)
     return out
 

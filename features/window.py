@@ -47,7 +47,7 @@ import pandas as pd
 from configs.schema import Config, FeaturesConfig, PolicyConfig
 from features.build import YANG_ZHANG_WINDOW, build_panel, build_with_tail
 from features.crossasset import BASKET_WINDOW, BETA_WINDOW
-from features.fast import fast_columns, fast_panel
+from features.fast import fast_columns, fast_panel, macro_since
 from features.liquidity import LIQUIDITY_WINDOW
 from features.loaders import MarketData
 from features.loss_days import LossDays
@@ -255,12 +255,7 @@ def trailing_market(market: MarketData, as_of: dt.date, days: int | None) -> Mar
             hours = market.hourly[asset]
             hourly[asset] = hours.loc[hours.index >= start]
     hourly.update({a: f for a, f in market.hourly.items() if a not in daily})
-    firsts = [f.index.min() for f in daily.values() if len(f)]
-    if not firsts:
-        return replace(market, daily=daily, hourly=hourly, gaps=market.deferred("gaps"))
-    first = min(firsts)
-    macro = {name: f.loc[f.index >= first] for name, f in market.macro.items()}
-    return replace(market, daily=daily, hourly=hourly, macro=macro,
+    return replace(market, daily=daily, hourly=hourly, macro=macro_since(market, as_of, days),
                    gaps=market.deferred("gaps"))
 
 

@@ -247,6 +247,8 @@ class GbmForecaster:
     def state(self) -> dict[str, Any]:
         if self.preprocessor is None:
             raise RuntimeError("gbm_sklearn: nothing to save before fit")
+        prep = (self.preprocessor.state() if isinstance(self.preprocessor, InputMatrix)
+                else _pipeline_state(self.preprocessor))
         return {
             "alias": self.alias,
             "kind": "gbm",
@@ -254,13 +256,8 @@ class GbmForecaster:
             "config": self.config.model_dump(mode="json"),
             "horizons": list(self.horizons),
             "assets": list(self.assets),
-            "preprocessor": (self.preprocessor.state()
-                             if isinstance(self.preprocessor, InputMatrix)
-                             else _pipeline_state(self.preprocessor)),
-            # what a serve must build for it (features.window.serve_columns)
-            "columns": input_columns(self.preprocessor.names
-                                     if isinstance(self.preprocessor, InputMatrix)
-                                     else _pipeline_state(self.preprocessor)["names"]),
+            "preprocessor": prep,
+            "columns": input_columns(prep["names"]),  # what a serve builds for it
             "n_iter": {str(h): n for h, n in self.n_iter.items()},
             "ensembles": {str(h): e.to_json() for h, e in self.ensembles.items()},
         }
