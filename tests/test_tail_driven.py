@@ -330,9 +330,11 @@ def test_the_replay_is_decide_day_by_day_and_skips_an_asset_without_daily_foreca
 def test_an_unconditional_tail_keeps_only_the_imf_buffer(panel, variance, same):
     """The same tail figures labelled as historical simulation (a tail that does not scale
     with σ) get no σ-rescaled APC terms: the path equals the configured policy's with the
-    stressed-σ and long-run-σ terms off, and new borrowing keeps less on top of the margin
-    than under the conditional label (the IMF is path-dependent through the exhaustible
-    buffer and the roles, so not lower on every day)."""
+    stressed-σ and long-run-σ terms off, and new borrowing needs a lower IMF and less capital
+    than under the conditional label. (Not on every day, nor the IMF's margin over MMF: the
+    lower IMF admits higher LTVs, whose floor holds LT, so the two MMF paths differ too; on
+    this panel the mean margin over MMF came out equal to 0.1% once the roles stopped letting a
+    loosening take effect on a day its target had turned.)"""
     hs = same.assign(model="hs")
     as_hs = tail_policy_path(panel, variance, hs, "hs", CFG.policy.confidence, CFG)
     off = CFG.with_overrides({"policy.apc.stress_enabled": False,
@@ -341,9 +343,12 @@ def test_an_unconditional_tail_keeps_only_the_imf_buffer(panel, variance, same):
         as_hs, tail_policy_path(panel, variance, same, "fhs_ewma", CFG.policy.confidence, off))
     conditional = tail_policy_path(panel, variance, same, "fhs_ewma", CFG.policy.confidence,
                                    CFG)
-    gap = (as_hs["imf"] - as_hs["mmf"]).mean(), (conditional["imf"] - conditional["mmf"]).mean()
-    assert gap[0] < gap[1]
+    assert as_hs["imf"].mean() < conditional["imf"].mean()
     assert as_hs["capital"].mean() < conditional["capital"].mean()
+    # where both paths hold the same MMF, the unconditional IMF is the lower on almost every day
+    held = np.isclose(as_hs["mmf"], conditional["mmf"], rtol=0, atol=1e-12)
+    assert held.mean() > 0.5
+    assert (as_hs["imf"][held] <= conditional["imf"][held] + 1e-12).mean() > 0.95
 
 
 def _verdicts(rows: list[tuple[str, str, str, bool, float]]) -> pd.DataFrame:
