@@ -375,9 +375,7 @@ def serve(
              *(f"model version {mv.version}: {m}" for m in mismatches),
              *([f"{cfg.registry.model_name}: {moved}"] if moved else []),
              *([f"version {mv.version} serves as @champion although its gate refused it "
-                f"({metadata['gate_refused']}); "
-                + (f"frozen where its policy was not acceptable: {', '.join(sorted(refused))}"
-                   if refused else "no asset was refused on its own, none is frozen for it")]
+                f"({metadata['gate_refused']}); " + refused_note(bundle, refused)]
                if "gate_refused" in metadata else []),
              *tail_lines(bundle, params)]
     return ServeResult(published, params, str(mv.version), records, swept,
@@ -601,6 +599,19 @@ def unvalidated(bundle: dict[str, Any], assets: list[str]) -> dict[str, str]:
 def refused_by_gate(tags: Mapping[str, str]) -> bool:
     """Whether a model version's own gate refused it (tag ``gate.passed``: ``false``)."""
     return str(tags.get("gate.passed", "")).lower() == "false"
+
+
+def refused_note(bundle: Mapping[str, Any], refused: Mapping[str, str]) -> str:
+    """What the serve did with the assets a refused champion was not acceptable on: frozen now
+    (``refused``), or already frozen for another reason (stale, never validated)."""
+    listed = sorted(bundle.get("not_acceptable") or {})
+    if not listed:
+        return "no asset was refused on its own, none is frozen for it"
+    now = sorted(refused)
+    before = [a for a in listed if a not in refused]
+    parts = ([f"frozen where its policy was not acceptable: {', '.join(now)}"] if now else [])
+    parts += ([f"not acceptable and already frozen: {', '.join(before)}"] if before else [])
+    return "; ".join(parts)
 
 
 def _reconciled(name: str) -> str | None:

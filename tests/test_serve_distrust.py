@@ -20,7 +20,7 @@ from serving.ops import registry
 from serving.ops.tracking import tracking_uri
 from serving.ops.version import code_version
 from serving.publish import read_manifest, read_partition
-from serving.serve import failed_assets, gate_refused, unvalidated
+from serving.serve import failed_assets, gate_refused, refused_note, unvalidated
 from tests.project import copy_project
 from tests.test_asof import D29, invoke
 
@@ -93,6 +93,11 @@ def test_the_refused_assets_of_a_champion_its_gate_refused() -> None:
     assert gate_refused(bundle, {"gate.passed": "true"}, "3", ["ETH"]) == {}
     assert gate_refused(bundle, {}, "3", ["ETH"]) == {}
     assert gate_refused({}, refusal, "3", ["ETH"]) == {}  # a bundle without the record
+    # what the serve says: frozen now, or already frozen for another reason (not published live)
+    frozen_now = gate_refused(bundle, refusal, "3", ["ETH", "SOL"])
+    assert refused_note(bundle, frozen_now) == ("frozen where its policy was not acceptable: "
+                                                "ETH; not acceptable and already frozen: BNB")
+    assert refused_note({}, {}) == "no asset was refused on its own, none is frozen for it"
 
 
 def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
