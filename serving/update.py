@@ -340,13 +340,13 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # to the step where the step loosens within what was announced (the notice has run for
     # more), withdrawn otherwise; the tightening then starts from the values in force
     lt_s, lb_s, moves_s = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
-    tighter_s = (lt_s < lt_e - EPS) | ((lt_s <= lt_e + EPS) & (lt_s * lb_s < lt_e * lb_e - EPS))
+    tighter_s = _tighter(lt_s, lb_s, lt_e, lb_e)
     # only a change that loosens the values in force (a higher LT, or a thinner cushion under
     # an LT not lowered) is held to the day's target: a tightening falling due takes effect
     # whatever the target did since (a further rise is the next step's)
     eases = (pend_lt > lt_e + EPS) | ((pend_lt >= lt_e - EPS)
                                       & (pend_lt * pend_lb > lt_e * lb_e + EPS))
-    late = due & eases & ((pend_lt > lt_s + EPS) | (pend_lt * pend_lb > lt_s * lb_s + EPS))
+    late = due & eases & _looser(pend_lt, pend_lb, lt_s, lb_s)
     cut = late & moves_s & ~tighter_s & _within(lt_s, lb_s, pend_lt, pend_lb)
     for i in np.flatnonzero(due & ~late).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
@@ -362,11 +362,17 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     lt_e = np.where(due & ~late, pend_lt, np.where(cut, lt_s, lt_e))
     lb_e = np.where(due & ~late, pend_lb, np.where(cut, lb_s, lb_e))
     pend &= ~due
-    lt_n, lb_n, moves = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
+    # the step from the values now in force: today's step where nothing took effect
+    moved = (due & ~late) | cut
+    lt_n, lb_n, moves = lt_s, lb_s, moves_s
+    if moved.any():
+        lt_m, lb_m, moves_m = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
+        lt_n, lb_n = np.where(moved, lt_m, lt_s), np.where(moved, lb_m, lb_s)
+        moves = np.where(moved, moves_m, moves_s)
     # the lender first: a change that lowers LT, or widens the cushion MMF = 1 - LT·LB under
     # an LT not raised, takes the short notice; any other (LT up; LB up under a held LT: a
     # larger penalty and a thinner cushion) the long one
-    tighter = (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS))
+    tighter = _tighter(lt_n, lb_n, lt_e, lb_e)
     # a pending change looser than today's step (a higher LT, or a thinner cushion) must not
     # take effect as announced on a day the target lies above it: withdrawn where the step
     # is held (LT pinned by the admitted LTVs, or within the deadband); trimmed to the step
@@ -374,7 +380,7 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # cushion: the notice already running covers it, and restarting it at every move of the
     # target would hold the margin up for good); otherwise replaced by the step, announced
     # with its own notice
-    looser = pend & ((pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS))
+    looser = pend & _looser(pend_lt, pend_lb, lt_n, lb_n)
     within = _within(lt_n, lb_n, pend_lt, pend_lb)
     withdraw = looser & ~moves
     trim = looser & moves & ~tighter & within
@@ -452,6 +458,19 @@ def _free_slot(days: np.ndarray) -> np.ndarray:
     ok = after < width
     ok[ok] = free[rows[ok], after[ok]]
     return np.where(ok, after, np.argmax(free, axis=1))
+
+
+def _tighter(lt_n: np.ndarray, lb_n: np.ndarray, lt_e: np.ndarray, lb_e: np.ndarray
+             ) -> np.ndarray:
+    """Whether a step from the values in force is a tightening: a lower LT, or a wider
+    cushion MMF = 1 - LT·LB under an LT not raised (the lender first: the short notice)."""
+    return (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS))
+
+
+def _looser(pend_lt: np.ndarray, pend_lb: np.ndarray, lt_n: np.ndarray, lb_n: np.ndarray
+            ) -> np.ndarray:
+    """Whether an announced change is looser than a step: a higher LT or a thinner cushion."""
+    return (pend_lt > lt_n + EPS) | (pend_lt * pend_lb > lt_n * lb_n + EPS)
 
 
 def _within(lt_n: np.ndarray, lb_n: np.ndarray, pend_lt: np.ndarray, pend_lb: np.ndarray
