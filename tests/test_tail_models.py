@@ -10,7 +10,14 @@ import torch
 
 from configs.schema import TailConfig, TailQrConfig
 from models.tail.base import covered_loss_targets, monotone_in_level, to_fraction
-from models.tail.classical import fhs_measures, gpd_measures, gpd_tail
+from models.tail.classical import (
+    MIN_EXCESSES,
+    SHAPE_BOUNDS,
+    GpdFitError,
+    fhs_measures,
+    gpd_measures,
+    gpd_tail,
+)
 from models.tail.net import TailNet, TailNetConfig, fz0_torch
 from models.tail.quantile import QuantileTail
 from models.tail.registry import build_tail_forecaster
@@ -59,6 +66,66 @@ def test_gpd_fit_recovers_a_pareto_tail():
     assert p["xi"] == pytest.approx(0.25, abs=0.06)
     var, _ = gpd_measures(p, 0.995)
     assert var == pytest.approx(np.quantile(z, 0.995), rel=0.08)
+
+
+def test_gpd_shape_above_the_bound_refits_the_scale_at_the_bound():
+    # a true GPD with xi = 1.3 over the threshold: the MLE is above 0.9; the scale must be
+    # the likelihood's best for xi = 0.9, not the one fitted with the larger xi
+    from scipy import stats
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.uniform(0.0, 1.0, 900),
+                        1.0 + stats.genpareto.rvs(1.3, scale=1.0, size=100, random_state=rng)])
+    p = gpd_tail(z, 0.10)
+    assert p["xi_mle"] > SHAPE_BOUNDS[1]
+    assert p["xi"] == SHAPE_BOUNDS[1]
+    excess = z[z > p["u"]] - p["u"]
+    loglik = lambda b: stats.genpareto.logpdf(excess, 0.9, scale=b).sum()  # noqa: E731
+    assert loglik(p["beta"]) >= loglik(p["beta"] * 1.01)
+    assert loglik(p["beta"]) >= loglik(p["beta"] * 0.99)
+    # the unbounded fit's scale with the clipped shape (the old rule) was a thinner tail
+    _, _, beta_free = stats.genpareto.fit(excess, floc=0.0)
+    clipped = dict(p, beta=beta_free)
+    assert gpd_measures(p, 0.995)[0] > gpd_measures(clipped, 0.995)[0]
+
+
+def test_gpd_shape_below_zero_is_held_at_the_exponential_tail():
+    # a bounded (uniform) tail has xi = -1; the margin takes the exponential tail, whose
+    # MLE scale is the mean excess
+    rng = np.random.default_rng(4)
+    z = rng.uniform(0.0, 1.0, 2_000)
+    p = gpd_tail(z, 0.10)
+    assert p["xi_mle"] < -0.5
+    assert p["xi"] == SHAPE_BOUNDS[0] == 0.0
+    excess = z[z > p["u"]] - p["u"]
+    assert p["beta"] == pytest.approx(excess.mean(), rel=1e-3)
+    var, es = gpd_measures(p, 0.995)
+    assert es == pytest.approx(var + p["beta"])  # exponential: ES = VaR + beta
+
+
+def test_gpd_excesses_are_strictly_above_the_threshold():
+    # |t4| rounded to whole units: most of the top 10 % tie at the threshold; they are not
+    # excesses (they used to collapse the fit to beta = 0 and VaR = the threshold)
+    rng = np.random.default_rng(5)
+    z = np.round(np.abs(rng.standard_t(4, 4_000)))
+    p = gpd_tail(z, 0.10)
+    assert p["beta"] > 0
+    assert p["share"] == pytest.approx((z > p["u"]).mean())
+    var, _ = gpd_measures(p, 0.995)
+    assert var > p["u"] + 0.5
+    assert var == pytest.approx(np.quantile(z, 0.995), rel=0.35)
+    # too few distinct values above the threshold: refused, with the count
+    with pytest.raises(GpdFitError, match="excesses over the threshold"):
+        gpd_tail(np.concatenate([np.zeros(300), np.ones(40)]), 0.10)
+
+
+def test_gpd_counts_finite_values_only():
+    z = np.concatenate([np.full(200, np.inf), np.arange(1.0, 6.0)])
+    with pytest.raises(GpdFitError):
+        gpd_tail(z, 0.10)
+    rng = np.random.default_rng(6)
+    finite = rng.exponential(1.0, 10 * MIN_EXCESSES + 1)
+    p = gpd_tail(np.concatenate([finite, [np.inf, -np.inf, np.nan]]), 0.10)
+    assert p["n"] == finite.size
 
 
 def test_targets_are_the_next_interval_as_fractions():

@@ -25,7 +25,15 @@ and rescale the tail of :math:`z` by today's :math:`\hat\sigma_t` (the forecast 
       z_q = u + \frac{\beta}{\xi}\Big[\Big(\frac{1-q}{N_u/n}\Big)^{-\xi} - 1\Big], \qquad
       \mathrm{ES}^z_q = \frac{z_q + \beta - \xi u}{1 - \xi},
 
-  rescaled by :math:`\hat\sigma_t`. ES is converted to a fraction as
+  rescaled by :math:`\hat\sigma_t`. The fit is guarded (:func:`gpd_tail`): the excesses are
+  the values strictly above :math:`u` and at least ``MIN_EXCESSES`` of them are needed;
+  :math:`\xi` is estimated within ``SHAPE_BOUNDS`` = [0, 0.9] (below 0 the fitted tail would
+  end at a finite worst loss, a claim 25-100 excesses cannot support for a margin, so the
+  exponential tail is the thinnest accepted; at 1 or above ES does not exist) and, when the
+  likelihood's maximum lies outside, :math:`\beta` is re-estimated with :math:`\xi` fixed at
+  the bound, which is recorded beside it (``xi_mle``); a fit with :math:`\beta \le 0` is
+  refused (no forecast for that asset and side, the reason in ``refused``).
+  ES is converted to a fraction as
   :math:`y(\hat\sigma_t \mathrm{ES}^z_q)`; under a GPD with :math:`\xi > 0` the short-side
   fraction :math:`e^{\ell} - 1` has no finite mean, so the exact fraction ES does not exist.
 * :class:`HsTail` — historical simulation: the same empirical tail on the raw past losses
@@ -59,7 +67,9 @@ from models.tail.base import (
     to_fraction,
 )
 
-MAX_SHAPE = 0.9  # ES needs ξ < 1; a larger MLE estimate is an artefact of few excesses
+# ξ bounds (module docstring): no bounded loss tail from a few dozen excesses; ES needs ξ < 1
+SHAPE_BOUNDS = (0.0, 0.9)
+MIN_EXCESSES = 20  # a GPD by maximum likelihood from fewer is set by a handful of days
 
 
 def calendar_sigma(frame: pd.DataFrame, variance: pd.Series) -> pd.Series:
@@ -339,16 +349,40 @@ class HsTail:
         return cls(TailHsConfig(**state["config"]), state["alias"], state["interval_days"])
 
 
+class GpdFitError(ValueError):
+    """The excesses cannot carry a GPD fit (too few, or a degenerate scale)."""
+
+
 def gpd_tail(z: np.ndarray, tail_fraction: float) -> dict[str, float]:
-    """Threshold ``u`` (the ``1 - tail_fraction`` quantile), GPD ``xi``, ``beta`` by MLE."""
+    """Threshold ``u`` (the ``1 - tail_fraction`` quantile), GPD ``xi``, ``beta`` by MLE
+    within ``SHAPE_BOUNDS`` (``xi_mle``: the unbounded estimate), ``share`` = N_u / n.
+
+    Raises
+    ------
+    GpdFitError
+        Fewer than ``MIN_EXCESSES`` values strictly above ``u`` (ties at the threshold
+        are not excesses), or a scale ``beta`` that is not positive.
+    """
     z = np.sort(z[np.isfinite(z)])
     k = max(int(np.floor(tail_fraction * z.size)), 1)
+    if z.size < k + 1:
+        raise GpdFitError(f"{z.size} finite values: no threshold below the top {k}")
     u = float(z[-k - 1])
+    excess = z[z > u] - u
+    if excess.size < MIN_EXCESSES:
+        raise GpdFitError(f"{excess.size} excesses over the threshold {u:.4g} "
+                          f"(of {z.size} values; ties at it are none): need {MIN_EXCESSES}")
     from scipy import stats  # EVT's fits only: an FHS or HS serve skips its 0.6 s import
 
-    xi, _, beta = stats.genpareto.fit(z[-k:] - u, floc=0.0)
-    return {"u": u, "xi": float(min(xi, MAX_SHAPE)), "beta": float(beta),
-            "share": k / z.size, "n": int(z.size)}
+    xi_mle, _, beta = stats.genpareto.fit(excess, floc=0.0)
+    lo, hi = SHAPE_BOUNDS
+    xi = float(min(max(xi_mle, lo), hi))
+    if xi != xi_mle:  # the constrained maximum lies on the bound: β for that ξ
+        _, _, beta = stats.genpareto.fit(excess, f0=xi, floc=0.0)
+    if not (np.isfinite(beta) and beta > 0):
+        raise GpdFitError(f"degenerate GPD scale beta={beta!r} on {excess.size} excesses")
+    return {"u": u, "xi": xi, "xi_mle": float(xi_mle), "beta": float(beta),
+            "share": excess.size / z.size, "n": int(z.size)}
 
 
 def gpd_measures(p: dict[str, float], q: float) -> tuple[float, float]:
@@ -367,17 +401,24 @@ class EvtTail(_VarianceTail):
     def __init__(self, config: TailEvtConfig, alias: str, interval_days: int = 1) -> None:
         super().__init__(config, alias, interval_days)
         self.params: dict[str, dict[str, dict[str, float]]] = {}
+        self.refused: dict[str, dict[str, str]] = {}  # side → asset → why no GPD was fitted
 
     def fit(self, panel: pd.DataFrame) -> Self:
         self._fit_variance(panel)
         cfg = self.config
         self.params = {side: {} for side in SIDES}
+        self.refused = {side: {} for side in SIDES}
         known = self._histories(panel)
         for side in SIDES:
             for asset, (_, z) in known[side].items():
-                z = z.dropna().to_numpy()[-cfg.window:]
-                if z.size >= cfg.min_obs:
+                z = z.to_numpy()
+                z = z[np.isfinite(z)][-cfg.window:]  # a σ of 0 gives ±inf: not a value
+                if z.size < cfg.min_obs:
+                    continue
+                try:
                     self.params[side][asset] = gpd_tail(z, cfg.tail_fraction)
+                except GpdFitError as exc:  # that asset and side: no forecast, and why
+                    self.refused[side][asset] = str(exc)
         return self
 
     def forecast_tail(self, panel: pd.DataFrame, levels: Sequence[float] = DEFAULT_LEVELS,
@@ -424,11 +465,12 @@ class EvtTail(_VarianceTail):
         return concat_tails(blocks)
 
     def state(self) -> dict[str, Any]:
-        return {**self._base_state(), "params": self.params}
+        return {**self._base_state(), "params": self.params, "refused": self.refused}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         model = cls(TailEvtConfig(**state["config"]), state["alias"], state["interval_days"])
         model.variance_model = forecaster_from_state(state["variance_state"])
         model.params = {s: {a: dict(p) for a, p in v.items()} for s, v in state["params"].items()}
+        model.refused = {s: dict(v) for s, v in state.get("refused", {}).items()}
         return model
