@@ -172,6 +172,44 @@ def test_the_prior_is_scored_with_tails_from_the_training_rows_alone(monkeypatch
                                   restored.forecast_tail(panel, [0.99], cut))
 
 
+def test_rows_trained_and_validated_on_take_a_scale_fitted_before_validation(monkeypatch):
+    """The classical scale of the rows a net is trained and validated on (and so the
+    untrained start's validation score) comes from a model fitted on the rows before the
+    validation period and its purge; the one it forecasts with, from the whole window."""
+    import models.tail.network as network
+
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=8)
+    fitted_through = []
+    original = network.scale_model
+
+    def spy(*args, **kwargs):
+        base = original(*args, **kwargs)
+        fit = base.fit
+
+        def recording_fit(p):
+            fitted_through.append(p.index.get_level_values("date").max())
+            return fit(p)
+
+        base.fit = recording_fit
+        return base
+
+    monkeypatch.setattr(network, "scale_model", spy)
+    model = _model(ensemble_size=1).fit(panel)
+    last = panel.index.get_level_values("date").max()
+    val_start = pd.Timestamp(model.chosen["validation_start"])
+    assert fitted_through[0] == last  # the forecasting scale: the whole window
+    assert len(fitted_through) == 2
+    assert fitted_through[1] < val_start - pd.Timedelta(days=model.interval_days)
+    assert fitted_through[1] >= val_start - pd.Timedelta(days=model.interval_days + 7)
+    # the validation rows' scale differs from the whole window's (it did not see them)
+    val_cut = pd.DatetimeIndex([val_start + pd.Timedelta(days=30)])
+    whole = model.base.forecast_tail(panel, [0.99], val_cut)
+    before = original(model.config.scale_model, model.config.loss_variant, 1).fit(
+        panel[panel.index.get_level_values("date") <= fitted_through[1]])
+    assert not np.allclose(whole["var"].to_numpy(),
+                           before.forecast_tail(panel, [0.99], val_cut)["var"].to_numpy())
+
+
 def test_asset_tails_by_hand():
     pooled = (np.array([[1.0, 2.0]]), np.array([[1.5, 2.5]]))  # one side, two levels
     z = np.array([[0.1], [0.2], [0.3], [0.4], [-1.0], [-2.0], [5.0]])
@@ -250,6 +288,23 @@ def test_a_refit_on_the_whole_window_sets_the_refit_nets_tails():
             zj = z[:, j][np.isfinite(z[:, j])]
             np.testing.assert_allclose(net.z_var[1, j].numpy(), np.quantile(zj, model.levels),
                                        rtol=1e-5)
+
+
+def test_a_refit_leaves_an_asset_without_any_row_in_the_window_cold():
+    """An asset in the fit panel with no row the net could train on (70 days: no classical
+    scale yet) keeps the mean embedding after ``refit_on_validation``, not its random start."""
+    old = tail_panel(("AAA", "BBB"), n_days=760, seed=3)
+    dates = old.index.levels[1]
+    new = tail_panel(("NEW",), n_days=760, seed=11)
+    panel = pd.concat([old, new[new.index.get_level_values("date") > dates[-71]]]).sort_index()
+    model = _model(ensemble_size=1, scale_model="fhs_ewma", refit_on_validation=True,
+                   max_epochs=4, hidden=8).fit(panel)
+    assert model.chosen["epochs_members"][0] > 0  # the refit ran
+    assert model.cold_assets == ["NEW"]
+    net = model.nets[0]
+    code = model.assets.index("NEW") + 1
+    typical = net.embeddings(torch.tensor([1, 2])).mean(0)
+    torch.testing.assert_close(net.embeddings(torch.tensor([code]))[0], typical)
 
 
 def test_an_unset_tail_forecasts_nothing_and_the_fz0_start_is_refused():

@@ -28,7 +28,9 @@ choices below use the objective's own loss.
 
 **Honest training.** Everything is chosen inside the window given to ``fit``: the last
 ``val_fraction`` of its dates, after a purge of ``U`` days (their targets overlap the
-validation period), is the validation set; each pair (weight decay of ``weight_decays``,
+validation period), is the validation set, and the rows trained and validated on take their
+tail scale from a second classical model fitted on the training rows alone (the window's own
+would have seen the validation period); each pair (weight decay of ``weight_decays``,
 recency half-life of ``recency_half_lives``) is trained with early stopping on it and the
 pair with the lowest validation loss is kept; the untrained start (the rescaled classical
 tail) is a candidate too, so a network that cannot beat it on the validation period falls
@@ -204,9 +206,12 @@ class TailNetForecaster:
         self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
 
     def _rows(self, panel: pd.DataFrame, targets: bool,
-              cutoffs: pd.DatetimeIndex | None = None) -> dict[str, tuple[Any, ...]]:
+              cutoffs: pd.DatetimeIndex | None = None, base: ScaleModel | None = None
+              ) -> dict[str, tuple[Any, ...]]:
+        """asset → (inputs, scale, validity, targets, dates), the scale from ``base``
+        (default: the model's own)."""
         out = {}
-        bases = base_scale(self.base, panel, cutoffs)
+        bases = base_scale(self.base if base is None else base, panel, cutoffs)
         for asset in sorted(panel.index.get_level_values("asset").unique()):
             frame = asset_frame(panel, asset)
             x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant,
@@ -233,25 +238,41 @@ class TailNetForecaster:
     def _weighted(data: TensorDataset, weight: np.ndarray) -> TensorDataset:
         return TensorDataset(*data.tensors[:5], torch.from_numpy(weight.astype(np.float32)))
 
+    @staticmethod
+    def _stack(rows: dict[str, tuple[Any, ...]]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, s, y, dates, asset code) of every asset's valid rows with a target."""
+        keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
+        parts = list(zip(rows.values(), keep, strict=True))
+        return (np.vstack([r[0][k] for r, k in parts]), np.vstack([r[1][k] for r, k in parts]),
+                np.vstack([r[3][k] for r, k in parts]),
+                np.concatenate([r[4][k].to_numpy() for r, k in parts]),
+                np.concatenate([np.full(k.sum(), i + 1) for i, k in enumerate(keep)]))
+
     def fit(self, panel: pd.DataFrame) -> Self:
         cfg, u = self.config, self.interval_days
         self.base.fit(panel)
         rows = self._rows(panel, targets=True)
         self.assets = list(rows)
-        keep = [r[2] & np.isfinite(r[3]).any(axis=1) for r in rows.values()]
-        x = np.vstack([r[0][k] for r, k in zip(rows.values(), keep, strict=True)])
-        s = np.vstack([r[1][k] for r, k in zip(rows.values(), keep, strict=True)])
-        y = np.vstack([r[3][k] for r, k in zip(rows.values(), keep, strict=True)])
-        dates = np.concatenate([r[4][k].to_numpy() for r, k in zip(rows.values(), keep,
-                                                                   strict=True)])
-        asset = np.concatenate([np.full(k.sum(), i + 1) for i, k in enumerate(keep)])
-        if len(y) < 500:
-            raise ValueError(f"{self.alias}: only {len(y)} training rows with inputs and a "
-                             "target; need >= 500")
-        uniq = np.unique(dates)
+        x_all, s_all, y_all, dates_all, asset_all = self._stack(rows)
+        if len(y_all) < 500:
+            raise ValueError(f"{self.alias}: only {len(y_all)} training rows with inputs and "
+                             "a target; need >= 500")
+        uniq = np.unique(dates_all)
         val_start = uniq[int(len(uniq) * (1 - cfg.val_fraction))]
+        train_end = val_start - np.timedelta64(u, "D")  # purge overlapping targets
+        # the rows trained and validated on take their scale from a classical model fitted on
+        # the training rows alone: with the whole window's, the validation rows' scale (and the
+        # untrained start, a candidate) would have seen the validation period's losses
+        before = panel.index.get_level_values("date") < train_end
+        base_train = scale_model(cfg.scale_model, cfg.loss_variant, u).fit(panel[before])
+        x, s, y, dates, asset = self._stack(self._rows(panel, True, base=base_train))
         val = dates >= val_start
-        train = dates < val_start - np.timedelta64(u, "D")  # purge overlapping targets
+        train = dates < train_end
+        if train.sum() < 500 or not val.any():
+            raise ValueError(f"{self.alias}: {int(train.sum())} training and {int(val.sum())} "
+                             "validation rows with a scale fitted before the validation "
+                             "period; need >= 500 and >= 1")
         # an asset whose rows all fall in the validation part has no embedding to learn:
         # validated and forecast as a typical asset (TailNet.embeddings), not its random start
         trained = np.unique(asset[train])
@@ -290,7 +311,9 @@ class TailNetForecaster:
         for net, st in zip(self.nets, states, strict=True):
             net.load_state_dict(st)
             net.eval()
-        every = self._tensors(x, asset, s, y)  # the window's rows: the learned scale's tail
+        # the window's rows with the whole window's scale, the one it forecasts with: the
+        # learned scale's tail
+        every = self._tensors(x_all, asset_all, s_all, y_all)
         prior, prior_record = self._choose_prior(data_tr, data_va)
         self._set_tails(every, prior)
         # the ensemble's validation FZ0 (for the record; with scale_nll its tail multipliers
@@ -299,22 +322,24 @@ class TailNetForecaster:
         ens = float(weighted_fz0(yv, *average_tail(self.nets, xv, av, sv), mv, wv,
                                  torch.tensor([1.0 - q for q in self.levels])))
         if cfg.refit_on_validation:  # module docstring; the scores above stay out-of-sample
-            full = self._weighted(every, recency_weights(dates, half_life))
+            full = self._weighted(every, recency_weights(dates_all, half_life))
             for k, n_ep in enumerate(member_epochs):
                 if n_ep > 0:
                     self.nets[k].load_state_dict(
                         self._refit(full, n_in, start, wd, cfg.seed + k, n_ep))
                     self.nets[k].eval()
                     epochs += n_ep
-            if any(n > 0 for n in member_epochs):  # the refit trained every fit asset's row
-                self.cold_assets = []
+            if any(n > 0 for n in member_epochs):  # the refit trained every row of the window
+                seen = set(np.unique(asset_all).tolist())  # an asset with none stays cold
+                self.cold_assets = [a for i, a in enumerate(self.assets) if i + 1 not in seen]
                 for net in self.nets:
                     net.set_known(self._known())
             self._set_tails(every, prior)  # the refit nets' scales, with the embeddings they
             # forecast by
         self.fit_stats = {"train_rows": int(train.sum()), "epochs": epochs}
         score = "val_fz0" if cfg.objective == "fz0" else "val_nll"  # the training objective's
-        self.chosen = {"weight_decay": wd, "recency_half_life": half_life,
+        self.chosen = {"validation_start": str(pd.Timestamp(val_start).date()),
+                       "weight_decay": wd, "recency_half_life": half_life,
                        score: val_loss, f"{score}_members": member_fz0,
                        "val_fz0_ensemble": ens, "epochs_members": member_epochs,
                        **prior_record}
