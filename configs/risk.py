@@ -231,6 +231,9 @@ class TailCaviarConfig(_Strict):
     init_obs: int = Field(300, ge=50)   # first training targets whose quantile starts VaR
     min_obs: int = Field(500, ge=100)   # training targets per asset and side, else no model
     max_iter: int = Field(1000, ge=100)  # Nelder-Mead iterations per start
+    # a level is fitted only where the training rows expect this many exceedances, n(1 - q)
+    # (10: 1,000 rows at 99 %, 2,000 at 99.5 %; fewer leave its three parameters to a few days)
+    min_exceedances: float = Field(10.0, gt=0)
 
 
 class TailNnConfig(_Strict):

@@ -234,6 +234,32 @@ def test_caviar_covers_in_sample():
     assert float((y[ok] > fc["var"].to_numpy()[ok]).mean()) == pytest.approx(0.025, abs=0.006)
 
 
+def test_caviar_fits_only_identified_levels_within_its_constraints():
+    """A level is fitted only where the training rows expect >= min_exceedances exceedances
+    (1,000 rows: 97.5 % and 99 %, not 99.5 %), and every fit keeps 0 <= b1 < 0.999 and
+    b2 >= 0 (a VaR that rises with the loss just realized); the unfitted level has no
+    forecast and the fitted ones stay monotone."""
+    from configs.schema import TailCaviarConfig
+    from models.tail.caviar import CaviarTail
+
+    panel = tail_panel(("AAA", "BBB", "CCC", "DDD"), n_days=1400, seed=9)
+    train = panel[panel.index.get_level_values("date") <= panel.index.levels[1][1000]]
+    model = CaviarTail(TailCaviarConfig()).fit(train)
+    need = model.config.min_exceedances
+    assert need == 10
+    for side in ("long", "short"):
+        for p in model.params[side].values():
+            n = 1000  # targets of the 1,001 training days, the last one's unknown
+            for q, beta in zip(model.levels, p["beta"], strict=True):
+                assert (beta is None) == (n * (1 - q) < need)
+                if beta is not None:
+                    assert 0.0 <= beta[1] < 0.999 and beta[2] >= 0.0
+    fc = model.forecast_tail(panel, [0.975, 0.99, 0.995])
+    assert set(fc["level"]) == {0.975, 0.99}
+    wide = fc.pivot_table(index=["asset", "side", "cutoff"], columns="level", values="var")
+    assert (wide[0.99] >= wide[0.975]).all()
+
+
 def test_historical_simulation_is_the_empirical_tail_of_the_losses_realized_by_the_cutoff():
     """By hand: at cutoff t the HS VaR is the order statistic of every covered loss whose
     interval ended by t (expanding window), ES the mean from it on; a window of the last W

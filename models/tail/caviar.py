@@ -9,7 +9,13 @@ Per asset, side and level :math:`q`, the VaR of the next interval's covered loss
 with :math:`x_t` the covered loss fraction of the interval ending at :math:`t` (already
 positive, so its "absolute value" is itself), estimated by minimizing the quantile loss
 :math:`\sum_t \rho_q(y_t - \mathrm{VaR}_t)` over the training rows (Nelder-Mead from two
-starting persistences; :math:`|\beta_1| < 1` enforced by a penalty). The recursion starts
+starting persistences), within :math:`0 \le \beta_1 < 0.999` and :math:`\beta_2 \ge 0`
+(a penalty outside): a VaR that falls after a loss, or alternates in sign, is not a margin,
+and at a high level a handful of exceedances lets the quantile loss reach such fits. A level
+is fitted only where the training rows expect at least ``min_exceedances`` exceedances
+(:math:`n(1 - q) \ge 10` by default: 1,000 rows at 99 %, 2,000 at 99.5 %); below that the
+recursion's three parameters rest on a few days, and the level has no forecast (the
+policy's replay then takes the FHS tail, and says so). The recursion starts
 at the first row of the asset with :math:`\mathrm{VaR}_{-1}` = the empirical
 :math:`q`-quantile of the first ``init_obs`` training targets, a number stored with the
 parameters, so a forecast at :math:`t` reads rows :math:`\le t` only. Days without a loss
@@ -64,8 +70,8 @@ def fit_caviar(x: np.ndarray, y: np.ndarray, q: float, init: float, max_iter: in
     has_y = np.isfinite(y)
 
     def objective(beta: np.ndarray) -> float:
-        if not -0.999 < beta[1] < 0.999:
-            return 1e6 + abs(beta[1])  # explosive recursions are not a forecast
+        if not (0.0 <= beta[1] < 0.999 and beta[2] >= 0.0):  # module docstring
+            return 1e6 + abs(beta[1]) + abs(min(beta[2], 0.0))
         v = caviar_path(beta, x, init)
         return quantile_loss(y[has_y], v[has_y], q)
 
@@ -113,7 +119,12 @@ class CaviarTail:
                     continue
                 first = y[np.isfinite(y)][:cfg.init_obs]
                 fitted: dict[str, list[Any]] = {"beta": [], "init": [], "ratio": []}
+                n_y = int(np.isfinite(y).sum())
                 for q in self.levels:
+                    if n_y * (1.0 - q) < cfg.min_exceedances:  # not identified: no forecast
+                        for key in fitted:
+                            fitted[key].append(None)
+                        continue
                     init = float(np.quantile(first, q))
                     beta = fit_caviar(x, y, q, init, cfg.max_iter)
                     v = np.maximum(caviar_path(beta, x, init), VAR_FLOOR)
@@ -135,16 +146,19 @@ class CaviarTail:
                 p = self.params.get(side, {}).get(asset)
                 if p is None:
                     continue
+                fit = [j for j, b in enumerate(p["beta"]) if b is not None]  # ascending
+                if not fit:
+                    continue
                 x, dates = self._series(frame, side)
                 wanted = select_cutoffs(dates, cutoffs)
                 pos = dates.get_indexer(wanted)
                 raw = np.column_stack([
-                    np.maximum(caviar_path(np.asarray(b), x, init), VAR_FLOOR)[pos]
-                    for b, init in zip(p["beta"], p["init"], strict=True)])  # (N, L)
-                var, es = monotone_in_level(raw, raw * np.asarray(p["ratio"]))
+                    np.maximum(caviar_path(np.asarray(p["beta"][j]), x, p["init"][j]),
+                               VAR_FLOOR)[pos] for j in fit])  # (N, L fitted)
+                var, es = monotone_in_level(raw, raw * np.asarray([p["ratio"][j] for j in fit]))
+                at = {self.levels[j]: k for k, j in enumerate(fit)}
                 blocks += [tail_frame(asset, wanted, self.interval_days, side, q,
-                                      var[:, self.levels.index(q)], es[:, self.levels.index(q)])
-                           for q in qs]
+                                      var[:, at[q]], es[:, at[q]]) for q in qs if q in at]
         return concat_tails(blocks)
 
     def state(self) -> dict[str, Any]:
