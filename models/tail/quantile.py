@@ -15,8 +15,11 @@ maximum); log DVOL is 0 outside its regime, where the flag's coefficient takes o
 regime intercept. Quantiles are equivariant under the increasing map :math:`\ln`, so
 :math:`e^{x'\beta_q}` is the quantile of :math:`y`; losses below :data:`LOSS_FLOOR` (a
 favourable interval) are set to it before the log, which moves no quantile above their
-share (a few percent). In levels a linear model with an intercept under-covered calm
-periods badly (6 % breaches of the 99 % VaR in 2023, fitted to 2017-2022). ES comes from a
+share (a few percent). The log form is the HAR convention of the variance models; it was
+adopted after a look at 2023, half of which is in the evaluation period (in levels a linear
+model with an intercept under-covered calm periods badly: 6 % breaches of the 99 % VaR in
+2023, fitted to 2017-2022), and was not chosen again on the selection period alone, so
+`qr_har`'s evaluation-period figures carry that look. ES comes from a
 second regression on the exceedances, through the origin (the tail beyond the VaR scales
 with it):
 
