@@ -115,7 +115,8 @@ def tail_case(panel: pd.DataFrame, cfg: Config) -> tuple[dict[str, Any], pd.Data
 
     features = feature_view(panel)
     upto = features[features.index.get_level_values("date") <= SELECTION_END]
-    model = build_tail_forecaster("tail_nn", cfg.tail, cfg.features.update_interval_days)
+    model = build_tail_forecaster("tail_nn", cfg.tail, cfg.features.update_interval_days,
+                                  cfg.models)
     start = time.perf_counter()
     model.fit(upto)
     seconds = time.perf_counter() - start

@@ -138,7 +138,8 @@ def tail_columns(tail: str, cfg: Config, forecaster: dict[str, object]
     :func:`features.window.serve_columns` says from an unfitted probe of the tail model."""
     from models.tail.registry import build_tail_forecaster
 
-    probe = build_tail_forecaster(tail, cfg.tail, cfg.features.update_interval_days)
+    probe = build_tail_forecaster(tail, cfg.tail, cfg.features.update_interval_days,
+                                  cfg.models)
     section = getattr(cfg.tail, tail)
     state: dict[str, object] = {"kind": getattr(probe, "kind", ""),
                                 "config": section.model_dump(mode="json")}

@@ -33,7 +33,8 @@ def nn_throughput(panel: pd.DataFrame, cfg: Config) -> dict[str, float]:
     features = feature_view(panel)
     upto = features[features.index.get_level_values("date")
                     <= pd.Timestamp(cfg.evaluation.selection_end)]
-    model = build_tail_forecaster("tail_nn", cfg.tail, cfg.features.update_interval_days)
+    model = build_tail_forecaster("tail_nn", cfg.tail, cfg.features.update_interval_days,
+                                  cfg.models)
     start = time.perf_counter()
     model.fit(upto)
     seconds = time.perf_counter() - start

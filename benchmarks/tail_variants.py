@@ -33,7 +33,7 @@ def selection_fz0(panel: pd.DataFrame, cfg: Config, update: dict[str, Any]) -> d
     upto = panel[panel.index.get_level_values("date") <= pd.Timestamp(ev.selection_end)]
     tail = cfg.tail.model_copy(update={"tail_nn": cfg.tail.tail_nn.model_copy(update=update)})
     start = time.perf_counter()
-    fc = tail_walk_forward(lambda: build_tail_forecaster("tail_nn", tail, u), upto,
+    fc = tail_walk_forward(lambda: build_tail_forecaster("tail_nn", tail, u, cfg.models), upto,
                            ev.selection_start, ev.selection_end, tail.refit_every,
                            tail.levels, tail.min_train_days)
     fc.insert(0, "model", "tail_nn")

@@ -172,7 +172,8 @@ def refitted_entry(alias: str, cfg: Config, features: pd.DataFrame, cutoff: pd.T
     from models.tail.registry import build_tail_forecaster
 
     model, assets = fit_on_eligible(
-        lambda: build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days),
+        lambda: build_tail_forecaster(alias, cfg.tail, cfg.features.update_interval_days,
+                                      cfg.models),
         features, cutoff, cfg.tail.min_train_days)
     if model is None:
         raise ValueError(f"no asset has tail.min_train_days={cfg.tail.min_train_days} days "

@@ -187,7 +187,7 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(tc, "tail_walk_forward", fake_walk)
     monkeypatch.setattr(tc, "build_tail_forecaster",
-                        lambda a, t, u: Broken() if a == "caviar" else Fine(a))
+                        lambda a, t, u, m: Broken() if a == "caviar" else Fine(a))
     cfg = Config().with_overrides({"tail.enabled": ["fhs_ewma", "caviar", "qr_har"]})
     failures: list[dict[str, str]] = []
     fc = tc.walk_forward_all(panel, cfg, failures=failures)
@@ -197,11 +197,11 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
                          "reason": "LinAlgError: singular design", "days": None}]
     with pytest.raises(np.linalg.LinAlgError):  # without a failures list: the error stands
         tc.walk_forward_all(panel, cfg)
-    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Broken())
+    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u, m: Broken())
     with pytest.raises(NoForecastsError, match="no tail model produced a forecast: fhs_ewma"):
         tc.walk_forward_all(panel, cfg, failures=[])
     # no model fails, but no asset is ever old enough: said, with each asset's first day
-    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u: Fine(a))
+    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u, m: Fine(a))
     monkeypatch.setattr(tc, "tail_walk_forward", lambda *a, **k: pd.DataFrame(
         columns=["asset", "cutoff", "side", "level", "var", "es"]))
     with pytest.raises(NoForecastsError, match=r"no asset has tail\.min_train_days \(365\) "

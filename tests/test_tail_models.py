@@ -212,6 +212,29 @@ def test_network_on_an_evt_scale_round_trips_through_json():
     assert len(a) == 2 * 10 * 2 * 3
 
 
+def test_the_wrapped_models_follow_the_runs_settings():
+    """FHS/EVT build their variance forecaster from the run's ``models`` settings (the σ the
+    variance-driven policy uses), and tail_nn's scale model from the run's section of its
+    alias, not from defaults."""
+    from configs.schema import ModelsConfig
+
+    panel = tail_panel(("AAA",), n_days=500, seed=2)
+    models = ModelsConfig().model_copy(update={
+        "ewma94": ModelsConfig().ewma94.model_copy(update={"decay": 0.80})})
+    t = panel.index.levels[1][[450]]
+    default = build_tail_forecaster("fhs_ewma", TailConfig()).fit(panel)
+    run = build_tail_forecaster("fhs_ewma", TailConfig(), 1, models).fit(panel)
+    assert run.variance_model.config.decay == 0.80
+    assert default.variance_model.config.decay == 0.94
+    assert not np.allclose(run.forecast_tail(panel, [0.99], t)["var"],
+                           default.forecast_tail(panel, [0.99], t)["var"])
+    tail = TailConfig().model_copy(update={
+        "evt_garch": TailConfig().evt_garch.model_copy(update={"tail_fraction": 0.05})})
+    nn = build_tail_forecaster("tail_nn", tail, 1, models)
+    assert nn.config.scale_model == "evt_garch"
+    assert nn.base.config.tail_fraction == 0.05 and nn.base.models is models
+
+
 def test_caviar_recursion_by_hand():
     from models.tail.caviar import caviar_path
 

@@ -92,14 +92,17 @@ class _VarianceTail:
     kind = ""
 
     def __init__(self, config: TailFhsConfig | TailEvtConfig, alias: str,
-                 interval_days: int = 1) -> None:
+                 interval_days: int = 1, models: ModelsConfig | None = None) -> None:
         self.config = config
         self.alias = alias
         self.interval_days = int(interval_days)
+        # the run's forecaster settings (``models``), so the σ filtered here is the σ the
+        # variance-driven policy uses; the defaults where none is given
+        self.models = ModelsConfig() if models is None else models
         self.variance_model: Forecaster | None = None
 
     def _fit_variance(self, panel: pd.DataFrame) -> None:
-        self.variance_model = build_forecaster(self.config.variance_model, ModelsConfig(),
+        self.variance_model = build_forecaster(self.config.variance_model, self.models,
                                                [self.interval_days]).fit(panel)
 
     def _histories(self, panel: pd.DataFrame, sides: Sequence[str] = SIDES,
@@ -398,8 +401,9 @@ class EvtTail(_VarianceTail):
 
     kind = "evt"
 
-    def __init__(self, config: TailEvtConfig, alias: str, interval_days: int = 1) -> None:
-        super().__init__(config, alias, interval_days)
+    def __init__(self, config: TailEvtConfig, alias: str, interval_days: int = 1,
+                 models: ModelsConfig | None = None) -> None:
+        super().__init__(config, alias, interval_days, models)
         self.params: dict[str, dict[str, dict[str, float]]] = {}
         self.refused: dict[str, dict[str, str]] = {}  # side → asset → why no GPD was fitted
 

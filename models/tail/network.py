@@ -1,8 +1,8 @@
 r"""``tail_nn``: a pooled Lightning network forecasting VaR and ES of the covered loss.
 
 Tail scale (row ``t`` only, per side): the 99 % VaR of a classical tail model
-(``scale_model``: ``fhs_ewma``, ``fhs_garch`` or ``evt_garch`` with their default settings,
-fitted and forecast inside this model); the network learns multipliers of it.
+(``scale_model``: ``fhs_ewma``, ``fhs_garch`` or ``evt_garch`` with the run's settings of
+that model, fitted and forecast inside this model); the network learns multipliers of it.
 Inputs (row ``t`` only): the log of that scale for both sides, log HAR volatilities at
 1/7/30 days, log DVOL volatility and its flag, log covered losses of the interval ending
 at ``t`` and their 7-day maxima for both sides, and the context columns of
@@ -74,7 +74,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler, TensorDataset
 
-from configs.schema import TailConfig, TailNnConfig
+from configs.schema import ModelsConfig, TailConfig, TailEvtConfig, TailFhsConfig, TailNnConfig
 from models.base import asset_frame, select_cutoffs
 from models.neural.module import batch_loader, new_trainer, quiet_lightning, step_loader
 from models.preprocessing import MaskedStandardScaler
@@ -102,11 +102,16 @@ BASE_LEVEL = 0.99  # the classical VaR level used as the tail scale
 ScaleModel = FhsTail | EvtTail
 
 
-def scale_model(alias: str, variant: str, interval_days: int) -> ScaleModel:
-    """The classical tail model ``alias`` with its default settings and this loss variant."""
-    section = getattr(TailConfig(), alias)
+def scale_model(alias: str, variant: str, interval_days: int,
+                section: TailFhsConfig | TailEvtConfig | None = None,
+                models: ModelsConfig | None = None) -> ScaleModel:
+    """The classical tail model ``alias`` with its ``section`` of the run's tail settings
+    (defaults where none is given) and this loss variant, its variance forecaster built from
+    ``models``."""
+    section = getattr(TailConfig(), alias) if section is None else section
     cls = EvtTail if alias == "evt_garch" else FhsTail
-    return cls(section.model_copy(update={"loss_variant": variant}), alias, interval_days)
+    return cls(section.model_copy(update={"loss_variant": variant}), alias, interval_days,
+               models)
 
 
 def base_scale(base: ScaleModel, panel: pd.DataFrame, cutoffs: pd.DatetimeIndex | None
@@ -191,8 +196,9 @@ def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str,
 class TailNetForecaster:
     """Pooled tail network, scale- or FZ0-trained (module docstring)."""
 
-    def __init__(self, config: TailNnConfig, alias: str = "tail_nn",
-                 interval_days: int = 1) -> None:
+    def __init__(self, config: TailNnConfig, alias: str = "tail_nn", interval_days: int = 1,
+                 scale_section: TailFhsConfig | TailEvtConfig | None = None,
+                 models: ModelsConfig | None = None) -> None:
         self.config = config
         self.alias = alias
         self.interval_days = int(interval_days)
@@ -203,7 +209,9 @@ class TailNetForecaster:
         self.nets: list[TailNet] = []  # the seed ensemble
         self.chosen: dict[str, Any] = {}
         self.fit_stats: dict[str, int] = {}  # rows and epochs of the last fit (benchmarks)
-        self.base = scale_model(config.scale_model, config.loss_variant, self.interval_days)
+        # the classical scale: the run's section of its alias and forecaster settings
+        self.scale_section, self.models = scale_section, models
+        self.base = self._scale_model()
 
     def _rows(self, panel: pd.DataFrame, targets: bool,
               cutoffs: pd.DatetimeIndex | None = None, base: ScaleModel | None = None
@@ -238,6 +246,10 @@ class TailNetForecaster:
     def _weighted(data: TensorDataset, weight: np.ndarray) -> TensorDataset:
         return TensorDataset(*data.tensors[:5], torch.from_numpy(weight.astype(np.float32)))
 
+    def _scale_model(self) -> ScaleModel:
+        return scale_model(self.config.scale_model, self.config.loss_variant,
+                           self.interval_days, self.scale_section, self.models)
+
     @staticmethod
     def _stack(rows: dict[str, tuple[Any, ...]]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -265,7 +277,7 @@ class TailNetForecaster:
         # the training rows alone: with the whole window's, the validation rows' scale (and the
         # untrained start, a candidate) would have seen the validation period's losses
         before = panel.index.get_level_values("date") < train_end
-        base_train = scale_model(cfg.scale_model, cfg.loss_variant, u).fit(panel[before])
+        base_train = self._scale_model().fit(panel[before])
         x, s, y, dates, asset = self._stack(self._rows(panel, True, base=base_train))
         val = dates >= val_start
         train = dates < train_end

@@ -273,8 +273,8 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
     for alias in t.enabled:
         hook = None if progress is None else (lambda k, n, a=alias: progress(a, k, n))
         try:
-            fc = tail_walk_forward(lambda a=alias: build_tail_forecaster(a, t, u), panel,
-                                   ev.selection_start, ev.evaluation_end, t.refit_every,
+            fc = tail_walk_forward(lambda a=alias: build_tail_forecaster(a, t, u, cfg.models),
+                                   panel, ev.selection_start, ev.evaluation_end, t.refit_every,
                                    t.levels, t.min_train_days, hook)
         except Exception as exc:  # one failing model is flagged and skipped, never fatal
             if failures is None:
@@ -309,7 +309,8 @@ def select_scale_model(panel: pd.DataFrame, cfg: Config,
     for name in candidates:
         tail = cfg.tail.model_copy(update={"tail_nn": cfg.tail.tail_nn.model_copy(
             update={"scale_model": name})})
-        fc = tail_walk_forward(lambda t=tail: build_tail_forecaster("tail_nn", t, u), upto,
+        fc = tail_walk_forward(lambda t=tail: build_tail_forecaster("tail_nn", t, u, cfg.models),
+                               upto,
                                ev.selection_start, ev.selection_end, tail.refit_every,
                                tail.levels, tail.min_train_days)
         fc.insert(0, "model", "tail_nn")
