@@ -289,3 +289,32 @@ def test_relative_capital_compares_over_the_assets_both_policies_have():
     assert vs["aave_v3"] == pytest.approx(0.23 / 0.12 - 1.0)
     assert vs["policy:ewma94"] == 0.0 and np.isnan(vs["static"])  # no asset in common
     assert relative_capital(per_asset, "absent").isna().all()
+
+
+def test_btc_eth_budgets_are_aave_from_its_launch_and_the_static_tables_before():
+    """Aave v3's parameters were set in 2023: for the crashes before its launch the BTC/ETH
+    budget is the static table's, like every other asset's; from the launch on, Aave's."""
+    import datetime as dt
+
+    from configs.schema import Config
+    from pipelines.policy_eval.protocol import budgets
+
+    cfg = Config()
+    days = pd.to_datetime(["2022-05-10", "2022-11-08", "2023-08-16", "2024-08-04"])  # loss +1d
+
+    def path(asset_debt: dict[str, list[float]]) -> pd.DataFrame:
+        return pd.DataFrame([{"asset": a, "date": d, "bad_debt_lt": v}
+                             for a, debts in asset_debt.items()
+                             for d, v in zip(days, debts, strict=True)])
+
+    comparators = {"static": path({"BTC": [0.01, 0.02, 0.04, 0.08], "SOL": [0.1, 0.2, 0.3, 0.4]}),
+                   "aave_v3": path({"BTC": [0.5, 0.6, 0.0, 0.001]})}
+    whole = budgets(comparators, cfg, dt.date(2021, 1, 1), dt.date(2025, 6, 30))
+    assert whole["BTC"] == pytest.approx(0.01 + 0.02 + 0.0 + 0.001)  # static before, Aave after
+    assert whole["SOL"] == pytest.approx(1.0)
+    before = budgets(comparators, cfg, dt.date(2021, 1, 1), dt.date(2023, 1, 26))
+    assert before["BTC"] == pytest.approx(0.03)  # all before the launch: the static table's
+    after = budgets(comparators, cfg, dt.date(2023, 7, 1), None)
+    assert after["BTC"] == pytest.approx(0.001)
+    assert budgets(comparators, cfg.with_overrides({"evaluation.budget": "none"}),
+                   dt.date(2021, 1, 1), None) is None

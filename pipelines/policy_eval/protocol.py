@@ -97,16 +97,26 @@ def period_label(cfg: Config, period: str, path: pd.DataFrame) -> list[str]:
 
 def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date,
             end: dt.date | None) -> dict[str, float] | None:
-    """Stress-episode bad debt each asset may have in a period: Aave v3's (its real
-    parameters, over the period) for BTC/ETH, the recalibrated static table's elsewhere.
-    None when ``evaluation.budget`` is ``none`` (no budget test); an asset with no
-    comparator row in the period is absent, and its budget test is not judged."""
+    """Stress-episode bad debt each asset may have in a period: the recalibrated static
+    table's, and for BTC/ETH from Aave v3's launch (``evaluation.aave_launch``) on Aave v3's
+    real parameters' (the static table's for the episodes before it: parameters set in 2023
+    are hindsight for the crashes of 2021-2022). None when ``evaluation.budget`` is ``none``
+    (no budget test); an asset with no comparator row in the period is absent, and its
+    budget test is not judged."""
     if cfg.evaluation.budget == "none":
         return None
     u, eps = cfg.features.update_interval_days, cfg.evaluation.episodes
+    launch = cfg.evaluation.aave_launch
     out = stress_bad_debt(in_period(comparators["static"], start, end, u), eps, u).to_dict()
-    aave = stress_bad_debt(in_period(comparators["aave_v3"], start, end, u), eps, u)
-    out.update({a: float(v) for a, v in aave.items() if a in AAVE_V3})
+    if end is None or end >= launch:
+        aave = stress_bad_debt(in_period(comparators["aave_v3"], max(start, launch), end, u),
+                               eps, u)
+        before = (stress_bad_debt(in_period(comparators["static"], start,
+                                            launch - dt.timedelta(days=1), u), eps, u)
+                  if start < launch else pd.Series(dtype=float))
+        for a, v in aave.items():
+            if a in AAVE_V3 and (start >= launch or a in before):
+                out[a] = float(v) + float(before.get(a, 0.0))
     return {a: float(v) for a, v in out.items()}
 
 
