@@ -318,3 +318,19 @@ def test_btc_eth_budgets_are_aave_from_its_launch_and_the_static_tables_before()
     assert after["BTC"] == pytest.approx(0.001)
     assert budgets(comparators, cfg.with_overrides({"evaluation.budget": "none"}),
                    dt.date(2021, 1, 1), None) is None
+
+
+def test_a_capital_or_stress_bad_debt_that_is_not_a_number_is_never_acceptable():
+    """NaN compares False with every budget and a mean skips it: a broken path would pass."""
+    rng = np.random.default_rng(0)
+    loss, mmf = rng.uniform(0.0, 0.05, 300), np.full(300, 0.10)
+    fine = accept_arrays(loss, mmf, np.full(300, 0.8), 0.01, stress_bad_debt=0.0, budget=0.0)
+    assert fine["acceptable"] and fine["why_not"] == ""
+    no_ltv = accept_arrays(loss, mmf, np.full(300, np.nan), 0.01, stress_bad_debt=0.0,
+                           budget=0.0)
+    assert not no_ltv["acceptable"] and not no_ltv["unproven"]
+    assert no_ltv["why_not"] == "capital not a number"
+    nan_debt = accept_arrays(loss, mmf, np.full(300, 0.8), 0.01, stress_bad_debt=math.nan,
+                             budget=0.0)
+    assert not nan_debt["acceptable"] and not nan_debt["within_budget"]
+    assert nan_debt["why_not"] == "stress bad debt not a number"

@@ -623,3 +623,19 @@ def test_a_large_universe_leaves_out_at_most_the_limit_evenly_spaced():
                               limit=4)
     assert list(loo["left_out"]) == ["A00", "A03", "A06", "A09"]
     assert (loo["choice"] == "policy:x").all()
+
+
+def test_the_comparators_are_held_on_ewma_fhs_days_at_any_grid_point():
+    """A grid without the configured confidence has no ``policy:ewma94``: the comparators
+    (and so every budget) still stand on EWMA-FHS's days, not on the first forecaster's."""
+    from pipelines.policy_eval.pipeline import comparator_template
+
+    first = pd.DataFrame({"asset": ["AAA"], "date": pd.to_datetime(["2022-01-01"])})
+    ewma = pd.DataFrame({"asset": ["AAA", "BBB"], "date": pd.to_datetime(["2022-01-01"] * 2)})
+    paths = {"policy:garch11_t@confidence=0.99": first,
+             "policy:ewma94@confidence=0.99": ewma}
+    settings = {"policy:garch11_t@confidence=0.99": {"forecaster": "garch11_t"},
+                "policy:ewma94@confidence=0.99": {"forecaster": "ewma94"}}
+    assert comparator_template(paths, settings) is ewma
+    del paths["policy:ewma94@confidence=0.99"], settings["policy:ewma94@confidence=0.99"]
+    assert comparator_template(paths, settings) is first  # no EWMA-FHS: the first candidate

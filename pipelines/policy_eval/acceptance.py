@@ -191,8 +191,10 @@ def dq_permutation_p(hits: np.ndarray, var: np.ndarray, lags: int = 4,
 
 
 def capital(ltv: pd.Series | np.ndarray) -> float:
-    """Capital a borrower gives up: mean(1 - LTV) over the days."""
-    return float(np.nanmean(1.0 - np.asarray(ltv, dtype=float)))
+    """Capital a borrower gives up: mean(1 - LTV) over the days with an LTV (NaN: none)."""
+    given = 1.0 - np.asarray(ltv, dtype=float)
+    given = given[np.isfinite(given)]
+    return float(given.mean()) if given.size else math.nan
 
 
 CAPITAL_PARTS = ("mmf", "imf_over_mmf", "lb_part", "freeze_part")
@@ -325,10 +327,15 @@ def accept_arrays(
         "capital": capital(ltv),
     }
     no_budget = math.isnan(budget)  # budgets in force, none for this asset: not judged
+    # a capital or stress bad debt that is not a number is a broken path, never a pass (NaN
+    # compares False with every budget, and a mean over assets would skip it)
+    broken = [name for name, v in (("capital", row["capital"]),
+                                   ("stress bad debt", row["stress_bad_debt"]))
+              if not math.isfinite(v)]
     over_budget = not no_budget and stress_bad_debt > budget + 1e-12
-    row["within_budget"] = not no_budget and not over_budget
+    row["within_budget"] = not no_budget and not over_budget and not broken
     passes = bool(not row["under_coverage"] and not ind_p <= size
-                  and not dq_p <= size and not over_budget)
+                  and not dq_p <= size and not over_budget and not broken)
     least = max(min_days, lags + 3)  # the DQ test's own minimum, whatever min_days says
     short = n < least
     row["acceptable"] = passes and not short and not no_budget
@@ -340,6 +347,7 @@ def accept_arrays(
             (ind_p <= size, f"independence p={ind_p:.3f}"),
             (dq_p <= size, f"DQ p={dq_p:.3f}"),
             (over_budget, f"stress bad debt {stress_bad_debt:.4f} > budget {budget:.4f}"),
+            (bool(broken), f"{' and '.join(broken)} not a number"),
             (no_budget, "no stress budget: no comparator row for this asset in the period"),
             (short, f"too short to judge: {n} days < {least}"))
         if fails)

@@ -406,11 +406,20 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     return dataclasses.replace(ev, before_failure=lines)
 
 
+def comparator_template(paths: Mapping[str, pd.DataFrame],
+                        settings: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The days (and slippage) the comparators are held on: EWMA-FHS's at any point of the
+    grid (each point of one forecaster replays the same days, whether or not the grid holds
+    the configured settings), else the first candidate's."""
+    ewma = [n for n, point in settings.items() if point.get("forecaster") == EWMA]
+    return paths[ewma[0]] if ewma else next(iter(paths.values()))
+
+
 def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared: pd.DataFrame,
               cfg: Config, engine: Engine | None) -> PolicyEvaluation:
     paths, settings = replay_candidates(panel, forecasts, cfg, engine=engine)
     defaults = {a: f"policy:{a}" for a in forecasts}  # the configured settings' names
-    template = paths.get(defaults.get(EWMA, ""), next(iter(paths.values())))
+    template = comparator_template(paths, settings)
     # the static table at the policy's confidence (a comparator) and at each confidence of
     # the grid (the frontier), every asset's history read once for all of them
     grid = [float(q) for q in cfg.evaluation.grid.get("policy.confidence",
