@@ -230,7 +230,9 @@ def later_failure_note(frozen: dict) -> str:
     if not triples:
         return ""
     return (" Judged in the choice on the forecasts made before a failure after the selection "
-            "period (left out from that failure on): " + "; ".join(triples) + ".")
+            "period (brought back up to the selection period's last day, so the choice does "
+            "not know of the later failure; left out after it, so the evaluation period has no "
+            "row of that asset for that forecaster): " + "; ".join(triples) + ".")
 
 
 def unserved_note(summary: pd.DataFrame, name: str) -> str:

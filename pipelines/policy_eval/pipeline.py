@@ -367,7 +367,8 @@ def known_before(forecasts: Mapping[str, pd.DataFrame],
     up to that day (loss days <= ``end``). At the freeze nobody knew those triples would fail:
     without them a failure in the evaluation period would take the asset out of the choice
     (counted not acceptable), information from after the freeze. From ``end`` on they stay
-    out (the frozen policy is reported without them, as it would have been served); a triple
+    out, the whole evaluation period included (the triple is reported as the walk-forward left
+it: without the asset, not with the rows made before its failure); a triple
     that failed within the selection period stays out of the choice too. Also returns the
     triples brought back, one line each ("<model> <asset> h=<h> failed from <day>")."""
     out, lines = dict(forecasts), []
