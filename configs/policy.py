@@ -124,6 +124,9 @@ class GateConfig(_Strict):
     """What a challenger must show on the policy backtest to become @champion."""
 
     require_coverage: bool = True      # acceptable on every asset (policy_eval/acceptance.py)
+    # and judged (not unproven: >= 250 days and a budget) on at least this many: a period too
+    # short to judge any asset is no evidence
+    min_judged_assets: int = Field(1, ge=1)
     max_red_windows: int = Field(0, ge=0)  # Basel red 250-day windows allowed, summed over assets
     max_capital_increase: float = Field(0.05, ge=0)  # capital mean(1-LTV) <= champion's +5%
     # with no champion yet, promote and record the gate result; a refused first version

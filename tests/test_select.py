@@ -228,6 +228,29 @@ def test_the_gate_names_an_unproven_asset_and_is_held_only_by_a_failure():
     assert not d.passed and "not acceptable on NEW (3 breaches > 2; too short" in d.reason
 
 
+def test_the_gate_needs_evidence_an_asset_judged_and_a_capital_it_can_compare():
+    """Every asset unproven (an evaluation period of weeks), no row at all, a champion with no
+    asset in common or a capital that is not a number: refused, never passed by default; the
+    5 % capital tolerance is a bound (+4 % passes, +6 % does not), on the common assets."""
+    young = _summary(0.10).assign(acceptable=False, unproven=True,
+                                  why_not="too short to judge: 20 days < 250")
+    d = gate(young, None, GateConfig())
+    assert not d.passed and "judged on 0 assets (< min_judged_assets 1)" in d.reason
+    assert not gate(young.iloc[0:0], None, GateConfig()).passed
+    other = _summary(0.10).assign(asset=["SOL", "AVAX"])
+    d = gate(_summary(0.10), other, GateConfig())
+    assert not d.passed and "no asset in common with the champion" in d.reason
+    d = gate(_summary(0.10), _summary(float("nan")), GateConfig())
+    assert not d.passed and "not comparable" in d.reason
+    assert gate(_summary(0.104), _summary(0.10), GateConfig()).passed
+    assert not gate(_summary(0.106), _summary(0.10), GateConfig()).passed
+    # a champion with an extra, expensive asset: compared on BTC and ETH only (+4 %)
+    champ = pd.concat([_summary(0.10), _summary(0.90).iloc[:1].assign(asset="AAVE")],
+                      ignore_index=True)
+    d = gate(_summary(0.104), champ, GateConfig())
+    assert d.passed and "capital 0.1040 vs champion 0.1000 (+4.0%)" in d.reason
+
+
 def test_the_choice_counts_an_unproven_asset_as_not_acceptable_and_says_so():
     table = _selection_table({"a": 2, "b": 2}, {"a": 0.1, "b": 0.2}).assign(unproven=False)
     young = (table["policy"] == "policy:a@confidence=0.99") & (table["asset"] == "Y")

@@ -8,6 +8,7 @@ Capital is mean(1 - LTV), what a borrower gives up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -66,11 +67,14 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
         unproven = (challenger["unproven"].fillna(False).astype(bool)
                     if "unproven" in challenger else pd.Series(False, index=challenger.index))
         bad = not_acceptable(challenger)
+        judged = len(challenger) - int(unproven.sum())
         if bad:
             failures.append("not acceptable on " + ", ".join(
                 f"{a} ({w})" if w else a for a, w in bad.items()))
+        elif judged < cfg.min_judged_assets:
+            failures.append(f"judged on {judged} assets (< min_judged_assets "
+                            f"{cfg.min_judged_assets}): the period is too short to show it")
         else:
-            judged = len(challenger) - int(unproven.sum())
             notes.append(f"acceptable on all {judged} assets" if judged == len(challenger)
                          else f"acceptable on all {judged} assets judged")
         if unproven.any():
@@ -85,9 +89,13 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
         common = sorted(set(challenger["asset"]) & set(champion["asset"]))
         new = challenger.set_index("asset").loc[common, "capital"].mean()
         old = champion.set_index("asset").loc[common, "capital"].mean()
-        change = new / old - 1.0
+        change = new / old - 1.0 if common else float("nan")
         text = f"capital {new:.4f} vs champion {old:.4f} ({change:+.1%})"
-        if change > cfg.max_capital_increase:
+        if not common:
+            failures.append("no asset in common with the champion: capital not compared")
+        elif not (math.isfinite(change) and old > 0):  # NaN > x is False: never a pass
+            failures.append(text + ": not comparable")
+        elif change > cfg.max_capital_increase:
             failures.append(text + f" > +{cfg.max_capital_increase:.0%}")
         else:
             notes.append(text)
