@@ -277,10 +277,12 @@ def step_policy(
         ewma = forecasts.get("ewma94")
         if ewma is None and "ewma94" in REGISTRY:
             bt = cfg.backtest  # a comparator: assets it fails on are compared without it
-            ewma = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
-                            panel, bt.oos_start, bt.refit_every, bt.horizons,
-                            bt.min_train_days, plausibility=bt.plausibility,
-                            chunk_assets=bt.chunk_assets).forecasts
+            wf = backtest(lambda: build_forecaster("ewma94", cfg.models, bt.horizons),
+                          panel, bt.oos_start, bt.refit_every, bt.horizons,
+                          bt.min_train_days, plausibility=bt.plausibility,
+                          chunk_assets=bt.chunk_assets)
+            ewma = wf.forecasts  # its later failures, as known at the freeze (known_before)
+            withheld = {**(withheld or {}), "ewma94": wf.withheld}
         ev = evaluate_policies(panel, forecasts, compared, cfg, ewma, engine, withheld)
         choice = ev.choice
         progress("policy backtest", 1, 2)

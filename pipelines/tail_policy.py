@@ -30,6 +30,7 @@ import pandas as pd
 from configs.schema import Config
 from models.backtest import WalkForward, backtest
 from models.registry import build_forecaster
+from pipelines.policy_eval.pipeline import known_before
 from pipelines.policy_eval.protocol import EVALUATION, period_label
 from pipelines.policy_eval.tail_driven import (
     SIGMA_MODEL,
@@ -46,6 +47,17 @@ def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> WalkForward:
     return backtest(lambda: build_forecaster(SIGMA_MODEL, cfg.models, [u]), panel,
                     bt.oos_start, bt.refit_every, [u], bt.min_train_days,
                     plausibility=bt.plausibility, chunk_assets=bt.chunk_assets)
+
+
+def judged_sigma(sigma: WalkForward, cfg: Config) -> pd.DataFrame:
+    """The σ forecasts the tail-driven policies are replayed and chosen on: the walk-forward's
+    healthy rows and, of a triple that failed after the selection period, the rows made
+    before the failure up to that period's end (:func:`pipelines.policy_eval.pipeline.
+    known_before`): without them the asset would leave the choice on information from after
+    the freeze."""
+    judged, _ = known_before({SIGMA_MODEL: sigma.forecasts}, {SIGMA_MODEL: sigma.withheld},
+                             cfg.evaluation.selection_end)
+    return judged[SIGMA_MODEL]
 
 
 def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
@@ -68,8 +80,9 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
     reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
     sigma = sigma_forecasts(cfg, panel)
     ev = dataclasses.replace(
-        evaluate_tail_policies(panel, sigma.forecasts, forecasts, cfg, reference,
+        evaluate_tail_policies(panel, judged_sigma(sigma, cfg), forecasts, cfg, reference,
                                next(iter(reference), None)),
+        sigma=sigma.forecasts,  # what a registered bundle stores: the healthy rows only
         sigma_failures=sigma.failures)  # what the σ walk-forward left out
     tables = {"policy_headline": ev.headline, "policy_acceptance": ev.table,
               "policy_selection": ev.frozen.table, "policy_fallback": ev.fallback,

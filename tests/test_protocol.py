@@ -483,6 +483,31 @@ def test_a_failure_after_the_selection_period_does_not_move_the_choice():
     assert flat_on_b(selection(early)).empty
 
 
+def test_ewma_fhs_run_as_a_comparator_keeps_its_walk_forward_beside_its_withheld_rows():
+    """EWMA-FHS walked forward for the comparison alone (not an enabled model) fails on B
+    after the selection period: its rows made before the failure join the choice up to the
+    selection period's end, and its whole walk-forward on A stays (not replaced by them)."""
+    from pipelines.policy_eval.pipeline import EWMA, evaluate_policies
+
+    cfg, panel, fcs, compared = _knob_evaluation()
+    f = fcs["flat"]
+    on_b = f["asset"] == "B"
+    withheld = {EWMA: f[on_b & (f["cutoff"] < "2023-03-01")].assign(
+        failed_from=pd.Timestamp("2023-03-01"))}
+    ev = evaluate_policies(panel, fcs, compared, cfg, f[~on_b].reset_index(drop=True),
+                           withheld=withheld)
+    names = [n for n, point in ev.settings.items() if point["forecaster"] == EWMA]
+    assert names
+    for name in names:
+        path = ev.paths[name]
+        days = path.groupby("asset")["date"].agg(["min", "max"])
+        assert set(days.index) == {"A", "B"}
+        a = f[f["asset"] == "A"]
+        assert days.loc["A", "max"] >= a["cutoff"].max() - pd.Timedelta(days=1)
+        assert days.loc["B", "max"] < pd.Timestamp(cfg.evaluation.selection_end)
+    assert ev.before_failure == [f"{EWMA} B h=1 failed from 2023-03-01"]
+
+
 def test_the_comparators_replayed_beyond_the_grid_are_never_candidates():
     """``evaluation.comparator_levels``: EWMA-FHS and the static table replayed at 99.5% for
     the frontier and the as-safe comparison; the choice is the one made without them, and

@@ -463,3 +463,26 @@ def test_the_evaluation_ranks_its_frozen_candidate_against_run_s_frozen_policy(p
     by_qlike = cfg.with_overrides({"selection.rule": "forecast"})
     assert evaluate_tail_policies(panel, variance, tails, by_qlike, ref,
                                   "policy:frozen").across == {}
+
+
+def test_the_tail_policies_judge_sigma_as_known_at_the_freeze():
+    """σ of an asset that failed after the selection period: its rows made before the
+    failure come back up to the selection period's last day (and no further); one that
+    failed inside the selection period stays out."""
+    from models.backtest import WalkForward
+    from pipelines.tail_policy import judged_sigma
+
+    cfg = Config()
+    end = pd.Timestamp(cfg.evaluation.selection_end)
+    days = pd.date_range(end - pd.Timedelta(days=5), end + pd.Timedelta(days=5))
+    rows = pd.DataFrame({"asset": "A", "cutoff": days, "horizon_days": 1, "variance": 1e-4})
+    late = rows.assign(asset="B").assign(failed_from=end + pd.Timedelta(days=3))
+    early = rows.assign(asset="C").assign(failed_from=end - pd.Timedelta(days=2))
+    wf = WalkForward(rows, pd.DataFrame(), withheld=pd.concat(
+        [late[late["cutoff"] < late["failed_from"]], early[early["cutoff"] < early["failed_from"]]],
+        ignore_index=True))
+    got = judged_sigma(wf, cfg)
+    assert set(got["asset"]) == {"A", "B"}
+    b = got[got["asset"] == "B"]
+    assert b["cutoff"].max() == end - pd.Timedelta(days=1)  # its loss day is the period's last
+    assert len(got[got["asset"] == "A"]) == len(rows)

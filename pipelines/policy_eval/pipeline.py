@@ -398,9 +398,9 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                       withheld: Mapping[str, pd.DataFrame] | None = None) -> PolicyEvaluation:
     """Replay → choose on the selection period → freeze → report both periods.
     ``withheld``: see :func:`known_before`."""
+    if ewma is not None and EWMA not in forecasts:  # before known_before: its withheld rows
+        forecasts = {**forecasts, EWMA: ewma}  # join the whole walk-forward, not replace it
     forecasts, lines = known_before(forecasts, withheld, cfg.evaluation.selection_end)
-    if ewma is not None and EWMA not in forecasts:
-        forecasts[EWMA] = ewma
     # on Dask the panel goes to the workers once for the replays and the static tables
     with engine.sharing() if engine is not None else contextlib.nullcontext():
         ev = _evaluate(panel, forecasts, compared, cfg, engine)
