@@ -207,3 +207,62 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
     with pytest.raises(NoForecastsError, match=r"no asset has tail\.min_train_days \(365\) "
                        r"days.*First day of each asset: AAA 2023-01-01, BBB 2023-01-01"):
         tc.walk_forward_all(panel, cfg, failures=[])
+
+
+def test_a_refit_failing_after_the_selection_period_keeps_the_forecasts_before_it(
+        monkeypatch: pytest.MonkeyPatch):
+    """A model whose refit raises in the evaluation period keeps the forecasts of its
+    earlier refits (the choice is made as if nobody knew) and is listed; one failing in the
+    selection period is left out whole, as before."""
+    from configs.schema import Config
+    from models.tail.backtest import TailRefitError
+
+    panel = _panel(n=400, seed=3)
+    cfg = Config().with_overrides({"tail.enabled": ["caviar"],
+                                   "evaluation.selection_start": "2023-01-01",
+                                   "evaluation.selection_end": "2023-06-30",
+                                   "evaluation.evaluation_start": "2023-07-01"})
+    before = _forecasts(panel, "x", 0.3, 0.4).drop(columns="model")
+    before = before[before["cutoff"] < "2023-10-01"]
+
+    def failing_at(day: str):
+        def walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None):
+            raise TailRefitError(pd.Timestamp(day), ValueError("singular"), before.copy())
+        return walk
+
+    monkeypatch.setattr(tc, "build_tail_forecaster", lambda a, t, u, m: None)
+    monkeypatch.setattr(tc, "tail_walk_forward", failing_at("2023-10-01"))
+    failures: list[dict] = []
+    fc = tc.walk_forward_all(panel, cfg, failures=failures)
+    assert len(fc) == len(before) and set(fc["model"]) == {"caviar"}
+    assert failures[0]["reason"] == ("TailRefitError: refit of 2023-10-01: ValueError: "
+                                     "singular; its forecasts before that refit kept")
+    monkeypatch.setattr(tc, "tail_walk_forward", failing_at("2023-04-01"))
+    with pytest.raises(NoForecastsError, match="caviar: TailRefitError: refit of 2023-04-01"):
+        tc.walk_forward_all(panel, cfg, failures=[])
+
+
+def test_the_tail_walk_forward_hands_back_the_refits_before_a_failing_one():
+    from configs.schema import TailConfig
+    from models.tail.backtest import TailRefitError, tail_walk_forward
+    from models.tail.classical import HsTail
+    from tests.tail_panel import tail_panel
+
+    panel = tail_panel(("AAA", "BBB"), n_days=700, seed=4)
+    start = panel.index.levels[1][400]
+    fits: list[pd.Timestamp] = []
+
+    class FailsLate(HsTail):
+        def fit(self, p):
+            fits.append(p.index.get_level_values("date").max())
+            if len(fits) == 3:
+                raise ValueError("third refit")
+            return super().fit(p)
+
+    with pytest.raises(TailRefitError) as err:
+        tail_walk_forward(lambda: FailsLate(TailConfig().hs, "hs"), panel, start, None, 91,
+                          [0.99], 300)
+    assert err.value.fit_end == fits[2]
+    done = err.value.done
+    assert len(done) and done["cutoff"].max() < fits[2]
+    assert set(done["fitted_through"]) == set(fits[:2])

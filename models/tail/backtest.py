@@ -20,6 +20,17 @@ from models.tail.base import TailForecaster, concat_tails
 ProgressHook = Callable[[int, int], None]
 
 
+class TailRefitError(RuntimeError):
+    """A refit of a tail walk-forward (its fit or its forecasts) raised: ``fit_end`` is that
+    refit's date and ``done`` the forecasts of the refits before it (they stand: each was
+    made from what was known at its cutoff)."""
+
+    def __init__(self, fit_end: pd.Timestamp, error: BaseException, done: pd.DataFrame
+                 ) -> None:
+        self.fit_end, self.error, self.done = pd.Timestamp(fit_end), error, done
+        super().__init__(f"refit of {self.fit_end:%F}: {type(error).__name__}: {error}")
+
+
 def fit_on_eligible(make_model: Callable[[], TailForecaster], features: pd.DataFrame,
                     fit_end: pd.Timestamp, min_train_days: int
                     ) -> tuple[TailForecaster | None, list[str]]:
@@ -45,7 +56,13 @@ def tail_walk_forward(
     min_train_days: int,
     progress: ProgressHook | None = None,
 ) -> pd.DataFrame:
-    """Out-of-sample tail forecasts for every cutoff from ``start`` to ``end`` (inclusive)."""
+    """Out-of-sample tail forecasts for every cutoff from ``start`` to ``end`` (inclusive).
+
+    Raises
+    ------
+    TailRefitError
+        A refit raised; the forecasts of the refits before it ride on the error.
+    """
     features = feature_view(panel)
     dates = features.index.get_level_values("date")
     last = dates.max() if end is None else min(pd.Timestamp(end), dates.max())
@@ -53,15 +70,22 @@ def tail_walk_forward(
     blocks = []
     for k, fit_end in enumerate(fits):
         seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
-        model, assets = fit_on_eligible(make_model, features, fit_end, min_train_days)
-        if model is not None:
-            in_assets = features.index.get_level_values("asset").isin(assets)
-            seg = pd.date_range(fit_end, seg_end, freq="D")
-            fc = model.forecast_tail(features[in_assets & (dates <= seg_end)], levels, seg)
-            fc["fitted_through"] = fit_end
-            blocks.append(fc)
+        try:
+            model, assets = fit_on_eligible(make_model, features, fit_end, min_train_days)
+            if model is not None:
+                in_assets = features.index.get_level_values("asset").isin(assets)
+                seg = pd.date_range(fit_end, seg_end, freq="D")
+                fc = model.forecast_tail(features[in_assets & (dates <= seg_end)], levels, seg)
+                fc["fitted_through"] = fit_end
+                blocks.append(fc)
+        except Exception as exc:  # the caller decides what the earlier refits are worth
+            raise TailRefitError(fit_end, exc, _with_fitted_through(blocks)) from exc
         if progress is not None:
             progress(k + 1, len(fits))
+    return _with_fitted_through(blocks)
+
+
+def _with_fitted_through(blocks: list[pd.DataFrame]) -> pd.DataFrame:
     out = concat_tails(blocks)
     if "fitted_through" not in out.columns:
         out["fitted_through"] = pd.Series(dtype="datetime64[ns]")

@@ -28,7 +28,7 @@ import pandas as pd
 
 from configs.schema import Config
 from models.backtest import NoForecastsError, no_eligible_asset
-from models.tail.backtest import tail_walk_forward
+from models.tail.backtest import TailRefitError, tail_walk_forward
 from models.tail.base import LOSS_VARIANTS, SIDES, to_fraction
 from models.tail.registry import TAIL_REGISTRY, build_tail_forecaster
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, christoffersen_independence
@@ -267,7 +267,10 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
                      failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Tail forecasts of every ``tail.enabled`` model over selection + evaluation periods;
     a model whose walk-forward raises is left out (a ``failures`` row, when a list is given;
-    without one the error propagates)."""
+    without one the error propagates). A refit failing after the selection period leaves
+    the model its forecasts made before that refit, so a failure nobody knew of at the freeze
+    does not take it out of the choice; from that refit on it has none (the policy's replay
+    takes the FHS tail there, and says so)."""
     t, ev, u = cfg.tail, cfg.evaluation, cfg.features.update_interval_days
     blocks = []
     for alias in t.enabled:
@@ -279,8 +282,14 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
         except Exception as exc:  # one failing model is flagged and skipped, never fatal
             if failures is None:
                 raise
-            failures.append(failure("walk-forward", alias, _why(exc)))
-            continue
+            late = (isinstance(exc, TailRefitError) and len(exc.done) > 0
+                    and exc.fit_end.date() > ev.selection_end)
+            failures.append(failure("walk-forward", alias, _why(exc) + (
+                "; its forecasts before that refit kept" if late else "")))
+            if not late:
+                continue
+            assert isinstance(exc, TailRefitError)
+            fc = exc.done
         fc.insert(0, "model", alias)
         blocks.append(fc)
     if not any(len(b) for b in blocks):
