@@ -266,3 +266,15 @@ def test_the_tail_walk_forward_hands_back_the_refits_before_a_failing_one():
     done = err.value.done
     assert len(done) and done["cutoff"].max() < fits[2]
     assert set(done["fitted_through"]) == set(fits[:2])
+
+
+def test_a_model_forecasting_outside_fz0s_domain_is_not_scored_and_listed():
+    good = _forecasts(_panel(n=30), "good", 0.3, 0.4)
+    bad = _forecasts(_panel(n=30), "bad", 0.3, 0.4)
+    bad.loc[5, "es"] = 0.2  # ES below VaR on one row
+    failures: list[dict] = []
+    kept = tc.in_fz0_domain(pd.concat([good, bad], ignore_index=True), failures)
+    assert set(kept["model"]) == {"good"} and len(kept) == len(good)
+    assert len(failures) == 1 and failures[0]["model"] == "bad"
+    assert failures[0]["reason"].startswith("1 forecasts outside FZ0's domain (0 < VaR <= ES)")
+    assert tc.in_fz0_domain(good, []) is good

@@ -47,9 +47,24 @@ def test_fz0_prefers_true_tail_over_wrong_ones() -> None:
         assert wrong > truth
 
 
-def test_fz0_rejects_non_positive_es() -> None:
-    with pytest.raises(ValueError, match="ES > 0"):
-        fz0_loss([0.1], [0.05], [0.0], 0.99)
+def test_fz0_is_patton_ziegel_chen_in_returns() -> None:
+    """Written independently in PZC's (2019, eq. 6) own terms, returns Y = -L, v = -VaR,
+    e = -ES: FZ0 = -1{Y <= v}(v - Y)/(alpha e) + v/e + ln(-e) - 1."""
+    rng = np.random.default_rng(8)
+    loss = rng.standard_t(4, 500) * 0.03
+    var = np.abs(rng.normal(0.05, 0.01, 500)) + 0.01
+    es = var * rng.uniform(1.0, 1.6, 500)
+    y, v, e, alpha = -loss, -var, -es, 0.01
+    pzc = -(y <= v).astype(float) * (v - y) / (alpha * e) + v / e + np.log(-e) - 1.0
+    np.testing.assert_allclose(fz0_loss(loss, var, es, 0.99), pzc, rtol=1e-12)
+
+
+@pytest.mark.parametrize("var,es", [(0.05, 0.0), (0.0, 0.05), (-0.01, 0.05), (0.08, 0.05)])
+def test_fz0_refuses_forecasts_outside_its_domain(var: float, es: float) -> None:
+    """0 < VaR <= ES (PZC's e <= v < 0): outside it the loss is not a consistent score."""
+    with pytest.raises(ValueError, match="0 < VaR <= ES"):
+        fz0_loss([0.1, 0.2], [0.05, var], [0.06, es], 0.99)
+    assert np.isfinite(fz0_loss([0.1], [0.05], [0.05], 0.99)).all()  # ES = VaR: inside
 
 
 def test_kupiec_one_sided_is_the_binomial_tail() -> None:

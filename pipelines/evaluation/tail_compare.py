@@ -39,6 +39,7 @@ from pipelines.evaluation.tail_tests import (
     fz0_loss,
     kupiec_one_sided,
     mcneil_frey,
+    outside_fz0_domain,
 )
 from pipelines.evaluation.years import year_blocks
 
@@ -338,6 +339,10 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
     ``failures`` table holds the given rows and those of the statistics left undefined."""
     failures = [] if failures is None else failures
     ev = cfg.evaluation
+    forecasts = in_fz0_domain(forecasts, failures)
+    if forecasts.empty:
+        raise NoForecastsError("no tail model left to score: " + "; ".join(
+            f"{f['model']}: {f['reason']}" for f in failures))
     models = list(forecasts["model"].unique())
     variants = {getattr(cfg.tail, a).loss_variant for a in models}
     if len(variants) != 1:
@@ -357,6 +362,23 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
         "choice": pd.DataFrame({"best_classical": [best]}),
         "failures": pd.DataFrame(failures, columns=FAILURE_COLUMNS),
     }
+
+
+def in_fz0_domain(forecasts: pd.DataFrame, failures: list[dict[str, Any]]) -> pd.DataFrame:
+    """``forecasts`` without the models that forecast outside FZ0's domain (VaR <= 0 or
+    ES < VaR on some row): such a model is not scored, and a ``failures`` row says how often
+    (a model scored on its other rows would be compared on the days it got right)."""
+    bad = outside_fz0_domain(forecasts["var"], forecasts["es"])
+    if not bad.any():
+        return forecasts
+    wrong = forecasts[bad].groupby("model").size()
+    for model, rows in wrong.items():
+        first = forecasts[bad & (forecasts["model"] == model)].iloc[0]
+        failures.append(failure("scoring", str(model), (
+            f"{rows} forecasts outside FZ0's domain (0 < VaR <= ES), first {first['asset']} "
+            f"{first['side']} {float(first['level'])} at {pd.Timestamp(first['cutoff']):%F}: "
+            f"VaR {float(first['var']):.6g}, ES {float(first['es']):.6g}; not scored")))
+    return forecasts[~forecasts["model"].isin(wrong.index)]
 
 
 def run_tail_backtest(panel: pd.DataFrame, cfg: Config,
