@@ -80,7 +80,7 @@ def test_best_classical_and_dm_prefer_the_true_tail():
     # true 99% tail of 0.02·|t5|: VaR = 0.02·t5.ppf(0.995), far better than a halved one
     from scipy import stats
     q = stats.t.ppf(0.995, 5)
-    es = 2 * stats.t.pdf(q, 5) / 0.01 * (5 + q**2) / 4 / 2  # E[|T| | |T| > q]
+    es = 2 * stats.t.pdf(q, 5) / 0.01 * (5 + q**2) / 4  # E[|T| | |T| > q], above q
     var_f, es_f = 1 - math.exp(-0.02 * q), 1 - math.exp(-0.02 * es)
     fc = pd.concat([_forecasts(panel, "fhs_garch", var_f, es_f),
                     _forecasts(panel, "fhs_ewma", var_f / 2, es_f / 2),
