@@ -333,3 +333,29 @@ def test_with_the_screens_off_a_model_without_any_var_verdict_stays_in_the_pool(
     screened = select(comp, table, _settings("abc"), on, screened_on=comp)
     assert screened.model != "c"
     assert screened.table.set_index("model").loc["c", "screened"] == False  # noqa: E712
+
+
+def test_the_var_screen_is_one_sided_and_the_dm_needs_thirty_pairs():
+    """A VaR that is never breached (its σ jumped tenfold after FHS's warm-up) passes: costly,
+    not wrong, the acceptance function's rule (the two-sided Kupiec test rejects it); a DM
+    on 20 days is NaN with a note."""
+    from pipelines.evaluation.comparison import dm_table, var_table
+
+    rng = np.random.default_rng(2)
+    dates = pd.date_range("2021-01-01", periods=601)
+    panel = pd.DataFrame({"ret_1d": rng.normal(0.0, 0.02, 601)},
+                         index=pd.MultiIndex.from_product([["WIDE"], dates],
+                                                          names=["asset", "date"]))
+    sigma = np.where(np.arange(601) < 100, 0.02, 0.2)
+    fc = pd.DataFrame({"asset": "WIDE", "cutoff": dates, "horizon_days": 1,
+                       "variance": sigma**2})
+    var = var_table({"m": fc}, panel).set_index("asset")
+    assert var.at["WIDE", "var_n"] >= 400 and var.at["WIDE", "var_breaches"] == 0
+    assert var.at["WIDE", "kupiec_p"] < 0.05  # the two-sided test's verdict
+    assert var.at["WIDE", "var_pass"]
+    scores = pd.DataFrame({"asset": "A", "horizon_days": 1, "cutoff": dates[:20].repeat(2),
+                           "model": ["garch11_t", "m"] * 20,
+                           "qlike": rng.uniform(0, 1, 40)})
+    dm = dm_table(scores)
+    assert dm["dm_stat"].isna().all()
+    assert dm["dm_note"].iloc[0] == "20 complete pairs < 30: too few to test"

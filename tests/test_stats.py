@@ -310,6 +310,11 @@ def test_mcs_keeps_identical_models():
     with_copy = _losses(9).assign(naive_copy=lambda f: f["naive"])
     r2 = model_confidence_set(with_copy, reps=500, seed=1)
     assert set(r2.excluded) == {"naive", "naive_copy"}
+    # equal up to rounding (x * s / s): one model too
+    s = np.random.default_rng(2).uniform(1.0, 3.0, len(base))
+    near = pd.DataFrame({"a": base, "b": (base * s) / s})
+    assert not np.array_equal(near["a"], near["b"])
+    assert model_confidence_set(near, reps=200, seed=1).duplicates == {"b": "a"}
     assert r2.p_values["naive_copy"] == r2.p_values["naive"]
 
 
@@ -392,3 +397,22 @@ def test_mcs_drops_rows_with_a_missing_loss():
     losses.iloc[[3, 4], 1] = np.nan
     r = model_confidence_set(losses, reps=200, seed=1)
     assert (r.n, r.n_dropped, r.block_size) == (498, 2, 22)
+
+
+def test_dm_treats_a_differential_of_rounding_noise_as_constant():
+    """Two losses equal up to their last bits: the test is undefined, never 'significant'."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.5, 2.0, 400)
+    s = rng.uniform(1.0, 3.0, 400)
+    r = diebold_mariano((x * s) / s, x)
+    assert np.isnan(r.statistic) and np.isnan(r.p_value) and "constant" in r.note
+    shifted = diebold_mariano(x, x + 0.1)  # a constant shift: the same
+    assert np.isnan(shifted.statistic) and "constant" in shifted.note
+    assert np.isfinite(diebold_mariano(x, x + rng.normal(0, 1e-3, 400)).statistic)
+
+
+def test_mincer_zarnowitz_on_a_constant_realized_series_is_undefined():
+    rng = np.random.default_rng(5)
+    r = mincer_zarnowitz(np.ones(100), rng.uniform(1, 2, 100))
+    assert np.isnan(r.statistic) and np.isnan(r.p_value) and np.isnan(r.r_squared)
+    assert "constant realized variance" in r.note

@@ -5,7 +5,9 @@
 * Mincer-Zarnowitz regressions of realized on forecast variance (R², a, b);
 * 1-day VaR at 99% from each model's σ by filtered historical simulation (the empirical
   quantile of its own past out-of-sample standardized losses, trailing window), with Kupiec,
-  Christoffersen and Basel traffic-light backtests.
+  Christoffersen and Basel traffic-light backtests; ``var_pass``: no more breaches than the
+  exact one-sided binomial test allows and Christoffersen independence not rejected, at 5 %
+  (the acceptance function's rule: a VaR breached too rarely is costly, not wrong).
 
 A diagnostic that cannot be computed for a group (too few pairs, a singular design, a
 constant loss differential) is NaN there and its ``*_note`` column says why
@@ -21,11 +23,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from models.backtest import Mapper
 from pipelines.engine import chunked
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, var_backtest
-from pipelines.evaluation.stats import diebold_mariano, mincer_zarnowitz, model_confidence_set
+from pipelines.evaluation.stats import (
+    DM_MIN_PAIRS,
+    diebold_mariano,
+    mincer_zarnowitz,
+    model_confidence_set,
+    newey_west_lags,
+)
 
 BENCHMARK = "garch11_t"
 T = TypeVar("T")
@@ -77,6 +86,8 @@ def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK,
             continue
         for model in wide.columns.drop(benchmark):
             r, why = _attempt(diebold_mariano, wide[model], wide[benchmark], horizon=int(h))
+            if r is not None and r.n < DM_MIN_PAIRS:
+                r, why = None, f"{r.n} complete pairs < {DM_MIN_PAIRS}: too few to test"
             if r is None:
                 rows.append({"asset": asset, "horizon_days": h, "model": model, "dm_stat": nan,
                              "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
@@ -118,8 +129,10 @@ def mz_table(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     nan = float("nan")
     for (model, asset, h), g in scores.groupby(["model", "asset", "horizon_days"], sort=True):
+        # Bartlett weights need about twice the overlap's h - 1 lags (diebold_mariano's
+        # docstring), and never fewer than the Newey-West rule's
         r, why = _attempt(mincer_zarnowitz, g["realized"], g["variance"],
-                          maxlags=max(int(h) - 1, 1))
+                          maxlags=max(newey_west_lags(len(g)), 2 * (int(h) - 1)))
         if r is None:
             rows.append({"model": model, "asset": asset, "horizon_days": h, "mz_r2": nan,
                          "mz_a": nan, "mz_b": nan, "mz_p": nan, "mz_note": why})
@@ -159,7 +172,10 @@ def var_table(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
                 rows.append({"model": model, "asset": asset, "var_n": 0, "var_pass": None,
                              "var_note": why})
                 continue
-            passes = bool(bt.pof.p_value > 0.05 and bt.cc.statistic < 5.99)
+            # the project's one-sided rule (policy_eval.acceptance): too many breaches (exact
+            # binomial tail) or clustered ones fail; too few is a cost, not a failure
+            too_many_p = float(binom.sf(bt.breaches - 1, bt.n, 1.0 - level))
+            passes = bool(too_many_p > 0.05 and not bt.ind.p_value <= 0.05)
             short = bt.n < MIN_VERDICT_DAYS  # passing on fewer days is unproven, not a pass
             rows.append({"model": model, "asset": asset, "var_n": bt.n,
                          "var_breaches": bt.breaches, "kupiec_p": bt.pof.p_value,

@@ -32,7 +32,7 @@ from models.tail.backtest import TailRefitError, tail_walk_forward
 from models.tail.base import LOSS_VARIANTS, SIDES, to_fraction
 from models.tail.registry import TAIL_REGISTRY, build_tail_forecaster
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, christoffersen_independence
-from pipelines.evaluation.stats import diebold_mariano, model_confidence_set
+from pipelines.evaluation.stats import DM_MIN_PAIRS, diebold_mariano, model_confidence_set
 from pipelines.evaluation.tail_tests import (
     acerbi_szekely_z2,
     dq_test,
@@ -156,6 +156,8 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
                 continue
             try:
                 r = diebold_mariano(daily[model], daily[bench], horizon=1)
+                if r.n < DM_MIN_PAIRS:
+                    raise ValueError(f"{r.n} days < {DM_MIN_PAIRS}: too few to test")
             except UNDEFINED as exc:
                 if failures is not None:
                     failures.append(failure(f"dm vs {bench}", str(model), _why(exc), side))
