@@ -236,3 +236,60 @@ def test_policy_inputs_see_only_the_past_volume_and_realized_losses():
     assert np.all(x.loss_age_days >= 0)
     earlier = policy_inputs(h, len(days) - 2, 1, 1.0, 500)
     assert 0.9 not in earlier.loss_history
+
+
+def test_the_apc_stress_term_binds_and_the_sigma_terms_by_hand():
+    """EMIR Art. 28(1)(b): (1 - 0.25)·0.10 + 0.25·0.30 = 0.15 beats the buffer (0.125) and
+    the floor (0.12); σ_stress is the higher 95 % quantile of the finite positive σ, σ_long
+    their root mean square."""
+    from serving.policy import sigma_terms
+
+    assert initial_margin(0.10, 0.30, 0.12, CFG) == pytest.approx(0.15)
+    assert initial_margin(0.10, 0.10, 0.12, CFG) == pytest.approx(0.125)  # buffer binds
+    assert initial_margin(0.10, 0.10, 0.14, CFG) == pytest.approx(0.14)  # floor binds
+    stress, long_run = sigma_terms(np.r_[np.arange(1, 21) / 100, np.nan, -1.0], 0.95)
+    assert stress == pytest.approx(0.20)
+    assert long_run == pytest.approx(math.sqrt(2870 / 20 / 1e4))  # Σk² = 2870
+
+
+def test_a_short_history_takes_the_student_t4_tail_at_todays_sigma():
+    p = risk_parameters(inputs(z=np.ones(10)), CFG)
+    v, e = student_t_measures(CFG.confidence, 4.0)
+    assert p.loss_var == pytest.approx(fraction_lost(v * 0.03))
+    assert p.loss_es == pytest.approx(fraction_lost(e * 0.03))
+    assert "student-t(4) tail: only 10 standardized losses" in p.reason
+
+
+def test_the_jump_check_freezes_below_three_sigma_of_price_move_and_not_above():
+    """σ ×4 in a day: a 2σ_prev move does not confirm it (freeze), a 3.5σ_prev one does;
+    data exactly ``stale_after`` days old is still fresh."""
+    from serving.decide import failsafe_why
+
+    prev = 0.02**2
+    why = failsafe_why(0, 16 * prev, prev, 0.04, None, None, 3, CFG)
+    assert why is not None and why.startswith("implausible jump: σ ×4.0")
+    assert failsafe_why(0, 16 * prev, prev, -0.07, None, None, 3, CFG) is None
+    assert failsafe_why(0, 8 * prev, prev, 0.0, None, None, 3, CFG) is None  # ×2.8: no jump
+    assert failsafe_why(3, prev, prev, 0.0, None, None, 3, CFG) is None
+    assert failsafe_why(4, prev, prev, 0.0, None, None, 3, CFG).startswith("stale data")
+
+
+def test_the_liquidation_bonus_and_the_slippage_stay_within_their_bounds():
+    from serving.policy import liquidation_bonus
+
+    assert liquidation_bonus(0.01, 0.0, 1.0, CFG) == pytest.approx(CFG.lb_min)  # 1.02
+    assert liquidation_bonus(0.05, 0.0, 24.0, CFG) == pytest.approx(1 + 2.33 * 0.05)
+    assert liquidation_bonus(0.5, 0.0, 1.0, CFG) == pytest.approx(CFG.lb_max)  # 1.15
+    assert liquidation_bonus(math.nan, 0.0, 1.0, CFG) == CFG.lb_max
+    assert liquidity_addon(0.5, 1e6, CFG) == pytest.approx(CFG.liquidity.max_addon)  # 1.12 > cap
+    assert liquidity_addon(0.02, 5e8, CFG) == pytest.approx(0.02 * math.sqrt(5e6 / 5e8))
+
+
+def test_a_clamped_mmf_is_flagged_and_said():
+    cap = risk_parameters(inputs(loss_memory=0.9, stress_es=0.0), CFG)
+    assert cap.mmf == CFG.mmf_cap and cap.flag_clamped
+    assert "MMF 0.9000 clamped to cap 0.6000" in cap.reason
+    floor = risk_parameters(inputs(variance=1e-12, prev=1e-12), CFG)
+    assert floor.mmf == CFG.mmf_floor and floor.flag_clamped
+    assert "clamped to floor 0.0200" in floor.reason
+    assert not risk_parameters(inputs(), CFG).flag_clamped
