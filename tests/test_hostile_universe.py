@@ -222,3 +222,30 @@ def test_a_universe_too_young_for_any_backtest_is_said_not_a_traceback(tmp_path,
     assert "no out-of-sample forecast: no asset has backtest.min_train_days (300) days" in text
     assert "First day of each asset: BTC 2025-01-01, ETH 2025-01-01." in text
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_the_champion_carries_its_forecasters_failed_assets_and_they_are_served_frozen(
+        hostile_run):
+    """End to end: the assets the frozen forecaster failed in the walk-forward are recorded in
+    the registered bundle (``failed_assets``, what the serve reads to freeze them:
+    tests/test_serve_distrust.py), and are published frozen (LTV 0)."""
+    import json
+
+    root, _ = hostile_run
+    from models.backtest import whole_failures
+
+    # whole triples only: forecasts dropped one by one (GAPPY's gap) leave the asset validated
+    failures = whole_failures(pd.read_csv(root / "outputs" / "backtest" / "failures.csv"))
+    frozen = json.loads((root / "outputs" / "backtest" / "frozen.json").read_text())
+    failed = set(failures.loc[(failures["model"] == frozen["forecaster"])
+                              & (failures["horizon_days"] == 1), "asset"])
+    uri = tracking_uri(root / "mlruns")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    bundle = mlflow.pyfunc.load_model(
+        "models:/volmargin-policy@champion").unwrap_python_model().bundle
+    assert failed and failed <= set(bundle["failed_assets"])
+    params = read_partition(root / "outputs" / "forecasts" / f"asof={END}").set_index("asset")
+    for asset in failed & set(params.index):  # frozen (here the day's own forecast is
+        row = params.loc[asset]                # implausible too, and its reason is the one said)
+        assert row["ltv"] == 0 and row["flag_fallback"], row["reason"]
