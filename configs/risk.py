@@ -195,6 +195,11 @@ class TailFhsConfig(_Strict):
     min_obs: int = Field(100, ge=10)  # fewer: no forecast for that asset and date
 
 
+# a GPD by maximum likelihood from fewer excesses is set by a handful of days
+# (models.tail.classical.gpd_tail refuses the fit)
+GPD_MIN_EXCESSES = 20
+
+
 class TailEvtConfig(_Strict):
     """McNeil-Frey peaks over threshold on standardized losses (``models/tail/classical.py``)."""
 
@@ -203,6 +208,18 @@ class TailEvtConfig(_Strict):
     window: int = Field(1000, ge=100)   # last standardized losses the GPD is fitted to
     min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
     tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
+
+    @field_validator("tail_fraction")
+    @classmethod
+    def _enough_excesses(cls, fraction: float, info: Any) -> float:
+        min_obs = info.data.get("min_obs")
+        if min_obs is not None and int(fraction * min_obs) < GPD_MIN_EXCESSES:
+            raise ValueError(
+                f"min_obs {min_obs} x tail_fraction {fraction} gives "
+                f"{int(fraction * min_obs)} excesses at the fewest, under the "
+                f"{GPD_MIN_EXCESSES} a GPD fit needs: every young asset would be refused; "
+                f"raise min_obs to {int(-(-GPD_MIN_EXCESSES // fraction))} or the fraction")
+        return fraction
 
 
 class TailHsConfig(_Strict):

@@ -112,7 +112,8 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
     classical model and the assets passing coverage + independence (the README's table)."""
     fz0 = tables["fz0_evaluation"]
     fz0 = fz0[(fz0["side"] == side) & np.isclose(fz0["level"], HEADLINE_LEVEL)]
-    out = fz0[["model", "fz0", "days"]].sort_values("fz0").reset_index(drop=True)
+    cols = ["model", "fz0", "days"] + [c for c in ("asset_days",) if c in fz0]
+    out = fz0[cols].sort_values("fz0").reset_index(drop=True)
     choice = tables.get("choice", pd.DataFrame())
     best = str(choice.iloc[0].get("best_classical", "")) if len(choice) else ""
     dm = tables.get("dm", pd.DataFrame())
@@ -130,14 +131,18 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
 def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
                   most: int = MAX_DIAGNOSTIC_LINES) -> list[str]:
     """What the tail step left out, one line each (empty when nothing was): tail models whose
-    walk-forward failed, statistics undefined on a model/side/asset with enough days to judge
-    (:func:`not_judged_lines` says the others), skipped data files."""
+    walk-forward failed, assets a model declined to fit, statistics undefined on a
+    model/side/asset with enough days to judge (:func:`not_judged_lines` says the others),
+    skipped data files."""
     table = step.tables.get("failures", pd.DataFrame())
     models = [f"tail model failed: {r.model}: {r.reason}"
               for r in table.itertuples() if r.stage == "walk-forward"]
+    models += [f"tail model declined: {r.model} {r.asset} {r.side}: {r.reason}"
+               for r in table.itertuples() if r.stage == "fit"]
     failing = table[~too_few_days(table, "days")] if len(table) else table
     stats = [f"statistic undefined: {' '.join(p for p in (r.stage, r.model, r.side, r.asset) if p)}"
-             f": {r.reason}" for r in failing.itertuples() if r.stage != "walk-forward"]
+             f": {r.reason}" for r in failing.itertuples()
+             if r.stage not in ("walk-forward", "fit")]
     stats = capped(stats, most, "(outputs/tail/failures.csv)")
     return models + stats + skipped_file_lines(skipped or {})
 
@@ -148,9 +153,9 @@ def not_judged_lines(step: TailStep) -> list[str]:
     if not len(table):
         return []
     short = table[too_few_days(table, "days")]
-    return [f"not judged: {asset}: tail scored on {int(g['days'].max())} days "
-            f"(< {MIN_VERDICT_DAYS}); {len(g)} statistics not computable yet "
-            f"({', '.join(sorted(set(g['stage'])))})"
+    return [f"not judged: {asset or 'pooled over assets'}: tail scored on "
+            f"{int(g['days'].max())} days (< {MIN_VERDICT_DAYS}); {len(g)} statistics not "
+            f"computable yet ({', '.join(sorted(set(g['stage'])))})"
             for asset, g in short.groupby("asset", sort=True)]
 
 

@@ -316,6 +316,12 @@ def test_btc_eth_budgets_are_aave_from_its_launch_and_the_static_tables_before()
     assert before["BTC"] == pytest.approx(0.03)  # all before the launch: the static table's
     after = budgets(comparators, cfg, dt.date(2023, 7, 1), None)
     assert after["BTC"] == pytest.approx(0.001)
+    # a static table without BTC rows before the launch: Aave's budget for the rest, not none
+    late_static = {**comparators, "static": comparators["static"][
+        (comparators["static"]["asset"] != "BTC")
+        | (comparators["static"]["date"] >= "2023-01-27")]}
+    straddling = budgets(late_static, cfg, dt.date(2021, 1, 1), dt.date(2025, 6, 30))
+    assert straddling["BTC"] == pytest.approx(0.0 + 0.001)
     assert budgets(comparators, cfg.with_overrides({"evaluation.budget": "none"}),
                    dt.date(2021, 1, 1), None) is None
 

@@ -219,3 +219,12 @@ def test_stress_episode_names_are_unique_and_not_the_stress_own(names, needle):
     fine = [{"name": n, "start": "2022-11-08", "end": "2022-11-10"} for n in names]
     assert [e.name for e in Config().with_overrides({"stress.episodes": fine}).stress.episodes] \
         == list(names)
+
+
+def test_an_evt_config_that_leaves_too_few_excesses_is_refused_with_the_fix():
+    from configs.schema import TailEvtConfig
+
+    assert TailEvtConfig().min_obs * TailEvtConfig().tail_fraction >= 20
+    with pytest.raises(ValueError, match="gives 12 excesses at the fewest.*raise min_obs to 400"):
+        TailEvtConfig(min_obs=250, tail_fraction=0.05)
+    assert TailEvtConfig(min_obs=400, tail_fraction=0.05).min_obs == 400

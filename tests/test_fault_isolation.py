@@ -435,20 +435,20 @@ def test_a_young_assets_undefined_statistics_are_not_judged_not_failures():
     diag = diagnostic_failures(comparison(scores, table, young, panel))
     assert set(diag["asset"]) == {"SOL"}
     # DM needs 30 pairs at either horizon (DM_MIN_PAIRS), the MCS more than h=7's 4 days,
-    # the FHS VaR 100 past losses
+    # Mincer-Zarnowitz more pairs than twice its 12 HAC lags at h=7, the FHS VaR 100 losses
     assert set(diag["diagnostic"]) == {"diebold_mariano", "model_confidence_set",
-                                       "var_backtest"}
+                                       "mincer_zarnowitz", "var_backtest"}
     assert (diag["scored_days"] <= 10).all()
     base = _result_fields(table=table)
     result = RunResult(**base, diagnostic_failures=diag)
     assert exit_status(result) == 0 and result.failure_lines() == []
     assert result.not_judged_lines() == [
         f"not judged: SOL: scored on {int(diag['scored_days'].max())} days (< 250); "
-        "6 diagnostics not computable yet (diebold_mariano, model_confidence_set, "
-        "var_backtest)"]
+        "8 diagnostics not computable yet (diebold_mariano, mincer_zarnowitz, "
+        "model_confidence_set, var_backtest)"]
     judged = RunResult(**base, diagnostic_failures=diag.assign(scored_days=400))
     assert exit_status(judged) == EXIT_COMPLETED_WITH_FAILURES
-    assert len(judged.failure_lines()) == 6 and judged.not_judged_lines() == []
+    assert len(judged.failure_lines()) == 8 and judged.not_judged_lines() == []
     assert len(diag[diag["diagnostic"] == "diebold_mariano"]) == 2  # h = 1 and h = 7
 
 

@@ -239,11 +239,18 @@ def test_the_gate_needs_evidence_an_asset_judged_and_a_capital_it_can_compare():
     assert not gate(young.iloc[0:0], None, GateConfig()).passed
     other = _summary(0.10).assign(asset=["SOL", "AVAX"])
     d = gate(_summary(0.10), other, GateConfig())
-    assert not d.passed and "no asset in common with the champion" in d.reason
+    assert not d.passed and "no asset with a capital for both it and the champion" in d.reason
     d = gate(_summary(0.10), _summary(float("nan")), GateConfig())
+    assert not d.passed and "capital not compared" in d.reason
+    d = gate(_summary(0.10), _summary(0.0), GateConfig())
     assert not d.passed and "not comparable" in d.reason
     assert gate(_summary(0.104), _summary(0.10), GateConfig()).passed
     assert not gate(_summary(0.106), _summary(0.10), GateConfig()).passed
+    # a challenger without a path on ETH (NaN capital): compared on BTC alone, on both sides
+    gap = _summary(0.10).assign(capital=[0.10, float("nan")])
+    d = gate(gap, _summary(0.10).assign(capital=[0.10, 0.30]),
+             GateConfig(require_coverage=False))
+    assert d.passed and "capital 0.1000 vs champion 0.1000 (+0.0%)" in d.reason
     # a champion with an extra, expensive asset: compared on BTC and ETH only (+4 %)
     champ = pd.concat([_summary(0.10), _summary(0.90).iloc[:1].assign(asset="AAVE")],
                       ignore_index=True)

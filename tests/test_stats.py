@@ -416,3 +416,12 @@ def test_mincer_zarnowitz_on_a_constant_realized_series_is_undefined():
     r = mincer_zarnowitz(np.ones(100), rng.uniform(1, 2, 100))
     assert np.isnan(r.statistic) and np.isnan(r.p_value) and np.isnan(r.r_squared)
     assert "constant realized variance" in r.note
+
+
+def test_mincer_zarnowitz_refuses_half_the_sample_as_hac_lags():
+    rng = np.random.default_rng(6)
+    x = rng.uniform(1.0, 2.0, 8)
+    r = mincer_zarnowitz(x + rng.normal(0, 0.1, 8), x, maxlags=12)
+    assert np.isnan(r.statistic) and "8 complete pairs for 12 HAC lags" in r.note
+    assert np.isfinite(mincer_zarnowitz(np.r_[x, x] + rng.normal(0, 0.1, 16), np.r_[x, x],
+                                        maxlags=7).statistic)

@@ -56,6 +56,30 @@ def test_pooled_fz0_is_the_mean_of_daily_cross_sectional_means():
     assert row["days"] == 400
 
 
+def test_a_model_covering_few_asset_days_does_not_shrink_the_pooled_comparison():
+    """CAViaR at a high level forecasts only the assets with a long history: kept in the pool
+    it would cut every model to those assets (and change which classical model is best). A
+    model below 95 % of the best-covered one's asset-days is listed with NaN instead."""
+    panel = _panel(n=400, seed=5)
+    full = pd.concat([_forecasts(panel, "evt_garch", 0.06, 0.08),
+                      _forecasts(panel, "fhs_garch", 0.07, 0.09)])
+    partial = _forecasts(panel, "caviar", 0.06, 0.08)
+    partial = partial[partial["asset"] == "AAA"]  # half the asset-days
+    s = tc.score(pd.concat([full, partial], ignore_index=True), panel)
+    t = tc.fz0_table(s).set_index(["side", "model"])
+    alone = tc.fz0_table(tc.score(full, panel)).set_index(["side", "model"])
+    for model in ("evt_garch", "fhs_garch"):  # their support: both assets, every day
+        assert t.loc[("long", model), "fz0"] == pytest.approx(alone.loc[("long", model), "fz0"])
+        assert t.loc[("long", model), "asset_days"] == 800
+    assert np.isnan(t.loc[("long", "caviar"), "fz0"])
+    assert t.loc[("long", "caviar"), "coverage"] == pytest.approx(0.5)
+    assert "caviar" not in tc.daily_fz0(s, "long", 0.99).columns
+    assert tc.best_classical(s) == tc.best_classical(tc.score(full, panel))
+    # one asset-day short of every one (a late refit failure): still pooled, on common rows
+    nearly = pd.concat([full, _forecasts(panel, "caviar", 0.06, 0.08).iloc[2:]])
+    assert "caviar" in tc.daily_fz0(tc.score(nearly, panel), "long", 0.99).columns
+
+
 def test_a_period_holds_the_rows_whose_loss_happens_in_it():
     # the forecast made at the selection period's last cutoff is judged on the evaluation
     # period's first day: it belongs to the evaluation period, and that day's loss cannot
@@ -172,7 +196,8 @@ def test_a_failing_tail_model_is_left_out_and_listed(monkeypatch: pytest.MonkeyP
         def fit(self, panel: pd.DataFrame) -> "Broken":
             raise np.linalg.LinAlgError("singular design")
 
-    def fake_walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None):
+    def fake_walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None,
+                  refused=None):
         model = make()
         built.append(model.alias)
         model.fit(panel)
@@ -226,7 +251,8 @@ def test_a_refit_failing_after_the_selection_period_keeps_the_forecasts_before_i
     before = before[before["cutoff"] < "2023-10-01"]
 
     def failing_at(day: str):
-        def walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None):
+        def walk(make, panel, start, end, refit_every, levels, min_train_days, hook=None,
+                 refused=None):
             raise TailRefitError(pd.Timestamp(day), ValueError("singular"), before.copy())
         return walk
 
@@ -276,5 +302,38 @@ def test_a_model_forecasting_outside_fz0s_domain_is_not_scored_and_listed():
     kept = tc.in_fz0_domain(pd.concat([good, bad], ignore_index=True), failures)
     assert set(kept["model"]) == {"good"} and len(kept) == len(good)
     assert len(failures) == 1 and failures[0]["model"] == "bad"
-    assert failures[0]["reason"].startswith("1 forecasts outside FZ0's domain (0 < VaR <= ES)")
+    assert failures[0]["reason"].startswith("1 forecasts outside FZ0's domain (0 <= VaR <= ES")
     assert tc.in_fz0_domain(good, []) is good
+
+
+def test_assets_a_tail_model_declines_to_fit_are_listed_once_per_side():
+    """A refit that declines an asset and side (EVT's degenerate GPD, ``refused``) hands the
+    refusal up from the walk-forward, and the tail step lists each asset and side once, with
+    the first refit and how many declined it."""
+    from configs.schema import TailConfig
+    from models.tail.backtest import tail_walk_forward
+    from models.tail.classical import HsTail
+    from pipelines.tail_step import TailStep, failure_lines
+    from tests.conftest import MARKET
+    from tests.tail_panel import tail_panel
+
+    class Declining(HsTail):
+        def fit(self, p):
+            self.refused = {"long": {"PEG": "3 excesses over the threshold 0.01: need 20"},
+                            "short": {}}
+            return super().fit(p)
+
+    panel = tail_panel(("AAA", "PEG"), n_days=700, seed=2)
+    declined: list[dict] = []
+    tail_walk_forward(lambda: Declining(TailConfig().hs, "hs"), panel,
+                      panel.index.levels[1][400], None, 91, [0.99], 300, refused=declined)
+    refits = sorted({d["fit_end"] for d in declined})
+    assert len(refits) == 4 and {(d["asset"], d["side"]) for d in declined} == {("PEG", "long")}
+    rows = tc.refused_rows("evt_garch", declined)
+    assert rows == [tc.failure("fit", "evt_garch", (
+        f"declined at 4 of its refits from {refits[0]:%F}: 3 excesses over the threshold "
+        "0.01: need 20"), "long", "PEG")]
+    step = TailStep(pd.DataFrame(),
+                    {"failures": pd.DataFrame(rows, columns=tc.FAILURE_COLUMNS)}, MARKET)
+    assert failure_lines(step) == [f"tail model declined: evt_garch PEG long: {rows[0]['reason']}"]
+    assert tc.refused_rows("evt_garch", []) == []

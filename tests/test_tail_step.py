@@ -88,3 +88,29 @@ def test_a_young_assets_undefined_tail_statistics_are_not_judged_not_failures():
     assert failure_lines(step) == [
         "statistic undefined: backtest z2 caviar long OLD: ValueError: no breach",
         "statistic undefined: mcs long: ValueError: singular"]
+
+
+def test_a_dm_on_a_short_evaluation_period_is_not_judged_not_a_failure():
+    """``volmargin tail --as-of`` weeks into the evaluation period: the pooled DM on 20 days
+    is not computable yet (a "not judged" line), not a failure that changes the exit."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.evaluation import tail_compare as tc
+    from pipelines.tail_step import TailStep, failure_lines, not_judged_lines
+
+    days = pd.date_range("2024-01-01", periods=20)
+    rng = np.random.default_rng(1)
+    scores = pd.concat([pd.DataFrame({"model": m, "asset": "A", "cutoff": days, "side": "long",
+                                      "level": 0.99, "fz0": rng.normal(-2, 0.1, 20)})
+                        for m in ("evt_garch", "tail_nn")], ignore_index=True)
+    failures: list[dict] = []
+    assert tc.dm_table(scores, ["evt_garch"], failures=failures).empty
+    assert failures == [tc.failure("dm vs evt_garch", "tail_nn",
+                                   "20 days < 30: too few to test", "long", days=20)]
+    step = TailStep(pd.DataFrame(),
+                    {"failures": pd.DataFrame(failures, columns=tc.FAILURE_COLUMNS)}, MARKET)
+    assert failure_lines(step) == []
+    assert not_judged_lines(step) == [
+        "not judged: pooled over assets: tail scored on 20 days (< 250); 1 statistics not "
+        "computable yet (dm vs evt_garch)"]

@@ -55,8 +55,12 @@ def tail_walk_forward(
     levels: Sequence[float],
     min_train_days: int,
     progress: ProgressHook | None = None,
+    refused: list[dict[str, object]] | None = None,
 ) -> pd.DataFrame:
     """Out-of-sample tail forecasts for every cutoff from ``start`` to ``end`` (inclusive).
+    ``refused``: where given, one ``{"fit_end", "side", "asset", "reason"}`` per asset and
+    side a refit declined to fit (a model's ``refused``, e.g. EVT's degenerate GPD fits),
+    which then has no forecast from that refit.
 
     Raises
     ------
@@ -72,6 +76,10 @@ def tail_walk_forward(
         seg_end = min(fits[k + 1] - pd.Timedelta(days=1), last) if k + 1 < len(fits) else last
         try:
             model, assets = fit_on_eligible(make_model, features, fit_end, min_train_days)
+            if model is not None and refused is not None:
+                refused += [{"fit_end": fit_end, "side": side, "asset": asset, "reason": why}
+                            for side, per in (getattr(model, "refused", None) or {}).items()
+                            for asset, why in per.items()]
             if model is not None:
                 in_assets = features.index.get_level_values("asset").isin(assets)
                 seg = pd.date_range(fit_end, seg_end, freq="D")

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from configs.risk import GPD_MIN_EXCESSES
 from configs.schema import ModelsConfig, TailEvtConfig, TailFhsConfig, TailHsConfig
 from models.base import Forecaster, asset_frame, select_cutoffs
 from models.registry import build_forecaster, forecaster_from_state
@@ -69,7 +70,7 @@ from models.tail.base import (
 
 # ξ bounds (module docstring): no bounded loss tail from a few dozen excesses; ES needs ξ < 1
 SHAPE_BOUNDS = (0.0, 0.9)
-MIN_EXCESSES = 20  # a GPD by maximum likelihood from fewer is set by a handful of days
+MIN_EXCESSES = GPD_MIN_EXCESSES  # fewer: a GPD by maximum likelihood set by a handful of days
 
 
 def calendar_sigma(frame: pd.DataFrame, variance: pd.Series) -> pd.Series:

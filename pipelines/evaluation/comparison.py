@@ -131,8 +131,9 @@ def mz_table(scores: pd.DataFrame) -> pd.DataFrame:
     for (model, asset, h), g in scores.groupby(["model", "asset", "horizon_days"], sort=True):
         # Bartlett weights need about twice the overlap's h - 1 lags (diebold_mariano's
         # docstring), and never fewer than the Newey-West rule's
+        pairs = int((g["realized"].notna() & g["variance"].notna()).sum())
         r, why = _attempt(mincer_zarnowitz, g["realized"], g["variance"],
-                          maxlags=max(newey_west_lags(len(g)), 2 * (int(h) - 1)))
+                          maxlags=max(newey_west_lags(pairs), 2 * (int(h) - 1)))
         if r is None:
             rows.append({"model": model, "asset": asset, "horizon_days": h, "mz_r2": nan,
                          "mz_a": nan, "mz_b": nan, "mz_p": nan, "mz_note": why})

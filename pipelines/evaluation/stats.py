@@ -396,6 +396,9 @@ def mincer_zarnowitz(
                          f"forecast; got n={n} (dropped {n_dropped} NaN pairs)")
     lags = newey_west_lags(n) if maxlags is None else int(maxlags)
     nan = float("nan")
+    if 2 * lags >= n:  # a HAC covariance with as many lags as half the sample is not one
+        return MZResult(nan, nan, nan, nan, nan, nan, nan, n, n_dropped, lags, log,
+                        f"{n} complete pairs for {lags} HAC lags: too few to test")
     if np.ptp(y) == 0:  # a constant proxy (a pegged asset, a halted feed): nothing to explain
         return MZResult(nan, nan, nan, nan, nan, nan, nan, n, n_dropped, lags, log,
                         f"constant realized variance ({y[0]:.3g}): the regression is undefined")

@@ -97,21 +97,49 @@ def period(scores: pd.DataFrame, start: object, end: object | None) -> pd.DataFr
     return scores[keep]
 
 
-def daily_fz0(scores: pd.DataFrame, side: str, level: float) -> pd.DataFrame:
-    """(date × model) FZ0 averaged over the assets every model forecast that day."""
+# a model forecasting fewer of a (side, level)'s asset-days than this share of the best-covered
+# model's is left out of that pooled comparison: kept, it would shrink every model's support to
+# its own (CAViaR at 99.5% forecasts only assets with 2,000 training rows)
+POOLED_COVERAGE = 0.95
+
+
+def _wide_fz0(scores: pd.DataFrame, side: str, level: float) -> pd.DataFrame:
     s = scores[(scores["side"] == side) & np.isclose(scores["level"], level)]
-    wide = s.pivot_table(index=["cutoff", "asset"], columns="model", values="fz0").dropna()
-    return wide.groupby(level="cutoff").mean()
+    return s.pivot_table(index=["cutoff", "asset"], columns="model", values="fz0")
+
+
+def pooled_models(wide: pd.DataFrame, min_coverage: float = POOLED_COVERAGE) -> list[str]:
+    """The models of a (asset-day × model) FZ0 frame that cover at least ``min_coverage`` of
+    the asset-days the best-covered model does."""
+    counts = wide.notna().sum()
+    return [str(m) for m in counts.index if counts[m] >= min_coverage * counts.max()]
+
+
+def daily_fz0(scores: pd.DataFrame, side: str, level: float) -> pd.DataFrame:
+    """(date × model) FZ0 averaged over the assets every pooled model forecast that day
+    (:func:`pooled_models`: a model that forecasts far fewer asset-days is left out)."""
+    wide = _wide_fz0(scores, side, level)
+    return wide[pooled_models(wide)].dropna().groupby(level="cutoff").mean()
 
 
 def fz0_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """Pooled mean FZ0 per model, side and level (rows every model has), lower is better."""
+    """Pooled mean FZ0 per model, side and level (rows every pooled model has), lower is
+    better; ``asset_days``: the asset-days pooled, ``coverage``: the share of the (side,
+    level)'s asset-days the model forecast. A model below :data:`POOLED_COVERAGE` of the
+    best-covered one is listed with NaN (left out of the pooled comparison there)."""
     rows = []
     for (side, level), _ in scores.groupby(["side", "level"]):
-        daily = daily_fz0(scores, str(side), float(level))
-        for model in daily.columns:
+        wide = _wide_fz0(scores, str(side), float(level))
+        pooled = pooled_models(wide)
+        common = wide[pooled].dropna()
+        daily = common.groupby(level="cutoff").mean()
+        coverage = wide.notna().mean()
+        for model in wide.columns:
+            inside = model in pooled
             rows.append({"side": side, "level": level, "model": model,
-                         "fz0": float(daily[model].mean()), "days": len(daily)})
+                         "fz0": float(daily[model].mean()) if inside else float("nan"),
+                         "days": len(daily), "asset_days": len(common),
+                         "coverage": float(coverage[model])})
     return pd.DataFrame(rows)
 
 
@@ -135,7 +163,7 @@ def best_classical(selection_scores: pd.DataFrame, side: str = "long") -> str:
     if t.empty:
         return ""
     t = t[(t["side"] == side) & np.isclose(t["level"], HEADLINE_LEVEL)
-          & t["model"].isin(CLASSICAL)]
+          & t["model"].isin(CLASSICAL) & t["fz0"].notna()]
     return str(t.sort_values("fz0")["model"].iloc[0]) if len(t) else ""
 
 
@@ -156,11 +184,15 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
                 continue
             try:
                 r = diebold_mariano(daily[model], daily[bench], horizon=1)
-                if r.n < DM_MIN_PAIRS:
-                    raise ValueError(f"{r.n} days < {DM_MIN_PAIRS}: too few to test")
             except UNDEFINED as exc:
                 if failures is not None:
                     failures.append(failure(f"dm vs {bench}", str(model), _why(exc), side))
+                continue
+            if r.n < DM_MIN_PAIRS:  # a short period: not computable yet, not a failure
+                if failures is not None:
+                    failures.append(failure(f"dm vs {bench}", str(model),
+                                            f"{r.n} days < {DM_MIN_PAIRS}: too few to test",
+                                            side, days=r.n))
                 continue
             rows.append({"model": model, "benchmark": bench, "mean_diff": r.mean_diff,
                          "dm": r.statistic, "p_better": r.p_value_a_better,
@@ -278,10 +310,11 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
     blocks = []
     for alias in t.enabled:
         hook = None if progress is None else (lambda k, n, a=alias: progress(a, k, n))
+        declined: list[dict[str, Any]] = []
         try:
             fc = tail_walk_forward(lambda a=alias: build_tail_forecaster(a, t, u, cfg.models),
                                    panel, ev.selection_start, ev.evaluation_end, t.refit_every,
-                                   t.levels, t.min_train_days, hook)
+                                   t.levels, t.min_train_days, hook, declined)
         except Exception as exc:  # one failing model is flagged and skipped, never fatal
             if failures is None:
                 raise
@@ -293,6 +326,8 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
                 continue
             assert isinstance(exc, TailRefitError)
             fc = exc.done
+        if failures is not None:
+            failures += refused_rows(alias, declined)
         fc.insert(0, "model", alias)
         blocks.append(fc)
     if not any(len(b) for b in blocks):
@@ -303,6 +338,20 @@ def walk_forward_all(panel: pd.DataFrame, cfg: Config,
         raise NoForecastsError("no tail model produced a forecast: "
                                + "; ".join(f"{f['model']}: {f['reason']}" for f in failures))
     return pd.concat(blocks, ignore_index=True)
+
+
+def refused_rows(alias: str, declined: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``failures`` row per asset and side a tail model's refits declined to fit (no
+    forecast there from those refits), with the first refit, how many and the first reason."""
+    rows = []
+    if not declined:
+        return rows
+    frame = pd.DataFrame(declined).sort_values("fit_end", kind="stable")
+    for (asset, side), g in frame.groupby(["asset", "side"], sort=True):
+        rows.append(failure("fit", alias, (
+            f"declined at {len(g)} of its refits from {pd.Timestamp(g['fit_end'].iloc[0]):%F}: "
+            f"{g['reason'].iloc[0]}"), str(side), str(asset)))
+    return rows
 
 
 def select_scale_model(panel: pd.DataFrame, cfg: Config,
@@ -367,8 +416,8 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
 
 
 def in_fz0_domain(forecasts: pd.DataFrame, failures: list[dict[str, Any]]) -> pd.DataFrame:
-    """``forecasts`` without the models that forecast outside FZ0's domain (VaR <= 0 or
-    ES < VaR on some row): such a model is not scored, and a ``failures`` row says how often
+    """``forecasts`` without the models that forecast outside FZ0's domain (VaR < 0, ES <= 0
+    or ES < VaR on some row): such a model is not scored, and a ``failures`` row says how often
     (a model scored on its other rows would be compared on the days it got right)."""
     bad = outside_fz0_domain(forecasts["var"], forecasts["es"])
     if not bad.any():
@@ -377,8 +426,9 @@ def in_fz0_domain(forecasts: pd.DataFrame, failures: list[dict[str, Any]]) -> pd
     for model, rows in wrong.items():
         first = forecasts[bad & (forecasts["model"] == model)].iloc[0]
         failures.append(failure("scoring", str(model), (
-            f"{rows} forecasts outside FZ0's domain (0 < VaR <= ES), first {first['asset']} "
-            f"{first['side']} {float(first['level'])} at {pd.Timestamp(first['cutoff']):%F}: "
+            f"{rows} forecasts outside FZ0's domain (0 <= VaR <= ES, ES > 0), first "
+            f"{first['asset']} {first['side']} {float(first['level'])} at "
+            f"{pd.Timestamp(first['cutoff']):%F}: "
             f"VaR {float(first['var']):.6g}, ES {float(first['es']):.6g}; not scored")))
     return forecasts[~forecasts["model"].isin(wrong.index)]
 

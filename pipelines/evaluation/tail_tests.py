@@ -72,8 +72,9 @@ def fz0_loss(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: float) -> 
             + \frac{\mathrm{VaR}}{\mathrm{ES}} + \ln \mathrm{ES} - 1,
         \qquad \alpha = 1 - \text{level}.
 
-    It is defined (and strictly consistent) only for :math:`0 < \mathrm{VaR} \le \mathrm{ES}`
-    (PZC's :math:`e \le v < 0` in returns: the tail of a loss at 97.5 % and above); a row
+    It is defined only for :math:`0 \le \mathrm{VaR} \le \mathrm{ES}`, :math:`\mathrm{ES} > 0`
+    (PZC's :math:`e \le v \le 0`, :math:`e < 0` in returns: the tail of a loss at 97.5 % and
+    above; a VaR of exactly 0, a pegged asset's, is the boundary the formula still scores); a row
     with finite forecasts outside it is an error, never a score. It is negative for small ES:
     only differences between models mean anything. A NaN in any input gives NaN in that row.
 
@@ -86,7 +87,7 @@ def fz0_loss(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: float) -> 
     loss, v, e = (np.asarray(a, dtype=float) for a in (losses, var, es))
     bad = outside_fz0_domain(v, e)
     if bad.any():
-        raise ValueError(f"FZ0 needs 0 < VaR <= ES on every row with a forecast; "
+        raise ValueError(f"FZ0 needs 0 <= VaR <= ES and ES > 0 on every row with a forecast; "
                          f"{int(bad.sum())} rows are outside it (first: VaR {v[bad][0]:.6g}, "
                          f"ES {e[bad][0]:.6g})")
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,11 +97,11 @@ def fz0_loss(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: float) -> 
 
 
 def outside_fz0_domain(var: ArrayLike, es: ArrayLike) -> np.ndarray:
-    """Rows with both forecasts finite and not ``0 < VaR <= ES`` (to 1e-12)."""
+    """Rows with both forecasts finite and not ``0 <= VaR <= ES``, ``ES > 0`` (to 1e-12)."""
     v, e = np.asarray(var, dtype=float), np.asarray(es, dtype=float)
     finite = np.isfinite(v) & np.isfinite(e)
     with np.errstate(invalid="ignore"):
-        return finite & ~((v > 0.0) & (e >= v - 1e-12))
+        return finite & ~((v >= 0.0) & (e > 0.0) & (e >= v - 1e-12))
 
 
 # --------------------------------------------------------------------- one-sided Kupiec

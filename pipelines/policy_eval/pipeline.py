@@ -368,8 +368,8 @@ def known_before(forecasts: Mapping[str, pd.DataFrame],
     without them a failure in the evaluation period would take the asset out of the choice
     (counted not acceptable), information from after the freeze. From ``end`` on they stay
     out, the whole evaluation period included (the triple is reported as the walk-forward left
-it: without the asset, not with the rows made before its failure); a triple
-    that failed within the selection period stays out of the choice too. Also returns the
+    it: without the asset, not with the rows made before its failure); a triple that failed
+    within the selection period stays out of the choice too. Also returns the
     triples brought back, one line each ("<model> <asset> h=<h> failed from <day>")."""
     out, lines = dict(forecasts), []
     cut = pd.Timestamp(end)
@@ -409,10 +409,13 @@ def evaluate_policies(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
 
 def comparator_template(paths: Mapping[str, pd.DataFrame],
                         settings: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """The days (and slippage) the comparators are held on: EWMA-FHS's at any point of the
-    grid (each point of one forecaster replays the same days, whether or not the grid holds
-    the configured settings), else the first candidate's."""
+    """The days (and slippage) the comparators are held on: EWMA-FHS's at the configured
+    settings, else at any point of the grid (each point of one forecaster replays the same
+    days), else the first candidate's."""
     ewma = [n for n, point in settings.items() if point.get("forecaster") == EWMA]
+    configured = f"policy:{EWMA}"
+    if configured in paths:
+        return paths[configured]
     return paths[ewma[0]] if ewma else next(iter(paths.values()))
 
 

@@ -99,8 +99,9 @@ def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date
             end: dt.date | None) -> dict[str, float] | None:
     """Stress-episode bad debt each asset may have in a period: the recalibrated static
     table's, and for BTC/ETH from Aave v3's launch (``evaluation.aave_launch``) on Aave v3's
-    real parameters' (the static table's for the episodes before it: parameters set in 2023
-    are hindsight for the crashes of 2021-2022). None when ``evaluation.budget`` is ``none``
+    real parameters' plus the static table's for the episodes before it (parameters set in
+    2023 are hindsight for the crashes of 2021-2022; none where the table has no row then).
+    None when ``evaluation.budget`` is ``none``
     (no budget test); an asset with no comparator row in the period is absent, and its
     budget test is not judged."""
     if cfg.evaluation.budget == "none":
@@ -114,8 +115,8 @@ def budgets(comparators: Mapping[str, pd.DataFrame], cfg: Config, start: dt.date
         before = (stress_bad_debt(in_period(comparators["static"], start,
                                             launch - dt.timedelta(days=1), u), eps, u)
                   if start < launch else pd.Series(dtype=float))
-        for a, v in aave.items():
-            if a in AAVE_V3 and (start >= launch or a in before):
+        for a, v in aave.items():  # before the launch: the static table's, where it has rows
+            if a in AAVE_V3:
                 out[a] = float(v) + float(before.get(a, 0.0))
     return {a: float(v) for a, v in out.items()}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from configs.schema import GateConfig
@@ -86,13 +87,17 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
     if red > cfg.max_red_windows:
         failures.append(f"{red} red traffic-light windows (> {cfg.max_red_windows})")
     if champion is not None and len(champion):
-        common = sorted(set(challenger["asset"]) & set(champion["asset"]))
-        new = challenger.set_index("asset").loc[common, "capital"].mean()
-        old = champion.set_index("asset").loc[common, "capital"].mean()
+        mine, theirs = (frame.set_index("asset")["capital"].astype(float)
+                        for frame in (challenger, champion))
+        # the assets where both have a capital: a NaN (no path there) would drop out of one
+        # mean and not the other
+        common = sorted(set(mine[np.isfinite(mine)].index) & set(theirs[np.isfinite(theirs)].index))
+        new, old = mine.loc[common].mean(), theirs.loc[common].mean()
         change = new / old - 1.0 if common else float("nan")
         text = f"capital {new:.4f} vs champion {old:.4f} ({change:+.1%})"
         if not common:
-            failures.append("no asset in common with the champion: capital not compared")
+            failures.append("no asset with a capital for both it and the champion: capital "
+                            "not compared")
         elif not (math.isfinite(change) and old > 0):  # NaN > x is False: never a pass
             failures.append(text + ": not comparable")
         elif change > cfg.max_capital_increase:
