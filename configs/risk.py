@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from configs.base import Accelerator, GpuPrecision, _Strict
 
@@ -209,17 +209,19 @@ class TailEvtConfig(_Strict):
     min_obs: int = Field(250, ge=50)    # >= 25 excesses at the default tail_fraction
     tail_fraction: float = Field(0.10, gt=0, lt=0.5)  # top 10%: ~100 excesses (McNeil-Frey)
 
-    @field_validator("tail_fraction")
-    @classmethod
-    def _enough_excesses(cls, fraction: float, info: Any) -> float:
-        min_obs = info.data.get("min_obs")
-        if min_obs is not None and int(fraction * min_obs) < GPD_MIN_EXCESSES:
+    @model_validator(mode="after")
+    def _enough_excesses(self) -> TailEvtConfig:
+        fraction, min_obs = self.tail_fraction, self.min_obs  # defaults included
+        if int(fraction * min_obs) < GPD_MIN_EXCESSES:
             raise ValueError(
                 f"min_obs {min_obs} x tail_fraction {fraction} gives "
                 f"{int(fraction * min_obs)} excesses at the fewest, under the "
                 f"{GPD_MIN_EXCESSES} a GPD fit needs: every young asset would be refused; "
                 f"raise min_obs to {int(-(-GPD_MIN_EXCESSES // fraction))} or the fraction")
-        return fraction
+        if self.window < min_obs:
+            raise ValueError(f"window {self.window} < min_obs {min_obs}: the GPD is fitted "
+                             "to the last `window` losses, so it would never be fitted")
+        return self
 
 
 class TailHsConfig(_Strict):

@@ -112,7 +112,7 @@ def headline(tables: dict[str, pd.DataFrame], side: str = "long") -> pd.DataFram
     classical model and the assets passing coverage + independence (the README's table)."""
     fz0 = tables["fz0_evaluation"]
     fz0 = fz0[(fz0["side"] == side) & np.isclose(fz0["level"], HEADLINE_LEVEL)]
-    cols = ["model", "fz0", "days"] + [c for c in ("asset_days",) if c in fz0]
+    cols = ["model", "fz0", "days"] + [c for c in ("asset_days", "coverage") if c in fz0]
     out = fz0[cols].sort_values("fz0").reset_index(drop=True)
     choice = tables.get("choice", pd.DataFrame())
     best = str(choice.iloc[0].get("best_classical", "")) if len(choice) else ""

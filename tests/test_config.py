@@ -225,6 +225,10 @@ def test_an_evt_config_that_leaves_too_few_excesses_is_refused_with_the_fix():
     from configs.schema import TailEvtConfig
 
     assert TailEvtConfig().min_obs * TailEvtConfig().tail_fraction >= 20
-    with pytest.raises(ValueError, match="gives 12 excesses at the fewest.*raise min_obs to 400"):
+    with pytest.raises(ValueError, match=r"gives 12 excesses at the fewest.*raise min_obs to 400"):
         TailEvtConfig(min_obs=250, tail_fraction=0.05)
     assert TailEvtConfig(min_obs=400, tail_fraction=0.05).min_obs == 400
+    with pytest.raises(ValueError, match="gives 10 excesses"):  # the default fraction, 0.10
+        TailEvtConfig(min_obs=100)
+    with pytest.raises(ValueError, match="window 200 < min_obs 250"):
+        TailEvtConfig(window=200)

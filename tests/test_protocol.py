@@ -662,5 +662,9 @@ def test_the_comparators_are_held_on_ewma_fhs_days_at_any_grid_point():
     settings = {"policy:garch11_t@confidence=0.99": {"forecaster": "garch11_t"},
                 "policy:ewma94@confidence=0.99": {"forecaster": "ewma94"}}
     assert comparator_template(paths, settings) is ewma
+    configured = ewma.assign(liquidity_addon=0.01)  # the configured settings' own path wins
+    with_default = {"policy:ewma94": configured, **paths}
+    assert comparator_template(with_default, {"policy:ewma94": {"forecaster": "ewma94"},
+                                              **settings}) is configured
     del paths["policy:ewma94@confidence=0.99"], settings["policy:ewma94@confidence=0.99"]
     assert comparator_template(paths, settings) is first  # no EWMA-FHS: the first candidate

@@ -337,3 +337,45 @@ def test_assets_a_tail_model_declines_to_fit_are_listed_once_per_side():
                     {"failures": pd.DataFrame(rows, columns=tc.FAILURE_COLUMNS)}, MARKET)
     assert failure_lines(step) == [f"tail model declined: evt_garch PEG long: {rows[0]['reason']}"]
     assert tc.refused_rows("evt_garch", []) == []
+
+
+def test_a_model_left_out_of_the_pool_is_said_and_the_year_blocks_share_one_pool():
+    """The benchmark below the coverage share: no DM against it, a failures row saying why,
+    and the MCS names what it left out; each year block compares the whole period's pool
+    (a model in it that misses part of one block is not dropped there)."""
+    panel = _panel(n=800, seed=7)
+    evt = _forecasts(panel, "evt_garch", 0.06, 0.08)
+    thin = evt[~((evt["asset"] == "BBB") & (evt["cutoff"] < panel.index.levels[1][100]))]
+    s = tc.score(pd.concat([_forecasts(panel, "tail_nn", 0.06, 0.09),
+                            _forecasts(panel, "fhs_garch", 0.07, 0.09), thin],
+                           ignore_index=True), panel)
+    failures: list[dict] = []
+    assert tc.dm_table(s, ["evt_garch"], failures=failures).empty  # 93.75 % < 95 %
+    assert failures[0]["stage"] == "dm vs evt_garch" and failures[0]["days"] is None
+    assert "not in the pooled comparison" in failures[0]["reason"]
+    left: list[dict] = []
+    assert tc.left_out(s, "long", 0.99, "mcs", left) == ["evt_garch"]
+    assert left[0]["reason"].startswith("forecasts 93.8% of the asset-days")
+    # 60 of 800 days missing: in the whole-period pool (96.25 %); block one alone would drop it
+    few = evt[~((evt["asset"] == "BBB") & (evt["cutoff"] < panel.index.levels[1][60]))]
+    s2 = tc.score(pd.concat([_forecasts(panel, "tail_nn", 0.03, 0.05), few],
+                            ignore_index=True), panel)
+    years = tc.fz0_by_year(s2, "evt_garch", panel.index.levels[1][0])
+    first = years[(years["side"] == "long") & (years["start"] == years["start"].min())]
+    assert set(first["model"]) == {"tail_nn", "evt_garch"}
+    assert np.isfinite(first.set_index("model").at["tail_nn", "p_better"])
+
+
+def test_a_short_period_mcs_is_not_judged():
+    from pipelines.tail_step import TailStep, failure_lines, not_judged_lines
+    from tests.conftest import MARKET
+
+    panel = _panel(n=5, seed=1)
+    s = tc.score(pd.concat([_forecasts(panel, "a", 0.06, 0.09),
+                            _forecasts(panel, "b", 0.07, 0.09)]), panel)
+    failures: list[dict] = []
+    assert tc.mcs_frame(s, failures=failures).empty
+    assert failures[0]["stage"] == "mcs" and failures[0]["days"] == 5
+    step = TailStep(pd.DataFrame(),
+                    {"failures": pd.DataFrame(failures, columns=tc.FAILURE_COLUMNS)}, MARKET)
+    assert failure_lines(step) == [] and len(not_judged_lines(step)) == 1

@@ -342,3 +342,9 @@ def test_a_long_var_and_es_never_exceed_the_whole_position():
     long, short = fc[fc["side"] == "long"], fc[fc["side"] == "short"]
     assert (long["var"] == 1.0).all() and (long["es"] == 1.0).all()
     assert (short["var"] > 1.0).all()  # a short position's loss has no such bound
+
+
+def test_tail_nn_reports_what_its_scale_model_declined():
+    model = _model(ensemble_size=1)
+    model.base.refused = {"long": {"PEG": "degenerate"}, "short": {}}
+    assert model.refused == {"long": {"PEG": "degenerate"}, "short": {}}

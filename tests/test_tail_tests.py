@@ -59,14 +59,15 @@ def test_fz0_is_patton_ziegel_chen_in_returns() -> None:
     np.testing.assert_allclose(fz0_loss(loss, var, es, 0.99), pzc, rtol=1e-12)
 
 
-@pytest.mark.parametrize("var,es", [(0.05, 0.0), (0.0, 0.0), (-0.01, 0.05), (0.08, 0.05)])
+@pytest.mark.parametrize("var,es", [(0.05, 0.0), (0.0, -0.01), (-0.01, 0.05), (0.08, 0.05)])
 def test_fz0_refuses_forecasts_outside_its_domain(var: float, es: float) -> None:
     """0 <= VaR <= ES, ES > 0 (PZC's e <= v <= 0, e < 0): outside it the loss is not a score."""
     with pytest.raises(ValueError, match="0 <= VaR <= ES and ES > 0"):
         fz0_loss([0.1, 0.2], [0.05, var], [0.06, es], 0.99)
     assert np.isfinite(fz0_loss([0.1], [0.05], [0.05], 0.99)).all()  # ES = VaR: inside
-    # a VaR of 0 (a pegged asset's) is the boundary: scored
+    # a VaR of 0 (a pegged asset's) is the boundary: scored; no loss forecast at all: no score
     assert fz0_loss([0.0], [0.0], [0.01], 0.99)[0] == pytest.approx(math.log(0.01) - 1.0)
+    assert np.isnan(fz0_loss([0.0, 0.1], [0.0, 0.05], [0.0, 0.08], 0.99)[0])
 
 
 def test_kupiec_one_sided_is_the_binomial_tail() -> None:

@@ -246,6 +246,12 @@ class TailNetForecaster:
     def _weighted(data: TensorDataset, weight: np.ndarray) -> TensorDataset:
         return TensorDataset(*data.tensors[:5], torch.from_numpy(weight.astype(np.float32)))
 
+    @property
+    def refused(self) -> dict[str, dict[str, str]]:
+        """The assets and sides its classical scale model declined to fit (no scale there,
+        so no forecast): EVT's degenerate GPD fits."""
+        return dict(getattr(self.base, "refused", None) or {})
+
     def _scale_model(self) -> ScaleModel:
         return scale_model(self.config.scale_model, self.config.loss_variant,
                            self.interval_days, self.scale_section, self.models)

@@ -19,7 +19,7 @@ Entry point: :func:`run_tail_backtest`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -115,11 +115,28 @@ def pooled_models(wide: pd.DataFrame, min_coverage: float = POOLED_COVERAGE) -> 
     return [str(m) for m in counts.index if counts[m] >= min_coverage * counts.max()]
 
 
-def daily_fz0(scores: pd.DataFrame, side: str, level: float) -> pd.DataFrame:
+def daily_fz0(scores: pd.DataFrame, side: str, level: float,
+              models: Sequence[str] | None = None) -> pd.DataFrame:
     """(date × model) FZ0 averaged over the assets every pooled model forecast that day
-    (:func:`pooled_models`: a model that forecasts far fewer asset-days is left out)."""
+    (:func:`pooled_models`: a model that forecasts far fewer asset-days is left out;
+    ``models``: the pool decided on a longer period, for its parts)."""
     wide = _wide_fz0(scores, side, level)
-    return wide[pooled_models(wide)].dropna().groupby(level="cutoff").mean()
+    pool = pooled_models(wide) if models is None else [m for m in models if m in wide]
+    return wide[pool].dropna().groupby(level="cutoff").mean()
+
+
+def left_out(scores: pd.DataFrame, side: str, level: float, stage: str,
+             failures: list[dict[str, Any]] | None) -> list[str]:
+    """The models :func:`daily_fz0` leaves out of the pool at (``side``, ``level``), each a
+    ``failures`` row of ``stage`` with its coverage."""
+    wide = _wide_fz0(scores, side, level)
+    coverage = wide.notna().mean()
+    out = [str(m) for m in wide.columns if m not in pooled_models(wide)]
+    if failures is not None:
+        failures += [failure(stage, m, (
+            f"forecasts {coverage[m]:.1%} of the asset-days (< {POOLED_COVERAGE:.0%} of the "
+            "best-covered model's): left out of the pooled comparison"), side) for m in out]
+    return out
 
 
 def fz0_table(scores: pd.DataFrame) -> pd.DataFrame:
@@ -172,13 +189,17 @@ DM_COLUMNS = ["model", "benchmark", "mean_diff", "dm", "p_better", "p_two_sided"
 
 
 def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
-             level: float = HEADLINE_LEVEL, failures: list[dict[str, Any]] | None = None
-             ) -> pd.DataFrame:
+             level: float = HEADLINE_LEVEL, failures: list[dict[str, Any]] | None = None,
+             models: Sequence[str] | None = None) -> pd.DataFrame:
     """DM (HLN) of each model against each benchmark on the daily pooled FZ0; one-sided p.
-    A pair whose test is undefined is left out (a ``failures`` row)."""
-    daily = daily_fz0(scores, side, level)
+    A pair whose test is undefined is left out (a ``failures`` row), and so is a benchmark
+    left out of the pool (:func:`daily_fz0`; ``models``: a pool decided on a longer period)."""
+    daily = daily_fz0(scores, side, level, models)
     rows = []
     for bench in benchmarks:
+        if bench not in daily.columns and failures is not None and bench in set(scores["model"]):
+            failures.append(failure(f"dm vs {bench}", bench, "the benchmark is not in the pooled "
+                                    "comparison (too few asset-days): no DM against it", side))
         for model in daily.columns:
             if model == bench or bench not in daily.columns:
                 continue
@@ -212,15 +233,18 @@ def fz0_by_year(scores: pd.DataFrame, best: str, start: object,
     them on the whole period. A DM test undefined in a block is a ``failures`` row."""
     s = scores[np.isclose(scores["level"], level)]
     last = pd.to_datetime(s["target_date"]).max() if len(s) else None
+    # the pool of the whole period in every block (blocks compared on one set of models)
+    pools = {side: list(daily_fz0(s, side, level).columns) if len(s) else []
+             for side in SIDES}
     rows = []
     for label, lo, hi in year_blocks(start, last):  # type: ignore[arg-type]
         part = period(s, lo, hi)
         for side in SIDES:
-            daily = daily_fz0(part, side, level)
+            daily = daily_fz0(part, side, level, pools[side])
             if daily.empty:
                 continue
             undefined: list[dict[str, Any]] = []
-            dm = dm_table(part, [best], side, level, undefined) if best else None
+            dm = dm_table(part, [best], side, level, undefined, pools[side]) if best else None
             p = (dm.set_index("model")["p_better"] if dm is not None and len(dm)
                  else pd.Series(dtype=float))
             if failures is not None:
@@ -238,13 +262,15 @@ def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_
               size: float = 0.10, reps: int = 1000,
               failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap); empty
-    when undefined (a ``failures`` row)."""
+    when undefined (a ``failures`` row, with its days: on a short period it is not judged).
+    A model left out of the pool is a ``failures`` row too (:func:`left_out`)."""
+    left_out(scores, side, level, "mcs", failures)
+    daily = daily_fz0(scores, side, level)
     try:
-        return model_confidence_set(daily_fz0(scores, side, level), size=size,
-                                    reps=reps).to_frame()
+        return model_confidence_set(daily, size=size, reps=reps).to_frame()
     except UNDEFINED as exc:
         if failures is not None:
-            failures.append(failure("mcs", "", _why(exc), side))
+            failures.append(failure("mcs", "", _why(exc), side, days=len(daily)))
         return pd.DataFrame()
 
 

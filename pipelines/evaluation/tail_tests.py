@@ -75,8 +75,11 @@ def fz0_loss(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: float) -> 
     It is defined only for :math:`0 \le \mathrm{VaR} \le \mathrm{ES}`, :math:`\mathrm{ES} > 0`
     (PZC's :math:`e \le v \le 0`, :math:`e < 0` in returns: the tail of a loss at 97.5 % and
     above; a VaR of exactly 0, a pegged asset's, is the boundary the formula still scores); a row
-    with finite forecasts outside it is an error, never a score. It is negative for small ES:
-    only differences between models mean anything. A NaN in any input gives NaN in that row.
+    with finite forecasts outside it is an error, never a score. A forecast of no loss at all
+    (VaR = ES = 0, a peg that never moved) has no score (NaN: FZ0 runs to −∞ as ES → 0 on a
+    day without a loss and to +∞ on a day with one), so that asset-day leaves the pooled
+    comparison. It is negative for small ES: only differences between models mean anything.
+    A NaN in any input gives NaN in that row.
 
     Examples
     --------
@@ -93,15 +96,18 @@ def fz0_loss(losses: ArrayLike, var: ArrayLike, es: ArrayLike, level: float) -> 
     with np.errstate(invalid="ignore", divide="ignore"):
         exceed = np.where(loss > v, loss - v, 0.0)
         out = exceed / (alpha * e) + v / e + np.log(e) - 1.0
-    return np.where(np.isfinite(loss) & np.isfinite(v) & np.isfinite(e), out, np.nan)
+    scored = np.isfinite(loss) & np.isfinite(v) & np.isfinite(e) & (e > 0.0)
+    return np.where(scored, out, np.nan)
 
 
 def outside_fz0_domain(var: ArrayLike, es: ArrayLike) -> np.ndarray:
-    """Rows with both forecasts finite and not ``0 <= VaR <= ES``, ``ES > 0`` (to 1e-12)."""
+    """Rows with both forecasts finite and not ``0 <= VaR <= ES``, ``ES > 0`` (to 1e-12),
+    a forecast of no loss at all (VaR = ES = 0) excepted: it is unscored, not wrong."""
     v, e = np.asarray(var, dtype=float), np.asarray(es, dtype=float)
     finite = np.isfinite(v) & np.isfinite(e)
     with np.errstate(invalid="ignore"):
-        return finite & ~((v >= 0.0) & (e > 0.0) & (e >= v - 1e-12))
+        inside = (v >= 0.0) & (e > 0.0) & (e >= v - 1e-12)
+        return finite & ~(inside | ((v == 0.0) & (e == 0.0)))
 
 
 # --------------------------------------------------------------------- one-sided Kupiec
