@@ -32,7 +32,11 @@ def tail_section(outputs_dir: Path) -> str:
             f"Best classical model on the selection period: `{best}`. `fz0`: pooled mean "
             "FZ0 loss (lower is better); `dm_p`: one-sided Diebold-Mariano p-value that the "
             "model beats it; `assets_passing`: one-sided Kupiec and Christoffersen "
-            f"independence not rejected at 5%, on at least {MIN_VERDICT_DAYS} scored days.\n\n"
+            f"independence not rejected at 5%, on at least {MIN_VERDICT_DAYS} scored days; "
+            "`asset_days`: the asset-days every pooled model forecast, the support of `fz0`, "
+            "the DM and the MCS; `coverage`: the share of the period's asset-days the model "
+            "forecast (a model under 95% of the best-covered one's is left out of the pool, "
+            "its `fz0` empty, rather than shrinking every model's support).\n\n"
             + headline(tables).round(4).to_markdown(index=False) + "\n"
             + tail_by_year(root) + tail_policy_section(outputs_dir))
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from configs.schema import Config
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
-from pipelines.evaluation.tail_compare import run_tail_backtest
+from pipelines.evaluation.tail_compare import POOLED_STAGE, run_tail_backtest
 from pipelines.ops.lines import capped
 from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES, skipped_file_lines
 from serving.ops.tracking import log_context
@@ -142,21 +142,24 @@ def failure_lines(step: TailStep, skipped: dict[str, str] | None = None,
     failing = table[~too_few_days(table, "days")] if len(table) else table
     stats = [f"statistic undefined: {' '.join(p for p in (r.stage, r.model, r.side, r.asset) if p)}"
              f": {r.reason}" for r in failing.itertuples()
-             if r.stage not in ("walk-forward", "fit")]
+             if r.stage not in ("walk-forward", "fit", POOLED_STAGE)]
     stats = capped(stats, most, "(outputs/tail/failures.csv)")
     return models + stats + skipped_file_lines(skipped or {})
 
 
 def not_judged_lines(step: TailStep) -> list[str]:
-    """One line per asset whose tail statistics were undefined on too few scored days."""
+    """One line per asset whose tail statistics were undefined on too few scored days, and
+    one per model left out of a pooled comparison (notes: the exit status does not change)."""
     table = step.tables.get("failures", pd.DataFrame())
     if not len(table):
         return []
-    short = table[too_few_days(table, "days")]
+    pooled = table[table["stage"] == POOLED_STAGE]
+    short = table[too_few_days(table, "days") & (table["stage"] != POOLED_STAGE)]
     return [f"not judged: {asset or 'pooled over assets'}: tail scored on "
             f"{int(g['days'].max())} days (< {MIN_VERDICT_DAYS}); {len(g)} statistics not "
             f"computable yet ({', '.join(sorted(set(g['stage'])))})"
-            for asset, g in short.groupby("asset", sort=True)]
+            for asset, g in short.groupby("asset", sort=True)] + [
+        f"not pooled: {r.model} {r.side}: {r.reason}" for r in pooled.itertuples()]
 
 
 def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,

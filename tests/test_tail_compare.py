@@ -351,11 +351,19 @@ def test_a_model_left_out_of_the_pool_is_said_and_the_year_blocks_share_one_pool
                            ignore_index=True), panel)
     failures: list[dict] = []
     assert tc.dm_table(s, ["evt_garch"], failures=failures).empty  # 93.75 % < 95 %
-    assert failures[0]["stage"] == "dm vs evt_garch" and failures[0]["days"] is None
-    assert "not in the pooled comparison" in failures[0]["reason"]
+    assert failures == []  # said once, by left_out, as a note
     left: list[dict] = []
-    assert tc.left_out(s, "long", 0.99, "mcs", left) == ["evt_garch"]
-    assert left[0]["reason"].startswith("forecasts 93.8% of the asset-days")
+    assert tc.left_out(s, "long", 0.99, left) == ["evt_garch"]
+    assert left == [tc.failure(tc.POOLED_STAGE, "evt_garch", (
+        "at 0.99 it forecasts 93.8% of the asset-days, the best-covered model 100.0% (under "
+        "95% of it): left out of the pooled FZ0, DM and MCS there"), "long")]
+    from pipelines.tail_step import TailStep, failure_lines, not_judged_lines
+    from tests.conftest import MARKET
+
+    step = TailStep(pd.DataFrame(),
+                    {"failures": pd.DataFrame(left, columns=tc.FAILURE_COLUMNS)}, MARKET)
+    assert failure_lines(step) == []  # an intended exclusion: a note, the exit unchanged
+    assert not_judged_lines(step) == [f"not pooled: evt_garch long: {left[0]['reason']}"]
     # 60 of 800 days missing: in the whole-period pool (96.25 %); block one alone would drop it
     few = evt[~((evt["asset"] == "BBB") & (evt["cutoff"] < panel.index.levels[1][60]))]
     s2 = tc.score(pd.concat([_forecasts(panel, "tail_nn", 0.03, 0.05), few],
@@ -364,6 +372,23 @@ def test_a_model_left_out_of_the_pool_is_said_and_the_year_blocks_share_one_pool
     first = years[(years["side"] == "long") & (years["start"] == years["start"].min())]
     assert set(first["model"]) == {"tail_nn", "evt_garch"}
     assert np.isfinite(first.set_index("model").at["tail_nn", "p_better"])
+
+
+def test_a_forecast_of_no_loss_is_unscored_not_a_failed_backtest():
+    """A peg forecast at VaR = ES = 0 on some days: no FZ0 there and no ES test rows, so no
+    'statistic undefined' line for it; the model stays in the scoring."""
+    panel = _panel(n=400, seed=9)
+    f = _forecasts(panel, "hs", 0.06, 0.08)
+    zero = (f["asset"] == "BBB") & (f["cutoff"] < panel.index.levels[1][30])
+    f.loc[zero, ["var", "es"]] = 0.0
+    failures: list[dict] = []
+    kept = tc.in_fz0_domain(f, failures)
+    assert failures == [] and len(kept) == len(f)
+    s = tc.score(kept, panel)
+    assert s.loc[s["cutoff"].isin(f.loc[zero, "cutoff"]) & (s["asset"] == "BBB"),
+                 "fz0"].isna().all()
+    bt = tc.backtest_table(s, failures=failures)
+    assert failures == [] and len(bt) == 4
 
 
 def test_a_short_period_mcs_is_not_judged():

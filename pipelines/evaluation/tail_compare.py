@@ -125,17 +125,25 @@ def daily_fz0(scores: pd.DataFrame, side: str, level: float,
     return wide[pool].dropna().groupby(level="cutoff").mean()
 
 
-def left_out(scores: pd.DataFrame, side: str, level: float, stage: str,
+POOLED_STAGE = "pooled"  # a note, not a failure (pipelines.tail_step.not_judged_lines)
+
+
+def left_out(scores: pd.DataFrame, side: str, level: float,
              failures: list[dict[str, Any]] | None) -> list[str]:
     """The models :func:`daily_fz0` leaves out of the pool at (``side``, ``level``), each a
-    ``failures`` row of ``stage`` with its coverage."""
+    ``failures`` row of stage :data:`POOLED_STAGE` saying how much it covers against the
+    best-covered model (an intended exclusion, e.g. CAViaR at a level its short histories
+    cannot fit: said, not a failure)."""
     wide = _wide_fz0(scores, side, level)
     coverage = wide.notna().mean()
-    out = [str(m) for m in wide.columns if m not in pooled_models(wide)]
-    if failures is not None:
-        failures += [failure(stage, m, (
-            f"forecasts {coverage[m]:.1%} of the asset-days (< {POOLED_COVERAGE:.0%} of the "
-            "best-covered model's): left out of the pooled comparison"), side) for m in out]
+    pool = pooled_models(wide)
+    out = [str(m) for m in wide.columns if m not in pool]
+    if failures is not None and out:
+        best = float(coverage.max())
+        failures += [failure(POOLED_STAGE, m, (
+            f"at {level:g} it forecasts {coverage[m]:.1%} of the asset-days, the best-covered "
+            f"model {best:.1%} (under {POOLED_COVERAGE:.0%} of it): left out of the pooled "
+            "FZ0, DM and MCS there"), side) for m in out]
     return out
 
 
@@ -192,14 +200,12 @@ def dm_table(scores: pd.DataFrame, benchmarks: list[str], side: str = "long",
              level: float = HEADLINE_LEVEL, failures: list[dict[str, Any]] | None = None,
              models: Sequence[str] | None = None) -> pd.DataFrame:
     """DM (HLN) of each model against each benchmark on the daily pooled FZ0; one-sided p.
-    A pair whose test is undefined is left out (a ``failures`` row), and so is a benchmark
-    left out of the pool (:func:`daily_fz0`; ``models``: a pool decided on a longer period)."""
+    A pair whose test is undefined is left out (a ``failures`` row); a benchmark left out of
+    the pool has no DM against it (:func:`left_out` says so; ``models``: a pool decided on a
+    longer period)."""
     daily = daily_fz0(scores, side, level, models)
     rows = []
     for bench in benchmarks:
-        if bench not in daily.columns and failures is not None and bench in set(scores["model"]):
-            failures.append(failure(f"dm vs {bench}", bench, "the benchmark is not in the pooled "
-                                    "comparison (too few asset-days): no DM against it", side))
         for model in daily.columns:
             if model == bench or bench not in daily.columns:
                 continue
@@ -244,7 +250,8 @@ def fz0_by_year(scores: pd.DataFrame, best: str, start: object,
             if daily.empty:
                 continue
             undefined: list[dict[str, Any]] = []
-            dm = dm_table(part, [best], side, level, undefined, pools[side]) if best else None
+            dm = (dm_table(part, [best], side, level, undefined, pools[side])
+                  if best in pools[side] else None)  # out of the pool: said once, by left_out
             p = (dm.set_index("model")["p_better"] if dm is not None and len(dm)
                  else pd.Series(dtype=float))
             if failures is not None:
@@ -262,15 +269,15 @@ def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_
               size: float = 0.10, reps: int = 1000,
               failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
     """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap); empty
-    when undefined (a ``failures`` row, with its days: on a short period it is not judged).
-    A model left out of the pool is a ``failures`` row too (:func:`left_out`)."""
-    left_out(scores, side, level, "mcs", failures)
+    when undefined (a ``failures`` row; with the pool's days where two or more models could
+    be compared, so that on a short period it is not judged)."""
     daily = daily_fz0(scores, side, level)
     try:
         return model_confidence_set(daily, size=size, reps=reps).to_frame()
     except UNDEFINED as exc:
         if failures is not None:
-            failures.append(failure("mcs", "", _why(exc), side, days=len(daily)))
+            failures.append(failure("mcs", "", _why(exc), side,
+                                    days=len(daily) if daily.shape[1] >= 2 else None))
         return pd.DataFrame()
 
 
@@ -291,13 +298,16 @@ def backtest_table(scores: pd.DataFrame, level: float = HEADLINE_LEVEL, dq_lags:
     for (model, side, asset), g in s.groupby(["model", "side", "asset"]):
         loss, var, es = (g[c].to_numpy(float) for c in ("loss", "var", "es"))
         scored = np.isfinite(loss) & np.isfinite(var)
+        # a forecast of no loss at all (VaR = ES = 0) has no ES to test, as it has no FZ0
+        none = (var == 0.0) & (es == 0.0)
+        var_es, es_t = np.where(none, np.nan, var), np.where(none, np.nan, es)
         scored_days = int(scored.sum())
         tests = {
             "coverage": partial(kupiec_one_sided, loss, var, level),
             "independence": partial(christoffersen_independence, (loss > var)[scored]),
             "dq": partial(dq_test, loss, var, level, lags=dq_lags),
-            "mcneil_frey": partial(mcneil_frey, loss, var, es),
-            "z2": partial(acerbi_szekely_z2, loss, var, es, level)}
+            "mcneil_frey": partial(mcneil_frey, loss, var_es, es_t),
+            "z2": partial(acerbi_szekely_z2, loss, var_es, es_t, level)}
         got: dict[str, Any] = {}
         for name, run in tests.items():
             try:
@@ -429,6 +439,8 @@ def score_tables(forecasts: pd.DataFrame, panel: pd.DataFrame, cfg: Config,
     evl = period(scores, ev.evaluation_start, ev.evaluation_end)
     best = best_classical(sel)
     benchmarks = [b for b in dict.fromkeys([best, "fhs_garch", "fhs_ewma"]) if b in models]
+    for (side, level), _ in evl.groupby(["side", "level"]):  # said once per side and level
+        left_out(evl, str(side), float(level), failures)
     return {
         "fz0_selection": fz0_table(sel), "fz0_evaluation": fz0_table(evl),
         "dm": dm_table(evl, benchmarks, failures=failures),
