@@ -177,20 +177,35 @@ def recency_weights(dates: np.ndarray, half_life: float) -> np.ndarray:
     return w / w.mean()
 
 
+def scale_free_inputs(frame: pd.DataFrame, variant: str, extra: Sequence[str] = ()
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, F - S) the inputs of one asset's rows that do not depend on the tail scale, and
+    (N,) their validity; ``extra``: groups of :data:`models.tail.inputs.EXTRA_INPUTS`."""
+    long, short = (scale_inputs(frame, side, variant) for side in SIDES)  # (N, 7) each
+    logs = np.log(np.maximum(long[:, :4], FLOOR))  # log σ 1/7/30d, log DVOL σ (NaN outside)
+    recent = np.log(np.maximum(np.column_stack([long[:, 5:], short[:, 5:]]), FLOOR))
+    rest = np.column_stack([logs, long[:, 4], recent, context_inputs(frame),
+                            extra_inputs(frame, list(extra))])
+    valid = np.isfinite(long[:, [0, 1, 2, 5, 6]]).all(axis=1) & np.isfinite(short[:, 5:]).all(1)
+    return rest, valid
+
+
+def with_scale(rest: np.ndarray, valid: np.ndarray, index: pd.Index,
+               base: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, F) inputs (the log scale per side first), (N, S) scale :math:`s_t`, (N,) validity
+    of rows whose scale-free inputs are ``rest`` and ``valid``, the scale read from ``base``
+    (date × side; None: no scale)."""
+    scale = (np.full((len(index), len(SIDES)), np.nan) if base is None
+             else base.reindex(index=index, columns=list(SIDES)).to_numpy(float))
+    x = np.column_stack([np.log(np.maximum(scale, FLOOR)), rest])
+    return x, scale, valid & (np.isfinite(scale) & (scale > 0)).all(axis=1)
+
+
 def row_inputs(frame: pd.DataFrame, base: pd.DataFrame | None, variant: str,
                extra: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, F) raw inputs, (N, S) scale :math:`s_t`, (N,) validity of one asset's rows;
     ``extra``: groups of :data:`models.tail.inputs.EXTRA_INPUTS` appended to the inputs."""
-    long, short = (scale_inputs(frame, side, variant) for side in SIDES)  # (N, 7) each
-    scale = (np.full((len(frame), len(SIDES)), np.nan) if base is None
-             else base.reindex(index=frame.index, columns=list(SIDES)).to_numpy(float))
-    logs = np.log(np.maximum(long[:, :4], FLOOR))  # log σ 1/7/30d, log DVOL σ (NaN outside)
-    recent = np.log(np.maximum(np.column_stack([long[:, 5:], short[:, 5:]]), FLOOR))
-    x = np.column_stack([np.log(np.maximum(scale, FLOOR)), logs, long[:, 4], recent,
-                         context_inputs(frame), extra_inputs(frame, list(extra))])
-    valid = np.isfinite(long[:, [0, 1, 2, 5, 6]]).all(axis=1) & np.isfinite(short[:, 5:]).all(1)
-    valid &= (np.isfinite(scale) & (scale > 0)).all(axis=1)
-    return x, scale, valid
+    return with_scale(*scale_free_inputs(frame, variant, extra), frame.index, base)
 
 
 class TailNetForecaster:
@@ -213,22 +228,30 @@ class TailNetForecaster:
         self.scale_section, self.models = scale_section, models
         self.base = self._scale_model()
 
-    def _rows(self, panel: pd.DataFrame, targets: bool,
-              cutoffs: pd.DatetimeIndex | None = None, base: ScaleModel | None = None
-              ) -> dict[str, tuple[Any, ...]]:
-        """asset → (inputs, scale, validity, targets, dates), the scale from ``base``
-        (default: the model's own)."""
+    def _parts(self, panel: pd.DataFrame, targets: bool) -> dict[str, tuple[Any, ...]]:
+        """asset → (scale-free inputs, their validity, targets, dates): what every scale
+        model's rows share (:meth:`_rows`)."""
         out = {}
-        bases = base_scale(self.base if base is None else base, panel, cutoffs)
         for asset in sorted(panel.index.get_level_values("asset").unique()):
             frame = asset_frame(panel, asset)
-            x, s, ok = row_inputs(frame, bases.get(asset), self.config.loss_variant,
-                                  self.config.extra_inputs)
+            rest, ok = scale_free_inputs(frame, self.config.loss_variant,
+                                         self.config.extra_inputs)
             y = (np.column_stack([covered_loss_targets(frame, side, self.config.loss_variant,
                                                        self.interval_days).to_numpy()
                                   for side in SIDES]) if targets else None)
-            out[asset] = (x, s, ok, y, frame.index)
+            out[asset] = (rest, ok, y, frame.index)
         return out
+
+    def _rows(self, panel: pd.DataFrame, targets: bool,
+              cutoffs: pd.DatetimeIndex | None = None, base: ScaleModel | None = None,
+              parts: dict[str, tuple[Any, ...]] | None = None) -> dict[str, tuple[Any, ...]]:
+        """asset → (inputs, scale, validity, targets, dates), the scale from ``base``
+        (default: the model's own); ``parts``: :meth:`_parts` of ``panel`` when the caller
+        has them (a fit reads two scale models over the same rows)."""
+        bases = base_scale(self.base if base is None else base, panel, cutoffs)
+        parts = self._parts(panel, targets) if parts is None else parts
+        return {asset: (*with_scale(rest, ok, dates, bases.get(asset)), y, dates)
+                for asset, (rest, ok, y, dates) in parts.items()}
 
     def _tensors(self, x: np.ndarray, asset: np.ndarray, s: np.ndarray, y: np.ndarray
                  ) -> TensorDataset:
@@ -270,7 +293,8 @@ class TailNetForecaster:
     def fit(self, panel: pd.DataFrame) -> Self:
         cfg, u = self.config, self.interval_days
         self.base.fit(panel)
-        rows = self._rows(panel, targets=True)
+        parts = self._parts(panel, targets=True)
+        rows = self._rows(panel, True, parts=parts)
         self.assets = list(rows)
         x_all, s_all, y_all, dates_all, asset_all = self._stack(rows)
         if len(y_all) < 500:
@@ -284,7 +308,8 @@ class TailNetForecaster:
         # untrained start, a candidate) would have seen the validation period's losses
         before = panel.index.get_level_values("date") < train_end
         base_train = self._scale_model().fit(panel[before])
-        x, s, y, dates, asset = self._stack(self._rows(panel, True, base=base_train))
+        x, s, y, dates, asset = self._stack(self._rows(panel, True, base=base_train,
+                                                       parts=parts))
         val = dates >= val_start
         train = dates < train_end
         if train.sum() < 500 or not val.any():
