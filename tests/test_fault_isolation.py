@@ -363,6 +363,23 @@ def test_diagnostics_that_cannot_be_computed_are_nan_with_a_reason():
     assert set(listed["diagnostic"]) == {"diebold_mariano", "model_confidence_set"}
 
 
+def test_dm_and_mcs_say_on_how_many_days_they_compared_models():
+    """A model whose losses stop early is compared with the benchmark on its own days (DM
+    pairs) and shortens the MCS's common support for every model: both counts are shown."""
+    rng = np.random.default_rng(2)
+    cutoffs = pd.date_range("2024-01-01", periods=200, freq="D")
+    scores = pd.concat([pd.DataFrame({"model": m, "asset": "AAA", "cutoff": cutoffs,
+                                      "horizon_days": 1,
+                                      "qlike": rng.gamma(2.0, 0.5, 200) + 0.1 * k})
+                        for k, m in enumerate(("a", "b", "c"))], ignore_index=True)
+    scores.loc[(scores["model"] == "c") & (scores["cutoff"] >= cutoffs[150]), "qlike"] = np.nan
+    dm = dm_table(scores, benchmark="a").set_index("model")
+    assert dm.loc["b", "dm_pairs"] == 200 and dm.loc["c", "dm_pairs"] == 150
+    assert dm["dm_note"].eq("").all()
+    mcs = mcs_table(scores, reps=50).set_index("model")
+    assert mcs["mcs_days"].eq(150).all() and mcs["mcs_note"].eq("").all()
+
+
 def test_var_backtest_without_enough_history_is_nan_with_a_reason():
     panel = simulate_panel(("AAA",), n_days=120, seed=3)
     cutoffs = panel.index.get_level_values("date")[:50]

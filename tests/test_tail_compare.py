@@ -404,3 +404,15 @@ def test_a_short_period_mcs_is_not_judged():
     step = TailStep(pd.DataFrame(),
                     {"failures": pd.DataFrame(failures, columns=tc.FAILURE_COLUMNS)}, MARKET)
     assert failure_lines(step) == [] and len(not_judged_lines(step)) == 1
+
+
+def test_the_mcs_says_on_how_many_common_days_it_compared():
+    panel = _panel(n=120, seed=4)
+    b = _forecasts(panel, "b", 0.07, 0.09)
+    late = b["cutoff"] >= panel.index.levels[1][116]  # b lacks the last 4 days: still pooled
+    s = tc.score(pd.concat([_forecasts(panel, "a", 0.06, 0.09), b[~late]]), panel)
+    days = s[(s["model"] == "a") & (s["side"] == "long")].dropna(subset=["fz0"])["cutoff"]
+    frame = tc.mcs_frame(s, reps=100)
+    assert set(frame.index) == {"a", "b"}
+    assert frame["days"].eq(days[days < panel.index.levels[1][116]].nunique()).all()
+    assert frame["days"].iloc[0] < days.nunique()

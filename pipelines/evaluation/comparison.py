@@ -73,54 +73,62 @@ def _qlike_by_pair(scores: pd.DataFrame) -> list[tuple[tuple[str, int], pd.DataF
 def dm_table(scores: pd.DataFrame, benchmark: str = BENCHMARK,
              wides: list[tuple[tuple[str, int], pd.DataFrame]] | None = None) -> pd.DataFrame:
     """DM statistic and p-values of each model's QLIKE against ``benchmark``; ``dm_note`` says
-    why the test is NaN where it is. ``wides``: :func:`_qlike_by_pair` of ``scores`` when the
-    caller has it."""
+    why the test is NaN where it is; ``dm_pairs``: the days on which both have a loss, the
+    test's support (fewer than the model's scored days where the benchmark lacks some).
+    ``wides``: :func:`_qlike_by_pair` of ``scores`` when the caller has it."""
     rows = []
     nan = float("nan")
     for (asset, h), wide in (_qlike_by_pair(scores) if wides is None else wides):
         if benchmark not in wide:
             rows += [{"asset": asset, "horizon_days": h, "model": m, "dm_stat": nan,
-                      "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
+                      "dm_p": nan, "dm_p_better": nan, "mean_diff": nan, "dm_pairs": 0,
                       "dm_note": f"benchmark {benchmark} has no forecasts here"}
                      for m in wide.columns]
             continue
         for model in wide.columns.drop(benchmark):
             r, why = _attempt(diebold_mariano, wide[model], wide[benchmark], horizon=int(h))
+            pairs = int((np.isfinite(wide[model]) & np.isfinite(wide[benchmark])).sum())
             if r is not None and r.n < DM_MIN_PAIRS:
                 r, why = None, f"{r.n} complete pairs < {DM_MIN_PAIRS}: too few to test"
             if r is None:
                 rows.append({"asset": asset, "horizon_days": h, "model": model, "dm_stat": nan,
                              "dm_p": nan, "dm_p_better": nan, "mean_diff": nan,
-                             "dm_note": why})
+                             "dm_pairs": pairs, "dm_note": why})
                 continue
             rows.append({"asset": asset, "horizon_days": h, "model": model,
                          "dm_stat": r.statistic, "dm_p": r.p_value,
                          "dm_p_better": r.p_value_a_better, "mean_diff": r.mean_diff,
-                         "dm_note": r.note if np.isnan(r.statistic) else ""})
+                         "dm_pairs": r.n, "dm_note": r.note if np.isnan(r.statistic) else ""})
     return pd.DataFrame(rows, columns=["asset", "horizon_days", "model", "dm_stat", "dm_p",
-                                       "dm_p_better", "mean_diff", "dm_note"])
+                                       "dm_p_better", "mean_diff", "dm_pairs", "dm_note"])
 
 
 def mcs_table(scores: pd.DataFrame, size: float = 0.10, reps: int = 500,
               seed: int = 0, wides: list[tuple[tuple[str, int], pd.DataFrame]] | None = None
               ) -> pd.DataFrame:
     """Membership of each model in the 90% MCS on QLIKE, per asset and horizon (``mcs_note``:
-    why membership is unknown where it is). ``wides`` as :func:`dm_table`'s."""
+    why membership is unknown where it is; ``mcs_days``: the days on which every model of the
+    asset and horizon has a loss, the set's common support, which a model with a short or
+    broken history shortens for all). ``wides`` as :func:`dm_table`'s."""
     rows = []
     for (asset, h), wide in (_qlike_by_pair(scores) if wides is None else wides):
         if wide.shape[1] == 1:  # one model is trivially its own confidence set
             rows.append({"asset": asset, "horizon_days": h, "model": wide.columns[0],
-                         "mcs_p": 1.0, "in_mcs": True, "mcs_note": ""})
+                         "mcs_p": 1.0, "in_mcs": True,
+                         "mcs_days": int(np.isfinite(wide.iloc[:, 0]).sum()), "mcs_note": ""})
             continue
         res, why = _attempt(model_confidence_set, wide, size=size, reps=reps, seed=seed)
         if res is None:
+            common = int(np.isfinite(wide.to_numpy(float)).all(axis=1).sum())
             rows += [{"asset": asset, "horizon_days": h, "model": m, "mcs_p": float("nan"),
-                      "in_mcs": None, "mcs_note": why} for m in wide.columns]
+                      "in_mcs": None, "mcs_days": common, "mcs_note": why}
+                     for m in wide.columns]
             continue
         rows += [{"asset": asset, "horizon_days": h, "model": m, "mcs_p": res.p_values[m],
-                  "in_mcs": m in res.included, "mcs_note": ""} for m in res.p_values]
+                  "in_mcs": m in res.included, "mcs_days": res.n, "mcs_note": ""}
+                 for m in res.p_values]
     return pd.DataFrame(rows, columns=["asset", "horizon_days", "model", "mcs_p", "in_mcs",
-                                       "mcs_note"])
+                                       "mcs_days", "mcs_note"])
 
 
 def mz_table(scores: pd.DataFrame) -> pd.DataFrame:

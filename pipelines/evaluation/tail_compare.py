@@ -268,12 +268,14 @@ def fz0_by_year(scores: pd.DataFrame, best: str, start: object,
 def mcs_frame(scores: pd.DataFrame, side: str = "long", level: float = HEADLINE_LEVEL,
               size: float = 0.10, reps: int = 1000,
               failures: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap); empty
+    """Hansen-Lunde-Nason MCS on the daily pooled FZ0 (seeded stationary bootstrap; ``days``:
+    the days every model has a pooled score, the set's support); empty
     when undefined (a ``failures`` row; with the pool's days where two or more models could
     be compared, so that on a short period it is not judged)."""
     daily = daily_fz0(scores, side, level)
     try:
-        return model_confidence_set(daily, size=size, reps=reps).to_frame()
+        res = model_confidence_set(daily, size=size, reps=reps)
+        return res.to_frame().assign(days=res.n)  # the common days the set compared on
     except UNDEFINED as exc:
         if failures is not None:
             failures.append(failure("mcs", "", _why(exc), side,
