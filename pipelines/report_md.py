@@ -94,11 +94,13 @@ def policy_tables(bt: Path) -> str:
             "passing is unproven); capital = mean(1 − LTV); bad "
             "debt = Σ (x − cushion)/LB for a position at LT; `short_breaches`: days on "
             "which the short side's worst loss over the delay (a perp short's) exceeded MMF, "
+            "and `short_bad_debt_sum` its loss beyond MMF per unit of notional, Σ (y − MMF), "
             "reported, not judged (the acceptance is a lender's, on the long side)."
             + unserved_note(summary, name) + later_failure_note(frozen)
             + stability_note(frozen) + preferred_note(frozen))
     mine = summary[summary["policy"] == name][[c for c in [
-        "asset", "n", "breaches", "short_breaches", "breach_upper", "band_low",
+        "asset", "n", "breaches", "short_breaches", "short_bad_debt_sum", "breach_upper",
+        "band_low",
         "under_coverage",
         "over_coverage", "independence_p", "dq_p", "stress_bad_debt", "stress_budget",
         "capital", "mean_mmf", "mean_lt", "bad_debt_lt_sum", "bad_debt_ltv_sum", "acceptable",

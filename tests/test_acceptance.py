@@ -148,6 +148,15 @@ def test_bad_debt_bookkeeping_on_a_hand_computed_day():
     # slippage never moves the lender's loss: the same day without it is the same outcome
     same = with_outcomes(row.assign(liquidity_addon=0.0)).iloc[0]
     assert same["loss_frac"] == out["loss_frac"] and same["bad_debt_lt"] == out["bad_debt_lt"]
+    # the short side, reported: no rise, no loss; a 16.2% worst rise (log 0.15) against a
+    # 10% MMF breaches and leaves 0.0618 per unit of notional
+    assert out["bad_debt_short"] == 0.0 and not bool(out["breach_short"])
+    up = with_outcomes(row.assign(short_loss_next=0.15)).iloc[0]
+    assert up["short_loss_frac"] == pytest.approx(math.exp(0.15) - 1)
+    assert up["bad_debt_short"] == pytest.approx(math.exp(0.15) - 1 - 0.10)
+    assert bool(up["breach_short"]) and up["bad_debt_lt"] == out["bad_debt_lt"]
+    unknown = with_outcomes(row.assign(short_loss_next=np.nan)).iloc[0]
+    assert np.isnan(unknown["bad_debt_short"])
 
 
 def test_no_bad_debt_inside_the_cushion_and_capital_is_mean_one_minus_ltv():

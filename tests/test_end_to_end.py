@@ -191,6 +191,7 @@ def test_report_renders_the_run_as_markdown_tables(ran, monkeypatch):
     assert "### Capital at equal-or-better bad debt" in text
     per_asset = text.split("per asset, evaluation period")[1].split("###")[0]
     assert "short_breaches" in per_asset  # a perp short's side, reported beside the long
+    assert "short_bad_debt_sum" in per_asset
     as_safe = pd.read_csv(workdir / "outputs" / "backtest" / "policy_as_safe.csv")
     assert set(as_safe["family"]) == {"ewma94", "static"}
     assert set(as_safe["period"]) == {"selection", "evaluation"}

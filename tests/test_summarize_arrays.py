@@ -43,6 +43,7 @@ def _reference(path: pd.DataFrame, p: float, episodes, budgets) -> pd.DataFrame:
                                               budget)}
         if known["short_loss_frac"].notna().any():
             row["short_breaches"] = int((known["short_loss_frac"] > known["mmf"]).sum())
+            row["short_bad_debt_sum"] = float(known["bad_debt_short"].sum())
         hits = (known["loss_frac"] > known["mmf"]).to_numpy()
         row["red_windows"] = basel_traffic_light(hits, 250, p).n_red
         row.update({"bad_debt_lt_sum": float(known["bad_debt_lt"].sum()),

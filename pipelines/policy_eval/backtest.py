@@ -385,7 +385,9 @@ def with_outcomes(path: pd.DataFrame) -> pd.DataFrame:
     not added to ``x`` again — charging it in both places is the double count the policy
     removed. A liquidator repays D and takes D·LB of collateral, so the lender loses once
     ``x > 1 − LT·LB`` (the cushion, equal to MMF when LT = (1 − MMF)/LB), by
-    ``(x − cushion)/LB`` per unit of collateral.
+    ``(x − cushion)/LB`` per unit of collateral. The short side (a perp short, the price's
+    worst rise ``y`` over the delay) is reported, not judged: ``breach_short`` where
+    ``y > MMF``, ``bad_debt_short = max(y − MMF, 0)`` per unit of notional.
     """
     out = path.copy()
     out["loss_frac"] = 1.0 - np.exp(-out["loss_next"].clip(lower=0.0))
@@ -394,6 +396,10 @@ def with_outcomes(path: pd.DataFrame) -> pd.DataFrame:
     cushion = 1.0 - out["lt"] * out["lb"]
     out["breach"] = (out["loss_frac"] > out["mmf"]).where(known)
     out["breach_short"] = (out["short_loss_frac"] > out["mmf"]).where(
+        out["short_loss_next"].notna())
+    # a perp short at its maintenance margin (equity MMF per unit of notional) loses the rise
+    # beyond it: the venue's loss per unit of notional, reported beside the lender's
+    out["bad_debt_short"] = (out["short_loss_frac"] - out["mmf"]).clip(lower=0.0).where(
         out["short_loss_next"].notna())
     out["bad_debt_lt"] = ((out["loss_frac"] - cushion) / out["lb"]).clip(lower=0.0).where(known)
     cushion_ltv = 1.0 - out["ltv"] * out["lb"]

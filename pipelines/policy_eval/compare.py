@@ -49,7 +49,7 @@ MIN_IN_SAMPLE = 60  # days of realized losses a static calibration needs
 # replay; dropping them makes the many period cuts and LB re-expressions cheap)
 SLIM = ["asset", "date", "sigma_1d", "liquidity_addon", "mmf", "imf", "lt", "ltv", "lb",
         "loss_next", "short_loss_next", "loss_frac", "short_loss_frac", "breach",
-        "breach_short", "bad_debt_lt", "bad_debt_ltv", "capital"]
+        "breach_short", "bad_debt_short", "bad_debt_lt", "bad_debt_ltv", "capital"]
 
 
 def slim(path: pd.DataFrame) -> pd.DataFrame:

@@ -36,8 +36,8 @@ def _max_increase(s: np.ndarray, lag: int) -> float:
     return float(rise.max()) if len(rise) else np.nan
 
 
-COLUMNS = ("loss_frac", "mmf", "ltv", "short_loss_frac", "bad_debt_lt", "bad_debt_ltv", "imf",
-           "lt", "lb")
+COLUMNS = ("loss_frac", "mmf", "ltv", "short_loss_frac", "bad_debt_short", "bad_debt_lt",
+           "bad_debt_ltv", "imf", "lt", "lb")
 
 
 def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.05,
@@ -84,6 +84,8 @@ def summarize(path: pd.DataFrame, p: float, episodes: Episodes, size: float = 0.
                                                lags, spent, budget)}
         if "short_loss_frac" in k and (~np.isnan(k["short_loss_frac"])).any():
             row["short_breaches"] = int((k["short_loss_frac"] > k["mmf"]).sum())
+            if "bad_debt_short" in k:
+                row["short_bad_debt_sum"] = series_sum(k["bad_debt_short"])
         row["red_windows"] = red_windows(k["loss_frac"] > k["mmf"], 250, p)
         row.update({"bad_debt_lt_sum": series_sum(k["bad_debt_lt"]),
                     "bad_debt_ltv_sum": series_sum(k["bad_debt_ltv"]),
