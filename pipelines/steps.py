@@ -503,9 +503,11 @@ def step_register(
         decision = gate(mine, champ_rows, cfg.registry.gate, stress_refusal=refusal)
         passed, reason = decision.passed, decision.reason + note
         if champ_policy and champ_rows is not None and not len(champ_rows):
-            # e.g. a tail-driven champion and a run without the tail step: said, not hidden
+            # e.g. a tail-driven champion and a run without the tail step: the gate refused;
+            # which policy, and how to compare them, said here
             reason += (f"; capital not compared with the champion: {champ_policy} was not "
-                       "replayed in this run")
+                       "replayed in this run (a tail-driven champion is replayed with "
+                       "tail.in_run: true)")
         if failed:  # not judged (no backtest path) and served the fail-safe: named here
             reason += (f"; served the fail-safe on {', '.join(sorted(failed))} (its "
                        "forecaster failed them in the walk-forward)")

@@ -242,6 +242,11 @@ def test_the_gate_needs_evidence_an_asset_judged_and_a_capital_it_can_compare():
     assert not d.passed and "no asset with a capital for both it and the champion" in d.reason
     d = gate(_summary(0.10), _summary(float("nan")), GateConfig())
     assert not d.passed and "capital not compared" in d.reason
+    # a champion with no row in this run's backtest (not replayed): refused, as with no
+    # asset in common; no champion at all is judged on the challenger alone
+    d = gate(_summary(0.10), _summary(0.10).iloc[0:0], GateConfig())
+    assert not d.passed and "the champion was not replayed in this run" in d.reason
+    assert gate(_summary(0.10), None, GateConfig()).passed
     d = gate(_summary(0.10), _summary(0.0), GateConfig())
     assert not d.passed and "not comparable" in d.reason
     assert gate(_summary(0.104), _summary(0.10), GateConfig()).passed

@@ -115,7 +115,7 @@ def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_firs
 def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran):
     """The champion is the tail-driven version; a run without the tail step (the default)
     registers a variance-driven challenger, which the gate cannot compare with a champion
-    that was not replayed: the reason says so rather than passing it silently."""
+    that was not replayed: it refuses it, and the reason says why and which policy."""
     root, _ = ran
     mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
     client = MlflowClient()
@@ -132,3 +132,7 @@ def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran
     assert latest.tags["policy"].startswith("policy:") and "tail_model" not in latest.tags
     assert ("capital not compared with the champion: " + before.tags["policy"]
             + " was not replayed in this run") in latest.tags["gate.reason"]
+    assert latest.tags["gate.reason"].startswith("refused: ")
+    assert "the champion was not replayed in this run" in latest.tags["gate.reason"]
+    after = client.get_model_version_by_alias("volmargin-policy", "champion")
+    assert after.version == before.version

@@ -59,7 +59,8 @@ def policy_rows(summary: pd.DataFrame, policy: str) -> pd.DataFrame:
 def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfig,
          stress_refusal: str | None = None) -> GateDecision:
     """Decide from per-asset rows with ``asset``, ``acceptable``, ``red_windows``, ``capital``
-    (and ``why_not`` when present)."""
+    (and ``why_not`` when present). ``champion``: None when there is none; its rows in this
+    run's backtest otherwise (empty: it was not replayed, and the gate refuses)."""
     failures, notes = [], []
     if cfg.require_coverage:
         # an unproven asset passed every test on too few days to be judged (a new listing):
@@ -86,7 +87,12 @@ def gate(challenger: pd.DataFrame, champion: pd.DataFrame | None, cfg: GateConfi
     red = int(challenger["red_windows"].sum())
     if red > cfg.max_red_windows:
         failures.append(f"{red} red traffic-light windows (> {cfg.max_red_windows})")
-    if champion is not None and len(champion):
+    if champion is not None and not len(champion):
+        # the champion's policy has no row in this run's backtest (a tail-driven champion and
+        # a run without the tail step, a changed candidate grid): capital cannot be compared,
+        # and what cannot be compared does not pass, as with no asset in common
+        failures.append("the champion was not replayed in this run: capital not compared")
+    elif champion is not None:
         mine, theirs = (frame.set_index("asset")["capital"].astype(float)
                         for frame in (challenger, champion))
         # the assets where both have a capital: a NaN (no path there) would drop out of one
