@@ -1,9 +1,5 @@
 """Read the parameters a risk engine should apply now: follow ``LATEST``, verify, print.
 
-Usage::
-
-    .venv/bin/python examples/read_parameters.py [outputs/forecasts]
-
 What a consumer must do, in order:
 
 1. read ``<root>/LATEST`` (a small JSON file, replaced atomically) for the partition path;
@@ -12,14 +8,28 @@ What a consumer must do, in order:
 3. check that ``_SUCCESS`` is the one ``LATEST`` vouched for, and that ``LATEST`` itself has
    not moved meanwhile (a newer revision or day is written to a new partition and
    ``LATEST`` repointed: then start again);
-4. apply the rows (``lt``/``lb`` are in force; ``pending_*`` announce a change and its
-   effective date); ``updates.json`` lists only the parameters that changed.
+4. check the partition's age: a batch job that failed publishes nothing and ``LATEST``
+   stays on the last good day, so a consumer must not keep admitting new borrowing on old
+   parameters. Older than ``--max-age-days`` (2: until the day's job has run after
+   midnight UTC, the newest as-of is the day before yesterday), apply LTV 0 locally (no new
+   borrowing or leverage) and keep ``lt``/``lb`` in force, as the job's own fail-safe freeze
+   would;
+5. apply the rows (``lt``/``lb`` are in force; ``pending_*`` announce a change and its
+   effective date); ``updates.json`` lists only the parameters that changed (a withdrawn
+   announcement has no new value).
 
-Exit status 0 on success, 1 when nothing valid is published (the message says why).
+Usage::
+
+    .venv/bin/python examples/read_parameters.py [outputs/forecasts] [--max-age-days N]
+
+Exit status 0 on success, 1 when nothing valid is published (the message says why), 2 when
+the newest partition is older than the maximum age (printed, with what to apply).
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -58,8 +68,33 @@ def latest_parameters(root: Path) -> tuple[Path, pd.DataFrame, dict]:
     return path, rows, manifest
 
 
+MAX_AGE_DAYS = 2
+
+
+def stale_note(as_of: str, today: dt.date, max_age_days: int) -> str | None:
+    """What to apply when the partition dated ``as_of`` is older than ``max_age_days`` on
+    ``today`` (UTC); None when it is fresh enough."""
+    age = (today - dt.date.fromisoformat(as_of)).days
+    if age <= max_age_days:
+        return None
+    return (f"STALE: the newest partition is as of {as_of}, {age} days before {today} "
+            f"(> {max_age_days}): the batch job has not published since; apply LTV 0 (no new "
+            "borrowing or leverage) and keep lt / lb in force until a fresh partition appears")
+
+
+def record_line(r: dict) -> str:
+    """One ``updates.json`` record as a line (a withdrawn announcement has no new value)."""
+    new = "withdrawn" if r["new_value_bps"] is None else f"{r['new_value_bps']} bps"
+    return (f"  {r['market']:<6} {r['update_type']:<21} {r['previous_value_bps']!s:>6} bps"
+            f" -> {new:>9}  {r['reference_id'][:18]}…")
+
+
 def main(argv: list[str]) -> int:
-    root = Path(argv[1] if len(argv) > 1 else "outputs/forecasts")
+    parser = argparse.ArgumentParser(prog=Path(argv[0]).name)
+    parser.add_argument("root", nargs="?", default="outputs/forecasts")
+    parser.add_argument("--max-age-days", type=int, default=MAX_AGE_DAYS)
+    args = parser.parse_args(argv[1:])
+    root = Path(args.root)
     try:
         path, rows, manifest = latest_parameters(root)
     except ValueError as exc:
@@ -81,8 +116,11 @@ def main(argv: list[str]) -> int:
         records = json.loads(updates.read_text())["records"]
         print(f"{len(records)} update records:")
         for r in records:
-            print(f"  {r['market']:<6} {r['update_type']:<21} {r['previous_value_bps']!s:>6} bps"
-                  f" -> {r['new_value_bps']:>6} bps  {r['reference_id'][:18]}…")
+            print(record_line(r))
+    note = stale_note(manifest["as_of"], dt.datetime.now(dt.UTC).date(), args.max_age_days)
+    if note:
+        print(note, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -324,11 +324,18 @@ def test_reader_example_verifies_and_prints_the_latest_partition(daily: tuple,
                                                                  tmp_path: Path) -> None:
     root, _ = daily
     script = REPO / "examples" / "read_parameters.py"
-    ok = subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
-                        text=True, timeout=60)
+    ok = subprocess.run([sys.executable, str(script), str(root), "--max-age-days", "100000"],
+                        capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert f"asof={AS_OF}" in ok.stdout and "BTC" in ok.stdout and "SOL" in ok.stdout
-    assert "sha256 verified" in ok.stdout
+    assert "sha256 verified" in ok.stdout and "STALE" not in ok.stderr
+    # the same partition read today is far older than two days: printed, then exit 2 with
+    # what to apply (a job that failed publishes nothing; LATEST stays on its last good day)
+    old = subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
+                         text=True, timeout=60)
+    assert old.returncode == 2 and "BTC" in old.stdout
+    assert f"STALE: the newest partition is as of {AS_OF}" in old.stderr
+    assert "apply LTV 0" in old.stderr
 
     tampered = tmp_path / "forecasts"
     shutil.copytree(root, tampered)
@@ -364,3 +371,20 @@ def test_reader_example_starts_again_when_latest_moves_while_it_reads(
     monkeypatch.setattr(reader, "read_partition", read_then_publish)
     with pytest.raises(ValueError, match="newer partition was published while"):
         reader.latest_parameters(copy)
+
+
+def test_reader_example_age_rule_and_withdrawn_records() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "read_parameters", REPO / "examples" / "read_parameters.py")
+    reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reader)
+    today = dt.date(2025, 7, 3)
+    assert reader.stale_note("2025-07-02", today, 2) is None  # the day's job has run
+    assert reader.stale_note("2025-07-01", today, 2) is None  # it has not run yet
+    note = reader.stale_note("2025-06-30", today, 2)  # a day missed
+    assert note is not None and "3 days before 2025-07-03" in note
+    withdrawn = {"market": "ETH", "update_type": "liquidation_threshold",
+                 "previous_value_bps": 8300, "new_value_bps": None,
+                 "reference_id": "0123456789abcdef0123"}
+    assert "8300 bps -> withdrawn" in reader.record_line(withdrawn)
+    assert "->  8325 bps" in reader.record_line({**withdrawn, "new_value_bps": 8325})
