@@ -145,6 +145,8 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
              fallbacks=len(result.fallback_assets), stale=len(result.stale_assets),
              version=result.model_version, revision=published.revision,
              created=published.created, updates=len(result.updates), path=str(published.path))
+    for name, why in result.failures.items():  # named before any exit status is decided
+        log.warning("load data", f"skipped {name}: {why}")
     if result.stale_assets:
         # Published first on purpose: a risk engine must receive the fail-safe parameters
         # (previous kept, or the conservative set); the exit status makes a person look.
@@ -156,8 +158,6 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
             return EXIT_STALE
         log.warning("stale", text, stale_assets=result.stale_assets)
     if result.failures:
-        for name, why in result.failures.items():
-            log.warning("load data", f"skipped {name}: {why}")
         log.error("load data", f"{len(result.failures)} data file(s) failed to load: published "
                   f"the other assets → exit {EXIT_PARTIAL}", skipped_files=list(result.failures))
         return EXIT_PARTIAL

@@ -23,3 +23,35 @@ def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch) -> No
     assert "asof=2025-06-30 is already published with different content" in said
     assert "registered version are in MLflow" in said
     assert "Traceback" not in said
+
+
+def test_serve_names_the_skipped_files_even_when_stale_data_decides_the_exit(
+        monkeypatch, tmp_path) -> None:
+    """``serving.on_stale: fail`` returns 3 for the stale asset; the files skipped under
+    ``--keep-going`` are still named in the log (they used to be named only after it)."""
+    import datetime as dt
+    from pathlib import Path
+
+    import pandas as pd
+
+    import serving.serve
+    from pipelines.jobs import EXIT_STALE, serve_job
+    from pipelines.ops.logs import JobLog
+    from serving.publish import Published
+    from serving.serve import ServeResult
+
+    params = pd.DataFrame({"asset": ["BTC", "SOL"], "flag_stale": [False, True],
+                           "flag_fallback": [False, True]})
+    result = ServeResult(
+        published=Published(Path(tmp_path / "asof=2025-06-30"), True,
+                            {"as_of": "2025-06-30"}, 1),
+        parameters=params, model_version="3",
+        failures={"crypto/daily/ETH.csv.gz": "row 7: rule high_ge_low"})
+    monkeypatch.setattr(serving.serve, "serve", lambda *a, **k: result)
+    console = Console(record=True, width=300)
+    cfg = Config().with_overrides({"serving.on_stale": "fail"})
+    assert serve_job(cfg, JobLog("serve", console, quiet=True), dt.date(2025, 6, 30), None,
+                     False, keep_going=True) == EXIT_STALE
+    said = console.export_text()
+    assert "skipped crypto/daily/ETH.csv.gz: row 7: rule high_ge_low" in said
+    assert "stale data for SOL" in said
