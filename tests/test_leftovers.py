@@ -185,3 +185,44 @@ def test_a_moved_project_serves_from_its_own_artifacts(
     assert exp.artifact_location == (moved / "mlruns" / "artifacts").resolve().as_uri()
     serve_run = client.search_runs([exp.experiment_id], "tags.`volmargin.step` = 'serve'")[0]
     assert serve_run.info.artifact_uri.startswith(exp.artifact_location)
+
+
+def test_integrity_covers_mlmodel_and_its_shape(tmp_path: Path) -> None:
+    """``MLmodel`` names the code file the loader runs and what goes on the import path: a
+    changed one is refused like a changed ``policy_model.py``; one pointing elsewhere is
+    refused whatever the tags say (a version registered before MLmodel was hashed)."""
+    from types import SimpleNamespace
+
+    from serving.ops.registry import ModelIntegrityError, file_sha256, verify_integrity
+
+    model = tmp_path / "model"
+    (model / "artifacts").mkdir(parents=True)
+    (model / "policy_model.py").write_text("x = 1\n")
+    (model / "artifacts" / "policy_bundle.json").write_text("{}")
+    (model / "evil.py").write_text("raise SystemExit('imported')\n")
+    good = ("flavors:\n  python_function:\n    artifacts:\n      bundle:\n"
+            "        path: artifacts/policy_bundle.json\n        uri: /tmp/b.json\n"
+            "    code: null\n    loader_module: mlflow.pyfunc.loaders.code_model\n"
+            "    model_code_path: /src/serving/policy_model.py\n")
+    (model / "MLmodel").write_text(good)
+    tags = {tag: file_sha256(model / rel) for tag, rel in INTEGRITY_FILES.items()}
+    mv = SimpleNamespace(version="1", name="volmargin-policy", tags=tags)
+    assert verify_integrity(mv, model) == []
+    old = SimpleNamespace(version="1", name="volmargin-policy",
+                          tags={k: v for k, v in tags.items() if "mlmodel" not in k})
+    assert verify_integrity(old, model) == ["integrity.mlmodel.sha256"]  # said, not verified
+    evil = good.replace("/src/serving/policy_model.py", "evil.py")
+    for text, said in ((evil, "has model_code_path 'evil.py'"),
+                       (good.replace("code: null", "code: ."), "to the import path"),
+                       (good.replace("mlflow.pyfunc.loaders.code_model", "evil"),
+                        "has loader_module 'evil'"),
+                       ("flavors: {}\n", "cannot be read as a pyfunc model")):
+        (model / "MLmodel").write_text(text)
+        for version in (mv, old):
+            with pytest.raises(ModelIntegrityError, match=said):
+                verify_integrity(version, model)
+    # the same shape with one byte changed: the recorded hash refuses it
+    (model / "MLmodel").write_text(good + "# edited\n")
+    with pytest.raises(ModelIntegrityError, match="MLmodel has sha256"):
+        verify_integrity(mv, model)
+    assert verify_integrity(old, model) == ["integrity.mlmodel.sha256"]

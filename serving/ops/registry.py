@@ -34,9 +34,13 @@ _REQUIREMENTS = ("mlflow", "pandas", "numpy", "scipy", "arch", "torch", "lightni
 
 
 # Files of a logged policy model whose sha256 is recorded as a version tag at registration and
-# checked before the model's code is imported: the source file runs with the server's rights.
+# checked before the model's code is imported: the source file runs with the server's rights,
+# and ``MLmodel`` names which file that is (``model_code_path``) and what goes on the import
+# path (``code``), so it is checked too.
 INTEGRITY_FILES = {"integrity.policy_model.sha256": "policy_model.py",
-                   "integrity.policy_bundle.sha256": "artifacts/policy_bundle.json"}
+                   "integrity.policy_bundle.sha256": "artifacts/policy_bundle.json",
+                   "integrity.mlmodel.sha256": "MLmodel"}
+CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 ORPHAN_TAG = "orphan"
 
 
@@ -112,7 +116,7 @@ def log_policy_model(bundle: dict[str, Any]) -> mlflow.models.model.ModelInfo:
 def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
     """Register ``model_uri`` as a new version of ``name``; returns the version string.
 
-    The sha256 of the stored ``policy_model.py`` and bundle are added to ``tags``
+    The sha256 of the stored ``policy_model.py``, bundle and ``MLmodel`` are added to ``tags``
     (:data:`INTEGRITY_FILES`), so serving can refuse a file changed after registration.
     """
     stored = local_path(MlflowClient().get_logged_model(
@@ -166,6 +170,11 @@ def verify_integrity(mv: Any, directory: Path) -> list[str]:
     them); raises :class:`ModelIntegrityError` on any mismatch, before the code is imported.
     """
     unverified = []
+    shape = mlmodel_shape_problem(directory / "MLmodel")
+    if shape:  # whatever the tags say (a version registered before MLmodel was hashed)
+        raise ModelIntegrityError(
+            f"version {mv.version} of {mv.name!r}: {directory / 'MLmodel'} {shape}: not the "
+            "model volmargin logs; refusing to load it")
     for tag, rel in INTEGRITY_FILES.items():
         expected = mv.tags.get(tag)
         if expected is None:
@@ -178,6 +187,28 @@ def verify_integrity(mv: Any, directory: Path) -> list[str]:
                 f"registered with {expected}: the stored model was changed after registration; "
                 "refusing to load it")
     return unverified
+
+
+def mlmodel_shape_problem(path: Path) -> str | None:
+    """What makes ``MLmodel`` other than the one :func:`log_policy_model` writes — the
+    models-from-code loader running ``policy_model.py`` from the model's own directory, the
+    bundle at ``artifacts/policy_bundle.json``, nothing added to the import path — or None."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+        flavor = spec["flavors"]["python_function"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        return f"cannot be read as a pyfunc model ({type(exc).__name__}: {exc})"
+    if flavor.get("loader_module") != CODE_LOADER:
+        return f"has loader_module {flavor.get('loader_module')!r}, not {CODE_LOADER!r}"
+    if Path(str(flavor.get("model_code_path", ""))).name != "policy_model.py":
+        return f"has model_code_path {flavor.get('model_code_path')!r}, not policy_model.py"
+    if flavor.get("code"):
+        return f"adds {flavor.get('code')!r} to the import path (code)"
+    bundle = (flavor.get("artifacts") or {}).get("bundle") or {}
+    if bundle.get("path") != "artifacts/policy_bundle.json" or set(
+            flavor.get("artifacts") or {}) != {"bundle"}:
+        return f"has artifacts {flavor.get('artifacts')!r}, not the policy bundle alone"
+    return None
 
 
 def tag_orphan_versions(name: str, running: set[str]) -> list[str]:
