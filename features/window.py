@@ -219,7 +219,8 @@ def bundle_window(bundle: Mapping[str, Any], features: FeaturesConfig, as_of: dt
                   macro: Mapping[str, pd.DataFrame]) -> TrailingWindow:
     """:func:`serve_window` for a policy bundle (:mod:`serving.apply`): the policy section and
     update interval the model applies are its bundled ones, its stored forecasts bound the FHS
-    rows; the panel is built with the serve-time ``features`` config. A tail-driven bundle
+    rows; ``features``: the settings the panel is built with (the serve passes the model's,
+    :func:`serving.serve.model_features`). A tail-driven bundle
     (``tail``: :mod:`serving.tail_source`) reads the whole history: its tail model's inputs
     (a GARCH filter from the first return, every past loss of a historical simulation) are
     not bounded here."""

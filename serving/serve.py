@@ -49,7 +49,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
-from configs.schema import ENV_PREFIX, Config
+from configs.schema import ENV_PREFIX, Config, FeaturesConfig
 from features.freshness import freshness_report
 from features.schema import feature_view
 from features.window import bundle_window, serve_columns, serve_panel
@@ -266,10 +266,13 @@ def serve(
         market, as_of = pit.market, pit.as_of
         progress("features", 0, 1)
         # only the trailing rows the policy reads, built in memory (features/window.py)
-        window = bundle_window(bundle, cfg.features, as_of, market.macro)
+        # with the feature settings the model was fitted and judged on (the loss window H,
+        # the interval U, the outage bridge...): a serve-time edit is reported, not applied
+        features = model_features(cfg, bundle)
+        window = bundle_window(bundle, features, as_of, market.macro)
         # and only the columns this model and policy read, built for all assets at once
         # (each day's worst hourly loss stored once: features/loss_days.py)
-        panel, fingerprint = serve_panel(market, cfg.features, as_of, window,
+        panel, fingerprint = serve_panel(market, features, as_of, window,
                                          serve_columns(bundle), loss_days(cfg))
         prev = previous_parameters(root, as_of)
         later = [day for day in current_partitions(root) if day > as_of]
@@ -452,8 +455,18 @@ def freeze_without_model(cfg: Config, root: Path, as_of: dt.date | None, reason:
 
 # Sections the registered model reads from its own bundled config (serving/apply.py), so a
 # serve-time value of these is not applied.
-BUNDLED = ("policy", "data.stale_after_days", "features.update_interval_days",
-           "features.liquidation_delay_hours")
+BUNDLED = ("policy", "data.stale_after_days", "features")
+# what the serving operator sets whatever the model: the retention of outputs/features/
+SERVE_TIME = ("features.store_keep_latest",)
+
+
+def model_features(cfg: Config, bundle: Mapping[str, Any]) -> FeaturesConfig:
+    """The feature settings the served model reads its panel with: those it was registered
+    with (every one changes what a column holds), the serve-time config's for
+    :data:`SERVE_TIME` keys and for any the bundle predates."""
+    registered = {k: v for k, v in dict(bundle["config"].get("features") or {}).items()
+                  if f"features.{k}" not in SERVE_TIME}
+    return FeaturesConfig.model_validate({**cfg.features.model_dump(), **registered})
 
 
 def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
@@ -488,6 +501,8 @@ def config_not_applied(cfg: Config, bundled: dict[str, Any],
             here, there = here.get(key) if here else None, there.get(key) if there else None
         model_leaves = _leaves(there, dotted)
         for key, value in _leaves(here, dotted).items():
+            if key in SERVE_TIME:
+                continue
             if key in model_leaves and model_leaves[key] != value:
                 diff[key] = {"serve": value, "model": model_leaves[key]}
     from_env = sorted(k for k in diff if any(

@@ -294,6 +294,8 @@ def test_a_serve_time_policy_override_is_refused_and_the_manifest_states_what_wa
     edited = yaml.safe_load((project / "configs" / "default.yaml").read_text())
     edited["policy"]["confidence"] = 0.98    # a setting the protocol froze (its grid's)
     edited["policy"]["fhs_window"] = 400     # one it did not: the file was edited since
+    edited["features"]["liquidation_delay_hours"] = 24  # what a loss column holds: the model's
+    edited["features"]["store_keep_latest"] = 5  # the operator's retention: not the model's
     (project / "edited.yaml").write_text(yaml.safe_dump(edited))
     served = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market", "--config",
                     "edited.yaml", env=env)
@@ -305,8 +307,18 @@ def test_a_serve_time_policy_override_is_refused_and_the_manifest_states_what_wa
     meta = read_manifest(project / "out_cfg" / "forecasts" / f"asof={AS_OF}")["metadata"]
     assert meta["confidence"] == 0.975  # what the model applied
     assert meta["config_not_applied"] == {
-        "policy.fhs_window": {"serve": 400, "model": 500}}
+        "policy.fhs_window": {"serve": 400, "model": 500},
+        "features.liquidation_delay_hours": {"serve": 24, "model": 1}}
     assert meta["frozen_settings"] == {"policy.confidence": 0.975}
+    # not applied means not applied: the panel too is built with the model's H (a 24-hour
+    # loss window read by a policy fitted on 1-hour losses moved every margin)
+    plain = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market",
+                   env={"VOLMARGIN__PATHS__OUTPUTS_DIR": "out_plain"})
+    assert plain.exit_code == 0, plain.output
+    a = read_partition(project / "out_cfg" / "forecasts" / f"asof={AS_OF}")
+    b = read_partition(project / "out_plain" / "forecasts" / f"asof={AS_OF}")
+    cols = ["asset", "mmf", "imf", "lt", "ltv", "lb", "loss_es"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
 
 
 @pytest.mark.slow

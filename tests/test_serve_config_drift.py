@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from configs.schema import Config
-from serving.serve import ServeConfigError, config_not_applied, frozen_settings
+from serving.serve import ServeConfigError, config_not_applied, frozen_settings, model_features
 
 FROZEN = {"policy.confidence": 0.99, "policy.stress_floor_weight": 1.0}
 
@@ -34,3 +34,23 @@ def test_an_environment_override_of_a_frozen_setting_is_still_refused():
     with pytest.raises(ServeConfigError, match=r"policy\.confidence = 0\.98 \(model: 0\.99\)"):
         config_not_applied(Config().with_overrides({"policy.confidence": 0.98}), _bundled(),
                            environ={"VOLMARGIN__POLICY__CONFIDENCE": "0.98"}, frozen=FROZEN)
+
+
+def test_the_panel_is_built_with_the_models_feature_settings_but_the_operators_retention():
+    edited = Config().with_overrides({"features.liquidation_delay_hours": 24,
+                                      "features.outage_bridge_hours": 6,
+                                      "features.store_keep_latest": 9})
+    bundle = {"config": _bundled()}
+    used = model_features(edited, bundle)
+    assert (used.liquidation_delay_hours, used.outage_bridge_hours) == (1, 24)
+    assert used.store_keep_latest == 9
+    drift = config_not_applied(edited, bundle["config"], environ={}, frozen=FROZEN)
+    assert drift == {"features.liquidation_delay_hours": {"serve": 24, "model": 1},
+                     "features.outage_bridge_hours": {"serve": 6, "model": 24}}
+    # a bundle from before a feature setting existed: the serve-time value stands in
+    legacy = {"config": {**_bundled(), "features": {
+        k: v for k, v in _bundled()["features"].items() if k != "outage_bridge_hours"}}}
+    assert model_features(edited, legacy).outage_bridge_hours == 6
+    with pytest.raises(ServeConfigError, match="features.liquidation_delay_hours = 24"):
+        config_not_applied(edited, bundle["config"], frozen=FROZEN,
+                           environ={"VOLMARGIN__FEATURES__LIQUIDATION_DELAY_HOURS": "24"})
