@@ -51,6 +51,6 @@ def test_the_panel_is_built_with_the_models_feature_settings_but_the_operators_r
     legacy = {"config": {**_bundled(), "features": {
         k: v for k, v in _bundled()["features"].items() if k != "outage_bridge_hours"}}}
     assert model_features(edited, legacy).outage_bridge_hours == 6
-    with pytest.raises(ServeConfigError, match="features.liquidation_delay_hours = 24"):
+    with pytest.raises(ServeConfigError, match=r"features\.liquidation_delay_hours = 24"):
         config_not_applied(edited, bundle["config"], frozen=FROZEN,
                            environ={"VOLMARGIN__FEATURES__LIQUIDATION_DELAY_HOURS": "24"})
