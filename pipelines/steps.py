@@ -514,7 +514,8 @@ def step_register(
         first = not passed and champion is None and cfg.registry.gate.promote_first
         if first:
             reason = f"{FIRST_PROMOTED}{reason}"
-        promoted = registry.promote(name, version, passed, reason, first=first)
+        promoted = registry.promote(name, version, passed, reason, first=first,
+                                    judged_against=champion)
         mlflow.log_params({"model_version": version, "promoted": promoted,
                            "gate_passed": passed})
         mlflow.set_tag("gate.reason", reason)

@@ -4,6 +4,7 @@ import datetime as dt
 import platform
 import re
 import shutil
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -61,7 +62,8 @@ def test_aliases_history_and_rollback(store):
     registry.set_alias(NAME, registry.CHAMPION, v1, "first", at=t0)
     v2 = _register("mlp_har")
     registry.set_alias(NAME, registry.CHALLENGER, v2, "new", at=t0 + dt.timedelta(days=5))
-    assert not registry.promote(NAME, v2, False, "refused: coverage fails for BTC")
+    assert not registry.promote(NAME, v2, False, "refused: coverage fails for BTC",
+                                judged_against=v1)
     assert registry.champion_version(NAME) == v1  # a refused challenger never becomes champion
     assert registry.version_tag(NAME, v2, "gate.reason").startswith("refused")
     registry.set_alias(NAME, registry.CHAMPION, v2, "passed", at=t0 + dt.timedelta(days=10))
@@ -89,6 +91,55 @@ def test_a_move_made_outside_volmargin_is_recorded_when_seen(store):
     assert history[-1]["reason"].startswith("moved outside volmargin")
     assert registry.version_at(NAME, dt.datetime.now(dt.UTC)) == v2
     assert registry.reconcile_alias(NAME) is None  # recorded once
+
+
+def test_a_version_judged_against_a_champion_that_moved_meanwhile_is_not_promoted(store):
+    """Two runs judged against v1: the first promotes v2; the second, whose gate passed
+    against v1, is not promoted over v2 (compare-and-set), and its reason says why."""
+    v1, v2, v3 = _register("garch11_t"), _register("mlp_har"), _register("har_rv")
+    registry.set_alias(NAME, registry.CHAMPION, v1, "first")
+    assert registry.promote(NAME, v2, True, "passed: gate", judged_against=v1)
+    assert not registry.promote(NAME, v3, True, "passed: gate", judged_against=v1)
+    assert registry.champion_version(NAME) == v2
+    assert registry.version_tag(NAME, v3, "gate.passed") == "false"
+    assert registry.version_tag(NAME, v3, "gate.reason").startswith(
+        f"refused: @champion moved from {v1} to {v2} while this version was judged")
+    # a first version judged against no champion, one having appeared meanwhile: not promoted
+    v4 = _register("ewma94")
+    assert not registry.promote(NAME, v4, False, "refused: x", first=True, judged_against=None)
+    assert registry.version_tag(NAME, v4, "gate.promoted_anyway") is None
+    assert [m["version"] for m in registry.alias_history(NAME)] == [v1, v2]
+
+
+def test_alias_moves_wait_for_the_alias_lock_of_another_process(store, monkeypatch):
+    """While another process holds the lock beside the store, a move here waits (and, past
+    the timeout, gives up without moving anything)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import filelock
+
+    v1 = _register("garch11_t")
+    lock = str(Path(mlflow.get_tracking_uri().removeprefix("sqlite:///")).parent
+               / ".aliases.lock")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time, filelock
+        with filelock.FileLock({lock!r}):
+            print("held", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(registry, "ALIAS_LOCK_TIMEOUT_S", 0.3)
+        with pytest.raises(filelock.Timeout):
+            registry.set_alias(NAME, registry.CHAMPION, v1, "blocked")
+        assert registry.champion_version(NAME) is None and registry.alias_history(NAME) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    registry.set_alias(NAME, registry.CHAMPION, v1, "after")  # released: it goes through
+    assert registry.champion_version(NAME) == v1
 
 
 def test_rollback_to_a_missing_version_is_an_error(store):

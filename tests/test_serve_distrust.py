@@ -126,7 +126,8 @@ def test_a_champion_its_gate_refused_serves_its_refused_assets_frozen(
     tags["code_version"] = "git:" + "0" * 40  # fitted by other code than the serving one
     version = registry.register(info.model_uri, name, tags)
     reason = "first version promoted with its gate result: refused: not acceptable on SOL"
-    assert registry.promote(name, version, False, reason, first=True)
+    assert registry.promote(name, version, False, reason, first=True,
+                            judged_against=registry.champion_version(name))
     assert registry.champion_version(name) == version
     assert registry.version_tag(name, version, "gate.passed") == "false"  # what the gate said
     assert registry.version_tag(name, version, "gate.promoted_anyway") == "first version"

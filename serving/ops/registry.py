@@ -9,16 +9,19 @@ date D" (:func:`version_at`) and a rollback (:func:`rollback`) are one call each
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import platform
 import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import filelock
 import mlflow
 import yaml
 from mlflow import MlflowClient
@@ -236,9 +239,38 @@ def tag_orphan_versions(name: str, running: set[str]) -> list[str]:
 HISTORY_PREFIX = "alias_history."
 
 
+ALIAS_LOCK_TIMEOUT_S = 120.0
+
+
+@contextlib.contextmanager
+def alias_lock() -> Iterator[None]:
+    """Serialize alias moves and their history between processes: a blocking file lock beside
+    the SQLite store (``.aliases.lock``). ``run``, ``retrain``, ``registry rollback`` and the
+    serve's reconciliation may all move or read ``@champion``; without it a move and its
+    history entry could interleave with another process's (a reconciliation reading the
+    alias moved but its history not yet written recorded a false "moved outside volmargin").
+    Held for a few registry calls only. A remote tracking server has no file to lock: moves
+    through it are not serialized here."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///")).parent / ".aliases.lock"
+    lock = filelock.FileLock(path, timeout=ALIAS_LOCK_TIMEOUT_S, preserve_lock_file=True)
+    with lock:
+        yield
+
+
 def set_alias(name: str, alias: str, version: str, reason: str,
               at: dt.datetime | None = None) -> None:
-    """Point ``alias`` at ``version`` and append the move to the alias history."""
+    """Point ``alias`` at ``version`` and append the move to the alias history (under
+    :func:`alias_lock`)."""
+    with alias_lock():
+        _set_alias(name, alias, version, reason, at)
+
+
+def _set_alias(name: str, alias: str, version: str, reason: str,
+               at: dt.datetime | None = None) -> None:
     client = MlflowClient()
     # "Z", not "+00:00": MLflow tag keys may not contain "+"
     stamp = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -253,19 +285,22 @@ def reconcile_alias(name: str, alias: str = "champion") -> str | None:
     aliases without writing the history): when the live alias points at another version than
     the history's last entry, append a move dated now and return a note saying so; None when
     they agree (or the alias is not set). Dated when it was *seen*, so "which version was in
-    production on date D" is exact from then on and says when it could not be."""
-    try:
-        live = str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except mlflow.exceptions.MlflowException:
-        return None
-    moves = alias_history(name, alias)
-    if moves and moves[-1]["version"] == live:
-        return None
-    last = moves[-1]["version"] if moves else "none"
-    reason = (f"moved outside volmargin (MLflow UI or API) from {last} to {live}; recorded "
-              "when detected, the move itself may be earlier")
-    set_alias(name, alias, live, reason)
-    return f"@{alias} {reason}"
+    production on date D" is exact from then on and says when it could not be. Read and
+    recorded under :func:`alias_lock`, so a move volmargin is making is never mistaken for
+    one made outside it."""
+    with alias_lock():
+        try:
+            live = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except mlflow.exceptions.MlflowException:
+            return None
+        moves = alias_history(name, alias)
+        if moves and moves[-1]["version"] == live:
+            return None
+        last = moves[-1]["version"] if moves else "none"
+        reason = (f"moved outside volmargin (MLflow UI or API) from {last} to {live}; "
+                  "recorded when detected, the move itself may be earlier")
+        _set_alias(name, alias, live, reason)
+        return f"@{alias} {reason}"
 
 
 def alias_history(name: str, alias: str = "champion") -> list[dict[str, str]]:
@@ -314,23 +349,35 @@ def version_tag(name: str, version: str, key: str) -> str | None:
 
 
 def promote(name: str, version: str, gate_passed: bool, reason: str, *,
-            first: bool = False) -> bool:
+            judged_against: str | None, first: bool = False) -> bool:
     """Move ``@champion`` to ``version`` if the gate passed; the decision is tagged either way.
 
     ``first``: the store has no champion and ``registry.gate.promote_first`` is set, so a
     refused version is promoted all the same (a fresh install can serve). Its ``gate.passed``
     tag stays ``false`` (what the gate decided) and ``gate.promoted_anyway`` says why it is
     champion: the serve reads that tag to freeze the assets its gate found not acceptable
-    (:func:`serving.serve.gate_refused`)."""
+    (:func:`serving.serve.gate_refused`).
+
+    ``judged_against``: the champion version the gate compared with (None: there was none).
+    The move is a compare-and-set under :func:`alias_lock`: if ``@champion`` moved meanwhile
+    (another run promoted, a rollback), this version was judged against a champion that is
+    no longer in place, so it is not promoted and ``gate.reason`` says so."""
     client = MlflowClient()
-    client.set_model_version_tag(name, version, "gate.passed", str(gate_passed).lower())
-    client.set_model_version_tag(name, version, "gate.reason", reason)
-    if not gate_passed and first:
-        client.set_model_version_tag(name, version, "gate.promoted_anyway", "first version")
-    if gate_passed or first:
-        set_alias(name, CHAMPION, version, reason)
-        return True
-    return False
+    with alias_lock():
+        now = champion_version(name)
+        if now != judged_against and (gate_passed or first):
+            gate_passed, first = False, False
+            reason = (f"refused: @champion moved from {judged_against or 'none'} to {now} "
+                      f"while this version was judged; rerun to compare with it ({reason})")
+        client.set_model_version_tag(name, version, "gate.passed", str(gate_passed).lower())
+        client.set_model_version_tag(name, version, "gate.reason", reason)
+        if not gate_passed and first:
+            client.set_model_version_tag(name, version, "gate.promoted_anyway",
+                                         "first version")
+        if gate_passed or first:
+            _set_alias(name, CHAMPION, version, reason)
+            return True
+        return False
 
 
 def champion_uri(name: str) -> tuple[str, Any]:
