@@ -4,8 +4,10 @@
 (``outputs/.serve.lock``, ``outputs/.retrain.lock``): a timer firing while a manual run (or a
 slow previous run) is still going must not publish or register twice. The two jobs do not
 exclude each other: a weekly retrain may take many minutes and must not make the daily
-publication fail; what they share (the feature store, the MLflow registry) is written
-atomically by its owners.
+publication fail; what they share is written atomically by its owners (the feature store),
+and alias moves of the MLflow registry with their history entries are serialized by a short
+blocking lock beside the store (:func:`serving.ops.registry.alias_lock`), a promotion being a
+compare-and-set against the champion its gate judged.
 
 The lock is :class:`filelock.FileLock`, which on POSIX is an ``flock`` on the lock file: the
 kernel releases it when the holder dies, even on SIGKILL or power loss, so a crashed run never
