@@ -25,6 +25,7 @@ step backtest garch11_t: ..."); the CLI turns it into a non-zero exit.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
@@ -104,8 +105,14 @@ def runnable_sources(settings: IngestSettings) -> list[str]:
     return ["binance", "deribit"] + (["fred"] if settings.fred_api_key() else [])
 
 
-def data_fingerprint(data_dir: Path) -> str:
-    """sha256 over every data file's path and content (dot-files, e.g. locks, excluded)."""
+def data_fingerprint(data_dir: Path, as_of: dt.date | None = None) -> str:
+    """sha256 over every data file's path and content (dot-files, e.g. locks, excluded).
+
+    With ``as_of``, a CSV file (``.csv``, ``.csv.gz``) counts only its header and the lines
+    dated on or before it (the first field's first ten characters, an ISO date, compared as
+    text; a line without one counts whatever its place), what a run at that as-of reads: rows
+    the daily ingest appends later do not make the same as-of's retrain look new (it
+    registered a duplicate version). Other files count whole."""
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data directory {root} does not exist")
@@ -114,8 +121,23 @@ def data_fingerprint(data_dir: Path) -> str:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        digest.update(f"{rel.as_posix()}:{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
-                      .encode())
+        digest.update(f"{rel.as_posix()}:{_content_sha256(path, as_of)}\n".encode())
+    return digest.hexdigest()
+
+
+def _content_sha256(path: Path, as_of: dt.date | None) -> str:
+    name = path.name.lower()
+    if as_of is None or not name.endswith((".csv", ".csv.gz")):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    cut = as_of.isoformat().encode()
+    digest = hashlib.sha256()
+    with (gzip.open(path, "rb") if name.endswith(".gz") else path.open("rb")) as fh:
+        for n, line in enumerate(fh):
+            head = line[:10]
+            dated = len(head) == 10 and head[4:5] == b"-" and head[7:8] == b"-" \
+                and head[:4].isdigit()
+            if n == 0 or not dated or head <= cut:
+                digest.update(line)
     return digest.hexdigest()
 
 
@@ -201,7 +223,7 @@ def retrain(
             report = _step("ingest", lambda: ingest(
                 cfg.paths.data_dir, runnable_sources(chosen), until, settings=chosen))
         progress("fingerprint", 0, 1)
-        data_fp = _step("fingerprint", lambda: data_fingerprint(cfg.paths.data_dir))
+        data_fp = _step("fingerprint", lambda: data_fingerprint(cfg.paths.data_dir, as_of))
         config_fp = config_fingerprint(cfg)
         marker = marker_path(cfg, as_of)
         done = read_marker(marker)

@@ -4,6 +4,7 @@ ingestion from a local stand-in for the providers (never the network)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import shutil
@@ -83,7 +84,8 @@ def test_retrain_registers_gates_and_records_the_as_of(
     assert marker["gate_reason"].startswith(("passed", "first version promoted with its gate"))
     assert marker["selected"] == "garch11_t" and marker["history"] == []
     assert marker["fit_cutoff"] == AS_OF  # fitted through the as-of, on nothing later
-    assert marker["data_fingerprint"] == data_fingerprint(built.root / "market")
+    assert marker["data_fingerprint"] == data_fingerprint(built.root / "market",
+                                                          dt.date.fromisoformat(AS_OF))
     assert marker["ingest"] == {"skipped": "--skip-ingest"}
     client = registry(built.root)
     assert str(client.get_model_version_by_alias("volmargin-policy", "champion").version) == "1"
@@ -241,3 +243,33 @@ def test_a_first_version_its_gate_refuses_is_promoted_and_serves_its_refused_ass
     assert params["flag_fallback"].all() and (params["ltv"] == 0).all()
     assert params["reason"].str.contains("its gate refused it").all()
     assert read_manifest(part)["metadata"]["gate_refused"] == marker["gate_reason"]
+
+
+def test_the_data_fingerprint_of_an_as_of_ignores_rows_after_it(tmp_path: Path) -> None:
+    """What the daily ingest appends after the as-of leaves that as-of's fingerprint as it
+    was (a rerun is a no-op); a revised row on or before it, a new file or a changed
+    non-CSV file changes it."""
+    root = tmp_path / "market"
+    (root / "crypto" / "daily").mkdir(parents=True)
+    rows = ["timestamp,open,high,low,close,volume",
+            "2025-06-29T00:00:00Z,1,2,0.5,1.5,10", "2025-06-30T00:00:00Z,1.5,2,1,1.8,12"]
+    path = root / "crypto" / "daily" / "BTC.csv.gz"
+
+    def write(lines: list[str]) -> None:
+        with gzip.open(path, "wt") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+    write(rows)
+    (root / "README.md").write_text("provenance\n")
+    day = dt.date(2025, 6, 30)
+    before = data_fingerprint(root, day)
+    write([*rows, "2025-07-01T00:00:00Z,1.8,2.2,1.7,2.0,9"])  # the next day, appended
+    assert data_fingerprint(root, day) == before
+    assert data_fingerprint(root) != data_fingerprint(root, day)  # whole files: it moved
+    assert data_fingerprint(root, dt.date(2025, 7, 1)) != before
+    write([rows[0], rows[1], "2025-06-30T00:00:00Z,1.5,2,1,1.7,12"])  # a revised close
+    assert data_fingerprint(root, day) != before
+    write(rows)
+    assert data_fingerprint(root, day) == before
+    (root / "README.md").write_text("provenance, corrected\n")
+    assert data_fingerprint(root, day) != before
