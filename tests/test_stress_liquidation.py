@@ -25,18 +25,48 @@ def _one_asset(accounts: int = 1, adv: float = 79_800.0) -> tuple[Book, Market]:
 
 
 def test_one_account_liquidation_and_bad_debt_by_hand() -> None:
-    # path 100 → 90 → 80: HF at 90 is 720/760 < 1, so the trigger is hour 1 and with a
-    # one-hour delay the liquidation executes at 80 (collateral 800).
-    # seized share f = min(1, 760·1.05/800) = 0.9975 → Q = 798 USD; ADV 79,800 → √(Q/ADV) = 0.1
-    # slippage s = 1 · 0.05 · 0.1 = 0.005 → realized 800·0.995 = 796
-    # bad debt = 760 − 796/1.05 = 1.9047619...
+    # path 100 → 90 → 70: HF at 90 is 720/760 < 1, so the trigger is hour 1 and with a
+    # one-hour delay the liquidation executes at 70 (collateral 700, HF 560/760).
+    # seized share f = min(1, 760·1.05/700) = 1 → Q = 700 USD; ADV 79,800:
+    # slippage s = 1 · 0.05 · √(700/79,800) = 0.00468, which the 5% bonus covers, so the
+    # liquidator repays what the collateral is worth with its bonus: 700/1.05;
+    # bad debt = 760 − 700/1.05 = 93.333...
     book, market = _one_asset()
-    out = liquidate(book, market, np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), delay_steps=1)
+    out = liquidate(book, market, np.array([1.0, 0.9, 0.7]).reshape(1, 3, 1), delay_steps=1)
     assert out.accounts_liquidated.tolist() == [1]
-    assert out.seized_value[0] == pytest.approx(798.0, rel=1e-12)
-    assert out.bad_debt[0] == pytest.approx(760.0 - 796.0 / 1.05, rel=1e-12)
+    assert out.seized_value[0] == pytest.approx(700.0, rel=1e-12)
+    assert out.bad_debt[0] == pytest.approx(760.0 - 700.0 / 1.05, rel=1e-12)
     assert out.bad_debt_by_asset[0, 0] == pytest.approx(out.bad_debt[0], rel=1e-12)
-    assert out.seized_by_step.tolist() == pytest.approx([0.0, 0.0, 798.0])
+    assert out.seized_by_step.tolist() == pytest.approx([0.0, 0.0, 700.0])
+    # at 80 the collateral (800) still covers the debt with its bonus (798): the slippage
+    # (0.5%) is the liquidator's, paid out of the bonus, so the protocol loses nothing
+    calm = liquidate(book, market, np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), delay_steps=1)
+    assert calm.accounts_liquidated.tolist() == [1] and calm.bad_debt.tolist() == [0.0]
+    assert calm.seized_value[0] == pytest.approx(798.0, rel=1e-12)
+
+
+def test_a_slippage_the_bonus_cannot_pay_leaves_the_sale_to_the_protocol() -> None:
+    # ADV 700 for 700 of seized value: s = 0.05 · √1 = 5% > 1 − 1/1.05, so no liquidator
+    # acts at a loss; the protocol sells at 700 · 0.95 = 665: bad debt 760 − 665 = 95
+    book, market = _one_asset(adv=700.0)
+    out = liquidate(book, market, np.array([1.0, 0.9, 0.7]).reshape(1, 3, 1), delay_steps=1)
+    assert out.bad_debt[0] == pytest.approx(95.0, rel=1e-12)
+
+
+def test_an_account_that_recovers_within_the_delay_is_not_liquidated() -> None:
+    # 100 → 94 (HF 752/760: trigger) → 100 at execution (HF 800/760): not liquidated;
+    # watched again, it falls to 90 at step 3 and is liquidated at step 4 (at 70)
+    book, market = _one_asset()
+    back = liquidate(book, market, np.array([1.0, 0.94, 1.0]).reshape(1, 3, 1), 1)
+    assert back.accounts_liquidated.tolist() == [0] and back.seized_value.tolist() == [0.0]
+    again = liquidate(book, market, np.array([1.0, 0.94, 1.0, 0.9, 0.7]).reshape(1, 5, 1), 1)
+    assert again.accounts_liquidated.tolist() == [1]
+    assert again.seized_by_step.tolist() == pytest.approx([0, 0, 0, 0, 700.0])
+    assert again.bad_debt[0] == pytest.approx(760.0 - 700.0 / 1.05, rel=1e-12)
+    # with no delay the trigger executes on its own step: at 94 (collateral 940) the
+    # liquidator takes D·LB = 798
+    now = liquidate(book, market, np.array([1.0, 0.94, 1.0]).reshape(1, 3, 1), 0)
+    assert now.seized_by_step.tolist() == pytest.approx([0, 798.0, 0])
 
 
 def test_fall_within_the_cushion_leaves_no_bad_debt() -> None:
@@ -91,13 +121,15 @@ def test_slippage_is_the_policy_square_root_law_of_the_aggregate_size() -> None:
                     np.array([adv]), cfg.liquidity.impact_coef, 0.99)
     size = np.array([[cfg.liquidity.reference_size_usd]])
     assert slippage(size, market)[0, 0] == pytest.approx(liquidity_addon(sigma, adv, cfg))
-    # two identical accounts liquidated together slip √2 times more than one alone
-    one = liquidate(*_one_asset(1), np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), 1)
-    two = liquidate(*_one_asset(2), np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), 1)
-    s1 = 0.05 * math.sqrt(798.0 / 79_800.0)
-    s2 = 0.05 * math.sqrt(2 * 798.0 / 79_800.0)
-    assert one.bad_debt[0] == pytest.approx(760 - 800 * (1 - s1) / 1.05)
-    assert two.bad_debt[0] == pytest.approx(2 * (760 - 800 * (1 - s2) / 1.05))
+    # two identical accounts liquidated together slip √2 times more than one alone: at ADV
+    # 1,246.875 one slips 0.05·√(798/ADV) = 4% (the 5% bonus covers it, no bad debt), two
+    # 5.66% (it does not: the protocol sells at 800·(1 − s2) and loses 760 − that each)
+    adv = 798.0 / 0.64
+    one = liquidate(*_one_asset(1, adv), np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), 1)
+    two = liquidate(*_one_asset(2, adv), np.array([1.0, 0.9, 0.8]).reshape(1, 3, 1), 1)
+    s2 = 0.05 * math.sqrt(2 * 798.0 / adv)
+    assert one.bad_debt[0] == 0.0 and one.seized_value[0] == pytest.approx(798.0)
+    assert two.bad_debt[0] == pytest.approx(2 * (760 - 800 * (1 - s2)))
 
 
 def test_missing_move_excludes_exposed_accounts_only() -> None:
@@ -105,11 +137,11 @@ def test_missing_move_excludes_exposed_accounts_only() -> None:
                 np.array([760.0, 760.0]))
     market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
                     np.full(2, 0.05), np.full(2, 79_800.0))
-    path = np.array([[[1.0, np.nan], [0.9, np.nan], [0.8, np.nan]]])
+    path = np.array([[[1.0, np.nan], [0.9, np.nan], [0.7, np.nan]]])
     out = liquidate(book, market, path, 1)
     assert out.excluded_accounts == 1 and out.excluded_debt_usd == 760.0
     assert out.account_liquidated.tolist() == [1, 0]
-    assert out.bad_debt[0] == pytest.approx(760.0 - 796.0 / 1.05)
+    assert out.bad_debt[0] == pytest.approx(760.0 - 700.0 / 1.05)
 
 
 def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +150,7 @@ def test_chunking_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) ->
     book = Book(np.arange(50).astype(str), ["A", "B", "C"], coll, 0.7 * coll.sum(axis=1))
     market = Market(["A", "B", "C"], np.ones(3), np.full(3, 0.8), np.full(3, 1.05),
                     np.full(3, 0.05), np.full(3, 500.0))
-    rel = np.exp(np.cumsum(0.08 * rng.standard_normal((40, 4, 3)), axis=1))
+    rel = np.exp(np.cumsum(0.2 * rng.standard_normal((40, 4, 3)), axis=1))
     whole = liquidate(book, market, rel, 1)
     monkeypatch.setattr("pipelines.stress.liquidation.CELLS_PER_CHUNK", 50 * 7)
     chunked = liquidate(book, market, rel, 1)

@@ -8,25 +8,33 @@ factor at prices :math:`p` is Aave's, with the liquidation threshold of each col
     HF = \frac{\sum_k C_k\, p_k\, LT_k}{D}
 
 The first path step with :math:`HF < 1` triggers the liquidation, which executes ``delay``
-steps later (the liquidation delay *H*) at that step's prices. The liquidator repays the debt
-and seizes collateral worth :math:`D \cdot LB` (value-weighted LB, taken pro rata from every
-collateral asset), so it seizes the share :math:`f = \min(1, D\,LB / V_0)` of the collateral
-value :math:`V_0 = \sum_k C_k p_k`. What it sells moves the price: the slippage of asset *k* is
-the square-root impact of the **aggregate** value seized in that asset on that path,
+steps later (the liquidation delay *H*) at that step's prices, if the account is still
+unhealthy then (a liquidation call checks HF when it executes: an account whose prices came
+back within the delay is not liquidated, and is watched again from the next step). A trigger
+within ``delay`` steps of the scenario's end executes at its last step (no price after it is
+known). The liquidator repays the debt and seizes collateral worth :math:`D \cdot LB`
+(value-weighted LB, taken pro rata from every collateral asset) at the execution prices, so
+it seizes the share :math:`f = \min(1, D\,LB / V)` of the collateral value
+:math:`V = \sum_k C_k p_k`. What it sells moves the price: the slippage of asset *k* is the
+square-root impact of the **aggregate** value seized in that asset on that path,
 
 .. math::
     s_k = \min\big(c\,\sigma_k \sqrt{Q_k / ADV_k},\ s_{\max}\big), \qquad
     Q_k = \sum_{\text{liquidated}} f\, C_k\, p_k ,
 
 the policy's :func:`serving.policy.liquidity_addon` with the reference size replaced by
-:math:`Q_k` (no ADV → :math:`s_{\max}`). The collateral then realizes
-:math:`V = \sum_k C_k p_k (1 - s_k)` and the protocol's bad debt is
+:math:`Q_k` (no ADV → :math:`s_{\max}`). Slippage is the liquidator's cost, paid out of the
+bonus (the policy prices LB for it), so while the bonus covers it, :math:`LB\,(1 - \bar s)
+\ge 1` with :math:`\bar s` the seized value's mean slippage, the protocol's bad debt is
+what the collateral at the execution prices cannot repay with the bonus,
 
 .. math::
     B = \max(D - V / LB,\ 0),
 
 zero as long as the price fell less than the cushion :math:`1 - LT \cdot LB` (= MMF) at the
-trigger. An account's bad debt is attributed to its collateral assets pro rata to their
+trigger. When the bonus does not cover the slippage no liquidator acts, and the protocol
+sells the collateral itself: :math:`B = \max(D - \sum_k C_k p_k (1 - s_k),\ 0)`. An
+account's bad debt is attributed to its collateral assets pro rata to their
 realized value, else (slippage took it all) to their value at the execution prices, else
 (every asset it holds at price 0 then) to their value *before the move* (today's prices),
 which is positive for every account with debt: per-asset bad debt always sums to the
@@ -147,11 +155,44 @@ def liquidate(book: Book, market: Market, relative: np.ndarray, delay_steps: int
         acc, path = np.nonzero(first >= 0)
         if not len(acc):
             continue
-        step = np.minimum(first[acc, path] + delay_steps, n_steps - 1)
-        _settle(out, collateral[acc], debt[acc], price[path, step], acc, path, p0, c, step,
-                market)
+        acc, path, step = _executed(weighted, debt, price, acc, path, first[acc, path],
+                                    delay_steps)
+        if len(acc):
+            _settle(out, collateral[acc], debt[acc], price[path, step], acc, path, p0, c,
+                    step, market)
     return out.result(int(excluded.sum()), float(book.debt_usd[excluded].sum()),
                       float(debt.sum()))
+
+
+def _executed(weighted: np.ndarray, debt: np.ndarray, price: np.ndarray, acc: np.ndarray,
+              path: np.ndarray, trigger: np.ndarray, delay: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (account, path, step) liquidations that execute: each trigger executes ``delay``
+    steps later (at the last step at most) if the account is still unhealthy then; one that
+    recovered is watched again from the step after, until the scenario ends."""
+    n_steps = price.shape[1]
+    done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while len(acc):
+        step = np.minimum(trigger + delay, n_steps - 1)
+        # with no delay the trigger's own test stands (the same prices: no second rounding)
+        still = (step == trigger) | (np.einsum("nk,nk->n", weighted[acc], price[path, step])
+                                     < debt[acc])
+        done.append((acc[still], path[still], step[still]))
+        watch = ~still & (step < n_steps - 1)
+        acc, path, after = acc[watch], path[watch], step[watch]
+        trigger = np.full(len(acc), -1)
+        for s in range(int(after.min()) + 1 if len(after) else n_steps, n_steps):
+            look = np.flatnonzero((trigger < 0) & (after < s))
+            if not len(look):
+                continue
+            bad = np.einsum("nk,nk->n", weighted[acc[look]], price[path[look], s]) \
+                < debt[acc[look]]
+            trigger[look[bad]] = s
+        again = trigger >= 0
+        acc, path, trigger = acc[again], path[again], trigger[again]
+    if not done:
+        return (np.zeros(0, np.intp),) * 3  # type: ignore[return-value]
+    return tuple(np.concatenate(x) for x in zip(*done, strict=True))  # type: ignore[return-value]
 
 
 def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarray,
@@ -168,8 +209,14 @@ def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarra
     agg = np.stack([np.bincount(path, seized[:, j], minlength=c) for j in range(k)], axis=1)
     slip = slippage(agg, market)  # (c, K)
     net = value * (1.0 - slip[path])  # (n, K)
-    v = net.sum(axis=1)
-    bad = np.maximum(debt - v / lb, 0.0)  # (n,)
+    seized_total = seized.sum(axis=1)
+    mean_slip = np.where(seized_total > 0, (seized * slip[path]).sum(axis=1)
+                         / np.where(seized_total > 0, seized_total, 1.0), 0.0)
+    # the bonus pays the liquidator's slippage while it covers it; beyond, nobody liquidates
+    # and the protocol sells the collateral itself
+    covered = lb * (1.0 - mean_slip) >= 1.0
+    bad = np.where(covered, np.maximum(debt - v0 / lb, 0.0),
+                   np.maximum(debt - net.sum(axis=1), 0.0))  # (n,)
     bad_k = bad[:, None] * _attribution(net, value, coll * market.price)  # (n, K)
     rows = slice(p0, p0 + c)
     out.bad_debt_by_asset[rows] += np.stack(
