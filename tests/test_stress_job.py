@@ -28,6 +28,7 @@ from pipelines.stress.book import BOOK_COLUMNS, BookValidationError
 from pipelines.stress.gate import challenger_stress, stress_gate_refusal, stress_refusal
 from pipelines.stress.job import print_stress, run_stress, stress_parameters, stress_published
 from pipelines.stress.publish import STRESS_DIR, read_stress
+from pipelines.stress.scenarios import ewma_sigma_after
 from serving.publish import PARAMETERS_SCHEMA, publish_partition
 from tests.conftest import write_slice
 
@@ -305,7 +306,13 @@ def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
         assert "NEWE by ETH" in mc.note
         x = np.log(mc.relative)
         k = mc.assets.index
-        assert np.allclose(x[..., k("NEWE")] / 0.06, x[..., k("ETH")] / 0.04)
+        # the proxy's standardized moves at the new asset's own EWMA σ (ETH's returns under
+        # a new name since 2022-08: nearly ETH's σ by the as-of, the start of its recursion
+        # weighing 0.94^121 ≈ 6e-4; the published σ, 0.06 against 0.04, scales nothing)
+        sigma = {a: ewma_sigma_after(load_market(data, [a], as_of=AS_OF).daily[a]["close"],
+                                     cfg.stress.ewma_decay, AS_OF) for a in ("ETH", "NEWE")}
+        assert sigma["NEWE"] == pytest.approx(sigma["ETH"], rel=1e-3)
+        assert np.allclose(x[..., k("NEWE")] / sigma["NEWE"], x[..., k("ETH")] / sigma["ETH"])
     doc = result.summary
     assert doc["monte_carlo"]["paths"] == 400 and doc["t_copula"]["paths"] == 400
     # the episode before its listing still excludes its holders, counted, as before
@@ -490,3 +497,22 @@ def test_found_stress_days_are_replayed_beside_the_listed_episodes(tmp_path: Pat
     found = result.summary["scenarios"][names.index("found_2021-09-07")]
     assert found["kind"] == "historical"
     jsonschema.validate(result.summary, contract.summary_schema())
+
+
+def test_the_scenarios_do_not_follow_the_sigma_of_the_model_stressed(
+        project: tuple[Config, Path]) -> None:
+    """A model that halves its σ forecast is stressed on the same scenarios (scaled by the
+    EWMA σ of the data, not by the published one): the same moves and the same bad debt
+    for the same thresholds, so under-forecasting σ buys no milder stress."""
+    cfg, _ = project
+    params = _parameters(AS_OF)
+    halved = params.assign(sigma_1d=params["sigma_1d"] / 2)
+    a = stress_parameters(cfg, params, AS_OF, monte_carlo=True)
+    b = stress_parameters(cfg, halved, AS_OF, monte_carlo=True)
+    moves = {s.name: s.relative for s in a.scenarios}
+    assert {s.name for s in b.scenarios} == set(moves)
+    for s in b.scenarios:
+        assert np.array_equal(s.relative, moves[s.name], equal_nan=True), s.name
+    bad = {s["scenario"]: s["bad_debt_usd"] for s in a.summary["scenarios"]}
+    assert {s["scenario"]: s["bad_debt_usd"] for s in b.summary["scenarios"]} == bad
+    assert any(v > 0 for v in bad.values())

@@ -36,6 +36,7 @@ from pipelines.stress.report import concentration, scenario_rows, stress_table, 
 from pipelines.stress.scenarios import (
     Scenario,
     Skipped,
+    ewma_sigma_after,
     historical_scenarios,
     hypothetical_scenarios,
 )
@@ -99,14 +100,19 @@ def with_scenario_file(cfg: Config, path: Path | str | None) -> Config:
 
 
 def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Config) -> Market:
-    """Prices (close of D), LT/LB/σ from the parameters, the policy's trailing ADV
+    """Prices (close of D), LT/LB from the parameters, the EWMA σ of the next day
+    (:func:`pipelines.stress.scenarios.ewma_sigma_after`: what scales every scenario and the
+    slippage, independent of the model whose parameters are stressed; NaN where the
+    published row has no σ forecast, whose asset is unusable), the policy's trailing ADV
     (:func:`serving.policy.trailing_adv`)."""
     p = params.set_index("asset").sort_index()
     assets = list(p.index)
-    price, adv = [], []
+    price, adv, sigma = [], [], []
     for a in assets:
         d = data.daily[a].loc[: pd.Timestamp(as_of)]
         price.append(float(d["close"].iloc[-1]) if len(d) else np.nan)
+        sigma.append(ewma_sigma_after(d["close"], cfg.stress.ewma_decay, as_of)
+                     if np.isfinite(float(p.at[a, "sigma_1d"])) else np.nan)
         # the policy's ADV, ending the day before: a crash day's own volume is not liquidity
         trailing = trailing_adv(d["close"] * d["volume"], cfg.policy.liquidity.adv_window)
         trailing = trailing[trailing.index <= pd.Timestamp(as_of)]
@@ -115,7 +121,7 @@ def market_state(params: pd.DataFrame, data: MarketData, as_of: dt.date, cfg: Co
         bad = [a for a, x in zip(assets, price, strict=True) if not np.isfinite(x)]
         raise ValueError(f"no close on or before {as_of} for {bad}: cannot price the book")
     return Market(assets, np.array(price), p["lt"].to_numpy(float), p["lb"].to_numpy(float),
-                  p["sigma_1d"].to_numpy(float), np.array(adv),
+                  np.array(sigma), np.array(adv),
                   cfg.policy.liquidity.impact_coef, cfg.stress.slippage_cap)
 
 
@@ -193,8 +199,9 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
     """Historical (as-is and filtered: the configured episodes and the stress days found in the
     data, :func:`found_episodes`), hypothetical and the joint FHS scenario; and those that
     could not be built, with the reason (a hypothetical shock of an unusable asset, the
-    Monte Carlo without a year of returns). ``market.sigma_1d`` is the published σ (NaN
-    where there is no forecast): a scenario never sees a placeholder σ."""
+    Monte Carlo without a year of returns). ``market.sigma_1d`` is the EWMA σ of the next
+    day (:func:`market_state`; NaN where there is none or the published row has no
+    forecast): a scenario never sees a placeholder σ."""
     s, assets, sigma = cfg.stress, market.assets, market.sigma_1d
     delay = cfg.features.liquidation_delay_hours
     found, not_found = found_episodes(cfg, data, as_of)

@@ -3,7 +3,8 @@ r"""Joint filtered historical simulation (FHS) of the whole book's assets.
 Each asset's daily log return is standardized by its point-in-time EWMA σ,
 :math:`z_{t,k} = r_{t,k} / \hat\sigma_{t,k}` (:func:`pipelines.stress.scenarios.ewma_sigma`).
 A path draws ``horizon`` dates with replacement and applies the **whole cross-section** of
-that date, rescaled to today's forecast σ,
+that date, rescaled to today's σ of the same filter (the EWMA σ of the day after the as-of,
+:func:`pipelines.stress.scenarios.ewma_sigma_after`, not the published model's),
 
 .. math::
     x_{h,k} = \sum_{j \le h} z_{d_j,k}\, \hat\sigma_{\mathrm{today},k},

@@ -14,7 +14,11 @@ volatility of the time to today's forecast,
 .. math::
     x^{\mathrm{filt}}_{t} = x_t\, \hat\sigma_{\mathrm{today}} / \hat\sigma_{\mathrm{then}},
 
-with :math:`\hat\sigma_{\mathrm{then}}` the EWMA σ known the day before the episode began.
+with :math:`\hat\sigma_{\mathrm{then}}` the EWMA σ known the day before the episode began
+and :math:`\hat\sigma_{\mathrm{today}}` the EWMA σ of the day after the as-of
+(:func:`ewma_sigma_after`): one filter on both sides, and none of it the published model's
+(the stress judges that model's parameters; a σ it under-forecast would scale its own
+scenarios down).
 
 **Hypothetical** shocks, on a grid of one shock step then the liquidation delay:
 ``shock_asset`` moves by ``shock_move`` in one hour and every other asset by its beta to it,
@@ -34,6 +38,7 @@ scenario, so the accounts holding the asset are excluded, never priced at 0 or �
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +88,19 @@ def ewma_sigma(daily_close: pd.Series, decay: float, min_obs: int = 30) -> pd.Se
     r = np.log(daily_close).diff()
     var = (r**2).ewm(alpha=1.0 - decay, adjust=False, min_periods=min_obs).mean().shift(1)
     return np.sqrt(var)
+
+
+def ewma_sigma_after(daily_close: pd.Series, decay: float, as_of: dt.date,
+                     min_obs: int = 30) -> float:
+    """The EWMA σ of the day after ``as_of`` (:func:`ewma_sigma`'s value there: returns up to
+    and including the as-of), NaN with fewer than ``min_obs`` returns. The σ every scenario
+    is scaled by: the filter of history, not the published model's forecast, so a model
+    that under-forecasts σ is not stressed more mildly for it."""
+    close = daily_close.loc[: pd.Timestamp(as_of)]
+    r = np.log(close).diff()
+    var = (r**2).ewm(alpha=1.0 - decay, adjust=False, min_periods=min_obs).mean()
+    last = float(var.iloc[-1]) if len(var) else math.nan
+    return math.sqrt(last) if math.isfinite(last) and last >= 0 else math.nan
 
 
 def _hourly_log_path(hourly: pd.DataFrame, grid: pd.DatetimeIndex) -> tuple[np.ndarray, int]:
