@@ -70,6 +70,9 @@ class StressConfig(_Strict):
     mc_seed: int = 7
     t_copula_dof: float | None = Field(None, gt=2)  # also a t-copula Monte Carlo (None: off)
     ewma_decay: float = Field(0.94, gt=0, lt=1)     # σ that filters history (RiskMetrics)
+    # the joint Monte Carlo's pool spans at least this share of the longest history (younger
+    # assets move by a proxy): pipelines.stress.montecarlo
+    pool_min_history_share: float = Field(0.8, gt=0, le=1)
     stablecoins: list[str] = ["USDC", "USDT", "DAI"]  # debt assets, priced at 1 USD
     slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%
     top_n: int = Field(10, ge=1)                    # accounts / assets in the concentration table

@@ -290,6 +290,21 @@ def test_a_young_asset_moves_with_its_most_correlated_seasoned_proxy() -> None:
     assert np.array_equal(tc.relative[..., :2], pair.relative)
 
 
+def test_an_asset_of_two_years_does_not_cut_the_pool_to_its_listing() -> None:
+    """A pool of complete cross-sections would start at the youngest asset's listing, and
+    every crash before it would leave the draws: the pool spans at least ``min_share`` of
+    the longest history; a younger asset moves by its proxy."""
+    daily = _pair(0.3, 1500, 2)
+    daily["C"] = _young(daily["B"], 400, 1.0, seed=3)
+    z_longest = standardized_returns(daily, ["A"], 0.94)
+    pool = fhs_pool(daily, ["A", "B", "C"], 0.94)
+    assert pool.proxies == {"C": "B"} and len(pool.z) >= 0.8 * len(z_longest)
+    assert pool.z.index[0] == standardized_returns(daily, ["A", "B"], 0.94).index[0]
+    # without the share, C's ~370 complete cross-sections (over a year) would have been all
+    cut = fhs_pool(daily, ["A", "B", "C"], 0.94, min_share=0.0)
+    assert cut.proxies == {} and MIN_DATES <= len(cut.z) < 0.3 * len(z_longest)
+
+
 def test_a_proxy_needs_common_history_else_the_longest_history_is_used() -> None:
     daily = _pair(0.3, 600, 2)
     daily["A"] = daily["A"].iloc[50:]  # B has the longest history now

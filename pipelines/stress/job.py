@@ -215,11 +215,12 @@ def build_scenarios(cfg: Config, data: MarketData, market: Market, held: np.ndar
     if not used:
         return scenarios, skipped
     draws = {"fhs_joint": lambda: monte_carlo(data.daily, used, sigma[held], s.mc_paths,
-                                              s.mc_horizon_days, s.mc_seed, s.ewma_decay)}
+                                              s.mc_horizon_days, s.mc_seed, s.ewma_decay,
+                                              s.pool_min_history_share)}
     if s.t_copula_dof is not None:
         draws["t_copula"] = lambda: t_copula(data.daily, used, sigma[held], s.mc_paths,
                                              s.mc_horizon_days, s.mc_seed, s.ewma_decay,
-                                             s.t_copula_dof)
+                                             s.t_copula_dof, s.pool_min_history_share)
     built = []
     for name, draw in draws.items():  # each on its own: one that cannot be drawn (no asset
         try:                          # with a year of returns) leaves the other standing

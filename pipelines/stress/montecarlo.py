@@ -18,10 +18,13 @@ delay, so a path's trigger executes at the step's own close (``delay_steps = 0``
 risk of a day is in, the intraday path is not.
 
 **Young assets** (:func:`fhs_pool`). The pool needs :data:`MIN_DATES` complete
-cross-sections. One asset listed a few months ago would shrink the complete cross-sections
-of the whole book below that and, before, cancelled the joint scenarios for every asset. As
-clearing houses do for a new product (a proxy time series), the assets with the longest
-histories whose complete cross-sections number at least :data:`MIN_DATES` are *seasoned*;
+cross-sections, and at least ``min_share`` (:data:`MIN_HISTORY_SHARE`,
+``stress.pool_min_history_share``) of the longest asset's standardized history: one asset
+listed a few months ago would shrink the complete cross-sections of the whole book below a
+year and, before, cancelled the joint scenarios for every asset; one listed two years ago
+would cut the pool to its listing and leave every earlier crash out. As clearing houses do
+for a new product (a proxy time series), the assets with the longest histories whose
+complete cross-sections reach both bounds are *seasoned*;
 each other asset draws, on every resampled date, the standardized return of its **proxy**:
 the seasoned asset whose standardized returns correlate most with its own over their
 common dates (at least :data:`PROXY_MIN_OBS`; with fewer, the seasoned asset with the
@@ -43,6 +46,7 @@ while keeping every marginal as it was observed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +56,10 @@ from scipy import stats
 from pipelines.stress.scenarios import Scenario, ewma_sigma
 
 MIN_DATES = 250  # complete cross-sections the joint scenarios draw from (a year of days)
+# ... and at least this share of the longest standardized history, so that one asset with a
+# year or two of history cannot cut the pool to the youngest seasoned asset's listing and
+# leave the crashes before it (2020-03, 2018) out of every draw
+MIN_HISTORY_SHARE = 0.8
 PROXY_MIN_OBS = 30  # common standardized returns needed to choose a proxy by correlation
 
 
@@ -104,14 +112,16 @@ def proxy_for(own: pd.Series, seasoned: pd.DataFrame, min_obs: int = PROXY_MIN_O
 
 
 def fhs_pool(daily: dict[str, pd.DataFrame], assets: list[str], decay: float,
-             min_dates: int = MIN_DATES) -> Pool:
+             min_dates: int = MIN_DATES, min_share: float = MIN_HISTORY_SHARE) -> Pool:
     """Complete cross-sections of the seasoned assets, young assets moved by their proxy
     (module docstring). When every asset is seasoned this is
     :func:`standardized_returns`, exactly."""
     z = _standardized(daily, assets, decay)
     count = z.notna().sum()
     seasoned = sorted(assets, key=lambda a: (-int(count[a]), assets.index(a)))
-    while seasoned and len(z[seasoned].dropna()) < min_dates:
+    longest = int(count.max()) if len(count) else 0
+    need = max(min_dates, math.ceil(min_share * longest))
+    while seasoned and len(z[seasoned].dropna()) < need:
         seasoned.pop()  # the asset with the shortest history leaves the pool first
     if not seasoned:
         raise ValueError(f"joint scenarios need >= {min_dates} dates with a standardized "
@@ -132,9 +142,10 @@ def fhs_paths(z: np.ndarray, sigma_today: np.ndarray, n_paths: int, horizon: int
 
 
 def monte_carlo(daily: dict[str, pd.DataFrame], assets: list[str], sigma_today: np.ndarray,
-                n_paths: int, horizon: int, seed: int, decay: float) -> Scenario:
+                n_paths: int, horizon: int, seed: int, decay: float,
+                min_share: float = MIN_HISTORY_SHARE) -> Scenario:
     """The joint FHS scenario over ``assets`` (see the module docstring)."""
-    pool = fhs_pool(daily, assets, decay)
+    pool = fhs_pool(daily, assets, decay, min_share=min_share)
     rel = fhs_paths(pool.z.to_numpy(float), sigma_today, n_paths, horizon, seed)
     note = f"{pool.describe()}, {n_paths} paths × {horizon} day(s), seed {seed}"
     return Scenario("fhs_joint", "monte_carlo", rel, 0, assets, pool.sources("fhs"),
@@ -168,12 +179,13 @@ def t_copula_paths(z: np.ndarray, sigma_today: np.ndarray, corr: np.ndarray, dof
 
 
 def t_copula(daily: dict[str, pd.DataFrame], assets: list[str], sigma_today: np.ndarray,
-             n_paths: int, horizon: int, seed: int, decay: float, dof: float) -> Scenario:
+             n_paths: int, horizon: int, seed: int, decay: float, dof: float,
+             min_share: float = MIN_HISTORY_SHARE) -> Scenario:
     """The Student-t copula scenario over ``assets`` (see the module docstring). The copula
     joins the seasoned assets of :func:`fhs_pool`; a young asset takes its proxy's draws of
     standardized moves at its own σ (a column equal to another has no correlation matrix
     to factor)."""
-    pool = fhs_pool(daily, assets, decay)
+    pool = fhs_pool(daily, assets, decay, min_share=min_share)
     seasoned = [a for a in assets if a not in pool.proxies]
     at = {a: i for i, a in enumerate(assets)}
     z = pool.z[seasoned].to_numpy(float)
