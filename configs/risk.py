@@ -76,7 +76,10 @@ class StressConfig(_Strict):
     stablecoins: list[str] = ["USDC", "USDT", "DAI"]  # debt assets, priced at 1 USD
     slippage_cap: float = Field(0.99, gt=0, lt=1)   # impact can exceed the policy cap, not 100%
     top_n: int = Field(10, ge=1)                    # accounts / assets in the concentration table
-    max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst standard scenario / debt
+    max_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst market-wide standard
+    #                                                      scenario / the debt it evaluated
+    max_collapse_bad_debt_share: float | None = Field(None, ge=0)  # gate: worst single-asset
+    #                                                      collapse / book debt (concentration)
     after_run: bool = True  # `volmargin run` stresses the partition it published
     book: StressBookConfig = StressBookConfig()
 

@@ -169,6 +169,13 @@ def test_gate_refuses_a_challenger_over_the_stress_budget(project: tuple[Config,
     assert stress_refusal({"worst_standard_bad_debt_share": 0.01, "worst_standard": "x",
                            "skipped_scenarios": skipped[1:]}, 0.02) is None
     assert stress_refusal({"skipped_scenarios": skipped}, None) is None  # no budget
+    # a single asset's collapse is judged apart, against its own budget
+    doc = {"worst_standard_bad_debt_share": 0.01, "worst_standard": "x",
+           "worst_collapse_bad_debt_share": 0.3, "worst_collapse": "BTC_collapse"}
+    assert stress_refusal(doc, 0.02) is None
+    assert stress_refusal(doc, 0.02, 0.25) == (
+        "collapse bad debt 30.000% of the book's debt in BTC_collapse > budget 25.000%")
+    assert stress_refusal(doc, None, 0.5) is None
     # a loose challenger (LT 0.97, LB 1.01: a 2% cushion) on the standard scenarios
     loose = _parameters(AS_OF).assign(lt=0.97, ltv=0.95, lb=1.01)
     strict = cfg.with_overrides({"stress.max_bad_debt_share": 0.001})
@@ -516,3 +523,26 @@ def test_the_scenarios_do_not_follow_the_sigma_of_the_model_stressed(
     bad = {s["scenario"]: s["bad_debt_usd"] for s in a.summary["scenarios"]}
     assert {s["scenario"]: s["bad_debt_usd"] for s in b.summary["scenarios"]} == bad
     assert any(v > 0 for v in bad.values())
+
+
+def test_the_worst_standard_scenario_is_market_wide_and_judged_on_the_debt_it_evaluated(
+        project: tuple[Config, Path]) -> None:
+    """A −90% collapse of one asset leaves bad debt no margin absorbs: it is read apart
+    (``worst_collapse``), and the market-wide worst is the share of the debt the scenario
+    could price (an episode before an asset's listing excludes its holders)."""
+    cfg, _ = project
+    result = stress_parameters(cfg, _parameters(AS_OF), AS_OF, monte_carlo=False,
+                               parameters_ref=_REF)
+    doc = result.summary
+    rows = {s["scenario"]: s for s in doc["scenarios"]}
+    collapses = {n: r for n, r in rows.items() if n.endswith("_collapse")}
+    wide = {n: r for n, r in rows.items() if n not in collapses}
+    assert set(collapses) == {"BTC_collapse", "ETH_collapse"}
+    assert doc["worst_collapse"] == max(collapses, key=lambda n: collapses[n]["bad_debt_share"])
+    assert doc["worst_collapse_bad_debt_share"] == max(
+        r["bad_debt_share"] for r in collapses.values())
+    assert doc["worst_collapse_bad_debt_share"] > doc["worst_standard_bad_debt_share"]
+    assert not doc["worst_standard"].endswith("_collapse")
+    assert doc["worst_standard_bad_debt_share"] == max(
+        r["bad_debt_share_evaluated"] for r in wide.values())
+    jsonschema.validate(doc, contract.summary_schema())

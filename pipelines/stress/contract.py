@@ -98,7 +98,8 @@ def summary_schema() -> dict[str, Any]:
         "x-schema-version": STRESS_SCHEMA_VERSION, "type": "object",
         "required": ["as_of", "schema_version", "parameters", "book", "worst_historical",
                      "worst_historical_complete", "worst_standard",
-                     "worst_standard_bad_debt_share", "monte_carlo", "t_copula", "scenarios",
+                     "worst_standard_bad_debt_share", "worst_collapse",
+                     "worst_collapse_bad_debt_share", "monte_carlo", "t_copula", "scenarios",
                      "skipped_scenarios"],
         "properties": {
             "as_of": {"type": "string", "format": "date"},
@@ -125,10 +126,19 @@ def summary_schema() -> dict[str, Any]:
             "worst_historical_complete": {
                 "type": ["string", "null"], "description": "worst historical scenario among "
                 "those that exclude no account (every held asset was listed then)"},
-            "worst_standard": {"type": ["string", "null"]},
-            "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / book "
-                                              "debt over historical and hypothetical scenarios "
-                                              "(what the gate compares to its budget)"},
+            "worst_standard": {"type": ["string", "null"], "description": "the market-wide "
+                               "standard scenario with the largest bad debt share of the "
+                               "debt it evaluated"},
+            "worst_standard_bad_debt_share": {**_NUM, "description": "largest bad debt / "
+                                              "evaluated debt over the historical and "
+                                              "market-wide hypothetical scenarios, single-asset "
+                                              "collapses apart (what the gate compares to its "
+                                              "budget)"},
+            "worst_collapse": {"type": ["string", "null"], "description": "the single-asset "
+                               "collapse with the largest bad debt share"},
+            "worst_collapse_bad_debt_share": {**_NUM, "description": "its bad debt / book debt "
+                                              "(a concentration reading, "
+                                              "stress.max_collapse_bad_debt_share)"},
             "monte_carlo": {"description": "joint FHS tail of protocol bad debt (null when no "
                             "held asset has a year of returns: logged, the other scenarios "
                             "stand)", **mc_tail},

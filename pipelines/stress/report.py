@@ -16,6 +16,7 @@ null when it saw no debt at all (never a plausible 0).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,11 @@ from pipelines.stress.scenarios import Scenario, Skipped
 
 TOTAL = "ALL"
 LEVELS = (0.95, 0.99)
-STRESS_SCHEMA_VERSION = "2"  # bump on any breaking change of stress.parquet or the summary
+STRESS_SCHEMA_VERSION = "3"  # bump on any breaking change of stress.parquet or the summary
 #                             (2: excluded_debt_usd, bad_debt_share_evaluated, skipped
-#                             scenarios, frozen-asset sizing of the synthetic book)
+#                             scenarios, frozen-asset sizing of the synthetic book; 3: the
+#                             worst standard scenario is market-wide, its share of the debt
+#                             evaluated; single-asset collapses apart, worst_collapse)
 
 
 def _f(name: str, type_: pa.DataType, description: str, unit: str | None = None, *,
@@ -162,6 +165,16 @@ def _worst(rows: list[dict[str, Any]]) -> str | None:
     return max(rows, key=lambda r: r["bad_debt_usd"])["scenario"] if rows else None
 
 
+def _finite(x: Any) -> float:
+    """A share that is not a number (no evaluated debt) counts as 0: nothing was priced."""
+    v = float(x) if x is not None else math.nan
+    return v if math.isfinite(v) else 0.0
+
+
+def _worst_share(rows: list[dict[str, Any]], key: str) -> str | None:
+    return max(rows, key=lambda r: _finite(r[key]))["scenario"] if rows else None
+
+
 def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[str, Any]],
             book_info: dict[str, Any], parameters: dict[str, Any],
             skipped: list[Skipped] | tuple[Skipped, ...] = ()) -> dict[str, Any]:
@@ -177,7 +190,11 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
         item.update(details.get(r["scenario"], {}))
         scenarios.append(item)
     hist = [r for r in totals if r["kind"] in ("historical", "filtered")]
-    standard = [r for r in totals if r["kind"] != "monte_carlo"]
+    # market-wide: a single asset's −90% collapse is a concentration test, read apart (no
+    # margin absorbs it, so in the same maximum it would decide every gate on its own)
+    collapses = [r for r in totals if r["kind"] == "hypothetical"
+                 and str(r["scenario"]).endswith("_collapse")]
+    standard = [r for r in totals if r["kind"] != "monte_carlo" and r not in collapses]
     mc = next((r for r in totals if r["scenario"] == "fhs_joint"), None)
     tc = next((r for r in totals if r["scenario"] == "t_copula"), None)
     tail = ("paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
@@ -188,8 +205,13 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
         "worst_historical": _worst(hist),
         # an episode before some assets were listed excludes their holders: not comparable
         "worst_historical_complete": _worst([r for r in hist if not r["excluded_accounts"]]),
-        "worst_standard": _worst(standard),
-        "worst_standard_bad_debt_share": max((r["bad_debt_share"] for r in standard),
+        # judged on the debt it could price: accounts excluded (an asset not listed in an
+        # episode) would otherwise dilute the share as if their debt were safe
+        "worst_standard": _worst_share(standard, "bad_debt_share_evaluated"),
+        "worst_standard_bad_debt_share": max(
+            (_finite(r["bad_debt_share_evaluated"]) for r in standard), default=0.0),
+        "worst_collapse": _worst_share(collapses, "bad_debt_share"),
+        "worst_collapse_bad_debt_share": max((r["bad_debt_share"] for r in collapses),
                                              default=0.0),
         "monte_carlo": None if mc is None else {k: mc[k] for k in tail},
         "t_copula": None if tc is None else {k: tc[k] for k in tail},
