@@ -60,6 +60,8 @@ def test_valid_book_becomes_an_accounts_by_assets_matrix(tmp_path: Path) -> None
     (lambda f: f.assign(account=["a1", None, "a2"]), "empty_account", 3),
     (lambda f: f.assign(account=[None, None, None]), "empty_account", 2),
     (lambda f: f.assign(account=["a1", "a1", "  "]), "empty_account", 4),
+    # 'a1 ' would be a second account owing a1's debt again
+    (lambda f: f.assign(account=["a1", "a1 ", "a2"]), "account_whitespace", 3),
 ])
 def test_bad_book_names_file_row_and_rule(tmp_path: Path, edit, rule: str,
                                           line: int | None) -> None:
@@ -231,3 +233,14 @@ def test_frozen_sizing_gives_the_frozen_asset_its_positions_back() -> None:
     assert eth_only.sum() > 100
     assert (at_zero.debt_usd[eth_only] == 0).all()  # the defect: no debt, no risk
     assert np.array_equal(frozen.debt_usd, before.debt_usd)
+
+
+def test_account_ids_of_mixed_types_are_refused() -> None:
+    """In a Parquet book 1 and '1' are two values that would become one account once written
+    as text (the matrix keys ids as strings): refused, naming the row."""
+    frame = _book().assign(account=[1, "1", 2])
+    with pytest.raises(BookValidationError) as err:
+        validate_book(frame, ASSETS, STABLE, "book.parquet", 0)
+    assert err.value.rule == "account_mixed_types" and err.value.row == 1
+    assert validate_book(_book().assign(account=[1, 1, 2]), ASSETS, STABLE, "b.parquet",
+                         0).accounts.tolist() == ["1", "2"]

@@ -16,6 +16,8 @@ all, the record reported by its first line; Parquet: the 0-based row index) and 
 CSV pandas can read), ``csv_records`` (a CSV whose records pandas and the csv module split
 differently: its lines cannot be numbered),
 ``missing_column``, ``empty_book``, ``empty_account`` (blank or whitespace-only id),
+``account_whitespace`` (an id with leading or trailing whitespace: another account than the
+same id without it), ``account_mixed_types`` (ids of several types, e.g. 1 and '1' in Parquet),
 ``not_a_number``, ``non_finite``, ``negative_amount``, ``unknown_asset``,
 ``unknown_debt_asset``, ``duplicate_collateral``, ``inconsistent_debt``,
 ``debt_without_collateral``, ``opened_ltv_range``. Nothing is filled, dropped or rounded
@@ -188,6 +190,17 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
         i = int(np.flatnonzero(blank)[0])
         fail(i, "empty_account", "the account id is empty or whitespace: every row names the "
              "account it belongs to")
+    text = account.astype(str)
+    padded = text.ne(text.str.strip())
+    if padded.any():  # 'a1 ' would be another account than 'a1', owing its debt again
+        i = int(np.flatnonzero(padded)[0])
+        fail(i, "account_whitespace", f"the account id {text.iloc[i]!r} starts or ends with "
+             "whitespace: it would be another account than the same id without it")
+    kinds = {type(x).__name__ for x in account}
+    if len(kinds) > 1:  # 1 and '1' would be one account once written as text
+        i = int(np.flatnonzero(account.map(type) != type(account.iloc[0]))[0])
+        fail(i, "account_mixed_types", f"account ids mix types ({', '.join(sorted(kinds))}): "
+             f"{account.iloc[i]!r} here; write every id as text")
     values = {}
     for column in _NUMERIC:
         raw = frame[column]
