@@ -196,9 +196,10 @@ def validate_book(frame: pd.DataFrame, known_assets: list[str], stablecoins: lis
         i = int(np.flatnonzero(padded)[0])
         fail(i, "account_whitespace", f"the account id {text.iloc[i]!r} starts or ends with "
              "whitespace: it would be another account than the same id without it")
-    kinds = {type(x).__name__ for x in account}
+    names = account.map(lambda x: type(x).__name__)
+    kinds = set(names)
     if len(kinds) > 1:  # 1 and '1' would be one account once written as text
-        i = int(np.flatnonzero(account.map(type) != type(account.iloc[0]))[0])
+        i = int(np.flatnonzero(names.ne(names.iloc[0]))[0])
         fail(i, "account_mixed_types", f"account ids mix types ({', '.join(sorted(kinds))}): "
              f"{account.iloc[i]!r} here; write every id as text")
     values = {}
