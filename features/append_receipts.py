@@ -92,11 +92,21 @@ def record(root: Path | str, receipts: Iterable[Receipt]) -> None:
 def append(root: Path | str, path: Path | str, lines: bytes) -> Receipt:
     """Append complete CSV ``lines`` to the source file ``path`` under ``root`` (a new gzip
     member for ``.csv.gz``) and return the receipt, not yet recorded (:func:`record` many at
-    once). The caller holds the data directory's lock; ``lines`` end with a newline.
+    once). The caller holds the data directory's lock; ``lines`` end with a newline, and so
+    must the file: a plain CSV that does not is refused (the first new line would be glued
+    to its last row, and the next load would lose the asset to a format error); a gzip file's
+    last byte cannot be read without decompressing all of it, so there it is the caller's
+    guarantee (every writer here ends each member with a newline).
     """
     if not lines.endswith(b"\n"):
         raise ValueError(f"{path}: appended bytes must end a line")
     path = Path(path)
+    if not path.name.endswith(".gz") and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                raise ValueError(f"{path}: the file does not end a line; appending would "
+                                 "join its last row and the first new one")
     data = gzip.compress(lines, compresslevel=1, mtime=0) if path.name.endswith(".gz") else lines
     with open(path, "ab") as handle:
         before = identity(os.fstat(handle.fileno()))

@@ -12,6 +12,8 @@ instead of crashing, and so that nothing under a data directory is ever ignored 
 - ``empty_file``: no data rows (zero bytes, or a header only);
 - ``file_unreadable``: truncated gzip, bad encoding, not Parquet, I/O or memory error;
 - ``csv_format``: a ragged CSV row (with its line);
+- ``duplicate_columns``: a header naming a column twice (pandas would read the second as
+  ``close.1`` and every reader would take the first without a word);
 - ``unknown_format``: a file named like a data file that the loader would not read: a suffix
   of another case (``BTC.CSV.GZ``), another tabular format (``BTC.csv.bz2``, ``BTC.xlsx``), or a
   ``DVOL_`` prefix of another case. Skipping it would drop the series without a word (an
@@ -20,6 +22,7 @@ instead of crashing, and so that nothing under a data directory is ever ignored 
 
 from __future__ import annotations
 
+import csv
 import errno
 import gzip
 import io
@@ -216,6 +219,22 @@ def file_error(path: Path, err: BaseException) -> DataValidationError:
         "file; nothing was loaded.")
 
 
+def _check_header(path: Path) -> None:
+    """Rule ``duplicate_columns`` on a CSV's header line (line 1)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        names = next(csv.reader([fh.readline()]), [])
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataValidationError(
+                path, 1, "duplicate_columns",
+                f"{path} line 1: rule duplicate_columns failed: the header names column "
+                f"{name!r} twice ({', '.join(names)}); which one holds the data is unknown. "
+                "Fix the header; nothing was loaded.")
+        seen.add(name)
+
+
 def read_table(path: Path, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> pd.DataFrame:
     """The file as stored: CSV (optionally gzipped) or Parquet, no parsing beyond numbers.
 
@@ -258,6 +277,8 @@ def read_table(path: Path, max_file_mb: float | None = DEFAULT_MAX_FILE_MB) -> p
         raise _too_large(path, "its decompressed content", max_file_mb or 0.0) from None
     except FILE_ERRORS as err:
         raise file_error(path, err) from err
+    if not path.name.endswith(".parquet"):
+        _check_header(path)
     if frame.empty:
         raise DataValidationError(
             path, None, "empty_file",

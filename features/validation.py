@@ -69,7 +69,8 @@ class DataValidationError(ValueError):
         ``hourly_daily_consistency`` (:mod:`features.consistency`), ``only_future_rows``
         (:func:`features.loaders.load_market` without ``as_of``) or a file-level rule of
         :mod:`features.rawfiles` (``broken_link``, ``not_a_file``, ``duplicate_source``,
-        ``file_too_large``, ``empty_file``, ``file_unreadable``, ``csv_format``).
+        ``file_too_large``, ``empty_file``, ``file_unreadable``, ``csv_format``,
+        ``duplicate_columns``).
     """
 
     def __init__(self, path: Path | str, row: int | None, rule: str, message: str) -> None:

@@ -232,3 +232,15 @@ def test_compaction_keeps_the_chain_to_each_files_current_identity(
     assert os.path.abspath(data / "crypto" / "hourly" / "ETH.csv.gz") not in journal
     lines = (data / JOURNAL).read_text().splitlines()
     assert all(json.loads(line)["file"] for line in lines) and len(lines) == kept
+
+
+def test_appending_to_a_plain_file_without_a_final_newline_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "BTC.csv"
+    path.write_bytes(b"timestamp,open,high,low,close,volume\n2025-01-04,1,2,0.5,1.5,100")
+    with pytest.raises(ValueError, match="does not end a line"):
+        append_receipts.append(tmp_path, path, b"2025-01-05,1.5,2,1,1.8,90\n")
+    assert path.read_bytes().endswith(b",100")  # untouched
+    path.write_bytes(path.read_bytes() + b"\n")
+    receipt = append_receipts.append(tmp_path, path, b"2025-01-05,1.5,2,1,1.8,90\n")
+    assert receipt.added == 26
+    assert path.read_bytes().endswith(b",100\n2025-01-05,1.5,2,1,1.8,90\n")

@@ -410,6 +410,24 @@ def test_ragged_csv_row_is_a_format_error(tmp_path: Path) -> None:
     assert (exc.value.rule, exc.value.row) == ("csv_format", 5)
 
 
+@pytest.mark.parametrize("suffix", ["csv.gz", "csv"])
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path, suffix: str) -> None:
+    """pandas reads a second 'close' as 'close.1' and every reader takes the first: which
+    column holds the closes is unknown, so the file is refused on line 1."""
+    rows = read_rows("crypto/daily/BTC.csv.gz", 6)
+    close = rows[0].index("close")
+    rows = [[*r, r[close]] for r in rows]
+    rows[0][-1] = "close"
+    path = write_rows(tmp_path / f"BTC.{suffix}", rows)
+    if suffix == "csv":
+        text = gzip.open(path, "rt").read()
+        path.write_text(text)
+    with pytest.raises(DataValidationError) as exc:
+        load_daily(path)
+    assert (exc.value.rule, exc.value.row) == ("duplicate_columns", 1)
+    assert "names column 'close' twice" in str(exc.value) and str(path) in str(exc.value)
+
+
 def test_the_gap_report_is_built_when_first_read_and_stays_deferred_through_cuts(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A serve never reads the gap report (every stamp of every file): it is built on first
