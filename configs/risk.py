@@ -371,4 +371,5 @@ class IngestConfig(_Strict):
     deadline_s: float = Field(600.0, gt=0)        # wall clock per request, body included
     max_retry_after_s: float = Field(120.0, ge=0)  # a longer Retry-After gives up at once
     max_response_mb: float = Field(50.0, gt=0)    # MiB; the largest real answer is ~10 MB
+    settle_s: float = Field(120.0, ge=0)          # a bar closed this long ago may be appended
     plausibility: IngestPlausibilityConfig = IngestPlausibilityConfig()

@@ -185,3 +185,18 @@ def test_concurrent_run_waits_for_the_lock_then_gives_up(api: FakeApis, market: 
     with store.data_dir_lock(market), pytest.raises(TimeoutError, match=r"\.ingest\.lock"):
         ingest(market, ["binance"], UNTIL, settings=settings_for(api.url, lock_timeout_s=0.2))
     assert text(market / DAILY) == before and api.requests == []
+
+
+def test_a_bar_closed_a_moment_ago_waits_for_the_settle_time(api: FakeApis,
+                                                              market: Path) -> None:
+    """Only bars closed ``settle_s`` before now are appended: a provider may revise the bar it
+    just closed, and a stored row is never replaced. Here the settle time reaches back to
+    2025-07-03 12:00: the daily bars of 07-03 and later wait."""
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    settle = (now - pd.Timestamp("2025-07-03T12:00:00")).total_seconds()
+    report = ingest(market, ["binance"], UNTIL, settings=settings_for(api.url, settle_s=settle))
+    assert report.until <= "2025-07-03T12:00:01Z"
+    daily = report.file(DAILY)
+    assert daily.last_timestamp == "2025-07-02T00:00:00Z"
+    full = _daily(market, api)  # without it: the bars through 07-05 come in
+    assert full.last_timestamp == "2025-07-05T00:00:00Z"

@@ -93,6 +93,10 @@ class IngestSettings:
         Environment variable holding the FRED API key.
     lock_timeout_s : float
         How long a run waits for another run on the same data directory to finish.
+    settle_s : float
+        Seconds a candle or session must have been closed before it is appended: a provider
+        may still revise the bar it just closed, and a stored row is only ever rechecked,
+        never replaced (``recheck_last`` reports a revision as a conflict).
     plausibility : PlausibilitySettings
         Thresholds of the screen that holds back implausible rows (:mod:`.plausibility`).
     """
@@ -108,6 +112,7 @@ class IngestSettings:
     fred_api_key_env: str = "FRED_API_KEY"
     lock_timeout_s: float = 600.0
     plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
+    settle_s: float = 120.0
 
     @classmethod
     def from_config(
@@ -134,7 +139,8 @@ class IngestSettings:
             k_daily=screen.k_daily, k_hourly=screen.k_hourly, k_dvol=screen.k_dvol,
             k_macro=screen.k_macro,
         )
-        return cls(endpoints=endpoints or Endpoints(), retry=retry, plausibility=plausibility)
+        return cls(endpoints=endpoints or Endpoints(), retry=retry, plausibility=plausibility,
+                   settle_s=config.settle_s)
 
     def fred_api_key(self) -> str | None:
         """The FRED key from the environment (never logged, redacted from URLs)."""

@@ -75,8 +75,9 @@ def ingest(
         Keys of :data:`SOURCES` (``binance``, ``deribit``, ``fred``); all when None.
     until : datetime, date or str, optional
         Exclusive end, UTC (a date means its 00:00 UTC, so ``until=date(2025, 7, 3)`` adds
-        daily rows up to 2025-07-02). Capped at now; default now. Only candles/sessions
-        complete before it are appended.
+        daily rows up to 2025-07-02). Capped at now minus ``settings.settle_s`` (a bar the
+        provider closed a moment ago may still be revised); default that. Only
+        candles/sessions complete before it are appended.
     assets : sequence of str, optional
         Restrict crypto sources to these symbols; a symbol without a daily (or DVOL) file
         gets one, created from ``start``. Default: the stored files.
@@ -113,7 +114,7 @@ def ingest(
     """
     settings = settings or IngestSettings()
     client = client or HttpClient(settings.retry)
-    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None) - pd.Timedelta(seconds=settings.settle_s)
     end = min(_utc(until), now) if until is not None else now
     names = list(sources) if sources is not None else list(SOURCES)
     unknown = sorted(set(names) - set(SOURCES))
