@@ -39,7 +39,9 @@ class FeaturesConfig(_Strict):
 
     har_windows: list[int] = [1, 7, 30]
     corr_min_obs: int = Field(15, ge=3)  # valid pairs per 30 days of a corr/beta window, else NaN
-    macro_lag_days: int = Field(1, ge=0)  # macro closes print ~20-22 UTC: usable the next day
+    # macro closes print ~20-22 UTC: usable the next day; never 0, at which the US 10y yield
+    # (FRED's DGS10 of day D is published on a later business day) would be read on D itself
+    macro_lag_days: int = Field(1, ge=1)
     macro_max_carry_days: int = Field(7, ge=0)  # a macro value older than this is stale → NaN
     vix_regime_level: float = Field(25.0, gt=0)  # vix_regime: lagged VIX close above this
     liquidity_min_obs: int = Field(20, ge=2)  # valid days in a 30-day volume / Amihud window

@@ -11,9 +11,9 @@ All outputs are daily decimal² (variance of the one-day log return). Notation f
 Crypto trades around the clock, so a UTC day's open equals the previous close up to a tick and
 :math:`o_t \approx 0`; the one estimator that models an overnight gap (Yang-Zhang) still uses it.
 
-These estimators stand in for intraday realized variance where no hourly data exists (every
-asset except BTC and ETH). The panel's proxy is Garman-Klass (``gk_var``); how close each one
-comes to hourly RV on BTC/ETH is measured by :func:`features.summary.proxy_comparison` and
+These estimators stand in for intraday realized variance where no hourly data exists (on
+the embedded data, AAVE, and days an hourly file does not cover). The panel's proxy is
+Garman-Klass (``gk_var``); how close each one comes to hourly RV on BTC/ETH is measured by :func:`features.summary.proxy_comparison` and
 written in ``benchmarks/README.md``. All of them are biased low on a discretely observed path
 (the true high/low is missed between prints).
 
