@@ -184,3 +184,29 @@ def test_one_file_that_fails_leaves_the_others_fetched(
                    settings=settings_for(api.url))
     assert again.file("iv/DVOL_BTC.csv.gz").error == "RuntimeError: unexpected shape"
     assert not again.ok and any(f.appended for f in again.files if f.file.startswith("macro/"))
+
+
+def test_deribit_pages_that_disagree_on_a_shared_point_write_nothing(api: FakeApis,
+                                                                     market: Path) -> None:
+    """Continuation pages overlap at their boundary: the same point twice is one point, two
+    different values for one stamp are a payload error, never resolved by keeping one."""
+    real = api.deribit_dvol
+    api.deribit_max_points = 2
+    calls: list[int] = []
+
+    def overlapping(q: dict[str, str]) -> tuple[int, object]:
+        status, body = real(q)
+        calls.append(1)
+        data = body["result"]["data"]
+        if body["result"]["continuation"] is not None:
+            body["result"]["continuation"] += 1  # the next page repeats this page's first point
+        if len(calls) == 2 and data:
+            data[-1] = [data[-1][0], *[x + 1.0 for x in data[-1][1:]]]  # ... with other values
+        return status, body
+
+    before = (market / "iv/DVOL_BTC.csv.gz").read_bytes()
+    api.deribit_dvol = overlapping  # type: ignore[method-assign]
+    report = ingest(market, ["deribit"], UNTIL, settings=settings_for(api.url))
+    dvol = report.file("iv/DVOL_BTC.csv.gz")
+    assert not dvol.ok and dvol.appended == 0 and "two different points for" in dvol.error
+    assert (market / "iv/DVOL_BTC.csv.gz").read_bytes() == before

@@ -128,5 +128,15 @@ class Deribit:
             raise PayloadError(self.name, PATH, f"more than {MAX_CONTINUATIONS} continuations")
         out = pd.concat(parts, ignore_index=True)
         in_window = (out["timestamp"] >= start) & (out["timestamp"] < end)
-        out = out.loc[in_window].drop_duplicates("timestamp", keep="last")
+        out = out.loc[in_window]
+        # continuation pages overlap at their boundary: the same point twice is expected; two
+        # different values for one stamp are not resolved by picking one
+        repeated = out[out.duplicated("timestamp", keep=False)]
+        values = [c for c in out.columns if c != "timestamp"]
+        clash = repeated.groupby("timestamp")[values].nunique(dropna=False).gt(1).any(axis=1)
+        if clash.any():
+            stamp = clash[clash].index[0]
+            rows = repeated[repeated["timestamp"] == stamp][values].to_dict("records")
+            raise PayloadError(self.name, PATH, f"two different points for {stamp}: {rows}")
+        out = out.drop_duplicates("timestamp", keep="last")
         return out.sort_values("timestamp").reset_index(drop=True)
