@@ -236,6 +236,6 @@ def test_an_evt_config_that_leaves_too_few_excesses_is_refused_with_the_fix():
 
 def test_macro_closes_are_never_read_on_their_own_day():
     """Lag 0 would read FRED's US 10y of day D on D, published on a later business day."""
-    with pytest.raises(ConfigError, match="features.macro_lag_days"):
+    with pytest.raises(ConfigError, match=r"features\.macro_lag_days"):
         Config().with_overrides({"features.macro_lag_days": 0})
     assert Config().with_overrides({"features.macro_lag_days": 2}).features.macro_lag_days == 2
