@@ -14,8 +14,9 @@ Crypto trades around the clock, so a UTC day's open equals the previous close up
 These estimators stand in for intraday realized variance where no hourly data exists (on
 the embedded data, AAVE, and days an hourly file does not cover). The panel's proxy is
 Garman-Klass (``gk_var``); how close each one comes to hourly RV on BTC/ETH is measured
-by :func:`features.summary.proxy_comparison` and written in ``benchmarks/README.md``. All of them are biased low on a discretely observed path
-(the true high/low is missed between prints).
+by :func:`features.summary.proxy_comparison` and written in ``benchmarks/README.md``. All
+of them are biased low on a discretely observed path (the true high/low is missed between
+prints).
 
 References
 ----------
