@@ -62,10 +62,26 @@ import filelock
 import numpy as np
 import pandas as pd
 
-# bump when the entry or index layout, what a cached frame holds, or the rules its verdicts
-# were judged by change (6: percent_units and the hourly/daily check's last-30-days rule: a
-# verdict cached under 5 would be replayed without them)
-FORMAT = 6
+# The rules a cached frame and its verdicts were judged by: an edit of any of these sources
+# (a tolerance, a validation rule, the hourly/daily check) makes a new format, so no entry
+# judged by the old rules is replayed under the new ones (a release that changes them pays
+# one cold first read).
+RULE_SOURCES = ("validation.py", "consistency.py", "candle_tail.py", "candle_pairs.py",
+                "rawfiles.py", "loaders.py")
+
+
+def _rules_digest() -> str:
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in RULE_SOURCES:  # a build without sources (bytecode only): the name alone
+        source = here / name
+        digest.update(name.encode() + b"\0" + (source.read_bytes() if source.is_file() else b""))
+    return digest.hexdigest()[:16]
+
+
+# the layout's number (bump when the entry or index layout or what a cached frame holds
+# changes; 6: percent_units and the last-30-days rule) and the rules' digest
+FORMAT = f"6-{_rules_digest()}"
 # Unreferenced entries younger than this may belong to a process that has not yet written its
 # index: they are left alone (deleting one would only cost that process a re-read).
 GC_GRACE_S = 600.0

@@ -727,3 +727,22 @@ def test_files_validated_before_a_failing_one_stay_cached(source: Path, tmp_path
     cache = CandleCache(tmp_path / "cache")
     assert_same(load_market(data, cache=cache), load_market(data))
     assert served(cache) == 6 and cache.stats["full"] == 1
+
+
+def test_entries_judged_by_other_rules_are_not_replayed(source: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache's format carries a digest of the sources of the rules a cached frame and its
+    verdicts were judged by: under another digest (an edited rule) every file is read and
+    judged again."""
+    from features import candle_store
+
+    as_of = dt.date(2021, 5, 10)
+    load_market(source, as_of=as_of, cache=CandleCache(tmp_path / "cache"))
+    warm = CandleCache(tmp_path / "cache")
+    load_market(source, as_of=as_of, cache=warm)
+    assert warm.stats["full"] == 0 and served(warm) == 7
+    assert candle_store.FORMAT.startswith("6-") and len(candle_store.FORMAT) == 18
+    monkeypatch.setattr(candle_store, "FORMAT", "6-" + "0" * 16)  # the rules were edited
+    edited = CandleCache(tmp_path / "cache")
+    assert_same(load_market(source, as_of=as_of, cache=edited), load_market(source, as_of=as_of))
+    assert edited.stats["full"] == 7 and served(edited) == 0
