@@ -302,9 +302,11 @@ def load_market(
         without a daily file raises ``DataValidationError`` (rule ``asset_missing``).
     as_of : date, optional
         Point-in-time cut: daily, DVOL and macro rows dated ``<= as_of``; hourly candles
-        opening before the end of that UTC day (last one 23:00). None: every row stamped up
-        to the current UTC time; later rows are future data (clock or feed error) and are
-        left out with a warning naming the file and the first such stamp.
+        opening before the end of that UTC day (last one 23:00). None: the rows of the UTC
+        days complete now (today's candles, still open, are cut as an as-of cuts: the as-of
+        is yesterday); rows stamped after the current UTC time are future data (clock or
+        feed error) and are left out with a warning naming the file and the first such
+        stamp.
     keep_going : bool
         False (default): the first invalid file raises. True: an invalid file is recorded in
         ``MarketData.failures`` and skipped with its consequence — an asset whose daily,
@@ -381,7 +383,11 @@ def _load_all(root: Path, run: _Attempts, assets: list[str] | None,
                       append_receipts.read(root))
 
     # A daily row dated D is the whole UTC day D, so "known at as_of" means date < as_of + 1.
-    end = None if as_of is None else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
+    # Without an as-of, the UTC days complete now: today's candles are still open (a daily
+    # row of today would hold a partial range, its close not yet the close)
+    end = (run.now.normalize() if as_of is None and run.now is not None
+           else None if as_of is None
+           else pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1))
     dvol: dict[str, pd.DataFrame] = {}
     for name, path in dvol_files.items():
         frame = run.load(_reader(store, "dvol", max_file_mb), path, f"DVOL_{name} not used"

@@ -382,9 +382,14 @@ def test_rows_after_now_are_ignored_with_a_warning(
 ) -> None:
     monkeypatch.setattr(loaders, "_utcnow", lambda: pd.Timestamp("2022-02-15 12:30"))
     market = load_market(root)
-    assert market.daily["BTC"].index[-1] == pd.Timestamp("2022-02-15")
-    assert market.hourly["BTC"].index[-1] == pd.Timestamp("2022-02-15 12:00")
-    assert market.macro["SPX"].index[-1] <= pd.Timestamp("2022-02-15")
+    # without an as-of, the UTC days complete now: 2022-02-15's candles are still open (its
+    # daily row a partial range), so they are cut as an as-of of 02-14 would cut them
+    assert market.daily["BTC"].index[-1] == pd.Timestamp("2022-02-14")
+    assert market.hourly["BTC"].index[-1] == pd.Timestamp("2022-02-14 23:00")
+    assert market.macro["SPX"].index[-1] <= pd.Timestamp("2022-02-14")
+    same = load_market(root, as_of=pd.Timestamp("2022-02-14").date())
+    assert market.daily["BTC"].equals(same.daily["BTC"])
+    assert market.hourly["BTC"].equals(same.hourly["BTC"])
     assert market.future_rows["crypto/hourly/BTC.csv.gz"] == pd.Timestamp("2022-02-15 13:00")
     hourly = [w for w in market.warnings if "crypto/hourly/BTC.csv.gz" in w]
     assert len(hourly) == 1
