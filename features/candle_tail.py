@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from features.rawfiles import FILE_ERRORS
-from features.validation import SPECS, parse_timestamps
+from features.validation import SPECS, parse_timestamps, value_differs
 
 RULES = frozenset({
     "required_columns", "numeric_values", "timestamp_format", "parseable_timestamp",
     "finite_values", "unique_timestamps", "sorted_timestamps", "day_grid", "hour_grid",
     "positive_prices", "percent_units", "non_negative_volume", "high_ge_low",
-    "high_ge_open_close", "low_le_open_close",
+    "high_ge_open_close", "low_le_open_close", "value_equals_close",
 })
 _STEP_NS = {"day_grid": 86_400 * 10**9, "hour_grid": 3_600 * 10**9}
 
@@ -143,8 +143,8 @@ def _checked(header: bytes, lines: bytes, counts: np.ndarray | None, lasts: list
 
 
 def _ranges_fail(values: dict[str, np.ndarray]) -> np.ndarray | bool:
-    """Rows breaking high_ge_low, high_ge_open_close or low_le_open_close (where the columns
-    exist)."""
+    """Rows breaking high_ge_low, high_ge_open_close, low_le_open_close or value_equals_close
+    (where the columns exist)."""
     bad: np.ndarray | bool = False
     high, low = values.get("high"), values.get("low")
     if high is not None and low is not None:
@@ -154,4 +154,6 @@ def _ranges_fail(values: dict[str, np.ndarray]) -> np.ndarray | bool:
         bad = bad | (high < np.maximum.reduce(open_close))
     if open_close and low is not None:
         bad = bad | (low > np.minimum.reduce(open_close))
+    if "value" in values and "close" in values:
+        bad = bad | value_differs(values["value"], values["close"])
     return bad

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,12 @@ RULE_ORDER = (
     "high_ge_low",
     "high_ge_open_close",
     "low_le_open_close",
+    "value_equals_close",
 )
+# A DVOL or macro file carrying both ``value`` (what the features read) and ``close`` states
+# them equal (the data README's convention): a file where they differ (an adjusted close) is
+# refused rather than read through one column. Relative tolerance of a CSV round trip.
+VALUE_CLOSE_RTOL = 1e-9
 TIMESTAMP_RULES = frozenset(
     {"timestamp_format", "parseable_timestamp", "unique_timestamps", "sorted_timestamps",
      "day_grid", "hour_grid"}
@@ -226,7 +232,16 @@ def build_schema(
         frame_checks.append(_wide_check("high_ge_open_close", _high_ge_open_close(open_close)))
     if open_close and "low" in present:
         frame_checks.append(_wide_check("low_le_open_close", _low_le_open_close(open_close)))
+    if {"value", "close"} <= present:
+        frame_checks.append(_wide_check("value_equals_close", lambda f: ~value_differs(
+            _numeric(f, "value"), _numeric(f, "close"))))
     return pa.DataFrameSchema(columns, checks=frame_checks, strict=False)
+
+
+def value_differs(value: Any, close: Any) -> Any:
+    """Where ``value`` and ``close`` differ beyond :data:`VALUE_CLOSE_RTOL` (False on NaN:
+    reported once, by finite_values)."""
+    return abs(value - close) > VALUE_CLOSE_RTOL * np.maximum(abs(close), 1.0)
 
 
 def _rule_of(check: str, column: object) -> str:

@@ -589,6 +589,20 @@ def test_the_append_path_refuses_dvol_in_decimal_units(tmp_path: Path) -> None:
         loaders.load_dvol(_file(tmp_path / "bad.csv", b"".join(old + bad)))
 
 
+def test_the_append_path_refuses_a_value_other_than_the_close(tmp_path: Path) -> None:
+    """value_equals_close is a DVOL/macro rule (the hourly defects above cannot break it)."""
+    path = MARKET / "iv" / "DVOL_BTC.csv.gz"
+    lines = _text(path).splitlines(keepends=True)
+    header, old, new = lines[0], lines[:300], lines[300:303]
+    cached = loaders.load_dvol(_file(tmp_path / "old.csv", b"".join(old)))
+    at = header.rstrip(b"\n").split(b",").index(b"value")
+    value = float(new[1].rstrip(b"\n").split(b",")[at])
+    bad = [new[0], _field(new[1], at, b"%r" % (value * 1.01)), new[2]]
+    assert candle_tail.appended_rows(header, b"".join(bad), cached, "dvol", True) is None
+    with pytest.raises(DataValidationError, match="value_equals_close"):
+        loaders.load_dvol(_file(tmp_path / "bad.csv", b"".join(old + bad)))
+
+
 def _file(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

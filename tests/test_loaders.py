@@ -296,6 +296,21 @@ def test_malformed_file_fails_on_first_bad_line(
     assert "nothing was loaded" in str(exc.value)
 
 
+@pytest.mark.parametrize("kind", ["dvol", "macro"])
+def test_a_value_other_than_the_close_is_refused(tmp_path: Path, kind: str) -> None:
+    """The features read ``value``; a file that also carries ``close`` states them equal (an
+    adjusted close in one of them would be read through the other without a word)."""
+    loader, source, _ = KINDS[kind]
+    rows = read_rows(source, 8)
+    close = float(rows[4][rows[0].index("close")])
+    rows = set_field(rows, 3, "value", repr(close * 1.01))
+    with pytest.raises(DataValidationError) as exc:
+        loader(write_rows(tmp_path / Path(source).name, rows))
+    assert (exc.value.rule, exc.value.row) == ("value_equals_close", 5)
+    rows = set_field(rows, 3, "value", repr(close))  # equal again: read
+    assert len(loader(write_rows(tmp_path / Path(source).name, rows))) == 8
+
+
 @pytest.mark.parametrize("kind", ["daily", "hourly", "dvol", "macro"])
 def test_high_below_low_names_values_and_stamp(tmp_path: Path, kind: str) -> None:
     loader, source, _ = KINDS[kind]
