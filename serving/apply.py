@@ -252,7 +252,7 @@ class _Batch:
         self.loss = covered_loss_arrays(visible, cfg.policy)
         self.ret = a.column(visible, "ret_1d")
         self.adv = a.rolling_mean(np.exp(a.column(visible, "log_dollar_volume")),
-                                  cfg.policy.liquidity.adv_window)
+                                  cfg.policy.liquidity.adv_window, closed="left")
         bounds = cfg.backtest.plausibility
         if bounds.enabled:  # the trailing mean realized variance of each asset's last row
             rv, last = a.column(visible, "rv"), a.end - 1
@@ -332,8 +332,9 @@ class _Batch:
         if why:
             return freeze(previous, f"fail-safe: implausible forecast for {asset} at "
                           f"{self.as_of.date()}: {why}", cfg.policy, stale=False, hours=hours)
-        # ADV ends the day before: the rolling mean of the row dated as-of - 1, if any
-        adv = self.adv[e - 2] if e - 2 >= s and a.day[e - 2] == self.day0 - 1 else np.nan
+        # ADV ends the day before: the mean over the window that closes before the as-of row
+        # (serving.policy.trailing_adv), whether or not the day before has a row
+        adv = self.adv[e - 1] if e - 1 >= s and a.day[e - 1] == self.day0 else np.nan
         x = latest_inputs(day, var, a.day[s:e], self.loss[s:e], self.ret[e - 1], adv,
                           self.proxy[k], cfg.features.update_interval_days, hours,
                           cfg.policy.fhs_window)

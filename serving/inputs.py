@@ -367,10 +367,12 @@ class PanelArrays:
         span = int(self.day.max() - self.day.min()) + 2 * int(window_days) + 2
         return (self.day - self.day.min()) + self.slot.astype(np.int64) * span
 
-    def rolling_mean(self, values: np.ndarray, window_days: int) -> np.ndarray:
+    def rolling_mean(self, values: np.ndarray, window_days: int,
+                     closed: str = "right") -> np.ndarray:
         """Mean of the non-NaN ``values`` over the ``window_days`` calendar days that end at
-        each row, each asset on its own: ``Series.rolling(f"{w}D", min_periods=1).mean()`` of
-        every asset's series, in one call on the assets laid end to end (:meth:`_axis`).
+        each row (``closed="left"``: that end the day before), each asset on its own:
+        ``Series.rolling(f"{w}D", min_periods=1, closed=closed).mean()`` of every asset's
+        series, in one call on the assets laid end to end (:meth:`_axis`).
 
         pandas restarts its running (compensated) sums whenever a window shares no row with
         the previous one, so each asset's numbers are bit for bit those of its own call.
@@ -379,7 +381,7 @@ class PanelArrays:
             return np.empty(0)
         seconds = (self._axis(window_days) * 86_400).astype("datetime64[s]")
         rolling = pd.Series(values, index=pd.DatetimeIndex(seconds)).rolling(
-            f"{int(window_days)}D", min_periods=1)
+            f"{int(window_days)}D", min_periods=1, closed=closed)
         return rolling.mean().to_numpy(float)
 
     def window_count(self, values: np.ndarray, rows: np.ndarray, window_days: int

@@ -296,10 +296,12 @@ def trailing_adv(dollar_volume: pd.Series, window: int) -> pd.Series:
     ``adv[t] = mean(volume[t-window .. t-1])`` (calendar days, at least one observation): the
     decision at the end of ``t`` never prices liquidity with day ``t``'s own volume, which in
     a crash is the inflated crash-day volume that would make slippage look cheapest exactly
-    when liquidations happen.
+    when liquidations happen. The window is taken at ``t`` itself (``closed="left"``), so a
+    missing row on ``t - 1`` leaves the other days' mean (shifting the mean of ``t - 1``
+    forward left no value at ``t``, and the add-on at its cap for a day).
     """
     daily = dollar_volume.sort_index()
-    return daily.rolling(f"{window}D", min_periods=1).mean().shift(1, freq="D")
+    return daily.rolling(f"{window}D", min_periods=1, closed="left").mean()
 
 
 def liquidity_addon(sigma_1d: Any, adv_usd: Any, cfg: PolicyConfig) -> Any:
@@ -350,7 +352,9 @@ def initial_margin(
       notice), and what it absorbs is the rise while the slow MMF catches up;
     * **stress weight**: ``(1-w)·MMF + w·MMF(σ_stress)`` (Art. 28(1)(b), 25% weight on
       stressed observations);
-    * **floor**: MMF at the long-run σ (Art. 28(1)(c), a ten-year look-back floor).
+    * **floor**: MMF at the long-run σ (Art. 28(1)(c) asks for a ten-year look-back; here
+      σ_long and σ_stress read every σ forecast known so far, :func:`sigma_terms`, which is
+      at most ten years on the embedded data and longer on a longer history).
 
     A term that is NaN (no previous IMF, no σ history) is left out. Elementwise on arrays.
     """

@@ -341,13 +341,16 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     # more), withdrawn otherwise; the tightening then starts from the values in force
     lt_s, lb_s, moves_s = _announce(t["mmf"], t["lb"], lt_e, lb_e, lt_min, cfg)
     tighter_s = _tighter(lt_s, lb_s, lt_e, lb_e)
-    # only a change that loosens the values in force (a higher LT, or a thinner cushion under
-    # an LT not lowered) is held to the day's target: a tightening falling due takes effect
-    # whatever the target did since (a further rise is the next step's)
-    eases = (pend_lt > lt_e + EPS) | ((pend_lt >= lt_e - EPS)
-                                      & (pend_lt * pend_lb > lt_e * lb_e + EPS))
+    # only a change that loosens the values in force (a higher LT, or a thinner cushion,
+    # whatever LT does: a lower LT under a larger bonus may still thin the cushion) is held to
+    # the day's target: a tightening falling due takes effect whatever the target did since
+    # (a further rise is the next step's)
+    eases = (pend_lt > lt_e + EPS) | (pend_lt * pend_lb > lt_e * lb_e + EPS)
     late = due & eases & _looser(pend_lt, pend_lb, lt_s, lb_s)
-    cut = late & moves_s & ~tighter_s & _within(lt_s, lb_s, pend_lt, pend_lb)
+    # trimmed only to a step that loosens (LT not lowered): a lower LT under a thinner
+    # cushion is neither, and waits for its own notice
+    cut = (late & moves_s & ~tighter_s & (lt_s >= lt_e - EPS)
+           & _within(lt_s, lb_s, pend_lt, pend_lb))
     for i in np.flatnonzero(due & ~late).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} in effect")
@@ -383,7 +386,7 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     looser = pend & _looser(pend_lt, pend_lb, lt_n, lb_n)
     within = _within(lt_n, lb_n, pend_lt, pend_lb)
     withdraw = looser & ~moves
-    trim = looser & moves & ~tighter & within
+    trim = looser & moves & ~tighter & (lt_n >= lt_e - EPS) & within
     for i in np.flatnonzero(withdraw).tolist():
         notes[i].append(f"LT {pend_lt[i]:.4f} / LB {pend_lb[i]:.4f} announced "
                         f"{date_of(pend_announced[i])} withdrawn")
@@ -393,7 +396,11 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
                         f"{lb_n[i]:.4f}, effective {date_of(pend_effective[i])}")
     pend &= ~withdraw
     pend_lt, pend_lb = np.where(trim, lt_n, pend_lt), np.where(trim, lb_n, pend_lb)
-    new = ~fresh & moves & (~pend | (looser & ~trim))
+    # an announced tightening is never replaced by a further one: replaced, it would restart
+    # its notice, and a target creeping up every day would postpone it for good under a
+    # notice of two days or more; it falls due as announced and the next step follows it
+    kept = pend & _tighter(pend_lt, pend_lb, lt_e, lb_e) & tighter
+    new = ~fresh & moves & (~pend | (looser & ~trim & ~kept))
     if new.any():
         notice = np.where(tighter, r.tighten_notice_days, r.notice_days)
         pend = pend | new
@@ -415,7 +422,11 @@ def roles(target: Rows, book: Book, as_of: np.ndarray, cfg: PolicyConfig) -> tup
     free = (1.0 - imf_need) / lb_e
     ltv = np.maximum(np.minimum(free, cap), 0.0)
     with np.errstate(invalid="ignore"):
-        keep = (prev_ltv > 0.0) & (prev_ltv <= cap) & (np.abs(ltv - prev_ltv) < r.deadband)
+        # a sub-deadband change is not published, except where the previous LTV lies above
+        # the risk-based one: new borrowing never sits closer to liquidation than the IMF
+        # buffer over the MMF in force allows
+        keep = ((prev_ltv > 0.0) & (prev_ltv <= cap) & (prev_ltv <= free + EPS)
+                & (np.abs(ltv - prev_ltv) < r.deadband))
     capped = ~keep & (ltv < free - EPS)
     ltv = np.where(keep, prev_ltv, ltv)  # a sub-deadband change of the maximum LTV
     for i in np.flatnonzero(capped).tolist():
@@ -462,9 +473,13 @@ def _free_slot(days: np.ndarray) -> np.ndarray:
 
 def _tighter(lt_n: np.ndarray, lb_n: np.ndarray, lt_e: np.ndarray, lb_e: np.ndarray
              ) -> np.ndarray:
-    """Whether a step from the values in force is a tightening: a lower LT, or a wider
-    cushion MMF = 1 - LT·LB under an LT not raised (the lender first: the short notice)."""
-    return (lt_n < lt_e - EPS) | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS))
+    """Whether a step from the values in force is a tightening: a lower LT under a cushion
+    MMF = 1 - LT·LB not thinner, or a wider cushion under an LT not raised (the lender
+    first: the short notice). A lower LT under a larger bonus that thins the cushion is no
+    tightening for the lender: it takes the long notice and its due day's check."""
+    cushion_thinner = lt_n * lb_n > lt_e * lb_e + EPS
+    return (((lt_n < lt_e - EPS) & ~cushion_thinner)
+            | ((lt_n <= lt_e + EPS) & (lt_n * lb_n < lt_e * lb_e - EPS)))
 
 
 def _looser(pend_lt: np.ndarray, pend_lb: np.ndarray, lt_n: np.ndarray, lb_n: np.ndarray

@@ -242,6 +242,12 @@ def test_rolling_means_of_all_assets_in_one_pass_are_each_assets_own():
         np.testing.assert_array_equal(mean[s:e], own.mean().to_numpy())
         # pandas counts an empty window as NaN (min_periods=1): 0 here, the same for >= n
         np.testing.assert_array_equal(count[s:e], own.count().fillna(0.0).to_numpy())
+    before = arrays.rolling_mean(values, 30, closed="left")  # the window ending the day before
+    for k, asset in enumerate(arrays.assets):
+        s, e = arrays.start[k], arrays.end[k]
+        own = pd.Series(values[s:e], index=days[asset]).rolling("30D", min_periods=1,
+                                                                 closed="left")
+        np.testing.assert_array_equal(before[s:e], own.mean().to_numpy())
 
 
 @pytest.mark.parametrize("alias", FORECASTERS)

@@ -216,6 +216,10 @@ def test_adv_ends_the_day_before_the_decision():
     crash.iloc[35] *= 1000  # the crash day's own volume
     assert trailing_adv(crash, 30).loc[days[35]] == adv.loc[days[35]]
     assert trailing_adv(crash, 30).loc[days[36]] > adv.loc[days[36]]
+    # no row on t - 1: the other days of the window still give the mean (it was NaN, which
+    # put the liquidity add-on at its cap and the LB target at its ceiling for that day)
+    holed = vol.drop(days[34])
+    assert trailing_adv(holed, 30).loc[days[35]] == pytest.approx(vol.iloc[5:34].mean())
 
 
 def test_policy_inputs_see_only_the_past_volume_and_realized_losses():

@@ -219,6 +219,23 @@ def test_a_loosening_due_on_a_crash_day_is_withdrawn_not_applied():
     assert s4.pending.effective == day(4 + R.tighten_notice_days)
 
 
+def test_a_lower_lt_under_a_larger_bonus_that_thins_the_cushion_is_no_tightening():
+    """MMF 16% in force (LT 0.80, LB 1.05); a target of 15.8% at LB 1.055 steps LT down and LB
+    up with a thinner cushion: for the lender a loosening, so it takes the long notice and is
+    read against its due day's target — a crash that day (40%) withdraws it (with the short
+    notice of a tightening it took effect on the crash day)."""
+    calm = [(0.16, 1.05), (0.158, 1.055)] + [(0.158, 1.055)] * (R.notice_days - 1)
+    path = _steps([*calm, (0.40, 1.055)])
+    first = path[0][0]
+    _, s1 = path[1]
+    p = s1.pending
+    assert p is not None and p.lt < first.lt and p.lb > first.lb
+    assert p.lt * p.lb > first.lt * first.lb  # a thinner cushion
+    assert p.effective == day(1 + R.notice_days)
+    crash, _ = path[1 + R.notice_days]
+    assert crash.mmf >= first.mmf - 1e-12 and "withdrawn on its effective day" in crash.reason
+
+
 def test_a_tightening_due_takes_effect_while_the_target_keeps_rising():
     """A target rising 1 pp a day: each tightening announced with the short notice takes
     effect on its day whatever the target did since (a further rise is the next step's,
@@ -311,9 +328,15 @@ def test_lb_moves_by_at_most_its_step_per_change():
 
 
 def test_changes_below_the_deadband_are_not_announced_nor_published():
-    path = run([0.10, 0.10 + R.deadband / 5])
-    (p0, _), (p1, s1) = path
+    """A sub-deadband move is not announced (LT, LB) nor published (LTV) — except that LTV
+    never stays above the risk-based one: new borrowing keeps its IMF buffer over the MMF
+    in force, so a sub-deadband tightening of LTV is published."""
+    (p0, _), (p1, s1) = run([0.10, 0.10 - R.deadband / 5])
     assert s1.pending is None and p1.lt == p0.lt and p1.ltv == p0.ltv
+    (p0, _), (p1, s1) = run([0.10, 0.10 + R.deadband / 5])
+    assert s1.pending is None and p1.lt == p0.lt and p1.lb == p0.lb
+    assert p0.ltv - R.deadband < p1.ltv < p0.ltv
+    assert p1.imf >= (1 + CFG.apc.buffer) * p1.mmf - 1e-12
 
 
 def test_the_fail_safe_freezes_ltv_to_zero_and_holds_lt_and_lb():
@@ -395,6 +418,14 @@ zs = st.lists(st.one_of(special, st.floats(-1e6, 1e6)), max_size=300)
 losses = st.lists(st.one_of(special, st.floats(0.0, 5.0)), max_size=40)
 
 
+def _tightening(lt: float, lb: float, lt_e: float, lb_e: float) -> bool:
+    """A lower LT under a cushion 1 - LT·LB not thinner, or a wider cushion under an LT not
+    raised: what the lender gets on the short notice."""
+    eps = 1e-12
+    return ((lt < lt_e - eps and lt * lb <= lt_e * lb_e + eps)
+            or (lt <= lt_e + eps and lt * lb < lt_e * lb_e - eps))
+
+
 def _roles_cfg(notice: int, tighten: int, extra: int, gap: float, up: float, down: float,
                lb_step: float) -> PolicyConfig:
     return CFG.model_copy(update={"roles": R.model_copy(update={
@@ -416,6 +447,16 @@ def _replay_holding_the_roles(xs: list[PolicyInputs], cfg: PolicyConfig) -> Coun
         check_invariants(out, cfg)
         assert 0 <= out.ltv < out.lt and out.lt * out.lb <= 1 + 1e-12
         if prev is not None and before is not None and not before.conservative:
+            p = before.pending
+            if p is not None and _tightening(p.lt, p.lb, prev.lt, prev.lb) \
+                    and not out.flag_fallback:
+                # an announced tightening falls due as announced: never replaced (its notice
+                # restarted) before, always in force on its effective day
+                seen["tightening_kept"] += 1
+                if p.effective <= date:
+                    assert (out.lt, out.lb) == (p.lt, p.lb)
+                else:
+                    assert state.pending == p
             if out.flag_fallback:  # the fail-safe freezes: it never lowers LT
                 seen["frozen"] += 1
                 assert out.lt == prev.lt and out.lb == prev.lb and out.ltv == 0
@@ -510,7 +551,8 @@ def test_roles_hold_on_market_like_paths_and_every_branch_is_reached():
                 loss_age_days=np.arange(len(losses[-400:]), dtype=float)[::-1]))
             prev_var = var
         seen += _replay_holding_the_roles(xs, cfg)
-    for branch in ("announced", "in_effect", "trimmed", "withdrawn", "frozen"):
+    for branch in ("announced", "in_effect", "trimmed", "withdrawn", "frozen",
+                   "tightening_kept"):
         assert seen[branch] > 0, (branch, seen)
 
 
