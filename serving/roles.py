@@ -149,10 +149,12 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
        crash, or below the target in a calm); a step within the deadband is not announced,
        and a pending change looser than today's step (a higher LT or a thinner cushion) is
        withdrawn where the step is held (LT pinned by admitted LTVs, or the deadband),
-       replaced where the step tightens, and trimmed to the step, keeping its effective
-       date, where the step is a smaller loosening. A change that lowers LT, or widens MMF
-       under an LT not raised, takes ``tighten_notice_days``; any other (LT up, or LB up
-       under a held LT) takes ``notice_days``;
+       replaced where the step tightens (an announced tightening itself is never replaced:
+       it falls due, the next step follows), and trimmed to the step, keeping its effective
+       date, where the step is a smaller loosening (LT not lowered). A change that lowers LT
+       without thinning the cushion MMF, or widens MMF under an LT not raised, takes
+       ``tighten_notice_days``; any other (LT up, or a thinner cushion: LB up under a held
+       or a lower LT) takes ``notice_days``;
     3. LTV = min((1 - max(IMF*, MMF_eff·(1 + buffer)))/LB_eff,
        min(LT_eff, LT_pending, LT*) - gap) (below the target LT* too: an LTV admitted above
        it would hold LT up every day it is re-admitted, and a tighter target would never take
