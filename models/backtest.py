@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -52,10 +52,15 @@ def no_withheld() -> pd.DataFrame:
     return pd.DataFrame(columns=WITHHELD_COLUMNS)
 
 
+# stages of a failures row that keep the triple's other forecasts: forecasts dropped one by
+# one (unverifiable), a refit the model declined (its segment has none)
+PARTIAL_STAGES = ("unverifiable", "declined")
+
+
 def whole_failures(failures: pd.DataFrame) -> pd.DataFrame:
     """The failures rows whose whole (model, asset, horizon) triple was left out: every stage
-    but ``unverifiable`` (forecasts dropped one by one, the triple kept)."""
-    return failures[failures["stage"] != "unverifiable"]
+    but :data:`PARTIAL_STAGES`."""
+    return failures[~failures["stage"].isin(PARTIAL_STAGES)]
 
 
 @dataclass(frozen=True)
@@ -281,10 +286,56 @@ def _attempt(task: Task, make_model: Callable[[], Forecaster], features: pd.Data
     return TaskResult(task, fc)
 
 
+def _declined(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
+              panel: pd.DataFrame | None, horizons: Sequence[int]) -> list[dict[str, Any]]:
+    """One row (stage ``declined``) per refit at which the model ran, had forecast the asset
+    at an earlier refit, the asset had rows in the segment, and yet no forecast came: a fit
+    the model judged degenerate there. Its segment's days then drop out of every model's
+    score on that asset (the common support), which nothing said before."""
+    if panel is None or not len(forecasts) or not len(panel):
+        return []
+    index = panel.index
+    span = pd.Series(index.get_level_values("date"), index=index.get_level_values("asset"))
+    bounds = span.groupby(level=0).agg(["min", "max"])
+    extent = {str(a): (lo, hi) for a, lo, hi in bounds.itertuples()}
+    got = forecasts[["asset", "fitted_through", "horizon_days"]].drop_duplicates()
+    made = {(str(a), pd.Timestamp(t), int(h)) for a, t, h in got.itertuples(index=False)}
+    first = {(str(a), int(h)): pd.Timestamp(t) for (a, h), t in
+             got.groupby(["asset", "horizon_days"])["fitted_through"].min().items()}
+    declined: dict[tuple[str, int], list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+    for r in results:
+        if r.error:
+            continue
+        gone = {a for a, _ in r.failed} | ({r.left_out[0]} if r.left_out else set())
+        fit_end, seg_end = pd.Timestamp(r.task.fit_end), pd.Timestamp(r.task.seg_end)
+        for a in r.task.assets:
+            lo, hi = extent.get(a, (None, None))
+            if a in gone or lo is None or lo > seg_end or hi < fit_end:
+                continue  # failed (said), or no row in the segment: nothing to forecast
+            for h in horizons:
+                since = first.get((a, int(h)))
+                if since is None or fit_end <= since or (a, fit_end, int(h)) in made:
+                    continue
+                declined.setdefault((a, int(h)), []).append((fit_end, seg_end))
+    rows = []
+    for (a, h), segments in sorted(declined.items()):
+        (start, end), n = min(segments), len(segments)
+        more = f" and {n - 1} later refit(s)" if n > 1 else ""
+        rows.append({"model": alias, "asset": a, "horizon_days": h, "stage": "declined",
+                     "rows": n, "reason": (
+                         f"refit {start.date()}{more}: no forecast for {start.date()}.."
+                         f"{end.date()} although forecast from the refit of "
+                         f"{first[(a, h)].date()} (the model declined the fit); those days "
+                         "are scored for no model on this asset")})
+    return rows
+
+
 def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
-              reasons: pd.Series, alone: np.ndarray, horizons: Sequence[int]) -> pd.DataFrame:
+              reasons: pd.Series, alone: np.ndarray, horizons: Sequence[int],
+              panel: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per failed (model, asset, horizon), and one per triple whose only flagged
-    forecasts are ``alone`` (unverifiable: dropped one by one, the triple kept)."""
+    forecasts are ``alone`` (unverifiable: dropped one by one, the triple kept) or whose only
+    gap is a refit the model declined (``declined``, :func:`_declined`)."""
     rows = []
     for r in results:
         if r.error:
@@ -324,6 +375,8 @@ def _failures(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
                      "stage": stage, "rows": len(wrong) or len(g),
                      "reason": f"{what}, first at {first['cutoff'].date()}: "
                                f"{first['reason']}"})
+    # last: a triple failed for any other reason keeps that row (drop_duplicates below)
+    rows += _declined(alias, results, forecasts, panel, horizons)
     out = pd.DataFrame(rows, columns=FAILURE_COLUMNS)
     # one row per triple: a fit failure explains the rest, the first refit's error is enough
     out = out.drop_duplicates(["model", "asset", "horizon_days"], ignore_index=True)
@@ -391,7 +444,8 @@ class PendingBacktest:
         flagged = np.flatnonzero(np.asarray(reasons != ""))
         alone = np.zeros(len(fc), dtype=bool)  # unverifiable: dropped one by one
         alone[flagged[unverifiable(np.asarray(reasons)[flagged])]] = True
-        failures = _failures(self.alias, results, fc, reasons, alone, self.horizons)
+        failures = _failures(self.alias, results, fc, reasons, alone, self.horizons,
+                             self.panel)
         whole = whole_failures(failures)
         failed = pd.MultiIndex.from_frame(whole[["asset", "horizon_days"]].astype(
             {"horizon_days": int}))

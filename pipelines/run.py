@@ -106,7 +106,8 @@ class RunResult:
 
     def failure_lines(self) -> list[str]:
         """The end-of-run list of what failed, one line each (empty when nothing did)."""
-        lines = [f"{'forecasts dropped' if r.stage == 'unverifiable' else 'forecast failed'}"
+        what = {"unverifiable": "forecasts dropped", "declined": "forecasts missing"}
+        lines = [f"{what.get(r.stage, 'forecast failed')}"
                  f": {r.model} {r.asset} h={r.horizon_days}d ({r.stage}): {r.reason}"
                  for r in self.forecast_failures.itertuples()]
         failing = self.diagnostic_failures[~self._too_short()]

@@ -129,7 +129,8 @@ class BacktestStep:
 def comparison_with_failures(compared: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
     """The comparison table as logged: healthy rows, then one row per failed (model, asset,
     horizon) with NaN metrics and its ``failure`` reason (empty on healthy rows). A triple
-    that only had forecasts dropped alone (stage ``unverifiable``) is a healthy row."""
+    that only had forecasts dropped alone (stage ``unverifiable``) or a refit declined
+    (``declined``) is a healthy row."""
     failed = whole_failures(failures).rename(
         columns={"reason": "failure"})[["model", "asset", "horizon_days", "failure"]]
     return pd.concat([compared.assign(failure=""), failed], ignore_index=True)

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from configs.schema import FeaturesConfig, ModelsConfig, PlausibilityConfig
-from models.backtest import ForecastFailureError, backtest, plan, walk_forward
+from models.backtest import (
+    ForecastFailureError,
+    backtest,
+    plan,
+    walk_forward,
+    whole_failures,
+)
 from models.ewma import EwmaForecaster
 from models.plausibility import implausibility, trailing_realized_variance
 from models.registry import build_forecaster
@@ -220,6 +226,48 @@ def test_a_pooled_model_that_cannot_fit_loses_every_asset(panel):
     assert out.failures["reason"].str.contains("LinAlgError: Singular matrix").all()
     with pytest.raises(ForecastFailureError, match="faulty AAA h=1: refit 2021-06-01"):
         walk_forward(lambda: _faulty(fail_fit=("AAA", "BBB")), panel, OOS, 91, H, 300)
+
+
+class _Declining(EwmaForecaster):
+    """EWMA that declines BBB at the fit whose window ends on ``decline_at`` (a degenerate
+    fit by its own judgment): no error, simply no forecast for that refit's segment."""
+
+    decline_at: pd.Timestamp | None = None
+
+    def __init__(self) -> None:
+        super().__init__(alias="declining")
+
+    def fit(self, panel: pd.DataFrame) -> Self:
+        self._end = panel.index.get_level_values("date").max()
+        return super().fit(panel)
+
+    def forecast(self, panel: pd.DataFrame, horizons: list[int],
+                 cutoffs: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+        fc = super().forecast(panel, horizons, cutoffs)
+        return fc[~((fc["asset"] == "BBB") & (self._end == self.decline_at))]
+
+
+def test_a_refit_the_model_declines_is_said_and_keeps_the_other_forecasts(panel):
+    """BBB forecast from the first refit, declined at the second: one ``declined`` row per
+    horizon names the refit and its segment (the common support drops those days for every
+    model of BBB, which nothing said); the triple keeps its other forecasts."""
+    plain = _run(lambda: build_forecaster("ewma94", ModelsConfig(), H), panel)
+    refits = sorted(plain.forecasts["fitted_through"].unique())
+    model = _Declining()
+    model.decline_at = pd.Timestamp(refits[1])
+    wf = _run(lambda: model, panel)
+    rows = wf.failures.set_index(["asset", "horizon_days"])
+    assert set(rows.index) == {("BBB", 1), ("BBB", 7)} and set(rows["stage"]) == {"declined"}
+    assert rows["reason"].str.startswith(f"refit {pd.Timestamp(refits[1]).date()}:").all()
+    assert whole_failures(wf.failures).empty
+    bbb = wf.forecasts[wf.forecasts["asset"] == "BBB"]
+    assert pd.Timestamp(refits[1]) not in set(bbb["fitted_through"])
+    assert len(bbb) == len(plain.forecasts[plain.forecasts["asset"] == "BBB"]) - len(
+        plain.forecasts[(plain.forecasts["asset"] == "BBB")
+                        & (plain.forecasts["fitted_through"] == refits[1])])
+    # a model that never forecast an asset is no_forecast, not declined
+    model.decline_at = None
+    assert _run(lambda: model, panel).failures.empty
 
 
 def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):
