@@ -258,9 +258,22 @@ class GarchForecaster:
                 warnings.simplefilter("ignore")  # convergence is checked below, not warned
                 res = self._model(returns).fit(disp="off", show_warning=False,
                                                options={"maxiter": 500})
-            if plausible(res):  # no forecast beats a wrong one: else none from this model
+            if plausible(res) and self._stationary(res):  # no forecast beats a wrong one
                 self.params[str(asset)] = {k: float(v) for k, v in res.params.items()}
         return self
+
+    def _stationary(self, res: Any) -> bool:
+        """A GJR fit whose multi-step persistence α + κγ + β (:func:`gjr_term_structure`,
+        κ from the fitted law) is below 1: arch bounds only α + γ/2 + β, which a skewed law
+        (κ up to ~0.63) can leave above 1, and the h-day forecast then grows without bound.
+        Symmetric GARCH and EGARCH: True (arch's own constraint is the right one)."""
+        params = {k: float(v) for k, v in res.params.items()}
+        if self.spec.vol != "GARCH" or not params.get("gamma[1]"):
+            return True
+        dist = res.model.distribution
+        kappa = float(dist.partial_moment(2, 0.0, np.array(
+            [params[n] for n in dist.parameter_names()])))
+        return params["alpha[1]"] + kappa * params["gamma[1]"] + params["beta[1]"] < 1.0
 
     def variance_paths(
         self, asset: str, returns: pd.Series, wanted: pd.DatetimeIndex, horizon: int,

@@ -81,3 +81,21 @@ def test_every_spec_fits_through_the_forecaster_with_the_block() -> None:
         plain = _fit(alias, returns, False).params
         np.testing.assert_allclose([fitted[k] for k in plain.index], plain.to_numpy(),
                                    rtol=1e-4, atol=1e-7)
+
+
+def test_a_gjr_fit_whose_skewed_persistence_reaches_one_is_declined() -> None:
+    """arch bounds α + γ/2 + β < 1; the h-day path grows by α + κγ + β, and a left-skewed
+    law has κ = E[z² 1(z<0)] near 0.6: α 0.02, γ 0.2, β 0.87 pass arch (0.99) but persist at
+    ~1.01, whose 7-day forecast would grow without bound. Declined; the same fit under a
+    symmetric law (κ = 1/2) is kept."""
+    from arch import arch_model
+
+    returns = pd.Series(np.random.default_rng(3).standard_normal(600) * 2.0)
+    skewed = arch_model(returns, vol="GARCH", p=1, o=1, q=1, dist="skewt").fix(
+        [0.0, 0.05, 0.02, 0.2, 0.87, 6.0, -0.3])
+    kappa = float(skewed.model.distribution.partial_moment(2, 0.0, np.array([6.0, -0.3])))
+    assert 0.02 + 0.2 / 2 + 0.87 < 1.0 < 0.02 + kappa * 0.2 + 0.87
+    assert not GarchForecaster(alias="gjr_skewt")._stationary(skewed)
+    symmetric = arch_model(returns, vol="GARCH", p=1, o=1, q=1, dist="t").fix(
+        [0.0, 0.05, 0.02, 0.2, 0.87, 6.0])
+    assert GarchForecaster(alias="gjr_t")._stationary(symmetric)
