@@ -57,7 +57,14 @@ def _ewma_starts(y: np.ndarray) -> float:
 
 
 def _limits(y: np.ndarray) -> tuple[float, float, float]:
-    """(lower floor, upper floor, upper cap) of arch's variance bounds for ``y``."""
+    """(lower floor, upper floor, upper cap) of arch's variance bounds for ``y``.
+
+    arch computes them on every return it is handed, so in the walk-forward (returns up to
+    the segment's end) a forecast at ``t`` could read a bound set by a later return, where
+    a serve at ``t`` would not. The bounds are 1e-8 of the sample variance and 1e7 times the
+    largest square: they bind only for a degenerate path, and the walk-forward's forecasts
+    equal those made from the rows up to each cutoff to 1.9e-15 on the embedded data (the
+    prefix check of a review, 2026-11-29), so this is said, not changed."""
     var = float(np.var(y))
     min_upper_bound = 1 + float(np.max(y**2.0))
     return var / 1e8, min_upper_bound, 1e7 * (1 + float(np.max(y**2.0)))
