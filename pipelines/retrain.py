@@ -206,7 +206,7 @@ def retrain(
         A step failed; its message names the step.
     """
     from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
-    from serving.ops.registry import champion_version, version_tag
+    from serving.ops.registry import CHAMPION_MOVED, champion_version, version_tag
 
     env = os.environ if environ is None else environ
     started = dt.datetime.now(dt.UTC)
@@ -229,9 +229,12 @@ def retrain(
         done = read_marker(marker)
         # the same data, config and code: a no-op (new code, e.g. a fix deployed since, retrains;
         # an edited checkout reads "-dirty" either way, so edits in place need --force)
+        # ... unless that retrain's version was judged against a champion that another run
+        # replaced meanwhile (the compare-and-set refused it): judged again
         if (done is not None and not force and done.get("data_fingerprint") == data_fp
                 and done.get("config_sha256") == config_fp
-                and done.get("code_version") == code_version()):
+                and done.get("code_version") == code_version()
+                and not str(done.get("gate_reason", "")).startswith(CHAMPION_MOVED)):
             return RetrainResult(as_of, done, marker, True, report, skipped_why)
         tracker = _StepTracker(progress)
         try:

@@ -515,8 +515,11 @@ def step_register(
         first = not passed and champion is None and cfg.registry.gate.promote_first
         if first:
             reason = f"{FIRST_PROMOTED}{reason}"
-        promoted = registry.promote(name, version, passed, reason, first=first,
-                                    judged_against=champion)
+        outcome = registry.promote(name, version, passed, reason, first=first,
+                                   judged_against=champion)
+        # the compare-and-set may have refused it (another run moved @champion meanwhile):
+        # what is tagged on the version is what the run reports
+        promoted, passed, reason = outcome.promoted, outcome.passed, outcome.reason
         mlflow.log_params({"model_version": version, "promoted": promoted,
                            "gate_passed": passed})
         mlflow.set_tag("gate.reason", reason)

@@ -99,7 +99,9 @@ def test_a_version_judged_against_a_champion_that_moved_meanwhile_is_not_promote
     v1, v2, v3 = _register("garch11_t"), _register("mlp_har"), _register("har_rv")
     registry.set_alias(NAME, registry.CHAMPION, v1, "first")
     assert registry.promote(NAME, v2, True, "passed: gate", judged_against=v1)
-    assert not registry.promote(NAME, v3, True, "passed: gate", judged_against=v1)
+    refused = registry.promote(NAME, v3, True, "passed: gate", judged_against=v1)
+    assert not refused and refused.champion_moved and not refused.passed
+    assert refused.reason.startswith(registry.CHAMPION_MOVED)
     assert registry.champion_version(NAME) == v2
     assert registry.version_tag(NAME, v3, "gate.passed") == "false"
     assert registry.version_tag(NAME, v3, "gate.reason").startswith(

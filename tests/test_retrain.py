@@ -129,6 +129,32 @@ def test_new_code_retrains_the_same_as_of(project: Path,
     assert (project / MARKER).read_bytes() == before
 
 
+def test_a_version_refused_because_the_champion_moved_is_judged_again(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compare-and-set refused the version (another run moved @champion while it was
+    judged): the same as-of, data, config and code is no no-op then (the run is stubbed to
+    stop where it would begin); the marker is left as it was."""
+    import pipelines.run as run_module
+    from serving.ops.registry import CHAMPION_MOVED
+
+    before = (project / MARKER).read_bytes()
+    record = json.loads(before)
+    monkeypatch.setattr(retrain_module, "code_version", lambda: record["code_version"])
+
+    def reached(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the pipeline ran")
+
+    monkeypatch.setattr(run_module, "run", reached)
+    try:
+        (project / MARKER).write_text(json.dumps(
+            {**record, "gate_reason": f"{CHAMPION_MOVED} 1 to 2 while this version was judged"}))
+        again = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF,
+                       env={retrain_module.OFFLINE_ENV: "1"})
+        assert again.exit_code != 0 and "the pipeline ran" in again.output
+    finally:
+        (project / MARKER).write_bytes(before)
+
+
 def test_failing_steps_are_named_and_leave_no_marker(project: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def disk_full(*args: object, **kwargs: object) -> None:

@@ -16,6 +16,7 @@ import json
 import platform
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -348,8 +349,26 @@ def version_tag(name: str, version: str, key: str) -> str | None:
     return MlflowClient().get_model_version(name, version).tags.get(key)
 
 
+CHAMPION_MOVED = "refused: @champion moved from"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What :func:`promote` did: ``promoted`` (``@champion`` moved to the version), and the
+    gate's verdict and reason as tagged on the version — the caller's, unless the
+    compare-and-set refused (``champion_moved``)."""
+
+    promoted: bool
+    passed: bool
+    reason: str
+    champion_moved: bool = False
+
+    def __bool__(self) -> bool:
+        return self.promoted
+
+
 def promote(name: str, version: str, gate_passed: bool, reason: str, *,
-            judged_against: str | None, first: bool = False) -> bool:
+            judged_against: str | None, first: bool = False) -> Promotion:
     """Move ``@champion`` to ``version`` if the gate passed; the decision is tagged either way.
 
     ``first``: the store has no champion and ``registry.gate.promote_first`` is set, so a
@@ -363,12 +382,13 @@ def promote(name: str, version: str, gate_passed: bool, reason: str, *,
     (another run promoted, a rollback), this version was judged against a champion that is
     no longer in place, so it is not promoted and ``gate.reason`` says so."""
     client = MlflowClient()
+    moved = False
     with alias_lock():
         now = champion_version(name)
         if now != judged_against and (gate_passed or first):
-            gate_passed, first = False, False
-            reason = (f"refused: @champion moved from {judged_against or 'none'} to {now} "
-                      f"while this version was judged; rerun to compare with it ({reason})")
+            gate_passed, first, moved = False, False, True
+            reason = (f"{CHAMPION_MOVED} {judged_against or 'none'} to {now} while this "
+                      f"version was judged; rerun to compare with it ({reason})")
         client.set_model_version_tag(name, version, "gate.passed", str(gate_passed).lower())
         client.set_model_version_tag(name, version, "gate.reason", reason)
         if not gate_passed and first:
@@ -376,8 +396,8 @@ def promote(name: str, version: str, gate_passed: bool, reason: str, *,
                                          "first version")
         if gate_passed or first:
             _set_alias(name, CHAMPION, version, reason)
-            return True
-        return False
+            return Promotion(True, gate_passed, reason)
+        return Promotion(False, gate_passed, reason, moved)
 
 
 def champion_uri(name: str) -> tuple[str, Any]:
