@@ -108,11 +108,11 @@ def runnable_sources(settings: IngestSettings) -> list[str]:
 def data_fingerprint(data_dir: Path, as_of: dt.date | None = None) -> str:
     """sha256 over every data file's path and content (dot-files, e.g. locks, excluded).
 
-    With ``as_of``, a CSV file (``.csv``, ``.csv.gz``) counts only its header and the lines
-    dated on or before it (the first field's first ten characters, an ISO date, compared as
-    text; a line without one counts whatever its place), what a run at that as-of reads: rows
-    the daily ingest appends later do not make the same as-of's retrain look new (it
-    registered a duplicate version). Other files count whole."""
+    With ``as_of``, a CSV file (``.csv``, ``.csv.gz``) counts only its header and its lines up
+    to the last one dated on or before it (the first ten characters, an ISO date, compared as
+    text; a validated file is sorted), what a run at that as-of reads: rows the daily ingest
+    appends later do not make the same as-of's retrain look new (it registered a duplicate
+    version). Other files (Parquet included) count whole."""
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data directory {root} does not exist")
@@ -127,18 +127,37 @@ def data_fingerprint(data_dir: Path, as_of: dt.date | None = None) -> str:
 
 def _content_sha256(path: Path, as_of: dt.date | None) -> str:
     name = path.name.lower()
+    raw = path.read_bytes()
     if as_of is None or not name.endswith((".csv", ".csv.gz")):
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    cut = as_of.isoformat().encode()
-    digest = hashlib.sha256()
-    with (gzip.open(path, "rb") if name.endswith(".gz") else path.open("rb")) as fh:
-        for n, line in enumerate(fh):
-            head = line[:10]
-            dated = len(head) == 10 and head[4:5] == b"-" and head[7:8] == b"-" \
-                and head[:4].isdigit()
-            if n == 0 or not dated or head <= cut:
-                digest.update(line)
-    return digest.hexdigest()
+        return hashlib.sha256(raw).hexdigest()
+    data = gzip.decompress(raw) if name.endswith(".gz") else raw
+    return hashlib.sha256(data[:_end_of_day(data, as_of.isoformat().encode())]).hexdigest()
+
+
+def _end_of_day(data: bytes, cut: bytes) -> int:
+    """The offset just past the last line of ``data`` (a CSV whose lines after the header are
+    sorted by their stamp) whose first ten bytes are ``<= cut``: found by bisection over the
+    line starts, never splitting the file into lines (a per-line loop was ~1 µs a line, a
+    minute a retrain at 1,000 assets). The header always counts."""
+    first = data.find(b"\n") + 1
+    if first == 0:
+        return len(data)  # the header alone
+
+    def line_start(at: int) -> int:  # the start of the line holding byte ``at``
+        return data.rfind(b"\n", 0, at) + 1 if at > first else first
+
+    lo, hi = first, len(data)  # the answer is a line start in [lo, hi]
+    while lo < hi:
+        mid = line_start((lo + hi) // 2)
+        nxt = data.find(b"\n", mid)
+        nxt = len(data) if nxt < 0 else nxt + 1
+        if data[mid:mid + 10] <= cut:
+            lo = nxt  # this line counts: the end is past it
+        elif mid <= lo:
+            break
+        else:
+            hi = mid
+    return lo
 
 
 def config_fingerprint(cfg: Config) -> str:

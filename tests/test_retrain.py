@@ -299,3 +299,26 @@ def test_the_data_fingerprint_of_an_as_of_ignores_rows_after_it(tmp_path: Path) 
     assert data_fingerprint(root, day) == before
     (root / "README.md").write_text("provenance, corrected\n")
     assert data_fingerprint(root, day) != before
+
+
+def test_the_cut_of_a_sorted_csv_is_found_by_bisection_as_by_reading_every_line() -> None:
+    """:func:`pipelines.retrain._end_of_day` against a line-by-line reading, on files of 0 to
+    40 dated lines (repeated dates, with and without a final newline) and every cut."""
+    import random
+
+    from pipelines.retrain import _end_of_day
+
+    rng = random.Random(7)
+    for n in range(41):
+        days = sorted(rng.sample(range(1, 29), min(n, 28)) + rng.choices(range(1, 29), k=n // 3))
+        body = [f"2025-02-{d:02d}T00:00:00Z,1,2,0.5,1.5,{i}" for i, d in enumerate(days)]
+        for final in ("\n", ""):
+            data = ("timestamp,open,high,low,close,volume\n" + "\n".join(body)
+                    + (final if body else "")).encode()
+            for cut in range(0, 30):
+                key = f"2025-02-{cut:02d}".encode()
+                lines = data.split(b"\n")
+                kept = [lines[0]] + [x for x in lines[1:] if x and x[:10] <= key]
+                end = _end_of_day(data, key)
+                assert data[:end].rstrip(b"\n") == b"\n".join(kept), (n, final, cut)
+                assert end == len(data) or data[end - 1:end] == b"\n"  # whole lines
