@@ -213,3 +213,14 @@ def test_a_non_finite_move_is_missing_and_excludes_its_holders() -> None:
     assert out.excluded_accounts == 1 and out.excluded_debt_usd == 760.0
     assert out.evaluated_debt_usd == 760.0
     assert out.account_liquidated.tolist() == [1, 0]
+
+
+def test_an_asset_without_a_sigma_slips_at_the_cap_not_into_a_nan() -> None:
+    """A listing of days has no EWMA σ: its slippage is the cap (as without ADV), so a
+    liquidation of it books a number, never NaN (a maximum read NaN as no bad debt)."""
+    book, market = _one_asset()
+    blind = dataclasses.replace(market, sigma_1d=np.array([np.nan]))
+    assert slippage(np.array([[700.0]]), blind)[0, 0] == market.slippage_cap
+    out = liquidate(book, blind, np.array([1.0, 0.9, 0.7]).reshape(1, 3, 1), 1)
+    # the cap (99%) is far beyond the bonus: the protocol sells at 700 · 1%
+    assert out.bad_debt[0] == pytest.approx(760.0 - 700.0 * (1 - 0.99), rel=1e-12)

@@ -317,3 +317,26 @@ def test_no_seasoned_asset_is_a_clear_error() -> None:
     daily = _pair(0.3, 200, 2)  # 170 standardized returns each
     with pytest.raises(ValueError, match=r">= 250 dates .* A, B; none has them"):
         fhs_pool(daily, ["A", "B"], 0.94)
+
+
+def test_the_proxies_of_all_young_assets_at_once_are_each_ones_own() -> None:
+    """The masked matrix products give each young asset the proxy that a correlation per
+    pair (pandas, pairwise complete) gives, with too few common dates falling back to the
+    first seasoned column."""
+    from pipelines.stress.montecarlo import proxies_for, proxy_for
+
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((400, 4))
+    seasoned = pd.DataFrame(base, columns=["S0", "S1", "S2", "S3"])
+    seasoned.iloc[:50, 2] = np.nan  # a seasoned asset listed later
+    young = {}
+    for k in range(12):
+        mix = rng.dirichlet(np.ones(4))
+        col = base @ mix + rng.normal(0, 0.8, 400)
+        col[: int(rng.integers(100, 390))] = np.nan  # listed at different dates
+        young[f"Y{k}"] = col
+    young["Y_short"] = np.r_[np.full(385, np.nan), rng.standard_normal(15)]  # < 30 common
+    frame = pd.DataFrame(young)
+    got = proxies_for(frame, seasoned)
+    assert got == {a: proxy_for(frame[a], seasoned) for a in frame.columns}
+    assert got["Y_short"] == "S0"

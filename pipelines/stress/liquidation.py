@@ -97,11 +97,15 @@ def health_factor(collateral: np.ndarray, price: np.ndarray, lt: np.ndarray,
 
 
 def slippage(seized_usd: np.ndarray, market: Market) -> np.ndarray:
-    """Square-root impact of the aggregate seized value per asset, (..., K) → (..., K)."""
+    """Square-root impact of the aggregate seized value per asset, (..., K) → (..., K); the
+    cap where the asset has no ADV or no finite σ."""
     adv = market.adv_usd
-    ok = np.isfinite(adv) & (adv > 0)
+    # no ADV, or no σ to scale the impact by (a listing of days): the size cannot be priced,
+    # the cap applies (a NaN here was a NaN bad debt, which a maximum then read as none)
+    ok = np.isfinite(adv) & (adv > 0) & np.isfinite(market.sigma_1d)
     ratio = seized_usd / np.where(ok, adv, 1.0)
-    s = market.impact_coef * market.sigma_1d * np.sqrt(np.maximum(ratio, 0.0))
+    sigma = np.where(np.isfinite(market.sigma_1d), market.sigma_1d, 0.0)
+    s = market.impact_coef * sigma * np.sqrt(np.maximum(ratio, 0.0))
     s = np.where(ok | (seized_usd <= 0), s, market.slippage_cap)
     return np.minimum(s, market.slippage_cap)
 
@@ -171,6 +175,8 @@ def _executed(weighted: np.ndarray, debt: np.ndarray, price: np.ndarray, acc: np
     steps later (at the last step at most) if the account is still unhealthy then; one that
     recovered is watched again from the step after, until the scenario ends."""
     n_steps = price.shape[1]
+    if delay == 0:  # each trigger executes on its own step, at the prices that triggered it
+        return acc, path, np.asarray(trigger)
     done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     while len(acc):
         step = np.minimum(trigger + delay, n_steps - 1)
@@ -217,6 +223,8 @@ def _settle(out: _Accumulator, coll: np.ndarray, debt: np.ndarray, px: np.ndarra
     covered = lb * (1.0 - mean_slip) >= 1.0
     bad = np.where(covered, np.maximum(debt - v0 / lb, 0.0),
                    np.maximum(debt - net.sum(axis=1), 0.0))  # (n,)
+    if not np.isfinite(bad).all():  # every input is finite or capped: never a NaN verdict
+        raise ValueError("stress liquidation: a bad debt that is not a number")
     bad_k = bad[:, None] * _attribution(net, value, coll * market.price)  # (n, K)
     rows = slice(p0, p0 + c)
     out.bad_debt_by_asset[rows] += np.stack(
