@@ -34,9 +34,10 @@ class RolesConfig(_Strict):
     publishes the risk-based targets at once."""
 
     enabled: bool = True
-    # A change that raises LT, or raises LB under a held LT (a larger penalty, a thinner
-    # cushion), takes effect this many days after it is announced (the Aave stewards' 3-day
-    # delay); one that lowers LT or widens MMF = 1 - LT·LB takes tighten_notice_days.
+    # A change that raises LT, or thins the cushion MMF = 1 - LT·LB (a larger LB under a held
+    # or even a lower LT), takes effect this many days after it is announced (the Aave
+    # stewards' 3-day delay); one that lowers LT without thinning the cushion, or widens it,
+    # takes tighten_notice_days.
     notice_days: int = Field(3, ge=1, le=30)
     # LT never falls below an LTV admitted in the last `protect_days` (+ ltv_gap): a borrower
     # at the maximum LTV has a week to react to any tightening (>= notice_days). Longer means
@@ -54,7 +55,9 @@ class RolesConfig(_Strict):
     # LT >= admitted LTV + gap: two 0.5% oracle deviation thresholds, so a price update at the
     # threshold cannot make a position opened at the maximum LTV liquidatable.
     ltv_gap: float = Field(0.01, gt=0, lt=0.5)
-    deadband: float = Field(0.0025, ge=0)         # smaller LT/LB/LTV changes are not published
+    # smaller LT/LB changes are not announced, smaller LTV rises not published (an LTV above
+    # the risk-based one is never kept: a sub-deadband LTV cut is published)
+    deadband: float = Field(0.0025, ge=0)
 
     @model_validator(mode="after")
     def _tighten_not_slower(self) -> RolesConfig:

@@ -160,7 +160,7 @@ def apply_roles(target: Parameters, state: PolicyState | None, as_of: dt.date,
        it would hold LT up every day it is re-admitted, and a tighter target would never take
        effect),
        at least 0, kept at its previous value when the change is within the deadband (and
-       still below the cap); IMF = 1 - LTV·LB_eff and
+       still below the cap and not above the risk-based LTV); IMF = 1 - LTV·LB_eff and
        MMF = 1 - LT_eff·LB_eff, so LTV < LT and LT·LB <= 1 hold by construction.
 
     The arithmetic: :func:`serving.update.roles` on one row (the replay runs it on every

@@ -377,7 +377,9 @@ def print_stress(result: StressResult, console: Any) -> None:
         console.print(f"{doc['book']['unhealthy_at_start']:,} accounts are below HF 1 already")
     console.print(f"Worst historical: {doc['worst_historical']} (with every asset listed: "
                   f"{doc['worst_historical_complete']}); worst standard: "
-                  f"{doc['worst_standard']} ({doc['worst_standard_bad_debt_share']:.3%} of debt)")
+                  f"{doc['worst_standard']} ({doc['worst_standard_bad_debt_share']:.3%} of the "
+                  f"debt it evaluated); worst collapse: {doc['worst_collapse']} "
+                  f"({doc['worst_collapse_bad_debt_share']:.3%} of debt)")
     if result.path is not None:
         state = "published" if result.created else "already published (identical)"
         console.print(f"Stress {state}: {result.path}")

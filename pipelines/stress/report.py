@@ -5,12 +5,13 @@ are means over its paths (a historical or hypothetical scenario has one path, so
 exact); the Monte Carlo scenario adds the VaR and ES of the protocol's bad debt at 95% and
 99% and the probability of any bad debt (:func:`var_es`).
 
-Bad debt is shared two ways: ``bad_debt_share`` on the whole book's debt (what the gate's
-budget is, comparable across scenarios) and ``bad_debt_share_evaluated`` on the debt the
-scenario actually evaluated, the book's minus ``excluded_debt_usd`` (accounts holding an
-asset without a move then). An episode that excludes a third of the book's debt reads as a
-third milder on the first; the second says how bad it was for what it could see, and is
-null when it saw no debt at all (never a plausible 0).
+Bad debt is shared two ways: ``bad_debt_share`` on the whole book's debt (comparable across
+scenarios; what a single-asset collapse's budget reads) and ``bad_debt_share_evaluated`` on
+the debt the scenario actually evaluated, the book's minus ``excluded_debt_usd`` (accounts
+holding an asset without a move then; what the gate's budget on the market-wide scenarios
+reads, ``worst_standard_bad_debt_share``). An episode that excludes a third of the book's
+debt reads as a third milder on the first; the second says how bad it was for what it could
+see, and is null when it saw no debt at all (never a plausible 0).
 """
 
 from __future__ import annotations
