@@ -295,9 +295,11 @@ def _declined(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
     if panel is None or not len(forecasts) or not len(panel):
         return []
     index = panel.index
-    span = pd.Series(index.get_level_values("date"), index=index.get_level_values("asset"))
-    bounds = span.groupby(level=0).agg(["min", "max"])
-    extent = {str(a): (lo, hi) for a, lo, hi in bounds.itertuples()}
+    codes, names = pd.factorize(index.get_level_values("asset"))
+    stamps = index.get_level_values("date").to_numpy("datetime64[ns]")
+    order = np.lexsort((stamps, codes))
+    cut = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    days = {str(a): stamps[order[cut[i]:cut[i + 1]]] for i, a in enumerate(names)}
     got = forecasts[["asset", "fitted_through", "horizon_days"]].drop_duplicates()
     made = {(str(a), pd.Timestamp(t), int(h)) for a, t, h in got.itertuples(index=False)}
     first = {(str(a), int(h)): pd.Timestamp(t) for (a, h), t in
@@ -308,9 +310,11 @@ def _declined(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
             continue
         gone = {a for a, _ in r.failed} | ({r.left_out[0]} if r.left_out else set())
         fit_end, seg_end = pd.Timestamp(r.task.fit_end), pd.Timestamp(r.task.seg_end)
+        lo, hi = np.datetime64(fit_end, "ns"), np.datetime64(seg_end, "ns")
         for a in r.task.assets:
-            lo, hi = extent.get(a, (None, None))
-            if a in gone or lo is None or lo > seg_end or hi < fit_end:
+            mine = days.get(a)
+            if a in gone or mine is None or (np.searchsorted(mine, lo, "left")
+                                            >= np.searchsorted(mine, hi, "right")):
                 continue  # failed (said), or no row in the segment: nothing to forecast
             for h in horizons:
                 since = first.get((a, int(h)))

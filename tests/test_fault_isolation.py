@@ -268,6 +268,12 @@ def test_a_refit_the_model_declines_is_said_and_keeps_the_other_forecasts(panel)
     # a model that never forecast an asset is no_forecast, not declined
     model.decline_at = None
     assert _run(lambda: model, panel).failures.empty
+    # nor is a segment in which the asset has no row (a feed gap over the whole quarter)
+    dates = panel.index.get_level_values("date")
+    gap = ((panel.index.get_level_values("asset") == "BBB")
+           & (dates >= refits[1]) & (dates < refits[2]))
+    holed = _run(lambda: build_forecaster("ewma94", ModelsConfig(), H), panel[~gap])
+    assert "declined" not in set(holed.failures["stage"])
 
 
 def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):
