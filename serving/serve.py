@@ -245,6 +245,17 @@ def serve(
                 raise ModelLoadError(
                     f"version {mv.version} of {cfg.registry.model_name!r} could not be "
                     f"loaded from {directory}: {type(exc).__name__}: {exc}") from exc
+            try:  # a bundle this code cannot read (a setting renamed or now refused)
+                Config.model_validate(bundle["config"])
+            except Exception as exc:
+                errors = exc.errors() if hasattr(exc, "errors") else []
+                what = ("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                  for e in errors[:3])
+                        or f"{type(exc).__name__}: {exc}")
+                raise ModelLoadError(
+                    f"version {mv.version} of {cfg.registry.model_name!r}: its bundled config "
+                    f"does not validate under this code ({what}); retrain, or serve a "
+                    "version this code reads") from exc
         except (ChampionMissingError, ModelArtifactMissingError, ModelIntegrityError,
                 ModelLoadError) as exc:
             frozen = freeze_without_model(cfg, root, as_of, str(exc), keep_going, today,

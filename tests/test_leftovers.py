@@ -226,3 +226,32 @@ def test_integrity_covers_mlmodel_and_its_shape(tmp_path: Path) -> None:
     with pytest.raises(ModelIntegrityError, match="MLmodel has sha256"):
         verify_integrity(mv, model)
     assert verify_integrity(old, model) == ["integrity.mlmodel.sha256"]
+
+
+def test_a_version_whose_bundled_config_this_code_refuses_freezes_the_assets(
+        project: Path) -> None:
+    """A version registered by older code with a setting this code refuses (here
+    ``features.macro_lag_days: 0``, now >= 1): its files are intact (hashes as registered),
+    but its config does not validate. That is a model that cannot be served — every asset
+    frozen on the parameters in force, exit 1 — not a traceback after the load."""
+    import json
+
+    from serving.ops.registry import file_sha256
+    from serving.ops.tracking import tracking_uri
+
+    d29 = "2025-06-29"
+    assert invoke(project, "serve", "--as-of", d29, "--data-dir", "market").exit_code == 0
+    bundle_path = stored_model(project) / "artifacts" / "policy_bundle.json"
+    bundle = json.loads(bundle_path.read_text())
+    bundle["config"]["features"]["macro_lag_days"] = 0
+    bundle_path.write_text(json.dumps(bundle))
+    client = MlflowClient(tracking_uri(project / "mlruns"), tracking_uri(project / "mlruns"))
+    client.set_model_version_tag("volmargin-policy", "1", "integrity.policy_bundle.sha256",
+                                 file_sha256(bundle_path))  # as its registration wrote it
+    result = invoke(project, "serve", "--as-of", AS_OF, "--data-dir", "market")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in text
+    assert "its bundled config does not validate under this code" in text
+    assert "macro_lag_days" in text and "with every asset frozen" in text
+    after = read_partition(project / "outputs" / "forecasts" / f"asof={AS_OF}")
+    assert (after["ltv"] == 0.0).all() and after["flag_fallback"].all()
