@@ -323,7 +323,13 @@ def test_the_proxies_of_all_young_assets_at_once_are_each_ones_own() -> None:
     """The masked matrix products give each young asset the proxy that a correlation per
     pair (pandas, pairwise complete) gives, with too few common dates falling back to the
     first seasoned column."""
-    from pipelines.stress.montecarlo import proxies_for, proxy_for
+    from pipelines.stress.montecarlo import PROXY_MIN_OBS, proxies_for
+
+    def proxy_for(own: pd.Series, seasoned: pd.DataFrame) -> str:  # pandas, pair by pair
+        common = seasoned[own.notna()].notna().sum()
+        corr = seasoned.corrwith(own)
+        eligible = corr[(common >= PROXY_MIN_OBS) & np.isfinite(corr)]
+        return str(eligible.idxmax()) if len(eligible) else str(seasoned.columns[0])
 
     rng = np.random.default_rng(11)
     base = rng.standard_normal((400, 4))

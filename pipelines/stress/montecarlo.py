@@ -100,24 +100,15 @@ class Pool:
         return text
 
 
-def proxy_for(own: pd.Series, seasoned: pd.DataFrame, min_obs: int = PROXY_MIN_OBS) -> str:
-    """The column of ``seasoned`` whose values correlate most with ``own`` over their common
-    dates (at least ``min_obs``; ties: the first column); the first column when none has
-    that many (``seasoned`` is ordered longest history first). One pass over the columns
-    (pairwise-complete Pearson correlations), not one join per column."""
-    common = seasoned[own.notna()].notna().sum()
-    corr = seasoned.corrwith(own)
-    eligible = corr[(common >= min_obs) & np.isfinite(corr)]
-    return str(eligible.idxmax()) if len(eligible) else str(seasoned.columns[0])
-
-
 def proxies_for(young: pd.DataFrame, seasoned: pd.DataFrame, min_obs: int = PROXY_MIN_OBS
                 ) -> dict[str, str]:
-    """:func:`proxy_for` of every column of ``young`` at once: the pairwise-complete Pearson
-    correlations of all (young, seasoned) pairs from masked matrix products (one
-    ``corrwith`` per young asset was young × seasoned × days of Python-level pandas, ~25 s at
-    1,000 assets once most assets are young: the pool spans most of the longest history).
-    Equal to :func:`proxy_for` column by column up to rounding (test)."""
+    """Each column of ``young`` → the column of ``seasoned`` whose values correlate most with
+    it over their common dates (at least ``min_obs``; ties: the first column); the first
+    column when none has that many (``seasoned`` is ordered longest history first). The
+    pairwise-complete Pearson correlations of all (young, seasoned) pairs come from masked
+    matrix products (one pandas ``corrwith`` per young asset was young × seasoned × days of
+    Python-level work, ~25 s at 1,000 assets once most assets are young); equal to
+    ``corrwith`` column by column (test)."""
     y, x = young.to_numpy(float), seasoned.to_numpy(float)
     my, mx = np.isfinite(y).astype(float), np.isfinite(x).astype(float)
     y0, x0 = np.where(my > 0, y, 0.0), np.where(mx > 0, x, 0.0)

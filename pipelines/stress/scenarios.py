@@ -82,12 +82,16 @@ def missing_where_not_finite(log_path: np.ndarray) -> np.ndarray:
     return np.where(bad, np.nan, log_path)
 
 
+def _ewma_variance(daily_close: pd.Series, decay: float, min_obs: int) -> pd.Series:
+    """The EWMA of squared daily log returns, the value at *t* reading returns up to *t*."""
+    r = np.log(daily_close).diff()
+    return (r**2).ewm(alpha=1.0 - decay, adjust=False, min_periods=min_obs).mean()
+
+
 def ewma_sigma(daily_close: pd.Series, decay: float, min_obs: int = 30) -> pd.Series:
     r"""Point-in-time EWMA σ of the daily log return: :math:`\hat\sigma^2_t = \lambda
     \hat\sigma^2_{t-1} + (1-\lambda) r^2_{t-1}` — the value at *t* uses returns up to *t − 1*."""
-    r = np.log(daily_close).diff()
-    var = (r**2).ewm(alpha=1.0 - decay, adjust=False, min_periods=min_obs).mean().shift(1)
-    return np.sqrt(var)
+    return np.sqrt(_ewma_variance(daily_close, decay, min_obs).shift(1))
 
 
 def ewma_sigma_after(daily_close: pd.Series, decay: float, as_of: dt.date,
@@ -96,9 +100,7 @@ def ewma_sigma_after(daily_close: pd.Series, decay: float, as_of: dt.date,
     and including the as-of), NaN with fewer than ``min_obs`` returns. The σ every scenario
     is scaled by: the filter of history, not the published model's forecast, so a model
     that under-forecasts σ is not stressed more mildly for it."""
-    close = daily_close.loc[: pd.Timestamp(as_of)]
-    r = np.log(close).diff()
-    var = (r**2).ewm(alpha=1.0 - decay, adjust=False, min_periods=min_obs).mean()
+    var = _ewma_variance(daily_close.loc[: pd.Timestamp(as_of)], decay, min_obs)
     last = float(var.iloc[-1]) if len(var) else math.nan
     return math.sqrt(last) if math.isfinite(last) and last >= 0 else math.nan
 
