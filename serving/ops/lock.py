@@ -95,6 +95,19 @@ def exclusive(path: Path, job: str) -> Iterator[Path]:
         lock.release()
 
 
+@contextlib.contextmanager
+def waiting(path: Path, job: str, timeout_s: float) -> Iterator[Path]:
+    """Hold ``path`` for the ``with`` block, waiting up to ``timeout_s`` for another holder
+    (:class:`filelock.Timeout` past it): for short critical sections that must not fail
+    because another process is in one (the registry's alias moves), where :func:`exclusive`
+    is for whole jobs that must not run twice."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(path, timeout=timeout_s, preserve_lock_file=True,
+                           on_acquired=_record_holder(job)):
+        yield path
+
+
 def _holder(path: Path) -> dict[str, object]:
     try:
         holder = json.loads(path.read_text())

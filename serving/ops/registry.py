@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import filelock
 import mlflow
 import yaml
 from mlflow import MlflowClient
@@ -31,6 +30,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 from packaging.requirements import InvalidRequirement, Requirement
 
 import serving.policy_model
+from serving.ops.lock import waiting
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -256,9 +256,8 @@ def alias_lock() -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    path = Path(uri.removeprefix("sqlite:///")).parent / ".aliases.lock"
-    lock = filelock.FileLock(path, timeout=ALIAS_LOCK_TIMEOUT_S, preserve_lock_file=True)
-    with lock:
+    with waiting(Path(uri.removeprefix("sqlite:///")).parent / ".aliases.lock", "alias move",
+                 ALIAS_LOCK_TIMEOUT_S):
         yield
 
 
