@@ -298,3 +298,19 @@ def test_an_asset_whose_policy_update_raises_is_frozen_and_the_others_are_publis
     others = broken["asset"] != "ETH"
     assert others.sum() >= 5
     pd.testing.assert_frame_equal(broken[others], healthy[others], check_exact=True)
+
+
+def test_a_missing_row_the_day_before_keeps_the_adv_of_the_other_days(embedded):
+    """BTC without its 2022-06-11 row: the ADV of 2022-06-12 is the mean over the window
+    closing before the as-of, as the per-asset path has it (the batch read the rolling mean
+    of the row of t - 1, absent: the add-on went to its cap, the LB target to its ceiling)."""
+    asset = embedded.index.get_level_values("asset")
+    date = embedded.index.get_level_values("date")
+    holed = embedded[~((asset == "BTC") & (date == "2022-06-11"))]
+    model, bundle = _bundle("ewma94", holed, FIT_CUTOFF, "2021-09-01", exclude=("LTC",))
+    (fast, ref), = _chains(model, bundle, holed, [dt.date(2022, 6, 12)])
+    pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+    btc = fast.set_index("asset").loc["BTC"]
+    cfg = Config()
+    assert not btc["flag_fallback"]
+    assert btc["liquidity_addon"] < cfg.policy.liquidity.max_addon

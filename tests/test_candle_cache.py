@@ -755,7 +755,16 @@ def test_entries_judged_by_other_rules_are_not_replayed(source: Path, tmp_path: 
     warm = CandleCache(tmp_path / "cache")
     load_market(source, as_of=as_of, cache=warm)
     assert warm.stats["full"] == 0 and served(warm) == 7
-    assert candle_store.FORMAT.startswith("6-") and len(candle_store.FORMAT) == 18
+    assert f"6-{candle_store._rules_digest()}" == candle_store.FORMAT
+    real = Path.read_bytes  # an edited rule (one byte of consistency.py): another digest
+
+    def edited(self: Path) -> bytes:
+        data = real(self)
+        return data + b"#" if self.name == "consistency.py" else data
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "read_bytes", edited)
+        assert candle_store._rules_digest() != candle_store.FORMAT[2:]
     monkeypatch.setattr(candle_store, "FORMAT", "6-" + "0" * 16)  # the rules were edited
     edited = CandleCache(tmp_path / "cache")
     assert_same(load_market(source, as_of=as_of, cache=edited), load_market(source, as_of=as_of))

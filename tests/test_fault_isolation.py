@@ -266,14 +266,29 @@ def test_a_refit_the_model_declines_is_said_and_keeps_the_other_forecasts(panel)
         plain.forecasts[(plain.forecasts["asset"] == "BBB")
                         & (plain.forecasts["fitted_through"] == refits[1])])
     # a model that never forecast an asset is no_forecast, not declined
-    model.decline_at = None
-    assert _run(lambda: model, panel).failures.empty
-    # nor is a segment in which the asset has no row (a feed gap over the whole quarter)
+    never = _Declining()
+    never.decline_at = None
+    never.forecast = lambda p, h, c=None: EwmaForecaster.forecast(  # type: ignore[method-assign]
+        never, p, h, c).query("asset != 'BBB'")
+    assert set(_run(lambda: never, panel).failures["stage"]) == {"no_forecast"}
+    # nor is a segment in which the asset has no row (a feed gap over the whole quarter): the
+    # rule itself returns nothing there (a row of another stage would hide one in the table)
+    import models.backtest as bt
+
     dates = panel.index.get_level_values("date")
     gap = ((panel.index.get_level_values("asset") == "BBB")
            & (dates >= refits[1]) & (dates < refits[2]))
-    holed = _run(lambda: build_forecaster("ewma94", ModelsConfig(), H), panel[~gap])
-    assert "declined" not in set(holed.failures["stage"])
+    said: list[list] = []
+    real = bt._declined
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        said.append(real(*args, **kwargs))
+        return said[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bt, "_declined", spy)
+        _run(lambda: build_forecaster("ewma94", ModelsConfig(), H), panel[~gap])
+    assert said == [[]]
 
 
 def test_scoring_keeps_an_asset_that_one_model_failed_on_for_the_others(panel):

@@ -96,6 +96,21 @@ def test_a_gjr_fit_whose_skewed_persistence_reaches_one_is_declined() -> None:
     kappa = float(skewed.model.distribution.partial_moment(2, 0.0, np.array([6.0, -0.3])))
     assert 0.02 + 0.2 / 2 + 0.87 < 1.0 < 0.02 + kappa * 0.2 + 0.87
     assert not GarchForecaster(alias="gjr_skewt")._stationary(skewed)
+    # and the fit keeps no parameters for that asset (its forecast would explode)
+    from tests.simulate import simulate_panel
+
+    model = GarchForecaster(alias="gjr_skewt")
+
+    class _Fits:  # arch's model, fitted to that very result
+        def fit(self, *args: object, **kwargs: object) -> object:
+            return skewed
+
+    model._model = lambda returns: _Fits()  # type: ignore[method-assign]
+    import models.garch as garch
+
+    with pytest.MonkeyPatch.context() as mp:  # converged and scaled: persistence at stake
+        mp.setattr(garch, "plausible", lambda res: True)
+        assert model.fit(simulate_panel(("AAA",), n_days=400, seed=2)).params == {}
     symmetric = arch_model(returns, vol="GARCH", p=1, o=1, q=1, dist="t").fix(
         [0.0, 0.05, 0.02, 0.2, 0.87, 6.0])
     assert GarchForecaster(alias="gjr_t")._stationary(symmetric)

@@ -210,3 +210,23 @@ def test_deribit_pages_that_disagree_on_a_shared_point_write_nothing(api: FakeAp
     dvol = report.file("iv/DVOL_BTC.csv.gz")
     assert not dvol.ok and dvol.appended == 0 and "two different points for" in dvol.error
     assert (market / "iv/DVOL_BTC.csv.gz").read_bytes() == before
+
+
+def test_deribit_pages_that_repeat_a_point_identically_are_one_point(api: FakeApis,
+                                                                     market: Path) -> None:
+    """The boundary point that continuation pages share, the same on both, is appended once."""
+    real = api.deribit_dvol
+    api.deribit_max_points = 2
+
+    def overlapping(q: dict[str, str]) -> tuple[int, object]:
+        status, body = real(q)
+        if body["result"]["continuation"] is not None:
+            body["result"]["continuation"] += 1  # the next page repeats this page's first point
+        return status, body
+
+    api.deribit_dvol = overlapping  # type: ignore[method-assign]
+    report = ingest(market, ["deribit"], UNTIL, settings=settings_for(api.url))
+    dvol = report.file("iv/DVOL_BTC.csv.gz")
+    assert dvol.ok and dvol.appended == 5
+    frame = load_dvol(market / "iv/DVOL_BTC.csv.gz")
+    assert frame.index.is_unique and frame.index[-1] == pd.Timestamp("2025-07-05")

@@ -176,6 +176,10 @@ def test_gate_refuses_a_challenger_over_the_stress_budget(project: tuple[Config,
     assert stress_refusal(doc, 0.02, 0.25) == (
         "collapse bad debt 30.000% of the book's debt in BTC_collapse > budget 25.000%")
     assert stress_refusal(doc, None, 0.5) is None
+    # the collapse budget alone is enough to stress a challenger (no market-wide budget)
+    only_collapse = cfg.with_overrides({"stress.max_collapse_bad_debt_share": 0.001})
+    said = challenger_stress(only_collapse, _parameters(AS_OF), AS_OF)
+    assert said is not None and said.startswith("collapse bad debt")
     # a loose challenger (LT 0.97, LB 1.01: a 2% cushion) on the standard scenarios
     loose = _parameters(AS_OF).assign(lt=0.97, ltv=0.95, lb=1.01)
     strict = cfg.with_overrides({"stress.max_bad_debt_share": 0.001})
@@ -546,3 +550,65 @@ def test_the_worst_standard_scenario_is_market_wide_and_judged_on_the_debt_it_ev
     assert doc["worst_standard_bad_debt_share"] == max(
         r["bad_debt_share_evaluated"] for r in wide.values())
     jsonschema.validate(doc, contract.summary_schema())
+
+
+def test_the_ewma_sigma_of_a_scenario_is_that_of_the_day_after_the_as_of() -> None:
+    """:func:`ewma_sigma_after` is :func:`ewma_sigma` (returns up to the day before) read on
+    the day after the as-of, and ignores every row after the as-of."""
+    from pipelines.stress.scenarios import ewma_sigma
+
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2024-01-01", periods=120, freq="D")
+    close = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.03, 120))), index=days)
+    as_of = days[80].date()
+    got = ewma_sigma_after(close, 0.94, as_of)
+    assert got == pytest.approx(float(ewma_sigma(close, 0.94).loc[days[81]]), rel=1e-12)
+    later = close.copy()
+    later.iloc[81:] *= 3.0  # a crash after the as-of changes nothing
+    assert ewma_sigma_after(later, 0.94, as_of) == got
+    assert got != pytest.approx(float(ewma_sigma(close, 0.94).loc[days[80]]), rel=1e-6)
+
+
+def test_the_gate_share_is_of_the_debt_a_scenario_could_price(tmp_path: Path,
+                                                              market_dir: Path) -> None:
+    """LUNA (2022-05) predates NEWE's listing: its holders are excluded, so on the whole
+    book's debt that episode reads milder than on the debt it priced. The market-wide worst
+    is read on the second (``bad_debt_share_evaluated``)."""
+    data = tmp_path / "data"
+    shutil.copytree(market_dir, data)
+    eth = pd.read_csv(market_dir / "crypto" / "daily" / "ETH.csv.gz", dtype={"timestamp": str})
+    with gzip.open(data / "crypto" / "daily" / "NEWE.csv.gz", "wt") as fh:
+        eth[eth["timestamp"].str.slice(0, 10) >= "2022-08-01"].to_csv(fh, index=False)
+    cfg = Config().with_overrides({
+        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
+        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.book.accounts": 300,
+        "stress.found_days": False,
+        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"}]})
+    loose = _parameters(AS_OF, (("NEWE", 0.06, 0.2, 1.06),)).assign(lt=0.97, ltv=0.95, lb=1.01)
+    doc = stress_parameters(cfg, loose, AS_OF, monte_carlo=False, parameters_ref=_REF).summary
+    rows = {s["scenario"]: s for s in doc["scenarios"]}
+    luna = rows["luna_ust"]
+    assert luna["excluded_accounts"] > 0 and luna["bad_debt_usd"] > 0
+    assert luna["bad_debt_share_evaluated"] > luna["bad_debt_share"]
+    wide = [r for n, r in rows.items() if not n.endswith("_collapse")]
+    assert doc["worst_standard_bad_debt_share"] == max(
+        r["bad_debt_share_evaluated"] for r in wide)
+
+
+def test_the_worst_standard_scenario_is_ranked_on_the_evaluated_share() -> None:
+    """By hand: B excluded half the book, so its 8% of the book's debt is 16% of what it
+    priced, above A's 10% (no exclusion); a collapse's 30% is read apart."""
+    from pipelines.stress.report import TOTAL, summary
+
+    def row(name: str, kind: str, share: float, evaluated: float) -> dict:
+        return {"asset": TOTAL, "scenario": name, "kind": kind, "paths": 1,
+                "accounts_liquidated": 1, "liquidated_value_usd": 1.0,
+                "bad_debt_usd": share * 100, "bad_debt_share": share,
+                "bad_debt_share_evaluated": evaluated, "excluded_accounts": int(evaluated > share),
+                "excluded_debt_usd": 50.0 if evaluated > share else 0.0}
+
+    rows = [row("A", "hypothetical", 0.10, 0.10), row("B", "historical", 0.08, 0.16),
+            row("X_collapse", "hypothetical", 0.30, 0.30)]
+    doc = summary(AS_OF, rows, {}, {}, {})
+    assert (doc["worst_standard"], doc["worst_standard_bad_debt_share"]) == ("B", 0.16)
+    assert (doc["worst_collapse"], doc["worst_collapse_bad_debt_share"]) == ("X_collapse", 0.30)
