@@ -236,6 +236,23 @@ def test_a_lower_lt_under_a_larger_bonus_that_thins_the_cushion_is_no_tightening
     assert crash.mmf >= first.mmf - 1e-12 and "withdrawn on its effective day" in crash.reason
 
 
+def test_a_pending_loosening_is_not_trimmed_into_a_lower_lt():
+    """LT 0.80 / LB 1.05 in force; a loosening to LT 0.805 / LB 1.055 is announced (day 1); on
+    day 2 the target steps LT down to 0.797 at LB 1.055, a thinner cushion than in force but
+    within the announced one. A trim keeps the announced change's effective date, so it may
+    only shrink a loosening; this step lowers LT, so it is announced afresh with its own
+    notice instead."""
+    path = _steps([(0.16, 1.05), (0.15, 1.055), (0.1592, 1.055)])
+    first = path[0][0]
+    _, s1 = path[1]
+    assert s1.pending is not None and s1.pending.lt > first.lt
+    p2, s2 = path[2]
+    p = s2.pending
+    assert p is not None and p.lt < first.lt and p.lt * p.lb > first.lt * first.lb
+    assert (p.announced, p.effective) == (day(2), day(2 + R.notice_days))
+    assert "trimmed" not in p2.reason and (p2.lt, p2.lb) == (first.lt, first.lb)
+
+
 def test_a_tightening_due_takes_effect_while_the_target_keeps_rising():
     """A target rising 1 pp a day: each tightening announced with the short notice takes
     effect on its day whatever the target did since (a further rise is the next step's,
