@@ -292,11 +292,9 @@ def test_unhealthy_accounts_and_complete_episodes_are_reported(project: tuple[Co
     jsonschema.validate(doc, contract.summary_schema())
 
 
-def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
-        tmp_path: Path, market_dir: Path) -> None:
-    """A collateral listed 121 days before the as-of (ETH's real rows under a new name) left
-    the joint Monte Carlo fewer than a year of complete cross-sections, which cancelled the
-    whole stress of the day; now it moves with its proxy, found by correlation."""
+def _with_newe(tmp_path: Path, market_dir: Path, **overrides: object) -> tuple[Config, Path]:
+    """BTC/ETH and NEWE, ETH's real rows from 2022-08-01 under a new name (listed 121 days
+    before the as-of, after LUNA), with ``overrides`` and LUNA as the one listed episode."""
     data = tmp_path / "data"
     shutil.copytree(market_dir, data)
     eth = pd.read_csv(market_dir / "crypto" / "daily" / "ETH.csv.gz", dtype={"timestamp": str})
@@ -304,9 +302,19 @@ def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
         eth[eth["timestamp"].str.slice(0, 10) >= "2022-08-01"].to_csv(fh, index=False)
     cfg = Config().with_overrides({
         "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
-        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.mc_paths": 400,
-        "stress.t_copula_dof": 4.0, "stress.book.accounts": 300,
-        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"}]})
+        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.book.accounts": 300,
+        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"}],
+        **overrides})
+    return cfg, data
+
+
+def test_an_asset_listed_months_ago_is_stressed_through_its_proxy(
+        tmp_path: Path, market_dir: Path) -> None:
+    """A collateral listed 121 days before the as-of (ETH's real rows under a new name) left
+    the joint Monte Carlo fewer than a year of complete cross-sections, which cancelled the
+    whole stress of the day; now it moves with its proxy, found by correlation."""
+    cfg, data = _with_newe(tmp_path, market_dir, **{"stress.mc_paths": 400,
+                                                     "stress.t_copula_dof": 4.0})
     publish_partition(_parameters(AS_OF, (("NEWE", 0.06, 0.2, 1.06),)),
                       tmp_path / "outputs" / "forecasts", AS_OF, {"test": True})
     result = run_stress(cfg, AS_OF, publish=False, track=False)
@@ -574,16 +582,7 @@ def test_the_gate_share_is_of_the_debt_a_scenario_could_price(tmp_path: Path,
     """LUNA (2022-05) predates NEWE's listing: its holders are excluded, so on the whole
     book's debt that episode reads milder than on the debt it priced. The market-wide worst
     is read on the second (``bad_debt_share_evaluated``)."""
-    data = tmp_path / "data"
-    shutil.copytree(market_dir, data)
-    eth = pd.read_csv(market_dir / "crypto" / "daily" / "ETH.csv.gz", dtype={"timestamp": str})
-    with gzip.open(data / "crypto" / "daily" / "NEWE.csv.gz", "wt") as fh:
-        eth[eth["timestamp"].str.slice(0, 10) >= "2022-08-01"].to_csv(fh, index=False)
-    cfg = Config().with_overrides({
-        "paths.data_dir": str(data), "paths.outputs_dir": str(tmp_path / "outputs"),
-        "paths.mlruns_dir": str(tmp_path / "mlruns"), "stress.book.accounts": 300,
-        "stress.found_days": False,
-        "stress.episodes": [{"name": "luna_ust", "start": "2022-05-09", "end": "2022-05-12"}]})
+    cfg, _ = _with_newe(tmp_path, market_dir, **{"stress.found_days": False})
     loose = _parameters(AS_OF, (("NEWE", 0.06, 0.2, 1.06),)).assign(lt=0.97, ltv=0.95, lb=1.01)
     doc = stress_parameters(cfg, loose, AS_OF, monte_carlo=False, parameters_ref=_REF).summary
     rows = {s["scenario"]: s for s in doc["scenarios"]}
