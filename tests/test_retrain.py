@@ -271,6 +271,45 @@ def test_a_first_version_its_gate_refuses_is_promoted_and_serves_its_refused_ass
     assert read_manifest(part)["metadata"]["gate_refused"] == marker["gate_reason"]
 
 
+def test_a_run_whose_compare_and_set_is_refused_reports_the_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run promotes a version while this one is judged (staged here inside the
+    promotion, before its compare-and-set): this version is not promoted, and what the
+    retrain prints and records is the refusal tagged on it, not the gate's own verdict."""
+    from serving.ops import registry as registry_module
+    from tests.conftest import write_slice
+    from tests.project import ASSETS, invoke_in, shrunken_config, write_config
+
+    root = tmp_path / "raced"
+    write_slice(root / "market", ASSETS, "2023-07-01", AS_OF)
+    write_config(root, shrunken_config())
+    real = registry_module.promote
+
+    def raced(name: str, version: str, *args: object, **kwargs: object) -> object:
+        client = mlflow.MlflowClient()
+        other = client.create_model_version(name, client.get_model_version(name, version).source)
+        registry_module.set_alias(name, registry_module.CHAMPION, str(other.version),
+                                  "promoted by another run")
+        return real(name, version, *args, **kwargs)
+
+    monkeypatch.setattr(registry_module, "promote", raced)
+    result = invoke_in(root, ["retrain", "--data-dir", "market", "--as-of", AS_OF,
+                              "--skip-ingest"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert ("gate refused, @champion unchanged: refused: @champion moved from none to 2 "
+            "while this version was judged") in flat
+    marker = read_marker(root / MARKER)
+    assert marker is not None
+    assert (marker["registered_version"], marker["champion_version"]) == ("1", "2")
+    assert marker["promoted"] is False and marker["gate_passed"] is False
+    assert marker["gate_reason"].startswith(registry_module.CHAMPION_MOVED)
+    client = registry(root)
+    assert client.get_model_version("volmargin-policy", "1").tags["gate.reason"] == \
+        marker["gate_reason"]
+    assert [m["version"] for m in alias_history("volmargin-policy")] == ["2"]
+
+
 def test_the_data_fingerprint_of_an_as_of_ignores_rows_after_it(tmp_path: Path) -> None:
     """What the daily ingest appends after the as-of leaves that as-of's fingerprint as it
     was (a rerun is a no-op); a revised row on or before it, a new file or a changed
