@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,7 +52,7 @@ from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
 from serving.ops import registry
-from serving.ops.tracking import code_identity, log_context
+from serving.ops.tracking import code_identity, log_context, metric_key
 
 if TYPE_CHECKING:
     from pipelines.policy_eval.tail_driven import TailPolicyEvaluation
@@ -223,11 +222,11 @@ def step_backtest(
         metrics: dict[str, dict[str, float]] = {}
         for row in compared.itertuples():
             mine, h, a = metrics.setdefault(row.model, {}), row.horizon_days, row.asset
-            mine[f"qlike_h{h}.{a}"] = float(row.qlike)
+            mine[metric_key(f"qlike_h{h}.{a}")] = float(row.qlike)
             for name in ("dm_stat", "mcs_p", "mz_r2"):
                 value = getattr(row, name)
                 if pd.notna(value):
-                    mine[f"{name}_h{h}.{a}"] = float(value)
+                    mine[metric_key(f"{name}_h{h}.{a}")] = float(value)
         for (model, h), g in table.groupby(["model", "horizon_days"]):
             metrics.setdefault(model, {})[f"qlike_h{h}.mean"] = float(g["qlike"].mean())
         logged = comparison_with_failures(compared, failures)
@@ -245,7 +244,7 @@ def step_backtest(
             judged = evaluation[evaluation["qlike"].notna()]
             for row in judged.itertuples():
                 metrics.setdefault(row.model, {})[
-                    f"qlike_eva_h{row.horizon_days}.{row.asset}"] = float(row.qlike)
+                    metric_key(f"qlike_eva_h{row.horizon_days}.{row.asset}")] = float(row.qlike)
             for (model, h), g in judged.groupby(["model", "horizon_days"]):
                 metrics.setdefault(model, {})[f"qlike_eva_h{h}.mean"] = float(g["qlike"].mean())
             evaluation = comparison_with_failures(evaluation, failures)
@@ -300,14 +299,14 @@ def step_policy(
                            ", ".join(c["policy"] for c in ev.preferred)[:4000])
         summary = ev.table[ev.table["period"] == "evaluation"].reset_index(drop=True)
         mlflow.log_metrics({  # one batch: a call per metric was a round trip each
-            re.sub(r"[^\w./ -]", "_", f"{metric}.{row.policy}.{row.asset}"):
+            metric_key(f"{metric}.{row.policy}.{row.asset}"):
                 float(getattr(row, metric))
             for row in summary.itertuples()
             for metric in ("breaches", "capital", "bad_debt_lt_sum", "stress_bad_debt")})
         # the policy's capital relative to each comparator's cheapest level as safe (its
         # safest where none is: ``as_safe`` 0), one batch
         safe = ev.as_safe[ev.as_safe["period"] == "evaluation"] if len(ev.as_safe) else ev.as_safe
-        as_safe = {f"as_safe.{row.family}.{row.measure}.{name}": float(value)
+        as_safe = {metric_key(f"as_safe.{row.family}.{row.measure}.{name}"): float(value)
                    for row in safe.itertuples()
                    for name, value in (("capital_vs", row.capital_vs), ("as_safe", row.as_safe))}
         if as_safe:

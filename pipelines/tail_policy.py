@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import mlflow
@@ -38,6 +37,7 @@ from pipelines.policy_eval.tail_driven import (
     evaluate_tail_policies,
     tail_capital_table,
 )
+from serving.ops.tracking import metric_key
 
 
 def sigma_forecasts(cfg: Config, panel: pd.DataFrame) -> WalkForward:
@@ -111,7 +111,7 @@ def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
     head = ev.headline.set_index("policy")
     if ev.frozen.name in head.index:
         row = head.loc[ev.frozen.name]
-        mlflow.log_metrics({re.sub(r"[^\w.-]", "_", f"tail_policy.{k}"): float(row[k])
+        mlflow.log_metrics({metric_key(f"tail_policy.{k}"): float(row[k])
                             for k in row.index
                             if k.endswith(("_eva", "_sel")) and pd.notna(row[k])})
     return ev

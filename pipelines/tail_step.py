@@ -31,7 +31,7 @@ from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.evaluation.tail_compare import POOLED_STAGE, run_tail_backtest
 from pipelines.ops.lines import capped
 from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES, skipped_file_lines
-from serving.ops.tracking import log_context
+from serving.ops.tracking import log_context, metric_key
 
 if TYPE_CHECKING:
     from pipelines.policy_eval.tail_driven import TailPolicyEvaluation
@@ -50,20 +50,16 @@ class TailStep:
     policy: TailPolicyEvaluation | None = None
 
 
-def _metric(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-/" else "_" for c in name)
-
-
 def model_metrics(model: str, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     """The figures a reviewer compares tail models by, for one model's nested run."""
     out: dict[str, float] = {}
     fz0 = tables.get("fz0_evaluation", pd.DataFrame())
     for r in fz0[fz0.get("model", pd.Series(dtype=str)) == model].itertuples():
-        out[_metric(f"fz0_{r.side}_{r.level:g}")] = float(r.fz0)
+        out[metric_key(f"fz0_{r.side}_{r.level:g}")] = float(r.fz0)
     dm = tables.get("dm", pd.DataFrame())
     for r in dm[dm.get("model", pd.Series(dtype=str)) == model].itertuples():
         if r.model != r.benchmark and np.isfinite(r.p_better):
-            out[_metric(f"dm_p_better_vs_{r.benchmark}")] = float(r.p_better)
+            out[metric_key(f"dm_p_better_vs_{r.benchmark}")] = float(r.p_better)
     bt = tables.get("backtests", pd.DataFrame())
     if len(bt) and "passes" in bt:
         mine = bt[(bt["model"] == model) & (bt["side"] == "long")]

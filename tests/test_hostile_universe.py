@@ -4,9 +4,10 @@ healthy assets, lists what failed and exits 4 ("completed with failures").
 The universe, in the embedded layout: two real assets (BTC, SOL: a slice of the embedded data)
 and six synthetic ones, each the shape of a real fault —
 
-* ``LISTED``: a listing-day candle with a 3× high/low range, then an ordinary path (the
+* ``LISTED+``: a listing-day candle with a 3× high/low range, then an ordinary path (the
   candle is in the training window: it must not stop anything; what a model then makes of
-  the asset is checked like any other);
+  the asset is checked like any other), under a symbol with a character MLflow refuses in a
+  metric key (symbols come from file names);
 * ``PUMP``: ×10 in three weeks, then −90 % in two (a 2021 altcoin);
 * ``FLAT``: a feed that flat-lines (the same price every day from mid-2024);
 * ``GAPPY``: thirty days missing in the out-of-sample period;
@@ -39,7 +40,8 @@ from tests.project import invoke_in, shrunken_config, write_config
 
 START, END = "2023-07-01", "2025-06-30"
 HEALTHY = ["BTC", "SOL"]
-HOSTILE = ["LISTED", "PUMP", "FLAT", "GAPPY", "PEGGED", "EMPTY"]
+LISTED = "LISTED+"
+HOSTILE = [LISTED, "PUMP", "FLAT", "GAPPY", "PEGGED", "EMPTY"]
 
 
 def _candles(dates: pd.DatetimeIndex, log_close: np.ndarray, rng: np.random.Generator,
@@ -75,7 +77,7 @@ def hostile_universe(root: Path) -> Path:
     listed.loc[0, ["open", "low", "high"]] = [listed.loc[0, "close"] / 1.5,
                                               listed.loc[0, "close"] / 1.5,
                                               listed.loc[0, "close"] * 2.0]  # 3× range
-    _write(root, "LISTED", listed)
+    _write(root, LISTED, listed)
 
     path = walk(len(days), 0.02)
     at = days.get_loc(pd.Timestamp("2024-10-01"))
@@ -200,6 +202,22 @@ def test_failures_are_logged_to_the_backtest_run(hostile_run):
     egarch = runs[(runs["tags.model"] == "egarch_t")
                   & runs["tags.mlflow.parentRunId"].notna()].iloc[0]  # its nested run
     assert int(egarch["tags.failures"]) == int((failures["model"] == "egarch_t").sum())
+
+
+def test_a_symbol_mlflow_refuses_in_a_metric_key_is_logged_under_a_cleaned_key(hostile_run):
+    """Per-asset metrics are keyed by symbol; ``+`` is not a character MLflow admits, so the
+    key carries ``_`` in its place (raw, MLflow refused the batch and the run stopped)."""
+    root, _ = hostile_run
+    comparison = pd.read_csv(root / "outputs" / "backtest" / "comparison.csv")
+    scored = comparison[(comparison["asset"] == LISTED) & comparison["qlike"].notna()]
+    assert len(scored)  # the listed asset is scored by some model
+    mlflow.set_tracking_uri(tracking_uri(root / "mlruns"))
+    runs = mlflow.search_runs(experiment_names=["volmargin"])
+    for r in scored.itertuples():
+        nested = runs[(runs["tags.model"] == r.model) & runs["tags.mlflow.parentRunId"].notna()
+                      & (runs["tags.volmargin.step"] == "backtest")]
+        assert nested[f"metrics.qlike_h{r.horizon_days}.LISTED_"].iloc[0] == \
+            pytest.approx(r.qlike)
 
 
 def test_published_rows_of_a_dead_feed_and_a_peg_fall_back(hostile_run):

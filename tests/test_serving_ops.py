@@ -388,3 +388,20 @@ def test_reader_example_age_rule_and_withdrawn_records() -> None:
                  "reference_id": "0123456789abcdef0123"}
     assert "8300 bps -> withdrawn" in reader.record_line(withdrawn)
     assert "->  8325 bps" in reader.record_line({**withdrawn, "new_value_bps": 8325})
+
+
+@pytest.mark.parametrize("name", [
+    "qlike_h1.USD₮0", "capital.policy:gbm@confidence=0.99,w=1.BTC", "qlike_h1.BTC+", "a//b",
+    "./x", "x/../y", "..", "/lead", "trail/", ""])
+def test_metric_keys_are_ones_mlflow_admits(name: str) -> None:
+    """Whatever a symbol or policy name holds, the key is one MLflow's own validator admits
+    (characters and paths); a key it admits already is kept as it is."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    from serving.ops.tracking import metric_key
+
+    key = metric_key(name)
+    _validate_metric_name(key)  # raises MlflowException on a refused key
+    assert len(key) == max(len(name), 1)  # one character for one: no two symbols merged by length
+    assert metric_key(key) == key
+    assert metric_key("qlike_eva_h7.BTC-PERP/x.y z") == "qlike_eva_h7.BTC-PERP/x.y z"

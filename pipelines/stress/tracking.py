@@ -7,7 +7,6 @@ cumulated).
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 import matplotlib
@@ -19,7 +18,7 @@ import numpy as np
 
 from configs.schema import Config
 from pipelines.stress.liquidation import Outcome
-from serving.ops.tracking import log_context, setup
+from serving.ops.tracking import log_context, metric_key, setup
 
 if TYPE_CHECKING:
     from pipelines.stress.job import StressResult
@@ -65,8 +64,8 @@ def log_stress(cfg: Config, result: StressResult) -> str:
                            "mc_paths": cfg.stress.mc_paths,
                            "parameters": doc["parameters"]["path"]})
         for item in doc["scenarios"]:
-            key = re.sub(r"[^\w\-. :/]", "_", item["scenario"])  # MLflow's admitted characters
-            mlflow.log_metric(f"bad_debt_usd.{key}", item["bad_debt_usd"])
+            mlflow.log_metric(metric_key(f"bad_debt_usd.{item['scenario']}"),
+                              item["bad_debt_usd"])
         mc = doc["monte_carlo"]
         if mc:
             mlflow.log_metrics({k: v for k, v in mc.items() if k != "paths"})

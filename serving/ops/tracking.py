@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import socket
 import sqlite3
 from pathlib import Path
@@ -30,6 +31,19 @@ from serving.ops.version import code_version
 # training runs table, where the backtest and per-forecaster runs live.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+
+
+def metric_key(name: str) -> str:
+    """``name`` as an MLflow metric key: every character MLflow refuses (it admits letters,
+    digits, ``_ - . /`` and spaces) becomes ``_``, and a key MLflow would read as another path
+    (``a//b``, ``./x``) loses its slashes. Asset symbols come from file names and policy
+    names carry ``@ = ,``: a key built from them raw made MLflow refuse the whole batch, and
+    the step with it, for one asset named ``USD₮0``."""
+    key = re.sub(r"[^\w\-. /]", "_", name)
+    if key.replace("/", "") in ("", ".", "..") or key != key.strip("/") \
+            or "//" in key or "/./" in f"/{key}/" or "/../" in f"/{key}/":
+        key = key.replace("/", "_")
+    return "_" * max(len(key), 1) if key in ("", ".", "..") else key
 
 
 def tracking_uri(mlruns_dir: Path) -> str:
