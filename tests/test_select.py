@@ -166,6 +166,33 @@ def test_the_period_comparison_cannot_see_past_the_period():
     assert period_comparison(fc, panel, dt.date(2030, 1, 1), None) is None
 
 
+def test_a_periods_var_backtest_is_a_cut_of_the_whole_path_not_a_fresh_start():
+    """The VaR backtest of a later period counts every loss day of the period, each VaR built
+    from the standardized losses realized before it (those of earlier periods too): the same
+    breaches as the whole out-of-sample path's VaR read on the period's days. Started afresh
+    at the period's start, its first 100 days had no VaR and the next ones a quantile of a
+    hundred-odd losses."""
+    from pipelines.evaluation.comparison import fhs_var
+    from pipelines.selection.select import period_comparison
+
+    panel, fc = _iid_panel_and_forecasts()
+    start, end = dt.date(2022, 9, 1), dt.date(2023, 4, 30)
+    table = period_comparison(fc, panel, start, end)
+    assert table is not None
+    var = table[table["horizon_days"] == 1].set_index(["model", "asset"])
+    days = (end - start).days + 1
+    for (model, asset), row in var.iterrows():
+        one = fc[model][(fc[model]["asset"] == asset) & (fc[model]["horizon_days"] == 1)]
+        sigma = np.sqrt(one.set_index("cutoff")["variance"].sort_index())
+        ret_next = panel.xs(asset, level="asset")["ret_1d"].shift(-1, freq="D").reindex(
+            sigma.index)
+        whole = fhs_var(sigma, ret_next, 0.99)
+        loss_day = sigma.index + pd.Timedelta(days=1)
+        inside = (loss_day >= pd.Timestamp(start)) & (loss_day <= pd.Timestamp(end))
+        assert row["var_n"] == days == inside.sum()
+        assert row["var_breaches"] == int((-ret_next[inside] > whole[inside]).sum())
+
+
 def test_no_forecasts_at_the_selection_horizon_is_an_error():
     with pytest.raises(ValueError, match="selection horizon 7"):
         select(_comparison(), None, None, SelectionConfig(horizon=7))

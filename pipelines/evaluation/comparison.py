@@ -165,9 +165,20 @@ def fhs_var(sigma: pd.Series, ret_next: pd.Series, level: float, window: int = 5
     return q * sigma
 
 
+Window = tuple[pd.Timestamp, pd.Timestamp | None]
+
+
 def var_table(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
-              level: float = 0.99) -> pd.DataFrame:
-    """Kupiec / Christoffersen / traffic light of each model's FHS VaR on next-day returns."""
+              level: float = 0.99, window: Window | None = None) -> pd.DataFrame:
+    """Kupiec / Christoffersen / traffic light of each model's FHS VaR on next-day returns.
+
+    ``window`` (first and last loss day, the last None: open): the backtest counts only the
+    days whose loss (``cutoff + 1``) lies in it, the VaR of each being built from every
+    standardized loss before it. A period's backtest is a cut of the whole out-of-sample
+    path: run on the period's forecasts alone, the FHS quantile started again from nothing at
+    the period's start (its first ``min_obs`` days without a VaR, the next ones from a
+    hundred-odd losses), which failed the frozen forecaster on 9 of 12 assets of the
+    evaluation period that pass on the same days read with the losses already known."""
     rows = []
     for model, fc in forecasts.items():
         one = fc[fc["horizon_days"] == 1]
@@ -176,6 +187,14 @@ def var_table(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
             ret = panel.xs(asset, level="asset")["ret_1d"]
             ret_next = ret.shift(-1, freq="D").reindex(sigma.index)
             var = fhs_var(sigma, ret_next, level)
+            if window is not None:
+                loss_day = sigma.index + pd.Timedelta(days=1)
+                keep = loss_day >= window[0]
+                if window[1] is not None:
+                    keep &= loss_day <= window[1]
+                var, ret_next = var[keep], ret_next[keep]
+                if not len(var):
+                    continue  # no day of the window: nothing to say (not a failure)
             bt, why = _attempt(var_backtest, -ret_next, var, 1.0 - level)
             if bt is None:
                 rows.append({"model": model, "asset": asset, "var_n": 0, "var_pass": None,
@@ -220,16 +239,17 @@ def diagnostic_failures(compared: pd.DataFrame) -> pd.DataFrame:
 
 
 def diagnostics(scores: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
-                panel: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
+                panel: pd.DataFrame, var_window: Window | None = None
+                ) -> tuple[pd.DataFrame, ...]:
     """(DM, MCS, MZ, VaR) tables; every row is about one asset, so any split by asset gives
-    the same rows."""
+    the same rows. ``forecasts`` feed the VaR backtest alone, counted on ``var_window``."""
     wides = _qlike_by_pair(scores)
     return (dm_table(scores, wides=wides), mcs_table(scores, wides=wides), mz_table(scores),
-            var_table(forecasts, panel))
+            var_table(forecasts, panel, window=var_window))
 
 
-def _diagnostics_task(item: tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]
-                      ) -> tuple[pd.DataFrame, ...]:
+def _diagnostics_task(item: tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame,
+                                  Window | None]) -> tuple[pd.DataFrame, ...]:
     return diagnostics(*item)
 
 
@@ -270,18 +290,22 @@ def _rows(frame: pd.DataFrame, where: dict[str, np.ndarray], assets: Sequence[st
 
 def comparison(scores: pd.DataFrame, table: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                panel: pd.DataFrame, mapper: Mapper | None = None,
-               chunk_assets: int = 50) -> pd.DataFrame:
+               chunk_assets: int = 50, var_window: Window | None = None) -> pd.DataFrame:
     """The loss table joined with DM vs the benchmark, MCS membership and MZ R².
 
     ``mapper`` (e.g. a Dask engine's) runs the diagnostics in tasks of ``chunk_assets``
     assets; without one they run here in one pass. The table is the same either way: every
     diagnostic is per asset, and the merges keep the loss table's row order.
+
+    ``var_window``: the VaR backtest counts the loss days in it only, on VaRs built from the
+    whole of ``forecasts`` (a period's comparison: :func:`var_table`).
     """
     if mapper is None:
-        parts = [diagnostics(scores, forecasts, panel)]
+        parts = [diagnostics(scores, forecasts, panel, var_window)]
     else:
         parts = list(mapper(_diagnostics_task,
-                            _by_asset_chunks(scores, forecasts, panel, chunk_assets)))
+                            [(*item, var_window) for item in
+                             _by_asset_chunks(scores, forecasts, panel, chunk_assets)]))
     dm, mcs, mz, var = (pd.concat([p[i] for p in parts], ignore_index=True) for i in range(4))
     keys = ["model", "asset", "horizon_days"]
     out = table.merge(dm, on=keys, how="left")

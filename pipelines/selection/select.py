@@ -81,8 +81,13 @@ def period_comparison(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
     scores = scored(window, panel)
     if scores.empty:
         return None
-    return comparison(scores, loss_table(scores), window, panel, mapper=mapper,
-                      chunk_assets=chunk_assets)
+    # the VaR backtest counts the period's days on the whole forecast path, each day's FHS
+    # quantile built from the losses realized before it (pipelines.evaluation.comparison.
+    # var_table); the scores above are the period's alone
+    return comparison(scores, loss_table(scores), {m: forecasts[m] for m in window}, panel,
+                      mapper=mapper, chunk_assets=chunk_assets,
+                      var_window=(pd.Timestamp(start),
+                                  None if end is None else pd.Timestamp(end)))
 
 
 def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
