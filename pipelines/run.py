@@ -82,6 +82,9 @@ class RunResult:
     # the gate's verdict; False with promoted True: the store's first version, promoted all
     # the same (registry.gate.promote_first) and served with its refused assets frozen
     gate_passed: bool = True
+    # a step that failed on its own while the run went on (the tail step inside the run, the
+    # stress after the serve): one line each, and the run completed with failures
+    step_failures: list[str] = field(default_factory=list)
 
     def _too_short(self) -> pd.Series:
         """Which undefined diagnostics were on fewer scored days than a verdict needs."""
@@ -90,7 +93,7 @@ class RunResult:
     @property
     def completed_with_failures(self) -> bool:
         return bool(len(self.forecast_failures) or (~self._too_short()).any()
-                    or self.failures or self.tail_failures)
+                    or self.failures or self.tail_failures or self.step_failures)
 
     def not_judged_lines(self) -> list[str]:
         """One line per asset whose diagnostics were left undefined on too few scored days
@@ -115,7 +118,8 @@ class RunResult:
                 f"h={r.horizon_days}d: {r.reason}" for r in failing.itertuples()]
         diag = capped(diag, MAX_DIAGNOSTIC_LINES, "undefined diagnostics "
                       "(outputs/backtest/comparison.csv, *_note columns)")
-        return lines + diag + self.tail_failures + skipped_file_lines(self.failures)
+        return (lines + diag + self.tail_failures + self.step_failures
+                + skipped_file_lines(self.failures))
 
 
 def skipped_file_lines(failures: dict[str, str]) -> list[str]:
@@ -156,13 +160,20 @@ def run(
     tail_failures: list[str] = []
     tail_not_judged: list[str] = []
     tail_warnings: list[str] = []
+    step_failures: list[str] = []
     tail = None
     if cfg.tail.in_run:  # direct VaR/ES forecasts, scored by FZ0 (pipelines/tail_step.py),
         # after the policy step: the tail-driven policies are read beside the policy it froze
         from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
-        tail = step_tail(cfg, panel, progress, inside_run=True)
-        tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
-        tail_warnings = tail.warnings
+        try:
+            tail = step_tail(cfg, panel, progress, inside_run=True)
+        except Exception as err:  # the tail step's own (every tail model failed, ...): the
+            # variance-driven choice is registered and served, the failure listed
+            step_failures.append(f"tail step failed: {type(err).__name__}: {err}; the "
+                                 "variance-driven choice was registered without it")
+        else:
+            tail_failures, tail_not_judged = failure_lines(tail), not_judged_lines(tail)
+            tail_warnings = tail.warnings
     progress("register", 0, 1)
     failed = failed_in_walk_forward(bt.failures, choice.model,
                                     cfg.features.update_interval_days)
@@ -176,7 +187,7 @@ def run(
         progress("serve", 0, 1)
         served = serve(cfg, as_of, keep_going=keep_going)
         from pipelines.stress.job import stress_published  # beside it; failure is local
-        stress_published(cfg, served.as_of)
+        stress_published(cfg, served.as_of, skipped=step_failures)
     return RunResult(fp, table, compared, choice.model, choice.reason, choice.table, summary,
                      stress, registration.version, registration.promoted,
                      registration.reason, dict(market.failures), served,
@@ -186,4 +197,4 @@ def run(
                                          *(served.warnings if served is not None else [])])),
                      tail_failures,
                      tail_not_judged,
-                     registration.policy, registration.gate_passed)
+                     registration.policy, registration.gate_passed, step_failures)

@@ -495,6 +495,9 @@ def test_run_summary_lists_failures_and_sets_the_exit_code():
     # with tail.in_run, what the tail step left out is listed too, and sets the exit code
     tail = RunResult(**base, tail_failures=["tail model failed: caviar: LinAlgError"])
     assert exit_status(tail) == 4 and tail.failure_lines() == tail.tail_failures
+    # a step of the run that failed on its own (the stress after the serve) as well
+    stress = RunResult(**base, step_failures=["stress of 2025-06-30 skipped: OSError: disk"])
+    assert exit_status(stress) == 4 and stress.failure_lines() == stress.step_failures
 
 
 def test_a_young_assets_undefined_statistics_are_not_judged_not_failures():

@@ -209,9 +209,12 @@ def test_stress_after_run_is_local_and_configurable(project: tuple[Config, Path]
     # published already: an error that is neither the data's nor the book's (MLflow, disk)
     # is the stress's own as well, logged and skipped, never the run's
     monkeypatch.setattr(stress_job, "run_stress", broken_store)
+    skipped: list[str] = []
     with caplog.at_level("WARNING"):
-        assert stress_published(cfg, AS_OF) is None
+        assert stress_published(cfg, AS_OF, skipped) is None
     assert f"stress of {AS_OF} skipped: OSError: No space left on device" in caplog.text
+    # and said to the run, which lists it among its failures (pipelines.run.RunResult)
+    assert skipped == [f"stress of {AS_OF} skipped: OSError: No space left on device"]
 
 
 def test_scenario_file_overrides_the_stress_section(project: tuple[Config, Path],

@@ -31,6 +31,11 @@ def ran(tmp_path_factory):
     the variance-driven candidates are at 99.9% against the tail-driven ones at 97.5-99%.
     No knob is swept (``frontier_knobs: {}``): the first choice of each kind stands."""
     root = tmp_path_factory.mktemp("tail_champion")
+    _project(root)
+    return root, invoke_in(root, ["run", "--data-dir", "market", "--quiet"])
+
+
+def _project(root):
     write_slice(root / "market", ["BTC", "SOL"], "2023-07-01", AS_OF)
     cfg = shrunken_config()  # the recipe of test_end_to_end
     cfg["models"]["enabled"] = ["garch11_t", "ewma94"]
@@ -40,7 +45,6 @@ def ran(tmp_path_factory):
     cfg["tail"].update(in_run=True, enabled=["fhs_ewma", "hs"], levels=[0.975, 0.99],
                        refit_every=120, min_train_days=300)
     write_config(root, cfg)
-    return root, invoke_in(root, ["run", "--data-dir", "market", "--quiet"])
 
 
 def test_the_run_registers_and_serves_the_tail_driven_policy_its_rule_ranks_first(ran):
@@ -136,3 +140,30 @@ def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran
     assert "the champion was not replayed in this run" in latest.tags["gate.reason"]
     after = client.get_model_version_by_alias("volmargin-policy", "champion")
     assert after.version == before.version
+
+
+def test_a_tail_step_that_fails_is_listed_and_the_variance_driven_choice_is_served(
+        tmp_path, monkeypatch):
+    """The tail step inside the run fails as a whole (here every call raises): the run goes
+    on, registers and serves the variance-driven choice, lists the failure and exits 4
+    ("completed with failures"), instead of ending with nothing registered."""
+    import pipelines.tail_step
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("every tail model failed")
+
+    monkeypatch.setattr(pipelines.tail_step, "step_tail", broken)
+    root = tmp_path / "tail_fails"
+    _project(root)
+    result = invoke_in(root, ["run", "--data-dir", "market", "--quiet"])
+    assert result.exit_code == 4, result.output
+    flat = " ".join(result.output.split())
+    assert ("tail step failed: RuntimeError: every tail model failed; the variance-driven "
+            "choice was registered without it") in flat
+    variance = json.loads((root / "outputs" / "backtest" / "frozen.json").read_text())["policy"]
+    mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
+    mlflow.set_registry_uri(tracking_uri(str(root / "mlruns")))
+    champion = MlflowClient().get_model_version_by_alias("volmargin-policy", "champion")
+    assert champion.tags["policy"] == variance
+    params = read_partition(root / "outputs" / "forecasts" / f"asof={AS_OF}")
+    assert set(params["asset"]) == {"BTC", "SOL"}

@@ -329,17 +329,22 @@ def run_stress(cfg: Config, as_of: dt.date, book_path: Path | str | None = None,
     return result
 
 
-def stress_published(cfg: Config, as_of: dt.date) -> StressResult | None:
+def stress_published(cfg: Config, as_of: dt.date, skipped: list[str] | None = None
+                     ) -> StressResult | None:
     """The stress step of ``volmargin run``, after serving: stress the partition just
     published over the configured book (``stress.after_run``). Failure is local: a stress
-    that cannot run is logged and skipped; the publication stands."""
+    that cannot run is logged, said in ``skipped`` (the run lists it among its failures) and
+    skipped; the publication stands."""
     if not cfg.stress.after_run:
         return None
     try:
         return run_stress(cfg, as_of)
     except Exception as exc:  # published already: any error (data, book, MLflow, disk) is
         # the stress's own, logged and skipped, never the run's
-        logger.warning("stress of %s skipped: %s: %s", as_of, type(exc).__name__, exc)
+        line = f"stress of {as_of} skipped: {type(exc).__name__}: {exc}"
+        logger.warning("%s", line)
+        if skipped is not None:
+            skipped.append(line)
         return None
 
 
