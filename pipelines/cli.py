@@ -107,9 +107,16 @@ def tail_cmd(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfO
     Model Confidence Set, coverage tests and ES backtests.
     """
     from pipelines.tail_step import tail_job
+    from serving.market import FutureAsOfError, check_as_of
 
     _quiet_libraries()
     cfg, day = _config(config, data_dir), _day(as_of)
+    try:
+        if day is not None:
+            check_as_of(day)  # a day not closed yet: exit 2, as `run` and `serve`
+    except FutureAsOfError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     with _data_errors_exit():
         code = tail_job(cfg, day, keep_going, say=console.print)
     raise typer.Exit(code)
@@ -305,8 +312,11 @@ def stress_cmd(
                                  param_hint="--as-of") from None
     try:
         result = run_stress(cfg, day, book, scenarios)
-    except (ValueError, FileNotFoundError, ConfigError) as exc:
-        console.print(f"[red]{exc}[/red]")
+    except ConfigError as exc:  # a malformed --scenarios override: exit 2, as any override
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     if not quiet:
         print_stress(result, console)

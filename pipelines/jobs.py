@@ -267,7 +267,13 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
     from serving.market import FutureAsOfError, check_as_of
+    from serving.ops.registry import (
+        ChampionMissingError,
+        ModelArtifactMissingError,
+        ModelIntegrityError,
+    )
     from serving.publish import PartitionExistsError
+    from serving.serve import ModelUnavailableError, ServeConfigError
 
     try:
         if as_of is not None:
@@ -301,6 +307,23 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
         except PartitionExistsError as exc:  # a rerun on changed code or data: said, kept
             console.print(f"{exc}\nThe run's backtest, selection and registered version are "
                           "in MLflow; the partition published before is left as it was.",
+                          style="red", markup=False, highlight=False)
+            return EXIT_FAILED
+        # the serve step's own refusals, said as `volmargin serve` says them (the run's
+        # backtest, selection and registration are in MLflow)
+        except ModelUnavailableError as exc:  # the fail-safe published, the run still fails
+            console.print(f"{exc.reason}; fail-safe: published revision "
+                          f"{exc.published.revision} of {exc.published.path} with every asset "
+                          "frozen on its parameters in force (LTV 0, LT and LB held)",
+                          style="red", markup=False, highlight=False)
+            return EXIT_FAILED
+        except ServeConfigError as exc:
+            console.print(str(exc), style="red", markup=False, highlight=False)
+            return EXIT_USAGE
+        except (ChampionMissingError, ModelArtifactMissingError, ModelIntegrityError) as exc:
+            # e.g. a first version its gate refused with registry.gate.promote_first off
+            console.print(f"{exc}\nThe run's backtest, selection and registered version are "
+                          "in MLflow; nothing was published.",
                           style="red", markup=False, highlight=False)
             return EXIT_FAILED
     print_run(console, cfg, result)

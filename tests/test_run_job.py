@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 from rich.console import Console
 
 import pipelines.run
 from configs.schema import Config
 from pipelines.jobs import EXIT_FAILED, run_job
 from serving.publish import PartitionExistsError
+from tests.conftest import REPO
 
 
 def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch) -> None:
@@ -55,3 +58,50 @@ def test_serve_names_the_skipped_files_even_when_stale_data_decides_the_exit(
     said = console.export_text()
     assert "skipped crypto/daily/ETH.csv.gz: row 7: rule high_ge_low" in said
     assert "stale data for SOL" in said
+
+
+def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch) -> None:
+    """E.g. a first version its gate refused, with ``registry.gate.promote_first`` off: the
+    serve step has no champion; the run says so and exits 1, as ``volmargin serve`` would."""
+    from serving.ops.registry import ChampionMissingError
+
+    def no_champion(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ChampionMissingError("registered model 'volmargin-policy' has no @champion alias")
+
+    monkeypatch.setattr(pipelines.run, "run", no_champion)
+    console = Console(record=True, width=200)
+    assert run_job(Config(), console, None, quiet=True, keep_going=False) == EXIT_FAILED
+    said = console.export_text()
+    assert "has no @champion alias" in said and "nothing was published" in said
+
+
+def test_tail_refuses_a_day_not_closed_yet_with_exit_2(tmp_path, monkeypatch) -> None:
+    import datetime as dt
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)).isoformat()
+    for day in ("today", tomorrow):
+        result = CliRunner().invoke(app, ["tail", "--as-of", day])
+        assert result.exit_code == 2, result.output
+        assert "give a date before today" in " ".join(result.output.split())
+    assert not (tmp_path / "mlruns").exists()  # refused before the store was opened
+
+
+def test_a_malformed_stress_scenarios_override_exits_2(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "scenarios.yaml"
+    bad.write_text("shock_move: 5\n")
+    result = CliRunner().invoke(app, ["stress", "--as-of", "2025-06-30", "--scenarios",
+                                      str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "shock_move" in result.output
