@@ -58,6 +58,10 @@ def latest_parameters(root: Path) -> tuple[Path, pd.DataFrame, dict]:
     if pointer is None:
         raise ValueError(f"{root / 'LATEST'} does not exist: nothing has been published yet")
     path = root / pointer["path"]
+    # a partition of this root only (docs/consumers.md: path is relative to the root): a
+    # pointer leading elsewhere ("../x", an absolute path) is refused, not followed
+    if not path.resolve().is_relative_to(root.resolve()) or path.resolve() == root.resolve():
+        raise ValueError(f"{root / 'LATEST'} points outside {root}: {pointer['path']!r}")
     rows = read_partition(path)  # raises ValueError naming the file on any hash mismatch
     manifest = read_manifest(path)
     if (path / SUCCESS_NAME).read_text().strip() != pointer["success_sha256"]:

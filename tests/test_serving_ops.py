@@ -345,6 +345,18 @@ def test_reader_example_verifies_and_prints_the_latest_partition(daily: tuple,
                          text=True, timeout=60)
     assert bad.returncode == 1 and "parameters.csv is corrupt" in bad.stderr
 
+    # a LATEST leading out of the root (a verified partition elsewhere) is refused
+    pointer = json.loads((root / "LATEST").read_text())
+    shutil.copytree(root, tmp_path / "moved" / "elsewhere")  # verified partitions out of it
+    for n, elsewhere in enumerate((f"../elsewhere/{pointer['path']}",
+                                   str(tmp_path / "moved" / "elsewhere" / pointer["path"]))):
+        moved = tmp_path / "moved" / f"forecasts{n}"
+        shutil.copytree(root, moved)
+        (moved / "LATEST").write_text(json.dumps({**pointer, "path": elsewhere}))
+        out = subprocess.run([sys.executable, str(script), str(moved), "--max-age-days",
+                              "100000"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and "points outside" in out.stderr, out.stderr
+
 
 def test_reader_example_starts_again_when_latest_moves_while_it_reads(
         daily: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
