@@ -104,9 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from benchmarks.synthetic_universe import write_universe
 
+        if args.universe is None:
+            parser.error("--assets other than 12 needs --universe DIR (written if absent)")
         data_dir = args.universe
         if not (data_dir / "crypto").is_dir():
             write_universe(data_dir, args.assets)
+        held = len(list((data_dir / "crypto" / "daily").glob("*.csv*")))
+        if held != args.assets:  # a figure for N assets is measured on N, never fewer
+            parser.error(f"{data_dir} holds {held} assets, not --assets {args.assets}")
         cache = data_dir / "panel.parquet"
     start = time.perf_counter()
     model, bundle, features = make_case(data_dir, args.forecaster, fit_cutoff,

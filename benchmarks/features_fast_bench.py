@@ -79,6 +79,9 @@ def run(data_dir: Path, n_assets: int | None, repeat: int, reference: bool) -> d
     assets = None
     if n_assets is not None:
         names = sorted(p.name.split(".")[0] for p in (data_dir / "crypto" / "daily").iterdir())
+        if len(names) < n_assets:  # a figure for N assets is measured on N, never fewer
+            raise SystemExit(f"{data_dir} holds {len(names)} assets, fewer than --assets "
+                             f"{n_assets}")
         assets = names[:n_assets]
     market = load_market(data_dir, assets, AS_OF)
     loaded_mib = _peak_mib()

@@ -1,6 +1,7 @@
 """Speed figures for the pipeline's stages on the embedded data (``make bench``).
 
-Each stage is timed ``--repeat`` times (best and median reported) on this machine; the figures
+The data load and the feature build are timed ``--repeat`` times (best and median reported);
+each walk-forward, the ``mlp_har`` fit and its forecast once (minutes each); the figures
 go to ``benchmarks/README.md`` by hand, with the date and machine. Timings are never asserted in
 tests.
 """
