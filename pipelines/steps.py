@@ -502,6 +502,14 @@ def step_register(
         refusal = stress_gate_refusal(cfg, model, bundle, features)  # None unless budgeted
         decision = gate(mine, champ_rows, cfg.registry.gate, stress_refusal=refusal)
         passed, reason = decision.passed, decision.reason + note
+        champ_cutoff = registry.version_tag(name, champion, "fit_cutoff") if champion else None
+        if passed and champ_cutoff and bundle["fit_cutoff"] < champ_cutoff:
+            # a run for an earlier day (a backfill, a rerun of a past as-of) registers its
+            # version, never to replace a champion fitted on later data
+            passed, reason = False, (
+                f"refused: fitted through {bundle['fit_cutoff']}, before the fit cutoff "
+                f"{champ_cutoff} of @champion v{champion} (a run for an earlier day does not "
+                f"replace a later fit); the gate's verdict: {reason}")
         if champ_policy and champ_rows is not None and not len(champ_rows):
             # e.g. a tail-driven champion and a run without the tail step: the gate refused;
             # which policy, and how to compare them, said here

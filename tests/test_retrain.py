@@ -310,6 +310,28 @@ def test_a_run_whose_compare_and_set_is_refused_reports_the_refusal(
     assert [m["version"] for m in alias_history("volmargin-policy")] == ["2"]
 
 
+def test_a_version_fitted_on_an_earlier_day_never_replaces_the_champion(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retrain for a day before the champion's fit cutoff (a backfill) registers its
+    version, refused whatever the gate found (here the gate is made to pass): a champion fitted
+    on later data is never replaced by one fitted on less."""
+    import pipelines.steps as steps_module
+    from pipelines.selection.gate import GateDecision
+
+    root = copy_project(tmp_path_factory, "backfill")
+    monkeypatch.setattr(steps_module, "gate", lambda *a, **k: GateDecision(True, "passed: x"))
+    result = invoke(root, "retrain", "--data-dir", "market", "--as-of", "2025-06-20",
+                    "--skip-ingest")
+    assert result.exit_code == 0, result.output
+    marker = read_marker(root / "outputs/retrain/asof=2025-06-20.json")
+    assert marker is not None and marker["registered_version"] == "2"
+    assert marker["promoted"] is False and marker["champion_version"] == "1"
+    assert marker["gate_reason"].startswith(
+        f"refused: fitted through 2025-06-20, before the fit cutoff {AS_OF} of @champion v1")
+    assert "the gate's verdict: passed: x" in marker["gate_reason"]
+    assert "gate refused, @champion unchanged" in " ".join(result.output.split())
+
+
 def test_the_data_fingerprint_of_an_as_of_ignores_rows_after_it(tmp_path: Path) -> None:
     """What the daily ingest appends after the as-of leaves that as-of's fingerprint as it
     was (a rerun is a no-op); a revised row on or before it, a new file or a changed
