@@ -176,9 +176,14 @@ def stability_section(outputs_dir: Path, window: int = 7) -> str:
                             columns=["policy", "asset", "date", "mmf", "lt", "ltv"])
     name = frozen["policy"]
     names = [name, f"{name}:no_apc", "static", "aave_v3"]
-    start = pd.Timestamp(frozen["evaluation_period"][0])
+    # the roles' notice window and the loss-day split of the run (records before they were
+    # written: the defaults, 7 days and a daily update)
+    window = int(frozen.get("protect_days", window))
+    first, last = frozen["evaluation_period"][:2]  # ISO dates; no realized loss: no end
+    start = dt.date.fromisoformat(first)
+    end = dt.date.fromisoformat(last) if last[:1].isdigit() else None
     table = stability_table(paths, [n for n in names if n in set(paths["policy"])], window,
-                            start)
+                            (start, end), int(frozen.get("update_interval_days", 1)))
     return ("### Open positions: parameter-change liquidations and threshold swings "
             "(evaluation period)\n\n"
             f"`liquidated_by_parameters`: asset-days on which LT fell below an LTV admitted in "

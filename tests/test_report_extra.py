@@ -83,6 +83,31 @@ def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(t
     assert "Skipped: `BTC_drop30_corr1` (BTC is unusable (stale))." in text
 
 
+def test_a_periods_open_position_count_sees_the_ltvs_admitted_before_it():
+    """The period's first days are checked against the LTVs admitted in the notice window
+    before the period (a cut first saw none), and a day counts in the period of its loss day
+    (``date + 1``), as every other period figure: the decision of the period's last day is
+    the next period's."""
+    import datetime as dt
+
+    from pipelines.policy_eval.stability import liquidated_by_parameters, stability_table
+
+    dates = pd.date_range("2024-01-01", periods=20)
+    lt, ltv = [0.80] * 20, [0.60] * 20
+    ltv[8] = 0.75  # admitted on the decision of 01-09 (loss day 01-10, before the period)
+    lt[10] = 0.72  # 01-11: below it, two days later, in the period
+    lt[16] = 0.50  # 01-17: the decision whose loss day is 01-18, after the period
+    path = pd.DataFrame({"policy": "p", "asset": "X", "date": dates, "lt": lt, "ltv": ltv,
+                         "mmf": 0.1})
+    period = (dt.date(2024, 1, 11), dt.date(2024, 1, 17))
+    liq = liquidated_by_parameters(path, window=3, period=period).iloc[0]
+    assert (liq["days"], liq["violations"]) == (7, 1)  # decisions 01-10 … 01-16
+    assert liq["worst_gap"] == pytest.approx(0.03)
+    row = stability_table(path, ["p"], 3, period).iloc[0]
+    assert (row["asset_days"], row["liquidated_by_parameters"]) == (7, 1)
+    assert liquidated_by_parameters(path, 3).iloc[0]["violations"] == 2  # the whole path
+
+
 def test_a_threshold_cut_below_an_admitted_ltv_is_counted_and_swings_measured():
     from pipelines.policy_eval.stability import liquidated_by_parameters, threshold_swings
 

@@ -527,4 +527,8 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             "leave_one_asset_out": stability_record(
                 ev.stability,
                 str(ev.stability["first_step"].iloc[0]) if len(ev.stability) else ""),
-            "knobs": e.frontier_knobs if chooses_knobs(cfg) else {}}
+            "knobs": e.frontier_knobs if chooses_knobs(cfg) else {},
+            # what the report's open-position count reads: the notice window the roles
+            # promise and the update interval that dates a loss day
+            "protect_days": cfg.policy.roles.protect_days,
+            "update_interval_days": cfg.features.update_interval_days}

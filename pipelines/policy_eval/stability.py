@@ -15,12 +15,23 @@ Two measures over replayed policy paths (``policy, asset, date, mmf, lt, ltv``):
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 
+from pipelines.policy_eval.protocol import in_period
 
-def liquidated_by_parameters(path: pd.DataFrame, window: int, tol: float = 1e-9) -> pd.DataFrame:
+
+def liquidated_by_parameters(path: pd.DataFrame, window: int, tol: float = 1e-9,
+                             period: tuple[dt.date, dt.date | None] | None = None, u: int = 1
+                             ) -> pd.DataFrame:
     """Per asset: days on which LT fell below an LTV admitted in the previous ``window`` days.
+
+    ``period``: only the days whose loss day (``date + u``) lies in it are counted (the
+    split of every other period figure: :func:`~pipelines.policy_eval.protocol.in_period`),
+    each against the LTVs admitted before it on the whole path, those of the days before the
+    period too (cut first, a period's first ``window`` days saw no admitted LTV).
 
     Returns ``asset, days, violations, worst_gap`` (worst LTV_t − LT_{t'} in fractions).
     """
@@ -30,7 +41,12 @@ def liquidated_by_parameters(path: pd.DataFrame, window: int, tol: float = 1e-9)
         ltv = g["ltv"].astype(float)
         # the largest LTV admitted on a day in [t' - window, t' - 1], on the calendar
         admitted = ltv.rolling(f"{int(window)}D", closed="left").max()
-        gap = (admitted - g["lt"].astype(float)).dropna()
+        gap = admitted - g["lt"].astype(float)
+        if period is not None:
+            counted = in_period(gap.rename("gap").rename_axis("date").reset_index(),
+                                period[0], period[1], u)
+            gap = counted.set_index("date")["gap"]
+        gap = gap.dropna()
         bad = gap > tol
         rows.append({"asset": asset, "days": len(gap), "violations": int(bad.sum()),
                      "worst_gap": float(gap.max()) if len(gap) else np.nan})
@@ -52,17 +68,18 @@ def threshold_swings(path: pd.DataFrame, days: int = 30) -> pd.DataFrame:
 
 
 def stability_table(paths: pd.DataFrame, policies: list[str], window: int,
-                    start: pd.Timestamp | None = None) -> pd.DataFrame:
-    """One row per policy: parameter-change liquidations (all assets) and mean swings."""
+                    period: tuple[dt.date, dt.date | None] | None = None, u: int = 1
+                    ) -> pd.DataFrame:
+    """One row per policy: parameter-change liquidations (all assets) and mean swings, on
+    the days whose loss day lies in ``period`` (None: every day)."""
     out = []
     for name in policies:
         p = paths[paths["policy"] == name]
-        if start is not None:
-            p = p[p["date"] >= start]
-        if p.empty:
+        inside = p if period is None else in_period(p, period[0], period[1], u)
+        if inside.empty:
             continue
-        liq = liquidated_by_parameters(p, window)
-        swings = threshold_swings(p).drop(columns="asset").mean()
+        liq = liquidated_by_parameters(p, window, period=period, u=u)
+        swings = threshold_swings(inside).drop(columns="asset").mean()
         out.append({"policy": name, "asset_days": int(liq["days"].sum()),
                     "liquidated_by_parameters": int(liq["violations"].sum()),
                     **swings.round(4).to_dict()})
