@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -20,25 +20,87 @@ from pipelines.policy_eval.tail_driven import prefers_tail, ranked_text
 from pipelines.tail_step import headline
 
 
-def tail_section(outputs_dir: Path) -> str:
-    """Evaluation-period pooled FZ0 at 99% per tail model (``volmargin tail``)."""
-    root = Path(outputs_dir) / "tail"
-    names = ("fz0_evaluation", "dm", "backtests", "choice")
-    if not all((root / f"{n}.csv").is_file() for n in names):
+class EmptyTableError(Exception):
+    """A file a section reads is column-less (``pd.errors.EmptyDataError``): the section
+    says so in its place (:func:`guarded`)."""
+
+
+def shown(path: Path) -> str:
+    """A run's file as the report names it: ``backtest/frozen.json``."""
+    return f"`{path.parent.name}/{path.name}`"
+
+
+def missing_line(root: Path, names: Sequence[str], step: str) -> str:
+    """'' where every file of ``names`` is under ``root``, else the line that stands in for
+    what they would have rendered: the step that writes them did not complete."""
+    gone = [n for n in names if not (root / n).is_file()]
+    if not gone:
         return ""
-    tables = {n: pd.read_csv(root / f"{n}.csv") for n in names}
-    best = str(tables["choice"].iloc[0]["best_classical"])
+    return (f"_{step} step did not complete: {', '.join(shown(root / n) for n in gone)} "
+            "missing._")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """``path``'s CSV; :class:`EmptyTableError` where it has no column (a header-only file is
+    an empty table, which the section renders as such)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise EmptyTableError(f"{shown(path)} is empty (no columns)") from None
+
+
+def guarded(root: Path, names: Sequence[str], step: str, build: Callable[[], str]) -> str:
+    """``build()``, or the line saying why it cannot be: a file of ``names`` (under ``root``,
+    written by ``step``) missing, or one it reads column-less."""
+    line = missing_line(root, names, step)
+    if line:
+        return line
+    try:
+        return build()
+    except EmptyTableError as exc:
+        return f"_{exc}._"
+
+
+TAIL_TABLES = ("fz0_evaluation", "dm", "backtests", "choice")
+
+
+def tail_section(outputs_dir: Path) -> str:
+    """Evaluation-period pooled FZ0 at 99% per tail model (``volmargin tail``); '' where the
+    step has not run, a line in place of what it did not write."""
+    root = Path(outputs_dir) / "tail"
+    files = [f"{n}.csv" for n in TAIL_TABLES]
+    if not any((root / f).is_file() for f in files):
+        return ""
     return ("## Tail forecasts (evaluation period, long side, 99%)\n\n"
-            f"Best classical model on the selection period: `{best}`. `fz0`: pooled mean "
+            + guarded(root, files, "tail", lambda: tail_table(root)) + "\n"
+            + tail_by_year(root) + tail_policy_section(outputs_dir))
+
+
+def tail_table(root: Path) -> str:
+    """The pooled FZ0 table and its paragraph; a column-less ``dm`` / ``backtests`` /
+    ``choice`` is said and rendered as no row (``fz0_evaluation``'s: no table)."""
+    tables, empty = {}, []
+    for n in TAIL_TABLES:
+        try:
+            tables[n] = read_table(root / f"{n}.csv")
+        except EmptyTableError as exc:
+            if n == "fz0_evaluation":
+                raise
+            tables[n] = pd.DataFrame()
+            empty.append(str(exc))
+    choice = tables["choice"]
+    best = (f"`{choice.iloc[0]['best_classical']}`" if len(choice) and "best_classical" in choice
+            else "none")
+    said = "".join(f" {e}: read as no row." for e in empty)
+    return (f"Best classical model on the selection period: {best}. `fz0`: pooled mean "
             "FZ0 loss (lower is better); `dm_p`: one-sided Diebold-Mariano p-value that the "
             "model beats it; `assets_passing`: one-sided Kupiec and Christoffersen "
             f"independence not rejected at 5%, on at least {MIN_VERDICT_DAYS} scored days; "
             "`asset_days`: the asset-days every pooled model forecast, the support of `fz0`, "
             "the DM and the MCS; `coverage`: the share of the period's asset-days the model "
             "forecast (a model under 95% of the best-covered one's is left out of the pool, "
-            "its `fz0` empty, rather than shrinking every model's support).\n\n"
-            + headline(tables).round(4).to_markdown(index=False) + "\n"
-            + tail_by_year(root) + tail_policy_section(outputs_dir))
+            "its `fz0` empty, rather than shrinking every model's support)." + said + "\n\n"
+            + headline(tables).round(4).to_markdown(index=False))
 
 
 TAIL_POLICY_COLUMNS = ["policy", "acceptable_eva", "acceptable_sel", "assets_eva",
@@ -55,10 +117,14 @@ TAIL_AS_SAFE_COLUMNS = ["measure", "period", "knob", "capital", "bad_debt", "as_
 def as_safe_markdown(path: Path, keys: list[str], columns: list[str]) -> str:
     """An as-safe table (``policy_as_safe.csv`` of the policy step or of the tail step) as
     Markdown, sorted by ``keys`` (``measure, period``: the evaluation period first) and cut to
-    ``columns``; '' where the run did not write it or it has no row."""
+    ``columns``; '' where the run did not write it or it has no row, the line saying so where
+    it has no column."""
     if not path.is_file():
         return ""
-    table = pd.read_csv(path)
+    try:
+        table = read_table(path)
+    except EmptyTableError as exc:
+        return f"_{exc}._"
     if table.empty:
         return ""
     table = table.sort_values(keys)
@@ -85,21 +151,32 @@ def across_note(frozen: dict) -> str:
 
 
 def tail_policy_section(outputs_dir: Path) -> str:
-    """The tail-driven policies (``outputs/tail/policy_*``), evaluation beside selection."""
+    """The tail-driven policies (``outputs/tail/policy_*``), evaluation beside selection; ''
+    where they were not evaluated, a line in place of what the step did not write."""
     root = Path(outputs_dir) / "tail"
-    if not ((root / "policy_headline.csv").is_file() and (root / "policy_frozen.json").is_file()):
+    files = ("policy_headline.csv", "policy_frozen.json")
+    if not any((root / f).is_file() for f in files):
         return ""
+    text = guarded(root, files, "tail", lambda: tail_policy_tables(root))
+    return ("\n### Tail-driven policy (MMF from a tail model's ES)\n\n" + text
+            + ("" if text.endswith("\n") else "\n"))
+
+
+def tail_policy_tables(root: Path) -> str:
+    """The tail-driven policies' paragraph and tables (:func:`tail_policy_section`)."""
     frozen = json.loads((root / "policy_frozen.json").read_text())
-    table = pd.read_csv(root / "policy_headline.csv")
+    table = read_table(root / "policy_headline.csv")
     table = table[[c for c in TAIL_POLICY_COLUMNS if c in table.columns]]
-    out = ("\n### Tail-driven policy (MMF from a tail model's ES)\n\n"
-           f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
+    out = (f"Frozen on the selection period: **`{frozen['policy']}`** ({frozen['reason']}). "
            f"σ (LB, APC, jump check) from `{frozen['sigma_model']}`; `capital_saving`: "
            f"1 − capital / capital of `{frozen['comparator']}` (EWMA-FHS); `bad_debt_ok`: "
            "summed and stress-episode bad debt no higher than its." + across_note(frozen)
            + "\n\n" + table.round(4).to_markdown(index=False) + "\n")
     if (root / "policy_capital.csv").is_file():
-        capital = pd.read_csv(root / "policy_capital.csv")
+        try:
+            capital = read_table(root / "policy_capital.csv").round(4).to_markdown(index=False)
+        except EmptyTableError as exc:
+            capital = f"_{exc}._"
         out += ("\n#### Where the tail-driven capital goes (evaluation period)\n\n"
                 "Capital parts as in \"Where the capital goes\"; `tail_es`: mean ES of the "
                 "covered loss the candidate's model forecast (long side, its level), the tail "
@@ -107,8 +184,7 @@ def tail_policy_section(outputs_dir: Path) -> str:
                 "`tail_es_daily_move`: its mean absolute day-to-day log change (the roles "
                 "tighten at once and loosen by announced steps, so jitter ratchets the margin "
                 "up); `mmf_peak_to_trough`, `mmf_max_rise_30d`: how far the margin in force "
-                "moved (means over assets).\n\n"
-                + capital.round(4).to_markdown(index=False) + "\n")
+                "moved (means over assets).\n\n" + capital + "\n")
     safe = as_safe_markdown(root / "policy_as_safe.csv", ["measure", "period"],
                             TAIL_AS_SAFE_COLUMNS)
     if safe:
@@ -292,7 +368,11 @@ def by_year_section(outputs_dir: Path) -> str:
     path = Path(outputs_dir) / "backtest" / "policy_by_year.csv"
     if not path.is_file():
         return ""
-    table = pd.read_csv(path).drop(columns=["start", "end"], errors="ignore")
+    try:
+        table = read_table(path).drop(columns=["start", "end"], errors="ignore").round(
+            4).to_markdown(index=False)
+    except EmptyTableError as exc:
+        table = f"_{exc}._"
     return ("### Year by year (evaluation period)\n\n"
             "The frozen policy, EWMA-FHS (`capital_vs_reference`: capital relative to it, over "
             "the assets both have) and "
@@ -300,7 +380,7 @@ def by_year_section(outputs_dir: Path) -> str:
             "same acceptance function, with each block's own stress budgets; read after the "
             "freeze, nothing is chosen on it. An asset with fewer than "
             f"{MIN_VERDICT_DAYS} days in a block is unproven there (`unproven`), so not "
-            "acceptable.\n\n" + table.round(4).to_markdown(index=False) + "\n")
+            "acceptable.\n\n" + table + "\n")
 
 
 def tail_by_year(root: Path) -> str:
@@ -310,7 +390,10 @@ def tail_by_year(root: Path) -> str:
     path = Path(root) / "fz0_by_year.csv"
     if not path.is_file():
         return ""
-    years = pd.read_csv(path)
+    try:
+        years = read_table(path)
+    except EmptyTableError as exc:
+        return f"\n#### Year by year (pooled FZ0 at 99%, both sides)\n\n_{exc}._\n"
     if years.empty:
         return ""
     wide = years.pivot_table(index=["block", "side"], columns="model", values="fz0",
