@@ -227,8 +227,8 @@ def step_backtest(
                 value = getattr(row, name)
                 if pd.notna(value):
                     mine[metric_key(f"{name}_h{h}.{a}")] = float(value)
-        for (model, h), g in table.groupby(["model", "horizon_days"]):
-            metrics.setdefault(model, {})[f"qlike_h{h}.mean"] = float(g["qlike"].mean())
+        for key, value in common_means(table, "qlike_h{h}").items():
+            metrics.setdefault(key[0], {})[key[1]] = value
         logged = comparison_with_failures(compared, failures)
         logged.to_csv(out_dir / "comparison.csv", index=False)
         _log_tables({"comparison": logged, "loss_table": table}, "comparison")
@@ -245,8 +245,8 @@ def step_backtest(
             for row in judged.itertuples():
                 metrics.setdefault(row.model, {})[
                     metric_key(f"qlike_eva_h{row.horizon_days}.{row.asset}")] = float(row.qlike)
-            for (model, h), g in judged.groupby(["model", "horizon_days"]):
-                metrics.setdefault(model, {})[f"qlike_eva_h{h}.mean"] = float(g["qlike"].mean())
+            for key, value in common_means(judged, "qlike_eva_h{h}").items():
+                metrics.setdefault(key[0], {})[key[1]] = value
             evaluation = comparison_with_failures(evaluation, failures)
             evaluation.to_csv(out_dir / "comparison_evaluation.csv", index=False)
             _log_tables({"comparison_evaluation": evaluation}, "comparison")
@@ -257,6 +257,24 @@ def step_backtest(
             mlflow.log_figure(loss_over_time(scores, h), f"plots/qlike_over_time_h{h}.png")
         progress("evaluate", 1, 1)
     return BacktestStep(forecasts, table, compared, failures, diagnostics, narrowed, withheld)
+
+
+def common_means(scores: pd.DataFrame, stem: str) -> dict[tuple[str, str], float]:
+    """(model, metric key) → each model's mean QLIKE at a horizon over the assets every model
+    scored there (``{stem}.mean``; their number ``{stem}.assets``), so that the means logged
+    side by side compare models on the same assets (the report's tables do the same)."""
+    out: dict[tuple[str, str], float] = {}
+    scored = scores[scores["qlike"].notna()]
+    for h, rows in scored.groupby("horizon_days"):
+        common = set.intersection(*rows.groupby("model")["asset"].agg(set))
+        kept = rows[rows["asset"].isin(common)]
+        for model in rows["model"].unique():
+            mine = kept[kept["model"] == model]
+            key = stem.format(h=h)
+            if len(mine):
+                out[(model, f"{key}.mean")] = float(mine["qlike"].mean())
+            out[(model, f"{key}.assets")] = float(len(mine))
+    return out
 
 
 def step_policy(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -165,3 +166,19 @@ def test_a_column_less_or_missing_tail_table_is_said(tmp_path):
     tail = tail_section(tmp_path)
     assert "_tail step did not complete: `tail/choice.csv` missing._" in tail
     assert "_tail step did not complete: `tail/policy_frozen.json` missing._" in tail
+
+
+def test_the_means_logged_to_mlflow_are_over_the_assets_every_model_scored() -> None:
+    """The per-forecaster MLflow means (``qlike_h1.mean``) as the report's: a model that
+    failed an asset does not get a mean over fewer, easier assets than the others."""
+    from pipelines.steps import common_means
+
+    scores = pd.DataFrame({
+        "model": ["a", "a", "a", "b", "b", "b"],
+        "asset": ["BTC", "ETH", "TRX", "BTC", "ETH", "TRX"],
+        "horizon_days": 1,
+        "qlike": [0.2, 0.4, 3.0, 0.3, 0.5, float("nan")]})  # b failed TRX
+    means = common_means(scores, "qlike_h{h}")
+    assert means[("a", "qlike_h1.mean")] == pytest.approx(0.3)  # BTC and ETH, not TRX
+    assert means[("b", "qlike_h1.mean")] == pytest.approx(0.4)
+    assert means[("a", "qlike_h1.assets")] == means[("b", "qlike_h1.assets")] == 2
