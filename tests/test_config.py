@@ -151,11 +151,11 @@ def test_with_overrides_applies_the_cross_field_rules_too():
 
 
 def test_every_ordered_pair_names_fields_that_exist():
-    from configs.schema import ORDERED_PAIRS, _leaf
+    from configs.schema import LOAD_ORDERED_PAIRS, ORDERED_PAIRS, _leaf
 
     bound = {"evaluation.evaluation_end": "2025-06-30"}  # open (None) by default
     cfg = Config().with_overrides(bound)
-    for small, large, _ in ORDERED_PAIRS:
+    for small, large, _ in ORDERED_PAIRS + LOAD_ORDERED_PAIRS:
         assert isinstance(_leaf(cfg, small), int | float | dt.date), small
         assert isinstance(_leaf(cfg, large), int | float | dt.date), large
 
@@ -239,3 +239,146 @@ def test_macro_closes_are_never_read_on_their_own_day():
     with pytest.raises(ConfigError, match=r"features\.macro_lag_days"):
         Config().with_overrides({"features.macro_lag_days": 0})
     assert Config().with_overrides({"features.macro_lag_days": 2}).features.macro_lag_days == 2
+
+
+# ------------------------------------------------- settings the run could not honour, at load
+@pytest.mark.parametrize(("overrides", "needles"), [
+    # an unknown or repeated model: a KeyError at the walk-forward (pipelines/walk_forwards.py)
+    ({"VOLMARGIN__MODELS__ENABLED": "[garch11_tt, ewma94]"},
+     ["models.enabled", "'garch11_tt' is not a registered forecaster (registered: egarch_t,"]),
+    ({"VOLMARGIN__MODELS__ENABLED": "[ewma94, har_rv, ewma94]"},
+     ["models.enabled", "'ewma94' is listed twice"]),
+    ({"VOLMARGIN__TAIL__ENABLED": "[fhs_ewma, evt_garch_x]"},
+     ["tail.enabled", "'evt_garch_x' is not a registered tail model (registered: caviar,"]),
+    ({"VOLMARGIN__TAIL__ENABLED": "[hs, hs]"}, ["tail.enabled", "'hs' is listed twice"]),
+    # no tail model: refused whether or not the run includes the tail step, which is what
+    # tail.in_run (not an empty list) turns off; `volmargin tail` would have nothing to run
+    ({"VOLMARGIN__TAIL__ENABLED": "[]", "VOLMARGIN__TAIL__IN_RUN": "true"},
+     ["tail.enabled = []: the tail step", "no model to walk forward"]),
+    ({"VOLMARGIN__TAIL__ENABLED": "[]"}, ["tail.enabled = []", "tail.in_run: false"]),
+    # tail levels: in (0.5, 1) (models/tail/base.py), once each, the headline 0.99 among them
+    ({"VOLMARGIN__TAIL__LEVELS": "[0.99, 1.0]"}, ["tail.levels", "1.0 is not in (0.5, 1)"]),
+    ({"VOLMARGIN__TAIL__LEVELS": "[0.5, 0.99]"}, ["tail.levels", "0.5 is not in (0.5, 1)"]),
+    ({"VOLMARGIN__TAIL__LEVELS": "[0.99, 0.975, 0.99]"}, ["tail.levels", "0.99 is listed twice"]),
+    ({"VOLMARGIN__TAIL__LEVELS": "[0.975, 0.995]"}, ["tail.levels", "lacks 0.99"]),
+    # every grid point and knob value is applied to the config as the protocol applies it
+    # (pipelines/policy_eval/compare.py), after the walk-forward: refused before it instead
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.confidence: [0.975, 1.7]}"},
+     ["evaluation.grid point {'policy.confidence': 1.7}",
+      "policy.confidence: Input should be less than 1 (got 1.7)"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.confidnce: [0.975]}"},
+     ["evaluation.grid point {'policy.confidnce': 0.975}", "policy.confidnce: Extra inputs"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.apc.buffer.size: [0.2]}"},
+     ["evaluation.grid point", "buffer is not a section"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.mmf_floor: [0.02, 0.7]}"},  # a cross-field rule
+     ["evaluation.grid point {'policy.mmf_floor': 0.7}",
+      "policy.mmf_floor = 0.7 > policy.mmf_cap = 0.6"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.confidence: [0.975, 0.975]}"},
+     ["evaluation.grid['policy.confidence']", "0.975 listed twice"]),
+    ({"VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.stress_floor_weight: [0.5, 3.0]}"},
+     ["evaluation.frontier_knobs['policy.stress_floor_weight'] = 3.0",
+      "policy.stress_floor_weight: Input should be less than or equal to 2 (got 3.0)"]),
+    ({"VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.stres_floor_weight: [0.5]}"},
+     ["evaluation.frontier_knobs['policy.stres_floor_weight'] = 0.5",
+      "policy.stres_floor_weight: Extra inputs"]),
+    ({"VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.measure: [es, var]}"},
+     ["evaluation.frontier_knobs['policy.measure']", "'es' is not a number"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.mmf_cap: [0.5, 0.7]}",  # valid alone, not at a point
+      "VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.mmf_floor: [0.3, 0.55]}"},
+     ["evaluation.frontier_knobs['policy.mmf_floor'] = 0.55",
+      "at evaluation.grid point {'policy.mmf_cap': 0.5}",
+      "policy.mmf_floor = 0.55 > policy.mmf_cap = 0.5"]),
+    # joblib refuses 0 processes (the policy replays: compare.py, tail_driven.py)
+    ({"VOLMARGIN__BACKTEST__N_JOBS": "0"}, ["backtest.n_jobs = 0", "-1 on every core"]),
+    # the local engine ignores a scheduler (pipelines/engine.py make_engine)
+    ({"VOLMARGIN__BACKTEST__SCHEDULER": "tcp://10.0.0.5:8786"},
+     ["backtest.scheduler = 'tcp://10.0.0.5:8786' with backtest.engine = 'local'"]),
+    # the selection period must lie in the out-of-sample period
+    ({"VOLMARGIN__BACKTEST__OOS_START": "2021-01-02"},
+     ["backtest.oos_start = datetime.date(2021, 1, 2) > evaluation.selection_start = "
+      "datetime.date(2021, 1, 1)"]),
+])
+def test_settings_the_run_cannot_honour_are_refused_at_load(defaults, overrides, needles):
+    with pytest.raises(ConfigError) as exc:
+        load_config(defaults, environ=overrides)
+    text = str(exc.value)
+    assert text.startswith(f"invalid configuration in {defaults}")
+    for needle in needles:
+        assert needle in text
+
+
+def _refusal(path: Path, environ: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, environ=environ)
+    return str(exc.value)
+
+
+def test_one_bad_setting_is_one_line_not_one_per_grid_point(defaults):
+    """A grid point's config shares the config's own errors: they are not repeated for each
+    point, and one bad value in a product grid is named at a few points, not at every one."""
+    text = _refusal(defaults, {"VOLMARGIN__BACKTEST__N_JOBS": "0"})
+    assert text.count("backtest.n_jobs = 0") == 1 and "evaluation.grid" not in text
+    text = _refusal(defaults, {
+        "VOLMARGIN__EVALUATION__GRID": "{policy.confidence: [1.5], policy.lb_k: [1, 2, 3, 4]}"})
+    assert text.count("would be replayed with an invalid config") == 3
+    assert "... and 1 more grid points" in text
+
+
+def test_settings_the_run_honours_still_load(defaults):
+    assert load_config(DEFAULT, environ={}) == Config()
+    cfg = load_config(defaults, environ={
+        "VOLMARGIN__MODELS__ENABLED": "[garch11_skewt, gjr_t, ewma94]",  # registered, off
+        "VOLMARGIN__TAIL__ENABLED": "[hs]", "VOLMARGIN__TAIL__IN_RUN": "true",
+        "VOLMARGIN__TAIL__LEVELS": "[0.99]",
+        "VOLMARGIN__EVALUATION__GRID": "{policy.confidence: [0.95, 0.99], policy.lb_k: [2, 3]}",
+        "VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.memory_weight: [0, 2], "
+                                                 "policy.roles.enabled: [0, 1]}",
+        "VOLMARGIN__BACKTEST__N_JOBS": "-2",  # joblib: every core but one
+        "VOLMARGIN__BACKTEST__ENGINE": "dask", "VOLMARGIN__BACKTEST__SCHEDULER": "tcp://h:8786",
+        "VOLMARGIN__BACKTEST__OOS_START": "2021-01-01",  # = selection_start
+    })
+    assert cfg.tail.levels == [0.99] and cfg.backtest.scheduler == "tcp://h:8786"
+    assert load_config(defaults, environ={"VOLMARGIN__EVALUATION__GRID": "{}",
+                                          "VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{}"})
+    for n_jobs in (-1, 1, 4):
+        assert load_config(defaults, environ={
+            "VOLMARGIN__BACKTEST__N_JOBS": str(n_jobs)}).backtest.n_jobs == n_jobs
+
+
+def test_with_overrides_applies_the_new_rules_but_the_load_time_pair():
+    """Each override is checked as at load, so a grid point or knob value the protocol
+    applies is refused as it would be there; only ``LOAD_ORDERED_PAIRS`` is not: code that
+    only walks forward moves ``backtest.oos_start`` and leaves the periods it never reads."""
+    with pytest.raises(ConfigError, match=r"evaluation\.grid point \{'policy\.confidence': 1\.7"):
+        Config().with_overrides({"evaluation.grid": {"policy.confidence": [1.7]}})
+    with pytest.raises(ConfigError, match=r"models\.enabled = \['garch11_tt'\]"):
+        Config().with_overrides({"models.enabled": ["garch11_tt"]})
+    assert Config().with_overrides({"backtest.oos_start": "2024-09-01"}).backtest.oos_start \
+        == dt.date(2024, 9, 1)
+
+
+def test_the_enabled_names_and_the_headline_level_are_the_code_s():
+    """configs may not import the registries or the tail step (tests/test_import_direction.py):
+    the names and level it checks against are held equal to theirs here."""
+    from configs.schema import FORECASTERS, TAIL_HEADLINE_LEVEL, TAIL_MODELS
+    from models.registry import REGISTRY
+    from models.tail.registry import TAIL_REGISTRY
+    from pipelines import tail_step
+    from pipelines.evaluation import tail_compare
+
+    assert sorted(FORECASTERS) == sorted(REGISTRY)
+    assert sorted(TAIL_MODELS) == sorted(TAIL_REGISTRY)
+    assert TAIL_HEADLINE_LEVEL == tail_compare.HEADLINE_LEVEL == tail_step.HEADLINE_LEVEL
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"VOLMARGIN__MODELS__ENABLED": "[garch11_tt]"}, "'garch11_tt' is not a registered"),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.confidence: [1.7]}"},
+     "evaluation.grid point {'policy.confidence': 1.7}"),
+])
+def test_a_setting_the_run_cannot_honour_exits_2_before_the_run(tmp_path, env, needle):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text("{}\n")
+    result, _ = _cli(tmp_path, "run", "--quiet", env=env)
+    assert result.exit_code == 2, result.output
+    assert needle in " ".join(result.output.split())
