@@ -327,7 +327,13 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
                           style="red", markup=False, highlight=False)
             return EXIT_FAILED
     print_run(console, cfg, result)
-    return exit_status(result)  # 4: completed with failures (listed by print_run)
+    code = exit_status(result, cfg.serving.on_stale)  # 4: completed with failures (listed)
+    if code == EXIT_STALE:  # as `volmargin serve`: published first, then a person looks
+        stale = ", ".join(result.served.stale_assets) if result.served else ""
+        console.print(f"stale data for {stale}: published with fail-safe parameters "
+                      f"(flag_stale); serving.on_stale=fail → exit {EXIT_STALE}",
+                      style="red", markup=False, highlight=False)
+    return code
 
 
 def port_in_use(host: str, port: int) -> str | None:

@@ -127,9 +127,16 @@ def skipped_file_lines(failures: dict[str, str]) -> list[str]:
     return [f"skipped file {name}: {why}" for name, why in failures.items()]
 
 
-def exit_status(result: RunResult) -> int:
+EXIT_STALE = 3  # = the jobs' EXIT_STALE: published, stale assets, serving.on_stale = fail
+
+
+def exit_status(result: RunResult, on_stale: str = "warn") -> int:
     """0 when nothing failed, else :data:`EXIT_COMPLETED_WITH_FAILURES` (the run published
-    the healthy assets; :meth:`RunResult.failure_lines` says what it left out)."""
+    the healthy assets; :meth:`RunResult.failure_lines` says what it left out); with
+    ``serving.on_stale: fail`` (``on_stale``), :data:`EXIT_STALE` first when the serve step
+    published stale assets on their fail-safe parameters, as ``volmargin serve`` exits."""
+    if on_stale == "fail" and result.served is not None and result.served.stale_assets:
+        return EXIT_STALE
     return EXIT_COMPLETED_WITH_FAILURES if result.completed_with_failures else 0
 
 

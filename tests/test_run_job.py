@@ -105,3 +105,33 @@ def test_a_malformed_stress_scenarios_override_exits_2(tmp_path, monkeypatch) ->
                                       str(bad)])
     assert result.exit_code == 2, result.output
     assert "shock_move" in result.output
+
+
+def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_path) -> None:
+    """``serving.on_stale: fail`` is the run's rule as the serve's: the run that published
+    stale assets on their fail-safe parameters exits 3 (0 with the default ``warn``)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from pipelines.jobs import EXIT_STALE
+    from pipelines.run import EXIT_STALE as RUN_EXIT_STALE
+    from pipelines.run import RunResult
+    from serving.publish import Published
+    from serving.serve import ServeResult
+    from tests.test_fault_isolation import _result_fields
+
+    params = pd.DataFrame({"asset": ["BTC", "SOL"], "flag_stale": [False, True],
+                           "flag_fallback": [False, True]})
+    served = ServeResult(published=Published(Path(tmp_path / "asof=2025-06-30"), True,
+                                             {"as_of": "2025-06-30"}, 1),
+                         parameters=params, model_version="1")
+    result = RunResult(**_result_fields(served=served))
+    monkeypatch.setattr(pipelines.run, "run", lambda *a, **k: result)
+    monkeypatch.setattr("pipelines.ops.console.print_run", lambda *a, **k: None)
+    console = Console(record=True, width=300)
+    fail = Config().with_overrides({"serving.on_stale": "fail"})
+    assert run_job(fail, console, None, quiet=True, keep_going=False) == EXIT_STALE == \
+        RUN_EXIT_STALE
+    assert "stale data for SOL" in console.export_text()
+    assert run_job(Config(), Console(record=True), None, quiet=True, keep_going=False) == 0
