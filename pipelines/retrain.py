@@ -28,6 +28,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +39,8 @@ from configs.schema import Config, IngestConfig
 from pipelines.ingest import Endpoints, IngestReport, IngestSettings, ingest
 from serving.ops.lock import exclusive, lock_path
 from serving.ops.version import code_version
+
+logger = logging.getLogger(__name__)
 
 OFFLINE_ENV = "VOLMARGIN_OFFLINE"
 # Base URL overrides per provider, for a proxy, a mirror or a local fake server in tests.
@@ -224,6 +227,7 @@ def retrain(
     RetrainError
         A step failed; its message names the step.
     """
+    from pipelines.engine import make_engine
     from pipelines.run import run  # heavy (models, MLflow): only once the lock is held
     from serving.ops.registry import CHAMPION_MOVED, champion_version, version_tag
 
@@ -257,7 +261,13 @@ def retrain(
             return RetrainResult(as_of, done, marker, True, report, skipped_why)
         tracker = _StepTracker(progress)
         try:
-            result = run(cfg, as_of, tracker, publish=False)
+            # the engine `volmargin run` builds (backtest.engine: local processes, or Dask: a
+            # LocalCluster or the cluster at backtest.scheduler), so that the scheduled
+            # retrain fans out where the config says
+            with make_engine(cfg.backtest.engine, cfg.backtest.n_jobs, cfg.backtest.scheduler,
+                             cfg.backtest.dask_workers, say=logger.info) as engine:
+                result = run(cfg, as_of, tracker, publish=False, mapper=engine.mapper,
+                             engine=engine)
         except Exception as exc:
             raise RetrainError(tracker.step, exc) from exc
         record = {

@@ -155,6 +155,39 @@ def test_a_version_refused_because_the_champion_moved_is_judged_again(
         (project / MARKER).write_bytes(before)
 
 
+def test_the_retrain_fans_out_on_the_engine_the_config_names(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """backtest.engine / scheduler / dask_workers reach the retrain's run as `volmargin run`'s
+    (the run is stubbed to stop where it would begin, after recording what it was given)."""
+    import pipelines.engine as engine_module
+    import pipelines.run as run_module
+
+    asked: list[tuple] = []
+    given: list[object] = []
+    real = engine_module.make_engine
+
+    def recorded(kind, n_jobs=-1, scheduler=None, n_workers=None, say=print):
+        asked.append((kind, scheduler, n_workers))
+        return real("local", 1)  # no cluster started here: what was asked is the point
+
+    def reached(*args: object, **kwargs: object) -> None:
+        given.append(kwargs.get("engine"))
+        raise RuntimeError("the pipeline ran")
+
+    monkeypatch.setattr(engine_module, "make_engine", recorded)
+    monkeypatch.setattr(run_module, "run", reached)
+    before = (project / MARKER).read_bytes()
+    result = invoke(project, "retrain", "--data-dir", "market", "--as-of", AS_OF, "--force",
+                    env={retrain_module.OFFLINE_ENV: "1",
+                         "VOLMARGIN__BACKTEST__ENGINE": "dask",
+                         "VOLMARGIN__BACKTEST__SCHEDULER": "tcp://10.0.0.7:8786",
+                         "VOLMARGIN__BACKTEST__DASK_WORKERS": "3"})
+    assert result.exit_code != 0 and "the pipeline ran" in result.output
+    assert asked == [("dask", "tcp://10.0.0.7:8786", 3)]
+    assert len(given) == 1 and given[0] is not None
+    assert (project / MARKER).read_bytes() == before
+
+
 def test_failing_steps_are_named_and_leave_no_marker(project: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def disk_full(*args: object, **kwargs: object) -> None:
