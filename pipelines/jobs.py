@@ -38,7 +38,7 @@ from rich.table import Table
 
 from configs.schema import Config
 from pipelines.ops.logs import JobLog
-from serving.ops.lock import EX_TEMPFAIL, LockHeldError
+from serving.ops.lock import EX_TEMPFAIL, LockHeldError, exclusive, lock_path
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -294,11 +294,16 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
         try:
             # backtest.engine: the walk-forward's tasks run in process, or on Dask
             # (a LocalCluster, or the cluster at backtest.scheduler / --scheduler)
-            with make_engine(cfg.backtest.engine, cfg.backtest.n_jobs, cfg.backtest.scheduler,
-                             cfg.backtest.dask_workers, say=console.print) as engine:
+            # one training job at a time: a run writes outputs/backtest and registers a
+            # version as a retrain does, so it takes the retrain's lock (serving.ops.lock)
+            with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "run"), \
+                    make_engine(cfg.backtest.engine, cfg.backtest.n_jobs,
+                                cfg.backtest.scheduler, cfg.backtest.dask_workers,
+                                say=console.print) as engine:
                 result = run(cfg, as_of, progress, keep_going=keep_going,
                              mapper=engine.mapper, engine=engine)
-        except LockHeldError as exc:  # a scheduled serve is publishing: do not race it
+        except LockHeldError as exc:  # a retrain, another run, or a serve publishing: do not
+            # race it
             console.print(f"[red]{exc}[/red]")
             return EX_TEMPFAIL
         except NoForecastsError as exc:  # said, not a traceback: nothing to select

@@ -166,15 +166,21 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     tail model, a statistic or (with ``keep_going``) a data file was left out (listed)."""
     from features.store import load_or_build
     from serving.market import candle_cache, load_as_of
+    from serving.ops.lock import EX_TEMPFAIL, LockHeldError, exclusive, lock_path
     from serving.ops.tracking import setup
 
-    setup(cfg)
-    pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
-                     max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
-    panel, _, _ = load_or_build(pit.market, cfg.features,
-                                Path(cfg.paths.outputs_dir) / "features", pit.as_of)
-    step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
-                     if k == n else None)
+    try:  # one training job at a time: outputs/tail and the run's backtest it reads
+        with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "tail"):
+            setup(cfg)
+            pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
+                             max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
+            panel, _, _ = load_or_build(pit.market, cfg.features,
+                                        Path(cfg.paths.outputs_dir) / "features", pit.as_of)
+            step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
+                             if k == n else None)
+    except LockHeldError as exc:
+        say(str(exc))
+        return EX_TEMPFAIL
     say(headline(step.tables).to_markdown(index=False, floatfmt=".4f"))
     for line in not_judged_lines(step):  # young assets: too few days, not failures
         say(f"note: {line}")

@@ -222,6 +222,19 @@ def test_a_second_retrain_while_one_runs_exits_with_the_lock(project: Path) -> N
     assert "holds the lock" in result.output and ".retrain.lock" in result.output
 
 
+def test_run_and_tail_wait_their_turn_behind_a_retrain(project: Path) -> None:
+    """The training jobs write outputs/backtest, outputs/tail and register versions: while a
+    retrain holds its lock, `run` and `tail` do nothing and exit 75, naming the holder."""
+    lock = lock_path(project / "outputs", "retrain")
+    with exclusive(lock, "retrain"):
+        for args in (["run", "--data-dir", "market", "--as-of", AS_OF, "--quiet"],
+                     ["tail", "--data-dir", "market", "--as-of", AS_OF]):
+            result = invoke(project, *args)
+            assert result.exit_code == EX_TEMPFAIL, result.output
+            flat = " ".join(result.output.split())
+            assert "another volmargin retrain holds the lock" in flat, flat
+
+
 def test_retrain_after_ingesting_new_rows_registers_a_challenger(project: Path,
                                                                  api: FakeApis) -> None:
     result = invoke(project, "retrain", "--data-dir", "market", "--as-of", "2025-07-03",

@@ -2,7 +2,10 @@
 
 ``volmargin serve`` and ``volmargin retrain`` each take their own lock
 (``outputs/.serve.lock``, ``outputs/.retrain.lock``): a timer firing while a manual run (or a
-slow previous run) is still going must not publish or register twice. The two jobs do not
+slow previous run) is still going must not publish or register twice. ``volmargin run`` and
+``volmargin tail`` take the retrain's lock too (the training jobs: they write
+``outputs/backtest`` / ``outputs/tail`` and register versions), and ``run``'s serve step then
+the serve's. The two jobs do not
 exclude each other: a weekly retrain may take many minutes and must not make the daily
 publication fail; what they share is written atomically by its owners (the feature store),
 and alias moves of the MLflow registry with their history entries are serialized by a short
