@@ -163,7 +163,7 @@ def run(
     bt = step_backtest(cfg, panel, progress, mapper, engine)
     forecasts, table, compared = bt.forecasts, bt.table, bt.compared
     choice, summary, stress, policy_lines = step_policy(cfg, panel, forecasts, compared,
-                                                        progress, engine, bt.withheld)
+                                                        progress, engine, bt.withheld, fp)
     tail_failures: list[str] = []
     tail_not_judged: list[str] = []
     tail_warnings: list[str] = []
@@ -173,7 +173,7 @@ def run(
         # after the policy step: the tail-driven policies are read beside the policy it froze
         from pipelines.tail_step import failure_lines, not_judged_lines, step_tail
         try:
-            tail = step_tail(cfg, panel, progress, inside_run=True)
+            tail = step_tail(cfg, panel, progress, inside_run=True, fingerprint=fp)
         except Exception as err:  # the tail step's own (every tail model failed, ...): the
             # variance-driven choice is registered and served, the failure listed
             step_failures.append(f"tail step failed: {type(err).__name__}: {err}; the "

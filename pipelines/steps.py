@@ -280,7 +280,7 @@ def common_means(scores: pd.DataFrame, stem: str) -> dict[tuple[str, str], float
 def step_policy(
     cfg: Config, panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
     compared: pd.DataFrame, progress: Progress = _noop, engine: Engine | None = None,
-    withheld: dict[str, pd.DataFrame] | None = None,
+    withheld: dict[str, pd.DataFrame] | None = None, fingerprint: str | None = None,
 ) -> tuple[Selection, pd.DataFrame, pd.DataFrame, list[str]]:
     """Replay candidates and comparators, choose on the selection period and freeze, report
     the evaluation period beside it (:mod:`pipelines.policy_eval.pipeline`); log everything.
@@ -288,7 +288,8 @@ def step_policy(
     one line per comparator the choice's rule would prefer (:func:`preferred_lines`) and per
     evaluation-period stress day no configured episode lists (:func:`stress_day_lines`).
     ``withheld``: :attr:`BacktestStep.withheld` (a failure after the selection period does
-    not take a forecaster's asset out of the choice)."""
+    not take a forecaster's asset out of the choice). ``fingerprint``: the panel's, recorded
+    in ``frozen.json`` (:func:`~pipelines.policy_eval.pipeline.run_identity`)."""
     with mlflow.start_run(run_name="policy-backtest"):
         log_context(cfg, "policy-backtest")
         progress("policy backtest", 0, 2)
@@ -306,7 +307,7 @@ def step_policy(
         progress("policy backtest", 1, 2)
         mlflow.set_tags({"selection.model": choice.model, "selection.policy": choice.policy,
                          "selection.reason": choice.reason[:4000]})
-        record = frozen_record(ev, cfg)
+        record = frozen_record(ev, cfg, fingerprint)
         mlflow.log_params({"frozen.policy": choice.policy, "frozen.forecaster": choice.model,
                            **{f"frozen.{k}": v for k, v in choice.overrides.items()},
                            "frozen.selection_period": "..".join(record["selection_period"]),

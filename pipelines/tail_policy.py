@@ -29,7 +29,7 @@ import pandas as pd
 from configs.schema import Config
 from models.backtest import WalkForward, backtest
 from models.registry import build_forecaster
-from pipelines.policy_eval.pipeline import known_before
+from pipelines.policy_eval.pipeline import known_before, run_identity
 from pipelines.policy_eval.protocol import EVALUATION, period_label
 from pipelines.policy_eval.tail_driven import (
     SIGMA_MODEL,
@@ -60,12 +60,27 @@ def judged_sigma(sigma: WalkForward, cfg: Config) -> pd.DataFrame:
     return judged[SIGMA_MODEL]
 
 
-def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
-    """The frozen variance-driven policy's path from ``volmargin run`` (empty if none)."""
+def frozen_variance_policy(outputs_dir: Path, identity: dict[str, str | None] | None = None,
+                           notes: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The frozen variance-driven policy's path from ``volmargin run`` (empty if none).
+
+    ``identity`` (:func:`run_identity` of the caller's panel and config): a ``frozen.json``
+    recording another (another data or as-of, other settings, or none: written before it was
+    recorded) is of another run, not compared (said in ``notes``)."""
     bt = Path(outputs_dir) / "backtest"
     if not ((bt / "frozen.json").is_file() and (bt / "policy_paths.parquet").is_file()):
         return {}
-    name = json.loads((bt / "frozen.json").read_text())["policy"]
+    record = json.loads((bt / "frozen.json").read_text())
+    if identity is not None:
+        differ = [k for k, v in identity.items() if v is not None and record.get(k) != v]
+        if differ:
+            if notes is not None:
+                notes.append(f"{bt / 'frozen.json'} is of another run ({', '.join(differ)} "
+                             f"differ{'s' if len(differ) == 1 else ''}: another data, as-of "
+                             "or settings): the tail-driven policies are not compared with "
+                             "its frozen policy; run `volmargin run` on these first")
+            return {}
+    name = record["policy"]
     # only that policy's rows are read (every candidate's paths: 0.7 M rows at 12 assets)
     mine = pd.read_parquet(bt / "policy_paths.parquet", filters=[("policy", "==", name)])
     mine = mine.drop(columns="policy").reset_index(drop=True)
@@ -73,11 +88,15 @@ def frozen_variance_policy(outputs_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def step_tail_policy(cfg: Config, panel: pd.DataFrame, forecasts: pd.DataFrame,
-                     out_dir: Path, one_choice: bool = False) -> TailPolicyEvaluation:
+                     out_dir: Path, one_choice: bool = False, fingerprint: str | None = None,
+                     notes: list[str] | None = None) -> TailPolicyEvaluation:
     """Evaluate the tail-driven policies on ``forecasts``; write and log the tables.
     ``one_choice``: inside ``volmargin run``, whose choice spans both kinds (recorded in
-    ``policy_frozen.json``)."""
-    reference = frozen_variance_policy(Path(cfg.paths.outputs_dir))
+    ``policy_frozen.json``). ``fingerprint``: the panel's, so that only the frozen policy of a
+    run on the same panel and settings is compared (:func:`frozen_variance_policy`; why not,
+    in ``notes``)."""
+    reference = frozen_variance_policy(Path(cfg.paths.outputs_dir),
+                                       run_identity(cfg, fingerprint), notes)
     sigma = sigma_forecasts(cfg, panel)
     ev = dataclasses.replace(
         evaluate_tail_policies(panel, judged_sigma(sigma, cfg), forecasts, cfg, reference,

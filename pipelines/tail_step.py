@@ -70,7 +70,7 @@ def model_metrics(model: str, tables: dict[str, pd.DataFrame]) -> dict[str, floa
 
 def step_tail(cfg: Config, panel: pd.DataFrame,
               progress: Callable[[str, int, int], None] | None = None,
-              inside_run: bool = False) -> TailStep:
+              inside_run: bool = False, fingerprint: str | None = None) -> TailStep:
     """Walk forward and score the enabled tail models; log and write the tables.
     ``inside_run``: called by ``volmargin run`` (``tail.in_run``), whose choice then spans
     both kinds and registers the policy ranked first; ``volmargin tail`` registers nothing."""
@@ -98,8 +98,9 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
             from pipelines.policy_eval.tail_driven import across_lines
             from pipelines.tail_policy import step_tail_policy
 
-            policy = step_tail_policy(cfg, panel, forecasts, out_dir, one_choice=inside_run)
-            warnings = across_lines(policy.across, registers=inside_run)
+            policy = step_tail_policy(cfg, panel, forecasts, out_dir, one_choice=inside_run,
+                                      fingerprint=fingerprint, notes=warnings)
+            warnings += across_lines(policy.across, registers=inside_run)
     return TailStep(forecasts, tables, out_dir, warnings, policy)
 
 
@@ -174,10 +175,11 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
             setup(cfg)
             pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
                              max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
-            panel, _, _ = load_or_build(pit.market, cfg.features,
-                                        Path(cfg.paths.outputs_dir) / "features", pit.as_of)
+            panel, fingerprint, _ = load_or_build(pit.market, cfg.features,
+                                                  Path(cfg.paths.outputs_dir) / "features",
+                                                  pit.as_of)
             step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
-                             if k == n else None)
+                             if k == n else None, fingerprint=fingerprint)
     except LockHeldError as exc:
         say(str(exc))
         return EX_TEMPFAIL

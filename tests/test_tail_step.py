@@ -114,3 +114,43 @@ def test_a_dm_on_a_short_evaluation_period_is_not_judged_not_a_failure():
     assert not_judged_lines(step) == [
         "not judged: pooled over assets: tail scored on 20 days (< 250); 1 statistics not "
         "computable yet (dm vs evt_garch)"]
+
+
+def test_the_tail_step_compares_only_the_frozen_policy_of_a_run_on_its_panel_and_settings(
+        tmp_path):
+    """``outputs/backtest/frozen.json`` left by an earlier run on other data or settings (or
+    written before it recorded them) is not the reference of the tail-driven policies: it is
+    said, not compared; the run's own, on the same panel and settings, is."""
+    import pandas as pd
+
+    from configs.schema import Config
+    from pipelines.policy_eval.pipeline import run_identity
+    from pipelines.tail_policy import frozen_variance_policy
+
+    cfg = Config()
+    bt = tmp_path / "backtest"
+    bt.mkdir()
+    name = "policy:ewma94@confidence=0.99"
+    pd.DataFrame({"policy": [name, "other"], "asset": "BTC",
+                  "date": pd.Timestamp("2024-01-01"), "mmf": 0.1}).to_parquet(
+        bt / "policy_paths.parquet")
+    mine = run_identity(cfg, "f" * 64)
+
+    def frozen(**record: object) -> None:
+        (bt / "frozen.json").write_text(json.dumps({"policy": name, **record}))
+
+    frozen(**mine)
+    notes: list[str] = []
+    same = frozen_variance_policy(tmp_path, mine, notes)
+    assert list(same) == [name] and len(same[name]) == 1 and notes == []
+    for record in (run_identity(cfg, "e" * 64),  # another panel
+                   run_identity(cfg.with_overrides({"policy.confidence": 0.99}), "f" * 64),
+                   {}):  # recorded before the identity was
+        frozen(**record)
+        assert frozen_variance_policy(tmp_path, mine, notes) == {}
+        assert "is of another run" in notes[-1]
+    assert len(notes) == 3
+    # settings the choice does not read (where files go, the tail step's own) do not count
+    other = cfg.with_overrides({"paths.outputs_dir": "elsewhere", "tail.refit_every": 30})
+    frozen(**mine)
+    assert list(frozen_variance_policy(tmp_path, run_identity(other, "f" * 64))) == [name]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -513,8 +515,22 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
                                                      "static": "static"}, cfg))
 
 
-def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
-    """What was frozen, when, on which rows, from which candidates (logged as JSON)."""
+def run_identity(cfg: Config, fingerprint: str | None) -> dict[str, str | None]:
+    """What makes a run's frozen variance-driven policy comparable with a tail step's
+    policies: the same feature panel (its fingerprint: data, as-of, feature settings) and the
+    same settings of the choice (the resolved config without ``paths``, ``serving``,
+    ``ingest`` and ``tail``, which do not enter it). Recorded in ``frozen.json``."""
+    resolved = {k: v for k, v in cfg.resolved().items()
+                if k not in ("paths", "serving", "ingest", "tail")}
+    return {"feature_fingerprint": fingerprint,
+            "choice_config_sha256": hashlib.sha256(
+                json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()}
+
+
+def frozen_record(ev: PolicyEvaluation, cfg: Config, fingerprint: str | None = None
+                  ) -> dict[str, Any]:
+    """What was frozen, when, on which rows, from which candidates (logged as JSON), and on
+    which panel and settings (:func:`run_identity`: what a later tail step compares)."""
     e = cfg.evaluation
     return {"policy": ev.choice.policy, "forecaster": ev.choice.model,
             "settings": ev.choice.overrides, "reason": ev.choice.reason,
@@ -531,4 +547,5 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config) -> dict[str, Any]:
             # what the report's open-position count reads: the notice window the roles
             # promise and the update interval that dates a loss day
             "protect_days": cfg.policy.roles.protect_days,
-            "update_interval_days": cfg.features.update_interval_days}
+            "update_interval_days": cfg.features.update_interval_days,
+            **run_identity(cfg, fingerprint)}
