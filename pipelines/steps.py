@@ -162,6 +162,12 @@ def step_backtest(
     run_ids: dict[str, str] = {}
     out_dir = Path(cfg.paths.outputs_dir) / "backtest"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # a run's backtest outputs are its own: an earlier run's files left beside them (a step
+    # that did not complete this time, a table this run has no rows for) would be read as
+    # this run's by `volmargin report` and the tail step (each is in that run's MLflow runs)
+    for stale in out_dir.iterdir():
+        if stale.is_file():
+            stale.unlink()
     if engine is not None:
         mapper = engine.mapper
     with mlflow.start_run(run_name="backtest"), (

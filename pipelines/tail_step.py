@@ -76,6 +76,9 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
     both kinds and registers the policy ranked first; ``volmargin tail`` registers nothing."""
     out_dir = Path(cfg.paths.outputs_dir) / "tail"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():  # an earlier tail step's files are not this one's
+        if stale.is_file():
+            stale.unlink()
     with mlflow.start_run(run_name="tail-backtest"):
         log_context(cfg, "tail-backtest")
         mlflow.log_params({"tail_models": ",".join(cfg.tail.enabled),

@@ -4,6 +4,7 @@ and its model means are over the assets every model scored."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -182,3 +183,32 @@ def test_the_means_logged_to_mlflow_are_over_the_assets_every_model_scored() -> 
     assert means[("a", "qlike_h1.mean")] == pytest.approx(0.3)  # BTC and ETH, not TRX
     assert means[("b", "qlike_h1.mean")] == pytest.approx(0.4)
     assert means[("a", "qlike_h1.assets")] == means[("b", "qlike_h1.assets")] == 2
+
+
+def test_a_run_starts_its_backtest_outputs_afresh(isolated_config) -> None:
+    """What an earlier run left in ``outputs/backtest`` (its frozen policy, a table this run
+    would not write) is gone once this run's backtest step starts, so that the report and
+    the tail step never read another run's files as this one's."""
+    import datetime as dt
+
+    from features.build import build_panel
+    from features.loaders import load_market
+    from pipelines.steps import step_backtest
+    from serving.ops.tracking import setup
+    from tests.conftest import MARKET
+
+    cfg = isolated_config.with_overrides({
+        "models.enabled": ["ewma94"], "backtest.oos_start": "2024-01-01",
+        "evaluation.selection_start": "2024-01-01", "evaluation.selection_end": "2024-06-30",
+        "evaluation.evaluation_start": "2024-07-01", "evaluation.evaluation_end": "2025-06-30"})
+    bt = Path(cfg.paths.outputs_dir) / "backtest"
+    bt.mkdir(parents=True)
+    for name in ("frozen.json", "policy_headline.csv", "comparison_evaluation.csv"):
+        (bt / name).write_text("an earlier run's\n")
+    market = load_market(MARKET, ["BTC"], dt.date(2025, 6, 30))
+    panel = build_panel(market, cfg.features)
+    setup(cfg)
+    step_backtest(cfg, panel[panel.index.get_level_values("date") >= "2022-06-01"])
+    assert not (bt / "frozen.json").exists() and not (bt / "policy_headline.csv").exists()
+    assert (bt / "comparison.csv").is_file() and (bt / "forecasts_ewma94.parquet").is_file()
+    assert "an earlier run's" not in (bt / "comparison_evaluation.csv").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -26,8 +27,12 @@ def test_tail_step_logs_a_nested_run_per_model_and_writes_its_tables(isolated_co
     panel = build_panel(market, cfg.features)
     panel = panel[panel.index.get_level_values("date") >= "2021-06-01"]
     setup(cfg)
+    earlier = Path(cfg.paths.outputs_dir) / "tail" / "policy_as_safe_of_an_earlier_step.csv"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("x\n")
     step = step_tail(cfg, panel)
 
+    assert not earlier.exists()  # the step's outputs are its own
     assert set(step.forecasts["model"]) == {"fhs_ewma", "evt_garch"}
     for name in ("fz0_selection", "fz0_evaluation", "dm", "backtests", "choice"):
         assert (step.out_dir / f"{name}.csv").is_file()
