@@ -225,6 +225,10 @@ def policy_tables(bt: Path) -> str:
                       lambda: _fmt(pooled_points(read_table(bt / "policy_frontier.csv"))))
             + as_safe_section(bt)
             + "\n\n### Stress episodes: assets breached and bad debt summed over assets\n\n"
+              "`aave_v3` applies Aave v3's parameters of its 2023-01-27 launch on every "
+              "episode: on those before the launch a hypothetical (the market did not exist, and "
+              "parameters set in 2023 are hindsight for 2021-2022; the budgets use the static "
+              "table's there).\n\n"
             + part(("stress_episodes.csv",),
                    lambda: _fmt(stress_summary(read_table(bt / "stress_episodes.csv"),
                                                [frozen()["policy"], "static", "aave_v3"])))
