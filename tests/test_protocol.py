@@ -435,7 +435,8 @@ def test_the_policy_evaluation_freezes_the_knob_chosen_on_the_selection_period()
     whole = compared.assign(qlike=[0.2, 0.1])
     by_qlike = evaluate_policies(panel, fcs, whole, forecast_rule)
     assert by_qlike.choice.policy == "policy:true"
-    assert "QLIKE h=1 (selection period): true=" in by_qlike.choice.reason
+    assert ("QLIKE h=1 (selection period, over the 2 assets every model scored): true="
+            in by_qlike.choice.reason)
     assert frozen_record(by_qlike, forecast_rule)["knobs"] == {}
     assert by_qlike.preferred == []  # the rule it names is not the one that chose
 

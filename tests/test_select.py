@@ -65,7 +65,23 @@ def test_screen_removes_models_outside_the_mcs_or_failing_var():
     choice = select(_whole_period_opposite(), table, _settings("abc"), cfg,
                     screened_on=_comparison())
     assert choice.model == "a" and "screen on the selection period's forecasts" in choice.reason
-    assert "QLIKE h=1 (selection period): a=0.4000" in choice.reason
+    assert ("QLIKE h=1 (selection period, over the 2 assets every model scored): a=0.4000"
+            in choice.reason)
+
+
+def test_the_forecast_rule_compares_models_on_the_assets_all_of_them_scored():
+    """A model that failed the hardest asset is not ranked first for averaging over the
+    easier ones alone: QLIKE is read over the assets every model scored."""
+    comp = pd.DataFrame({
+        "model": ["good", "good", "good", "gappy", "gappy", "gappy"],
+        "asset": ["X", "Y", "HARD", "X", "Y", "HARD"], "horizon_days": 1,
+        "qlike": [0.30, 0.30, 2.0, 0.35, 0.35, float("nan")],
+        "in_mcs": True, "var_pass": True})
+    choice = select(comp, None, {}, SelectionConfig(rule="forecast"), screened_on=comp)
+    assert choice.model == "good"  # 0.30 against 0.35 on X and Y; 0.87 against 0.35 raw
+    assert "over the 2 assets every model scored): good=0.3000, gappy=0.3500" in choice.reason
+    per = choice.table.set_index("model")
+    assert per.loc["good", "qlike_assets"] == per.loc["gappy", "qlike_assets"] == 2
 
 
 def test_forecast_rule_is_lowest_qlike_among_the_screened():
@@ -102,7 +118,8 @@ def test_the_policy_rule_without_a_judged_selection_period_is_an_error_not_a_qli
 def test_the_default_choice_quotes_the_whole_periods_qlike_and_says_so():
     table = _selection_table({"a": 1, "b": 2, "c": 2}, {"a": 0.1, "b": 0.3, "c": 0.2})
     choice = select(_comparison(), table, _settings("abc"), SelectionConfig(rule="policy"))
-    assert "QLIKE h=1 (whole out-of-sample period): a=0.4000" in choice.reason
+    assert ("QLIKE h=1 (whole out-of-sample period, over the 2 assets every model scored): "
+            "a=0.4000") in choice.reason
 
 
 def _iid_panel_and_forecasts(seed: int = 5):

@@ -95,8 +95,17 @@ def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     if at_h.empty:
         raise ValueError(f"no forecasts at the selection horizon {cfg.horizon} to select from")
     one_day = comparison[comparison["horizon_days"] == 1]
-    per = at_h.groupby("model").agg(qlike=("qlike", "mean"),
-                                    mcs_share=("in_mcs", lambda x: x.fillna(False).mean()))
+    per = at_h.groupby("model").agg(mcs_share=("in_mcs", lambda x: x.fillna(False).mean()))
+    # QLIKE over the assets every model scored at the horizon: a model that failed an asset
+    # (often the hardest) would otherwise be averaged over fewer, easier ones and ranked
+    # first by rule="forecast" for it; no asset in common: each model's own (said: n_assets)
+    scored = at_h[at_h["qlike"].notna()]
+    sets = scored.groupby("model")["asset"].agg(set)
+    common = set.intersection(*sets) if len(sets) else set()
+    kept = scored[scored["asset"].isin(common)] if common else scored
+    per["qlike"] = kept.groupby("model")["qlike"].mean()
+    per["qlike_assets"] = kept.groupby("model")["asset"].nunique()
+    per["qlike_assets"] = per["qlike_assets"].fillna(0).astype(int)
     # over the assets with a verdict: one passing its VaR test on fewer days than a verdict
     # needs (var_unproven, a young asset) counts neither way; an undefined test counts as a fail
     judged = (one_day[~one_day["var_unproven"].fillna(False).astype(bool)]
@@ -164,7 +173,11 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
         overrides = {k: v for k, v in settings.get(name, {}).items() if k != "forecaster"}
     where = ("selection period" if quality and screened_on is not None
              else "whole out-of-sample period")
-    notes.append(f"QLIKE h={cfg.horizon} ({where}): " + ", ".join(
+    common = int(per["qlike_assets"].max()) if (per["qlike_assets"] > 0).all() and \
+        per["qlike_assets"].nunique() == 1 else 0
+    over = (f"the {common} assets every model scored" if common
+            else "each model's own assets, none common to all")
+    notes.append(f"QLIKE h={cfg.horizon} ({where}, over {over}): " + ", ".join(
         f"{m}={v:.4f}" for m, v in per["qlike"].sort_values().items()))
     reason = f"{model} selected (rule={cfg.rule}): " + "; ".join(notes)
     return Selection(model, reason, per.reset_index(), name, overrides)
