@@ -266,6 +266,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
     from pipelines.engine import make_engine
     from pipelines.ops.console import print_run
     from pipelines.run import exit_status, run
+    from pipelines.selection.select import NothingToSelectError
     from serving.market import FutureAsOfError, check_as_of
     from serving.ops.registry import (
         ChampionMissingError,
@@ -306,7 +307,8 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             # race it
             console.print(f"[red]{exc}[/red]")
             return EX_TEMPFAIL
-        except NoForecastsError as exc:  # said, not a traceback: nothing to select
+        except (NoForecastsError, NothingToSelectError) as exc:  # said, not a traceback:
+            # nothing to select
             console.print(str(exc), style="red", markup=False, highlight=False)
             return EXIT_FAILED
         except PartitionExistsError as exc:  # a rerun on changed code or data: said, kept

@@ -242,6 +242,22 @@ def test_a_universe_too_young_for_any_backtest_is_said_not_a_traceback(tmp_path,
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
+def test_a_universe_with_no_forecast_in_the_selection_period_is_said_not_a_traceback(
+        tmp_path, monkeypatch):
+    """History long enough for a walk-forward, but starting too late for any forecast to fall
+    in the selection period: nothing can be chosen; the run says why and exits 1."""
+    write_slice(tmp_path / "market", ["BTC", "ETH"], "2024-06-01", END, macro=())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet", "--as-of", END])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "no candidate was judged on the selection period" in text
+    assert "move the selection period, or give the assets' older data" in text
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
 def test_the_champion_carries_its_forecasters_failed_assets_and_they_are_served_frozen(
         hostile_run):
     """End to end: the assets the frozen forecaster failed in the walk-forward are recorded in

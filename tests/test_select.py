@@ -9,7 +9,7 @@ import pytest
 
 from configs.schema import GateConfig, SelectionConfig
 from pipelines.selection.gate import gate, policy_rows
-from pipelines.selection.select import select
+from pipelines.selection.select import NothingToSelectError, select
 
 
 def _comparison():
@@ -105,13 +105,14 @@ def test_nothing_scored_in_the_selection_period_screens_nothing_and_cannot_rank_
     choice = select(_comparison(), table, _settings("abc"), cfg, screened_on=None)
     assert choice.model == "c"  # no screen applied: the acceptance rule alone
     assert "no forecast scored in the selection period: nothing screened" in choice.reason
-    with pytest.raises(ValueError, match="rule=forecast: no forecast is scored"):
+    with pytest.raises(NothingToSelectError, match="rule=forecast: no forecast is scored"):
         select(_comparison(), None, None, SelectionConfig(rule="forecast"), screened_on=None)
 
 
 def test_the_policy_rule_without_a_judged_selection_period_is_an_error_not_a_qlike_choice():
     empty = _selection_table({"a": 1}, {"a": 0.1}).iloc[0:0]
-    with pytest.raises(ValueError, match="no candidate was judged on the selection period"):
+    with pytest.raises(NothingToSelectError,
+                       match="no candidate was judged on the selection period"):
         select(_comparison(), empty, _settings("a"), SelectionConfig(rule="policy"))
 
 

@@ -42,6 +42,11 @@ class Selection:
     overrides: dict[str, Any] = field(default_factory=dict)  # frozen policy settings
 
 
+class NothingToSelectError(RuntimeError):
+    """The selection period gave the rule nothing to choose from: nothing can be frozen,
+    registered or published (said, not a traceback: ``volmargin run`` exits 1)."""
+
+
 def reads_forecast_quality(cfg: SelectionConfig) -> bool:
     """Whether the choice reads forecast-quality figures (a screen, or ``rule="forecast"``),
     which must then come from the selection period (:func:`period_comparison`)."""
@@ -137,9 +142,9 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
     """
     quality = reads_forecast_quality(cfg)
     if quality and screened_on is None and cfg.rule == "forecast":
-        raise ValueError("selection.rule=forecast: no forecast is scored in the selection "
-                         "period (evaluation.selection_start/selection_end), so there is "
-                         "no QLIKE to choose by")
+        raise NothingToSelectError(
+            "selection.rule=forecast: no forecast is scored in the selection period "
+            "(evaluation.selection_start/selection_end), so there is no QLIKE to choose by")
     per = _screen(screened_on if quality and screened_on is not None else comparison, cfg)
     notes = []
     pool = list(per.index[per["screened"]])
@@ -165,8 +170,12 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
         notes.insert(0, frozen.reason)
         model, name, overrides = frozen.forecaster, frozen.name, frozen.overrides
     elif cfg.rule == "policy":  # never the whole period's QLIKE in place of the protocol
-        raise ValueError("selection.rule=policy: no candidate was judged on the selection "
-                         "period (evaluation.selection_start/selection_end)")
+        raise NothingToSelectError(
+            "selection.rule=policy: no candidate was judged on the selection period "
+            "(evaluation.selection_start/selection_end): no forecast of any candidate falls "
+            "in it (e.g. a universe whose history starts too late for it: a first forecast "
+            "needs backtest.min_train_days of history); move the selection period, or give "
+            "the assets' older data")
     else:
         model = str(per.loc[pool, "qlike"].idxmin())
         name = dict(default_names or {}).get(model, f"policy:{model}")
