@@ -178,9 +178,11 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
             setup(cfg)
             pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
                              max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))
+            # built and fingerprinted as `volmargin run` builds it (the market already cut at
+            # the as-of): the same panel has the same fingerprint, and the run's frozen
+            # policy is recognised as of this panel (tail_policy.frozen_variance_policy)
             panel, fingerprint, _ = load_or_build(pit.market, cfg.features,
-                                                  Path(cfg.paths.outputs_dir) / "features",
-                                                  pit.as_of)
+                                                  Path(cfg.paths.outputs_dir) / "features")
             step = step_tail(cfg, panel, lambda what, k, n: say(f"{what}: refit {k}/{n}")
                              if k == n else None, fingerprint=fingerprint)
     except LockHeldError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 
 from features.build import build_panel
 from features.loaders import load_market
@@ -155,7 +156,43 @@ def test_the_tail_step_compares_only_the_frozen_policy_of_a_run_on_its_panel_and
         assert frozen_variance_policy(tmp_path, mine, notes) == {}
         assert "is of another run" in notes[-1]
     assert len(notes) == 3
-    # settings the choice does not read (where files go, the tail step's own) do not count
-    other = cfg.with_overrides({"paths.outputs_dir": "elsewhere", "tail.refit_every": 30})
+    # settings the choice does not read (where files go and where it runs, the registry, the
+    # stress test, the tail step's own) do not count
+    other = cfg.with_overrides({"paths.outputs_dir": "elsewhere", "tail.refit_every": 30,
+                                "backtest.n_jobs": 4, "backtest.dask_workers": 3,
+                                "registry.model_name": "another", "stress.mc_paths": 500})
     frozen(**mine)
     assert list(frozen_variance_policy(tmp_path, run_identity(other, "f" * 64))) == [name]
+
+
+def test_the_tail_command_fingerprints_the_panel_as_the_run_does(tmp_path, monkeypatch):
+    """`volmargin tail` after `volmargin run` on the same data and as-of builds the same panel
+    under the same fingerprint, so the run's frozen policy is recognised as of it (the tail
+    command had hashed its as-of into the fingerprint and the run had not: every tail step
+    after a run said "of another run")."""
+    import pipelines.tail_step as tail_module
+    from configs.schema import Config
+    from pipelines.steps import step_features
+    from serving.market import load_as_of
+    from tests.conftest import write_slice
+
+    market_dir = write_slice(tmp_path / "market", ["BTC", "SOL"], "2024-01-01", "2025-06-30")
+    cfg = Config().with_overrides({"paths.data_dir": str(market_dir),
+                                   "paths.outputs_dir": str(tmp_path / "outputs"),
+                                   "paths.mlruns_dir": str(tmp_path / "mlruns")})
+    seen: list[str | None] = []
+
+    class StoppedError(Exception):
+        pass
+
+    def captured(*args, fingerprint=None, **kwargs):
+        seen.append(fingerprint)
+        raise StoppedError
+
+    monkeypatch.setattr(tail_module, "step_tail", captured)
+    as_of = dt.date(2025, 6, 30)
+    with pytest.raises(StoppedError):
+        tail_module.tail_job(cfg, as_of, say=lambda line: None)
+    setup(cfg)
+    _, run_fp, _ = step_features(cfg, load_as_of(cfg.paths.data_dir, None, as_of).market)
+    assert seen == [run_fp]

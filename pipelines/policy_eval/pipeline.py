@@ -515,13 +515,22 @@ def _evaluate(panel: pd.DataFrame, forecasts: dict[str, pd.DataFrame], compared:
                                                      "static": "static"}, cfg))
 
 
+# the sections the variance-driven choice reads, and the backtest keys that only say where
+# and how fast it runs (the same forecasts either way: tests/test_engine.py)
+CHOICE_SECTIONS = ("data", "features", "backtest", "models", "selection", "policy",
+                   "evaluation")
+EXECUTION_KEYS = ("engine", "scheduler", "n_jobs", "dask_workers", "chunk_assets")
+
+
 def run_identity(cfg: Config, fingerprint: str | None) -> dict[str, str | None]:
     """What makes a run's frozen variance-driven policy comparable with a tail step's
     policies: the same feature panel (its fingerprint: data, as-of, feature settings) and the
-    same settings of the choice (the resolved config without ``paths``, ``serving``,
-    ``ingest`` and ``tail``, which do not enter it). Recorded in ``frozen.json``."""
-    resolved = {k: v for k, v in cfg.resolved().items()
-                if k not in ("paths", "serving", "ingest", "tail")}
+    same settings of the choice (:data:`CHOICE_SECTIONS` of the resolved config, without the
+    backtest's :data:`EXECUTION_KEYS`; where outputs go, the registry, serving, the stress
+    test, ingest and the tail step do not enter it). Recorded in ``frozen.json``."""
+    resolved = {k: v for k, v in cfg.resolved().items() if k in CHOICE_SECTIONS}
+    resolved["backtest"] = {k: v for k, v in resolved["backtest"].items()
+                            if k not in EXECUTION_KEYS}
     return {"feature_fingerprint": fingerprint,
             "choice_config_sha256": hashlib.sha256(
                 json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()}
@@ -546,6 +555,7 @@ def frozen_record(ev: PolicyEvaluation, cfg: Config, fingerprint: str | None = N
             "knobs": e.frontier_knobs if chooses_knobs(cfg) else {},
             # what the report's open-position count reads: the notice window the roles
             # promise and the update interval that dates a loss day
-            "protect_days": cfg.policy.roles.protect_days,
+            "protect_days": (cfg.with_overrides(ev.choice.overrides) if ev.choice.overrides
+                             else cfg).policy.roles.protect_days,
             "update_interval_days": cfg.features.update_interval_days,
             **run_identity(cfg, fingerprint)}
