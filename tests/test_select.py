@@ -65,8 +65,8 @@ def test_screen_removes_models_outside_the_mcs_or_failing_var():
     choice = select(_whole_period_opposite(), table, _settings("abc"), cfg,
                     screened_on=_comparison())
     assert choice.model == "a" and "screen on the selection period's forecasts" in choice.reason
-    assert ("QLIKE h=1 (selection period, over the 2 assets every model scored): a=0.4000"
-            in choice.reason)
+    assert ("QLIKE h=1 (selection period, over the 2 assets every model the screen kept "
+            "scored): a=0.4000" in choice.reason)
 
 
 def test_the_forecast_rule_compares_models_on_the_assets_all_of_them_scored():
@@ -82,6 +82,17 @@ def test_the_forecast_rule_compares_models_on_the_assets_all_of_them_scored():
     assert "over the 2 assets every model scored): good=0.3000, gappy=0.3500" in choice.reason
     per = choice.table.set_index("model")
     assert per.loc["good", "qlike_assets"] == per.loc["gappy", "qlike_assets"] == 2
+    # a model the screen leaves out does not narrow the others' comparison: "bad" fails its
+    # VaR test and lacks HARD; "good" and "other" are still compared on HARD too
+    comp = pd.DataFrame({
+        "model": ["good"] * 3 + ["other"] * 3 + ["bad"] * 3,
+        "asset": ["X", "Y", "HARD"] * 3, "horizon_days": 1,
+        "qlike": [0.31, 0.31, 1.0, 0.30, 0.30, 2.0, 0.2, 0.2, float("nan")],
+        "in_mcs": True, "var_pass": [True] * 6 + [False] * 3})
+    cfg = SelectionConfig(rule="forecast", min_var_share=0.5)
+    choice = select(comp, None, {}, cfg, screened_on=comp)
+    assert choice.model == "good"  # 0.54 against 0.87 over X, Y and HARD
+    assert "over the 3 assets every model the screen kept scored" in choice.reason
 
 
 def test_forecast_rule_is_lowest_qlike_among_the_screened():

@@ -95,22 +95,30 @@ def period_comparison(forecasts: dict[str, pd.DataFrame], panel: pd.DataFrame,
                                   None if end is None else pd.Timestamp(end)))
 
 
+def _qlike_over_common_assets(per: pd.DataFrame, comparison: pd.DataFrame, horizon: int,
+                              pool: list[str]) -> int:
+    """Each model's QLIKE at ``horizon`` over the assets every model of ``pool`` scored (into
+    ``per``: ``qlike``, ``qlike_assets``); returns how many those are (0: none in common, each
+    model's own assets then). A model that failed an asset (often the hardest) would otherwise
+    be averaged over fewer, easier ones and ranked first by rule="forecast" for it; the pool's
+    (the models the screen kept): a model screened out does not narrow the comparison of the
+    others."""
+    at_h = comparison[(comparison["horizon_days"] == horizon) & comparison["qlike"].notna()]
+    sets = at_h[at_h["model"].isin(pool)].groupby("model")["asset"].agg(set)
+    common = set.intersection(*sets) if len(sets) else set()
+    kept = at_h[at_h["asset"].isin(common)] if common else at_h
+    per["qlike"] = kept.groupby("model")["qlike"].mean()
+    per["qlike_assets"] = kept.groupby("model")["asset"].nunique()
+    per["qlike_assets"] = per["qlike_assets"].fillna(0).astype(int)
+    return len(common)
+
+
 def _screen(comparison: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     at_h = comparison[comparison["horizon_days"] == cfg.horizon]
     if at_h.empty:
         raise ValueError(f"no forecasts at the selection horizon {cfg.horizon} to select from")
     one_day = comparison[comparison["horizon_days"] == 1]
     per = at_h.groupby("model").agg(mcs_share=("in_mcs", lambda x: x.fillna(False).mean()))
-    # QLIKE over the assets every model scored at the horizon: a model that failed an asset
-    # (often the hardest) would otherwise be averaged over fewer, easier ones and ranked
-    # first by rule="forecast" for it; no asset in common: each model's own (said: n_assets)
-    scored = at_h[at_h["qlike"].notna()]
-    sets = scored.groupby("model")["asset"].agg(set)
-    common = set.intersection(*sets) if len(sets) else set()
-    kept = scored[scored["asset"].isin(common)] if common else scored
-    per["qlike"] = kept.groupby("model")["qlike"].mean()
-    per["qlike_assets"] = kept.groupby("model")["asset"].nunique()
-    per["qlike_assets"] = per["qlike_assets"].fillna(0).astype(int)
     # over the assets with a verdict: one passing its VaR test on fewer days than a verdict
     # needs (var_unproven, a young asset) counts neither way; an undefined test counts as a fail
     judged = (one_day[~one_day["var_unproven"].fillna(False).astype(bool)]
@@ -156,6 +164,9 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
         notes.append("no model passed the MCS/VaR screen; all considered")
     elif cfg.min_mcs_share > 0 or cfg.min_var_share > 0:
         notes.append("forecast screen on the selection period's forecasts")
+    common = _qlike_over_common_assets(
+        per, screened_on if quality and screened_on is not None else comparison, cfg.horizon,
+        pool)
     settings = dict(settings or {})
     if cfg.rule == "policy" and selection_table is not None and len(selection_table):
         mine = {n: s for n, s in settings.items() if s["forecaster"] in pool}
@@ -182,9 +193,8 @@ def select(comparison: pd.DataFrame, selection_table: pd.DataFrame | None,
         overrides = {k: v for k, v in settings.get(name, {}).items() if k != "forecaster"}
     where = ("selection period" if quality and screened_on is not None
              else "whole out-of-sample period")
-    common = int(per["qlike_assets"].max()) if (per["qlike_assets"] > 0).all() and \
-        per["qlike_assets"].nunique() == 1 else 0
-    over = (f"the {common} assets every model scored" if common
+    whose = "every model" if len(pool) == len(per) else "every model the screen kept"
+    over = (f"the {common} assets {whose} scored" if common
             else "each model's own assets, none common to all")
     notes.append(f"QLIKE h={cfg.horizon} ({where}, over {over}): " + ", ".join(
         f"{m}={v:.4f}" for m, v in per["qlike"].sort_values().items()))
