@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import socket
@@ -38,12 +39,18 @@ def metric_key(name: str) -> str:
     digits, ``_ - . /`` and spaces) becomes ``_``, and a key MLflow would read as another path
     (``a//b``, ``./x``) loses its slashes. Asset symbols come from file names and policy
     names carry ``@ = ,``: a key built from them raw made MLflow refuse the whole batch, and
-    the step with it, for one asset named ``USD₮0``."""
+    the step with it, for one asset named ``USD₮0``. A cleaned key ends with ``-`` and 8 hex
+    digits of the name's sha256, so that two names cleaned alike (``USD₮0``, ``USD_0``) keep
+    two keys; a key MLflow admits is kept as it is."""
     key = re.sub(r"[^\w\-. /]", "_", name)
     if key.replace("/", "") in ("", ".", "..") or key != key.strip("/") \
             or "//" in key or "/./" in f"/{key}/" or "/../" in f"/{key}/":
         key = key.replace("/", "_")
-    return "_" * max(len(key), 1) if key in ("", ".", "..") else key
+    if key in ("", ".", ".."):
+        key = "_" * max(len(key), 1)
+    if key != name:  # cleaned: a digest of the name keeps two names apart (USD₮0, USD_0)
+        key += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return key
 
 
 def tracking_uri(mlruns_dir: Path) -> str:
