@@ -14,14 +14,21 @@ from serving.publish import PartitionExistsError
 from tests.conftest import REPO
 
 
-def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch) -> None:
+def _config(tmp_path, **overrides: object) -> Config:
+    """The default config with its outputs (and the training jobs' lock) under ``tmp_path``."""
+    return Config().with_overrides({"paths.outputs_dir": str(tmp_path / "outputs"),
+                                    "paths.mlruns_dir": str(tmp_path / "mlruns"), **overrides})
+
+
+def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch, tmp_path) -> None:
     def published(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise PartitionExistsError("outputs/forecasts/asof=2025-06-30 is already published "
                                    "with different content")
 
     monkeypatch.setattr(pipelines.run, "run", published)
     console = Console(record=True, width=200)
-    assert run_job(Config(), console, None, quiet=True, keep_going=False) == EXIT_FAILED
+    assert run_job(_config(tmp_path), console, None, quiet=True,
+                   keep_going=False) == EXIT_FAILED
     said = console.export_text()
     assert "asof=2025-06-30 is already published with different content" in said
     assert "registered version are in MLflow" in said
@@ -60,7 +67,8 @@ def test_serve_names_the_skipped_files_even_when_stale_data_decides_the_exit(
     assert "stale data for SOL" in said
 
 
-def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch) -> None:
+def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch,
+                                                                     tmp_path) -> None:
     """E.g. a first version its gate refused, with ``registry.gate.promote_first`` off: the
     serve step has no champion; the run says so and exits 1, as ``volmargin serve`` would."""
     from serving.ops.registry import ChampionMissingError
@@ -70,7 +78,8 @@ def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch
 
     monkeypatch.setattr(pipelines.run, "run", no_champion)
     console = Console(record=True, width=200)
-    assert run_job(Config(), console, None, quiet=True, keep_going=False) == EXIT_FAILED
+    assert run_job(_config(tmp_path), console, None, quiet=True,
+                   keep_going=False) == EXIT_FAILED
     said = console.export_text()
     assert "has no @champion alias" in said and "nothing was published" in said
 
@@ -130,8 +139,9 @@ def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_pat
     monkeypatch.setattr(pipelines.run, "run", lambda *a, **k: result)
     monkeypatch.setattr("pipelines.ops.console.print_run", lambda *a, **k: None)
     console = Console(record=True, width=300)
-    fail = Config().with_overrides({"serving.on_stale": "fail"})
+    fail = _config(tmp_path, **{"serving.on_stale": "fail"})
     assert run_job(fail, console, None, quiet=True, keep_going=False) == EXIT_STALE == \
         RUN_EXIT_STALE
     assert "stale data for SOL" in console.export_text()
-    assert run_job(Config(), Console(record=True), None, quiet=True, keep_going=False) == 0
+    assert run_job(_config(tmp_path), Console(record=True), None, quiet=True,
+                   keep_going=False) == 0
