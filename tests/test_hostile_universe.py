@@ -231,32 +231,31 @@ def test_a_universe_too_young_for_any_backtest_is_said_not_a_traceback(tmp_path,
     """Every asset listed less than ``backtest.min_train_days`` before the data ends: no model
     fails, but no refit has an eligible asset. The run says so, with each asset's first day,
     and exits 1, instead of a traceback and an empty list of failures."""
-    write_slice(tmp_path / "market", ["BTC", "ETH"], "2025-01-01", END, macro=())
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet", "--as-of", END])
-    assert result.exit_code == 1, result.output
-    text = " ".join(result.output.split())
+    text = _run_said_and_stopped(tmp_path, monkeypatch, "2025-01-01")
     assert "no out-of-sample forecast: no asset has backtest.min_train_days (300) days" in text
     assert "First day of each asset: BTC 2025-01-01, ETH 2025-01-01." in text
-    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
 def test_a_universe_with_no_forecast_in_the_selection_period_is_said_not_a_traceback(
         tmp_path, monkeypatch):
     """History long enough for a walk-forward, but starting too late for any forecast to fall
     in the selection period: nothing can be chosen; the run says why and exits 1."""
-    write_slice(tmp_path / "market", ["BTC", "ETH"], "2024-06-01", END, macro=())
+    text = _run_said_and_stopped(tmp_path, monkeypatch, "2024-06-01")
+    assert "no candidate was judged on the selection period" in text
+    assert "move the selection period, or give the assets' older data" in text
+
+
+def _run_said_and_stopped(tmp_path, monkeypatch, first_day: str) -> str:
+    """``volmargin run`` on BTC and ETH from ``first_day`` with the short backtest recipe:
+    asserted to stop with exit 1 and a message, not a traceback; the message, flattened."""
+    write_slice(tmp_path / "market", ["BTC", "ETH"], first_day, END, macro=())
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet", "--as-of", END])
     assert result.exit_code == 1, result.output
-    text = " ".join(result.output.split())
-    assert "no candidate was judged on the selection period" in text
-    assert "move the selection period, or give the assets' older data" in text
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    return " ".join(result.output.split())
 
 
 def test_the_champion_carries_its_forecasters_failed_assets_and_they_are_served_frozen(
