@@ -288,6 +288,10 @@ def test_macro_closes_are_never_read_on_their_own_day():
      ["evaluation.frontier_knobs['policy.mmf_floor'] = 0.55",
       "at evaluation.grid point {'policy.mmf_cap': 0.5}",
       "policy.mmf_floor = 0.55 > policy.mmf_cap = 0.5"]),
+    ({"VOLMARGIN__EVALUATION__GRID": "{policy.mmf_cap: [0.7]}",  # valid at every grid point,
+      "VOLMARGIN__EVALUATION__FRONTIER_KNOBS": "{policy.mmf_floor: [0.3, 0.65]}"},  # not alone
+     ["evaluation.frontier_knobs['policy.mmf_floor'] = 0.65",
+      "on the configured policy", "policy.mmf_floor = 0.65 > policy.mmf_cap = 0.6"]),
     # joblib refuses 0 processes (the policy replays: compare.py, tail_driven.py)
     ({"VOLMARGIN__BACKTEST__N_JOBS": "0"}, ["backtest.n_jobs = 0", "-1 on every core"]),
     # the local engine ignores a scheduler (pipelines/engine.py make_engine)

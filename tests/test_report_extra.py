@@ -83,7 +83,7 @@ def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(t
     assert "Skipped: `BTC_drop30_corr1` (BTC is unusable (stale))." in text
 
 
-def test_a_periods_open_position_count_sees_the_ltvs_admitted_before_it():
+def test_a_periods_open_position_count_sees_the_ltvs_admitted_before_it(tmp_path):
     """The period's first days are checked against the LTVs admitted in the notice window
     before the period (a cut first saw none), and a day counts in the period of its loss day
     (``date + 1``), as every other period figure: the decision of the period's last day is
@@ -106,6 +106,25 @@ def test_a_periods_open_position_count_sees_the_ltvs_admitted_before_it():
     row = stability_table(path, ["p"], 3, period).iloc[0]
     assert (row["asset_days"], row["liquidated_by_parameters"]) == (7, 1)
     assert liquidated_by_parameters(path, 3).iloc[0]["violations"] == 2  # the whole path
+    # swings are the period's: a fall of LT before it is not one of them
+    assert row["lt_max_fall_30d"] == pytest.approx(0.08)  # 0.80 → 0.72 on 01-11
+
+    # the report reads the window and the period from the run's frozen.json
+    from pipelines.report_extra import stability_section
+
+    bt = tmp_path / "backtest"
+    bt.mkdir()
+    path.assign(lt=[0.55, *lt[1:]]).to_parquet(bt / "policy_paths.parquet")
+    frozen = {"policy": "p", "evaluation_period": ["2024-01-11", "2024-01-17"],
+              "protect_days": 3, "update_interval_days": 1}
+    (bt / "frozen.json").write_text(json.dumps(frozen))
+    line = next(r for r in stability_section(tmp_path).splitlines() if r.startswith("| p "))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[1:3] == ["7", "1"]
+    assert "previous 3 days" in stability_section(tmp_path)
+    (bt / "frozen.json").write_text(json.dumps({**frozen, "protect_days": 1}))
+    line = next(r for r in stability_section(tmp_path).splitlines() if r.startswith("| p "))
+    assert [c.strip() for c in line.split("|")[1:-1]][1:3] == ["7", "0"]  # 01-09 out of reach
 
 
 def test_a_threshold_cut_below_an_admitted_ltv_is_counted_and_swings_measured():

@@ -203,12 +203,14 @@ def test_a_run_starts_its_backtest_outputs_afresh(isolated_config) -> None:
         "evaluation.evaluation_start": "2024-07-01", "evaluation.evaluation_end": "2025-06-30"})
     bt = Path(cfg.paths.outputs_dir) / "backtest"
     bt.mkdir(parents=True)
-    for name in ("frozen.json", "policy_headline.csv", "comparison_evaluation.csv"):
+    for name in ("frozen.json", "policy_headline.csv", "comparison_evaluation.csv",
+                 "forecasts_garch11_t.parquet"):  # the last: a model this run does not enable
         (bt / name).write_text("an earlier run's\n")
     market = load_market(MARKET, ["BTC"], dt.date(2025, 6, 30))
     panel = build_panel(market, cfg.features)
     setup(cfg)
     step_backtest(cfg, panel[panel.index.get_level_values("date") >= "2022-06-01"])
     assert not (bt / "frozen.json").exists() and not (bt / "policy_headline.csv").exists()
+    assert not (bt / "forecasts_garch11_t.parquet").exists()
     assert (bt / "comparison.csv").is_file() and (bt / "forecasts_ewma94.parquet").is_file()
     assert "an earlier run's" not in (bt / "comparison_evaluation.csv").read_text()

@@ -167,7 +167,7 @@ def test_the_retrain_fans_out_on_the_engine_the_config_names(
     real = engine_module.make_engine
 
     def recorded(kind, n_jobs=-1, scheduler=None, n_workers=None, say=print):
-        asked.append((kind, scheduler, n_workers))
+        asked.append((kind, n_jobs, scheduler, n_workers))
         return real("local", 1)  # no cluster started here: what was asked is the point
 
     def reached(*args: object, **kwargs: object) -> None:
@@ -181,10 +181,11 @@ def test_the_retrain_fans_out_on_the_engine_the_config_names(
                     env={retrain_module.OFFLINE_ENV: "1",
                          "VOLMARGIN__BACKTEST__ENGINE": "dask",
                          "VOLMARGIN__BACKTEST__SCHEDULER": "tcp://10.0.0.7:8786",
-                         "VOLMARGIN__BACKTEST__DASK_WORKERS": "3"})
+                         "VOLMARGIN__BACKTEST__DASK_WORKERS": "3",
+                         "VOLMARGIN__BACKTEST__N_JOBS": "5"})
     assert result.exit_code != 0 and "the pipeline ran" in result.output
-    assert asked == [("dask", "tcp://10.0.0.7:8786", 3)]
-    assert len(given) == 1 and given[0] is not None
+    assert asked == [("dask", 5, "tcp://10.0.0.7:8786", 3)]
+    assert len(given) == 1 and given[0] is not None and given[0].kind == "local"  # the stub's
     assert (project / MARKER).read_bytes() == before
 
 
@@ -376,6 +377,13 @@ def test_a_version_fitted_on_an_earlier_day_never_replaces_the_champion(
         f"refused: fitted through 2025-06-20, before the fit cutoff {AS_OF} of @champion v1")
     assert "the gate's verdict: passed: x" in marker["gate_reason"]
     assert "gate refused, @champion unchanged" in " ".join(result.output.split())
+    # fitted through the champion's own day (new code, --force): the gate decides, it passed
+    same = invoke(root, "retrain", "--data-dir", "market", "--as-of", AS_OF, "--skip-ingest",
+                  "--force")
+    assert same.exit_code == 0, same.output
+    again = read_marker(root / MARKER)
+    assert again is not None and again["registered_version"] == "3"
+    assert again["promoted"] is True and again["gate_reason"] == "passed: x"
 
 
 def test_the_data_fingerprint_of_an_as_of_ignores_rows_after_it(tmp_path: Path) -> None:

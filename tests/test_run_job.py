@@ -145,3 +145,36 @@ def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_pat
     assert "stale data for SOL" in console.export_text()
     assert run_job(_config(tmp_path), Console(record=True), None, quiet=True,
                    keep_going=False) == 0
+
+
+def test_a_run_whose_serve_is_refused_exits_as_serve_would(monkeypatch, tmp_path) -> None:
+    """The serve step's refusals inside the run: a serve-time override of a bundled value
+    exits 2 (bad config); no model to serve exits 1 after the fail-safe partition, said."""
+    from pathlib import Path
+
+    from pipelines.jobs import EXIT_USAGE
+    from serving.publish import Published
+    from serving.serve import ModelUnavailableError, ServeConfigError
+
+    def refused(error: Exception):
+        def raising(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise error
+        return raising
+
+    monkeypatch.setattr(pipelines.run, "run", refused(ServeConfigError(
+        "policy.confidence is decided by the served model's bundled config")))
+    console = Console(record=True, width=300)
+    assert run_job(_config(tmp_path), console, None, quiet=True,
+                   keep_going=False) == EXIT_USAGE == 2
+    assert "decided by the served model's bundled config" in console.export_text()
+
+    frozen = Published(Path(tmp_path / "asof=2025-06-30" / "rev=2"), True,
+                       {"as_of": "2025-06-30"}, 2)
+    monkeypatch.setattr(pipelines.run, "run", refused(ModelUnavailableError(
+        "the stored model of version 3 changed since registration", frozen)))
+    console = Console(record=True, width=300)
+    assert run_job(_config(tmp_path), console, None, quiet=True,
+                   keep_going=False) == EXIT_FAILED
+    said = " ".join(console.export_text().split())
+    assert "the stored model of version 3 changed since registration; fail-safe: published " \
+           "revision 2" in said and "every asset frozen" in said

@@ -208,6 +208,9 @@ def test_a_periods_var_backtest_is_a_cut_of_the_whole_path_not_a_fresh_start():
     start, end = dt.date(2022, 9, 1), dt.date(2023, 4, 30)
     table = period_comparison(fc, panel, start, end)
     assert table is not None
+    # run in tasks (a Dask engine's mapper), the same table
+    pd.testing.assert_frame_equal(period_comparison(fc, panel, start, end, mapper=map,
+                                                    chunk_assets=1), table)
     var = table[table["horizon_days"] == 1].set_index(["model", "asset"])
     days = (end - start).days + 1
     for (model, asset), row in var.iterrows():
@@ -220,6 +223,16 @@ def test_a_periods_var_backtest_is_a_cut_of_the_whole_path_not_a_fresh_start():
         inside = (loss_day >= pd.Timestamp(start)) & (loss_day <= pd.Timestamp(end))
         assert row["var_n"] == days == inside.sum()
         assert row["var_breaches"] == int((-ret_next[inside] > whole[inside]).sum())
+    # a crash on the period's first day is one of its breaches (the loss of the forecast made
+    # the day before); a crash on the day after its last day is not
+    calm = var.xs("AAA", level="asset")["var_breaches"]
+    for day, more in ((start, 1), (end + dt.timedelta(days=1), 0)):
+        shocked = panel.copy()
+        shocked.loc[("AAA", pd.Timestamp(day)), "ret_1d"] = -0.5
+        after = period_comparison(fc, shocked, start, end)
+        assert after is not None
+        one = after[after["horizon_days"] == 1].set_index(["model", "asset"])
+        assert (one.xs("AAA", level="asset")["var_breaches"] == calm + more).all(), day
 
 
 def test_no_forecasts_at_the_selection_horizon_is_an_error():

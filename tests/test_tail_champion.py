@@ -144,22 +144,29 @@ def test_a_later_run_without_the_tail_step_says_it_could_not_compare_capital(ran
 
 def test_a_tail_step_that_fails_is_listed_and_the_variance_driven_choice_is_served(
         tmp_path, monkeypatch):
-    """The tail step inside the run fails as a whole (here every call raises): the run goes
-    on, registers and serves the variance-driven choice, lists the failure and exits 4
-    ("completed with failures"), instead of ending with nothing registered."""
+    """The tail step inside the run fails as a whole (here every call raises), and so does the
+    stress after the serve: the run goes on, registers and serves the variance-driven choice,
+    lists both failures and exits 4 ("completed with failures"), instead of ending with
+    nothing registered (the tail) or saying nothing (the stress)."""
+    import pipelines.stress.job as stress_job
     import pipelines.tail_step
 
     def broken(*args, **kwargs):
-        raise RuntimeError("every tail model failed")
+        raise KeyError("every tail model failed")  # whatever it raises
+
+    def no_disk(*args, **kwargs):
+        raise OSError("No space left on device")
 
     monkeypatch.setattr(pipelines.tail_step, "step_tail", broken)
+    monkeypatch.setattr(stress_job, "run_stress", no_disk)  # and the stress after the serve
     root = tmp_path / "tail_fails"
     _project(root)
     result = invoke_in(root, ["run", "--data-dir", "market", "--quiet"])
     assert result.exit_code == 4, result.output
     flat = " ".join(result.output.split())
-    assert ("tail step failed: RuntimeError: every tail model failed; the variance-driven "
+    assert ("tail step failed: KeyError: 'every tail model failed'; the variance-driven "
             "choice was registered without it") in flat
+    assert f"stress of {AS_OF} skipped: OSError: No space left on device" in flat
     variance = json.loads((root / "outputs" / "backtest" / "frozen.json").read_text())["policy"]
     mlflow.set_tracking_uri(tracking_uri(str(root / "mlruns")))
     mlflow.set_registry_uri(tracking_uri(str(root / "mlruns")))

@@ -149,17 +149,21 @@ def test_the_tail_step_compares_only_the_frozen_policy_of_a_run_on_its_panel_and
     notes: list[str] = []
     same = frozen_variance_policy(tmp_path, mine, notes)
     assert list(same) == [name] and len(same[name]) == 1 and notes == []
+    others = [{"policy.confidence": 0.99}, {"selection.rule": "forecast"},
+              {"models.enabled": ["ewma94"]}, {"evaluation.selection_end": "2023-03-31"},
+              {"backtest.refit_every": 30}, {"backtest.min_train_days": 200}]
     for record in (run_identity(cfg, "e" * 64),  # another panel
-                   run_identity(cfg.with_overrides({"policy.confidence": 0.99}), "f" * 64),
+                   *(run_identity(cfg.with_overrides(o), "f" * 64) for o in others),
                    {}):  # recorded before the identity was
         frozen(**record)
-        assert frozen_variance_policy(tmp_path, mine, notes) == {}
+        assert frozen_variance_policy(tmp_path, mine, notes) == {}, record
         assert "is of another run" in notes[-1]
-    assert len(notes) == 3
+    assert len(notes) == 2 + len(others)
     # settings the choice does not read (where files go and where it runs, the registry, the
     # stress test, the tail step's own) do not count
     other = cfg.with_overrides({"paths.outputs_dir": "elsewhere", "tail.refit_every": 30,
                                 "backtest.n_jobs": 4, "backtest.dask_workers": 3,
+                                "backtest.chunk_assets": 7,
                                 "registry.model_name": "another", "stress.mc_paths": 500})
     frozen(**mine)
     assert list(frozen_variance_policy(tmp_path, run_identity(other, "f" * 64))) == [name]
