@@ -93,6 +93,15 @@ def test_the_forecast_rule_compares_models_on_the_assets_all_of_them_scored():
     choice = select(comp, None, {}, cfg, screened_on=comp)
     assert choice.model == "good"  # 0.54 against 0.87 over X, Y and HARD
     assert "over the 3 assets every model the screen kept scored" in choice.reason
+    # no asset in common: each model's own, said
+    apart = pd.DataFrame({"model": ["a", "a", "b"], "asset": ["X", "Y", "Z"],
+                          "horizon_days": 1, "qlike": [0.4, 0.6, 0.3], "in_mcs": True,
+                          "var_pass": True})
+    choice = select(apart, None, {}, SelectionConfig(rule="forecast"), screened_on=apart)
+    assert choice.model == "b" and "over each model's own assets, none common to all" in \
+        choice.reason
+    per = choice.table.set_index("model")
+    assert (per.loc["a", "qlike"], per.loc["a", "qlike_assets"]) == (pytest.approx(0.5), 2)
 
 
 def test_forecast_rule_is_lowest_qlike_among_the_screened():
