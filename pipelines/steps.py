@@ -351,6 +351,9 @@ def step_policy(
         _log_tables(tables, "policy")
         for period in ("evaluation", "selection"):
             points = ev.frontier[ev.frontier["period"] == period]
+            if not len(points) or "capital" not in points:
+                continue  # no day of that period in the data yet (an as-of inside the
+                # selection period): no frontier to draw
             for measure in ("bad_debt", "stress_bad_debt"):
                 mlflow.log_figure(frontier_figure(points, measure),
                                   f"policy/frontier_{measure}_{period}.png")

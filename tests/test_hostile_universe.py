@@ -245,6 +245,24 @@ def test_a_universe_with_no_forecast_in_the_selection_period_is_said_not_a_trace
     assert "move the selection period, or give the assets' older data" in text
 
 
+def test_an_as_of_inside_the_selection_period_runs_and_publishes(tmp_path, monkeypatch):
+    """Early in a new deployment the as-of may fall inside the selection period: no day of the
+    evaluation period exists yet. The run chooses on what there is and publishes (it stopped
+    on drawing the evaluation period's empty frontier), and the gate's reason says what it
+    checked."""
+    write_slice(tmp_path / "market", ["BTC", "SOL"], START, END, macro=())
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.yaml").write_text(yaml.safe_dump(shrunken_config()))
+    monkeypatch.chdir(tmp_path)
+    as_of = "2024-10-15"  # the shrunken recipe's selection period: 2024-09-01 → 2025-01-31
+    result = CliRunner().invoke(app, ["run", "--data-dir", "market", "--quiet", "--as-of",
+                                      as_of])
+    assert result.exit_code == 0, result.output
+    params = read_partition(tmp_path / "outputs" / "forecasts" / f"asof={as_of}")
+    assert set(params["asset"]) == {"BTC", "SOL"}
+    assert "passed: no check failed" in " ".join(result.output.split())
+
+
 def _run_said_and_stopped(tmp_path, monkeypatch, first_day: str) -> str:
     """``volmargin run`` on BTC and ETH from ``first_day`` with the short backtest recipe:
     asserted to stop with exit 1 and a message, not a traceback; the message, flattened."""
