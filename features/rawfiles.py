@@ -39,6 +39,10 @@ import pyarrow.parquet as pq
 from features.validation import DataValidationError
 
 SUFFIXES = (".csv.gz", ".csv", ".parquet")
+# Series names the outputs use for rows of their own: the total row of a stress scenario
+# (pipelines.stress.report.TOTAL) and the pooled frontier (pipelines.policy_eval.frontier.
+# POOLED); an asset of that name would be read as those rows (tests/test_loaders.py pins them).
+RESERVED_NAMES = ("ALL", "pooled")
 # Names of data in a form the loader does not read: an error (unknown_format), never skipped.
 # Anything else without a data suffix (README.md, notes, editor swap files) is not data.
 # Tabular formats only: a folder may hold notes or an archive beside the data (README.md,
@@ -134,8 +138,26 @@ def scan(
         problem = _entry_error(path)
         if problem is not None:
             errors[key] = problem
+        elif key in RESERVED_NAMES:
+            errors[key] = DataValidationError(
+                path, None, "reserved_name",
+                f"{path}: rule reserved_name failed: {key!r} is a name the outputs use for "
+                f"rows of their own ({', '.join(RESERVED_NAMES)}: a stress scenario's total, "
+                "the pooled frontier); rename the file; nothing was loaded.")
         else:
             found[key] = path
+    by_case: dict[str, list[str]] = {}
+    for key in found:
+        by_case.setdefault(key.casefold(), []).append(key)
+    for keys in by_case.values():
+        if len(keys) > 1:  # one file on a case-insensitive filesystem, two assets here
+            names = " and ".join(found[k].name for k in keys)
+            for key in keys:
+                errors[key] = DataValidationError(
+                    found.pop(key), None, "case_duplicate",
+                    f"{directory}: rule case_duplicate failed: {names} name series that "
+                    "differ only in case (two assets here, one file where case is not told "
+                    "apart). Keep one of them; nothing was loaded.")
     return found, errors
 
 

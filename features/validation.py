@@ -76,7 +76,7 @@ class DataValidationError(ValueError):
         (:func:`features.loaders.load_market` without ``as_of``) or a file-level rule of
         :mod:`features.rawfiles` (``broken_link``, ``not_a_file``, ``duplicate_source``,
         ``file_too_large``, ``empty_file``, ``file_unreadable``, ``csv_format``,
-        ``duplicate_columns``).
+        ``duplicate_columns``, ``reserved_name``, ``case_duplicate``).
     """
 
     def __init__(self, path: Path | str, row: int | None, rule: str, message: str) -> None:

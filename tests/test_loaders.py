@@ -23,6 +23,7 @@ from features.loaders import (
     load_macro,
     load_market,
 )
+from features.rawfiles import RESERVED_NAMES
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data" / "market"
 
@@ -193,6 +194,37 @@ def test_two_files_for_one_asset_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError) as exc:
         load_market(root)
     assert exc.value.rule == "duplicate_source"
+
+
+@pytest.mark.parametrize("name", ["ALL", "pooled"])
+def test_a_symbol_the_outputs_use_for_their_own_rows_is_refused(tmp_path: Path,
+                                                              name: str) -> None:
+    """An asset named ``ALL`` would be read as a stress scenario's total row, one named
+    ``pooled`` as the pooled frontier: refused by rule, naming the file; with --keep-going
+    that asset alone is skipped and listed."""
+    from pipelines.policy_eval.frontier import POOLED
+    from pipelines.stress.report import TOTAL
+
+    assert {TOTAL, POOLED} == set(RESERVED_NAMES)
+    root = copy_assets(tmp_path, ["BTC", "ETH"])
+    (root / "crypto/daily/ETH.csv.gz").rename(root / f"crypto/daily/{name}.csv.gz")
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert exc.value.rule == "reserved_name" and exc.value.path.name == f"{name}.csv.gz"
+    kept = load_market(root, keep_going=True)
+    assert list(kept.daily) == ["BTC"] and any(name in f for f in kept.failures)
+
+
+def test_two_symbols_that_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    """``btc`` beside ``BTC``: two assets here, one file on a case-insensitive filesystem; both
+    refused by rule rather than one silently standing for the other elsewhere."""
+    root = copy_assets(tmp_path, ["BTC", "ETH"])
+    shutil.copy(root / "crypto/daily/BTC.csv.gz", root / "crypto/daily/btc.csv.gz")
+    with pytest.raises(DataValidationError) as exc:
+        load_market(root)
+    assert exc.value.rule == "case_duplicate" and "BTC.csv.gz and btc.csv.gz" in str(exc.value)
+    kept = load_market(root, keep_going=True)
+    assert list(kept.daily) == ["ETH"] and len(kept.failures) == 2
 
 
 def test_parquet_with_datetime_stamps_loads_like_csv(tmp_path: Path) -> None:
