@@ -288,10 +288,13 @@ def _attempt(task: Task, make_model: Callable[[], Forecaster], features: pd.Data
 
 def _declined(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
               panel: pd.DataFrame | None, horizons: Sequence[int]) -> list[dict[str, Any]]:
-    """One row (stage ``declined``) per refit at which the model ran, had forecast the asset
-    at an earlier refit, the asset had rows in the segment, and yet no forecast came: a fit
-    the model judged degenerate there. Its segment's days then drop out of every model's
-    score on that asset (the common support), which nothing said before."""
+    """One row (stage ``declined``) per refit at which the model ran, the asset was eligible
+    (in the task) and had rows in the segment, the model forecast it at another refit, and yet
+    no forecast came: a fit the model judged degenerate there. Its segment's days then drop
+    out of every model's score on that asset (the common support), which nothing said before.
+    A refit before the model's first forecast of the asset counts too (an eligible asset whose
+    first fit was declined: 120 days of ETH left every model's score, unsaid); a model that
+    never forecast the asset is not said here (it does not narrow the support)."""
     if panel is None or not len(forecasts) or not len(panel):
         return []
     index = panel.index
@@ -318,7 +321,7 @@ def _declined(alias: str, results: list[TaskResult], forecasts: pd.DataFrame,
                 continue  # failed (said), or no row in the segment: nothing to forecast
             for h in horizons:
                 since = first.get((a, int(h)))
-                if since is None or fit_end <= since or (a, fit_end, int(h)) in made:
+                if since is None or fit_end == since or (a, fit_end, int(h)) in made:
                     continue
                 declined.setdefault((a, int(h)), []).append((fit_end, seg_end))
     rows = []

@@ -265,6 +265,15 @@ def test_a_refit_the_model_declines_is_said_and_keeps_the_other_forecasts(panel)
     assert len(bbb) == len(plain.forecasts[plain.forecasts["asset"] == "BBB"]) - len(
         plain.forecasts[(plain.forecasts["asset"] == "BBB")
                         & (plain.forecasts["fitted_through"] == refits[1])])
+    # the asset's first refit declined (eligible, forecast from the second on): said too
+    first = _Declining()
+    first.decline_at = pd.Timestamp(refits[0])
+    early = _run(lambda: first, panel).failures.set_index(["asset", "horizon_days"])
+    assert set(early.index) == {("BBB", 1), ("BBB", 7)}
+    assert set(early["stage"]) == {"declined"}
+    assert early["reason"].str.startswith(f"refit {pd.Timestamp(refits[0]).date()}:").all()
+    assert early["reason"].str.contains(
+        f"forecast from the refit of {pd.Timestamp(refits[1]).date()}").all()
     # a model that never forecast an asset is no_forecast, not declined
     never = _Declining()
     never.decline_at = None
