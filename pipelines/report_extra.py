@@ -228,7 +228,11 @@ def stress_section(outputs_dir: Path) -> str:
     skipped = "".join(f"\nSkipped: `{item['scenario']}` ({item['reason']})."
                       for item in summary.get("skipped_scenarios", []))
     mc_line = ""
-    if mc:
+    if mc and mc.get("prob_bad_debt") is None:
+        mc_line = (f"\nMonte Carlo ({mc['paths']:,} joint-FHS one-day paths): not evaluated, "
+                   "every account excluded (the `fhs_joint` row of the stress table says "
+                   "why).\n")
+    elif mc:
         mc_line = (f"\nMonte Carlo ({mc['paths']:,} joint-FHS one-day paths): P(any bad debt) "
                    f"{mc['prob_bad_debt']:.2%}; VaR95 ${mc['bad_debt_var95']:,.0f}, ES95 "
                    f"${mc['bad_debt_es95']:,.0f}, VaR99 ${mc['bad_debt_var99']:,.0f}, ES99 "

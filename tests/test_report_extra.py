@@ -81,6 +81,13 @@ def test_stress_section_sorts_scenarios_by_bad_debt_and_states_the_monte_carlo(t
     cells = [cell.strip() for cell in crash.split("|")]
     assert "0.25" in cells and "0.7" in cells and "excluded_debt_usd_m" in text
     assert "Skipped: `BTC_drop30_corr1` (BTC is unusable (stale))." in text
+    # a joint scenario that priced no account: said, no figure
+    summary["monte_carlo"] = {"paths": 100, **{k: None for k in (
+        "prob_bad_debt", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
+        "bad_debt_es99")}}
+    (run / "stress_summary.json").write_text(json.dumps(summary))
+    text = stress_section(tmp_path)
+    assert "not evaluated, every account excluded" in text and "P(any" not in text
 
 
 def test_a_periods_open_position_count_sees_the_ltvs_admitted_before_it(tmp_path):

@@ -124,3 +124,38 @@ def test_a_publication_sweeps_the_staging_of_killed_stress_runs_only(tmp_path):
     assert live.is_dir() and foreign.is_dir()
     assert not [p for p in base.iterdir() if p.name.startswith(f".staging-rev=1-{os.getpid()}")
                 and p != live]  # its own staging renamed into place, none left behind
+
+
+def test_a_joint_scenario_that_priced_no_account_has_no_tail_not_a_zero_one() -> None:
+    """Every holder excluded from the joint FHS scenario (its paths unusable, e.g. overflowed
+    on an absurd σ): the summary's Monte Carlo figures are null, not $0 and P = 0%; its row
+    says how many accounts it excluded."""
+    book = Book(np.array(["a0", "a1"]), ["X", "Y"], np.array([[10.0, 5.0], [0.0, 20.0]]),
+                np.array([760.0, 2_000.0]))
+    market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
+                    np.full(2, 0.05), np.full(2, 79_800.0))
+    rel = np.tile(np.array([[1.0, np.nan], [0.7, np.nan]]), (4, 1, 1))  # 4 paths, Y unusable
+    scn = Scenario("fhs_joint", "monte_carlo", rel, 0, ["X", "Y"], {"X": "fhs", "Y": "fhs"})
+    rows = scenario_rows(AS_OF, scn, liquidate(book, market, rel, 0), 2_760.0)
+    assert rows[-1]["excluded_accounts"] == 2
+    info = {"source": "book.csv", "accounts": 2, "debt_usd": 2_760.0,
+            "collateral_usd": 4_000.0, "unhealthy_at_start": 0, "frozen_sizing": []}
+    details = {"fhs_joint": {"note": "", "missing_assets": ["Y"], "daily_assets": [],
+                             "top_accounts": [], "top_assets": [], "hhi_accounts": 0.0}}
+    doc = summary(AS_OF, rows, details, info, REF)
+    mc = doc["monte_carlo"]
+    assert mc["paths"] == 4 and mc["prob_bad_debt"] is None and mc["bad_debt_es99"] is None
+    jsonschema.validate(doc, contract.summary_schema())
+    # one account priced: its tail is the scenario's
+    priced = summary(AS_OF, _run_mc_one_priced(), {}, info, REF)["monte_carlo"]
+    assert priced["prob_bad_debt"] is not None
+
+
+def _run_mc_one_priced() -> list[dict]:
+    book = Book(np.array(["a0", "a1"]), ["X", "Y"], np.array([[10.0, 0.0], [0.0, 20.0]]),
+                np.array([760.0, 2_000.0]))
+    market = Market(["X", "Y"], np.array([100.0, 100.0]), np.full(2, 0.8), np.full(2, 1.05),
+                    np.full(2, 0.05), np.full(2, 79_800.0))
+    rel = np.tile(np.array([[1.0, np.nan], [0.7, np.nan]]), (4, 1, 1))
+    scn = Scenario("fhs_joint", "monte_carlo", rel, 0, ["X", "Y"], {"X": "fhs", "Y": "fhs"})
+    return scenario_rows(AS_OF, scn, liquidate(book, market, rel, 0), 2_760.0)

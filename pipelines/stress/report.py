@@ -200,6 +200,17 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
     tc = next((r for r in totals if r["scenario"] == "t_copula"), None)
     tail = ("paths", "bad_debt_usd", "bad_debt_var95", "bad_debt_es95", "bad_debt_var99",
             "bad_debt_es99", "prob_bad_debt")
+
+    def tail_of(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        # a joint scenario that priced no account (every holder excluded: e.g. paths that
+        # overflowed on an absurd σ) has no tail to give: its figures are null, not $0 and a
+        # probability of 0 (the scenario's row says how many accounts it excluded)
+        accounts = book_info.get("accounts")
+        priced = not accounts or (r["excluded_accounts"] or 0) < accounts
+        return {k: r[k] if k == "paths" or priced else None for k in tail}
+
     return {
         "as_of": as_of.isoformat(), "schema_version": STRESS_SCHEMA_VERSION,
         "parameters": parameters, "book": book_info,
@@ -214,8 +225,8 @@ def summary(as_of: dt.date, rows: list[dict[str, Any]], details: dict[str, dict[
         "worst_collapse": _worst_share(collapses, "bad_debt_share"),
         "worst_collapse_bad_debt_share": max((r["bad_debt_share"] for r in collapses),
                                              default=0.0),
-        "monte_carlo": None if mc is None else {k: mc[k] for k in tail},
-        "t_copula": None if tc is None else {k: tc[k] for k in tail},
+        "monte_carlo": tail_of(mc),
+        "t_copula": tail_of(tc),
         "scenarios": scenarios,
         "skipped_scenarios": [{"scenario": s.name, "kind": s.kind, "reason": s.reason}
                               for s in skipped],
