@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.evaluation.common import common_assets
 from pipelines.evaluation.coverage import MIN_VERDICT_DAYS
 from pipelines.policy_eval.frontier import knob_family
 from pipelines.policy_eval.protocol import assets_without
@@ -70,17 +71,6 @@ def forecast_tables(comparison: pd.DataFrame) -> str:
     counts.columns = [f"assets h={h}" for h in counts.columns]
     table = wide.join(groups).join(one).join(counts).sort_values(wide.columns[0]).reset_index()
     return _fmt(table) + left_out_note(c, common)
-
-
-def common_assets(comparison: pd.DataFrame) -> dict[int, set[str]]:
-    """Per horizon, the assets every model with a QLIKE at that horizon scored (a model that
-    scored none is listed without means rather than emptying the set)."""
-    scored = comparison[comparison["qlike"].notna()]
-    out: dict[int, set[str]] = {}
-    for h, rows in scored.groupby("horizon_days"):
-        by_model = rows.groupby("model")["asset"].agg(set)
-        out[int(h)] = set.intersection(*by_model) if len(by_model) else set()
-    return out
 
 
 MOST_LEFT_OUT = 12  # assets left out named under a forecast table (all in comparison.csv)

@@ -34,6 +34,7 @@ from models.backtest import (
 )
 from models.registry import REGISTRY, build_forecaster
 from pipelines.engine import Engine
+from pipelines.evaluation.common import common_assets
 from pipelines.evaluation.comparison import comparison, diagnostic_failures
 from pipelines.evaluation.evaluate import loss_table, narrowed_support, scored
 from pipelines.evaluation.plots import forecast_vs_realized, loss_over_time
@@ -271,9 +272,9 @@ def common_means(scores: pd.DataFrame, stem: str) -> dict[tuple[str, str], float
     side by side compare models on the same assets (the report's tables do the same)."""
     out: dict[tuple[str, str], float] = {}
     scored = scores[scores["qlike"].notna()]
+    common_by_h = common_assets(scored)
     for h, rows in scored.groupby("horizon_days"):
-        common = set.intersection(*rows.groupby("model")["asset"].agg(set))
-        kept = rows[rows["asset"].isin(common)]
+        kept = rows[rows["asset"].isin(common_by_h[int(h)])]
         for model in rows["model"].unique():
             mine = kept[kept["model"] == model]
             key = stem.format(h=h)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from configs.schema import SelectionConfig
+from pipelines.evaluation.common import common_assets
 from pipelines.policy_eval.protocol import choose
 
 if TYPE_CHECKING:
@@ -104,8 +105,7 @@ def _qlike_over_common_assets(per: pd.DataFrame, comparison: pd.DataFrame, horiz
     (the models the screen kept): a model screened out does not narrow the comparison of the
     others."""
     at_h = comparison[(comparison["horizon_days"] == horizon) & comparison["qlike"].notna()]
-    sets = at_h[at_h["model"].isin(pool)].groupby("model")["asset"].agg(set)
-    common = set.intersection(*sets) if len(sets) else set()
+    common = common_assets(at_h, pool).get(horizon, set())
     kept = at_h[at_h["asset"].isin(common)] if common else at_h
     per["qlike"] = kept.groupby("model")["qlike"].mean()
     per["qlike_assets"] = kept.groupby("model")["asset"].nunique()
