@@ -14,20 +14,15 @@ from serving.publish import PartitionExistsError
 from tests.conftest import REPO
 
 
-def _config(tmp_path, **overrides: object) -> Config:
-    """The default config with its outputs (and the training jobs' lock) under ``tmp_path``."""
-    return Config().with_overrides({"paths.outputs_dir": str(tmp_path / "outputs"),
-                                    "paths.mlruns_dir": str(tmp_path / "mlruns"), **overrides})
-
-
-def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch, tmp_path) -> None:
+def test_a_rerun_onto_a_published_day_is_said_not_a_traceback(monkeypatch,
+                                                               isolated_config) -> None:
     def published(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise PartitionExistsError("outputs/forecasts/asof=2025-06-30 is already published "
                                    "with different content")
 
     monkeypatch.setattr(pipelines.run, "run", published)
     console = Console(record=True, width=200)
-    assert run_job(_config(tmp_path), console, None, quiet=True,
+    assert run_job(isolated_config, console, None, quiet=True,
                    keep_going=False) == EXIT_FAILED
     said = console.export_text()
     assert "asof=2025-06-30 is already published with different content" in said
@@ -67,8 +62,8 @@ def test_serve_names_the_skipped_files_even_when_stale_data_decides_the_exit(
     assert "stale data for SOL" in said
 
 
-def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch,
-                                                                     tmp_path) -> None:
+def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(
+        monkeypatch, isolated_config) -> None:
     """E.g. a first version its gate refused, with ``registry.gate.promote_first`` off: the
     serve step has no champion; the run says so and exits 1, as ``volmargin serve`` would."""
     from serving.ops.registry import ChampionMissingError
@@ -78,7 +73,7 @@ def test_a_run_whose_serve_finds_no_champion_says_so_not_a_traceback(monkeypatch
 
     monkeypatch.setattr(pipelines.run, "run", no_champion)
     console = Console(record=True, width=200)
-    assert run_job(_config(tmp_path), console, None, quiet=True,
+    assert run_job(isolated_config, console, None, quiet=True,
                    keep_going=False) == EXIT_FAILED
     said = console.export_text()
     assert "has no @champion alias" in said and "nothing was published" in said
@@ -116,7 +111,8 @@ def test_a_malformed_stress_scenarios_override_exits_2(tmp_path, monkeypatch) ->
     assert "shock_move" in result.output
 
 
-def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_path) -> None:
+def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_path,
+                                                            isolated_config) -> None:
     """``serving.on_stale: fail`` is the run's rule as the serve's: the run that published
     stale assets on their fail-safe parameters exits 3 (0 with the default ``warn``)."""
     from pathlib import Path
@@ -139,15 +135,16 @@ def test_run_exits_3_on_stale_assets_when_serving_says_fail(monkeypatch, tmp_pat
     monkeypatch.setattr(pipelines.run, "run", lambda *a, **k: result)
     monkeypatch.setattr("pipelines.ops.console.print_run", lambda *a, **k: None)
     console = Console(record=True, width=300)
-    fail = _config(tmp_path, **{"serving.on_stale": "fail"})
+    fail = isolated_config.with_overrides({"serving.on_stale": "fail"})
     assert run_job(fail, console, None, quiet=True, keep_going=False) == EXIT_STALE == \
         RUN_EXIT_STALE
     assert "stale data for SOL" in console.export_text()
-    assert run_job(_config(tmp_path), Console(record=True), None, quiet=True,
+    assert run_job(isolated_config, Console(record=True), None, quiet=True,
                    keep_going=False) == 0
 
 
-def test_a_run_whose_serve_is_refused_exits_as_serve_would(monkeypatch, tmp_path) -> None:
+def test_a_run_whose_serve_is_refused_exits_as_serve_would(monkeypatch, tmp_path,
+                                                           isolated_config) -> None:
     """The serve step's refusals inside the run: a serve-time override of a bundled value
     exits 2 (bad config); no model to serve exits 1 after the fail-safe partition, said."""
     from pathlib import Path
@@ -164,7 +161,7 @@ def test_a_run_whose_serve_is_refused_exits_as_serve_would(monkeypatch, tmp_path
     monkeypatch.setattr(pipelines.run, "run", refused(ServeConfigError(
         "policy.confidence is decided by the served model's bundled config")))
     console = Console(record=True, width=300)
-    assert run_job(_config(tmp_path), console, None, quiet=True,
+    assert run_job(isolated_config, console, None, quiet=True,
                    keep_going=False) == EXIT_USAGE == 2
     assert "decided by the served model's bundled config" in console.export_text()
 
@@ -173,7 +170,7 @@ def test_a_run_whose_serve_is_refused_exits_as_serve_would(monkeypatch, tmp_path
     monkeypatch.setattr(pipelines.run, "run", refused(ModelUnavailableError(
         "the stored model of version 3 changed since registration", frozen)))
     console = Console(record=True, width=300)
-    assert run_job(_config(tmp_path), console, None, quiet=True,
+    assert run_job(isolated_config, console, None, quiet=True,
                    keep_going=False) == EXIT_FAILED
     said = " ".join(console.export_text().split())
     assert "the stored model of version 3 changed since registration; fail-safe: published " \
