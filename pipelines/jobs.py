@@ -38,7 +38,7 @@ from rich.table import Table
 
 from configs.schema import Config
 from pipelines.ops.logs import JobLog
-from serving.ops.lock import EX_TEMPFAIL, LockHeldError, exclusive, lock_path
+from serving.ops.lock import EX_TEMPFAIL, LockHeldError, training_lock
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -66,6 +66,14 @@ def parse_day(text: str | None, today: dt.date | None = None) -> dt.date | None:
 def _pairs(values: dict[str, dict[str, Any]], shown: str, beside: str, label: str) -> str:
     """``key = <shown> (<label>: <beside>); ...`` of a serve's per-key value pairs."""
     return "; ".join(f"{k} = {v[shown]!r} ({label}: {v[beside]!r})" for k, v in values.items())
+
+
+def fail_safe_line(exc: Any) -> str:
+    """What ``serve`` and ``run`` say when no model could be served (a
+    :class:`serving.serve.ModelUnavailableError`): why, and the fail-safe partition."""
+    return (f"{exc.reason}; fail-safe: published revision {exc.published.revision} of "
+            f"{exc.published.path} with every asset frozen on its parameters in force (LTV 0, "
+            "LT and LB held)")
 
 
 def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: str | None,
@@ -103,9 +111,7 @@ def serve_job(cfg: Config, log: JobLog, as_of: dt.date | None, model_version: st
         return EXIT_USAGE
     except ModelUnavailableError as exc:  # the fail-safe published, the run still fails
         published = exc.published
-        log.error(step[0], f"{exc.reason}; fail-safe: published revision {published.revision} "
-                  f"of {published.path} with every asset frozen on its parameters in force "
-                  "(LTV 0, LT and LB held) → exit 1", path=str(published.path),
+        log.error(step[0], f"{fail_safe_line(exc)} → exit 1", path=str(published.path),
                   revision=published.revision, created=published.created)
         return EXIT_FAILED
     except (ChampionMissingError, ModelVersionMissingError, ModelArtifactMissingError,
@@ -297,7 +303,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
             # (a LocalCluster, or the cluster at backtest.scheduler / --scheduler)
             # one training job at a time: a run writes outputs/backtest and registers a
             # version as a retrain does, so it takes the retrain's lock (serving.ops.lock)
-            with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "run"), \
+            with training_lock(cfg.paths.outputs_dir, "run"), \
                     make_engine(cfg.backtest.engine, cfg.backtest.n_jobs,
                                 cfg.backtest.scheduler, cfg.backtest.dask_workers,
                                 say=console.print) as engine:
@@ -319,10 +325,7 @@ def run_job(cfg: Config, console: Console, as_of: dt.date | None, quiet: bool,
         # the serve step's own refusals, said as `volmargin serve` says them (the run's
         # backtest, selection and registration are in MLflow)
         except ModelUnavailableError as exc:  # the fail-safe published, the run still fails
-            console.print(f"{exc.reason}; fail-safe: published revision "
-                          f"{exc.published.revision} of {exc.published.path} with every asset "
-                          "frozen on its parameters in force (LTV 0, LT and LB held)",
-                          style="red", markup=False, highlight=False)
+            console.print(fail_safe_line(exc), style="red", markup=False, highlight=False)
             return EXIT_FAILED
         except ServeConfigError as exc:
             console.print(str(exc), style="red", markup=False, highlight=False)

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from configs.schema import Config, IngestConfig
 from pipelines.ingest import Endpoints, IngestReport, IngestSettings, ingest
-from serving.ops.lock import exclusive, lock_path
+from serving.ops.lock import training_lock
 from serving.ops.version import code_version
 
 logger = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ def retrain(
 
     env = os.environ if environ is None else environ
     started = dt.datetime.now(dt.UTC)
-    with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "retrain"):
+    with training_lock(cfg.paths.outputs_dir, "retrain"):
         report, skipped_why = None, None
         if skip_ingest:
             skipped_why = "--skip-ingest"

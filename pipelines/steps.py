@@ -52,6 +52,7 @@ from pipelines.selection.select import Selection, period_comparison
 from pipelines.stress.gate import stress_gate_refusal
 from pipelines.walk_forwards import start_walk_forwards
 from serving.apply import BUNDLE_FORMAT, bundle_forecasts
+from serving.layout import step_outputs
 from serving.ops import registry
 from serving.ops.tracking import code_identity, log_context, metric_key
 
@@ -161,14 +162,7 @@ def step_backtest(
     withheld: dict[str, pd.DataFrame] = {}
     failed: list[pd.DataFrame] = []
     run_ids: dict[str, str] = {}
-    out_dir = Path(cfg.paths.outputs_dir) / "backtest"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # a run's backtest outputs are its own: an earlier run's files left beside them (a step
-    # that did not complete this time, a table this run has no rows for) would be read as
-    # this run's by `volmargin report` and the tail step (each is in that run's MLflow runs)
-    for stale in out_dir.iterdir():
-        if stale.is_file():
-            stale.unlink()
+    out_dir = step_outputs(Path(cfg.paths.outputs_dir) / "backtest")
     if engine is not None:
         mapper = engine.mapper
     with mlflow.start_run(run_name="backtest"), (

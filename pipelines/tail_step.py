@@ -31,6 +31,7 @@ from pipelines.evaluation.coverage import MIN_VERDICT_DAYS, too_few_days
 from pipelines.evaluation.tail_compare import POOLED_STAGE, run_tail_backtest
 from pipelines.ops.lines import capped
 from pipelines.run import EXIT_COMPLETED_WITH_FAILURES, MAX_DIAGNOSTIC_LINES, skipped_file_lines
+from serving.layout import step_outputs
 from serving.ops.tracking import log_context, metric_key
 
 if TYPE_CHECKING:
@@ -74,11 +75,7 @@ def step_tail(cfg: Config, panel: pd.DataFrame,
     """Walk forward and score the enabled tail models; log and write the tables.
     ``inside_run``: called by ``volmargin run`` (``tail.in_run``), whose choice then spans
     both kinds and registers the policy ranked first; ``volmargin tail`` registers nothing."""
-    out_dir = Path(cfg.paths.outputs_dir) / "tail"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.iterdir():  # an earlier tail step's files are not this one's
-        if stale.is_file():
-            stale.unlink()
+    out_dir = step_outputs(Path(cfg.paths.outputs_dir) / "tail")
     with mlflow.start_run(run_name="tail-backtest"):
         log_context(cfg, "tail-backtest")
         mlflow.log_params({"tail_models": ",".join(cfg.tail.enabled),
@@ -170,11 +167,11 @@ def tail_job(cfg: Config, as_of: dt.date | None, keep_going: bool = False,
     tail model, a statistic or (with ``keep_going``) a data file was left out (listed)."""
     from features.store import load_or_build
     from serving.market import candle_cache, load_as_of
-    from serving.ops.lock import EX_TEMPFAIL, LockHeldError, exclusive, lock_path
+    from serving.ops.lock import EX_TEMPFAIL, LockHeldError, training_lock
     from serving.ops.tracking import setup
 
     try:  # one training job at a time: outputs/tail and the run's backtest it reads
-        with exclusive(lock_path(cfg.paths.outputs_dir, "retrain"), "tail"):
+        with training_lock(cfg.paths.outputs_dir, "tail"):
             setup(cfg)
             pit = load_as_of(cfg.paths.data_dir, cfg.data.assets, as_of, keep_going=keep_going,
                              max_file_mb=cfg.data.max_file_mb, cache=candle_cache(cfg))

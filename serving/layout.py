@@ -195,6 +195,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def step_outputs(directory: Path) -> Path:
+    """``directory`` (a step's outputs: ``outputs/backtest``, ``outputs/tail``) made and
+    emptied of its files: a step's outputs are its own; an earlier run's left beside them (a
+    step that did not complete this time, a table this run has no rows for) would be read as
+    this run's by ``volmargin report`` and the tail step (each is in its own MLflow run)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.iterdir():
+        if stale.is_file():
+            stale.unlink()
+    return directory
+
+
 def sweep_outputs(outputs_dir: Path, now: float | None = None) -> list[str]:
     """Remove what killed runs left under ``outputs/features`` and ``outputs/retrain``.
 

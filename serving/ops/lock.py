@@ -53,6 +53,12 @@ class LockHeldError(RuntimeError):
             f"pid {pid} is really volmargin before stopping it.")
 
 
+def training_lock(outputs_dir: Path, job: str) -> contextlib.AbstractContextManager[Path]:
+    """The training jobs' one lock (``outputs/.retrain.lock``), held by ``job`` (``retrain``,
+    ``run``, ``tail``): they write the backtest outputs and register versions."""
+    return exclusive(lock_path(outputs_dir, "retrain"), job)
+
+
 def lock_path(outputs_dir: Path, job: str) -> Path:
     """The lock file of ``job`` (``serve``, ``retrain``) under the outputs directory."""
     return Path(outputs_dir) / f".{job}.lock"
